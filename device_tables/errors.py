@@ -1,0 +1,41 @@
+"""Typed errors. Every `HwlatError` carries a message a user can act on; the CLI prints it
+as one line and exits non-zero, without a traceback."""
+
+
+class HwlatError(Exception):
+    """Base of every user-facing error."""
+
+
+class OpSpecError(HwlatError, ValueError):
+    """An op configuration that is malformed or not in the vocabulary."""
+
+
+class TableError(HwlatError):
+    """A device or architecture table that cannot be read, validated or written."""
+
+
+class SchemaVersionError(TableError):
+    """A table written by a newer hwlat (schema version above the one this code reads)."""
+
+
+class UnknownDeviceError(HwlatError, KeyError):
+    """A device or table name that is not known."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; we want it plain
+        return str(self.args[0]) if self.args else ""
+
+
+class RuntimeUnavailableError(HwlatError):
+    """A runtime whose package is not installed, or that cannot run on this machine."""
+
+
+class UnsupportedOpError(HwlatError):
+    """An op configuration a runtime cannot build or run."""
+
+
+class SweepError(HwlatError):
+    """A sweep file that cannot be read or has a typo."""
+
+
+class ModelError(HwlatError):
+    """A model file (ONNX, TFLite) that is malformed or unsupported."""

@@ -1,0 +1,324 @@
+"""`DeviceTable`: the lookup table of one device, `OpSpec -> Measurement`, on disk as CSV + JSON.
+
+A table ``NAME`` is two files side by side: ``NAME.csv`` (one row per op configuration, appended
+and flushed as each is measured) and ``NAME.json`` (schema version, device, fingerprint,
+protocol settings; rewritten atomically). See ``device_tables/README.md`` for the format.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from device_tables.device import Device
+from device_tables.errors import OpSpecError, SchemaVersionError, TableError
+from device_tables.measurement import Measurement
+from device_tables.ops import OpSpec
+
+log = logging.getLogger(__name__)
+
+SCHEMA = "hwlat.device_table"
+SCHEMA_VERSION = 1
+COLUMNS = (
+    "key", "op", "dtype", "input_shape", "status",
+    "median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms", "n", "noisy",
+    "extra", "measured_at",
+)
+STATUSES = ("ok", "error")
+_STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
+
+
+@dataclass(frozen=True)
+class Row:
+    """One table row: a measured op (status ``ok``) or a recorded failure (status ``error``)."""
+
+    spec: OpSpec
+    status: str
+    measurement: Measurement | None
+    extra: Mapping[str, Any]
+    measured_at: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    @property
+    def error(self) -> str | None:
+        return None if self.ok else str(self.extra.get("error", "unknown error"))
+
+
+def table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(csv, json) paths of a table given either file or the stem."""
+    p = Path(path)
+    if p.suffix in (".csv", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".csv"), p.with_name(p.name + ".json")
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _format_row(spec: OpSpec, status: str, m: Measurement | None, extra: Mapping[str, Any], measured_at: str) -> str:
+    values: list[Any] = [spec.key, spec.op, spec.dtype, "x".join(map(str, spec.input_shape)), status]
+    if m is None:
+        values += [""] * 8
+    else:
+        values += [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false"]
+    values += [json.dumps(dict(extra), sort_keys=True, separators=(",", ":")) if extra else "", measured_at]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue()
+
+
+class DeviceTable:
+    """Rows of one device's op measurements, backed by files when it has a path.
+
+    Open with `DeviceTable.load` (read + validate) or `DeviceTable.open` (create or resume for
+    appending). `append` writes the row to disk before it returns.
+    """
+
+    def __init__(self, device: Device, meta: Mapping[str, Any] | None = None, path: Path | None = None):
+        self.device = device
+        self.meta: dict[str, Any] = dict(meta or {})
+        self.path = path
+        self._rows: dict[str, Row] = {}
+        self._fd: int | None = None
+
+    # ---- reading ------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "DeviceTable":
+        """Read and validate a table; errors name the file and the row."""
+        csv_path, json_path = table_paths(path)
+        if not json_path.exists() or not csv_path.exists():
+            missing = json_path if not json_path.exists() else csv_path
+            raise TableError(f"table {csv_path.with_suffix('')}: {missing.name} not found (a table is NAME.csv + NAME.json)")
+        meta = read_meta(json_path)
+        try:
+            device = Device.from_dict(meta["device"])
+        except (KeyError, TypeError) as exc:
+            raise TableError(f"{json_path}: 'device' entry is missing or malformed ({exc}); restore it or re-profile") from exc
+        table = cls(device, meta, csv_path.with_suffix(""))
+        for row in _read_rows(csv_path):
+            table._rows[row.spec.key] = row
+        return table
+
+    @classmethod
+    def open(cls, path: str | os.PathLike, device: Device, meta: Mapping[str, Any] | None = None) -> "DeviceTable":
+        """Open a table for appending: create it, or resume an existing one of the same device."""
+        csv_path, json_path = table_paths(path)
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if json_path.exists() or csv_path.exists():
+            if not json_path.exists():
+                raise TableError(f"{csv_path} exists without {json_path.name}; move it away or restore the metadata")
+            if not csv_path.exists():
+                csv_path.write_text(",".join(COLUMNS) + "\n")
+            _drop_partial_last_line(csv_path)
+            table = cls.load(csv_path)
+            if table.device.name != device.name:
+                raise TableError(
+                    f"{json_path} holds device {table.device.name!r}, not {device.name!r}; "
+                    "choose another --out or the same settings to resume"
+                )
+            if meta:
+                table.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
+            table.meta.setdefault("resumed", []).append(_now())
+            table.meta["device"] = {**device.to_dict(), "fingerprint": table.meta["device"].get("fingerprint", {})}
+            table.meta.setdefault("fingerprints_on_resume", []).append(device.to_dict()["fingerprint"])
+            table.write_meta()
+        else:
+            table = cls(device, {**(meta or {})}, csv_path.with_suffix(""))
+            table.meta.update({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": csv_path.stem,
+                               "device": device.to_dict(), "created": _now()})
+            table.meta.update(meta or {})
+            table.write_meta()
+            _atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
+        table._fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND)
+        return table
+
+    def __enter__(self) -> "DeviceTable":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    # ---- writing ------------------------------------------------------------------------
+    def append(self, spec: OpSpec, measurement: Measurement | None = None, *, error: str | None = None,
+               extra: Mapping[str, Any] | None = None) -> Row:
+        """Add a row (a measurement, or an error message) and flush it to disk now."""
+        if (measurement is None) == (error is None):
+            raise ValueError("append needs exactly one of measurement or error")
+        if spec.key in self._rows:
+            raise TableError(f"{self.name}: {spec.key} is already in the table")
+        extra = dict(extra or {})
+        if error is not None:
+            extra["error"] = error.replace("\n", " ")
+        row = Row(spec, "ok" if error is None else "error", measurement, extra, _now())
+        if self._fd is not None:
+            line = _format_row(row.spec, row.status, row.measurement, row.extra, row.measured_at).encode()
+            os.write(self._fd, line)  # one write of a whole line on an O_APPEND file
+            os.fsync(self._fd)
+        self._rows[spec.key] = row
+        return row
+
+    def write_meta(self) -> None:
+        if self.path is None:
+            return
+        _atomic_write_text(table_paths(self.path)[1], json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
+
+    def update_meta(self, **entries: Any) -> None:
+        self.meta.update(entries)
+        self.write_meta()
+
+    # ---- views --------------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self.path.name if self.path else self.device.name
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, spec: OpSpec | str) -> bool:
+        return (spec.key if isinstance(spec, OpSpec) else spec) in self._rows
+
+    def __iter__(self) -> Iterator[Row]:
+        return iter(self._rows.values())
+
+    def get(self, spec: OpSpec | str) -> Row | None:
+        return self._rows.get(spec.key if isinstance(spec, OpSpec) else spec)
+
+    def latency_ms(self, spec: OpSpec) -> float | None:
+        """Median latency of a measured configuration, or None when absent or failed."""
+        row = self.get(spec)
+        return row.measurement.median_ms if row is not None and row.ok else None
+
+    def rows(self, status: str | None = None) -> list[Row]:
+        return [r for r in self._rows.values() if status is None or r.status == status]
+
+    def to_pandas(self):
+        import pandas as pd
+
+        records = []
+        for r in self._rows.values():
+            rec = {"key": r.spec.key, "op": r.spec.op, "dtype": r.spec.dtype,
+                   "input_shape": "x".join(map(str, r.spec.input_shape)), "status": r.status}
+            rec.update(r.measurement.to_dict() if r.measurement else {})
+            rec.update({"macs": r.spec.macs, "bytes_moved": r.spec.bytes_moved, **dict(r.spec.attrs)})
+            rec.update({f"extra.{k}": v for k, v in r.extra.items()})
+            records.append(rec)
+        return pd.DataFrame.from_records(records)
+
+    def save(self, path: str | os.PathLike) -> "DeviceTable":
+        """Write this table to new files (used for tables built in memory)."""
+        csv_path, _ = table_paths(path)
+        out = DeviceTable(self.device, {**self.meta, "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
+                                        "name": csv_path.stem, "device": self.device.to_dict()}, csv_path.with_suffix(""))
+        out.meta.setdefault("created", _now())
+        out._rows = dict(self._rows)
+        lines = [",".join(COLUMNS) + "\n"] + [_format_row(r.spec, r.status, r.measurement, r.extra, r.measured_at) for r in self._rows.values()]
+        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        _atomic_write_text(csv_path, "".join(lines))
+        out.write_meta()
+        return out
+
+
+def read_meta(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise TableError(f"{json_path}: not a hwlat device table (expected \"schema\": \"{SCHEMA}\")")
+    version = meta.get("schema_version")
+    if not isinstance(version, int):
+        raise TableError(f"{json_path}: schema_version missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(
+            f"{json_path}: schema version {version} is newer than this hwlat reads ({SCHEMA_VERSION}); upgrade hwlat"
+        )
+    return meta
+
+
+def _drop_partial_last_line(csv_path: Path) -> None:
+    """Cut a trailing row that an interrupted write left without its newline."""
+    with open(csv_path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a partial last row left by an interrupted run: %r", csv_path, data[cut:][:80])
+        f.truncate(cut)
+
+
+def _read_rows(csv_path: Path) -> Iterator[Row]:
+    text = csv_path.read_text()
+    lines = text.splitlines(keepends=True)
+    if lines and not lines[-1].endswith("\n"):
+        log.warning("%s: ignoring a partial last row (line %d) left by an interrupted run", csv_path, len(lines))
+        lines = lines[:-1]
+    reader = csv.reader(lines)
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise TableError(f"{csv_path}: empty file; expected the header {','.join(COLUMNS)}") from None
+    if tuple(header) != COLUMNS:
+        raise TableError(f"{csv_path}, line 1: header is {','.join(header)!r}; expected {','.join(COLUMNS)!r}")
+    seen: dict[str, int] = {}
+    for lineno, values in enumerate(reader, start=2):
+        if not values:
+            continue
+        where = f"{csv_path}, line {lineno}"
+        if len(values) != len(COLUMNS):
+            raise TableError(f"{where}: {len(values)} fields, expected {len(COLUMNS)}; fix or delete the row to re-measure it")
+        rec = dict(zip(COLUMNS, values))
+        try:
+            spec = OpSpec.from_key(rec["key"])
+        except OpSpecError as exc:
+            raise TableError(f"{where}: {exc}") from None
+        if (rec["op"], rec["dtype"], rec["input_shape"]) != (spec.op, spec.dtype, "x".join(map(str, spec.input_shape))):
+            raise TableError(f"{where}: op/dtype/input_shape columns disagree with key {spec.key!r}")
+        if rec["key"] in seen:
+            raise TableError(f"{where}: key {rec['key']!r} repeats line {seen[rec['key']]}; delete one of them")
+        seen[rec["key"]] = lineno
+        if rec["status"] not in STATUSES:
+            raise TableError(f"{where}: status {rec['status']!r}; expected one of {', '.join(STATUSES)}")
+        try:
+            extra = json.loads(rec["extra"]) if rec["extra"] else {}
+        except json.JSONDecodeError:
+            raise TableError(f"{where}: extra column is not valid JSON: {rec['extra']!r}") from None
+        m = None
+        if rec["status"] == "ok":
+            try:
+                stats = {f: float(rec[f]) for f in _STAT_FIELDS}
+                n = int(rec["n"])
+            except ValueError:
+                raise TableError(f"{where}: a statistic is not a number; fix or delete the row to re-measure it") from None
+            if rec["noisy"] not in ("true", "false"):
+                raise TableError(f"{where}: noisy is {rec['noisy']!r}; expected true or false")
+            if n < 1 or stats["median_ms"] <= 0 or any(v < 0 or v != v for v in stats.values()):
+                raise TableError(f"{where}: statistics out of range (median must be > 0, n >= 1, none negative)")
+            if not stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]:
+                raise TableError(f"{where}: p10 <= median <= p90 does not hold; the row was edited or corrupted")
+            m = Measurement(**stats, n=n, noisy=rec["noisy"] == "true")
+        yield Row(spec, rec["status"], m, extra, rec["measured_at"])
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")

@@ -1,0 +1,3 @@
+from hwlat.cli import main
+
+raise SystemExit(main())

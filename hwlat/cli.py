@@ -1,0 +1,75 @@
+"""The `hwlat` command line. Commands live in `hwlat.commands.*`; heavy imports happen inside them."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from typing import Sequence
+
+from device_tables.errors import HwlatError
+
+# Modules that register top-level commands, in --help order.
+COMMAND_MODULES = (
+    "hwlat.commands.demo",
+    "hwlat.commands.profile",
+    "hwlat.commands.predict",
+    "hwlat.commands.search",
+    "hwlat.commands.space",
+    "hwlat.commands.table",
+    "hwlat.commands.bench",
+    "hwlat.commands.worker",
+)
+
+DESCRIPTION = """\
+hwlat: how long will this network take on that device?
+
+Profile op-level latency of a runtime into device tables, predict whole-network latency from
+them (or on unseen devices from a few measurements), and use predictions as NAS constraints.
+Run `hwlat COMMAND --help` for each command's options and an example.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from hwlat import __version__
+
+    parser = argparse.ArgumentParser(prog="hwlat", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"hwlat {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue  # command not built yet
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except HwlatError as exc:
+        print(f"hwlat: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("hwlat: interrupted; every row measured so far is saved and the run resumes where it stopped", file=sys.stderr)
+        return 130
+
+
+def command_parser(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
+    """A subcommand parser whose --help ends with an example."""
+    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
+                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)

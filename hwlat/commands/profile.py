@@ -1,0 +1,83 @@
+"""`hwlat profile ops|model|archs`: measure op tables, break down a model, time whole architectures."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from hwlat.cli import command_parser
+
+# Modules adding more `profile` targets (each with `register(profile_subparsers)`).
+TARGET_MODULES = ("hwlat.commands.profile_archs",)
+
+
+def register(sub) -> None:
+    p = sub.add_parser("profile", help="measure latency on a runtime of this machine",
+                       description="Measure op configurations, whole models or search-space architectures.")
+    targets = p.add_subparsers(dest="target", metavar="TARGET", required=True)
+
+    ops = command_parser(targets, "ops", "profile op configurations of a sweep into a device table (resumes by default)",
+                         "hwlat profile ops --runtime onnxruntime --sweep quick --threads 1 --out tables/ort_cpu")
+    ops.add_argument("--runtime", required=True, help="onnxruntime, torch, litert, tflm or board")
+    ops.add_argument("--sweep", default="default", help="a sweep preset (quick, default, ...) or a YAML/JSON sweep file")
+    ops.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
+    ops.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="fp32 or int8 (litert, tflm, board)")
+    ops.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"], help="measurement effort")
+    ops.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
+    ops.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ops.set_defaults(func=_profile_ops)
+
+    model = command_parser(targets, "model", "per-node latency breakdown and whole-model latency of an ONNX model",
+                           "hwlat profile model resnet18.onnx --runtime onnxruntime --threads 1")
+    model.add_argument("model", help="path to an .onnx file")
+    model.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime"], help="runtime (onnxruntime)")
+    model.add_argument("--threads", type=int, default=1)
+    model.add_argument("--opt-level", default="all", choices=["disable", "basic", "extended", "all"],
+                       help="ONNX Runtime graph optimisation level (recorded)")
+    model.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
+    model.add_argument("--top", type=int, default=0, help="show only the N slowest nodes")
+    model.add_argument("--json", help="also write the breakdown as JSON to this file")
+    model.set_defaults(func=_profile_model)
+
+    for name in TARGET_MODULES:
+        try:
+            importlib.import_module(name).register(targets)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def runtime_settings(args: argparse.Namespace) -> dict:
+    return {"threads": args.threads, "precision": args.precision}
+
+
+def _profile_ops(args: argparse.Namespace) -> int:
+    from profilers.protocol import Protocol
+    from profilers.run import profile_ops
+    from profilers.runtimes import get_runtime
+    from profilers.sweeps import load_sweep
+
+    specs = load_sweep(args.sweep)
+    runtime = get_runtime(args.runtime, **runtime_settings(args))
+    result = profile_ops(runtime, specs, args.out, Protocol.preset(args.protocol), progress=not args.no_progress,
+                         sweep_name=str(args.sweep))
+    print(f"{result.table.path}: {result.measured} measured, {result.skipped} already there, "
+          f"{result.failed} failed, {result.noisy} noisy; {len(result.table)} rows")
+    from hwlat.commands.table import print_table
+
+    print_table(result.table, limit=20)
+    return 0
+
+
+def _profile_model(args: argparse.Namespace) -> int:
+    import json
+
+    from profilers.ort import profile_model
+
+    shape = tuple(int(s) for s in args.input_shape.split("x")) if args.input_shape else None
+    prof = profile_model(args.model, threads=args.threads, opt_level=args.opt_level, input_shape=shape)
+    print(prof.format(top=args.top))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(prof.to_dict(), f, indent=2)
+    return 0

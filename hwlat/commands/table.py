@@ -1,0 +1,75 @@
+"""`hwlat table show|validate|list`: look into device tables."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwlat.cli import command_parser
+
+
+def register(sub) -> None:
+    p = sub.add_parser("table", help="show, validate or list device tables",
+                       description="Show, validate or list device tables (shipped names or paths).")
+    t = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    show = command_parser(t, "show", "print a table's device, fingerprint and rows", "hwlat table show cpu_onnxruntime_fp32_threads1")
+    show.add_argument("table")
+    show.add_argument("--limit", type=int, default=30, help="rows to print (0: all)")
+    show.add_argument("--op", help="only rows of this op type")
+    show.set_defaults(func=_show)
+    val = command_parser(t, "validate", "check a table's files; exit 1 naming the file and row of any problem",
+                         "hwlat table validate my_tables/board.csv")
+    val.add_argument("table")
+    val.set_defaults(func=_validate)
+    ls = command_parser(t, "list", "list the device tables shipped with hwlat", "hwlat table list")
+    ls.set_defaults(func=_list)
+
+
+def print_table(table, limit: int = 30, op: str | None = None) -> None:
+    rows = [r for r in table if op is None or r.spec.op == op]
+    shown = rows if limit <= 0 else rows[:limit]
+    width = max([len(r.spec.key) for r in shown] + [20])
+    print(f"{'op configuration':<{width}}  {'median ms':>10} {'IQR/med':>8} {'n':>5}  note")
+    for r in shown:
+        if r.ok:
+            m = r.measurement
+            note = "noisy" if m.noisy else ""
+            print(f"{r.spec.key:<{width}}  {m.median_ms:>10.4f} {m.rel_iqr:>8.1%} {m.n:>5}  {note}")
+        else:
+            print(f"{r.spec.key:<{width}}  {'-':>10} {'':>8} {'':>5}  error: {r.error}")
+    if len(shown) < len(rows):
+        print(f"... {len(rows) - len(shown)} more rows (--limit 0 shows all)")
+
+
+def _show(args: argparse.Namespace) -> int:
+    from device_tables import load
+
+    table = load(args.table)
+    fp = table.device.fingerprint
+    print(f"table   {table.path}")
+    print(f"device  {table.device.name}")
+    print(f"host    {fp.get('cpu_model', '?')}, {fp.get('usable_cores', '?')} cores, {fp.get('os', '?')}, Python {fp.get('python', '?')}")
+    pk = fp.get("packages", {})
+    if pk:
+        print("versions " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())))
+    ok = len(table.rows("ok"))
+    print(f"rows    {len(table)} ({ok} measured, {len(table) - ok} failed, {sum(r.measurement.noisy for r in table.rows('ok'))} noisy)")
+    print()
+    print_table(table, args.limit, args.op)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    from device_tables import load
+
+    table = load(args.table)
+    print(f"{table.path}: valid, schema version {table.meta['schema_version']}, {len(table)} rows, device {table.device.name}")
+    return 0
+
+
+def _list(args: argparse.Namespace) -> int:
+    from device_tables import available, load
+
+    for name in available():
+        t = load(name)
+        print(f"{name:<45} {len(t):>6} rows  {t.device.name}")
+    return 0

@@ -1,0 +1,76 @@
+"""`Runtime`: a profiler backend that builds and times op configurations on one `Device`."""
+
+from __future__ import annotations
+
+import abc
+import logging
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from device_tables.device import Device, host_fingerprint
+from device_tables.measurement import Measurement
+from device_tables.ops import OpSpec
+from profilers.protocol import Protocol, TimedCall, measure
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """A built, ready-to-time op: the timed call, runtime facts to store with the row, cleanup."""
+
+    timed: TimedCall
+    extra: dict[str, Any] = field(default_factory=dict)
+    close: Callable[[], None] = lambda: None
+
+
+class Runtime(abc.ABC):
+    """One runtime on this host. Subclasses set `name`, build ops in `prepare`."""
+
+    name: str = ""
+    hardware: str = "cpu"
+
+    def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
+        if threads < 1:
+            raise ValueError("threads must be >= 1")
+        self.threads = threads
+        self.precision = precision
+        self.settings = settings
+        self.check_available()
+
+    @abc.abstractmethod
+    def check_available(self) -> None:
+        """Raise `RuntimeUnavailableError` naming the package to install when it is missing."""
+
+    @abc.abstractmethod
+    def prepare(self, spec: OpSpec) -> Prepared:
+        """Build the op (model, weights, inputs allocated once); raise `UnsupportedOpError` if impossible."""
+
+    def runtime_settings(self) -> dict[str, Any]:
+        """Settings that change the numbers and so name the device (besides threads)."""
+        return {}
+
+    def versions(self) -> dict[str, Any]:
+        """Runtime facts for the fingerprint beyond installed package versions."""
+        return {}
+
+    def device(self) -> Device:
+        return Device.make(
+            self.hardware, self.name, self.precision,
+            fingerprint=host_fingerprint(runtime=self.versions()),
+            threads=self.threads, **self.runtime_settings(),
+        )
+
+    def dtype(self) -> str:
+        return "int8" if self.precision == "int8" else "float32"
+
+    def measure(self, spec: OpSpec, protocol: Protocol = Protocol()) -> tuple[Measurement, dict[str, Any]]:
+        prepared = self.prepare(spec)
+        try:
+            return measure(prepared.timed, protocol), prepared.extra
+        finally:
+            prepared.close()
+
+    def accepts(self, specs: Iterable[OpSpec]) -> list[OpSpec]:
+        """The specs of this runtime's precision (a sweep may mix fp32 and int8 entries)."""
+        return [s for s in specs if s.dtype == self.dtype()]

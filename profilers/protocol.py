@@ -1,0 +1,103 @@
+"""The one measurement protocol every runtime follows (DESIGN.md, "Measuring well").
+
+Warm-up by count and by time (not counted), then timed runs in blocks until the spread
+(IQR/median) is below a target or a time cap is hit, like `torch.utils.benchmark`'s adaptive
+autorange. A measurement still noisy after that is re-measured up to `remeasure` times and the
+steadiest attempt is kept, flagged noisy if it still is.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+from device_tables.measurement import NOISE_THRESHOLD, Measurement
+
+# A timed call: runs the thing once and returns its elapsed time in milliseconds, measured with
+# the runtime's own clock (perf_counter_ns on CPUs, CUDA events on GPUs, cycle counters on boards).
+TimedCall = Callable[[], float]
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """Settings of the measurement protocol; recorded in every table's metadata."""
+
+    warmup_runs: int = 5
+    warmup_s: float = 0.05
+    min_runs: int = 20
+    max_runs: int = 2000
+    block_runs: int = 10
+    target_rel_iqr: float = 0.03
+    max_time_s: float = 1.0
+    noise_threshold: float = NOISE_THRESHOLD
+    remeasure: int = 2
+
+    @classmethod
+    def preset(cls, name: str) -> "Protocol":
+        """``default``; ``quick`` for tests and smoke runs; ``thorough`` for tables worth keeping."""
+        presets = {
+            "default": cls(),
+            "quick": cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=50, block_runs=5, max_time_s=0.1, remeasure=0),
+            "thorough": cls(warmup_runs=10, warmup_s=0.2, min_runs=50, max_runs=5000, max_time_s=3.0, remeasure=3),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown protocol preset {name!r}; choose from {', '.join(presets)}")
+        return presets[name]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "Protocol":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def perf_timer(call: Callable[[], Any]) -> TimedCall:
+    """Wrap a call into a `TimedCall` using the monotonic high-resolution clock."""
+    clock = time.perf_counter_ns
+
+    def timed() -> float:
+        t0 = clock()
+        call()
+        return (clock() - t0) * 1e-6
+
+    return timed
+
+
+def collect(timed: TimedCall, protocol: Protocol) -> list[float]:
+    """Warm up, then time runs until steady or capped; the raw samples in ms."""
+    deadline = time.perf_counter() + protocol.warmup_s
+    done = 0
+    while done < protocol.warmup_runs or time.perf_counter() < deadline:
+        timed()
+        done += 1
+    samples: list[float] = []
+    start = time.perf_counter()
+    while len(samples) < protocol.max_runs:
+        for _ in range(min(protocol.block_runs, protocol.max_runs - len(samples))):
+            samples.append(timed())
+        if len(samples) < protocol.min_runs:
+            continue
+        q25, q50, q75 = np.percentile(samples, [25, 50, 75])
+        if q50 <= 0 or (q75 - q25) / q50 <= protocol.target_rel_iqr:
+            break
+        if time.perf_counter() - start >= protocol.max_time_s:
+            break
+    return samples
+
+
+def measure(timed: TimedCall, protocol: Protocol = Protocol()) -> Measurement:
+    """Run the protocol on one timed call; re-measure while noisy, keep the steadiest attempt."""
+    best: Measurement | None = None
+    for _ in range(1 + max(0, protocol.remeasure)):
+        m = Measurement.from_samples(collect(timed, protocol), protocol.noise_threshold)
+        if best is None or m.rel_iqr < best.rel_iqr:
+            best = m
+        if not m.noisy:
+            break
+    assert best is not None
+    return best

@@ -1,0 +1,56 @@
+"""Profile a sweep into a device table: resumable, one row flushed per configuration."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from typing import Iterable
+
+from device_tables.errors import UnsupportedOpError
+from device_tables.ops import OpSpec
+from device_tables.table import DeviceTable
+from profilers.base import Runtime
+from profilers.protocol import Protocol
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepResult:
+    table: DeviceTable
+    measured: int
+    skipped: int
+    failed: int
+    noisy: int
+
+
+def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLike, protocol: Protocol = Protocol(),
+                progress: bool = True, sweep_name: str | None = None) -> SweepResult:
+    """Measure every spec not yet in the table at `out`; ops the runtime cannot run become error rows."""
+    from tqdm import tqdm
+
+    device = runtime.device()
+    meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()}}
+    if sweep_name:
+        meta["sweep"] = sweep_name
+    specs = runtime.accepts(specs)
+    measured = failed = noisy = 0
+    with DeviceTable.open(out, device, meta) as table:
+        todo = [s for s in specs if s not in table]
+        skipped = len(specs) - len(todo)
+        if skipped:
+            log.info("%s: resuming, %d of %d configurations already measured", table.name, skipped, len(specs))
+        bar = tqdm(todo, desc=f"{runtime.name} {device.name}", unit="op", disable=not progress, dynamic_ncols=True)
+        for spec in bar:
+            try:
+                m, extra = runtime.measure(spec, protocol)
+            except UnsupportedOpError as exc:
+                table.append(spec, error=str(exc))
+                failed += 1
+                continue
+            table.append(spec, m, extra=extra)
+            measured += 1
+            noisy += m.noisy
+            bar.set_postfix_str(f"{spec.op} {m.median_ms:.3f} ms", refresh=False)
+        return SweepResult(table, measured, skipped, failed, noisy)

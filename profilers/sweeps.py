@@ -1,0 +1,143 @@
+"""Sweeps: the op configurations to profile, as user-editable YAML/JSON grids.
+
+A sweep file holds ``name``, an optional ``dtype`` and a list ``ops`` of grid entries. Each entry
+names an ``op`` and gives every field a value or a list of values; the grid is their product::
+
+    name: example
+    dtype: [float32, int8]
+    ops:
+      - {op: conv2d+bn+relu, c: [16, 32], hw: [32, 16], cout: same, kernel: [1, 3], stride: 1}
+      - {op: linear, c: 64, cout: [10, 100]}
+
+Fields: ``n`` (batch, default 1), ``c`` (input channels or features), ``hw`` (square input size;
+``h``/``w`` for non-square), ``dtype``, and the op's attributes (see `device_tables.ops.BASE_OPS`).
+``cout: same`` means ``cout = c``; ``cout_mult`` scales ``c``. Configurations whose geometry is
+impossible (e.g. kernel larger than the padded input) are dropped. Presets live beside this module.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+from pathlib import Path
+from typing import Any, Iterable
+
+from device_tables.errors import OpSpecError, SweepError
+from device_tables.ops import BASE_OPS, OpSpec
+
+PRESETS_DIR = Path(__file__).resolve().parent / "sweeps"
+SHAPE_FIELDS = ("op", "n", "c", "hw", "h", "w", "dtype", "cout_mult")
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def load_sweep(source: str | Path) -> list[OpSpec]:
+    """A preset name or a sweep file path -> the unique op configurations, in file order."""
+    path = Path(source)
+    if not path.exists():
+        if (PRESETS_DIR / f"{source}.yaml").exists():
+            path = PRESETS_DIR / f"{source}.yaml"
+        else:
+            raise SweepError(f"sweep {str(source)!r}: no such file and no such preset (presets: {', '.join(presets())})")
+    doc = _read(path)
+    if not isinstance(doc, dict) or not isinstance(doc.get("ops"), list):
+        raise SweepError(f"{path}: a sweep needs a top-level 'ops' list of grid entries")
+    unknown_top = set(doc) - {"name", "dtype", "ops", "description"}
+    if unknown_top:
+        raise SweepError(f"{path}: unknown top-level field(s) {sorted(unknown_top)}; allowed: name, description, dtype, ops")
+    specs: dict[str, OpSpec] = {}
+    for i, entry in enumerate(doc["ops"], start=1):
+        where = f"{path}, ops entry {i}"
+        if not isinstance(entry, dict) or "op" not in entry:
+            raise SweepError(f"{where}: each entry is a mapping with an 'op' field")
+        entry = {"dtype": doc.get("dtype", "float32"), **entry}
+        for spec in expand(entry, where):
+            specs.setdefault(spec.key, spec)
+    if not specs:
+        raise SweepError(f"{path}: the sweep expands to no valid op configuration")
+    return list(specs.values())
+
+
+def expand(entry: dict[str, Any], where: str = "sweep entry") -> Iterable[OpSpec]:
+    """All valid `OpSpec`s of one grid entry."""
+    ops = entry["op"] if isinstance(entry["op"], list) else [entry["op"]]
+    for op in ops:
+        base = str(op).split("+")[0]
+        if base not in BASE_OPS:
+            raise SweepError(f"{where}: unknown op {op!r}{_suggest(base, BASE_OPS)}")
+        allowed = set(SHAPE_FIELDS) | set(BASE_OPS[base])
+        for name in entry:
+            if name not in allowed:
+                raise SweepError(f"{where}: unknown field {name!r} for {op!r}{_suggest(name, allowed)}")
+        fields = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items() if k != "op"}
+        names = list(fields)
+        for combo in itertools.product(*(fields[k] for k in names)):
+            values = dict(zip(names, combo))
+            try:
+                spec = _make(op, values)
+            except OpSpecError:
+                continue  # impossible geometry in a grid is expected; skip it
+            if spec is not None:
+                yield spec
+
+
+def _make(op: str, v: dict[str, Any]) -> OpSpec | None:
+    n = int(v.pop("n", 1))
+    dtype = v.pop("dtype", "float32")
+    if "c" not in v:
+        raise SweepError(f"{op}: every entry needs 'c' (input channels or features)")
+    c = int(v.pop("c"))
+    hw = v.pop("hw", None)
+    h, w = v.pop("h", hw), v.pop("w", hw)
+    mult = v.pop("cout_mult", None)
+    if v.get("cout") == "same":
+        v["cout"] = c
+    elif mult is not None:
+        v["cout"] = int(round(c * float(mult)))
+    base = op.split("+")[0]
+    if base == "linear":
+        shape: tuple[int, ...] = (n, c)
+    else:
+        if h is None or w is None:
+            raise SweepError(f"{op}: needs 'hw' (or 'h' and 'w')")
+        shape = (n, c, int(h), int(w))
+    if base == "conv2d" and int(v.get("groups", 1)) > 1 and c % int(v["groups"]):
+        return None
+    return OpSpec.make(op, shape, dtype=dtype, **v)
+
+
+def _suggest(name: str, options: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(name), list(options), n=1)
+    return f"; did you mean {close[0]!r}?" if close else f"; expected one of {', '.join(sorted(options))}"
+
+
+def _read(path: Path) -> Any:
+    text = path.read_text()
+    try:
+        if path.suffix == ".json":
+            return json.loads(text)
+        import yaml
+
+        return yaml.safe_load(text)
+    except (json.JSONDecodeError, Exception) as exc:  # yaml.YAMLError without importing yaml eagerly
+        raise SweepError(f"{path}: cannot parse ({exc.__class__.__name__}: {str(exc).splitlines()[0]})") from exc
+
+
+def write_sweep(path: Path, specs: Iterable[OpSpec], name: str) -> None:
+    """Write configurations as an explicit sweep (one entry per spec), e.g. ops of real networks."""
+    import yaml
+
+    entries = []
+    for s in specs:
+        e: dict[str, Any] = {"op": s.op, "dtype": s.dtype, "n": s.input_shape[0], "c": s.input_shape[1]}
+        if len(s.input_shape) == 4:
+            if s.input_shape[2] == s.input_shape[3]:
+                e["hw"] = s.input_shape[2]
+            else:
+                e["h"], e["w"] = s.input_shape[2], s.input_shape[3]
+        e.update(dict(s.attrs))
+        entries.append(e)
+    path.write_text(yaml.safe_dump({"name": name, "ops": entries}, sort_keys=False, default_flow_style=None))
