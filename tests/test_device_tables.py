@@ -1,0 +1,133 @@
+"""Ops, measurements and device tables: round trip, resume after a torn write, validation."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from device_tables import Device, DeviceTable, Measurement, OpSpec
+from device_tables.errors import OpSpecError, SchemaVersionError, TableError
+
+
+def _device():
+    return Device.make("cpu", "test", "fp32", fingerprint={"cpu_model": "x"}, threads=1)
+
+
+def _specs():
+    return [
+        OpSpec.make("conv2d+bn+relu", (1, 16, 32, 32), cout=32, kernel=3, stride=2),
+        OpSpec.make("dwconv2d", (1, 32, 16, 16), kernel=5),
+        OpSpec.make("linear", (1, 64), cout=10),
+        OpSpec.make("add+relu", (1, 8, 4, 4), dtype="int8"),
+    ]
+
+
+def test_opspec_key_round_trip_and_shapes():
+    for spec in _specs():
+        assert OpSpec.from_key(spec.key) == spec
+        assert OpSpec.from_dict(spec.to_dict()) == spec
+    conv = _specs()[0]
+    assert conv.output_shape == (1, 32, 16, 16)
+    assert conv.macs == 32 * 16 * 16 * 16 * 9 + 2 * 32 * 16 * 16
+    assert conv.a["padding"] == 1
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: OpSpec.make("conv3d", (1, 3, 8, 8)),
+    lambda: OpSpec.make("conv2d+softmax", (1, 3, 8, 8), cout=4, kernel=3),
+    lambda: OpSpec.make("conv2d", (1, 3, 8, 8), kernel=3),
+    lambda: OpSpec.make("conv2d", (1, 3, 8, 8), cout=4, kernel=3, groups=2),
+    lambda: OpSpec.make("maxpool", (1, 3, 2, 2), kernel=5, stride=1),
+    lambda: OpSpec.from_key("conv2d|float32|1x3x8x8"),
+])
+def test_opspec_rejects_bad_configurations(bad):
+    with pytest.raises(OpSpecError):
+        bad()
+
+
+def test_measurement_statistics_on_known_samples():
+    m = Measurement.from_samples([1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0])
+    assert m.median_ms == 5.5
+    assert m.mean_ms == 5.5
+    assert m.iqr_ms == pytest.approx(7.75 - 3.25)
+    assert m.p10_ms == pytest.approx(1.9) and m.p90_ms == pytest.approx(9.1)
+    assert m.std_ms == pytest.approx(np.std(np.arange(1, 11), ddof=1))
+    assert m.n == 10 and m.noisy
+    steady = Measurement.from_samples([1.0, 1.01, 0.99, 1.0])
+    assert not steady.noisy
+
+
+def test_table_round_trip_and_pandas(tmp_path):
+    path = tmp_path / "t"
+    with DeviceTable.open(path, _device(), {"protocol": {"min_runs": 3}}) as table:
+        for i, spec in enumerate(_specs()[:3]):
+            table.append(spec, Measurement.from_samples([1.0 + i, 1.1 + i, 1.2 + i]))
+        table.append(_specs()[3], error="runtime cannot run int8 add")
+    loaded = DeviceTable.load(path)
+    assert len(loaded) == 4
+    assert loaded.device.name == "cpu/test/fp32/threads=1"
+    assert loaded.latency_ms(_specs()[1]) == pytest.approx(2.1)
+    assert loaded.get(_specs()[3]).error == "runtime cannot run int8 add"
+    assert loaded.latency_ms(_specs()[3]) is None
+    df = pd.read_csv(tmp_path / "t.csv")
+    assert list(df["key"]) == [s.key for s in _specs()]
+    assert loaded.to_pandas()["macs"].iloc[0] == _specs()[0].macs
+
+
+def test_resume_drops_torn_row_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "t"
+    with DeviceTable.open(path, _device()) as table:
+        table.append(_specs()[0], Measurement.from_samples([1.0, 2.0]))
+    with open(tmp_path / "t.csv", "a") as f:
+        f.write(_specs()[1].key + ",dwconv2d,float32,1x32")  # a write cut short by a kill
+    with DeviceTable.open(path, _device()) as table:
+        assert len(table) == 1 and _specs()[0] in table
+        table.append(_specs()[1], Measurement.from_samples([1.0, 2.0]))
+    assert len(DeviceTable.load(path)) == 2
+
+
+def test_resume_refuses_another_device(tmp_path):
+    DeviceTable.open(tmp_path / "t", _device()).close()
+    other = Device.make("cpu", "test", "fp32", threads=2)
+    with pytest.raises(TableError, match="threads=1"):
+        DeviceTable.open(tmp_path / "t", other)
+
+
+def _write_table(tmp_path):
+    with DeviceTable.open(tmp_path / "t", _device()) as table:
+        for spec in _specs()[:3]:
+            table.append(spec, Measurement.from_samples([1.0, 2.0, 3.0]))
+    return tmp_path / "t.csv"
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda lines: lines[:2] + [lines[2].replace("dwconv2d,", "conv2d,", 1)] + lines[3:], "line 3: op/dtype/input_shape"),
+    (lambda lines: lines + [lines[1]], "line 5: key .* repeats line 2"),
+    (lambda lines: lines[:1] + [lines[1].replace(",ok,", ",maybe,")] + lines[2:], "line 2: status"),
+    (lambda lines: lines[:1] + [lines[1].replace(",ok,2,", ",ok,abc,")] + lines[2:], "line 2: a statistic is not a number"),
+    (lambda lines: lines[:1] + [lines[1].replace(",ok,", ",ok,1,2,")] + lines[2:], "line 2: 17 fields"),
+    (lambda lines: ["key,op\n"] + lines[1:], "line 1: header"),
+])
+def test_validation_names_file_and_line(tmp_path, edit, message):
+    csv_path = _write_table(tmp_path)
+    lines = csv_path.read_text().splitlines(keepends=True)
+    csv_path.write_text("".join(edit(lines)))
+    with pytest.raises(TableError, match=message) as info:
+        DeviceTable.load(csv_path)
+    assert str(csv_path) in str(info.value)
+
+
+def test_newer_schema_and_broken_metadata(tmp_path):
+    csv_path = _write_table(tmp_path)
+    meta_path = csv_path.with_suffix(".json")
+    meta = json.loads(meta_path.read_text())
+    meta_path.write_text(json.dumps({**meta, "schema_version": 99}))
+    with pytest.raises(SchemaVersionError, match="upgrade hwlat"):
+        DeviceTable.load(csv_path)
+    meta_path.write_text("{not json")
+    with pytest.raises(TableError, match="not valid JSON"):
+        DeviceTable.load(csv_path)
+    meta_path.unlink()
+    with pytest.raises(TableError, match="t.json not found"):
+        DeviceTable.load(csv_path)

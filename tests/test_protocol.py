@@ -1,0 +1,61 @@
+"""The measurement protocol: warm-up not counted, adaptive stop, re-measure when noisy, sweeps."""
+
+import itertools
+
+import pytest
+
+from device_tables.errors import SweepError
+from profilers.protocol import Protocol, collect, measure
+from profilers.sweeps import load_sweep
+
+
+def _counter(values):
+    it = itertools.cycle(values)
+    calls = []
+
+    def timed():
+        calls.append(1)
+        return next(it)
+
+    return timed, calls
+
+
+def test_warmup_is_not_counted_and_steady_runs_stop_at_min_runs():
+    timed, calls = _counter([1.0])
+    p = Protocol(warmup_runs=7, warmup_s=0.0, min_runs=20, block_runs=10, max_runs=1000)
+    samples = collect(timed, p)
+    assert len(samples) == 20
+    assert len(calls) == 27
+
+
+def test_spread_keeps_measuring_until_the_cap():
+    timed, _ = _counter([1.0, 3.0])
+    p = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=10, block_runs=10, max_runs=60, max_time_s=10.0)
+    assert len(collect(timed, p)) == 60
+
+
+def test_noisy_measurement_is_remeasured_and_flagged():
+    timed, calls = _counter([1.0, 3.0])
+    p = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=10, block_runs=10, max_runs=10, remeasure=2)
+    m = measure(timed, p)
+    assert m.noisy and len(calls) == 30
+    steady, calls = _counter([2.0])
+    assert not measure(steady, p).noisy and len(calls) == 10
+
+
+def test_sweep_errors_name_file_entry_and_suggest(tmp_path):
+    f = tmp_path / "s.yaml"
+    f.write_text("ops:\n  - {op: conv2d, c: 16, hw: 8, cout: 16, kernal: 3}\n")
+    with pytest.raises(SweepError, match=r"s.yaml, ops entry 1: unknown field 'kernal'.*did you mean 'kernel'"):
+        load_sweep(f)
+    f.write_text("ops:\n  - {op: convv2d, c: 16}\n")
+    with pytest.raises(SweepError, match="did you mean 'conv2d'"):
+        load_sweep(f)
+    with pytest.raises(SweepError, match="no such file and no such preset"):
+        load_sweep(tmp_path / "missing.yaml")
+
+
+def test_quick_preset_expands_to_unique_valid_specs():
+    specs = load_sweep("quick")
+    assert len(specs) == len({s.key for s in specs}) > 20
+    assert {s.dtype for s in specs} == {"float32", "int8"}
