@@ -1,0 +1,486 @@
+"""`ArchTable`: latencies of whole architectures of one search space on one or more devices.
+
+The format is the public one (``../shared/data/latency``): a wide CSV, key columns then one
+column per device, latency of one forward pass in ms, an empty cell where a value is missing.
+`ArchTable.read` joins several such files on the space's primary key; `ArchTableWriter` writes
+measurements made here in the same format (one device column named after the `Device`),
+appended and flushed per architecture and resumable, with ``NAME.json`` (device, fingerprint,
+protocol, runtime settings) and ``NAME.stats.csv`` (per-arch statistics and noise flag) beside it,
+so that the main CSV holds nothing but keys and latencies. See ``device_tables/ARCHTABLE.md``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import logging
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from device_tables.device import Device
+from device_tables.errors import SchemaVersionError, TableError, UnknownDeviceError
+from device_tables.measurement import Measurement
+
+log = logging.getLogger(__name__)
+
+# Key columns of the public wide CSV files per search space, and the primary key among them
+# (the column every file of a space shares and tables are joined on).
+SPACE_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
+    "nb201": ("nb201_index", "arch_str", "ops6"),
+    "fbnet": ("help_row", "fbnet_op_idx22", "fbnet_ops22"),
+    "ofa": ("help_row", "ofa_arch"),
+}
+SPACE_PRIMARY_KEY: dict[str, str] = {"nb201": "arch_str", "fbnet": "fbnet_op_idx22", "ofa": "ofa_arch"}
+# Integer key columns (the rest are strings).
+INT_KEY_COLUMNS = ("nb201_index", "help_row")
+
+SCHEMA = "hwlat.arch_table"
+SCHEMA_VERSION = 1
+STATS_COLUMNS = ("key", "status", "median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms", "n", "noisy",
+                 "build_ms", "error", "measured_at")
+_STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
+
+# Where the public latency files are: this environment variable, else ../shared/data/latency
+# next to the repository (development layout). Never shipped, never needed by tests.
+PUBLIC_DATA_ENV = "HWLAT_LATENCY_DATA"
+
+
+def public_data_dir(path: str | os.PathLike | None = None) -> Path:
+    """The folder of the public latency CSVs: `path`, else ``$HWLAT_LATENCY_DATA``, else
+    ``../shared/data/latency`` beside the repository. A folder given explicitly must exist."""
+    if path or os.environ.get(PUBLIC_DATA_ENV):
+        given = Path(path) if path else Path(os.environ[PUBLIC_DATA_ENV])
+        where = "given" if path else f"from ${PUBLIC_DATA_ENV}"
+        if not given.is_dir():
+            raise TableError(f"public latency data folder {given} ({where}) does not exist")
+        return given
+    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "latency"
+    if default.is_dir():
+        return default
+    raise TableError(f"public latency data not found at {default}; pass its folder or set {PUBLIC_DATA_ENV}")
+
+
+def public_files(space: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The public CSV files of a space (nb201: nb201.csv and nb201_subset.csv)."""
+    d = public_data_dir(data_dir)
+    files = sorted(p for p in d.glob(f"{space}*.csv"))
+    if not files:
+        raise TableError(f"{d}: no {space}*.csv file")
+    return files
+
+
+def infer_space(columns: Iterable[str]) -> str | None:
+    cols = set(columns)
+    found = [s for s, k in SPACE_PRIMARY_KEY.items() if k in cols]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_space(space: str) -> None:
+    if space not in SPACE_KEY_COLUMNS:
+        raise TableError(f"unknown search space {space!r}; choose from {', '.join(SPACE_KEY_COLUMNS)}")
+
+
+class ArchTable:
+    """Latencies (ms) of architectures of `space` on `devices`: one row per architecture.
+
+    `frame` is a pandas DataFrame: the key columns (primary key first), then one float column per
+    device, NaN where missing. `sources` maps each device to the file it came from.
+    """
+
+    def __init__(self, space: str, frame, devices: Sequence[str], sources: Mapping[str, str] | None = None,
+                 meta: Mapping[str, Any] | None = None):
+        _check_space(space)
+        self.space = space
+        self.primary = SPACE_PRIMARY_KEY[space]
+        self.frame = frame
+        self.devices = list(devices)
+        self.sources = dict(sources or {})
+        self.meta = dict(meta or {})  # file -> metadata JSON of local tables
+
+    # ---- reading ------------------------------------------------------------------------
+    @classmethod
+    def read(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], space: str | None = None,
+             devices: Sequence[str] | None = None) -> "ArchTable":
+        """Read and join wide CSVs of one space on its primary key (outer join; missing -> NaN).
+
+        `space` is inferred from the columns when not given; `devices` selects device columns (in
+        that order). Errors name the file and what is expected.
+        """
+        import pandas as pd
+
+        if isinstance(paths, (str, os.PathLike)):
+            paths = [paths]
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise TableError("no arch table file given")
+        merged = None
+        all_devices: list[str] = []
+        sources: dict[str, str] = {}
+        meta: dict[str, Any] = {}
+        stats_given = [p for p in paths if p.name.endswith(".stats.csv")]
+        paths = [p for p in paths if not p.name.endswith(".stats.csv")]  # sidecars of local tables
+        if not paths:
+            raise TableError(f"{stats_given[0]} holds per-arch statistics; read the table {arch_table_paths(stats_given[0])[0]}")
+        for path in paths:
+            if path.suffix == ".json":
+                path = path.with_suffix(".csv")
+            elif path.suffix != ".csv":
+                path = path.with_name(path.name + ".csv")
+            df = _read_csv(path)
+            file_space = infer_space(df.columns)
+            if space is None:
+                if file_space is None:
+                    expected = "; ".join(f"{s}: {', '.join(k)}" for s, k in SPACE_KEY_COLUMNS.items())
+                    raise TableError(f"{path}: no search-space key column found (columns: {', '.join(map(str, df.columns[:6]))}...); "
+                                     f"expected the key columns of one space ({expected})")
+                space = file_space
+            _check_space(space)
+            keys = SPACE_KEY_COLUMNS[space]
+            primary = SPACE_PRIMARY_KEY[space]
+            if primary not in df.columns:
+                raise TableError(f"{path}: no {primary!r} column; a {space} arch table needs the key columns "
+                                 f"{', '.join(keys)} (at least {primary!r})")
+            other_spaces = [s for s, k in SPACE_PRIMARY_KEY.items() if s != space and k in df.columns]
+            if other_spaces:
+                raise TableError(f"{path}: has key columns of the {other_spaces[0]} space, not of {space}")
+            df = df.copy()
+            df[primary] = df[primary].astype(str).str.strip()
+            dup = df[primary].duplicated()
+            if dup.any():
+                raise TableError(f"{path}: architecture {df[primary][dup].iloc[0]!r} appears more than once; "
+                                 "a table has one row per architecture")
+            dev_cols = [c for c in df.columns if c not in keys]
+            for c in dev_cols:
+                try:
+                    df[c] = pd.to_numeric(df[c], errors="raise").astype(float)
+                except (ValueError, TypeError):
+                    bad = next(v for v in df[c] if not _is_number(v))
+                    raise TableError(f"{path}: device column {c!r} holds {bad!r}, not a latency in ms "
+                                     "(cells must be numbers or empty)") from None
+                if (df[c] < 0).any():
+                    df.loc[df[c] < 0, c] = float("nan")  # the sources' -1: failed on that device
+                if c in sources:
+                    raise TableError(f"device column {c!r} is in both {sources[c]} and {path}; "
+                                     "read them separately or rename one column")
+                sources[c] = str(path)
+                all_devices.append(c)
+            for k in INT_KEY_COLUMNS:
+                if k in df.columns:
+                    df[k] = pd.to_numeric(df[k], errors="coerce").astype("Int64")
+            local_meta = path.with_suffix(".json")
+            if local_meta.exists():
+                meta[str(path)] = read_meta(local_meta)
+            if merged is None:
+                merged = df
+            else:
+                shared_keys = [k for k in keys if k != primary and k in merged.columns and k in df.columns]
+                merged = merged.merge(df, on=primary, how="outer", suffixes=("", "__right"))
+                for k in shared_keys:
+                    merged[k] = merged[k].combine_first(merged[f"{k}__right"])
+                    merged = merged.drop(columns=f"{k}__right")
+        assert merged is not None and space is not None
+        keys = [k for k in SPACE_KEY_COLUMNS[space] if k in merged.columns]
+        keys = [SPACE_PRIMARY_KEY[space]] + [k for k in keys if k != SPACE_PRIMARY_KEY[space]]
+        if devices is not None:
+            unknown = [d for d in devices if d not in all_devices]
+            if unknown:
+                raise UnknownDeviceError(f"device(s) {unknown} not in {', '.join(map(str, paths))}; "
+                                         f"available: {', '.join(all_devices)}")
+            chosen = list(devices)
+        else:
+            chosen = all_devices
+        frame = merged[keys + chosen].reset_index(drop=True)
+        if "nb201_index" in frame.columns:
+            frame = frame.sort_values("nb201_index", kind="stable").reset_index(drop=True)
+        elif "help_row" in frame.columns and frame["help_row"].notna().all():
+            frame = frame.sort_values("help_row", kind="stable").reset_index(drop=True)
+        return cls(space, frame, chosen, {d: sources[d] for d in chosen}, meta)
+
+    @classmethod
+    def public(cls, space: str, devices: Sequence[str] | None = None, data_dir: str | os.PathLike | None = None) -> "ArchTable":
+        """All public files of a space joined (nb201: 15625 archs, 19 + 7 devices)."""
+        return cls.read(public_files(space, data_dir), space=space, devices=devices)
+
+    # ---- views --------------------------------------------------------------------------
+    @property
+    def key_columns(self) -> list[str]:
+        return [c for c in self.frame.columns if c not in self.devices]
+
+    @property
+    def keys(self) -> list[str]:
+        """Primary keys of the rows, in row order."""
+        return list(self.frame[self.primary])
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    def latency(self, device: str):
+        """A device's latencies as a pandas Series indexed by the primary key."""
+        if device not in self.devices:
+            raise UnknownDeviceError(f"device {device!r} not in this table; available: {', '.join(self.devices)}")
+        return self.frame.set_index(self.primary)[device]
+
+    def to_numpy(self, devices: Sequence[str] | None = None):
+        """(n_archs, n_devices) float array of latencies, NaN where missing."""
+        return self.frame[list(devices or self.devices)].to_numpy(dtype=float)
+
+    def missing(self):
+        """Missing cells per device (pandas Series)."""
+        return self.frame[self.devices].isna().sum()
+
+    def select(self, devices: Sequence[str] | None = None, keys: Iterable[str] | None = None,
+               complete: bool = False) -> "ArchTable":
+        """A table with only some devices and/or rows (`complete`: only rows measured on every device)."""
+        devs = list(devices) if devices is not None else self.devices
+        unknown = [d for d in devs if d not in self.devices]
+        if unknown:
+            raise UnknownDeviceError(f"device(s) {unknown} not in this table; available: {', '.join(self.devices)}")
+        frame = self.frame[[c for c in self.frame.columns if c not in self.devices] + devs]
+        if keys is not None:
+            wanted = set(keys)
+            frame = frame[frame[self.primary].isin(wanted)]
+        if complete:
+            frame = frame.dropna(subset=devs)
+        return ArchTable(self.space, frame.reset_index(drop=True), devs, {d: self.sources.get(d, "") for d in devs}, self.meta)
+
+    def summary(self) -> str:
+        lines = [f"{self.space} arch table: {len(self)} architectures, {len(self.devices)} devices"]
+        miss = self.missing()
+        for d in self.devices:
+            col = self.frame[d]
+            lines.append(f"  {d:<40} {col.notna().sum():>6} measured, {int(miss[d]):>6} missing, "
+                         f"median {col.median():.4g} ms, range {col.min():.4g}..{col.max():.4g} ms")
+        return "\n".join(lines)
+
+
+def _is_number(v: Any) -> bool:
+    try:
+        float(v)
+        return True
+    except (TypeError, ValueError):
+        return False
+
+
+def _read_csv(path: Path):
+    import pandas as pd
+
+    if not path.exists():
+        raise TableError(f"arch table {path} not found")
+    try:
+        # Keep strings as written (arch keys like 4-2-1-2-1-1 must not become numbers).
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    except pd.errors.EmptyDataError:
+        raise TableError(f"{path}: empty file; expected a header of key columns and device columns") from None
+    except pd.errors.ParserError as exc:
+        raise TableError(f"{path}: not a valid CSV ({str(exc).strip()}); fix or delete the broken row") from None
+    return df
+
+
+def read_meta(json_path: Path) -> dict[str, Any]:
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
+    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
+        raise TableError(f"{json_path}: not a hwlat arch table (expected \"schema\": \"{SCHEMA}\")")
+    version = meta.get("schema_version")
+    if not isinstance(version, int):
+        raise TableError(f"{json_path}: schema_version missing or not an integer")
+    if version > SCHEMA_VERSION:
+        raise SchemaVersionError(f"{json_path}: schema version {version} is newer than this hwlat reads ({SCHEMA_VERSION}); upgrade hwlat")
+    return meta
+
+
+def arch_table_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """(csv, json, stats csv) of a local arch table given NAME, NAME.csv or NAME.json."""
+    p = Path(path)
+    if p.name.endswith(".stats.csv"):
+        p = p.with_name(p.name[: -len(".stats.csv")])
+    elif p.suffix in (".csv", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".csv"), p.with_name(p.name + ".json"), p.with_name(p.name + ".stats.csv")
+
+
+def _line(values: Sequence[Any]) -> bytes:
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(values)
+    return buf.getvalue().encode()
+
+
+def _drop_partial_last_line(path: Path) -> None:
+    with open(path, "rb+") as f:
+        data = f.read()
+        if not data or data.endswith(b"\n"):
+            return
+        cut = data.rfind(b"\n") + 1
+        log.warning("%s: dropping a partial last row left by an interrupted run: %r", path, data[cut:][:80])
+        f.truncate(cut)
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    with open(tmp, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+class ArchTableWriter:
+    """Appends measurements of one device to a local arch table, resuming an existing one.
+
+    ``NAME.csv``: key columns + one column named ``device.name`` (ms, empty on failure).
+    ``NAME.stats.csv``: per-arch statistics, noise flag, build time and error message.
+    ``NAME.json``: schema, space, device with fingerprint, protocol and settings, run history.
+    Each row is written with one ``write`` on an O_APPEND file and fsync'ed before `append` returns.
+    """
+
+    def __init__(self, path: str | os.PathLike, space: str, device: Device, meta: Mapping[str, Any] | None = None):
+        _check_space(space)
+        self.space = space
+        self.device = device
+        self.csv_path, self.json_path, self.stats_path = arch_table_paths(path)
+        self.primary = SPACE_PRIMARY_KEY[space]
+        self.key_columns = list(SPACE_KEY_COLUMNS[space])
+        self.columns = self.key_columns + [device.name]
+        self._done: dict[str, float | None] = {}
+        self._fds: list[int] = []
+        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if self.csv_path.exists() or self.json_path.exists():
+            self._resume(meta or {})
+        else:
+            self.meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.csv_path.stem, "space": space,
+                         "device": device.to_dict(), "created": _now(), **dict(meta or {})}
+            self.write_meta()
+            _atomic_write_text(self.csv_path, _line(self.columns).decode())
+            _atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
+        self._fd = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND)
+        self._stats_fd = os.open(self.stats_path, os.O_WRONLY | os.O_APPEND)
+
+    def _resume(self, meta: Mapping[str, Any]) -> None:
+        if not self.json_path.exists():
+            raise TableError(f"{self.csv_path} exists without {self.json_path.name}; move it away or restore the metadata")
+        if not self.csv_path.exists():
+            raise TableError(f"{self.json_path} exists without {self.csv_path.name}; move it away or restore the table")
+        self.meta = read_meta(self.json_path)
+        if self.meta.get("space") != self.space:
+            raise TableError(f"{self.json_path} is a {self.meta.get('space')} table, not {self.space}; choose another --out")
+        old = self.meta.get("device", {}).get("name")
+        if old != self.device.name:
+            raise TableError(f"{self.json_path} holds device {old!r}, not {self.device.name!r}; "
+                             "choose another --out or the same settings to resume")
+        _drop_partial_last_line(self.csv_path)
+        with open(self.csv_path, newline="") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if header != self.columns:
+                raise TableError(f"{self.csv_path}, line 1: header is {','.join(header or [])!r}; "
+                                 f"expected {','.join(self.columns)!r}")
+            pk = self.columns.index(self.primary)
+            for lineno, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) != len(self.columns):
+                    raise TableError(f"{self.csv_path}, line {lineno}: {len(row)} fields, expected {len(self.columns)}; "
+                                     "fix or delete the row to re-measure it")
+                self._done[row[pk]] = float(row[-1]) if row[-1] else None
+        if self.stats_path.exists():
+            _drop_partial_last_line(self.stats_path)
+            self._prune_stats()
+        else:
+            _atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
+        self.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
+        self.meta.setdefault("resumed", []).append(_now())
+        self.meta.setdefault("fingerprints_on_resume", []).append(dict(self.device.fingerprint))
+        self.write_meta()
+
+    def _prune_stats(self) -> None:
+        """Drop stats rows of archs that never reached the main CSV (interrupted between the writes)."""
+        with open(self.stats_path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or tuple(rows[0]) != STATS_COLUMNS:
+            raise TableError(f"{self.stats_path}, line 1: expected the header {','.join(STATS_COLUMNS)}")
+        kept = [rows[0]] + [r for r in rows[1:] if r and r[0] in self._done]
+        if len(kept) != len(rows):
+            _atomic_write_text(self.stats_path, "".join(_line(r).decode() for r in kept))
+
+    # ---- writing ------------------------------------------------------------------------
+    def __contains__(self, key: str) -> bool:
+        return key in self._done
+
+    def __len__(self) -> int:
+        return len(self._done)
+
+    @property
+    def done(self) -> dict[str, float | None]:
+        """Primary key -> median ms (None for failures) of the rows written so far."""
+        return dict(self._done)
+
+    def append(self, record: Mapping[str, Any], measurement: Measurement | None = None, *, error: str | None = None,
+               build_ms: float | None = None) -> None:
+        """Write one architecture: its key columns (`record`) and a measurement or an error message."""
+        if (measurement is None) == (error is None):
+            raise ValueError("append needs exactly one of measurement or error")
+        key = str(record.get(self.primary, ""))
+        if not key:
+            raise TableError(f"record {dict(record)!r} lacks the primary key column {self.primary!r}")
+        if key in self._done:
+            raise TableError(f"{self.csv_path.name}: {key} is already in the table")
+        now = _now()
+        if measurement is not None:
+            m = measurement
+            stats = ["ok"] + [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false"]
+            value = f"{m.median_ms:.6g}"
+        else:
+            stats = ["error"] + [""] * 8
+            value = ""
+        build = "" if build_ms is None else f"{build_ms:.3f}"
+        err = (error or "").replace("\n", " ")
+        # Stats first: a crash between the two writes leaves an orphan stats row, pruned on resume.
+        os.write(self._stats_fd, _line([key] + stats + [build, err, now]))
+        os.fsync(self._stats_fd)
+        row = ["" if record.get(c) is None or (isinstance(record.get(c), float) and math.isnan(record.get(c)))
+               else record.get(c) for c in self.key_columns] + [value]
+        os.write(self._fd, _line(row))
+        os.fsync(self._fd)
+        self._done[key] = measurement.median_ms if measurement is not None else None
+
+    def write_meta(self) -> None:
+        _atomic_write_text(self.json_path, json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
+
+    def update_meta(self, **entries: Any) -> None:
+        self.meta.update(entries)
+        self.write_meta()
+
+    def close(self) -> None:
+        for attr in ("_fd", "_stats_fd"):
+            fd = getattr(self, attr, None)
+            if fd is not None:
+                os.close(fd)
+                setattr(self, attr, None)
+
+    def __enter__(self) -> "ArchTableWriter":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
+def read_stats(path: str | os.PathLike):
+    """The per-arch statistics of a local arch table as a pandas DataFrame."""
+    import pandas as pd
+
+    _, _, stats = arch_table_paths(path)
+    if not stats.exists():
+        raise TableError(f"{stats} not found (local arch tables keep per-arch statistics there)")
+    df = pd.read_csv(stats, dtype={"key": str, "error": str, "status": str})
+    df["noisy"] = df["noisy"].astype(str).str.lower().eq("true")
+    return df

@@ -1,0 +1,60 @@
+"""`hwlat profile archs`: time whole search-space architectures into an arch table (resumable)."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwlat.cli import command_parser
+
+
+def register(targets) -> None:
+    p = command_parser(
+        targets, "archs",
+        "build architectures of a search space and time them on a local runtime into an arch table (resumes)",
+        "hwlat profile archs --space nb201 --runtime onnxruntime --threads 1 --archs 900:1900 "
+        "--out device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1",
+    )
+    p.add_argument("--space", required=True, choices=["nb201", "fbnet", "ofa"], help="search space")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime (default onnxruntime)")
+    p.add_argument("--archs", required=True,
+                   help="which architectures: 'a:b' (indices a..b-1; for fbnet/ofa rows of the public CSV), 'i,j,k', "
+                        "'random:N', 'all', a file of keys, or several joined by '+'")
+    p.add_argument("--out", required=True, help="arch table path (NAME or NAME.csv); resumed if it exists")
+    p.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
+    p.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"], help="measurement effort")
+    p.add_argument("--seed", type=int, default=0, help="seed of random:N and of the measuring order (default 0)")
+    p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
+    p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
+    p.add_argument("--keep-dead-edges", action="store_true",
+                   help="nb201: build the official network with dead edges and zero ops (default: omitted)")
+    p.add_argument("--public-data", help="folder of the public CSVs (for fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_profile_archs)
+
+
+def _profile_archs(args: argparse.Namespace) -> int:
+    from nas.spaces import get_space
+    from nas.spaces.measure import profile_archs, resolve_archs, runtime_device
+    from profilers.protocol import Protocol
+
+    if args.threads < 1:
+        from device_tables.errors import HwlatError
+
+        raise HwlatError("--threads must be >= 1")
+    options = {"keep_dead": True} if args.keep_dead_edges and args.space == "nb201" else {}
+    space = get_space(args.space, **options)
+    items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
+    device = runtime_device(args.runtime, args.threads, args.hardware)
+    result = profile_archs(space, items, args.out, runtime=args.runtime, threads=args.threads,
+                           protocol=Protocol.preset(args.protocol), device=device, progress=not args.no_progress,
+                           order_seed=None if args.keep_order else args.seed,
+                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol})
+    print(f"{result.out}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
+          f"{result.noisy} noisy; device column {device.name!r}")
+    if result.measured:
+        import numpy as np
+
+        med = np.asarray(result.medians)
+        print(f"latency median {np.median(med):.3f} ms, range {med.min():.3f}..{med.max():.3f} ms; "
+              f"{result.per_minute:.0f} archs/min ({result.build_seconds / max(result.measured, 1) * 1e3:.1f} ms building each)")
+    return 0

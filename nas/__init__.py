@@ -1,0 +1,1 @@
+"""Use latency predictions in NAS: search spaces, constraints, adapters and reference searches."""

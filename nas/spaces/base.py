@@ -1,0 +1,161 @@
+"""`Space`: the interface every search space implements (sample, mutate, key, encode, build).
+
+An architecture ("arch") is a small frozen dataclass of the space; its `key` is the exact string
+the public latency tables use in their primary key column, so measurements made here join the
+public ones. Builders go through one intermediate network (`nas.spaces.network.Net`), from
+which the ONNX model, the torch module and the `OpSpec` list are emitted, so the three agree.
+"""
+
+from __future__ import annotations
+
+import abc
+import zlib
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+
+from device_tables.errors import HwlatError
+from device_tables.ops import OpSpec
+
+
+class ArchError(HwlatError, ValueError):
+    """An architecture key, index or string that is not in the search space."""
+
+
+def as_rng(rng: np.random.Generator | int | None) -> np.random.Generator:
+    """A numpy Generator from a Generator, a seed or None (fresh entropy)."""
+    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+
+
+def key_seed(key: str) -> int:
+    """A stable seed from an arch key: the same arch always gets the same synthetic weights."""
+    return zlib.crc32(key.encode())
+
+
+class Space(abc.ABC):
+    """A search space. Subclasses set the class attributes and implement the abstract methods."""
+
+    name: str = ""
+    key_columns: tuple[str, ...] = ()  # the key columns of the space's public CSV files
+    key_column: str = ""  # the primary key column: `key(arch)` is its value
+    size: int | None = None  # number of distinct architectures (networks), None if unbounded
+    num_classes: int = 10
+
+    # ---- architectures ------------------------------------------------------------------
+    @abc.abstractmethod
+    def sample(self, n: int, seed: int | np.random.Generator | None = 0) -> list[Any]:
+        """`n` architectures drawn uniformly (seeded, reproducible)."""
+
+    def enumerate(self) -> Iterator[Any]:
+        """Every architecture, in the space's canonical order (only for small spaces)."""
+        raise ArchError(f"the {self.name} space is too large to enumerate; use sample(n, seed)")
+
+    @abc.abstractmethod
+    def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> Any:
+        """A neighbour of `arch`: one choice changed to another value."""
+
+    # ---- keys ---------------------------------------------------------------------------
+    @abc.abstractmethod
+    def key(self, arch: Any) -> str:
+        """The primary key string, exactly as in the public CSV column `key_column`."""
+
+    @abc.abstractmethod
+    def parse(self, key: Any) -> Any:
+        """An architecture from its key (or another accepted form); `ArchError` if malformed."""
+
+    def key_record(self, arch: Any) -> dict[str, Any]:
+        """Values of the key columns that follow from the architecture (the primary key at least)."""
+        return {self.key_column: self.key(arch)}
+
+    def canonical_key(self, key: Any) -> str:
+        """Any accepted form of an architecture -> its primary key string."""
+        return self.key(self.parse(key))
+
+    # ---- encodings ----------------------------------------------------------------------
+    @property
+    @abc.abstractmethod
+    def feature_names(self) -> list[str]:
+        """Names of the `encode` vector's entries."""
+
+    @property
+    def encoding_dim(self) -> int:
+        return len(self.feature_names)
+
+    @abc.abstractmethod
+    def encode_one(self, arch: Any) -> np.ndarray:
+        """Fixed-length float32 vector of one architecture (see the subclass docstring)."""
+
+    def encode(self, archs: Iterable[Any]) -> np.ndarray:
+        """float32 array (n, encoding_dim) of architectures (or anything `parse` accepts)."""
+        rows = [self.encode_one(a if self.is_arch(a) else self.parse(a)) for a in archs]
+        if not rows:
+            return np.zeros((0, self.encoding_dim), dtype=np.float32)
+        return np.stack(rows).astype(np.float32, copy=False)
+
+    def encode_keys(self, keys: Iterable[Any]) -> np.ndarray:
+        """`encode` of the architectures named by keys (e.g. a public CSV's key column)."""
+        return self.encode(self.parse(k) for k in keys)
+
+    @abc.abstractmethod
+    def is_arch(self, obj: Any) -> bool:
+        """True when `obj` is an architecture object of this space."""
+
+    # ---- building -----------------------------------------------------------------------
+    @abc.abstractmethod
+    def network(self, arch: Any, batch: int = 1):
+        """The network of `arch` as a `nas.spaces.network.Net` (layers, shapes, weights)."""
+
+    def input_shape(self, arch: Any, batch: int = 1) -> tuple[int, int, int, int]:
+        return self.network(arch, batch).input_shape
+
+    def to_graph(self, arch: Any, batch: int = 1, fuse_add: bool = False, fold_bn: bool = False) -> list[OpSpec]:
+        """The `OpSpec`s a runtime executes, in order, with fused kernels (conv+bn+act); `fuse_add`
+        also folds a residual add into the conv that produces it (conv2d+bn+add); `fold_bn` writes
+        convs as `to_onnx` has them (BN folded into the bias: conv2d+act, bias=true)."""
+        return self.network(self._arch(arch), batch).to_graph(fuse_add=fuse_add, fold_bn=fold_bn)
+
+    def to_onnx(self, arch: Any, batch: int = 1) -> bytes:
+        """A serialized ONNX model (input ``input``, output ``logits``; batch-norm folded)."""
+        from nas.spaces.onnx_export import net_to_onnx
+
+        return net_to_onnx(self.network(self._arch(arch), batch), doc=f"{self.name} {self.key(self._arch(arch))}")
+
+    def to_torch(self, arch: Any):
+        """A torch `nn.Module` in eval mode computing the same function as `to_onnx`."""
+        from nas.spaces.torch_module import net_to_torch
+
+        return net_to_torch(self.network(self._arch(arch)))
+
+    def macs(self, arch: Any) -> int:
+        """Multiply-accumulates of convolutions and linear layers (the usual "FLOPs" of papers)."""
+        return self.network(self._arch(arch)).macs()
+
+    def params(self, arch: Any) -> int:
+        """Trainable parameters of the network (weights, biases, batch-norm scale and shift)."""
+        return self.network(self._arch(arch)).params()
+
+    # ---- helpers ------------------------------------------------------------------------
+    def _arch(self, arch: Any) -> Any:
+        return arch if self.is_arch(arch) else self.parse(arch)
+
+    def describe(self, arch: Any) -> list[str]:
+        """Lines describing the architecture's structure (for `hwlat space show`)."""
+        return [f"{self.name} {self.key(self._arch(arch))}"]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}()"
+
+
+def parse_int_list(text: str, n: int, allowed: Sequence[int], what: str, form: str) -> tuple[int, ...]:
+    """``a-b-c`` -> ints; checks the count and that each value is allowed."""
+    parts = text.split("-")
+    if len(parts) != n:
+        raise ArchError(f"{what}: {text!r} has {len(parts)} values, expected {n} (form: {form})")
+    try:
+        values = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ArchError(f"{what}: {text!r} is not a list of integers (form: {form})") from None
+    bad = [v for v in values if v not in allowed]
+    if bad:
+        raise ArchError(f"{what}: value(s) {sorted(set(bad))} in {text!r} not allowed; allowed: {list(allowed)} (form: {form})")
+    return values

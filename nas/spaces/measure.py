@@ -1,0 +1,249 @@
+"""Profile whole architectures of a search space on a local runtime into an arch table.
+
+`resolve_archs` turns an ``--archs`` spec into architectures (with their key columns);
+`profile_archs` builds each one, times it with the runtime's whole-model timer, and appends the
+median to an `ArchTableWriter` (resumable: architectures already in the table are skipped).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from device_tables.archtable import ArchTableWriter, public_files
+from device_tables.device import Device
+from device_tables.errors import HwlatError
+from device_tables.measurement import Measurement
+from nas.spaces.base import ArchError, Space
+from profilers.protocol import Protocol
+
+log = logging.getLogger(__name__)
+
+ARCHS_FORM = ("indices 'a:b' (b excluded), 'i,j,k', 'random:N', 'all', or a file of keys (one per line, "
+              "or a CSV with the key column); join several with '+'")
+RUNTIMES = ("onnxruntime", "torch")
+
+
+@dataclass
+class ArchItem:
+    """An architecture to measure and the key-column values to write with it."""
+
+    arch: Any
+    record: dict[str, Any]
+
+
+@dataclass
+class ArchRunResult:
+    out: Path
+    measured: int = 0
+    skipped: int = 0
+    failed: int = 0
+    noisy: int = 0
+    seconds: float = 0.0
+    build_seconds: float = 0.0
+    medians: list[float] = field(default_factory=list)
+
+    @property
+    def per_minute(self) -> float:
+        return 60.0 * (self.measured + self.failed) / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
+    """Key columns of the space's main public file (fbnet.csv / ofa.csv), in row order."""
+    import pandas as pd
+
+    path = next((p for p in public_files(space.name, data_dir) if p.stem == space.name), None)
+    if path is None:
+        raise ArchError(f"no public {space.name}.csv to take rows from; pass keys in a file instead")
+    df = pd.read_csv(path, usecols=list(space.key_columns), dtype=str)
+    return df.to_dict("records")
+
+
+def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None = None) -> list[ArchItem]:
+    """An ``--archs`` spec -> architectures, duplicates removed, in spec order.
+
+    Indices are NAS-Bench-201 indices for nb201, and row numbers (``help_row``) of the public
+    ``fbnet.csv`` / ``ofa.csv`` for the other spaces; ``random:N`` samples the space itself.
+    """
+    items: list[ArchItem] = []
+    rows: list[dict[str, Any]] | None = None
+
+    def by_index(i: int) -> ArchItem:
+        nonlocal rows
+        if space.name == "nb201":
+            arch = space.parse(i)
+            return ArchItem(arch, space.key_record(arch))
+        if rows is None:
+            rows = _public_rows(space, data_dir)
+        if not 0 <= i < len(rows):
+            raise ArchError(f"{space.name} row {i} out of range; the public {space.name}.csv has rows 0..{len(rows) - 1}")
+        arch = space.parse(rows[i][space.key_column])
+        return ArchItem(arch, {**space.key_record(arch), "help_row": int(rows[i]["help_row"])})
+
+    def count() -> int:
+        nonlocal rows
+        if space.name == "nb201":
+            return int(space.size)
+        if rows is None:
+            rows = _public_rows(space, data_dir)
+        return len(rows)
+
+    for part in filter(None, (p.strip() for p in spec.split("+"))):
+        if part == "all":
+            items += [by_index(i) for i in range(count())]
+        elif part.startswith("random:"):
+            try:
+                n = int(part.split(":", 1)[1])
+            except ValueError:
+                raise ArchError(f"--archs {part!r}: expected random:N with N an integer") from None
+            items += [ArchItem(a, space.key_record(a)) for a in space.sample(n, seed)]
+        elif Path(part).is_file():
+            items += _from_file(space, Path(part))
+        elif ":" in part:
+            a, _, b = part.partition(":")
+            try:
+                lo, hi = int(a or 0), int(b) if b else count()
+            except ValueError:
+                raise ArchError(f"--archs {part!r}: expected a range a:b of integers; forms: {ARCHS_FORM}") from None
+            if lo < 0 or hi > count() or lo >= hi:
+                raise ArchError(f"--archs {part!r}: range out of 0..{count()} or empty")
+            items += [by_index(i) for i in range(lo, hi)]
+        elif all(t.strip().isdigit() for t in part.split(",")):
+            items += [by_index(int(t)) for t in part.split(",")]
+        else:
+            try:
+                arch = space.parse(part)
+            except ArchError as exc:
+                raise ArchError(f"--archs {part!r}: not a file, range, list or key ({exc}); forms: {ARCHS_FORM}") from None
+            items.append(ArchItem(arch, space.key_record(arch)))
+    seen: set[str] = set()
+    unique = []
+    for it in items:
+        k = space.key(it.arch)
+        if k not in seen:
+            seen.add(k)
+            unique.append(it)
+    if not unique:
+        raise ArchError(f"--archs {spec!r} selects no architecture; forms: {ARCHS_FORM}")
+    return unique
+
+
+def _from_file(space: Space, path: Path) -> list[ArchItem]:
+    text = path.read_text().splitlines()
+    lines = [ln.strip() for ln in text if ln.strip() and not ln.startswith("#")]
+    if lines and space.key_column in lines[0].split(","):
+        import pandas as pd
+
+        df = pd.read_csv(path, dtype=str)
+        out = []
+        for rec in df.to_dict("records"):
+            arch = space.parse(rec[space.key_column])
+            extra = {"help_row": int(rec["help_row"])} if "help_row" in rec and rec["help_row"] == rec["help_row"] else {}
+            out.append(ArchItem(arch, {**space.key_record(arch), **extra}))
+        return out
+    out = []
+    for n, ln in enumerate(lines, start=1):
+        try:
+            arch = space.parse(ln)
+        except ArchError as exc:
+            raise ArchError(f"{path}, line {n}: {exc}") from None
+        out.append(ArchItem(arch, space.key_record(arch)))
+    return out
+
+
+def make_timer(runtime: str, space: Space, threads: int, protocol: Protocol) -> Callable[[Any], tuple[Measurement, float]]:
+    """A function arch -> (measurement, build ms) for a runtime: onnxruntime or torch."""
+    if runtime == "onnxruntime":
+        from profilers.ort import time_onnx_model
+
+        def time_ort(arch: Any) -> tuple[Measurement, float]:
+            t0 = time.perf_counter()
+            model = space.to_onnx(arch)
+            build_ms = (time.perf_counter() - t0) * 1e3
+            return time_onnx_model(model, threads=threads, protocol=protocol), build_ms
+
+        return time_ort
+    if runtime == "torch":
+        import torch
+
+        from profilers.torch_eager import time_torch_module
+
+        def time_torch(arch: Any) -> tuple[Measurement, float]:
+            t0 = time.perf_counter()
+            module = space.to_torch(arch)
+            x = torch.from_numpy(np.random.default_rng(0).standard_normal(space.input_shape(arch), dtype=np.float32))
+            build_ms = (time.perf_counter() - t0) * 1e3
+            return time_torch_module(module, [x], threads=threads, protocol=protocol), build_ms
+
+        return time_torch
+    raise ArchError(f"runtime {runtime!r} cannot profile whole architectures yet; choose from {', '.join(RUNTIMES)}")
+
+
+def runtime_device(runtime: str, threads: int, hardware: str | None = None) -> Device:
+    """The `Device` (name + fingerprint) of a runtime on this host, as its op tables name it."""
+    from profilers.runtimes import get_runtime
+
+    dev = get_runtime(runtime, threads=threads).device()
+    if hardware:
+        dev = Device(hardware, dev.runtime, dev.precision, dev.settings, dev.fingerprint)
+    return dev
+
+
+def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLike, runtime: str = "onnxruntime",
+                  threads: int = 1, protocol: Protocol = Protocol(), device: Device | None = None,
+                  progress: bool = True, order_seed: int | None = 0, meta: dict[str, Any] | None = None,
+                  timer: Callable[[Any], tuple[Measurement, float]] | None = None) -> ArchRunResult:
+    """Measure every architecture not yet in the table at `out` (one row flushed per arch).
+
+    Archs are measured in a shuffled order (`order_seed`; None keeps the given order) so slow drift
+    of the machine does not line up with index ranges. Build or run failures become empty cells
+    with the error in the stats file.
+    """
+    from tqdm import tqdm
+
+    device = device or runtime_device(runtime, threads)
+    timer = timer or make_timer(runtime, space, threads, protocol)
+    run_meta = {"protocol": protocol.to_dict(), "runtime": runtime,
+                "runtime_settings": {"threads": threads, **dict(device.settings)}, "space_options": repr(space)}
+    run_meta.update(meta or {})
+    result = ArchRunResult(Path(out))
+    with ArchTableWriter(out, space.name, device, run_meta) as table:
+        todo = [it for it in items if space.key(it.arch) not in table]
+        result.skipped = len(items) - len(todo)
+        if result.skipped:
+            log.info("%s: resuming, %d of %d architectures already measured", table.csv_path, result.skipped, len(items))
+        if order_seed is not None:
+            todo = [todo[i] for i in np.random.default_rng(order_seed).permutation(len(todo))]
+        load_start = os.getloadavg()[0] if hasattr(os, "getloadavg") else None
+        t_start = time.perf_counter()
+        bar = tqdm(todo, desc=f"{space.name} {device.name}", unit="arch", disable=not progress, dynamic_ncols=True)
+        for it in bar:
+            try:
+                m, build_ms = timer(it.arch)
+            except (HwlatError, RuntimeError, ValueError) as exc:
+                log.warning("%s: %s", space.key(it.arch), exc)
+                table.append(it.record, error=f"{type(exc).__name__}: {exc}")
+                result.failed += 1
+                continue
+            table.append(it.record, m, build_ms=build_ms)
+            result.measured += 1
+            result.noisy += m.noisy
+            result.build_seconds += build_ms / 1e3
+            result.medians.append(m.median_ms)
+            bar.set_postfix_str(f"{m.median_ms:.3f} ms{' noisy' if m.noisy else ''}", refresh=False)
+        result.seconds = time.perf_counter() - t_start
+        runs = table.meta.setdefault("runs", [])
+        runs.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "measured": result.measured,
+                     "failed": result.failed, "noisy": result.noisy, "skipped": result.skipped,
+                     "seconds": round(result.seconds, 1), "archs_per_minute": round(result.per_minute, 1),
+                     "protocol": protocol.to_dict(),
+                     "load_avg_start": load_start,
+                     "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})
+        table.write_meta()
+    return result

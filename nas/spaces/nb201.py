@@ -1,0 +1,323 @@
+"""NAS-Bench-201 (Dong & Yang, ICLR 2020): the CIFAR-10 cell space, 5 ops on 6 edges, 15625 archs.
+
+Network (paper, section 2.1; HW-NAS-Bench's `nas_201_models`): 3x3 conv stem (16 channels) + BN,
+three stages of 5 cells at 16/32/64 channels joined by residual reduction blocks (ReLU-conv3x3/s2-BN,
+ReLU-conv3x3-BN, shortcut avgpool2x2 + conv1x1), BN + ReLU, global average pool, linear classifier.
+A cell has 4 nodes; node i sums op(node j) over j < i; ops: none (zero), skip_connect (identity),
+nor_conv_1x1 / nor_conv_3x3 (ReLU-conv-BN), avg_pool_3x3 (stride 1, pad 1, padding not counted).
+
+Indices are the official ones: the archs are generated in ``CellStructure.gen_all`` order (the
+op of the last edge varies fastest) and shuffled with ``random.seed(88)`` (NAS-Bench-201's
+``exps/NAS-Bench-201/main.py``); index 0 is ``|avg_pool_3x3~0|+|nor_conv_1x1~0|skip_connect~1|+...``.
+
+Dead edges: an edge is live when it is not ``none`` and lies on a path from the cell input to the
+cell output through non-``none`` edges. Every other edge cannot change the output except by a
+constant (an op on a node that is always zero), so the built networks (`to_graph`, `to_onnx`,
+`to_torch`) omit them; a cell with no input-to-output path outputs zeros (``x * 0``, as NAS-Bench-201's
+zero op does). ``NB201Space(keep_dead=True)`` builds the official network instead: every edge
+computed, ``none`` as ``x * 0``, as PyTorch eager runs it (what most public devices measured).
+`api_params` counts parameters the way the NAS-Bench-201 API does (every non-none edge).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Iterator
+
+import numpy as np
+
+from device_tables.archtable import SPACE_KEY_COLUMNS, SPACE_PRIMARY_KEY
+from nas.spaces.base import ArchError, Space, as_rng, key_seed
+
+OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
+# (to node, from node) of the 6 edges in arch-string order.
+EDGES = ((1, 0), (2, 0), (2, 1), (3, 0), (3, 1), (3, 2))
+N_ARCHS = len(OPS) ** len(EDGES)  # 15625
+STAGE_CHANNELS = (16, 32, 64)
+CELLS_PER_STAGE = 5
+ARCH_STR_FORM = "|op~0|+|op~0|op~1|+|op~0|op~1|op~2| with op one of " + ", ".join(OPS)
+_ARCH_STR = re.compile(r"^\|(\w+)~0\|\+\|(\w+)~0\|(\w+)~1\|\+\|(\w+)~0\|(\w+)~1\|(\w+)~2\|$")
+
+
+@dataclass(frozen=True)
+class NB201Arch:
+    """Six op indices (into `OPS`) in arch-string edge order: 1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2."""
+
+    ops: tuple[int, ...]
+
+    @property
+    def arch_str(self) -> str:
+        o = [OPS[i] for i in self.ops]
+        return f"|{o[0]}~0|+|{o[1]}~0|{o[2]}~1|+|{o[3]}~0|{o[4]}~1|{o[5]}~2|"
+
+    @property
+    def ops6(self) -> str:
+        return "-".join(map(str, self.ops))
+
+    @property
+    def code(self) -> int:
+        """Position in ``gen_all`` order (base-5 number of the ops, last edge least significant)."""
+        c = 0
+        for o in self.ops:
+            c = c * len(OPS) + o
+        return c
+
+    @property
+    def index(self) -> int:
+        """The official NAS-Bench-201 index."""
+        return int(_index_of_code()[self.code])
+
+    def live_edges(self) -> tuple[bool, ...]:
+        """Per edge: not none, and on an input-to-output path of non-none edges."""
+        return _live_edges(self.ops)
+
+    def dead_edges(self) -> list[int]:
+        """Edges (positions 0..5) that are not none but on no input-to-output path."""
+        live = self.live_edges()
+        return [e for e in range(len(EDGES)) if self.ops[e] != 0 and not live[e]]
+
+    @property
+    def connected(self) -> bool:
+        """True when the cell output depends on its input."""
+        return any(self.live_edges())
+
+    def __str__(self) -> str:
+        return self.arch_str
+
+
+@lru_cache(maxsize=1)
+def _code_of_index() -> np.ndarray:
+    codes = list(range(N_ARCHS))  # gen_all order == base-5 code order
+    random.Random(88).shuffle(codes)  # NAS-Bench-201: random.seed(88); random.shuffle(archs)
+    return np.asarray(codes, dtype=np.int32)
+
+
+@lru_cache(maxsize=1)
+def _index_of_code() -> np.ndarray:
+    inv = np.empty(N_ARCHS, dtype=np.int32)
+    inv[_code_of_index()] = np.arange(N_ARCHS, dtype=np.int32)
+    return inv
+
+
+def _ops_of_code(code: int) -> tuple[int, ...]:
+    ops = []
+    for _ in EDGES:
+        code, o = divmod(code, len(OPS))
+        ops.append(o)
+    return tuple(reversed(ops))
+
+
+@lru_cache(maxsize=N_ARCHS)
+def _live_edges(ops: tuple[int, ...]) -> tuple[bool, ...]:
+    reach = {0}  # nodes reachable from the input through non-none edges
+    for to in (1, 2, 3):
+        if any(ops[e] != 0 and f in reach for e, (t, f) in enumerate(EDGES) if t == to):
+            reach.add(to)
+    coreach = {3}  # nodes from which the output is reachable
+    for frm in (2, 1, 0):
+        if any(ops[e] != 0 and t in coreach for e, (t, f) in enumerate(EDGES) if f == frm):
+            coreach.add(frm)
+    return tuple(ops[e] != 0 and f in reach and t in coreach for e, (t, f) in enumerate(EDGES))
+
+
+class NB201Space(Space):
+    """NAS-Bench-201 on CIFAR-10 (32x32 input, 10 classes).
+
+    `encode` (36 values): one-hot of the op on each of the 6 edges (6 x 5, edge-major, op order
+    `OPS`), then 6 flags, 1 where the edge is live (dead edges keep their one-hot, so the code is
+    one-to-one; multiply to get the live-only one-hot).
+
+    `keep_dead=True` builds the official network (dead edges and zero ops computed); the default
+    omits what cannot change the output.
+    """
+
+    name = "nb201"
+    key_columns = SPACE_KEY_COLUMNS["nb201"]
+    key_column = SPACE_PRIMARY_KEY["nb201"]
+    size = N_ARCHS
+    num_classes = 10
+    input_size = 32
+
+    def __init__(self, keep_dead: bool = False):
+        self.keep_dead = keep_dead
+
+    def __repr__(self) -> str:
+        return f"NB201Space(keep_dead={self.keep_dead})"
+
+    def is_arch(self, obj: Any) -> bool:
+        return isinstance(obj, NB201Arch)
+
+    # ---- architectures ------------------------------------------------------------------
+    def from_index(self, index: int) -> NB201Arch:
+        if not 0 <= index < N_ARCHS:
+            raise ArchError(f"NAS-Bench-201 index {index} out of range; expected 0..{N_ARCHS - 1}")
+        return NB201Arch(_ops_of_code(int(_code_of_index()[index])))
+
+    def index(self, arch: Any) -> int:
+        return self._arch(arch).index
+
+    def enumerate(self) -> Iterator[NB201Arch]:
+        """All 15625 archs in official index order."""
+        return (NB201Arch(_ops_of_code(int(c))) for c in _code_of_index())
+
+    def sample(self, n: int, seed: int | np.random.Generator | None = 0) -> list[NB201Arch]:
+        """`n` distinct archs (uniform without replacement; n <= 15625)."""
+        if n > N_ARCHS:
+            raise ArchError(f"cannot sample {n} distinct NAS-Bench-201 archs; the space has {N_ARCHS}")
+        idx = as_rng(seed).choice(N_ARCHS, size=n, replace=False)
+        return [self.from_index(int(i)) for i in idx]
+
+    def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> NB201Arch:
+        rng = as_rng(rng)
+        ops = list(self._arch(arch).ops)
+        e = int(rng.integers(len(EDGES)))
+        ops[e] = int(rng.choice([o for o in range(len(OPS)) if o != ops[e]]))
+        return NB201Arch(tuple(ops))
+
+    # ---- keys ---------------------------------------------------------------------------
+    def key(self, arch: Any) -> str:
+        return self._arch(arch).arch_str
+
+    def key_record(self, arch: Any) -> dict[str, Any]:
+        a = self._arch(arch)
+        return {"nb201_index": a.index, "arch_str": a.arch_str, "ops6": a.ops6}
+
+    def parse(self, key: Any) -> NB201Arch:
+        """An arch string, an index (int or digits), an ops6 string (``4-2-1-2-1-1``), or 6 op indices."""
+        if isinstance(key, NB201Arch):
+            return key
+        if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+            return self.from_index(int(key))
+        if isinstance(key, (tuple, list)):
+            return self._from_ops(key, repr(key))
+        if not isinstance(key, str):
+            raise ArchError(f"cannot read a NAS-Bench-201 arch from {type(key).__name__} {key!r}")
+        text = key.strip()
+        if text.isdigit():
+            return self.from_index(int(text))
+        if re.fullmatch(r"-?\d+", text):
+            raise ArchError(f"NAS-Bench-201 index {text} out of range; expected 0..{N_ARCHS - 1}")
+        if re.fullmatch(r"[\d\-]+", text):
+            return self._from_ops(text.split("-"), text)
+        m = _ARCH_STR.match(text)
+        if not m:
+            raise ArchError(f"malformed NAS-Bench-201 arch string {text!r}; expected {ARCH_STR_FORM}, "
+                            "an index 0..15624 or six op indices like 4-2-1-2-1-1")
+        unknown = [op for op in m.groups() if op not in OPS]
+        if unknown:
+            raise ArchError(f"unknown NAS-Bench-201 op(s) {unknown} in {text!r}; ops: {', '.join(OPS)}")
+        return NB201Arch(tuple(OPS.index(op) for op in m.groups()))
+
+    def _from_ops(self, values, shown: str) -> NB201Arch:
+        try:
+            ops = tuple(int(v) for v in values)
+        except (TypeError, ValueError):
+            raise ArchError(f"NAS-Bench-201 ops {shown} are not integers; expected six op indices 0..4 like 4-2-1-2-1-1") from None
+        if len(ops) != len(EDGES) or any(not 0 <= o < len(OPS) for o in ops):
+            raise ArchError(f"NAS-Bench-201 ops {shown}: expected six op indices 0..4 "
+                            f"({', '.join(f'{i}={op}' for i, op in enumerate(OPS))}), e.g. 4-2-1-2-1-1")
+        return NB201Arch(ops)
+
+    # ---- encodings ----------------------------------------------------------------------
+    @property
+    def feature_names(self) -> list[str]:
+        names = [f"e{t}{f}_{op}" for t, f in EDGES for op in OPS]
+        return names + [f"e{t}{f}_live" for t, f in EDGES]
+
+    def encode_one(self, arch: NB201Arch) -> np.ndarray:
+        v = np.zeros(len(EDGES) * len(OPS) + len(EDGES), dtype=np.float32)
+        for e, o in enumerate(arch.ops):
+            v[e * len(OPS) + o] = 1.0
+        v[len(EDGES) * len(OPS):] = arch.live_edges()
+        return v
+
+    # ---- building -----------------------------------------------------------------------
+    def network(self, arch: Any, batch: int = 1):
+        from nas.spaces.network import Net
+
+        arch = self._arch(arch)
+        live = (True,) * len(EDGES) if self.keep_dead else arch.live_edges()
+        net = Net((batch, 3, self.input_size, self.input_size), seed=key_seed(arch.arch_str))
+        x = net.conv("input", STAGE_CHANNELS[0], 3, bn=True, name="stem")
+        for s, c in enumerate(STAGE_CHANNELS):
+            if s > 0:
+                x = self._reduction(net, x, c, f"res{s}")
+            for i in range(CELLS_PER_STAGE):
+                x = self._cell(net, x, arch, live, f"s{s}c{i}")
+        x = net.bn_act(x, "relu", name="lastact")
+        x = net.gap(x, name="pool")
+        x = net.flatten(x, name="flatten")
+        net.linear(x, self.num_classes, name="classifier")
+        return net
+
+    @staticmethod
+    def _reduction(net, x: str, cout: int, name: str) -> str:
+        """ResNet basic block with stride 2 (NAS-Bench-201's ``ResNetBasicblock``)."""
+        r = net.act(x, "relu", name=f"{name}.relu_a")
+        a = net.conv(r, cout, 3, stride=2, bn=True, name=f"{name}.conv_a")
+        a = net.act(a, "relu", name=f"{name}.relu_b")
+        a = net.conv(a, cout, 3, bn=True, name=f"{name}.conv_b")
+        s = net.avgpool(x, 2, 2, name=f"{name}.down_pool")
+        s = net.conv(s, cout, 1, bn=False, bias=False, name=f"{name}.down_conv")
+        return net.add(s, a, name=f"{name}.add")
+
+    @staticmethod
+    def _cell(net, x: str, arch: NB201Arch, live: tuple[bool, ...], name: str) -> str:
+        c = net.shape(x)[1]
+        nodes: dict[int, str] = {0: x}
+        relu_of: dict[int, str] = {}  # one shared ReLU per node feeding conv edges
+        for to in (1, 2, 3):
+            terms = []
+            for e, (t, f) in enumerate(EDGES):
+                if t != to or not live[e]:
+                    continue
+                op, src = OPS[arch.ops[e]], nodes[f]
+                tag = f"{name}.e{t}{f}"
+                if op == "none":  # only when keep_dead: NAS-Bench-201's zero op
+                    terms.append(net.zero(src, name=f"{tag}.zero"))
+                elif op == "skip_connect":
+                    terms.append(src)
+                elif op == "avg_pool_3x3":
+                    terms.append(net.avgpool(src, 3, 1, padding=1, count_include_pad=False, name=f"{tag}.pool"))
+                else:
+                    if f not in relu_of:
+                        relu_of[f] = net.act(src, "relu", name=f"{name}.n{f}.relu")
+                    k = 1 if op == "nor_conv_1x1" else 3
+                    terms.append(net.conv(relu_of[f], c, k, bn=True, name=f"{tag}.conv{k}x{k}"))
+            if terms:
+                acc = terms[0]
+                for j, t in enumerate(terms[1:]):
+                    acc = net.add(acc, t, name=f"{name}.n{to}.add{j}")
+                nodes[to] = acc
+        if 3 not in nodes:
+            return net.zero(x, name=f"{name}.zero")
+        return nodes[3]
+
+    def api_params(self, arch: Any, num_classes: int | None = None) -> int:
+        """Parameters as the NAS-Bench-201 API counts them: every non-none edge, dead or live."""
+        arch = self._arch(arch)
+        ncls = self.num_classes if num_classes is None else num_classes
+        total = 3 * 16 * 9 + 2 * 16  # stem conv + BN
+        for s, c in enumerate(STAGE_CHANNELS):
+            if s > 0:
+                cin = STAGE_CHANNELS[s - 1]
+                total += cin * c * 9 + 2 * c + c * c * 9 + 2 * c + cin * c
+            per_cell = sum(c * c * (1 if OPS[o] == "nor_conv_1x1" else 9) + 2 * c
+                           for o in arch.ops if OPS[o] in ("nor_conv_1x1", "nor_conv_3x3"))
+            total += CELLS_PER_STAGE * per_cell
+        return total + 2 * STAGE_CHANNELS[-1] + STAGE_CHANNELS[-1] * ncls + ncls
+
+    def describe(self, arch: Any) -> list[str]:
+        arch = self._arch(arch)
+        live = arch.live_edges()
+        lines = [f"nb201 index {arch.index}  ops6 {arch.ops6}", f"arch_str {arch.arch_str}", "cell edges:"]
+        for e, (t, f) in enumerate(EDGES):
+            dead = "DEAD (kept: keep_dead)" if self.keep_dead else "DEAD (omitted)"
+            state = "live" if live[e] else ("-" if arch.ops[e] == 0 else dead)
+            lines.append(f"  node{t} <- node{f}: {OPS[arch.ops[e]]:<13} {state}")
+        if not arch.connected:
+            lines.append("  the cell output does not depend on its input: each cell outputs zeros")
+        return lines

@@ -1,0 +1,208 @@
+"""ArchTable: reading/joining wide CSVs, writing/resuming local measurements, profiling whole archs."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from device_tables.archtable import ArchTable, ArchTableWriter, arch_table_paths, read_stats
+from device_tables.device import Device
+from device_tables.errors import TableError, UnknownDeviceError
+from device_tables.measurement import Measurement
+from nas.spaces import ArchError, get_space
+
+NB = get_space("nb201")
+
+
+def _rows(indices):
+    return [NB.key_record(NB.from_index(i)) for i in indices]
+
+
+def _write(path, header, rows):
+    lines = [",".join(header)] + [",".join(str(v) for v in r) for r in rows]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+
+@pytest.fixture
+def two_files(tmp_path):
+    a = _write(tmp_path / "a.csv", ["nb201_index", "arch_str", "ops6", "dev1", "dev2"],
+               [[r["nb201_index"], r["arch_str"], r["ops6"], 1.0 + i, 10.0 + i] for i, r in enumerate(_rows(range(5)))])
+    recs = _rows([3, 4, 7])
+    b = _write(tmp_path / "b.csv", ["nb201_index", "arch_str", "ops6", "dev3"],
+               [[recs[0]["nb201_index"], recs[0]["arch_str"], recs[0]["ops6"], 5.5],
+                [recs[1]["nb201_index"], recs[1]["arch_str"], recs[1]["ops6"], -1],  # the sources' "failed"
+                [recs[2]["nb201_index"], recs[2]["arch_str"], recs[2]["ops6"], ""]])
+    return a, b
+
+
+def test_read_joins_files_on_the_key(two_files):
+    t = ArchTable.read(two_files)
+    assert t.space == "nb201" and t.devices == ["dev1", "dev2", "dev3"] and len(t) == 6
+    assert t.key_columns == ["arch_str", "nb201_index", "ops6"]
+    assert list(t.frame["nb201_index"]) == [0, 1, 2, 3, 4, 7]  # the arch only in b.csv keeps its index
+    assert t.missing().to_dict() == {"dev1": 1, "dev2": 1, "dev3": 5}
+    assert t.latency("dev3")[NB.key(NB.from_index(3))] == 5.5
+    assert math.isnan(t.latency("dev3")[NB.key(NB.from_index(4))])
+    sel = ArchTable.read(two_files, devices=["dev3", "dev1"])
+    assert sel.devices == ["dev3", "dev1"] and sel.to_numpy().shape == (6, 2)
+    assert len(t.select(["dev1", "dev3"], complete=True)) == 1
+    assert NB.encode_keys(t.keys).shape == (6, 36)
+
+
+def test_read_errors_name_file_and_expectation(tmp_path, two_files):
+    with pytest.raises(UnknownDeviceError, match="available: dev1, dev2, dev3"):
+        ArchTable.read(two_files, devices=["dev9"])
+    bad = _write(tmp_path / "nokey.csv", ["arch", "dev1"], [["x", 1.0]])
+    with pytest.raises(TableError, match=r"nokey.csv: no search-space key column found.*nb201: nb201_index, arch_str, ops6"):
+        ArchTable.read(bad)
+    with pytest.raises(TableError, match=r"nokey.csv: no 'fbnet_op_idx22' column; a fbnet arch table needs the key columns "
+                                         r"help_row, fbnet_op_idx22, fbnet_ops22"):
+        ArchTable.read(bad, space="fbnet")
+    with pytest.raises(TableError, match=r"has key columns of the nb201 space, not of ofa"):
+        _write(tmp_path / "mixed.csv", ["arch_str", "ofa_arch", "d"], [["a", "b", 1]])
+        ArchTable.read(tmp_path / "mixed.csv", space="ofa")
+    r = _rows([0])[0]
+    text = _write(tmp_path / "text.csv", ["nb201_index", "arch_str", "ops6", "dev1"], [[0, r["arch_str"], r["ops6"], "fast"]])
+    with pytest.raises(TableError, match=r"text.csv: device column 'dev1' holds 'fast'"):
+        ArchTable.read(text)
+    dup = _write(tmp_path / "dup.csv", ["arch_str", "dev1"], [[r["arch_str"], 1], [r["arch_str"], 2]])
+    with pytest.raises(TableError, match="appears more than once"):
+        ArchTable.read(dup)
+    with pytest.raises(TableError, match=r"device column 'dev1' is in both"):
+        ArchTable.read([two_files[0], two_files[0]])
+    with pytest.raises(TableError, match="not found"):
+        ArchTable.read(tmp_path / "missing.csv")
+
+
+def _m(ms, noisy=False):
+    return Measurement(median_ms=ms, mean_ms=ms, std_ms=0.01, iqr_ms=0.02, p10_ms=ms - 0.01, p90_ms=ms + 0.01, n=20, noisy=noisy)
+
+
+DEV = Device.make("cpu", "onnxruntime", threads=1, fingerprint={"cpu_model": "test"})
+
+
+def test_writer_appends_resumes_and_reads_back(tmp_path):
+    out = tmp_path / "tables" / "nb201_local"
+    recs = _rows(range(6))
+    with ArchTableWriter(out, "nb201", DEV, {"protocol": {"min_runs": 5}}) as w:
+        w.append(recs[0], _m(1.5))
+        w.append(recs[1], _m(2.5, noisy=True), build_ms=3.0)
+        w.append(recs[2], error="build failed\nsecond line")
+        with pytest.raises(TableError, match="already in the table"):
+            w.append(recs[0], _m(1.0))
+    csv_path, json_path, stats_path = arch_table_paths(out)
+    assert csv_path.read_text().splitlines()[0] == "nb201_index,arch_str,ops6,cpu/onnxruntime/fp32/threads=1"
+    # an interrupted write leaves a partial line; an orphan stats row has no main row
+    with open(csv_path, "a") as f:
+        f.write('3,"|skip')
+    with open(stats_path, "a") as f:
+        f.write(f'"{recs[4]["arch_str"]}",ok,1,1,0,0,1,1,5,false,,,now\n')
+    with ArchTableWriter(out, "nb201", DEV) as w:
+        assert set(w.done) == {r["arch_str"] for r in recs[:3]} and w.done[recs[2]["arch_str"]] is None
+        w.append(recs[3], _m(4.0))
+    meta = json.loads(json_path.read_text())
+    assert meta["space"] == "nb201" and meta["device"]["name"] == DEV.name and meta["device"]["fingerprint"]["cpu_model"] == "test"
+    assert meta["protocol"] == {"min_runs": 5} and len(meta["resumed"]) == 1
+    t = ArchTable.read(out)
+    assert t.devices == [DEV.name] and len(t) == 4 and t.missing()[DEV.name] == 1
+    assert t.latency(DEV.name)[recs[3]["arch_str"]] == 4.0
+    stats = read_stats(out)
+    assert list(stats["status"]) == ["ok", "ok", "error", "ok"]
+    assert list(stats["noisy"]) == [False, True, False, False]
+    assert stats["error"][2] == "build failed second line"
+    # reading the directory's files together skips the stats sidecar
+    assert len(ArchTable.read([csv_path, stats_path]).devices) == 1
+    with pytest.raises(TableError, match="holds device 'cpu/onnxruntime/fp32/threads=1', not 'cpu/torch/fp32/threads=1'"):
+        ArchTableWriter(out, "nb201", Device.make("cpu", "torch", threads=1))
+    with pytest.raises(TableError, match="is a nb201 table, not fbnet"):
+        ArchTableWriter(out, "fbnet", DEV)
+
+
+def test_writer_keeps_public_key_columns(tmp_path):
+    fb = get_space("fbnet")
+    arch = fb.sample(1, seed=0)[0]
+    with ArchTableWriter(tmp_path / "fb", "fbnet", DEV) as w:
+        w.append({**fb.key_record(arch), "help_row": 4001}, _m(3.0))
+        w.append(fb.key_record(fb.mutate(arch, 0)), _m(3.5))
+    t = ArchTable.read(tmp_path / "fb.csv")
+    assert t.space == "fbnet" and list(t.frame["help_row"].astype("float").fillna(-1)) == [4001, -1]
+    assert fb.encode_keys(t.keys).shape == (2, 198)
+
+
+# ---- profiling whole architectures -----------------------------------------------------------
+def test_resolve_archs_specs(tmp_path):
+    from nas.spaces.measure import resolve_archs
+
+    items = resolve_archs(NB, "0:5+3,4,7+random:3", seed=1)
+    keys = [NB.key(i.arch) for i in items]
+    assert len(keys) == len(set(keys)) and [i.arch.index for i in items[:6]] == [0, 1, 2, 3, 4, 7]
+    assert items[0].record == NB.key_record(NB.from_index(0))
+    f = tmp_path / "keys.txt"
+    f.write_text("# my archs\n12\n" + NB.key(NB.from_index(13)) + "\n4-2-1-2-1-1\n")
+    assert [i.arch.index for i in resolve_archs(NB, str(f))] == [12, 13, 0]
+    with pytest.raises(ArchError, match=r"range out of 0..15625"):
+        resolve_archs(NB, "15000:16000")
+    with pytest.raises(ArchError, match="forms:"):
+        resolve_archs(NB, "bogus")
+    f.write_text("12\nnot-an-arch\n")
+    with pytest.raises(ArchError, match=r"keys.txt, line 2"):
+        resolve_archs(NB, str(f))
+    ofa = get_space("ofa")
+    assert len(resolve_archs(ofa, "random:4", seed=0)) == 4
+
+
+def test_profile_archs_measures_and_resumes(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from nas.spaces.measure import profile_archs, resolve_archs
+    from profilers.protocol import Protocol
+
+    items = resolve_archs(NB, "0:3")
+    out = tmp_path / "nb201_ort"
+    res = profile_archs(NB, items, out, runtime="onnxruntime", threads=1, protocol=Protocol.preset("quick"), progress=False)
+    assert res.measured == 3 and res.failed == 0
+    res2 = profile_archs(NB, resolve_archs(NB, "0:4"), out, runtime="onnxruntime", threads=1,
+                         protocol=Protocol.preset("quick"), progress=False)
+    assert res2.skipped == 3 and res2.measured == 1
+    t = ArchTable.read(out)
+    assert len(t) == 4 and t.devices == ["cpu/onnxruntime/fp32/threads=1"] and t.missing().sum() == 0
+    assert (t.to_numpy() > 0).all()
+    meta = json.loads(arch_table_paths(out)[1].read_text())
+    assert meta["runtime_settings"]["threads"] == 1 and meta["protocol"]["min_runs"] == 5 and len(meta["runs"]) == 2
+    assert "onnxruntime" in meta["device"]["fingerprint"]["packages"]
+    assert (read_stats(out)["build_ms"] > 0).all()
+
+
+def test_cli_profile_archs_and_space_show(tmp_path, capsys):
+    pytest.importorskip("onnxruntime")
+    from hwlat.cli import main
+
+    out = tmp_path / "fb"
+    rc = main(["profile", "archs", "--space", "fbnet", "--runtime", "onnxruntime", "--archs", "random:2", "--out", str(out),
+               "--protocol", "quick", "--no-progress"])
+    assert rc == 0 and "2 measured" in capsys.readouterr().out
+    assert len(ArchTable.read(out)) == 2
+    assert main(["space", "show", "--space", "nb201", "--arch", "3"]) == 0
+    shown = capsys.readouterr().out
+    assert "DEAD (omitted)" in shown and "params    0.073306 M" in shown and "ops a runtime executes: 18" in shown
+    assert main(["space", "show", "--space", "nb201", "--arch", "99999"]) == 1
+    assert "index 99999 out of range" in capsys.readouterr().err
+    assert main(["profile", "archs", "--space", "nb201", "--archs", "bogus", "--out", str(tmp_path / "x")]) == 1
+    assert "forms:" in capsys.readouterr().err
+
+
+def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):
+    from device_tables.archtable import PUBLIC_DATA_ENV, public_data_dir, public_files
+
+    with pytest.raises(TableError, match=r"nope \(given\) does not exist"):
+        public_data_dir(tmp_path / "nope")
+    monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path / "gone"))
+    with pytest.raises(TableError, match=r"from \$HWLAT_LATENCY_DATA"):
+        public_data_dir()
+    monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path))
+    assert public_data_dir() == tmp_path
+    with pytest.raises(TableError, match="no ofa"):
+        public_files("ofa")
