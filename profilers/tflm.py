@@ -1,0 +1,191 @@
+"""`TFLMRuntime` (name ``tflm``): the TFLite Micro interpreter of the `tflite-micro` package, on the host.
+
+It runs the single-op .tflite models of `profilers.tflite_builder` (int8 full-integer, or fp32)
+and records what a microcontroller deployment budgets for: latency of ``invoke`` on this host
+(reference kernels, so a relative cost, not a board's time), the smallest tensor arena that works
+(binary search over ``arena_size``) and the model's bytes (what goes to flash). Optional budgets
+(``arena_kb``, ``flash_kb``) turn ops that would not fit a target into error rows naming the limit.
+
+The interpreter reports failed allocations as RuntimeError, but crashes the process when the arena
+cannot even hold its own bookkeeping; the search therefore never probes below the bookkeeping
+("tail") bytes that a successful run reports through ``print_allocations``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+
+from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
+from device_tables.ops import OpSpec
+from profilers.base import Prepared, Runtime
+from profilers.protocol import perf_timer
+
+log = logging.getLogger(__name__)
+
+ARENA_ALIGN = 16  # TFLM aligns arena allocations to 16 bytes
+_ALLOC_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
+
+
+@contextmanager
+def _captured_stderr() -> Iterator[list[str]]:
+    """Capture what C code writes to fd 2 (TFLM's MicroPrintf) into the yielded list, as one string."""
+    out: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))
+
+
+def _interpreter(content: bytes, arena: int, inputs: Sequence[np.ndarray]):
+    from tflite_micro import runtime
+
+    ip = runtime.Interpreter.from_bytes(content, arena_size=int(arena))
+    for i, x in enumerate(inputs):
+        ip.set_input(x, i)
+    return ip
+
+
+def _works(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> bool:
+    with _captured_stderr():  # the failed allocation's complaint is expected here
+        try:
+            _interpreter(content, arena, inputs).invoke()
+            return True
+        except RuntimeError:
+            return False
+
+
+@dataclass(frozen=True)
+class ArenaSearch:
+    """The smallest arena that runs a model, with what TFLM's recording allocator reported."""
+
+    arena_bytes: int        # smallest arena_size for which allocation and invoke succeed
+    recorded_total: int     # RecordingMicroAllocator's total at a generous arena (head + tail)
+    recorded_head: int      # non-persistent (activation) bytes
+    recorded_tail: int      # persistent bytes: tensors' structs, op data, quantisation data
+    probes: int
+
+
+def recorded_allocations(content: bytes, inputs: Sequence[np.ndarray], arena: int) -> dict[str, int]:
+    """``print_allocations`` of a run at `arena` bytes, parsed: {'total', 'head', 'tail'}."""
+    ip = _interpreter(content, arena, inputs)
+    ip.invoke()
+    with _captured_stderr() as text:
+        ip.print_allocations()
+    return {k: int(v) for k, v in _ALLOC_LINE.findall(text[0])}
+
+
+def smallest_arena(content: bytes, inputs: Sequence[np.ndarray], max_bytes: int = 64 << 20) -> ArenaSearch:
+    """Binary search for the smallest working ``arena_size`` (exact to the byte)."""
+    hi = max(64 << 10, 16 * len(content))
+    probes = 0
+    while True:
+        probes += 1
+        if _works(content, hi, inputs):
+            break
+        if hi >= max_bytes:
+            raise UnsupportedOpError(f"model of {len(content)} B does not run in TFLite Micro even with a {hi} B arena")
+        hi = min(max_bytes, hi * 4)
+    rec = recorded_allocations(content, inputs, hi)
+    total, tail = rec.get("total", hi), rec.get("tail", 0)
+    if not tail:
+        log.warning("TFLM did not report its tail allocation; searching from %d B", ARENA_ALIGN * 64)
+    # Never probe below the bookkeeping bytes: too small an arena for those crashes the interpreter.
+    lo = max(tail, ARENA_ALIGN * 64) - 1
+    hi = min(hi, total + 4 * ARENA_ALIGN)
+    probes += 1
+    if not _works(content, hi, inputs):  # the recorded total should work; fall back to the proven size
+        hi = max(64 << 10, 16 * len(content))
+    if lo >= hi:
+        lo = hi - 1
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        probes += 1
+        if _works(content, mid, inputs):
+            hi = mid
+        else:
+            lo = mid
+    return ArenaSearch(hi, total, rec.get("head", 0), tail, probes)
+
+
+class TFLMRuntime(Runtime):
+    """TFLite Micro's reference interpreter on this host: invoke latency, arena and model bytes."""
+
+    name = "tflm"
+
+    def __init__(self, threads: int = 1, precision: str = "int8", arena_kb: float | None = None,
+                 flash_kb: float | None = None, seed: int = 0, **settings: Any):
+        self.arena_kb, self.flash_kb, self.seed = arena_kb, flash_kb, seed
+        super().__init__(threads=1, precision=precision, **settings)
+        if threads != 1:
+            log.info("tflm: the interpreter is single-threaded; threads=%d -> 1", threads)
+
+    def check_available(self) -> None:
+        try:
+            from tflite_micro import runtime  # noqa: F401
+        except ImportError as exc:
+            raise RuntimeUnavailableError("the tflm runtime needs the tflite-micro package (Linux x86-64): "
+                                          "pip install tflite-micro") from exc
+
+    def runtime_settings(self) -> dict[str, Any]:
+        budgets = {}
+        if self.arena_kb is not None:
+            budgets["arena_kb"] = self.arena_kb
+        if self.flash_kb is not None:
+            budgets["flash_kb"] = self.flash_kb
+        return budgets
+
+    def versions(self) -> dict[str, Any]:
+        import tflite_micro
+
+        return {"tflite_micro": getattr(tflite_micro, "__version__", "unknown"), "interpreter": "host reference kernels",
+                "arena_search": "binary search over arena_size, exact to the byte"}
+
+    def prepare(self, spec: OpSpec) -> Prepared:
+        from profilers.tflite_builder import build_model
+
+        model = build_model(spec, self.seed)
+        search = smallest_arena(model.content, model.inputs)
+        model_bytes = len(model.content)
+        if self.flash_kb is not None and model_bytes > self.flash_kb * 1024:
+            raise UnsupportedOpError(f"{spec.key}: model is {model_bytes} B, over the flash budget of "
+                                     f"{int(self.flash_kb * 1024)} B (flash_kb={self.flash_kb:g})")
+        if self.arena_kb is not None and search.arena_bytes > self.arena_kb * 1024:
+            raise UnsupportedOpError(f"{spec.key}: needs a {search.arena_bytes} B tensor arena, over the budget of "
+                                     f"{int(self.arena_kb * 1024)} B (arena_kb={self.arena_kb:g})")
+        # Time with the arena rounded up to its alignment: the search's exact minimum is not a
+        # deployment's size, and the kernels run the same either way.
+        arena = -(-search.arena_bytes // ARENA_ALIGN) * ARENA_ALIGN
+        ip = _interpreter(model.content, arena, model.inputs)
+        ip.invoke()
+        check = _check(ip.get_output(0), model.reference()[0], model.graph.is_int8)
+        extra = {"arena_bytes": search.arena_bytes, "model_bytes": model_bytes, "arena_head_bytes": search.recorded_head,
+                 "arena_tail_bytes": search.recorded_tail, "tflite_ops": model.op_names, "macs": int(spec.macs),
+                 "check": check}
+        return Prepared(perf_timer(ip.invoke), extra, close=lambda: None)
+
+
+def _check(got: np.ndarray, want: np.ndarray, int8: bool) -> str:
+    """How the interpreter's output compares with the numpy reference (recorded, not enforced)."""
+    got, want = np.asarray(got), np.asarray(want)
+    if got.shape != want.shape:
+        return f"shape {got.shape} != reference {want.shape}"
+    if int8:
+        diff = np.abs(got.astype(np.int32) - want.astype(np.int32))
+        return "equal to int8 reference" if not diff.any() else \
+            f"{int((diff > 0).sum())} of {diff.size} values differ from the int8 reference (max {int(diff.max())})"
+    ok = np.allclose(got, want, rtol=1e-4, atol=1e-4)
+    return "close to float reference" if ok else f"differs from float reference (max {float(np.abs(got - want).max()):.3g})"

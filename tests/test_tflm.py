@@ -1,0 +1,80 @@
+"""The TFLite Micro runtime: smallest-arena search, model bytes, budgets, and a table from the CLI."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("tflite_micro")
+
+from device_tables.errors import UnsupportedOpError  # noqa: E402
+from device_tables.ops import OpSpec  # noqa: E402
+from profilers.protocol import Protocol  # noqa: E402
+from profilers.tflite_builder import build_model  # noqa: E402
+from profilers.tflm import TFLMRuntime, _works, smallest_arena  # noqa: E402
+
+
+def S(op, shape, dtype="int8", **attrs):
+    return OpSpec.make(op, shape, dtype=dtype, **attrs)
+
+
+@pytest.mark.parametrize("spec", [
+    S("conv2d+relu", (1, 8, 12, 12), cout=16, kernel=3),
+    S("dwconv2d", (1, 16, 16, 16), kernel=3, stride=2),   # PAD + DEPTHWISE_CONV_2D: two ops share the arena
+    S("linear", (1, 64), cout=10),
+    S("add", (1, 8, 8, 8)),
+])
+def test_arena_search_finds_the_exact_minimum(spec):
+    model = build_model(spec)
+    found = smallest_arena(model.content, model.inputs)
+    assert _works(model.content, found.arena_bytes, model.inputs)
+    assert not _works(model.content, found.arena_bytes - 1, model.inputs)
+    assert found.arena_bytes >= found.recorded_tail > 0
+    # Activations live in the arena: it holds at least the input and output tensors.
+    assert found.arena_bytes > sum(x.nbytes for x in model.inputs) + model.reference()[0].nbytes
+    assert smallest_arena(model.content, model.inputs).arena_bytes == found.arena_bytes  # deterministic
+
+
+def test_arena_grows_with_activations_and_model_bytes_with_weights():
+    rt = TFLMRuntime(precision="int8")
+    quick = Protocol.preset("quick")
+    _, small = rt.measure(S("conv2d", (1, 8, 16, 16), cout=8, kernel=3), quick)
+    _, wide = rt.measure(S("conv2d", (1, 8, 32, 32), cout=8, kernel=3), quick)
+    _, deep = rt.measure(S("conv2d", (1, 32, 16, 16), cout=32, kernel=3), quick)
+    assert wide["arena_bytes"] > small["arena_bytes"] + 3 * 8 * 16 * 16  # 4x the pixels
+    assert wide["model_bytes"] == small["model_bytes"]                     # same weights
+    assert deep["model_bytes"] > small["model_bytes"] + 32 * 32 * 9 - 8 * 8 * 9 - 1
+    assert small["model_bytes"] == len(build_model(S("conv2d", (1, 8, 16, 16), cout=8, kernel=3)).content)
+    assert small["check"] == "equal to int8 reference"
+
+
+def test_fp32_models_run_too():
+    rt = TFLMRuntime(precision="fp32")
+    m, extra = rt.measure(S("dwconv2d+relu6", (1, 8, 8, 8), dtype="float32", kernel=3), Protocol.preset("quick"))
+    assert m.median_ms > 0 and extra["check"] == "close to float reference"
+    assert rt.device().name == "cpu/tflm/fp32/threads=1"
+
+
+def test_budgets_turn_oversized_ops_into_errors_naming_the_limit():
+    spec = S("conv2d", (1, 16, 32, 32), cout=16, kernel=3)
+    with pytest.raises(UnsupportedOpError, match=r"conv2d\|int8\|1x16x32x32.*tensor arena, over the budget of 8192 B"):
+        TFLMRuntime(precision="int8", arena_kb=8).measure(spec, Protocol.preset("quick"))
+    with pytest.raises(UnsupportedOpError, match=r"over the flash budget of 1024 B \(flash_kb=1\)"):
+        TFLMRuntime(precision="int8", flash_kb=1).measure(spec, Protocol.preset("quick"))
+    assert TFLMRuntime(precision="int8", arena_kb=8).device().name == "cpu/tflm/int8/arena_kb=8/threads=1"
+
+
+def test_cli_writes_a_table_with_arena_and_model_bytes(tmp_path):
+    from device_tables.table import DeviceTable
+    from hwlat.cli import main
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\ndtype: int8\nops:\n  - {op: pwconv2d, c: 8, hw: [4, 8], cout: 8}\n"
+                     "  - {op: maxpool, c: 8, hw: 8, kernel: 2}\n")
+    out = tmp_path / "tflm"
+    assert main(["profile", "ops", "--runtime", "tflm", "--precision", "int8", "--sweep", str(sweep),
+                 "--protocol", "quick", "--out", str(out), "--no-progress"]) == 0
+    table = DeviceTable.load(out)
+    assert len(table.rows("ok")) == 3
+    for row in table:
+        assert row.extra["arena_bytes"] > 0 and row.extra["model_bytes"] > 0 and row.extra["tflite_ops"]
+    assert table.device.name == "cpu/tflm/int8/threads=1"
