@@ -28,6 +28,7 @@ BASE_OPS: dict[str, dict[str, Any]] = {
     "hardswish": {},
     "hardsigmoid": {},
     "sigmoid": {},
+    "silu": {},  # x * sigmoid(x) (swish), as in EfficientNet
     "avgpool": {"kernel": None, "stride": None, "padding": 0, "count_include_pad": False},
     "maxpool": {"kernel": None, "stride": None, "padding": 0},
     "globalavgpool": {},
@@ -36,7 +37,7 @@ BASE_OPS: dict[str, dict[str, Any]] = {
     "concat": {"parts": 2},  # `parts` equal inputs joined on channels
 }
 CONV_OPS = ("conv2d", "dwconv2d", "pwconv2d")
-ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid")
+ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu")
 # Ops that may follow the first part of a fused kernel.
 FUSABLE_TAILS = ("bn", "add") + ACTIVATIONS
 

@@ -64,6 +64,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HwlatError as exc:
         print(f"hwlat: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:  # output piped into `head` and the like
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("hwlat: interrupted; every row measured so far is saved and the run resumes where it stopped", file=sys.stderr)
         return 130

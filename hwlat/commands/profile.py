@@ -23,8 +23,20 @@ def register(sub) -> None:
     ops.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
     ops.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="fp32 or int8 (litert, tflm, board)")
     ops.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"], help="measurement effort")
+    ops.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"],
+                     help="onnxruntime graph optimisation level (default all; another level names another device)")
+    ops.add_argument("--xnnpack", choices=["on", "off"],
+                     help="litert: XNNPACK delegate on (default) or off; off names another device")
+    ops.add_argument("--board", help="board runtime target: qemu:mps2-an386 (default; also mps2-an385, mps2-an500) "
+                                     "or serial:/dev/ttyACM0[,baud=115200] (firmware/PROTOCOL.md)")
     ops.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from hwlat.commands.profile_adaptive import add_adaptive_options  # --adaptive --budget N (predictors.adaptive)
+
+    add_adaptive_options(ops)
+    from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/cluster.md)
+
+    add_cluster_options(ops)
     ops.set_defaults(func=_profile_ops)
 
     model = command_parser(targets, "model", "per-node latency breakdown and whole-model latency of an ONNX model",
@@ -35,6 +47,9 @@ def register(sub) -> None:
     model.add_argument("--opt-level", default="all", choices=["disable", "basic", "extended", "all"],
                        help="ONNX Runtime graph optimisation level (recorded)")
     model.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
+    model.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"],
+                       help="measurement effort for the whole-model latency")
+    model.add_argument("--runs", type=int, help="runs under ONNX Runtime's profiler (default: about 1 s worth, 10..200)")
     model.add_argument("--top", type=int, default=0, help="show only the N slowest nodes")
     model.add_argument("--json", help="also write the breakdown as JSON to this file")
     model.set_defaults(func=_profile_model)
@@ -48,10 +63,41 @@ def register(sub) -> None:
 
 
 def runtime_settings(args: argparse.Namespace) -> dict:
-    return {"threads": args.threads, "precision": args.precision}
+    settings = {"threads": args.threads, "precision": args.precision}
+    if args.threads < 1:
+        from device_tables.errors import HwlatError
+
+        raise HwlatError(f"--threads {args.threads}: needs at least 1 thread")
+    if getattr(args, "opt_level", None):
+        if args.runtime != "onnxruntime":
+            from device_tables.errors import HwlatError
+
+            raise HwlatError(f"--opt-level is a setting of --runtime onnxruntime, not of {args.runtime}")
+        settings["opt_level"] = args.opt_level
+    if getattr(args, "xnnpack", None):
+        if args.runtime != "litert":
+            from device_tables.errors import HwlatError
+
+            raise HwlatError(f"--xnnpack is a setting of --runtime litert, not of {args.runtime}")
+        settings["xnnpack"] = args.xnnpack == "on"
+    if getattr(args, "board", None):
+        if args.runtime != "board":
+            from device_tables.errors import HwlatError
+
+            raise HwlatError(f"--board is a setting of --runtime board, not of {args.runtime}")
+        settings["board"] = args.board
+    return settings
 
 
 def _profile_ops(args: argparse.Namespace) -> int:
+    if getattr(args, "adaptive", False):
+        from hwlat.commands.profile_adaptive import profile_ops_adaptive
+
+        return profile_ops_adaptive(args, runtime_settings(args))
+    if getattr(args, "cluster", None):
+        from hwlat.commands.cluster_profile import profile_ops_on_cluster
+
+        return profile_ops_on_cluster(args)
     from profilers.protocol import Protocol
     from profilers.run import profile_ops
     from profilers.runtimes import get_runtime
@@ -72,10 +118,18 @@ def _profile_ops(args: argparse.Namespace) -> int:
 def _profile_model(args: argparse.Namespace) -> int:
     import json
 
+    from device_tables.errors import HwlatError
     from profilers.ort import profile_model
+    from profilers.protocol import Protocol
 
-    shape = tuple(int(s) for s in args.input_shape.split("x")) if args.input_shape else None
-    prof = profile_model(args.model, threads=args.threads, opt_level=args.opt_level, input_shape=shape)
+    if args.threads < 1:
+        raise HwlatError(f"--threads {args.threads}: needs at least 1 thread")
+    try:
+        shape = tuple(int(s) for s in args.input_shape.lower().split("x")) if args.input_shape else None
+    except ValueError:
+        raise HwlatError(f"--input-shape {args.input_shape!r}: expected dimensions joined by x, e.g. 1x3x224x224") from None
+    prof = profile_model(args.model, threads=args.threads, opt_level=args.opt_level, input_shape=shape,
+                         protocol=Protocol.preset(args.protocol), profile_runs=args.runs)
     print(prof.format(top=args.top))
     if args.json:
         with open(args.json, "w") as f:

@@ -1,0 +1,164 @@
+"""Single-op ONNX models: one `OpSpec` -> an ONNX graph that computes exactly that op (fp32).
+
+Fused kernels (``conv2d+bn+relu``, ``conv2d+add+relu``, ...) are written as their separate ONNX
+nodes; ONNX Runtime's graph optimiser fuses them itself, as it would inside a real network.
+Inputs are named ``x0, x1, ...`` in the order of `OpSpec.input_shapes`; weights come from
+`profilers.weights.make_weights`, so every runtime computes the same function.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from device_tables.errors import UnsupportedOpError
+from device_tables.ops import ACTIVATIONS, OpSpec
+from profilers.weights import BN_EPS, make_weights
+
+OPSET = 17
+IR_VERSION = 8  # the IR version that goes with opset 17; accepted by every onnxruntime >= 1.12
+OUTPUT = "y"
+
+# Activations: ONNX op type and attributes. HardSigmoid/HardSwish use PyTorch's slope 1/6
+# (ONNX's HardSigmoid default alpha is 0.2), so all runtimes agree.
+_ACTIVATION_NODES: dict[str, tuple[str, dict[str, Any]]] = {
+    "relu": ("Relu", {}),
+    "hardswish": ("HardSwish", {}),
+    "hardsigmoid": ("HardSigmoid", {"alpha": 1.0 / 6.0, "beta": 0.5}),
+    "sigmoid": ("Sigmoid", {}),
+}
+
+
+def input_names(spec: OpSpec) -> list[str]:
+    """Names of the model's inputs, in the order of `spec.input_shapes`."""
+    return [f"x{i}" for i in range(len(spec.input_shapes))]
+
+
+def build_onnx_model(spec: OpSpec, seed: int = 0):
+    """The single-op ONNX model (`onnx.ModelProto`) of an fp32 `spec`; `UnsupportedOpError` otherwise."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    if spec.dtype != "float32":
+        raise UnsupportedOpError(f"{spec.key}: the ONNX Runtime profiler builds fp32 models only (got {spec.dtype})")
+    builder = _Builder(spec, make_weights(spec, seed))
+    value = builder.head()
+    for tail in spec.parts[1:]:
+        value = builder.tail(tail, value)
+    builder.rename_output(value)
+    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+              for name, shape in zip(input_names(spec), spec.input_shapes)]
+    outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(spec.output_shape))]
+    inits = [numpy_helper.from_array(np.ascontiguousarray(arr), name) for name, arr in builder.initializers.items()]
+    graph = helper.make_graph(builder.nodes, _graph_name(spec), inputs, outputs, inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwlat")
+    model.ir_version = IR_VERSION
+    return model
+
+
+def build_onnx_bytes(spec: OpSpec, seed: int = 0) -> bytes:
+    """The serialized single-op model, ready for `onnxruntime.InferenceSession`."""
+    return build_onnx_model(spec, seed).SerializeToString()
+
+
+def _graph_name(spec: OpSpec) -> str:
+    return spec.op.replace("+", "_")
+
+
+class _Builder:
+    """Accumulates nodes and initializers of one single-op graph; values are tensor names."""
+
+    def __init__(self, spec: OpSpec, weights: dict[str, np.ndarray]):
+        self.spec = spec
+        self.weights = weights
+        self.inputs = input_names(spec)
+        self.nodes: list = []
+        self.initializers: dict[str, np.ndarray] = {}
+        self._names: set[str] = set()
+
+    def node(self, op_type: str, inputs: list[str], name: str, **attrs: Any) -> str:
+        from onnx import helper
+
+        base, i = name, 1
+        while name in self._names:  # e.g. relu+relu
+            i += 1
+            name = f"{base}{i}"
+        self._names.add(name)
+        out = f"{name}_out"
+        self.nodes.append(helper.make_node(op_type, inputs, [out], name=name, **attrs))
+        return out
+
+    def const(self, name: str, value: np.ndarray) -> str:
+        self.initializers[name] = value
+        return name
+
+    def rename_output(self, value: str) -> None:
+        """Make the last node write the graph output ``y``."""
+        last = self.nodes[-1]
+        assert last.output[0] == value
+        last.output[0] = OUTPUT
+
+    # ---- the first part of the kernel -------------------------------------------------------
+    def head(self) -> str:
+        spec, a, base, x = self.spec, self.spec.a, self.spec.base, self.inputs
+        if base in ("conv2d", "dwconv2d", "pwconv2d"):
+            k = 1 if base == "pwconv2d" else int(a["kernel"])
+            p = 0 if base == "pwconv2d" else int(a["padding"])
+            d = 1 if base == "pwconv2d" else int(a["dilation"])
+            groups = spec.input_shape[1] if base == "dwconv2d" else int(a.get("groups", 1))
+            ins = [x[0], self.const("W", self.weights["W"])]
+            if a["bias"]:
+                ins.append(self.const("b", self.weights["b"]))
+            return self.node("Conv", ins, "conv", kernel_shape=[k, k], strides=[int(a["stride"])] * 2,
+                             pads=[p, p, p, p], dilations=[d, d], group=groups)
+        if base == "linear":
+            ins = [x[0], self.const("W", self.weights["W"])]
+            if a["bias"]:
+                ins.append(self.const("b", self.weights["b"]))
+            return self.node("Gemm", ins, "linear", transB=1)
+        if base == "bn":
+            return self._bn(x[0])
+        if base in ACTIVATIONS:
+            return self._activation(base, x[0])
+        if base in ("avgpool", "maxpool"):
+            k, s, p = int(a["kernel"]), int(a["stride"]), int(a["padding"])
+            attrs: dict[str, Any] = {"kernel_shape": [k, k], "strides": [s, s], "pads": [p, p, p, p]}
+            if base == "avgpool":
+                attrs["count_include_pad"] = int(bool(a["count_include_pad"]))
+                return self.node("AveragePool", [x[0]], "avgpool", **attrs)
+            return self.node("MaxPool", [x[0]], "maxpool", **attrs)
+        if base == "globalavgpool":
+            return self.node("GlobalAveragePool", [x[0]], "globalavgpool")
+        if base == "add":
+            return self.node("Add", [x[0], x[1]], "add")
+        if base == "mul":
+            return self.node("Mul", [x[0], x[1]], "mul")
+        if base == "concat":
+            return self.node("Concat", x[: int(a["parts"])], "concat", axis=1)
+        raise UnsupportedOpError(f"{spec.key}: no ONNX builder for op {base!r}")
+
+    # ---- fused tails ---------------------------------------------------------------------
+    def tail(self, part: str, value: str) -> str:
+        if part == "bn":
+            return self._bn(value)
+        if part == "add":
+            return self.node("Add", [value, self.inputs[-1]], "add")  # the residual is the last input
+        return self._activation(part, value)
+
+    def _bn(self, value: str) -> str:
+        w = self.weights
+        ins = [value] + [self.const(n, w[n]) for n in ("bn_gamma", "bn_beta", "bn_mean", "bn_var")]
+        return self.node("BatchNormalization", ins, "bn", epsilon=BN_EPS)
+
+    def _activation(self, part: str, value: str) -> str:
+        if part == "relu6":
+            lo = self.const("clip_min", np.array(0.0, dtype=np.float32))
+            hi = self.const("clip_max", np.array(6.0, dtype=np.float32))
+            return self.node("Clip", [value, lo, hi], "relu6")
+        if part == "silu":  # x * sigmoid(x); ONNX has no SiLU op before opset 24 (Swish)
+            sig = self.node("Sigmoid", [value], "silu_sigmoid")
+            return self.node("Mul", [value, sig], "silu")
+        if part not in _ACTIVATION_NODES:
+            raise UnsupportedOpError(f"{self.spec.key}: no ONNX builder for {part!r}")
+        op_type, attrs = _ACTIVATION_NODES[part]
+        return self.node(op_type, [value], part, **attrs)

@@ -1,0 +1,461 @@
+"""ONNX Runtime on this CPU: single-op models, whole-model latency, and per-node profiles.
+
+Sessions run with explicit threads (intra-op = `threads`, inter-op = 1, sequential execution), the
+CPU execution provider, and a recorded graph optimisation level. Inputs and outputs are bound once
+(`io_binding`), so a timed call is one `run_with_iobinding`: about half the Python overhead of
+`InferenceSession.run` on tiny ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from device_tables.errors import ModelError, RuntimeUnavailableError, UnsupportedOpError
+from device_tables.measurement import Measurement
+from device_tables.ops import OpSpec
+from profilers.base import Prepared, Runtime
+from profilers.protocol import Protocol, measure, perf_timer
+
+if TYPE_CHECKING:
+    from profilers.model_profile import ModelProfile
+
+log = logging.getLogger(__name__)
+
+# hwlat name -> onnxruntime.GraphOptimizationLevel member
+OPT_LEVELS = {
+    "disable": "ORT_DISABLE_ALL",
+    "basic": "ORT_ENABLE_BASIC",
+    "extended": "ORT_ENABLE_EXTENDED",
+    "all": "ORT_ENABLE_ALL",
+}
+DEFAULT_OPT_LEVEL = "all"  # what ONNX Runtime does by default, so what users get
+PROVIDER = "CPUExecutionProvider"
+_ORT_DISTRIBUTIONS = ("onnxruntime", "onnxruntime-gpu", "onnxruntime-openvino", "onnxruntime-directml",
+                      "onnxruntime-training", "ort-nightly", "ort-nightly-gpu")
+INSTALL_HINT = "pip install onnxruntime"
+
+
+def import_onnxruntime():
+    """The `onnxruntime` module, or `RuntimeUnavailableError` saying how to install or repair it."""
+    try:
+        import onnxruntime as ort
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == "onnxruntime":
+            raise RuntimeUnavailableError(f"onnxruntime is not installed; install it with: {INSTALL_HINT}") from exc
+        raise RuntimeUnavailableError(
+            f"onnxruntime is installed but a module it needs is missing ({exc}); "
+            f"reinstall it: pip install --force-reinstall {INSTALL_HINT.split()[-1]}") from exc
+    except (ImportError, OSError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+        raise RuntimeUnavailableError(
+            f"onnxruntime is installed but broken ({first}); "
+            "reinstall it: pip install --force-reinstall onnxruntime") from exc
+    if not hasattr(ort, "InferenceSession"):
+        raise RuntimeUnavailableError(
+            "onnxruntime imports but has no InferenceSession (a half-removed install?); "
+            "reinstall it: pip install --force-reinstall onnxruntime")
+    return ort
+
+
+def _check_install(ort: Any) -> None:
+    """Several onnxruntime wheels in one environment overwrite each other's files; name the conflict."""
+    installed = {}
+    for dist in _ORT_DISTRIBUTIONS:
+        try:
+            installed[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    version = getattr(ort, "__version__", "?")
+    if len(installed) > 1:
+        listing = ", ".join(f"{k} {v}" for k, v in installed.items())
+        if any(v != version for v in installed.values()):
+            raise RuntimeUnavailableError(
+                f"several onnxruntime packages are installed ({listing}) and the one imported reports {version}: "
+                f"a mixed install; keep one: pip uninstall -y {' '.join(installed)} && {INSTALL_HINT}")
+        log.warning("several onnxruntime packages are installed (%s); keep only one", listing)
+    elif installed and version not in installed.values():
+        (dist, dv), = installed.items()
+        raise RuntimeUnavailableError(
+            f"{dist} {dv} is installed but the imported onnxruntime reports {version}: a mixed install; "
+            f"reinstall it: pip install --force-reinstall {dist}=={dv}")
+    if PROVIDER not in ort.get_available_providers():
+        raise RuntimeUnavailableError(
+            f"onnxruntime {version} has no {PROVIDER} (providers: {', '.join(ort.get_available_providers())}); "
+            f"install the CPU build: {INSTALL_HINT}")
+
+
+def session_options(ort: Any, threads: int = 1, opt_level: str = DEFAULT_OPT_LEVEL, profile_prefix: str | None = None,
+                    optimized_path: str | None = None) -> Any:
+    """`SessionOptions` with explicit threads, sequential execution and the given optimisation level."""
+    if opt_level not in OPT_LEVELS:
+        raise ValueError(f"unknown graph optimisation level {opt_level!r}; choose from {', '.join(OPT_LEVELS)}")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, OPT_LEVELS[opt_level])
+    so.log_severity_level = 3  # errors only: no warning about serialising NCHWc graphs, etc.
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
+    if optimized_path:
+        so.optimized_model_filepath = optimized_path
+        # Weights go to a side file: keeps the saved graph small and models over 2 GB possible.
+        so.add_session_config_entry("session.optimized_model_external_initializers_file_name",
+                                    Path(optimized_path).name + ".data")
+        so.add_session_config_entry("session.optimized_model_external_initializers_min_size_in_bytes", "1024")
+    return so
+
+
+class Binding:
+    """A session with its inputs bound once and outputs preallocated; `run` is the call to time."""
+
+    def __init__(self, ort: Any, session: Any, feeds: Mapping[str, np.ndarray]):
+        self.session = session
+        self.feeds = {k: np.ascontiguousarray(v) for k, v in feeds.items()}  # kept alive: bound by reference
+        outputs = session.run(None, self.feeds)  # learns output shapes; also the first warm-up run
+        self.run: Callable[[], Any]
+        try:
+            io = session.io_binding()
+            for name, value in self.feeds.items():
+                io.bind_cpu_input(name, value)
+            self._outputs = [np.empty_like(value) for value in outputs]  # kept alive: bound by reference
+            for meta, buffer in zip(session.get_outputs(), self._outputs):
+                io.bind_ortvalue_output(meta.name, ort.OrtValue.ortvalue_from_numpy(buffer))
+            session.run_with_iobinding(io)
+            self.io = io
+            self.run = lambda: session.run_with_iobinding(io)
+        except Exception as exc:  # non-tensor or data-dependent outputs: plain run
+            log.debug("io binding failed (%s); timing InferenceSession.run", exc)
+            feeds_ = self.feeds
+            self.run = lambda: session.run(None, feeds_)
+
+
+class OnnxRuntime(Runtime):
+    """ONNX Runtime, CPU execution provider, fp32. Setting ``opt_level``: disable, basic, extended or all."""
+
+    name = "onnxruntime"
+
+    def __init__(self, threads: int = 1, precision: str = "fp32", opt_level: str = DEFAULT_OPT_LEVEL, **settings: Any):
+        if opt_level not in OPT_LEVELS:
+            raise ValueError(f"unknown graph optimisation level {opt_level!r}; choose from {', '.join(OPT_LEVELS)}")
+        if precision != "fp32":
+            raise UnsupportedOpError(f"the onnxruntime profiler measures fp32 only (asked for {precision}); "
+                                     "use --runtime litert or tflm for int8")
+        self.opt_level = opt_level
+        self._ort: Any = None
+        self._options: Any = None
+        super().__init__(threads=threads, precision=precision, opt_level=opt_level, **settings)
+
+    @property
+    def ort(self) -> Any:
+        if self._ort is None:
+            self._ort = import_onnxruntime()
+        return self._ort
+
+    def check_available(self) -> None:
+        ort = self.ort
+        _check_install(ort)
+        try:
+            import onnx  # noqa: F401  (builds the single-op models)
+        except ImportError as exc:
+            raise RuntimeUnavailableError("onnx is not installed (it builds the single-op models): "
+                                          "pip install onnx") from exc
+        self._smoke_test()
+        if self.threads > (os.cpu_count() or 1):
+            log.warning("%d threads on %d logical cores: timings will include oversubscription",
+                        self.threads, os.cpu_count())
+
+    def _smoke_test(self) -> None:
+        """Run a one-node model once: catches native libraries that import but cannot run."""
+        from profilers.onnx_ops import build_onnx_bytes
+
+        spec = OpSpec.make("relu", (1, 1, 2, 2))
+        try:
+            sess = self.ort.InferenceSession(build_onnx_bytes(spec), self.options(), providers=[PROVIDER])
+            sess.run(None, {"x0": np.zeros((1, 1, 2, 2), np.float32)})
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else exc.__class__.__name__
+            raise RuntimeUnavailableError(
+                f"onnxruntime {getattr(self.ort, '__version__', '?')} cannot run a one-node model ({first}); "
+                "reinstall it: pip install --force-reinstall onnxruntime") from exc
+
+    def options(self) -> Any:
+        if self._options is None:
+            self._options = session_options(self.ort, self.threads, self.opt_level)
+        return self._options
+
+    def runtime_settings(self) -> dict[str, Any]:
+        # The default level is left out of the device name (cpu/onnxruntime/fp32/threads=1) but recorded
+        # in the fingerprint (`versions`); any other level names a different device.
+        return {} if self.opt_level == DEFAULT_OPT_LEVEL else {"opt_level": self.opt_level}
+
+    def versions(self) -> dict[str, Any]:
+        ort = self.ort
+        return {
+            "onnxruntime": getattr(ort, "__version__", "?"),
+            "providers": list(ort.get_available_providers()),
+            "session": {"provider": PROVIDER, "graph_optimization_level": self.opt_level,
+                        "intra_op_threads": self.threads,
+                        "inter_op_threads": 1, "execution_mode": "sequential", "io_binding": True},
+        }
+
+    def prepare(self, spec: OpSpec) -> Prepared:
+        from profilers.onnx_ops import build_onnx_bytes, input_names
+        from profilers.weights import make_inputs
+
+        if spec.dtype != "float32":
+            raise UnsupportedOpError(f"{spec.key}: onnxruntime runs fp32 here; int8 ops need --runtime litert or tflm")
+        model = build_onnx_bytes(spec)
+        try:
+            session = self.ort.InferenceSession(model, self.options(), providers=[PROVIDER])
+            bound = Binding(self.ort, session, dict(zip(input_names(spec), make_inputs(spec))))
+        except Exception as exc:
+            raise UnsupportedOpError(f"{spec.key}: onnxruntime cannot run it ({_first_line(exc)})") from exc
+        return Prepared(timed=perf_timer(bound.run))
+
+
+# ---- whole models --------------------------------------------------------------------------
+def time_onnx_model(model: bytes | str | os.PathLike | Any, threads: int = 1, protocol: Protocol = Protocol(),
+                    opt_level: str = DEFAULT_OPT_LEVEL,
+                    input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None) -> Measurement:
+    """Whole-model latency of an ONNX model (bytes or path) on ONNX Runtime CPU, with `protocol`.
+
+    Cheap to call many times: one session, no model checks beyond what ONNX Runtime does itself.
+    Dynamic input dimensions need `input_shape` (one shape, or a name -> shape mapping).
+    """
+    ort = import_onnxruntime()
+    if hasattr(model, "SerializeToString"):  # an onnx.ModelProto
+        model = model.SerializeToString()
+    where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
+    session = _create_session(ort, model, session_options(ort, threads, opt_level), where)
+    shapes = _input_shapes([(i.name, list(i.shape), i.type) for i in session.get_inputs()], input_shape, where)
+    bound = _bind(ort, session, shapes, where)
+    return measure(perf_timer(bound.run), protocol)
+
+
+def profile_model(path: str | os.PathLike, threads: int = 1, opt_level: str = DEFAULT_OPT_LEVEL,
+                  input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+                  protocol: Protocol = Protocol(), profile_runs: int | None = None) -> "ModelProfile":
+    """Whole-model latency plus ONNX Runtime's per-node profile, mapped back to the source graph's nodes.
+
+    Raises `ModelError` naming the file for a missing, malformed or unsupported model, or a dynamic
+    input without `input_shape`. Returns a `ModelProfile`.
+    """
+    import onnx
+
+    from profilers.model_profile import ModelProfile, NodeTime
+    from profilers.ort_nodes import Graph, align_names, map_runtime_nodes, name_nodes, parse_trace, source_ops
+
+    runtime = OnnxRuntime(threads=threads, opt_level=opt_level)
+    ort = runtime.ort
+    where = str(path)
+    model = _load_model(onnx, Path(path))
+    renamed = name_nodes(model.graph)
+    if renamed:
+        log.info("%s: named %d unnamed or duplicate-named nodes", where, renamed)
+    source = Graph.from_onnx(model.graph)
+    value_types = {vi.name: vi.type for vi in model.graph.input}
+    declared = [(name, _proto_dims(value_types[name]), _proto_type(onnx, value_types[name]))
+                for name in sorted(source.inputs, key=_input_order(model))]
+    shapes = _input_shapes(declared, input_shape, where)
+    data = model.SerializeToString() if model.ByteSize() < 2_000_000_000 else where
+
+    # (b) whole-model latency on a plain session
+    session = _create_session(ort, data, runtime.options(), where)
+    bound = _bind(ort, session, shapes, where)
+    latency = measure(perf_timer(bound.run), protocol)
+
+    # (c) ONNX Runtime's profiler over a number of runs, on a session that also saves its optimised graph
+    runs = profile_runs or _profile_runs(latency.median_ms, len(source.nodes))
+    warmup = max(2, protocol.warmup_runs)
+    with tempfile.TemporaryDirectory(prefix="hwlat_ort_") as tmp:
+        optimized_path = os.path.join(tmp, "optimized.onnx")
+        prefix = os.path.join(tmp, "profile")
+        try:
+            options = session_options(ort, threads, opt_level, prefix, optimized_path)
+            psession = _create_session(ort, data, options, where)
+        except ModelError as exc:  # e.g. a graph ONNX Runtime cannot serialise: profile without it
+            log.warning("%s; mapping runtime nodes to source nodes by name only", exc)
+            psession = _create_session(ort, data, session_options(ort, threads, opt_level, prefix), where)
+        pbound = _bind(ort, psession, shapes, where)  # its first run is a warm-up run too
+        for _ in range(warmup - 1 + runs):
+            pbound.run()
+        traces, _ = parse_trace(psession.end_profiling(), skip_runs=warmup)
+        saved = os.path.exists(optimized_path)
+        optimized = Graph.from_onnx(onnx.load(optimized_path, load_external_data=False).graph) if saved else None
+    if optimized is not None:
+        optimized = align_names(optimized, [(t.name, t.op_type) for t in traces.values()])
+        mapping = map_runtime_nodes(source, optimized)
+    else:
+        mapping = {name: [name] for name in traces if name in source.by_name}
+
+    times = {n: _trimmed_mean(t.per_run_us) for n, t in traces.items()}
+    total = sum(times.values()) or 1.0
+    rows: list[NodeTime] = []
+    cum = 0.0
+    for name in sorted(traces, key=lambda n: -times[n]):
+        t = traces[name]
+        covered = tuple(mapping.get(name, ()))
+        cum += times[name] / total
+        rows.append(NodeTime(name=name, op_type=t.op_type, provider=t.provider, source_nodes=covered,
+                             source_ops=tuple(source_ops(source, covered)), time_us=times[name],
+                             median_us=float(np.median(t.per_run_us)) if t.per_run_us else 0.0,
+                             share=times[name] / total, cum_share=min(cum, 1.0)))
+    ran = {n for row in rows for n in row.source_nodes}
+    eliminated = [(n.name, n.op_type) for n in source.nodes if n.name not in ran]
+    return ModelProfile(
+        model=where, device=runtime.device().name, opt_level=opt_level, threads=threads,
+        input_shapes={k: list(v[0]) for k, v in shapes.items()}, latency=latency, nodes=rows, profiled_runs=runs,
+        source_node_count=len(source.nodes), eliminated=eliminated,
+        versions={"onnxruntime": getattr(ort, "__version__", "?"), "onnx": onnx.__version__,
+                  "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import}},
+    )
+
+
+def _profile_runs(latency_ms: float, node_count: int) -> int:
+    """Enough profiled runs for stable medians, bounded in time (~1 s) and in trace size."""
+    by_time = int(1000.0 / max(latency_ms, 1e-3))
+    by_size = max(10, 50_000 // max(node_count, 1))
+    return int(min(max(by_time, 10), 200, by_size))
+
+
+def _trimmed_mean(values: Sequence[float], cut: float = 0.1) -> float:
+    """Mean of the values between the `cut` and 1 - `cut` quantiles."""
+    if not values:
+        return 0.0
+    x = np.sort(np.asarray(values, dtype=np.float64))
+    k = int(len(x) * cut)
+    return float(x[k: len(x) - k].mean()) if len(x) > 2 * k else float(x.mean())
+
+
+def _load_model(onnx: Any, path: Path) -> Any:
+    if not path.exists():
+        raise ModelError(f"{path}: no such file")
+    if path.is_dir():
+        raise ModelError(f"{path}: is a directory, not an .onnx file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable ONNX model ({_first_line(exc)}); "
+                         "re-export it or check the file") from exc
+    if not model.graph.node:
+        raise ModelError(f"{path}: not an ONNX model (no graph nodes); re-export it or check the file")
+    try:
+        onnx.checker.check_model(model if model.ByteSize() < 2_000_000_000 else str(path))
+    except Exception as exc:
+        raise ModelError(f"{path}: invalid ONNX model ({_first_line(exc)})") from exc
+    return model
+
+
+def _create_session(ort: Any, model: bytes | str | os.PathLike, options: Any, where: str) -> Any:
+    try:
+        return ort.InferenceSession(model if isinstance(model, (bytes, bytearray)) else str(model), options,
+                                    providers=[PROVIDER])
+    except Exception as exc:
+        if not isinstance(model, (bytes, bytearray)) and not Path(model).exists():
+            raise ModelError(f"{where}: no such file") from exc
+        raise ModelError(f"{where}: onnxruntime cannot load this model ({_first_line(exc)})") from exc
+
+
+def _bind(ort: Any, session: Any, shapes: Mapping[str, tuple[tuple[int, ...], Any]], where: str) -> Binding:
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for name, (shape, dtype) in shapes.items():
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.uniform(-1, 1, size=shape).astype(dtype)
+        else:
+            feeds[name] = np.zeros(shape, dtype=dtype)
+    try:
+        return Binding(ort, session, feeds)
+    except Exception as exc:
+        listing = ", ".join(f"{k} {'x'.join(map(str, v[0]))}" for k, v in shapes.items())
+        raise ModelError(f"{where}: onnxruntime failed to run it on inputs {listing} ({_first_line(exc)})") from exc
+
+
+_ORT_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def _input_shapes(declared: Sequence[tuple[str, list, Any]], given: Sequence[int] | Mapping[str, Sequence[int]] | None,
+                  where: str) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """name -> (concrete shape, numpy dtype), filling dynamic dimensions from `given`."""
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+    dynamic = [name for name, dims, _ in declared if any(not isinstance(d, int) or d <= 0 for d in dims)]
+    if given is not None and not isinstance(given, Mapping):
+        if len(declared) == 1:
+            given = {declared[0][0]: given}
+        elif len(dynamic) == 1:
+            given = {dynamic[0]: given}
+        else:
+            raise ModelError(f"{where}: {len(declared)} inputs ({', '.join(n for n, _, _ in declared)}); "
+                             "one --input-shape cannot say which it is for")
+    given = dict(given or {})
+    for name, dims, typ in declared:
+        dtype = _ORT_TYPES.get(typ, typ) if isinstance(typ, str) else typ
+        if dtype is None or isinstance(dtype, str):
+            raise ModelError(f"{where}: input {name!r} has type {typ}, which hwlat cannot feed; "
+                             "only tensor inputs are supported")
+        shown = "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + "]"
+        if name in given:
+            shape = tuple(int(s) for s in given[name])
+            if len(shape) != len(dims):
+                raise ModelError(f"{where}: input {name!r} has rank {len(dims)} {shown}; --input-shape "
+                                 f"{'x'.join(map(str, shape))} has rank {len(shape)}")
+            for d, s in zip(dims, shape):
+                if isinstance(d, int) and d > 0 and d != s:
+                    raise ModelError(f"{where}: input {name!r} is {shown}; --input-shape {'x'.join(map(str, shape))} "
+                                     "disagrees with its fixed dimensions")
+            if any(s <= 0 for s in shape):
+                raise ModelError(f"{where}: --input-shape {'x'.join(map(str, shape))} has a non-positive dimension")
+        elif name in dynamic:
+            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+            raise ModelError(f"{where}: input {name!r} has a dynamic shape {shown}; give a concrete one with "
+                             f"--input-shape, e.g. --input-shape {example}")
+        else:
+            shape = tuple(int(d) for d in dims)
+        out[name] = (shape, np.dtype(dtype))
+    unknown = set(given) - {n for n, _, _ in declared}
+    if unknown:
+        raise ModelError(f"{where}: no input named {sorted(unknown)}; inputs: {', '.join(n for n, _, _ in declared)}")
+    return out
+
+
+def _proto_dims(type_proto: Any) -> list:
+    if not type_proto.HasField("tensor_type"):
+        return []
+    dims = []
+    for d in type_proto.tensor_type.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or None))
+    return dims
+
+
+def _proto_type(onnx: Any, type_proto: Any) -> Any:
+    if not type_proto.HasField("tensor_type"):
+        return str(type_proto.WhichOneof("value"))
+    try:
+        return onnx.helper.tensor_dtype_to_np_dtype(type_proto.tensor_type.elem_type)
+    except Exception:
+        return f"element type {type_proto.tensor_type.elem_type}"
+
+
+def _input_order(model: Any) -> Callable[[str], int]:
+    order = {vi.name: i for i, vi in enumerate(model.graph.input)}
+    return lambda name: order.get(name, len(order))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else exc.__class__.__name__
+    return line[:300]

@@ -1,0 +1,115 @@
+"""Bad input at the command line: one clear line naming the file, row or op, exit 1, no traceback."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from device_tables.device import Device
+from device_tables.measurement import Measurement
+from device_tables.ops import OpSpec
+from device_tables.table import DeviceTable
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hwlat(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "hwlat", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=120)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, *fragments: str) -> str:
+    """Exit 1, no traceback, and an error line holding every fragment."""
+    assert proc.returncode == 1, (proc.returncode, proc.stdout, proc.stderr)
+    assert "Traceback" not in proc.stderr + proc.stdout
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("hwlat: error:")]
+    assert len(errors) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in errors[0], (fragment, errors[0])
+    return errors[0]
+
+
+@pytest.fixture()
+def table(tmp_path: Path) -> Path:
+    """A small valid table written without measuring anything."""
+    t = DeviceTable(Device.make("cpu", "onnxruntime", "fp32", fingerprint={"cpu_model": "test"}, threads=1))
+    for i, c in enumerate((4, 8, 16, 32), start=1):
+        t.append(OpSpec.make("relu", (1, c, 8, 8)), Measurement.from_samples([0.01 * i, 0.011 * i, 0.012 * i]))
+    t.save(tmp_path / "good")
+    return tmp_path / "good"
+
+
+def _rewrite_csv(src: Path, dst: Path, edit) -> None:
+    lines = src.with_suffix(".csv").read_text().splitlines(keepends=True)
+    dst.with_suffix(".csv").write_text("".join(edit(lines)))
+    dst.with_suffix(".json").write_text(src.with_suffix(".json").read_text())
+
+
+def test_unknown_runtime(tmp_path):
+    proc = hwlat("profile", "ops", "--runtime", "onnxrt", "--sweep", "quick", "--out", "t", cwd=tmp_path)
+    assert_user_error(proc, "unknown runtime 'onnxrt'", "onnxruntime")
+    assert not (tmp_path / "t.csv").exists()
+
+
+def test_sweep_with_a_typo_names_file_entry_and_suggestion(tmp_path):
+    sweep = tmp_path / "mine.yaml"
+    sweep.write_text("name: mine\nops:\n  - {op: relu, c: 4, hw: 4}\n"
+                     "  - {op: conv2d, c: 4, hw: 8, cout: 4, kernal: 3}\n")
+    proc = hwlat("profile", "ops", "--runtime", "onnxruntime", "--sweep", str(sweep), "--out", "t", cwd=tmp_path)
+    assert_user_error(proc, "mine.yaml", "ops entry 2", "'kernal'", "did you mean 'kernel'")
+    assert not (tmp_path / "t.csv").exists(), "no table is started for a sweep that does not load"
+
+
+def test_table_of_a_newer_schema(tmp_path, table):
+    meta = json.loads(table.with_suffix(".json").read_text())
+    meta["schema_version"] = 99
+    newer = tmp_path / "newer"
+    newer.with_suffix(".json").write_text(json.dumps(meta))
+    newer.with_suffix(".csv").write_text(table.with_suffix(".csv").read_text())
+    proc = hwlat("table", "validate", str(newer), cwd=tmp_path)
+    assert_user_error(proc, "newer.json", "schema version 99", "upgrade")
+
+
+def test_validate_accepts_a_good_table(tmp_path, table):
+    proc = hwlat("table", "validate", str(table), cwd=tmp_path)
+    assert proc.returncode == 0 and "valid" in proc.stdout and "4 rows" in proc.stdout
+
+
+def test_hand_edited_and_truncated_tables_name_file_and_line(tmp_path, table):
+    def edit_median(lines):
+        row = next(csv.reader([lines[2]]))
+        row[5] = "fast"
+        buf = io.StringIO()
+        csv.writer(buf, lineterminator="\n").writerow(row)
+        return lines[:2] + [buf.getvalue()] + lines[3:]
+
+    edited = tmp_path / "edited"
+    _rewrite_csv(table, edited, edit_median)
+    assert_user_error(hwlat("table", "validate", str(edited), cwd=tmp_path), "edited.csv", "line 3")
+
+    truncated = tmp_path / "truncated"  # a row cut short in the middle of the file
+    _rewrite_csv(table, truncated, lambda lines: lines[:3] + [lines[3][: len(lines[3]) // 3] + "\n"] + lines[4:])
+    assert_user_error(hwlat("table", "validate", str(truncated), cwd=tmp_path), "truncated.csv", "line 4", "fields")
+
+
+def test_malformed_onnx_model(tmp_path):
+    (tmp_path / "broken.onnx").write_bytes(b"definitely not protobuf")
+    assert_user_error(hwlat("profile", "model", "broken.onnx", cwd=tmp_path), "broken.onnx", "ONNX")
+    assert_user_error(hwlat("profile", "model", "absent.onnx", cwd=tmp_path), "absent.onnx", "no such file")
+
+
+def test_runtime_options_that_do_not_apply(tmp_path):
+    proc = hwlat("profile", "ops", "--runtime", "onnxruntime", "--precision", "int8", "--sweep", "quick", "--out", "t",
+                 cwd=tmp_path)
+    assert_user_error(proc, "fp32", "litert")
+    proc = hwlat("profile", "ops", "--runtime", "torch", "--opt-level", "basic", "--sweep", "quick", "--out", "t",
+                 cwd=tmp_path)
+    assert_user_error(proc, "--opt-level", "onnxruntime")

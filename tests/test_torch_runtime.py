@@ -1,0 +1,182 @@
+"""PyTorch eager runtime: the single-op modules compute the ops (checked against numpy), the
+runtime times them with explicit threads in inference mode, and sweeps write valid tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
+from device_tables.ops import OpSpec  # noqa: E402
+from device_tables.table import DeviceTable  # noqa: E402
+from profilers.protocol import Protocol  # noqa: E402
+from profilers.run import profile_ops  # noqa: E402
+from profilers.sweeps import load_sweep  # noqa: E402
+from profilers.torch_eager import TorchRuntime, time_torch_module  # noqa: E402
+from profilers.torch_ops import build_inputs, build_module  # noqa: E402
+from profilers.weights import BN_EPS, make_inputs, make_weights  # noqa: E402
+
+QUICK = Protocol.preset("quick")
+
+
+def _run(spec: OpSpec) -> np.ndarray:
+    with torch.inference_mode():
+        return build_module(spec)(*build_inputs(spec)).numpy()
+
+
+def _conv_ref(x, w, b, stride, pad, dil, groups):
+    """Direct NCHW convolution in numpy (tiny shapes only)."""
+    n, cin, h, wd = x.shape
+    cout, cin_g, k, _ = w.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+    ho = (h + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    wo = (wd + 2 * pad - dil * (k - 1) - 1) // stride + 1
+    y = np.zeros((n, cout, ho, wo), np.float64)
+    per = cout // groups
+    for o in range(cout):
+        g = o // per
+        for i in range(ho):
+            for j in range(wo):
+                patch = xp[:, g * cin_g:(g + 1) * cin_g, i * stride:i * stride + dil * (k - 1) + 1:dil,
+                           j * stride:j * stride + dil * (k - 1) + 1:dil]
+                y[:, o, i, j] = (patch * w[o]).sum(axis=(1, 2, 3))
+    return y + (b.reshape(1, -1, 1, 1) if b is not None else 0)
+
+
+def _bn_ref(y, w):
+    shape = (1, -1) + (1,) * (y.ndim - 2)
+    scale = w["bn_gamma"].reshape(shape) / np.sqrt(w["bn_var"].reshape(shape) + BN_EPS)
+    return (y - w["bn_mean"].reshape(shape)) * scale + w["bn_beta"].reshape(shape)
+
+
+@pytest.mark.parametrize("spec", [
+    OpSpec.make("conv2d", (1, 4, 7, 7), cout=6, kernel=3, stride=2, dilation=2, groups=2),
+    OpSpec.make("dwconv2d+bn+relu6", (1, 3, 6, 6), kernel=5, stride=1, bias=False),
+    OpSpec.make("pwconv2d+bn+add", (1, 4, 5, 5), cout=4),
+], ids=lambda s: s.op)
+def test_convolutions_match_a_direct_numpy_convolution(spec):
+    x = make_inputs(spec)[0].astype(np.float64)
+    w = make_weights(spec)
+    a = spec.a
+    if spec.base == "dwconv2d":
+        y = _conv_ref(x, w["W"], w.get("b"), a["stride"], a["padding"], a["dilation"], spec.input_shape[1])
+    elif spec.base == "pwconv2d":
+        y = _conv_ref(x, w["W"], w.get("b"), a["stride"], 0, 1, 1)
+    else:
+        y = _conv_ref(x, w["W"], w.get("b"), a["stride"], a["padding"], a["dilation"], a["groups"])
+    if "bn" in spec.parts:
+        y = _bn_ref(y, w)
+    if "add" in spec.parts:
+        y = y + make_inputs(spec)[-1]
+    if "relu6" in spec.parts:
+        y = np.clip(y, 0, 6)
+    np.testing.assert_allclose(_run(spec), y, rtol=1e-4, atol=1e-5)
+
+
+def test_elementwise_pooling_and_linear_match_numpy():
+    def check(spec, fn):
+        want = fn(*[x.astype(np.float64) for x in make_inputs(spec)])
+        np.testing.assert_allclose(_run(spec), want, rtol=1e-5, atol=1e-6)
+
+    shape = (1, 3, 4, 4)
+    check(OpSpec.make("relu6", shape), lambda x: np.clip(x, 0, 6))
+    check(OpSpec.make("hardswish", shape), lambda x: x * np.clip(x + 3, 0, 6) / 6)
+    check(OpSpec.make("hardsigmoid", shape), lambda x: np.clip(x + 3, 0, 6) / 6)
+    check(OpSpec.make("sigmoid", shape), lambda x: 1 / (1 + np.exp(-x)))
+    check(OpSpec.make("mul", shape), lambda x, s: x * s)
+    check(OpSpec.make("add+relu", shape), lambda x, y: np.maximum(x + y, 0))
+    check(OpSpec.make("concat", shape, parts=3), lambda *xs: np.concatenate(xs, axis=1))
+    check(OpSpec.make("globalavgpool", shape), lambda x: x.mean(axis=(2, 3), keepdims=True))
+    check(OpSpec.make("maxpool", shape, kernel=2), lambda x: x.reshape(1, 3, 2, 2, 2, 2).max(axis=(3, 5)))
+    # 3x3 average with padding 1 at a corner: 4 real values, divided by 4 (exclude pad) or 9 (include).
+    for include in (False, True):
+        spec = OpSpec.make("avgpool", shape, kernel=3, stride=1, padding=1, count_include_pad=include)
+        x = make_inputs(spec)[0]
+        assert _run(spec)[0, 0, 0, 0] == pytest.approx(x[0, 0, :2, :2].sum() / (9 if include else 4), rel=1e-5)
+    spec = OpSpec.make("linear+bn", (2, 5), cout=3)
+    w = make_weights(spec)
+    check(spec, lambda x: _bn_ref(x @ w["W"].T.astype(np.float64) + w["b"], w))
+
+
+@pytest.mark.parametrize("spec", [s for s in load_sweep("quick") if s.dtype == "float32"], ids=lambda s: s.key)
+def test_quick_sweep_modules_have_the_spec_output_shape(spec):
+    assert _run(spec).shape == spec.output_shape
+
+
+def test_modules_are_deterministic_and_seeded():
+    spec = OpSpec.make("conv2d+bn+relu", (1, 4, 6, 6), cout=4, kernel=3)
+    np.testing.assert_array_equal(_run(spec), _run(spec))
+    with torch.inference_mode():
+        other = build_module(spec, seed=3)(*build_inputs(spec)).numpy()
+    assert not np.allclose(_run(spec), other)
+    assert not any(p.requires_grad for p in build_module(spec).parameters())
+
+
+def test_runtime_measures_with_explicit_threads():
+    rt = TorchRuntime(threads=1)
+    assert torch.get_num_threads() == 1
+    m, extra = rt.measure(OpSpec.make("dwconv2d+bn+relu6", (1, 16, 8, 8), kernel=3), QUICK)
+    assert m.median_ms > 0 and m.n >= QUICK.min_runs
+    dev = rt.device()
+    assert dev.name == "cpu/torch/fp32/threads=1"
+    assert dev.fingerprint["runtime"]["torch"] == torch.__version__
+    assert dev.fingerprint["runtime"]["intra_op_threads"] == 1
+    assert TorchRuntime(threads=2).device().name == "cpu/torch/fp32/threads=2" and torch.get_num_threads() == 2
+    TorchRuntime(threads=1)
+
+
+def test_measurement_runs_in_inference_mode():
+    seen: list[bool] = []
+
+    class Recording(TorchRuntime):
+        def prepare(self, spec):
+            prepared = super().prepare(spec)
+            inner = prepared.timed
+
+            def timed() -> float:
+                seen.append(torch.is_inference_mode_enabled())
+                return inner()
+
+            prepared.timed = timed
+            return prepared
+
+    Recording().measure(OpSpec.make("relu", (1, 2, 2, 2)), QUICK)
+    assert seen and all(seen)
+    assert not torch.is_inference_mode_enabled()
+
+
+def test_int8_and_other_devices_are_refused():
+    with pytest.raises(UnsupportedOpError, match="int8"):
+        TorchRuntime().prepare(OpSpec.make("relu", (1, 2, 2, 2), dtype="int8"))
+    with pytest.raises(UnsupportedOpError, match="fp32"):
+        TorchRuntime(precision="int8")
+    with pytest.raises(RuntimeUnavailableError, match="cuda"):
+        TorchRuntime(device="cuda")
+
+
+def test_time_torch_module():
+    module = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU())
+    m = time_torch_module(module, [torch.rand(1, 3, 16, 16)], threads=1, protocol=QUICK)
+    assert m.median_ms > 0 and m.n >= QUICK.min_runs and not module.training
+
+
+def test_short_real_sweep_writes_a_valid_table(tmp_path):
+    specs = [s for s in load_sweep("quick") if s.dtype == "float32"][:4]
+    specs.append(OpSpec.make("relu", (1, 4, 4, 4), dtype="int8"))
+    result = profile_ops(TorchRuntime(threads=1), specs, tmp_path / "torch", QUICK, progress=False)
+    assert result.measured == 4 and result.failed == 0
+    table = DeviceTable.load(tmp_path / "torch")
+    assert len(table) == 4 and all(r.ok for r in table)
+    assert table.device.name == "cpu/torch/fp32/threads=1"
+
+
+def test_missing_torch_is_reported(monkeypatch):
+    import sys
+
+    from profilers.torch_eager import import_torch
+
+    monkeypatch.setitem(sys.modules, "torch", None)
+    with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install torch"):
+        import_torch()
