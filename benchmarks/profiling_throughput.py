@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtimes", default=",".join(RUNTIMES), help="comma-separated (default: all available)")
     ap.add_argument("--sweep", default="quick", help="sweep preset or file (default quick)")
-    ap.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"])
+    ap.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"])
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--limit", type=int, default=0, help="profile only the first N configurations (0: all)")
     ap.add_argument("--overhead-ops", type=int, default=6, help="configurations in the overhead test")

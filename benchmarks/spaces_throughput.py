@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     ap.add_argument("--n", type=int, help="architectures per space (default 40 nb201, 20 fbnet/ofa)")
     ap.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"])
     ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"])
+    ap.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"])
     ap.add_argument("--repeats", type=int, default=3, help="repeat the end-to-end pass; the median rate is reported")
     ap.add_argument("--seed", type=int, default=123)
     ap.add_argument("--json", help="also write the numbers here")

@@ -37,9 +37,10 @@ class Protocol:
 
     @classmethod
     def preset(cls, name: str) -> "Protocol":
-        """``default``; ``quick`` for tests and smoke runs; ``thorough`` for tables worth keeping."""
+        """``default``; ``brief`` for many whole models; ``quick`` for tests and smoke runs; ``thorough``."""
         presets = {
             "default": cls(),
+            "brief": cls(warmup_runs=3, warmup_s=0.02, min_runs=15, max_runs=500, block_runs=5, max_time_s=0.25, remeasure=1),
             "quick": cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=50, block_runs=5, max_time_s=0.1, remeasure=0),
             "thorough": cls(warmup_runs=10, warmup_s=0.2, min_runs=50, max_runs=5000, max_time_s=3.0, remeasure=3),
         }

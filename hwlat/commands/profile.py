@@ -8,7 +8,7 @@ import importlib
 from hwlat.cli import command_parser
 
 # Modules adding more `profile` targets (each with `register(profile_subparsers)`).
-TARGET_MODULES = ("hwlat.commands.profile_archs",)
+TARGET_MODULES = ("hwlat.commands.profile_archs", "hwlat.commands.profile_fusion")
 
 
 def register(sub) -> None:
@@ -21,8 +21,10 @@ def register(sub) -> None:
     ops.add_argument("--runtime", required=True, help="onnxruntime, torch, litert, tflm or board")
     ops.add_argument("--sweep", default="default", help="a sweep preset (quick, default, ...) or a YAML/JSON sweep file")
     ops.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
-    ops.add_argument("--precision", default="fp32", choices=["fp32", "int8"], help="fp32 or int8 (litert, tflm, board)")
-    ops.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"], help="measurement effort")
+    ops.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                     help="fp32; fp16 or bf16 (torch; op keys stay float32, the precision names the device); "
+                          "int8 (litert, tflm, board)")
+    ops.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"], help="measurement effort")
     ops.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"],
                      help="onnxruntime graph optimisation level (default all; another level names another device)")
     ops.add_argument("--xnnpack", choices=["on", "off"],
@@ -37,6 +39,7 @@ def register(sub) -> None:
     from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/cluster.md)
 
     add_cluster_options(ops)
+    add_gpu_options(ops)  # after the cluster options: --device is shared with them (docs/gpu.md)
     ops.set_defaults(func=_profile_ops)
 
     model = command_parser(targets, "model", "per-node latency breakdown and whole-model latency of an ONNX model",
@@ -44,10 +47,13 @@ def register(sub) -> None:
     model.add_argument("model", help="path to an .onnx file")
     model.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime"], help="runtime (onnxruntime)")
     model.add_argument("--threads", type=int, default=1)
+    model.add_argument("--provider", default="cpu",
+                       help="ONNX Runtime execution provider: cpu (default), cuda or cuda:N (needs onnxruntime-gpu; "
+                            "docs/gpu.md)")
     model.add_argument("--opt-level", default="all", choices=["disable", "basic", "extended", "all"],
                        help="ONNX Runtime graph optimisation level (recorded)")
     model.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
-    model.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"],
+    model.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"],
                        help="measurement effort for the whole-model latency")
     model.add_argument("--runs", type=int, help="runs under ONNX Runtime's profiler (default: about 1 s worth, 10..200)")
     model.add_argument("--top", type=int, default=0, help="show only the N slowest nodes")
@@ -60,6 +66,27 @@ def register(sub) -> None:
         except ModuleNotFoundError as exc:
             if exc.name != name:
                 raise
+
+
+LOCAL_DEVICE_HELP = ("torch: cpu (default), cuda or cuda:N; a GPU names the device after itself, "
+                     "e.g. nvidia-h100-80gb-hbm3/torch/fp16/threads=1")
+
+
+def add_gpu_options(p: argparse.ArgumentParser) -> None:
+    """--device (torch), --provider (onnxruntime) and --cudnn-benchmark: where and how a GPU is used (docs/gpu.md).
+
+    ``--device`` may exist already (the cluster options name advertised devices with it); then it
+    also takes the local torch device when --cluster is not given.
+    """
+    existing = p._option_string_actions.get("--device")
+    if existing is None:
+        p.add_argument("--device", help=LOCAL_DEVICE_HELP)
+    else:
+        existing.help = f"{existing.help}; without --cluster, the local device of {LOCAL_DEVICE_HELP}"
+    p.add_argument("--provider", help="onnxruntime execution provider: cpu (default), cuda or cuda:N "
+                                      "(needs the onnxruntime-gpu package instead of onnxruntime)")
+    p.add_argument("--cudnn-benchmark", choices=["on", "off"],
+                   help="torch on CUDA: cuDNN autotuning during warm-up (default on; off names another device)")
 
 
 def runtime_settings(args: argparse.Namespace) -> dict:
@@ -86,6 +113,47 @@ def runtime_settings(args: argparse.Namespace) -> dict:
 
             raise HwlatError(f"--board is a setting of --runtime board, not of {args.runtime}")
         settings["board"] = args.board
+    settings.update(gpu_settings(args))
+    return settings
+
+
+def local_device(args: argparse.Namespace) -> str | None:
+    """The --device of a local run (a list when the cluster options own the flag; None with --cluster)."""
+    from device_tables.errors import HwlatError
+
+    value = getattr(args, "device", None)
+    if getattr(args, "cluster", None) or not value:
+        return None
+    if isinstance(value, list):
+        names = [n.strip() for v in value for n in v.split(",") if n.strip()]
+        if len(names) > 1:
+            raise HwlatError(f"--device {','.join(names)}: a local run measures on one device (cpu, cuda or cuda:N); "
+                             "several devices need --cluster")
+        return names[0] if names else None
+    return str(value)
+
+
+def gpu_settings(args: argparse.Namespace) -> dict:
+    """The runtime settings of --device, --provider and --cudnn-benchmark, each checked against --runtime."""
+    from device_tables.errors import HwlatError
+
+    settings: dict = {}
+    device = local_device(args)
+    provider = getattr(args, "provider", None)
+    if device:
+        if args.runtime != "torch":
+            hint = "; for onnxruntime on a GPU use --provider cuda" if args.runtime == "onnxruntime" else ""
+            raise HwlatError(f"--device is a setting of --runtime torch, not of {args.runtime}{hint}")
+        settings["device"] = device
+    if provider:
+        if args.runtime != "onnxruntime":
+            hint = "; for torch on a GPU use --device cuda" if args.runtime == "torch" else ""
+            raise HwlatError(f"--provider is a setting of --runtime onnxruntime, not of {args.runtime}{hint}")
+        settings["provider"] = provider
+    if getattr(args, "cudnn_benchmark", None):
+        if args.runtime != "torch" or not str(device or "cpu").startswith("cuda"):
+            raise HwlatError("--cudnn-benchmark is a setting of --runtime torch --device cuda")
+        settings["cudnn_benchmark"] = args.cudnn_benchmark == "on"
     return settings
 
 
@@ -129,7 +197,7 @@ def _profile_model(args: argparse.Namespace) -> int:
     except ValueError:
         raise HwlatError(f"--input-shape {args.input_shape!r}: expected dimensions joined by x, e.g. 1x3x224x224") from None
     prof = profile_model(args.model, threads=args.threads, opt_level=args.opt_level, input_shape=shape,
-                         protocol=Protocol.preset(args.protocol), profile_runs=args.runs)
+                         protocol=Protocol.preset(args.protocol), profile_runs=args.runs, provider=args.provider)
     print(prof.format(top=args.top))
     if args.json:
         with open(args.json, "w") as f:

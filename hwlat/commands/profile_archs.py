@@ -21,7 +21,12 @@ def register(targets) -> None:
                         "'random:N', 'all', a file of keys, or several joined by '+'")
     p.add_argument("--out", required=True, help="arch table path (NAME or NAME.csv); resumed if it exists")
     p.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
-    p.add_argument("--protocol", default="default", choices=["quick", "default", "thorough"], help="measurement effort")
+    p.add_argument("--batch", type=int, default=1,
+                   help="batch size of the input (default 1); another batch is part of the device column's name, "
+                        "e.g. .../batch=32/threads=1 (the public GPU columns' _32)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/gpu.md)")
+    p.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"], help="measurement effort")
     p.add_argument("--seed", type=int, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
     p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
@@ -29,26 +34,37 @@ def register(targets) -> None:
                    help="nb201: build the official network with dead edges and zero ops (default: omitted)")
     p.add_argument("--public-data", help="folder of the public CSVs (for fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from hwlat.commands.profile import add_gpu_options  # --device, --provider, --cudnn-benchmark (docs/gpu.md)
+
+    add_gpu_options(p)
     p.set_defaults(func=_profile_archs)
 
 
 def _profile_archs(args: argparse.Namespace) -> int:
+    from device_tables.errors import HwlatError
+    from hwlat.commands.profile import gpu_settings
     from nas.spaces import get_space
     from nas.spaces.measure import profile_archs, resolve_archs, runtime_device
     from profilers.protocol import Protocol
 
     if args.threads < 1:
-        from device_tables.errors import HwlatError
-
         raise HwlatError("--threads must be >= 1")
+    if args.batch < 1:
+        raise HwlatError(f"--batch {args.batch}: needs at least 1")
+    settings = gpu_settings(args)
+    if args.precision != "fp32":
+        if args.runtime != "torch":
+            raise HwlatError(f"--precision {args.precision} needs --runtime torch (onnxruntime measures fp32)")
+        settings["precision"] = args.precision
     options = {"keep_dead": True} if args.keep_dead_edges and args.space == "nb201" else {}
     space = get_space(args.space, **options)
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
-    device = runtime_device(args.runtime, args.threads, args.hardware)
+    device = runtime_device(args.runtime, args.threads, args.hardware, batch=args.batch, **settings)
     result = profile_archs(space, items, args.out, runtime=args.runtime, threads=args.threads,
                            protocol=Protocol.preset(args.protocol), device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
-                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol})
+                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol},
+                           batch=args.batch, settings=settings)
     print(f"{result.out}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
           f"{result.noisy} noisy; device column {device.name!r}")
     if result.measured:
