@@ -116,3 +116,132 @@ def host_fingerprint(**extra: Any) -> dict[str, Any]:
         pass
     fp.update(extra)
     return fp
+
+
+# ---- GPUs ----------------------------------------------------------------------------------------
+# nvidia-smi --query-gpu fields -> fingerprint keys. The first group exists on every driver hwlat
+# meets; the rest are asked for too and dropped (with a retry) by drivers that do not know them.
+NVIDIA_SMI_CORE_FIELDS = (
+    ("index", "index"), ("name", "name"), ("uuid", "uuid"), ("pci.bus_id", "pci_bus_id"),
+    ("memory.total", "memory_total_mib"), ("driver_version", "driver_version"),
+    ("clocks.sm", "clocks_sm_mhz"), ("clocks.mem", "clocks_mem_mhz"),
+    ("clocks.max.sm", "clocks_max_sm_mhz"), ("clocks.max.mem", "clocks_max_mem_mhz"),
+    ("power.limit", "power_limit_w"), ("pstate", "pstate"),
+)
+NVIDIA_SMI_EXTRA_FIELDS = (
+    ("compute_cap", "compute_capability"), ("vbios_version", "vbios_version"),
+    ("clocks.applications.graphics", "clocks_applications_sm_mhz"),
+    ("clocks.applications.memory", "clocks_applications_mem_mhz"),
+    ("persistence_mode", "persistence_mode"), ("temperature.gpu", "temperature_c"),
+    ("mig.mode.current", "mig_mode"), ("ecc.mode.current", "ecc_mode"),
+)
+_TEXT_FIELDS = {"name", "uuid", "pci_bus_id", "driver_version", "pstate", "compute_capability", "vbios_version",
+                "persistence_mode", "mig_mode", "ecc_mode"}
+
+
+def gpu_hardware_name(gpu_name: str) -> str:
+    """A GPU's name as the hardware part of a `Device`: 'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3'."""
+    return re.sub(r"[^a-z0-9]+", "-", str(gpu_name).lower()).strip("-") or "gpu"
+
+
+def parse_nvidia_smi_csv(text: str, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+    """Rows of ``nvidia-smi --query-gpu=... --format=csv,noheader,nounits`` as dicts named by `keys`.
+
+    Values nvidia-smi cannot give (``[N/A]``, ``[Not Supported]``) become None; numbers become numbers.
+    """
+    rows = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        values = [v.strip() for v in line.split(",")]
+        if len(values) != len(keys):  # a name with a comma: keep the first field's excess in the name
+            extra = len(values) - len(keys)
+            if extra > 0 and "name" in keys:
+                i = keys.index("name")
+                values[i:i + extra + 1] = [",".join(values[i:i + extra + 1])]
+            if len(values) != len(keys):
+                continue
+        row: dict[str, Any] = {}
+        for key, value in zip(keys, values):
+            if not value or value.strip("[]").lower() in ("n/a", "not supported", "unknown error", "requested functionality has been deprecated"):
+                row[key] = None
+            elif key in _TEXT_FIELDS:
+                row[key] = value
+            else:
+                try:
+                    number = float(value)
+                    row[key] = int(number) if number.is_integer() else number
+                except ValueError:
+                    row[key] = value
+        rows.append(row)
+    return rows
+
+
+def _nvidia_smi() -> str | None:
+    import shutil
+
+    for candidate in (shutil.which("nvidia-smi"), "/usr/local/nvidia/bin/nvidia-smi", "/usr/bin/nvidia-smi"):
+        if candidate and os.path.exists(candidate):
+            return candidate
+    return None
+
+
+def query_nvidia_smi(timeout: float = 15.0) -> tuple[list[dict[str, Any]], str | None]:
+    """Every GPU nvidia-smi lists, with the fields above; ([], why) when it is absent or fails."""
+    import subprocess
+
+    exe = _nvidia_smi()
+    if exe is None:
+        return [], "nvidia-smi not found"
+    why = None
+    for fields in (NVIDIA_SMI_CORE_FIELDS + NVIDIA_SMI_EXTRA_FIELDS, NVIDIA_SMI_CORE_FIELDS):
+        query = ",".join(f for f, _ in fields)
+        try:
+            proc = subprocess.run([exe, f"--query-gpu={query}", "--format=csv,noheader,nounits"],
+                                  capture_output=True, text=True, timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return [], f"nvidia-smi failed: {exc}"
+        if proc.returncode == 0:
+            return parse_nvidia_smi_csv(proc.stdout, tuple(k for _, k in fields)), None
+        why = (proc.stderr or proc.stdout).strip().splitlines()[0] if (proc.stderr or proc.stdout).strip() else \
+            f"nvidia-smi exited with {proc.returncode}"
+    return [], why
+
+
+def _visible_selector(index: int) -> str | None:
+    """The physical GPU (index or UUID) that CUDA index `index` is, per CUDA_VISIBLE_DEVICES."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is None:
+        return None
+    entries = [e.strip() for e in visible.split(",") if e.strip()]
+    return entries[index] if index < len(entries) else None
+
+
+def gpu_fingerprint(index: int = 0, uuid: str | None = None, **known: Any) -> dict[str, Any]:
+    """GPU name, memory, driver, clocks, power limit and compute capability of CUDA device `index`.
+
+    Asks nvidia-smi when it is there (matching the GPU by `uuid`, else through CUDA_VISIBLE_DEVICES,
+    else by index) and merges what the runtime already knows (`known`, e.g. from torch: CUDA and
+    cuDNN versions, multiprocessors), which wins where both say something.
+    """
+    rows, why = query_nvidia_smi()
+    chosen: dict[str, Any] | None = None
+    wanted = str(uuid or known.get("uuid") or "").lower().removeprefix("gpu-")
+    if wanted:
+        chosen = next((r for r in rows if str(r.get("uuid") or "").lower().removeprefix("gpu-") == wanted), None)
+    if chosen is None and rows:
+        selector = _visible_selector(index)
+        if selector is not None:
+            sel = selector.lower().removeprefix("gpu-")
+            chosen = next((r for r in rows if str(r.get("index")) == selector
+                           or str(r.get("uuid") or "").lower().removeprefix("gpu-").startswith(sel)), None)
+        else:
+            chosen = next((r for r in rows if r.get("index") == index), None)
+    fp: dict[str, Any] = {"cuda_index": index}
+    if chosen is not None:
+        fp.update({("nvidia_smi_index" if k == "index" else k): v for k, v in chosen.items()})
+        fp["nvidia_smi"] = "ok"
+    else:
+        fp["nvidia_smi"] = why or f"no GPU matching CUDA device {index} in nvidia-smi's list"
+    fp.update({k: v for k, v in known.items() if v is not None})
+    return fp

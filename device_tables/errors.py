@@ -39,3 +39,7 @@ class SweepError(HwlatError):
 
 class ModelError(HwlatError):
     """A model file (ONNX, TFLite) that is malformed or unsupported."""
+
+
+class OutOfDeviceMemoryError(UnsupportedOpError):
+    """A configuration too large for the device's memory (e.g. a GPU at a large batch); sweeps record it and go on."""

@@ -78,6 +78,44 @@ def parse_trace(path: str | Path, skip_runs: int = 0) -> tuple[dict[str, NodeTra
     return nodes, [float(end - start) for start, end in kept]
 
 
+def kernel_times(path: str | Path, skip_runs: int = 0) -> dict[str, list[float]]:
+    """GPU time per node and run (µs, summed over its kernels) from a trace's ``Kernel`` events; {} if none.
+
+    Only onnxruntime builds with CUDA kernel tracing (CUPTI) write ``Kernel`` events; release wheels time
+    nodes on the host, where CUDA kernels are merely launched. A kernel belongs to the node its
+    ``parent_name`` argument names when the build writes one, else to the node event written before it
+    (the profiler puts each node's kernels right after the node).
+    """
+    events = json.loads(Path(path).read_text())
+    if isinstance(events, dict):
+        events = events.get("traceEvents", [])
+    if not any(e.get("cat") == "Kernel" for e in events):
+        return {}
+    starts = sorted(int(e["ts"]) for e in events if e.get("cat") == "Session" and e.get("name") == "model_run")
+    kept = len(starts) - skip_runs
+    if kept <= 0:
+        raise ValueError(f"the profile holds {len(starts)} runs, fewer than the {skip_runs} warm-up runs to skip")
+    run_of: dict[str, int] = {}  # node -> run of its latest node event
+    last: str | None = None
+    sums: dict[tuple[str, int], float] = {}
+    for e in events:
+        cat = e.get("cat")
+        if cat == "Node" and str(e.get("name", "")).endswith(KERNEL_SUFFIX):
+            args = e.get("args", {})
+            name = e["name"][: -len(KERNEL_SUFFIX)] or f"{args.get('op_name', 'node')}#{args.get('node_index', '?')}"
+            run_of[name] = bisect_right(starts, int(e["ts"])) - 1
+            last = name
+        elif cat == "Kernel":
+            parent = str(e.get("args", {}).get("parent_name", "") or "")
+            name = parent[: -len(KERNEL_SUFFIX)] if parent.endswith(KERNEL_SUFFIX) else (parent or last)
+            run = run_of.get(name, -1) if name else -1
+            if name is None or run < skip_runs:
+                continue
+            sums[(name, run)] = sums.get((name, run), 0.0) + float(e.get("dur", 0))
+    names = dict.fromkeys(n for n, _ in sums)
+    return {n: [sums.get((n, skip_runs + i), 0.0) for i in range(kept)] for n in names}
+
+
 # ---- mapping runtime nodes to source nodes -------------------------------------------------
 @dataclass(frozen=True)
 class GraphNode:

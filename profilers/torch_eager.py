@@ -1,27 +1,39 @@
-"""PyTorch eager on this CPU: single-op modules timed under `torch.inference_mode()`, fp32.
+"""PyTorch eager on the CPU or an NVIDIA GPU: single-op modules timed under `torch.inference_mode()`.
 
 Threads are explicit (`torch.set_num_threads`; inter-op threads set to 1 once per process, which
-torch allows only before any parallel work). The device is a setting (``device="cpu"``) so that a
-CUDA backend can slot in: it would move module and inputs in `_to_device`, time with CUDA events
-in `_timer` and synchronise; none of that exists yet, and asking for it raises a clear error.
+torch allows only before any parallel work). Setting ``device``: ``cpu`` (default) or ``cuda[:N]``.
+On CUDA, module and inputs move to the GPU once (`_to_device`), each timed call is bracketed by
+CUDA events and synchronised (`profilers.cuda.cuda_event_timer`), and the warm-up starts with
+``autotune_runs`` synchronised calls so cuDNN's autotuning (``cudnn_benchmark``, on by default and
+recorded) is done before the protocol's own warm-up. Setting ``precision``: fp32, fp16 or bf16 —
+a property of the `Device`; op keys keep ``dtype=float32`` (a float op), so tables of one sweep at
+several precisions share their keys (docs/gpu.md). Out-of-memory becomes `OutOfDeviceMemoryError`
+after the cache is emptied, so a sweep records the failure and goes on.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any, Callable, ContextManager, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Sequence
 
-from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
+from device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, host_fingerprint
+from device_tables.errors import OutOfDeviceMemoryError, RuntimeUnavailableError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 from profilers.base import Prepared, Runtime
+from profilers.cuda import (check_torch_cuda, cuda_event_timer, is_out_of_memory, parse_device,
+                            release_torch_memory, torch_gpu_facts, torch_math_flags)
 from profilers.protocol import Protocol, TimedCall, measure, perf_timer
 
 log = logging.getLogger(__name__)
 
 INSTALL_HINT = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
-SUPPORTED_DEVICES = ("cpu",)  # "cuda" is the next one; see the module docstring
+SUPPORTED_DEVICES = ("cpu", "cuda", "cuda:N")
+# hwlat precision -> torch dtype name. The op keys stay float32: the precision names the device.
+PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+AUTOTUNE_RUNS = 3  # synchronised calls after building, before the protocol's warm-up (cuDNN autotuning)
 
 
 def import_torch():
@@ -55,22 +67,30 @@ def set_threads(torch: Any, threads: int) -> None:
 
 
 class TorchRuntime(Runtime):
-    """PyTorch eager mode, fp32, on the CPU (setting ``device``; only "cpu" for now)."""
+    """PyTorch eager mode. Settings: ``device`` (cpu, cuda, cuda:N), ``precision`` (fp32, fp16, bf16),
+    ``cudnn_benchmark`` (CUDA only; on by default, off names another device)."""
 
     name = "torch"
 
-    def __init__(self, threads: int = 1, precision: str = "fp32", device: str = "cpu", **settings: Any):
-        if precision != "fp32":
-            raise UnsupportedOpError(f"the torch profiler measures fp32 only (asked for {precision}); "
+    def __init__(self, threads: int = 1, precision: str = "fp32", device: str = "cpu", cudnn_benchmark: bool = True,
+                 autotune_runs: int = AUTOTUNE_RUNS, **settings: Any):
+        if precision not in PRECISIONS:
+            raise UnsupportedOpError(f"the torch profiler measures {', '.join(PRECISIONS)} (asked for {precision}); "
                                      "use --runtime litert or tflm for int8")
-        if device not in SUPPORTED_DEVICES:
-            raise RuntimeUnavailableError(f"torch device {device!r} is not supported by hwlat yet; use device='cpu'")
-        self.torch_device = device
-        self.hardware = device
+        kind, index = parse_device(device)
+        self.device_kind = kind
+        self.device_index = index
+        self.torch_device = "cpu" if kind == "cpu" else f"cuda:{index}"
+        self.cudnn_benchmark = bool(cudnn_benchmark)
+        self.autotune_runs = max(1, int(autotune_runs))
+        self.hardware = "cpu"
         self._torch: Any = None
+        self._gpu: dict[str, Any] | None = None
         kwargs = dict(settings)
-        if device != "cpu":
-            kwargs["device"] = device
+        if kind != "cpu":
+            kwargs["device"] = self.torch_device
+            if not self.cudnn_benchmark:
+                kwargs["cudnn_benchmark"] = False
         super().__init__(threads=threads, precision=precision, **kwargs)
 
     @property
@@ -79,21 +99,45 @@ class TorchRuntime(Runtime):
             self._torch = import_torch()
         return self._torch
 
+    @property
+    def is_cuda(self) -> bool:
+        return self.device_kind == "cuda"
+
+    @property
+    def dtype_name(self) -> str:
+        """The torch dtype name of this precision (float32, float16, bfloat16)."""
+        return PRECISIONS[self.precision]
+
     def check_available(self) -> None:
         torch = self.torch
+        if self.is_cuda:
+            check_torch_cuda(torch, self.device_index or 0)
+            self._gpu = torch_gpu_facts(torch, self.device_index or 0)
+            self.hardware = gpu_hardware_name(self._gpu["name"])
+            if self.precision == "bf16" and not torch.cuda.is_bf16_supported():
+                raise RuntimeUnavailableError(f"{self._gpu['name']} (compute capability "
+                                              f"{self._gpu['compute_capability']}) has no bf16 support; "
+                                              "use --precision fp16 or fp32")
         try:
             set_threads(torch, self.threads)
             with torch.inference_mode():
-                torch.nn.functional.relu(torch.zeros(2, 2))
+                x = torch.zeros(2, 2, device=self.torch_device, dtype=getattr(torch, self.dtype_name))
+                torch.nn.functional.relu(x)
+            if self.is_cuda:
+                torch.cuda.synchronize(self.torch_device)
         except Exception as exc:
-            raise RuntimeUnavailableError(f"PyTorch {torch.__version__} cannot run a one-op module ({exc}); "
-                                          f"reinstall it: {INSTALL_HINT} --force-reinstall") from exc
+            where = f"on {self.torch_device}" if self.is_cuda else "a one-op module"
+            raise RuntimeUnavailableError(f"PyTorch {torch.__version__} cannot run {where} in {self.precision} "
+                                          f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}); "
+                                          f"reinstall it: {INSTALL_HINT if not self.is_cuda else 'see docs/gpu.md'}") from exc
         if self.threads > (os.cpu_count() or 1):
             log.warning("%d threads on %d logical cores: timings will include oversubscription",
                         self.threads, os.cpu_count())
 
     def runtime_settings(self) -> dict[str, Any]:
-        return {}  # the device is the hardware part of the name (cpu/torch/fp32/threads=N)
+        # The device is the hardware part of the name (cpu/torch/fp32/threads=N, nvidia-h100-80gb-hbm3/torch/fp16/...);
+        # cuDNN autotuning is on unless said otherwise, and only "off" names another device.
+        return {"cudnn_benchmark": False} if self.is_cuda and not self.cudnn_benchmark else {}
 
     def versions(self) -> dict[str, Any]:
         torch = self.torch
@@ -103,41 +147,133 @@ class TorchRuntime(Runtime):
             "inter_op_threads": torch.get_num_interop_threads(),
             "mode": "eager, inference_mode",
             "mkldnn": bool(torch.backends.mkldnn.is_available()),
+            "device": self.torch_device,
+            "dtype": self.dtype_name,
         }
         get_cap = getattr(getattr(torch.backends, "cpu", None), "get_cpu_capability", None)
         if get_cap is not None:
             info["cpu_capability"] = get_cap()
+        if self.is_cuda:
+            flags = torch_math_flags(torch)
+            flags["cudnn_benchmark"] = self.cudnn_benchmark  # what `context` sets while timing
+            info.update({"timer": "cuda events on the current stream, synchronised per call",
+                         "autotune_runs": self.autotune_runs, "cuda_runtime": getattr(torch.version, "cuda", None),
+                         **flags})
         return info
 
-    # ---- the device seam: everything that would differ on CUDA ----------------------------
+    def gpu(self) -> dict[str, Any]:
+        """The GPU's fingerprint (nvidia-smi merged with torch's facts); {} on the CPU."""
+        if not self.is_cuda:
+            return {}
+        return gpu_fingerprint(self.device_index or 0, **(self._gpu or {}))
+
+    def device(self) -> Device:
+        if not self.is_cuda:
+            return super().device()
+        return Device.make(self.hardware, self.name, self.precision,
+                           fingerprint=host_fingerprint(runtime=self.versions(), gpu=self.gpu()),
+                           threads=self.threads, **self.runtime_settings())
+
+    # ---- the device seam: everything that differs on CUDA -----------------------------------
     def _to_device(self, module: Any, inputs: Sequence[Any]) -> tuple[Any, list[Any]]:
-        return module, list(inputs)
+        """Module and inputs on this device in this precision (floating tensors only are cast)."""
+        torch = self.torch
+        dtype = getattr(torch, self.dtype_name)
+        if self.torch_device == "cpu" and dtype == torch.float32:
+            return module, list(inputs)
+        module = module.to(device=self.torch_device, dtype=dtype)
+        moved = [x.to(device=self.torch_device, dtype=dtype if x.is_floating_point() else x.dtype) for x in inputs]
+        return module, moved
 
     def _timer(self, call: Callable[[], Any]) -> TimedCall:
+        if self.is_cuda:
+            return cuda_event_timer(self.torch, call, self.torch_device)
         return perf_timer(call)
 
+    def _sync(self) -> None:
+        if self.is_cuda:
+            self.torch.cuda.synchronize(self.torch_device)
+
     def context(self) -> ContextManager:
-        """Timed calls run inside this: inference mode (entering it per call would cost ~2 µs)."""
-        return self.torch.inference_mode()
+        """Timed calls run inside this: inference mode (entering it per call would cost ~2 µs) and,
+        on CUDA, the cuDNN autotuning setting (restored on exit)."""
+        if not self.is_cuda:
+            return self.torch.inference_mode()
+        return self._cuda_context()
+
+    @contextlib.contextmanager
+    def _cuda_context(self) -> Iterator[None]:
+        torch = self.torch
+        before = torch.backends.cudnn.benchmark
+        torch.backends.cudnn.benchmark = self.cudnn_benchmark
+        try:
+            with torch.inference_mode(), torch.cuda.device(self.torch_device):
+                yield
+        finally:
+            torch.backends.cudnn.benchmark = before
+
+    def _ready(self, call: Callable[[], Any], what: str) -> None:
+        """First calls (cuDNN autotuning on CUDA), synchronised; `UnsupportedOpError` if torch cannot run it."""
+        try:
+            for _ in range(self.autotune_runs if self.is_cuda else 1):
+                call()
+            self._sync()
+        except Exception as exc:
+            if is_out_of_memory(exc, self.torch):
+                raise
+            raise UnsupportedOpError(f"{what}: torch cannot run it ({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r})") from exc
 
     # ---- ops ---------------------------------------------------------------------------------
     def prepare(self, spec: OpSpec) -> Prepared:
         if spec.dtype != "float32":
-            raise UnsupportedOpError(f"{spec.key}: torch runs fp32 here; int8 ops need --runtime litert or tflm")
+            raise UnsupportedOpError(f"{spec.key}: torch runs float ops (fp32, fp16, bf16); "
+                                     "int8 ops need --runtime litert or tflm")
         from profilers.torch_ops import build_inputs, build_module
 
         set_threads(self.torch, self.threads)
         module, inputs = self._to_device(build_module(spec), build_inputs(spec))
         with self.context():
-            try:
-                module(*inputs)  # fails here, not while timing, if torch cannot run it
-            except Exception as exc:
-                raise UnsupportedOpError(f"{spec.key}: torch cannot run it ({str(exc).splitlines()[0][:200]})") from exc
+            self._ready(lambda: module(*inputs), spec.key)  # fails here, not while timing, if torch cannot run it
         return Prepared(timed=self._timer(lambda: module(*inputs)))
 
     def measure(self, spec: OpSpec, protocol: Protocol = Protocol()) -> tuple[Measurement, dict[str, Any]]:
+        return self._guard_memory(lambda: self._measure_in_context(spec, protocol), spec.key)
+
+    def _measure_in_context(self, spec: OpSpec, protocol: Protocol) -> tuple[Measurement, dict[str, Any]]:
         with self.context():
             return super().measure(spec, protocol)
+
+    def time_module(self, module: Any, inputs: Sequence[Any], protocol: Protocol = Protocol(),
+                    what: str = "model") -> Measurement:
+        """Latency of ``module(*inputs)`` on this device and precision (eval mode, moved and cast once)."""
+
+        def run() -> Measurement:
+            set_threads(self.torch, self.threads)
+            module.eval()
+            mod, args = self._to_device(module, inputs)
+            with self.context():
+                self._ready(lambda: mod(*args), what)
+                return measure(self._timer(lambda: mod(*args)), protocol)
+
+        return self._guard_memory(run, what)
+
+    def _guard_memory(self, work: Callable[[], Any], what: str) -> Any:
+        """Run `work`; an allocation failure becomes `OutOfDeviceMemoryError` after the memory is released.
+
+        The exception (and the frames holding the model and inputs) is dropped before the cache is
+        emptied, otherwise the tensors it references would stay allocated.
+        """
+        failure: str | None = None
+        try:
+            return work()
+        except Exception as exc:
+            if not is_out_of_memory(exc, self.torch):
+                raise
+            failure = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
+        release_torch_memory(self.torch)
+        where = f"{self._gpu['name']} ({self.torch_device})" if self.is_cuda and self._gpu else self.torch_device
+        raise OutOfDeviceMemoryError(f"{what}: out of memory on {where} in {self.precision} ({failure}); "
+                                     "a smaller batch may fit")
 
 
 def time_torch_module(module: Any, inputs: Sequence[Any], threads: int = 1,

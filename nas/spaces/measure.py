@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -157,39 +157,55 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
     return out
 
 
-def make_timer(runtime: str, space: Space, threads: int, protocol: Protocol) -> Callable[[Any], tuple[Measurement, float]]:
-    """A function arch -> (measurement, build ms) for a runtime: onnxruntime or torch."""
+def make_timer(runtime: str, space: Space, threads: int, protocol: Protocol, batch: int = 1,
+               **settings: Any) -> Callable[[Any], tuple[Measurement, float]]:
+    """A function arch -> (measurement, build ms) for a runtime: onnxruntime or torch, at `batch`.
+
+    `settings` are the runtime's (torch: device, precision, cudnn_benchmark; onnxruntime: provider).
+    An architecture too large for the device's memory raises `OutOfDeviceMemoryError` (recorded as failed).
+    """
+    if batch < 1:
+        raise ArchError(f"batch {batch}: needs at least 1")
     if runtime == "onnxruntime":
         from profilers.ort import time_onnx_model
 
+        provider = str(settings.get("provider", "cpu"))
+
         def time_ort(arch: Any) -> tuple[Measurement, float]:
             t0 = time.perf_counter()
-            model = space.to_onnx(arch)
+            model = space.to_onnx(arch, batch)
             build_ms = (time.perf_counter() - t0) * 1e3
-            return time_onnx_model(model, threads=threads, protocol=protocol), build_ms
+            return time_onnx_model(model, threads=threads, protocol=protocol, provider=provider), build_ms
 
         return time_ort
     if runtime == "torch":
         import torch
 
-        from profilers.torch_eager import time_torch_module
+        from profilers.torch_eager import TorchRuntime
+
+        rt = TorchRuntime(threads=threads, **settings)
 
         def time_torch(arch: Any) -> tuple[Measurement, float]:
             t0 = time.perf_counter()
             module = space.to_torch(arch)
-            x = torch.from_numpy(np.random.default_rng(0).standard_normal(space.input_shape(arch), dtype=np.float32))
+            shape = space.input_shape(arch, batch)
+            x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
             build_ms = (time.perf_counter() - t0) * 1e3
-            return time_torch_module(module, [x], threads=threads, protocol=protocol), build_ms
+            return rt.time_module(module, [x], protocol, what=f"{space.key(arch)} batch {batch}"), build_ms
 
         return time_torch
     raise ArchError(f"runtime {runtime!r} cannot profile whole architectures yet; choose from {', '.join(RUNTIMES)}")
 
 
-def runtime_device(runtime: str, threads: int, hardware: str | None = None) -> Device:
-    """The `Device` (name + fingerprint) of a runtime on this host, as its op tables name it."""
+def runtime_device(runtime: str, threads: int, hardware: str | None = None, batch: int = 1,
+                   **settings: Any) -> Device:
+    """The `Device` (name + fingerprint) of a runtime on this host, as its op tables name it; a batch
+    other than 1 is part of the name (``.../batch=32/threads=1``), as in the public columns' ``_32``."""
     from profilers.runtimes import get_runtime
 
-    dev = get_runtime(runtime, threads=threads).device()
+    dev = get_runtime(runtime, threads=threads, **settings).device()
+    if batch != 1:
+        dev = Device.make(dev.hardware, dev.runtime, dev.precision, dev.fingerprint, **dict(dev.settings), batch=batch)
     if hardware:
         dev = Device(hardware, dev.runtime, dev.precision, dev.settings, dev.fingerprint)
     return dev
@@ -198,7 +214,8 @@ def runtime_device(runtime: str, threads: int, hardware: str | None = None) -> D
 def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLike, runtime: str = "onnxruntime",
                   threads: int = 1, protocol: Protocol = Protocol(), device: Device | None = None,
                   progress: bool = True, order_seed: int | None = 0, meta: dict[str, Any] | None = None,
-                  timer: Callable[[Any], tuple[Measurement, float]] | None = None) -> ArchRunResult:
+                  timer: Callable[[Any], tuple[Measurement, float]] | None = None, batch: int = 1,
+                  settings: Mapping[str, Any] | None = None) -> ArchRunResult:
     """Measure every architecture not yet in the table at `out` (one row flushed per arch).
 
     Archs are measured in a shuffled order (`order_seed`; None keeps the given order) so slow drift
@@ -207,10 +224,12 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
     """
     from tqdm import tqdm
 
-    device = device or runtime_device(runtime, threads)
-    timer = timer or make_timer(runtime, space, threads, protocol)
-    run_meta = {"protocol": protocol.to_dict(), "runtime": runtime,
-                "runtime_settings": {"threads": threads, **dict(device.settings)}, "space_options": repr(space)}
+    settings = dict(settings or {})
+    device = device or runtime_device(runtime, threads, batch=batch, **settings)
+    timer = timer or make_timer(runtime, space, threads, protocol, batch=batch, **settings)
+    run_meta = {"protocol": protocol.to_dict(), "runtime": runtime, "batch": batch,
+                "runtime_settings": {"threads": threads, **settings, **dict(device.settings)},
+                "space_options": repr(space)}
     run_meta.update(meta or {})
     result = ArchRunResult(Path(out))
     with ArchTableWriter(out, space.name, device, run_meta) as table:
