@@ -1,0 +1,139 @@
+"""Save and load predictors as plain arrays (``.npz``) + JSON, never pickles: a file written
+today loads with any later numpy / scikit-learn (nn-Meter's pickled predictors did not).
+
+``save(pred, "my_board")`` writes ``my_board.npz`` (learned arrays) and ``my_board.json``
+(class, constructor parameters, learned scalars, format version); ``load("my_board")`` rebuilds
+the object. Learned attributes are those ending in ``_``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from device_tables.errors import HwlatError
+from predictors.features import FeatureLayout
+
+FORMAT = "hwlat.predictor"
+FORMAT_VERSION = 1
+
+
+class PredictorFileError(HwlatError):
+    """A predictor file that is missing, malformed, or written by a newer hwlat."""
+
+
+def _classes() -> dict[str, type]:
+    from predictors.baselines import CostBaseline, EncodingRidge, NearestDevice
+    from predictors.help import HelpTransfer
+    from predictors.proxy import ProxyAdapter
+    from predictors.transfer import TransferPredictor
+
+    return {c.__name__: c for c in (TransferPredictor, ProxyAdapter, HelpTransfer, CostBaseline, NearestDevice, EncodingRidge)}
+
+
+def paths(path: str | os.PathLike) -> tuple[Path, Path]:
+    """(npz, json) paths from a stem or either file name."""
+    p = Path(path)
+    if p.suffix in (".npz", ".json"):
+        p = p.with_suffix("")
+    return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
+
+
+def _jsonable(v: Any) -> bool:
+    if isinstance(v, (bool, int, float, str)) or v is None:
+        return True
+    if isinstance(v, (list, tuple)):
+        return all(_jsonable(x) for x in v)
+    if isinstance(v, dict):
+        return all(isinstance(k, str) and _jsonable(x) for k, x in v.items())
+    return False
+
+
+def save(pred, path: str | os.PathLike, info: dict | None = None) -> tuple[Path, Path]:
+    """Write `pred`'s parameters and learned state; `info` (JSON) is stored alongside (e.g. a card)."""
+    npz_path, json_path = paths(path)
+    params: dict[str, Any] = {}
+    for k, v in pred.get_params().items():
+        if isinstance(v, FeatureLayout):
+            params[k] = {"__layout__": v.to_json()}
+        elif _jsonable(v):
+            params[k] = list(v) if isinstance(v, tuple) else v
+        else:
+            raise PredictorFileError(f"cannot save parameter {k}={v!r} of {type(pred).__name__} as JSON")
+    arrays: dict[str, np.ndarray] = {}
+    learned: dict[str, Any] = {}
+    for k, v in vars(pred).items():
+        if not k.endswith("_") or k.startswith("_"):
+            continue
+        if isinstance(v, np.ndarray):
+            arrays[k] = v
+        elif isinstance(v, (list, tuple)) and v and all(isinstance(x, np.ndarray) for x in v):
+            learned[k] = {"__arrays__": len(v)}
+            for i, x in enumerate(v):
+                arrays[f"{k}{i}"] = x
+        elif isinstance(v, (np.floating, np.integer)):
+            learned[k] = v.item()
+        elif _jsonable(v):
+            learned[k] = v
+        else:
+            raise PredictorFileError(f"cannot save learned attribute {k} ({type(v).__name__}) of {type(pred).__name__}")
+    for k, a in arrays.items():
+        if a.dtype == object:
+            raise PredictorFileError(f"array {k} of {type(pred).__name__} holds Python objects; not saved")
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "class": type(pred).__name__,
+            "params": params, "learned": learned, "arrays": sorted(arrays), "info": info or {}}
+    npz_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(npz_path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    json_path.write_text(json.dumps(meta, indent=1, sort_keys=False) + "\n")
+    return npz_path, json_path
+
+
+def read_info(path: str | os.PathLike) -> dict:
+    """The JSON side of a saved predictor (class, parameters, info)."""
+    _, json_path = paths(path)
+    if not json_path.is_file():
+        raise PredictorFileError(f"no predictor at {json_path}")
+    try:
+        meta = json.loads(json_path.read_text())
+    except json.JSONDecodeError as exc:
+        raise PredictorFileError(f"{json_path} is not valid JSON: {exc}") from None
+    if meta.get("format") != FORMAT:
+        raise PredictorFileError(f"{json_path} is not an hwlat predictor file")
+    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
+        raise PredictorFileError(f"{json_path} has format version {meta['format_version']}; this hwlat reads up to "
+                                 f"{FORMAT_VERSION}: upgrade hwlat")
+    return meta
+
+
+def load(path: str | os.PathLike):
+    """Rebuild a predictor written by `save`."""
+    npz_path, _ = paths(path)
+    meta = read_info(path)
+    classes = _classes()
+    cls = classes.get(meta["class"])
+    if cls is None:
+        raise PredictorFileError(f"{path}: unknown predictor class {meta['class']!r}; known: {', '.join(classes)}")
+    params = {k: FeatureLayout.from_json(v["__layout__"]) if isinstance(v, dict) and "__layout__" in v
+              else (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+    pred = cls(**params)
+    if not npz_path.is_file():
+        raise PredictorFileError(f"{npz_path} is missing (a predictor is a .npz + .json pair)")
+    with np.load(npz_path, allow_pickle=False) as z:
+        arrays = {k: z[k] for k in z.files}
+    for k in meta["arrays"]:
+        if k not in arrays:
+            raise PredictorFileError(f"{npz_path} lacks array {k}")
+    for k, v in meta["learned"].items():
+        if isinstance(v, dict) and "__arrays__" in v:
+            setattr(pred, k, [arrays.pop(f"{k}{i}") for i in range(v["__arrays__"])])
+        else:
+            setattr(pred, k, v)
+    for k, a in arrays.items():
+        if k.endswith("_"):
+            setattr(pred, k, a)
+    return pred

@@ -1,0 +1,150 @@
+"""Small-sample linear solvers for fitting on a handful of measurements: ridge with exact
+leave-one-out errors, non-negative ridge (costs cannot be negative), stacking weights, and
+greedy D-optimal selection of informative architectures."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+DEFAULT_RIDGE_LAMBDAS = tuple(np.logspace(-4, 3, 15))
+DEFAULT_NNLS_LAMBDAS = (1e-3, 1e-2, 1e-1, 1.0)
+
+
+@dataclass(frozen=True)
+class LinearFit:
+    """``y ~ intercept + A @ coef`` with the penalty chosen and its leave-one-out predictions."""
+
+    coef: np.ndarray
+    intercept: float
+    lam: float
+    loo_pred: np.ndarray  # leave-one-out prediction of every training point (empty if n < 3)
+
+    def predict(self, A: np.ndarray) -> np.ndarray:
+        return A @ self.coef + self.intercept
+
+
+def _scales(A: np.ndarray) -> np.ndarray:
+    s = A.std(axis=0)
+    s[s < 1e-12] = 1.0
+    return s
+
+
+def ridge_loo(A: np.ndarray, y: np.ndarray, lambdas=DEFAULT_RIDGE_LAMBDAS) -> LinearFit:
+    """Ridge regression with an unpenalised intercept on standardised columns; the penalty is
+    the one with the smallest exact leave-one-out error (closed form via the hat matrix)."""
+    A = np.asarray(A, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n, p = A.shape
+    if n == 0:
+        return LinearFit(np.zeros(p), 0.0, float("nan"), np.zeros(0))
+    s = _scales(A)
+    As = A / s
+    am, ym = As.mean(axis=0), y.mean()
+    Ac, yc = As - am, y - ym
+    if p == 0 or n < 3:
+        lam = float(lambdas[len(lambdas) // 2])
+        coef = np.linalg.solve(Ac.T @ Ac + lam * np.eye(p), Ac.T @ yc) if p else np.zeros(0)
+        return LinearFit(coef / s, float(ym - am @ coef), lam, np.zeros(0))
+    U, S, Vt = np.linalg.svd(Ac, full_matrices=False)
+    Uy = U.T @ yc
+    best = None
+    for lam in lambdas:
+        shrink = S**2 / (S**2 + lam)
+        fit = U @ (shrink * Uy)
+        h = (U**2) @ shrink + 1.0 / n
+        loo = y - (yc - fit) / np.maximum(1.0 - h, 1e-9)
+        err = float(np.mean((y - loo) ** 2))
+        if best is None or err < best[0] - 1e-15:
+            best = (err, lam, loo)
+    _, lam, loo = best
+    coef = Vt.T @ ((S / (S**2 + lam)) * Uy)
+    return LinearFit(coef / s, float(ym - am @ coef), float(lam), loo)
+
+
+def nnls_ridge(A: np.ndarray, y: np.ndarray, lam: float, penalty: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """``min |y - b - A w|^2 + lam sum_j penalty_j (w_j std(A_j))^2`` over w >= 0 and a free
+    intercept b (penalty: per-column multipliers, default 1)."""
+    A = np.asarray(A, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n, p = A.shape
+    s = _scales(A)
+    As = A / s
+    am, ym = As.mean(axis=0), y.mean()
+    pen = np.ones(p) if penalty is None else np.asarray(penalty, dtype=float)
+    M = np.vstack([As - am, np.diag(np.sqrt(lam * n * pen))])
+    rhs = np.concatenate([y - ym, np.zeros(p)])
+    w, _ = nnls(M, rhs, maxiter=50 * max(p, 10))
+    return w / s, float(ym - am @ w)
+
+
+def nnls_loo(A: np.ndarray, y: np.ndarray, lambdas=DEFAULT_NNLS_LAMBDAS,
+             penalties: tuple[np.ndarray | None, ...] = (None,)) -> LinearFit:
+    """`nnls_ridge` with the penalty (strength x per-column multipliers from `penalties`) of
+    smallest leave-one-out error (n refits per candidate)."""
+    A = np.asarray(A, dtype=float)
+    y = np.asarray(y, dtype=float)
+    n = len(y)
+    if n < 3:
+        lam = float(lambdas[-1])
+        if n == 0:
+            return LinearFit(np.zeros(A.shape[1]), 0.0, lam, np.zeros(0))
+        w, b = nnls_ridge(A, y, lam, penalties[-1])
+        return LinearFit(w, b, lam, np.zeros(0))
+    best = None
+    idx = np.arange(n)
+    for pen in penalties:
+        for lam in lambdas:
+            loo = np.empty(n)
+            for i in range(n):
+                keep = idx != i
+                w, b = nnls_ridge(A[keep], y[keep], lam, pen)
+                loo[i] = A[i] @ w + b
+            err = float(np.mean((y - loo) ** 2))
+            if best is None or err < best[0] - 1e-15:
+                best = (err, lam, pen, loo)
+    _, lam, pen, loo = best
+    w, b = nnls_ridge(A, y, lam, pen)
+    return LinearFit(w, b, float(lam), loo)
+
+
+def stacking_weights(P: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Non-negative weights summing to one that best combine the columns of P (leave-one-out
+    predictions of several models) into y: the "super learner" of van der Laan et al. (2007)."""
+    P = np.asarray(P, dtype=float)
+    m = P.shape[1]
+    if P.shape[0] == 0:
+        return np.full(m, 1.0 / m)
+    big = 1e3 * max(1.0, float(np.abs(y).max()))
+    M = np.vstack([P, np.full((1, m), big)])
+    rhs = np.concatenate([y, [big]])
+    w, _ = nnls(M, rhs, maxiter=100 * m)
+    total = w.sum()
+    return w / total if total > 0 else np.full(m, 1.0 / m)
+
+
+def standardize(F: np.ndarray) -> np.ndarray:
+    """Columns centred and scaled to unit variance (constant columns left at zero)."""
+    F = np.asarray(F, dtype=float)
+    return (F - F.mean(axis=0)) / _scales(F)
+
+
+def d_optimal(F: np.ndarray, n: int, ridge: float = 1e-2) -> np.ndarray:
+    """Greedy D-optimal design: indices of `n` rows of F (already scaled) that maximise
+    ``det(ridge*I + F_S^T F_S)``, so a linear fit on them is as well determined as possible."""
+    F = np.asarray(F, dtype=float)
+    n = min(n, len(F))
+    chosen: list[int] = []
+    Minv = np.eye(F.shape[1]) / ridge
+    taken = np.zeros(len(F), dtype=bool)
+    for _ in range(n):
+        gain = ((F @ Minv) * F).sum(axis=1)
+        gain[taken] = -np.inf
+        i = int(np.argmax(gain))
+        chosen.append(i)
+        taken[i] = True
+        v = Minv @ F[i]
+        Minv -= np.outer(v, v) / (1.0 + F[i] @ v)  # Sherman-Morrison
+    return np.asarray(chosen, dtype=int)

@@ -1,0 +1,276 @@
+"""Few-shot latency transfer to an unseen device by low-rank device x architecture structure.
+
+Meta-training (training devices only): an encoder (ridge, architecture features -> log latency
+of every training device) gives denoised latencies of any architecture, seen or not; their SVD
+gives architecture factors. A new device is then described from a few measurements by small
+models ("learners"), each tuned by exact leave-one-out error:
+
+- ``mixture``: non-negative combination of the training devices' (denoised) ms + an offset;
+- ``proxy``: the training device that ranks the measurements best, mapped by a quadratic in log
+  ms (OneProxy-style);
+- ``cost``: non-negative per-op costs on structure counts (ops that run, critical paths, adds),
+  which catches runtimes no training device resembles (dead-op pruning, parallel branches);
+- ``lowrank`` (ridge on the factors) and a few combinations, available by name.
+
+The default `STACK` combines mixture, proxy and cost with non-negative weights fitted on their
+leave-one-out predictions (a super learner). See `TransferPredictor`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import rankdata as stats_rank
+
+from predictors.base import FewShotPredictor, check_targets
+from predictors.features import FeatureLayout
+from predictors.linear import LinearFit, d_optimal, nnls_loo, ridge_loo, stacking_weights, standardize
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Learner:
+    """One adaptation model: which design blocks it uses, how it is solved and in what space."""
+
+    name: str
+    blocks: tuple[str, ...]  # of: devices, factors, factors3, cost, extra
+    solver: str  # "nnls" (non-negative, ms), "ridge" (log ms) or "proxy" (log ms, one device, quadratic)
+
+
+LEARNERS: dict[str, Learner] = {l.name: l for l in (
+    Learner("mixture", ("devices",), "nnls"),
+    Learner("proxy", ("devices",), "proxy"),
+    Learner("cost", ("cost", "extra"), "nnls"),
+    Learner("mixture+cost", ("devices", "cost", "extra"), "nnls"),
+    Learner("lowrank", ("factors",), "ridge"),
+    Learner("cost-log", ("cost",), "ridge"),
+    Learner("cost+extra-log", ("cost", "extra"), "ridge"),
+    Learner("lowrank3+cost-log", ("factors3", "cost"), "ridge"),
+)}
+# The default stack: measured on HELP's split over NB201, FBNet and OFA (see the README), the
+# other learners add variance more often than accuracy; they stay available by name.
+STACK = ("mixture", "proxy", "cost")
+ENCODER_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
+
+
+class TransferPredictor(FewShotPredictor):
+    """Low-rank transfer with a stacked few-shot adaptation.
+
+    ``TransferPredictor(layout).fit(X, L)`` meta-trains on architecture features X (n x p) and
+    training-device latencies L (n x D, ms; NaN = missing); ``choose_references(X_pool, 10)``
+    picks architectures to measure first; ``adapt(X_shots, y_ms)`` fits a new device and
+    ``predict(X)`` returns its ms. ``learners`` picks the adaptation models (default `STACK`,
+    stacked; a single one such as ``("lowrank",)`` or ``("mixture",)`` is used alone).
+    """
+
+    def __init__(self, layout: FeatureLayout, learners: tuple[str, ...] = STACK, n_factors: int | None = None,
+                 encoder_alphas: tuple[float, ...] = ENCODER_ALPHAS, group_penalties: tuple[float, ...] = (1.0,),
+                 seed: int = 0):
+        self.layout = layout
+        self.group_penalties = tuple(group_penalties)
+        self.learners = tuple(learners)
+        self.n_factors = n_factors
+        self.encoder_alphas = tuple(encoder_alphas)
+        self.seed = seed
+        unknown = [l for l in self.learners if l not in LEARNERS]
+        if unknown or not self.learners:
+            raise ValueError(f"unknown learner(s) {unknown}; choose from {', '.join(LEARNERS)}")
+
+    # ---- meta-training ----------------------------------------------------------------------
+    def fit(self, X: np.ndarray, L: np.ndarray) -> "TransferPredictor":
+        """Meta-train on training devices: X (n, p) features, L (n, D) latencies in ms."""
+        X = self.layout.check(X)
+        L = np.asarray(L, dtype=float)
+        if L.ndim != 2 or len(L) != len(X):
+            raise ValueError(f"L must be (n archs, n devices) with n = {len(X)}, got {L.shape}")
+        ok = np.all(np.isfinite(L) & (L > 0), axis=1)
+        self.n_dropped_ = int((~ok).sum())
+        if self.n_dropped_:
+            log.info("meta-training skips %d architectures with a missing training latency", self.n_dropped_)
+        X, Y = X[ok], np.log(L[ok])
+        if len(X) < 10:
+            raise ValueError(f"need at least 10 architectures with every training latency, got {len(X)}")
+        x_mean = X.mean(axis=0)
+        sd = X.std(axis=0)
+        x_scale = np.where(sd < 1e-12, 1.0, sd)
+        Z = (X - x_mean) / x_scale
+        self.encoder_alpha_ = self._choose_alpha(Z, Y)
+        ym = Y.mean(axis=0)
+        U, S, Vt = np.linalg.svd(Z, full_matrices=False)
+        coef = Vt.T @ ((S / (S**2 + self.encoder_alpha_ * len(Z)))[:, None] * (U.T @ (Y - ym)))
+        # standardisation folded into the weights: prediction is one product with raw features
+        self.encoder_coef_ = coef / x_scale[:, None]
+        self.encoder_intercept_ = ym - (x_mean / x_scale) @ coef
+        F = Z @ coef + ym
+        self.factor_mean_ = F.mean(axis=0)
+        _, s, vt = np.linalg.svd(F - self.factor_mean_, full_matrices=False)
+        k = len(s) if self.n_factors is None else min(self.n_factors, len(s))
+        self.components_ = vt[:k].T
+        self.singular_values_ = s[:k]
+        self.encoder_r2_ = 1.0 - float(np.mean((Y - F) ** 2) / np.mean((Y - ym) ** 2))
+        self.n_train_devices_ = int(L.shape[1])
+        self.n_train_archs_ = int(len(X))
+        cost_cols = list(self.layout.cost) + list(self.layout.extra)
+        self.cost_scale_ = (np.where(X[:, cost_cols].std(axis=0) < 1e-12, 1.0, X[:, cost_cols].std(axis=0))
+                            if cost_cols else np.zeros(0))
+        return self
+
+    def _choose_alpha(self, Z: np.ndarray, Y: np.ndarray) -> float:
+        """Encoder ridge penalty (per row) by 3-fold cross-validation on up to 6000 rows."""
+        rng = np.random.default_rng(self.seed)
+        idx = rng.permutation(len(Z))[:6000]
+        folds = np.array_split(idx, 3)
+        errs = np.zeros(len(self.encoder_alphas))
+        for f in folds:
+            tr = np.setdiff1d(idx, f)
+            ym = Y[tr].mean(axis=0)
+            U, S, Vt = np.linalg.svd(Z[tr], full_matrices=False)
+            UtY = U.T @ (Y[tr] - ym)
+            for j, a in enumerate(self.encoder_alphas):
+                W = Vt.T @ ((S / (S**2 + a * len(tr)))[:, None] * UtY)
+                errs[j] += np.mean((Z[f] @ W + ym - Y[f]) ** 2)
+        return float(self.encoder_alphas[int(np.argmin(errs))])
+
+    # ---- representation ----------------------------------------------------------------------
+    def train_log_latency(self, X: np.ndarray) -> np.ndarray:
+        """Encoder's log-ms prediction of every training device, (n, D)."""
+        self._check_fitted()
+        return self.layout.check(X) @ self.encoder_coef_ + self.encoder_intercept_
+
+    def factors(self, X: np.ndarray) -> np.ndarray:
+        """Architecture factors (n, k): the encoder's log latencies projected on the SVD basis."""
+        return (self.train_log_latency(X) - self.factor_mean_) @ self.components_
+
+    def _blocks(self, X: np.ndarray, names: set[str]) -> dict[str, np.ndarray]:
+        X = self.layout.check(X)
+        out: dict[str, np.ndarray] = {}
+        if names & {"devices", "factors", "factors3"}:
+            logl = self.train_log_latency(X)
+            out["devices"] = np.exp(logl)
+            f = (logl - self.factor_mean_) @ self.components_
+            out["factors"] = f
+            out["factors3"] = f[:, :3]
+        out["cost"] = X[:, list(self.layout.cost)]
+        out["extra"] = X[:, list(self.layout.extra)]
+        return out
+
+    def _design(self, blocks: dict[str, np.ndarray], learner: Learner) -> np.ndarray:
+        parts = [blocks[b] for b in learner.blocks if blocks[b].shape[1]]
+        return np.hstack(parts) if parts else np.zeros((len(blocks["cost"]), 0))
+
+    def choose_references(self, X: np.ndarray, n: int) -> np.ndarray:
+        """D-optimal rows over the standardised factors and cost counts: the same for every device."""
+        b = self._blocks(X, {"factors"})
+        F = np.hstack([b["factors"], b["cost"], b["extra"]])
+        return d_optimal(standardize(F), n)
+
+    # ---- adaptation ----------------------------------------------------------------------------
+    def adapt(self, X: np.ndarray, y: np.ndarray) -> "TransferPredictor":
+        """Fit the new device from measured architectures X (m, p) and their latencies y (ms)."""
+        self._check_fitted()
+        X = self.layout.check(X)
+        y = check_targets(y)
+        if len(y) != len(X):
+            raise ValueError(f"{len(X)} architectures but {len(y)} latencies")
+        self.n_shots_ = int(len(y))
+        self.floor_ms_ = float(0.25 * y.min()) if len(y) else 1e-3
+        learners = [LEARNERS[n] for n in self.learners]
+        if len(y) == 0:
+            # no measurement: the geometric mean of the training devices
+            self.learner_names_ = []
+            self.coefs_, self.intercepts_, self.weights_ = [], np.zeros(0), np.zeros(0)
+            return self
+        blocks = self._blocks(X, {b for l in learners for b in l.blocks})
+        ly = np.log(y)
+        fits: list[LinearFit] = []
+        loo_log = []
+        for l in learners:
+            A = self._design(blocks, l)
+            if l.solver == "nnls":
+                fit = nnls_loo(A, y, penalties=self._penalties(blocks, l))
+                loo_log.append(np.log(np.maximum(fit.loo_pred, self.floor_ms_)) if fit.loo_pred.size else fit.loo_pred)
+            elif l.solver == "proxy":
+                fit = self._fit_proxy(np.log(A), ly)
+                loo_log.append(fit.loo_pred)
+            else:
+                fit = ridge_loo(A, ly)
+                loo_log.append(fit.loo_pred)
+            fits.append(fit)
+        self.learner_names_ = [l.name for l in learners]
+        self.proxy_ = getattr(self, "_proxy_device", -1)
+        self.coefs_ = [f.coef for f in fits]
+        self.intercepts_ = np.array([f.intercept for f in fits])
+        self.lambdas_ = np.array([f.lam for f in fits])
+        if len(fits) == 1:
+            self.weights_ = np.ones(1)
+        elif all(p.size for p in loo_log):
+            self.weights_ = stacking_weights(np.column_stack(loo_log), ly)
+        else:
+            self.weights_ = np.full(len(fits), 1.0 / len(fits))
+        return self
+
+    def _penalties(self, blocks: dict[str, np.ndarray], learner: Learner) -> tuple[np.ndarray | None, ...]:
+        """Per-column penalty multipliers tried by leave-one-out: secondary structure counts
+        ("extra") as free as the rest, or shrunk 10x / 100x harder (few shots, many counts)."""
+        if "extra" not in learner.blocks or not self.group_penalties:
+            return (None,)
+        sizes = [(b, blocks[b].shape[1]) for b in learner.blocks if blocks[b].shape[1]]
+        out = []
+        for g in self.group_penalties:
+            out.append(np.concatenate([np.full(k, g if b == "extra" else 1.0) for b, k in sizes]))
+        return tuple(out)
+
+    @staticmethod
+    def _best_device(Z: np.ndarray, ly: np.ndarray) -> int:
+        """Training device (column of Z) whose log ms ranks ly best (Spearman)."""
+        if len(ly) < 3:
+            return 0
+        ry = stats_rank(ly)
+        r = [np.corrcoef(stats_rank(Z[:, j]), ry)[0, 1] if np.ptp(Z[:, j]) > 0 else -1.0 for j in range(Z.shape[1])]
+        return int(np.argmax(np.nan_to_num(np.asarray(r), nan=-1.0)))
+
+    def _fit_proxy(self, Z: np.ndarray, ly: np.ndarray) -> LinearFit:
+        """The training device whose model ranks the shots best, mapped by a quadratic in log ms
+        (OneProxy-style); its coefficients are (device one-hot x [z, z^2]) so `predict` stays linear.
+        Its leave-one-out predictions redo the device choice without the left-out point."""
+        n, D = Z.shape
+        design = lambda z: np.column_stack([z, z**2]) if n >= 6 else z[:, None]  # noqa: E731
+        j = self._best_device(Z, ly)
+        self._proxy_device = j
+        fit = ridge_loo(design(Z[:, j]), ly)
+        loo = fit.loo_pred.copy()
+        if loo.size:
+            for i in range(n):
+                keep = np.arange(n) != i
+                ji = self._best_device(Z[keep], ly[keep])
+                if ji != j:  # only then does the left-out point change the choice
+                    fi = ridge_loo(design(Z[keep, ji]), ly[keep])
+                    loo[i] = fi.predict(design(Z[:, ji])[i:i + 1])[0]
+        coef = np.zeros(2 * D)
+        coef[j] = fit.coef[0]
+        if len(fit.coef) > 1:
+            coef[D + j] = fit.coef[1]
+        return LinearFit(coef, fit.intercept, fit.lam, loo)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Latency in ms of architectures X on the adapted device."""
+        self._check_adapted()
+        X = self.layout.check(X)
+        if not self.learner_names_:
+            return np.exp(self.train_log_latency(X).mean(axis=1))
+        learners = [LEARNERS[n] for n in self.learner_names_]
+        blocks = self._blocks(X, {b for l in learners for b in l.blocks})
+        out = np.zeros(len(X))
+        for l, w, c, b in zip(learners, self.weights_, self.coefs_, self.intercepts_):
+            if w == 0:
+                continue
+            A = self._design(blocks, l)
+            if l.solver == "proxy":
+                A = np.log(A)
+                A = np.hstack([A, A**2])
+            p = A @ c + b
+            out += w * (np.log(np.maximum(p, self.floor_ms_)) if l.solver == "nnls" else p)
+        return np.exp(out)

@@ -1,0 +1,340 @@
+"""Few-shot transfer: a synthetic device family (latency = device-specific weights x op costs +
+noise), the protocol's guard on test devices (poisoned tables), save/load round trips, and the
+`hwlat bench transfer` command's bad-input messages. No shared data."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hwlat.cli import main
+from predictors.baselines import CostBaseline, EncodingRidge, NearestDevice
+from predictors.evaluation import ProtocolSettings, TargetDevice, TransferData, make_methods, run_method
+from predictors.features import FeatureLayout
+from predictors.io import load, save
+from predictors.metrics import spearman
+from predictors.proxy import ProxyAdapter
+from predictors.transfer import TransferPredictor
+
+N_POS, N_OPS = 12, 6
+
+
+def family(n=900, n_devices=10, seed=0, noise=0.02):
+    """Architectures = an op per position; device d: ms = overhead_d + sum over positions of
+    cost_d[op] * size[position], cost_d a random mixture of 3 hardware profiles, x lognormal noise."""
+    rng = np.random.default_rng(seed)
+    ops = rng.integers(N_OPS, size=(n, N_POS))
+    onehot = np.zeros((n, N_POS, N_OPS))
+    onehot[np.arange(n)[:, None], np.arange(N_POS)[None, :], ops] = 1
+    size = np.linspace(2.0, 0.5, N_POS)  # early positions are bigger
+    counts = onehot.sum(axis=1)
+    weighted = (onehot * size[None, :, None]).sum(axis=1)
+    X = np.hstack([onehot.reshape(n, -1), counts, weighted])
+    layout = FeatureLayout(tuple(f"f{i}" for i in range(X.shape[1])), tuple(range(N_POS * N_OPS)),
+                           tuple(range(N_POS * N_OPS, X.shape[1])), (), "synthetic")
+    profiles = rng.gamma(2.0, 1.0, size=(3, N_OPS))
+    profiles[:, 0] = 0.0  # op 0 is "none" everywhere
+    L = np.empty((n, n_devices))
+    for d in range(n_devices):
+        cost = rng.dirichlet(np.ones(3)) @ profiles * rng.uniform(0.5, 3.0)
+        L[:, d] = (rng.uniform(1, 5) + weighted @ cost) * np.exp(noise * rng.standard_normal(n))
+    return X, layout, L
+
+
+def test_transfer_recovers_a_held_out_devices_ranking_from_20_measurements():
+    X, layout, L = family()
+    train, test = L[:, :8], L[:, 8:]
+    pred = TransferPredictor(layout).fit(X, train)
+    query = np.arange(600, 900)
+    refs = pred.choose_references(X[:600], 10)
+    rng = np.random.default_rng(1)
+    for d in range(test.shape[1]):
+        shots = np.concatenate([refs, rng.choice(np.setdiff1d(np.arange(600), refs), 10, replace=False)])
+        p = pred.adapt(X[shots], test[shots, d]).predict(X[query])
+        rho = spearman(p, test[query, d])
+        base = spearman(EncodingRidge().fit(X[shots], test[shots, d]).predict(X[query]), test[query, d])
+        assert rho > 0.9, f"held-out device {d}: Spearman {rho:.3f}"
+        assert rho > base, f"transfer {rho:.3f} should beat ridge on the shots alone {base:.3f}"
+        assert np.median(np.abs(p / test[query, d] - 1)) < 0.1
+        assert np.all(p > 0)
+
+
+def test_references_are_training_only_and_the_same_for_every_device():
+    X, layout, L = family(seed=3)
+    a = TransferPredictor(layout).fit(X, L[:, :8]).choose_references(X, 10)
+    b = TransferPredictor(layout).fit(X, L[:, :8]).choose_references(X, 10)
+    assert len(set(a.tolist())) == 10 and np.array_equal(a, b)
+
+
+def test_adapt_rejects_bad_measurements_and_unfitted_use():
+    X, layout, L = family(n=200)
+    pred = TransferPredictor(layout)
+    with pytest.raises(RuntimeError):
+        pred.adapt(X[:5], L[:5, 0])
+    pred.fit(X, L[:, :8])
+    with pytest.raises(ValueError):
+        pred.adapt(X[:3], [1.0, -2.0, 3.0])
+    with pytest.raises(ValueError):
+        pred.predict(X[:, :5]) if hasattr(pred, "n_shots_") else pred.adapt(X[:, :5], L[:, 0])
+
+
+def test_zero_measurements_fall_back_to_the_mean_training_device():
+    X, layout, L = family(n=300)
+    pred = TransferPredictor(layout).fit(X, L[:, :8]).adapt(X[:0], np.zeros(0))
+    p = pred.predict(X)
+    assert p.shape == (300,) and np.all(np.isfinite(p)) and np.all(p > 0)
+
+
+# ---- save / load -------------------------------------------------------------------------------
+@pytest.mark.parametrize("make", [lambda lay: TransferPredictor(lay), lambda lay: ProxyAdapter(lay),
+                                  lambda lay: TransferPredictor(lay, learners=("mixture",))])
+def test_save_load_round_trip_gives_identical_predictions(tmp_path, make):
+    X, layout, L = family(n=400)
+    pred = make(layout).fit(X, L[:, :8])
+    shots = np.arange(20)
+    pred.adapt(X[shots], L[shots, 9])
+    save(pred, tmp_path / "board")
+    assert (tmp_path / "board.npz").is_file() and (tmp_path / "board.json").is_file()
+    back = load(tmp_path / "board")
+    assert type(back) is type(pred)
+    assert np.array_equal(back.predict(X), pred.predict(X))
+    # the loaded, meta-trained predictor adapts to another device exactly like the original
+    other = np.arange(30, 50)
+    assert np.array_equal(back.adapt(X[other], L[other, 8]).predict(X), pred.adapt(X[other], L[other, 8]).predict(X))
+    meta = json.loads((tmp_path / "board.json").read_text())
+    assert meta["format"] == "hwlat.predictor" and "pickle" not in (tmp_path / "board.json").read_text()
+
+
+def test_help_style_meta_learner_trains_adapts_and_round_trips(tmp_path):
+    pytest.importorskip("torch")
+    from predictors.help import HelpTransfer
+
+    X, layout, L = family(n=700)
+    pred = HelpTransfer(layout, n_references=8, hidden=32, embed=8, steps=120, batch=64).fit(X[:600], L[:600, :8])
+    refs = pred.choose_references(X[:600], 8)
+    shots = np.concatenate([refs, np.arange(500, 510)])
+    p = pred.adapt(X[shots], L[shots, 9]).predict(X[600:])
+    assert p.shape == (100,) and np.all(p > 0)
+    assert spearman(p, L[600:, 9]) > 0.5
+    save(pred, tmp_path / "help")
+    assert np.array_equal(load(tmp_path / "help").predict(X[600:]), p)
+
+
+def test_baselines_fit_on_shots_and_round_trip(tmp_path):
+    X, layout, L = family(n=300)
+    cost = X[:, -N_OPS:].sum(axis=1) + 1.0
+    shots = np.arange(20)
+    for model, inputs in ((CostBaseline("macs"), cost), (NearestDevice(("a", "b", "c")), L[:, :3]), (EncodingRidge(), X)):
+        model.fit(inputs[shots], L[shots, 5])
+        save(model, tmp_path / "m")
+        assert np.array_equal(load(tmp_path / "m").predict(inputs), model.predict(inputs))
+    nd = NearestDevice(("a", "b")).fit(np.column_stack([L[shots, 4] * 2.0, L[shots, 7]]), L[shots, 4])
+    assert nd.device_name_ == "a" and nd.scale_ == pytest.approx(0.5)
+
+
+# ---- protocol guard --------------------------------------------------------------------------------
+def _protocol(X, layout, L, test_values, methods=("transfer", "proxy", "nearest", "ridge")):
+    n = len(X)
+    data = TransferData(np.arange(n), X, layout, L[:, :8], [f"d{i}" for i in range(8)],
+                        costs={"macs": lambda rows: X[rows, -N_OPS:].sum(axis=1) + 1.0})
+    query = (np.arange(n) >= 100) & (np.arange(n) < 400)
+    settings = ProtocolSettings(shots=10, n_ref=10, trim=0.1, repeats=3, seed=7)
+    targets = [TargetDevice(f"t{j}", test_values[:, j]) for j in range(test_values.shape[1])]
+    results = [run_method(m, data, targets, query, settings) for m in make_methods(list(methods) + ["macs"])]
+    return results, targets, query
+
+
+def test_protocol_reads_nothing_of_a_test_device_beyond_its_allowed_measurements():
+    X, layout, L = family(n=600, seed=5)
+    test = L[:, 8:].copy()
+    test[::17, 1] = np.nan  # missing cells are skipped, never drawn
+    clean, targets, query = _protocol(X, layout, L, test)
+    reads = [t.reads for t in targets]
+    for r in reads:
+        assert r and not any(query[i] for i in r), "only rows outside the query range may be measured"
+        assert len(r) <= 10 + 10 * 3 * 6
+    assert not any(i % 17 == 0 for i in reads[1])
+    # poison every cell that was not handed out, query truths included
+    rng = np.random.default_rng(0)
+    poisoned = test.copy()
+    for j, r in enumerate(reads):
+        other = np.setdiff1d(np.flatnonzero(np.isfinite(test[:, j])), sorted(r))
+        poisoned[other, j] = rng.uniform(1e3, 1e6, len(other))
+    dirty, _, _ = _protocol(X, layout, L, poisoned)
+    for a, b in zip(clean, dirty):
+        assert np.array_equal(a.references, b.references)
+        for name in a.devices:
+            for pa, pb in zip(a.devices[name].predictions, b.devices[name].predictions):
+                assert np.array_equal(pa, pb), f"{a.name} on {name} changed when unread cells were poisoned"
+
+
+def test_target_device_hands_out_only_allowed_cells():
+    t = TargetDevice("x", np.array([1.0, 2.0, 3.0, np.nan]))
+    assert t.n_missing == 1
+    t.allow(np.array([0, 2]))
+    assert t.measured(np.array([2])).tolist() == [3.0]
+    with pytest.raises(PermissionError):
+        t.measured(np.array([1]))
+    with pytest.raises(PermissionError):
+        t.truth(np.array([1]))
+    t.open_for_scoring(np.array([1]))
+    assert t.truth(np.array([1])).tolist() == [2.0]
+
+
+# ---- the command -------------------------------------------------------------------------------------
+TRAIN = [f"dev{i}" for i in range(6)]
+TEST = ["new0", "new1"]
+
+
+@pytest.fixture(scope="module")
+def nb201_table(tmp_path_factory):
+    """A small NAS-Bench-201 table (indices 0..499) with synthetic latencies of 8 devices."""
+    import pandas as pd
+
+    from nas.features import latency_features
+    from nas.spaces import get_space
+
+    sp = get_space("nb201")
+    archs = [sp.from_index(i) for i in range(500)]
+    X, layout = latency_features(sp, archs)
+    cost = X[:, list(layout.cost) + list(layout.extra)]
+    rng = np.random.default_rng(0)
+    profiles = rng.gamma(2.0, 0.3, size=(3, cost.shape[1]))
+    df = pd.DataFrame({"nb201_index": range(500), "arch_str": [a.arch_str for a in archs],
+                       "ops6": [a.ops6 for a in archs]})
+    for name in TRAIN + TEST:
+        w = rng.dirichlet(np.ones(3)) @ profiles
+        df[name] = (rng.uniform(1, 3) + cost @ w) * np.exp(0.02 * rng.standard_normal(500))
+    path = tmp_path_factory.mktemp("tables") / "synthetic_nb201.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+def _bench(path, *extra, test=TEST, train=TRAIN, methods="transfer,proxy,nearest,ridge"):
+    return ["bench", "transfer", "--space", "nb201", "--table", str(path), "--train", ",".join(train),
+            "--test", ",".join(test), "--methods", methods, "--query", "100:300", "--repeats", "2", *extra]
+
+
+def test_bench_prints_tables_and_json(nb201_table, tmp_path, capsys):
+    path, _ = nb201_table
+    out = tmp_path / "r.json"
+    assert main(_bench(path, "--json", str(out), "--shots-curve", "0,5")) == 0
+    text = capsys.readouterr().out
+    assert "Spearman" in text and "±10% accuracy" in text and "MAPE" in text and "mean" in text
+    assert "N=5 (15)" in text
+    rep = json.loads(out.read_text())
+    for m in ("transfer", "proxy", "nearest", "ridge"):
+        r = rep["methods"][m]
+        assert -1 <= r["mean_spearman"] <= 1
+        for d in TEST:
+            assert set(r["devices"][d]) >= {"spearman_mean", "within10_mean"}
+    assert rep["methods"]["transfer"]["mean_spearman"] > 0.9
+    assert set(rep["shots_curve"]) == {"0", "5"}
+
+
+def test_bench_reads_only_allowed_cells_of_a_poisoned_table(nb201_table, tmp_path):
+    """Run once, record which test cells the protocol handed out; poison all other cells outside
+    the query range; the command's results must not change."""
+    from hwlat.transfer_tables import load_transfer_tables
+
+    path, df = nb201_table
+    tables = load_transfer_tables("nb201", [str(path)], "nb201_index", TRAIN + TEST)
+    data = tables.transfer_data(TRAIN, [])
+    query = (tables.keys >= 100) & (tables.keys < 300)
+    targets = [TargetDevice(n, tables.column(n)) for n in TEST]
+    for m in make_methods(["transfer", "proxy", "nearest", "ridge"]):
+        run_method(m, data, targets, query, ProtocolSettings(repeats=2))
+    poisoned = df.copy()
+    rng = np.random.default_rng(1)
+    for t in targets:
+        rows = [i for i in range(len(df)) if i not in t.reads and not query[i]]
+        poisoned.loc[rows, t.name] = rng.uniform(1e3, 1e5, len(rows))
+    bad = tmp_path / "poisoned.csv"
+    poisoned.to_csv(bad, index=False)
+    a, b = tmp_path / "a.json", tmp_path / "b.json"
+    assert main(_bench(path, "--json", str(a))) == 0
+    assert main(_bench(bad, "--json", str(b))) == 0
+    ra, rb = json.loads(a.read_text())["methods"], json.loads(b.read_text())["methods"]
+    for m in ra:
+        for d in TEST:
+            assert ra[m]["devices"][d]["spearman"] == rb[m]["devices"][d]["spearman"]
+            assert ra[m]["devices"][d]["within10_mean"] == rb[m]["devices"][d]["within10_mean"]
+
+
+def _error(capsys, argv) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("hwlat: error:") and "\n" not in err
+    return err
+
+
+def test_bench_unknown_device_lists_the_available_ones(nb201_table, capsys):
+    path, _ = nb201_table
+    err = _error(capsys, _bench(path, test=["nosuchboard"]))
+    assert "nosuchboard" in err and "dev0" in err and "new1" in err
+
+
+def test_bench_overlapping_train_and_test(nb201_table, capsys):
+    path, _ = nb201_table
+    err = _error(capsys, _bench(path, test=["dev1", "new0"]))
+    assert "dev1" in err and "training and test" in err
+
+
+def test_bench_more_shots_than_architectures(nb201_table, capsys):
+    path, _ = nb201_table
+    err = _error(capsys, _bench(path, "--shots", "400"))
+    assert "400 shots" in err and "only" in err
+
+
+def test_bench_key_mismatch_between_tables(nb201_table, tmp_path, capsys):
+    path, df = nb201_table
+    other = df[["nb201_index", "arch_str"]].copy()
+    other["board"] = 1.0
+    other.loc[7, "nb201_index"] = 1000  # the same architecture under another index
+    bad = tmp_path / "other.csv"
+    other.to_csv(bad, index=False)
+    argv = _bench(path) + ["--table", str(bad)]
+    err = _error(capsys, argv)
+    assert "key mismatch" in err and "nb201_index=7" in err and "nb201_index=1000" in err
+    other.drop(columns=["nb201_index"]).to_csv(bad, index=False)
+    assert "key mismatch" in _error(capsys, argv)
+
+
+def test_bench_skips_and_counts_missing_latencies(nb201_table, tmp_path, capsys):
+    path, df = nb201_table
+    holes = df.copy()
+    holes.loc[::10, "new0"] = np.nan
+    holes.loc[5, "new1"] = -1  # the sources' "failed to compile"
+    p = tmp_path / "holes.csv"
+    holes.to_csv(p, index=False)
+    assert main(_bench(p)) == 0
+    out = capsys.readouterr().out
+    assert "skipped: 50 architectures with no latency on new0 (20 of them in the query range)" in out
+    assert "skipped: 1 architectures with no latency on new1" in out
+
+
+# ---- pretrained predictors (shipped files, no shared data) -----------------------------------------
+@pytest.mark.parametrize("space", ["nb201", "fbnet", "ofa"])
+def test_pretrained_predictor_matches_todays_features_and_adapts(space):
+    from nas.features import latency_features
+    from nas.spaces import get_space
+    from predictors import pretrained
+
+    pred = pretrained.load(space)
+    keys = pretrained.reference_keys(space)
+    assert len(keys) == 10 and pretrained.info(space)["training_devices"]
+    X, layout = latency_features(space, keys)
+    assert layout.names == pred.layout.names, "features changed since the predictor was built: rebuild it"
+    # a made-up device: 1.5x the mean training device plus noise; 10 references + 10 samples
+    sp = get_space(space)
+    others = [sp.key(a) for a in sp.sample(30, seed=1)]
+    Xo, _ = latency_features(space, others)
+    Xa = np.vstack([X, Xo[:10]])
+    truth = 1.5 * np.exp(pred.train_log_latency(np.vstack([Xa, Xo[10:]])).mean(axis=1))
+    pred.adapt(Xa, truth[:20])
+    p = pred.predict(Xo[10:])
+    assert spearman(p, truth[20:]) > 0.9
+    assert np.mean(np.abs(p / truth[20:] - 1) <= 0.1) >= 0.8
+    assert "Training devices" in pretrained.card(space)
