@@ -1,0 +1,155 @@
+"""Kernels: the groups of a `Graph`'s ops a runtime executes as one, per its fusion rules.
+
+A runtime fuses an op into the kernel before it (``conv2d`` then ``bn`` then ``relu`` runs as
+``conv2d+bn+relu``) when the pattern is in its `FusionRules`; rules are detected by measurement
+(`profilers.fusion`) and stored in the device table's metadata under ``fusion``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping
+
+from device_tables.graph import FREE, OP, Graph, GraphOp
+from device_tables.ops import FUSABLE_TAILS, OpSpec
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    """The fused patterns of one runtime (op strings such as ``conv2d+bn+relu``); every prefix of a
+    pattern used must be fused too, so grouping extends a kernel one tail at a time."""
+
+    fused: frozenset[str] = frozenset()
+    measured: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    call_overhead_ms: float = field(default=0.0, compare=False)  # one call of a single-op model, measured with the rules
+
+    @classmethod
+    def none(cls) -> "FusionRules":
+        """No fusion at all: every op is its own kernel (naive summation)."""
+        return cls(frozenset())
+
+    @classmethod
+    def from_patterns(cls, patterns: Iterable[str]) -> "FusionRules":
+        return cls(frozenset(patterns))
+
+    @classmethod
+    def from_meta(cls, meta: Mapping[str, Any] | None) -> "FusionRules":
+        """Rules stored in a table's metadata (``meta["fusion"]``); none when the table has none."""
+        entry = (meta or {}).get("fusion")
+        if not entry:
+            return cls.none()
+        return cls(frozenset(entry.get("fused", [])), dict(entry.get("patterns", {})), float(entry.get("call_overhead_ms") or 0.0))
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"fused": sorted(self.fused), "patterns": dict(self.measured), "call_overhead_ms": self.call_overhead_ms}
+
+    def fuses(self, pattern: str) -> bool:
+        return pattern in self.fused
+
+    def __bool__(self) -> bool:
+        return bool(self.fused)
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One executed kernel: its spec (looked up in the table) and the graph ops it covers."""
+
+    spec: OpSpec
+    ops: tuple[GraphOp, ...]
+
+    @property
+    def nodes(self) -> tuple[str, ...]:
+        return tuple(n for op in self.ops for n in op.nodes)
+
+
+def split_kernel(spec: OpSpec) -> list[OpSpec]:
+    """A fused spec -> its parts as standalone specs (``conv2d+bn+relu`` -> conv2d, bn, relu)."""
+    if not spec.is_fused:
+        return [spec]
+    head_attrs = dict(spec.attrs)
+    head = OpSpec.make(spec.base, spec.input_shape, dtype=spec.dtype, **head_attrs)
+    out = [head]
+    shape = head.output_shape
+    for tail in spec.parts[1:]:
+        out.append(OpSpec.make(tail, _as4(shape), dtype=spec.dtype))
+    return out
+
+
+def join_kernel(head: OpSpec, tails: Iterable[str]) -> OpSpec:
+    """A head spec plus tail op names -> the fused spec."""
+    tails = list(tails)
+    if not tails:
+        return head
+    return OpSpec.make("+".join([head.op, *tails]), head.input_shape, dtype=head.dtype, **dict(head.attrs))
+
+
+def expand_fused(graph: Graph) -> Graph:
+    """The graph with every fused spec split into its parts (so rules decide the grouping)."""
+    if not any(op.kind == OP and op.spec is not None and op.spec.is_fused for op in graph.ops):
+        return graph
+    ops: list[GraphOp] = []
+    for op in graph.ops:
+        if op.kind != OP or op.spec is None or not op.spec.is_fused:
+            ops.append(op)
+            continue
+        parts = split_kernel(op.spec)
+        prev_inputs = list(op.inputs)
+        head_inputs = tuple(prev_inputs[: len(parts[0].input_shapes)])
+        side = prev_inputs[len(parts[0].input_shapes):]
+        cur = f"{op.outputs[0] if op.outputs else op.name}.part0"
+        ops.append(GraphOp(OP, parts[0], op.onnx_op, op.nodes, head_inputs, (cur,), op.note))
+        for k, part in enumerate(parts[1:], start=1):
+            last = k == len(parts) - 1
+            out = op.outputs if last else (f"{op.outputs[0] if op.outputs else op.name}.part{k}",)
+            ins: tuple[str, ...] = (cur,)
+            if part.op == "add":
+                ins = (cur, side.pop(0) if side else f"{cur}.residual")
+            ops.append(GraphOp(OP, part, op.onnx_op, op.nodes, ins, tuple(out)))
+            cur = out[0]
+    return Graph(ops, graph.name, dict(graph.inputs), graph.outputs)
+
+
+def group_kernels(graph: Graph, rules: FusionRules) -> list[Kernel]:
+    """Greedy, in execution order: extend each kernel with the sole consumer of its output while
+    the longer pattern is fused. Free and uncovered ops are not part of any kernel."""
+    graph = expand_fused(graph)
+    consumers = graph.consumers()
+    outputs = set(graph.outputs)
+    used: set[int] = set()
+    kernels: list[Kernel] = []
+    for i, op in enumerate(graph.ops):
+        if i in used or op.kind != OP or op.spec is None:
+            continue
+        chain = [i]
+        tails: list[str] = []
+        cur = op
+        while rules and len(cur.outputs) == 1 and cur.outputs[0] not in outputs:
+            readers = consumers.get(cur.outputs[0], [])
+            if len(readers) != 1:
+                break
+            j = readers[0]
+            nxt = graph.ops[j]
+            if j in used or nxt.kind != OP or nxt.spec is None or nxt.spec.is_fused:
+                break
+            tail = nxt.spec.op
+            if tail not in FUSABLE_TAILS or nxt.spec.input_shape != _as4(cur.spec.output_shape):
+                break
+            if tail == "add" and list(nxt.inputs).count(cur.outputs[0]) != 1:
+                break  # x + x is not a residual
+            pattern = "+".join([op.spec.op, *tails, tail])
+            if not rules.fuses(pattern):
+                break
+            chain.append(j)
+            tails.append(tail)
+            cur = nxt
+        used.update(chain)
+        kernels.append(Kernel(join_kernel(op.spec, tails), tuple(graph.ops[k] for k in chain)))
+    return kernels
+
+
+def _as4(shape) -> tuple[int, ...]:
+    s = tuple(int(d) for d in shape)
+    return s + (1, 1) if len(s) == 2 else s
+
+
+__all__ = ["FREE", "FusionRules", "Kernel", "expand_fused", "group_kernels", "join_kernel", "split_kernel"]

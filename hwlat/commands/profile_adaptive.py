@@ -1,0 +1,102 @@
+"""`hwlat profile ops --adaptive --budget N`: profile the kernels target networks need, measuring
+next where the kernel regressors are least sure or most wrong; then calibrate the overhead term."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+log = logging.getLogger(__name__)
+
+
+def add_adaptive_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("adaptive sampling (instead of --sweep)")
+    g.add_argument("--adaptive", action="store_true",
+                   help="measure kernels of target networks chosen by regressor uncertainty and error (needs --budget)")
+    g.add_argument("--budget", type=int, help="op measurements in all, rows already in the table included")
+    g.add_argument("--targets", default="nb201,fbnet,ofa,classic",
+                   help="target networks: search spaces and/or 'classic' (ResNet, MobileNet, EfficientNet), comma-separated")
+    g.add_argument("--per-space", type=int, default=20, help="sampled architectures per target space (default 20)")
+    g.add_argument("--calibrate", type=int, default=6, metavar="N",
+                   help="whole networks measured to calibrate the per-model overhead term (default 6; 0: none)")
+    g.add_argument("--redetect-fusion", action="store_true", help="measure the fusion rules again even if the table has them")
+
+
+def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
+    from device_tables.errors import HwlatError
+    from device_tables.kernels import FusionRules
+    from device_tables.table import DeviceTable
+    from nas.pool import SPACE_NAMES, classic_networks, graph_of, space_networks
+    from predictors.adaptive import adaptive_profile, kernel_pool
+    from profilers.fusion import detect_fusion, format_results, store_rules
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    if not args.budget or args.budget < 1:
+        raise HwlatError("--adaptive needs --budget N (the number of op measurements), e.g. --budget 300")
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    bad = [t for t in targets if t not in SPACE_NAMES + ("classic",)]
+    if bad:
+        raise HwlatError(f"--targets {','.join(bad)}: choose from {', '.join(SPACE_NAMES + ('classic',))}")
+    runtime = get_runtime(args.runtime, **settings)
+    protocol = Protocol.preset(args.protocol)
+    progress = not args.no_progress
+    names: list[str] = []
+    for t in targets:
+        names += classic_networks() if t == "classic" else space_networks(t, args.per_space, seed=0)
+    meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()},
+            "sampling": {"method": "adaptive", "budget": args.budget, "targets": targets, "per_space": args.per_space}}
+    with DeviceTable.open(args.out, runtime.device(), meta) as table:
+        if "fusion" not in table.meta or args.redetect_fusion:
+            rules, results = detect_fusion(runtime, protocol=protocol, progress=progress)
+            store_rules(table, rules, runtime)
+            print(format_results(results))
+        rules = FusionRules.from_meta(table.meta)
+        graphs = [graph_of(n) for n in names]
+        pool = kernel_pool(graphs, rules, runtime.dtype())
+        print(f"{len(pool)} distinct kernels in {len(graphs)} target networks; fusion: {len(rules.fused)} patterns fused")
+        alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, args.budget, progress=progress)
+        table.update_meta(adaptive_rounds=alog.rounds)
+        ok = len(table.rows("ok"))
+        print(f"{table.path}: {len(table)} rows ({ok} measured) after {len(alog.rounds)} rounds")
+        if args.calibrate > 0:
+            # Fresh networks of the same targets, not the pool: their kernels are regressed as a
+            # new network's will be, so the overhead term is fitted under the same conditions.
+            fresh: list[str] = []
+            for t in targets:
+                fresh += classic_networks((176,)) if t == "classic" else space_networks(t, args.calibrate, seed=1)
+            _calibrate(table, runtime, fresh, args.calibrate, protocol)
+    return 0
+
+
+def _calibrate(table, runtime, names, n: int, protocol) -> None:
+    """Measure `n` networks whole (spread over kinds) and fit the overhead term."""
+    from device_tables.errors import HwlatError
+    from nas.pool import graph_of, onnx_of
+    from predictors.lut import LUTPredictor
+    from profilers.whole_model import time_model
+
+    by_kind: dict[str, list[int]] = {}
+    for i, name in enumerate(names):
+        by_kind.setdefault(name.split(":")[0], []).append(i)
+    picks: list[int] = []
+    while len(picks) < min(n, len(names)) and any(by_kind.values()):
+        for kind in sorted(by_kind):
+            if by_kind[kind] and len(picks) < n:
+                picks.append(by_kind[kind].pop(0))
+    used, ys = [], []
+    for i in picks:
+        try:
+            ys.append(time_model(runtime, onnx_of(names[i]), protocol).median_ms)
+            used.append(i)
+        except HwlatError as exc:
+            log.warning("calibration network %s skipped: %s", names[i], exc)
+    if not used:
+        print("no calibration network could run; the overhead term stays unset")
+        return
+    lut = LUTPredictor(table).fit()
+    cal = lut.calibrate([graph_of(names[i]) for i in used], ys)
+    lut.save_calibration()
+    table.update_meta(lut_calibration_networks=[names[i] for i in used])
+    print(f"overhead calibrated on {len(used)} networks: scale {cal.scale:.3f}, per kernel {cal.per_kernel_ms * 1e3:+.2f} us, "
+          f"constant {cal.constant_ms:+.3f} ms (MAPE {cal.mape_before:.1%} -> {cal.mape_after:.1%})")

@@ -1,0 +1,41 @@
+"""`hwlat profile fusion`: detect which op patterns a runtime fuses, by measurement, into a table's metadata."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwlat.cli import command_parser
+
+
+def register(targets) -> None:
+    p = command_parser(
+        targets, "fusion",
+        "measure which op patterns a runtime fuses (fused kernel vs its parts) and store the rules in a device table",
+        "hwlat profile fusion --runtime litert --threads 1 --out tables/litert_cpu",
+    )
+    p.add_argument("--runtime", required=True, help="onnxruntime, litert, torch, ...")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"], help="measurement effort")
+    p.add_argument("--patterns", help="comma-separated patterns (default: conv heads with bn/activation/residual tails, "
+                                      "linear+act, bn+act, add+act)")
+    p.add_argument("--out", required=True, help="device table to store the rules in (created, or resumed if it exists)")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=_fusion)
+
+
+def _fusion(args: argparse.Namespace) -> int:
+    from device_tables.table import DeviceTable
+    from profilers.fusion import detect_fusion, format_results, store_rules
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    runtime = get_runtime(args.runtime, threads=args.threads, precision=args.precision)
+    patterns = [p.strip() for p in args.patterns.split(",") if p.strip()] if args.patterns else None
+    rules, results = detect_fusion(runtime, patterns, Protocol.preset(args.protocol), progress=not args.no_progress)
+    with DeviceTable.open(args.out, runtime.device()) as table:
+        store_rules(table, rules, runtime)
+        print(format_results(results))
+        print(f"{table.path}.json: {len(rules.fused)} of {len(results)} patterns fused on {runtime.device().name}; "
+              f"single-op call overhead {rules.call_overhead_ms * 1e3:.1f} us")
+    return 0

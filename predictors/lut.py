@@ -1,0 +1,276 @@
+"""Lookup-table predictor: a network's latency as the sum of the kernels its runtime executes.
+
+A `Graph`'s ops are grouped into kernels by the table's fusion rules (nn-Meter's observation:
+summing unfused op latencies is wrong when the runtime fuses them; Zhang et al., MobiSys 2021),
+each kernel is looked up in the device table, else predicted by the kernel regressors, and a
+per-model overhead term ``scale * sum + per_kernel * kernels + constant`` calibrated on a few
+whole-model measurements accounts for what single-op timings include or miss (call overhead,
+layout changes between kernels, caches). A prediction equals the sum of its breakdown; ops that
+nothing covers are named and make it ``partial``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+
+from device_tables.graph import UNCOVERED, Graph
+from device_tables.kernels import FusionRules, Kernel, group_kernels
+from device_tables.ops import OpSpec
+from device_tables.table import DeviceTable
+from predictors.kernel_regressors import KernelRegressors
+
+log = logging.getLogger(__name__)
+
+TABLE, REGRESSOR, MISSING = "table", "regressor", "uncovered"
+# Which statistic of a row is the kernel's latency: the median (the protocol's headline), or the
+# 10th percentile, steadier on a machine shared with other work.
+STATISTICS = ("median_ms", "p10_ms")
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Whole-model correction: ``total = scale * sum(kernels) + per_kernel_ms * n_kernels + constant_ms``."""
+
+    scale: float = 1.0
+    per_kernel_ms: float = 0.0
+    constant_ms: float = 0.0
+    n_models: int = 0
+    mape_before: float | None = None
+    mape_after: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None) -> "Calibration":
+        if not d:
+            return cls()
+        return cls(**{k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after") if k in d})
+
+
+@dataclass(frozen=True)
+class KernelPrediction:
+    """One kernel's share of a prediction: its row key, where the number came from, ms in the total."""
+
+    key: str
+    op: str
+    nodes: tuple[str, ...]
+    source: str  # table | regressor
+    raw_ms: float  # table row (median) or regressed value
+    ms: float  # contribution to the total: (raw_ms - single-op call overhead) * calibration scale
+    sigma: float = 0.0  # relative (log-space) uncertainty; 0 for table rows
+    extrapolated: bool = False
+
+
+@dataclass(frozen=True)
+class UncoveredOp:
+    """An op nothing could predict: named, excluded from the total, which is then partial."""
+
+    nodes: tuple[str, ...]
+    op: str
+    reason: str
+
+
+@dataclass
+class Prediction:
+    """A network's predicted latency with its breakdown; `total_ms` is their exact sum."""
+
+    model: str
+    table: str
+    kernels: list[KernelPrediction]
+    overhead_ms: float
+    uncovered: list[UncoveredOp] = field(default_factory=list)
+    calibration: Calibration = field(default_factory=Calibration)
+
+    @property
+    def total_ms(self) -> float:
+        return float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms]))
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.uncovered)
+
+
+    @property
+    def sigma_ms(self) -> float:
+        """Approximate standard deviation of the total from regressed kernels (independent errors)."""
+        return float(math.sqrt(sum((k.ms * k.sigma) ** 2 for k in self.kernels)))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {TABLE: sum(k.source == TABLE for k in self.kernels), REGRESSOR: sum(k.source == REGRESSOR for k in self.kernels),
+                MISSING: len(self.uncovered)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "table": self.table, "total_ms": self.total_ms, "partial": self.partial,
+            "sigma_ms": self.sigma_ms, "overhead_ms": self.overhead_ms, "counts": self.counts,
+            "calibration": self.calibration.to_dict(),
+            "kernels": [asdict(k) for k in self.kernels],
+            "uncovered": [asdict(u) for u in self.uncovered],
+        }
+
+    def format(self, top: int = 0) -> str:
+        c = self.counts
+        head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
+                f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
+                f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
+                f"overhead {self.overhead_ms:+.3f} ms (scale {self.calibration.scale:.3f}, {self.calibration.n_models} calibration models)")
+        rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
+        rows = rows[:top] if top else rows
+        width = min(max([len(k.key) for k in rows] + [10]), 90)
+        lines = [head, f"  {'kernel (table row key)':<{width}} {'ms':>9} {'source':<10} nodes"]
+        for k in rows:
+            src = k.source + ("!" if k.extrapolated else "")
+            if k.source == REGRESSOR:
+                src += f" ±{k.sigma:.0%}"
+            key = k.key if len(k.key) <= width else k.key[: width - 1] + "…"
+            lines.append(f"  {key:<{width}} {k.ms:>9.4f} {src:<10} {','.join(k.nodes)[:60]}")
+        if top and len(self.kernels) > top:
+            lines.append(f"  ... {len(self.kernels) - top} more kernels")
+        lines.append(f"  {'overhead':<{width}} {self.overhead_ms:>9.4f}")
+        for u in self.uncovered:
+            lines.append(f"  UNCOVERED {','.join(u.nodes)} ({u.op}): {u.reason}")
+        if any(k.extrapolated for k in self.kernels):
+            lines.append("  (! = regressed outside the table's range: an extrapolation)")
+        return "\n".join(lines)
+
+
+class LUTPredictor:
+    """Fusion-aware lookup-table predictor of one device table (scikit-learn style).
+
+    ``fit(graphs, measured_ms)`` fits the kernel regressors from the table and calibrates the
+    overhead on whole-model measurements (optional); ``predict_graph`` gives a `Prediction`.
+    """
+
+    def __init__(self, table: DeviceTable, rules: FusionRules | None = None, regressors: KernelRegressors | None = None,
+                 use_regressors: bool = True, calibration: Calibration | None = None, statistic: str = "median_ms"):
+        if statistic not in STATISTICS:
+            raise ValueError(f"statistic {statistic!r}: choose from {', '.join(STATISTICS)}")
+        self.statistic = statistic
+        self.table = table
+        self.rules = rules if rules is not None else FusionRules.from_meta(table.meta)
+        self.regressors = regressors
+        self.use_regressors = use_regressors
+        self.calibration = calibration if calibration is not None else Calibration.from_dict(table.meta.get("lut_calibration"))
+        self.dtype = "int8" if table.device.precision == "int8" else "float32"
+        # Each table row timed one call of a single-op model, paying the runtime's per-call overhead
+        # that a kernel inside a network does not; the fusion probe measured it (a 1-element relu).
+        self.call_overhead_ms = float((table.meta.get("fusion") or {}).get("call_overhead_ms") or 0.0)
+
+    # ---- fitting ------------------------------------------------------------------------
+    def fit(self, graphs: Sequence[Any] | None = None, measured_ms: Sequence[float] | None = None) -> "LUTPredictor":
+        """Fit regressors (if not given) and, with whole-model measurements, the overhead term."""
+        if self.use_regressors and self.regressors is None:
+            rows = [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
+            self.regressors = KernelRegressors().fit([r.spec for r in rows], [getattr(r.measurement, self.statistic) for r in rows])
+        if graphs is not None and measured_ms is not None:
+            self.calibrate(graphs, measured_ms)
+        return self
+
+    def calibrate(self, graphs: Sequence[Any], measured_ms: Sequence[float]) -> Calibration:
+        """Least squares on relative error of measured vs ``scale*sum + per_kernel*n + constant``.
+
+        One model fits a scale; two or three a scale and a per-kernel term; four or more all three."""
+        preds = [self._raw(g) for g in graphs]
+        y = np.asarray(measured_ms, dtype=np.float64)
+        S = np.asarray([p[0] for p in preds])
+        K = np.asarray([p[1] for p in preds], dtype=np.float64)
+        w = 1.0 / y
+        if len(y) >= 4 and np.ptp(K) > 0:
+            A = np.stack([S, K, np.ones_like(S)], axis=1)
+        elif len(y) >= 2 and np.ptp(K) > 0:
+            A = np.stack([S, K], axis=1)
+        else:
+            A = S[:, None]
+        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+        scale = float(coef[0])
+        per_k = float(coef[1]) if len(coef) > 1 else 0.0
+        const = float(coef[2]) if len(coef) > 2 else 0.0
+        if not (0.2 < scale < 5.0):  # a fit this far off means the table does not match the models
+            log.warning("calibration scale %.3f out of range; using a scale-only fit", scale)
+            scale, per_k, const = float(np.sum(S * y * w * w) / np.sum((S * w) ** 2)), 0.0, 0.0
+        fitted = scale * S + per_k * K + const
+        cal = Calibration(scale, per_k, const, len(y), float(np.mean(np.abs(S - y) / y)),
+                          float(np.mean(np.abs(fitted - y) / y)))
+        self.calibration = cal
+        return cal
+
+    def save_calibration(self) -> None:
+        """Store the calibration in the table's metadata (``lut_calibration``)."""
+        self.table.update_meta(lut_calibration=self.calibration.to_dict())
+
+    # ---- predicting ---------------------------------------------------------------------
+    def graph_of(self, model: Any, input_shape: Sequence[int] | None = None) -> Graph:
+        if isinstance(model, Graph):
+            return model
+        if isinstance(model, (list, tuple)) and all(isinstance(s, OpSpec) for s in model):
+            return Graph.from_specs(model)
+        return Graph.from_onnx(model, input_shape)
+
+    def kernels(self, graph: Graph) -> list[Kernel]:
+        return group_kernels(graph, self.rules)
+
+    def _spec(self, spec: OpSpec) -> OpSpec:
+        return spec if spec.dtype == self.dtype else spec.replace(dtype=self.dtype)
+
+    def _lookup(self, kernels: Sequence[Kernel]) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
+        specs = [self._spec(k.spec) for k in kernels]
+        found = [self._row_ms(s) for s in specs]
+        need = [i for i, v in enumerate(found) if v is None]
+        estimates: dict[int, Any] = {}
+        if need and self.use_regressors:
+            if self.regressors is None:
+                self.fit()
+            for i, e in zip(need, self.regressors.estimate([specs[i] for i in need])):
+                estimates[i] = e
+        out, missing = [], []
+        for i, (k, s) in enumerate(zip(kernels, specs)):
+            if found[i] is not None:
+                out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, found[i], self._net(found[i])))
+            elif estimates.get(i) is not None:
+                e = estimates[i]
+                out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated))
+            else:
+                why = "not in the table and no regressor for this op type (the table has no rows of it)"
+                missing.append(UncoveredOp(k.nodes, s.op, why))
+        return out, missing
+
+    def _net(self, ms: float) -> float:
+        """A row's latency less the single-op call overhead (never below a tenth of the row)."""
+        return max(ms - self.call_overhead_ms, 0.1 * ms)
+
+    def _row_ms(self, spec: OpSpec) -> float | None:
+        row = self.table.get(spec)
+        return getattr(row.measurement, self.statistic) if row is not None and row.ok else None
+
+    def _raw(self, model: Any) -> tuple[float, int]:
+        graph = self.graph_of(model)
+        found, _ = self._lookup(self.kernels(graph))
+        return float(math.fsum(k.ms for k in found)), len(found)
+
+    def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
+        """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
+        graph = self.graph_of(model, input_shape)
+        found, missing = self._lookup(self.kernels(graph))
+        cal = self.calibration
+        kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms * cal.scale, k.sigma, k.extrapolated)
+                   for k in found]
+        overhead = cal.per_kernel_ms * len(kernels) + cal.constant_ms
+        uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops if op.kind == UNCOVERED] + missing
+        return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal)
+
+    def predict(self, models: Iterable[Any]) -> np.ndarray:
+        """Total ms per model (partial predictions included as they are)."""
+        return np.asarray([self.predict_graph(m).total_ms for m in models])
+
+    def score(self, models: Sequence[Any], measured_ms: Sequence[float]) -> dict[str, float]:
+        pred = self.predict(models)
+        y = np.asarray(measured_ms, dtype=np.float64)
+        rel = np.abs(pred - y) / y
+        return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}

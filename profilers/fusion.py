@@ -1,0 +1,374 @@
+"""Detect a runtime's kernel fusion by measurement, and store the rules in its device table.
+
+For each candidate pattern (``conv2d+bn``, ``conv2d+relu``, ``dwconv2d+relu6``, ``add+relu``, ...)
+the fused kernel and its parts are timed apart on the runtime. The pattern is fused when the
+fused kernel saves most of what its tails cost alone (after removing the per-call overhead every
+separate part pays): ``saved / tails >= 0.5``. Where the runtime shows its own graph (ONNX Runtime's
+optimised model; the LiteRT builder's operator list) the number of kernels it runs is recorded as
+structural evidence and settles measurements too close to call.
+
+The rules describe the single-op models a table times, so table rows and grouping agree. For ONNX
+Runtime the kernel count of each pattern *inside a network* (between convs, where its NCHWc layout
+lets a conv absorb a residual add and more activations) is recorded beside them
+(``network_kernels``): where it is lower, single-op rows overstate the network, which the
+predictor's calibrated overhead term absorbs on average.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+from device_tables.errors import HwlatError, UnsupportedOpError
+from device_tables.kernels import FusionRules, join_kernel, split_kernel
+from device_tables.ops import ACTIVATIONS, BASE_OPS, OpSpec
+from profilers.base import Runtime
+from profilers.protocol import Protocol
+
+log = logging.getLogger(__name__)
+
+# Decision thresholds on the share of the tails' own time that fusing saves.
+FUSED_RATIO = 0.5
+AMBIGUOUS = (0.25, 0.8)
+
+
+def _probe_head(base: str) -> OpSpec:
+    """A cheap head on a large tensor, so its tails cost a visible share of it (savings measurable)."""
+    if base == "conv2d":
+        return OpSpec.make("conv2d", (1, 4, 64, 64), cout=32, kernel=3)
+    if base == "dwconv2d":
+        return OpSpec.make("dwconv2d", (1, 32, 64, 64), kernel=3)
+    if base == "pwconv2d":
+        return OpSpec.make("pwconv2d", (1, 8, 64, 64), cout=32)
+    if base == "linear":
+        return OpSpec.make("linear", (8, 256), cout=4096)
+    return OpSpec.make(base, (1, 32, 64, 64))
+
+
+def candidate_patterns(activations: Iterable[str] = ACTIVATIONS) -> list[str]:
+    """The patterns worth testing: conv heads with bn/activation/residual tails, linear+act, bn+act, add+act."""
+    acts = [a for a in activations if a in BASE_OPS]
+    out: list[str] = []
+    for head in ("conv2d", "dwconv2d", "pwconv2d"):
+        out += [f"{head}+bn", f"{head}+add", f"{head}+bn+add", f"{head}+add+relu", f"{head}+bn+add+relu"]
+        out += [f"{head}+{a}" for a in acts] + [f"{head}+bn+{a}" for a in acts]
+    out += [f"linear+{a}" for a in acts] + [f"bn+{a}" for a in acts] + [f"add+{a}" for a in acts]
+    return out
+
+
+def probe_spec(pattern: str, dtype: str = "float32") -> OpSpec:
+    parts = pattern.split("+")
+    head = _probe_head(parts[0])
+    if dtype != head.dtype:
+        head = head.replace(dtype=dtype)
+    return join_kernel(head, parts[1:])
+
+
+@dataclass(frozen=True)
+class PatternResult:
+    """Evidence for one pattern: fused time, part times, call overhead, saving ratio, kernels run."""
+
+    pattern: str
+    key: str
+    fused_ms: float | None
+    parts_ms: tuple[float, ...]
+    overhead_ms: float
+    ratio: float | None
+    kernels: int | None
+    fused: bool
+    note: str = ""
+    network_kernels: int | None = None  # kernels of the pattern between convs, as in a network
+
+    def to_meta(self) -> dict[str, Any]:
+        return {"key": self.key, "fused_ms": self.fused_ms, "parts_ms": list(self.parts_ms), "call_overhead_ms": self.overhead_ms,
+                "saved_ratio": self.ratio, "runtime_kernels": self.kernels, "network_kernels": self.network_kernels,
+                "fused": self.fused, "note": self.note}
+
+
+def saved_ratio(fused_ms: float, parts_ms: list[float], overhead_ms: float) -> float:
+    """Share of the tails' own time (each minus the per-call overhead) that the fused kernel saves."""
+    head, tails = parts_ms[0], parts_ms[1:]
+    tail_cost = sum(max(t - overhead_ms, 0.0) for t in tails)
+    if tail_cost <= 0:
+        return 0.0
+    saved = head + tail_cost - fused_ms
+    return saved / tail_cost
+
+
+def decide(ratio: float | None, kernels: int | None) -> tuple[bool, str]:
+    """Fused when the saving is large (>= `FUSED_RATIO` of the tails' time). Where the runtime shows
+    how many kernels it runs, that count decides unless timing clearly shows more fusion than the
+    graph (a delegate fusing further); single-digit-microsecond savings drown in a shared CPU's noise."""
+    if ratio is None:
+        return (kernels == 1, "no timing; from the runtime's graph") if kernels is not None else (False, "not measurable")
+    timed = ratio >= FUSED_RATIO
+    if kernels is None:
+        return timed, ""
+    if kernels > 1 and ratio >= AMBIGUOUS[1]:
+        return True, f"the graph has {kernels} kernels but the tails cost nothing (saving ratio {ratio:.2f}): fused further"
+    if timed != (kernels == 1):
+        return kernels == 1, f"saving ratio {ratio:.2f} disagrees with the {kernels} kernel(s) the runtime runs; the graph decides"
+    return timed, ""
+
+
+def kernel_counter(runtime: Runtime) -> Callable[[OpSpec], int | None] | None:
+    """A function counting the kernels a runtime runs for a spec's single-op model (what its table
+    row times), where the runtime shows them."""
+    if runtime.name == "onnxruntime":
+        return lambda spec: _ort_kernels(runtime, spec)
+    if runtime.name == "litert":
+        return _litert_kernels
+    return None
+
+
+def network_kernel_counter(runtime: Runtime) -> Callable[[OpSpec], int | None] | None:
+    """Kernels the runtime runs for the pattern inside a network, where that differs from alone."""
+    if runtime.name == "onnxruntime":
+        return lambda spec: _ort_network_kernels(runtime, spec)
+    return None
+
+
+def _ort_network_kernels(runtime: Any, spec: OpSpec) -> int | None:
+    """Kernels ONNX Runtime runs for the pattern *inside a network*: the pattern between a 1x1 conv
+    that feeds it (and its residual) and one that reads it, as in a CNN. In that context its
+    optimiser fuses more than in a lone single-op model (on x86 its NCHWc layout lets a conv absorb
+    a residual add and activations such as HardSwish). Context and layout nodes are not counted."""
+    import onnx
+
+    from profilers.ort import session_options
+
+    try:
+        model, context = context_probe(spec)
+    except UnsupportedOpError:
+        return None
+    ort = runtime.ort
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        opts = session_options(ort, runtime.threads, runtime.opt_level)
+        opts.optimized_model_filepath = path
+        try:
+            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+            graph = onnx.load(path).graph
+        except Exception as exc:  # an optimised graph ORT cannot save is no evidence
+            log.debug("no optimised graph for %s: %s", spec.key, exc)
+            return None
+    skip = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
+    return max(1, sum(1 for n in graph.node if n.op_type not in skip) - context)
+
+
+def _ort_kernels(runtime: Any, spec: OpSpec) -> int | None:
+    """Compute nodes of ONNX Runtime's optimised graph of the single-op model (layout moves excluded):
+    the kernels a table row of this pattern times."""
+    import onnx
+
+    from profilers.onnx_ops import build_onnx_bytes
+    from profilers.ort import session_options
+
+    ort = runtime.ort
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "optimized.onnx")
+        opts = session_options(ort, runtime.threads, runtime.opt_level)
+        opts.optimized_model_filepath = path
+        try:
+            ort.InferenceSession(build_onnx_bytes(spec), opts, providers=["CPUExecutionProvider"])
+            graph = onnx.load(path).graph
+        except Exception as exc:
+            log.debug("no optimised graph for %s: %s", spec.key, exc)
+            return None
+    skip = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
+    return sum(1 for n in graph.node if n.op_type not in skip)
+
+
+def context_probe(spec: OpSpec):
+    """(ONNX model, number of context kernels) placing `spec`'s parts between convs (or Gemms):
+    ``x -> pre -> pattern -> post``, the residual of an ``add`` coming from a second conv."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from profilers.weights import BN_EPS, make_weights
+
+    rng = np.random.default_rng(0)
+    inits: list = []
+    nodes: list = []
+    count = [0]
+
+    def const(arr) -> str:
+        count[0] += 1
+        name = f"c{count[0]}"
+        inits.append(numpy_helper.from_array(np.asarray(arr, np.float32), name))
+        return name
+
+    def node(op, ins, **attrs) -> str:
+        count[0] += 1
+        out = f"t{count[0]}"
+        nodes.append(helper.make_node(op, ins, [out], name=f"n{count[0]}", **attrs))
+        return out
+
+    def pointwise(x: str, cin: int, cout: int) -> str:
+        return node("Conv", [x, const(rng.normal(0, 0.3, (cout, cin, 1, 1))), const(np.zeros(cout))], kernel_shape=[1, 1])
+
+    def gemm(x: str, cin: int, cout: int) -> str:
+        return node("Gemm", [x, const(rng.normal(0, 0.1, (cout, cin))), const(np.zeros(cout))], transB=1)
+
+    base = spec.base
+    shape = spec.input_shape
+    linear = base == "linear"
+    cin = shape[1]
+    x = "x"
+    pre = (gemm if linear else pointwise)(x, cin, cin)
+    context = 1
+    w = make_weights(spec)
+    a = spec.a
+    if base in ("conv2d", "dwconv2d", "pwconv2d"):
+        k = 1 if base == "pwconv2d" else int(a["kernel"])
+        p = 0 if base == "pwconv2d" else int(a["padding"])
+        groups = cin if base == "dwconv2d" else int(a.get("groups", 1))
+        y = node("Conv", [pre, const(w["W"])] + ([const(w["b"])] if a["bias"] else []), kernel_shape=[k, k],
+                 strides=[int(a["stride"])] * 2, pads=[p] * 4, group=groups)
+    elif linear:
+        y = node("Gemm", [pre, const(w["W"])] + ([const(w["b"])] if a["bias"] else []), transB=1)
+    elif base == "add":
+        other = pointwise(x, cin, cin)
+        context += 1
+        y = node("Add", [pre, other])
+    elif base in ("bn", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu"):
+        y = _tail_node(node, const, base, pre, w, BN_EPS)
+    else:
+        raise UnsupportedOpError(f"no network context for {spec.op}")
+    out_c = spec.output_shape[1]
+    for tail in spec.parts[1:]:
+        if tail == "add":
+            res = pointwise(x, cin, out_c) if spec.output_shape[2:] == shape[2:] else None
+            if res is None:  # strided head: the residual comes from a strided 1x1 conv
+                res = node("Conv", [x, const(rng.normal(0, 0.3, (out_c, cin, 1, 1))), const(np.zeros(out_c))],
+                           kernel_shape=[1, 1], strides=[int(a.get("stride", 1))] * 2)
+            context += 1
+            y = node("Add", [y, res])
+        else:
+            y = _tail_node(node, const, tail, y, w, BN_EPS)
+    y = (gemm if linear else pointwise)(y, out_c, out_c)
+    context += 1
+    out_shape = list(spec.output_shape)
+    graph = helper.make_graph(nodes, "context", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                              [helper.make_tensor_value_info(y, TensorProto.FLOAT, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model, context
+
+
+def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
+    import numpy as np
+
+    if part == "bn":
+        c = len(w["bn_gamma"]) if "bn_gamma" in w else None
+        if c is None:
+            raise UnsupportedOpError("bn without statistics")
+        return node("BatchNormalization", [x, const(w["bn_gamma"]), const(w["bn_beta"]), const(w["bn_mean"]), const(w["bn_var"])],
+                    epsilon=eps)
+    if part == "relu":
+        return node("Relu", [x])
+    if part == "relu6":
+        return node("Clip", [x, const(np.array(0.0)), const(np.array(6.0))])
+    if part == "hardswish":
+        return node("HardSwish", [x])
+    if part == "hardsigmoid":
+        return node("HardSigmoid", [x], alpha=1.0 / 6.0, beta=0.5)
+    if part == "sigmoid":
+        return node("Sigmoid", [x])
+    if part == "silu":
+        return node("Mul", [x, node("Sigmoid", [x])])
+    raise UnsupportedOpError(f"no network context for tail {part!r}")
+
+
+def _litert_kernels(spec: OpSpec) -> int | None:
+    from profilers.tflite_builder import build_graph
+
+    try:
+        return sum(1 for op in build_graph(spec).ops if op.kind not in ("PAD", "PADV2"))
+    except UnsupportedOpError:
+        return None
+
+
+def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, protocol: Protocol = Protocol(),
+                  progress: bool = True, rounds: int = 3,
+                  measure: Callable[[OpSpec], tuple[Any, dict]] | None = None) -> tuple[FusionRules, list[PatternResult]]:
+    """Measure every pattern fused and apart on `runtime` (or with `measure(spec)`, e.g. another
+    clock); the rules and the evidence."""
+    from tqdm import tqdm
+
+
+    dtype = runtime.dtype()
+    cache: dict[tuple[str, int], float | None] = {}
+
+    def time_of(spec: OpSpec, rnd: int = 0) -> float | None:
+        if (spec.key, rnd) not in cache:
+            if rnd > 0 and cache.get((spec.key, 0), 1.0) is None:
+                cache[(spec.key, rnd)] = None
+                return None
+            try:
+                m, _ = measure(spec) if measure is not None else runtime.measure(spec, protocol)
+                cache[(spec.key, rnd)] = m.median_ms
+            except UnsupportedOpError as exc:
+                log.info("fusion probe %s: %s", spec.key, exc)
+                cache[(spec.key, rnd)] = None
+        return cache[(spec.key, rnd)]
+
+    tiny = OpSpec.make("relu", (1, 1, 1, 1), dtype=dtype)
+    overhead = time_of(tiny) or 0.0
+    count = kernel_counter(runtime)
+    in_network = network_kernel_counter(runtime)
+    results: list[PatternResult] = []
+    patterns = list(patterns if patterns is not None else candidate_patterns())
+    for pattern in tqdm(patterns, desc=f"fusion {runtime.name}", unit="pattern", disable=not progress, dynamic_ncols=True):
+        try:
+            spec = probe_spec(pattern, dtype)
+        except HwlatError as exc:
+            results.append(PatternResult(pattern, "", None, (), overhead, None, None, False, f"not buildable: {exc}"))
+            continue
+        fused_ms = time_of(spec)
+        parts = [time_of(p) for p in split_kernel(spec)]
+        kernels = count(spec) if count is not None else None
+        if fused_ms is None or any(p is None for p in parts):
+            fused, note = False, "the runtime cannot build the fused kernel or a part"
+            results.append(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels,
+                                         fused, note))
+            continue
+        net_kernels = in_network(spec) if in_network is not None else None
+        ratio = saved_ratio(fused_ms, parts, overhead)
+        fused, note = decide(ratio, kernels)
+        for rnd in range(1, rounds):
+            # Timing that overrules the runtime's graph (or stands alone near the threshold) is measured
+            # again, fused and parts afresh; the verdict must hold every time (noise rarely repeats).
+            if not (kernels is not None and fused != (kernels == 1)) and not (kernels is None and abs(ratio - FUSED_RATIO) < 0.25):
+                break
+            again = saved_ratio(time_of(spec, rnd) or fused_ms, [time_of(p, rnd) or t for p, t in zip(split_kernel(spec), parts)],
+                                overhead)
+            ratio = min(ratio, again) if fused else max(ratio, again)
+            fused, note = decide(ratio, kernels)
+        if net_kernels is not None and kernels is not None and net_kernels < kernels:
+            note = (note + "; " if note else "") + f"inside a network it runs as {net_kernels} kernel(s)"
+        results.append(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, ratio, kernels, fused, note, net_kernels))
+        log.info("%s: fused %.4f ms, parts %s, ratio %.2f, kernels %s -> %s", pattern, fused_ms,
+                 ", ".join(f"{p:.4f}" for p in parts), ratio, kernels, "fused" if fused else "apart")
+    rules = FusionRules(frozenset(r.pattern for r in results if r.fused), {r.pattern: r.to_meta() for r in results},
+                        call_overhead_ms=overhead)
+    return rules, results
+
+
+def store_rules(table, rules: FusionRules, runtime: Runtime) -> None:
+    """Write the rules (and the measured single-op call overhead) into a table's metadata under ``fusion``."""
+    table.update_meta(fusion={**rules.to_meta(), "runtime": runtime.name, "method": "measured fused vs parts",
+                              "threshold": FUSED_RATIO})
+
+
+def format_results(results: list[PatternResult]) -> str:
+    lines = [f"{'pattern':<26} {'fused ms':>9} {'parts ms':>22} {'saved':>6} {'kern':>4}  verdict"]
+    for r in results:
+        parts = "+".join(f"{p:.3f}" for p in r.parts_ms)
+        lines.append(f"{r.pattern:<26} {r.fused_ms if r.fused_ms is not None else float('nan'):>9.4f} {parts:>22} "
+                     f"{r.ratio if r.ratio is not None else float('nan'):>6.2f} {r.kernels if r.kernels is not None else '-':>4}  "
+                     f"{'FUSED' if r.fused else 'apart'}{'  (' + r.note + ')' if r.note else ''}")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+"""Graph extraction from ONNX: op mapping, shapes, cost-free and uncovered nodes, dynamic inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from device_tables.errors import ModelError
+from device_tables.graph import FREE, OP, UNCOVERED, Graph, parse_shape
+from device_tables.ops import OpSpec
+from nas.models import OnnxNet, build_model
+
+
+def _model(nodes, inputs, outputs, inits=()):
+    graph = helper.make_graph(nodes, "t", inputs, outputs, [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits])
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def test_small_network_maps_every_layer_kind():
+    net = OnnxNet("t", (1, 8, 16, 16), fold_bn=False)
+    x = net.conv("input", 16, 3, 2, act="relu6")          # Conv, BN, Clip(0, 6)
+    y = net.conv(x, 16, 3, groups=16, act="hardswish")    # depthwise
+    y = net.se(y, 4, "relu", "hardsigmoid")                # GAP, 1x1 convs, Mul by NxCx1x1
+    y = net.conv(y, 16, 1, act="silu")                     # pointwise, Sigmoid+Mul = silu
+    z = net.add(y, x)
+    z = net.maxpool(z, 3, 2, 1)
+    z = net.flatten(net.gap(z))
+    out = net.linear(z, 10, act="sigmoid")
+    g = Graph.from_onnx(net.model(out))
+    ops = [op.spec.op for op in g.ops if op.kind == OP]
+    assert ops == ["conv2d", "bn", "relu6", "dwconv2d", "bn", "hardswish", "globalavgpool", "pwconv2d", "relu", "pwconv2d",
+                   "hardsigmoid", "mul", "pwconv2d", "bn", "silu", "add", "maxpool", "globalavgpool", "linear", "sigmoid"]
+    assert not g.uncovered
+    assert [op.onnx_op for op in g.ops if op.kind == FREE] == ["Flatten"]
+    first = g.specs[0]
+    assert first.input_shape == (1, 8, 16, 16) and first.output_shape == (1, 16, 8, 8) and first.a["stride"] == 2
+    silu = next(op for op in g.ops if op.kind == OP and op.spec.op == "silu")
+    assert len(silu.nodes) == 2 and silu.onnx_op == "Sigmoid+Mul"
+    # The activation after the classifier's linear is costed on NxFx1x1 and says so.
+    assert g.specs[-1].input_shape == (1, 10, 1, 1) and "viewed as" in g.ops[-1].note
+    # Tensors connect ops: the add reads the relu6 output and the silu output.
+    add = next(op for op in g.ops if op.kind == OP and op.spec.op == "add")
+    producers = {o: op.spec.op for op in g.ops if op.kind == OP for o in op.outputs}
+    assert sorted(producers[t] for t in add.inputs) == ["relu6", "silu"]
+
+
+def test_matmul_bias_folds_into_linear_and_clip_bounds_are_read():
+    nodes = [
+        helper.make_node("Flatten", ["x"], ["f"], axis=1),
+        helper.make_node("MatMul", ["f", "W"], ["m"]),
+        helper.make_node("Add", ["m", "b"], ["y0"]),
+        helper.make_node("Clip", ["y0", "lo", "hi"], ["y"]),
+    ]
+    m = _model(nodes, [_vi("x", [2, 4, 1, 1])], [_vi("y", [2, 3])],
+               [("W", np.ones((4, 3))), ("b", np.zeros(3)), ("lo", np.array(0.0)), ("hi", np.array(6.0))])
+    g = Graph.from_onnx(m)
+    assert [s.op for s in g.specs] == ["linear", "relu6"]
+    lin = g.specs[0]
+    assert lin.input_shape == (2, 4) and lin.a["cout"] == 3 and lin.a["bias"] is True
+    assert g.ops[1].onnx_op == "MatMul+Add"
+
+
+def test_unknown_op_is_named_uncovered_not_zero():
+    nodes = [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("Softmax", ["r"], ["y"], axis=1, name="probs")]
+    g = Graph.from_onnx(_model(nodes, [_vi("x", [1, 10, 4, 4])], [_vi("y", [1, 10, 4, 4])]))
+    (u,) = g.uncovered
+    assert u.kind == UNCOVERED and u.nodes == ("probs",) and "Softmax" in u.note
+    assert [s.op for s in g.specs] == ["relu"]
+
+
+def test_dynamic_input_needs_an_input_shape():
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], kernel_shape=[3, 3], pads=[1, 1, 1, 1])]
+    m = _model(nodes, [_vi("x", ["N", 3, "H", "W"])], [_vi("y", None)], [("W", np.ones((8, 3, 3, 3)))])
+    with pytest.raises(ModelError, match="--input-shape"):
+        Graph.from_onnx(m)
+    g = Graph.from_onnx(m, input_shape=parse_shape("2x3x20x20"))
+    assert g.specs == [OpSpec.make("conv2d", (2, 3, 20, 20), cout=8, kernel=3, bias=False)]
+    with pytest.raises(ModelError, match="disagrees"):
+        Graph.from_onnx(m, input_shape=(1, 4, 20, 20))
+    with pytest.raises(ModelError):
+        parse_shape("1x3xfoo")
+
+
+def test_asymmetric_same_padding_is_costed_with_matching_output():
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], kernel_shape=[3, 3], strides=[2, 2], pads=[0, 0, 1, 1])]
+    m = _model(nodes, [_vi("x", [1, 4, 8, 8])], [_vi("y", [1, 4, 4, 4])], [("W", np.ones((4, 4, 3, 3)))])
+    g = Graph.from_onnx(m)
+    (spec,) = g.specs
+    assert spec.output_shape == (1, 4, 4, 4) and "asymmetric" in g.ops[0].note
+
+
+def test_constant_scale_mul_and_unequal_concat():
+    nodes = [helper.make_node("Mul", ["x", "zero"], ["z"]), helper.make_node("Concat", ["z", "x2"], ["y"], axis=1)]
+    m = _model(nodes, [_vi("x", [1, 4, 5, 5]), _vi("x2", [1, 2, 5, 5])], [_vi("y", [1, 6, 5, 5])],
+               [("zero", np.zeros((1, 4, 1, 1)))])
+    g = Graph.from_onnx(m)
+    assert [s.op for s in g.specs] == ["mul"]
+    assert g.uncovered[0].onnx_op == "Concat"
+
+
+def test_classic_networks_are_fully_covered_with_published_macs():
+    # MACs of conv/linear layers from the papers: MobileNetV2 300M, MobileNetV3-Small 56M (at 224).
+    for key, macs in (("mobilenet_v2", 300e6), ("mobilenet_v3_small", 56e6)):
+        g = Graph.from_onnx(build_model(key))
+        assert not g.uncovered
+        conv_macs = sum(s.macs for s in g.specs if s.base in ("conv2d", "dwconv2d", "pwconv2d", "linear"))
+        assert abs(conv_macs - macs) / macs < 0.05, (key, conv_macs)
+
+
+def test_from_specs_builds_a_chain_with_side_inputs():
+    specs = [OpSpec.make("conv2d", (1, 4, 8, 8), cout=4, kernel=3), OpSpec.make("add", (1, 4, 8, 8)),
+             OpSpec.make("relu", (1, 4, 8, 8))]
+    g = Graph.from_specs(specs)
+    assert g.specs == specs
+    assert g.ops[1].inputs[0] == g.ops[0].outputs[0] and len(g.ops[1].inputs) == 2
+    assert g.outputs == g.ops[-1].outputs
+
+
+@pytest.mark.parametrize("key, params_m", [("resnet18", 11.69), ("mobilenet_v2", 3.50), ("mobilenet_v3_large", 5.48),
+                                           ("mobilenet_v3_small", 2.54), ("efficientnet_b0", 5.29)])
+def test_classic_networks_have_their_published_parameter_counts(key, params_m):
+    # torchvision's counts (batch-norm folded here, so its scale and shift are not counted twice).
+    m = build_model(f"{key}@r64w1")
+    n = sum(int(np.prod(t.dims)) for t in m.graph.initializer if len(t.dims) > 0)
+    assert abs(n / 1e6 - params_m) / params_m < 0.01, n

@@ -1,0 +1,303 @@
+"""Lookup-table prediction: fusion grouping, lookups and regressors, calibration, partial results,
+adaptive sampling, fusion detection on ONNX Runtime, and the `hwlat predict` command."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+from onnx import TensorProto, helper
+
+from device_tables.device import Device
+from device_tables.graph import OP, Graph, GraphOp
+from device_tables.kernels import FusionRules, group_kernels, split_kernel
+from device_tables.measurement import Measurement
+from device_tables.ops import OpSpec
+from device_tables.table import DeviceTable
+from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool
+from predictors.kernel_regressors import KernelRegressors, family
+from predictors.lut import REGRESSOR, TABLE, LUTPredictor
+
+ORT_LIKE = FusionRules.from_patterns(["conv2d+bn", "conv2d+bn+relu", "conv2d+relu", "conv2d+add", "conv2d+add+relu",
+                                      "pwconv2d+relu", "pwconv2d+hardswish", "dwconv2d+relu", "dwconv2d+relu6",
+                                      "dwconv2d+hardswish", "add+relu", "pwconv2d+relu6", "linear+relu"])
+
+
+def synthetic_ms(spec: OpSpec) -> float:
+    """A made-up device: call overhead + compute at 4 GMAC/s + memory at 8 GB/s, extra cost per fused tail."""
+    return 0.004 + spec.macs / 4e9 * 1e3 + spec.bytes_moved / 8e9 * 1e3 + 0.2 * (len(spec.parts) - 1) * 1e-3
+
+
+def synthetic_table(specs, rules: FusionRules = ORT_LIKE) -> DeviceTable:
+    table = DeviceTable(Device.make("cpu", "synthetic"), {"fusion": rules.to_meta()})
+    for s in dict.fromkeys(specs):
+        table.append(s, Measurement.from_samples([synthetic_ms(s)]))
+    return table
+
+
+def _op(spec, ins, outs, name):
+    return GraphOp(OP, spec, spec.op, (name,), tuple(ins), tuple(outs))
+
+
+X = (1, 8, 16, 16)
+CONV = OpSpec.make("conv2d", X, cout=8, kernel=3)
+BN = OpSpec.make("bn", X)
+RELU = OpSpec.make("relu", X)
+ADD = OpSpec.make("add", X)
+
+
+# ---- grouping ----------------------------------------------------------------------------------
+def test_chain_fuses_as_far_as_the_rules_allow():
+    g = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(BN, ["c"], ["b"], "bn"), _op(RELU, ["b"], ["y"], "relu")],
+              inputs={"x": X}, outputs=("y",))
+    assert [k.spec.op for k in group_kernels(g, ORT_LIKE)] == ["conv2d+bn+relu"]
+    assert [k.spec.op for k in group_kernels(g, FusionRules.from_patterns(["conv2d+bn"]))] == ["conv2d+bn", "relu"]
+    assert [k.spec.op for k in group_kernels(g, FusionRules.none())] == ["conv2d", "bn", "relu"]
+    (k,) = group_kernels(g, ORT_LIKE)
+    assert k.nodes == ("conv", "bn", "relu") and k.spec.input_shape == X and k.spec.a["cout"] == 8
+
+
+def test_no_fusion_across_a_branch_or_a_graph_output():
+    # conv output read twice (relu and the residual add): the conv runs alone.
+    g = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(RELU, ["c"], ["r"], "relu"), _op(ADD, ["r", "c"], ["y"], "add")],
+              inputs={"x": X}, outputs=("y",))
+    assert [k.spec.op for k in group_kernels(g, ORT_LIKE)] == ["conv2d", "relu", "add"]
+    g2 = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(RELU, ["c"], ["y"], "relu")], inputs={"x": X}, outputs=("c", "y"))
+    assert [k.spec.op for k in group_kernels(g2, ORT_LIKE)] == ["conv2d", "relu"]
+
+
+def test_residual_add_and_relu_fuse_into_the_conv():
+    g = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(ADD, ["c", "x"], ["a"], "add"), _op(RELU, ["a"], ["y"], "relu")],
+              inputs={"x": X}, outputs=("y",))
+    assert [k.spec.op for k in group_kernels(g, ORT_LIKE)] == ["conv2d+add+relu"]
+    assert [k.spec.op for k in group_kernels(g, FusionRules.from_patterns(["add+relu"]))] == ["conv2d", "add+relu"]
+
+
+def test_fused_specs_from_a_space_are_regrouped_by_the_rules():
+    spec = OpSpec.make("conv2d+bn+relu", X, cout=8, kernel=3)
+    assert split_kernel(spec) == [CONV, BN, RELU]
+    g = Graph.from_specs([spec])
+    assert [k.spec for k in group_kernels(g, ORT_LIKE)] == [spec]
+    assert [k.spec.op for k in group_kernels(g, FusionRules.none())] == ["conv2d", "bn", "relu"]
+
+
+# ---- regressors --------------------------------------------------------------------------------
+def _conv_specs(rng, n):
+    out = []
+    for _ in range(n):
+        c = int(rng.choice([8, 16, 24, 32, 48, 64, 96])); hw = int(rng.choice([7, 14, 28, 56])); k = int(rng.choice([1, 3, 5]))
+        op = str(rng.choice(["conv2d", "conv2d+relu", "conv2d+bn+relu"]))
+        out.append(OpSpec.make(op, (1, c, hw, hw), cout=int(rng.choice([8, 16, 32, 64])), kernel=k, stride=int(rng.choice([1, 2]))))
+        out.append(OpSpec.make("dwconv2d", (1, c, hw, hw), kernel=k, stride=int(rng.choice([1, 2]))))
+    return out
+
+
+def test_regressors_recover_a_synthetic_cost_function_and_round_trip(tmp_path):
+    rng = np.random.default_rng(0)
+    specs = list(dict.fromkeys(_conv_specs(rng, 200)))
+    train, test = specs[:250], specs[250:]
+    reg = KernelRegressors(n_members=12).fit(train, [synthetic_ms(s) for s in train])
+    scores = reg.score(test, [synthetic_ms(s) for s in test])
+    assert scores["mape"] < 0.05 and scores["covered"] == 1.0
+    inside = reg.estimate(test[:1])[0]
+    far = reg.estimate([OpSpec.make("conv2d", (1, 512, 112, 112), cout=512, kernel=3)])[0]
+    assert far.extrapolated and not inside.extrapolated and far.sigma > 3 * inside.sigma
+    assert inside.low_ms < inside.ms < inside.high_ms
+    assert reg.estimate([OpSpec.make("maxpool", X, kernel=3, stride=2)]) == [None]
+    reg.save(tmp_path / "reg")
+    again = KernelRegressors.load(tmp_path / "reg.json")
+    np.testing.assert_allclose(again.predict(test), reg.predict(test))
+    assert not list(tmp_path.glob("*.pkl"))
+
+
+# ---- lookup-table predictions -------------------------------------------------------------------
+def _space_graphs():
+    from nas.spaces import get_space
+
+    out = []
+    for name in ("nb201", "fbnet", "ofa"):
+        space = get_space(name)
+        for arch in space.sample(2, seed=5):
+            out.append((name, space, arch, Graph.from_onnx(space.to_onnx(arch))))
+    return out
+
+
+def test_every_op_of_each_space_hits_a_row_or_a_regressor():
+    graphs = _space_graphs()
+    pool = kernel_pool([g for *_, g in graphs], ORT_LIKE)
+    specs = [s for s, _ in pool.values()]
+    first_of_family = {family(s): s for s in reversed(specs)}
+    table = synthetic_table(specs[::3] + list(first_of_family.values()))
+    lut = LUTPredictor(table).fit()
+    for name, space, arch, g in graphs:
+        pred = lut.predict_graph(g)
+        assert {k.source for k in pred.kernels} <= {TABLE, REGRESSOR}
+        assert pred.counts[TABLE] > 0
+        # Only FBNet's channel shuffle (a Transpose) is outside the vocabulary; it is named, never zero.
+        assert {u.op for u in pred.uncovered} <= {"Transpose"}
+        assert pred.partial == any(u.op == "Transpose" for u in pred.uncovered)
+        assert math.isclose(pred.total_ms, math.fsum(k.ms for k in pred.kernels) + pred.overhead_ms)
+        # The space's own op list (fused kernels) predicts through the same rules.
+        from_specs = lut.predict_graph(space.to_graph(arch))
+        assert not from_specs.uncovered and from_specs.total_ms > 0
+
+
+def test_prediction_is_the_sum_of_its_breakdown_and_calibration_recovers_overhead():
+    from nas.models import build_model
+
+    graphs = [Graph.from_onnx(build_model(k)) for k in ("mobilenet_v2@r96w0.5", "mobilenet_v3_small@r128w1", "resnet18@r64w0.5",
+                                                         "mobilenet_v2@r128w1", "efficientnet_b0@r96w1", "mobilenet_v3_large@r96w0.75")]
+    rules = ORT_LIKE
+    pool = kernel_pool(graphs, rules)
+    table = synthetic_table([s for s, _ in pool.values()], rules)
+    lut = LUTPredictor(table).fit()
+    raw = [lut.predict_graph(g) for g in graphs]
+    assert all(p.counts[REGRESSOR] == 0 and not p.partial for p in raw)  # every kernel is a row
+    assert all(math.isclose(p.total_ms, math.fsum(synthetic_ms(OpSpec.from_key(k.key)) for k in p.kernels)) for p in raw)
+    truth = [1.3 * p.total_ms + 0.004 * len(p.kernels) + 0.2 for p in raw]
+    cal = lut.calibrate(graphs, truth)
+    assert cal.scale == pytest.approx(1.3, rel=0.02) and cal.constant_ms == pytest.approx(0.2, abs=0.05)
+    for g, y in zip(graphs, truth):
+        p = lut.predict_graph(g)
+        assert p.total_ms == pytest.approx(y, rel=0.01)
+        assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
+        assert all(math.isclose(k.ms, k.raw_ms * cal.scale) for k in p.kernels)
+
+
+def test_partial_prediction_names_what_it_cannot_cover():
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),
+             helper.make_node("Softmax", ["p"], ["y"], axis=1, name="probs")]
+    from onnx import numpy_helper
+
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [numpy_helper.from_array(np.ones((8, 8, 3, 3), np.float32), "W")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    table = synthetic_table([OpSpec.make("conv2d", X, cout=8, kernel=3, bias=False)])
+    pred = LUTPredictor(table).fit().predict_graph(model)
+    assert pred.partial and pred.total_ms > 0
+    named = {u.nodes: u.reason for u in pred.uncovered}
+    assert ("probs",) in named and "Softmax" in named[("probs",)]
+    assert ("pool",) in named and "no regressor" in named[("pool",)]  # the table has no maxpool rows
+    assert "PARTIAL" in pred.format() and "probs" in pred.format()
+    assert pred.to_dict()["partial"] is True
+
+
+# ---- sampling ----------------------------------------------------------------------------------
+def test_adaptive_sampling_respects_its_budget_and_covers_every_family():
+    graphs = [g for *_, g in _space_graphs()[:4]]
+    pool = kernel_pool(graphs, ORT_LIKE)
+    families = {family(s) for s, _ in pool.values()}
+    table = DeviceTable(Device.make("cpu", "synthetic"), {"fusion": ORT_LIKE.to_meta()})
+    budget = 40
+    alog = adaptive_profile(lambda s: (Measurement.from_samples([synthetic_ms(s)]), {}), table, pool, budget, batch=8,
+                            progress=False, n_members=6)
+    assert len(table) == budget and all(r.spec.key in pool for r in table)
+    assert {family(r.spec) for r in table} == families
+    assert alog.rounds[0]["round"] == 0 and len(alog.rounds) > 1
+    grid = grid_specs([s for s, _ in pool.values()])
+    assert 0 < len(grid) <= len(pool) and {s.op for s in grid} == {s.op for s, _ in pool.values()}
+
+
+# ---- real runtime ------------------------------------------------------------------------------
+def test_ort_fusion_detection_stores_rules(tmp_path):
+    from profilers.fusion import detect_fusion, store_rules
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    rt = get_runtime("onnxruntime", threads=1)
+    rules, results = detect_fusion(rt, ["conv2d+bn", "conv2d+hardswish"], Protocol.preset("quick"), progress=False)
+    by = {r.pattern: r for r in results}
+    assert by["conv2d+bn"].fused and by["conv2d+bn"].kernels == 1 and by["conv2d+bn"].fused_ms > 0
+    assert len(by["conv2d+hardswish"].parts_ms) == 2
+    with DeviceTable.open(tmp_path / "t", rt.device()) as table:
+        store_rules(table, rules, rt)
+    again = DeviceTable.load(tmp_path / "t")
+    assert FusionRules.from_meta(again.meta).fuses("conv2d+bn")
+
+
+def test_cli_predict_json_and_errors(tmp_path, capsys):
+    from hwlat.cli import main
+    from nas.models import to_onnx
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx("mobilenet_v3_small@r64w0.75"))
+    g = Graph.from_onnx(str(path))
+    table = synthetic_table([k.spec for k in group_kernels(g, ORT_LIKE)][::2])
+    # Every family needs a row for the regressors: add one of each missing family.
+    have = {family(r.spec) for r in table}
+    for k in group_kernels(g, ORT_LIKE):
+        if family(k.spec) not in have:
+            table.append(k.spec, Measurement.from_samples([synthetic_ms(k.spec)]))
+            have.add(family(k.spec))
+    table.save(tmp_path / "tab")
+    assert main(["predict", str(path), "--table", str(tmp_path / "tab"), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["partial"] is False and out["counts"]["table"] > 0 and out["counts"]["regressor"] > 0
+    assert out["total_ms"] == pytest.approx(sum(k["ms"] for k in out["kernels"]) + out["overhead_ms"])
+    assert main(["predict", "--classic", "mobilenet_v3_small@r64w0.75", "--table", str(tmp_path / "tab"), "--top", "3"]) == 0
+    assert "looked up" in capsys.readouterr().out
+    dyn = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "d",
+                                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 8, 4, 4])],
+                                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)]),
+                            opset_imports=[helper.make_opsetid("", 17)])
+    (tmp_path / "d.onnx").write_bytes(dyn.SerializeToString())
+    assert main(["predict", str(tmp_path / "d.onnx"), "--table", str(tmp_path / "tab")]) == 1
+    assert "--input-shape" in capsys.readouterr().err
+    assert main(["predict", str(tmp_path / "d.onnx"), "--table", str(tmp_path / "tab"), "--input-shape", "1x8x4x4"]) == 0
+
+
+def test_single_op_call_overhead_is_taken_off_every_kernel():
+    specs = [CONV, BN, RELU]
+    rules = FusionRules(frozenset(), call_overhead_ms=0.003)
+    table = synthetic_table(specs, rules)
+    pred = LUTPredictor(table).fit().predict_graph(Graph.from_specs(specs))
+    assert [k.source for k in pred.kernels] == [TABLE] * 3
+    for k in pred.kernels:
+        assert k.ms == pytest.approx(max(k.raw_ms - 0.003, 0.1 * k.raw_ms))
+    assert FusionRules.from_meta(table.meta).call_overhead_ms == 0.003
+
+
+def test_cli_profile_ops_adaptive_builds_a_calibrated_table(tmp_path, capsys):
+    from hwlat.cli import main
+    from nas.pool import graph_of, space_networks
+
+    from profilers.runtimes import get_runtime
+
+    out = tmp_path / "ort"
+    # Rules stored beforehand (detection itself is tested above): the command keeps them.
+    with DeviceTable.open(out, get_runtime("onnxruntime", threads=1).device(),
+                          {"fusion": FusionRules(ORT_LIKE.fused, call_overhead_ms=0.002).to_meta()}):
+        pass
+    args = ["profile", "ops", "--runtime", "onnxruntime", "--adaptive", "--budget", "12", "--targets", "nb201",
+            "--per-space", "2", "--protocol", "quick", "--calibrate", "2", "--out", str(out), "--no-progress"]
+    assert main(args) == 0
+    table = DeviceTable.load(out)
+    assert 0 < len(table) <= 12
+    rules = FusionRules.from_meta(table.meta)
+    assert rules.fused == ORT_LIKE.fused and rules.call_overhead_ms == 0.002
+    assert table.meta["lut_calibration"]["n_models"] == 2
+    pool = kernel_pool([graph_of(n) for n in space_networks("nb201", 2)], rules)
+    assert {family(r.spec) for r in table} == {family(s) for s, _ in pool.values()}
+    capsys.readouterr()
+    assert main(["predict", "--space", "nb201", "--arch", "0", "--table", str(out), "--json"]) == 0
+    pred = json.loads(capsys.readouterr().out)
+    assert pred["partial"] is False and pred["total_ms"] > 0 and pred["model"].startswith("nb201:")
+    assert main(["profile", "ops", "--runtime", "onnxruntime", "--adaptive", "--out", str(tmp_path / "x")]) == 1
+    assert "--budget" in capsys.readouterr().err
+
+
+def test_cli_profile_fusion_stores_rules(tmp_path, capsys):
+    from hwlat.cli import main
+
+    out = tmp_path / "lt"
+    assert main(["profile", "fusion", "--runtime", "litert", "--protocol", "quick", "--patterns", "conv2d+relu,conv2d+bn",
+                 "--out", str(out), "--no-progress"]) == 0
+    rules = FusionRules.from_meta(DeviceTable.load(out).meta)
+    # TFLite folds batch norm into the conv and runs ReLU as the conv's fused activation.
+    assert rules.fuses("conv2d+bn") and rules.fuses("conv2d+relu")
+    assert set(rules.measured) == {"conv2d+relu", "conv2d+bn"}
+    assert "FUSED" in capsys.readouterr().out
