@@ -122,6 +122,15 @@ def graphs_of(names: list[str], progress: bool) -> dict[str, object]:
     return {n: graph_of(n) for n in tqdm(names, desc="graphs", unit="net", disable=not progress, dynamic_ncols=True)}
 
 
+def bench_protocol(args):
+    """The protocol preset with the chosen clock."""
+    from dataclasses import replace
+
+    from profilers.protocol import Protocol
+
+    return replace(Protocol.preset(args.protocol), clock=args.clock)
+
+
 def rules_path(out: Path, rt: str) -> Path:
     return out / rt / "fusion.json"
 
@@ -136,7 +145,6 @@ def load_rules(out: Path, rt: str) -> FusionRules:
 # ---- stages ----------------------------------------------------------------------------------
 def stage_fusion(args, rt_name: str) -> None:
     from profilers.fusion import detect_fusion, format_results
-    from profilers.protocol import Protocol
 
     path = rules_path(Path(args.out), rt_name)
     if path.exists():
@@ -144,11 +152,9 @@ def stage_fusion(args, rt_name: str) -> None:
         return
     rt = runtime(rt_name)
     t0 = time.time()
-    from profilers.cpu_clock import measure_spec
-
-    protocol = Protocol.preset(args.protocol)
+    protocol = bench_protocol(args)
     rules, results = detect_fusion(rt, protocol=protocol, progress=not args.no_progress,
-                                   measure=lambda s: measure_spec(rt, s, protocol, args.clock))
+                                   measure=lambda s: rt.measure(s, protocol))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**rules.to_meta(), "runtime": rt_name}, indent=2) + "\n")
     print(format_results(results))
@@ -157,13 +163,10 @@ def stage_fusion(args, rt_name: str) -> None:
 
 def stage_tables(args, rt_name: str) -> None:
     from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool, profile_specs_into
-    from profilers.cpu_clock import measure_spec
-    from profilers.protocol import Protocol
-
     out = Path(args.out) / rt_name
     rules = load_rules(Path(args.out), rt_name)
     rt = runtime(rt_name)
-    protocol = Protocol.preset(args.protocol)
+    protocol = bench_protocol(args)
     graphs = list(graphs_of(pool_networks(args), not args.no_progress).values())
     dtype = rt.dtype()
     pool = kernel_pool(graphs, rules, dtype)
@@ -177,7 +180,7 @@ def stage_tables(args, rt_name: str) -> None:
     fusion_meta = {**rules.to_meta(), "runtime": rt_name}
 
     def measure(spec):
-        return measure_spec(rt, spec, protocol, args.clock)
+        return rt.measure(spec, protocol)
 
     meta = {"protocol": protocol.to_dict(), "fusion": fusion_meta, "clock": args.clock}
     for name, specs in (("grid", grid), ("naive", naive_grid)):
@@ -223,11 +226,10 @@ def stage_measure(args, rt_name: str, names: list[str]) -> None:
 
     from device_tables.errors import HwlatError
     from nas.pool import onnx_of
-    from profilers.protocol import Protocol
     from profilers.whole_model import time_model
 
     rt = runtime(rt_name)
-    protocol = Protocol.preset(args.protocol)
+    protocol = bench_protocol(args)
     path = measured_path(Path(args.out), rt_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     have = read_measured(path)
@@ -242,7 +244,7 @@ def stage_measure(args, rt_name: str, names: list[str]) -> None:
             w.writerow(["network", "status", "median_ms", "p10_ms", "rel_iqr", "n", "error"])
         for name in tqdm(todo, desc=f"measure {rt_name}", unit="net", disable=args.no_progress, dynamic_ncols=True):
             try:
-                m = time_model(rt, onnx_of(name), protocol, clock=args.clock)
+                m = time_model(rt, onnx_of(name), protocol)
                 w.writerow([name, "ok", f"{m.median_ms:.6g}", f"{m.p10_ms:.6g}", f"{m.rel_iqr:.4f}", m.n, ""])
             except HwlatError as exc:
                 w.writerow([name, "error", "", "", "", "", str(exc).replace("\n", " ")[:300]])

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from device_tables.device import Device, host_fingerprint
+from device_tables.errors import HwlatError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 from profilers.protocol import Protocol, TimedCall, measure
@@ -64,7 +65,14 @@ class Runtime(abc.ABC):
     def dtype(self) -> str:
         return "int8" if self.precision == "int8" else "float32"
 
+    def check_protocol(self, protocol: Protocol) -> None:
+        """Refuse the thread-CPU clock where it does not measure latency (several threads, GPUs, boards)."""
+        if protocol.clock == "cpu" and (self.threads != 1 or self.hardware != "cpu"):
+            raise HwlatError(f"--clock cpu times the calling thread only: use it with threads=1 on a CPU runtime "
+                             f"(this is {self.name}, threads={self.threads}, hardware {self.hardware})")
+
     def measure(self, spec: OpSpec, protocol: Protocol = Protocol()) -> tuple[Measurement, dict[str, Any]]:
+        self.check_protocol(protocol)
         prepared = self.prepare(spec)
         try:
             return measure(prepared.timed, protocol), prepared.extra

@@ -4,6 +4,12 @@ Warm-up by count and by time (not counted), then timed runs in blocks until the 
 (IQR/median) is below a target or a time cap is hit, like `torch.utils.benchmark`'s adaptive
 autorange. A measurement still noisy after that is re-measured up to `remeasure` times and the
 steadiest attempt is kept, flagged noisy if it still is.
+
+The clock is the runtime's own (wall time, CUDA events, board cycles) unless the protocol asks
+for ``clock="cpu"``: the calling thread's CPU time. With one intra-op thread, ONNX Runtime, LiteRT
+and PyTorch compute on the calling thread, so its CPU time is the kernel's latency without the time
+the scheduler gave to other processes: steady on a busy, shared machine, and equal to the wall
+clock on a quiet one. Valid only for threads=1 CPU runtimes (`Runtime.measure` checks).
 """
 
 from __future__ import annotations
@@ -20,6 +26,10 @@ from device_tables.measurement import NOISE_THRESHOLD, Measurement
 # the runtime's own clock (perf_counter_ns on CPUs, CUDA events on GPUs, cycle counters on boards).
 TimedCall = Callable[[], float]
 
+# "wall": the runtime's own clock; "cpu": the calling thread's CPU time (threads=1 CPU runtimes).
+CLOCKS = ("wall", "cpu")
+PRESETS = ("quick", "brief", "default", "thorough")
+
 
 @dataclass(frozen=True)
 class Protocol:
@@ -34,6 +44,11 @@ class Protocol:
     max_time_s: float = 1.0
     noise_threshold: float = NOISE_THRESHOLD
     remeasure: int = 2
+    clock: str = "wall"
+
+    def __post_init__(self) -> None:
+        if self.clock not in CLOCKS:
+            raise ValueError(f"clock {self.clock!r}: choose from {', '.join(CLOCKS)}")
 
     @classmethod
     def preset(cls, name: str) -> "Protocol":
@@ -57,9 +72,8 @@ class Protocol:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def perf_timer(call: Callable[[], Any]) -> TimedCall:
-    """Wrap a call into a `TimedCall` using the monotonic high-resolution clock."""
-    clock = time.perf_counter_ns
+def perf_timer(call: Callable[[], Any], clock: Callable[[], int] = time.perf_counter_ns) -> TimedCall:
+    """Wrap a call into a `TimedCall` using the monotonic high-resolution clock (or another ns clock)."""
 
     def timed() -> float:
         t0 = clock()
@@ -94,6 +108,8 @@ def collect(timed: TimedCall, protocol: Protocol) -> list[float]:
 
 def measure(timed: TimedCall, protocol: Protocol = Protocol()) -> Measurement:
     """Run the protocol on one timed call; re-measure while noisy, keep the steadiest attempt."""
+    if protocol.clock == "cpu":
+        timed = perf_timer(timed, time.thread_time_ns)
     best: Measurement | None = None
     for _ in range(1 + max(0, protocol.remeasure)):
         m = Measurement.from_samples(collect(timed, protocol), protocol.noise_threshold)

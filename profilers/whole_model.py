@@ -13,37 +13,20 @@ from profilers.protocol import Protocol, measure, perf_timer
 
 
 def time_model(runtime: Runtime, model: Any, protocol: Protocol = Protocol(),
-               input_shape: Sequence[int] | None = None, clock: str = "wall") -> Measurement:
-    """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) on `runtime`;
-    ``clock="cpu"`` times the calling thread's CPU time (threads=1; see `profilers.cpu_clock`)."""
-    from profilers.cpu_clock import check_clock
-
-    check_clock(runtime, clock)
+               input_shape: Sequence[int] | None = None) -> Measurement:
+    """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) on `runtime`
+    (with the protocol's clock: ``clock="cpu"`` times the calling thread's CPU time)."""
+    runtime.check_protocol(protocol)
     if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     if runtime.name == "onnxruntime":
         from profilers.ort import time_onnx_model
 
         opt_level = getattr(runtime, "opt_level", "all")
-        if clock == "wall":
-            return time_onnx_model(model, threads=runtime.threads, protocol=protocol, opt_level=opt_level, input_shape=input_shape)
-        return _time_onnx_cpu(runtime, model, protocol, opt_level, input_shape)
+        return time_onnx_model(model, threads=runtime.threads, protocol=protocol, opt_level=opt_level, input_shape=input_shape)
     if runtime.name == "litert":
-        return time_tflite(runtime, tflite_of(model, input_shape), protocol, clock)
+        return time_tflite(runtime, tflite_of(model, input_shape), protocol)
     raise UnsupportedOpError(f"whole-model timing is built for onnxruntime and litert, not {runtime.name}")
-
-
-def _time_onnx_cpu(runtime: Runtime, model: Any, protocol: Protocol, opt_level: str, input_shape) -> Measurement:
-    """ONNX Runtime whole-model latency in thread CPU time (same session settings as `time_onnx_model`)."""
-    from profilers import ort as ortmod
-    from profilers.cpu_clock import cpu_timer
-
-    ort = ortmod.import_onnxruntime()
-    where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
-    session = ortmod._create_session(ort, model, ortmod.session_options(ort, runtime.threads, opt_level), where)
-    shapes = ortmod._input_shapes([(i.name, list(i.shape), i.type) for i in session.get_inputs()], input_shape, where)
-    bound = ortmod._bind(ort, session, shapes, where)
-    return measure(cpu_timer(bound.run), protocol)
 
 
 def tflite_of(model: Any, input_shape: Sequence[int] | None = None) -> bytes:
@@ -54,7 +37,7 @@ def tflite_of(model: Any, input_shape: Sequence[int] | None = None) -> bytes:
     return graph_to_tflite(Graph.from_onnx(model, input_shape))
 
 
-def time_tflite(runtime: Runtime, content: bytes, protocol: Protocol = Protocol(), clock: str = "wall") -> Measurement:
+def time_tflite(runtime: Runtime, content: bytes, protocol: Protocol = Protocol()) -> Measurement:
     """Latency of `Interpreter.invoke()` on a `.tflite` network with deterministic inputs."""
     import numpy as np
 
@@ -67,6 +50,4 @@ def time_tflite(runtime: Runtime, content: bytes, protocol: Protocol = Protocol(
         interp.invoke()
     except (RuntimeError, ValueError) as exc:
         raise UnsupportedOpError(f"LiteRT cannot run the network: {str(exc).strip().splitlines()[0]}") from exc
-    from profilers.cpu_clock import cpu_timer
-
-    return measure((cpu_timer if clock == "cpu" else perf_timer)(interp.invoke), protocol)
+    return measure(perf_timer(interp.invoke), protocol)

@@ -59,3 +59,27 @@ def test_quick_preset_expands_to_unique_valid_specs():
     specs = load_sweep("quick")
     assert len(specs) == len({s.key for s in specs}) > 20
     assert {s.dtype for s in specs} == {"float32", "int8"}
+
+
+def test_cpu_clock_counts_only_this_threads_work():
+    import time
+
+    from profilers.protocol import perf_timer
+
+    p = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=3, block_runs=3, max_runs=3, remeasure=0)
+    sleeper = perf_timer(lambda: time.sleep(0.01))
+    assert measure(sleeper, p).median_ms >= 9.0
+    from dataclasses import replace
+
+    assert measure(sleeper, replace(p, clock="cpu")).median_ms < 2.0
+
+
+def test_cpu_clock_is_refused_with_several_threads():
+    from device_tables.errors import HwlatError
+    from device_tables.ops import OpSpec
+    from profilers.ort import OnnxRuntime
+
+    with pytest.raises(HwlatError, match="threads=1"):
+        OnnxRuntime(threads=2).measure(OpSpec.make("relu", (1, 4, 4, 4)), Protocol(clock="cpu"))
+    with pytest.raises(ValueError, match="clock"):
+        Protocol(clock="sundial")

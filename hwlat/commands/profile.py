@@ -24,7 +24,7 @@ def register(sub) -> None:
     ops.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                      help="fp32; fp16 or bf16 (torch; op keys stay float32, the precision names the device); "
                           "int8 (litert, tflm, board)")
-    ops.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"], help="measurement effort")
+    add_protocol_options(ops)
     ops.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"],
                      help="onnxruntime graph optimisation level (default all; another level names another device)")
     ops.add_argument("--xnnpack", choices=["on", "off"],
@@ -87,6 +87,25 @@ def add_gpu_options(p: argparse.ArgumentParser) -> None:
                                       "(needs the onnxruntime-gpu package instead of onnxruntime)")
     p.add_argument("--cudnn-benchmark", choices=["on", "off"],
                    help="torch on CUDA: cuDNN autotuning during warm-up (default on; off names another device)")
+
+
+def add_protocol_options(p: argparse.ArgumentParser, default: str = "default") -> None:
+    """--protocol (measurement effort) and --clock (wall, or thread CPU time on a busy machine)."""
+    from profilers.protocol import CLOCKS, PRESETS
+
+    p.add_argument("--protocol", default=default, choices=PRESETS,
+                   help=f"measurement effort (default {default}; brief suits many whole models)")
+    p.add_argument("--clock", default="wall", choices=CLOCKS,
+                   help="wall (default) or cpu: the calling thread's CPU time, steady on a busy shared machine "
+                        "(threads=1 CPU runtimes only; recorded in the table)")
+
+
+def protocol_from_args(args: argparse.Namespace):
+    from dataclasses import replace
+
+    from profilers.protocol import Protocol
+
+    return replace(Protocol.preset(args.protocol), clock=getattr(args, "clock", "wall"))
 
 
 def runtime_settings(args: argparse.Namespace) -> dict:
@@ -166,14 +185,13 @@ def _profile_ops(args: argparse.Namespace) -> int:
         from hwlat.commands.cluster_profile import profile_ops_on_cluster
 
         return profile_ops_on_cluster(args)
-    from profilers.protocol import Protocol
     from profilers.run import profile_ops
     from profilers.runtimes import get_runtime
     from profilers.sweeps import load_sweep
 
     specs = load_sweep(args.sweep)
     runtime = get_runtime(args.runtime, **runtime_settings(args))
-    result = profile_ops(runtime, specs, args.out, Protocol.preset(args.protocol), progress=not args.no_progress,
+    result = profile_ops(runtime, specs, args.out, protocol_from_args(args), progress=not args.no_progress,
                          sweep_name=str(args.sweep))
     print(f"{result.table.path}: {result.measured} measured, {result.skipped} already there, "
           f"{result.failed} failed, {result.noisy} noisy; {len(result.table)} rows")

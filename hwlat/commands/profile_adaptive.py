@@ -29,7 +29,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     from nas.pool import SPACE_NAMES, classic_networks, graph_of, space_networks
     from predictors.adaptive import adaptive_profile, kernel_pool
     from profilers.fusion import detect_fusion, format_results, store_rules
-    from profilers.protocol import Protocol
+    from hwlat.commands.profile import protocol_from_args
     from profilers.runtimes import get_runtime
 
     if not args.budget or args.budget < 1:
@@ -39,7 +39,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     if bad:
         raise HwlatError(f"--targets {','.join(bad)}: choose from {', '.join(SPACE_NAMES + ('classic',))}")
     runtime = get_runtime(args.runtime, **settings)
-    protocol = Protocol.preset(args.protocol)
+    protocol = protocol_from_args(args)
     progress = not args.no_progress
     names: list[str] = []
     for t in targets:

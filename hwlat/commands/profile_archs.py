@@ -26,7 +26,9 @@ def register(targets) -> None:
                         "e.g. .../batch=32/threads=1 (the public GPU columns' _32)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/gpu.md)")
-    p.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"], help="measurement effort")
+    from hwlat.commands.profile import add_protocol_options
+
+    add_protocol_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
     p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
@@ -34,6 +36,9 @@ def register(targets) -> None:
                    help="nb201: build the official network with dead edges and zero ops (default: omitted)")
     p.add_argument("--public-data", help="folder of the public CSVs (for fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/cluster.md)
+
+    add_cluster_options(p, unit="architectures")  # before the GPU options: they share --device
     from hwlat.commands.profile import add_gpu_options  # --device, --provider, --cudnn-benchmark (docs/gpu.md)
 
     add_gpu_options(p)
@@ -41,11 +46,15 @@ def register(targets) -> None:
 
 
 def _profile_archs(args: argparse.Namespace) -> int:
+    if getattr(args, "cluster", None):
+        from hwlat.commands.cluster_profile import profile_archs_on_cluster
+
+        return profile_archs_on_cluster(args)
     from device_tables.errors import HwlatError
     from hwlat.commands.profile import gpu_settings
     from nas.spaces import get_space
     from nas.spaces.measure import profile_archs, resolve_archs, runtime_device
-    from profilers.protocol import Protocol
+    from hwlat.commands.profile import protocol_from_args
 
     if args.threads < 1:
         raise HwlatError("--threads must be >= 1")
@@ -61,7 +70,7 @@ def _profile_archs(args: argparse.Namespace) -> int:
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
     device = runtime_device(args.runtime, args.threads, args.hardware, batch=args.batch, **settings)
     result = profile_archs(space, items, args.out, runtime=args.runtime, threads=args.threads,
-                           protocol=Protocol.preset(args.protocol), device=device, progress=not args.no_progress,
+                           protocol=protocol_from_args(args), device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
                            meta={"archs_spec": args.archs, "protocol_preset": args.protocol},
                            batch=args.batch, settings=settings)

@@ -16,7 +16,9 @@ def register(targets) -> None:
     p.add_argument("--runtime", required=True, help="onnxruntime, litert, torch, ...")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
-    p.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"], help="measurement effort")
+    from hwlat.commands.profile import add_protocol_options
+
+    add_protocol_options(p)
     p.add_argument("--patterns", help="comma-separated patterns (default: conv heads with bn/activation/residual tails, "
                                       "linear+act, bn+act, add+act)")
     p.add_argument("--out", required=True, help="device table to store the rules in (created, or resumed if it exists)")
@@ -27,12 +29,12 @@ def register(targets) -> None:
 def _fusion(args: argparse.Namespace) -> int:
     from device_tables.table import DeviceTable
     from profilers.fusion import detect_fusion, format_results, store_rules
-    from profilers.protocol import Protocol
+    from hwlat.commands.profile import protocol_from_args
     from profilers.runtimes import get_runtime
 
     runtime = get_runtime(args.runtime, threads=args.threads, precision=args.precision)
     patterns = [p.strip() for p in args.patterns.split(",") if p.strip()] if args.patterns else None
-    rules, results = detect_fusion(runtime, patterns, Protocol.preset(args.protocol), progress=not args.no_progress)
+    rules, results = detect_fusion(runtime, patterns, protocol_from_args(args), progress=not args.no_progress)
     with DeviceTable.open(args.out, runtime.device()) as table:
         store_rules(table, rules, runtime)
         print(format_results(results))
