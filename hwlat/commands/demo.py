@@ -1,31 +1,241 @@
-"""`hwlat demo`: the main job end to end on this machine (README's first command)."""
+"""`hwlat demo`: the main job end to end on this machine (the README's first command):
+profile a few NB201 architectures on onnxruntime CPU, adapt the shipped transfer predictor,
+predict all 15625, search under a latency budget, measure the best to verify, plot."""
 
 from __future__ import annotations
 
 import argparse
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hwlat.cli import command_parser
 
+SPACE = "nb201"
+
+
+@dataclass(frozen=True)
+class DemoSettings:
+    """How much the demo does; `--quick` is the reduced mode the tests run."""
+
+    reference_shots: int = 10
+    random_shots: int = 10
+    evaluations: int = 100  # architectures scored by the constrained evolution
+    population: int = 20
+    tournament: int = 5
+    sweep: int = 40  # architectures scored across the whole latency range (Pareto plot)
+    verify: int = 5
+    protocol: str = "default"
+    proxy_batch: int = 16
+
+    @classmethod
+    def quick(cls) -> "DemoSettings":
+        return cls(reference_shots=5, random_shots=1, evaluations=10, population=5, tournament=3, sweep=5, verify=3,
+                   protocol="quick", proxy_batch=8)
+
 
 def register(sub) -> None:
-    p = command_parser(sub, "demo", "profile this CPU on onnxruntime with a small sweep and print the table",
-                       "hwlat demo --out results/demo")
-    p.add_argument("--out", default="results/demo", help="folder for the demo's tables (default results/demo)")
-    p.add_argument("--threads", type=int, default=1)
+    p = command_parser(
+        sub, "demo",
+        "end to end on this machine: profile NB201 archs on onnxruntime CPU, adapt the shipped predictor, predict all "
+        "15625, search under a latency budget, verify the best by measuring them, save plots",
+        "hwlat demo --out results/demo",
+    )
+    p.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
+    p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (~20 s)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--percentile", type=float, default=30.0,
+                   help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
+    p.add_argument("--max-latency-ms", type=float, help="use this latency budget (ms) instead of a percentile")
+    p.add_argument("--shots", type=int, help="random architectures measured besides the references (default 10)")
+    p.add_argument("--evaluations", type=int, help="architectures the search scores (default 100)")
+    p.add_argument("--verify", type=int, help="best architectures measured to verify (default 5)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.set_defaults(func=_demo)
 
 
-def _demo(args: argparse.Namespace) -> int:
-    from hwlat.commands.table import print_table
-    from profilers.protocol import Protocol
-    from profilers.run import profile_ops
-    from profilers.runtimes import get_runtime
-    from profilers.sweeps import load_sweep
+def _say(text: str) -> None:
+    print(text, flush=True)
 
+
+def _num(x: float) -> str:
+    return "n/a" if not math.isfinite(x) else f"{x:.3f}"
+
+
+def _demo(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from device_tables.errors import HwlatError
+    from nas.constraints import LatencyConstraint
+    from nas.device_loop import adapt, measure, shot_archs, verify
+    from nas.features import latency_features
+    from nas.search import NaswotProxy, pareto_search, regularized_evolution
+    from nas.spaces import get_space
+    from predictors.io import save
+
+    s = DemoSettings.quick() if args.quick else DemoSettings()
+    given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify}
+    s = replace(s, **{k: v for k, v in given.items() if v is not None})
+    if not 0 < args.percentile < 100:
+        raise HwlatError(f"--percentile {args.percentile}: must be between 0 and 100")
+    if s.evaluations < 1 or s.verify < 1:
+        raise HwlatError("--evaluations and --verify need at least 1")
     out = Path(args.out)
-    runtime = get_runtime("onnxruntime", threads=args.threads)
-    result = profile_ops(runtime, load_sweep("quick"), out / "cpu_onnxruntime", Protocol.preset("default"), sweep_name="quick")
-    print(f"\n{result.table.device.name}: {len(result.table)} op configurations in {result.table.path}.csv\n")
-    print_table(result.table, limit=0)
+    out.mkdir(parents=True, exist_ok=True)
+    progress = not args.no_progress
+    space = get_space(SPACE)
+    stages: dict[str, float] = {}
+    t_all = time.perf_counter()
+    n_shots = s.reference_shots + s.random_shots
+    _say(f"hwlat demo: NB201 on this CPU with onnxruntime (threads={args.threads}); results in {out}/"
+         f"{'  [quick mode]' if args.quick else ''}")
+
+    # 1. profile
+    _say(f"[1/6] profiling {n_shots} NB201 architectures ({s.reference_shots} reference + {s.random_shots} random) "
+         f"on onnxruntime CPU, protocol {s.protocol} ...")
+    t = time.perf_counter()
+    shots = shot_archs(space, s.random_shots, args.seed, n_reference=s.reference_shots)
+    m = measure(space, shots, out / "nb201_shots", threads=args.threads, protocol=s.protocol, progress=progress,
+                fresh=True)
+    stages["profile"] = time.perf_counter() - t
+    ok = np.isfinite(m.ms)
+    noisy = f" ({m.noisy} noisy)" if m.noisy else ""
+    _say(f"      {int(ok.sum())} measured in {stages['profile']:.1f} s on {m.device}: "
+         f"{np.nanmin(m.ms):.3f} .. {np.nanmax(m.ms):.3f} ms{noisy} -> {m.table}.csv")
+
+    # 2. adapt
+    _say("[2/6] adapting the shipped NB201 transfer predictor (predictors/pretrained/nb201) to these measurements ...")
+    t = time.perf_counter()
+    pred = adapt("pretrained", space, m.archs, m.ms, min_rows=min(5, n_shots))
+    stages["adapt"] = time.perf_counter() - t
+    save(pred.predictor, out / "predictor", info={"space": SPACE, "device": m.device, "shots": int(ok.sum()),
+                                                  "shots_table": str(m.table)})
+    shots_pred = pred.predict(m.archs)
+    _say(f"      adapted in {stages['adapt']:.2f} s; saved as {out / 'predictor'}.npz/.json "
+         f"(use it: hwlat search --space nb201 --predictor {out / 'predictor'} ...)")
+
+    # 3. predict everything
+    _say("[3/6] predicting all 15625 NB201 architectures ...")
+    t = time.perf_counter()
+    archs = list(space.enumerate())
+    X, _ = latency_features(space, archs)
+    all_ms = pred.predictor.predict(X)
+    stages["predict"] = time.perf_counter() - t
+    budget = float(args.max_latency_ms) if args.max_latency_ms else float(np.percentile(all_ms, args.percentile))
+    feasible = int((all_ms <= budget).sum())
+    _say(f"      {len(archs)} predictions in {stages['predict']:.2f} s: {all_ms.min():.3f} .. {all_ms.max():.3f} ms "
+         f"(median {np.median(all_ms):.3f} ms)")
+
+    # 4. search
+    c = LatencyConstraint(pred, budget)
+    c.check_budget()
+    why = f"{args.percentile:g}th percentile of the predictions" if not args.max_latency_ms else "--max-latency-ms"
+    objective = NaswotProxy(space, batch=s.proxy_batch, seed=args.seed, threads=1)
+    _say(f"[4/6] searching under a latency budget of {budget:.3f} ms ({why}; {feasible} of {len(archs)} archs "
+         f"predicted feasible): regularised evolution scoring {s.evaluations} archs")
+    _say(f"      objective: {objective.label}")
+    t = time.perf_counter()
+    result = regularized_evolution(space, objective, c, budget=s.evaluations, population=s.population,
+                                   sample=s.tournament, seed=args.seed, progress=progress)
+    stages["search"] = time.perf_counter() - t
+    best = result.best(s.verify)
+    _say(f"      {result.evaluations} scored ({result.rejected} proposals rejected by the constraint) in "
+         f"{stages['search']:.1f} s; all within budget (predicted): {result.all_feasible()}")
+    sweep = None
+    if s.sweep and not args.no_plots:
+        t = time.perf_counter()
+        sweep = pareto_search(space, pred, objective, budget=s.sweep, seed=args.seed, progress=progress)
+        stages["pareto sweep"] = time.perf_counter() - t
+        _say(f"      + {sweep.evaluations} archs scored across the whole latency range for the Pareto plot "
+             f"({stages['pareto sweep']:.1f} s)")
+    _say(result.format(s.verify, score_name=objective.short))
+
+    # 5. verify
+    front = [c_ for c_ in (sweep.front() if sweep else []) if c_.key not in {b.key for b in best}]
+    extra = f" + {len(front)} Pareto-front archs across the latency range" if front else ""
+    _say(f"[5/6] measuring the best {len(best)}{extra} on this CPU to verify ...")
+    t = time.perf_counter()
+    checked = best + front
+    v_all = verify(space, [b.arch for b in checked], [b.latency_ms for b in checked], budget,
+                   out=out / "nb201_verified", threads=args.threads, protocol=s.protocol, progress=progress)
+    stages["verify"] = time.perf_counter() - t
+    v = v_all.subset(range(len(best)))
+    vf = v_all.subset(range(len(best), len(checked)), budget_ms=None) if front else None
+    _say(f"      best {len(best)} within the budget:")
+    _say(v.format())
+    if vf is not None:
+        _say("      Pareto front of the sweep (no budget):")
+        _say(vf.format())
+
+    # 6. plots
+    plots: list[Path] = []
+    if not args.no_plots:
+        from nas.search.plots import pareto, predicted_vs_measured
+
+        _say("[6/6] plotting ...")
+        t = time.perf_counter()
+        fp, fm = (vf.predicted, vf.measured) if vf is not None else ((), ())
+        plots.append(predicted_vs_measured(out / "predicted_vs_measured.png", v.predicted, v.measured, shots_pred[ok],
+                                           m.ms[ok], budget, m.device,
+                                           f"NB201, this CPU: predictor adapted from {int(ok.sum())} measurements",
+                                           fp, fm))
+        everything = list(result.history) + (list(sweep.history) if sweep else [])
+        plots.append(pareto(out / "pareto_front.png", everything, budget, best, objective.short,
+                            "NB201: predicted latency vs NASWOT proxy (training-free, not accuracy)"))
+        stages["plots"] = time.perf_counter() - t
+    else:
+        _say("[6/6] plots skipped (--no-plots)")
+    total = time.perf_counter() - t_all
+
+    # summary
+    n_ok = int(v.ok.sum())
+    satisfied = n_ok - v.violations
+    rho = v.spearman
+    if not n_ok:
+        verdict = "no searched architecture could be measured: the constraint is unverified"
+    elif v.violations == 0:
+        verdict = "constraint SATISFIED on the device by all verified architectures"
+    else:
+        verdict = f"constraint VIOLATED on the device by {v.violations} of {n_ok} verified architectures"
+    lines = [
+        "",
+        "== hwlat demo summary ==",
+        f"device      {m.device}",
+        f"profiled    {int(ok.sum())} NB201 architectures in {stages['profile']:.1f} s",
+        f"predictor   shipped NB201 transfer predictor adapted from {int(ok.sum())} measurements; "
+        f"all {len(archs)} predicted in {stages['predict']:.2f} s",
+        f"budget      {budget:.3f} ms ({why}); {feasible} archs predicted feasible",
+        f"search      regularised evolution: {result.evaluations} archs scored in {stages['search']:.1f} s; "
+        f"objective: {objective.label}",
+        f"verified    best {n_ok}: Spearman {_num(rho)} (predicted vs measured), "
+        f"MAPE {v.mape:.1%}; measured within budget: {satisfied}/{n_ok}",
+    ]
+    if vf is not None:
+        span = f"{np.nanmin(vf.measured):.2f}..{np.nanmax(vf.measured):.2f} ms"
+        lines.append(f"            Pareto front, {int(vf.ok.sum())} archs {span}: Spearman {_num(vf.spearman)}, "
+                     f"MAPE {vf.mape:.1%}")
+    lines += [
+        f"verdict     {verdict}",
+    ]
+    if plots:
+        lines.append("plots       " + ", ".join(str(p) for p in plots))
+    lines.append("stages (s)  " + " | ".join(f"{k} {v_:.1f}" for k, v_ in stages.items()) + f" | total {total:.1f}")
+    _say("\n".join(lines))
+    summary = {
+        "device": m.device, "quick": bool(args.quick), "settings": asdict(s), "budget_ms": budget, "budget_rule": why,
+        "feasible_predicted": feasible, "shots": {"keys": [space.key(a) for a in m.archs], "measured_ms": m.ms.tolist(),
+                                                  "table": f"{m.table}.csv"},
+        "search": result.to_dict(s.verify), "verification": v.to_dict(),
+        "verification_pareto_front": vf.to_dict() if vf is not None else None, "objective_is_proxy": True,
+        "plots": [str(p) for p in plots], "stages_s": {k: round(x, 2) for k, x in stages.items()},
+        "total_s": round(total, 2),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    _say(f"summary     {out / 'summary.json'}")
+    sys.stdout.flush()
     return 0

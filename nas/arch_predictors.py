@@ -1,0 +1,225 @@
+"""Architecture-level latency predictors: anything that predicts ms from features, graphs or
+architectures, wrapped to take architectures of one search space (objects or keys).
+
+``as_arch_predictor(pred, space)`` accepts a feature predictor (`TransferPredictor`, any object
+with a `FeatureLayout` and `predict(X)`), a lookup-table predictor (`LUTPredictor`, predicts a
+network's op graph), a callable on architectures, or an `ArchPredictor`; `load_arch_predictor`
+reads one from a saved file, ``pretrained`` or ``lut:<device table>``.
+"""
+
+from __future__ import annotations
+
+import abc
+import inspect
+import logging
+import os
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+from device_tables.errors import HwlatError
+from nas.spaces import get_space
+from nas.spaces.base import Space
+
+log = logging.getLogger(__name__)
+
+# Spaces small enough to predict every architecture when looking for the fastest one.
+EXHAUSTIVE_MAX = 100_000
+
+
+class PredictorSpaceError(HwlatError):
+    """A predictor made for another search space (or another feature layout) than the one searched."""
+
+
+class ArchPredictor(abc.ABC):
+    """Predicts latency (ms) of architectures of `space`; `predict` takes a batch, calling it one."""
+
+    space: Space
+    name: str = "predictor"
+    fast: bool = True  # cheap enough to predict every architecture of a small space
+
+    @abc.abstractmethod
+    def predict(self, archs: Sequence[Any]) -> np.ndarray:
+        """Latency in ms of each architecture (objects or anything `space.parse` accepts)."""
+
+    def __call__(self, arch: Any) -> float:
+        return float(self.predict([arch])[0])
+
+    def _archs(self, archs: Iterable[Any]) -> list[Any]:
+        return [self.space._arch(a) for a in archs]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.space.name}, {self.name})"
+
+
+class FeaturePredictor(ArchPredictor):
+    """A feature predictor (predict(X) -> ms, X = features of architectures) on a space's archs:
+    space + feature function (default `nas.features.latency_features`) + predictor."""
+
+    def __init__(self, space: Space | str, predictor: Any, features: Callable[..., Any] | None = None,
+                 name: str | None = None):
+        from nas.features import latency_features
+
+        self.space = get_space(space) if isinstance(space, str) else space
+        self.predictor = predictor
+        self.features = features or latency_features
+        self.name = name or type(predictor).__name__
+        layout = getattr(predictor, "layout", None)
+        made_for = getattr(layout, "space", "") if layout is not None else ""
+        if made_for and made_for != self.space.name:
+            raise PredictorSpaceError(f"this {self.name} predicts {made_for} architectures, not {self.space.name}; "
+                                      f"use a predictor made for {self.space.name} (e.g. pretrained {self.space.name})")
+
+    def matrix(self, archs: Sequence[Any]) -> np.ndarray:
+        out = self.features(self.space, self._archs(archs))
+        X = out[0] if isinstance(out, tuple) else out
+        layout = getattr(self.predictor, "layout", None)
+        if layout is not None and X.shape[1] != layout.width:
+            raise PredictorSpaceError(f"the {self.name} predictor expects {layout.width} features per architecture but "
+                                      f"{self.space.name} has {X.shape[1]} (features made by another hwlat version?); "
+                                      "re-create or re-adapt the predictor")
+        return X
+
+    def predict(self, archs: Sequence[Any]) -> np.ndarray:
+        archs = list(archs)
+        if not archs:
+            return np.zeros(0)
+        return np.asarray(self.predictor.predict(self.matrix(archs)), dtype=float).reshape(-1)
+
+
+class CachingPredictor(ArchPredictor):
+    """Base of slow per-architecture predictors: predictions cached by architecture key."""
+
+    fast = False
+
+    def __init__(self, space: Space | str):
+        self.space = get_space(space) if isinstance(space, str) else space
+        self._cache: dict[str, float] = {}
+
+    @abc.abstractmethod
+    def _predict_new(self, archs: list[Any]) -> np.ndarray:
+        """Predictions of architectures not in the cache."""
+
+    def predict(self, archs: Sequence[Any]) -> np.ndarray:
+        archs = self._archs(archs)
+        keys = [self.space.key(a) for a in archs]
+        todo = {k: a for k, a in zip(keys, archs) if k not in self._cache}
+        if todo:
+            ms = self._predict_new(list(todo.values()))
+            self._cache.update(zip(todo, (float(v) for v in np.asarray(ms, dtype=float).reshape(-1))))
+        return np.asarray([self._cache[k] for k in keys], dtype=float)
+
+
+class GraphPredictor(CachingPredictor):
+    """A lookup-table predictor (`predictors.lut.LUTPredictor`) on a space: each architecture's op
+    list (`space.to_graph(arch, fold_bn=True)`, what the ONNX model runs) is predicted."""
+
+    def __init__(self, space: Space | str, lut: Any, name: str | None = None):
+        super().__init__(space)
+        self.lut = lut
+        self.name = name or f"lookup table {getattr(getattr(lut, 'table', None), 'name', '')}".strip()
+
+    def _predict_new(self, archs: list[Any]) -> np.ndarray:
+        return np.asarray([self.lut.predict_graph(self.space.to_graph(a, fold_bn=True)).total_ms for a in archs])
+
+
+class CallablePredictor(CachingPredictor):
+    """Any function of architectures: ``fn(list_of_archs) -> ms array`` when `batched`, else
+    ``fn(arch) -> ms``; `fast` (default: `batched`) allows predicting a whole small space."""
+
+    def __init__(self, space: Space | str, fn: Callable[..., Any], batched: bool = False, name: str | None = None,
+                 fast: bool | None = None):
+        super().__init__(space)
+        self.fn = fn
+        self.batched = batched
+        self.fast = batched if fast is None else fast
+        self.name = name or getattr(fn, "__name__", "function")
+
+    def _predict_new(self, archs: list[Any]) -> np.ndarray:
+        if self.batched:
+            return np.asarray(self.fn(archs), dtype=float).reshape(-1)
+        return np.asarray([float(self.fn(a)) for a in archs])
+
+
+def as_arch_predictor(predictor: Any, space: Space | str | None = None) -> ArchPredictor:
+    """Wrap any latency predictor so it takes architectures of `space` (see the module docstring).
+
+    The space may be left out for a feature predictor that names its space in its layout."""
+    if isinstance(predictor, ArchPredictor):
+        if space is not None:
+            name = space if isinstance(space, str) else space.name
+            if predictor.space.name != name:
+                raise PredictorSpaceError(f"this predictor predicts {predictor.space.name} architectures, not {name}")
+        return predictor
+    layout = getattr(predictor, "layout", None)
+    if layout is not None and hasattr(predictor, "predict"):
+        sp = space if space is not None else (layout.space or None)
+        if sp is None:
+            raise PredictorSpaceError(f"{type(predictor).__name__} does not say which search space it predicts; "
+                                      "pass space=")
+        return FeaturePredictor(sp, predictor)
+    if space is None:
+        raise PredictorSpaceError(f"which search space does {type(predictor).__name__} predict? pass space=")
+    if hasattr(predictor, "predict_graph"):
+        return GraphPredictor(space, predictor)
+    if callable(predictor):
+        return CallablePredictor(space, predictor)
+    raise PredictorSpaceError(f"{type(predictor).__name__} is not a latency predictor: expected a feature predictor "
+                              "(with a layout), a lookup-table predictor, an ArchPredictor or a function of "
+                              "architectures")
+
+
+def load_arch_predictor(source: str | os.PathLike, space: Space | str) -> ArchPredictor:
+    """A predictor from ``pretrained`` (not yet adapted), ``lut:<device table name or path>``, or a
+    saved predictor file (``NAME``, ``NAME.npz`` or ``NAME.json`` written by `predictors.io.save`)."""
+    sp = get_space(space) if isinstance(space, str) else space
+    text = str(source)
+    if text == "pretrained":
+        from predictors import pretrained
+
+        return FeaturePredictor(sp, pretrained.load(sp.name), name=f"pretrained {sp.name} transfer")
+    if text.startswith("lut:"):
+        from device_tables import load as load_table
+        from predictors.lut import LUTPredictor
+
+        table = load_table(text[4:])
+        return GraphPredictor(sp, LUTPredictor(table).fit(), name=f"lookup table {table.name}")
+    from predictors.io import PredictorFileError, load, paths
+
+    npz, js = paths(text)
+    if not js.is_file():
+        raise PredictorFileError(f"no predictor at {js}: give a file written by predictors.io.save (NAME, NAME.npz or "
+                                 "NAME.json), 'pretrained', or 'lut:<device table>'")
+    return FeaturePredictor(sp, load(text), name=Path(text).name)
+
+
+def needs_adaptation(pred: ArchPredictor) -> bool:
+    """True for a few-shot predictor that has not seen its target device yet (no `adapt` call)."""
+    inner = getattr(pred, "predictor", None)
+    return inner is not None and hasattr(inner, "adapt") and not hasattr(inner, "n_shots_")
+
+
+def fastest(pred: ArchPredictor, sample: int = 512, seed: int = 0) -> tuple[Any, float, int, bool]:
+    """(arch, predicted ms, archs looked at, exhaustive) of the fastest architecture the predictor
+    knows: every architecture of a small space with a fast predictor, else a seeded sample."""
+    sp = pred.space
+    if pred.fast and sp.size is not None and sp.size <= EXHAUSTIVE_MAX:
+        archs = list(sp.enumerate())
+        exhaustive = True
+    else:
+        archs = sp.sample(sample if not pred.fast else max(sample, 20_000), seed)
+        exhaustive = False
+    ms = pred.predict(archs)
+    i = int(np.argmin(ms))
+    return archs[i], float(ms[i]), len(archs), exhaustive
+
+
+def call_with_space(fn: Callable[..., Any], space: Space, arch: Any) -> Any:
+    """``fn(arch)``, or ``fn(space, arch)`` when fn takes two positional parameters."""
+    try:
+        params = [p for p in inspect.signature(fn).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty]
+    except (TypeError, ValueError):
+        params = []
+    return fn(space, arch) if len(params) >= 2 else fn(arch)

@@ -1,0 +1,204 @@
+"""Reference searches that show a latency constraint at work: random search, regularised
+evolution (Real et al., AAAI 2019: tournament selection, mutation, the oldest dies) and a
+latency-stratified sweep for the latency-score Pareto front.
+
+Constraint-aware: candidates are predicted in batches first and only those within the
+constraint's bounds are ever scored, so every architecture a constrained search returns is
+feasible by the predictor. `budget` counts scored (distinct) architectures.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from nas.arch_predictors import ArchPredictor, PredictorSpaceError, as_arch_predictor
+from nas.constraints import InfeasibleBudgetError, LatencyConstraint
+from nas.search.objectives import Objective, load_objective
+from nas.search.result import Candidate, SearchResult
+from nas.spaces import get_space
+from nas.spaces.base import Space
+
+log = logging.getLogger(__name__)
+
+SAMPLE_BATCH = 256
+MAX_SAMPLE_BATCHES = 40
+MUTATIONS_PER_CHILD = 16
+
+
+class _Run:
+    """Shared state of one search: predictions, the constraint, scoring, history, progress."""
+
+    def __init__(self, method: str, space: Space | str, objective: Any, constraint: LatencyConstraint | None,
+                 predictor: Any, budget: int, progress: bool):
+        from tqdm import tqdm
+
+        self.space = get_space(space) if isinstance(space, str) else space
+        if constraint is not None and constraint.space.name != self.space.name:
+            raise PredictorSpaceError(f"the constraint is on {constraint.space.name}, the search on {self.space.name}")
+        if budget < 1:
+            raise ValueError(f"search budget {budget}: needs at least 1 evaluation")
+        self.constraint = constraint
+        if predictor is not None:
+            self.predictor: ArchPredictor | None = as_arch_predictor(predictor, self.space)
+        else:
+            self.predictor = constraint.predictor if constraint is not None else None
+        self.objective: Objective = load_objective(objective, self.space)
+        self.budget = budget
+        self.result = SearchResult(method, self.space.name, self.objective.label,
+                                   constraint.budget_ms if constraint is not None else None)
+        self.by_key: dict[str, Candidate] = {}
+        self.t0 = time.perf_counter()
+        self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=not progress,
+                        dynamic_ncols=True, leave=False)
+        self.fastest_seen: tuple[float, str] | None = None
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.result.history)
+
+    def predict(self, archs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted ms and feasibility of a batch (counted as proposals)."""
+        self.result.proposals += len(archs)
+        lat = self.predictor.predict(archs) if self.predictor is not None else np.full(len(archs), np.nan)
+        if self.constraint is None:
+            ok = np.ones(len(archs), dtype=bool)
+        else:
+            ok = np.atleast_1d(self.constraint.check(lat).feasible)
+            i = int(np.argmin(lat))
+            if self.fastest_seen is None or lat[i] < self.fastest_seen[0]:
+                self.fastest_seen = (float(lat[i]), self.space.key(archs[i]))
+        self.result.rejected += int((~ok).sum())
+        return lat, ok
+
+    def seen(self, arch: Any) -> bool:
+        return self.space.key(arch) in self.by_key
+
+    def evaluate(self, arch: Any, lat: float, feasible: bool = True) -> Candidate:
+        """Score an architecture (once; a repeat returns the first candidate)."""
+        key = self.space.key(arch)
+        if key in self.by_key:
+            return self.by_key[key]
+        c = Candidate(arch, key, float(lat), self.objective(arch), bool(feasible), self.evaluations)
+        self.by_key[key] = c
+        self.result.history.append(c)
+        self.bar.update(1)
+        best = max((h.score for h in self.result.history if h.feasible), default=float("nan"))
+        self.bar.set_postfix_str(f"best {best:.2f}", refresh=False)
+        return c
+
+    def sample_feasible(self, n: int, rng: np.random.Generator) -> list[tuple[Any, float]]:
+        """Up to `n` unseen architectures within the bounds, sampled uniformly (rejection sampling)."""
+        out: list[tuple[Any, float]] = []
+        keys: set[str] = set()
+        for _ in range(MAX_SAMPLE_BATCHES):
+            size = SAMPLE_BATCH if self.space.size is None else min(SAMPLE_BATCH, int(self.space.size))
+            archs = self.space.sample(size, rng)
+            lat, ok = self.predict(archs)
+            for a, l, f in zip(archs, lat, ok):
+                k = self.space.key(a)
+                if f and k not in keys and not self.seen(a):
+                    keys.add(k)
+                    out.append((a, float(l)))
+                    if len(out) >= n:
+                        return out
+            if out and self.constraint is None:
+                break
+        if not out and not self.by_key:
+            self._infeasible()
+        return out
+
+    def _infeasible(self) -> None:
+        ms, key = self.fastest_seen or (float("nan"), "?")
+        c = self.constraint
+        raise InfeasibleBudgetError(
+            f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: the "
+            f"budget {c.budget_ms:g} ms is below the fastest seen, {key} at {ms:.4g} ms predicted; raise the budget")
+
+    def finish(self) -> SearchResult:
+        self.bar.close()
+        self.result.seconds = time.perf_counter() - self.t0
+        self.result.objective_seconds = self.objective.seconds
+        return self.result
+
+
+def random_search(space: Space | str, objective: Any = None, constraint: LatencyConstraint | None = None,
+                  budget: int = 100, seed: int = 0, predictor: Any = None, progress: bool = True) -> SearchResult:
+    """Score `budget` distinct architectures sampled uniformly among those the constraint accepts."""
+    run = _Run("random search", space, objective, constraint, predictor, budget, progress)
+    rng = np.random.default_rng(seed)
+    stale = 0
+    while run.evaluations < budget and stale < 3:
+        batch = run.sample_feasible(budget - run.evaluations, rng)
+        stale = stale + 1 if not batch else 0
+        for arch, lat in batch:
+            run.evaluate(arch, lat)
+    return run.finish()
+
+
+def regularized_evolution(space: Space | str, objective: Any = None, constraint: LatencyConstraint | None = None,
+                          budget: int = 100, population: int = 20, sample: int = 5, seed: int = 0,
+                          predictor: Any = None, progress: bool = True) -> SearchResult:
+    """Regularised (aging) evolution under the constraint: the population starts from feasible
+    random architectures; each cycle the best of `sample` random members is mutated into a
+    feasible child (16 mutations predicted at once, unseen feasible ones preferred), which joins
+    the population as the oldest member leaves."""
+    run = _Run("regularised evolution", space, objective, constraint, predictor, budget, progress)
+    rng = np.random.default_rng(seed)
+    pop: deque[Candidate] = deque()
+    for arch, lat in run.sample_feasible(min(population, budget), rng):
+        pop.append(run.evaluate(arch, lat))
+    if not pop:
+        run._infeasible()
+    cycles = 0
+    while run.evaluations < budget and cycles < 20 * budget:
+        cycles += 1
+        picks = rng.choice(len(pop), size=min(sample, len(pop)), replace=False)
+        parent = max((pop[int(i)] for i in picks), key=lambda c: (c.score, -c.latency_ms))
+        children = [run.space.mutate(parent.arch, rng) for _ in range(MUTATIONS_PER_CHILD)]
+        lat, ok = run.predict(children)
+        order = [i for i in range(len(children)) if ok[i] and not run.seen(children[i])]
+        order += [i for i in range(len(children)) if ok[i] and run.seen(children[i])]
+        if not order:
+            continue
+        i = order[0]
+        pop.append(run.evaluate(children[i], lat[i]))
+        if len(pop) > population:
+            pop.popleft()
+    return run.finish()
+
+
+def pareto_search(space: Space | str, predictor: Any, objective: Any = None, budget: int = 50, seed: int = 0,
+                  pool: int = 20000, min_ms: float | None = None, max_ms: float | None = None,
+                  progress: bool = True) -> SearchResult:
+    """The latency-score Pareto front: predict a large pool (every architecture of a small space),
+    score `budget` of them spread evenly over predicted latency (one per latency stratum, at
+    random within it; the fastest in the first), and keep the non-dominated ones (`result.front()`)."""
+    run = _Run("latency-stratified sweep", space, objective, None, predictor, budget, progress)
+    if run.predictor is None:
+        raise ValueError("pareto_search needs a latency predictor")
+    sp = run.space
+    rng = np.random.default_rng(seed)
+    archs = (list(sp.enumerate()) if sp.size is not None and sp.size <= pool and run.predictor.fast
+             else sp.sample(pool if run.predictor.fast else min(pool, 512), rng))
+    lat, _ = run.predict(archs)
+    keep = np.ones(len(archs), dtype=bool)
+    if min_ms is not None:
+        keep &= lat >= min_ms
+    if max_ms is not None:
+        keep &= lat <= max_ms
+    run.result.rejected = int((~keep).sum())
+    idx = np.flatnonzero(keep)
+    idx = idx[np.argsort(lat[idx], kind="stable")]
+    for j, stratum in enumerate(np.array_split(idx, min(budget, len(idx)))):
+        if len(stratum):
+            i = int(stratum[0]) if j == 0 else int(rng.choice(stratum))  # the fastest is always on the front
+            run.evaluate(archs[i], lat[i])
+    return run.finish()
+
+
+__all__ = ["pareto_search", "random_search", "regularized_evolution"]

@@ -1,0 +1,118 @@
+"""PNG plots of a constrained search: predicted vs measured latency, and the latency-score
+Pareto front with the budget (matplotlib, Agg backend; imported only when plotting)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from nas.search.result import Candidate, pareto_front
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _plain_log_ticks(axis) -> None:
+    """Log-scale ticks written as plain numbers (0.2, 0.5, 1, 2) instead of powers of ten."""
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def predicted_vs_measured(path: str | Path, predicted: Sequence[float], measured: Sequence[float],
+                          shots_predicted: Sequence[float] = (), shots_measured: Sequence[float] = (),
+                          budget_ms: float | None = None, device: str = "", title: str = "",
+                          others_predicted: Sequence[float] = (), others_measured: Sequence[float] = (),
+                          others_label: str = "Pareto-front architectures") -> Path:
+    """Scatter of predicted vs measured ms: searched architectures (held out), other held-out
+    architectures (e.g. a Pareto front) and, in grey, the adaptation shots (in-sample), with
+    y = x, ±10% band and the budget."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5.6, 5.0), dpi=120)
+    p, m = np.asarray(predicted, float), np.asarray(measured, float)
+    sp, sm = np.asarray(shots_predicted, float), np.asarray(shots_measured, float)
+    op, om = np.asarray(others_predicted, float), np.asarray(others_measured, float)
+    vals = np.concatenate([v[np.isfinite(v)] for v in (p, m, sp, sm, op, om)] + [np.array([budget_ms or np.nan])])
+    vals = vals[np.isfinite(vals) & (vals > 0)]
+    lo, hi = (vals.min() / 1.3, vals.max() * 1.3) if vals.size else (0.1, 10.0)
+    line = np.array([lo, hi])
+    ax.plot(line, line, color="black", lw=1, label="predicted = measured")
+    ax.fill_between(line, line / 1.1, line * 1.1, color="0.85", label="±10%")
+    if sp.size:
+        ax.scatter(sm, sp, s=22, color="0.45", label=f"adaptation shots ({sp.size}, in-sample)")
+    if op.size:
+        k = np.isfinite(om)
+        ax.scatter(om[k], op[k], s=30, marker="D", color="tab:green", label=f"{others_label} ({int(k.sum())})")
+    ok = np.isfinite(m)
+    ax.scatter(m[ok], p[ok], s=70, marker="*", color="tab:red", zorder=3, label=f"best within budget ({int(ok.sum())})")
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="tab:blue", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
+        ax.axhline(budget_ms, color="tab:blue", ls=":", lw=1)
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(lo, hi)
+    _plain_log_ticks(ax.xaxis)
+    _plain_log_ticks(ax.yaxis)
+    ax.set_xlabel(f"measured latency (ms){' on ' + device if device else ''}")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(title or "predicted vs measured latency", fontsize=10)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def pareto(path: str | Path, candidates: Sequence[Candidate], budget_ms: float | None = None,
+           chosen: Sequence[Candidate] = (), score_label: str = "score", title: str = "") -> Path:
+    """Predicted latency vs score of every scored architecture, the Pareto front (lower latency,
+    higher score), the budget and the chosen architectures."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
+    cands = [c for c in candidates if np.isfinite(c.score) and np.isfinite(c.latency_ms)]
+    ax.scatter([c.latency_ms for c in cands], [c.score for c in cands], s=12, color="0.55",
+               label=f"scored architectures ({len(cands)})")
+    front = pareto_front(cands)
+    if front:
+        xs = [c.latency_ms for c in front]
+        ys = [c.score for c in front]
+        ax.step(xs, ys, where="post", color="tab:green", lw=1.5)
+        ax.scatter(xs, ys, s=26, color="tab:green", zorder=3, label=f"Pareto front ({len(front)})")
+    if chosen:
+        ax.scatter([c.latency_ms for c in chosen], [c.score for c in chosen], s=90, marker="*", color="tab:red",
+                   zorder=4, label=f"best {len(chosen)} within budget")
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="tab:blue", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    scores = np.asarray([c.score for c in cands])
+    if scores.size >= 10:  # a few collapsed archs (e.g. NB201 zero cells) would squash the rest
+        lo_q, hi_q = np.percentile(scores, [2, 100])
+        pad = 0.08 * max(hi_q - lo_q, 1e-9)
+        hidden = int((scores < lo_q - pad).sum())
+        ax.set_ylim(lo_q - pad, hi_q + pad)
+        if hidden:
+            ax.text(0.01, 0.01, f"{hidden} below the axis", transform=ax.transAxes, fontsize=7, color="0.4")
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel(score_label)
+    ax.set_title(title or "latency vs score", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -1,0 +1,89 @@
+"""Search results: every evaluated architecture with its predicted latency and score, the best
+feasible ones, and the latency-score Pareto front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated architecture: predicted latency (ms), score (higher is better), feasibility."""
+
+    arch: Any
+    key: str
+    latency_ms: float
+    score: float
+    feasible: bool
+    step: int  # evaluation number (0-based)
+
+
+def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Non-dominated candidates (lower latency, higher score), sorted by latency."""
+    best: list[Candidate] = []
+    for c in sorted(cands, key=lambda c: (c.latency_ms, -c.score)):
+        if not best or c.score > best[-1].score:
+            best.append(c)
+    return best
+
+
+@dataclass
+class SearchResult:
+    """What a reference search did: `history` holds every evaluated architecture in order."""
+
+    method: str
+    space: str
+    objective: str
+    budget_ms: float | None
+    history: list[Candidate] = field(default_factory=list)
+    seconds: float = 0.0
+    proposals: int = 0  # architectures proposed (predicted), rejected ones included
+    rejected: int = 0  # proposals outside the latency bounds (never evaluated)
+    objective_seconds: float = 0.0
+
+    @property
+    def evaluations(self) -> int:
+        return len(self.history)
+
+    def best(self, k: int = 5) -> list[Candidate]:
+        """The `k` best feasible candidates by score (ties: faster first)."""
+        ok = [c for c in self.history if c.feasible]
+        return sorted(ok, key=lambda c: (-c.score, c.latency_ms))[:k]
+
+    def front(self) -> list[Candidate]:
+        return pareto_front(self.history)
+
+    def all_feasible(self) -> bool:
+        return all(c.feasible for c in self.history)
+
+    def format(self, k: int = 5, score_name: str = "score") -> str:
+        """The best `k` as a text table, with what was searched."""
+        head = (f"{self.method} on {self.space}: {self.evaluations} architectures evaluated "
+                f"({self.proposals} proposed, {self.rejected} rejected by the latency constraint) "
+                f"in {self.seconds:.1f} s")
+        lines = [head]
+        if self.budget_ms is not None:
+            lines.append(f"latency budget: {self.budget_ms:.4g} ms (predicted)")
+        best = self.best(k)
+        if not best:
+            lines.append("no feasible architecture found")
+            return "\n".join(lines)
+        width = max(len(c.key) for c in best)
+        lines.append(f"  {'#':>2}  {'architecture':<{width}}  {'predicted ms':>12}  {score_name}")
+        for i, c in enumerate(best, 1):
+            lines.append(f"  {i:>2}  {c.key:<{width}}  {c.latency_ms:>12.4f}  {c.score:.3f}")
+        return "\n".join(lines)
+
+    def to_dict(self, k: int = 5) -> dict[str, Any]:
+        return {"method": self.method, "space": self.space, "objective": self.objective, "budget_ms": self.budget_ms,
+                "evaluations": self.evaluations, "proposals": self.proposals, "rejected": self.rejected,
+                "seconds": round(self.seconds, 3), "objective_seconds": round(self.objective_seconds, 3),
+                "best": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.best(k)],
+                "pareto_front": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.front()]}
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """(predicted ms, score) of every evaluated architecture."""
+        return (np.asarray([c.latency_ms for c in self.history]), np.asarray([c.score for c in self.history]))

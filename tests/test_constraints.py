@@ -1,0 +1,253 @@
+"""LatencyConstraint: values, feasibility, margins, adapters (filter, penalty, Optuna, differentiable)."""
+
+import math
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from nas.arch_predictors import CallablePredictor, FeaturePredictor, PredictorSpaceError, as_arch_predictor
+from nas.choices import space_decisions
+from nas.constraints import ConstraintError, InfeasibleBudgetError, LatencyConstraint, suggest_arch
+from nas.latency_table import ChoiceLatencyTable, uniform_probs
+from nas.spaces import get_space
+
+# A known, exactly additive predictor: 0.1 ms + per-edge op cost (none, skip, conv1x1, conv3x3, pool).
+OP_MS = np.array([0.0, 0.01, 0.1, 0.4, 0.05])
+BASE_MS = 0.1
+ALL_CONV3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+ALL_NONE = "|none~0|+|none~0|none~1|+|none~0|none~1|none~2|"
+
+
+class Known:
+    """Batched additive predictor that counts its calls."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def __call__(self, archs):
+        self.calls += 1
+        return np.array([BASE_MS + OP_MS[list(a.ops)].sum() for a in archs])
+
+
+@pytest.fixture()
+def space():
+    return get_space("nb201")
+
+
+@pytest.fixture()
+def known(space):
+    return CallablePredictor(space, Known(), batched=True, name="known")
+
+
+def test_values_feasibility_and_margin_one_and_batch(space, known):
+    c = LatencyConstraint(known, budget_ms=1.0)
+    one = c(ALL_CONV3)
+    assert one.latency_ms == pytest.approx(2.5)
+    assert one.feasible is False and one.margin_ms == pytest.approx(-1.5)
+    ok = c(ALL_NONE)
+    assert ok.feasible is True and ok.margin_ms == pytest.approx(0.9)
+    archs = space.sample(50, seed=1)
+    calls = known.fn.calls
+    batch = c(archs)
+    assert known.fn.calls == calls + 1  # one vectorised prediction for the batch
+    expected = np.array([BASE_MS + OP_MS[list(a.ops)].sum() for a in archs])
+    np.testing.assert_allclose(batch.latency_ms, expected)
+    np.testing.assert_array_equal(batch.feasible, expected <= 1.0)
+    np.testing.assert_allclose(batch.margin_ms, 1.0 - expected)
+    assert c.filter(archs) == [a for a, e in zip(archs, expected) if e <= 1.0]
+
+
+def test_lower_bound_and_violation(space, known):
+    c = LatencyConstraint(known, budget_ms=1.0, min_ms=0.5)
+    assert c.violation(0.2) == pytest.approx(0.3) and c.violation(1.4) == pytest.approx(0.4)
+    assert not c(ALL_NONE).feasible and c(ALL_NONE).margin_ms == pytest.approx(-0.4)
+    lat = c.latency(space.sample(200, seed=2))
+    kept = c.filter(space.sample(200, seed=2))
+    assert len(kept) == int(((lat >= 0.5) & (lat <= 1.0)).sum()) > 0
+    with pytest.raises(ConstraintError, match="above the budget"):
+        LatencyConstraint(known, budget_ms=1.0, min_ms=2.0)
+    with pytest.raises(ConstraintError, match="positive"):
+        LatencyConstraint(known, budget_ms=0)
+
+
+def test_penalty_matches_nni_formulas_for_numbers_arrays_and_tensors(known):
+    c = LatencyConstraint(known, budget_ms=2.0)
+    assert c.penalty(1.0) == 0.0 and c.penalty(3.0, scale=2.0) == pytest.approx(1.0)
+    assert c.penalty(1.0, nonlinear="linear") == pytest.approx(-0.5)
+    assert c.penalty(1.0, nonlinear="absolute") == pytest.approx(0.5)
+    np.testing.assert_allclose(c.penalty(np.array([1.0, 4.0])), [0.0, 1.0])
+    assert c.penalize(1.0, 3.0, scale=0.1) == pytest.approx(1.05)
+    assert c.penalize(2.0, 3.0, scale=2.0, aggregate="mul") == pytest.approx(2.0 * 1.5**2)
+    t = torch.tensor(3.0, requires_grad=True)
+    c.penalty(t, scale=4.0).backward()
+    assert t.grad.item() == pytest.approx(4.0 / 2.0)  # d/dl scale * (l / budget - 1)
+    with pytest.raises(ConstraintError, match="nonlinear"):
+        c.penalty(1.0, nonlinear="square")
+
+
+def test_budget_below_the_fastest_architecture_names_it(known):
+    c = LatencyConstraint(known, budget_ms=0.05)
+    with pytest.raises(InfeasibleBudgetError, match=r"below the fastest nb201 architecture \(of all 15625\)") as e:
+        c.check_budget()
+    assert ALL_NONE in str(e.value) and "0.1 ms" in str(e.value)
+    assert LatencyConstraint(known, budget_ms=0.2).check_budget()[1] == pytest.approx(BASE_MS)
+
+
+def _adapted_transfer(space, n=12):
+    from predictors import pretrained
+    from nas.features import latency_features
+
+    archs = space.sample(n, seed=7)
+    y = np.array([BASE_MS + OP_MS[list(a.ops)].sum() for a in archs])
+    pred = pretrained.load("nb201")
+    pred.adapt(latency_features(space, archs)[0], y)
+    return pred
+
+
+def test_feature_predictor_adapter_and_space_checks(space):
+    from predictors import pretrained
+    from nas.features import latency_features
+
+    pred = _adapted_transfer(space)
+    c = LatencyConstraint(pred, budget_ms=1.0)  # the space comes from the predictor's layout
+    assert isinstance(c.predictor, FeaturePredictor) and c.space.name == "nb201"
+    archs = space.sample(20, seed=3)
+    np.testing.assert_allclose(c.latency(archs), pred.predict(latency_features(space, archs)[0]))
+    with pytest.raises(PredictorSpaceError, match="predicts fbnet architectures, not nb201"):
+        as_arch_predictor(pretrained.load("fbnet"), "nb201")
+    with pytest.raises(ConstraintError, match="not been adapted"):
+        LatencyConstraint(pretrained.load("nb201"), budget_ms=1.0)
+
+
+@pytest.mark.parametrize("sampler", ["nsga2", "tpe"])
+def test_optuna_constraints_func_respected_by_a_real_study(space, known, sampler):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    c = LatencyConstraint(known, budget_ms=0.8)
+
+    def convs(trial):
+        arch = suggest_arch(trial, space)
+        n = sum(o in (2, 3) for o in arch.ops)  # "more convolutions is better": pushes against the budget
+        return (n, c.latency(arch)) if sampler == "nsga2" else n
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Optuna 5 deprecates constraints_func (still supported)
+        if sampler == "nsga2":
+            s = optuna.samplers.NSGAIISampler(constraints_func=c.optuna_constraints(), seed=0, population_size=10)
+            study = optuna.create_study(directions=["maximize", "minimize"], sampler=s)
+        else:
+            s = optuna.samplers.TPESampler(constraints_func=c.optuna_constraints(), seed=0, n_startup_trials=10)
+            study = optuna.create_study(direction="maximize", sampler=s)
+        study.optimize(convs, n_trials=40)
+    lat = [c.latency(t.user_attrs["arch"]) for t in study.trials]
+    assert any(l > 0.8 for l in lat), "the study should have tried infeasible architectures"
+    best = study.best_trials if sampler == "nsga2" else [study.best_trial]
+    assert best and all(c.latency(t.user_attrs["arch"]) <= 0.8 for t in best)
+    # the stored constraint value is latency - budget
+    t0 = study.trials[0]
+    assert t0.system_attrs["constraints"][0] == pytest.approx(lat[0] - 0.8)
+
+
+def test_optuna_set_constraint_and_params_fallback(space, known):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    c = LatencyConstraint(known, budget_ms=0.8)
+    dec = space_decisions(space)
+    if hasattr(optuna.trial.Trial, "set_constraint"):
+        def objective(trial):
+            arch = dec.from_params({n: trial.suggest_categorical(n, list(ch)) for n, ch in zip(dec.names, dec.choices)})
+            c.optuna_set_constraint(trial, arch)
+            trial.set_user_attr("arch", space.key(arch))
+            return sum(o in (2, 3) for o in arch.ops)
+
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=1))
+        study.optimize(objective, n_trials=25)
+        assert c.latency(study.best_trial.user_attrs["arch"]) <= 0.8
+    # constraints_func also finds the arch from a trial's parameters (no user attribute)
+    trial = optuna.trial.create_trial(params={n: ch[3] for n, ch in zip(dec.names, dec.choices)},
+                                      distributions={n: optuna.distributions.CategoricalDistribution(list(ch))
+                                                     for n, ch in zip(dec.names, dec.choices)}, value=0.0)
+    assert c.optuna_constraints()(trial) == [pytest.approx(2.5 - 0.8)]
+
+
+def test_decisions_round_trip_for_every_space():
+    for name in ("nb201", "fbnet", "ofa"):
+        sp = get_space(name)
+        dec = space_decisions(sp)
+        archs = sp.sample(5, seed=4)
+        idx = dec.indices(archs)
+        assert idx.shape == (5, dec.n_decisions)
+        assert [sp.key(dec.build(row)) for row in idx] == [sp.key(a) for a in archs]
+        params = {n: ch[i] for n, ch, i in zip(dec.names, dec.choices, idx[0])}
+        assert sp.key(dec.from_params(params)) == sp.key(archs[0])
+
+
+def test_additive_predictor_is_recovered_exactly_by_both_table_methods(space, known):
+    archs = space.sample(40, seed=9)
+    truth = known.predict(archs)
+    for table in (ChoiceLatencyTable.least_squares(space, known, n=200, seed=0),
+                  ChoiceLatencyTable.one_at_a_time(space, known)):
+        np.testing.assert_allclose(table.predict(archs), truth, rtol=1e-9, atol=1e-12)
+        # centred rows: the uniform supernet's expected latency is the base
+        assert table.expected_ms(uniform_probs(table.decisions)).item() == pytest.approx(table.base_ms)
+        assert np.allclose([t.mean() for t in table.table], 0.0)
+
+
+def test_expected_latency_equals_discrete_prediction_at_one_hot_and_has_correct_gradients(space):
+    pred = _adapted_transfer(space)
+    c = LatencyConstraint(pred, budget_ms=1.0)
+    table = c.choice_table(n=300)
+    archs = space.sample(25, seed=11)
+    onehot = table.onehot(archs)  # per decision (25, 5), float64
+    expected = c.expected_latency(onehot)
+    assert expected.shape == (25,)
+    assert expected.detach().numpy().tolist() == table.predict(archs).tolist()  # exactly, not approximately
+    one = c.expected_latency([p[0] for p in onehot])
+    assert one.item() == table.predict(archs[:1])[0]
+    # gradient: d E / d p[d, c] = table[d][c]
+    probs = uniform_probs(table.decisions, requires_grad=True)
+    c.expected_latency(probs).backward()
+    for p, t in zip(probs, table.table):
+        np.testing.assert_allclose(p.grad.numpy(), t, rtol=0, atol=1e-12)
+    # and through a softmax over logits (what a supernet trains), checked numerically
+    logits = tuple(torch.randn(k, dtype=torch.float64, requires_grad=True) for k in table.decisions.sizes)
+    assert torch.autograd.gradcheck(lambda *a: c.expected_latency([x.softmax(-1) for x in a]), logits)
+    # a (D, C) tensor works too, with batch dimensions
+    stacked = torch.stack(onehot, dim=1)  # (25, 6, 5)
+    assert torch.equal(table.expected_ms(stacked), expected)
+
+
+def test_choice_table_fit_quality_is_reported(space):
+    c = LatencyConstraint(_adapted_transfer(space), budget_ms=1.0)
+    table = c.choice_table(n=300)
+    assert table.method == "least squares" and table.n_predictions == 300
+    assert 0 <= table.fit_mape < 1 and table.fit_spearman > 0.5
+    assert "MAPE" in table.describe()
+    assert not math.isnan(table.base_ms)
+
+
+def test_lookup_table_per_layer_block_latency_is_exact_on_fbnet():
+    """FBNet layers have fixed shapes, so the lookup-table predictor is a sum over layers and the
+    one-decision-at-a-time table reproduces it for every architecture."""
+    from nas.arch_predictors import load_arch_predictor
+
+    pred = load_arch_predictor("lut:cpu_onnxruntime_fp32_threads1", "fbnet")  # shipped device table
+    table = ChoiceLatencyTable.from_lut("fbnet", pred)
+    assert table.method == "one at a time" and table.n_predictions == 1 + 22 * 8
+    archs = pred.space.sample(6, seed=5)
+    np.testing.assert_allclose(table.predict(archs), pred.predict(archs), rtol=1e-9)
+
+
+def test_any_feature_predictor_becomes_an_arch_predictor(space):
+    """space + feature function + any predictor with predict(X) (here scikit-learn on the encoding)."""
+    from sklearn.linear_model import LinearRegression
+
+    archs = space.sample(300, seed=12)
+    y = np.array([BASE_MS + OP_MS[list(a.ops)].sum() for a in archs])
+    model = LinearRegression().fit(space.encode(archs), y)
+    pred = FeaturePredictor(space, model, features=lambda sp, a: sp.encode(a))
+    c = LatencyConstraint(pred, budget_ms=1.0)
+    assert c.latency(ALL_CONV3) == pytest.approx(2.5, abs=1e-6)  # the encoding's one-hot makes it exact
+    assert c(ALL_NONE).feasible

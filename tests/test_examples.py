@@ -1,0 +1,37 @@
+"""The examples run (reduced sizes) and print what they promise."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_example(name: str, *args: str) -> str:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), "--quick", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return proc.stdout
+
+
+def test_optuna_constraint_example():
+    pytest.importorskip("optuna")
+    out = run_example("optuna_constraint.py")
+    assert "best (feasible only)" in out and "predicted" in out
+
+
+def test_evolution_loop_example():
+    out = run_example("evolution_loop.py")
+    assert "filter:" in out and "penalty:" in out and "regularised evolution on nb201" in out
+
+
+def test_differentiable_latency_example():
+    out = run_example("differentiable_latency.py")
+    assert "per-choice latency table" in out
+    line = next(l for l in out.splitlines() if "expected latency at one-hot" in l)
+    one_hot, table = line.split("one-hot")[1].split("=")[0], line.split("table prediction")[1].split(";")[0]
+    assert float(one_hot.split()[0]) == float(table.split()[0])

@@ -1,0 +1,162 @@
+"""Reference searches under a latency constraint, the NASWOT proxy, and `hwlat search`."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hwlat.cli import main
+from nas.arch_predictors import CallablePredictor
+from nas.constraints import InfeasibleBudgetError, LatencyConstraint
+from nas.search import (Candidate, NaswotProxy, load_objective, pareto_front, pareto_search, random_search,
+                        regularized_evolution)
+from nas.search.objectives import ObjectiveError
+from nas.spaces import get_space
+
+OP_MS = np.array([0.0, 0.01, 0.1, 0.4, 0.05])
+
+
+def additive_ms(archs):
+    return np.array([0.1 + OP_MS[list(a.ops)].sum() for a in archs])
+
+
+def convs(arch):
+    """A cheap objective that prefers what costs latency (so the constraint binds)."""
+    return float(sum(o in (2, 3) for o in arch.ops) + 0.01 * sum(o == 3 for o in arch.ops))
+
+
+@pytest.fixture()
+def space():
+    return get_space("nb201")
+
+
+@pytest.fixture()
+def constraint(space):
+    return LatencyConstraint(CallablePredictor(space, additive_ms, batched=True), budget_ms=0.6)
+
+
+def test_evolution_under_a_constraint_returns_only_feasible_architectures(space, constraint):
+    res = regularized_evolution(space, convs, constraint, budget=60, population=10, sample=3, seed=0, progress=False)
+    assert res.evaluations == 60 and res.rejected > 0  # the constraint did reject proposals
+    assert res.all_feasible()
+    truth = additive_ms([c.arch for c in res.history])
+    assert (truth <= 0.6).all()
+    best = res.best(5)
+    assert best and all(c.latency_ms <= 0.6 for c in best)
+    # it finds the best feasible score: 4 convs fit in 0.6 ms (4 x 0.1 + 0.1 base), 5 do not
+    assert best[0].score >= 4.0
+    again = regularized_evolution(space, convs, constraint, budget=60, population=10, sample=3, seed=0, progress=False)
+    assert [c.key for c in again.history] == [c.key for c in res.history]  # seeded
+
+
+def test_random_search_scores_only_feasible_distinct_architectures(space, constraint):
+    res = random_search(space, convs, constraint, budget=30, seed=1, progress=False)
+    keys = [c.key for c in res.history]
+    assert len(keys) == len(set(keys)) == 30
+    assert (additive_ms([c.arch for c in res.history]) <= 0.6).all()
+
+
+def test_search_with_a_budget_below_the_fastest_architecture_says_so(space):
+    c = LatencyConstraint(CallablePredictor(space, additive_ms, batched=True), budget_ms=0.01)
+    with pytest.raises(InfeasibleBudgetError, match="below the fastest"):
+        regularized_evolution(space, convs, c, budget=5, progress=False)
+
+
+def test_pareto_front_and_stratified_sweep(space):
+    c = [Candidate(None, k, lat, s, True, i) for i, (k, lat, s) in
+         enumerate([("a", 1.0, 1.0), ("b", 2.0, 0.5), ("c", 2.0, 3.0), ("d", 3.0, 2.0), ("e", 0.5, 0.2)])]
+    assert [x.key for x in pareto_front(c)] == ["e", "a", "c"]
+    pred = CallablePredictor(space, additive_ms, batched=True)
+    res = pareto_search(space, pred, convs, budget=12, seed=0, progress=False)
+    lat = np.array([x.latency_ms for x in res.history])
+    every = additive_ms(list(space.enumerate()))
+    assert res.evaluations == 12 and lat.min() == pytest.approx(every.min())  # the fastest is always scored
+    assert lat.max() >= np.percentile(every, 100 * 11 / 12)  # one per latency stratum, up to the slowest
+    front = res.front()
+    assert all(a.latency_ms <= b.latency_ms and a.score < b.score for a, b in zip(front, front[1:]))
+
+
+def test_naswot_proxy_is_deterministic_and_ranks_a_dead_cell_last(space):
+    proxy = NaswotProxy(space, batch=4, seed=0)
+    conv = space.parse("3-2-3-1-3-3")  # ops6: conv3x3, conv1x1, conv3x3, skip, conv3x3, conv3x3
+    dead = space.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    s_conv, s_dead = proxy(conv), proxy(dead)
+    assert np.isfinite(s_conv) and s_conv > s_dead
+    assert NaswotProxy(space, batch=4, seed=0).score(conv) == s_conv
+    assert proxy.evaluations == 2 and proxy(conv) == s_conv and proxy.evaluations == 2  # cached
+    assert "NOT accuracy" in proxy.label and proxy.is_proxy
+
+
+def test_objective_loading(tmp_path, space):
+    f = tmp_path / "my_objective.py"
+    f.write_text("def score(arch):\n    return float(sum(arch.ops))\n")
+    obj = load_objective(f"{f}:score", space)
+    assert obj(space.parse("4-4-4-4-4-4")) == 24.0 and not obj.is_proxy
+    assert isinstance(load_objective("proxy", space), NaswotProxy)
+    with pytest.raises(ObjectiveError, match="no function"):
+        load_objective(f"{f}:nothing", space)
+    with pytest.raises(ObjectiveError, match="module:function"):
+        load_objective("not-a-spec", space)
+
+
+# ---- CLI ------------------------------------------------------------------------------------------
+def _samples(path, space, n, seed=0):
+    archs = space.sample(n, seed=seed)
+    rows = [{**space.key_record(a), "my_board": ms} for a, ms in zip(archs, 0.2 + 3 * additive_ms(archs))]
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def _objective_file(tmp_path):
+    f = tmp_path / "obj.py"
+    f.write_text("def score(arch):\n    return float(sum(o in (2, 3) for o in arch.ops))\n")
+    return f"{f}:score"
+
+
+def test_cli_search_prints_best_archs_with_predicted_latency_and_verifies(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    out = tmp_path / "r.json"
+    rc = main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+               "--max-latency-ms", "1.5", "--objective", _objective_file(tmp_path), "--budget", "15", "--top", "2",
+               "--no-progress", "--verify", "--protocol", "quick", "--json", str(out),
+               "--save-predictor", str(tmp_path / "pred")])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "adapted to 'my_board' from 12 measured" in text and "predicted ms" in text
+    assert "predicted vs measured on cpu/onnxruntime" in text and "MAPE" in text
+    report = json.loads(out.read_text())
+    assert len(report["search"]["best"]) == 2 and all(b["predicted_ms"] <= 1.5 for b in report["search"]["best"])
+    assert len(report["verification"]["archs"]) == 2 and report["verification"]["archs"][0]["measured_ms"] > 0
+    # the saved, adapted predictor is usable directly
+    rc = main(["search", "--space", "nb201", "--predictor", str(tmp_path / "pred"), "--max-latency-ms", "1.5",
+               "--objective", _objective_file(tmp_path), "--budget", "5", "--no-progress"])
+    assert rc == 0
+
+
+def test_cli_bad_inputs_one_clear_message_each(tmp_path, space, capsys):
+    obj = _objective_file(tmp_path)
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    base = ["search", "--objective", obj, "--budget", "5", "--no-progress"]
+
+    assert main(base + ["--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+                        "--max-latency-ms", "0.001"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "below the fastest nb201 architecture" in err and "use a budget of at least" in err
+    assert len(err.splitlines()) == 1
+
+    few = _samples(tmp_path / "few.csv", space, 3)
+    assert main(base + ["--space", "nb201", "--predictor", "pretrained", "--device-samples", str(few),
+                        "--max-latency-ms", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "only 3 measured nb201 architecture(s)" in err and "at least 5" in err and len(err.splitlines()) == 1
+
+    main(base + ["--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+                 "--max-latency-ms", "1.5", "--save-predictor", str(tmp_path / "nb")])
+    capsys.readouterr()
+    assert main(base + ["--space", "fbnet", "--predictor", str(tmp_path / "nb"), "--max-latency-ms", "1"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "predicts nb201 architectures, not fbnet" in err and len(err.splitlines()) == 1
+
+    assert main(base + ["--space", "nb201", "--predictor", "pretrained", "--max-latency-ms", "1"]) == 1
+    assert "has not been adapted" in capsys.readouterr().err
