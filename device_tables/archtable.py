@@ -17,13 +17,14 @@ import json
 import logging
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from device_tables.device import Device
-from device_tables.errors import SchemaVersionError, TableError, UnknownDeviceError
+from device_tables.errors import TableError, UnknownDeviceError
 from device_tables.measurement import Measurement
+from device_tables.table import atomic_write_text, drop_partial_last_line, now
+from device_tables.table import read_meta as read_table_meta
 
 log = logging.getLogger(__name__)
 
@@ -281,18 +282,7 @@ def _read_csv(path: Path):
 
 
 def read_meta(json_path: Path) -> dict[str, Any]:
-    try:
-        meta = json.loads(json_path.read_text())
-    except json.JSONDecodeError as exc:
-        raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise TableError(f"{json_path}: not a hwlat arch table (expected \"schema\": \"{SCHEMA}\")")
-    version = meta.get("schema_version")
-    if not isinstance(version, int):
-        raise TableError(f"{json_path}: schema_version missing or not an integer")
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(f"{json_path}: schema version {version} is newer than this hwlat reads ({SCHEMA_VERSION}); upgrade hwlat")
-    return meta
+    return read_table_meta(json_path, SCHEMA, SCHEMA_VERSION, "arch table")
 
 
 def arch_table_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -309,29 +299,6 @@ def _line(values: Sequence[Any]) -> bytes:
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
     return buf.getvalue().encode()
-
-
-def _drop_partial_last_line(path: Path) -> None:
-    with open(path, "rb+") as f:
-        data = f.read()
-        if not data or data.endswith(b"\n"):
-            return
-        cut = data.rfind(b"\n") + 1
-        log.warning("%s: dropping a partial last row left by an interrupted run: %r", path, data[cut:][:80])
-        f.truncate(cut)
-
-
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 class ArchTableWriter:
@@ -358,10 +325,10 @@ class ArchTableWriter:
             self._resume(meta or {})
         else:
             self.meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.csv_path.stem, "space": space,
-                         "device": device.to_dict(), "created": _now(), **dict(meta or {})}
+                         "device": device.to_dict(), "created": now(), **dict(meta or {})}
             self.write_meta()
-            _atomic_write_text(self.csv_path, _line(self.columns).decode())
-            _atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
+            atomic_write_text(self.csv_path, _line(self.columns).decode())
+            atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
         self._fd = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND)
         self._stats_fd = os.open(self.stats_path, os.O_WRONLY | os.O_APPEND)
 
@@ -377,7 +344,7 @@ class ArchTableWriter:
         if old != self.device.name:
             raise TableError(f"{self.json_path} holds device {old!r}, not {self.device.name!r}; "
                              "choose another --out or the same settings to resume")
-        _drop_partial_last_line(self.csv_path)
+        drop_partial_last_line(self.csv_path)
         with open(self.csv_path, newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
@@ -393,12 +360,12 @@ class ArchTableWriter:
                                      "fix or delete the row to re-measure it")
                 self._done[row[pk]] = float(row[-1]) if row[-1] else None
         if self.stats_path.exists():
-            _drop_partial_last_line(self.stats_path)
+            drop_partial_last_line(self.stats_path)
             self._prune_stats()
         else:
-            _atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
+            atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
         self.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
-        self.meta.setdefault("resumed", []).append(_now())
+        self.meta.setdefault("resumed", []).append(now())
         self.meta.setdefault("fingerprints_on_resume", []).append(dict(self.device.fingerprint))
         self.write_meta()
 
@@ -410,7 +377,7 @@ class ArchTableWriter:
             raise TableError(f"{self.stats_path}, line 1: expected the header {','.join(STATS_COLUMNS)}")
         kept = [rows[0]] + [r for r in rows[1:] if r and r[0] in self._done]
         if len(kept) != len(rows):
-            _atomic_write_text(self.stats_path, "".join(_line(r).decode() for r in kept))
+            atomic_write_text(self.stats_path, "".join(_line(r).decode() for r in kept))
 
     # ---- writing ------------------------------------------------------------------------
     def __contains__(self, key: str) -> bool:
@@ -434,7 +401,7 @@ class ArchTableWriter:
             raise TableError(f"record {dict(record)!r} lacks the primary key column {self.primary!r}")
         if key in self._done:
             raise TableError(f"{self.csv_path.name}: {key} is already in the table")
-        now = _now()
+        stamp = now()
         if measurement is not None:
             m = measurement
             stats = ["ok"] + [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false"]
@@ -445,7 +412,7 @@ class ArchTableWriter:
         build = "" if build_ms is None else f"{build_ms:.3f}"
         err = (error or "").replace("\n", " ")
         # Stats first: a crash between the two writes leaves an orphan stats row, pruned on resume.
-        os.write(self._stats_fd, _line([key] + stats + [build, err, now]))
+        os.write(self._stats_fd, _line([key] + stats + [build, err, stamp]))
         os.fsync(self._stats_fd)
         row = ["" if record.get(c) is None or (isinstance(record.get(c), float) and math.isnan(record.get(c)))
                else record.get(c) for c in self.key_columns] + [value]
@@ -454,7 +421,7 @@ class ArchTableWriter:
         self._done[key] = measurement.median_ms if measurement is not None else None
 
     def write_meta(self) -> None:
-        _atomic_write_text(self.json_path, json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(self.json_path, json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
 
     def update_meta(self, **entries: Any) -> None:
         self.meta.update(entries)

@@ -62,7 +62,7 @@ def table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".csv"), p.with_name(p.name + ".json")
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
+def atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with open(tmp, "w") as f:
         f.write(text)
@@ -125,7 +125,7 @@ class DeviceTable:
                 raise TableError(f"{csv_path} exists without {json_path.name}; move it away or restore the metadata")
             if not csv_path.exists():
                 csv_path.write_text(",".join(COLUMNS) + "\n")
-            _drop_partial_last_line(csv_path)
+            drop_partial_last_line(csv_path)
             table = cls.load(csv_path)
             if table.device.name != device.name:
                 raise TableError(
@@ -134,17 +134,17 @@ class DeviceTable:
                 )
             if meta:
                 table.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
-            table.meta.setdefault("resumed", []).append(_now())
+            table.meta.setdefault("resumed", []).append(now())
             table.meta["device"] = {**device.to_dict(), "fingerprint": table.meta["device"].get("fingerprint", {})}
             table.meta.setdefault("fingerprints_on_resume", []).append(device.to_dict()["fingerprint"])
             table.write_meta()
         else:
             table = cls(device, {**(meta or {})}, csv_path.with_suffix(""))
             table.meta.update({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": csv_path.stem,
-                               "device": device.to_dict(), "created": _now()})
+                               "device": device.to_dict(), "created": now()})
             table.meta.update(meta or {})
             table.write_meta()
-            _atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
+            atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
         table._fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND)
         return table
 
@@ -170,7 +170,7 @@ class DeviceTable:
         extra = dict(extra or {})
         if error is not None:
             extra["error"] = error.replace("\n", " ")
-        row = Row(spec, "ok" if error is None else "error", measurement, extra, _now())
+        row = Row(spec, "ok" if error is None else "error", measurement, extra, now())
         if self._fd is not None:
             line = _format_row(row.spec, row.status, row.measurement, row.extra, row.measured_at).encode()
             os.write(self._fd, line)  # one write of a whole line on an O_APPEND file
@@ -181,7 +181,7 @@ class DeviceTable:
     def write_meta(self) -> None:
         if self.path is None:
             return
-        _atomic_write_text(table_paths(self.path)[1], json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
+        atomic_write_text(table_paths(self.path)[1], json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
 
     def update_meta(self, **entries: Any) -> None:
         self.meta.update(entries)
@@ -230,33 +230,32 @@ class DeviceTable:
         csv_path, _ = table_paths(path)
         out = DeviceTable(self.device, {**self.meta, "schema": SCHEMA, "schema_version": SCHEMA_VERSION,
                                         "name": csv_path.stem, "device": self.device.to_dict()}, csv_path.with_suffix(""))
-        out.meta.setdefault("created", _now())
+        out.meta.setdefault("created", now())
         out._rows = dict(self._rows)
         lines = [",".join(COLUMNS) + "\n"] + [_format_row(r.spec, r.status, r.measurement, r.extra, r.measured_at) for r in self._rows.values()]
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_text(csv_path, "".join(lines))
+        atomic_write_text(csv_path, "".join(lines))
         out.write_meta()
         return out
 
 
-def read_meta(json_path: Path) -> dict[str, Any]:
+def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSION, what: str = "device table") -> dict[str, Any]:
+    """Read a table's JSON metadata and check its schema name and version."""
     try:
         meta = json.loads(json_path.read_text())
     except json.JSONDecodeError as exc:
         raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
-    if not isinstance(meta, dict) or meta.get("schema") != SCHEMA:
-        raise TableError(f"{json_path}: not a hwlat device table (expected \"schema\": \"{SCHEMA}\")")
-    version = meta.get("schema_version")
-    if not isinstance(version, int):
+    if not isinstance(meta, dict) or meta.get("schema") != schema:
+        raise TableError(f"{json_path}: not a hwlat {what} (expected \"schema\": \"{schema}\")")
+    found = meta.get("schema_version")
+    if not isinstance(found, int):
         raise TableError(f"{json_path}: schema_version missing or not an integer")
-    if version > SCHEMA_VERSION:
-        raise SchemaVersionError(
-            f"{json_path}: schema version {version} is newer than this hwlat reads ({SCHEMA_VERSION}); upgrade hwlat"
-        )
+    if found > version:
+        raise SchemaVersionError(f"{json_path}: schema version {found} is newer than this hwlat reads ({version}); upgrade hwlat")
     return meta
 
 
-def _drop_partial_last_line(csv_path: Path) -> None:
+def drop_partial_last_line(csv_path: Path) -> None:
     """Cut a trailing row that an interrupted write left without its newline."""
     with open(csv_path, "rb+") as f:
         data = f.read()
@@ -320,5 +319,5 @@ def _read_rows(csv_path: Path) -> Iterator[Row]:
         yield Row(spec, rec["status"], m, extra, rec["measured_at"])
 
 
-def _now() -> str:
+def now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S%z")
