@@ -130,8 +130,8 @@ def write_card(space: str, path: Path, info: dict, evals: list[dict], fit_s: flo
                "The scores below are from leave-one-GPU-out refits of the same predictor: trained on two GPUs' "
                "three batch sizes, tested on the third GPU's.")
     else:
-        how = (f"Meta-trained on HELP's meta-train split; HELP's validation devices ({HELP_VALID[space]}) were not "
-               "used. Scored on every other device of the public data (unseen).")
+        how = (f"Meta-trained on HELP's meta-train split; HELP's validation devices ({HELP_VALID[space]}) were "
+               "used only to choose the method's settings, never for training. Scored on every other device of the public data (unseen).")
     text = f"""# Pretrained transfer predictor: {space}
 
 `predictors.pretrained.load("{space}")` -> `TransferPredictor` (learners: {', '.join(info['learners'])}),
