@@ -1,0 +1,211 @@
+"""`--cluster` for `hwlat profile ops|archs`: the options, and the runs on a Ray cluster (docs/cluster.md)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_cluster_options(parser: argparse.ArgumentParser, unit: str = "configurations") -> None:
+    """Add --cluster, --device and --device-timeout to a `profile` target (without --cluster it runs locally)."""
+    g = parser.add_argument_group("cluster (optional; needs hwlat[cluster], see docs/cluster.md)")
+    g.add_argument("--cluster", metavar="ADDRESS",
+                   help="run on the Ray cluster at ADDRESS (auto, HOST:PORT or ray://HOST:PORT) instead of this machine: "
+                        f"{unit} go to the devices workers advertise, one table per device in --out (a folder)")
+    g.add_argument("--device", action="append", default=[], metavar="NAME",
+                   help="advertised device(s) to measure on (repeatable or comma-separated; default: every answering "
+                        "device of --runtime); their settings come from the worker's --devices spec")
+    g.add_argument("--device-timeout", type=float, default=300.0, metavar="S",
+                   help="give a device up after it has not answered for S seconds (default 300); its rows are kept")
+
+
+def device_names(args: argparse.Namespace) -> list[str]:
+    return [n.strip() for value in args.device for n in value.split(",") if n.strip()]
+
+
+def _warn_local_settings(args: argparse.Namespace) -> None:
+    local = [f"--{k.replace('_', '-')}" for k in ("opt_level", "xnnpack", "board", "provider", "cudnn_benchmark")
+             if getattr(args, k, None)]
+    if getattr(args, "threads", 1) != 1:
+        local.append("--threads")
+    if local:
+        print(f"hwlat: note: {', '.join(local)} ignored with --cluster: a device's settings are its worker's "
+              "--devices spec (hwlat worker --list shows them)", file=sys.stderr)
+
+
+def _check_runtime(names: list[str], runtime: str | None) -> None:
+    """A device named with --device must run the --runtime given (when it answers now)."""
+    from profilers.cluster_worker import ClusterError, list_devices
+
+    if not runtime or not names:
+        return
+    infos, _ = list_devices()
+    wrong = [f"{n} runs {infos[n]['ad']['runtime']}" for n in names if n in infos and infos[n]["ad"]["runtime"] != runtime]
+    if wrong:
+        raise ClusterError(f"--runtime {runtime}, but device {'; '.join(wrong)}; pass its runtime or another --device")
+
+
+def profile_ops_on_cluster(args: argparse.Namespace) -> int:
+    """`hwlat profile ops ... --cluster ADDRESS`: one table per device under --out."""
+    from profilers.cluster import connect, disconnect, profile_ops_cluster
+    from hwlat.commands.profile import protocol_from_args
+    from profilers.sweeps import load_sweep
+
+    specs = load_sweep(args.sweep)
+    _warn_local_settings(args)
+    names = device_names(args)
+    connected = connect(args.cluster)
+    try:
+        _check_runtime(names, args.runtime)
+        result = profile_ops_cluster(specs, args.out, devices=names or None, runtime=args.runtime,
+                                     protocol=protocol_from_args(args), address=None,
+                                     progress=not args.no_progress, sweep_name=str(args.sweep),
+                                     device_timeout_s=args.device_timeout)
+    finally:
+        if connected:
+            disconnect()
+    for run in result.runs.values():
+        hosts = ", ".join(sorted(run.hosts)) or "-"
+        print(f"{run.name}: {run.out}: {run.status}, {run.measured} measured, {run.skipped} already there, "
+              f"{run.failed} failed, {run.noisy} noisy, {run.retried} retried; device {run.device or '?'} on {hosts}")
+    n = len(result.records)
+    if n:
+        print(f"{n} configurations in {result.seconds:.1f} s ({n / result.seconds:.1f}/s) on {len(result.runs)} device(s)")
+    result.raise_for_problems()
+    return 0
+
+
+# ---- profile archs --------------------------------------------------------------------------------------
+# Advertised settings the whole-architecture timers honour (nas.spaces.measure.make_timer).
+ARCH_SETTINGS = ("threads", "precision", "device", "cudnn_benchmark", "provider")
+
+
+def measure_arch(runtime, payload: dict, protocol, cache: dict):
+    """The job of `hwlat profile archs`, run in a device's actor: build one architecture and time it whole."""
+    from device_tables.errors import HwlatError
+    from nas.spaces import get_space
+    from nas.spaces.measure import make_timer
+    from profilers.cluster_worker import Outcome
+
+    key = ("arch-timer", payload["space"], tuple(sorted(payload["options"].items())), payload["batch"], protocol)
+    if key not in cache:
+        space = get_space(payload["space"], **payload["options"])
+        settings = {k: v for k, v in cache.get("settings", {}).items() if k in ARCH_SETTINGS and k != "threads"}
+        cache[key] = make_timer(runtime.name, space, runtime.threads, protocol, payload["batch"], **settings)
+    try:
+        m, build_ms = cache[key](payload["arch"])
+    except (HwlatError, RuntimeError, ValueError) as exc:  # as a local run: a failed arch is an empty cell
+        return Outcome(error=f"{type(exc).__name__}: {exc}")
+    return Outcome(m, {"build_ms": build_ms})
+
+
+class ArchSink:
+    """An arch table of one device, written by the driver only (see profilers.cluster.Sink)."""
+
+    def __init__(self, path, space: str, device, meta: dict):
+        from pathlib import Path
+
+        from device_tables.archtable import ArchTableWriter, arch_table_paths
+        from profilers.cluster import TableLock
+
+        self.table = ArchTableWriter(path, space, device, meta)
+        self.device_name = device.name
+        self.path = Path(path)
+        try:
+            self.lock = TableLock(arch_table_paths(path)[0])
+        except Exception:
+            self.table.close()
+            raise
+        self.hosts: set[str] = set()
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.table
+
+    def write(self, task, result) -> bool:
+        if task.key in self.table:
+            return False
+        o = result.outcome
+        if o.error is not None:
+            self.table.append(task.payload["record"], error=o.error)
+        else:
+            self.table.append(task.payload["record"], o.measurement, build_ms=o.extra.get("build_ms"))
+        self.hosts.add(result.host)
+        return True
+
+    def close(self, summary) -> None:
+        cluster = dict(self.table.meta.get("cluster", {}))
+        cluster["hosts"] = sorted(set(cluster.get("hosts", [])) | self.hosts)
+        cluster.setdefault("runs", []).append(dict(summary))
+        self.table.update_meta(cluster=cluster)
+        self.table.close()
+        self.lock.release()
+
+
+def profile_archs_on_cluster(args: argparse.Namespace) -> int:
+    """`hwlat profile archs ... --cluster ADDRESS`: one arch table per device under --out."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from device_tables.device import Device
+    from device_tables.errors import HwlatError
+    from nas.spaces import get_space
+    from nas.spaces.measure import resolve_archs
+    from profilers.cluster import Task, connect, disconnect, run_cluster, select_devices, table_stem
+    from hwlat.commands.profile import protocol_from_args
+    from profilers.cluster_worker import ClusterError, list_devices
+
+    batch = getattr(args, "batch", 1)
+    if batch < 1:
+        raise HwlatError(f"--batch {batch}: needs at least 1")
+    _warn_local_settings(args)
+    if getattr(args, "precision", "fp32") != "fp32":
+        print("hwlat: note: --precision ignored with --cluster: a device's precision is its worker's --devices spec",
+              file=sys.stderr)
+    options = {"keep_dead": True} if args.keep_dead_edges and args.space == "nb201" else {}
+    space = get_space(args.space, **options)
+    items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
+    if not args.keep_order:
+        items = [items[i] for i in np.random.default_rng(args.seed).permutation(len(items))]
+    protocol = protocol_from_args(args)
+    tasks = [Task(space.key(it.arch), {"space": args.space, "options": options, "arch": it.arch, "record": it.record,
+                                       "batch": batch}) for it in items]
+    tasks = list({t.key: t for t in tasks}.values())
+    out = Path(args.out)
+    names = device_names(args)
+    connected = connect(args.cluster)
+    try:
+        _check_runtime(names, args.runtime)
+        names = select_devices(names or None, args.runtime)
+        infos, _ = list_devices()
+        for n in names:
+            extra = sorted(set(infos.get(n, {}).get("ad", {}).get("settings", {})) - set(ARCH_SETTINGS))
+            if extra:
+                raise ClusterError(f"device {n} has setting(s) {', '.join(extra)} that whole-architecture timing does "
+                                   f"not apply; advertise it without them for `profile archs`")
+        out.mkdir(parents=True, exist_ok=True)
+        outs = {n: out / table_stem(n) for n in names}
+
+        def opener(name, info):
+            dev = Device.from_dict(info["device"])
+            if batch != 1:
+                dev = Device.make(dev.hardware, dev.runtime, dev.precision, dev.fingerprint, **dict(dev.settings), batch=batch)
+            if args.hardware:
+                dev = Device(args.hardware, dev.runtime, dev.precision, dev.settings, dev.fingerprint)
+            meta = {"protocol": protocol.to_dict(), "runtime": info["ad"]["runtime"],
+                    "runtime_settings": dict(info["ad"]["settings"]), "space_options": repr(space),
+                    "archs_spec": args.archs, "protocol_preset": args.protocol,
+                    "cluster": {"device": name, "spec": info["spec"]}}
+            return ArchSink(outs[name], space.name, dev, meta), tasks
+
+        result = run_cluster(names, opener, measure_arch, protocol, outs, device_timeout_s=args.device_timeout,
+                             progress=not args.no_progress, unit="arch")
+    finally:
+        if connected:
+            disconnect()
+    for run in result.runs.values():
+        hosts = ", ".join(sorted(run.hosts)) or "-"
+        print(f"{run.name}: {run.out}: {run.status}, {run.measured} measured, {run.skipped} already there, "
+              f"{run.failed} failed, {run.noisy} noisy, {run.retried} retried; device column {run.device or '?'} on {hosts}")
+    result.raise_for_problems()
+    return 0

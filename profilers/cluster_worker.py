@@ -1,0 +1,541 @@
+"""The worker side of cluster profiling: advertised devices, the one actor per device, the Ray node.
+
+A host that owns devices joins a Ray cluster (`RayNode`) with one custom resource per device,
+``hwlat-device:<name>`` = 1, and starts one detached, named actor per device (`DeviceActor`) that
+holds that resource for its whole life. Only that actor can ever run on the device, and an actor
+runs one method at a time, so measurements on one device never overlap. The actor publishes the
+device's settings and fingerprint (`describe`). Ray is imported lazily: `import profilers` works
+without it. See docs/cluster.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import re
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator, Mapping, Sequence
+
+from device_tables.errors import HwlatError, UnsupportedOpError
+from device_tables.measurement import Measurement
+from device_tables.ops import OpSpec
+from profilers.protocol import Protocol
+
+log = logging.getLogger(__name__)
+
+NAMESPACE = "hwlat"
+RESOURCE_PREFIX = "hwlat-device:"
+# Runtimes whose bare (non key=value) spec words form one positional setting, e.g. board:qemu:mps2-an386.
+POSITIONAL_SETTING = {"board": "board"}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+class ClusterError(HwlatError):
+    """Ray missing, a cluster that cannot be reached, a bad device spec, or a device that was lost."""
+
+
+def import_ray() -> Any:
+    """Import Ray, or say how to install it (it is the optional extra ``hwlat[cluster]``)."""
+    try:
+        import ray
+    except ImportError as exc:
+        raise ClusterError("cluster profiling needs Ray: pip install 'hwlat[cluster]' (or pip install 'ray[default]')") from exc
+    return ray
+
+
+def match_ray_auth() -> None:
+    """Use Ray's token authentication in this process when a token is at hand and no mode is set.
+
+    A head started by ``ray start`` turns token auth on by itself when ``~/.ray/auth_token`` exists
+    and ``RAY_AUTH_MODE`` is unset; a driver does not, and would be refused. Doing the same here keeps
+    both sides alike. Set ``RAY_AUTH_MODE`` explicitly to choose.
+    """
+    if "RAY_AUTH_MODE" in os.environ:
+        return
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or str(Path.home() / ".ray" / "auth_token")
+    if os.environ.get("RAY_AUTH_TOKEN") or os.path.exists(path):
+        os.environ["RAY_AUTH_MODE"] = "token"
+        if "ray" in sys.modules:  # Ray read its settings at import: have it read them again
+            try:
+                from ray._raylet import Config
+
+                Config.initialize("")
+            except Exception as exc:  # an older or newer Ray without this: it reads the variable at init
+                log.debug("could not refresh Ray's config: %s", exc)
+
+
+def ray_connected(ray: Any) -> None:
+    """Refuse to go on without a connection (a Ray call would otherwise start a new local cluster)."""
+    if not ray.is_initialized():
+        raise ClusterError("not connected to a Ray cluster: call profilers.cluster.connect(address) first")
+
+
+# ---- advertised devices ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class DeviceAd:
+    """A device a worker advertises: ``NAME=RUNTIME[:key=value]...`` such as ``cpu-ort-1=onnxruntime:threads=1``.
+
+    The name is chosen by the lab (unique in the cluster); it names the Ray resource
+    ``hwlat-device:NAME``, the device's actor and, on the driver, its table file.
+    """
+
+    name: str
+    runtime: str
+    settings: tuple[tuple[str, Any], ...] = ()
+
+    @classmethod
+    def parse(cls, text: str) -> "DeviceAd":
+        text = text.strip()
+        name, eq, rest = text.partition("=")
+        if not eq or not rest or ":" in name:
+            raise ClusterError(f"device spec {text!r}: expected NAME=RUNTIME[:key=value...], e.g. cpu-ort-1=onnxruntime:threads=1")
+        name = name.strip()
+        if not _NAME.match(name):
+            raise ClusterError(f"device spec {text!r}: name {name!r} may hold letters, digits, '.', '_' and '-' only")
+        runtime, *words = rest.split(":")
+        from profilers.runtimes import RUNTIMES
+
+        if runtime not in RUNTIMES:
+            raise ClusterError(f"device spec {text!r}: unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+        settings: dict[str, Any] = {}
+        bare: list[str] = []
+        for word in words:
+            key, eq, value = word.partition("=")
+            if eq and _IDENT.match(key):
+                settings[key] = _value(value)
+            else:
+                bare.append(word)
+        if bare:
+            if runtime not in POSITIONAL_SETTING:
+                raise ClusterError(f"device spec {text!r}: {':'.join(bare)!r} is not key=value (e.g. threads=1)")
+            settings[POSITIONAL_SETTING[runtime]] = ":".join(bare)
+        return cls(name, runtime, tuple(sorted(settings.items())))
+
+    @classmethod
+    def parse_list(cls, values: str | Sequence[str]) -> list["DeviceAd"]:
+        """Comma-separated specs (commas inside a spec, as in ``serial:/dev/ttyACM0,baud=115200``, are kept)."""
+        from profilers.runtimes import RUNTIMES
+
+        texts = [values] if isinstance(values, str) else list(values)
+        starts = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*=(" + "|".join(map(re.escape, RUNTIMES)) + r")(:|$)")
+        specs: list[str] = []
+        for text in texts:
+            for piece in text.split(","):
+                if not piece.strip():
+                    continue
+                if specs and not starts.match(piece.strip()):
+                    specs[-1] += "," + piece
+                else:
+                    specs.append(piece)
+        ads = [cls.parse(s) for s in specs]
+        names = [a.name for a in ads]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ClusterError(f"device name(s) {', '.join(dupes)} given twice; each device needs its own name")
+        return ads
+
+    @property
+    def resource(self) -> str:
+        return RESOURCE_PREFIX + self.name
+
+    @property
+    def actor_name(self) -> str:
+        return RESOURCE_PREFIX + self.name
+
+    def text(self) -> str:
+        return f"{self.name}={':'.join([self.runtime] + [f'{k}={v}' for k, v in self.settings])}"
+
+    def make_runtime(self) -> Any:
+        from profilers.runtimes import get_runtime
+
+        return get_runtime(self.runtime, **dict(self.settings))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "runtime": self.runtime, "settings": dict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "DeviceAd":
+        return cls(d["name"], d["runtime"], tuple(sorted(dict(d.get("settings", {})).items())))
+
+
+def _value(text: str) -> Any:
+    low = text.lower()
+    if low in ("true", "on", "yes"):
+        return True
+    if low in ("false", "off", "no"):
+        return False
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+# ---- what a device actor runs ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Outcome:
+    """What one job produced: a measurement (with runtime facts) or an error to record as a row."""
+
+    measurement: Measurement | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """An outcome with where and when it was measured (wall clock of the worker)."""
+
+    key: str
+    outcome: Outcome
+    device: str
+    node_id: str
+    host: str
+    pid: int
+    started: float
+    finished: float
+
+
+# A job runs on the device's actor: (runtime, payload, protocol, cache) -> Outcome. The cache is the
+# actor's own dict (it lives as long as the actor); its "settings" entry holds the advertised settings.
+Job = Callable[[Any, Any, Protocol, dict], Outcome]
+
+
+def measure_op(runtime: Any, spec: OpSpec, protocol: Protocol, cache: dict) -> Outcome:
+    """The job of `hwlat profile ops`: measure one op configuration (an op it cannot run is an error row)."""
+    try:
+        m, extra = runtime.measure(spec, protocol)
+    except UnsupportedOpError as exc:
+        return Outcome(error=str(exc))
+    return Outcome(m, dict(extra))
+
+
+@contextlib.contextmanager
+def host_lock(path: str | None) -> Iterator[None]:
+    """Hold an exclusive file lock (devices of one worker share a CPU unless it runs with --parallel)."""
+    if path is None:
+        yield
+        return
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+class DeviceActor:
+    """The only thing that measures on one device: built once per device, runs one job at a time."""
+
+    def __init__(self, ad: Mapping[str, Any], lock_path: str | None = None, worker: Mapping[str, Any] | None = None):
+        self.ad = DeviceAd.from_dict(ad)
+        self.lock_path = lock_path
+        self.worker = dict(worker or {})
+        self.runtime = self.ad.make_runtime()
+        self.device = self.runtime.device()
+        self.cache: dict[Any, Any] = {"settings": dict(self.ad.settings)}  # jobs keep built things here
+        self.started = time.time()
+
+    def describe(self) -> dict[str, Any]:
+        """The advertised spec, the `Device` (name, settings, fingerprint) and where the actor lives."""
+        import ray
+
+        return {
+            "name": self.ad.name, "spec": self.ad.text(), "ad": self.ad.to_dict(), "device": self.device.to_dict(),
+            "dtype": self.runtime.dtype(), "host": socket.gethostname(), "pid": os.getpid(),
+            "node_id": ray.get_runtime_context().get_node_id(), "worker": self.worker,
+            "exclusive_host": self.lock_path is not None, "up_since": self.started,
+        }
+
+    def ping(self) -> str:
+        """The id of the node this actor runs on (a cheap liveness check)."""
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+
+    def accepts(self, specs: list[OpSpec]) -> list[str]:
+        """Keys of the specs this device's runtime measures (its precision, its op support)."""
+        return [s.key for s in self.runtime.accepts(specs)]
+
+    def run(self, job: Job, key: str, payload: Any, protocol: Protocol) -> TaskResult:
+        """Run one job on the device (holding the host lock unless the worker is --parallel)."""
+        import ray
+
+        with host_lock(self.lock_path):
+            started = time.time()
+            outcome = job(self.runtime, payload, protocol, self.cache)
+            finished = time.time()
+        return TaskResult(key, outcome, self.ad.name, ray.get_runtime_context().get_node_id(), socket.gethostname(),
+                          os.getpid(), started, finished)
+
+
+def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[str, Any] | None = None,
+              timeout_s: float = 120.0) -> dict[str, Any]:
+    """Start (or re-adopt) the detached actor of each device; returns name -> description.
+
+    Must run in a process connected to the cluster whose node offers the devices' resources.
+    An actor left over from a worker that died with the same spec is adopted (it restarts here);
+    one with another spec is replaced.
+    """
+    ray = import_ray()
+    lock_path = None if parallel else os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}-{time.time_ns()}.lock")
+    cls = ray.remote(DeviceActor)
+
+    def create(ad: DeviceAd, adopt: bool) -> Any:
+        # Amount 1 of the device's resource for the actor's whole life: nothing else can run there.
+        # max_restarts=-1: if its host dies, Ray restarts it wherever the resource shows up again.
+        # max_task_retries=0: the driver re-queues lost calls itself (and may send them elsewhere).
+        return cls.options(name=ad.actor_name, namespace=NAMESPACE, lifetime="detached", get_if_exists=adopt,
+                           resources={ad.resource: 1}, num_cpus=0, max_restarts=-1, max_task_retries=0,
+                           max_concurrency=1).remote(ad.to_dict(), lock_path, dict(worker or {}))
+
+    handles = {ad.name: create(ad, adopt=True) for ad in ads}
+    infos = {}
+    for ad in ads:
+        try:
+            info = _describe(ray, handles[ad.name], ad, timeout_s)
+        except ClusterError as exc:
+            # An actor adopted from a worker that died may be beyond restarting: start a fresh one.
+            log.info("device %s: %s; starting a fresh actor", ad.name, exc)
+            ray.kill(handles[ad.name], no_restart=True)
+            _wait_name_free(ray, ad.actor_name)
+            handles[ad.name] = create(ad, adopt=False)
+            info = _describe(ray, handles[ad.name], ad, timeout_s)
+        if info["ad"] != ad.to_dict():
+            log.info("device %s: replacing an actor left with spec %s", ad.name, info["spec"])
+            ray.kill(handles[ad.name], no_restart=True)
+            _wait_name_free(ray, ad.actor_name)
+            handles[ad.name] = create(ad, adopt=False)
+            info = _describe(ray, handles[ad.name], ad, timeout_s)
+        infos[ad.name] = info
+    return infos
+
+
+def _describe(ray: Any, handle: Any, ad: DeviceAd, timeout_s: float) -> dict[str, Any]:
+    ref = handle.describe.remote()
+    ready, _ = ray.wait([ref], timeout=timeout_s)
+    if not ready:
+        raise ClusterError(f"device {ad.name}: its actor did not start in {timeout_s:.0f} s; is the resource "
+                           f"{ad.resource} on a live node? (see `ray status`)")
+    try:
+        return ray.get(ref)
+    except Exception as exc:  # the runtime failed to start on the worker, or the actor is gone
+        raise ClusterError(f"device {ad.name}: {ad.runtime} did not start on the worker: {_reason(exc)}") from exc
+
+
+def _reason(exc: BaseException) -> str:
+    """The line of a Ray error that says why (its message is many lines of ids and context)."""
+    cause = getattr(exc, "cause", None)
+    if isinstance(cause, BaseException) and not isinstance(cause, type(exc)):
+        exc = cause
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    for ln in lines:
+        if not ln.startswith(("actor_id", "class_name", "pid", "namespace", "ip", "name", "Traceback", "File ")):
+            return f"{type(exc).__name__}: {ln[:240]}"
+    return type(exc).__name__
+
+
+def _wait_name_free(ray: Any, name: str, timeout_s: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            ray.get_actor(name, namespace=NAMESPACE)
+        except ValueError:
+            return
+        time.sleep(0.2)
+
+
+def withdraw(names: Sequence[str]) -> None:
+    """Stop the actors of these devices for good (a worker shutting down cleanly)."""
+    ray = import_ray()
+    for name in names:
+        try:
+            ray.kill(ray.get_actor(RESOURCE_PREFIX + name, namespace=NAMESPACE), no_restart=True)
+        except ValueError:
+            pass
+
+
+def list_devices(timeout_s: float = 5.0) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """Advertised devices of the connected cluster: (name -> description of those answering, names not answering)."""
+    ray = import_ray()
+    ray_connected(ray)
+    names = sorted(n[len(RESOURCE_PREFIX):] for n in ray.util.list_named_actors() if n.startswith(RESOURCE_PREFIX))
+    refs = {}
+    for name in names:
+        try:
+            refs[name] = ray.get_actor(RESOURCE_PREFIX + name, namespace=NAMESPACE).describe.remote()
+        except ValueError:
+            continue
+    ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout_s) if refs else ([], [])
+    infos, silent = {}, []
+    for name, ref in refs.items():
+        if ref in ready:
+            try:
+                infos[name] = ray.get(ref)
+                continue
+            except Exception as exc:  # died or unavailable
+                log.info("device %s does not answer: %s", name, type(exc).__name__)
+        silent.append(name)
+    return infos, silent
+
+
+# ---- a Ray node as a child process --------------------------------------------------------------
+@dataclass
+class RayNode:
+    """A ``ray start --block`` child: a head (no address) or a node joining ``address``, with custom resources."""
+
+    process: subprocess.Popen
+    log_path: Path
+    head: bool
+    address: str  # the GCS address host:port other nodes and drivers use
+
+    @classmethod
+    def start(cls, address: str | None = None, resources: Mapping[str, float] | None = None, num_cpus: int = 0,
+              object_store_mb: int = 100, port: int = 6379, temp_dir: str | None = None, dashboard: bool = False,
+              extra_args: Sequence[str] | str = (), log_path: str | os.PathLike | None = None,
+              env: Mapping[str, str] | None = None, timeout_s: float = 120.0) -> "RayNode":
+        """Start the node and wait until it runs; its worker processes can import this hwlat."""
+        import_ray()
+        args = [sys.executable, "-m", "ray.scripts.scripts", "start", "--block", "--disable-usage-stats",
+                f"--num-cpus={num_cpus}", f"--object-store-memory={int(object_store_mb) * 1024 * 1024}",
+                f"--resources={json.dumps(dict(resources or {}))}"]
+        if address:
+            args.append(f"--address={address}")
+        else:
+            args += ["--head", f"--port={port}", f"--include-dashboard={'true' if dashboard else 'false'}"]
+            if temp_dir:
+                args.append(f"--temp-dir={temp_dir}")
+        args += shlex.split(extra_args) if isinstance(extra_args, str) else list(extra_args)
+        if log_path is None:
+            fd, name = tempfile.mkstemp(prefix="hwlat-ray-node-", suffix=".log")
+            os.close(fd)
+            log_path = name
+        log_path = Path(log_path)
+        child_env = dict(os.environ if env is None else env)
+        # The node's workers import hwlat's packages from the same tree as this process.
+        root = str(Path(__file__).resolve().parent.parent)
+        child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, child_env.get("PYTHONPATH", "")]))
+        child_env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+        with open(log_path, "w") as out:
+            proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
+                                    start_new_session=True, preexec_fn=_stop_with_parent)
+        node = cls(proc, log_path, head=not address, address=address or "")
+        node._wait_started(timeout_s)
+        if node.head:
+            node.address = f"{node.ip()}:{port}"
+        return node
+
+    def _wait_started(self, timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if "Ray runtime started" in self.log_text():
+                return
+            if self.process.poll() is not None:
+                raise ClusterError(f"ray start exited with code {self.process.returncode}: {self.log_tail()} "
+                                   f"(full log: {self.log_path})")
+            time.sleep(0.2)
+        self.kill()
+        raise ClusterError(f"the Ray node did not start in {timeout_s:.0f} s: {self.log_tail()} (log: {self.log_path})")
+
+    def log_text(self) -> str:
+        try:
+            return re.sub(r"\x1b\[[0-9;]*m", "", self.log_path.read_text(errors="replace"))
+        except OSError:
+            return ""
+
+    def log_tail(self) -> str:
+        """The last error line of the node's output (or its last line): what to show a user."""
+        lines = [ln.strip() for ln in self.log_text().splitlines() if ln.strip()]
+        errors = [ln for ln in lines if "Error" in ln or "error" in ln or "Exception" in ln]
+        return (errors or lines or ["(no output)"])[-1][:300]
+
+    def ip(self) -> str:
+        """The node's IP address as Ray reported it (what other hosts connect to)."""
+        m = re.search(r"Local node IP: *([0-9a-fA-F.:]+)", self.log_text())
+        return m.group(1) if m else "127.0.0.1"
+
+    @property
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def pids(self) -> list[int]:
+        """This node's processes: ``ray start`` and every descendant (raylet, agents, workers)."""
+        return descendants(self.process.pid)
+
+    def stop(self, timeout_s: float = 40.0) -> None:
+        """Stop cleanly (Ray drains the node), then kill whatever is left of it."""
+        pids = self.pids()
+        if self.alive:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                pass
+        kill_pids(set(pids) | set(self.pids()))
+        self._reap()
+
+    def kill(self) -> None:
+        """Kill the node and all its processes at once, like a host losing power."""
+        kill_pids(self.pids())
+        self._reap()
+
+    def _reap(self) -> None:
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            log.warning("ray start (pid %d) did not exit", self.process.pid)
+
+
+def _stop_with_parent() -> None:
+    """In the child before exec: get SIGTERM when the parent dies (Linux), so no node outlives its worker."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        PR_SET_PDEATHSIG = 1
+        try:
+            ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        except OSError:
+            pass
+
+
+def descendants(pid: int) -> list[int]:
+    """`pid` and all processes below it (by parent pid; Ray's workers start their own sessions)."""
+    if not os.path.isdir("/proc"):
+        return [pid]
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        todo.extend(children.get(p, []))
+    return out
+
+
+def kill_pids(pids: Sequence[int] | set[int]) -> None:
+    """SIGKILL these processes (ones this code started, by id); those already gone are skipped."""
+    for p in pids:
+        try:
+            os.kill(p, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass

@@ -1,0 +1,307 @@
+"""Cluster profiling on a real local Ray cluster: a head and `hwlat worker` processes on this machine.
+
+Each worker advertises its own device running a real runtime (ONNX Runtime, else PyTorch). The
+tests check routing by device, one measurement at a time per device, a worker killed mid-sweep,
+a device that disappears, and a driver killed and restarted. They need Ray (`hwlat[cluster]`).
+"""
+
+from __future__ import annotations
+
+import collections
+import csv
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from device_tables.table import DeviceTable
+from profilers.cluster_worker import ClusterError, DeviceAd
+from profilers.protocol import Protocol
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# Tasks of roughly 20-70 ms each: long enough to kill things mid-sweep, short enough for a fast test.
+TEST_PROTOCOL = Protocol(warmup_runs=1, warmup_s=0.02, min_runs=5, max_runs=20, block_runs=5, max_time_s=0.02, remeasure=0)
+SWEEP = """\
+name: cluster-test
+ops:
+  - {op: [conv2d, conv2d+relu], c: [32, 48, 64], hw: [32, 40], cout: same, kernel: [3, 5], stride: 1}
+  - {op: [dwconv2d+bn+relu6], c: [64, 96], hw: [28, 32], kernel: [3, 5, 7], stride: 1}
+  - {op: linear, c: [256, 512], cout: [256, 512]}
+"""
+
+
+# ---- device specs (no cluster needed) ---------------------------------------------------------------
+def test_device_spec_parsing():
+    ad = DeviceAd.parse("cpu-ort-1=onnxruntime:threads=2:opt_level=basic")
+    assert (ad.name, ad.runtime, dict(ad.settings)) == ("cpu-ort-1", "onnxruntime", {"threads": 2, "opt_level": "basic"})
+    assert ad.resource == "hwlat-device:cpu-ort-1"
+    assert DeviceAd.parse(ad.text()) == ad
+    board = DeviceAd.parse("board0=board:qemu:mps2-an386")
+    assert dict(board.settings) == {"board": "qemu:mps2-an386"}
+    ads = DeviceAd.parse_list("a=torch:threads=1,b=board:serial:/dev/ttyACM0,baud=115200,c=litert:xnnpack=off")
+    assert [a.name for a in ads] == ["a", "b", "c"]
+    assert dict(ads[1].settings) == {"board": "serial:/dev/ttyACM0,baud=115200"}
+    assert dict(ads[2].settings) == {"xnnpack": False}
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("onnxruntime:threads=1", "NAME=RUNTIME"),
+    ("x=nosuchruntime", "unknown runtime"),
+    ("bad name=torch", "name"),
+    ("x=torch:oops", "key=value"),
+])
+def test_device_spec_errors_say_what_to_write(bad, words):
+    with pytest.raises(ClusterError, match=words):
+        DeviceAd.parse(bad)
+
+
+def test_duplicate_device_names_are_refused():
+    with pytest.raises(ClusterError, match="given twice"):
+        DeviceAd.parse_list("a=torch,a=onnxruntime")
+
+
+# ---- the local lab ----------------------------------------------------------------------------------
+def _runtime() -> str:
+    from profilers.runtimes import get_runtime
+
+    for name in ("onnxruntime", "torch"):
+        try:
+            get_runtime(name, threads=1)
+            return name
+        except Exception:  # not built yet or not installed here
+            continue
+    pytest.skip("neither the onnxruntime nor the torch runtime runs here")
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory):
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    import ray
+
+    from profilers.cluster import connect, disconnect
+    from profilers.cluster_local import LocalLab
+
+    runtime = _runtime()
+    root = tmp_path_factory.mktemp("lab")
+    lab = LocalLab(root / "logs")
+    try:
+        lab.start_head()
+        # Worker A has two devices (they take turns: one host), worker B one.
+        lab.a = lab.start_worker(f"ort-a={runtime}:threads=1,ort-a2={runtime}:threads=1")
+        lab.b = lab.start_worker(f"ort-b={runtime}:threads=1")
+        lab.runtime = runtime
+        lab.sweep = root / "sweep.yaml"
+        lab.sweep.write_text(SWEEP)
+        connect(lab.address)
+        yield lab
+    finally:
+        if ray.is_initialized():
+            disconnect()
+        lab.close()
+
+
+def _specs(lab):
+    from profilers.runtimes import get_runtime
+    from profilers.sweeps import load_sweep
+
+    return get_runtime(lab.runtime, threads=1).accepts(load_sweep(lab.sweep))
+
+
+def _csv_keys(path: Path) -> list[str]:
+    with open(path.with_suffix(".csv"), newline="") as f:
+        return [row[0] for row in list(csv.reader(f))[1:] if row]
+
+
+def _csv_lines(path: Path) -> dict[str, str]:
+    """key -> the row's exact text."""
+    lines = [line for line in path.with_suffix(".csv").read_text().splitlines()[1:] if line]
+    return {next(csv.reader([line]))[0]: line for line in lines}
+
+
+def _wait_rows(path: Path, n: int, timeout_s: float = 120.0, alive=lambda: True) -> None:
+    csv_path = path.with_suffix(".csv")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and alive():
+        if csv_path.exists() and len(_csv_keys(path)) >= n:
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"{csv_path} did not reach {n} rows")
+
+
+def _assert_complete_once(table_path: Path, specs) -> None:
+    keys = _csv_keys(table_path)
+    dupes = [k for k, c in collections.Counter(keys).items() if c > 1]
+    assert not dupes, f"rows written twice: {dupes}"
+    assert set(keys) == {s.key for s in specs}
+    assert len(DeviceTable.load(table_path)) == len(specs)  # loads: valid, no repeated key
+
+
+def _devices():
+    from profilers.cluster_worker import list_devices
+
+    infos, silent = list_devices(timeout_s=30)
+    return infos
+
+
+@pytest.mark.slow
+def test_routes_each_task_to_its_device_one_at_a_time(lab, tmp_path):
+    from profilers.cluster import profile_ops_cluster
+
+    specs = _specs(lab)
+    infos = _devices()
+    assert {"ort-a", "ort-a2", "ort-b"} <= set(infos)
+    result = profile_ops_cluster(specs, tmp_path, devices=["ort-a", "ort-a2", "ort-b"], protocol=TEST_PROTOCOL,
+                                 address=None, progress=False)
+    assert result.ok, result.problems()
+    by_device = collections.defaultdict(list)
+    for r in result.records:
+        by_device[r.device].append(r)
+    for name in ("ort-a", "ort-a2", "ort-b"):
+        recs = by_device[name]
+        # Routing: every task of a device ran in that device's actor, on the node that advertises it.
+        assert {(r.node_id, r.pid) for r in recs} == {(infos[name]["node_id"], infos[name]["pid"])}
+        assert sorted(r.key for r in recs) == sorted(s.key for s in specs)
+        # One at a time: the measuring intervals of one device never overlap.
+        recs.sort(key=lambda r: r.started)
+        for prev, nxt in zip(recs, recs[1:]):
+            assert nxt.started >= prev.finished, f"{name}: {nxt.key} started before {prev.key} finished"
+        table = DeviceTable.load(tmp_path / name)
+        _assert_complete_once(tmp_path / name, specs)
+        # The table carries the fingerprint the worker published.
+        assert table.device.fingerprint == infos[name]["device"]["fingerprint"]
+        assert table.meta["cluster"]["device"] == name
+    assert infos["ort-a"]["node_id"] != infos["ort-b"]["node_id"]
+    # Devices of one worker take turns (one host); devices of different workers run at the same time.
+    a_and_a2 = sorted(by_device["ort-a"] + by_device["ort-a2"], key=lambda r: r.started)
+    for prev, nxt in zip(a_and_a2, a_and_a2[1:]):
+        assert nxt.started >= prev.finished
+    span = {n: (min(r.started for r in by_device[n]), max(r.finished for r in by_device[n])) for n in ("ort-a", "ort-b")}
+    assert span["ort-a"][0] < span["ort-b"][1] and span["ort-b"][0] < span["ort-a"][1]
+    # A second run finds everything measured.
+    again = profile_ops_cluster(specs, tmp_path, devices=["ort-a"], protocol=TEST_PROTOCOL, address=None, progress=False)
+    assert (again.runs["ort-a"].measured, again.runs["ort-a"].skipped) == (0, len(specs))
+
+
+@pytest.mark.slow
+def test_profile_archs_runs_whole_architectures_per_device(lab, tmp_path):
+    pytest.importorskip("nas.spaces", reason="needs the search spaces (nas.spaces)")
+    from hwlat.cli import build_parser
+
+    args = build_parser().parse_args(["profile", "archs", "--space", "nb201", "--runtime", lab.runtime, "--archs", "0:4",
+                                      "--protocol", "quick", "--cluster", lab.address, "--device", "ort-a,ort-b",
+                                      "--out", str(tmp_path), "--no-progress"])
+    assert args.func(args) == 0
+    for name in ("ort-a", "ort-b"):
+        with open(tmp_path / f"{name}.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+        column = list(rows[0])[-1]
+        assert column.startswith(f"cpu/{lab.runtime}/")
+        assert sorted(int(r["nb201_index"]) for r in rows) == [0, 1, 2, 3]
+        assert all(float(r[column]) > 0 for r in rows)
+
+
+@pytest.mark.slow
+def test_ray_client_address(lab, tmp_path):
+    ip = lab.address.rsplit(":", 1)[0]
+    sweep = tmp_path / "tiny.yaml"
+    sweep.write_text("name: tiny\nops:\n  - {op: relu, c: [4, 8, 16], hw: 8}\n")
+    done = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep", str(sweep),
+                           "--protocol", "quick", "--cluster", f"ray://{ip}:{lab.client_port}", "--device", "ort-b",
+                           "--out", str(tmp_path / "t"), "--no-progress"],
+                          capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert len(DeviceTable.load(tmp_path / "t" / "ort-b")) == 3
+
+
+@pytest.mark.slow
+def test_driver_killed_resumes_from_the_table(lab, tmp_path):
+    specs = _specs(lab)
+    out = tmp_path / "tables"
+    cmd = [sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep", str(lab.sweep),
+           "--protocol", "quick", "--cluster", lab.address, "--device", "ort-a", "--out", str(out), "--no-progress"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        _wait_rows(out / "ort-a", 3, alive=lambda: first.poll() is None)
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)  # the driver only: the device's actor lives on
+        first.wait()
+    before = _csv_lines(out / "ort-a")
+    assert 3 <= len(before) < len(specs), "the driver finished before it could be killed"
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"{len(before)} already there" in done.stdout
+    _assert_complete_once(out / "ort-a", specs)
+    after = _csv_lines(out / "ort-a")
+    assert {k: after[k] for k in before} == before  # rows of the killed run are kept as they were
+
+
+@pytest.mark.slow
+def test_device_that_disappears_is_reported_its_rows_kept_and_resumable(lab, tmp_path):
+    from profilers.cluster import DeviceLostError, profile_ops_cluster
+
+    specs = _specs(lab)
+    box = {}
+    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
+        specs, tmp_path, devices=["ort-a", "ort-b"], protocol=TEST_PROTOCOL, address=None, progress=False,
+        device_timeout_s=3)), daemon=True)
+    driver.start()
+    _wait_rows(tmp_path / "ort-b", 3, alive=driver.is_alive)
+    lab.kill_worker(lab.b)
+    driver.join(120)
+    assert not driver.is_alive()
+    result = box["result"]
+    assert result.runs["ort-a"].status == "done"
+    assert result.runs["ort-b"].status == "lost"
+    with pytest.raises(DeviceLostError, match=r"device ort-b disappeared.*rerun the same command"):
+        result.raise_for_problems()
+    kept = _csv_lines(tmp_path / "ort-b")
+    assert 3 <= len(kept) < len(specs)
+    assert len(DeviceTable.load(tmp_path / "ort-b")) == len(kept)  # valid, nothing written twice
+    # The device comes back (a new worker advertises it): the same call resumes and completes.
+    lab.b = lab.start_worker(f"ort-b={lab.runtime}:threads=1")
+    again = profile_ops_cluster(specs, tmp_path, devices=["ort-b"], protocol=TEST_PROTOCOL, address=None,
+                                progress=False, device_timeout_s=120)
+    assert again.ok, again.problems()
+    assert again.runs["ort-b"].skipped == len(kept)
+    _assert_complete_once(tmp_path / "ort-b", specs)
+    assert {k: v for k, v in _csv_lines(tmp_path / "ort-b").items() if k in kept} == kept
+
+
+@pytest.mark.slow
+def test_worker_killed_mid_sweep_loses_and_duplicates_nothing(lab, tmp_path):
+    from profilers.cluster import profile_ops_cluster
+
+    specs = _specs(lab)
+    old_node = _devices()["ort-b"]["node_id"]
+    box = {}
+    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
+        specs, tmp_path, devices=["ort-a", "ort-b"], protocol=TEST_PROTOCOL, address=None, progress=False,
+        device_timeout_s=180)), daemon=True)
+    driver.start()
+    _wait_rows(tmp_path / "ort-b", 3, alive=driver.is_alive)
+    lab.kill_worker(lab.b)
+    killed_at = time.time()
+    before = _csv_lines(tmp_path / "ort-b")
+    assert len(before) < len(specs), "the sweep finished before the worker could be killed"
+    # While the driver waits, the device returns on a new node; its unfinished tasks are retried there.
+    lab.b = lab.start_worker(f"ort-b={lab.runtime}:threads=1")
+    driver.join(180)
+    assert not driver.is_alive()
+    result = box["result"]
+    assert result.ok, result.problems()
+    assert result.runs["ort-b"].retried >= 1
+    for name in ("ort-a", "ort-b"):
+        _assert_complete_once(tmp_path / name, specs)
+    after = _csv_lines(tmp_path / "ort-b")
+    assert {k: after[k] for k in before} == before
+    new_node = _devices()["ort-b"]["node_id"]
+    assert new_node != old_node
+    late = [r for r in result.records if r.device == "ort-b" and r.started > killed_at]
+    assert late and all(r.node_id == new_node for r in late)
