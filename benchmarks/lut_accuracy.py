@@ -64,6 +64,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=1, help="seed of the evaluation samples (the pool uses 0)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
                    help="wall (the protocol's clock) or cpu: the calling thread's CPU time, steady on a busy shared machine")
+    p.add_argument("--op-timing", default="single", choices=["single", "context"],
+                   help="single: one single-op model per row (less the call overhead at prediction); context: onnxruntime "
+                        "rows of shape-keeping ops are the marginal cost of one more copy in a chain (profilers.context)")
     p.add_argument("--passes", type=int, default=1, help="times each network is measured, in separate passes (default 1)")
     p.add_argument("--statistic", default="median", choices=["median", "p10"],
                    help="latency statistic of rows and networks: median (quiet machine) or p10 (a busy, shared one)")
@@ -179,13 +182,22 @@ def stage_tables(args, rt_name: str) -> None:
     device = rt.device()
     fusion_meta = {**rules.to_meta(), "runtime": rt_name}
 
+    context = args.op_timing == "context" and rt_name == "onnxruntime"
+
     def measure(spec):
+        if context:
+            from profilers.context import measure_in_context
+
+            return measure_in_context(rt, spec, protocol, call_overhead_ms=rules.call_overhead_ms)
         return rt.measure(spec, protocol)
 
-    meta = {"protocol": protocol.to_dict(), "fusion": fusion_meta, "clock": args.clock}
+    if context:  # marginal rows carry no per-call overhead to take off
+        fusion_meta["call_overhead_ms"] = 0.0
+    meta = {"protocol": protocol.to_dict(), "fusion": fusion_meta, "clock": args.clock,
+            "op_timing": "context" if context else "single"}
     for name, specs in (("grid", grid), ("naive", naive_grid)):
         with DeviceTable.open(out / name, device, {**meta, "sampling": {"method": name, "size": len(specs)}} if name == "grid"
-                              else {**meta, "fusion": {**FusionRules.none().to_meta(), "call_overhead_ms": rules.call_overhead_ms},
+                              else {**meta, "fusion": {**FusionRules.none().to_meta(), "call_overhead_ms": fusion_meta["call_overhead_ms"]},
                                     "sampling": {"method": name, "size": len(specs)}}) as t:
             t0 = time.time()
             n = profile_specs_into(measure, t, specs, not args.no_progress, desc=name)

@@ -26,6 +26,9 @@ FREE_OPS = frozenset({
     "Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "ConstantOfShape",
     "Dropout", "Gather", "Cast", "Size", "Range",
 })
+# Uncovered ONNX ops that copy their input once (a channel shuffle's Transpose): a predictor may
+# price them as an elementwise pass over the same tensor (`GraphOp.moves` keeps the shape).
+DATA_MOVEMENT_OPS = frozenset({"Transpose"})
 ACTIVATION_OPS = {"Relu": "relu", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid"}
 
 
@@ -40,6 +43,7 @@ class GraphOp:
     inputs: tuple[str, ...] = ()
     outputs: tuple[str, ...] = ()
     note: str = ""
+    moves: tuple[int, ...] = ()  # an uncovered data-movement op (DATA_MOVEMENT_OPS): its input's static shape
 
     @property
     def name(self) -> str:
@@ -338,7 +342,9 @@ class _Extractor:
         return default
 
     def _uncovered(self, node, idx, acts, note: str) -> GraphOp:
-        return GraphOp(UNCOVERED, None, node.op_type, (_name(node, idx),), tuple(acts), tuple(node.output), note)
+        shape = self._shape(acts[0]) if acts and node.op_type in DATA_MOVEMENT_OPS else None
+        moves = tuple(int(d) for d in shape) if shape and all(isinstance(d, int) and d > 0 for d in shape) else ()
+        return GraphOp(UNCOVERED, None, node.op_type, (_name(node, idx),), tuple(acts), tuple(node.output), note, moves)
 
     def _op(self, spec: OpSpec, node, idx, acts, outputs=None, nodes=None, onnx_op=None, note="") -> GraphOp:
         out = tuple(outputs if outputs is not None else node.output[:1])

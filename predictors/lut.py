@@ -149,10 +149,12 @@ class LUTPredictor:
     """
 
     def __init__(self, table: DeviceTable, rules: FusionRules | None = None, regressors: KernelRegressors | None = None,
-                 use_regressors: bool = True, calibration: Calibration | None = None, statistic: str = "median_ms"):
+                 use_regressors: bool = True, calibration: Calibration | None = None, statistic: str = "median_ms",
+                 price_data_movement: bool = True):
         if statistic not in STATISTICS:
             raise ValueError(f"statistic {statistic!r}: choose from {', '.join(STATISTICS)}")
         self.statistic = statistic
+        self.price_data_movement = price_data_movement
         self.table = table
         self.rules = rules if rules is not None else FusionRules.from_meta(table.meta)
         self.regressors = regressors
@@ -214,7 +216,13 @@ class LUTPredictor:
         return Graph.from_onnx(model, input_shape)
 
     def kernels(self, graph: Graph) -> list[Kernel]:
-        return group_kernels(graph, self.rules)
+        """The runtime's kernels of `graph`, plus a data-movement op (a channel shuffle's Transpose)
+        priced as an elementwise pass over the same tensor (a ``relu`` row of that size)."""
+        kernels = group_kernels(graph, self.rules)
+        if self.price_data_movement:
+            kernels += [Kernel(_movement_spec(op.moves, self.dtype), (op,)) for op in graph.ops
+                        if op.kind == UNCOVERED and op.moves]
+        return kernels
 
     def _spec(self, spec: OpSpec) -> OpSpec:
         return spec if spec.dtype == self.dtype else spec.replace(dtype=self.dtype)
@@ -262,7 +270,8 @@ class LUTPredictor:
         kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms * cal.scale, k.sigma, k.extrapolated)
                    for k in found]
         overhead = cal.per_kernel_ms * len(kernels) + cal.constant_ms
-        uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops if op.kind == UNCOVERED] + missing
+        uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
+                     if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
@@ -274,3 +283,14 @@ class LUTPredictor:
         y = np.asarray(measured_ms, dtype=np.float64)
         rel = np.abs(pred - y) / y
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
+
+
+def _movement_spec(shape: Sequence[int], dtype: str) -> OpSpec:
+    """The elementwise op whose cost stands in for copying a tensor of `shape` once (NCHW-like:
+    middle dimensions merged into channels, e.g. a shuffle's 1xGxC/GxHxW -> 1xCxHxW)."""
+    dims = [int(d) for d in shape]
+    if len(dims) >= 4:
+        four = (dims[0], int(np.prod(dims[1:-2])), dims[-2], dims[-1])
+    else:
+        four = (dims[0] if dims else 1, int(np.prod(dims[1:])) if len(dims) > 1 else 1, 1, 1)
+    return OpSpec.make("relu", four, dtype=dtype)

@@ -301,3 +301,60 @@ def test_cli_profile_fusion_stores_rules(tmp_path, capsys):
     assert rules.fuses("conv2d+bn") and rules.fuses("conv2d+relu")
     assert set(rules.measured) == {"conv2d+relu", "conv2d+bn"}
     assert "FUSED" in capsys.readouterr().out
+
+
+def test_context_models_chain_shape_keeping_ops_and_run_copies_side_by_side_otherwise():
+    """Marginal (in-network) timing: k copies in one model, as a chain when the op keeps its shape,
+    side by side (own inputs, own weights) otherwise; ONNX Runtime runs both and keeps every copy."""
+    import onnxruntime as ort
+
+    from profilers.context import is_chainable, marginal_measurement, replicated_model
+
+    pool = OpSpec.make("avgpool", (1, 4, 8, 8), kernel=3, stride=1, padding=1, count_include_pad=False)
+    add = OpSpec.make("add", (1, 4, 8, 8))
+    conv = OpSpec.make("conv2d", (1, 4, 8, 8), cout=8, kernel=3, stride=2, padding=1)
+    assert is_chainable(pool) and is_chainable(add) and not is_chainable(conv)
+    for spec, chained in ((pool, True), (add, True), (conv, False)):
+        m = replicated_model(spec, 3)
+        g = m.graph
+        assert len(g.node) == 3 * len(replicated_model(spec, 1).graph.node)
+        assert len(g.output) == (1 if chained else 3)
+        assert len({t.name for t in g.initializer}) == len(g.initializer)  # no shared weights
+        sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+        feeds = {i.name: np.ones([int(d) for d in i.shape], np.float32) for i in sess.get_inputs()}
+        outs = sess.run(None, feeds)
+        assert len(outs) == len(g.output)
+    one = Measurement.from_samples([0.010, 0.011, 0.012])
+    four = Measurement.from_samples([0.019, 0.020, 0.021])
+    marg = marginal_measurement(one, four, 4)
+    assert marg.median_ms == pytest.approx((0.020 - 0.011) / 3)
+    assert marginal_measurement(four, one, 4).median_ms > 0  # noise never gives a negative cost
+    odd = marginal_measurement(Measurement.from_samples([0.010, 0.0101, 0.02]), four, 4)
+    assert odd.p10_ms <= odd.median_ms <= odd.p90_ms
+
+
+def test_channel_shuffle_transpose_is_priced_as_an_elementwise_pass():
+    """A channel shuffle (Reshape-Transpose-Reshape) is no table op: its Transpose is priced as a relu
+    row of the same tensor size, named in the breakdown; without that pricing the total is partial."""
+    from onnx import numpy_helper
+
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
+             helper.make_node("Reshape", ["c", "s5"], ["r"], name="split"),
+             helper.make_node("Transpose", ["r"], ["t"], perm=[0, 2, 1, 3, 4], name="shuffle"),
+             helper.make_node("Reshape", ["t", "s4"], ["y"], name="merge")]
+    inits = [numpy_helper.from_array(np.ones((8, 8, 3, 3), np.float32), "W"),
+             numpy_helper.from_array(np.array([1, 2, 4, 16, 16], np.int64), "s5"),
+             numpy_helper.from_array(np.array([1, 8, 16, 16], np.int64), "s4")]
+    graph = helper.make_graph(nodes, "m", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    relu = OpSpec.make("relu", (1, 8, 16, 16))
+    table = synthetic_table([OpSpec.make("conv2d", X, cout=8, kernel=3, bias=False), relu])
+    pred = LUTPredictor(table).fit().predict_graph(model)
+    assert not pred.partial
+    moved = [k for k in pred.kernels if k.nodes == ("shuffle",)]
+    assert len(moved) == 1 and moved[0].key == relu.key and moved[0].source == TABLE
+    assert math.isclose(pred.total_ms, math.fsum(k.ms for k in pred.kernels) + pred.overhead_ms)
+    plain = LUTPredictor(table, price_data_movement=False).fit().predict_graph(model)
+    assert plain.partial and [u.nodes for u in plain.uncovered] == [("shuffle",)]
+    assert plain.total_ms < pred.total_ms
