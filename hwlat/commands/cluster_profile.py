@@ -64,10 +64,7 @@ def profile_ops_on_cluster(args: argparse.Namespace) -> int:
     finally:
         if connected:
             disconnect()
-    for run in result.runs.values():
-        hosts = ", ".join(sorted(run.hosts)) or "-"
-        print(f"{run.name}: {run.out}: {run.status}, {run.measured} measured, {run.skipped} already there, "
-              f"{run.failed} failed, {run.noisy} noisy, {run.retried} retried; device {run.device or '?'} on {hosts}")
+    _print_runs(result, "device")
     n = len(result.records)
     if n:
         print(f"{n} configurations in {result.seconds:.1f} s ({n / result.seconds:.1f}/s) on {len(result.runs)} device(s)")
@@ -203,9 +200,14 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     finally:
         if connected:
             disconnect()
+    _print_runs(result, "device column")
+    result.raise_for_problems()
+    return 0
+
+
+def _print_runs(result, what: str) -> None:
+    """One line per device of a cluster run: where its table is, what was measured, on which hosts."""
     for run in result.runs.values():
         hosts = ", ".join(sorted(run.hosts)) or "-"
         print(f"{run.name}: {run.out}: {run.status}, {run.measured} measured, {run.skipped} already there, "
-              f"{run.failed} failed, {run.noisy} noisy, {run.retried} retried; device column {run.device or '?'} on {hosts}")
-    result.raise_for_problems()
-    return 0
+              f"{run.failed} failed, {run.noisy} noisy, {run.retried} retried; {what} {run.device or '?'} on {hosts}")
