@@ -116,6 +116,9 @@ def _worker(args: argparse.Namespace) -> int:
             node.stop()
 
 
+NAME_CLASH_GRACE_S = 45.0
+
+
 def _check_names_free(ray, ads, node) -> None:
     """Refuse a device name another live node already advertises."""
     from profilers.cluster_worker import ClusterError
@@ -126,8 +129,15 @@ def _check_names_free(ray, ads, node) -> None:
         if all(total.get(ad.resource, 0) >= 1 for ad in ads):
             break
         time.sleep(0.2)
-    total = ray.cluster_resources()
-    taken = [ad.name for ad in ads if total.get(ad.resource, 0) > 1]
+    # A name still held by a node that has just died (a worker restarted after a crash) frees itself
+    # once Ray marks that node dead: only a name taken for the whole grace period is a real clash.
+    grace = time.monotonic() + NAME_CLASH_GRACE_S
+    while True:
+        total = ray.cluster_resources()
+        taken = [ad.name for ad in ads if total.get(ad.resource, 0) > 1]
+        if not taken or time.monotonic() > grace:
+            break
+        time.sleep(0.5)
     if taken:
         raise ClusterError(f"device name(s) {', '.join(taken)} already advertised by another worker of this cluster; "
                            "choose other names (hwlat worker --list shows them)")
