@@ -132,18 +132,15 @@ class TableLock:
             self.fd = -1
 
 
-class OpsSink:
-    """A device table opened for appending (resumed if it exists), locked against a second writer."""
+class LockedSink:
+    """A table written by the driver only: locked against a second writer, each key written once,
+    the hosts that measured it and each run's summary kept in its metadata. Subclasses open
+    `self.table` and write one row in `_append`."""
 
-    def __init__(self, path: str | os.PathLike, device: Device, meta: Mapping[str, Any]):
-        meta = dict(meta)
-        cluster = meta.pop("cluster", {})
-        self.table = DeviceTable.open(path, device, meta)
-        self.table.meta["cluster"] = {**self.table.meta.get("cluster", {}), **cluster}  # keep earlier runs' history
-        self.path = table_paths(self.table.path)[0].with_suffix("")
+    def _lock(self, csv_path) -> None:
         try:
-            self.lock = TableLock(table_paths(self.path)[0])
-        except TableError:
+            self.lock = TableLock(csv_path)
+        except Exception:
             self.table.close()
             raise
         self.hosts: set[str] = set()
@@ -151,14 +148,13 @@ class OpsSink:
     def __contains__(self, key: str) -> bool:
         return key in self.table
 
+    def _append(self, task: Task, outcome) -> None:
+        raise NotImplementedError
+
     def write(self, task: Task, result: TaskResult) -> bool:
         if task.key in self.table:  # a retried task that had finished after all: keep the first row
             return False
-        o = result.outcome
-        if o.error is not None:
-            self.table.append(task.payload, error=o.error, extra=o.extra)
-        else:
-            self.table.append(task.payload, o.measurement, extra=o.extra)
+        self._append(task, result.outcome)
         self.hosts.add(result.host)
         return True
 
@@ -169,6 +165,24 @@ class OpsSink:
         self.table.update_meta(cluster=cluster)
         self.table.close()
         self.lock.release()
+
+
+class OpsSink(LockedSink):
+    """A device table opened for appending (resumed if it exists), locked against a second writer."""
+
+    def __init__(self, path: str | os.PathLike, device: Device, meta: Mapping[str, Any]):
+        meta = dict(meta)
+        cluster = meta.pop("cluster", {})
+        self.table = DeviceTable.open(path, device, meta)
+        self.table.meta["cluster"] = {**self.table.meta.get("cluster", {}), **cluster}  # keep earlier runs' history
+        self.path = table_paths(self.table.path)[0].with_suffix("")
+        self._lock(table_paths(self.path)[0])
+
+    def _append(self, task: Task, o) -> None:
+        if o.error is not None:
+            self.table.append(task.payload, error=o.error, extra=o.extra)
+        else:
+            self.table.append(task.payload, o.measurement, extra=o.extra)
 
 
 # ---- results ----------------------------------------------------------------------------------------

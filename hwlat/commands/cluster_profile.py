@@ -96,46 +96,27 @@ def measure_arch(runtime, payload: dict, protocol, cache: dict):
     return Outcome(m, {"build_ms": build_ms})
 
 
-class ArchSink:
-    """An arch table of one device, written by the driver only (see profilers.cluster.Sink)."""
+def _arch_sink(path, space: str, device, meta: dict):
+    """An arch table of one device, written by the driver only (see profilers.cluster.LockedSink)."""
+    from pathlib import Path
 
-    def __init__(self, path, space: str, device, meta: dict):
-        from pathlib import Path
+    from device_tables.archtable import ArchTableWriter, arch_table_paths
+    from profilers.cluster import LockedSink
 
-        from device_tables.archtable import ArchTableWriter, arch_table_paths
-        from profilers.cluster import TableLock
+    class ArchSink(LockedSink):
+        def __init__(self) -> None:
+            self.table = ArchTableWriter(path, space, device, meta)
+            self.device_name = device.name
+            self.path = Path(path)
+            self._lock(arch_table_paths(path)[0])
 
-        self.table = ArchTableWriter(path, space, device, meta)
-        self.device_name = device.name
-        self.path = Path(path)
-        try:
-            self.lock = TableLock(arch_table_paths(path)[0])
-        except Exception:
-            self.table.close()
-            raise
-        self.hosts: set[str] = set()
+        def _append(self, task, o) -> None:
+            if o.error is not None:
+                self.table.append(task.payload["record"], error=o.error)
+            else:
+                self.table.append(task.payload["record"], o.measurement, build_ms=o.extra.get("build_ms"))
 
-    def __contains__(self, key: str) -> bool:
-        return key in self.table
-
-    def write(self, task, result) -> bool:
-        if task.key in self.table:
-            return False
-        o = result.outcome
-        if o.error is not None:
-            self.table.append(task.payload["record"], error=o.error)
-        else:
-            self.table.append(task.payload["record"], o.measurement, build_ms=o.extra.get("build_ms"))
-        self.hosts.add(result.host)
-        return True
-
-    def close(self, summary) -> None:
-        cluster = dict(self.table.meta.get("cluster", {}))
-        cluster["hosts"] = sorted(set(cluster.get("hosts", [])) | self.hosts)
-        cluster.setdefault("runs", []).append(dict(summary))
-        self.table.update_meta(cluster=cluster)
-        self.table.close()
-        self.lock.release()
+    return ArchSink()
 
 
 def profile_archs_on_cluster(args: argparse.Namespace) -> int:
@@ -193,7 +174,7 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
                     "runtime_settings": dict(info["ad"]["settings"]), "space_options": repr(space),
                     "archs_spec": args.archs, "protocol_preset": args.protocol,
                     "cluster": {"device": name, "spec": info["spec"]}}
-            return ArchSink(outs[name], space.name, dev, meta), tasks
+            return _arch_sink(outs[name], space.name, dev, meta), tasks
 
         result = run_cluster(names, opener, measure_arch, protocol, outs, device_timeout_s=args.device_timeout,
                              progress=not args.no_progress, unit="arch")
