@@ -37,11 +37,11 @@ BATCHES = (1, 32, 256)
 # Single ops: timed calls are tens of µs on a GPU; stop at 200 samples or 0.1 s.
 OP_PROTOCOL = Protocol(warmup_runs=10, warmup_s=0.0, min_runs=20, max_runs=200, block_runs=10, target_rel_iqr=0.03,
                        max_time_s=0.1, remeasure=0)
-# Whole architectures, lighter: a forward is ~1-4 ms on an H100, 1010 archs x 3 batches must fit ~3 minutes.
+# Whole architectures, lighter: a forward is ~1-4 ms on an H100, 1010 archs x 3 batches must fit ~4 minutes.
 ARCH_PROTOCOL = Protocol(warmup_runs=2, warmup_s=0.0, min_runs=10, max_runs=40, block_runs=10, target_rel_iqr=0.03,
                          max_time_s=0.06, remeasure=0)
 # Planned seconds per phase (a phase that finishes early leaves its time to the later ones).
-PHASE_BUDGETS = {"archs": 180.0, "ops-fp32": 95.0, "archs-run2": 45.0, "ops-fp16": 55.0, "ops-run2": 25.0}
+PHASE_BUDGETS = {"archs": 240.0, "ops-fp32": 80.0, "archs-run2": 50.0, "ops-fp16": 45.0, "ops-run2": 25.0}
 OPS_RUN2_COUNT = 300  # NB201 and FBNet configurations come first in the default sweep
 
 log = logging.getLogger("gpu_session")

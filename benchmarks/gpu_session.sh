@@ -4,11 +4,11 @@
 #   device tool:  run  command="bash benchmarks/gpu_session.sh"  timeout_s=600
 #                 (add carry=[".whl"] only if wheels were downloaded into .whl/, see below)
 #
-# Time-boxed to ~7.5 minutes of command time (HWLAT_GPU_SESSION_S, default 450 s), inside one call's
+# Time-boxed to ~8.5 minutes of command time (HWLAT_GPU_SESSION_S, default 500 s), inside one call's
 # 10-minute limit; the machine's start comes on top (1-2 minutes of the session's 15).
 #   ~30 s  checks: nvidia-smi, the GPU test file (tests/test_gpu.py), three CLI runs (a quick torch CUDA
 #          sweep, onnxruntime --provider cuda, a GPU index that is not there)
-#   ~400 s benchmarks/gpu_session.py: NB201 900..1899 + the 10 HELP reference archs at batch 1/32/256,
+#   ~440 s benchmarks/gpu_session.py: NB201 900..1899 + the 10 HELP reference archs at batch 1/32/256,
 #          the default op sweep in fp32 then fp16, and second runs of subsets for repeatability;
 #          each phase stops at its deadline and keeps every row it measured
 #   ~5 s   packing: everything into $OUT/gpu_tables.tar.gz (the tool brings back at most 8 files,
@@ -25,7 +25,7 @@
 set -u -o pipefail
 
 START=$(date +%s)
-SESSION_S=${HWLAT_GPU_SESSION_S:-450}
+SESSION_S=${HWLAT_GPU_SESSION_S:-500}
 OUT=${OUT:-/tmp/hwlat_gpu_out}
 WORK=$(mktemp -d /tmp/hwlat_gpu.XXXXXX)
 mkdir -p "$OUT" "$WORK/tables" "$WORK/checks"
