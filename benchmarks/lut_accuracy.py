@@ -15,8 +15,9 @@ those are never scored. Smaller tables cut from the measured ones (``adaptive@25
 ``grid@50%``: a random half) show accuracy against the number of measurements without measuring more.
 
 Stages (each resumes from files under --out): fusion, tables, measure, calibrate, evaluate; `all`.
-Small run:  .venv/bin/python benchmarks/lut_accuracy.py --per-space 10 --pool-per-space 4 --protocol quick
-Full run:   .venv/bin/python benchmarks/lut_accuracy.py --protocol default --passes 2   (>= 500 networks per runtime)
+Small run:  .venv/bin/python benchmarks/lut_accuracy.py --per-space 10 --pool-per-space 4 --protocol quick --calibration-models 8
+Full run:   .venv/bin/python benchmarks/lut_accuracy.py --per-space 154 --protocol brief --clock cpu --passes 2
+            (501 networks on onnxruntime, 347 on LiteRT; the README's numbers, ~45 minutes)
 On a busy shared machine add ``--clock cpu`` (thread CPU time: threads=1 runtimes compute on the
 calling thread, so time given to other processes is not counted).
 """
@@ -59,7 +60,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--grid-channels", type=int, default=4, help="channel levels of the grid")
     p.add_argument("--grid-spatial", type=int, default=3, help="spatial-size levels of the grid")
     p.add_argument("--adaptive-fraction", type=float, default=0.5, help="adaptive budget as a share of the grid's size")
-    p.add_argument("--calibration-models", type=int, default=8)
+    p.add_argument("--calibration-models", type=int, default=32,
+                   help="whole networks the calibration is fitted on (default 32; from 8 on, per kernel type)")
     p.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"])
     p.add_argument("--seed", type=int, default=1, help="seed of the evaluation samples (the pool uses 0)")
     p.add_argument("--clock", default="wall", choices=["wall", "cpu"],
@@ -301,8 +303,7 @@ def stage_calibrate(args, rt_name: str) -> None:
         cal = lut.calibrate([graphs[n] for n in calib], y)
         lut.table.update_meta(lut_calibration={**cal.to_dict(), "statistic": args.statistic})
         lut.table.update_meta(lut_calibration_networks=calib)
-        print(f"[calibrate] {rt_name} {name}: scale {cal.scale:.3f}, per kernel {cal.per_kernel_ms * 1e3:+.2f} us, "
-              f"constant {cal.constant_ms:+.3f} ms; MAPE on {len(calib)} networks {cal.mape_before:.1%} -> {cal.mape_after:.1%}")
+        print(f"[calibrate] {rt_name} {name}: {cal.describe()}")
 
 
 def stage_evaluate(args, rt_names: list[str], names: list[str]) -> None:

@@ -3,9 +3,9 @@
 A `Graph`'s ops are grouped into kernels by the table's fusion rules (nn-Meter's observation:
 summing unfused op latencies is wrong when the runtime fuses them; Zhang et al., MobiSys 2021),
 each kernel is looked up in the device table, else predicted by the kernel regressors, and a
-per-model overhead term ``scale * sum + per_kernel * kernels + constant`` calibrated on a few
-whole-model measurements accounts for what single-op timings include or miss (call overhead,
-layout changes between kernels, caches). A prediction equals the sum of its breakdown; ops that
+correction calibrated on a few whole-model measurements (a scale and a per-kernel cost per kernel
+type, and a constant: `Calibration`) accounts for what single-op timings include or miss (call
+overhead, layout changes between kernels, caches). A prediction equals the sum of its breakdown; ops that
 nothing covers are named and make it ``partial``.
 """
 
@@ -32,9 +32,32 @@ TABLE, REGRESSOR, MISSING = "table", "regressor", "uncovered"
 STATISTICS = ("median_ms", "p10_ms")
 
 
+# Below this many whole-model measurements the calibration fits one scale, one per-kernel cost and a
+# constant; from it on, a scale and a per-kernel cost per kernel type (ridge towards 1 and 0).
+BY_TYPE_MIN_MODELS = 8
+# Ridge penalties of the per-type fit, in the units of its relative-error least squares: a scale
+# moving 1.0 away from 1 costs as much as a 100% error on one model; a per-kernel cost is in µs and
+# the constant in ms (unpenalised, the constant traded off against per-kernel costs and reached
+# +0.2-0.6 ms on 14-21 LiteRT calibration models, ruining small networks). Chosen by cross-validation
+# in benchmarks/lut_accuracy.py's data (16 and 32 calibration models, both runtimes, all three tables).
+RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS = 1.0, 1e-3, 10.0
+
+
+def kernel_type(op: str) -> str:
+    """A kernel's type for calibration: its first op (``conv2d+bn+relu`` -> ``conv2d``)."""
+    return op.split("+", 1)[0]
+
+
 @dataclass(frozen=True)
 class Calibration:
-    """Whole-model correction: ``total = scale * sum(kernels) + per_kernel_ms * n_kernels + constant_ms``."""
+    """Whole-model correction of the kernel sum.
+
+    ``total = sum over kernels of (scale_t * ms + per_kernel_t) + constant_ms``, where ``t`` is the
+    kernel's type (`kernel_type`) with its own ``by_type[t] = (scale, per_kernel_ms)``, and types
+    missing from ``by_type`` use ``scale`` and ``per_kernel_ms``. Single-op timings miss how a kernel
+    behaves inside a network (caches, layouts, the runtime fusing or skipping more than alone), and
+    that differs between kernel types: in the benchmark, per-type terms lift ±10% accuracy by 5-10 points.
+    """
 
     scale: float = 1.0
     per_kernel_ms: float = 0.0
@@ -42,15 +65,36 @@ class Calibration:
     n_models: int = 0
     mape_before: float | None = None
     mape_after: float | None = None
+    by_type: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def terms(self, op: str) -> tuple[float, float]:
+        """(scale, per-kernel ms) of a kernel of op `op`."""
+        return self.by_type.get(kernel_type(op), (self.scale, self.per_kernel_ms))
+
+    def describe(self) -> str:
+        """One line: the terms and the calibration models' MAPE before and after."""
+        if self.by_type:
+            scales = sorted(s for s, _ in self.by_type.values())
+            terms = (f"{len(self.by_type)} kernel types, scales {scales[0]:.2f}..{scales[-1]:.2f}, "
+                     f"constant {self.constant_ms:+.3f} ms")
+        else:
+            terms = f"scale {self.scale:.3f}, per kernel {self.per_kernel_ms * 1e3:+.2f} us, constant {self.constant_ms:+.3f} ms"
+        if self.mape_before is None or self.mape_after is None:
+            return terms
+        return f"{terms}; MAPE on {self.n_models} networks {self.mape_before:.1%} -> {self.mape_after:.1%}"
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["by_type"] = {t: [float(s), float(k)] for t, (s, k) in sorted(self.by_type.items())}
+        return d
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None) -> "Calibration":
         if not d:
             return cls()
-        return cls(**{k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after") if k in d})
+        kw = {k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after") if k in d}
+        by_type = {str(t): (float(v[0]), float(v[1])) for t, v in (d.get("by_type") or {}).items()}
+        return cls(**kw, by_type=by_type)
 
 
 @dataclass(frozen=True)
@@ -62,7 +106,7 @@ class KernelPrediction:
     nodes: tuple[str, ...]
     source: str  # table | regressor
     raw_ms: float  # table row (median) or regressed value
-    ms: float  # contribution to the total: (raw_ms - single-op call overhead) * calibration scale
+    ms: float  # contribution to the total: (raw_ms - single-op call overhead) * its type's calibration scale
     sigma: float = 0.0  # relative (log-space) uncertainty; 0 for table rows
     extrapolated: bool = False
 
@@ -120,7 +164,7 @@ class Prediction:
         head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
                 f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
                 f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
-                f"overhead {self.overhead_ms:+.3f} ms (scale {self.calibration.scale:.3f}, {self.calibration.n_models} calibration models)")
+                f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}")
         rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
         rows = rows[:top] if top else rows
         width = min(max([len(k.key) for k in rows] + [10]), 90)
@@ -175,15 +219,42 @@ class LUTPredictor:
             self.calibrate(graphs, measured_ms)
         return self
 
-    def calibrate(self, graphs: Sequence[Any], measured_ms: Sequence[float]) -> Calibration:
-        """Least squares on relative error of measured vs ``scale*sum + per_kernel*n + constant``.
+    def calibrate(self, graphs: Sequence[Any], measured_ms: Sequence[float], by_type: bool | None = None) -> Calibration:
+        """Least squares on the relative error of measured vs predicted whole-model latency.
 
-        One model fits a scale; two or three a scale and a per-kernel term; four or more all three."""
-        preds = [self._raw(g) for g in graphs]
+        One model fits a scale; two or three a scale and a per-kernel cost; four or more those and a
+        constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on) a scale and a
+        per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by ridge
+        penalties (types the models lack keep 1 and 0)."""
+        found = [self._lookup(self.kernels(self.graph_of(g)))[0] for g in graphs]
         y = np.asarray(measured_ms, dtype=np.float64)
-        S = np.asarray([p[0] for p in preds])
-        K = np.asarray([p[1] for p in preds], dtype=np.float64)
+        S = np.asarray([math.fsum(k.ms for k in f) for f in found])
+        K = np.asarray([len(f) for f in found], dtype=np.float64)
         w = 1.0 / y
+        if by_type is None:
+            by_type = len(y) >= BY_TYPE_MIN_MODELS
+        if by_type:
+            types = sorted({kernel_type(k.op) for f in found for k in f})
+            col = {t: i for i, t in enumerate(types)}
+            X = np.zeros((len(y), len(types)))
+            C = np.zeros((len(y), len(types)))
+            for i, f in enumerate(found):
+                for k in f:
+                    X[i, col[kernel_type(k.op)]] += k.ms
+                    C[i, col[kernel_type(k.op)]] += 1e-3  # per-kernel coefficients in µs
+            A = np.concatenate([X, C, np.ones((len(y), 1))], axis=1)
+            prior = np.concatenate([np.ones(len(types)), np.zeros(len(types)), [0.0]])
+            penalty = np.concatenate([np.full(len(types), RIDGE_SCALE), np.full(len(types), RIDGE_PER_KERNEL_US), [RIDGE_CONSTANT_MS]])
+            Aw = A * w[:, None]
+            # Solve for the departure from the prior: (Aw'Aw + diag(penalty)) d = Aw'(y w - Aw prior).
+            d = np.linalg.solve(Aw.T @ Aw + np.diag(penalty) + 1e-12 * np.eye(A.shape[1]), Aw.T @ (y * w - Aw @ prior))
+            coef = prior + d
+            terms = {t: (float(coef[i]), float(coef[len(types) + i]) * 1e-3) for t, i in col.items()}
+            fitted = A @ coef
+            cal = Calibration(1.0, 0.0, float(coef[-1]), len(y), float(np.mean(np.abs(S - y) / y)),
+                              float(np.mean(np.abs(fitted - y) / y)), terms)
+            self.calibration = cal
+            return cal
         if len(y) >= 4 and np.ptp(K) > 0:
             A = np.stack([S, K, np.ones_like(S)], axis=1)
         elif len(y) >= 2 and np.ptp(K) > 0:
@@ -257,19 +328,14 @@ class LUTPredictor:
         row = self.table.get(spec)
         return getattr(row.measurement, self.statistic) if row is not None and row.ok else None
 
-    def _raw(self, model: Any) -> tuple[float, int]:
-        graph = self.graph_of(model)
-        found, _ = self._lookup(self.kernels(graph))
-        return float(math.fsum(k.ms for k in found)), len(found)
-
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
         graph = self.graph_of(model, input_shape)
         found, missing = self._lookup(self.kernels(graph))
         cal = self.calibration
-        kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms * cal.scale, k.sigma, k.extrapolated)
-                   for k in found]
-        overhead = cal.per_kernel_ms * len(kernels) + cal.constant_ms
+        kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms * cal.terms(k.op)[0], k.sigma,
+                                    k.extrapolated) for k in found]
+        overhead = math.fsum(cal.terms(k.op)[1] for k in kernels) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal)

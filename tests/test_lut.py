@@ -166,6 +166,38 @@ def test_prediction_is_the_sum_of_its_breakdown_and_calibration_recovers_overhea
         assert all(math.isclose(k.ms, k.raw_ms * cal.scale) for k in p.kernels)
 
 
+def test_calibration_by_kernel_type_follows_type_specific_costs():
+    """With enough whole-model measurements each kernel type gets its own scale and per-kernel cost:
+    when the in-network cost of depthwise and pointwise convs departs from their single-op rows in
+    opposite directions, one global scale cannot follow and the per-type calibration does."""
+    from nas.models import build_model
+    from predictors.lut import kernel_type
+
+    keys = [f"{m}@r{r}w{w}" for m in ("mobilenet_v2", "mobilenet_v3_small", "resnet18") for r, w in ((64, 0.5), (96, 1), (128, 0.75))]
+    keys += ["efficientnet_b0@r96w1", "mobilenet_v3_large@r96w0.75"]
+    graphs = [Graph.from_onnx(build_model(k)) for k in keys]
+    table = synthetic_table([s for s, _ in kernel_pool(graphs, ORT_LIKE).values()])
+    lut = LUTPredictor(table).fit()
+    scale = {"dwconv2d": 1.6, "pwconv2d": 0.7}
+    truth = [math.fsum(k.ms * scale.get(kernel_type(k.op), 1.0) for k in lut.predict_graph(g).kernels) + 0.05 for g in graphs]
+    one_scale = lut.calibrate(graphs, truth, by_type=False)
+    assert not one_scale.by_type
+    global_error = np.mean([abs(lut.predict_graph(g).total_ms - y) / y for g, y in zip(graphs, truth)])
+    cal = lut.calibrate(graphs, truth)
+    assert cal.n_models == len(graphs) and {"dwconv2d", "pwconv2d", "add"} <= set(cal.by_type)
+    # Ridge pulls each type towards 1: the dominant pointwise convs move, minor types stay near 1.
+    assert cal.by_type["pwconv2d"][0] < 0.9 and all(0.9 < s < 1.1 for t, (s, _) in cal.by_type.items() if t != "pwconv2d")
+    by_type_error = np.mean([abs(lut.predict_graph(g).total_ms - y) / y for g, y in zip(graphs, truth)])
+    assert by_type_error < 0.5 * global_error and cal.mape_after == pytest.approx(by_type_error)
+    for g in graphs:  # still the exact sum of its breakdown, and the calibration survives a save/load
+        p = lut.predict_graph(g)
+        assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
+    lut.save_calibration()
+    again = LUTPredictor(table, regressors=lut.regressors)
+    assert again.calibration == cal
+    assert again.predict_graph(graphs[0]).total_ms == pytest.approx(lut.predict_graph(graphs[0]).total_ms, rel=1e-12)
+
+
 def test_partial_prediction_names_what_it_cannot_cover():
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
              helper.make_node("MaxPool", ["c"], ["p"], kernel_shape=[2, 2], strides=[2, 2], name="pool"),

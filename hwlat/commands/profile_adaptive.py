@@ -98,5 +98,4 @@ def _calibrate(table, runtime, names, n: int, protocol) -> None:
     cal = lut.calibrate([graph_of(names[i]) for i in used], ys)
     lut.save_calibration()
     table.update_meta(lut_calibration_networks=[names[i] for i in used])
-    print(f"overhead calibrated on {len(used)} networks: scale {cal.scale:.3f}, per kernel {cal.per_kernel_ms * 1e3:+.2f} us, "
-          f"constant {cal.constant_ms:+.3f} ms (MAPE {cal.mape_before:.1%} -> {cal.mape_after:.1%})")
+    print(f"overhead calibrated on {len(used)} networks: {cal.describe()}")
