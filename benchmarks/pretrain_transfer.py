@@ -138,7 +138,7 @@ def write_card(space: str, path: Path, info: dict, evals: list[dict], fit_s: flo
 {pred.n_train_archs_} architectures x {pred.n_train_devices_} devices, meta-training {fit_s:.1f} s on this machine.
 
 - **Training devices**: {', '.join(info['training_devices'])}.
-- **Features**: {info['features']} of the architectures (the space's encoding + non-negative op counts).
+- **Features**: {info['features']} of the architectures (the space's encoding, non-negative op counts and log MACs).
 - **Reference architectures** (measure these first; `predictors.pretrained.reference_keys("{space}")`):
 {chr(10).join(f'  - `{k}`' for k in info['reference_keys'])}
 - **Files**: `{space}.npz` (arrays) + `{space}.json` (parameters, this card's numbers); no pickles.

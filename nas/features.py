@@ -1,5 +1,6 @@
-"""Latency features of architectures: the space's encoding plus non-negative structure counts
-(ops that actually run, dead edges, adds, longest paths, stage depths) that latency grows with.
+"""Latency features of architectures: the space's encoding, non-negative structure counts (ops
+that actually run, dead edges, adds, longest paths, stage depths) that latency grows with, and the
+log of the network's MACs.
 
 Transfer predictors take these numeric arrays (`predictors` never imports `nas`):
 ``X, layout = latency_features("nb201", keys)``.
@@ -14,22 +15,24 @@ import numpy as np
 from nas.spaces import get_space
 from predictors.features import FeatureLayout
 
-FEATURES_VERSION = 2
+FEATURES_VERSION = 3  # 3: log MACs (the `size` group)
 
 
 def latency_features(space, archs: Iterable[Any]) -> tuple[np.ndarray, FeatureLayout]:
     """(X, layout) for architectures (objects or keys) of a space (name or `Space`)."""
     sp = get_space(space) if isinstance(space, str) else space
-    enc = sp.encode(list(archs)).astype(np.float64)
+    archs = list(archs)
+    enc = sp.encode(archs).astype(np.float64)
     builder = {"nb201": _nb201, "fbnet": _fbnet, "ofa": _ofa}.get(sp.name)
     if builder is None:
         names = tuple(sp.feature_names)
         return enc, FeatureLayout(names, tuple(range(len(names))), space=sp.name)
-    return builder(sp, enc)
+    log_macs = np.log(np.maximum(np.asarray([sp.macs(a) for a in archs], dtype=np.float64), 1.0))
+    return _assemble(sp.name, builder(sp, enc) + [("size", ["log_macs"], log_macs[:, None])])
 
 
 def _assemble(space: str, groups: list[tuple[str, list[str], np.ndarray]]) -> tuple[np.ndarray, FeatureLayout]:
-    cols, names, idx = [], [], {"enc": [], "cost": [], "extra": []}
+    cols, names, idx = [], [], {"enc": [], "cost": [], "extra": [], "size": []}
     for group, gnames, block in groups:
         block = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
         start = len(names)
@@ -38,7 +41,7 @@ def _assemble(space: str, groups: list[tuple[str, list[str], np.ndarray]]) -> tu
         cols.append(block)
     X = np.hstack(cols)
     layout = FeatureLayout(tuple(names), tuple(idx["enc"]), tuple(idx["cost"]), tuple(idx["extra"]), space,
-                           {"features_version": FEATURES_VERSION})
+                           {"features_version": FEATURES_VERSION}, tuple(idx["size"]))
     return X, layout
 
 
@@ -48,7 +51,7 @@ _NB201_PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
 _NB201_EDGE_TO = (1, 2, 2, 3, 3, 3)
 
 
-def _nb201(sp, enc: np.ndarray) -> tuple[np.ndarray, FeatureLayout]:
+def _nb201(sp, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
     from nas.spaces.nb201 import EDGES, OPS
 
     n, n_ops, n_edges = len(enc), len(OPS), len(EDGES)
@@ -87,16 +90,16 @@ def _nb201(sp, enc: np.ndarray) -> tuple[np.ndarray, FeatureLayout]:
                     "longest_path_conv3x3", "longest_path_conv1x1", "longest_path_pool"]
                    + [f"{e}_present" for e in edge_names] + [f"{e}_live" for e in edge_names]
                    + [f"node{t}_in_live" for t in (1, 2, 3)] + [f"node{t}_in_all" for t in (1, 2, 3)])
-    return _assemble("nb201", [
+    return [
         ("enc", list(sp.feature_names), enc),
         ("enc", [f"{e}_{op}_live" for e in edge_names for op in OPS], live_onehot.reshape(n, -1)),
         ("cost", [f"n_{op}" for op in OPS] + [f"n_{op}_live" for op in OPS[1:]], np.hstack([raw_counts, live_counts])),
         ("extra", extra_names, extra),
-    ])
+    ]
 
 
 # ---- FBNet -------------------------------------------------------------------------------
-def _fbnet(sp, enc: np.ndarray) -> tuple[np.ndarray, FeatureLayout]:
+def _fbnet(sp, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
     from nas.spaces.fbnet import BLOCKS, LAYERS_PER_STAGE, N_LAYERS, block_params
 
     n = len(enc)
@@ -110,15 +113,15 @@ def _fbnet(sp, enc: np.ndarray) -> tuple[np.ndarray, FeatureLayout]:
     expand_stage = np.stack([(onehot[:, stage_of == s] @ expand).sum(axis=1) for s in range(len(LAYERS_PER_STAGE))], axis=1)
     extra = np.hstack([per_stage, expand_stage, (onehot @ k5).sum(axis=1, keepdims=True)])
     names_stage = [f"stage{s}" for s in range(len(LAYERS_PER_STAGE))]
-    return _assemble("fbnet", [
+    return [
         ("enc", list(sp.feature_names), enc),
         ("cost", [f"n_{b}" for b in BLOCKS], counts),
         ("extra", [f"{s}_blocks" for s in names_stage] + [f"{s}_expand_sum" for s in names_stage] + ["n_k5"], extra),
-    ])
+    ]
 
 
 # ---- OFA MobileNetV3 -------------------------------------------------------------------------
-def _ofa(sp, enc: np.ndarray) -> tuple[np.ndarray, FeatureLayout]:
+def _ofa(sp, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
     from nas.spaces.ofa import DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, N_STAGES, RESOLUTIONS
 
     n = len(enc)
@@ -137,9 +140,9 @@ def _ofa(sp, enc: np.ndarray) -> tuple[np.ndarray, FeatureLayout]:
     extra = np.hstack([e_stage, ke_stage, (r / 224.0)[:, None], (k == 7).sum(axis=(1, 2))[:, None],
                        (e == 6).sum(axis=(1, 2))[:, None]])
     st = [f"stage{s}" for s in range(N_STAGES)]
-    return _assemble("ofa", [
+    return [
         ("enc", list(sp.feature_names), enc),
         ("cost", [f"{s}_depth" for s in st] + [f"{s}_expand_x_area" for s in st] + [f"{s}_k2e_x_area" for s in st]
          + ["area", "depth_x_area"], cost),
         ("extra", [f"{s}_expand" for s in st] + [f"{s}_k2e" for s in st] + ["res_scale", "n_k7", "n_e6"], extra),
-    ])
+    ]

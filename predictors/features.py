@@ -15,7 +15,8 @@ class FeatureLayout:
 
     ``enc``: the search space's encoding and other descriptive columns (used by encoders);
     ``cost``: primary non-negative counts that latency grows with (e.g. convolutions that run);
-    ``extra``: secondary non-negative structure counts (adds, path lengths, edges).
+    ``extra``: secondary non-negative structure counts (adds, path lengths, edges);
+    ``size``: size measures in log space (log MACs), which a one-line fit maps to log latency.
     """
 
     names: tuple[str, ...]
@@ -24,6 +25,7 @@ class FeatureLayout:
     extra: tuple[int, ...] = ()
     space: str = ""
     meta: dict = field(default_factory=dict, compare=False)
+    size: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -41,12 +43,12 @@ class FeatureLayout:
 
     def to_json(self) -> dict:
         return {"names": list(self.names), "enc": list(self.enc), "cost": list(self.cost),
-                "extra": list(self.extra), "space": self.space}
+                "extra": list(self.extra), "size": list(self.size), "space": self.space}
 
     @classmethod
     def from_json(cls, d: dict) -> "FeatureLayout":
         return cls(tuple(d["names"]), tuple(d["enc"]), tuple(d.get("cost", ())), tuple(d.get("extra", ())),
-                   d.get("space", ""))
+                   d.get("space", ""), size=tuple(d.get("size", ())))
 
     @classmethod
     def plain(cls, p: int) -> "FeatureLayout":

@@ -10,6 +10,8 @@ models ("learners"), each tuned by exact leave-one-out error:
   ms (OneProxy-style);
 - ``cost``: non-negative per-op costs on structure counts (ops that run, critical paths, adds),
   which catches runtimes no training device resembles (dead-op pruning, parallel branches);
+- ``size``: a line in log-log space from the network's MACs (`FeatureLayout.size`) to its
+  latency, two numbers that runtimes paying for compute alone (one CPU thread) follow closely;
 - ``lowrank`` (ridge on the factors) and a few combinations, available by name.
 
 The default `STACK` combines mixture, proxy and cost with non-negative weights fitted on their
@@ -36,7 +38,7 @@ class Learner:
     """One adaptation model: which design blocks it uses, how it is solved and in what space."""
 
     name: str
-    blocks: tuple[str, ...]  # of: devices, factors, factors3, cost, extra
+    blocks: tuple[str, ...]  # of: devices, factors, factors3, cost, extra, size
     solver: str  # "nnls" (non-negative, ms), "ridge" (log ms) or "proxy" (log ms, one device, quadratic)
 
 
@@ -44,6 +46,7 @@ LEARNERS: dict[str, Learner] = {l.name: l for l in (
     Learner("mixture", ("devices",), "nnls"),
     Learner("proxy", ("devices",), "proxy"),
     Learner("cost", ("cost", "extra"), "nnls"),
+    Learner("size", ("size",), "ridge"),
     Learner("mixture+cost", ("devices", "cost", "extra"), "nnls"),
     Learner("lowrank", ("factors",), "ridge"),
     Learner("cost-log", ("cost",), "ridge"),
@@ -52,7 +55,7 @@ LEARNERS: dict[str, Learner] = {l.name: l for l in (
 )}
 # The default stack: measured on HELP's split over NB201, FBNet and OFA (see the README), the
 # other learners add variance more often than accuracy; they stay available by name.
-STACK = ("mixture", "proxy", "cost")
+STACK = ("mixture", "proxy", "cost", "size")
 ENCODER_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # Penalty multipliers of the secondary structure counts tried by leave-one-out in the cost learner.
 # (1, 10, 100) over (1,): chosen on training devices only (each NB201/FBNet training device held out
@@ -95,12 +98,16 @@ class TransferPredictor(FewShotPredictor):
         if self.n_dropped_:
             log.info("meta-training skips %d architectures with a missing training latency", self.n_dropped_)
         X, Y = X[ok], np.log(L[ok])
+        # The encoder reads every column but the size measures, which only the size learner uses
+        # (in the encoder they cost rice_edgegpu 0.07 Spearman and gained nothing elsewhere).
+        self.encoder_cols_ = np.setdiff1d(np.arange(X.shape[1]), np.asarray(self.layout.size, dtype=int))
         if len(X) < 10:
             raise ValueError(f"need at least 10 architectures with every training latency, got {len(X)}")
-        x_mean = X.mean(axis=0)
-        sd = X.std(axis=0)
+        E = X[:, self.encoder_cols_]
+        x_mean = E.mean(axis=0)
+        sd = E.std(axis=0)
         x_scale = np.where(sd < 1e-12, 1.0, sd)
-        Z = (X - x_mean) / x_scale
+        Z = (E - x_mean) / x_scale
         self.encoder_alpha_ = self._choose_alpha(Z, Y)
         ym = Y.mean(axis=0)
         U, S, Vt = np.linalg.svd(Z, full_matrices=False)
@@ -142,7 +149,7 @@ class TransferPredictor(FewShotPredictor):
     def train_log_latency(self, X: np.ndarray) -> np.ndarray:
         """Encoder's log-ms prediction of every training device, (n, D)."""
         self._check_fitted()
-        return self.layout.check(X) @ self.encoder_coef_ + self.encoder_intercept_
+        return self.layout.check(X)[:, self.encoder_cols_] @ self.encoder_coef_ + self.encoder_intercept_
 
     def factors(self, X: np.ndarray) -> np.ndarray:
         """Architecture factors (n, k): the encoder's log latencies projected on the SVD basis."""
@@ -159,7 +166,14 @@ class TransferPredictor(FewShotPredictor):
             out["factors3"] = f[:, :3]
         out["cost"] = X[:, list(self.layout.cost)]
         out["extra"] = X[:, list(self.layout.extra)]
+        out["size"] = X[:, list(self.layout.size)]
         return out
+
+    def _width(self, block: str) -> int:
+        """Columns of a design block under this layout."""
+        if block in ("devices", "factors", "factors3"):
+            return 1
+        return len(getattr(self.layout, block))
 
     def _design(self, blocks: dict[str, np.ndarray], learner: Learner) -> np.ndarray:
         parts = [blocks[b] for b in learner.blocks if blocks[b].shape[1]]
@@ -188,6 +202,8 @@ class TransferPredictor(FewShotPredictor):
         self.n_shots_ = int(len(y))
         self.floor_ms_ = float(0.25 * y.min()) if len(y) else 1e-3
         learners = [LEARNERS[n] for n in self.learners]
+        # a learner whose columns this layout lacks (size on features without MACs) sits out
+        learners = [l for l in learners if any(self._width(b) for b in l.blocks)] or learners
         if len(y) == 0:
             # no measurement: the geometric mean of the training devices
             self.learner_names_ = []

@@ -61,6 +61,38 @@ def test_transfer_recovers_a_held_out_devices_ranking_from_20_measurements():
         assert np.all(p > 0)
 
 
+def test_size_learner_carries_a_device_that_follows_macs_alone():
+    """A device unlike every training device whose latency follows a size measure (a CPU thread
+    paying for MACs): the stack's size learner (a log-log line on `FeatureLayout.size`) ranks it,
+    and a layout without size columns leaves that learner out."""
+    X, layout, L = family(seed=5)
+    rng = np.random.default_rng(7)
+    macs = X[:, : N_POS * N_OPS] @ rng.gamma(1.0, 1.0, N_POS * N_OPS) + 1.0  # per position and op: no count follows it
+    Xs = np.hstack([X, np.log(macs)[:, None]])
+    sized = FeatureLayout(layout.names + ("log_macs",), layout.enc, layout.cost, layout.extra, "synthetic",
+                          size=(X.shape[1],))
+    target = 0.02 * macs**0.9 * np.exp(0.01 * rng.standard_normal(len(macs)))
+    query, pool = np.arange(600, 900), np.arange(600)
+    with_size = TransferPredictor(sized).fit(Xs, L[:, :8])
+    shots = np.concatenate([with_size.choose_references(Xs[pool], 10), rng.choice(pool, 10, replace=False)])
+    with_size.adapt(Xs[shots], target[shots])
+    assert "size" in with_size.learner_names_ and with_size.weights_[with_size.learner_names_.index("size")] > 0.5
+    assert spearman(with_size.predict(Xs[query]), target[query]) > 0.98
+    plain = TransferPredictor(layout).fit(X, L[:, :8]).adapt(X[shots], target[shots])
+    assert "size" not in plain.learner_names_
+    again = load_roundtrip(with_size)
+    assert np.allclose(again.predict(Xs[query]), with_size.predict(Xs[query]), rtol=1e-12)
+
+
+def load_roundtrip(model):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as d:
+        save(model, Path(d) / "m")
+        return load(Path(d) / "m")
+
+
 def test_references_are_training_only_and_the_same_for_every_device():
     X, layout, L = family(seed=3)
     a = TransferPredictor(layout).fit(X, L[:, :8]).choose_references(X, 10)
