@@ -37,18 +37,22 @@ class FeatureLayout:
         if X.ndim == 1:
             X = X[None, :]
         if X.ndim != 2 or X.shape[1] != self.width:
-            raise ValueError(f"expected features of width {self.width} ({self.space or 'layout'} "
-                             f"features), got shape {X.shape}")
+            version = self.meta.get("features_version")
+            hint = (f"; this predictor was trained on features version {version}, and features of another "
+                    f"version need a predictor trained on them: retrain it, or use the pretrained one shipped "
+                    f"with your hwlat" if version is not None else "")
+            raise ValueError(f"expected {self.space or 'layout'} features of width {self.width}, got shape "
+                             f"{X.shape}{hint}")
         return X
 
     def to_json(self) -> dict:
         return {"names": list(self.names), "enc": list(self.enc), "cost": list(self.cost),
-                "extra": list(self.extra), "size": list(self.size), "space": self.space}
+                "extra": list(self.extra), "size": list(self.size), "space": self.space, "meta": dict(self.meta)}
 
     @classmethod
     def from_json(cls, d: dict) -> "FeatureLayout":
         return cls(tuple(d["names"]), tuple(d["enc"]), tuple(d.get("cost", ())), tuple(d.get("extra", ())),
-                   d.get("space", ""), size=tuple(d.get("size", ())))
+                   d.get("space", ""), dict(d.get("meta", {})), tuple(d.get("size", ())))
 
     @classmethod
     def plain(cls, p: int) -> "FeatureLayout":

@@ -370,3 +370,14 @@ def test_pretrained_predictor_matches_todays_features_and_adapts(space):
     assert spearman(p, truth[20:]) > 0.9
     assert np.mean(np.abs(p / truth[20:] - 1) <= 0.1) >= 0.8
     assert "Training devices" in pretrained.card(space)
+
+
+def test_features_of_another_width_name_the_version_and_what_to_do(tmp_path):
+    X, layout, L = family(n=120)
+    versioned = FeatureLayout(layout.names, layout.enc, layout.cost, layout.extra, "synthetic", {"features_version": 2})
+    model = TransferPredictor(versioned).fit(X, L[:, :8])
+    save(model, tmp_path / "m")
+    again = load(tmp_path / "m")
+    assert again.layout.meta == {"features_version": 2}
+    with pytest.raises(ValueError, match=r"version 2.*retrain"):
+        again.adapt(np.hstack([X[:20], X[:20, :1]]), L[:20, 8])
