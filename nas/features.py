@@ -27,7 +27,7 @@ def latency_features(space, archs: Iterable[Any]) -> tuple[np.ndarray, FeatureLa
     if builder is None:
         names = tuple(sp.feature_names)
         return enc, FeatureLayout(names, tuple(range(len(names))), space=sp.name)
-    log_macs = np.log(np.maximum(np.asarray([sp.macs(a) for a in archs], dtype=np.float64), 1.0))
+    log_macs = np.log(np.maximum(sp.macs_many(archs).astype(np.float64), 1.0))
     return _assemble(sp.name, builder(sp, enc) + [("size", ["log_macs"], log_macs[:, None])])
 
 

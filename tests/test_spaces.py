@@ -329,3 +329,18 @@ def test_to_graph_equals_ops_extracted_from_the_onnx_model(name):
         extracted = [s.key for s in graph_mod.Graph.from_onnx(space.to_onnx(arch)).specs]
         mine = [p.key for s in space.to_graph(arch, fold_bn=True) for p in split_kernel(s)]
         assert extracted == mine
+
+
+@pytest.mark.parametrize("name", ["nb201", "fbnet", "ofa"])
+def test_macs_many_equals_macs_of_each_network(name):
+    """The fast MACs (tables of per-choice changes) equal the network builder's count, arch by arch."""
+    sp = get_space(name)
+    archs = sp.sample(60, seed=11)
+    assert np.array_equal(sp.macs_many(archs), [sp.macs(a) for a in archs])
+    if name == "nb201":  # every edge pattern, and the official network with dead edges built
+        from nas.spaces.nb201 import NB201Space
+
+        official = NB201Space(keep_dead=True)
+        picks = list(range(0, 15625, 97))
+        assert np.array_equal(sp.macs_many(picks), [sp.macs(i) for i in picks])
+        assert np.array_equal(official.macs_many(picks), [official.macs(i) for i in picks])

@@ -129,6 +129,12 @@ class FBNetSpace(Space):
         v[np.arange(N_LAYERS) * len(BLOCKS) + np.asarray(arch.ops)] = 1.0
         return v
 
+    def macs_many(self, archs) -> np.ndarray:
+        """MACs of many architectures: each layer's channels and stride are fixed, so MACs add up over layers."""
+        ops = np.asarray([self._arch(a).ops for a in archs], dtype=np.int64).reshape(-1, N_LAYERS)
+        m0, table = self._slot_macs("layers", FBNetArch, (0,) * N_LAYERS, len(BLOCKS))
+        return m0 + table[np.arange(N_LAYERS), ops].sum(axis=1)
+
     def network(self, arch: Any, batch: int = 1):
         from nas.spaces.network import Net
 

@@ -235,6 +235,17 @@ class NB201Space(Space):
         return v
 
     # ---- building -----------------------------------------------------------------------
+    def macs_many(self, archs) -> np.ndarray:
+        """MACs of many architectures: every edge of a cell has the same width, so MACs add up over
+        the edges that are built (live ones, or all with `keep_dead`). The table is taken from
+        all-skip cells (no MACs, every edge live), changing one edge at a time."""
+        archs = [self._arch(a) for a in archs]
+        ops = np.asarray([a.ops for a in archs], dtype=np.int64).reshape(-1, len(EDGES))
+        built = np.ones(ops.shape, dtype=bool) if self.keep_dead else np.asarray([a.live_edges() for a in archs],
+                                                                                 dtype=bool).reshape(ops.shape)
+        m0, table = self._slot_macs("edges", NB201Arch, (OPS.index("skip_connect"),) * len(EDGES), len(OPS))
+        return m0 + (table[np.arange(len(EDGES)), ops] * built).sum(axis=1)
+
     def network(self, arch: Any, batch: int = 1):
         from nas.spaces.network import Net
 

@@ -184,6 +184,43 @@ class OFASpace(Space):
         v[-1] = (arch.r - RESOLUTIONS[0]) / (RESOLUTIONS[-1] - RESOLUTIONS[0])
         return v
 
+    def macs_many(self, archs) -> np.ndarray:
+        """MACs of many architectures. At a given resolution each block's MACs depend on its own
+        kernel and expansion alone (stage widths are fixed), so per resolution: the MACs of the
+        deepest network of smallest blocks, plus each active block's change for its choice, less
+        the blocks that the depths leave out."""
+        out = []
+        for a in (self._arch(x) for x in archs):
+            full, table, drop = self._macs_parts(a.r)
+            total = full
+            for slot, (k, e) in enumerate(zip(a.ks, a.e)):
+                if slot % MAX_DEPTH < a.d[slot // MAX_DEPTH]:
+                    total += table[slot, KERNELS.index(k) * len(EXPANDS) + EXPANDS.index(e)]
+                else:
+                    total -= drop[slot]
+            out.append(total)
+        return np.asarray(out, dtype=np.int64)
+
+    def _macs_parts(self, r: int) -> tuple[int, np.ndarray, np.ndarray]:
+        n_slots = N_STAGES * MAX_DEPTH
+
+        def make(choices, d=(MAX_DEPTH,) * N_STAGES):
+            return OFAArch(tuple(KERNELS[c // len(EXPANDS)] for c in choices),
+                           tuple(EXPANDS[c % len(EXPANDS)] for c in choices), tuple(d), r)
+
+        full, table = self._slot_macs(("blocks", r), make, (0,) * n_slots, len(KERNELS) * len(EXPANDS))
+        cache = self.__dict__.setdefault("_slot_macs_cache", {})
+        if ("drop", r) not in cache:
+            drop = np.zeros(n_slots, dtype=np.int64)  # MACs of each droppable block at its smallest choice
+            for s in range(N_STAGES):
+                prev, depths = full, [MAX_DEPTH] * N_STAGES
+                for j in range(MAX_DEPTH - 1, min(DEPTHS) - 1, -1):
+                    depths[s] = j
+                    m = self.macs(make((0,) * n_slots, depths))
+                    drop[s * MAX_DEPTH + j], prev = prev - m, m
+            cache[("drop", r)] = drop
+        return full, table, cache[("drop", r)]
+
     def network(self, arch: Any, batch: int = 1):
         from nas.spaces.network import Net
 
