@@ -208,6 +208,7 @@ class TransferPredictor(FewShotPredictor):
             # no measurement: the geometric mean of the training devices
             self.learner_names_ = []
             self.coefs_, self.intercepts_, self.weights_ = [], np.zeros(0), np.zeros(0)
+            self.loo_rel_error_ = np.zeros(0)
             return self
         blocks = self._blocks(X, {b for l in learners for b in l.blocks})
         ly = np.log(y)
@@ -236,6 +237,12 @@ class TransferPredictor(FewShotPredictor):
             self.weights_ = stacking_weights(np.column_stack(loo_log), ly)
         else:
             self.weights_ = np.full(len(fits), 1.0 / len(fits))
+        # Each measurement's relative error when it is left out (the stack's weights kept): what a
+        # caller can expect on unmeasured architectures, e.g. to keep a margin under a latency budget.
+        if all(p.size for p in loo_log):
+            self.loo_rel_error_ = np.abs(np.expm1(np.column_stack(loo_log) @ self.weights_ - ly))
+        else:
+            self.loo_rel_error_ = np.full(len(y), np.nan)
         return self
 
     def _penalties(self, blocks: dict[str, np.ndarray], learner: Learner) -> tuple[np.ndarray | None, ...]:

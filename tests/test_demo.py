@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from hwlat.cli import main
 
 
@@ -17,7 +19,10 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     summary = json.loads((out / "summary.json").read_text())
     budget = summary["budget_ms"]
     assert summary["objective_is_proxy"] and 0 < budget
-    assert all(b["predicted_ms"] <= budget for b in summary["search"]["best"])
+    # the search keeps a margin under the budget, from the predictor's leave-one-out error
+    assert 0 <= summary["margin"] <= 0.2
+    assert summary["search_budget_ms"] == pytest.approx(budget / (1 + summary["margin"]))
+    assert all(b["predicted_ms"] <= summary["search_budget_ms"] for b in summary["search"]["best"])
     verified = summary["verification"]["archs"]
     assert len(verified) == 3 and all(a["measured_ms"] > 0 for a in verified)
     assert summary["verification"]["violations"] == sum(a["measured_ms"] > budget for a in verified)
@@ -28,3 +33,10 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     assert main(["search", "--space", "nb201", "--predictor", str(out / "predictor"), "--max-latency-ms", str(budget),
                  "--budget", "3", "--objective", "proxy", "--proxy-batch", "4", "--no-progress"]) == 0
     assert "NOT accuracy" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("margin", ["lots", "1.5", "-0.1"])
+def test_demo_rejects_a_bad_margin_before_measuring(tmp_path, capsys, margin):
+    assert main(["demo", "--quick", "--margin", margin, "--out", str(tmp_path / "d"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "--margin" in err and not (tmp_path / "d").exists()

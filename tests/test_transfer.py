@@ -59,6 +59,8 @@ def test_transfer_recovers_a_held_out_devices_ranking_from_20_measurements():
         assert rho > base, f"transfer {rho:.3f} should beat ridge on the shots alone {base:.3f}"
         assert np.median(np.abs(p / test[query, d] - 1)) < 0.1
         assert np.all(p > 0)
+        # leave-one-out errors on the 20 measurements: one per shot, of the size of the query's errors
+        assert pred.loo_rel_error_.shape == (20,) and np.median(pred.loo_rel_error_) < 0.1
 
 
 def test_size_learner_carries_a_device_that_follows_macs_alone():

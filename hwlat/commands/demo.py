@@ -50,6 +50,10 @@ def register(sub) -> None:
     p.add_argument("--percentile", type=float, default=30.0,
                    help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
     p.add_argument("--max-latency-ms", type=float, help="use this latency budget (ms) instead of a percentile")
+    p.add_argument("--margin", default="auto",
+                   help="search under budget / (1 + margin) so that measured latencies keep to the budget: a fraction "
+                        "(0 for none) or auto (default): the 80th percentile of the adapted predictor's leave-one-out "
+                        "relative error on the measured architectures, at most 0.2")
     p.add_argument("--shots", type=int, help="random architectures measured besides the references (default 10)")
     p.add_argument("--evaluations", type=int, help="architectures the search scores (default 100)")
     p.add_argument("--verify", type=int, help="best architectures measured to verify (default 5)")
@@ -57,6 +61,30 @@ def register(sub) -> None:
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.set_defaults(func=_demo)
+
+
+def _fixed_margin(text: str) -> float | None:
+    """--margin as a fraction, or None for auto; one clear error otherwise."""
+    from device_tables.errors import HwlatError
+
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise HwlatError(f"--margin {text!r}: give a fraction such as 0.05, 0 for none, or auto") from None
+    if not 0.0 <= value < 1.0:
+        raise HwlatError(f"--margin {value}: must be at least 0 and below 1")
+    return value
+
+
+def _auto_margin(predictor) -> float:
+    """The 80th percentile of the adapted predictor's leave-one-out relative errors (at most 0.2; 0 if none)."""
+    import numpy as np
+
+    errors = np.asarray(getattr(predictor, "loo_rel_error_", []), dtype=float)
+    errors = errors[np.isfinite(errors)]
+    return float(min(np.quantile(errors, 0.8), 0.2)) if errors.size else 0.0
 
 
 def _say(text: str) -> None:
@@ -85,6 +113,7 @@ def _demo(args: argparse.Namespace) -> int:
         raise HwlatError(f"--percentile {args.percentile}: must be between 0 and 100")
     if s.evaluations < 1 or s.verify < 1:
         raise HwlatError("--evaluations and --verify need at least 1")
+    fixed_margin = _fixed_margin(args.margin)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     progress = not args.no_progress
@@ -132,12 +161,14 @@ def _demo(args: argparse.Namespace) -> int:
          f"(median {np.median(all_ms):.3f} ms)")
 
     # 4. search
-    c = LatencyConstraint(pred, budget)
+    margin = _auto_margin(pred.predictor) if fixed_margin is None else fixed_margin
+    c = LatencyConstraint(pred, budget / (1.0 + margin))
     c.check_budget()
     why = f"{args.percentile:g}th percentile of the predictions" if not args.max_latency_ms else "--max-latency-ms"
     objective = NaswotProxy(space, batch=s.proxy_batch, seed=args.seed, threads=1)
     _say(f"[4/6] searching under a latency budget of {budget:.3f} ms ({why}; {feasible} of {len(archs)} archs "
-         f"predicted feasible): regularised evolution scoring {s.evaluations} archs")
+         f"predicted feasible), less a {margin:.1%} margin for prediction error: predicted <= {c.budget_ms:.3f} ms; "
+         f"regularised evolution scoring {s.evaluations} archs")
     _say(f"      objective: {objective.label}")
     t = time.perf_counter()
     result = regularized_evolution(space, objective, c, budget=s.evaluations, population=s.population,
@@ -209,7 +240,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"profiled    {int(ok.sum())} NB201 architectures in {stages['profile']:.1f} s",
         f"predictor   shipped NB201 transfer predictor adapted from {int(ok.sum())} measurements; "
         f"all {len(archs)} predicted in {stages['predict']:.2f} s",
-        f"budget      {budget:.3f} ms ({why}); {feasible} archs predicted feasible",
+        f"budget      {budget:.3f} ms ({why}); {feasible} archs predicted feasible; searched with a "
+        f"{margin:.1%} margin (predicted <= {c.budget_ms:.3f} ms)",
         f"search      regularised evolution: {result.evaluations} archs scored in {stages['search']:.1f} s; "
         f"objective: {objective.label}",
         f"verified    best {n_ok}: Spearman {_num(rho)} (predicted vs measured), "
@@ -228,6 +260,7 @@ def _demo(args: argparse.Namespace) -> int:
     _say("\n".join(lines))
     summary = {
         "device": m.device, "quick": bool(args.quick), "settings": asdict(s), "budget_ms": budget, "budget_rule": why,
+        "margin": margin, "search_budget_ms": c.budget_ms,
         "feasible_predicted": feasible, "shots": {"keys": [space.key(a) for a in m.archs], "measured_ms": m.ms.tolist(),
                                                   "table": f"{m.table}.csv"},
         "search": result.to_dict(s.verify), "verification": v.to_dict(),
