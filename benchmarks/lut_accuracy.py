@@ -273,12 +273,7 @@ def predictor(rt_name: str, table_name: str, out: Path, statistic: str = "median
 
     table = DeviceTable.load(out / rt_name / table_name)
     rules = FusionRules.none() if table_name == "naive" else None
-    lut = LUTPredictor(table, rules=rules, statistic=f"{statistic}_ms")
-    if table.meta.get("lut_calibration", {}).get("statistic", "median") != statistic:
-        from predictors.lut import Calibration
-
-        lut.calibration = Calibration()  # calibrated on another statistic: recalibrate
-    return lut.fit()
+    return LUTPredictor(table, rules=rules, statistic=f"{statistic}_ms").fit()  # another statistic's calibration is dropped
 
 
 def stage_calibrate(args, rt_name: str) -> None:
@@ -301,7 +296,7 @@ def stage_calibrate(args, rt_name: str) -> None:
     for name in TABLES:
         lut = predictor(rt_name, name, out, args.statistic)
         cal = lut.calibrate([graphs[n] for n in calib], y)
-        lut.table.update_meta(lut_calibration={**cal.to_dict(), "statistic": args.statistic})
+        lut.save_calibration()
         lut.table.update_meta(lut_calibration_networks=calib)
         print(f"[calibrate] {rt_name} {name}: {cal.describe()}")
 

@@ -73,6 +73,8 @@ class Calibration:
 
     def describe(self) -> str:
         """One line: the terms and the calibration models' MAPE before and after."""
+        if self.n_models == 0 and not self.by_type:
+            return "none (the kernel sum as it is; calibrate on whole-model measurements: LUTPredictor.calibrate)"
         if self.by_type:
             scales = sorted(s for s, _ in self.by_type.values())
             terms = (f"{len(self.by_type)} kernel types, scales {scales[0]:.2f}..{scales[-1]:.2f}, "
@@ -203,7 +205,14 @@ class LUTPredictor:
         self.rules = rules if rules is not None else FusionRules.from_meta(table.meta)
         self.regressors = regressors
         self.use_regressors = use_regressors
-        self.calibration = calibration if calibration is not None else Calibration.from_dict(table.meta.get("lut_calibration"))
+        if calibration is None:
+            stored = table.meta.get("lut_calibration") or {}
+            if stored and _statistic_ms(stored.get("statistic", "median")) != statistic:
+                log.warning("%s: calibrated on the %s statistic, predicting %s without that calibration; "
+                            "recalibrate for %s", table.name, stored.get("statistic", "median"), statistic, statistic)
+                stored = {}
+            calibration = Calibration.from_dict(stored)
+        self.calibration = calibration
         self.dtype = "int8" if table.device.precision == "int8" else "float32"
         # Each table row timed one call of a single-op model, paying the runtime's per-call overhead
         # that a kernel inside a network does not; the fusion probe measured it (a 1-element relu).
@@ -276,7 +285,8 @@ class LUTPredictor:
 
     def save_calibration(self) -> None:
         """Store the calibration in the table's metadata (``lut_calibration``)."""
-        self.table.update_meta(lut_calibration=self.calibration.to_dict())
+        self.table.update_meta(lut_calibration={**self.calibration.to_dict(),
+                                                "statistic": self.statistic.removesuffix("_ms")})
 
     # ---- predicting ---------------------------------------------------------------------
     def graph_of(self, model: Any, input_shape: Sequence[int] | None = None) -> Graph:
@@ -349,6 +359,11 @@ class LUTPredictor:
         y = np.asarray(measured_ms, dtype=np.float64)
         rel = np.abs(pred - y) / y
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
+
+
+def _statistic_ms(name: str) -> str:
+    """``median`` or ``median_ms`` -> ``median_ms`` (tables' metadata name statistics without the unit)."""
+    return name if name.endswith("_ms") else f"{name}_ms"
 
 
 def _movement_spec(shape: Sequence[int], dtype: str) -> OpSpec:

@@ -18,7 +18,7 @@ from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool
 from predictors.kernel_regressors import KernelRegressors, family
-from predictors.lut import REGRESSOR, TABLE, LUTPredictor
+from predictors.lut import REGRESSOR, TABLE, Calibration, LUTPredictor
 
 ORT_LIKE = FusionRules.from_patterns(["conv2d+bn", "conv2d+bn+relu", "conv2d+relu", "conv2d+add", "conv2d+add+relu",
                                       "pwconv2d+relu", "pwconv2d+hardswish", "dwconv2d+relu", "dwconv2d+relu6",
@@ -194,7 +194,9 @@ def test_calibration_by_kernel_type_follows_type_specific_costs():
         assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
     lut.save_calibration()
     again = LUTPredictor(table, regressors=lut.regressors)
-    assert again.calibration == cal
+    assert again.calibration == cal and table.meta["lut_calibration"]["statistic"] == "median"
+    # a calibration fitted on the median is not applied to 10th-percentile rows
+    assert LUTPredictor(table, regressors=lut.regressors, statistic="p10_ms").calibration == Calibration()
     assert again.predict_graph(graphs[0]).total_ms == pytest.approx(lut.predict_graph(graphs[0]).total_ms, rel=1e-12)
 
 

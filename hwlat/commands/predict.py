@@ -23,6 +23,9 @@ def register(sub) -> None:
     p.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
     p.add_argument("--no-fusion", action="store_true", help="ignore the table's fusion rules (naive summation)")
     p.add_argument("--no-regressors", action="store_true", help="only table rows; kernels missing from the table are uncovered")
+    p.add_argument("--statistic", default="median", choices=["median", "p10"],
+                   help="row statistic summed: median (default) or p10, the 10th percentile (the latency without "
+                        "interference; a calibration fitted on the other statistic is not used)")
     p.add_argument("--top", type=int, default=0, help="show only the N slowest kernels")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.set_defaults(func=_predict)
@@ -58,7 +61,8 @@ def _predict(args: argparse.Namespace) -> int:
     model, name = _model(args)
     table = load(args.table)
     shape = parse_shape(args.input_shape) if args.input_shape else None
-    lut = LUTPredictor(table, rules=FusionRules.none() if args.no_fusion else None, use_regressors=not args.no_regressors)
+    lut = LUTPredictor(table, rules=FusionRules.none() if args.no_fusion else None, use_regressors=not args.no_regressors,
+                       statistic=f"{args.statistic}_ms")
     pred = lut.predict_graph(model, input_shape=shape, name=name)
     if args.json:
         json.dump(pred.to_dict(), sys.stdout, indent=2)
