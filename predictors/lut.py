@@ -238,48 +238,11 @@ class LUTPredictor:
         found = [self._lookup(self.kernels(self.graph_of(g)))[0] for g in graphs]
         y = np.asarray(measured_ms, dtype=np.float64)
         S = np.asarray([math.fsum(k.ms for k in f) for f in found])
-        K = np.asarray([len(f) for f in found], dtype=np.float64)
-        w = 1.0 / y
         if by_type is None:
             by_type = len(y) >= BY_TYPE_MIN_MODELS
-        if by_type:
-            types = sorted({kernel_type(k.op) for f in found for k in f})
-            col = {t: i for i, t in enumerate(types)}
-            X = np.zeros((len(y), len(types)))
-            C = np.zeros((len(y), len(types)))
-            for i, f in enumerate(found):
-                for k in f:
-                    X[i, col[kernel_type(k.op)]] += k.ms
-                    C[i, col[kernel_type(k.op)]] += 1e-3  # per-kernel coefficients in µs
-            A = np.concatenate([X, C, np.ones((len(y), 1))], axis=1)
-            prior = np.concatenate([np.ones(len(types)), np.zeros(len(types)), [0.0]])
-            penalty = np.concatenate([np.full(len(types), RIDGE_SCALE), np.full(len(types), RIDGE_PER_KERNEL_US), [RIDGE_CONSTANT_MS]])
-            Aw = A * w[:, None]
-            # Solve for the departure from the prior: (Aw'Aw + diag(penalty)) d = Aw'(y w - Aw prior).
-            d = np.linalg.solve(Aw.T @ Aw + np.diag(penalty) + 1e-12 * np.eye(A.shape[1]), Aw.T @ (y * w - Aw @ prior))
-            coef = prior + d
-            terms = {t: (float(coef[i]), float(coef[len(types) + i]) * 1e-3) for t, i in col.items()}
-            fitted = A @ coef
-            cal = Calibration(1.0, 0.0, float(coef[-1]), len(y), float(np.mean(np.abs(S - y) / y)),
-                              float(np.mean(np.abs(fitted - y) / y)), terms)
-            self.calibration = cal
-            return cal
-        if len(y) >= 4 and np.ptp(K) > 0:
-            A = np.stack([S, K, np.ones_like(S)], axis=1)
-        elif len(y) >= 2 and np.ptp(K) > 0:
-            A = np.stack([S, K], axis=1)
-        else:
-            A = S[:, None]
-        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
-        scale = float(coef[0])
-        per_k = float(coef[1]) if len(coef) > 1 else 0.0
-        const = float(coef[2]) if len(coef) > 2 else 0.0
-        if not (0.2 < scale < 5.0):  # a fit this far off means the table does not match the models
-            log.warning("calibration scale %.3f out of range; using a scale-only fit", scale)
-            scale, per_k, const = float(np.sum(S * y * w * w) / np.sum((S * w) ** 2)), 0.0, 0.0
-        fitted = scale * S + per_k * K + const
-        cal = Calibration(scale, per_k, const, len(y), float(np.mean(np.abs(S - y) / y)),
-                          float(np.mean(np.abs(fitted - y) / y)))
+        fitted, terms = _by_type_terms(found, y) if by_type else _global_terms(S, np.asarray([len(f) for f in found], float), y)
+        cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
+                          mape_after=float(np.mean(np.abs(fitted - y) / y)))
         self.calibration = cal
         return cal
 
@@ -359,6 +322,48 @@ class LUTPredictor:
         y = np.asarray(measured_ms, dtype=np.float64)
         rel = np.abs(pred - y) / y
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
+
+
+def _by_type_terms(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fitted totals and `Calibration` terms of the per-type fit: ridge on relative error, each
+    type's scale towards 1 and per-kernel cost towards 0, the constant towards 0."""
+    types = sorted({kernel_type(k.op) for f in found for k in f})
+    col = {t: i for i, t in enumerate(types)}
+    X = np.zeros((len(y), len(types)))
+    C = np.zeros((len(y), len(types)))
+    for i, f in enumerate(found):
+        for k in f:
+            X[i, col[kernel_type(k.op)]] += k.ms
+            C[i, col[kernel_type(k.op)]] += 1e-3  # per-kernel coefficients in µs
+    A = np.concatenate([X, C, np.ones((len(y), 1))], axis=1)
+    prior = np.concatenate([np.ones(len(types)), np.zeros(len(types)), [0.0]])
+    penalty = np.concatenate([np.full(len(types), RIDGE_SCALE), np.full(len(types), RIDGE_PER_KERNEL_US), [RIDGE_CONSTANT_MS]])
+    Aw = A / y[:, None]
+    # Solve for the departure from the prior: (Aw'Aw + diag(penalty)) d = Aw'(1 - Aw prior).
+    d = np.linalg.solve(Aw.T @ Aw + np.diag(penalty) + 1e-12 * np.eye(A.shape[1]), Aw.T @ (1.0 - Aw @ prior))
+    coef = prior + d
+    by_type = {t: (float(coef[i]), float(coef[len(types) + i]) * 1e-3) for t, i in col.items()}
+    return A @ coef, {"constant_ms": float(coef[-1]), "by_type": by_type}
+
+
+def _global_terms(S: np.ndarray, K: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+    """Fitted totals and `Calibration` terms of one scale, one per-kernel cost and a constant (as
+    many of them as the models support), least squares on relative error."""
+    w = 1.0 / y
+    if len(y) >= 4 and np.ptp(K) > 0:
+        A = np.stack([S, K, np.ones_like(S)], axis=1)
+    elif len(y) >= 2 and np.ptp(K) > 0:
+        A = np.stack([S, K], axis=1)
+    else:
+        A = S[:, None]
+    coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+    scale = float(coef[0])
+    per_k = float(coef[1]) if len(coef) > 1 else 0.0
+    const = float(coef[2]) if len(coef) > 2 else 0.0
+    if not (0.2 < scale < 5.0):  # a fit this far off means the table does not match the models
+        log.warning("calibration scale %.3f out of range; using a scale-only fit", scale)
+        scale, per_k, const = float(np.sum(S * y * w * w) / np.sum((S * w) ** 2)), 0.0, 0.0
+    return scale * S + per_k * K + const, {"scale": scale, "per_kernel_ms": per_k, "constant_ms": const}
 
 
 def _statistic_ms(name: str) -> str:
