@@ -136,35 +136,31 @@ def _ort_network_kernels(runtime: Any, spec: OpSpec) -> int | None:
     that feeds it (and its residual) and one that reads it, as in a CNN. In that context its
     optimiser fuses more than in a lone single-op model (on x86 its NCHWc layout lets a conv absorb
     a residual add and activations such as HardSwish). Context and layout nodes are not counted."""
-    import onnx
-
-    from profilers.ort import session_options
-
     try:
         model, context = context_probe(spec)
     except UnsupportedOpError:
         return None
-    ort = runtime.ort
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "optimized.onnx")
-        opts = session_options(ort, runtime.threads, runtime.opt_level)
-        opts.optimized_model_filepath = path
-        try:
-            ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-            graph = onnx.load(path).graph
-        except Exception as exc:  # an optimised graph ORT cannot save is no evidence
-            log.debug("no optimised graph for %s: %s", spec.key, exc)
-            return None
-    skip = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
-    return max(1, sum(1 for n in graph.node if n.op_type not in skip) - context)
+    n = _ort_compute_nodes(runtime, model.SerializeToString(), spec)
+    return None if n is None else max(1, n - context)
 
 
 def _ort_kernels(runtime: Any, spec: OpSpec) -> int | None:
     """Compute nodes of ONNX Runtime's optimised graph of the single-op model (layout moves excluded):
     the kernels a table row of this pattern times."""
+    from profilers.onnx_ops import build_onnx_bytes
+
+    return _ort_compute_nodes(runtime, build_onnx_bytes(spec), spec)
+
+
+# Nodes of ONNX Runtime's optimised graphs that move or relabel data rather than compute.
+_ORT_LAYOUT_NODES = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
+
+
+def _ort_compute_nodes(runtime: Any, model_bytes: bytes, spec: OpSpec) -> int | None:
+    """Compute nodes of the graph ONNX Runtime optimises `model_bytes` into with `runtime`'s
+    settings; None when it cannot save that graph (no evidence either way)."""
     import onnx
 
-    from profilers.onnx_ops import build_onnx_bytes
     from profilers.ort import session_options
 
     ort = runtime.ort
@@ -173,13 +169,12 @@ def _ort_kernels(runtime: Any, spec: OpSpec) -> int | None:
         opts = session_options(ort, runtime.threads, runtime.opt_level)
         opts.optimized_model_filepath = path
         try:
-            ort.InferenceSession(build_onnx_bytes(spec), opts, providers=["CPUExecutionProvider"])
+            ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
             graph = onnx.load(path).graph
-        except Exception as exc:
+        except Exception as exc:  # an optimised graph ORT cannot save is no evidence
             log.debug("no optimised graph for %s: %s", spec.key, exc)
             return None
-    skip = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
-    return sum(1 for n in graph.node if n.op_type not in skip)
+    return sum(1 for n in graph.node if n.op_type not in _ORT_LAYOUT_NODES)
 
 
 def context_probe(spec: OpSpec):
