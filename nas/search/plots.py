@@ -68,12 +68,7 @@ def predicted_vs_measured(path: str | Path, predicted: Sequence[float], measured
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title or "predicted vs measured latency", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def pareto(path: str | Path, candidates: Sequence[Candidate], budget_ms: float | None = None,
@@ -110,6 +105,11 @@ def pareto(path: str | Path, candidates: Sequence[Candidate], budget_ms: float |
     ax.set_ylabel(score_label)
     ax.set_title(title or "latency vs score", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
+    return _save(plt, fig, path)
+
+
+def _save(plt, fig, path: str | Path) -> Path:
+    """Lay out, write the PNG (making its folder) and close the figure."""
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
