@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import shlex
-import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from profilers.cluster_worker import ClusterError, descendants, kill_pids
+from profilers.cluster_worker import ClusterError, descendants, kill_pids, terminate_tree
 
 log = logging.getLogger(__name__)
 
@@ -149,14 +148,7 @@ class LocalLab:
 
     def stop_worker(self, w: WorkerProcess, timeout_s: float = 60.0) -> None:
         """Stop a worker cleanly (it withdraws its devices), then kill what is left of it."""
-        pids = descendants(w.process.pid)
-        if w.alive:
-            w.process.send_signal(signal.SIGTERM)
-            try:
-                w.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_pids(pids + descendants(w.process.pid))
+        terminate_tree(w.process, timeout_s)
         try:
             w.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

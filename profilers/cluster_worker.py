@@ -476,14 +476,7 @@ class RayNode:
 
     def stop(self, timeout_s: float = 40.0) -> None:
         """Stop cleanly (Ray drains the node), then kill whatever is left of it."""
-        pids = self.pids()
-        if self.alive:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        kill_pids(set(pids) | set(self.pids()))
+        terminate_tree(self.process, timeout_s)
         self._reap()
 
     def kill(self) -> None:
@@ -530,6 +523,19 @@ def descendants(pid: int) -> list[int]:
         out.append(p)
         todo.extend(children.get(p, []))
     return out
+
+
+def terminate_tree(process: subprocess.Popen, timeout_s: float) -> None:
+    """SIGTERM `process` and give it `timeout_s` to stop cleanly, then SIGKILL it and every process
+    below it (those found before and after: children may have started or been re-parented)."""
+    pids = descendants(process.pid)
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            pass
+    kill_pids(set(pids) | set(descendants(process.pid)))
 
 
 def kill_pids(pids: Sequence[int] | set[int]) -> None:
