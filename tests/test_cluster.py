@@ -142,6 +142,20 @@ def _assert_complete_once(table_path: Path, specs) -> None:
     assert len(DeviceTable.load(table_path)) == len(specs)  # loads: valid, no repeated key
 
 
+def _sweep_until_rows(specs, tmp_path: Path, device_timeout_s: float):
+    """Start the two-device sweep in a thread and return (thread, box) once ort-b holds 3 rows;
+    the sweep's result lands in box["result"]."""
+    from profilers.cluster import profile_ops_cluster
+
+    box = {}
+    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
+        specs, tmp_path, devices=["ort-a", "ort-b"], protocol=TEST_PROTOCOL, address=None, progress=False,
+        device_timeout_s=device_timeout_s)), daemon=True)
+    driver.start()
+    _wait_rows(tmp_path / "ort-b", 3, alive=driver.is_alive)
+    return driver, box
+
+
 def _devices():
     from profilers.cluster_worker import list_devices
 
@@ -247,12 +261,7 @@ def test_device_that_disappears_is_reported_its_rows_kept_and_resumable(lab, tmp
     from profilers.cluster import DeviceLostError, profile_ops_cluster
 
     specs = _specs(lab)
-    box = {}
-    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
-        specs, tmp_path, devices=["ort-a", "ort-b"], protocol=TEST_PROTOCOL, address=None, progress=False,
-        device_timeout_s=3)), daemon=True)
-    driver.start()
-    _wait_rows(tmp_path / "ort-b", 3, alive=driver.is_alive)
+    driver, box = _sweep_until_rows(specs, tmp_path, device_timeout_s=3)
     lab.kill_worker(lab.b)
     driver.join(120)
     assert not driver.is_alive()
@@ -276,16 +285,9 @@ def test_device_that_disappears_is_reported_its_rows_kept_and_resumable(lab, tmp
 
 @pytest.mark.slow
 def test_worker_killed_mid_sweep_loses_and_duplicates_nothing(lab, tmp_path):
-    from profilers.cluster import profile_ops_cluster
-
     specs = _specs(lab)
     old_node = _devices()["ort-b"]["node_id"]
-    box = {}
-    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
-        specs, tmp_path, devices=["ort-a", "ort-b"], protocol=TEST_PROTOCOL, address=None, progress=False,
-        device_timeout_s=180)), daemon=True)
-    driver.start()
-    _wait_rows(tmp_path / "ort-b", 3, alive=driver.is_alive)
+    driver, box = _sweep_until_rows(specs, tmp_path, device_timeout_s=180)
     lab.kill_worker(lab.b)
     killed_at = time.time()
     before = _csv_lines(tmp_path / "ort-b")
