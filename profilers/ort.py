@@ -50,6 +50,15 @@ CUDA_PROVIDER = "CUDAExecutionProvider"
 PROVIDERS = {"cpu": PROVIDER, "cuda": CUDA_PROVIDER}  # hwlat name -> ONNX Runtime execution provider
 GPU_DISTRIBUTIONS = ("onnxruntime-gpu", "ort-nightly-gpu")
 GPU_INSTALL_HINT = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
+# On x86 CPUs ONNX Runtime runs convolutions (and the pools, adds, ... between them) in the blocked
+# NCHWc layout, so a single-op model becomes ReorderInput -> op -> ReorderOutput. Inside a network the
+# layout is kept from one such op to the next and reorders run only at a region's edges, so each
+# row records their shares of the single-op model's node time (``reorder_in_share``,
+# ``reorder_out_share``; a profiled session of `REORDER_PROFILE_RUNS` runs), which `predictors.lut`
+# takes off the row and charges at the edges. They are 10-60% of a lone conv's time (most for
+# depthwise convs on large maps).
+REORDER_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+REORDER_PROFILE_RUNS = 40
 
 
 def import_onnxruntime():
@@ -374,7 +383,28 @@ class OnnxRuntime(Runtime):
             gc.collect()
             raise OutOfDeviceMemoryError(f"{spec.key}: out of memory on {self.hardware} ({failure}); "
                                          "a smaller batch may fit")
-        return Prepared(timed=perf_timer(bound.run))
+        extra = reorder_shares(self.ort, model, bound.feeds, self.threads, self.opt_level) if self.provider == "cpu" else {}
+        return Prepared(timed=perf_timer(bound.run), extra=extra)
+
+
+def reorder_shares(ort: Any, model: bytes, feeds: Mapping[str, np.ndarray], threads: int = 1,
+                   opt_level: str = DEFAULT_OPT_LEVEL, runs: int = REORDER_PROFILE_RUNS) -> dict[str, float]:
+    """Shares of a model's node time (mean over `runs` profiled runs) spent in the NCHWc reorders
+    ONNX Runtime inserted: ``{"reorder_in_share": .., "reorder_out_share": ..}``, {} when it inserted none."""
+    from profilers.ort_nodes import parse_trace
+
+    with tempfile.TemporaryDirectory(prefix="hwlat_ort_") as tmp:
+        options = session_options(ort, threads, opt_level, os.path.join(tmp, "profile"))
+        session = ort.InferenceSession(model, options, providers=[PROVIDER])
+        for _ in range(runs + 2):
+            session.run(None, feeds)
+        traces, _ = parse_trace(session.end_profiling(), skip_runs=2)
+    times = {t.name: (t.op_type, float(np.mean(t.per_run_us))) for t in traces.values()}
+    total = sum(t for _, t in times.values())
+    if total <= 0 or not any(op in REORDER_OPS for op, _ in times.values()):
+        return {}
+    return {f"reorder_{d}_share": round(sum(t for op, t in times.values() if op == f"Reorder{d.title()}put") / total, 4)
+            for d in ("in", "out")}
 
 
 def _torch_gpu_name(device_id: int) -> dict[str, Any]:

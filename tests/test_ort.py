@@ -344,3 +344,19 @@ def test_missing_or_broken_onnxruntime_is_reported(monkeypatch):
     no_cpu = types.SimpleNamespace(__version__=ort.__version__, get_available_providers=lambda: ["CUDAExecutionProvider"])
     with pytest.raises(RuntimeUnavailableError, match="CPUExecutionProvider"):
         ort_backend._check_install(no_cpu)
+
+
+def test_single_op_rows_record_the_nchwc_reorders_around_them():
+    """On x86, ONNX Runtime runs a lone conv as ReorderInput -> Conv -> ReorderOutput; the row keeps
+    the reorders' shares of the node time (taken off inside networks, predictors.lut); a relu has none."""
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("ONNX Runtime's NCHWc layout is an x86 optimisation")
+    rt = OnnxRuntime(threads=1)
+    _, extra = rt.measure(OpSpec.make("conv2d", (1, 16, 24, 24), cout=16, kernel=3), Protocol.preset("quick"))
+    assert set(extra) == {"reorder_in_share", "reorder_out_share"}
+    assert 0 < extra["reorder_in_share"] < 1 and 0 < extra["reorder_out_share"] < 1
+    assert extra["reorder_in_share"] + extra["reorder_out_share"] < 1
+    _, extra = rt.measure(OpSpec.make("relu", (1, 16, 24, 24)), Protocol.preset("quick"))
+    assert extra == {}
