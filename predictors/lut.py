@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from device_tables.graph import UNCOVERED, Graph
-from device_tables.kernels import FusionRules, Kernel, group_kernels
+from device_tables.kernels import FusionRules, Kernel, expand_fused, group_kernels
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
@@ -196,14 +196,18 @@ class LUTPredictor:
 
     def __init__(self, table: DeviceTable, rules: FusionRules | None = None, regressors: KernelRegressors | None = None,
                  use_regressors: bool = True, calibration: Calibration | None = None, statistic: str = "median_ms",
-                 price_data_movement: bool = True):
+                 price_data_movement: bool = True, layout_reorders: bool = True):
         if statistic not in STATISTICS:
             raise ValueError(f"statistic {statistic!r}: choose from {', '.join(STATISTICS)}")
         self.statistic = statistic
         self.price_data_movement = price_data_movement
+        # Rows that recorded the runtime's layout reorders around their single op (ONNX Runtime's NCHWc
+        # reorders, `profilers.ort`) count without them, and a network pays them at its regions' edges.
+        self.layout_reorders = layout_reorders
         self.table = table
         self.rules = rules if rules is not None else FusionRules.from_meta(table.meta)
         self.regressors = regressors
+        self._reorders: dict[str, Any] | None = None  # `_reorder_model`, built on first use
         self.use_regressors = use_regressors
         if calibration is None:
             stored = table.meta.get("lut_calibration") or {}
@@ -223,7 +227,7 @@ class LUTPredictor:
         """Fit regressors (if not given) and, with whole-model measurements, the overhead term."""
         if self.use_regressors and self.regressors is None:
             rows = [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
-            self.regressors = KernelRegressors().fit([r.spec for r in rows], [getattr(r.measurement, self.statistic) for r in rows])
+            self.regressors = KernelRegressors().fit([r.spec for r in rows], [self._in_network_ms(r) for r in rows])
         if graphs is not None and measured_ms is not None:
             self.calibrate(graphs, measured_ms)
         return self
@@ -235,7 +239,7 @@ class LUTPredictor:
         constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on) a scale and a
         per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by ridge
         penalties (types the models lack keep 1 and 0)."""
-        found = [self._lookup(self.kernels(self.graph_of(g)))[0] for g in graphs]
+        found = [self._found(self.graph_of(g))[0] for g in graphs]
         y = np.asarray(measured_ms, dtype=np.float64)
         S = np.asarray([math.fsum(k.ms for k in f) for f in found])
         if by_type is None:
@@ -293,18 +297,114 @@ class LUTPredictor:
                 missing.append(UncoveredOp(k.nodes, s.op, why))
         return out, missing
 
+    def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
+        """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
+        of its blocked-layout regions; the ops nothing covers."""
+        kernels = self.kernels(graph)
+        found, missing = self._lookup(kernels)
+        return found + self._edge_reorders(graph, kernels), missing
+
+    def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel]) -> list[KernelPrediction]:
+        """ONNX Runtime's NCHWc reorders inside `graph`: a blocked kernel (its single-op model had
+        reorders) whose input comes from an unblocked op or the graph's input pays a ReorderInput, one
+        whose output reaches an unblocked op or the graph's output a ReorderOutput. A row prices them
+        from its own reorder shares; a regressed kernel is blocked if most rows of its op are, and its
+        reorders are priced by a line in the tensor's size fitted on the rows."""
+        model = self._reorder_model()
+        if not model:
+            return []
+        info = []
+        for k in kernels:
+            spec = self._spec(k.spec)
+            row = self.table.get(spec)
+            row = row if row is not None and row.ok else None
+            shares = {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")} if row else None
+            blocked = any(shares.values()) if shares else spec.op in model["ops"]
+            info.append((k, spec, row, shares, blocked))
+        part_of = {(op.nodes, op.outputs): i for i, (k, *_rest) in enumerate(info) for op in k.ops}
+        blocked_output: dict[str, bool] = {}
+        readers: dict[str, list[bool]] = {}
+        for op in expand_fused(graph).ops:
+            i = part_of.get((op.nodes, op.outputs))
+            b = i is not None and info[i][4]
+            for t in op.inputs:
+                readers.setdefault(t, []).append(b)
+            for t in op.outputs:
+                blocked_output[t] = b
+        out: list[KernelPrediction] = []
+        for k, spec, row, shares, blocked in info:
+            if not blocked:
+                continue
+            x = k.ops[0].inputs[0] if k.ops[0].inputs else None
+            y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
+            edges = {"in": x is not None and not blocked_output.get(x, False),
+                     "out": y is not None and (y in graph.outputs or not all(readers.get(y) or [False]))}
+            for d, paid in edges.items():
+                if not paid:
+                    continue
+                shape = spec.input_shape if d == "in" else spec.output_shape
+                if row is not None:
+                    ms = shares[d] * max(getattr(row.measurement, self.statistic) - self.call_overhead_ms, 0.0)
+                else:
+                    a, b = model[d]
+                    ms = max(a + b * math.prod(shape), 0.0)
+                if ms > 0:
+                    out.append(KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
+                                                k.nodes, TABLE if row is not None else REGRESSOR, ms, ms))
+        return out
+
+    def _reorder_model(self) -> dict[str, Any]:
+        """From the rows with reorder shares: the ops most of whose rows are blocked, and per direction
+        a least-squares line (ms = a + b * elements) of the reorder's time in its tensor's size; {}
+        when no row has reorders."""
+        if not self.layout_reorders:
+            return {}
+        if self._reorders is None:
+            rows = [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
+            by_op: dict[str, list[bool]] = {}
+            pts: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
+            for r in rows:
+                net = max(getattr(r.measurement, self.statistic) - self.call_overhead_ms, 0.0)
+                shares = {d: float(r.extra.get(f"reorder_{d}_share") or 0.0) for d in pts}
+                by_op.setdefault(r.spec.op, []).append(any(shares.values()))
+                for d, share in shares.items():
+                    if share > 0:
+                        pts[d].append((math.prod(r.spec.input_shape if d == "in" else r.spec.output_shape), share * net))
+            model: dict[str, Any] = {}
+            if any(pts.values()):
+                model["ops"] = {op for op, v in by_op.items() if np.mean(v) > 0.5}
+                for d, p in pts.items():
+                    if len(p) >= 2:
+                        n, ms = np.asarray(p, dtype=np.float64).T
+                        b, a = np.polyfit(n, ms, 1)
+                        model[d] = (float(a), float(max(b, 0.0)))
+                    else:
+                        model[d] = (float(p[0][1]) if p else 0.0, 0.0)
+            self._reorders = model
+        return self._reorders
+
     def _net(self, ms: float) -> float:
         """A row's latency less the single-op call overhead (never below a tenth of the row)."""
         return max(ms - self.call_overhead_ms, 0.1 * ms)
 
     def _row_ms(self, spec: OpSpec) -> float | None:
         row = self.table.get(spec)
-        return getattr(row.measurement, self.statistic) if row is not None and row.ok else None
+        return self._in_network_ms(row) if row is not None and row.ok else None
+
+    def _in_network_ms(self, row: Any) -> float:
+        """A row's latency without the layout reorders the runtime put around the single op (ONNX
+        Runtime's NCHWc reorders: ``reorder_in_share`` and ``reorder_out_share`` of the node time, `profilers.ort`), which a kernel
+        between kernels of the same layout does not pay; the per-call overhead stays (see `_net`)."""
+        ms = getattr(row.measurement, self.statistic)
+        if not self.layout_reorders:
+            return ms
+        share = float(row.extra.get("reorder_in_share") or 0.0) + float(row.extra.get("reorder_out_share") or 0.0)
+        return ms - share * max(ms - self.call_overhead_ms, 0.0)
 
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
         graph = self.graph_of(model, input_shape)
-        found, missing = self._lookup(self.kernels(graph))
+        found, missing = self._found(graph)
         cal = self.calibration
         kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms * cal.terms(k.op)[0], k.sigma,
                                     k.extrapolated) for k in found]

@@ -392,3 +392,46 @@ def test_channel_shuffle_transpose_is_priced_as_an_elementwise_pass():
     plain = LUTPredictor(table, price_data_movement=False).fit().predict_graph(model)
     assert plain.partial and [u.nodes for u in plain.uncovered] == [("shuffle",)]
     assert plain.total_ms < pred.total_ms
+
+
+def _reorder_table(specs, in_share: float, out_share: float) -> DeviceTable:
+    """A synthetic table whose convolution rows recorded NCHWc reorders around the single op."""
+    table = DeviceTable(Device.make("cpu", "synthetic"), {"fusion": FusionRules.none().to_meta()})
+    for s in dict.fromkeys(specs):
+        extra = {"reorder_in_share": in_share, "reorder_out_share": out_share} if s.op == "conv2d" else {}
+        table.append(s, Measurement.from_samples([synthetic_ms(s)]), extra=extra)
+    return table
+
+
+def test_layout_reorders_come_off_rows_and_are_paid_at_region_edges():
+    """conv -> conv -> relu: both convs drop their reorders; the region pays one ReorderInput (from
+    the graph's input) and one ReorderOutput (into the unblocked relu), from the rows' own shares."""
+    graph = Graph.from_specs([CONV, CONV, RELU])
+    table = _reorder_table([CONV, RELU], 0.2, 0.1)
+    conv_ms, relu_ms = synthetic_ms(CONV), synthetic_ms(RELU)
+    pred = LUTPredictor(table).fit().predict_graph(graph)
+    assert pred.total_ms == pytest.approx(2 * 0.7 * conv_ms + 0.2 * conv_ms + 0.1 * conv_ms + relu_ms)
+    edges = [k for k in pred.kernels if k.op.startswith("reorder")]
+    assert [(k.op, k.source, k.nodes) for k in edges] == [("reorder_in", TABLE, ("op0",)), ("reorder_out", TABLE, ("op1",))]
+    assert math.isclose(pred.total_ms, math.fsum(k.ms for k in pred.kernels) + pred.overhead_ms)
+    # Rows as measured when asked (and for a table without reorder shares).
+    plain = LUTPredictor(table, layout_reorders=False).fit().predict_graph(graph)
+    assert plain.total_ms == pytest.approx(2 * conv_ms + relu_ms)
+    assert not [k for k in plain.kernels if k.op.startswith("reorder")]
+
+
+def test_a_regressed_kernel_of_a_blocked_op_pays_reorders_from_the_fitted_line():
+    """Rows of convs at several sizes with reorders: a conv size missing from the table is blocked
+    too, and its edge reorders are priced by the line fitted on the rows (cost grows with size)."""
+    sizes = [8, 12, 16, 24, 32, 48]
+    convs = [OpSpec.make("conv2d", (1, 8, h, h), cout=8, kernel=3) for h in sizes]
+    table = _reorder_table(convs, 0.2, 0.1)
+    lut = LUTPredictor(table).fit()
+    unseen = [OpSpec.make("conv2d", (1, 8, h, h), cout=8, kernel=3) for h in (20, 40)]
+    costs = []
+    for spec in unseen:
+        pred = lut.predict_graph(Graph.from_specs([spec]))
+        edges = {k.op: k for k in pred.kernels if k.op.startswith("reorder")}
+        assert set(edges) == {"reorder_in", "reorder_out"} and all(k.source == REGRESSOR for k in edges.values())
+        costs.append(edges["reorder_in"].ms)
+    assert 0 < costs[0] < costs[1]
