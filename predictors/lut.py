@@ -300,6 +300,7 @@ class LUTPredictor:
     def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
         of its blocked-layout regions; the ops nothing covers."""
+        graph = expand_fused(graph)  # once: the kernels are then made of this graph's own ops
         kernels = self.kernels(graph)
         found, missing = self._lookup(kernels)
         return found + self._edge_reorders(graph, kernels), missing
@@ -318,15 +319,14 @@ class LUTPredictor:
             spec = self._spec(k.spec)
             row = self.table.get(spec)
             row = row if row is not None and row.ok else None
-            shares = {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")} if row else None
+            shares = _reorder_shares(row) if row else None
             blocked = any(shares.values()) if shares else spec.op in model["ops"]
             info.append((k, spec, row, shares, blocked))
-        part_of = {(op.nodes, op.outputs): i for i, (k, *_rest) in enumerate(info) for op in k.ops}
+        blocked_op = {id(op): blocked for k, *_rest, blocked in info for op in k.ops}
         blocked_output: dict[str, bool] = {}
         readers: dict[str, list[bool]] = {}
-        for op in expand_fused(graph).ops:
-            i = part_of.get((op.nodes, op.outputs))
-            b = i is not None and info[i][4]
+        for op in graph.ops:  # `graph` is expanded (`_found`): the kernels hold these very ops
+            b = blocked_op.get(id(op), False)
             for t in op.inputs:
                 readers.setdefault(t, []).append(b)
             for t in op.outputs:
@@ -342,9 +342,9 @@ class LUTPredictor:
             for d, paid in edges.items():
                 if not paid:
                     continue
-                shape = spec.input_shape if d == "in" else spec.output_shape
+                shape = _reorder_shape(spec, d)
                 if row is not None:
-                    ms = shares[d] * max(getattr(row.measurement, self.statistic) - self.call_overhead_ms, 0.0)
+                    ms = shares[d] * self._above_overhead(row)
                 else:
                     a, b = model[d]
                     ms = max(a + b * math.prod(shape), 0.0)
@@ -364,12 +364,11 @@ class LUTPredictor:
             by_op: dict[str, list[bool]] = {}
             pts: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
             for r in rows:
-                net = max(getattr(r.measurement, self.statistic) - self.call_overhead_ms, 0.0)
-                shares = {d: float(r.extra.get(f"reorder_{d}_share") or 0.0) for d in pts}
+                shares = _reorder_shares(r)
                 by_op.setdefault(r.spec.op, []).append(any(shares.values()))
                 for d, share in shares.items():
                     if share > 0:
-                        pts[d].append((math.prod(r.spec.input_shape if d == "in" else r.spec.output_shape), share * net))
+                        pts[d].append((math.prod(_reorder_shape(r.spec, d)), share * self._above_overhead(r)))
             model: dict[str, Any] = {}
             if any(pts.values()):
                 model["ops"] = {op for op, v in by_op.items() if np.mean(v) > 0.5}
@@ -393,13 +392,16 @@ class LUTPredictor:
 
     def _in_network_ms(self, row: Any) -> float:
         """A row's latency without the layout reorders the runtime put around the single op (ONNX
-        Runtime's NCHWc reorders: ``reorder_in_share`` and ``reorder_out_share`` of the node time, `profilers.ort`), which a kernel
-        between kernels of the same layout does not pay; the per-call overhead stays (see `_net`)."""
+        Runtime's NCHWc reorders, `_reorder_shares`), which a kernel between kernels of the same
+        layout does not pay; the per-call overhead stays (see `_net`)."""
         ms = getattr(row.measurement, self.statistic)
         if not self.layout_reorders:
             return ms
-        share = float(row.extra.get("reorder_in_share") or 0.0) + float(row.extra.get("reorder_out_share") or 0.0)
-        return ms - share * max(ms - self.call_overhead_ms, 0.0)
+        return ms - sum(_reorder_shares(row).values()) * self._above_overhead(row)
+
+    def _above_overhead(self, row: Any) -> float:
+        """A row's latency above the single-op call overhead: the node time its reorder shares divide."""
+        return max(getattr(row.measurement, self.statistic) - self.call_overhead_ms, 0.0)
 
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
@@ -469,6 +471,17 @@ def _global_terms(S: np.ndarray, K: np.ndarray, y: np.ndarray) -> tuple[np.ndarr
 def _statistic_ms(name: str) -> str:
     """``median`` or ``median_ms`` -> ``median_ms`` (tables' metadata name statistics without the unit)."""
     return name if name.endswith("_ms") else f"{name}_ms"
+
+
+def _reorder_shares(row: Any) -> dict[str, float]:
+    """A row's shares of node time in the reorders into and out of its op (``reorder_in_share``,
+    ``reorder_out_share``, recorded by `profilers.ort`); 0.0 where none was recorded."""
+    return {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")}
+
+
+def _reorder_shape(spec: OpSpec, direction: str) -> tuple[int, ...]:
+    """The tensor a reorder into (``in``) or out of (``out``) the op moves."""
+    return spec.input_shape if direction == "in" else spec.output_shape
 
 
 def _movement_spec(shape: Sequence[int], dtype: str) -> OpSpec:

@@ -57,7 +57,7 @@ GPU_INSTALL_HINT = "pip uninstall -y onnxruntime && pip install onnxruntime-gpu"
 # ``reorder_out_share``; a profiled session of `REORDER_PROFILE_RUNS` runs), which `predictors.lut`
 # takes off the row and charges at the edges. They are 10-60% of a lone conv's time (most for
 # depthwise convs on large maps).
-REORDER_OPS = frozenset({"ReorderInput", "ReorderOutput"})
+REORDER_NODES = {"in": "ReorderInput", "out": "ReorderOutput"}  # direction -> ONNX Runtime op type
 REORDER_PROFILE_RUNS = 40
 
 
@@ -399,12 +399,12 @@ def reorder_shares(ort: Any, model: bytes, feeds: Mapping[str, np.ndarray], thre
         for _ in range(runs + 2):
             session.run(None, feeds)
         traces, _ = parse_trace(session.end_profiling(), skip_runs=2)
-    times = {t.name: (t.op_type, float(np.mean(t.per_run_us))) for t in traces.values()}
-    total = sum(t for _, t in times.values())
-    if total <= 0 or not any(op in REORDER_OPS for op, _ in times.values()):
+    times = [(t.op_type, float(np.mean(t.per_run_us))) for t in traces.values()]
+    total = sum(t for _, t in times)
+    if total <= 0 or not any(op in REORDER_NODES.values() for op, _ in times):
         return {}
-    return {f"reorder_{d}_share": round(sum(t for op, t in times.values() if op == f"Reorder{d.title()}put") / total, 4)
-            for d in ("in", "out")}
+    return {f"reorder_{d}_share": round(sum(t for op, t in times if op == node) / total, 4)
+            for d, node in REORDER_NODES.items()}
 
 
 def _torch_gpu_name(device_id: int) -> dict[str, Any]:
