@@ -3,11 +3,17 @@
 A runtime fuses an op into the kernel before it (``conv2d`` then ``bn`` then ``relu`` runs as
 ``conv2d+bn+relu``) when the pattern is in its `FusionRules`; rules are detected by measurement
 (`profilers.fusion`) and stored in the device table's metadata under ``fusion``.
+
+Some runtimes fuse more inside a network than in a single-op model: on x86, ONNX Runtime's NCHWc
+layout lets a conv absorb a residual add and a HardSwish when its neighbours are convs too, while a
+lone ``conv2d+hardswish`` model runs three kernels. Those patterns (``FusionRules.absorbed``) join the
+conv's kernel inside a network, which is priced by the conv's own row: the absorbed tails add nothing.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Mapping
 
 from device_tables.graph import FREE, OP, Graph, GraphOp
@@ -46,13 +52,21 @@ class FusionRules:
     def fuses(self, pattern: str) -> bool:
         return pattern in self.fused
 
+    @cached_property
+    def absorbed(self) -> frozenset[str]:
+        """Patterns run apart in a single-op model but as one kernel inside a network (measured:
+        ``network_kernels`` of 1, `profilers.fusion`)."""
+        return frozenset(p for p, m in self.measured.items()
+                         if isinstance(m, Mapping) and not m.get("fused") and m.get("network_kernels") == 1)
+
     def __bool__(self) -> bool:
         return bool(self.fused)
 
 
 @dataclass(frozen=True)
 class Kernel:
-    """One executed kernel: its spec (looked up in the table) and the graph ops it covers."""
+    """One executed kernel: its spec (looked up in the table) and the graph ops it covers (with any
+    tails it absorbs inside a network, which its spec leaves out)."""
 
     spec: OpSpec
     ops: tuple[GraphOp, ...]
@@ -109,9 +123,11 @@ def expand_fused(graph: Graph) -> Graph:
     return Graph(ops, graph.name, dict(graph.inputs), graph.outputs)
 
 
-def group_kernels(graph: Graph, rules: FusionRules) -> list[Kernel]:
+def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> list[Kernel]:
     """Greedy, in execution order: extend each kernel with the sole consumer of its output while
-    the longer pattern is fused. Free and uncovered ops are not part of any kernel."""
+    the longer pattern is fused, or (`in_network`) absorbed; the kernel's spec keeps the tails up to
+    the first absorbed one. Free and uncovered ops are not part of any kernel."""
+    absorbed = rules.absorbed if in_network else frozenset()
     graph = expand_fused(graph)
     consumers = graph.consumers()
     outputs = set(graph.outputs)
@@ -122,8 +138,9 @@ def group_kernels(graph: Graph, rules: FusionRules) -> list[Kernel]:
             continue
         chain = [i]
         tails: list[str] = []
+        priced = 0  # tails in the kernel's spec: those before the first absorbed one
         cur = op
-        while rules and len(cur.outputs) == 1 and cur.outputs[0] not in outputs:
+        while (rules or absorbed) and len(cur.outputs) == 1 and cur.outputs[0] not in outputs:
             readers = consumers.get(cur.outputs[0], [])
             if len(readers) != 1:
                 break
@@ -137,13 +154,15 @@ def group_kernels(graph: Graph, rules: FusionRules) -> list[Kernel]:
             if tail == "add" and list(nxt.inputs).count(cur.outputs[0]) != 1:
                 break  # x + x is not a residual
             pattern = "+".join([op.spec.op, *tails, tail])
-            if not rules.fuses(pattern):
+            if rules.fuses(pattern):
+                priced += priced == len(tails)
+            elif pattern not in absorbed:
                 break
             chain.append(j)
             tails.append(tail)
             cur = nxt
         used.update(chain)
-        kernels.append(Kernel(join_kernel(op.spec, tails), tuple(graph.ops[k] for k in chain)))
+        kernels.append(Kernel(join_kernel(op.spec, tails[:priced]), tuple(graph.ops[k] for k in chain)))
     return kernels
 
 

@@ -10,8 +10,8 @@ structural evidence and settles measurements too close to call.
 The rules describe the single-op models a table times, so table rows and grouping agree. For ONNX
 Runtime the kernel count of each pattern *inside a network* (between convs, where its NCHWc layout
 lets a conv absorb a residual add and more activations) is recorded beside them
-(``network_kernels``): where it is lower, single-op rows overstate the network, which the
-predictor's calibrated overhead term absorbs on average.
+(``network_kernels``): a pattern that runs as one kernel there joins the conv's kernel when the
+predictor groups a network (`FusionRules.absorbed`), priced by the conv's row.
 """
 
 from __future__ import annotations
