@@ -20,7 +20,7 @@ import numpy as np
 
 from device_tables.graph import UNCOVERED, Graph
 from device_tables.kernels import FusionRules, Kernel, expand_fused, group_kernels
-from device_tables.ops import OpSpec
+from device_tables.ops import ACTIVATIONS, OpSpec
 from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
 
@@ -38,9 +38,14 @@ BY_TYPE_MIN_MODELS = 8
 # Ridge penalties of the per-type fit, in the units of its relative-error least squares: a scale
 # moving 1.0 away from 1 costs as much as a 100% error on one model; a per-kernel cost is in µs and
 # the constant in ms (unpenalised, the constant traded off against per-kernel costs and reached
-# +0.2-0.6 ms on 14-21 LiteRT calibration models, ruining small networks). Chosen by cross-validation
-# in benchmarks/lut_accuracy.py's data (16 and 32 calibration models, both runtimes, all three tables).
-RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS = 1.0, 1e-3, 10.0
+# +0.2-0.6 ms on 14-21 LiteRT calibration models, ruining small networks); the weights' cost in ms
+# per MB. Their strength (a factor on all of them) and the weights a cache holds across runs
+# (`CACHED_WEIGHTS_MB`) are chosen per table by cross-validation on its calibration models, from
+# CV_MIN_MODELS models on.
+RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS, RIDGE_WEIGHT_MB = 1.0, 1e-3, 10.0, 1e-3
+RIDGE_STRENGTHS = (1.0, 0.1, 0.01)
+CACHED_WEIGHTS_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
+CV_MIN_MODELS, CV_FOLDS = 16, 5
 
 
 def kernel_type(op: str) -> str:
@@ -57,6 +62,10 @@ class Calibration:
     missing from ``by_type`` use ``scale`` and ``per_kernel_ms``. Single-op timings miss how a kernel
     behaves inside a network (caches, layouts, the runtime fusing or skipping more than alone), and
     that differs between kernel types: in the benchmark, per-type terms lift ±10% accuracy by 5-10 points.
+    Each kernel also pays ``per_weight_mb_ms`` per MB of its weights, in the share of the network's
+    weights beyond ``cached_weights_mb``: a single-op timing repeats one op, whose weights then sit in
+    the cache, while a network whose weights outgrow the cache reads each layer's from memory (on this
+    machine's onnxruntime, an OFA network's classifier runs 3x its row).
     """
 
     scale: float = 1.0
@@ -66,10 +75,17 @@ class Calibration:
     mape_before: float | None = None
     mape_after: float | None = None
     by_type: dict[str, tuple[float, float]] = field(default_factory=dict)
+    per_weight_mb_ms: float = 0.0
+    cached_weights_mb: float = 0.0
+    ridge: float | None = None  # the penalties' strength the fit used (chosen by cross-validation)
 
     def terms(self, op: str) -> tuple[float, float]:
         """(scale, per-kernel ms) of a kernel of op `op`."""
         return self.by_type.get(kernel_type(op), (self.scale, self.per_kernel_ms))
+
+    def weights_ms_per_mb(self, network_weights_mb: float) -> float:
+        """What a kernel pays per MB of its weights in a network holding `network_weights_mb` in all."""
+        return _uncached_share(network_weights_mb, self.cached_weights_mb) * self.per_weight_mb_ms
 
     def describe(self) -> str:
         """One line: the terms and the calibration models' MAPE before and after."""
@@ -78,7 +94,9 @@ class Calibration:
         if self.by_type:
             scales = sorted(s for s, _ in self.by_type.values())
             terms = (f"{len(self.by_type)} kernel types, scales {scales[0]:.2f}..{scales[-1]:.2f}, "
-                     f"constant {self.constant_ms:+.3f} ms")
+                     f"constant {self.constant_ms:+.3f} ms, weights {self.per_weight_mb_ms * 1e3:.1f} us/MB "
+                     f"beyond {self.cached_weights_mb:g} MB"
+                     + (f", ridge x{self.ridge:g}" if self.ridge is not None else ""))
         else:
             terms = f"scale {self.scale:.3f}, per kernel {self.per_kernel_ms * 1e3:+.2f} us, constant {self.constant_ms:+.3f} ms"
         if self.mape_before is None or self.mape_after is None:
@@ -94,7 +112,8 @@ class Calibration:
     def from_dict(cls, d: dict[str, Any] | None) -> "Calibration":
         if not d:
             return cls()
-        kw = {k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after") if k in d}
+        kw = {k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after",
+                                "per_weight_mb_ms", "cached_weights_mb", "ridge") if k in d}
         by_type = {str(t): (float(v[0]), float(v[1])) for t, v in (d.get("by_type") or {}).items()}
         return cls(**kw, by_type=by_type)
 
@@ -111,6 +130,7 @@ class KernelPrediction:
     ms: float  # contribution to the total: (raw_ms - single-op call overhead) * its type's calibration scale
     sigma: float = 0.0  # relative (log-space) uncertainty; 0 for table rows
     extrapolated: bool = False
+    weight_mb: float = 0.0  # its weights (MB), read from memory inside a network (`Calibration.per_weight_mb_ms`)
 
 
 @dataclass(frozen=True)
@@ -244,7 +264,10 @@ class LUTPredictor:
         S = np.asarray([math.fsum(k.ms for k in f) for f in found])
         if by_type is None:
             by_type = len(y) >= BY_TYPE_MIN_MODELS
-        fitted, terms = _by_type_terms(found, y) if by_type else _global_terms(S, np.asarray([len(f) for f in found], float), y)
+        if by_type:
+            fitted, terms = _by_type_terms(found, y, *_choose_penalties(found, y))
+        else:
+            fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
         cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
                           mape_after=float(np.mean(np.abs(fitted - y) / y)))
         self.calibration = cal
@@ -287,11 +310,12 @@ class LUTPredictor:
                 estimates[i] = e
         out, missing = [], []
         for i, (k, s) in enumerate(zip(kernels, specs)):
+            mb = s.weight_count * (1 if self.dtype == "int8" else 4) / 1e6
             if found[i] is not None:
-                out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, found[i], self._net(found[i])))
+                out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, found[i], self._net(found[i]), weight_mb=mb))
             elif estimates.get(i) is not None:
                 e = estimates[i]
-                out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated))
+                out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated, mb))
             else:
                 why = "not in the table and no regressor for this op type (the table has no rows of it)"
                 missing.append(UncoveredOp(k.nodes, s.op, why))
@@ -306,79 +330,94 @@ class LUTPredictor:
         return found + self._edge_reorders(graph, kernels), missing
 
     def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel]) -> list[KernelPrediction]:
-        """ONNX Runtime's NCHWc reorders inside `graph`: a blocked kernel (its single-op model had
-        reorders) whose input comes from an unblocked op or the graph's input pays a ReorderInput, one
-        whose output reaches an unblocked op or the graph's output a ReorderOutput. A row prices them
-        from its own reorder shares; a regressed kernel is blocked if most rows of its op are, and its
-        reorders are priced by a line in the tensor's size fitted on the rows."""
+        """ONNX Runtime's NCHWc reorders inside `graph`. A kernel that reads the blocked layout pays a
+        ReorderInput when its input is not blocked (the graph's input, an op that writes plain NCHW);
+        a kernel whose blocked output reaches an op that cannot read it (or the graph's output) pays a
+        ReorderOutput. Elementwise ops on same-shaped tensors (activations, batch norm, a residual
+        add, a product with a constant) work in either layout and pass their input's on
+        (`_layout_transparent`); a broadcast product of two tensors (squeeze-excite) does not.
+        A row says whether its op reads and writes the blocked layout, from its own reorder shares,
+        and prices them; a regressed kernel follows the rows of its op with as many channels in
+        whole blocks (`_channel_class`: a conv on 3 channels reads plain NCHW), and is priced by a
+        power law in the tensor's size fitted on the rows."""
         model = self._reorder_model()
         if not model:
             return []
-        info = []
+        info = []  # (kernel, spec, row, shares, reads blocked, writes blocked, transparent)
         for k in kernels:
             spec = self._spec(k.spec)
             row = self.table.get(spec)
             row = row if row is not None and row.ok else None
-            shares = _reorder_shares(row) if row else None
-            blocked = any(shares.values()) if shares else spec.op in model["ops"]
-            info.append((k, spec, row, shares, blocked))
-        blocked_op = {id(op): blocked for k, *_rest, blocked in info for op in k.ops}
-        blocked_output: dict[str, bool] = {}
-        readers: dict[str, list[bool]] = {}
-        for op in graph.ops:  # `graph` is expanded (`_found`): the kernels hold these very ops
-            b = blocked_op.get(id(op), False)
+            shares = _reorder_shares(row) if row is not None else {"in": 0.0, "out": 0.0}
+            transparent = all(_layout_transparent(op) for op in k.ops)
+            if transparent:
+                reads = writes = False
+            elif row is not None:
+                reads, writes = shares["in"] > 0, shares["out"] > 0
+            else:
+                reads, writes = (_majority(model["blocked"][d], spec) for d in ("in", "out"))
+            info.append((k, spec, row, shares, reads, writes, transparent))
+        of_op = {id(op): i for i, (k, *_rest) in enumerate(info) for op in k.ops}
+        blocked: dict[str, bool] = {}  # tensor -> in the blocked layout
+        accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
+        for op in graph.ops:  # execution order; `graph` is expanded (`_found`): the kernels hold these ops
+            i = of_op.get(id(op))
+            k_reads, k_writes, transparent = (info[i][4], info[i][5], info[i][6]) if i is not None else (False, False, False)
             for t in op.inputs:
-                readers.setdefault(t, []).append(b)
+                accepts.setdefault(t, []).append(transparent or k_reads)
+            out_blocked = blocked.get(op.inputs[0], False) if transparent and op.inputs else k_writes
             for t in op.outputs:
-                blocked_output[t] = b
+                blocked[t] = out_blocked
         out: list[KernelPrediction] = []
-        for k, spec, row, shares, blocked in info:
-            if not blocked:
-                continue
+        for k, spec, row, shares, reads, writes, transparent in info:
             x = k.ops[0].inputs[0] if k.ops[0].inputs else None
             y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
-            edges = {"in": x is not None and not blocked_output.get(x, False),
-                     "out": y is not None and (y in graph.outputs or not all(readers.get(y) or [False]))}
+            edges = {"in": reads and x is not None and not blocked.get(x, False),
+                     "out": y is not None and blocked.get(y, False)
+                     and (y in graph.outputs or not all(accepts.get(y) or [False]))}
             for d, paid in edges.items():
                 if not paid:
                     continue
                 shape = _reorder_shape(spec, d)
-                if row is not None:
+                if shares[d] > 0:
                     ms = shares[d] * self._above_overhead(row)
                 else:
-                    a, b = model[d]
-                    ms = max(a + b * math.prod(shape), 0.0)
+                    a, b = model["price"][d]
+                    ms = math.exp(a + b * math.log(math.prod(shape)))
                 if ms > 0:
                     out.append(KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
-                                                k.nodes, TABLE if row is not None else REGRESSOR, ms, ms))
+                                                k.nodes, TABLE if shares[d] > 0 else REGRESSOR, ms, ms))
         return out
 
     def _reorder_model(self) -> dict[str, Any]:
-        """From the rows with reorder shares: the ops most of whose rows are blocked, and per direction
-        a least-squares line (ms = a + b * elements) of the reorder's time in its tensor's size; {}
-        when no row has reorders."""
+        """From the rows with reorder shares, per direction: whether rows of each op and channel class
+        (`_channel_class`) reorder (``blocked``: lists of booleans), and a power law ``log ms = a + b
+        log elements`` of the reorder's time in its tensor's size (``price``); {} when no row has reorders."""
         if not self.layout_reorders:
             return {}
         if self._reorders is None:
             rows = [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
-            by_op: dict[str, list[bool]] = {}
+            blocked: dict[str, dict[Any, list[bool]]] = {"in": {}, "out": {}}
             pts: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
             for r in rows:
                 shares = _reorder_shares(r)
-                by_op.setdefault(r.spec.op, []).append(any(shares.values()))
                 for d, share in shares.items():
-                    if share > 0:
-                        pts[d].append((math.prod(_reorder_shape(r.spec, d)), share * self._above_overhead(r)))
+                    for key in (r.spec.op, (r.spec.op, _channel_class(r.spec))):
+                        blocked[d].setdefault(key, []).append(share > 0)
+                    ms = share * self._above_overhead(r)
+                    if ms > 0:
+                        pts[d].append((math.log(math.prod(_reorder_shape(r.spec, d))), math.log(ms)))
             model: dict[str, Any] = {}
             if any(pts.values()):
-                model["ops"] = {op for op, v in by_op.items() if np.mean(v) > 0.5}
+                model["blocked"] = blocked
+                model["price"] = {}
                 for d, p in pts.items():
-                    if len(p) >= 2:
-                        n, ms = np.asarray(p, dtype=np.float64).T
-                        b, a = np.polyfit(n, ms, 1)
-                        model[d] = (float(a), float(max(b, 0.0)))
-                    else:
-                        model[d] = (float(p[0][1]) if p else 0.0, 0.0)
+                    if len(p) >= 2 and np.ptp([x for x, _ in p]) > 0:
+                        x, y = np.asarray(p, dtype=np.float64).T
+                        b, a = np.polyfit(x, y, 1)
+                        model["price"][d] = (float(a), float(b))
+                    else:  # one size seen (or none): its mean time, flat
+                        model["price"][d] = (float(np.mean([y for _, y in p])) if p else -math.inf, 0.0)
             self._reorders = model
         return self._reorders
 
@@ -408,8 +447,10 @@ class LUTPredictor:
         graph = self.graph_of(model, input_shape)
         found, missing = self._found(graph)
         cal = self.calibration
-        kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms * cal.terms(k.op)[0], k.sigma,
-                                    k.extrapolated) for k in found]
+        per_mb = cal.weights_ms_per_mb(math.fsum(k.weight_mb for k in found))
+        kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms,
+                                    k.ms * cal.terms(k.op)[0] + k.weight_mb * per_mb, k.sigma,
+                                    k.extrapolated, k.weight_mb) for k in found]
         overhead = math.fsum(cal.terms(k.op)[1] for k in kernels) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
@@ -426,26 +467,74 @@ class LUTPredictor:
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
 
 
-def _by_type_terms(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
+def _by_type_terms(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float = 1.0,
+                   cached_mb: float = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
     """Fitted totals and `Calibration` terms of the per-type fit: ridge on relative error, each
-    type's scale towards 1 and per-kernel cost towards 0, the constant towards 0."""
-    types = sorted({kernel_type(k.op) for f in found for k in f})
+    type's scale towards 1 and per-kernel cost towards 0, the cost per MB of weights beyond
+    `cached_mb` and the constant towards 0; `ridge` multiplies every penalty."""
+    fit = _by_type_fit(found, y, ridge, cached_mb)
+    return _design(found, fit["types"], cached_mb) @ fit["coef"], fit["terms"]
+
+
+def _uncached_share(network_mb: float, cached_mb: float) -> float:
+    """The share of a network's weights a cache of `cached_mb` does not hold across runs."""
+    return max(network_mb - cached_mb, 0.0) / network_mb if network_mb > 0 else 0.0
+
+
+def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], cached_mb: float) -> np.ndarray:
+    """Columns: each type's summed ms, its kernel count (µs units), the uncached weights' MB, a constant."""
     col = {t: i for i, t in enumerate(types)}
-    X = np.zeros((len(y), len(types)))
-    C = np.zeros((len(y), len(types)))
+    A = np.zeros((len(found), 2 * len(types) + 2))
     for i, f in enumerate(found):
+        mb = math.fsum(k.weight_mb for k in f)
+        A[i, -2] = mb * _uncached_share(mb, cached_mb)
         for k in f:
-            X[i, col[kernel_type(k.op)]] += k.ms
-            C[i, col[kernel_type(k.op)]] += 1e-3  # per-kernel coefficients in µs
-    A = np.concatenate([X, C, np.ones((len(y), 1))], axis=1)
-    prior = np.concatenate([np.ones(len(types)), np.zeros(len(types)), [0.0]])
-    penalty = np.concatenate([np.full(len(types), RIDGE_SCALE), np.full(len(types), RIDGE_PER_KERNEL_US), [RIDGE_CONSTANT_MS]])
+            j = col.get(kernel_type(k.op))
+            if j is None:  # a type the fit never saw keeps scale 1 and no per-kernel cost
+                A[i, -1] += k.ms
+                continue
+            A[i, j] += k.ms
+            A[i, len(types) + j] += 1e-3  # per-kernel coefficients in µs
+    return np.concatenate([A[:, :-1], np.ones((len(found), 1)), A[:, -1:]], axis=1)
+
+
+def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float,
+                 cached_mb: float) -> dict[str, Any]:
+    types = sorted({kernel_type(k.op) for f in found for k in f})
+    n = len(types)
+    A = _design(found, types, cached_mb)  # [scales | per-kernel | weights | constant | unseen types' ms]
+    prior = np.concatenate([np.ones(n), np.zeros(n), [0.0, 0.0, 1.0]])
+    penalty = ridge * np.concatenate([np.full(n, RIDGE_SCALE), np.full(n, RIDGE_PER_KERNEL_US),
+                                      [RIDGE_WEIGHT_MB, RIDGE_CONSTANT_MS, 1e12]])
     Aw = A / y[:, None]
     # Solve for the departure from the prior: (Aw'Aw + diag(penalty)) d = Aw'(1 - Aw prior).
     d = np.linalg.solve(Aw.T @ Aw + np.diag(penalty) + 1e-12 * np.eye(A.shape[1]), Aw.T @ (1.0 - Aw @ prior))
     coef = prior + d
-    by_type = {t: (float(coef[i]), float(coef[len(types) + i]) * 1e-3) for t, i in col.items()}
-    return A @ coef, {"constant_ms": float(coef[-1]), "by_type": by_type}
+    by_type = {t: (float(coef[i]), float(coef[n + i]) * 1e-3) for i, t in enumerate(types)}
+    terms = {"constant_ms": float(coef[2 * n + 1]), "by_type": by_type,
+             "per_weight_mb_ms": float(coef[2 * n]), "cached_weights_mb": float(cached_mb), "ridge": float(ridge)}
+    return {"types": types, "coef": coef, "terms": terms}
+
+
+def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray) -> tuple[float, float]:
+    """(ridge strength, cached weights MB) with the best ±10% accuracy (then MAPE) over
+    `CV_FOLDS`-fold cross-validation on the calibration models; (1, 0) below `CV_MIN_MODELS` models."""
+    if len(y) < CV_MIN_MODELS:
+        return 1.0, 0.0
+    folds = np.arange(len(y)) % CV_FOLDS
+    best, best_score = (1.0, 0.0), (-1.0, 0.0)
+    for cached_mb in CACHED_WEIGHTS_MB:
+        for ridge in RIDGE_STRENGTHS:
+            rel = np.empty(len(y))
+            for f in range(CV_FOLDS):
+                train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
+                fit = _by_type_fit([found[i] for i in train], y[train], ridge, cached_mb)
+                pred = _design([found[i] for i in test], fit["types"], cached_mb) @ fit["coef"]
+                rel[test] = np.abs(pred - y[test]) / y[test]
+            score = (float(np.mean(rel <= 0.10)), -float(np.mean(rel)))
+            if score > best_score:
+                best, best_score = (ridge, cached_mb), score
+    return best
 
 
 def _global_terms(S: np.ndarray, K: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
@@ -477,6 +566,32 @@ def _reorder_shares(row: Any) -> dict[str, float]:
     """A row's shares of node time in the reorders into and out of its op (``reorder_in_share``,
     ``reorder_out_share``, recorded by `profilers.ort`); 0.0 where none was recorded."""
     return {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")}
+
+
+def _layout_transparent(op: Any) -> bool:
+    """An op that computes elementwise on tensors of one shape (or with constants), so it works in
+    any layout and keeps its input's: activations, batch norm, a residual add, a product with a constant."""
+    spec = op.spec
+    if spec is None or spec.is_fused:
+        return False
+    if spec.op in ACTIVATIONS or spec.op == "bn":
+        return True
+    if spec.op in ("add", "mul"):
+        return len(op.inputs) <= 1 or len({tuple(s) for s in spec.input_shapes}) == 1
+    return False
+
+
+def _channel_class(spec: OpSpec) -> int:
+    """The largest power of two up to 16 dividing the input channels: whether they fill the SIMD
+    channel blocks (8 or 16 floats) of a blocked layout."""
+    c = int(spec.input_shape[1]) if len(spec.input_shape) > 1 else 1
+    return min(c & -c, 16) if c > 0 else 1
+
+
+def _majority(votes: dict[Any, list[bool]], spec: OpSpec) -> bool:
+    """Whether most rows of `spec`'s op and channel class (else of its op) reorder in that direction."""
+    v = votes.get((spec.op, _channel_class(spec))) or votes.get(spec.op)
+    return bool(v) and float(np.mean(v)) > 0.5
 
 
 def _reorder_shape(spec: OpSpec, direction: str) -> tuple[int, ...]:

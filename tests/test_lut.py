@@ -405,19 +405,95 @@ def _reorder_table(specs, in_share: float, out_share: float) -> DeviceTable:
 
 def test_layout_reorders_come_off_rows_and_are_paid_at_region_edges():
     """conv -> conv -> relu: both convs drop their reorders; the region pays one ReorderInput (from
-    the graph's input) and one ReorderOutput (into the unblocked relu), from the rows' own shares."""
+    the graph's input, priced by the first conv's row) and one ReorderOutput where the blocked tensor
+    leaves for the graph's output: after the relu, which works in either layout."""
     graph = Graph.from_specs([CONV, CONV, RELU])
     table = _reorder_table([CONV, RELU], 0.2, 0.1)
     conv_ms, relu_ms = synthetic_ms(CONV), synthetic_ms(RELU)
     pred = LUTPredictor(table).fit().predict_graph(graph)
+    # one conv size in the table: a regressed reorder costs what the rows' reorders cost
     assert pred.total_ms == pytest.approx(2 * 0.7 * conv_ms + 0.2 * conv_ms + 0.1 * conv_ms + relu_ms)
     edges = [k for k in pred.kernels if k.op.startswith("reorder")]
-    assert [(k.op, k.source, k.nodes) for k in edges] == [("reorder_in", TABLE, ("op0",)), ("reorder_out", TABLE, ("op1",))]
+    assert [(k.op, k.source, k.nodes) for k in edges] == [("reorder_in", TABLE, ("op0",)), ("reorder_out", REGRESSOR, ("op2",))]
     assert math.isclose(pred.total_ms, math.fsum(k.ms for k in pred.kernels) + pred.overhead_ms)
     # Rows as measured when asked (and for a table without reorder shares).
     plain = LUTPredictor(table, layout_reorders=False).fit().predict_graph(graph)
     assert plain.total_ms == pytest.approx(2 * conv_ms + relu_ms)
     assert not [k for k in plain.kernels if k.op.startswith("reorder")]
+
+
+def _onnx_convs(between: str):
+    """x -> conv a -> [between] -> conv c -> y, as ONNX: a relu and a residual add (layout-free), or a
+    product with a second input of shape 1x8x1x1 (a broadcast, as in squeeze-excite)."""
+    from onnx import numpy_helper
+
+    w = numpy_helper.from_array(np.ones((8, 8, 3, 3), np.float32), "W")
+    conv = dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1])
+    inputs = [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(X))]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["a"], name="conv_a", **conv)]
+    if between == "relu_add":
+        nodes += [helper.make_node("Relu", ["a"], ["r"], name="relu"),
+                  helper.make_node("Conv", ["r", "W"], ["b"], name="conv_b", **conv),
+                  helper.make_node("Add", ["b", "a"], ["m"], name="add")]
+    else:
+        inputs.append(helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 8, 1, 1]))
+        nodes += [helper.make_node("Mul", ["a", "s"], ["m"], name="mul")]
+    nodes += [helper.make_node("Conv", ["m", "W"], ["y"], name="conv_c", **conv)]
+    graph = helper.make_graph(nodes, "m", inputs, [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(X))], [w])
+    return Graph.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+
+
+def test_elementwise_ops_keep_the_blocked_layout_and_a_broadcast_product_breaks_it():
+    """Activations and a residual add work in either layout: convs around them share one blocked
+    region (one reorder in, one out). A product with a broadcast tensor does not: the conv before it
+    reorders out, and the conv after it reorders in (as ONNX Runtime does around squeeze-excite)."""
+    for between, n_in, n_out in (("relu_add", 1, 1), ("mul", 2, 2)):
+        graph = _onnx_convs(between)
+        specs = [op.spec for op in graph.ops if op.spec is not None]
+        lut = LUTPredictor(_reorder_table(specs, 0.2, 0.1), rules=FusionRules.none()).fit()
+        pred = lut.predict_graph(graph)
+        assert not pred.partial
+        ops = [k.op for k in pred.kernels]
+        assert (ops.count("reorder_in"), ops.count("reorder_out")) == (n_in, n_out), between
+
+
+def test_a_pattern_fused_only_inside_a_network_joins_the_kernel_priced_by_its_head():
+    """ONNX Runtime runs conv+hardswish as one kernel inside a network though its single-op model
+    runs them apart (`network_kernels` 1): grouped, the kernel is the conv's row; alone, two kernels."""
+    hswish = OpSpec.make("hardswish", X)
+    graph = Graph.from_specs([CONV, hswish, CONV])
+    rules = FusionRules(frozenset(), {"conv2d+hardswish": {"fused": False, "network_kernels": 1},
+                                      "conv2d+relu": {"fused": False, "network_kernels": 2}})
+    assert rules.absorbed == {"conv2d+hardswish"}
+    kernels = group_kernels(graph, rules)
+    assert [(k.spec.op, len(k.ops)) for k in kernels] == [("conv2d", 2), ("conv2d", 1)]
+    assert [k.spec.op for k in group_kernels(graph, rules, in_network=False)] == ["conv2d", "hardswish", "conv2d"]
+    assert FusionRules.from_meta({"fusion": rules.to_meta()}).absorbed == rules.absorbed
+
+
+def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
+    """Single-op rows time a layer with its weights in the cache. When whole networks pay 30 µs per MB
+    of the weights beyond 4 MB, the calibration (cross-validated over the cached size and the ridge
+    strength, from 16 networks on) recovers both, and small networks pay nothing."""
+    rng = np.random.default_rng(0)
+    graphs = []
+    for _ in range(24):
+        widths = rng.choice([256, 512, 768, 1024, 1536, 2048], size=int(rng.integers(1, 4)) + 1)
+        graphs.append(Graph.from_specs([OpSpec.make("linear", (1, int(a)), cout=int(b)) for a, b in zip(widths, widths[1:])]))
+    table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
+    lut = LUTPredictor(table, use_regressors=False).fit()
+    sums = [lut.predict_graph(g).total_ms for g in graphs]
+    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    truth = [s + 0.030 * max(m - 4.0, 0.0) for s, m in zip(sums, mb)]
+    cal = lut.calibrate(graphs, truth)
+    assert cal.cached_weights_mb == 4.0 and cal.per_weight_mb_ms == pytest.approx(0.030, rel=0.1)
+    assert cal.mape_after < 0.01 < cal.mape_before
+    assert any(m <= 4.0 for m in mb) and any(m > 8.0 for m in mb)
+    assert cal.weights_ms_per_mb(3.0) == 0.0 and cal.weights_ms_per_mb(8.0) == pytest.approx(cal.per_weight_mb_ms / 2)
+    for g, y in zip(graphs, truth):
+        p = lut.predict_graph(g)
+        assert p.total_ms == pytest.approx(y, rel=0.02)
+        assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
 
 
 def test_a_regressed_kernel_of_a_blocked_op_pays_reorders_from_the_fitted_line():
