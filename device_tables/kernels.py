@@ -155,7 +155,8 @@ def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> 
                 break  # x + x is not a residual
             pattern = "+".join([op.spec.op, *tails, tail])
             if rules.fuses(pattern):
-                priced += priced == len(tails)
+                if priced == len(tails):  # no absorbed tail before it
+                    priced += 1
             elif pattern not in absorbed:
                 break
             chain.append(j)

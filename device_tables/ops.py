@@ -256,9 +256,13 @@ class OpSpec:
     @property
     def bytes_moved(self) -> int:
         """Bytes read and written once: activations in and out plus weights."""
-        elem = 1 if self.dtype == "int8" else 4
         acts = sum(math.prod(s) for s in self.input_shapes) + math.prod(self.output_shape)
-        return elem * (acts + self.weight_count)
+        return self.element_bytes * (acts + self.weight_count)
+
+    @property
+    def element_bytes(self) -> int:
+        """Bytes of one tensor element: 1 for int8, 4 for float32."""
+        return 1 if self.dtype == "int8" else 4
 
 
 def _fmt(v: Any) -> str:

@@ -310,7 +310,7 @@ class LUTPredictor:
                 estimates[i] = e
         out, missing = [], []
         for i, (k, s) in enumerate(zip(kernels, specs)):
-            mb = s.weight_count * (1 if self.dtype == "int8" else 4) / 1e6
+            mb = s.weight_count * s.element_bytes / 1e6
             if found[i] is not None:
                 out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, found[i], self._net(found[i]), weight_mb=mb))
             elif estimates.get(i) is not None:
@@ -343,7 +343,8 @@ class LUTPredictor:
         model = self._reorder_model()
         if not model:
             return []
-        info = []  # (kernel, spec, row, shares, reads blocked, writes blocked, transparent)
+        info = []  # (kernel, spec, row, shares, reads the blocked layout)
+        layout: dict[int, tuple[bool, bool, bool]] = {}  # id(op) -> its kernel's (reads, writes, transparent)
         for k in kernels:
             spec = self._spec(k.spec)
             row = self.table.get(spec)
@@ -356,20 +357,19 @@ class LUTPredictor:
                 reads, writes = shares["in"] > 0, shares["out"] > 0
             else:
                 reads, writes = (_majority(model["blocked"][d], spec) for d in ("in", "out"))
-            info.append((k, spec, row, shares, reads, writes, transparent))
-        of_op = {id(op): i for i, (k, *_rest) in enumerate(info) for op in k.ops}
+            info.append((k, spec, row, shares, reads))
+            layout.update((id(op), (reads, writes, transparent)) for op in k.ops)
         blocked: dict[str, bool] = {}  # tensor -> in the blocked layout
         accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
         for op in graph.ops:  # execution order; `graph` is expanded (`_found`): the kernels hold these ops
-            i = of_op.get(id(op))
-            k_reads, k_writes, transparent = (info[i][4], info[i][5], info[i][6]) if i is not None else (False, False, False)
+            k_reads, k_writes, transparent = layout.get(id(op), (False, False, False))
             for t in op.inputs:
                 accepts.setdefault(t, []).append(transparent or k_reads)
             out_blocked = blocked.get(op.inputs[0], False) if transparent and op.inputs else k_writes
             for t in op.outputs:
                 blocked[t] = out_blocked
         out: list[KernelPrediction] = []
-        for k, spec, row, shares, reads, writes, transparent in info:
+        for k, spec, row, shares, reads in info:
             x = k.ops[0].inputs[0] if k.ops[0].inputs else None
             y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
             edges = {"in": reads and x is not None and not blocked.get(x, False),
@@ -473,7 +473,7 @@ def _by_type_terms(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, r
     type's scale towards 1 and per-kernel cost towards 0, the cost per MB of weights beyond
     `cached_mb` and the constant towards 0; `ridge` multiplies every penalty."""
     fit = _by_type_fit(found, y, ridge, cached_mb)
-    return _design(found, fit["types"], cached_mb) @ fit["coef"], fit["terms"]
+    return fit["fitted"], fit["terms"]
 
 
 def _uncached_share(network_mb: float, cached_mb: float) -> float:
@@ -482,20 +482,23 @@ def _uncached_share(network_mb: float, cached_mb: float) -> float:
 
 
 def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], cached_mb: float) -> np.ndarray:
-    """Columns: each type's summed ms, its kernel count (µs units), the uncached weights' MB, a constant."""
+    """Columns: each type's summed ms, its kernel count (µs units), the uncached weights' MB, a
+    constant, and the summed ms of types the fit never saw (they keep scale 1, no per-kernel cost)."""
+    n = len(types)
     col = {t: i for i, t in enumerate(types)}
-    A = np.zeros((len(found), 2 * len(types) + 2))
+    A = np.zeros((len(found), 2 * n + 3))
+    A[:, 2 * n + 1] = 1.0
     for i, f in enumerate(found):
         mb = math.fsum(k.weight_mb for k in f)
-        A[i, -2] = mb * _uncached_share(mb, cached_mb)
+        A[i, 2 * n] = mb * _uncached_share(mb, cached_mb)
         for k in f:
             j = col.get(kernel_type(k.op))
-            if j is None:  # a type the fit never saw keeps scale 1 and no per-kernel cost
-                A[i, -1] += k.ms
+            if j is None:
+                A[i, 2 * n + 2] += k.ms
                 continue
             A[i, j] += k.ms
-            A[i, len(types) + j] += 1e-3  # per-kernel coefficients in µs
-    return np.concatenate([A[:, :-1], np.ones((len(found), 1)), A[:, -1:]], axis=1)
+            A[i, n + j] += 1e-3  # per-kernel coefficients in µs
+    return A
 
 
 def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float,
@@ -513,7 +516,7 @@ def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, rid
     by_type = {t: (float(coef[i]), float(coef[n + i]) * 1e-3) for i, t in enumerate(types)}
     terms = {"constant_ms": float(coef[2 * n + 1]), "by_type": by_type,
              "per_weight_mb_ms": float(coef[2 * n]), "cached_weights_mb": float(cached_mb), "ridge": float(ridge)}
-    return {"types": types, "coef": coef, "terms": terms}
+    return {"types": types, "coef": coef, "terms": terms, "fitted": A @ coef}
 
 
 def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray) -> tuple[float, float]:
