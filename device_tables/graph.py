@@ -557,7 +557,7 @@ class _Extractor:
             cs = tuple(getattr(const, "shape", ()))
             if const is not None and math.prod(cs) in (1, xs[1]) and (len(cs) <= 1 or cs[-2:] in ((1, 1), ())):
                 # x * per-channel (or scalar) constant, e.g. NAS-Bench-201's "none" edge (x * 0).
-                return self._op(OpSpec.make("mul", xs), node, idx, acts, note="scale is a constant")
+                return self._op(OpSpec.make("scale", xs), node, idx, acts)
         if len(acts) == 2 and all(s is not None and len(s) == 4 for s in shapes):
             big, small = (0, 1) if math.prod(shapes[0]) >= math.prod(shapes[1]) else (1, 0)
             if shapes[small] == shapes[big][:2] + (1, 1):

@@ -8,11 +8,13 @@ Some runtimes fuse more inside a network than in a single-op model: on x86, ONNX
 layout lets a conv absorb a residual add and a HardSwish when its neighbours are convs too, while a
 lone ``conv2d+hardswish`` model runs three kernels. Those patterns (``FusionRules.absorbed``) join the
 conv's kernel inside a network, which is priced by the conv's own row: the absorbed tails add nothing.
+A runtime that computes a repeated op once (`FusionRules.shares_duplicates`) runs a network without
+its duplicates (`drop_duplicates`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable, Mapping
 
@@ -28,6 +30,11 @@ class FusionRules:
     fused: frozenset[str] = frozenset()
     measured: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
     call_overhead_ms: float = field(default=0.0, compare=False)  # one call of a single-op model, measured with the rules
+    # The runtime computes an op once when a network repeats it on the same input (common
+    # subexpression elimination: ONNX Runtime runs NB201's avg-pools of one node once); measured
+    # by `profilers.fusion.detect_shared_duplicates`.
+    shares_duplicates: bool = False
+    duplicates_evidence: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def none(cls) -> "FusionRules":
@@ -44,10 +51,13 @@ class FusionRules:
         entry = (meta or {}).get("fusion")
         if not entry:
             return cls.none()
-        return cls(frozenset(entry.get("fused", [])), dict(entry.get("patterns", {})), float(entry.get("call_overhead_ms") or 0.0))
+        duplicates = dict(entry.get("duplicates") or {})
+        return cls(frozenset(entry.get("fused", [])), dict(entry.get("patterns", {})), float(entry.get("call_overhead_ms") or 0.0),
+                   bool(duplicates.pop("shared", False)), duplicates)
 
     def to_meta(self) -> dict[str, Any]:
-        return {"fused": sorted(self.fused), "patterns": dict(self.measured), "call_overhead_ms": self.call_overhead_ms}
+        return {"fused": sorted(self.fused), "patterns": dict(self.measured), "call_overhead_ms": self.call_overhead_ms,
+                "duplicates": {**self.duplicates_evidence, "shared": self.shares_duplicates}}
 
     def fuses(self, pattern: str) -> bool:
         return pattern in self.fused
@@ -121,6 +131,29 @@ def expand_fused(graph: Graph) -> Graph:
             ops.append(GraphOp(OP, part, op.onnx_op, op.nodes, ins, tuple(out)))
             cur = out[0]
     return Graph(ops, graph.name, dict(graph.inputs), graph.outputs)
+
+
+def drop_duplicates(graph: Graph) -> Graph:
+    """The graph without ops that repeat an earlier op on the same inputs: the same spec, no weights
+    of their own (pools, activations, adds; a conv's weights tell it apart), same input tensors.
+    Their readers read the earlier op's output instead."""
+    seen: dict[tuple, str] = {}
+    alias: dict[str, str] = {}
+    ops: list[GraphOp] = []
+    for op in graph.ops:
+        inputs = tuple(alias.get(t, t) for t in op.inputs)
+        if inputs != op.inputs:
+            op = replace(op, inputs=inputs)
+        if op.kind == OP and op.spec is not None and op.spec.weight_count == 0 and len(op.outputs) == 1:
+            key = (op.spec.key, inputs)
+            if key in seen:
+                alias[op.outputs[0]] = seen[key]
+                continue
+            seen[key] = op.outputs[0]
+        ops.append(op)
+    if not alias:
+        return graph
+    return Graph(ops, graph.name, dict(graph.inputs), tuple(alias.get(t, t) for t in graph.outputs))
 
 
 def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> list[Kernel]:

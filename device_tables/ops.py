@@ -34,6 +34,7 @@ BASE_OPS: dict[str, dict[str, Any]] = {
     "globalavgpool": {},
     "add": {},
     "mul": {},  # x * s with s of shape (N, C, 1, 1): the squeeze-excite scale
+    "scale": {},  # x * c with c a per-channel (or scalar) constant, e.g. NAS-Bench-201's zero op (x * 0)
     "concat": {"parts": 2},  # `parts` equal inputs joined on channels
 }
 CONV_OPS = ("conv2d", "dwconv2d", "pwconv2d")
@@ -224,6 +225,8 @@ class OpSpec:
             count = int(a["cout"]) * cin + (int(a["cout"]) if a["bias"] else 0)
         elif base == "bn":
             count = 4 * cin
+        elif base == "scale":
+            count = cin
         if "bn" in self.parts[1:]:
             count += 4 * self.output_shape[1]
         return count

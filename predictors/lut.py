@@ -14,12 +14,13 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from typing import Any, Iterable, Sequence
 
 import numpy as np
 
 from device_tables.graph import UNCOVERED, Graph
-from device_tables.kernels import FusionRules, Kernel, expand_fused, group_kernels
+from device_tables.kernels import FusionRules, Kernel, drop_duplicates, expand_fused, group_kernels
 from device_tables.ops import ACTIVATIONS, OpSpec
 from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
@@ -255,8 +256,8 @@ class LUTPredictor:
     def calibrate(self, graphs: Sequence[Any], measured_ms: Sequence[float], by_type: bool | None = None) -> Calibration:
         """Least squares on the relative error of measured vs predicted whole-model latency.
 
-        One model fits a scale; two or three a scale and a per-kernel cost; four or more those and a
-        constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on) a scale and a
+        One model fits a scale; two or three a scale and a non-negative per-kernel cost; four or more
+        those and a constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on) a scale and a
         per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by ridge
         penalties (types the models lack keep 1 and 0)."""
         found = [self._found(self.graph_of(g))[0] for g in graphs]
@@ -296,7 +297,16 @@ class LUTPredictor:
         return kernels
 
     def _spec(self, spec: OpSpec) -> OpSpec:
-        return spec if spec.dtype == self.dtype else spec.replace(dtype=self.dtype)
+        """The row key a kernel is priced by: in the table's dtype; a product with a constant, in a
+        table with no rows of it (measured before hwlat told the two apart), as the broadcast product."""
+        spec = spec if spec.dtype == self.dtype else spec.replace(dtype=self.dtype)
+        if spec.op == "scale" and "scale" not in self._row_ops:
+            return OpSpec.make("mul", spec.input_shape, dtype=spec.dtype)
+        return spec
+
+    @cached_property
+    def _row_ops(self) -> frozenset[str]:
+        return frozenset(r.spec.op for r in self.table.rows("ok"))
 
     def _lookup(self, kernels: Sequence[Kernel]) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
         specs = [self._spec(k.spec) for k in kernels]
@@ -325,6 +335,8 @@ class LUTPredictor:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
         of its blocked-layout regions; the ops nothing covers."""
         graph = expand_fused(graph)  # once: the kernels are then made of this graph's own ops
+        if self.rules.shares_duplicates:
+            graph = drop_duplicates(graph)
         kernels = self.kernels(graph)
         found, missing = self._lookup(kernels)
         return found + self._edge_reorders(graph, kernels), missing
@@ -551,6 +563,11 @@ def _global_terms(S: np.ndarray, K: np.ndarray, y: np.ndarray) -> tuple[np.ndarr
     else:
         A = S[:, None]
     coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
+    if len(y) < 4 and A.shape[1] == 2 and coef[1] < 0:
+        # Two or three models fit both terms exactly; a negative per-kernel cost then extrapolates to
+        # negative totals for networks with many more kernels than the models had: a scale alone.
+        A = S[:, None]
+        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
     scale = float(coef[0])
     per_k = float(coef[1]) if len(coef) > 1 else 0.0
     const = float(coef[2]) if len(coef) > 2 else 0.0
@@ -579,8 +596,10 @@ def _layout_transparent(op: Any) -> bool:
         return False
     if spec.op in ACTIVATIONS or spec.op == "bn":
         return True
+    if spec.op == "scale":
+        return True
     if spec.op in ("add", "mul"):
-        return len(op.inputs) <= 1 or len({tuple(s) for s in spec.input_shapes}) == 1
+        return len({tuple(s) for s in spec.input_shapes}) == 1
     return False
 
 

@@ -348,9 +348,57 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         results.append(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, ratio, kernels, fused, note, net_kernels))
         log.info("%s: fused %.4f ms, parts %s, ratio %.2f, kernels %s -> %s", pattern, fused_ms,
                  ", ".join(f"{p:.4f}" for p in parts), ratio, kernels, "fused" if fused else "apart")
+    shared, evidence = detect_shared_duplicates(runtime, protocol)
+    log.info("repeated ops computed once: %s (%s)", shared, evidence)
     rules = FusionRules(frozenset(r.pattern for r in results if r.fused), {r.pattern: r.to_meta() for r in results},
-                        call_overhead_ms=overhead)
+                        call_overhead_ms=overhead, shares_duplicates=shared, duplicates_evidence=evidence)
     return rules, results
+
+
+def duplicate_probes(shape: tuple[int, ...] = (1, 32, 64, 64)) -> dict[str, Any]:
+    """Three ONNX models: ``twice`` computes one avg-pool twice on the same input and adds the two,
+    ``once`` adds one pool to itself, ``add`` adds the input to itself. A runtime that computes a
+    repeated op once runs ``twice`` as fast as ``once``; one that does not pays a pool more."""
+    from onnx import TensorProto, helper
+
+    pool = {"kernel_shape": [3, 3], "pads": [1, 1, 1, 1], "strides": [1, 1]}
+
+    def model(nodes):
+        graph = helper.make_graph(nodes, "duplicates", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+                                  [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))])
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return m.SerializeToString()
+
+    return {
+        "twice": model([helper.make_node("AveragePool", ["x"], ["p1"], **pool), helper.make_node("AveragePool", ["x"], ["p2"], **pool),
+                        helper.make_node("Add", ["p1", "p2"], ["y"])]),
+        "once": model([helper.make_node("AveragePool", ["x"], ["p"], **pool), helper.make_node("Add", ["p", "p"], ["y"])]),
+        "add": model([helper.make_node("Add", ["x", "x"], ["y"])]),
+    }
+
+
+def detect_shared_duplicates(runtime: Runtime, protocol: Protocol = Protocol()) -> tuple[bool, dict[str, Any]]:
+    """Whether `runtime` computes an op repeated on the same input once, and the evidence: the
+    repeated pool's share of a pool's own time (``extra_ratio``, about 1 when computed twice, 0 when
+    once) and, for ONNX Runtime, the compute nodes of its optimised graph (3 or 2), which decides."""
+    from profilers.whole_model import WHOLE_MODEL_RUNTIMES, time_model
+
+    if runtime.name not in WHOLE_MODEL_RUNTIMES:
+        return False, {"note": f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"}
+    probes = duplicate_probes()
+    evidence: dict[str, Any] = {}
+    ms = {name: time_model(runtime, model, protocol).median_ms for name, model in probes.items()}
+    pool_ms = ms["once"] - ms["add"]
+    ratio = (ms["twice"] - ms["once"]) / pool_ms if pool_ms > 0 else None
+    evidence.update({f"{k}_ms": v for k, v in ms.items()}, extra_ratio=ratio)
+    shared = ratio is not None and ratio < FUSED_RATIO
+    if runtime.name == "onnxruntime":
+        nodes = _ort_compute_nodes(runtime, probes["twice"], OpSpec.make("avgpool", (1, 32, 64, 64), kernel=3, stride=1, padding=1))
+        if nodes is not None:
+            evidence["runtime_kernels"] = nodes
+            shared = nodes < 3
+    return shared, evidence
 
 
 def store_rules(table, rules: FusionRules, runtime: Runtime) -> None:
@@ -359,11 +407,18 @@ def store_rules(table, rules: FusionRules, runtime: Runtime) -> None:
                               "threshold": FUSED_RATIO})
 
 
-def format_results(results: list[PatternResult]) -> str:
+def format_results(results: list[PatternResult], rules: FusionRules | None = None) -> str:
     lines = [f"{'pattern':<26} {'fused ms':>9} {'parts ms':>22} {'saved':>6} {'kern':>4}  verdict"]
     for r in results:
         parts = "+".join(f"{p:.3f}" for p in r.parts_ms)
         lines.append(f"{r.pattern:<26} {r.fused_ms if r.fused_ms is not None else float('nan'):>9.4f} {parts:>22} "
                      f"{r.ratio if r.ratio is not None else float('nan'):>6.2f} {r.kernels if r.kernels is not None else '-':>4}  "
                      f"{'FUSED' if r.fused else 'apart'}{'  (' + r.note + ')' if r.note else ''}")
+    dup = rules.duplicates_evidence if rules is not None else {}
+    if dup:
+        ratio = dup.get("extra_ratio")
+        lines.append(f"an op repeated on one input: computed {'once' if rules.shares_duplicates else 'twice'} (the repeat costs "
+                     + (f"{ratio:.2f} of its own time" if ratio is not None else "an unknown share of its time")
+                     + (f"; {dup['runtime_kernels']} kernels in the runtime's graph" if "runtime_kernels" in dup else "")
+                     + (f"; {dup['note']}" if "note" in dup else "") + ")")
     return "\n".join(lines)

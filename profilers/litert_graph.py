@@ -87,10 +87,9 @@ def _lower(tb, g, spec: OpSpec, x: int, others: list[int], fuse_ok: bool) -> int
     if base == "add":
         return g.add_op("ADD", [x, others[0]], shape)
     if base == "mul":
-        if others:
-            return g.add_op("MUL", [x, others[0]], shape)
-        scale = g.add_const("scale", np.zeros((1, 1, 1, shape[-1]), np.float32))  # x * constant (NB201's none)
-        return g.add_op("MUL", [x, scale], shape)
+        return g.add_op("MUL", [x, others[0]], shape)
+    if base == "scale":
+        return tb._scale(g, x, wts)
     if base == "concat":
         return g.add_op("CONCATENATION", [x, *others], shape[:3] + (sum(g.tensors[t].shape[3] for t in [x, *others]),), axis=3)
     raise UnsupportedOpError(f"{spec.key}: no TFLite lowering for {base!r}")

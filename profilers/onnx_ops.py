@@ -133,6 +133,8 @@ class _Builder:
             return self.node("Add", [x[0], x[1]], "add")
         if base == "mul":
             return self.node("Mul", [x[0], x[1]], "mul")
+        if base == "scale":
+            return self.node("Mul", [x[0], self.const("scale", self.weights["scale"])], "scale")
         if base == "concat":
             return self.node("Concat", x[: int(a["parts"])], "concat", axis=1)
         raise UnsupportedOpError(f"{spec.key}: no ONNX builder for op {base!r}")

@@ -290,6 +290,13 @@ def _bn(g: Graph, x: int, wts: dict[str, np.ndarray]) -> int:
     return g.add_op("ADD", [y, t], shape)
 
 
+def _scale(g: Graph, x: int, wts: dict[str, np.ndarray]) -> int:
+    """x times a per-channel constant: MUL with a (1, 1, 1, C) constant."""
+    c = wts["scale"].size
+    s = g.add_const("scale", wts["scale"].reshape(1, 1, 1, c))
+    return g.add_op("MUL", [x, s], g.tensors[x].shape)
+
+
 def build_graph(spec: OpSpec, seed: int = 0) -> Graph:
     """The float32 TFLite graph computing `spec` (NHWC), weights from `make_weights(spec, seed)`."""
     wts = make_weights(spec, seed)
@@ -314,6 +321,8 @@ def build_graph(spec: OpSpec, seed: int = 0) -> Graph:
     elif base == "globalavgpool":
         axes = g.add_const("axes", np.array([1, 2], np.int32))
         y = g.add_op("MEAN", [x, axes], (shape[0], 1, 1, shape[3]), keep_dims=True)
+    elif base == "scale":
+        y = _scale(g, x, wts)
     elif base in ("add", "mul"):
         other = extra.pop(0)
         y = g.add_op(base.upper(), [x, other], shape)

@@ -35,6 +35,17 @@ class BatchNorm(nn.Module):
         return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, BN_EPS)
 
 
+class Scale(nn.Module):
+    """x times a per-channel constant (1, C, 1, 1)."""
+
+    def __init__(self, weights: dict):
+        super().__init__()
+        self.register_buffer("scale", torch.from_numpy(weights["scale"].copy()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale
+
+
 class Elementwise(nn.Module):
     """add, mul (broadcasting the (N, C, 1, 1) scale) or channel concat of all inputs."""
 
@@ -92,6 +103,8 @@ def build_module(spec: OpSpec, seed: int = 0) -> SpecModule:
         _load(head, weights)
     elif base == "bn":
         head = BatchNorm(weights)
+    elif base == "scale":
+        head = Scale(weights)
     elif base in _ACTIVATIONS:
         head = _ACTIVATIONS[base]()
     elif base == "avgpool":

@@ -14,7 +14,8 @@ def _rng(spec: OpSpec, seed: int) -> np.random.Generator:
 
 
 def make_weights(spec: OpSpec, seed: int = 0) -> dict[str, np.ndarray]:
-    """float32 parameters: ``W`` (OIHW, or out x in for linear), ``b``, and ``bn_gamma/beta/mean/var``."""
+    """float32 parameters: ``W`` (OIHW, or out x in for linear), ``b``, ``bn_gamma/beta/mean/var``, and a
+    scale's per-channel constant ``scale`` (1, C, 1, 1)."""
     rng = _rng(spec, seed)
     a, base, cin = spec.a, spec.base, spec.input_shape[1]
     out: dict[str, np.ndarray] = {}
@@ -32,6 +33,8 @@ def make_weights(spec: OpSpec, seed: int = 0) -> dict[str, np.ndarray]:
         out["W"] = (rng.uniform(-1, 1, size=shape) * np.sqrt(3.0 / fan_in)).astype(np.float32)
         if a.get("bias", False):
             out["b"] = rng.uniform(-0.1, 0.1, size=shape[0]).astype(np.float32)
+    if base == "scale":
+        out["scale"] = rng.uniform(0.5, 1.5, size=(1, cin, 1, 1)).astype(np.float32)
     if base == "bn" or "bn" in spec.parts[1:]:
         c = spec.output_shape[1]
         out["bn_gamma"] = rng.uniform(0.5, 1.5, size=c).astype(np.float32)

@@ -12,6 +12,9 @@ from profilers.base import Runtime
 from profilers.protocol import Protocol, measure, perf_timer
 
 
+WHOLE_MODEL_RUNTIMES = ("onnxruntime", "litert")
+
+
 def time_model(runtime: Runtime, model: Any, protocol: Protocol = Protocol(),
                input_shape: Sequence[int] | None = None) -> Measurement:
     """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) on `runtime`
@@ -26,7 +29,7 @@ def time_model(runtime: Runtime, model: Any, protocol: Protocol = Protocol(),
         return time_onnx_model(model, threads=runtime.threads, protocol=protocol, opt_level=opt_level, input_shape=input_shape)
     if runtime.name == "litert":
         return time_tflite(runtime, tflite_of(model, input_shape), protocol)
-    raise UnsupportedOpError(f"whole-model timing is built for onnxruntime and litert, not {runtime.name}")
+    raise UnsupportedOpError(f"whole-model timing is built for {' and '.join(WHOLE_MODEL_RUNTIMES)}, not {runtime.name}")
 
 
 def tflite_of(model: Any, input_shape: Sequence[int] | None = None) -> bytes:

@@ -101,7 +101,7 @@ def test_constant_scale_mul_and_unequal_concat():
     m = _model(nodes, [_vi("x", [1, 4, 5, 5]), _vi("x2", [1, 2, 5, 5])], [_vi("y", [1, 6, 5, 5])],
                [("zero", np.zeros((1, 4, 1, 1)))])
     g = Graph.from_onnx(m)
-    assert [s.op for s in g.specs] == ["mul"]
+    assert [s.op for s in g.specs] == ["scale"]
     assert g.uncovered[0].onnx_op == "Concat"
 
 

@@ -40,6 +40,7 @@ EXTRA = [
     OpSpec.make("globalavgpool", (2, 96, 7, 7)),
     OpSpec.make("concat", (1, 8, 8, 8), parts=3),
     OpSpec.make("add+relu6", (1, 8, 8, 8)),
+    OpSpec.make("scale", (1, 8, 8, 8)),  # x times a per-channel constant
 ]
 FP32 = [s for s in QUICK if s.dtype == "float32"] + EXTRA
 INT8 = [s for s in QUICK if s.dtype == "int8"] + [s.replace(dtype="int8") for s in EXTRA]
@@ -84,6 +85,8 @@ def torch_reference(spec: OpSpec) -> np.ndarray:
         y = x + rest.pop(0)
     elif base == "mul":
         y = x * rest.pop(0)
+    elif base == "scale":
+        y = x * w["scale"]
     elif base == "concat":
         y = torch.cat([x] + [rest.pop(0) for _ in range(int(a["parts"]) - 1)], dim=1)
     else:  # an activation: apply it as the first "tail"

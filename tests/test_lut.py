@@ -471,6 +471,62 @@ def test_a_pattern_fused_only_inside_a_network_joins_the_kernel_priced_by_its_he
     assert FusionRules.from_meta({"fusion": rules.to_meta()}).absorbed == rules.absorbed
 
 
+def test_a_runtime_that_shares_duplicates_pays_a_repeated_op_once():
+    """Two avg-pools of one input (NAS-Bench-201 edges from one node) run once where the runtime
+    eliminates common subexpressions; convs with their own weights are never merged."""
+    from device_tables.kernels import drop_duplicates
+
+    pool = OpSpec.make("avgpool", X, kernel=3, stride=1, padding=1)
+    ops = [_op(pool, ["x"], ["p1"], "pool1"), _op(pool, ["x"], ["p2"], "pool2"), _op(ADD, ["p1", "p2"], ["a"], "add"),
+           _op(CONV, ["a"], ["c1"], "conv1"), _op(CONV, ["a"], ["c2"], "conv2"), _op(ADD, ["c1", "c2"], ["y"], "add2")]
+    graph = Graph(ops, inputs={"x": X}, outputs=("y",))
+    kept = drop_duplicates(graph)
+    assert [op.name for op in kept.ops] == ["pool1", "add", "conv1", "conv2", "add2"]
+    assert kept.ops[1].inputs == ("p1", "p1")
+    rules = FusionRules.none()
+    shared = FusionRules(frozenset(), shares_duplicates=True)
+    assert FusionRules.from_meta({"fusion": shared.to_meta()}).shares_duplicates
+    table = synthetic_table([pool, ADD, CONV], rules)
+    twice = LUTPredictor(table, rules=rules, layout_reorders=False).fit().predict_graph(graph)
+    once = LUTPredictor(table, rules=shared, layout_reorders=False).fit().predict_graph(graph)
+    assert [k.op for k in once.kernels].count("avgpool") == 1 and [k.op for k in twice.kernels].count("avgpool") == 2
+    assert twice.total_ms - once.total_ms == pytest.approx(synthetic_ms(pool))
+
+
+def test_duplicate_detection_reads_onnx_runtimes_graph_and_times_litert():
+    from profilers.fusion import detect_shared_duplicates
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    shared, evidence = detect_shared_duplicates(get_runtime("onnxruntime", threads=1), Protocol.preset("quick"))
+    assert shared and evidence["runtime_kernels"] == 2 and evidence["twice_ms"] > 0
+    # LiteRT shows no optimised graph: the repeat's share of a pool's time decides.
+    shared, evidence = detect_shared_duplicates(get_runtime("litert", threads=1), Protocol.preset("quick"))
+    assert "runtime_kernels" not in evidence and shared == (evidence["extra_ratio"] < 0.5)
+    shared, evidence = detect_shared_duplicates(get_runtime("torch", threads=1), Protocol.preset("quick"))
+    assert not shared and "not measured" in evidence["note"]
+
+
+def test_a_product_with_a_constant_has_rows_of_its_own_or_is_priced_as_the_broadcast_product():
+    scale, mul = OpSpec.make("scale", X), OpSpec.make("mul", X)
+    graph = Graph.from_specs([CONV, scale])
+    with_rows = LUTPredictor(synthetic_table([CONV, scale, mul])).fit().predict_graph(graph)
+    without = LUTPredictor(synthetic_table([CONV, mul])).fit().predict_graph(graph)
+    assert [k.op for k in with_rows.kernels] == ["conv2d", "scale"] and [k.op for k in without.kernels] == ["conv2d", "mul"]
+    assert all(k.source == TABLE for k in with_rows.kernels + without.kernels)
+
+
+def test_two_calibration_models_never_fit_a_negative_per_kernel_cost():
+    """Two networks fit a scale and a per-kernel cost exactly; a negative cost would send a network
+    with many more kernels below zero, so the fit falls back to a scale."""
+    few, many = Graph.from_specs([CONV]), Graph.from_specs([RELU] * 10)
+    lut = LUTPredictor(synthetic_table([CONV, RELU]), rules=FusionRules.none(), layout_reorders=False).fit()
+    sums = [lut.predict_graph(g).total_ms for g in (few, many)]
+    cal = lut.calibrate([few, many], [sums[0], 0.5 * sums[1]])  # the exact fit's per-kernel cost is negative
+    assert cal.per_kernel_ms == 0.0 and cal.scale > 0
+    assert lut.predict_graph(Graph.from_specs([RELU] * 200)).total_ms > 0
+
+
 def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
     """Single-op rows time a layer with its weights in the cache. When whole networks pay 30 µs per MB
     of the weights beyond 4 MB, the calibration (cross-validated over the cached size and the ridge

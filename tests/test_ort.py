@@ -47,6 +47,7 @@ EXTRA = [
     OpSpec.make("dwconv2d+bn+hardswish", (1, 8, 9, 9), kernel=7, stride=2),
     OpSpec.make("globalavgpool+hardsigmoid", (1, 8, 3, 3)),
     OpSpec.make("relu+relu", (1, 2, 3, 3)),
+    OpSpec.make("scale", (1, 4, 5, 5)),
 ]
 
 

@@ -179,7 +179,7 @@ def test_nb201_dead_edges():
     c = space.parse("|nor_conv_3x3~0|+|nor_conv_1x1~0|none~1|+|none~0|none~1|none~2|")
     assert c.dead_edges() == [0, 1] and not c.connected
     ops = Counter(s.op for s in space.to_graph(c))
-    assert ops["mul"] == 15 and ops["conv2d+bn"] == 5  # stem + 2 per reduction block; no cell conv
+    assert ops["scale"] == 15 and ops["conv2d+bn"] == 5  # stem + 2 per reduction block; no cell conv
     assert space.to_graph(ALL_NONE) and not get_space("nb201").parse(ALL_NONE).dead_edges()
     # omitted edges are not built; the official network keeps them
     convs = lambda sp, arch: sum(s.base in ("conv2d", "pwconv2d") for s in sp.to_graph(arch))  # noqa: E731

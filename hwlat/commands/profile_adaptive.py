@@ -50,7 +50,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
         if "fusion" not in table.meta or args.redetect_fusion:
             rules, results = detect_fusion(runtime, protocol=protocol, progress=progress)
             store_rules(table, rules, runtime)
-            print(format_results(results))
+            print(format_results(results, rules))
         rules = FusionRules.from_meta(table.meta)
         graphs = [graph_of(n) for n in names]
         pool = kernel_pool(graphs, rules, runtime.dtype())

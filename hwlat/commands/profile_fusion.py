@@ -37,7 +37,7 @@ def _fusion(args: argparse.Namespace) -> int:
     rules, results = detect_fusion(runtime, patterns, protocol_from_args(args), progress=not args.no_progress)
     with DeviceTable.open(args.out, runtime.device()) as table:
         store_rules(table, rules, runtime)
-        print(format_results(results))
+        print(format_results(results, rules))
         print(f"{table.path}.json: {len(rules.fused)} of {len(results)} patterns fused on {runtime.device().name}; "
               f"single-op call overhead {rules.call_overhead_ms * 1e3:.1f} us")
     return 0

@@ -275,8 +275,10 @@ def _layer_spec(layer: Layer, dtype: str, fuse_add: bool = False, fold_bn: bool 
                            count_include_pad=a["count_include_pad"])
     if layer.kind == "add":
         return OpSpec.make("add", shape, dtype)
-    if layer.kind in ("mul", "zero"):
+    if layer.kind == "mul":
         return OpSpec.make("mul", shape, dtype)
+    if layer.kind == "zero":
+        return OpSpec.make("scale", shape, dtype)
     if layer.kind == "gap":
         return OpSpec.make("globalavgpool", shape, dtype)
     if layer.kind == "linear":
