@@ -19,7 +19,9 @@ Small run:  .venv/bin/python benchmarks/lut_accuracy.py --per-space 10 --pool-pe
 Full run:   .venv/bin/python benchmarks/lut_accuracy.py --per-space 154 --protocol brief --clock cpu --passes 5
             (501 networks on onnxruntime, 347 on LiteRT; the README's numbers, ~50 minutes)
 On a busy shared machine add ``--clock cpu`` (thread CPU time: threads=1 runtimes compute on the
-calling thread, so time given to other processes is not counted).
+calling thread, so time given to other processes is not counted). Rows are measured in
+``--table-passes`` passes over all tables (default 2; NAME.passK files) and keep their quietest,
+as a network's truth is its quietest of ``--passes``.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from device_tables.kernels import FusionRules  # noqa: E402
-from device_tables.table import DeviceTable  # noqa: E402
+from device_tables.table import DeviceTable, quietest  # noqa: E402
 
 log = logging.getLogger("lut_accuracy")
 RUNTIMES = {"onnxruntime": {"threads": 1}, "litert": {"threads": 1, "precision": "fp32"}}
@@ -70,6 +72,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="single: one single-op model per row (less the call overhead at prediction); context: onnxruntime "
                         "rows of shape-keeping ops are the marginal cost of one more copy in a chain (profilers.context)")
     p.add_argument("--passes", type=int, default=1, help="times each network is measured, in separate passes (default 1)")
+    p.add_argument("--table-passes", type=int, default=2,
+                   help="times each table row is measured, in separate passes over the tables; a row keeps its quietest (default 2)")
     p.add_argument("--statistic", default="median", choices=["median", "p10"],
                    help="latency statistic of rows and networks: median (quiet machine) or p10 (a busy, shared one)")
     p.add_argument("--no-progress", action="store_true")
@@ -162,7 +166,7 @@ def stage_fusion(args, rt_name: str) -> None:
                                    measure=lambda s: rt.measure(s, protocol))
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps({**rules.to_meta(), "runtime": rt_name}, indent=2) + "\n")
-    print(format_results(results))
+    print(format_results(results, rules))
     print(f"[fusion] {rt_name}: {len(rules.fused)} fused patterns of {len(results)} in {time.time() - t0:.0f} s -> {path}")
 
 
@@ -197,18 +201,33 @@ def stage_tables(args, rt_name: str) -> None:
         fusion_meta["call_overhead_ms"] = 0.0
     meta = {"protocol": protocol.to_dict(), "fusion": fusion_meta, "clock": args.clock,
             "op_timing": "context" if context else "single"}
-    for name, specs in (("grid", grid), ("naive", naive_grid)):
-        with DeviceTable.open(out / name, device, {**meta, "sampling": {"method": name, "size": len(specs)}} if name == "grid"
-                              else {**meta, "fusion": {**FusionRules.none().to_meta(), "call_overhead_ms": fusion_meta["call_overhead_ms"]},
-                                    "sampling": {"method": name, "size": len(specs)}}) as t:
+    metas = {"grid": {**meta, "sampling": {"method": "grid", "size": len(grid)}},
+             "naive": {**meta, "fusion": {**FusionRules.none().to_meta(), "call_overhead_ms": fusion_meta["call_overhead_ms"]},
+                       "sampling": {"method": "naive", "size": len(naive_grid)}},
+             "adaptive": {**meta, "sampling": {"method": "adaptive", "budget": budget, "pool": len(pool)}}}
+    passes = max(1, args.table_passes)
+
+    def path(name: str, p: int) -> Path:
+        return out / (name if passes == 1 else f"{name}.pass{p}")
+
+    # Every table is measured once, then again in later passes (the adaptive table's later passes
+    # re-measure the configurations its first pass chose); each row keeps its quietest pass.
+    for p in range(1, passes + 1):
+        for name in ("grid", "naive", "adaptive"):
             t0 = time.time()
-            n = profile_specs_into(measure, t, specs, not args.no_progress, desc=name)
-            print(f"[tables] {rt_name} {name}: {n} measured now, {len(t)} rows, {time.time() - t0:.0f} s")
-    with DeviceTable.open(out / "adaptive", device, {**meta, "sampling": {"method": "adaptive", "budget": budget, "pool": len(pool)}}) as t:
-        t0 = time.time()
-        alog = adaptive_profile(measure, t, pool, budget, progress=not args.no_progress)
-        t.update_meta(adaptive_rounds=alog.rounds)
-        print(f"[tables] {rt_name} adaptive: {len(t)} rows in {len(alog.rounds)} rounds, {time.time() - t0:.0f} s")
+            with DeviceTable.open(path(name, p), device, metas[name]) as t:
+                if name == "adaptive" and p == 1:
+                    alog = adaptive_profile(measure, t, pool, budget, progress=not args.no_progress)
+                    t.update_meta(adaptive_rounds=alog.rounds)
+                    print(f"[tables] {rt_name} adaptive: {len(t)} rows in {len(alog.rounds)} rounds, {time.time() - t0:.0f} s")
+                    continue
+                specs = {"grid": grid, "naive": naive_grid}.get(name) or [r.spec for r in DeviceTable.load(path(name, 1))]
+                n = profile_specs_into(measure, t, specs, not args.no_progress, desc=name)
+                print(f"[tables] {rt_name} {name}{f' pass {p}' if passes > 1 else ''}: {n} measured now, {len(t)} rows, {time.time() - t0:.0f} s")
+    if passes > 1:
+        for name in ("grid", "naive", "adaptive"):
+            quietest([DeviceTable.load(path(name, p)) for p in range(1, passes + 1)]).save(out / name)
+        print(f"[tables] {rt_name}: each row is the quietest of {passes} passes -> {out}/{{grid,naive,adaptive}}")
 
 
 def measured_path(out: Path, rt: str) -> Path:

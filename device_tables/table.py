@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Sequence
 
 from device_tables.device import Device
 from device_tables.errors import OpSpecError, SchemaVersionError, TableError
@@ -237,6 +237,25 @@ class DeviceTable:
         atomic_write_text(csv_path, "".join(lines))
         out.write_meta()
         return out
+
+
+def quietest(passes: Sequence[DeviceTable]) -> DeviceTable:
+    """One table from several passes over the same configurations on one device: each row is the
+    pass with the lowest median (other work on a shared machine only ever slows a measurement down;
+    on this project's 2-core machine a LiteRT row's two passes were >5% apart for 43% of rows);
+    a configuration that failed in every pass keeps its first error. In memory: `save` writes it."""
+    if not passes:
+        raise ValueError("quietest needs at least one table")
+    names = {t.device.name for t in passes}
+    if len(names) > 1:
+        raise TableError(f"passes of different devices ({', '.join(sorted(names))}) cannot be merged")
+    out = DeviceTable(passes[0].device, {**passes[0].meta, "passes": len(passes)})
+    for table in passes:
+        for row in table:
+            have = out._rows.get(row.spec.key)
+            if have is None or (row.ok and (not have.ok or row.measurement.median_ms < have.measurement.median_ms)):
+                out._rows[row.spec.key] = row
+    return out
 
 
 def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSION, what: str = "device table") -> dict[str, Any]:

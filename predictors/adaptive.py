@@ -240,22 +240,19 @@ def adaptive_profile(measure: Callable[[OpSpec], tuple[Any, dict]], table: Devic
 
 def _measure_into(measure, table: DeviceTable, specs: Sequence[OpSpec], bar, unsupported, extra: dict,
                   predicted: dict | None = None) -> int:
+    from profilers.protocol import noisy_last
+
     n = 0
-    for s in specs:
-        if s in table:
-            continue
+    for s, result in noisy_last(measure, [s for s in specs if s not in table], unsupported):
         row_extra = dict(extra)
         e = (predicted or {}).get(s.key)
         if e is not None:
             row_extra.update(predicted_ms=round(e.ms, 6), predicted_sigma=round(e.sigma, 4))
-        try:
-            m, ex = measure(s)
-        except unsupported as exc:
-            table.append(s, error=str(exc), extra=row_extra)
-            n += 1
-            bar.update(1)
-            continue
-        table.append(s, m, extra={**ex, **row_extra})
+        if isinstance(result, Exception):
+            table.append(s, error=str(result), extra=row_extra)
+        else:
+            m, ex = result
+            table.append(s, m, extra={**ex, **row_extra})
         n += 1
         bar.update(1)
     return n

@@ -3,7 +3,9 @@
 Warm-up by count and by time (not counted), then timed runs in blocks until the spread
 (IQR/median) is below a target or a time cap is hit, like `torch.utils.benchmark`'s adaptive
 autorange. A measurement still noisy after that is re-measured up to `remeasure` times and the
-steadiest attempt is kept, flagged noisy if it still is.
+steadiest attempt is kept, flagged noisy if it still is. A sweep (`noisy_last`) measures a still
+noisy configuration once more after all the others, when a slow spell of the machine has likely
+passed, and keeps the faster attempt: other work only ever slows a measurement down.
 
 The clock is the runtime's own (wall time, CUDA events, board cycles) unless the protocol asks
 for ``clock="cpu"``: the calling thread's CPU time. With one intra-op thread, ONNX Runtime, LiteRT
@@ -17,7 +19,7 @@ from __future__ import annotations
 import functools
 import time
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import numpy as np
 
@@ -137,3 +139,30 @@ def cpu_clock_offset_ms() -> float:
 
 def _minus(timed: TimedCall, offset_ms: float) -> TimedCall:
     return lambda: max(0.0, timed() - offset_ms)
+
+
+def noisy_last(measure: Callable[[Any], tuple[Measurement, dict]], configs: Iterable[Any],
+               unsupported: type[Exception] | tuple[type[Exception], ...]) -> Iterator[tuple[Any, Any]]:
+    """Measure each config with `measure(config) -> (Measurement, extra)`, yielding ``(config,
+    (measurement, extra))`` or ``(config, exception)`` for the `unsupported` ones. A noisy
+    measurement is held back and the config measured again after all the others; the attempt with
+    the lower median is yielded, its extra marked ``remeasured_later``."""
+    later = []
+    for config in configs:
+        try:
+            m, extra = measure(config)
+        except unsupported as exc:
+            yield config, exc
+            continue
+        if m.noisy:
+            later.append((config, m, extra))
+            continue
+        yield config, (m, extra)
+    for config, m, extra in later:
+        try:
+            again, again_extra = measure(config)
+        except unsupported:
+            again = None
+        if again is not None and again.median_ms < m.median_ms:
+            m, extra = again, again_extra
+        yield config, (m, {**extra, "remeasured_later": True})

@@ -11,7 +11,7 @@ from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from profilers.base import Runtime
-from profilers.protocol import Protocol
+from profilers.protocol import Protocol, noisy_last
 
 log = logging.getLogger(__name__)
 
@@ -41,16 +41,17 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
         skipped = len(specs) - len(todo)
         if skipped:
             log.info("%s: resuming, %d of %d configurations already measured", table.name, skipped, len(specs))
-        bar = tqdm(todo, desc=f"{runtime.name} {device.name}", unit="op", disable=not progress, dynamic_ncols=True)
-        for spec in bar:
-            try:
-                m, extra = runtime.measure(spec, protocol)
-            except UnsupportedOpError as exc:
-                table.append(spec, error=str(exc))
+        bar = tqdm(total=len(todo), desc=f"{runtime.name} {device.name}", unit="op", disable=not progress, dynamic_ncols=True)
+        for spec, result in noisy_last(lambda s: runtime.measure(s, protocol), todo, UnsupportedOpError):
+            bar.update(1)
+            if isinstance(result, Exception):
+                table.append(spec, error=str(result))
                 failed += 1
                 continue
+            m, extra = result
             table.append(spec, m, extra=extra)
             measured += 1
             noisy += m.noisy
             bar.set_postfix_str(f"{spec.op} {m.median_ms:.3f} ms", refresh=False)
+        bar.close()
         return SweepResult(table, measured, skipped, failed, noisy)

@@ -131,3 +131,22 @@ def test_newer_schema_and_broken_metadata(tmp_path):
     meta_path.unlink()
     with pytest.raises(TableError, match="t.json not found"):
         DeviceTable.load(csv_path)
+
+
+def test_quietest_keeps_each_rows_fastest_pass_and_refuses_other_devices(tmp_path):
+    from device_tables.table import quietest
+
+    dev = Device.make("cpu", "onnxruntime")
+    a, b, c = (OpSpec.make("relu", (1, 8, 4, 4)), OpSpec.make("relu", (1, 16, 4, 4)), OpSpec.make("relu", (1, 32, 4, 4)))
+    first, second = DeviceTable(dev, {"note": "first"}), DeviceTable(dev)
+    first.append(a, Measurement.from_samples([2.0])); first.append(b, Measurement.from_samples([1.0]))
+    first.append(c, error="cannot build")
+    second.append(a, Measurement.from_samples([1.5])); second.append(b, Measurement.from_samples([3.0]))
+    second.append(c, Measurement.from_samples([4.0]))
+    merged = quietest([first, second]).save(tmp_path / "t")
+    again = DeviceTable.load(tmp_path / "t")
+    assert [again.latency_ms(s) for s in (a, b, c)] == [1.5, 1.0, 4.0]
+    assert [r.spec for r in again] == [a, b, c] and again.meta["passes"] == 2 and again.meta["note"] == "first"
+    assert len(merged) == 3
+    with pytest.raises(TableError, match="different devices"):
+        quietest([first, DeviceTable(Device.make("cpu", "litert"))])

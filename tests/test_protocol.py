@@ -43,6 +43,27 @@ def test_noisy_measurement_is_remeasured_and_flagged():
     assert not measure(steady, p).noisy and len(calls) == 10
 
 
+def test_a_noisy_configuration_is_measured_again_after_the_others_and_the_faster_attempt_kept():
+    from device_tables.measurement import Measurement
+    from profilers.protocol import noisy_last
+
+    attempts = {"a": iter([[1.0, 1.0, 1.0]]), "b": iter([[2.0, 3.0, 4.0, 5.0], [1.5, 1.5, 1.6]]),
+                "c": iter([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])}
+    order = []
+
+    def timed(config):
+        order.append(config)
+        if config == "bad":
+            raise KeyError("cannot run")
+        return Measurement.from_samples(next(attempts[config])), {"attempt": len(order)}
+
+    out = dict(noisy_last(timed, ["b", "a", "bad", "c"], KeyError))
+    assert order == ["b", "a", "bad", "c", "b", "c"]  # the noisy ones again, after all the others
+    assert isinstance(out["bad"], KeyError) and out["a"][1] == {"attempt": 2}
+    assert out["b"][0].median_ms == 1.5 and out["b"][1] == {"attempt": 5, "remeasured_later": True}
+    assert out["c"][0].median_ms == 2.0 and out["c"][1] == {"attempt": 4, "remeasured_later": True}
+
+
 def test_sweep_errors_name_file_entry_and_suggest(tmp_path):
     f = tmp_path / "s.yaml"
     f.write_text("ops:\n  - {op: conv2d, c: 16, hw: 8, cout: 16, kernal: 3}\n")
