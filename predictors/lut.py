@@ -153,6 +153,7 @@ class Prediction:
     overhead_ms: float
     uncovered: list[UncoveredOp] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
+    repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
 
     @property
     def total_ms(self) -> float:
@@ -180,6 +181,7 @@ class Prediction:
             "calibration": self.calibration.to_dict(),
             "kernels": [asdict(k) for k in self.kernels],
             "uncovered": [asdict(u) for u in self.uncovered],
+            "repeats": list(self.repeats),
         }
 
     def format(self, top: int = 0) -> str:
@@ -203,6 +205,9 @@ class Prediction:
         lines.append(f"  {'overhead':<{width}} {self.overhead_ms:>9.4f}")
         for u in self.uncovered:
             lines.append(f"  UNCOVERED {','.join(u.nodes)} ({u.op}): {u.reason}")
+        if self.repeats:
+            lines.append(f"  {len(self.repeats)} node(s) repeat an earlier op on the same input, computed once by the runtime: "
+                         + ", ".join(self.repeats[:8]) + (" ..." if len(self.repeats) > 8 else ""))
         if any(k.extrapolated for k in self.kernels):
             lines.append("  (! = regressed outside the table's range: an extrapolation)")
         return "\n".join(lines)
@@ -466,7 +471,12 @@ class LUTPredictor:
         overhead = math.fsum(cal.terms(k.op)[1] for k in kernels) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
-        return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal)
+        repeats: list[str] = []
+        if self.rules.shares_duplicates:
+            expanded = expand_fused(graph)
+            kept = {o for op in drop_duplicates(expanded).ops for o in op.outputs}
+            repeats = [n for op in expanded.ops if op.outputs and op.outputs[0] not in kept for n in op.nodes]
+        return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal, repeats)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""

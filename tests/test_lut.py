@@ -490,6 +490,7 @@ def test_a_runtime_that_shares_duplicates_pays_a_repeated_op_once():
     twice = LUTPredictor(table, rules=rules, layout_reorders=False).fit().predict_graph(graph)
     once = LUTPredictor(table, rules=shared, layout_reorders=False).fit().predict_graph(graph)
     assert [k.op for k in once.kernels].count("avgpool") == 1 and [k.op for k in twice.kernels].count("avgpool") == 2
+    assert once.repeats == ["pool2"] and twice.repeats == [] and "computed once by the runtime: pool2" in once.format()
     assert twice.total_ms - once.total_ms == pytest.approx(synthetic_ms(pool))
 
 
