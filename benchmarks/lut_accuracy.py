@@ -279,11 +279,15 @@ def stage_measure(args, rt_name: str, names: list[str]) -> None:
         w = csv.writer(f)
         if new:
             w.writerow(["network", "status", "median_ms", "p10_ms", "rel_iqr", "n", "error"])
+        failed: set[str] = set()
         for name in tqdm(todo, desc=f"measure {rt_name}", unit="net", disable=args.no_progress, dynamic_ncols=True):
+            if name in failed:  # not runnable in an earlier pass of this run: not tried again
+                continue
             try:
                 m = time_model(rt, onnx_of(name), protocol)
                 w.writerow([name, "ok", f"{m.median_ms:.6g}", f"{m.p10_ms:.6g}", f"{m.rel_iqr:.4f}", m.n, ""])
             except HwlatError as exc:
+                failed.add(name)
                 w.writerow([name, "error", "", "", "", "", str(exc).replace("\n", " ")[:300]])
             f.flush()
     rows = read_measured(path)
