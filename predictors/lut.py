@@ -261,10 +261,11 @@ class LUTPredictor:
     def calibrate(self, graphs: Sequence[Any], measured_ms: Sequence[float], by_type: bool | None = None) -> Calibration:
         """Least squares on the relative error of measured vs predicted whole-model latency.
 
-        One model fits a scale; two or three a scale and a non-negative per-kernel cost; four or more
-        those and a constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on) a scale and a
-        per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by ridge
-        penalties (types the models lack keep 1 and 0)."""
+        One model fits a scale; two or three a scale and a non-negative per-kernel cost; four or
+        more those and a constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on)
+        a scale and a per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by
+        ridge penalties (types the models lack keep 1 and 0), and a non-negative cost per MB of
+        weights beyond a cached size."""
         found = [self._found(self.graph_of(g))[0] for g in graphs]
         y = np.asarray(measured_ms, dtype=np.float64)
         S = np.asarray([math.fsum(k.ms for k in f) for f in found])
@@ -542,6 +543,7 @@ def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, rid
     if coef[2 * n] < 0:  # reading weights from memory cannot make a network faster: no weights' cost then
         penalty[2 * n] = 1e12
         coef = solve()
+        coef[2 * n] = 0.0
     by_type = {t: (float(coef[i]), float(coef[n + i]) * 1e-3) for i, t in enumerate(types)}
     terms = {"constant_ms": float(coef[2 * n + 1]), "by_type": by_type,
              "per_weight_mb_ms": float(coef[2 * n]), "cached_weights_mb": float(cached_mb), "ridge": float(ridge)}

@@ -386,15 +386,15 @@ def detect_shared_duplicates(runtime: Runtime, protocol: Protocol = Protocol()) 
 
     if runtime.name not in WHOLE_MODEL_RUNTIMES:
         return False, {"note": f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"}
-    probes = duplicate_probes()
-    evidence: dict[str, Any] = {}
+    shape = (1, 32, 64, 64)
+    probes = duplicate_probes(shape)
     ms = {name: time_model(runtime, model, protocol).median_ms for name, model in probes.items()}
     pool_ms = ms["once"] - ms["add"]
     ratio = (ms["twice"] - ms["once"]) / pool_ms if pool_ms > 0 else None
-    evidence.update({f"{k}_ms": v for k, v in ms.items()}, extra_ratio=ratio)
+    evidence: dict[str, Any] = {**{f"{k}_ms": v for k, v in ms.items()}, "extra_ratio": ratio}
     shared = ratio is not None and ratio < FUSED_RATIO
     if runtime.name == "onnxruntime":
-        nodes = _ort_compute_nodes(runtime, probes["twice"], OpSpec.make("avgpool", (1, 32, 64, 64), kernel=3, stride=1, padding=1))
+        nodes = _ort_compute_nodes(runtime, probes["twice"], OpSpec.make("avgpool", shape, kernel=3, stride=1, padding=1))
         if nodes is not None:
             evidence["runtime_kernels"] = nodes
             shared = nodes < 3

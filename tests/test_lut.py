@@ -553,6 +553,23 @@ def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
         assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
 
 
+def test_calibration_never_makes_weights_a_saving():
+    """Networks with more weights running *faster* than their rows sum (noise, or what the weights
+    stand in for) would fit a negative cost per MB: the fit has none instead."""
+    rng = np.random.default_rng(1)
+    graphs = []
+    for _ in range(20):
+        widths = rng.choice([256, 512, 1024, 2048], size=int(rng.integers(1, 4)) + 1)
+        graphs.append(Graph.from_specs([OpSpec.make("linear", (1, int(a)), cout=int(b)) for a, b in zip(widths, widths[1:])]))
+    table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
+    lut = LUTPredictor(table, use_regressors=False).fit()
+    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    truth = [lut.predict_graph(g).total_ms - 0.02 * m for g, m in zip(graphs, mb)]
+    assert min(truth) > 0
+    cal = lut.calibrate(graphs, truth)
+    assert cal.per_weight_mb_ms == 0.0 and cal.ridge is not None
+
+
 def test_a_regressed_kernel_of_a_blocked_op_pays_reorders_from_the_fitted_line():
     """Rows of convs at several sizes with reorders: a conv size missing from the table is blocked
     too, and its edge reorders are priced by the line fitted on the rows (cost grows with size)."""
