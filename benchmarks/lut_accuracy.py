@@ -17,7 +17,7 @@ those are never scored. Smaller tables cut from the measured ones (``adaptive@25
 Stages (each resumes from files under --out): fusion, tables, measure, calibrate, evaluate; `all`.
 Small run:  .venv/bin/python benchmarks/lut_accuracy.py --per-space 10 --pool-per-space 4 --protocol quick --calibration-models 8
 Full run:   .venv/bin/python benchmarks/lut_accuracy.py --per-space 154 --protocol brief --clock cpu --passes 5
-            (501 networks on onnxruntime, 347 on LiteRT; the README's numbers, ~50 minutes)
+            (501 networks on onnxruntime, 347 on LiteRT; the README's numbers, ~35 minutes)
 On a busy shared machine add ``--clock cpu`` (thread CPU time: threads=1 runtimes compute on the
 calling thread, so time given to other processes is not counted). Rows are measured in
 ``--table-passes`` passes over all tables (default 2; NAME.passK files) and keep their quietest,
