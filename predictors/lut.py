@@ -272,7 +272,8 @@ class LUTPredictor:
         if by_type is None:
             by_type = len(y) >= BY_TYPE_MIN_MODELS
         if by_type:
-            fitted, terms = _by_type_terms(found, y, *_choose_penalties(found, y))
+            fit = _by_type_fit(found, y, *_choose_penalties(found, y))
+            fitted, terms = fit["fitted"], fit["terms"]
         else:
             fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
         cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
@@ -337,15 +338,20 @@ class LUTPredictor:
                 missing.append(UncoveredOp(k.nodes, s.op, why))
         return out, missing
 
-    def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
+    def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str]]:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
-        of its blocked-layout regions; the ops nothing covers."""
+        of its blocked-layout regions; the ops nothing covers; the nodes repeating an earlier op,
+        which a runtime that shares duplicates computes once (`drop_duplicates`)."""
         graph = expand_fused(graph)  # once: the kernels are then made of this graph's own ops
+        repeats: list[str] = []
         if self.rules.shares_duplicates:
-            graph = drop_duplicates(graph)
+            kept = drop_duplicates(graph)
+            outputs = {o for op in kept.ops for o in op.outputs}
+            repeats = [n for op in graph.ops if op.outputs and op.outputs[0] not in outputs for n in op.nodes]
+            graph = kept
         kernels = self.kernels(graph)
         found, missing = self._lookup(kernels)
-        return found + self._edge_reorders(graph, kernels), missing
+        return found + self._edge_reorders(graph, kernels), missing, repeats
 
     def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel]) -> list[KernelPrediction]:
         """ONNX Runtime's NCHWc reorders inside `graph`. A kernel that reads the blocked layout pays a
@@ -463,7 +469,7 @@ class LUTPredictor:
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
         graph = self.graph_of(model, input_shape)
-        found, missing = self._found(graph)
+        found, missing, repeats = self._found(graph)
         cal = self.calibration
         per_mb = cal.weights_ms_per_mb(math.fsum(k.weight_mb for k in found))
         kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms,
@@ -472,11 +478,6 @@ class LUTPredictor:
         overhead = math.fsum(cal.terms(k.op)[1] for k in kernels) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
-        repeats: list[str] = []
-        if self.rules.shares_duplicates:
-            expanded = expand_fused(graph)
-            kept = {o for op in drop_duplicates(expanded).ops for o in op.outputs}
-            repeats = [n for op in expanded.ops if op.outputs and op.outputs[0] not in kept for n in op.nodes]
         return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal, repeats)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
@@ -488,15 +489,6 @@ class LUTPredictor:
         y = np.asarray(measured_ms, dtype=np.float64)
         rel = np.abs(pred - y) / y
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
-
-
-def _by_type_terms(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float = 1.0,
-                   cached_mb: float = 0.0) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fitted totals and `Calibration` terms of the per-type fit: ridge on relative error, each
-    type's scale towards 1 and per-kernel cost towards 0, the cost per MB of weights beyond
-    `cached_mb` and the constant towards 0; `ridge` multiplies every penalty."""
-    fit = _by_type_fit(found, y, ridge, cached_mb)
-    return fit["fitted"], fit["terms"]
 
 
 def _uncached_share(network_mb: float, cached_mb: float) -> float:
@@ -526,6 +518,10 @@ def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], c
 
 def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float,
                  cached_mb: float) -> dict[str, Any]:
+    """The per-type fit, ridge on relative error: each type's scale towards 1 and per-kernel cost
+    towards 0, the cost per MB of weights beyond `cached_mb` (never negative) and the constant
+    towards 0; `ridge` multiplies every penalty. Its kernel types, coefficients, `Calibration`
+    terms and fitted totals."""
     types = sorted({kernel_type(k.op) for f in found for k in f})
     n = len(types)
     A = _design(found, types, cached_mb)  # [scales | per-kernel | weights | constant | unseen types' ms]
@@ -618,9 +614,7 @@ def _layout_transparent(op: Any) -> bool:
     spec = op.spec
     if spec is None or spec.is_fused:
         return False
-    if spec.op in ACTIVATIONS or spec.op == "bn":
-        return True
-    if spec.op == "scale":
+    if spec.op in ACTIVATIONS or spec.op in ("bn", "scale"):
         return True
     if spec.op in ("add", "mul"):
         return len({tuple(s) for s in spec.input_shapes}) == 1

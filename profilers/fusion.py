@@ -26,6 +26,7 @@ from device_tables.errors import HwlatError, UnsupportedOpError
 from device_tables.kernels import FusionRules, join_kernel, split_kernel
 from device_tables.ops import ACTIVATIONS, BASE_OPS, OpSpec
 from profilers.base import Runtime
+from profilers.onnx_ops import model_of
 from profilers.protocol import Protocol
 
 log = logging.getLogger(__name__)
@@ -249,9 +250,7 @@ def context_probe(spec: OpSpec):
     out_shape = list(spec.output_shape)
     graph = helper.make_graph(nodes, "context", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info(y, TensorProto.FLOAT, out_shape)], inits)
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    return model, context
+    return model_of(graph), context
 
 
 def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
@@ -366,9 +365,7 @@ def duplicate_probes(shape: tuple[int, ...] = (1, 32, 64, 64)) -> dict[str, Any]
     def model(nodes):
         graph = helper.make_graph(nodes, "duplicates", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                                   [helper.make_tensor_value_info("y", TensorProto.FLOAT, list(shape))])
-        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return m.SerializeToString()
+        return model_of(graph).SerializeToString()
 
     return {
         "twice": model([helper.make_node("AveragePool", ["x"], ["p1"], **pool), helper.make_node("AveragePool", ["x"], ["p2"], **pool),
@@ -415,10 +412,11 @@ def format_results(results: list[PatternResult], rules: FusionRules | None = Non
                      f"{r.ratio if r.ratio is not None else float('nan'):>6.2f} {r.kernels if r.kernels is not None else '-':>4}  "
                      f"{'FUSED' if r.fused else 'apart'}{'  (' + r.note + ')' if r.note else ''}")
     dup = rules.duplicates_evidence if rules is not None else {}
-    if dup:
+    if "note" in dup:
+        lines.append(f"an op repeated on one input: {dup['note']}")
+    elif dup:
         ratio = dup.get("extra_ratio")
         lines.append(f"an op repeated on one input: computed {'once' if rules.shares_duplicates else 'twice'} (the repeat costs "
                      + (f"{ratio:.2f} of its own time" if ratio is not None else "an unknown share of its time")
-                     + (f"; {dup['runtime_kernels']} kernels in the runtime's graph" if "runtime_kernels" in dup else "")
-                     + (f"; {dup['note']}" if "note" in dup else "") + ")")
+                     + (f"; {dup['runtime_kernels']} kernels in the runtime's graph" if "runtime_kernels" in dup else "") + ")")
     return "\n".join(lines)

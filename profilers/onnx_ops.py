@@ -50,7 +50,13 @@ def build_onnx_model(spec: OpSpec, seed: int = 0):
               for name, shape in zip(input_names(spec), spec.input_shapes)]
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(spec.output_shape))]
     inits = [numpy_helper.from_array(np.ascontiguousarray(arr), name) for name, arr in builder.initializers.items()]
-    graph = helper.make_graph(builder.nodes, _graph_name(spec), inputs, outputs, inits)
+    return model_of(helper.make_graph(builder.nodes, _graph_name(spec), inputs, outputs, inits))
+
+
+def model_of(graph):
+    """An `onnx.ModelProto` of a graph at hwlat's opset and IR version."""
+    from onnx import helper
+
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)], producer_name="hwlat")
     model.ir_version = IR_VERSION
     return model
