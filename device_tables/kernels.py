@@ -35,6 +35,10 @@ class FusionRules:
     # by `profilers.fusion.detect_shared_duplicates`.
     shares_duplicates: bool = False
     duplicates_evidence: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+    # The MB of weights a network keeps in the cache across runs (beyond it, each layer reads its
+    # weights from memory), measured by `profilers.fusion.detect_weights_cache`; None: not measured.
+    weights_cache_mb: float | None = field(default=None, compare=False)
+    weights_cache_evidence: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
     @classmethod
     def none(cls) -> "FusionRules":
@@ -52,12 +56,15 @@ class FusionRules:
         if not entry:
             return cls.none()
         duplicates = dict(entry.get("duplicates") or {})
+        cache = dict(entry.get("weights_cache") or {})
+        cached_mb = cache.pop("cached_mb", None)
         return cls(frozenset(entry.get("fused", [])), dict(entry.get("patterns", {})), float(entry.get("call_overhead_ms") or 0.0),
-                   bool(duplicates.pop("shared", False)), duplicates)
+                   bool(duplicates.pop("shared", False)), duplicates, None if cached_mb is None else float(cached_mb), cache)
 
     def to_meta(self) -> dict[str, Any]:
         return {"fused": sorted(self.fused), "patterns": dict(self.measured), "call_overhead_ms": self.call_overhead_ms,
-                "duplicates": {**self.duplicates_evidence, "shared": self.shares_duplicates}}
+                "duplicates": {**self.duplicates_evidence, "shared": self.shares_duplicates},
+                "weights_cache": {**self.weights_cache_evidence, "cached_mb": self.weights_cache_mb}}
 
     def fuses(self, pattern: str) -> bool:
         return pattern in self.fused

@@ -41,8 +41,8 @@ BY_TYPE_MIN_MODELS = 8
 # the constant in ms (unpenalised, the constant traded off against per-kernel costs and reached
 # +0.2-0.6 ms on 14-21 LiteRT calibration models, ruining small networks); the weights' cost in ms
 # per MB. Their strength (a factor on all of them) and the weights a cache holds across runs
-# (`CACHED_WEIGHTS_MB`) are chosen per table by cross-validation on its calibration models, from
-# CV_MIN_MODELS models on.
+# (`CACHED_WEIGHTS_MB`, up to the measured cache where the fusion rules carry it) are chosen per
+# table by cross-validation on its calibration models, from CV_MIN_MODELS models on.
 RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS, RIDGE_WEIGHT_MB = 1.0, 1e-3, 10.0, 1e-3
 RIDGE_STRENGTHS = (1.0, 0.1, 0.01)
 CACHED_WEIGHTS_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
@@ -272,7 +272,7 @@ class LUTPredictor:
         if by_type is None:
             by_type = len(y) >= BY_TYPE_MIN_MODELS
         if by_type:
-            fit = _by_type_fit(found, y, *_choose_penalties(found, y))
+            fit = _by_type_fit(found, y, *_choose_penalties(found, y, self.rules.weights_cache_mb))
             fitted, terms = fit["fitted"], fit["terms"]
         else:
             fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
@@ -546,18 +546,25 @@ def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, rid
     return {"types": types, "coef": coef, "terms": terms, "fitted": A @ coef}
 
 
-def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray) -> tuple[float, float]:
+def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray,
+                      measured_cache_mb: float | None = None) -> tuple[float, float]:
     """(ridge strength, cached weights MB) by `CV_FOLDS`-fold cross-validation on the calibration
-    models, with the one-standard-error rule: the strongest ridge (then the lowest error) among the
-    choices whose cross-validated MAPE is within one standard error of the best. On 32 models the
-    best score alone is noise-prone: it had picked weak ridges with implausible terms (a negative
-    cost per MB of weights) that cost up to 4 points of ±10% accuracy on other networks.
-    (1, 0) below `CV_MIN_MODELS` models."""
+    models, with the one-standard-error rule: among the choices whose cross-validated MAPE is within
+    one standard error of the best, the simplest: the strongest ridge, then the largest cached size
+    (the fewest networks paying for their weights). On 32 models the best score alone is
+    noise-prone: it had picked weak ridges with implausible terms (a negative cost per MB of weights)
+    that cost up to 4 points of ±10% accuracy on other networks. Where the fusion rules carry the
+    device's cache measured (`FusionRules.weights_cache_mb`: what a chain of layers with nothing
+    else in the cache keeps), no candidate size above it is tried; a network's activations take
+    part of the cache. Unbounded, 32 networks had chosen 0 to 32 MB between tables of one LiteRT
+    device (measured: 8.4 MB), and 4 MB charged MobileNetV3-Small (8-10 MB of weights, running at
+    its rows' speed) 20% more. (1, 0) below `CV_MIN_MODELS` models."""
     if len(y) < CV_MIN_MODELS:
         return 1.0, 0.0
     folds = np.arange(len(y)) % CV_FOLDS
     errors: dict[tuple[float, float], np.ndarray] = {}
-    for cached_mb in CACHED_WEIGHTS_MB:
+    bound = math.inf if measured_cache_mb is None else measured_cache_mb
+    for cached_mb in (c for c in CACHED_WEIGHTS_MB if c <= bound):
         for ridge in RIDGE_STRENGTHS:
             rel = np.empty(len(y))
             for f in range(CV_FOLDS):
@@ -569,7 +576,7 @@ def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray
     best = min(errors, key=lambda k: float(np.mean(errors[k])))
     limit = float(np.mean(errors[best]) + np.std(errors[best]) / math.sqrt(len(y)))
     within = [k for k in errors if float(np.mean(errors[k])) <= limit]
-    return max(within, key=lambda k: (k[0], -float(np.mean(errors[k]))))
+    return max(within)  # (ridge, cached MB): the strongest ridge, then the largest cache
 
 
 def _global_terms(S: np.ndarray, K: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:

@@ -349,8 +349,11 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
                  ", ".join(f"{p:.4f}" for p in parts), ratio, kernels, "fused" if fused else "apart")
     shared, evidence = detect_shared_duplicates(runtime, protocol)
     log.info("repeated ops computed once: %s (%s)", shared, evidence)
+    cached_mb, cache_evidence = detect_weights_cache(runtime, protocol)
+    log.info("weights held in the cache: %s MB (%s)", cached_mb, cache_evidence)
     rules = FusionRules(frozenset(r.pattern for r in results if r.fused), {r.pattern: r.to_meta() for r in results},
-                        call_overhead_ms=overhead, shares_duplicates=shared, duplicates_evidence=evidence)
+                        call_overhead_ms=overhead, shares_duplicates=shared, duplicates_evidence=evidence,
+                        weights_cache_mb=cached_mb, weights_cache_evidence=cache_evidence)
     return rules, results
 
 
@@ -398,6 +401,64 @@ def detect_shared_duplicates(runtime: Runtime, protocol: Protocol = Protocol()) 
     return shared, evidence
 
 
+# A chain of layers runs as fast per layer as one layer alone while the cache holds all their
+# weights; beyond, each layer reads its weights from memory. A chain is over the cache once it
+# runs this much slower per layer than the shortest chains.
+CACHE_SLOWDOWN = 1.10
+CACHE_PROBE_WIDTH = 512  # a 512x512 linear layer: 1.05 MB of fp32 weights
+CACHE_PROBE_LAYERS = (1, 2, 4, 8, 12, 16, 24, 32, 48)
+
+
+def linear_chain(layers: int, width: int = CACHE_PROBE_WIDTH, seed: int = 0) -> bytes:
+    """An ONNX model of `layers` fully connected layers of `width` in a chain, each with its own
+    random weights."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(seed)
+    nodes, weights, x = [], [], "x"
+    for i in range(layers):
+        w = numpy_helper.from_array((rng.standard_normal((width, width)) / np.sqrt(width)).astype(np.float32), f"w{i}")
+        b = numpy_helper.from_array(np.zeros(width, np.float32), f"b{i}")
+        y = "y" if i == layers - 1 else f"h{i}"
+        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [y], transB=1))
+        weights += [w, b]
+        x = y
+    graph = helper.make_graph(nodes, "weights_cache", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, width])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, width])], initializer=weights)
+    return model_of(graph).SerializeToString()
+
+
+def detect_weights_cache(runtime: Runtime, protocol: Protocol = Protocol(), layers: Iterable[int] = CACHE_PROBE_LAYERS,
+                         width: int = CACHE_PROBE_WIDTH, repeats: int = 3) -> tuple[float | None, dict[str, Any]]:
+    """The MB of weights a network keeps in the cache across runs, and the evidence: chains of
+    1 MB linear layers, each chain's time per layer (the median of `repeats` timings: a shared
+    cache's neighbours move the knee) against the shortest chains'. The cached size is the most
+    weights a chain held before it ran `CACHE_SLOWDOWN` times slower per layer (on this machine, a
+    32 MB L3 shared with other tenants: 8.4 MB on both runtimes, then 1.0-1.2x at 12.6 MB and
+    2.8-3.5x at 50 MB). None where whole models cannot be timed."""
+    import statistics
+
+    from profilers.whole_model import WHOLE_MODEL_RUNTIMES, time_model
+
+    if runtime.name not in WHOLE_MODEL_RUNTIMES:
+        return None, {"note": f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"}
+    layer_mb = width * (width + 1) * 4 / 1e6
+    chains = {n: linear_chain(n, width) for n in sorted(set(layers))}
+    per_layer = {n: statistics.median(time_model(runtime, model, protocol).median_ms for _ in range(repeats)) / n
+                 for n, model in chains.items()}
+    # The shortest chains pay a call's overhead on few layers: the base is the fastest of up to 4.
+    start = min((n for n in per_layer if n <= 4), key=per_layer.get)
+    ratios = {round(n * layer_mb, 2): v / per_layer[start] for n, v in per_layer.items() if n >= start}
+    cached = 0.0
+    for mb, ratio in ratios.items():
+        if ratio > CACHE_SLOWDOWN:
+            break
+        cached = mb
+    return cached, {"layer_mb": round(layer_mb, 3), "slowdown": {str(k): round(v, 3) for k, v in ratios.items()},
+                    "threshold": CACHE_SLOWDOWN}
+
+
 def store_rules(table, rules: FusionRules, runtime: Runtime) -> None:
     """Write the rules (and the measured single-op call overhead) into a table's metadata under ``fusion``."""
     table.update_meta(fusion={**rules.to_meta(), "runtime": runtime.name, "method": "measured fused vs parts",
@@ -419,4 +480,11 @@ def format_results(results: list[PatternResult], rules: FusionRules | None = Non
         lines.append(f"an op repeated on one input: computed {'once' if rules.shares_duplicates else 'twice'} (the repeat costs "
                      + (f"{ratio:.2f} of its own time" if ratio is not None else "an unknown share of its time")
                      + (f"; {dup['runtime_kernels']} kernels in the runtime's graph" if "runtime_kernels" in dup else "") + ")")
+    cache = rules.weights_cache_evidence if rules is not None else {}
+    if "note" in cache:
+        lines.append(f"weights held in the cache across runs: {cache['note']}")
+    elif rules is not None and rules.weights_cache_mb is not None:
+        slow = ", ".join(f"{mb} MB {r:.2f}x" for mb, r in cache.get("slowdown", {}).items())
+        lines.append(f"weights held in the cache across runs: {rules.weights_cache_mb:g} MB (a chain of linear layers, "
+                     f"time per layer against the shortest chains: {slow})")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool
 from predictors.kernel_regressors import KernelRegressors, family
-from predictors.lut import REGRESSOR, TABLE, Calibration, LUTPredictor
+from predictors.lut import CACHED_WEIGHTS_MB, REGRESSOR, TABLE, Calibration, LUTPredictor
 
 ORT_LIKE = FusionRules.from_patterns(["conv2d+bn", "conv2d+bn+relu", "conv2d+relu", "conv2d+add", "conv2d+add+relu",
                                       "pwconv2d+relu", "pwconv2d+hardswish", "dwconv2d+relu", "dwconv2d+relu6",
@@ -334,7 +334,9 @@ def test_cli_profile_fusion_stores_rules(tmp_path, capsys):
     # TFLite folds batch norm into the conv and runs ReLU as the conv's fused activation.
     assert rules.fuses("conv2d+bn") and rules.fuses("conv2d+relu")
     assert set(rules.measured) == {"conv2d+relu", "conv2d+bn"}
-    assert "FUSED" in capsys.readouterr().out
+    assert rules.weights_cache_mb is not None and rules.weights_cache_evidence["slowdown"]
+    out = capsys.readouterr().out
+    assert "FUSED" in out and f"weights held in the cache across runs: {rules.weights_cache_mb:g} MB" in out
 
 
 def test_context_models_chain_shape_keeping_ops_and_run_copies_side_by_side_otherwise():
@@ -528,15 +530,21 @@ def test_two_calibration_models_never_fit_a_negative_per_kernel_cost():
     assert lut.predict_graph(Graph.from_specs([RELU] * 200)).total_ms > 0
 
 
+def _linear_networks(rng, count: int, widths: list[int]) -> list[Graph]:
+    """`count` networks of 1-3 fully connected layers of random widths (0.26 to 50 MB of weights)."""
+    graphs = []
+    for _ in range(count):
+        w = rng.choice(widths, size=int(rng.integers(1, 4)) + 1)
+        graphs.append(Graph.from_specs([OpSpec.make("linear", (1, int(a)), cout=int(b)) for a, b in zip(w, w[1:])]))
+    return graphs
+
+
 def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
     """Single-op rows time a layer with its weights in the cache. When whole networks pay 30 µs per MB
     of the weights beyond 4 MB, the calibration (cross-validated over the cached size and the ridge
     strength, from 16 networks on) recovers both, and small networks pay nothing."""
     rng = np.random.default_rng(0)
-    graphs = []
-    for _ in range(24):
-        widths = rng.choice([256, 512, 768, 1024, 1536, 2048], size=int(rng.integers(1, 4)) + 1)
-        graphs.append(Graph.from_specs([OpSpec.make("linear", (1, int(a)), cout=int(b)) for a, b in zip(widths, widths[1:])]))
+    graphs = _linear_networks(rng, 24, [256, 512, 768, 1024, 1536, 2048])
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
     lut = LUTPredictor(table, use_regressors=False).fit()
     sums = [lut.predict_graph(g).total_ms for g in graphs]
@@ -553,14 +561,66 @@ def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
         assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
 
 
+def test_calibration_charges_no_weights_when_networks_run_at_their_rows_speed():
+    """Networks that run at their rows' speed, give or take 1% of noise, fit every cached size about
+    equally well: the one-standard-error rule keeps the simplest, the largest cache, and no network
+    of these (up to 25 MB of weights) pays for its weights."""
+    rng = np.random.default_rng(2)
+    graphs = _linear_networks(rng, 24, [256, 512, 1024, 1536])
+    table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
+    lut = LUTPredictor(table, use_regressors=False).fit()
+    sums = [lut.predict_graph(g).total_ms for g in graphs]
+    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    assert max(mb) < CACHED_WEIGHTS_MB[-1] and sum(m > 8.0 for m in mb) >= 4
+    cal = lut.calibrate(graphs, [s * (1 + 0.01 * rng.standard_normal()) for s in sums])
+    assert cal.cached_weights_mb == CACHED_WEIGHTS_MB[-1]
+    assert all(cal.weights_ms_per_mb(m) == 0.0 for m in mb)
+
+
+def test_a_measured_cache_bounds_the_cached_size_calibration_tries():
+    """Networks pay 30 µs per MB of weights beyond 4 MB. Rules carrying the device's measured cache
+    (6 MB) survive a table's metadata and let the calibration try cached sizes up to it only: it
+    finds 4 MB; a measured 2 MB leaves it 0 MB."""
+    from dataclasses import replace
+
+    rng = np.random.default_rng(3)
+    graphs = _linear_networks(rng, 24, [256, 512, 768, 1024, 1536])
+    table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
+    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    sums = [LUTPredictor(table, use_regressors=False).fit().predict_graph(g).total_ms for g in graphs]
+    truth = [s + 0.030 * max(m - 4.0, 0.0) for s, m in zip(sums, mb)]
+    measured = replace(FusionRules.none(), weights_cache_mb=6.0, weights_cache_evidence={"layer_mb": 1.05})
+    assert FusionRules.from_meta({"fusion": measured.to_meta()}).weights_cache_mb == 6.0
+    assert FusionRules.from_meta({"fusion": FusionRules.none().to_meta()}).weights_cache_mb is None
+    cal = LUTPredictor(table, rules=measured, use_regressors=False).fit().calibrate(graphs, truth)
+    assert cal.cached_weights_mb == 4.0 and cal.per_weight_mb_ms == pytest.approx(0.030, rel=0.1)
+    small = LUTPredictor(table, rules=replace(measured, weights_cache_mb=2.0), use_regressors=False).fit()
+    assert small.calibrate(graphs, truth).cached_weights_mb == 0.0
+
+
+def test_weights_cache_probe_times_chains_of_linear_layers():
+    """The probe times chains of 1 MB linear layers on a runtime that runs whole models; the cached
+    size is a chain it timed, and `hwlat profile fusion`'s report prints it. torch: not measured."""
+    from profilers.fusion import detect_weights_cache, format_results
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    cached, evidence = detect_weights_cache(get_runtime("litert", threads=1), Protocol.preset("quick"), layers=(1, 2, 4, 8))
+    chains = {float(mb): ratio for mb, ratio in evidence["slowdown"].items()}
+    assert all(any(abs(mb - n * evidence["layer_mb"]) < 0.01 for n in (1, 2, 4, 8)) for mb in chains)
+    assert max(chains) == pytest.approx(8 * evidence["layer_mb"], abs=0.01) and min(chains.values()) == 1.0
+    assert cached is not None and (cached == 0.0 or str(cached) in evidence["slowdown"])
+    rules = FusionRules(frozenset(), weights_cache_mb=cached, weights_cache_evidence=evidence)
+    assert f"weights held in the cache across runs: {cached:g} MB" in format_results([], rules)
+    cached, evidence = detect_weights_cache(get_runtime("torch", threads=1), Protocol.preset("quick"))
+    assert cached is None and "not measured" in evidence["note"]
+
+
 def test_calibration_never_makes_weights_a_saving():
     """Networks with more weights running *faster* than their rows sum (noise, or what the weights
     stand in for) would fit a negative cost per MB: the fit has none instead."""
     rng = np.random.default_rng(1)
-    graphs = []
-    for _ in range(20):
-        widths = rng.choice([256, 512, 1024, 2048], size=int(rng.integers(1, 4)) + 1)
-        graphs.append(Graph.from_specs([OpSpec.make("linear", (1, int(a)), cout=int(b)) for a, b in zip(widths, widths[1:])]))
+    graphs = _linear_networks(rng, 20, [256, 512, 1024, 2048])
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
     lut = LUTPredictor(table, use_regressors=False).fit()
     mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
