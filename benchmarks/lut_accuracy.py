@@ -117,6 +117,21 @@ def calibration_networks(args) -> list[str]:
     return out
 
 
+def interleaved(few: list[str], many: list[str]) -> list[str]:
+    """`many` with `few` spread evenly through it. A pass measures the networks in this order: the
+    calibration networks then meet the same slow and quiet spells of a shared machine as the
+    evaluated ones. Measured first in each pass, they once ran 3-8% faster than in the session
+    before while the evaluated networks ran 1% slower, and the calibration carried that bias into
+    every prediction (onnxruntime's OFA networks 7% under)."""
+    out, step, j = [], len(many) / max(len(few), 1), 0
+    for i, name in enumerate(many):
+        while j < len(few) and j * step <= i:
+            out.append(few[j])
+            j += 1
+        out.append(name)
+    return out + few[j:]
+
+
 def eval_networks(args) -> list[str]:
     from nas.pool import target_networks
 
@@ -482,7 +497,7 @@ def main(argv=None) -> int:
             elif stage == "tables":
                 stage_tables(args, rt)
             elif stage == "measure":
-                stage_measure(args, rt, calibration_networks(args) + ev)
+                stage_measure(args, rt, interleaved(calibration_networks(args), ev))
             elif stage == "calibrate":
                 stage_calibrate(args, rt)
     return 0
