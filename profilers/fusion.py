@@ -434,9 +434,10 @@ def detect_weights_cache(runtime: Runtime, protocol: Protocol = Protocol(), laye
     """The MB of weights a network keeps in the cache across runs, and the evidence: chains of
     1 MB linear layers, each chain's time per layer (the median of `repeats` timings: a shared
     cache's neighbours move the knee) against the shortest chains'. The cached size is the most
-    weights a chain held before it ran `CACHE_SLOWDOWN` times slower per layer (on this machine, a
-    32 MB L3 shared with other tenants: 8.4 MB on both runtimes, then 1.0-1.2x at 12.6 MB and
-    2.8-3.5x at 50 MB). None where whole models cannot be timed."""
+    weights a chain held before it ran `CACHE_SLOWDOWN` times slower per layer. On this machine (a
+    32 MB L3 shared with other tenants) LiteRT runs 12.6 MB at 1.14-1.26x: 8.4 MB; onnxruntime at
+    1.02-1.13x: 12.6 MB in three probes of four; both 2.7-3.7x at 50 MB. None where whole models
+    cannot be timed."""
     import statistics
 
     from profilers.whole_model import WHOLE_MODEL_RUNTIMES, time_model
