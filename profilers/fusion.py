@@ -378,14 +378,23 @@ def duplicate_probes(shape: tuple[int, ...] = (1, 32, 64, 64)) -> dict[str, Any]
     }
 
 
+def _not_timed_whole(runtime: Runtime) -> str | None:
+    """Why a whole-model probe cannot run on `runtime`; None where it can."""
+    from profilers.whole_model import WHOLE_MODEL_RUNTIMES
+
+    if runtime.name in WHOLE_MODEL_RUNTIMES:
+        return None
+    return f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"
+
+
 def detect_shared_duplicates(runtime: Runtime, protocol: Protocol = Protocol()) -> tuple[bool, dict[str, Any]]:
     """Whether `runtime` computes an op repeated on the same input once, and the evidence: the
     repeated pool's share of a pool's own time (``extra_ratio``, about 1 when computed twice, 0 when
     once) and, for ONNX Runtime, the compute nodes of its optimised graph (3 or 2), which decides."""
-    from profilers.whole_model import WHOLE_MODEL_RUNTIMES, time_model
+    from profilers.whole_model import time_model
 
-    if runtime.name not in WHOLE_MODEL_RUNTIMES:
-        return False, {"note": f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"}
+    if note := _not_timed_whole(runtime):
+        return False, {"note": note}
     shape = (1, 32, 64, 64)
     probes = duplicate_probes(shape)
     ms = {name: time_model(runtime, model, protocol).median_ms for name, model in probes.items()}
@@ -411,7 +420,8 @@ CACHE_PROBE_LAYERS = (1, 2, 4, 8, 12, 16, 24, 32, 48)
 
 def linear_chain(layers: int, width: int = CACHE_PROBE_WIDTH, seed: int = 0) -> bytes:
     """An ONNX model of `layers` fully connected layers of `width` in a chain, each with its own
-    random weights."""
+    random weights. Not `profilers.context.replicated_model`: its copies carry identical weights,
+    and ONNX Runtime ran a chain of them no slower per layer up to 50 MB."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
 
@@ -440,10 +450,10 @@ def detect_weights_cache(runtime: Runtime, protocol: Protocol = Protocol(), laye
     cannot be timed."""
     import statistics
 
-    from profilers.whole_model import WHOLE_MODEL_RUNTIMES, time_model
+    from profilers.whole_model import time_model
 
-    if runtime.name not in WHOLE_MODEL_RUNTIMES:
-        return None, {"note": f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"}
+    if note := _not_timed_whole(runtime):
+        return None, {"note": note}
     layer_mb = width * (width + 1) * 4 / 1e6
     chains = {n: linear_chain(n, width) for n in sorted(set(layers))}
     per_layer = {n: statistics.median(time_model(runtime, model, protocol).median_ms for _ in range(repeats)) / n
