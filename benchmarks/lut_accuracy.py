@@ -17,11 +17,13 @@ those are never scored. Smaller tables cut from the measured ones (``adaptive@25
 Stages (each resumes from files under --out): fusion, tables, measure, calibrate, evaluate; `all`.
 Small run:  .venv/bin/python benchmarks/lut_accuracy.py --per-space 10 --pool-per-space 4 --protocol quick --calibration-models 8
 Full run:   .venv/bin/python benchmarks/lut_accuracy.py --per-space 154 --protocol brief --clock cpu --passes 5
-            (501 networks on onnxruntime, 347 on LiteRT; the README's numbers, ~35 minutes)
+            (501 networks on onnxruntime, 347 on LiteRT; the README's numbers, ~45 minutes)
 On a busy shared machine add ``--clock cpu`` (thread CPU time: threads=1 runtimes compute on the
 calling thread, so time given to other processes is not counted). Rows are measured in
-``--table-passes`` passes over all tables (default 2; NAME.passK files) and keep their quietest,
-as a network's truth is its quietest of ``--passes``.
+``--table-passes`` passes over all tables (default: as many as ``--passes``, at least 2;
+NAME.passK files) and keep their quietest, as a network's truth is its quietest of ``--passes``;
+`all` measures pass p of the tables next to pass p of the networks, runtime by runtime, so rows and
+networks meet the same quiet and busy spells.
 """
 
 from __future__ import annotations
@@ -72,8 +74,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="single: one single-op model per row (less the call overhead at prediction); context: onnxruntime "
                         "rows of shape-keeping ops are the marginal cost of one more copy in a chain (profilers.context)")
     p.add_argument("--passes", type=int, default=1, help="times each network is measured, in separate passes (default 1)")
-    p.add_argument("--table-passes", type=int, default=2,
-                   help="times each table row is measured, in separate passes over the tables; a row keeps its quietest (default 2)")
+    p.add_argument("--table-passes", type=int, default=None,
+                   help="times each table row is measured, in separate passes over the tables; a row keeps its quietest "
+                        "(default: as many as --passes, at least 2)")
     p.add_argument("--statistic", default="median", choices=["median", "p10"],
                    help="latency statistic of rows and networks: median (quiet machine) or p10 (a busy, shared one)")
     p.add_argument("--no-progress", action="store_true")
@@ -185,7 +188,10 @@ def stage_fusion(args, rt_name: str) -> None:
     print(f"[fusion] {rt_name}: {len(rules.fused)} fused patterns of {len(results)} in {time.time() - t0:.0f} s -> {path}")
 
 
-def stage_tables(args, rt_name: str) -> None:
+def table_passes(args, rt_name: str):
+    """The table stage of one runtime as a function of the pass: `measure_pass(p)` measures pass p
+    of the grid, naive and adaptive tables (the adaptive table's first pass chooses its rows, later
+    passes re-measure them); `measure_pass(None)` keeps each row's quietest pass in the final tables."""
     from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool, profile_specs_into
     out = Path(args.out) / rt_name
     rules = load_rules(Path(args.out), rt_name)
@@ -220,14 +226,18 @@ def stage_tables(args, rt_name: str) -> None:
              "naive": {**meta, "fusion": {**FusionRules.none().to_meta(), "call_overhead_ms": fusion_meta["call_overhead_ms"]},
                        "sampling": {"method": "naive", "size": len(naive_grid)}},
              "adaptive": {**meta, "sampling": {"method": "adaptive", "budget": budget, "pool": len(pool)}}}
-    passes = max(1, args.table_passes)
+    passes = table_pass_count(args)
 
     def path(name: str, p: int) -> Path:
         return out / (name if passes == 1 else f"{name}.pass{p}")
 
-    # Every table is measured once, then again in later passes (the adaptive table's later passes
-    # re-measure the configurations its first pass chose); each row keeps its quietest pass.
-    for p in range(1, passes + 1):
+    def measure_pass(p: int | None) -> None:
+        if p is None:
+            if passes > 1:
+                for name in TABLES:
+                    quietest([DeviceTable.load(path(name, q)) for q in range(1, passes + 1)]).save(out / name)
+                print(f"[tables] {rt_name}: each row is the quietest of {passes} passes -> {out}/{{grid,naive,adaptive}}")
+            return
         for name in ("grid", "naive", "adaptive"):
             t0 = time.time()
             with DeviceTable.open(path(name, p), device, metas[name]) as t:
@@ -239,10 +249,36 @@ def stage_tables(args, rt_name: str) -> None:
                 specs = {"grid": grid, "naive": naive_grid}.get(name) or [r.spec for r in DeviceTable.load(path(name, 1))]
                 n = profile_specs_into(measure, t, specs, not args.no_progress, desc=name)
                 print(f"[tables] {rt_name} {name}{f' pass {p}' if passes > 1 else ''}: {n} measured now, {len(t)} rows, {time.time() - t0:.0f} s")
-    if passes > 1:
-        for name in ("grid", "naive", "adaptive"):
-            quietest([DeviceTable.load(path(name, p)) for p in range(1, passes + 1)]).save(out / name)
-        print(f"[tables] {rt_name}: each row is the quietest of {passes} passes -> {out}/{{grid,naive,adaptive}}")
+
+    return measure_pass
+
+
+def table_pass_count(args) -> int:
+    return max(1, args.table_passes if args.table_passes is not None else max(2, args.passes))
+
+
+def stage_tables(args, rt_name: str) -> None:
+    measure_pass = table_passes(args, rt_name)
+    for p in range(1, table_pass_count(args) + 1):
+        measure_pass(p)
+    measure_pass(None)
+
+
+def stage_tables_and_measure(args, rt_names: list[str], names: list[str]) -> None:
+    """Tables and networks measured pass by pass: pass p of every table, then pass p of every
+    network, runtime by runtime. A row and a network then get as many chances at a quiet spell of a
+    shared machine, in the same stretch of time: measured apart (tables in 2 passes within minutes,
+    networks in 5 passes over the next 25), a network's quietest pass could be 11-16% below its next
+    and below anything its rows were measured at."""
+    jobs = {rt: table_passes(args, rt) for rt in rt_names}
+    for p in range(1, max(table_pass_count(args), args.passes) + 1):
+        for rt in rt_names:
+            if p <= table_pass_count(args):
+                jobs[rt](p)
+            if p <= args.passes:
+                stage_measure(args, rt, names, upto=p)
+    for rt in rt_names:
+        jobs[rt](None)
 
 
 def measured_path(out: Path, rt: str) -> Path:
@@ -275,7 +311,8 @@ def read_measured(path: Path) -> dict[str, dict]:
     return out
 
 
-def stage_measure(args, rt_name: str, names: list[str]) -> None:
+def stage_measure(args, rt_name: str, names: list[str], upto: int | None = None) -> None:
+    """Measure `names` in passes 1..`upto` (default: all of --passes), resuming what is on file."""
     from tqdm import tqdm
 
     from device_tables.errors import HwlatError
@@ -290,7 +327,7 @@ def stage_measure(args, rt_name: str, names: list[str]) -> None:
     # Each pass times every network once more (a network that failed is not retried); passes spread
     # over time make a busy machine's slow spells visible (see read_measured).
     runnable = [n for n in dict.fromkeys(names) if have.get(n, {}).get("status", "ok") == "ok"]
-    todo = [n for p in range(args.passes) for n in runnable if have.get(n, {}).get("passes", 0) <= p]
+    todo = [n for p in range(upto or args.passes) for n in runnable if have.get(n, {}).get("passes", 0) <= p]
     new = not path.exists()
     with open(path, "a", newline="") as f:
         w = csv.writer(f)
@@ -493,13 +530,15 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     rts = [r for r in args.runtimes.split(",") if r]
-    stages = ["fusion", "tables", "measure", "calibrate", "evaluate"] if args.stage == "all" else [args.stage]
-    ev = eval_networks(args) if {"measure", "evaluate"} & set(stages) else []
+    # `all` measures the tables and the networks pass by pass (stage_tables_and_measure)
+    stages = ["fusion", "tables+measure", "calibrate", "evaluate"] if args.stage == "all" else [args.stage]
+    ev = eval_networks(args) if {"tables+measure", "measure", "evaluate"} & set(stages) else []
     print(f"evaluation networks: {len(ev)}; runtimes: {', '.join(rts)}; protocol {args.protocol}")
     for stage in stages:
         if stage == "evaluate":
             stage_evaluate(args, rts, ev)
-            continue
+        elif stage == "tables+measure":
+            stage_tables_and_measure(args, rts, interleaved(calibration_networks(args), ev))
         for rt in rts:
             if stage == "fusion":
                 stage_fusion(args, rt)
