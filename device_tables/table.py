@@ -239,11 +239,12 @@ class DeviceTable:
         return out
 
 
-def quietest(passes: Sequence[DeviceTable]) -> DeviceTable:
+def quietest(passes: Sequence[DeviceTable], statistic: str = "median_ms") -> DeviceTable:
     """One table from several passes over the same configurations on one device: each row is the
-    pass with the lowest median (other work on a shared machine only ever slows a measurement down;
-    on this project's 2-core machine a LiteRT row's two passes were >5% apart for 43% of rows);
-    a configuration that failed in every pass keeps its first error. In memory: `save` writes it."""
+    pass with the lowest `statistic` (a `Measurement` field: other work on a shared machine only
+    ever slows a measurement down; on this project's 2-core machine a LiteRT row's two passes were
+    >5% apart for 43% of rows); a configuration that failed in every pass keeps its first error.
+    In memory: `save` writes it."""
     if not passes:
         raise ValueError("quietest needs at least one table")
     names = {t.device.name for t in passes}
@@ -253,7 +254,7 @@ def quietest(passes: Sequence[DeviceTable]) -> DeviceTable:
     for table in passes:
         for row in table:
             have = out._rows.get(row.spec.key)
-            if have is None or (row.ok and (not have.ok or row.measurement.median_ms < have.measurement.median_ms)):
+            if have is None or (row.ok and (not have.ok or getattr(row.measurement, statistic) < getattr(have.measurement, statistic))):
                 out._rows[row.spec.key] = row
     return out
 

@@ -150,3 +150,10 @@ def test_quietest_keeps_each_rows_fastest_pass_and_refuses_other_devices(tmp_pat
     assert len(merged) == 3
     with pytest.raises(TableError, match="different devices"):
         quietest([first, DeviceTable(Device.make("cpu", "litert"))])
+    # by the 10th percentile: the pass with the lower median can have the higher p10
+    wide, narrow = DeviceTable(dev), DeviceTable(dev)
+    wide.append(a, Measurement.from_samples([1.0] * 3 + [5.0] * 7))  # median 5, p10 1
+    narrow.append(a, Measurement.from_samples([2.0] * 10))  # median 2, p10 2
+    assert quietest([wide, narrow]).latency_ms(a) == 2.0
+    by_p10 = quietest([wide, narrow], statistic="p10_ms")
+    assert by_p10.get(a).measurement.p10_ms == 1.0 and by_p10.latency_ms(a) == 5.0
