@@ -80,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--statistic", default="p10", choices=["median", "p10"],
                    help="latency statistic of rows and networks (default p10, the 10th percentile of a measurement's runs: "
                         "on this shared machine it follows the uncontended speed more closely than the median; "
-                        "onnxruntime +1 to +5 points of ±10%% accuracy in three runs, LiteRT within a point)")
+                        "onnxruntime's grid and adaptive tables +0 to +4.4 points of ±10%% accuracy in four runs, "
+                        "LiteRT's -0.6 to +0.8)")
     p.add_argument("--no-progress", action="store_true")
     return p.parse_args(argv)
 
@@ -237,7 +238,8 @@ def table_passes(args, rt_name: str):
         if p is None:
             if passes > 1:
                 for name in TABLES:
-                    quietest([DeviceTable.load(path(name, q)) for q in range(1, passes + 1)], f"{args.statistic}_ms").save(out / name)
+                    merged = quietest([DeviceTable.load(path(name, q)) for q in range(1, passes + 1)], f"{args.statistic}_ms")
+                    merged.save(out / name)
                 print(f"[tables] {rt_name}: each row is the quietest of {passes} passes -> {out}/{{grid,naive,adaptive}}")
             return
         for name in ("grid", "naive", "adaptive"):
@@ -269,9 +271,9 @@ def stage_tables(args, rt_name: str) -> None:
 def stage_tables_and_measure(args, rt_names: list[str], names: list[str]) -> None:
     """Tables and networks measured pass by pass: pass p of every table, then pass p of every
     network, runtime by runtime. A row and a network then get as many chances at a quiet spell of a
-    shared machine, in the same stretch of time: measured apart (tables in 2 passes within minutes,
-    networks in 5 passes over the next 25), a network's quietest pass could be 11-16% below its next
-    and below anything its rows were measured at."""
+    shared machine, in the same stretch of time; measured apart, the tables had 2 passes within
+    minutes and the networks 5 over the next 25 (an OFA network's quietest pass was up to 16% below
+    its next)."""
     jobs = {rt: table_passes(args, rt) for rt in rt_names}
     for p in range(1, max(table_pass_count(args), args.passes) + 1):
         for rt in rt_names:
@@ -289,10 +291,10 @@ def measured_path(out: Path, rt: str) -> Path:
 
 def read_measured(path: Path) -> dict[str, dict]:
     """Network -> its measurement; over several passes, the quietest pass: the least of the medians
-    (and of the p10s; `quiet_gap` says how far the second least sits above it, per statistic). Other work on a shared machine only ever slows a pass down (even on the
-    thread-CPU clock: it shares caches and memory bandwidth); on this machine a network's slowest
-    of 5 passes was >10% above its fastest for half the FBNet networks, while fresh sessions on a
-    quiet machine agree within 2%."""
+    and of the p10s; `quiet_gap` says how far the second least sits above it, per statistic). Other
+    work on a shared machine only ever slows a pass down (even on the thread-CPU clock: it shares
+    caches and memory bandwidth); on this machine a network's slowest of 5 passes was >10% above its
+    fastest for half the FBNet networks, while fresh sessions on a quiet machine agree within 2%."""
     if not path.exists():
         return {}
     by: dict[str, list[dict]] = {}
