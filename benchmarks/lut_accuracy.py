@@ -275,9 +275,10 @@ def stage_tables_and_measure(args, rt_names: list[str], names: list[str]) -> Non
     minutes and the networks 5 over the next 25 (an OFA network's quietest pass was up to 16% below
     its next)."""
     jobs = {rt: table_passes(args, rt) for rt in rt_names}
-    for p in range(1, max(table_pass_count(args), args.passes) + 1):
+    table_count = table_pass_count(args)
+    for p in range(1, max(table_count, args.passes) + 1):
         for rt in rt_names:
-            if p <= table_pass_count(args):
+            if p <= table_count:
                 jobs[rt](p)
             if p <= args.passes:
                 stage_measure(args, rt, names, upto=p)
@@ -543,8 +544,10 @@ def main(argv=None) -> int:
     for stage in stages:
         if stage == "evaluate":
             stage_evaluate(args, rts, ev)
-        elif stage == "tables+measure":
+            continue
+        if stage == "tables+measure":
             stage_tables_and_measure(args, rts, interleaved(calibration_networks(args), ev))
+            continue
         for rt in rts:
             if stage == "fusion":
                 stage_fusion(args, rt)
