@@ -539,6 +539,11 @@ def _linear_networks(rng, count: int, widths: list[int]) -> list[Graph]:
     return graphs
 
 
+def _weights_mb(graphs: list[Graph]) -> list[float]:
+    """Each network's fp32 weights in MB."""
+    return [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+
+
 def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
     """Single-op rows time a layer with its weights in the cache. When whole networks pay 30 µs per MB
     of the weights beyond 4 MB, the calibration (cross-validated over the cached size and the ridge
@@ -548,7 +553,7 @@ def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
     lut = LUTPredictor(table, use_regressors=False).fit()
     sums = [lut.predict_graph(g).total_ms for g in graphs]
-    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    mb = _weights_mb(graphs)
     truth = [s + 0.030 * max(m - 4.0, 0.0) for s, m in zip(sums, mb)]
     cal = lut.calibrate(graphs, truth)
     assert cal.cached_weights_mb == 4.0 and cal.per_weight_mb_ms == pytest.approx(0.030, rel=0.1)
@@ -570,7 +575,7 @@ def test_calibration_charges_no_weights_when_networks_run_at_their_rows_speed():
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
     lut = LUTPredictor(table, use_regressors=False).fit()
     sums = [lut.predict_graph(g).total_ms for g in graphs]
-    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    mb = _weights_mb(graphs)
     assert max(mb) < CACHED_WEIGHTS_MB[-1] and sum(m > 8.0 for m in mb) >= 4
     cal = lut.calibrate(graphs, [s * (1 + 0.01 * rng.standard_normal()) for s in sums])
     assert cal.cached_weights_mb == CACHED_WEIGHTS_MB[-1]
@@ -586,7 +591,7 @@ def test_a_measured_cache_bounds_the_cached_size_calibration_tries():
     rng = np.random.default_rng(3)
     graphs = _linear_networks(rng, 24, [256, 512, 768, 1024, 1536])
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
-    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    mb = _weights_mb(graphs)
     sums = [LUTPredictor(table, use_regressors=False).fit().predict_graph(g).total_ms for g in graphs]
     truth = [s + 0.030 * max(m - 4.0, 0.0) for s, m in zip(sums, mb)]
     measured = replace(FusionRules.none(), weights_cache_mb=6.0, weights_cache_evidence={"layer_mb": 1.05})
@@ -623,7 +628,7 @@ def test_calibration_never_makes_weights_a_saving():
     graphs = _linear_networks(rng, 20, [256, 512, 1024, 2048])
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
     lut = LUTPredictor(table, use_regressors=False).fit()
-    mb = [math.fsum(op.spec.weight_count for op in g.ops) * 4 / 1e6 for g in graphs]
+    mb = _weights_mb(graphs)
     truth = [lut.predict_graph(g).total_ms - 0.02 * m for g, m in zip(graphs, mb)]
     assert min(truth) > 0
     cal = lut.calibrate(graphs, truth)
