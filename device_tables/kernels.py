@@ -14,6 +14,7 @@ its duplicates (`drop_duplicates`).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from typing import Any, Iterable, Mapping
@@ -207,9 +208,65 @@ def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> 
     return kernels
 
 
+# Kernels that may write their output over an input of the same shape that dies with them.
+IN_PLACE_OPS = frozenset(FUSABLE_TAILS) | {"mul", "scale"}
+
+
+def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float, float]:
+    """The MB of activation buffers `kernels` (in execution order) need under two memory plans:
+    reusing a freed buffer only for a tensor of the same shape (ONNX Runtime's allocation planner;
+    an elementwise kernel may also write over an input of its shape that dies with it), and the
+    compact plan, the most bytes alive at once (TFLite's arena planner and XNNPACK reuse memory
+    across sizes). Ops outside kernels (reshapes) alias their input."""
+    alias: dict[str, str] = {}
+    shape: dict[str, tuple[int, ...]] = {n: tuple(s) for n, s in graph.inputs.items()}
+    for op in graph.ops:
+        for t in op.outputs:
+            if op.spec is not None:
+                shape[t] = tuple(op.spec.output_shape)
+            elif op.moves:
+                shape[t] = tuple(op.moves)
+            elif op.inputs:
+                alias[t] = alias.get(op.inputs[0], op.inputs[0])
+    steps = []  # per kernel: (the activations it reads, those it writes), aliases resolved
+    for k in kernels:
+        made = {t for op in k.ops for t in op.outputs}
+        read = {t for op in k.ops for t in op.inputs}
+        steps.append((list(dict.fromkeys(alias.get(t, t) for op in k.ops for t in op.inputs if t not in made)),
+                      [t for op in k.ops for t in op.outputs if t not in read] or list(k.ops[-1].outputs), k.spec.op))
+    last: dict[str, int] = {}
+    for i, (reads, _, _) in enumerate(steps):
+        last.update((t, i) for t in reads)
+    last.update((alias.get(t, t), len(steps)) for t in graph.outputs)
+
+    def mb(t: str) -> float:
+        s = shape.get(t)
+        return 0.0 if s is None else math.prod(s) * 4 / 1e6
+
+    free: list[tuple[int, ...]] = []
+    planned = peak = 0.0
+    live: set[str] = set()
+    for i, (reads, writes, op) in enumerate(steps):
+        dying = [t for t in reads if last.get(t) == i and t not in graph.inputs]
+        for t in writes:
+            s = shape.get(t)
+            same = [d for d in dying if shape.get(d) == s]
+            if op.split("+", 1)[0] in IN_PLACE_OPS and same:
+                dying.remove(same[0])
+            elif s in free:
+                free.remove(s)
+            else:
+                planned += mb(t)
+        live.update(writes)
+        peak = max(peak, math.fsum(mb(t) for t in live))
+        free += [shape[t] for t in dying if t in shape]
+        live = {t for t in live if last.get(t, -1) > i}
+    return planned, peak
+
+
 def _as4(shape) -> tuple[int, ...]:
     s = tuple(int(d) for d in shape)
     return s + (1, 1) if len(s) == 2 else s
 
 
-__all__ = ["FREE", "FusionRules", "Kernel", "expand_fused", "group_kernels", "join_kernel", "split_kernel"]
+__all__ = ["FREE", "FusionRules", "Kernel", "activation_plans_mb", "expand_fused", "group_kernels", "join_kernel", "split_kernel"]

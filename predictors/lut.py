@@ -20,7 +20,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from device_tables.graph import UNCOVERED, Graph
-from device_tables.kernels import FusionRules, Kernel, drop_duplicates, expand_fused, group_kernels
+from device_tables.kernels import FusionRules, Kernel, activation_plans_mb, drop_duplicates, expand_fused, group_kernels
 from device_tables.ops import ACTIVATIONS, OpSpec
 from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
@@ -47,6 +47,11 @@ RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS, RIDGE_WEIGHT_MB = 1.0, 1e-3
 RIDGE_STRENGTHS = (1.0, 0.1, 0.01)
 CACHED_WEIGHTS_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
 CV_MIN_MODELS, CV_FOLDS = 16, 5
+# Runtimes whose memory planner reuses a freed activation buffer only for a tensor of the same shape
+# (ONNX Runtime's allocation planner): a network then spreads its activations over more memory than
+# it holds at once, and that excess competes with the weights for the cache (`Calibration`). TFLite's
+# arena and XNNPACK reuse memory across sizes, close to the compact plan: nothing is counted.
+SAME_SHAPE_PLANNERS = frozenset({"onnxruntime"})
 
 
 def kernel_type(op: str) -> str:
@@ -66,7 +71,10 @@ class Calibration:
     Each kernel also pays ``per_weight_mb_ms`` per MB of its weights, in the share of the network's
     weights beyond ``cached_weights_mb``: a single-op timing repeats one op, whose weights then sit in
     the cache, while a network whose weights outgrow the cache reads each layer's from memory (on this
-    machine's onnxruntime, an OFA network's classifier runs 3x its row).
+    machine's onnxruntime, an OFA network's classifier runs 3x its row). With ``counts_activations``
+    the activation memory the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`)
+    takes its part of that cache first: onnxruntime's MobileNetV2 x0.5, 7.8 MB of weights, runs its
+    classifier at 4.7x its row, LiteRT's at 1.6x.
     """
 
     scale: float = 1.0
@@ -79,14 +87,17 @@ class Calibration:
     per_weight_mb_ms: float = 0.0
     cached_weights_mb: float = 0.0
     ridge: float | None = None  # the penalties' strength the fit used (chosen by cross-validation)
+    counts_activations: bool = False  # the cache holds a network's excess activation memory too
 
     def terms(self, op: str) -> tuple[float, float]:
         """(scale, per-kernel ms) of a kernel of op `op`."""
         return self.by_type.get(kernel_type(op), (self.scale, self.per_kernel_ms))
 
-    def weights_ms_per_mb(self, network_weights_mb: float) -> float:
-        """What a kernel pays per MB of its weights in a network holding `network_weights_mb` in all."""
-        return _uncached_share(network_weights_mb, self.cached_weights_mb) * self.per_weight_mb_ms
+    def weights_ms_per_mb(self, network_weights_mb: float, activation_mb: float = 0.0) -> float:
+        """What a kernel pays per MB of its weights in a network holding `network_weights_mb` in all
+        and spreading `activation_mb` beyond a compact plan (counted with ``counts_activations``)."""
+        act = activation_mb if self.counts_activations else 0.0
+        return _uncached_share(network_weights_mb, self.cached_weights_mb, act) * self.per_weight_mb_ms
 
     def describe(self) -> str:
         """One line: the terms and the calibration models' MAPE before and after."""
@@ -97,6 +108,7 @@ class Calibration:
             terms = (f"{len(self.by_type)} kernel types, scales {scales[0]:.2f}..{scales[-1]:.2f}, "
                      f"constant {self.constant_ms:+.3f} ms, weights {self.per_weight_mb_ms * 1e3:.1f} us/MB "
                      f"beyond {self.cached_weights_mb:g} MB"
+                     + (" minus spread activations" if self.counts_activations else "")
                      + (f", ridge x{self.ridge:g}" if self.ridge is not None else ""))
         else:
             terms = f"scale {self.scale:.3f}, per kernel {self.per_kernel_ms * 1e3:+.2f} us, constant {self.constant_ms:+.3f} ms"
@@ -114,7 +126,7 @@ class Calibration:
         if not d:
             return cls()
         kw = {k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after",
-                                "per_weight_mb_ms", "cached_weights_mb", "ridge") if k in d}
+                                "per_weight_mb_ms", "cached_weights_mb", "ridge", "counts_activations") if k in d}
         by_type = {str(t): (float(v[0]), float(v[1])) for t, v in (d.get("by_type") or {}).items()}
         return cls(**kw, by_type=by_type)
 
@@ -266,14 +278,16 @@ class LUTPredictor:
         a scale and a per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by
         ridge penalties (types the models lack keep 1 and 0), and a non-negative cost per MB of
         weights beyond a cached size."""
-        found = [self._found(self.graph_of(g))[0] for g in graphs]
+        networks = [self._found(self.graph_of(g)) for g in graphs]
+        found, act = [n[0] for n in networks], np.asarray([n[3] for n in networks])
         y = np.asarray(measured_ms, dtype=np.float64)
         S = np.asarray([math.fsum(k.ms for k in f) for f in found])
         if by_type is None:
             by_type = len(y) >= BY_TYPE_MIN_MODELS
         if by_type:
-            fit = _by_type_fit(found, y, *_choose_penalties(found, y, self.rules.weights_cache_mb))
-            fitted, terms = fit["fitted"], fit["terms"]
+            fit = _by_type_fit(found, y, *_choose_penalties(found, y, act, self.rules.weights_cache_mb), act)
+            fitted = fit["fitted"]
+            terms = {**fit["terms"], "counts_activations": self.table.device.runtime in SAME_SHAPE_PLANNERS}
         else:
             fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
         cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
@@ -338,10 +352,11 @@ class LUTPredictor:
                 missing.append(UncoveredOp(k.nodes, s.op, why))
         return out, missing
 
-    def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str]]:
+    def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
         of its blocked-layout regions; the ops nothing covers; the nodes repeating an earlier op,
-        which a runtime that shares duplicates computes once (`drop_duplicates`)."""
+        which a runtime that shares duplicates computes once (`drop_duplicates`); the MB of
+        activations the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`)."""
         graph = expand_fused(graph)  # once: the kernels are then made of this graph's own ops
         repeats: list[str] = []
         if self.rules.shares_duplicates:
@@ -351,7 +366,11 @@ class LUTPredictor:
             graph = kept
         kernels = self.kernels(graph)
         found, missing = self._lookup(kernels)
-        return found + self._edge_reorders(graph, kernels), missing, repeats
+        excess = 0.0
+        if self.table.device.runtime in SAME_SHAPE_PLANNERS:
+            planned, compact = activation_plans_mb(graph, kernels)
+            excess = planned - compact
+        return found + self._edge_reorders(graph, kernels), missing, repeats, excess
 
     def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel]) -> list[KernelPrediction]:
         """ONNX Runtime's NCHWc reorders inside `graph`. A kernel that reads the blocked layout pays a
@@ -469,9 +488,9 @@ class LUTPredictor:
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
         graph = self.graph_of(model, input_shape)
-        found, missing, repeats = self._found(graph)
+        found, missing, repeats, excess_mb = self._found(graph)
         cal = self.calibration
-        per_mb = cal.weights_ms_per_mb(math.fsum(k.weight_mb for k in found))
+        per_mb = cal.weights_ms_per_mb(math.fsum(k.weight_mb for k in found), excess_mb)
         kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms,
                                     k.ms * cal.terms(k.op)[0] + k.weight_mb * per_mb, k.sigma,
                                     k.extrapolated, k.weight_mb) for k in found]
@@ -491,21 +510,26 @@ class LUTPredictor:
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
 
 
-def _uncached_share(network_mb: float, cached_mb: float) -> float:
-    """The share of a network's weights a cache of `cached_mb` does not hold across runs."""
-    return max(network_mb - cached_mb, 0.0) / network_mb if network_mb > 0 else 0.0
+def _uncached_share(network_mb: float, cached_mb: float, activation_mb: float = 0.0) -> float:
+    """The share of a network's weights a cache of `cached_mb`, holding `activation_mb` of its
+    activations first, does not hold across runs."""
+    if network_mb <= 0:
+        return 0.0
+    return min(max(network_mb + activation_mb - cached_mb, 0.0), network_mb) / network_mb
 
 
-def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], cached_mb: float) -> np.ndarray:
-    """Columns: each type's summed ms, its kernel count (µs units), the uncached weights' MB, a
-    constant, and the summed ms of types the fit never saw (they keep scale 1, no per-kernel cost)."""
+def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], cached_mb: float,
+            activation_mb: Sequence[float]) -> np.ndarray:
+    """Columns: each type's summed ms, its kernel count (µs units), the uncached weights' MB (with
+    each network's `activation_mb` in the cache first), a constant, and the summed ms of types the
+    fit never saw (they keep scale 1, no per-kernel cost)."""
     n = len(types)
     col = {t: i for i, t in enumerate(types)}
     A = np.zeros((len(found), 2 * n + 3))
     A[:, 2 * n + 1] = 1.0
     for i, f in enumerate(found):
         mb = math.fsum(k.weight_mb for k in f)
-        A[i, 2 * n] = mb * _uncached_share(mb, cached_mb)
+        A[i, 2 * n] = mb * _uncached_share(mb, cached_mb, activation_mb[i])
         for k in f:
             j = col.get(kernel_type(k.op))
             if j is None:
@@ -517,14 +541,14 @@ def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], c
 
 
 def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float,
-                 cached_mb: float) -> dict[str, Any]:
+                 cached_mb: float, activation_mb: np.ndarray) -> dict[str, Any]:
     """The per-type fit, ridge on relative error: each type's scale towards 1 and per-kernel cost
     towards 0, the cost per MB of weights beyond `cached_mb` (never negative) and the constant
     towards 0; `ridge` multiplies every penalty. Its kernel types, coefficients, `Calibration`
     terms and fitted totals."""
     types = sorted({kernel_type(k.op) for f in found for k in f})
     n = len(types)
-    A = _design(found, types, cached_mb)  # [scales | per-kernel | weights | constant | unseen types' ms]
+    A = _design(found, types, cached_mb, activation_mb)  # [scales | per-kernel | weights | constant | unseen types' ms]
     prior = np.concatenate([np.ones(n), np.zeros(n), [0.0, 0.0, 1.0]])
     penalty = ridge * np.concatenate([np.full(n, RIDGE_SCALE), np.full(n, RIDGE_PER_KERNEL_US),
                                       [RIDGE_WEIGHT_MB, RIDGE_CONSTANT_MS, 1e12]])
@@ -546,7 +570,7 @@ def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, rid
     return {"types": types, "coef": coef, "terms": terms, "fitted": A @ coef}
 
 
-def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray,
+def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, activation_mb: np.ndarray,
                       measured_cache_mb: float | None = None) -> tuple[float, float]:
     """(ridge strength, cached weights MB) by `CV_FOLDS`-fold cross-validation on the calibration
     models, with the one-standard-error rule: among the choices whose cross-validated MAPE is within
@@ -569,8 +593,8 @@ def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray
             rel = np.empty(len(y))
             for f in range(CV_FOLDS):
                 train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-                fit = _by_type_fit([found[i] for i in train], y[train], ridge, cached_mb)
-                pred = _design([found[i] for i in test], fit["types"], cached_mb) @ fit["coef"]
+                fit = _by_type_fit([found[i] for i in train], y[train], ridge, cached_mb, activation_mb[train])
+                pred = _design([found[i] for i in test], fit["types"], cached_mb, activation_mb[test]) @ fit["coef"]
                 rel[test] = np.abs(pred - y[test]) / y[test]
             errors[(ridge, cached_mb)] = rel
     best = min(errors, key=lambda k: float(np.mean(errors[k])))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -12,7 +13,7 @@ from onnx import TensorProto, helper
 
 from device_tables.device import Device
 from device_tables.graph import OP, Graph, GraphOp
-from device_tables.kernels import FusionRules, group_kernels, split_kernel
+from device_tables.kernels import FusionRules, activation_plans_mb, group_kernels, split_kernel
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
@@ -566,6 +567,49 @@ def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
         assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
 
 
+
+def _widening_chain() -> Graph:
+    """x (8 channels) -> conv to 16 -> conv to 8 -> conv to 16 -> conv to 4 -> relu, all 16x16."""
+    specs = [OpSpec.make("conv2d", (1, a, 16, 16), cout=b, kernel=3) for a, b in ((8, 16), (16, 8), (8, 16), (16, 4))]
+    ops = [_op(s, [f"t{i}"], [f"t{i + 1}"], f"conv{i}") for i, s in enumerate(specs)]
+    ops.append(_op(OpSpec.make("relu", (1, 4, 16, 16)), ["t4"], ["y"], "relu"))
+    return Graph(ops, inputs={"t0": (1, 8, 16, 16)}, outputs=("y",))
+
+
+def test_activation_plans_reuse_same_shaped_buffers_or_pack_the_live_ones():
+    """Per-channel 16x16 fp32 maps are 1024 bytes. Reusing only same-shaped buffers: the second
+    16-channel map takes the first's, the relu writes over its input, the rest are new: 16 + 8 + 4
+    channels. The compact plan needs the most alive at once: 16 + 8 channels while the second conv
+    reads one and writes the other. Fused, the relu adds nothing to either."""
+    g = _widening_chain()
+    planned, compact = activation_plans_mb(g, group_kernels(g, FusionRules.none()))
+    assert planned == pytest.approx(28 * 1024 / 1e6) and compact == pytest.approx(24 * 1024 / 1e6)
+    assert activation_plans_mb(g, group_kernels(g, FusionRules.from_patterns(["conv2d+relu"]))) == (planned, compact)
+
+
+def test_onnxruntime_counts_the_activations_its_planner_spreads_as_cached_first():
+    """A network whose weights just fit the cache pays for as many MB of them as onnxruntime's
+    planner spreads its activations beyond the compact plan (4 KB here); on another runtime, or
+    with a calibration that does not count activations, it pays nothing."""
+    g = _widening_chain()
+    weights = _weights_mb([g])[0]
+    cal = Calibration(per_weight_mb_ms=1.0, cached_weights_mb=weights, counts_activations=True)
+    assert Calibration.from_dict(cal.to_dict()) == cal
+    totals = {}
+    for runtime in ("onnxruntime", "litert"):
+        table = DeviceTable(Device.make("cpu", runtime), {"fusion": FusionRules.none().to_meta()})
+        for spec in dict.fromkeys(op.spec for op in g.ops):
+            table.append(spec, Measurement.from_samples([synthetic_ms(spec)]))
+        for counts in (True, False):
+            lut = LUTPredictor(table, use_regressors=False, calibration=replace(cal, counts_activations=counts))
+            p = lut.predict_graph(g)
+            assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
+            totals[runtime, counts] = p.total_ms
+    assert totals["onnxruntime", True] - totals["litert", True] == pytest.approx(4096 / 1e6)
+    assert totals["onnxruntime", False] == pytest.approx(totals["litert", True]) == pytest.approx(totals["litert", False])
+    assert Calibration(per_weight_mb_ms=1.0, cached_weights_mb=8.0, counts_activations=True).weights_ms_per_mb(6.0, 4.0) \
+        == pytest.approx(2.0 / 6.0)
+
 def test_calibration_charges_no_weights_when_networks_run_at_their_rows_speed():
     """Networks that run at their rows' speed, give or take 1% of noise, fit every cached size about
     equally well: the one-standard-error rule keeps the simplest, the largest cache, and no network
@@ -586,8 +630,6 @@ def test_a_measured_cache_bounds_the_cached_size_calibration_tries():
     """Networks pay 30 µs per MB of weights beyond 4 MB. Rules carrying the device's measured cache
     (6 MB) survive a table's metadata and let the calibration try cached sizes up to it only: it
     finds 4 MB; a measured 2 MB leaves it 0 MB."""
-    from dataclasses import replace
-
     rng = np.random.default_rng(3)
     graphs = _linear_networks(rng, 24, [256, 512, 768, 1024, 1536])
     table = synthetic_table([op.spec for g in graphs for op in g.ops], FusionRules.none())
