@@ -287,7 +287,7 @@ class LUTPredictor:
         if by_type:
             fit = _by_type_fit(found, y, *_choose_penalties(found, y, act, self.rules.weights_cache_mb), act)
             fitted = fit["fitted"]
-            terms = {**fit["terms"], "counts_activations": self.table.device.runtime in SAME_SHAPE_PLANNERS}
+            terms = {**fit["terms"], "counts_activations": bool(self.rules) and self.table.device.runtime in SAME_SHAPE_PLANNERS}
         else:
             fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
         cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
@@ -356,7 +356,9 @@ class LUTPredictor:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
         of its blocked-layout regions; the ops nothing covers; the nodes repeating an earlier op,
         which a runtime that shares duplicates computes once (`drop_duplicates`); the MB of
-        activations the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`)."""
+        activations the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`),
+        only where the fusion rules say which kernels it runs: without them (naive summation) the
+        plan would count intermediate tensors the runtime never allocates."""
         graph = expand_fused(graph)  # once: the kernels are then made of this graph's own ops
         repeats: list[str] = []
         if self.rules.shares_duplicates:
@@ -367,7 +369,7 @@ class LUTPredictor:
         kernels = self.kernels(graph)
         found, missing = self._lookup(kernels)
         excess = 0.0
-        if self.table.device.runtime in SAME_SHAPE_PLANNERS:
+        if self.rules and self.table.device.runtime in SAME_SHAPE_PLANNERS:  # planned on the runtime's own kernels
             planned, compact = activation_plans_mb(graph, kernels)
             excess = planned - compact
         return found + self._edge_reorders(graph, kernels), missing, repeats, excess

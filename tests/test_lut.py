@@ -589,16 +589,18 @@ def test_activation_plans_reuse_same_shaped_buffers_or_pack_the_live_ones():
 
 def test_onnxruntime_counts_the_activations_its_planner_spreads_as_cached_first():
     """A network whose weights just fit the cache pays for as many MB of them as onnxruntime's
-    planner spreads its activations beyond the compact plan (4 KB here); on another runtime, or
-    with a calibration that does not count activations, it pays nothing."""
+    planner spreads its activations beyond the compact plan (4 KB here); on another runtime, with a
+    calibration that does not count activations, or without fusion rules (which say what kernels
+    the runtime runs, and so what it allocates), it pays nothing."""
     g = _widening_chain()
     weights = _weights_mb([g])[0]
     cal = Calibration(per_weight_mb_ms=1.0, cached_weights_mb=weights, counts_activations=True)
     assert Calibration.from_dict(cal.to_dict()) == cal
-    totals = {}
+    totals, tables = {}, {}
+    rules = FusionRules.from_patterns(["conv2d+relu"])
     for runtime in ("onnxruntime", "litert"):
-        table = DeviceTable(Device.make("cpu", runtime), {"fusion": FusionRules.none().to_meta()})
-        for spec in dict.fromkeys(op.spec for op in g.ops):
+        table = tables[runtime] = DeviceTable(Device.make("cpu", runtime), {"fusion": rules.to_meta()})
+        for spec in dict.fromkeys([op.spec for op in g.ops] + [k.spec for k in group_kernels(g, rules)]):
             table.append(spec, Measurement.from_samples([synthetic_ms(spec)]))
         for counts in (True, False):
             lut = LUTPredictor(table, use_regressors=False, calibration=replace(cal, counts_activations=counts))
@@ -607,6 +609,9 @@ def test_onnxruntime_counts_the_activations_its_planner_spreads_as_cached_first(
             totals[runtime, counts] = p.total_ms
     assert totals["onnxruntime", True] - totals["litert", True] == pytest.approx(4096 / 1e6)
     assert totals["onnxruntime", False] == pytest.approx(totals["litert", True]) == pytest.approx(totals["litert", False])
+    ort = tables["onnxruntime"]
+    assert LUTPredictor(ort, use_regressors=False)._found(g)[3] == pytest.approx(4096 / 1e6)
+    assert LUTPredictor(ort, rules=FusionRules.none(), use_regressors=False)._found(g)[3] == 0.0
     assert Calibration(per_weight_mb_ms=1.0, cached_weights_mb=8.0, counts_activations=True).weights_ms_per_mb(6.0, 4.0) \
         == pytest.approx(2.0 / 6.0)
 
