@@ -61,7 +61,8 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
         scores = {}
         ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(X[fit], np.log(y[fit]))
         gbm_x = np.hstack([X, others])
-        gbm = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, random_state=0).fit(gbm_x[fit], np.log(y[fit]))
+        gbm = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, random_state=0)
+        gbm.fit(gbm_x[fit], np.log(y[fit]))
         for model, pred in (("ridge", ridge.predict(X[q])), ("gbm", gbm.predict(gbm_x[q]))):
             s = trimmed_score(np.exp(pred), y[q])
             scores[model], scores[f"{model}_within10"] = float(s.spearman), float(s.within10)
@@ -72,7 +73,8 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--data", default=None, help="public latency CSV folder (default $HWLAT_LATENCY_DATA or ../shared/data/latency)")
+    ap.add_argument("--data", default=None,
+                    help="public latency CSV folder (default $HWLAT_LATENCY_DATA or ../shared/data/latency)")
     ap.add_argument("--json", default=None, help="write the ceilings here")
     args = ap.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")

@@ -220,15 +220,17 @@ def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float,
     across sizes). Ops outside kernels (reshapes) alias their input."""
     alias: dict[str, str] = {}
     shape: dict[str, tuple[int, ...]] = {n: tuple(s) for n, s in graph.inputs.items()}
+    element_bytes: dict[str, int] = {}  # 4 (fp32) unless a spec says otherwise
     for op in graph.ops:
         for t in op.outputs:
             if op.spec is not None:
                 shape[t] = tuple(op.spec.output_shape)
+                element_bytes[t] = op.spec.element_bytes
             elif op.moves:
                 shape[t] = tuple(op.moves)
             elif op.inputs:
                 alias[t] = alias.get(op.inputs[0], op.inputs[0])
-    steps = []  # per kernel: (the activations it reads, those it writes), aliases resolved
+    steps = []  # per kernel: (the activations it reads, those it writes, its op), aliases resolved
     for k in kernels:
         made = {t for op in k.ops for t in op.outputs}
         read = {t for op in k.ops for t in op.inputs}
@@ -241,7 +243,7 @@ def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float,
 
     def mb(t: str) -> float:
         s = shape.get(t)
-        return 0.0 if s is None else math.prod(s) * 4 / 1e6
+        return 0.0 if s is None else math.prod(s) * element_bytes.get(t, 4) / 1e6
 
     free: list[tuple[int, ...]] = []
     planned = peak = 0.0
@@ -269,4 +271,5 @@ def _as4(shape) -> tuple[int, ...]:
     return s + (1, 1) if len(s) == 2 else s
 
 
-__all__ = ["FREE", "FusionRules", "Kernel", "activation_plans_mb", "expand_fused", "group_kernels", "join_kernel", "split_kernel"]
+__all__ = ["FREE", "FusionRules", "Kernel", "activation_plans_mb", "expand_fused", "group_kernels", "join_kernel",
+           "split_kernel"]

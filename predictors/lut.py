@@ -287,7 +287,7 @@ class LUTPredictor:
         if by_type:
             fit = _by_type_fit(found, y, *_choose_penalties(found, y, act, self.rules.weights_cache_mb), act)
             fitted = fit["fitted"]
-            terms = {**fit["terms"], "counts_activations": bool(self.rules) and self.table.device.runtime in SAME_SHAPE_PLANNERS}
+            terms = {**fit["terms"], "counts_activations": self._spreads_activations}
         else:
             fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
         cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
@@ -324,6 +324,12 @@ class LUTPredictor:
         if spec.op == "scale" and "scale" not in self._row_ops:
             return OpSpec.make("mul", spec.input_shape, dtype=spec.dtype)
         return spec
+
+    @property
+    def _spreads_activations(self) -> bool:
+        """The runtime's planner reuses only same-shaped buffers (`SAME_SHAPE_PLANNERS`), and the
+        fusion rules say which kernels it runs, so what it allocates can be planned."""
+        return bool(self.rules) and self.table.device.runtime in SAME_SHAPE_PLANNERS
 
     @cached_property
     def _row_ops(self) -> frozenset[str]:
@@ -369,7 +375,7 @@ class LUTPredictor:
         kernels = self.kernels(graph)
         found, missing = self._lookup(kernels)
         excess = 0.0
-        if self.rules and self.table.device.runtime in SAME_SHAPE_PLANNERS:  # planned on the runtime's own kernels
+        if self._spreads_activations:
             planned, compact = activation_plans_mb(graph, kernels)
             excess = planned - compact
         return found + self._edge_reorders(graph, kernels), missing, repeats, excess
