@@ -41,7 +41,7 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import RidgeCV
 
-    from hwlat.commands.bench import JOIN_KEY, _parse_query
+    from hwlat.commands.bench import DEFAULT_QUERY, JOIN_KEY
     from hwlat.transfer_tables import load_transfer_tables
     from predictors.metrics import trimmed_score
 
@@ -50,9 +50,10 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
     test = _option(argv, "--test")[0].split(",")
     tables = load_transfer_tables(space, _option(argv, "--table"), JOIN_KEY[space], train + test)
     X = tables.transfer_data(train, []).X
-    lo, hi = _parse_query(None, space)
+    lo, hi = DEFAULT_QUERY[space]
     query = (tables.keys >= lo) & (tables.keys < hi)
     others = np.log(np.column_stack([tables.column(d) for d in train]))
+    gbm_x = np.hstack([X, others])
     out = {}
     for name in test:
         y = tables.column(name)
@@ -60,7 +61,6 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
         fit, q = np.flatnonzero(known & ~query & np.all(np.isfinite(others), axis=1)), np.flatnonzero(known & query)
         scores = {}
         ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(X[fit], np.log(y[fit]))
-        gbm_x = np.hstack([X, others])
         gbm = HistGradientBoostingRegressor(max_iter=400, learning_rate=0.05, random_state=0)
         gbm.fit(gbm_x[fit], np.log(y[fit]))
         for model, pred in (("ridge", ridge.predict(X[q])), ("gbm", gbm.predict(gbm_x[q]))):

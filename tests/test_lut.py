@@ -567,7 +567,6 @@ def test_calibration_learns_the_cost_of_weights_a_cache_does_not_hold():
         assert math.isclose(p.total_ms, math.fsum(k.ms for k in p.kernels) + p.overhead_ms)
 
 
-
 def _widening_chain() -> Graph:
     """x (8 channels) -> conv to 16 -> conv to 8 -> conv to 16 -> conv to 4 -> relu, all 16x16."""
     specs = [OpSpec.make("conv2d", (1, a, 16, 16), cout=b, kernel=3) for a, b in ((8, 16), (16, 8), (8, 16), (16, 4))]
@@ -615,6 +614,7 @@ def test_onnxruntime_counts_the_activations_its_planner_spreads_as_cached_first(
     assert LUTPredictor(ort, rules=FusionRules.none(), use_regressors=False)._found(g)[3] == 0.0
     full = Calibration(per_weight_mb_ms=1.0, cached_weights_mb=8.0, counts_activations=True)
     assert full.weights_ms_per_mb(6.0, 4.0) == pytest.approx(2.0 / 6.0)
+
 
 def test_calibration_charges_no_weights_when_networks_run_at_their_rows_speed():
     """Networks that run at their rows' speed, give or take 1% of noise, fit every cached size about
