@@ -56,6 +56,7 @@ class OpSpec:
     attrs: tuple[tuple[str, Any], ...] = ()
     dtype: str = "float32"
     _attrs_dict: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
+    _key: str = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -126,10 +127,12 @@ class OpSpec:
 
     @property
     def key(self) -> str:
-        """Stable string key: ``op|dtype|NxCxHxW|k=v,...`` (attributes sorted)."""
-        shape = "x".join(str(s) for s in self.input_shape)
-        attrs = ",".join(f"{k}={_fmt(v)}" for k, v in self.attrs)
-        return f"{self.op}|{self.dtype}|{shape}|{attrs}"
+        """Stable string key: ``op|dtype|NxCxHxW|k=v,...`` (attributes sorted); computed once."""
+        if self._key is None:
+            shape = "x".join(str(s) for s in self.input_shape)
+            attrs = ",".join(f"{k}={_fmt(v)}" for k, v in self.attrs)
+            object.__setattr__(self, "_key", f"{self.op}|{self.dtype}|{shape}|{attrs}")
+        return self._key
 
     def __str__(self) -> str:
         return self.key

@@ -11,10 +11,12 @@ nothing covers are named and make it ``partial``.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 from dataclasses import asdict, dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 import numpy as np
@@ -52,6 +54,15 @@ CV_MIN_MODELS, CV_FOLDS = 16, 5
 # it holds at once, and that excess competes with the weights for the cache (`Calibration`). TFLite's
 # arena and XNNPACK reuse memory across sizes, close to the compact plan: nothing is counted.
 SAME_SHAPE_PLANNERS = frozenset({"onnxruntime"})
+# Kernel regressors fitted on a table are stored beside it as NAME.regressors.json + .npz
+# (`LUTPredictor.save_regressors`) and loaded instead of refitted while the rows they were fitted on
+# are unchanged (`LUTPredictor.rows_digest`).
+REGRESSORS_SUFFIX = ".regressors"
+
+
+def regressors_stem(table: DeviceTable) -> Path | None:
+    """Where a table's stored kernel regressors live (None for a table without files)."""
+    return None if table.path is None else table.path.with_name(table.path.name + REGRESSORS_SUFFIX)
 
 
 def kernel_type(op: str) -> str:
@@ -260,12 +271,25 @@ class LUTPredictor:
         # that a kernel inside a network does not; the fusion probe measured it (a 1-element relu).
         self.call_overhead_ms = float((table.meta.get("fusion") or {}).get("call_overhead_ms") or 0.0)
 
+    @property
+    def regressors(self) -> KernelRegressors | None:
+        return self._regressors
+
+    @regressors.setter
+    def regressors(self, value: KernelRegressors | None) -> None:
+        self._regressors = value
+        self._estimates = {}
+
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, graphs: Sequence[Any] | None = None, measured_ms: Sequence[float] | None = None) -> "LUTPredictor":
         """Fit regressors (if not given) and, with whole-model measurements, the overhead term."""
         if self.use_regressors and self.regressors is None:
-            rows = [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
-            self.regressors = KernelRegressors().fit([r.spec for r in rows], [self._in_network_ms(r) for r in rows])
+            self.regressors = self.stored_regressors()
+            if self.regressors is None:
+                rows = self._regressor_rows()
+                log.info("%s: fitting kernel regressors on %d rows (none stored for them: hwlat profile device "
+                         "stores them)", self.table.name, len(rows))
+                self.regressors = KernelRegressors().fit([r.spec for r in rows], [self._in_network_ms(r) for r in rows])
         if graphs is not None and measured_ms is not None:
             self.calibrate(graphs, measured_ms)
         return self
@@ -294,6 +318,50 @@ class LUTPredictor:
                           mape_after=float(np.mean(np.abs(fitted - y) / y)))
         self.calibration = cal
         return cal
+
+    def _regressor_rows(self) -> list[Any]:
+        return [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
+
+    def rows_digest(self) -> str:
+        """A digest of what the regressors are fitted on: each row's key and in-network latency."""
+        h = hashlib.sha256()
+        for r in sorted(self._regressor_rows(), key=lambda r: r.spec.key):
+            h.update(f"{r.spec.key}={self._in_network_ms(r):.9g}\n".encode())
+        return h.hexdigest()[:16]
+
+    def stored_regressors(self) -> KernelRegressors | None:
+        """The regressors stored with the table, if they were fitted on its rows as this predictor
+        reads them (same statistic, layout handling and row values); None otherwise."""
+        stored = self.table.meta.get("regressors") or {}
+        stem = regressors_stem(self.table)
+        if not stored or stem is None or stored.get("statistic") != self.statistic \
+                or bool(stored.get("layout_reorders", True)) != self.layout_reorders:
+            return None
+        if not stem.with_name(stem.name + ".json").exists() or stored.get("rows_digest") != self.rows_digest():
+            return None
+        from predictors.kernel_regressors import RegressorError
+
+        try:
+            return KernelRegressors.load(stem)
+        except RegressorError as exc:
+            log.warning("%s: stored regressors not used (%s); refitting", self.table.name, exc)
+            return None
+
+    def save_regressors(self) -> Path:
+        """Fit the regressors if needed and store them beside the table (arrays + JSON, no pickles),
+        recorded in its metadata with the digest of the rows they were fitted on."""
+        if self.regressors is None:
+            self.use_regressors = True
+            self.fit()
+        stem = regressors_stem(self.table)
+        if stem is None:
+            raise ValueError("a table without files cannot store regressors")
+        self.regressors.save(stem)
+        self.table.update_meta(regressors={"file": stem.name, "statistic": self.statistic,
+                                           "layout_reorders": self.layout_reorders, "rows_digest": self.rows_digest(),
+                                           "n_rows": len(self._regressor_rows()),
+                                           "families": sorted(self.regressors.families_)})
+        return stem
 
     def save_calibration(self) -> None:
         """Store the calibration in the table's metadata (``lut_calibration``)."""
@@ -343,8 +411,12 @@ class LUTPredictor:
         if need and self.use_regressors:
             if self.regressors is None:
                 self.fit()
-            for i, e in zip(need, self.regressors.estimate([specs[i] for i in need])):
-                estimates[i] = e
+            # A kernel's estimate depends on its spec alone: computed once per predictor, so many
+            # networks of one space (sharing most kernels) predict quickly.
+            new = list({specs[i].key: specs[i] for i in need if specs[i].key not in self._estimates}.values())
+            if new:
+                self._estimates.update(zip((s.key for s in new), self.regressors.estimate(new)))
+            estimates = {i: self._estimates[specs[i].key] for i in need}
         out, missing = [], []
         for i, (k, s) in enumerate(zip(kernels, specs)):
             mb = s.weight_count * s.element_bytes / 1e6
