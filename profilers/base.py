@@ -30,6 +30,9 @@ class Runtime(abc.ABC):
 
     name: str = ""
     hardware: str = "cpu"
+    # The installed distributions whose versions decide this runtime's numbers (compared with a
+    # table's fingerprint before it predicts for this machine).
+    packages: tuple[str, ...] = ()
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
         if threads < 1:
@@ -65,9 +68,14 @@ class Runtime(abc.ABC):
     def dtype(self) -> str:
         return "int8" if self.precision == "int8" else "float32"
 
+    @property
+    def cpu_clock_ok(self) -> bool:
+        """Whether the calling thread's CPU time is this runtime's latency: one intra-op thread on a CPU."""
+        return self.threads == 1 and self.hardware == "cpu"
+
     def check_protocol(self, protocol: Protocol) -> None:
         """Refuse the thread-CPU clock where it does not measure latency (several threads, GPUs, boards)."""
-        if protocol.clock == "cpu" and (self.threads != 1 or self.hardware != "cpu"):
+        if protocol.clock == "cpu" and not self.cpu_clock_ok:
             raise HwlatError(f"--clock cpu times the calling thread only: use it with threads=1 on a CPU runtime "
                              f"(this is {self.name}, threads={self.threads}, hardware {self.hardware})")
 

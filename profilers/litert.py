@@ -43,6 +43,7 @@ class LiteRTRuntime(Runtime):
     """
 
     name = "litert"
+    packages = ("ai-edge-litert", "tflite-runtime")
 
     def __init__(self, threads: int = 1, precision: str = "fp32", xnnpack: Any = True, **settings: Any):
         if precision not in PRECISIONS:

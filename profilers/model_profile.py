@@ -42,6 +42,7 @@ class ModelProfile:
     source_node_count: int
     eliminated: list[tuple[str, str]] = field(default_factory=list)  # (name, op type): source nodes running no kernel
     versions: dict[str, Any] = field(default_factory=dict)
+    clock: str = "wall"  # the protocol's clock of `latency` (the thread's CPU time: "cpu")
 
     @property
     def node_total_us(self) -> float:
@@ -56,7 +57,7 @@ class ModelProfile:
             "nodes": [{**asdict(n), "source_nodes": list(n.source_nodes), "source_ops": list(n.source_ops)}
                       for n in self.nodes],
             "eliminated": [{"name": n, "op_type": op} for n, op in self.eliminated],
-            "versions": self.versions,
+            "versions": self.versions, "clock": self.clock,
         }
 
     def format(self, top: int = 0) -> str:
@@ -68,7 +69,7 @@ class ModelProfile:
         lines = [
             f"model    {self.model} ({shapes})",
             f"device   {self.device}, graph optimisation {self.opt_level}",
-            f"latency  {lat.median_ms:.4f} ms median over {lat.n} runs (IQR/median {lat.rel_iqr:.1%}, "
+            f"latency  {lat.median_ms:.4f} ms median over {lat.n} runs, {self.clock} clock (IQR/median {lat.rel_iqr:.1%}, "
             f"p10 {lat.p10_ms:.4f}, p90 {lat.p90_ms:.4f}){'  NOISY' if lat.noisy else ''}",
             f"nodes    {self.source_node_count} source nodes ran as {len(self.nodes)} runtime nodes; node times sum to "
             f"{total_ms:.4f} ms ({_pct(total_ms, lat.median_ms)} of latency, profiled over {self.profiled_runs} runs); "

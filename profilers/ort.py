@@ -240,6 +240,7 @@ class OnnxRuntime(Runtime):
     (cpu, or cuda[:N]: the CUDA execution provider of onnxruntime-gpu; the GPU names the device)."""
 
     name = "onnxruntime"
+    packages = ("onnxruntime", "onnxruntime-gpu")
 
     def __init__(self, threads: int = 1, precision: str = "fp32", opt_level: str = DEFAULT_OPT_LEVEL,
                  provider: str = "cpu", **settings: Any):
@@ -559,6 +560,7 @@ def profile_model(path: str | os.PathLike, threads: int = 1, opt_level: str = DE
         versions={"onnxruntime": getattr(ort, "__version__", "?"), "onnx": onnx.__version__,
                   "opset": {o.domain or "ai.onnx": o.version for o in model.opset_import},
                   "provider": PROVIDERS[runtime.provider], "node_timing": node_timing},
+        clock=protocol.clock,
     )
 
 

@@ -142,13 +142,17 @@ def _minus(timed: TimedCall, offset_ms: float) -> TimedCall:
 
 
 def noisy_last(measure: Callable[[Any], tuple[Measurement, dict]], configs: Iterable[Any],
-               unsupported: type[Exception] | tuple[type[Exception], ...]) -> Iterator[tuple[Any, Any]]:
+               unsupported: type[Exception] | tuple[type[Exception], ...],
+               stop: Callable[[], bool] | None = None) -> Iterator[tuple[Any, Any]]:
     """Measure each config with `measure(config) -> (Measurement, extra)`, yielding ``(config,
     (measurement, extra))`` or ``(config, exception)`` for the `unsupported` ones. A noisy
     measurement is held back and the config measured again after all the others; the attempt with
-    the lower median is yielded, its extra marked ``remeasured_later``."""
+    the lower median is yielded, its extra marked ``remeasured_later``. Once `stop()` is true no
+    new config is measured, and the held-back ones are yielded as first measured."""
     later = []
     for config in configs:
+        if stop is not None and stop():
+            break
         try:
             m, extra = measure(config)
         except unsupported as exc:
@@ -159,6 +163,9 @@ def noisy_last(measure: Callable[[Any], tuple[Measurement, dict]], configs: Iter
             continue
         yield config, (m, extra)
     for config, m, extra in later:
+        if stop is not None and stop():
+            yield config, (m, extra)
+            continue
         try:
             again, again_extra = measure(config)
         except unsupported:

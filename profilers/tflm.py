@@ -125,6 +125,7 @@ class TFLMRuntime(Runtime):
     """TFLite Micro's reference interpreter on this host: invoke latency, arena and model bytes."""
 
     name = "tflm"
+    packages = ("tflite-micro",)
 
     def __init__(self, threads: int = 1, precision: str = "int8", arena_kb: float | None = None,
                  flash_kb: float | None = None, seed: int = 0, **settings: Any):

@@ -71,6 +71,7 @@ class TorchRuntime(Runtime):
     ``cudnn_benchmark`` (CUDA only; on by default, off names another device)."""
 
     name = "torch"
+    packages = ("torch",)
 
     def __init__(self, threads: int = 1, precision: str = "fp32", device: str = "cpu", cudnn_benchmark: bool = True,
                  autotune_runs: int = AUTOTUNE_RUNS, **settings: Any):

@@ -8,7 +8,7 @@ import importlib
 from hwlat.cli import command_parser
 
 # Modules adding more `profile` targets (each with `register(profile_subparsers)`).
-TARGET_MODULES = ("hwlat.commands.profile_archs", "hwlat.commands.profile_fusion")
+TARGET_MODULES = ("hwlat.commands.profile_device", "hwlat.commands.profile_archs", "hwlat.commands.profile_fusion")
 
 
 def register(sub) -> None:
@@ -53,8 +53,7 @@ def register(sub) -> None:
     model.add_argument("--opt-level", default="all", choices=["disable", "basic", "extended", "all"],
                        help="ONNX Runtime graph optimisation level (recorded)")
     model.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
-    model.add_argument("--protocol", default="default", choices=["quick", "brief", "default", "thorough"],
-                       help="measurement effort for the whole-model latency")
+    add_protocol_options(model)
     model.add_argument("--runs", type=int, help="runs under ONNX Runtime's profiler (default: about 1 s worth, 10..200)")
     model.add_argument("--top", type=int, default=0, help="show only the N slowest nodes")
     model.add_argument("--json", help="also write the breakdown as JSON to this file")
@@ -90,22 +89,28 @@ def add_gpu_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_protocol_options(p: argparse.ArgumentParser, default: str = "default") -> None:
-    """--protocol (measurement effort) and --clock (wall, or thread CPU time on a busy machine)."""
+    """--protocol (measurement effort) and --clock (auto: thread CPU time where it measures latency)."""
     from profilers.protocol import CLOCKS, PRESETS
 
     p.add_argument("--protocol", default=default, choices=PRESETS,
                    help=f"measurement effort (default {default}; brief suits many whole models)")
-    p.add_argument("--clock", default="wall", choices=CLOCKS,
-                   help="wall (default) or cpu: the calling thread's CPU time, steady on a busy shared machine "
-                        "(threads=1 CPU runtimes only; recorded in the table)")
+    p.add_argument("--clock", default="auto", choices=("auto",) + CLOCKS,
+                   help="auto (default): the calling thread's CPU time for threads=1 CPU runtimes, which other work "
+                        "on the machine barely disturbs, else the runtime's wall clock; or wall, or cpu. "
+                        "Recorded in the table; a table's predictions are of the clock it was measured with")
 
 
-def protocol_from_args(args: argparse.Namespace):
+def protocol_from_args(args: argparse.Namespace, cpu_clock_ok: bool = False):
+    """The protocol of --protocol and --clock; ``auto`` is the thread-CPU clock where `cpu_clock_ok`
+    (one intra-op thread on a CPU: the runtime computes on the calling thread), else the wall clock."""
     from dataclasses import replace
 
     from profilers.protocol import Protocol
 
-    return replace(Protocol.preset(args.protocol), clock=getattr(args, "clock", "wall"))
+    clock = getattr(args, "clock", "wall")
+    if clock == "auto":
+        clock = "cpu" if cpu_clock_ok else "wall"
+    return replace(Protocol.preset(args.protocol), clock=clock)
 
 
 def runtime_settings(args: argparse.Namespace) -> dict:
@@ -191,7 +196,8 @@ def _profile_ops(args: argparse.Namespace) -> int:
 
     specs = load_sweep(args.sweep)
     runtime = get_runtime(args.runtime, **runtime_settings(args))
-    result = profile_ops(runtime, specs, args.out, protocol_from_args(args), progress=not args.no_progress,
+    result = profile_ops(runtime, specs, args.out, protocol_from_args(args, runtime.cpu_clock_ok),
+                         progress=not args.no_progress,
                          sweep_name=str(args.sweep))
     print(f"{result.table.path}: {result.measured} measured, {result.skipped} already there, "
           f"{result.failed} failed, {result.noisy} noisy; {len(result.table)} rows")
@@ -206,7 +212,6 @@ def _profile_model(args: argparse.Namespace) -> int:
 
     from device_tables.errors import HwlatError
     from profilers.ort import profile_model
-    from profilers.protocol import Protocol
 
     if args.threads < 1:
         raise HwlatError(f"--threads {args.threads}: needs at least 1 thread")
@@ -214,8 +219,9 @@ def _profile_model(args: argparse.Namespace) -> int:
         shape = tuple(int(s) for s in args.input_shape.lower().split("x")) if args.input_shape else None
     except ValueError:
         raise HwlatError(f"--input-shape {args.input_shape!r}: expected dimensions joined by x, e.g. 1x3x224x224") from None
+    protocol = protocol_from_args(args, cpu_clock_ok=args.threads == 1 and args.provider in (None, "cpu"))
     prof = profile_model(args.model, threads=args.threads, opt_level=args.opt_level, input_shape=shape,
-                         protocol=Protocol.preset(args.protocol), profile_runs=args.runs, provider=args.provider)
+                         protocol=protocol, profile_runs=args.runs, provider=args.provider)
     print(prof.format(top=args.top))
     if args.json:
         with open(args.json, "w") as f:

@@ -39,7 +39,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     if bad:
         raise HwlatError(f"--targets {','.join(bad)}: choose from {', '.join(SPACE_NAMES + ('classic',))}")
     runtime = get_runtime(args.runtime, **settings)
-    protocol = protocol_from_args(args)
+    protocol = protocol_from_args(args, runtime.cpu_clock_ok)
     progress = not args.no_progress
     names: list[str] = []
     for t in targets:

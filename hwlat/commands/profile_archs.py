@@ -69,8 +69,10 @@ def _profile_archs(args: argparse.Namespace) -> int:
     space = get_space(args.space, **options)
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
     device = runtime_device(args.runtime, args.threads, args.hardware, batch=args.batch, **settings)
+    on_cpu = str(settings.get("device", "cpu")) == "cpu" and str(settings.get("provider", "cpu")) == "cpu"
     result = profile_archs(space, items, args.out, runtime=args.runtime, threads=args.threads,
-                           protocol=protocol_from_args(args), device=device, progress=not args.no_progress,
+                           protocol=protocol_from_args(args, cpu_clock_ok=args.threads == 1 and on_cpu),
+                           device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
                            meta={"archs_spec": args.archs, "protocol_preset": args.protocol},
                            batch=args.batch, settings=settings)

@@ -34,7 +34,8 @@ def _fusion(args: argparse.Namespace) -> int:
 
     runtime = get_runtime(args.runtime, threads=args.threads, precision=args.precision)
     patterns = [p.strip() for p in args.patterns.split(",") if p.strip()] if args.patterns else None
-    rules, results = detect_fusion(runtime, patterns, protocol_from_args(args), progress=not args.no_progress)
+    rules, results = detect_fusion(runtime, patterns, protocol_from_args(args, runtime.cpu_clock_ok),
+                                   progress=not args.no_progress)
     with DeviceTable.open(args.out, runtime.device()) as table:
         store_rules(table, rules, runtime)
         print(format_results(results, rules))
