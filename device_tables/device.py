@@ -8,7 +8,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from importlib import metadata
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 # Packages whose versions change latency numbers; recorded in every fingerprint when installed.
 RUNTIME_PACKAGES = (
@@ -116,6 +116,27 @@ def host_fingerprint(**extra: Any) -> dict[str, Any]:
         pass
     fp.update(extra)
     return fp
+
+
+def host_differences(table_fingerprint: Mapping[str, Any], packages: Sequence[str] = ()) -> list[str]:
+    """What of this host differs from a CPU table's fingerprint: the CPU model, its SIMD flags, and
+    the versions of `packages` (the runtime's). Each as ``what: table's -> this host's``."""
+    here = _cpu_info()
+    out = []
+    for key in ("cpu_model", "flags"):
+        theirs, ours = table_fingerprint.get(key), here.get(key)
+        if theirs is not None and theirs != ours:
+            if key == "flags":
+                gone, new = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
+                out.append("SIMD flags " + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in new]))
+            else:
+                out.append(f"CPU {theirs!r} -> {ours!r}")
+    versions = package_versions(tuple(packages))
+    for name in packages:
+        theirs = (table_fingerprint.get("packages") or {}).get(name)
+        if theirs and versions.get(name) != theirs:
+            out.append(f"{name} {theirs} -> {versions.get(name, 'not installed')}")
+    return out
 
 
 # ---- GPUs ----------------------------------------------------------------------------------------

@@ -166,11 +166,14 @@ def choose_next(candidates: list[OpSpec], weights: np.ndarray, regressors: Kerne
 
 def adaptive_profile(measure: Callable[[OpSpec], tuple[Any, dict]], table: DeviceTable, pool: dict[str, tuple[OpSpec, int]],
                      budget: int, batch: int | None = None, seed: int = 0, progress: bool = True,
-                     n_members: int = 12) -> AdaptiveLog:
-    """Measure up to `budget` kernels of `pool` into `table` (rows already there count), adaptively.
+                     n_members: int = 12, deadline: float | None = None) -> AdaptiveLog:
+    """Measure up to `budget` kernels of `pool` into `table` (rows already there count), adaptively,
+    and stop starting new measurements once `time.monotonic()` passes `deadline`.
 
     `measure(spec)` returns ``(Measurement, extra)`` or raises `UnsupportedOpError` (then an
     error row is written and the kernel is not retried)."""
+    import time
+
     from tqdm import tqdm
 
     from device_tables.errors import UnsupportedOpError
@@ -198,11 +201,12 @@ def adaptive_profile(measure: Callable[[OpSpec], tuple[Any, dict]], table: Devic
         spread = {f: [idx[j] for j in _spread_seed([specs[i] for i in idx], per)] for f, idx in by_fam.items()}
         order = sorted(spread, key=lambda f: -sum(weights[i] for i in by_fam[f]))
         seed_idx = [spread[f][r] for r in range(per) for f in order if r < len(spread[f])][:todo_budget]
-        spent += _measure_into(measure, table, [specs[i] for i in seed_idx], bar, UnsupportedOpError, extra={"adaptive_round": 0})
+        spent += _measure_into(measure, table, [specs[i] for i in seed_idx], bar, UnsupportedOpError, extra={"adaptive_round": 0},
+                               deadline=deadline)
         done.update(specs[i].key for i in seed_idx)
         log_.add(round=0, measured=len(seed_idx), method="spread seed")
     rnd = 0
-    while spent < todo_budget:
+    while spent < todo_budget and (deadline is None or time.monotonic() < deadline):
         rnd += 1
         ok_rows = [r for r in table.rows("ok")]
         regs = KernelRegressors(n_members=n_members, seed=seed + rnd).fit([r.spec for r in ok_rows],
@@ -219,7 +223,7 @@ def adaptive_profile(measure: Callable[[OpSpec], tuple[Any, dict]], table: Devic
         before = regs.estimate(chosen) if regs is not None else [None] * len(chosen)
         spent += _measure_into(measure, table, chosen, bar, UnsupportedOpError,
                                extra={"adaptive_round": rnd},
-                               predicted={s.key: e for s, e in zip(chosen, before)})
+                               predicted={s.key: e for s, e in zip(chosen, before)}, deadline=deadline)
         done.update(s.key for s in chosen)
         # How wrong were we, per family, relative to the uncertainty we claimed?
         errs: dict[str, list[float]] = {}
@@ -239,11 +243,16 @@ def adaptive_profile(measure: Callable[[OpSpec], tuple[Any, dict]], table: Devic
 
 
 def _measure_into(measure, table: DeviceTable, specs: Sequence[OpSpec], bar, unsupported, extra: dict,
-                  predicted: dict | None = None) -> int:
+                  predicted: dict | None = None, deadline: float | None = None) -> int:
+    import time
+
     from profilers.protocol import noisy_last
 
+    def out_of_time() -> bool:
+        return deadline is not None and time.monotonic() > deadline
+
     n = 0
-    for s, result in noisy_last(measure, [s for s in specs if s not in table], unsupported):
+    for s, result in noisy_last(measure, [s for s in specs if s not in table], unsupported, stop=out_of_time):
         row_extra = dict(extra)
         e = (predicted or {}).get(s.key)
         if e is not None:
@@ -258,15 +267,16 @@ def _measure_into(measure, table: DeviceTable, specs: Sequence[OpSpec], bar, uns
     return n
 
 
-def profile_specs_into(measure, table: DeviceTable, specs: Sequence[OpSpec], progress: bool = True, desc: str = "grid") -> int:
-    """Measure every spec not yet in `table` (the grid's way)."""
+def profile_specs_into(measure, table: DeviceTable, specs: Sequence[OpSpec], progress: bool = True, desc: str = "grid",
+                       deadline: float | None = None) -> int:
+    """Measure every spec not yet in `table` (the grid's way), until `time.monotonic()` passes `deadline`."""
     from tqdm import tqdm
 
     from device_tables.errors import UnsupportedOpError
 
     todo = [s for s in specs if s not in table]
     bar = tqdm(total=len(todo), desc=f"{desc} {table.name}", unit="op", disable=not progress, dynamic_ncols=True)
-    n = _measure_into(measure, table, todo, bar, UnsupportedOpError, extra={})
+    n = _measure_into(measure, table, todo, bar, UnsupportedOpError, extra={}, deadline=deadline)
     bar.close()
     return n
 

@@ -20,6 +20,8 @@ def time_model(runtime: Runtime, model: Any, protocol: Protocol = Protocol(),
     """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) on `runtime`
     (with the protocol's clock: ``clock="cpu"`` times the calling thread's CPU time)."""
     runtime.check_protocol(protocol)
+    if runtime.dtype() != "float32":
+        raise UnsupportedOpError(f"whole-model timing is built for fp32 networks, not {runtime.precision}")
     if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     if runtime.name == "onnxruntime":

@@ -53,6 +53,9 @@ def _show(args: argparse.Namespace) -> int:
         print("versions " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())))
     ok = len(table.rows("ok"))
     print(f"rows    {len(table)} ({ok} measured, {len(table) - ok} failed, {sum(r.measurement.noisy for r in table.rows('ok'))} noisy)")
+    from hwlat.device_profile import table_stages
+
+    print("stages  " + "\n        ".join(f"{name:<14} {what or 'MISSING'}" for name, what in table_stages(table).items()))
     print()
     print_table(table, args.limit, args.op)
     return 0

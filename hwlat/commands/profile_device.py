@@ -1,0 +1,95 @@
+"""`hwlat profile device`: a complete device table of a runtime on this machine, in one command."""
+
+from __future__ import annotations
+
+import argparse
+
+from hwlat.cli import command_parser
+
+
+def register(targets) -> None:
+    from hwlat.device_profile import DEFAULT_MINUTES, DEFAULT_TARGETS, MAX_MINUTES
+
+    p = command_parser(
+        targets, "device",
+        "profile a runtime of this machine into a complete device table: fusion rules and the weights cache, "
+        "op rows for the shipped spaces and classic CNNs, whole-network calibration, stored regressors, "
+        "and a score on networks it was not calibrated on (resumes if interrupted)",
+        "hwlat profile device --runtime onnxruntime --threads 1 --out tables/my_cpu",
+    )
+    p.add_argument("--runtime", required=True, help="onnxruntime, litert, torch, tflm or board")
+    p.add_argument("--threads", type=_positive_int, default=1, help="intra-op threads, part of the device's name (default 1)")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="fp32 (default); fp16/bf16 (torch); int8 (litert, tflm, board)")
+    p.add_argument("--xnnpack", choices=["on", "off"], help="litert: XNNPACK delegate on (default) or off")
+    p.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"],
+                   help="onnxruntime graph optimisation level (default all)")
+    p.add_argument("--board", help="board runtime target: qemu:mps2-an386 (default) or serial:/dev/ttyACM0[,baud=115200]")
+    p.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
+    p.add_argument("--minutes", type=_positive_float, default=DEFAULT_MINUTES,
+                   help=f"time budget of this run in minutes (default {DEFAULT_MINUTES:g}; up to {MAX_MINUTES:g} "
+                        "suffices on 2 cores); the op rows get what the other stages do not need")
+    from hwlat.commands.profile import add_protocol_options
+
+    add_protocol_options(p)
+    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+                   help="networks the rows are chosen for: search spaces and/or 'classic', comma-separated "
+                        f"(default {','.join(DEFAULT_TARGETS)})")
+    p.add_argument("--calibration-networks", type=_positive_int, default=32,
+                   help="whole networks measured to calibrate the table (default 32)")
+    p.add_argument("--score-networks", type=_positive_int, default=20,
+                   help="whole networks measured to score the table, never calibrated on (default 20)")
+    p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: every candidate; "
+                                      "`hwlat profile fusion --help` lists them)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    from hwlat.commands.profile import add_gpu_options
+
+    add_gpu_options(p)
+    p.set_defaults(func=_profile_device)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value}: needs at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"{text}: needs a finite number above 0")
+    return value
+
+
+def _profile_device(args: argparse.Namespace) -> int:
+    from hwlat.commands.profile import protocol_from_args, runtime_settings
+    from hwlat.device_profile import profile_device
+    from profilers.runtimes import get_runtime
+
+    runtime = get_runtime(args.runtime, **runtime_settings(args))
+    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    result = profile_device(runtime, args.out, minutes=args.minutes, protocol=protocol_from_args(args, runtime.cpu_clock_ok),
+                            targets=targets,
+                            calibration_networks=args.calibration_networks, score_networks=args.score_networks,
+                            fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()] if args.patterns
+                            else None, progress=not args.no_progress)
+    table = result.table
+    print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
+    if result.score:
+        s = result.score
+        print(f"±10%: {s['within_10']} of {s['networks']} networks it was not calibrated on (MAPE {s['mape']:.1%})")
+    if result.unfinished:
+        for stage, why in result.unfinished.items():
+            print(f"unfinished: {stage}: {why}")
+        print("the table is valid and predicts without these stages; run the same command again to continue")
+        return 3
+    return 0

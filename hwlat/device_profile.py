@@ -1,0 +1,589 @@
+"""`hwlat profile device`: one command that turns a runtime on this machine into a complete device table.
+
+Stages, each resumable because each stores what it measures as it goes:
+
+1. ``fusion``: which op patterns the runtime fuses, whether it computes repeated ops once, the
+   single-op call overhead and the weights its cache holds across runs (`profilers.fusion`); every
+   probe measurement is appended to ``NAME.probes.jsonl`` until the rules are stored.
+2. ``rows``: op rows of the kernels the shipped spaces and the classic CNNs run, chosen adaptively
+   (`predictors.adaptive`), until the rows' share of the time budget is spent.
+3. ``networks``: whole networks measured with the protocol `hwlat profile archs` uses by default,
+   appended to ``NAME.networks.csv``: calibration networks, and networks kept apart for the score.
+4. ``regressors``: the kernel regressors fitted once and stored beside the table (arrays + JSON).
+5. ``calibration``: the whole-network correction fitted on the calibration networks.
+6. ``score``: the table predicts the networks it was not calibrated on: ``±10%: x of k``.
+
+The calibration networks and the scored ones are other samples (other seeds) than the networks whose
+kernels the rows were chosen for, so the score is what a user's fresh networks get.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from device_tables.errors import HwlatError, TableError, UnsupportedOpError
+from device_tables.measurement import Measurement
+from device_tables.table import DeviceTable, drop_partial_last_line, now
+from profilers.base import Runtime
+from profilers.protocol import Protocol
+
+log = logging.getLogger(__name__)
+
+STAGES = ("fusion", "rows", "networks", "regressors", "calibration", "score")
+DEFAULT_TARGETS = ("nb201", "fbnet", "ofa", "classic")
+DEFAULT_MINUTES = 12.0
+MAX_MINUTES = 15.0
+# Networks whose kernels the rows are chosen for, per space (seed 0); the calibration networks use
+# seed 1000 and the scored ones seed 2000, and the classic CNNs other resolutions for each.
+POOL_PER_SPACE = 20
+POOL_RESOLUTIONS = (160, 224)
+CALIBRATION_RESOLUTION, SCORE_RESOLUTION = 176, 208
+NETWORK_COLUMNS = ("network", "role", "pass", "status", "median_ms", "p10_ms", "mean_ms", "iqr_ms", "n", "noisy", "error",
+                   "measured_at")
+ROLES = ("calibration", "score")
+# Seconds kept for the stages that measure nothing (fitting, calibrating, scoring).
+FIT_RESERVE_S = 25.0
+# The share of the rows' time that chooses and measures rows; the rest measures them a second time.
+ROWS_FIRST_PASS_SHARE = 0.6
+
+
+class OutOfTime(HwlatError):
+    """The time budget ran out inside a stage; what it measured is stored."""
+
+
+@dataclass
+class DeviceProfileResult:
+    """What a `profile_device` run did: the table, the stages finished, and the self-score."""
+
+    table: DeviceTable
+    finished: list[str] = field(default_factory=list)
+    unfinished: dict[str, str] = field(default_factory=dict)  # stage -> why
+    score: dict[str, Any] | None = None
+    seconds: float = 0.0
+
+    @property
+    def complete(self) -> bool:
+        return not self.unfinished
+
+
+def table_stages(table: DeviceTable) -> dict[str, str | None]:
+    """Each stage a complete table carries, with a one-line description, or None where it is missing."""
+    meta = table.meta
+    fusion = meta.get("fusion") or {}
+    cal = meta.get("lut_calibration") or {}
+    reg = meta.get("regressors") or {}
+    score = meta.get("self_score") or {}
+    ok = len(table.rows("ok"))
+    return {
+        "fusion": f"{len(fusion.get('fused') or [])} patterns fused" if fusion else None,
+        "weights cache": (f"{cache:g} MB" if (cache := (fusion.get("weights_cache") or {}).get("cached_mb")) is not None
+                          else None),
+        "rows": f"{ok} measured" if ok else None,
+        "regressors": (f"stored, {len(reg.get('families') or [])} kernel families" if reg else None),
+        "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
+                        if cal.get("n_models") else None),
+        "score": (f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on "
+                  f"(MAPE {score['mape']:.1%})" if score.get("networks") else None),
+    }
+
+
+def missing_stages(table: DeviceTable) -> list[str]:
+    return [k for k, v in table_stages(table).items() if v is None]
+
+
+# ---- the networks stage's file --------------------------------------------------------------
+def networks_path(table: DeviceTable) -> Path:
+    return table.path.with_name(table.path.name + ".networks.csv")
+
+
+def read_networks(path: Path) -> list[dict[str, Any]]:
+    """The whole-network measurements stored so far (a partial last line from a kill is dropped)."""
+    if not path.exists():
+        return []
+    drop_partial_last_line(path)
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if tuple(reader.fieldnames or ()) != NETWORK_COLUMNS:
+            raise TableError(f"{path}: header is not {','.join(NETWORK_COLUMNS)}; move the file away to re-measure")
+        out = []
+        for lineno, rec in enumerate(reader, start=2):
+            if rec["role"] not in ROLES or rec["status"] not in ("ok", "error") or rec["pass"] not in ("1", "2"):
+                raise TableError(f"{path}, line {lineno}: role or status not recognised; delete the line to re-measure")
+            if rec["status"] == "ok":
+                try:
+                    rec["median_ms"] = float(rec["median_ms"])
+                except ValueError:
+                    raise TableError(f"{path}, line {lineno}: median_ms is not a number; delete the line") from None
+                if not (math.isfinite(rec["median_ms"]) and rec["median_ms"] > 0):
+                    raise TableError(f"{path}, line {lineno}: median_ms must be a positive number; delete the line")
+            out.append(rec)
+    return out
+
+
+def _append_network(path: Path, name: str, role: str, pass_: int, m: Measurement | None, error: str | None = None
+                    ) -> None:
+    new = not path.exists()
+    values = [name, role, str(pass_), "ok" if m is not None else "error"]
+    if m is not None:
+        values += [f"{m.median_ms:.6g}", f"{m.p10_ms:.6g}", f"{m.mean_ms:.6g}", f"{m.iqr_ms:.6g}", str(m.n),
+                   "true" if m.noisy else "false", ""]
+    else:
+        values += ["", "", "", "", "", "", (error or "").replace("\n", " ")]
+    values.append(now())
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    if new:
+        w.writerow(NETWORK_COLUMNS)
+    w.writerow(values)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, buf.getvalue().encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+# ---- the networks ---------------------------------------------------------------------------
+def _round_robin(names: Sequence[str], n: int) -> list[str]:
+    """Up to `n` of `names`, taking each kind (``nb201``, ``classic``, ...) in turn."""
+    by_kind: dict[str, list[str]] = {}
+    for name in names:
+        by_kind.setdefault(name.split(":")[0], []).append(name)
+    out: list[str] = []
+    while len(out) < n and any(by_kind.values()):
+        for kind in sorted(by_kind):
+            if by_kind[kind] and len(out) < n:
+                out.append(by_kind[kind].pop(0))
+    return out
+
+
+def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
+    """Twice `n` networks of the targets for a role (some may not run on a runtime), kinds in turn."""
+    from nas.pool import classic_networks, space_networks
+
+    seed, resolution = (1000, CALIBRATION_RESOLUTION) if role == "calibration" else (2000, SCORE_RESOLUTION)
+    spaces = [t for t in targets if t != "classic"]
+    kinds = len(spaces) + ("classic" in targets)
+    per = max(1, -(-2 * n // max(kinds, 1)))
+    names: list[str] = []
+    for s in spaces:
+        names += space_networks(s, per, seed=seed)
+    if "classic" in targets:
+        names += classic_networks((resolution,))
+    return _round_robin(names, 2 * n)
+
+
+def pool_networks(targets: Sequence[str], per_space: int = POOL_PER_SPACE) -> list[str]:
+    from nas.pool import classic_networks, space_networks
+
+    names: list[str] = []
+    for t in targets:
+        names += classic_networks(POOL_RESOLUTIONS) if t == "classic" else space_networks(t, per_space, seed=0)
+    return names
+
+
+# ---- the run ---------------------------------------------------------------------------------
+class _Clock:
+    """The run's time budget."""
+
+    def __init__(self, minutes: float):
+        self.start = time.monotonic()
+        self.end = self.start + 60.0 * minutes
+
+    def left(self) -> float:
+        return self.end - time.monotonic()
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.start
+
+
+def _stage(table: DeviceTable, name: str, clock: _Clock, **info: Any) -> None:
+    """Record a finished stage in the table's metadata."""
+    run = dict(table.meta.get("profile_device") or {})
+    stages = dict(run.get("stages") or {})
+    stages[name] = {"finished": now(), **info}
+    run["stages"] = stages
+    table.update_meta(profile_device=run)
+
+
+def _done(table: DeviceTable, name: str) -> bool:
+    return name in ((table.meta.get("profile_device") or {}).get("stages") or {})
+
+
+def _say(progress: bool, clock: _Clock, stage: str, text: str) -> None:
+    i = STAGES.index(stage) + 1
+    left = max(clock.left(), 0.0)
+    print(f"[{i}/{len(STAGES)} {stage}] {text}  (elapsed {clock.elapsed() / 60:.1f} min, budget left {left / 60:.1f} min)",
+          flush=True)
+
+
+def _memo_measure(path: Path, measure: Callable[[Any], tuple[Measurement, dict]], clock: _Clock
+                  ) -> Callable[[Any], tuple[Measurement, dict]]:
+    """`measure` with each result appended to `path` (JSON lines): a rerun of the fusion probe replays
+    the stored results in order (the n-th call for a spec gets its n-th stored result) and measures
+    only the rest. Past the time budget it raises `OutOfTime`."""
+    stored: dict[tuple[str, int], dict] = {}
+    if path.exists():
+        drop_partial_last_line(path)
+        for line in path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+                stored[(rec["key"], int(rec["call"]))] = rec
+            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+                log.warning("%s: skipping an unreadable line", path)
+    calls: dict[str, int] = {}
+
+    def measured(spec: Any) -> tuple[Measurement, dict]:
+        n = calls.get(spec.key, 0)
+        calls[spec.key] = n + 1
+        rec = stored.get((spec.key, n))
+        if rec is None:
+            if clock.left() <= 0:
+                raise OutOfTime("the fusion probe")
+            try:
+                m, extra = measure(spec)
+                rec = {"key": spec.key, "call": n, "measurement": m.to_dict(), "extra": extra}
+            except UnsupportedOpError as exc:
+                rec = {"key": spec.key, "call": n, "error": str(exc)}
+            with open(path, "a") as f:
+                f.write(json.dumps(rec, default=str) + "\n")
+                f.flush()
+                os.fsync(f.fileno())
+        if "error" in rec:
+            raise UnsupportedOpError(rec["error"])
+        return Measurement(**rec["measurement"]), dict(rec.get("extra") or {})
+
+    return measured
+
+
+def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DEFAULT_MINUTES,
+                   protocol: Protocol = Protocol(), targets: Sequence[str] = DEFAULT_TARGETS,
+                   calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
+                   fusion_patterns: Sequence[str] | None = None, progress: bool = True) -> DeviceProfileResult:
+    """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
+
+    `minutes` bounds this run; `protocol` measures rows and networks (the default is what
+    `hwlat profile archs` measures with, so its numbers and this table's predictions are the same
+    quantity). Returns what was finished and the table's score on networks it was not calibrated on.
+    """
+    from nas.pool import SPACE_NAMES
+
+    if not (0 < minutes <= MAX_MINUTES * 4) or not math.isfinite(minutes):
+        raise HwlatError(f"--minutes {minutes}: give a positive number of minutes (at most {MAX_MINUTES * 4:g})")
+    bad = [t for t in targets if t not in SPACE_NAMES + ("classic",)]
+    if bad or not targets:
+        raise HwlatError(f"targets {','.join(bad) or '(none)'}: choose from {', '.join(SPACE_NAMES + ('classic',))}")
+    if calibration_networks < 1 or score_networks < 1:
+        raise HwlatError("--calibration-networks and --score-networks need at least 1 network each")
+    runtime.check_protocol(protocol)
+    clock = _Clock(minutes)
+    settings = {"threads": runtime.threads, **runtime.runtime_settings()}
+    meta = {"protocol": protocol.to_dict(), "runtime_settings": settings,
+            "sampling": {"method": "adaptive", "targets": list(targets), "per_space": per_space}}
+    with DeviceTable.open(out, runtime.device(), meta) as table:
+        _check_settings(table, protocol)
+        result = DeviceProfileResult(table)
+        run = dict(table.meta.get("profile_device") or {})
+        run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
+                   score_networks=score_networks, protocol=protocol.to_dict())
+        table.update_meta(profile_device=run)
+        steps = (("fusion", lambda: _fusion_stage(runtime, table, protocol, clock, fusion_patterns, progress)),
+                 ("rows", lambda: _rows_stage(runtime, table, protocol, clock, targets, per_space,
+                                              calibration_networks + score_networks, progress)),
+                 ("networks", lambda: _networks_stage(runtime, table, protocol, clock, targets, calibration_networks,
+                                                      score_networks, progress)),
+                 ("regressors", lambda: _regressors_stage(table, clock)),
+                 ("calibration", lambda: _calibration_stage(table, clock)),
+                 ("score", lambda: _score_stage(table, clock, result)))
+        for name, step in steps:
+            try:
+                note = step()
+            except OutOfTime as exc:
+                result.unfinished[name] = f"the time budget ran out during {exc}"
+                _say(progress, clock, name, f"not finished: {result.unfinished[name]}; what it measured is stored")
+                break
+            if note:  # the stage could not be done, for a reason other than time
+                result.unfinished[name] = note
+                _say(progress, clock, name, f"skipped: {note}")
+            else:
+                result.finished.append(name)
+        for name, _ in steps:
+            if name not in result.finished and name not in result.unfinished:
+                result.unfinished[name] = "not reached"
+        result.seconds = clock.elapsed()
+        run = dict(table.meta.get("profile_device") or {})
+        run.setdefault("runs", []).append({"finished": now(), "seconds": round(result.seconds, 1),
+                                           "unfinished": result.unfinished})
+        table.update_meta(profile_device=run)
+    return result
+
+
+def _check_settings(table: DeviceTable, protocol: Protocol) -> None:
+    """A table resumed with another protocol would mix two kinds of measurement: refuse."""
+    stored = (table.meta.get("profile_device") or {}).get("protocol")
+    if stored and Protocol.from_dict(stored) != protocol:
+        diff = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in protocol.to_dict().items() if stored.get(k) != v]
+        raise TableError(f"{table.path}: profiled with another protocol ({'; '.join(diff)}); "
+                         "resume with the same --protocol and --clock, or give another --out")
+
+
+def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
+                  patterns: Sequence[str] | None, progress: bool) -> str | None:
+    from profilers.fusion import detect_fusion, format_results, store_rules
+
+    if _done(table, "fusion") and table.meta.get("fusion"):
+        _say(progress, clock, "fusion", "stored rules kept")
+        return None
+    probes = table.path.with_name(table.path.name + ".probes.jsonl")
+    _say(progress, clock, "fusion", "timing op patterns fused and apart, repeated ops, the weights cache")
+    t0 = time.monotonic()
+    measure = _memo_measure(probes, lambda s: runtime.measure(s, protocol), clock)
+    rules, results = detect_fusion(runtime, patterns, protocol, progress=progress, measure=measure)
+    store_rules(table, rules, runtime)
+    if progress:
+        print(format_results(results, rules))
+    _stage(table, "fusion", clock, seconds=round(time.monotonic() - t0, 1), patterns=len(results),
+           fused=len(rules.fused))
+    probes.unlink(missing_ok=True)
+    return None
+
+
+def _network_seconds(protocol: Protocol) -> float:
+    """About how long one whole-network measurement takes (building, warm-up, the time cap; noisy
+    ones are measured again), to keep time for the networks out of the rows' share."""
+    return 1.2 * (0.4 + protocol.warmup_s + protocol.max_time_s)
+
+
+def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
+                per_space: int, n_networks: int, progress: bool) -> str | None:
+    """Pass 1 chooses and measures rows adaptively; pass 2 measures them again, in the same order, into
+    ``NAME.pass2``, and each row keeps its quieter measurement. On a shared machine a measurement
+    caught in a slow spell reads 10-50% high, thread-CPU clock or not; a second chance, minutes
+    later, catches most of them (`DeviceTable.keep_quieter`)."""
+    from device_tables.kernels import FusionRules
+    from nas.pool import graph_of
+    from predictors.adaptive import adaptive_profile, kernel_pool
+
+    if _done(table, "rows"):
+        _say(progress, clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
+        return None
+    have = {r["network"] for r in read_networks(networks_path(table))}
+    reserve = 2 * max(0, n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
+    left = clock.left()
+    rows_s = max(left - reserve, 0.5 * left)
+    pass2 = table.path.with_name(table.path.name + ".pass2")
+    t0 = time.monotonic()
+    if not _done(table, "rows pass 1"):
+        rules = FusionRules.from_meta(table.meta)
+        names = pool_networks(targets, per_space)
+        graphs = [graph_of(n) for n in names]
+        pool = kernel_pool(graphs, rules, runtime.dtype())
+        first_s = ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0)
+        _say(progress, clock, "rows", f"{len(pool)} distinct kernels in {len(graphs)} networks; measuring the most "
+                                      f"informative for {first_s / 60:.1f} min, then each again")
+        alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, budget=len(pool),
+                                batch=32, progress=progress, deadline=time.monotonic() + first_s)
+        table.update_meta(adaptive_rounds=(table.meta.get("adaptive_rounds") or []) + alog.rounds)
+        _stage(table, "rows pass 1", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
+               pool=len(pool))
+    deadline = t0 + rows_s
+    with DeviceTable.open(pass2, table.device, {"pass_of": table.path.name}) as again:
+        todo = [r.spec for r in table.rows("ok") if r.spec not in again]
+        _say(progress, clock, "rows", f"second pass: {len(todo)} rows to measure again")
+        from predictors.adaptive import profile_specs_into
+
+        profile_specs_into(lambda s: runtime.measure(s, protocol), again, todo, progress=progress, desc="pass 2",
+                           deadline=deadline)
+        replaced = table.keep_quieter(again)
+        measured_twice = sum(1 for r in table.rows("ok") if r.spec in again)
+    for suffix in (".csv", ".json"):
+        pass2.with_name(pass2.name + suffix).unlink(missing_ok=True)
+    _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
+           measured_twice=measured_twice, quieter_in_pass_2=replaced)
+    return None
+
+
+def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
+                    n_cal: int, n_score: int, progress: bool) -> str | None:
+    """Whole networks in two passes (each network's truth is its quieter pass, as for the rows); the
+    calibration and score networks interleaved, so a short budget leaves some of each."""
+    from tqdm import tqdm
+
+    from nas.pool import onnx_of
+    from profilers.whole_model import time_model
+
+    path = networks_path(table)
+    stored = read_networks(path)
+    done = {(r["network"], int(r["pass"])) for r in stored}
+    failed = {r["network"] for r in stored if r["status"] == "error"}
+    want = {"calibration": n_cal, "score": n_score}
+    chosen: dict[str, list[str]] = {role: [] for role in ROLES}
+    for r in stored:
+        if r["status"] == "ok" and int(r["pass"]) == 1 and r["network"] not in chosen[r["role"]]:
+            chosen[r["role"]].append(r["network"])
+    queues = {role: [n for n in candidate_networks(targets, role, want[role])
+                     if n not in chosen[role] and n not in failed] for role in ROLES}
+    _say(progress, clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
+                                      f"{n_score} score networks whole, twice")
+    bar = tqdm(total=2 * (n_cal + n_score), initial=min(len(done), 2 * (n_cal + n_score)), desc="networks",
+               unit="net", disable=not progress, dynamic_ncols=True)
+
+    def measure(role: str, name: str, pass_: int) -> bool:
+        if clock.left() <= FIT_RESERVE_S:
+            raise OutOfTime(f"the networks stage ({len(chosen['calibration'])} calibration and "
+                            f"{len(chosen['score'])} score networks measured)")
+        try:
+            m = time_model(runtime, onnx_of(name), protocol)
+        except UnsupportedOpError as exc:
+            _append_network(path, name, role, pass_, None, str(exc))
+            if "whole-model timing" in str(exc):  # the runtime cannot time networks at all
+                raise _NoNetworks(str(exc)) from None
+            return False
+        _append_network(path, name, role, pass_, m)
+        bar.update(1)
+        return True
+
+    try:
+        while any(len(chosen[r]) < want[r] and queues[r] for r in ROLES):  # pass 1
+            for role in ROLES:
+                if len(chosen[role]) < want[role] and queues[role]:
+                    name = queues[role].pop(0)
+                    if measure(role, name, 1):
+                        chosen[role].append(name)
+        for role in ROLES:  # pass 2: what time allows; a network measured once keeps that
+            for name in chosen[role]:
+                if (name, 2) not in done:
+                    measure(role, name, 2)
+    except _NoNetworks as exc:
+        bar.close()
+        return f"{exc}: no calibration or score"
+    except OutOfTime:
+        bar.close()
+        if any(len(chosen[r]) < min(want[r], 1) for r in ROLES):
+            raise
+    bar.close()
+    _stage(table, "networks", clock, calibration=len(chosen["calibration"]), score=len(chosen["score"]))
+    return None
+
+
+class _NoNetworks(Exception):
+    """The runtime cannot time whole networks."""
+
+
+def _regressors_stage(table: DeviceTable, clock: _Clock) -> str | None:
+    from predictors.lut import LUTPredictor
+
+    if not table.rows("ok"):
+        return "no op rows to fit them on"
+    lut = LUTPredictor(table)
+    lut.regressors = lut.stored_regressors()
+    if lut.regressors is None:
+        stem = lut.save_regressors()
+        _say(True, clock, "regressors", f"{len(lut.regressors.families_)} kernel families fitted -> {stem.name}.json/.npz")
+    _stage(table, "regressors", clock)
+    return None
+
+
+def _measured(table: DeviceTable, role: str) -> tuple[list[str], list[float]]:
+    """The networks of a role and their truth: the quieter of their passes (the lower median)."""
+    best: dict[str, float] = {}
+    for r in read_networks(networks_path(table)):
+        if r["role"] == role and r["status"] == "ok":
+            best[r["network"]] = min(best.get(r["network"], math.inf), float(r["median_ms"]))
+    return list(best), list(best.values())
+
+
+def _calibration_stage(table: DeviceTable, clock: _Clock) -> str | None:
+    from nas.pool import graph_of
+    from predictors.lut import LUTPredictor
+
+    names, ys = _measured(table, "calibration")
+    if not names:
+        return "no calibration network was measured"
+    lut = LUTPredictor(table, calibration=None).fit()
+    cal = lut.calibrate([graph_of(n) for n in names], ys)
+    lut.save_calibration()
+    table.update_meta(lut_calibration_networks=names)
+    _say(True, clock, "calibration", cal.describe())
+    _stage(table, "calibration", clock, networks=len(names))
+    return None
+
+
+def score_table(table: DeviceTable, names: Sequence[str], measured_ms: Sequence[float]) -> dict[str, Any]:
+    """The table's predictions of `names` against their measured latencies: ±10% count, MAPE, ratios."""
+    from nas.pool import graph_of
+    from predictors.lut import LUTPredictor
+
+    lut = LUTPredictor(table)
+    ratios = {}
+    for name, y in zip(names, measured_ms):
+        pred = lut.predict_graph(graph_of(name), name=name)
+        ratios[name] = (pred.total_ms / y) if not pred.partial else float("nan")
+    r = np.asarray(list(ratios.values()), dtype=float)
+    within = int(np.sum(np.abs(r - 1) <= 0.10))
+    finite = r[np.isfinite(r)]
+    return {"networks": len(r), "within_10": within, "mape": float(np.mean(np.abs(finite - 1))) if finite.size else float("nan"),
+            "ratio_range": [float(finite.min()), float(finite.max())] if finite.size else None,
+            "partial": int(np.sum(~np.isfinite(r))), "ratios": {k: round(float(v), 4) for k, v in ratios.items()},
+            "statistic": "median", "scored_at": now()}
+
+
+def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult) -> str | None:
+    names, ys = _measured(table, "score")
+    if not names:
+        return "no score network was measured"
+    score = score_table(table, names, ys)
+    table.update_meta(self_score=score)
+    result.score = score
+    lo, hi = score["ratio_range"] or (float("nan"), float("nan"))
+    _say(True, clock, "score", f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on "
+                               f"(MAPE {score['mape']:.1%}, predicted/measured {lo:.2f}..{hi:.2f})")
+    _stage(table, "score", clock)
+    return None
+
+
+
+
+def _user_path(table: DeviceTable) -> str:
+    """The table's path as a user would type it; a shipped table's name is better not written over."""
+    from device_tables.registry import TABLES_DIR
+
+    if table.path is None or table.path.parent == TABLES_DIR:
+        return f"tables/{table.name}"
+    return str(table.path)
+
+
+def table_warnings(table: DeviceTable) -> list[str]:
+    """One line each: the stages a table lacks (it predicts without them, less accurately), and how
+    this machine differs from the CPU the table was measured on."""
+    from device_tables.device import host_differences
+    from profilers.runtimes import RUNTIMES, runtime_class
+
+    out = []
+    missing = missing_stages(table)
+    if missing:
+        out.append(f"{table.name} lacks {', '.join(missing)}: it predicts, less accurately than a complete table; "
+                   f"`hwlat profile device --runtime {table.device.runtime} --out {_user_path(table)}` adds them")
+    if table.device.hardware == "cpu" and table.device.runtime in RUNTIMES:
+        packages = runtime_class(table.device.runtime).packages
+        diff = host_differences(table.device.fingerprint, packages)
+        if diff:
+            out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "
+                       "latency; `hwlat profile device` makes a table of this one")
+    return out
+
+
+__all__ = ["DeviceProfileResult", "STAGES", "missing_stages", "profile_device", "read_networks", "score_table",
+           "table_stages", "table_warnings"]
