@@ -112,8 +112,8 @@ class CachingPredictor(ArchPredictor):
 
 
 class GraphPredictor(CachingPredictor):
-    """A lookup-table predictor (`predictors.lut.LUTPredictor`) on a space: each architecture's op
-    list (`space.to_graph(arch, fold_bn=True)`, what the ONNX model runs) is predicted."""
+    """A lookup-table predictor (`predictors.lut.LUTPredictor`) on a space: each architecture's graph
+    (`Space.graph`, what its ONNX model runs) is predicted as `hwlat predict` predicts it."""
 
     def __init__(self, space: Space | str, lut: Any, name: str | None = None):
         super().__init__(space)
@@ -121,7 +121,7 @@ class GraphPredictor(CachingPredictor):
         self.name = name or f"lookup table {getattr(getattr(lut, 'table', None), 'name', '')}".strip()
 
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
-        return np.asarray([self.lut.predict_graph(self.space.to_graph(a, fold_bn=True)).total_ms for a in archs])
+        return np.asarray([self.lut.predict_graph(self.space.graph(a)).total_ms for a in archs])
 
 
 class CallablePredictor(CachingPredictor):

@@ -120,6 +120,17 @@ class Space(abc.ABC):
 
         return net_to_onnx(self.network(self._arch(arch), batch), doc=f"{self.name} {self.key(self._arch(arch))}")
 
+    def graph(self, arch: Any, batch: int = 1):
+        """The `device_tables.graph.Graph` its ONNX model runs (named ``space:key``): what `hwlat
+        predict` prices for an architecture, on the command line and in searches alike."""
+        from device_tables.graph import Graph
+        from nas.spaces.onnx_export import net_to_proto
+
+        arch = self._arch(arch)
+        graph = Graph.from_onnx(net_to_proto(self.network(arch, batch), values=False))
+        graph.name = f"{self.name}:{self.key(arch)}"
+        return graph
+
     def to_torch(self, arch: Any):
         """A torch `nn.Module` in eval mode computing the same function as `to_onnx`."""
         from nas.spaces.torch_module import net_to_torch

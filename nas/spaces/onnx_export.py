@@ -7,6 +7,9 @@ Reshape) and the standalone batch-norm (BatchNormalization).
 
 from __future__ import annotations
 
+import math
+from typing import Any
+
 import numpy as np
 
 from nas.spaces.network import BN_EPS, Layer, Net
@@ -31,13 +34,43 @@ def fold_bn(layer: Layer) -> tuple[np.ndarray, np.ndarray | None]:
 
 def net_to_onnx(net: Net, doc: str = "") -> bytes:
     """Serialize `net` as an ONNX model with input ``input`` and output ``logits``."""
+    return net_to_proto(net, doc).SerializeToString()
+
+
+# Weights up to this many values get a real (zero) array in a shapes-only model: the graph extractor
+# reads small constants' values and only the shape of larger ones (`device_tables.graph._const_array`).
+SHAPES_ONLY_VALUES = 4096
+
+
+def net_to_proto(net: Net, doc: str = "", values: bool = True):
+    """`net` as an ONNX ``ModelProto``; with ``values=False`` the weights' values are left out (large
+    ones are shapes only, small ones zeros): a model to read the graph from, not to run, built in a
+    fraction of the time."""
     from onnx import TensorProto, helper, numpy_helper
 
     nodes, inits = [], []
 
-    def const(name: str, arr: np.ndarray) -> str:
+    def const(name: str, arr) -> str:
+        if isinstance(arr, tuple):  # a weight's shape (values=False)
+            if math.prod(arr) > SHAPES_ONLY_VALUES:
+                t = TensorProto()
+                t.name, t.data_type = name, TensorProto.FLOAT
+                t.dims.extend(arr)
+                inits.append(t)
+                return name
+            arr = np.zeros(arr, np.float32)
         inits.append(numpy_helper.from_array(np.ascontiguousarray(arr), name))
         return name
+
+    def weights(layer: Layer) -> tuple[Any, Any]:
+        if values:
+            return fold_bn(layer)
+        shapes = layer.param_shapes
+        has_bias = "b" in shapes or bool(layer.attrs.get("bn"))
+        return shapes["W"], ((shapes["W"][0],) if has_bias else None)
+
+    def param(layer: Layer, key: str):
+        return layer.params[key] if values else layer.param_shapes[key]
 
     def act_node(kind: str, x: str, out: str, name: str) -> None:
         if kind == "relu":
@@ -52,7 +85,7 @@ def net_to_onnx(net: Net, doc: str = "") -> bytes:
     for layer in net.layers:
         a, name, ins = layer.attrs, layer.name, list(layer.inputs)
         if layer.kind == "conv":
-            w, b = fold_bn(layer)
+            w, b = weights(layer)
             inputs = [ins[0], const(f"{name}.W", w)] + ([const(f"{name}.b", b)] if b is not None else [])
             out = f"{name}.pre" if a["act"] else name
             k, p = a["kernel"], a["padding"]
@@ -61,12 +94,11 @@ def net_to_onnx(net: Net, doc: str = "") -> bytes:
             if a["act"]:
                 act_node(a["act"], out, name, f"{name}.{a['act']}")
         elif layer.kind == "bn_act":
-            q = layer.params
             out = f"{name}.pre" if a["act"] else name
             nodes.append(helper.make_node(
                 "BatchNormalization",
-                [ins[0], const(f"{name}.gamma", q["bn_gamma"]), const(f"{name}.beta", q["bn_beta"]),
-                 const(f"{name}.mean", q["bn_mean"]), const(f"{name}.var", q["bn_var"])],
+                [ins[0], const(f"{name}.gamma", param(layer, "bn_gamma")), const(f"{name}.beta", param(layer, "bn_beta")),
+                 const(f"{name}.mean", param(layer, "bn_mean")), const(f"{name}.var", param(layer, "bn_var"))],
                 [out], name=name, epsilon=BN_EPS))
             if a["act"]:
                 act_node(a["act"], out, name, f"{name}.{a['act']}")
@@ -90,8 +122,8 @@ def net_to_onnx(net: Net, doc: str = "") -> bytes:
         elif layer.kind == "flatten":
             nodes.append(helper.make_node("Flatten", ins, [name], name=name, axis=1))
         elif layer.kind == "linear":
-            nodes.append(helper.make_node("Gemm", [ins[0], const(f"{name}.W", layer.params["W"]),
-                                                   const(f"{name}.b", layer.params["b"])],
+            nodes.append(helper.make_node("Gemm", [ins[0], const(f"{name}.W", param(layer, "W")),
+                                                   const(f"{name}.b", param(layer, "b"))],
                                           [name], name=name, transB=1))
         elif layer.kind == "shuffle":
             n, c, h, w = layer.in_shape
@@ -118,4 +150,4 @@ def net_to_onnx(net: Net, doc: str = "") -> bytes:
     model = helper.make_model(graph, producer_name="hwlat", opset_imports=[helper.make_opsetid("", OPSET)],
                               doc_string=doc)
     model.ir_version = IR_VERSION
-    return model.SerializeToString()
+    return model
