@@ -1,0 +1,119 @@
+"""The user's path, measured: fresh random networks timed with the defaults of `hwlat profile archs`
+and predicted with the defaults of `hwlat predict` from a device table (shipped, or one `hwlat profile
+device` just made), on this machine. Prints ±10% accuracy per kind of network and the machine's own
+noise beside it: each network is timed in two passes, and the share whose passes differ by more than
+5% / 10% is how far a measurement here can be trusted.
+
+    .venv/bin/python benchmarks/user_path.py --table cpu_onnxruntime_fp32_threads1 --per-kind 20
+    .venv/bin/python benchmarks/user_path.py --table cpu_litert_fp32_threads1
+
+The networks are NB201, FBNet and OFA samples of a seed none of the table's stages used (default: a new
+one each run, printed) and the classic CNNs at a random resolution; a network the runtime cannot run is
+skipped and counted. Measured with `profilers.whole_model.time_model` and the default protocol, the
+function and settings `hwlat profile archs` uses; predicted with `hwlat.predict` (the same path as
+`hwlat predict`). Takes about 2 x per-kind x 4 x 1.5 s per runtime.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--table", action="append", help="device table name or path (repeatable; default: the shipped "
+                                                      "onnxruntime and LiteRT threads=1 tables)")
+    p.add_argument("--per-kind", type=int, default=20, help="networks per kind (nb201, fbnet, ofa, classic; default 20)")
+    p.add_argument("--seed", type=int, help="seed of the samples (default: a new one, printed)")
+    p.add_argument("--kinds", default="nb201,fbnet,ofa,classic")
+    p.add_argument("--json", help="write the results here")
+    return p.parse_args(argv)
+
+
+def networks(kinds: list[str], per_kind: int, seed: int) -> list[str]:
+    from nas.models import variants
+    from nas.pool import space_networks
+
+    rng = random.Random(seed)
+    names: list[str] = []
+    for kind in kinds:
+        if kind == "classic":
+            pool = [f"classic:{c.key}" for c in variants((rng.choice(range(128, 232, 8)),))]
+            names += rng.sample(pool, min(per_kind, len(pool)))
+        else:
+            names += space_networks(kind, per_kind, seed=seed)
+    return names
+
+
+def main(argv=None) -> int:
+    import hwlat
+    from device_tables.errors import HwlatError
+    from nas.pool import graph_of, onnx_of
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+    from profilers.whole_model import time_model
+
+    args = parse_args(argv)
+    seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000, 1_000_000)
+    kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
+    names = networks(kinds, args.per_kind, seed)
+    print(f"seed {seed}: {len(names)} networks ({', '.join(kinds)})")
+    report = {"seed": seed, "tables": {}}
+    for table_name in args.table or ["cpu_onnxruntime_fp32_threads1", "cpu_litert_fp32_threads1"]:
+        table = hwlat.load_table(table_name)
+        dev = table.device
+        settings = dict(dev.settings)
+        runtime = get_runtime(dev.runtime, precision=dev.precision, **settings)
+        t0 = time.time()
+        passes: dict[str, list[float]] = {}
+        skipped = {}
+        for p in range(2):  # two passes, network by network, to see the machine's noise
+            for name in names:
+                if name in skipped:
+                    continue
+                try:
+                    passes.setdefault(name, []).append(time_model(runtime, onnx_of(name), Protocol()).median_ms)
+                except HwlatError as exc:
+                    skipped[name] = str(exc).splitlines()[0]
+                    passes.pop(name, None)
+        rows = []
+        for name, ms in passes.items():
+            pred = hwlat.predict(graph_of(name), table=table)
+            truth = float(np.median(ms))
+            rows.append({"network": name, "kind": name.split(":")[0], "measured_ms": ms, "predicted_ms": pred.total_ms,
+                         "ratio": pred.total_ms / truth, "partial": pred.partial,
+                         "pass_gap": max(ms) / min(ms) - 1})
+        print(f"\n{table.name} ({dev.name}), {time.time() - t0:.0f} s; {len(skipped)} networks the runtime cannot run")
+        print(f"{'kind':<8} {'n':>3} {'±10%':>12} {'MAPE':>6} {'pred/meas range':>16}   noise: passes >5% / >10% apart")
+        out = {}
+        for kind in kinds + ["all"]:
+            sel = [r for r in rows if kind == "all" or r["kind"] == kind]
+            if not sel:
+                continue
+            ratio = np.asarray([r["ratio"] for r in sel])
+            hit = int(np.sum((np.abs(ratio - 1) <= 0.10) & ~np.asarray([r["partial"] for r in sel])))
+            gap = np.asarray([r["pass_gap"] for r in sel])
+            out[kind] = {"n": len(sel), "within_10": hit, "mape": float(np.mean(np.abs(ratio - 1))),
+                         "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
+                         "noise_5": float(np.mean(gap > 0.05)), "noise_10": float(np.mean(gap > 0.10))}
+            o = out[kind]
+            print(f"{kind:<8} {o['n']:>3} {hit:>4} ({hit / len(sel):>5.1%}) {o['mape']:>6.1%} "
+                  f"{o['ratio_min']:>7.2f}..{o['ratio_max']:<7.2f}   {o['noise_5']:.0%} / {o['noise_10']:.0%}")
+        report["tables"][table.name] = {"device": dev.name, "scores": out, "skipped": skipped, "networks": rows}
+    if args.json:
+        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
