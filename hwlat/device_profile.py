@@ -269,17 +269,19 @@ def _memo_measure(path: Path, measure: Callable[[Any], tuple[Measurement, dict]]
 
 
 def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DEFAULT_MINUTES,
-                   protocol: Protocol = Protocol(), targets: Sequence[str] = DEFAULT_TARGETS,
+                   protocol: Protocol | None = None, targets: Sequence[str] = DEFAULT_TARGETS,
                    calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
                    fusion_patterns: Sequence[str] | None = None, progress: bool = True) -> DeviceProfileResult:
     """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
 
-    `minutes` bounds this run; `protocol` measures rows and networks (the default is what
-    `hwlat profile archs` measures with, so its numbers and this table's predictions are the same
-    quantity). Returns what was finished and the table's score on networks it was not calibrated on.
+    `minutes` bounds this run; `protocol` measures rows and networks (the default,
+    `Runtime.default_protocol`, is what `hwlat profile archs` measures with, so its numbers and this
+    table's predictions are the same quantity). Returns what was finished and the table's score on
+    networks it was not calibrated on.
     """
     from nas.pool import SPACE_NAMES
 
+    protocol = protocol or runtime.default_protocol()
     if not (0 < minutes <= MAX_MINUTES * 4) or not math.isfinite(minutes):
         raise HwlatError(f"--minutes {minutes}: give a positive number of minutes (at most {MAX_MINUTES * 4:g})")
     bad = [t for t in targets if t not in SPACE_NAMES + ("classic",)]

@@ -73,6 +73,13 @@ class Runtime(abc.ABC):
         """Whether the calling thread's CPU time is this runtime's latency: one intra-op thread on a CPU."""
         return self.threads == 1 and self.hardware == "cpu"
 
+    def default_protocol(self, preset: str = "default") -> Protocol:
+        """A protocol preset with the clock `--clock auto` gives this runtime: the thread's CPU time
+        where it is the latency (`cpu_clock_ok`), else the runtime's own clock."""
+        from dataclasses import replace
+
+        return replace(Protocol.preset(preset), clock="cpu" if self.cpu_clock_ok else "wall")
+
     def check_protocol(self, protocol: Protocol) -> None:
         """Refuse the thread-CPU clock where it does not measure latency (several threads, GPUs, boards)."""
         if protocol.clock == "cpu" and not self.cpu_clock_ok:

@@ -102,7 +102,8 @@ def add_protocol_options(p: argparse.ArgumentParser, default: str = "default") -
 
 def protocol_from_args(args: argparse.Namespace, cpu_clock_ok: bool = False):
     """The protocol of --protocol and --clock; ``auto`` is the thread-CPU clock where `cpu_clock_ok`
-    (one intra-op thread on a CPU: the runtime computes on the calling thread), else the wall clock."""
+    (one intra-op thread on a CPU: the runtime computes on the calling thread), else the wall clock,
+    as `profilers.base.Runtime.default_protocol`."""
     from dataclasses import replace
 
     from profilers.protocol import Protocol
