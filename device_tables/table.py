@@ -227,6 +227,11 @@ class DeviceTable:
             records.append(rec)
         return pd.DataFrame.from_records(records)
 
+    def _csv_text(self) -> str:
+        """The whole CSV of this table's rows, header first."""
+        return "".join([",".join(COLUMNS) + "\n"] + [_format_row(r.spec, r.status, r.measurement, r.extra, r.measured_at)
+                                                      for r in self._rows.values()])
+
     def keep_quieter(self, other: "DeviceTable", statistic: str = "median_ms") -> int:
         """Replace each row of this open table by `other`'s measurement of the same op where that
         is lower by `statistic` (a second pass: other work only ever slows a measurement down), the
@@ -243,11 +248,9 @@ class DeviceTable:
             replaced += better
         if self.path is not None:
             csv_path, _ = table_paths(self.path)
-            lines = [",".join(COLUMNS) + "\n"] + [_format_row(r.spec, r.status, r.measurement, r.extra, r.measured_at)
-                                                  for r in self._rows.values()]
             reopen = self._fd is not None
             self.close()
-            atomic_write_text(csv_path, "".join(lines))
+            atomic_write_text(csv_path, self._csv_text())
             if reopen:
                 self._fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND)
         return replaced
@@ -259,9 +262,8 @@ class DeviceTable:
                                         "name": csv_path.stem, "device": self.device.to_dict()}, csv_path.with_suffix(""))
         out.meta.setdefault("created", now())
         out._rows = dict(self._rows)
-        lines = [",".join(COLUMNS) + "\n"] + [_format_row(r.spec, r.status, r.measurement, r.extra, r.measured_at) for r in self._rows.values()]
         csv_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(csv_path, "".join(lines))
+        atomic_write_text(csv_path, self._csv_text())
         out.write_meta()
         return out
 

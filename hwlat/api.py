@@ -36,12 +36,14 @@ def predict(model: Any, table: str | os.PathLike | DeviceTable, space: Any = Non
     return LUTPredictor(t).predict_graph(graph, input_shape=input_shape)
 
 
-def profile_device(runtime: str, out: str | os.PathLike, minutes: float = 10.0, **settings: Any):
+def profile_device(runtime: str, out: str | os.PathLike, minutes: float | None = None, **settings: Any):
     """`hwlat profile device`: a complete table of `runtime` (a name) with `settings` (threads,
-    precision, ...) at `out`; see `hwlat.device_profile.profile_device` for the options."""
+    precision, ...) at `out` within `minutes` (default: the command's); see
+    `hwlat.device_profile.profile_device` for the options."""
+    from hwlat.device_profile import DEFAULT_MINUTES
     from hwlat.device_profile import profile_device as run
     from profilers.runtimes import get_runtime
 
     options = {k: settings.pop(k) for k in list(settings) if k in (
         "protocol", "targets", "calibration_networks", "score_networks", "per_space", "fusion_patterns", "progress")}
-    return run(get_runtime(runtime, **settings), out, minutes=minutes, **options)
+    return run(get_runtime(runtime, **settings), out, minutes=minutes or DEFAULT_MINUTES, **options)

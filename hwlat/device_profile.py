@@ -156,22 +156,9 @@ def _append_network(path: Path, name: str, role: str, pass_: int, m: Measurement
 
 
 # ---- the networks ---------------------------------------------------------------------------
-def _round_robin(names: Sequence[str], n: int) -> list[str]:
-    """Up to `n` of `names`, taking each kind (``nb201``, ``classic``, ...) in turn."""
-    by_kind: dict[str, list[str]] = {}
-    for name in names:
-        by_kind.setdefault(name.split(":")[0], []).append(name)
-    out: list[str] = []
-    while len(out) < n and any(by_kind.values()):
-        for kind in sorted(by_kind):
-            if by_kind[kind] and len(out) < n:
-                out.append(by_kind[kind].pop(0))
-    return out
-
-
 def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
     """Twice `n` networks of the targets for a role (some may not run on a runtime), kinds in turn."""
-    from nas.pool import classic_networks, space_networks
+    from nas.pool import classic_networks, in_turn, space_networks
 
     seed, resolution = (1000, CALIBRATION_RESOLUTION) if role == "calibration" else (2000, SCORE_RESOLUTION)
     spaces = [t for t in targets if t != "classic"]
@@ -182,16 +169,15 @@ def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
         names += space_networks(s, per, seed=seed)
     if "classic" in targets:
         names += classic_networks((resolution,))
-    return _round_robin(names, 2 * n)
+    return in_turn(names, 2 * n)
 
 
 def pool_networks(targets: Sequence[str], per_space: int = POOL_PER_SPACE) -> list[str]:
-    from nas.pool import classic_networks, space_networks
+    """The networks whose kernels the rows are chosen for."""
+    from nas.pool import target_networks
 
-    names: list[str] = []
-    for t in targets:
-        names += classic_networks(POOL_RESOLUTIONS) if t == "classic" else space_networks(t, per_space, seed=0)
-    return names
+    return target_networks(per_space, [t for t in targets if t != "classic"], classic="classic" in targets, seed=0,
+                           resolutions=POOL_RESOLUTIONS)
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -222,7 +208,8 @@ def _done(table: DeviceTable, name: str) -> bool:
     return name in ((table.meta.get("profile_device") or {}).get("stages") or {})
 
 
-def _say(progress: bool, clock: _Clock, stage: str, text: str) -> None:
+def _say(clock: _Clock, stage: str, text: str) -> None:
+    """A stage's line: printed with or without progress bars (a log of what the run did)."""
     i = STAGES.index(stage) + 1
     left = max(clock.left(), 0.0)
     print(f"[{i}/{len(STAGES)} {stage}] {text}  (elapsed {clock.elapsed() / 60:.1f} min, budget left {left / 60:.1f} min)",
@@ -314,11 +301,11 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                 note = step()
             except OutOfTime as exc:
                 result.unfinished[name] = f"the time budget ran out during {exc}"
-                _say(progress, clock, name, f"not finished: {result.unfinished[name]}; what it measured is stored")
+                _say(clock, name, f"not finished: {result.unfinished[name]}; what it measured is stored")
                 break
             if note:  # the stage could not be done, for a reason other than time
                 result.unfinished[name] = note
-                _say(progress, clock, name, f"skipped: {note}")
+                _say(clock, name, f"skipped: {note}")
             else:
                 result.finished.append(name)
         for name, _ in steps:
@@ -346,10 +333,10 @@ def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cloc
     from profilers.fusion import detect_fusion, format_results, store_rules
 
     if _done(table, "fusion") and table.meta.get("fusion"):
-        _say(progress, clock, "fusion", "stored rules kept")
+        _say(clock, "fusion", "stored rules kept")
         return None
     probes = table.path.with_name(table.path.name + ".probes.jsonl")
-    _say(progress, clock, "fusion", "timing op patterns fused and apart, repeated ops, the weights cache")
+    _say(clock, "fusion", "timing op patterns fused and apart, repeated ops, the weights cache")
     t0 = time.monotonic()
     measure = _memo_measure(probes, lambda s: runtime.measure(s, protocol), clock)
     rules, results = detect_fusion(runtime, patterns, protocol, progress=progress, measure=measure)
@@ -379,7 +366,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     from predictors.adaptive import adaptive_profile, kernel_pool
 
     if _done(table, "rows"):
-        _say(progress, clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
+        _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
         return None
     have = {r["network"] for r in read_networks(networks_path(table))}
     reserve = 2 * max(0, n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
@@ -393,7 +380,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         graphs = [graph_of(n) for n in names]
         pool = kernel_pool(graphs, rules, runtime.dtype())
         first_s = ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0)
-        _say(progress, clock, "rows", f"{len(pool)} distinct kernels in {len(graphs)} networks; measuring the most "
+        _say(clock, "rows", f"{len(pool)} distinct kernels in {len(graphs)} networks; measuring the most "
                                       f"informative for {first_s / 60:.1f} min, then each again")
         alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, budget=len(pool),
                                 batch=32, progress=progress, deadline=time.monotonic() + first_s)
@@ -403,7 +390,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     deadline = t0 + rows_s
     with DeviceTable.open(pass2, table.device, {"pass_of": table.path.name}) as again:
         todo = [r.spec for r in table.rows("ok") if r.spec not in again]
-        _say(progress, clock, "rows", f"second pass: {len(todo)} rows to measure again")
+        _say(clock, "rows", f"second pass: {len(todo)} rows to measure again")
         from predictors.adaptive import profile_specs_into
 
         profile_specs_into(lambda s: runtime.measure(s, protocol), again, todo, progress=progress, desc="pass 2",
@@ -437,7 +424,7 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             chosen[r["role"]].append(r["network"])
     queues = {role: [n for n in candidate_networks(targets, role, want[role])
                      if n not in chosen[role] and n not in failed] for role in ROLES}
-    _say(progress, clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
+    _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
                                       f"{n_score} score networks whole, twice")
     bar = tqdm(total=2 * (n_cal + n_score), initial=min(len(done), 2 * (n_cal + n_score)), desc="networks",
                unit="net", disable=not progress, dynamic_ncols=True)
@@ -490,10 +477,9 @@ def _regressors_stage(table: DeviceTable, clock: _Clock) -> str | None:
     if not table.rows("ok"):
         return "no op rows to fit them on"
     lut = LUTPredictor(table)
-    lut.regressors = lut.stored_regressors()
-    if lut.regressors is None:
+    if lut.stored_regressors() is None:
         stem = lut.save_regressors()
-        _say(True, clock, "regressors", f"{len(lut.regressors.families_)} kernel families fitted -> {stem.name}.json/.npz")
+        _say(clock, "regressors", f"{len(lut.regressors.families_)} kernel families fitted -> {stem.name}.json/.npz")
     _stage(table, "regressors", clock)
     return None
 
@@ -518,7 +504,7 @@ def _calibration_stage(table: DeviceTable, clock: _Clock) -> str | None:
     cal = lut.calibrate([graph_of(n) for n in names], ys)
     lut.save_calibration()
     table.update_meta(lut_calibration_networks=names)
-    _say(True, clock, "calibration", cal.describe())
+    _say(clock, "calibration", cal.describe())
     _stage(table, "calibration", clock, networks=len(names))
     return None
 
@@ -550,7 +536,7 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
     table.update_meta(self_score=score)
     result.score = score
     lo, hi = score["ratio_range"] or (float("nan"), float("nan"))
-    _say(True, clock, "score", f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on "
+    _say(clock, "score", f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on "
                                f"(MAPE {score['mape']:.1%}, predicted/measured {lo:.2f}..{hi:.2f})")
     _stage(table, "score", clock)
     return None

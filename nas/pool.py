@@ -39,6 +39,19 @@ def target_networks(per_space: int = 10, spaces: Iterable[str] = SPACE_NAMES, cl
     return names
 
 
+def in_turn(names: Sequence[str], n: int) -> list[str]:
+    """Up to `n` of `names`, taking each kind (``nb201``, ``classic``, ...) in turn, in name order."""
+    by_kind: dict[str, list[str]] = {}
+    for name in names:
+        by_kind.setdefault(name.split(":")[0], []).append(name)
+    out: list[str] = []
+    while len(out) < n and any(by_kind.values()):
+        for kind in sorted(by_kind):
+            if by_kind[kind] and len(out) < n:
+                out.append(by_kind[kind].pop(0))
+    return out
+
+
 def onnx_of(name: str) -> bytes:
     """The ONNX model (bytes) of a network name."""
     from device_tables.errors import ModelError

@@ -8,8 +8,9 @@ import sys
 
 from hwlat.cli import command_parser
 
-QUANTITY = ("the median of a network's timed runs under the table's protocol (wall clock unless the table "
-            "says otherwise): what `hwlat profile archs` and `hwlat profile model` report with their defaults")
+QUANTITY = ("the median of a network's timed runs with the table's protocol and clock (by default the thread's "
+            "CPU time on threads=1 CPUs): what `hwlat profile archs` and `hwlat profile model` report with their "
+            "defaults")
 
 
 def register(sub) -> None:
@@ -59,7 +60,6 @@ def _space_items(args: argparse.Namespace):
 
 
 def _model(args: argparse.Namespace):
-
     if args.model:
         return args.model, args.model
     if args.classic:

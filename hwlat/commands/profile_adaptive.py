@@ -72,30 +72,22 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
 def _calibrate(table, runtime, names, n: int, protocol) -> None:
     """Measure `n` networks whole (spread over kinds) and fit the overhead term."""
     from device_tables.errors import HwlatError
-    from nas.pool import graph_of, onnx_of
+    from nas.pool import graph_of, in_turn, onnx_of
     from predictors.lut import LUTPredictor
     from profilers.whole_model import time_model
 
-    by_kind: dict[str, list[int]] = {}
-    for i, name in enumerate(names):
-        by_kind.setdefault(name.split(":")[0], []).append(i)
-    picks: list[int] = []
-    while len(picks) < min(n, len(names)) and any(by_kind.values()):
-        for kind in sorted(by_kind):
-            if by_kind[kind] and len(picks) < n:
-                picks.append(by_kind[kind].pop(0))
     used, ys = [], []
-    for i in picks:
+    for name in in_turn(names, n):
         try:
-            ys.append(time_model(runtime, onnx_of(names[i]), protocol).median_ms)
-            used.append(i)
+            ys.append(time_model(runtime, onnx_of(name), protocol).median_ms)
+            used.append(name)
         except HwlatError as exc:
-            log.warning("calibration network %s skipped: %s", names[i], exc)
+            log.warning("calibration network %s skipped: %s", name, exc)
     if not used:
         print("no calibration network could run; the overhead term stays unset")
         return
     lut = LUTPredictor(table).fit()
-    cal = lut.calibrate([graph_of(names[i]) for i in used], ys)
+    cal = lut.calibrate([graph_of(name) for name in used], ys)
     lut.save_calibration()
-    table.update_meta(lut_calibration_networks=[names[i] for i in used])
+    table.update_meta(lut_calibration_networks=used)
     print(f"overhead calibrated on {len(used)} networks: {cal.describe()}")
