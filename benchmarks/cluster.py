@@ -1,6 +1,6 @@
 """Cluster profiling on one machine: sweep throughput with 1 and 2 workers, and the cost of a task.
 
-Starts a local lab (a head and `hwlat worker` processes, see profilers/cluster_local.py), then
+Starts a local lab (a head and `hwlat worker` processes, see profilers/cluster/local.py), then
 times the same sweep (a) locally with `profile_ops`, (b) on one worker, (c) on two workers (each
 its own device and table), and the scheduling overhead per task with a do-almost-nothing protocol.
 Every timing is repeated; medians are printed. Needs Ray (pip install 'hwlat[cluster]').
@@ -52,7 +52,7 @@ def time_local(runtime_name: str, specs, protocol: Protocol, workdir: Path, tag:
 
 
 def time_cluster(devices: list[str], specs, protocol: Protocol, workdir: Path, tag: str, depth: int = 2):
-    from profilers.cluster import profile_ops_cluster
+    from profilers.cluster.driver import profile_ops_cluster
 
     t0 = time.perf_counter()
     result = profile_ops_cluster(specs, workdir / f"cluster-{tag}", devices=devices, protocol=protocol, address=None,
@@ -75,8 +75,8 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the tables and the lab's logs (default: removed)")
     args = parser.parse_args()
 
-    from profilers.cluster import connect, disconnect
-    from profilers.cluster_local import LocalLab
+    from profilers.cluster.driver import connect, disconnect
+    from profilers.cluster.local import LocalLab
     from profilers.runtimes import get_runtime
     from profilers.sweeps import load_sweep
 

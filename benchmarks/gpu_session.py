@@ -85,7 +85,7 @@ class Progress:
 
 def time_boxed_runtime(device: str, precision: str) -> Any:
     """A `TorchRuntime` that stops the sweep at a deadline and reports progress (device() cached: one nvidia-smi)."""
-    from profilers.torch_eager import TorchRuntime
+    from profilers.torch_eager.runtime import TorchRuntime
 
     class TimeBoxed(TorchRuntime):
         deadline = float("inf")

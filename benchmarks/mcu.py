@@ -36,7 +36,7 @@ TFLM_TABLE = ROOT / "device_tables" / "tables" / "cpu_tflm_int8_threads1"
 
 
 def profile(board: str, sweep: str, limit: int | None, out: Path) -> tuple[DeviceTable, dict]:
-    from profilers.board import BoardRuntime
+    from profilers.board.runtime import BoardRuntime
     from profilers.run import profile_ops
 
     specs = load_sweep(sweep)

@@ -251,7 +251,7 @@ class LUTPredictor:
         self.statistic = statistic
         self.price_data_movement = price_data_movement
         # Rows that recorded the runtime's layout reorders around their single op (ONNX Runtime's NCHWc
-        # reorders, `profilers.ort`) count without them, and a network pays them at its regions' edges.
+        # reorders, `profilers.ort.runtime`) count without them, and a network pays them at its regions' edges.
         self.layout_reorders = layout_reorders
         self.table = table
         self.rules = rules if rules is not None else FusionRules.from_meta(table.meta)
@@ -715,7 +715,7 @@ def _statistic_ms(name: str) -> str:
 
 def _reorder_shares(row: Any) -> dict[str, float]:
     """A row's shares of node time in the reorders into and out of its op (``reorder_in_share``,
-    ``reorder_out_share``, recorded by `profilers.ort`); 0.0 where none was recorded."""
+    ``reorder_out_share``, recorded by `profilers.ort.runtime`); 0.0 where none was recorded."""
     return {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")}
 
 

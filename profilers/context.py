@@ -111,7 +111,7 @@ def measure_in_context(runtime, spec: OpSpec, protocol: Protocol = Protocol(), c
     with the row's extra (like `Runtime.measure`). A shape-keeping op: the marginal cost of one more
     copy in a chain. Any other op: its single-op model less `call_overhead_ms` (side-by-side copies
     would each read a cold input and reorder it to the blocked layout, which a network does not)."""
-    from profilers.ort import time_onnx_model
+    from profilers.ort.runtime import time_onnx_model
 
     runtime.check_protocol(protocol)
     if not is_chainable(spec):

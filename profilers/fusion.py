@@ -162,7 +162,7 @@ def _ort_compute_nodes(runtime: Any, model_bytes: bytes, spec: OpSpec) -> int | 
     settings; None when it cannot save that graph (no evidence either way)."""
     import onnx
 
-    from profilers.ort import session_options
+    from profilers.ort.runtime import session_options
 
     ort = runtime.ort
     with tempfile.TemporaryDirectory() as tmp:
@@ -278,7 +278,7 @@ def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
 
 
 def _litert_kernels(spec: OpSpec) -> int | None:
-    from profilers.tflite_builder import build_graph
+    from profilers.tflite.builder import build_graph
 
     try:
         return sum(1 for op in build_graph(spec).ops if op.kind not in ("PAD", "PADV2"))

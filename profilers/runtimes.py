@@ -9,11 +9,11 @@ from device_tables.errors import RuntimeUnavailableError
 from profilers.base import Runtime
 
 RUNTIMES: dict[str, str] = {
-    "onnxruntime": "profilers.ort:OnnxRuntime",
-    "torch": "profilers.torch_eager:TorchRuntime",
-    "litert": "profilers.litert:LiteRTRuntime",
-    "tflm": "profilers.tflm:TFLMRuntime",
-    "board": "profilers.board:BoardRuntime",
+    "onnxruntime": "profilers.ort.runtime:OnnxRuntime",
+    "torch": "profilers.torch_eager.runtime:TorchRuntime",
+    "litert": "profilers.litert.runtime:LiteRTRuntime",
+    "tflm": "profilers.tflm.runtime:TFLMRuntime",
+    "board": "profilers.board.runtime:BoardRuntime",
 }
 
 

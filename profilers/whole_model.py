@@ -1,6 +1,6 @@
 """Whole-network latency on a runtime, from an ONNX model: the ground truth predictors are scored
 and calibrated against. ONNX Runtime times the model itself; LiteRT times the network lowered to
-`.tflite` by `profilers.litert_graph` (the same lowerings as its single-op tables)."""
+`.tflite` by `profilers.litert.network` (the same lowerings as its single-op tables)."""
 
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ def time_model(runtime: Runtime, model: Any, protocol: Protocol = Protocol(),
     if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):
         model = model.SerializeToString()
     if runtime.name == "onnxruntime":
-        from profilers.ort import time_onnx_model
+        from profilers.ort.runtime import time_onnx_model
 
         opt_level = getattr(runtime, "opt_level", "all")
         return time_onnx_model(model, threads=runtime.threads, protocol=protocol, opt_level=opt_level, input_shape=input_shape)
@@ -37,7 +37,7 @@ def time_model(runtime: Runtime, model: Any, protocol: Protocol = Protocol(),
 def tflite_of(model: Any, input_shape: Sequence[int] | None = None) -> bytes:
     """An ONNX model lowered to a fp32 `.tflite` network."""
     from device_tables.graph import Graph
-    from profilers.litert_graph import graph_to_tflite
+    from profilers.litert.network import graph_to_tflite
 
     return graph_to_tflite(Graph.from_onnx(model, input_shape))
 

@@ -15,9 +15,9 @@ pytest.importorskip("serial")
 
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
 from device_tables.ops import OpSpec  # noqa: E402
-from profilers.board import BoardRuntime, BoardTarget  # noqa: E402
-from profilers.board_ops import lower  # noqa: E402
-from profilers.board_protocol import (  # noqa: E402
+from profilers.board.runtime import BoardRuntime, BoardTarget  # noqa: E402
+from profilers.board.ops import lower  # noqa: E402
+from profilers.board.protocol import (  # noqa: E402
     BoardClient, BoardError, BoardCommandError, BoardProtocolError, BoardResetError, BoardTimeoutError, SerialLink, parse_line,
 )
 from profilers.protocol import Protocol  # noqa: E402

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from device_tables.table import DeviceTable
-from profilers.cluster_worker import ClusterError, DeviceAd
+from profilers.cluster.worker import ClusterError, DeviceAd
 from profilers.protocol import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -84,8 +84,8 @@ def lab(tmp_path_factory):
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
     import ray
 
-    from profilers.cluster import connect, disconnect
-    from profilers.cluster_local import LocalLab
+    from profilers.cluster.driver import connect, disconnect
+    from profilers.cluster.local import LocalLab
 
     runtime = _runtime()
     root = tmp_path_factory.mktemp("lab")
@@ -145,7 +145,7 @@ def _assert_complete_once(table_path: Path, specs) -> None:
 def _sweep_until_rows(specs, tmp_path: Path, device_timeout_s: float):
     """Start the two-device sweep in a thread and return (thread, box) once ort-b holds 3 rows;
     the sweep's result lands in box["result"]."""
-    from profilers.cluster import profile_ops_cluster
+    from profilers.cluster.driver import profile_ops_cluster
 
     box = {}
     driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
@@ -157,7 +157,7 @@ def _sweep_until_rows(specs, tmp_path: Path, device_timeout_s: float):
 
 
 def _devices():
-    from profilers.cluster_worker import list_devices
+    from profilers.cluster.worker import list_devices
 
     infos, silent = list_devices(timeout_s=30)
     return infos
@@ -165,7 +165,7 @@ def _devices():
 
 @pytest.mark.slow
 def test_routes_each_task_to_its_device_one_at_a_time(lab, tmp_path):
-    from profilers.cluster import profile_ops_cluster
+    from profilers.cluster.driver import profile_ops_cluster
 
     specs = _specs(lab)
     infos = _devices()
@@ -258,7 +258,7 @@ def test_driver_killed_resumes_from_the_table(lab, tmp_path):
 
 @pytest.mark.slow
 def test_device_that_disappears_is_reported_its_rows_kept_and_resumable(lab, tmp_path):
-    from profilers.cluster import DeviceLostError, profile_ops_cluster
+    from profilers.cluster.driver import DeviceLostError, profile_ops_cluster
 
     specs = _specs(lab)
     driver, box = _sweep_until_rows(specs, tmp_path, device_timeout_s=3)

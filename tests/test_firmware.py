@@ -12,14 +12,14 @@ import json
 import numpy as np
 import pytest
 
-from profilers.board_qemu import missing_tools
+from profilers.board.qemu import missing_tools
 
 MISSING = missing_tools()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason="emulated board needs: " + "; ".join(MISSING))
 
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
 from device_tables.ops import OpSpec  # noqa: E402
-from profilers.board_protocol import BoardCommandError  # noqa: E402
+from profilers.board.protocol import BoardCommandError  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
 
 
@@ -50,7 +50,7 @@ KERNEL_SPECS = [
 
 @pytest.fixture(scope="module")
 def board():
-    from profilers.board import BoardRuntime
+    from profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board="qemu:mps2-an386", runs=2, warmup=0)
     rt.connect()
@@ -183,7 +183,7 @@ def test_cli_profiles_a_sweep_on_the_emulated_board_and_resumes(tmp_path):
 
 @pytest.mark.parametrize("machine,core", [("mps2-an385", "cortex-m3"), ("mps2-an500", "cortex-m7")])
 def test_other_cores_boot_and_compute_the_same_numbers(machine, core):
-    from profilers.board import BoardRuntime
+    from profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board=f"qemu:{machine}", runs=1, warmup=0)
     try:
@@ -195,7 +195,7 @@ def test_other_cores_boot_and_compute_the_same_numbers(machine, core):
 
 
 def test_dwt_counter_build_reports_that_qemu_has_no_cycle_counter():
-    from profilers.board import BoardRuntime
+    from profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board="qemu:mps2-an386,counter=dwt")
     with pytest.raises(RuntimeUnavailableError, match="counter .*dwt-cyccnt.* does not run"):

@@ -24,8 +24,8 @@ from device_tables.table import DeviceTable  # noqa: E402
 from profilers.cuda import cudnn_version_str, is_out_of_memory, parse_device  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
 from profilers.run import profile_ops  # noqa: E402
-from profilers.torch_eager import TorchRuntime  # noqa: E402
-from profilers.torch_ops import build_inputs, build_module  # noqa: E402
+from profilers.torch_eager.runtime import TorchRuntime  # noqa: E402
+from profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = Protocol.preset("quick")
@@ -223,7 +223,7 @@ def test_gpu_flags_belong_to_their_runtime(tmp_path, capsys):
 
 # ---- onnxruntime: the CUDA provider's install problems -----------------------------------------------
 def test_mismatched_onnxruntime_packages_get_one_message_each():
-    from profilers.ort import GPU_INSTALL_HINT, cuda_provider_problem
+    from profilers.ort.runtime import GPU_INSTALL_HINT, cuda_provider_problem
 
     cpu_only = ["AzureExecutionProvider", "CPUExecutionProvider"]
     with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -243,7 +243,7 @@ def test_mismatched_onnxruntime_packages_get_one_message_each():
 @pytest.mark.skipif(_ort_cuda(), reason="onnxruntime here has the CUDA provider")
 def test_cuda_provider_on_a_cpu_onnxruntime_says_what_to_install(tmp_path):
     pytest.importorskip("onnxruntime")
-    from profilers.ort import OnnxRuntime, time_onnx_model
+    from profilers.ort.runtime import OnnxRuntime, time_onnx_model
 
     with pytest.raises(RuntimeUnavailableError, match="--provider cuda: .*pip install onnxruntime-gpu"):
         OnnxRuntime(provider="cuda")
@@ -285,7 +285,7 @@ def test_gpu_fingerprint_merges_what_the_runtime_knows():
 
 
 def test_gpu_kernel_times_from_a_profiler_trace(tmp_path):
-    from profilers.ort_nodes import kernel_times
+    from profilers.ort.nodes import kernel_times
 
     def node(name, ts, dur, op):
         return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "ph": "X",
@@ -391,7 +391,7 @@ def test_cuda_architectures_at_a_batch(tmp_path):
 
 @needs_ort_cuda
 def test_onnxruntime_cuda_provider(tmp_path):
-    from profilers.ort import OnnxRuntime, profile_model, time_onnx_model
+    from profilers.ort.runtime import OnnxRuntime, profile_model, time_onnx_model
 
     rt = OnnxRuntime(provider="cuda")
     assert rt.device().hardware == gpu_hardware_name(torch.cuda.get_device_name(0))

@@ -1,7 +1,7 @@
 """LiteRT: hwlat's own .tflite FlatBuffers run in the real interpreter and compute the reference.
 
 fp32 models are checked against PyTorch on the spec's NCHW tensors (an independent reference of
-layout, padding and batch-norm folding); int8 models against `profilers.int8_reference`: bit-exact
+layout, padding and batch-norm folding); int8 models against `profilers.tflite.int8_reference`: bit-exact
 for LiteRT's portable reference kernels, and within one step (1 LSB) for the optimised builtin
 kernels and XNNPACK, whose requantisation rounding is modelled per family (`kernels=`) but whose
 SIMD code paths depend on the CPU (on this x86-64 machine they are bit-exact too).
@@ -15,12 +15,12 @@ import pytest
 from device_tables import DeviceTable
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers import int8_reference as q8
+from profilers.tflite import int8_reference as q8
 from profilers.sweeps import load_sweep
-from profilers.tflite_builder import Graph, build_model, export_quantized, serialize, to_nchw
+from profilers.tflite.builder import Graph, build_model, export_quantized, serialize, to_nchw
 from profilers.weights import BN_EPS, make_inputs, make_weights
 
-litert = pytest.importorskip("profilers.litert")
+litert = pytest.importorskip("profilers.litert.runtime")
 
 QUICK = load_sweep("quick")
 # Beyond the quick sweep: the padding, folding and grouping paths it does not reach.
@@ -217,7 +217,7 @@ def test_flatbuffer_fields_read_back_with_the_schema_reader():
 
 def test_operator_codes_above_127_use_the_placeholder(monkeypatch):
     schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
-    from profilers import tflite_builder as tb
+    from profilers.tflite import builder as tb
 
     monkeypatch.setitem(tb.BUILTIN_CODES, "RELU_0_TO_1", 152)
     g = Graph()

@@ -26,11 +26,11 @@ from device_tables.errors import ModelError, UnsupportedOpError  # noqa: E402
 from device_tables.ops import OpSpec  # noqa: E402
 from device_tables.table import DeviceTable  # noqa: E402
 from profilers.onnx_ops import build_onnx_model, input_names  # noqa: E402
-from profilers.ort import OnnxRuntime, profile_model, time_onnx_model  # noqa: E402
+from profilers.ort.runtime import OnnxRuntime, profile_model, time_onnx_model  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
 from profilers.run import profile_ops  # noqa: E402
 from profilers.sweeps import load_sweep  # noqa: E402
-from profilers.torch_ops import build_inputs, build_module  # noqa: E402
+from profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
 from profilers.weights import make_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -331,7 +331,7 @@ def test_missing_or_broken_onnxruntime_is_reported(monkeypatch):
     import types
 
     from device_tables.errors import RuntimeUnavailableError
-    from profilers import ort as ort_backend
+    from profilers.ort import runtime as ort_backend
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import` sees when the package is absent
     with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install onnxruntime"):

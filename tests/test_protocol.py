@@ -98,7 +98,7 @@ def test_cpu_clock_counts_only_this_threads_work():
 def test_cpu_clock_is_refused_with_several_threads():
     from device_tables.errors import HwlatError
     from device_tables.ops import OpSpec
-    from profilers.ort import OnnxRuntime
+    from profilers.ort.runtime import OnnxRuntime
 
     with pytest.raises(HwlatError, match="threads=1"):
         OnnxRuntime(threads=2).measure(OpSpec.make("relu", (1, 4, 4, 4)), Protocol(clock="cpu"))

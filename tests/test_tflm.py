@@ -9,8 +9,8 @@ pytest.importorskip("tflite_micro")
 from device_tables.errors import UnsupportedOpError  # noqa: E402
 from device_tables.ops import OpSpec  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
-from profilers.tflite_builder import build_model  # noqa: E402
-from profilers.tflm import TFLMRuntime, _works, smallest_arena  # noqa: E402
+from profilers.tflite.builder import build_model  # noqa: E402
+from profilers.tflm.runtime import TFLMRuntime, _works, smallest_arena  # noqa: E402
 
 
 def S(op, shape, dtype="int8", **attrs):

@@ -14,8 +14,8 @@ from device_tables.table import DeviceTable  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
 from profilers.run import profile_ops  # noqa: E402
 from profilers.sweeps import load_sweep  # noqa: E402
-from profilers.torch_eager import TorchRuntime, time_torch_module  # noqa: E402
-from profilers.torch_ops import build_inputs, build_module  # noqa: E402
+from profilers.torch_eager.runtime import TorchRuntime, time_torch_module  # noqa: E402
+from profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
 from profilers.weights import BN_EPS, make_inputs, make_weights  # noqa: E402
 
 QUICK = Protocol.preset("quick")
@@ -175,7 +175,7 @@ def test_short_real_sweep_writes_a_valid_table(tmp_path):
 def test_missing_torch_is_reported(monkeypatch):
     import sys
 
-    from profilers.torch_eager import import_torch
+    from profilers.torch_eager.runtime import import_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install torch"):

@@ -35,7 +35,7 @@ def _warn_local_settings(args: argparse.Namespace) -> None:
 
 def _check_runtime(names: list[str], runtime: str | None) -> None:
     """A device named with --device must run the --runtime given (when it answers now)."""
-    from profilers.cluster_worker import ClusterError, list_devices
+    from profilers.cluster.worker import ClusterError, list_devices
 
     if not runtime or not names:
         return
@@ -47,7 +47,7 @@ def _check_runtime(names: list[str], runtime: str | None) -> None:
 
 def profile_ops_on_cluster(args: argparse.Namespace) -> int:
     """`hwlat profile ops ... --cluster ADDRESS`: one table per device under --out."""
-    from profilers.cluster import connect, disconnect, profile_ops_cluster
+    from profilers.cluster.driver import connect, disconnect, profile_ops_cluster
     from hwlat.commands.profile import protocol_from_args
     from profilers.sweeps import load_sweep
 
@@ -82,7 +82,7 @@ def measure_arch(runtime, payload: dict, protocol, cache: dict):
     from device_tables.errors import HwlatError
     from nas.spaces import get_space
     from nas.spaces.measure import make_timer
-    from profilers.cluster_worker import Outcome
+    from profilers.cluster.worker import Outcome
 
     key = ("arch-timer", payload["space"], tuple(sorted(payload["options"].items())), payload["batch"], protocol)
     if key not in cache:
@@ -101,7 +101,7 @@ def _arch_sink(path, space: str, device, meta: dict):
     from pathlib import Path
 
     from device_tables.archtable import ArchTableWriter, arch_table_paths
-    from profilers.cluster import LockedSink
+    from profilers.cluster.driver import LockedSink
 
     class ArchSink(LockedSink):
         def __init__(self) -> None:
@@ -129,9 +129,9 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from nas.spaces import get_space
     from nas.spaces.measure import resolve_archs
-    from profilers.cluster import Task, connect, disconnect, run_cluster, select_devices, table_stem
+    from profilers.cluster.driver import Task, connect, disconnect, run_cluster, select_devices, table_stem
     from hwlat.commands.profile import protocol_from_args
-    from profilers.cluster_worker import ClusterError, list_devices
+    from profilers.cluster.worker import ClusterError, list_devices
 
     batch = getattr(args, "batch", 1)
     if batch < 1:

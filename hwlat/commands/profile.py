@@ -212,7 +212,7 @@ def _profile_model(args: argparse.Namespace) -> int:
     import json
 
     from device_tables.errors import HwlatError
-    from profilers.ort import profile_model
+    from profilers.ort.runtime import profile_model
 
     if args.threads < 1:
         raise HwlatError(f"--threads {args.threads}: needs at least 1 thread")

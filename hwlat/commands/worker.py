@@ -43,7 +43,7 @@ def register(sub) -> None:
 
 def _worker(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
-    from profilers.cluster_worker import (
+    from profilers.cluster.worker import (
         ClusterError, DeviceAd, RayNode, advertise, import_ray, match_ray_auth, withdraw,
     )
 
@@ -121,7 +121,7 @@ NAME_CLASH_GRACE_S = 45.0
 
 def _check_names_free(ray, ads, node) -> None:
     """Refuse a device name another live node already advertises."""
-    from profilers.cluster_worker import ClusterError
+    from profilers.cluster.worker import ClusterError
 
     deadline = time.monotonic() + 60
     while ads and time.monotonic() < deadline:  # wait for our node's resources to show up
@@ -144,8 +144,8 @@ def _check_names_free(ray, ads, node) -> None:
 
 
 def _list(address: str) -> int:
-    from profilers.cluster import connect, disconnect
-    from profilers.cluster_worker import list_devices
+    from profilers.cluster.driver import connect, disconnect
+    from profilers.cluster.worker import list_devices
 
     connect(address)
     try:

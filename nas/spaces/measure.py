@@ -167,7 +167,7 @@ def make_timer(runtime: str, space: Space, threads: int, protocol: Protocol, bat
     if batch < 1:
         raise ArchError(f"batch {batch}: needs at least 1")
     if runtime == "onnxruntime":
-        from profilers.ort import time_onnx_model
+        from profilers.ort.runtime import time_onnx_model
 
         provider = str(settings.get("provider", "cpu"))
 
@@ -181,7 +181,7 @@ def make_timer(runtime: str, space: Space, threads: int, protocol: Protocol, bat
     if runtime == "torch":
         import torch
 
-        from profilers.torch_eager import TorchRuntime
+        from profilers.torch_eager.runtime import TorchRuntime
 
         rt = TorchRuntime(threads=threads, **settings)
 

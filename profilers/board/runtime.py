@@ -5,7 +5,7 @@
 commas: ``qemu:mps2-an386,arena_kb=128``. ``board="serial:/dev/ttyACM0,baud=115200"`` talks to a
 real board running firmware that speaks firmware/PROTOCOL.md.
 
-Every op is lowered as the int8 .tflite model would run it (`profilers.board_ops`); its int8
+Every op is lowered as the int8 .tflite model would run it (`profilers.board.ops`); its int8
 activations and weights are drawn by the board's seeded PRNG (``transfer=fill``, the default; the
 model's own tensors with ``transfer=stream``) and the rest streamed, all CRC-checked; it runs W
 warm-ups then N timed calls bracketed by the board's counter, and its output's CRC must equal the
@@ -28,8 +28,8 @@ from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 from profilers.base import Prepared, Runtime
-from profilers.board_ops import BoardOp, lower, seeded
-from profilers.board_protocol import (
+from profilers.board.ops import BoardOp, lower, seeded
+from profilers.board.protocol import (
     BoardClient, BoardCommandError, BoardError, BoardInfo, BoardProtocolError, BoardResetError, BoardTimeoutError,
     Link, SerialLink,
 )
@@ -111,7 +111,7 @@ class BoardRuntime(Runtime):
 
     def check_available(self) -> None:
         if self.emulated:
-            from profilers.board_qemu import MACHINES, missing_tools
+            from profilers.board.qemu import MACHINES, missing_tools
 
             if self.target.target not in MACHINES:
                 raise RuntimeUnavailableError(f"no emulated board {self.target.target!r}; known: {', '.join(MACHINES)}")
@@ -126,7 +126,7 @@ class BoardRuntime(Runtime):
 
     def _open_link(self) -> Link:
         if self.emulated:
-            from profilers.board_qemu import build_firmware, start_qemu
+            from profilers.board.qemu import build_firmware, start_qemu
 
             if self._build is None:
                 o = self.target.options
@@ -202,7 +202,7 @@ class BoardRuntime(Runtime):
         facts: dict[str, Any] = {"board": str(self.target), "board_info": info.to_dict(), "transfer": self.transfer,
                                  "count_unit": info.unit, "runs": self._runs(Protocol()), "warmup": self._warmup(Protocol())}
         if self.emulated:
-            from profilers.board_qemu import qemu_version
+            from profilers.board.qemu import qemu_version
 
             facts.update({"qemu": qemu_version(), "qemu_machine": self.target.target, "icount_shift": 0,
                           "firmware_build": self._build.to_dict() if self._build else {}, "note": QEMU_NOTE})

@@ -1,5 +1,5 @@
 """Whole networks as `.tflite` models: a `Graph` (extracted from ONNX) lowered op by op with the
-same TFLite lowerings as the single-op models (`profilers.tflite_builder`), so the kernels a
+same TFLite lowerings as the single-op models (`profilers.tflite.builder`), so the kernels a
 network runs are the kernels its device table measured.
 
 BN and ReLU/ReLU6 fold into the op before them only when that op's output has no other reader
@@ -19,7 +19,7 @@ from profilers.weights import make_weights
 
 def graph_to_tflite(graph: Graph, description: str = "hwlat network") -> bytes:
     """Serialized fp32 `.tflite` of a network graph; `UnsupportedOpError` naming an op it cannot lower."""
-    from profilers import tflite_builder as tb
+    from profilers.tflite import builder as tb
 
     bad = [op for op in graph.ops if op.kind == UNCOVERED]
     if bad:

@@ -1,4 +1,4 @@
-"""LiteRT runtime: single-op `.tflite` models built by hwlat (`profilers.tflite_builder`), timed
+"""LiteRT runtime: single-op `.tflite` models built by hwlat (`profilers.tflite.builder`), timed
 around `Interpreter.invoke()`, fp32 or full-integer int8, XNNPACK delegate on or off."""
 
 from __future__ import annotations
@@ -96,7 +96,7 @@ class LiteRTRuntime(Runtime):
         return self._module.Interpreter(**kwargs)
 
     def prepare(self, spec: OpSpec) -> Prepared:
-        from profilers.tflite_builder import build_model
+        from profilers.tflite.builder import build_model
 
         if spec.dtype != self.dtype():
             raise UnsupportedOpError(f"{spec.key}: this litert runtime runs {self.dtype()} ops (precision {self.precision}); "

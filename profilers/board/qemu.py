@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device_tables.errors import RuntimeUnavailableError
-from profilers.board_protocol import ProcessLink
+from profilers.board.protocol import ProcessLink
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ QEMU_HINT = "apt-get install -y --no-install-recommends qemu-system-arm"
 def firmware_dir() -> Path:
     """The firmware sources: $HWLAT_FIRMWARE_DIR, else ``firmware/`` of this source checkout."""
     env = os.environ.get("HWLAT_FIRMWARE_DIR")
-    path = Path(env) if env else Path(__file__).resolve().parents[1] / "firmware"
+    path = Path(env) if env else Path(__file__).resolve().parents[2] / "firmware"
     if not (path / "Makefile").exists():
         raise RuntimeUnavailableError(f"firmware sources not found at {path}; run from a hwlat source checkout "
                                       "or set HWLAT_FIRMWARE_DIR to its firmware/ folder")

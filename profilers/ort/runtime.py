@@ -30,7 +30,7 @@ from profilers.cuda import is_out_of_memory
 from profilers.protocol import Protocol, measure, perf_timer
 
 if TYPE_CHECKING:
-    from profilers.model_profile import ModelProfile
+    from profilers.ort.model_profile import ModelProfile
 
 log = logging.getLogger(__name__)
 
@@ -392,7 +392,7 @@ def reorder_shares(ort: Any, model: bytes, feeds: Mapping[str, np.ndarray], thre
                    opt_level: str = DEFAULT_OPT_LEVEL, runs: int = REORDER_PROFILE_RUNS) -> dict[str, float]:
     """Shares of a model's node time (mean over `runs` profiled runs) spent in the NCHWc reorders
     ONNX Runtime inserted: ``{"reorder_in_share": .., "reorder_out_share": ..}``, {} when it inserted none."""
-    from profilers.ort_nodes import parse_trace
+    from profilers.ort.nodes import parse_trace
 
     with tempfile.TemporaryDirectory(prefix="hwlat_ort_") as tmp:
         options = session_options(ort, threads, opt_level, os.path.join(tmp, "profile"))
@@ -474,8 +474,8 @@ def profile_model(path: str | os.PathLike, threads: int = 1, opt_level: str = DE
     """
     import onnx
 
-    from profilers.model_profile import ModelProfile, NodeTime
-    from profilers.ort_nodes import (Graph, align_names, kernel_times, map_runtime_nodes, name_nodes, parse_trace,
+    from profilers.ort.model_profile import ModelProfile, NodeTime
+    from profilers.ort.nodes import (Graph, align_names, kernel_times, map_runtime_nodes, name_nodes, parse_trace,
                                      source_ops)
 
     runtime = OnnxRuntime(threads=threads, opt_level=opt_level, provider=provider)

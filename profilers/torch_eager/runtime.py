@@ -229,7 +229,7 @@ class TorchRuntime(Runtime):
         if spec.dtype != "float32":
             raise UnsupportedOpError(f"{spec.key}: torch runs float ops (fp32, fp16, bf16); "
                                      "int8 ops need --runtime litert or tflm")
-        from profilers.torch_ops import build_inputs, build_module
+        from profilers.torch_eager.ops import build_inputs, build_module
 
         set_threads(self.torch, self.threads)
         module, inputs = self._to_device(build_module(spec), build_inputs(spec))

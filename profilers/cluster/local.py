@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from profilers.cluster_worker import ClusterError, descendants, kill_pids, terminate_tree
+from profilers.cluster.worker import ClusterError, descendants, kill_pids, terminate_tree
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ class LocalLab:
         log_path = self.root / f"{self._count:02d}-{tag}.log"
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
                    RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
         args = [*args, "--log-file", str(log_path.with_suffix(".ray.log"))]
         with open(log_path, "w") as out:

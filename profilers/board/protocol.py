@@ -4,7 +4,7 @@ A `Link` moves bytes (`SerialLink`: pyserial, for real boards and fake peers on 
 `ProcessLink`: the stdin/stdout pipes of an emulator). `BoardClient` speaks the line protocol over
 a link: one command, then lines until that command's ``OK``/``ERR``, with timeouts; it notices a
 reboot (the ``READY`` banner) and can resynchronise (``SYNC <nonce>``) after garbage or silence.
-Recovery policy (re-sending state, retrying) belongs to the caller, `profilers.board`.
+Recovery policy (re-sending state, retrying) belongs to the caller, `profilers.board.runtime`.
 """
 
 from __future__ import annotations

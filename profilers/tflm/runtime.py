@@ -1,6 +1,6 @@
 """`TFLMRuntime` (name ``tflm``): the TFLite Micro interpreter of the `tflite-micro` package, on the host.
 
-It runs the single-op .tflite models of `profilers.tflite_builder` (int8 full-integer, or fp32)
+It runs the single-op .tflite models of `profilers.tflite.builder` (int8 full-integer, or fp32)
 and records what a microcontroller deployment budgets for: latency of ``invoke`` on this host
 (reference kernels, so a relative cost, not a board's time), the smallest tensor arena that works
 (binary search over ``arena_size``) and the model's bytes (what goes to flash). Optional budgets
@@ -156,7 +156,7 @@ class TFLMRuntime(Runtime):
                 "arena_search": "binary search over arena_size, exact to the byte"}
 
     def prepare(self, spec: OpSpec) -> Prepared:
-        from profilers.tflite_builder import build_model
+        from profilers.tflite.builder import build_model
 
         model = build_model(spec, self.seed)
         search = smallest_arena(model.content, model.inputs)

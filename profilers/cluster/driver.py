@@ -1,6 +1,6 @@
 """Profile a sweep on a Ray cluster: one task per configuration, routed to the device's actor.
 
-Each advertised device (``hwlat worker``, see `profilers.cluster_worker`) is a named actor holding
+Each advertised device (``hwlat worker``, see `profilers.cluster.worker`) is a named actor holding
 the Ray resource ``hwlat-device:<name>``. The driver splits the sweep into one task per op
 configuration, keeps at most `depth` calls queued at each device's actor (which runs them one at a
 time), collects results with ``ray.wait`` as they finish and appends each to that device's table on
@@ -26,7 +26,7 @@ from device_tables.device import Device
 from device_tables.errors import TableError
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable, table_paths
-from profilers.cluster_worker import (
+from profilers.cluster.worker import (
     NAMESPACE, RESOURCE_PREFIX, ClusterError, Job, TaskResult, import_ray, list_devices, match_ray_auth, measure_op,
     ray_connected,
 )

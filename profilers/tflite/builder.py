@@ -43,8 +43,8 @@ import numpy as np
 
 from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers import int8_reference as q8
-from profilers.int8_reference import ConvGeometry, QuantizedGraph, QuantizedOp, QuantParams
+from profilers.tflite import int8_reference as q8
+from profilers.tflite.int8_reference import ConvGeometry, QuantizedGraph, QuantizedOp, QuantParams
 from profilers.weights import BN_EPS, make_inputs, make_weights
 
 log = logging.getLogger(__name__)

@@ -1,8 +1,8 @@
 """An `OpSpec` as one firmware kernel call: the OP line, its tensors (streamed or board-drawn), the expected output.
 
-The op is lowered exactly as `profilers.tflite_builder` builds its int8 .tflite model (batch norm
+The op is lowered exactly as `profilers.tflite.builder` builds its int8 .tflite model (batch norm
 folded, ReLU/ReLU6 fused, PyTorch padding as an explicit PAD before the kernel), so the board,
-TFLite Micro and the numpy int8 reference (`profilers.int8_reference`) all compute the same
+TFLite Micro and the numpy int8 reference (`profilers.tflite.int8_reference`) all compute the same
 function from the same quantised weights. A PAD (or the lowest-value PADV2 before a max pool) is
 folded into the kernel's padding: padded taps add nothing to a convolution and never win a max.
 """
@@ -16,7 +16,7 @@ import numpy as np
 
 from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers import int8_reference as q8
+from profilers.tflite import int8_reference as q8
 
 KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add")
 # Tensor order on the board (PROTOCOL.md): inputs, weights, bias, multipliers, shifts, output.
@@ -87,7 +87,7 @@ def _requant_tensors(op: q8.QuantizedOp, cout: int) -> dict[str, np.ndarray]:
 
 def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
     """Lower an int8 spec to one firmware kernel; `UnsupportedOpError` names what does not map."""
-    from profilers.tflite_builder import build_model, quantized_graph
+    from profilers.tflite.builder import build_model, quantized_graph
 
     if spec.dtype != "int8":
         spec = spec.replace(dtype="int8")

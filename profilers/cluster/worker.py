@@ -425,7 +425,7 @@ class RayNode:
         log_path = Path(log_path)
         child_env = dict(os.environ if env is None else env)
         # The node's workers import hwlat's packages from the same tree as this process.
-        root = str(Path(__file__).resolve().parent.parent)
+        root = str(Path(__file__).resolve().parents[2])
         child_env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, child_env.get("PYTHONPATH", "")]))
         child_env.setdefault("RAY_USAGE_STATS_ENABLED", "0")
         with open(log_path, "w") as out:

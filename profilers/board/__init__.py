@@ -1,0 +1,1 @@
+"""Microcontroller boards over the serial protocol (QEMU or real)."""

@@ -1,0 +1,1 @@
+"""Profiling on a Ray cluster: driver, local cluster, workers."""

@@ -1,0 +1,1 @@
+"""LiteRT (TFLite) with or without XNNPACK."""

@@ -1,0 +1,1 @@
+"""ONNX Runtime on CPU or a GPU provider."""

@@ -1,0 +1,1 @@
+"""PyTorch eager mode on CPU or CUDA."""
