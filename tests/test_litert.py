@@ -15,9 +15,11 @@ import pytest
 from device_tables import DeviceTable
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers.tflite import int8_reference as q8
 from profilers.sweeps import load_sweep
-from profilers.tflite.builder import Graph, build_model, export_quantized, serialize, to_nchw
+from profilers.tflite import int8_reference as q8
+from profilers.tflite.builder import build_model, export_quantized
+from profilers.tflite.flatbuffer import serialize
+from profilers.tflite.graph import TFLiteGraph, to_nchw
 from profilers.weights import BN_EPS, make_inputs, make_weights
 
 litert = pytest.importorskip("profilers.litert.runtime")
@@ -217,10 +219,10 @@ def test_flatbuffer_fields_read_back_with_the_schema_reader():
 
 def test_operator_codes_above_127_use_the_placeholder(monkeypatch):
     schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
-    from profilers.tflite import builder as tb
+    from profilers.tflite import flatbuffer
 
-    monkeypatch.setitem(tb.BUILTIN_CODES, "RELU_0_TO_1", 152)
-    g = Graph()
+    monkeypatch.setitem(flatbuffer.BUILTIN_CODES, "RELU_0_TO_1", 152)
+    g = TFLiteGraph()
     x = g.add_tensor("x", (1, 4))
     g.inputs, g.outputs = [x], [g.add_op("RELU_0_TO_1", [x], (1, 4))]
     code = schema.Model.GetRootAs(serialize(g), 0).OperatorCodes(0)

@@ -518,7 +518,7 @@ __all__ = [
 class QuantizedOp:
     """One int8 kernel and every number needed to run it, named as in TFLite.
 
-    This is what `profilers.tflite_builder.export_quantized` returns for a spec and what firmware
+    This is what `profilers.tflite.builder.export_quantized` returns for a spec and what firmware
     (or `run`) consumes: weights in TFLite layout (CONV_2D OHWI, DEPTHWISE_CONV_2D 1HWC,
     FULLY_CONNECTED OI), int32 bias, the parameters of every tensor, explicit padding, and the
     fused activation. For ADD/MUL with a constant operand (batch norm as MUL+ADD), `weights`
