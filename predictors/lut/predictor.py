@@ -1,20 +1,11 @@
-"""Lookup-table predictor: a network's latency as the sum of the kernels its runtime executes.
-
-A `Graph`'s ops are grouped into kernels by the table's fusion rules (nn-Meter's observation:
-summing unfused op latencies is wrong when the runtime fuses them; Zhang et al., MobiSys 2021),
-each kernel is looked up in the device table, else predicted by the kernel regressors, and a
-correction calibrated on a few whole-model measurements (a scale and a per-kernel cost per kernel
-type, and a constant: `Calibration`) accounts for what single-op timings include or miss (call
-overhead, layout changes between kernels, caches). A prediction equals the sum of its breakdown; ops that
-nothing covers are named and make it ``partial``.
-"""
+"""The lookup-table predictor (`LUTPredictor`): a `Graph` grouped into kernels by the table's
+fusion rules, each kernel looked up in the device table or estimated by the kernel regressors, plus
+the layout reorders between them, corrected by the table's `Calibration`."""
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
-from dataclasses import asdict, dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -23,217 +14,25 @@ import numpy as np
 
 from device_tables.graph import UNCOVERED, Graph
 from device_tables.kernels import FusionRules, Kernel, activation_plans_mb, drop_duplicates, expand_fused, group_kernels
-from device_tables.ops import ACTIVATIONS, OpSpec
+from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
+from predictors.lut import regressors_store, reorders
+from predictors.lut.calibration import Calibration, fit_calibration
+from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction, Prediction, UncoveredOp
 
-log = logging.getLogger(__name__)
+log = logging.getLogger(__package__)  # the package's name, which its messages have always carried
 
-TABLE, REGRESSOR, MISSING = "table", "regressor", "uncovered"
+
 # Which statistic of a row is the kernel's latency: the median (the protocol's headline), or the
 # 10th percentile, steadier on a machine shared with other work.
 STATISTICS = ("median_ms", "p10_ms")
 
-
-# Below this many whole-model measurements the calibration fits one scale, one per-kernel cost and a
-# constant; from it on, a scale and a per-kernel cost per kernel type (ridge towards 1 and 0).
-BY_TYPE_MIN_MODELS = 8
-# Ridge penalties of the per-type fit, in the units of its relative-error least squares: a scale
-# moving 1.0 away from 1 costs as much as a 100% error on one model; a per-kernel cost is in µs and
-# the constant in ms (unpenalised, the constant traded off against per-kernel costs and reached
-# +0.2-0.6 ms on 14-21 LiteRT calibration models, ruining small networks); the weights' cost in ms
-# per MB. Their strength (a factor on all of them) and the weights a cache holds across runs
-# (`CACHED_WEIGHTS_MB`, up to the measured cache where the fusion rules carry it) are chosen per
-# table by cross-validation on its calibration models, from CV_MIN_MODELS models on.
-RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS, RIDGE_WEIGHT_MB = 1.0, 1e-3, 10.0, 1e-3
-RIDGE_STRENGTHS = (1.0, 0.1, 0.01)
-CACHED_WEIGHTS_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
-CV_MIN_MODELS, CV_FOLDS = 16, 5
 # Runtimes whose memory planner reuses a freed activation buffer only for a tensor of the same shape
 # (ONNX Runtime's allocation planner): a network then spreads its activations over more memory than
 # it holds at once, and that excess competes with the weights for the cache (`Calibration`). TFLite's
 # arena and XNNPACK reuse memory across sizes, close to the compact plan: nothing is counted.
 SAME_SHAPE_PLANNERS = frozenset({"onnxruntime"})
-# Kernel regressors fitted on a table are stored beside it as NAME.regressors.json + .npz
-# (`LUTPredictor.save_regressors`) and loaded instead of refitted while the rows they were fitted on
-# are unchanged (`LUTPredictor.rows_digest`).
-REGRESSORS_SUFFIX = ".regressors"
-
-
-def regressors_stem(table: DeviceTable) -> Path | None:
-    """Where a table's stored kernel regressors live (None for a table without files)."""
-    return None if table.path is None else table.path.with_name(table.path.name + REGRESSORS_SUFFIX)
-
-
-def kernel_type(op: str) -> str:
-    """A kernel's type for calibration: its first op (``conv2d+bn+relu`` -> ``conv2d``)."""
-    return op.split("+", 1)[0]
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Whole-model correction of the kernel sum.
-
-    ``total = sum over kernels of (scale_t * ms + per_kernel_t) + constant_ms``, where ``t`` is the
-    kernel's type (`kernel_type`) with its own ``by_type[t] = (scale, per_kernel_ms)``, and types
-    missing from ``by_type`` use ``scale`` and ``per_kernel_ms``. Single-op timings miss how a kernel
-    behaves inside a network (caches, layouts, the runtime fusing or skipping more than alone), and
-    that differs between kernel types: in the benchmark, per-type terms lift ±10% accuracy by 5-10 points.
-    Each kernel also pays ``per_weight_mb_ms`` per MB of its weights, in the share of the network's
-    weights beyond ``cached_weights_mb``: a single-op timing repeats one op, whose weights then sit in
-    the cache, while a network whose weights outgrow the cache reads each layer's from memory (on this
-    machine's onnxruntime, an OFA network's classifier runs 3x its row). With ``counts_activations``
-    the activation memory the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`)
-    takes its part of that cache first: onnxruntime's MobileNetV2 x0.5, 7.8 MB of weights, runs its
-    classifier at 4.7x its row, LiteRT's at 1.6x.
-    """
-
-    scale: float = 1.0
-    per_kernel_ms: float = 0.0
-    constant_ms: float = 0.0
-    n_models: int = 0
-    mape_before: float | None = None
-    mape_after: float | None = None
-    by_type: dict[str, tuple[float, float]] = field(default_factory=dict)
-    per_weight_mb_ms: float = 0.0
-    cached_weights_mb: float = 0.0
-    ridge: float | None = None  # the penalties' strength the fit used (chosen by cross-validation)
-    counts_activations: bool = False  # the cache holds a network's excess activation memory too
-
-    def terms(self, op: str) -> tuple[float, float]:
-        """(scale, per-kernel ms) of a kernel of op `op`."""
-        return self.by_type.get(kernel_type(op), (self.scale, self.per_kernel_ms))
-
-    def weights_ms_per_mb(self, network_weights_mb: float, activation_mb: float = 0.0) -> float:
-        """What a kernel pays per MB of its weights in a network holding `network_weights_mb` in all
-        and spreading `activation_mb` beyond a compact plan (counted with ``counts_activations``)."""
-        act = activation_mb if self.counts_activations else 0.0
-        return _uncached_share(network_weights_mb, self.cached_weights_mb, act) * self.per_weight_mb_ms
-
-    def describe(self) -> str:
-        """One line: the terms and the calibration models' MAPE before and after."""
-        if self.n_models == 0 and not self.by_type:
-            return "none (the kernel sum as it is; calibrate on whole-model measurements: LUTPredictor.calibrate)"
-        if self.by_type:
-            scales = sorted(s for s, _ in self.by_type.values())
-            terms = (f"{len(self.by_type)} kernel types, scales {scales[0]:.2f}..{scales[-1]:.2f}, "
-                     f"constant {self.constant_ms:+.3f} ms, weights {self.per_weight_mb_ms * 1e3:.1f} us/MB "
-                     f"beyond {self.cached_weights_mb:g} MB"
-                     + (" minus spread activations" if self.counts_activations else "")
-                     + (f", ridge x{self.ridge:g}" if self.ridge is not None else ""))
-        else:
-            terms = f"scale {self.scale:.3f}, per kernel {self.per_kernel_ms * 1e3:+.2f} us, constant {self.constant_ms:+.3f} ms"
-        if self.mape_before is None or self.mape_after is None:
-            return terms
-        return f"{terms}; MAPE on {self.n_models} networks {self.mape_before:.1%} -> {self.mape_after:.1%}"
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["by_type"] = {t: [float(s), float(k)] for t, (s, k) in sorted(self.by_type.items())}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any] | None) -> "Calibration":
-        if not d:
-            return cls()
-        kw = {k: d[k] for k in ("scale", "per_kernel_ms", "constant_ms", "n_models", "mape_before", "mape_after",
-                                "per_weight_mb_ms", "cached_weights_mb", "ridge", "counts_activations") if k in d}
-        by_type = {str(t): (float(v[0]), float(v[1])) for t, v in (d.get("by_type") or {}).items()}
-        return cls(**kw, by_type=by_type)
-
-
-@dataclass(frozen=True)
-class KernelPrediction:
-    """One kernel's share of a prediction: its row key, where the number came from, ms in the total."""
-
-    key: str
-    op: str
-    nodes: tuple[str, ...]
-    source: str  # table | regressor
-    raw_ms: float  # table row (median) or regressed value
-    ms: float  # contribution to the total: (raw_ms - single-op call overhead) * its type's calibration scale
-    sigma: float = 0.0  # relative (log-space) uncertainty; 0 for table rows
-    extrapolated: bool = False
-    weight_mb: float = 0.0  # its weights (MB), read from memory inside a network (`Calibration.per_weight_mb_ms`)
-
-
-@dataclass(frozen=True)
-class UncoveredOp:
-    """An op nothing could predict: named, excluded from the total, which is then partial."""
-
-    nodes: tuple[str, ...]
-    op: str
-    reason: str
-
-
-@dataclass
-class Prediction:
-    """A network's predicted latency with its breakdown; `total_ms` is their exact sum."""
-
-    model: str
-    table: str
-    kernels: list[KernelPrediction]
-    overhead_ms: float
-    uncovered: list[UncoveredOp] = field(default_factory=list)
-    calibration: Calibration = field(default_factory=Calibration)
-    repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
-
-    @property
-    def total_ms(self) -> float:
-        return float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms]))
-
-    @property
-    def partial(self) -> bool:
-        return bool(self.uncovered)
-
-
-    @property
-    def sigma_ms(self) -> float:
-        """Approximate standard deviation of the total from regressed kernels (independent errors)."""
-        return float(math.sqrt(sum((k.ms * k.sigma) ** 2 for k in self.kernels)))
-
-    @property
-    def counts(self) -> dict[str, int]:
-        return {TABLE: sum(k.source == TABLE for k in self.kernels), REGRESSOR: sum(k.source == REGRESSOR for k in self.kernels),
-                MISSING: len(self.uncovered)}
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "model": self.model, "table": self.table, "total_ms": self.total_ms, "partial": self.partial,
-            "sigma_ms": self.sigma_ms, "overhead_ms": self.overhead_ms, "counts": self.counts,
-            "calibration": self.calibration.to_dict(),
-            "kernels": [asdict(k) for k in self.kernels],
-            "uncovered": [asdict(u) for u in self.uncovered],
-            "repeats": list(self.repeats),
-        }
-
-    def format(self, top: int = 0) -> str:
-        c = self.counts
-        head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
-                f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
-                f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
-                f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}")
-        rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
-        rows = rows[:top] if top else rows
-        width = min(max([len(k.key) for k in rows] + [10]), 90)
-        lines = [head, f"  {'kernel (table row key)':<{width}} {'ms':>9} {'source':<10} nodes"]
-        for k in rows:
-            src = k.source + ("!" if k.extrapolated else "")
-            if k.source == REGRESSOR:
-                src += f" ±{k.sigma:.0%}"
-            key = k.key if len(k.key) <= width else k.key[: width - 1] + "…"
-            lines.append(f"  {key:<{width}} {k.ms:>9.4f} {src:<10} {','.join(k.nodes)[:60]}")
-        if top and len(self.kernels) > top:
-            lines.append(f"  ... {len(self.kernels) - top} more kernels")
-        lines.append(f"  {'overhead':<{width}} {self.overhead_ms:>9.4f}")
-        for u in self.uncovered:
-            lines.append(f"  UNCOVERED {','.join(u.nodes)} ({u.op}): {u.reason}")
-        if self.repeats:
-            lines.append(f"  {len(self.repeats)} node(s) repeat an earlier op on the same input, computed once by the runtime: "
-                         + ", ".join(self.repeats[:8]) + (" ..." if len(self.repeats) > 8 else ""))
-        if any(k.extrapolated for k in self.kernels):
-            lines.append("  (! = regressed outside the table's range: an extrapolation)")
-        return "\n".join(lines)
 
 
 class LUTPredictor:
@@ -295,27 +94,11 @@ class LUTPredictor:
         return self
 
     def calibrate(self, graphs: Sequence[Any], measured_ms: Sequence[float], by_type: bool | None = None) -> Calibration:
-        """Least squares on the relative error of measured vs predicted whole-model latency.
-
-        One model fits a scale; two or three a scale and a non-negative per-kernel cost; four or
-        more those and a constant. With `by_type` (the default from `BY_TYPE_MIN_MODELS` models on)
-        a scale and a per-kernel cost per kernel type and a constant, pulled towards 1, 0 and 0 by
-        ridge penalties (types the models lack keep 1 and 0), and a non-negative cost per MB of
-        weights beyond a cached size."""
+        """Calibrate on whole-model measurements of `graphs` (`fit_calibration`: least squares on
+        the relative error of measured vs predicted latency; per kernel type with `by_type`)."""
         networks = [self._found(self.graph_of(g)) for g in graphs]
         found, act = [n[0] for n in networks], np.asarray([n[3] for n in networks])
-        y = np.asarray(measured_ms, dtype=np.float64)
-        S = np.asarray([math.fsum(k.ms for k in f) for f in found])
-        if by_type is None:
-            by_type = len(y) >= BY_TYPE_MIN_MODELS
-        if by_type:
-            fit = _by_type_fit(found, y, *_choose_penalties(found, y, act, self.rules.weights_cache_mb), act)
-            fitted = fit["fitted"]
-            terms = {**fit["terms"], "counts_activations": self._spreads_activations}
-        else:
-            fitted, terms = _global_terms(S, np.asarray([len(f) for f in found], float), y)
-        cal = Calibration(**terms, n_models=len(y), mape_before=float(np.mean(np.abs(S - y) / y)),
-                          mape_after=float(np.mean(np.abs(fitted - y) / y)))
+        cal = fit_calibration(found, measured_ms, act, by_type, self.rules.weights_cache_mb, self._spreads_activations)
         self.calibration = cal
         return cal
 
@@ -324,28 +107,12 @@ class LUTPredictor:
 
     def rows_digest(self) -> str:
         """A digest of what the regressors are fitted on: each row's key and in-network latency."""
-        h = hashlib.sha256()
-        for r in sorted(self._regressor_rows(), key=lambda r: r.spec.key):
-            h.update(f"{r.spec.key}={self._in_network_ms(r):.9g}\n".encode())
-        return h.hexdigest()[:16]
+        return regressors_store.rows_digest(self._regressor_rows(), self._in_network_ms)
 
     def stored_regressors(self) -> KernelRegressors | None:
         """The regressors stored with the table, if they were fitted on its rows as this predictor
         reads them (same statistic, layout handling and row values); None otherwise."""
-        stored = self.table.meta.get("regressors") or {}
-        stem = regressors_stem(self.table)
-        if not stored or stem is None or stored.get("statistic") != self.statistic \
-                or bool(stored.get("layout_reorders", True)) != self.layout_reorders:
-            return None
-        if not stem.with_name(stem.name + ".json").exists() or stored.get("rows_digest") != self.rows_digest():
-            return None
-        from predictors.kernel_regressors import RegressorError
-
-        try:
-            return KernelRegressors.load(stem)
-        except RegressorError as exc:
-            log.warning("%s: stored regressors not used (%s); refitting", self.table.name, exc)
-            return None
+        return regressors_store.load(self.table, self.statistic, self.layout_reorders, self.rows_digest)
 
     def save_regressors(self) -> Path:
         """Fit the regressors if needed and store them beside the table (arrays + JSON, no pickles),
@@ -353,15 +120,9 @@ class LUTPredictor:
         if self.regressors is None:
             self.use_regressors = True
             self.fit()
-        stem = regressors_stem(self.table)
-        if stem is None:
-            raise ValueError("a table without files cannot store regressors")
-        self.regressors.save(stem)
-        self.table.update_meta(regressors={"file": stem.name, "statistic": self.statistic,
-                                           "layout_reorders": self.layout_reorders, "rows_digest": self.rows_digest(),
-                                           "n_rows": len(self._regressor_rows()),
-                                           "families": sorted(self.regressors.families_)})
-        return stem
+        return regressors_store.save(self.table, self.regressors, {
+            "statistic": self.statistic, "layout_reorders": self.layout_reorders, "rows_digest": self.rows_digest(),
+            "n_rows": len(self._regressor_rows())})
 
     def save_calibration(self) -> None:
         """Store the calibration in the table's metadata (``lut_calibration``)."""
@@ -453,113 +214,46 @@ class LUTPredictor:
         return found + self._edge_reorders(graph, kernels), missing, repeats, excess
 
     def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel]) -> list[KernelPrediction]:
-        """ONNX Runtime's NCHWc reorders inside `graph`. A kernel that reads the blocked layout pays a
-        ReorderInput when its input is not blocked (the graph's input, an op that writes plain NCHW);
-        a kernel whose blocked output reaches an op that cannot read it (or the graph's output) pays a
-        ReorderOutput. Elementwise ops on same-shaped tensors (activations, batch norm, a residual
-        add, a product with a constant) work in either layout and pass their input's on
-        (`_layout_transparent`); a broadcast product of two tensors (squeeze-excite) does not.
-        A row says whether its op reads and writes the blocked layout, from its own reorder shares,
-        and prices them; a regressed kernel follows the rows of its op with as many channels in
-        whole blocks (`_channel_class`: a conv on 3 channels reads plain NCHW), and is priced by a
-        power law in the tensor's size fitted on the rows."""
+        """ONNX Runtime's NCHWc reorders inside `graph` at the edges of its blocked-layout regions,
+        each kernel read from its table row where it has one (`reorders.edge_reorders`)."""
         model = self._reorder_model()
         if not model:
             return []
-        info = []  # (kernel, spec, row, shares, reads the blocked layout)
-        layout: dict[int, tuple[bool, bool, bool]] = {}  # id(op) -> its kernel's (reads, writes, transparent)
-        for k in kernels:
-            spec = self._spec(k.spec)
-            row = self.table.get(spec)
-            row = row if row is not None and row.ok else None
-            shares = _reorder_shares(row) if row is not None else {"in": 0.0, "out": 0.0}
-            transparent = all(_layout_transparent(op) for op in k.ops)
-            if transparent:
-                reads = writes = False
-            elif row is not None:
-                reads, writes = shares["in"] > 0, shares["out"] > 0
-            else:
-                reads, writes = (_majority(model["blocked"][d], spec) for d in ("in", "out"))
-            info.append((k, spec, row, shares, reads))
-            layout.update((id(op), (reads, writes, transparent)) for op in k.ops)
-        blocked: dict[str, bool] = {}  # tensor -> in the blocked layout
-        accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
-        for op in graph.ops:  # execution order; `graph` is expanded (`_found`): the kernels hold these ops
-            k_reads, k_writes, transparent = layout.get(id(op), (False, False, False))
-            for t in op.inputs:
-                accepts.setdefault(t, []).append(transparent or k_reads)
-            out_blocked = blocked.get(op.inputs[0], False) if transparent and op.inputs else k_writes
-            for t in op.outputs:
-                blocked[t] = out_blocked
-        out: list[KernelPrediction] = []
-        for k, spec, row, shares, reads in info:
-            x = k.ops[0].inputs[0] if k.ops[0].inputs else None
-            y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
-            edges = {"in": reads and x is not None and not blocked.get(x, False),
-                     "out": y is not None and blocked.get(y, False)
-                     and (y in graph.outputs or not all(accepts.get(y) or [False]))}
-            for d, paid in edges.items():
-                if not paid:
-                    continue
-                shape = _reorder_shape(spec, d)
-                if shares[d] > 0:
-                    ms = shares[d] * self._above_overhead(row)
-                else:
-                    a, b = model["price"][d]
-                    ms = math.exp(a + b * math.log(math.prod(shape)))
-                if ms > 0:
-                    out.append(KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
-                                                k.nodes, TABLE if shares[d] > 0 else REGRESSOR, ms, ms))
-        return out
+        specs = [self._spec(k.spec) for k in kernels]
+        priced = [(k, spec, self._ok_row(spec)) for k, spec in zip(kernels, specs)]
+        return reorders.edge_reorders(graph, priced, model, self._above_overhead)
 
     def _reorder_model(self) -> dict[str, Any]:
-        """From the rows with reorder shares, per direction: whether rows of each op and channel class
-        (`_channel_class`) reorder (``blocked``: lists of booleans), and a power law ``log ms = a + b
-        log elements`` of the reorder's time in its tensor's size (``price``); {} when no row has reorders."""
+        """The `reorders.reorder_model` of the table's rows in its dtype, built on first use; {}
+        when this predictor leaves layout reorders out."""
         if not self.layout_reorders:
             return {}
         if self._reorders is None:
             rows = [r for r in self.table.rows("ok") if r.spec.dtype == self.dtype]
-            blocked: dict[str, dict[Any, list[bool]]] = {"in": {}, "out": {}}
-            pts: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
-            for r in rows:
-                shares = _reorder_shares(r)
-                for d, share in shares.items():
-                    for key in (r.spec.op, (r.spec.op, _channel_class(r.spec))):
-                        blocked[d].setdefault(key, []).append(share > 0)
-                    ms = share * self._above_overhead(r)
-                    if ms > 0:
-                        pts[d].append((math.log(math.prod(_reorder_shape(r.spec, d))), math.log(ms)))
-            model: dict[str, Any] = {}
-            if any(pts.values()):
-                model["blocked"] = blocked
-                model["price"] = {}
-                for d, p in pts.items():
-                    if len(p) >= 2 and np.ptp([x for x, _ in p]) > 0:
-                        x, y = np.asarray(p, dtype=np.float64).T
-                        b, a = np.polyfit(x, y, 1)
-                        model["price"][d] = (float(a), float(b))
-                    else:  # one size seen (or none): its mean time, flat
-                        model["price"][d] = (float(np.mean([y for _, y in p])) if p else -math.inf, 0.0)
-            self._reorders = model
+            self._reorders = reorders.reorder_model(rows, self._above_overhead)
         return self._reorders
 
     def _net(self, ms: float) -> float:
         """A row's latency less the single-op call overhead (never below a tenth of the row)."""
         return max(ms - self.call_overhead_ms, 0.1 * ms)
 
-    def _row_ms(self, spec: OpSpec) -> float | None:
+    def _ok_row(self, spec: OpSpec) -> Any:
+        """The table's row of `spec` where it measured it fine, else None."""
         row = self.table.get(spec)
-        return self._in_network_ms(row) if row is not None and row.ok else None
+        return row if row is not None and row.ok else None
+
+    def _row_ms(self, spec: OpSpec) -> float | None:
+        row = self._ok_row(spec)
+        return self._in_network_ms(row) if row is not None else None
 
     def _in_network_ms(self, row: Any) -> float:
         """A row's latency without the layout reorders the runtime put around the single op (ONNX
-        Runtime's NCHWc reorders, `_reorder_shares`), which a kernel between kernels of the same
+        Runtime's NCHWc reorders, `reorders.reorder_shares`), which a kernel between kernels of the same
         layout does not pay; the per-call overhead stays (see `_net`)."""
         ms = getattr(row.measurement, self.statistic)
         if not self.layout_reorders:
             return ms
-        return ms - sum(_reorder_shares(row).values()) * self._above_overhead(row)
+        return ms - sum(reorders.reorder_shares(row).values()) * self._above_overhead(row)
 
     def _above_overhead(self, row: Any) -> float:
         """A row's latency above the single-op call overhead: the node time its reorder shares divide."""
@@ -590,164 +284,9 @@ class LUTPredictor:
         return {"mape": float(rel.mean()), "acc10": float((rel <= 0.10).mean())}
 
 
-def _uncached_share(network_mb: float, cached_mb: float, activation_mb: float = 0.0) -> float:
-    """The share of a network's weights a cache of `cached_mb`, holding `activation_mb` of its
-    activations first, does not hold across runs."""
-    if network_mb <= 0:
-        return 0.0
-    return min(max(network_mb + activation_mb - cached_mb, 0.0), network_mb) / network_mb
-
-
-def _design(found: Sequence[Sequence[KernelPrediction]], types: Sequence[str], cached_mb: float,
-            activation_mb: Sequence[float]) -> np.ndarray:
-    """Columns: each type's summed ms, its kernel count (µs units), the uncached weights' MB (with
-    each network's `activation_mb` in the cache first), a constant, and the summed ms of types the
-    fit never saw (they keep scale 1, no per-kernel cost)."""
-    n = len(types)
-    col = {t: i for i, t in enumerate(types)}
-    A = np.zeros((len(found), 2 * n + 3))
-    A[:, 2 * n + 1] = 1.0
-    for i, f in enumerate(found):
-        mb = math.fsum(k.weight_mb for k in f)
-        A[i, 2 * n] = mb * _uncached_share(mb, cached_mb, activation_mb[i])
-        for k in f:
-            j = col.get(kernel_type(k.op))
-            if j is None:
-                A[i, 2 * n + 2] += k.ms
-                continue
-            A[i, j] += k.ms
-            A[i, n + j] += 1e-3  # per-kernel coefficients in µs
-    return A
-
-
-def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, ridge: float,
-                 cached_mb: float, activation_mb: np.ndarray) -> dict[str, Any]:
-    """The per-type fit, ridge on relative error: each type's scale towards 1 and per-kernel cost
-    towards 0, the cost per MB of weights beyond `cached_mb` (never negative) and the constant
-    towards 0; `ridge` multiplies every penalty. Its kernel types, coefficients, `Calibration`
-    terms and fitted totals."""
-    types = sorted({kernel_type(k.op) for f in found for k in f})
-    n = len(types)
-    A = _design(found, types, cached_mb, activation_mb)  # [scales | per-kernel | weights | constant | unseen types' ms]
-    prior = np.concatenate([np.ones(n), np.zeros(n), [0.0, 0.0, 1.0]])
-    penalty = ridge * np.concatenate([np.full(n, RIDGE_SCALE), np.full(n, RIDGE_PER_KERNEL_US),
-                                      [RIDGE_WEIGHT_MB, RIDGE_CONSTANT_MS, 1e12]])
-    Aw = A / y[:, None]
-
-    def solve() -> np.ndarray:
-        # The departure from the prior: (Aw'Aw + diag(penalty)) d = Aw'(1 - Aw prior).
-        d = np.linalg.solve(Aw.T @ Aw + np.diag(penalty) + 1e-12 * np.eye(A.shape[1]), Aw.T @ (1.0 - Aw @ prior))
-        return prior + d
-
-    coef = solve()
-    if coef[2 * n] < 0:  # reading weights from memory cannot make a network faster: no weights' cost then
-        penalty[2 * n] = 1e12
-        coef = solve()
-        coef[2 * n] = 0.0
-    by_type = {t: (float(coef[i]), float(coef[n + i]) * 1e-3) for i, t in enumerate(types)}
-    terms = {"constant_ms": float(coef[2 * n + 1]), "by_type": by_type,
-             "per_weight_mb_ms": float(coef[2 * n]), "cached_weights_mb": float(cached_mb), "ridge": float(ridge)}
-    return {"types": types, "coef": coef, "terms": terms, "fitted": A @ coef}
-
-
-def _choose_penalties(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, activation_mb: np.ndarray,
-                      measured_cache_mb: float | None = None) -> tuple[float, float]:
-    """(ridge strength, cached weights MB) by `CV_FOLDS`-fold cross-validation on the calibration
-    models, with the one-standard-error rule: among the choices whose cross-validated MAPE is within
-    one standard error of the best, the simplest: the strongest ridge, then the largest cached size
-    (the fewest networks paying for their weights). On 32 models the best score alone is
-    noise-prone: it had picked weak ridges with implausible terms (a negative cost per MB of weights)
-    that cost up to 4 points of ±10% accuracy on other networks. Where the fusion rules carry the
-    device's cache measured (`FusionRules.weights_cache_mb`: what a chain of layers with nothing
-    else in the cache keeps), no candidate size above it is tried; a network's activations take
-    part of the cache. Unbounded, 32 networks had chosen 0 to 32 MB between tables of one LiteRT
-    device (measured: 8.4 MB), and 4 MB charged MobileNetV3-Small (8-10 MB of weights, running at
-    its rows' speed) 20% more. (1, 0) below `CV_MIN_MODELS` models."""
-    if len(y) < CV_MIN_MODELS:
-        return 1.0, 0.0
-    folds = np.arange(len(y)) % CV_FOLDS
-    errors: dict[tuple[float, float], np.ndarray] = {}
-    bound = math.inf if measured_cache_mb is None else measured_cache_mb
-    for cached_mb in (c for c in CACHED_WEIGHTS_MB if c <= bound):
-        for ridge in RIDGE_STRENGTHS:
-            rel = np.empty(len(y))
-            for f in range(CV_FOLDS):
-                train, test = np.flatnonzero(folds != f), np.flatnonzero(folds == f)
-                fit = _by_type_fit([found[i] for i in train], y[train], ridge, cached_mb, activation_mb[train])
-                pred = _design([found[i] for i in test], fit["types"], cached_mb, activation_mb[test]) @ fit["coef"]
-                rel[test] = np.abs(pred - y[test]) / y[test]
-            errors[(ridge, cached_mb)] = rel
-    best = min(errors, key=lambda k: float(np.mean(errors[k])))
-    limit = float(np.mean(errors[best]) + np.std(errors[best]) / math.sqrt(len(y)))
-    within = [k for k in errors if float(np.mean(errors[k])) <= limit]
-    return max(within)  # (ridge, cached MB): the strongest ridge, then the largest cache
-
-
-def _global_terms(S: np.ndarray, K: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, dict[str, Any]]:
-    """Fitted totals and `Calibration` terms of one scale, one per-kernel cost and a constant (as
-    many of them as the models support), least squares on relative error."""
-    w = 1.0 / y
-    if len(y) >= 4 and np.ptp(K) > 0:
-        A = np.stack([S, K, np.ones_like(S)], axis=1)
-    elif len(y) >= 2 and np.ptp(K) > 0:
-        A = np.stack([S, K], axis=1)
-    else:
-        A = S[:, None]
-    coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
-    if len(y) < 4 and A.shape[1] == 2 and coef[1] < 0:
-        # Two or three models fit both terms exactly; a negative per-kernel cost then extrapolates to
-        # negative totals for networks with many more kernels than the models had: a scale alone.
-        A = S[:, None]
-        coef, *_ = np.linalg.lstsq(A * w[:, None], y * w, rcond=None)
-    scale = float(coef[0])
-    per_k = float(coef[1]) if len(coef) > 1 else 0.0
-    const = float(coef[2]) if len(coef) > 2 else 0.0
-    if not (0.2 < scale < 5.0):  # a fit this far off means the table does not match the models
-        log.warning("calibration scale %.3f out of range; using a scale-only fit", scale)
-        scale, per_k, const = float(np.sum(S * y * w * w) / np.sum((S * w) ** 2)), 0.0, 0.0
-    return scale * S + per_k * K + const, {"scale": scale, "per_kernel_ms": per_k, "constant_ms": const}
-
-
 def _statistic_ms(name: str) -> str:
     """``median`` or ``median_ms`` -> ``median_ms`` (tables' metadata name statistics without the unit)."""
     return name if name.endswith("_ms") else f"{name}_ms"
-
-
-def _reorder_shares(row: Any) -> dict[str, float]:
-    """A row's shares of node time in the reorders into and out of its op (``reorder_in_share``,
-    ``reorder_out_share``, recorded by `profilers.ort.runtime`); 0.0 where none was recorded."""
-    return {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")}
-
-
-def _layout_transparent(op: Any) -> bool:
-    """An op that computes elementwise on tensors of one shape (or with constants), so it works in
-    any layout and keeps its input's: activations, batch norm, a residual add, a product with a constant."""
-    spec = op.spec
-    if spec is None or spec.is_fused:
-        return False
-    if spec.op in ACTIVATIONS or spec.op in ("bn", "scale"):
-        return True
-    if spec.op in ("add", "mul"):
-        return len({tuple(s) for s in spec.input_shapes}) == 1
-    return False
-
-
-def _channel_class(spec: OpSpec) -> int:
-    """The largest power of two up to 16 dividing the input channels: whether they fill the SIMD
-    channel blocks (8 or 16 floats) of a blocked layout."""
-    c = int(spec.input_shape[1]) if len(spec.input_shape) > 1 else 1
-    return min(c & -c, 16) if c > 0 else 1
-
-
-def _majority(votes: dict[Any, list[bool]], spec: OpSpec) -> bool:
-    """Whether most rows of `spec`'s op and channel class (else of its op) reorder in that direction."""
-    v = votes.get((spec.op, _channel_class(spec))) or votes.get(spec.op)
-    return bool(v) and float(np.mean(v)) > 0.5
-
-
-def _reorder_shape(spec: OpSpec, direction: str) -> tuple[int, ...]:
-    """The tensor a reorder into (``in``) or out of (``out``) the op moves."""
-    return spec.input_shape if direction == "in" else spec.output_shape
 
 
 def _movement_spec(shape: Sequence[int], dtype: str) -> OpSpec:

@@ -1,0 +1,106 @@
+"""What the lookup-table predictor answers: a network's `Prediction`, the sum of its kernels'
+shares (`KernelPrediction`) and an overhead, with the ops nothing covers named (`UncoveredOp`)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from predictors.lut.calibration import Calibration
+
+TABLE, REGRESSOR, MISSING = "table", "regressor", "uncovered"
+
+
+@dataclass(frozen=True)
+class KernelPrediction:
+    """One kernel's share of a prediction: its row key, where the number came from, ms in the total."""
+
+    key: str
+    op: str
+    nodes: tuple[str, ...]
+    source: str  # table | regressor
+    raw_ms: float  # table row (median) or regressed value
+    ms: float  # contribution to the total: (raw_ms - single-op call overhead) * its type's calibration scale
+    sigma: float = 0.0  # relative (log-space) uncertainty; 0 for table rows
+    extrapolated: bool = False
+    weight_mb: float = 0.0  # its weights (MB), read from memory inside a network (`Calibration.per_weight_mb_ms`)
+
+
+@dataclass(frozen=True)
+class UncoveredOp:
+    """An op nothing could predict: named, excluded from the total, which is then partial."""
+
+    nodes: tuple[str, ...]
+    op: str
+    reason: str
+
+
+@dataclass
+class Prediction:
+    """A network's predicted latency with its breakdown; `total_ms` is their exact sum."""
+
+    model: str
+    table: str
+    kernels: list[KernelPrediction]
+    overhead_ms: float
+    uncovered: list[UncoveredOp] = field(default_factory=list)
+    calibration: Calibration = field(default_factory=Calibration)
+    repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
+
+    @property
+    def total_ms(self) -> float:
+        return float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms]))
+
+    @property
+    def partial(self) -> bool:
+        return bool(self.uncovered)
+
+
+    @property
+    def sigma_ms(self) -> float:
+        """Approximate standard deviation of the total from regressed kernels (independent errors)."""
+        return float(math.sqrt(sum((k.ms * k.sigma) ** 2 for k in self.kernels)))
+
+    @property
+    def counts(self) -> dict[str, int]:
+        return {TABLE: sum(k.source == TABLE for k in self.kernels), REGRESSOR: sum(k.source == REGRESSOR for k in self.kernels),
+                MISSING: len(self.uncovered)}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "model": self.model, "table": self.table, "total_ms": self.total_ms, "partial": self.partial,
+            "sigma_ms": self.sigma_ms, "overhead_ms": self.overhead_ms, "counts": self.counts,
+            "calibration": self.calibration.to_dict(),
+            "kernels": [asdict(k) for k in self.kernels],
+            "uncovered": [asdict(u) for u in self.uncovered],
+            "repeats": list(self.repeats),
+        }
+
+    def format(self, top: int = 0) -> str:
+        c = self.counts
+        head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
+                f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
+                f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
+                f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}")
+        rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
+        rows = rows[:top] if top else rows
+        width = min(max([len(k.key) for k in rows] + [10]), 90)
+        lines = [head, f"  {'kernel (table row key)':<{width}} {'ms':>9} {'source':<10} nodes"]
+        for k in rows:
+            src = k.source + ("!" if k.extrapolated else "")
+            if k.source == REGRESSOR:
+                src += f" ±{k.sigma:.0%}"
+            key = k.key if len(k.key) <= width else k.key[: width - 1] + "…"
+            lines.append(f"  {key:<{width}} {k.ms:>9.4f} {src:<10} {','.join(k.nodes)[:60]}")
+        if top and len(self.kernels) > top:
+            lines.append(f"  ... {len(self.kernels) - top} more kernels")
+        lines.append(f"  {'overhead':<{width}} {self.overhead_ms:>9.4f}")
+        for u in self.uncovered:
+            lines.append(f"  UNCOVERED {','.join(u.nodes)} ({u.op}): {u.reason}")
+        if self.repeats:
+            lines.append(f"  {len(self.repeats)} node(s) repeat an earlier op on the same input, computed once by the runtime: "
+                         + ", ".join(self.repeats[:8]) + (" ..." if len(self.repeats) > 8 else ""))
+        if any(k.extrapolated for k in self.kernels):
+            lines.append("  (! = regressed outside the table's range: an extrapolation)")
+        return "\n".join(lines)

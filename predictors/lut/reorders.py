@@ -1,0 +1,153 @@
+"""The layout reorders a runtime pays between kernels (ONNX Runtime's NCHWc ReorderInput and
+ReorderOutput): which kernels read and write the blocked layout, learnt from the table rows'
+recorded reorder shares, and what each reorder at a blocked region's edge costs."""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from device_tables.graph import Graph
+from device_tables.kernels import Kernel
+from device_tables.ops import ACTIVATIONS, OpSpec
+from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction
+
+# A row with its latency above the single-op call overhead: the node time its reorder shares divide.
+AboveOverhead = Callable[[Any], float]
+
+
+def reorder_model(rows: Sequence[Any], above_overhead: AboveOverhead) -> dict[str, Any]:
+    """From the rows with reorder shares, per direction: whether rows of each op and channel class
+    (`_channel_class`) reorder (``blocked``: lists of booleans), and a power law ``log ms = a + b
+    log elements`` of the reorder's time in its tensor's size (``price``); {} when no row has reorders."""
+    blocked: dict[str, dict[Any, list[bool]]] = {"in": {}, "out": {}}
+    pts: dict[str, list[tuple[float, float]]] = {"in": [], "out": []}
+    for r in rows:
+        shares = reorder_shares(r)
+        for d, share in shares.items():
+            for key in (r.spec.op, (r.spec.op, _channel_class(r.spec))):
+                blocked[d].setdefault(key, []).append(share > 0)
+            ms = share * above_overhead(r)
+            if ms > 0:
+                pts[d].append((math.log(math.prod(_reorder_shape(r.spec, d))), math.log(ms)))
+    model: dict[str, Any] = {}
+    if any(pts.values()):
+        model["blocked"] = blocked
+        model["price"] = {}
+        for d, p in pts.items():
+            if len(p) >= 2 and np.ptp([x for x, _ in p]) > 0:
+                x, y = np.asarray(p, dtype=np.float64).T
+                b, a = np.polyfit(x, y, 1)
+                model["price"][d] = (float(a), float(b))
+            else:  # one size seen (or none): its mean time, flat
+                model["price"][d] = (float(np.mean([y for _, y in p])) if p else -math.inf, 0.0)
+    return model
+
+
+def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any]], model: dict[str, Any],
+                  above_overhead: AboveOverhead) -> list[KernelPrediction]:
+    """The reorders inside `graph`, whose kernels are `priced` as (kernel, row key, its ok row or
+    None), under a `reorder_model`. A kernel that reads the blocked layout pays a ReorderInput when
+    its input is not blocked (the graph's input, an op that writes plain NCHW); a kernel whose blocked
+    output reaches an op that cannot read it (or the graph's output) pays a ReorderOutput. Elementwise
+    ops on same-shaped tensors (activations, batch norm, a residual add, a product with a constant)
+    work in either layout and pass their input's on (`_layout_transparent`); a broadcast product of
+    two tensors (squeeze-excite) does not. A row says whether its op reads and writes the blocked
+    layout, from its own reorder shares, and prices them; a regressed kernel follows the rows of its
+    op with as many channels in whole blocks (`_channel_class`: a conv on 3 channels reads plain
+    NCHW), and is priced by a power law in the tensor's size fitted on the rows."""
+    info, layout = _kernel_layouts(priced, model)
+    blocked, accepts = _tensor_layouts(graph, layout)
+    out: list[KernelPrediction] = []
+    for k, spec, row, shares, reads in info:
+        x = k.ops[0].inputs[0] if k.ops[0].inputs else None
+        y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
+        edges = {"in": reads and x is not None and not blocked.get(x, False),
+                 "out": y is not None and blocked.get(y, False)
+                 and (y in graph.outputs or not all(accepts.get(y) or [False]))}
+        for d, paid in edges.items():
+            if not paid:
+                continue
+            shape = _reorder_shape(spec, d)
+            if shares[d] > 0:
+                ms = shares[d] * above_overhead(row)
+            else:
+                a, b = model["price"][d]
+                ms = math.exp(a + b * math.log(math.prod(shape)))
+            if ms > 0:
+                out.append(KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
+                                            k.nodes, TABLE if shares[d] > 0 else REGRESSOR, ms, ms))
+    return out
+
+
+def _kernel_layouts(priced: Sequence[tuple[Kernel, OpSpec, Any]], model: dict[str, Any]) -> tuple[list, dict]:
+    """Per kernel (kernel, spec, row, its reorder shares, whether it reads the blocked layout), and
+    per op of a kernel, by id, the kernel's (reads, writes, transparent)."""
+    info = []  # (kernel, spec, row, shares, reads the blocked layout)
+    layout: dict[int, tuple[bool, bool, bool]] = {}  # id(op) -> its kernel's (reads, writes, transparent)
+    for k, spec, row in priced:
+        shares = reorder_shares(row) if row is not None else {"in": 0.0, "out": 0.0}
+        transparent = all(_layout_transparent(op) for op in k.ops)
+        if transparent:
+            reads = writes = False
+        elif row is not None:
+            reads, writes = shares["in"] > 0, shares["out"] > 0
+        else:
+            reads, writes = (_majority(model["blocked"][d], spec) for d in ("in", "out"))
+        info.append((k, spec, row, shares, reads))
+        layout.update((id(op), (reads, writes, transparent)) for op in k.ops)
+    return info, layout
+
+
+def _tensor_layouts(graph: Graph, layout: dict[int, tuple[bool, bool, bool]]) -> tuple[dict[str, bool], dict[str, list[bool]]]:
+    """Per tensor of `graph`, whether it is in the blocked layout, and per reader whether it takes it."""
+    blocked: dict[str, bool] = {}  # tensor -> in the blocked layout
+    accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
+    for op in graph.ops:  # execution order; `graph` is expanded (`LUTPredictor._found`): the kernels hold these ops
+        k_reads, k_writes, transparent = layout.get(id(op), (False, False, False))
+        for t in op.inputs:
+            accepts.setdefault(t, []).append(transparent or k_reads)
+        out_blocked = blocked.get(op.inputs[0], False) if transparent and op.inputs else k_writes
+        for t in op.outputs:
+            blocked[t] = out_blocked
+    return blocked, accepts
+
+
+def reorder_shares(row: Any) -> dict[str, float]:
+    """A row's shares of node time in the reorders into and out of its op (``reorder_in_share``,
+    ``reorder_out_share``, recorded by `profilers.ort.runtime`); 0.0 where none was recorded."""
+    return {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")}
+
+
+def _layout_transparent(op: Any) -> bool:
+    """An op that computes elementwise on tensors of one shape (or with constants), so it works in
+    any layout and keeps its input's: activations, batch norm, a residual add, a product with a constant."""
+    spec = op.spec
+    if spec is None or spec.is_fused:
+        return False
+    if spec.op in ACTIVATIONS or spec.op in ("bn", "scale"):
+        return True
+    if spec.op in ("add", "mul"):
+        return len({tuple(s) for s in spec.input_shapes}) == 1
+    return False
+
+
+def _channel_class(spec: OpSpec) -> int:
+    """The largest power of two up to 16 dividing the input channels: whether they fill the SIMD
+    channel blocks (8 or 16 floats) of a blocked layout."""
+    c = int(spec.input_shape[1]) if len(spec.input_shape) > 1 else 1
+    return min(c & -c, 16) if c > 0 else 1
+
+
+def _majority(votes: dict[Any, list[bool]], spec: OpSpec) -> bool:
+    """Whether most rows of `spec`'s op and channel class (else of its op) reorder in that direction."""
+    v = votes.get((spec.op, _channel_class(spec))) or votes.get(spec.op)
+    return bool(v) and float(np.mean(v)) > 0.5
+
+
+def _reorder_shape(spec: OpSpec, direction: str) -> tuple[int, ...]:
+    """The tensor a reorder into (``in``) or out of (``out``) the op moves."""
+    return spec.input_shape if direction == "in" else spec.output_shape
+
