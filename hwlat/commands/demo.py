@@ -96,15 +96,21 @@ def _num(x: float) -> str:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    import numpy as np
+    run = _DemoRun(args, _settings(args))
+    run.profile()
+    run.adapt()
+    run.predict_all()
+    run.search()
+    run.verify()
+    run.plot()
+    run.summarize()
+    sys.stdout.flush()
+    return 0
 
+
+def _settings(args: argparse.Namespace) -> DemoSettings:
+    """The demo's settings: the quick or full ones with the options given; one clear error for a bad one."""
     from device_tables.errors import HwlatError
-    from nas.constraints import LatencyConstraint
-    from nas.device_loop import adapt, measure, shot_archs, verify
-    from nas.features import latency_features
-    from nas.search import NaswotProxy, pareto_search, regularized_evolution
-    from nas.spaces import get_space
-    from predictors.io import save
 
     s = DemoSettings.quick() if args.quick else DemoSettings()
     given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify}
@@ -113,162 +119,212 @@ def _demo(args: argparse.Namespace) -> int:
         raise HwlatError(f"--percentile {args.percentile}: must be between 0 and 100")
     if s.evaluations < 1 or s.verify < 1:
         raise HwlatError("--evaluations and --verify need at least 1")
-    fixed_margin = _fixed_margin(args.margin)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    progress = not args.no_progress
-    space = get_space(SPACE)
-    stages: dict[str, float] = {}
-    t_all = time.perf_counter()
-    n_shots = s.reference_shots + s.random_shots
-    _say(f"hwlat demo: NB201 on this CPU with onnxruntime (threads={args.threads}); results in {out}/"
-         f"{'  [quick mode]' if args.quick else ''}")
+    return s
 
-    # 1. profile
-    _say(f"[1/6] profiling {n_shots} NB201 architectures ({s.reference_shots} reference + {s.random_shots} random) "
-         f"on onnxruntime CPU, protocol {s.protocol} ...")
-    t = time.perf_counter()
-    shots = shot_archs(space, s.random_shots, args.seed, n_reference=s.reference_shots)
-    m = measure(space, shots, out / "nb201_shots", threads=args.threads, protocol=s.protocol, progress=progress,
-                fresh=True)
-    stages["profile"] = time.perf_counter() - t
-    ok = np.isfinite(m.ms)
-    noisy = f" ({m.noisy} noisy)" if m.noisy else ""
-    _say(f"      {int(ok.sum())} measured in {stages['profile']:.1f} s on {m.device}: "
-         f"{np.nanmin(m.ms):.3f} .. {np.nanmax(m.ms):.3f} ms{noisy} -> {m.table}.csv")
 
-    # 2. adapt
-    _say("[2/6] adapting the shipped NB201 transfer predictor (predictors/pretrained/nb201) to these measurements ...")
-    t = time.perf_counter()
-    pred = adapt("pretrained", space, m.archs, m.ms, min_rows=min(5, n_shots))
-    stages["adapt"] = time.perf_counter() - t
-    save(pred.predictor, out / "predictor", info={"space": SPACE, "device": m.device, "shots": int(ok.sum()),
-                                                  "shots_table": str(m.table)})
-    shots_pred = pred.predict(m.archs)
-    _say(f"      adapted in {stages['adapt']:.2f} s; saved as {out / 'predictor'}.npz/.json "
-         f"(use it: hwlat search --space nb201 --predictor {out / 'predictor'} ...)")
+class _DemoRun:
+    """One demo, stage by stage: each stage keeps what the next ones use, and its time in `stages`."""
 
-    # 3. predict everything
-    _say("[3/6] predicting all 15625 NB201 architectures ...")
-    t = time.perf_counter()
-    archs = list(space.enumerate())
-    X, _ = latency_features(space, archs)
-    all_ms = pred.predictor.predict(X)
-    stages["predict"] = time.perf_counter() - t
-    budget = float(args.max_latency_ms) if args.max_latency_ms else float(np.percentile(all_ms, args.percentile))
-    feasible = int((all_ms <= budget).sum())
-    _say(f"      {len(archs)} predictions in {stages['predict']:.2f} s: {all_ms.min():.3f} .. {all_ms.max():.3f} ms "
-         f"(median {np.median(all_ms):.3f} ms)")
+    def __init__(self, args: argparse.Namespace, s: DemoSettings):
+        from nas.spaces import get_space
 
-    # 4. search
-    margin = _auto_margin(pred.predictor) if fixed_margin is None else fixed_margin
-    c = LatencyConstraint(pred, budget / (1.0 + margin))
-    c.check_budget()
-    why = f"{args.percentile:g}th percentile of the predictions" if not args.max_latency_ms else "--max-latency-ms"
-    objective = NaswotProxy(space, batch=s.proxy_batch, seed=args.seed, threads=1)
-    _say(f"[4/6] searching under a latency budget of {budget:.3f} ms ({why}; {feasible} of {len(archs)} archs "
-         f"predicted feasible), less a {margin:.1%} margin for prediction error: predicted <= {c.budget_ms:.3f} ms; "
-         f"regularised evolution scoring {s.evaluations} archs")
-    _say(f"      objective: {objective.label}")
-    t = time.perf_counter()
-    result = regularized_evolution(space, objective, c, budget=s.evaluations, population=s.population,
-                                   sample=s.tournament, seed=args.seed, progress=progress)
-    stages["search"] = time.perf_counter() - t
-    best = result.best(s.verify)
-    _say(f"      {result.evaluations} scored ({result.rejected} proposals rejected by the constraint) in "
-         f"{stages['search']:.1f} s; all within budget (predicted): {result.all_feasible()}")
-    sweep = None
-    if s.sweep and not args.no_plots:
+        self.args, self.s = args, s
+        self.fixed_margin = _fixed_margin(args.margin)
+        self.out = Path(args.out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.progress = not args.no_progress
+        self.space = get_space(SPACE)
+        self.stages: dict[str, float] = {}
+        self.t_all = time.perf_counter()
+        self.n_shots = s.reference_shots + s.random_shots
+        _say(f"hwlat demo: NB201 on this CPU with onnxruntime (threads={args.threads}); results in {self.out}/"
+             f"{'  [quick mode]' if args.quick else ''}")
+
+    def profile(self) -> None:
+        """1. Measure the reference and random architectures (`m`; `ok`: those measured)."""
+        import numpy as np
+
+        from nas.device_loop import measure, shot_archs
+
+        s, args = self.s, self.args
+        _say(f"[1/6] profiling {self.n_shots} NB201 architectures ({s.reference_shots} reference + "
+             f"{s.random_shots} random) on onnxruntime CPU, protocol {s.protocol} ...")
         t = time.perf_counter()
-        sweep = pareto_search(space, pred, objective, budget=s.sweep, seed=args.seed, progress=progress)
-        stages["pareto sweep"] = time.perf_counter() - t
-        _say(f"      + {sweep.evaluations} archs scored across the whole latency range for the Pareto plot "
-             f"({stages['pareto sweep']:.1f} s)")
-    _say(result.format(s.verify, score_name=objective.short))
+        shots = shot_archs(self.space, s.random_shots, args.seed, n_reference=s.reference_shots)
+        m = measure(self.space, shots, self.out / "nb201_shots", threads=args.threads, protocol=s.protocol,
+                    progress=self.progress, fresh=True)
+        self.stages["profile"] = time.perf_counter() - t
+        self.m, self.ok = m, np.isfinite(m.ms)
+        noisy = f" ({m.noisy} noisy)" if m.noisy else ""
+        _say(f"      {int(self.ok.sum())} measured in {self.stages['profile']:.1f} s on {m.device}: "
+             f"{np.nanmin(m.ms):.3f} .. {np.nanmax(m.ms):.3f} ms{noisy} -> {m.table}.csv")
 
-    # 5. verify
-    front = [c_ for c_ in (sweep.front() if sweep else []) if c_.key not in {b.key for b in best}]
-    extra = f" + {len(front)} Pareto-front archs across the latency range" if front else ""
-    _say(f"[5/6] measuring the best {len(best)}{extra} on this CPU to verify ...")
-    t = time.perf_counter()
-    checked = best + front
-    v_all = verify(space, [b.arch for b in checked], [b.latency_ms for b in checked], budget,
-                   out=out / "nb201_verified", threads=args.threads, protocol=s.protocol, progress=progress)
-    stages["verify"] = time.perf_counter() - t
-    v = v_all.subset(range(len(best)))
-    vf = v_all.subset(range(len(best), len(checked)), budget_ms=None) if front else None
-    _say(f"      best {len(best)} within the budget:")
-    _say(v.format())
-    if vf is not None:
-        _say("      Pareto front of the sweep (no budget):")
-        _say(vf.format())
+    def adapt(self) -> None:
+        """2. Adapt the shipped transfer predictor to the measurements (`pred`), and save it."""
+        from nas.device_loop import adapt
+        from predictors.io import save
 
-    # 6. plots
-    plots: list[Path] = []
-    if not args.no_plots:
+        m, out = self.m, self.out
+        _say("[2/6] adapting the shipped NB201 transfer predictor (predictors/pretrained/nb201) to these "
+             "measurements ...")
+        t = time.perf_counter()
+        self.pred = adapt("pretrained", self.space, m.archs, m.ms, min_rows=min(5, self.n_shots))
+        self.stages["adapt"] = time.perf_counter() - t
+        save(self.pred.predictor, out / "predictor", info={"space": SPACE, "device": m.device,
+                                                          "shots": int(self.ok.sum()), "shots_table": str(m.table)})
+        self.shots_pred = self.pred.predict(m.archs)
+        _say(f"      adapted in {self.stages['adapt']:.2f} s; saved as {out / 'predictor'}.npz/.json "
+             f"(use it: hwlat search --space nb201 --predictor {out / 'predictor'} ...)")
+
+    def predict_all(self) -> None:
+        """3. Predict every architecture (`all_ms`), and set the latency `budget` from them."""
+        import numpy as np
+
+        from nas.features import latency_features
+
+        args = self.args
+        _say("[3/6] predicting all 15625 NB201 architectures ...")
+        t = time.perf_counter()
+        self.archs = list(self.space.enumerate())
+        X, _ = latency_features(self.space, self.archs)
+        all_ms = self.pred.predictor.predict(X)
+        self.stages["predict"] = time.perf_counter() - t
+        self.budget = (float(args.max_latency_ms) if args.max_latency_ms
+                       else float(np.percentile(all_ms, args.percentile)))
+        self.feasible = int((all_ms <= self.budget).sum())
+        _say(f"      {len(self.archs)} predictions in {self.stages['predict']:.2f} s: {all_ms.min():.3f} .. "
+             f"{all_ms.max():.3f} ms (median {np.median(all_ms):.3f} ms)")
+
+    def search(self) -> None:
+        """4. Evolve architectures under the budget less the margin (`result`, its `best`), and sweep
+        the whole latency range for the Pareto plot (`sweep`, unless plots are off)."""
+        from nas.constraints import LatencyConstraint
+        from nas.search import NaswotProxy, pareto_search, regularized_evolution
+
+        s, args, space = self.s, self.args, self.space
+        self.margin = _auto_margin(self.pred.predictor) if self.fixed_margin is None else self.fixed_margin
+        c = self.c = LatencyConstraint(self.pred, self.budget / (1.0 + self.margin))
+        c.check_budget()
+        self.why = (f"{args.percentile:g}th percentile of the predictions" if not args.max_latency_ms
+                    else "--max-latency-ms")
+        objective = self.objective = NaswotProxy(space, batch=s.proxy_batch, seed=args.seed, threads=1)
+        _say(f"[4/6] searching under a latency budget of {self.budget:.3f} ms ({self.why}; {self.feasible} of "
+             f"{len(self.archs)} archs predicted feasible), less a {self.margin:.1%} margin for prediction error: "
+             f"predicted <= {c.budget_ms:.3f} ms; regularised evolution scoring {s.evaluations} archs")
+        _say(f"      objective: {objective.label}")
+        t = time.perf_counter()
+        result = self.result = regularized_evolution(space, objective, c, budget=s.evaluations,
+                                                     population=s.population, sample=s.tournament, seed=args.seed,
+                                                     progress=self.progress)
+        self.stages["search"] = time.perf_counter() - t
+        self.best = result.best(s.verify)
+        _say(f"      {result.evaluations} scored ({result.rejected} proposals rejected by the constraint) in "
+             f"{self.stages['search']:.1f} s; all within budget (predicted): {result.all_feasible()}")
+        self.sweep = None
+        if s.sweep and not args.no_plots:
+            t = time.perf_counter()
+            self.sweep = pareto_search(space, self.pred, objective, budget=s.sweep, seed=args.seed,
+                                       progress=self.progress)
+            self.stages["pareto sweep"] = time.perf_counter() - t
+            _say(f"      + {self.sweep.evaluations} archs scored across the whole latency range for the Pareto plot "
+                 f"({self.stages['pareto sweep']:.1f} s)")
+        _say(result.format(s.verify, score_name=objective.short))
+
+    def verify(self) -> None:
+        """5. Measure the best (`v`) and the sweep's Pareto front (`vf`, None without a sweep)."""
+        from nas.device_loop import verify
+
+        best, sweep = self.best, self.sweep
+        front = [c_ for c_ in (sweep.front() if sweep else []) if c_.key not in {b.key for b in best}]
+        extra = f" + {len(front)} Pareto-front archs across the latency range" if front else ""
+        _say(f"[5/6] measuring the best {len(best)}{extra} on this CPU to verify ...")
+        t = time.perf_counter()
+        checked = best + front
+        v_all = verify(self.space, [b.arch for b in checked], [b.latency_ms for b in checked], self.budget,
+                       out=self.out / "nb201_verified", threads=self.args.threads, protocol=self.s.protocol,
+                       progress=self.progress)
+        self.stages["verify"] = time.perf_counter() - t
+        self.v = v_all.subset(range(len(best)))
+        self.vf = v_all.subset(range(len(best), len(checked)), budget_ms=None) if front else None
+        _say(f"      best {len(best)} within the budget:")
+        _say(self.v.format())
+        if self.vf is not None:
+            _say("      Pareto front of the sweep (no budget):")
+            _say(self.vf.format())
+
+    def plot(self) -> None:
+        """6. Draw predicted vs measured and the Pareto front (`plots`: their files), unless plots are off."""
+        self.plots: list[Path] = []
+        if self.args.no_plots:
+            _say("[6/6] plots skipped (--no-plots)")
+            return
         from nas.search.plots import pareto, predicted_vs_measured
 
+        m, ok, v, vf, sweep = self.m, self.ok, self.v, self.vf, self.sweep
         _say("[6/6] plotting ...")
         t = time.perf_counter()
         fp, fm = (vf.predicted, vf.measured) if vf is not None else ((), ())
-        plots.append(predicted_vs_measured(out / "predicted_vs_measured.png", v.predicted, v.measured, shots_pred[ok],
-                                           m.ms[ok], budget, m.device,
-                                           f"NB201, this CPU: predictor adapted from {int(ok.sum())} measurements",
-                                           fp, fm))
-        everything = list(result.history) + (list(sweep.history) if sweep else [])
-        plots.append(pareto(out / "pareto_front.png", everything, budget, best, objective.short,
-                            "NB201: predicted latency vs NASWOT proxy (training-free, not accuracy)"))
-        stages["plots"] = time.perf_counter() - t
-    else:
-        _say("[6/6] plots skipped (--no-plots)")
-    total = time.perf_counter() - t_all
+        self.plots.append(predicted_vs_measured(self.out / "predicted_vs_measured.png", v.predicted, v.measured,
+                                                self.shots_pred[ok], m.ms[ok], self.budget, m.device,
+                                                f"NB201, this CPU: predictor adapted from {int(ok.sum())} measurements",
+                                                fp, fm))
+        everything = list(self.result.history) + (list(sweep.history) if sweep else [])
+        self.plots.append(pareto(self.out / "pareto_front.png", everything, self.budget, self.best,
+                                 self.objective.short,
+                                 "NB201: predicted latency vs NASWOT proxy (training-free, not accuracy)"))
+        self.stages["plots"] = time.perf_counter() - t
 
-    # summary
-    n_ok = int(v.ok.sum())
-    satisfied = n_ok - v.violations
-    rho = v.spearman
-    if not n_ok:
-        verdict = "no searched architecture could be measured: the constraint is unverified"
-    elif v.violations == 0:
-        verdict = "constraint SATISFIED on the device by all verified architectures"
-    else:
-        verdict = f"constraint VIOLATED on the device by {v.violations} of {n_ok} verified architectures"
-    lines = [
-        "",
-        "== hwlat demo summary ==",
-        f"device      {m.device}",
-        f"profiled    {int(ok.sum())} NB201 architectures in {stages['profile']:.1f} s",
-        f"predictor   shipped NB201 transfer predictor adapted from {int(ok.sum())} measurements; "
-        f"all {len(archs)} predicted in {stages['predict']:.2f} s",
-        f"budget      {budget:.3f} ms ({why}); {feasible} archs predicted feasible; searched with a "
-        f"{margin:.1%} margin (predicted <= {c.budget_ms:.3f} ms)",
-        f"search      regularised evolution: {result.evaluations} archs scored in {stages['search']:.1f} s; "
-        f"objective: {objective.label}",
-        f"verified    best {n_ok}: Spearman {_num(rho)} (predicted vs measured), "
-        f"MAPE {v.mape:.1%}; measured within budget: {satisfied}/{n_ok}",
-    ]
-    if vf is not None:
-        span = f"{np.nanmin(vf.measured):.2f}..{np.nanmax(vf.measured):.2f} ms"
-        lines.append(f"            Pareto front, {int(vf.ok.sum())} archs {span}: Spearman {_num(vf.spearman)}, "
-                     f"MAPE {vf.mape:.1%}")
-    lines += [
-        f"verdict     {verdict}",
-    ]
-    if plots:
-        lines.append("plots       " + ", ".join(str(p) for p in plots))
-    lines.append("stages (s)  " + " | ".join(f"{k} {v_:.1f}" for k, v_ in stages.items()) + f" | total {total:.1f}")
-    _say("\n".join(lines))
-    summary = {
-        "device": m.device, "quick": bool(args.quick), "settings": asdict(s), "budget_ms": budget, "budget_rule": why,
-        "margin": margin, "search_budget_ms": c.budget_ms,
-        "feasible_predicted": feasible, "shots": {"keys": [space.key(a) for a in m.archs], "measured_ms": m.ms.tolist(),
-                                                  "table": f"{m.table}.csv"},
-        "search": result.to_dict(s.verify), "verification": v.to_dict(),
-        "verification_pareto_front": vf.to_dict() if vf is not None else None, "objective_is_proxy": True,
-        "plots": [str(p) for p in plots], "stages_s": {k: round(x, 2) for k, x in stages.items()},
-        "total_s": round(total, 2),
-    }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
-    _say(f"summary     {out / 'summary.json'}")
-    sys.stdout.flush()
-    return 0
+    def summarize(self) -> None:
+        """Print the summary and write it to summary.json."""
+        total = time.perf_counter() - self.t_all
+        _say("\n".join(self._summary_lines(total)))
+        m, v, vf, s = self.m, self.v, self.vf, self.s
+        summary = {
+            "device": m.device, "quick": bool(self.args.quick), "settings": asdict(s), "budget_ms": self.budget,
+            "budget_rule": self.why, "margin": self.margin, "search_budget_ms": self.c.budget_ms,
+            "feasible_predicted": self.feasible, "shots": {"keys": [self.space.key(a) for a in m.archs],
+                                                           "measured_ms": m.ms.tolist(), "table": f"{m.table}.csv"},
+            "search": self.result.to_dict(s.verify), "verification": v.to_dict(),
+            "verification_pareto_front": vf.to_dict() if vf is not None else None, "objective_is_proxy": True,
+            "plots": [str(p) for p in self.plots], "stages_s": {k: round(x, 2) for k, x in self.stages.items()},
+            "total_s": round(total, 2),
+        }
+        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        _say(f"summary     {self.out / 'summary.json'}")
+
+    def _summary_lines(self, total: float) -> list[str]:
+        """The summary's lines: what was profiled, predicted, searched and verified, and the verdict."""
+        import numpy as np
+
+        m, ok, v, vf, stages = self.m, self.ok, self.v, self.vf, self.stages
+        n_ok = int(v.ok.sum())
+        satisfied = n_ok - v.violations
+        if not n_ok:
+            verdict = "no searched architecture could be measured: the constraint is unverified"
+        elif v.violations == 0:
+            verdict = "constraint SATISFIED on the device by all verified architectures"
+        else:
+            verdict = f"constraint VIOLATED on the device by {v.violations} of {n_ok} verified architectures"
+        lines = [
+            "",
+            "== hwlat demo summary ==",
+            f"device      {m.device}",
+            f"profiled    {int(ok.sum())} NB201 architectures in {stages['profile']:.1f} s",
+            f"predictor   shipped NB201 transfer predictor adapted from {int(ok.sum())} measurements; "
+            f"all {len(self.archs)} predicted in {stages['predict']:.2f} s",
+            f"budget      {self.budget:.3f} ms ({self.why}); {self.feasible} archs predicted feasible; searched with a "
+            f"{self.margin:.1%} margin (predicted <= {self.c.budget_ms:.3f} ms)",
+            f"search      regularised evolution: {self.result.evaluations} archs scored in {stages['search']:.1f} s; "
+            f"objective: {self.objective.label}",
+            f"verified    best {n_ok}: Spearman {_num(v.spearman)} (predicted vs measured), "
+            f"MAPE {v.mape:.1%}; measured within budget: {satisfied}/{n_ok}",
+        ]
+        if vf is not None:
+            span = f"{np.nanmin(vf.measured):.2f}..{np.nanmax(vf.measured):.2f} ms"
+            lines.append(f"            Pareto front, {int(vf.ok.sum())} archs {span}: Spearman {_num(vf.spearman)}, "
+                         f"MAPE {vf.mape:.1%}")
+        lines.append(f"verdict     {verdict}")
+        if self.plots:
+            lines.append("plots       " + ", ".join(str(p) for p in self.plots))
+        lines.append("stages (s)  " + " | ".join(f"{k} {v_:.1f}" for k, v_ in stages.items()) + f" | total {total:.1f}")
+        return lines
