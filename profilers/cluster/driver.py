@@ -285,28 +285,96 @@ def run_cluster(names: Sequence[str], opener: Opener, job: Job, protocol: Protoc
     """
     ray = import_ray()
     ray_connected(ray)
-    from tqdm import tqdm
+    run = _Scheduler(ray, names, opener, job, protocol, outs, acceptor=acceptor, depth=depth,
+                     device_timeout_s=device_timeout_s, task_retries=task_retries, progress=progress, poll_s=poll_s,
+                     unit=unit)
+    try:
+        run.loop()
+    finally:
+        run.close()
+    return ClusterResult({n: lane.run for n, lane in run.lanes.items()}, run.records, time.perf_counter() - run.t_start)
 
-    lanes = {n: _Lane(n, DeviceRun(n, outs[n])) for n in names}
-    records: list[TaskRecord] = []
-    overall = tqdm(total=0, desc="all devices", unit=unit, disable=not progress, dynamic_ncols=True, position=0)
-    for i, lane in enumerate(lanes.values(), start=1):
-        lane.bar = tqdm(total=0, desc=lane.name, unit=unit, disable=not progress, dynamic_ncols=True, position=i, leave=True)
-    t_start = time.perf_counter()
 
-    def go_down(lane: _Lane, why: str) -> None:
+class _Scheduler:
+    """One `run_cluster`: its lanes, where their tasks ran (`records`), the progress bars, and what
+    it does with each answer of a device."""
+
+    def __init__(self, ray: Any, names: Sequence[str], opener: Opener, job: Job, protocol: Protocol,
+                 outs: Mapping[str, Path], acceptor: Acceptor | None, depth: int, device_timeout_s: float,
+                 task_retries: int, progress: bool, poll_s: float, unit: str):
+        from tqdm import tqdm
+
+        self.ray, self.opener, self.job, self.protocol, self.acceptor = ray, opener, job, protocol, acceptor
+        self.depth, self.task_retries, self.poll_s = depth, task_retries, poll_s
+        self.device_timeout_s = device_timeout_s
+        self.lanes = {n: _Lane(n, DeviceRun(n, outs[n])) for n in names}
+        self.records: list[TaskRecord] = []
+        self.overall = tqdm(total=0, desc="all devices", unit=unit, disable=not progress, dynamic_ncols=True,
+                            position=0)
+        for i, lane in enumerate(self.lanes.values(), start=1):
+            lane.bar = tqdm(total=0, desc=lane.name, unit=unit, disable=not progress, dynamic_ncols=True, position=i,
+                            leave=True)
+        self.t_start = time.perf_counter()
+
+    @property
+    def finished(self) -> bool:
+        return all(lane.finished for lane in self.lanes.values())
+
+    def loop(self) -> None:
+        """Until every lane is finished: start, probe or feed the lanes, then take the answers there are."""
+        while not self.finished:
+            self.advance(time.monotonic())
+            waiting = {ref: (lane, None) for lane in self.lanes.values() if lane.control is not None
+                       for ref in [lane.control]}
+            waiting.update({ref: (lane, task) for lane in self.lanes.values() for ref, task in lane.inflight.items()})
+            if not waiting:
+                if not self.finished:
+                    time.sleep(self.poll_s / 5)
+                continue
+            ready, _ = self.ray.wait(list(waiting), num_returns=1, timeout=self.poll_s)
+            # Take every result that is already there, not just the first.
+            if ready:
+                more, _ = self.ray.wait(list(waiting), num_returns=len(waiting), timeout=0)
+                ready = list(dict.fromkeys(list(ready) + list(more)))
+            for ref in ready:
+                lane, task = waiting[ref]
+                if lane.finished:
+                    continue
+                if task is None:
+                    self.on_control(lane, ref)
+                else:
+                    self.on_task(lane, ref, task)
+
+    def advance(self, now: float) -> None:
+        """Give up on lanes silent too long, probe the others that are not up, and keep `depth` calls
+        queued at each lane that is up (finishing it when nothing is left)."""
+        for lane in self.lanes.values():
+            if lane.state in ("starting", "down"):
+                if now - lane.down_since > self.device_timeout_s:
+                    why = "did not answer" if lane.state == "starting" else "disappeared"
+                    self.finish(lane, "lost", self.lost_message(lane, f"{why} for {self.device_timeout_s:.0f} s"))
+                    continue
+                self.probe(lane, now)
+            elif lane.state == "up":
+                while lane.queue and len(lane.inflight) < self.depth:
+                    task = lane.queue.popleft()
+                    lane.inflight[lane.handle.run.remote(self.job, task.key, task.payload, self.protocol)] = task
+                if not lane.queue and not lane.inflight and lane.control is None:
+                    self.finish(lane, "done")
+
+    def go_down(self, lane: _Lane, why: str) -> None:
         if lane.state != "down":
-            log.warning("device %s: %s; %d unfinished configuration(s) re-queued, waiting up to %.0f s for it to return",
-                        lane.name, why, len(lane.inflight), device_timeout_s)
+            log.warning("device %s: %s; %d unfinished configuration(s) re-queued, waiting up to %.0f s for it to "
+                        "return", lane.name, why, len(lane.inflight), self.device_timeout_s)
             lane.down_since = time.monotonic()
         lane.state = "down"
         lane.run.retried += len(lane.inflight)
         lane.queue.extendleft(reversed(list(lane.inflight.values())))
         lane.inflight.clear()
         lane.control = None
-        lane.next_probe = time.monotonic() + poll_s
+        lane.next_probe = time.monotonic() + self.poll_s
 
-    def finish(lane: _Lane, state: str, message: str = "") -> None:
+    def finish(self, lane: _Lane, state: str, message: str = "") -> None:
         lane.state, lane.run.status = state, state
         lane.run.message = message
         lane.inflight.clear()
@@ -318,33 +386,51 @@ def run_cluster(names: Sequence[str], opener: Opener, job: Job, protocol: Protoc
             log.info("%s", message)
         lane.bar.close()
 
-    def lost_message(lane: _Lane, why: str) -> str:
+    def lost_message(self, lane: _Lane, why: str) -> str:
         left = f"{len(lane.queue)} configuration(s)" if lane.accepted else "its configurations"
         return (f"device {lane.name} {why}: {left} not measured, {lane.run.measured + lane.run.failed} row(s) "
                 f"written this run and all earlier ones kept in {lane.run.out}; start its worker again "
                 f"(hwlat worker --devices {lane.name}=...) and rerun the same command to resume")
 
-    def probe(lane: _Lane, now: float) -> None:
+    def probe(self, lane: _Lane, now: float) -> None:
         """Look the device's actor up (a returning worker may have re-created it) and ask it to describe itself."""
         if lane.control is not None or now < lane.next_probe:
             return
-        lane.next_probe = now + poll_s
+        lane.next_probe = now + self.poll_s
         try:
-            lane.handle = ray.get_actor(RESOURCE_PREFIX + lane.name, namespace=NAMESPACE)
+            lane.handle = self.ray.get_actor(RESOURCE_PREFIX + lane.name, namespace=NAMESPACE)
         except ValueError:
             return  # no live actor of that name now: its worker has not (re)advertised it
         lane.control, lane.control_kind = lane.handle.describe.remote(), "describe"
 
-    def on_described(lane: _Lane, info: Mapping[str, Any]) -> None:
+    def on_control(self, lane: _Lane, ref: Any) -> None:
+        """The answer of a describe or accepts call."""
+        if ref != lane.control:  # equal ids (Ray Client hands back new ref objects)
+            return
+        try:
+            value = self.ray.get(ref)
+        except Exception as exc:  # not reachable (yet): probe again later
+            log.debug("device %s: %s call failed: %s", lane.name, lane.control_kind, _cause(exc))
+            lane.control = None
+            lane.next_probe = time.monotonic() + self.poll_s
+            if not _device_fault(self.ray, exc):
+                self.finish(lane, "failed", f"device {lane.name}: {lane.control_kind} failed: {_cause(exc)}")
+            return
+        if lane.control_kind == "describe":
+            self.on_described(lane, value)
+        else:
+            self.on_accepted(lane, value)
+
+    def on_described(self, lane: _Lane, info: Mapping[str, Any]) -> None:
         lane.control = None
         if lane.info is None:
             lane.run.device = info["device"]["name"]
-            lane.sink, lane.tasks = opener(lane.name, info)
+            lane.sink, lane.tasks = self.opener(lane.name, info)
             lane.run.device = getattr(lane.sink, "device_name", lane.run.device)
         elif info["device"]["name"] != lane.info["device"]["name"]:
-            finish(lane, "failed", f"device {lane.name} came back as {info['device']['name']!r}, not "
-                                   f"{lane.info['device']['name']!r}; its table keeps the rows measured so far; "
-                                   "advertise the new device under another name")
+            self.finish(lane, "failed", f"device {lane.name} came back as {info['device']['name']!r}, not "
+                                        f"{lane.info['device']['name']!r}; its table keeps the rows measured so far; "
+                                        "advertise the new device under another name")
             return
         else:
             if info.get("host") != lane.info.get("host"):
@@ -353,12 +439,12 @@ def run_cluster(names: Sequence[str], opener: Opener, job: Job, protocol: Protoc
         lane.info = info
         if lane.accepted:
             lane.state = "up"
-        elif acceptor is not None and lane.tasks:
-            lane.control, lane.control_kind = acceptor(lane.handle, lane.tasks), "accepts"
+        elif self.acceptor is not None and lane.tasks:
+            lane.control, lane.control_kind = self.acceptor(lane.handle, lane.tasks), "accepts"
         else:
-            on_accepted(lane, [t.key for t in lane.tasks])
+            self.on_accepted(lane, [t.key for t in lane.tasks])
 
-    def on_accepted(lane: _Lane, keys: Iterable[str]) -> None:
+    def on_accepted(self, lane: _Lane, keys: Iterable[str]) -> None:
         lane.control = None
         keep = set(keys)
         tasks = [t for t in lane.tasks if t.key in keep]
@@ -367,19 +453,46 @@ def run_cluster(names: Sequence[str], opener: Opener, job: Job, protocol: Protoc
         lane.run.skipped = len(tasks) - len(todo)
         lane.run.todo = len(todo)
         if lane.run.skipped:
-            log.info("%s: resuming, %d of %d configurations already in %s", lane.name, lane.run.skipped, len(tasks), lane.sink.path)
+            log.info("%s: resuming, %d of %d configurations already in %s", lane.name, lane.run.skipped, len(tasks),
+                     lane.sink.path)
         lane.queue.extend(todo)
         lane.bar.total = len(todo)
         lane.bar.refresh()
-        overall.total += len(todo)
-        overall.refresh()
+        self.overall.total += len(todo)
+        self.overall.refresh()
         lane.accepted = True
         lane.state = "up"
 
-    def on_result(lane: _Lane, task: Task, result: TaskResult) -> None:
+    def on_task(self, lane: _Lane, ref: Any, task: Task) -> None:
+        """The answer of a task's call: its result written, or the call re-queued, retried or given up on."""
+        if ref not in lane.inflight:
+            return  # a call from before the device went down: already re-queued
+        del lane.inflight[ref]
+        try:
+            result = self.ray.get(ref)
+        except Exception as exc:
+            if _device_fault(self.ray, exc):
+                lane.inflight[ref] = task  # re-queued with the rest by go_down
+                self.go_down(lane, f"its worker was lost ({type(exc).__name__})")
+                return
+            n = lane.attempts[task.key] = lane.attempts.get(task.key, 0) + 1
+            cause = _cause(exc)
+            if n <= self.task_retries:
+                log.warning("device %s: %s failed (%s); retrying", lane.name, task.key, cause)
+                lane.run.retried += 1
+                lane.queue.appendleft(task)
+                return
+            lane.queue.appendleft(task)
+            self.finish(lane, "failed", f"device {lane.name}: measuring {task.key} failed {n} times ({cause}); "
+                                        f"stopped this device, {lane.run.measured + lane.run.failed} row(s) kept in "
+                                        f"{lane.run.out}; fix the cause and rerun to resume")
+            return
+        self.on_result(lane, task, result)
+
+    def on_result(self, lane: _Lane, task: Task, result: TaskResult) -> None:
         now = time.time()
-        records.append(TaskRecord(lane.name, task.key, result.node_id, result.host, result.pid, result.started,
-                                  result.finished, now))
+        self.records.append(TaskRecord(lane.name, task.key, result.node_id, result.host, result.pid, result.started,
+                                       result.finished, now))
         assert lane.sink is not None
         if lane.sink.write(task, result):
             o = result.outcome
@@ -390,91 +503,18 @@ def run_cluster(names: Sequence[str], opener: Opener, job: Job, protocol: Protoc
                 lane.run.noisy += bool(o.measurement.noisy)
             lane.run.hosts.add(result.host)
             lane.bar.update(1)
-            overall.update(1)
+            self.overall.update(1)
 
-    for lane in lanes.values():
-        lane.next_probe = 0.0
-    try:
-        while not all(lane.finished for lane in lanes.values()):
-            now = time.monotonic()
-            for lane in lanes.values():
-                if lane.state in ("starting", "down"):
-                    if now - lane.down_since > device_timeout_s:
-                        why = "did not answer" if lane.state == "starting" else "disappeared"
-                        finish(lane, "lost", lost_message(lane, f"{why} for {device_timeout_s:.0f} s"))
-                        continue
-                    probe(lane, now)
-                elif lane.state == "up":
-                    while lane.queue and len(lane.inflight) < depth:
-                        task = lane.queue.popleft()
-                        lane.inflight[lane.handle.run.remote(job, task.key, task.payload, protocol)] = task
-                    if not lane.queue and not lane.inflight and lane.control is None:
-                        finish(lane, "done")
-            waiting = {ref: (lane, None) for lane in lanes.values() if lane.control is not None for ref in [lane.control]}
-            waiting.update({ref: (lane, task) for lane in lanes.values() for ref, task in lane.inflight.items()})
-            if not waiting:
-                if not all(lane.finished for lane in lanes.values()):
-                    time.sleep(poll_s / 5)
-                continue
-            ready, _ = ray.wait(list(waiting), num_returns=1, timeout=poll_s)
-            # Take every result that is already there, not just the first.
-            if ready:
-                more, _ = ray.wait(list(waiting), num_returns=len(waiting), timeout=0)
-                ready = list(dict.fromkeys(list(ready) + list(more)))
-            for ref in ready:
-                lane, task = waiting[ref]
-                if lane.finished:
-                    continue
-                if task is None:
-                    if ref != lane.control:  # equal ids (Ray Client hands back new ref objects)
-                        continue
-                    try:
-                        value = ray.get(ref)
-                    except Exception as exc:  # not reachable (yet): probe again later
-                        log.debug("device %s: %s call failed: %s", lane.name, lane.control_kind, _cause(exc))
-                        lane.control = None
-                        lane.next_probe = time.monotonic() + poll_s
-                        if not _device_fault(ray, exc):
-                            finish(lane, "failed", f"device {lane.name}: {lane.control_kind} failed: {_cause(exc)}")
-                        continue
-                    if lane.control_kind == "describe":
-                        on_described(lane, value)
-                    else:
-                        on_accepted(lane, value)
-                    continue
-                if ref not in lane.inflight:
-                    continue  # a call from before the device went down: already re-queued
-                del lane.inflight[ref]
-                try:
-                    result = ray.get(ref)
-                except Exception as exc:
-                    if _device_fault(ray, exc):
-                        lane.inflight[ref] = task  # re-queued with the rest by go_down
-                        go_down(lane, f"its worker was lost ({type(exc).__name__})")
-                        continue
-                    n = lane.attempts[task.key] = lane.attempts.get(task.key, 0) + 1
-                    cause = _cause(exc)
-                    if n <= task_retries:
-                        log.warning("device %s: %s failed (%s); retrying", lane.name, task.key, cause)
-                        lane.run.retried += 1
-                        lane.queue.appendleft(task)
-                        continue
-                    lane.queue.appendleft(task)
-                    finish(lane, "failed", f"device {lane.name}: measuring {task.key} failed {n} times ({cause}); "
-                                           f"stopped this device, {lane.run.measured + lane.run.failed} row(s) kept in "
-                                           f"{lane.run.out}; fix the cause and rerun to resume")
-                    continue
-                on_result(lane, task, result)
-    finally:
-        for lane in lanes.values():
+    def close(self) -> None:
+        """Close every lane's table (an unfinished run's summary says it was interrupted) and the bars."""
+        for lane in self.lanes.values():
             if lane.sink is not None:
                 if lane.run.status == "pending":
                     lane.run.status = "interrupted"
                 lane.sink.close(lane.run.summary())
                 lane.sink = None
             lane.bar.close()
-        overall.close()
-    return ClusterResult({n: lane.run for n, lane in lanes.items()}, records, time.perf_counter() - t_start)
+        self.overall.close()
 
 
 def _device_fault(ray: Any, exc: BaseException) -> bool:
