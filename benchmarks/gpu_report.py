@@ -27,6 +27,7 @@ sys.path.insert(0, str(ROOT))
 
 from device_tables.archtable import ArchTable, public_files  # noqa: E402
 from device_tables.table import DeviceTable  # noqa: E402
+from nas.spaces import arch_keys  # noqa: E402
 
 PUBLIC_GPU_PREFIXES = ("1080ti_", "2080ti_", "titanx_", "titanxp_", "titan_xp", "v100")
 HELP_TEST = range(900, 1900)
@@ -64,7 +65,7 @@ def arch_columns(folder: Path) -> dict[str, Any]:
     for csv in sorted(folder.glob("nb201_*.csv")):
         if csv.name.endswith(".stats.csv"):
             continue
-        t = ArchTable.read(csv, space="nb201")
+        t = ArchTable.read(csv, space=arch_keys("nb201"))
         for d in t.devices:
             s = t.frame.set_index("arch_str")[d].dropna()
             out[d] = s
@@ -76,7 +77,7 @@ def index_of(table_folder: Path) -> dict[str, int]:
     for csv in table_folder.glob("nb201_*.csv"):
         if csv.name.endswith(".stats.csv"):
             continue
-        t = ArchTable.read(csv, space="nb201")
+        t = ArchTable.read(csv, space=arch_keys("nb201"))
         out.update(dict(zip(t.frame["arch_str"], t.frame["nb201_index"].astype(int))))
     return out
 
@@ -155,11 +156,11 @@ def report(session: Path, public_data: str | None) -> dict[str, Any]:
     if not run1:
         return res
     try:
-        files = public_files("nb201", public_data)
+        files = public_files(arch_keys("nb201"), public_data)
     except Exception as exc:
         print(f"\nno public data ({exc}); pass --public-data")
         return res
-    public = ArchTable.read([f for f in files if f.stem == "nb201"], space="nb201")
+    public = ArchTable.read([f for f in files if f.stem == "nb201"], space=arch_keys("nb201"))
     gpu_cols = [d for d in public.devices if d.startswith(PUBLIC_GPU_PREFIXES)]
     pub = public.frame.set_index("arch_str")
     idx = index_of(session / "arch")

@@ -148,7 +148,7 @@ def run_archs(phase: PhaseReport, rt: Any, items: list, out: Path, deadline: flo
         path = out / f"nb201_{dev.file_stem}"
         meta = {"protocol": protocol.to_dict(), "runtime": "torch", "batch": b, "phase": phase.name,
                 "runtime_settings": {"threads": rt.threads, **dict(dev.settings)}, "space_options": repr(space)}
-        writers[b] = ArchTableWriter(path, "nb201", dev, meta)
+        writers[b] = ArchTableWriter(path, space.arch_keys, dev, meta)
         phase.tables.append(str(path))
     progress = Progress(phase.name, len(items), deadline)
     rng = np.random.default_rng(0)

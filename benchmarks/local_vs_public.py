@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from device_tables.archtable import ArchTable, public_files  # noqa: E402
+from nas.spaces import arch_keys, known_arch_keys  # noqa: E402
 from predictors.metrics import spearman  # noqa: E402
 
 
@@ -73,8 +74,9 @@ def main(argv=None) -> int:
     ap.add_argument("--out", help="heatmap PNG (default results/local_vs_public_<space>.png)")
     args = ap.parse_args(argv)
 
-    local = ArchTable.read(args.local, space=args.space)
-    public = ArchTable.read(public_files(args.space, args.public_data), space=args.space)
+    keys = arch_keys(args.space)
+    local = ArchTable.read(args.local, space=keys, candidates=known_arch_keys())
+    public = ArchTable.read(public_files(keys, args.public_data), space=keys)
     clash = set(local.devices) & set(public.devices)
     if clash:
         raise SystemExit(f"local device columns {sorted(clash)} clash with public ones; rename them")

@@ -7,6 +7,9 @@ measurements made here in the same format (one device column named after the `De
 appended and flushed per architecture and resumable, with ``NAME.json`` (device, fingerprint,
 protocol, runtime settings) and ``NAME.stats.csv`` (per-arch statistics and noise flag) beside it,
 so that the main CSV holds nothing but keys and latencies. See ``device_tables/ARCHTABLE.md``.
+
+This module knows no search space: each space describes its key columns with an `ArchKeys`
+(``nas.spaces``: ``Space.arch_keys``), and callers pass it in.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import json
 import logging
 import math
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
@@ -28,16 +32,35 @@ from device_tables.table import read_meta as read_table_meta
 
 log = logging.getLogger(__name__)
 
-# Key columns of the public wide CSV files per search space, and the primary key among them
-# (the column every file of a space shares and tables are joined on).
-SPACE_KEY_COLUMNS: dict[str, tuple[str, ...]] = {
-    "nb201": ("nb201_index", "arch_str", "ops6"),
-    "fbnet": ("help_row", "fbnet_op_idx22", "fbnet_ops22"),
-    "ofa": ("help_row", "ofa_arch"),
-}
-SPACE_PRIMARY_KEY: dict[str, str] = {"nb201": "arch_str", "fbnet": "fbnet_op_idx22", "ofa": "ofa_arch"}
-# Integer key columns (the rest are strings).
-INT_KEY_COLUMNS = ("nb201_index", "help_row")
+
+@dataclass(frozen=True)
+class ArchKeys:
+    """How the arch tables of one search space are keyed: the scheme a space declares.
+
+    `space` names the space (in messages, the public files ``{space}*.csv`` and the table
+    metadata); `columns` are the key columns in file order; `primary` is the one every file of the
+    space shares and tables are joined on; `int_columns` hold integers (the rest are strings).
+    Rows are sorted by `order_by` when every row has a value there, or even when some lack one
+    (they go last) if `order_with_gaps`; else they keep the join's order.
+    """
+
+    space: str
+    columns: tuple[str, ...]
+    primary: str
+    int_columns: tuple[str, ...] = ()
+    order_by: str | None = None
+    order_with_gaps: bool = False
+
+    def __post_init__(self) -> None:
+        named = [self.primary, *self.int_columns] + ([self.order_by] if self.order_by else [])
+        stray = [c for c in named if c not in self.columns]
+        if stray:
+            raise ValueError(f"{self.space} arch keys: {', '.join(stray)} not among the key columns {', '.join(self.columns)}")
+
+    def describe(self) -> str:
+        """``space: col, col, ...`` for messages."""
+        return f"{self.space}: {', '.join(self.columns)}"
+
 
 SCHEMA = "hwlat.arch_table"
 SCHEMA_VERSION = 1
@@ -65,38 +88,46 @@ def public_data_dir(path: str | os.PathLike | None = None) -> Path:
     raise TableError(f"public latency data not found at {default}; pass its folder or set {PUBLIC_DATA_ENV}")
 
 
-def public_files(space: str, data_dir: str | os.PathLike | None = None) -> list[Path]:
-    """The public CSV files of a space (nb201: nb201.csv and nb201_subset.csv)."""
+def public_files(space: ArchKeys, data_dir: str | os.PathLike | None = None) -> list[Path]:
+    """The public CSV files of a space, ``{space}*.csv`` (nb201: nb201.csv and nb201_subset.csv)."""
     d = public_data_dir(data_dir)
-    files = sorted(p for p in d.glob(f"{space}*.csv"))
+    files = sorted(p for p in d.glob(f"{space.space}*.csv"))
     if not files:
-        raise TableError(f"{d}: no {space}*.csv file")
+        raise TableError(f"{d}: no {space.space}*.csv file")
     return files
 
 
-def infer_space(columns: Iterable[str]) -> str | None:
+def matching_spaces(columns: Iterable[str], candidates: Sequence[ArchKeys]) -> list[ArchKeys]:
+    """The candidates whose primary key column is among `columns`."""
     cols = set(columns)
-    found = [s for s, k in SPACE_PRIMARY_KEY.items() if k in cols]
+    return [c for c in candidates if c.primary in cols]
+
+
+def infer_space(columns: Iterable[str], candidates: Sequence[ArchKeys]) -> ArchKeys | None:
+    """The one candidate space whose primary key column is among `columns`, else None."""
+    found = matching_spaces(columns, candidates)
     return found[0] if len(found) == 1 else None
 
 
-def _check_space(space: str) -> None:
-    if space not in SPACE_KEY_COLUMNS:
-        raise TableError(f"unknown search space {space!r}; choose from {', '.join(SPACE_KEY_COLUMNS)}")
+def _check_keys(space: Any) -> ArchKeys:
+    if not isinstance(space, ArchKeys):
+        raise TypeError(f"an arch table's space is an ArchKeys (nas.spaces.arch_keys(name)), not {space!r}")
+    return space
 
 
 class ArchTable:
     """Latencies (ms) of architectures of `space` on `devices`: one row per architecture.
 
     `frame` is a pandas DataFrame: the key columns (primary key first), then one float column per
-    device, NaN where missing. `sources` maps each device to the file it came from.
+    device, NaN where missing. `sources` maps each device to the file it came from. `space` is the
+    space's name and `arch_keys` its key scheme.
     """
 
-    def __init__(self, space: str, frame, devices: Sequence[str], sources: Mapping[str, str] | None = None,
+    def __init__(self, space: ArchKeys, frame, devices: Sequence[str], sources: Mapping[str, str] | None = None,
                  meta: Mapping[str, Any] | None = None):
-        _check_space(space)
-        self.space = space
-        self.primary = SPACE_PRIMARY_KEY[space]
+        self.arch_keys = _check_keys(space)
+        self.space = space.space
+        self.primary = space.primary
         self.frame = frame
         self.devices = list(devices)
         self.sources = dict(sources or {})
@@ -104,12 +135,14 @@ class ArchTable:
 
     # ---- reading ------------------------------------------------------------------------
     @classmethod
-    def read(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], space: str | None = None,
-             devices: Sequence[str] | None = None) -> "ArchTable":
+    def read(cls, paths: str | os.PathLike | Sequence[str | os.PathLike], space: ArchKeys | None = None,
+             devices: Sequence[str] | None = None, candidates: Sequence[ArchKeys] = ()) -> "ArchTable":
         """Read and join wide CSVs of one space on its primary key (outer join; missing -> NaN).
 
-        `space` is inferred from the columns when not given; `devices` selects device columns (in
-        that order). Errors name the file and what is expected.
+        Without `space`, the space is the one of `candidates` whose primary key is in the first
+        file's columns (``nas.spaces.known_arch_keys()``); a file holding the primary key of another
+        candidate is refused. `devices` selects device columns (in that order). Errors name the file
+        and what is expected.
         """
         import pandas as pd
 
@@ -132,22 +165,17 @@ class ArchTable:
             elif path.suffix != ".csv":
                 path = path.with_name(path.name + ".csv")
             df = _read_csv(path)
-            file_space = infer_space(df.columns)
             if space is None:
-                if file_space is None:
-                    expected = "; ".join(f"{s}: {', '.join(k)}" for s, k in SPACE_KEY_COLUMNS.items())
-                    raise TableError(f"{path}: no search-space key column found (columns: {', '.join(map(str, df.columns[:6]))}...); "
-                                     f"expected the key columns of one space ({expected})")
-                space = file_space
-            _check_space(space)
-            keys = SPACE_KEY_COLUMNS[space]
-            primary = SPACE_PRIMARY_KEY[space]
+                space = _infer(path, df.columns, candidates)
+            _check_keys(space)
+            keys = space.columns
+            primary = space.primary
             if primary not in df.columns:
-                raise TableError(f"{path}: no {primary!r} column; a {space} arch table needs the key columns "
+                raise TableError(f"{path}: no {primary!r} column; a {space.space} arch table needs the key columns "
                                  f"{', '.join(keys)} (at least {primary!r})")
-            other_spaces = [s for s, k in SPACE_PRIMARY_KEY.items() if s != space and k in df.columns]
+            other_spaces = [c.space for c in matching_spaces(df.columns, candidates) if c.space != space.space]
             if other_spaces:
-                raise TableError(f"{path}: has key columns of the {other_spaces[0]} space, not of {space}")
+                raise TableError(f"{path}: has key columns of the {other_spaces[0]} space, not of {space.space}")
             df = df.copy()
             df[primary] = df[primary].astype(str).str.strip()
             dup = df[primary].duplicated()
@@ -169,7 +197,7 @@ class ArchTable:
                                      "read them separately or rename one column")
                 sources[c] = str(path)
                 all_devices.append(c)
-            for k in INT_KEY_COLUMNS:
+            for k in space.int_columns:
                 if k in df.columns:
                     df[k] = pd.to_numeric(df[k], errors="coerce").astype("Int64")
             local_meta = path.with_suffix(".json")
@@ -184,8 +212,8 @@ class ArchTable:
                     merged[k] = merged[k].combine_first(merged[f"{k}__right"])
                     merged = merged.drop(columns=f"{k}__right")
         assert merged is not None and space is not None
-        keys = [k for k in SPACE_KEY_COLUMNS[space] if k in merged.columns]
-        keys = [SPACE_PRIMARY_KEY[space]] + [k for k in keys if k != SPACE_PRIMARY_KEY[space]]
+        keys = [k for k in space.columns if k in merged.columns]
+        keys = [space.primary] + [k for k in keys if k != space.primary]
         if devices is not None:
             unknown = [d for d in devices if d not in all_devices]
             if unknown:
@@ -194,15 +222,12 @@ class ArchTable:
             chosen = list(devices)
         else:
             chosen = all_devices
-        frame = merged[keys + chosen].reset_index(drop=True)
-        if "nb201_index" in frame.columns:
-            frame = frame.sort_values("nb201_index", kind="stable").reset_index(drop=True)
-        elif "help_row" in frame.columns and frame["help_row"].notna().all():
-            frame = frame.sort_values("help_row", kind="stable").reset_index(drop=True)
+        frame = _ordered(merged[keys + chosen].reset_index(drop=True), space)
         return cls(space, frame, chosen, {d: sources[d] for d in chosen}, meta)
 
     @classmethod
-    def public(cls, space: str, devices: Sequence[str] | None = None, data_dir: str | os.PathLike | None = None) -> "ArchTable":
+    def public(cls, space: ArchKeys, devices: Sequence[str] | None = None,
+               data_dir: str | os.PathLike | None = None) -> "ArchTable":
         """All public files of a space joined (nb201: 15625 archs, 19 + 7 devices)."""
         return cls.read(public_files(space, data_dir), space=space, devices=devices)
 
@@ -246,7 +271,7 @@ class ArchTable:
             frame = frame[frame[self.primary].isin(wanted)]
         if complete:
             frame = frame.dropna(subset=devs)
-        return ArchTable(self.space, frame.reset_index(drop=True), devs, {d: self.sources.get(d, "") for d in devs}, self.meta)
+        return ArchTable(self.arch_keys, frame.reset_index(drop=True), devs, {d: self.sources.get(d, "") for d in devs}, self.meta)
 
     def summary(self) -> str:
         lines = [f"{self.space} arch table: {len(self)} architectures, {len(self.devices)} devices"]
@@ -264,6 +289,32 @@ def _is_number(v: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
+
+
+def _infer(path: Path, columns: Sequence[str], candidates: Sequence[ArchKeys]) -> ArchKeys:
+    """The space of a file from its columns; `TableError` saying what to do when there is not one."""
+    if not candidates:
+        raise TableError(f"{path}: name the search space of this arch table (space=nas.spaces.arch_keys(name)); "
+                         "no candidate spaces were given to infer it from the columns")
+    found = matching_spaces(columns, candidates)
+    if len(found) > 1:
+        raise TableError(f"{path}: has the primary key columns of several spaces ({', '.join(c.space for c in found)}); "
+                         "name the space")
+    if not found:
+        expected = "; ".join(c.describe() for c in candidates)
+        raise TableError(f"{path}: no search-space key column found (columns: {', '.join(map(str, columns[:6]))}...); "
+                         f"expected the key columns of one space ({expected})")
+    return found[0]
+
+
+def _ordered(frame, keys: ArchKeys):
+    """`frame` sorted by the space's `order_by` column when `keys` says so, else as it is."""
+    col = keys.order_by
+    if col is None or col not in frame.columns:
+        return frame
+    if not keys.order_with_gaps and frame[col].isna().any():
+        return frame
+    return frame.sort_values(col, kind="stable").reset_index(drop=True)
 
 
 def _read_csv(path: Path):
@@ -310,13 +361,13 @@ class ArchTableWriter:
     Each row is written with one ``write`` on an O_APPEND file and fsync'ed before `append` returns.
     """
 
-    def __init__(self, path: str | os.PathLike, space: str, device: Device, meta: Mapping[str, Any] | None = None):
-        _check_space(space)
-        self.space = space
+    def __init__(self, path: str | os.PathLike, space: ArchKeys, device: Device, meta: Mapping[str, Any] | None = None):
+        self.arch_keys = _check_keys(space)
+        self.space = space.space  # the name, as the metadata records it
         self.device = device
         self.csv_path, self.json_path, self.stats_path = arch_table_paths(path)
-        self.primary = SPACE_PRIMARY_KEY[space]
-        self.key_columns = list(SPACE_KEY_COLUMNS[space])
+        self.primary = space.primary
+        self.key_columns = list(space.columns)
         self.columns = self.key_columns + [device.name]
         self._done: dict[str, float | None] = {}
         self._fds: list[int] = []
@@ -324,7 +375,7 @@ class ArchTableWriter:
         if self.csv_path.exists() or self.json_path.exists():
             self._resume(meta or {})
         else:
-            self.meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.csv_path.stem, "space": space,
+            self.meta = {"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": self.csv_path.stem, "space": self.space,
                          "device": device.to_dict(), "created": now(), **dict(meta or {})}
             self.write_meta()
             atomic_write_text(self.csv_path, _line(self.columns).decode())

@@ -62,7 +62,10 @@ class _CostCache:
 def load_transfer_tables(space: str, paths: Sequence[str], join_key: str, wanted: Sequence[str]) -> TransferTables:
     """Read the tables (`ArchTable` validates each file and joins them on the architecture) and
     check that they agree on `join_key`; every name in `wanted` must be a device column."""
-    files = [ArchTable.read(p, space=space) for p in paths]
+    from nas.spaces import arch_keys, known_arch_keys
+
+    keys, candidates = arch_keys(space), known_arch_keys()
+    files = [ArchTable.read(p, space=keys, candidates=candidates) for p in paths]
     seen: dict[str, tuple[float, str]] = {}  # arch -> (join key, file)
     for path, t in zip(paths, files):
         f = t.frame
@@ -78,7 +81,7 @@ def load_transfer_tables(space: str, paths: Sequence[str], join_key: str, wanted
                 raise TableError(f"key mismatch: {t.primary} {arch!r} has {join_key}={prev[0]} in {prev[1]} but "
                                  f"{join_key}={k} in {path}")
             seen[arch] = (k, str(path))
-    table = ArchTable.read(list(paths), space=space)
+    table = ArchTable.read(list(paths), space=keys, candidates=candidates)
     f = table.frame
     known = f[join_key].dropna()
     dup = known[known.duplicated()]
