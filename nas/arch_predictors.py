@@ -47,7 +47,7 @@ class ArchPredictor(abc.ABC):
         return float(self.predict([arch])[0])
 
     def _archs(self, archs: Iterable[Any]) -> list[Any]:
-        return [self.space._arch(a) for a in archs]
+        return [self.space.as_arch(a) for a in archs]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.space.name}, {self.name})"

@@ -83,7 +83,7 @@ def _nb201(sp: Space) -> Decisions:
     from nas.spaces.nb201 import EDGES, OPS, NB201Arch
 
     names = tuple(f"edge{t}{f}" for t, f in EDGES)
-    return Decisions("nb201", names, (OPS,) * len(EDGES), lambda a: sp._arch(a).ops,
+    return Decisions("nb201", names, (OPS,) * len(EDGES), lambda a: sp.as_arch(a).ops,
                      lambda idx: NB201Arch(tuple(idx)))
 
 
@@ -91,7 +91,7 @@ def _fbnet(sp: Space) -> Decisions:
     from nas.spaces.fbnet import BLOCKS, N_LAYERS, FBNetArch
 
     names = tuple(f"layer{i}" for i in range(N_LAYERS))
-    return Decisions("fbnet", names, (BLOCKS,) * N_LAYERS, lambda a: sp._arch(a).ops,
+    return Decisions("fbnet", names, (BLOCKS,) * N_LAYERS, lambda a: sp.as_arch(a).ops,
                      lambda idx: FBNetArch(tuple(idx)))
 
 
@@ -104,7 +104,7 @@ def _ofa(sp: Space) -> Decisions:
     choices = (KERNELS,) * slots + (EXPANDS,) * slots + (DEPTHS,) * N_STAGES + (RESOLUTIONS,)
 
     def to_idx(a: Any) -> list[int]:
-        a = sp._arch(a)
+        a = sp.as_arch(a)
         return ([KERNELS.index(k) for k in a.ks] + [EXPANDS.index(e) for e in a.e]
                 + [DEPTHS.index(d) for d in a.d] + [RESOLUTIONS.index(a.r)])
 

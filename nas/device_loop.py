@@ -80,7 +80,7 @@ def measure(space: Space | str, archs: Sequence[Any], out: str | Path | None = N
     from profilers.protocol import Protocol
 
     sp = _space(space)
-    archs = [sp._arch(a) for a in archs]
+    archs = [sp.as_arch(a) for a in archs]
     tmp = None
     if out is None:
         tmp = tempfile.TemporaryDirectory(prefix="hwlat-measure-")

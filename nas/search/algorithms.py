@@ -109,10 +109,11 @@ class _Run:
             if out and self.constraint is None:
                 break
         if not out and not self.by_key:
-            self._infeasible()
+            self.raise_infeasible()
         return out
 
-    def _infeasible(self) -> None:
+    def raise_infeasible(self) -> None:
+        """Raise `InfeasibleBudgetError`: no architecture sampled is within the bounds."""
         ms, key = self.fastest_seen or (float("nan"), "?")
         c = self.constraint
         raise InfeasibleBudgetError(
@@ -153,7 +154,7 @@ def regularized_evolution(space: Space | str, objective: Any = None, constraint:
     for arch, lat in run.sample_feasible(min(population, budget), rng):
         pop.append(run.evaluate(arch, lat))
     if not pop:
-        run._infeasible()
+        run.raise_infeasible()
     cycles = 0
     while run.evaluations < budget and cycles < 20 * budget:
         cycles += 1

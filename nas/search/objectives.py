@@ -50,7 +50,7 @@ class Objective:
     def __call__(self, arch: Any) -> float:
         import time
 
-        arch = self.space._arch(arch)
+        arch = self.space.as_arch(arch)
         k = self.space.key(arch)
         if k not in self._cache:
             t0 = time.perf_counter()
@@ -63,7 +63,7 @@ class Objective:
         return self._cache[k]
 
     def seen(self, arch: Any) -> bool:
-        return self.space.key(self.space._arch(arch)) in self._cache
+        return self.space.key(self.space.as_arch(arch)) in self._cache
 
 
 class CallableObjective(Objective):

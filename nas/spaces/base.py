@@ -87,7 +87,7 @@ class Space(abc.ABC):
 
     def encode(self, archs: Iterable[Any]) -> np.ndarray:
         """float32 array (n, encoding_dim) of architectures (or anything `parse` accepts)."""
-        rows = [self.encode_one(a if self.is_arch(a) else self.parse(a)) for a in archs]
+        rows = [self.encode_one(self.as_arch(a)) for a in archs]
         if not rows:
             return np.zeros((0, self.encoding_dim), dtype=np.float32)
         return np.stack(rows).astype(np.float32, copy=False)
@@ -112,13 +112,13 @@ class Space(abc.ABC):
         """The `OpSpec`s a runtime executes, in order, with fused kernels (conv+bn+act); `fuse_add`
         also folds a residual add into the conv that produces it (conv2d+bn+add); `fold_bn` writes
         convs as `to_onnx` has them (BN folded into the bias: conv2d+act, bias=true)."""
-        return self.network(self._arch(arch), batch).to_graph(fuse_add=fuse_add, fold_bn=fold_bn)
+        return self.network(self.as_arch(arch), batch).to_graph(fuse_add=fuse_add, fold_bn=fold_bn)
 
     def to_onnx(self, arch: Any, batch: int = 1) -> bytes:
         """A serialized ONNX model (input ``input``, output ``logits``; batch-norm folded)."""
         from nas.spaces.onnx_export import net_to_onnx
 
-        return net_to_onnx(self.network(self._arch(arch), batch), doc=f"{self.name} {self.key(self._arch(arch))}")
+        return net_to_onnx(self.network(self.as_arch(arch), batch), doc=f"{self.name} {self.key(self.as_arch(arch))}")
 
     def graph(self, arch: Any, batch: int = 1):
         """The `device_tables.graph.Graph` its ONNX model runs (named ``space:key``): what `hwlat
@@ -126,7 +126,7 @@ class Space(abc.ABC):
         from device_tables.graph import Graph
         from nas.spaces.onnx_export import net_to_proto
 
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         graph = Graph.from_onnx(net_to_proto(self.network(arch, batch), values=False))
         graph.name = f"{self.name}:{self.key(arch)}"
         return graph
@@ -135,11 +135,11 @@ class Space(abc.ABC):
         """A torch `nn.Module` in eval mode computing the same function as `to_onnx`."""
         from nas.spaces.torch_module import net_to_torch
 
-        return net_to_torch(self.network(self._arch(arch)))
+        return net_to_torch(self.network(self.as_arch(arch)))
 
     def macs(self, arch: Any) -> int:
         """Multiply-accumulates of convolutions and linear layers (the usual "FLOPs" of papers)."""
-        return self.network(self._arch(arch)).macs()
+        return self.network(self.as_arch(arch)).macs()
 
     def macs_many(self, archs: Iterable[Any]) -> np.ndarray:
         """MACs of many architectures (int64), equal to `macs` of each; spaces whose MACs add up
@@ -166,15 +166,16 @@ class Space(abc.ABC):
 
     def params(self, arch: Any) -> int:
         """Trainable parameters of the network (weights, biases, batch-norm scale and shift)."""
-        return self.network(self._arch(arch)).params()
+        return self.network(self.as_arch(arch)).params()
 
     # ---- helpers ------------------------------------------------------------------------
-    def _arch(self, arch: Any) -> Any:
+    def as_arch(self, arch: Any) -> Any:
+        """The architecture object `arch` names: `arch` itself if it is one, else `parse(arch)`."""
         return arch if self.is_arch(arch) else self.parse(arch)
 
     def describe(self, arch: Any) -> list[str]:
         """Lines describing the architecture's structure (for `hwlat space show`)."""
-        return [f"{self.name} {self.key(self._arch(arch))}"]
+        return [f"{self.name} {self.key(self.as_arch(arch))}"]
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

@@ -89,16 +89,16 @@ class FBNetSpace(Space):
 
     def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> FBNetArch:
         rng = as_rng(rng)
-        ops = list(self._arch(arch).ops)
+        ops = list(self.as_arch(arch).ops)
         i = int(rng.integers(N_LAYERS))
         ops[i] = int(rng.choice([o for o in range(len(BLOCKS)) if o != ops[i]]))
         return FBNetArch(tuple(ops))
 
     def key(self, arch: Any) -> str:
-        return self._arch(arch).op_idx22
+        return self.as_arch(arch).op_idx22
 
     def key_record(self, arch: Any) -> dict[str, Any]:
-        a = self._arch(arch)
+        a = self.as_arch(arch)
         return {"fbnet_op_idx22": a.op_idx22, "fbnet_ops22": a.ops22}
 
     def parse(self, key: Any) -> FBNetArch:
@@ -131,14 +131,14 @@ class FBNetSpace(Space):
 
     def macs_many(self, archs) -> np.ndarray:
         """MACs of many architectures: each layer's channels and stride are fixed, so MACs add up over layers."""
-        ops = np.asarray([self._arch(a).ops for a in archs], dtype=np.int64).reshape(-1, N_LAYERS)
+        ops = np.asarray([self.as_arch(a).ops for a in archs], dtype=np.int64).reshape(-1, N_LAYERS)
         m0, table = self._slot_macs("layers", FBNetArch, (0,) * N_LAYERS, len(BLOCKS))
         return m0 + table[np.arange(N_LAYERS), ops].sum(axis=1)
 
     def network(self, arch: Any, batch: int = 1):
         from nas.spaces.network import Net
 
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         net = Net((batch, 3, self.input_size, self.input_size), seed=key_seed(arch.op_idx22))
         x = net.conv("input", STEM_CHANNELS, 3, bn=True, act="relu", name="stem")
         for i, ((cin, cout, stride), op) in enumerate(zip(layer_plan(), arch.ops)):
@@ -167,7 +167,7 @@ class FBNetSpace(Space):
         return y
 
     def describe(self, arch: Any) -> list[str]:
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         lines = [f"fbnet_op_idx22 {arch.op_idx22}", f"fbnet_ops22    {arch.ops22}", "layers (cin -> cout, stride):"]
         for i, ((cin, cout, s), op) in enumerate(zip(layer_plan(), arch.ops)):
             lines.append(f"  {i:>2}: {BLOCKS[op]:<9} {cin:>4} -> {cout:<4} s{s}")

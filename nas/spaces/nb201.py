@@ -157,7 +157,7 @@ class NB201Space(Space):
         return NB201Arch(_ops_of_code(int(_code_of_index()[index])))
 
     def index(self, arch: Any) -> int:
-        return self._arch(arch).index
+        return self.as_arch(arch).index
 
     def enumerate(self) -> Iterator[NB201Arch]:
         """All 15625 archs in official index order."""
@@ -172,17 +172,17 @@ class NB201Space(Space):
 
     def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> NB201Arch:
         rng = as_rng(rng)
-        ops = list(self._arch(arch).ops)
+        ops = list(self.as_arch(arch).ops)
         e = int(rng.integers(len(EDGES)))
         ops[e] = int(rng.choice([o for o in range(len(OPS)) if o != ops[e]]))
         return NB201Arch(tuple(ops))
 
     # ---- keys ---------------------------------------------------------------------------
     def key(self, arch: Any) -> str:
-        return self._arch(arch).arch_str
+        return self.as_arch(arch).arch_str
 
     def key_record(self, arch: Any) -> dict[str, Any]:
-        a = self._arch(arch)
+        a = self.as_arch(arch)
         return {"nb201_index": a.index, "arch_str": a.arch_str, "ops6": a.ops6}
 
     def parse(self, key: Any) -> NB201Arch:
@@ -239,7 +239,7 @@ class NB201Space(Space):
         """MACs of many architectures: every edge of a cell has the same width, so MACs add up over
         the edges that are built (live ones, or all with `keep_dead`). The table is taken from
         all-skip cells (no MACs, every edge live), changing one edge at a time."""
-        archs = [self._arch(a) for a in archs]
+        archs = [self.as_arch(a) for a in archs]
         ops = np.asarray([a.ops for a in archs], dtype=np.int64).reshape(-1, len(EDGES))
         built = np.ones(ops.shape, dtype=bool) if self.keep_dead else np.asarray([a.live_edges() for a in archs],
                                                                                  dtype=bool).reshape(ops.shape)
@@ -249,7 +249,7 @@ class NB201Space(Space):
     def network(self, arch: Any, batch: int = 1):
         from nas.spaces.network import Net
 
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         live = (True,) * len(EDGES) if self.keep_dead else arch.live_edges()
         net = Net((batch, 3, self.input_size, self.input_size), seed=key_seed(arch.arch_str))
         x = net.conv("input", STAGE_CHANNELS[0], 3, bn=True, name="stem")
@@ -309,7 +309,7 @@ class NB201Space(Space):
 
     def api_params(self, arch: Any, num_classes: int | None = None) -> int:
         """Parameters as the NAS-Bench-201 API counts them: every non-none edge, dead or live."""
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         ncls = self.num_classes if num_classes is None else num_classes
         total = 3 * 16 * 9 + 2 * 16  # stem conv + BN
         for s, c in enumerate(STAGE_CHANNELS):
@@ -322,7 +322,7 @@ class NB201Space(Space):
         return total + 2 * STAGE_CHANNELS[-1] + STAGE_CHANNELS[-1] * ncls + ncls
 
     def describe(self, arch: Any) -> list[str]:
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         live = arch.live_edges()
         lines = [f"nb201 index {arch.index}  ops6 {arch.ops6}", f"arch_str {arch.arch_str}", "cell edges:"]
         for e, (t, f) in enumerate(EDGES):

@@ -117,7 +117,7 @@ class OFASpace(Space):
     def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> OFAArch:
         """Change one used kernel, expansion, depth or the resolution."""
         rng = as_rng(rng)
-        a = self._arch(arch)
+        a = self.as_arch(arch)
         ks, e, d, r = list(a.ks), list(a.e), list(a.d), a.r
         used = [slot for _, slot, _, _ in a.active_blocks()]
         what = int(rng.integers(4))
@@ -136,7 +136,7 @@ class OFASpace(Space):
         return OFAArch(tuple(ks), tuple(e), tuple(d), r)
 
     def key(self, arch: Any) -> str:
-        return self._arch(arch).key
+        return self.as_arch(arch).key
 
     def parse(self, key: Any) -> OFAArch:
         """The ``ofa_arch`` string, or a dict with ``ks``, ``e``, ``d`` (and ``r``, default 224)."""
@@ -190,7 +190,7 @@ class OFASpace(Space):
         deepest network of smallest blocks, plus each active block's change for its choice, less
         the blocks that the depths leave out."""
         out = []
-        for a in (self._arch(x) for x in archs):
+        for a in (self.as_arch(x) for x in archs):
             full, table, drop = self._macs_parts(a.r)
             total = full
             for slot, (k, e) in enumerate(zip(a.ks, a.e)):
@@ -224,7 +224,7 @@ class OFASpace(Space):
     def network(self, arch: Any, batch: int = 1):
         from nas.spaces.network import Net
 
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         net = Net((batch, 3, arch.r, arch.r), seed=key_seed(arch.canonical().key))
         x = net.conv("input", STEM_WIDTH, 3, stride=2, bn=True, act="hardswish", name="first_conv")
         # fixed first block: expand ratio 1 (no expansion conv), ReLU, no SE, identity shortcut
@@ -261,7 +261,7 @@ class OFASpace(Space):
         return y
 
     def describe(self, arch: Any) -> list[str]:
-        arch = self._arch(arch)
+        arch = self.as_arch(arch)
         lines = [f"ofa_arch {arch.key}", f"resolution {arch.r}, depths {list(arch.d)}", "blocks (stage.block: kernel, expand):"]
         for s in range(N_STAGES):
             used = [f"k{k} e{e}" for st, _, k, e in arch.active_blocks() if st == s]
