@@ -323,8 +323,6 @@ def stage_measure(args, rt_name: str, names: list[str], upto: int | None = None)
 
     from device_tables.errors import HwlatError
     from nas.pool import onnx_of
-    from profilers.whole_model import time_model
-
     rt = runtime(rt_name)
     protocol = bench_protocol(args)
     path = measured_path(Path(args.out), rt_name)
@@ -344,7 +342,7 @@ def stage_measure(args, rt_name: str, names: list[str], upto: int | None = None)
             if name in failed:  # not runnable in an earlier pass of this run: not tried again
                 continue
             try:
-                m = time_model(rt, onnx_of(name), protocol)
+                m = rt.time_model(onnx_of(name), protocol)
                 w.writerow([name, "ok", f"{m.median_ms:.6g}", f"{m.p10_ms:.6g}", f"{m.rel_iqr:.4f}", m.n, ""])
             except HwlatError as exc:
                 failed.add(name)

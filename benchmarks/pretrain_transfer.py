@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from device_tables.archtable import public_data_dir  # noqa: E402
-from hwlat.commands.bench import DEFAULT_QUERY, JOIN_KEY  # noqa: E402
+from hwlat.commands.bench import default_query, join_key  # noqa: E402
 from hwlat.transfer_tables import load_transfer_tables  # noqa: E402
 from predictors.evaluation import FittedMethod, ProtocolSettings, TargetDevice, run_method  # noqa: E402
 from predictors.io import load, save  # noqa: E402
@@ -60,9 +60,9 @@ def runs(space: str, data: Path) -> tuple[list[str], list[dict]]:
 
 
 def evaluate(space: str, run: dict, shipped, settings: ProtocolSettings) -> dict[str, tuple[float, float, float, float]]:
-    tables = load_transfer_tables(space, [str(f) for f in run["files"]], JOIN_KEY[space], run["train"] + run["test"])
+    tables = load_transfer_tables(space, [str(f) for f in run["files"]], join_key(space), run["train"] + run["test"])
     data = tables.transfer_data(run["train"], [])
-    lo, hi = DEFAULT_QUERY[space]
+    lo, hi = default_query(space)
     query = (tables.keys >= lo) & (tables.keys < hi)
     targets = [TargetDevice(n, tables.column(n)) for n in run["test"]]
     if run.get("refit"):
@@ -77,13 +77,13 @@ def evaluate(space: str, run: dict, shipped, settings: ProtocolSettings) -> dict
 def build(space: str, data: Path, out: Path) -> None:
     train, evals = runs(space, data)
     files = [data / "nb201.csv"] if space == "nb201" else [data / f"{space}.csv"]
-    tables = load_transfer_tables(space, [str(f) for f in files], JOIN_KEY[space], train)
+    tables = load_transfer_tables(space, [str(f) for f in files], join_key(space), train)
     td = tables.transfer_data(train, [])
     ok = np.all(np.isfinite(td.train) & (td.train > 0), axis=1)
     t0 = time.perf_counter()
     pred = TransferPredictor(td.layout).fit(td.X[ok], td.train[ok])
     fit_s = time.perf_counter() - t0
-    lo, hi = DEFAULT_QUERY[space]
+    lo, hi = default_query(space)
     pool = np.flatnonzero(ok & ~((tables.keys >= lo) & (tables.keys < hi)))
     refs = pool[pred.choose_references(td.X[pool], 10)]
     info = {"space": space, "training_devices": train, "n_train_archs": int(ok.sum()),
@@ -147,7 +147,7 @@ def write_card(space: str, path: Path, info: dict, evals: list[dict], fit_s: flo
 
 HELP's (NeurIPS 2021): per unseen device, 10 reference architectures chosen from training devices
 only (one set for every device) + 10 random architectures from outside the scored range are measured;
-the predictor adapts and predicts the architectures with key {DEFAULT_QUERY[space][0]}..{DEFAULT_QUERY[space][1] - 1};
+the predictor adapts and predicts the architectures with key {default_query(space)[0]}..{default_query(space)[1] - 1};
 Spearman, ±10% accuracy and MAPE are taken after dropping each device's fastest and slowest 10%.
 10 repeats (seed 0); also 5 + 5. {how}
 

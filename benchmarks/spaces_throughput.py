@@ -25,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 from nas.spaces import get_space  # noqa: E402
 from nas.spaces.measure import make_timer  # noqa: E402
+from profilers.runtimes import get_runtime  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
 
 DEFAULT_N = {"nb201": 40, "fbnet": 20, "ofa": 20}
@@ -66,7 +67,7 @@ def main(argv=None) -> int:
         space = get_space(name)
         n = args.n or DEFAULT_N[name]
         archs = space.sample(n, seed=args.seed)
-        timer = make_timer(args.runtime, space, args.threads, protocol)
+        timer = make_timer(get_runtime(args.runtime, threads=args.threads), space, protocol)
         timer(archs[0])  # warm imports and the runtime
         rates, medians, noisy, builds, totals = [], [], 0, [], []
         for _ in range(args.repeats):

@@ -41,16 +41,16 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
     from sklearn.ensemble import HistGradientBoostingRegressor
     from sklearn.linear_model import RidgeCV
 
-    from hwlat.commands.bench import DEFAULT_QUERY, JOIN_KEY
+    from hwlat.commands.bench import default_query, join_key
     from hwlat.transfer_tables import load_transfer_tables
     from predictors.metrics import trimmed_score
 
     space = _option(argv, "--space")[0]
     train = [d for opt in ("--train", "--valid") for v in _option(argv, opt) for d in v.split(",")]
     test = _option(argv, "--test")[0].split(",")
-    tables = load_transfer_tables(space, _option(argv, "--table"), JOIN_KEY[space], train + test)
+    tables = load_transfer_tables(space, _option(argv, "--table"), join_key(space), train + test)
     X = tables.transfer_data(train, []).X
-    lo, hi = DEFAULT_QUERY[space]
+    lo, hi = default_query(space)
     query = (tables.keys >= lo) & (tables.keys < hi)
     others = np.log(np.column_stack([tables.column(d) for d in train]))
     gbm_x = np.hstack([X, others])

@@ -11,7 +11,7 @@ passes differ by more than 5% / 10%.
 
 The networks are NB201, FBNet and OFA samples of a seed none of the table's stages used (default: a new
 one each run, printed) and the classic CNNs at a random resolution; a network the runtime cannot run is
-skipped and counted. Measured with `profilers.whole_model.time_model` and the default protocol, the
+skipped and counted. Measured with `Runtime.time_model` and the default protocol, the
 function and settings `hwlat profile archs` uses (its `--clock auto`: the thread's CPU time on threads=1
 CPU runtimes); predicted with `hwlat.predict` (the same path as
 `hwlat predict`). Takes about 2 x per-kind x 4 x 1.5 s per runtime.
@@ -63,8 +63,6 @@ def main(argv=None) -> int:
     from device_tables.errors import HwlatError
     from nas.pool import graph_of, onnx_of
     from profilers.runtimes import get_runtime
-    from profilers.whole_model import time_model
-
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000, 1_000_000)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]
@@ -85,7 +83,7 @@ def main(argv=None) -> int:
                 if name in skipped:
                     continue
                 try:
-                    passes.setdefault(name, []).append(time_model(runtime, onnx_of(name), protocol).median_ms)
+                    passes.setdefault(name, []).append(runtime.time_model(onnx_of(name), protocol).median_ms)
                 except HwlatError as exc:
                     skipped[name] = str(exc).splitlines()[0]
                     passes.pop(name, None)

@@ -31,14 +31,18 @@ Run `hwlat COMMAND --help` for each command's options and an example.
 """
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only of the command `argv` names (its options may import the
+    runtime and space plugins, which other commands need not pay for at start-up)."""
     from hwlat import __version__
 
     parser = argparse.ArgumentParser(prog="hwlat", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"hwlat {__version__}")
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more diagnostics (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
+    named = next((a for a in (argv or ()) if not a.startswith("-")), None)
+    modules = [m for m in COMMAND_MODULES if m.rpartition(".")[2] == named] or COMMAND_MODULES
+    for name in modules:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -50,7 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)],

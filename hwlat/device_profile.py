@@ -40,7 +40,6 @@ from profilers.protocol import Protocol
 log = logging.getLogger(__name__)
 
 STAGES = ("fusion", "rows", "networks", "regressors", "calibration", "score")
-DEFAULT_TARGETS = ("nb201", "fbnet", "ofa", "classic")
 DEFAULT_MINUTES = 12.0
 MAX_MINUTES = 15.0
 # Networks whose kernels the rows are chosen for, per space (seed 0); the calibration networks use
@@ -158,25 +157,25 @@ def _append_network(path: Path, name: str, role: str, pass_: int, m: Measurement
 # ---- the networks ---------------------------------------------------------------------------
 def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
     """Twice `n` networks of the targets for a role (some may not run on a runtime), kinds in turn."""
-    from nas.pool import classic_networks, in_turn, space_networks
+    from nas.pool import CLASSIC, classic_networks, in_turn, space_networks
 
     seed, resolution = (1000, CALIBRATION_RESOLUTION) if role == "calibration" else (2000, SCORE_RESOLUTION)
-    spaces = [t for t in targets if t != "classic"]
-    kinds = len(spaces) + ("classic" in targets)
+    spaces = [t for t in targets if t != CLASSIC]
+    kinds = len(spaces) + (CLASSIC in targets)
     per = max(1, -(-2 * n // max(kinds, 1)))
     names: list[str] = []
     for s in spaces:
         names += space_networks(s, per, seed=seed)
-    if "classic" in targets:
+    if CLASSIC in targets:
         names += classic_networks((resolution,))
     return in_turn(names, 2 * n)
 
 
 def pool_networks(targets: Sequence[str], per_space: int = POOL_PER_SPACE) -> list[str]:
     """The networks whose kernels the rows are chosen for."""
-    from nas.pool import target_networks
+    from nas.pool import CLASSIC, target_networks
 
-    return target_networks(per_space, [t for t in targets if t != "classic"], classic="classic" in targets, seed=0,
+    return target_networks(per_space, [t for t in targets if t != CLASSIC], classic=CLASSIC in targets, seed=0,
                            resolutions=POOL_RESOLUTIONS)
 
 
@@ -256,24 +255,26 @@ def _memo_measure(path: Path, measure: Callable[[Any], tuple[Measurement, dict]]
 
 
 def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DEFAULT_MINUTES,
-                   protocol: Protocol | None = None, targets: Sequence[str] = DEFAULT_TARGETS,
+                   protocol: Protocol | None = None, targets: Sequence[str] | None = None,
                    calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
                    fusion_patterns: Sequence[str] | None = None, progress: bool = True) -> DeviceProfileResult:
     """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
 
-    `minutes` bounds this run; `protocol` measures rows and networks (the default,
+    `minutes` bounds this run; `targets` are the spaces and/or ``classic`` whose kernels the rows
+    are chosen for (default all of them); `protocol` measures rows and networks (the default,
     `Runtime.default_protocol`, is what `hwlat profile archs` measures with, so its numbers and this
     table's predictions are the same quantity). Returns what was finished and the table's score on
     networks it was not calibrated on.
     """
-    from nas.pool import SPACE_NAMES
+    from nas.pool import target_kinds
 
     protocol = protocol or runtime.default_protocol()
+    targets = list(target_kinds() if targets is None else targets)
     if not (0 < minutes <= MAX_MINUTES * 4) or not math.isfinite(minutes):
         raise HwlatError(f"--minutes {minutes}: give a positive number of minutes (at most {MAX_MINUTES * 4:g})")
-    bad = [t for t in targets if t not in SPACE_NAMES + ("classic",)]
+    bad = [t for t in targets if t not in target_kinds()]
     if bad or not targets:
-        raise HwlatError(f"targets {','.join(bad) or '(none)'}: choose from {', '.join(SPACE_NAMES + ('classic',))}")
+        raise HwlatError(f"targets {','.join(bad) or '(none)'}: choose from {', '.join(target_kinds())}")
     if calibration_networks < 1 or score_networks < 1:
         raise HwlatError("--calibration-networks and --score-networks need at least 1 network each")
     runtime.check_protocol(protocol)
@@ -411,7 +412,6 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     from tqdm import tqdm
 
     from nas.pool import onnx_of
-    from profilers.whole_model import time_model
 
     path = networks_path(table)
     stored = read_networks(path)
@@ -434,7 +434,7 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             raise OutOfTime(f"the networks stage ({len(chosen['calibration'])} calibration and "
                             f"{len(chosen['score'])} score networks measured)")
         try:
-            m = time_model(runtime, onnx_of(name), protocol)
+            m = runtime.time_model(onnx_of(name), protocol)
         except UnsupportedOpError as exc:
             _append_network(path, name, role, pass_, None, str(exc))
             if "whole-model timing" in str(exc):  # the runtime cannot time networks at all
@@ -557,15 +557,15 @@ def table_warnings(table: DeviceTable) -> list[str]:
     """One line each: the stages a table lacks (it predicts without them, less accurately), and how
     this machine differs from the CPU the table was measured on."""
     from device_tables.device import host_differences
-    from profilers.runtimes import RUNTIMES, runtime_class
+    from profilers.runtimes import runtimes
 
     out = []
     missing = missing_stages(table)
     if missing:
         out.append(f"{table.name} lacks {', '.join(missing)}: it predicts, less accurately than a complete table; "
                    f"`hwlat profile device --runtime {table.device.runtime} --out {_user_path(table)}` adds them")
-    if table.device.hardware == "cpu" and table.device.runtime in RUNTIMES:
-        packages = runtime_class(table.device.runtime).packages
+    if table.device.hardware == "cpu" and table.device.runtime in runtimes():
+        packages = runtimes()[table.device.runtime].packages
         diff = host_differences(table.device.fingerprint, packages)
         if diff:
             out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "

@@ -73,45 +73,4 @@ def space_decisions(space: Space | str) -> Decisions:
     from nas.spaces import get_space
 
     sp = get_space(space) if isinstance(space, str) else space
-    builder = {"nb201": _nb201, "fbnet": _fbnet, "ofa": _ofa}.get(sp.name)
-    if builder is None:
-        raise ArchError(f"no categorical decisions defined for the {sp.name!r} space")
-    return builder(sp)
-
-
-def _nb201(sp: Space) -> Decisions:
-    from nas.spaces.nb201 import EDGES, OPS, NB201Arch
-
-    names = tuple(f"edge{t}{f}" for t, f in EDGES)
-    return Decisions("nb201", names, (OPS,) * len(EDGES), lambda a: sp.as_arch(a).ops,
-                     lambda idx: NB201Arch(tuple(idx)))
-
-
-def _fbnet(sp: Space) -> Decisions:
-    from nas.spaces.fbnet import BLOCKS, N_LAYERS, FBNetArch
-
-    names = tuple(f"layer{i}" for i in range(N_LAYERS))
-    return Decisions("fbnet", names, (BLOCKS,) * N_LAYERS, lambda a: sp.as_arch(a).ops,
-                     lambda idx: FBNetArch(tuple(idx)))
-
-
-def _ofa(sp: Space) -> Decisions:
-    from nas.spaces.ofa import DEPTHS, EXPANDS, KERNELS, MAX_DEPTH, N_STAGES, RESOLUTIONS, OFAArch
-
-    slots = N_STAGES * MAX_DEPTH
-    names = (tuple(f"ks{i}" for i in range(slots)) + tuple(f"e{i}" for i in range(slots))
-             + tuple(f"d{s}" for s in range(N_STAGES)) + ("r",))
-    choices = (KERNELS,) * slots + (EXPANDS,) * slots + (DEPTHS,) * N_STAGES + (RESOLUTIONS,)
-
-    def to_idx(a: Any) -> list[int]:
-        a = sp.as_arch(a)
-        return ([KERNELS.index(k) for k in a.ks] + [EXPANDS.index(e) for e in a.e]
-                + [DEPTHS.index(d) for d in a.d] + [RESOLUTIONS.index(a.r)])
-
-    def from_idx(idx: Sequence[int]) -> Any:
-        ks = tuple(KERNELS[i] for i in idx[:slots])
-        e = tuple(EXPANDS[i] for i in idx[slots:2 * slots])
-        d = tuple(DEPTHS[i] for i in idx[2 * slots:2 * slots + N_STAGES])
-        return OFAArch(ks, e, d, RESOLUTIONS[idx[-1]])
-
-    return Decisions("ofa", names, choices, to_idx, from_idx)
+    return sp.decisions()

@@ -78,6 +78,7 @@ def measure(space: Space | str, archs: Sequence[Any], out: str | Path | None = N
     from device_tables.archtable import ArchTable, arch_table_paths
     from nas.spaces.measure import ArchItem, profile_archs, runtime_device
     from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
 
     sp = _space(space)
     archs = [sp.as_arch(a) for a in archs]
@@ -89,14 +90,15 @@ def measure(space: Space | str, archs: Sequence[Any], out: str | Path | None = N
         for p in arch_table_paths(out):
             p.unlink(missing_ok=True)
     try:
-        device = runtime_device(runtime, threads)
+        rt = get_runtime(runtime, threads=threads)
+        device = runtime_device(rt)
         items = [ArchItem(a, sp.key_record(a)) for a in archs]
         t0 = time.perf_counter()
-        res = profile_archs(sp, items, out, runtime=runtime, threads=threads, protocol=Protocol.preset(protocol),
+        res = profile_archs(sp, items, out, rt, protocol=Protocol.preset(protocol),
                             device=device, progress=progress,
                             meta={"protocol_preset": protocol, "written_by": "nas.device_loop"})
         seconds = time.perf_counter() - t0
-        lat = ArchTable.read(out, space=sp.name).latency(device.name)
+        lat = ArchTable.read(out, space=sp.arch_keys).latency(device.name)
         ms = np.asarray([float(lat.get(sp.key(a), np.nan)) for a in archs])
         return Measured(archs, ms, device.name, None if tmp else Path(out), seconds, res.noisy, res.skipped)
     finally:
@@ -108,9 +110,10 @@ def read_device_samples(path: str | Path, space: Space | str, device: str | None
                         min_rows: int = MIN_DEVICE_SAMPLES) -> tuple[list[Any], np.ndarray, str]:
     """(archs, ms, device column) of the measured rows of an arch table, for adapting a predictor."""
     from device_tables.archtable import ArchTable
+    from nas.spaces import known_arch_keys
 
     sp = _space(space)
-    table = ArchTable.read(path, space=sp.name)
+    table = ArchTable.read(path, space=sp.arch_keys, candidates=known_arch_keys())
     if device is None:
         if len(table.devices) != 1:
             raise DeviceSamplesError(f"{path} has {len(table.devices)} device columns ({', '.join(table.devices[:6])}"

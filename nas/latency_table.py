@@ -25,11 +25,6 @@ from nas.choices import Decisions, space_decisions
 
 log = logging.getLogger(__name__)
 
-# Spaces whose layers have fixed input/output shapes whatever is chosen elsewhere: a lookup-table
-# prediction is then a sum over layers and one-at-a-time differences recover it exactly.
-LAYERWISE = ("fbnet",)
-
-
 @dataclass
 class ChoiceLatencyTable:
     """``latency = base_ms + sum_d table[d][choice_d]`` (ms). Rows are centred: at uniform
@@ -103,7 +98,7 @@ class ChoiceLatencyTable:
         """Per-choice table of a lookup-table predictor: per-layer block latency (one decision at a
         time) on layer-wise spaces (FBNet), a least-squares fit on `n` archs elsewhere."""
         pred = as_arch_predictor(lut, space)
-        if pred.space.name in LAYERWISE:
+        if pred.space.layerwise:
             return cls.one_at_a_time(pred.space, pred)
         return cls.least_squares(pred.space, pred, n=n, seed=seed)
 

@@ -11,7 +11,14 @@ from typing import Iterable, Sequence
 
 from device_tables.graph import Graph
 
-SPACE_NAMES = ("nb201", "fbnet", "ofa")
+CLASSIC = "classic"
+
+
+def target_kinds() -> tuple[str, ...]:
+    """What a target list may name: every registered search space, and the classic CNNs."""
+    from nas.spaces import spaces
+
+    return (*spaces(), CLASSIC)
 
 
 def space_networks(space: str, n: int, seed: int = 0) -> list[str]:
@@ -28,11 +35,11 @@ def classic_networks(resolutions: Sequence[int] = (160, 192, 224)) -> list[str]:
     return [f"classic:{c.key}" for c in variants(tuple(resolutions))]
 
 
-def target_networks(per_space: int = 10, spaces: Iterable[str] = SPACE_NAMES, classic: bool = True, seed: int = 0,
+def target_networks(per_space: int = 10, spaces: Iterable[str] | None = None, classic: bool = True, seed: int = 0,
                     resolutions: Sequence[int] = (160, 192, 224)) -> list[str]:
-    """Sampled architectures of each space plus (optionally) the classic CNNs."""
+    """Sampled architectures of each space (default: every registered one) plus (optionally) the classic CNNs."""
     names: list[str] = []
-    for s in spaces:
+    for s in spaces if spaces is not None else target_kinds()[:-1]:
         names += space_networks(s, per_space, seed)
     if classic:
         names += classic_networks(resolutions)
@@ -57,11 +64,11 @@ def onnx_of(name: str) -> bytes:
     from device_tables.errors import ModelError
 
     kind, _, key = name.partition(":")
-    if kind == "classic":
+    if kind == CLASSIC:
         from nas.models import to_onnx
 
         return to_onnx(key)
-    if kind in SPACE_NAMES:
+    if kind in target_kinds():
         from nas.spaces import get_space
 
         return get_space(kind).to_onnx(key)

@@ -5,15 +5,53 @@ from __future__ import annotations
 import abc
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 from device_tables.device import Device, host_fingerprint
-from device_tables.errors import HwlatError
+from device_tables.errors import HwlatError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 from profilers.protocol import Protocol, TimedCall, measure
 
+if TYPE_CHECKING:
+    from nas.spaces.base import Space
+
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Option:
+    """A setting of one runtime that every ``hwlat profile`` command offers as a flag.
+
+    ``setting`` is the keyword of the runtime's constructor; ``values`` maps what the user types to
+    the setting's value where they differ (``{"on": True, "off": False}``); a ``switch`` takes no
+    value and sets True. Search spaces declare their options the same way (`nas.spaces.base.Space`)."""
+
+    flag: str
+    setting: str
+    help: str
+    choices: tuple[str, ...] | None = None
+    values: Mapping[str, Any] | None = None
+    switch: bool = False
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+    def value(self, text: Any) -> Any:
+        return self.values[text] if self.values and text in self.values else text
+
+    def add_to(self, parser: Any, owner: str) -> None:
+        """Add the flag to an argparse parser; unset, it reads None (the owner's default applies)."""
+        if self.switch:
+            parser.add_argument(self.flag, action="store_const", const=True, help=f"{owner}: {self.help}")
+        else:
+            parser.add_argument(self.flag, choices=self.choices, help=f"{owner}: {self.help}")
+
+    def given(self, args: Any) -> Any:
+        """The setting's value from parsed arguments, None where the flag was not given."""
+        text = getattr(args, self.dest, None)
+        return None if text is None else self.value(text)
 
 
 @dataclass
@@ -33,6 +71,14 @@ class Runtime(abc.ABC):
     # The installed distributions whose versions decide this runtime's numbers (compared with a
     # table's fingerprint before it predicts for this machine).
     packages: tuple[str, ...] = ()
+    # The flags of this runtime's own settings (``--opt-level``, ``--xnnpack``, ...).
+    cli_options: ClassVar[tuple[Option, ...]] = ()
+    # Whether its memory planner reuses a freed activation buffer only for a tensor of the same shape
+    # (ONNX Runtime's allocation planner): a network then spreads its activations over more memory
+    # than it holds at once, and the calibration counts that excess against the cache.
+    same_shape_planner: ClassVar[bool] = False
+    # The setting a cluster device spec's bare words give (``b1=board:qemu:mps2-an386``), if any.
+    positional_setting: ClassVar[str | None] = None
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
         if threads < 1:
@@ -97,3 +143,61 @@ class Runtime(abc.ABC):
     def accepts(self, specs: Iterable[OpSpec]) -> list[OpSpec]:
         """The specs of this runtime's precision (a sweep may mix fp32 and int8 entries)."""
         return [s for s in specs if s.dtype == self.dtype()]
+
+    # ---- whole networks ------------------------------------------------------------------
+    @classmethod
+    def times_whole_models(cls) -> bool:
+        """Whether this runtime times whole networks (`time_model`): calibration, scores and arch tables need it."""
+        return cls.time_network is not Runtime.time_network
+
+    @classmethod
+    def times_archs(cls) -> bool:
+        """Whether this runtime times a search space's architectures (`time_arch`: ``hwlat profile archs``)."""
+        return cls.times_whole_models() or cls.time_arch is not Runtime.time_arch
+
+    def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
+        """Latency of one forward pass of a serialised ONNX model; runtimes that time whole networks override it."""
+        raise UnsupportedOpError(f"whole-model timing is not built for the {self.name} runtime")
+
+    def time_model(self, model: Any, protocol: Protocol = Protocol(),
+                   input_shape: Sequence[int] | None = None) -> Measurement:
+        """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) with `protocol`'s clock."""
+        self.check_protocol(protocol)
+        if self.dtype() != "float32":
+            raise UnsupportedOpError(f"whole-model timing is built for fp32 networks, not {self.precision}")
+        if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):
+            model = model.SerializeToString()
+        return self.time_network(model, protocol, input_shape)
+
+    def time_arch(self, space: "Space", arch: Any, protocol: Protocol = Protocol(),
+                  batch: int = 1) -> tuple[Measurement, float]:
+        """(latency, milliseconds spent building the model) of one architecture of `space` at `batch`."""
+        import time
+
+        t0 = time.perf_counter()
+        model = space.to_onnx(arch, batch)
+        build_ms = (time.perf_counter() - t0) * 1e3
+        return self.time_model(model, protocol), build_ms
+
+    @classmethod
+    def breaks_down_models(cls) -> bool:
+        """Whether `profile_model` gives a per-node breakdown of a model (``hwlat profile model``)."""
+        return cls.profile_model is not Runtime.profile_model
+
+    def profile_model(self, path: str, protocol: Protocol = Protocol(), input_shape: Sequence[int] | None = None,
+                      profile_runs: int | None = None) -> Any:
+        """Whole-model latency and the runtime's own per-node profile of an ONNX file (a `ModelProfile`)."""
+        raise UnsupportedOpError(f"the {self.name} runtime gives no per-node breakdown of a model")
+
+    # ---- what the fusion probe can read from the runtime itself ------------------------------
+    def count_kernels(self, spec: OpSpec) -> int | None:
+        """Kernels the runtime runs for `spec`'s single-op model (what its table row times); None where it does not show them."""
+        return None
+
+    def count_network_kernels(self, spec: OpSpec) -> int | None:
+        """Kernels it runs for `spec`'s pattern inside a network, where that differs from alone; else None."""
+        return None
+
+    def count_compute_nodes(self, model: bytes, spec: OpSpec) -> int | None:
+        """Compute nodes of the graph the runtime runs for a serialised ONNX model; None where it does not show them."""
+        return None

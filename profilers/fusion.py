@@ -17,8 +17,6 @@ predictor groups a network (`FusionRules.absorbed`), priced by the conv's row.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
@@ -113,69 +111,6 @@ def decide(ratio: float | None, kernels: int | None) -> tuple[bool, str]:
     if timed != (kernels == 1):
         return kernels == 1, f"saving ratio {ratio:.2f} disagrees with the {kernels} kernel(s) the runtime runs; the graph decides"
     return timed, ""
-
-
-def kernel_counter(runtime: Runtime) -> Callable[[OpSpec], int | None] | None:
-    """A function counting the kernels a runtime runs for a spec's single-op model (what its table
-    row times), where the runtime shows them."""
-    if runtime.name == "onnxruntime":
-        return lambda spec: _ort_kernels(runtime, spec)
-    if runtime.name == "litert":
-        return _litert_kernels
-    return None
-
-
-def network_kernel_counter(runtime: Runtime) -> Callable[[OpSpec], int | None] | None:
-    """Kernels the runtime runs for the pattern inside a network, where that differs from alone."""
-    if runtime.name == "onnxruntime":
-        return lambda spec: _ort_network_kernels(runtime, spec)
-    return None
-
-
-def _ort_network_kernels(runtime: Any, spec: OpSpec) -> int | None:
-    """Kernels ONNX Runtime runs for the pattern *inside a network*: the pattern between a 1x1 conv
-    that feeds it (and its residual) and one that reads it, as in a CNN. In that context its
-    optimiser fuses more than in a lone single-op model (on x86 its NCHWc layout lets a conv absorb
-    a residual add and activations such as HardSwish). Context and layout nodes are not counted."""
-    try:
-        model, context = context_probe(spec)
-    except UnsupportedOpError:
-        return None
-    n = _ort_compute_nodes(runtime, model.SerializeToString(), spec)
-    return None if n is None else max(1, n - context)
-
-
-def _ort_kernels(runtime: Any, spec: OpSpec) -> int | None:
-    """Compute nodes of ONNX Runtime's optimised graph of the single-op model (layout moves excluded):
-    the kernels a table row of this pattern times."""
-    from profilers.onnx_ops import build_onnx_bytes
-
-    return _ort_compute_nodes(runtime, build_onnx_bytes(spec), spec)
-
-
-# Nodes of ONNX Runtime's optimised graphs that move or relabel data rather than compute.
-_ORT_LAYOUT_NODES = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
-
-
-def _ort_compute_nodes(runtime: Any, model_bytes: bytes, spec: OpSpec) -> int | None:
-    """Compute nodes of the graph ONNX Runtime optimises `model_bytes` into with `runtime`'s
-    settings; None when it cannot save that graph (no evidence either way)."""
-    import onnx
-
-    from profilers.ort.runtime import session_options
-
-    ort = runtime.ort
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "optimized.onnx")
-        opts = session_options(ort, runtime.threads, runtime.opt_level)
-        opts.optimized_model_filepath = path
-        try:
-            ort.InferenceSession(model_bytes, opts, providers=["CPUExecutionProvider"])
-            graph = onnx.load(path).graph
-        except Exception as exc:  # an optimised graph ORT cannot save is no evidence
-            log.debug("no optimised graph for %s: %s", spec.key, exc)
-            return None
-    return sum(1 for n in graph.node if n.op_type not in _ORT_LAYOUT_NODES)
 
 
 def context_probe(spec: OpSpec):
@@ -277,15 +212,6 @@ def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
     raise UnsupportedOpError(f"no network context for tail {part!r}")
 
 
-def _litert_kernels(spec: OpSpec) -> int | None:
-    from profilers.tflite.builder import build_graph
-
-    try:
-        return sum(1 for op in build_graph(spec).ops if op.kind not in ("PAD", "PADV2"))
-    except UnsupportedOpError:
-        return None
-
-
 def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, protocol: Protocol = Protocol(),
                   progress: bool = True, rounds: int = 3,
                   measure: Callable[[OpSpec], tuple[Any, dict]] | None = None) -> tuple[FusionRules, list[PatternResult]]:
@@ -312,8 +238,8 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
 
     tiny = OpSpec.make("relu", (1, 1, 1, 1), dtype=dtype)
     overhead = time_of(tiny) or 0.0
-    count = kernel_counter(runtime)
-    in_network = network_kernel_counter(runtime)
+    count = runtime.count_kernels
+    in_network = runtime.count_network_kernels
     results: list[PatternResult] = []
     patterns = list(patterns if patterns is not None else candidate_patterns())
     for pattern in tqdm(patterns, desc=f"fusion {runtime.name}", unit="pattern", disable=not progress, dynamic_ncols=True):
@@ -324,13 +250,13 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
             continue
         fused_ms = time_of(spec)
         parts = [time_of(p) for p in split_kernel(spec)]
-        kernels = count(spec) if count is not None else None
+        kernels = count(spec)
         if fused_ms is None or any(p is None for p in parts):
             fused, note = False, "the runtime cannot build the fused kernel or a part"
             results.append(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels,
                                          fused, note))
             continue
-        net_kernels = in_network(spec) if in_network is not None else None
+        net_kernels = in_network(spec)
         ratio = saved_ratio(fused_ms, parts, overhead)
         fused, note = decide(ratio, kernels)
         for rnd in range(1, rounds):
@@ -380,33 +306,27 @@ def duplicate_probes(shape: tuple[int, ...] = (1, 32, 64, 64)) -> dict[str, Any]
 
 def _not_timed_whole(runtime: Runtime) -> str | None:
     """Why a whole-model probe cannot run on `runtime`; None where it can."""
-    from profilers.whole_model import WHOLE_MODEL_RUNTIMES
-
-    if runtime.name in WHOLE_MODEL_RUNTIMES:
-        return None
-    return f"not measured: whole models are timed on {', '.join(WHOLE_MODEL_RUNTIMES)} only"
+    return None if runtime.times_whole_models() else f"not measured: {runtime.name} does not time whole models"
 
 
 def detect_shared_duplicates(runtime: Runtime, protocol: Protocol = Protocol()) -> tuple[bool, dict[str, Any]]:
     """Whether `runtime` computes an op repeated on the same input once, and the evidence: the
     repeated pool's share of a pool's own time (``extra_ratio``, about 1 when computed twice, 0 when
-    once) and, for ONNX Runtime, the compute nodes of its optimised graph (3 or 2), which decides."""
-    from profilers.whole_model import time_model
-
+    once) and, where the runtime shows its graph (`Runtime.count_compute_nodes`), its compute nodes
+    (3 or 2), which decide."""
     if note := _not_timed_whole(runtime):
         return False, {"note": note}
     shape = (1, 32, 64, 64)
     probes = duplicate_probes(shape)
-    ms = {name: time_model(runtime, model, protocol).median_ms for name, model in probes.items()}
+    ms = {name: runtime.time_model(model, protocol).median_ms for name, model in probes.items()}
     pool_ms = ms["once"] - ms["add"]
     ratio = (ms["twice"] - ms["once"]) / pool_ms if pool_ms > 0 else None
     evidence: dict[str, Any] = {**{f"{k}_ms": v for k, v in ms.items()}, "extra_ratio": ratio}
     shared = ratio is not None and ratio < FUSED_RATIO
-    if runtime.name == "onnxruntime":
-        nodes = _ort_compute_nodes(runtime, probes["twice"], OpSpec.make("avgpool", shape, kernel=3, stride=1, padding=1))
-        if nodes is not None:
-            evidence["runtime_kernels"] = nodes
-            shared = nodes < 3
+    nodes = runtime.count_compute_nodes(probes["twice"], OpSpec.make("avgpool", shape, kernel=3, stride=1, padding=1))
+    if nodes is not None:
+        evidence["runtime_kernels"] = nodes
+        shared = nodes < 3
     return shared, evidence
 
 
@@ -450,13 +370,11 @@ def detect_weights_cache(runtime: Runtime, protocol: Protocol = Protocol(), laye
     cannot be timed."""
     import statistics
 
-    from profilers.whole_model import time_model
-
     if note := _not_timed_whole(runtime):
         return None, {"note": note}
     layer_mb = width * (width + 1) * 4 / 1e6
     chains = {n: linear_chain(n, width) for n in sorted(set(layers))}
-    per_layer = {n: statistics.median(time_model(runtime, model, protocol).median_ms for _ in range(repeats)) / n
+    per_layer = {n: statistics.median(runtime.time_model(model, protocol).median_ms for _ in range(repeats)) / n
                  for n, model in chains.items()}
     # The shortest chains pay a call's overhead on few layers: the base is the fastest of up to 4.
     start = min((n for n in per_layer if n <= 4), key=per_layer.get)

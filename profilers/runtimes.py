@@ -1,14 +1,19 @@
-"""Runtime registry: CLI names -> backend classes, imported only when asked for."""
+"""The runtime registry: CLI name -> `Runtime` class, for the built-in runtimes and for those that
+installed packages add through the ``hwlat.runtimes`` entry-point group (``name = "module:Class"``).
+
+This is the one place built-in runtime names appear; everything else asks a runtime object.
+"""
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from device_tables.errors import RuntimeUnavailableError
+from device_tables.plugins import Registry
 from profilers.base import Runtime
 
-RUNTIMES: dict[str, str] = {
+ENTRY_POINT_GROUP = "hwlat.runtimes"
+BUILT_IN: dict[str, str] = {
     "onnxruntime": "profilers.ort.runtime:OnnxRuntime",
     "torch": "profilers.torch_eager.runtime:TorchRuntime",
     "litert": "profilers.litert.runtime:LiteRTRuntime",
@@ -17,16 +22,18 @@ RUNTIMES: dict[str, str] = {
 }
 
 
+REGISTRY = Registry(ENTRY_POINT_GROUP, Runtime, BUILT_IN, "runtime", RuntimeUnavailableError)
+
+
+def runtimes() -> dict[str, type[Runtime]]:
+    """Every runtime by CLI name: the built-in ones, then installed plugins (a plugin may not take a
+    built-in name; one that fails to import is skipped with a warning)."""
+    return REGISTRY.all()
+
+
 def runtime_class(name: str) -> type[Runtime]:
-    if name not in RUNTIMES:
-        raise RuntimeUnavailableError(f"unknown runtime {name!r}; choose from {', '.join(RUNTIMES)}")
-    module, _, cls = RUNTIMES[name].partition(":")
-    try:
-        return getattr(importlib.import_module(module), cls)
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.startswith("profilers"):
-            raise RuntimeUnavailableError(f"runtime {name!r} is not built into this hwlat yet") from exc
-        raise
+    """The class of a runtime by CLI name; `RuntimeUnavailableError` listing the names for an unknown one."""
+    return REGISTRY.get(name)
 
 
 def get_runtime(name: str, **settings: Any) -> Runtime:

@@ -11,9 +11,10 @@ from device_tables.archtable import ArchTable, ArchTableWriter, arch_table_paths
 from device_tables.device import Device
 from device_tables.errors import TableError, UnknownDeviceError
 from device_tables.measurement import Measurement
-from nas.spaces import ArchError, get_space
+from nas.spaces import ArchError, arch_keys, get_space, known_arch_keys
 
 NB = get_space("nb201")
+SPACES = known_arch_keys()  # the candidates a table's space is inferred from
 
 
 def _rows(indices):
@@ -40,14 +41,14 @@ def two_files(tmp_path):
 
 
 def test_read_joins_files_on_the_key(two_files):
-    t = ArchTable.read(two_files)
+    t = ArchTable.read(two_files, candidates=SPACES)
     assert t.space == "nb201" and t.devices == ["dev1", "dev2", "dev3"] and len(t) == 6
     assert t.key_columns == ["arch_str", "nb201_index", "ops6"]
     assert list(t.frame["nb201_index"]) == [0, 1, 2, 3, 4, 7]  # the arch only in b.csv keeps its index
     assert t.missing().to_dict() == {"dev1": 1, "dev2": 1, "dev3": 5}
     assert t.latency("dev3")[NB.key(NB.from_index(3))] == 5.5
     assert math.isnan(t.latency("dev3")[NB.key(NB.from_index(4))])
-    sel = ArchTable.read(two_files, devices=["dev3", "dev1"])
+    sel = ArchTable.read(two_files, devices=["dev3", "dev1"], candidates=SPACES)
     assert sel.devices == ["dev3", "dev1"] and sel.to_numpy().shape == (6, 2)
     assert len(t.select(["dev1", "dev3"], complete=True)) == 1
     assert NB.encode_keys(t.keys).shape == (6, 36)
@@ -55,27 +56,65 @@ def test_read_joins_files_on_the_key(two_files):
 
 def test_read_errors_name_file_and_expectation(tmp_path, two_files):
     with pytest.raises(UnknownDeviceError, match="available: dev1, dev2, dev3"):
-        ArchTable.read(two_files, devices=["dev9"])
+        ArchTable.read(two_files, devices=["dev9"], candidates=SPACES)
     bad = _write(tmp_path / "nokey.csv", ["arch", "dev1"], [["x", 1.0]])
     with pytest.raises(TableError, match=r"nokey.csv: no search-space key column found.*nb201: nb201_index, arch_str, ops6"):
-        ArchTable.read(bad)
+        ArchTable.read(bad, candidates=SPACES)
     with pytest.raises(TableError, match=r"nokey.csv: no 'fbnet_op_idx22' column; a fbnet arch table needs the key columns "
                                          r"help_row, fbnet_op_idx22, fbnet_ops22"):
-        ArchTable.read(bad, space="fbnet")
+        ArchTable.read(bad, space=arch_keys("fbnet"))
     with pytest.raises(TableError, match=r"has key columns of the nb201 space, not of ofa"):
         _write(tmp_path / "mixed.csv", ["arch_str", "ofa_arch", "d"], [["a", "b", 1]])
-        ArchTable.read(tmp_path / "mixed.csv", space="ofa")
+        ArchTable.read(tmp_path / "mixed.csv", space=arch_keys("ofa"), candidates=SPACES)
     r = _rows([0])[0]
     text = _write(tmp_path / "text.csv", ["nb201_index", "arch_str", "ops6", "dev1"], [[0, r["arch_str"], r["ops6"], "fast"]])
     with pytest.raises(TableError, match=r"text.csv: device column 'dev1' holds 'fast'"):
-        ArchTable.read(text)
+        ArchTable.read(text, candidates=SPACES)
     dup = _write(tmp_path / "dup.csv", ["arch_str", "dev1"], [[r["arch_str"], 1], [r["arch_str"], 2]])
     with pytest.raises(TableError, match="appears more than once"):
-        ArchTable.read(dup)
+        ArchTable.read(dup, candidates=SPACES)
     with pytest.raises(TableError, match=r"device column 'dev1' is in both"):
-        ArchTable.read([two_files[0], two_files[0]])
+        ArchTable.read([two_files[0], two_files[0]], candidates=SPACES)
     with pytest.raises(TableError, match="not found"):
-        ArchTable.read(tmp_path / "missing.csv")
+        ArchTable.read(tmp_path / "missing.csv", candidates=SPACES)
+
+
+def test_the_space_is_named_or_inferred_from_candidates(tmp_path, two_files):
+    with pytest.raises(TableError, match=r"a.csv: name the search space"):
+        ArchTable.read(two_files)
+    t = ArchTable.read(two_files, space=arch_keys("nb201"))
+    assert t.space == "nb201" and t.arch_keys is NB.arch_keys and len(t) == 6
+    both = _write(tmp_path / "both.csv", ["arch_str", "ofa_arch", "d"], [["a", "b", 1]])
+    with pytest.raises(TableError, match=r"both.csv: has the primary key columns of several spaces \(nb201, ofa\)"):
+        ArchTable.read(both, candidates=SPACES)
+    assert arch_keys(" NB201 ") is NB.arch_keys and {"nb201", "fbnet", "ofa"} <= {k.space for k in SPACES}
+    with pytest.raises(ArchError, match="unknown search space 'nope'"):
+        arch_keys("nope")
+
+
+def test_any_space_brings_its_own_keys(tmp_path):
+    """The tables know no space: a scheme made up here reads, sorts and writes like the built-in ones."""
+    import dataclasses
+
+    from device_tables.archtable import ArchKeys, public_files
+
+    toy = ArchKeys("toy", columns=("row", "code"), primary="code", int_columns=("row",), order_by="row")
+    _write(tmp_path / "toy.csv", ["row", "code", "d"], [[2, "b", 1.0], [1, "a", 2.0]])
+    assert public_files(toy, tmp_path) == [tmp_path / "toy.csv"]
+    t = ArchTable.read(tmp_path / "toy.csv", candidates=[arch_keys("nb201"), toy])
+    assert t.space == "toy" and t.keys == ["a", "b"] and str(t.frame["row"].dtype) == "Int64"
+    gap = _write(tmp_path / "gap.csv", ["row", "code", "d"], [["", "a", 1.0], [2, "b", 1.0], [1, "c", 1.0]])
+    assert ArchTable.read(gap, space=toy).keys == ["a", "b", "c"]  # a row without `order_by`: as read
+    with_gaps = dataclasses.replace(toy, order_with_gaps=True)
+    assert ArchTable.read(gap, space=with_gaps).keys == ["c", "b", "a"]  # ... or sorted, that row last
+    with ArchTableWriter(tmp_path / "toy_local", toy, DEV) as w:
+        w.append({"code": "z"}, _m(1.0))
+    assert (tmp_path / "toy_local.csv").read_text().splitlines() == [f"row,code,{DEV.name}", ",z,1"]
+    assert json.loads((tmp_path / "toy_local.json").read_text())["space"] == "toy"
+    with pytest.raises(ValueError, match="toy arch keys: id not among the key columns row, code"):
+        ArchKeys("toy", columns=("row", "code"), primary="id")
+    with pytest.raises(TypeError, match="an ArchKeys"):
+        ArchTable.read(gap, space="toy")
 
 
 def _m(ms, noisy=False):
@@ -88,7 +127,7 @@ DEV = Device.make("cpu", "onnxruntime", threads=1, fingerprint={"cpu_model": "te
 def test_writer_appends_resumes_and_reads_back(tmp_path):
     out = tmp_path / "tables" / "nb201_local"
     recs = _rows(range(6))
-    with ArchTableWriter(out, "nb201", DEV, {"protocol": {"min_runs": 5}}) as w:
+    with ArchTableWriter(out, NB.arch_keys, DEV, {"protocol": {"min_runs": 5}}) as w:
         w.append(recs[0], _m(1.5))
         w.append(recs[1], _m(2.5, noisy=True), build_ms=3.0)
         w.append(recs[2], error="build failed\nsecond line")
@@ -101,13 +140,13 @@ def test_writer_appends_resumes_and_reads_back(tmp_path):
         f.write('3,"|skip')
     with open(stats_path, "a") as f:
         f.write(f'"{recs[4]["arch_str"]}",ok,1,1,0,0,1,1,5,false,,,now\n')
-    with ArchTableWriter(out, "nb201", DEV) as w:
+    with ArchTableWriter(out, NB.arch_keys, DEV) as w:
         assert set(w.done) == {r["arch_str"] for r in recs[:3]} and w.done[recs[2]["arch_str"]] is None
         w.append(recs[3], _m(4.0))
     meta = json.loads(json_path.read_text())
     assert meta["space"] == "nb201" and meta["device"]["name"] == DEV.name and meta["device"]["fingerprint"]["cpu_model"] == "test"
     assert meta["protocol"] == {"min_runs": 5} and len(meta["resumed"]) == 1
-    t = ArchTable.read(out)
+    t = ArchTable.read(out, candidates=SPACES)
     assert t.devices == [DEV.name] and len(t) == 4 and t.missing()[DEV.name] == 1
     assert t.latency(DEV.name)[recs[3]["arch_str"]] == 4.0
     stats = read_stats(out)
@@ -115,20 +154,20 @@ def test_writer_appends_resumes_and_reads_back(tmp_path):
     assert list(stats["noisy"]) == [False, True, False, False]
     assert stats["error"][2] == "build failed second line"
     # reading the directory's files together skips the stats sidecar
-    assert len(ArchTable.read([csv_path, stats_path]).devices) == 1
+    assert len(ArchTable.read([csv_path, stats_path], space=NB.arch_keys).devices) == 1
     with pytest.raises(TableError, match="holds device 'cpu/onnxruntime/fp32/threads=1', not 'cpu/torch/fp32/threads=1'"):
-        ArchTableWriter(out, "nb201", Device.make("cpu", "torch", threads=1))
+        ArchTableWriter(out, NB.arch_keys, Device.make("cpu", "torch", threads=1))
     with pytest.raises(TableError, match="is a nb201 table, not fbnet"):
-        ArchTableWriter(out, "fbnet", DEV)
+        ArchTableWriter(out, arch_keys("fbnet"), DEV)
 
 
 def test_writer_keeps_public_key_columns(tmp_path):
     fb = get_space("fbnet")
     arch = fb.sample(1, seed=0)[0]
-    with ArchTableWriter(tmp_path / "fb", "fbnet", DEV) as w:
+    with ArchTableWriter(tmp_path / "fb", fb.arch_keys, DEV) as w:
         w.append({**fb.key_record(arch), "help_row": 4001}, _m(3.0))
         w.append(fb.key_record(fb.mutate(arch, 0)), _m(3.5))
-    t = ArchTable.read(tmp_path / "fb.csv")
+    t = ArchTable.read(tmp_path / "fb.csv", candidates=SPACES)
     assert t.space == "fbnet" and list(t.frame["help_row"].astype("float").fillna(-1)) == [4001, -1]
     assert fb.encode_keys(t.keys).shape == (2, 198)
 
@@ -159,15 +198,16 @@ def test_profile_archs_measures_and_resumes(tmp_path):
     pytest.importorskip("onnxruntime")
     from nas.spaces.measure import profile_archs, resolve_archs
     from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
 
     items = resolve_archs(NB, "0:3")
     out = tmp_path / "nb201_ort"
-    res = profile_archs(NB, items, out, runtime="onnxruntime", threads=1, protocol=Protocol.preset("quick"), progress=False)
+    ort = get_runtime("onnxruntime", threads=1)
+    res = profile_archs(NB, items, out, ort, protocol=Protocol.preset("quick"), progress=False)
     assert res.measured == 3 and res.failed == 0
-    res2 = profile_archs(NB, resolve_archs(NB, "0:4"), out, runtime="onnxruntime", threads=1,
-                         protocol=Protocol.preset("quick"), progress=False)
+    res2 = profile_archs(NB, resolve_archs(NB, "0:4"), out, ort, protocol=Protocol.preset("quick"), progress=False)
     assert res2.skipped == 3 and res2.measured == 1
-    t = ArchTable.read(out)
+    t = ArchTable.read(out, space=NB.arch_keys)
     assert len(t) == 4 and t.devices == ["cpu/onnxruntime/fp32/threads=1"] and t.missing().sum() == 0
     assert (t.to_numpy() > 0).all()
     meta = json.loads(arch_table_paths(out)[1].read_text())
@@ -184,7 +224,7 @@ def test_cli_profile_archs_and_space_show(tmp_path, capsys):
     rc = main(["profile", "archs", "--space", "fbnet", "--runtime", "onnxruntime", "--archs", "random:2", "--out", str(out),
                "--protocol", "quick", "--no-progress"])
     assert rc == 0 and "2 measured" in capsys.readouterr().out
-    assert len(ArchTable.read(out)) == 2
+    assert len(ArchTable.read(out, space=arch_keys("fbnet"))) == 2
     assert main(["space", "show", "--space", "nb201", "--arch", "3"]) == 0
     shown = capsys.readouterr().out
     assert "DEAD (omitted)" in shown and "params    0.073306 M" in shown and "ops a runtime executes: 18" in shown
@@ -205,4 +245,4 @@ def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):
     monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path))
     assert public_data_dir() == tmp_path
     with pytest.raises(TableError, match="no ofa"):
-        public_files("ofa")
+        public_files(arch_keys("ofa"))

@@ -86,9 +86,11 @@ def test_device_strings():
 def test_arch_device_names_carry_precision_and_batch():
     from nas.spaces.measure import runtime_device
 
-    assert runtime_device("torch", 1).name == "cpu/torch/fp32/threads=1"
-    assert runtime_device("torch", 1, batch=32, precision="bf16").name == "cpu/torch/bf16/batch=32/threads=1"
-    assert runtime_device("torch", 1, hardware="lab-box", batch=256).name == "lab-box/torch/fp32/batch=256/threads=1"
+    from profilers.torch_eager.runtime import TorchRuntime
+
+    assert runtime_device(TorchRuntime()).name == "cpu/torch/fp32/threads=1"
+    assert runtime_device(TorchRuntime(precision="bf16"), batch=32).name == "cpu/torch/bf16/batch=32/threads=1"
+    assert runtime_device(TorchRuntime(), hardware="lab-box", batch=256).name == "lab-box/torch/fp32/batch=256/threads=1"
 
 
 # ---- precisions (real, on the CPU here) -----------------------------------------------------------
@@ -172,10 +174,10 @@ def test_out_of_memory_in_a_whole_model_is_recorded_per_architecture(tmp_path):
         n = 256 if space.key(arch) == big else 1
         return rt.time_module(Greedy(), [torch.ones(n, 3)], QUICK, what=space.key(arch)), 0.0
 
-    res = profile_archs(space, items, tmp_path / "a", runtime="torch", protocol=QUICK, progress=False, timer=timer,
+    res = profile_archs(space, items, tmp_path / "a", rt, protocol=QUICK, progress=False, timer=timer,
                         device=Device.make("cpu", "torch", "fp32", threads=1, batch=256))
     assert (res.measured, res.failed) == (2, 1)
-    t = ArchTable.read(tmp_path / "a")
+    t = ArchTable.read(tmp_path / "a", space=space.arch_keys)
     assert t.devices == ["cpu/torch/fp32/batch=256/threads=1"] and int(t.missing().sum()) == 1
     stats = arch_table_paths(tmp_path / "a")[2].read_text()
     assert "OutOfDeviceMemoryError" in stats and "out of memory" in stats
@@ -207,11 +209,13 @@ def test_gpu_flags_belong_to_their_runtime(tmp_path, capsys):
     from hwlat.cli import main
 
     cases = [
-        (["profile", "ops", "--runtime", "onnxruntime", "--device", "cuda"], "for onnxruntime on a GPU use --provider cuda"),
-        (["profile", "ops", "--runtime", "torch", "--provider", "cuda"], "for torch on a GPU use --device cuda"),
-        (["profile", "ops", "--runtime", "torch", "--cudnn-benchmark", "off"], "--runtime torch --device cuda"),
+        (["profile", "ops", "--runtime", "onnxruntime", "--device", "cuda"],
+         "--device is a setting of --runtime torch, not of onnxruntime (its own flags are --opt-level, --provider)"),
+        (["profile", "ops", "--runtime", "torch", "--provider", "cuda"],
+         "--provider is a setting of --runtime onnxruntime, not of torch (its own flags are --device, --cudnn-benchmark)"),
+        (["profile", "ops", "--runtime", "torch", "--cudnn-benchmark", "off"], "a setting of torch on CUDA (--device cuda)"),
         (["profile", "ops", "--runtime", "torch", "--device", "cuda:0,cuda:1"], "several devices need --cluster"),
-        (["profile", "archs", "--space", "nb201", "--archs", "0:2", "--precision", "fp16"], "needs --runtime torch"),
+        (["profile", "archs", "--space", "nb201", "--archs", "0:2", "--precision", "fp16"], "--runtime torch for fp16"),
         (["profile", "archs", "--space", "nb201", "--archs", "0:2", "--batch", "0"], "--batch 0"),
     ]
     for argv, fragment in cases:
@@ -381,10 +385,12 @@ def test_cuda_architectures_at_a_batch(tmp_path):
     from nas.spaces.measure import profile_archs, resolve_archs
 
     space = get_space("nb201")
-    res = profile_archs(space, resolve_archs(space, "900:902"), tmp_path / "a", runtime="torch", protocol=QUICK,
-                        progress=False, batch=32, settings={"device": "cuda"})
+    from profilers.torch_eager.runtime import TorchRuntime
+
+    res = profile_archs(space, resolve_archs(space, "900:902"), tmp_path / "a", TorchRuntime(device="cuda"), protocol=QUICK,
+                        progress=False, batch=32)
     assert res.measured == 2
-    t = ArchTable.read(tmp_path / "a")
+    t = ArchTable.read(tmp_path / "a", space=space.arch_keys)
     (column,) = t.devices
     assert column.startswith(gpu_hardware_name(torch.cuda.get_device_name(0))) and "/batch=32/" in column
 

@@ -16,8 +16,27 @@ from hwlat.cli import command_parser
 log = logging.getLogger(__name__)
 
 # Join key and default query range per space (the issue's protocol: HELP's index ranges).
-JOIN_KEY = {"nb201": "nb201_index", "fbnet": "help_row", "ofa": "help_row"}
-DEFAULT_QUERY = {"nb201": (900, 1900), "fbnet": (4000, 5000), "ofa": (4000, 5000)}
+
+
+def join_key(space: str) -> str:
+    """The integer key column transfer tables of `space` are joined and split on (`Space.transfer_join_column`)."""
+    from nas.spaces import space_class
+
+    return space_class(space).transfer_join_column
+
+
+def default_query(space: str) -> tuple[int, int]:
+    """HELP's query architectures of `space`: join keys lo..hi-1 (`Space.transfer_query`)."""
+    from nas.spaces import space_class
+
+    return space_class(space).transfer_query
+
+
+def transfer_spaces() -> list[str]:
+    """The spaces with a transfer protocol (a join column and HELP's query range)."""
+    from nas.spaces import spaces
+
+    return [name for name, cls in spaces().items() if cls.transfer_query is not None]
 EXAMPLE = ("hwlat bench transfer --space nb201 --table nb201.csv --train 1080ti_1,1080ti_32,1080ti_256,silver_4114,"
            "silver_4210r,samsung_a50,pixel3,essential_ph_1,samsung_s7 --valid titanx_1,titanx_32,titanx_256,gold_6240 "
            "--test 2080ti_1,2080ti_32,2080ti_256")
@@ -29,7 +48,7 @@ def register(sub) -> None:
     b = p.add_subparsers(dest="bench", metavar="BENCH", required=True)
     t = command_parser(b, "transfer", "few-shot latency transfer to unseen devices (HELP's protocol): "
                        "Spearman, within-10-percent accuracy and MAPE per method and test device", EXAMPLE)
-    t.add_argument("--space", required=True, choices=sorted(JOIN_KEY), help="search space of the tables")
+    t.add_argument("--space", required=True, choices=transfer_spaces(), help="search space of the tables")
     t.add_argument("--table", action="append", required=True, metavar="CSV",
                    help="wide CSV (key columns + one column per device, ms); repeat to join several on the key")
     t.add_argument("--train", required=True, help="comma-separated training (meta-train) devices")
@@ -64,7 +83,7 @@ def _parse_query(text: str | None, space: str) -> tuple[int, int]:
     from predictors.evaluation import ProtocolError
 
     if text is None:
-        return DEFAULT_QUERY[space]
+        return default_query(space)
     try:
         lo, hi = (int(v) for v in text.split(":"))
     except ValueError:
@@ -112,14 +131,14 @@ def _transfer(args: argparse.Namespace) -> int:
     lo, hi = _parse_query(args.query, space)
     curve = _parse_curve(args.shots_curve)
 
-    tables = load_transfer_tables(space, args.table, JOIN_KEY[space], train + valid + test)
+    tables = load_transfer_tables(space, args.table, join_key(space), train + valid + test)
     data = tables.transfer_data(train, valid)
     query = (tables.keys >= lo) & (tables.keys < hi)
     if not query.any():
-        raise ProtocolError(f"no architecture has {JOIN_KEY[space]} in {lo}:{hi}; the tables hold "
+        raise ProtocolError(f"no architecture has {join_key(space)} in {lo}:{hi}; the tables hold "
                             f"{int(np.nanmin(tables.keys))}..{int(np.nanmax(tables.keys))}")
     targets = [TargetDevice(name, tables.column(name)) for name in test]
-    print(f"space {space}: {len(tables.keys)} architectures from {len(args.table)} table(s); query {JOIN_KEY[space]} "
+    print(f"space {space}: {len(tables.keys)} architectures from {len(args.table)} table(s); query {join_key(space)} "
           f"{lo}:{hi} ({int(query.sum())} archs), trim {args.trim:g}")
     print(f"train ({len(train)}): {', '.join(train)}")
     if valid:

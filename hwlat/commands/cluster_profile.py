@@ -73,8 +73,6 @@ def profile_ops_on_cluster(args: argparse.Namespace) -> int:
 
 
 # ---- profile archs --------------------------------------------------------------------------------------
-# Advertised settings the whole-architecture timers honour (nas.spaces.measure.make_timer).
-ARCH_SETTINGS = ("threads", "precision", "device", "cudnn_benchmark", "provider")
 
 
 def measure_arch(runtime, payload: dict, protocol, cache: dict):
@@ -87,8 +85,7 @@ def measure_arch(runtime, payload: dict, protocol, cache: dict):
     key = ("arch-timer", payload["space"], tuple(sorted(payload["options"].items())), payload["batch"], protocol)
     if key not in cache:
         space = get_space(payload["space"], **payload["options"])
-        settings = {k: v for k, v in cache.get("settings", {}).items() if k in ARCH_SETTINGS and k != "threads"}
-        cache[key] = make_timer(runtime.name, space, runtime.threads, protocol, payload["batch"], **settings)
+        cache[key] = make_timer(runtime, space, protocol, payload["batch"])
     try:
         m, build_ms = cache[key](payload["arch"])
     except (HwlatError, RuntimeError, ValueError) as exc:  # as a local run: a failed arch is an empty cell
@@ -101,11 +98,12 @@ def _arch_sink(path, space: str, device, meta: dict):
     from pathlib import Path
 
     from device_tables.archtable import ArchTableWriter, arch_table_paths
+    from nas.spaces import arch_keys
     from profilers.cluster.driver import LockedSink
 
     class ArchSink(LockedSink):
         def __init__(self) -> None:
-            self.table = ArchTableWriter(path, space, device, meta)
+            self.table = ArchTableWriter(path, arch_keys(space), device, meta)
             self.device_name = device.name
             self.path = Path(path)
             self._lock(arch_table_paths(path)[0])
@@ -127,11 +125,11 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
 
     from device_tables.device import Device
     from device_tables.errors import HwlatError
+    from hwlat.commands.space import space_options
     from nas.spaces import get_space
     from nas.spaces.measure import resolve_archs
     from profilers.cluster.driver import Task, connect, disconnect, run_cluster, select_devices, table_stem
     from hwlat.commands.profile import protocol_from_args
-    from profilers.cluster.worker import ClusterError, list_devices
 
     batch = getattr(args, "batch", 1)
     if batch < 1:
@@ -140,7 +138,7 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     if getattr(args, "precision", "fp32") != "fp32":
         print("hwlat: note: --precision ignored with --cluster: a device's precision is its worker's --devices spec",
               file=sys.stderr)
-    options = {"keep_dead": True} if args.keep_dead_edges and args.space == "nb201" else {}
+    options = space_options(args)
     space = get_space(args.space, **options)
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
     if not args.keep_order:
@@ -155,12 +153,6 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     try:
         _check_runtime(names, args.runtime)
         names = select_devices(names or None, args.runtime)
-        infos, _ = list_devices()
-        for n in names:
-            extra = sorted(set(infos.get(n, {}).get("ad", {}).get("settings", {})) - set(ARCH_SETTINGS))
-            if extra:
-                raise ClusterError(f"device {n} has setting(s) {', '.join(extra)} that whole-architecture timing does "
-                                   f"not apply; advertise it without them for `profile archs`")
         out.mkdir(parents=True, exist_ok=True)
         outs = {n: out / table_stem(n) for n in names}
 

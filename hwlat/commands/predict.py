@@ -22,7 +22,9 @@ def register(sub) -> None:
     )
     p.add_argument("model", nargs="?", help="an .onnx file (or give --space with --arch or --archs, or --classic)")
     p.add_argument("--table", required=True, help="device table: a shipped name or a path (NAME, NAME.csv or NAME.json)")
-    p.add_argument("--space", help="search space of --arch/--archs: nb201, fbnet or ofa")
+    from hwlat.commands.space import add_space_argument, add_space_options
+
+    add_space_argument(p, required=False)
     p.add_argument("--arch", help="one architecture of --space, in any form `hwlat profile archs --archs` takes "
                                   "(an arch key, an nb201 index, an fbnet/ofa row of the public CSV)")
     p.add_argument("--archs", help="many architectures of --space, as `hwlat profile archs --archs` takes them: 'a:b', "
@@ -41,18 +43,19 @@ def register(sub) -> None:
     p.add_argument("--top", type=int, default=0, help="show only the N slowest kernels")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (--archs)")
+    add_space_options(p)
     p.set_defaults(func=_predict)
 
 
 def _space_items(args: argparse.Namespace):
     """The space and its architectures of --arch (exactly one) or --archs, resolved as profile archs does."""
     from device_tables.errors import HwlatError
-    from nas.spaces import get_space
+    from hwlat.commands.space import space_from_args
     from nas.spaces.measure import resolve_archs
 
     if not args.space:
-        raise HwlatError("--arch and --archs need --space (nb201, fbnet or ofa)")
-    space = get_space(args.space)
+        raise HwlatError("--arch and --archs need --space")
+    space = space_from_args(args)
     items = resolve_archs(space, args.arch or args.archs, seed=args.seed, data_dir=args.public_data)
     if args.arch and len(items) != 1:
         raise HwlatError(f"--arch {args.arch!r} selects {len(items)} architectures; use --archs for several")

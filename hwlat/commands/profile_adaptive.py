@@ -14,8 +14,11 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--adaptive", action="store_true",
                    help="measure kernels of target networks chosen by regressor uncertainty and error (needs --budget)")
     g.add_argument("--budget", type=int, help="op measurements in all, rows already in the table included")
-    g.add_argument("--targets", default="nb201,fbnet,ofa,classic",
-                   help="target networks: search spaces and/or 'classic' (ResNet, MobileNet, EfficientNet), comma-separated")
+    from nas.pool import target_kinds
+
+    g.add_argument("--targets", default=",".join(target_kinds()),
+                   help="target networks: search spaces and/or 'classic' (ResNet, MobileNet, EfficientNet), "
+                        f"comma-separated (default {','.join(target_kinds())})")
     g.add_argument("--per-space", type=int, default=20, help="sampled architectures per target space (default 20)")
     g.add_argument("--calibrate", type=int, default=6, metavar="N",
                    help="whole networks measured to calibrate the per-model overhead term (default 6; 0: none)")
@@ -26,7 +29,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     from device_tables.errors import HwlatError
     from device_tables.kernels import FusionRules
     from device_tables.table import DeviceTable
-    from nas.pool import SPACE_NAMES, classic_networks, graph_of, space_networks
+    from nas.pool import CLASSIC, classic_networks, target_kinds, graph_of, space_networks
     from predictors.adaptive import adaptive_profile, kernel_pool
     from profilers.fusion import detect_fusion, format_results, store_rules
     from hwlat.commands.profile import protocol_from_args
@@ -35,15 +38,15 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     if not args.budget or args.budget < 1:
         raise HwlatError("--adaptive needs --budget N (the number of op measurements), e.g. --budget 300")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
-    bad = [t for t in targets if t not in SPACE_NAMES + ("classic",)]
+    bad = [t for t in targets if t not in target_kinds()]
     if bad:
-        raise HwlatError(f"--targets {','.join(bad)}: choose from {', '.join(SPACE_NAMES + ('classic',))}")
+        raise HwlatError(f"--targets {','.join(bad)}: choose from {', '.join(target_kinds())}")
     runtime = get_runtime(args.runtime, **settings)
     protocol = protocol_from_args(args, runtime.cpu_clock_ok)
     progress = not args.no_progress
     names: list[str] = []
     for t in targets:
-        names += classic_networks() if t == "classic" else space_networks(t, args.per_space, seed=0)
+        names += classic_networks() if t == CLASSIC else space_networks(t, args.per_space, seed=0)
     meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()},
             "sampling": {"method": "adaptive", "budget": args.budget, "targets": targets, "per_space": args.per_space}}
     with DeviceTable.open(args.out, runtime.device(), meta) as table:
@@ -64,7 +67,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
             # new network's will be, so the overhead term is fitted under the same conditions.
             fresh: list[str] = []
             for t in targets:
-                fresh += classic_networks((176,)) if t == "classic" else space_networks(t, args.calibrate, seed=1)
+                fresh += classic_networks((176,)) if t == CLASSIC else space_networks(t, args.calibrate, seed=1)
             _calibrate(table, runtime, fresh, args.calibrate, protocol)
     return 0
 
@@ -74,12 +77,11 @@ def _calibrate(table, runtime, names, n: int, protocol) -> None:
     from device_tables.errors import HwlatError
     from nas.pool import graph_of, in_turn, onnx_of
     from predictors.lut import LUTPredictor
-    from profilers.whole_model import time_model
 
     used, ys = [], []
     for name in in_turn(names, n):
         try:
-            ys.append(time_model(runtime, onnx_of(name), protocol).median_ms)
+            ys.append(runtime.time_model(onnx_of(name), protocol).median_ms)
             used.append(name)
         except HwlatError as exc:
             log.warning("calibration network %s skipped: %s", name, exc)

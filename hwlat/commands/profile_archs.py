@@ -14,8 +14,11 @@ def register(targets) -> None:
         "hwlat profile archs --space nb201 --runtime onnxruntime --threads 1 --archs 900:1900 "
         "--out device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1",
     )
-    p.add_argument("--space", required=True, choices=["nb201", "fbnet", "ofa"], help="search space")
-    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime (default onnxruntime)")
+    from hwlat.commands.profile import add_protocol_options, add_runtime_argument, add_runtime_options
+    from hwlat.commands.space import add_space_argument, add_space_options
+
+    add_space_argument(p)
+    add_runtime_argument(p, default="onnxruntime", which=lambda cls: cls.times_archs())
     p.add_argument("--archs", required=True,
                    help="which architectures: 'a:b' (indices a..b-1; for fbnet/ofa rows of the public CSV), 'i,j,k', "
                         "'random:N', 'all', a file of keys, or several joined by '+'")
@@ -26,22 +29,17 @@ def register(targets) -> None:
                         "e.g. .../batch=32/threads=1 (the public GPU columns' _32)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/gpu.md)")
-    from hwlat.commands.profile import add_protocol_options
-
     add_protocol_options(p)
     p.add_argument("--seed", type=int, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
     p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
-    p.add_argument("--keep-dead-edges", action="store_true",
-                   help="nb201: build the official network with dead edges and zero ops (default: omitted)")
+    add_space_options(p)
     p.add_argument("--public-data", help="folder of the public CSVs (for fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/cluster.md)
 
-    add_cluster_options(p, unit="architectures")  # before the GPU options: they share --device
-    from hwlat.commands.profile import add_gpu_options  # --device, --provider, --cudnn-benchmark (docs/gpu.md)
-
-    add_gpu_options(p)
+    add_cluster_options(p, unit="architectures")  # before the runtimes' options: they share --device
+    add_runtime_options(p)
     p.set_defaults(func=_profile_archs)
 
 
@@ -51,31 +49,21 @@ def _profile_archs(args: argparse.Namespace) -> int:
 
         return profile_archs_on_cluster(args)
     from device_tables.errors import HwlatError
-    from hwlat.commands.profile import gpu_settings
-    from nas.spaces import get_space
+    from hwlat.commands.profile import protocol_from_args, runtime_settings
+    from hwlat.commands.space import space_from_args
     from nas.spaces.measure import profile_archs, resolve_archs, runtime_device
-    from hwlat.commands.profile import protocol_from_args
+    from profilers.runtimes import get_runtime
 
-    if args.threads < 1:
-        raise HwlatError("--threads must be >= 1")
     if args.batch < 1:
         raise HwlatError(f"--batch {args.batch}: needs at least 1")
-    settings = gpu_settings(args)
-    if args.precision != "fp32":
-        if args.runtime != "torch":
-            raise HwlatError(f"--precision {args.precision} needs --runtime torch (onnxruntime measures fp32)")
-        settings["precision"] = args.precision
-    options = {"keep_dead": True} if args.keep_dead_edges and args.space == "nb201" else {}
-    space = get_space(args.space, **options)
+    space = space_from_args(args)
+    runtime = get_runtime(args.runtime, **runtime_settings(args))
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
-    device = runtime_device(args.runtime, args.threads, args.hardware, batch=args.batch, **settings)
-    on_cpu = str(settings.get("device", "cpu")) == "cpu" and str(settings.get("provider", "cpu")) == "cpu"
-    result = profile_archs(space, items, args.out, runtime=args.runtime, threads=args.threads,
-                           protocol=protocol_from_args(args, cpu_clock_ok=args.threads == 1 and on_cpu),
+    device = runtime_device(runtime, args.hardware, batch=args.batch)
+    result = profile_archs(space, items, args.out, runtime, protocol=protocol_from_args(args, runtime.cpu_clock_ok),
                            device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
-                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol},
-                           batch=args.batch, settings=settings)
+                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol}, batch=args.batch)
     print(f"{result.out}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
           f"{result.noisy} noisy; device column {device.name!r}")
     if result.measured:

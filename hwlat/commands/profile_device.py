@@ -8,7 +8,8 @@ from hwlat.cli import command_parser
 
 
 def register(targets) -> None:
-    from hwlat.device_profile import DEFAULT_MINUTES, DEFAULT_TARGETS, MAX_MINUTES
+    from hwlat.device_profile import DEFAULT_MINUTES, MAX_MINUTES
+    from nas.pool import target_kinds
 
     p = command_parser(
         targets, "device",
@@ -17,24 +18,20 @@ def register(targets) -> None:
         "and a score on networks it was not calibrated on (resumes if interrupted)",
         "hwlat profile device --runtime onnxruntime --threads 1 --out tables/my_cpu",
     )
-    p.add_argument("--runtime", required=True, help="onnxruntime, litert, torch, tflm or board")
+    from hwlat.commands.profile import add_protocol_options, add_runtime_argument, add_runtime_options
+
+    add_runtime_argument(p)
     p.add_argument("--threads", type=_positive_int, default=1, help="intra-op threads, part of the device's name (default 1)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="fp32 (default); fp16/bf16 (torch); int8 (litert, tflm, board)")
-    p.add_argument("--xnnpack", choices=["on", "off"], help="litert: XNNPACK delegate on (default) or off")
-    p.add_argument("--opt-level", choices=["disable", "basic", "extended", "all"],
-                   help="onnxruntime graph optimisation level (default all)")
-    p.add_argument("--board", help="board runtime target: qemu:mps2-an386 (default) or serial:/dev/ttyACM0[,baud=115200]")
     p.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
     p.add_argument("--minutes", type=_positive_float, default=DEFAULT_MINUTES,
                    help=f"time budget of this run in minutes (default {DEFAULT_MINUTES:g}; up to {MAX_MINUTES:g} "
                         "suffices on 2 cores); the op rows get what the other stages do not need")
-    from hwlat.commands.profile import add_protocol_options
-
     add_protocol_options(p)
-    p.add_argument("--targets", default=",".join(DEFAULT_TARGETS),
+    p.add_argument("--targets", default=",".join(target_kinds()),
                    help="networks the rows are chosen for: search spaces and/or 'classic', comma-separated "
-                        f"(default {','.join(DEFAULT_TARGETS)})")
+                        f"(default {','.join(target_kinds())})")
     p.add_argument("--calibration-networks", type=_positive_int, default=32,
                    help="whole networks measured to calibrate the table (default 32)")
     p.add_argument("--score-networks", type=_positive_int, default=20,
@@ -42,9 +39,7 @@ def register(targets) -> None:
     p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: every candidate; "
                                       "`hwlat profile fusion --help` lists them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    from hwlat.commands.profile import add_gpu_options
-
-    add_gpu_options(p)
+    add_runtime_options(p)
     p.set_defaults(func=_profile_device)
 
 

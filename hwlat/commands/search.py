@@ -18,7 +18,9 @@ def register(sub) -> None:
         "hwlat search --space nb201 --predictor pretrained --device-samples results/demo/nb201_shots.csv "
         "--max-latency-ms 1.5 --budget 100 --verify",
     )
-    p.add_argument("--space", required=True, choices=["nb201", "fbnet", "ofa"], help="search space")
+    from hwlat.commands.space import add_space_argument
+
+    add_space_argument(p)
     p.add_argument("--predictor", required=True,
                    help="a saved predictor (NAME, NAME.npz or NAME.json, e.g. results/demo/predictor), 'pretrained' "
                         "(the shipped transfer predictor; needs --device-samples), or 'lut:<device table>'")

@@ -9,34 +9,29 @@ from hwlat.cli import command_parser
 
 
 def register(sub) -> None:
-    p = sub.add_parser("space", help="show or sample architectures of a search space (nb201, fbnet, ofa)",
-                       description="Show or sample architectures of the NAS-Bench-201, FBNet and OFA spaces.")
+    p = sub.add_parser("space", help="show or sample architectures of a search space",
+                       description="Show or sample architectures of a search space (built-in: NAS-Bench-201, FBNet, "
+                                   "OFA MobileNetV3; or one a plugin adds).")
     a = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = command_parser(a, "show", "print an architecture's structure, MACs, parameters and the ops a runtime runs",
                           "hwlat space show --space nb201 --arch 1462")
-    show.add_argument("--space", required=True, choices=["nb201", "fbnet", "ofa"])
+    add_space_argument(show)
     show.add_argument("--arch", required=True,
                       help="the key as in the public CSVs (nb201: arch string, index or ops6; fbnet: op indices; ofa: ofa_arch)")
-    show.add_argument("--keep-dead-edges", action="store_true", help="nb201: build the official network with dead edges")
+    add_space_options(show)
     show.add_argument("--layers", action="store_true", help="also list every layer with shapes")
     show.add_argument("--ops", type=int, default=40, help="op lines to print (0: all; default 40)")
     show.set_defaults(func=_show)
     sample = command_parser(a, "sample", "print N random architecture keys (one per line; a file for --archs)",
                             "hwlat space sample --space fbnet -n 20 --seed 1 > fbnet20.txt")
-    sample.add_argument("--space", required=True, choices=["nb201", "fbnet", "ofa"])
+    add_space_argument(sample)
     sample.add_argument("-n", type=int, default=10)
     sample.add_argument("--seed", type=int, default=0)
     sample.set_defaults(func=_sample)
 
 
-def _space(args: argparse.Namespace):
-    from nas.spaces import get_space
-
-    return get_space(args.space, **({"keep_dead": True} if getattr(args, "keep_dead_edges", False) and args.space == "nb201" else {}))
-
-
 def _show(args: argparse.Namespace) -> int:
-    space = _space(args)
+    space = space_from_args(args)
     arch = space.parse(args.arch)
     net = space.network(arch)
     for line in space.describe(arch):
@@ -64,7 +59,52 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _sample(args: argparse.Namespace) -> int:
-    space = _space(args)
+    space = space_from_args(args)
     for a in space.sample(args.n, args.seed):
         print(space.key(a))
     return 0
+
+
+def add_space_argument(p: argparse.ArgumentParser, required: bool = True) -> None:
+    """--space, its choices the registered spaces (built-in and plugins)."""
+    from nas.spaces import spaces
+
+    names = list(spaces())
+    p.add_argument("--space", required=required, choices=names, help=f"search space: {', '.join(names)}")
+
+
+def add_space_options(p: argparse.ArgumentParser) -> None:
+    """The flags of every registered space's own options (`Space.cli_options`, e.g. nb201's --keep-dead-edges)."""
+    from nas.spaces import spaces
+
+    seen: set[str] = set()
+    for cls in spaces().values():
+        for opt in cls.cli_options:
+            if opt.flag not in seen:
+                seen.add(opt.flag)
+                opt.add_to(p, cls.name)
+
+
+def space_options(args: argparse.Namespace) -> dict:
+    """The constructor options of --space from its own flags; a flag of another space is refused."""
+    from device_tables.errors import HwlatError
+    from nas.spaces import space_class, spaces
+
+    own = {opt.flag: opt for opt in space_class(args.space).cli_options}
+    options = {}
+    for cls in spaces().values():
+        for opt in cls.cli_options:
+            value = opt.given(args)
+            if value is None or opt.setting in options:
+                continue
+            if opt.flag not in own:
+                raise HwlatError(f"{opt.flag} is an option of --space {cls.name}, not of {args.space}")
+            options[opt.setting] = value
+    return options
+
+
+def space_from_args(args: argparse.Namespace):
+    """The space of --space with its options."""
+    from nas.spaces import get_space
+
+    return get_space(args.space, **space_options(args))

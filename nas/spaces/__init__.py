@@ -1,14 +1,18 @@
-"""Search spaces: NAS-Bench-201, FBNet (HW-NAS-Bench, CIFAR-100) and OFA MobileNetV3.
+"""Search spaces: NAS-Bench-201, FBNet (HW-NAS-Bench, CIFAR-100) and OFA MobileNetV3, and those
+installed packages add through the ``hwlat.spaces`` entry-point group (``name = "module:Class"``).
 
-``get_space("nb201")`` returns a `Space`; see `nas.spaces.base.Space` for the interface.
+``get_space("nb201")`` returns a `Space`; see `nas.spaces.base.Space` for the interface. This
+registry is the one place built-in space names appear.
 """
 
 from __future__ import annotations
 
-import importlib
 
+from device_tables.archtable import ArchKeys
+from device_tables.plugins import Registry
 from nas.spaces.base import ArchError, Space
 
+ENTRY_POINT_GROUP = "hwlat.spaces"
 # name -> "module:class"; spaces are built on first use.
 SPACES: dict[str, str] = {
     "nb201": "nas.spaces.nb201:NB201Space",
@@ -17,13 +21,37 @@ SPACES: dict[str, str] = {
 }
 
 
+REGISTRY = Registry(ENTRY_POINT_GROUP, Space, SPACES, "search space", ArchError)
+
+
+def spaces() -> dict[str, type[Space]]:
+    """Every space class by name: the built-in ones, then installed plugins (a plugin may not take a
+    built-in name; one that fails to import is skipped with a warning)."""
+    return REGISTRY.all()
+
+
+def space_class(name: str) -> type[Space]:
+    """A space's class by name; `ArchError` listing the names for an unknown one."""
+    return REGISTRY.get(name)
+
+
 def get_space(name: str, **options) -> Space:
-    """A search space by name (nb201, fbnet, ofa); `options` go to its constructor (nb201: keep_dead)."""
-    key = name.strip().lower()
-    if key not in SPACES:
-        raise ArchError(f"unknown search space {name!r}; choose from {', '.join(SPACES)}")
-    module, _, cls = SPACES[key].partition(":")
-    return getattr(importlib.import_module(module), cls)(**options)
+    """A search space by name; `options` go to its constructor (nb201: keep_dead)."""
+    return space_class(name)(**options)
 
 
-__all__ = ["SPACES", "ArchError", "Space", "get_space"]
+def arch_keys(name: str) -> ArchKeys:
+    """How arch tables of the space `name` are keyed (its class's `arch_keys`; nothing is built)."""
+    keys = space_class(name).arch_keys
+    if keys is None:
+        raise ArchError(f"the {name} space declares no arch_keys (the key columns of its arch tables)")
+    return keys
+
+
+def known_arch_keys() -> list[ArchKeys]:
+    """The key schemes of every registered space, to infer a table's space from its columns."""
+    return [cls.arch_keys for cls in spaces().values() if cls.arch_keys is not None]
+
+
+__all__ = ["SPACES", "ArchError", "ArchKeys", "Space", "arch_keys", "get_space", "known_arch_keys", "space_class",
+           "spaces"]

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import abc
 import zlib
-from typing import Any, Iterable, Iterator, Sequence
+from typing import Any, ClassVar, Iterable, Iterator, Sequence
 
 import numpy as np
 
+from device_tables.archtable import ArchKeys
 from device_tables.errors import HwlatError
 from device_tables.ops import OpSpec
 
@@ -36,10 +37,25 @@ class Space(abc.ABC):
     """A search space. Subclasses set the class attributes and implement the abstract methods."""
 
     name: str = ""
+    # How arch tables of the space are keyed (columns, join key, row order); every space sets it,
+    # and `key_columns` / `key_column` repeat its `columns` / `primary`.
+    arch_keys: ClassVar[ArchKeys | None] = None
     key_columns: tuple[str, ...] = ()  # the key columns of the space's public CSV files
     key_column: str = ""  # the primary key column: `key(arch)` is its value
     size: int | None = None  # number of distinct architectures (networks), None if unbounded
     num_classes: int = 10
+    # Whether an integer index names an architecture by the space's own numbering (NAS-Bench-201's
+    # indices: `parse(i)`, 0..size-1) rather than a row of its public CSV (``help_row``).
+    native_indices: ClassVar[bool] = False
+    # Whether every layer has fixed input/output shapes whatever is chosen elsewhere (FBNet): a
+    # lookup-table prediction is then a sum over layers, recovered exactly one choice at a time.
+    layerwise: ClassVar[bool] = False
+    # Few-shot transfer (`hwlat bench transfer`): the integer key column tables are joined on, and
+    # HELP's query architectures (that column's values lo..hi-1); None where the space has none.
+    transfer_join_column: ClassVar[str] = ""
+    transfer_query: ClassVar[tuple[int, int] | None] = None
+    # Options of the constructor that commands taking --space offer as flags (`profilers.base.Option`).
+    cli_options: ClassVar[tuple[Any, ...]] = ()
 
     # ---- architectures ------------------------------------------------------------------
     @abc.abstractmethod
@@ -62,6 +78,19 @@ class Space(abc.ABC):
     @abc.abstractmethod
     def parse(self, key: Any) -> Any:
         """An architecture from its key (or another accepted form); `ArchError` if malformed."""
+
+    def latency_feature_groups(self, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]] | None:
+        """Feature groups for transfer predictors beyond the encoding (`nas.features`): ("enc" | "cost" |
+        "extra", names, (n, k) array) each, from the encodings `enc` of n archs; None: the encoding alone."""
+        return None
+
+    def decisions(self) -> Any:
+        """The space's categorical choices (`nas.choices.Decisions`), for differentiable and Optuna searches."""
+        raise ArchError(f"no categorical decisions defined for the {self.name!r} space")
+
+    def arch(self, key: Any) -> Any:
+        """An architecture from its key in any form `parse` accepts, or the architecture itself."""
+        return self.parse(key)
 
     def key_record(self, arch: Any) -> dict[str, Any]:
         """Values of the key columns that follow from the architecture (the primary key at least)."""

@@ -13,12 +13,15 @@ Cin == Cout and stride 1 (no activation after the add). ``skip``: identity, or c
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from device_tables.archtable import SPACE_KEY_COLUMNS, SPACE_PRIMARY_KEY
+from device_tables.archtable import ArchKeys
 from nas.spaces.base import ArchError, Space, as_rng, key_seed, parse_int_list
+
+if TYPE_CHECKING:
+    from nas.choices import Decisions
 
 BLOCKS = ("k3_e1", "k3_e1_g2", "k3_e3", "k3_e6", "k5_e1", "k5_e1_g2", "k5_e3", "k5_e6", "skip")
 N_LAYERS = 22
@@ -74,11 +77,23 @@ class FBNetSpace(Space):
     """
 
     name = "fbnet"
-    key_columns = SPACE_KEY_COLUMNS["fbnet"]
-    key_column = SPACE_PRIMARY_KEY["fbnet"]
+    # The public CSV's keys (HW-NAS-Bench via HELP): rows sorted by help_row when every row has one.
+    arch_keys = ArchKeys("fbnet", columns=("help_row", "fbnet_op_idx22", "fbnet_ops22"), primary="fbnet_op_idx22",
+                         int_columns=("help_row",), order_by="help_row")
+    key_columns = arch_keys.columns
+    key_column = arch_keys.primary
+    layerwise = True
+    transfer_join_column = "help_row"
+    transfer_query = (4000, 5000)  # HELP's split
     size = len(BLOCKS) ** N_LAYERS
     num_classes = 100
     input_size = 32
+
+    def latency_feature_groups(self, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+        return _latency_feature_groups(self, enc)
+
+    def decisions(self) -> Decisions:
+        return _decisions(self)
 
     def is_arch(self, obj: Any) -> bool:
         return isinstance(obj, FBNetArch)
@@ -172,3 +187,31 @@ class FBNetSpace(Space):
         for i, ((cin, cout, s), op) in enumerate(zip(layer_plan(), arch.ops)):
             lines.append(f"  {i:>2}: {BLOCKS[op]:<9} {cin:>4} -> {cout:<4} s{s}")
         return lines
+
+
+# ---- latency features (`nas.features`) and categorical decisions (`nas.choices`) -------------
+def _latency_feature_groups(sp, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+    n = len(enc)
+    onehot = enc.reshape(n, N_LAYERS, len(BLOCKS))
+    counts = onehot.sum(axis=1)
+    stage_of = np.repeat(np.arange(len(LAYERS_PER_STAGE)), LAYERS_PER_STAGE)
+    not_skip = 1.0 - onehot[:, :, BLOCKS.index("skip")]
+    per_stage = np.stack([not_skip[:, stage_of == s].sum(axis=1) for s in range(len(LAYERS_PER_STAGE))], axis=1)
+    expand = np.array([0 if block_params(b) is None else block_params(b)[1] for b in BLOCKS], dtype=float)
+    k5 = np.array([0 if block_params(b) is None else float(block_params(b)[0] == 5) for b in BLOCKS])
+    expand_stage = np.stack([(onehot[:, stage_of == s] @ expand).sum(axis=1) for s in range(len(LAYERS_PER_STAGE))], axis=1)
+    extra = np.hstack([per_stage, expand_stage, (onehot @ k5).sum(axis=1, keepdims=True)])
+    names_stage = [f"stage{s}" for s in range(len(LAYERS_PER_STAGE))]
+    return [
+        ("enc", list(sp.feature_names), enc),
+        ("cost", [f"n_{b}" for b in BLOCKS], counts),
+        ("extra", [f"{s}_blocks" for s in names_stage] + [f"{s}_expand_sum" for s in names_stage] + ["n_k5"], extra),
+    ]
+
+
+def _decisions(sp: Space) -> Decisions:
+    from nas.choices import Decisions
+
+    names = tuple(f"layer{i}" for i in range(N_LAYERS))
+    return Decisions(sp.name, names, (BLOCKS,) * N_LAYERS, lambda a: sp.as_arch(a).ops,
+                     lambda idx: FBNetArch(tuple(idx)))

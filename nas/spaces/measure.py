@@ -12,7 +12,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -21,13 +21,13 @@ from device_tables.device import Device
 from device_tables.errors import HwlatError
 from device_tables.measurement import Measurement
 from nas.spaces.base import ArchError, Space
+from profilers.base import Runtime
 from profilers.protocol import Protocol
 
 log = logging.getLogger(__name__)
 
 ARCHS_FORM = ("indices 'a:b' (b excluded), 'i,j,k', 'random:N', 'all', or a file of keys (one per line, "
               "or a CSV with the key column); join several with '+'")
-RUNTIMES = ("onnxruntime", "torch")
 
 
 @dataclass
@@ -58,7 +58,7 @@ def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
     """Key columns of the space's main public file (fbnet.csv / ofa.csv), in row order."""
     import pandas as pd
 
-    path = next((p for p in public_files(space.name, data_dir) if p.stem == space.name), None)
+    path = next((p for p in public_files(space.arch_keys, data_dir) if p.stem == space.name), None)
     if path is None:
         raise ArchError(f"no public {space.name}.csv to take rows from; pass keys in a file instead")
     df = pd.read_csv(path, usecols=list(space.key_columns), dtype=str)
@@ -68,15 +68,16 @@ def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
 def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None = None) -> list[ArchItem]:
     """An ``--archs`` spec -> architectures, duplicates removed, in spec order.
 
-    Indices are NAS-Bench-201 indices for nb201, and row numbers (``help_row``) of the public
-    ``fbnet.csv`` / ``ofa.csv`` for the other spaces; ``random:N`` samples the space itself.
+    Indices are the space's own numbering where it has one (`Space.native_indices`: NAS-Bench-201
+    indices), else row numbers (``help_row``) of its public CSV (``fbnet.csv``, ``ofa.csv``);
+    ``random:N`` samples the space itself.
     """
     items: list[ArchItem] = []
     rows: list[dict[str, Any]] | None = None
 
     def by_index(i: int) -> ArchItem:
         nonlocal rows
-        if space.name == "nb201":
+        if space.native_indices:
             arch = space.parse(i)
             return ArchItem(arch, space.key_record(arch))
         if rows is None:
@@ -88,7 +89,7 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
 
     def count() -> int:
         nonlocal rows
-        if space.name == "nb201":
+        if space.native_indices:
             return int(space.size)
         if rows is None:
             rows = _public_rows(space, data_dir)
@@ -157,53 +158,25 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
     return out
 
 
-def make_timer(runtime: str, space: Space, threads: int, protocol: Protocol, batch: int = 1,
-               **settings: Any) -> Callable[[Any], tuple[Measurement, float]]:
-    """A function arch -> (measurement, build ms) for a runtime: onnxruntime or torch, at `batch`.
+def make_timer(runtime: Runtime, space: Space, protocol: Protocol,
+               batch: int = 1) -> Callable[[Any], tuple[Measurement, float]]:
+    """A function arch -> (measurement, build ms) timing whole architectures of `space` at `batch` on
+    `runtime` (`Runtime.time_arch`). An architecture too large for the device's memory raises
+    `OutOfDeviceMemoryError` (recorded as failed)."""
+    from profilers.runtimes import runtimes
 
-    `settings` are the runtime's (torch: device, precision, cudnn_benchmark; onnxruntime: provider).
-    An architecture too large for the device's memory raises `OutOfDeviceMemoryError` (recorded as failed).
-    """
     if batch < 1:
         raise ArchError(f"batch {batch}: needs at least 1")
-    if runtime == "onnxruntime":
-        from profilers.ort.runtime import time_onnx_model
-
-        provider = str(settings.get("provider", "cpu"))
-
-        def time_ort(arch: Any) -> tuple[Measurement, float]:
-            t0 = time.perf_counter()
-            model = space.to_onnx(arch, batch)
-            build_ms = (time.perf_counter() - t0) * 1e3
-            return time_onnx_model(model, threads=threads, protocol=protocol, provider=provider), build_ms
-
-        return time_ort
-    if runtime == "torch":
-        import torch
-
-        from profilers.torch_eager.runtime import TorchRuntime
-
-        rt = TorchRuntime(threads=threads, **settings)
-
-        def time_torch(arch: Any) -> tuple[Measurement, float]:
-            t0 = time.perf_counter()
-            module = space.to_torch(arch)
-            shape = space.input_shape(arch, batch)
-            x = torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
-            build_ms = (time.perf_counter() - t0) * 1e3
-            return rt.time_module(module, [x], protocol, what=f"{space.key(arch)} batch {batch}"), build_ms
-
-        return time_torch
-    raise ArchError(f"runtime {runtime!r} cannot profile whole architectures yet; choose from {', '.join(RUNTIMES)}")
+    if not runtime.times_archs():
+        able = [name for name, cls in runtimes().items() if cls.times_archs()]
+        raise ArchError(f"runtime {runtime.name!r} cannot time whole architectures; choose from {', '.join(able)}")
+    return lambda arch: runtime.time_arch(space, arch, protocol, batch)
 
 
-def runtime_device(runtime: str, threads: int, hardware: str | None = None, batch: int = 1,
-                   **settings: Any) -> Device:
+def runtime_device(runtime: Runtime, hardware: str | None = None, batch: int = 1) -> Device:
     """The `Device` (name + fingerprint) of a runtime on this host, as its op tables name it; a batch
     other than 1 is part of the name (``.../batch=32/threads=1``), as in the public columns' ``_32``."""
-    from profilers.runtimes import get_runtime
-
-    dev = get_runtime(runtime, threads=threads, **settings).device()
+    dev = runtime.device()
     if batch != 1:
         dev = Device.make(dev.hardware, dev.runtime, dev.precision, dev.fingerprint, **dict(dev.settings), batch=batch)
     if hardware:
@@ -211,11 +184,10 @@ def runtime_device(runtime: str, threads: int, hardware: str | None = None, batc
     return dev
 
 
-def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLike, runtime: str = "onnxruntime",
-                  threads: int = 1, protocol: Protocol = Protocol(), device: Device | None = None,
+def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLike, runtime: Runtime,
+                  protocol: Protocol = Protocol(), device: Device | None = None,
                   progress: bool = True, order_seed: int | None = 0, meta: dict[str, Any] | None = None,
-                  timer: Callable[[Any], tuple[Measurement, float]] | None = None, batch: int = 1,
-                  settings: Mapping[str, Any] | None = None) -> ArchRunResult:
+                  timer: Callable[[Any], tuple[Measurement, float]] | None = None, batch: int = 1) -> ArchRunResult:
     """Measure every architecture not yet in the table at `out` (one row flushed per arch).
 
     Archs are measured in a shuffled order (`order_seed`; None keeps the given order) so slow drift
@@ -224,15 +196,15 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
     """
     from tqdm import tqdm
 
-    settings = dict(settings or {})
-    device = device or runtime_device(runtime, threads, batch=batch, **settings)
-    timer = timer or make_timer(runtime, space, threads, protocol, batch=batch, **settings)
-    run_meta = {"protocol": protocol.to_dict(), "runtime": runtime, "batch": batch,
-                "runtime_settings": {"threads": threads, **settings, **dict(device.settings)},
+    device = device or runtime_device(runtime, batch=batch)
+    timer = timer or make_timer(runtime, space, protocol, batch=batch)
+    run_meta = {"protocol": protocol.to_dict(), "runtime": runtime.name, "batch": batch,
+                "runtime_settings": {"threads": runtime.threads, "precision": runtime.precision, **runtime.settings,
+                                     **dict(device.settings)},
                 "space_options": repr(space)}
     run_meta.update(meta or {})
     result = ArchRunResult(Path(out))
-    with ArchTableWriter(out, space.name, device, run_meta) as table:
+    with ArchTableWriter(out, space.arch_keys, device, run_meta) as table:
         todo = [it for it in items if space.key(it.arch) not in table]
         result.skipped = len(items) - len(todo)
         if result.skipped:

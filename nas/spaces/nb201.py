@@ -25,12 +25,16 @@ import random
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import numpy as np
 
-from device_tables.archtable import SPACE_KEY_COLUMNS, SPACE_PRIMARY_KEY
+from device_tables.archtable import ArchKeys
 from nas.spaces.base import ArchError, Space, as_rng, key_seed
+from profilers.base import Option
+
+if TYPE_CHECKING:
+    from nas.choices import Decisions
 
 OPS = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 # (to node, from node) of the 6 edges in arch-string order.
@@ -135,17 +139,32 @@ class NB201Space(Space):
     """
 
     name = "nb201"
-    key_columns = SPACE_KEY_COLUMNS["nb201"]
-    key_column = SPACE_PRIMARY_KEY["nb201"]
+    # The public CSVs' keys: rows sorted by index (a local row without one goes last).
+    arch_keys = ArchKeys("nb201", columns=("nb201_index", "arch_str", "ops6"), primary="arch_str",
+                         int_columns=("nb201_index",), order_by="nb201_index", order_with_gaps=True)
+    key_columns = arch_keys.columns
+    key_column = arch_keys.primary
+    transfer_join_column = "nb201_index"
+    transfer_query = (900, 1900)  # HELP's split
     size = N_ARCHS
     num_classes = 10
     input_size = 32
+
+    native_indices = True
+    cli_options = (Option("--keep-dead-edges", "keep_dead", "build the official network with dead edges and zero ops "
+                                                            "(default: omitted)", switch=True),)
 
     def __init__(self, keep_dead: bool = False):
         self.keep_dead = keep_dead
 
     def __repr__(self) -> str:
         return f"NB201Space(keep_dead={self.keep_dead})"
+
+    def latency_feature_groups(self, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+        return _latency_feature_groups(self, enc)
+
+    def decisions(self) -> Decisions:
+        return _decisions(self)
 
     def is_arch(self, obj: Any) -> bool:
         return isinstance(obj, NB201Arch)
@@ -332,3 +351,62 @@ class NB201Space(Space):
         if not arch.connected:
             lines.append("  the cell output does not depend on its input: each cell outputs zeros")
         return lines
+
+
+# ---- latency features (`nas.features`) and categorical decisions (`nas.choices`) -------------
+# Input-to-output paths of the cell as edge positions (1<-0, 2<-0, 2<-1, 3<-0, 3<-1, 3<-2).
+_NB201_PATHS = ((3,), (0, 4), (1, 5), (0, 2, 5))
+_NB201_EDGE_TO = (1, 2, 2, 3, 3, 3)
+
+
+def _latency_feature_groups(sp, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+    n, n_ops, n_edges = len(enc), len(OPS), len(EDGES)
+    onehot = enc[:, : n_edges * n_ops].reshape(n, n_edges, n_ops)
+    live = enc[:, n_edges * n_ops:]
+    ops = onehot.argmax(axis=2)
+    live_onehot = onehot * live[:, :, None]
+    present = (ops != 0).astype(float)
+    raw_counts = onehot.sum(axis=1)  # per op, none included (NAS-Bench-201 runs x*0 for none)
+    live_counts = live_onehot.sum(axis=1)[:, 1:]
+    conv = np.isin(ops, (2, 3))
+    nonskip = np.isin(ops, (2, 3, 4))
+    path_ok = np.stack([np.all(ops[:, list(p)] != 0, axis=1) for p in _NB201_PATHS], axis=1)
+    path_conv = np.stack([conv[:, list(p)].sum(axis=1) for p in _NB201_PATHS], axis=1)
+    path_ops = np.stack([nonskip[:, list(p)].sum(axis=1) for p in _NB201_PATHS], axis=1)
+    # critical path per op type: runtimes that run a cell's branches concurrently pay the
+    # longest input-to-output chain, not the sum
+    path_by_op = [np.where(path_ok, np.stack([(ops[:, list(p)] == o).sum(axis=1) for p in _NB201_PATHS], axis=1), 0)
+                  .max(axis=1, keepdims=True) for o in (3, 2, 4)]
+    indeg_live = np.stack([live[:, [e for e in range(n_edges) if _NB201_EDGE_TO[e] == t]].sum(axis=1)
+                           for t in (1, 2, 3)], axis=1)
+    indeg_raw = np.stack([present[:, [e for e in range(n_edges) if _NB201_EDGE_TO[e] == t]].sum(axis=1)
+                          for t in (1, 2, 3)], axis=1)
+    edge_names = [f"e{t}{f}" for t, f in EDGES]
+    extra = np.hstack([
+        np.maximum(indeg_live - 1, 0).sum(axis=1, keepdims=True),
+        np.maximum(indeg_raw - 1, 0).sum(axis=1, keepdims=True),
+        (live.sum(axis=1, keepdims=True) == 0).astype(float),
+        np.where(path_ok, path_conv, 0).max(axis=1, keepdims=True),
+        np.where(path_ok, path_ops, 0).max(axis=1, keepdims=True),
+        path_ok.sum(axis=1, keepdims=True),
+        *path_by_op,
+        present, live, indeg_live, indeg_raw,
+    ])
+    extra_names = (["adds_live", "adds_all", "dead_cell", "longest_path_convs", "longest_path_ops", "paths",
+                    "longest_path_conv3x3", "longest_path_conv1x1", "longest_path_pool"]
+                   + [f"{e}_present" for e in edge_names] + [f"{e}_live" for e in edge_names]
+                   + [f"node{t}_in_live" for t in (1, 2, 3)] + [f"node{t}_in_all" for t in (1, 2, 3)])
+    return [
+        ("enc", list(sp.feature_names), enc),
+        ("enc", [f"{e}_{op}_live" for e in edge_names for op in OPS], live_onehot.reshape(n, -1)),
+        ("cost", [f"n_{op}" for op in OPS] + [f"n_{op}_live" for op in OPS[1:]], np.hstack([raw_counts, live_counts])),
+        ("extra", extra_names, extra),
+    ]
+
+
+def _decisions(sp: Space) -> Decisions:
+    from nas.choices import Decisions
+
+    names = tuple(f"edge{t}{f}" for t, f in EDGES)
+    return Decisions(sp.name, names, (OPS,) * len(EDGES), lambda a: sp.as_arch(a).ops,
+                     lambda idx: NB201Arch(tuple(idx)))

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from device_tables.archtable import SPACE_KEY_COLUMNS, SPACE_PRIMARY_KEY
+from device_tables.archtable import ArchKeys
 from nas.spaces.base import ArchError, Space, as_rng, key_seed, parse_int_list
+
+if TYPE_CHECKING:
+    from nas.choices import Decisions
 
 KERNELS = (3, 5, 7)
 EXPANDS = (3, 4, 6)
@@ -94,11 +97,22 @@ class OFASpace(Space):
     """
 
     name = "ofa"
-    key_columns = SPACE_KEY_COLUMNS["ofa"]
-    key_column = SPACE_PRIMARY_KEY["ofa"]
+    # The public CSV's keys (HELP): rows sorted by help_row when every row has one.
+    arch_keys = ArchKeys("ofa", columns=("help_row", "ofa_arch"), primary="ofa_arch", int_columns=("help_row",),
+                         order_by="help_row")
+    key_columns = arch_keys.columns
+    key_column = arch_keys.primary
+    transfer_join_column = "help_row"
+    transfer_query = (4000, 5000)  # HELP's split
     # distinct networks: resolutions x (sum over depths of (kernels x expands)^depth)^stages
     size = len(RESOLUTIONS) * sum((len(KERNELS) * len(EXPANDS)) ** d for d in DEPTHS) ** N_STAGES
     num_classes = NUM_CLASSES
+
+    def latency_feature_groups(self, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+        return _latency_feature_groups(self, enc)
+
+    def decisions(self) -> Decisions:
+        return _decisions(self)
 
     def is_arch(self, obj: Any) -> bool:
         return isinstance(obj, OFAArch)
@@ -267,3 +281,51 @@ class OFASpace(Space):
             used = [f"k{k} e{e}" for st, _, k, e in arch.active_blocks() if st == s]
             lines.append(f"  stage {s} ({STAGE_WIDTHS[s]} ch, {STAGE_ACTS[s]}{', SE' if STAGE_SE[s] else ''}): " + ", ".join(used))
         return lines
+
+
+# ---- latency features (`nas.features`) and categorical decisions (`nas.choices`) -------------
+def _latency_feature_groups(sp, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
+    n = len(enc)
+    per = len(KERNELS) + len(EXPANDS)
+    slots = enc[:, : N_STAGES * MAX_DEPTH * per].reshape(n, N_STAGES, MAX_DEPTH, per)
+    depth_oh = enc[:, N_STAGES * MAX_DEPTH * per: N_STAGES * MAX_DEPTH * per + N_STAGES * len(DEPTHS)]
+    depth = depth_oh.reshape(n, N_STAGES, len(DEPTHS)) @ np.asarray(DEPTHS, dtype=float)
+    r = RESOLUTIONS[0] + enc[:, -1] * (RESOLUTIONS[-1] - RESOLUTIONS[0])
+    area = (r / 224.0) ** 2
+    k = slots[..., : len(KERNELS)] @ np.asarray(KERNELS, dtype=float)
+    e = slots[..., len(KERNELS):] @ np.asarray(EXPANDS, dtype=float)
+    e_stage = e.sum(axis=2)
+    ke_stage = (k**2 * e).sum(axis=2) / 9.0
+    cost = np.hstack([depth, e_stage * area[:, None], ke_stage * area[:, None], area[:, None],
+                      (depth.sum(axis=1) * area)[:, None]])
+    extra = np.hstack([e_stage, ke_stage, (r / 224.0)[:, None], (k == 7).sum(axis=(1, 2))[:, None],
+                       (e == 6).sum(axis=(1, 2))[:, None]])
+    st = [f"stage{s}" for s in range(N_STAGES)]
+    return [
+        ("enc", list(sp.feature_names), enc),
+        ("cost", [f"{s}_depth" for s in st] + [f"{s}_expand_x_area" for s in st] + [f"{s}_k2e_x_area" for s in st]
+         + ["area", "depth_x_area"], cost),
+        ("extra", [f"{s}_expand" for s in st] + [f"{s}_k2e" for s in st] + ["res_scale", "n_k7", "n_e6"], extra),
+    ]
+
+
+def _decisions(sp: Space) -> Decisions:
+    from nas.choices import Decisions
+
+    slots = N_STAGES * MAX_DEPTH
+    names = (tuple(f"ks{i}" for i in range(slots)) + tuple(f"e{i}" for i in range(slots))
+             + tuple(f"d{s}" for s in range(N_STAGES)) + ("r",))
+    choices = (KERNELS,) * slots + (EXPANDS,) * slots + (DEPTHS,) * N_STAGES + (RESOLUTIONS,)
+
+    def to_idx(a: Any) -> list[int]:
+        a = sp.as_arch(a)
+        return ([KERNELS.index(k) for k in a.ks] + [EXPANDS.index(e) for e in a.e]
+                + [DEPTHS.index(d) for d in a.d] + [RESOLUTIONS.index(a.r)])
+
+    def from_idx(idx: Sequence[int]) -> Any:
+        ks = tuple(KERNELS[i] for i in idx[:slots])
+        e = tuple(EXPANDS[i] for i in idx[slots:2 * slots])
+        d = tuple(DEPTHS[i] for i in idx[2 * slots:2 * slots + N_STAGES])
+        return OFAArch(ks, e, d, RESOLUTIONS[idx[-1]])
+
+    return Decisions(sp.name, names, choices, to_idx, from_idx)

@@ -51,7 +51,7 @@ class Calibration:
     weights beyond ``cached_weights_mb``: a single-op timing repeats one op, whose weights then sit in
     the cache, while a network whose weights outgrow the cache reads each layer's from memory (on this
     machine's onnxruntime, an OFA network's classifier runs 3x its row). With ``counts_activations``
-    the activation memory the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`)
+    the activation memory the runtime's planner spreads beyond a compact plan (`Runtime.same_shape_planner`)
     takes its part of that cache first: onnxruntime's MobileNetV2 x0.5, 7.8 MB of weights, runs its
     classifier at 4.7x its row, LiteRT's at 1.6x.
     """

@@ -38,7 +38,8 @@ class UncoveredOp:
 
 @dataclass
 class Prediction:
-    """A network's predicted latency with its breakdown; `total_ms` is their exact sum."""
+    """A network's predicted latency (`latency_ms`) with its breakdown (`kernels`, `overhead_ms`),
+    whether ops were left out (`partial`, `uncovered`) and its uncertainty (`sigma_ms`)."""
 
     model: str
     table: str
@@ -50,12 +51,17 @@ class Prediction:
 
     @property
     def total_ms(self) -> float:
+        """The kernels' and the overhead's exact sum."""
         return float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms]))
+
+    @property
+    def latency_ms(self) -> float:
+        """The predicted latency in ms (`total_ms`; of the priced share only where `partial`)."""
+        return self.total_ms
 
     @property
     def partial(self) -> bool:
         return bool(self.uncovered)
-
 
     @property
     def sigma_ms(self) -> float:

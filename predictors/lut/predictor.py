@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import math
+import functools
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -32,7 +33,6 @@ STATISTICS = ("median_ms", "p10_ms")
 # (ONNX Runtime's allocation planner): a network then spreads its activations over more memory than
 # it holds at once, and that excess competes with the weights for the cache (`Calibration`). TFLite's
 # arena and XNNPACK reuse memory across sizes, close to the compact plan: nothing is counted.
-SAME_SHAPE_PLANNERS = frozenset({"onnxruntime"})
 
 
 class LUTPredictor:
@@ -156,9 +156,9 @@ class LUTPredictor:
 
     @property
     def _spreads_activations(self) -> bool:
-        """The runtime's planner reuses only same-shaped buffers (`SAME_SHAPE_PLANNERS`), and the
-        fusion rules say which kernels it runs, so what it allocates can be planned."""
-        return bool(self.rules) and self.table.device.runtime in SAME_SHAPE_PLANNERS
+        """The runtime's planner reuses only same-shaped buffers (`Runtime.same_shape_planner`), and
+        the fusion rules say which kernels it runs, so what it allocates can be planned."""
+        return bool(self.rules) and same_shape_planner(self.table.device.runtime)
 
     @cached_property
     def _row_ops(self) -> frozenset[str]:
@@ -195,7 +195,7 @@ class LUTPredictor:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
         of its blocked-layout regions; the ops nothing covers; the nodes repeating an earlier op,
         which a runtime that shares duplicates computes once (`drop_duplicates`); the MB of
-        activations the runtime's planner spreads beyond a compact plan (`SAME_SHAPE_PLANNERS`),
+        activations the runtime's planner spreads beyond a compact plan (`Runtime.same_shape_planner`),
         only where the fusion rules say which kernels it runs: without them (naive summation) the
         plan would count intermediate tensors the runtime never allocates."""
         graph = expand_fused(graph)  # once: the kernels are then made of this graph's own ops
@@ -298,3 +298,17 @@ def _movement_spec(shape: Sequence[int], dtype: str) -> OpSpec:
     else:
         four = (dims[0] if dims else 1, int(np.prod(dims[1:])) if len(dims) > 1 else 1, 1, 1)
     return OpSpec.make("relu", four, dtype=dtype)
+
+
+@functools.cache
+def same_shape_planner(runtime: str) -> bool:
+    """Whether a runtime's memory planner reuses a freed buffer only for a tensor of the same shape
+    (`profilers.base.Runtime.same_shape_planner`); False for a runtime whose plugin is not installed."""
+    from device_tables.errors import RuntimeUnavailableError
+    from profilers.runtimes import runtime_class
+
+    try:
+        return runtime_class(runtime).same_shape_planner
+    except RuntimeUnavailableError:
+        log.debug("runtime %r is not installed: its planner is taken as compact", runtime)
+        return False

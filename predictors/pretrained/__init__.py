@@ -17,13 +17,18 @@ from pathlib import Path
 from device_tables.errors import UnknownDeviceError
 
 HERE = Path(__file__).resolve().parent
-SPACES = ("nb201", "fbnet", "ofa")
+
+
+def available() -> list[str]:
+    """The spaces a pretrained predictor is shipped for (``<space>.json`` beside this module)."""
+    return sorted(p.stem for p in HERE.glob("*.json"))
 
 
 def path(space: str) -> Path:
     """The stem of a space's pretrained files (``<stem>.npz``, ``.json``, ``.md``)."""
-    if space not in SPACES:
-        raise UnknownDeviceError(f"no pretrained transfer predictor for {space!r}; available: {', '.join(SPACES)}")
+    if space not in available():
+        raise UnknownDeviceError(f"no pretrained transfer predictor for {space!r}; available: {', '.join(available())} "
+                                 "(benchmarks/pretrain_transfer.py builds one)")
     p = HERE / space
     if not p.with_suffix(".json").is_file():
         raise UnknownDeviceError(f"the pretrained {space} predictor is not built; run benchmarks/pretrain_transfer.py")

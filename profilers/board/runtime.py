@@ -27,7 +27,7 @@ from device_tables.device import Device, host_fingerprint
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
-from profilers.base import Prepared, Runtime
+from profilers.base import Option, Prepared, Runtime
 from profilers.board.ops import BoardOp, lower, seeded
 from profilers.board.protocol import (
     BoardClient, BoardCommandError, BoardError, BoardInfo, BoardProtocolError, BoardResetError, BoardTimeoutError,
@@ -82,6 +82,10 @@ class BoardRuntime(Runtime):
     """A microcontroller board (emulated or real) behind the line protocol of firmware/PROTOCOL.md."""
 
     name = "board"
+    cli_options = (Option("--board", "board", "target qemu:mps2-an386 (default; also mps2-an385, mps2-an500) or "
+                                              "serial:/dev/ttyACM0[,baud=115200] (firmware/PROTOCOL.md)"),)
+    # A cluster device spec's bare words are the board target (``b1=board:qemu:mps2-an386``).
+    positional_setting = "board"
 
     def __init__(self, threads: int = 1, precision: str = "int8", board: str = DEFAULT_BOARD,
                  runs: int | None = None, warmup: int | None = None, retries: int = 2,

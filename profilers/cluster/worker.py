@@ -36,8 +36,6 @@ log = logging.getLogger(__name__)
 
 NAMESPACE = "hwlat"
 RESOURCE_PREFIX = "hwlat-device:"
-# Runtimes whose bare (non key=value) spec words form one positional setting, e.g. board:qemu:mps2-an386.
-POSITIONAL_SETTING = {"board": "board"}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -105,10 +103,10 @@ class DeviceAd:
         if not _NAME.match(name):
             raise ClusterError(f"device spec {text!r}: name {name!r} may hold letters, digits, '.', '_' and '-' only")
         runtime, *words = rest.split(":")
-        from profilers.runtimes import RUNTIMES
+        from profilers.runtimes import runtimes
 
-        if runtime not in RUNTIMES:
-            raise ClusterError(f"device spec {text!r}: unknown runtime {runtime!r}; choose from {', '.join(RUNTIMES)}")
+        if runtime not in runtimes():
+            raise ClusterError(f"device spec {text!r}: unknown runtime {runtime!r}; choose from {', '.join(runtimes())}")
         settings: dict[str, Any] = {}
         bare: list[str] = []
         for word in words:
@@ -118,18 +116,19 @@ class DeviceAd:
             else:
                 bare.append(word)
         if bare:
-            if runtime not in POSITIONAL_SETTING:
+            positional = runtimes()[runtime].positional_setting  # bare words, e.g. board:qemu:mps2-an386
+            if positional is None:
                 raise ClusterError(f"device spec {text!r}: {':'.join(bare)!r} is not key=value (e.g. threads=1)")
-            settings[POSITIONAL_SETTING[runtime]] = ":".join(bare)
+            settings[positional] = ":".join(bare)
         return cls(name, runtime, tuple(sorted(settings.items())))
 
     @classmethod
     def parse_list(cls, values: str | Sequence[str]) -> list["DeviceAd"]:
         """Comma-separated specs (commas inside a spec, as in ``serial:/dev/ttyACM0,baud=115200``, are kept)."""
-        from profilers.runtimes import RUNTIMES
+        from profilers.runtimes import runtimes
 
         texts = [values] if isinstance(values, str) else list(values)
-        starts = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*=(" + "|".join(map(re.escape, RUNTIMES)) + r")(:|$)")
+        starts = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*=(" + "|".join(map(re.escape, runtimes())) + r")(:|$)")
         specs: list[str] = []
         for text in texts:
             for piece in text.split(","):

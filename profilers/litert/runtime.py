@@ -7,12 +7,13 @@ import importlib
 import logging
 from importlib import metadata
 from types import ModuleType
-from typing import Any
+from typing import Any, Sequence
 
+from device_tables.measurement import Measurement
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers.base import Prepared, Runtime
-from profilers.protocol import perf_timer
+from profilers.base import Option, Prepared, Runtime
+from profilers.protocol import Protocol, measure, perf_timer
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class LiteRTRuntime(Runtime):
 
     name = "litert"
     packages = ("ai-edge-litert", "tflite-runtime")
+    cli_options = (Option("--xnnpack", "xnnpack", "XNNPACK delegate on (default) or off; off names another device",
+                          choices=("on", "off"), values={"on": True, "off": False}),)
 
     def __init__(self, threads: int = 1, precision: str = "fp32", xnnpack: Any = True, **settings: Any):
         if precision not in PRECISIONS:
@@ -122,6 +125,41 @@ class LiteRTRuntime(Runtime):
             state.clear()
 
         return Prepared(perf_timer(interp.invoke), extra, close)
+
+
+    # ---- whole networks and the kernels it runs ---------------------------------------------
+    def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
+        """`Interpreter.invoke()` on the network lowered to fp32 `.tflite` (`profilers.litert.network`)
+        with deterministic inputs."""
+        import numpy as np
+
+        interp = self.interpreter(tflite_of(model, input_shape))
+        try:
+            interp.allocate_tensors()
+            rng = np.random.default_rng(0)
+            for d in interp.get_input_details():
+                interp.set_tensor(d["index"], rng.uniform(-1, 1, size=d["shape"]).astype(np.float32))
+            interp.invoke()
+        except (RuntimeError, ValueError) as exc:
+            raise UnsupportedOpError(f"LiteRT cannot run the network: {str(exc).strip().splitlines()[0]}") from exc
+        return measure(perf_timer(interp.invoke), protocol)
+
+    def count_kernels(self, spec: OpSpec) -> int | None:
+        """Operators of the single-op `.tflite` model the builder writes (paddings excluded)."""
+        from profilers.tflite.builder import build_graph
+
+        try:
+            return sum(1 for op in build_graph(spec).ops if op.kind not in ("PAD", "PADV2"))
+        except UnsupportedOpError:
+            return None
+
+
+def tflite_of(model: Any, input_shape: Sequence[int] | None = None) -> bytes:
+    """An ONNX model (bytes, path or ModelProto) lowered to a fp32 `.tflite` network."""
+    from device_tables.graph import Graph
+    from profilers.litert.network import graph_to_tflite
+
+    return graph_to_tflite(Graph.from_onnx(model, input_shape))
 
 
 def _ops_details(interp: Any) -> list[dict[str, Any]]:

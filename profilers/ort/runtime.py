@@ -25,7 +25,7 @@ from device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, hos
 from device_tables.errors import ModelError, OutOfDeviceMemoryError, RuntimeUnavailableError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
-from profilers.base import Prepared, Runtime
+from profilers.base import Option, Prepared, Runtime
 from profilers.cuda import is_out_of_memory
 from profilers.protocol import Protocol, measure, perf_timer
 
@@ -241,6 +241,13 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     packages = ("onnxruntime", "onnxruntime-gpu")
+    cli_options = (
+        Option("--opt-level", "opt_level", "graph optimisation level (default all; another level names another device)",
+               choices=OPT_LEVELS),
+        Option("--provider", "provider", "execution provider: cpu (default), cuda or cuda:N (needs the onnxruntime-gpu "
+                                         "package instead of onnxruntime; docs/gpu.md)"),
+    )
+    same_shape_planner = True
 
     def __init__(self, threads: int = 1, precision: str = "fp32", opt_level: str = DEFAULT_OPT_LEVEL,
                  provider: str = "cpu", **settings: Any):
@@ -384,19 +391,77 @@ class OnnxRuntime(Runtime):
             gc.collect()
             raise OutOfDeviceMemoryError(f"{spec.key}: out of memory on {self.hardware} ({failure}); "
                                          "a smaller batch may fit")
-        extra = reorder_shares(self.ort, model, bound.feeds, self.threads, self.opt_level) if self.provider == "cpu" else {}
+        extra = (reorder_shares(self.ort, model, bound.feeds, self.threads, self.opt_level, providers=self.providers())
+                 if self.provider == "cpu" else {})
         return Prepared(timed=perf_timer(bound.run), extra=extra)
 
 
+    # ---- whole networks and the graphs it runs ---------------------------------------------
+    def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
+        return time_onnx_model(model, threads=self.threads, protocol=protocol, opt_level=self.opt_level,
+                               input_shape=input_shape, provider=self.provider_name, providers=self.providers())
+
+    @property
+    def provider_name(self) -> str:
+        """The provider as ``--provider`` takes it: cpu or cuda:N."""
+        return "cpu" if self.provider == "cpu" else f"cuda:{self.device_id}"
+
+    def profile_model(self, path: str, protocol: Protocol = Protocol(), input_shape: Sequence[int] | None = None,
+                      profile_runs: int | None = None) -> "ModelProfile":
+        return profile_model(path, input_shape=input_shape, protocol=protocol, profile_runs=profile_runs, runtime=self)
+
+    def count_kernels(self, spec: OpSpec) -> int | None:
+        """Compute nodes of the optimised graph of the single-op model (layout moves excluded)."""
+        from profilers.onnx_ops import build_onnx_bytes
+
+        return self.count_compute_nodes(build_onnx_bytes(spec), spec)
+
+    def count_network_kernels(self, spec: OpSpec) -> int | None:
+        """Kernels it runs for the pattern *inside a network*: between a 1x1 conv that feeds it (and its
+        residual) and one that reads it, as in a CNN. There its optimiser fuses more than in a lone
+        single-op model (on x86 its NCHWc layout lets a conv absorb a residual add and activations such
+        as HardSwish). Context and layout nodes are not counted."""
+        from profilers.fusion import context_probe
+
+        try:
+            model, context = context_probe(spec)
+        except UnsupportedOpError:
+            return None
+        n = self.count_compute_nodes(model.SerializeToString(), spec)
+        return None if n is None else max(1, n - context)
+
+    def count_compute_nodes(self, model: bytes, spec: OpSpec) -> int | None:
+        """Compute nodes of the graph ONNX Runtime optimises `model` into with these settings and
+        providers; None when it cannot save that graph (no evidence either way)."""
+        import onnx
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = os.path.join(tmp, "optimized.onnx")
+            opts = session_options(self.ort, self.threads, self.opt_level)
+            opts.optimized_model_filepath = path
+            try:
+                self.ort.InferenceSession(model, opts, providers=self.providers())
+                graph = onnx.load(path).graph
+            except Exception as exc:  # an optimised graph ORT cannot save is no evidence
+                log.debug("no optimised graph for %s: %s", spec.key, exc)
+                return None
+        return sum(1 for n in graph.node if n.op_type not in LAYOUT_NODES)
+
+
+# Nodes of ONNX Runtime's optimised graphs that move or relabel data rather than compute.
+LAYOUT_NODES = {"ReorderInput", "ReorderOutput", "Transpose", "Reshape", "Identity", "MemcpyToHost", "MemcpyFromHost"}
+
+
 def reorder_shares(ort: Any, model: bytes, feeds: Mapping[str, np.ndarray], threads: int = 1,
-                   opt_level: str = DEFAULT_OPT_LEVEL, runs: int = REORDER_PROFILE_RUNS) -> dict[str, float]:
+                   opt_level: str = DEFAULT_OPT_LEVEL, runs: int = REORDER_PROFILE_RUNS,
+                   providers: Sequence[Any] = (PROVIDER,)) -> dict[str, float]:
     """Shares of a model's node time (mean over `runs` profiled runs) spent in the NCHWc reorders
     ONNX Runtime inserted: ``{"reorder_in_share": .., "reorder_out_share": ..}``, {} when it inserted none."""
     from profilers.ort.nodes import parse_trace
 
     with tempfile.TemporaryDirectory(prefix="hwlat_ort_") as tmp:
         options = session_options(ort, threads, opt_level, os.path.join(tmp, "profile"))
-        session = ort.InferenceSession(model, options, providers=[PROVIDER])
+        session = ort.InferenceSession(model, options, providers=list(providers))
         for _ in range(runs + 2):
             session.run(None, feeds)
         traces, _ = parse_trace(session.end_profiling(), skip_runs=2)
@@ -436,13 +501,14 @@ def _nvidia_packages() -> dict[str, str]:
 def time_onnx_model(model: bytes | str | os.PathLike | Any, threads: int = 1, protocol: Protocol = Protocol(),
                     opt_level: str = DEFAULT_OPT_LEVEL,
                     input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
-                    provider: str = "cpu") -> Measurement:
+                    provider: str = "cpu", providers: Sequence[Any] | None = None) -> Measurement:
     """Whole-model latency of an ONNX model (bytes or path) on ONNX Runtime, with `protocol`.
 
     Cheap to call many times: one session, no model checks beyond what ONNX Runtime does itself.
     Dynamic input dimensions need `input_shape` (one shape, or a name -> shape mapping). `provider`
     ``cuda[:N]`` runs it on the CUDA execution provider with inputs and outputs in GPU memory
-    (nodes the GPU cannot run fall back to the CPU, as in normal use).
+    (nodes the GPU cannot run fall back to the CPU, as in normal use). `providers`, where given, is
+    the session's provider list (a runtime's `OnnxRuntime.providers`).
     """
     ort = import_onnxruntime()
     kind, device_id = parse_provider(provider)
@@ -455,7 +521,7 @@ def time_onnx_model(model: bytes | str | os.PathLike | Any, threads: int = 1, pr
         model = model.SerializeToString()
     where = "model" if isinstance(model, (bytes, bytearray)) else str(model)
     session = _create_session(ort, model, session_options(ort, threads, opt_level), where,
-                              execution_providers(kind, device_id))
+                              providers or execution_providers(kind, device_id))
     shapes = _input_shapes([(i.name, list(i.shape), i.type) for i in session.get_inputs()], input_shape, where)
     bound = _bind(ort, session, shapes, where, (kind, device_id))
     return measure(perf_timer(bound.run), protocol)
@@ -464,13 +530,14 @@ def time_onnx_model(model: bytes | str | os.PathLike | Any, threads: int = 1, pr
 def profile_model(path: str | os.PathLike, threads: int = 1, opt_level: str = DEFAULT_OPT_LEVEL,
                   input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
                   protocol: Protocol = Protocol(), profile_runs: int | None = None,
-                  provider: str = "cpu") -> "ModelProfile":
+                  provider: str = "cpu", runtime: "OnnxRuntime | None" = None) -> "ModelProfile":
     """Whole-model latency plus ONNX Runtime's per-node profile, mapped back to the source graph's nodes.
 
     Raises `ModelError` naming the file for a missing, malformed or unsupported model, or a dynamic
     input without `input_shape`. Returns a `ModelProfile`. Under ``provider="cuda"`` node times are the
     GPU kernels' when this onnxruntime build traces them (``Kernel`` events), else the host-side time of
-    each node (kernel launches; see docs/gpu.md), which ``versions["node_timing"]`` says.
+    each node (kernel launches; see docs/gpu.md), which ``versions["node_timing"]`` says. A `runtime`
+    given replaces `threads`, `opt_level` and `provider` with its own settings and providers.
     """
     import onnx
 
@@ -478,7 +545,8 @@ def profile_model(path: str | os.PathLike, threads: int = 1, opt_level: str = DE
     from profilers.ort.nodes import (Graph, align_names, kernel_times, map_runtime_nodes, name_nodes, parse_trace,
                                      source_ops)
 
-    runtime = OnnxRuntime(threads=threads, opt_level=opt_level, provider=provider)
+    runtime = runtime or OnnxRuntime(threads=threads, opt_level=opt_level, provider=provider)
+    threads, opt_level = runtime.threads, runtime.opt_level
     providers = runtime.providers()
     ort = runtime.ort
     where = str(path)

@@ -22,7 +22,7 @@ from device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, hos
 from device_tables.errors import OutOfDeviceMemoryError, RuntimeUnavailableError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
-from profilers.base import Prepared, Runtime
+from profilers.base import Option, Prepared, Runtime
 from profilers.cuda import (check_torch_cuda, cuda_event_timer, is_out_of_memory, parse_device,
                             release_torch_memory, torch_gpu_facts, torch_math_flags)
 from profilers.protocol import Protocol, TimedCall, measure, perf_timer
@@ -72,13 +72,23 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     packages = ("torch",)
+    cli_options = (
+        Option("--device", "device", "cpu (default), cuda or cuda:N; a GPU names the device after itself, "
+                                     "e.g. nvidia-h100-80gb-hbm3/torch/fp16/threads=1 (docs/gpu.md)"),
+        Option("--cudnn-benchmark", "cudnn_benchmark", "on CUDA, cuDNN autotuning during warm-up (default on; "
+                                                       "off names another device)",
+               choices=("on", "off"), values={"on": True, "off": False}),
+    )
 
-    def __init__(self, threads: int = 1, precision: str = "fp32", device: str = "cpu", cudnn_benchmark: bool = True,
+    def __init__(self, threads: int = 1, precision: str = "fp32", device: str = "cpu", cudnn_benchmark: bool | None = None,
                  autotune_runs: int = AUTOTUNE_RUNS, **settings: Any):
         if precision not in PRECISIONS:
             raise UnsupportedOpError(f"the torch profiler measures {', '.join(PRECISIONS)} (asked for {precision}); "
                                      "use --runtime litert or tflm for int8")
         kind, index = parse_device(device)
+        if cudnn_benchmark is not None and kind == "cpu":
+            raise UnsupportedOpError("cudnn_benchmark (--cudnn-benchmark) is a setting of torch on CUDA (--device cuda)")
+        cudnn_benchmark = True if cudnn_benchmark is None else cudnn_benchmark
         self.device_kind = kind
         self.device_index = index
         self.torch_device = "cpu" if kind == "cpu" else f"cuda:{index}"
@@ -257,6 +267,18 @@ class TorchRuntime(Runtime):
                 return measure(self._timer(lambda: mod(*args)), protocol)
 
         return self._guard_memory(run, what)
+
+    def time_arch(self, space: Any, arch: Any, protocol: Protocol = Protocol(), batch: int = 1) -> tuple[Measurement, float]:
+        """The space's torch module of `arch` timed in eager mode, with seeded inputs of `batch`."""
+        import time
+
+        import numpy as np
+
+        t0 = time.perf_counter()
+        module = space.to_torch(arch)
+        x = self.torch.from_numpy(np.random.default_rng(0).standard_normal(space.input_shape(arch, batch), dtype=np.float32))
+        build_ms = (time.perf_counter() - t0) * 1e3
+        return self.time_module(module, [x], protocol, what=f"{space.key(arch)} batch {batch}"), build_ms
 
     def _guard_memory(self, work: Callable[[], Any], what: str) -> Any:
         """Run `work`; an allocation failure becomes `OutOfDeviceMemoryError` after the memory is released.

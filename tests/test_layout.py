@@ -1,0 +1,79 @@
+"""The layout as a lint: nothing outside a runtime's or a space's own module branches on its name,
+and the bottom layer (device_tables) knows no space and imports no layer above it."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from pathlib import Path
+
+from nas.spaces import spaces
+from profilers.runtimes import runtimes
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("hwlat", "device_tables", "profilers", "predictors", "nas")
+REGISTRIES = {Path("profilers/runtimes.py"), Path("nas/spaces/__init__.py")}
+
+
+def owners() -> dict[str, Path]:
+    """Plugin name -> where it may be named: a runtime's sub-package of profilers/, a space's module."""
+    out = {}
+    for name, cls in runtimes().items():
+        path = Path(inspect.getfile(cls)).resolve().relative_to(ROOT)
+        out[name] = path.parent if path.parent != Path("profilers") else path
+    for name, cls in spaces().items():
+        out[name] = Path(inspect.getfile(cls)).resolve().relative_to(ROOT)
+    return out
+
+
+def named(node: ast.AST, names: set[str]) -> set[str]:
+    return {n.value for n in ast.walk(node) if isinstance(n, ast.Constant) and n.value in names}
+
+
+def branches(tree: ast.AST, names: set[str]):
+    """(line, names) of comparisons, dict keys and match cases that use a plugin's name."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Compare):
+            found = named(node, names)
+        elif isinstance(node, ast.Dict):
+            found = {k.value for k in node.keys if isinstance(k, ast.Constant) and k.value in names}
+        elif isinstance(node, ast.match_case):
+            found = named(node.pattern, names)
+        else:
+            continue
+        if found:
+            yield node.lineno, found
+
+
+def test_no_plugin_name_is_compared_outside_its_plugin():
+    where = owners()
+    names = set(where)
+    bad = []
+    for package in PACKAGES:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            rel = path.relative_to(ROOT)
+            if rel in REGISTRIES:
+                continue
+            for line, found in branches(ast.parse(path.read_text(), str(rel)), names):
+                foreign = [n for n in found if not (rel == where[n] or where[n] in rel.parents)]
+                if foreign:
+                    bad.append(f"{rel}:{line}: {', '.join(sorted(foreign))}")
+    assert not bad, "branches on a runtime's or space's name outside its plugin:\n" + "\n".join(bad)
+
+
+def test_device_tables_knows_no_space():
+    names = set(spaces())
+    bad = []
+    for path in sorted((ROOT / "device_tables").rglob("*.py")):
+        tree = ast.parse(path.read_text())
+        docstrings = {id(n.body[0].value) for n in ast.walk(tree)
+                      if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
+                      and isinstance(n.body[0], ast.Expr) and isinstance(n.body[0].value, ast.Constant)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Constant) and node.value in names and id(node) not in docstrings:
+                bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
+            if isinstance(node, (ast.Import, ast.ImportFrom)):
+                module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
+                if module and module.split(".")[0] in ("nas", "profilers", "predictors", "hwlat"):
+                    bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {module}")
+    assert not bad, "device_tables names a space, or imports a layer above it:\n" + "\n".join(bad)
