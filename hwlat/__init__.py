@@ -1,7 +1,16 @@
 """hwlat: hardware latency profiling and prediction for neural networks.
 
-The jobs' Python API (`hwlat.api`), imported on first use so that ``import hwlat`` stays fast:
-``hwlat.load_table(name)``, ``hwlat.predict(model, table=...)``, ``hwlat.profile_device(runtime, out)``.
+The jobs' Python API (`hwlat.api`, imported on first use so that ``import hwlat`` stays fast)::
+
+    import hwlat
+    table = hwlat.load_table("cpu_onnxruntime_fp32_threads1")
+    hwlat.predict("resnet18.onnx", table=table).latency_ms
+    hwlat.predict("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
+                  table=table, space="nb201")
+    hwlat.profile_device("onnxruntime", "tables/my_cpu")          # a complete table of this machine
+    c = hwlat.LatencyConstraint(predictor, budget_ms=2.0)          # for any NAS loop
+
+`hwlat.plugins` lists the runtimes and search spaces, built-in and installed.
 """
 
 from importlib import metadata as _metadata
@@ -11,7 +20,8 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.1.0"
 
-_API = ("load_table", "predict", "profile_device", "space_graph")
+_API = ("LatencyConstraint", "adapt", "load_table", "predict", "predict_archs", "profile_archs", "profile_device",
+        "profile_fusion", "profile_model", "profile_ops", "runtime", "search", "space", "tables")
 
 
 def __getattr__(name: str):
@@ -19,7 +29,11 @@ def __getattr__(name: str):
         from hwlat import api
 
         return getattr(api, name)
+    if name == "plugins":
+        import importlib
+
+        return importlib.import_module("hwlat.plugins")
     raise AttributeError(f"module 'hwlat' has no attribute {name!r}")
 
 
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", "plugins", *_API]

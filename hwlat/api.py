@@ -1,49 +1,201 @@
-"""The Python API of hwlat's jobs; the CLI is a thin layer over it (`import hwlat` re-exports these)."""
+"""The Python API of hwlat's jobs: ``import hwlat`` exposes these names, and each command of the CLI
+is a thin layer over one of them.
+
+====================================  ==========================================================
+command                               function
+====================================  ==========================================================
+``hwlat profile device``              `profile_device`
+``hwlat profile ops``                 `profile_ops`
+``hwlat profile archs``               `profile_archs`
+``hwlat profile model``               `profile_model`
+``hwlat profile fusion``              `profile_fusion`
+``hwlat predict``                     `predict` (one network), `predict_archs` (``--archs``)
+``hwlat search``                      `search` with a `LatencyConstraint`
+``hwlat search --device-samples``     `adapt`
+``hwlat space show|sample``           `space` (a `Space`: ``.arch(key)``, ``.sample(n)``, ...)
+``hwlat table show|validate|list``    `load_table` (validates), `tables`
+====================================  ==========================================================
+
+Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) or as objects.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Sequence
 
-from device_tables.graph import Graph
-from device_tables.table import DeviceTable
+from nas.constraints import LatencyConstraint
+
+if TYPE_CHECKING:
+    from device_tables.table import DeviceTable
+    from nas.arch_predictors import ArchPredictor
+    from nas.search.result import SearchResult
+    from nas.spaces.base import Space
+    from nas.spaces.measure import ArchRunResult
+    from predictors.lut import Prediction
+    from profilers.base import Runtime
+    from profilers.protocol import Protocol
+    from profilers.run import SweepResult
 
 
+# ---- the nouns ---------------------------------------------------------------------------------
 def load_table(name_or_path: str | os.PathLike) -> DeviceTable:
-    """A shipped device table by name (``cpu_onnxruntime_fp32_threads1``) or any table by path."""
+    """A device table by shipped name (``cpu_onnxruntime_fp32_threads1``) or path, validated as it loads
+    (`TableError` naming the file and row of a problem)."""
     from device_tables import load
 
     return load(name_or_path)
 
 
-def space_graph(space: Any, arch: Any) -> Graph:
-    """The `Graph` of an architecture of a search space (a `Space` or its name), as its ONNX model runs."""
+def tables() -> list[str]:
+    """The names of the shipped device tables."""
+    from device_tables import available
+
+    return list(available())
+
+
+def space(name: str, **options: Any) -> Space:
+    """A search space by name (built-in or a plugin's); `options` go to its constructor (nb201: keep_dead)."""
     from nas.spaces import get_space
 
-    sp = get_space(space) if isinstance(space, str) else space
-    return sp.graph(arch)
+    return get_space(name, **options)
 
 
-def predict(model: Any, table: str | os.PathLike | DeviceTable, space: Any = None,
-            input_shape: Sequence[int] | None = None):
-    """The `predictors.lut.Prediction` of a network on a profiled device: `model` is an ONNX path,
-    bytes or ``onnx.ModelProto``, a `Graph`, or an architecture (a key or object) of `space`.
-    ``.total_ms`` is the latency, ``.kernels`` the breakdown, ``.partial`` whether ops were left out."""
-    from predictors.lut import LUTPredictor
+def runtime(name: str, **settings: Any) -> Runtime:
+    """A runtime of this machine by name (built-in or a plugin's) with its settings (threads, precision,
+    opt_level, provider, xnnpack, device, board, ...)."""
+    from profilers.runtimes import get_runtime
 
-    t = table if isinstance(table, DeviceTable) else load_table(table)
-    graph = space_graph(space, model) if space is not None else model
-    return LUTPredictor(t).predict_graph(graph, input_shape=input_shape)
+    return get_runtime(name, **settings)
 
 
-def profile_device(runtime: str, out: str | os.PathLike, minutes: float | None = None, **settings: Any):
-    """`hwlat profile device`: a complete table of `runtime` (a name) with `settings` (threads,
-    precision, ...) at `out` within `minutes` (default: the command's); see
-    `hwlat.device_profile.profile_device` for the options."""
+def _runtime(rt: str | Runtime, settings: dict[str, Any]) -> Runtime:
+    return runtime(rt, **settings) if isinstance(rt, str) else rt
+
+
+def _space(sp: str | Space) -> Space:
+    return space(sp) if isinstance(sp, str) else sp
+
+
+# ---- profiling ---------------------------------------------------------------------------------
+def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: float | None = None, **settings: Any):
+    """`hwlat profile device`: a complete table of `runtime` at `out` within `minutes` (default: the
+    command's), resumed if it exists. `settings` are the runtime's (for a name) and the options of
+    `hwlat.device_profile.profile_device` (protocol, targets, calibration_networks, score_networks,
+    per_space, fusion_patterns, progress)."""
     from hwlat.device_profile import DEFAULT_MINUTES
     from hwlat.device_profile import profile_device as run
-    from profilers.runtimes import get_runtime
 
     options = {k: settings.pop(k) for k in list(settings) if k in (
         "protocol", "targets", "calibration_networks", "score_networks", "per_space", "fusion_patterns", "progress")}
-    return run(get_runtime(runtime, **settings), out, minutes=minutes or DEFAULT_MINUTES, **options)
+    return run(_runtime(runtime, settings), out, minutes=minutes or DEFAULT_MINUTES, **options)
+
+
+def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Iterable[Any] = "default",
+                protocol: Protocol | None = None, progress: bool = True, **settings: Any) -> SweepResult:
+    """`hwlat profile ops`: measure the op configurations of `sweep` (a preset name, a YAML/JSON file
+    or `OpSpec`s) into the device table at `out` (resumed if it exists)."""
+    from profilers.run import profile_ops as run
+    from profilers.sweeps import load_sweep
+
+    rt = _runtime(runtime, settings)
+    specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else list(sweep)
+    return run(rt, specs, out, protocol or rt.default_protocol(), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs")
+
+
+def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.PathLike,
+                  runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None, batch: int = 1,
+                  seed: int = 0, progress: bool = True, **settings: Any) -> ArchRunResult:
+    """`hwlat profile archs`: time whole architectures into the arch table at `out` (resumed).
+    `archs` is a spec as ``--archs`` takes it (``"0:100"``, ``"random:20"``, a file) or a list of
+    architectures or keys."""
+    from nas.spaces.measure import ArchItem, profile_archs as run, resolve_archs
+
+    sp = _space(space)
+    rt = _runtime(runtime, settings)
+    if isinstance(archs, str):
+        items = resolve_archs(sp, archs, seed=seed)
+    else:
+        parsed = [sp.arch(a) for a in archs]
+        items = [ArchItem(a, sp.key_record(a)) for a in parsed]
+    return run(sp, items, out, rt, protocol=protocol or rt.default_protocol(), progress=progress, batch=batch)
+
+
+def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None,
+                  input_shape: Sequence[int] | None = None, **settings: Any):
+    """`hwlat profile model`: whole-model latency and the runtime's per-node breakdown of an ONNX file
+    (a `ModelProfile`; ``.format()`` prints it)."""
+    rt = _runtime(runtime, settings)
+    return rt.profile_model(str(path), protocol=protocol or rt.default_protocol(), input_shape=input_shape)
+
+
+def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Sequence[str] | None = None,
+                   protocol: Protocol | None = None, progress: bool = True, **settings: Any):
+    """`hwlat profile fusion`: which op patterns the runtime fuses, measured and stored in the table at
+    `out`; returns (`FusionRules`, per-pattern evidence)."""
+    from device_tables.table import DeviceTable
+    from profilers.fusion import detect_fusion, store_rules
+
+    rt = _runtime(runtime, settings)
+    rules, results = detect_fusion(rt, patterns, protocol or rt.default_protocol(), progress=progress)
+    with DeviceTable.open(out, rt.device()) as table:
+        store_rules(table, rules, rt)
+    return rules, results
+
+
+# ---- predicting --------------------------------------------------------------------------------
+def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Space | None = None,
+            input_shape: Sequence[int] | None = None) -> Prediction:
+    """A network's latency on a profiled device (`Prediction`: ``.latency_ms``, the breakdown
+    ``.kernels``, ``.partial``, the uncertainty ``.sigma_ms``). `model` is an ONNX path, bytes or
+    ``onnx.ModelProto``, a `Graph`, or an architecture (object or key) of `space`."""
+    from device_tables.table import DeviceTable
+    from predictors.lut import LUTPredictor
+
+    t = table if isinstance(table, DeviceTable) else load_table(table)
+    if space is not None:
+        sp = _space(space)
+        model = sp.graph(sp.arch(model))
+    return LUTPredictor(t).predict_graph(model, input_shape=input_shape)
+
+
+def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | os.PathLike | DeviceTable,
+                  seed: int = 0) -> list[Prediction]:
+    """`hwlat predict --archs`: predictions of many architectures of `space` (a spec as ``--archs``
+    takes it, or a list of architectures or keys), in order, one table and predictor for all."""
+    from device_tables.table import DeviceTable
+    from nas.spaces.measure import resolve_archs
+    from predictors.lut import LUTPredictor
+
+    sp = _space(space)
+    arch_list = [it.arch for it in resolve_archs(sp, archs, seed=seed)] if isinstance(archs, str) else [sp.arch(a) for a in archs]
+    lut = LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table))
+    return [lut.predict_graph(sp.graph(a), name=f"{sp.name}:{sp.key(a)}") for a in arch_list]
+
+
+def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float],
+          predictor: Any = "pretrained") -> ArchPredictor:
+    """A few-shot predictor (the shipped meta-trained one by default) adapted to latencies measured on
+    a new device: `archs` (objects or keys) and their `latencies_ms`; it works from 3, and improves
+    with more (10 and more recommended)."""
+    from nas.device_loop import adapt as run
+
+    sp = _space(space)
+    return run(predictor, sp, [sp.arch(a) for a in archs], latencies_ms, min_rows=3)
+
+
+# ---- searching ---------------------------------------------------------------------------------
+def search(space: str | Space, constraint: Any, objective: Any = None, budget: int = 100, method: str = "evolution",
+           seed: int = 0, progress: bool = True) -> SearchResult:
+    """`hwlat search`: the best architectures of `space` by `objective` (default the NASWOT proxy; a
+    callable arch -> score, higher better) under `constraint` (a `LatencyConstraint`)."""
+    from nas.search import random_search, regularized_evolution
+
+    if method not in ("evolution", "random"):
+        raise ValueError(f"method {method!r}: choose evolution or random")
+    run = regularized_evolution if method == "evolution" else random_search
+    return run(_space(space), objective, constraint, budget=budget, seed=seed, progress=progress)
+
+
+__all__ = ["LatencyConstraint", "adapt", "load_table", "predict", "predict_archs", "profile_archs", "profile_device",
+           "profile_fusion", "profile_model", "profile_ops", "runtime", "search", "space", "tables"]

@@ -145,7 +145,14 @@ class CallablePredictor(CachingPredictor):
 def as_arch_predictor(predictor: Any, space: Space | str | None = None) -> ArchPredictor:
     """Wrap any latency predictor so it takes architectures of `space` (see the module docstring).
 
-    The space may be left out for a feature predictor that names its space in its layout."""
+    The space may be left out for a feature predictor that names its space in its layout; a device
+    table predicts through its lookup-table predictor."""
+    from device_tables.table import DeviceTable
+
+    if isinstance(predictor, DeviceTable):
+        from predictors.lut import LUTPredictor
+
+        predictor = LUTPredictor(predictor)
     if isinstance(predictor, ArchPredictor):
         if space is not None:
             name = space if isinstance(space, str) else space.name

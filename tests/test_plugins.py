@@ -1,0 +1,149 @@
+"""Plugins: runtimes and spaces from installed packages (entry points) work in every command; the
+onnxruntime plugin opens every session with its own providers; the public API covers the jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLE = ROOT / "examples" / "plugin"
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """The example plugin installed into a folder of its own, as `pip install` puts it on a path."""
+    target = tmp_path_factory.mktemp("site")
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation", "--no-index",
+                    "--target", str(target), str(EXAMPLE)], check=True, capture_output=True, timeout=300)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(target), str(ROOT)]))
+    return target, env
+
+
+def hwlat(env, *args, check=True):
+    p = subprocess.run([sys.executable, "-m", "hwlat", *map(str, args)], env=env, capture_output=True, text=True,
+                       timeout=600)
+    if check:
+        assert p.returncode == 0, p.stderr
+    return p
+
+
+def test_an_installed_runtime_plugin_is_listed_and_subclasses_a_built_in(installed):
+    _, env = installed
+    out = subprocess.run([sys.executable, "-c", "from hwlat.plugins import runtimes; r = runtimes(); "
+                          "print(sorted(r)); print(issubclass(r['ort-basic'], r['onnxruntime']))"],
+                         env=env, capture_output=True, text=True, check=True).stdout.splitlines()
+    assert "ort-basic" in out[0] and "onnxruntime" in out[0] and out[1] == "True"
+
+
+def test_an_installed_runtime_plugin_works_in_every_command(installed, tmp_path):
+    _, env = installed
+    assert "ort-basic" in "".join(hwlat(env, "profile", "ops", "--help").stdout.split())  # help lists it
+    hwlat(env, "profile", "ops", "--runtime", "ort-basic", "--sweep", "quick", "--protocol", "quick",
+          "--out", tmp_path / "ops", "--no-progress")
+    meta = json.loads((tmp_path / "ops.json").read_text())
+    assert meta["device"]["name"] == "cpu/ort-basic/fp32/threads=1"
+    assert meta["device"]["fingerprint"]["runtime"]["session"]["graph_optimization_level"] == "basic"
+    pred = json.loads(hwlat(env, "predict", "--table", tmp_path / "ops", "--space", "nb201", "--arch", "0",
+                            "--json").stdout)
+    assert pred["table"] == "ops" and pred["latency_ms"] > 0
+    hwlat(env, "profile", "archs", "--runtime", "ort-basic", "--space", "nb201", "--archs", "0:2", "--protocol", "quick",
+          "--out", tmp_path / "archs", "--no-progress")
+    header = (tmp_path / "archs.csv").read_text().splitlines()[0]
+    assert header.endswith("cpu/ort-basic/fp32/threads=1")
+    from nas.spaces import get_space
+
+    model = tmp_path / "net.onnx"
+    model.write_bytes(get_space("nb201").to_onnx(get_space("nb201").parse(0)))
+    shown = hwlat(env, "profile", "model", model, "--runtime", "ort-basic", "--protocol", "quick").stdout
+    assert "device   cpu/ort-basic/fp32/threads=1, graph optimisation basic" in shown
+    # a flag of another runtime names whose it is
+    bad = hwlat(env, "profile", "ops", "--runtime", "ort-basic", "--sweep", "quick", "--xnnpack", "off",
+                "--out", tmp_path / "x", check=False)
+    assert bad.returncode == 1 and "--xnnpack is a setting of --runtime litert, not of ort-basic" in bad.stderr
+
+
+def test_a_broken_plugin_is_skipped_with_one_warning(tmp_path):
+    dist = tmp_path / "broken_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: broken-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hwlat.runtimes]\nnope = no_such_module:Nope\n"
+                                           "[hwlat.spaces]\nalso = no_such_module:Also\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    p = subprocess.run([sys.executable, "-c", "from hwlat.plugins import runtimes, spaces; print(sorted(runtimes())); "
+                        "print(sorted(spaces()))"], env=env, capture_output=True, text=True, check=True)
+    assert "onnxruntime" in p.stdout and "nb201" in p.stdout and "nope" not in p.stdout
+    assert "runtime plugin nope (no_such_module:Nope) does not load" in p.stderr
+    assert "space plugin also (no_such_module:Also) does not load" in p.stderr
+
+
+class Recorder:
+    """onnxruntime.InferenceSession, recording the providers of every session opened."""
+
+    def __init__(self, real):
+        self.real = real
+        self.seen: list[list[str]] = []
+
+    def __call__(self, *args, providers=None, **kwargs):
+        self.seen.append([p[0] if isinstance(p, tuple) else p for p in providers or []])
+        return self.real(*args, providers=providers, **kwargs)
+
+
+def test_every_onnxruntime_session_gets_the_runtimes_providers(monkeypatch, tmp_path):
+    """A provider other than the CPU (here the Azure provider every onnxruntime build lists, with the CPU
+    behind it) reaches every place that opens a session: single ops, the fusion probe's graphs, whole
+    networks, architectures and the per-node profile."""
+    ort = pytest.importorskip("onnxruntime")
+    if "AzureExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("this onnxruntime build lists no second provider")
+    from device_tables.ops import OpSpec
+    from nas.spaces import get_space
+    from profilers.ort.runtime import OnnxRuntime
+    from profilers.protocol import Protocol
+
+    class Elsewhere(OnnxRuntime):
+        def providers(self):
+            return ["AzureExecutionProvider", "CPUExecutionProvider"]
+
+    rt = Elsewhere()
+    recorder = Recorder(ort.InferenceSession)
+    monkeypatch.setattr(ort, "InferenceSession", recorder)
+    quick = Protocol.preset("quick")
+    spec = OpSpec.make("conv2d+bn+relu", (1, 8, 16, 16), cout=8, kernel=3)
+    rt.measure(spec, quick)
+    assert rt.count_kernels(spec) is not None
+    rt.count_network_kernels(spec)
+    space = get_space("nb201")
+    rt.time_arch(space, space.parse(0), quick)
+    model = tmp_path / "net.onnx"
+    model.write_bytes(space.to_onnx(space.parse(1)))
+    rt.time_model(str(model), quick)
+    rt.profile_model(str(model), quick, profile_runs=2)
+    assert len(recorder.seen) >= 7
+    assert all(p == ["AzureExecutionProvider", "CPUExecutionProvider"] for p in recorder.seen), recorder.seen
+
+
+def test_the_public_api_covers_the_jobs(tmp_path):
+    import hwlat
+
+    table = hwlat.load_table("cpu_onnxruntime_fp32_threads1")
+    assert "cpu_onnxruntime_fp32_threads1" in hwlat.tables()
+    space = hwlat.space("nb201")
+    arch = space.arch(0)
+    one = hwlat.predict(arch, table=table, space="nb201")
+    by_key = hwlat.predict(space.key(arch), table=table, space=space)
+    assert one.latency_ms == by_key.latency_ms > 0 and not one.partial and one.sigma_ms >= 0
+    many = hwlat.predict_archs("nb201", "0:3", table)
+    assert [p.latency_ms for p in many][0] == one.latency_ms and len(many) == 3
+    assert hwlat.predict(space.to_onnx(arch), table=table).latency_ms == pytest.approx(one.latency_ms, rel=1e-9)
+    assert sorted(hwlat.plugins.runtimes()) == sorted(["onnxruntime", "torch", "litert", "tflm", "board"])
+    rt = hwlat.runtime("onnxruntime", threads=1)
+    res = hwlat.profile_archs("nb201", [0, 1], tmp_path / "archs", runtime=rt, protocol=None, progress=False)
+    assert res.measured == 2
+    c = hwlat.LatencyConstraint(table, budget_ms=one.latency_ms * 1.01, space=space)
+    assert c(arch).feasible and c(arch).latency_ms == pytest.approx(one.latency_ms)
