@@ -55,6 +55,11 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv == ["--version"]:  # without building every command's parser
+        from hwlat import __version__
+
+        print(f"hwlat {__version__}")
+        return 0
     parser = build_parser(argv)
     args = parser.parse_args(argv)
     logging.basicConfig(
