@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import fraction_below_half, nonnegative_int, positive_int, random_seed
 
 log = logging.getLogger(__name__)
 
@@ -56,13 +57,13 @@ def register(sub) -> None:
     t.add_argument("--test", required=True, help="comma-separated unseen test devices")
     t.add_argument("--methods", default="all", help="all, or comma-separated of: macs, params, nearest, ridge, proxy, help, lowrank, "
                    "mixture, transfer (see predictors.evaluation.METHODS)")
-    t.add_argument("--shots", type=int, default=10, help="random measured architectures per test device and repeat")
-    t.add_argument("--reference", type=int, default=10, help="reference architectures chosen from training devices")
+    t.add_argument("--shots", type=nonnegative_int, default=10, help="random measured architectures per test device and repeat")
+    t.add_argument("--reference", type=nonnegative_int, default=10, help="reference architectures chosen from training devices")
     t.add_argument("--query", default=None, help="half-open key range scored, e.g. 900:1900 "
                    "(default nb201 900:1900, fbnet/ofa 4000:5000)")
-    t.add_argument("--trim", type=float, default=0.1, help="fraction of fastest and of slowest query archs dropped")
-    t.add_argument("--repeats", type=int, default=10, help="repeats with different random shots")
-    t.add_argument("--seed", type=int, default=0, help="seed of the random shots")
+    t.add_argument("--trim", type=fraction_below_half, default=0.1, help="fraction of fastest and of slowest query archs dropped")
+    t.add_argument("--repeats", type=positive_int, default=10, help="repeats with different random shots")
+    t.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots")
     t.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
     t.add_argument("--shots-curve", default=None, metavar="N,N,...",
                    help="also print mean accuracy against the number of random shots, e.g. 0,5,10,20,50")
@@ -121,11 +122,6 @@ def _transfer(args: argparse.Namespace) -> int:
         if both:
             raise ProtocolError(f"device(s) {', '.join(both)} are both {an} and {bn} devices; "
                                 "a test device must be unseen")
-    for name, v in (("--shots", args.shots), ("--reference", args.reference), ("--repeats", args.repeats)):
-        if v < 0 or (name == "--repeats" and v == 0):
-            raise ProtocolError(f"{name} must be {'positive' if name == '--repeats' else 'non-negative'}, got {v}")
-    if not 0 <= args.trim < 0.5:
-        raise ProtocolError(f"--trim must be in [0, 0.5), got {args.trim}")
     names = list(METHODS) if args.methods.strip() == "all" else _names(args.methods, "method")
     methods = make_methods(names)
     lo, hi = _parse_query(args.query, space)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from hwlat.commands.args import positive_float
+
 
 def add_cluster_options(parser: argparse.ArgumentParser, unit: str = "configurations") -> None:
     """Add --cluster, --device and --device-timeout to a `profile` target (without --cluster it runs locally)."""
@@ -15,7 +17,7 @@ def add_cluster_options(parser: argparse.ArgumentParser, unit: str = "configurat
     g.add_argument("--device", action="append", default=[], metavar="NAME",
                    help="advertised device(s) to measure on (repeatable or comma-separated; default: every answering "
                         "device of --runtime); their settings come from the worker's --devices spec")
-    g.add_argument("--device-timeout", type=float, default=300.0, metavar="S",
+    g.add_argument("--device-timeout", type=positive_float, default=300.0, metavar="S",
                    help="give a device up after it has not answered for S seconds (default 300); its rows are kept")
 
 

@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_int, percentile, positive_float, positive_int, random_seed
 
 SPACE = "nb201"
 
@@ -46,18 +47,18 @@ def register(sub) -> None:
     )
     p.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
     p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (~20 s)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (default 1)")
-    p.add_argument("--percentile", type=float, default=30.0,
+    p.add_argument("--threads", type=positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--percentile", type=percentile, default=30.0,
                    help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
-    p.add_argument("--max-latency-ms", type=float, help="use this latency budget (ms) instead of a percentile")
+    p.add_argument("--max-latency-ms", type=positive_float, help="use this latency budget (ms) instead of a percentile")
     p.add_argument("--margin", default="auto",
                    help="search under budget / (1 + margin) so that measured latencies keep to the budget: a fraction "
                         "(0 for none) or auto (default): the 80th percentile of the adapted predictor's leave-one-out "
                         "relative error on the measured architectures, at most 0.2")
-    p.add_argument("--shots", type=int, help="random architectures measured besides the references (default 10)")
-    p.add_argument("--evaluations", type=int, help="architectures the search scores (default 100)")
-    p.add_argument("--verify", type=int, help="best architectures measured to verify (default 5)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10)")
+    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 100)")
+    p.add_argument("--verify", type=positive_int, help="best architectures measured to verify (default 5)")
+    p.add_argument("--seed", type=random_seed, default=0)
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.set_defaults(func=_demo)
@@ -109,16 +110,10 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> DemoSettings:
-    """The demo's settings: the quick or full ones with the options given; one clear error for a bad one."""
-    from device_tables.errors import HwlatError
-
+    """The demo's settings: the quick or full ones with the options given (checked by their parser types)."""
     s = DemoSettings.quick() if args.quick else DemoSettings()
     given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify}
     s = replace(s, **{k: v for k, v in given.items() if v is not None})
-    if not 0 < args.percentile < 100:
-        raise HwlatError(f"--percentile {args.percentile}: must be between 0 and 100")
-    if s.evaluations < 1 or s.verify < 1:
-        raise HwlatError("--evaluations and --verify need at least 1")
     return s
 
 

@@ -7,6 +7,7 @@ import json
 import sys
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_int, random_seed
 
 QUANTITY = ("the median of a network's timed runs with the table's protocol and clock (by default the thread's "
             "CPU time on threads=1 CPUs): what `hwlat profile archs` and `hwlat profile model` report with their "
@@ -31,7 +32,7 @@ def register(sub) -> None:
                                    "'i,j,k', 'random:N', 'all', a file of keys or an arch table; several joined by '+'")
     p.add_argument("--out", help="with --archs: the CSV to write (key columns, predicted_ms, sigma_ms, partial); "
                                  "default standard output")
-    p.add_argument("--seed", type=int, default=0, help="seed of --archs random:N (default 0, as profile archs)")
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of --archs random:N (default 0, as profile archs)")
     p.add_argument("--public-data", help="folder of the public CSVs (fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--classic", help="a built-in classic CNN, e.g. mobilenet_v2 or mobilenet_v2@r160w0.75")
     p.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
@@ -40,7 +41,7 @@ def register(sub) -> None:
     p.add_argument("--statistic", default="median", choices=["median", "p10"],
                    help=f"row statistic summed: median (default: predicts {QUANTITY}) or p10, the 10th percentile "
                         "(the latency without interference; a calibration fitted on the other statistic is not used)")
-    p.add_argument("--top", type=int, default=0, help="show only the N slowest kernels")
+    p.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest kernels (0: all)")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (--archs)")
     add_space_options(p)

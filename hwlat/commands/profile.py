@@ -7,6 +7,7 @@ import importlib
 from typing import Callable
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_int, positive_int
 
 # Modules adding more `profile` targets (each with `register(profile_subparsers)`).
 TARGET_MODULES = ("hwlat.commands.profile_device", "hwlat.commands.profile_archs", "hwlat.commands.profile_fusion")
@@ -21,7 +22,7 @@ def register(sub) -> None:
                          "hwlat profile ops --runtime onnxruntime --sweep quick --threads 1 --out tables/ort_cpu")
     add_runtime_argument(ops)
     ops.add_argument("--sweep", default="default", help="a sweep preset (quick, default, ...) or a YAML/JSON sweep file")
-    ops.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
+    ops.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, recorded in the device name (default 1)")
     ops.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                      help="fp32; fp16 or bf16 (torch; op keys stay float32, the precision names the device); "
                           "int8 (litert, tflm, board)")
@@ -41,11 +42,11 @@ def register(sub) -> None:
                            "hwlat profile model resnet18.onnx --runtime onnxruntime --threads 1")
     model.add_argument("model", help="path to an .onnx file")
     add_runtime_argument(model, default="onnxruntime", which=lambda cls: cls.breaks_down_models())
-    model.add_argument("--threads", type=int, default=1)
+    model.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
     model.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
     add_protocol_options(model)
-    model.add_argument("--runs", type=int, help="runs under ONNX Runtime's profiler (default: about 1 s worth, 10..200)")
-    model.add_argument("--top", type=int, default=0, help="show only the N slowest nodes")
+    model.add_argument("--runs", type=positive_int, help="runs under ONNX Runtime's profiler (default: about 1 s worth, 10..200)")
+    model.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest nodes (0: all)")
     model.add_argument("--json", help="also write the breakdown as JSON to this file")
     add_runtime_options(model)
     model.set_defaults(func=_profile_model, precision="fp32")
@@ -123,8 +124,6 @@ def runtime_settings(args: argparse.Namespace) -> dict:
     from device_tables.errors import HwlatError
     from profilers.runtimes import runtime_class, runtimes
 
-    if args.threads < 1:
-        raise HwlatError(f"--threads {args.threads}: needs at least 1 thread")
     settings = {"threads": args.threads, "precision": args.precision}
     own = {opt.flag: opt for opt in runtime_class(args.runtime).cli_options}
     seen: set[str] = set()

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from hwlat.commands.args import nonnegative_int, positive_int
+
 log = logging.getLogger(__name__)
 
 
@@ -13,14 +15,14 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("adaptive sampling (instead of --sweep)")
     g.add_argument("--adaptive", action="store_true",
                    help="measure kernels of target networks chosen by regressor uncertainty and error (needs --budget)")
-    g.add_argument("--budget", type=int, help="op measurements in all, rows already in the table included")
+    g.add_argument("--budget", type=positive_int, help="op measurements in all, rows already in the table included")
     from nas.pool import target_kinds
 
     g.add_argument("--targets", default=",".join(target_kinds()),
                    help="target networks: search spaces and/or 'classic' (ResNet, MobileNet, EfficientNet), "
                         f"comma-separated (default {','.join(target_kinds())})")
-    g.add_argument("--per-space", type=int, default=20, help="sampled architectures per target space (default 20)")
-    g.add_argument("--calibrate", type=int, default=6, metavar="N",
+    g.add_argument("--per-space", type=positive_int, default=20, help="sampled architectures per target space (default 20)")
+    g.add_argument("--calibrate", type=nonnegative_int, default=6, metavar="N",
                    help="whole networks measured to calibrate the per-model overhead term (default 6; 0: none)")
     g.add_argument("--redetect-fusion", action="store_true", help="measure the fusion rules again even if the table has them")
 
@@ -35,7 +37,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     from hwlat.commands.profile import protocol_from_args
     from profilers.runtimes import get_runtime
 
-    if not args.budget or args.budget < 1:
+    if args.budget is None:
         raise HwlatError("--adaptive needs --budget N (the number of op measurements), e.g. --budget 300")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     bad = [t for t in targets if t not in target_kinds()]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import positive_int, random_seed
 
 
 def register(targets) -> None:
@@ -23,14 +24,14 @@ def register(targets) -> None:
                    help="which architectures: 'a:b' (indices a..b-1; for fbnet/ofa rows of the public CSV), 'i,j,k', "
                         "'random:N', 'all', a file of keys, or several joined by '+'")
     p.add_argument("--out", required=True, help="arch table path (NAME or NAME.csv); resumed if it exists")
-    p.add_argument("--threads", type=int, default=1, help="intra-op threads, recorded in the device name (default 1)")
-    p.add_argument("--batch", type=int, default=1,
+    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, recorded in the device name (default 1)")
+    p.add_argument("--batch", type=positive_int, default=1,
                    help="batch size of the input (default 1); another batch is part of the device column's name, "
                         "e.g. .../batch=32/threads=1 (the public GPU columns' _32)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/gpu.md)")
     add_protocol_options(p)
-    p.add_argument("--seed", type=int, default=0, help="seed of random:N and of the measuring order (default 0)")
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
     p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
     add_space_options(p)
@@ -48,14 +49,11 @@ def _profile_archs(args: argparse.Namespace) -> int:
         from hwlat.commands.cluster_profile import profile_archs_on_cluster
 
         return profile_archs_on_cluster(args)
-    from device_tables.errors import HwlatError
     from hwlat.commands.profile import protocol_from_args, runtime_settings
     from hwlat.commands.space import space_from_args
     from nas.spaces.measure import profile_archs, resolve_archs, runtime_device
     from profilers.runtimes import get_runtime
 
-    if args.batch < 1:
-        raise HwlatError(f"--batch {args.batch}: needs at least 1")
     space = space_from_args(args)
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)

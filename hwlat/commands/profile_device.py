@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import positive_float, positive_int
 
 
 def register(targets) -> None:
@@ -21,48 +22,26 @@ def register(targets) -> None:
     from hwlat.commands.profile import add_protocol_options, add_runtime_argument, add_runtime_options
 
     add_runtime_argument(p)
-    p.add_argument("--threads", type=_positive_int, default=1, help="intra-op threads, part of the device's name (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, part of the device's name (default 1)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="fp32 (default); fp16/bf16 (torch); int8 (litert, tflm, board)")
     p.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
-    p.add_argument("--minutes", type=_positive_float, default=DEFAULT_MINUTES,
+    p.add_argument("--minutes", type=positive_float, default=DEFAULT_MINUTES,
                    help=f"time budget of this run in minutes (default {DEFAULT_MINUTES:g}; up to {MAX_MINUTES:g} "
                         "suffices on 2 cores); the op rows get what the other stages do not need")
     add_protocol_options(p)
     p.add_argument("--targets", default=",".join(target_kinds()),
                    help="networks the rows are chosen for: search spaces and/or 'classic', comma-separated "
                         f"(default {','.join(target_kinds())})")
-    p.add_argument("--calibration-networks", type=_positive_int, default=32,
+    p.add_argument("--calibration-networks", type=positive_int, default=32,
                    help="whole networks measured to calibrate the table (default 32)")
-    p.add_argument("--score-networks", type=_positive_int, default=20,
+    p.add_argument("--score-networks", type=positive_int, default=20,
                    help="whole networks measured to score the table, never calibrated on (default 20)")
     p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: every candidate; "
                                       "`hwlat profile fusion --help` lists them)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_runtime_options(p)
     p.set_defaults(func=_profile_device)
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value}: needs at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    import math
-
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"{text}: needs a finite number above 0")
-    return value
 
 
 def _profile_device(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import positive_int
 
 
 def register(targets) -> None:
@@ -14,7 +15,7 @@ def register(targets) -> None:
         "hwlat profile fusion --runtime litert --threads 1 --out tables/litert_cpu",
     )
     p.add_argument("--runtime", required=True, help="onnxruntime, litert, torch, ...")
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
     from hwlat.commands.profile import add_protocol_options
 

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_float, positive_float, positive_int, random_seed
 
 
 def register(sub) -> None:
@@ -27,24 +28,24 @@ def register(sub) -> None:
     p.add_argument("--device-samples",
                    help="arch table of latencies measured on the target device: adapts the predictor")
     p.add_argument("--device", help="device column of --device-samples (needed when it has several)")
-    p.add_argument("--max-latency-ms", type=float, required=True,
+    p.add_argument("--max-latency-ms", type=positive_float, required=True,
                    help="latency budget in ms (predicted latency <= this)")
-    p.add_argument("--min-latency-ms", type=float, help="optional lower bound in ms")
+    p.add_argument("--min-latency-ms", type=nonnegative_float, help="optional lower bound in ms")
     p.add_argument("--objective", default="proxy",
                    help="'proxy' (default: NASWOT, a training-free proxy on random data, NOT accuracy) or "
                         "'module:function' / 'file.py:function' with function(arch) -> score, higher is better")
-    p.add_argument("--budget", type=int, default=100, help="architectures to score (default 100)")
+    p.add_argument("--budget", type=positive_int, default=100, help="architectures to score (default 100)")
     p.add_argument("--method", default="evolution", choices=["evolution", "random"],
                    help="search method (default evolution)")
-    p.add_argument("--population", type=int, default=20, help="evolution: population size (default 20)")
-    p.add_argument("--tournament", type=int, default=5, help="evolution: tournament (sample) size (default 5)")
-    p.add_argument("--top", type=int, default=5, help="architectures to print and verify (default 5)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--proxy-batch", type=int, default=16, help="random inputs per NASWOT score (default 16)")
+    p.add_argument("--population", type=positive_int, default=20, help="evolution: population size (default 20)")
+    p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament (sample) size (default 5)")
+    p.add_argument("--top", type=positive_int, default=5, help="architectures to print and verify (default 5)")
+    p.add_argument("--seed", type=random_seed, default=0)
+    p.add_argument("--proxy-batch", type=positive_int, default=16, help="random inputs per NASWOT score (default 16)")
     p.add_argument("--verify", action="store_true",
                    help="measure the best architectures here and print predicted vs measured")
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime of --verify")
-    p.add_argument("--threads", type=int, default=1, help="runtime threads of --verify (default 1)")
+    p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")
     p.add_argument("--verify-out", help="arch table for --verify's measurements (default: not kept)")
@@ -78,8 +79,6 @@ def _search(args: argparse.Namespace) -> int:
     from nas.search.objectives import load_objective
     from nas.spaces import get_space
 
-    if args.budget < 1:
-        raise HwlatError(f"--budget {args.budget}: needs at least 1 architecture to score")
     space = get_space(args.space)
     pred, _ = build_predictor(args, space)
     if args.save_predictor:

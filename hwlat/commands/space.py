@@ -6,6 +6,7 @@ import argparse
 from collections import Counter
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_int, positive_int, random_seed
 
 
 def register(sub) -> None:
@@ -20,13 +21,13 @@ def register(sub) -> None:
                       help="the key as in the public CSVs (nb201: arch string, index or ops6; fbnet: op indices; ofa: ofa_arch)")
     add_space_options(show)
     show.add_argument("--layers", action="store_true", help="also list every layer with shapes")
-    show.add_argument("--ops", type=int, default=40, help="op lines to print (0: all; default 40)")
+    show.add_argument("--ops", type=nonnegative_int, default=40, help="op lines to print (0: all; default 40)")
     show.set_defaults(func=_show)
     sample = command_parser(a, "sample", "print N random architecture keys (one per line; a file for --archs)",
                             "hwlat space sample --space fbnet -n 20 --seed 1 > fbnet20.txt")
     add_space_argument(sample)
-    sample.add_argument("-n", type=int, default=10)
-    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("-n", type=positive_int, default=10, help="architectures to print (default 10)")
+    sample.add_argument("--seed", type=random_seed, default=0)
     sample.set_defaults(func=_sample)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_int
 
 
 def register(sub) -> None:
@@ -13,7 +14,7 @@ def register(sub) -> None:
     t = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = command_parser(t, "show", "print a table's device, fingerprint and rows", "hwlat table show cpu_onnxruntime_fp32_threads1")
     show.add_argument("table")
-    show.add_argument("--limit", type=int, default=30, help="rows to print (0: all)")
+    show.add_argument("--limit", type=nonnegative_int, default=30, help="rows to print (0: all)")
     show.add_argument("--op", help="only rows of this op type")
     show.set_defaults(func=_show)
     val = command_parser(t, "validate", "check a table's files; exit 1 naming the file and row of any problem",

@@ -10,6 +10,7 @@ import sys
 import time
 
 from hwlat.cli import command_parser
+from hwlat.commands.args import nonnegative_int, port, positive_int
 
 EXAMPLE = ("hwlat worker --devices cpu-ort-1=onnxruntime:threads=1,board0=board:qemu:mps2-an386 "
            "--address 10.0.0.1:6379")
@@ -26,10 +27,10 @@ def register(sub) -> None:
                         "cpu-ort-1=onnxruntime:threads=1, gpu0=torch:device=cuda, board0=board:qemu:mps2-an386, "
                         "board1=board:serial:/dev/ttyACM0,baud=115200 (repeatable; none: a head that measures nothing)")
     p.add_argument("--address", help="the head's address HOST:PORT to join (default: start a head here)")
-    p.add_argument("--port", type=int, default=6379, help="head only: the port workers and drivers connect to (default 6379)")
-    p.add_argument("--num-cpus", type=int, default=0,
+    p.add_argument("--port", type=port, default=6379, help="head only: the port workers and drivers connect to (default 6379)")
+    p.add_argument("--num-cpus", type=nonnegative_int, default=0,
                    help="CPUs this node offers to other Ray work (default 0: nothing else runs beside the measurements)")
-    p.add_argument("--object-store-mb", type=int, default=100, help="Ray object store size in MiB (default 100; results are small)")
+    p.add_argument("--object-store-mb", type=positive_int, default=100, help="Ray object store size in MiB (default 100; results are small)")
     p.add_argument("--parallel", action="store_true",
                    help="let this worker's devices measure at the same time (only when they share no CPU, e.g. boards); "
                         "by default they take turns")

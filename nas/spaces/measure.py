@@ -103,6 +103,8 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
                 n = int(part.split(":", 1)[1])
             except ValueError:
                 raise ArchError(f"--archs {part!r}: expected random:N with N an integer") from None
+            if n < 1:
+                raise ArchError(f"--archs {part!r}: random:N needs N of at least 1")
             items += [ArchItem(a, space.key_record(a)) for a in space.sample(n, seed)]
         elif Path(part).is_file():
             items += _from_file(space, Path(part))
