@@ -32,6 +32,25 @@ class PredictorSpaceError(HwlatError):
     """A predictor made for another search space (or another feature layout) than the one searched."""
 
 
+class PredictionError(HwlatError):
+    """A predictor that answered something that is not a latency (NaN, inf or a negative number of ms)."""
+
+
+def checked_latencies(pred: ArchPredictor, archs: Sequence[Any], ms: Any) -> np.ndarray:
+    """`ms` (one prediction per architecture) as a float array; a `PredictionError` naming the first
+    architecture whose prediction is not a finite latency of 0 ms or more: a search or a constraint
+    must never count such an answer as fast enough."""
+    ms = np.asarray(ms, dtype=float).reshape(-1)
+    bad = np.flatnonzero(~np.isfinite(ms) | (ms < 0))
+    if bad.size:
+        i = int(bad[0])
+        arch = pred.space.as_arch(archs[i])
+        raise PredictionError(f"the {pred.name} predictor predicts {ms[i]:g} ms for {pred.space.name} architecture "
+                              f"{pred.space.key(arch)} ({bad.size} of {ms.size} predictions are not a latency); "
+                              "check or retrain the predictor")
+    return ms
+
+
 class ArchPredictor(abc.ABC):
     """Predicts latency (ms) of architectures of `space`; `predict` takes a batch, calling it one."""
 
@@ -217,7 +236,7 @@ def fastest(pred: ArchPredictor, sample: int = 512, seed: int = 0) -> tuple[Any,
     else:
         archs = sp.sample(sample if not pred.fast else max(sample, 20_000), seed)
         exhaustive = False
-    ms = pred.predict(archs)
+    ms = checked_latencies(pred, archs, pred.predict(archs))
     i = int(np.argmin(ms))
     return archs[i], float(ms[i]), len(archs), exhaustive
 

@@ -15,13 +15,14 @@ gradients; see `nas.latency_table`).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from device_tables.errors import HwlatError
-from nas.arch_predictors import ArchPredictor, as_arch_predictor, fastest, needs_adaptation
+from nas.arch_predictors import ArchPredictor, as_arch_predictor, checked_latencies, fastest, needs_adaptation
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +53,8 @@ class LatencyConstraint:
 
     `predictor`: anything `nas.arch_predictors.as_arch_predictor` takes (a feature predictor such
     as an adapted `TransferPredictor`, a `LUTPredictor` with `space`, a function of architectures).
+    A prediction that is not a latency (NaN, inf, negative) is a `PredictionError` naming the
+    architecture, never a feasible answer; a given latency (`check`) that is not one is infeasible.
     """
 
     def __init__(self, predictor: Any, budget_ms: float, *, min_ms: float | None = None, space: Any = None):
@@ -60,8 +63,10 @@ class LatencyConstraint:
         if needs_adaptation(self.predictor):
             raise ConstraintError(f"the {self.predictor.name} predictor has not been adapted to a device; call "
                                   "predictor.adapt(X, measured_ms) first (or `hwlat search --device-samples TABLE`)")
-        if not budget_ms > 0:
-            raise ConstraintError(f"latency budget {budget_ms} ms: must be a positive number of milliseconds")
+        if not (math.isfinite(budget_ms) and budget_ms > 0):
+            raise ConstraintError(f"latency budget {budget_ms} ms: must be a finite positive number of milliseconds")
+        if min_ms is not None and not (math.isfinite(min_ms) and min_ms >= 0):
+            raise ConstraintError(f"minimum latency {min_ms} ms: must be a finite number of milliseconds, 0 or more")
         if min_ms is not None and min_ms > budget_ms:
             raise ConstraintError(f"minimum latency {min_ms} ms is above the budget {budget_ms} ms")
         self.budget_ms = float(budget_ms)
@@ -80,8 +85,9 @@ class LatencyConstraint:
     def latency(self, archs: Any) -> Any:
         """Predicted ms of one architecture (float) or a batch (array)."""
         if self._is_single(archs):
-            return float(self.predictor.predict([archs])[0])
-        return self.predictor.predict(list(archs))
+            return float(checked_latencies(self.predictor, [archs], self.predictor.predict([archs]))[0])
+        archs = list(archs)
+        return checked_latencies(self.predictor, archs, self.predictor.predict(archs))
 
     def violation(self, latency_ms: Any) -> Any:
         """How far outside the bounds (ms; <= 0 inside): ``latency - budget`` (and ``min - latency``)."""
@@ -91,9 +97,11 @@ class LatencyConstraint:
         return float(v) if v.ndim == 0 else v
 
     def check(self, latency_ms: Any) -> LatencyCheck:
-        """The verdict for given latencies (ms), e.g. measured ones."""
+        """The verdict for given latencies (ms), e.g. measured ones; one that is not a latency (NaN,
+        inf, negative: a failed measurement) is never feasible."""
         v = self.violation(latency_ms)
-        feasible = (np.asarray(v) <= 0)
+        ms = np.asarray(latency_ms, dtype=float)
+        feasible = (np.asarray(v) <= 0) & np.isfinite(ms) & (ms >= 0)
         lat = latency_ms if np.ndim(latency_ms) else float(latency_ms)
         return LatencyCheck(lat, bool(feasible) if feasible.ndim == 0 else feasible, -v)
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from nas.arch_predictors import ArchPredictor, PredictorSpaceError, as_arch_predictor
+from nas.arch_predictors import ArchPredictor, PredictorSpaceError, as_arch_predictor, checked_latencies
 from nas.constraints import InfeasibleBudgetError, LatencyConstraint
 from nas.search.objectives import Objective, load_objective
 from nas.search.result import Candidate, SearchResult
@@ -64,7 +64,10 @@ class _Run:
     def predict(self, archs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
         """Predicted ms and feasibility of a batch (counted as proposals)."""
         self.result.proposals += len(archs)
-        lat = self.predictor.predict(archs) if self.predictor is not None else np.full(len(archs), np.nan)
+        if self.predictor is not None:
+            lat = checked_latencies(self.predictor, archs, self.predictor.predict(archs))
+        else:
+            lat = np.full(len(archs), np.nan)
         if self.constraint is None:
             ok = np.ones(len(archs), dtype=bool)
         else:
