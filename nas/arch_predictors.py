@@ -94,11 +94,25 @@ class FeaturePredictor(ArchPredictor):
         out = self.features(self.space, self._archs(archs))
         X = out[0] if isinstance(out, tuple) else out
         layout = getattr(self.predictor, "layout", None)
+        if layout is not None and isinstance(out, tuple) and len(out) > 1:
+            self._check_features_version(layout, out[1])
         if layout is not None and X.shape[1] != layout.width:
             raise PredictorSpaceError(f"the {self.name} predictor expects {layout.width} features per architecture but "
                                       f"{self.space.name} has {X.shape[1]} (features made by another hwlat version?); "
                                       "re-create or re-adapt the predictor")
         return X
+
+    def _check_features_version(self, trained: Any, made: Any) -> None:
+        """The features made now are of the version the predictor was trained on (exactly: features
+        of another version may have the same width and mean other things); a predictor without a
+        version predates versioned features."""
+        have = getattr(made, "meta", {}).get("features_version")
+        want = getattr(trained, "meta", {}).get("features_version")
+        if have is not None and want != have:
+            was = f"features version {want}" if want is not None else "unversioned features (an older hwlat)"
+            raise PredictorSpaceError(f"the {self.name} predictor was trained on {was}; this hwlat makes "
+                                      f"{self.space.name} features version {have}: retrain it, or use the pretrained "
+                                      "one shipped with your hwlat")
 
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         archs = list(archs)

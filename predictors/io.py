@@ -9,7 +9,9 @@ the object. Learned attributes are those ending in ``_``.
 from __future__ import annotations
 
 import json
+import math
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,9 @@ from predictors.features import FeatureLayout
 
 FORMAT = "hwlat.predictor"
 FORMAT_VERSION = 1
+# Learned numbers that describe a fit (its leave-one-out errors, a validation score) and never
+# enter a prediction: NaN there means "not measured". Every other learned number must be finite.
+DIAGNOSTICS = frozenset({"loo_rel_error_", "valid_spearman_", "encoder_r2_"})
 
 
 class PredictorFileError(HwlatError):
@@ -100,13 +105,20 @@ def read_info(path: str | os.PathLike) -> dict:
         raise PredictorFileError(f"no predictor at {json_path}")
     try:
         meta = json.loads(json_path.read_text())
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PredictorFileError(f"{json_path} is not valid JSON: {exc}") from None
-    if meta.get("format") != FORMAT:
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT:
         raise PredictorFileError(f"{json_path} is not an hwlat predictor file")
-    if int(meta.get("format_version", 0)) > FORMAT_VERSION:
-        raise PredictorFileError(f"{json_path} has format version {meta['format_version']}; this hwlat reads up to "
-                                 f"{FORMAT_VERSION}: upgrade hwlat")
+    version = meta.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        newer = isinstance(version, int) and version > FORMAT_VERSION
+        raise PredictorFileError(f"{json_path} has format version {version!r}; this hwlat reads version "
+                                 f"{', '.join(map(str, range(1, FORMAT_VERSION + 1)))}"
+                                 + (": upgrade hwlat" if newer else ": restore the file or save the predictor again"))
+    for key, kind in (("class", str), ("params", dict), ("learned", dict), ("arrays", list)):
+        if not isinstance(meta.get(key), kind):
+            raise PredictorFileError(f"{json_path}: entry {key!r} is missing or not a {kind.__name__}; restore the "
+                                     "file or save the predictor again")
     return meta
 
 
@@ -118,16 +130,19 @@ def load(path: str | os.PathLike):
     cls = classes.get(meta["class"])
     if cls is None:
         raise PredictorFileError(f"{path}: unknown predictor class {meta['class']!r}; known: {', '.join(classes)}")
-    params = {k: FeatureLayout.from_json(v["__layout__"]) if isinstance(v, dict) and "__layout__" in v
-              else (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
-    pred = cls(**params)
+    try:
+        params = {k: FeatureLayout.from_json(v["__layout__"]) if isinstance(v, dict) and "__layout__" in v
+                  else (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
+        pred = cls(**params)
+    except (TypeError, ValueError, KeyError) as exc:
+        raise PredictorFileError(f"{path}: the parameters of {meta['class']} do not build one ({exc})") from None
     if not npz_path.is_file():
         raise PredictorFileError(f"{npz_path} is missing (a predictor is a .npz + .json pair)")
-    with np.load(npz_path, allow_pickle=False) as z:
-        arrays = {k: z[k] for k in z.files}
+    arrays = _read_arrays(npz_path)
     for k in meta["arrays"]:
         if k not in arrays:
             raise PredictorFileError(f"{npz_path} lacks array {k}")
+    _check_finite(npz_path, arrays, meta["learned"])
     for k, v in meta["learned"].items():
         if isinstance(v, dict) and "__arrays__" in v:
             setattr(pred, k, [arrays.pop(f"{k}{i}") for i in range(v["__arrays__"])])
@@ -137,3 +152,31 @@ def load(path: str | os.PathLike):
         if k.endswith("_"):
             setattr(pred, k, a)
     return pred
+
+
+def _read_arrays(npz_path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a predictor's ``.npz``; a `PredictorFileError` for a truncated or foreign file."""
+    try:
+        with np.load(npz_path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+        raise PredictorFileError(f"{npz_path}: not a readable predictor array file ({exc.__class__.__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); save the predictor again") from None
+
+
+def _check_finite(npz_path: Path, arrays: dict[str, np.ndarray], learned: dict[str, Any]) -> None:
+    """Every learned number that enters a prediction is finite: a NaN or inf weight would predict NaN
+    for every architecture without a word. `DIAGNOSTICS` (and the arrays a list of them is split
+    into) may hold NaN."""
+    for k, a in arrays.items():
+        name = k.rstrip("0123456789")
+        if name in DIAGNOSTICS or a.dtype.kind not in "biufc":
+            continue
+        if a.dtype.kind in "fc" and not np.isfinite(a).all():
+            bad = int((~np.isfinite(a)).sum())
+            raise PredictorFileError(f"{npz_path}: array {k} holds {bad} NaN or infinite value(s) of {a.size}; "
+                                     "the predictor cannot predict with it: fit and save it again")
+    for k, v in learned.items():
+        if k not in DIAGNOSTICS and isinstance(v, float) and not math.isfinite(v):
+            raise PredictorFileError(f"{npz_path.with_suffix('.json')}: learned value {k} is {v}; the predictor "
+                                     "cannot predict with it: fit and save it again")
