@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping
 
@@ -37,10 +38,41 @@ BASE_OPS: dict[str, dict[str, Any]] = {
     "scale": {},  # x * c with c a per-channel (or scalar) constant, e.g. NAS-Bench-201's zero op (x * 0)
     "concat": {"parts": 2},  # `parts` equal inputs joined on channels
 }
+# Integer attributes and the least value each may take; the rest are booleans.
+INT_ATTRS = {"cout": 1, "kernel": 1, "stride": 1, "dilation": 1, "groups": 1, "parts": 1, "padding": 0}
+BOOL_ATTRS = ("bias", "count_include_pad")
 CONV_OPS = ("conv2d", "dwconv2d", "pwconv2d")
 ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu")
 # Ops that may follow the first part of a fused kernel.
 FUSABLE_TAILS = ("bn", "add") + ACTIVATIONS
+
+
+def _whole(value: Any, what: str) -> int:
+    """`value` as an int where it is a whole number (an integral float such as 3.0 counts), else
+    an `OpSpecError` saying `what` holds it: a kernel of 3.5 is a typo, never a kernel of 3."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, numbers.Real) and not isinstance(value, bool) and float(value).is_integer():
+        return int(value)
+    raise OpSpecError(f"{what}: {value!r} is not a whole number")
+
+
+def _checked_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
+    """The given attributes with integer ones as ints of at least their least value (a kernel or a
+    stride of at least 1, a padding of 0 or more) and booleans as bools; else an `OpSpecError`."""
+    out = dict(attrs)
+    for k, v in attrs.items():
+        if v is None:
+            continue
+        if k in INT_ATTRS:
+            out[k] = n = _whole(v, f"{op!r} {k}")
+            if n < INT_ATTRS[k]:
+                raise OpSpecError(f"{op!r} {k}={n}: needs {INT_ATTRS[k]} or more")
+        elif k in BOOL_ATTRS:
+            if not (isinstance(v, bool) or getattr(getattr(v, "dtype", None), "kind", "") == "b"):
+                raise OpSpecError(f"{op!r} {k}={v!r}: needs true or false")
+            out[k] = bool(v)
+    return out
 
 
 def _default_padding(kernel: int, dilation: int = 1) -> int:
@@ -71,7 +103,7 @@ class OpSpec:
                 raise OpSpecError(f"{tail!r} cannot be fused after {base!r} in {op!r}; fusable: {', '.join(FUSABLE_TAILS)}")
         if dtype not in DTYPES:
             raise OpSpecError(f"unknown dtype {dtype!r} for {op!r}; expected one of {', '.join(DTYPES)}")
-        shape = tuple(int(s) for s in input_shape)
+        shape = tuple(_whole(s, f"input shape {tuple(input_shape)!r} of {op!r}") for s in input_shape)
         if any(s <= 0 for s in shape):
             raise OpSpecError(f"input shape {shape} of {op!r} has a non-positive dimension")
         want_rank = 2 if base == "linear" else 4
@@ -81,7 +113,7 @@ class OpSpec:
         unknown = set(attrs) - set(spec_attrs)
         if unknown:
             raise OpSpecError(f"unknown attribute(s) {sorted(unknown)} for {base!r}; known: {sorted(spec_attrs)}")
-        spec_attrs.update(attrs)
+        spec_attrs.update(_checked_attrs(op, attrs))
         if "padding" in spec_attrs and spec_attrs["padding"] is None and "kernel" in spec_attrs:
             if spec_attrs.get("kernel") is not None:
                 spec_attrs["padding"] = _default_padding(int(spec_attrs["kernel"]), int(spec_attrs.get("dilation", 1)))
@@ -90,11 +122,6 @@ class OpSpec:
         missing = [k for k, v in spec_attrs.items() if v is None]
         if missing:
             raise OpSpecError(f"{op!r} needs attribute(s) {missing}")
-        for k, v in spec_attrs.items():
-            if isinstance(v, bool):
-                continue
-            if isinstance(v, float) and v.is_integer():
-                spec_attrs[k] = int(v)
         if base == "conv2d":
             cin, groups = shape[1], int(spec_attrs["groups"])
             if cin % groups or int(spec_attrs["cout"]) % groups:

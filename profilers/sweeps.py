@@ -20,14 +20,18 @@ from __future__ import annotations
 import difflib
 import itertools
 import json
+import math
 from pathlib import Path
 from typing import Any, Iterable
 
 from device_tables.errors import OpSpecError, SweepError
-from device_tables.ops import BASE_OPS, OpSpec
+from device_tables.ops import BASE_OPS, BOOL_ATTRS, DTYPES, INT_ATTRS, OpSpec
 
 PRESETS_DIR = Path(__file__).resolve().parent / "sweeps"
 SHAPE_FIELDS = ("op", "n", "c", "hw", "h", "w", "dtype", "cout_mult")
+# Whole-number fields and the least value each may take: sizes and channels at least 1, and the
+# op attributes as `device_tables.ops.INT_ATTRS` says (a kernel or stride of 1 or more, padding 0 or more).
+WHOLE_FIELDS = {"n": 1, "c": 1, "hw": 1, "h": 1, "w": 1, **INT_ATTRS}
 
 
 def presets() -> list[str]:
@@ -73,6 +77,9 @@ def expand(entry: dict[str, Any], where: str = "sweep entry") -> Iterable[OpSpec
             if name not in allowed:
                 raise SweepError(f"{where}: unknown field {name!r} for {op!r}{_suggest(name, allowed)}")
         fields = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items() if k != "op"}
+        for name, values in fields.items():
+            for value in values:
+                _check_value(name, value, where)
         names = list(fields)
         for combo in itertools.product(*(fields[k] for k in names)):
             values = dict(zip(names, combo))
@@ -82,6 +89,29 @@ def expand(entry: dict[str, Any], where: str = "sweep entry") -> Iterable[OpSpec
                 continue  # impossible geometry in a grid is expected; skip it
             if spec is not None:
                 yield spec
+
+
+def _check_value(name: str, value: Any, where: str) -> None:
+    """One value of a grid field, checked before any configuration is built: a `SweepError` naming
+    the entry, the field and the value for a size, channel count or attribute that is not a whole
+    number of its least value or more (kernel -3, stride 0, kernel 3.5), an unknown dtype, a
+    boolean attribute that is not true/false or a cout_mult that is not a finite number above 0."""
+    if name in WHOLE_FIELDS:
+        if name == "cout" and value == "same":
+            return
+        least = WHOLE_FIELDS[name]
+        whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
+        if not whole or value < least:
+            same = " or 'same'" if name == "cout" else ""
+            raise SweepError(f"{where}: {name} is {value!r}; needs a whole number of {least} or more{same}")
+    elif name in BOOL_ATTRS and not isinstance(value, bool):
+        raise SweepError(f"{where}: {name} is {value!r}; needs true or false")
+    elif name == "dtype" and value not in DTYPES:
+        raise SweepError(f"{where}: dtype {value!r}; expected one of {', '.join(DTYPES)}")
+    elif name == "cout_mult":
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if not (number and math.isfinite(value) and value > 0):
+            raise SweepError(f"{where}: cout_mult is {value!r}; needs a finite number above 0")
 
 
 def _make(op: str, v: dict[str, Any]) -> OpSpec | None:
@@ -115,7 +145,10 @@ def _suggest(name: str, options: Iterable[str]) -> str:
 
 
 def _read(path: Path) -> Any:
-    text = path.read_text()
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise SweepError(f"{path}: not UTF-8 text (byte {exc.start})") from None
     try:
         if path.suffix == ".json":
             return json.loads(text)
