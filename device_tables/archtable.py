@@ -184,12 +184,7 @@ class ArchTable:
                                  "a table has one row per architecture")
             dev_cols = [c for c in df.columns if c not in keys]
             for c in dev_cols:
-                try:
-                    df[c] = pd.to_numeric(df[c], errors="raise").astype(float)
-                except (ValueError, TypeError):
-                    bad = next(v for v in df[c] if not _is_number(v))
-                    raise TableError(f"{path}: device column {c!r} holds {bad!r}, not a latency in ms "
-                                     "(cells must be numbers or empty)") from None
+                df[c] = _latency_column(df[c], c, path)
                 if (df[c] < 0).any():
                     df.loc[df[c] < 0, c] = float("nan")  # the sources' -1: failed on that device
                 if c in sources:
@@ -283,12 +278,34 @@ class ArchTable:
         return "\n".join(lines)
 
 
-def _is_number(v: Any) -> bool:
+def _latency_column(cells, column: str, path: Path):
+    """A device column's text cells as float ms (NaN where empty); a `TableError` naming the file,
+    the line, the column and the value of a cell that is not a finite number (``inf``, ``nan``, text)."""
+    import numpy as np
+    import pandas as pd
+
+    values = pd.to_numeric(cells, errors="coerce").astype(float)
+    bad = cells.notna().to_numpy() & ~np.isfinite(values.to_numpy())
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TableError(f"{path}: device column {column!r} holds {cells.iloc[i]!r} on line {i + 2}, not a latency in ms "
+                         "(cells must be finite numbers or empty)")
+    return values
+
+
+def latency_cell(text: str, where: str) -> float | None:
+    """One latency cell of an arch table: ms, or None where empty or negative (a failure, the public
+    files' -1); a `TableError` naming `where` for anything else (``inf``, ``nan``, text)."""
+    if not text.strip():
+        return None
     try:
-        float(v)
-        return True
-    except (TypeError, ValueError):
-        return False
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise TableError(f"{where}: latency cell {text!r} is not a latency in ms (cells must be finite numbers or "
+                         "empty); fix or delete the row to re-measure it")
+    return value if value >= 0 else None
 
 
 def _infer(path: Path, columns: Sequence[str], candidates: Sequence[ArchKeys]) -> ArchKeys:
@@ -329,6 +346,8 @@ def _read_csv(path: Path):
         raise TableError(f"{path}: empty file; expected a header of key columns and device columns") from None
     except pd.errors.ParserError as exc:
         raise TableError(f"{path}: not a valid CSV ({str(exc).strip()}); fix or delete the broken row") from None
+    except UnicodeDecodeError as exc:
+        raise TableError(f"{path}: not UTF-8 text (byte {exc.start}); restore it from a copy") from None
     return df
 
 
@@ -409,7 +428,7 @@ class ArchTableWriter:
                 if len(row) != len(self.columns):
                     raise TableError(f"{self.csv_path}, line {lineno}: {len(row)} fields, expected {len(self.columns)}; "
                                      "fix or delete the row to re-measure it")
-                self._done[row[pk]] = float(row[-1]) if row[-1] else None
+                self._done[row[pk]] = latency_cell(row[-1], f"{self.csv_path}, line {lineno}")
         if self.stats_path.exists():
             drop_partial_last_line(self.stats_path)
             self._prune_stats()

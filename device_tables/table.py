@@ -11,6 +11,7 @@ import csv
 import io
 import json
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, replace
@@ -291,16 +292,20 @@ def quietest(passes: Sequence[DeviceTable], statistic: str = "median_ms") -> Dev
 def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSION, what: str = "device table") -> dict[str, Any]:
     """Read a table's JSON metadata and check its schema name and version."""
     try:
-        meta = json.loads(json_path.read_text())
+        meta = json.loads(read_text(json_path))
     except json.JSONDecodeError as exc:
         raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
     if not isinstance(meta, dict) or meta.get("schema") != schema:
         raise TableError(f"{json_path}: not a hwlat {what} (expected \"schema\": \"{schema}\")")
     found = meta.get("schema_version")
-    if not isinstance(found, int):
+    if not isinstance(found, int) or isinstance(found, bool):
         raise TableError(f"{json_path}: schema_version missing or not an integer")
+    known = ", ".join(map(str, range(1, version + 1)))
     if found > version:
-        raise SchemaVersionError(f"{json_path}: schema version {found} is newer than this hwlat reads ({version}); upgrade hwlat")
+        raise SchemaVersionError(f"{json_path}: schema version {found} is newer than this hwlat reads ({known}); upgrade hwlat")
+    if found < 1:
+        raise SchemaVersionError(f"{json_path}: schema version {found} is not a {what} version; this hwlat reads "
+                                 f"{known}: restore the file or re-profile")
     return meta
 
 
@@ -313,10 +318,16 @@ def drop_partial_last_line(csv_path: Path) -> None:
         cut = data.rfind(b"\n") + 1
         log.warning("%s: dropping a partial last row left by an interrupted run: %r", csv_path, data[cut:][:80])
         f.truncate(cut)
+def read_text(path: Path) -> str:
+    """A table file's text; a `TableError` naming the file where it is not UTF-8 (a flipped byte)."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise TableError(f"{path}: not UTF-8 text (byte {exc.start}); restore it from a copy or re-profile") from None
 
 
 def _read_rows(csv_path: Path) -> Iterator[Row]:
-    text = csv_path.read_text()
+    text = read_text(csv_path)
     lines = text.splitlines(keepends=True)
     if lines and not lines[-1].endswith("\n"):
         log.warning("%s: ignoring a partial last row (line %d) left by an interrupted run", csv_path, len(lines))
@@ -353,19 +364,36 @@ def _read_rows(csv_path: Path) -> Iterator[Row]:
             raise TableError(f"{where}: extra column is not valid JSON: {rec['extra']!r}") from None
         m = None
         if rec["status"] == "ok":
+            stats = _statistics(rec, where)
             try:
-                stats = {f: float(rec[f]) for f in _STAT_FIELDS}
                 n = int(rec["n"])
             except ValueError:
-                raise TableError(f"{where}: a statistic is not a number; fix or delete the row to re-measure it") from None
+                raise TableError(f"{where}: n is {rec['n']!r}, not a count of timed runs; fix or delete the row to "
+                                 "re-measure it") from None
             if rec["noisy"] not in ("true", "false"):
                 raise TableError(f"{where}: noisy is {rec['noisy']!r}; expected true or false")
-            if n < 1 or stats["median_ms"] <= 0 or any(v < 0 or v != v for v in stats.values()):
+            if n < 1 or stats["median_ms"] <= 0:
                 raise TableError(f"{where}: statistics out of range (median must be > 0, n >= 1, none negative)")
             if not stats["p10_ms"] <= stats["median_ms"] <= stats["p90_ms"]:
                 raise TableError(f"{where}: p10 <= median <= p90 does not hold; the row was edited or corrupted")
             m = Measurement(**stats, n=n, noisy=rec["noisy"] == "true")
         yield Row(spec, rec["status"], m, extra, rec["measured_at"])
+
+
+def _statistics(rec: Mapping[str, str], where: str) -> dict[str, float]:
+    """The latency statistics of an ``ok`` row: each a finite number of ms, 0 or more; else a
+    `TableError` naming the row, the column and the value (``inf`` and ``nan`` are not latencies)."""
+    stats = {}
+    for f in _STAT_FIELDS:
+        try:
+            value = float(rec[f])
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise TableError(f"{where}: {f} is {rec[f]!r}, not a finite latency of 0 ms or more; fix or delete the "
+                             "row to re-measure it")
+        stats[f] = value
+    return stats
 
 
 def now() -> str:

@@ -120,13 +120,23 @@ def read_device_samples(path: str | Path, space: Space | str, device: str | None
                                      f"{'...' if len(table.devices) > 6 else ''}); choose one with --device")
         device = table.devices[0]
     col = table.latency(device)
-    col = col[col.notna() & (col > 0)]
+    col = col[col.notna()]  # empty or negative cells: architectures that failed there
+    zero = col[col <= 0]
+    if len(zero):
+        raise DeviceSamplesError(f"{path}: device {device!r} has {zero.iloc[0]:g} ms for architecture {zero.index[0]}, "
+                                 "not a latency; fix the cell or empty it")
     if len(col) < min_rows:
         raise DeviceSamplesError(
             f"{path}: only {len(col)} measured {sp.name} architecture(s) for device {device!r}; adapting needs "
             f"at least {min_rows} (10 reference + 10 random recommended): measure more with `hwlat profile archs "
             f"--space {sp.name} --archs <keys> --out {path}`")
-    return [sp.parse(k) for k in col.index], col.to_numpy(dtype=float), device
+    archs = []
+    for k in col.index:
+        try:
+            archs.append(sp.parse(k))
+        except HwlatError as exc:
+            raise DeviceSamplesError(f"{path}: architecture {k!r}: {exc}") from None
+    return archs, col.to_numpy(dtype=float), device
 
 
 def adapt(predictor: Any, space: Space | str, archs: Sequence[Any], ms: Sequence[float],

@@ -105,7 +105,7 @@ def _write_table(tmp_path):
     (lambda lines: lines[:2] + [lines[2].replace("dwconv2d,", "conv2d,", 1)] + lines[3:], "line 3: op/dtype/input_shape"),
     (lambda lines: lines + [lines[1]], "line 5: key .* repeats line 2"),
     (lambda lines: lines[:1] + [lines[1].replace(",ok,", ",maybe,")] + lines[2:], "line 2: status"),
-    (lambda lines: lines[:1] + [lines[1].replace(",ok,2,", ",ok,abc,")] + lines[2:], "line 2: a statistic is not a number"),
+    (lambda lines: lines[:1] + [lines[1].replace(",ok,2,", ",ok,abc,")] + lines[2:], "line 2: median_ms is 'abc', not a finite latency"),
     (lambda lines: lines[:1] + [lines[1].replace(",ok,", ",ok,1,2,")] + lines[2:], "line 2: 17 fields"),
     (lambda lines: ["key,op\n"] + lines[1:], "line 1: header"),
 ])

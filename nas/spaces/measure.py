@@ -138,7 +138,10 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
 
 
 def _from_file(space: Space, path: Path) -> list[ArchItem]:
-    text = path.read_text().splitlines()
+    try:
+        text = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise ArchError(f"{path}: not UTF-8 text (byte {exc.start}); expected architecture keys") from None
     lines = [ln.strip() for ln in text if ln.strip() and not ln.startswith("#")]
     if lines and space.key_column in lines[0].split(","):
         import pandas as pd
