@@ -127,17 +127,43 @@ def load_onnx(model: Any):
 
     if isinstance(model, onnx.ModelProto):
         return model
+    where = model if not isinstance(model, (bytes, bytearray)) else "<bytes>"
     try:
         if isinstance(model, (bytes, bytearray)):
-            return onnx.load_from_string(bytes(model))
-        path = os.fspath(model)
-        if not os.path.exists(path):
-            raise ModelError(f"{path}: no such ONNX file")
-        return onnx.load(path)
+            proto = onnx.load_from_string(bytes(model))
+        else:
+            path = os.fspath(model)
+            if not os.path.exists(path):
+                raise ModelError(f"{path}: no such ONNX file")
+            proto = onnx.load(path)
     except ModelError:
         raise
     except Exception as exc:  # protobuf DecodeError and friends
-        raise ModelError(f"{model if not isinstance(model, (bytes, bytearray)) else '<bytes>'}: not a readable ONNX model ({exc.__class__.__name__})") from exc
+        raise ModelError(f"{where}: not a readable ONNX model ({exc.__class__.__name__})") from exc
+    check_complete(proto, where)
+    return proto
+
+
+def check_complete(proto, where: Any) -> None:
+    """A `ModelError` naming `where` for a model that parsed but is not whole: no nodes or outputs
+    (an empty file parses as an empty model), or a node or output reading a tensor that no input,
+    weight or earlier node gives (a file cut short at a field boundary)."""
+    g = proto.graph
+    if not g.node or not g.output:
+        raise ModelError(f"{where}: an ONNX model without {'nodes' if not g.node else 'outputs'} (an empty or "
+                         "truncated file?); export the model again")
+    known = {""} | {i.name for i in g.input} | {t.name for t in g.initializer}
+    known |= {t.name for t in getattr(g, "sparse_initializer", ())}
+    for idx, node in enumerate(g.node):
+        missing = next((x for x in node.input if x not in known), None)
+        if missing is not None:
+            raise ModelError(f"{where}: node {_name(node, idx)} ({node.op_type}) reads {missing!r}, which no input, "
+                             "weight or earlier node gives (a truncated or malformed file?); export the model again")
+        known.update(node.output)
+    lost = next((o.name for o in g.output if o.name not in known), None)
+    if lost is not None:
+        raise ModelError(f"{where}: output {lost!r} is made by no node (a truncated or malformed file?); "
+                         "export the model again")
 
 
 def parse_shape(text: str) -> tuple[int, ...]:
