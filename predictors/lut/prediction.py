@@ -4,6 +4,7 @@ shares (`KernelPrediction`) and an overhead, with the ops nothing covers named (
 from __future__ import annotations
 
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -39,7 +40,8 @@ class UncoveredOp:
 @dataclass
 class Prediction:
     """A network's predicted latency (`latency_ms`) with its breakdown (`kernels`, `overhead_ms`),
-    whether ops were left out (`partial`, `uncovered`) and its uncertainty (`sigma_ms`)."""
+    whether ops were left out (`partial`, `uncovered`, and which share of the network's `ops` that
+    is: `coverage`) and its uncertainty (`sigma_ms`)."""
 
     model: str
     table: str
@@ -48,11 +50,13 @@ class Prediction:
     uncovered: list[UncoveredOp] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
     repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
+    ops: int = 0  # the network's ops that take time (nodes; shape-only ones not counted); 0 where not known
 
     @property
     def total_ms(self) -> float:
-        """The kernels' and the overhead's exact sum."""
-        return float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms]))
+        """The kernels' and the overhead's exact sum, never below 0 ms: a calibration's negative offsets
+        (fitted on whole networks) can outweigh the few kernels of a tiny network."""
+        return max(float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms])), 0.0)
 
     @property
     def latency_ms(self) -> float:
@@ -62,6 +66,30 @@ class Prediction:
     @property
     def partial(self) -> bool:
         return bool(self.uncovered)
+
+    @property
+    def uncovered_types(self) -> dict[str, int]:
+        """Op type -> how many of the network's ops of that type the total leaves out, most first."""
+        nodes: dict[str, set[str]] = {}
+        for u in self.uncovered:
+            nodes.setdefault(u.op, set()).update(u.nodes or (u.op,))
+        return dict(Counter({op: len(names) for op, names in nodes.items()}).most_common())
+
+    @property
+    def uncovered_ops(self) -> int:
+        """How many of the network's ops the total leaves out."""
+        return sum(self.uncovered_types.values())
+
+    def coverage(self) -> str:
+        """Which share the total could not price, in one line; empty when it prices every op."""
+        if not self.partial:
+            return ""
+        n = self.uncovered_ops
+        types = ", ".join(op if k == 1 else f"{op} x{k}" for op, k in self.uncovered_types.items())
+        line = f"partial: {n} op{'s' if n != 1 else ''} not priced ({types})"
+        if self.ops >= n:
+            line += f"; the total covers the other {self.ops - n} of {self.ops} ops"
+        return line
 
     @property
     def sigma_ms(self) -> float:
@@ -81,13 +109,16 @@ class Prediction:
             "kernels": [asdict(k) for k in self.kernels],
             "uncovered": [asdict(u) for u in self.uncovered],
             "repeats": list(self.repeats),
+            "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
+            "coverage": self.coverage(),
         }
 
     def format(self, top: int = 0) -> str:
         c = self.counts
         head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
                 f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
-                f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
+                + (f"  {self.coverage()}\n" if self.partial else "")
+                + f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
                 f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}")
         rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
         rows = rows[:top] if top else rows

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from device_tables.graph import UNCOVERED, Graph
+from device_tables.graph import FREE, UNCOVERED, Graph
 from device_tables.kernels import FusionRules, Kernel, activation_plans_mb, drop_duplicates, expand_fused, group_kernels
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
@@ -271,7 +271,8 @@ class LUTPredictor:
         overhead = math.fsum(cal.terms(k.op)[1] for k in kernels) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
-        return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal, repeats)
+        ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})
+        return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal, repeats, ops)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""
