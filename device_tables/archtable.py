@@ -194,7 +194,7 @@ class ArchTable:
                 all_devices.append(c)
             for k in space.int_columns:
                 if k in df.columns:
-                    df[k] = pd.to_numeric(df[k], errors="coerce").astype("Int64")
+                    df[k] = _int_column(df[k], k, path)
             local_meta = path.with_suffix(".json")
             if local_meta.exists():
                 meta[str(path)] = read_meta(local_meta)
@@ -291,6 +291,24 @@ def _latency_column(cells, column: str, path: Path):
         raise TableError(f"{path}: device column {column!r} holds {cells.iloc[i]!r} on line {i + 2}, not a latency in ms "
                          "(cells must be finite numbers or empty)")
     return values
+
+
+def _int_column(cells, column: str, path: Path):
+    """An integer key column's text cells as nullable ints (NA where empty); a `TableError` naming the
+    file, the line, the column and the value of a cell that is not a whole number (text, inf, 3.5)."""
+    import numpy as np
+    import pandas as pd
+
+    values = pd.to_numeric(cells, errors="coerce").astype(float)
+    v = values.to_numpy()
+    whole = np.zeros(len(v), dtype=bool)
+    finite = np.isfinite(v) & (np.abs(np.nan_to_num(v)) < 2.0 ** 53)
+    whole[finite] = v[finite] == np.round(v[finite])
+    bad = cells.notna().to_numpy() & ~whole
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise TableError(f"{path}: key column {column!r} holds {cells.iloc[i]!r} on line {i + 2}, not a whole number")
+    return values.astype("Int64")
 
 
 def latency_cell(text: str, where: str) -> float | None:

@@ -204,6 +204,16 @@ def test_device_samples_with_a_bad_key_name_the_file_and_key(capsys, tmp_path):
                      str(samples), "'|nor_conv_9x9~0|'")
 
 
+@pytest.mark.parametrize("index", ["inf", "3.5", "x", "1e300"])
+def test_arch_table_integer_key_that_is_not_whole_is_one_error(capsys, tmp_path, index):
+    samples = tmp_path / "samples.csv"
+    samples.write_text("nb201_index,arch_str,board\n"
+                       + "".join(f"{index if i == 2 else i},{k},1.5\n" for i, k in enumerate(NB201_KEYS)))
+    assert_one_error(run_cli(capsys, "search", "--space", "nb201", "--predictor", "pretrained", "--device-samples",
+                             str(samples), "--max-latency-ms", "2", "--no-progress"),
+                     str(samples), f"key column 'nb201_index' holds '{index}' on line 4, not a whole number")
+
+
 def test_arch_table_resume_with_a_text_latency_cell_is_one_error(capsys, tmp_path):
     out = tmp_path / "archs"
     argv = ("profile", "archs", "--space", "nb201", "--runtime", "onnxruntime", "--protocol", "quick",
