@@ -144,8 +144,6 @@ class ArchTable:
         candidate is refused. `devices` selects device columns (in that order). Errors name the file
         and what is expected.
         """
-        import pandas as pd
-
         if isinstance(paths, (str, os.PathLike)):
             paths = [paths]
         paths = [Path(p) for p in paths]
