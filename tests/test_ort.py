@@ -331,20 +331,20 @@ def test_missing_or_broken_onnxruntime_is_reported(monkeypatch):
     import types
 
     from device_tables.errors import RuntimeUnavailableError
-    from profilers.ort import runtime as ort_backend
+    from profilers.ort import install
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import` sees when the package is absent
     with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install onnxruntime"):
-        ort_backend.import_onnxruntime()
+        install.import_onnxruntime()
     monkeypatch.setitem(sys.modules, "onnxruntime", types.ModuleType("onnxruntime"))  # a leftover directory
     with pytest.raises(RuntimeUnavailableError, match="reinstall"):
-        ort_backend.import_onnxruntime()
+        install.import_onnxruntime()
     stale = types.SimpleNamespace(__version__="0.0.1", get_available_providers=lambda: ["CPUExecutionProvider"])
     with pytest.raises(RuntimeUnavailableError, match="mixed install"):
-        ort_backend._check_install(stale)
+        install.check_install(stale)
     no_cpu = types.SimpleNamespace(__version__=ort.__version__, get_available_providers=lambda: ["CUDAExecutionProvider"])
     with pytest.raises(RuntimeUnavailableError, match="CPUExecutionProvider"):
-        ort_backend._check_install(no_cpu)
+        install.check_install(no_cpu)
 
 
 def test_single_op_rows_record_the_nchwc_reorders_around_them():

@@ -16,9 +16,10 @@ import json
 import logging
 import re
 from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -130,8 +131,9 @@ class GraphNode:
 
 
 @dataclass
-class Graph:
-    """Nodes, initializers and inputs of an ONNX graph, with tensor producers."""
+class OnnxNodeGraph:
+    """Nodes, initializers and inputs of an ONNX graph (a model's source graph, or the optimised graph ONNX
+    Runtime saved), with tensor producers."""
 
     nodes: list[GraphNode]
     initializers: frozenset[str]
@@ -144,7 +146,7 @@ class Graph:
         self.by_name = {n.name: n for n in self.nodes if n.name}
 
     @classmethod
-    def from_onnx(cls, graph: Any) -> "Graph":
+    def from_onnx(cls, graph: Any) -> OnnxNodeGraph:
         """From an `onnx.GraphProto`."""
         nodes = [GraphNode(n.name, n.op_type, n.domain, tuple(n.input), tuple(n.output), _activation(n))
                  for n in graph.node]
@@ -161,19 +163,35 @@ def _family(op_type: str) -> str:
     return op_type[len("Fused"):] if op_type.startswith("Fused") else op_type
 
 
-def map_runtime_nodes(source: Graph, optimized: Graph) -> dict[str, list[str]]:
+def map_runtime_nodes(source: OnnxNodeGraph, optimized: OnnxNodeGraph) -> dict[str, list[str]]:
     """Runtime node name -> names of the source nodes it covers (source order); layout nodes cover none."""
-    src_tensors = source.tensors
     consts = _constant_tensors(source)
     anchors = {r.name: _anchor(r, source) for r in optimized.nodes}
+    alias = _tensor_aliases(source, optimized, anchors, consts)
+    for r in optimized.nodes:  # nodes known only by what they output (e.g. pieces of an inlined function)
+        if anchors[r.name] is None and not _is_layout(r, anchors):
+            made = [source.producer[alias[o]] for o in r.outputs if o in alias and alias[o] in source.producer]
+            anchors[r.name] = made[0] if made else None
+    outs = _runtime_outputs(optimized, anchors, alias)
+    walk = _CoverWalk(source, consts, materialised=_inverse(outs),
+                      anchor_owners=_inverse({name: {a.name} for name, a in anchors.items() if a is not None}))
+    resolve = _source_tensors_of(optimized, alias)
+    in_order = _source_order(source)
+    result: dict[str, list[str]] = {}
+    for r in optimized.nodes:
+        ins = set().union(*(resolve(i) for i in r.inputs)) if r.inputs else set()
+        result[r.name] = sorted(walk.covered(r.name, outs[r.name], ins, anchors[r.name]), key=in_order)
+    _adopt_feeders(result, optimized, anchors, in_order)
+    return result
 
-    # alias: optimised tensor -> the source tensor holding the same values.
+
+def _tensor_aliases(source: OnnxNodeGraph, optimized: OnnxNodeGraph, anchors: dict[str, GraphNode | None],
+                    consts: set[str]) -> dict[str, str]:
+    """Optimised tensor -> the source tensor holding the same values: the tensors that survive, a node's
+    data inputs (those of the source op it replaces), then what flows through layout nodes and out of
+    fused kernels."""
+    src_tensors = source.tensors
     alias: dict[str, str] = {t: t for t in optimized.tensors if t in src_tensors}
-    src_consumers: dict[str, list[GraphNode]] = {}
-    for n in source.nodes:
-        for t in n.inputs:
-            src_consumers.setdefault(t, []).append(n)
-    named = {a.name: r for r, a in anchors.items() if a is not None}
     heads = {r.name: _head(anchors[r.name], r, source) for r in optimized.nodes}
     for r in optimized.nodes:  # a node's data inputs are those of the source op it replaces
         head = heads[r.name]
@@ -182,6 +200,15 @@ def map_runtime_nodes(source: Graph, optimized: Graph) -> dict[str, list[str]]:
         for mine, theirs in zip(r.inputs, head.inputs):
             if mine and theirs and mine not in alias and mine not in optimized.initializers and theirs not in consts:
                 alias[mine] = theirs
+    _spread_aliases(alias, source, optimized, anchors, heads)
+    return alias
+
+
+def _spread_aliases(alias: dict[str, str], source: OnnxNodeGraph, optimized: OnnxNodeGraph,
+                    anchors: dict[str, GraphNode | None], heads: dict[str, GraphNode | None]) -> None:
+    """Extend `alias` through layout nodes (both ways) and to fused kernels' outputs until nothing changes."""
+    src_consumers = _consumers(source.nodes)
+    named = {a.name: r for r, a in anchors.items() if a is not None}
     changed = True
     while changed:
         changed = False
@@ -201,15 +228,13 @@ def map_runtime_nodes(source: Graph, optimized: Graph) -> dict[str, list[str]]:
                 if end is not None:
                     alias[o] = end
                     changed = True
-    for r in optimized.nodes:  # nodes known only by what they output (e.g. pieces of an inlined function)
-        if anchors[r.name] is None and not _is_layout(r, anchors):
-            made = [source.producer[alias[o]] for o in r.outputs if o in alias and alias[o] in source.producer]
-            anchors[r.name] = made[0] if made else None
 
+
+def _source_tensors_of(optimized: OnnxNodeGraph, alias: dict[str, str]) -> Callable[[str], frozenset[str]]:
+    """A function: optimised tensor -> the source tensors it is computed from (itself when it survives)."""
     memo: dict[str, frozenset[str]] = {}
 
     def resolve(t: str, depth: int = 0) -> frozenset[str]:
-        """The source tensors an optimised tensor is computed from (itself when it survives)."""
         if not t or t in optimized.initializers:
             return frozenset()
         if t in alias:
@@ -222,6 +247,12 @@ def map_runtime_nodes(source: Graph, optimized: Graph) -> dict[str, list[str]]:
         memo[t] = out
         return out
 
+    return resolve
+
+
+def _runtime_outputs(optimized: OnnxNodeGraph, anchors: dict[str, GraphNode | None],
+                     alias: dict[str, str]) -> dict[str, set[str]]:
+    """Runtime node -> the source tensors it computes (its anchor's outputs when none of its own survive)."""
     outs: dict[str, set[str]] = {}
     for r in optimized.nodes:
         if _is_layout(r, anchors):
@@ -231,52 +262,79 @@ def map_runtime_nodes(source: Graph, optimized: Graph) -> dict[str, list[str]]:
         if not got and anchors[r.name] is not None:
             got = set(anchors[r.name].outputs)
         outs[r.name] = got
-    materialised: dict[str, set[str]] = {}
-    for name, ts in outs.items():
-        for t in ts:
-            materialised.setdefault(t, set()).add(name)
-    anchor_owners: dict[str, set[str]] = {}
-    for name, a in anchors.items():
-        if a is not None:
-            anchor_owners.setdefault(a.name, set()).add(name)
+    return outs
 
-    order = {n.name: i for i, n in enumerate(source.nodes)}
-    result: dict[str, list[str]] = {}
-    for r in optimized.nodes:
-        ins = set().union(*(resolve(i) for i in r.inputs)) if r.inputs else set()
-        own = anchors[r.name]
+
+@dataclass(frozen=True)
+class _CoverWalk:
+    """The walk up the source graph from a runtime node's outputs to the source nodes it covers; it
+    stops at its inputs, constants, tensors another runtime node computes (`materialised`: tensor ->
+    runtime nodes) and source nodes another runtime node is named after (`anchor_owners`)."""
+
+    source: OnnxNodeGraph
+    consts: set[str]
+    materialised: dict[str, set[str]]
+    anchor_owners: dict[str, set[str]]
+
+    def covered(self, name: str, outs: set[str], ins: set[str], own: GraphNode | None) -> list[str]:
+        """Names of the source nodes runtime node `name` covers, given the source tensors it computes and
+        reads and the source node it is named after."""
+        producer = self.source.producer
         covered: dict[str, GraphNode] = {}
-        stack = [source.producer[t] for t in outs[r.name] if t in source.producer and t not in ins and t not in consts]
+        stack = [producer[t] for t in outs if t in producer and t not in ins and t not in self.consts]
         while stack:
             s = stack.pop()
             if s.name in covered:
                 continue
             covered[s.name] = s
             for t in s.inputs:
-                if not t or t in ins or t in consts or t not in source.producer:
+                if not t or t in ins or t in self.consts or t not in producer:
                     continue
-                if materialised.get(t, {r.name}) - {r.name}:
+                if self.materialised.get(t, {name}) - {name}:
                     continue  # another runtime node computes it: the boundary
-                nxt = source.producer[t]
-                if nxt is not own and anchor_owners.get(nxt.name, {r.name}) - {r.name}:
+                nxt = producer[t]
+                if nxt is not own and self.anchor_owners.get(nxt.name, {name}) - {name}:
                     continue  # another runtime node is named after it
                 stack.append(nxt)
         if own is not None:
             covered.setdefault(own.name, own)
-        result[r.name] = sorted(covered, key=lambda n: order.get(n, len(order)))
+        return list(covered)
 
-    # A node that covers nothing but feeds others (a piece of an op the runtime decomposed, e.g. the
-    # HardSigmoid of an inlined HardSwish) belongs to the source op its consumers are named after.
-    consumers: dict[str, list[GraphNode]] = {}
-    for r in optimized.nodes:
-        for t in r.inputs:
-            consumers.setdefault(t, []).append(r)
+
+def _adopt_feeders(result: dict[str, list[str]], optimized: OnnxNodeGraph, anchors: dict[str, GraphNode | None],
+                   in_order: Callable[[str], int]) -> None:
+    """A node that covers nothing but feeds others (a piece of an op the runtime decomposed, e.g. the
+    HardSigmoid of an inlined HardSwish) belongs to the source op its consumers are named after."""
+    consumers = _consumers(optimized.nodes)
     for r in optimized.nodes:
         if result[r.name] or _is_layout(r, anchors):
             continue
         owners = {anchors[c.name].name for o in r.outputs for c in consumers.get(o, []) if anchors[c.name] is not None}
-        result[r.name] = sorted(owners, key=lambda n: order.get(n, len(order)))
-    return result
+        result[r.name] = sorted(owners, key=in_order)
+
+
+def _consumers(nodes: Iterable[GraphNode]) -> dict[str, list[GraphNode]]:
+    """Tensor -> the nodes that read it, in node order."""
+    consumers: dict[str, list[GraphNode]] = {}
+    for n in nodes:
+        for t in n.inputs:
+            consumers.setdefault(t, []).append(n)
+    return consumers
+
+
+def _inverse(mapping: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Value -> the keys whose sets hold it."""
+    inverse: dict[str, set[str]] = {}
+    for key, values in mapping.items():
+        for v in values:
+            inverse.setdefault(v, set()).add(key)
+    return inverse
+
+
+def _source_order(source: OnnxNodeGraph) -> Callable[[str], int]:
+    """Sort key of source node names: their position in the source graph (unknown names last)."""
+    order = {n.name: i for i, n in enumerate(source.nodes)}
+    return lambda name: order.get(name, len(order))
 
 
 def _is_layout(r: GraphNode, anchors: dict[str, GraphNode | None]) -> bool:
@@ -284,7 +342,7 @@ def _is_layout(r: GraphNode, anchors: dict[str, GraphNode | None]) -> bool:
     return r.op_type in LAYOUT_OPS and anchors[r.name] is None
 
 
-def _head(anchor: GraphNode | None, r: GraphNode, source: Graph, max_steps: int = 4) -> GraphNode | None:
+def _head(anchor: GraphNode | None, r: GraphNode, source: OnnxNodeGraph, max_steps: int = 4) -> GraphNode | None:
     """The source op a runtime node replaces: its anchor, or the first op of the same family upstream of it.
 
     A fused node is named after its last op (``<relu output>_nchwc``) but takes the inputs of its first (the Conv).
@@ -335,7 +393,7 @@ def _activation(node: Any) -> str:
     return ""
 
 
-def _constant_tensors(source: Graph) -> set[str]:
+def _constant_tensors(source: OnnxNodeGraph) -> set[str]:
     """Initializers and everything computed from them alone (Constant nodes, weight Identities...)."""
     consts = set(source.initializers)
     for n in source.nodes:  # ONNX nodes are in topological order
@@ -344,7 +402,7 @@ def _constant_tensors(source: Graph) -> set[str]:
     return consts
 
 
-def align_names(optimized: Graph, traced: Sequence[tuple[str, str]]) -> Graph:
+def align_names(optimized: OnnxNodeGraph, traced: Sequence[tuple[str, str]]) -> OnnxNodeGraph:
     """Name the optimised graph's unnamed nodes as the profiler did (``<Op>_<index>``).
 
     Nodes ONNX Runtime creates while inlining functions are saved without a name; pair the traced
@@ -369,10 +427,10 @@ def align_names(optimized: Graph, traced: Sequence[tuple[str, str]]) -> Graph:
                 name = f"{n.op_type}#{i}_{k}"
             taken.add(name)
             nodes[i] = replace(n, name=name)
-    return Graph(nodes, optimized.initializers, optimized.inputs)
+    return OnnxNodeGraph(nodes, optimized.initializers, optimized.inputs)
 
 
-def _anchor(r: GraphNode, source: Graph) -> GraphNode | None:
+def _anchor(r: GraphNode, source: OnnxNodeGraph) -> GraphNode | None:
     """The source node a runtime node is named after, or the producer of one of its surviving outputs."""
     if r.name in source.by_name:
         return source.by_name[r.name]
@@ -412,5 +470,5 @@ def name_nodes(graph: Any) -> int:
     return renamed
 
 
-def source_ops(source: Graph, names: Iterable[str]) -> list[str]:
+def source_ops(source: OnnxNodeGraph, names: Iterable[str]) -> list[str]:
     return [source.by_name[n].op_type if n in source.by_name else "?" for n in names]
