@@ -8,6 +8,7 @@ a device that disappears, and a driver killed and restarted. They need Ray (`hwl
 from __future__ import annotations
 
 import collections
+import contextlib
 import csv
 import os
 import signal
@@ -163,6 +164,20 @@ def _devices():
     return infos
 
 
+def _live(pids) -> list[int]:
+    """Those of `pids` still running (a zombie waiting for its parent is not running)."""
+    out = []
+    for p in pids:
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state not in "ZX":
+            out.append(p)
+    return out
+
+
 @pytest.mark.slow
 def test_routes_each_task_to_its_device_one_at_a_time(lab, tmp_path):
     from profilers.cluster.driver import profile_ops_cluster
@@ -256,15 +271,47 @@ def test_driver_killed_resumes_from_the_table(lab, tmp_path):
     assert {k: after[k] for k in before} == before  # rows of the killed run are kept as they were
 
 
+def _sigkill_worker_only(lab, w) -> None:
+    """SIGKILL the `hwlat worker` process alone (as the OOM killer or ``kill -9 PID`` would), then wait (generously)
+    for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""
+    import ray
+
+    from profilers.cluster.worker import RESOURCE_PREFIX, descendants
+
+    names = [d.split("=", 1)[0] for d in w.devices.split(",")]
+    node_ids = {_devices()[n]["node_id"] for n in names}
+    node = [p for p in descendants(w.process.pid) if p != w.process.pid]  # ray start, raylet, actors, ..., watchdog
+    assert len(_live(node)) >= 4 and all(ray.cluster_resources().get(RESOURCE_PREFIX + n) == 1 for n in names)
+    os.kill(w.process.pid, signal.SIGKILL)  # nothing else is signalled
+    w.process.wait(timeout=10)
+
+    def state() -> tuple[list[int], list[str], list[str]]:
+        nodes = {n["NodeID"]: n["Alive"] for n in ray.nodes()}
+        total = ray.cluster_resources()
+        return (_live(node), [i for i in node_ids if nodes.get(i) is not False],
+                [n for n in names if RESOURCE_PREFIX + n in total])
+
+    deadline = time.monotonic() + 90
+    while any(state()) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    running, alive_nodes, advertised = state()
+    assert not running, f"processes of the killed worker's Ray node still run: {running}"
+    assert not alive_nodes, "the killed worker's Ray node is still alive in the cluster"
+    assert not advertised, f"device(s) {advertised} still advertised after their worker was killed"
+
+
 @pytest.mark.slow
 def test_device_that_disappears_is_reported_its_rows_kept_and_resumable(lab, tmp_path):
+    """Also the kill test of `hwlat worker`: SIGKILL of the worker process alone takes its Ray node with it."""
     from profilers.cluster.driver import DeviceLostError, profile_ops_cluster
+    from profilers.cluster.worker import list_devices
 
     specs = _specs(lab)
     driver, box = _sweep_until_rows(specs, tmp_path, device_timeout_s=3)
-    lab.kill_worker(lab.b)
+    _sigkill_worker_only(lab, lab.b)
     driver.join(120)
     assert not driver.is_alive()
+    assert "ort-b" not in list_devices(timeout_s=1)[0]
     result = box["result"]
     assert result.runs["ort-a"].status == "done"
     assert result.runs["ort-b"].status == "lost"
@@ -307,3 +354,42 @@ def test_worker_killed_mid_sweep_loses_and_duplicates_nothing(lab, tmp_path):
     assert new_node != old_node
     late = [r for r in result.records if r.device == "ort-b" and r.started > killed_at]
     assert late and all(r.node_id == new_node for r in late)
+
+
+# ---- a worker's Ray node dies with it ----------------------------------------------------------------
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the node's watchdog reads /proc")
+def test_watchdog_ends_the_whole_session_once_its_owner_is_gone():
+    """No Ray: a session whose grandchildren leave the tree, ended when the watchdog's pipe closes."""
+    from profilers.cluster.reaper import session_pids
+
+    session = subprocess.Popen(["sh", "-c", "(sleep 300 &) ; sleep 300 & sleep 300"], start_new_session=True)
+
+    def sleeps() -> list[int]:
+        out = []
+        for p in session_pids(session.pid):
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{p}/comm").read_text().strip() == "sleep":
+                    out.append(p)
+        return out
+
+    deadline = time.monotonic() + 30
+    while len(sleeps()) < 3 and time.monotonic() < deadline:  # one of them re-parented: it left the tree of sh
+        time.sleep(0.02)
+    members = sleeps() + [session.pid]
+    assert len(members) == 4
+    read_end, write_end = os.pipe()
+    watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(ROOT / "profilers" / "cluster" / "reaper.py"),
+                                 str(session.pid)], stdin=read_end, stderr=subprocess.PIPE, start_new_session=True)
+    os.close(read_end)
+    try:
+        time.sleep(0.2)
+        assert watchdog.poll() is None and len(_live(members)) == 4  # nothing happens while the owner lives
+        os.close(write_end)  # what the kernel does when the owner dies, however it dies
+        assert watchdog.wait(timeout=60) == 0
+        session.wait(timeout=10)
+        assert _live(members) == []
+        assert b"ended" in watchdog.stderr.read()
+    finally:
+        for p in _live(members):
+            os.kill(p, signal.SIGKILL)
+        session.wait(timeout=10)

@@ -139,8 +139,9 @@ class LocalLab:
         raise ClusterError(f"hwlat worker did not come up in {self.start_timeout_s:.0f} s (log {w.log_path})")
 
     def kill_worker(self, w: WorkerProcess) -> None:
-        """SIGKILL the worker and every process below it (its Ray node, the device actors)."""
-        kill_pids(descendants(w.process.pid))
+        """SIGKILL the worker and every process below it (its Ray node, the device actors, the node's watchdog)."""
+        if w.process.poll() is None:  # once reaped, its pid may belong to another process
+            kill_pids(descendants(w.process.pid))
         try:
             w.process.wait(timeout=10)
         except subprocess.TimeoutExpired:

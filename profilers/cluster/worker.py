@@ -30,6 +30,7 @@ from typing import Any, Callable, Iterator, Mapping, Sequence
 from device_tables.errors import HwlatError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
+from profilers.cluster.reaper import descendants, kill_pids, session_pids
 from profilers.protocol import Protocol
 
 log = logging.getLogger(__name__)
@@ -395,10 +396,12 @@ def list_devices(timeout_s: float = 5.0) -> tuple[dict[str, dict[str, Any]], lis
 class RayNode:
     """A ``ray start --block`` child: a head (no address) or a node joining ``address``, with custom resources."""
 
-    process: subprocess.Popen
+    process: subprocess.Popen  # ``ray start --block``, leader of the node's own session
     log_path: Path
     head: bool
     address: str  # the GCS address host:port other nodes and drivers use
+    watchdog: subprocess.Popen | None = None  # ends the node's session once `lifeline` closes
+    lifeline: int | None = None  # the write end of the watchdog's stdin: only this process holds it
 
     @classmethod
     def start(cls, address: str | None = None, resources: Mapping[str, float] | None = None, num_cpus: int = 0,
@@ -431,6 +434,11 @@ class RayNode:
             proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=child_env,
                                     start_new_session=True, preexec_fn=_stop_with_parent)
         node = cls(proc, log_path, head=not address, address=address or "")
+        try:
+            node._watch()
+        except OSError:
+            node.kill()
+            raise
         node._wait_started(timeout_s)
         if node.head:
             node.address = f"{node.ip()}:{port}"
@@ -442,6 +450,7 @@ class RayNode:
             if "Ray runtime started" in self.log_text():
                 return
             if self.process.poll() is not None:
+                self.kill()  # what it may have started
                 raise ClusterError(f"ray start exited with code {self.process.returncode}: {self.log_tail()} "
                                    f"(full log: {self.log_path})")
             time.sleep(0.2)
@@ -470,8 +479,8 @@ class RayNode:
         return self.process.poll() is None
 
     def pids(self) -> list[int]:
-        """This node's processes: ``ray start`` and every descendant (raylet, agents, workers)."""
-        return descendants(self.process.pid)
+        """This node's processes: ``ray start``, its session and every descendant (raylet, GCS, agents, workers)."""
+        return sorted(set(descendants(self.process.pid)) | set(session_pids(self.process.pid)))
 
     def stop(self, timeout_s: float = 40.0) -> None:
         """Stop cleanly (Ray drains the node), then kill whatever is left of it."""
@@ -483,15 +492,45 @@ class RayNode:
         kill_pids(self.pids())
         self._reap()
 
+    def _watch(self) -> None:
+        """Start the watchdog (profilers/cluster/reaper.py) that ends this node when this process ends, however.
+
+        Its stdin is a pipe whose write end stays here (not inherited by any child): when this process
+        dies, even by SIGKILL, the kernel closes it and the watchdog ends the node's session. It runs in
+        a session of its own, so a signal to this process's group does not reach it.
+        """
+        read_end, self.lifeline = os.pipe()
+        try:
+            with open(self.log_path, "a") as out:
+                self.watchdog = subprocess.Popen(
+                    [sys.executable, "-I", "-S", str(Path(__file__).with_name("reaper.py")), str(self.process.pid)],
+                    stdin=read_end, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        except OSError:
+            os.close(self.lifeline)
+            self.lifeline = None
+            raise
+        finally:
+            os.close(read_end)
+
     def _reap(self) -> None:
         try:
             self.process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             log.warning("ray start (pid %d) did not exit", self.process.pid)
+        # The watchdog ends whatever is left of the session (processes that had left the tree) and exits.
+        if self.lifeline is not None:
+            os.close(self.lifeline)
+            self.lifeline = None
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(timeout=70)
+            except subprocess.TimeoutExpired:
+                log.warning("the node's watchdog (pid %d) did not exit", self.watchdog.pid)
 
 
 def _stop_with_parent() -> None:
-    """In the child before exec: get SIGTERM when the parent dies (Linux), so no node outlives its worker."""
+    """In the child before exec: get SIGTERM when the parent thread dies (Linux). A fallback: the watchdog
+    (`RayNode._watch`) is what ends the whole node; this only starts Ray's own shutdown of ``ray start``."""
     if sys.platform.startswith("linux"):
         import ctypes
 
@@ -500,28 +539,6 @@ def _stop_with_parent() -> None:
             ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
         except OSError:
             pass
-
-
-def descendants(pid: int) -> list[int]:
-    """`pid` and all processes below it (by parent pid; Ray's workers start their own sessions)."""
-    if not os.path.isdir("/proc"):
-        return [pid]
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        todo.extend(children.get(p, []))
-    return out
 
 
 def terminate_tree(process: subprocess.Popen, timeout_s: float) -> None:
@@ -535,12 +552,3 @@ def terminate_tree(process: subprocess.Popen, timeout_s: float) -> None:
         except subprocess.TimeoutExpired:
             pass
     kill_pids(set(pids) | set(descendants(process.pid)))
-
-
-def kill_pids(pids: Sequence[int] | set[int]) -> None:
-    """SIGKILL these processes (ones this code started, by id); those already gone are skipped."""
-    for p in pids:
-        try:
-            os.kill(p, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
