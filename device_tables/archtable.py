@@ -27,7 +27,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from device_tables.device import Device
 from device_tables.errors import TableError, UnknownDeviceError
 from device_tables.measurement import Measurement
-from device_tables.table import atomic_write_text, drop_partial_last_line, now
+from device_tables.files import (
+    append_line, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
+)
+from device_tables.lock import TableLock
+from device_tables.table import now, refuse_other_settings
 from device_tables.table import read_meta as read_table_meta
 
 log = logging.getLogger(__name__)
@@ -67,6 +71,10 @@ SCHEMA_VERSION = 1
 STATS_COLUMNS = ("key", "status", "median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms", "n", "noisy",
                  "build_ms", "error", "measured_at")
 _STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
+# The files of a local arch table: what --fresh moves aside.
+FILE_SUFFIXES = (".csv", ".json", ".stats.csv")
+# The metadata entries that say how archs were measured: a resumed table must be measured the same way.
+MEASURING_SETTINGS = ("protocol", "runtime", "batch", "runtime_settings", "space_options")
 
 # Where the public latency files are: this environment variable, else ../shared/data/latency
 # next to the repository (development layout). Never shipped, never needed by tests.
@@ -394,9 +402,13 @@ class ArchTableWriter:
     ``NAME.stats.csv``: per-arch statistics, noise flag, build time and error message.
     ``NAME.json``: schema, space, device with fingerprint, protocol and settings, run history.
     Each row is written with one ``write`` on an O_APPEND file and fsync'ed before `append` returns.
+    The table's lock is held until `close` (a second writer gets `TableBusyError`); a resumed table
+    must have been measured with the same settings (`MEASURING_SETTINGS`) unless `fresh` starts it
+    again, its old files moved aside to NAME.old-<time>.*.
     """
 
-    def __init__(self, path: str | os.PathLike, space: ArchKeys, device: Device, meta: Mapping[str, Any] | None = None):
+    def __init__(self, path: str | os.PathLike, space: ArchKeys, device: Device, meta: Mapping[str, Any] | None = None,
+                 *, fresh: bool = False):
         self.arch_keys = _check_keys(space)
         self.space = space.space  # the name, as the metadata records it
         self.device = device
@@ -405,8 +417,22 @@ class ArchTableWriter:
         self.key_columns = list(space.columns)
         self.columns = self.key_columns + [device.name]
         self._done: dict[str, float | None] = {}
-        self._fds: list[int] = []
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
+        make_parent(self.csv_path)
+        self._lock: TableLock | None = TableLock.acquire(self.csv_path.with_suffix(""))
+        try:
+            self._start(meta, fresh)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, meta: Mapping[str, Any] | None, fresh: bool) -> None:
+        """Create or resume the table, holding its lock, and open its files for appending."""
+        device = self.device
+        if fresh:
+            moved = set_aside(self.csv_path.with_suffix(""), FILE_SUFFIXES)
+            if moved:
+                log.warning("%s: starting again; the old files are %s", self.csv_path.with_suffix(""),
+                            ", ".join(map(str, moved)))
         if self.csv_path.exists() or self.json_path.exists():
             self._resume(meta or {})
         else:
@@ -415,8 +441,8 @@ class ArchTableWriter:
             self.write_meta()
             atomic_write_text(self.csv_path, _line(self.columns).decode())
             atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
-        self._fd = os.open(self.csv_path, os.O_WRONLY | os.O_APPEND)
-        self._stats_fd = os.open(self.stats_path, os.O_WRONLY | os.O_APPEND)
+        self._fd = open_append(self.csv_path)
+        self._stats_fd = open_append(self.stats_path)
 
     def _resume(self, meta: Mapping[str, Any]) -> None:
         if not self.json_path.exists():
@@ -430,7 +456,9 @@ class ArchTableWriter:
         if old != self.device.name:
             raise TableError(f"{self.json_path} holds device {old!r}, not {self.device.name!r}; "
                              "choose another --out or the same settings to resume")
-        drop_partial_last_line(self.csv_path)
+        refuse_other_settings(self.csv_path.with_suffix(""), self.meta, meta, MEASURING_SETTINGS)
+        recorded = self._repair_stats()
+        repair_last_line(self.csv_path, lambda line: self._whole_row(line, recorded))
         with open(self.csv_path, newline="") as f:
             reader = csv.reader(f)
             header = next(reader, None)
@@ -446,7 +474,6 @@ class ArchTableWriter:
                                      "fix or delete the row to re-measure it")
                 self._done[row[pk]] = latency_cell(row[-1], f"{self.csv_path}, line {lineno}")
         if self.stats_path.exists():
-            drop_partial_last_line(self.stats_path)
             self._prune_stats()
         else:
             atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
@@ -454,6 +481,26 @@ class ArchTableWriter:
         self.meta.setdefault("resumed", []).append(now())
         self.meta.setdefault("fingerprints_on_resume", []).append(dict(self.device.fingerprint))
         self.write_meta()
+
+    def _repair_stats(self) -> dict[str, str]:
+        """End the stats file with a whole row (`repair_last_line`); return each arch's latency cell
+        as the main CSV holds it (the median, or empty for a failure), from its stats row."""
+        if not self.stats_path.exists():
+            return {}
+        repair_last_line(self.stats_path, lambda line: whole_csv_row(line, len(STATS_COLUMNS)))
+        with open(self.stats_path, newline="") as f:
+            rows = [r for r in csv.reader(f) if len(r) == len(STATS_COLUMNS)]
+        return {r[0]: r[2] if r[1] == "ok" else "" for r in rows[1:]}
+
+    def _whole_row(self, line: str, recorded: Mapping[str, str]) -> bool:
+        """Whether a main-CSV line without its newline is whole: every field, and the latency its stats
+        row (written first) recorded; a number cut short would still parse, so only that tells."""
+        try:
+            values = next(csv.reader([line], strict=True))
+        except (csv.Error, StopIteration):
+            return False
+        key = values[self.columns.index(self.primary)] if len(values) == len(self.columns) else None
+        return key in recorded and values[-1] == recorded[key]
 
     def _prune_stats(self) -> None:
         """Drop stats rows of archs that never reached the main CSV (interrupted between the writes)."""
@@ -498,12 +545,10 @@ class ArchTableWriter:
         build = "" if build_ms is None else f"{build_ms:.3f}"
         err = (error or "").replace("\n", " ")
         # Stats first: a crash between the two writes leaves an orphan stats row, pruned on resume.
-        os.write(self._stats_fd, _line([key] + stats + [build, err, stamp]))
-        os.fsync(self._stats_fd)
+        append_line(self._stats_fd, _line([key] + stats + [build, err, stamp]), self.stats_path)
         row = ["" if record.get(c) is None or (isinstance(record.get(c), float) and math.isnan(record.get(c)))
                else record.get(c) for c in self.key_columns] + [value]
-        os.write(self._fd, _line(row))
-        os.fsync(self._fd)
+        append_line(self._fd, _line(row), self.csv_path)
         self._done[key] = measurement.median_ms if measurement is not None else None
 
     def write_meta(self) -> None:
@@ -519,6 +564,9 @@ class ArchTableWriter:
             if fd is not None:
                 os.close(fd)
                 setattr(self, attr, None)
+        if getattr(self, "_lock", None) is not None:
+            self._lock.release()
+            self._lock = None
 
     def __enter__(self) -> "ArchTableWriter":
         return self

@@ -18,6 +18,18 @@ class SchemaVersionError(TableError):
     """A table written by a newer hwlat (schema version above the one this code reads)."""
 
 
+class TableBusyError(TableError):
+    """A table another process is writing (it holds the table's lock)."""
+
+
+class ResumeSettingsError(TableError):
+    """A table resumed with measuring settings other than those it was measured with."""
+
+
+class WriteError(HwlatError):
+    """A file that cannot be written (read-only folder, full disk, a path that is a folder); names the path."""
+
+
 class UnknownDeviceError(HwlatError, KeyError):
     """A device or table name that is not known."""
 

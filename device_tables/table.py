@@ -14,12 +14,17 @@ import logging
 import math
 import os
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Iterator, Mapping, Sequence
 
 from device_tables.device import Device
-from device_tables.errors import OpSpecError, SchemaVersionError, TableError
+from device_tables.errors import OpSpecError, ResumeSettingsError, SchemaVersionError, TableError
+from device_tables.files import (
+    append_line, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
+)
+from device_tables.lock import TableLock
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 
@@ -33,6 +38,11 @@ COLUMNS = (
     "extra", "measured_at",
 )
 STATUSES = ("ok", "error")
+# The files of a table and those `hwlat profile device` keeps beside it (README.md): what --fresh moves aside.
+FILE_SUFFIXES = (".csv", ".json", ".networks.csv", ".probes.jsonl", ".regressors.json", ".regressors.npz",
+                 ".pass2.csv", ".pass2.json")
+# The metadata entries that say how rows were measured: a resumed table must be measured the same way.
+MEASURING_SETTINGS = ("protocol", "runtime_settings")
 _STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
 
 
@@ -63,13 +73,28 @@ def table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     return p.with_name(p.name + ".csv"), p.with_name(p.name + ".json")
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def settings_differences(stored: Mapping[str, Any], given: Mapping[str, Any], keys: Sequence[str]) -> list[str]:
+    """Each measuring setting (`keys` of the metadata, entry by entry) that `given` sets otherwise
+    than the table `stored`: ``protocol.clock 'wall' -> 'cpu'``. A setting the table did not
+    record (written by an older hwlat) is not a difference."""
+    out = []
+    for key in keys:
+        if key not in stored or key not in given:
+            continue
+        old, new = stored[key], json.loads(json.dumps(given[key], default=str))  # as the table stores it
+        if isinstance(old, dict) and isinstance(new, dict):
+            out += [f"{key}.{k} {old[k]!r} -> {v!r}" for k, v in new.items() if k in old and old[k] != v]
+        elif old != new:
+            out.append(f"{key} {old!r} -> {new!r}")
+    return out
+
+
+def refuse_other_settings(name: Path, stored: Mapping[str, Any], given: Mapping[str, Any], keys: Sequence[str]) -> None:
+    """`ResumeSettingsError` naming each difference when a resumed table would mix two kinds of measurement."""
+    diffs = settings_differences(stored, given, keys)
+    if diffs:
+        raise ResumeSettingsError(f"{name} was measured with other settings ({'; '.join(diffs)}); resume with the "
+                                  "table's settings, or pass --fresh to start it again (its files are moved aside)")
 
 
 def _format_row(spec: OpSpec, status: str, m: Measurement | None, extra: Mapping[str, Any], measured_at: str) -> str:
@@ -97,6 +122,7 @@ class DeviceTable:
         self.path = path
         self._rows: dict[str, Row] = {}
         self._fd: int | None = None
+        self._lock: TableLock | None = None
 
     # ---- reading ------------------------------------------------------------------------
     @classmethod
@@ -117,36 +143,62 @@ class DeviceTable:
         return table
 
     @classmethod
-    def open(cls, path: str | os.PathLike, device: Device, meta: Mapping[str, Any] | None = None) -> "DeviceTable":
-        """Open a table for appending: create it, or resume an existing one of the same device."""
+    def open(cls, path: str | os.PathLike, device: Device, meta: Mapping[str, Any] | None = None, *,
+             fresh: bool = False) -> "DeviceTable":
+        """Open a table for appending: create it, or resume an existing one of the same device and
+        measuring settings (`fresh`: start it again, its old files moved aside to NAME.old-<time>.*).
+
+        The table's lock is held until `close`: a second writer gets `TableBusyError` at once."""
+        csv_path, _ = table_paths(path)
+        make_parent(csv_path)
+        lock = TableLock.acquire(csv_path.with_suffix(""))
+        try:
+            table = cls._open_locked(path, device, meta, fresh)
+            table._fd = open_append(csv_path)
+        except BaseException:
+            lock.release()
+            raise
+        table._lock = lock
+        return table
+
+    @classmethod
+    def _open_locked(cls, path: str | os.PathLike, device: Device, meta: Mapping[str, Any] | None,
+                     fresh: bool) -> "DeviceTable":
+        """`open`'s work, done while holding the table's lock."""
         csv_path, json_path = table_paths(path)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
+        if fresh:
+            moved = set_aside(csv_path.with_suffix(""), FILE_SUFFIXES)
+            if moved:
+                log.warning("%s: starting again; the old files are %s", csv_path.with_suffix(""), ", ".join(map(str, moved)))
         if json_path.exists() or csv_path.exists():
             if not json_path.exists():
                 raise TableError(f"{csv_path} exists without {json_path.name}; move it away or restore the metadata")
-            if not csv_path.exists():
-                csv_path.write_text(",".join(COLUMNS) + "\n")
-            drop_partial_last_line(csv_path)
-            table = cls.load(csv_path)
-            if table.device.name != device.name:
+            stored = read_meta(json_path)
+            held = stored.get("device")
+            held = held.get("name") if isinstance(held, dict) else None
+            if held is not None and held != device.name:
                 raise TableError(
-                    f"{json_path} holds device {table.device.name!r}, not {device.name!r}; "
+                    f"{json_path} holds device {held!r}, not {device.name!r}; "
                     "choose another --out or the same settings to resume"
                 )
+            refuse_other_settings(csv_path.with_suffix(""), stored, meta or {}, MEASURING_SETTINGS)
+            if not csv_path.exists():
+                atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
+            repair_last_line(csv_path, lambda line: whole_csv_row(line, len(COLUMNS)))
+            table = cls.load(csv_path)
             if meta:
                 table.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
             table.meta.setdefault("resumed", []).append(now())
             table.meta["device"] = {**device.to_dict(), "fingerprint": table.meta["device"].get("fingerprint", {})}
             table.meta.setdefault("fingerprints_on_resume", []).append(device.to_dict()["fingerprint"])
-            table.write_meta()
+            table._write_meta_file()
         else:
             table = cls(device, {**(meta or {})}, csv_path.with_suffix(""))
             table.meta.update({"schema": SCHEMA, "schema_version": SCHEMA_VERSION, "name": csv_path.stem,
                                "device": device.to_dict(), "created": now()})
             table.meta.update(meta or {})
-            table.write_meta()
+            table._write_meta_file()
             atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
-        table._fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND)
         return table
 
     def __enter__(self) -> "DeviceTable":
@@ -156,9 +208,13 @@ class DeviceTable:
         self.close()
 
     def close(self) -> None:
+        """Stop writing: close the CSV and release the table's lock."""
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     # ---- writing ------------------------------------------------------------------------
     def append(self, spec: OpSpec, measurement: Measurement | None = None, *, error: str | None = None,
@@ -176,14 +232,27 @@ class DeviceTable:
         row = Row(spec, "ok" if error is None else "error", measurement, extra, now())
         if self._fd is not None:
             line = _format_row(row.spec, row.status, row.measurement, row.extra, row.measured_at).encode()
-            os.write(self._fd, line)  # one write of a whole line on an O_APPEND file
-            os.fsync(self._fd)
+            append_line(self._fd, line, table_paths(self.path)[0])  # one write of a whole line, or nothing
         self._rows[spec.key] = row
         return row
 
     def write_meta(self) -> None:
+        """Replace NAME.json by `meta`."""
         if self.path is None:
             return
+        with self._locked():
+            self._write_meta_file()
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """The table's lock held around a write: kept when open for writing, else taken meanwhile."""
+        if self._lock is not None:
+            yield
+            return
+        with TableLock.acquire(self.path):
+            yield
+
+    def _write_meta_file(self) -> None:
         atomic_write_text(table_paths(self.path)[1], json.dumps(self.meta, indent=2, sort_keys=True, default=str) + "\n")
 
     def update_meta(self, **entries: Any) -> None:
@@ -249,11 +318,11 @@ class DeviceTable:
             replaced += better
         if self.path is not None:
             csv_path, _ = table_paths(self.path)
-            reopen = self._fd is not None
-            self.close()
-            atomic_write_text(csv_path, self._csv_text())
-            if reopen:
-                self._fd = os.open(csv_path, os.O_WRONLY | os.O_APPEND)
+            with self._locked():
+                atomic_write_text(csv_path, self._csv_text())
+            if self._fd is not None:  # the file was replaced: append to the new one
+                os.close(self._fd)
+                self._fd = open_append(csv_path)
         return replaced
 
     def save(self, path: str | os.PathLike) -> "DeviceTable":
@@ -263,9 +332,12 @@ class DeviceTable:
                                         "name": csv_path.stem, "device": self.device.to_dict()}, csv_path.with_suffix(""))
         out.meta.setdefault("created", now())
         out._rows = dict(self._rows)
-        csv_path.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(csv_path, self._csv_text())
-        out.write_meta()
+        make_parent(csv_path)
+        with TableLock.acquire(csv_path.with_suffix("")) as lock:
+            out._lock = lock
+            atomic_write_text(csv_path, self._csv_text())
+            out.write_meta()
+        out._lock = None
         return out
 
 
@@ -309,15 +381,6 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
     return meta
 
 
-def drop_partial_last_line(csv_path: Path) -> None:
-    """Cut a trailing row that an interrupted write left without its newline."""
-    with open(csv_path, "rb+") as f:
-        data = f.read()
-        if not data or data.endswith(b"\n"):
-            return
-        cut = data.rfind(b"\n") + 1
-        log.warning("%s: dropping a partial last row left by an interrupted run: %r", csv_path, data[cut:][:80])
-        f.truncate(cut)
 def read_text(path: Path) -> str:
     """A table file's text; a `TableError` naming the file where it is not UTF-8 (a flipped byte)."""
     try:
@@ -329,7 +392,7 @@ def read_text(path: Path) -> str:
 def _read_rows(csv_path: Path) -> Iterator[Row]:
     text = read_text(csv_path)
     lines = text.splitlines(keepends=True)
-    if lines and not lines[-1].endswith("\n"):
+    if lines and not lines[-1].endswith("\n") and not whole_csv_row(lines[-1], len(COLUMNS)):
         log.warning("%s: ignoring a partial last row (line %d) left by an interrupted run", csv_path, len(lines))
         lines = lines[:-1]
     reader = csv.reader(lines)

@@ -82,31 +82,34 @@ def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: floa
     """`hwlat profile device`: a complete table of `runtime` at `out` within `minutes` (default: the
     command's), resumed if it exists. `settings` are the runtime's (for a name) and the options of
     `hwlat.device_profile.profile_device` (protocol, targets, calibration_networks, score_networks,
-    per_space, fusion_patterns, progress)."""
+    per_space, fusion_patterns, progress, fresh)."""
     from hwlat.device_profile import DEFAULT_MINUTES
     from hwlat.device_profile import profile_device as run
 
     options = {k: settings.pop(k) for k in list(settings) if k in (
-        "protocol", "targets", "calibration_networks", "score_networks", "per_space", "fusion_patterns", "progress")}
+        "protocol", "targets", "calibration_networks", "score_networks", "per_space", "fusion_patterns", "progress",
+        "fresh")}
     return run(_runtime(runtime, settings), out, minutes=minutes or DEFAULT_MINUTES, **options)
 
 
 def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Iterable[Any] = "default",
-                protocol: Protocol | None = None, progress: bool = True, **settings: Any) -> SweepResult:
+                protocol: Protocol | None = None, progress: bool = True, fresh: bool = False,
+                **settings: Any) -> SweepResult:
     """`hwlat profile ops`: measure the op configurations of `sweep` (a preset name, a YAML/JSON file
-    or `OpSpec`s) into the device table at `out` (resumed if it exists)."""
+    or `OpSpec`s) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
     from profilers.run import profile_ops as run
     from profilers.sweeps import load_sweep
 
     rt = _runtime(runtime, settings)
     specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else list(sweep)
-    return run(rt, specs, out, protocol or rt.default_protocol(), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs")
+    return run(rt, specs, out, protocol or rt.default_protocol(), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs",
+               fresh=fresh)
 
 
 def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.PathLike,
                   runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None, batch: int = 1,
-                  seed: int = 0, progress: bool = True, **settings: Any) -> ArchRunResult:
-    """`hwlat profile archs`: time whole architectures into the arch table at `out` (resumed).
+                  seed: int = 0, progress: bool = True, fresh: bool = False, **settings: Any) -> ArchRunResult:
+    """`hwlat profile archs`: time whole architectures into the arch table at `out` (resumed; `fresh`: started again).
     `archs` is a spec as ``--archs`` takes it (``"0:100"``, ``"random:20"``, a file) or a list of
     architectures or keys."""
     from nas.spaces.measure import ArchItem, profile_archs as run, resolve_archs
@@ -118,7 +121,8 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
     else:
         parsed = [sp.arch(a) for a in archs]
         items = [ArchItem(a, sp.key_record(a)) for a in parsed]
-    return run(sp, items, out, rt, protocol=protocol or rt.default_protocol(), progress=progress, batch=batch)
+    return run(sp, items, out, rt, protocol=protocol or rt.default_protocol(), progress=progress, batch=batch,
+               fresh=fresh)
 
 
 def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None,

@@ -77,6 +77,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except OSError as exc:  # a last resort: writers raise a `WriteError` naming the path themselves
+        from device_tables.files import os_reason
+
+        print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("hwlat: interrupted; every row measured so far is saved and the run resumes where it stopped", file=sys.stderr)
         return 130

@@ -33,7 +33,9 @@ import numpy as np
 
 from device_tables.errors import HwlatError, TableError, UnsupportedOpError
 from device_tables.measurement import Measurement
-from device_tables.table import DeviceTable, drop_partial_last_line, now
+from device_tables.files import append_to, repair_last_line, whole_csv_row
+from device_tables.lock import LOCK_SUFFIXES
+from device_tables.table import DeviceTable, now
 from profilers.base import Runtime
 from profilers.protocol import Protocol
 
@@ -109,7 +111,7 @@ def read_networks(path: Path) -> list[dict[str, Any]]:
     """The whole-network measurements stored so far (a partial last line from a kill is dropped)."""
     if not path.exists():
         return []
-    drop_partial_last_line(path)
+    repair_last_line(path, lambda line: whole_csv_row(line, len(NETWORK_COLUMNS)))
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         if tuple(reader.fieldnames or ()) != NETWORK_COLUMNS:
@@ -146,12 +148,7 @@ def _append_network(path: Path, name: str, role: str, pass_: int, m: Measurement
     if new:
         w.writerow(NETWORK_COLUMNS)
     w.writerow(values)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    try:
-        os.write(fd, buf.getvalue().encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    append_to(path, buf.getvalue().encode())
 
 
 # ---- the networks ---------------------------------------------------------------------------
@@ -222,7 +219,7 @@ def _memo_measure(path: Path, measure: Callable[[Any], tuple[Measurement, dict]]
     only the rest. Past the time budget it raises `OutOfTime`."""
     stored: dict[tuple[str, int], dict] = {}
     if path.exists():
-        drop_partial_last_line(path)
+        repair_last_line(path, _whole_json)
         for line in path.read_text().splitlines():
             try:
                 rec = json.loads(line)
@@ -243,10 +240,7 @@ def _memo_measure(path: Path, measure: Callable[[Any], tuple[Measurement, dict]]
                 rec = {"key": spec.key, "call": n, "measurement": m.to_dict(), "extra": extra}
             except UnsupportedOpError as exc:
                 rec = {"key": spec.key, "call": n, "error": str(exc)}
-            with open(path, "a") as f:
-                f.write(json.dumps(rec, default=str) + "\n")
-                f.flush()
-                os.fsync(f.fileno())
+            append_to(path, (json.dumps(rec, default=str) + "\n").encode())
         if "error" in rec:
             raise UnsupportedOpError(rec["error"])
         return Measurement(**rec["measurement"]), dict(rec.get("extra") or {})
@@ -254,17 +248,27 @@ def _memo_measure(path: Path, measure: Callable[[Any], tuple[Measurement, dict]]
     return measured
 
 
+def _whole_json(line: str) -> bool:
+    """Whether a probes line without its newline is a whole record (a cut JSON object does not parse)."""
+    try:
+        return isinstance(json.loads(line), dict)
+    except json.JSONDecodeError:
+        return False
+
+
 def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DEFAULT_MINUTES,
                    protocol: Protocol | None = None, targets: Sequence[str] | None = None,
                    calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
-                   fusion_patterns: Sequence[str] | None = None, progress: bool = True) -> DeviceProfileResult:
+                   fusion_patterns: Sequence[str] | None = None, progress: bool = True,
+                   fresh: bool = False) -> DeviceProfileResult:
     """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
 
     `minutes` bounds this run; `targets` are the spaces and/or ``classic`` whose kernels the rows
     are chosen for (default all of them); `protocol` measures rows and networks (the default,
     `Runtime.default_protocol`, is what `hwlat profile archs` measures with, so its numbers and this
     table's predictions are the same quantity). Returns what was finished and the table's score on
-    networks it was not calibrated on.
+    networks it was not calibrated on. `fresh` starts an existing table again (its files moved aside
+    to NAME.old-<time>.*) instead of resuming it, which needs the same protocol and runtime settings.
     """
     from nas.pool import target_kinds
 
@@ -282,8 +286,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     settings = {"threads": runtime.threads, **runtime.runtime_settings()}
     meta = {"protocol": protocol.to_dict(), "runtime_settings": settings,
             "sampling": {"method": "adaptive", "targets": list(targets), "per_space": per_space}}
-    with DeviceTable.open(out, runtime.device(), meta) as table:
-        _check_settings(table, protocol)
+    with DeviceTable.open(out, runtime.device(), meta, fresh=fresh) as table:  # refuses another protocol
         result = DeviceProfileResult(table)
         run = dict(table.meta.get("profile_device") or {})
         run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
@@ -318,15 +321,6 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                                            "unfinished": result.unfinished})
         table.update_meta(profile_device=run)
     return result
-
-
-def _check_settings(table: DeviceTable, protocol: Protocol) -> None:
-    """A table resumed with another protocol would mix two kinds of measurement: refuse."""
-    stored = (table.meta.get("profile_device") or {}).get("protocol")
-    if stored and Protocol.from_dict(stored) != protocol:
-        diff = [f"{k} {stored.get(k)!r} -> {v!r}" for k, v in protocol.to_dict().items() if stored.get(k) != v]
-        raise TableError(f"{table.path}: profiled with another protocol ({'; '.join(diff)}); "
-                         "resume with the same --protocol and --clock, or give another --out")
 
 
 def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
@@ -398,7 +392,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
                            deadline=deadline)
         replaced = table.keep_quieter(again)
         measured_twice = sum(1 for r in table.rows("ok") if r.spec in again)
-    for suffix in (".csv", ".json"):
+    for suffix in (".csv", ".json", *LOCK_SUFFIXES):  # its lock too: pass 2 is written only under the table's
         pass2.with_name(pass2.name + suffix).unlink(missing_ok=True)
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)

@@ -26,8 +26,10 @@ class SweepResult:
 
 
 def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLike, protocol: Protocol = Protocol(),
-                progress: bool = True, sweep_name: str | None = None) -> SweepResult:
-    """Measure every spec not yet in the table at `out`; ops the runtime cannot run become error rows."""
+                progress: bool = True, sweep_name: str | None = None, fresh: bool = False) -> SweepResult:
+    """Measure every spec not yet in the table at `out`; ops the runtime cannot run become error rows.
+    A table measured with another protocol or runtime settings is refused unless `fresh` starts it
+    again (its files moved aside to NAME.old-<time>.*)."""
     from tqdm import tqdm
 
     device = runtime.device()
@@ -36,7 +38,7 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
         meta["sweep"] = sweep_name
     specs = runtime.accepts(specs)
     measured = failed = noisy = 0
-    with DeviceTable.open(out, device, meta) as table:
+    with DeviceTable.open(out, device, meta, fresh=fresh) as table:
         todo = [s for s in specs if s not in table]
         skipped = len(specs) - len(todo)
         if skipped:

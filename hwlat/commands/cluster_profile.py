@@ -62,7 +62,7 @@ def profile_ops_on_cluster(args: argparse.Namespace) -> int:
         result = profile_ops_cluster(specs, args.out, devices=names or None, runtime=args.runtime,
                                      protocol=protocol_from_args(args), address=None,
                                      progress=not args.no_progress, sweep_name=str(args.sweep),
-                                     device_timeout_s=args.device_timeout)
+                                     device_timeout_s=args.device_timeout, fresh=args.fresh)
     finally:
         if connected:
             disconnect()
@@ -95,20 +95,19 @@ def measure_arch(runtime, payload: dict, protocol, cache: dict):
     return Outcome(m, {"build_ms": build_ms})
 
 
-def _arch_sink(path, space: str, device, meta: dict):
+def _arch_sink(path, space: str, device, meta: dict, fresh: bool = False):
     """An arch table of one device, written by the driver only (see profilers.cluster.LockedSink)."""
     from pathlib import Path
 
-    from device_tables.archtable import ArchTableWriter, arch_table_paths
+    from device_tables.archtable import ArchTableWriter
     from nas.spaces import arch_keys
     from profilers.cluster.driver import LockedSink
 
     class ArchSink(LockedSink):
         def __init__(self) -> None:
-            self.table = ArchTableWriter(path, arch_keys(space), device, meta)
+            super().__init__(ArchTableWriter(path, arch_keys(space), device, meta, fresh=fresh))
             self.device_name = device.name
             self.path = Path(path)
-            self._lock(arch_table_paths(path)[0])
 
         def _append(self, task, o) -> None:
             if o.error is not None:
@@ -168,7 +167,7 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
                     "runtime_settings": dict(info["ad"]["settings"]), "space_options": repr(space),
                     "archs_spec": args.archs, "protocol_preset": args.protocol,
                     "cluster": {"device": name, "spec": info["spec"]}}
-            return _arch_sink(outs[name], space.name, dev, meta), tasks
+            return _arch_sink(outs[name], space.name, dev, meta, fresh=args.fresh), tasks
 
         result = run_cluster(names, opener, measure_arch, protocol, outs, device_timeout_s=args.device_timeout,
                              progress=not args.no_progress, unit="arch")

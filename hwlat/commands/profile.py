@@ -28,6 +28,7 @@ def register(sub) -> None:
                           "int8 (litert, tflm, board)")
     add_protocol_options(ops)
     ops.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
+    add_fresh_option(ops)
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
     from hwlat.commands.profile_adaptive import add_adaptive_options  # --adaptive --budget N (predictors.adaptive)
 
@@ -104,6 +105,14 @@ def add_protocol_options(p: argparse.ArgumentParser, default: str = "default") -
                         "Recorded in the table; a table's predictions are of the clock it was measured with")
 
 
+def add_fresh_option(p: argparse.ArgumentParser) -> None:
+    """--fresh: start the --out table again instead of resuming it."""
+    p.add_argument("--fresh", action="store_true",
+                   help="start the --out table again instead of resuming it: its files are moved aside to "
+                        "NAME.old-<time>.* (nothing is deleted). A table is resumed only with the settings it was "
+                        "measured with (--protocol, --clock, runtime settings); with others, pass --fresh")
+
+
 def protocol_from_args(args: argparse.Namespace, cpu_clock_ok: bool = False):
     """The protocol of --protocol and --clock; ``auto`` is the thread-CPU clock where `cpu_clock_ok`
     (one intra-op thread on a CPU: the runtime computes on the calling thread), else the wall clock,
@@ -173,7 +182,7 @@ def _profile_ops(args: argparse.Namespace) -> int:
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     result = profile_ops(runtime, specs, args.out, protocol_from_args(args, runtime.cpu_clock_ok),
                          progress=not args.no_progress,
-                         sweep_name=str(args.sweep))
+                         sweep_name=str(args.sweep), fresh=args.fresh)
     print(f"{result.table.path}: {result.measured} measured, {result.skipped} already there, "
           f"{result.failed} failed, {result.noisy} noisy; {len(result.table)} rows")
     from hwlat.commands.table import print_table

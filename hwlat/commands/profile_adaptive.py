@@ -51,7 +51,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
         names += classic_networks() if t == CLASSIC else space_networks(t, args.per_space, seed=0)
     meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()},
             "sampling": {"method": "adaptive", "budget": args.budget, "targets": targets, "per_space": args.per_space}}
-    with DeviceTable.open(args.out, runtime.device(), meta) as table:
+    with DeviceTable.open(args.out, runtime.device(), meta, fresh=args.fresh) as table:
         if "fusion" not in table.meta or args.redetect_fusion:
             rules, results = detect_fusion(runtime, protocol=protocol, progress=progress)
             store_rules(table, rules, runtime)

@@ -15,7 +15,7 @@ def register(targets) -> None:
         "hwlat profile archs --space nb201 --runtime onnxruntime --threads 1 --archs 900:1900 "
         "--out device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1",
     )
-    from hwlat.commands.profile import add_protocol_options, add_runtime_argument, add_runtime_options
+    from hwlat.commands.profile import add_fresh_option, add_protocol_options, add_runtime_argument, add_runtime_options
     from hwlat.commands.space import add_space_argument, add_space_options
 
     add_space_argument(p)
@@ -24,6 +24,7 @@ def register(targets) -> None:
                    help="which architectures: 'a:b' (indices a..b-1; for fbnet/ofa rows of the public CSV), 'i,j,k', "
                         "'random:N', 'all', a file of keys, or several joined by '+'")
     p.add_argument("--out", required=True, help="arch table path (NAME or NAME.csv); resumed if it exists")
+    add_fresh_option(p)
     p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, recorded in the device name (default 1)")
     p.add_argument("--batch", type=positive_int, default=1,
                    help="batch size of the input (default 1); another batch is part of the device column's name, "
@@ -61,7 +62,8 @@ def _profile_archs(args: argparse.Namespace) -> int:
     result = profile_archs(space, items, args.out, runtime, protocol=protocol_from_args(args, runtime.cpu_clock_ok),
                            device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
-                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol}, batch=args.batch)
+                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol}, batch=args.batch,
+                           fresh=args.fresh)
     print(f"{result.out}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
           f"{result.noisy} noisy; device column {device.name!r}")
     if result.measured:

@@ -19,13 +19,14 @@ def register(targets) -> None:
         "and a score on networks it was not calibrated on (resumes if interrupted)",
         "hwlat profile device --runtime onnxruntime --threads 1 --out tables/my_cpu",
     )
-    from hwlat.commands.profile import add_protocol_options, add_runtime_argument, add_runtime_options
+    from hwlat.commands.profile import add_fresh_option, add_protocol_options, add_runtime_argument, add_runtime_options
 
     add_runtime_argument(p)
     p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, part of the device's name (default 1)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
                    help="fp32 (default); fp16/bf16 (torch); int8 (litert, tflm, board)")
     p.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
+    add_fresh_option(p)
     p.add_argument("--minutes", type=positive_float, default=DEFAULT_MINUTES,
                    help=f"time budget of this run in minutes (default {DEFAULT_MINUTES:g}; up to {MAX_MINUTES:g} "
                         "suffices on 2 cores); the op rows get what the other stages do not need")
@@ -55,7 +56,7 @@ def _profile_device(args: argparse.Namespace) -> int:
                             targets=targets,
                             calibration_networks=args.calibration_networks, score_networks=args.score_networks,
                             fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()] if args.patterns
-                            else None, progress=not args.no_progress)
+                            else None, progress=not args.no_progress, fresh=args.fresh)
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
     if result.score:

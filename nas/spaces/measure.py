@@ -192,12 +192,14 @@ def runtime_device(runtime: Runtime, hardware: str | None = None, batch: int = 1
 def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLike, runtime: Runtime,
                   protocol: Protocol = Protocol(), device: Device | None = None,
                   progress: bool = True, order_seed: int | None = 0, meta: dict[str, Any] | None = None,
-                  timer: Callable[[Any], tuple[Measurement, float]] | None = None, batch: int = 1) -> ArchRunResult:
+                  timer: Callable[[Any], tuple[Measurement, float]] | None = None, batch: int = 1,
+                  fresh: bool = False) -> ArchRunResult:
     """Measure every architecture not yet in the table at `out` (one row flushed per arch).
 
     Archs are measured in a shuffled order (`order_seed`; None keeps the given order) so slow drift
     of the machine does not line up with index ranges. Build or run failures become empty cells
-    with the error in the stats file.
+    with the error in the stats file. A table measured with other settings (protocol, runtime, batch,
+    space options) is refused unless `fresh` starts it again (its files moved aside).
     """
     from tqdm import tqdm
 
@@ -209,7 +211,7 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
                 "space_options": repr(space)}
     run_meta.update(meta or {})
     result = ArchRunResult(Path(out))
-    with ArchTableWriter(out, space.arch_keys, device, run_meta) as table:
+    with ArchTableWriter(out, space.arch_keys, device, run_meta, fresh=fresh) as table:
         todo = [it for it in items if space.key(it.arch) not in table]
         result.skipped = len(items) - len(todo)
         if result.skipped:

@@ -11,7 +11,6 @@ up after `device_timeout_s`; a driver that is restarted resumes from the tables.
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 import re
@@ -23,7 +22,6 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Protocol as TypingProtocol, Sequence
 
 from device_tables.device import Device
-from device_tables.errors import TableError
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable, table_paths
 from profilers.cluster.worker import (
@@ -114,35 +112,14 @@ class Sink(TypingProtocol):
     def close(self, summary: Mapping[str, Any]) -> None: ...
 
 
-class TableLock:
-    """An exclusive advisory lock on a table's CSV: one driver writes a table at a time."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd = os.open(path, os.O_RDONLY)
-        try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            os.close(self.fd)
-            raise TableError(f"{path} is being written by another hwlat run; wait for it to finish or choose another --out") from None
-
-    def release(self) -> None:
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-
 class LockedSink:
-    """A table written by the driver only: locked against a second writer, each key written once,
-    the hosts that measured it and each run's summary kept in its metadata. Subclasses open
-    `self.table` and write one row in `_append`."""
+    """A table written by the driver only: locked against a second writer (its writer,
+    `DeviceTable.open` or `ArchTableWriter`, holds the table's `device_tables.lock.TableLock`
+    until closed), each key written once, the hosts that measured it and each run's summary kept
+    in its metadata. Subclasses pass the open `table` and write one row in `_append`."""
 
-    def _lock(self, csv_path) -> None:
-        try:
-            self.lock = TableLock(csv_path)
-        except Exception:
-            self.table.close()
-            raise
+    def __init__(self, table: Any):
+        self.table = table
         self.hosts: set[str] = set()
 
     def __contains__(self, key: str) -> bool:
@@ -164,19 +141,17 @@ class LockedSink:
         cluster.setdefault("runs", []).append(dict(summary))
         self.table.update_meta(cluster=cluster)
         self.table.close()
-        self.lock.release()
 
 
 class OpsSink(LockedSink):
     """A device table opened for appending (resumed if it exists), locked against a second writer."""
 
-    def __init__(self, path: str | os.PathLike, device: Device, meta: Mapping[str, Any]):
+    def __init__(self, path: str | os.PathLike, device: Device, meta: Mapping[str, Any], fresh: bool = False):
         meta = dict(meta)
         cluster = meta.pop("cluster", {})
-        self.table = DeviceTable.open(path, device, meta)
+        super().__init__(DeviceTable.open(path, device, meta, fresh=fresh))
         self.table.meta["cluster"] = {**self.table.meta.get("cluster", {}), **cluster}  # keep earlier runs' history
         self.path = table_paths(self.table.path)[0].with_suffix("")
-        self._lock(table_paths(self.path)[0])
 
     def _append(self, task: Task, o) -> None:
         if o.error is not None:
@@ -567,12 +542,13 @@ def _accepts_ops(handle: Any, tasks: list[Task]) -> Any:
 def profile_ops_cluster(specs: Sequence[OpSpec], out_dir: str | os.PathLike, devices: Sequence[str] | None = None,
                         runtime: str | None = None, protocol: Protocol = Protocol(), address: str | None = "auto",
                         progress: bool = True, sweep_name: str | None = None,
-                        device_timeout_s: float = DEVICE_TIMEOUT_S, depth: int = 2) -> ClusterResult:
+                        device_timeout_s: float = DEVICE_TIMEOUT_S, depth: int = 2, fresh: bool = False) -> ClusterResult:
     """Measure `specs` on advertised devices into one table per device, ``out_dir/<device name>``.
 
     `devices` names them (default: every answering device of `runtime`). Configurations already in
     a table are skipped, so a rerun resumes. Devices that are lost or fail are reported in the
-    result (`raise_for_problems`); every row measured is on disk either way.
+    result (`raise_for_problems`); every row measured is on disk either way. `fresh` starts each
+    table again (its files moved aside) instead of resuming it.
     """
     out = Path(out_dir)
     specs = list(dict.fromkeys(specs))
@@ -590,7 +566,7 @@ def profile_ops_cluster(specs: Sequence[OpSpec], out_dir: str | os.PathLike, dev
                     "cluster": {"device": name, "spec": info["spec"]}}
             if sweep_name:
                 meta["sweep"] = sweep_name
-            return OpsSink(outs[name], device, meta), tasks
+            return OpsSink(outs[name], device, meta, fresh=fresh), tasks
 
         return run_cluster(names, opener, measure_op, protocol, outs, acceptor=_accepts_ops, depth=depth,
                            device_timeout_s=device_timeout_s, progress=progress)
