@@ -7,7 +7,12 @@ import csv
 import hashlib
 import io
 import json
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -454,3 +459,331 @@ def test_random_archs_count_must_be_positive(capsys, tmp_path, spec, command):
             else ["profile", "archs", "--runtime", "onnxruntime", "--out", str(out)])
     assert_one_error(run_cli(capsys, *argv, "--space", "nb201", "--archs", spec), f"--archs '{spec}'")
     assert snapshot(tmp_path) == {}
+
+
+# =============================================================================================
+# Table writers: one writer per table, resume only with the same settings, a complete last row
+# kept, OSError as one line (issue 22, items 1, 2, 7, 9). Real `hwlat` processes, real files.
+# =============================================================================================
+ROOT = Path(__file__).resolve().parents[1]
+# 48 small op configurations: a writer holds its table's lock for about a second.
+WRITER_SWEEP = "name: reliability\nops:\n  - {op: [relu, add, sigmoid], c: [4, 8, 16, 32], hw: [4, 8, 16, 24]}\n"
+OPS = ("profile", "ops", "--runtime", "onnxruntime", "--protocol", "quick", "--no-progress")
+ARCHS = ("profile", "archs", "--space", "nb201", "--runtime", "onnxruntime", "--protocol", "quick", "--no-progress")
+
+
+def hwlat_process(*args: str, cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "hwlat", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def hwlat_run(*args: str, cwd: Path) -> tuple[int, str, str]:
+    proc = hwlat_process(*args, cwd=cwd)
+    out, err = proc.communicate(timeout=300)  # a hang guard, not a threshold
+    return proc.returncode, out, err
+
+
+def wait_until(condition, proc: subprocess.Popen, what: str) -> None:
+    """Poll `condition` while `proc` runs (a process that ends first fails the test, saying what)."""
+    deadline = time.monotonic() + 300
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the writer ended before {what}: {proc.communicate()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} within 300 s")
+        time.sleep(0.002)
+
+
+def holder_pid(stem: Path) -> int | None:
+    try:
+        return int(stem.with_name(stem.name + ".lock.holder").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def whole_rows(csv_path: Path) -> list[str]:
+    """The data rows of a CSV that end with their newline."""
+    lines = csv_path.read_text().splitlines(keepends=True)[1:]
+    return [ln for ln in lines if ln.endswith("\n")]
+
+
+def csv_keys(csv_path: Path, column: str) -> list[str]:
+    with open(csv_path, newline="") as f:
+        return [r[column] for r in csv.DictReader(f)]
+
+
+def second_writer_is_refused(args: tuple[str, ...], stem: Path) -> tuple[subprocess.Popen, tuple[int, str, str]]:
+    """Start a writer of `stem`, stop it (SIGSTOP) once it holds the lock, run a second writer, then
+    let the first go on: (the first, the second's result)."""
+    first = hwlat_process(*args, cwd=stem.parent)
+    try:
+        wait_until(lambda: holder_pid(stem) == first.pid, first, "holding the table's lock")
+        first.send_signal(signal.SIGSTOP)
+        second = hwlat_run(*args, cwd=stem.parent)  # would hang here if it waited for the lock
+    finally:
+        first.send_signal(signal.SIGCONT)
+    first.communicate(timeout=300)
+    return first, second
+
+
+def test_a_second_writer_of_a_device_table_stops_at_once_naming_the_first(tmp_path):
+    from profilers.sweeps import load_sweep
+
+    (tmp_path / "sweep.yaml").write_text(WRITER_SWEEP)
+    args = (*OPS, "--sweep", "sweep.yaml", "--out", "T")
+    first, (code, out, err) = second_writer_is_refused(args, tmp_path / "T")
+    assert first.returncode == 0
+    line = assert_one_error((code, out, err), f"T is being written by pid {first.pid} (hwlat profile ops",
+                            "wait for it or choose another --out")
+    assert line.startswith("hwlat: error: T is being written")
+    keys = csv_keys(tmp_path / "T.csv", "key")
+    assert sorted(keys) == sorted(s.key for s in load_sweep(tmp_path / "sweep.yaml"))  # each key once
+    assert not (tmp_path / "T.lock.holder").exists()  # removed on release
+
+
+def test_a_second_writer_of_an_arch_table_stops_at_once_naming_the_first(tmp_path):
+    args = (*ARCHS, "--archs", "0:20", "--out", "A")
+    first, second = second_writer_is_refused(args, tmp_path / "A")
+    assert first.returncode == 0
+    assert_one_error(second, f"A is being written by pid {first.pid} (hwlat profile archs", "choose another --out")
+    keys = csv_keys(tmp_path / "A.csv", "arch_str")
+    assert len(keys) == len(set(keys)) == 20
+    assert sorted(csv_keys(tmp_path / "A.stats.csv", "key")) == sorted(keys)
+
+
+def test_a_table_lock_is_one_per_table_in_one_process_too(tmp_path):
+    from device_tables.device import Device
+    from device_tables.errors import TableBusyError
+    from device_tables.table import DeviceTable
+
+    dev = Device.make("cpu", "onnxruntime", "fp32", threads=1)
+    with DeviceTable.open(tmp_path / "t", dev):
+        with pytest.raises(TableBusyError, match=f"is being written by pid {os.getpid()}"):
+            DeviceTable.open(tmp_path / "t", dev)
+    DeviceTable.open(tmp_path / "t", dev).close()  # released on close
+
+
+def test_a_table_rewritten_with_its_second_pass_keeps_its_lock(tmp_path):
+    from device_tables.device import Device
+    from device_tables.errors import TableBusyError
+    from device_tables.measurement import Measurement
+    from device_tables.ops import OpSpec
+    from device_tables.table import DeviceTable
+
+    dev = Device.make("cpu", "onnxruntime", "fp32", threads=1)
+    first, second = OpSpec.make("relu", (1, 4, 4, 4)), OpSpec.make("relu", (1, 8, 4, 4))
+    with DeviceTable.open(tmp_path / "t", dev) as table, DeviceTable.open(tmp_path / "t.pass2", dev) as again:
+        table.append(first, Measurement.from_samples([2.0, 2.1, 2.2]))
+        again.append(first, Measurement.from_samples([1.0, 1.1, 1.2]))
+        assert table.keep_quieter(again) == 1  # rewrites t.csv
+        with pytest.raises(TableBusyError):
+            DeviceTable.open(tmp_path / "t", dev)
+        table.append(second, Measurement.from_samples([1.0, 1.1, 1.2]))  # into the rewritten file
+    assert DeviceTable.load(tmp_path / "t").latency_ms(first) == 1.1
+    assert len(DeviceTable.load(tmp_path / "t")) == 2
+
+
+def test_a_killed_writer_leaves_a_lock_the_next_run_takes_over_losing_nothing(tmp_path):
+    from profilers.sweeps import load_sweep
+
+    (tmp_path / "sweep.yaml").write_text(WRITER_SWEEP)
+    args = (*OPS, "--sweep", "sweep.yaml", "--out", "T")
+    writer = hwlat_process(*args, cwd=tmp_path)
+    wait_until(lambda: (tmp_path / "T.csv").exists() and len(whole_rows(tmp_path / "T.csv")) >= 5, writer,
+               "five rows were written")
+    writer.send_signal(signal.SIGKILL)
+    writer.communicate(timeout=60)
+    assert writer.returncode == -signal.SIGKILL
+    before = whole_rows(tmp_path / "T.csv")
+    assert holder_pid(tmp_path / "T") == writer.pid  # the dead holder's file is still there
+    code, out, err = hwlat_run(*args, cwd=tmp_path)
+    assert code == 0, err
+    n = len(load_sweep(tmp_path / "sweep.yaml"))
+    assert f"{len(before)} already there" in out and f"{n} rows" in out
+    after = whole_rows(tmp_path / "T.csv")
+    assert after[: len(before)] == before  # every row measured before the kill kept as it was
+    keys = csv_keys(tmp_path / "T.csv", "key")
+    assert len(keys) == len(set(keys)) == n
+    assert not (tmp_path / "T.lock.holder").exists()
+
+
+def test_lock_files_are_ignored_by_readers_and_by_git(capsys, tmp_path, device_table):
+    for suffix in (".lock", ".lock.holder"):
+        device_table.with_name(device_table.name + suffix).write_text("12345 hwlat profile ops\n")
+    code, out, _ = run_cli(capsys, "table", "validate", str(device_table))
+    assert code == 0
+    if (ROOT / ".git").exists() and shutil.which("git"):
+        for name in ("x.lock", "x.lock.holder", "arch/x.lock", "x.old-20250101-000000.csv"):
+            ignored = subprocess.run(["git", "check-ignore", "-q", f"device_tables/tables/{name}"], cwd=ROOT)
+            assert ignored.returncode == 0, name
+
+
+# ---- resume only with the table's settings; --fresh starts again, keeping the old files -----
+@pytest.mark.parametrize("kind", ["ops", "archs"])
+def test_resume_with_another_clock_is_refused_naming_it_and_fresh_starts_again(capsys, tmp_path, kind):
+    (tmp_path / "sweep.yaml").write_text("name: two\nops:\n  - {op: relu, c: [4, 8], hw: 4}\n")
+    args = ((*OPS, "--sweep", str(tmp_path / "sweep.yaml")) if kind == "ops" else (*ARCHS, "--archs", "0,1"))
+    out = tmp_path / "T"
+    assert run_cli(capsys, *args, "--out", str(out), "--clock", "wall")[0] == 0
+    before = snapshot(tmp_path)
+    assert_one_error(run_cli(capsys, *args, "--out", str(out), "--clock", "cpu"),
+                     f"{out} was measured with other settings", "protocol.clock 'wall' -> 'cpu'", "--fresh")
+    line = assert_one_error(run_cli(capsys, *args, "--out", str(out), "--clock", "cpu", "--protocol", "brief"),
+                            "protocol.clock 'wall' -> 'cpu'", "protocol.max_time_s 0.1 -> 0.25")
+    assert "protocol.noise_threshold" not in line  # only what differs
+    assert snapshot(tmp_path) == before  # refused: nothing changed
+    code, _, _ = run_cli(capsys, *args, "--out", str(out), "--clock", "cpu", "--fresh")
+    assert code == 0
+    assert json.loads(out.with_suffix(".json").read_text())["protocol"]["clock"] == "cpu"
+    old = {p.name.split(".old-")[1].partition(".")[2]: p for p in tmp_path.glob("T.old-*")}
+    suffixes = {"csv", "json"} | ({"stats.csv"} if kind == "archs" else set())
+    assert set(old) == suffixes
+    for suffix, path in old.items():  # the old measurements kept, byte for byte
+        assert hashlib.sha256(path.read_bytes()).hexdigest() == before[f"T.{suffix}"]
+    assert run_cli(capsys, *args, "--out", str(out), "--clock", "cpu")[0] == 0  # the new table resumes
+
+
+def test_profile_device_refuses_a_table_of_another_clock_with_the_same_line(capsys, tmp_path):
+    (tmp_path / "sweep.yaml").write_text("name: one\nops:\n  - {op: relu, c: 4, hw: 4}\n")
+    out = tmp_path / "T"
+    assert run_cli(capsys, *OPS, "--sweep", str(tmp_path / "sweep.yaml"), "--out", str(out), "--clock", "wall")[0] == 0
+    before = snapshot(tmp_path)
+    assert_one_error(run_cli(capsys, "profile", "device", "--runtime", "onnxruntime", "--protocol", "quick", "--clock",
+                             "cpu", "--out", str(out), "--no-progress"),
+                     f"{out} was measured with other settings", "protocol.clock 'wall' -> 'cpu'", "--fresh")
+    assert snapshot(tmp_path) == before
+
+
+def test_resume_settings_are_compared_entry_by_entry():
+    from device_tables.table import settings_differences
+
+    stored = {"protocol": {"clock": "wall", "min_runs": 5}, "runtime_settings": {"threads": 1}, "sweep": "a"}
+    given = {"protocol": {"clock": "cpu", "min_runs": 5, "added_later": 1}, "runtime_settings": {"threads": 1},
+             "sweep": "b"}
+    assert settings_differences(stored, given, ("protocol", "runtime_settings")) == ["protocol.clock 'wall' -> 'cpu'"]
+    assert settings_differences({}, given, ("protocol",)) == []  # an older table that recorded nothing
+
+
+# ---- a complete last row without its newline is kept; a partial one is measured again ------
+def test_a_device_table_whose_last_row_lacks_its_newline_keeps_it(capsys, tmp_path):
+    from device_tables.table import DeviceTable
+
+    (tmp_path / "sweep.yaml").write_text("name: four\nops:\n  - {op: [relu, sigmoid], c: [4, 8], hw: 4}\n")
+    args = (*OPS, "--sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "T"))
+    assert run_cli(capsys, *args)[0] == 0
+    csv_path = tmp_path / "T.csv"
+    whole = csv_path.read_bytes()
+    csv_path.write_bytes(whole[:-1])  # the newline gone: still a complete row
+    assert len(DeviceTable.load(tmp_path / "T")) == 4  # readers keep it too
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "0 measured, 4 already there" in out
+    assert csv_path.read_bytes() == whole  # kept as it was, its newline added
+    csv_path.write_bytes(whole[:-4])  # cut inside the timestamp: a truly partial row
+    assert len(DeviceTable.load(tmp_path / "T")) == 3
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "1 measured, 3 already there" in out
+    assert len(DeviceTable.load(tmp_path / "T")) == 4
+
+
+def test_an_arch_table_whose_last_rows_lack_their_newline_keeps_them(capsys, tmp_path):
+    args = (*ARCHS, "--archs", "0,1", "--out", str(tmp_path / "A"), "--keep-order")
+    assert run_cli(capsys, *args)[0] == 0
+    main_csv, stats = tmp_path / "A.csv", tmp_path / "A.stats.csv"
+    whole_main, whole_stats = main_csv.read_bytes(), stats.read_bytes()
+    main_csv.write_bytes(whole_main[:-1])
+    stats.write_bytes(whole_stats[:-1])
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "0 measured, 2 already there" in out
+    assert (main_csv.read_bytes(), stats.read_bytes()) == (whole_main, whole_stats)
+    main_csv.write_bytes(whole_main[:-2])  # the latency cut by a digit: it still parses, but is partial
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0 and "1 measured, 1 already there" in out
+    assert len(csv_keys(main_csv, "arch_str")) == 2 and len(csv_keys(stats, "key")) == 2
+
+
+def test_the_networks_file_keeps_a_complete_last_row_without_newline(tmp_path):
+    from device_tables.measurement import Measurement
+    from hwlat.device_profile import _append_network, read_networks
+
+    path = tmp_path / "T.networks.csv"
+    for name in ("nb201:a", "nb201:b"):
+        _append_network(path, name, "calibration", 1, Measurement.from_samples([1.0, 1.1, 1.2]))
+    whole = path.read_bytes()
+    path.write_bytes(whole[:-1])
+    assert [r["network"] for r in read_networks(path)] == ["nb201:a", "nb201:b"]
+    assert path.read_bytes() == whole
+    path.write_bytes(whole[:-3])
+    assert [r["network"] for r in read_networks(path)] == ["nb201:a"]
+
+
+# ---- OSError on output: one line naming the path and the reason ----------------------------
+@pytest.mark.parametrize("kind", ["ops", "archs"])
+def test_an_out_inside_a_file_is_one_line(capsys, tmp_path, kind):
+    (tmp_path / "sweep.yaml").write_text("name: one\nops:\n  - {op: relu, c: 4, hw: 4}\n")
+    args = (*OPS, "--sweep", str(tmp_path / "sweep.yaml")) if kind == "ops" else (*ARCHS, "--archs", "0")
+    (tmp_path / "afile").write_text("not a folder\n")
+    before = snapshot(tmp_path)
+    assert_one_error(run_cli(capsys, *args, "--out", str(tmp_path / "afile" / "sub" / "T")),
+                     f"cannot write {tmp_path}/afile/sub/T.csv: {tmp_path}/afile is a file, not a folder")
+    assert snapshot(tmp_path) == before
+
+
+def test_an_out_where_nothing_may_be_created_is_one_line(capsys, tmp_path):
+    """/sys takes no new files, even from root."""
+    if not Path("/sys/kernel").is_dir():
+        pytest.skip("no /sys here")
+    (tmp_path / "sweep.yaml").write_text("name: one\nops:\n  - {op: relu, c: 4, hw: 4}\n")
+    line = assert_one_error(run_cli(capsys, *OPS, "--sweep", str(tmp_path / "sweep.yaml"), "--out", "/sys/hwlat_T"),
+                            "cannot write /sys/hwlat_T.lock: [Errno")
+    assert "Traceback" not in line
+
+
+def test_a_table_file_that_is_a_folder_is_one_line(capsys, tmp_path):
+    (tmp_path / "sweep.yaml").write_text("name: one\nops:\n  - {op: relu, c: 4, hw: 4}\n")
+    args = (*OPS, "--sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "T"))
+    assert run_cli(capsys, *args)[0] == 0
+    (tmp_path / "T.csv").unlink()
+    (tmp_path / "T.csv").mkdir()
+    assert_one_error(run_cli(capsys, *args), f"cannot write {tmp_path}/T.csv: [Errno 21] Is a directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_folder_is_one_line(capsys, tmp_path):
+    (tmp_path / "sweep.yaml").write_text("name: one\nops:\n  - {op: relu, c: 4, hw: 4}\n")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    folder.chmod(0o555)
+    try:
+        assert_one_error(run_cli(capsys, *OPS, "--sweep", str(tmp_path / "sweep.yaml"), "--out", str(folder / "T")),
+                         f"cannot write {folder}/T", "Permission denied")
+    finally:
+        folder.chmod(0o755)
+
+
+def test_a_row_the_disk_has_no_room_for_is_one_error_naming_the_file():
+    """/dev/full answers every write with ENOSPC, as a full disk does."""
+    from device_tables.errors import WriteError
+    from device_tables.files import append_line
+
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full here")
+    fd = os.open("/dev/full", os.O_WRONLY | os.O_APPEND)
+    try:
+        with pytest.raises(WriteError, match=r"^cannot write tables/x\.csv: \[Errno 28\] No space left on device$"):
+            append_line(fd, b"a,row\n", Path("tables/x.csv"))
+    finally:
+        os.close(fd)
+
+
+def test_a_failed_metadata_write_leaves_the_old_file_and_no_temporary(tmp_path):
+    from device_tables.errors import WriteError
+    from device_tables.files import atomic_write_text
+
+    target = tmp_path / "T.json"
+    target.write_text("old\n")
+    (tmp_path / "sub").mkdir()
+    with pytest.raises(WriteError, match="cannot write .*sub: \\[Errno 21\\] Is a directory"):
+        atomic_write_text(tmp_path / "sub", "new\n")  # the rename onto a folder fails
+    assert target.read_text() == "old\n"
+    assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
