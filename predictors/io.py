@@ -12,6 +12,7 @@ import json
 import math
 import os
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -136,6 +137,10 @@ def load(path: str | os.PathLike):
         pred = cls(**params)
     except (TypeError, ValueError, KeyError) as exc:
         raise PredictorFileError(f"{path}: the parameters of {meta['class']} do not build one ({exc})") from None
+    layout = params.get("layout")
+    if layout is not None and not isinstance(layout, FeatureLayout):
+        raise PredictorFileError(f"{path}: parameter layout is {type(layout).__name__}, not a feature layout; "
+                                 "save the predictor again")
     if not npz_path.is_file():
         raise PredictorFileError(f"{npz_path} is missing (a predictor is a .npz + .json pair)")
     arrays = _read_arrays(npz_path)
@@ -143,6 +148,7 @@ def load(path: str | os.PathLike):
         if k not in arrays:
             raise PredictorFileError(f"{npz_path} lacks array {k}")
     _check_finite(npz_path, arrays, meta["learned"])
+    _check_indices(npz_path, arrays)
     for k, v in meta["learned"].items():
         if isinstance(v, dict) and "__arrays__" in v:
             setattr(pred, k, [arrays.pop(f"{k}{i}") for i in range(v["__arrays__"])])
@@ -159,9 +165,18 @@ def _read_arrays(npz_path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # zlib: a flipped byte inside
         raise PredictorFileError(f"{npz_path}: not a readable predictor array file ({exc.__class__.__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); save the predictor again") from None
+
+
+def _check_indices(npz_path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Column-index arrays (``*cols_``) hold whole numbers of 0 or more: a float array there (an edited
+    file) would fail only when the predictor is first used."""
+    for k, a in arrays.items():
+        if k.endswith("cols_") and (a.dtype.kind not in "iu" or (a.size and a.min() < 0)):
+            raise PredictorFileError(f"{npz_path}: array {k} holds column indices, but its values are "
+                                     f"{a.dtype} {a.ravel()[:3].tolist()}...; fit and save the predictor again")
 
 
 def _check_finite(npz_path: Path, arrays: dict[str, np.ndarray], learned: dict[str, Any]) -> None:

@@ -216,7 +216,6 @@ def test_gpu_flags_belong_to_their_runtime(tmp_path, capsys):
         (["profile", "ops", "--runtime", "torch", "--cudnn-benchmark", "off"], "a setting of torch on CUDA (--device cuda)"),
         (["profile", "ops", "--runtime", "torch", "--device", "cuda:0,cuda:1"], "several devices need --cluster"),
         (["profile", "archs", "--space", "nb201", "--archs", "0:2", "--precision", "fp16"], "--runtime torch for fp16"),
-        (["profile", "archs", "--space", "nb201", "--archs", "0:2", "--batch", "0"], "--batch 0"),
     ]
     for argv, fragment in cases:
         assert main([*argv, "--out", str(tmp_path / "t")]) == 1
