@@ -250,7 +250,12 @@ class _ShapeOnly:
 def _const_array(t):
     from onnx import numpy_helper
 
-    return numpy_helper.to_array(t) if _numel(t) <= 4096 else _ShapeOnly(t.dims)
+    if _numel(t) > 4096:
+        return _ShapeOnly(t.dims)
+    try:
+        return numpy_helper.to_array(t)
+    except (ValueError, TypeError) as exc:  # data that does not fill the declared dims (a corrupt file)
+        raise ModelError(f"weight {t.name!r} does not hold its declared shape {list(t.dims)} ({exc})") from None
 
 
 def _static_shape(vi) -> tuple[int, ...] | None:
@@ -346,6 +351,9 @@ class _Extractor:
                 op = self._map(node, idx, acts)
             except OpSpecError as exc:
                 op = self._uncovered(node, idx, acts, f"no op configuration fits ({exc})")
+            except (TypeError, ValueError) as exc:  # attributes of the wrong type or empty (a corrupt file)
+                raise ModelError(f"node {_name(node, idx)!r} ({node.op_type}) has malformed attributes ({exc}); "
+                                 "export the model again") from None
             ops.append(op)
         return ops
 

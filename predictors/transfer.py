@@ -26,11 +26,16 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.stats import rankdata as stats_rank
 
+from device_tables.errors import HwlatError
 from predictors.base import FewShotPredictor, check_targets
 from predictors.features import FeatureLayout
 from predictors.linear import LinearFit, d_optimal, nnls_loo, ridge_loo, stacking_weights, standardize
 
 log = logging.getLogger(__name__)
+
+
+class PredictorNumbersError(HwlatError):
+    """A predictor whose learned numbers give non-finite features (huge weights in an edited file)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,9 @@ class TransferPredictor(FewShotPredictor):
             self.loo_rel_error_ = np.zeros(0)
             return self
         blocks = self._blocks(X, {b for l in learners for b in l.blocks})
+        if not all(np.all(np.isfinite(v)) for v in blocks.values()):
+            raise PredictorNumbersError("the predictor's learned numbers overflow on these architectures (an edited "
+                                        "or corrupt predictor file?); fit and save it again")
         ly = np.log(y)
         fits: list[LinearFit] = []
         loo_log = []
