@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import tokenize
 import zipfile
 import zlib
 from pathlib import Path
@@ -165,7 +166,8 @@ def _read_arrays(npz_path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(npz_path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # zlib: a flipped byte inside
+    except (OSError, ValueError, EOFError, SyntaxError, tokenize.TokenError, zipfile.BadZipFile, zlib.error) as exc:
+        # zlib: a flipped byte in compressed data; tokenize/SyntaxError: numpy parsing a corrupt array header
         raise PredictorFileError(f"{npz_path}: not a readable predictor array file ({exc.__class__.__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); save the predictor again") from None
 
@@ -177,6 +179,11 @@ def _check_indices(npz_path: Path, arrays: dict[str, np.ndarray]) -> None:
         if k.endswith("cols_") and (a.dtype.kind not in "iu" or (a.size and a.min() < 0)):
             raise PredictorFileError(f"{npz_path}: array {k} holds column indices, but its values are "
                                      f"{a.dtype} {a.ravel()[:3].tolist()}...; fit and save the predictor again")
+
+
+# Fitted weights of log-latency features are of order 1 to 1e3; a number beyond this overflows the
+# first prediction or adaptation that uses it.
+LARGEST_LEARNED = 1e100
 
 
 def _check_finite(npz_path: Path, arrays: dict[str, np.ndarray], learned: dict[str, Any]) -> None:
@@ -191,6 +198,9 @@ def _check_finite(npz_path: Path, arrays: dict[str, np.ndarray], learned: dict[s
             bad = int((~np.isfinite(a)).sum())
             raise PredictorFileError(f"{npz_path}: array {k} holds {bad} NaN or infinite value(s) of {a.size}; "
                                      "the predictor cannot predict with it: fit and save it again")
+        if a.dtype.kind in "fc" and a.size and np.abs(a).max() > LARGEST_LEARNED:
+            raise PredictorFileError(f"{npz_path}: array {k} holds {np.abs(a).max():.3g}, no fitted weight of log "
+                                     "latencies is that large (an edited or corrupt file?): fit and save it again")
     for k, v in learned.items():
         if k not in DIAGNOSTICS and isinstance(v, float) and not math.isfinite(v):
             raise PredictorFileError(f"{npz_path.with_suffix('.json')}: learned value {k} is {v}; the predictor "

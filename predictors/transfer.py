@@ -199,6 +199,14 @@ class TransferPredictor(FewShotPredictor):
     # ---- adaptation ----------------------------------------------------------------------------
     def adapt(self, X: np.ndarray, y: np.ndarray) -> "TransferPredictor":
         """Fit the new device from measured architectures X (m, p) and their latencies y (ms)."""
+        try:
+            return self._adapt(X, y)
+        except np.linalg.LinAlgError as exc:  # a least-squares fit on overflowing numbers
+            raise PredictorNumbersError(f"adapting failed ({exc}): the predictor's learned numbers or these "
+                                        "latencies do not give a solvable fit; check them, or fit and save the "
+                                        "predictor again") from None
+
+    def _adapt(self, X: np.ndarray, y: np.ndarray) -> "TransferPredictor":
         self._check_fitted()
         X = self.layout.check(X)
         y = check_targets(y)
