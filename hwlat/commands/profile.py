@@ -138,7 +138,7 @@ def runtime_settings(args: argparse.Namespace) -> dict:
     seen: set[str] = set()
     for cls in runtimes().values():
         for opt in cls.cli_options:
-            value = local_device(args) if opt.dest == "device" else opt.given(args)
+            value = local_device(args) if opt.dest == "device" else getattr(args, opt.dest, None)
             if value is None or opt.flag in seen:
                 continue
             seen.add(opt.flag)

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
-from importlib import metadata
 from typing import Any
 
+from device_tables.device import package_versions
 from device_tables.errors import RuntimeUnavailableError
 
 log = logging.getLogger(__name__)
@@ -44,13 +44,7 @@ def import_onnxruntime():
 
 def installed_distributions() -> dict[str, str]:
     """The onnxruntime wheels installed in this environment: distribution -> version."""
-    installed = {}
-    for dist in _ORT_DISTRIBUTIONS:
-        try:
-            installed[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return installed
+    return package_versions(_ORT_DISTRIBUTIONS)
 
 
 def cuda_provider_problem(installed: Mapping[str, str], providers: Sequence[str], version: str) -> str | None:
