@@ -8,6 +8,8 @@ The jobs' Python API (`hwlat.api`, imported on first use so that ``import hwlat`
     hwlat.predict("|nor_conv_3x3~0|+|nor_conv_3x3~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|",
                   table=table, space="nb201")
     hwlat.profile_device("onnxruntime", "tables/my_cpu")          # a complete table of this machine
+    keys = hwlat.suggest("nb201", 20)                              # measure these on a new device, then
+    pred = hwlat.fit("nb201", "measured.csv")                      # the shipped predictor adapted to them
     c = hwlat.LatencyConstraint(predictor, budget_ms=2.0)          # for any NAS loop
 
 `hwlat.plugins` lists the runtimes and search spaces, built-in and installed.
@@ -20,8 +22,9 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.1.0"
 
-_API = ("LatencyConstraint", "adapt", "load_table", "predict", "predict_archs", "profile_archs", "profile_device",
-        "profile_fusion", "profile_model", "profile_ops", "runtime", "search", "space", "tables")
+_API = ("LatencyConstraint", "adapt", "fit", "load_predictor", "load_table", "predict", "predict_adapted", "predict_archs",
+        "profile_archs", "profile_device", "profile_fusion", "profile_model", "profile_ops", "runtime", "save_predictor",
+        "search", "space", "suggest", "tables")
 
 
 def __getattr__(name: str):

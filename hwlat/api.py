@@ -11,6 +11,9 @@ command                               function
 ``hwlat profile fusion``              `profile_fusion`
 ``hwlat predict``                     `predict` (one network), `predict_archs` (``--archs``)
 ``hwlat search``                      `search` with a `LatencyConstraint`
+``hwlat adapt suggest``               `suggest`
+``hwlat adapt fit``                   `fit` (+ `save_predictor`); `adapt` from lists of archs and ms
+``hwlat predict --predictor``         `load_predictor` + `predict_adapted`
 ``hwlat search --device-samples``     `adapt`
 ``hwlat space show|sample``           `space` (a `Space`: ``.arch(key)``, ``.sample(n)``, ...)
 ``hwlat table show|validate|list``    `load_table` (validates), `tables`
@@ -168,11 +171,10 @@ def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | o
     """`hwlat predict --archs`: predictions of many architectures of `space` (a spec as ``--archs``
     takes it, or a list of architectures or keys), in order, one table and predictor for all."""
     from device_tables.table import DeviceTable
-    from nas.spaces.measure import resolve_archs
     from predictors.lut import LUTPredictor
 
     sp = _space(space)
-    arch_list = [it.arch for it in resolve_archs(sp, archs, seed=seed)] if isinstance(archs, str) else [sp.arch(a) for a in archs]
+    arch_list = _arch_list(sp, archs, seed)
     lut = LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table))
     return [lut.predict_graph(sp.graph(a), name=f"{sp.name}:{sp.key(a)}") for a in arch_list]
 
@@ -188,6 +190,59 @@ def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float
     return run(predictor, sp, [sp.arch(a) for a in archs], latencies_ms, min_rows=3)
 
 
+def suggest(space: str | Space, n: int = 20, seed: int = 0) -> list[str]:
+    """`hwlat adapt suggest`: keys of the `n` architectures most worth measuring on a new device, most
+    informative first (`seed` picks the candidates of spaces too large to enumerate)."""
+    from nas.few_shot import suggest as run
+
+    sp = _space(space)
+    return [sp.key(a) for a in run(sp, n, seed=seed)]
+
+
+def fit(space: str | Space, measurements: str | os.PathLike, device: str | None = None) -> ArchPredictor:
+    """`hwlat adapt fit` without the file: the shipped meta-trained predictor adapted to a CSV of
+    measurements (an arch table, or a key column + a latency column in ms; `device` names the column
+    when there are several). Save it with `save_predictor`."""
+    from nas.few_shot import fit as run
+
+    return run(_space(space), measurements, device)
+
+
+def save_predictor(predictor: ArchPredictor, path: str | os.PathLike) -> None:
+    """Write an adapted predictor as ``PATH.npz`` + ``PATH.json`` (what `hwlat adapt fit --out` writes)."""
+    from nas.few_shot import save
+
+    save(predictor, path)
+
+
+def load_predictor(path: str | os.PathLike, space: str | Space) -> ArchPredictor:
+    """A predictor saved by `save_predictor` or `hwlat adapt fit`, for architectures of `space`;
+    ``predictor.predict(archs)`` gives ms, `predict_adapted` also the uncertainty."""
+    from nas.few_shot import load
+
+    return load(path, _space(space))
+
+
+def predict_adapted(space: str | Space, archs: str | Sequence[Any], predictor: str | os.PathLike | ArchPredictor,
+                    seed: int = 0) -> tuple[list[str], Any, Any]:
+    """`hwlat predict --predictor`: (keys, ms, sigma_ms) of architectures (a spec as ``--archs`` takes
+    it, or a list of architectures or keys) from an adapted predictor (a path or the object)."""
+    from nas.arch_predictors import ArchPredictor as _ArchPredictor
+    from nas.few_shot import load, predict_with_sigma
+
+    sp = _space(space)
+    pred = predictor if isinstance(predictor, _ArchPredictor) else load(predictor, sp)
+    arch_list = _arch_list(sp, archs, seed)
+    ms, sigma = predict_with_sigma(pred, arch_list)
+    return [sp.key(a) for a in arch_list], ms, sigma
+
+
+def _arch_list(sp: Space, archs: str | Sequence[Any], seed: int) -> list[Any]:
+    from nas.spaces.measure import resolve_archs
+
+    return [it.arch for it in resolve_archs(sp, archs, seed=seed)] if isinstance(archs, str) else [sp.arch(a) for a in archs]
+
+
 # ---- searching ---------------------------------------------------------------------------------
 def search(space: str | Space, constraint: Any, objective: Any = None, budget: int = 100, method: str = "evolution",
            seed: int = 0, progress: bool = True) -> SearchResult:
@@ -201,5 +256,6 @@ def search(space: str | Space, constraint: Any, objective: Any = None, budget: i
     return run(_space(space), objective, constraint, budget=budget, seed=seed, progress=progress)
 
 
-__all__ = ["LatencyConstraint", "adapt", "load_table", "predict", "predict_archs", "profile_archs", "profile_device",
-           "profile_fusion", "profile_model", "profile_ops", "runtime", "search", "space", "tables"]
+__all__ = ["LatencyConstraint", "adapt", "fit", "load_predictor", "load_table", "predict", "predict_adapted",
+           "predict_archs", "profile_archs", "profile_device", "profile_fusion", "profile_model", "profile_ops", "runtime",
+           "save_predictor", "search", "space", "suggest", "tables"]

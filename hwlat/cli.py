@@ -15,6 +15,7 @@ COMMAND_MODULES = (
     "hwlat.commands.demo",
     "hwlat.commands.profile",
     "hwlat.commands.predict",
+    "hwlat.commands.adapt",
     "hwlat.commands.search",
     "hwlat.commands.space",
     "hwlat.commands.table",

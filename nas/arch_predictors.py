@@ -225,13 +225,15 @@ def load_arch_predictor(source: str | os.PathLike, space: Space | str) -> ArchPr
 
         table = load_table(text[4:])
         return GraphPredictor(sp, LUTPredictor(table).fit(), name=f"lookup table {table.name}")
-    from predictors.io import PredictorFileError, load, paths
+    from predictors.io import PredictorFileError, load, paths, read_info
 
     npz, js = paths(text)
     if not js.is_file():
         raise PredictorFileError(f"no predictor at {js}: give a file written by predictors.io.save (NAME, NAME.npz or "
                                  "NAME.json), 'pretrained', or 'lut:<device table>'")
-    return FeaturePredictor(sp, load(text), name=Path(text).name)
+    device = (read_info(text).get("info") or {}).get("device")
+    name = f"{Path(text).name} ({sp.name} transfer adapted to {device})" if device else Path(text).name
+    return FeaturePredictor(sp, load(text), name=name)
 
 
 def needs_adaptation(pred: ArchPredictor) -> bool:

@@ -4,7 +4,9 @@ For each method: meta-train on training devices, choose ``n_ref`` reference arch
 training information only (one set for every test device). For each test device and repeat:
 the method receives the device's latencies of the references plus ``shots`` architectures drawn
 at random (seeded by seed and repeat) from outside the query range, and predicts the query
-range; scores are taken after dropping the device's fastest and slowest ``trim`` fraction.
+range; scores are taken after dropping the device's fastest and slowest ``trim`` fraction. With
+``shots_from="suggested"`` the shots are instead the method's own choice after the references (what
+`hwlat adapt suggest` writes), the same for every device.
 A test device is read only through `TargetDevice`, which hands out exactly those cells.
 """
 
@@ -270,6 +272,7 @@ class ProtocolSettings:
     trim: float = 0.1
     repeats: int = 10
     seed: int = 0
+    shots_from: str = "random"  # or "suggested": the method's own choice after the references, for every device
 
 
 def shot_order(pool: np.ndarray, seed: int, repeat: int) -> np.ndarray:
@@ -284,27 +287,30 @@ def run_method(method: Method, data: TransferData, targets: Sequence[TargetDevic
     for t in targets:
         usable &= t.available  # which cells exist, never their values
     ref_pool = np.flatnonzero(~query & usable)
-    if settings.n_ref > len(ref_pool):
-        raise ProtocolError(f"{settings.n_ref} references asked but only {len(ref_pool)} architectures outside the "
-                            "query range are measured on every test device")
+    suggested = settings.shots_from == "suggested"
+    n_chosen = settings.n_ref + (settings.shots if suggested else 0)
+    if n_chosen > len(ref_pool):
+        raise ProtocolError(f"{n_chosen} chosen architectures asked but only {len(ref_pool)} outside the query range are "
+                            "measured on every test device")
     t0 = time.perf_counter()
     if not fitted:
         method.meta_fit(data, settings.n_ref, ref_pool)
     meta_s = time.perf_counter() - t0
-    refs = np.asarray(method.references(ref_pool, settings.n_ref), dtype=int)
+    chosen = np.asarray(method.references(ref_pool, n_chosen), dtype=int)
+    refs = chosen[: settings.n_ref]
     devices: dict[str, DeviceResult] = {}
     adapt_s, pred_s = [], []
     for t in targets:
         q = np.flatnonzero(query & t.available)
         pool = np.setdiff1d(np.flatnonzero(~query & t.available), refs)
-        if settings.shots > len(pool):
+        if not suggested and settings.shots > len(pool):
             raise ProtocolError(f"{settings.shots} shots asked but {t.name} has only {len(pool)} measured architectures "
                                 f"outside the query range besides the {len(refs)} references")
         if len(q) < 3:
             raise ProtocolError(f"{t.name} has {len(q)} measured architectures in the query range; need at least 3")
         scores, preds = [], []
         for r in range(settings.repeats):
-            shots = shot_order(pool, settings.seed, r)[: settings.shots]
+            shots = chosen[settings.n_ref:] if suggested else shot_order(pool, settings.seed, r)[: settings.shots]
             rows = np.concatenate([refs, shots]).astype(int)
             t.allow(rows)
             y = t.measured(rows)

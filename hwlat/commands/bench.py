@@ -62,6 +62,10 @@ def register(sub) -> None:
     t.add_argument("--query", default=None, help="half-open key range scored, e.g. 900:1900 "
                    "(default nb201 900:1900, fbnet/ofa 4000:5000)")
     t.add_argument("--trim", type=fraction_below_half, default=0.1, help="fraction of fastest and of slowest query archs dropped")
+    t.add_argument("--shots-from", default="random", choices=["random", "suggested"],
+                   help="random (default, HELP's protocol: drawn per repeat) or suggested: the --shots architectures "
+                        "that follow the references in the predictor's own choice (`hwlat adapt suggest`), the same "
+                        "for every device and repeat, from outside the query range")
     t.add_argument("--repeats", type=positive_int, default=10, help="repeats with different random shots")
     t.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots")
     t.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
@@ -146,9 +150,15 @@ def _transfer(args: argparse.Namespace) -> int:
         if t.n_missing:
             print(f"skipped: {t.n_missing} architectures with no latency on {t.name} "
                   f"({int((query & ~t.available).sum())} of them in the query range)")
-    print(f"protocol: {args.reference} references + {args.shots} random shots per device, {args.repeats} repeats, seed {args.seed}\n")
+    if args.shots_from == "suggested":
+        args.repeats = 1  # the choice is deterministic: every repeat would measure the same architectures
+        print(f"protocol: {args.reference} references + {args.shots} suggested architectures (the same for every "
+              "device), 1 repeat\n")
+    else:
+        print(f"protocol: {args.reference} references + {args.shots} random shots per device, {args.repeats} repeats, "
+              f"seed {args.seed}\n")
 
-    settings = ProtocolSettings(args.shots, args.reference, args.trim, args.repeats, args.seed)
+    settings = ProtocolSettings(args.shots, args.reference, args.trim, args.repeats, args.seed, args.shots_from)
     results = []
     from tqdm import tqdm
 

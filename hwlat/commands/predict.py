@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
+from typing import Iterable
 
 from hwlat.cli import command_parser
 from hwlat.commands.args import nonnegative_int, random_seed
@@ -17,12 +19,16 @@ QUANTITY = ("the median of a network's timed runs with the table's protocol and 
 def register(sub) -> None:
     p = command_parser(
         sub, "predict",
-        "predict a network's latency from a device table: fusion-aware kernel lookup, regressors for missing rows",
+        "predict a network's latency from a device table (fusion-aware kernel lookup, regressors for missing rows), "
+        "or architectures of a space from a predictor adapted to a device (`hwlat adapt fit`)",
         "hwlat predict resnet18.onnx --table cpu_onnxruntime_fp32_threads1   |   "
-        "hwlat predict --space nb201 --archs random:1000 --table cpu_onnxruntime_fp32_threads1 --out pred.csv",
+        "hwlat predict --space nb201 --archs random:1000 --table cpu_onnxruntime_fp32_threads1 --out pred.csv   |   "
+        "hwlat predict --predictor my_board --space nb201 --arch 1462",
     )
     p.add_argument("model", nargs="?", help="an .onnx file (or give --space with --arch or --archs, or --classic)")
-    p.add_argument("--table", required=True, help="device table: a shipped name or a path (NAME, NAME.csv or NAME.json)")
+    p.add_argument("--table", help="device table: a shipped name or a path (NAME, NAME.csv or NAME.json)")
+    p.add_argument("--predictor", help="instead of --table: a predictor adapted to a device by `hwlat adapt fit` (PATH, "
+                                       "PATH.npz or PATH.json); predicts architectures of --space (--arch or --archs)")
     from hwlat.commands.space import add_space_argument, add_space_options
 
     add_space_argument(p, required=False)
@@ -30,8 +36,8 @@ def register(sub) -> None:
                                   "(an arch key, an nb201 index, an fbnet/ofa row of the public CSV)")
     p.add_argument("--archs", help="many architectures of --space, as `hwlat profile archs --archs` takes them: 'a:b', "
                                    "'i,j,k', 'random:N', 'all', a file of keys or an arch table; several joined by '+'")
-    p.add_argument("--out", help="with --archs: the CSV to write (key columns, predicted_ms, sigma_ms, partial); "
-                                 "default standard output")
+    p.add_argument("--out", help="with --archs: the CSV to write (key columns, predicted_ms, sigma_ms (one-sigma "
+                                 "uncertainty), and partial with --table); default standard output")
     p.add_argument("--seed", type=random_seed, default=0, help="seed of --archs random:N (default 0, as profile archs)")
     p.add_argument("--public-data", help="folder of the public CSVs (fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--classic", help="a built-in classic CNN, e.g. mobilenet_v2 or mobilenet_v2@r160w0.75")
@@ -97,6 +103,10 @@ def _predict(args: argparse.Namespace) -> int:
         raise HwlatError("give exactly one network or set: an .onnx path, --space with --arch or --archs, or --classic")
     if args.out and not args.archs:
         raise HwlatError("--out writes the predictions of --archs; for one network use --json")
+    if bool(args.table) == bool(args.predictor):
+        raise HwlatError("give one of --table (a device table) or --predictor (a predictor from `hwlat adapt fit`)")
+    if args.predictor:
+        return _predict_adapted(args)
     if args.archs:
         return _predict_many(args)
     model, name = _model(args)
@@ -113,28 +123,74 @@ def _predict(args: argparse.Namespace) -> int:
 
 def _predict_many(args: argparse.Namespace) -> int:
     """Predict every architecture of --archs in this process; one CSV row each, written as predicted."""
-    import csv
-
     from tqdm import tqdm
 
     space, items = _space_items(args)
     lut = _predictor(args)
-    keys = list(dict.fromkeys(k for it in items for k in it.record))
-    out = open(args.out, "w", newline="") if args.out else sys.stdout
-    try:
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(keys + ["predicted_ms", "sigma_ms", "partial"])
-        partial = 0
+    partial = 0
+
+    def rows():
+        nonlocal partial
         for it in tqdm(items, desc=f"predict {space.name}", unit="arch", disable=args.no_progress or not args.out,
                        dynamic_ncols=True):
             pred = lut.predict_graph(space.graph(it.arch), name=f"{space.name}:{space.key(it.arch)}")
             partial += pred.partial
-            w.writerow([it.record.get(k, "") for k in keys]
-                       + [f"{pred.total_ms:.6g}", f"{pred.sigma_ms:.4g}", "true" if pred.partial else "false"])
-    finally:
-        if args.out:
-            out.close()
+            yield it.record, [f"{pred.total_ms:.6g}", f"{pred.sigma_ms:.4g}", "true" if pred.partial else "false"]
+
+    _write_rows(args, items, rows(), ["predicted_ms", "sigma_ms", "partial"])
     if args.out:
         print(f"{args.out}: {len(items)} architectures predicted on {lut.table.name}"
               + (f"; {partial} PARTIAL (uncovered ops left out)" if partial else ""))
     return 0
+
+
+def _predict_adapted(args: argparse.Namespace) -> int:
+    """--predictor: architectures of --space from a predictor adapted to a device, with sigma_ms."""
+    from device_tables.errors import HwlatError
+    from nas.few_shot import load, predict_with_sigma
+
+    if not (args.arch or args.archs):
+        raise HwlatError("--predictor predicts architectures of a space: give --space with --arch or --archs (an ONNX "
+                         "model or --classic needs a device table, --table)")
+    space, items = _space_items(args)
+    pred = load(args.predictor, space)
+    ms, sigma = predict_with_sigma(pred, [it.arch for it in items])
+    if args.arch:
+        key = space.key(items[0].arch)
+        if args.json:
+            json.dump({"space": space.name, "arch": key, "latency_ms": float(ms[0]), "sigma_ms": float(sigma[0]),
+                       "predictor": pred.name, "device": pred.info.get("device")}, sys.stdout, indent=2)
+            print()
+        else:
+            print(f"{space.name} {key}: {ms[0]:.4g} ms (± {sigma[0]:.2g} ms, one sigma) on {pred.info.get('device', '?')}, "
+                  f"{pred.name} ({args.predictor})")
+        return 0
+    _write_rows(args, items, ((it.record, [f"{m:.6g}", f"{s:.4g}"]) for it, m, s in zip(items, ms, sigma)),
+                ["predicted_ms", "sigma_ms"])
+    if args.out:
+        print(f"{args.out}: {len(items)} architectures predicted by {pred.name}")
+    return 0
+
+
+def _write_rows(args: argparse.Namespace, items: list, rows: Iterable[tuple[dict, list[str]]], names: list[str]) -> None:
+    """The CSV of --archs, to --out or standard output: the key columns of `items`, then `names`;
+    each row written as `rows` yields it."""
+    import contextlib
+    import csv
+
+    from device_tables.files import make_parent, writing
+
+    keys = list(dict.fromkeys(k for it in items for k in it.record))
+    out_path = Path(args.out) if args.out else None
+    if out_path:
+        make_parent(out_path)
+    with writing(out_path) if out_path else contextlib.nullcontext():  # a closed pipe stays a BrokenPipeError
+        out = open(out_path, "w", newline="") if out_path else sys.stdout
+        try:
+            w = csv.writer(out, lineterminator="\n")
+            w.writerow(keys + names)
+            for record, values in rows:
+                w.writerow([record.get(k, "") for k in keys] + values)
+        finally:
+            if out_path:
+                out.close()

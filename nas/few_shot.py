@@ -1,0 +1,241 @@
+"""A new device from a few measurements: which architectures to measure (`suggest`), the
+measurements as a user has them (`read_measurements`), the shipped meta-trained predictor adapted
+to them (`fit`), saved and loaded (`save`, `load`). `hwlat adapt suggest|fit` and
+``hwlat predict --predictor`` are thin layers over these.
+
+    archs = suggest("nb201", 20)                           # measure these on the device
+    pred = fit("nb201", "measured.csv")                    # an arch table or any CSV: key + ms
+    save(pred, "my_board"); pred = load("my_board", "nb201")
+    ms, sigma = predict_with_sigma(pred, candidates)
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from device_tables.errors import HwlatError
+from nas.arch_predictors import EXHAUSTIVE_MAX, FeaturePredictor, PredictorSpaceError, needs_adaptation
+from nas.spaces import get_space
+from nas.spaces.base import ArchError, Space
+
+# Fewest measurements an adaptation takes: its learners' leave-one-out choice needs three.
+MIN_MEASUREMENTS = 3
+# Candidates `suggest` chooses from in a space too large to enumerate (a seeded sample).
+SUGGEST_POOL = 5000
+
+
+class MeasurementsError(HwlatError):
+    """A measurement file that cannot adapt a predictor (unknown or duplicate architectures, cells
+    that are not latencies, too few rows, an ambiguous latency column)."""
+
+
+def _space(space: Space | str) -> Space:
+    return get_space(space) if isinstance(space, str) else space
+
+
+def pretrained_predictor(space: Space | str) -> FeaturePredictor:
+    """The shipped meta-trained transfer predictor of a space, not yet adapted."""
+    from predictors import pretrained
+
+    sp = _space(space)
+    return FeaturePredictor(sp, pretrained.load(sp.name), name=f"pretrained {sp.name} transfer")
+
+
+def suggest(space: Space | str, n: int, seed: int = 0) -> list[Any]:
+    """The `n` architectures most worth measuring on a new device, most informative first.
+
+    A greedy D-optimal design over what the meta-trained predictor adapts with: the architectures'
+    factors (their latency on every training device, compressed) and their structure counts, so
+    the measurements pin down as much of the adaptation as `n` can. It reads only the training
+    devices, never a test device. The candidates are every architecture of a small space (NB201),
+    else `SUGGEST_POOL` sampled with `seed`; the choice is deterministic for a seed and never
+    repeats an architecture. The first ten of NB201 are the predictor's reference architectures."""
+    sp = _space(space)
+    if n < 1:
+        raise HwlatError(f"suggest needs n of at least 1, got {n}")
+    pred = pretrained_predictor(sp)
+    if sp.size is not None and sp.size <= EXHAUSTIVE_MAX:
+        pool = list(sp.enumerate())
+    else:
+        pool = _distinct(sp, sp.sample(SUGGEST_POOL, seed))
+    if n > len(pool):
+        raise HwlatError(f"{n} architectures asked but the {sp.name} candidates number {len(pool)}")
+    rows = pred.predictor.choose_references(pred.matrix(pool), n)
+    return [pool[int(i)] for i in rows]
+
+
+def _distinct(sp: Space, archs: Sequence[Any]) -> list[Any]:
+    seen: dict[str, Any] = {}
+    for a in archs:
+        seen.setdefault(sp.key(a), a)
+    return list(seen.values())
+
+
+@dataclass
+class Measurements:
+    """Measured latencies of architectures on one device: `archs` and `ms` in file order."""
+
+    archs: list[Any]
+    ms: np.ndarray
+    device: str
+    path: Path
+    empty: int = 0  # rows with an empty latency cell (failed or not yet measured), left out
+
+
+def _csv_path(path: str | os.PathLike) -> Path:
+    p = Path(path)
+    if not p.is_file() and p.with_name(p.name + ".csv").is_file():
+        return p.with_name(p.name + ".csv")  # an arch table's stem, as `profile archs --out` takes it
+    return p
+
+
+def read_measurements(path: str | os.PathLike, space: Space | str, device: str | None = None,
+                      min_rows: int = MIN_MEASUREMENTS) -> Measurements:
+    """Measured latencies from an arch table (`hwlat profile archs --out`) or any CSV whose header
+    names one of the space's key columns and latency columns in ms. `device` picks the latency
+    column; it may be left out when there is one. Empty cells are skipped (failed or not measured);
+    unknown or repeated architectures, cells that are not positive numbers and fewer than
+    `min_rows` measurements are a `MeasurementsError` naming the line."""
+    sp = _space(space)
+    p = _csv_path(path)
+    if not p.is_file():
+        raise MeasurementsError(f"{p}: no such file; give the arch table `hwlat profile archs --out` wrote, or a CSV "
+                                f"with a {sp.key_column} column and a latency column in ms")
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError as exc:
+        raise MeasurementsError(f"{p}: not UTF-8 text (byte {exc.start}); expected a CSV of measurements") from None
+    numbered = [(n, row) for n, row in enumerate(csv.reader(lines), start=1) if any(c.strip() for c in row)]
+    if not numbered:
+        raise MeasurementsError(f"{p} is empty; expected a header ({sp.key_column},<device>) and measured rows")
+    header = [c.strip() for c in numbered[0][1]]
+    keys = [c for c in (sp.key_column, *sp.key_columns) if c in header and not (c == "help_row" and not sp.native_indices)]
+    keys = list(dict.fromkeys(keys))
+    if not keys:
+        raise MeasurementsError(f"{p}: the header ({', '.join(header[:6])}) names no key column of the {sp.name} space; "
+                                f"expected one of {', '.join(c for c in sp.key_columns if c != 'help_row')}")
+    latency_cols = [c for c in header if c and c not in sp.key_columns]
+    if device is None:
+        if len(latency_cols) != 1:
+            what = (f"several latency columns ({', '.join(latency_cols[:6])}{'...' if len(latency_cols) > 6 else ''}); "
+                    "choose one with --device" if latency_cols else "no latency column besides the key columns")
+            raise MeasurementsError(f"{p}: {what}")
+        device = latency_cols[0]
+    elif device not in latency_cols:
+        raise MeasurementsError(f"{p}: no latency column {device!r}; its columns: {', '.join(latency_cols) or 'none'}")
+    col = header.index(device)
+    key_idx = [header.index(k) for k in keys]
+    archs: list[Any] = []
+    ms: list[float] = []
+    first_line: dict[str, int] = {}
+    empty = 0
+    for n, row in numbered[1:]:
+        cells = [c.strip() for c in row]
+        key = next((cells[i] for i in key_idx if i < len(cells) and cells[i]), "")
+        if not key:
+            raise MeasurementsError(f"{p}, line {n}: no architecture key (columns {', '.join(keys)} are empty)")
+        try:
+            arch = sp.parse(int(key) if key.isdigit() and sp.native_indices else key)
+        except (ArchError, ValueError) as exc:
+            raise MeasurementsError(f"{p}, line {n}: {key!r} is not a {sp.name} architecture ({exc})") from None
+        k = sp.key(arch)
+        if k in first_line:
+            raise MeasurementsError(f"{p}, line {n}: architecture {key} is also on line {first_line[k]}; keep one row "
+                                    "per architecture (the median of its measurements)")
+        first_line[k] = n
+        text = cells[col] if col < len(cells) else ""
+        if not text:
+            empty += 1
+            continue
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise MeasurementsError(f"{p}, line {n}: {device} = {text!r} for architecture {key} is not a latency in ms "
+                                    "(a positive number); fix it, or empty the cell to leave the row out")
+        archs.append(arch)
+        ms.append(value)
+    if len(ms) < min_rows:
+        raise MeasurementsError(
+            f"{p}: {len(ms)} measured {sp.name} architecture(s) in column {device!r}; adapting needs at least {min_rows} "
+            f"(20 recommended: `hwlat adapt suggest --space {sp.name} -n 20 --out FILE`, then measure them)")
+    return Measurements(archs, np.asarray(ms, dtype=float), device, p, empty)
+
+
+def fit(space: Space | str, measurements: str | os.PathLike | Measurements, device: str | None = None) -> FeaturePredictor:
+    """The shipped meta-trained predictor adapted to measurements (a file as `read_measurements`
+    reads, or `Measurements`); its `info` records where they came from, for `save`."""
+    from nas.device_loop import adapt
+
+    sp = _space(space)
+    m = measurements if isinstance(measurements, Measurements) else read_measurements(measurements, sp, device)
+    pred = adapt(pretrained_predictor(sp), sp, m.archs, m.ms, min_rows=MIN_MEASUREMENTS)
+    pred.name = f"{sp.name} transfer adapted to {m.device}"
+    pred.info = {"space": sp.name, "device": m.device, "measurements": str(m.path), "n_measurements": len(m.ms),
+                 "measured": {sp.key(a): float(v) for a, v in zip(m.archs, m.ms)}}
+    return pred
+
+
+def save(pred: FeaturePredictor, path: str | os.PathLike) -> tuple[Path, Path]:
+    """Write an adapted predictor as ``PATH.npz`` + ``PATH.json`` (arrays + JSON, no pickles)."""
+    from device_tables.files import make_parent, writing
+    from hwlat import __version__
+    from predictors.io import paths, save as save_file
+
+    if needs_adaptation(pred):
+        raise PredictorSpaceError(f"the {pred.name} predictor is not adapted to a device; fit it first")
+    info = {**getattr(pred, "info", {}), "space": pred.space.name, "hwlat_version": __version__}
+    npz, _ = paths(path)
+    make_parent(npz)
+    with writing(npz):
+        return save_file(pred.predictor, path, info=info)
+
+
+def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
+    """An adapted predictor saved by `save` (or `hwlat adapt fit`), for architectures of `space`; a
+    `PredictorSpaceError` when it was saved for another space or never adapted."""
+    from nas.arch_predictors import load_arch_predictor
+    from predictors.io import read_info
+
+    sp = _space(space)
+    info = read_info(path).get("info") or {}
+    made_for = info.get("space")
+    if made_for and made_for != sp.name:
+        raise PredictorSpaceError(f"{path} predicts {made_for} architectures, not {sp.name}; use --space {made_for} or "
+                                  f"fit a {sp.name} predictor (`hwlat adapt fit --space {sp.name}`)")
+    pred = load_arch_predictor(path, sp)
+    if needs_adaptation(pred):
+        raise PredictorSpaceError(f"{path} is not adapted to a device (no measurements); adapt it with `hwlat adapt fit "
+                                  f"--space {sp.name} --measurements FILE --out PATH`")
+    if info.get("device"):
+        pred.name = f"{sp.name} transfer adapted to {info['device']}"
+    pred.info = info
+    return pred
+
+
+def predict_with_sigma(pred: FeaturePredictor, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+    """(ms, sigma_ms) of architectures: the prediction and its one-sigma uncertainty in ms, from the
+    predictor's own estimate (`relative_sigma`) or else its leave-one-out error on the measurements."""
+    from nas.arch_predictors import checked_latencies
+
+    archs = [pred.space.as_arch(a) for a in archs]
+    if not archs:
+        return np.zeros(0), np.zeros(0)
+    X = pred.matrix(archs)
+    inner = pred.predictor
+    ms = checked_latencies(pred, archs, inner.predict(X))
+    if hasattr(inner, "relative_sigma"):
+        rel = np.asarray(inner.relative_sigma(X), dtype=float).reshape(-1)
+    else:
+        loo = np.asarray(getattr(inner, "loo_rel_error_", np.zeros(0)), dtype=float)
+        loo = loo[np.isfinite(loo)]
+        rel = np.full(len(ms), float(np.sqrt(np.mean(loo ** 2))) if loo.size else math.nan)
+    return ms, ms * rel

@@ -1,0 +1,242 @@
+"""A new device from a few measurements: `hwlat adapt suggest` -> measure -> `hwlat adapt fit` ->
+`hwlat predict --predictor` / `hwlat search --predictor`, and the same through the Python API."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+import hwlat
+from hwlat.cli import main
+from nas.features import latency_features
+from nas.spaces import get_space
+from nas.spaces.measure import resolve_archs
+from predictors.metrics import spearman
+
+NB201 = get_space("nb201")
+
+
+def synthetic_ms(archs) -> np.ndarray:
+    """A made-up device: a fixed cost per structure count (what runs, dead edges, paths) + 0.4 ms."""
+    X, layout = latency_features(NB201, archs)
+    cost = X[:, list(layout.cost) + list(layout.extra)]
+    w = np.random.default_rng(7).gamma(2.0, 0.3, size=cost.shape[1])
+    return 0.4 + cost @ w
+
+
+def write_measurements(path, archs, ms, column="my_board/ort", key="arch_str", extra: dict | None = None):
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow([key, column, *(extra or {})])
+        for i, (a, v) in enumerate(zip(archs, ms)):
+            w.writerow([NB201.key_record(a)[key], v, *(col[i] for col in (extra or {}).values())])
+    return path
+
+
+def error_line(capsys, argv) -> str:
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    lines = [ln for ln in err.splitlines() if ln.startswith("hwlat: error:")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
+
+
+# ---- suggest ------------------------------------------------------------------------------------------
+def test_suggest_is_deterministic_for_a_seed_and_never_repeats():
+    for space, n in (("nb201", 40), ("fbnet", 25)):
+        a = hwlat.suggest(space, n, seed=3)
+        assert a == hwlat.suggest(space, n, seed=3)
+        assert len(a) == n and len(set(a)) == n
+    assert hwlat.suggest("fbnet", 10, seed=3) != hwlat.suggest("fbnet", 10, seed=4)  # another pool
+    assert hwlat.suggest("nb201", 40)[:10] == hwlat.suggest("nb201", 10)  # greedy: a longer list extends a shorter
+
+
+def test_suggest_writes_keys_profile_archs_and_predict_accept(tmp_path, capsys):
+    out = tmp_path / "to_measure.csv"
+    assert main(["adapt", "suggest", "--space", "nb201", "-n", "12", "--out", str(out)]) == 0
+    assert "hwlat adapt fit" in capsys.readouterr().out  # says what comes next
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == list(NB201.key_columns) and len(rows) == 12
+    assert [r["arch_str"] for r in rows] == hwlat.suggest("nb201", 12)
+    assert [NB201.key(it.arch) for it in resolve_archs(NB201, str(out))] == [r["arch_str"] for r in rows]
+    first = rows[0][NB201.key_columns[0]]  # the first column is a key --arch accepts
+    assert len(resolve_archs(NB201, first)) == 1 and NB201.key(resolve_archs(NB201, first)[0].arch) == rows[0]["arch_str"]
+
+
+# ---- fit + predict ------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def fitted(tmp_path_factory):
+    """20 suggested architectures measured on the synthetic device, fitted and saved by the CLI."""
+    d = tmp_path_factory.mktemp("adapt")
+    archs = [NB201.parse(k) for k in hwlat.suggest("nb201", 20)]
+    meas = write_measurements(d / "measured.csv", archs, synthetic_ms(archs))
+    assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(meas), "--out", str(d / "board")]) == 0
+    return d, meas
+
+
+def test_fit_then_predict_recovers_the_devices_ranking(fitted, capsys):
+    d, _ = fitted
+    out = d / "pred.csv"
+    assert main(["predict", "--predictor", str(d / "board"), "--space", "nb201", "--archs", "random:400", "--seed", "5",
+                 "--out", str(out)]) == 0
+    rows = list(csv.DictReader(out.open()))
+    assert list(rows[0]) == [*NB201.key_columns, "predicted_ms", "sigma_ms"]
+    archs = [NB201.parse(r["arch_str"]) for r in rows]
+    predicted = np.array([float(r["predicted_ms"]) for r in rows])
+    sigma = np.array([float(r["sigma_ms"]) for r in rows])
+    truth = synthetic_ms(archs)
+    assert spearman(predicted, truth) > 0.9
+    assert np.median(np.abs(predicted / truth - 1)) < 0.1
+    assert np.all(sigma > 0) and np.all(np.isfinite(sigma))
+
+
+def test_cli_and_api_give_the_same_numbers(fitted, capsys):
+    d, meas = fitted
+    capsys.readouterr()
+    assert main(["predict", "--predictor", str(d / "board"), "--space", "nb201", "--arch", "1462", "--json"]) == 0
+    cli = json.loads(capsys.readouterr().out)
+    keys, ms, sigma = hwlat.predict_adapted("nb201", [1462], hwlat.fit("nb201", meas))
+    assert cli["arch"] == keys[0] and cli["device"] == "my_board/ort"
+    assert cli["latency_ms"] == pytest.approx(ms[0], rel=1e-12) and cli["sigma_ms"] == pytest.approx(sigma[0], rel=1e-12)
+    keys2, ms2, _ = hwlat.predict_adapted("nb201", "random:50", str(d / "board"), seed=2)
+    assert keys2 == [NB201.key(a) for a in NB201.sample(50, 2)]
+    np.testing.assert_allclose(ms2, hwlat.load_predictor(d / "board", "nb201").predict(keys2), rtol=1e-12)
+
+
+def test_a_saved_predictor_round_trips_exactly(tmp_path, fitted):
+    _, meas = fitted
+    pred = hwlat.fit("nb201", meas)
+    hwlat.save_predictor(pred, tmp_path / "p")
+    back = hwlat.load_predictor(tmp_path / "p.json", "nb201")
+    archs = NB201.sample(300, 1)
+    assert np.array_equal(pred.predict(archs), back.predict(archs))
+    assert back.info["device"] == "my_board/ort" and back.info["n_measurements"] == 20
+    assert back.info["measured"] == pred.info["measured"]
+
+
+def test_search_uses_a_saved_predictor_directly(fitted, capsys):
+    d, _ = fitted
+    budget = float(np.median(hwlat.load_predictor(d / "board", "nb201").predict(NB201.sample(200, 0))))
+    out = d / "search.json"
+    assert main(["search", "--space", "nb201", "--predictor", str(d / "board"), "--max-latency-ms", f"{budget:.4f}",
+                 "--budget", "12", "--objective", "tests.test_adapt:num_params_objective", "--no-progress",
+                 "--json", str(out)]) == 0
+    best = json.loads(out.read_text())["search"]["best"]
+    assert best and all(b["predicted_ms"] <= budget for b in best)
+
+
+def num_params_objective(arch) -> float:
+    return float(NB201.network(arch).params())
+
+
+def test_three_measurements_adapt_and_key_columns_other_than_the_primary_work(tmp_path):
+    archs = [NB201.parse(k) for k in hwlat.suggest("nb201", 3)]
+    meas = write_measurements(tmp_path / "m.csv", archs, synthetic_ms(archs), key="nb201_index")
+    pred = hwlat.fit("nb201", meas)
+    assert np.all(pred.predict(NB201.sample(20, 0)) > 0)
+
+
+def test_api_adapt_from_lists_saves_and_loads(tmp_path):
+    archs = NB201.sample(10, 4)
+    pred = hwlat.adapt("nb201", archs, synthetic_ms(archs))
+    hwlat.save_predictor(pred, tmp_path / "lists")
+    assert np.array_equal(hwlat.load_predictor(tmp_path / "lists", "nb201").predict(archs), pred.predict(archs))
+
+
+# ---- bad input ----------------------------------------------------------------------------------------
+@pytest.fixture()
+def ten(tmp_path):
+    archs = NB201.sample(10, 9)
+    return tmp_path, archs, synthetic_ms(archs)
+
+
+def _fit_argv(path, out, *extra):
+    return ["adapt", "fit", "--space", "nb201", "--measurements", str(path), "--out", str(out), *extra]
+
+
+@pytest.mark.parametrize("edit, fragments", [
+    (lambda rows: rows.__setitem__(3, ["|bogus~0|", "1.0"]), ["line 4", "|bogus~0|", "not a nb201 architecture"]),
+    (lambda rows: rows.__setitem__(5, list(rows[2])), ["line 6", "also on line 3"]),
+    (lambda rows: rows.__setitem__(2, [rows[2][0], "-1"]), ["line 3", "'-1'", "not a latency"]),
+    (lambda rows: rows.__setitem__(2, [rows[2][0], "0"]), ["line 3", "'0'", "positive"]),
+    (lambda rows: rows.__setitem__(7, [rows[7][0], "fast"]), ["line 8", "'fast'", "not a latency"]),
+    (lambda rows: rows.__setitem__(7, [rows[7][0], "inf"]), ["line 8", "'inf'"]),
+    (lambda rows: rows.__delitem__(slice(3, None)), ["2 measured nb201", "at least 3", "hwlat adapt suggest"]),
+    (lambda rows: rows.__setitem__(0, ["name", "ms"]), ["no key column of the nb201 space", "arch_str"]),
+])
+def test_bad_measurements_get_one_line_naming_the_row(ten, capsys, edit, fragments):
+    d, archs, ms = ten
+    path = write_measurements(d / "m.csv", archs, ms)
+    rows = list(csv.reader(path.open()))
+    edit(rows)
+    with open(path, "w", newline="") as f:
+        csv.writer(f).writerows(rows)
+    line = error_line(capsys, _fit_argv(path, d / "p"))
+    for fragment in fragments:
+        assert fragment in line, (fragment, line)
+    assert not (d / "p.json").exists()
+
+
+def test_several_latency_columns_need_device(ten, capsys):
+    d, archs, ms = ten
+    path = write_measurements(d / "m.csv", archs, ms, extra={"other_board": list(ms * 2)})
+    assert "several latency columns (my_board/ort, other_board); choose one with --device" in error_line(
+        capsys, _fit_argv(path, d / "p"))
+    assert "no latency column 'gpu'" in error_line(capsys, _fit_argv(path, d / "p", "--device", "gpu"))
+    assert main(_fit_argv(path, d / "p", "--device", "other_board")) == 0
+    assert "'other_board'" in capsys.readouterr().out
+
+
+def test_empty_cells_are_left_out_and_counted(ten, capsys):
+    d, archs, ms = ten
+    cells = [f"{v:.4f}" for v in ms]
+    cells[1] = ""
+    path = write_measurements(d / "m.csv", archs, cells)
+    assert main(_fit_argv(path, d / "p")) == 0
+    assert "from 9 measurements (1 row(s) with an empty latency left out)" in capsys.readouterr().out
+
+
+def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, capsys):
+    d, archs, ms = ten
+    pred = hwlat.adapt("nb201", archs, ms)
+    hwlat.save_predictor(pred, d / "p")
+    line = error_line(capsys, ["predict", "--predictor", str(d / "p"), "--space", "fbnet", "--arch",
+                               hwlat.suggest("fbnet", 1)[0]])
+    assert "predicts nb201 architectures, not fbnet" in line
+    from predictors import pretrained
+
+    unadapted = pretrained.path("nb201")
+    line = error_line(capsys, ["predict", "--predictor", str(unadapted), "--space", "nb201", "--arch", "1"])
+    assert "not adapted to a device" in line and "hwlat adapt fit" in line
+    meta = json.loads((d / "p.json").read_text())
+    meta["format_version"] = 99
+    (d / "p.json").write_text(json.dumps(meta))
+    assert "format version 99" in error_line(capsys, ["predict", "--predictor", str(d / "p"), "--space", "nb201",
+                                                      "--arch", "1"])
+
+
+def test_predict_needs_one_of_table_or_predictor(ten, capsys):
+    assert "one of --table" in error_line(capsys, ["predict", "--space", "nb201", "--arch", "1"])
+
+
+# ---- the protocol with suggested shots -----------------------------------------------------------------------
+def test_bench_protocol_with_suggested_shots_uses_the_same_rows_for_every_device():
+    from predictors.evaluation import ProtocolSettings, TargetDevice, TransferData, make_methods, run_method
+
+    archs = [NB201.from_index(i) for i in range(400)]
+    X, layout = latency_features(NB201, archs)
+    base = synthetic_ms(archs)
+    rng = np.random.default_rng(0)
+    train = np.column_stack([base * rng.uniform(0.5, 2) * np.exp(0.05 * rng.standard_normal(400)) for _ in range(5)])
+    data = TransferData(np.arange(400), X, layout, train, [f"t{i}" for i in range(5)])
+    targets = [TargetDevice(f"d{i}", base * (i + 1) * np.exp(0.02 * rng.standard_normal(400))) for i in range(2)]
+    query = np.arange(400) >= 300
+    (method,) = make_methods(["transfer"])
+    r = run_method(method, data, targets, query, ProtocolSettings(shots=6, n_ref=4, repeats=1, shots_from="suggested"))
+    assert targets[0].reads == targets[1].reads and len(targets[0].reads) == 10
+    assert not any(query[i] for i in targets[0].reads)
+    assert set(int(i) for i in r.references) < targets[0].reads
+    assert r.mean("spearman") > 0.9
