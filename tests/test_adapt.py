@@ -240,3 +240,18 @@ def test_bench_protocol_with_suggested_shots_uses_the_same_rows_for_every_device
     assert not any(query[i] for i in targets[0].reads)
     assert set(int(i) for i in r.references) < targets[0].reads
     assert r.mean("spearman") > 0.9
+
+
+def test_the_whole_loop_on_this_machine(tmp_path, capsys):
+    """suggest -> `hwlat profile archs` (onnxruntime, real timings) -> fit -> predict: the README's loop."""
+    todo, measured, pred = tmp_path / "todo.csv", tmp_path / "measured", tmp_path / "cpu"
+    assert main(["adapt", "suggest", "--space", "nb201", "-n", "6", "--out", str(todo)]) == 0
+    assert main(["profile", "archs", "--space", "nb201", "--archs", str(todo), "--out", str(measured),
+                 "--protocol", "quick", "--no-progress"]) == 0
+    assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(measured), "--out", str(pred)]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--predictor", str(pred), "--space", "nb201", "--archs", "0:5"]) == 0
+    rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
+    assert [int(r["nb201_index"]) for r in rows] == list(range(5))
+    assert all(0 < float(r["predicted_ms"]) < 1e3 for r in rows)
+    assert hwlat.load_predictor(pred, "nb201").info["device"].startswith("cpu/onnxruntime/fp32")
