@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU measuring session for a lent H100/H200 (docs/gpu.md, "Measuring on a lent GPU").
+# One GPU measuring session for a lent H100/H200 (docs/tutorials/profile-gpu.md, "Measuring on a lent GPU").
 #
 #   device tool:  run  command="bash benchmarks/gpu_session.sh"  timeout_s=600
 #                 (add carry=[".whl"] only if wheels were downloaded into .whl/, see below)

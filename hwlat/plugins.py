@@ -15,7 +15,7 @@ add through the entry-point groups ``hwlat.runtimes`` and ``hwlat.spaces``::
 
 The class's ``name`` is its CLI name: ``hwlat profile ops --runtime myort``, ``hwlat profile device
 --runtime myort``, ``hwlat.runtime("myort")``. A runtime subclasses `profilers.base.Runtime`, a
-space `nas.spaces.base.Space`; docs/extending.md says what each implements.
+space `nas.spaces.base.Space`; docs/contributing.md says what each implements.
 """
 
 from __future__ import annotations

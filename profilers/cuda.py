@@ -2,7 +2,7 @@
 message each, CUDA-event timing, out-of-memory detection, and the GPU facts PyTorch reports.
 
 Nothing here imports torch or onnxruntime at import time: the callers pass the module in, so this
-file costs nothing on a machine without a GPU (docs/gpu.md).
+file costs nothing on a machine without a GPU (docs/tutorials/profile-gpu.md).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""GPU profiling (docs/gpu.md): torch on CUDA and ONNX Runtime's CUDA provider when a GPU is here, and
+"""GPU profiling (docs/tutorials/profile-gpu.md): torch on CUDA and ONNX Runtime's CUDA provider when a GPU is here, and
 everywhere the logic that needs none: device naming, precisions, one clear error per bad input
 (CUDA absent, out of memory mid-sweep, a mismatched onnxruntime package), nvidia-smi parsing and
 GPU kernel times from a profiler trace."""
@@ -234,7 +234,7 @@ def test_mismatched_onnxruntime_packages_get_one_message_each():
     assert "pip uninstall -y onnxruntime onnxruntime-gpu && pip install onnxruntime-gpu" in both
     assert "share the onnxruntime module" in both
     cpu = cuda_provider_problem({"onnxruntime": "1.22.0"}, cpu_only, "1.22.0")
-    assert "is the CPU build" in cpu and GPU_INSTALL_HINT in cpu and "docs/gpu.md" in cpu
+    assert "is the CPU build" in cpu and GPU_INSTALL_HINT in cpu and "docs/tutorials/profile-gpu.md" in cpu
     broken = cuda_provider_problem({"onnxruntime-gpu": "1.22.0"}, cpu_only, "1.22.0")
     assert "pip install --force-reinstall onnxruntime-gpu" in broken
     other = cuda_provider_problem({"onnxruntime-openvino": "1.20.0"}, ["OpenVINOExecutionProvider"], "1.20.0")

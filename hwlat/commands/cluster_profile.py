@@ -1,4 +1,4 @@
-"""`--cluster` for `hwlat profile ops|archs`: the options, and the runs on a Ray cluster (docs/cluster.md)."""
+"""`--cluster` for `hwlat profile ops|archs`: the options, and the runs on a Ray cluster (docs/tutorials/fleet.md)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hwlat.commands.args import positive_float
 
 def add_cluster_options(parser: argparse.ArgumentParser, unit: str = "configurations") -> None:
     """Add --cluster, --device and --device-timeout to a `profile` target (without --cluster it runs locally)."""
-    g = parser.add_argument_group("cluster (optional; needs hwlat[cluster], see docs/cluster.md)")
+    g = parser.add_argument_group("cluster (optional; needs hwlat[cluster], see docs/tutorials/fleet.md)")
     g.add_argument("--cluster", metavar="ADDRESS",
                    help="run on the Ray cluster at ADDRESS (auto, HOST:PORT or ray://HOST:PORT) instead of this machine: "
                         f"{unit} go to the devices workers advertise, one table per device in --out (a folder)")

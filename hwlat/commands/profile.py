@@ -33,10 +33,10 @@ def register(sub) -> None:
     from hwlat.commands.profile_adaptive import add_adaptive_options  # --adaptive --budget N (predictors.adaptive)
 
     add_adaptive_options(ops)
-    from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/cluster.md)
+    from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/tutorials/fleet.md)
 
     add_cluster_options(ops)
-    add_runtime_options(ops)  # after the cluster options: --device is shared with them (docs/gpu.md)
+    add_runtime_options(ops)  # after the cluster options: --device is shared with them (docs/tutorials/profile-gpu.md)
     ops.set_defaults(func=_profile_ops)
 
     model = command_parser(targets, "model", "per-node latency breakdown and whole-model latency of an ONNX model",

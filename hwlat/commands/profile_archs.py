@@ -30,7 +30,7 @@ def register(targets) -> None:
                    help="batch size of the input (default 1); another batch is part of the device column's name, "
                         "e.g. .../batch=32/threads=1 (the public GPU columns' _32)")
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
-                   help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/gpu.md)")
+                   help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/tutorials/profile-gpu.md)")
     add_protocol_options(p)
     p.add_argument("--seed", type=random_seed, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
@@ -38,7 +38,7 @@ def register(targets) -> None:
     add_space_options(p)
     p.add_argument("--public-data", help="folder of the public CSVs (for fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/cluster.md)
+    from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/tutorials/fleet.md)
 
     add_cluster_options(p, unit="architectures")  # before the runtimes' options: they share --device
     add_runtime_options(p)

@@ -5,7 +5,7 @@ A host that owns devices joins a Ray cluster (`RayNode`) with one custom resourc
 holds that resource for its whole life. Only that actor can ever run on the device, and an actor
 runs one method at a time, so measurements on one device never overlap. The actor publishes the
 device's settings and fingerprint (`describe`). Ray is imported lazily: `import profilers` works
-without it. See docs/cluster.md.
+without it. See docs/tutorials/fleet.md.
 """
 
 from __future__ import annotations

@@ -73,7 +73,7 @@ def cuda_provider_problem(installed: Mapping[str, str], providers: Sequence[str]
                 f"(providers: {listing}); replace it with the GPU build: pip uninstall -y {names} && "
                 "pip install onnxruntime-gpu")
     return (f"--provider cuda: onnxruntime {version} is the CPU build (providers: {listing}); replace it with the "
-            f"GPU build: {GPU_INSTALL_HINT} (see docs/gpu.md)")
+            f"GPU build: {GPU_INSTALL_HINT} (see docs/tutorials/profile-gpu.md)")
 
 
 def check_install(ort: Any, provider: str = "cpu") -> None:

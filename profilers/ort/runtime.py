@@ -49,7 +49,7 @@ class OnnxRuntime(Runtime):
         Option("--opt-level", "opt_level", "graph optimisation level (default all; another level names another device)",
                choices=OPT_LEVELS),
         Option("--provider", "provider", "execution provider: cpu (default), cuda or cuda:N (needs the onnxruntime-gpu "
-                                         "package instead of onnxruntime; docs/gpu.md)"),
+                                         "package instead of onnxruntime; docs/tutorials/profile-gpu.md)"),
     )
     same_shape_planner = True
 
@@ -125,7 +125,7 @@ class OnnxRuntime(Runtime):
             if self.provider == "cuda":
                 raise RuntimeUnavailableError(
                     f"--provider cuda:{self.device_id}: onnxruntime {version} cannot run a one-node model on the GPU "
-                    f"({first}); check that `nvidia-smi` lists GPU {self.device_id} and see docs/gpu.md") from exc
+                    f"({first}); check that `nvidia-smi` lists GPU {self.device_id} and see docs/tutorials/profile-gpu.md") from exc
             raise RuntimeUnavailableError(
                 f"onnxruntime {version} cannot run a one-node model ({first}); "
                 "reinstall it: pip install --force-reinstall onnxruntime") from exc
@@ -135,7 +135,7 @@ class OnnxRuntime(Runtime):
                     f"--provider cuda: onnxruntime {version} lists {CUDA_PROVIDER} but could not load it (its CUDA or "
                     "cuDNN libraries are missing or of another major version than it was built for; ONNX Runtime's "
                     "log above names the library); install them, e.g. pip install 'onnxruntime-gpu[cuda,cudnn]', "
-                    "see docs/gpu.md")
+                    "see docs/tutorials/profile-gpu.md")
             self._provider_options = dict(sess.get_provider_options().get(CUDA_PROVIDER, {}))
 
     def options(self) -> Any:

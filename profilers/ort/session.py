@@ -2,7 +2,7 @@
 
 Sessions run with explicit threads (intra-op = `threads`, inter-op = 1, sequential execution), the
 CPU execution provider (or, setting ``provider="cuda[:N]"``, the CUDA execution provider of the
-``onnxruntime-gpu`` package; docs/gpu.md), and a recorded graph optimisation level. Inputs and
+``onnxruntime-gpu`` package; docs/tutorials/profile-gpu.md), and a recorded graph optimisation level. Inputs and
 outputs are bound once (`Binding`; on the GPU's memory under CUDA), so a timed call is one
 `run_with_iobinding`: about half the Python overhead of `InferenceSession.run` on tiny ops. ONNX
 Runtime synchronises the CUDA stream at the end of every run, so the wall clock times GPU work too.
@@ -143,7 +143,7 @@ def create_session(ort: Any, model: bytes | str | os.PathLike, options: Any, whe
         problem = cuda_provider_problem(installed_distributions(), list(ort.get_available_providers()),
                                         getattr(ort, "__version__", "?"))
         raise RuntimeUnavailableError(problem or f"--provider cuda: onnxruntime could not load {CUDA_PROVIDER} "
-                                                 "(CUDA or cuDNN libraries missing); see docs/gpu.md")
+                                                 "(CUDA or cuDNN libraries missing); see docs/tutorials/profile-gpu.md")
     return session
 
 

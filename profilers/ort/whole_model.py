@@ -66,7 +66,7 @@ def profile_model(path: str | os.PathLike, threads: int = 1, opt_level: str = DE
     Raises `ModelError` naming the file for a missing, malformed or unsupported model, or a dynamic
     input without `input_shape`. Returns a `ModelProfile`. Under ``provider="cuda"`` node times are the
     GPU kernels' when this onnxruntime build traces them (``Kernel`` events), else the host-side time of
-    each node (kernel launches; see docs/gpu.md), which ``versions["node_timing"]`` says. A `runtime`
+    each node (kernel launches; see docs/tutorials/profile-gpu.md), which ``versions["node_timing"]`` says. A `runtime`
     given replaces `threads`, `opt_level` and `provider` with its own settings and providers.
     """
     import onnx
@@ -151,7 +151,7 @@ def _take_gpu_kernel_times(traces: dict[str, NodeTrace], trace_path: str, warmup
                     "build does not trace CUDA kernels; run with CUDA_LAUNCH_BLOCKING=1 for GPU times")
     return ("host, CUDA_LAUNCH_BLOCKING=1 (each node waits for its kernels)" if blocking else
             "host (kernel launches only: CUDA kernels run asynchronously; set "
-            "CUDA_LAUNCH_BLOCKING=1 for per-node GPU times, docs/gpu.md)")
+            "CUDA_LAUNCH_BLOCKING=1 for per-node GPU times, docs/tutorials/profile-gpu.md)")
 
 
 def _source_nodes_of(source: OnnxNodeGraph, optimized: OnnxNodeGraph | None,

@@ -7,7 +7,7 @@ CUDA events and synchronised (`profilers.cuda.cuda_event_timer`), and the warm-u
 ``autotune_runs`` synchronised calls so cuDNN's autotuning (``cudnn_benchmark``, on by default and
 recorded) is done before the protocol's own warm-up. Setting ``precision``: fp32, fp16 or bf16 —
 a property of the `Device`; op keys keep ``dtype=float32`` (a float op), so tables of one sweep at
-several precisions share their keys (docs/gpu.md). Out-of-memory becomes `OutOfDeviceMemoryError`
+several precisions share their keys (docs/tutorials/profile-gpu.md). Out-of-memory becomes `OutOfDeviceMemoryError`
 after the cache is emptied, so a sweep records the failure and goes on.
 """
 
@@ -74,7 +74,7 @@ class TorchRuntime(Runtime):
     packages = ("torch",)
     cli_options = (
         Option("--device", "device", "cpu (default), cuda or cuda:N; a GPU names the device after itself, "
-                                     "e.g. nvidia-h100-80gb-hbm3/torch/fp16/threads=1 (docs/gpu.md)"),
+                                     "e.g. nvidia-h100-80gb-hbm3/torch/fp16/threads=1 (docs/tutorials/profile-gpu.md)"),
         Option("--cudnn-benchmark", "cudnn_benchmark", "on CUDA, cuDNN autotuning during warm-up (default on; "
                                                        "off names another device)",
                choices=("on", "off"), values={"on": True, "off": False}),
@@ -140,7 +140,7 @@ class TorchRuntime(Runtime):
             where = f"on {self.torch_device}" if self.is_cuda else "a one-op module"
             raise RuntimeUnavailableError(f"PyTorch {torch.__version__} cannot run {where} in {self.precision} "
                                           f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}); "
-                                          f"reinstall it: {INSTALL_HINT if not self.is_cuda else 'see docs/gpu.md'}") from exc
+                                          f"reinstall it: {INSTALL_HINT if not self.is_cuda else 'see docs/tutorials/profile-gpu.md'}") from exc
         if self.threads > (os.cpu_count() or 1):
             log.warning("%d threads on %d logical cores: timings will include oversubscription",
                         self.threads, os.cpu_count())

@@ -1,0 +1,100 @@
+"""The README and the documentation say what the code does: the README stays short, its links
+resolve, and every `hwlat` command in it and in the docs parses with today's command line (the
+tutorials' loops run for real in their own tests: test_adapt.py runs the adapt tutorial with
+onnxruntime, test_profile_device.py the profile-device one on a tiny budget, test_lut.py and
+test_cli_errors.py the predict commands, test_examples.py the constraint examples)."""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+
+from hwlat.cli import build_parser, main
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")), ROOT / "benchmarks" / "RESULTS.md"]
+
+
+def code_lines(text: str) -> list[str]:
+    """Lines of the fenced code blocks of a markdown text (shell or unlabelled), continuations joined."""
+    out, block, lang = [], False, ""
+    for line in text.splitlines():
+        fence = re.match(r"^\s*```(\w*)", line)
+        if fence:
+            block, lang = (not block, fence.group(1)) if not block else (False, "")
+            continue
+        if block and lang in ("", "bash", "sh", "console"):
+            if out and out[-1].endswith("\\"):
+                out[-1] = out[-1][:-1] + " " + line.strip()
+            else:
+                out.append(line.strip())
+    return out
+
+
+def hwlat_commands() -> list[tuple[str, str]]:
+    found = []
+    for page in PAGES:
+        for line in code_lines(page.read_text()):
+            m = re.match(r"^(?:\.venv/bin/)?hwlat\s+(.*)$", line)
+            if m:
+                found.append((str(page.relative_to(ROOT)), m.group(1).split(" #")[0].strip()))
+    return found
+
+
+COMMANDS = hwlat_commands()
+
+
+def test_the_readme_is_short_and_its_links_resolve():
+    text = (ROOT / "README.md").read_text()
+    assert len(text.splitlines()) <= 200
+    for target in re.findall(r"\]\(([^)#]+)(?:#[^)]*)?\)", text):
+        if not target.startswith("http"):
+            assert (ROOT / target).exists(), target
+    for job in ("profile-cpu.md", "predict.md", "adapt.md", "constraints.md"):  # each job one click away
+        assert f"docs/tutorials/{job}" in text
+
+
+def test_pages_show_commands():
+    assert len(COMMANDS) > 40
+    assert {p for p, _ in COMMANDS} >= {"README.md", "docs/tutorials/adapt.md", "docs/tutorials/profile-cpu.md"}
+
+
+@pytest.mark.parametrize("page, command", COMMANDS, ids=[f"{p}: {c[:60]}" for p, c in COMMANDS])
+def test_every_documented_command_parses(page, command):
+    argv = shlex.split(command)
+    try:
+        args = build_parser(argv).parse_args(argv)
+    except SystemExit as exc:
+        if exc.code != 0:  # --help and --version exit 0
+            pytest.fail(f"{page}: `hwlat {command}` does not parse")
+        return
+    assert getattr(args, "func", None) is not None, f"{page}: `hwlat {command}` names no command"
+
+
+def test_documented_scripts_exist():
+    for page in PAGES:
+        for line in code_lines(page.read_text()):
+            m = re.match(r"^\.venv/bin/python (\S+\.py)", line)
+            if m:
+                assert (ROOT / m.group(1)).is_file(), (page, m.group(1))
+
+
+def test_the_installation_pages_check_runs(capsys):
+    assert main(["table", "list"]) == 0
+    assert main(["predict", "--space", "nb201", "--arch", "1462", "--table", "cpu_onnxruntime_fp32_threads1"]) == 0
+    assert "ms" in capsys.readouterr().out
+
+
+def test_the_cli_reference_covers_every_command():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("docs_hooks", ROOT / "docs" / "hooks.py")
+    hooks = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hooks)
+    text = hooks.cli_reference()
+    for command in ("hwlat profile device", "hwlat predict", "hwlat adapt suggest", "hwlat adapt fit", "hwlat search",
+                    "hwlat table show", "hwlat bench transfer"):
+        assert f"`{command}`" in text
