@@ -304,15 +304,11 @@ class TransferPredictor(FewShotPredictor):
             coef[D + j] = fit.coef[1]
         return LinearFit(coef, fit.intercept, fit.lam, loo)
 
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        """Latency in ms of architectures X on the adapted device."""
-        self._check_adapted()
-        X = self.layout.check(X)
-        if not self.learner_names_:
-            return np.exp(self.train_log_latency(X).mean(axis=1))
+    def _learner_log_predictions(self, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(n, k) log-ms predictions of the k stacked learners with non-zero weight, and those weights."""
         learners = [LEARNERS[n] for n in self.learner_names_]
         blocks = self._blocks(X, {b for l in learners for b in l.blocks})
-        out = np.zeros(len(X))
+        cols, ws = [], []
         for l, w, c, b in zip(learners, self.weights_, self.coefs_, self.intercepts_):
             if w == 0:
                 continue
@@ -321,5 +317,56 @@ class TransferPredictor(FewShotPredictor):
                 A = np.log(A)
                 A = np.hstack([A, A**2])
             p = A @ c + b
-            out += w * (np.log(np.maximum(p, self.floor_ms_)) if l.solver == "nnls" else p)
-        return np.exp(out)
+            cols.append(np.log(np.maximum(p, self.floor_ms_)) if l.solver == "nnls" else p)
+            ws.append(w)
+        return np.column_stack(cols), np.asarray(ws, dtype=float)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """Latency in ms of architectures X on the adapted device."""
+        self._check_adapted()
+        X = self.layout.check(X)
+        if not self.learner_names_:
+            return np.exp(self.train_log_latency(X).mean(axis=1))
+        P, w = self._learner_log_predictions(X)
+        return np.exp(P @ w)
+
+    def relative_sigma(self, X: np.ndarray) -> np.ndarray:
+        """One-sigma relative error of `predict(X)` per architecture, as a fraction (0.05 = 5%).
+
+        Two parts, added in quadrature in log space, and returned as ``expm1`` of the sum:
+
+        - the stack's leave-one-out error on the measurements, as an RMS in log space
+          (``log1p(loo_rel_error_)``): the error level this device shows on architectures the
+          fit did not see; the same for every architecture;
+        - the learners' disagreement on this architecture: the weighted standard deviation of the
+          stacked learners' log-ms predictions around the stack's, with the stack's weights. Where
+          models that each fit the measurements part ways, the architecture lies outside what
+          the measurements pin down.
+
+        With fewer than 3 measurements (no leave-one-out error) the first part is the spread of
+        the training devices' centred log latencies of that architecture (how much devices
+        disagree on its relative cost); with none, the spread of their mean levels is added too,
+        since the prediction is then the training devices' geometric mean. A subclass that adapts
+        without the stack (`ProxyAdapter`) gets the first part alone (the devices' spread when it
+        keeps no leave-one-out error).
+        """
+        self._check_adapted()
+        X = self.layout.check(X)
+        logl = self.train_log_latency(X)
+        names = getattr(self, "learner_names_", None)  # None: a subclass with its own adaptation (no stack)
+        if names is not None and not names:
+            centred = logl - self.factor_mean_
+            var = centred.var(axis=1) + float(np.var(self.factor_mean_))
+            return np.expm1(np.sqrt(np.maximum(var, 1e-8)))
+        if names:
+            P, w = self._learner_log_predictions(X)
+            w = w / w.sum()
+            spread2 = ((P - (P @ w)[:, None]) ** 2) @ w
+        else:
+            spread2 = np.zeros(len(X))
+        loo = np.asarray(getattr(self, "loo_rel_error_", np.zeros(0)), dtype=float)
+        if loo.size and np.all(np.isfinite(loo)):
+            base2 = np.full(len(X), float(np.mean(np.log1p(loo) ** 2)))
+        else:
+            base2 = (logl - self.factor_mean_).var(axis=1)
+        return np.expm1(np.sqrt(np.maximum(base2 + spread2, 1e-8)))

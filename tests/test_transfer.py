@@ -121,6 +121,26 @@ def test_zero_measurements_fall_back_to_the_mean_training_device():
     assert p.shape == (300,) and np.all(np.isfinite(p)) and np.all(p > 0)
 
 
+def test_relative_sigma_is_finite_positive_and_grows_where_the_learners_disagree():
+    X, layout, L = family()
+    pred = TransferPredictor(layout).fit(X, L[:, :8])
+    shots = np.concatenate([pred.choose_references(X[:600], 10), np.arange(10)])
+    pred.adapt(X[shots], L[shots, 8])
+    sigma = pred.relative_sigma(X)
+    assert sigma.shape == (len(X),) and np.all(np.isfinite(sigma)) and np.all(sigma > 0)
+    # the leave-one-out part alone is the floor; disagreement among the learners adds to it
+    floor = np.expm1(np.sqrt(np.mean(np.log1p(pred.loo_rel_error_) ** 2)))
+    assert np.all(sigma >= floor - 1e-12)
+    P, w = pred._learner_log_predictions(X)
+    spread = ((P - (P @ (w / w.sum()))[:, None]) ** 2) @ (w / w.sum())
+    assert len(w) > 1 and sigma[np.argmax(spread)] > sigma[np.argmin(spread)]
+    assert spearman(sigma, spread) > 0.99
+    # fewer measurements than a leave-one-out error needs, and none at all: still finite and positive
+    for m in (2, 0):
+        s = pred.adapt(X[shots[:m]], L[shots[:m], 8]).relative_sigma(X[:50])
+        assert np.all(np.isfinite(s)) and np.all(s > 0)
+
+
 # ---- save / load -------------------------------------------------------------------------------
 @pytest.mark.parametrize("make", [lambda lay: TransferPredictor(lay), lambda lay: ProxyAdapter(lay),
                                   lambda lay: TransferPredictor(lay, learners=("mixture",))])
@@ -134,6 +154,8 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path, make):
     back = load(tmp_path / "board")
     assert type(back) is type(pred)
     assert np.array_equal(back.predict(X), pred.predict(X))
+    if hasattr(pred, "relative_sigma"):
+        assert np.array_equal(back.relative_sigma(X), pred.relative_sigma(X))
     # the loaded, meta-trained predictor adapts to another device exactly like the original
     other = np.arange(30, 50)
     assert np.array_equal(back.adapt(X[other], L[other, 8]).predict(X), pred.adapt(X[other], L[other, 8]).predict(X))
