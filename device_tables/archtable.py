@@ -28,7 +28,7 @@ from device_tables.device import Device
 from device_tables.errors import TableError, UnknownDeviceError
 from device_tables.measurement import Measurement
 from device_tables.files import (
-    append_line, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
+    append_line, append_to, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
 )
 from device_tables.lock import TableLock
 from device_tables.table import now, refuse_other_settings
@@ -72,7 +72,9 @@ STATS_COLUMNS = ("key", "status", "median_ms", "mean_ms", "std_ms", "iqr_ms", "p
                  "build_ms", "error", "measured_at")
 _STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
 # The files of a local arch table: what --fresh moves aside.
-FILE_SUFFIXES = (".csv", ".json", ".stats.csv")
+FILE_SUFFIXES = (".csv", ".json", ".stats.csv", ".passes.csv")
+# NAME.passes.csv: the earlier passes of architectures measured in several (`ArchTableWriter.record_pass`).
+PASS_COLUMNS = ("key", "pass", *_STAT_FIELDS, "n", "noisy", "measured_at")
 # The metadata entries that say how archs were measured: a resumed table must be measured the same way.
 MEASURING_SETTINGS = ("protocol", "runtime", "batch", "runtime_settings", "space_options")
 
@@ -523,6 +525,47 @@ class ArchTableWriter:
     def done(self) -> dict[str, float | None]:
         """Primary key -> median ms (None for failures) of the rows written so far."""
         return dict(self._done)
+
+    @property
+    def passes_path(self) -> Path:
+        return self.csv_path.with_name(self.csv_path.stem + ".passes.csv")
+
+    def record_pass(self, key: str, number: int, m: Measurement) -> None:
+        """Keep pass `number` of an architecture measured in several, in ``NAME.passes.csv``: the table
+        gets one row, the quietest pass, once the last is measured; a run killed between passes
+        resumes without measuring the earlier ones again, and the file shows each pass."""
+        if not self.passes_path.exists():
+            atomic_write_text(self.passes_path, _line(PASS_COLUMNS).decode())
+        values = [key, number] + [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false", now()]
+        append_to(self.passes_path, _line(values))
+
+    def earlier_passes(self) -> dict[str, dict[int, Measurement]]:
+        """Key -> {pass number: measurement} of the passes `record_pass` kept for architectures not
+        yet in the table; a line cut short by a crash is dropped (that pass is measured again)."""
+        if not self.passes_path.exists():
+            return {}
+        repair_last_line(self.passes_path, lambda line: whole_csv_row(line, len(PASS_COLUMNS)))
+        out: dict[str, dict[int, Measurement]] = {}
+        with open(self.passes_path, newline="") as f:
+            rows = list(csv.reader(f))
+        if not rows or tuple(rows[0]) != PASS_COLUMNS:
+            raise TableError(f"{self.passes_path}, line 1: expected the header {','.join(PASS_COLUMNS)}; move the file "
+                             "away (its architectures are measured again)")
+        for lineno, r in enumerate(rows[1:], start=2):
+            if not r or r[0] in self._done:
+                continue
+            try:
+                stats = [float(v) for v in r[2:2 + len(_STAT_FIELDS)]]
+                m = Measurement(*stats, n=int(r[-3]), noisy=r[-2] == "true")
+                number = int(r[1])
+            except (ValueError, IndexError, TypeError):
+                raise TableError(f"{self.passes_path}, line {lineno}: not a pass record ({','.join(r)[:80]}); fix or "
+                                 "delete the line (that pass is measured again)") from None
+            if not all(math.isfinite(v) for v in stats):
+                raise TableError(f"{self.passes_path}, line {lineno}: a statistic is not a finite number; fix or delete "
+                                 "the line (that pass is measured again)")
+            out.setdefault(r[0], {})[number] = m
+        return out
 
     def append(self, record: Mapping[str, Any], measurement: Measurement | None = None, *, error: str | None = None,
                build_ms: float | None = None) -> None:

@@ -111,10 +111,11 @@ def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Ite
 
 def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.PathLike,
                   runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None, batch: int = 1,
-                  seed: int = 0, progress: bool = True, fresh: bool = False, **settings: Any) -> ArchRunResult:
+                  seed: int = 0, progress: bool = True, fresh: bool = False, passes: int = 2,
+                  **settings: Any) -> ArchRunResult:
     """`hwlat profile archs`: time whole architectures into the arch table at `out` (resumed; `fresh`: started again).
     `archs` is a spec as ``--archs`` takes it (``"0:100"``, ``"random:20"``, a file) or a list of
-    architectures or keys."""
+    architectures or keys; each is measured once per pass and keeps its quietest (`passes`)."""
     from nas.spaces.measure import ArchItem, profile_archs as run, resolve_archs
 
     sp = _space(space)
@@ -125,7 +126,7 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
         parsed = [sp.arch(a) for a in archs]
         items = [ArchItem(a, sp.key_record(a)) for a in parsed]
     return run(sp, items, out, rt, protocol=protocol or rt.default_protocol(), progress=progress, batch=batch,
-               fresh=fresh)
+               fresh=fresh, passes=passes)
 
 
 def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None,

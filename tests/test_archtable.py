@@ -246,3 +246,63 @@ def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):
     assert public_data_dir() == tmp_path
     with pytest.raises(TableError, match="no ofa"):
         public_files(arch_keys("ofa"))
+
+
+def test_profile_archs_in_two_passes_keeps_the_quieter_and_records_both(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import csv as csv_module
+
+    from nas.spaces.measure import profile_archs, resolve_archs
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    out = tmp_path / "two"
+    res = profile_archs(NB, resolve_archs(NB, "0:3"), out, get_runtime("onnxruntime", threads=1),
+                        protocol=Protocol.preset("quick"), progress=False, passes=2)
+    assert res.measured == 3
+    passes: dict[str, dict[int, float]] = {}
+    for r in csv_module.DictReader(open(tmp_path / "two.passes.csv")):
+        passes.setdefault(r["arch_str"] if "arch_str" in r else r["key"], {})[int(r["pass"])] = float(r["median_ms"])
+    t = ArchTable.read(out, space=NB.arch_keys)
+    col = t.latency(t.devices[0])
+    assert set(passes) == set(col.index) and all(set(p) == {1, 2} for p in passes.values())
+    for key, p in passes.items():
+        assert col[key] == pytest.approx(min(p.values()), rel=1e-5)
+    assert json.loads(arch_table_paths(out)[1].read_text())["runs"][-1]["passes"] == 2
+
+
+def test_profile_archs_killed_between_passes_resumes_without_measuring_again(tmp_path):
+    """A run interrupted in pass 2 keeps pass 1 (NAME.passes.csv); the resumed run measures only
+    the passes missing, and each row is the quieter pass."""
+    from device_tables.measurement import Measurement
+    from nas.spaces.measure import profile_archs, resolve_archs
+    from profilers.runtimes import get_runtime
+
+    items = resolve_archs(NB, "0:4")
+    calls: list[tuple[str, int]] = []
+    slow = {NB.key(items[0].arch), NB.key(items[2].arch)}  # a slow spell over these in pass 1
+
+    def timer(stop_after: int | None):
+        def time_arch(arch):
+            key = NB.key(arch)
+            if stop_after is not None and len(calls) == stop_after:
+                raise KeyboardInterrupt
+            n = sum(k == key for k, _ in calls) + 1
+            calls.append((key, n))
+            ms = 2.0 if (key in slow and n == 1) else 1.0 + 0.1 * n
+            return Measurement(ms, ms, 0.0, 0.0, ms, ms, 10, False), 3.0
+        return time_arch
+
+    out = tmp_path / "killed"
+    ort = get_runtime("onnxruntime", threads=1)
+    with pytest.raises(KeyboardInterrupt):
+        profile_archs(NB, items, out, ort, progress=False, passes=2, timer=timer(stop_after=6), order_seed=None)
+    assert len(calls) == 6 and len(ArchTable.read(out, space=NB.arch_keys)) == 2  # pass 1 + two archs of pass 2
+    first = list(calls)
+    res = profile_archs(NB, items, out, ort, progress=False, passes=2, timer=timer(stop_after=None), order_seed=None)
+    assert res.skipped == 2 and res.measured == 2
+    assert calls[len(first):] == [(NB.key(items[2].arch), 2), (NB.key(items[3].arch), 2)]  # pass 2 of the other two
+    col = ArchTable.read(out, space=NB.arch_keys).latency("cpu/onnxruntime/fp32/threads=1")
+    for it in items:
+        key = NB.key(it.arch)
+        assert col[key] == pytest.approx(1.2 if key in slow else 1.1)  # the quieter pass

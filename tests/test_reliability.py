@@ -637,7 +637,7 @@ def test_resume_with_another_clock_is_refused_naming_it_and_fresh_starts_again(c
     assert code == 0
     assert json.loads(out.with_suffix(".json").read_text())["protocol"]["clock"] == "cpu"
     old = {p.name.split(".old-")[1].partition(".")[2]: p for p in tmp_path.glob("T.old-*")}
-    suffixes = {"csv", "json"} | ({"stats.csv"} if kind == "archs" else set())
+    suffixes = {"csv", "json"} | ({"stats.csv", "passes.csv"} if kind == "archs" else set())
     assert set(old) == suffixes
     for suffix, path in old.items():  # the old measurements kept, byte for byte
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before[f"T.{suffix}"]

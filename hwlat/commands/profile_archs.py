@@ -7,6 +7,9 @@ import argparse
 from hwlat.cli import command_parser
 from hwlat.commands.args import positive_int, random_seed
 
+# Passes of `hwlat profile archs` by default: what the benchmarks' truth is (the quieter of two).
+DEFAULT_PASSES = 2
+
 
 def register(targets) -> None:
     p = command_parser(
@@ -32,6 +35,10 @@ def register(targets) -> None:
     p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
                    help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/tutorials/profile-gpu.md)")
     add_protocol_options(p)
+    p.add_argument("--passes", type=positive_int, default=None,
+                   help="measure every architecture once per pass, pass after pass, and keep its quietest (default 2; "
+                        "1 with --cluster): a slow spell of a shared machine lasts minutes, so a second pass later "
+                        "meets a quieter one. Each pass is kept in NAME.passes.csv")
     p.add_argument("--seed", type=random_seed, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
     p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
@@ -47,7 +54,12 @@ def register(targets) -> None:
 
 def _profile_archs(args: argparse.Namespace) -> int:
     if getattr(args, "cluster", None):
+        from device_tables.errors import HwlatError
         from hwlat.commands.cluster_profile import profile_archs_on_cluster
+
+        if args.passes and args.passes > 1:
+            raise HwlatError("--cluster measures each architecture once (--passes 1); run the command again with "
+                             "--fresh and another --out for a second pass")
 
         return profile_archs_on_cluster(args)
     from hwlat.commands.profile import protocol_from_args, runtime_settings
@@ -63,7 +75,7 @@ def _profile_archs(args: argparse.Namespace) -> int:
                            device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
                            meta={"archs_spec": args.archs, "protocol_preset": args.protocol}, batch=args.batch,
-                           fresh=args.fresh)
+                           fresh=args.fresh, passes=args.passes or DEFAULT_PASSES)
     print(f"{result.out}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
           f"{result.noisy} noisy; device column {device.name!r}")
     if result.measured:
