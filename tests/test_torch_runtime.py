@@ -180,3 +180,54 @@ def test_missing_torch_is_reported(monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install torch"):
         import_torch()
+
+
+# ---- whole networks: the ONNX graph run with torch eager ops --------------------------------------
+@pytest.mark.parametrize("which", ["mobilenet_v3_small@r160w0.75", "resnet18@r160w0.5", "nb201", "fbnet", "ofa"])
+def test_onnx_module_computes_what_onnxruntime_computes(which):
+    ort = pytest.importorskip("onnxruntime")
+    from nas.models import to_onnx
+    from nas.spaces import get_space
+    from profilers.torch_eager.onnx_module import onnx_module
+
+    if "@" in which:
+        model = to_onnx(which)
+    else:
+        sp = get_space(which)
+        model = sp.to_onnx(sp.sample(1, 3)[0])
+    module, shape = onnx_module(model, torch)
+    x = np.random.default_rng(1).standard_normal(shape, dtype=np.float32)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    want = session.run(None, {session.get_inputs()[0].name: x})[0]
+    with torch.inference_mode():
+        got = module(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5 * float(np.abs(want).max()))
+
+
+def test_torch_times_whole_networks_and_architectures():
+    from nas.models import to_onnx
+    from nas.spaces import get_space
+    from profilers.protocol import Protocol
+    from profilers.torch_eager.runtime import TorchRuntime
+
+    rt = TorchRuntime(threads=1)
+    assert rt.times_whole_models() and rt.times_archs()
+    m = rt.time_model(to_onnx("mobilenet_v2@r96w0.5"), Protocol.preset("quick"))
+    assert m.median_ms > 0 and m.n >= 5
+    nb = get_space("nb201")
+    m, build_ms = rt.time_arch(nb, nb.parse(1462), Protocol.preset("quick"))
+    assert m.median_ms > 0 and build_ms > 0
+
+
+def test_an_onnx_op_torch_does_not_run_is_named_before_timing():
+    from onnx import TensorProto, helper
+
+    from device_tables.errors import UnsupportedOpError
+    from profilers.torch_eager.onnx_module import onnx_module
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
+    g = helper.make_graph([helper.make_node("Einsum", ["x", "x"], ["y"], equation="ij,ij->ij")], "g", [x], [y])
+    model = helper.make_model(g).SerializeToString()
+    with pytest.raises(UnsupportedOpError, match="Einsum"):
+        onnx_module(model, torch)

@@ -268,17 +268,19 @@ class TorchRuntime(Runtime):
 
         return self._guard_memory(run, what)
 
-    def time_arch(self, space: Any, arch: Any, protocol: Protocol = Protocol(), batch: int = 1) -> tuple[Measurement, float]:
-        """The space's torch module of `arch` timed in eager mode, with seeded inputs of `batch`."""
-        import time
-
+    def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
+        """A serialised ONNX model run node by node with torch eager ops (`onnx_module`), timed with
+        seeded inputs: what the table's predictor prices, as a torch eager model runs it."""
         import numpy as np
 
-        t0 = time.perf_counter()
-        module = space.to_torch(arch)
-        x = self.torch.from_numpy(np.random.default_rng(0).standard_normal(space.input_shape(arch, batch), dtype=np.float32))
-        build_ms = (time.perf_counter() - t0) * 1e3
-        return self.time_module(module, [x], protocol, what=f"{space.key(arch)} batch {batch}"), build_ms
+        from profilers.torch_eager.onnx_module import onnx_module
+
+        module, shape = onnx_module(model, self.torch)
+        shape = tuple(input_shape) if input_shape else shape
+        if not shape or any(int(d) <= 0 for d in shape):
+            raise UnsupportedOpError(f"the model's input has a dynamic shape {shape}; give the input shape")
+        x = self.torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
+        return self.time_module(module, [x], protocol, what="model")
 
     def _guard_memory(self, work: Callable[[], Any], what: str) -> Any:
         """Run `work`; an allocation failure becomes `OutOfDeviceMemoryError` after the memory is released.
