@@ -172,10 +172,11 @@ class LatencyConstraint:
 
         return constraints
 
-    def optuna_set_constraint(self, trial: Any, arch: Any) -> float:
+    def optuna_set_constraint(self, trial: Any, arch: Any, latency_ms: float | None = None) -> float:
         """Record ``latency - budget`` on a running Optuna trial (``trial.set_constraint``, the
-        Optuna >= 5 way that replaces ``constraints_func``); returns the predicted latency (ms)."""
-        lat = float(self.latency(arch))
+        Optuna >= 5 way that replaces ``constraints_func``); returns the predicted latency (ms).
+        `latency_ms`: the architecture's predicted latency when the caller has it already."""
+        lat = float(self.latency(arch)) if latency_ms is None else float(latency_ms)
         if not hasattr(trial, "set_constraint"):
             raise ConstraintError("this Optuna has no Trial.set_constraint (Optuna < 5): pass "
                                   "constraints_func=constraint.optuna_constraints() to the sampler instead")

@@ -255,3 +255,30 @@ def test_any_feature_predictor_becomes_an_arch_predictor(space):
     c = LatencyConstraint(pred, budget_ms=1.0)
     assert c.latency(ALL_CONV3) == pytest.approx(2.5, abs=1e-6)  # the encoding's one-hot makes it exact
     assert c(ALL_NONE).feasible
+
+
+@pytest.mark.parametrize("latency", ["objective", "constraint"])
+def test_optuna_pareto_adapter_honours_the_constraint(space, known, latency):
+    pytest.importorskip("optuna")
+    from nas.search import optuna_pareto
+
+    c = LatencyConstraint(known, budget_ms=0.8)
+    res = optuna_pareto(space, "accuracy:cifar10", c, trials=60, population=12, seed=0, latency=latency,
+                        progress=False)
+    assert res.rejected > 0  # the sampler did propose over-budget archs ...
+    front = res.front()  # ... and none of them reaches the Pareto front or the best
+    truth = np.array([BASE_MS + OP_MS[list(x.arch.ops)].sum() for x in front + res.best(5)])
+    assert front and (truth <= 0.8).all() and all(x.feasible for x in front)
+    again = optuna_pareto(space, "accuracy:cifar10", c, trials=60, population=12, seed=0, latency=latency,
+                          progress=False)
+    assert [x.key for x in again.history] == [x.key for x in res.history]  # seeded
+
+
+def test_optuna_pareto_without_a_budget_is_a_plain_front(space, known):
+    pytest.importorskip("optuna")
+    from nas.search import optuna_pareto
+
+    res = optuna_pareto(space, "accuracy:cifar10", trials=30, population=10, predictor=known, progress=False)
+    assert res.rejected == 0 and len(res.front()) >= 2
+    with pytest.raises(ConstraintError, match="needs a LatencyConstraint"):
+        optuna_pareto(space, "accuracy:cifar10", trials=5, latency="constraint", predictor=known, progress=False)

@@ -1,4 +1,5 @@
-"""`hwlat demo --quick`: the end-to-end story (profile, adapt, predict, search, verify, plot) runs."""
+"""`hwlat demo --quick`: the end-to-end story (profile, adapt, predict, search for accuracy under a
+budget, verify, compare, plot) runs and writes its JSON and plots."""
 
 import json
 
@@ -11,23 +12,40 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
     out = tmp_path / "demo"
     assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 0
     text = capsys.readouterr().out
-    for stage in ("[1/6] profiling 6 NB201", "[2/6] adapting", "[3/6] predicting all 15625", "[4/6] searching",
-                  "[5/6] measuring the best 3", "[6/6] plotting", "== hwlat demo summary =="):
+    for stage in ("[1/6] profiling 6 NB201", "[2/6] new device", "adapted from these 6 measurements",
+                  "[3/6] predicting all 15625", "[4/6] searching for the most accurate network",
+                  "[5/6] measuring the best 3 + 2 of the predicted accuracy-latency front", "[6/6] plotting",
+                  "== hwlat demo summary ==", "vs all", "story       new device, 6 measurements"):
         assert stage in text
-    assert "NOT accuracy" in text and "proxy score (NASWOT, not accuracy)" in text
+    assert "CIFAR-10 test accuracy (%, NATS-Bench, 200 epochs)" in text and "NOT accuracy" not in text
     assert "constraint SATISFIED" in text or "constraint VIOLATED" in text
     summary = json.loads((out / "summary.json").read_text())
     budget = summary["budget_ms"]
-    assert summary["objective_is_proxy"] and 0 < budget
+    assert not summary["objective_is_proxy"] and summary["dataset"] == "cifar10" and 0 < budget
     # the search keeps a margin under the budget, from the predictor's leave-one-out error
     assert 0 <= summary["margin"] <= 0.2
     assert summary["search_budget_ms"] == pytest.approx(budget / (1 + summary["margin"]))
     assert all(b["predicted_ms"] <= summary["search_budget_ms"] for b in summary["search"]["best"])
+    assert all(50 < b["score"] < 100 for b in summary["search"]["best"])  # accuracies in %
     verified = summary["verification"]["archs"]
     assert len(verified) == 3 and all(a["measured_ms"] > 0 for a in verified)
+    assert len(summary["verification_pareto_front"]["archs"]) == 2
     assert summary["verification"]["violations"] == sum(a["measured_ms"] > budget for a in verified)
+    # the winner is the most accurate verified architecture measured within the budget
+    within = [(acc, a) for acc, a in zip(summary["verified_accuracy"], verified) if a["measured_ms"] <= budget]
+    w = summary["winner"]
+    if within:
+        assert w["accuracy"] == max(acc for acc, _ in within) and w["measured_ms"] <= budget
+        ref = summary["reference_all_predicted"]
+        assert ref["latency_ms"] <= budget and summary["regret_pp"]["vs_all_predicted"] == pytest.approx(
+            ref["accuracy"] - w["accuracy"], abs=1e-3)
+    else:
+        assert w is None
+    table = summary["reference_measured_table"]  # the shipped arch table of this device kind
+    assert table is None or (table["latency_ms"] <= budget and table["n"] > 1000)
     for png in ("predicted_vs_measured.png", "pareto_front.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert str(out / png) in summary["plots"]
     # the adapted predictor and the measurements are ordinary project files
     assert (out / "predictor.json").is_file() and (out / "nb201_shots.csv").is_file()
     assert main(["search", "--space", "nb201", "--predictor", str(out / "predictor"), "--max-latency-ms", str(budget),

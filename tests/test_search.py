@@ -160,3 +160,90 @@ def test_cli_bad_inputs_one_clear_message_each(tmp_path, space, capsys):
 
     assert main(base + ["--space", "nb201", "--predictor", "pretrained", "--max-latency-ms", "1"]) == 1
     assert "has not been adapted" in capsys.readouterr().err
+
+
+# ---- accuracy objectives ------------------------------------------------------------------------------
+def test_accuracy_lookup_round_trips_keys(space):
+    from nas.accuracy import accuracy_table
+
+    acc = accuracy_table("nb201")
+    assert acc.best("cifar10") == (6111, pytest.approx(94.373))  # the data README's most accurate arch
+    for i in (0, 1, 6111, 15624):
+        arch = space.from_index(i)
+        forms = [i, str(i), arch, arch.arch_str, arch.ops6, list(arch.ops)]
+        for ds in ("cifar10", "cifar100", "imagenet16-120"):
+            values = {acc.lookup(f, ds) for f in forms}
+            assert len(values) == 1 and values.pop() == acc.values(ds)[i]
+        assert acc.index(arch.arch_str) == i == space.index(space.parse(arch.ops6))
+    assert acc.lookup(1, "cifar10") == pytest.approx(93.66) and acc.lookup(1, "imagenet16_120") == pytest.approx(44.033)
+    # every row is keyed like the space's index order
+    np.testing.assert_array_equal(acc.codes, [a.code for a in space.enumerate()])
+    dead = space.parse("|none~0|+|none~0|none~1|+|none~0|none~1|none~2|")
+    assert acc.lookup(dead) == pytest.approx(10.0)  # no path from input to output: chance
+
+
+def test_accuracy_file_rebuilds_from_a_csv_and_refuses_mismatched_keys(tmp_path, space):
+    from nas.accuracy import AccuracyError, accuracy_table, build
+
+    acc = accuracy_table("nb201")
+    rows = pd.DataFrame({"nb201_index": np.arange(space.size), "arch_str": [a.arch_str for a in space.enumerate()],
+                         "cifar10_test_acc": acc.values("cifar10"), "cifar100_test_acc": acc.values("cifar100"),
+                         "imagenet16_120_test_acc": acc.values("imagenet16-120")})
+    rows.to_csv(tmp_path / "a.csv", index=False)
+    with np.load(build(tmp_path / "a.csv", tmp_path / "a.npz")) as z:
+        np.testing.assert_array_equal(z["cifar10"], np.round(acc.values("cifar10") * 1000))
+    rows.loc[[3, 4], "arch_str"] = rows.loc[[4, 3], "arch_str"].to_numpy()
+    rows.to_csv(tmp_path / "b.csv", index=False)
+    with pytest.raises(AccuracyError, match="not their index"):
+        build(tmp_path / "b.csv", tmp_path / "b.npz")
+
+
+def test_accuracy_objectives_by_name_and_the_default_per_space(space):
+    from nas.search import AccuracyObjective, default_objective
+
+    obj = load_objective("accuracy:cifar100", space)
+    assert isinstance(obj, AccuracyObjective) and "CIFAR-100" in obj.label and not obj.is_proxy
+    assert obj(space.from_index(1)) == pytest.approx(70.293)
+    assert isinstance(load_objective(None, space), AccuracyObjective)  # NB201's default: accuracy:cifar10
+    assert default_objective("nb201") == "accuracy:cifar10" and default_objective("fbnet") == "naswot"
+    assert isinstance(load_objective(None, "fbnet"), NaswotProxy)
+    assert isinstance(load_objective("naswot", space), NaswotProxy)
+    with pytest.raises(ObjectiveError, match="no trained accuracies ship for the fbnet space.*naswot"):
+        load_objective("accuracy:cifar10", "fbnet")
+    with pytest.raises(ObjectiveError, match="accuracy:cifar10, accuracy:cifar100, accuracy:imagenet16-120"):
+        load_objective("accuracy:mnist", space)
+
+
+def test_searches_on_accuracy_are_seeded_and_find_accurate_feasible_archs(space, constraint):
+    from nas.accuracy import accuracy_table
+
+    runs = [regularized_evolution(space, "accuracy:cifar10", constraint, budget=80, seed=s, progress=False)
+            for s in (1, 1, 4)]
+    assert [c.key for c in runs[0].history] == [c.key for c in runs[1].history]
+    assert [c.key for c in runs[0].history] != [c.key for c in runs[2].history]
+    r = runs[0]
+    assert r.all_feasible() and (additive_ms([c.arch for c in r.history]) <= 0.6).all()
+    acc = accuracy_table("nb201").values("cifar10")
+    feasible = additive_ms(list(space.enumerate())) <= 0.6
+    best = r.best(1)[0]
+    assert best.score == acc[best.arch.index] and best.score > np.percentile(acc[feasible], 99)
+    rnd = [random_search(space, "accuracy:imagenet16-120", constraint, budget=20, seed=9, progress=False)
+           for _ in range(2)]
+    assert [c.key for c in rnd[0].history] == [c.key for c in rnd[1].history]
+    front = r.front()  # the plain evolution reports its accuracy-latency front
+    assert front and all(a.latency_ms <= b.latency_ms and a.score < b.score for a, b in zip(front, front[1:]))
+    assert "Pareto front (predicted latency vs acc)" in r.format_front("acc")
+
+
+def test_cli_search_defaults_to_accuracy_on_nb201_and_reports_the_front(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    out = tmp_path / "r.json"
+    rc = main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+               "--max-latency-ms", "1.5", "--budget", "30", "--no-progress", "--json", str(out)])
+    text = capsys.readouterr().out
+    assert rc == 0 and "objective: CIFAR-10 test accuracy" in text and "Pareto front" in text
+    report = json.loads(out.read_text())
+    assert not report["objective_is_proxy"] and report["search"]["objective"].startswith("CIFAR-10")
+    assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+                 "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--objective", "accuracy:mnist"]) == 1
+    assert "accuracy:cifar10" in capsys.readouterr().err

@@ -1,6 +1,9 @@
-"""`hwlat demo`: the main job end to end on this machine (the README's first command):
-profile a few NB201 architectures on onnxruntime CPU, adapt the shipped transfer predictor,
-predict all 15625, search under a latency budget, measure the best to verify, plot."""
+"""`hwlat demo`: the main job end to end on this machine (the README's first command): a new
+device, 20 measurements, an accurate network under a latency budget. Profile a few NB201
+architectures on onnxruntime CPU, adapt the shipped transfer predictor (never trained on this
+machine), predict all 15625, search for the most accurate one (NATS-Bench CIFAR-10 accuracy)
+under the budget, measure the best to verify, compare with the best measured architecture of the
+shipped arch table within the same budget, plot."""
 
 from __future__ import annotations
 
@@ -24,30 +27,34 @@ class DemoSettings:
 
     reference_shots: int = 10
     random_shots: int = 10
-    evaluations: int = 100  # architectures scored by the constrained evolution
+    evaluations: int = 150  # architectures scored (accuracy looked up) by the constrained evolution
     population: int = 20
     tournament: int = 5
-    sweep: int = 40  # architectures scored across the whole latency range (Pareto plot)
-    verify: int = 5
+    verify: int = 5  # best architectures of the search measured
+    front: int = 6  # architectures of the predicted accuracy-latency Pareto front measured (the plot)
     protocol: str = "default"
-    proxy_batch: int = 16
 
     @classmethod
     def quick(cls) -> "DemoSettings":
-        return cls(reference_shots=5, random_shots=1, evaluations=10, population=5, tournament=3, sweep=5, verify=3,
-                   protocol="quick", proxy_batch=8)
+        return cls(reference_shots=5, random_shots=1, evaluations=20, population=5, tournament=3, verify=3, front=2,
+                   protocol="quick")
 
 
 def register(sub) -> None:
+    from nas.accuracy import datasets
+
     p = command_parser(
         sub, "demo",
-        "end to end on this machine: profile NB201 archs on onnxruntime CPU, adapt the shipped predictor, predict all "
-        "15625, search under a latency budget, verify the best by measuring them, save plots",
-        "hwlat demo --out results/demo",
+        "end to end on this machine: a new device, 20 measurements, an accurate network under a latency budget -- "
+        "profile NB201 archs on onnxruntime CPU, adapt the shipped predictor, predict all 15625, search for the most "
+        "accurate (NATS-Bench accuracy) under the budget, verify the best by measuring them, save plots",
+        "hwlat demo --out results/demo   |   hwlat demo --max-latency-ms 1.0 --dataset cifar100",
     )
     p.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
     p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (~20 s)")
     p.add_argument("--threads", type=positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
+    p.add_argument("--dataset", default="cifar10", choices=datasets(),
+                   help="maximise the NATS-Bench test accuracy on this dataset (default cifar10)")
     p.add_argument("--percentile", type=percentile, default=30.0,
                    help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
     p.add_argument("--max-latency-ms", type=positive_float, help="use this latency budget (ms) instead of a percentile")
@@ -56,8 +63,10 @@ def register(sub) -> None:
                         "(0 for none) or auto (default): the 80th percentile of the adapted predictor's leave-one-out "
                         "relative error on the measured architectures, at most 0.2")
     p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10)")
-    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 100)")
+    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150)")
     p.add_argument("--verify", type=positive_int, help="best architectures measured to verify (default 5)")
+    p.add_argument("--front", type=nonnegative_int,
+                   help="predicted Pareto-front architectures measured across the latency range (default 6)")
     p.add_argument("--seed", type=random_seed, default=0)
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
@@ -112,7 +121,8 @@ def _demo(args: argparse.Namespace) -> int:
 def _settings(args: argparse.Namespace) -> DemoSettings:
     """The demo's settings: the quick or full ones with the options given (checked by their parser types)."""
     s = DemoSettings.quick() if args.quick else DemoSettings()
-    given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify}
+    given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify,
+             "front": args.front}
     s = replace(s, **{k: v for k, v in given.items() if v is not None})
     return s
 
@@ -160,8 +170,8 @@ class _DemoRun:
         from predictors.io import save
 
         m, out = self.m, self.out
-        _say("[2/6] adapting the shipped NB201 transfer predictor (predictors/pretrained/nb201) to these "
-             "measurements ...")
+        _say(f"[2/6] new device: the shipped NB201 transfer predictor (predictors/pretrained/nb201, meta-trained on "
+             f"other devices, never on this one) adapted from these {int(self.ok.sum())} measurements ...")
         t = time.perf_counter()
         self.pred = adapt("pretrained", self.space, m.archs, m.ms, min_rows=min(5, self.n_shots))
         self.stages["adapt"] = time.perf_counter() - t
@@ -175,6 +185,7 @@ class _DemoRun:
         """3. Predict every architecture (`all_ms`), and set the latency `budget` from them."""
         import numpy as np
 
+        from nas.accuracy import accuracy_table
         from nas.features import latency_features
 
         args = self.args
@@ -182,7 +193,8 @@ class _DemoRun:
         t = time.perf_counter()
         self.archs = list(self.space.enumerate())
         X, _ = latency_features(self.space, self.archs)
-        all_ms = self.pred.predictor.predict(X)
+        self.all_ms = all_ms = self.pred.predictor.predict(X)
+        self.acc = accuracy_table(self.space).values(args.dataset)  # by index == enumerate order
         self.stages["predict"] = time.perf_counter() - t
         self.budget = (float(args.max_latency_ms) if args.max_latency_ms
                        else float(np.percentile(all_ms, args.percentile)))
@@ -191,10 +203,9 @@ class _DemoRun:
              f"{all_ms.max():.3f} ms (median {np.median(all_ms):.3f} ms)")
 
     def search(self) -> None:
-        """4. Evolve architectures under the budget less the margin (`result`, its `best`), and sweep
-        the whole latency range for the Pareto plot (`sweep`, unless plots are off)."""
+        """4. Evolve architectures by accuracy under the budget less the margin (`result`, its `best`)."""
         from nas.constraints import LatencyConstraint
-        from nas.search import NaswotProxy, pareto_search, regularized_evolution
+        from nas.search import AccuracyObjective, regularized_evolution
 
         s, args, space = self.s, self.args, self.space
         self.margin = _auto_margin(self.pred.predictor) if self.fixed_margin is None else self.fixed_margin
@@ -202,11 +213,12 @@ class _DemoRun:
         c.check_budget()
         self.why = (f"{args.percentile:g}th percentile of the predictions" if not args.max_latency_ms
                     else "--max-latency-ms")
-        objective = self.objective = NaswotProxy(space, batch=s.proxy_batch, seed=args.seed, threads=1)
-        _say(f"[4/6] searching under a latency budget of {self.budget:.3f} ms ({self.why}; {self.feasible} of "
-             f"{len(self.archs)} archs predicted feasible), less a {self.margin:.1%} margin for prediction error: "
-             f"predicted <= {c.budget_ms:.3f} ms; regularised evolution scoring {s.evaluations} archs")
-        _say(f"      objective: {objective.label}")
+        objective = self.objective = AccuracyObjective(space, args.dataset)
+        _say(f"[4/6] searching for the most accurate network under a latency budget of {self.budget:.3f} ms "
+             f"({self.why}; {self.feasible} of {len(self.archs)} archs predicted feasible), less a {self.margin:.1%} "
+             f"margin for prediction error: predicted <= {c.budget_ms:.3f} ms; regularised evolution scoring "
+             f"{s.evaluations} archs")
+        _say(f"      objective: {objective.label} (looked up: nas/data/nb201_accuracy.npz)")
         t = time.perf_counter()
         result = self.result = regularized_evolution(space, objective, c, budget=s.evaluations,
                                                      population=s.population, sample=s.tournament, seed=args.seed,
@@ -215,58 +227,87 @@ class _DemoRun:
         self.best = result.best(s.verify)
         _say(f"      {result.evaluations} scored ({result.rejected} proposals rejected by the constraint) in "
              f"{self.stages['search']:.1f} s; all within budget (predicted): {result.all_feasible()}")
-        self.sweep = None
-        if s.sweep and not args.no_plots:
-            t = time.perf_counter()
-            self.sweep = pareto_search(space, self.pred, objective, budget=s.sweep, seed=args.seed,
-                                       progress=self.progress)
-            self.stages["pareto sweep"] = time.perf_counter() - t
-            _say(f"      + {self.sweep.evaluations} archs scored across the whole latency range for the Pareto plot "
-                 f"({self.stages['pareto sweep']:.1f} s)")
         _say(result.format(s.verify, score_name=objective.short))
+        _say(result.format_front(objective.short, limit=8))
+
+    def _front_picks(self) -> list[int]:
+        """Indices of `s.front` architectures spread over the predicted accuracy-latency front of all."""
+        import numpy as np
+
+        from nas.search import pareto_front
+        from nas.search.result import Candidate
+
+        if not self.s.front:
+            return []
+        front = pareto_front([Candidate(None, str(i), float(m), float(a), True, i)
+                              for i, (m, a) in enumerate(zip(self.all_ms, self.acc))])
+        best = {b.key for b in self.best}
+        pool = [c.step for c in front if self.space.key(self.archs[c.step]) not in best]
+        if len(pool) <= self.s.front:
+            return pool
+        return [pool[int(round(j))] for j in np.linspace(0, len(pool) - 1, self.s.front)]
 
     def verify(self) -> None:
-        """5. Measure the best (`v`) and the sweep's Pareto front (`vf`, None without a sweep)."""
-        from nas.device_loop import verify
+        """5. Measure the best (`v`) and predicted-front architectures (`vf`); pick the `winner`
+        (most accurate measured within budget) and the references it is compared with."""
+        import numpy as np
 
-        best, sweep = self.best, self.sweep
-        front = [c_ for c_ in (sweep.front() if sweep else []) if c_.key not in {b.key for b in best}]
-        extra = f" + {len(front)} Pareto-front archs across the latency range" if front else ""
+        from nas.device_loop import verify
+        from nas.search.reference import best_within, measured_reference, verified_winner
+
+        best, space = self.best, self.space
+        picks = self._front_picks()
+        extra = f" + {len(picks)} of the predicted accuracy-latency front" if picks else ""
         _say(f"[5/6] measuring the best {len(best)}{extra} on this CPU to verify ...")
         t = time.perf_counter()
-        checked = best + front
-        v_all = verify(self.space, [b.arch for b in checked], [b.latency_ms for b in checked], self.budget,
-                       out=self.out / "nb201_verified", threads=self.args.threads, protocol=self.s.protocol,
-                       progress=self.progress)
+        archs = [b.arch for b in best] + [self.archs[i] for i in picks]
+        predicted = [b.latency_ms for b in best] + [float(self.all_ms[i]) for i in picks]
+        v_all = verify(space, archs, predicted, self.budget, out=self.out / "nb201_verified", threads=self.args.threads,
+                       protocol=self.s.protocol, progress=self.progress)
         self.stages["verify"] = time.perf_counter() - t
+        self.v_acc = np.asarray([self.acc[space.index(a)] for a in archs])
         self.v = v_all.subset(range(len(best)))
-        self.vf = v_all.subset(range(len(best), len(checked)), budget_ms=None) if front else None
+        self.vf = v_all.subset(range(len(best), len(archs)), budget_ms=None) if picks else None
         _say(f"      best {len(best)} within the budget:")
         _say(self.v.format())
         if self.vf is not None:
-            _say("      Pareto front of the sweep (no budget):")
+            _say("      predicted Pareto front (no budget):")
             _say(self.vf.format())
+        w = verified_winner(self.v.keys, self.v_acc[:len(best)], self.v.measured, self.budget)
+        self.winner = None if w is None else {
+            "key": self.v.keys[w], "index": space.index(best[w].arch), "accuracy": float(self.v_acc[w]),
+            "predicted_ms": float(self.v.predicted[w]), "measured_ms": float(self.v.measured[w])}
+        self.ref_measured = measured_reference(space, self.acc, self.m.device, self.budget)
+        self.ref_predicted = best_within(space, self.acc, range(len(self.archs)), self.all_ms, self.budget,
+                                         "all 15625 by the adapted predictor")
 
     def plot(self) -> None:
-        """6. Draw predicted vs measured and the Pareto front (`plots`: their files), unless plots are off."""
+        """6. Draw predicted vs measured and accuracy vs latency (`plots`: their files), unless plots are off."""
         self.plots: list[Path] = []
         if self.args.no_plots:
             _say("[6/6] plots skipped (--no-plots)")
             return
-        from nas.search.plots import pareto, predicted_vs_measured
+        from nas.search.plots import accuracy_pareto, predicted_vs_measured
 
-        m, ok, v, vf, sweep = self.m, self.ok, self.v, self.vf, self.sweep
+        m, ok, v, vf = self.m, self.ok, self.v, self.vf
         _say("[6/6] plotting ...")
         t = time.perf_counter()
         fp, fm = (vf.predicted, vf.measured) if vf is not None else ((), ())
         self.plots.append(predicted_vs_measured(self.out / "predicted_vs_measured.png", v.predicted, v.measured,
                                                 self.shots_pred[ok], m.ms[ok], self.budget, m.device,
                                                 f"NB201, this CPU: predictor adapted from {int(ok.sum())} measurements",
-                                                fp, fm))
-        everything = list(self.result.history) + (list(sweep.history) if sweep else [])
-        self.plots.append(pareto(self.out / "pareto_front.png", everything, self.budget, self.best,
-                                 self.objective.short,
-                                 "NB201: predicted latency vs NASWOT proxy (training-free, not accuracy)"))
+                                                fp, fm, others_label="predicted Pareto front"))
+        n = len(v.keys)
+        vp = list(v.predicted) + (list(vf.predicted) if vf is not None else [])
+        vm = list(v.measured) + (list(vf.measured) if vf is not None else [])
+        w, r = self.winner, self.ref_measured
+        self.plots.append(accuracy_pareto(
+            self.out / "pareto_front.png", self.all_ms, self.acc, self.result.history, vp, vm, self.v_acc,
+            self.budget, winner=(w["measured_ms"], w["accuracy"]) if w else None,
+            reference=(r.latency_ms, r.accuracy, f"best of the shipped arch table within budget ({r.accuracy:.2f}%)")
+            if r else None, accuracy_label=f"{self.objective.short}",
+            title=f"NB201 on this CPU, predictor adapted from {int(ok.sum())} measurements; {n} searched + "
+                  f"{len(vm) - n} front archs measured"))
         self.stages["plots"] = time.perf_counter() - t
 
     def summarize(self) -> None:
@@ -274,24 +315,39 @@ class _DemoRun:
         total = time.perf_counter() - self.t_all
         _say("\n".join(self._summary_lines(total)))
         m, v, vf, s = self.m, self.v, self.vf, self.s
+        regret = self._regret()
         summary = {
             "device": m.device, "quick": bool(self.args.quick), "settings": asdict(s), "budget_ms": self.budget,
             "budget_rule": self.why, "margin": self.margin, "search_budget_ms": self.c.budget_ms,
             "feasible_predicted": self.feasible, "shots": {"keys": [self.space.key(a) for a in m.archs],
                                                            "measured_ms": m.ms.tolist(), "table": f"{m.table}.csv"},
+            "objective": self.objective.label, "dataset": self.args.dataset, "objective_is_proxy": False,
             "search": self.result.to_dict(s.verify), "verification": v.to_dict(),
-            "verification_pareto_front": vf.to_dict() if vf is not None else None, "objective_is_proxy": True,
+            "verified_accuracy": [float(a) for a in self.v_acc[:len(v.keys)]],
+            "verification_pareto_front": vf.to_dict() if vf is not None else None,
+            "winner": self.winner,
+            "reference_measured_table": self.ref_measured.to_dict() if self.ref_measured else None,
+            "reference_all_predicted": self.ref_predicted.to_dict() if self.ref_predicted else None,
+            "regret_pp": regret,
             "plots": [str(p) for p in self.plots], "stages_s": {k: round(x, 2) for k, x in self.stages.items()},
             "total_s": round(total, 2),
         }
         (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
         _say(f"summary     {self.out / 'summary.json'}")
 
+    def _regret(self) -> dict[str, float | None]:
+        """Accuracy points between each reference and the winner (negative: the winner is better)."""
+        w = self.winner
+        out: dict[str, float | None] = {}
+        for name, ref in (("vs_measured_table", self.ref_measured), ("vs_all_predicted", self.ref_predicted)):
+            out[name] = None if (w is None or ref is None) else round(ref.accuracy - w["accuracy"], 3)
+        return out
+
     def _summary_lines(self, total: float) -> list[str]:
         """The summary's lines: what was profiled, predicted, searched and verified, and the verdict."""
         import numpy as np
 
-        m, ok, v, vf, stages = self.m, self.ok, self.v, self.vf, self.stages
+        m, ok, v, vf, stages, w = self.m, self.ok, self.v, self.vf, self.stages, self.winner
         n_ok = int(v.ok.sum())
         satisfied = n_ok - v.violations
         if not n_ok:
@@ -300,12 +356,13 @@ class _DemoRun:
             verdict = "constraint SATISFIED on the device by all verified architectures"
         else:
             verdict = f"constraint VIOLATED on the device by {v.violations} of {n_ok} verified architectures"
+        n_shots = int(ok.sum())
         lines = [
             "",
             "== hwlat demo summary ==",
-            f"device      {m.device}",
-            f"profiled    {int(ok.sum())} NB201 architectures in {stages['profile']:.1f} s",
-            f"predictor   shipped NB201 transfer predictor adapted from {int(ok.sum())} measurements; "
+            f"device      {m.device} (new to the predictor)",
+            f"profiled    {n_shots} NB201 architectures in {stages['profile']:.1f} s",
+            f"predictor   shipped NB201 transfer predictor adapted from {n_shots} measurements; "
             f"all {len(self.archs)} predicted in {stages['predict']:.2f} s",
             f"budget      {self.budget:.3f} ms ({self.why}); {self.feasible} archs predicted feasible; searched with a "
             f"{self.margin:.1%} margin (predicted <= {self.c.budget_ms:.3f} ms)",
@@ -314,11 +371,32 @@ class _DemoRun:
             f"verified    best {n_ok}: Spearman {_num(v.spearman)} (predicted vs measured), "
             f"MAPE {v.mape:.1%}; measured within budget: {satisfied}/{n_ok}",
         ]
-        if vf is not None:
+        if vf is not None and vf.ok.any():
             span = f"{np.nanmin(vf.measured):.2f}..{np.nanmax(vf.measured):.2f} ms"
-            lines.append(f"            Pareto front, {int(vf.ok.sum())} archs {span}: Spearman {_num(vf.spearman)}, "
-                         f"MAPE {vf.mape:.1%}")
+            lines.append(f"            predicted Pareto front, {int(vf.ok.sum())} archs {span}: Spearman "
+                         f"{_num(vf.spearman)}, MAPE {vf.mape:.1%}")
         lines.append(f"verdict     {verdict}")
+        ds = self.args.dataset
+        if w is not None:
+            lines.append(f"winner      {w['accuracy']:.2f}% {ds} test accuracy, {w['measured_ms']:.3f} ms measured "
+                         f"({w['predicted_ms']:.3f} predicted) <= {self.budget:.3f} ms: NB201 #{w['index']} {w['key']}")
+        else:
+            lines.append("winner      none: no verified architecture measured within the budget")
+        r, rp = self.ref_measured, self.ref_predicted
+        if r is not None:
+            gap = "" if w is None else f" -> regret {r.accuracy - w['accuracy']:+.2f} pp"
+            lines.append(f"vs table    best of the shipped measured arch table within {self.budget:.3f} ms: "
+                         f"{r.accuracy:.2f}% at {r.latency_ms:.3f} ms ({r.n_within} of {r.n} within; measured when the "
+                         f"table was made){gap}")
+        else:
+            lines.append(f"vs table    no shipped arch table for {m.device}: no measured reference")
+        if rp is not None:
+            gap = "" if w is None else f" -> regret {rp.accuracy - w['accuracy']:+.2f} pp"
+            lines.append(f"vs all      best of all {len(self.archs)} within the budget by the adapted predictor: "
+                         f"{rp.accuracy:.2f}% at {rp.latency_ms:.3f} ms predicted{gap}")
+        if w is not None:
+            lines.append(f"story       new device, {n_shots} measurements, a {w['accuracy']:.2f}% network at "
+                         f"{w['measured_ms']:.3f} ms (budget {self.budget:.3f} ms), found in {total:.0f} s")
         if self.plots:
             lines.append("plots       " + ", ".join(str(p) for p in self.plots))
         lines.append("stages (s)  " + " | ".join(f"{k} {v_:.1f}" for k, v_ in stages.items()) + f" | total {total:.1f}")

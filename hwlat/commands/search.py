@@ -17,7 +17,7 @@ def register(sub) -> None:
         "search a space for the best architectures under a latency budget (predicted), optionally verified "
         "on this machine",
         "hwlat search --space nb201 --predictor pretrained --device-samples results/demo/nb201_shots.csv "
-        "--max-latency-ms 1.5 --budget 100 --verify",
+        "--max-latency-ms 1.0 --objective accuracy:cifar10 --budget 150 --verify",
     )
     from hwlat.commands.space import add_space_argument
 
@@ -31,13 +31,20 @@ def register(sub) -> None:
     p.add_argument("--max-latency-ms", type=positive_float, required=True,
                    help="latency budget in ms (predicted latency <= this)")
     p.add_argument("--min-latency-ms", type=nonnegative_float, help="optional lower bound in ms")
-    p.add_argument("--objective", default="proxy",
-                   help="'proxy' (default: NASWOT, a training-free proxy on random data, NOT accuracy) or "
-                        "'module:function' / 'file.py:function' with function(arch) -> score, higher is better")
-    p.add_argument("--budget", type=positive_int, default=100, help="architectures to score (default 100)")
-    p.add_argument("--method", default="evolution", choices=["evolution", "random"],
-                   help="search method (default evolution)")
-    p.add_argument("--population", type=positive_int, default=20, help="evolution: population size (default 20)")
+    p.add_argument("--objective",
+                   help="what to maximise: accuracy:cifar10 | accuracy:cifar100 | accuracy:imagenet16-120 (trained "
+                        "NATS-Bench test accuracy, looked up; NB201 only), naswot (alias proxy: a training-free proxy "
+                        "on random data, NOT accuracy), or 'module:function' / 'file.py:function' with "
+                        "function(arch) -> score, higher is better. Default: accuracy:cifar10 on nb201, naswot on "
+                        "spaces without shipped accuracies (fbnet, ofa)")
+    p.add_argument("--budget", type=positive_int, default=100,
+                   help="architectures to score (default 100); with --method nsga2, Optuna trials")
+    p.add_argument("--method", default="evolution", choices=["evolution", "random", "nsga2"],
+                   help="search method (default evolution: regularised evolution under the constraint; nsga2: "
+                        "Optuna's NSGA-II, maximising the objective and minimising predicted latency with the budget "
+                        "as a constraint; needs optuna)")
+    p.add_argument("--population", type=positive_int, default=20,
+                   help="evolution / nsga2: population size (default 20)")
     p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament (sample) size (default 5)")
     p.add_argument("--top", type=positive_int, default=5, help="architectures to print and verify (default 5)")
     p.add_argument("--seed", type=random_seed, default=0)
@@ -75,7 +82,7 @@ def build_predictor(args: argparse.Namespace, space):
 def _search(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from nas.constraints import LatencyConstraint
-    from nas.search import random_search, regularized_evolution
+    from nas.search import optuna_pareto, random_search, regularized_evolution
     from nas.search.objectives import load_objective
     from nas.spaces import get_space
 
@@ -100,10 +107,14 @@ def _search(args: argparse.Namespace) -> int:
     if args.method == "evolution":
         result = regularized_evolution(space, objective, c, budget=args.budget, population=args.population,
                                        sample=args.tournament, seed=args.seed, progress=progress)
+    elif args.method == "nsga2":
+        result = optuna_pareto(space, objective, c, trials=args.budget, seed=args.seed, population=args.population,
+                               progress=progress)
     else:
         result = random_search(space, objective, c, budget=args.budget, seed=args.seed, progress=progress)
     print()
     print(result.format(args.top, score_name=objective.short))
+    print(result.format_front(objective.short))
     report = {"search": result.to_dict(args.top), "predictor": pred.name, "objective_is_proxy": objective.is_proxy}
     best = result.best(args.top)
     if args.verify and best:
@@ -116,6 +127,16 @@ def _search(args: argparse.Namespace) -> int:
         print(f"predicted vs measured on {v.device}:")
         print(v.format())
         report["verification"] = v.to_dict()
+        from nas.search.reference import verified_winner
+
+        w = verified_winner(v.keys, [b.score for b in best], v.measured, c.budget_ms)
+        if w is None:
+            print("winner: none of them measured within the budget")
+        else:
+            print(f"winner (best {objective.short} measured within {c.budget_ms:g} ms): {best[w].score:.3f} at "
+                  f"{v.measured[w]:.4f} ms measured: {best[w].key}")
+            report["winner"] = {"key": best[w].key, "score": best[w].score, "predicted_ms": best[w].latency_ms,
+                                "measured_ms": float(v.measured[w])}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

@@ -1,13 +1,16 @@
 """Reference searches under a latency constraint: random, regularised evolution, Pareto front.
 
     from nas.search import regularized_evolution
-    result = regularized_evolution("nb201", constraint=c, budget=100)   # default objective: NASWOT proxy
-    result.best(5); result.front()
+    result = regularized_evolution("nb201", constraint=c, budget=100)   # default: accuracy:cifar10 on NB201
+    result.best(5); result.front()                                     # (naswot elsewhere)
+    result = optuna_pareto("nb201", "accuracy:cifar10", c, trials=300)  # NSGA-II, accuracy vs latency
 """
 
 from nas.search.algorithms import pareto_search, random_search, regularized_evolution
-from nas.search.objectives import PROXY_LABEL, CallableObjective, NaswotProxy, Objective, load_objective
+from nas.search.objectives import (PROXY_LABEL, AccuracyObjective, CallableObjective, NaswotProxy, Objective,
+                                   default_objective, load_objective)
+from nas.search.multi_objective import optuna_pareto
 from nas.search.result import Candidate, SearchResult, pareto_front
 
-__all__ = ["PROXY_LABEL", "CallableObjective", "Candidate", "NaswotProxy", "Objective", "SearchResult",
-           "load_objective", "pareto_front", "pareto_search", "random_search", "regularized_evolution"]
+__all__ = ["PROXY_LABEL", "AccuracyObjective", "CallableObjective", "Candidate", "NaswotProxy", "Objective", "SearchResult",
+           "default_objective", "load_objective", "optuna_pareto", "pareto_front", "pareto_search", "random_search", "regularized_evolution"]

@@ -1,8 +1,10 @@
-"""Objectives of the reference searches: the user's callable (arch -> score, higher is better), or
-the built-in training-free proxy, NASWOT (Mellor et al., "Neural Architecture Search without
-Training", ICML 2021): the log-determinant of the kernel of binary ReLU activation patterns of a
-mini-batch of random inputs through the network at initialisation. It is a PROXY, not accuracy,
-and is labelled so wherever it is printed.
+"""Objectives of the reference searches (higher is better): the trained accuracy the project ships
+(``accuracy:cifar10``, ``accuracy:cifar100``, ``accuracy:imagenet16-120``: NATS-Bench test
+accuracy of NB201 architectures, a lookup; see `nas.accuracy`), the user's callable, or the
+training-free proxy NASWOT (Mellor et al., "Neural Architecture Search without Training", ICML
+2021: the log-determinant of the kernel of binary ReLU activation patterns of a mini-batch of
+random inputs through the network at initialisation) for spaces without an accuracy table. The
+proxy is NOT accuracy, and is labelled so wherever it is printed.
 """
 
 from __future__ import annotations
@@ -79,6 +81,23 @@ class CallableObjective(Objective):
         return float(call_with_space(self.fn, self.space, arch))
 
 
+class AccuracyObjective(Objective):
+    """Trained test accuracy (%) on `dataset`, looked up in the table the project ships."""
+
+    def __init__(self, space: Space | str, dataset: str = "cifar10"):
+        from nas.accuracy import DATASETS, accuracy_table
+
+        super().__init__(space)
+        self.table = accuracy_table(self.space)
+        self.dataset = dataset.lower().replace("_", "-")
+        what = DATASETS[self.dataset][2]
+        self.label = f"{what} (%, NATS-Bench, 200 epochs)"
+        self.short = f"{what.split()[0]} accuracy %"
+
+    def score(self, arch: Any) -> float:
+        return self.table.lookup(arch, self.dataset)
+
+
 class NaswotProxy(Objective):
     """NASWOT score of an architecture (higher is better): `to_torch` network, weights re-drawn
     (Kaiming normal, seeded), batch-norm on batch statistics, `batch` random N(0,1) inputs;
@@ -148,20 +167,37 @@ def naswot_score(space: Space, arch: Any, batch: int = 16, seed: int = 0) -> flo
     return float(logdet) if sign > 0 else float("-inf")
 
 
+PROXY_NAMES = ("naswot", "proxy")  # "proxy": the name before accuracy objectives existed
+
+
+def default_objective(space: Space | str) -> str:
+    """``accuracy:cifar10`` for a space with shipped accuracies (NB201), else ``naswot``."""
+    from nas.accuracy import has_accuracy
+
+    return "accuracy:cifar10" if has_accuracy(space) else "naswot"
+
+
 def load_objective(spec: str | Callable[..., Any] | Objective | None, space: Space | str,
                    **proxy_options: Any) -> Objective:
-    """``proxy`` / ``naswot`` / None (the built-in proxy), a callable, or ``module:function`` /
-    ``path/to/file.py:function`` naming a function ``f(arch) -> float`` (higher is better)."""
+    """``accuracy:<dataset>`` (trained accuracy, NB201), ``naswot`` (alias ``proxy``), None (the
+    space's default, `default_objective`), a callable, or ``module:function`` /
+    ``path/to/file.py:function`` naming a function ``f(arch) -> float`` (higher is better).
+    `proxy_options` (batch, seed, threads) go to the NASWOT proxy."""
     if isinstance(spec, Objective):
         return spec
-    if spec is None or (isinstance(spec, str) and spec.lower() in ("proxy", "naswot")):
+    if spec is None:
+        spec = default_objective(space)
+    if isinstance(spec, str) and spec.lower() in PROXY_NAMES:
         return NaswotProxy(space, **proxy_options)
     if callable(spec):
         return CallableObjective(space, spec)
     text = str(spec)
+    if text.lower().startswith("accuracy:") or text.lower() == "accuracy":
+        return _accuracy_objective(text, space)
     mod_name, sep, fn_name = text.rpartition(":")
     if not sep or not mod_name or not fn_name:
-        raise ObjectiveError(f"--objective {text!r}: expected 'proxy' or 'module:function' (or 'file.py:function')")
+        raise ObjectiveError(f"--objective {text!r}: expected accuracy:<dataset>, naswot or 'module:function' "
+                             "(or 'file.py:function')")
     try:
         if mod_name.endswith(".py") or Path(mod_name).is_file():
             path = Path(mod_name)
@@ -179,3 +215,22 @@ def load_objective(spec: str | Callable[..., Any] | Objective | None, space: Spa
     if not callable(fn):
         raise ObjectiveError(f"--objective {text!r}: {mod_name} has no function {fn_name!r}")
     return CallableObjective(space, fn, label=text)
+
+
+def _accuracy_objective(text: str, space: Space | str) -> AccuracyObjective:
+    """``accuracy:<dataset>`` with errors that say what exists and what to use instead."""
+    from nas.accuracy import DATASETS, AccuracyError, has_accuracy
+
+    name = space if isinstance(space, str) else space.name
+    choices = ", ".join(f"accuracy:{d}" for d in DATASETS)
+    if not has_accuracy(space):
+        raise ObjectiveError(f"--objective {text!r}: no trained accuracies ship for the {name} space (only NB201's); "
+                             "use --objective naswot (a training-free proxy, not accuracy) or your own "
+                             "'module:function'")
+    dataset = text.partition(":")[2].strip()
+    if dataset.lower().replace("_", "-") not in DATASETS:
+        raise ObjectiveError(f"--objective {text!r}: choose {choices}")
+    try:
+        return AccuracyObjective(space, dataset)
+    except AccuracyError as exc:
+        raise ObjectiveError(f"--objective {text!r}: {exc}") from None

@@ -1,5 +1,6 @@
-"""PNG plots of a constrained search: predicted vs measured latency, and the latency-score
-Pareto front with the budget (matplotlib, Agg backend; imported only when plotting)."""
+"""PNG plots of a constrained search: predicted vs measured latency, the latency-score Pareto
+front with the budget, and accuracy vs latency with verified points (matplotlib, Agg backend;
+imported only when plotting)."""
 
 from __future__ import annotations
 
@@ -93,19 +94,71 @@ def pareto(path: str | Path, candidates: Sequence[Candidate], budget_ms: float |
         ax.axvline(budget_ms, color="tab:blue", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
     ax.set_xscale("log")
     _plain_log_ticks(ax.xaxis)
-    scores = np.asarray([c.score for c in cands])
-    if scores.size >= 10:  # a few collapsed archs (e.g. NB201 zero cells) would squash the rest
-        lo_q, hi_q = np.percentile(scores, [2, 100])
-        pad = 0.08 * max(hi_q - lo_q, 1e-9)
-        hidden = int((scores < lo_q - pad).sum())
-        ax.set_ylim(lo_q - pad, hi_q + pad)
-        if hidden:
-            ax.text(0.01, 0.01, f"{hidden} below the axis", transform=ax.transAxes, fontsize=7, color="0.4")
+    _clip_low_scores(ax, np.asarray([c.score for c in cands]), 2.0)
     ax.set_xlabel("predicted latency (ms)")
     ax.set_ylabel(score_label)
     ax.set_title(title or "latency vs score", fontsize=10)
     ax.legend(fontsize=7, loc="lower right")
     return _save(plt, fig, path)
+
+
+def accuracy_pareto(path: str | Path, predicted_ms: Sequence[float], accuracy: Sequence[float],
+                    searched: Sequence[Candidate] = (), verified_predicted: Sequence[float] = (),
+                    verified_measured: Sequence[float] = (), verified_accuracy: Sequence[float] = (),
+                    budget_ms: float | None = None, winner: tuple[float, float] | None = None,
+                    reference: tuple[float, float, str] | None = None, accuracy_label: str = "accuracy (%)",
+                    title: str = "", ylim_quantile: float = 5.0) -> Path:
+    """Accuracy vs latency: every architecture at its predicted latency (grey), the predicted
+    Pareto front (green), the searched ones (blue), the verified ones at their measured latency
+    (red, joined to their predicted latency), the winner, a reference (e.g. the best measured
+    architecture of a table, at its table latency) and the budget."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.8, 4.8), dpi=120)
+    ms, acc = np.asarray(predicted_ms, float), np.asarray(accuracy, float)
+    ax.scatter(ms, acc, s=2, color="0.8", rasterized=True, label=f"all architectures, predicted ({ms.size})")
+    front = pareto_front([Candidate(None, str(i), float(m), float(a), True, i) for i, (m, a) in enumerate(zip(ms, acc))])
+    if front:
+        ax.step([c.latency_ms for c in front], [c.score for c in front], where="post", color="tab:green", lw=1.4,
+                label=f"Pareto front, predicted ({len(front)})")
+    if searched:
+        ax.scatter([c.latency_ms for c in searched], [c.score for c in searched], s=10, color="tab:blue", alpha=0.6,
+                   label=f"scored by the search ({len(searched)})")
+    vp, vm, va = (np.asarray(v, float) for v in (verified_predicted, verified_measured, verified_accuracy))
+    ok = np.isfinite(vm)
+    if ok.any():
+        for p_, m_, a_ in zip(vp[ok], vm[ok], va[ok]):
+            ax.plot([p_, m_], [a_, a_], color="tab:red", lw=0.8, alpha=0.6)
+        ax.scatter(vm[ok], va[ok], s=36, marker="D", color="tab:red", zorder=4,
+                   label=f"verified: measured latency ({int(ok.sum())})")
+    if reference is not None:
+        ax.scatter([reference[0]], [reference[1]], s=80, marker="s", facecolor="none", edgecolor="black", zorder=5,
+                   label=reference[2])
+    if winner is not None:
+        ax.scatter([winner[0]], [winner[1]], s=180, marker="*", color="gold", edgecolor="black", zorder=6,
+                   label=f"winner: {winner[1]:.2f}% at {winner[0]:.3g} ms measured")
+    if budget_ms is not None:
+        ax.axvline(budget_ms, color="tab:blue", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
+    ax.set_xscale("log")
+    _plain_log_ticks(ax.xaxis)
+    _clip_low_scores(ax, acc, ylim_quantile)
+    ax.set_xlabel("latency (ms): predicted, or measured where marked")
+    ax.set_ylabel(accuracy_label)
+    ax.set_title(title or "accuracy vs latency", fontsize=10)
+    ax.legend(fontsize=7, loc="lower right")
+    return _save(plt, fig, path)
+
+
+def _clip_low_scores(ax, scores: np.ndarray, quantile: float) -> None:
+    """Start the y axis at the `quantile` percentile of the scores, saying how many fall below: a
+    few collapsed archs (NB201 cells with no input-output path) would squash the rest."""
+    if scores.size < 10:
+        return
+    lo, hi = np.percentile(scores, [quantile, 100])
+    pad = 0.08 * max(hi - lo, 1e-9)
+    ax.set_ylim(lo - pad, hi + pad)
+    hidden = int((scores < lo - pad).sum())
+    if hidden:
+        ax.text(0.01, 0.01, f"{hidden} below the axis", transform=ax.transAxes, fontsize=7, color="0.4")
 
 
 def _save(plt, fig, path: str | Path) -> Path:

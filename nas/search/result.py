@@ -54,7 +54,21 @@ class SearchResult:
         return sorted(ok, key=lambda c: (-c.score, c.latency_ms))[:k]
 
     def front(self) -> list[Candidate]:
-        return pareto_front(self.history)
+        """The latency-score Pareto front of the feasible candidates, by latency."""
+        return pareto_front([c for c in self.history if c.feasible])
+
+    def format_front(self, score_name: str = "score", limit: int = 12) -> str:
+        """The Pareto front as a text table (at most `limit` rows, spread over it)."""
+        front = self.front()
+        if not front:
+            return "Pareto front: empty"
+        rows = front if len(front) <= limit else [front[int(round(i))] for i in np.linspace(0, len(front) - 1, limit)]
+        width = max(len(c.key) for c in rows)
+        shown = "" if len(rows) == len(front) else f", {len(rows)} shown"
+        lines = [f"Pareto front (predicted latency vs {score_name}): {len(front)} architectures{shown}",
+                 f"  {'architecture':<{width}}  {'predicted ms':>12}  {score_name}"]
+        lines += [f"  {c.key:<{width}}  {c.latency_ms:>12.4f}  {c.score:.3f}" for c in rows]
+        return "\n".join(lines)
 
     def all_feasible(self) -> bool:
         return all(c.feasible for c in self.history)

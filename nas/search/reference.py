@@ -1,0 +1,84 @@
+"""What an accuracy search is judged against: the most accurate architecture within a latency
+budget among a space's measured architectures (the arch table shipped for a device) or among all
+of them by a predictor, and the winner of a verified search (the most accurate architecture whose
+measured latency meets the budget)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from nas.spaces.base import Space
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The most accurate architecture with latency <= budget among `n` (of which `n_within` qualify)."""
+
+    what: str
+    key: str
+    index: int
+    accuracy: float
+    latency_ms: float
+    n: int
+    n_within: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def best_within(space: Space, accuracy: np.ndarray, indices: Sequence[int], ms: Sequence[float], budget_ms: float,
+                what: str) -> Reference | None:
+    """The most accurate of the architectures `indices` (accuracy by index) with `ms` <= budget."""
+    idx, ms = np.asarray(indices, dtype=int), np.asarray(ms, dtype=float)
+    ok = np.isfinite(ms) & (ms <= budget_ms)
+    if not ok.any():
+        return None
+    acc = np.where(ok, accuracy[idx], -np.inf)
+    j = int(np.argmax(acc))
+    arch = space.from_index(int(idx[j]))
+    return Reference(what, space.key(arch), int(idx[j]), float(acc[j]), float(ms[j]), len(idx), int(ok.sum()))
+
+
+def shipped_arch_table(space: Space, device: str) -> Path | None:
+    """The arch table shipped with the project (device_tables/tables/arch) that has a column for
+    `device` in `space`, or None."""
+    folder = Path(str(resources.files("device_tables") / "tables" / "arch"))
+    for csv in sorted(folder.glob(f"{space.name}_*.csv")):
+        if csv.name.endswith(".stats.csv"):
+            continue
+        with open(csv) as f:
+            if device in f.readline().rstrip("\n").split(","):
+                return csv
+    return None
+
+
+def measured_reference(space: Space, accuracy: np.ndarray, device: str, budget_ms: float) -> Reference | None:
+    """`best_within` over the shipped arch table of `device` (None without one, or none within)."""
+    from device_tables.archtable import ArchTable
+
+    path = shipped_arch_table(space, device)
+    if path is None:
+        return None
+    col = ArchTable.read(path, space=space.arch_keys).latency(device).dropna()
+    idx = [space.index(space.parse(k)) for k in col.index]
+    return best_within(space, accuracy, idx, col.to_numpy(dtype=float), budget_ms,
+                       f"measured arch table {path.name} ({len(col)} archs)")
+
+
+def verified_winner(keys: Sequence[str], accuracy: Sequence[float], measured: Sequence[float],
+                    budget_ms: float) -> int | None:
+    """Position of the most accurate architecture whose measured latency is within the budget
+    (ties: the faster), or None when none is."""
+    acc, ms = np.asarray(accuracy, dtype=float), np.asarray(measured, dtype=float)
+    ok = np.flatnonzero(np.isfinite(ms) & (ms <= budget_ms))
+    if not ok.size:
+        return None
+    return int(min(ok, key=lambda i: (-acc[i], ms[i])))
+
+
+__all__ = ["Reference", "best_within", "measured_reference", "shipped_arch_table", "verified_winner"]
