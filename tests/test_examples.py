@@ -21,12 +21,20 @@ def run_example(name: str, *args: str) -> str:
 def test_optuna_constraint_example():
     pytest.importorskip("optuna")
     out = run_example("optuna_constraint.py")
-    assert "best (feasible only)" in out and "predicted" in out
+    assert "best (feasible only) by CIFAR-10 accuracy" in out and "predicted" in out
+
+
+def test_optuna_pareto_example():
+    pytest.importorskip("optuna")
+    out = run_example("optuna_pareto.py")
+    assert "NSGA-II, latency as objective" in out and "NSGA-II, latency as constraint" in out
+    assert out.count("most accurate within budget") == 2 and "Pareto front" in out
 
 
 def test_evolution_loop_example():
     out = run_example("evolution_loop.py")
     assert "filter:" in out and "penalty:" in out and "regularised evolution on nb201" in out
+    assert "best accuracy" in out and "Pareto front" in out
 
 
 def test_differentiable_latency_example():
