@@ -93,9 +93,20 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
         "regressors": (f"stored, {len(reg.get('families') or [])} kernel families" if reg else None),
         "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
                         if cal.get("n_models") else None),
-        "score": (f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on "
-                  f"(MAPE {score['mape']:.1%})" if score.get("networks") else None),
+        "score": score_line(score) if score.get("networks") else None,
     }
+
+
+def score_line(score: dict[str, Any]) -> str:
+    """``±10%: x of k networks it was not calibrated on (MAPE ..., predicted/measured ...)``."""
+    if score.get("ratio_range"):
+        lo, hi = score["ratio_range"]
+        detail = f"MAPE {score['mape']:.1%}, predicted/measured {lo:.2f}..{hi:.2f}"
+        if score.get("partial"):
+            detail += f"; {score['partial']} partial, counted as misses"
+    else:
+        detail = "every prediction partial: the table lacks rows of some kernels; give it more --minutes"
+    return f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on ({detail})"
 
 
 def missing_stages(table: DeviceTable) -> list[str]:
@@ -529,13 +540,9 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
     score = score_table(table, names, ys)
     table.update_meta(self_score=score)
     result.score = score
-    lo, hi = score["ratio_range"] or (float("nan"), float("nan"))
-    _say(clock, "score", f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on "
-                               f"(MAPE {score['mape']:.1%}, predicted/measured {lo:.2f}..{hi:.2f})")
+    _say(clock, "score", score_line(score))
     _stage(table, "score", clock)
     return None
-
-
 
 
 def _user_path(table: DeviceTable) -> str:

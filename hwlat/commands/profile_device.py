@@ -60,8 +60,9 @@ def _profile_device(args: argparse.Namespace) -> int:
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
     if result.score:
-        s = result.score
-        print(f"±10%: {s['within_10']} of {s['networks']} networks it was not calibrated on (MAPE {s['mape']:.1%})")
+        from hwlat.device_profile import score_line
+
+        print(score_line(result.score))
     if result.unfinished:
         for stage, why in result.unfinished.items():
             print(f"unfinished: {stage}: {why}")
