@@ -79,6 +79,8 @@ class Runtime(abc.ABC):
     same_shape_planner: ClassVar[bool] = False
     # The setting a cluster device spec's bare words give (``b1=board:qemu:mps2-an386``), if any.
     positional_setting: ClassVar[str | None] = None
+    # The dtypes of whole networks `time_network` runs (a network of another precision is refused).
+    network_dtypes: ClassVar[tuple[str, ...]] = ("float32",)
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
         if threads < 1:
@@ -163,8 +165,9 @@ class Runtime(abc.ABC):
                    input_shape: Sequence[int] | None = None) -> Measurement:
         """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) with `protocol`'s clock."""
         self.check_protocol(protocol)
-        if self.dtype() != "float32":
-            raise UnsupportedOpError(f"whole-model timing is built for fp32 networks, not {self.precision}")
+        if self.dtype() not in self.network_dtypes:
+            raise UnsupportedOpError(f"the {self.name} runtime times whole {' and '.join(self.network_dtypes)} networks, "
+                                     f"not {self.precision}")
         if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):
             model = model.SerializeToString()
         return self.time_network(model, protocol, input_shape)

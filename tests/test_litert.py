@@ -297,3 +297,27 @@ def test_profile_ops_writes_a_valid_table(tmp_path):
     assert "count_include_pad" in table.rows("error")[0].error
     again = profile_ops(rt, specs, tmp_path / "t", Protocol.preset("quick"), progress=False)
     assert (again.measured, again.skipped) == (0, 3)
+
+
+def test_int8_networks_are_timed_whole_and_a_max_pools_padding_does_not_stretch_the_scales():
+    """Full-integer int8 networks (what `profile device --precision int8` calibrates on): a ResNet's
+    max pool pads with the lowest float, which once made every scale of its group ~1e36 and the
+    network unrunnable by XNNPACK."""
+    import numpy as np
+
+    from device_tables.graph import Graph
+    from nas.models import to_onnx
+    from profilers.litert.network import input_array, network_graph
+    from profilers.tflite.quantize import quantize_graph
+
+    g = network_graph(Graph.from_onnx(to_onnx("resnet18@r96w0.5")))
+    q = quantize_graph(g, [input_array(g.tensors[g.inputs[0]].shape)])
+    scales = [float(np.max(t.quant.scale)) for t in q.tensors if t.quant is not None]
+    assert max(scales) < 100
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    rt = get_runtime("litert", threads=1, precision="int8")
+    assert rt.times_whole_models()
+    m = rt.time_model(to_onnx("resnet18@r96w0.5"), Protocol.preset("quick"))
+    assert m.median_ms > 0

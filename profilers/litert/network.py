@@ -3,8 +3,8 @@ same TFLite lowerings as the single-op models (`profilers.tflite.lowering`), so 
 network runs are the kernels its device table measured.
 
 BN and ReLU/ReLU6 fold into the op before them only when that op's output has no other reader
-(what a converter does); SiLU is LOGISTIC then MUL. Float32 only (int8 networks need calibration
-of every tensor: not built here).
+(what a converter does); SiLU is LOGISTIC then MUL. An int8 network is the float one quantised as
+the single-op models are (`profilers.tflite.quantize`), its activation ranges from one input.
 """
 
 from __future__ import annotations
@@ -17,10 +17,22 @@ from device_tables.ops import OpSpec
 from profilers.weights import make_weights
 
 
-def graph_to_tflite(graph: Graph, description: str = "hwlat network") -> bytes:
-    """Serialized fp32 `.tflite` of a network graph; `UnsupportedOpError` naming an op it cannot lower."""
-    from profilers.tflite import lowering
+def graph_to_tflite(graph: Graph, description: str = "hwlat network", int8: bool = False) -> bytes:
+    """Serialized `.tflite` of a network graph, fp32 or full-integer int8 (activation ranges calibrated
+    on one deterministic input by the float reference, as a converter does with a representative
+    dataset); `UnsupportedOpError` naming an op it cannot lower."""
     from profilers.tflite.flatbuffer import serialize
+    from profilers.tflite.quantize import quantize_graph
+
+    g = network_graph(graph)
+    if int8:
+        g = quantize_graph(g, [input_array(g.tensors[g.inputs[0]].shape)])
+    return serialize(g, description=description)
+
+
+def network_graph(graph: Graph):
+    """The float32 `TFLiteGraph` of a network graph (NHWC)."""
+    from profilers.tflite import lowering
     from profilers.tflite.graph import TFLiteGraph, nhwc_shape
 
     bad = [op for op in graph.ops if op.kind == UNCOVERED]
@@ -51,7 +63,7 @@ def graph_to_tflite(graph: Graph, description: str = "hwlat network") -> bytes:
         y = _lower(lowering, g, spec, x, xs[1:], fuse_ok=single(op.inputs[0]))
         tensors[op.outputs[0]] = y
     g.outputs = [tensors[o] for o in graph.outputs if o in tensors]
-    return serialize(g, description=description)
+    return g
 
 
 def _lower(lowering, g, spec: OpSpec, x: int, others: list[int], fuse_ok: bool) -> int:

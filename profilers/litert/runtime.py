@@ -45,6 +45,7 @@ class LiteRTRuntime(Runtime):
 
     name = "litert"
     packages = ("ai-edge-litert", "tflite-runtime")
+    network_dtypes = ("float32", "int8")
     cli_options = (Option("--xnnpack", "xnnpack", "XNNPACK delegate on (default) or off; off names another device",
                           choices=("on", "off"), values={"on": True, "off": False}),)
 
@@ -129,16 +130,18 @@ class LiteRTRuntime(Runtime):
 
     # ---- whole networks and the kernels it runs ---------------------------------------------
     def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
-        """`Interpreter.invoke()` on the network lowered to fp32 `.tflite` (`profilers.litert.network`)
-        with deterministic inputs."""
+        """`Interpreter.invoke()` on the network lowered to `.tflite` (`profilers.litert.network`; fp32,
+        or full-integer int8 at precision int8) with deterministic inputs."""
         import numpy as np
 
-        interp = self.interpreter(tflite_of(model, input_shape))
+        int8 = self.dtype() == "int8"
+        interp = self.interpreter(tflite_of(model, input_shape, int8=int8))
         try:
             interp.allocate_tensors()
             rng = np.random.default_rng(0)
             for d in interp.get_input_details():
-                interp.set_tensor(d["index"], rng.uniform(-1, 1, size=d["shape"]).astype(np.float32))
+                x = rng.integers(-128, 128, size=d["shape"]) if int8 else rng.uniform(-1, 1, size=d["shape"])
+                interp.set_tensor(d["index"], x.astype(np.int8 if int8 else np.float32))
             interp.invoke()
         except (RuntimeError, ValueError) as exc:
             raise UnsupportedOpError(f"LiteRT cannot run the network: {str(exc).strip().splitlines()[0]}") from exc
@@ -154,12 +157,12 @@ class LiteRTRuntime(Runtime):
             return None
 
 
-def tflite_of(model: Any, input_shape: Sequence[int] | None = None) -> bytes:
-    """An ONNX model (bytes, path or ModelProto) lowered to a fp32 `.tflite` network."""
+def tflite_of(model: Any, input_shape: Sequence[int] | None = None, int8: bool = False) -> bytes:
+    """An ONNX model (bytes, path or ModelProto) lowered to a `.tflite` network (fp32, or int8)."""
     from device_tables.graph import Graph
     from profilers.litert.network import graph_to_tflite
 
-    return graph_to_tflite(Graph.from_onnx(model, input_shape))
+    return graph_to_tflite(Graph.from_onnx(model, input_shape), int8=int8)
 
 
 def _ops_details(interp: Any) -> list[dict[str, Any]]:

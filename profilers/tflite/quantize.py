@@ -23,6 +23,9 @@ from profilers.tflite.int8_reference import QuantizedGraph, QuantizedOp, QuantPa
 # Ops whose activation inputs and output share one set of quantisation parameters.
 SAME_QUANT_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PADV2", "CONCATENATION")
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
+# Values at or below this are the lowest-float padding a max pool's PADV2 adds: left out of the
+# ranges (else one pad would stretch the scale of the tensors it shares parameters with to ~1e36).
+PAD_SENTINEL = float(np.finfo(np.float32).min) / 2
 # The weight axis quantised per channel (None: per tensor).
 WEIGHT_AXIS = {"CONV_2D": 0, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": None}
 
@@ -54,11 +57,13 @@ def _quantize_activations(g: TFLiteGraph, values: dict[int, np.ndarray]) -> None
     hi: dict[int, float] = {}
     for i, v in values.items():
         r = groups[i]
-        lo[r] = min(lo.get(r, 0.0), float(v.min()))
-        hi[r] = max(hi.get(r, 0.0), float(v.max()))
+        v = v[v > PAD_SENTINEL]  # a max pool's padding (PADV2 with the lowest float) is not a value
+        if v.size:
+            lo[r] = min(lo.get(r, 0.0), float(v.min()))
+            hi[r] = max(hi.get(r, 0.0), float(v.max()))
     for i in values:
         t = g.tensors[i]
-        t.dtype, t.quant = "int8", q8.activation_params(lo[groups[i]], hi[groups[i]])
+        t.dtype, t.quant = "int8", q8.activation_params(lo.get(groups[i], 0.0), hi.get(groups[i], 0.0))
     for op in g.ops:
         if op.kind == "LOGISTIC":  # quantisation spec: fixed output range [0, 1)
             g.tensors[op.outputs[0]].quant = QuantParams.per_tensor(1.0 / 256.0, -128)
