@@ -15,6 +15,7 @@ command                               function
 ``hwlat adapt fit``                   `fit` (+ `save_predictor`); `adapt` from lists of archs and ms
 ``hwlat predict --predictor``         `load_predictor` + `predict_adapted`
 ``hwlat search --device-samples``     `adapt`
+``hwlat search --objective accuracy``  `accuracy` (the shipped NATS-Bench accuracies)
 ``hwlat space show|sample``           `space` (a `Space`: ``.arch(key)``, ``.sample(n)``, ...)
 ``hwlat table show|validate|list``    `load_table` (validates), `tables`
 ====================================  ==========================================================
@@ -247,16 +248,31 @@ def _arch_list(sp: Space, archs: str | Sequence[Any], seed: int) -> list[Any]:
 # ---- searching ---------------------------------------------------------------------------------
 def search(space: str | Space, constraint: Any, objective: Any = None, budget: int = 100, method: str = "evolution",
            seed: int = 0, progress: bool = True) -> SearchResult:
-    """`hwlat search`: the best architectures of `space` by `objective` (default the NASWOT proxy; a
-    callable arch -> score, higher better) under `constraint` (a `LatencyConstraint`)."""
-    from nas.search import random_search, regularized_evolution
+    """`hwlat search`: the best architectures of `space` by `objective` under `constraint` (a
+    `LatencyConstraint`). `objective`: ``accuracy:cifar10|cifar100|imagenet16-120`` (NATS-Bench,
+    NB201 only), ``naswot`` (training-free proxy, not accuracy), a callable arch -> score (higher
+    better), or None: the space's default (accuracy:cifar10 on nb201, naswot elsewhere).
+    `method`: evolution, random, or nsga2 (Optuna's NSGA-II; `budget` trials; needs optuna)."""
+    from nas.search import optuna_pareto, random_search, regularized_evolution
 
-    if method not in ("evolution", "random"):
-        raise ValueError(f"method {method!r}: choose evolution or random")
+    if method not in ("evolution", "random", "nsga2"):
+        raise ValueError(f"method {method!r}: choose evolution, random or nsga2")
+    if method == "nsga2":
+        return optuna_pareto(_space(space), objective, constraint, trials=budget, seed=seed, progress=progress)
     run = regularized_evolution if method == "evolution" else random_search
     return run(_space(space), objective, constraint, budget=budget, seed=seed, progress=progress)
 
 
-__all__ = ["LatencyConstraint", "adapt", "fit", "load_predictor", "load_table", "predict", "predict_adapted",
+def accuracy(space: str | Space, archs: Any, dataset: str = "cifar10") -> Any:
+    """Trained test accuracy (%) of one architecture (a float; any key form: arch, index, arch string,
+    ops code) or of a list of them (an array) on `dataset` (cifar10, cifar100, imagenet16-120): the
+    NATS-Bench figures shipped with the project (NB201)."""
+    from nas.accuracy import accuracy_table
+
+    table = accuracy_table(_space(space))
+    return table.lookup_many(archs, dataset) if isinstance(archs, list) else table.lookup(archs, dataset)
+
+
+__all__ = ["LatencyConstraint", "accuracy", "adapt", "fit", "load_predictor", "load_table", "predict", "predict_adapted",
            "predict_archs", "profile_archs", "profile_device", "profile_fusion", "profile_model", "profile_ops", "runtime",
            "save_predictor", "search", "space", "suggest", "tables"]
