@@ -26,8 +26,6 @@ from device_tables.errors import HwlatError
 from nas.spaces import get_space
 from nas.spaces.base import Space
 
-# space name -> packaged file (nas/data/...). This registry is the one place the names appear.
-ACCURACY_FILES: dict[str, str] = {"nb201": "nb201_accuracy.npz"}
 # dataset name -> (npz array, column of the source CSV, what it is)
 DATASETS: dict[str, tuple[str, str, str]] = {
     "cifar10": ("cifar10", "cifar10_test_acc", "CIFAR-10 test accuracy"),
@@ -44,7 +42,21 @@ class AccuracyError(HwlatError):
 
 def has_accuracy(space: Space | str) -> bool:
     """True when the project ships trained accuracies for the space."""
-    return _name(space) in ACCURACY_FILES
+    return _file(space) is not None
+
+
+def _file(space: Space | str) -> str | None:
+    """The packaged accuracy file a space declares (`Space.accuracy_file`)."""
+    from nas.spaces import space_class
+
+    cls = space_class(space) if isinstance(space, str) else type(space)
+    return cls.accuracy_file
+
+
+def _spaces_with_accuracy() -> list[str]:
+    from nas.spaces import spaces
+
+    return [name for name, cls in spaces().items() if cls.accuracy_file]
 
 
 def datasets() -> list[str]:
@@ -103,11 +115,12 @@ class AccuracyTable:
 def data_path(space: Space | str) -> Path:
     """Where the packaged accuracy file of a space lies."""
     name = _name(space)
-    if name not in ACCURACY_FILES:
+    file = _file(space)
+    if file is None:
         raise AccuracyError(f"no trained accuracies ship for the {name} space (only for "
-                            f"{', '.join(ACCURACY_FILES)}); search it with the training-free proxy "
+                            f"{', '.join(_spaces_with_accuracy())}); search it with the training-free proxy "
                             "(--objective naswot) or your own 'module:function'")
-    return Path(str(resources.files("nas") / "data" / ACCURACY_FILES[name]))
+    return Path(str(resources.files("nas") / "data" / file))
 
 
 def accuracy_table(space: Space | str = "nb201") -> AccuracyTable:
@@ -156,5 +169,5 @@ def build(csv_path: str | Path, out: str | Path, space: Space | str = "nb201") -
     return out
 
 
-__all__ = ["ACCURACY_FILES", "DATASETS", "AccuracyError", "AccuracyTable", "accuracy_table", "build", "data_path",
+__all__ = ["DATASETS", "AccuracyError", "AccuracyTable", "accuracy_table", "build", "data_path",
            "datasets", "has_accuracy"]

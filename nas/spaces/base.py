@@ -54,6 +54,9 @@ class Space(abc.ABC):
     # HELP's query architectures (that column's values lo..hi-1); None where the space has none.
     transfer_join_column: ClassVar[str] = ""
     transfer_query: ClassVar[tuple[int, int] | None] = None
+    # The trained accuracies of every architecture shipped for this space (a file in nas/data/ that
+    # `nas.accuracy` reads, keyed by the native index), or None: search it with a proxy or your own score.
+    accuracy_file: ClassVar[str | None] = None
     # Options of the constructor that commands taking --space offer as flags (`profilers.base.Option`).
     cli_options: ClassVar[tuple[Any, ...]] = ()
 

@@ -151,6 +151,7 @@ class NB201Space(Space):
     input_size = 32
 
     native_indices = True
+    accuracy_file = "nb201_accuracy.npz"  # NATS-Bench's test accuracies (nas/data/README.md)
     cli_options = (Option("--keep-dead-edges", "keep_dead", "build the official network with dead edges and zero ops "
                                                             "(default: omitted)", switch=True),)
 
