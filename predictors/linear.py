@@ -4,6 +4,7 @@ greedy D-optimal selection of informative architectures."""
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -148,3 +149,56 @@ def d_optimal(F: np.ndarray, n: int, ridge: float = 1e-2) -> np.ndarray:
         v = Minv @ F[i]
         Minv -= np.outer(v, v) / (1.0 + F[i] @ v)  # Sherman-Morrison
     return np.asarray(chosen, dtype=int)
+
+
+
+def group_ridge_loo(A: np.ndarray, y: np.ndarray, groups: np.ndarray, grids: tuple[tuple[float, ...], ...]) -> LinearFit:
+    """Ridge with an unpenalised intercept and one penalty per column group, the combination of
+    smallest exact leave-one-out error. ``groups[j]`` is column j's group (-1: unpenalised);
+    ``grids[g]`` the penalties tried for group g, each times n and the group's mean column
+    variance (so 1 means "as strong as the data"). Columns are not rescaled within a group: the
+    caller's scale is the prior (e.g. training devices' log latencies, whose spread is the point).
+
+    Solved in the dual (n x n, a Gaussian process with a linear kernel per group and the
+    unpenalised columns as its mean), so many more columns than measurements cost little."""
+    A = np.asarray(A, dtype=float)
+    y = np.asarray(y, dtype=float)
+    groups = np.asarray(groups, dtype=int)
+    n, p = A.shape
+    if n == 0:
+        return LinearFit(np.zeros(p), 0.0, float("nan"), np.zeros(0))
+    am = A.mean(axis=0)
+    Ac = A - am
+    free = groups < 0
+    F = np.column_stack([np.ones(n), Ac[:, free]])
+    grams = []
+    for g in range(len(grids)):
+        cols = groups == g
+        unit = max(float(Ac[:, cols].var(axis=0).mean()) if cols.any() else 1.0, 1e-12)
+        grams.append((cols, unit, Ac[:, cols] @ Ac[:, cols].T))
+    best = None
+    for lams in itertools.product(*grids):
+        K = np.eye(n)
+        for (cols, unit, G), lam in zip(grams, lams):
+            K += G / (lam * n * unit)
+        try:
+            Ki = np.linalg.inv(K)
+            KiF = Ki @ F
+            S = np.linalg.solve(F.T @ KiF + 1e-10 * np.eye(F.shape[1]), KiF.T)  # beta = S @ y (GLS)
+        except np.linalg.LinAlgError:
+            continue
+        Pm = Ki - KiF @ S  # residual operator: y - fit = Pm @ y, and the fit is linear in y
+        e = Pm @ y
+        loo = y - e / np.maximum(np.diag(Pm), 1e-12) if n >= 3 else np.zeros(0)
+        err = float(np.mean((y - loo) ** 2)) if n >= 3 else 0.0
+        if best is None or err < best[0] - 1e-15:
+            best = (err, lams, S, Pm, loo)
+    _, lams, S, Pm, loo = best
+    beta = S @ y
+    alpha = Pm @ y  # K^-1 (y - F beta)
+    coef = np.zeros(p)
+    coef[free] = beta[1:]
+    for (cols, unit, _), lam in zip(grams, lams):
+        coef[cols] = Ac[:, cols].T @ alpha / (lam * n * unit)
+    return LinearFit(coef, float(beta[0] - am @ coef), float(lams[0]), loo)
+

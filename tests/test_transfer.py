@@ -121,6 +121,48 @@ def test_zero_measurements_fall_back_to_the_mean_training_device():
     assert p.shape == (300,) and np.all(np.isfinite(p)) and np.all(p > 0)
 
 
+def test_group_ridge_leave_one_out_is_exact_and_matches_the_primal_solution():
+    from predictors.linear import group_ridge_loo
+
+    rng = np.random.default_rng(0)
+    n = 20
+    A = rng.normal(size=(n, 30))  # more columns than rows: the dual form's case
+    y = 3 + 2 * A[:, 0] + A[:, 1] + 0.1 * rng.normal(size=n)
+    groups = np.array([-1] + [0] * 9 + [1] * 20)
+    fit = group_ridge_loo(A, y, groups, ((0.05,), (0.3,)))
+
+    def primal(rows):
+        Ac = A[rows] - A[rows].mean(axis=0)
+        unit = [Ac[:, groups == g].var(axis=0).mean() for g in (0, 1)]
+        pen = np.array([0.0 if g < 0 else lam * len(rows) * unit[g] for g, lam in zip(groups, [0] + [0.05] * 9 + [0.3] * 20)])
+        X1 = np.column_stack([np.ones(len(rows)), A[rows]])
+        return np.linalg.solve(X1.T @ X1 + np.diag(np.r_[0.0, pen]), X1.T @ y[rows])
+
+    w = primal(np.arange(n))
+    assert np.allclose(w[1:], fit.coef, atol=1e-8) and np.isclose(w[0], fit.intercept, atol=1e-8)
+    # exact leave-one-out: the same penalties (per row and the full fit's column variances) refit without the row
+    Ac = A - A.mean(axis=0)
+    unit = [Ac[:, groups == g].var(axis=0).mean() for g in (0, 1)]
+    pen = np.array([0.0 if g < 0 else lam * n * unit[g] for g, lam in zip(groups, [0] + [0.05] * 9 + [0.3] * 20)])
+    X1 = np.column_stack([np.ones(n), A])
+    for i in range(n):
+        keep = np.arange(n) != i
+        wi = np.linalg.solve(X1[keep].T @ X1[keep] + np.diag(np.r_[0.0, pen]), X1[keep].T @ y[keep])
+        assert np.isclose(X1[i] @ wi, fit.loo_pred[i], atol=1e-8)
+
+
+def test_anchor_learner_follows_the_training_device_a_new_one_resembles():
+    X, layout, L = family()
+    pred = TransferPredictor(layout, learners=("anchor",)).fit(X, L[:, :8])
+    # a device that runs like training device 3, 40% slower, with a little noise of its own
+    y = 1.4 * L[:, 3] * np.exp(0.01 * np.random.default_rng(2).standard_normal(len(X)))
+    shots = np.arange(20)
+    p = pred.adapt(X[shots], y[shots]).predict(X[600:])
+    assert pred.learner_names_ == ["anchor"] and np.all(np.isfinite(pred.loo_rel_error_))
+    assert spearman(p, y[600:]) > 0.95
+    assert np.median(np.abs(p / y[600:] - 1)) < 0.1
+
+
 def test_relative_sigma_is_finite_positive_and_grows_where_the_learners_disagree():
     X, layout, L = family()
     pred = TransferPredictor(layout).fit(X, L[:, :8])
