@@ -98,3 +98,32 @@ def test_the_cli_reference_covers_every_command():
     for command in ("hwlat profile device", "hwlat predict", "hwlat adapt suggest", "hwlat adapt fit", "hwlat search",
                     "hwlat table show", "hwlat bench transfer"):
         assert f"`{command}`" in text
+
+
+# The tutorials that run end to end here, on small inputs: each page's commands in order, in one
+# folder, with these substitutions (fewer architectures, the quick protocol).
+SMALL = {
+    "docs/tutorials/predict.md": {"random:500": "random:20"},
+    "docs/tutorials/adapt.md": {"-n 20": "-n 4", "--out measured": "--out measured --protocol quick --passes 1",
+                                "--archs all": "--archs 0:500", "--budget 200": "--budget 30"},
+}
+
+
+def python_blocks(text: str) -> list[str]:
+    return re.findall(r"```python\n(.*?)```", text, flags=re.S)
+
+
+@pytest.mark.parametrize("page", sorted(SMALL))
+def test_tutorial_runs_as_written_on_small_inputs(page, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    text = (ROOT / page).read_text()
+    if page.endswith("predict.md"):  # the page's export step, then its commands
+        exec(compile(python_blocks(text)[0], page, "exec"), {})
+    for line in code_lines(text):
+        m = re.match(r"^hwlat\s+(.*)$", line)
+        if not m:
+            continue
+        command = m.group(1).split(" #")[0].strip()
+        for old, new in SMALL[page].items():
+            command = command.replace(old, new)
+        assert main(shlex.split(command)) == 0, (page, command, capsys.readouterr().err)
