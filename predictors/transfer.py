@@ -246,6 +246,7 @@ class TransferPredictor(FewShotPredictor):
             raise PredictorNumbersError("the predictor's learned numbers overflow on these architectures (an edited "
                                         "or corrupt predictor file?); fit and save it again")
         ly = np.log(y)
+        self._choices = None  # the proxy / anchor device choices of this adaptation (`_device_choices`)
         fits: list[LinearFit] = []
         loo_log = []
         for l in learners:
@@ -298,20 +299,35 @@ class TransferPredictor(FewShotPredictor):
         """Training device (column of Z) whose log ms ranks ly best (Spearman)."""
         if len(ly) < 3:
             return 0
+        R = stats_rank(Z, axis=0)
+        R -= R.mean(axis=0)
         ry = stats_rank(ly)
-        r = [np.corrcoef(stats_rank(Z[:, j]), ry)[0, 1] if np.ptp(Z[:, j]) > 0 else -1.0 for j in range(Z.shape[1])]
-        return int(np.argmax(np.nan_to_num(np.asarray(r), nan=-1.0)))
+        ry -= ry.mean()
+        norm = np.sqrt((R**2).sum(axis=0) * (ry**2).sum())
+        r = np.where(norm > 0, (R.T @ ry) / np.where(norm > 0, norm, 1.0), -1.0)
+        return int(np.argmax(np.nan_to_num(r, nan=-1.0)))
 
-    def _rechosen_loo(self, Z: np.ndarray, ly: np.ndarray, j: int, loo: np.ndarray, refit) -> np.ndarray:
+    def _device_choices(self, Z: np.ndarray, ly: np.ndarray) -> tuple[int, np.ndarray]:
+        """The best-ranking training device on all shots, and on all shots but each one in turn
+        (memoised per adaptation: the proxy and anchor learners rank the same log ms)."""
+        key = (Z.shape, ly.tobytes())
+        cached = getattr(self, "_choices", None)
+        if cached is None or cached[0] != key:
+            n = len(ly)
+            loo = np.array([self._best_device(Z[np.arange(n) != i], ly[np.arange(n) != i]) for i in range(n)], dtype=int)
+            cached = (key, self._best_device(Z, ly), loo)
+            self._choices = cached
+        return cached[1], cached[2]
+
+    def _rechosen_loo(self, choices: np.ndarray, j: int, loo: np.ndarray, refit) -> np.ndarray:
         """Leave-one-out predictions of a one-device model (device j) that redo the device choice
-        without the left-out point: where that changes it, ``refit(keep, new device, i)`` predicts point i."""
+        without the left-out point: where that changes it (``choices[i]``, see `_device_choices`),
+        ``refit(keep, new device, i)`` predicts point i."""
         loo = loo.copy()
-        n = len(ly)
+        n = len(choices)
         for i in range(n if loo.size else 0):
-            keep = np.arange(n) != i
-            ji = self._best_device(Z[keep], ly[keep])
-            if ji != j:  # only then does the left-out point change the choice
-                loo[i] = refit(keep, ji, i)
+            if choices[i] != j:  # only then does the left-out point change the choice
+                loo[i] = refit(np.arange(n) != i, int(choices[i]), i)
         return loo
 
     def _fit_proxy(self, Z: np.ndarray, ly: np.ndarray) -> LinearFit:
@@ -320,10 +336,10 @@ class TransferPredictor(FewShotPredictor):
         Its leave-one-out predictions redo the device choice without the left-out point."""
         n, D = Z.shape
         design = lambda z: np.column_stack([z, z**2]) if n >= 6 else z[:, None]  # noqa: E731
-        j = self._best_device(Z, ly)
+        j, choices = self._device_choices(Z, ly)
         self._proxy_device = j
         fit = ridge_loo(design(Z[:, j]), ly)
-        loo = self._rechosen_loo(Z, ly, j, fit.loo_pred, lambda keep, ji, i: ridge_loo(
+        loo = self._rechosen_loo(choices, j, fit.loo_pred, lambda keep, ji, i: ridge_loo(
             design(Z[keep, ji]), ly[keep]).predict(design(Z[:, ji])[i:i + 1])[0])
         coef = np.zeros(2 * D)
         coef[j] = fit.coef[0]
@@ -368,7 +384,7 @@ class TransferPredictor(FewShotPredictor):
         Coefficients are folded back onto the devices' log ms, so `predict` is one product."""
         D = Z.shape[1]
         groups = np.array([-1] + [0] * D)
-        j = self._best_device(Z, ly)
+        j, choices = self._device_choices(Z, ly)
         T = self._anchor_design(D, j)
         fit = group_ridge_loo(Z @ T, ly, groups, (ANCHOR_PENALTIES,))
 
@@ -376,7 +392,7 @@ class TransferPredictor(FewShotPredictor):
             Ti = self._anchor_design(D, ji)
             return group_ridge_loo(Z[keep] @ Ti, ly[keep], groups, ((fit.lam,),)).predict(Z[i:i + 1] @ Ti)[0]
 
-        loo = self._rechosen_loo(Z, ly, j, fit.loo_pred, refit)
+        loo = self._rechosen_loo(choices, j, fit.loo_pred, refit)
         return LinearFit(T @ fit.coef, fit.intercept, fit.lam, loo)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
