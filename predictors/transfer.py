@@ -423,6 +423,10 @@ class TransferPredictor(FewShotPredictor):
         since the prediction is then the training devices' geometric mean. A subclass that adapts
         without the stack (`ProxyAdapter`) gets the first part alone (the devices' spread when it
         keeps no leave-one-out error).
+
+        Measured on held-out training devices (NB201 / FBNet, 10 + 10 shots, query range): 80% / 72%
+        of architectures lie within one sigma (68% if it were exact), so it errs on the safe side;
+        it ranks which architectures will be off only weakly (Spearman with the error 0.11 / 0.05).
         """
         self._check_adapted()
         X = self.layout.check(X)
