@@ -339,6 +339,14 @@ def test_cli_profile_fusion_stores_rules(tmp_path, capsys):
     assert rules.weights_cache_mb is not None and rules.weights_cache_evidence["slowdown"]
     out = capsys.readouterr().out
     assert "FUSED" in out and f"weights held in the cache across runs: {rules.weights_cache_mb:g} MB" in out
+    # A runtime's own flag names another device: refused on the same --out, unless --fresh starts it
+    # again (the old files kept)
+    argv = ["profile", "fusion", "--runtime", "litert", "--protocol", "quick", "--patterns", "conv2d+relu",
+            "--out", str(tmp_path / "lt"), "--no-progress", "--xnnpack", "off"]
+    assert main(argv) == 1 and "xnnpack=off" in capsys.readouterr().err
+    assert main(argv + ["--fresh"]) == 0
+    assert DeviceTable.load(tmp_path / "lt").device.name == "cpu/litert/fp32/threads=1/xnnpack=off"
+    assert len(list(tmp_path.glob("lt.old-*.json"))) == 1
 
 
 def test_context_models_chain_shape_keeping_ops_and_run_copies_side_by_side_otherwise():
