@@ -57,17 +57,25 @@ def shipped_arch_table(space: Space, device: str) -> Path | None:
     return None
 
 
-def measured_reference(space: Space, accuracy: np.ndarray, device: str, budget_ms: float) -> Reference | None:
-    """`best_within` over the shipped arch table of `device` (None without one, or none within)."""
+def table_latencies(space: Space, device: str) -> tuple[Path, np.ndarray, np.ndarray] | None:
+    """(path, indices, ms) of the shipped arch table of `device`, or None without one."""
     from device_tables.archtable import ArchTable
 
     path = shipped_arch_table(space, device)
     if path is None:
         return None
     col = ArchTable.read(path, space=space.arch_keys).latency(device).dropna()
-    idx = [space.index(space.parse(k)) for k in col.index]
-    return best_within(space, accuracy, idx, col.to_numpy(dtype=float), budget_ms,
-                       f"measured arch table {path.name} ({len(col)} archs)")
+    idx = np.asarray([space.index(space.parse(k)) for k in col.index], dtype=int)
+    return path, idx, col.to_numpy(dtype=float)
+
+
+def measured_reference(space: Space, accuracy: np.ndarray, device: str, budget_ms: float) -> Reference | None:
+    """`best_within` over the shipped arch table of `device` (None without one, or none within)."""
+    table = table_latencies(space, device)
+    if table is None:
+        return None
+    path, idx, ms = table
+    return best_within(space, accuracy, idx, ms, budget_ms, f"measured arch table {path.name} ({len(ms)} archs)")
 
 
 def verified_winner(keys: Sequence[str], accuracy: Sequence[float], measured: Sequence[float],
@@ -81,4 +89,4 @@ def verified_winner(keys: Sequence[str], accuracy: Sequence[float], measured: Se
     return int(min(ok, key=lambda i: (-acc[i], ms[i])))
 
 
-__all__ = ["Reference", "best_within", "measured_reference", "shipped_arch_table", "verified_winner"]
+__all__ = ["Reference", "best_within", "measured_reference", "shipped_arch_table", "table_latencies", "verified_winner"]
