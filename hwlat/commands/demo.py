@@ -306,7 +306,7 @@ class _DemoRun:
             self.budget, winner=(w["measured_ms"], w["accuracy"]) if w else None,
             reference=(r.latency_ms, r.accuracy, f"best of the shipped arch table within budget ({r.accuracy:.2f}%)")
             if r else None, accuracy_label=f"{self.objective.short}",
-            title=f"NB201 on this CPU, predictor adapted from {int(ok.sum())} measurements; {n} searched + "
+            title=f"NB201 on this CPU, predictor adapted from {int(ok.sum())} measurements\n{n} searched + "
                   f"{len(vm) - n} front archs measured"))
         self.stages["plots"] = time.perf_counter() - t
 
