@@ -131,7 +131,14 @@ def test_cli_search_prints_best_archs_with_predicted_latency_and_verifies(tmp_pa
     # the saved, adapted predictor is usable directly
     rc = main(["search", "--space", "nb201", "--predictor", str(tmp_path / "pred"), "--max-latency-ms", "1.5",
                "--objective", _objective_file(tmp_path), "--budget", "5", "--no-progress"])
-    assert rc == 0
+    assert rc == 0 and "adapted to my_board" in capsys.readouterr().out
+    # a save that cannot be written is one error naming the path
+    (tmp_path / "afile").write_text("x")
+    rc = main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+               "--max-latency-ms", "1.5", "--objective", _objective_file(tmp_path), "--budget", "5", "--no-progress",
+               "--save-predictor", str(tmp_path / "afile" / "pred")])
+    err = capsys.readouterr().err.strip()
+    assert rc == 1 and "afile is a file, not a folder" in err and len(err.splitlines()) == 1
 
 
 def test_cli_bad_inputs_one_clear_message_each(tmp_path, space, capsys):

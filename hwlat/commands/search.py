@@ -87,14 +87,15 @@ def _search(args: argparse.Namespace) -> int:
     from nas.spaces import get_space
 
     space = get_space(args.space)
-    pred, _ = build_predictor(args, space)
+    pred, device = build_predictor(args, space)
     if args.save_predictor:
-        from predictors.io import save
+        from nas.few_shot import save
 
         inner = getattr(pred, "predictor", None)
         if inner is None or not hasattr(inner, "get_params"):
             raise HwlatError(f"--save-predictor: the {pred.name} predictor is not a saveable feature predictor")
-        save(inner, args.save_predictor, info={"space": space.name, "device_samples": args.device_samples})
+        pred.info = {**getattr(pred, "info", {}), "device": device, "measurements": args.device_samples}
+        save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
     c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms)
     _, fast_ms, n_seen, exhaustive = c.check_budget()
