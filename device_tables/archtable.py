@@ -26,7 +26,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from device_tables.device import Device
 from device_tables.errors import TableError, UnknownDeviceError
-from device_tables.measurement import Measurement
+from device_tables.measurement import STAT_FIELDS, Measurement
 from device_tables.files import (
     append_line, append_to, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
 )
@@ -70,11 +70,10 @@ SCHEMA = "hwlat.arch_table"
 SCHEMA_VERSION = 1
 STATS_COLUMNS = ("key", "status", "median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms", "n", "noisy",
                  "build_ms", "error", "measured_at")
-_STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
 # The files of a local arch table: what --fresh moves aside.
 FILE_SUFFIXES = (".csv", ".json", ".stats.csv", ".passes.csv")
 # NAME.passes.csv: the earlier passes of architectures measured in several (`ArchTableWriter.record_pass`).
-PASS_COLUMNS = ("key", "pass", *_STAT_FIELDS, "n", "noisy", "measured_at")
+PASS_COLUMNS = ("key", "pass", *STAT_FIELDS, "n", "noisy", "measured_at")
 # The metadata entries that say how archs were measured: a resumed table must be measured the same way.
 MEASURING_SETTINGS = ("protocol", "runtime", "batch", "runtime_settings", "space_options")
 
@@ -536,7 +535,7 @@ class ArchTableWriter:
         resumes without measuring the earlier ones again, and the file shows each pass."""
         if not self.passes_path.exists():
             atomic_write_text(self.passes_path, _line(PASS_COLUMNS).decode())
-        values = [key, number] + [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false", now()]
+        values = [key, number, *m.cells(), now()]
         append_to(self.passes_path, _line(values))
 
     def earlier_passes(self) -> dict[str, dict[int, Measurement]]:
@@ -555,7 +554,7 @@ class ArchTableWriter:
             if not r or r[0] in self._done:
                 continue
             try:
-                stats = [float(v) for v in r[2:2 + len(_STAT_FIELDS)]]
+                stats = [float(v) for v in r[2:2 + len(STAT_FIELDS)]]
                 m = Measurement(*stats, n=int(r[-3]), noisy=r[-2] == "true")
                 number = int(r[1])
             except (ValueError, IndexError, TypeError):
@@ -579,9 +578,8 @@ class ArchTableWriter:
             raise TableError(f"{self.csv_path.name}: {key} is already in the table")
         stamp = now()
         if measurement is not None:
-            m = measurement
-            stats = ["ok"] + [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false"]
-            value = f"{m.median_ms:.6g}"
+            stats = ["ok", *measurement.cells()]
+            value = f"{measurement.median_ms:.6g}"
         else:
             stats = ["error"] + [""] * 8
             value = ""

@@ -9,6 +9,8 @@ import numpy as np
 
 # IQR/median above this marks a measurement as noisy (DESIGN.md: flag, then re-measure).
 NOISE_THRESHOLD = 0.10
+# The statistics a table's row stores for a measurement, in their column order.
+STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
 
 
 @dataclass(frozen=True)
@@ -52,3 +54,8 @@ class Measurement:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def cells(self) -> list:
+        """The cells a table row stores: each of `STAT_FIELDS` to 6 significant digits, then n and
+        the noise verdict (``true``/``false``)."""
+        return [f"{getattr(self, f):.6g}" for f in STAT_FIELDS] + [self.n, "true" if self.noisy else "false"]

@@ -25,7 +25,7 @@ from device_tables.files import (
     append_line, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
 )
 from device_tables.lock import TableLock
-from device_tables.measurement import Measurement
+from device_tables.measurement import STAT_FIELDS, Measurement
 from device_tables.ops import OpSpec
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,6 @@ FILE_SUFFIXES = (".csv", ".json", ".networks.csv", ".probes.jsonl", ".regressors
                  ".pass2.csv", ".pass2.json")
 # The metadata entries that say how rows were measured: a resumed table must be measured the same way.
 MEASURING_SETTINGS = ("protocol", "runtime_settings")
-_STAT_FIELDS = ("median_ms", "mean_ms", "std_ms", "iqr_ms", "p10_ms", "p90_ms")
 
 
 @dataclass(frozen=True)
@@ -102,7 +101,7 @@ def _format_row(spec: OpSpec, status: str, m: Measurement | None, extra: Mapping
     if m is None:
         values += [""] * 8
     else:
-        values += [f"{getattr(m, f):.6g}" for f in _STAT_FIELDS] + [m.n, "true" if m.noisy else "false"]
+        values += m.cells()
     values += [json.dumps(dict(extra), sort_keys=True, separators=(",", ":")) if extra else "", measured_at]
     buf = io.StringIO()
     csv.writer(buf, lineterminator="\n").writerow(values)
@@ -228,7 +227,7 @@ class DeviceTable:
         if error is not None:
             extra["error"] = error.replace("\n", " ")
         if measurement is not None:  # in memory as on disk: a reloaded table is the same table
-            measurement = replace(measurement, **{f: float(f"{getattr(measurement, f):.6g}") for f in _STAT_FIELDS})
+            measurement = replace(measurement, **{f: float(f"{getattr(measurement, f):.6g}") for f in STAT_FIELDS})
         row = Row(spec, "ok" if error is None else "error", measurement, extra, now())
         if self._fd is not None:
             line = _format_row(row.spec, row.status, row.measurement, row.extra, row.measured_at).encode()
@@ -447,7 +446,7 @@ def _statistics(rec: Mapping[str, str], where: str) -> dict[str, float]:
     """The latency statistics of an ``ok`` row: each a finite number of ms, 0 or more; else a
     `TableError` naming the row, the column and the value (``inf`` and ``nan`` are not latencies)."""
     stats = {}
-    for f in _STAT_FIELDS:
+    for f in STAT_FIELDS:
         try:
             value = float(rec[f])
         except ValueError:
