@@ -20,7 +20,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from device_tables.errors import HwlatError
-from nas.arch_predictors import ArchPredictor, FeaturePredictor, PredictorSpaceError
+from nas.arch_predictors import ArchPredictor, FeaturePredictor, PredictorSpaceError, load_arch_predictor
 from nas.spaces import get_space
 from nas.spaces.base import Space
 
@@ -144,9 +144,7 @@ def adapt(predictor: Any, space: Space | str, archs: Sequence[Any], ms: Sequence
     """Adapt a few-shot feature predictor (``"pretrained"`` for the shipped one) to measured archs."""
     sp = _space(space)
     if isinstance(predictor, str) and predictor == "pretrained":
-        from predictors import pretrained
-
-        wrapped = FeaturePredictor(sp, pretrained.load(sp.name), name=f"pretrained {sp.name} transfer")
+        wrapped = load_arch_predictor("pretrained", sp)
     elif isinstance(predictor, FeaturePredictor):
         wrapped = predictor
     elif isinstance(predictor, ArchPredictor):

@@ -21,7 +21,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from device_tables.errors import HwlatError
-from nas.arch_predictors import EXHAUSTIVE_MAX, FeaturePredictor, PredictorSpaceError, needs_adaptation
+from nas.arch_predictors import EXHAUSTIVE_MAX, FeaturePredictor, PredictorSpaceError, load_arch_predictor, needs_adaptation
 from nas.spaces import get_space
 from nas.spaces.base import ArchError, Space
 
@@ -40,14 +40,6 @@ def _space(space: Space | str) -> Space:
     return get_space(space) if isinstance(space, str) else space
 
 
-def pretrained_predictor(space: Space | str) -> FeaturePredictor:
-    """The shipped meta-trained transfer predictor of a space, not yet adapted."""
-    from predictors import pretrained
-
-    sp = _space(space)
-    return FeaturePredictor(sp, pretrained.load(sp.name), name=f"pretrained {sp.name} transfer")
-
-
 def suggest(space: Space | str, n: int, seed: int = 0) -> list[Any]:
     """The `n` architectures most worth measuring on a new device, most informative first.
 
@@ -60,7 +52,7 @@ def suggest(space: Space | str, n: int, seed: int = 0) -> list[Any]:
     sp = _space(space)
     if n < 1:
         raise HwlatError(f"suggest needs n of at least 1, got {n}")
-    pred = pretrained_predictor(sp)
+    pred = load_arch_predictor("pretrained", sp)
     if sp.size is not None and sp.size <= EXHAUSTIVE_MAX:
         pool = list(sp.enumerate())
     else:
@@ -177,7 +169,7 @@ def fit(space: Space | str, measurements: str | os.PathLike | Measurements, devi
 
     sp = _space(space)
     m = measurements if isinstance(measurements, Measurements) else read_measurements(measurements, sp, device)
-    pred = adapt(pretrained_predictor(sp), sp, m.archs, m.ms, min_rows=MIN_MEASUREMENTS)
+    pred = adapt("pretrained", sp, m.archs, m.ms, min_rows=MIN_MEASUREMENTS)
     pred.name = f"{sp.name} transfer adapted to {m.device}"
     pred.info = {"space": sp.name, "device": m.device, "measurements": str(m.path), "n_measurements": len(m.ms),
                  "measured": {sp.key(a): float(v) for a, v in zip(m.archs, m.ms)}}
@@ -202,7 +194,6 @@ def save(pred: FeaturePredictor, path: str | os.PathLike) -> tuple[Path, Path]:
 def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
     """An adapted predictor saved by `save` (or `hwlat adapt fit`), for architectures of `space`; a
     `PredictorSpaceError` when it was saved for another space or never adapted."""
-    from nas.arch_predictors import load_arch_predictor
     from predictors.io import read_info
 
     sp = _space(space)
@@ -215,8 +206,6 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
     if needs_adaptation(pred):
         raise PredictorSpaceError(f"{path} is not adapted to a device (no measurements); adapt it with `hwlat adapt fit "
                                   f"--space {sp.name} --measurements FILE --out PATH`")
-    if info.get("device"):
-        pred.name = f"{sp.name} transfer adapted to {info['device']}"
     pred.info = info
     return pred
 
