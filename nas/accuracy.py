@@ -67,7 +67,9 @@ def _name(space: Space | str) -> str:
     return space if isinstance(space, str) else space.name
 
 
-def _check_dataset(dataset: str) -> str:
+def dataset_name(dataset: str) -> str:
+    """A dataset as `DATASETS` names it (``ImageNet16_120`` -> ``imagenet16-120``); an
+    `AccuracyError` listing the choices for another."""
     d = dataset.lower().replace("_", "-")
     if d not in DATASETS:
         raise AccuracyError(f"unknown accuracy dataset {dataset!r}; choose from {', '.join(DATASETS)}")
@@ -85,7 +87,7 @@ class AccuracyTable:
 
     def values(self, dataset: str = "cifar10") -> np.ndarray:
         """Accuracy (%) of every architecture, by official index."""
-        return self.accuracy[_check_dataset(dataset)]
+        return self.accuracy[dataset_name(dataset)]
 
     def index(self, arch: Any) -> int:
         """The row of an architecture (an arch, an index, an arch string or an ops code)."""
@@ -169,5 +171,5 @@ def build(csv_path: str | Path, out: str | Path, space: Space | str = "nb201") -
     return out
 
 
-__all__ = ["DATASETS", "AccuracyError", "AccuracyTable", "accuracy_table", "build", "data_path",
+__all__ = ["DATASETS", "dataset_name", "AccuracyError", "AccuracyTable", "accuracy_table", "build", "data_path",
            "datasets", "has_accuracy"]

@@ -85,11 +85,11 @@ class AccuracyObjective(Objective):
     """Trained test accuracy (%) on `dataset`, looked up in the table the project ships."""
 
     def __init__(self, space: Space | str, dataset: str = "cifar10"):
-        from nas.accuracy import DATASETS, accuracy_table
+        from nas.accuracy import DATASETS, accuracy_table, dataset_name
 
         super().__init__(space)
         self.table = accuracy_table(self.space)
-        self.dataset = dataset.lower().replace("_", "-")
+        self.dataset = dataset_name(dataset)
         what = DATASETS[self.dataset][2]
         self.label = f"{what} (%, NATS-Bench, 200 epochs)"
         self.short = f"{what.split()[0]} accuracy %"
@@ -219,7 +219,7 @@ def load_objective(spec: str | Callable[..., Any] | Objective | None, space: Spa
 
 def _accuracy_objective(text: str, space: Space | str) -> AccuracyObjective:
     """``accuracy:<dataset>`` with errors that say what exists and what to use instead."""
-    from nas.accuracy import DATASETS, AccuracyError, has_accuracy
+    from nas.accuracy import DATASETS, AccuracyError, dataset_name, has_accuracy
 
     name = space if isinstance(space, str) else space.name
     choices = ", ".join(f"accuracy:{d}" for d in DATASETS)
@@ -227,9 +227,10 @@ def _accuracy_objective(text: str, space: Space | str) -> AccuracyObjective:
         raise ObjectiveError(f"--objective {text!r}: no trained accuracies ship for the {name} space (only NB201's); "
                              "use --objective naswot (a training-free proxy, not accuracy) or your own "
                              "'module:function'")
-    dataset = text.partition(":")[2].strip()
-    if dataset.lower().replace("_", "-") not in DATASETS:
-        raise ObjectiveError(f"--objective {text!r}: choose {choices}")
+    try:
+        dataset = dataset_name(text.partition(":")[2].strip())
+    except AccuracyError:
+        raise ObjectiveError(f"--objective {text!r}: choose {choices}") from None
     try:
         return AccuracyObjective(space, dataset)
     except AccuracyError as exc:

@@ -1,6 +1,6 @@
-"""PNG plots of a constrained search: predicted vs measured latency, the latency-score Pareto
-front with the budget, and accuracy vs latency with verified points (matplotlib, Agg backend;
-imported only when plotting)."""
+"""PNG plots of a constrained search: predicted vs measured latency, and accuracy vs latency with
+the Pareto front, the budget and the verified points (matplotlib, Agg backend; imported only when
+plotting)."""
 
 from __future__ import annotations
 
@@ -69,36 +69,6 @@ def predicted_vs_measured(path: str | Path, predicted: Sequence[float], measured
     ax.set_ylabel("predicted latency (ms)")
     ax.set_title(title or "predicted vs measured latency", fontsize=10)
     ax.legend(fontsize=7, loc="upper left")
-    return _save(plt, fig, path)
-
-
-def pareto(path: str | Path, candidates: Sequence[Candidate], budget_ms: float | None = None,
-           chosen: Sequence[Candidate] = (), score_label: str = "score", title: str = "") -> Path:
-    """Predicted latency vs score of every scored architecture, the Pareto front (lower latency,
-    higher score), the budget and the chosen architectures."""
-    plt = _pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 4.6), dpi=120)
-    cands = [c for c in candidates if np.isfinite(c.score) and np.isfinite(c.latency_ms)]
-    ax.scatter([c.latency_ms for c in cands], [c.score for c in cands], s=12, color="0.55",
-               label=f"scored architectures ({len(cands)})")
-    front = pareto_front(cands)
-    if front:
-        xs = [c.latency_ms for c in front]
-        ys = [c.score for c in front]
-        ax.step(xs, ys, where="post", color="tab:green", lw=1.5)
-        ax.scatter(xs, ys, s=26, color="tab:green", zorder=3, label=f"Pareto front ({len(front)})")
-    if chosen:
-        ax.scatter([c.latency_ms for c in chosen], [c.score for c in chosen], s=90, marker="*", color="tab:red",
-                   zorder=4, label=f"best {len(chosen)} within budget")
-    if budget_ms is not None:
-        ax.axvline(budget_ms, color="tab:blue", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
-    ax.set_xscale("log")
-    _plain_log_ticks(ax.xaxis)
-    _clip_low_scores(ax, np.asarray([c.score for c in cands]), 2.0)
-    ax.set_xlabel("predicted latency (ms)")
-    ax.set_ylabel(score_label)
-    ax.set_title(title or "latency vs score", fontsize=10)
-    ax.legend(fontsize=7, loc="lower right")
     return _save(plt, fig, path)
 
 

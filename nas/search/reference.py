@@ -6,7 +6,6 @@ measured latency meets the budget)."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -47,8 +46,9 @@ def best_within(space: Space, accuracy: np.ndarray, indices: Sequence[int], ms: 
 def shipped_arch_table(space: Space, device: str) -> Path | None:
     """The arch table shipped with the project (device_tables/tables/arch) that has a column for
     `device` in `space`, or None."""
-    folder = Path(str(resources.files("device_tables") / "tables" / "arch"))
-    for csv in sorted(folder.glob(f"{space.name}_*.csv")):
+    from device_tables.registry import TABLES_DIR
+
+    for csv in sorted((TABLES_DIR / "arch").glob(f"{space.name}_*.csv")):
         if csv.name.endswith(".stats.csv"):
             continue
         with open(csv) as f:
