@@ -151,7 +151,6 @@ def d_optimal(F: np.ndarray, n: int, ridge: float = 1e-2) -> np.ndarray:
     return np.asarray(chosen, dtype=int)
 
 
-
 def group_ridge_loo(A: np.ndarray, y: np.ndarray, groups: np.ndarray, grids: tuple[tuple[float, ...], ...]) -> LinearFit:
     """Ridge with an unpenalised intercept and one penalty per column group, the combination of
     smallest exact leave-one-out error. ``groups[j]`` is column j's group (-1: unpenalised);
@@ -201,4 +200,3 @@ def group_ridge_loo(A: np.ndarray, y: np.ndarray, groups: np.ndarray, grids: tup
     for (cols, unit, _), lam in zip(grams, lams):
         coef[cols] = Ac[:, cols].T @ alpha / (lam * n * unit)
     return LinearFit(coef, float(beta[0] - am @ coef), float(lams[0]), loo)
-

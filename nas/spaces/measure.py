@@ -233,10 +233,13 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
             result.noisy += m.noisy
             result.medians.append(m.median_ms)
 
+        def quietest(key: str) -> Measurement:
+            return min(earlier[key].values(), key=lambda x: x.median_ms)
+
         for it in todo:  # every pass measured, killed before the row was written
             done = earlier.get(space.key(it.arch), {})
-            if passes > 1 and len(done.keys() & set(range(1, passes + 1))) == passes:
-                write(it, min(done.values(), key=lambda x: x.median_ms), None)
+            if passes > 1 and all(p in done for p in range(1, passes + 1)):
+                write(it, quietest(space.key(it.arch)), None)
         steps = [(p, it) for p in range(1, passes + 1) for it in todo if p not in earlier.get(space.key(it.arch), {})]
         bar = tqdm(steps, desc=f"{space.name} {device.name}", unit="arch", disable=not progress, dynamic_ncols=True)
         for p, it in bar:
@@ -257,7 +260,7 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
                 earlier.setdefault(key, {})[p] = m
                 if p < passes:
                     continue
-                m = min(earlier[key].values(), key=lambda x: x.median_ms)
+                m = quietest(key)
             write(it, m, build_ms)
             bar.set_postfix_str(f"{m.median_ms:.3f} ms{' noisy' if m.noisy else ''}", refresh=False)
         result.seconds = time.perf_counter() - t_start
