@@ -3,6 +3,12 @@
 An op type is a base op (``conv2d``) or a fused kernel written as its parts joined by ``+``
 (``conv2d+bn+relu``, ``conv2d+add``, ``add+relu``): the kernels runtimes really execute.
 Shapes are NCHW (or NF for ``linear``); the first part takes ``input_shape``.
+
+Transformer ops: ``linear`` on tokens is NF with N = batch x tokens; ``softmax``, ``layernorm`` and
+``gather`` are rank 2 (rows, the last axis); ``matmul`` multiplies two activations,
+(B, H, M, K) @ (B, H, K, N); ``transpose`` permutes a rank-4 tensor (``perm=0213``); ``copy`` is a
+data copy making a tensor of its shape (Slice, Split, Gather of activations, Concat of unequal
+parts, Expand).
 """
 
 from __future__ import annotations
@@ -37,14 +43,23 @@ BASE_OPS: dict[str, dict[str, Any]] = {
     "mul": {},  # x * s with s of shape (N, C, 1, 1): the squeeze-excite scale
     "scale": {},  # x * c with c a per-channel (or scalar) constant, e.g. NAS-Bench-201's zero op (x * 0)
     "concat": {"parts": 2},  # `parts` equal inputs joined on channels
+    "gelu": {"tanh": False},  # erf form, or the tanh approximation
+    "matmul": {"n": None},  # (B, H, M, K) @ (B, H, K, N), both activations (attention's QK^T and AV)
+    "softmax": {},  # (rows, cols), over cols
+    "layernorm": {},  # (rows, cols), over cols, with scale and bias
+    "transpose": {"perm": None},  # rank 4, perm spelled as 4 digits: 0213
+    "copy": {},  # a copy making a tensor of this shape
+    "gather": {"vocab": None},  # embedding lookup: (tokens, dim) rows of a vocab x dim table
 }
 # Integer attributes and the least value each may take; the rest are booleans.
-INT_ATTRS = {"cout": 1, "kernel": 1, "stride": 1, "dilation": 1, "groups": 1, "parts": 1, "padding": 0}
-BOOL_ATTRS = ("bias", "count_include_pad")
+INT_ATTRS = {"cout": 1, "kernel": 1, "stride": 1, "dilation": 1, "groups": 1, "parts": 1, "padding": 0, "n": 1,
+             "vocab": 1}
+BOOL_ATTRS = ("bias", "count_include_pad", "tanh")
+RANK2_OPS = ("linear", "softmax", "layernorm", "gather")
 CONV_OPS = ("conv2d", "dwconv2d", "pwconv2d")
-ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu")
-# Ops that may follow the first part of a fused kernel.
-FUSABLE_TAILS = ("bn", "add") + ACTIVATIONS
+ACTIVATIONS = ("relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu")
+# Ops that may follow the first part of a fused kernel (``add+layernorm``: a skip layer norm).
+FUSABLE_TAILS = ("bn", "add") + ACTIVATIONS + ("layernorm",)
 
 
 def _whole(value: Any, what: str) -> int:
@@ -73,6 +88,14 @@ def _checked_attrs(op: str, attrs: dict[str, Any]) -> dict[str, Any]:
                 raise OpSpecError(f"{op!r} {k}={v!r}: needs true or false")
             out[k] = bool(v)
     return out
+
+
+def _perm(value: Any, op: str) -> str:
+    """A rank-4 permutation as its 4 digits ("0213"); an int (a key read back, 213) regains its zero."""
+    text = str(value).zfill(4) if isinstance(value, numbers.Integral) and not isinstance(value, bool) else str(value)
+    if sorted(text) != list("0123"):
+        raise OpSpecError(f"{op!r} perm={value!r}: needs a permutation of 0123, like 0213")
+    return text
 
 
 def _default_padding(kernel: int, dilation: int = 1) -> int:
@@ -106,7 +129,7 @@ class OpSpec:
         shape = tuple(_whole(s, f"input shape {tuple(input_shape)!r} of {op!r}") for s in input_shape)
         if any(s <= 0 for s in shape):
             raise OpSpecError(f"input shape {shape} of {op!r} has a non-positive dimension")
-        want_rank = 2 if base == "linear" else 4
+        want_rank = 2 if base in RANK2_OPS else 4
         if len(shape) != want_rank:
             raise OpSpecError(f"{op!r} expects a rank-{want_rank} input shape, got {shape}")
         spec_attrs = dict(BASE_OPS[base])
@@ -114,6 +137,8 @@ class OpSpec:
         if unknown:
             raise OpSpecError(f"unknown attribute(s) {sorted(unknown)} for {base!r}; known: {sorted(spec_attrs)}")
         spec_attrs.update(_checked_attrs(op, attrs))
+        if base == "transpose":
+            spec_attrs["perm"] = _perm(spec_attrs["perm"], op)
         if "padding" in spec_attrs and spec_attrs["padding"] is None and "kernel" in spec_attrs:
             if spec_attrs.get("kernel") is not None:
                 spec_attrs["padding"] = _default_padding(int(spec_attrs["kernel"]), int(spec_attrs.get("dilation", 1)))
@@ -206,7 +231,9 @@ class OpSpec:
         """Shapes of every input tensor the kernel reads (activations only, not weights)."""
         shapes = [self.input_shape]
         base = self.base
-        if base == "add":
+        if base == "matmul":
+            shapes.append(self.input_shape[:2] + (self.input_shape[3], int(self.a["n"])))
+        elif base == "add":
             shapes.append(self.input_shape)
         elif base == "mul":
             shapes.append(self.input_shape[:2] + (1, 1))
@@ -221,6 +248,12 @@ class OpSpec:
         a, s, base = self.a, self.input_shape, self.base
         if base == "linear":
             return (s[0], int(a["cout"]))
+        if base in RANK2_OPS:
+            return s
+        if base == "matmul":
+            return s[:3] + (int(a["n"]),)
+        if base == "transpose":
+            return tuple(s[int(i)] for i in a["perm"])
         n, c, h, w = s
         if base in CONV_OPS or base in ("avgpool", "maxpool"):
             k = 1 if base == "pwconv2d" else int(a["kernel"])
@@ -255,6 +288,8 @@ class OpSpec:
             count = int(a["cout"]) * cin + (int(a["cout"]) if a["bias"] else 0)
         elif base == "bn":
             count = 4 * cin
+        elif base == "layernorm":
+            count = 2 * self.input_shape[1]
         elif base == "scale":
             count = cin
         if "bn" in self.parts[1:]:
@@ -277,6 +312,8 @@ class OpSpec:
             macs = n_out * self.input_shape[1]
         elif base == "linear":
             macs = n_out * self.input_shape[1]
+        elif base == "matmul":
+            macs = n_out * self.input_shape[3]
         elif base in ("avgpool", "maxpool"):
             k = int(a["kernel"])
             macs = n_out * k * k
