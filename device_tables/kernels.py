@@ -67,6 +67,13 @@ class FusionRules:
                 "duplicates": {**self.duplicates_evidence, "shared": self.shares_duplicates},
                 "weights_cache": {**self.weights_cache_evidence, "cached_mb": self.weights_cache_mb}}
 
+    def merged(self, newer: "FusionRules") -> "FusionRules":
+        """These rules with the patterns `newer` measured added (its verdicts win); the call
+        overhead, repeated-op and weights-cache evidence stay these rules'."""
+        measured = {**self.measured, **newer.measured}
+        fused = (self.fused - set(newer.measured)) | newer.fused
+        return replace(self, fused=frozenset(fused), measured=measured)
+
     def fuses(self, pattern: str) -> bool:
         return pattern in self.fused
 

@@ -280,6 +280,9 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     table's predictions are the same quantity). Returns what was finished and the table's score on
     networks it was not calibrated on. `fresh` starts an existing table again (its files moved aside
     to NAME.old-<time>.*) instead of resuming it, which needs the same protocol and runtime settings.
+    A finished table run with targets it lacks grows: it probes the fusion patterns it lacks, measures
+    rows for the new targets' kernels and their share of networks, then refits, recalibrates and
+    scores on all of them; its rows and networks stay as they were.
     """
     from nas.pool import target_kinds
 
@@ -300,12 +303,18 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     with DeviceTable.open(out, runtime.device(), meta, fresh=fresh) as table:  # refuses another protocol
         result = DeviceProfileResult(table)
         run = dict(table.meta.get("profile_device") or {})
+        added = _added_targets(run, targets)
+        if added:
+            targets = [*run["targets"], *added]
+            run = _reopened(run, added)
+            _say(clock, "rows", f"the table grows to {', '.join(added)}: rows, networks, regressors, calibration "
+                                f"and score are done again for them; what it has is kept")
         run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
                    score_networks=score_networks, protocol=protocol.to_dict())
-        table.update_meta(profile_device=run)
+        table.update_meta(profile_device=run, sampling={**(table.meta.get("sampling") or {}), "targets": list(targets)})
         steps = (("fusion", lambda: _fusion_stage(runtime, table, protocol, clock, fusion_patterns, progress)),
                  ("rows", lambda: _rows_stage(runtime, table, protocol, clock, targets, per_space,
-                                              calibration_networks + score_networks, progress)),
+                                              (calibration_networks, score_networks), progress)),
                  ("networks", lambda: _networks_stage(runtime, table, protocol, clock, targets, calibration_networks,
                                                       score_networks, progress)),
                  ("regressors", lambda: _regressors_stage(table, clock)),
@@ -334,12 +343,49 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     return result
 
 
+def _added_targets(run: dict[str, Any], targets: Sequence[str]) -> list[str]:
+    """The targets a table that finished its rows for other targets lacks (none for a new table)."""
+    if "rows" not in (run.get("stages") or {}) or not run.get("targets"):
+        return []
+    return [t for t in targets if t not in run["targets"]]
+
+
+def _reopened(run: dict[str, Any], added: Sequence[str]) -> dict[str, Any]:
+    """The run record with the stages that depend on the targets open again, and `added` noted as
+    the targets the new rows and networks are for (stored, so an interrupted growth resumes)."""
+    stages = {k: v for k, v in (run.get("stages") or {}).items() if k == "fusion"}
+    return {**run, "stages": stages, "growing": sorted({*(run.get("growing") or []), *added})}
+
+
+def _share(n: int, kinds: int) -> int:
+    """One target's share of `n` networks spread over `kinds` targets."""
+    return max(1, -(-n // max(kinds, 1)))
+
+
+def _growing(table: DeviceTable) -> list[str]:
+    """The targets an unfinished growth of the table adds (see `_reopened`), or none."""
+    return list((table.meta.get("profile_device") or {}).get("growing") or [])
+
+
 def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
                   patterns: Sequence[str] | None, progress: bool) -> str | None:
-    from profilers.fusion import detect_fusion, format_results, store_rules
+    from device_tables.kernels import FusionRules
+    from profilers.fusion import candidate_patterns, detect_fusion, format_results, store_rules
 
     if _done(table, "fusion") and table.meta.get("fusion"):
-        _say(clock, "fusion", "stored rules kept")
+        stored = FusionRules.from_meta(table.meta)
+        new = [p for p in (patterns or candidate_patterns()) if p not in stored.measured]
+        if not new:
+            _say(clock, "fusion", "stored rules kept")
+            return None
+        _say(clock, "fusion", f"stored rules kept; timing {len(new)} patterns they lack ({', '.join(new[:4])}...)")
+        measure = _memo_measure(table.path.with_name(table.path.name + ".probes.jsonl"),
+                                lambda s: runtime.measure(s, protocol), clock)
+        rules, results = detect_fusion(runtime, new, protocol, progress=progress, measure=measure, extras=False)
+        store_rules(table, stored.merged(rules), runtime)
+        if progress:
+            print(format_results(results, rules))
+        table.path.with_name(table.path.name + ".probes.jsonl").unlink(missing_ok=True)
         return None
     probes = table.path.with_name(table.path.name + ".probes.jsonl")
     _say(clock, "fusion", "timing op patterns fused and apart, repeated ops, the weights cache")
@@ -362,7 +408,7 @@ def _network_seconds(protocol: Protocol) -> float:
 
 
 def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
-                per_space: int, n_networks: int, progress: bool) -> str | None:
+                per_space: int, networks: tuple[int, int], progress: bool) -> str | None:
     """Pass 1 chooses and measures rows adaptively; pass 2 measures them again, in the same order, into
     ``NAME.pass2``, and each row keeps its quieter measurement. On a shared machine a measurement
     caught in a slow spell reads 10-50% high, thread-CPU clock or not; a second chance, minutes
@@ -375,6 +421,11 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
         return None
     have = {r["network"] for r in read_networks(networks_path(table))}
+    n_networks = sum(networks)
+    growing = _growing(table)
+    if growing:  # the networks still to measure are those of the new targets
+        have = {n for n in have if n.split(":")[0] in growing}
+        n_networks = len(growing) * sum(_share(n, len(targets)) for n in networks)
     reserve = 2 * max(0, n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
     left = clock.left()
     rows_s = max(left - reserve, 0.5 * left)
@@ -382,9 +433,10 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     t0 = time.monotonic()
     if not _done(table, "rows pass 1"):
         rules = FusionRules.from_meta(table.meta)
-        names = pool_networks(targets, per_space)
+        names = pool_networks(growing or targets, per_space)
         graphs = [graph_of(n) for n in names]
         pool = kernel_pool(graphs, rules, runtime.dtype())
+        had = {r.spec.key for r in table.rows()}
         first_s = ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0)
         _say(clock, "rows", f"{len(pool)} distinct kernels in {len(graphs)} networks; measuring the most "
                                       f"informative for {first_s / 60:.1f} min, then each again")
@@ -392,10 +444,12 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
                                 batch=32, progress=progress, deadline=time.monotonic() + first_s)
         table.update_meta(adaptive_rounds=(table.meta.get("adaptive_rounds") or []) + alog.rounds)
         _stage(table, "rows pass 1", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
-               pool=len(pool))
+               pool=len(pool), keys=sorted(set(pool) - had) if growing else None)
     deadline = t0 + rows_s
     with DeviceTable.open(pass2, table.device, {"pass_of": table.path.name}) as again:
-        todo = [r.spec for r in table.rows("ok") if r.spec not in again]
+        # A growing table measures again only the rows of its new targets' kernels.
+        pooled = set(((table.meta.get("profile_device") or {}).get("stages") or {}).get("rows pass 1", {}).get("keys") or ())
+        todo = [r.spec for r in table.rows("ok") if r.spec not in again and (not growing or r.spec.key in pooled)]
         _say(clock, "rows", f"second pass: {len(todo)} rows to measure again")
         from predictors.adaptive import profile_specs_into
 
@@ -427,7 +481,13 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     for r in stored:
         if r["status"] == "ok" and int(r["pass"]) == 1 and r["network"] not in chosen[r["role"]]:
             chosen[r["role"]].append(r["network"])
-    queues = {role: [n for n in candidate_networks(targets, role, want[role])
+    growing = _growing(table)
+    if growing:  # the networks of the other targets are kept; each new target gets its share on top
+        kinds = len(targets)
+        old = {role: [n for n in chosen[role] if n.split(":")[0] not in growing] for role in ROLES}
+        want = {role: len(old[role]) + len(growing) * _share(want[role], kinds) for role in ROLES}
+        n_cal, n_score = want["calibration"], want["score"]
+    queues = {role: [n for n in candidate_networks(growing or targets, role, want[role])
                      if n not in chosen[role] and n not in failed] for role in ROLES}
     _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
                                       f"{n_score} score networks whole, twice")
@@ -542,6 +602,10 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
     result.score = score
     _say(clock, "score", score_line(score))
     _stage(table, "score", clock)
+    if _growing(table):
+        run = dict(table.meta.get("profile_device") or {})
+        run.pop("growing", None)
+        table.update_meta(profile_device=run)
     return None
 
 

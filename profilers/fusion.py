@@ -214,9 +214,10 @@ def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
 
 def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, protocol: Protocol = Protocol(),
                   progress: bool = True, rounds: int = 3,
-                  measure: Callable[[OpSpec], tuple[Any, dict]] | None = None) -> tuple[FusionRules, list[PatternResult]]:
+                  measure: Callable[[OpSpec], tuple[Any, dict]] | None = None, extras: bool = True
+                  ) -> tuple[FusionRules, list[PatternResult]]:
     """Measure every pattern fused and apart on `runtime` (or with `measure(spec)`, e.g. another
-    clock); the rules and the evidence."""
+    clock); the rules and the evidence. `extras` also probes repeated ops and the weights cache."""
     from tqdm import tqdm
 
 
@@ -273,10 +274,12 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         results.append(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, ratio, kernels, fused, note, net_kernels))
         log.info("%s: fused %.4f ms, parts %s, ratio %.2f, kernels %s -> %s", pattern, fused_ms,
                  ", ".join(f"{p:.4f}" for p in parts), ratio, kernels, "fused" if fused else "apart")
-    shared, evidence = detect_shared_duplicates(runtime, protocol)
-    log.info("repeated ops computed once: %s (%s)", shared, evidence)
-    cached_mb, cache_evidence = detect_weights_cache(runtime, protocol)
-    log.info("weights held in the cache: %s MB (%s)", cached_mb, cache_evidence)
+    shared, evidence, cached_mb, cache_evidence = False, {}, None, {}
+    if extras:
+        shared, evidence = detect_shared_duplicates(runtime, protocol)
+        log.info("repeated ops computed once: %s (%s)", shared, evidence)
+        cached_mb, cache_evidence = detect_weights_cache(runtime, protocol)
+        log.info("weights held in the cache: %s MB (%s)", cached_mb, cache_evidence)
     rules = FusionRules(frozenset(r.pattern for r in results if r.fused), {r.pattern: r.to_meta() for r in results},
                         call_overhead_ms=overhead, shares_duplicates=shared, duplicates_evidence=evidence,
                         weights_cache_mb=cached_mb, weights_cache_evidence=cache_evidence)

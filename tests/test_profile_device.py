@@ -212,3 +212,36 @@ def test_every_shipped_table_validates_and_the_calibratable_ones_have_every_stag
         if not any(part in name for part in CANNOT_CALIBRATE):
             assert missing_stages(table) == [], (name, table_stages(table))
             assert table.meta["self_score"]["networks"] >= 10
+
+
+def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_table, tmp_path):
+    """Run again with a target it lacks, the table measures that target's kernels and networks (and
+    fusion patterns it lacks) and recalibrates on both; its rows and networks are kept as they were."""
+    import shutil
+
+    import hwlat
+    from profilers.protocol import Protocol
+
+    out = tmp_path / "t"
+    for f in complete_table.parent.iterdir():
+        if f.name.startswith(complete_table.name + "."):
+            shutil.copy(f, tmp_path / f.name)
+    before_rows = rows_by_key(out)
+    before_nets = read_networks(networks_path(DeviceTable.load(out)))
+    result = hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
+                                  targets=["fbnet"], calibration_networks=3, score_networks=2,
+                                  fusion_patterns=[*PATTERNS, "linear+relu"], progress=False)
+    assert result.complete, result.unfinished
+    table = DeviceTable.load(out)
+    after_rows = rows_by_key(out)
+    assert all(after_rows[k] == v for k, v in before_rows.items())  # kept, not measured again
+    assert len(after_rows) > len(before_rows)
+    nets = read_networks(networks_path(table))
+    assert nets[:len(before_nets)] == before_nets
+    new = {r["role"] for r in nets[len(before_nets):] if r["network"].startswith("fbnet:")}
+    assert new == {"calibration", "score"}
+    run = table.meta["profile_device"]
+    assert run["targets"] == ["nb201", "fbnet"] and "growing" not in run
+    assert set(table.meta["fusion"]["patterns"]) == {*PATTERNS, "linear+relu"}
+    assert {n.split(":")[0] for n in table.meta["lut_calibration_networks"]} == {"nb201", "fbnet"}
+    assert not missing_stages(table)

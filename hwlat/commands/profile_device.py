@@ -33,7 +33,8 @@ def register(targets) -> None:
     add_protocol_options(p)
     p.add_argument("--targets", default=",".join(target_kinds()),
                    help="networks the rows are chosen for: search spaces and/or 'classic', comma-separated "
-                        f"(default {','.join(target_kinds())})")
+                        f"(default {','.join(target_kinds())}); a finished table grows to targets it lacks, "
+                        "keeping its rows and networks")
     p.add_argument("--calibration-networks", type=positive_int, default=32,
                    help="whole networks measured to calibrate the table (default 32)")
     p.add_argument("--score-networks", type=positive_int, default=20,
