@@ -2,8 +2,12 @@
 
 Fused kernels (``conv2d+bn+relu``, ``conv2d+add+relu``, ...) are written as their separate ONNX
 nodes; ONNX Runtime's graph optimiser fuses them itself, as it would inside a real network.
-Inputs are named ``x0, x1, ...`` in the order of `OpSpec.input_shapes`; weights come from
-`profilers.weights.make_weights`, so every runtime computes the same function.
+Inputs are named ``x0, x1, ...`` in the order of `OpSpec.input_shapes` (a gather's one input is
+its int64 token ids); weights come from `profilers.weights.make_weights`, so every runtime computes
+the same function. GELU is written as torch's opset-17 export writes it (erf: Div, Erf, Add, Mul,
+Mul; tanh: the cubic polynomial and Tanh), which ONNX Runtime fuses into its own Gelu kernels.
+A ``copy`` is a Tile with repeats of 1: a real copy no optimiser rule removes (Identity and an
+Expand to the same shape can be eliminated).
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import numpy as np
 
 from device_tables.errors import UnsupportedOpError
 from device_tables.ops import ACTIVATIONS, OpSpec
-from profilers.weights import BN_EPS, make_weights
+from profilers.weights import BN_EPS, LN_EPS, make_weights
 
 OPSET = 17
 IR_VERSION = 8  # the IR version that goes with opset 17; accepted by every onnxruntime >= 1.12
@@ -35,6 +39,16 @@ def input_names(spec: OpSpec) -> list[str]:
     return [f"x{i}" for i in range(len(spec.input_shapes))]
 
 
+def input_infos(spec: OpSpec) -> list:
+    """The model's input value infos: float tensors of `spec.input_shapes`, a gather's int64 ids (tokens,)."""
+    from onnx import TensorProto, helper
+
+    if spec.base == "gather":
+        return [helper.make_tensor_value_info("x0", TensorProto.INT64, [spec.input_shape[0]])]
+    return [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+            for name, shape in zip(input_names(spec), spec.input_shapes)]
+
+
 def build_onnx_model(spec: OpSpec, seed: int = 0):
     """The single-op ONNX model (`onnx.ModelProto`) of an fp32 `spec`; `UnsupportedOpError` otherwise."""
     from onnx import TensorProto, helper, numpy_helper
@@ -46,8 +60,7 @@ def build_onnx_model(spec: OpSpec, seed: int = 0):
     for tail in spec.parts[1:]:
         value = builder.tail(tail, value)
     builder.rename_output(value)
-    inputs = [helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
-              for name, shape in zip(input_names(spec), spec.input_shapes)]
+    inputs = input_infos(spec)
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(spec.output_shape))]
     inits = [numpy_helper.from_array(np.ascontiguousarray(arr), name) for name, arr in builder.initializers.items()]
     return model_of(helper.make_graph(builder.nodes, _graph_name(spec), inputs, outputs, inits))
@@ -143,6 +156,18 @@ class _Builder:
             return self.node("Mul", [x[0], self.const("scale", self.weights["scale"])], "scale")
         if base == "concat":
             return self.node("Concat", x[: int(a["parts"])], "concat", axis=1)
+        if base == "matmul":
+            return self.node("MatMul", [x[0], x[1]], "matmul")
+        if base == "softmax":
+            return self.node("Softmax", [x[0]], "softmax", axis=-1)
+        if base == "layernorm":
+            return self._layernorm(x[0])
+        if base == "transpose":
+            return self.node("Transpose", [x[0]], "transpose", perm=[int(d) for d in a["perm"]])
+        if base == "copy":
+            return self.node("Tile", [x[0], self.const("repeats", np.ones(4, dtype=np.int64))], "copy")
+        if base == "gather":
+            return self.node("Gather", [self.const("table", self.weights["table"]), x[0]], "gather", axis=0)
         raise UnsupportedOpError(f"{spec.key}: no ONNX builder for op {base!r}")
 
     # ---- fused tails ---------------------------------------------------------------------
@@ -151,7 +176,19 @@ class _Builder:
             return self._bn(value)
         if part == "add":
             return self.node("Add", [value, self.inputs[-1]], "add")  # the residual is the last input
+        if part == "layernorm":
+            return self._layernorm(value)
         return self._activation(part, value)
+
+    def _layernorm(self, value: str) -> str:
+        """LayerNormalization over the features: the last axis of (rows, cols), axis 1 of a tail's
+        (rows, C, 1, 1)."""
+        rank = len(self.spec.output_shape)
+        scale, bias = self.weights["ln_scale"], self.weights["ln_bias"]
+        if rank == 4:
+            scale, bias = scale.reshape(-1, 1, 1), bias.reshape(-1, 1, 1)
+        return self.node("LayerNormalization", [value, self.const("ln_scale", scale), self.const("ln_bias", bias)],
+                         "layernorm", axis=-1 if rank == 2 else 1, epsilon=LN_EPS)
 
     def _bn(self, value: str) -> str:
         w = self.weights
@@ -166,7 +203,26 @@ class _Builder:
         if part == "silu":  # x * sigmoid(x); ONNX has no SiLU op before opset 24 (Swish)
             sig = self.node("Sigmoid", [value], "silu_sigmoid")
             return self.node("Mul", [value, sig], "silu")
+        if part == "gelu":
+            return self._gelu(value)
         if part not in _ACTIVATION_NODES:
             raise UnsupportedOpError(f"{self.spec.key}: no ONNX builder for {part!r}")
         op_type, attrs = _ACTIVATION_NODES[part]
         return self.node(op_type, [value], part, **attrs)
+
+    def _scalar(self, name: str, v: float) -> str:
+        return self.const(name, np.array(v, dtype=np.float32))
+
+    def _gelu(self, x: str) -> str:
+        """GELU as torch's opset-17 export writes it: 0.5 x (1 + erf(x / sqrt 2)), or with `tanh`
+        0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))."""
+        if self.spec.base == "gelu" and self.spec.a["tanh"]:  # a fused tail is the erf form
+            cube = self.node("Mul", [x, self.node("Mul", [x, x], "gelu_sq")], "gelu_cube")
+            inner = self.node("Add", [x, self.node("Mul", [self._scalar("gelu_k", 0.044715), cube], "gelu_kx3")], "gelu_inner")
+            t = self.node("Tanh", [self.node("Mul", [self._scalar("gelu_b", float(np.sqrt(2 / np.pi))), inner], "gelu_scaled")],
+                          "gelu_tanh")
+            one = self.node("Add", [self._scalar("gelu_one", 1.0), t], "gelu_add")
+            return self.node("Mul", [self._scalar("gelu_half", 0.5), self.node("Mul", [x, one], "gelu_mul")], "gelu")
+        t = self.node("Erf", [self.node("Div", [x, self._scalar("gelu_sqrt2", float(np.sqrt(2.0)))], "gelu_div")], "gelu_erf")
+        one = self.node("Add", [t, self._scalar("gelu_one", 1.0)], "gelu_add")
+        return self.node("Mul", [self.node("Mul", [x, one], "gelu_mul"), self._scalar("gelu_half", 0.5)], "gelu")

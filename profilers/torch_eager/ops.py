@@ -14,11 +14,11 @@ from torch.nn import functional as F
 
 from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers.weights import BN_EPS, make_inputs, make_weights
+from profilers.weights import BN_EPS, LN_EPS, make_inputs, make_weights
 
 _ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "relu6": nn.ReLU6, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid, "sigmoid": nn.Sigmoid,
-    "silu": nn.SiLU,
+    "silu": nn.SiLU, "gelu": nn.GELU,
 }
 
 
@@ -47,7 +47,7 @@ class Scale(nn.Module):
 
 
 class Elementwise(nn.Module):
-    """add, mul (broadcasting the (N, C, 1, 1) scale) or channel concat of all inputs."""
+    """add, mul (broadcasting the (N, C, 1, 1) scale), matmul of two activations or channel concat of all inputs."""
 
     def __init__(self, kind: str):
         super().__init__()
@@ -58,7 +58,49 @@ class Elementwise(nn.Module):
             return inputs[0] + inputs[1]
         if self.kind == "mul":
             return inputs[0] * inputs[1]
+        if self.kind == "matmul":
+            return torch.matmul(inputs[0], inputs[1])
         return torch.cat(inputs, dim=1)
+
+
+class LayerNorm(nn.Module):
+    """Layer norm over the features: the last axis of (rows, cols), axis 1 of a tail's (rows, C, 1, 1)."""
+
+    def __init__(self, weights: dict):
+        super().__init__()
+        self.register_buffer("weight", torch.from_numpy(weights["ln_scale"].copy()))
+        self.register_buffer("bias", torch.from_numpy(weights["ln_bias"].copy()))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.layer_norm(x.flatten(1), self.weight.shape, self.weight, self.bias, LN_EPS)
+        return y.view(x.shape)
+
+
+class Embedding(nn.Module):
+    """Rows of a (vocab, dim) table picked by int64 token ids."""
+
+    def __init__(self, weights: dict):
+        super().__init__()
+        self.register_buffer("table", torch.from_numpy(weights["table"].copy()))
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return F.embedding(ids, self.table)
+
+
+class Unary(nn.Module):
+    """A tensor op of one input: softmax over the last axis, a permute made contiguous, a copy."""
+
+    def __init__(self, kind: str, perm: str = ""):
+        super().__init__()
+        self.kind = kind
+        self.perm = [int(d) for d in perm]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.kind == "softmax":
+            return torch.softmax(x, dim=-1)
+        if self.kind == "transpose":
+            return x.permute(self.perm).contiguous()
+        return x.clone()
 
 
 class Residual(nn.Module):
@@ -105,8 +147,16 @@ def build_module(spec: OpSpec, seed: int = 0) -> SpecModule:
         head = BatchNorm(weights)
     elif base == "scale":
         head = Scale(weights)
+    elif base == "gelu":
+        head = nn.GELU(approximate="tanh" if a["tanh"] else "none")
     elif base in _ACTIVATIONS:
         head = _ACTIVATIONS[base]()
+    elif base == "layernorm":
+        head = LayerNorm(weights)
+    elif base == "gather":
+        head = Embedding(weights)
+    elif base in ("softmax", "transpose", "copy"):
+        head = Unary(base, str(a.get("perm", "")))
     elif base == "avgpool":
         head = nn.AvgPool2d(int(a["kernel"]), int(a["stride"]), int(a["padding"]),
                             count_include_pad=bool(a["count_include_pad"]))
@@ -114,7 +164,7 @@ def build_module(spec: OpSpec, seed: int = 0) -> SpecModule:
         head = nn.MaxPool2d(int(a["kernel"]), int(a["stride"]), int(a["padding"]))
     elif base == "globalavgpool":
         head = nn.AdaptiveAvgPool2d(1)
-    elif base in ("add", "mul", "concat"):
+    elif base in ("add", "mul", "concat", "matmul"):
         head = Elementwise(base)
     else:
         raise UnsupportedOpError(f"{spec.key}: no PyTorch builder for op {base!r}")
@@ -126,9 +176,11 @@ def build_module(spec: OpSpec, seed: int = 0) -> SpecModule:
             tails.append(Residual())
         elif part in _ACTIVATIONS:
             tails.append(_ACTIVATIONS[part]())
+        elif part == "layernorm":
+            tails.append(LayerNorm(weights))
         else:
             raise UnsupportedOpError(f"{spec.key}: no PyTorch builder for {part!r}")
-    module = SpecModule(head, tails, takes_all_inputs=base in ("add", "mul", "concat"))
+    module = SpecModule(head, tails, takes_all_inputs=base in ("add", "mul", "concat", "matmul"))
     module.eval()
     module.requires_grad_(False)
     return module

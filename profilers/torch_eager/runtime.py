@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from typing import Any, Callable, ContextManager, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 from device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, host_fingerprint
 from device_tables.errors import OutOfDeviceMemoryError, RuntimeUnavailableError, UnsupportedOpError
@@ -268,19 +268,15 @@ class TorchRuntime(Runtime):
 
         return self._guard_memory(run, what)
 
-    def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
+    def time_network(self, model: bytes, protocol: Protocol,
+                     input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None) -> Measurement:
         """A serialised ONNX model run node by node with torch eager ops (`onnx_module`), timed with
-        seeded inputs: what the table's predictor prices, as a torch eager model runs it."""
-        import numpy as np
-
+        seeded inputs: what the table's predictor prices, as a torch eager model runs it. Dynamic
+        input dimensions need `input_shape` (one shape, or name -> shape)."""
         from profilers.torch_eager.onnx_module import onnx_module
 
-        module, shape = onnx_module(model, self.torch)
-        shape = tuple(input_shape) if input_shape else shape
-        if not shape or any(int(d) <= 0 for d in shape):
-            raise UnsupportedOpError(f"the model's input has a dynamic shape {shape}; give the input shape")
-        x = self.torch.from_numpy(np.random.default_rng(0).standard_normal(shape, dtype=np.float32))
-        return self.time_module(module, [x], protocol, what="model")
+        module, _ = onnx_module(model, self.torch, input_shape)
+        return self.time_module(module, module.example_inputs(), protocol, what="model")
 
     def _guard_memory(self, work: Callable[[], Any], what: str) -> Any:
         """Run `work`; an allocation failure becomes `OutOfDeviceMemoryError` after the memory is released.
