@@ -4,7 +4,9 @@ the entry points the LiteRT, TFLM and board runtimes call.
 An `OpSpec` becomes a float32 `TFLiteGraph` of TFLite builtin operators (`lowering`: the kernels a
 converted network really runs), which is run by numpy references (`float_reference`), quantised to
 full-integer int8 when the spec is int8 (`quantize`), and serialised with the `flatbuffers` package
-(`flatbuffer`). Specs are NCHW, the models NHWC (`graph.to_nhwc`, `graph.to_nchw`).
+(`flatbuffer`). Specs are NCHW, the models NHWC (`graph.to_nhwc`, `graph.to_nchw`), except the
+rank-4 ops of attention (`PLAIN_OPS`), whose tensors keep their own axis order, and a gather, whose
+input is int32 token ids.
 
 The names other modules import from here (the graph, layout, serialisation and quantisation ones
 too) stay importable from here.
@@ -24,7 +26,7 @@ from profilers.tflite.float_reference import run_float
 from profilers.tflite.graph import Op, Tensor, TFLiteGraph, nhwc_shape, to_nchw, to_nhwc
 from profilers.tflite.int8_reference import QuantizedGraph
 from profilers.tflite.lowering import lower_base, lower_tail
-from profilers.tflite.quantize import quantize_graph, quantized_graph, quantized_op
+from profilers.tflite.quantize import check_int8, quantize_graph, quantized_graph, quantized_op
 from profilers.weights import make_inputs, make_weights
 
 log = logging.getLogger(__name__)
@@ -34,12 +36,27 @@ __all__ = [  # the entry points, and the names other modules import from here
     "quantize_graph", "quantized_graph", "quantized_op", "run_float", "serialize", "to_nchw", "to_nhwc",
 ]
 
+# Rank-4 ops whose tensors are not NCHW feature maps (attention's (B, H, T, D)): no NHWC layout.
+PLAIN_OPS = ("matmul", "transpose", "copy")
+
+
+def model_inputs(spec: OpSpec, seed: int = 0) -> list[np.ndarray]:
+    """`make_inputs(spec, seed)` as the model takes them: NHWC (`PLAIN_OPS` as they are), ids int32."""
+    xs = make_inputs(spec, seed)
+    if spec.base in PLAIN_OPS:
+        return xs
+    return [x.astype(np.int32) if x.dtype.kind == "i" else to_nhwc(x) for x in xs]
+
 
 def build_graph(spec: OpSpec, seed: int = 0) -> TFLiteGraph:
-    """The float32 TFLite graph computing `spec` (NHWC), weights from `make_weights(spec, seed)`."""
+    """The float32 TFLite graph computing `spec` (NHWC but for `PLAIN_OPS`), weights from `make_weights(spec, seed)`."""
     wts = make_weights(spec, seed)
     g = TFLiteGraph()
-    ins = [g.add_tensor(f"input{i}", nhwc_shape(s)) for i, s in enumerate(spec.input_shapes)]
+    if spec.base == "gather":
+        ins = [g.add_tensor("ids", spec.input_shape[:1], dtype="int32")]
+    else:
+        shape_of = tuple if spec.base in PLAIN_OPS else nhwc_shape
+        ins = [g.add_tensor(f"input{i}", shape_of(s)) for i, s in enumerate(spec.input_shapes)]
     g.inputs = list(ins)
     x, extra = ins[0], ins[1:]
     y = lower_base(g, spec, x, extra, wts)
@@ -51,7 +68,7 @@ def build_graph(spec: OpSpec, seed: int = 0) -> TFLiteGraph:
 
 @dataclass
 class TFLiteModel:
-    """A built single-op model: FlatBuffer bytes, its graph, and the inputs to feed (NHWC, model dtype)."""
+    """A built single-op model: FlatBuffer bytes, its graph, and the inputs to feed (`model_inputs`, model dtype)."""
 
     spec: OpSpec
     content: bytes
@@ -74,9 +91,10 @@ class TFLiteModel:
 def build_model(spec: OpSpec, seed: int = 0) -> TFLiteModel:
     """Build the .tflite model of `spec` (fp32, or full-integer int8 when ``spec.dtype == 'int8'``)."""
     graph = build_graph(spec, seed)
-    float_inputs = [to_nhwc(x) for x in make_inputs(spec, seed)]
+    float_inputs = model_inputs(spec, seed)
     inputs = float_inputs
     if spec.dtype == "int8":
+        check_int8(graph, spec.key)
         graph = quantize_graph(graph, float_inputs)
         inputs = [graph.tensors[i].quant.quantize(x) for i, x in zip(graph.inputs, float_inputs)]
     content = serialize(graph, description=f"hwlat {spec.key}")

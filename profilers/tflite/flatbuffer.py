@@ -26,8 +26,9 @@ FILE_IDENTIFIER = b"TFL3"
 # enum BuiltinOperator (schema.fbs).
 BUILTIN_CODES = {
     "ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
-    "FULLY_CONNECTED": 9, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18, "RELU": 19, "RELU6": 21,
-    "PAD": 34, "MEAN": 40, "PADV2": 60, "HARD_SWISH": 117,
+    "FULLY_CONNECTED": 9, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18, "RELU": 19, "RELU6": 21, "RESHAPE": 22,
+    "SOFTMAX": 25, "PAD": 34, "GATHER": 36, "TRANSPOSE": 39, "MEAN": 40, "SUB": 41, "PADV2": 60, "SLICE": 65,
+    "RSQRT": 76, "SQUARED_DIFFERENCE": 99, "HARD_SWISH": 117, "BATCH_MATMUL": 126, "GELU": 150,
 }
 # OperatorCode.deprecated_builtin_code is a byte: codes above 126 store 127
 # (PLACEHOLDER_FOR_GREATER_OP_CODES) there and the real code in builtin_code.
@@ -44,13 +45,16 @@ PADDINGS = {"SAME": 0, "VALID": 1}
 OPTIONS_TYPE = {
     "Conv2DOptions": 1, "DepthwiseConv2DOptions": 2, "Pool2DOptions": 5, "FullyConnectedOptions": 8,
     "ConcatenationOptions": 10, "AddOptions": 11, "MulOptions": 21, "PadOptions": 22, "ReducerOptions": 27,
-    "PadV2Options": 43, "HardSwishOptions": 91,
+    "PadV2Options": 43, "HardSwishOptions": 91, "SoftmaxOptions": 9, "GatherOptions": 23, "TransposeOptions": 26,
+    "SubOptions": 28, "SliceOptions": 48, "SquaredDifferenceOptions": 76, "BatchMatMulOptions": 101, "GeluOptions": 116,
 }
 OP_OPTIONS = {
     "CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
     "MAX_POOL_2D": "Pool2DOptions", "FULLY_CONNECTED": "FullyConnectedOptions", "CONCATENATION": "ConcatenationOptions",
     "ADD": "AddOptions", "MUL": "MulOptions", "PAD": "PadOptions", "PADV2": "PadV2Options", "MEAN": "ReducerOptions",
-    "HARD_SWISH": "HardSwishOptions",
+    "HARD_SWISH": "HardSwishOptions", "SOFTMAX": "SoftmaxOptions", "GATHER": "GatherOptions",
+    "TRANSPOSE": "TransposeOptions", "SUB": "SubOptions", "SLICE": "SliceOptions",
+    "SQUARED_DIFFERENCE": "SquaredDifferenceOptions", "BATCH_MATMUL": "BatchMatMulOptions", "GELU": "GeluOptions",
 }
 # Operator versions the converter writes for int8 kernels (lite/tools/versioning/op_version.cc);
 # LiteRT's builtin resolver maps every version to the same kernel, so these only document intent.
@@ -118,13 +122,25 @@ def _options(b: Any, op: Op) -> tuple[int, int]:
         b.StartObject(2)
         b.PrependInt32Slot(0, o["axis"], 0)
         b.PrependInt8Slot(1, act, 0)
-    elif name in ("AddOptions", "MulOptions"):  # fused_activation 0
+    elif name in ("AddOptions", "MulOptions", "SubOptions"):  # fused_activation 0
         b.StartObject(1)
         b.PrependInt8Slot(0, act, 0)
     elif name == "ReducerOptions":  # keep_dims 0
         b.StartObject(1)
         b.PrependBoolSlot(0, bool(o.get("keep_dims", False)), False)
-    else:  # PadOptions, PadV2Options, HardSwishOptions: empty tables
+    elif name == "SoftmaxOptions":  # beta 0
+        b.StartObject(1)
+        b.PrependFloat32Slot(0, float(o.get("beta", 1.0)), 0.0)
+    elif name == "GatherOptions":  # axis 0, batch_dims 1
+        b.StartObject(2)
+        b.PrependInt32Slot(0, int(o.get("axis", 0)), 0)
+    elif name == "BatchMatMulOptions":  # adj_x 0, adj_y 1, asymmetric_quantize_inputs 2
+        b.StartObject(3)
+        b.PrependBoolSlot(1, bool(o.get("adj_y", False)), False)
+    elif name == "GeluOptions":  # approximate 0 (the tanh form)
+        b.StartObject(1)
+        b.PrependBoolSlot(0, bool(o.get("approximate", False)), False)
+    else:  # PadOptions, PadV2Options, HardSwishOptions, TransposeOptions, SliceOptions, SquaredDifferenceOptions: empty
         b.StartObject(0)
     return OPTIONS_TYPE[name], b.EndObject()
 

@@ -3,6 +3,7 @@ calibration run of its int8 quantisation (`quantize`)."""
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -57,29 +58,58 @@ def _elementwise(op: Op, xs: list[np.ndarray], consts: list[np.ndarray | None]) 
         return 1.0 / (1.0 + np.exp(-x))
     if k == "HARD_SWISH":
         return x * np.clip(x + 3, 0, 6) / 6
-    if k == "MEAN":
-        return x.mean(axis=(1, 2), keepdims=True)
     if k == "CONCATENATION":
         return np.concatenate(xs, axis=int(op.options["axis"]))
+    if k == "GELU" and op.options.get("approximate"):
+        return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
+    if k == "GELU":
+        return 0.5 * x * (1 + np.vectorize(math.erf)(x / math.sqrt(2)))
+    if k == "RSQRT":
+        return 1 / np.sqrt(x)
     raise UnsupportedOpError(f"no float reference for TFLite op {k}")
+
+
+def _tensor_op(op: Op, xs: list[np.ndarray], consts: list[np.ndarray | None]) -> np.ndarray | None:
+    """The ops that reduce, multiply or move whole tensors (transformer kernels); None for others."""
+    k, x = op.kind, xs[0]
+    if k == "MEAN":
+        return x.mean(axis=tuple(int(a) for a in consts[1]), keepdims=True)
+    if k == "SUB":
+        return x - (xs[1] if consts[1] is None else consts[1])
+    if k == "BATCH_MATMUL":
+        return x @ xs[1]
+    if k == "SOFTMAX":
+        e = np.exp(float(op.options.get("beta", 1.0)) * (x - x.max(axis=-1, keepdims=True)))
+        return e / e.sum(axis=-1, keepdims=True)
+    if k == "TRANSPOSE":
+        return x.transpose([int(i) for i in consts[1]])
+    if k == "RESHAPE":
+        return x.reshape([int(i) for i in consts[1]])
+    if k == "SLICE":
+        return x[tuple(slice(int(b), int(b) + int(n)) for b, n in zip(consts[1], consts[2]))]
+    if k == "GATHER":
+        return consts[0].astype(np.float64)[xs[1].astype(np.int64)]
+    return None
 
 
 def _float_op(g: TFLiteGraph, op: Op, xs: list[np.ndarray]) -> np.ndarray:
     """Float64 reference of one TFLite op, its fused activation included."""
     k = op.kind
     consts = [g.tensors[i].data for i in op.inputs]
+    xs = [c.astype(np.float64) if x is None and c is not None else x for x, c in zip(xs, consts)]
     x = xs[0]
     if k in ("CONV_2D", "DEPTHWISE_CONV_2D"):
         y = _conv(g, op, x, consts)
     elif k == "FULLY_CONNECTED":
-        y = x @ consts[1].astype(np.float64).T + consts[2]
+        y = x.reshape(-1, consts[1].shape[1]) @ consts[1].astype(np.float64).T + consts[2]
     elif k in ("AVERAGE_POOL_2D", "MAX_POOL_2D"):
         y = _pool(g, op, x)
     elif k in ("PAD", "PADV2"):
         value = float(consts[2][0]) if k == "PADV2" else 0.0
         y = np.pad(x, g.tensors[op.inputs[1]].data.tolist(), constant_values=value)
     else:
-        y = _elementwise(op, xs, consts)
+        y = _tensor_op(op, xs, consts)
+        y = _elementwise(op, xs, consts) if y is None else y
     if op.activation == "relu":
         y = np.maximum(y, 0)
     elif op.activation == "relu6":

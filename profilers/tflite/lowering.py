@@ -10,6 +10,11 @@ MUL(1/6); SiLU is LOGISTIC then MUL; global average pooling is MEAN over H, W. T
 without an equivalent (average pooling with count_include_pad=false whose padding TFLite's SAME
 cannot reproduce) raises `UnsupportedOpError`.
 
+Transformer ops: GELU (``approximate`` for the tanh form), BATCH_MATMUL of two activations, SOFTMAX
+(beta 1) over the last axis, TRANSPOSE, GATHER of int32 ids from a (vocab, dim) table, layer norm
+decomposed over the last axis as MEAN, SUB, MUL (square), MEAN, ADD eps, RSQRT, MUL, MUL gamma,
+ADD beta (all XNNPACK-delegated), and a copy as a full-extent SLICE (a real copy XNNPACK runs).
+
 Weights come from `profilers.weights.make_weights` (OIHW) and are stored OHWI for CONV_2D, 1HWC for
 DEPTHWISE_CONV_2D, (out, in) for FULLY_CONNECTED.
 """
@@ -22,13 +27,13 @@ from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
 from profilers.tflite import int8_reference as q8
 from profilers.tflite.graph import TFLiteGraph
-from profilers.weights import BN_EPS
+from profilers.weights import BN_EPS, LN_EPS
 
 # Ops a following ReLU/ReLU6 fuses into (their fused_activation_function).
 FUSABLE = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "MUL")
 # Ops a following batch norm folds into (scaling their weights and bias).
 FOLDS_BN = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
-ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu")
+ACTIVATION_OPS = ("relu", "relu6", "hardswish", "sigmoid", "hardsigmoid", "silu", "gelu")
 
 
 # ---- padding -------------------------------------------------------------------------------------
@@ -91,10 +96,12 @@ def conv(g: TFLiteGraph, spec: OpSpec, x: int, wts: dict[str, np.ndarray]) -> in
 
 
 def linear(g: TFLiteGraph, spec: OpSpec, x: int, wts: dict[str, np.ndarray]) -> int:
-    """linear as FULLY_CONNECTED with (out, in) weights and a bias (zeros when the op has none)."""
+    """linear as FULLY_CONNECTED with (out, in) weights and a bias (zeros when the op has none); its
+    input is read as rows of `in` values whatever its shape (tokens, a flattened feature map)."""
     w = g.add_const("weights", wts["W"])
     b = g.add_const("bias", wts.get("b", np.zeros(wts["W"].shape[0], np.float32)))
-    return g.add_op("FULLY_CONNECTED", [x, w, b], (g.tensors[x].shape[0], int(spec.a["cout"])))
+    rows = int(np.prod(g.tensors[x].shape)) // wts["W"].shape[1]
+    return g.add_op("FULLY_CONNECTED", [x, w, b], (rows, int(spec.a["cout"])))
 
 
 def pool(g: TFLiteGraph, spec: OpSpec, x: int) -> int:
@@ -124,8 +131,9 @@ def global_avgpool(g: TFLiteGraph, x: int) -> int:
     return g.add_op("MEAN", [x, axes], (shape[0], 1, 1, shape[3]), keep_dims=True)
 
 
-def activation(g: TFLiteGraph, x: int, act: str) -> int:
-    """ReLU/ReLU6 fused into the op that produced `x` when it can take it, else a standalone op."""
+def activation(g: TFLiteGraph, x: int, act: str, tanh: bool = False) -> int:
+    """ReLU/ReLU6 fused into the op that produced `x` when it can take it, else a standalone op
+    (`tanh`: GELU's tanh approximation)."""
     prod = g.producer(x)
     if act in ("relu", "relu6") and prod is not None and prod.kind in FUSABLE and prod.activation == "none":
         prod.activation = act
@@ -139,6 +147,8 @@ def activation(g: TFLiteGraph, x: int, act: str) -> int:
         return g.add_op("HARD_SWISH", [x], shape)
     if act == "sigmoid":
         return g.add_op("LOGISTIC", [x], shape)
+    if act == "gelu":
+        return g.add_op("GELU", [x], shape, approximate=tanh)
     if act == "silu":  # no builtin: x * sigmoid(x) as LOGISTIC then MUL, as converters emit it
         sig = g.add_op("LOGISTIC", [x], shape)
         return g.add_op("MUL", [x, sig], shape)
@@ -185,6 +195,60 @@ def scale(g: TFLiteGraph, x: int, wts: dict[str, np.ndarray]) -> int:
     return g.add_op("MUL", [x, s], g.tensors[x].shape)
 
 
+# ---- transformer ops ---------------------------------------------------------------------------------
+def reshape(g: TFLiteGraph, x: int, shape: tuple[int, ...]) -> int:
+    """`x` viewed as `shape` (the same elements in the same order): a RESHAPE, or `x` when it has it."""
+    shape = tuple(int(s) for s in shape)
+    if g.tensors[x].shape == shape:
+        return x
+    if np.prod(g.tensors[x].shape) != np.prod(shape):
+        raise AssertionError(f"reshape of {g.tensors[x].shape} to {shape}")  # a bug, not a user error
+    return g.add_op("RESHAPE", [x, g.add_const("shape", np.array(shape, np.int32))], shape)
+
+
+def matmul(g: TFLiteGraph, x: int, y: int) -> int:
+    """x @ y of two activations, (..., M, K) @ (..., K, N), as BATCH_MATMUL."""
+    return g.add_op("BATCH_MATMUL", [x, y], g.tensors[x].shape[:-1] + g.tensors[y].shape[-1:])
+
+
+def softmax(g: TFLiteGraph, x: int) -> int:
+    """Softmax over the last axis as SOFTMAX with beta 1."""
+    return g.add_op("SOFTMAX", [x], g.tensors[x].shape, beta=1.0)
+
+
+def layernorm(g: TFLiteGraph, x: int, wts: dict[str, np.ndarray]) -> int:
+    """Layer norm over the last axis, decomposed as a converter writes it (TFLite has no builtin):
+    d = x - mean(x); y = d * rsqrt(mean(d * d) + eps) * gamma + beta."""
+    shape = g.tensors[x].shape
+    axis = g.add_const("axes", np.array([len(shape) - 1], np.int32))
+    rows = shape[:-1] + (1,)
+    d = g.add_op("SUB", [x, g.add_op("MEAN", [x, axis], rows, keep_dims=True)], shape)
+    var = g.add_op("MEAN", [g.add_op("MUL", [d, d], shape), axis], rows, keep_dims=True)
+    inv = g.add_op("RSQRT", [g.add_op("ADD", [var, g.add_const("eps", np.array([LN_EPS], np.float32))], rows)], rows)
+    y = g.add_op("MUL", [g.add_op("MUL", [d, inv], shape), g.add_const("gamma", wts["ln_scale"])], shape)
+    return g.add_op("ADD", [y, g.add_const("beta", wts["ln_bias"])], shape)
+
+
+def transpose(g: TFLiteGraph, x: int, perm: str | tuple[int, ...]) -> int:
+    """A permutation of `x`'s axes (``"0213"`` or a tuple) as TRANSPOSE."""
+    p = [int(i) for i in perm]
+    shape = g.tensors[x].shape
+    return g.add_op("TRANSPOSE", [x, g.add_const("perm", np.array(p, np.int32))], tuple(shape[i] for i in p))
+
+
+def copy(g: TFLiteGraph, x: int) -> int:
+    """A real copy of `x`: SLICE of its full extent (XNNPACK runs it as a copy; a RESHAPE could be elided)."""
+    shape = g.tensors[x].shape
+    begin = g.add_const("begin", np.zeros(len(shape), np.int32))
+    return g.add_op("SLICE", [x, begin, g.add_const("size", np.array(shape, np.int32))], shape)
+
+
+def gather(g: TFLiteGraph, ids: int, wts: dict[str, np.ndarray]) -> int:
+    """Embedding lookup: rows `ids` (int32) of the (vocab, dim) table, as GATHER on axis 0."""
+    table = g.add_const("table", wts["table"])
+    return g.add_op("GATHER", [table, ids], g.tensors[ids].shape + wts["table"].shape[1:], axis=0)
+
+
 # ---- a single-op spec: its base op, then its fused tail ----------------------------------------------
 def lower_base(g: TFLiteGraph, spec: OpSpec, x: int, extra: list[int], wts: dict[str, np.ndarray]) -> int:
     """The spec's base op applied to `x`; binary ops take (pop) their other operands from `extra`."""
@@ -197,7 +261,19 @@ def lower_base(g: TFLiteGraph, spec: OpSpec, x: int, extra: list[int], wts: dict
     if base == "bn":
         return bn(g, x, wts)
     if base in ACTIVATION_OPS:
-        return activation(g, x, base)
+        return activation(g, x, base, tanh=bool(spec.a.get("tanh", False)))
+    if base == "matmul":
+        return matmul(g, x, extra.pop(0))
+    if base == "softmax":
+        return softmax(g, x)
+    if base == "layernorm":
+        return layernorm(g, x, wts)
+    if base == "transpose":
+        return transpose(g, x, spec.a["perm"])
+    if base == "copy":
+        return copy(g, x)
+    if base == "gather":
+        return gather(g, x, wts)
     if base in ("avgpool", "maxpool"):
         return pool(g, spec, x)
     if base == "globalavgpool":
@@ -221,6 +297,8 @@ def lower_tail(g: TFLiteGraph, spec: OpSpec, y: int, extra: list[int], wts: dict
             y = bn(g, y, wts)
         elif tail == "add":
             y = g.add_op("ADD", [y, extra.pop(0)], g.tensors[y].shape)
+        elif tail == "layernorm":
+            y = layernorm(g, y, wts)
         else:
-            y = activation(g, y, tail)
+            y = activation(g, y, tail, tanh=bool(spec.a.get("tanh", False)))
     return y
