@@ -20,7 +20,7 @@ from functools import cached_property
 from typing import Any, Iterable, Mapping
 
 from device_tables.graph import FREE, OP, Graph, GraphOp
-from device_tables.ops import FUSABLE_TAILS, OpSpec
+from device_tables.ops import FUSABLE_TAILS, RANK2_OPS, OpSpec
 
 
 @dataclass(frozen=True)
@@ -110,7 +110,7 @@ def split_kernel(spec: OpSpec) -> list[OpSpec]:
     out = [head]
     shape = head.output_shape
     for tail in spec.parts[1:]:
-        out.append(OpSpec.make(tail, _as4(shape), dtype=spec.dtype))
+        out.append(OpSpec.make(tail, tail_input(tail, shape), dtype=spec.dtype))
     return out
 
 
@@ -197,7 +197,7 @@ def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> 
             if j in used or nxt.kind != OP or nxt.spec is None or nxt.spec.is_fused:
                 break
             tail = nxt.spec.op
-            if tail not in FUSABLE_TAILS or nxt.spec.input_shape != _as4(cur.spec.output_shape):
+            if tail not in FUSABLE_TAILS or nxt.spec.input_shape != tail_input(tail, cur.spec.output_shape):
                 break
             if tail == "add" and list(nxt.inputs).count(cur.outputs[0]) != 1:
                 break  # x + x is not a residual
@@ -276,6 +276,13 @@ def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float,
 def _as4(shape) -> tuple[int, ...]:
     s = tuple(int(d) for d in shape)
     return s + (1, 1) if len(s) == 2 else s
+
+
+def tail_input(tail: str, shape) -> tuple[int, ...]:
+    """The input shape of a fused tail reading `shape`, in the token view: an elementwise tail reads
+    (rows, C) as (rows, C, 1, 1); a rank-2 tail (``add+layernorm``) reads (rows, C, 1, 1) as (rows, C)."""
+    s = _as4(shape)
+    return s[:2] if tail in RANK2_OPS and s[2:] == (1, 1) else s
 
 
 __all__ = ["FREE", "FusionRules", "Kernel", "activation_plans_mb", "expand_fused", "group_kernels", "join_kernel",

@@ -21,19 +21,21 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from device_tables.errors import HwlatError
-from device_tables.ops import ACTIVATIONS, OpSpec
+from device_tables.ops import FUSABLE_TAILS, RANK2_OPS, OpSpec
 
 log = logging.getLogger(__name__)
 
 FORMAT = "hwlat.kernel_regressors"
 FORMAT_VERSION = 1  # the feature list is checked on load too
-TAILS = ("bn", "add") + ACTIVATIONS
+TAILS = FUSABLE_TAILS
 FEATURE_NAMES = (
     "log_macs", "log_bytes", "log_in", "log_out", "log_cin", "log_cout", "log_hw_in", "log_hw_out",
     "kernel", "stride", "log_groups", "batch",
     # SIMD kernels work on channel blocks (8 or 16 floats): MACs with channels padded to the block,
     # and whether channel counts fill whole blocks, explain much of what plain MACs do not.
     "log_padded_macs16", "log_padded_macs8", "log_w_out", "cout_block16", "cin_block16", "cout_mod8", "log_weights",
+    # An embedding's table size (cache misses), and the elements a transpose moves as one contiguous run.
+    "log_vocab", "log_run",
 ) + tuple(f"tail_{t}" for t in TAILS)
 # Features whose training range bounds where a regressor interpolates.
 RANGE_FEATURES = ("log_macs", "log_bytes", "log_cin", "log_cout", "log_hw_in")
@@ -51,42 +53,76 @@ def family(spec: OpSpec | str) -> str:
     return op.split("+")[0]
 
 
+@dataclass(frozen=True)
+class Geometry:
+    """A kernel seen as a batched matrix problem: `batch` independent problems of `rows` positions
+    (pixels, tokens) reading `cin` and writing `cout` features each; `w_out` is the output's innermost
+    spatial size (SIMD rows)."""
+
+    batch: int
+    cin: int
+    cout: int
+    rows_in: int
+    rows_out: int
+    w_out: int
+
+
+def geometry(spec: OpSpec) -> Geometry:
+    """NCHW ops as (N, C_in, C_out, H*W); rank-2 ops (linear, softmax, layernorm, gather) as one
+    problem of `rows` tokens by cols features; matmul (B, H, M, K) @ (K, N) as B*H problems of M rows, K in, N out."""
+    s, out = spec.input_shape, spec.output_shape
+    if spec.base == "matmul":
+        return Geometry(s[0] * s[1], s[3], out[3], s[2], s[2], out[3])
+    if spec.base in RANK2_OPS:
+        return Geometry(1, s[1], out[1], s[0], out[0], 1)
+    return Geometry(s[0], s[1], out[1], s[2] * s[3], out[2] * out[3], out[3])
+
+
+def contiguous_run(spec: OpSpec) -> int:
+    """Elements a kernel reads as one contiguous run: for a transpose, the trailing input axes its
+    perm keeps last and in order (0213 on (B, T, H, D): D; 0132: 1, an element at a time); else all."""
+    if spec.base != "transpose":
+        return math.prod(spec.input_shape)
+    perm = [int(d) for d in spec.a["perm"]]
+    run = 1
+    for axis in range(3, -1, -1):
+        if perm[axis] != axis:
+            break
+        run *= spec.input_shape[axis]
+    return run
+
+
 def features(spec: OpSpec) -> np.ndarray:
     """The fixed-length feature vector of a kernel (names: `FEATURE_NAMES`)."""
     s, a = spec.input_shape, spec.a
     out = spec.output_shape
-    cin = s[1]
-    cout = out[1]
-    hw_in = s[2] * s[3] if len(s) == 4 else 1
-    hw_out = out[2] * out[3] if len(out) == 4 else 1
+    g = geometry(spec)
     tails = spec.parts[1:]
     vec = [
         math.log(spec.macs + 1), math.log(spec.bytes_moved + 1), math.log(math.prod(s)), math.log(math.prod(out)),
-        math.log(cin), math.log(cout), math.log(hw_in), math.log(hw_out),
+        math.log(g.cin), math.log(g.cout), math.log(g.rows_in), math.log(g.rows_out),
         float(a.get("kernel", 1)), float(a.get("stride", 1)),
-        math.log(cin if spec.base == "dwconv2d" else int(a.get("groups", 1))), float(s[0]),
-        math.log(padded_macs(spec, 16) + 1), math.log(padded_macs(spec, 8) + 1), math.log(out[3] if len(out) == 4 else 1),
-        float(cout % 16 == 0), float(cin % 16 == 0), float(cout % 8), math.log(spec.weight_count + 1),
+        math.log(g.cin if spec.base == "dwconv2d" else int(a.get("groups", 1))), float(g.batch),
+        math.log(padded_macs(spec, 16) + 1), math.log(padded_macs(spec, 8) + 1), math.log(g.w_out),
+        float(g.cout % 16 == 0), float(g.cin % 16 == 0), float(g.cout % 8), math.log(spec.weight_count + 1),
+        math.log(int(a.get("vocab", 1))), math.log(contiguous_run(spec)),
     ] + [float(tails.count(t)) for t in TAILS]
     return np.asarray(vec, dtype=np.float64)
 
 
 def padded_macs(spec: OpSpec, block: int) -> int:
-    """MACs of a conv/linear with its channel counts rounded up to `block` (other ops: their MACs)."""
-    out = spec.output_shape
-    hw_out = out[2] * out[3] if len(out) == 4 else 1
-    n = out[0]
-    cin, cout = spec.input_shape[1], out[1]
+    """MACs of a conv/linear/matmul with its channel counts rounded up to `block` (other ops: their MACs)."""
+    g = geometry(spec)
     k = int(spec.a.get("kernel", 1))
 
     def up(v: int) -> int:
         return -(-v // block) * block if v >= block else v
 
-    if spec.base in ("conv2d", "pwconv2d", "linear"):
-        g = int(spec.a.get("groups", 1))
-        return n * hw_out * up(cout) * up(cin // g) * k * k * g
+    if spec.base in ("conv2d", "pwconv2d", "linear", "matmul"):
+        groups = int(spec.a.get("groups", 1))
+        return g.batch * g.rows_out * up(g.cout) * up(g.cin // groups) * k * k * groups
     if spec.base == "dwconv2d":
-        return n * hw_out * up(cin) * k * k
+        return g.batch * g.rows_out * up(g.cin) * k * k
     return spec.macs
 
 

@@ -24,7 +24,7 @@ from device_tables.errors import HwlatError, UnsupportedOpError
 from device_tables.kernels import FusionRules, join_kernel, split_kernel
 from device_tables.ops import ACTIVATIONS, BASE_OPS, OpSpec
 from profilers.base import Runtime
-from profilers.onnx_ops import model_of
+from profilers.onnx_ops import erf_gelu, model_of
 from profilers.protocol import Protocol
 
 log = logging.getLogger(__name__)
@@ -34,33 +34,41 @@ FUSED_RATIO = 0.5
 AMBIGUOUS = (0.25, 0.8)
 
 
-def _probe_head(base: str) -> OpSpec:
-    """A cheap head on a large tensor, so its tails cost a visible share of it (savings measurable)."""
+def _probe_head(base: str, tokens: bool = False) -> OpSpec:
+    """A cheap head on a large tensor, so its tails cost a visible share of it (savings measurable);
+    `tokens`: an elementwise head on a transformer's tokens (197 x 192, ViT-Ti), in the token view."""
+    if tokens:
+        return OpSpec.make(base, (197, 192, 1, 1))
     if base == "conv2d":
         return OpSpec.make("conv2d", (1, 4, 64, 64), cout=32, kernel=3)
     if base == "dwconv2d":
         return OpSpec.make("dwconv2d", (1, 32, 64, 64), kernel=3)
     if base == "pwconv2d":
         return OpSpec.make("pwconv2d", (1, 8, 64, 64), cout=32)
-    if base == "linear":
-        return OpSpec.make("linear", (8, 256), cout=4096)
+    if base == "linear":  # tokens of a ViT-Ti MLP
+        return OpSpec.make("linear", (197, 192), cout=768)
     return OpSpec.make(base, (1, 32, 64, 64))
 
 
+# A transformer's residual projection and its skip layer norm (ONNX Runtime's SkipLayerNormalization).
+TRANSFORMER_PATTERNS = ("linear+add", "add+layernorm")
+
+
 def candidate_patterns(activations: Iterable[str] = ACTIVATIONS) -> list[str]:
-    """The patterns worth testing: conv heads with bn/activation/residual tails, linear+act, bn+act, add+act."""
+    """The patterns worth testing: conv heads with bn/activation/residual tails, linear+act, bn+act, add+act,
+    and a transformer's residual projection (linear+add) and skip layer norm (add+layernorm)."""
     acts = [a for a in activations if a in BASE_OPS]
     out: list[str] = []
     for head in ("conv2d", "dwconv2d", "pwconv2d"):
         out += [f"{head}+bn", f"{head}+add", f"{head}+bn+add", f"{head}+add+relu", f"{head}+bn+add+relu"]
         out += [f"{head}+{a}" for a in acts] + [f"{head}+bn+{a}" for a in acts]
     out += [f"linear+{a}" for a in acts] + [f"bn+{a}" for a in acts] + [f"add+{a}" for a in acts]
-    return out
+    return out + list(TRANSFORMER_PATTERNS)
 
 
 def probe_spec(pattern: str, dtype: str = "float32") -> OpSpec:
     parts = pattern.split("+")
-    head = _probe_head(parts[0])
+    head = _probe_head(parts[0], tokens="layernorm" in parts[1:])
     if dtype != head.dtype:
         head = head.replace(dtype=dtype)
     return join_kernel(head, parts[1:])
@@ -144,12 +152,20 @@ def context_probe(spec: OpSpec):
     def gemm(x: str, cin: int, cout: int) -> str:
         return node("Gemm", [x, const(rng.normal(0, 0.1, (cout, cin))), const(np.zeros(cout))], transB=1)
 
+    def matmul(x: str, cin: int, cout: int) -> str:
+        return node("MatMul", [x, const(rng.normal(0, 0.1, (cin, cout)))])
+
     base = spec.base
     shape = spec.input_shape
     linear = base == "linear"
-    cin = shape[1]
+    # A skip layer norm between a transformer's projections, on its tokens (1, rows, C).
+    tokens = base == "add" and "layernorm" in spec.parts[1:]
+    if tokens:
+        shape = (1,) + shape[:2]
+    cin = spec.input_shape[1]
+    project = gemm if linear else matmul if tokens else pointwise
     x = "x"
-    pre = (gemm if linear else pointwise)(x, cin, cin)
+    pre = project(x, cin, cin)
     context = 1
     w = make_weights(spec)
     a = spec.a
@@ -162,27 +178,30 @@ def context_probe(spec: OpSpec):
     elif linear:
         y = node("Gemm", [pre, const(w["W"])] + ([const(w["b"])] if a["bias"] else []), transB=1)
     elif base == "add":
-        other = pointwise(x, cin, cin)
+        other = project(x, cin, cin)
         context += 1
         y = node("Add", [pre, other])
-    elif base in ("bn", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu"):
+    elif base in ("bn", "relu", "relu6", "hardswish", "hardsigmoid", "sigmoid", "silu", "gelu"):
         y = _tail_node(node, const, base, pre, w, BN_EPS)
     else:
         raise UnsupportedOpError(f"no network context for {spec.op}")
     out_c = spec.output_shape[1]
     for tail in spec.parts[1:]:
         if tail == "add":
-            res = pointwise(x, cin, out_c) if spec.output_shape[2:] == shape[2:] else None
-            if res is None:  # strided head: the residual comes from a strided 1x1 conv
+            if linear:
+                res = gemm(x, cin, out_c)
+            elif spec.output_shape[2:] == shape[2:]:
+                res = pointwise(x, cin, out_c)
+            else:  # strided head: the residual comes from a strided 1x1 conv
                 res = node("Conv", [x, const(rng.normal(0, 0.3, (out_c, cin, 1, 1))), const(np.zeros(out_c))],
                            kernel_shape=[1, 1], strides=[int(a.get("stride", 1))] * 2)
             context += 1
             y = node("Add", [y, res])
         else:
             y = _tail_node(node, const, tail, y, w, BN_EPS)
-    y = (gemm if linear else pointwise)(y, out_c, out_c)
+    y = project(y, out_c, out_c)
     context += 1
-    out_shape = list(spec.output_shape)
+    out_shape = list(shape) if tokens else list(spec.output_shape)
     graph = helper.make_graph(nodes, "context", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
                               [helper.make_tensor_value_info(y, TensorProto.FLOAT, out_shape)], inits)
     return model_of(graph), context
@@ -190,6 +209,8 @@ def context_probe(spec: OpSpec):
 
 def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
     import numpy as np
+
+    from profilers.weights import LN_EPS
 
     if part == "bn":
         c = len(w["bn_gamma"]) if "bn_gamma" in w else None
@@ -209,6 +230,10 @@ def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
         return node("Sigmoid", [x])
     if part == "silu":
         return node("Mul", [x, node("Sigmoid", [x])])
+    if part == "gelu":
+        return erf_gelu(node, lambda v: const(np.array(v)), x)
+    if part == "layernorm":
+        return node("LayerNormalization", [x, const(w["ln_scale"]), const(w["ln_bias"])], axis=-1, epsilon=LN_EPS)
     raise UnsupportedOpError(f"no network context for tail {part!r}")
 
 

@@ -12,7 +12,7 @@ Expand to the same shape can be eliminated).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -59,6 +59,8 @@ def build_onnx_model(spec: OpSpec, seed: int = 0):
     value = builder.head()
     for tail in spec.parts[1:]:
         value = builder.tail(tail, value)
+    if builder.as_tokens:
+        value = builder.reshape(value, spec.output_shape, "tokens_out")
     builder.rename_output(value)
     inputs = input_infos(spec)
     outputs = [helper.make_tensor_value_info(OUTPUT, TensorProto.FLOAT, list(spec.output_shape))]
@@ -94,6 +96,9 @@ class _Builder:
         self.nodes: list = []
         self.initializers: dict[str, np.ndarray] = {}
         self._names: set[str] = set()
+        # (rows, C, 1, 1) inputs of an add+layernorm read as (1, rows, C), as a transformer holds its
+        # tokens: ONNX Runtime fuses a skip layer norm (SkipLayerNormalization) of rank-3 tensors only.
+        self.as_tokens = spec.base == "add" and "layernorm" in spec.parts[1:]
 
     def node(self, op_type: str, inputs: list[str], name: str, **attrs: Any) -> str:
         from onnx import helper
@@ -110,6 +115,9 @@ class _Builder:
     def const(self, name: str, value: np.ndarray) -> str:
         self.initializers[name] = value
         return name
+
+    def reshape(self, value: str, shape, name: str) -> str:
+        return self.node("Reshape", [value, self.const(f"{name}_shape", np.array(shape, dtype=np.int64))], name)
 
     def rename_output(self, value: str) -> None:
         """Make the last node write the graph output ``y``."""
@@ -149,6 +157,9 @@ class _Builder:
         if base == "globalavgpool":
             return self.node("GlobalAveragePool", [x[0]], "globalavgpool")
         if base == "add":
+            if self.as_tokens:
+                rows, c = spec.input_shape[:2]
+                return self.node("Add", [self.reshape(v, (1, rows, c), f"tokens{i}") for i, v in enumerate(x[:2])], "add")
             return self.node("Add", [x[0], x[1]], "add")
         if base == "mul":
             return self.node("Mul", [x[0], x[1]], "mul")
@@ -181,14 +192,9 @@ class _Builder:
         return self._activation(part, value)
 
     def _layernorm(self, value: str) -> str:
-        """LayerNormalization over the features: the last axis of (rows, cols), axis 1 of a tail's
-        (rows, C, 1, 1)."""
-        rank = len(self.spec.output_shape)
-        scale, bias = self.weights["ln_scale"], self.weights["ln_bias"]
-        if rank == 4:
-            scale, bias = scale.reshape(-1, 1, 1), bias.reshape(-1, 1, 1)
-        return self.node("LayerNormalization", [value, self.const("ln_scale", scale), self.const("ln_bias", bias)],
-                         "layernorm", axis=-1 if rank == 2 else 1, epsilon=LN_EPS)
+        """LayerNormalization over the last axis (the features)."""
+        ins = [value, self.const("ln_scale", self.weights["ln_scale"]), self.const("ln_bias", self.weights["ln_bias"])]
+        return self.node("LayerNormalization", ins, "layernorm", axis=-1, epsilon=LN_EPS)
 
     def _bn(self, value: str) -> str:
         w = self.weights
@@ -223,6 +229,12 @@ class _Builder:
                           "gelu_tanh")
             one = self.node("Add", [self._scalar("gelu_one", 1.0), t], "gelu_add")
             return self.node("Mul", [self._scalar("gelu_half", 0.5), self.node("Mul", [x, one], "gelu_mul")], "gelu")
-        t = self.node("Erf", [self.node("Div", [x, self._scalar("gelu_sqrt2", float(np.sqrt(2.0)))], "gelu_div")], "gelu_erf")
-        one = self.node("Add", [t, self._scalar("gelu_one", 1.0)], "gelu_add")
-        return self.node("Mul", [self.node("Mul", [x, one], "gelu_mul"), self._scalar("gelu_half", 0.5)], "gelu")
+        return erf_gelu(lambda op, ins: self.node(op, ins, f"gelu_{op.lower()}"),
+                        lambda v: self._scalar(f"gelu_c{len(self.initializers)}", v), x)
+
+
+def erf_gelu(node: Callable[[str, list[str]], str], scalar: Callable[[float], str], x: str) -> str:
+    """GELU's erf form as torch's opset-17 export writes it, Div, Erf, Add, Mul, Mul (which ONNX
+    Runtime fuses into its Gelu kernel); `node(op_type, inputs)` and `scalar(value)` return names."""
+    t = node("Erf", [node("Div", [x, scalar(float(np.sqrt(2.0)))])])
+    return node("Mul", [node("Mul", [x, node("Add", [t, scalar(1.0)])]), scalar(0.5)])

@@ -13,6 +13,13 @@ Fields: ``n`` (batch, default 1), ``c`` (input channels or features), ``hw`` (sq
 ``h``/``w`` for non-square), ``dtype``, and the op's attributes (see `device_tables.ops.BASE_OPS`).
 ``cout: same`` means ``cout = c``; ``cout_mult`` scales ``c``. Configurations whose geometry is
 impossible (e.g. kernel larger than the padded input) are dropped. Presets live beside this module.
+
+Transformer ops take ``tokens`` (the sequence length) and ``heads`` (default 1); any field may say
+``tokens`` for that value (``c: tokens``, a softmax over the keys). Without ``hw``/``h``/``w``,
+rank-2 ops (linear, softmax, layernorm, gather) are (n x heads x tokens, c) and elementwise ops
+(gelu, add, copy, ...) the token view (n x heads x tokens, c, 1, 1). A matmul is
+(1, heads, tokens, c) @ (c, n) — its ``n`` is the attribute, its batch 1 (fold a batch into heads);
+a transpose is (n, c, h, w) with its ``perm`` (``"0213"``, quoted in YAML).
 """
 
 from __future__ import annotations
@@ -25,13 +32,13 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from device_tables.errors import OpSpecError, SweepError
-from device_tables.ops import BASE_OPS, BOOL_ATTRS, DTYPES, INT_ATTRS, OpSpec
+from device_tables.ops import BASE_OPS, BOOL_ATTRS, DTYPES, INT_ATTRS, RANK2_OPS, OpSpec
 
 PRESETS_DIR = Path(__file__).resolve().parent / "sweeps"
-SHAPE_FIELDS = ("op", "n", "c", "hw", "h", "w", "dtype", "cout_mult")
+SHAPE_FIELDS = ("op", "n", "c", "hw", "h", "w", "dtype", "cout_mult", "tokens", "heads")
 # Whole-number fields and the least value each may take: sizes and channels at least 1, and the
 # op attributes as `device_tables.ops.INT_ATTRS` says (a kernel or stride of 1 or more, padding 0 or more).
-WHOLE_FIELDS = {"n": 1, "c": 1, "hw": 1, "h": 1, "w": 1, **INT_ATTRS}
+WHOLE_FIELDS = {"n": 1, "c": 1, "hw": 1, "h": 1, "w": 1, "tokens": 1, "heads": 1, **INT_ATTRS}
 
 
 def presets() -> list[str]:
@@ -97,13 +104,15 @@ def _check_value(name: str, value: Any, where: str) -> None:
     number of its least value or more (kernel -3, stride 0, kernel 3.5), an unknown dtype, a
     boolean attribute that is not true/false or a cout_mult that is not a finite number above 0."""
     if name in WHOLE_FIELDS:
-        if name == "cout" and value == "same":
+        if (name == "cout" and value == "same") or (value == "tokens" and name != "tokens"):
             return
         least = WHOLE_FIELDS[name]
         whole = isinstance(value, (int, float)) and not isinstance(value, bool) and float(value).is_integer()
         if not whole or value < least:
-            same = " or 'same'" if name == "cout" else ""
+            same = (" or 'same'" if name == "cout" else "") + (" or 'tokens'" if name != "tokens" else "")
             raise SweepError(f"{where}: {name} is {value!r}; needs a whole number of {least} or more{same}")
+    elif name == "perm" and not (isinstance(value, str) and sorted(value) == list("0123")):
+        raise SweepError(f'{where}: perm is {value!r}; needs a permutation of 0123 in quotes, like perm: "0213"')
     elif name in BOOL_ATTRS and not isinstance(value, bool):
         raise SweepError(f"{where}: {name} is {value!r}; needs true or false")
     elif name == "dtype" and value not in DTYPES:
@@ -115,7 +124,14 @@ def _check_value(name: str, value: Any, where: str) -> None:
 
 
 def _make(op: str, v: dict[str, Any]) -> OpSpec | None:
-    n = int(v.pop("n", 1))
+    base = op.split("+")[0]
+    tokens = v.pop("tokens", None)
+    if any(value == "tokens" for value in v.values()):
+        if tokens is None:
+            raise SweepError(f"{op}: a field says 'tokens' but the entry gives no 'tokens'")
+        v = {k: tokens if value == "tokens" else value for k, value in v.items()}
+    heads = int(v.pop("heads", 1))
+    n = 1 if base == "matmul" else int(v.pop("n", 1))
     dtype = v.pop("dtype", "float32")
     if "c" not in v:
         raise SweepError(f"{op}: every entry needs 'c' (input channels or features)")
@@ -127,12 +143,15 @@ def _make(op: str, v: dict[str, Any]) -> OpSpec | None:
         v["cout"] = c
     elif mult is not None:
         v["cout"] = int(round(c * float(mult)))
-    base = op.split("+")[0]
-    if base == "linear":
-        shape: tuple[int, ...] = (n, c)
+    if base == "matmul" and h is None and tokens is not None:
+        shape: tuple[int, ...] = (1, heads, int(tokens), c)
+    elif base in RANK2_OPS:
+        shape = (n * heads * int(tokens or 1), c)
+    elif h is None and w is None and tokens is not None:
+        shape = (n * heads * int(tokens), c, 1, 1)
     else:
         if h is None or w is None:
-            raise SweepError(f"{op}: needs 'hw' (or 'h' and 'w')")
+            raise SweepError(f"{op}: needs 'hw' (or 'h' and 'w'), or 'tokens'")
         shape = (n, c, int(h), int(w))
     if base == "conv2d" and int(v.get("groups", 1)) > 1 and c % int(v["groups"]):
         return None
@@ -165,6 +184,8 @@ def write_sweep(path: Path, specs: Iterable[OpSpec], name: str) -> None:
 
     entries = []
     for s in specs:
+        if s.base == "matmul" and s.input_shape[0] != 1:
+            raise SweepError(f"{s.key}: a sweep writes matmuls of batch 1; fold the batch into the heads")
         e: dict[str, Any] = {"op": s.op, "dtype": s.dtype, "n": s.input_shape[0], "c": s.input_shape[1]}
         if len(s.input_shape) == 4:
             if s.input_shape[2] == s.input_shape[3]:
