@@ -5,7 +5,8 @@ MobileNetV2 (Sandler et al., CVPR 2018), MobileNetV3 large/small (Howard et al.,
 torchvision's block table) and EfficientNet-B0 (Tan & Le, ICML 2019), at any input resolution
 and width multiplier. They are the "user models outside any search space" that latency
 predictors are checked on. Weights are random but deterministic (latency does not depend on
-them); batch-norm is folded into the convolutions by default, as exporters do.
+them); batch-norm is folded into the convolutions by default, as exporters do. Keys of the classic
+transformers (`nas.transformers`) build those.
 """
 
 from __future__ import annotations
@@ -277,9 +278,11 @@ class ModelConfig:
         """``mobilenet_v2`` or ``mobilenet_v2@r160w0.75`` -> a config."""
         from device_tables.errors import ModelError
 
+        from nas.transformers import FAMILIES
+
         name, _, rest = key.partition("@")
         if name not in BUILDERS:
-            raise ModelError(f"unknown model {name!r}; known: {', '.join(BUILDERS)}")
+            raise ModelError(f"unknown model {name!r}; known: {', '.join(BUILDERS)}; transformers: {', '.join(FAMILIES)}")
         res, width = 224, 1.0
         if rest:
             try:
@@ -291,7 +294,12 @@ class ModelConfig:
 
 
 def build_model(config: ModelConfig | str, fold_bn: bool = True):
-    """The ONNX `ModelProto` of a classic network (input ``input``, output ``logits``)."""
+    """The ONNX `ModelProto` of a classic network (input ``input``, output ``logits``): a CNN, or a
+    transformer of `nas.transformers` named by its key (``bert_mini@s128``)."""
+    from nas import transformers
+
+    if isinstance(config, str) and transformers.is_transformer(config):
+        return transformers.build_model(config)
     cfg = ModelConfig.parse(config) if isinstance(config, str) else config
     net = OnnxNet(cfg.key, (cfg.batch, 3, cfg.resolution, cfg.resolution), fold_bn=fold_bn)
     y = BUILDERS[cfg.name](net, "input", cfg.width, cfg.classes)

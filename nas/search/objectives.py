@@ -101,7 +101,7 @@ class AccuracyObjective(Objective):
 class NaswotProxy(Objective):
     """NASWOT score of an architecture (higher is better): `to_torch` network, weights re-drawn
     (Kaiming normal, seeded), batch-norm on batch statistics, `batch` random N(0,1) inputs;
-    K[i, j] = number of ReLU units where inputs i and j agree (both active or both inactive);
+    K[i, j] = number of ReLU (or GELU) units where inputs i and j agree (both active or both inactive);
     score = log det K. `threads` pins torch's intra-op threads while scoring."""
 
     label = PROXY_LABEL
@@ -153,7 +153,11 @@ def naswot_score(space: Space, arch: Any, batch: int = 16, seed: int = 0) -> flo
         c = (inputs[0].detach().reshape(n, -1) > 0).to(torch.float64)
         K.add_(c @ c.T + (1.0 - c) @ (1.0 - c).T)
 
-    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, nn.ReLU)]
+    # GELU gates like ReLU (its sign pattern), so transformers (the vit space) get a score too.
+    handles = [m.register_forward_hook(hook) for m in module.modules() if isinstance(m, (nn.ReLU, nn.GELU))]
+    if not handles:
+        raise ObjectiveError(f"NASWOT needs ReLU or GELU units; {space.name} networks have none: "
+                             "give your own --objective 'module:function'")
     shape = space.input_shape(arch, n)
     x = torch.randn(shape, generator=gen)
     try:

@@ -1,4 +1,5 @@
-"""Search spaces: NAS-Bench-201, FBNet (HW-NAS-Bench, CIFAR-100) and OFA MobileNetV3, and those
+"""Search spaces: NAS-Bench-201, FBNet (HW-NAS-Bench, CIFAR-100), OFA MobileNetV3 and an
+AutoFormer-style ViT, and those
 installed packages add through the ``hwlat.spaces`` entry-point group (``name = "module:Class"``).
 
 ``get_space("nb201")`` returns a `Space`; see `nas.spaces.base.Space` for the interface. This
@@ -18,6 +19,7 @@ SPACES: dict[str, str] = {
     "nb201": "nas.spaces.nb201:NB201Space",
     "fbnet": "nas.spaces.fbnet:FBNetSpace",
     "ofa": "nas.spaces.ofa:OFASpace",
+    "vit": "nas.spaces.vit:ViTSpace",
 }
 
 

@@ -43,6 +43,9 @@ class Space(abc.ABC):
     key_columns: tuple[str, ...] = ()  # the key columns of the space's public CSV files
     key_column: str = ""  # the primary key column: `key(arch)` is its value
     size: int | None = None  # number of distinct architectures (networks), None if unbounded
+    # What its networks are, "cnn" or "transformer": target lists (`nas.pool`) take the CNN spaces by
+    # default, so benchmarks of CNNs stay as they were; a transformer space is named to be included.
+    family: ClassVar[str] = "cnn"
     num_classes: int = 10
     # Whether an integer index names an architecture by the space's own numbering (NAS-Bench-201's
     # indices: `parse(i)`, 0..size-1) rather than a row of its public CSV (``help_row``).

@@ -20,11 +20,18 @@ import numpy as np
 from device_tables.ops import OpSpec
 
 BN_EPS = 1e-5
-ACTS = ("relu", "hardswish", "hardsigmoid")
+LN_EPS = 1e-5
+# Activations; gelu is the erf form, gelu_tanh the tanh approximation (GPT-2's).
+ACTS = ("relu", "hardswish", "hardsigmoid", "silu", "gelu", "gelu_tanh")
 # Layer kinds: conv (with optional bn and activation), bn_act, act, avgpool, add, mul (x * s with
-# s of shape N,C,1,1), gap (global average pool, keeps dims), flatten, linear, shuffle (channel
-# shuffle), zero (x * 0).
-KINDS = ("conv", "bn_act", "act", "avgpool", "add", "mul", "gap", "flatten", "linear", "shuffle", "zero")
+# s of shape N,C,1,1), gap (global average pool, keeps dims), flatten, linear (on the last axis,
+# with an optional activation), shuffle (channel shuffle), zero (x * 0), concat (on channels), and
+# the transformer kinds (`nas.spaces.vit`, `nas.transformers`): tokens (N,C,H,W -> N,HW,C), prepend
+# (learned tokens before the others), pos (a learned position embedding added), embed (token ids ->
+# vectors), layernorm, attention (multi-head self-attention with its input and output
+# projections), select (one token), unfold / fold (MobileViT's patches <-> feature map), div.
+KINDS = ("conv", "bn_act", "act", "avgpool", "add", "mul", "gap", "flatten", "linear", "shuffle", "zero", "concat",
+         "tokens", "prepend", "pos", "embed", "layernorm", "attention", "select", "unfold", "fold", "div")
 
 
 # How each parameter is drawn: (distribution, a, b); "fan_in": normal with std sqrt(1 / fan_in).
@@ -33,6 +40,9 @@ _INIT = {
     "W": ("fan_in", 0.0, 0.0), "b": ("uniform", -0.1, 0.1),
     "bn_gamma": ("uniform", 0.5, 1.5), "bn_beta": ("uniform", -0.2, 0.2),
     "bn_mean": ("uniform", -0.2, 0.2), "bn_var": ("uniform", 0.5, 1.5),
+    "ln_gamma": ("uniform", 0.8, 1.2), "ln_beta": ("uniform", -0.1, 0.1),
+    "Wqkv": ("fan_in", 0.0, 0.0), "bqkv": ("uniform", -0.1, 0.1), "Wo": ("fan_in", 0.0, 0.0), "bo": ("uniform", -0.1, 0.1),
+    "table": ("normal", 0.5, 0.0), "tokens": ("normal", 0.5, 0.0),
 }
 
 
@@ -81,6 +91,8 @@ class Layer:
                 h = zlib.crc32(key.encode(), base)
                 if dist == "fan_in":
                     out[key] = _window(_normal_pool(), h, shape) * np.float32(math.sqrt(1.0 / math.prod(shape[1:])))
+                elif dist == "normal":
+                    out[key] = _window(_normal_pool(), h, shape) * np.float32(a)
                 else:
                     out[key] = (np.float32(a) + np.float32(b - a) * _window(_uniform_pool(), h, shape)).astype(np.float32)
             self._params = out
@@ -93,10 +105,12 @@ class Layer:
 
 
 class Net:
-    """A feed-forward network under construction; builder methods return the output tensor name."""
+    """A feed-forward network under construction; builder methods return the output tensor name.
+    Its input is float32 (an image), or int64 token ids (`input_dtype`)."""
 
-    def __init__(self, input_shape: tuple[int, ...], seed: int = 0):
+    def __init__(self, input_shape: tuple[int, ...], seed: int = 0, input_dtype: str = "float32"):
         self.input_shape = tuple(int(s) for s in input_shape)
+        self.input_dtype = input_dtype
         self.layers: list[Layer] = []
         self._shapes: dict[str, tuple[int, ...]] = {"input": self.input_shape}
         self.seed = int(seed)
@@ -108,6 +122,7 @@ class Net:
 
     def _add(self, kind: str, name: str, inputs: tuple[str, ...], out_shape: tuple[int, ...],
              attrs: dict | None = None, params: dict | None = None) -> str:
+        name = name or f"{kind}{len(self.layers)}"
         if name in self._shapes:
             raise ValueError(f"layer name {name!r} used twice")
         layer = Layer(kind, name, inputs, self._shapes[inputs[0]], tuple(out_shape), attrs or {}, params or {}, self.seed)
@@ -172,17 +187,84 @@ class Net:
         s = self._shapes[x]
         return self._add("flatten", name or f"flatten{len(self.layers)}", (x,), (s[0], math.prod(s[1:])))
 
-    def linear(self, x: str, cout: int, name: str = "") -> str:
-        n, cin = self._shapes[x]
+    def linear(self, x: str, cout: int, act: str | None = None, name: str = "") -> str:
+        """A linear layer on the last axis (Gemm on (N, C), MatMul + Add on tokens), then `act`."""
+        *lead, cin = self._shapes[x]
         name = name or f"linear{len(self.layers)}"
         params = {"W": (cout, cin), "b": (cout,)}
-        return self._add("linear", name, (x,), (n, cout), {"cin": cin, "cout": cout}, params)
+        if act is not None and act not in ACTS:
+            raise ValueError(f"unknown activation {act!r}")
+        return self._add("linear", name, (x,), (*lead, cout), {"cin": cin, "cout": cout, "act": act}, params)
 
     def shuffle(self, x: str, groups: int, name: str = "") -> str:
         return self._add("shuffle", name or f"shuffle{len(self.layers)}", (x,), self._shapes[x], {"groups": groups})
 
     def zero(self, x: str, name: str = "") -> str:
         return self._add("zero", name or f"zero{len(self.layers)}", (x,), self._shapes[x])
+
+    def concat(self, a: str, b: str, name: str = "") -> str:
+        """`a` and `b` joined on channels (axis 1)."""
+        n, c, h, w = self._shapes[a]
+        return self._add("concat", name or f"concat{len(self.layers)}", (a, b), (n, c + self._shapes[b][1], h, w))
+
+    def div(self, x: str, by: float, name: str = "") -> str:
+        return self._add("div", name or f"div{len(self.layers)}", (x,), self._shapes[x], {"by": float(by)})
+
+    # ---- transformer layers ---------------------------------------------------------------
+    def tokens(self, x: str, name: str = "") -> str:
+        """A feature map (N, C, H, W) as tokens (N, H*W, C): flatten(2).transpose(1, 2)."""
+        n, c, h, w = self._shapes[x]
+        return self._add("tokens", name or f"tokens{len(self.layers)}", (x,), (n, h * w, c))
+
+    def prepend(self, x: str, count: int, name: str = "") -> str:
+        """`count` learned tokens (a class token, a distillation token) before the others."""
+        n, t, c = self._shapes[x]
+        return self._add("prepend", name, (x,), (n, t + count, c), {"count": count}, {"tokens": (1, count, c)})
+
+    def pos(self, x: str, table: int | None = None, name: str = "") -> str:
+        """A learned position embedding added: a (1, T, C) parameter, or rows 0..T-1 of a `table`
+        of that many positions looked up (Gather) as BERT and GPT-2 do."""
+        n, t, c = self._shapes[x]
+        rows = t if table is None else table
+        return self._add("pos", name, (x,), (n, t, c), {"gather": table is not None}, {"table": (rows, c)})
+
+    def embed(self, x: str, vocab: int, dim: int, name: str = "") -> str:
+        """Token ids (N, T) -> vectors (N, T, dim) from a `vocab` x `dim` table."""
+        n, t = self._shapes[x]
+        return self._add("embed", name, (x,), (n, t, dim), {"vocab": vocab}, {"table": (vocab, dim)})
+
+    def layernorm(self, x: str, name: str = "") -> str:
+        c = self._shapes[x][-1]
+        return self._add("layernorm", name, (x,), self._shapes[x], {}, {"ln_gamma": (c,), "ln_beta": (c,)})
+
+    def attention(self, x: str, heads: int, head_dim: int, qkv: str = "fused", causal: bool = False,
+                  scale: str = "mul", name: str = "") -> str:
+        """Multi-head self-attention on (N, T, C): q, k, v of heads x head_dim each, softmax(q k^T /
+        sqrt(head_dim)) v, projected back to C. `qkv` says how the export writes the projections: one
+        MatMul then a rank-5 Reshape/Transpose/Gather (``fused``, timm and AutoFormer), one MatMul then
+        Split (``split``, GPT-2), or three MatMuls (``separate``, BERT); `scale` multiplies by
+        1/sqrt(d) (``mul``) or divides by sqrt(d) (``div``); `causal` adds a constant mask."""
+        if qkv not in ("fused", "split", "separate") or scale not in ("mul", "div"):
+            raise ValueError(f"attention: unknown qkv={qkv!r} or scale={scale!r}")
+        n, t, c = self._shapes[x]
+        inner = heads * head_dim
+        params = {"Wqkv": (3 * inner, c), "bqkv": (3 * inner,), "Wo": (c, inner), "bo": (c,)}
+        attrs = {"heads": heads, "head_dim": head_dim, "qkv": qkv, "causal": causal, "scale": scale}
+        return self._add("attention", name, (x,), (n, t, c), attrs, params)
+
+    def select(self, x: str, index: int, name: str = "") -> str:
+        """Token `index` of (N, T, C): (N, C), as ``x[:, index]`` (a Gather)."""
+        n, _, c = self._shapes[x]
+        return self._add("select", name, (x,), (n, c), {"index": index})
+
+    def unfold(self, x: str, patch: int, name: str = "") -> str:
+        """MobileViT's unfolding: (N, C, H, W) -> (N * patch^2, H*W / patch^2, C) (Reshape/Transpose)."""
+        n, c, h, w = self._shapes[x]
+        return self._add("unfold", name, (x,), (n * patch * patch, (h // patch) * (w // patch), c), {"patch": patch})
+
+    def fold(self, x: str, like: tuple[int, int, int, int], patch: int, name: str = "") -> str:
+        """The inverse of `unfold`: back to a feature map of shape `like`."""
+        return self._add("fold", name, (x,), tuple(like), {"patch": patch})
 
     # ---- views --------------------------------------------------------------------------
     def consumers(self) -> dict[str, list[Layer]]:
@@ -197,14 +279,19 @@ class Net:
         return sum(layer.param_count() for layer in self.layers)
 
     def macs(self) -> int:
-        """Multiply-accumulates of convolutions and linear layers."""
+        """Multiply-accumulates of convolutions, linear layers and attention (its projections and its
+        two matrix products)."""
         total = 0
         for layer in self.layers:
             if layer.kind == "conv":
                 a = layer.attrs
                 total += math.prod(layer.out_shape) * (a["cin"] // a["groups"]) * a["kernel"] ** 2
             elif layer.kind == "linear":
-                total += layer.out_shape[0] * layer.attrs["cin"] * layer.attrs["cout"]
+                total += math.prod(layer.out_shape[:-1]) * layer.attrs["cin"] * layer.attrs["cout"]
+            elif layer.kind == "attention":
+                n, t, c = layer.in_shape
+                inner = layer.attrs["heads"] * layer.attrs["head_dim"]
+                total += n * t * 4 * c * inner + 2 * n * t * t * inner  # projections; q k^T and p v
         return total
 
     def to_graph(self, dtype: str = "float32", fuse_add: bool = False, fold_bn: bool = False) -> list[OpSpec]:

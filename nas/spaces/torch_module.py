@@ -1,4 +1,5 @@
-"""`Net` -> torch `nn.Module` (eval mode): real Conv2d / BatchNorm2d / activations, run layer by layer."""
+"""`Net` -> torch `nn.Module` (eval mode): real Conv2d / BatchNorm2d / activations, run layer by layer;
+transformer layers from `nas.spaces.token_modules`."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ def net_to_torch(net: Net):
     import torch
     from torch import nn
 
+    from nas.spaces import token_modules
+
     def act_module(kind: str | None) -> nn.Module:
-        return {None: nn.Identity, "relu": nn.ReLU, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid}[kind]()
+        if kind == "gelu_tanh":
+            return nn.GELU(approximate="tanh")
+        return {None: nn.Identity, "relu": nn.ReLU, "hardswish": nn.Hardswish, "hardsigmoid": nn.Hardsigmoid,
+                "silu": nn.SiLU, "gelu": nn.GELU}[kind]()
 
     def bn_module(c: int, p: dict) -> nn.BatchNorm2d:
         bn = nn.BatchNorm2d(c, eps=BN_EPS)
@@ -54,6 +60,8 @@ def net_to_torch(net: Net):
                     env[name] = xs[0].mean(dim=(2, 3), keepdim=True)
                 elif kind == "flatten":
                     env[name] = torch.flatten(xs[0], 1)
+                elif kind == "concat":
+                    env[name] = torch.cat(xs, dim=1)
                 else:
                     env[name] = self.layers[key](xs[0])
             return env[self.output]
@@ -83,9 +91,11 @@ def net_to_torch(net: Net):
             with torch.no_grad():
                 lin.weight.copy_(torch.from_numpy(p["W"]))
                 lin.bias.copy_(torch.from_numpy(p["b"]))
-            module.layers[key] = lin
+            module.layers[key] = nn.Sequential(lin, act_module(a["act"])) if a.get("act") else lin
         elif layer.kind == "shuffle":
             module.layers[key] = ChannelShuffle(a["groups"])
+        elif layer.kind in token_modules.BUILDERS:
+            module.layers[key] = token_modules.BUILDERS[layer.kind](layer)
         module.plan.append((layer.kind, key, layer.inputs))
         names.append(layer.name)
     module.names = names
