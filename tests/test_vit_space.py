@@ -226,7 +226,7 @@ def test_naswot_scores_vit_archs(space):
     assert np.isfinite([sa, sb]).all() and sa != sb and sa > 4 * np.log(1e-3) + 1  # GELU units counted
 
 
-def test_cli_show_and_sample():
+def test_cli_show_sample_and_profile_archs(tmp_path):
     def hwlat(*args):
         p = subprocess.run([sys.executable, "-m", "hwlat", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
         assert p.returncode == 0, p.stderr
@@ -237,3 +237,8 @@ def test_cli_show_and_sample():
     shown = hwlat("space", "show", "--space", "vit", "--arch", keys[0])
     assert f"vit_arch {keys[0]}" in shown and "input     1x3x224x224" in shown
     assert "layernorm" in shown and "softmax" in shown and "no op of the vocabulary covers" not in shown
+    (tmp_path / "keys.txt").write_text(keys[0] + "\n")
+    hwlat("profile", "archs", "--space", "vit", "--archs", str(tmp_path / "keys.txt"), "--out", str(tmp_path / "t"),
+          "--protocol", "quick", "--passes", "1", "--no-progress")
+    rows = (tmp_path / "t.csv").read_text().splitlines()
+    assert rows[0].startswith("vit_arch,cpu/onnxruntime") and rows[1].startswith(keys[0] + ",") and len(rows) == 2
