@@ -161,9 +161,9 @@ def parse_shape(text: str) -> tuple[int, ...]:
     try:
         dims = tuple(int(s) for s in text.replace(",", "x").split("x") if s.strip())
     except ValueError:
-        raise ModelError(f"input shape {text!r} is not like 1x3x224x224") from None
+        raise ModelError(f"input shape {text!r} is not dimensions joined by x, like 1x3x224x224 or 1x128") from None
     if not dims or any(d <= 0 for d in dims):
-        raise ModelError(f"input shape {text!r} needs positive dimensions, like 1x3x224x224")
+        raise ModelError(f"input shape {text!r} needs positive dimensions, like 1x3x224x224 or 1x128")
     return dims
 
 

@@ -46,7 +46,7 @@ class OnnxMapper:
         for node in self.nodes:
             for o in node.output:
                 self.producers[o] = node
-            for i in node.input:
+            for i in dict.fromkeys(node.input):  # x * x reads x once
                 if i:
                     self.readers.setdefault(i, []).append(node)
         self.graph_outputs = set(outputs)
@@ -77,7 +77,7 @@ class OnnxMapper:
                     op = self._map(node, idx, acts)
             except OpSpecError as exc:
                 op = self._uncovered(node, idx, acts, f"no op configuration fits ({exc})")
-            except (TypeError, ValueError) as exc:  # attributes of the wrong type or empty (a corrupt file)
+            except (TypeError, ValueError, IndexError) as exc:  # attributes of the wrong type, missing inputs (a corrupt file)
                 raise ModelError(f"node {_name(node, idx)!r} ({node.op_type}) has malformed attributes ({exc}); "
                                  "export the model again") from None
             ops.append(op)

@@ -26,7 +26,7 @@ Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nas.constraints import LatencyConstraint
 
@@ -131,9 +131,10 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
 
 
 def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None,
-                  input_shape: Sequence[int] | None = None, **settings: Any):
+                  input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None, **settings: Any):
     """`hwlat profile model`: whole-model latency and the runtime's per-node breakdown of an ONNX file
-    (a `ModelProfile`; ``.format()`` prints it)."""
+    (a `ModelProfile`; ``.format()`` prints it). `input_shape` sizes dynamic inputs: one shape, or a
+    name -> shape mapping for a model of several inputs."""
     rt = _runtime(runtime, settings)
     return rt.profile_model(str(path), protocol=protocol or rt.default_protocol(), input_shape=input_shape)
 
@@ -154,10 +155,11 @@ def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Seq
 
 # ---- predicting --------------------------------------------------------------------------------
 def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Space | None = None,
-            input_shape: Sequence[int] | None = None) -> Prediction:
+            input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None) -> Prediction:
     """A network's latency on a profiled device (`Prediction`: ``.latency_ms``, the breakdown
     ``.kernels``, ``.partial``, the uncertainty ``.sigma_ms``). `model` is an ONNX path, bytes or
-    ``onnx.ModelProto``, a `Graph`, or an architecture (object or key) of `space`."""
+    ``onnx.ModelProto``, a `Graph`, or an architecture (object or key) of `space`; `input_shape`
+    sizes its dynamic inputs (one shape, or a name -> shape mapping: ``{"input_ids": (1, 128), ...}``)."""
     from device_tables.table import DeviceTable
     from predictors.lut import LUTPredictor
 

@@ -41,7 +41,9 @@ def register(sub) -> None:
     p.add_argument("--seed", type=random_seed, default=0, help="seed of --archs random:N (default 0, as profile archs)")
     p.add_argument("--public-data", help="folder of the public CSVs (fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--classic", help="a built-in classic CNN, e.g. mobilenet_v2 or mobilenet_v2@r160w0.75")
-    p.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
+    p.add_argument("--input-shape", action="append", metavar="[NAME=]SHAPE",
+                   help="shape of a dynamic input: 1x3x224x224 for a one-input model, or NAME=SHAPE repeated for "
+                        "each input (--input-shape input_ids=1x128 --input-shape attention_mask=1x128)")
     p.add_argument("--no-fusion", action="store_true", help="ignore the table's fusion rules (naive summation)")
     p.add_argument("--no-regressors", action="store_true", help="only table rows; kernels missing from the table are uncovered")
     p.add_argument("--statistic", default="median", choices=["median", "p10"],
@@ -96,7 +98,7 @@ def _predictor(args: argparse.Namespace):
 
 def _predict(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
-    from device_tables.graph import parse_shape
+    from device_tables.graph import parse_input_shapes
 
     given = [x for x in (args.model, args.arch, args.archs, args.classic) if x]
     if len(given) != 1:
@@ -111,7 +113,7 @@ def _predict(args: argparse.Namespace) -> int:
         return _predict_many(args)
     model, name = _model(args)
     lut = _predictor(args)
-    shape = parse_shape(args.input_shape) if args.input_shape else None
+    shape = parse_input_shapes(args.input_shape)
     pred = lut.predict_graph(model, input_shape=shape, name=name)
     if args.json:
         json.dump({"latency_ms": pred.total_ms, **pred.to_dict()}, sys.stdout, indent=2)

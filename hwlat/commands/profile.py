@@ -44,7 +44,9 @@ def register(sub) -> None:
     model.add_argument("model", help="path to an .onnx file")
     add_runtime_argument(model, default="onnxruntime", which=lambda cls: cls.breaks_down_models())
     model.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
-    model.add_argument("--input-shape", help="shape for a dynamic input, e.g. 1x3x224x224")
+    model.add_argument("--input-shape", action="append", metavar="[NAME=]SHAPE",
+                       help="shape of a dynamic input: 1x3x224x224 for a one-input model, or NAME=SHAPE repeated "
+                            "for each input (--input-shape input_ids=1x128 --input-shape attention_mask=1x128)")
     add_protocol_options(model)
     model.add_argument("--runs", type=positive_int, help="runs under ONNX Runtime's profiler (default: about 1 s worth, 10..200)")
     model.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest nodes (0: all)")
@@ -194,14 +196,11 @@ def _profile_ops(args: argparse.Namespace) -> int:
 def _profile_model(args: argparse.Namespace) -> int:
     import json
 
-    from device_tables.errors import HwlatError
+    from device_tables.graph import parse_input_shapes
     from profilers.runtimes import get_runtime
 
     runtime = get_runtime(args.runtime, **runtime_settings(args))
-    try:
-        shape = tuple(int(s) for s in args.input_shape.lower().split("x")) if args.input_shape else None
-    except ValueError:
-        raise HwlatError(f"--input-shape {args.input_shape!r}: expected dimensions joined by x, e.g. 1x3x224x224") from None
+    shape = parse_input_shapes(args.input_shape)
     prof = runtime.profile_model(args.model, protocol=protocol_from_args(args, runtime.cpu_clock_ok), input_shape=shape,
                                  profile_runs=args.runs)
     print(prof.format(top=args.top))
