@@ -20,9 +20,6 @@ FREE_OPS = frozenset({
     "Flatten", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Shape", "Constant", "ConstantOfShape",
     "Dropout", "Cast", "Size", "Range",
 })
-# A channel shuffle's Transpose (rank 5, H and W in place) stays uncovered with `GraphOp.moves`: a
-# predictor prices it as an elementwise pass over the same tensor (tables measured no transposes).
-DATA_MOVEMENT_OPS = frozenset({"Transpose"})
 ACTIVATION_OPS = {"Relu": "relu", "HardSwish": "hardswish", "HardSigmoid": "hardsigmoid", "Sigmoid": "sigmoid"}
 # Elementwise ops outside the vocabulary, costed as the nearest one: one pass of a transcendental
 # function (sigmoid) or of cheap arithmetic (relu).
@@ -53,11 +50,11 @@ class OnnxMapper:
         self.skip: set[int] = set()
         self.dead: set[str] = set()  # tensors computed from constants and shapes only
         self.patterns: dict[int, Match] = {}
+        self.order = {id(n): i for i, n in enumerate(self.nodes)}
 
     def run(self) -> list[GraphOp]:
-        order = {id(n): i for i, n in enumerate(self.nodes)}
         for match in find_patterns(self.nodes, self):
-            first = min(match.nodes, key=lambda n: order[id(n)])
+            first = min(match.nodes, key=lambda n: self.order[id(n)])
             self.patterns[id(first)] = match
             self.skip.update(id(n) for n in match.nodes if n is not first)
         ops: list[GraphOp] = []
@@ -205,6 +202,7 @@ class OnnxMapper:
             op = NEAREST_UNARY[t]
             return self._elementwise(op, node, idx, acts[:1], xs, note=f"{t} costed as {op} (nearest elementwise)")
         return self._uncovered(node, idx, acts, f"ONNX op {t} is not in the op vocabulary")
+
     def _conv(self, node, idx, acts, xs) -> GraphOp:
         w = self.consts.get(node.input[1])
         ws = tuple(w.shape) if w is not None else self._shape(node.input[1])
@@ -264,7 +262,6 @@ class OnnxMapper:
             return int(cand), f"padding {pads} costed as symmetric {cand}"
         return int(pads[0]), ""
 
-
     # ---- linear algebra -----------------------------------------------------------------
     def _matmul(self, node, idx, acts, xs) -> GraphOp:
         """x @ W with a constant W -> linear (on tokens: (B*T, C)); two activations -> matmul."""
@@ -306,7 +303,7 @@ class OnnxMapper:
         broadcast, merged in front or padded with 1s to two."""
         import numpy as np
 
-        a, b = self._shape(operands[0]), self._shape(operands[1])
+        a, b = (self._shape(o) or getattr(self.consts.get(o), "shape", None) for o in operands)
         if a is None or b is None or len(a) < 2 or len(b) < 2 or a[-1] != b[-2]:
             return self._uncovered(node, idx, operands, f"MatMul of shapes {a} and {b} (both of rank 2 or more)")
         try:
@@ -343,7 +340,7 @@ class OnnxMapper:
     def _pattern(self, m: Match, node, idx) -> GraphOp:
         """A decomposed LayerNorm or GELU (`patterns`) as its one op."""
         xs = self._shape(m.x)
-        names = tuple(_name(n, self.nodes.index(n)) for n in m.nodes)
+        names = tuple(_name(n, self.order[id(n)]) for n in m.nodes)
         if xs is None:
             return self._uncovered(node, idx, [m.x], f"input {m.x!r} of a {m.note} has no static shape")
         if m.op == "layernorm":
@@ -379,14 +376,16 @@ class OnnxMapper:
         """A permutation as a rank-4 `transpose` (unit axes dropped, axes that stay together merged,
         1s in front); one that moves only unit axes is free; one still above rank 4 is a `copy`."""
         perm = [int(p) for p in self._attr(node, "perm", list(range(len(xs)))[::-1])]
-        if len(xs) == 4:
-            return self._op(OpSpec.make("transpose", xs, perm="".join(map(str, perm))), node, idx, acts)
-        if len(xs) == 5 and perm[-2:] == [3, 4]:
-            return self._uncovered(node, idx, acts, "a channel shuffle's Transpose (rank 5, H and W in place)", moves=xs)
         dims, p = _merged_perm(xs, perm)
         if p == sorted(p):
             return GraphOp(FREE, None, node.op_type, (_name(node, idx),), tuple(acts), tuple(node.output),
                            "moves only axes of size 1")
+        if len(xs) == 4:
+            return self._op(OpSpec.make("transpose", xs, perm="".join(map(str, perm))), node, idx, acts)
+        if len(xs) == 5 and perm[-2:] == [3, 4]:
+            # A CNN's channel shuffle stays uncovered with `GraphOp.moves`: a predictor prices it as an
+            # elementwise pass over the same tensor (CNN tables measured no transposes).
+            return self._uncovered(node, idx, acts, "a channel shuffle's Transpose (rank 5, H and W in place)", moves=xs)
         if len(dims) > 4:
             return self._copy(node, idx, acts, xs, note=f"rank-{len(dims)} permutation priced as a copy")
         pad = 4 - len(dims)
@@ -408,12 +407,12 @@ class OnnxMapper:
         return self._op(spec, node, idx, [x], outputs=mul.output[:1], nodes=(_name(node, idx), mul.name or "Mul"),
                         onnx_op="Sigmoid+Mul", note="" if len(xs) == 4 else f"rank-{len(xs)} input viewed as {_as4(xs)}")
 
-
     def _elementwise(self, op: str, node, idx, acts, xs, note: str = "", **attrs: Any) -> GraphOp:
         shape = _as4(xs)
         if shape != tuple(xs):
             note = (note + "; " if note else "") + f"rank-{len(xs)} input viewed as {shape}"
         return self._op(OpSpec.make(op, shape, **attrs), node, idx, acts[:1], note=note)
+
     def _clip_bounds(self, node) -> tuple[float | None, float | None]:
         lo = hi = None
         if len(node.input) > 1 and node.input[1]:

@@ -276,6 +276,25 @@ def test_a_near_gelu_with_another_constant_stays_separate_ops():
     assert "gelu" not in _counts(g) and len(g.specs) == 5 and not g.uncovered
 
 
+def test_transposes_merge_to_rank_4_and_matmuls_broadcast_batch_dims():
+    vi = helper.make_tensor_value_info
+    nodes = [helper.make_node("Transpose", ["x"], ["t"], perm=[3, 1, 2, 0, 4], name="qkv"),  # torch MHA's
+             helper.make_node("Transpose", ["t"], ["u"], perm=[0, 1, 3, 2, 4], name="units"),  # moves 1s only
+             helper.make_node("MatMul", ["a", "b"], ["m"], name="mm"),
+             helper.make_node("Softmax", ["m"], ["y"], axis=1, name="sm")]
+    graph = helper.make_graph(nodes, "t", [vi("x", TensorProto.FLOAT, [1, 6, 1, 3, 8]), vi("a", TensorProto.FLOAT, [2, 3, 4, 5]),
+                                           vi("b", TensorProto.FLOAT, [3, 5, 7])],
+                              [vi("u", TensorProto.FLOAT, None), vi("y", TensorProto.FLOAT, None)])
+    g = Graph.from_onnx(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]))
+    ops = {op.name: op for op in g.ops}
+    assert ops["qkv"].spec.op == "transpose" and ops["qkv"].spec.input_shape == (1, 6, 3, 8)
+    assert ops["qkv"].spec.a["perm"] == "0213" and ops["qkv"].spec.output_shape == (1, 3, 6, 8)
+    assert ops["units"].kind == FREE
+    assert ops["mm"].spec.input_shape == (2, 3, 4, 5) and ops["mm"].spec.a["n"] == 7 and "broadcast" in ops["mm"].note
+    # A softmax over another axis than the last is no `softmax` row: named, never priced as one.
+    assert [u.name for u in g.uncovered] == ["sm"] and "axis" in g.uncovered[0].note
+
+
 # ---- the command line -----------------------------------------------------------------------
 def _hwlat(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
