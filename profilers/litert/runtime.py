@@ -132,16 +132,15 @@ class LiteRTRuntime(Runtime):
     def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
         """`Interpreter.invoke()` on the network lowered to `.tflite` (`profilers.litert.network`; fp32,
         or full-integer int8 at precision int8) with deterministic inputs."""
-        import numpy as np
+        from device_tables.graph import Graph
+        from profilers.litert.network import network_model
 
-        int8 = self.dtype() == "int8"
-        interp = self.interpreter(tflite_of(model, input_shape, int8=int8))
+        content, inputs = network_model(Graph.from_onnx(model, input_shape), int8=self.dtype() == "int8")
+        interp = self.interpreter(content)
         try:
             interp.allocate_tensors()
-            rng = np.random.default_rng(0)
-            for d in interp.get_input_details():
-                x = rng.integers(-128, 128, size=d["shape"]) if int8 else rng.uniform(-1, 1, size=d["shape"])
-                interp.set_tensor(d["index"], x.astype(np.int8 if int8 else np.float32))
+            for d, x in zip(interp.get_input_details(), inputs):
+                interp.set_tensor(d["index"], x)
             interp.invoke()
         except (RuntimeError, ValueError) as exc:
             raise UnsupportedOpError(f"LiteRT cannot run the network: {str(exc).strip().splitlines()[0]}") from exc
@@ -155,14 +154,6 @@ class LiteRTRuntime(Runtime):
             return sum(1 for op in build_graph(spec).ops if op.kind not in ("PAD", "PADV2"))
         except UnsupportedOpError:
             return None
-
-
-def tflite_of(model: Any, input_shape: Sequence[int] | None = None, int8: bool = False) -> bytes:
-    """An ONNX model (bytes, path or ModelProto) lowered to a `.tflite` network (fp32, or int8)."""
-    from device_tables.graph import Graph
-    from profilers.litert.network import graph_to_tflite
-
-    return graph_to_tflite(Graph.from_onnx(model, input_shape), int8=int8)
 
 
 def _ops_details(interp: Any) -> list[dict[str, Any]]:

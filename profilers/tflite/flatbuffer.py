@@ -27,7 +27,7 @@ FILE_IDENTIFIER = b"TFL3"
 BUILTIN_CODES = {
     "ADD": 0, "AVERAGE_POOL_2D": 1, "CONCATENATION": 2, "CONV_2D": 3, "DEPTHWISE_CONV_2D": 4,
     "FULLY_CONNECTED": 9, "LOGISTIC": 14, "MAX_POOL_2D": 17, "MUL": 18, "RELU": 19, "RELU6": 21, "RESHAPE": 22,
-    "SOFTMAX": 25, "PAD": 34, "GATHER": 36, "TRANSPOSE": 39, "MEAN": 40, "SUB": 41, "PADV2": 60, "SLICE": 65,
+    "SOFTMAX": 25, "PAD": 34, "GATHER": 36, "TRANSPOSE": 39, "MEAN": 40, "SUB": 41, "SPLIT": 49, "PADV2": 60, "SLICE": 65,
     "RSQRT": 76, "SQUARED_DIFFERENCE": 99, "HARD_SWISH": 117, "BATCH_MATMUL": 126, "GELU": 150,
 }
 # OperatorCode.deprecated_builtin_code is a byte: codes above 126 store 127
@@ -46,14 +46,14 @@ OPTIONS_TYPE = {
     "Conv2DOptions": 1, "DepthwiseConv2DOptions": 2, "Pool2DOptions": 5, "FullyConnectedOptions": 8,
     "ConcatenationOptions": 10, "AddOptions": 11, "MulOptions": 21, "PadOptions": 22, "ReducerOptions": 27,
     "PadV2Options": 43, "HardSwishOptions": 91, "SoftmaxOptions": 9, "GatherOptions": 23, "TransposeOptions": 26,
-    "SubOptions": 28, "SliceOptions": 48, "SquaredDifferenceOptions": 76, "BatchMatMulOptions": 101, "GeluOptions": 116,
+    "SubOptions": 28, "SplitOptions": 35, "SliceOptions": 48, "SquaredDifferenceOptions": 76, "BatchMatMulOptions": 101, "GeluOptions": 116,
 }
 OP_OPTIONS = {
     "CONV_2D": "Conv2DOptions", "DEPTHWISE_CONV_2D": "DepthwiseConv2DOptions", "AVERAGE_POOL_2D": "Pool2DOptions",
     "MAX_POOL_2D": "Pool2DOptions", "FULLY_CONNECTED": "FullyConnectedOptions", "CONCATENATION": "ConcatenationOptions",
     "ADD": "AddOptions", "MUL": "MulOptions", "PAD": "PadOptions", "PADV2": "PadV2Options", "MEAN": "ReducerOptions",
     "HARD_SWISH": "HardSwishOptions", "SOFTMAX": "SoftmaxOptions", "GATHER": "GatherOptions",
-    "TRANSPOSE": "TransposeOptions", "SUB": "SubOptions", "SLICE": "SliceOptions",
+    "TRANSPOSE": "TransposeOptions", "SUB": "SubOptions", "SPLIT": "SplitOptions", "SLICE": "SliceOptions",
     "SQUARED_DIFFERENCE": "SquaredDifferenceOptions", "BATCH_MATMUL": "BatchMatMulOptions", "GELU": "GeluOptions",
 }
 # Operator versions the converter writes for int8 kernels (lite/tools/versioning/op_version.cc);
@@ -137,6 +137,9 @@ def _options(b: Any, op: Op) -> tuple[int, int]:
     elif name == "BatchMatMulOptions":  # adj_x 0, adj_y 1, asymmetric_quantize_inputs 2
         b.StartObject(3)
         b.PrependBoolSlot(1, bool(o.get("adj_y", False)), False)
+    elif name == "SplitOptions":  # num_splits 0
+        b.StartObject(1)
+        b.PrependInt32Slot(0, int(o["num_splits"]), 0)
     elif name == "GeluOptions":  # approximate 0 (the tanh form)
         b.StartObject(1)
         b.PrependBoolSlot(0, bool(o.get("approximate", False)), False)

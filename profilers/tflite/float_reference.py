@@ -89,11 +89,13 @@ def _tensor_op(op: Op, xs: list[np.ndarray], consts: list[np.ndarray | None]) ->
         return x[tuple(slice(int(b), int(b) + int(n)) for b, n in zip(consts[1], consts[2]))]
     if k == "GATHER":
         return consts[0].astype(np.float64)[xs[1].astype(np.int64)]
+    if k == "SPLIT":
+        return np.split(xs[1], int(op.options["num_splits"]), axis=int(consts[0]))
     return None
 
 
-def _float_op(g: TFLiteGraph, op: Op, xs: list[np.ndarray]) -> np.ndarray:
-    """Float64 reference of one TFLite op, its fused activation included."""
+def _float_op(g: TFLiteGraph, op: Op, xs: list[np.ndarray]) -> Any:
+    """Float64 reference of one TFLite op, its fused activation included (a list for SPLIT's outputs)."""
     k = op.kind
     consts = [g.tensors[i].data for i in op.inputs]
     xs = [c.astype(np.float64) if x is None and c is not None else x for x, c in zip(xs, consts)]
@@ -122,5 +124,6 @@ def run_float(g: TFLiteGraph, inputs: list[np.ndarray], all_tensors: bool = Fals
     values: dict[int, np.ndarray] = {i: np.asarray(x, np.float64) for i, x in zip(g.inputs, inputs)}
     for op in g.ops:
         xs = [values.get(i) for i in op.inputs]
-        values[op.outputs[0]] = _float_op(g, op, xs)
+        ys = _float_op(g, op, xs)
+        values.update(zip(op.outputs, ys if isinstance(ys, list) else [ys]))
     return values if all_tensors else [values[i] for i in g.outputs]

@@ -13,7 +13,8 @@ cannot reproduce) raises `UnsupportedOpError`.
 Transformer ops: GELU (``approximate`` for the tanh form), BATCH_MATMUL of two activations, SOFTMAX
 (beta 1) over the last axis, TRANSPOSE, GATHER of int32 ids from a (vocab, dim) table, layer norm
 decomposed over the last axis as MEAN, SUB, MUL (square), MEAN, ADD eps, RSQRT, MUL, MUL gamma,
-ADD beta (all XNNPACK-delegated), and a copy as a full-extent SLICE (a real copy XNNPACK runs).
+ADD beta (all XNNPACK-delegated), a copy as a full-extent SLICE (a real copy XNNPACK runs), and a
+copy into equal parts (a Split) as SPLIT.
 
 Weights come from `profilers.weights.make_weights` (OIHW) and are stored OHWI for CONV_2D, 1HWC for
 DEPTHWISE_CONV_2D, (out, in) for FULLY_CONNECTED.
@@ -26,7 +27,7 @@ import numpy as np
 from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
 from profilers.tflite import int8_reference as q8
-from profilers.tflite.graph import TFLiteGraph
+from profilers.tflite.graph import Op, TFLiteGraph
 from profilers.weights import BN_EPS, LN_EPS
 
 # Ops a following ReLU/ReLU6 fuses into (their fused_activation_function).
@@ -241,6 +242,15 @@ def copy(g: TFLiteGraph, x: int) -> int:
     shape = g.tensors[x].shape
     begin = g.add_const("begin", np.zeros(len(shape), np.int32))
     return g.add_op("SLICE", [x, begin, g.add_const("size", np.array(shape, np.int32))], shape)
+
+
+def split(g: TFLiteGraph, x: int, parts: int, axis: int) -> list[int]:
+    """`x` cut into `parts` equal tensors along `axis` by one SPLIT (a Split of q, k and v)."""
+    shape = list(g.tensors[x].shape)
+    shape[axis] //= parts
+    outs = [g.add_tensor(f"{len(g.ops)}_split{i}", tuple(shape)) for i in range(parts)]
+    g.ops.append(Op("SPLIT", [g.add_const("axis", np.array(axis, np.int32)), x], outs, {"num_splits": parts}))
+    return outs
 
 
 def gather(g: TFLiteGraph, ids: int, wts: dict[str, np.ndarray]) -> int:
