@@ -159,7 +159,9 @@ def drop_duplicates(graph: Graph) -> Graph:
         inputs = tuple(alias.get(t, t) for t in op.inputs)
         if inputs != op.inputs:
             op = replace(op, inputs=inputs)
-        if op.kind == OP and op.spec is not None and op.spec.weight_count == 0 and len(op.outputs) == 1:
+        # A copy's spec does not say which part it takes (attention's q, k and v slices of one tensor).
+        if op.kind == OP and op.spec is not None and op.spec.weight_count == 0 and len(op.outputs) == 1 \
+                and op.spec.base != "copy":
             key = (op.spec.key, inputs)
             if key in seen:
                 alias[op.outputs[0]] = seen[key]
