@@ -169,8 +169,7 @@ def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
 
     seed, resolution = (1000, CALIBRATION_RESOLUTION) if role == "calibration" else (2000, SCORE_RESOLUTION)
     spaces = [t for t in targets if t != CLASSIC]
-    kinds = len(spaces) + (CLASSIC in targets)
-    per = max(1, -(-2 * n // max(kinds, 1)))
+    per = _share(2 * n, len(spaces) + (CLASSIC in targets))
     names: list[str] = []
     for s in spaces:
         names += space_networks(s, per, seed=seed)
@@ -307,7 +306,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
         if added:
             targets = [*run["targets"], *added]
             run = _reopened(run, added)
-            _say(clock, "rows", f"the table grows to {', '.join(added)}: rows, networks, regressors, calibration "
+            _say(clock, "fusion", f"the table grows to {', '.join(added)}: rows, networks, regressors, calibration "
                                 f"and score are done again for them; what it has is kept")
         run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
                    score_networks=score_networks, protocol=protocol.to_dict())
@@ -372,31 +371,26 @@ def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cloc
     from device_tables.kernels import FusionRules
     from profilers.fusion import candidate_patterns, detect_fusion, format_results, store_rules
 
-    if _done(table, "fusion") and table.meta.get("fusion"):
-        stored = FusionRules.from_meta(table.meta)
-        new = [p for p in (patterns or candidate_patterns()) if p not in stored.measured]
-        if not new:
+    stored = FusionRules.from_meta(table.meta) if _done(table, "fusion") and table.meta.get("fusion") else None
+    if stored is None:
+        _say(clock, "fusion", "timing op patterns fused and apart, repeated ops, the weights cache")
+    else:  # a growing table times only the patterns its rules lack
+        patterns = [p for p in (patterns or candidate_patterns()) if p not in stored.measured]
+        if not patterns:
             _say(clock, "fusion", "stored rules kept")
             return None
-        _say(clock, "fusion", f"stored rules kept; timing {len(new)} patterns they lack ({', '.join(new[:4])}...)")
-        measure = _memo_measure(table.path.with_name(table.path.name + ".probes.jsonl"),
-                                lambda s: runtime.measure(s, protocol), clock)
-        rules, results = detect_fusion(runtime, new, protocol, progress=progress, measure=measure, extras=False)
-        store_rules(table, stored.merged(rules), runtime)
-        if progress:
-            print(format_results(results, rules))
-        table.path.with_name(table.path.name + ".probes.jsonl").unlink(missing_ok=True)
-        return None
+        _say(clock, "fusion", f"stored rules kept; timing {len(patterns)} patterns they lack ({', '.join(patterns[:4])}...)")
     probes = table.path.with_name(table.path.name + ".probes.jsonl")
-    _say(clock, "fusion", "timing op patterns fused and apart, repeated ops, the weights cache")
     t0 = time.monotonic()
     measure = _memo_measure(probes, lambda s: runtime.measure(s, protocol), clock)
-    rules, results = detect_fusion(runtime, patterns, protocol, progress=progress, measure=measure)
-    store_rules(table, rules, runtime)
+    rules, results = detect_fusion(runtime, patterns, protocol, progress=progress, measure=measure,
+                                   extras=stored is None)
+    store_rules(table, rules if stored is None else stored.merged(rules), runtime)
     if progress:
         print(format_results(results, rules))
-    _stage(table, "fusion", clock, seconds=round(time.monotonic() - t0, 1), patterns=len(results),
-           fused=len(rules.fused))
+    if stored is None:
+        _stage(table, "fusion", clock, seconds=round(time.monotonic() - t0, 1), patterns=len(results),
+               fused=len(rules.fused))
     probes.unlink(missing_ok=True)
     return None
 
