@@ -245,3 +245,43 @@ def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_tabl
     assert set(table.meta["fusion"]["patterns"]) == {*PATTERNS, "linear+relu"}
     assert {n.split(":")[0] for n in table.meta["lut_calibration_networks"]} == {"nb201", "fbnet"}
     assert not missing_stages(table)
+
+
+def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_table, tmp_path):
+    """A network whose stored passes both read far slower than its kernels say (as in a slow spell of
+    the machine) is measured once more when the command runs again, and keeps its quietest pass."""
+    import shutil
+
+    import hwlat
+    from hwlat.device_profile import NETWORK_COLUMNS, _measured
+    from profilers.protocol import Protocol
+
+    out = tmp_path / "t"
+    for f in complete_table.parent.iterdir():
+        if f.name.startswith(complete_table.name + "."):
+            shutil.copy(f, tmp_path / f.name)
+    path = networks_path(DeviceTable.load(out))
+    rows = read_networks(path)
+    slow = next(r["network"] for r in rows if r["role"] == "calibration")
+    honest = dict(zip(*_measured(DeviceTable.load(out), "calibration")))[slow]
+    with open(path, "w", newline="") as f:  # both passes of one network read 1.6x
+        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            if r["network"] == slow:
+                r = {**r, "median_ms": str(1.6 * float(r["median_ms"]))}
+            w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
+    result = hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
+                                  targets=["nb201"], calibration_networks=3, score_networks=2,
+                                  fusion_patterns=PATTERNS, progress=False)
+    assert result.complete, result.unfinished
+    after = read_networks(path)
+    third = [r for r in after if int(r["pass"]) == 3]
+    assert slow in {r["network"] for r in third}
+    truth = dict(zip(*_measured(DeviceTable.load(out), "calibration")))[slow]
+    assert truth < 1.3 * honest
+    # Run again: a network gets one third pass, never more.
+    hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
+                         targets=["nb201"], calibration_networks=3, score_networks=2,
+                         fusion_patterns=PATTERNS, progress=False)
+    assert len([r for r in read_networks(path) if int(r["pass"]) == 3]) == len(third)
