@@ -124,10 +124,12 @@ def test_cli_search_prints_best_archs_with_predicted_latency_and_verifies(tmp_pa
     text = capsys.readouterr().out
     assert rc == 0
     assert "adapted to 'my_board' from 12 measured" in text and "predicted ms" in text
-    assert "predicted vs measured on cpu/onnxruntime" in text and "MAPE" in text
+    assert "measured on cpu/onnxruntime" in text and "leave-one-out" in text
     report = json.loads(out.read_text())
-    assert len(report["search"]["best"]) == 2 and all(b["predicted_ms"] <= 1.5 for b in report["search"]["best"])
-    assert len(report["verification"]["archs"]) == 2 and report["verification"]["archs"][0]["measured_ms"] > 0
+    wide = report["search"]["budget_ms"]  # the budget + the adapted predictor's error band
+    assert 1.5 <= wide <= 1.5 * 1.2 and all(b["predicted_ms"] <= wide for b in report["search"]["best"])
+    verified = report["search"]["verified"]["archs"]
+    assert 2 <= len(verified) <= 6 and verified[0]["measured_ms"] > 0
     # the saved, adapted predictor is usable directly
     rc = main(["search", "--space", "nb201", "--predictor", str(tmp_path / "pred"), "--max-latency-ms", "1.5",
                "--objective", _objective_file(tmp_path), "--budget", "5", "--no-progress"])

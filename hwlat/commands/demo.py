@@ -30,7 +30,8 @@ class DemoSettings:
     evaluations: int = 150  # architectures scored (accuracy looked up) by the constrained evolution
     population: int = 20
     tournament: int = 5
-    verify: int = 5  # best architectures of the search measured
+    verify: int = 5  # most accurate searched architectures measured per verification round
+    rounds: int = 3  # verification rounds at most (they stop once one measures within the budget)
     front: int = 6  # architectures of the predicted accuracy-latency Pareto front measured (the plot)
     protocol: str = "default"
 
@@ -41,6 +42,7 @@ class DemoSettings:
 
 
 def register(sub) -> None:
+    from hwlat.commands.search import verify_margin
     from nas.accuracy import datasets
 
     p = command_parser(
@@ -58,43 +60,21 @@ def register(sub) -> None:
     p.add_argument("--percentile", type=percentile, default=30.0,
                    help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
     p.add_argument("--max-latency-ms", type=positive_float, help="use this latency budget (ms) instead of a percentile")
-    p.add_argument("--margin", default="auto",
-                   help="search under budget / (1 + margin) so that measured latencies keep to the budget: a fraction "
-                        "(0 for none) or auto (default): the 80th percentile of the adapted predictor's leave-one-out "
-                        "relative error on the measured architectures, at most 0.2")
+    p.add_argument("--margin", type=verify_margin, default=None, metavar="FRACTION|auto",
+                   help="search under budget * (1 + margin) and measure the most accurate until one measures within "
+                        "the budget: a fraction (0 for none) or auto (default): the predictor's error band, the 80th "
+                        "percentile of its leave-one-out relative error on the measured architectures, at most 0.2")
     p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10)")
     p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150)")
-    p.add_argument("--verify", type=positive_int, help="best architectures measured to verify (default 5)")
+    p.add_argument("--verify", type=positive_int,
+                   help="most accurate searched architectures measured per verification round (default 5; at most "
+                        "3 rounds, until one measures within the budget)")
     p.add_argument("--front", type=nonnegative_int,
                    help="predicted Pareto-front architectures measured across the latency range (default 6)")
     p.add_argument("--seed", type=random_seed, default=0)
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.set_defaults(func=_demo)
-
-
-def _fixed_margin(text: str) -> float | None:
-    """--margin as a fraction, or None for auto; one clear error otherwise."""
-    from device_tables.errors import HwlatError
-
-    if text == "auto":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        raise HwlatError(f"--margin {text!r}: give a fraction such as 0.05, 0 for none, or auto") from None
-    if not 0.0 <= value < 1.0:
-        raise HwlatError(f"--margin {value}: must be at least 0 and below 1")
-    return value
-
-
-def _auto_margin(predictor) -> float:
-    """The 80th percentile of the adapted predictor's leave-one-out relative errors (at most 0.2; 0 if none)."""
-    import numpy as np
-
-    errors = np.asarray(getattr(predictor, "loo_rel_error_", []), dtype=float)
-    errors = errors[np.isfinite(errors)]
-    return float(min(np.quantile(errors, 0.8), 0.2)) if errors.size else 0.0
 
 
 def _say(text: str) -> None:
@@ -134,7 +114,6 @@ class _DemoRun:
         from nas.spaces import get_space
 
         self.args, self.s = args, s
-        self.fixed_margin = _fixed_margin(args.margin)
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
         self.progress = not args.no_progress
@@ -203,30 +182,32 @@ class _DemoRun:
              f"{all_ms.max():.3f} ms (median {np.median(all_ms):.3f} ms)")
 
     def search(self) -> None:
-        """4. Evolve architectures by accuracy under the budget less the margin (`result`, its `best`)."""
+        """4. Evolve architectures by accuracy under the budget + the predictor's error band (`result`)."""
         from nas.constraints import LatencyConstraint
-        from nas.search import AccuracyObjective, regularized_evolution
+        from nas.search import AccuracyObjective, ErrorBand, error_band, regularized_evolution
+        from nas.search.verified import widened
 
         s, args, space = self.s, self.args, self.space
-        self.margin = _auto_margin(self.pred.predictor) if self.fixed_margin is None else self.fixed_margin
-        c = self.c = LatencyConstraint(self.pred, self.budget / (1.0 + self.margin))
+        c = self.c = LatencyConstraint(self.pred, self.budget)
         c.check_budget()
+        self.band = error_band(self.pred) if args.margin is None else ErrorBand(args.margin, "--margin")
+        self.margin = self.band.fraction
+        wide = self.wide = widened(c, self.margin)
         self.why = (f"{args.percentile:g}th percentile of the predictions" if not args.max_latency_ms
                     else "--max-latency-ms")
         objective = self.objective = AccuracyObjective(space, args.dataset)
         _say(f"[4/6] searching for the most accurate network under a latency budget of {self.budget:.3f} ms "
-             f"({self.why}; {self.feasible} of {len(self.archs)} archs predicted feasible), less a {self.margin:.1%} "
-             f"margin for prediction error: predicted <= {c.budget_ms:.3f} ms; regularised evolution scoring "
-             f"{s.evaluations} archs")
+             f"({self.why}; {self.feasible} of {len(self.archs)} archs predicted feasible), plus the predictor's "
+             f"{self.margin:.1%} error band that measuring resolves: predicted <= {wide.budget_ms:.3f} ms; "
+             f"regularised evolution scoring {s.evaluations} archs")
         _say(f"      objective: {objective.label} (looked up: nas/data/nb201_accuracy.npz)")
         t = time.perf_counter()
-        result = self.result = regularized_evolution(space, objective, c, budget=s.evaluations,
+        result = self.result = regularized_evolution(space, objective, wide, budget=s.evaluations,
                                                      population=s.population, sample=s.tournament, seed=args.seed,
                                                      progress=self.progress)
         self.stages["search"] = time.perf_counter() - t
-        self.best = result.best(s.verify)
         _say(f"      {result.evaluations} scored ({result.rejected} proposals rejected by the constraint) in "
-             f"{self.stages['search']:.1f} s; all within budget (predicted): {result.all_feasible()}")
+             f"{self.stages['search']:.1f} s")
         _say(result.format(s.verify, score_name=objective.short))
         _say(result.format_front(objective.short, limit=8))
 
@@ -241,42 +222,50 @@ class _DemoRun:
             return []
         front = pareto_front([Candidate(None, str(i), float(m), float(a), True, i)
                               for i, (m, a) in enumerate(zip(self.all_ms, self.acc))])
-        best = {b.key for b in self.best}
-        pool = [c.step for c in front if self.space.key(self.archs[c.step]) not in best]
+        measured = {c.key for c in self.verified.measured}
+        pool = [c.step for c in front if self.space.key(self.archs[c.step]) not in measured]
         if len(pool) <= self.s.front:
             return pool
         return [pool[int(round(j))] for j in np.linspace(0, len(pool) - 1, self.s.front)]
 
     def verify(self) -> None:
-        """5. Measure the best (`v`) and predicted-front architectures (`vf`); pick the `winner`
-        (most accurate measured within budget) and the references it is compared with."""
+        """5. Measure the most accurate searched architectures in rounds until one measures within the
+        budget (`verified`, `v`; its `winner`), then some of the predicted front (`vf`), and find the
+        references the winner is compared with."""
         import numpy as np
 
+        from device_tables.archtable import arch_table_paths
         from nas.device_loop import verify
-        from nas.search.reference import best_within, measured_reference, verified_winner
+        from nas.search import VerifySettings
+        from nas.search.reference import best_within, measured_reference
+        from nas.search.verified import verify_search
 
-        best, space = self.best, self.space
-        picks = self._front_picks()
-        extra = f" + {len(picks)} of the predicted accuracy-latency front" if picks else ""
-        _say(f"[5/6] measuring the best {len(best)}{extra} on this CPU to verify ...")
+        s, space = self.s, self.space
+        _say(f"[5/6] measuring the most accurate searched archs on this CPU, {s.verify} per round, until one "
+             f"measures within the budget ...")
         t = time.perf_counter()
-        archs = [b.arch for b in best] + [self.archs[i] for i in picks]
-        predicted = [b.latency_ms for b in best] + [float(self.all_ms[i]) for i in picks]
-        v_all = verify(space, archs, predicted, self.budget, out=self.out / "nb201_verified", threads=self.args.threads,
-                       protocol=self.s.protocol, progress=self.progress)
-        self.stages["verify"] = time.perf_counter() - t
-        self.v_acc = np.asarray([self.acc[space.index(a)] for a in archs])
-        self.v = v_all.subset(range(len(best)))
-        self.vf = v_all.subset(range(len(best), len(archs)), budget_ms=None) if picks else None
-        _say(f"      best {len(best)} within the budget:")
-        _say(self.v.format())
-        if self.vf is not None:
-            _say("      predicted Pareto front (no budget):")
+        out = self.out / "nb201_verified"
+        for path in arch_table_paths(out):  # this run's measurements only
+            path.unlink(missing_ok=True)
+        settings = VerifySettings(None, s.verify, s.rounds, threads=self.args.threads, protocol=s.protocol, out=out,
+                                  progress=self.progress)
+        self.verified = vs = verify_search(space, self.result, self.c, self.band, settings)
+        self.v = vs.verification()
+        _say(vs.format(self.objective.short))
+        picks = self._front_picks()
+        self.vf = None
+        if picks:
+            _say(f"      + {len(picks)} of the predicted accuracy-latency front (no budget):")
+            self.vf = verify(space, [self.archs[i] for i in picks], [float(self.all_ms[i]) for i in picks], None,
+                             out=self.out / "nb201_front", threads=self.args.threads, protocol=s.protocol,
+                             progress=self.progress, fresh=True)
             _say(self.vf.format())
-        w = verified_winner(self.v.keys, self.v_acc[:len(best)], self.v.measured, self.budget)
+        self.stages["verify"] = time.perf_counter() - t
+        self.v_acc = np.asarray([c.score for c in vs.measured] + [float(self.acc[i]) for i in picks])
+        w = vs.winner
         self.winner = None if w is None else {
-            "key": self.v.keys[w], "index": space.index(best[w].arch), "accuracy": float(self.v_acc[w]),
-            "predicted_ms": float(self.v.predicted[w]), "measured_ms": float(self.v.measured[w])}
+            "key": w.key, "index": space.index(w.arch), "accuracy": float(w.score), "predicted_ms": float(w.latency_ms),
+            "measured_ms": float(vs.winner_ms)}
         self.ref_measured = measured_reference(space, self.acc, self.m.device, self.budget)
         self.ref_predicted = best_within(space, self.acc, range(len(self.archs)), self.all_ms, self.budget,
                                          "all 15625 by the adapted predictor")
@@ -318,11 +307,13 @@ class _DemoRun:
         regret = self._regret()
         summary = {
             "device": m.device, "quick": bool(self.args.quick), "settings": asdict(s), "budget_ms": self.budget,
-            "budget_rule": self.why, "margin": self.margin, "search_budget_ms": self.c.budget_ms,
+            "budget_rule": self.why, "margin": self.margin, "margin_source": self.band.source,
+            "search_budget_ms": self.wide.budget_ms,
             "feasible_predicted": self.feasible, "shots": {"keys": [self.space.key(a) for a in m.archs],
                                                            "measured_ms": m.ms.tolist(), "table": f"{m.table}.csv"},
             "objective": self.objective.label, "dataset": self.args.dataset, "objective_is_proxy": False,
             "search": self.result.to_dict(s.verify), "verification": v.to_dict(),
+            "verify": self.verified.to_dict(),
             "verified_accuracy": [float(a) for a in self.v_acc[:len(v.keys)]],
             "verification_pareto_front": vf.to_dict() if vf is not None else None,
             "winner": self.winner,
@@ -350,12 +341,11 @@ class _DemoRun:
         m, ok, v, vf, stages, w = self.m, self.ok, self.v, self.vf, self.stages, self.winner
         n_ok = int(v.ok.sum())
         satisfied = n_ok - v.violations
-        if not n_ok:
-            verdict = "no searched architecture could be measured: the constraint is unverified"
-        elif v.violations == 0:
-            verdict = "constraint SATISFIED on the device by all verified architectures"
+        over = sum(c.latency_ms > self.budget for c in self.verified.measured)
+        if w is not None:
+            verdict = f"budget MET on the device by the winner ({w['measured_ms']:.3f} <= {self.budget:.3f} ms measured)"
         else:
-            verdict = f"constraint VIOLATED on the device by {v.violations} of {n_ok} verified architectures"
+            verdict = f"budget NOT MET: none of the {n_ok} verified architectures measured within it"
         n_shots = int(ok.sum())
         lines = [
             "",
@@ -364,12 +354,13 @@ class _DemoRun:
             f"profiled    {n_shots} NB201 architectures in {stages['profile']:.1f} s",
             f"predictor   shipped NB201 transfer predictor adapted from {n_shots} measurements; "
             f"all {len(self.archs)} predicted in {stages['predict']:.2f} s",
-            f"budget      {self.budget:.3f} ms ({self.why}); {self.feasible} archs predicted feasible; searched with a "
-            f"{self.margin:.1%} margin (predicted <= {self.c.budget_ms:.3f} ms)",
+            f"budget      {self.budget:.3f} ms ({self.why}); {self.feasible} archs predicted feasible; searched with the "
+            f"predictor's {self.margin:.1%} error band above it (predicted <= {self.wide.budget_ms:.3f} ms)",
             f"search      regularised evolution: {self.result.evaluations} archs scored in {stages['search']:.1f} s; "
             f"objective: {self.objective.label}",
-            f"verified    best {n_ok}: Spearman {_num(v.spearman)} (predicted vs measured), "
-            f"MAPE {v.mape:.1%}; measured within budget: {satisfied}/{n_ok}",
+            f"verified    the most accurate {n_ok} ({over} predicted over the budget, within the band) in "
+            f"{len(self.verified.rounds)} round(s): Spearman {_num(v.spearman)} (predicted vs measured), MAPE "
+            f"{v.mape:.1%}; measured within budget: {satisfied}/{n_ok}",
         ]
         if vf is not None and vf.ok.any():
             span = f"{np.nanmin(vf.measured):.2f}..{np.nanmax(vf.measured):.2f} ms"

@@ -14,8 +14,8 @@ from hwlat.commands.args import nonnegative_float, positive_float, positive_int,
 def register(sub) -> None:
     p = command_parser(
         sub, "search",
-        "search a space for the best architectures under a latency budget (predicted), optionally verified "
-        "on this machine",
+        "search a space for the best architectures under a latency budget (predicted); --verify measures "
+        "the best near the budget here and names the most accurate one that measures within it",
         "hwlat search --space nb201 --predictor pretrained --device-samples results/demo/nb201_shots.csv "
         "--max-latency-ms 1.0 --objective accuracy:cifar10 --budget 150 --verify",
     )
@@ -46,20 +46,44 @@ def register(sub) -> None:
     p.add_argument("--population", type=positive_int, default=20,
                    help="evolution / nsga2: population size (default 20)")
     p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament (sample) size (default 5)")
-    p.add_argument("--top", type=positive_int, default=5, help="architectures to print and verify (default 5)")
+    p.add_argument("--top", type=positive_int, default=5,
+                   help="architectures to print, and to measure per --verify round (default 5)")
     p.add_argument("--seed", type=random_seed, default=0)
     p.add_argument("--proxy-batch", type=positive_int, default=16, help="random inputs per NASWOT score (default 16)")
     p.add_argument("--verify", action="store_true",
-                   help="measure the best architectures here and print predicted vs measured")
+                   help="resolve the predictor's error near the budget by measuring here: search under the budget "
+                        "+ --verify-margin, measure the most accurate architectures predicted within it (--top per "
+                        "round, until one measures within the budget), and name the winner: the most accurate "
+                        "architecture MEASURED within the budget")
+    p.add_argument("--verify-margin", type=verify_margin, default=None, metavar="FRACTION|auto",
+                   help="how far above the budget (a fraction, 0.03 = 3%%) predictions are measured too; auto "
+                        "(default): the predictor's error band, the 80th percentile of its relative errors on what "
+                        "it was not fit to (a table's self-score, an adapted predictor's leave-one-out), at most 20%%")
+    p.add_argument("--verify-rounds", type=positive_int, default=3,
+                   help="at most this many rounds of --top measurements (default 3)")
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime of --verify")
     p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")
-    p.add_argument("--verify-out", help="arch table for --verify's measurements (default: not kept)")
+    p.add_argument("--verify-out", help="arch table for --verify's measurements, resumed: architectures already in it "
+                                        "are not measured again (default: not kept)")
     p.add_argument("--save-predictor", help="save the (adapted) predictor to this path (NAME -> NAME.npz + NAME.json)")
     p.add_argument("--json", help="write the result (best, Pareto front, verification) as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=_search)
+
+
+def verify_margin(text: str) -> float | None:
+    """A verification margin option: a fraction in [0, 1), or auto (None: the predictor's error band)."""
+    if text == "auto":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give a fraction such as 0.03, 0 for none, or auto") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{value}: must be at least 0 and below 1")
+    return value
 
 
 def build_predictor(args: argparse.Namespace, space):
@@ -84,6 +108,7 @@ def _search(args: argparse.Namespace) -> int:
     from nas.constraints import LatencyConstraint
     from nas.search import optuna_pareto, random_search, regularized_evolution
     from nas.search.objectives import load_objective
+    from nas.search.verified import VerifySettings, search_verified
     from nas.spaces import get_space
 
     space = get_space(args.space)
@@ -105,39 +130,33 @@ def _search(args: argparse.Namespace) -> int:
     objective = load_objective(args.objective, space, batch=args.proxy_batch, seed=args.seed)
     print(f"objective: {objective.label}")
     progress = not args.no_progress
-    if args.method == "evolution":
-        result = regularized_evolution(space, objective, c, budget=args.budget, population=args.population,
-                                       sample=args.tournament, seed=args.seed, progress=progress)
-    elif args.method == "nsga2":
-        result = optuna_pareto(space, objective, c, trials=args.budget, seed=args.seed, population=args.population,
-                               progress=progress)
+
+    def search(constraint: LatencyConstraint):
+        if args.method == "evolution":
+            return regularized_evolution(space, objective, constraint, budget=args.budget, population=args.population,
+                                         sample=args.tournament, seed=args.seed, progress=progress)
+        if args.method == "nsga2":
+            return optuna_pareto(space, objective, constraint, trials=args.budget, seed=args.seed,
+                                 population=args.population, progress=progress)
+        return random_search(space, objective, constraint, budget=args.budget, seed=args.seed, progress=progress)
+
+    if args.verify:
+        settings = VerifySettings(args.verify_margin, args.top, args.verify_rounds, args.runtime, args.threads,
+                                  args.protocol, args.verify_out, progress)
+        band = settings.band(pred)
+        print(f"verify: searching predicted <= {c.budget_ms * (1 + band.fraction):.4g} ms, the budget + "
+              f"{band.fraction:.1%} ({band.source}); the most accurate are then measured on {args.runtime} "
+              f"(threads={args.threads}, protocol {args.protocol}) until one measures within {c.budget_ms:g} ms")
+        result = search_verified(space, c, search, settings, band)
     else:
-        result = random_search(space, objective, c, budget=args.budget, seed=args.seed, progress=progress)
+        result = search(c)
     print()
     print(result.format(args.top, score_name=objective.short))
     print(result.format_front(objective.short))
+    if result.verified is not None:
+        print()
+        print(result.verified.format(objective.short))
     report = {"search": result.to_dict(args.top), "predictor": pred.name, "objective_is_proxy": objective.is_proxy}
-    best = result.best(args.top)
-    if args.verify and best:
-        from nas.device_loop import verify
-
-        print(f"\nverifying the best {len(best)} on {args.runtime} (threads={args.threads}, "
-              f"protocol {args.protocol}) ...")
-        v = verify(space, [b.arch for b in best], [b.latency_ms for b in best], c.budget_ms, out=args.verify_out,
-                   runtime=args.runtime, threads=args.threads, protocol=args.protocol, progress=progress)
-        print(f"predicted vs measured on {v.device}:")
-        print(v.format())
-        report["verification"] = v.to_dict()
-        from nas.search.reference import verified_winner
-
-        w = verified_winner(v.keys, [b.score for b in best], v.measured, c.budget_ms)
-        if w is None:
-            print("winner: none of them measured within the budget")
-        else:
-            print(f"winner (best {objective.short} measured within {c.budget_ms:g} ms): {best[w].score:.3f} at "
-                  f"{v.measured[w]:.4f} ms measured: {best[w].key}")
-            report["winner"] = {"key": best[w].key, "score": best[w].score, "predicted_ms": best[w].latency_ms,
-                                "measured_ms": float(v.measured[w])}
     if args.json:
         Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")

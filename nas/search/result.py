@@ -43,6 +43,7 @@ class SearchResult:
     proposals: int = 0  # architectures proposed (predicted), rejected ones included
     rejected: int = 0  # proposals outside the latency bounds (never evaluated)
     objective_seconds: float = 0.0
+    verified: Any = None  # a `nas.search.verified.VerifiedSearch` when the search was verified by measuring
 
     @property
     def evaluations(self) -> int:
@@ -92,11 +93,13 @@ class SearchResult:
         return "\n".join(lines)
 
     def to_dict(self, k: int = 5) -> dict[str, Any]:
+        verified = {"verified": self.verified.to_dict()} if self.verified is not None else {}
         return {"method": self.method, "space": self.space, "objective": self.objective, "budget_ms": self.budget_ms,
                 "evaluations": self.evaluations, "proposals": self.proposals, "rejected": self.rejected,
                 "seconds": round(self.seconds, 3), "objective_seconds": round(self.objective_seconds, 3),
                 "best": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.best(k)],
-                "pareto_front": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.front()]}
+                "pareto_front": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.front()],
+                **verified}
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(predicted ms, score) of every evaluated architecture."""
