@@ -28,7 +28,7 @@ class DemoSettings:
     reference_shots: int = 10
     random_shots: int = 10
     evaluations: int = 150  # architectures scored (accuracy looked up) by the constrained evolution
-    population: int = 20
+    population: int = 30
     tournament: int = 5
     verify: int = 5  # most accurate searched architectures measured per verification round
     rounds: int = 3  # verification rounds at most (they stop once one measures within the budget)

@@ -43,8 +43,8 @@ def register(sub) -> None:
                    help="search method (default evolution: regularised evolution under the constraint; nsga2: "
                         "Optuna's NSGA-II, maximising the objective and minimising predicted latency with the budget "
                         "as a constraint; needs optuna)")
-    p.add_argument("--population", type=positive_int, default=20,
-                   help="evolution / nsga2: population size (default 20)")
+    p.add_argument("--population", type=positive_int,
+                   help="evolution / nsga2: population size (default 30 / 50)")
     p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament (sample) size (default 5)")
     p.add_argument("--top", type=positive_int, default=5,
                    help="architectures to print, and to measure per --verify round (default 5)")
@@ -131,13 +131,15 @@ def _search(args: argparse.Namespace) -> int:
     print(f"objective: {objective.label}")
     progress = not args.no_progress
 
+    population = {"population": args.population} if args.population else {}
+
     def search(constraint: LatencyConstraint):
         if args.method == "evolution":
-            return regularized_evolution(space, objective, constraint, budget=args.budget, population=args.population,
-                                         sample=args.tournament, seed=args.seed, progress=progress)
+            return regularized_evolution(space, objective, constraint, budget=args.budget, sample=args.tournament,
+                                         seed=args.seed, progress=progress, **population)
         if args.method == "nsga2":
-            return optuna_pareto(space, objective, constraint, trials=args.budget, seed=args.seed,
-                                 population=args.population, progress=progress)
+            return optuna_pareto(space, objective, constraint, trials=args.budget, seed=args.seed, progress=progress,
+                                 **population)
         return random_search(space, objective, constraint, budget=args.budget, seed=args.seed, progress=progress)
 
     if args.verify:

@@ -1,7 +1,6 @@
 """What an accuracy search is judged against: the most accurate architecture within a latency
 budget among a space's measured architectures (the arch table shipped for a device) or among all
-of them by a predictor, and the winner of a verified search (the most accurate architecture whose
-measured latency meets the budget)."""
+of them by a predictor."""
 
 from __future__ import annotations
 
@@ -78,15 +77,4 @@ def measured_reference(space: Space, accuracy: np.ndarray, device: str, budget_m
     return best_within(space, accuracy, idx, ms, budget_ms, f"measured arch table {path.name} ({len(ms)} archs)")
 
 
-def verified_winner(keys: Sequence[str], accuracy: Sequence[float], measured: Sequence[float],
-                    budget_ms: float) -> int | None:
-    """Position of the most accurate architecture whose measured latency is within the budget
-    (ties: the faster), or None when none is."""
-    acc, ms = np.asarray(accuracy, dtype=float), np.asarray(measured, dtype=float)
-    ok = np.flatnonzero(np.isfinite(ms) & (ms <= budget_ms))
-    if not ok.size:
-        return None
-    return int(min(ok, key=lambda i: (-acc[i], ms[i])))
-
-
-__all__ = ["Reference", "best_within", "measured_reference", "shipped_arch_table", "table_latencies", "verified_winner"]
+__all__ = ["Reference", "best_within", "measured_reference", "shipped_arch_table", "table_latencies"]
