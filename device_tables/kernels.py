@@ -98,7 +98,7 @@ class Kernel:
 
     @property
     def nodes(self) -> tuple[str, ...]:
-        return tuple(n for op in self.ops for n in op.nodes)
+        return self.ops[0].nodes if len(self.ops) == 1 else tuple(n for op in self.ops for n in op.nodes)
 
 
 def split_kernel(spec: OpSpec) -> list[OpSpec]:
@@ -116,10 +116,10 @@ def split_kernel(spec: OpSpec) -> list[OpSpec]:
 
 def join_kernel(head: OpSpec, tails: Iterable[str]) -> OpSpec:
     """A head spec plus tail op names -> the fused spec."""
-    tails = list(tails)
-    if not tails:
+    op = "+".join([head.op, *tails])
+    if op == head.op:
         return head
-    return OpSpec.make("+".join([head.op, *tails]), head.input_shape, dtype=head.dtype, **dict(head.attrs))
+    return head._once(f"join:{op}", lambda: OpSpec.make(op, head.input_shape, dtype=head.dtype, **dict(head.attrs)))
 
 
 def expand_fused(graph: Graph) -> Graph:
@@ -156,13 +156,15 @@ def drop_duplicates(graph: Graph) -> Graph:
     alias: dict[str, str] = {}
     ops: list[GraphOp] = []
     for op in graph.ops:
-        inputs = tuple(alias.get(t, t) for t in op.inputs)
-        if inputs != op.inputs:
-            op = replace(op, inputs=inputs)
+        inputs = op.inputs
+        if alias:
+            inputs = tuple([alias.get(t, t) for t in inputs])
+            if inputs != op.inputs:
+                op = replace(op, inputs=inputs)
+        spec = op.spec
         # A copy's spec does not say which part it takes (attention's q, k and v slices of one tensor).
-        if op.kind == OP and op.spec is not None and op.spec.weight_count == 0 and len(op.outputs) == 1 \
-                and op.spec.base != "copy":
-            key = (op.spec.key, inputs)
+        if op.kind == OP and spec is not None and spec.weight_count == 0 and len(op.outputs) == 1 and spec.base != "copy":
+            key = (spec.key, inputs)
             if key in seen:
                 alias[op.outputs[0]] = seen[key]
                 continue
@@ -179,31 +181,34 @@ def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> 
     the first absorbed one. Free and uncovered ops are not part of any kernel."""
     absorbed = rules.absorbed if in_network else frozenset()
     graph = expand_fused(graph)
+    ops = graph.ops
     consumers = graph.consumers()
     outputs = set(graph.outputs)
+    grows = bool(rules) or bool(absorbed)
     used: set[int] = set()
     kernels: list[Kernel] = []
-    for i, op in enumerate(graph.ops):
+    for i, op in enumerate(ops):
         if i in used or op.kind != OP or op.spec is None:
             continue
         chain = [i]
         tails: list[str] = []
         priced = 0  # tails in the kernel's spec: those before the first absorbed one
         cur = op
-        while (rules or absorbed) and len(cur.outputs) == 1 and cur.outputs[0] not in outputs:
-            readers = consumers.get(cur.outputs[0], [])
+        pattern = op.spec.op
+        while grows and len(cur.outputs) == 1 and cur.outputs[0] not in outputs:
+            readers = consumers.get(cur.outputs[0], ())
             if len(readers) != 1:
                 break
             j = readers[0]
-            nxt = graph.ops[j]
+            nxt = ops[j]
             if j in used or nxt.kind != OP or nxt.spec is None or nxt.spec.is_fused:
                 break
             tail = nxt.spec.op
             if tail not in FUSABLE_TAILS or nxt.spec.input_shape != tail_input(tail, cur.spec.output_shape):
                 break
-            if tail == "add" and list(nxt.inputs).count(cur.outputs[0]) != 1:
+            if tail == "add" and nxt.inputs.count(cur.outputs[0]) != 1:
                 break  # x + x is not a residual
-            pattern = "+".join([op.spec.op, *tails, tail])
+            pattern = f"{pattern}+{tail}"
             if rules.fuses(pattern):
                 if priced == len(tails):  # no absorbed tail before it
                     priced += 1
@@ -213,7 +218,7 @@ def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> 
             tails.append(tail)
             cur = nxt
         used.update(chain)
-        kernels.append(Kernel(join_kernel(op.spec, tails[:priced]), tuple(graph.ops[k] for k in chain)))
+        kernels.append(Kernel(join_kernel(op.spec, tails[:priced]), tuple([ops[k] for k in chain])))
     return kernels
 
 
@@ -233,44 +238,56 @@ def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float,
     for op in graph.ops:
         for t in op.outputs:
             if op.spec is not None:
-                shape[t] = tuple(op.spec.output_shape)
+                shape[t] = op.spec.output_shape
                 element_bytes[t] = op.spec.element_bytes
             elif op.moves:
                 shape[t] = tuple(op.moves)
             elif op.inputs:
                 alias[t] = alias.get(op.inputs[0], op.inputs[0])
-    steps = []  # per kernel: (the activations it reads, those it writes, its op), aliases resolved
+    steps = []  # per kernel: (the activations it reads, those it writes, whether in place), aliases resolved
     for k in kernels:
-        made = {t for op in k.ops for t in op.outputs}
-        read = {t for op in k.ops for t in op.inputs}
-        steps.append((list(dict.fromkeys(alias.get(t, t) for op in k.ops for t in op.inputs if t not in made)),
-                      [t for op in k.ops for t in op.outputs if t not in read] or list(k.ops[-1].outputs), k.spec.op))
+        if len(k.ops) == 1:
+            made, read = k.ops[0].outputs, k.ops[0].inputs
+        else:
+            made = tuple(t for op in k.ops for t in op.outputs)
+            read = tuple(t for op in k.ops for t in op.inputs)
+        steps.append((list(dict.fromkeys([alias.get(t, t) for t in read if t not in made])),
+                      [t for t in made if t not in read] or list(k.ops[-1].outputs), k.spec.base in IN_PLACE_OPS))
     last: dict[str, int] = {}
     for i, (reads, _, _) in enumerate(steps):
-        last.update((t, i) for t in reads)
-    last.update((alias.get(t, t), len(steps)) for t in graph.outputs)
+        for t in reads:
+            last[t] = i
+    for t in graph.outputs:
+        last[alias.get(t, t)] = len(steps)
+
+    sizes: dict[str, float] = {}
 
     def mb(t: str) -> float:
-        s = shape.get(t)
-        return 0.0 if s is None else math.prod(s) * element_bytes.get(t, 4) / 1e6
+        v = sizes.get(t)
+        if v is None:
+            s = shape.get(t)
+            v = sizes[t] = 0.0 if s is None else math.prod(s) * element_bytes.get(t, 4) / 1e6
+        return v
 
-    free: list[tuple[int, ...]] = []
+    free: dict[tuple[int, ...], int] = {}  # shape -> freed buffers of it
     planned = peak = 0.0
     live: set[str] = set()
-    for i, (reads, writes, op) in enumerate(steps):
+    for i, (reads, writes, in_place) in enumerate(steps):
         dying = [t for t in reads if last.get(t) == i and t not in graph.inputs]
         for t in writes:
             s = shape.get(t)
-            same = [d for d in dying if shape.get(d) == s]
-            if op.split("+", 1)[0] in IN_PLACE_OPS and same:
-                dying.remove(same[0])
-            elif s in free:
-                free.remove(s)
+            same = next((d for d in dying if shape.get(d) == s), None) if in_place else None
+            if same is not None:
+                dying.remove(same)
+            elif free.get(s):
+                free[s] -= 1
             else:
                 planned += mb(t)
         live.update(writes)
-        peak = max(peak, math.fsum(mb(t) for t in live))
-        free += [shape[t] for t in dying if t in shape]
+        peak = max(peak, math.fsum([mb(t) for t in live]))
+        for t in dying:
+            if t in shape:
+                free[shape[t]] = free.get(shape[t], 0) + 1
         live = {t for t in live if last.get(t, -1) > i}
     return planned, peak
 

@@ -112,6 +112,9 @@ class OpSpec:
     dtype: str = "float32"
     _attrs_dict: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
     _key: str = field(default=None, init=False, repr=False, compare=False, hash=False)
+    # Derived values computed once (output shape, weight count): a predictor reads them per kernel
+    # of every network it prices.
+    _derived: dict = field(default=None, init=False, repr=False, compare=False, hash=False)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -171,7 +174,17 @@ class OpSpec:
 
     @property
     def base(self) -> str:
-        return self.parts[0]
+        return self._once("base", lambda: self.op.split("+", 1)[0])
+
+    def _once(self, name: str, compute: Any) -> Any:
+        """`compute()` the first time `name` is asked for, then the stored value (the spec is frozen)."""
+        d = self._derived
+        if d is None:
+            d = {}
+            object.__setattr__(self, "_derived", d)
+        if name not in d:
+            d[name] = compute()
+        return d[name]
 
     @property
     def is_fused(self) -> bool:
@@ -245,6 +258,9 @@ class OpSpec:
 
     @property
     def output_shape(self) -> tuple[int, ...]:
+        return self._once("output_shape", self._output_shape)
+
+    def _output_shape(self) -> tuple[int, ...]:
         a, s, base = self.a, self.input_shape, self.base
         if base == "linear":
             return (s[0], int(a["cout"]))
@@ -273,6 +289,9 @@ class OpSpec:
     @property
     def weight_count(self) -> int:
         """Parameters read by the kernel (weights, bias, batchnorm statistics)."""
+        return self._once("weight_count", self._weight_count)
+
+    def _weight_count(self) -> int:
         a, base = self.a, self.base
         cin = self.input_shape[1]
         count = 0

@@ -708,3 +708,68 @@ def test_a_regressed_kernel_of_a_blocked_op_pays_reorders_from_the_fitted_line()
         assert set(edges) == {"reorder_in", "reorder_out"} and all(k.source == REGRESSOR for k in edges.values())
         costs.append(edges["reorder_in"].ms)
     assert 0 < costs[0] < costs[1]
+
+
+# ---- predicting many architectures (hwlat predict --archs, the search's lut: predictor) ----------
+@pytest.mark.parametrize("name,options", [("nb201", {}), ("nb201", {"keep_dead": True}), ("fbnet", {}), ("ofa", {})])
+def test_graph_written_from_the_network_is_the_onnx_extraction_op_by_op(name, options):
+    """`Space.graph` writes a CNN's graph from its network: the same ops, specs, tensors and notes as
+    extracting its exported (shapes-only) ONNX model; a transformer network is read from ONNX."""
+    from nas.spaces import get_space
+    from nas.spaces.net_graph import net_graph
+    from nas.spaces.onnx_export import net_to_proto
+
+    space = get_space(name, **options)
+    for arch in space.sample(25, seed=5):
+        net = space.network(arch)
+        slow, fast = Graph.from_onnx(net_to_proto(net, values=False)), net_graph(net, "net")
+        assert fast is not None and (fast.inputs, fast.outputs, fast.name) == (slow.inputs, slow.outputs, slow.name)
+        assert fast.ops == slow.ops
+        assert [op.spec.key for op in fast.ops if op.spec] == [op.spec.key for op in slow.ops if op.spec]
+    vit = get_space("vit")
+    assert net_graph(vit.network(vit.sample(1)[0])) is None
+
+
+@pytest.mark.parametrize("name,n", [("nb201", 25), ("fbnet", 20), ("ofa", 20), ("vit", 2)])
+def test_predict_archs_equals_each_exported_model_predicted_alone(name, n):
+    """Many architectures predicted by one predictor (kernels priced once and remembered) equal each
+    one's exported ONNX model predicted by a fresh predictor: total, sigma, kernels, partial."""
+    import hwlat
+    from nas.spaces import get_space
+
+    table = hwlat.load_table("cpu_onnxruntime_fp32_threads1")
+    space = get_space(name)
+    archs = space.sample(n, seed=3)
+    many = hwlat.predict_archs(space, archs, table)
+    alone = LUTPredictor(table)
+    alone.regressors = LUTPredictor(table).fit().regressors  # loaded once; no memo is shared
+    for arch, fast in zip(archs, many):
+        alone._memos = None
+        slow = alone.predict_graph(space.to_onnx(arch))
+        assert fast.total_ms == pytest.approx(slow.total_ms, rel=1e-9) and fast.partial == slow.partial
+        assert fast.sigma_ms == pytest.approx(slow.sigma_ms, rel=1e-9, abs=1e-12)
+        assert sorted((k.key, k.nodes, k.source) for k in fast.kernels) == sorted((k.key, k.nodes, k.source)
+                                                                                  for k in slow.kernels)
+
+
+def test_a_changed_or_removed_table_row_changes_the_next_prediction():
+    """The predictor remembers kernel prices per row: a row replaced or removed in its table is read
+    again, so the same predictor predicts as a fresh one does (no stale price)."""
+    from nas.spaces import get_space
+
+    space = get_space("nb201")
+    archs = space.sample(3, seed=9)
+    graphs = [space.graph(a) for a in archs]
+    table = synthetic_table([k.spec for g in graphs for k in group_kernels(g, ORT_LIKE)])
+    lut = LUTPredictor(table, use_regressors=False)
+    before = [lut.predict_graph(g).total_ms for g in graphs]
+    conv = next(k.spec for k in group_kernels(graphs[0], ORT_LIKE) if k.spec.base == "conv2d")
+    row = table.get(conv)
+    table._rows[conv.key] = replace(row, measurement=replace(row.measurement, median_ms=row.measurement.median_ms * 3))
+    after = [lut.predict_graph(g).total_ms for g in graphs]
+    assert after[0] > before[0]
+    assert after == pytest.approx([LUTPredictor(table, use_regressors=False).predict_graph(g).total_ms for g in graphs],
+                                  rel=1e-12)
+    del table._rows[conv.key]
+    gone = lut.predict_graph(graphs[0])
+    assert gone.partial and conv.op in {u.op for u in gone.uncovered}

@@ -157,13 +157,19 @@ class Space(abc.ABC):
 
     def graph(self, arch: Any, batch: int = 1):
         """The `device_tables.graph.Graph` its ONNX model runs (named ``space:key``): what `hwlat
-        predict` prices for an architecture, on the command line and in searches alike."""
+        predict` prices for an architecture, on the command line and in searches alike. Written
+        straight from the network for CNN layers (`net_graph`, the same ops), else read from ONNX."""
         from device_tables.graph import Graph
+        from nas.spaces.net_graph import net_graph
         from nas.spaces.onnx_export import net_to_proto
 
         arch = self.as_arch(arch)
-        graph = Graph.from_onnx(net_to_proto(self.network(arch, batch), values=False))
-        graph.name = f"{self.name}:{self.key(arch)}"
+        net = self.network(arch, batch)
+        name = f"{self.name}:{self.key(arch)}"
+        graph = net_graph(net, name)
+        if graph is None:
+            graph = Graph.from_onnx(net_to_proto(net, values=False))
+            graph.name = name
         return graph
 
     def to_torch(self, arch: Any):

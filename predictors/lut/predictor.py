@@ -56,6 +56,7 @@ class LUTPredictor:
         self.rules = rules if rules is not None else FusionRules.from_meta(table.meta)
         self.regressors = regressors
         self._reorders: dict[str, Any] | None = None  # `_reorder_model`, built on first use
+        self._memos: tuple[tuple, dict[str, dict[str, Any]]] | None = None  # `_memo`: (settings, memos)
         self.use_regressors = use_regressors
         if calibration is None:
             stored = table.meta.get("lut_calibration") or {}
@@ -164,25 +165,53 @@ class LUTPredictor:
     def _row_ops(self) -> frozenset[str]:
         return frozenset(r.spec.op for r in self.table.rows("ok"))
 
-    def _lookup(self, kernels: Sequence[Kernel]) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
-        specs = [self._spec(k.spec) for k in kernels]
-        found = [self._row_ms(s) for s in specs]
-        need = [i for i, v in enumerate(found) if v is None]
+    def _priced(self, kernels: Sequence[Kernel]) -> list[tuple[OpSpec, Any, float | None, dict[str, float]]]:
+        """Per kernel: its row key (`_spec`), its ok row (or None), the row's in-network ms (or None)
+        and its reorder shares. Kept per kernel spec while the table holds the same row object and
+        the predictor's settings stay: many networks of a space share most kernels."""
+        memo = self._memo("priced")
+        table_get = self.table.get
+        out = []
+        for k in kernels:
+            hit = memo.get(k.spec.key)
+            if hit is not None:
+                row = table_get(hit[0].key)
+                if (row if row is not None and row.ok else None) is hit[1]:
+                    out.append(hit)
+                    continue
+            spec = self._spec(k.spec)
+            row = self._ok_row(spec)
+            hit = memo[k.spec.key] = (spec, row, None if row is None else self._in_network_ms(row),
+                                      reorders.reorder_shares(row) if row is not None else reorders.NO_SHARES)
+            out.append(hit)
+        return out
+
+    def _memo(self, name: str) -> dict[str, Any]:
+        """A memo of values that follow from a kernel's spec under this predictor's settings; emptied
+        when a setting it depends on changes (fusion rules, statistic, overhead, layout handling)."""
+        settings = (self.rules, self.statistic, self.call_overhead_ms, self.layout_reorders, self.dtype)
+        held = self._memos
+        if held is None or held[0][0] is not self.rules or held[0][1:] != settings[1:]:
+            held = self._memos = (settings, {})
+        return held[1].setdefault(name, {})
+
+    def _lookup(self, kernels: Sequence[Kernel], priced: Sequence[tuple]) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
+        need = [i for i, p in enumerate(priced) if p[2] is None]
         estimates: dict[int, Any] = {}
         if need and self.use_regressors:
             if self.regressors is None:
                 self.fit()
             # A kernel's estimate depends on its spec alone: computed once per predictor, so many
             # networks of one space (sharing most kernels) predict quickly.
-            new = list({specs[i].key: specs[i] for i in need if specs[i].key not in self._estimates}.values())
+            new = list({priced[i][0].key: priced[i][0] for i in need if priced[i][0].key not in self._estimates}.values())
             if new:
                 self._estimates.update(zip((s.key for s in new), self.regressors.estimate(new)))
-            estimates = {i: self._estimates[specs[i].key] for i in need}
+            estimates = {i: self._estimates[priced[i][0].key] for i in need}
         out, missing = [], []
-        for i, (k, s) in enumerate(zip(kernels, specs)):
+        for i, (k, (s, _, ms, _)) in enumerate(zip(kernels, priced)):
             mb = s.weight_count * s.element_bytes / 1e6
-            if found[i] is not None:
-                out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, found[i], self._net(found[i]), weight_mb=mb))
+            if ms is not None:
+                out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, ms, self._net(ms), weight_mb=mb))
             elif estimates.get(i) is not None:
                 e = estimates[i]
                 out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated, mb))
@@ -202,26 +231,27 @@ class LUTPredictor:
         repeats: list[str] = []
         if self.rules.shares_duplicates:
             kept = drop_duplicates(graph)
-            outputs = {o for op in kept.ops for o in op.outputs}
-            repeats = [n for op in graph.ops if op.outputs and op.outputs[0] not in outputs for n in op.nodes]
+            if kept is not graph:
+                outputs = {o for op in kept.ops for o in op.outputs}
+                repeats = [n for op in graph.ops if op.outputs and op.outputs[0] not in outputs for n in op.nodes]
             graph = kept
         kernels = self.kernels(graph)
-        found, missing = self._lookup(kernels)
+        priced = self._priced(kernels)
+        found, missing = self._lookup(kernels, priced)
         excess = 0.0
         if self._spreads_activations:
             planned, compact = activation_plans_mb(graph, kernels)
             excess = planned - compact
-        return found + self._edge_reorders(graph, kernels), missing, repeats, excess
+        return found + self._edge_reorders(graph, kernels, priced), missing, repeats, excess
 
-    def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel]) -> list[KernelPrediction]:
+    def _edge_reorders(self, graph: Graph, kernels: Sequence[Kernel], priced: Sequence[tuple]) -> list[KernelPrediction]:
         """ONNX Runtime's NCHWc reorders inside `graph` at the edges of its blocked-layout regions,
         each kernel read from its table row where it has one (`reorders.edge_reorders`)."""
         model = self._reorder_model()
         if not model:
             return []
-        specs = [self._spec(k.spec) for k in kernels]
-        priced = [(k, spec, self._ok_row(spec)) for k, spec in zip(kernels, specs)]
-        return reorders.edge_reorders(graph, priced, model, self._above_overhead)
+        return reorders.edge_reorders(graph, [(k, p[0], p[1], p[3]) for k, p in zip(kernels, priced)], model,
+                                      self._above_overhead, self._memo("layouts"))
 
     def _reorder_model(self) -> dict[str, Any]:
         """The `reorders.reorder_model` of the table's rows in its dtype, built on first use; {}
@@ -264,11 +294,12 @@ class LUTPredictor:
         graph = self.graph_of(model, input_shape)
         found, missing, repeats, excess_mb = self._found(graph)
         cal = self.calibration
-        per_mb = cal.weights_ms_per_mb(math.fsum(k.weight_mb for k in found), excess_mb)
+        per_mb = cal.weights_ms_per_mb(math.fsum([k.weight_mb for k in found]), excess_mb)
+        terms = {op: cal.terms(op) for op in {k.op for k in found}}
         kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms,
-                                    k.ms * cal.terms(k.op)[0] + k.weight_mb * per_mb, k.sigma,
+                                    k.ms * terms[k.op][0] + k.weight_mb * per_mb, k.sigma,
                                     k.extrapolated, k.weight_mb) for k in found]
-        overhead = math.fsum(cal.terms(k.op)[1] for k in kernels) + cal.constant_ms
+        overhead = math.fsum([terms[k.op][1] for k in kernels]) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})

@@ -46,10 +46,10 @@ def reorder_model(rows: Sequence[Any], above_overhead: AboveOverhead) -> dict[st
     return model
 
 
-def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any]], model: dict[str, Any],
-                  above_overhead: AboveOverhead) -> list[KernelPrediction]:
+def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
+                  above_overhead: AboveOverhead, memo: dict[str, Any] | None = None) -> list[KernelPrediction]:
     """The reorders inside `graph`, whose kernels are `priced` as (kernel, row key, its ok row or
-    None), under a `reorder_model`. A kernel that reads the blocked layout pays a ReorderInput when
+    None, the row's `reorder_shares`), under a `reorder_model`. A kernel that reads the blocked layout pays a ReorderInput when
     its input is not blocked (the graph's input, an op that writes plain NCHW); a kernel whose blocked
     output reaches an op that cannot read it (or the graph's output) pays a ReorderOutput. Elementwise
     ops on same-shaped tensors (activations, batch norm, a residual add, a product with a constant)
@@ -57,8 +57,9 @@ def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any]], mo
     two tensors (squeeze-excite) does not. A row says whether its op reads and writes the blocked
     layout, from its own reorder shares, and prices them; a regressed kernel follows the rows of its
     op with as many channels in whole blocks (`_channel_class`: a conv on 3 channels reads plain
-    NCHW), and is priced by a power law in the tensor's size fitted on the rows."""
-    info, layout = _kernel_layouts(priced, model)
+    NCHW), and is priced by a power law in the tensor's size fitted on the rows. `memo` keeps what
+    follows from a spec under this `model` (whether it is layout-transparent, its rows' majority)."""
+    info, layout = _kernel_layouts(priced, model, {} if memo is None else memo)
     blocked, accepts = _tensor_layouts(graph, layout)
     out: list[KernelPrediction] = []
     for k, spec, row, shares, reads in info:
@@ -82,23 +83,41 @@ def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any]], mo
     return out
 
 
-def _kernel_layouts(priced: Sequence[tuple[Kernel, OpSpec, Any]], model: dict[str, Any]) -> tuple[list, dict]:
+NO_SHARES = {"in": 0.0, "out": 0.0}  # a kernel without a row: read only, never changed
+
+
+def _kernel_layouts(priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
+                    memo: dict[str, Any]) -> tuple[list, dict]:
     """Per kernel (kernel, spec, row, its reorder shares, whether it reads the blocked layout), and
     per op of a kernel, by id, the kernel's (reads, writes, transparent)."""
     info = []  # (kernel, spec, row, shares, reads the blocked layout)
     layout: dict[int, tuple[bool, bool, bool]] = {}  # id(op) -> its kernel's (reads, writes, transparent)
-    for k, spec, row in priced:
-        shares = reorder_shares(row) if row is not None else {"in": 0.0, "out": 0.0}
-        transparent = all(_layout_transparent(op) for op in k.ops)
+    for k, spec, row, shares in priced:
+        transparent = all(_transparent(op, memo) for op in k.ops)
         if transparent:
             reads = writes = False
         elif row is not None:
             reads, writes = shares["in"] > 0, shares["out"] > 0
         else:
-            reads, writes = (_majority(model["blocked"][d], spec) for d in ("in", "out"))
+            votes = memo.get(("votes", spec.key))
+            if votes is None:
+                votes = memo[("votes", spec.key)] = tuple(_majority(model["blocked"][d], spec) for d in ("in", "out"))
+            reads, writes = votes
         info.append((k, spec, row, shares, reads))
-        layout.update((id(op), (reads, writes, transparent)) for op in k.ops)
+        triple = (reads, writes, transparent)
+        for op in k.ops:
+            layout[id(op)] = triple
     return info, layout
+
+
+def _transparent(op: Any, memo: dict[str, Any]) -> bool:
+    """`_layout_transparent` of `op`, kept in `memo` per spec."""
+    if op.spec is None:
+        return False
+    hit = memo.get(op.spec.key)
+    if hit is None:
+        hit = memo[op.spec.key] = _layout_transparent(op)
+    return hit
 
 
 def _tensor_layouts(graph: Graph, layout: dict[int, tuple[bool, bool, bool]]) -> tuple[dict[str, bool], dict[str, list[bool]]]:

@@ -1,0 +1,70 @@
+"""How fast `hwlat predict` is: architectures per second of ``predict --archs`` per space (target:
+NB201 >= 1,000/s from a table), and one ``hwlat predict --arch`` call against ``hwlat --version``
+(target: at most 4x).
+
+Many architectures are timed through the public API the command is a thin layer over
+(`hwlat.predict_archs` with a spec as ``--archs`` takes it, the table given by name: loading it
+and its stored regressors counts); the single call and ``--version`` are timed as processes.
+Each number is the median of --repeats runs. Nothing is written.
+
+    .venv/bin/python benchmarks/predict_speed.py                         # shipped onnxruntime table
+    .venv/bin/python benchmarks/predict_speed.py --spaces nb201 --n 2000 --repeats 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import hwlat  # noqa: E402
+
+DEFAULT_N = {"nb201": 1000, "fbnet": 500, "ofa": 300, "vit": 20}
+
+
+def archs_per_second(space: str, n: int, table: str, seed: int) -> float:
+    """Architectures per second of one ``predict --archs random:N`` (a fresh table object each run)."""
+    t0 = time.perf_counter()
+    preds = hwlat.predict_archs(space, f"random:{n}", table, seed=seed)
+    elapsed = time.perf_counter() - t0
+    assert len(preds) == n
+    return n / elapsed
+
+
+def process_seconds(args: list[str]) -> float:
+    """Wall seconds of one ``python -m hwlat ARGS`` process (this interpreter)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "hwlat", *args], check=True, capture_output=True, cwd=ROOT)
+    return time.perf_counter() - t0
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--table", default="cpu_onnxruntime_fp32_threads1")
+    ap.add_argument("--spaces", default=",".join(DEFAULT_N), help="comma-separated spaces (default: %(default)s)")
+    ap.add_argument("--n", type=int, default=0, help="architectures per run (default per space: %s)" % DEFAULT_N)
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+
+    print(f"table {args.table}; median of {args.repeats} runs")
+    for space in args.spaces.split(","):
+        n = args.n or DEFAULT_N.get(space, 100)
+        rates = [archs_per_second(space, n, args.table, seed=r) for r in range(args.repeats)]
+        print(f"predict --archs  {space:<6} {n:>5} archs: {statistics.median(rates):8.0f} archs/s "
+              f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+    version = statistics.median(process_seconds(["--version"]) for _ in range(args.repeats))
+    one = statistics.median(process_seconds(["predict", "--space", "nb201", "--arch", "1462", "--table", args.table])
+                            for _ in range(args.repeats))
+    print(f"hwlat --version                          {version:6.2f} s")
+    print(f"hwlat predict --space nb201 --arch 1462  {one:6.2f} s  ({one / version:.1f}x --version; target <= 4x)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
