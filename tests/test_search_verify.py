@@ -44,7 +44,7 @@ def test_a_candidate_predicted_over_the_budget_is_measured_and_wins_when_it_meas
     res = search_verified(space, c, lambda wide: _search(space, wide), VerifySettings(margin=0.2, top=2, **QUICK))
     v = res.verified
     assert res.budget_ms == pytest.approx(60.0) and v.limit_ms == pytest.approx(60.0) and v.band.source == "given"
-    assert [lim for lim, _ in v.rounds] == [pytest.approx(60.0)] and len(v.measured) == 2  # measured within 50 ms
+    assert v.rounds == [(pytest.approx(60.0), 1.0, 2)] and len(v.measured) == 2  # both measured within 50 ms
     w = v.winner
     assert w is not None and w.latency_ms > 50.0 and v.winner_ms <= 50.0  # predicted over, measured within
     assert w.score > max(x.score for x in plain.history)  # better than anything the unverified search allowed
@@ -57,17 +57,25 @@ def test_a_candidate_predicted_over_the_budget_is_measured_and_wins_when_it_meas
     assert [x.key for x in again.verified.measured] == [x.key for x in v.measured] and again.verified.winner.key == w.key
 
 
-def test_rounds_narrow_to_the_budget_and_stop_once_one_measures_within(space):
+def cheap_ms(archs):
+    """A predictor that underpredicts NB201 cells on this runtime several times over."""
+    return np.array([0.1 + 0.3 * sum(o == 3 for o in a.ops) + 0.05 * sum(o == 2 for o in a.ops) for a in archs])
+
+
+def test_rounds_narrow_to_the_budget_corrected_by_what_was_measured_and_stop_once_one_is_within(space):
     assert round_limits(1.0, 0.1, 3) == pytest.approx([1.1, 1.05, 1.0]) and round_limits(2.0, 0.1, 1) == [2.2]
-    # every arch predicted 0.5 ms: the most conv3x3-heavy ones measure over a 0.6 ms budget here
-    c = LatencyConstraint(CallablePredictor(space, lambda a: np.full(len(a), 0.5), batched=True), budget_ms=0.6)
-    v = search_verified(space, c, lambda wide: _search(space, wide), VerifySettings(margin=0, top=2, rounds=3,
+    c = LatencyConstraint(CallablePredictor(space, cheap_ms, batched=True), budget_ms=0.6)
+    v = search_verified(space, c, lambda wide: _search(space, wide), VerifySettings(margin=0.1, top=2, rounds=3,
                                                                                       **QUICK)).verified
     within = v.ms <= 0.6
-    assert within.any() or len(v.rounds) == 3  # it measures until one is within, or gives up after 3 rounds
-    per_round = np.cumsum([k for _, k in v.rounds])
+    assert within.any() or sum(k for *_, k in v.rounds) == len(v.measured)
+    per_round = np.cumsum([k for *_, k in v.rounds])
     assert all(not within[:n].any() for n in per_round[:-1])  # no earlier round had one within the budget
-    assert [x.score for x in v.measured] == sorted((x.score for x in v.measured), reverse=True)
+    predicted = np.array([x.latency_ms for x in v.measured])
+    assert v.rounds[0][:2] == (pytest.approx(0.66), 1.0) and (predicted[:per_round[0]] <= 0.66).all()
+    for j, (limit, ratio, k) in enumerate(v.rounds[1:], 1):  # later rounds: corrected by the median ratio so far
+        assert ratio == pytest.approx(np.median(v.ms[:per_round[j - 1]] / predicted[:per_round[j - 1]]))
+        assert limit * ratio <= 0.66 + 1e-9 and (predicted[per_round[j - 1]:per_round[j]] <= limit + 1e-12).all()
     if v.winner is None:
         assert "winner: none" in v.format()
     else:

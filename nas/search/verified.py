@@ -3,9 +3,11 @@
 A predictor is right only to within its error, so which architectures near the budget really meet
 it is a question for the device. A verified search runs under the budget widened by the
 predictor's error band, then measures the most accurate candidates predicted within that widened
-budget, `top` per round (most accurate first, the limit narrowing to the budget round by round)
-until one measures within the budget; the winner is the most accurate architecture that MEASURES
-within the budget.
+budget, `top` per round (most accurate first) until one measures within the budget; the winner is
+the most accurate architecture that MEASURES within the budget. Each later round narrows the band
+toward the budget and corrects the predictions by what the earlier rounds measured (the median
+measured/predicted ratio near the budget: the predictor's local bias, or the device's drift since
+its table was measured).
 
     search = lambda wide: regularized_evolution(space, "accuracy:cifar10", wide, budget=150)
     result = search_verified(space, c, search)   # widened by error_band(c.predictor), e.g. 2.3%
@@ -100,7 +102,7 @@ class VerifiedSearch:
     candidates: int  # searched architectures predicted within budget * (1 + band)
     measured: list[Candidate]
     ms: np.ndarray
-    rounds: list[tuple[float, int]]  # per round run: (predicted-latency limit, architectures measured)
+    rounds: list[tuple[float, float, int]]  # per round run: (predicted-ms limit, correction used, archs measured)
     device: str
     protocol: str
     seconds: float
@@ -121,11 +123,13 @@ class VerifiedSearch:
     def format(self, score_name: str = "score") -> str:
         """What was measured and why, round by round, and the winner."""
         n = len(self.measured)
-        rounds = ", ".join(f"{k} predicted <= {limit:.4g} ms" for limit, k in self.rounds)
+        rounds = ", ".join(f"{k} predicted <= {limit:.4g} ms" + (f" (x{r:.3f}: measured/predicted so far)" if r != 1
+                                                                 else "") for limit, r, k in self.rounds)
         lines = [f"verification: {self.candidates} searched architectures predicted within {self.limit_ms:.4g} ms "
                  f"(budget {self.budget_ms:.4g} ms + {self.band.fraction:.1%} error band: {self.band.source}); the best "
                  f"by {score_name} measured on {self.device} (protocol {self.protocol}), in rounds narrowing to the "
-                 f"budget that stop once one measures within it: {rounds} ({n} in {self.seconds:.1f} s)"]
+                 f"budget, corrected by what was measured, until one measures within it: {rounds} ({n} in "
+                 f"{self.seconds:.1f} s)"]
         width, sw = max([len(c.key) for c in self.measured] + [12]), max(8, len(score_name))
         lines.append(f"  {'architecture':<{width}}  {score_name:>{sw}}  {'predicted ms':>12}  {'measured ms':>11}  "
                      f"{'error':>7}  within budget")
@@ -152,7 +156,7 @@ class VerifiedSearch:
         w = self.winner
         return {"budget_ms": self.budget_ms, "margin": self.band.fraction, "margin_source": self.band.source,
                 "limit_ms": self.limit_ms, "candidates": self.candidates,
-                "rounds": [{"limit_ms": limit, "measured": k} for limit, k in self.rounds], "device": self.device,
+                "rounds": [{"limit_ms": limit, "correction": r, "measured": k} for limit, r, k in self.rounds], "device": self.device,
                 "protocol": self.protocol, "seconds": round(self.seconds, 2),
                 "archs": [{"key": c.key, "score": c.score, "predicted_ms": c.latency_ms, "measured_ms": nan(float(m))}
                           for c, m in zip(self.measured, self.ms)],
@@ -171,8 +175,8 @@ def search_verified(space: Space, constraint: LatencyConstraint, search: Callabl
 
 
 def round_limits(budget_ms: float, band: float, rounds: int) -> list[float]:
-    """Predicted-latency limit of each round: the budget + the band first, narrowing evenly to the
-    budget itself in the last round (so the last measures what an unverified search would pick)."""
+    """Limit of each round on the corrected prediction: the budget + the band first, narrowing
+    evenly to the budget itself in the last round."""
     if rounds == 1:
         return [budget_ms * (1 + band)]
     return [budget_ms * (1 + band * (1 - r / (rounds - 1))) for r in range(rounds)]
@@ -180,9 +184,10 @@ def round_limits(budget_ms: float, band: float, rounds: int) -> list[float]:
 
 def verify_search(space: Space, result: SearchResult, constraint: LatencyConstraint, band: ErrorBand,
                   settings: VerifySettings = VerifySettings()) -> VerifiedSearch:
-    """Measure `result`'s architectures in rounds: each round the `settings.top` most accurate not
-    yet measured whose prediction is within that round's limit (`round_limits`), until one measures
-    within `constraint` (or `settings.rounds` rounds); the winner is the most accurate measured within."""
+    """Measure `result`'s architectures in rounds until one measures within `constraint` (or
+    `settings.rounds` rounds): each round the `settings.top` most accurate not yet measured whose
+    prediction, times the median measured/predicted ratio so far (1 at first), is within that
+    round's limit (`round_limits`). The winner is the most accurate measured within the budget."""
     from nas.device_loop import measure
 
     limits = round_limits(constraint.budget_ms, band.fraction, settings.rounds)
@@ -190,10 +195,10 @@ def verify_search(space: Space, result: SearchResult, constraint: LatencyConstra
                   key=lambda c: (-c.score, c.latency_ms))
     measured: list[Candidate] = []
     ms: list[float] = []
-    device, seconds, used = "", 0.0, []
+    device, seconds, used, ratio = "", 0.0, [], 1.0
     for limit in limits:
         done = {c.key for c in measured}
-        batch = [c for c in pool if c.key not in done and c.latency_ms <= limit][:settings.top]
+        batch = [c for c in pool if c.key not in done and c.latency_ms * ratio <= limit][:settings.top]
         if not batch:
             continue
         m = measure(space, [c.arch for c in batch], settings.out, runtime=settings.runtime, threads=settings.threads,
@@ -201,9 +206,11 @@ def verify_search(space: Space, result: SearchResult, constraint: LatencyConstra
         measured += batch
         ms += [float(x) for x in m.ms]
         device, seconds = m.device, seconds + m.seconds
-        used.append((limit, len(batch)))
+        used.append((limit / ratio, ratio, len(batch)))
         if np.any(constraint.check(m.ms).feasible):
             break
+        ratios = np.asarray(ms) / np.asarray([c.latency_ms for c in measured])
+        ratio = float(np.median(ratios[np.isfinite(ratios)])) if np.isfinite(ratios).any() else ratio
     out = VerifiedSearch(constraint.budget_ms, band, len(pool), measured, np.asarray(ms, dtype=float), used, device,
                          settings.protocol, seconds)
     ok = [i for i in range(len(measured)) if constraint.check(ms[i]).feasible]
