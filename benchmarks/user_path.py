@@ -9,12 +9,12 @@ passes differ by more than 5% / 10%.
     .venv/bin/python benchmarks/user_path.py --table cpu_onnxruntime_fp32_threads1 --per-kind 20
     .venv/bin/python benchmarks/user_path.py --table cpu_litert_fp32_threads1
 
-The networks are NB201, FBNet and OFA samples of a seed none of the table's stages used (default: a new
-one each run, printed) and the classic CNNs at a random resolution; a network the runtime cannot run is
-skipped and counted. Measured with `Runtime.time_model` and the default protocol, the
+The networks are NB201, FBNet, OFA and ViT samples of a seed none of the table's stages used (default: a
+new one each run, printed), and the classic CNNs and transformers at a random resolution or sequence
+length; a network the runtime cannot run is skipped and counted. Measured with `Runtime.time_model` and the default protocol, the
 function and settings `hwlat profile archs` uses (its `--clock auto`: the thread's CPU time on threads=1
 CPU runtimes); predicted with `hwlat.predict` (the same path as
-`hwlat predict`). Takes about 2 x per-kind x 4 x 1.5 s per runtime.
+`hwlat predict`). Takes about 2 x per-kind x 6 x 2 s per runtime.
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--table", action="append", help="device table name or path (repeatable; default: the shipped "
                                                       "onnxruntime and LiteRT threads=1 tables)")
-    p.add_argument("--per-kind", type=int, default=20, help="networks per kind (nb201, fbnet, ofa, classic; default 20)")
+    p.add_argument("--per-kind", type=int, default=20, help="networks per kind (default 20)")
     p.add_argument("--seed", type=int, help="seed of the samples (default: a new one, printed)")
-    p.add_argument("--kinds", default="nb201,fbnet,ofa,classic")
+    p.add_argument("--kinds", default="nb201,fbnet,ofa,classic,vit,transformers",
+                   help="kinds of networks: search spaces, 'classic' (CNNs) and 'transformers' (default all six)")
     p.add_argument("--json", help="write the results here")
     return p.parse_args(argv)
 
