@@ -1,7 +1,7 @@
 """Benchmark: the most accurate NB201 network under a measured latency budget on this machine
 (onnxruntime CPU, threads=1), by the user's path with its defaults: `hwlat search --verify`
-(`hwlat.search(..., verify=True)`): regularised evolution scoring 100 architectures (CIFAR-10
-accuracy, NATS-Bench) under the budget + the predictor's error band, then the most accurate
+(`hwlat.search(..., verify=True)`): regularised evolution scoring 500 architectures (the default for an
+accuracy objective; CIFAR-10 accuracy, NATS-Bench) under the budget + the predictor's error band, then the most accurate
 measured here, 5 per round until one measures within the budget; the winner is the most accurate
 one measured within it. Two predictors: the shipped lookup table (`lut:` its device table) and the
 shipped transfer predictor adapted from 10 reference + 10 random architectures measured here.

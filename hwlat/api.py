@@ -248,22 +248,27 @@ def _arch_list(sp: Space, archs: str | Sequence[Any], seed: int) -> list[Any]:
 
 
 # ---- searching ---------------------------------------------------------------------------------
-def search(space: str | Space, constraint: Any, objective: Any = None, budget: int = 100, method: str = "evolution",
+def search(space: str | Space, constraint: Any, objective: Any = None, budget: int | None = None, method: str = "evolution",
            seed: int = 0, progress: bool = True, verify: Any = False) -> SearchResult:
     """`hwlat search`: the best architectures of `space` by `objective` under `constraint` (a
     `LatencyConstraint`). `objective`: ``accuracy:cifar10|cifar100|imagenet16-120`` (NATS-Bench,
     NB201 only), ``naswot`` (training-free proxy, not accuracy), a callable arch -> score (higher
     better), or None: the space's default (accuracy:cifar10 on nb201, naswot elsewhere).
-    `method`: evolution, random, or nsga2 (Optuna's NSGA-II; `budget` trials; needs optuna).
+    `budget`: architectures scored (default the objective's: 500 for an accuracy lookup, 100 for
+    naswot or a function). `method`: evolution, random, or nsga2 (Optuna's NSGA-II; `budget`
+    trials; needs optuna).
     `verify` (``--verify``): True or a `nas.search.verified.VerifySettings` (margin, top, rounds,
     runtime, ...): search under the budget + the predictor's error band, measure the best here,
     and name in ``result.verified.winner`` the most accurate one that measures within the budget."""
     from nas.search import optuna_pareto, random_search, regularized_evolution
+    from nas.search.objectives import load_objective
     from nas.search.verified import VerifySettings, search_verified
 
     if method not in ("evolution", "random", "nsga2"):
         raise ValueError(f"method {method!r}: choose evolution, random or nsga2")
     sp = _space(space)
+    objective = load_objective(objective, sp)
+    budget = budget or objective.default_budget
 
     def run(c: LatencyConstraint) -> SearchResult:
         if method == "nsga2":

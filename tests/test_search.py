@@ -256,3 +256,13 @@ def test_cli_search_defaults_to_accuracy_on_nb201_and_reports_the_front(tmp_path
     assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
                  "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--objective", "accuracy:mnist"]) == 1
     assert "accuracy:cifar10" in capsys.readouterr().err
+
+
+def test_a_search_scores_500_on_a_looked_up_accuracy_and_100_on_a_costly_score_by_default(space, constraint):
+    import hwlat
+
+    looked_up = hwlat.search(space, constraint, "accuracy:cifar10", progress=False)
+    assert looked_up.evaluations == 500
+    own = hwlat.search(space, constraint, lambda a: -additive_ms([a])[0], progress=False)
+    assert own.evaluations == 100
+    assert hwlat.search(space, constraint, "accuracy:cifar10", budget=40, progress=False).evaluations == 40

@@ -17,7 +17,7 @@ def register(sub) -> None:
         "search a space for the best architectures under a latency budget (predicted); --verify measures "
         "the best near the budget here and names the most accurate one that measures within it",
         "hwlat search --space nb201 --predictor pretrained --device-samples results/demo/nb201_shots.csv "
-        "--max-latency-ms 1.0 --objective accuracy:cifar10 --budget 150 --verify",
+        "--max-latency-ms 1.0 --objective accuracy:cifar10 --verify",
     )
     from hwlat.commands.space import add_space_argument
 
@@ -37,8 +37,9 @@ def register(sub) -> None:
                         "on random data, NOT accuracy), or 'module:function' / 'file.py:function' with "
                         "function(arch) -> score, higher is better. Default: accuracy:cifar10 on nb201, naswot on "
                         "spaces without shipped accuracies (fbnet, ofa)")
-    p.add_argument("--budget", type=positive_int, default=100,
-                   help="architectures to score (default 100); with --method nsga2, Optuna trials")
+    p.add_argument("--budget", type=positive_int,
+                   help="architectures to score (default 500 for an accuracy objective, a lookup; 100 for naswot or "
+                        "your own function); with --method nsga2, Optuna trials")
     p.add_argument("--method", default="evolution", choices=["evolution", "random", "nsga2"],
                    help="search method (default evolution: regularised evolution under the constraint; nsga2: "
                         "Optuna's NSGA-II, maximising the objective and minimising predicted latency with the budget "
@@ -128,6 +129,7 @@ def _search(args: argparse.Namespace) -> int:
     print(f"constraint: {c.min_ms or 0:g} <= predicted latency <= {c.budget_ms:g} ms (fastest {space.name} "
           f"architecture {seen}: {fast_ms:.4g} ms predicted)")
     objective = load_objective(args.objective, space, batch=args.proxy_batch, seed=args.seed)
+    args.budget = args.budget or objective.default_budget
     print(f"objective: {objective.label}")
     progress = not args.no_progress
 
