@@ -78,3 +78,42 @@ def test_cli_writes_a_table_with_arena_and_model_bytes(tmp_path):
     for row in table:
         assert row.extra["arena_bytes"] > 0 and row.extra["model_bytes"] > 0 and row.extra["tflite_ops"]
     assert table.device.name == "cpu/tflm/int8/threads=1"
+
+
+NB201_LIGHT = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
+NB201_HEAVY = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
+
+
+def test_whole_int8_networks_run_as_litert_runs_them_and_cost_what_they_compute():
+    """A network lowered as LiteRT's runs in TFLite Micro with the same int8 output as LiteRT's
+    reference kernels give, and a network of 3x3 convolutions takes longer than one of pools."""
+    from device_tables.graph import Graph
+    from nas.pool import onnx_of
+    from profilers.litert.network import network_model
+    from profilers.tflm.runtime import NETWORK_ARENA_BYTES, _interpreter
+
+    content, inputs = network_model(Graph.from_onnx(onnx_of(f"nb201:{NB201_HEAVY}")), int8=True)
+    ip = _interpreter(content, NETWORK_ARENA_BYTES, inputs)
+    ip.invoke()
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+
+    lite = Interpreter(model_content=content, experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    lite.allocate_tensors()
+    for d, x in zip(lite.get_input_details(), inputs):
+        lite.set_tensor(d["index"], x)
+    lite.invoke()
+    want = lite.get_tensor(lite.get_output_details()[0]["index"])
+    got = ip.get_output(0)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert int(abs(got.astype(int) - want.astype(int)).max()) <= 1
+    rt = TFLMRuntime()
+    quick = Protocol.preset("quick")
+    light, heavy = (rt.time_model(onnx_of(f"nb201:{a}"), quick).median_ms for a in (NB201_LIGHT, NB201_HEAVY))
+    assert 0 < light < heavy
+
+
+def test_a_network_over_the_arena_budget_is_refused_naming_it():
+    from nas.pool import onnx_of
+
+    with pytest.raises(UnsupportedOpError, match="arena_kb=8"):
+        TFLMRuntime(arena_kb=8).time_model(onnx_of(f"nb201:{NB201_LIGHT}"), Protocol.preset("quick"))

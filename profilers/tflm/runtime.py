@@ -26,11 +26,13 @@ import numpy as np
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.ops import OpSpec
 from profilers.base import Prepared, Runtime
-from profilers.protocol import perf_timer
+from device_tables.measurement import Measurement
+from profilers.protocol import Protocol, measure, perf_timer
 
 log = logging.getLogger(__name__)
 
 ARENA_ALIGN = 16  # TFLM aligns arena allocations to 16 bytes
+NETWORK_ARENA_BYTES = 64 << 20  # a whole network's arena when no arena_kb budget is given
 _ALLOC_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
 
 
@@ -126,6 +128,7 @@ class TFLMRuntime(Runtime):
 
     name = "tflm"
     packages = ("tflite-micro",)
+    network_dtypes = ("float32", "int8")
 
     def __init__(self, threads: int = 1, precision: str = "int8", arena_kb: float | None = None,
                  flash_kb: float | None = None, seed: int = 0, **settings: Any):
@@ -177,6 +180,32 @@ class TFLMRuntime(Runtime):
                  "arena_tail_bytes": search.recorded_tail, "tflite_ops": model.op_names, "macs": int(spec.macs),
                  "check": check}
         return Prepared(perf_timer(ip.invoke), extra, close=lambda: None)
+
+    def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
+        """``invoke`` of the network lowered to `.tflite` as LiteRT's (`profilers.litert.network`: the
+        single-op models' lowerings, full-integer int8 at precision int8) in an arena of
+        `NETWORK_ARENA_BYTES` (kernels run the same in any arena that fits them). Over the
+        ``flash_kb`` budget, or needing more arena than ``arena_kb`` (TFLM's recorded total), the
+        network is refused as an op would be."""
+        from device_tables.graph import Graph
+        from profilers.litert.network import network_model
+
+        content, inputs = network_model(Graph.from_onnx(model, input_shape), int8=self.dtype() == "int8")
+        if self.flash_kb is not None and len(content) > self.flash_kb * 1024:
+            raise UnsupportedOpError(f"network: model is {len(content)} B, over the flash budget of "
+                                     f"{int(self.flash_kb * 1024)} B (flash_kb={self.flash_kb:g})")
+        try:
+            if self.arena_kb is not None:
+                need = recorded_allocations(content, inputs, NETWORK_ARENA_BYTES).get("total", 0)
+                if need > self.arena_kb * 1024:
+                    raise UnsupportedOpError(f"network: needs a {need} B tensor arena, over the budget of "
+                                             f"{int(self.arena_kb * 1024)} B (arena_kb={self.arena_kb:g})")
+            ip = _interpreter(content, NETWORK_ARENA_BYTES, inputs)
+            ip.invoke()
+        except (RuntimeError, ValueError) as exc:
+            why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UnsupportedOpError(f"TFLite Micro cannot run the network: {why}") from exc
+        return measure(perf_timer(ip.invoke), protocol)
 
 
 def _check(got: np.ndarray, want: np.ndarray, int8: bool) -> str:
