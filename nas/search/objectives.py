@@ -87,7 +87,7 @@ class CallableObjective(Objective):
 class AccuracyObjective(Objective):
     """Trained test accuracy (%) on `dataset`, looked up in the table the project ships."""
 
-    # A lookup is free and a table prices ~1,000 NB201 archs/s, so a search scores 500: on NB201
+    # A lookup is free and a table prices ~300 NB201 archs/s, so a search scores 500: on NB201
     # CIFAR-10 under 1.023 ms by the shipped onnxruntime table, six seeds of evolution found
     # 92.24-92.36% with 100 and 92.36-92.50% with 500, 0.5 s a search.
     default_budget = 500
