@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Sequence
 
+import numpy as np
+
 from device_tables.errors import ModelError
 from device_tables.ops import OpSpec
 
@@ -167,6 +169,25 @@ def parse_shape(text: str) -> tuple[int, ...]:
     return dims
 
 
+
+NUMERIC_CONSTANTS = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
+def constant_node_values(g: Any) -> dict[str, np.ndarray]:
+    """Output name -> value of an ONNX graph's Constant nodes (``value`` tensors, ``value_float(s)``,
+    ``value_int(s)``; strings and sparse tensors are left out)."""
+    from onnx import helper, numpy_helper
+
+    values = {}
+    for n in g.node:
+        if n.op_type == "Constant" and n.attribute and n.attribute[0].name in NUMERIC_CONSTANTS:
+            attr = n.attribute[0]
+            value = helper.get_attribute_value(attr)
+            values[n.output[0]] = (np.array(numpy_helper.to_array(value)) if attr.name == "value" else
+                                   np.array(value, dtype=np.float32 if attr.name.startswith("value_float") else np.int64))
+    return values
+
+
 def parse_input_shapes(texts: str | Sequence[str] | None) -> tuple[int, ...] | dict[str, tuple[int, ...]] | None:
     """``--input-shape`` values -> one shape (``1x3x224x224``, for a one-input model) or a name -> shape
     mapping (``input_ids=1x128``, repeated for each input); None when none is given."""
@@ -189,12 +210,66 @@ def parse_input_shapes(texts: str | Sequence[str] | None) -> tuple[int, ...] | d
     return out
 
 
+
+# ONNX tensor type names (as onnxruntime reports an input's type) -> numpy dtypes.
+ONNX_TYPES = {
+    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
+    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
+    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64,
+    "tensor(bool)": np.bool_,
+}
+
+
+def input_shapes(declared: Sequence[tuple[str, list, Any]], given: Sequence[int] | Mapping[str, Sequence[int]] | None,
+                 where: str) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """name -> (concrete shape, numpy dtype) of a model's `declared` inputs (name, dims, ONNX type
+    string or numpy dtype), filling dynamic dimensions from `given` (`parse_input_shapes`); one
+    `ModelError` naming the input otherwise. Every runtime that feeds a whole model checks with it."""
+    out: dict[str, tuple[tuple[int, ...], Any]] = {}
+    dynamic = [name for name, dims, _ in declared if any(not isinstance(d, int) or d <= 0 for d in dims)]
+    if given is not None and not isinstance(given, Mapping):
+        if len(declared) == 1:
+            given = {declared[0][0]: given}
+        elif len(dynamic) == 1:
+            given = {dynamic[0]: given}
+        else:
+            raise ModelError(f"{where}: {len(declared)} inputs ({', '.join(n for n, _, _ in declared)}); "
+                             "one --input-shape cannot say which it is for")
+    given = dict(given or {})
+    for name, dims, typ in declared:
+        dtype = ONNX_TYPES.get(typ, typ) if isinstance(typ, str) else typ
+        if dtype is None or isinstance(dtype, str):
+            raise ModelError(f"{where}: input {name!r} has type {typ}, which hwlat cannot feed; "
+                             "only tensor inputs are supported")
+        shown = "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + "]"
+        if name in given:
+            shape = tuple(int(s) for s in given[name])
+            if len(shape) != len(dims):
+                raise ModelError(f"{where}: input {name!r} has rank {len(dims)} {shown}; --input-shape "
+                                 f"{'x'.join(map(str, shape))} has rank {len(shape)}")
+            for d, s in zip(dims, shape):
+                if isinstance(d, int) and d > 0 and d != s:
+                    raise ModelError(f"{where}: input {name!r} is {shown}; --input-shape {'x'.join(map(str, shape))} "
+                                     "disagrees with its fixed dimensions")
+            if any(s <= 0 for s in shape):
+                raise ModelError(f"{where}: --input-shape {'x'.join(map(str, shape))} has a non-positive dimension")
+        elif name in dynamic:
+            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+            raise ModelError(f"{where}: input {name!r} has a dynamic shape {shown}; give a concrete one with "
+                             f"--input-shape, e.g. --input-shape {example}")
+        else:
+            shape = tuple(int(d) for d in dims)
+        out[name] = (shape, np.dtype(dtype))
+    unknown = set(given) - {n for n, _, _ in declared}
+    if unknown:
+        raise ModelError(f"{where}: no input named {sorted(unknown)}; inputs: {', '.join(n for n, _, _ in declared)}")
+    return out
+
+
 def extract(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
             name: str | None = None) -> Graph:
     """Map every node of an ONNX model to a `GraphOp` (op, free or uncovered), in graph order, after
     folding its shape subgraphs (`shapefold`) with the input shapes given or declared."""
-    from onnx import numpy_helper
-
     from device_tables.onnx_mapping import OnnxMapper  # imports this module: loaded on first use
     from device_tables.shapefold import fold_shapes, static_shapes
 
@@ -204,15 +279,7 @@ def extract(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]]
     graph_inputs = [i for i in g.input if i.name not in init_names]
     wanted = _wanted_shapes(graph_inputs, input_shape)
     consts: dict[str, Any] = {t.name: _const_array(t) for t in g.initializer}
-    for node in g.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    consts[node.output[0]] = numpy_helper.to_array(a.t)
-                elif a.name in ("value_float", "value_int"):
-                    import numpy as np
-
-                    consts[node.output[0]] = np.asarray(a.f if a.name == "value_float" else a.i)
+    consts.update(constant_node_values(g))
     values = {k: v for k, v in consts.items() if not isinstance(v, ShapeOnly)}
     try:
         inferred, folded = fold_shapes(_with_input_shapes(_without_weights(source), wanted), values)

@@ -175,58 +175,6 @@ def bind(ort: Any, session: Any, shapes: Mapping[str, tuple[tuple[int, ...], Any
     raise AssertionError("unreachable")
 
 
-_ORT_TYPES = {
-    "tensor(float)": np.float32, "tensor(double)": np.float64, "tensor(float16)": np.float16,
-    "tensor(int64)": np.int64, "tensor(int32)": np.int32, "tensor(int16)": np.int16, "tensor(int8)": np.int8,
-    "tensor(uint8)": np.uint8, "tensor(uint16)": np.uint16, "tensor(uint32)": np.uint32, "tensor(uint64)": np.uint64,
-    "tensor(bool)": np.bool_,
-}
-
-
-def input_shapes(declared: Sequence[tuple[str, list, Any]], given: Sequence[int] | Mapping[str, Sequence[int]] | None,
-                 where: str) -> dict[str, tuple[tuple[int, ...], Any]]:
-    """name -> (concrete shape, numpy dtype), filling dynamic dimensions from `given`."""
-    out: dict[str, tuple[tuple[int, ...], Any]] = {}
-    dynamic = [name for name, dims, _ in declared if any(not isinstance(d, int) or d <= 0 for d in dims)]
-    if given is not None and not isinstance(given, Mapping):
-        if len(declared) == 1:
-            given = {declared[0][0]: given}
-        elif len(dynamic) == 1:
-            given = {dynamic[0]: given}
-        else:
-            raise ModelError(f"{where}: {len(declared)} inputs ({', '.join(n for n, _, _ in declared)}); "
-                             "one --input-shape cannot say which it is for")
-    given = dict(given or {})
-    for name, dims, typ in declared:
-        dtype = _ORT_TYPES.get(typ, typ) if isinstance(typ, str) else typ
-        if dtype is None or isinstance(dtype, str):
-            raise ModelError(f"{where}: input {name!r} has type {typ}, which hwlat cannot feed; "
-                             "only tensor inputs are supported")
-        shown = "[" + ", ".join(str(d) if isinstance(d, int) and d > 0 else str(d or "?") for d in dims) + "]"
-        if name in given:
-            shape = tuple(int(s) for s in given[name])
-            if len(shape) != len(dims):
-                raise ModelError(f"{where}: input {name!r} has rank {len(dims)} {shown}; --input-shape "
-                                 f"{'x'.join(map(str, shape))} has rank {len(shape)}")
-            for d, s in zip(dims, shape):
-                if isinstance(d, int) and d > 0 and d != s:
-                    raise ModelError(f"{where}: input {name!r} is {shown}; --input-shape {'x'.join(map(str, shape))} "
-                                     "disagrees with its fixed dimensions")
-            if any(s <= 0 for s in shape):
-                raise ModelError(f"{where}: --input-shape {'x'.join(map(str, shape))} has a non-positive dimension")
-        elif name in dynamic:
-            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
-            raise ModelError(f"{where}: input {name!r} has a dynamic shape {shown}; give a concrete one with "
-                             f"--input-shape, e.g. --input-shape {example}")
-        else:
-            shape = tuple(int(d) for d in dims)
-        out[name] = (shape, np.dtype(dtype))
-    unknown = set(given) - {n for n, _, _ in declared}
-    if unknown:
-        raise ModelError(f"{where}: no input named {sorted(unknown)}; inputs: {', '.join(n for n, _, _ in declared)}")
-    return out
-
-
 def first_line(exc: BaseException) -> str:
     """The first line of an error's message (at most 300 characters), or its class name."""
     text = str(exc).strip()

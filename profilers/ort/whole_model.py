@@ -13,13 +13,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from device_tables.errors import ModelError, RuntimeUnavailableError
+from device_tables.graph import input_shapes
 from device_tables.measurement import Measurement
 from profilers.ort.install import cuda_provider_problem, import_onnxruntime, installed_distributions
 from profilers.ort.model_profile import ModelProfile, NodeTime
 from profilers.ort.nodes import (NodeTrace, OnnxNodeGraph, align_names, kernel_times, map_runtime_nodes, name_nodes,
                                  parse_trace, source_ops)
 from profilers.ort.session import (DEFAULT_OPT_LEVEL, PROVIDERS, Binding, bind, create_session, execution_providers,
-                                   first_line, input_shapes, parse_provider, session_options)
+                                   first_line, parse_provider, session_options)
 from profilers.protocol import Protocol, measure, perf_timer
 
 if TYPE_CHECKING:

@@ -277,17 +277,11 @@ def _attributes(node) -> dict[str, Any]:
 def _constants(g) -> dict[str, Any]:
     """Initializers and Constant nodes' values (numpy arrays)."""
     import numpy as np
-    from onnx import helper, numpy_helper
+    from onnx import numpy_helper
 
-    values = {t.name: np.array(numpy_helper.to_array(t)) for t in g.initializer}
-    for n in g.node:
-        if n.op_type != "Constant":
-            continue
-        attr = n.attribute[0]
-        value = helper.get_attribute_value(attr)
-        values[n.output[0]] = (np.array(numpy_helper.to_array(value)) if attr.name == "value"
-                               else np.array(value, dtype=np.float32 if attr.name.startswith("value_float") else np.int64))
-    return values
+    from device_tables.graph import constant_node_values
+
+    return {**{t.name: np.array(numpy_helper.to_array(t)) for t in g.initializer}, **constant_node_values(g)}
 
 
 def input_specs(g, constants: Mapping[str, Any], given: Sequence[int] | Mapping[str, Sequence[int]] | None
@@ -295,7 +289,7 @@ def input_specs(g, constants: Mapping[str, Any], given: Sequence[int] | Mapping[
     """The graph's inputs: name -> (concrete shape, torch dtype name); dynamic dimensions from `given`."""
     import numpy as np
 
-    from profilers.ort.session import input_shapes  # the same checks and messages as onnxruntime's
+    from device_tables.graph import input_shapes  # the same checks and messages as every runtime's
 
     declared, dtypes = [], {}
     for i in g.input:
