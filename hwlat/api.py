@@ -260,21 +260,18 @@ def search(space: str | Space, constraint: Any, objective: Any = None, budget: i
     `verify` (``--verify``): True or a `nas.search.verified.VerifySettings` (margin, top, rounds,
     runtime, ...): search under the budget + the predictor's error band, measure the best here,
     and name in ``result.verified.winner`` the most accurate one that measures within the budget."""
-    from nas.search import optuna_pareto, random_search, regularized_evolution
+    from nas.search.algorithms import METHODS, search_by_method
     from nas.search.objectives import load_objective
     from nas.search.verified import VerifySettings, search_verified
 
-    if method not in ("evolution", "random", "nsga2"):
+    if method not in METHODS:
         raise ValueError(f"method {method!r}: choose evolution, random or nsga2")
     sp = _space(space)
     objective = load_objective(objective, sp)
     budget = budget or objective.default_budget
 
     def run(c: LatencyConstraint) -> SearchResult:
-        if method == "nsga2":
-            return optuna_pareto(sp, objective, c, trials=budget, seed=seed, progress=progress)
-        fn = regularized_evolution if method == "evolution" else random_search
-        return fn(sp, objective, c, budget=budget, seed=seed, progress=progress)
+        return search_by_method(method, sp, objective, c, budget, seed=seed, progress=progress)
 
     if not verify:
         return run(constraint)

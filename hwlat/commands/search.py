@@ -107,7 +107,7 @@ def build_predictor(args: argparse.Namespace, space):
 def _search(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from nas.constraints import LatencyConstraint
-    from nas.search import optuna_pareto, random_search, regularized_evolution
+    from nas.search.algorithms import search_by_method
     from nas.search.objectives import load_objective
     from nas.search.verified import VerifySettings, search_verified
     from nas.spaces import get_space
@@ -133,16 +133,9 @@ def _search(args: argparse.Namespace) -> int:
     print(f"objective: {objective.label}")
     progress = not args.no_progress
 
-    population = {"population": args.population} if args.population else {}
-
     def search(constraint: LatencyConstraint):
-        if args.method == "evolution":
-            return regularized_evolution(space, objective, constraint, budget=args.budget, sample=args.tournament,
-                                         seed=args.seed, progress=progress, **population)
-        if args.method == "nsga2":
-            return optuna_pareto(space, objective, constraint, trials=args.budget, seed=args.seed, progress=progress,
-                                 **population)
-        return random_search(space, objective, constraint, budget=args.budget, seed=args.seed, progress=progress)
+        return search_by_method(args.method, space, objective, constraint, args.budget, seed=args.seed,
+                                progress=progress, population=args.population, sample=args.tournament)
 
     if args.verify:
         settings = VerifySettings(args.verify_margin, args.top, args.verify_rounds, args.runtime, args.threads,

@@ -207,3 +207,23 @@ def pareto_search(space: Space | str, predictor: Any, objective: Any = None, bud
 
 
 __all__ = ["pareto_search", "random_search", "regularized_evolution"]
+
+
+METHODS = ("evolution", "random", "nsga2")
+
+
+def search_by_method(method: str, space: Space | str, objective: Any, constraint: LatencyConstraint, budget: int,
+                     seed: int = 0, progress: bool = True, population: int | None = None, sample: int = 5) -> SearchResult:
+    """The search `hwlat search --method` names: regularised evolution, random search or Optuna's
+    NSGA-II (`budget` trials); `population` None keeps each method's own default."""
+    pop = {} if population is None else {"population": population}
+    if method == "evolution":
+        return regularized_evolution(space, objective, constraint, budget=budget, sample=sample, seed=seed,
+                                     progress=progress, **pop)
+    if method == "nsga2":
+        from nas.search.multi_objective import optuna_pareto
+
+        return optuna_pareto(space, objective, constraint, trials=budget, seed=seed, progress=progress, **pop)
+    if method == "random":
+        return random_search(space, objective, constraint, budget=budget, seed=seed, progress=progress)
+    raise ValueError(f"method {method!r}: choose {', '.join(METHODS)}")

@@ -24,9 +24,9 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
+from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
 from profilers.base import Prepared, Runtime
-from device_tables.measurement import Measurement
 from profilers.protocol import Protocol, measure, perf_timer
 
 log = logging.getLogger(__name__)
@@ -164,12 +164,7 @@ class TFLMRuntime(Runtime):
         model = build_model(spec, self.seed)
         search = smallest_arena(model.content, model.inputs)
         model_bytes = len(model.content)
-        if self.flash_kb is not None and model_bytes > self.flash_kb * 1024:
-            raise UnsupportedOpError(f"{spec.key}: model is {model_bytes} B, over the flash budget of "
-                                     f"{int(self.flash_kb * 1024)} B (flash_kb={self.flash_kb:g})")
-        if self.arena_kb is not None and search.arena_bytes > self.arena_kb * 1024:
-            raise UnsupportedOpError(f"{spec.key}: needs a {search.arena_bytes} B tensor arena, over the budget of "
-                                     f"{int(self.arena_kb * 1024)} B (arena_kb={self.arena_kb:g})")
+        self._check_budgets(spec.key, model_bytes, search.arena_bytes)
         # Time with the arena rounded up to its alignment: the search's exact minimum is not a
         # deployment's size, and the kernels run the same either way.
         arena = -(-search.arena_bytes // ARENA_ALIGN) * ARENA_ALIGN
@@ -181,6 +176,16 @@ class TFLMRuntime(Runtime):
                  "check": check}
         return Prepared(perf_timer(ip.invoke), extra, close=lambda: None)
 
+    def _check_budgets(self, what: str, model_bytes: int = 0, arena_bytes: int = 0) -> None:
+        """`UnsupportedOpError` naming the limit when a model is over the ``flash_kb`` or its arena over
+        the ``arena_kb`` budget."""
+        if self.flash_kb is not None and model_bytes > self.flash_kb * 1024:
+            raise UnsupportedOpError(f"{what}: model is {model_bytes} B, over the flash budget of "
+                                     f"{int(self.flash_kb * 1024)} B (flash_kb={self.flash_kb:g})")
+        if self.arena_kb is not None and arena_bytes > self.arena_kb * 1024:
+            raise UnsupportedOpError(f"{what}: needs a {arena_bytes} B tensor arena, over the budget of "
+                                     f"{int(self.arena_kb * 1024)} B (arena_kb={self.arena_kb:g})")
+
     def time_network(self, model: bytes, protocol: Protocol, input_shape: Sequence[int] | None = None) -> Measurement:
         """``invoke`` of the network lowered to `.tflite` as LiteRT's (`profilers.litert.network`: the
         single-op models' lowerings, full-integer int8 at precision int8) in an arena of
@@ -191,15 +196,11 @@ class TFLMRuntime(Runtime):
         from profilers.litert.network import network_model
 
         content, inputs = network_model(Graph.from_onnx(model, input_shape), int8=self.dtype() == "int8")
-        if self.flash_kb is not None and len(content) > self.flash_kb * 1024:
-            raise UnsupportedOpError(f"network: model is {len(content)} B, over the flash budget of "
-                                     f"{int(self.flash_kb * 1024)} B (flash_kb={self.flash_kb:g})")
+        self._check_budgets("network", len(content))
         try:
             if self.arena_kb is not None:
-                need = recorded_allocations(content, inputs, NETWORK_ARENA_BYTES).get("total", 0)
-                if need > self.arena_kb * 1024:
-                    raise UnsupportedOpError(f"network: needs a {need} B tensor arena, over the budget of "
-                                             f"{int(self.arena_kb * 1024)} B (arena_kb={self.arena_kb:g})")
+                self._check_budgets("network", arena_bytes=recorded_allocations(content, inputs, NETWORK_ARENA_BYTES)
+                                    .get("total", 0))
             ip = _interpreter(content, NETWORK_ARENA_BYTES, inputs)
             ip.invoke()
         except (RuntimeError, ValueError) as exc:
