@@ -315,6 +315,23 @@ class DeviceTable:
             self._rows[key] = Row(row.spec, "ok", chosen.measurement, {**row.extra, **chosen.extra, "passes": 2},
                                   chosen.measured_at)
             replaced += better
+        self._rewrite_csv()
+        return replaced
+
+    def remeasured(self, new: Mapping[str, tuple[Measurement, Mapping[str, Any]]]) -> None:
+        """Replace the stored rows of these keys by new measurements (``key -> (measurement, extra)``),
+        each row's extra keeping what it replaced under ``replaced`` (its median and when it was
+        measured); the CSV is rewritten atomically. For rows whose single-op model was wrong."""
+        for key, (m, extra) in new.items():
+            old = self._rows.get(key)
+            if old is None:
+                raise KeyError(f"{self.name}: no row {key!r} to replace")
+            was = {"median_ms": old.measurement.median_ms if old.measurement else None, "status": old.status,
+                   "measured_at": old.measured_at}
+            self._rows[key] = Row(old.spec, "ok", m, {**extra, "replaced": was}, now())
+        self._rewrite_csv()
+
+    def _rewrite_csv(self) -> None:
         if self.path is not None:
             csv_path, _ = table_paths(self.path)
             with self._locked():
@@ -322,7 +339,6 @@ class DeviceTable:
             if self._fd is not None:  # the file was replaced: append to the new one
                 os.close(self._fd)
                 self._fd = open_append(csv_path)
-        return replaced
 
     def save(self, path: str | os.PathLike) -> "DeviceTable":
         """Write this table to new files (used for tables built in memory)."""

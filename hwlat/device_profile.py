@@ -273,7 +273,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                    protocol: Protocol | None = None, targets: Sequence[str] | None = None,
                    calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
                    fusion_patterns: Sequence[str] | None = None, progress: bool = True,
-                   fresh: bool = False) -> DeviceProfileResult:
+                   fresh: bool = False, remeasure: Sequence[str] = ()) -> DeviceProfileResult:
     """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
 
     `minutes` bounds this run; `targets` are the spaces and/or ``classic`` whose kernels the rows
@@ -282,6 +282,9 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     table's predictions are the same quantity). Returns what was finished and the table's score on
     networks it was not calibrated on. `fresh` starts an existing table again (its files moved aside
     to NAME.old-<time>.*) instead of resuming it, which needs the same protocol and runtime settings.
+    `remeasure` (shell patterns of op keys) first measures the stored rows they match again, twice,
+    each keeping its quieter pass, for rows whose single-op model has been fixed; the old values stay
+    in the rows' extra, and the regressors, calibration and score follow the new rows.
     A finished table run with targets it lacks grows: it probes the fusion patterns it lacks, measures
     rows for the new targets' kernels and their share of networks, then refits, recalibrates and
     scores on all of them; its rows and networks stay as they were.
@@ -314,6 +317,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
         run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
                    score_networks=score_networks, protocol=protocol.to_dict())
         table.update_meta(profile_device=run, sampling={**(table.meta.get("sampling") or {}), "targets": list(targets)})
+        if remeasure:
+            _remeasure_rows(runtime, table, protocol, clock, remeasure, progress)
         steps = (("fusion", lambda: _fusion_stage(runtime, table, protocol, clock, fusion_patterns, progress)),
                  ("rows", lambda: _rows_stage(runtime, table, protocol, clock, targets, per_space,
                                               (calibration_networks, score_networks), progress)),
@@ -459,6 +464,26 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)
     return None
+
+
+def _remeasure_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
+                    patterns: Sequence[str], progress: bool) -> None:
+    """Measure the rows whose keys match `patterns` again, in two passes, and store the quieter."""
+    from fnmatch import fnmatchcase
+
+    from tqdm import tqdm
+
+    specs = [r.spec for r in table.rows() if any(fnmatchcase(r.spec.key, p) for p in patterns)]
+    if not specs:
+        raise HwlatError(f"--remeasure {' '.join(patterns)}: no row of {table.name} matches; `hwlat table show "
+                         f"{table.path}` lists its rows' keys (shell patterns: * and ?, e.g. 'gelu|*|tanh=true')")
+    _say(clock, "rows", f"measuring {len(specs)} stored row(s) again, twice, for --remeasure")
+    new: dict[str, tuple[Measurement, dict]] = {}
+    for spec in tqdm(specs * 2, desc="remeasure", unit="row", disable=not progress, dynamic_ncols=True):
+        m, extra = runtime.measure(spec, protocol)
+        if spec.key not in new or m.median_ms < new[spec.key][0].median_ms:
+            new[spec.key] = (m, {**extra, "passes": 2})
+    table.remeasured(new)
 
 
 def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],

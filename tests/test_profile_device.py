@@ -284,3 +284,44 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
                          targets=["nb201"], calibration_networks=3, score_networks=2,
                          fusion_patterns=PATTERNS, progress=False)
     assert len([r for r in read_networks(path) if int(r["pass"]) == 3]) == len(third)
+
+
+def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_table, tmp_path):
+    """`--remeasure PATTERN` (after a fix to a single-op model): the matching rows are measured again,
+    each keeping what it replaced in its extra; the other rows stay; the regressors follow the new
+    rows; a pattern matching nothing is refused by name."""
+    import shutil
+
+    import hwlat
+    from device_tables.errors import HwlatError
+    from profilers.protocol import Protocol
+
+    out = tmp_path / "t"
+    for f in complete_table.parent.iterdir():
+        if f.name.startswith(complete_table.name + "."):
+            shutil.copy(f, tmp_path / f.name)
+    before = rows_by_key(out)
+    key = next(k for k in before if k.startswith("conv2d"))
+    median = COLUMNS.index("median_ms")
+    with open(out.with_suffix(".csv"), "w", newline="") as f:  # a wrong single-op model read 20x
+        w = csv.writer(f)
+        w.writerow(COLUMNS)
+        for k, rec in before.items():
+            w.writerow([str(20 * float(v)) if c.endswith("_ms") else v for c, v in zip(COLUMNS, rec)]
+                       if k == key else rec)
+    digest = DeviceTable.load(out).meta["regressors"]["rows_digest"]
+    pattern = key.split("|")[0] + "|*|" + key.split("|")[2] + "|*"
+    kw = dict(minutes=5, threads=1, protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
+              score_networks=2, fusion_patterns=PATTERNS, progress=False)
+    result = hwlat.profile_device("onnxruntime", out, remeasure=[pattern], **kw)
+    assert result.complete, result.unfinished
+    table = DeviceTable.load(out)
+    after = rows_by_key(out)
+    row = table.get(key)
+    assert row.extra["replaced"]["median_ms"] == pytest.approx(20 * float(before[key][median]), rel=1e-6)
+    assert row.measurement.median_ms < 5 * float(before[key][median])
+    matched = {k for k in before if k.split("|")[0] == key.split("|")[0] and k.split("|")[2] == key.split("|")[2]}
+    assert all(after[k] == v for k, v in before.items() if k not in matched)
+    assert table.meta["regressors"]["rows_digest"] != digest
+    with pytest.raises(HwlatError, match="no row"):
+        hwlat.profile_device("onnxruntime", out, remeasure=["nothing|*"], **kw)

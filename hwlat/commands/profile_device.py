@@ -41,6 +41,10 @@ def register(targets) -> None:
                    help="whole networks measured to score the table, never calibrated on (default 20)")
     p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: every candidate; "
                                       "`hwlat profile fusion --help` lists them)")
+    p.add_argument("--remeasure", action="append", default=[], metavar="PATTERN",
+                   help="measure the stored rows whose keys match this shell pattern again (repeatable; e.g. "
+                        "'gelu|*|tanh=true', after a fix to the runtime's single-op models); the old values stay "
+                        "in each row, and the regressors, calibration and score follow")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_runtime_options(p)
     p.set_defaults(func=_profile_device)
@@ -57,7 +61,8 @@ def _profile_device(args: argparse.Namespace) -> int:
                             targets=targets,
                             calibration_networks=args.calibration_networks, score_networks=args.score_networks,
                             fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()] if args.patterns
-                            else None, progress=not args.no_progress, fresh=args.fresh)
+                            else None, progress=not args.no_progress, fresh=args.fresh,
+                            remeasure=args.remeasure)
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
     if result.score:
