@@ -118,19 +118,25 @@ def host_fingerprint(**extra: Any) -> dict[str, Any]:
     return fp
 
 
+def cpu_differences(theirs: Mapping[str, Any], ours: Mapping[str, Any]) -> list[str]:
+    """How the CPU of fingerprint `ours` differs from that of `theirs`: model and SIMD flags (a
+    key `theirs` lacks is not compared)."""
+    out = []
+    for key in ("cpu_model", "flags"):
+        a, b = theirs.get(key), ours.get(key)
+        if a is not None and a != b:
+            if key == "flags":
+                gone, new = sorted(set(a) - set(b or ())), sorted(set(b or ()) - set(a))
+                out.append("SIMD flags " + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in new]))
+            else:
+                out.append(f"CPU {a!r} -> {b!r}")
+    return out
+
+
 def host_differences(table_fingerprint: Mapping[str, Any], packages: Sequence[str] = ()) -> list[str]:
     """What of this host differs from a CPU table's fingerprint: the CPU model, its SIMD flags, and
     the versions of `packages` (the runtime's). Each as ``what: table's -> this host's``."""
-    here = _cpu_info()
-    out = []
-    for key in ("cpu_model", "flags"):
-        theirs, ours = table_fingerprint.get(key), here.get(key)
-        if theirs is not None and theirs != ours:
-            if key == "flags":
-                gone, new = sorted(set(theirs) - set(ours)), sorted(set(ours) - set(theirs))
-                out.append("SIMD flags " + ", ".join([f"-{f}" for f in gone] + [f"+{f}" for f in new]))
-            else:
-                out.append(f"CPU {theirs!r} -> {ours!r}")
+    out = cpu_differences(table_fingerprint, _cpu_info())
     versions = package_versions(tuple(packages))
     for name in packages:
         theirs = (table_fingerprint.get("packages") or {}).get(name)

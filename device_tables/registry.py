@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 from pathlib import Path
 
@@ -9,6 +11,7 @@ from device_tables.errors import UnknownDeviceError
 from device_tables.table import DeviceTable, table_paths
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
+log = logging.getLogger(__name__)
 
 
 def available() -> list[str]:
@@ -16,14 +19,19 @@ def available() -> list[str]:
     return sorted(p.stem for p in TABLES_DIR.glob("*.json") if p.with_suffix(".csv").exists())
 
 
-def resolve(name_or_path: str | os.PathLike) -> Path:
-    """A shipped table's name, or a path to a table (NAME, NAME.csv or NAME.json) -> its stem path."""
+def resolve(name_or_path: str | os.PathLike, exact: bool = False) -> Path:
+    """A shipped table's name, or a path to a table (NAME, NAME.csv or NAME.json) -> its stem path.
+
+    A shipped CPU table measured on a machine unlike this one (another CPU model or SIMD flags) stands
+    for its sibling ``NAME_<variant>`` of the same device measured on a machine like this one, where
+    a finished one (scored by `hwlat profile device`) is shipped, said in one warning; `exact`, or a
+    path, names the files themselves."""
     csv_path, json_path = table_paths(name_or_path)
     if json_path.exists() or csv_path.exists():
         return csv_path.with_suffix("")
     shipped = TABLES_DIR / str(name_or_path)
     if (TABLES_DIR / f"{name_or_path}.json").exists():
-        return shipped
+        return shipped if exact else _for_this_host(shipped)
     names = available()
     raise UnknownDeviceError(
         f"no device table {str(name_or_path)!r}: not a file, and not a shipped table "
@@ -31,6 +39,36 @@ def resolve(name_or_path: str | os.PathLike) -> Path:
     )
 
 
-def load(name_or_path: str | os.PathLike) -> DeviceTable:
-    """Load a shipped table by name, or any table by path."""
-    return DeviceTable.load(resolve(name_or_path))
+def load(name_or_path: str | os.PathLike, exact: bool = False) -> DeviceTable:
+    """Load a shipped table by name (see `resolve` for machines of another kind), or any table by path."""
+    return DeviceTable.load(resolve(name_or_path, exact))
+
+
+def _device_and_host(stem: Path) -> tuple[str | None, list[str], bool]:
+    """A shipped table's device name, how this machine's CPU differs from the one it was measured on,
+    and whether the table is finished (`hwlat profile device` scored it)."""
+    from device_tables.device import host_differences
+
+    try:
+        meta = json.loads((stem.parent / f"{stem.name}.json").read_text())
+    except (OSError, ValueError):
+        return None, [], False  # loading it says what is wrong
+    device = meta.get("device") or {}
+    differs = host_differences(device.get("fingerprint") or {}) if str(device.get("name", "")).startswith("cpu/") else []
+    return device.get("name"), differs, bool(meta.get("self_score"))
+
+
+def _for_this_host(stem: Path) -> Path:
+    """`stem`, or its sibling of the same device measured on a machine like this one (see `resolve`)."""
+    device, differs, _ = _device_and_host(stem)
+    if not differs:
+        return stem
+    for name in available():
+        if name.startswith(stem.name + "_"):
+            other = TABLES_DIR / name
+            theirs, other_differs, finished = _device_and_host(other)
+            if theirs == device and not other_differs and finished:
+                log.warning("%s was measured on another machine (%s); predicting with %s, measured on a machine "
+                            "like this one (the other by its path: %s)", stem.name, "; ".join(differs), name, stem)
+                return other
+    return stem

@@ -96,6 +96,20 @@ def refuse_other_settings(name: Path, stored: Mapping[str, Any], given: Mapping[
                                   "table's settings, or pass --fresh to start it again (its files are moved aside)")
 
 
+def _refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) -> None:
+    """A CPU table measured on another CPU (model or SIMD flags) is not resumed here: its rows and
+    the new ones would be two machines' latencies under one fingerprint."""
+    from device_tables.device import cpu_differences
+
+    if device.hardware != "cpu":
+        return
+    differs = cpu_differences((stored.get("device") or {}).get("fingerprint") or {}, device.fingerprint)
+    if differs:
+        raise ResumeSettingsError(
+            f"{name} was measured on another machine ({'; '.join(differs)}): adding to it here would mix two "
+            "machines' latencies; give another --out (or --fresh to start it again here, its files moved aside)")
+
+
 def _format_row(spec: OpSpec, status: str, m: Measurement | None, extra: Mapping[str, Any], measured_at: str) -> str:
     values: list[Any] = [spec.key, spec.op, spec.dtype, "x".join(map(str, spec.input_shape)), status]
     if m is None:
@@ -181,6 +195,7 @@ class DeviceTable:
                     "choose another --out or the same settings to resume"
                 )
             refuse_other_settings(csv_path.with_suffix(""), stored, meta or {}, MEASURING_SETTINGS)
+            _refuse_another_cpu(csv_path.with_suffix(""), stored, device)
             if not csv_path.exists():
                 atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
             repair_last_line(csv_path, lambda line: whole_csv_row(line, len(COLUMNS)))

@@ -157,3 +157,44 @@ def test_quietest_keeps_each_rows_fastest_pass_and_refuses_other_devices(tmp_pat
     assert quietest([wide, narrow]).latency_ms(a) == 2.0
     by_p10 = quietest([wide, narrow], statistic="p10_ms")
     assert by_p10.get(a).measurement.p10_ms == 1.0 and by_p10.latency_ms(a) == 5.0
+
+
+def test_a_shipped_name_stands_for_its_sibling_measured_on_a_machine_like_this_one(tmp_path, monkeypatch, caplog):
+    """Two shipped tables of one device measured on different CPUs: the plain name predicts with the
+    one measured on a CPU like this host's (saying so), unless asked for exactly; paths are exact."""
+    from device_tables import registry
+    from device_tables.device import host_fingerprint
+
+    here = host_fingerprint()
+    other = {**here, "flags": sorted({*here.get("flags", []), "made_up_simd"})}
+    m = Measurement.from_samples([0.5, 0.6, 0.55])
+    for name, fp in (("cpu_x_fp32_threads1", other), ("cpu_x_fp32_threads1_here", here)):
+        t = DeviceTable(Device.make("cpu", "x", threads=1, fingerprint=fp))
+        t.append(OpSpec.make("relu", (1, 8, 4, 4)), m)
+        t.meta["self_score"] = {"networks": 1, "within_10": 1}  # finished
+        t.save(tmp_path / name)
+    monkeypatch.setattr(registry, "TABLES_DIR", tmp_path)
+    with caplog.at_level("WARNING"):
+        assert registry.resolve("cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1_here"
+    assert "made_up_simd" in caplog.text and "cpu_x_fp32_threads1_here" in caplog.text
+    assert registry.resolve("cpu_x_fp32_threads1", exact=True) == tmp_path / "cpu_x_fp32_threads1"
+    assert registry.resolve(tmp_path / "cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1"
+    assert registry.resolve("cpu_x_fp32_threads1_here") == tmp_path / "cpu_x_fp32_threads1_here"
+    (tmp_path / "cpu_x_fp32_threads1_here.json").unlink()  # no sibling of this machine: the name itself
+    assert registry.resolve("cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1"
+
+
+def test_a_cpu_table_measured_on_another_cpu_is_not_resumed_here(tmp_path):
+    from device_tables.device import host_fingerprint
+    from device_tables.errors import ResumeSettingsError
+
+    here = host_fingerprint()
+    other = {**here, "flags": sorted({*here.get("flags", []), "made_up_simd"})}
+    t = DeviceTable(Device.make("cpu", "x", threads=1, fingerprint=other))
+    t.append(OpSpec.make("relu", (1, 8, 4, 4)), Measurement.from_samples([0.5, 0.6]))
+    t.save(tmp_path / "t")
+    with pytest.raises(ResumeSettingsError, match="made_up_simd.*another --out"):
+        DeviceTable.open(tmp_path / "t", Device.make("cpu", "x", threads=1, fingerprint=here))
+    with DeviceTable.open(tmp_path / "t", Device.make("cpu", "x", threads=1, fingerprint=here), fresh=True) as again:
+        assert len(again) == 0  # started again here; the old files kept beside it
+    assert list(tmp_path.glob("t.old-*.csv"))

@@ -44,7 +44,7 @@ def print_table(table, limit: int = 30, op: str | None = None) -> None:
 def _show(args: argparse.Namespace) -> int:
     from device_tables import load
 
-    table = load(args.table)
+    table = load(args.table, exact=True)
     fp = table.device.fingerprint
     print(f"table   {table.path}")
     print(f"device  {table.device.name}")
@@ -65,7 +65,7 @@ def _show(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from device_tables import load
 
-    table = load(args.table)
+    table = load(args.table, exact=True)
     print(f"{table.path}: valid, schema version {table.meta['schema_version']}, {len(table)} rows, device {table.device.name}")
     return 0
 
@@ -73,7 +73,11 @@ def _validate(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from device_tables import available, load
 
+    from device_tables.device import host_differences
+
     for name in available():
-        t = load(name)
-        print(f"{name:<45} {len(t):>6} rows  {t.device.name}")
+        t = load(name, exact=True)
+        cpu = t.device.hardware == "cpu"
+        host = ("other CPU" if host_differences(t.device.fingerprint) else "this CPU") if cpu else ""
+        print(f"{name:<45} {len(t):>6} rows  {host:<9}  {t.device.name}")
     return 0
