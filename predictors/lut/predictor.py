@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import functools
+from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -18,7 +19,7 @@ from device_tables.kernels import FusionRules, Kernel, activation_plans_mb, drop
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
-from predictors.lut import regressors_store, reorders
+from predictors.lut import pieces, regressors_store, reorders
 from predictors.lut.calibration import Calibration, fit_calibration
 from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction, Prediction, UncoveredOp
 
@@ -141,11 +142,13 @@ class LUTPredictor:
     def kernels(self, graph: Graph) -> list[Kernel]:
         """The runtime's kernels of `graph`, plus a data-movement op (a channel shuffle's Transpose)
         priced as an elementwise pass over the same tensor (a ``relu`` row of that size)."""
-        kernels = group_kernels(graph, self.rules)
-        if self.price_data_movement:
-            kernels += [Kernel(_movement_spec(op.moves, self.dtype), (op,)) for op in graph.ops
-                        if op.kind == UNCOVERED and op.moves]
-        return kernels
+        return group_kernels(graph, self.rules) + self._movements(graph)
+
+    def _movements(self, graph: Graph) -> list[Kernel]:
+        """The data-movement kernels of `kernels`, which follow the grouped ones."""
+        if not self.price_data_movement:
+            return []
+        return [Kernel(_movement_spec(op.moves, self.dtype), (op,)) for op in graph.ops if op.kind == UNCOVERED and op.moves]
 
     def _spec(self, spec: OpSpec) -> OpSpec:
         """The row key a kernel is priced by: in the table's dtype; a product with a constant, in a
@@ -196,18 +199,25 @@ class LUTPredictor:
         return held[1].setdefault(name, {})
 
     def _lookup(self, kernels: Sequence[Kernel], priced: Sequence[tuple]) -> tuple[list[KernelPrediction], list[UncoveredOp]]:
+        each = self._lookup_each(kernels, priced)
+        return ([p for p in each if isinstance(p, KernelPrediction)], [p for p in each if isinstance(p, UncoveredOp)])
+
+    def _lookup_each(self, kernels: Sequence[Kernel], priced: Sequence[tuple]) -> list[KernelPrediction | UncoveredOp]:
+        """Per kernel, its `KernelPrediction` (a table row or a regressor's estimate), or the
+        `UncoveredOp` nothing prices."""
         need = [i for i, p in enumerate(priced) if p[2] is None]
         estimates: dict[int, Any] = {}
         if need and self.use_regressors:
             if self.regressors is None:
                 self.fit()
             # A kernel's estimate depends on its spec alone: computed once per predictor, so many
-            # networks of one space (sharing most kernels) predict quickly.
-            new = list({priced[i][0].key: priced[i][0] for i in need if priced[i][0].key not in self._estimates}.values())
-            if new:
-                self._estimates.update(zip((s.key for s in new), self.regressors.estimate(new)))
+            # networks of one space (sharing most kernels) predict quickly; and one spec at a time,
+            # since a batch's matrix products round its rows by what else it holds (the last bit),
+            # so a network predicts alike alone and among others.
+            for s in {priced[i][0].key: priced[i][0] for i in need if priced[i][0].key not in self._estimates}.values():
+                self._estimates[s.key] = self.regressors.estimate([s])[0]
             estimates = {i: self._estimates[priced[i][0].key] for i in need}
-        out, missing = [], []
+        out: list[KernelPrediction | UncoveredOp] = []
         for i, (k, (s, _, ms, _)) in enumerate(zip(kernels, priced)):
             mb = s.weight_count * s.element_bytes / 1e6
             if ms is not None:
@@ -217,10 +227,32 @@ class LUTPredictor:
                 out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated, mb))
             else:
                 why = "not in the table and no regressor for this op type (the table has no rows of it)"
-                missing.append(UncoveredOp(k.nodes, s.op, why))
-        return out, missing
+                out.append(UncoveredOp(k.nodes, s.op, why))
+        return out
 
     def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
+        """`_found_whole`, put together from the graph's pieces where it has several (`pieces`:
+        each piece priced once per form and context, the same numbers)."""
+        found, nodes, missing, repeats, excess = self._found_apart(graph)
+        if nodes is not None:
+            found = [k if n is None else replace(k, nodes=n) for k, n in zip(found, nodes)]
+        return found, missing, repeats, excess
+
+    def _found_apart(self, graph: Graph) -> tuple[list[KernelPrediction], list[tuple[str, ...] | None] | None,
+                                                   list[UncoveredOp], list[str], float]:
+        """`_found` with the found kernels' nodes apart: a list of the nodes of each where they are
+        not its own (None: they are), or None where every kernel holds its own."""
+        got = pieces.found(self, graph)
+        if got is None:
+            expanded = expand_fused(graph)  # pieces hold no fused spec: split first
+            got = pieces.found(self, expanded) if expanded is not graph else None
+            graph = expanded
+        if got is not None:
+            return got
+        found, missing, repeats, excess = self._found_whole(graph)
+        return found, None, missing, repeats, excess
+
+    def _found_whole(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
         of its blocked-layout regions; the ops nothing covers; the nodes repeating an earlier op,
         which a runtime that shares duplicates computes once (`drop_duplicates`); the MB of
@@ -292,13 +324,13 @@ class LUTPredictor:
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
         graph = self.graph_of(model, input_shape)
-        found, missing, repeats, excess_mb = self._found(graph)
+        found, nodes, missing, repeats, excess_mb = self._found_apart(graph)
         cal = self.calibration
         per_mb = cal.weights_ms_per_mb(math.fsum([k.weight_mb for k in found]), excess_mb)
         terms = {op: cal.terms(op) for op in {k.op for k in found}}
-        kernels = [KernelPrediction(k.key, k.op, k.nodes, k.source, k.raw_ms,
+        kernels = [KernelPrediction(k.key, k.op, k.nodes if n is None else n, k.source, k.raw_ms,
                                     k.ms * terms[k.op][0] + k.weight_mb * per_mb, k.sigma,
-                                    k.extrapolated, k.weight_mb) for k in found]
+                                    k.extrapolated, k.weight_mb) for k, n in zip(found, nodes or [None] * len(found))]
         overhead = math.fsum([terms[k.op][1] for k in kernels]) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing

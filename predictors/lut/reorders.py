@@ -59,10 +59,24 @@ def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict
     op with as many channels in whole blocks (`_channel_class`: a conv on 3 channels reads plain
     NCHW), and is priced by a power law in the tensor's size fitted on the rows. `memo` keeps what
     follows from a spec under this `model` (whether it is layout-transparent, its rows' majority)."""
-    info, layout = _kernel_layouts(priced, model, {} if memo is None else memo)
-    blocked, accepts = _tensor_layouts(graph, layout)
-    out: list[KernelPrediction] = []
-    for k, spec, row, shares, reads in info:
+    return [r for _, r in piece_reorders(graph, priced, model, above_overhead, memo)[0]]
+
+
+def piece_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
+                   above_overhead: AboveOverhead, memo: dict[str, Any] | None = None, blocked_in: dict[str, bool] | None = None,
+                   readers_out: dict[str, bool] | None = None, layouts: tuple[list, dict] | None = None,
+                   ) -> tuple[list[tuple[int, KernelPrediction]], dict[str, bool], dict[str, list[bool]]]:
+    """`edge_reorders` of a piece of a network (`predictors.lut.pieces`), each reorder with the index of
+    its kernel in `priced`, plus the layouts: per tensor whether it is blocked, and per tensor the
+    layouts its readers take. `blocked_in` gives the layout of tensors the piece reads from before it;
+    `readers_out`, for a tensor read after it, whether all its readers there take the blocked layout;
+    `layouts`, the piece's `kernel_layouts` where known."""
+    info, layout = layouts or _kernel_layouts(priced, model, {} if memo is None else memo)
+    blocked, accepts = _tensor_layouts(graph, layout, dict(blocked_in or {}))
+    for t, all_take in (readers_out or {}).items():
+        accepts.setdefault(t, []).append(all_take)
+    out: list[tuple[int, KernelPrediction]] = []
+    for i, (k, spec, row, shares, reads) in enumerate(info):
         x = k.ops[0].inputs[0] if k.ops[0].inputs else None
         y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
         edges = {"in": reads and x is not None and not blocked.get(x, False),
@@ -78,9 +92,26 @@ def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict
                 a, b = model["price"][d]
                 ms = math.exp(a + b * math.log(math.prod(shape)))
             if ms > 0:
-                out.append(KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
-                                            k.nodes, TABLE if shares[d] > 0 else REGRESSOR, ms, ms))
-    return out
+                out.append((i, KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
+                                                k.nodes, TABLE if shares[d] > 0 else REGRESSOR, ms, ms)))
+    return out, blocked, accepts
+
+
+def kernel_layouts(priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
+                   memo: dict[str, Any]) -> tuple[list, dict]:
+    """Which layouts the `priced` kernels read and write (`piece_reorders` takes it)."""
+    return _kernel_layouts(priced, model, memo)
+
+
+def all_take_blocked(graph: Graph, layouts: tuple[list, dict], tensor: str) -> bool:
+    """Whether every reader of `tensor` in `graph` takes the blocked layout (as `piece_reorders` reads
+    it), under the `kernel_layouts` of its kernels."""
+    layout = layouts[1]
+    takes: list[bool] = []
+    for op in graph.ops:
+        reads, _, transparent = layout.get(id(op), (False, False, False))
+        takes += [transparent or reads for t in op.inputs if t == tensor]
+    return all(takes or [False])
 
 
 NO_SHARES = {"in": 0.0, "out": 0.0}  # a kernel without a row: read only, never changed
@@ -120,9 +151,10 @@ def _transparent(op: Any, memo: dict[str, Any]) -> bool:
     return hit
 
 
-def _tensor_layouts(graph: Graph, layout: dict[int, tuple[bool, bool, bool]]) -> tuple[dict[str, bool], dict[str, list[bool]]]:
-    """Per tensor of `graph`, whether it is in the blocked layout, and per reader whether it takes it."""
-    blocked: dict[str, bool] = {}  # tensor -> in the blocked layout
+def _tensor_layouts(graph: Graph, layout: dict[int, tuple[bool, bool, bool]],
+                    blocked: dict[str, bool]) -> tuple[dict[str, bool], dict[str, list[bool]]]:
+    """Per tensor of `graph`, whether it is in the blocked layout (`blocked` holds those of tensors
+    read from before `graph`, and is filled in), and per reader whether it takes it."""
     accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
     for op in graph.ops:  # execution order; `graph` is expanded (`LUTPredictor._found`): the kernels hold these ops
         k_reads, k_writes, transparent = layout.get(id(op), (False, False, False))

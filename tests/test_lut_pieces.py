@@ -1,0 +1,177 @@
+"""A network priced piece by piece (`predictors.lut.pieces`, what `predict --archs` and the searches
+use) predicts exactly as priced whole: every field of every prediction, on random architectures of
+every CNN space, under several tables and predictor settings; and `predict --archs` equals
+one-by-one `predict --arch`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import hwlat
+from device_tables.graph import OP, Graph, GraphOp
+from device_tables.kernels import FusionRules, expand_fused
+from device_tables.ops import OpSpec
+from nas.spaces import get_space
+from predictors.lut import LUTPredictor, pieces
+
+ORT = "cpu_onnxruntime_fp32_threads1"
+
+
+class Whole(LUTPredictor):
+    """The same predictor pricing every graph whole (`LUTPredictor._found_whole`)."""
+
+    def _found_apart(self, graph):
+        found, missing, repeats, excess = self._found_whole(expand_fused(graph))
+        return found, None, missing, repeats, excess
+
+
+def _same(fast: LUTPredictor, whole: LUTPredictor, graph: Graph) -> None:
+    a, b = fast.predict_graph(graph), whole.predict_graph(graph)
+    assert a.to_dict() == b.to_dict()  # totals, sigma, kernels (keys, nodes, ms), uncovered, repeats, coverage
+    assert a.kernels == b.kernels and a.total_ms == b.total_ms and a.sigma_ms == b.sigma_ms
+    # What the calibration reads, before it: the kernels, what is uncovered, the repeats, and the MB
+    # of activations the memory plan spreads (which a calibration may weigh at 0).
+    assert fast._found(graph) == whole._found_whole(expand_fused(graph))
+
+
+@pytest.fixture(scope="module")
+def ort():
+    return hwlat.load_table(ORT)
+
+
+@pytest.fixture(scope="module")
+def ort_pair(ort):
+    return LUTPredictor(ort), Whole(ort)
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(space=st.sampled_from(["nb201", "nb201-dead", "fbnet", "ofa"]), seed=st.integers(0, 2**31 - 1))
+def test_random_archs_predict_piece_by_piece_exactly_as_whole(ort_pair, space, seed):
+    """One predictor keeps its pieces across all examples (as `predict --archs` does across
+    architectures); each prediction equals the whole graph's, field by field, bit for bit."""
+    sp = get_space("nb201", keep_dead=True) if space == "nb201-dead" else get_space(space)
+    fast, whole = ort_pair
+    for arch in sp.sample(3, seed=seed):
+        graph = sp.graph(arch)
+        assert pieces.cut(graph) is not None  # a CNN of a space is cut: the pieces path is taken
+        _same(fast, whole, graph)
+
+
+@pytest.mark.parametrize("table,options", [
+    (ORT, {}),
+    (ORT, {"rules": FusionRules.none()}),
+    (ORT, {"use_regressors": False}),
+    (ORT, {"layout_reorders": False, "statistic": "p10_ms"}),
+    (ORT, {"price_data_movement": False}),
+    ("cpu_litert_fp32_threads1", {}),
+    ("cpu_tflm_int8_threads1", {}),
+    ("cpu_torch_fp32_threads1", {}),
+])
+def test_pieces_equal_whole_under_every_table_and_setting(table, options):
+    """Fusion rules or none, regressors or uncovered kernels, reorders or not, another statistic,
+    data movement priced or left uncovered, other runtimes' tables (no shared duplicates, a compact
+    memory plan, int8): piece by piece equals whole."""
+    t = hwlat.load_table(table)
+    fast, whole = LUTPredictor(t, **options), Whole(t, **options)
+    for name, n in (("nb201", 12), ("fbnet", 8), ("ofa", 6)):
+        sp = get_space(name)
+        for arch in sp.sample(n, seed=21):
+            _same(fast, whole, sp.graph(arch))
+
+
+def test_pieces_repeat_within_and_across_networks(ort):
+    """NB201 repeats its cell five times a stage: far fewer forms are priced than pieces met; FBNet
+    networks share blocks, so a second batch of networks prices few new ones."""
+    sp = get_space("nb201")
+    lut = LUTPredictor(ort)
+    graphs = [sp.graph(a) for a in sp.sample(4, seed=2)]
+    met = sum(len(pieces.cut(g)[0]) for g in graphs)
+    for g in graphs:
+        lut.predict_graph(g)
+    forms = len(pieces._memo(lut)["forms"])
+    assert met >= 4 * 16 and forms <= met // 3
+    fb = get_space("fbnet")
+    lut = LUTPredictor(ort)
+    for a in fb.sample(20, seed=1):
+        lut.predict_graph(fb.graph(a))
+    before = len(pieces._memo(lut)["forms"])
+    for a in fb.sample(5, seed=2):
+        lut.predict_graph(fb.graph(a))
+    assert len(pieces._memo(lut)["forms"]) - before < 5 * len(pieces.cut(fb.graph(fb.sample(1, seed=2)[0]))[0]) // 4
+
+
+X = (1, 8, 16, 16)
+CONV = OpSpec.make("conv2d", X, cout=8, kernel=3)
+RELU = OpSpec.make("relu", X)
+POOL = OpSpec.make("avgpool", X, kernel=3, stride=1, padding=1)
+ADD = OpSpec.make("add", X)
+
+
+def _op(spec, ins, outs, name):
+    return GraphOp(OP, spec, spec.op, (name,), tuple(ins), tuple(outs))
+
+
+def test_cut_only_where_one_tensor_crosses_and_no_kernel_can_reach_across():
+    """A tensor read by a fusable tail alone, or by repeats of one weightless op (which a runtime
+    computing duplicates once would reduce to one reader), is not cut after: its writer's kernel
+    could take the reader in. Read by two different ops, it is."""
+    chain = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(RELU, ["c"], ["y"], "relu")], inputs={"x": X}, outputs=("y",))
+    assert pieces.cut(chain) is None
+    two = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(RELU, ["c"], ["r"], "relu"), _op(POOL, ["c"], ["p"], "pool"),
+                 _op(ADD, ["r", "p"], ["y"], "add")], inputs={"x": X}, outputs=("y",))
+    assert pieces.cut(two)[0] == [(0, 1, None), (1, 4, 0)]
+    repeats = Graph([_op(CONV, ["x"], ["c"], "conv"), _op(RELU, ["c"], ["r1"], "relu1"), _op(RELU, ["c"], ["r2"], "relu2"),
+                     _op(ADD, ["r1", "r2"], ["y"], "add")], inputs={"x": X}, outputs=("y",))
+    assert pieces.cut(repeats) is None
+    fused = Graph([_op(OpSpec.make("conv2d+relu", X, cout=8, kernel=3), ["x"], ["c"], "conv"),
+                   _op(POOL, ["c"], ["p"], "pool"), _op(RELU, ["c"], ["r"], "relu"), _op(ADD, ["r", "p"], ["y"], "add")],
+                  inputs={"x": X}, outputs=("y",))
+    assert pieces.cut(fused) is None and pieces.cut(expand_fused(fused)) is not None
+
+
+def test_a_changed_row_reprices_the_pieces_that_used_it(ort):
+    """A piece remembers the rows it was priced by: a row replaced in the table is read again."""
+    from dataclasses import replace
+
+    from device_tables.table import DeviceTable
+
+    table = DeviceTable(ort.device, dict(ort.meta))
+    for row in ort.rows():
+        table._rows[row.spec.key] = row
+    sp = get_space("nb201")
+    graph = sp.graph(sp.sample(1, seed=4)[0])
+    lut = LUTPredictor(table)
+    before = lut.predict_graph(graph).total_ms
+    key = next(k.key for k in lut.predict_graph(graph).kernels if k.op.startswith("conv2d") and k.source == "table")
+    row = table._rows[key]
+    table._rows[key] = replace(row, measurement=replace(row.measurement, median_ms=row.measurement.median_ms * 5))
+    after = lut.predict_graph(graph)
+    assert after.total_ms > before
+    assert after.to_dict() == Whole(table).predict_graph(graph).to_dict()
+
+
+@pytest.mark.parametrize("space,spec", [("nb201", "0:8"), ("fbnet", "random:4"), ("ofa", "random:3")])
+def test_predict_archs_equals_one_by_one_predict_arch(space, spec, tmp_path, capsys):
+    """`hwlat predict --archs` (one process, pieces kept across architectures) writes what each
+    `hwlat predict --arch` (a fresh process's predictor) prints, and the API gives the same numbers."""
+    import csv
+
+    from hwlat.cli import main
+
+    out = tmp_path / "many.csv"
+    assert main(["predict", "--space", space, "--archs", spec, "--table", ORT, "--out", str(out), "--no-progress"]) == 0
+    rows = list(csv.DictReader(out.open()))
+    many = hwlat.predict_archs(space, spec, ORT)
+    key = next(iter(rows[0]))
+    capsys.readouterr()
+    for row, pred in zip(rows, many):
+        assert main(["predict", "--space", space, "--arch", row[key], "--table", ORT, "--json"]) == 0
+        alone = json.loads(capsys.readouterr().out)
+        assert alone["latency_ms"] == pred.total_ms and alone["sigma_ms"] == pred.sigma_ms
+        assert alone["kernels"] == json.loads(json.dumps(pred.to_dict()))["kernels"]
+        assert row["predicted_ms"] == f"{alone['latency_ms']:.6g}" and row["sigma_ms"] == f"{alone['sigma_ms']:.4g}"
+        assert row["partial"] == ("true" if alone["partial"] else "false")
