@@ -266,3 +266,17 @@ def test_a_search_scores_500_on_a_looked_up_accuracy_and_100_on_a_costly_score_b
     own = hwlat.search(space, constraint, lambda a: -additive_ms([a])[0], progress=False)
     assert own.evaluations == 100
     assert hwlat.search(space, constraint, "accuracy:cifar10", budget=40, progress=False).evaluations == 40
+
+
+def test_only_a_lookup_scores_the_whole_space_for_a_ranking():
+    from nas.accuracy import accuracy_table
+    from nas.search import CallableObjective, NaswotProxy, load_objective
+
+    sp = get_space("nb201")
+    acc = load_objective("accuracy:cifar100", sp).scores_by_index()
+    assert acc.shape == (sp.size,) and np.array_equal(acc, accuracy_table(sp).values("cifar100"))
+    arch = sp.from_index(1234)
+    assert acc[1234] == load_objective("accuracy:cifar100", sp)(arch)
+    assert NaswotProxy(sp).scores_by_index() is None and CallableObjective(sp, lambda a: 1.0).scores_by_index() is None
+    res = regularized_evolution(sp, "accuracy:cifar10", budget=5, population=3, progress=False)
+    assert res.scorer is not None and res.scorer.scores_by_index() is not None  # the verification ranks by it

@@ -12,7 +12,7 @@ from hwlat.cli import main
 from nas.arch_predictors import CallablePredictor, load_arch_predictor
 from nas.constraints import ConstraintError, LatencyConstraint
 from nas.search import VerifySettings, error_band, regularized_evolution, search_verified
-from nas.search.verified import round_limits, widened
+from nas.search.verified import measured_band, round_limits, widened
 from nas.spaces import get_space
 
 QUICK = dict(protocol="quick", progress=False)
@@ -62,26 +62,112 @@ def cheap_ms(archs):
     return np.array([0.1 + 0.3 * sum(o == 3 for o in a.ops) + 0.05 * sum(o == 2 for o in a.ops) for a in archs])
 
 
-def test_rounds_narrow_to_the_budget_corrected_by_what_was_measured_and_stop_once_one_is_within(space):
+def _rounds(v):
+    """(first, last) row of `v.measured` of each round."""
+    ends = np.cumsum([k for *_, k in v.rounds])
+    return list(zip(np.r_[0, ends[:-1]], ends))
+
+
+def check_rounds(v, budget, rounds):
+    """The invariants of a verified search's rounds: each round's limit is `round_limits` of the band
+    it used, on the prediction corrected by the median measured/predicted ratio of the rounds before;
+    a round measures only architectures within that limit that beat the best measured within the
+    budget before it; the winner is the best measured within the budget."""
+    predicted = np.array([x.latency_ms for x in v.measured])
+    scores = np.array([x.score for x in v.measured])
+    for j, ((limit, ratio, k), band, (a, b)) in enumerate(zip(v.rounds, v.bands, _rounds(v))):
+        assert ratio == (1.0 if j == 0 else pytest.approx(np.median(v.ms[:a] / predicted[:a])))
+        assert limit * ratio == pytest.approx(round_limits(budget, band, rounds)[j])
+        assert (predicted[a:b] <= limit + 1e-12).all()
+        before = scores[:a][v.ms[:a] <= budget]
+        assert (scores[a:b] > (before.max() if before.size else -np.inf)).all()  # only what could beat the best
+    within = v.ms <= budget
+    if v.winner is None:
+        assert not within.any() and "winner: none" in v.format()
+    else:
+        assert v.winner_ms <= budget and v.winner.score == scores[within].max()
+
+
+def test_rounds_narrow_to_the_budget_corrected_by_what_was_measured(space):
     assert round_limits(1.0, 0.1, 3) == pytest.approx([1.1, 1.05, 1.0]) and round_limits(2.0, 0.1, 1) == [2.2]
     c = LatencyConstraint(CallablePredictor(space, cheap_ms, batched=True), budget_ms=0.6)
     v = search_verified(space, c, lambda wide: _search(space, wide), VerifySettings(margin=0.1, top=2, rounds=3,
                                                                                       **QUICK)).verified
-    within = v.ms <= 0.6
-    assert within.any() or sum(k for *_, k in v.rounds) == len(v.measured)
-    per_round = np.cumsum([k for *_, k in v.rounds])
-    assert all(not within[:n].any() for n in per_round[:-1])  # no earlier round had one within the budget
-    predicted = np.array([x.latency_ms for x in v.measured])
-    assert v.rounds[0][:2] == (pytest.approx(0.66), 1.0) and (predicted[:per_round[0]] <= 0.66).all()
-    for j, (limit, ratio, k) in enumerate(v.rounds[1:], 1):  # later rounds: corrected by the median ratio so far
-        assert ratio == pytest.approx(np.median(v.ms[:per_round[j - 1]] / predicted[:per_round[j - 1]]))
-        assert limit * ratio <= 0.66 + 1e-9 and (predicted[per_round[j - 1]:per_round[j]] <= limit + 1e-12).all()
-    if v.winner is None:
-        assert "winner: none" in v.format()
-    else:
-        assert v.winner_ms <= 0.6 and v.winner.score == max(x.score for x, ok in zip(v.measured, within) if ok)
+    assert v.rounds[0][:2] == (pytest.approx(0.66), 1.0) and v.bands[0] == 0.1
+    check_rounds(v, 0.6, 3)
+    assert len(v.rounds) > 1 and v.rounds[1][1] > 1.5  # several times under: the next round asks far less
     with pytest.raises(ConstraintError, match="verify margin"):
         VerifySettings(margin=1.5)
+    with pytest.raises(ConstraintError, match="verify pool"):
+        VerifySettings(pool="all")
+
+
+@pytest.fixture(scope="module")
+def macs_ms():
+    """ms = a + b * MACs, fit to six NB201 cells measured here (quick protocol): NB201 on onnxruntime
+    follows its MACs; and the measured median, a budget with architectures on both sides of it."""
+    from nas.device_loop import measure
+
+    sp = get_space("nb201")
+    archs = sp.sample(6, seed=3)
+    ms = measure(sp, archs, protocol="quick", progress=False).ms
+    b, a = np.polyfit(sp.macs_many(archs).astype(float), ms, 1)
+    return a, b, float(np.median(ms))
+
+
+def overpredicting(space, a, b, factor=1.5):
+    """The MACs fit, `factor` times too slow: a table from a slower machine."""
+    return CallablePredictor(space, lambda archs: factor * (a + b * space.macs_many(archs)), batched=True,
+                             name=f"MACs fit x{factor}")
+
+
+def test_a_lookup_objective_ranks_the_whole_space_and_a_biased_predictor_is_corrected(space, macs_ms):
+    a, b, budget = macs_ms
+    c = LatencyConstraint(overpredicting(space, a, b), budget_ms=budget)
+    res = hwlat.search(space, c, "accuracy:cifar10", budget=20, verify=VerifySettings(margin=0.05, top=3, **QUICK))
+    v = res.verified
+    assert "ranked by score" in v.pool and 0 < v.ranked_predicted < space.size  # predicted lazily, by accuracy
+    check_rounds(v, budget, 3)
+    assert v.correction < 0.85 and len(v.rounds) >= 2  # measured ~1/1.5 of the prediction, then corrected
+    w = v.winner
+    assert w is not None and w.latency_ms > budget * 1.05  # found only through the correction
+    assert w.score > max(x.score for x in res.history)  # beyond anything the uncorrected search could reach
+    assert w.step == -1 and w.key not in {x.key for x in res.history}  # from the ranking, not the search
+    again = hwlat.search(space, c, "accuracy:cifar10", budget=20,
+                         verify=VerifySettings(margin=0.05, top=3, pool="search", **QUICK))
+    assert "ranked" not in again.verified.pool and again.verified.ranked_predicted == 0
+    assert all(x.step >= 0 for x in again.verified.measured)  # the search's own architectures
+
+
+def test_without_a_ranking_the_search_runs_again_under_the_corrected_budget(space, macs_ms):
+    a, b, budget = macs_ms
+    c = LatencyConstraint(overpredicting(space, a, b), budget_ms=budget)
+    calls = []
+
+    def search(wide):  # the most MACs (what costs latency scores higher): not a lookup, so no ranking
+        calls.append(wide.budget_ms)
+        return regularized_evolution(space, lambda x: space.macs(x) / 1e6, wide, budget=40, population=10, sample=3,
+                                     progress=False)
+
+    v = search_verified(space, c, search, VerifySettings(margin=0.05, top=3, **QUICK)).verified
+    assert "the search's" in v.pool and v.ranked_predicted == 0
+    assert calls[0] == pytest.approx(budget * 1.05) and len(calls) == 1 + len(v.searches) >= 2
+    first = v.rounds[0][2]
+    ratio = np.median(v.ms[:first] / np.array([x.latency_ms for x in v.measured[:first]]))
+    assert ratio < 0.85 and calls[1] == pytest.approx(budget * 1.05 / ratio)  # the corrected, widened budget
+    assert v.searches[0] == (pytest.approx(calls[1]), 40)
+    check_rounds(v, budget, 3)
+    w = v.winner
+    assert w is not None and w.latency_ms > budget * 1.05  # only the search run again could propose it
+    assert "searched again under" in v.format()
+
+
+def test_measured_band_is_the_errors_after_the_correction():
+    pred = np.array([1.0, 1.0, 1.0, 1.0, 1.0, 2.0])
+    ms = np.array([0.8, 0.84, 0.76, 0.8, np.nan, 1.6])
+    assert measured_band(pred, ms, 0.8) == pytest.approx(np.quantile([0, 0.05, 0.05, 0, 0], 0.8))
+    assert measured_band(pred[:4], ms[:4], 0.8) is None  # too few to say
+    assert measured_band(pred, ms * np.r_[1, 2, 1, 1, 1, 1], 0.8) == 0.2  # capped
 
 
 def test_the_default_margin_is_the_predictors_error_band(space, tmp_path):
@@ -108,7 +194,7 @@ def test_cli_verify_prints_what_was_measured_and_why(tmp_path, space, capsys):
     table = tmp_path / "verified"
     args = ["search", "--space", "nb201", "--predictor", "lut:cpu_onnxruntime_fp32_threads1", "--max-latency-ms", "0.5",
             "--budget", "8", "--population", "4", "--top", "2", "--verify-rounds", "2", "--verify", "--protocol",
-            "quick", "--no-progress", "--verify-out", str(table), "--json", str(out)]
+            "quick", "--no-progress", "--verify-pool", "search", "--verify-out", str(table), "--json", str(out)]
     assert main(args) == 0
     text = capsys.readouterr().out
     assert "verify: searching predicted <=" in text and "not calibrated on" in text

@@ -31,7 +31,7 @@ class DemoSettings:
     population: int = 30
     tournament: int = 5
     verify: int = 5  # most accurate searched architectures measured per verification round
-    rounds: int = 3  # verification rounds at most (they stop once one measures within the budget)
+    rounds: int = 3  # verification rounds at most (they stop once none left could beat the best within budget)
     front: int = 6  # architectures of the predicted accuracy-latency Pareto front measured (the plot)
     protocol: str = "default"
 
@@ -67,8 +67,8 @@ def register(sub) -> None:
     p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10)")
     p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150)")
     p.add_argument("--verify", type=positive_int,
-                   help="most accurate searched architectures measured per verification round (default 5; at most "
-                        "3 rounds, until one measures within the budget)")
+                   help="most accurate candidates measured per verification round (default 5; at most 3 rounds, "
+                        "until none left could beat the best measured within the budget)")
     p.add_argument("--front", type=nonnegative_int,
                    help="predicted Pareto-front architectures measured across the latency range (default 6)")
     p.add_argument("--seed", type=random_seed, default=0)
@@ -229,7 +229,8 @@ class _DemoRun:
         return [pool[int(round(j))] for j in np.linspace(0, len(pool) - 1, self.s.front)]
 
     def verify(self) -> None:
-        """5. Measure the most accurate searched architectures in rounds until one measures within the
+        """5. Measure the most accurate candidates (all NB201 ranked by accuracy, a lookup) in rounds,
+        predictions corrected by what was measured, until none left could beat the best within the
         budget (`verified`, `v`; its `winner`), then some of the predicted front (`vf`), and find the
         references the winner is compared with."""
         import numpy as np
@@ -241,8 +242,8 @@ class _DemoRun:
         from nas.search.verified import verify_search
 
         s, space = self.s, self.space
-        _say(f"[5/6] measuring the most accurate searched archs on this CPU, {s.verify} per round, until one "
-             f"measures within the budget ...")
+        _say(f"[5/6] measuring the most accurate searched archs on this CPU, {s.verify} per round, predictions "
+             f"corrected by what was measured, until none left could beat the best measured within the budget ...")
         t = time.perf_counter()
         out = self.out / "nb201_verified"
         for path in arch_table_paths(out):  # this run's measurements only

@@ -54,14 +54,19 @@ def register(sub) -> None:
     p.add_argument("--verify", action="store_true",
                    help="resolve the predictor's error near the budget by measuring here: search under the budget "
                         "+ --verify-margin, measure the most accurate architectures predicted within it (--top per "
-                        "round, until one measures within the budget), and name the winner: the most accurate "
-                        "architecture MEASURED within the budget")
+                        "round, predictions corrected by what was measured, until none left could beat the best "
+                        "measured within the budget), and name the winner: the most accurate architecture MEASURED "
+                        "within the budget")
     p.add_argument("--verify-margin", type=verify_margin, default=None, metavar="FRACTION|auto",
                    help="how far above the budget (a fraction, 0.03 = 3%%) predictions are measured too; auto "
                         "(default): the predictor's error band, the 80th percentile of its relative errors on what "
                         "it was not fit to (a table's self-score, an adapted predictor's leave-one-out), at most 20%%")
     p.add_argument("--verify-rounds", type=positive_int, default=3,
                    help="at most this many rounds of --top measurements (default 3)")
+    p.add_argument("--verify-pool", default="auto", choices=["auto", "search"],
+                   help="where --verify finds candidates: auto (default): every architecture of the space ranked by "
+                        "the objective when that is a lookup (accuracy:* on nb201), else the search's, searched "
+                        "again under the budget corrected by what was measured; search: always the search's")
     p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime of --verify")
     p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
@@ -139,11 +144,12 @@ def _search(args: argparse.Namespace) -> int:
 
     if args.verify:
         settings = VerifySettings(args.verify_margin, args.top, args.verify_rounds, args.runtime, args.threads,
-                                  args.protocol, args.verify_out, progress)
+                                  args.protocol, args.verify_out, progress, args.verify_pool)
         band = settings.band(pred)
         print(f"verify: searching predicted <= {c.budget_ms * (1 + band.fraction):.4g} ms, the budget + "
               f"{band.fraction:.1%} ({band.source}); the most accurate are then measured on {args.runtime} "
-              f"(threads={args.threads}, protocol {args.protocol}) until one measures within {c.budget_ms:g} ms")
+              f"(threads={args.threads}, protocol {args.protocol}), predictions corrected by what was measured, until "
+              f"none left could beat the best measured within {c.budget_ms:g} ms")
         result = search_verified(space, c, search, settings, band)
     else:
         result = search(c)

@@ -50,7 +50,7 @@ class _Run:
         self.objective: Objective = load_objective(objective, self.space)
         self.budget = budget
         self.result = SearchResult(method, self.space.name, self.objective.label,
-                                   constraint.budget_ms if constraint is not None else None)
+                                   constraint.budget_ms if constraint is not None else None, scorer=self.objective)
         self.by_key: dict[str, Candidate] = {}
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=not progress,

@@ -44,6 +44,7 @@ class SearchResult:
     rejected: int = 0  # proposals outside the latency bounds (never evaluated)
     objective_seconds: float = 0.0
     verified: Any = None  # a `nas.search.verified.VerifiedSearch` when the search was verified by measuring
+    scorer: Any = field(default=None, repr=False, compare=False)  # the `Objective` that scored `history`
 
     @property
     def evaluations(self) -> int:

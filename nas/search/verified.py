@@ -1,15 +1,23 @@
 """Verified search: the predictor's last few percent near the budget, resolved by measurement.
 
-A predictor is right only to within its error, so which architectures near the budget really meet
-it is a question for the device. A verified search runs under the budget widened by the
-predictor's error band, then measures the most accurate candidates predicted within that widened
-budget, `top` per round (most accurate first) until one measures within the budget; the winner is
-the most accurate architecture that MEASURES within the budget. Each later round narrows the band
-toward the budget and corrects the predictions by what the earlier rounds measured (the median
-measured/predicted ratio near the budget: the predictor's local bias, or the device's drift since
-its table was measured).
+A predictor is right only to within its error, and on another machine (or another day) it may be
+off by a common factor too, so which architectures near the budget really meet it is a question
+for the device. A verified search runs under the budget widened by the predictor's error band,
+then measures the most accurate candidates, `top` per round, and names as winner the most
+accurate architecture that MEASURES within the budget. What was measured corrects the rest:
 
-    search = lambda wide: regularized_evolution(space, "accuracy:cifar10", wide, budget=150)
+- the predictions are scaled by the median measured/predicted ratio so far (the predictor's bias
+  here: a table measured on another host, the device's drift since), and the band becomes the
+  80th percentile of the corrected predictions' errors on what was measured;
+- candidates come from the whole space, ranked by score, when scoring every architecture costs
+  nothing (a looked-up accuracy on NB201: `Objective.scores_by_index`), predicted lazily in score
+  order; otherwise from the search, run again under the corrected budget when the correction
+  moves it (so a predictor that overpredicts by 1.3x does not leave the budget's last 30% unsearched);
+- each round measures the most accurate candidates not yet measured that beat the best measured
+  within the budget so far and whose corrected prediction is within the round's limit (the budget
+  + the band, narrowing to the budget in the last round); it stops when none is left.
+
+    search = lambda wide: regularized_evolution(space, "accuracy:cifar10", wide, budget=500)
     result = search_verified(space, c, search)   # widened by error_band(c.predictor), e.g. 2.3%
     result.verified.winner                      # a Candidate; result.verified.winner_ms: measured
 """
@@ -17,7 +25,7 @@ its table was measured).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -29,6 +37,9 @@ from nas.spaces.base import Space
 
 BAND_QUANTILE = 0.8  # of the predictor's relative errors on what it was not fit to
 MAX_BAND = 0.2
+MIN_BAND_SAMPLES = 5  # measured architectures before their errors replace the predictor's stated band
+RESEARCH_TOLERANCE = 0.02  # search again when the corrected budget moves by more than this (or half the band)
+RANK_BATCH = 256  # architectures of a ranked space predicted at once
 
 
 @dataclass(frozen=True)
@@ -61,11 +72,16 @@ def error_band(predictor: Any) -> ErrorBand:
     return ErrorBand(min(q, MAX_BAND), f"{BAND_QUANTILE:.0%} quantile of the {what}{capped}")
 
 
+POOLS = ("auto", "search")
+
+
 @dataclass(frozen=True)
 class VerifySettings:
     """How a search is verified: `margin` (None: the predictor's `error_band`), architectures
-    measured per round (`top`), at most `rounds` rounds, and where and how they are measured
-    (`out`: an arch table, resumed: architectures already in it are not measured again)."""
+    measured per round (`top`), at most `rounds` rounds, where and how they are measured (`out`:
+    an arch table, resumed: architectures already in it are not measured again), and the `pool`
+    of candidates: "auto" (the whole space ranked by score where the objective scores it for free,
+    else the search's) or "search" (the search's architectures, and its runs under corrected budgets)."""
 
     margin: float | None = None
     top: int = 5
@@ -75,8 +91,11 @@ class VerifySettings:
     protocol: str = "brief"
     out: str | Path | None = None
     progress: bool = True
+    pool: str = "auto"
 
     def __post_init__(self) -> None:
+        if self.pool not in POOLS:
+            raise ConstraintError(f"verify pool {self.pool!r}: choose {' or '.join(POOLS)}")
         if self.margin is not None and not (math.isfinite(self.margin) and 0 <= self.margin < 1):
             raise ConstraintError(f"verify margin {self.margin}: a fraction at least 0 and below 1 (0.05 = 5%)")
         if self.top < 1 or self.rounds < 1:
@@ -94,20 +113,29 @@ def widened(constraint: LatencyConstraint, fraction: float) -> LatencyConstraint
 
 @dataclass
 class VerifiedSearch:
-    """What verification measured (`measured`, most accurate first; `ms` their measured latencies)
-    and the `winner`: the most accurate of them that measured within the budget (None if none)."""
+    """What verification measured (`measured`, in the order measured; `ms` their measured
+    latencies) and the `winner`: the most accurate of them that measured within the budget (None
+    if none). `rounds`: per round, (limit on the raw prediction, correction used, archs measured);
+    `bands`: the band each round used; `searches`: (raw-ms budget, archs scored) of each search run
+    again under a corrected budget; `pool`: where the candidates came from."""
 
     budget_ms: float
     band: ErrorBand
     candidates: int  # searched architectures predicted within budget * (1 + band)
     measured: list[Candidate]
     ms: np.ndarray
-    rounds: list[tuple[float, float, int]]  # per round run: (predicted-ms limit, correction used, archs measured)
+    rounds: list[tuple[float, float, int]]
     device: str
     protocol: str
     seconds: float
     winner: Candidate | None = None
     winner_ms: float = math.nan
+    bands: list[float] = field(default_factory=list)
+    searches: list[tuple[float, int]] = field(default_factory=list)
+    pool: str = "the search's architectures"
+    ranked_predicted: int = 0  # architectures of the ranked space predicted (lazily, in score order)
+    correction: float = 1.0  # the median measured/predicted ratio of all measured
+    exhausted: bool = False  # stopped because no candidate left could beat the winner
 
     @property
     def limit_ms(self) -> float:
@@ -123,13 +151,18 @@ class VerifiedSearch:
     def format(self, score_name: str = "score") -> str:
         """What was measured and why, round by round, and the winner."""
         n = len(self.measured)
-        rounds = ", ".join(f"{k} predicted <= {limit:.4g} ms" + (f" (x{r:.3f}: measured/predicted so far)" if r != 1
-                                                                 else "") for limit, r, k in self.rounds)
-        lines = [f"verification: {self.candidates} searched architectures predicted within {self.limit_ms:.4g} ms "
-                 f"(budget {self.budget_ms:.4g} ms + {self.band.fraction:.1%} error band: {self.band.source}); the best "
-                 f"by {score_name} measured on {self.device} (protocol {self.protocol}), in rounds narrowing to the "
-                 f"budget, corrected by what was measured, until one measures within it: {rounds} ({n} in "
-                 f"{self.seconds:.1f} s)"]
+        rounds = ", ".join(f"{k} predicted <= {limit:.4g} ms" + (f" (x{r:.3f}: measured/predicted so far, band "
+                                                                 f"{b:.1%})" if j else "")
+                           for j, ((limit, r, k), b) in enumerate(zip(self.rounds, self.bands)))
+        again = "".join(f"; searched again under {ms:.4g} ms predicted ({k} scored)" for ms, k in self.searches)
+        ranked = f", {self.ranked_predicted} of them predicted" if self.ranked_predicted else ""
+        stop = ("none left that could beat the winner" if self.exhausted else "the rounds ran out")
+        lines = [f"verification: candidates: {self.pool}{ranked} ({self.candidates} searched predicted within "
+                 f"{self.limit_ms:.4g} ms: budget {self.budget_ms:.4g} ms + {self.band.fraction:.1%} error band: "
+                 f"{self.band.source}); the most accurate by {score_name} measured on {self.device} (protocol "
+                 f"{self.protocol}), predictions corrected by what was measured, in rounds narrowing to the budget "
+                 f"while one could beat the best within it: {rounds}{again} ({n} in {self.seconds:.1f} s; stopped: "
+                 f"{stop})"]
         width, sw = max([len(c.key) for c in self.measured] + [12]), max(8, len(score_name))
         lines.append(f"  {'architecture':<{width}}  {score_name:>{sw}}  {'predicted ms':>12}  {'measured ms':>11}  "
                      f"{'error':>7}  within budget")
@@ -155,8 +188,11 @@ class VerifiedSearch:
         nan = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         w = self.winner
         return {"budget_ms": self.budget_ms, "margin": self.band.fraction, "margin_source": self.band.source,
-                "limit_ms": self.limit_ms, "candidates": self.candidates,
-                "rounds": [{"limit_ms": limit, "correction": r, "measured": k} for limit, r, k in self.rounds], "device": self.device,
+                "limit_ms": self.limit_ms, "candidates": self.candidates, "pool": self.pool,
+                "ranked_predicted": self.ranked_predicted, "correction": self.correction, "exhausted": self.exhausted,
+                "rounds": [{"limit_ms": limit, "correction": r, "band": b, "measured": k}
+                           for (limit, r, k), b in zip(self.rounds, self.bands)],
+                "searches": [{"limit_ms": ms, "scored": k} for ms, k in self.searches], "device": self.device,
                 "protocol": self.protocol, "seconds": round(self.seconds, 2),
                 "archs": [{"key": c.key, "score": c.score, "predicted_ms": c.latency_ms, "measured_ms": nan(float(m))}
                           for c, m in zip(self.measured, self.ms)],
@@ -167,10 +203,11 @@ class VerifiedSearch:
 def search_verified(space: Space, constraint: LatencyConstraint, search: Callable[[LatencyConstraint], SearchResult],
                     settings: VerifySettings = VerifySettings(), band: ErrorBand | None = None) -> SearchResult:
     """Run `search` under `constraint` widened by `band` (default: `settings.band`, the margin given
-    or the predictor's error band), then verify it by measuring (`result.verified`)."""
+    or the predictor's error band), then verify it by measuring (`result.verified`); `search` runs
+    again under a corrected budget when what was measured moves it (see `verify_search`)."""
     band = band or settings.band(constraint.predictor)
     result = search(widened(constraint, band.fraction))
-    result.verified = verify_search(space, result, constraint, band, settings)
+    result.verified = verify_search(space, result, constraint, band, settings, search)
     return result
 
 
@@ -182,37 +219,137 @@ def round_limits(budget_ms: float, band: float, rounds: int) -> list[float]:
     return [budget_ms * (1 + band * (1 - r / (rounds - 1))) for r in range(rounds)]
 
 
+class _Ranking:
+    """Every architecture of a space in order of score (free: a lookup), its latency predicted
+    lazily in that order, in batches: where a verified search finds candidates the search never scored."""
+
+    def __init__(self, space: Space, scores: np.ndarray, predictor: Any):
+        self.space, self.scores, self.predictor = space, np.asarray(scores, dtype=float), predictor
+        self.order = np.argsort(-self.scores, kind="stable")
+        self.ms = np.full(len(self.scores), np.nan)
+        self.predicted = 0  # self.order[:predicted] have predictions
+
+    def _predict_more(self) -> None:
+        from nas.arch_predictors import checked_latencies
+
+        idx = self.order[self.predicted:self.predicted + (RANK_BATCH if self.predictor.fast else RANK_BATCH // 8)]
+        archs = [self.space.from_index(int(i)) for i in idx]
+        self.ms[idx] = checked_latencies(self.predictor, archs, self.predictor.predict(archs))
+        self.predicted += len(idx)
+
+    def best(self, k: int, above: float, admissible: Callable[[float], bool], exclude: set[str]) -> list[Candidate]:
+        """The `k` highest-scoring architectures scoring above `above`, not in `exclude`, whose
+        predicted ms is `admissible`."""
+        out: list[Candidate] = []
+        pos = 0
+        while len(out) < k and pos < len(self.order) and self.scores[self.order[pos]] > above:
+            if pos >= self.predicted:
+                self._predict_more()
+            i = int(self.order[pos])
+            pos += 1
+            if admissible(self.ms[i]):
+                arch = self.space.from_index(i)
+                key = self.space.key(arch)
+                if key not in exclude:
+                    out.append(Candidate(arch, key, float(self.ms[i]), float(self.scores[i]), True, -1))
+        return out
+
+
+def _ranking(space: Space, result: SearchResult, predictor: Any, settings: VerifySettings) -> _Ranking | None:
+    """The whole space ranked by the search's objective, where that is free and the settings allow it."""
+    scorer = result.scorer
+    if settings.pool != "auto" or scorer is None or space.size is None or not hasattr(space, "from_index"):
+        return None
+    scores = scorer.scores_by_index()
+    if scores is None or len(scores) != space.size:
+        return None
+    return _Ranking(space, scores, predictor)
+
+
+def measured_band(predicted: np.ndarray, ms: np.ndarray, ratio: float) -> float | None:
+    """The 80th percentile (at most `MAX_BAND`) of |measured / (predicted * ratio) - 1| over the
+    measured architectures, once at least `MIN_BAND_SAMPLES` measured; else None."""
+    ok = np.isfinite(ms) & np.isfinite(predicted) & (predicted > 0)
+    if ok.sum() < MIN_BAND_SAMPLES:
+        return None
+    return min(float(np.quantile(np.abs(ms[ok] / (predicted[ok] * ratio) - 1.0), BAND_QUANTILE)), MAX_BAND)
+
+
 def verify_search(space: Space, result: SearchResult, constraint: LatencyConstraint, band: ErrorBand,
-                  settings: VerifySettings = VerifySettings()) -> VerifiedSearch:
-    """Measure `result`'s architectures in rounds until one measures within `constraint` (or
-    `settings.rounds` rounds): each round the `settings.top` most accurate not yet measured whose
-    prediction, times the median measured/predicted ratio so far (1 at first), is within that
-    round's limit (`round_limits`). The winner is the most accurate measured within the budget."""
+                  settings: VerifySettings = VerifySettings(),
+                  search: Callable[[LatencyConstraint], SearchResult] | None = None) -> VerifiedSearch:
+    """Measure candidates in rounds (at most `settings.rounds`, `settings.top` each) until none left
+    could beat the best measured within `constraint`. Candidates: the whole space ranked by score
+    where `result`'s objective scores it for free (`settings.pool` "auto"), else `result`'s
+    architectures plus those of `search` run again under the budget corrected by what was measured.
+    Each round takes the most accurate not yet measured that score above the best measured within
+    the budget so far and whose prediction, times the median measured/predicted ratio so far (1 at
+    first), is within that round's limit (`round_limits` of the band: `band` at first, then the
+    `measured_band` once enough are measured). The winner is the most accurate measured within the budget."""
+    from nas.constraints import InfeasibleBudgetError
     from nas.device_loop import measure
 
-    limits = round_limits(constraint.budget_ms, band.fraction, settings.rounds)
-    pool = sorted((c for c in result.history if c.feasible and c.latency_ms <= limits[0]),
-                  key=lambda c: (-c.score, c.latency_ms))
+    pred, budget, lo = constraint.predictor, constraint.budget_ms, constraint.min_ms or 0.0
+    frac, ratio = band.fraction, 1.0
+    first_limit = budget * (1 + frac)
+    pool: dict[str, Candidate] = {}
+    for c in result.history:
+        if math.isfinite(c.latency_ms):
+            pool.setdefault(c.key, c)
+    n_within = sum(c.latency_ms <= first_limit for c in pool.values())
+    ranking = _ranking(space, result, pred, settings)
+    searched = first_limit  # the raw-ms budget the pool's search ran under
     measured: list[Candidate] = []
     ms: list[float] = []
-    device, seconds, used, ratio = "", 0.0, [], 1.0
-    for limit in limits:
+    device, seconds, used, bands, searches, exhausted = "", 0.0, [], [], [], False
+    for r in range(settings.rounds):
+        limit = round_limits(budget, frac, settings.rounds)[r]
+        need = budget * (1 + frac) / ratio
+        if ranking is None and search is not None and abs(need / searched - 1) > max(RESEARCH_TOLERANCE, frac / 2):
+            try:
+                more = search(LatencyConstraint(pred, need, min_ms=constraint.min_ms))
+            except (ConstraintError, InfeasibleBudgetError):
+                more = None
+            if more is not None:
+                for c in more.history:
+                    if math.isfinite(c.latency_ms):
+                        pool.setdefault(c.key, c)
+                searches.append((need, more.evaluations))
+            searched = need
+        within = [c.score for c, m in zip(measured, ms) if constraint.check(m).feasible]
+        above = max(within, default=-math.inf)
         done = {c.key for c in measured}
-        batch = [c for c in pool if c.key not in done and c.latency_ms * ratio <= limit][:settings.top]
+
+        def admissible(p: float, limit: float = limit, ratio: float = ratio) -> bool:
+            return math.isfinite(p) and lo * (1 - frac) <= p * ratio <= limit
+
+        batch = [c for c in pool.values() if c.key not in done and c.score > above and admissible(c.latency_ms)]
+        batch = sorted(batch, key=lambda c: (-c.score, c.latency_ms))[:settings.top]
+        if ranking is not None:
+            batch += ranking.best(settings.top, above, admissible, done | {c.key for c in batch})
+            batch = sorted(batch, key=lambda c: (-c.score, c.latency_ms))[:settings.top]
         if not batch:
-            continue
+            exhausted = True
+            break
         m = measure(space, [c.arch for c in batch], settings.out, runtime=settings.runtime, threads=settings.threads,
                     protocol=settings.protocol, progress=settings.progress)
         measured += batch
         ms += [float(x) for x in m.ms]
         device, seconds = m.device, seconds + m.seconds
         used.append((limit / ratio, ratio, len(batch)))
-        if np.any(constraint.check(m.ms).feasible):
-            break
-        ratios = np.asarray(ms) / np.asarray([c.latency_ms for c in measured])
-        ratio = float(np.median(ratios[np.isfinite(ratios)])) if np.isfinite(ratios).any() else ratio
-    out = VerifiedSearch(constraint.budget_ms, band, len(pool), measured, np.asarray(ms, dtype=float), used, device,
-                         settings.protocol, seconds)
+        bands.append(frac)
+        predicted = np.asarray([c.latency_ms for c in measured])
+        ratios = np.asarray(ms) / predicted
+        if np.isfinite(ratios).any():
+            ratio = float(np.median(ratios[np.isfinite(ratios)]))
+        here = measured_band(predicted, np.asarray(ms), ratio)
+        frac = frac if here is None else here
+    pool_text = (f"all {space.size} {space.name} architectures ranked by score (a lookup) + the search's {len(pool)}"
+                 if ranking is not None else f"the search's {len(pool)} architectures")
+    out = VerifiedSearch(budget, band, n_within, measured, np.asarray(ms, dtype=float), used, device,
+                         settings.protocol, seconds, bands=bands, searches=searches, pool=pool_text,
+                         ranked_predicted=ranking.predicted if ranking is not None else 0, correction=ratio,
+                         exhausted=exhausted)
     ok = [i for i in range(len(measured)) if constraint.check(ms[i]).feasible]
     if ok:
         i = min(ok, key=lambda i: (-measured[i].score, ms[i]))
@@ -220,5 +357,5 @@ def verify_search(space: Space, result: SearchResult, constraint: LatencyConstra
     return out
 
 
-__all__ = ["ErrorBand", "VerifiedSearch", "VerifySettings", "error_band", "round_limits", "search_verified",
-           "verify_search", "widened"]
+__all__ = ["ErrorBand", "POOLS", "VerifiedSearch", "VerifySettings", "error_band", "measured_band", "round_limits",
+           "search_verified", "verify_search", "widened"]
