@@ -58,6 +58,16 @@ def _device_and_host(stem: Path) -> tuple[str | None, list[str], bool]:
     return device.get("name"), differs, bool(meta.get("self_score"))
 
 
+def _brief(differs: list[str]) -> str:
+    """Differences as `host_differences` gives them, with a long flag list cut to its first three."""
+    out = []
+    for d in differs:
+        head, _, flags = d.partition("SIMD flags ")
+        items = flags.split(", ") if flags and not head else []
+        out.append(f"SIMD flags {', '.join(items[:3])} and {len(items) - 3} more" if len(items) > 3 else d)
+    return "; ".join(out)
+
+
 def _for_this_host(stem: Path) -> Path:
     """`stem`, or its sibling of the same device measured on a machine like this one (see `resolve`)."""
     device, differs, _ = _device_and_host(stem)
@@ -68,7 +78,7 @@ def _for_this_host(stem: Path) -> Path:
             other = TABLES_DIR / name
             theirs, other_differs, finished = _device_and_host(other)
             if theirs == device and not other_differs and finished:
-                log.warning("%s was measured on another machine (%s); predicting with %s, measured on a machine "
-                            "like this one (the other by its path: %s)", stem.name, "; ".join(differs), name, stem)
+                log.warning("%s was measured on another CPU (%s); using %s, measured on a CPU like this one "
+                            "(the other by its path: %s)", stem.name, _brief(differs), name, stem)
                 return other
     return stem
