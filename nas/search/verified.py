@@ -38,7 +38,7 @@ from nas.spaces.base import Space
 BAND_QUANTILE = 0.8  # of the predictor's relative errors on what it was not fit to
 MAX_BAND = 0.2
 MIN_BAND_SAMPLES = 5  # measured architectures before their errors replace the predictor's stated band
-RESEARCH_TOLERANCE = 0.02  # search again when the corrected budget moves by more than this (or half the band)
+RESEARCH_TOLERANCE = 0.02  # search again when the corrected, widened budget moves by more than this
 RANK_BATCH = 256  # architectures of a ranked space predicted at once
 
 
@@ -305,7 +305,7 @@ def verify_search(space: Space, result: SearchResult, constraint: LatencyConstra
     for r in range(settings.rounds):
         limit = round_limits(budget, frac, settings.rounds)[r]
         need = budget * (1 + frac) / ratio
-        if ranking is None and search is not None and abs(need / searched - 1) > max(RESEARCH_TOLERANCE, frac / 2):
+        if ranking is None and search is not None and abs(need / searched - 1) > RESEARCH_TOLERANCE:
             try:
                 more = search(LatencyConstraint(pred, need, min_ms=constraint.min_ms))
             except (ConstraintError, InfeasibleBudgetError):
