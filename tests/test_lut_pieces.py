@@ -17,6 +17,7 @@ from device_tables.kernels import FusionRules, expand_fused
 from device_tables.ops import OpSpec
 from nas.spaces import get_space
 from predictors.lut import LUTPredictor, pieces
+from predictors.lut.prediction import kernel_record
 
 ORT = "cpu_onnxruntime_fp32_threads1"
 
@@ -24,9 +25,9 @@ ORT = "cpu_onnxruntime_fp32_threads1"
 class Whole(LUTPredictor):
     """The same predictor pricing every graph whole (`LUTPredictor._found_whole`)."""
 
-    def _found_apart(self, graph):
+    def _found_records(self, graph):
         found, missing, repeats, excess = self._found_whole(expand_fused(graph))
-        return found, None, missing, repeats, excess
+        return [kernel_record(k) for k in found], missing, repeats, excess
 
 
 def _same(fast: LUTPredictor, whole: LUTPredictor, graph: Graph) -> None:

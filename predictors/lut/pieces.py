@@ -3,13 +3,14 @@
 Networks of a search space repeat pieces: an NB201 network runs its cell five times a stage, and
 FBNet and OFA networks share most blocks at a position with other networks. A `Graph` is cut after
 an op where a single tensor passes from the ops before to the ops after (`cut`), written by a costed
-op, read only after the cut, and where no kernel can reach across (the tensor has several readers,
-or its one reader is not a fusable tail). Each piece is priced once per *form*: its ops and how
+op, read only after the cut, and where no kernel can reach across (none of its readers is a fusable
+tail, or two of them differ, so two stay when repeats are computed once). Each piece is priced once
+per *form* (kept as plain values, a few thousand at most): its ops and how
 their tensors connect (names aside), the shape of the tensor it reads from before it and which of
 its tensors are the network's outputs. What crosses a cut is then small and known exactly:
 
 - kernels, duplicates, table rows and regressor estimates stay inside a piece;
-- layouts (`reorders.piece_reorders`): whether the tensor read from before is blocked, and whether
+- layouts (`reorders.run_layouts`): whether the tensor read from before is blocked, and whether
   all readers of the tensor passed on take the blocked layout, priced per such context;
 - the memory plan (`kernels.activation_plans_mb`): a piece records its allocations and frees in
   order, replayed against the buffers freed before it (the planned MB add up in the same order),
@@ -31,23 +32,28 @@ from device_tables.graph import OP, Graph, GraphOp
 from device_tables.kernels import IN_PLACE_OPS, Kernel, drop_duplicates, group_kernels
 from device_tables.ops import FUSABLE_TAILS
 from predictors.lut import reorders
-from predictors.lut.prediction import KernelPrediction, UncoveredOp
+from predictors.lut.prediction import UncoveredOp, kernel_record
 
+# The most forms and op signatures a predictor keeps (then it forgets them all and starts again): a
+# few thousand cover a space's shared pieces, and what it keeps is what Python's collector walks.
+MAX_FORMS, MAX_OPS = 4096, 1 << 16
 END = 1 << 60  # the step index of the kernels run after all grouped ones (data movement), and beyond
 
-# A priced kernel or reorder of a piece: the positions of its ops in the piece, and its prediction
-# (or uncovered op) with the nodes of the graph it was first priced in.
+# A priced kernel of a piece: the positions of its ops in the piece, and its prediction as a record
+# (`KernelPrediction`'s fields in order) or its `UncoveredOp`, with the nodes of the graph it was first
+# priced in. Plain values: what a predictor keeps, Python's collector need not walk.
 Template = tuple[tuple[int, ...], Any]
 
 
-@dataclass
+@dataclass(slots=True)
 class Piece:
     """What one form of piece prices to, in its graph-free parts."""
 
-    grouped: list[Template]  # per grouped kernel, in order
-    moving: list[Template]  # per data-movement kernel, in order
+    grouped: tuple[Template, ...]  # per grouped kernel, in order
+    moving: tuple[Template, ...]  # per data-movement kernel, in order
     repeats: tuple[int, ...]  # positions of the ops repeating an earlier one (dropped)
-    rows: tuple[tuple[str, Any], ...]  # (row key, the ok row or None) its kernels were priced by
+    keys: tuple[str, ...]  # the row keys its kernels were priced by
+    rows: tuple[Any, ...]  # and their ok rows (None: none)
     events: tuple[tuple[Any, float | None], ...] = ()  # memory plan: (shape, MB to allocate) or (shape, None): freed
     fullest: tuple[float, ...] | None = ()  # the MB alive at its fullest step (beyond what earlier pieces keep alive)
     fullest_ms: float = 0.0  # their exact sum
@@ -55,8 +61,8 @@ class Piece:
     movers: tuple[tuple[tuple[str, ...], tuple[str, ...], bool], ...] = ()  # data-movement steps (reads, writes, in place)
     sizes: dict[str, tuple[Any, float, bool, bool]] = field(default_factory=dict)  # their tensors: (shape, MB, input, output)
     takes_blocked: bool = False  # every reader of the tensor read from before takes the blocked layout
-    layouts: dict[tuple, tuple[list[Template], list[Template], bool]] = field(default_factory=dict)
-    context: tuple = ()  # what pricing its reorders later needs (sub-graph, priced kernels, names)
+    layouts: dict[tuple, tuple[list[tuple], list[tuple], bool]] = field(default_factory=dict)
+    context: tuple = ()  # what pricing its reorders in a context needs (`reorders.layout_program`, ...)
 
 
 def cut(graph: Graph, signatures: dict[int, tuple] | None = None) -> tuple[list[tuple[int, int, int | None]], list, list] | None:
@@ -172,17 +178,21 @@ def _apart(ops: list[GraphOp], joins: list[tuple], t: str, w: int, p: int, b: in
     return len({joins[i][1] or i for i in readers}) > 1
 
 
-def found(lut: Any, graph: Graph) -> tuple[list[KernelPrediction], list[tuple[str, ...] | None], list[UncoveredOp],
-                                         list[str], float] | None:
-    """`LUTPredictor._found_whole` of an expanded `graph` put together from its pieces, with the found
-    kernels' nodes apart (None where a kernel's own are the graph's); None where it is not cut (or a
-    piece passes on a tensor that repeats an earlier one)."""
+def found(lut: Any, graph: Graph) -> tuple[list[tuple], list[UncoveredOp], list[str], float] | None:
+    """`LUTPredictor._found_whole` of a `graph` put together from its pieces, the found kernels as
+    records (`kernel_record`); None where it is not cut (or a piece passes on a tensor that repeats an
+    earlier one)."""
     memo = _memo(lut)
-    got = cut(graph, memo.setdefault("ops", {}))
+    signatures = memo.setdefault("ops", {})
+    if len(signatures) > MAX_OPS:  # ops of graphs read from ONNX are new objects every time
+        signatures.clear()
+    got = cut(graph, signatures)
     if got is None:
         return None
     bounds, sigs, came = got
     known = memo.setdefault("forms", {})
+    if len(known) > MAX_FORMS:  # most NB201 cells are met in one network only
+        known.clear()
     ops = graph.ops
     inputs = tuple((t, tuple(s)) for t, s in graph.inputs.items())
     ends = tuple(graph.outputs)
@@ -236,7 +246,7 @@ def _memo(lut: Any) -> dict[str, Any]:
 def _rows_hold(lut: Any, piece: Piece) -> bool:
     """Whether the table still holds the rows the piece was priced by (`LUTPredictor._priced`)."""
     get = lut.table.get
-    for key, row in piece.rows:
+    for key, row in zip(piece.keys, piece.rows):
         now = get(key)
         if (now if now is not None and now.ok else None) is not row:
             return False
@@ -266,16 +276,15 @@ def _price(lut: Any, segment: tuple[GraphOp, ...], read: str | None, out: str | 
     priced = lut._priced(kernels)
     where = {op.outputs[0]: j for j, op in enumerate(segment)}
     places = [tuple(where[op.outputs[0]] for op in k.ops) for k in kernels]
-    each = list(zip(places, lut._lookup_each(kernels, priced)))
+    each = tuple(zip(places, [p if isinstance(p, UncoveredOp) else kernel_record(p) for p in lut._lookup_each(kernels, priced)]))
     g = len(grouped)
-    piece = Piece(each[:g], each[g:], repeats, tuple((p[0].key, p[1]) for p in priced))
+    piece = Piece(each[:g], each[g:], repeats, tuple(p[0].key for p in priced), tuple(p[1] for p in priced))
     model = lut._reorder_model()
     if model:
-        held = [(k, p[0], p[1], p[3]) for k, p in zip(kernels, priced)]
-        layout = reorders.kernel_layouts(held, model, lut._memo("layouts"))
-        piece.context = (kept, held, layout, places, g, read, out)
-        if read is not None:
-            piece.takes_blocked = reorders.all_take_blocked(kept, layout, read)
+        program = reorders.layout_program(kept, [(k, p[0], p[1], p[3]) for k, p in zip(kernels, priced)], model,
+                                          lut._above_overhead, lut._memo("layouts"))
+        piece.context = (program, tuple(places), g, read, out)
+        piece.takes_blocked = read is not None and reorders.readers_take_blocked(program, read)
     if lut._spreads_activations:
         _plan(piece, kept, grouped, moving, read, out, writer)
     return piece
@@ -392,18 +401,18 @@ def _replay(events: Iterable[tuple[Any, float | None]], pool: dict[Any, int], pl
     return planned
 
 
-def _layouts(lut: Any, piece: Piece, blocked: bool, taken: bool | None) -> tuple[list[Template], list[Template], bool]:
-    """The piece's reorders (of its grouped kernels, of its data-movement kernels) when the tensor it
-    reads from before is `blocked` and every reader of the tensor it passes on takes the blocked layout
-    (`taken`; None: it passes none on), and whether that tensor leaves it blocked."""
+def _layouts(lut: Any, piece: Piece, blocked: bool, taken: bool | None) -> tuple[list[tuple], list[tuple], bool]:
+    """The piece's reorders (of its grouped kernels, of its data-movement kernels) as (places, key, op,
+    source, ms) when the tensor it reads from before is `blocked` and every reader of the tensor it
+    passes on takes the blocked layout (`taken`; None: it passes none on), and whether that tensor
+    leaves it blocked."""
     hit = piece.layouts.get((blocked, taken))
     if hit is None:
-        kept, held, layout, places, g, read, out = piece.context
-        pairs, layout, _ = reorders.piece_reorders(
-            kept, held, lut._reorder_model(), lut._above_overhead, None, {read: blocked} if read is not None else None,
-            {out: taken} if out is not None else None, layout)
-        hit = piece.layouts[(blocked, taken)] = ([(places[i], r) for i, r in pairs if i < g],
-                                                 [(places[i], r) for i, r in pairs if i >= g],
+        program, places, g, read, out = piece.context
+        paid, layout, _ = reorders.run_layouts(program, lut._reorder_model(), {read: blocked} if read is not None else None,
+                                               {out: taken} if out is not None else None)
+        hit = piece.layouts[(blocked, taken)] = (tuple([(places[i], *r) for i, *r in paid if i < g]),
+                                                 tuple([(places[i], *r) for i, *r in paid if i >= g]),
                                                  out is not None and layout.get(out, False))
     return hit
 
@@ -419,53 +428,46 @@ def _uncovered(segment: list[GraphOp], template: Template) -> UncoveredOp:
     return u if nodes == u.nodes else UncoveredOp(nodes, u.op, u.reason)
 
 
-def _assemble(lut: Any, pieces: list[tuple[Piece, list[GraphOp]]]) -> tuple[list, list, list, list, float]:
-    """The graph's (found, their nodes, missing, repeats, excess MB) from its pieces, in `_found_whole`'s
-    order: grouped kernels, data-movement kernels, then their reorders in the same order."""
-    found: list[KernelPrediction] = []
-    nodes: list[tuple[str, ...] | None] = []
+def _assemble(lut: Any, pieces: list[tuple[Piece, list[GraphOp]]]) -> tuple[list, list, list, float]:
+    """The graph's (found kernels as records, missing, repeats, excess MB) from its pieces, in
+    `_found_whole`'s order: grouped kernels, data-movement kernels, then their reorders in that order."""
+    found: list[tuple] = []
     missing: list[UncoveredOp] = []
     repeats: list[str] = []
     moved: list[tuple[Any, list[GraphOp]]] = []
     for piece, segment in pieces:
-        for places, p in piece.grouped:
-            if p.__class__ is KernelPrediction:
-                found.append(p)
+        for places, r in piece.grouped:
+            if r.__class__ is tuple:
                 n = segment[places[0]].nodes if len(places) == 1 else _nodes(segment, places)
-                nodes.append(None if n == p.nodes else n)
+                found.append(r if n == r[2] else (r[0], r[1], n) + r[3:])
             else:
-                missing.append(_uncovered(segment, (places, p)))
+                missing.append(_uncovered(segment, (places, r)))
         if piece.moving:
             moved.append((piece.moving, segment))
         if piece.repeats:
             repeats.extend(n for j in piece.repeats for n in segment[j].nodes)
     for templates, segment in moved:
-        for places, p in templates:
-            if p.__class__ is KernelPrediction:
-                found.append(p)
+        for places, r in templates:
+            if r.__class__ is tuple:
                 n = _nodes(segment, places)
-                nodes.append(None if n == p.nodes else n)
+                found.append(r if n == r[2] else (r[0], r[1], n) + r[3:])
     for templates, segment in moved:
-        missing.extend(_uncovered(segment, t) for t in templates if t[1].__class__ is not KernelPrediction)
+        missing.extend(_uncovered(segment, t) for t in templates if t[1].__class__ is not tuple)
     if lut._reorder_model():
-        later: list[tuple[list[Template], list[GraphOp]]] = []
+        later: list[tuple[tuple, list[GraphOp]]] = []
         blocked = False
         for i, (piece, segment) in enumerate(pieces):
             taken = pieces[i + 1][0].takes_blocked if i + 1 < len(pieces) else None
             first, then, blocked = _layouts(lut, piece, blocked, taken)
-            for places, p in first:
-                found.append(p)
-                n = _nodes(segment, places)
-                nodes.append(None if n == p.nodes else n)
+            found += [(key, op, _nodes(segment, places), source, ms, ms, 0.0, False, 0.0)
+                      for places, key, op, source, ms in first]
             if then:
                 later.append((then, segment))
         for then, segment in later:
-            for places, p in then:
-                found.append(p)
-                n = _nodes(segment, places)
-                nodes.append(None if n == p.nodes else n)
+            found += [(key, op, _nodes(segment, places), source, ms, ms, 0.0, False, 0.0)
+                      for places, key, op, source, ms in then]
     excess = _excess(pieces) if lut._spreads_activations else 0.0
-    return found, nodes, missing, repeats, excess
+    return found, missing, repeats, excess
 
 
 def _excess(pieces: list[tuple[Piece, list[GraphOp]]]) -> float:

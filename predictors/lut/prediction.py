@@ -28,6 +28,11 @@ class KernelPrediction:
     weight_mb: float = 0.0  # its weights (MB), read from memory inside a network (`Calibration.per_weight_mb_ms`)
 
 
+def kernel_record(k: KernelPrediction) -> tuple:
+    """A kernel's prediction as a plain record: its fields in order (``KernelPrediction(*record)``)."""
+    return k.key, k.op, k.nodes, k.source, k.raw_ms, k.ms, k.sigma, k.extrapolated, k.weight_mb
+
+
 @dataclass(frozen=True)
 class UncoveredOp:
     """An op nothing could predict: named, excluded from the total, which is then partial."""

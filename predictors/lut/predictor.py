@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import math
 import functools
-from dataclasses import replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -21,7 +20,7 @@ from device_tables.table import DeviceTable
 from predictors.kernel_regressors import KernelRegressors
 from predictors.lut import pieces, regressors_store, reorders
 from predictors.lut.calibration import Calibration, fit_calibration
-from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction, Prediction, UncoveredOp
+from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction, Prediction, UncoveredOp, kernel_record
 
 log = logging.getLogger(__package__)  # the package's name, which its messages have always carried
 
@@ -233,15 +232,11 @@ class LUTPredictor:
     def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
         """`_found_whole`, put together from the graph's pieces where it has several (`pieces`:
         each piece priced once per form and context, the same numbers)."""
-        found, nodes, missing, repeats, excess = self._found_apart(graph)
-        if nodes is not None:
-            found = [k if n is None else replace(k, nodes=n) for k, n in zip(found, nodes)]
-        return found, missing, repeats, excess
+        found, missing, repeats, excess = self._found_records(graph)
+        return [KernelPrediction(*r) for r in found], missing, repeats, excess
 
-    def _found_apart(self, graph: Graph) -> tuple[list[KernelPrediction], list[tuple[str, ...] | None] | None,
-                                                   list[UncoveredOp], list[str], float]:
-        """`_found` with the found kernels' nodes apart: a list of the nodes of each where they are
-        not its own (None: they are), or None where every kernel holds its own."""
+    def _found_records(self, graph: Graph) -> tuple[list[tuple], list[UncoveredOp], list[str], float]:
+        """`_found` with each kernel as a plain record: a tuple of `KernelPrediction`'s fields in order."""
         got = pieces.found(self, graph)
         if got is None:
             expanded = expand_fused(graph)  # pieces hold no fused spec: split first
@@ -250,7 +245,7 @@ class LUTPredictor:
         if got is not None:
             return got
         found, missing, repeats, excess = self._found_whole(graph)
-        return found, None, missing, repeats, excess
+        return [kernel_record(k) for k in found], missing, repeats, excess
 
     def _found_whole(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
         """The kernels of `graph` with their latencies, plus the layout reorders it pays at the edges
@@ -324,13 +319,12 @@ class LUTPredictor:
     def predict_graph(self, model: Any, input_shape: Sequence[int] | None = None, name: str | None = None) -> Prediction:
         """The `Prediction` of a `Graph`, an ONNX model (path/bytes/proto) or a list of specs."""
         graph = self.graph_of(model, input_shape)
-        found, nodes, missing, repeats, excess_mb = self._found_apart(graph)
+        found, missing, repeats, excess_mb = self._found_records(graph)  # (key, op, nodes, source, raw_ms, ms, sigma, ...)
         cal = self.calibration
-        per_mb = cal.weights_ms_per_mb(math.fsum([k.weight_mb for k in found]), excess_mb)
-        terms = {op: cal.terms(op) for op in {k.op for k in found}}
-        kernels = [KernelPrediction(k.key, k.op, k.nodes if n is None else n, k.source, k.raw_ms,
-                                    k.ms * terms[k.op][0] + k.weight_mb * per_mb, k.sigma,
-                                    k.extrapolated, k.weight_mb) for k, n in zip(found, nodes or [None] * len(found))]
+        per_mb = cal.weights_ms_per_mb(math.fsum([k[8] for k in found]), excess_mb)
+        terms = {op: cal.terms(op) for op in {k[1] for k in found}}
+        kernels = [KernelPrediction(key, op, nodes, source, raw, ms * terms[op][0] + mb * per_mb, sigma, extrapolated, mb)
+                   for key, op, nodes, source, raw, ms, sigma, extrapolated, mb in found]
         overhead = math.fsum([terms[k.op][1] for k in kernels]) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing

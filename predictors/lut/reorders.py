@@ -59,59 +59,67 @@ def edge_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict
     op with as many channels in whole blocks (`_channel_class`: a conv on 3 channels reads plain
     NCHW), and is priced by a power law in the tensor's size fitted on the rows. `memo` keeps what
     follows from a spec under this `model` (whether it is layout-transparent, its rows' majority)."""
-    return [r for _, r in piece_reorders(graph, priced, model, above_overhead, memo)[0]]
+    paid, _, _ = run_layouts(layout_program(graph, priced, model, above_overhead, memo), model)
+    return [KernelPrediction(key, op, priced[i][0].nodes, source, ms, ms) for i, key, op, source, ms in paid]
 
 
-def piece_reorders(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
-                   above_overhead: AboveOverhead, memo: dict[str, Any] | None = None, blocked_in: dict[str, bool] | None = None,
-                   readers_out: dict[str, bool] | None = None, layouts: tuple[list, dict] | None = None,
-                   ) -> tuple[list[tuple[int, KernelPrediction]], dict[str, bool], dict[str, list[bool]]]:
-    """`edge_reorders` of a piece of a network (`predictors.lut.pieces`), each reorder with the index of
-    its kernel in `priced`, plus the layouts: per tensor whether it is blocked, and per tensor the
-    layouts its readers take. `blocked_in` gives the layout of tensors the piece reads from before it;
-    `readers_out`, for a tensor read after it, whether all its readers there take the blocked layout;
-    `layouts`, the piece's `kernel_layouts` where known."""
-    info, layout = layouts or _kernel_layouts(priced, model, {} if memo is None else memo)
-    blocked, accepts = _tensor_layouts(graph, layout, dict(blocked_in or {}))
+def layout_program(graph: Graph, priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
+                   above_overhead: AboveOverhead, memo: dict[str, Any] | None = None) -> tuple:
+    """What `run_layouts` needs to know of `graph` and its `priced` kernels, in plain values (a piece of
+    a network keeps it, `predictors.lut.pieces`): per op, its tensors and its kernel's layouts (reads,
+    writes, transparent); per kernel, its input and output tensor, whether it reads the blocked layout,
+    its dtype, the shapes a reorder into and out of it moves, its row's reorder shares and the row's
+    time above the call overhead; the graph's outputs."""
+    info, layout = _kernel_layouts(priced, model, {} if memo is None else memo)
+    unknown = (False, False, False)
+    steps = tuple((op.inputs, op.outputs) + layout.get(id(op), unknown) for op in graph.ops)
+    kernels = tuple((k.ops[0].inputs[0] if k.ops[0].inputs else None, k.ops[-1].outputs[0] if k.ops[-1].outputs else None,
+                     reads, spec.dtype, (_reorder_shape(spec, "in"), _reorder_shape(spec, "out")),
+                     (shares["in"], shares["out"]), above_overhead(row) if row is not None else 0.0)
+                    for k, spec, row, shares, reads in info)
+    return steps, kernels, tuple(graph.outputs)
+
+
+def run_layouts(program: tuple, model: dict[str, Any], blocked_in: dict[str, bool] | None = None,
+                readers_out: dict[str, bool] | None = None) -> tuple[list[tuple[int, str, str, str, float]], dict[str, bool],
+                                                                      dict[str, list[bool]]]:
+    """The reorders of a `layout_program` as (kernel index, row-style key, op, source, ms), per tensor
+    whether it is blocked, and per tensor the layouts its readers take (`edge_reorders` tells which
+    are paid). `blocked_in` gives the layout of tensors read from before the program's ops (a piece's
+    input); `readers_out`, for a tensor read after them, whether all its readers there take the blocked
+    layout."""
+    steps, kernels, outputs = program
+    blocked = dict(blocked_in or {})  # tensor -> in the blocked layout
+    accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
+    for ins, outs, k_reads, k_writes, transparent in steps:  # execution order
+        for t in ins:
+            accepts.setdefault(t, []).append(transparent or k_reads)
+        out_blocked = blocked.get(ins[0], False) if transparent and ins else k_writes
+        for t in outs:
+            blocked[t] = out_blocked
     for t, all_take in (readers_out or {}).items():
         accepts.setdefault(t, []).append(all_take)
-    out: list[tuple[int, KernelPrediction]] = []
-    for i, (k, spec, row, shares, reads) in enumerate(info):
-        x = k.ops[0].inputs[0] if k.ops[0].inputs else None
-        y = k.ops[-1].outputs[0] if k.ops[-1].outputs else None
-        edges = {"in": reads and x is not None and not blocked.get(x, False),
-                 "out": y is not None and blocked.get(y, False)
-                 and (y in graph.outputs or not all(accepts.get(y) or [False]))}
-        for d, paid in edges.items():
-            if not paid:
+    paid: list[tuple[int, str, str, str, float]] = []
+    for i, (x, y, reads, dtype, shapes, shares, above) in enumerate(kernels):
+        edges = (reads and x is not None and not blocked.get(x, False),
+                 y is not None and blocked.get(y, False) and (y in outputs or not all(accepts.get(y) or [False])))
+        for j, d in enumerate(("in", "out")):
+            if not edges[j]:
                 continue
-            shape = _reorder_shape(spec, d)
-            if shares[d] > 0:
-                ms = shares[d] * above_overhead(row)
+            if shares[j] > 0:
+                ms = shares[j] * above
             else:
                 a, b = model["price"][d]
-                ms = math.exp(a + b * math.log(math.prod(shape)))
+                ms = math.exp(a + b * math.log(math.prod(shapes[j])))
             if ms > 0:
-                out.append((i, KernelPrediction(f"reorder_{d}|{spec.dtype}|{'x'.join(map(str, shape))}", f"reorder_{d}",
-                                                k.nodes, TABLE if shares[d] > 0 else REGRESSOR, ms, ms)))
-    return out, blocked, accepts
+                paid.append((i, f"reorder_{d}|{dtype}|{'x'.join(map(str, shapes[j]))}", f"reorder_{d}",
+                             TABLE if shares[j] > 0 else REGRESSOR, ms))
+    return paid, blocked, accepts
 
 
-def kernel_layouts(priced: Sequence[tuple[Kernel, OpSpec, Any, dict[str, float]]], model: dict[str, Any],
-                   memo: dict[str, Any]) -> tuple[list, dict]:
-    """Which layouts the `priced` kernels read and write (`piece_reorders` takes it)."""
-    return _kernel_layouts(priced, model, memo)
-
-
-def all_take_blocked(graph: Graph, layouts: tuple[list, dict], tensor: str) -> bool:
-    """Whether every reader of `tensor` in `graph` takes the blocked layout (as `piece_reorders` reads
-    it), under the `kernel_layouts` of its kernels."""
-    layout = layouts[1]
-    takes: list[bool] = []
-    for op in graph.ops:
-        reads, _, transparent = layout.get(id(op), (False, False, False))
-        takes += [transparent or reads for t in op.inputs if t == tensor]
-    return all(takes or [False])
+def readers_take_blocked(program: tuple, tensor: str) -> bool:
+    """Whether every reader of `tensor` among a `layout_program`'s ops takes the blocked layout."""
+    return all([transparent or reads for ins, _, reads, _, transparent in program[0] for t in ins if t == tensor] or [False])
 
 
 NO_SHARES = {"in": 0.0, "out": 0.0}  # a kernel without a row: read only, never changed
@@ -149,21 +157,6 @@ def _transparent(op: Any, memo: dict[str, Any]) -> bool:
     if hit is None:
         hit = memo[op.spec.key] = _layout_transparent(op)
     return hit
-
-
-def _tensor_layouts(graph: Graph, layout: dict[int, tuple[bool, bool, bool]],
-                    blocked: dict[str, bool]) -> tuple[dict[str, bool], dict[str, list[bool]]]:
-    """Per tensor of `graph`, whether it is in the blocked layout (`blocked` holds those of tensors
-    read from before `graph`, and is filled in), and per reader whether it takes it."""
-    accepts: dict[str, list[bool]] = {}  # tensor -> per reader, whether it takes the blocked layout
-    for op in graph.ops:  # execution order; `graph` is expanded (`LUTPredictor._found`): the kernels hold these ops
-        k_reads, k_writes, transparent = layout.get(id(op), (False, False, False))
-        for t in op.inputs:
-            accepts.setdefault(t, []).append(transparent or k_reads)
-        out_blocked = blocked.get(op.inputs[0], False) if transparent and op.inputs else k_writes
-        for t in op.outputs:
-            blocked[t] = out_blocked
-    return blocked, accepts
 
 
 def reorder_shares(row: Any) -> dict[str, float]:
