@@ -196,8 +196,9 @@ def found(lut: Any, graph: Graph) -> tuple[list[tuple], list[UncoveredOp], list[
     ops = graph.ops
     inputs = tuple((t, tuple(s)) for t, s in graph.inputs.items())
     ends = tuple(graph.outputs)
-    pieces: list[tuple[Piece, list[GraphOp]]] = []
+    pieces: list[tuple[Any, list[GraphOp]]] = []
     checked: set[int] = set()
+    waiting: dict[tuple, tuple] = {}  # forms met for the first time: grouped, priced when all are known
     for i, (a, b, w) in enumerate(bounds):
         nxt = bounds[i + 1][2] if i + 1 < len(bounds) else None
         spec = ops[w].spec if w is not None else None
@@ -214,12 +215,21 @@ def found(lut: Any, graph: Graph) -> tuple[list[tuple], list[UncoveredOp], list[
             else:
                 checked.add(id(piece))
         if piece is None:
-            piece = known[key] = _price(lut, tuple(segment), ops[w].outputs[0] if w is not None else None,
-                                        ops[nxt].outputs[0] if nxt is not None else None, ops[w] if w is not None else None, graph)
-            if piece is False:
-                return None
-            checked.add(id(piece))
+            if key not in waiting:
+                grouped = _group(lut, tuple(segment), ops[nxt].outputs[0] if nxt is not None else None, graph)
+                if grouped is False:
+                    known[key] = False
+                    return None
+                waiting[key] = (grouped, tuple(segment), ops[w] if w is not None else None,
+                                ops[nxt].outputs[0] if nxt is not None else None)
+            piece = key
         pieces.append((piece, segment))
+    if waiting:
+        # The kernels no row prices, of every new piece, estimated together (`LUTPredictor._estimate`).
+        lut._estimate([p[0] for grouped, *_ in waiting.values() for p in grouped[-1] if p[2] is None])
+        for key, (grouped, segment, writer, out) in waiting.items():
+            known[key] = _price(lut, grouped, segment, writer, out)
+        pieces = [(known[p], segment) if p.__class__ is tuple else (p, segment) for p, segment in pieces]
     return _assemble(lut, pieces)
 
 
@@ -253,10 +263,11 @@ def _rows_hold(lut: Any, piece: Piece) -> bool:
     return True
 
 
-def _price(lut: Any, segment: tuple[GraphOp, ...], read: str | None, out: str | None, writer: GraphOp | None,
-           graph: Graph) -> Piece | bool:
-    """Price one piece as `LUTPredictor._found_whole` prices a graph; False where the tensor it passes on
-    repeats an earlier one (its readers after the cut would read another tensor)."""
+def _group(lut: Any, segment: tuple[GraphOp, ...], out: str | None, graph: Graph) -> tuple | bool:
+    """A piece's kernels as `LUTPredictor._found_whole` finds a graph's: (its graph without repeats,
+    the positions of the repeats, grouped kernels, data-movement kernels, their rows (`_priced`));
+    False where the tensor it passes on repeats an earlier one (its readers after the cut would read
+    another tensor)."""
     made = {t for op in segment for t in op.outputs}
     reads = {t for op in segment for t in op.inputs}
     sub = Graph(list(segment), graph.name, {t: s for t, s in graph.inputs.items() if t in reads},
@@ -272,10 +283,16 @@ def _price(lut: Any, segment: tuple[GraphOp, ...], read: str | None, out: str | 
             repeats = tuple(j for j, op in enumerate(segment) if op.outputs[0] not in left)
     grouped = group_kernels(kept, lut.rules)
     moving = lut._movements(kept)
+    return kept, repeats, grouped, moving, lut._priced(grouped + moving)
+
+
+def _price(lut: Any, grouped_piece: tuple, segment: tuple[GraphOp, ...], writer: GraphOp | None, out: str | None) -> Piece:
+    """Price one piece (`_group`) as `LUTPredictor._found_whole` prices a graph."""
+    kept, repeats, grouped, moving, priced = grouped_piece
+    read = writer.outputs[0] if writer is not None else None
     kernels = grouped + moving
-    priced = lut._priced(kernels)
     where = {op.outputs[0]: j for j, op in enumerate(segment)}
-    places = [tuple(where[op.outputs[0]] for op in k.ops) for k in kernels]
+    places = [tuple([where[op.outputs[0]] for op in k.ops]) for k in kernels]
     each = tuple(zip(places, [p if isinstance(p, UncoveredOp) else kernel_record(p) for p in lut._lookup_each(kernels, priced)]))
     g = len(grouped)
     piece = Piece(each[:g], each[g:], repeats, tuple(p[0].key for p in priced), tuple(p[1] for p in priced))

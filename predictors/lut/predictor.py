@@ -207,14 +207,7 @@ class LUTPredictor:
         need = [i for i, p in enumerate(priced) if p[2] is None]
         estimates: dict[int, Any] = {}
         if need and self.use_regressors:
-            if self.regressors is None:
-                self.fit()
-            # A kernel's estimate depends on its spec alone: computed once per predictor, so many
-            # networks of one space (sharing most kernels) predict quickly; and one spec at a time,
-            # since a batch's matrix products round its rows by what else it holds (the last bit),
-            # so a network predicts alike alone and among others.
-            for s in {priced[i][0].key: priced[i][0] for i in need if priced[i][0].key not in self._estimates}.values():
-                self._estimates[s.key] = self.regressors.estimate([s])[0]
+            self._estimate([priced[i][0] for i in need])
             estimates = {i: self._estimates[priced[i][0].key] for i in need}
         out: list[KernelPrediction | UncoveredOp] = []
         for i, (k, (s, _, ms, _)) in enumerate(zip(kernels, priced)):
@@ -228,6 +221,24 @@ class LUTPredictor:
                 why = "not in the table and no regressor for this op type (the table has no rows of it)"
                 out.append(UncoveredOp(k.nodes, s.op, why))
         return out
+
+    def _estimate(self, specs: Sequence[OpSpec]) -> None:
+        """The regressors' estimates of `specs` (row keys no row prices) into `_estimates`, fitting or
+        loading the regressors first where needed. A kernel's estimate depends on its spec alone:
+        computed once per predictor, so many networks of one space (sharing most kernels) predict
+        quickly. Estimated together only where the regressors give a spec the same numbers whatever
+        else the batch holds (``rows_apart``); else one spec at a time, since a batch's matrix products
+        round a row by the others (the last bit): a network predicts alike alone and among others."""
+        if not specs or not self.use_regressors:
+            return
+        if self.regressors is None:
+            self.fit()
+        new = list({s.key: s for s in specs if s.key not in self._estimates}.values())
+        if getattr(self.regressors, "rows_apart", False):
+            self._estimates.update(zip((s.key for s in new), self.regressors.estimate(new) if new else ()))
+        else:
+            for s in new:
+                self._estimates[s.key] = self.regressors.estimate([s])[0]
 
     def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
         """`_found_whole`, put together from the graph's pieces where it has several (`pieces`:
