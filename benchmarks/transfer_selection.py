@@ -1,7 +1,10 @@
 """Choosing the transfer predictor's settings without test devices: every NB201 / FBNet training
-device of HELP's split held out in turn (meta-trained on the other eight), and HELP's validation
-devices (meta-trained on all nine training devices). No test device (2080ti_*, titanxp_*, the
-edge devices of nb201_subset.csv, OFA) is read.
+device of HELP's split held out in turn (meta-trained on the other eight, "heldout"), HELP's
+validation devices (meta-trained on all nine training devices, "valid"), and each family of
+training devices held out at once ("family": the GPUs, the CPUs, the phones, each device scored
+after meta-training on the other families only), which, like the edge test devices, leaves no
+training device that resembles it. No test device (2080ti_*, titanxp_*, the edge devices of
+nb201_subset.csv, OFA) is read.
 
 Protocol as `hwlat bench transfer`'s (10 references + 10 random shots, seed 0, Spearman after
 trimming the fastest / slowest 10% of HELP's query range), fewer repeats by default. Each variant
@@ -28,13 +31,15 @@ from device_tables.archtable import public_data_dir  # noqa: E402
 from hwlat.commands.bench import default_query, join_key  # noqa: E402
 from hwlat.transfer_tables import load_transfer_tables  # noqa: E402
 from predictors.evaluation import PredictorMethod, ProtocolSettings, TargetDevice, run_method  # noqa: E402
-from predictors.transfer import TransferPredictor  # noqa: E402
+from predictors.transfer import STACK, TransferPredictor  # noqa: E402
 from benchmarks.pretrain_transfer import HELP_TRAIN as TRAIN, HELP_VALID as VALID  # noqa: E402
 
 # name -> TransferPredictor keyword arguments (the settings compared when the defaults were chosen)
 _BEFORE = ("mixture", "proxy", "cost", "size")  # the stack before "anchor" joined it
 VARIANTS: dict[str, dict] = {
     "default": {},
+    "before-cost-rel": {"learners": ("mixture", "proxy", "cost", "size", "anchor")},  # the stack before issue 21
+    "+cost": {"learners": STACK + ("cost",)},
     "before-anchor": {"learners": _BEFORE},
     "no-size": {"learners": ("mixture", "proxy", "cost", "anchor")},
     "anchor-for-proxy": {"learners": ("mixture", "anchor", "cost", "size")},
@@ -42,16 +47,25 @@ VARIANTS: dict[str, dict] = {
     "+cost-log": {"learners": _BEFORE + ("cost-log",)},
     "+lowrank3+cost-log": {"learners": _BEFORE + ("lowrank3+cost-log",)},
     "+mixture+cost": {"learners": _BEFORE + ("mixture+cost",)},
-    **{f"only-{n}": {"learners": (n,)} for n in ("mixture", "proxy", "cost", "size", "anchor", "lowrank",
+    **{f"only-{n}": {"learners": (n,)} for n in ("mixture", "proxy", "cost", "cost-rel", "size", "anchor", "lowrank",
                                                  "cost+extra-log", "mixture+cost", "lowrank3+cost-log")},
 }
 
 
+# Families of HELP's training devices (NB201 and FBNet), held out together in the "family" folds.
+FAMILIES = (("1080ti_1", "1080ti_32", "1080ti_64", "1080ti_256"), ("silver_4114", "silver_4210r"),
+            ("samsung_a50", "pixel3", "essential_ph_1", "samsung_s7"))
+LABELS = ("heldout", "valid", "family")
+
+
 def folds(space: str) -> list[tuple[str, list[str], list[str]]]:
-    """(label, training devices, evaluated devices): each training device held out, then validation."""
+    """(label, training devices, evaluated devices): each training device held out, then
+    validation, then each family of training devices held out at once."""
     train = TRAIN[space].split(",")
     out = [("heldout", [d for d in train if d != held], [held]) for held in train]
     out.append(("valid", train, VALID[space].split(",")))
+    for family in FAMILIES:
+        out.append(("family", [d for d in train if d not in family], [d for d in train if d in family]))
     return out
 
 
@@ -61,7 +75,7 @@ def evaluate(space: str, data_dir: Path, variants: list[str], settings: Protocol
                                   TRAIN[space].split(",") + VALID[space].split(","))
     lo, hi = default_query(space)
     query = (tables.keys >= lo) & (tables.keys < hi)
-    out: dict = {v: {"heldout": {}, "valid": {}} for v in variants}
+    out: dict = {v: {label: {} for label in LABELS} for v in variants}
     for label, train, test in folds(space):
         data = tables.transfer_data(train, [])
         for v in variants:
@@ -94,7 +108,7 @@ def main() -> int:
     settings = ProtocolSettings(args.shots, args.reference, 0.1, args.repeats, 0)
     print(f"{args.reference} references + {args.shots} random shots, {args.repeats} repeats; "
           "Spearman / ±10% (mean over devices)")
-    print(f"{'variant':<22}" + "".join(f"{s + ' ' + f:>22}" for s in args.spaces.split(",") for f in ("heldout", "valid")))
+    print(f"{'variant':<22}" + "".join(f"{s + ' ' + f:>22}" for s in args.spaces.split(",") for f in LABELS))
     with threadpool_limits(limits=1):
         res = {}
         for space in args.spaces.split(","):
@@ -104,14 +118,14 @@ def main() -> int:
     for v in variants:
         cells = []
         for space in res:
-            for label in ("heldout", "valid"):
+            for label in LABELS:
                 a = np.array(list(res[space][v][label].values()))
                 cells.append(f"{a[:, 0].mean():.4f} / {100 * a[:, 1].mean():4.1f}%")
         print(f"{v:<22}" + "".join(f"{c:>22}" for c in cells))
         if args.per_device:
             for space in res:
-                for label in ("heldout", "valid"):
-                    print("    " + space + " " + "  ".join(f"{d} {s:.3f}" for d, (s, _) in res[space][v][label].items()))
+                for label in LABELS:
+                    print("    " + space + " " + label + " " + "  ".join(f"{d} {s:.3f}" for d, (s, _) in res[space][v][label].items()))
     return 0
 
 

@@ -163,6 +163,42 @@ def test_anchor_learner_follows_the_training_device_a_new_one_resembles():
     assert np.median(np.abs(p / y[600:] - 1)) < 0.1
 
 
+def test_relative_cost_fit_recovers_an_additive_device_and_minimises_relative_error():
+    from predictors.linear import nnls_ridge
+    from predictors.transfer import nnls_rel, nnls_rel_loo
+
+    rng = np.random.default_rng(3)
+    A = rng.integers(0, 6, size=(20, 5)).astype(float)
+    w_true = np.array([0.5, 0.0, 2.0, 0.1, 1.0])
+    y = 0.3 + A @ w_true  # an overhead and non-negative per-op costs, no noise
+    fit = nnls_rel_loo(A, y)
+    assert np.allclose(fit.predict(A), y, rtol=1e-2) and np.allclose(fit.loo_pred, y, rtol=3e-2)
+    assert np.all(fit.coef >= 0) and fit.intercept >= 0
+    w, b = nnls_rel(A, y, 1e-9)
+    assert np.allclose(w, w_true, atol=1e-3) and np.isclose(b, 0.3, atol=1e-3)
+    # latencies over two orders of magnitude with 20% noise: the relative fit has the smaller
+    # relative error (the absolute one spends its fit on the slowest architectures)
+    A = np.vstack([A, 40 * A[:5]])
+    y = (0.3 + A @ w_true) * np.exp(0.2 * rng.standard_normal(len(A)))
+    w_rel, b_rel = nnls_rel(A, y, 1e-9)
+    w_abs, b_abs = nnls_ridge(A, y, 1e-9)
+    rel = lambda p: float(np.mean((p / y - 1) ** 2))  # noqa: E731
+    assert b_abs >= 0 and rel(A @ w_rel + b_rel) < rel(A @ w_abs + b_abs)
+
+
+def test_default_stack_fits_counts_for_relative_error():
+    from predictors.transfer import STACK
+
+    X, layout, L = family()
+    assert "cost-rel" in STACK and "cost" not in STACK
+    pred = TransferPredictor(layout).fit(X, L[:, :8])
+    # a device unlike every training device: it pays per op that runs, whatever the position
+    y = 2.0 + X[:, layout.cost[:N_OPS]] @ np.array([0.0, 3.0, 0.2, 1.0, 0.05, 5.0])
+    shots = np.concatenate([pred.choose_references(X[:600], 10), np.arange(500, 510)])
+    p = pred.adapt(X[shots], y[shots]).predict(X[600:])
+    assert spearman(p, y[600:]) > 0.95
+
+
 def test_relative_sigma_is_finite_positive_and_grows_where_the_learners_disagree():
     X, layout, L = family()
     pred = TransferPredictor(layout).fit(X, L[:, :8])
