@@ -10,6 +10,8 @@ then a shots curve, 5 + 5, and the timings the targets name (meta-training, adap
 prediction of 100,000 architectures). JSON per run under --out.
 
     .venv/bin/python benchmarks/transfer.py [--data DIR] [--out results/transfer] [--methods all] [--quick]
+        [--shots-from suggested --repeats 1]   (the method's own suggested shots in place of random ones:
+                                                one deterministic set per space, no shots curve)
 """
 
 from __future__ import annotations
@@ -119,6 +121,8 @@ def main() -> int:
     ap.add_argument("--methods", default="all")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--quick", action="store_true", help="10 + 10 only (no 5 + 5, no shots curve)")
+    ap.add_argument("--shots-from", default="random", choices=["random", "suggested"],
+                    help="random shots (HELP's protocol) or the method's suggested ones after the references")
     args = ap.parse_args()
     data = public_data_dir(args.data)
     out = Path(args.out)
@@ -131,8 +135,8 @@ def main() -> int:
         for name, argv in runs(data):
             path = out / f"{name}_{label.replace('+', '_')}.json"
             cmd = ["bench", "transfer", *argv, "--methods", args.methods, "--repeats", str(args.repeats), *extra,
-                   "--json", str(path)]
-            if label == "10+10" and name in ("nb201_gpus", "fbnet") and not args.quick:
+                   "--shots-from", args.shots_from, "--json", str(path)]
+            if label == "10+10" and name in ("nb201_gpus", "fbnet") and not args.quick and args.shots_from == "random":
                 cmd += ["--shots-curve", "0,5,10,20,50"]
             print(f"\n$ hwlat {shlex.join(cmd)}", flush=True)
             if hwlat(cmd) != 0:
