@@ -82,36 +82,32 @@ def cut(graph: Graph, signatures: dict[int, tuple] | None = None) -> tuple[list[
     joins: list[tuple] = []  # per op: (whether it could join the kernel of the op it reads, what a duplicate of it shares)
     known = signatures.get
     written = made.get
+    at = 0
     for i, op in enumerate(ops):
         rec = known(id(op))
         if rec is None or rec[0] is not op:
             rec = signatures[id(op)] = _signature(op)
-        if rec[2] is None:
+        _, sig, join, ins, out = rec
+        if join is None:
             return None
-        sigs.append(rec[1])
-        joins.append(rec[2])
-        at = 16 * i
-        ins = op.inputs
-        if len(ins) == 1:
-            t = ins[0]
-            w = written(t)
-            came.append((at - w,) if w is not None else (("input", t),))
-            last[t] = i
+        sigs.append(sig)
+        joins.append(join)
+        if out is not None:  # one input, one output
+            w = written(ins)
+            came.append((at - w,) if w is not None else (("input", ins),))
+            last[ins] = i
+            if out in made or out in last:
+                return None
+            made[out] = at
         else:
             came.append(tuple([at - w if (w := written(t)) is not None else ("input", t) for t in ins]))
             for t in ins:
                 last[t] = i
-        outs = op.outputs
-        if len(outs) == 1:
-            t = outs[0]
-            if t in made or t in last:
-                return None
-            made[t] = at
-            continue
-        for k, t in enumerate(outs):
-            if t in made or t in last:
-                return None
-            made[t] = at + k
+            for k, t in enumerate(op.outputs):
+                if t in made or t in last:
+                    return None
+                made[t] = at + k
+        at += 16
     if not graph.inputs.keys().isdisjoint(made):
         return None
     outputs = graph.outputs
@@ -155,14 +151,17 @@ def cut(graph: Graph, signatures: dict[int, tuple] | None = None) -> tuple[list[
 
 def _signature(op: GraphOp) -> tuple:
     """(op, its signature, (whether it could join the kernel of the op it reads, what it shares with
-    a duplicate: its spec, None where it has weights or is no costed op)), or a None third where the
-    op is not covered (a fused spec; no inputs or outputs; more than 16 outputs)."""
+    a duplicate: its spec, None where it has weights or is no costed op), its input and output where
+    it has one of each (else its inputs and None)); a None third where the op is not covered (a
+    fused spec; no inputs or outputs; more than 16 outputs)."""
     spec = op.spec
     if not op.inputs or not op.outputs or len(op.outputs) > 16 or spec is not None and spec.is_fused:
-        return op, None, None
+        return op, None, None, None, None
     costed = op.kind == OP and spec is not None
-    return op, (op.kind, spec.key if spec is not None else None, op.onnx_op, op.note, op.moves, len(op.outputs)), (
-        costed and spec.op in FUSABLE_TAILS, spec.key if costed and spec.weight_count == 0 else None)  # type: ignore[union-attr]
+    one = len(op.inputs) == 1 and len(op.outputs) == 1
+    return (op, (op.kind, spec.key if spec is not None else None, op.onnx_op, op.note, op.moves, len(op.outputs)),
+            (costed and spec.op in FUSABLE_TAILS, spec.key if costed and spec.weight_count == 0 else None),  # type: ignore[union-attr]
+            op.inputs[0] if one else op.inputs, op.outputs[0] if one else None)
 
 
 def _apart(ops: list[GraphOp], joins: list[tuple], t: str, w: int, p: int, b: int) -> bool:
@@ -170,12 +169,17 @@ def _apart(ops: list[GraphOp], joins: list[tuple], t: str, w: int, p: int, b: in
     joins its writer to a reader: none could join it (`group_kernels` joins a fusable tail), or two
     readers stay when the runtime computes repeated ops once (`drop_duplicates` drops a weightless
     op only for an earlier one of the same spec)."""
-    if any(t in ops[i].inputs for i in range(w + 1, p + 1)):
-        return False
-    readers = [i for i in range(p + 1, b + 1) for x in ops[i].inputs if x == t]
-    if not any(joins[i][0] for i in readers):
-        return True
-    return len({joins[i][1] or i for i in readers}) > 1
+    for i in range(w + 1, p + 1):
+        if t in ops[i].inputs:
+            return False
+    fusable = False
+    kinds = set()
+    for i in range(p + 1, b + 1):
+        if t in ops[i].inputs:
+            joins_it, shares = joins[i]
+            fusable = fusable or joins_it
+            kinds.add(shares or i)
+    return not fusable or len(kinds) > 1
 
 
 def found(lut: Any, graph: Graph) -> tuple[list[tuple], list[UncoveredOp], list[str], float] | None:
