@@ -1,11 +1,14 @@
 """How fast `hwlat predict` is: architectures per second of ``predict --archs`` per space (target:
-NB201 >= 1,000/s from a table), and one ``hwlat predict --arch`` call against ``hwlat --version``
-(target: at most 4x).
+NB201 >= 1,000/s from a table), one ``hwlat predict --arch`` call against ``hwlat --version``
+(target: at most 4x), and a lookup-table search (``hwlat search --predictor lut:TABLE``, which
+predicts the same way: architectures proposed per second).
 
 Many architectures are timed through the public API the command is a thin layer over
 (`hwlat.predict_archs` with a spec as ``--archs`` takes it, the table given by name: loading it
-and its stored regressors counts); the single call and ``--version`` are timed as processes.
-Each number is the median of --repeats runs. Nothing is written.
+and its stored regressors counts); the single call, ``--version`` and the search are timed as
+processes. Each number is the median of --repeats runs. Nothing is written. The machine's other
+work shows in every number: compare two versions in the same run, e.g. with the last commit's tree
+beside this one (``git archive HEAD | tar -x -C /tmp/base``, then this script from each tree).
 
     .venv/bin/python benchmarks/predict_speed.py                         # shipped onnxruntime table
     .venv/bin/python benchmarks/predict_speed.py --spaces nb201 --n 2000 --repeats 5
@@ -50,6 +53,8 @@ def main() -> int:
     ap.add_argument("--spaces", default=",".join(DEFAULT_N), help="comma-separated spaces (default: %(default)s)")
     ap.add_argument("--n", type=int, default=0, help="architectures per run (default per space: %s)" % DEFAULT_N)
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--search-budget", type=int, default=1000,
+                    help="architectures an NB201 search proposes (0: no search; default %(default)s)")
     args = ap.parse_args()
 
     print(f"table {args.table}; median of {args.repeats} runs")
@@ -63,6 +68,12 @@ def main() -> int:
                             for _ in range(args.repeats))
     print(f"hwlat --version                          {version:6.2f} s")
     print(f"hwlat predict --space nb201 --arch 1462  {one:6.2f} s  ({one / version:.1f}x --version; target <= 4x)")
+    if args.search_budget:
+        search = ["search", "--space", "nb201", "--predictor", f"lut:{args.table}", "--max-latency-ms", "1.5",
+                  "--budget", str(args.search_budget), "--seed", "0", "--no-progress"]
+        took = statistics.median(process_seconds(search) for _ in range(args.repeats))
+        print(f"hwlat search --space nb201 --predictor lut:{args.table} --budget {args.search_budget}: {took:.2f} s "
+              f"({args.search_budget / took:.0f} archs proposed/s, start-up included)")
     return 0
 
 
