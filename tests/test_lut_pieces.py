@@ -84,6 +84,17 @@ def test_pieces_equal_whole_under_every_table_and_setting(table, options):
             _same(fast, whole, sp.graph(arch))
 
 
+@pytest.mark.parametrize("model", ["resnet18", "mobilenet_v3_small", "vit_ti", "mobilevit_xs", "bert_tiny"])
+def test_onnx_models_piece_by_piece_equal_whole(ort, model):
+    """Graphs read from ONNX (the classic CNNs, transformers with their reshapes, attention and
+    several inputs): cut where they can be, equal to the whole either way."""
+    from nas.models import to_onnx
+
+    graph = Graph.from_onnx(to_onnx(model))
+    _same(LUTPredictor(ort), Whole(ort), graph)
+    _same(LUTPredictor(ort, use_regressors=False), Whole(ort, use_regressors=False), graph)  # partial
+
+
 def test_pieces_repeat_within_and_across_networks(ort):
     """NB201 repeats its cell five times a stage: far fewer forms are priced than pieces met; FBNet
     networks share blocks, so a second batch of networks prices few new ones."""
