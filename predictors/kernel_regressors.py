@@ -230,19 +230,20 @@ class FamilyRegressor:
         return self
 
     def _members(self, X: np.ndarray, A: np.ndarray | None = None) -> np.ndarray:
-        """Log-latency of every member for every row: shape (members, rows)."""
+        """Log-latency of every member for every row: shape (members, rows). A row's numbers follow
+        from that row alone (a matrix product would round them by the batch's size)."""
         if A is None:
             raise ValueError("cost terms needed")
-        base = np.log(np.maximum(A @ self.coefs_.T, 1e-9)).T
+        base = np.log(np.maximum((A[:, None, :] * self.coefs_[None, :, :]).sum(axis=2), 1e-9)).T
         return base + np.stack([_tree_predict(t, X) for t in self.trees_])
 
     def predict_log(self, specs: Sequence[OpSpec]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(mean log-ms, sigma, extrapolated) per spec."""
         X = np.stack([features(s) for s in specs])
         A = np.stack([cost_terms(s) for s in specs])
-        members = self._members(X, A)
-        mean = members.mean(axis=0)
-        spread = members.std(axis=0)
+        members = np.ascontiguousarray(self._members(X, A).T)  # rows x members: each row reduced alone
+        mean = members.mean(axis=1)
+        spread = members.std(axis=1)
         names = list(FEATURE_NAMES)
         cols = [names.index(f) for f in RANGE_FEATURES]
         Z = X[:, cols]
@@ -296,6 +297,10 @@ class KernelRegressors:
     ``fit(table)`` (or ``fit(specs, ms)``) returns self; ``predict(specs)`` gives ms;
     ``estimate(specs)`` gives `KernelEstimate`s with uncertainty; ``save``/``load`` use JSON + npz.
     """
+
+    # `estimate` gives a spec the same numbers whatever else its batch holds (FamilyRegressor reduces
+    # each row alone): a lookup-table predictor may estimate many specs at once and stay exact.
+    rows_apart = True
 
     def __init__(self, n_members: int = 24, max_depth: int = 12, min_samples_leaf: int = 1, seed: int = 0):
         self.n_members = n_members
