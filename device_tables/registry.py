@@ -31,7 +31,13 @@ def resolve(name_or_path: str | os.PathLike, exact: bool = False) -> Path:
         return csv_path.with_suffix("")
     shipped = TABLES_DIR / str(name_or_path)
     if (TABLES_DIR / f"{name_or_path}.json").exists():
-        return shipped if exact else _for_this_host(shipped)
+        if exact:
+            return shipped
+        sibling, differs = sibling_for_this_cpu(shipped)
+        if sibling != shipped:
+            log.warning("%s was measured on another CPU (%s); using %s, measured on a CPU like this one "
+                        "(the other by its path: %s)", shipped.name, _brief(differs), sibling.name, shipped)
+        return sibling
     names = available()
     raise UnknownDeviceError(
         f"no device table {str(name_or_path)!r}: not a file, and not a shipped table "
@@ -68,17 +74,14 @@ def _brief(differs: list[str]) -> str:
     return "; ".join(out)
 
 
-def _for_this_host(stem: Path) -> Path:
-    """`stem`, or its sibling of the same device measured on a machine like this one (see `resolve`)."""
+def sibling_for_this_cpu(stem: Path) -> tuple[Path, list[str]]:
+    """The shipped table `stem` stands for on this CPU (see `resolve`): itself, or its finished
+    sibling of the same device measured on a CPU like this one; and how `stem`'s CPU differs."""
     device, differs, _ = _device_and_host(stem)
-    if not differs:
-        return stem
-    for name in available():
-        if name.startswith(stem.name + "_"):
-            other = TABLES_DIR / name
-            theirs, other_differs, finished = _device_and_host(other)
-            if theirs == device and not other_differs and finished:
-                log.warning("%s was measured on another CPU (%s); using %s, measured on a CPU like this one "
-                            "(the other by its path: %s)", stem.name, _brief(differs), name, stem)
-                return other
-    return stem
+    if differs:
+        for name in available():
+            if name.startswith(stem.name + "_"):
+                theirs, other_differs, finished = _device_and_host(TABLES_DIR / name)
+                if theirs == device and not other_differs and finished:
+                    return TABLES_DIR / name, differs
+    return stem, differs

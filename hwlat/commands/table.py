@@ -44,9 +44,14 @@ def print_table(table, limit: int = 30, op: str | None = None) -> None:
 def _show(args: argparse.Namespace) -> int:
     from device_tables import load
 
+    from device_tables.registry import TABLES_DIR, sibling_for_this_cpu
+
     table = load(args.table, exact=True)
     fp = table.device.fingerprint
     print(f"table   {table.path}")
+    stands_for = sibling_for_this_cpu(table.path)[0] if table.path.parent == TABLES_DIR else table.path
+    if stands_for != table.path:
+        print(f"note    measured on another CPU; on this one `--table {args.table}` predicts with {stands_for.name}")
     print(f"device  {table.device.name}")
     print(f"host    {fp.get('cpu_model', '?')}, {fp.get('usable_cores', '?')} cores, {fp.get('os', '?')}, Python {fp.get('python', '?')}")
     pk = fp.get("packages", {})
