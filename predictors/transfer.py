@@ -125,7 +125,8 @@ LEARNERS: dict[str, Learner] = {l.name: l for l in (
 # leave-one-out error or Spearman is better; the anchor learner with encoding or count blocks, and
 # a log-space ridge on the devices plus the encoding; cost-rel beside cost, or either chosen per
 # device by leave-one-out; the mixture fitted for relative error (FBNet +0.002, NB201 level);
-# references D-optimal on counts / predicted ms; secondary-count penalties up to 1000x.
+# references D-optimal on counts / predicted ms; secondary-count penalties up to 1000x; MACs as
+# one more additive column of cost-rel (FBNet +0.003 to +0.010, NB201 -0.002 to level: not both).
 STACK = ("mixture", "proxy", "cost-rel", "size", "anchor")
 ENCODER_ALPHAS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0)
 # Penalties (x n x the columns' mean variance) on the anchor learner's other-device weights.
