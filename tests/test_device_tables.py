@@ -180,6 +180,10 @@ def test_a_shipped_name_stands_for_its_sibling_measured_on_a_machine_like_this_o
     assert registry.resolve("cpu_x_fp32_threads1", exact=True) == tmp_path / "cpu_x_fp32_threads1"
     assert registry.resolve(tmp_path / "cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1"
     assert registry.resolve("cpu_x_fp32_threads1_here") == tmp_path / "cpu_x_fp32_threads1_here"
+    meta = json.loads((tmp_path / "cpu_x_fp32_threads1_here.json").read_text())
+    del meta["self_score"]  # a sibling still being profiled is not used
+    (tmp_path / "cpu_x_fp32_threads1_here.json").write_text(json.dumps(meta))
+    assert registry.resolve("cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1"
     (tmp_path / "cpu_x_fp32_threads1_here.json").unlink()  # no sibling of this machine: the name itself
     assert registry.resolve("cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1"
 
