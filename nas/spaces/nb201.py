@@ -270,8 +270,19 @@ class NB201Space(Space):
         from nas.spaces.network import Net
 
         arch = self.as_arch(arch)
+        return self._build(Net((batch, 3, self.input_size, self.input_size), seed=key_seed(arch.arch_str)), arch)
+
+    def graph(self, arch: Any, batch: int = 1):
+        """`Space.graph`, built straight from the layers (`net_graph.GraphNet`), without the network."""
+        from nas.spaces.net_graph import GraphNet
+
+        arch = self.as_arch(arch)
+        graph = self._build(GraphNet((batch, 3, self.input_size, self.input_size)), arch).graph(f"{self.name}:{arch.arch_str}")
+        return graph if graph is not None else super().graph(arch, batch)
+
+    def _build(self, net, arch: NB201Arch):
+        """The layers of `arch` on `net` (a `Net`, or a `GraphNet` making its graph)."""
         live = (True,) * len(EDGES) if self.keep_dead else arch.live_edges()
-        net = Net((batch, 3, self.input_size, self.input_size), seed=key_seed(arch.arch_str))
         x = net.conv("input", STAGE_CHANNELS[0], 3, bn=True, name="stem")
         for s, c in enumerate(STAGE_CHANNELS):
             if s > 0:

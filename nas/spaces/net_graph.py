@@ -10,6 +10,7 @@ the predictor meets the same `GraphOp` objects again.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 from typing import Any
 
@@ -36,14 +37,100 @@ def net_graph(net: Net, name: str = "") -> Graph | None:
         if made is None:
             return None
         ops.extend(made)
-    last = net.output
+    return _finish(ops, net.output, name, net.input_shape)
+
+
+def _finish(ops: list[GraphOp], last: str, name: str, input_shape: tuple[int, ...]) -> Graph:
     for i in range(len(ops) - 1, -1, -1):  # the last tensor is renamed, as the exporter does
         if last in ops[i].outputs:
             op = ops[i]
             ops[i] = GraphOp(op.kind, op.spec, op.onnx_op, op.nodes, op.inputs,
                              tuple(OUTPUT if o == last else o for o in op.outputs), op.note, op.moves)
             break
-    return Graph(ops, name, {"input": net.input_shape}, (OUTPUT,))
+    return Graph(ops, name, {"input": input_shape}, (OUTPUT,))
+
+
+class GraphNet:
+    """`Net`'s builder methods for the CNN layers written here, making a `Graph` straight away: each
+    layer's ops come from `_layer_ops` with what a `Net` layer would hold, so `graph()` equals
+    ``net_graph(net)`` of the same calls on a `Net` (without the layers, weights and their shapes a
+    network keeps, which a prediction does not need). A space builds its network through either."""
+
+    def __init__(self, input_shape: tuple[int, ...]):
+        self.input_shape = tuple(int(s) for s in input_shape)
+        self._shapes: dict[str, tuple[int, ...]] = {"input": self.input_shape}
+        self._ops: list[GraphOp] = []
+        self.output = "input"
+        self.layers = 0  # how many layers (default names count them, as `Net`'s do)
+        self.written = True  # False once a layer is not written here (`graph` gives None)
+
+    def shape(self, name: str) -> tuple[int, ...]:
+        return self._shapes[name]
+
+    def _add(self, kind: str, name: str, inputs: tuple[str, ...], out_shape: tuple[int, ...],
+             attrs: tuple[tuple[str, Any], ...], has_bias: bool = False) -> str:
+        if name in self._shapes:
+            raise ValueError(f"layer name {name!r} used twice")
+        act = attrs[-1][1] if attrs and attrs[-1][0] == "act" else None  # "act" comes last, as `net_graph` reads it
+        made = _layer_ops(kind, name, inputs, self._shapes[inputs[0]], out_shape, attrs, has_bias) \
+            if self.written and (act is None or act in ACTS) else None
+        if made is None:
+            self.written = False
+        else:
+            self._ops.extend(made)
+        self._shapes[name] = out_shape
+        self.output = name
+        self.layers += 1
+        return name
+
+    def conv(self, x: str, cout: int, kernel: int, stride: int = 1, groups: int = 1, bn: bool = True,
+             act: str | None = None, bias: bool | None = None, padding: int | None = None, name: str = "") -> str:
+        n, cin, h, w = self._shapes[x]
+        bias = (not bn) if bias is None else bias
+        pad = kernel // 2 if padding is None else padding
+        ho, wo = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
+        attrs = (("cin", cin), ("cout", cout), ("kernel", kernel), ("stride", stride), ("padding", pad),
+                 ("groups", groups), ("bias", bias), ("bn", bn), ("act", act))
+        return self._add("conv", name or f"conv{self.layers}", (x,), (n, cout, ho, wo), attrs, bias)
+
+    def bn_act(self, x: str, act: str | None, name: str = "") -> str:
+        return self._add("bn_act", name or f"bn{self.layers}", (x,), self._shapes[x], (("act", act),))
+
+    def act(self, x: str, kind: str, name: str = "") -> str:
+        return self._add("act", name or f"{kind}{self.layers}", (x,), self._shapes[x], (("act", kind),))
+
+    def avgpool(self, x: str, kernel: int, stride: int, padding: int = 0, count_include_pad: bool = False,
+                name: str = "") -> str:
+        n, c, h, w = self._shapes[x]
+        ho, wo = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+        attrs = (("kernel", kernel), ("stride", stride), ("padding", padding), ("count_include_pad", count_include_pad))
+        return self._add("avgpool", name or f"pool{self.layers}", (x,), (n, c, ho, wo), attrs)
+
+    def add(self, a: str, b: str, name: str = "") -> str:
+        if self._shapes[a] != self._shapes[b]:
+            raise ValueError(f"add of shapes {self._shapes[a]} and {self._shapes[b]}")
+        return self._add("add", name or f"add{self.layers}", (a, b), self._shapes[a], ())
+
+    def zero(self, x: str, name: str = "") -> str:
+        return self._add("zero", name or f"zero{self.layers}", (x,), self._shapes[x], ())
+
+    def gap(self, x: str, name: str = "") -> str:
+        n, c, _, _ = self._shapes[x]
+        return self._add("gap", name or f"gap{self.layers}", (x,), (n, c, 1, 1), ())
+
+    def flatten(self, x: str, name: str = "") -> str:
+        s = self._shapes[x]
+        return self._add("flatten", name or f"flatten{self.layers}", (x,), (s[0], math.prod(s[1:])), ())
+
+    def linear(self, x: str, cout: int, act: str | None = None, name: str = "") -> str:
+        *lead, cin = self._shapes[x]
+        return self._add("linear", name or f"linear{self.layers}", (x,), (*lead, cout), (("cin", cin), ("cout", cout), ("act", act)), True)
+
+    def graph(self, name: str = "") -> Graph | None:
+        """The `Graph` (as `net_graph` gives it); None where a layer is not written here."""
+        if not self.written:
+            return None
+        return _finish(self._ops, self.output, name, self.input_shape)
 
 
 @lru_cache(maxsize=1 << 16)
@@ -142,4 +229,4 @@ def _concat(name: str, inputs: tuple[str, ...], xs: tuple[int, ...], out_shape: 
     return (GraphOp(OP, _spec("concat", xs, parts=2), "Concat", (name,), inputs, (name,)),)
 
 
-__all__ = ["KINDS", "net_graph"]
+__all__ = ["KINDS", "GraphNet", "net_graph"]
