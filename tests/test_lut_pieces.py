@@ -187,3 +187,28 @@ def test_predict_archs_equals_one_by_one_predict_arch(space, spec, tmp_path, cap
         assert alone["kernels"] == json.loads(json.dumps(pred.to_dict()))["kernels"]
         assert row["predicted_ms"] == f"{alone['latency_ms']:.6g}" and row["sigma_ms"] == f"{alone['sigma_ms']:.4g}"
         assert row["partial"] == ("true" if alone["partial"] else "false")
+
+
+def test_prediction_from_records_equals_one_made_of_kernels():
+    """A prediction keeps its kernels as records until they are used: its totals, counts and fields
+    read from the records equal those of the same prediction made of `KernelPrediction`s, before and
+    after its kernels are made, and kernels set on it replace the records."""
+    from dataclasses import replace
+
+    from predictors.lut.prediction import KernelPrediction, Prediction
+
+    lut = LUTPredictor(hwlat.load_table(ORT))
+    space = get_space("nb201")
+    for arch in space.sample(5, seed=4):
+        lazy = lut.predict_graph(space.graph(arch))
+        records = tuple(lazy._records)
+        assert records and lazy._kernels is None
+        made = Prediction(lazy.model, lazy.table, [KernelPrediction(*r) for r in records], lazy.overhead_ms,
+                          lazy.uncovered, lazy.calibration, lazy.repeats, lazy.ops)
+        assert (lazy.total_ms, lazy.sigma_ms, lazy.counts) == (made.total_ms, made.sigma_ms, made.counts)
+        assert lazy._kernels is None  # not made for the totals
+        assert lazy.to_dict() == made.to_dict() and lazy == made and lazy.kernels == made.kernels
+        assert lazy._kernels is not None and [kernel_record(k) for k in lazy.kernels] == list(records)
+        lazy.kernels = lazy.kernels[:1]
+        assert lazy.total_ms == max(lazy.kernels[0].ms + lazy.overhead_ms, 0.0)
+        assert replace(made, kernels=made.kernels[:1]) == lazy

@@ -13,7 +13,7 @@ from predictors.lut.calibration import Calibration
 TABLE, REGRESSOR, MISSING = "table", "regressor", "uncovered"
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KernelPrediction:
     """One kernel's share of a prediction: its row key, where the number came from, ms in the total."""
 
@@ -50,18 +50,34 @@ class Prediction:
 
     model: str
     table: str
-    kernels: list[KernelPrediction]
+    kernels: list[KernelPrediction]  # made on first use where built `from_records`
     overhead_ms: float
     uncovered: list[UncoveredOp] = field(default_factory=list)
     calibration: Calibration = field(default_factory=Calibration)
     repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
     ops: int = 0  # the network's ops that take time (nodes; shape-only ones not counted); 0 where not known
 
+    @classmethod
+    def from_records(cls, model: str, table: str, records: tuple[tuple, ...], *args: Any) -> Prediction:
+        """A prediction of kernels given as records (`kernel_record`), the other fields as the
+        constructor takes them. Its `kernels` are made when first used: many predictions kept as
+        plain tuples cost little to make, and Python's collector need not walk them."""
+        p = cls(model, table, None, *args)  # type: ignore[arg-type]
+        p._records = records
+        return p
+
+    def _column(self, name: str) -> list:
+        """One field of every kernel, in order (from the records while the kernels are not made)."""
+        if self._kernels is None:
+            i = _FIELDS.index(name)
+            return [r[i] for r in self._records]
+        return [getattr(k, name) for k in self._kernels]
+
     @property
     def total_ms(self) -> float:
         """The kernels' and the overhead's exact sum, never below 0 ms: a calibration's negative offsets
         (fitted on whole networks) can outweigh the few kernels of a tiny network."""
-        return max(float(math.fsum([k.ms for k in self.kernels] + [self.overhead_ms])), 0.0)
+        return max(float(math.fsum(self._column("ms") + [self.overhead_ms])), 0.0)
 
     @property
     def latency_ms(self) -> float:
@@ -99,12 +115,12 @@ class Prediction:
     @property
     def sigma_ms(self) -> float:
         """Approximate standard deviation of the total from regressed kernels (independent errors)."""
-        return float(math.sqrt(sum((k.ms * k.sigma) ** 2 for k in self.kernels)))
+        return float(math.sqrt(sum((ms * sigma) ** 2 for ms, sigma in zip(self._column("ms"), self._column("sigma")))))
 
     @property
     def counts(self) -> dict[str, int]:
-        return {TABLE: sum(k.source == TABLE for k in self.kernels), REGRESSOR: sum(k.source == REGRESSOR for k in self.kernels),
-                MISSING: len(self.uncovered)}
+        sources = self._column("source")
+        return {TABLE: sources.count(TABLE), REGRESSOR: sources.count(REGRESSOR), MISSING: len(self.uncovered)}
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -146,3 +162,22 @@ class Prediction:
         if any(k.extrapolated for k in self.kernels):
             lines.append("  (! = regressed outside the table's range: an extrapolation)")
         return "\n".join(lines)
+
+
+_FIELDS = ("key", "op", "nodes", "source", "raw_ms", "ms", "sigma", "extrapolated", "weight_mb")  # `kernel_record`'s order
+
+
+def _get_kernels(self: Prediction) -> list[KernelPrediction]:
+    if self._kernels is None:
+        self._kernels = [KernelPrediction(*r) for r in self._records]
+        self._records = ()
+    return self._kernels
+
+
+def _set_kernels(self: Prediction, kernels: list[KernelPrediction] | None) -> None:
+    self._kernels = kernels
+    self._records = ()
+
+
+# `kernels` stays a field (constructor, comparison, `asdict`) read and written through a property.
+Prediction.kernels = property(_get_kernels, _set_kernels)  # type: ignore[assignment, method-assign]

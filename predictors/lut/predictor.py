@@ -334,13 +334,14 @@ class LUTPredictor:
         cal = self.calibration
         per_mb = cal.weights_ms_per_mb(math.fsum([k[8] for k in found]), excess_mb)
         terms = {op: cal.terms(op) for op in {k[1] for k in found}}
-        kernels = [KernelPrediction(key, op, nodes, source, raw, ms * terms[op][0] + mb * per_mb, sigma, extrapolated, mb)
-                   for key, op, nodes, source, raw, ms, sigma, extrapolated, mb in found]
-        overhead = math.fsum([terms[k.op][1] for k in kernels]) + cal.constant_ms
+        kernels = tuple([(key, op, nodes, source, raw, ms * terms[op][0] + mb * per_mb, sigma, extrapolated, mb)
+                         for key, op, nodes, source, raw, ms, sigma, extrapolated, mb in found])  # `kernel_record`s
+        overhead = math.fsum([terms[k[1]][1] for k in kernels]) + cal.constant_ms
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})
-        return Prediction(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal, repeats, ops)
+        return Prediction.from_records(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal,
+                                       repeats, ops)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""
