@@ -44,3 +44,26 @@ def test_graph_net_falls_back_where_a_layer_is_not_written():
         y = b.act(x, "relu")
         b.linear(b.flatten(b.gap(b.add(x, y))), 5)
     assert plain.graph("g") == net_graph(net, "g") is not None
+
+
+@pytest.mark.parametrize("keep_dead", [False, True])
+def test_nb201_cell_layers_follow_the_edges(keep_dead):
+    """Each cell has one layer per built edge that is not a skip (named by the edge and its op), one
+    ReLU per node feeding a conv edge, live in-degree - 1 adds per node, and zeros where no path
+    reaches the output: checked from the arch's edges, not from the builder."""
+    from nas.spaces.nb201 import EDGES, OPS
+
+    space = get_space("nb201", keep_dead=keep_dead)
+    suffix = {"none": "zero", "avg_pool_3x3": "pool", "nor_conv_1x1": "conv1x1", "nor_conv_3x3": "conv3x3"}
+    for arch in space.sample(300, seed=11):
+        built = (True,) * 6 if keep_dead else arch.live_edges()
+        nodes = [n for op in space.graph(arch).ops for n in op.nodes if n.startswith("s1c2.")]
+        expect = {f"s1c2.e{t}{f}.{suffix[OPS[o]]}" for (t, f), o, b in zip(EDGES, arch.ops, built) if b and OPS[o] != "skip_connect"}
+        expect |= {f"s1c2.n{f}.relu" for (t, f), o, b in zip(EDGES, arch.ops, built) if b and OPS[o].startswith("nor_conv")}
+        reaches = {1: built[0], 2: built[1] or built[2], 3: built[3] or built[4] or built[5]}
+        for to in (1, 2, 3):
+            ins = sum(b for (t, _), b in zip(EDGES, built) if t == to)
+            expect |= {f"s1c2.n{to}.add{j}" for j in range(ins - 1)}
+        if not reaches[3]:
+            expect.add("s1c2.zero")
+        assert set(nodes) == expect and len(nodes) == len(expect), arch

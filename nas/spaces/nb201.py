@@ -308,35 +308,23 @@ class NB201Space(Space):
 
     @staticmethod
     def _cell(net, x: str, arch: NB201Arch, live: tuple[bool, ...], name: str) -> str:
+        """The cell's layers (`_cell_plan` of its live edges) on `net`, read from `x`."""
         c = net.shape(x)[1]
-        nodes: dict[int, str] = {0: x}
-        relu_of: dict[int, str] = {}  # one shared ReLU per node feeding conv edges
-        for to in (1, 2, 3):
-            terms = []
-            for e, (t, f) in enumerate(EDGES):
-                if t != to or not live[e]:
-                    continue
-                op, src = OPS[arch.ops[e]], nodes[f]
-                tag = f"{name}.e{t}{f}"
-                if op == "none":  # only when keep_dead: NAS-Bench-201's zero op
-                    terms.append(net.zero(src, name=f"{tag}.zero"))
-                elif op == "skip_connect":
-                    terms.append(src)
-                elif op == "avg_pool_3x3":
-                    terms.append(net.avgpool(src, 3, 1, padding=1, count_include_pad=False, name=f"{tag}.pool"))
-                else:
-                    if f not in relu_of:
-                        relu_of[f] = net.act(src, "relu", name=f"{name}.n{f}.relu")
-                    k = 1 if op == "nor_conv_1x1" else 3
-                    terms.append(net.conv(relu_of[f], c, k, bn=True, name=f"{tag}.conv{k}x{k}"))
-            if terms:
-                acc = terms[0]
-                for j, t in enumerate(terms[1:]):
-                    acc = net.add(acc, t, name=f"{name}.n{to}.add{j}")
-                nodes[to] = acc
-        if 3 not in nodes:
-            return net.zero(x, name=f"{name}.zero")
-        return nodes[3]
+        steps, out = _cell_plan(arch.ops, live)
+        vals = [x]  # the cell's tensors: its input, then what each step writes
+        for kind, suffix, a, b in steps:
+            tag = f"{name}.{suffix}"
+            if kind == "conv":
+                vals.append(net.conv(vals[a], c, b, bn=True, name=tag))
+            elif kind == "relu":
+                vals.append(net.act(vals[a], "relu", name=tag))
+            elif kind == "add":
+                vals.append(net.add(vals[a], vals[b], name=tag))
+            elif kind == "pool":
+                vals.append(net.avgpool(vals[a], 3, 1, padding=1, count_include_pad=False, name=tag))
+            else:  # zero
+                vals.append(net.zero(vals[a], name=tag))
+        return vals[out]
 
     def api_params(self, arch: Any, num_classes: int | None = None) -> int:
         """Parameters as the NAS-Bench-201 API counts them: every non-none edge, dead or live."""
@@ -363,6 +351,48 @@ class NB201Space(Space):
         if not arch.connected:
             lines.append("  the cell output does not depend on its input: each cell outputs zeros")
         return lines
+
+
+@lru_cache(maxsize=2 * N_ARCHS)
+def _cell_plan(ops: tuple[int, ...], live: tuple[bool, ...]) -> tuple[tuple[tuple[str, str, int, int], ...], int]:
+    """A cell's layers in build order as (kind, name suffix, input, kernel or second input), inputs
+    by position among the cell's tensors (0: its input, i: what step i - 1 writes), and which tensor
+    it outputs. Node i sums op(node j) over its live edges j < i; a conv edge reads its source node
+    through one ReLU shared by all conv edges from that node; a cell whose output node has no live
+    edge outputs its input times zero."""
+    steps: list[tuple[str, str, int, int]] = []
+    nodes: dict[int, int] = {0: 0}
+    relu_of: dict[int, int] = {}
+    for to in (1, 2, 3):
+        terms = []
+        for e, (t, f) in enumerate(EDGES):
+            if t != to or not live[e]:
+                continue
+            op, src, tag = OPS[ops[e]], nodes[f], f"e{t}{f}"
+            if op == "skip_connect":
+                terms.append(src)
+                continue
+            if op == "none":  # only when keep_dead: NAS-Bench-201's zero op
+                steps.append(("zero", f"{tag}.zero", src, 0))
+            elif op == "avg_pool_3x3":
+                steps.append(("pool", f"{tag}.pool", src, 0))
+            else:
+                if f not in relu_of:
+                    steps.append(("relu", f"n{f}.relu", src, 0))
+                    relu_of[f] = len(steps)
+                k = 1 if op == "nor_conv_1x1" else 3
+                steps.append(("conv", f"{tag}.conv{k}x{k}", relu_of[f], k))
+            terms.append(len(steps))
+        if terms:
+            acc = terms[0]
+            for j, term in enumerate(terms[1:]):
+                steps.append(("add", f"n{to}.add{j}", acc, term))
+                acc = len(steps)
+            nodes[to] = acc
+    if 3 not in nodes:
+        steps.append(("zero", "zero", 0, 0))
+        return tuple(steps), len(steps)
+    return tuple(steps), nodes[3]
 
 
 # ---- latency features (`nas.features`) and categorical decisions (`nas.choices`) -------------
