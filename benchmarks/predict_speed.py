@@ -5,7 +5,8 @@ predicts the same way: architectures proposed per second).
 
 Many architectures are timed through the public API the command is a thin layer over
 (`hwlat.predict_archs` with a spec as ``--archs`` takes it, the table given by name: loading it
-and its stored regressors counts); the single call, ``--version`` and the search are timed as
+and its stored regressors counts), in one process (``--jobs 1``) and with the default (every usable
+core, forked workers; the same predictions); the single call, ``--version`` and the search are timed as
 processes. Each number is the median of --repeats runs. Nothing is written. The machine's other
 work shows in every number: compare two versions in the same run, e.g. with the last commit's tree
 beside this one (``git archive HEAD | tar -x -C /tmp/base``, then this script from each tree).
@@ -31,10 +32,10 @@ import hwlat  # noqa: E402
 DEFAULT_N = {"nb201": 1000, "fbnet": 500, "ofa": 300, "vit": 20}
 
 
-def archs_per_second(space: str, n: int, table: str, seed: int) -> float:
+def archs_per_second(space: str, n: int, table: str, seed: int, jobs: int | None) -> float:
     """Architectures per second of one ``predict --archs random:N`` (a fresh table object each run)."""
     t0 = time.perf_counter()
-    preds = hwlat.predict_archs(space, f"random:{n}", table, seed=seed)
+    preds = hwlat.predict_archs(space, f"random:{n}", table, seed=seed, jobs=jobs)
     elapsed = time.perf_counter() - t0
     assert len(preds) == n
     return n / elapsed
@@ -57,12 +58,18 @@ def main() -> int:
                     help="architectures an NB201 search proposes (0: no search; default %(default)s)")
     args = ap.parse_args()
 
-    print(f"table {args.table}; median of {args.repeats} runs")
+    from predictors.lut.many import usable_cores
+
+    print(f"table {args.table}; median of {args.repeats} runs; {usable_cores()} usable cores")
     for space in args.spaces.split(","):
         n = args.n or DEFAULT_N.get(space, 100)
-        rates = [archs_per_second(space, n, args.table, seed=r) for r in range(args.repeats)]
-        print(f"predict --archs  {space:<6} {n:>5} archs: {statistics.median(rates):8.0f} archs/s "
-              f"(runs: {', '.join(f'{r:.0f}' for r in rates)})")
+        rates: dict[int | None, list[float]] = {1: [], None: []}  # one process, the default; alternating
+        for r in range(args.repeats):
+            for jobs in rates:
+                rates[jobs].append(archs_per_second(space, n, args.table, seed=r, jobs=jobs))
+        for jobs, got in rates.items():
+            print(f"predict --archs  {space:<6} {n:>5} archs, {'--jobs 1' if jobs else 'default '}: "
+                  f"{statistics.median(got):8.0f} archs/s (runs: {', '.join(f'{r:.0f}' for r in got)})")
     version = statistics.median(process_seconds(["--version"]) for _ in range(args.repeats))
     one = statistics.median(process_seconds(["predict", "--space", "nb201", "--arch", "1462", "--table", args.table])
                             for _ in range(args.repeats))

@@ -171,16 +171,18 @@ def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Spa
 
 
 def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | os.PathLike | DeviceTable,
-                  seed: int = 0) -> list[Prediction]:
+                  seed: int = 0, jobs: int | None = None) -> list[Prediction]:
     """`hwlat predict --archs`: predictions of many architectures of `space` (a spec as ``--archs``
-    takes it, or a list of architectures or keys), in order, one table and predictor for all."""
+    takes it, or a list of architectures or keys), in order, one table and predictor for all;
+    `jobs` processes share the work (default: every usable core; the numbers do not depend on it)."""
     from device_tables.table import DeviceTable
     from predictors.lut import LUTPredictor
+    from predictors.lut.many import predict_archs as run
 
     sp = _space(space)
     arch_list = _arch_list(sp, archs, seed)
     lut = LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table))
-    return [lut.predict_graph(sp.graph(a), name=f"{sp.name}:{sp.key(a)}") for a in arch_list]
+    return list(run(lut, sp, arch_list, jobs))
 
 
 def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float],

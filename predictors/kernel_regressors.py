@@ -387,7 +387,11 @@ class KernelRegressors:
             m, a = reg.state(name)
             meta["families"][name] = m
             arrays.update(a)
-        np.savez_compressed(stem.with_name(stem.name + ".npz"), **arrays)
+        npath = stem.with_name(stem.name + ".npz")
+        tmp = npath.with_name(npath.name + ".tmp")
+        with open(tmp, "wb") as f:  # then replaced: a reader holding the old file keeps reading it whole
+            np.savez_compressed(f, **arrays)
+        os.replace(tmp, npath)
         stem.with_name(stem.name + ".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return stem
 
@@ -427,12 +431,16 @@ class _StoredFamilies(Mapping):
     def __init__(self, npath: Path, metas: dict[str, dict]):
         self.npath, self.metas = npath, metas
         self.loaded: dict[str, FamilyRegressor] = {}
+        # The open file and the process that opened it: reading its index costs ~30 ms (thousands of
+        # arrays), once; a forked process opens its own (an open file's position is shared).
+        self._arrays: tuple[int, object] | None = None
 
     def __getitem__(self, name: str) -> FamilyRegressor:
         if name not in self.loaded:
             meta = self.metas[name]  # a KeyError for a family the file does not hold, as a dict gives
-            with np.load(self.npath, allow_pickle=False) as arrays:
-                self.loaded[name] = FamilyRegressor.from_state(meta, arrays, name)
+            if self._arrays is None or self._arrays[0] != os.getpid():
+                self._arrays = (os.getpid(), np.load(self.npath, allow_pickle=False))
+            self.loaded[name] = FamilyRegressor.from_state(meta, self._arrays[1], name)  # type: ignore[arg-type]
         return self.loaded[name]
 
     def __iter__(self) -> Iterator[str]:

@@ -6,6 +6,7 @@ one-by-one `predict --arch`."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -212,3 +213,37 @@ def test_prediction_from_records_equals_one_made_of_kernels():
         lazy.kernels = lazy.kernels[:1]
         assert lazy.total_ms == max(lazy.kernels[0].ms + lazy.overhead_ms, 0.0)
         assert replace(made, kernels=made.kernels[:1]) == lazy
+
+
+def test_predictions_shared_among_forked_workers_equal_those_of_one_process(tmp_path):
+    """Forked workers (`predictors.lut.many`, in a fresh process where no runtime's threads are
+    loaded) predict what one process predicts, in order; the CLI's --jobs writes the same CSV."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "many.py"
+    script.write_text(
+        "import json, multiprocessing, sys\n"
+        "import hwlat\n"
+        "from hwlat.api import _arch_list, _space\n"
+        "from predictors.lut import LUTPredictor\n"
+        "from predictors.lut.many import predict_archs\n"
+        f"sp = _space('nb201'); archs = _arch_list(sp, 'random:230', 11)\n"
+        f"lut = LUTPredictor(hwlat.load_table({ORT!r}))\n"
+        "workers, out = 0, []\n"
+        "for p in predict_archs(lut, sp, archs, jobs=2):\n"
+        "    workers = max(workers, len(multiprocessing.active_children()))\n"
+        "    out.append(p.to_dict())\n"
+        "json.dump({'workers': workers, 'predictions': out}, sys.stdout)\n")
+    got = json.loads(subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                                    cwd=Path(__file__).resolve().parent.parent).stdout)
+    assert got["workers"] == 2
+    alone = hwlat.predict_archs("nb201", "random:230", ORT, seed=11, jobs=1)
+    assert got["predictions"] == [json.loads(json.dumps(p.to_dict())) for p in alone]
+
+    from hwlat.cli import main
+
+    for jobs in ("1", "2"):
+        assert main(["predict", "--space", "nb201", "--archs", "random:230", "--seed", "11", "--table", ORT,
+                     "--out", str(tmp_path / f"jobs{jobs}.csv"), "--no-progress", "--jobs", jobs]) == 0
+    assert (tmp_path / "jobs1.csv").read_text() == (tmp_path / "jobs2.csv").read_text()

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Iterable
 
 from hwlat.cli import command_parser
-from hwlat.commands.args import nonnegative_int, random_seed
+from hwlat.commands.args import nonnegative_int, positive_int, random_seed
 
 QUANTITY = ("the median of a network's timed runs with the table's protocol and clock (by default the thread's "
             "CPU time on threads=1 CPUs): what `hwlat profile archs` and `hwlat profile model` report with their "
@@ -52,6 +52,8 @@ def register(sub) -> None:
     p.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest kernels (0: all)")
     p.add_argument("--json", action="store_true", help="print the prediction as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (--archs)")
+    p.add_argument("--jobs", type=positive_int, help="with --archs and --table: processes sharing the work (default every "
+                                                     "usable core; the predictions do not depend on it)")
     add_space_options(p)
     p.set_defaults(func=_predict)
 
@@ -124,8 +126,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _predict_many(args: argparse.Namespace) -> int:
-    """Predict every architecture of --archs in this process; one CSV row each, written as predicted."""
+    """Predict every architecture of --archs (on --jobs processes); one CSV row each, written as predicted."""
     from tqdm import tqdm
+
+    from predictors.lut.many import predict_archs
 
     space, items = _space_items(args)
     lut = _predictor(args)
@@ -133,17 +137,22 @@ def _predict_many(args: argparse.Namespace) -> int:
 
     def rows():
         nonlocal partial
-        for it in tqdm(items, desc=f"predict {space.name}", unit="arch", disable=args.no_progress or not args.out,
-                       dynamic_ncols=True):
-            pred = lut.predict_graph(space.graph(it.arch), name=f"{space.name}:{space.key(it.arch)}")
-            partial += pred.partial
-            yield it.record, [f"{pred.total_ms:.6g}", f"{pred.sigma_ms:.4g}", "true" if pred.partial else "false"]
+        preds = predict_archs(lut, space, [it.arch for it in items], args.jobs, keep=_csv_values)
+        for it, values in tqdm(zip(items, preds), total=len(items), desc=f"predict {space.name}", unit="arch",
+                               disable=args.no_progress or not args.out, dynamic_ncols=True):
+            partial += values[-1] == "true"
+            yield it.record, values
 
     _write_rows(args, items, rows(), ["predicted_ms", "sigma_ms", "partial"])
     if args.out:
         print(f"{args.out}: {len(items)} architectures predicted on {lut.table.name}"
               + (f"; {partial} PARTIAL (uncovered ops left out)" if partial else ""))
     return 0
+
+
+def _csv_values(pred) -> list[str]:
+    """A prediction's columns of the --archs CSV: predicted_ms, sigma_ms, partial."""
+    return [f"{pred.total_ms:.6g}", f"{pred.sigma_ms:.4g}", "true" if pred.partial else "false"]
 
 
 def _predict_adapted(args: argparse.Namespace) -> int:
