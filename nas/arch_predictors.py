@@ -154,7 +154,13 @@ class GraphPredictor(CachingPredictor):
         self.name = name or f"lookup table {getattr(getattr(lut, 'table', None), 'name', '')}".strip()
 
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
-        return np.asarray([self.lut.predict_graph(self.space.graph(a)).total_ms for a in archs])
+        from predictors.lut.many import predict_archs  # as `hwlat predict --archs`: many on every core
+
+        return np.fromiter(predict_archs(self.lut, self.space, archs, keep=_total_ms), dtype=float, count=len(archs))
+
+
+def _total_ms(prediction: Any) -> float:
+    return prediction.total_ms
 
 
 class CallablePredictor(CachingPredictor):
