@@ -59,6 +59,11 @@ class Device:
         return cls.make(d["hardware"], d["runtime"], d.get("precision", "fp32"), d.get("fingerprint"), **d.get("settings", {}))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
 def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return "on" if v else "off"
@@ -103,7 +108,7 @@ def host_fingerprint(**extra: Any) -> dict[str, Any]:
         {
             "machine": platform.machine(),
             "logical_cores": os.cpu_count(),
-            "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+            "usable_cores": usable_cores(),
             "os": f"{platform.system()} {platform.release()}",
             "libc": " ".join(platform.libc_ver()).strip(),
             "python": sys.version.split()[0],

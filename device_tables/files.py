@@ -14,7 +14,7 @@ import re
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator
 
 from device_tables.errors import WriteError
 
@@ -49,13 +49,19 @@ def make_parent(path: Path) -> None:
 
 
 def atomic_write_text(path: Path, text: str) -> None:
-    """Replace `path` by `text` at once (a temporary file, fsync'ed, then renamed); on failure the
-    old file is intact and the temporary one removed."""
+    """Replace `path` by `text` at once (`atomic_write`)."""
+    atomic_write(path, lambda f: f.write(text), binary=False)
+
+
+def atomic_write(path: Path, write: Callable[[Any], Any], binary: bool = True) -> None:
+    """Replace `path` at once by what `write(file)` writes (a temporary file, fsync'ed, then
+    renamed): a reader that holds the old file keeps reading it whole; on failure the old file is
+    intact and the temporary one removed."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with writing(path):
         try:
-            with open(tmp, "w") as f:
-                f.write(text)
+            with open(tmp, "wb" if binary else "w") as f:
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, path)

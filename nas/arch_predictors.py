@@ -13,6 +13,7 @@ import abc
 import inspect
 import logging
 import os
+from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -156,11 +157,8 @@ class GraphPredictor(CachingPredictor):
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
         from predictors.lut.many import predict_archs  # as `hwlat predict --archs`: many on every core
 
-        return np.fromiter(predict_archs(self.lut, self.space, archs, keep=_total_ms), dtype=float, count=len(archs))
-
-
-def _total_ms(prediction: Any) -> float:
-    return prediction.total_ms
+        return np.fromiter(predict_archs(self.lut, self.space, archs, keep=attrgetter("total_ms")), dtype=float,
+                           count=len(archs))
 
 
 class CallablePredictor(CachingPredictor):

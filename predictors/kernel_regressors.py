@@ -21,6 +21,7 @@ from typing import Iterable, Iterator, Mapping, Sequence
 import numpy as np
 
 from device_tables.errors import HwlatError
+from device_tables.files import atomic_write
 from device_tables.ops import FUSABLE_TAILS, RANK2_OPS, OpSpec
 
 log = logging.getLogger(__name__)
@@ -387,11 +388,7 @@ class KernelRegressors:
             m, a = reg.state(name)
             meta["families"][name] = m
             arrays.update(a)
-        npath = stem.with_name(stem.name + ".npz")
-        tmp = npath.with_name(npath.name + ".tmp")
-        with open(tmp, "wb") as f:  # then replaced: a reader holding the old file keeps reading it whole
-            np.savez_compressed(f, **arrays)
-        os.replace(tmp, npath)
+        atomic_write(stem.with_name(stem.name + ".npz"), lambda f: np.savez_compressed(f, **arrays))
         stem.with_name(stem.name + ".json").write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         return stem
 

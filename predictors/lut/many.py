@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
-import os
 import sys
 from typing import Any, Callable, Iterator, Sequence
+
+from device_tables.device import usable_cores
 
 CHUNK = 100  # architectures a worker predicts at a time (each chunk comes back as one message)
 # Modules whose thread pools a forked child could inherit in a state it cannot use: with any of them
@@ -23,11 +24,6 @@ CHUNK = 100  # architectures a worker predicts at a time (each chunk comes back 
 _NOT_FORK_SAFE = ("torch", "onnxruntime", "tensorflow", "ai_edge_litert", "jax")
 
 _work: tuple | None = None  # (predictor, space, archs, keep) for forked workers
-
-
-def usable_cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None = None,
@@ -62,9 +58,9 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
 
 
 def _predict_chunk(start: int) -> list[Any]:
-    """In a forked worker: the predictions of architectures start..start+CHUNK of the work."""
+    """In a forked worker (its collector paused as this process's was when it forked): the
+    predictions of architectures start..start+CHUNK of the work."""
     lut, space, archs, keep = _work  # type: ignore[misc]
-    gc.disable()
     return [_predict_one(lut, space, a, keep) for a in archs[start:start + CHUNK]]
 
 
