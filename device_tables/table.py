@@ -103,7 +103,7 @@ def _refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) -
 
     if device.hardware != "cpu":
         return
-    differs = cpu_differences((stored.get("device") or {}).get("fingerprint") or {}, device.fingerprint)
+    differs = cpu_differences((stored.get("device") or {}).get("fingerprint") or {}, device.fingerprint, by_clock=False)
     if differs:
         raise ResumeSettingsError(
             f"{name} was measured on another machine ({'; '.join(differs)}): adding to it here would mix two "

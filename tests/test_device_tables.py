@@ -188,6 +188,22 @@ def test_a_shipped_name_stands_for_its_sibling_measured_on_a_machine_like_this_o
     assert registry.resolve("cpu_x_fp32_threads1") == tmp_path / "cpu_x_fp32_threads1"
 
 
+def test_cpus_of_one_name_are_told_apart_by_their_design_or_else_their_clock():
+    """'AMD EPYC' names Zen 2, 3 and 4 alike: fingerprints compare family/model numbers where both
+    have them, and a fingerprint made before they were recorded by its nominal clock (3% apart)."""
+    from device_tables.device import cpu_differences
+
+    zen2 = {"cpu_model": "AMD EPYC", "cpu_id": "family 23 model 49", "cpu_mhz": 2245.8, "flags": ["avx2"]}
+    zen3 = {**zen2, "cpu_id": "family 25 model 1", "cpu_mhz": 2445.4}
+    assert cpu_differences(zen3, zen2) == ["CPU 'family 25 model 1' -> 'family 23 model 49'"]
+    assert cpu_differences(zen2, {**zen2, "cpu_mhz": 3100.0}) == []  # a design's clock may move (turbo)
+    older = {k: v for k, v in zen3.items() if k != "cpu_id"}
+    assert cpu_differences(older, zen2) == ["CPU clock 2445 MHz -> 2246 MHz"]
+    assert cpu_differences(older, {**zen2, "cpu_mhz": 2400.0}) == []
+    assert cpu_differences(older, zen2, by_clock=False) == []  # what refuses a resume: never the clock alone
+    assert cpu_differences({"cpu_model": "AMD EPYC"}, zen2) == []  # nothing recorded, nothing compared
+
+
 def test_a_cpu_table_measured_on_another_cpu_is_not_resumed_here(tmp_path):
     from device_tables.device import host_fingerprint
     from device_tables.errors import ResumeSettingsError
