@@ -105,6 +105,8 @@ def test_profile_device_makes_a_complete_table_and_resumes_after_a_kill_in_each_
     show = subprocess.run([sys.executable, "-m", "hwlat", "table", "show", str(out), "--limit", "1"], cwd=ROOT,
                           capture_output=True, text=True)
     assert "MISSING" not in show.stdout and f"±10%: {score['within_10']} of 2" in show.stdout
+    cpu_id = table.device.fingerprint.get("cpu_id")  # which CPU design measured it, where /proc/cpuinfo says
+    assert cpu_id is None or f"({cpu_id}, " in show.stdout
 
 
 def test_profile_device_with_a_tiny_budget_leaves_a_valid_table_and_says_what_is_unfinished(tmp_path):

@@ -53,7 +53,9 @@ def _show(args: argparse.Namespace) -> int:
     if stands_for != table.path:
         print(f"note    measured on another CPU; on this one `--table {args.table}` predicts with {stands_for.name}")
     print(f"device  {table.device.name}")
-    print(f"host    {fp.get('cpu_model', '?')}, {fp.get('usable_cores', '?')} cores, {fp.get('os', '?')}, Python {fp.get('python', '?')}")
+    design = ", ".join(x for x in (fp.get("cpu_id"), f"{fp['cpu_mhz']:.0f} MHz" if fp.get("cpu_mhz") else None) if x)
+    cpu = f"{fp.get('cpu_model', '?')} ({design})" if design else fp.get("cpu_model", "?")
+    print(f"host    {cpu}, {fp.get('usable_cores', '?')} cores, {fp.get('os', '?')}, Python {fp.get('python', '?')}")
     pk = fp.get("packages", {})
     if pk:
         print("versions " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())))
