@@ -22,10 +22,10 @@ def available() -> list[str]:
 def resolve(name_or_path: str | os.PathLike, exact: bool = False) -> Path:
     """A shipped table's name, or a path to a table (NAME, NAME.csv or NAME.json) -> its stem path.
 
-    A shipped CPU table measured on a machine unlike this one (another CPU model or SIMD flags) stands
-    for its sibling ``NAME_<variant>`` of the same device measured on a machine like this one, where
-    a finished one (scored by `hwlat profile device`) is shipped, said in one warning; `exact`, or a
-    path, names the files themselves."""
+    A shipped CPU table measured on a machine unlike this one (another CPU model, design or SIMD
+    flags: `cpu_differences`) stands for its sibling ``NAME_<variant>`` of the same device measured
+    on a machine like this one, where a finished one (scored by `hwlat profile device`) is shipped,
+    said in one warning; `exact`, or a path, names the files themselves."""
     csv_path, json_path = table_paths(name_or_path)
     if json_path.exists() or csv_path.exists():
         return csv_path.with_suffix("")

@@ -97,8 +97,8 @@ def refuse_other_settings(name: Path, stored: Mapping[str, Any], given: Mapping[
 
 
 def _refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) -> None:
-    """A CPU table measured on another CPU (model or SIMD flags) is not resumed here: its rows and
-    the new ones would be two machines' latencies under one fingerprint."""
+    """A CPU table measured on another CPU (model, design or SIMD flags; never the clock alone) is
+    not resumed here: its rows and the new ones would be two machines' latencies under one fingerprint."""
     from device_tables.device import cpu_differences
 
     if device.hardware != "cpu":
