@@ -123,16 +123,16 @@ def budget_ms(cells):
 
 @pytest.fixture(scope="module")
 def overpredicting(cells):
-    """The shipped onnxruntime table's predictions, scaled to be 1.5 times what the six cells
-    measured here: a table from a slower machine. The scale comes from this host's own measurements,
-    because a shipped table matches a host only in the speed spell it was measured in (CI once saw an
-    Intel host run 1.65x slower than its table, and the bias the test meant vanished). (A line in
-    MACs fitted to a few measured cells had been off by up to 1.4x on the candidates, a correction of
-    0.9 where 0.67 was meant.)"""
+    """The shipped onnxruntime table's predictions, scaled to be 3 times what the six cells measured
+    here: a table from a much slower machine. The scale comes from this host's own measurements, and
+    is large, because a shared host's speed swings: CI once saw an Intel host run 1.65x slower than
+    its table, and this test's six cells have measured 1.2x to 1.9x the table within a minute; a bias
+    of 1.5x vanished in such swings. (A line in MACs fitted to a few measured cells had been off by up
+    to 1.4x on the candidates, a correction of 0.9 where 0.67 was meant.)"""
     archs, ms, table = cells
-    factor = 1.5 * float(np.median(ms / table.predict(archs)))
+    factor = 3.0 * float(np.median(ms / table.predict(archs)))
     return CallablePredictor(get_space("nb201"), lambda a: factor * table.predict(a), batched=True,
-                             name="table x1.5")
+                             name="table x3")
 
 
 def test_a_lookup_objective_ranks_the_whole_space_and_a_biased_predictor_is_corrected(space, budget_ms, overpredicting):
@@ -142,7 +142,7 @@ def test_a_lookup_objective_ranks_the_whole_space_and_a_biased_predictor_is_corr
     v = res.verified
     assert "ranked by score" in v.pool and 0 < v.ranked_predicted < space.size  # predicted lazily, by accuracy
     check_rounds(v, budget, 3)
-    assert v.correction < 0.85 and len(v.rounds) >= 2  # measured ~1/1.5 of the prediction, then corrected
+    assert v.correction < 0.85 and len(v.rounds) >= 2  # measured ~1/3 of the prediction, then corrected
     w = v.winner
     assert w is not None and w.latency_ms > budget * 1.05  # found only through the correction
     assert w.score > max(x.score for x in res.history)  # beyond anything the uncorrected search could reach
