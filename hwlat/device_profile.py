@@ -20,6 +20,7 @@ kernels the rows were chosen for, so the score is what a user's fresh networks g
 from __future__ import annotations
 
 import csv
+import datetime
 import json
 import logging
 import math
@@ -95,6 +96,7 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
         "rows": f"{ok} measured" if ok else None,
         "regressors": (f"stored, {len(reg.get('families') or [])} kernel families" if reg else None),
         "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
+                        + (f", networks timed again since {since} (--recalibrate)" if (since := _since(table)) else "")
                         if cal.get("n_models") else None),
         "score": score_line(score) if score.get("networks") else None,
     }
@@ -273,7 +275,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                    protocol: Protocol | None = None, targets: Sequence[str] | None = None,
                    calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
                    fusion_patterns: Sequence[str] | None = None, progress: bool = True,
-                   fresh: bool = False, remeasure: Sequence[str] = ()) -> DeviceProfileResult:
+                   fresh: bool = False, remeasure: Sequence[str] = (), recalibrate: bool = False) -> DeviceProfileResult:
     """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
 
     `minutes` bounds this run; `targets` are the spaces and/or ``classic`` whose kernels the rows
@@ -285,6 +287,9 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     `remeasure` (shell patterns of op keys) first measures the stored rows they match again, twice,
     each keeping its quieter pass, for rows whose single-op model has been fixed; the old values stay
     in the rows' extra, and the regressors, calibration and score follow the new rows.
+    `recalibrate` times the table's calibration and score networks again, twice, and refits the
+    calibration and the score on those times alone (`since` in the run record): for a table whose
+    machine has since run faster or slower. The older times stay in the networks file.
     A finished table run with targets it lacks grows: it probes the fusion patterns it lacks, measures
     rows for the new targets' kernels and their share of networks, then refits, recalibrates and
     scores on all of them; its rows and networks stay as they were.
@@ -319,6 +324,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
         table.update_meta(profile_device=run, sampling={**(table.meta.get("sampling") or {}), "targets": list(targets)})
         if remeasure:
             _remeasure_rows(runtime, table, protocol, clock, remeasure, progress)
+        if recalibrate:
+            _start_recalibration(table, clock)
         steps = (("fusion", lambda: _fusion_stage(runtime, table, protocol, clock, fusion_patterns, progress)),
                  ("rows", lambda: _rows_stage(runtime, table, protocol, clock, targets, per_space,
                                               (calibration_networks, score_networks), progress)),
@@ -466,6 +473,49 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     return None
 
 
+def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:
+    """Count only network times from now on (`_since`); the networks stage then times every stored
+    calibration and score network again, and the calibration and score are fitted on those times."""
+    stored = [r for r in read_networks(networks_path(table)) if r["status"] == "ok"]
+    if not stored:
+        raise HwlatError(f"--recalibrate: {table.name} has no measured networks to time again; run `hwlat profile "
+                         f"device` without --recalibrate first")
+    run = dict(table.meta.get("profile_device") or {})
+    if run.get("recalibrated") and not run["recalibrated"].get("finished"):
+        _say(clock, "networks", f"resuming the recalibration begun {run['recalibrated']['since']}")
+        return
+    since = now()
+    run["recalibrated"] = {"since": since, "networks": len({r["network"] for r in stored})}
+    table.update_meta(profile_device=run)
+    while now() == since:  # time stamps are to the second: what counts is stamped after `since`
+        time.sleep(0.05)
+    _say(clock, "networks", f"recalibrating: the {run['recalibrated']['networks']} calibration and score networks are "
+                            "timed again, and only those times count from now on (the older ones stay in the file)")
+
+
+def _since(table: DeviceTable) -> str | None:
+    """When the table's last recalibration began: network times before it no longer count."""
+    return ((table.meta.get("profile_device") or {}).get("recalibrated") or {}).get("since")
+
+
+def _current_networks(table: DeviceTable) -> list[dict[str, Any]]:
+    """The stored network measurements that count: those since the last recalibration, if any."""
+    since = _since(table)
+    if since is None:
+        return read_networks(networks_path(table))
+    start = _instant(since)
+    return [r for r in read_networks(networks_path(table)) if _instant(r["measured_at"]) > start]
+
+
+def _instant(stamp: str) -> datetime.datetime:
+    """A stored time stamp (`now`: local time with its UTC offset) as a comparable instant; an
+    unreadable one as the earliest (a row without a readable time does not count after a recalibration)."""
+    try:
+        return datetime.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S%z")
+    except (TypeError, ValueError):
+        return datetime.datetime.min.replace(tzinfo=datetime.timezone.utc)
+
+
 def _remeasure_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
                     patterns: Sequence[str], progress: bool) -> None:
     """Measure the rows whose keys match `patterns` again, in two passes, and store the quieter."""
@@ -496,7 +546,7 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 
     path = networks_path(table)
     stored = read_networks(path)
-    done = {(r["network"], int(r["pass"])) for r in stored}
+    done = {(r["network"], int(r["pass"])) for r in _current_networks(table)}
     failed = {r["network"] for r in stored if r["status"] == "error"}
     want = {"calibration": n_cal, "score": n_score}
     chosen: dict[str, list[str]] = {role: [] for role in ROLES}
@@ -532,6 +582,10 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         return True
 
     try:
+        for role in ROLES:  # after a recalibration began, the networks chosen before are timed again
+            for name in chosen[role]:
+                if (name, 1) not in done:
+                    measure(role, name, 1)
         while any(len(chosen[r]) < want[r] and queues[r] for r in ROLES):  # pass 1
             for role in ROLES:
                 if len(chosen[role]) < want[role] and queues[role]:
@@ -556,6 +610,10 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         bar.close()
         if any(len(chosen[r]) < min(want[r], 1) for r in ROLES):
             raise
+        if _since(table):  # a recalibration counts only when every network has been timed again
+            timed = {(r["network"], int(r["pass"])) for r in _current_networks(table)}
+            if any((n, 1) not in timed for r in ROLES for n in chosen[r]):
+                raise
     bar.close()
     _stage(table, "networks", clock, calibration=len(chosen["calibration"]), score=len(chosen["score"]))
     return None
@@ -572,7 +630,7 @@ def _slow_spell_suspects(table: DeviceTable, names: set[str]) -> list[tuple[str,
     from predictors.lut import LUTPredictor
     from predictors.lut.calibration import Calibration
 
-    rows = [r for r in read_networks(networks_path(table)) if r["status"] == "ok" and r["network"] in names]
+    rows = [r for r in _current_networks(table) if r["status"] == "ok" and r["network"] in names]
     passes: dict[str, int] = {}
     for r in rows:
         passes[r["network"]] = max(passes.get(r["network"], 0), int(r["pass"]))
@@ -615,9 +673,10 @@ def _regressors_stage(table: DeviceTable, clock: _Clock) -> str | None:
 
 
 def _measured(table: DeviceTable, role: str) -> tuple[list[str], list[float]]:
-    """The networks of a role and their truth: the quieter of their passes (the lower median)."""
+    """The networks of a role and their truth: the quieter of their passes (the lower median), of the
+    times since the last recalibration if there was one."""
     best: dict[str, float] = {}
-    for r in read_networks(networks_path(table)):
+    for r in _current_networks(table):
         if r["role"] == role and r["status"] == "ok":
             best[r["network"]] = min(best.get(r["network"], math.inf), float(r["median_ms"]))
     return list(best), list(best.values())
@@ -667,6 +726,9 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
     result.score = score
     _say(clock, "score", score_line(score))
     _stage(table, "score", clock)
+    run = dict(table.meta.get("profile_device") or {})
+    if run.get("recalibrated") and not run["recalibrated"].get("finished"):
+        table.update_meta(profile_device={**run, "recalibrated": {**run["recalibrated"], "finished": now()}})
     if _growing(table):
         run = dict(table.meta.get("profile_device") or {})
         run.pop("growing", None)

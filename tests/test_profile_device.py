@@ -57,6 +57,16 @@ def run_until(args: list[str], stage: str | None, ready=lambda: True, timeout: f
     return proc.returncode, "".join(lines)
 
 
+def copy_table(table: Path, folder: Path) -> Path:
+    """A copy of a table's files (every NAME.*) in `folder`, under the same name."""
+    import shutil
+
+    for f in table.parent.iterdir():
+        if f.name.startswith(table.name + "."):
+            shutil.copy(f, folder / f.name)
+    return folder / table.name
+
+
 def rows_by_key(path: Path) -> dict[str, list[str]]:
     """Each stored row's key -> its CSV fields (a re-measured row would change its time stamp)."""
     with open(path.with_suffix(".csv"), newline="") as f:
@@ -218,15 +228,10 @@ def test_every_shipped_table_validates_and_the_calibratable_ones_have_every_stag
 def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_table, tmp_path):
     """Run again with a target it lacks, the table measures that target's kernels and networks (and
     fusion patterns it lacks) and recalibrates on both; its rows and networks are kept as they were."""
-    import shutil
-
     import hwlat
     from profilers.protocol import Protocol
 
-    out = tmp_path / "t"
-    for f in complete_table.parent.iterdir():
-        if f.name.startswith(complete_table.name + "."):
-            shutil.copy(f, tmp_path / f.name)
+    out = copy_table(complete_table, tmp_path)
     before_rows = rows_by_key(out)
     before_nets = read_networks(networks_path(DeviceTable.load(out)))
     result = hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
@@ -251,16 +256,12 @@ def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_tabl
 def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_table, tmp_path):
     """A network whose stored passes both read far slower than its kernels say (as in a slow spell of
     the machine) is measured once more when the command runs again, and keeps its quietest pass."""
-    import shutil
 
     import hwlat
     from hwlat.device_profile import NETWORK_COLUMNS, _measured
     from profilers.protocol import Protocol
 
-    out = tmp_path / "t"
-    for f in complete_table.parent.iterdir():
-        if f.name.startswith(complete_table.name + "."):
-            shutil.copy(f, tmp_path / f.name)
+    out = copy_table(complete_table, tmp_path)
     path = networks_path(DeviceTable.load(out))
     rows = read_networks(path)
     slow = next(r["network"] for r in rows if r["role"] == "calibration")
@@ -292,16 +293,12 @@ def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_
     """`--remeasure PATTERN` (after a fix to a single-op model): the matching rows are measured again,
     each keeping what it replaced in its extra; the other rows stay; the regressors follow the new
     rows; a pattern matching nothing is refused by name."""
-    import shutil
 
     import hwlat
     from device_tables.errors import HwlatError
     from profilers.protocol import Protocol
 
-    out = tmp_path / "t"
-    for f in complete_table.parent.iterdir():
-        if f.name.startswith(complete_table.name + "."):
-            shutil.copy(f, tmp_path / f.name)
+    out = copy_table(complete_table, tmp_path)
     before = rows_by_key(out)
     key = next(k for k in before if k.startswith("conv2d"))
     median = COLUMNS.index("median_ms")
@@ -327,3 +324,69 @@ def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_
     assert table.meta["regressors"]["rows_digest"] != digest
     with pytest.raises(HwlatError, match="no row"):
         hwlat.profile_device("onnxruntime", out, remeasure=["nothing|*"], **kw)
+
+
+def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(complete_table, tmp_path):
+    """`--recalibrate` (the machine now runs at another speed): every stored calibration and score
+    network is timed again, twice; the calibration and score count only those times; the older times
+    stay in the file; a later run measures nothing more and keeps counting the new times."""
+
+    import hwlat
+    from device_tables.errors import HwlatError
+    from hwlat.device_profile import NETWORK_COLUMNS, _instant, _measured
+    from profilers.protocol import Protocol
+
+    out = copy_table(complete_table, tmp_path)
+    path = networks_path(DeviceTable.load(out))
+    rows = read_networks(path)
+    with open(path, "w", newline="") as f:  # every stored time from a spell when the machine ran 3x slower
+        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: (str(3 * float(r[k])) if k == "median_ms" and r["status"] == "ok" else r.get(k, ""))
+                        for k in NETWORK_COLUMNS})
+    old_lines = path.read_text().splitlines()
+    slow = {role: dict(zip(*_measured(DeviceTable.load(out), role))) for role in ("calibration", "score")}
+    kw = dict(minutes=5, threads=1, protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
+              score_networks=2, fusion_patterns=PATTERNS, progress=False)
+    result = hwlat.profile_device("onnxruntime", out, recalibrate=True, **kw)
+    assert result.complete, result.unfinished
+    table = DeviceTable.load(out)
+    since = table.meta["profile_device"]["recalibrated"]["since"]
+    assert path.read_text().splitlines()[: len(old_lines)] == old_lines  # nothing measured is lost
+    new = [r for r in read_networks(path)[len(old_lines) - 1:]]
+    assert all(_instant(r["measured_at"]) > _instant(since) for r in new)
+    ok_before = {r["network"] for r in rows if r["status"] == "ok"}
+    for name in ok_before:
+        assert {int(r["pass"]) for r in new if r["network"] == name} >= {1, 2}
+    for role in ("calibration", "score"):
+        fresh = dict(zip(*_measured(table, role)))
+        assert set(fresh) == set(slow[role])
+        for name, ms in fresh.items():  # the truth is of the new times: a third of the slow spell's, give or take
+            assert ms == min(float(r["median_ms"]) for r in new if r["network"] == name and r["status"] == "ok")
+            assert ms < 0.6 * slow[role][name]
+    assert table.meta["self_score"]["scored_at"] >= since
+    assert table.meta["lut_calibration"]["n_models"] == len(slow["calibration"])
+    show = subprocess.run([sys.executable, "-m", "hwlat", "table", "show", str(out), "--limit", "1"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert f"since {since} (--recalibrate)" in show.stdout
+    # A plain run afterwards measures nothing and counts the same times.
+    lines = path.read_text().splitlines()
+    assert hwlat.profile_device("onnxruntime", out, **kw).complete
+    assert path.read_text().splitlines() == lines
+    assert dict(zip(*_measured(DeviceTable.load(out), "score"))) == dict(zip(*_measured(table, "score")))
+    # --recalibrate on an unfinished recalibration (killed before its score) resumes it: the same start,
+    # nothing timed twice; on a finished one it begins anew.
+    t = DeviceTable.load(out)
+    run = t.meta["profile_device"]
+    t.update_meta(profile_device={**run, "recalibrated": {k: v for k, v in run["recalibrated"].items()
+                                                          if k != "finished"}})
+    assert hwlat.profile_device("onnxruntime", out, recalibrate=True, **kw).complete
+    assert DeviceTable.load(out).meta["profile_device"]["recalibrated"]["since"] == since
+    assert path.read_text().splitlines() == lines
+    assert hwlat.profile_device("onnxruntime", out, recalibrate=True, **kw).complete
+    assert _instant(DeviceTable.load(out).meta["profile_device"]["recalibrated"]["since"]) > _instant(since)
+    assert len(path.read_text().splitlines()) >= len(lines) + 2 * len(ok_before)
+    # A table with no networks has nothing to recalibrate.
+    with pytest.raises(HwlatError, match="no measured networks"):
+        hwlat.profile_device("onnxruntime", tmp_path / "empty", recalibrate=True, **kw)

@@ -45,6 +45,12 @@ def register(targets) -> None:
                    help="measure the stored rows whose keys match this shell pattern again (repeatable; e.g. "
                         "'gelu|*|tanh=true', after a fix to the runtime's single-op models); the old values stay "
                         "in each row, and the regressors, calibration and score follow")
+    p.add_argument("--recalibrate", action="store_true",
+                   help="time the table's calibration and score networks again (twice, about 2-4 minutes) and fit "
+                        "the calibration and score on those times alone: for a table whose machine now runs "
+                        "faster or slower than when it was measured (a VM moved to other hardware, a slow spell). "
+                        "The rows stay; the older network times stay in NAME.networks.csv. Interrupted, it "
+                        "resumes when run again")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_runtime_options(p)
     p.set_defaults(func=_profile_device)
@@ -62,7 +68,7 @@ def _profile_device(args: argparse.Namespace) -> int:
                             calibration_networks=args.calibration_networks, score_networks=args.score_networks,
                             fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()] if args.patterns
                             else None, progress=not args.no_progress, fresh=args.fresh,
-                            remeasure=args.remeasure)
+                            remeasure=args.remeasure, recalibrate=args.recalibrate)
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
     if result.score:
