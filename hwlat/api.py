@@ -86,13 +86,13 @@ def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: floa
     """`hwlat profile device`: a complete table of `runtime` at `out` within `minutes` (default: the
     command's), resumed if it exists. `settings` are the runtime's (for a name) and the options of
     `hwlat.device_profile.profile_device` (protocol, targets, calibration_networks, score_networks,
-    per_space, fusion_patterns, progress, fresh, remeasure, recalibrate)."""
+    per_space, fusion_patterns, progress, fresh, remeasure, recalibrate, start_from)."""
     from hwlat.device_profile import DEFAULT_MINUTES
     from hwlat.device_profile import profile_device as run
 
     options = {k: settings.pop(k) for k in list(settings) if k in (
         "protocol", "targets", "calibration_networks", "score_networks", "per_space", "fusion_patterns", "progress",
-        "fresh", "remeasure", "recalibrate")}
+        "fresh", "remeasure", "recalibrate", "start_from")}
     return run(_runtime(runtime, settings), out, minutes=minutes or DEFAULT_MINUTES, **options)
 
 

@@ -34,7 +34,7 @@ import numpy as np
 
 from device_tables.errors import HwlatError, TableError, UnsupportedOpError
 from device_tables.measurement import Measurement
-from device_tables.files import append_to, repair_last_line, whole_csv_row
+from device_tables.files import append_to, atomic_write_text, repair_last_line, whole_csv_row
 from device_tables.lock import LOCK_SUFFIXES
 from device_tables.table import DeviceTable, now
 from profilers.base import Runtime
@@ -275,7 +275,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                    protocol: Protocol | None = None, targets: Sequence[str] | None = None,
                    calibration_networks: int = 32, score_networks: int = 20, per_space: int = POOL_PER_SPACE,
                    fusion_patterns: Sequence[str] | None = None, progress: bool = True,
-                   fresh: bool = False, remeasure: Sequence[str] = (), recalibrate: bool = False) -> DeviceProfileResult:
+                   fresh: bool = False, remeasure: Sequence[str] = (), recalibrate: bool = False,
+                   start_from: str | os.PathLike | None = None) -> DeviceProfileResult:
     """Profile `runtime` on this machine into a complete device table at `out` (resumed if it exists).
 
     `minutes` bounds this run; `targets` are the spaces and/or ``classic`` whose kernels the rows
@@ -290,6 +291,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     `recalibrate` times the table's calibration and score networks again, twice, and refits the
     calibration and the score on those times alone (`since` in the run record): for a table whose
     machine has since run faster or slower. The older times stay in the networks file.
+    `start_from` (a shipped name or a path) makes `out` a copy of that table first and recalibrates
+    it: a table of a machine like this one (the same CPU design), fitted to this one's speed.
     A finished table run with targets it lacks grows: it probes the fusion patterns it lacks, measures
     rows for the new targets' kernels and their share of networks, then refits, recalibrates and
     scores on all of them; its rows and networks stay as they were.
@@ -306,6 +309,9 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     if calibration_networks < 1 or score_networks < 1:
         raise HwlatError("--calibration-networks and --score-networks need at least 1 network each")
     runtime.check_protocol(protocol)
+    if start_from is not None:
+        _copy_table(start_from, out, runtime)
+        recalibrate = True
     clock = _Clock(minutes)
     settings = {"threads": runtime.threads, **runtime.runtime_settings()}
     meta = {"protocol": protocol.to_dict(), "runtime_settings": settings,
@@ -471,6 +477,38 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)
     return None
+
+
+# The files of a table that `_copy_table` copies (its rows, metadata, networks and regressors).
+TABLE_FILES = (".csv", ".json", ".networks.csv", ".regressors.json", ".regressors.npz")
+
+
+def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime) -> None:
+    """`out` as a copy of the table `source` (a shipped name, which stands for this CPU's sibling, or
+    a path); refused where `out` exists or `source` is of another device than `runtime`'s."""
+    import shutil
+
+    from device_tables.registry import resolve
+    from device_tables.table import table_paths
+
+    stem = resolve(source)
+    theirs = DeviceTable.load(stem)
+    if theirs.device.name != runtime.device().name:
+        raise HwlatError(f"--from {source}: a table of {theirs.device.name}, not of {runtime.device().name}; give the "
+                         "--runtime, --threads and --precision it was measured with")
+    csv_path, json_path = table_paths(out)
+    if json_path.exists():  # (its rows without it are a copy cut short: copied anew)
+        raise HwlatError(f"--from {source}: {csv_path.with_suffix('')} exists; choose a new --out (or recalibrate that "
+                         "table with --recalibrate alone)")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    target = csv_path.with_suffix("")
+    for suffix in TABLE_FILES[::-1]:  # the metadata last: a copy cut short is no table, and is copied anew
+        src = stem.with_name(stem.name + suffix)
+        if src.exists() and suffix != ".json":
+            shutil.copyfile(src, target.with_name(target.name + suffix))
+    meta = json.loads(stem.with_name(stem.name + ".json").read_text())
+    meta.update(name=target.name, copied_from={"table": stem.name, "at": now()})
+    atomic_write_text(json_path, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
 
 
 def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:

@@ -390,3 +390,31 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     # A table with no networks has nothing to recalibrate.
     with pytest.raises(HwlatError, match="no measured networks"):
         hwlat.profile_device("onnxruntime", tmp_path / "empty", recalibrate=True, **kw)
+
+
+def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path):
+    """`--from TABLE --out NEW`: NEW starts as a copy of TABLE (rows, fusion rules, regressors kept) and
+    is recalibrated on this machine; the source is untouched; an existing --out or a table of another
+    device is refused by name."""
+    source = copy_table(complete_table, tmp_path)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    import hwlat
+    from profilers.protocol import Protocol
+
+    new = tmp_path / "copy" / "mine"
+    result = hwlat.profile_device("onnxruntime", new, start_from=source, minutes=5, threads=1,
+                                  protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
+                                  score_networks=2, fusion_patterns=PATTERNS, progress=False)
+    assert result.complete, result.unfinished
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == before
+    table = DeviceTable.load(new)
+    assert table.meta["name"] == "mine" and table.meta["copied_from"]["table"] == source.name
+    assert rows_by_key(new) == rows_by_key(source)
+    assert table.meta["profile_device"]["recalibrated"]["finished"]
+    nets = read_networks(networks_path(table))
+    assert len(nets) > len(read_networks(networks_path(DeviceTable.load(source))))
+    rc, log = run_until(["profile", "device", *TINY, "--from", str(source), "--out", str(new)], None)
+    assert rc != 0 and "exists; choose a new --out" in log
+    rc, log = run_until(["profile", "device", *TINY[:2], "--threads", "2", *TINY[2:], "--from", str(source),
+                         "--out", str(tmp_path / "other")], None)
+    assert rc != 0 and "not of cpu/onnxruntime/fp32/threads=2" in log

@@ -51,6 +51,10 @@ def register(targets) -> None:
                         "faster or slower than when it was measured (a VM moved to other hardware, a slow spell). "
                         "The rows stay; the older network times stay in NAME.networks.csv. Interrupted, it "
                         "resumes when run again")
+    p.add_argument("--from", dest="start_from", metavar="TABLE",
+                   help="start --out as a copy of this table (a shipped name, which stands for the table of a CPU "
+                        "like this one, or a path) and --recalibrate it: a shipped table fitted to this machine's "
+                        "speed in a few minutes")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_runtime_options(p)
     p.set_defaults(func=_profile_device)
@@ -68,7 +72,7 @@ def _profile_device(args: argparse.Namespace) -> int:
                             calibration_networks=args.calibration_networks, score_networks=args.score_networks,
                             fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()] if args.patterns
                             else None, progress=not args.no_progress, fresh=args.fresh,
-                            remeasure=args.remeasure, recalibrate=args.recalibrate)
+                            remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
     if result.score:
