@@ -10,7 +10,7 @@ passes differ by more than 5% / 10%.
     .venv/bin/python benchmarks/user_path.py --table cpu_litert_fp32_threads1
 
 The networks are NB201, FBNet, OFA and ViT samples of a seed none of the table's stages used (default: a
-new one each run, printed), and the classic CNNs and transformers at a random resolution or sequence
+new one each run, printed), and the classic CNNs (each at its own random resolution, 128-224) and transformers at a random sequence
 length; a network the runtime cannot run is skipped and counted. Measured with `Runtime.time_model` and the default protocol, the
 function and settings `hwlat profile archs` uses (its `--clock auto`: the thread's CPU time on threads=1
 CPU runtimes); predicted with `hwlat.predict` (the same path as
@@ -52,7 +52,7 @@ def networks(kinds: list[str], per_kind: int, seed: int) -> list[str]:
     names: list[str] = []
     for kind in kinds:
         if kind == "classic":
-            pool = [f"classic:{c.key}" for c in variants((rng.choice(range(128, 232, 8)),))]
+            pool = [f"classic:{c.key}" for c in variants(tuple(range(128, 232, 8)))]
             names += rng.sample(pool, min(per_kind, len(pool)))
         else:
             names += space_networks(kind, per_kind, seed=seed)
