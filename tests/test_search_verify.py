@@ -117,8 +117,10 @@ def cells():
 
 @pytest.fixture(scope="module")
 def budget_ms(cells):
-    """The median of the six cells: a budget with architectures on both sides of it."""
-    return float(np.median(cells[1]))
+    """The slowest of the six cells: a budget with architectures on both sides of it, and, under the
+    predictor biased 3x (`overpredicting`), some predicted within it (the six cells' median was not:
+    on a Zen 4 host it was 0.42 ms, under 3x the fastest NB201 network's 0.14 ms)."""
+    return float(np.max(cells[1]))
 
 
 @pytest.fixture(scope="module")
