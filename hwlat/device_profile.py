@@ -520,15 +520,12 @@ def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:
                          f"device` without --recalibrate first")
     run = dict(table.meta.get("profile_device") or {})
     if run.get("recalibrated") and not run["recalibrated"].get("finished"):
-        _say(clock, "networks", f"resuming the recalibration begun {run['recalibrated']['since']}")
-        return
+        return  # an unfinished recalibration resumes
     since = now()
     run["recalibrated"] = {"since": since, "networks": len({r["network"] for r in stored})}
     table.update_meta(profile_device=run)
     while now() == since:  # time stamps are to the second: what counts is stamped after `since`
         time.sleep(0.05)
-    _say(clock, "networks", f"recalibrating: the {run['recalibrated']['networks']} calibration and score networks are "
-                            "timed again, and only those times count from now on (the older ones stay in the file)")
 
 
 def _since(table: DeviceTable) -> str | None:
@@ -599,6 +596,10 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         n_cal, n_score = want["calibration"], want["score"]
     queues = {role: [n for n in candidate_networks(growing or targets, role, want[role])
                      if n not in chosen[role] and n not in failed] for role in ROLES}
+    since = _since(table)
+    if since and not ((table.meta.get("profile_device") or {}).get("recalibrated") or {}).get("finished"):
+        _say(clock, "networks", f"recalibrating: the stored networks are timed again; only times since {since} "
+                                "count (the older ones stay in the file)")
     _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
                                       f"{n_score} score networks whole, twice")
     bar = tqdm(total=2 * (n_cal + n_score), initial=min(len(done), 2 * (n_cal + n_score)), desc="networks",

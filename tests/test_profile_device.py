@@ -326,7 +326,7 @@ def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_
         hwlat.profile_device("onnxruntime", out, remeasure=["nothing|*"], **kw)
 
 
-def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(complete_table, tmp_path):
+def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(complete_table, tmp_path, capsys):
     """`--recalibrate` (the machine now runs at another speed): every stored calibration and score
     network is timed again, twice; the calibration and score count only those times; the older times
     stay in the file; a later run measures nothing more and keeps counting the new times."""
@@ -353,6 +353,8 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     assert result.complete, result.unfinished
     table = DeviceTable.load(out)
     since = table.meta["profile_device"]["recalibrated"]["since"]
+    assert f"[3/6 networks] recalibrating: the stored networks are timed again; only times since {since}" \
+        in capsys.readouterr().out
     assert path.read_text().splitlines()[: len(old_lines)] == old_lines  # nothing measured is lost
     new = [r for r in read_networks(path)[len(old_lines) - 1:]]
     assert all(_instant(r["measured_at"]) > _instant(since) for r in new)
