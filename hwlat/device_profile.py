@@ -479,8 +479,8 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     return None
 
 
-# The files of a table that `_copy_table` copies (its rows, metadata, networks and regressors).
-TABLE_FILES = (".csv", ".json", ".networks.csv", ".regressors.json", ".regressors.npz")
+# The files of a table that `_copy_table` copies as they are (its metadata is written after them).
+COPIED_FILES = (".csv", ".networks.csv", ".regressors.json", ".regressors.npz")
 
 
 def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime) -> None:
@@ -502,9 +502,9 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
                          "table with --recalibrate alone)")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     target = csv_path.with_suffix("")
-    for suffix in TABLE_FILES[::-1]:  # the metadata last: a copy cut short is no table, and is copied anew
+    for suffix in COPIED_FILES:  # the metadata last: a copy cut short is no table, and is copied anew
         src = stem.with_name(stem.name + suffix)
-        if src.exists() and suffix != ".json":
+        if src.exists():
             shutil.copyfile(src, target.with_name(target.name + suffix))
     meta = json.loads(stem.with_name(stem.name + ".json").read_text())
     meta.update(name=target.name, copied_from={"table": stem.name, "at": now()})
