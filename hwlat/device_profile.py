@@ -34,7 +34,7 @@ import numpy as np
 
 from device_tables.errors import HwlatError, TableError, UnsupportedOpError
 from device_tables.measurement import Measurement
-from device_tables.files import append_to, atomic_write_text, repair_last_line, whole_csv_row
+from device_tables.files import append_to, repair_last_line, whole_csv_row
 from device_tables.lock import LOCK_SUFFIXES
 from device_tables.table import DeviceTable, now
 from profilers.base import Runtime
@@ -506,9 +506,8 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
         src = stem.with_name(stem.name + suffix)
         if src.exists():
             shutil.copyfile(src, target.with_name(target.name + suffix))
-    meta = json.loads(stem.with_name(stem.name + ".json").read_text())
-    meta.update(name=target.name, copied_from={"table": stem.name, "at": now()})
-    atomic_write_text(json_path, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+    DeviceTable(theirs.device, {**theirs.meta, "name": target.name, "copied_from": {"table": stem.name, "at": now()}},
+                target).write_meta()
 
 
 def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:
@@ -518,9 +517,9 @@ def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:
     if not stored:
         raise HwlatError(f"--recalibrate: {table.name} has no measured networks to time again; run `hwlat profile "
                          f"device` without --recalibrate first")
-    run = dict(table.meta.get("profile_device") or {})
-    if run.get("recalibrated") and not run["recalibrated"].get("finished"):
+    if _recalibrating(table):
         return  # an unfinished recalibration resumes
+    run = dict(table.meta.get("profile_device") or {})
     since = now()
     run["recalibrated"] = {"since": since, "networks": len({r["network"] for r in stored})}
     table.update_meta(profile_device=run)
@@ -528,18 +527,34 @@ def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:
         time.sleep(0.05)
 
 
+def _recalibration(table: DeviceTable) -> dict[str, Any]:
+    """The table's last recalibration (`since`, and `finished` once scored), or {} if none."""
+    return (table.meta.get("profile_device") or {}).get("recalibrated") or {}
+
+
+def _recalibrating(table: DeviceTable) -> bool:
+    """Whether a recalibration has begun and not yet been scored."""
+    rec = _recalibration(table)
+    return bool(rec) and not rec.get("finished")
+
+
 def _since(table: DeviceTable) -> str | None:
     """When the table's last recalibration began: network times before it no longer count."""
-    return ((table.meta.get("profile_device") or {}).get("recalibrated") or {}).get("since")
+    return _recalibration(table).get("since")
+
+
+def _counted(table: DeviceTable, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The network measurements among `rows` that count: those since the last recalibration, if any."""
+    since = _since(table)
+    if since is None:
+        return rows
+    start = _instant(since)
+    return [r for r in rows if _instant(r["measured_at"]) > start]
 
 
 def _current_networks(table: DeviceTable) -> list[dict[str, Any]]:
-    """The stored network measurements that count: those since the last recalibration, if any."""
-    since = _since(table)
-    if since is None:
-        return read_networks(networks_path(table))
-    start = _instant(since)
-    return [r for r in read_networks(networks_path(table)) if _instant(r["measured_at"]) > start]
+    """The stored network measurements that count (`_counted`)."""
+    return _counted(table, read_networks(networks_path(table)))
 
 
 def _instant(stamp: str) -> datetime.datetime:
@@ -581,7 +596,7 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 
     path = networks_path(table)
     stored = read_networks(path)
-    done = {(r["network"], int(r["pass"])) for r in _current_networks(table)}
+    done = {(r["network"], int(r["pass"])) for r in _counted(table, stored)}
     failed = {r["network"] for r in stored if r["status"] == "error"}
     want = {"calibration": n_cal, "score": n_score}
     chosen: dict[str, list[str]] = {role: [] for role in ROLES}
@@ -596,10 +611,9 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         n_cal, n_score = want["calibration"], want["score"]
     queues = {role: [n for n in candidate_networks(growing or targets, role, want[role])
                      if n not in chosen[role] and n not in failed] for role in ROLES}
-    since = _since(table)
-    if since and not ((table.meta.get("profile_device") or {}).get("recalibrated") or {}).get("finished"):
-        _say(clock, "networks", f"recalibrating: the stored networks are timed again; only times since {since} "
-                                "count (the older ones stay in the file)")
+    if _recalibrating(table):
+        _say(clock, "networks", f"recalibrating: the stored networks are timed again; only times since "
+                                f"{_since(table)} count (the older ones stay in the file)")
     _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
                                       f"{n_score} score networks whole, twice")
     bar = tqdm(total=2 * (n_cal + n_score), initial=min(len(done), 2 * (n_cal + n_score)), desc="networks",
@@ -765,8 +779,8 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
     result.score = score
     _say(clock, "score", score_line(score))
     _stage(table, "score", clock)
-    run = dict(table.meta.get("profile_device") or {})
-    if run.get("recalibrated") and not run["recalibrated"].get("finished"):
+    if _recalibrating(table):
+        run = dict(table.meta.get("profile_device") or {})
         table.update_meta(profile_device={**run, "recalibrated": {**run["recalibrated"], "finished": now()}})
     if _growing(table):
         run = dict(table.meta.get("profile_device") or {})

@@ -330,7 +330,6 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     """`--recalibrate` (the machine now runs at another speed): every stored calibration and score
     network is timed again, twice; the calibration and score count only those times; the older times
     stay in the file; a later run measures nothing more and keeps counting the new times."""
-
     import hwlat
     from device_tables.errors import HwlatError
     from hwlat.device_profile import NETWORK_COLUMNS, _instant, _measured
@@ -398,11 +397,11 @@ def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path)
     """`--from TABLE --out NEW`: NEW starts as a copy of TABLE (rows, fusion rules, regressors kept) and
     is recalibrated on this machine; the source is untouched; an existing --out or a table of another
     device is refused by name."""
-    source = copy_table(complete_table, tmp_path)
-    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
     import hwlat
     from profilers.protocol import Protocol
 
+    source = copy_table(complete_table, tmp_path)
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
     new = tmp_path / "copy" / "mine"
     result = hwlat.profile_device("onnxruntime", new, start_from=source, minutes=5, threads=1,
                                   protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
