@@ -46,7 +46,7 @@ def register(targets) -> None:
                         "'gelu|*|tanh=true', after a fix to the runtime's single-op models); the old values stay "
                         "in each row, and the regressors, calibration and score follow")
     p.add_argument("--recalibrate", action="store_true",
-                   help="time the table's calibration and score networks again (twice, about 2-4 minutes) and fit "
+                   help="time the table's calibration and score networks again (twice, about 1-3 minutes on two cores) and fit "
                         "the calibration and score on those times alone: for a table whose machine now runs "
                         "faster or slower than when it was measured (a VM moved to other hardware, a slow spell). "
                         "The rows stay; the older network times stay in NAME.networks.csv. Interrupted, it "
