@@ -1,11 +1,12 @@
 """The one measurement protocol every runtime follows (DESIGN.md, "Measuring well").
 
 Warm-up by count and by time (not counted), then timed runs in blocks until the spread
-(IQR/median) is below a target or a time cap is hit, like `torch.utils.benchmark`'s adaptive
-autorange. A measurement still noisy after that is re-measured up to `remeasure` times and the
-steadiest attempt is kept, flagged noisy if it still is. A sweep (`noisy_last`) measures a still
-noisy configuration once more after all the others, when a slow spell of the machine has likely
-passed, and keeps the faster attempt: other work only ever slows a measurement down.
+(IQR/median) is below a target, or the median is known well enough (its estimated standard error
+below a target), or a time cap is hit, like `torch.utils.benchmark`'s adaptive autorange. A
+measurement still noisy after that is re-measured up to `remeasure` times and the steadiest attempt
+is kept, flagged noisy if it still is. A sweep (`noisy_last`) measures a still noisy configuration
+once more after all the others, when a slow spell of the machine has likely passed, and keeps the
+faster attempt: other work only ever slows a measurement down.
 
 The clock is the runtime's own (wall time, CUDA events, board cycles) unless the protocol asks
 for ``clock="cpu"``: the calling thread's CPU time. With one intra-op thread, ONNX Runtime, LiteRT
@@ -29,6 +30,10 @@ from device_tables.measurement import NOISE_THRESHOLD, Measurement
 # the runtime's own clock (perf_counter_ns on CPUs, CUDA events on GPUs, cycle counters on boards).
 TimedCall = Callable[[], float]
 
+# The standard error of a median of n samples is about 1.2533 sigma / sqrt(n) (normal samples), and
+# sigma about IQR / 1.349: so about 0.93 IQR / sqrt(n).
+MEDIAN_SE_PER_IQR = 1.2533 / 1.349
+
 # "wall": the runtime's own clock; "cpu": the calling thread's CPU time (threads=1 CPU runtimes).
 CLOCKS = ("wall", "cpu")
 PRESETS = ("quick", "brief", "default", "thorough")
@@ -44,6 +49,11 @@ class Protocol:
     max_runs: int = 2000
     block_runs: int = 10
     target_rel_iqr: float = 0.03
+    # Stop once the median's estimated standard error is this share of it (0: never). A timing whose
+    # spread stays above target_rel_iqr (a shared machine's jitter) otherwise runs to the time cap;
+    # measured here, the cap bought nothing: two measurements minutes apart differ more (median 9-10%)
+    # than a capped and a stopped one taken together (1-3%), at 2.8-4.2x the time (torch and onnxruntime rows, 80 each, on a Zen 4 VM).
+    target_rel_se: float = 0.01
     max_time_s: float = 1.0
     noise_threshold: float = NOISE_THRESHOLD
     remeasure: int = 2
@@ -59,8 +69,10 @@ class Protocol:
         presets = {
             "default": cls(),
             "brief": cls(warmup_runs=3, warmup_s=0.02, min_runs=15, max_runs=500, block_runs=5, max_time_s=0.25, remeasure=1),
-            "quick": cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=50, block_runs=5, max_time_s=0.1, remeasure=0),
-            "thorough": cls(warmup_runs=10, warmup_s=0.2, min_runs=50, max_runs=5000, max_time_s=3.0, remeasure=3),
+            "quick": cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=50, block_runs=5, max_time_s=0.1, remeasure=0,
+                         target_rel_se=0.02),
+            "thorough": cls(warmup_runs=10, warmup_s=0.2, min_runs=50, max_runs=5000, max_time_s=3.0, remeasure=3,
+                            target_rel_se=0.003),
         }
         if name not in presets:
             raise ValueError(f"unknown protocol preset {name!r}; choose from {', '.join(presets)}")
@@ -102,7 +114,10 @@ def collect(timed: TimedCall, protocol: Protocol) -> list[float]:
         if len(samples) < protocol.min_runs:
             continue
         q25, q50, q75 = np.percentile(samples, [25, 50, 75])
-        if q50 <= 0 or (q75 - q25) / q50 <= protocol.target_rel_iqr:
+        if q50 <= 0:
+            break
+        spread = (q75 - q25) / q50
+        if spread <= protocol.target_rel_iqr or MEDIAN_SE_PER_IQR * spread / len(samples) ** 0.5 <= protocol.target_rel_se:
             break
         if time.perf_counter() - start >= protocol.max_time_s:
             break

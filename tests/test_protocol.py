@@ -1,6 +1,7 @@
 """The measurement protocol: warm-up not counted, adaptive stop, re-measure when noisy, sweeps."""
 
 import itertools
+from dataclasses import replace
 
 import pytest
 
@@ -32,6 +33,15 @@ def test_spread_keeps_measuring_until_the_cap():
     timed, _ = _counter([1.0, 3.0])
     p = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=10, block_runs=10, max_runs=60, max_time_s=10.0)
     assert len(collect(timed, p)) == 60
+
+
+def test_a_spread_that_stays_stops_once_the_median_is_known_well_enough():
+    timed, _ = _counter([0.9, 1.0, 1.0, 1.1])  # IQR/median 5%: above the 3% target
+    p = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=10, block_runs=10, max_runs=1000, max_time_s=10.0)
+    n = len(collect(timed, p))
+    assert 20 < n < 100  # the median's standard error, about 0.93 * 5% / sqrt(n), is 1% from n = 22
+    assert len(collect(timed, replace(p, target_rel_se=0.0))) == 1000  # without that stop: the cap
+    assert len(collect(timed, replace(p, target_rel_se=0.002))) > 4 * n
 
 
 def test_noisy_measurement_is_remeasured_and_flagged():
