@@ -10,12 +10,13 @@ passes differ by more than 5% / 10%.
     .venv/bin/python benchmarks/user_path.py --table cpu_litert_fp32_threads1
 
 The networks are NB201, FBNet, OFA and ViT samples of a seed none of the table's stages used (default: a
-new one each run, printed), and the classic CNNs (each at its own random resolution, 128-224) and transformers at a random sequence
-length; a network the runtime cannot run is skipped and counted. Measured with `Runtime.time_model` and the default protocol, the
-function and settings `hwlat profile archs` uses (its `--clock auto`: the thread's CPU time on threads=1
-CPU runtimes); predicted with `hwlat.predict` (the same path as
-`hwlat predict`). Tables of one device (runtime, precision, settings) are scored against the same
-measurements, so they compare fairly. Takes about 2 x per-kind x 6 x 1.3 s per device.
+new one each run, printed), and the classic CNNs (each at its own random resolution, 128-224) and
+transformers at a random sequence length; a network the runtime cannot run is skipped and counted.
+Measured with `Runtime.time_model` and the default protocol, the function and settings `hwlat profile
+archs` uses (its `--clock auto`: the thread's CPU time on threads=1 CPU runtimes); predicted with
+`hwlat.predict` (the same path as `hwlat predict`). Tables of one device (runtime, precision,
+settings) are scored against the same measurements, so they compare fairly. Takes about
+2 x per-kind x 6 x 1.3 s per device.
 """
 
 from __future__ import annotations
@@ -60,10 +61,29 @@ def networks(kinds: list[str], per_kind: int, seed: int) -> list[str]:
     return names
 
 
+def two_passes(runtime, protocol, names: list[str]) -> tuple[dict[str, list[float]], dict[str, str]]:
+    """Each network timed in two passes, network by network (to see the machine's noise): name -> its
+    two medians in ms, and name -> why the runtime cannot run it."""
+    from device_tables.errors import HwlatError
+    from nas.pool import onnx_of
+
+    passes: dict[str, list[float]] = {}
+    skipped: dict[str, str] = {}
+    for _ in range(2):
+        for name in names:
+            if name in skipped:
+                continue
+            try:
+                passes.setdefault(name, []).append(runtime.time_model(onnx_of(name), protocol).median_ms)
+            except HwlatError as exc:
+                skipped[name] = str(exc).splitlines()[0]
+                passes.pop(name, None)
+    return passes, skipped
+
+
 def main(argv=None) -> int:
     import hwlat
-    from device_tables.errors import HwlatError
-    from nas.pool import graph_of, onnx_of
+    from nas.pool import graph_of
     from profilers.runtimes import get_runtime
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000, 1_000_000)
@@ -81,18 +101,7 @@ def main(argv=None) -> int:
         same_device = (dev.runtime, dev.precision, json.dumps(settings, sort_keys=True, default=str), protocol)
         t0 = time.time()
         if same_device not in timed:  # tables of one device are scored against the same measurements
-            passes: dict[str, list[float]] = {}
-            skipped = {}
-            for p in range(2):  # two passes, network by network, to see the machine's noise
-                for name in names:
-                    if name in skipped:
-                        continue
-                    try:
-                        passes.setdefault(name, []).append(runtime.time_model(onnx_of(name), protocol).median_ms)
-                    except HwlatError as exc:
-                        skipped[name] = str(exc).splitlines()[0]
-                        passes.pop(name, None)
-            timed[same_device] = passes, skipped
+            timed[same_device] = two_passes(runtime, protocol, names)
         passes, skipped = timed[same_device]
         rows = []
         for name, ms in passes.items():
@@ -100,9 +109,8 @@ def main(argv=None) -> int:
             rows.append({"network": name, "kind": name.split(":")[0], "measured_ms": ms, "predicted_ms": pred.total_ms,
                          "ratio": pred.total_ms / min(ms), "ratio_first": pred.total_ms / ms[0],
                          "partial": pred.partial, "pass_gap": max(ms) / min(ms) - 1})
-        print(f"\n{table.name} ({dev.name}, {protocol.clock} clock), {time.time() - t0:.0f} s (tables of one device share "
-              f"one measurement); "
-              f"{len(skipped)} networks the runtime cannot run")
+        print(f"\n{table.name} ({dev.name}, {protocol.clock} clock), {time.time() - t0:.0f} s (tables of one device "
+              f"share one measurement); {len(skipped)} networks the runtime cannot run")
         print(f"{'kind':<8} {'n':>3} {'±10%':>12} {'MAPE':>6} {'pred/meas range':>16}  {'first pass ±10%':>15}"
               "   noise: passes >5% / >10% apart")
         out = {}

@@ -52,7 +52,8 @@ class Protocol:
     # Stop once the median's estimated standard error is this share of it (0: never). A timing whose
     # spread stays above target_rel_iqr (a shared machine's jitter) otherwise runs to the time cap;
     # measured here, the cap bought nothing: two measurements minutes apart differ more (median 9-10%)
-    # than a capped and a stopped one taken together (1-3%), at 2.8-4.2x the time (torch and onnxruntime rows, 80 each, on a Zen 4 VM).
+    # than a capped and a stopped one taken together (1-3%), at 2.8-4.2x the time (torch and
+    # onnxruntime rows, 80 each, on a Zen 4 VM; benchmarks/stopping_rule.py).
     target_rel_se: float = 0.01
     max_time_s: float = 1.0
     noise_threshold: float = NOISE_THRESHOLD
@@ -69,10 +70,10 @@ class Protocol:
         presets = {
             "default": cls(),
             "brief": cls(warmup_runs=3, warmup_s=0.02, min_runs=15, max_runs=500, block_runs=5, max_time_s=0.25, remeasure=1),
-            "quick": cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=50, block_runs=5, max_time_s=0.1, remeasure=0,
-                         target_rel_se=0.02),
-            "thorough": cls(warmup_runs=10, warmup_s=0.2, min_runs=50, max_runs=5000, max_time_s=3.0, remeasure=3,
-                            target_rel_se=0.003),
+            "quick": cls(warmup_runs=2, warmup_s=0.0, min_runs=5, max_runs=50, block_runs=5, max_time_s=0.1,
+                         remeasure=0, target_rel_se=0.02),
+            "thorough": cls(warmup_runs=10, warmup_s=0.2, min_runs=50, max_runs=5000, max_time_s=3.0,
+                            remeasure=3, target_rel_se=0.003),
         }
         if name not in presets:
             raise ValueError(f"unknown protocol preset {name!r}; choose from {', '.join(presets)}")
@@ -117,7 +118,8 @@ def collect(timed: TimedCall, protocol: Protocol) -> list[float]:
         if q50 <= 0:
             break
         spread = (q75 - q25) / q50
-        if spread <= protocol.target_rel_iqr or MEDIAN_SE_PER_IQR * spread / len(samples) ** 0.5 <= protocol.target_rel_se:
+        median_se = MEDIAN_SE_PER_IQR * spread / len(samples) ** 0.5
+        if spread <= protocol.target_rel_iqr or median_se <= protocol.target_rel_se:
             break
         if time.perf_counter() - start >= protocol.max_time_s:
             break
