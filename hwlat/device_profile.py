@@ -9,6 +9,8 @@ Stages, each resumable because each stores what it measures as it goes:
    (`predictors.adaptive`), until the rows' share of the time budget is spent.
 3. ``networks``: whole networks measured with the protocol `hwlat profile archs` uses by default,
    appended to ``NAME.networks.csv``: calibration networks, and networks kept apart for the score.
+   Their first pass runs before the rows and their second after, so that a network's two passes are
+   minutes apart, as a row's are.
 4. ``regressors``: the kernel regressors fitted once and stored beside the table (arrays + JSON).
 5. ``calibration``: the whole-network correction fitted on the calibration networks.
 6. ``score``: the table predicts the networks it was not calibrated on: ``±10%: x of k``.
@@ -58,6 +60,8 @@ ROLES = ("calibration", "score")
 SUSPECT_SLOWDOWN = 1.10
 # Seconds kept for the stages that measure nothing (fitting, calibrating, scoring).
 FIT_RESERVE_S = 25.0
+# The most of the time left that the networks' first pass, before the rows, may take.
+NETWORKS_FIRST_PASS_SHARE = 0.25
 # The share of the rows' time that chooses and measures rows; the rest measures them a second time.
 ROWS_FIRST_PASS_SHARE = 0.6
 
@@ -333,8 +337,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
         if recalibrate:
             _start_recalibration(table, clock)
         steps = (("fusion", lambda: _fusion_stage(runtime, table, protocol, clock, fusion_patterns, progress)),
-                 ("rows", lambda: _rows_stage(runtime, table, protocol, clock, targets, per_space,
-                                              (calibration_networks, score_networks), progress)),
+                 ("rows", lambda: _first_networks_then_rows(runtime, table, protocol, clock, targets, per_space,
+                                                            (calibration_networks, score_networks), progress)),
                  ("networks", lambda: _networks_stage(runtime, table, protocol, clock, targets, calibration_networks,
                                                       score_networks, progress)),
                  ("regressors", lambda: _regressors_stage(table, clock)),
@@ -422,6 +426,18 @@ def _network_seconds(protocol: Protocol) -> float:
     return 1.2 * (0.4 + protocol.warmup_s + protocol.max_time_s)
 
 
+def _first_networks_then_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
+                              targets: Sequence[str], per_space: int, networks: tuple[int, int], progress: bool
+                              ) -> str | None:
+    """The networks' first pass, then the rows (whose two passes then lie between a network's two).
+    A network's truth is the quieter of its passes; on this 2-core VM the machine's speed swings
+    10-20% for minutes, and passes a minute apart (the second pass right after the first) fell
+    in one spell more often than rows' passes did."""
+    if not _done(table, "rows"):
+        _networks_stage(runtime, table, protocol, clock, targets, *networks, progress, first_pass_only=True)
+    return _rows_stage(runtime, table, protocol, clock, targets, per_space, networks, progress)
+
+
 def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
                 per_space: int, networks: tuple[int, int], progress: bool) -> str | None:
     """Pass 1 chooses and measures rows adaptively; pass 2 measures them again, in the same order, into
@@ -435,13 +451,13 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     if _done(table, "rows"):
         _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
         return None
-    have = {r["network"] for r in read_networks(networks_path(table))}
+    have = {(r["network"], int(r["pass"])) for r in _current_networks(table) if int(r["pass"]) <= 2}
     n_networks = sum(networks)
     growing = _growing(table)
     if growing:  # the networks still to measure are those of the new targets
-        have = {n for n in have if n.split(":")[0] in growing}
+        have = {(n, p) for n, p in have if n.split(":")[0] in growing}
         n_networks = len(growing) * sum(_share(n, len(targets)) for n in networks)
-    reserve = 2 * max(0, n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
+    reserve = max(0, 2 * n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
     left = clock.left()
     rows_s = max(left - reserve, 0.5 * left)
     pass2 = table.path.with_name(table.path.name + ".pass2")
@@ -587,9 +603,11 @@ def _remeasure_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 
 
 def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
-                    n_cal: int, n_score: int, progress: bool) -> str | None:
+                    n_cal: int, n_score: int, progress: bool, first_pass_only: bool = False) -> str | None:
     """Whole networks in two passes (each network's truth is its quieter pass, as for the rows); the
-    calibration and score networks interleaved, so a short budget leaves some of each."""
+    calibration and score networks interleaved, so a short budget leaves some of each. With
+    `first_pass_only` (before the rows), the first pass only, for at most `NETWORKS_FIRST_PASS_SHARE`
+    of the time left; the stage itself measures what that left over."""
     from tqdm import tqdm
 
     from nas.pool import onnx_of
@@ -614,12 +632,22 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     if _recalibrating(table):
         _say(clock, "networks", f"recalibrating: the stored networks are timed again; only times since "
                                 f"{_since(table)} count (the older ones stay in the file)")
-    _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and "
-                                      f"{n_score} score networks whole, twice")
-    bar = tqdm(total=2 * (n_cal + n_score), initial=min(len(done), 2 * (n_cal + n_score)), desc="networks",
-               unit="net", disable=not progress, dynamic_ncols=True)
+    passes = 1 if first_pass_only else 2
+    first_pass_end = time.monotonic() + NETWORKS_FIRST_PASS_SHARE * clock.left()
+    stored_pass_1 = sum(1 for _, p in done if p == 1)
+    if first_pass_only and stored_pass_1 >= n_cal + n_score:
+        return None
+    _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and {n_score} score "
+                            + ("networks whole, a first time (the second after the rows)" if first_pass_only
+                               else "networks whole, twice"))
+    bar = tqdm(total=passes * (n_cal + n_score),
+               initial=min(stored_pass_1 if first_pass_only else len(done), passes * (n_cal + n_score)),
+               desc="networks" + (", pass 1" if first_pass_only else ""), unit="net", disable=not progress,
+               dynamic_ncols=True)
 
     def measure(role: str, name: str, pass_: int) -> bool:
+        if first_pass_only and time.monotonic() > first_pass_end:
+            raise _FirstPassDone
         if clock.left() <= FIT_RESERVE_S:
             raise OutOfTime(f"the networks stage ({len(chosen['calibration'])} calibration and "
                             f"{len(chosen['score'])} score networks measured)")
@@ -645,6 +673,8 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
                     name = queues[role].pop(0)
                     if measure(role, name, 1):
                         chosen[role].append(name)
+        if first_pass_only:
+            raise _FirstPassDone
         for role in ROLES:  # pass 2: what time allows; a network measured once keeps that
             for name in chosen[role]:
                 if (name, 2) not in done:
@@ -656,8 +686,13 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
                                     f"median network of their kind ({', '.join(n for _, n in rechecks)})")
             for role, name in rechecks:
                 measure(role, name, 3)
+    except _FirstPassDone:
+        bar.close()
+        return None
     except _NoNetworks as exc:
         bar.close()
+        if first_pass_only:  # the stage says so in its turn
+            return None
         return f"{exc}: no calibration or score"
     except OutOfTime:
         bar.close()
@@ -710,6 +745,10 @@ def _slow_spell_suspects(table: DeviceTable, names: set[str]) -> list[tuple[str,
 
 class _NoNetworks(Exception):
     """The runtime cannot time whole networks."""
+
+
+class _FirstPassDone(Exception):
+    """The networks' first pass, before the rows, has measured what it is for or spent its share."""
 
 
 def _regressors_stage(table: DeviceTable, clock: _Clock) -> str | None:
