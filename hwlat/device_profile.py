@@ -60,6 +60,10 @@ ROLES = ("calibration", "score")
 SUSPECT_SLOWDOWN = 1.10
 # Seconds kept for the stages that measure nothing (fitting, calibrating, scoring).
 FIT_RESERVE_S = 25.0
+# Over this share of networks with their two passes >10% apart, the score line calls the run a noisy
+# spell: the shipped tables' runs had 0-25% on one thread (the 2-thread ones on 2 cores 45-68%); a
+# torch run on a Zen 4 VM whose speed swung up to 1.8x within minutes had 96%.
+NOISY_SPELL = 0.5
 # The most of the time left that the networks' first pass, before the rows, may take.
 NETWORKS_FIRST_PASS_SHARE = 0.25
 # The share of the rows' time that chooses and measures rows; the rest measures them a second time.
@@ -102,7 +106,7 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
         "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
                         + (f", networks timed again since {since} (--recalibrate)" if (since := _since(table)) else "")
                         if cal.get("n_models") else None),
-        "score": score_line(score) if score.get("networks") else None,
+        "score": score_line({**score, **passes_apart(table)}) if score.get("networks") else None,
     }
 
 
@@ -115,7 +119,29 @@ def score_line(score: dict[str, Any]) -> str:
             detail += f"; {score['partial']} partial, counted as misses"
     else:
         detail = "every prediction partial: the table lacks rows of some kernels; give it more --minutes"
-    return f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on ({detail})"
+    line = f"±10%: {score['within_10']} of {score['networks']} networks it was not calibrated on ({detail})"
+    if score.get("passes_apart_10") is not None:
+        line += (f"; the machine's noise: {score['passes_apart_10']:.0%} of its {score['passes_compared']} networks' "
+                 f"two passes over 10% apart")
+        if score["passes_apart_10"] > NOISY_SPELL:
+            line += (" (a noisy spell, which the table may fit rather than the machine: when the machine is "
+                     "quieter, run the same command again with --recalibrate)")
+    return line
+
+
+def passes_apart(table: DeviceTable) -> dict[str, Any]:
+    """The machine's own noise while it timed the table's networks: how many networks have both passes
+    and the share of them whose two passes are over 5% / 10% apart (what `benchmarks/user_path.py`
+    prints beside its scores)."""
+    passes: dict[str, dict[int, float]] = {}
+    for r in _current_networks(table):
+        if r["status"] == "ok" and int(r["pass"]) in (1, 2):
+            passes.setdefault(r["network"], {})[int(r["pass"])] = float(r["median_ms"])
+    gaps = np.asarray([max(p.values()) / min(p.values()) - 1 for p in passes.values() if len(p) == 2])
+    if not gaps.size:
+        return {}
+    return {"passes_compared": int(gaps.size), "passes_apart_5": round(float(np.mean(gaps > 0.05)), 4),
+            "passes_apart_10": round(float(np.mean(gaps > 0.10)), 4)}
 
 
 def missing_stages(table: DeviceTable) -> list[str]:
@@ -813,7 +839,7 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
     names, ys = _measured(table, "score")
     if not names:
         return "no score network was measured"
-    score = score_table(table, names, ys)
+    score = {**score_table(table, names, ys), **passes_apart(table)}
     table.update_meta(self_score=score)
     result.score = score
     _say(clock, "score", score_line(score))

@@ -119,6 +119,7 @@ def test_profile_device_makes_a_complete_table_and_resumes_after_a_kill_in_each_
     show = subprocess.run([sys.executable, "-m", "hwlat", "table", "show", str(out), "--limit", "1"], cwd=ROOT,
                           capture_output=True, text=True)
     assert "MISSING" not in show.stdout and f"±10%: {score['within_10']} of 2" in show.stdout
+    assert score["passes_compared"] == 4 and "of its 4 networks' two passes over 10% apart" in show.stdout
     cpu_id = table.device.fingerprint.get("cpu_id")  # which CPU design measured it, where /proc/cpuinfo says
     assert cpu_id is None or f"({cpu_id}, " in show.stdout
 
@@ -293,6 +294,31 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
                          targets=["nb201"], calibration_networks=3, score_networks=2,
                          fusion_patterns=PATTERNS, progress=False)
     assert len([r for r in read_networks(path) if int(r["pass"]) == 3]) == len(third)
+
+
+def test_the_score_says_how_noisy_the_machine_was_and_calls_a_noisy_spell_one(complete_table, tmp_path):
+    """The score line carries the machine's own noise (networks whose two passes are >10% apart) and,
+    where most are, says the table may fit the spell and how to fit it again."""
+    from hwlat.device_profile import NETWORK_COLUMNS, passes_apart
+
+    out = copy_table(complete_table, tmp_path)
+    table = DeviceTable.load(out)
+    assert "a noisy spell" not in table_stages(table)["score"]
+    path = networks_path(table)
+    rows = read_networks(path)
+    with open(path, "w", newline="") as f:  # every second pass read 1.5x its first
+        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
+        w.writeheader()
+        first = {r["network"]: float(r["median_ms"]) for r in rows if r["pass"] == "1" and r["status"] == "ok"}
+        for r in rows:
+            if r["pass"] == "2" and r["network"] in first:
+                r = {**r, "median_ms": str(1.5 * first[r["network"]])}
+            w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
+    noise = passes_apart(DeviceTable.load(out))
+    assert noise["passes_apart_10"] == noise["passes_apart_5"] == 1.0
+    line = table_stages(DeviceTable.load(out))["score"]
+    assert f"100% of its {noise['passes_compared']} networks' two passes over 10% apart (a noisy spell" in line
+    assert "--recalibrate" in line
 
 
 def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_table, tmp_path):
