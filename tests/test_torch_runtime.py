@@ -231,3 +231,27 @@ def test_an_onnx_op_torch_does_not_run_is_named_before_timing():
     model = helper.make_model(g).SerializeToString()
     with pytest.raises(UnsupportedOpError, match="Einsum"):
         onnx_module(model, torch)
+
+
+def test_eager_mode_runs_one_kernel_per_op_so_one_slow_timing_of_a_head_does_not_fuse_its_pattern():
+    """`count_kernels` says eager PyTorch runs each part of a pattern on its own; the fusion probe then
+    keeps `conv2d+relu` apart even when its `conv2d` part first reads 30% slow (which, timed alone,
+    made the tiny relu tail look free: fused)."""
+    from profilers.fusion import detect_fusion
+
+    rt = TorchRuntime(threads=1)
+    protocol = Protocol.preset("quick")
+    assert rt.count_kernels(OpSpec.make("conv2d+bn+relu", (1, 16, 32, 32), cout=16, kernel=3)) == 3
+    assert rt.count_kernels(OpSpec.make("relu", (1, 16, 32, 32))) == 1
+    slowed: list[str] = []
+
+    def measure(spec):
+        m, extra = rt.measure(spec, protocol)
+        if spec.op == "conv2d" and not slowed:  # the head part's first timing, caught in a slow spell
+            slowed.append(spec.key)
+            m = type(m).from_samples([1.3 * m.median_ms] * 5)
+        return m, extra
+
+    rules, results = detect_fusion(rt, ["conv2d+relu"], protocol, progress=False, measure=measure, extras=False)
+    assert slowed and results[0].kernels == 2
+    assert not rules.fuses("conv2d+relu"), results[0]
