@@ -456,7 +456,7 @@ def _first_networks_then_rows(runtime: Runtime, table: DeviceTable, protocol: Pr
                               targets: Sequence[str], per_space: int, networks: tuple[int, int], progress: bool
                               ) -> str | None:
     """The networks' first pass, then the rows (whose two passes then lie between a network's two).
-    A network's truth is the quieter of its passes; on this 2-core VM the machine's speed swings
+    A network's truth is the quieter of its passes; on a shared 2-core VM the machine's speed swings
     10-20% for minutes, and passes a minute apart (the second pass right after the first) fell
     in one spell more often than rows' passes did."""
     if not _done(table, "rows"):
@@ -655,14 +655,14 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         n_cal, n_score = want["calibration"], want["score"]
     queues = {role: [n for n in candidate_networks(growing or targets, role, want[role])
                      if n not in chosen[role] and n not in failed] for role in ROLES}
+    stored_pass_1 = sum(1 for _, p in done if p == 1)
+    if first_pass_only and stored_pass_1 >= n_cal + n_score:
+        return None
     if _recalibrating(table):
         _say(clock, "networks", f"recalibrating: the stored networks are timed again; only times since "
                                 f"{_since(table)} count (the older ones stay in the file)")
     passes = 1 if first_pass_only else 2
     first_pass_end = time.monotonic() + NETWORKS_FIRST_PASS_SHARE * clock.left()
-    stored_pass_1 = sum(1 for _, p in done if p == 1)
-    if first_pass_only and stored_pass_1 >= n_cal + n_score:
-        return None
     _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and {n_score} score "
                             + ("networks whole, a first time (the second after the rows)" if first_pass_only
                                else "networks whole, twice"))

@@ -302,22 +302,26 @@ def test_the_score_says_how_noisy_the_machine_was_and_calls_a_noisy_spell_one(co
     from hwlat.device_profile import NETWORK_COLUMNS, passes_apart
 
     out = copy_table(complete_table, tmp_path)
-    table = DeviceTable.load(out)
-    assert "a noisy spell" not in table_stages(table)["score"]
-    path = networks_path(table)
+    path = networks_path(DeviceTable.load(out))
     rows = read_networks(path)
-    with open(path, "w", newline="") as f:  # every second pass read 1.5x its first
-        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
-        w.writeheader()
-        first = {r["network"]: float(r["median_ms"]) for r in rows if r["pass"] == "1" and r["status"] == "ok"}
-        for r in rows:
-            if r["pass"] == "2" and r["network"] in first:
-                r = {**r, "median_ms": str(1.5 * first[r["network"]])}
-            w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
-    noise = passes_apart(DeviceTable.load(out))
+    first = {r["network"]: float(r["median_ms"]) for r in rows if r["pass"] == "1" and r["status"] == "ok"}
+
+    def second_passes_at(factor: float) -> tuple[dict, str]:
+        with open(path, "w", newline="") as f:  # every second pass read `factor` times its first
+            w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
+            w.writeheader()
+            for r in rows:
+                if r["pass"] == "2" and r["network"] in first:
+                    r = {**r, "median_ms": str(factor * first[r["network"]])}
+                w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
+        return passes_apart(DeviceTable.load(out)), table_stages(DeviceTable.load(out))["score"]
+
+    noise, line = second_passes_at(1.02)
+    assert noise["passes_apart_10"] == noise["passes_apart_5"] == 0.0 and noise["passes_compared"] == len(first)
+    assert f"0% of its {len(first)} networks' two passes over 10% apart" in line and "noisy spell" not in line
+    noise, line = second_passes_at(1.5)
     assert noise["passes_apart_10"] == noise["passes_apart_5"] == 1.0
-    line = table_stages(DeviceTable.load(out))["score"]
-    assert f"100% of its {noise['passes_compared']} networks' two passes over 10% apart (a noisy spell" in line
+    assert f"100% of its {len(first)} networks' two passes over 10% apart (a noisy spell" in line
     assert "--recalibrate" in line
 
 
