@@ -722,6 +722,8 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         return f"{exc}: no calibration or score"
     except OutOfTime:
         bar.close()
+        if first_pass_only:  # the stage meets the budget in its turn, and says what it could not finish
+            return None
         if any(len(chosen[r]) < min(want[r], 1) for r in ROLES):
             raise
         if _since(table):  # a recalibration counts only when every network has been timed again

@@ -296,6 +296,26 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
     assert len([r for r in read_networks(path) if int(r["pass"]) == 3]) == len(third)
 
 
+def test_the_networks_first_pass_out_of_time_leaves_the_networks_stage_unfinished(complete_table, tmp_path):
+    """The networks' first pass, before the rows, that meets the end of the budget stops without
+    recording the networks stage as done (the stage itself, in its turn, says what is unfinished)."""
+    from hwlat.device_profile import FIT_RESERVE_S, _Clock, _networks_stage
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    out = copy_table(complete_table, tmp_path)
+    table = DeviceTable.load(out)
+    run = table.meta["profile_device"]
+    table.update_meta(profile_device={**run, "stages": {k: v for k, v in run["stages"].items() if k != "networks"}})
+    lines = networks_path(table).read_text()
+    clock = _Clock(0.5 * FIT_RESERVE_S / 60)  # less time left than the fit keeps
+    rt = get_runtime("onnxruntime", threads=1)
+    assert _networks_stage(rt, table, Protocol.preset("quick"), clock, ["nb201"], 6, 4, False,
+                           first_pass_only=True) is None
+    assert "networks" not in DeviceTable.load(out).meta["profile_device"]["stages"]
+    assert networks_path(table).read_text() == lines  # nothing measured past the budget
+
+
 def test_the_score_says_how_noisy_the_machine_was_and_calls_a_noisy_spell_one(complete_table, tmp_path):
     """The score line carries the machine's own noise (networks whose two passes are >10% apart) and,
     where most are, says the table may fit the spell and how to fit it again."""
