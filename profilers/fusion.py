@@ -314,7 +314,7 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         log.info("repeated ops computed once: %s (%s)", shared, evidence)
         cached_mb, cache_evidence = detect_weights_cache(runtime, protocol)
         log.info("weights held in the cache: %s MB (%s)", cached_mb, cache_evidence)
-    overhead = min(overhead, call_overhead(range(3, 5)) or overhead)  # and twice more, at the end
+    overhead = call_overhead(range(5))  # the first three (cached) and two more, at the end
     rules = FusionRules(frozenset(r.pattern for r in results if r.fused), {r.pattern: r.to_meta() for r in results},
                         call_overhead_ms=overhead, shares_duplicates=shared, duplicates_evidence=evidence,
                         weights_cache_mb=cached_mb, weights_cache_evidence=cache_evidence)
