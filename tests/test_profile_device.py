@@ -67,6 +67,17 @@ def copy_table(table: Path, folder: Path) -> Path:
     return folder / table.name
 
 
+def write_networks(path: Path, rows: list[dict[str, str]]) -> None:
+    """Write network measurements (as `read_networks` gives them) over a table's networks file."""
+    from hwlat.device_profile import NETWORK_COLUMNS
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
+
+
 def rows_by_key(path: Path) -> dict[str, list[str]]:
     """Each stored row's key -> its CSV fields (a re-measured row would change its time stamp)."""
     with open(path.with_suffix(".csv"), newline="") as f:
@@ -263,7 +274,7 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
     the machine) is measured once more when the command runs again, and keeps its quietest pass."""
 
     import hwlat
-    from hwlat.device_profile import NETWORK_COLUMNS, _measured
+    from hwlat.device_profile import _measured
     from profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
@@ -273,13 +284,8 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
     third_before = {r["network"] for r in rows if int(r["pass"]) == 3}
     slow = next(r["network"] for r in rows if r["role"] == "calibration" and r["network"] not in third_before)
     honest = dict(zip(*_measured(DeviceTable.load(out), "calibration")))[slow]
-    with open(path, "w", newline="") as f:  # both passes of one network read 1.6x
-        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            if r["network"] == slow:
-                r = {**r, "median_ms": str(1.6 * float(r["median_ms"]))}
-            w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
+    write_networks(path, [{**r, "median_ms": str(1.6 * float(r["median_ms"]))} if r["network"] == slow else r
+                          for r in rows])  # both passes of one network read 1.6x
     result = hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
                                   targets=["nb201"], calibration_networks=3, score_networks=2,
                                   fusion_patterns=PATTERNS, progress=False)
@@ -319,7 +325,7 @@ def test_the_networks_first_pass_out_of_time_leaves_the_networks_stage_unfinishe
 def test_the_score_says_how_noisy_the_machine_was_and_calls_a_noisy_spell_one(complete_table, tmp_path):
     """The score line carries the machine's own noise (networks whose two passes are >10% apart) and,
     where most are, says the table may fit the spell and how to fit it again."""
-    from hwlat.device_profile import NETWORK_COLUMNS, passes_apart
+    from hwlat.device_profile import passes_apart
 
     out = copy_table(complete_table, tmp_path)
     path = networks_path(DeviceTable.load(out))
@@ -327,13 +333,8 @@ def test_the_score_says_how_noisy_the_machine_was_and_calls_a_noisy_spell_one(co
     first = {r["network"]: float(r["median_ms"]) for r in rows if r["pass"] == "1" and r["status"] == "ok"}
 
     def second_passes_at(factor: float) -> tuple[dict, str]:
-        with open(path, "w", newline="") as f:  # every second pass read `factor` times its first
-            w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
-            w.writeheader()
-            for r in rows:
-                if r["pass"] == "2" and r["network"] in first:
-                    r = {**r, "median_ms": str(factor * first[r["network"]])}
-                w.writerow({k: r.get(k, "") for k in NETWORK_COLUMNS})
+        write_networks(path, [{**r, "median_ms": str(factor * first[r["network"]])}  # `factor` times the first
+                              if r["pass"] == "2" and r["network"] in first else r for r in rows])
         return passes_apart(DeviceTable.load(out)), table_stages(DeviceTable.load(out))["score"]
 
     noise, line = second_passes_at(1.02)
@@ -388,18 +389,14 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     stay in the file; a later run measures nothing more and keeps counting the new times."""
     import hwlat
     from device_tables.errors import HwlatError
-    from hwlat.device_profile import NETWORK_COLUMNS, _instant, _measured
+    from hwlat.device_profile import _instant, _measured
     from profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     path = networks_path(DeviceTable.load(out))
     rows = read_networks(path)
-    with open(path, "w", newline="") as f:  # every stored time from a spell when the machine ran 3x slower
-        w = csv.DictWriter(f, fieldnames=NETWORK_COLUMNS)
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: (str(3 * float(r[k])) if k == "median_ms" and r["status"] == "ok" else r.get(k, ""))
-                        for k in NETWORK_COLUMNS})
+    write_networks(path, [{**r, "median_ms": str(3 * float(r["median_ms"]))} if r["status"] == "ok" else r
+                          for r in rows])  # every stored time from a spell when the machine ran 3x slower
     old_lines = path.read_text().splitlines()
     slow = {role: dict(zip(*_measured(DeviceTable.load(out), role))) for role in ("calibration", "score")}
     kw = dict(minutes=5, threads=1, protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
