@@ -32,14 +32,15 @@ def latency_features(space, archs: Iterable[Any]) -> tuple[np.ndarray, FeatureLa
 
 
 def _assemble(space: str, groups: list[tuple[str, list[str], np.ndarray]]) -> tuple[np.ndarray, FeatureLayout]:
-    cols, names, idx = [], [], {"enc": [], "cost": [], "extra": [], "size": []}
-    for group, gnames, block in groups:
+    cols, names, idx = [], [], {"enc": [], "cost": [], "extra": [], "size": [], "live": []}
+    for group, gnames, block in groups:  # a block may belong to several groups ("cost live")
         block = np.asarray(block, dtype=np.float64).reshape(len(block), -1)
         start = len(names)
         names.extend(gnames)
-        idx[group].extend(range(start, start + block.shape[1]))
+        for g in group.split():
+            idx[g].extend(range(start, start + block.shape[1]))
         cols.append(block)
     X = np.hstack(cols)
     layout = FeatureLayout(tuple(names), tuple(idx["enc"]), tuple(idx["cost"]), tuple(idx["extra"]), space,
-                           {"features_version": FEATURES_VERSION}, tuple(idx["size"]))
+                           {"features_version": FEATURES_VERSION}, tuple(idx["size"]), tuple(idx["live"]))
     return X, layout

@@ -16,7 +16,9 @@ class FeatureLayout:
     ``enc``: the search space's encoding and other descriptive columns (used by encoders);
     ``cost``: primary non-negative counts that latency grows with (e.g. convolutions that run);
     ``extra``: secondary non-negative structure counts (adds, path lengths, edges);
-    ``size``: size measures in log space (log MACs), which a one-line fit maps to log latency.
+    ``size``: size measures in log space (log MACs), which a one-line fit maps to log latency;
+    ``live``: the cost counts of ops that still run once a runtime prunes dead ones (a subset of
+    ``cost``; empty where the space has no dead ops), what a graph compiler's latency follows.
     """
 
     names: tuple[str, ...]
@@ -26,6 +28,7 @@ class FeatureLayout:
     space: str = ""
     meta: dict = field(default_factory=dict, compare=False)
     size: tuple[int, ...] = ()
+    live: tuple[int, ...] = ()
 
     @property
     def width(self) -> int:
@@ -47,12 +50,12 @@ class FeatureLayout:
 
     def to_json(self) -> dict:
         return {"names": list(self.names), "enc": list(self.enc), "cost": list(self.cost),
-                "extra": list(self.extra), "size": list(self.size), "space": self.space, "meta": dict(self.meta)}
+                "extra": list(self.extra), "size": list(self.size), "live": list(self.live), "space": self.space, "meta": dict(self.meta)}
 
     @classmethod
     def from_json(cls, d: dict) -> "FeatureLayout":
         return cls(tuple(d["names"]), tuple(d["enc"]), tuple(d.get("cost", ())), tuple(d.get("extra", ())),
-                   d.get("space", ""), dict(d.get("meta", {})), tuple(d.get("size", ())))
+                   d.get("space", ""), dict(d.get("meta", {})), tuple(d.get("size", ())), tuple(d.get("live", ())))
 
     @classmethod
     def plain(cls, p: int) -> "FeatureLayout":

@@ -199,6 +199,41 @@ def test_default_stack_fits_counts_for_relative_error():
     assert spearman(p, y[600:]) > 0.95
 
 
+def test_live_cost_learner_carries_a_runtime_that_prunes_dead_ops_from_ten_measurements():
+    """NB201's real features; training devices that run every op (ms from the raw op counts), a
+    new device that prunes dead ones (ms from the counts of ops that still run): with 5 + 5
+    measurements the stack leans on `cost-live` and ranks the device better than without it. A
+    space without dead ops (FBNet) leaves the learner out; the layout keeps its live group on disk."""
+    from nas.features import latency_features
+    from nas.spaces import get_space
+    from predictors.transfer import STACK
+
+    rng = np.random.default_rng(0)
+    X, layout = latency_features("nb201", get_space("nb201").sample(2000, seed=0))
+    assert [layout.names[i] for i in layout.live] == [f"n_{op}_live" for op in
+                                                      ("skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")]
+    raw, live = X[:, list(layout.cost[:5])], X[:, list(layout.live)]
+    L = np.column_stack([(rng.uniform(0.2, 1) + raw @ np.r_[0.02, rng.gamma(2.0, 0.1, 4)])
+                         * np.exp(0.02 * rng.standard_normal(len(X))) for _ in range(6)])
+    pool, query = np.arange(1000), np.arange(1000, 2000)
+    without = tuple(name for name in STACK if name != "cost-live")
+    for seed in range(5):
+        r = np.random.default_rng(seed + 10)
+        y = (0.3 + live @ r.gamma(2.0, 0.1, 4)) * np.exp(0.02 * r.standard_normal(len(X)))
+        rho = {}
+        for learners in (STACK, without):
+            pred = TransferPredictor(layout, learners=learners).fit(X[pool], L[pool])
+            shots = np.concatenate([pred.choose_references(X[pool], 5), r.choice(pool, 5, replace=False)])
+            rho[learners] = spearman(pred.adapt(X[shots], y[shots]).predict(X[query]), y[query])
+            if learners == STACK:
+                assert pred.weights_[pred.learner_names_.index("cost-live")] > 0.5
+        assert rho[STACK] > 0.99 and rho[STACK] > rho[without], f"device {seed}: {rho}"
+    Xf, fbnet = latency_features("fbnet", get_space("fbnet").sample(60, seed=0))
+    Lf = np.exp(Xf[:, list(fbnet.cost)] @ rng.uniform(0.01, 0.05, (len(fbnet.cost), 4)))
+    assert fbnet.live == () and "cost-live" not in TransferPredictor(fbnet).fit(Xf, Lf).adapt(Xf[:10], Lf[:10, 0]).learner_names_
+    assert FeatureLayout.from_json(layout.to_json()) == layout
+
+
 def test_relative_sigma_is_finite_positive_and_grows_where_the_learners_disagree():
     X, layout, L = family()
     pred = TransferPredictor(layout).fit(X, L[:, :8])

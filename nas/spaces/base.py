@@ -87,7 +87,8 @@ class Space(abc.ABC):
 
     def latency_feature_groups(self, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]] | None:
         """Feature groups for transfer predictors beyond the encoding (`nas.features`): ("enc" | "cost" |
-        "extra", names, (n, k) array) each, from the encodings `enc` of n archs; None: the encoding alone."""
+        "extra" | "cost live", names, (n, k) array) each, from the encodings `enc` of n archs ("cost live":
+        counts of ops that run once dead ones are pruned); None: the encoding alone."""
         return None
 
     def decisions(self) -> Any:

@@ -441,7 +441,8 @@ def _latency_feature_groups(sp, enc: np.ndarray) -> list[tuple[str, list[str], n
     return [
         ("enc", list(sp.feature_names), enc),
         ("enc", [f"{e}_{op}_live" for e in edge_names for op in OPS], live_onehot.reshape(n, -1)),
-        ("cost", [f"n_{op}" for op in OPS] + [f"n_{op}_live" for op in OPS[1:]], np.hstack([raw_counts, live_counts])),
+        ("cost", [f"n_{op}" for op in OPS], raw_counts),
+        ("cost live", [f"n_{op}_live" for op in OPS[1:]], live_counts),
         ("extra", extra_names, extra),
     ]
 
