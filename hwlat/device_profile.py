@@ -532,6 +532,7 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
 
     from device_tables.registry import resolve
     from device_tables.table import table_paths
+    from predictors.lut.regressors_store import REGRESSORS_SUFFIX
 
     stem = resolve(source)
     theirs = DeviceTable.load(stem)
@@ -548,8 +549,10 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
         src = stem.with_name(stem.name + suffix)
         if src.exists():
             shutil.copyfile(src, target.with_name(target.name + suffix))
-    DeviceTable(theirs.device, {**theirs.meta, "name": target.name, "copied_from": {"table": stem.name, "at": now()}},
-                target).write_meta()
+    meta = {**theirs.meta, "name": target.name, "copied_from": {"table": stem.name, "at": now()}}
+    if meta.get("regressors"):  # their files were copied under the new name
+        meta["regressors"] = {**meta["regressors"], "file": target.name + REGRESSORS_SUFFIX}
+    DeviceTable(theirs.device, meta, target).write_meta()
 
 
 def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:

@@ -463,6 +463,7 @@ def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path)
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == before
     table = DeviceTable.load(new)
     assert table.meta["name"] == "mine" and table.meta["copied_from"]["table"] == source.name
+    assert table.meta["regressors"]["file"] == "mine.regressors"  # the copy's own files, not the source's
     assert rows_by_key(new) == rows_by_key(source)
     assert table.meta["profile_device"]["recalibrated"]["finished"]
     nets = read_networks(networks_path(table))
