@@ -31,12 +31,28 @@ int32_t mul_by_quantized_multiplier(int32_t x, int32_t multiplier, int32_t shift
     return rounding_divide_by_pot(sat_rounding_doubling_high_mul((int32_t)((uint32_t)x << left), multiplier), right);
 }
 
-static inline int8_t requantize(int32_t acc, int32_t mult, int32_t shift, const op_params *p)
+static inline int8_t clamp_output(int32_t acc, const op_params *p)
 {
-    acc = mul_by_quantized_multiplier(acc, mult, shift) + p->out_offset;
+    acc += p->out_offset;
     if (acc < p->act_min) acc = p->act_min;
     if (acc > p->act_max) acc = p->act_max;
     return (int8_t)acc;
+}
+
+static inline int8_t requantize(int32_t acc, int32_t mult, int32_t shift, const op_params *p)
+{
+    return clamp_output(mul_by_quantized_multiplier(acc, mult, shift), p);
+}
+
+/* Fully connected rounds once: one 64-bit product, then a shift with ties up (TFLite's reference
+ * FULLY_CONNECTED, as LiteRT's BUILTIN_REF kernels run it; the host reference's "single" rounding). */
+static inline int8_t requantize_once(int32_t acc, int32_t mult, int32_t shift, const op_params *p)
+{
+    const int32_t total = 31 - shift;
+    int64_t r = ((int64_t)acc * (int64_t)mult + (1LL << (total - 1))) >> total;
+    if (r > INT32_MAX) r = INT32_MAX;
+    if (r < INT32_MIN) r = INT32_MIN;
+    return clamp_output((int32_t)r, p);
 }
 
 void conv2d_s8(const op_params *p, const op_tensors *t)
@@ -141,7 +157,7 @@ void linear_s8(const op_params *p, const op_tensors *t)
                 acc += ((int32_t)f[ci] + p->w_offset) * ((int32_t)in[ci] + p->in_offset);
             }
             if (t->bias) acc += t->bias[co];
-            out[co] = requantize(acc, t->mult[co], t->shift[co], p);
+            out[co] = requantize_once(acc, t->mult[co], t->shift[co], p);
         }
     }
 }

@@ -3,7 +3,8 @@
  * Layouts are TFLite's: activations NHWC, conv filters OHWI, depthwise filters 1HWO, fully
  * connected filters [out, in]. Requantisation is per output channel with a Q31 multiplier and a
  * power-of-two shift (TFLite's QuantizeMultiplier / MultiplyByQuantizedMultiplier, double
- * rounding), zero points enter as offsets, results saturate to [act_min, act_max].
+ * rounding; fully connected rounds once, as TFLite's reference kernel does), zero points enter as
+ * offsets, results saturate to [act_min, act_max].
  */
 #ifndef HWLAT_KERNELS_H
 #define HWLAT_KERNELS_H
