@@ -81,6 +81,7 @@ class DeviceProfileResult:
     table: DeviceTable
     finished: list[str] = field(default_factory=list)
     unfinished: dict[str, str] = field(default_factory=dict)  # stage -> why
+    inapplicable: dict[str, str] = field(default_factory=dict)  # stage -> why the runtime cannot have it
     score: dict[str, Any] | None = None
     seconds: float = 0.0
 
@@ -89,15 +90,35 @@ class DeviceProfileResult:
         return not self.unfinished
 
 
+def inapplicable_stages(table: DeviceTable) -> dict[str, str]:
+    """The stages a table's runtime cannot give it, with why: one that times no whole network at the
+    table's precision (a board, whose serial protocol runs one kernel at a time) has no weights-cache
+    probe, calibration or score; its table predicts from its rows."""
+    from profilers.runtimes import runtimes
+
+    cls = runtimes().get(table.device.runtime)
+    if cls is None:
+        return {}
+    dtype = "int8" if table.device.precision == "int8" else "float32"
+    if not cls.times_whole_models():
+        why = f"the {table.device.runtime} runtime runs one kernel at a time, not whole networks"
+    elif dtype not in cls.network_dtypes:
+        why = f"the {table.device.runtime} runtime times whole {' and '.join(cls.network_dtypes)} networks, not {dtype}"
+    else:
+        return {}
+    return {stage: why for stage in ("weights cache", "calibration", "score")}
+
+
 def table_stages(table: DeviceTable) -> dict[str, str | None]:
-    """Each stage a complete table carries, with a one-line description, or None where it is missing."""
+    """Each stage a complete table carries, with a one-line description ("n/a: why" where the table's
+    runtime cannot have it), or None where it is missing."""
     meta = table.meta
     fusion = meta.get("fusion") or {}
     cal = meta.get("lut_calibration") or {}
     reg = meta.get("regressors") or {}
     score = meta.get("self_score") or {}
     ok = len(table.rows("ok"))
-    return {
+    stages: dict[str, str | None] = {
         "fusion": f"{len(fusion.get('fused') or [])} patterns fused" if fusion else None,
         "weights cache": (f"{cache:g} MB" if (cache := (fusion.get("weights_cache") or {}).get("cached_mb")) is not None
                           else None),
@@ -108,6 +129,10 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
                         if cal.get("n_models") else None),
         "score": score_line({**score, **passes_apart(table)}) if score.get("networks") else None,
     }
+    for stage, why in inapplicable_stages(table).items():
+        if stages[stage] is None:
+            stages[stage] = f"n/a: {why}"
+    return stages
 
 
 def score_line(score: dict[str, Any]) -> str:
@@ -330,7 +355,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     from nas.pool import target_kinds
 
     protocol = protocol or runtime.default_protocol()
-    targets = list(target_kinds() if targets is None else targets)
+    targets = list((runtime.default_targets or target_kinds()) if targets is None else targets)
     if not (0 < minutes <= MAX_MINUTES * 4) or not math.isfinite(minutes):
         raise HwlatError(f"--minutes {minutes}: give a positive number of minutes (at most {MAX_MINUTES * 4:g})")
     bad = [t for t in targets if t not in target_kinds()]
@@ -370,7 +395,13 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                  ("regressors", lambda: _regressors_stage(table, clock)),
                  ("calibration", lambda: _calibration_stage(table, clock)),
                  ("score", lambda: _score_stage(table, clock, result)))
+        na = inapplicable_stages(table)
         for name, step in steps:
+            why = na.get("calibration" if name == "networks" else name)
+            if why:  # a board: no whole network to time, calibrate on or score with
+                result.inapplicable[name] = why
+                _say(clock, name, f"n/a: {why}")
+                continue
             try:
                 note = step()
             except OutOfTime as exc:
@@ -383,7 +414,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
             else:
                 result.finished.append(name)
         for name, _ in steps:
-            if name not in result.finished and name not in result.unfinished:
+            if name not in result.finished and name not in result.unfinished and name not in result.inapplicable:
                 result.unfinished[name] = "not reached"
         result.seconds = clock.elapsed()
         run = dict(table.meta.get("profile_device") or {})
@@ -483,6 +514,8 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     if growing:  # the networks still to measure are those of the new targets
         have = {(n, p) for n, p in have if n.split(":")[0] in growing}
         n_networks = len(growing) * sum(_share(n, len(targets)) for n in networks)
+    if _no_whole_networks(runtime):
+        n_networks = 0
     reserve = max(0, 2 * n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
     left = clock.left()
     rows_s = max(left - reserve, 0.5 * left)
@@ -641,6 +674,9 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 
     from nas.pool import onnx_of
 
+    no_networks = _no_whole_networks(runtime)
+    if no_networks:  # nothing to time: the stage says why in its turn
+        return None if first_pass_only else f"{no_networks}: no calibration or score"
     path = networks_path(table)
     stored = read_networks(path)
     done = {(r["network"], int(r["pass"])) for r in _counted(table, stored)}
@@ -684,8 +720,6 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             m = runtime.time_model(onnx_of(name), protocol)
         except UnsupportedOpError as exc:
             _append_network(path, name, role, pass_, None, str(exc))
-            if "whole-model timing" in str(exc):  # the runtime cannot time networks at all
-                raise _NoNetworks(str(exc)) from None
             return False
         _append_network(path, name, role, pass_, m)
         bar.update(1)
@@ -718,11 +752,6 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     except _FirstPassDone:
         bar.close()
         return None
-    except _NoNetworks as exc:
-        bar.close()
-        if first_pass_only:  # the stage says so in its turn
-            return None
-        return f"{exc}: no calibration or score"
     except OutOfTime:
         bar.close()
         if first_pass_only:  # the stage meets the budget in its turn, and says what it could not finish
@@ -774,8 +803,15 @@ def _slow_spell_suspects(table: DeviceTable, names: set[str]) -> list[tuple[str,
     return suspects
 
 
-class _NoNetworks(Exception):
-    """The runtime cannot time whole networks."""
+def _no_whole_networks(runtime: Runtime) -> str | None:
+    """Why `runtime` times no whole network at its precision (None where it does): a board's serial
+    protocol runs one kernel at a time, so its table has rows, fusion rules and regressors but no
+    calibration or score."""
+    if not runtime.times_whole_models():
+        return f"the {runtime.name} runtime runs one kernel at a time, not whole networks"
+    if runtime.dtype() not in runtime.network_dtypes:
+        return f"the {runtime.name} runtime times whole {' and '.join(runtime.network_dtypes)} networks, not {runtime.dtype()}"
+    return None
 
 
 class _FirstPassDone(Exception):

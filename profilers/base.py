@@ -81,6 +81,9 @@ class Runtime(abc.ABC):
     positional_setting: ClassVar[str | None] = None
     # The dtypes of whole networks `time_network` runs (a network of another precision is refused).
     network_dtypes: ClassVar[tuple[str, ...]] = ("float32",)
+    # The targets `hwlat profile device` chooses rows for by default (None: every search space and the
+    # classic networks); a microcontroller's arena holds the 32x32 spaces' kernels, not ImageNet ones.
+    default_targets: ClassVar[tuple[str, ...] | None] = None
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
         if threads < 1:
@@ -165,7 +168,7 @@ class Runtime(abc.ABC):
                    input_shape: Sequence[int] | None = None) -> Measurement:
         """Latency of one forward pass of an ONNX model (bytes, path or ModelProto) with `protocol`'s clock."""
         self.check_protocol(protocol)
-        if self.dtype() not in self.network_dtypes:
+        if self.times_whole_models() and self.dtype() not in self.network_dtypes:
             raise UnsupportedOpError(f"the {self.name} runtime times whole {' and '.join(self.network_dtypes)} networks, "
                                      f"not {self.precision}")
         if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):

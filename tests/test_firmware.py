@@ -182,6 +182,30 @@ def test_cli_profiles_a_sweep_on_the_emulated_board_and_resumes(tmp_path):
     assert len(DeviceTable.load(out)) == 4
 
 
+def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have(tmp_path, capsys):
+    """`hwlat profile device --runtime board`: fusion rules (a conv with its batch norm and activation
+    is one firmware kernel, whose parts do not run alone), rows, stored regressors; no whole network
+    to time, so networks, calibration and score are n/a, said once each, and the run is complete."""
+    from hwlat.cli import main
+    from hwlat.device_profile import missing_stages, table_stages, table_warnings
+    from device_tables.table import DeviceTable
+
+    out = tmp_path / "board"
+    assert main(["profile", "device", "--runtime", "board", "--board", "qemu:mps2-an386", "--targets", "nb201",
+                 "--minutes", "2", "--protocol", "quick", "--out", str(out), "--no-progress"]) == 0
+    log = capsys.readouterr().out
+    for stage in ("networks", "calibration", "score"):
+        assert f"n/a: {stage}: the board runtime runs one kernel at a time, not whole networks" in log
+    table = DeviceTable.load(out)
+    assert {"conv2d+bn", "conv2d+bn+relu"} <= set(table.meta["fusion"]["fused"])
+    assert table.meta["fusion"]["patterns"]["conv2d+bn"]["note"].startswith("one kernel")
+    stages = table_stages(table)
+    assert missing_stages(table) == [] and stages["calibration"].startswith("n/a: ")
+    assert stages["regressors"].startswith("stored") and table.rows("ok")
+    assert not any("lacks" in w for w in table_warnings(table))
+    assert any(r.spec.op.startswith("conv2d+") for r in table.rows("ok"))  # fused kernels are rows of their own
+
+
 @pytest.mark.parametrize("machine,core", [("mps2-an385", "cortex-m3"), ("mps2-an500", "cortex-m7")])
 def test_other_cores_boot_and_compute_the_same_numbers(machine, core):
     from profilers.board.runtime import BoardRuntime

@@ -31,10 +31,10 @@ def register(targets) -> None:
                    help=f"time budget of this run in minutes (default {DEFAULT_MINUTES:g}; up to {MAX_MINUTES:g} "
                         "suffices on 2 cores); the op rows get what the other stages do not need")
     add_protocol_options(p)
-    p.add_argument("--targets", default=",".join(target_kinds()),
+    p.add_argument("--targets", default=None,
                    help="networks the rows are chosen for: search spaces and/or 'classic', comma-separated "
-                        f"(default {','.join(target_kinds())}); a finished table grows to targets it lacks, "
-                        "keeping its rows and networks")
+                        f"(default {','.join(target_kinds())}; for --runtime board nb201,fbnet, whose kernels fit a "
+                        "microcontroller); a finished table grows to targets it lacks, keeping its rows and networks")
     p.add_argument("--calibration-networks", type=positive_int, default=32,
                    help="whole networks measured to calibrate the table (default 32)")
     p.add_argument("--score-networks", type=positive_int, default=20,
@@ -66,7 +66,7 @@ def _profile_device(args: argparse.Namespace) -> int:
     from profilers.runtimes import get_runtime
 
     runtime = get_runtime(args.runtime, **runtime_settings(args))
-    targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    targets = None if args.targets is None else [t.strip() for t in args.targets.split(",") if t.strip()]
     result = profile_device(runtime, args.out, minutes=args.minutes, protocol=protocol_from_args(args, runtime.cpu_clock_ok),
                             targets=targets,
                             calibration_networks=args.calibration_networks, score_networks=args.score_networks,
@@ -79,6 +79,8 @@ def _profile_device(args: argparse.Namespace) -> int:
         from hwlat.device_profile import score_line
 
         print(score_line(result.score))
+    for stage, why in result.inapplicable.items():
+        print(f"n/a: {stage}: {why}")
     if result.unfinished:
         for stage, why in result.unfinished.items():
             print(f"unfinished: {stage}: {why}")

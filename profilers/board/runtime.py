@@ -82,6 +82,7 @@ class BoardRuntime(Runtime):
     """A microcontroller board (emulated or real) behind the line protocol of firmware/PROTOCOL.md."""
 
     name = "board"
+    default_targets = ("nb201", "fbnet")
     cli_options = (Option("--board", "board", "target qemu:mps2-an386 (default; also mps2-an385, mps2-an500) or "
                                               "serial:/dev/ttyACM0[,baud=115200] (firmware/PROTOCOL.md)"),)
     # A cluster device spec's bare words are the board target (``b1=board:qemu:mps2-an386``).
@@ -240,6 +241,15 @@ class BoardRuntime(Runtime):
             raise UnsupportedOpError(f"{spec.key}: needs {bop.arena_bytes} B of tensor arena; board {info.board} has "
                                      f"{info.arena_bytes} B (firmware ARENA_KB); use smaller shapes or a bigger arena")
         return bop
+
+    def count_kernels(self, spec: OpSpec) -> int | None:
+        """One: the firmware runs each op it accepts as one kernel call (a fused activation is a clamp,
+        batch norm is folded); None for an op that does not lower to one of its kernels."""
+        try:
+            lower(spec.replace(dtype="int8"), self.seed)
+        except UnsupportedOpError:
+            return None
+        return 1
 
     def _with_recovery(self, spec: OpSpec, action: Callable[[], T]) -> T:
         last: Exception | None = None
