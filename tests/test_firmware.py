@@ -46,6 +46,8 @@ KERNEL_SPECS = [
     S("maxpool", (1, 4, 8, 8), kernel=2),
     S("add", (1, 8, 6, 6)),
     S("add+relu", (1, 16, 5, 5)),
+    S("relu", (1, 16, 12, 12)),                                                 # standalone (NB201 cells begin with one)
+    S("relu6", (1, 8, 7, 9)),
 ]
 
 
@@ -204,6 +206,13 @@ def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have
     assert stages["regressors"].startswith("stored") and table.rows("ok")
     assert not any("lacks" in w for w in table_warnings(table))
     assert any(r.spec.op.startswith("conv2d+") for r in table.rows("ok"))  # fused kernels are rows of their own
+    # --remeasure of rows the firmware cannot run (a global mean) leaves them as they were and goes on
+    failed = {r.spec.key for r in table.rows("error")}
+    assert main(["profile", "device", "--runtime", "board", "--board", "qemu:mps2-an386", "--targets", "nb201",
+                 "--minutes", "2", "--protocol", "quick", "--out", str(out), "--no-progress",
+                 "--remeasure", "globalavgpool*"]) == 0
+    assert "do not run on board and stay as they were" in capsys.readouterr().out
+    assert {r.spec.key for r in DeviceTable.load(out).rows("error")} == failed
 
 
 @pytest.mark.parametrize("machine,core", [("mps2-an385", "cortex-m3"), ("mps2-an500", "cortex-m7")])

@@ -228,6 +228,19 @@ void maxpool_s8(const op_params *p, const op_tensors *t)
 }
 
 /* Elementwise add of two int8 tensors of the same shape, each rescaled to a common scale first. */
+/* Standalone RELU / RELU6: requantise to the output's scale (multiplier mo, shift so), then clamp
+ * to [act_min, act_max] (the output's zero point, and 6.0 for RELU6). */
+void relu_s8(const op_params *p, const op_tensors *t)
+{
+    const size_t count = (size_t)p->n * p->h * p->w * p->c;
+    for (size_t i = 0; i < count; ++i) {
+        int32_t out = mul_by_quantized_multiplier(p->in_offset + t->x[i], p->mo, p->so) + p->out_offset;
+        if (out < p->act_min) out = p->act_min;
+        if (out > p->act_max) out = p->act_max;
+        t->y[i] = (int8_t)out;
+    }
+}
+
 void add_s8(const op_params *p, const op_tensors *t)
 {
     const size_t count = (size_t)p->n * p->h * p->w * p->c;

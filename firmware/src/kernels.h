@@ -39,5 +39,6 @@ void linear_s8(const op_params *p, const op_tensors *t);
 void avgpool_s8(const op_params *p, const op_tensors *t);
 void maxpool_s8(const op_params *p, const op_tensors *t);
 void add_s8(const op_params *p, const op_tensors *t);
+void relu_s8(const op_params *p, const op_tensors *t);
 
 #endif

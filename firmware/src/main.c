@@ -28,7 +28,7 @@
 #define MAX_ARGS 48
 #define MAX_RUNS 100000u
 
-static const char KERNELS[] = "conv2d,dwconv2d,pwconv2d,linear,avgpool,maxpool,add";
+static const char KERNELS[] = "conv2d,dwconv2d,pwconv2d,linear,avgpool,maxpool,add,relu";
 
 /* ---- output ------------------------------------------------------------------------------- */
 static char out_buf[LINE_MAX + 64];
@@ -256,6 +256,9 @@ static int cmd_op(int argc, char **argv)
     } else if (strcmp(kind, "avgpool") == 0 || strcmp(kind, "maxpool") == 0) {
         fn = kind[0] == 'a' ? avgpool_s8 : maxpool_s8;
         p.oc = p.c;
+    } else if (strcmp(kind, "relu") == 0) {
+        fn = relu_s8;
+        p.oc = p.c; p.oh = p.h; p.ow = p.w;
     } else if (strcmp(kind, "add") == 0) {
         fn = add_s8; has_x2 = 1;
         p.oc = p.c; p.oh = p.h; p.ow = p.w;

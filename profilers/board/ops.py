@@ -18,7 +18,7 @@ from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
 from profilers.tflite import int8_reference as q8
 
-KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add")
+KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add", "relu")
 # Tensor order on the board (PROTOCOL.md): inputs, weights, bias, multipliers, shifts, output.
 TENSOR_ORDER = ("x", "x2", "w", "b", "m", "s", "y")
 INPUTS = ("x", "x2", "w", "b", "m", "s")
@@ -153,6 +153,13 @@ def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
         kernel = "avgpool" if kind == "AVERAGE_POOL_2D" else "maxpool"
         params = {"n": n, "h": h, "w": w, "c": c, "oh": oh, "ow": ow, "kh": main.kernel, "kw": main.kernel,
                   "sh": geom.stride, "sw": geom.stride, "ph": pads[0], "pw": pads[2], **common}
+        tensors = {"x": x}
+    elif kind in ("RELU", "RELU6") and pad is None and x.ndim == 4:
+        _, h, w, c = (int(s) for s in x.shape)
+        mo, so = q8.quantize_multiplier(float(xq.s) / float(out.s))  # the reference's requantisation
+        kernel = "relu"
+        lo, hi = q8.activation_range("relu6" if kind == "RELU6" else "relu", out)  # the op is its own clamp
+        params = {"n": n, "h": h, "w": w, "c": c, "mo": mo, "so": so, **common, "amin": lo, "amax": hi}
         tensors = {"x": x}
     elif kind == "ADD" and main.weights is None and len(model.inputs) == 2 and model.inputs[1].shape == x.shape:
         _, h, w, c = (int(s) for s in x.shape)
