@@ -657,11 +657,21 @@ def _remeasure_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
                          f"{table.path}` lists its rows' keys (shell patterns: * and ?, e.g. 'gelu|*|tanh=true')")
     _say(clock, "rows", f"measuring {len(specs)} stored row(s) again, twice, for --remeasure")
     new: dict[str, tuple[Measurement, dict]] = {}
+    refused: dict[str, str] = {}
     for spec in tqdm(specs * 2, desc="remeasure", unit="row", disable=not progress, dynamic_ncols=True):
-        m, extra = runtime.measure(spec, protocol)
+        if spec.key in refused:
+            continue
+        try:
+            m, extra = runtime.measure(spec, protocol)
+        except UnsupportedOpError as exc:  # e.g. over a board's arena: the row stays as it was
+            refused[spec.key] = str(exc)
+            continue
         if spec.key not in new or m.median_ms < new[spec.key][0].median_ms:
             new[spec.key] = (m, {**extra, "passes": 2})
     table.remeasured(new)
+    if refused:
+        _say(clock, "rows", f"{len(refused)} of them do not run on {runtime.name} and stay as they were "
+                            f"(e.g. {next(iter(refused.values()))})")
 
 
 def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
