@@ -241,6 +241,50 @@ void relu_s8(const op_params *p, const op_tensors *t)
     }
 }
 
+/* MEAN over h and w, kept as 1x1 (a global average pool): per channel the sum of x - zp_in, requantised
+ * by mo/so (the host folds 1/(h*w) into the multiplier, as TFLite's reference MEAN does), plus the output
+ * zero point, saturated to int8. */
+void mean_s8(const op_params *p, const op_tensors *t)
+{
+    const size_t hw = (size_t)p->h * p->w;
+    for (int32_t b = 0; b < p->n; ++b) {
+        const int8_t *x = t->x + (size_t)b * hw * p->c;
+        for (int32_t ch = 0; ch < p->c; ++ch) {
+            int32_t acc = 0;
+            for (size_t i = 0; i < hw; ++i) acc += x[i * p->c + ch] + p->in_offset;
+            int32_t out = mul_by_quantized_multiplier(acc, p->mo, p->so) + p->out_offset;
+            if (out < p->act_min) out = p->act_min;
+            if (out > p->act_max) out = p->act_max;
+            t->y[(size_t)b * p->c + ch] = (int8_t)out;
+        }
+    }
+}
+
+/* A standalone batch norm as TFLite runs it: MUL by a per-channel int8 constant (w, requantised by
+ * mult/shift to an int8 result with zero point mid_offset), then ADD of a per-channel int8 constant
+ * (held in bias), with add_s8's arithmetic (m1/s1 for the product, m2/s2 for the constant, mo/so). */
+void bn_s8(const op_params *p, const op_tensors *t)
+{
+    const size_t pixels = (size_t)p->n * p->h * p->w;
+    for (size_t i = 0; i < pixels; ++i) {
+        const int8_t *x = t->x + i * p->c;
+        int8_t *y = t->y + i * p->c;
+        for (int32_t ch = 0; ch < p->c; ++ch) {
+            int32_t mid = mul_by_quantized_multiplier((p->in_offset + x[ch]) * (p->w_offset + t->w[ch]), t->mult[ch],
+                                                      t->shift[ch]) + p->mid_offset;
+            if (mid < -128) mid = -128;
+            if (mid > 127) mid = 127;
+            const int32_t a = (mid - p->mid_offset) * (1 << p->left_shift);
+            const int32_t b = (p->in2_offset + t->bias[ch]) * (1 << p->left_shift);
+            const int32_t sum = mul_by_quantized_multiplier(a, p->m1, p->s1) + mul_by_quantized_multiplier(b, p->m2, p->s2);
+            int32_t out = mul_by_quantized_multiplier(sum, p->mo, p->so) + p->out_offset;
+            if (out < p->act_min) out = p->act_min;
+            if (out > p->act_max) out = p->act_max;
+            y[ch] = (int8_t)out;
+        }
+    }
+}
+
 void add_s8(const op_params *p, const op_tensors *t)
 {
     const size_t count = (size_t)p->n * p->h * p->w * p->c;

@@ -20,6 +20,8 @@ typedef struct {
     int32_t in_offset, w_offset, out_offset, act_min, act_max;
     /* add: second input offset, common left shift, per-input and output multipliers/shifts */
     int32_t in2_offset, left_shift, m1, s1, m2, s2, mo, so;
+    /* bn: the zero point of the MUL's int8 result, which its ADD then reads */
+    int32_t mid_offset;
 } op_params;
 
 typedef struct {
@@ -40,5 +42,7 @@ void avgpool_s8(const op_params *p, const op_tensors *t);
 void maxpool_s8(const op_params *p, const op_tensors *t);
 void add_s8(const op_params *p, const op_tensors *t);
 void relu_s8(const op_params *p, const op_tensors *t);
+void mean_s8(const op_params *p, const op_tensors *t);
+void bn_s8(const op_params *p, const op_tensors *t);
 
 #endif

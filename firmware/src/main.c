@@ -28,7 +28,7 @@
 #define MAX_ARGS 48
 #define MAX_RUNS 100000u
 
-static const char KERNELS[] = "conv2d,dwconv2d,pwconv2d,linear,avgpool,maxpool,add,relu";
+static const char KERNELS[] = "conv2d,dwconv2d,pwconv2d,linear,avgpool,maxpool,add,relu,mean,bn";
 
 /* ---- output ------------------------------------------------------------------------------- */
 static char out_buf[LINE_MAX + 64];
@@ -227,6 +227,7 @@ static int cmd_op(int argc, char **argv)
         {"zi2", &p.in2_offset, 0, 0}, {"amin", &p.act_min, -128, 0}, {"amax", &p.act_max, 127, 0},
         {"ls", &p.left_shift, 20, 0}, {"m1", &p.m1, 0, 0}, {"s1", &p.s1, 0, 0},
         {"m2", &p.m2, 0, 0}, {"s2", &p.s2, 0, 0}, {"mo", &p.mo, 0, 0}, {"so", &p.so, 0, 0},
+        {"zt", &p.mid_offset, 0, 0},
     };
     char err[96] = {0};
     op.loaded = 0;
@@ -259,6 +260,16 @@ static int cmd_op(int argc, char **argv)
     } else if (strcmp(kind, "relu") == 0) {
         fn = relu_s8;
         p.oc = p.c; p.oh = p.h; p.ow = p.w;
+    } else if (strcmp(kind, "mean") == 0) {
+        fn = mean_s8;
+        p.oc = p.c; p.oh = 1; p.ow = 1;
+    } else if (strcmp(kind, "bn") == 0) {
+        fn = bn_s8; has_w = 1; requant = 1;
+        p.oc = p.c; p.oh = p.h; p.ow = p.w; p.kh = p.kw = 1; p.ph = p.pw = 0; p.groups = p.c;
+        if (p.left_shift < 0 || p.left_shift > 30) {
+            reply_err("RANGE", "ls must be in 0..30");
+            return -1;
+        }
     } else if (strcmp(kind, "add") == 0) {
         fn = add_s8; has_x2 = 1;
         p.oc = p.c; p.oh = p.h; p.ow = p.w;

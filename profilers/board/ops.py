@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
@@ -18,7 +19,7 @@ from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
 from profilers.tflite import int8_reference as q8
 
-KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add", "relu")
+KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add", "relu", "mean", "bn")
 # Tensor order on the board (PROTOCOL.md): inputs, weights, bias, multipliers, shifts, output.
 TENSOR_ORDER = ("x", "x2", "w", "b", "m", "s", "y")
 INPUTS = ("x", "x2", "w", "b", "m", "s")
@@ -85,6 +86,29 @@ def _requant_tensors(op: q8.QuantizedOp, cout: int) -> dict[str, np.ndarray]:
     return {"b": bias.astype(np.int32), "m": mult.astype(np.int32), "s": shift.astype(np.int32)}
 
 
+def _batch_norm(spec: OpSpec, model: Any, graph: Any, steps: list[q8.QuantizedOp]) -> BoardOp:
+    """A standalone batch norm, which TFLite runs as MUL by a per-channel constant then ADD of one: the
+    firmware's ``bn`` kernel does both steps' arithmetic in turn (the ADD's constant travels as ``b``)."""
+    mul, add = steps
+    x = model.inputs[0]
+    if x.ndim != 4 or mul.weights.size != x.shape[3] or add.weights.size != x.shape[3]:
+        raise UnsupportedOpError(f"{spec.key}: lowers to MUL+ADD by constants that are not per channel")
+    n, h, w, c = (int(s) for s in x.shape)
+    xq, wq, mid, bq, out = mul.inputs[0], mul.weight_params, mul.output, add.weight_params, add.output
+    m, s = q8.quantize_multiplier(float(xq.s) * float(wq.s) / float(mid.s))
+    twice_max = 2.0 * max(float(mid.s), float(bq.s))  # the reference's (and TFLite's) ADD rescaling
+    m1, s1 = q8.quantize_multiplier(float(mid.s) / twice_max)
+    m2, s2 = q8.quantize_multiplier(float(bq.s) / twice_max)
+    mo, so = q8.quantize_multiplier(twice_max / ((1 << q8.ADD_LEFT_SHIFT) * float(out.s)))
+    lo, hi = _act(add)
+    params = {"n": n, "h": h, "w": w, "c": c, "zi": xq.zp, "zw": wq.zp, "zt": mid.zp, "zi2": bq.zp, "zo": out.zp,
+              "amin": lo, "amax": hi, "ls": q8.ADD_LEFT_SHIFT, "m1": m1, "s1": s1, "m2": m2, "s2": s2, "mo": mo, "so": so}
+    tensors = {"x": x, "w": mul.weights.astype(np.int8).reshape(c), "b": add.weights.astype(np.int32).reshape(c),
+               "m": np.full(c, m, np.int32), "s": np.full(c, s, np.int32)}
+    return BoardOp(spec, "bn", {k: int(v) for k, v in params.items()}, tensors, model.reference()[0], model.op_names,
+                   graph=graph, main=0)
+
+
 def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
     """Lower an int8 spec to one firmware kernel; `UnsupportedOpError` names what does not map."""
     from profilers.tflite.builder import build_model, quantized_graph
@@ -96,6 +120,8 @@ def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
     steps = [s[0] for s in graph.steps]
     names = model.op_names
     pad: q8.QuantizedOp | None = None
+    if [s.kind for s in steps] == ["MUL", "ADD"] and all(s.weights is not None for s in steps):
+        return _batch_norm(spec, model, graph, steps)
     if len(steps) == 2 and steps[0].kind in ("PAD", "PADV2"):
         pad, main = steps
     elif len(steps) == 1:
@@ -160,6 +186,15 @@ def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
         kernel = "relu"
         lo, hi = q8.activation_range("relu6" if kind == "RELU6" else "relu", out)  # the op is its own clamp
         params = {"n": n, "h": h, "w": w, "c": c, "mo": mo, "so": so, **common, "amin": lo, "amax": hi}
+        tensors = {"x": x}
+    elif kind == "MEAN" and pad is None and x.ndim == 4 and int(expected.size) == n * int(x.shape[3]):
+        _, h, w, c = (int(s) for s in x.shape)
+        count = h * w  # the reference's multiplier for s_in / s_out, with 1/count folded in
+        mo, so = q8.quantize_multiplier(float(xq.s) / float(out.s))
+        shift = min(count.bit_length() - 1, 32, 31 + so)
+        kernel = "mean"
+        params = {"n": n, "h": h, "w": w, "c": c, "mo": (mo << shift) // count, "so": so - shift, **common,
+                  "amin": q8.INT8_MIN, "amax": q8.INT8_MAX}
         tensors = {"x": x}
     elif kind == "ADD" and main.weights is None and len(model.inputs) == 2 and model.inputs[1].shape == x.shape:
         _, h, w, c = (int(s) for s in x.shape)
