@@ -514,7 +514,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     if growing:  # the networks still to measure are those of the new targets
         have = {(n, p) for n, p in have if n.split(":")[0] in growing}
         n_networks = len(growing) * sum(_share(n, len(targets)) for n in networks)
-    if _no_whole_networks(runtime):
+    if inapplicable_stages(table):  # no network to keep time for
         n_networks = 0
     reserve = max(0, 2 * n_networks - len(have)) * _network_seconds(protocol) + FIT_RESERVE_S
     left = clock.left()
@@ -684,9 +684,8 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 
     from nas.pool import onnx_of
 
-    no_networks = _no_whole_networks(runtime)
-    if no_networks:  # nothing to time: the stage says why in its turn
-        return None if first_pass_only else f"{no_networks}: no calibration or score"
+    if inapplicable_stages(table):  # nothing to time (a board); `profile_device` says n/a for the stage
+        return None
     path = networks_path(table)
     stored = read_networks(path)
     done = {(r["network"], int(r["pass"])) for r in _counted(table, stored)}
@@ -811,17 +810,6 @@ def _slow_spell_suspects(table: DeviceTable, names: set[str]) -> list[tuple[str,
         if r > SUSPECT_SLOWDOWN * typical and passes.get(name, 0) < 3:
             suspects.append((role, name))
     return suspects
-
-
-def _no_whole_networks(runtime: Runtime) -> str | None:
-    """Why `runtime` times no whole network at its precision (None where it does): a board's serial
-    protocol runs one kernel at a time, so its table has rows, fusion rules and regressors but no
-    calibration or score."""
-    if not runtime.times_whole_models():
-        return f"the {runtime.name} runtime runs one kernel at a time, not whole networks"
-    if runtime.dtype() not in runtime.network_dtypes:
-        return f"the {runtime.name} runtime times whole {' and '.join(runtime.network_dtypes)} networks, not {runtime.dtype()}"
-    return None
 
 
 class _FirstPassDone(Exception):
