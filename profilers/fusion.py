@@ -286,14 +286,12 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         fused_ms = time_of(spec)
         parts = [time_of(p) for p in split_kernel(spec)]
         kernels = count(spec)
-        if fused_ms is not None and kernels == 1 and any(p is None for p in parts):
-            # one kernel, whose parts do not run alone (a board's conv with its activation as a clamp and
-            # its batch norm folded): the pattern can only be priced whole
-            results.append(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None,
-                                         kernels, True, "one kernel; a part alone does not run on this runtime"))
-            continue
         if fused_ms is None or any(p is None for p in parts):
-            fused, note = False, "the runtime cannot build the fused kernel or a part"
+            # one kernel whose parts do not run alone (a board's conv with its activation as a clamp and its
+            # batch norm folded) can only be priced whole; otherwise the pattern cannot be probed
+            fused = fused_ms is not None and kernels == 1
+            note = ("one kernel; a part alone does not run on this runtime" if fused
+                    else "the runtime cannot build the fused kernel or a part")
             results.append(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels,
                                          fused, note))
             continue
