@@ -86,6 +86,16 @@ def _requant_tensors(op: q8.QuantizedOp, cout: int) -> dict[str, np.ndarray]:
     return {"b": bias.astype(np.int32), "m": mult.astype(np.int32), "s": shift.astype(np.int32)}
 
 
+def _add_rescaling(aq: q8.QuantParams, bq: q8.QuantParams, out: q8.QuantParams) -> dict[str, int]:
+    """The firmware's ADD parameters: both inputs rescaled to twice the larger scale with 2^20 headroom,
+    the sum requantised to the output (the reference's, and TFLite's, ADD)."""
+    twice_max = 2.0 * max(float(aq.s), float(bq.s))
+    m1, s1 = q8.quantize_multiplier(float(aq.s) / twice_max)
+    m2, s2 = q8.quantize_multiplier(float(bq.s) / twice_max)
+    mo, so = q8.quantize_multiplier(twice_max / ((1 << q8.ADD_LEFT_SHIFT) * float(out.s)))
+    return {"ls": q8.ADD_LEFT_SHIFT, "m1": m1, "s1": s1, "m2": m2, "s2": s2, "mo": mo, "so": so}
+
+
 def _batch_norm(spec: OpSpec, model: Any, graph: Any, steps: list[q8.QuantizedOp]) -> BoardOp:
     """A standalone batch norm, which TFLite runs as MUL by a per-channel constant then ADD of one: the
     firmware's ``bn`` kernel does both steps' arithmetic in turn (the ADD's constant travels as ``b``)."""
@@ -96,13 +106,9 @@ def _batch_norm(spec: OpSpec, model: Any, graph: Any, steps: list[q8.QuantizedOp
     n, h, w, c = (int(s) for s in x.shape)
     xq, wq, mid, bq, out = mul.inputs[0], mul.weight_params, mul.output, add.weight_params, add.output
     m, s = q8.quantize_multiplier(float(xq.s) * float(wq.s) / float(mid.s))
-    twice_max = 2.0 * max(float(mid.s), float(bq.s))  # the reference's (and TFLite's) ADD rescaling
-    m1, s1 = q8.quantize_multiplier(float(mid.s) / twice_max)
-    m2, s2 = q8.quantize_multiplier(float(bq.s) / twice_max)
-    mo, so = q8.quantize_multiplier(twice_max / ((1 << q8.ADD_LEFT_SHIFT) * float(out.s)))
     lo, hi = _act(add)
     params = {"n": n, "h": h, "w": w, "c": c, "zi": xq.zp, "zw": wq.zp, "zt": mid.zp, "zi2": bq.zp, "zo": out.zp,
-              "amin": lo, "amax": hi, "ls": q8.ADD_LEFT_SHIFT, "m1": m1, "s1": s1, "m2": m2, "s2": s2, "mo": mo, "so": so}
+              "amin": lo, "amax": hi, **_add_rescaling(mid, bq, out)}
     tensors = {"x": x, "w": mul.weights.astype(np.int8).reshape(c), "b": add.weights.astype(np.int32).reshape(c),
                "m": np.full(c, m, np.int32), "s": np.full(c, s, np.int32)}
     return BoardOp(spec, "bn", {k: int(v) for k, v in params.items()}, tensors, model.reference()[0], model.op_names,
@@ -199,13 +205,9 @@ def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
     elif kind == "ADD" and main.weights is None and len(model.inputs) == 2 and model.inputs[1].shape == x.shape:
         _, h, w, c = (int(s) for s in x.shape)
         aq, bq = main.inputs
-        twice_max = 2.0 * max(float(aq.s), float(bq.s))  # the reference's (and TFLite's) ADD rescaling
-        m1, s1 = q8.quantize_multiplier(float(aq.s) / twice_max)
-        m2, s2 = q8.quantize_multiplier(float(bq.s) / twice_max)
-        mo, so = q8.quantize_multiplier(twice_max / ((1 << q8.ADD_LEFT_SHIFT) * float(out.s)))
         kernel = "add"
         params = {"n": n, "h": h, "w": w, "c": c, "zi": aq.zp, "zi2": bq.zp, "zo": out.zp, "amin": lo, "amax": hi,
-                  "ls": q8.ADD_LEFT_SHIFT, "m1": m1, "s1": s1, "m2": m2, "s2": s2, "mo": mo, "so": so}
+                  **_add_rescaling(aq, bq, out)}
         tensors = {"x": x, "x2": model.inputs[1]}
     else:
         raise UnsupportedOpError(f"{spec.key}: lowers to TFLite {names}, which the reference firmware does not run "
