@@ -234,10 +234,7 @@ void relu_s8(const op_params *p, const op_tensors *t)
 {
     const size_t count = (size_t)p->n * p->h * p->w * p->c;
     for (size_t i = 0; i < count; ++i) {
-        int32_t out = mul_by_quantized_multiplier(p->in_offset + t->x[i], p->mo, p->so) + p->out_offset;
-        if (out < p->act_min) out = p->act_min;
-        if (out > p->act_max) out = p->act_max;
-        t->y[i] = (int8_t)out;
+        t->y[i] = clamp_output(mul_by_quantized_multiplier(p->in_offset + t->x[i], p->mo, p->so), p);
     }
 }
 
@@ -252,10 +249,7 @@ void mean_s8(const op_params *p, const op_tensors *t)
         for (int32_t ch = 0; ch < p->c; ++ch) {
             int32_t acc = 0;
             for (size_t i = 0; i < hw; ++i) acc += x[i * p->c + ch] + p->in_offset;
-            int32_t out = mul_by_quantized_multiplier(acc, p->mo, p->so) + p->out_offset;
-            if (out < p->act_min) out = p->act_min;
-            if (out > p->act_max) out = p->act_max;
-            t->y[(size_t)b * p->c + ch] = (int8_t)out;
+            t->y[(size_t)b * p->c + ch] = clamp_output(mul_by_quantized_multiplier(acc, p->mo, p->so), p);
         }
     }
 }
@@ -277,10 +271,7 @@ void bn_s8(const op_params *p, const op_tensors *t)
             const int32_t a = (mid - p->mid_offset) * (1 << p->left_shift);
             const int32_t b = (p->in2_offset + t->bias[ch]) * (1 << p->left_shift);
             const int32_t sum = mul_by_quantized_multiplier(a, p->m1, p->s1) + mul_by_quantized_multiplier(b, p->m2, p->s2);
-            int32_t out = mul_by_quantized_multiplier(sum, p->mo, p->so) + p->out_offset;
-            if (out < p->act_min) out = p->act_min;
-            if (out > p->act_max) out = p->act_max;
-            y[ch] = (int8_t)out;
+            y[ch] = clamp_output(mul_by_quantized_multiplier(sum, p->mo, p->so), p);
         }
     }
 }
@@ -293,9 +284,6 @@ void add_s8(const op_params *p, const op_tensors *t)
         const int32_t b = (p->in2_offset + t->x2[i]) * (1 << p->left_shift);
         const int32_t sa = mul_by_quantized_multiplier(a, p->m1, p->s1);
         const int32_t sb = mul_by_quantized_multiplier(b, p->m2, p->s2);
-        int32_t out = mul_by_quantized_multiplier(sa + sb, p->mo, p->so) + p->out_offset;
-        if (out < p->act_min) out = p->act_min;
-        if (out > p->act_max) out = p->act_max;
-        t->y[i] = (int8_t)out;
+        t->y[i] = clamp_output(mul_by_quantized_multiplier(sa + sb, p->mo, p->so), p);
     }
 }
