@@ -253,17 +253,20 @@ class TransferPredictor(FewShotPredictor):
         out["cost"] = X[:, list(self.layout.cost)]
         out["extra"] = X[:, list(self.layout.extra)]
         out["size"] = X[:, list(self.layout.size)]
-        live = list(self.layout.live)
-        out["live"] = X[:, live]
-        out["rest"] = X[:, [c for c in self.layout.cost if c not in live] + list(self.layout.extra)]
+        out["live"] = X[:, list(self.layout.live)]
+        out["rest"] = X[:, self._rest_columns()]
         return out
+
+    def _rest_columns(self) -> list[int]:
+        """The counts `cost-live` shrinks as secondary: every cost count but the live ones, and the extra."""
+        return [c for c in self.layout.cost if c not in self.layout.live] + list(self.layout.extra)
 
     def _width(self, block: str) -> int:
         """Columns of a design block under this layout."""
         if block in ("devices", "factors", "factors3", "logdevices"):
             return 1
         if block == "rest":
-            return len(self.layout.cost) - len(self.layout.live) + len(self.layout.extra)
+            return len(self._rest_columns())
         return len(getattr(self.layout, block))
 
     def _design(self, blocks: dict[str, np.ndarray], learner: Learner) -> np.ndarray:
