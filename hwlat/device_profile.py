@@ -239,11 +239,13 @@ def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
 
 
 def pool_networks(targets: Sequence[str], per_space: int = POOL_PER_SPACE) -> list[str]:
-    """The networks whose kernels the rows are chosen for."""
-    from nas.pool import CLASSIC, target_networks
+    """The networks whose kernels the rows are chosen for: sampled ones, and each space's rare ones."""
+    from nas.pool import CLASSIC, TRANSFORMERS, target_networks
+    from nas.spaces import get_space
 
-    return target_networks(per_space, [t for t in targets if t != CLASSIC], classic=CLASSIC in targets, seed=0,
-                           resolutions=POOL_RESOLUTIONS)
+    spaces = [t for t in targets if t != CLASSIC]
+    rare = [f"{s}:{sp.key(a)}" for s in spaces if s != TRANSFORMERS for sp in [get_space(s)] for a in sp.rare_archs()]
+    return target_networks(per_space, spaces, classic=CLASSIC in targets, seed=0, resolutions=POOL_RESOLUTIONS) + rare
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -350,7 +352,9 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     it: a table of a machine like this one (the same CPU design), fitted to this one's speed.
     A finished table run with targets it lacks grows: it probes the fusion patterns it lacks, measures
     rows for the new targets' kernels and their share of networks, then refits, recalibrates and
-    scores on all of them; its rows and networks stay as they were.
+    scores on all of them; its rows and networks stay as they were. Every run also measures the target
+    networks' kernels of any op family the table has no row of (one the runtime has since learned to
+    run, or that the adaptive rows left out), so that no network of the targets is priced partial.
     """
     from nas.pool import target_kinds
 
@@ -507,6 +511,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
 
     if _done(table, "rows"):
         _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
+        _cover_families(runtime, table, protocol, clock, targets, per_space, progress)
         return None
     have = {(r["network"], int(r["pass"])) for r in _current_networks(table) if int(r["pass"]) <= 2}
     n_networks = sum(networks)
@@ -549,9 +554,30 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         measured_twice = sum(1 for r in table.rows("ok") if r.spec in again)
     for suffix in (".csv", ".json", *LOCK_SUFFIXES):  # its lock too: pass 2 is written only under the table's
         pass2.with_name(pass2.name + suffix).unlink(missing_ok=True)
+    _cover_families(runtime, table, protocol, clock, growing or targets, per_space, progress)
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)
     return None
+
+
+def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
+                    per_space: int, progress: bool) -> None:
+    """Measure the target networks' kernels of every family the table has no row of (measured or
+    refused): a kernel the adaptive rows left out, or one the runtime (a board's firmware) has since
+    learned to run. Without a row of its family a kernel is uncovered and its networks partial."""
+    from device_tables.kernels import FusionRules
+    from nas.pool import graph_of
+    from predictors.adaptive import kernel_pool, profile_specs_into
+    from predictors.kernel_regressors import family
+
+    have = {family(r.spec) for r in table.rows()}
+    pool = kernel_pool([graph_of(n) for n in pool_networks(targets, per_space)], FusionRules.from_meta(table.meta),
+                       runtime.dtype())
+    todo = [s for s, _ in pool.values() if family(s) not in have]
+    if todo:
+        _say(clock, "rows", f"{len(todo)} kernel(s) of op families without a row "
+                            f"({', '.join(sorted({family(s) for s in todo}))}): measuring them")
+        profile_specs_into(lambda s: runtime.measure(s, protocol), table, todo, progress=progress, desc="families")
 
 
 # The files of a table that `_copy_table` copies as they are (its metadata is written after them).

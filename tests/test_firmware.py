@@ -52,6 +52,7 @@ KERNEL_SPECS = [
     S("globalavgpool", (1, 24, 7, 5)),
     S("bn", (1, 64, 8, 8)),                                                     # TFLite MUL + ADD by per-channel constants
     S("bn+relu", (1, 16, 6, 6)),
+    S("scale", (1, 16, 8, 8)),                                                  # TFLite MUL by a per-channel constant
 ]
 
 
@@ -195,6 +196,8 @@ def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have
     from hwlat.cli import main
     from hwlat.device_profile import missing_stages, table_stages, table_warnings
     from device_tables.table import DeviceTable
+    from nas.pool import graph_of
+    from predictors.lut import LUTPredictor
 
     out = tmp_path / "board"
     sweep = tmp_path / "over.yaml"  # a table that starts with a row over the 256 KiB arena
@@ -214,6 +217,17 @@ def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have
     assert stages["regressors"].startswith("stored") and table.rows("ok")
     assert not any("lacks" in w for w in table_warnings(table))
     assert any(r.spec.op.startswith("conv2d+") for r in table.rows("ok"))  # fused kernels are rows of their own
+    dead = "nb201:0-0-0-0-0-0"  # every cell outputs x * 0: a MUL by a per-channel constant, rare in random samples
+    assert not LUTPredictor(table).predict_graph(graph_of(dead)).partial
+    # A table made before the board ran that MUL (no row of its family) gains the kernels when resumed
+    csv = out.with_suffix(".csv")
+    csv.write_text("".join(line for line in csv.read_text().splitlines(keepends=True) if not line.startswith("scale|")))
+    assert LUTPredictor(DeviceTable.load(out)).predict_graph(graph_of(dead)).partial
+    assert main(["profile", "device", "--runtime", "board", "--board", "qemu:mps2-an386", "--targets", "nb201",
+                 "--minutes", "2", "--protocol", "quick", "--out", str(out), "--no-progress"]) == 0
+    assert "3 kernel(s) of op families without a row (scale): measuring them" in capsys.readouterr().out
+    table = DeviceTable.load(out)
+    assert not LUTPredictor(table).predict_graph(graph_of(dead)).partial
     # --remeasure of a row the board cannot run (over its arena) leaves it as it was and goes on
     failed = {r.spec.key for r in table.rows("error")}
     assert len(failed) == 1

@@ -276,6 +276,19 @@ void bn_s8(const op_params *p, const op_tensors *t)
     }
 }
 
+/* MUL by a per-channel constant (TFLite MUL with a constant operand of shape [c]): NB201's zero op
+ * (x * 0) lowers to it. */
+void mul_s8(const op_params *p, const op_tensors *t)
+{
+    const size_t pixels = (size_t)p->n * p->h * p->w;
+    for (size_t i = 0; i < pixels; ++i) {
+        const int8_t *x = t->x + i * p->c;
+        int8_t *y = t->y + i * p->c;
+        for (int32_t ch = 0; ch < p->c; ++ch)
+            y[ch] = requantize((p->in_offset + x[ch]) * (p->w_offset + t->w[ch]), t->mult[ch], t->shift[ch], p);
+    }
+}
+
 void add_s8(const op_params *p, const op_tensors *t)
 {
     const size_t count = (size_t)p->n * p->h * p->w * p->c;

@@ -44,5 +44,6 @@ void add_s8(const op_params *p, const op_tensors *t);
 void relu_s8(const op_params *p, const op_tensors *t);
 void mean_s8(const op_params *p, const op_tensors *t);
 void bn_s8(const op_params *p, const op_tensors *t);
+void mul_s8(const op_params *p, const op_tensors *t);
 
 #endif

@@ -28,7 +28,7 @@
 #define MAX_ARGS 48
 #define MAX_RUNS 100000u
 
-static const char KERNELS[] = "conv2d,dwconv2d,pwconv2d,linear,avgpool,maxpool,add,relu,mean,bn";
+static const char KERNELS[] = "conv2d,dwconv2d,pwconv2d,linear,avgpool,maxpool,add,relu,mean,bn,mul";
 
 /* ---- output ------------------------------------------------------------------------------- */
 static char out_buf[LINE_MAX + 64];
@@ -270,6 +270,9 @@ static int cmd_op(int argc, char **argv)
             reply_err("RANGE", "ls must be in 0..30");
             return -1;
         }
+    } else if (strcmp(kind, "mul") == 0) {
+        fn = mul_s8; has_w = 1; requant = 1; bias = 0;
+        p.oc = p.c; p.oh = p.h; p.ow = p.w; p.kh = p.kw = 1; p.ph = p.pw = 0; p.groups = p.c;
     } else if (strcmp(kind, "add") == 0) {
         fn = add_s8; has_x2 = 1;
         p.oc = p.c; p.oh = p.h; p.ow = p.w;

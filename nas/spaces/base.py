@@ -72,6 +72,11 @@ class Space(abc.ABC):
         """Every architecture, in the space's canonical order (only for small spaces)."""
         raise ArchError(f"the {self.name} space is too large to enumerate; use sample(n, seed)")
 
+    def rare_archs(self) -> list[Any]:
+        """Architectures whose kernels uniform samples seldom hold, which a table of the space's kernels
+        should still cover (`hwlat profile device` adds them to the networks it chooses rows for)."""
+        return []
+
     @abc.abstractmethod
     def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> Any:
         """A neighbour of `arch`: one choice changed to another value."""

@@ -190,6 +190,11 @@ class NB201Space(Space):
         idx = as_rng(seed).choice(N_ARCHS, size=n, replace=False)
         return [self.from_index(int(i)) for i in idx]
 
+    def rare_archs(self) -> list[NB201Arch]:
+        """Every edge `none`: each cell outputs zeros (``x * 0``), a kernel only the 2.5% of
+        architectures with a dead cell run."""
+        return [NB201Arch((0,) * len(EDGES))]
+
     def mutate(self, arch: Any, rng: np.random.Generator | int | None = None) -> NB201Arch:
         rng = as_rng(rng)
         ops = list(self.as_arch(arch).ops)

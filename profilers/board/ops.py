@@ -19,7 +19,7 @@ from device_tables.errors import UnsupportedOpError
 from device_tables.ops import OpSpec
 from profilers.tflite import int8_reference as q8
 
-KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add", "relu", "mean", "bn")
+KERNELS = ("conv2d", "dwconv2d", "pwconv2d", "linear", "avgpool", "maxpool", "add", "relu", "mean", "bn", "mul")
 # Tensor order on the board (PROTOCOL.md): inputs, weights, bias, multipliers, shifts, output.
 TENSOR_ORDER = ("x", "x2", "w", "b", "m", "s", "y")
 INPUTS = ("x", "x2", "w", "b", "m", "s")
@@ -202,6 +202,14 @@ def lower(spec: OpSpec, seed: int = 0) -> BoardOp:
         params = {"n": n, "h": h, "w": w, "c": c, "mo": (mo << shift) // count, "so": so - shift, **common,
                   "amin": q8.INT8_MIN, "amax": q8.INT8_MAX}
         tensors = {"x": x}
+    elif kind == "MUL" and main.weights is not None and x.ndim == 4 and main.weights.size == x.shape[3]:
+        _, h, w, c = (int(s) for s in x.shape)  # a per-channel constant: NB201's zero op (x * 0)
+        wq = main.weight_params
+        m, s = q8.quantize_multiplier(float(xq.s) * float(wq.s) / float(out.s))
+        kernel = "mul"
+        params = {"n": n, "h": h, "w": w, "c": c, "zw": wq.zp, "bias": 0, **common}
+        tensors = {"x": x, "w": main.weights.astype(np.int8).reshape(c), "m": np.full(c, m, np.int32),
+                   "s": np.full(c, s, np.int32)}
     elif kind == "ADD" and main.weights is None and len(model.inputs) == 2 and model.inputs[1].shape == x.shape:
         _, h, w, c = (int(s) for s in x.shape)
         aq, bq = main.inputs
