@@ -23,6 +23,9 @@ from device_tables.ops import OpSpec
 log = logging.getLogger(__name__)
 
 OP, FREE, UNCOVERED = "op", "free", "uncovered"
+# The note of a CNN's channel shuffle: an uncovered Transpose of (N, g, C/g, H, W) by (0, 2, 1, 3, 4),
+# its `moves` that shape (priced as a pass over the tensor; a runtime that runs whole networks lowers it).
+SHUFFLE_NOTE = "a channel shuffle's Transpose (rank 5, H and W in place)"
 
 @dataclass(frozen=True)
 class GraphOp:

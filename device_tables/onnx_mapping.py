@@ -11,7 +11,7 @@ import math
 from typing import Any, Sequence
 
 from device_tables.errors import ModelError, OpSpecError
-from device_tables.graph import FREE, OP, UNCOVERED, GraphOp, ShapeOnly, node_name as _name
+from device_tables.graph import FREE, OP, SHUFFLE_NOTE, UNCOVERED, GraphOp, ShapeOnly, node_name as _name
 from device_tables.ops import BASE_OPS, OpSpec
 from device_tables.patterns import Match, find_patterns
 
@@ -382,10 +382,10 @@ class OnnxMapper:
                            "moves only axes of size 1")
         if len(xs) == 4:
             return self._op(OpSpec.make("transpose", xs, perm="".join(map(str, perm))), node, idx, acts)
-        if len(xs) == 5 and perm[-2:] == [3, 4]:
+        if len(xs) == 5 and perm == [0, 2, 1, 3, 4]:
             # A CNN's channel shuffle stays uncovered with `GraphOp.moves`: a predictor prices it as an
             # elementwise pass over the same tensor (CNN tables measured no transposes).
-            return self._uncovered(node, idx, acts, "a channel shuffle's Transpose (rank 5, H and W in place)", moves=xs)
+            return self._uncovered(node, idx, acts, SHUFFLE_NOTE, moves=xs)
         if len(dims) > 4:
             return self._copy(node, idx, acts, xs, note=f"rank-{len(dims)} permutation priced as a copy")
         pad = 4 - len(dims)

@@ -321,3 +321,35 @@ def test_int8_networks_are_timed_whole_and_a_max_pools_padding_does_not_stretch_
     assert rt.times_whole_models()
     m = rt.time_model(to_onnx("resnet18@r96w0.5"), Protocol.preset("quick"))
     assert m.median_ms > 0
+
+
+def test_a_channel_shuffle_lowers_to_a_transpose_and_fbnet_networks_run_whole():
+    """A channel shuffle (uncovered in tables: priced as a pass over its tensor) is lowered in NHWC as
+    one rank-3 TRANSPOSE of each pixel's (groups, k) channels, so FBNet networks run on LiteRT, fp32
+    and int8: their shuffle moves channel g*k + j to j*groups + g, as the ONNX Transpose does."""
+    import numpy as np
+
+    from device_tables.graph import FREE, SHUFFLE_NOTE, UNCOVERED, Graph, GraphOp
+    from nas.pool import graph_of, onnx_of
+    from nas.spaces import get_space
+    from profilers.litert.network import network_graph
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+    from profilers.tflite.float_reference import run_float
+
+    n, groups, k, h, w = 1, 3, 4, 2, 5
+    g = Graph([GraphOp(FREE, None, "Reshape", ("r1",), ("x",), ("x5",)),
+               GraphOp(UNCOVERED, None, "Transpose", ("t",), ("x5",), ("t5",), SHUFFLE_NOTE, (n, groups, k, h, w)),
+               GraphOp(FREE, None, "Reshape", ("r2",), ("t5",), ("y",))],
+              name="shuffle", inputs={"x": (n, groups * k, h, w)}, outputs=("y",))
+    x = np.arange(n * groups * k * h * w, dtype=np.float32).reshape(n, groups * k, h, w)
+    want = x.reshape(n, groups, k, h, w).transpose(0, 2, 1, 3, 4).reshape(n, groups * k, h, w)
+    y = run_float(network_graph(g), [x.transpose(0, 2, 3, 1)])[0]  # the model's feature maps are NHWC
+    np.testing.assert_array_equal(y.transpose(0, 3, 1, 2), want)
+
+    sp = get_space("fbnet")
+    names = ["fbnet:" + sp.key(a) for a in sp.sample(20, seed=3)]
+    name = next(nm for nm in names if any(op.note == SHUFFLE_NOTE for op in graph_of(nm).ops))
+    for precision in ("fp32", "int8"):
+        m = get_runtime("litert", threads=1, precision=precision).time_model(onnx_of(name), Protocol.preset("quick"))
+        assert m.median_ms > 0

@@ -14,7 +14,7 @@ import math
 from functools import lru_cache
 from typing import Any
 
-from device_tables.graph import FREE, OP, UNCOVERED, Graph, GraphOp
+from device_tables.graph import FREE, OP, SHUFFLE_NOTE, UNCOVERED, Graph, GraphOp
 from device_tables.ops import OpSpec
 from nas.spaces.network import Net
 
@@ -218,7 +218,7 @@ def _shuffle(name: str, x: str, xs: tuple[int, ...], g: int) -> tuple[GraphOp, .
         return None
     return (GraphOp(FREE, None, "Reshape", (f"{name}.reshape1",), (x,), (f"{name}.r1",)),
             GraphOp(UNCOVERED, None, "Transpose", (f"{name}.transpose",), (f"{name}.r1",), (f"{name}.t",),
-                    "a channel shuffle's Transpose (rank 5, H and W in place)", five),
+                    SHUFFLE_NOTE, five),
             GraphOp(FREE, None, "Reshape", (f"{name}.reshape2",), (f"{name}.t",), (name,)))
 
 

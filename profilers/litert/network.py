@@ -22,7 +22,7 @@ import math
 import numpy as np
 
 from device_tables.errors import ModelError, UnsupportedOpError
-from device_tables.graph import FREE, OP, UNCOVERED, Graph
+from device_tables.graph import FREE, OP, SHUFFLE_NOTE, UNCOVERED, Graph
 from device_tables.ops import OpSpec
 from profilers.tflite import lowering
 from profilers.tflite.graph import TFLiteGraph, nhwc_shape
@@ -39,12 +39,12 @@ def network_model(graph: Graph, int8: bool = False, description: str = "hwlat ne
     on its deterministic inputs by the float reference, as a converter does with a representative
     dataset), and those inputs in the model's dtype; `UnsupportedOpError` naming an op it cannot lower."""
     from profilers.tflite.flatbuffer import serialize
-    from profilers.tflite.quantize import check_int8, quantize_graph
+    from profilers.tflite.quantize import INT8_NETWORK_OPS, check_int8, quantize_graph
 
     g = network_graph(graph)
     inputs = network_inputs(g)
     if int8:
-        check_int8(g, f"network {graph.name or '?'}")
+        check_int8(g, f"network {graph.name or '?'}", INT8_NETWORK_OPS)
         g = quantize_graph(g, inputs)
         inputs = [g.tensors[i].quant.quantize(x) if g.tensors[i].quant else x for i, x in zip(g.inputs, inputs)]
     return serialize(g, description=description), inputs
@@ -52,7 +52,7 @@ def network_model(graph: Graph, int8: bool = False, description: str = "hwlat ne
 
 def network_graph(graph: Graph) -> TFLiteGraph:
     """The float32 `TFLiteGraph` of a network graph."""
-    bad = [op for op in graph.ops if op.kind == UNCOVERED]
+    bad = [op for op in graph.ops if op.kind == UNCOVERED and op.note != SHUFFLE_NOTE]
     if bad:
         raise UnsupportedOpError(f"cannot lower to TFLite: {bad[0].describe()}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
     readers = graph.consumers()
@@ -77,6 +77,9 @@ def network_graph(graph: Graph) -> TFLiteGraph:
             acts = [t for t in op.inputs if t in tensors]
             if acts and op.outputs:
                 tensors[op.outputs[0]] = tensors[acts[0]]  # a view: the reader reshapes it as its spec says
+            continue
+        if op.kind == UNCOVERED:  # a channel shuffle (the only uncovered op `bad` lets through)
+            tensors[op.outputs[0]] = _shuffle(views, tensors[op.inputs[0]], op.moves)
             continue
         spec = op.spec
         assert op.kind == OP and spec is not None
@@ -217,6 +220,15 @@ def _copy(g: TFLiteGraph, xs: list[int], shape: tuple[int, ...]) -> int:
         begin = g.add_const("begin", np.zeros(1, np.int32))
         y = g.add_op("SLICE", [y, begin, g.add_const("size", np.array([need], np.int32))], (need,))
     return lowering.reshape(g, y, shape)
+
+
+def _shuffle(views: _Views, x: int, five: tuple[int, ...]) -> int:
+    """A channel shuffle of the NCHW map (N, g*k, H, W) seen as `five` = (N, g, k, H, W), in NHWC: each
+    pixel's channels (g, k) become (k, g), one rank-3 TRANSPOSE between RESHAPEs (free)."""
+    n, groups, k, h, w = five
+    g = views.g
+    rows = lowering.reshape(g, views.as_nhwc(x, (n, groups * k, h, w)), (n * h * w, groups, k))
+    return views.feature_map(lowering.reshape(g, lowering.transpose(g, rows, "021"), (n, h, w, groups * k)))
 
 
 def _split(views: _Views, spec: OpSpec, x: int, parts: int) -> list[int]:

@@ -58,7 +58,7 @@ OP_OPTIONS = {
 }
 # Operator versions the converter writes for int8 kernels (lite/tools/versioning/op_version.cc);
 # LiteRT's builtin resolver maps every version to the same kernel, so these only document intent.
-INT8_OP_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "HARD_SWISH": 1}
+INT8_OP_VERSIONS = {"CONV_2D": 3, "DEPTHWISE_CONV_2D": 3, "FULLY_CONNECTED": 4, "HARD_SWISH": 1, "RESHAPE": 1}
 
 
 # ---- vectors -------------------------------------------------------------------------------------

@@ -22,10 +22,12 @@ from profilers.tflite.graph import Op, TFLiteGraph, op_geometry
 from profilers.tflite.int8_reference import QuantizedGraph, QuantizedOp, QuantParams
 
 # Ops whose activation inputs and output share one set of quantisation parameters.
-SAME_QUANT_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PADV2", "CONCATENATION")
+SAME_QUANT_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PADV2", "CONCATENATION", "RESHAPE", "TRANSPOSE")
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 # Every op the int8 quantisation and its reference cover (not attention's kernels, nor layer norm's).
-INT8_OPS = WEIGHTED_OPS + SAME_QUANT_OPS + ("ADD", "MUL", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "MEAN")
+INT8_OPS = WEIGHTED_OPS + SAME_QUANT_OPS[:5] + ("ADD", "MUL", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "MEAN")
+# What a CNN network adds to them: a channel shuffle's RESHAPE and TRANSPOSE (quantised, not in the reference).
+INT8_NETWORK_OPS = INT8_OPS + ("RESHAPE", "TRANSPOSE")
 # Values at or below this are the lowest-float padding a max pool's PADV2 adds: left out of the
 # ranges (else one pad would stretch the scale of the tensors it shares parameters with to ~1e36).
 PAD_SENTINEL = float(np.finfo(np.float32).min) / 2
@@ -91,9 +93,10 @@ def _quantize_constants(g: TFLiteGraph, op: Op) -> None:
         c.data, c.dtype, c.quant = np.array([q8.INT8_MIN], np.int8), "int8", xq
 
 
-def check_int8(g: TFLiteGraph, what: str) -> None:
-    """`UnsupportedOpError` naming the first op of `g` hwlat cannot quantise to int8 (`what`: the spec or network)."""
-    bad = next((op.kind for op in g.ops if op.kind not in INT8_OPS), None)
+def check_int8(g: TFLiteGraph, what: str, ops: tuple[str, ...] = INT8_OPS) -> None:
+    """`UnsupportedOpError` naming the first op of `g` hwlat cannot quantise to int8 (`what`: the spec or
+    network; `ops`: those it can)."""
+    bad = next((op.kind for op in g.ops if op.kind not in ops), None)
     if bad is not None:
         raise UnsupportedOpError(f"{what}: hwlat's int8 LiteRT models cover CNN kernels only, not TFLite {bad} "
                                  f"(int8 transformer ops are not quantised); profile it at float32 (--precision fp32)")
