@@ -345,8 +345,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     `remeasure` (shell patterns of op keys) first measures the stored rows they match again, twice,
     each keeping its quieter pass, for rows whose single-op model has been fixed; the old values stay
     in the rows' extra, and the regressors, calibration and score follow the new rows.
-    `recalibrate` times the table's calibration and score networks again, twice, and refits the
-    calibration and the score on those times alone (`since` in the run record): for a table whose
+    `recalibrate` times the table's calibration and score networks again, twice (and tries again
+    those that could not run then), and refits the calibration and the score on those times alone (`since` in the run record): for a table whose
     machine has since run faster or slower. The older times stay in the networks file.
     `start_from` (a shipped name or a path) makes `out` a copy of that table first and recalibrates
     it: a table of a machine like this one (the same CPU design), fitted to this one's speed.
@@ -765,6 +765,12 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             for name in chosen[role]:
                 if (name, 1) not in done:
                     measure(role, name, 1)
+        if _recalibrating(table):  # and those that could not run then are tried again (the runtime may run them now)
+            for role in ROLES:
+                for name in dict.fromkeys(r["network"] for r in stored if r["status"] == "error" and r["role"] == role
+                                          and r["network"] not in chosen[role]):
+                    if not _timed_since(table, stored, name) and measure(role, name, 1):
+                        chosen[role].append(name)
         while any(len(chosen[r]) < want[r] and queues[r] for r in ROLES):  # pass 1
             for role in ROLES:
                 if len(chosen[role]) < want[role] and queues[role]:
@@ -800,6 +806,13 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     bar.close()
     _stage(table, "networks", clock, calibration=len(chosen["calibration"]), score=len(chosen["score"]))
     return None
+
+
+def _timed_since(table: DeviceTable, stored: list[dict[str, Any]], name: str) -> bool:
+    """Whether `name` was already tried since the recalibration began (an interrupted one resumes)."""
+    since = _since(table)
+    return since is not None and any(r["network"] == name and _instant(r["measured_at"]) >= _instant(since)
+                                     for r in stored)
 
 
 def _slow_spell_suspects(table: DeviceTable, names: set[str]) -> list[tuple[str, str]]:

@@ -388,8 +388,9 @@ def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_
 
 def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(complete_table, tmp_path, capsys):
     """`--recalibrate` (the machine now runs at another speed): every stored calibration and score
-    network is timed again, twice; the calibration and score count only those times; the older times
-    stay in the file; a later run measures nothing more and keeps counting the new times."""
+    network is timed again, twice, and one that could not run then is tried again (it runs now and
+    joins the calibration); the calibration and score count only those times; the older times stay in
+    the file; a later run measures nothing more and keeps counting the new times."""
     import hwlat
     from device_tables.errors import HwlatError
     from hwlat.device_profile import _instant, _measured
@@ -398,8 +399,12 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     out = copy_table(complete_table, tmp_path)
     path = networks_path(DeviceTable.load(out))
     rows = read_networks(path)
+    refused = "nb201:|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
+    assert refused not in {r["network"] for r in rows}
+    error = {k: "" for k in rows[0]} | {"network": refused, "role": "calibration", "pass": "1", "status": "error",
+                                        "error": "an op an older hwlat could not run", "measured_at": rows[0]["measured_at"]}
     write_networks(path, [{**r, "median_ms": str(3 * float(r["median_ms"]))} if r["status"] == "ok" else r
-                          for r in rows])  # every stored time from a spell when the machine ran 3x slower
+                          for r in rows] + [error])  # every stored time from a spell when the machine ran 3x slower
     old_lines = path.read_text().splitlines()
     slow = {role: dict(zip(*_measured(DeviceTable.load(out), role))) for role in ("calibration", "score")}
     kw = dict(minutes=5, threads=1, protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
@@ -416,14 +421,16 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     ok_before = {r["network"] for r in rows if r["status"] == "ok"}
     for name in ok_before:
         assert {int(r["pass"]) for r in new if r["network"] == name} >= {1, 2}
+    assert {int(r["pass"]) for r in new if r["network"] == refused and r["status"] == "ok"} >= {1, 2}
     for role in ("calibration", "score"):
         fresh = dict(zip(*_measured(table, role)))
-        assert set(fresh) == set(slow[role])
+        assert set(fresh) == set(slow[role]) | ({refused} if role == "calibration" else set())
+        fresh.pop(refused, None)
         for name, ms in fresh.items():  # the truth is of the new times: a third of the slow spell's, give or take
             assert ms == min(float(r["median_ms"]) for r in new if r["network"] == name and r["status"] == "ok")
             assert ms < 0.6 * slow[role][name]
     assert table.meta["self_score"]["scored_at"] >= since
-    assert table.meta["lut_calibration"]["n_models"] == len(slow["calibration"])
+    assert table.meta["lut_calibration"]["n_models"] == len(slow["calibration"]) + 1
     show = subprocess.run([sys.executable, "-m", "hwlat", "table", "show", str(out), "--limit", "1"], cwd=ROOT,
                           capture_output=True, text=True)
     assert f"since {since} (--recalibrate)" in show.stdout

@@ -49,6 +49,7 @@ def register(targets) -> None:
                    help="time the table's calibration and score networks again (twice, about 1-3 minutes on two cores) and fit "
                         "the calibration and score on those times alone: for a table whose machine now runs "
                         "faster or slower than when it was measured (a VM moved to other hardware, a slow spell). "
+                        "Networks the runtime could not run then are tried again (and join if they run now). "
                         "The rows stay; the older network times stay in NAME.networks.csv. Interrupted, it "
                         "resumes when run again")
     p.add_argument("--from", dest="start_from", metavar="TABLE",
