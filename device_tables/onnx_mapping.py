@@ -383,8 +383,8 @@ class OnnxMapper:
         if len(xs) == 4:
             return self._op(OpSpec.make("transpose", xs, perm="".join(map(str, perm))), node, idx, acts)
         if len(xs) == 5 and perm == [0, 2, 1, 3, 4]:
-            # A CNN's channel shuffle stays uncovered with `GraphOp.moves`: a predictor prices it as an
-            # elementwise pass over the same tensor (CNN tables measured no transposes).
+            # A CNN's channel shuffle stays uncovered with `GraphOp.moves`: a predictor prices it as a
+            # copy of the same tensor (CNN tables measured no transposes).
             return self._uncovered(node, idx, acts, SHUFFLE_NOTE, moves=xs)
         if len(dims) > 4:
             return self._copy(node, idx, acts, xs, note=f"rank-{len(dims)} permutation priced as a copy")

@@ -404,9 +404,10 @@ def test_context_models_chain_shape_keeping_ops_and_run_copies_side_by_side_othe
     assert odd.p10_ms <= odd.median_ms <= odd.p90_ms
 
 
-def test_channel_shuffle_transpose_is_priced_as_an_elementwise_pass():
-    """A channel shuffle (Reshape-Transpose-Reshape) is no table op: its Transpose is priced as a relu
-    row of the same tensor size, named in the breakdown; without that pricing the total is partial."""
+def test_channel_shuffle_transpose_is_priced_as_a_copy_of_its_tensor():
+    """A channel shuffle (Reshape-Transpose-Reshape) is no table op: its Transpose is priced as a copy
+    of the same tensor, named in the breakdown: the channel concat of its halves in a table with concat
+    rows, else a relu row of that size; without that pricing the total is partial."""
     from onnx import numpy_helper
 
     nodes = [helper.make_node("Conv", ["x", "W"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1], name="conv"),
@@ -429,6 +430,10 @@ def test_channel_shuffle_transpose_is_priced_as_an_elementwise_pass():
     plain = LUTPredictor(table, price_data_movement=False).fit().predict_graph(model)
     assert plain.partial and [u.nodes for u in plain.uncovered] == [("shuffle",)]
     assert plain.total_ms < pred.total_ms
+    concat = OpSpec.make("concat", (1, 4, 16, 16), parts=2)
+    table = synthetic_table([OpSpec.make("conv2d", X, cout=8, kernel=3, bias=False), relu, concat])
+    moved = [k for k in LUTPredictor(table).fit().predict_graph(model).kernels if k.nodes == ("shuffle",)]
+    assert len(moved) == 1 and moved[0].key == concat.key and moved[0].source == TABLE
 
 
 def _reorder_table(specs, in_share: float, out_share: float) -> DeviceTable:

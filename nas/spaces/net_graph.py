@@ -211,7 +211,7 @@ def _mul(name: str, inputs: tuple[str, ...], xs: tuple[int, ...], out_shape: tup
 
 
 def _shuffle(name: str, x: str, xs: tuple[int, ...], g: int) -> tuple[GraphOp, ...] | None:
-    """Reshape (free), the Transpose of the groups (uncovered, priced as a pass over the tensor), Reshape."""
+    """Reshape (free), the Transpose of the groups (uncovered, priced as a copy of the tensor), Reshape."""
     n, c, h, w = xs
     five = (n, g, c // g, h, w)
     if five[1] == 1 or five[2] == 1:  # a transpose moving a unit axis only is free in `onnx_mapping`
