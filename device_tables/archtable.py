@@ -45,7 +45,9 @@ class ArchKeys:
     metadata); `columns` are the key columns in file order; `primary` is the one every file of the
     space shares and tables are joined on; `int_columns` hold integers (the rest are strings).
     Rows are sorted by `order_by` when every row has a value there, or even when some lack one
-    (they go last) if `order_with_gaps`; else they keep the join's order.
+    (they go last) if `order_with_gaps`; else they keep the join's order. `optional` key columns
+    are ones an architecture may lack (a row number of the public files, for one outside them): a
+    local table writes them after the others, so that its first column is a key every row has.
     """
 
     space: str
@@ -54,9 +56,10 @@ class ArchKeys:
     int_columns: tuple[str, ...] = ()
     order_by: str | None = None
     order_with_gaps: bool = False
+    optional: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        named = [self.primary, *self.int_columns] + ([self.order_by] if self.order_by else [])
+        named = [self.primary, *self.int_columns, *self.optional] + ([self.order_by] if self.order_by else [])
         stray = [c for c in named if c not in self.columns]
         if stray:
             raise ValueError(f"{self.space} arch keys: {', '.join(stray)} not among the key columns {', '.join(self.columns)}")
@@ -415,7 +418,7 @@ class ArchTableWriter:
         self.device = device
         self.csv_path, self.json_path, self.stats_path = arch_table_paths(path)
         self.primary = space.primary
-        self.key_columns = list(space.columns)
+        self.key_columns = [c for c in space.columns if c not in space.optional] + list(space.optional)
         self.columns = self.key_columns + [device.name]
         self._done: dict[str, float | None] = {}
         make_parent(self.csv_path)
@@ -458,6 +461,10 @@ class ArchTableWriter:
             raise TableError(f"{self.json_path} holds device {old!r}, not {self.device.name!r}; "
                              "choose another --out or the same settings to resume")
         refuse_other_settings(self.csv_path.with_suffix(""), self.meta, meta, MEASURING_SETTINGS)
+        with open(self.csv_path, newline="") as f:
+            header = next(csv.reader(f), None)
+        if header == [*self.arch_keys.columns, self.device.name]:  # begun when optional keys came first
+            self.key_columns, self.columns = list(self.arch_keys.columns), header
         recorded = self._repair_stats()
         repair_last_line(self.csv_path, lambda line: self._whole_row(line, recorded))
         with open(self.csv_path, newline="") as f:

@@ -110,6 +110,16 @@ def test_any_space_brings_its_own_keys(tmp_path):
     with ArchTableWriter(tmp_path / "toy_local", toy, DEV) as w:
         w.append({"code": "z"}, _m(1.0))
     assert (tmp_path / "toy_local.csv").read_text().splitlines() == [f"row,code,{DEV.name}", ",z,1"]
+    # A key column an architecture may lack (`optional`) is written last: the first column is a key
+    # every row has; a table begun in the old order resumes in it.
+    optional = dataclasses.replace(toy, optional=("row",))
+    with ArchTableWriter(tmp_path / "toy_opt", optional, DEV) as w:
+        w.append({"code": "z"}, _m(1.0))
+    assert (tmp_path / "toy_opt.csv").read_text().splitlines() == [f"code,row,{DEV.name}", "z,,1"]
+    with ArchTableWriter(tmp_path / "toy_local", optional, DEV) as w:
+        w.append({"code": "y", "row": 3}, _m(2.0))
+    assert (tmp_path / "toy_local.csv").read_text().splitlines() == [f"row,code,{DEV.name}", ",z,1", "3,y,2"]
+    assert ArchTable.read(tmp_path / "toy_opt.csv", space=optional).keys == ["z"]
     assert json.loads((tmp_path / "toy_local.json").read_text())["space"] == "toy"
     with pytest.raises(ValueError, match="toy arch keys: id not among the key columns row, code"):
         ArchKeys("toy", columns=("row", "code"), primary="id")

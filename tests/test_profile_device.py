@@ -205,6 +205,16 @@ def test_predict_many_equals_one_by_one_and_keys_round_trip_with_profile_archs(c
         one = json.loads(proc.stdout)
         assert f"{one['latency_ms']:.6g}" == row["predicted_ms"] and row["partial"] == "false"
         assert one["model"].endswith(row["arch_str"])
+    # FBNet: the first column is the op-index key (the public files' row number, which a random
+    # architecture lacks, comes last), and `--arch` takes it
+    fb = tmp_path / "fb.csv"
+    assert main(["profile", "archs", "--space", "fbnet", "--archs", "random:1", "--protocol", "quick",
+                 "--out", str(fb), "--no-progress"]) == 0
+    header, first = [line.split(",") for line in fb.read_text().splitlines()[:2]]
+    assert header[0] == "fbnet_op_idx22" and first[0]
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "predict", "--space", "fbnet", "--arch", first[0],
+                           "--table", str(complete_table), "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
 
 
 def test_predict_warns_about_missing_stages_and_another_machine(tmp_path):

@@ -79,7 +79,7 @@ class FBNetSpace(Space):
     name = "fbnet"
     # The public CSV's keys (HW-NAS-Bench via HELP): rows sorted by help_row when every row has one.
     arch_keys = ArchKeys("fbnet", columns=("help_row", "fbnet_op_idx22", "fbnet_ops22"), primary="fbnet_op_idx22",
-                         int_columns=("help_row",), order_by="help_row")
+                         int_columns=("help_row",), order_by="help_row", optional=("help_row",))
     key_columns = arch_keys.columns
     key_column = arch_keys.primary
     layerwise = True

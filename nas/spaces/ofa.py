@@ -99,7 +99,7 @@ class OFASpace(Space):
     name = "ofa"
     # The public CSV's keys (HELP): rows sorted by help_row when every row has one.
     arch_keys = ArchKeys("ofa", columns=("help_row", "ofa_arch"), primary="ofa_arch", int_columns=("help_row",),
-                         order_by="help_row")
+                         order_by="help_row", optional=("help_row",))
     key_columns = arch_keys.columns
     key_column = arch_keys.primary
     transfer_join_column = "help_row"
