@@ -577,7 +577,8 @@ def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     if todo:
         _say(clock, "rows", f"{len(todo)} kernel(s) of op families without a row "
                             f"({', '.join(sorted({family(s) for s in todo}))}): measuring them")
-        profile_specs_into(lambda s: runtime.measure(s, protocol), table, todo, progress=progress, desc="families")
+        profile_specs_into(lambda s: runtime.measure(s, protocol), table, todo, progress=progress, desc="families",
+                           deadline=time.monotonic() + max(clock.left() - FIT_RESERVE_S, 0.0))
 
 
 # The files of a table that `_copy_table` copies as they are (its metadata is written after them).
