@@ -353,3 +353,19 @@ def test_a_channel_shuffle_lowers_to_a_transpose_and_fbnet_networks_run_whole():
     for precision in ("fp32", "int8"):
         m = get_runtime("litert", threads=1, precision=precision).time_model(onnx_of(name), Protocol.preset("quick"))
         assert m.median_ms > 0
+
+
+def test_profile_archs_times_int8_networks_whole(tmp_path):
+    """`hwlat profile archs --runtime litert --precision int8`: full-integer networks, in a device column
+    of their own, as an int8 table's calibration times them."""
+    import csv
+
+    from hwlat.cli import main
+
+    out = tmp_path / "int8"
+    assert main(["profile", "archs", "--runtime", "litert", "--precision", "int8", "--space", "nb201", "--archs",
+                 "random:2", "--protocol", "quick", "--passes", "1", "--out", str(out), "--no-progress"]) == 0
+    with open(tmp_path / "int8.csv") as f:
+        rows = list(csv.DictReader(f))
+    column = "cpu/litert/int8/threads=1/xnnpack=on"
+    assert len(rows) == 2 and all(float(r[column]) > 0 for r in rows)
