@@ -4,6 +4,7 @@ table predicts fast from what it stores (regressors as arrays + JSON, never refi
 from __future__ import annotations
 
 import csv
+from collections import Counter
 import json
 import os
 import signal
@@ -307,12 +308,17 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
     third = [r for r in after if int(r["pass"]) == 3]
     assert slow in {r["network"] for r in third}
     truth = dict(zip(*_measured(DeviceTable.load(out), "calibration")))[slow]
-    assert truth < 1.3 * honest
-    # Run again: a network gets one third pass, never more.
+    # Its truth is the quietest of its three passes (the third is timed now, fast or, in a slow spell
+    # of this machine, slow again: no threshold on it).
+    assert truth == min(float(r["median_ms"]) for r in after if r["network"] == slow and r["status"] == "ok")
+    assert truth <= 1.6 * honest
+    # Run again: a network gets one third pass, never more (another may become a suspect, as the
+    # median network of its kind moves with the new times).
     hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
                          targets=["nb201"], calibration_networks=3, score_networks=2,
                          fusion_patterns=PATTERNS, progress=False)
-    assert len([r for r in read_networks(path) if int(r["pass"]) == 3]) == len(third)
+    thirds = Counter(r["network"] for r in read_networks(path) if int(r["pass"]) == 3)
+    assert thirds[slow] == 1 and max(thirds.values()) == 1
 
 
 def test_the_networks_first_pass_out_of_time_leaves_the_networks_stage_unfinished(complete_table, tmp_path):
