@@ -244,8 +244,12 @@ def pool_networks(targets: Sequence[str], per_space: int = POOL_PER_SPACE) -> li
     from nas.spaces import get_space
 
     spaces = [t for t in targets if t != CLASSIC]
-    rare = [f"{s}:{sp.key(a)}" for s in spaces if s != TRANSFORMERS for sp in [get_space(s)] for a in sp.rare_archs()]
-    return target_networks(per_space, spaces, classic=CLASSIC in targets, seed=0, resolutions=POOL_RESOLUTIONS) + rare
+    names = target_networks(per_space, spaces, classic=CLASSIC in targets, seed=0, resolutions=POOL_RESOLUTIONS)
+    for s in spaces:
+        if s != TRANSFORMERS:  # a kind of networks, not a space
+            space = get_space(s)
+            names += [f"{s}:{space.key(a)}" for a in space.rare_archs()]
+    return names
 
 
 # ---- the run ---------------------------------------------------------------------------------
@@ -346,8 +350,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     each keeping its quieter pass, for rows whose single-op model has been fixed; the old values stay
     in the rows' extra, and the regressors, calibration and score follow the new rows.
     `recalibrate` times the table's calibration and score networks again, twice (and tries again
-    those that could not run then), and refits the calibration and the score on those times alone (`since` in the run record): for a table whose
-    machine has since run faster or slower. The older times stay in the networks file.
+    those that could not run then), and refits the calibration and the score on those times alone
+    (`since` in the run record): for a table whose machine has since run faster or slower. The older times stay in the networks file.
     `start_from` (a shipped name or a path) makes `out` a copy of that table first and recalibrates
     it: a table of a machine like this one (the same CPU design), fitted to this one's speed.
     A finished table run with targets it lacks grows: it probes the fusion patterns it lacks, measures
@@ -505,13 +509,11 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     ``NAME.pass2``, and each row keeps its quieter measurement. On a shared machine a measurement
     caught in a slow spell reads 10-50% high, thread-CPU clock or not; a second chance, minutes
     later, catches most of them (`DeviceTable.keep_quieter`)."""
-    from device_tables.kernels import FusionRules
-    from nas.pool import graph_of
-    from predictors.adaptive import adaptive_profile, kernel_pool
+    from predictors.adaptive import adaptive_profile
 
     if _done(table, "rows"):
         _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
-        _cover_families(runtime, table, protocol, clock, targets, per_space, progress)
+        _cover_families(runtime, table, protocol, clock, _row_pool(runtime, table, targets, per_space), progress)
         return None
     have = {(r["network"], int(r["pass"])) for r in _current_networks(table) if int(r["pass"]) <= 2}
     n_networks = sum(networks)
@@ -526,14 +528,13 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     rows_s = max(left - reserve, 0.5 * left)
     pass2 = table.path.with_name(table.path.name + ".pass2")
     t0 = time.monotonic()
+    pool = None
     if not _done(table, "rows pass 1"):
-        rules = FusionRules.from_meta(table.meta)
-        names = pool_networks(growing or targets, per_space)
-        graphs = [graph_of(n) for n in names]
-        pool = kernel_pool(graphs, rules, runtime.dtype())
+        pool = _row_pool(runtime, table, growing or targets, per_space)
         had = {r.spec.key for r in table.rows()}
         first_s = ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0)
-        _say(clock, "rows", f"{len(pool)} distinct kernels in {len(graphs)} networks; measuring the most "
+        _say(clock, "rows", f"{len(pool)} distinct kernels in {len(pool_networks(growing or targets, per_space))} "
+                            f"networks; measuring the most "
                                       f"informative for {first_s / 60:.1f} min, then each again")
         alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, budget=len(pool),
                                 batch=32, progress=progress, deadline=time.monotonic() + first_s)
@@ -554,25 +555,35 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         measured_twice = sum(1 for r in table.rows("ok") if r.spec in again)
     for suffix in (".csv", ".json", *LOCK_SUFFIXES):  # its lock too: pass 2 is written only under the table's
         pass2.with_name(pass2.name + suffix).unlink(missing_ok=True)
-    _cover_families(runtime, table, protocol, clock, growing or targets, per_space, progress)
+    if pool is None:  # pass 1 was done by an earlier run
+        pool = _row_pool(runtime, table, growing or targets, per_space)
+    _cover_families(runtime, table, protocol, clock, pool, progress)
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)
     return None
 
 
-def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
-                    per_space: int, progress: bool) -> None:
-    """Measure the target networks' kernels of every family the table has no row of (measured or
-    refused): a kernel the adaptive rows left out, or one the runtime (a board's firmware) has since
-    learned to run. Without a row of its family a kernel is uncovered and its networks partial."""
+def _row_pool(runtime: Runtime, table: DeviceTable, targets: Sequence[str], per_space: int
+              ) -> dict[str, tuple[Any, int]]:
+    """The kernels of the targets' pool networks (`pool_networks`) under the table's fusion rules, in the
+    runtime's dtype: what the rows are chosen from (`predictors.adaptive.kernel_pool`)."""
     from device_tables.kernels import FusionRules
     from nas.pool import graph_of
-    from predictors.adaptive import kernel_pool, profile_specs_into
+    from predictors.adaptive import kernel_pool
+
+    return kernel_pool([graph_of(n) for n in pool_networks(targets, per_space)], FusionRules.from_meta(table.meta),
+                       runtime.dtype())
+
+
+def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
+                    pool: dict[str, tuple[Any, int]], progress: bool) -> None:
+    """Measure the `pool` kernels (`_row_pool`) of every family the table has no row of (measured or
+    refused): a kernel the adaptive rows left out, or one the runtime (a board's firmware) has since
+    learned to run. Without a row of its family a kernel is uncovered and its networks partial."""
+    from predictors.adaptive import profile_specs_into
     from predictors.kernel_regressors import family
 
     have = {family(r.spec) for r in table.rows()}
-    pool = kernel_pool([graph_of(n) for n in pool_networks(targets, per_space)], FusionRules.from_meta(table.meta),
-                       runtime.dtype())
     todo = [s for s, _ in pool.values() if family(s) not in have]
     if todo:
         _say(clock, "rows", f"{len(todo)} kernel(s) of op families without a row "
