@@ -21,13 +21,16 @@ from profilers.tflite.float_reference import run_float
 from profilers.tflite.graph import Op, TFLiteGraph, op_geometry
 from profilers.tflite.int8_reference import QuantizedGraph, QuantizedOp, QuantParams
 
+# Ops that only move values (a channel shuffle's, in a CNN network): quantised, not in the int8 reference.
+MOVEMENT_OPS = ("RESHAPE", "TRANSPOSE")
 # Ops whose activation inputs and output share one set of quantisation parameters.
-SAME_QUANT_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PADV2", "CONCATENATION", "RESHAPE", "TRANSPOSE")
+SAME_QUANT_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PADV2", "CONCATENATION") + MOVEMENT_OPS
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
 # Every op the int8 quantisation and its reference cover (not attention's kernels, nor layer norm's).
-INT8_OPS = WEIGHTED_OPS + SAME_QUANT_OPS[:5] + ("ADD", "MUL", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "MEAN")
-# What a CNN network adds to them: a channel shuffle's RESHAPE and TRANSPOSE (quantised, not in the reference).
-INT8_NETWORK_OPS = INT8_OPS + ("RESHAPE", "TRANSPOSE")
+INT8_OPS = WEIGHTED_OPS + tuple(op for op in SAME_QUANT_OPS if op not in MOVEMENT_OPS) + (
+    "ADD", "MUL", "RELU", "RELU6", "LOGISTIC", "HARD_SWISH", "MEAN")
+# What a whole int8 network may hold besides them.
+INT8_NETWORK_OPS = INT8_OPS + MOVEMENT_OPS
 # Values at or below this are the lowest-float padding a max pool's PADV2 adds: left out of the
 # ranges (else one pad would stretch the scale of the tensors it shares parameters with to ~1e36).
 PAD_SENTINEL = float(np.finfo(np.float32).min) / 2
