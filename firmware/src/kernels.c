@@ -227,7 +227,6 @@ void maxpool_s8(const op_params *p, const op_tensors *t)
     }
 }
 
-/* Elementwise add of two int8 tensors of the same shape, each rescaled to a common scale first. */
 /* Standalone RELU / RELU6: requantise to the output's scale (multiplier mo, shift so), then clamp
  * to [act_min, act_max] (the output's zero point, and 6.0 for RELU6). */
 void relu_s8(const op_params *p, const op_tensors *t)
@@ -289,6 +288,7 @@ void mul_s8(const op_params *p, const op_tensors *t)
     }
 }
 
+/* Elementwise add of two int8 tensors of the same shape, each rescaled to a common scale first. */
 void add_s8(const op_params *p, const op_tensors *t)
 {
     const size_t count = (size_t)p->n * p->h * p->w * p->c;
