@@ -186,14 +186,15 @@ def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | o
 
 
 def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float],
-          predictor: Any = "pretrained") -> ArchPredictor:
+          predictor: Any = "pretrained", device: str = "this device") -> ArchPredictor:
     """A few-shot predictor (the shipped meta-trained one by default) adapted to latencies measured on
-    a new device: `archs` (objects or keys) and their `latencies_ms`; it works from 3, and improves
-    with more (10 and more recommended)."""
-    from nas.device_loop import adapt as run
+    `device`: `archs` (objects or keys) and their `latencies_ms`, one each, in the same order; it works
+    from 3, and improves with more (10 and more recommended). Bad input (a length mismatch, an
+    architecture twice, a latency that is not a positive number of ms) is a `MeasurementsError`."""
+    from nas.few_shot import fit as run, measurements_of
 
     sp = _space(space)
-    return run(predictor, sp, [sp.arch(a) for a in archs], latencies_ms, min_rows=3)
+    return run(sp, measurements_of(sp, archs, latencies_ms, device), predictor=predictor)
 
 
 def suggest(space: str | Space, n: int = 20, seed: int = 0) -> list[str]:

@@ -88,8 +88,9 @@ class FeaturePredictor(ArchPredictor):
         layout = getattr(predictor, "layout", None)
         made_for = getattr(layout, "space", "") if layout is not None else ""
         if made_for and made_for != self.space.name:
-            raise PredictorSpaceError(f"this {self.name} predicts {made_for} architectures, not {self.space.name}; "
-                                      f"use a predictor made for {self.space.name} (e.g. pretrained {self.space.name})")
+            raise PredictorSpaceError(f"the {self.name} predictor predicts {made_for} architectures, not "
+                                      f"{self.space.name}; use one made for {self.space.name} (`hwlat adapt fit "
+                                      f"--space {self.space.name}`)")
 
     def matrix(self, archs: Sequence[Any]) -> np.ndarray:
         out = self.features(self.space, self._archs(archs))
@@ -235,7 +236,11 @@ def load_arch_predictor(source: str | os.PathLike, space: Space | str) -> ArchPr
     if not js.is_file():
         raise PredictorFileError(f"no predictor at {js}: give a file written by predictors.io.save (NAME, NAME.npz or "
                                  "NAME.json), 'pretrained', or 'lut:<device table>'")
-    device = (read_info(text).get("info") or {}).get("device")
+    info = read_info(text).get("info") or {}
+    made_for, device = info.get("space"), info.get("device")
+    if made_for and made_for != sp.name:
+        raise PredictorSpaceError(f"{text} predicts {made_for} architectures, not {sp.name}; use --space {made_for} or "
+                                  f"fit a {sp.name} predictor (`hwlat adapt fit --space {sp.name}`)")
     name = f"{Path(text).name} ({sp.name} transfer adapted to {device})" if device else Path(text).name
     return FeaturePredictor(sp, load(text), name=name)
 

@@ -61,8 +61,9 @@ class LatencyConstraint:
         self.predictor: ArchPredictor = as_arch_predictor(predictor, space)
         self.space = self.predictor.space
         if needs_adaptation(self.predictor):
-            raise ConstraintError(f"the {self.predictor.name} predictor has not been adapted to a device; call "
-                                  "predictor.adapt(X, measured_ms) first (or `hwlat search --device-samples TABLE`)")
+            raise ConstraintError(f"the {self.predictor.name} predictor has not been adapted to a device; adapt it to "
+                                  "measured latencies first (`hwlat adapt fit`, `--device-samples FILE` in `hwlat "
+                                  "search`, or hwlat.fit / hwlat.adapt in Python)")
         if not (math.isfinite(budget_ms) and budget_ms > 0):
             raise ConstraintError(f"latency budget {budget_ms} ms: must be a finite positive number of milliseconds")
         if min_ms is not None and not (math.isfinite(min_ms) and min_ms >= 0):

@@ -106,39 +106,6 @@ def measure(space: Space | str, archs: Sequence[Any], out: str | Path | None = N
             tmp.cleanup()
 
 
-def read_device_samples(path: str | Path, space: Space | str, device: str | None = None,
-                        min_rows: int = MIN_DEVICE_SAMPLES) -> tuple[list[Any], np.ndarray, str]:
-    """(archs, ms, device column) of the measured rows of an arch table, for adapting a predictor."""
-    from device_tables.archtable import ArchTable
-    from nas.spaces import known_arch_keys
-
-    sp = _space(space)
-    table = ArchTable.read(path, space=sp.arch_keys, candidates=known_arch_keys())
-    if device is None:
-        if len(table.devices) != 1:
-            raise DeviceSamplesError(f"{path} has {len(table.devices)} device columns ({', '.join(table.devices[:6])}"
-                                     f"{'...' if len(table.devices) > 6 else ''}); choose one with --device")
-        device = table.devices[0]
-    col = table.latency(device)
-    col = col[col.notna()]  # empty or negative cells: architectures that failed there
-    zero = col[col <= 0]
-    if len(zero):
-        raise DeviceSamplesError(f"{path}: device {device!r} has {zero.iloc[0]:g} ms for architecture {zero.index[0]}, "
-                                 "not a latency; fix the cell or empty it")
-    if len(col) < min_rows:
-        raise DeviceSamplesError(
-            f"{path}: only {len(col)} measured {sp.name} architecture(s) for device {device!r}; adapting needs "
-            f"at least {min_rows} (10 reference + 10 random recommended): measure more with `hwlat profile archs "
-            f"--space {sp.name} --archs <keys> --out {path}`")
-    archs = []
-    for k in col.index:
-        try:
-            archs.append(sp.parse(k))
-        except HwlatError as exc:
-            raise DeviceSamplesError(f"{path}: architecture {k!r}: {exc}") from None
-    return archs, col.to_numpy(dtype=float), device
-
-
 def adapt(predictor: Any, space: Space | str, archs: Sequence[Any], ms: Sequence[float],
           min_rows: int = MIN_DEVICE_SAMPLES) -> FeaturePredictor:
     """Adapt a few-shot feature predictor (``"pretrained"`` for the shipped one) to measured archs."""

@@ -27,6 +27,9 @@ from nas.spaces.base import ArchError, Space
 
 # Fewest measurements an adaptation takes: its learners' leave-one-out choice needs three.
 MIN_MEASUREMENTS = 3
+# Longest latency taken as a measurement of one forward pass (about 17 minutes): a larger number is
+# a unit slip or a placeholder, and would overflow the adapted predictor's numbers.
+MAX_LATENCY_MS = 1e6
 # Candidates `suggest` chooses from in a space too large to enumerate (a seeded sample).
 SUGGEST_POOL = 5000
 
@@ -77,8 +80,49 @@ class Measurements:
     archs: list[Any]
     ms: np.ndarray
     device: str
-    path: Path
+    path: Path | None  # None: given in Python (`measurements`)
     empty: int = 0  # rows with an empty latency cell (failed or not yet measured), left out
+
+
+def latency_problem(value: float) -> str | None:
+    """Why `value` is not a measured latency in ms, or None when it is one."""
+    if not math.isfinite(value) or value <= 0:
+        return "not a latency in ms (a positive number)"
+    if value > MAX_LATENCY_MS:
+        return f"over {MAX_LATENCY_MS:g} ms, not one forward pass in ms (seconds or microseconds?)"
+    return None
+
+
+def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float], device: str = "this device",
+                 min_rows: int = MIN_MEASUREMENTS) -> Measurements:
+    """`Measurements` from architectures (objects or keys) and their latencies in ms, checked as
+    `read_measurements` checks a file: as many latencies as architectures, each a positive number,
+    no architecture twice, at least `min_rows`; anything else a `MeasurementsError` naming it."""
+    sp = _space(space)
+    archs, values = list(archs), [float(v) for v in ms]
+    if len(archs) != len(values):
+        raise MeasurementsError(f"{len(archs)} architectures but {len(values)} latencies; give one latency per "
+                                "architecture, in the same order")
+    parsed: list[Any] = []
+    first: dict[str, int] = {}
+    for i, (a, v) in enumerate(zip(archs, values)):
+        try:
+            arch = sp.arch(a)
+        except (ArchError, ValueError) as exc:
+            raise MeasurementsError(f"architecture {i} ({a!r}) is not a {sp.name} architecture ({exc})") from None
+        k = sp.key(arch)
+        if k in first:
+            raise MeasurementsError(f"architecture {i} ({k}) is also architecture {first[k]}; give each once (the "
+                                    "median of its measurements)")
+        first[k] = i
+        problem = latency_problem(v)
+        if problem:
+            raise MeasurementsError(f"latency {i} ({v!r} for {k}) is {problem}")
+        parsed.append(arch)
+    if len(parsed) < min_rows:
+        raise MeasurementsError(f"{len(parsed)} measured {sp.name} architecture(s); adapting needs at least {min_rows} "
+                                f"(20 recommended: `hwlat.suggest({sp.name!r}, 20)`, then measure them)")
+    return Measurements(parsed, np.asarray(values, dtype=float), device, None)
 
 
 def _csv_path(path: str | os.PathLike) -> Path:
@@ -99,9 +143,9 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     p = _csv_path(path)
     if not p.is_file():
         raise MeasurementsError(f"{p}: no such file; give the arch table `hwlat profile archs --out` wrote, or a CSV "
-                                f"with a {sp.key_column} column and a latency column in ms")
+                                f"with the column {sp.key_column} and a latency column in ms")
     try:
-        lines = p.read_text(encoding="utf-8").splitlines()
+        lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a spreadsheet's byte-order mark
     except UnicodeDecodeError as exc:
         raise MeasurementsError(f"{p}: not UTF-8 text (byte {exc.start}); expected a CSV of measurements") from None
     numbered = [(n, row) for n, row in enumerate(csv.reader(lines), start=1) if any(c.strip() for c in row)]
@@ -111,13 +155,16 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     keys = [c for c in (sp.key_column, *sp.key_columns) if c in header and not (c == "help_row" and not sp.native_indices)]
     keys = list(dict.fromkeys(keys))
     if not keys:
-        raise MeasurementsError(f"{p}: the header ({', '.join(header[:6])}) names no key column of the {sp.name} space; "
-                                f"expected one of {', '.join(c for c in sp.key_columns if c != 'help_row')}")
+        sep = next((f"{name} ({c!r})" for c, name in ((";", "semicolons"), ("\t", "tabs")) if len(header) == 1
+                    and c in header[0]), None)
+        what = (f"its columns are separated by {sep}; save it with commas" if sep else
+                f"the header ({', '.join(header[:6])}) names no key column of the {sp.name} space")
+        raise MeasurementsError(f"{p}: {what}; expected one of {', '.join(c for c in sp.key_columns if c != 'help_row')}")
     latency_cols = [c for c in header if c and c not in sp.key_columns]
     if device is None:
         if len(latency_cols) != 1:
             what = (f"several latency columns ({', '.join(latency_cols[:6])}{'...' if len(latency_cols) > 6 else ''}); "
-                    "choose one with --device" if latency_cols else "no latency column besides the key columns")
+                    "choose one with --device (device= in Python)" if latency_cols else "no latency column besides the key columns")
             raise MeasurementsError(f"{p}: {what}")
         device = latency_cols[0]
     elif device not in latency_cols:
@@ -130,14 +177,21 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     empty = 0
     for n, row in numbered[1:]:
         cells = [c.strip() for c in row]
-        key = next((cells[i] for i in key_idx if i < len(cells) and cells[i]), "")
-        if not key:
+        given = [(keys[j], cells[i]) for j, i in enumerate(key_idx) if i < len(cells) and cells[i]]
+        if not given:
             raise MeasurementsError(f"{p}, line {n}: no architecture key (columns {', '.join(keys)} are empty)")
-        try:
-            arch = sp.parse(int(key) if key.isdigit() and sp.native_indices else key)
-        except (ArchError, ValueError) as exc:
-            raise MeasurementsError(f"{p}, line {n}: {key!r} is not a {sp.name} architecture ({exc})") from None
-        k = sp.key(arch)
+        named: dict[str, tuple[str, str, Any]] = {}  # architecture key -> (column, cell, architecture)
+        for column, key in given:
+            try:
+                arch = sp.parse(int(key) if key.isdigit() and sp.native_indices else key)
+            except (ArchError, ValueError) as exc:
+                raise MeasurementsError(f"{p}, line {n}: {key!r} is not a {sp.name} architecture ({exc})") from None
+            named.setdefault(sp.key(arch), (column, key, arch))
+        if len(named) > 1:
+            (c1, v1, _), (c2, v2, _) = list(named.values())[:2]
+            raise MeasurementsError(f"{p}, line {n}: its key columns name different architectures ({c1} {v1!r}, {c2} "
+                                    f"{v2!r}); fix one, or keep a single key column")
+        k, (_, key, arch) = next(iter(named.items()))
         if k in first_line:
             raise MeasurementsError(f"{p}, line {n}: architecture {key} is also on line {first_line[k]}; keep one row "
                                     "per architecture (the median of its measurements)")
@@ -150,9 +204,10 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value <= 0:
-            raise MeasurementsError(f"{p}, line {n}: {device} = {text!r} for architecture {key} is not a latency in ms "
-                                    "(a positive number); fix it, or empty the cell to leave the row out")
+        problem = latency_problem(value)
+        if problem:
+            raise MeasurementsError(f"{p}, line {n}: {device} = {text!r} for architecture {key} is {problem}; fix it, or "
+                                    "empty the cell to leave the row out")
         archs.append(arch)
         ms.append(value)
     if len(ms) < min_rows:
@@ -162,16 +217,20 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     return Measurements(archs, np.asarray(ms, dtype=float), device, p, empty)
 
 
-def fit(space: Space | str, measurements: str | os.PathLike | Measurements, device: str | None = None) -> FeaturePredictor:
-    """The shipped meta-trained predictor adapted to measurements (a file as `read_measurements`
-    reads, or `Measurements`); its `info` records where they came from, for `save`."""
+def fit(space: Space | str, measurements: str | os.PathLike | Measurements, device: str | None = None,
+        predictor: Any = "pretrained") -> FeaturePredictor:
+    """A few-shot predictor (the shipped meta-trained one by default) adapted to measurements (a file
+    as `read_measurements` reads, or `Measurements`); its `info` records where they came from, for `save`."""
     from nas.device_loop import adapt
 
     sp = _space(space)
+    if isinstance(predictor, str) and predictor == "pretrained":
+        predictor = load_arch_predictor(predictor, sp)  # a space without one is refused before the file is read
     m = measurements if isinstance(measurements, Measurements) else read_measurements(measurements, sp, device)
-    pred = adapt("pretrained", sp, m.archs, m.ms, min_rows=MIN_MEASUREMENTS)
+    pred = adapt(predictor, sp, m.archs, m.ms, min_rows=MIN_MEASUREMENTS)
     pred.name = f"{sp.name} transfer adapted to {m.device}"
-    pred.info = {"space": sp.name, "device": m.device, "measurements": str(m.path), "n_measurements": len(m.ms),
+    pred.info = {"space": sp.name, "device": m.device, "measurements": str(m.path or "given in Python"),
+                 "n_measurements": len(m.ms),
                  "measured": {sp.key(a): float(v) for a, v in zip(m.archs, m.ms)}}
     return pred
 

@@ -342,7 +342,7 @@ def fuzz_onnx(counter: Counter, examples: int):
 
 
 def fuzz_device_samples(counter: Counter, examples: int):
-    from nas.device_loop import read_device_samples
+    from nas.few_shot import read_measurements
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())
@@ -352,12 +352,11 @@ def fuzz_device_samples(counter: Counter, examples: int):
             csv = base.with_suffix(".csv")
             csv.write_text(data.draw(mutated_text(csv.read_text())), newline="")
 
-            def valid(result):
-                archs, ms, _ = result
-                finite_positive(ms)
-                assert len(archs) == len(ms)
+            def valid(m):
+                finite_positive(m.ms)
+                assert len(m.archs) == len(m.ms) >= 3
 
-            check(counter, lambda: read_device_samples(csv, "nb201", min_rows=3), [csv], valid)
+            check(counter, lambda: read_measurements(csv, "nb201"), [csv], valid)
 
     run()
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -192,6 +193,23 @@ def test_predict_archs_equals_one_by_one_predict_arch(space, spec, tmp_path, cap
         assert row["partial"] == ("true" if alone["partial"] else "false")
 
 
+def test_sigma_holds_the_tables_error_on_networks_it_was_not_calibrated_on():
+    """A table's one-sigma error includes its whole-network error on its self-score networks (the
+    RMS of their log predicted/measured), not only its regressed kernels' errors."""
+    from predictors.lut.predictor import held_out_error
+
+    table = hwlat.load_table(ORT)
+    ratios = np.array(list(table.meta["self_score"]["ratios"].values()))
+    lut = LUTPredictor(table)
+    assert lut.network_error == pytest.approx(np.sqrt(np.mean(np.log(ratios) ** 2))) and lut.network_error > 0
+    arch = get_space("nb201").sample(1, seed=2)[0]
+    pred = lut.predict_graph(get_space("nb201").graph(arch))
+    kernels_only = np.sqrt(sum((k.ms * k.sigma) ** 2 for k in pred.kernels))
+    assert pred.sigma_ms == pytest.approx(np.hypot(kernels_only, pred.total_ms * lut.network_error))
+    assert held_out_error({}) == 0.0 and held_out_error({"self_score": {"ratios": {"a": 1.1, "b": 1 / 1.1}}}) == \
+        pytest.approx(np.log(1.1))
+
+
 def test_prediction_from_records_equals_one_made_of_kernels():
     """A prediction keeps its kernels as records until they are used: its totals, counts and fields
     read from the records equal those of the same prediction made of `KernelPrediction`s, before and
@@ -207,7 +225,7 @@ def test_prediction_from_records_equals_one_made_of_kernels():
         records = tuple(lazy._records)
         assert records and lazy._kernels is None
         made = Prediction(lazy.model, lazy.table, [KernelPrediction(*r) for r in records], lazy.overhead_ms,
-                          lazy.uncovered, lazy.calibration, lazy.repeats, lazy.ops)
+                          lazy.uncovered, lazy.calibration, lazy.repeats, lazy.ops, lazy.network_error)
         assert (lazy.total_ms, lazy.sigma_ms, lazy.counts) == (made.total_ms, made.sigma_ms, made.counts)
         assert lazy._kernels is None  # not made for the totals
         assert lazy.to_dict() == made.to_dict() and lazy == made and lazy.kernels == made.kernels

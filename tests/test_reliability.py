@@ -189,8 +189,9 @@ def _samples(path: Path, cells: list[str], keys: list[str] = NB201_KEYS) -> Path
 
 
 @pytest.mark.parametrize("bad, says", [
-    ("inf", "holds 'inf' on line 4, not a latency in ms"), ("nan", "holds 'nan' on line 4"),
-    ("1e999", "holds '1e999'"), ("fast", "holds 'fast'"), ("0", "has 0 ms for architecture"),
+    ("inf", "line 4: board = 'inf' for architecture"), ("nan", "line 4: board = 'nan'"),
+    ("1e999", "line 4: board = '1e999'"), ("fast", "line 4: board = 'fast'"), ("0", "line 4: board = '0'"),
+    ("-1.5", "line 4: board = '-1.5'"), ("1e300", "over 1e+06 ms, not one forward pass in ms"),
 ])
 def test_device_samples_that_are_not_latencies_are_one_error(capsys, tmp_path, bad, says):
     cells = ["1.5", "1.2", bad, "2.0", "0.9", "1.1"]
@@ -210,13 +211,30 @@ def test_device_samples_with_a_bad_key_name_the_file_and_key(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("index", ["inf", "3.5", "x", "1e300"])
-def test_arch_table_integer_key_that_is_not_whole_is_one_error(capsys, tmp_path, index):
+def test_device_samples_whose_index_is_not_an_architecture_are_one_error(capsys, tmp_path, index):
+    from nas.spaces import get_space
+
+    sp = get_space("nb201")
     samples = tmp_path / "samples.csv"
-    samples.write_text("nb201_index,arch_str,board\n"
-                       + "".join(f"{index if i == 2 else i},{k},1.5\n" for i, k in enumerate(NB201_KEYS)))
+    samples.write_text("nb201_index,arch_str,board\n" + "".join(
+        f"{index if i == 2 else sp.key_record(sp.parse(k))['nb201_index']},{k},1.5\n" for i, k in enumerate(NB201_KEYS)))
     assert_one_error(run_cli(capsys, "search", "--space", "nb201", "--predictor", "pretrained", "--device-samples",
                              str(samples), "--max-latency-ms", "2", "--no-progress"),
-                     str(samples), f"key column 'nb201_index' holds '{index}' on line 4, not a whole number")
+                     str(samples), f"line 4: '{index}' is not a nb201 architecture")
+
+
+def test_measurements_whose_key_columns_disagree_are_one_error(capsys, tmp_path):
+    from nas.spaces import get_space
+
+    sp = get_space("nb201")
+    samples = tmp_path / "samples.csv"
+    rows = [(sp.key_record(sp.parse(k))["nb201_index"], k) for k in NB201_KEYS]
+    rows[3] = (rows[0][0], rows[3][1])  # line 5: the first architecture's index beside another's string
+    samples.write_text("nb201_index,arch_str,board\n" + "".join(f"{i},{k},1.5\n" for i, k in rows))
+    assert_one_error(run_cli(capsys, "adapt", "fit", "--space", "nb201", "--measurements", str(samples), "--out",
+                             str(tmp_path / "pred")),
+                     str(samples), "line 5: its key columns name different architectures")
+    assert not list(tmp_path.glob("pred*"))
 
 
 def test_arch_table_resume_with_a_text_latency_cell_is_one_error(capsys, tmp_path):

@@ -123,7 +123,7 @@ def test_cli_search_prints_best_archs_with_predicted_latency_and_verifies(tmp_pa
                "--save-predictor", str(tmp_path / "pred")])
     text = capsys.readouterr().out
     assert rc == 0
-    assert "adapted to 'my_board' from 12 measured" in text and "predicted ms" in text
+    assert "adapted to my_board, from 12 measured" in text and "predicted ms" in text
     assert "measured on cpu/onnxruntime" in text and "leave-one-out" in text
     report = json.loads(out.read_text())
     wide = report["search"]["budget_ms"]  # the budget + the adapted predictor's error band
@@ -154,18 +154,18 @@ def test_cli_bad_inputs_one_clear_message_each(tmp_path, space, capsys):
     assert "below the fastest nb201 architecture" in err and "use a budget of at least" in err
     assert len(err.splitlines()) == 1
 
-    few = _samples(tmp_path / "few.csv", space, 3)
+    few = _samples(tmp_path / "few.csv", space, 2)  # the rules of `hwlat adapt fit`: 3 or more
     assert main(base + ["--space", "nb201", "--predictor", "pretrained", "--device-samples", str(few),
                         "--max-latency-ms", "1"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "only 3 measured nb201 architecture(s)" in err and "at least 5" in err and len(err.splitlines()) == 1
+    assert "2 measured nb201 architecture(s)" in err and "at least 3" in err and len(err.splitlines()) == 1
 
     main(base + ["--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
                  "--max-latency-ms", "1.5", "--save-predictor", str(tmp_path / "nb")])
     capsys.readouterr()
     assert main(base + ["--space", "fbnet", "--predictor", str(tmp_path / "nb"), "--max-latency-ms", "1"]) == 1
     err = capsys.readouterr().err.strip()
-    assert "predicts nb201 architectures, not fbnet" in err and len(err.splitlines()) == 1
+    assert "predicts nb201 architectures, not fbnet; use --space nb201" in err and len(err.splitlines()) == 1
 
     assert main(base + ["--space", "nb201", "--predictor", "pretrained", "--max-latency-ms", "1"]) == 1
     assert "has not been adapted" in capsys.readouterr().err

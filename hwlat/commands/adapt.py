@@ -10,7 +10,7 @@ import io
 from pathlib import Path
 
 from hwlat.cli import command_parser
-from hwlat.commands.args import positive_int, random_seed
+from hwlat.commands.args import random_seed
 
 
 def register(sub) -> None:
@@ -21,25 +21,41 @@ def register(sub) -> None:
                                    "`hwlat search --predictor`.")
     a = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     from hwlat.commands.space import add_space_argument
+    from predictors import pretrained
+
+    adaptable = pretrained.available()  # the spaces a meta-trained predictor is shipped for
 
     s = command_parser(a, "suggest", "write the N architectures most worth measuring on a new device (an arch table "
                                      "without latencies)",
                        "hwlat adapt suggest --space nb201 -n 20 --out to_measure.csv")
-    add_space_argument(s)
-    s.add_argument("-n", type=positive_int, default=20, help="architectures to suggest (default 20; 10 and more recommended)")
+    add_space_argument(s, names=adaptable)
+    s.add_argument("-n", type=at_least_3, default=20,
+                   help="architectures to suggest (default 20; at least 3, what `adapt fit` needs; 10 and more recommended)")
     s.add_argument("--out", required=True, help="CSV to write: the space's key columns, one architecture per row")
     s.add_argument("--seed", type=random_seed, default=0,
                    help="seed of the candidates in spaces too large to enumerate (fbnet, ofa; default 0)")
     s.set_defaults(func=_suggest)
     f = command_parser(a, "fit", "adapt the shipped meta-trained predictor to latencies measured on a device and save it",
                        "hwlat adapt fit --space nb201 --measurements measured.csv --out my_board")
-    add_space_argument(f)
+    add_space_argument(f, names=adaptable)
     f.add_argument("--measurements", required=True,
                    help="an arch table (`hwlat profile archs --out`) or any CSV with a key column of the space and a "
                         "latency column in ms; 3 rows or more (20 recommended)")
     f.add_argument("--device", help="the latency column to use (needed when the file has several)")
     f.add_argument("--out", required=True, help="the predictor to write: OUT.npz (arrays) + OUT.json")
     f.set_defaults(func=_fit)
+
+
+def at_least_3(text: str) -> int:
+    """-n of `adapt suggest`: a whole number of 3 or more (fewer cannot be fitted)."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number") from None
+    if n < 3:
+        raise argparse.ArgumentTypeError(f"{n}: `hwlat adapt fit` needs at least 3 measurements; suggest 3 or more "
+                                         "(20 recommended)")
+    return n
 
 
 def _suggest(args: argparse.Namespace) -> int:

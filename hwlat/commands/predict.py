@@ -50,7 +50,7 @@ def register(sub) -> None:
                    help=f"row statistic summed: median (default: predicts {QUANTITY}) or p10, the 10th percentile "
                         "(the latency without interference; a calibration fitted on the other statistic is not used)")
     p.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest kernels (0: all)")
-    p.add_argument("--json", action="store_true", help="print the prediction as JSON")
+    p.add_argument("--json", action="store_true", help="print the prediction of one network as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (--archs)")
     p.add_argument("--jobs", type=positive_int, help="with --archs and --table: processes sharing the work (default every "
                                                      "usable core; the predictions do not depend on it)")
@@ -107,6 +107,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise HwlatError("give exactly one network or set: an .onnx path, --space with --arch or --archs, or --classic")
     if args.out and not args.archs:
         raise HwlatError("--out writes the predictions of --archs; for one network use --json")
+    if args.json and args.archs:
+        raise HwlatError("--json prints one network's prediction; the predictions of --archs are CSV (--out FILE, or "
+                         "standard output without it)")
     if bool(args.table) == bool(args.predictor):
         raise HwlatError("give one of --table (a device table) or --predictor (a predictor from `hwlat adapt fit`)")
     if args.predictor:

@@ -95,15 +95,15 @@ def verify_margin(text: str) -> float | None:
 def build_predictor(args: argparse.Namespace, space):
     """The predictor of --predictor, adapted to --device-samples when given."""
     from nas.arch_predictors import load_arch_predictor
-    from nas.device_loop import adapt, read_device_samples
+    from nas.few_shot import fit, read_measurements
 
     pred = load_arch_predictor(args.predictor, space)
     device = None
     if args.device_samples:
-        archs, ms, device = read_device_samples(args.device_samples, space, args.device)
-        pred = adapt(pred, space, archs, ms)
-        print(f"predictor: {pred.name}, adapted to {device!r} from {len(ms)} measured architectures "
-              f"({args.device_samples})")
+        m = read_measurements(args.device_samples, space, args.device)  # the rules of `hwlat adapt fit`
+        device = m.device
+        pred = fit(space, m, predictor=pred)
+        print(f"predictor: {pred.name}, from {len(m.ms)} measured architectures ({args.device_samples})")
     else:
         print(f"predictor: {pred.name} ({args.predictor})")
     return pred, device

@@ -66,11 +66,11 @@ def _sample(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_space_argument(p: argparse.ArgumentParser, required: bool = True) -> None:
-    """--space, its choices the registered spaces (built-in and plugins)."""
+def add_space_argument(p: argparse.ArgumentParser, required: bool = True, names: list[str] | None = None) -> None:
+    """--space, its choices `names` (default: the registered spaces, built-in and plugins)."""
     from nas.spaces import spaces
 
-    names = list(spaces())
+    names = list(spaces()) if names is None else names
     p.add_argument("--space", required=required, choices=names, help=f"search space: {', '.join(names)}")
 
 

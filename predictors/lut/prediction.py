@@ -56,6 +56,7 @@ class Prediction:
     calibration: Calibration = field(default_factory=Calibration)
     repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
     ops: int = 0  # the network's ops that take time (nodes; shape-only ones not counted); 0 where not known
+    network_error: float = 0.0  # the table's one-sigma relative error on whole networks (`held_out_error`)
 
     @classmethod
     def from_records(cls, model: str, table: str, records: tuple[tuple, ...], *args: Any) -> Prediction:
@@ -114,8 +115,10 @@ class Prediction:
 
     @property
     def sigma_ms(self) -> float:
-        """Approximate standard deviation of the total from regressed kernels (independent errors)."""
-        return float(math.sqrt(sum((ms * sigma) ** 2 for ms, sigma in zip(self._column("ms"), self._column("sigma")))))
+        """Approximate standard deviation of the total: the regressed kernels' errors (independent) and
+        the table's error on whole networks it was not calibrated on (`network_error`), in quadrature."""
+        kernels = math.fsum((ms * sigma) ** 2 for ms, sigma in zip(self._column("ms"), self._column("sigma")))
+        return float(math.sqrt(kernels + (self.total_ms * self.network_error) ** 2))
 
     @property
     def counts(self) -> dict[str, int]:

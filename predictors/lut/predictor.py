@@ -35,6 +35,15 @@ STATISTICS = ("median_ms", "p10_ms")
 # arena and XNNPACK reuse memory across sizes, close to the compact plan: nothing is counted.
 
 
+def held_out_error(meta: dict) -> float:
+    """A table's one-sigma relative error on whole networks: the root mean square of log(predicted /
+    measured) over the networks its self-score held out from calibration (`hwlat profile device`'s
+    score stage); 0 for a table without that stage."""
+    ratios = np.asarray(list(((meta.get("self_score") or {}).get("ratios") or {}).values()), dtype=float)
+    ratios = ratios[np.isfinite(ratios) & (ratios > 0)]
+    return float(np.sqrt(np.mean(np.log(ratios) ** 2))) if ratios.size else 0.0
+
+
 class LUTPredictor:
     """Fusion-aware lookup-table predictor of one device table (scikit-learn style).
 
@@ -70,6 +79,7 @@ class LUTPredictor:
         # Each table row timed one call of a single-op model, paying the runtime's per-call overhead
         # that a kernel inside a network does not; the fusion probe measured it (a 1-element relu).
         self.call_overhead_ms = float((table.meta.get("fusion") or {}).get("call_overhead_ms") or 0.0)
+        self.network_error = held_out_error(table.meta)
 
     @property
     def regressors(self) -> KernelRegressors | None:
@@ -343,7 +353,7 @@ class LUTPredictor:
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})
         return Prediction.from_records(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal,
-                                       repeats, ops)
+                                       repeats, ops, self.network_error)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""
