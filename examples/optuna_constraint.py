@@ -49,6 +49,7 @@ def main() -> None:
     study.optimize(objective, n_trials=trials)
 
     best = study.best_trials if args.sampler == "nsga2" else [study.best_trial]
+    best = list({t.user_attrs["arch"]: t for t in best}.values())  # NSGA-II may try one architecture again
     print(f"budget {budget:.3f} ms; {len(study.trials)} trials; best (feasible only) by CIFAR-10 accuracy:")
     for t in sorted(best, key=lambda t: -t.values[0]):
         key = t.user_attrs["arch"]
