@@ -202,6 +202,39 @@ def read_networks(path: Path) -> list[dict[str, Any]]:
     return out
 
 
+def table_problems(table: DeviceTable) -> list[str]:
+    """What is wrong with a table's files beside its rows (`hwlat table validate`), one line each: stored
+    regressors that cannot be read, a networks file that cannot, a calibration that is not numbers."""
+    from predictors.kernel_regressors import KernelRegressors
+    from predictors.lut.calibration import Calibration
+    from predictors.lut.regressors_store import regressors_stem
+
+    problems = []
+    stem = regressors_stem(table)
+    if table.meta.get("regressors") and stem is not None:
+        try:
+            regs = KernelRegressors.load(stem)
+            for name in regs.families_:
+                regs.families_[name]
+        except HwlatError as exc:
+            problems.append(f"{exc} (delete {stem.name}.json/.npz: a prediction or `hwlat profile device` fits them again)")
+    if table.path is not None:
+        try:
+            read_networks(networks_path(table))
+        except HwlatError as exc:
+            problems.append(str(exc))
+    stored = table.meta.get("lut_calibration")
+    if stored:
+        cal = Calibration.from_dict(stored)
+        numbers = [cal.scale, cal.per_kernel_ms, cal.constant_ms, cal.per_weight_mb_ms,
+                   *(x for pair in cal.by_type.values() for x in pair)]
+        scales = [cal.scale, *(scale for scale, _ in cal.by_type.values())]
+        if not all(math.isfinite(float(x)) for x in numbers) or min(scales) <= 0:
+            problems.append(f"{table.path}: its calibration ({cal.describe()}) is not a usable one; run `hwlat profile "
+                            f"device` on it again (--recalibrate) to fit it anew")
+    return problems
+
+
 def _append_network(path: Path, name: str, role: str, pass_: int, m: Measurement | None, error: str | None = None
                     ) -> None:
     new = not path.exists()
@@ -815,6 +848,12 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             timed = {(r["network"], int(r["pass"])) for r in _current_networks(table)}
             if any((n, 1) not in timed for r in ROLES for n in chosen[r]):
                 raise
+        # Enough to calibrate and score on, short of the run's aim: the later stages go on with what
+        # there is, and the run says what is missing (the same command measures it next time).
+        twice = {n for n, p in ((r["network"], int(r["pass"])) for r in _counted(table, read_networks(path))) if p == 2}
+        return (f"the time budget ran out: {len(chosen['calibration'])} of {want['calibration']} calibration and "
+                f"{len(chosen['score'])} of {want['score']} score networks measured, "
+                f"{sum(n in twice for r in ROLES for n in chosen[r])} of them twice")
     bar.close()
     _stage(table, "networks", clock, calibration=len(chosen["calibration"]), score=len(chosen["score"]))
     return None
@@ -898,7 +937,10 @@ def _calibration_stage(table: DeviceTable, clock: _Clock) -> str | None:
     if not names:
         return "no calibration network was measured"
     lut = LUTPredictor(table, calibration=None).fit()
-    cal = lut.calibrate([graph_of(n) for n in names], ys)
+    graphs = [graph_of(n) for n in names]
+    if not any(lut.predict_graph(g).kernels for g in graphs):
+        return f"the table's rows price none of the {len(names)} calibration networks yet; measure rows first"
+    cal = lut.calibrate(graphs, ys)
     lut.save_calibration()
     table.update_meta(lut_calibration_networks=names)
     _say(clock, "calibration", cal.describe())

@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import os
+import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
@@ -412,7 +414,7 @@ class KernelRegressors:
         try:
             with np.load(npath, allow_pickle=False) as arrays:  # the file's index only: arrays are read when used
                 held = set(arrays.files)
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:
             raise RegressorError(f"{npath}: not a readable npz file ({exc}); refit the regressors") from exc
         lacking = [name for name, m in meta["families"].items() if not set(FamilyRegressor.array_names(m, name)) <= held]
         if lacking:
@@ -435,9 +437,14 @@ class _StoredFamilies(Mapping):
     def __getitem__(self, name: str) -> FamilyRegressor:
         if name not in self.loaded:
             meta = self.metas[name]  # a KeyError for a family the file does not hold, as a dict gives
-            if self._arrays is None or self._arrays[0] != os.getpid():
-                self._arrays = (os.getpid(), np.load(self.npath, allow_pickle=False))
-            self.loaded[name] = FamilyRegressor.from_state(meta, self._arrays[1], name)  # type: ignore[arg-type]
+            try:
+                if self._arrays is None or self._arrays[0] != os.getpid():
+                    self._arrays = (os.getpid(), np.load(self.npath, allow_pickle=False))
+                self.loaded[name] = FamilyRegressor.from_state(meta, self._arrays[1], name)  # type: ignore[arg-type]
+            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # changed since it was opened
+                raise RegressorError(f"{self.npath}: the arrays of kernel family {name} cannot be read ({exc}); delete "
+                                     f"the table's .regressors.json and .regressors.npz, and the next prediction or "
+                                     f"`hwlat profile device` run fits them again") from exc
         return self.loaded[name]
 
     def __iter__(self) -> Iterator[str]:

@@ -707,6 +707,26 @@ def test_weights_cache_probe_times_chains_of_linear_layers():
     assert f"weights held in the cache across runs: {cached:g} MB" in format_results([], rules)
 
 
+def test_no_kernel_type_is_calibrated_to_a_negative_scale():
+    """Whole networks measured faster than their pointwise convs' rows allow (what a table of few rows,
+    its kernels regressed far from any row, gave a short run) would fit that type a negative scale: its
+    kernels priced below nothing. The fit keeps every scale at MIN_TYPE_SCALE or above instead."""
+    from nas.models import build_model
+    from predictors.lut import kernel_type
+    from predictors.lut.calibration import MIN_TYPE_SCALE
+
+    keys = [f"{m}@r{r}w{w}" for m in ("mobilenet_v2", "mobilenet_v3_small", "resnet18") for r, w in ((64, 0.5), (96, 1), (128, 0.75))]
+    graphs = [Graph.from_onnx(build_model(k)) for k in keys]
+    table = synthetic_table([s for s, _ in kernel_pool(graphs, ORT_LIKE).values()])
+    lut = LUTPredictor(table).fit()
+    truth = [max(math.fsum(k.ms * (-0.3 if kernel_type(k.op) == "pwconv2d" else 1.0)
+                           for k in lut.predict_graph(g).kernels), 0.0) + 0.5 for g in graphs]
+    cal = lut.calibrate(graphs, truth)
+    assert cal.by_type["pwconv2d"][0] == pytest.approx(MIN_TYPE_SCALE, abs=1e-9)  # at the bound, not below it
+    assert min(s for s, _ in cal.by_type.values()) >= MIN_TYPE_SCALE - 1e-12
+    assert all(k.ms >= 0 for g in graphs for k in lut.predict_graph(g).kernels)
+
+
 def test_calibration_never_makes_weights_a_saving():
     """Networks with more weights running *faster* than their rows sum (noise, or what the weights
     stand in for) would fit a negative cost per MB: the fit has none instead."""

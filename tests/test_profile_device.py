@@ -185,6 +185,38 @@ def test_stored_regressors_predict_exactly_as_freshly_fitted_ones_and_are_refitt
     assert LUTPredictor(table).stored_regressors() is None
 
 
+@pytest.mark.parametrize("damage", ["truncated npz", "json cut short", "calibration not numbers", "networks header"])
+def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_names_it(complete_table, tmp_path,
+                                                                                      damage, capsys, caplog):
+    """`table validate` reads a table's other files too; a damaged regressors file is refitted by a
+    prediction (a warning, never a traceback), a damaged networks file or calibration named in one line."""
+    from hwlat.cli import main
+
+    out = copy_table(complete_table, tmp_path)
+    npz, js = Path(str(out) + ".regressors.npz"), Path(str(out) + ".regressors.json")
+    if damage == "truncated npz":
+        npz.write_bytes(npz.read_bytes()[:3000])
+    elif damage == "json cut short":
+        js.write_text("{")
+    elif damage == "calibration not numbers":
+        table = DeviceTable.load(out)
+        cal = table.meta["lut_calibration"]
+        table.update_meta(lut_calibration={**cal, "constant_ms": float("nan")})
+    else:
+        nets = networks_path(DeviceTable.load(out))
+        nets.write_text("network,role\n" + nets.read_text().split("\n", 1)[1])
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    assert main(["table", "validate", str(out)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("hwlat: error: ")
+    assert {"truncated npz": "regressors.npz: not a readable npz file", "json cut short": "regressors.json: not valid JSON",
+            "calibration not numbers": "its calibration", "networks header": "networks.csv: header is not"}[damage] in err
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # validating changes nothing
+    if damage in ("truncated npz", "json cut short"):  # a network with kernels the rows lack: regressed
+        assert main(["predict", "--classic", "resnet18@r64w0.5", "--table", str(out)]) == 0
+        assert "regressed" in capsys.readouterr().out and "stored regressors not used" in caplog.text
+
+
 def test_predict_many_equals_one_by_one_and_keys_round_trip_with_profile_archs(complete_table, tmp_path):
     from hwlat.cli import main
 
@@ -339,6 +371,12 @@ def test_the_networks_first_pass_out_of_time_leaves_the_networks_stage_unfinishe
                            first_pass_only=True) is None
     assert "networks" not in DeviceTable.load(out).meta["profile_device"]["stages"]
     assert networks_path(table).read_text() == lines  # nothing measured past the budget
+    # The stage itself, out of time with some of each role measured, says what it is short of (the run
+    # lists it as unfinished and goes on to calibrate and score on what there is).
+    note = _networks_stage(rt, table, Protocol.preset("quick"), clock, ["nb201"], 6, 4, False)
+    assert note == "the time budget ran out: 3 of 6 calibration and 2 of 4 score networks measured, 5 of them twice"
+    assert "networks" not in DeviceTable.load(out).meta["profile_device"]["stages"]
+    assert networks_path(table).read_text() == lines
 
 
 def test_the_score_says_how_noisy_the_machine_was_and_calls_a_noisy_spell_one(complete_table, tmp_path):

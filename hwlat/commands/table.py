@@ -72,7 +72,13 @@ def _show(args: argparse.Namespace) -> int:
 def _validate(args: argparse.Namespace) -> int:
     from device_tables import load
 
+    from device_tables.errors import HwlatError
+    from hwlat.device_profile import table_problems
+
     table = load(args.table, exact=True)
+    problems = table_problems(table)
+    if problems:
+        raise HwlatError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     print(f"{table.path}: valid, schema version {table.meta['schema_version']}, {len(table)} rows, device {table.device.name}")
     return 0
 

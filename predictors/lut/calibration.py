@@ -28,6 +28,9 @@ BY_TYPE_MIN_MODELS = 8
 # (`CACHED_WEIGHTS_MB`, up to the measured cache where the fusion rules carry it) are chosen per
 # table by cross-validation on its calibration models, from CV_MIN_MODELS models on.
 RIDGE_SCALE, RIDGE_PER_KERNEL_US, RIDGE_CONSTANT_MS, RIDGE_WEIGHT_MB = 1.0, 1e-3, 10.0, 1e-3
+# Smallest scale a kernel type may take in a per-type calibration (`_by_type_fit`): a kernel costs
+# nothing at least (a type the runtime hides entirely), never less.
+MIN_TYPE_SCALE = 0.0
 RIDGE_STRENGTHS = (1.0, 0.1, 0.01)
 CACHED_WEIGHTS_MB = (0.0, 4.0, 8.0, 16.0, 32.0)
 CV_MIN_MODELS, CV_FOLDS = 16, 5
@@ -190,6 +193,18 @@ def _by_type_fit(found: Sequence[Sequence[KernelPrediction]], y: np.ndarray, rid
         penalty[2 * n] = 1e12
         coef = solve()
         coef[2 * n] = 0.0
+    if np.any(coef[:n] < MIN_TYPE_SCALE):
+        # A type priced below nothing (a few networks and a table of few rows, whose kernels are mostly
+        # regressed far from any row, gave -0.1) is not a device's speed: the same fit with every type's
+        # scale at least MIN_TYPE_SCALE (bounded least squares on the departure from the prior).
+        from scipy.optimize import lsq_linear
+
+        M = np.vstack([Aw, np.diag(np.sqrt(penalty + 1e-12))])
+        rhs = np.concatenate([1.0 - Aw @ prior, np.zeros(A.shape[1])])
+        lower = np.full(A.shape[1], -np.inf)
+        lower[:n] = MIN_TYPE_SCALE - 1.0
+        lower[2 * n] = 0.0  # nor a saving from weights
+        coef = prior + lsq_linear(M, rhs, bounds=(lower, np.inf)).x
     by_type = {t: (float(coef[i]), float(coef[n + i]) * 1e-3) for i, t in enumerate(types)}
     terms = {"constant_ms": float(coef[2 * n + 1]), "by_type": by_type,
              "per_weight_mb_ms": float(coef[2 * n]), "cached_weights_mb": float(cached_mb), "ridge": float(ridge)}
