@@ -134,7 +134,10 @@ def load_onnx(model: Any):
     except ModelError:
         raise
     except Exception as exc:  # protobuf DecodeError and friends
-        raise ModelError(f"{where}: not a readable ONNX model ({exc.__class__.__name__})") from exc
+        said = (str(exc).strip().splitlines() or [""])[0][:200]
+        raise ModelError(f"{where}: not a readable ONNX model ({exc.__class__.__name__}{': ' + said if said else ''}); "
+                         "re-export it or check the file (one saved with external data needs its data file "
+                         "beside it)") from exc
     check_complete(proto, where)
     return proto
 

@@ -38,6 +38,9 @@ def resolve(name_or_path: str | os.PathLike, exact: bool = False) -> Path:
             log.warning("%s was measured on another CPU (%s); using %s, measured on a CPU like this one "
                         "(the other by its path: %s)", shipped.name, _brief(differs), sibling.name, shipped)
         return sibling
+    if Path(name_or_path).is_file():  # a file, but not one of a table's (NAME.csv + NAME.json)
+        raise UnknownDeviceError(f"{str(name_or_path)!r} is a file but not a device table (NAME.csv + NAME.json, "
+                                 "given as NAME, NAME.csv or NAME.json); `hwlat table list` shows the shipped ones")
     names = available()
     raise UnknownDeviceError(
         f"no device table {str(name_or_path)!r}: not a file, and not a shipped table "

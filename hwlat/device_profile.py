@@ -995,6 +995,23 @@ def _user_path(table: DeviceTable) -> str:
     return str(table.path)
 
 
+def profile_command(table: DeviceTable) -> str:
+    """The `hwlat profile device` command that makes (or completes) `table`: its runtime, precision,
+    threads and where it runs (a GPU, a board), and its path."""
+    from profilers.runtimes import runtimes
+
+    d = table.device
+    settings = dict(d.settings)
+    flags = [f"--runtime {d.runtime}"]
+    if d.precision != "fp32":
+        flags.append(f"--precision {d.precision}")
+    if settings.get("threads", 1) != 1:
+        flags.append(f"--threads {settings['threads']}")
+    cls = runtimes().get(d.runtime)
+    flags += cls.device_flags(d) if cls is not None else []
+    return f"hwlat profile device {' '.join(flags)} --out {_user_path(table)}"
+
+
 def table_warnings(table: DeviceTable) -> list[str]:
     """One line each: the stages a table lacks (it predicts without them, less accurately), and how
     this machine differs from the CPU the table was measured on."""
@@ -1005,7 +1022,7 @@ def table_warnings(table: DeviceTable) -> list[str]:
     missing = missing_stages(table)
     if missing:
         out.append(f"{table.name} lacks {', '.join(missing)}: it predicts, less accurately than a complete table; "
-                   f"`hwlat profile device --runtime {table.device.runtime} --out {_user_path(table)}` adds them")
+                   f"`{profile_command(table)}` adds them (on the device it describes)")
     if table.device.hardware == "cpu" and table.device.runtime in runtimes():
         packages = runtimes()[table.device.runtime].packages
         diff = host_differences(table.device.fingerprint, packages)

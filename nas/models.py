@@ -11,6 +11,7 @@ transformers (`nas.transformers`) build those.
 
 from __future__ import annotations
 
+import re
 import zlib
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -259,6 +260,11 @@ BUILDERS: dict[str, Callable[..., str]] = {
 }
 
 
+# What `ModelConfig.parse` accepts: each network halves its input five times, and a huge one would
+# take hours to build or time.
+MIN_RESOLUTION, MAX_RESOLUTION, MAX_WIDTH = 32, 1024, 4.0
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     """One classic network at one resolution and width multiplier."""
@@ -285,11 +291,14 @@ class ModelConfig:
             raise ModelError(f"unknown model {name!r}; known: {', '.join(BUILDERS)}; transformers: {', '.join(FAMILIES)}")
         res, width = 224, 1.0
         if rest:
-            try:
-                r, _, w = rest[1:].partition("w")
-                res, width = int(r), float(w or 1.0)
-            except ValueError:
-                raise ModelError(f"model key {key!r} is not like mobilenet_v2@r160w0.75") from None
+            m = re.fullmatch(r"r(\d+)(?:w(\d*\.?\d+))?", rest)
+            if m is None:
+                raise ModelError(f"model key {key!r} is not like mobilenet_v2@r160w0.75")
+            res, width = int(m.group(1)), float(m.group(2) or 1.0)
+            if not (MIN_RESOLUTION <= res <= MAX_RESOLUTION and 0 < width <= MAX_WIDTH):
+                raise ModelError(f"model key {key!r}: the resolution is {MIN_RESOLUTION} to {MAX_RESOLUTION} pixels "
+                                 f"(the networks halve it five times) and the width multiplier above 0 and at most "
+                                 f"{MAX_WIDTH:g}")
         return cls(name, res, width)
 
 

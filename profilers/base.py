@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
@@ -84,6 +85,12 @@ class Runtime(abc.ABC):
     # The targets `hwlat profile device` chooses rows for by default (None: every search space and the
     # classic networks); a microcontroller's arena holds the 32x32 spaces' kernels, not ImageNet ones.
     default_targets: ClassVar[tuple[str, ...] | None] = None
+
+    @classmethod
+    def device_flags(cls, device: Device) -> list[str]:
+        """The flags of `hwlat profile` besides --runtime, --precision and --threads that measure
+        `device` with this runtime again (where it runs: a GPU, a board); none on this machine's CPU."""
+        return []
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
         if threads < 1:
@@ -171,7 +178,11 @@ class Runtime(abc.ABC):
         if self.times_whole_models() and self.dtype() not in self.network_dtypes:
             raise UnsupportedOpError(f"the {self.name} runtime times whole {' and '.join(self.network_dtypes)} networks, "
                                      f"not {self.precision}")
-        if not isinstance(model, (bytes, bytearray, str)) and hasattr(model, "SerializeToString"):
+        if isinstance(model, (str, os.PathLike)):  # a file: its weights too, where saved beside it
+            from device_tables.graph import load_onnx
+
+            model = load_onnx(os.fspath(model))
+        if not isinstance(model, (bytes, bytearray)) and hasattr(model, "SerializeToString"):
             model = model.SerializeToString()
         return self.time_network(model, protocol, input_shape)
 

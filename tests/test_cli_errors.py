@@ -113,3 +113,37 @@ def test_runtime_options_that_do_not_apply(tmp_path):
     proc = hwlat("profile", "ops", "--runtime", "torch", "--opt-level", "basic", "--sweep", "quick", "--out", "t",
                  cwd=tmp_path)
     assert_user_error(proc, "--opt-level", "onnxruntime")
+
+
+@pytest.mark.parametrize("args, fragments", [
+    (("predict", "--classic", "resnet18@r0", "--table", "cpu_onnxruntime_fp32_threads1"),
+     ("'resnet18@r0'", "resolution is 32 to 1024")),
+    (("predict", "--classic", "resnet18@r224w0", "--table", "cpu_onnxruntime_fp32_threads1"), ("width multiplier",)),
+    (("predict", "--classic", "resnet18@x160", "--table", "cpu_onnxruntime_fp32_threads1"),
+     ("is not like mobilenet_v2@r160w0.75",)),
+    (("predict", "--space", "nb201", "--arch", "1", "--table", "cpu_onnxruntime_fp32_threads1", "--input-shape",
+      "1x3x160x160"), ("--input-shape sizes the inputs of an ONNX model",)),
+    (("predict", "--space", "nb201", "--arch", "abc", "--table", "cpu_onnxruntime_fp32_threads1"),
+     ("--arch 'abc': not a file, range, list or key",)),
+    (("predict", "--space", "nb201", "--archs", "missing/keys.csv", "--table", "cpu_onnxruntime_fp32_threads1"),
+     ("--archs 'missing/keys.csv': no such file",)),
+    (("table", "show", "cpu_onnxruntime_fp32_threads1", "--op", "nosuchop"), ("no rows of op 'nosuchop'", "relu")),
+])
+def test_flags_given_wrong_are_named_as_given(tmp_path, args, fragments):
+    assert_user_error(hwlat(*args, cwd=tmp_path), *fragments)
+
+
+def test_a_file_that_is_not_a_table_or_not_a_model_says_which(tmp_path):
+    model = tmp_path / "model.onnx"
+    model.write_bytes(b"not protobuf")
+    assert_user_error(hwlat("predict", "--space", "nb201", "--arch", "1", "--table", str(model), cwd=tmp_path),
+                      "is a file but not a device table")
+    assert_user_error(hwlat("predict", str(model), "--table", "cpu_onnxruntime_fp32_threads1", cwd=tmp_path),
+                      "not a readable ONNX model (DecodeError: ", "re-export it")
+
+
+def test_a_table_lacking_stages_names_the_command_of_its_own_device(tmp_path):
+    proc = hwlat("predict", "--classic", "resnet18@r64", "--table", "nvidia_h200_torch_fp16_threads1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ("`hwlat profile device --runtime torch --precision fp16 --device cuda --out "
+            "tables/nvidia_h200_torch_fp16_threads1` adds them") in proc.stderr

@@ -228,6 +228,10 @@ def test_predict_many_equals_one_by_one_and_keys_round_trip_with_profile_archs(c
                  "--out", str(many), "--no-progress"]) == 0
     with open(many) as f:
         rows = list(csv.DictReader(f))
+    stem = tmp_path / "p_stem.csv"  # the arch table's stem, as `--out` took it, names the same architectures
+    assert main(["predict", "--space", "nb201", "--archs", str(measured.with_suffix("")), "--table",
+                 str(complete_table), "--out", str(stem), "--no-progress"]) == 0
+    assert stem.read_text() == many.read_text()
     with open(measured) as f:
         first_column = [line.split(",")[0] for line in f.readlines()[1:] if line.strip() and not line.startswith("#")]
     assert len(rows) == 3 and {r["nb201_index"] for r in rows} == set(first_column)

@@ -255,3 +255,23 @@ def test_eager_mode_runs_one_kernel_per_op_so_one_slow_timing_of_a_head_does_not
     rules, results = detect_fusion(rt, ["conv2d+relu"], protocol, progress=False, measure=measure, extras=False)
     assert slowed and results[0].kernels == 2
     assert not rules.fuses("conv2d+relu"), results[0]
+
+
+def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_profile(tmp_path, capsys):
+    """`hwlat profile model --runtime torch` (no per-node profile): the whole model from its file, the
+    quantity a torch table predicts; a board, which runs one kernel at a time, refuses in one line."""
+    import json
+
+    from hwlat.cli import main
+    from nas.models import to_onnx
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(to_onnx("mobilenet_v2@r64w0.5"))
+    assert main(["profile", "model", str(path), "--runtime", "torch", "--protocol", "quick", "--json",
+                 str(tmp_path / "m.json")]) == 0
+    out = capsys.readouterr().out
+    assert "ms median" in out and "on cpu/torch/fp32/threads=1" in out and "the whole model only" in out
+    report = json.loads((tmp_path / "m.json").read_text())
+    assert report["device"] == "cpu/torch/fp32/threads=1" and report["latency"]["median_ms"] > 0
+    assert main(["profile", "model", str(path), "--runtime", "board"]) == 1
+    assert "runs one kernel at a time, not a whole model" in capsys.readouterr().err

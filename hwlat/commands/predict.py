@@ -67,7 +67,8 @@ def _space_items(args: argparse.Namespace):
     if not args.space:
         raise HwlatError("--arch and --archs need --space")
     space = space_from_args(args)
-    items = resolve_archs(space, args.arch or args.archs, seed=args.seed, data_dir=args.public_data)
+    items = resolve_archs(space, args.arch or args.archs, seed=args.seed, data_dir=args.public_data,
+                          flag="--arch" if args.arch else "--archs")
     if args.arch and len(items) != 1:
         raise HwlatError(f"--arch {args.arch!r} selects {len(items)} architectures; use --archs for several")
     return space, items
@@ -107,6 +108,9 @@ def _predict(args: argparse.Namespace) -> int:
         raise HwlatError("give exactly one network or set: an .onnx path, --space with --arch or --archs, or --classic")
     if args.out and not args.archs:
         raise HwlatError("--out writes the predictions of --archs; for one network use --json")
+    if args.input_shape and not args.model:
+        raise HwlatError("--input-shape sizes the inputs of an ONNX model; an architecture of --space or a --classic "
+                         "network has its own (a --classic key picks the resolution: resnet18@r160)")
     if args.json and args.archs:
         raise HwlatError("--json prints one network's prediction; the predictions of --archs are CSV (--out FILE, or "
                          "standard output without it)")

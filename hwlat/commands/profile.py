@@ -39,10 +39,11 @@ def register(sub) -> None:
     add_runtime_options(ops)  # after the cluster options: --device is shared with them (docs/tutorials/profile-gpu.md)
     ops.set_defaults(func=_profile_ops)
 
-    model = command_parser(targets, "model", "per-node latency breakdown and whole-model latency of an ONNX model",
+    model = command_parser(targets, "model", "whole-model latency of an ONNX model and, where the runtime profiles "
+                                             "nodes (onnxruntime), its per-node breakdown",
                            "hwlat profile model resnet18.onnx --runtime onnxruntime --threads 1")
     model.add_argument("model", help="path to an .onnx file")
-    add_runtime_argument(model, default="onnxruntime", which=lambda cls: cls.breaks_down_models())
+    add_runtime_argument(model, default="onnxruntime", which=lambda cls: cls.times_whole_models())
     model.add_argument("--threads", type=positive_int, default=1, help="intra-op threads (default 1)")
     model.add_argument("--input-shape", action="append", metavar="[NAME=]SHAPE",
                        help="shape of a dynamic input: 1x3x224x224 for a one-input model, or NAME=SHAPE repeated "
@@ -199,12 +200,28 @@ def _profile_model(args: argparse.Namespace) -> int:
     from device_tables.graph import parse_input_shapes
     from profilers.runtimes import get_runtime
 
+    from device_tables.errors import HwlatError
+
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     shape = parse_input_shapes(args.input_shape)
-    prof = runtime.profile_model(args.model, protocol=protocol_from_args(args, runtime.cpu_clock_ok), input_shape=shape,
-                                 profile_runs=args.runs)
-    print(prof.format(top=args.top))
+    protocol = protocol_from_args(args, runtime.cpu_clock_ok)
+    if runtime.breaks_down_models():
+        prof = runtime.profile_model(args.model, protocol=protocol, input_shape=shape, profile_runs=args.runs)
+        print(prof.format(top=args.top))
+        report = prof.to_dict()
+    elif runtime.times_whole_models():  # no per-node profile: the whole model, as `hwlat profile archs` times one
+        from device_tables.graph import load_onnx
+
+        load_onnx(args.model)  # a missing or unreadable file: one line naming it
+        m = runtime.time_model(args.model, protocol, input_shape=shape)
+        device = runtime.device().name
+        print(f"{args.model}: {m.median_ms:.4f} ms median (10th percentile {m.p10_ms:.4f} ms, {m.n} runs) on {device}, "
+              f"{protocol.clock} clock; the {runtime.name} runtime gives no per-node breakdown, so the whole model only")
+        report = {"model": args.model, "device": device, "clock": protocol.clock, "latency": m.to_dict()}
+    else:
+        raise HwlatError(f"the {runtime.name} runtime runs one kernel at a time, not a whole model; predict the model "
+                         f"from its table instead (`hwlat predict {args.model} --table TABLE`)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(prof.to_dict(), f, indent=2)
+            json.dump(report, f, indent=2)
     return 0

@@ -12,7 +12,7 @@ from hwlat.commands.args import nonnegative_int, positive_int, random_seed
 def register(sub) -> None:
     p = sub.add_parser("space", help="show or sample architectures of a search space",
                        description="Show or sample architectures of a search space (built-in: NAS-Bench-201, FBNet, "
-                                   "OFA MobileNetV3; or one a plugin adds).")
+                                   "OFA MobileNetV3, AutoFormer-Tiny ViT; or one a plugin adds).")
     a = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = command_parser(a, "show", "print an architecture's structure, MACs, parameters and the ops a runtime runs",
                           "hwlat space show --space nb201 --arch 1462")

@@ -47,6 +47,11 @@ def _show(args: argparse.Namespace) -> int:
     from device_tables.registry import TABLES_DIR, sibling_for_this_cpu
 
     table = load(args.table, exact=True)
+    ops = sorted({r.spec.op for r in table})
+    if args.op is not None and args.op not in ops:
+        from device_tables.errors import HwlatError
+
+        raise HwlatError(f"{table.name} has no rows of op {args.op!r}; its ops: {', '.join(ops) or 'none'}")
     fp = table.device.fingerprint
     print(f"table   {table.path}")
     stands_for = sibling_for_this_cpu(table.path)[0] if table.path.parent == TABLES_DIR else table.path

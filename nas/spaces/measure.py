@@ -65,12 +65,13 @@ def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
     return df.to_dict("records")
 
 
-def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None = None) -> list[ArchItem]:
+def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None = None, flag: str = "--archs"
+                  ) -> list[ArchItem]:
     """An ``--archs`` spec -> architectures, duplicates removed, in spec order.
 
     Indices are the space's own numbering where it has one (`Space.native_indices`: NAS-Bench-201
     indices), else row numbers (``help_row``) of its public CSV (``fbnet.csv``, ``ofa.csv``);
-    ``random:N`` samples the space itself.
+    ``random:N`` samples the space itself. Errors name the spec as given with `flag`.
     """
     items: list[ArchItem] = []
     rows: list[dict[str, Any]] | None = None
@@ -102,20 +103,22 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
             try:
                 n = int(part.split(":", 1)[1])
             except ValueError:
-                raise ArchError(f"--archs {part!r}: expected random:N with N an integer") from None
+                raise ArchError(f"{flag} {part!r}: expected random:N with N an integer") from None
             if n < 1:
-                raise ArchError(f"--archs {part!r}: random:N needs N of at least 1")
+                raise ArchError(f"{flag} {part!r}: random:N needs N of at least 1")
             items += [ArchItem(a, space.key_record(a)) for a in space.sample(n, seed)]
         elif Path(part).is_file():
             items += _from_file(space, Path(part))
+        elif Path(part + ".csv").is_file():  # an arch table's stem, as `profile archs --out` takes it
+            items += _from_file(space, Path(part + ".csv"))
         elif ":" in part:
             a, _, b = part.partition(":")
             try:
                 lo, hi = int(a or 0), int(b) if b else count()
             except ValueError:
-                raise ArchError(f"--archs {part!r}: expected a range a:b of integers; forms: {ARCHS_FORM}") from None
+                raise ArchError(f"{flag} {part!r}: expected a range a:b of integers; forms: {ARCHS_FORM}") from None
             if lo < 0 or hi > count() or lo >= hi:
-                raise ArchError(f"--archs {part!r}: range out of 0..{count()} or empty")
+                raise ArchError(f"{flag} {part!r}: range out of 0..{count()} or empty")
             items += [by_index(i) for i in range(lo, hi)]
         elif all(t.strip().isdigit() for t in part.split(",")):
             items += [by_index(int(t)) for t in part.split(",")]
@@ -123,7 +126,9 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
             try:
                 arch = space.parse(part)
             except ArchError as exc:
-                raise ArchError(f"--archs {part!r}: not a file, range, list or key ({exc}); forms: {ARCHS_FORM}") from None
+                if Path(part).suffix.lower() in (".csv", ".txt") or os.sep in part:
+                    raise ArchError(f"{flag} {part!r}: no such file") from None
+                raise ArchError(f"{flag} {part!r}: not a file, range, list or key ({exc}); forms: {ARCHS_FORM}") from None
             items.append(ArchItem(arch, space.key_record(arch)))
     seen: set[str] = set()
     unique = []
@@ -133,7 +138,7 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
             seen.add(k)
             unique.append(it)
     if not unique:
-        raise ArchError(f"--archs {spec!r} selects no architecture; forms: {ARCHS_FORM}")
+        raise ArchError(f"{flag} {spec!r} selects no architecture; forms: {ARCHS_FORM}")
     return unique
 
 

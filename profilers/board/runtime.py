@@ -88,6 +88,11 @@ class BoardRuntime(Runtime):
     # A cluster device spec's bare words are the board target (``b1=board:qemu:mps2-an386``).
     positional_setting = "board"
 
+    @classmethod
+    def device_flags(cls, device: Device) -> list[str]:
+        emulated = device.hardware.startswith("qemu-")  # the device's name for qemu:<machine>
+        return [f"--board {'qemu:' + device.hardware[len('qemu-'):] if emulated else 'serial:PORT'}"]
+
     def __init__(self, threads: int = 1, precision: str = "int8", board: str = DEFAULT_BOARD,
                  runs: int | None = None, warmup: int | None = None, retries: int = 2,
                  timeout_s: float = 5.0, seed: int = 0, verify: bool = True, transfer: str = "fill", **settings: Any):

@@ -45,6 +45,10 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     packages = ("onnxruntime", "onnxruntime-gpu")
+    @classmethod
+    def device_flags(cls, device: Device) -> list[str]:
+        return [] if device.hardware == "cpu" else ["--provider cuda"]
+
     cli_options = (
         Option("--opt-level", "opt_level", "graph optimisation level (default all; another level names another device)",
                choices=OPT_LEVELS),

@@ -72,6 +72,10 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     packages = ("torch",)
+    @classmethod
+    def device_flags(cls, device: Device) -> list[str]:
+        return [] if device.hardware == "cpu" else ["--device cuda"]
+
     cli_options = (
         Option("--device", "device", "cpu (default), cuda or cuda:N; a GPU names the device after itself, "
                                      "e.g. nvidia-h100-80gb-hbm3/torch/fp16/threads=1 (docs/tutorials/profile-gpu.md)"),
