@@ -272,6 +272,30 @@ def input_shapes(declared: Sequence[tuple[str, list, Any]], given: Sequence[int]
     return out
 
 
+def _check_reshapes(nodes, shapes: Mapping[str, Any], wanted: Any) -> None:
+    """A `ModelError` for a Reshape whose input and output hold different numbers of values: a size
+    the export fixed (a sequence length baked into a Reshape target) that the input shapes given differ
+    from; the model cannot run at them."""
+    for node in nodes:
+        if node.op_type != "Reshape" or not node.input:
+            continue
+        a, b = shapes.get(node.input[0]), shapes.get(node.output[0])
+        if a is None or b is None or not all(isinstance(d, int) and d >= 0 for d in (*a, *b)):
+            continue
+        if math.prod(a) != math.prod(b):
+            given = f" (inputs {_shapes_text(wanted)})" if wanted else ""
+            raise ModelError(f"Reshape node {node.name or node.output[0]!r} cannot view {'x'.join(map(str, a))} "
+                             f"({math.prod(a)} values) as {'x'.join(map(str, b))} ({math.prod(b)}): the export fixed a "
+                             f"size these input shapes{given} differ from; use the shapes it was exported with, or "
+                             "export that dimension as dynamic")
+
+
+def _shapes_text(wanted: Any) -> str:
+    if isinstance(wanted, Mapping):
+        return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in wanted.items())
+    return "x".join(map(str, wanted))
+
+
 def extract(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
             name: str | None = None) -> Graph:
     """Map every node of an ONNX model to a `GraphOp` (op, free or uncovered), in graph order, after
@@ -293,6 +317,7 @@ def extract(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]]
         raise ModelError(f"ONNX shape inference failed ({str(exc).splitlines()[0]}); check the model or --input-shape") from exc
     shapes = static_shapes(inferred.graph)
     shapes.update((k, tuple(v.shape)) for k, v in folded.items())
+    _check_reshapes(g.node, shapes, wanted)
     consts.update(folded)
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 17)
     ops = OnnxMapper(g.node, [o.name for o in g.output], shapes, consts, opset).run()

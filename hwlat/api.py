@@ -133,8 +133,9 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
 def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None,
                   input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None, **settings: Any):
     """`hwlat profile model`: whole-model latency and the runtime's per-node breakdown of an ONNX file
-    (a `ModelProfile`; ``.format()`` prints it). `input_shape` sizes dynamic inputs: one shape, or a
-    name -> shape mapping for a model of several inputs."""
+    (a `ModelProfile`; ``.format()`` prints it), or the whole model only on a runtime without a
+    per-node profile (torch, LiteRT: a `WholeModel`). `input_shape` sizes dynamic inputs: one shape,
+    or a name -> shape mapping for a model of several inputs."""
     rt = _runtime(runtime, settings)
     return rt.profile_model(str(path), protocol=protocol or rt.default_protocol(), input_shape=input_shape)
 

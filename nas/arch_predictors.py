@@ -184,9 +184,14 @@ def as_arch_predictor(predictor: Any, space: Space | str | None = None) -> ArchP
     """Wrap any latency predictor so it takes architectures of `space` (see the module docstring).
 
     The space may be left out for a feature predictor that names its space in its layout; a device
-    table predicts through its lookup-table predictor."""
+    table predicts through its lookup-table predictor; a string is what `hwlat search --predictor`
+    takes (``lut:<table>``, a saved predictor's path), with `space`."""
     from device_tables.table import DeviceTable
 
+    if isinstance(predictor, (str, os.PathLike)):
+        if space is None:
+            raise PredictorSpaceError(f"which search space does {str(predictor)!r} predict? pass space=")
+        predictor = load_arch_predictor(predictor, space)
     if isinstance(predictor, DeviceTable):
         from predictors.lut import LUTPredictor
 

@@ -256,6 +256,10 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
     from predictors.io import read_info
 
     sp = _space(space)
+    if str(path).startswith("lut:"):
+        raise PredictorSpaceError(f"{path}: a device table, not an adapted predictor; predict with the table itself "
+                                  f"(`hwlat predict --table {str(path)[4:]}`, hwlat.predict_archs, or "
+                                  f"LatencyConstraint('{path}', budget, space='{sp.name}'))")
     info = read_info(path).get("info") or {}
     made_for = info.get("space")
     if made_for and made_for != sp.name:

@@ -7,8 +7,9 @@ Tables come from any predictor, two ways:
 - `ChoiceLatencyTable.least_squares`: an additive model fitted to the predictor on sampled
   architectures (relative-error least squares); its held-out error is kept (`fit_mape`);
 - `ChoiceLatencyTable.one_at_a_time`: the predictor's change when one decision moves away from a
-  reference architecture; exact for predictors that are sums over layers, as a lookup table is on
-  FBNet-like layer-wise spaces (`from_lut` picks this for FBNet, least squares elsewhere).
+  reference architecture; exact for predictors that are sums over layers, and nearly so for a
+  lookup table on FBNet-like layer-wise spaces (within about 1%: its calibration charges the weights
+  a cache does not hold per network; `from_lut` picks this for FBNet, least squares elsewhere).
 At one-hot probabilities `expected_ms` equals `predict` (the discrete additive prediction) exactly.
 """
 

@@ -21,6 +21,26 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class WholeModel:
+    """A model timed whole (`Runtime.profile_model` of a runtime without a per-node profile)."""
+
+    model: str
+    device: str
+    clock: str
+    latency: Measurement
+    runtime: str
+
+    def format(self, top: int = 0) -> str:
+        m = self.latency
+        return (f"{self.model}: {m.median_ms:.4f} ms median (10th percentile {m.p10_ms:.4f} ms, {m.n} runs) on "
+                f"{self.device}, {self.clock} clock; the {self.runtime} runtime gives no per-node breakdown, so the "
+                "whole model only")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"model": self.model, "device": self.device, "clock": self.clock, "latency": self.latency.to_dict()}
+
+
+@dataclass(frozen=True)
 class Option:
     """A setting of one runtime that every ``hwlat profile`` command offers as a flag.
 
@@ -203,8 +223,14 @@ class Runtime(abc.ABC):
 
     def profile_model(self, path: str, protocol: Protocol = Protocol(), input_shape: Sequence[int] | None = None,
                       profile_runs: int | None = None) -> Any:
-        """Whole-model latency and the runtime's own per-node profile of an ONNX file (a `ModelProfile`)."""
-        raise UnsupportedOpError(f"the {self.name} runtime gives no per-node breakdown of a model")
+        """Whole-model latency and the runtime's own per-node profile of an ONNX file (a `ModelProfile`);
+        here, for a runtime without a per-node profile, the whole model only (a `WholeModel`), timed as
+        `time_model` times a network."""
+        if not self.times_whole_models():
+            raise UnsupportedOpError(f"the {self.name} runtime runs one kernel at a time, not a whole model; predict "
+                                     f"the model from its table instead (`hwlat predict {path} --table TABLE`)")
+        m = self.time_model(path, protocol, input_shape=input_shape)
+        return WholeModel(str(path), self.device().name, protocol.clock, m, self.name)
 
     # ---- what the fusion probe can read from the runtime itself ------------------------------
     def count_kernels(self, spec: OpSpec) -> int | None:

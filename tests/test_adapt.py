@@ -64,6 +64,10 @@ def test_suggest_writes_keys_profile_archs_and_predict_accept(tmp_path, capsys):
     assert [NB201.key(it.arch) for it in resolve_archs(NB201, str(out))] == [r["arch_str"] for r in rows]
     first = rows[0][NB201.key_columns[0]]  # the first column is a key --arch accepts
     assert len(resolve_archs(NB201, first)) == 1 and NB201.key(resolve_archs(NB201, first)[0].arch) == rows[0]["arch_str"]
+    # and so is every key column: the arch string (which holds '+' itself, the separator of joined specs) too
+    for column in NB201.key_columns:
+        assert [NB201.key(it.arch) for it in resolve_archs(NB201, rows[1][column], flag="--arch")] == [rows[1]["arch_str"]]
+    assert len(resolve_archs(NB201, f"{rows[0]['nb201_index']}+{rows[1]['nb201_index']}")) == 2
 
 
 # ---- fit + predict ------------------------------------------------------------------------------------

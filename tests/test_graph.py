@@ -130,3 +130,18 @@ def test_classic_networks_have_their_published_parameter_counts(key, params_m):
     m = build_model(f"{key}@r64w1")
     n = sum(int(np.prod(t.dims)) for t in m.graph.initializer if len(t.dims) > 0)
     assert abs(n / 1e6 - params_m) / params_m < 0.01, n
+
+
+def test_a_reshape_the_given_input_shape_cannot_fill_is_one_error_naming_the_node():
+    """A size fixed at export (a Reshape to a constant target) that the given input shape differs from:
+    the model cannot run at that shape, and no prediction is made of mismatched kernels."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    target = helper.make_tensor("target", TensorProto.INT64, [2], [2, 8])
+    nodes = [helper.make_node("Reshape", ["x", "target"], ["r"], name="fixed_view"),
+             helper.make_node("Relu", ["r"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], [target]), opset_imports=[helper.make_opsetid("", 17)])
+    data = model.SerializeToString()
+    assert Graph.from_onnx(data, input_shape=(4, 4)).ops  # the exported size: 16 values into 2x8
+    with pytest.raises(ModelError, match=r"Reshape node 'fixed_view' cannot view 8x4 \(32 values\) as 2x8 \(16\)"):
+        Graph.from_onnx(data, input_shape=(8, 4))

@@ -275,3 +275,8 @@ def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_pr
     assert report["device"] == "cpu/torch/fp32/threads=1" and report["latency"]["median_ms"] > 0
     assert main(["profile", "model", str(path), "--runtime", "board"]) == 1
     assert "runs one kernel at a time, not a whole model" in capsys.readouterr().err
+    import hwlat
+    from profilers.protocol import Protocol
+
+    api = hwlat.profile_model(path, "torch", protocol=Protocol.preset("quick"))  # the same in Python
+    assert api.device == report["device"] and api.latency.median_ms > 0 and "whole model only" in api.format()

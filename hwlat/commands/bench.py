@@ -57,17 +57,17 @@ def register(sub) -> None:
     t.add_argument("--test", required=True, help="comma-separated unseen test devices")
     t.add_argument("--methods", default="all", help="all, or comma-separated of: macs, params, nearest, ridge, proxy, help, lowrank, "
                    "mixture, transfer (see predictors.evaluation.METHODS)")
-    t.add_argument("--shots", type=nonnegative_int, default=10, help="random measured architectures per test device and repeat")
-    t.add_argument("--reference", type=nonnegative_int, default=10, help="reference architectures chosen from training devices")
+    t.add_argument("--shots", type=nonnegative_int, default=10, help="random measured architectures per test device and repeat (default 10)")
+    t.add_argument("--reference", type=nonnegative_int, default=10, help="reference architectures chosen from training devices (default 10)")
     t.add_argument("--query", default=None, help="half-open key range scored, e.g. 900:1900 "
                    "(default nb201 900:1900, fbnet/ofa 4000:5000)")
-    t.add_argument("--trim", type=fraction_below_half, default=0.1, help="fraction of fastest and of slowest query archs dropped")
+    t.add_argument("--trim", type=fraction_below_half, default=0.1, help="fraction of fastest and of slowest query archs dropped (default 0.1)")
     t.add_argument("--shots-from", default="random", choices=["random", "suggested"],
                    help="random (default, HELP's protocol: drawn per repeat) or suggested: the --shots architectures "
                         "that follow the references in the predictor's own choice (`hwlat adapt suggest`), the same "
                         "for every device and repeat, from outside the query range")
-    t.add_argument("--repeats", type=positive_int, default=10, help="repeats with different random shots")
-    t.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots")
+    t.add_argument("--repeats", type=positive_int, default=10, help="repeats with different random shots (default 10)")
+    t.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots (default 0)")
     t.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
     t.add_argument("--shots-curve", default=None, metavar="N,N,...",
                    help="also print mean accuracy against the number of random shots, e.g. 0,5,10,20,50")

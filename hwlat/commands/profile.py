@@ -53,7 +53,10 @@ def register(sub) -> None:
     model.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest nodes (0: all)")
     model.add_argument("--json", help="also write the breakdown as JSON to this file")
     add_runtime_options(model)
-    model.set_defaults(func=_profile_model, precision="fp32")
+    model.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+                       help="fp32 (default); fp16 or bf16 with --runtime torch; int8 with --runtime litert or tflm "
+                            "(the full-integer model, what an int8 table predicts)")
+    model.set_defaults(func=_profile_model)
 
     for name in TARGET_MODULES:
         try:
@@ -200,28 +203,12 @@ def _profile_model(args: argparse.Namespace) -> int:
     from device_tables.graph import parse_input_shapes
     from profilers.runtimes import get_runtime
 
-    from device_tables.errors import HwlatError
-
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     shape = parse_input_shapes(args.input_shape)
-    protocol = protocol_from_args(args, runtime.cpu_clock_ok)
-    if runtime.breaks_down_models():
-        prof = runtime.profile_model(args.model, protocol=protocol, input_shape=shape, profile_runs=args.runs)
-        print(prof.format(top=args.top))
-        report = prof.to_dict()
-    elif runtime.times_whole_models():  # no per-node profile: the whole model, as `hwlat profile archs` times one
-        from device_tables.graph import load_onnx
-
-        load_onnx(args.model)  # a missing or unreadable file: one line naming it
-        m = runtime.time_model(args.model, protocol, input_shape=shape)
-        device = runtime.device().name
-        print(f"{args.model}: {m.median_ms:.4f} ms median (10th percentile {m.p10_ms:.4f} ms, {m.n} runs) on {device}, "
-              f"{protocol.clock} clock; the {runtime.name} runtime gives no per-node breakdown, so the whole model only")
-        report = {"model": args.model, "device": device, "clock": protocol.clock, "latency": m.to_dict()}
-    else:
-        raise HwlatError(f"the {runtime.name} runtime runs one kernel at a time, not a whole model; predict the model "
-                         f"from its table instead (`hwlat predict {args.model} --table TABLE`)")
+    prof = runtime.profile_model(args.model, protocol=protocol_from_args(args, runtime.cpu_clock_ok), input_shape=shape,
+                                 profile_runs=args.runs)
+    print(prof.format(top=args.top))
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report, f, indent=2)
+            json.dump(prof.to_dict(), f, indent=2)
     return 0

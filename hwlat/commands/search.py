@@ -117,6 +117,10 @@ def _search(args: argparse.Namespace) -> int:
     from nas.search.verified import VerifySettings, search_verified
     from nas.spaces import get_space
 
+    if args.json:  # a path that cannot be written is said before the search, not after it
+        from device_tables.files import make_parent
+
+        make_parent(Path(args.json))
     space = get_space(args.space)
     pred, device = build_predictor(args, space)
     if args.save_predictor:
@@ -161,7 +165,6 @@ def _search(args: argparse.Namespace) -> int:
         print(result.verified.format(objective.short))
     report = {"search": result.to_dict(args.top), "predictor": pred.name, "objective_is_proxy": objective.is_proxy}
     if args.json:
-        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
         Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
         print(f"\nwrote {args.json}")
     return 0

@@ -41,7 +41,7 @@ class SearchResult:
     history: list[Candidate] = field(default_factory=list)
     seconds: float = 0.0
     proposals: int = 0  # architectures proposed (predicted), rejected ones included
-    rejected: int = 0  # proposals outside the latency bounds (never evaluated)
+    rejected: int = 0  # proposals outside the latency bounds (scored only by NSGA-II, as infeasible trials)
     objective_seconds: float = 0.0
     verified: Any = None  # a `nas.search.verified.VerifiedSearch` when the search was verified by measuring
     scorer: Any = field(default=None, repr=False, compare=False)  # the `Objective` that scored `history`
@@ -77,9 +77,8 @@ class SearchResult:
 
     def format(self, k: int = 5, score_name: str = "score") -> str:
         """The best `k` as a text table, with what was searched."""
-        head = (f"{self.method} on {self.space}: {self.evaluations} architectures evaluated "
-                f"({self.proposals} proposed, {self.rejected} rejected by the latency constraint) "
-                f"in {self.seconds:.1f} s")
+        head = (f"{self.method} on {self.space}: {self.evaluations} distinct architectures scored; "
+                f"{self.proposals} predicted, {self.rejected} of them outside the latency bounds; {self.seconds:.1f} s")
         lines = [head]
         if self.budget_ms is not None:
             lines.append(f"latency budget: {self.budget_ms:.4g} ms (predicted)")

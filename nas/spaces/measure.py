@@ -96,7 +96,12 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
             rows = _public_rows(space, data_dir)
         return len(rows)
 
-    for part in filter(None, (p.strip() for p in spec.split("+"))):
+    try:  # one architecture key (NB201's arch string holds '+' of its own), else parts joined by '+'
+        space.parse(spec.strip())
+        parts = [spec.strip()]
+    except (ArchError, ValueError):
+        parts = [p.strip() for p in spec.split("+")]
+    for part in filter(None, parts):
         if part == "all":
             items += [by_index(i) for i in range(count())]
         elif part.startswith("random:"):
