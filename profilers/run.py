@@ -36,7 +36,14 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
     meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()}}
     if sweep_name:
         meta["sweep"] = sweep_name
-    specs = runtime.accepts(specs)
+    given = list(specs)
+    specs = runtime.accepts(given)
+    if given and not specs:  # before a table is made: an empty one would predict nothing
+        dtypes = sorted({s.dtype for s in given})
+        raise UnsupportedOpError(f"the sweep{' ' + sweep_name if sweep_name else ''} has no {runtime.dtype()} "
+                                 f"configuration for {runtime.name} at precision {runtime.precision} (its configurations "
+                                 f"are {', '.join(dtypes)}); give --precision "
+                                 f"{'int8' if 'int8' in dtypes else 'fp32'}")
     measured = failed = noisy = 0
     with DeviceTable.open(out, device, meta, fresh=fresh) as table:
         todo = [s for s in specs if s not in table]

@@ -60,6 +60,24 @@ def test_board_target_parsing():
     for bad in ("mps2-an386", "usb:/dev/x", "serial:", "serial:/dev/x,baud", "qemu:mps2-an386,speed=2"):
         with pytest.raises(RuntimeUnavailableError):
             BoardTarget.parse(bad)
+    for bad, says in (("serial:/dev/x,baud=abc", "baud='abc' must be a number from 300"),
+                      ("qemu:mps2-an386,arena_kb=abc", "arena_kb='abc'"), ("qemu:mps2-an386,arena_kb=0", "from 16 to 3584"),
+                      ("qemu:mps2-an386,arena_kb=100000", "from 16 to 3584"), ("serial:/dev/x,timeout=-1", "timeout")):
+        with pytest.raises(RuntimeUnavailableError) as exc:
+            BoardTarget.parse(bad)
+        assert says in str(exc.value)
+
+
+def test_firmware_build_settings_other_than_the_defaults_name_another_device():
+    """An emulated board built another way (opt, arena, counter) measures other numbers, or fits other
+    ops: its settings name the device, so a table resumed with them is refused as another device."""
+    board = object.__new__(BoardRuntime)  # no emulator started: the settings follow from --board alone
+    for text, settings in (("qemu:mps2-an386", {}), ("qemu:mps2-an386,opt=-O2,arena_kb=256", {}),
+                           ("qemu:mps2-an386,opt=-O0", {"opt": "-O0"}),
+                           ("qemu:mps2-an386,arena_kb=1024,counter=dwt", {"arena_kb": "1024", "counter": "dwt"}),
+                           ("serial:/dev/ttyACM0,baud=921600", {})):
+        board.target = BoardTarget.parse(text)
+        assert board.runtime_settings() == settings, text
 
 
 # ---- a fake board on a pty ------------------------------------------------------------------------

@@ -147,3 +147,10 @@ def test_a_table_lacking_stages_names_the_command_of_its_own_device(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert ("`hwlat profile device --runtime torch --precision fp16 --device cuda --out "
             "tables/nvidia_h200_torch_fp16_threads1` adds them") in proc.stderr
+
+
+def test_a_sweep_without_a_configuration_at_the_precision_makes_no_table(tmp_path):
+    """The int8 `mcu` sweep at fp32 used to measure nothing into an empty table and exit 0."""
+    proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp32", "--sweep", "mcu", "--out", "t", cwd=tmp_path)
+    assert_user_error(proc, "the sweep mcu has no float32 configuration for tflm", "give --precision int8")
+    assert not list(tmp_path.iterdir())

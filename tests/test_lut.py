@@ -820,3 +820,19 @@ def test_a_changed_or_removed_table_row_changes_the_next_prediction():
     del table._rows[conv.key]
     gone = lut.predict_graph(graphs[0])
     assert gone.partial and conv.op in {u.op for u in gone.uncovered}
+
+
+def test_a_kernel_the_device_could_not_run_is_named_not_regressed():
+    """A kernel whose row records that the device could not run it (over a board's tensor arena, say)
+    is left out of the total and named with the device's reason, where a regressor fitted on the
+    kernels that ran would have priced it as if it ran."""
+    convs = [OpSpec.make("conv2d", (1, c, 16, 16), cout=c, kernel=3) for c in (4, 8, 16, 32)]
+    big = OpSpec.make("conv2d", (1, 24, 16, 16), cout=24, kernel=3)
+    table = synthetic_table(convs, FusionRules.none())
+    graph = Graph.from_specs([big])
+    regressed = LUTPredictor(table).fit().predict_graph(graph)
+    assert not regressed.partial and regressed.kernels[0].source == REGRESSOR
+    table.append(big, error="needs 600000 B of tensor arena; board x has 262144 B")
+    pred = LUTPredictor(table).fit().predict_graph(graph)
+    assert pred.partial and not pred.kernels and pred.total_ms == 0.0
+    assert "could not run it when profiled: needs 600000 B of tensor arena" in pred.uncovered[0].reason

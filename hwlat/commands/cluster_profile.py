@@ -136,7 +136,7 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     if batch < 1:
         raise HwlatError(f"--batch {batch}: needs at least 1")
     _warn_local_settings(args)
-    if getattr(args, "precision", "fp32") != "fp32":
+    if getattr(args, "precision", None) not in (None, "fp32"):
         print("hwlat: note: --precision ignored with --cluster: a device's precision is its worker's --devices spec",
               file=sys.stderr)
     options = space_options(args)

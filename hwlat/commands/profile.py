@@ -23,9 +23,9 @@ def register(sub) -> None:
     add_runtime_argument(ops)
     ops.add_argument("--sweep", default="default", help="a sweep preset (quick, default, ...) or a YAML/JSON sweep file")
     ops.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, recorded in the device name (default 1)")
-    ops.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
+    ops.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                      help="fp32; fp16 or bf16 (torch; op keys stay float32, the precision names the device); "
-                          "int8 (litert, tflm, board)")
+                          "int8 (litert, tflm, board); the runtime's own by default: int8 for tflm and board, fp32 for the others")
     add_protocol_options(ops)
     ops.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
     add_fresh_option(ops)
@@ -53,9 +53,9 @@ def register(sub) -> None:
     model.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest nodes (0: all)")
     model.add_argument("--json", help="also write the breakdown as JSON to this file")
     add_runtime_options(model)
-    model.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                       help="fp32 (default); fp16 or bf16 with --runtime torch; int8 with --runtime litert or tflm "
-                            "(the full-integer model, what an int8 table predicts)")
+    model.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                       help="fp32; fp16 or bf16 with --runtime torch; int8 with --runtime litert or tflm "
+                            "(the full-integer model, what an int8 table predicts); the runtime's own by default: int8 for tflm and board, fp32 for the others")
     model.set_defaults(func=_profile_model)
 
     for name in TARGET_MODULES:
@@ -139,7 +139,9 @@ def runtime_settings(args: argparse.Namespace) -> dict:
     from device_tables.errors import HwlatError
     from profilers.runtimes import runtime_class, runtimes
 
-    settings = {"threads": args.threads, "precision": args.precision}
+    settings = {"threads": args.threads}
+    if args.precision is not None:  # else the runtime's own default (int8 on tflm and board)
+        settings["precision"] = args.precision
     own = {opt.flag: opt for opt in runtime_class(args.runtime).cli_options}
     seen: set[str] = set()
     for cls in runtimes().values():

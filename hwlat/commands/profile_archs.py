@@ -32,8 +32,8 @@ def register(targets) -> None:
     p.add_argument("--batch", type=positive_int, default=1,
                    help="batch size of the input (default 1); another batch is part of the device column's name, "
                         "e.g. .../batch=32/threads=1 (the public GPU columns' _32)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="fp32 (default); fp16 or bf16 with --runtime torch (on a GPU: docs/tutorials/profile-gpu.md); "
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="the runtime's own by default: int8 for tflm and board, fp32 for the others; fp16 or bf16 with --runtime torch (on a GPU: docs/tutorials/profile-gpu.md); "
                         "int8 with --runtime litert or tflm (full-integer networks, as an int8 table's calibration times them)")
     add_protocol_options(p)
     p.add_argument("--passes", type=positive_int, default=None,

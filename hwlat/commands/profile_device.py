@@ -23,8 +23,8 @@ def register(targets) -> None:
 
     add_runtime_argument(p)
     p.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, part of the device's name (default 1)")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16", "int8"],
-                   help="fp32 (default); fp16/bf16 (torch); int8 (litert, tflm, board)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="fp16/bf16 (torch); int8 (litert, tflm, board); the runtime's own by default: int8 for tflm and board, fp32 for the others")
     p.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
     add_fresh_option(p)
     p.add_argument("--minutes", type=positive_float, default=DEFAULT_MINUTES,

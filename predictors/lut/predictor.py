@@ -216,7 +216,11 @@ class LUTPredictor:
     def _lookup_each(self, kernels: Sequence[Kernel], priced: Sequence[tuple]) -> list[KernelPrediction | UncoveredOp]:
         """Per kernel, its `KernelPrediction` (a table row or a regressor's estimate), or the
         `UncoveredOp` nothing prices."""
-        need = [i for i, p in enumerate(priced) if p[2] is None]
+        # A kernel whose row records that the device could not run it (it does not fit a board's arena, the
+        # runtime lacks the op) is not regressed from the ones that ran: the network cannot run as priced.
+        failed = {i: row for i, p in enumerate(priced) if p[2] is None
+                  and (row := self.table.get(p[0].key)) is not None and not row.ok}
+        need = [i for i, p in enumerate(priced) if p[2] is None and i not in failed]
         estimates: dict[int, Any] = {}
         if need and self.use_regressors:
             self._estimate([priced[i][0] for i in need])
@@ -226,6 +230,8 @@ class LUTPredictor:
             mb = s.weight_count * s.element_bytes / 1e6
             if ms is not None:
                 out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, ms, self._net(ms), weight_mb=mb))
+            elif i in failed:
+                out.append(UncoveredOp(k.nodes, s.op, f"the device could not run it when profiled: {failed[i].error}"))
             elif estimates.get(i) is not None:
                 e = estimates[i]
                 out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated, mb))

@@ -46,6 +46,14 @@ QEMU_NOTE = ("QEMU -icount shift=0 counts guest instructions (1 instruction = 1 
 OP_LIMIT_CODES = ("ARENA", "UNSUPPORTED", "RANGE")
 
 
+# `--board` options that are numbers: (type, least, most). The emulated boards' RAM is 4 MB (mps2.ld),
+# which holds the arena and the rest of the firmware's data.
+NUMERIC_OPTIONS = {"arena_kb": (int, 16, 3584), "baud": (int, 300, 4_000_000), "timeout": (float, 0.1, 600.0)}
+# The emulated firmware's build settings by default (`profilers.board.qemu.build_firmware`); another
+# value names another device, since it changes the numbers (opt, counter) or what fits (arena_kb).
+BUILD_DEFAULTS = {"arena_kb": "256", "opt": "-O2", "counter": "qemu"}
+
+
 @dataclass(frozen=True)
 class BoardTarget:
     """A parsed ``--board`` value: ``qemu:<machine>[,k=v...]`` or ``serial:<port>[,baud=N,...]``."""
@@ -72,6 +80,15 @@ class BoardTarget:
         if unknown:
             raise RuntimeUnavailableError(f"--board {text!r}: unknown option(s) {sorted(unknown)}; {kind} takes "
                                           f"{', '.join(sorted(allowed))}")
+        for key, (kind_of, low, high) in NUMERIC_OPTIONS.items():
+            if key in options:
+                try:
+                    value = kind_of(options[key])
+                except ValueError:
+                    value = None
+                if value is None or not (low <= value <= high):
+                    raise RuntimeUnavailableError(f"--board {text!r}: {key}={options[key]!r} must be a number from "
+                                                  f"{low:g} to {high:g}")
         return cls(kind, target, options)
 
     def __str__(self) -> str:
@@ -97,7 +114,7 @@ class BoardRuntime(Runtime):
                  runs: int | None = None, warmup: int | None = None, retries: int = 2,
                  timeout_s: float = 5.0, seed: int = 0, verify: bool = True, transfer: str = "fill", **settings: Any):
         if precision != "int8":
-            log.info("board: runs int8 kernels only; precision %s -> int8", precision)
+            log.warning("board: the firmware runs int8 kernels only; measuring int8, not %s", precision)
         self.target = BoardTarget.parse(board)
         self.runs, self.warmup = runs, warmup
         self.retries, self.timeout_s, self.seed, self.verify = retries, timeout_s, seed, verify
@@ -217,6 +234,14 @@ class BoardRuntime(Runtime):
             facts.update({"qemu": qemu_version(), "qemu_machine": self.target.target, "icount_shift": 0,
                           "firmware_build": self._build.to_dict() if self._build else {}, "note": QEMU_NOTE})
         return facts
+
+    def runtime_settings(self) -> dict[str, Any]:
+        """The emulated firmware's build settings that differ from its defaults (`BUILD_DEFAULTS`): a
+        table resumed with other ones is refused, as another device."""
+        if not self.emulated:
+            return {}
+        o = self.target.options
+        return {k: o[k] for k, default in BUILD_DEFAULTS.items() if k in o and str(o[k]) != default}
 
     def device(self) -> Device:
         return Device.make(self.hardware, self.name, "int8", fingerprint=host_fingerprint(runtime=self.versions()),

@@ -135,7 +135,7 @@ class TFLMRuntime(Runtime):
         self.arena_kb, self.flash_kb, self.seed = arena_kb, flash_kb, seed
         super().__init__(threads=1, precision=precision, **settings)
         if threads != 1:
-            log.info("tflm: the interpreter is single-threaded; threads=%d -> 1", threads)
+            log.warning("tflm: the interpreter runs on one thread; measuring threads=1, not %d", threads)
 
     def check_available(self) -> None:
         try:
