@@ -187,12 +187,15 @@ class DeviceTable:
             if not json_path.exists():
                 raise TableError(f"{csv_path} exists without {json_path.name}; move it away or restore the metadata")
             stored = read_meta(json_path)
-            held = stored.get("device")
-            held = held.get("name") if isinstance(held, dict) else None
+            held_device = stored.get("device")
+            held = held_device.get("name") if isinstance(held_device, dict) else None
             if held is not None and held != device.name:
+                precision = held_device.get("precision")
+                hint = (f" (it was measured at --precision {precision})"
+                        if precision and precision != device.precision else "")
                 raise TableError(
                     f"{json_path} holds device {held!r}, not {device.name!r}; "
-                    "choose another --out or the same settings to resume"
+                    f"choose another --out or the same settings to resume{hint}"
                 )
             refuse_other_settings(csv_path.with_suffix(""), stored, meta or {}, MEASURING_SETTINGS)
             _refuse_another_cpu(csv_path.with_suffix(""), stored, device)

@@ -45,6 +45,7 @@ def test_device_spec_parsing():
     assert DeviceAd.parse(ad.text()) == ad
     board = DeviceAd.parse("board0=board:qemu:mps2-an386")
     assert dict(board.settings) == {"board": "qemu:mps2-an386"}
+    assert DeviceAd.parse(board.text()) == board == DeviceAd.parse("board0=board:board=qemu:mps2-an386")  # as --list shows it
     ads = DeviceAd.parse_list("a=torch:threads=1,b=board:serial:/dev/ttyACM0,baud=115200,c=litert:xnnpack=off")
     assert [a.name for a in ads] == ["a", "b", "c"]
     assert dict(ads[1].settings) == {"board": "serial:/dev/ttyACM0,baud=115200"}
@@ -56,10 +57,26 @@ def test_device_spec_parsing():
     ("x=nosuchruntime", "unknown runtime"),
     ("bad name=torch", "name"),
     ("x=torch:oops", "key=value"),
+    ("x=onnxruntime:threads=two", "threads='two' must be a whole number"),
+    ("x=onnxruntime:threads=0", "threads=0 must be"),
 ])
 def test_device_spec_errors_say_what_to_write(bad, words):
     with pytest.raises(ClusterError, match=words):
         DeviceAd.parse(bad)
+
+
+def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
+    """`--cluster auto` (and `worker --list`) after the head stopped: Ray's own client retried for minutes
+    on the address it last wrote; the check reads that address and says it no longer answers."""
+    from profilers.cluster.driver import _check_reachable
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    with pytest.raises(ClusterError, match="no Ray cluster was started on this machine"):
+        _check_reachable("auto")
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")  # the discard port: nothing listens
+    with pytest.raises(ClusterError, match=r"last started \(127.0.0.1:9\) no longer answers"):
+        _check_reachable("auto", timeout_s=2.0)
 
 
 def test_duplicate_device_names_are_refused():

@@ -836,3 +836,12 @@ def test_a_kernel_the_device_could_not_run_is_named_not_regressed():
     pred = LUTPredictor(table).fit().predict_graph(graph)
     assert pred.partial and not pred.kernels and pred.total_ms == 0.0
     assert "could not run it when profiled: needs 600000 B of tensor arena" in pred.uncovered[0].reason
+
+
+def test_uncovered_ops_print_one_line_per_op_and_reason():
+    table = synthetic_table([CONV], FusionRules.none())
+    relus = [_op(RELU, [f"x{i}"], [f"x{i + 1}"], f"relu{i}") for i in range(5)]
+    pred = LUTPredictor(table).fit().predict_graph(Graph(relus, inputs={"x0": X}, outputs=("x5",)))
+    lines = [ln for ln in pred.format().splitlines() if "UNCOVERED" in ln]
+    assert len(pred.uncovered) == 5 and lines == [
+        f"  UNCOVERED relu x5 (relu0, relu1, relu2 and 2 more): {pred.uncovered[0].reason}"]

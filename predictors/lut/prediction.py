@@ -157,8 +157,13 @@ class Prediction:
         if top and len(self.kernels) > top:
             lines.append(f"  ... {len(self.kernels) - top} more kernels")
         lines.append(f"  {'overhead':<{width}} {self.overhead_ms:>9.4f}")
+        grouped: dict[tuple[str, str], list[str]] = {}  # one line per op and reason, naming its nodes
         for u in self.uncovered:
-            lines.append(f"  UNCOVERED {','.join(u.nodes)} ({u.op}): {u.reason}")
+            grouped.setdefault((u.op, u.reason), []).append(",".join(u.nodes))
+        for (op, reason), nodes in grouped.items():
+            shown = ", ".join(nodes[:3]) + (f" and {len(nodes) - 3} more" if len(nodes) > 3 else "")
+            lines.append(f"  UNCOVERED {op} x{len(nodes)} ({shown}): {reason}" if len(nodes) > 1
+                         else f"  UNCOVERED {nodes[0]} ({op}): {reason}")
         if self.repeats:
             lines.append(f"  {len(self.repeats)} node(s) repeat an earlier op on the same input, computed once by the runtime: "
                          + ", ".join(self.repeats[:8]) + (" ..." if len(self.repeats) > 8 else ""))

@@ -74,9 +74,21 @@ def connect(address: str = "auto") -> bool:
 
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds on an address nothing listens at (Ray itself retries for minutes)."""
+    if address.strip() == "auto":  # the cluster Ray last started on this machine, if it still answers
+        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        if not current.is_file():
+            raise ClusterError("Ray address 'auto': no Ray cluster was started on this machine; start the head with "
+                               "`hwlat worker`, or pass a head's address")
+        last = current.read_text().strip()
+        try:
+            _check_reachable(last, timeout_s)
+        except ClusterError:
+            raise ClusterError(f"Ray address 'auto': the Ray cluster this machine last started ({last}) no longer answers; "
+                               "start the head again with `hwlat worker`, or pass another head's address") from None
+        return
     m = re.match(r"^(?:ray://)?\[?([^\]/]+?)\]?:(\d+)$", address.strip())
     if not m:
-        return  # "auto" and the like: Ray finds the local cluster or says there is none
+        return  # another form Ray understands: it finds the cluster or says there is none
     host, port = m.group(1), int(m.group(2))
     try:
         socket.create_connection((host, port), timeout=timeout_s).close()

@@ -110,14 +110,19 @@ class DeviceAd:
             raise ClusterError(f"device spec {text!r}: unknown runtime {runtime!r}; choose from {', '.join(runtimes())}")
         settings: dict[str, Any] = {}
         bare: list[str] = []
+        positional = runtimes()[runtime].positional_setting  # bare words, e.g. board:qemu:mps2-an386
+        if positional and words and words[0].startswith(positional + "="):  # board=qemu:mps2-an386, as --list shows it
+            words = [words[0][len(positional) + 1:], *words[1:]]
         for word in words:
             key, eq, value = word.partition("=")
             if eq and _IDENT.match(key):
                 settings[key] = _value(value)
             else:
                 bare.append(word)
+        threads = settings.get("threads", 1)
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+            raise ClusterError(f"device spec {text!r}: threads={threads!r} must be a whole number of 1 or more")
         if bare:
-            positional = runtimes()[runtime].positional_setting  # bare words, e.g. board:qemu:mps2-an386
             if positional is None:
                 raise ClusterError(f"device spec {text!r}: {':'.join(bare)!r} is not key=value (e.g. threads=1)")
             settings[positional] = ":".join(bare)
