@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from device_tables.graph import Graph
+from device_tables.graph import UNCOVERED, Graph
 from device_tables.kernels import FusionRules, group_kernels
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
@@ -28,12 +28,18 @@ log = logging.getLogger(__name__)
 
 
 def kernel_pool(graphs: Iterable[Graph], rules: FusionRules, dtype: str = "float32") -> dict[str, tuple[OpSpec, int]]:
-    """Key -> (kernel spec, occurrences) over the kernels of `graphs`, in first-seen order."""
+    """Key -> (kernel spec, occurrences) over the kernels of `graphs`, in first-seen order, with the
+    stand-ins a lookup table prices data movement by (a shuffle: a channel concat where the table can
+    have concat rows, else a relu; `LUTPredictor.kernels`), so a table of the pool prices both."""
+    from predictors.lut.predictor import _movement_spec
+
     counts: Counter[str] = Counter()
     specs: dict[str, OpSpec] = {}
     for g in graphs:
-        for k in group_kernels(g, rules):
-            s = k.spec if k.spec.dtype == dtype else k.spec.replace(dtype=dtype)
+        stand_ins = [_movement_spec(op.moves, dtype, concat) for op in g.ops if op.moves and op.kind == UNCOVERED
+                     for concat in (True, False)]
+        for s in [k.spec for k in group_kernels(g, rules)] + stand_ins:
+            s = s if s.dtype == dtype else s.replace(dtype=dtype)
             specs.setdefault(s.key, s)
             counts[s.key] += 1
     return {key: (specs[key], counts[key]) for key in specs}

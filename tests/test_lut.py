@@ -845,3 +845,19 @@ def test_uncovered_ops_print_one_line_per_op_and_reason():
     lines = [ln for ln in pred.format().splitlines() if "UNCOVERED" in ln]
     assert len(pred.uncovered) == 5 and lines == [
         f"  UNCOVERED relu x5 (relu0, relu1, relu2 and 2 more): {pred.uncovered[0].reason}"]
+
+
+def test_the_kernel_pool_holds_the_stand_ins_a_shuffle_is_priced_by():
+    """A table profiled from a pool of FBNet networks prices their channel shuffles: the pool holds
+    both stand-ins (`_movement_spec`: a concat of the halves, or a relu where a runtime has no concat
+    rows, as a board has not), whatever other kernels it holds."""
+    from nas.pool import graph_of
+    from nas.spaces import get_space
+    from predictors.adaptive import kernel_pool
+    from predictors.lut.predictor import _movement_spec
+
+    sp = get_space("fbnet")
+    graph = graph_of("fbnet:" + sp.key(sp.sample(1, 3)[0]))
+    shuffles = [op.moves for op in graph.ops if op.moves]
+    pool = kernel_pool([graph], FusionRules.none(), "int8")
+    assert shuffles and all(_movement_spec(m, "int8", concat).key in pool for m in shuffles for concat in (True, False))
