@@ -1,24 +1,22 @@
 """The Python API of hwlat's jobs: ``import hwlat`` exposes these names, and each command of the CLI
 is a thin layer over one of them.
 
-====================================  ==========================================================
-command                               function
-====================================  ==========================================================
-``hwlat profile device``              `profile_device`
-``hwlat profile ops``                 `profile_ops`
-``hwlat profile archs``               `profile_archs`
-``hwlat profile model``               `profile_model`
-``hwlat profile fusion``              `profile_fusion`
-``hwlat predict``                     `predict` (one network), `predict_archs` (``--archs``)
-``hwlat search``                      `search` with a `LatencyConstraint`
-``hwlat adapt suggest``               `suggest`
-``hwlat adapt fit``                   `fit` (+ `save_predictor`); `adapt` from lists of archs and ms
-``hwlat predict --predictor``         `load_predictor` + `predict_adapted`
-``hwlat search --device-samples``     `adapt`
-``hwlat search --objective accuracy``  `accuracy` (the shipped NATS-Bench accuracies)
-``hwlat space show|sample``           `space` (a `Space`: ``.arch(key)``, ``.sample(n)``, ...)
-``hwlat table show|validate|list``    `load_table` (validates), `tables`
-====================================  ==========================================================
+| command | function |
+|---|---|
+| `hwlat profile device` | `profile_device` |
+| `hwlat profile ops` | `profile_ops` |
+| `hwlat profile archs` | `profile_archs` |
+| `hwlat profile model` | `profile_model` |
+| `hwlat profile fusion` | `profile_fusion` |
+| `hwlat predict` | `predict` (one network), `predict_archs` (`--archs`) |
+| `hwlat search` | `search` with a `LatencyConstraint` |
+| `hwlat adapt suggest` | `suggest` |
+| `hwlat adapt fit` | `fit` (+ `save_predictor`); `adapt` from lists of archs and ms |
+| `hwlat predict --predictor` | `load_predictor` + `predict_adapted` |
+| `hwlat search --device-samples` | `fit` (a file) or `adapt` (lists) |
+| `hwlat search --objective accuracy` | `accuracy` (the shipped NATS-Bench accuracies) |
+| `hwlat space show`, `sample` | `space` (a `Space`: `.arch(key)`, `.sample(n)`, ...) |
+| `hwlat table show`, `validate`, `list` | `load_table` (validates), `tables` |
 
 Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) or as objects.
 """

@@ -32,6 +32,7 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
     again (its files moved aside to NAME.old-<time>.*)."""
     from tqdm import tqdm
 
+    runtime.check_protocol(protocol)  # before a table is made: a refused clock leaves no file behind
     device = runtime.device()
     meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()}}
     if sweep_name:

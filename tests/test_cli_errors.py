@@ -154,3 +154,26 @@ def test_a_sweep_without_a_configuration_at_the_precision_makes_no_table(tmp_pat
     proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp32", "--sweep", "mcu", "--out", "t", cwd=tmp_path)
     assert_user_error(proc, "the sweep mcu has no float32 configuration for tflm", "give --precision int8")
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("command", [("profile", "ops", "--sweep", "quick"), ("profile", "archs", "--space", "nb201",
+                                                                             "--archs", "random:2")])
+def test_a_refused_clock_leaves_no_table_behind(tmp_path, command):
+    """--clock cpu with two threads is refused before a table is made (an empty one had been left, which
+    then refused the corrected command as 'measured with other settings')."""
+    proc = hwlat(*command, "--runtime", "onnxruntime", "--threads", "2", "--clock", "cpu", "--out", "t", cwd=tmp_path)
+    assert_user_error(proc, "--clock cpu times the calling thread only")
+    assert not list(tmp_path.iterdir())
+
+
+def test_the_command_a_table_lacking_stages_names_resumes_it(table):
+    """The suggested command carries the protocol and clock the table was measured with (a resume with
+    others is refused), and no flag where the table used the defaults."""
+    from hwlat.device_profile import profile_command
+    from profilers.protocol import Protocol
+
+    t = DeviceTable.load(table)
+    t.update_meta(protocol=Protocol.preset("quick").to_dict())
+    assert profile_command(DeviceTable.load(table)).endswith(f"--runtime onnxruntime --protocol quick --clock wall --out {table}")
+    t.update_meta(protocol={**Protocol.preset("default").to_dict(), "clock": "cpu"})
+    assert profile_command(DeviceTable.load(table)) == f"hwlat profile device --runtime onnxruntime --out {table}"

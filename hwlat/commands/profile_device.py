@@ -39,8 +39,11 @@ def register(targets) -> None:
                    help="whole networks measured to calibrate the table (default 32)")
     p.add_argument("--score-networks", type=positive_int, default=20,
                    help="whole networks measured to score the table, never calibrated on (default 20)")
-    p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: every candidate; "
-                                      "`hwlat profile fusion --help` lists them)")
+    p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: all 80 candidates, "
+                                      "profilers.fusion.candidate_patterns(): each conv head (conv2d, dwconv2d, "
+                                      "pwconv2d) with bn, add and an activation in the orders runtimes fuse, e.g. "
+                                      "conv2d+bn+add+relu; linear, bn and add with an activation; linear+add; "
+                                      "add+layernorm)")
     p.add_argument("--remeasure", action="append", default=[], metavar="PATTERN",
                    help="measure the stored rows whose keys match this shell pattern again (repeatable; e.g. "
                         "'gelu|*|tanh=true', after a fix to the runtime's single-op models); the old values stay "

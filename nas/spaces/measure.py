@@ -225,6 +225,7 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
                 "space_options": repr(space)}
     run_meta.update(meta or {})
     result = ArchRunResult(Path(out))
+    runtime.check_protocol(protocol)  # before the table is made: a refused clock leaves no file behind
     with ArchTableWriter(out, space.arch_keys, device, run_meta, fresh=fresh) as table:
         todo = [it for it in items if space.key(it.arch) not in table]
         result.skipped = len(items) - len(todo)

@@ -216,6 +216,7 @@ class OnnxRuntime(Runtime):
 
     def profile_model(self, path: str, protocol: Protocol = Protocol(), input_shape: Sequence[int] | None = None,
                       profile_runs: int | None = None) -> ModelProfile:
+        self.check_protocol(protocol)
         return profile_model(path, input_shape=input_shape, protocol=protocol, profile_runs=profile_runs, runtime=self)
 
     def count_kernels(self, spec: OpSpec) -> int | None:
