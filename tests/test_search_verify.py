@@ -59,7 +59,7 @@ def test_a_candidate_predicted_over_the_budget_is_measured_and_wins_when_it_meas
 
 
 def cheap_ms(archs):
-    """A predictor that underpredicts NB201 cells on this runtime several times over."""
+    """A predictor that underpredicts NB201 cells on this runtime (1.4-3x, by the machine's speed)."""
     return np.array([0.1 + 0.3 * sum(o == 3 for o in a.ops) + 0.05 * sum(o == 2 for o in a.ops) for a in archs])
 
 
@@ -96,7 +96,8 @@ def test_rounds_narrow_to_the_budget_corrected_by_what_was_measured(space):
                                                                                       **QUICK)).verified
     assert v.rounds[0][:2] == (pytest.approx(0.66), 1.0) and v.bands[0] == 0.1
     check_rounds(v, 0.6, 3)
-    assert len(v.rounds) > 1 and v.rounds[1][1] > 1.5  # several times under: the next round asks far less
+    # measured over the cheap predictions (1.4-3x, by the machine's speed): the next round asks less
+    assert len(v.rounds) > 1 and v.rounds[1][1] > 1.1 and v.rounds[1][0] < v.rounds[0][0]
     with pytest.raises(ConstraintError, match="verify margin"):
         VerifySettings(margin=1.5)
     with pytest.raises(ConstraintError, match="verify pool"):
