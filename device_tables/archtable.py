@@ -234,6 +234,9 @@ class ArchTable:
     def public(cls, space: ArchKeys, devices: Sequence[str] | None = None,
                data_dir: str | os.PathLike | None = None) -> "ArchTable":
         """All public files of a space joined (nb201: 15625 archs, 19 + 7 devices)."""
+        if not isinstance(space, ArchKeys):
+            raise TypeError(f"ArchTable.public takes a space's ArchKeys, not {space!r}: "
+                            f"nas.spaces.get_space({str(space)!r}).arch_keys")
         return cls.read(public_files(space, data_dir), space=space, devices=devices)
 
     # ---- views --------------------------------------------------------------------------

@@ -101,6 +101,9 @@ def test_any_space_brings_its_own_keys(tmp_path):
     toy = ArchKeys("toy", columns=("row", "code"), primary="code", int_columns=("row",), order_by="row")
     _write(tmp_path / "toy.csv", ["row", "code", "d"], [[2, "b", 1.0], [1, "a", 2.0]])
     assert public_files(toy, tmp_path) == [tmp_path / "toy.csv"]
+    assert ArchTable.public(toy, data_dir=tmp_path).keys == ["a", "b"]
+    with pytest.raises(TypeError, match=r"get_space\('toy'\).arch_keys"):
+        ArchTable.public("toy", data_dir=tmp_path)  # a name, not the scheme: says how to get it
     t = ArchTable.read(tmp_path / "toy.csv", candidates=[arch_keys("nb201"), toy])
     assert t.space == "toy" and t.keys == ["a", "b"] and str(t.frame["row"].dtype) == "Int64"
     gap = _write(tmp_path / "gap.csv", ["row", "code", "d"], [["", "a", 1.0], [2, "b", 1.0], [1, "c", 1.0]])
