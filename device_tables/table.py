@@ -336,10 +336,18 @@ class DeviceTable:
         self._rewrite_csv()
         return replaced
 
-    def remeasured(self, new: Mapping[str, tuple[Measurement, Mapping[str, Any]]]) -> None:
+    def remeasured(self, new: Mapping[str, tuple[Measurement, Mapping[str, Any]]],
+                   still_failing: Mapping[str, str] | None = None) -> None:
         """Replace the stored rows of these keys by new measurements (``key -> (measurement, extra)``),
         each row's extra keeping what it replaced under ``replaced`` (its median and when it was
-        measured); the CSV is rewritten atomically. For rows whose single-op model was wrong."""
+        measured); the CSV is rewritten atomically. For rows whose single-op model was wrong. A failed
+        row in `still_failing` (``key -> error``) failed again: it takes the new error, the old one
+        kept under ``replaced`` (a measured row that fails now keeps its measurement)."""
+        for key, error in (still_failing or {}).items():
+            old = self._rows[key]
+            if not old.ok and old.error != error:
+                was = {"error": old.error, "measured_at": old.measured_at}
+                self._rows[key] = Row(old.spec, old.status, None, {**old.extra, "error": error, "replaced": was}, now())
         for key, (m, extra) in new.items():
             old = self._rows.get(key)
             if old is None:

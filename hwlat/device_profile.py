@@ -739,10 +739,10 @@ def _remeasure_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             continue
         if spec.key not in new or m.median_ms < new[spec.key][0].median_ms:
             new[spec.key] = (m, {**extra, "passes": 2})
-    table.remeasured(new)
+    table.remeasured(new, refused)
     if refused:
-        _say(clock, "rows", f"{len(refused)} of them do not run on {runtime.name} and stay as they were "
-                            f"(e.g. {next(iter(refused.values()))})")
+        _say(clock, "rows", f"{len(refused)} of them do not run on {runtime.name}: a measured row keeps its "
+                            f"measurement, a failed one takes the new reason (e.g. {next(iter(refused.values()))})")
 
 
 def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],

@@ -228,14 +228,20 @@ def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have
     assert "3 kernel(s) of op families without a row (scale): measuring them" in capsys.readouterr().out
     table = DeviceTable.load(out)
     assert not LUTPredictor(table).predict_graph(graph_of(dead)).partial
-    # --remeasure of a row the board cannot run (over its arena) leaves it as it was and goes on
+    # --remeasure of a row the board cannot run (over its arena) keeps it failed, with the reason of now
+    # (a row recorded with an older firmware's reason takes the new one), and goes on
     failed = {r.spec.key for r in table.rows("error")}
     assert len(failed) == 1
+    csv.write_text(csv.read_text().replace("of tensor arena", "of tensor arena, said an older firmware"))
+    assert "older firmware" in DeviceTable.load(out).rows("error")[0].error
     assert main(["profile", "device", "--runtime", "board", "--board", "qemu:mps2-an386", "--targets", "nb201",
                  "--minutes", "2", "--protocol", "quick", "--out", str(out), "--no-progress",
                  "--remeasure", "pwconv2d|int8|1x32x64x64|*"]) == 0
-    assert "do not run on board and stay as they were" in capsys.readouterr().out
-    assert {r.spec.key for r in DeviceTable.load(out).rows("error")} == failed
+    assert "do not run on board: a measured row keeps its measurement, a failed one takes the new reason" \
+        in capsys.readouterr().out
+    (row,) = DeviceTable.load(out).rows("error")
+    assert row.spec.key in failed and "tensor arena" in row.error and "older firmware" not in row.error
+    assert "older firmware" in row.extra["replaced"]["error"]
 
 
 @pytest.mark.parametrize("machine,core", [("mps2-an385", "cortex-m3"), ("mps2-an500", "cortex-m7")])
