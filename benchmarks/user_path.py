@@ -4,7 +4,9 @@ device` just made), on this machine. Each network is timed in two passes; its tr
 (other work on a shared machine only ever slows a run down, and `hwlat profile device` takes the same
 truth). Prints ±10% accuracy per kind of network against that truth and against the first pass alone
 (what one measurement gives), and the machine's own noise beside them: the share of networks whose two
-passes differ by more than 5% / 10%.
+passes differ by more than 5% / 10%, and its drift: a few of the table's own stored networks timed
+again, against their times when the table was made (a machine that runs 1.2x slower for a long spell
+has pass-to-pass noise near zero, and no table made in its other state meets ±10% then).
 
     .venv/bin/python benchmarks/user_path.py --table cpu_onnxruntime_fp32_threads1 --per-kind 20
     .venv/bin/python benchmarks/user_path.py --table cpu_litert_fp32_threads1
@@ -81,6 +83,17 @@ def two_passes(runtime, protocol, names: list[str]) -> tuple[dict[str, list[floa
     return passes, skipped
 
 
+def table_drift(table, runtime):
+    """`hwlat table drift` of `table` (None for one that stores no network timings)."""
+    from device_tables.errors import HwlatError
+    from hwlat.device_profile import drift
+
+    try:
+        return drift(table, runtime=runtime)
+    except HwlatError:
+        return None
+
+
 def main(argv=None) -> int:
     import hwlat
     from nas.pool import graph_of
@@ -109,8 +122,10 @@ def main(argv=None) -> int:
             rows.append({"network": name, "kind": name.split(":")[0], "measured_ms": ms, "predicted_ms": pred.total_ms,
                          "ratio": pred.total_ms / min(ms), "ratio_first": pred.total_ms / ms[0],
                          "partial": pred.partial, "pass_gap": max(ms) / min(ms) - 1})
+        moved = table_drift(table, runtime)
         print(f"\n{table.name} ({dev.name}, {protocol.clock} clock), {time.time() - t0:.0f} s (tables of one device "
               f"share one measurement); {len(skipped)} networks the runtime cannot run")
+        print(f"drift: {moved.describe()}" if moved else "drift: n/a (the table stores no network timings)")
         print(f"{'kind':<8} {'n':>3} {'±10%':>12} {'MAPE':>6} {'pred/meas range':>16}  {'first pass ±10%':>15}"
               "   noise: passes >5% / >10% apart")
         out = {}
@@ -131,7 +146,8 @@ def main(argv=None) -> int:
             print(f"{kind:<8} {o['n']:>3} {hit:>4} ({hit / len(sel):>5.1%}) {o['mape']:>6.1%} "
                   f"{o['ratio_min']:>7.2f}..{o['ratio_max']:<7.2f}  {first:>4} ({first / len(sel):>5.1%})"
                   f"   {o['noise_5']:.0%} / {o['noise_10']:.0%}")
-        report["tables"][table.name] = {"device": dev.name, "scores": out, "skipped": skipped, "networks": rows}
+        report["tables"][table.name] = {"device": dev.name, "scores": out, "skipped": skipped, "networks": rows,
+                                        "drift": moved and {"median": moved.median, "ratios": moved.ratios}}
     if args.json:
         Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
     return 0

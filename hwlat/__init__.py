@@ -22,7 +22,7 @@ try:
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.1.0"
 
-_API = ("LatencyConstraint", "accuracy", "adapt", "fit", "load_predictor", "load_table", "predict", "predict_adapted", "predict_archs",
+_API = ("LatencyConstraint", "accuracy", "adapt", "drift", "fit", "load_predictor", "load_table", "predict", "predict_adapted", "predict_archs",
         "profile_archs", "profile_device", "profile_fusion", "profile_model", "profile_ops", "runtime", "save_predictor",
         "search", "space", "suggest", "tables")
 

@@ -17,6 +17,7 @@ is a thin layer over one of them.
 | `hwlat search --objective accuracy` | `accuracy` (the shipped NATS-Bench accuracies) |
 | `hwlat space show`, `sample` | `space` (a `Space`: `.arch(key)`, `.sample(n)`, ...) |
 | `hwlat table show`, `validate`, `list` | `load_table` (validates), `tables` |
+| `hwlat table drift` | `drift` |
 
 Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) or as objects.
 """
@@ -30,6 +31,7 @@ from nas.constraints import LatencyConstraint
 
 if TYPE_CHECKING:
     from device_tables.table import DeviceTable
+    from hwlat.device_profile import Drift
     from nas.arch_predictors import ArchPredictor
     from nas.search.result import SearchResult
     from nas.spaces.base import Space
@@ -47,6 +49,16 @@ def load_table(name_or_path: str | os.PathLike) -> DeviceTable:
     from device_tables import load
 
     return load(name_or_path)
+
+
+def drift(table: str | os.PathLike | DeviceTable, networks: int = 6) -> Drift:
+    """How this machine runs now against when `table` was made: a `Drift` (``.median``: the median of
+    a few of its stored networks' times now over their stored times; ``.describe()``), from timing
+    `networks` of them again with the table's runtime and protocol."""
+    from device_tables.table import DeviceTable
+    from hwlat.device_profile import drift as _drift
+
+    return _drift(table if isinstance(table, DeviceTable) else load_table(table), networks)
 
 
 def tables() -> list[str]:

@@ -701,6 +701,59 @@ def _counted(table: DeviceTable, rows: list[dict[str, Any]]) -> list[dict[str, A
     return [r for r in rows if _instant(r["measured_at"]) > start]
 
 
+# A machine whose stored networks time within this of their stored times runs as when its table was made.
+DRIFT_TOLERANCE = 0.05
+
+
+@dataclass(frozen=True)
+class Drift:
+    """How this machine runs a table's own stored networks now against when the table was made:
+    each network's time now over its stored (quieter) time, and their median."""
+
+    table: str
+    ratios: dict[str, float]
+
+    @property
+    def median(self) -> float:
+        return float(np.median(list(self.ratios.values())))
+
+    def describe(self) -> str:
+        r = sorted(self.ratios.values())
+        state = ("as when the table was made" if abs(self.median - 1) <= DRIFT_TOLERANCE else
+                 f"{'slower' if self.median > 1 else 'faster'} than when the table was made: its predictions "
+                 f"are {'low' if self.median > 1 else 'high'} by about that much now")
+        return (f"{len(r)} of {self.table}'s own networks time now at {self.median:.2f}x their stored times "
+                f"(median; {r[0]:.2f}-{r[-1]:.2f}): this machine runs {state}")
+
+
+def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None) -> Drift:
+    """Time `networks` of the networks `table`'s calibration and score timed once again on `runtime`
+    (default: the table's runtime and settings, with the protocol they were timed with), each against
+    its stored time: whether this machine still
+    runs as when the table was made. A spell in which a shared machine runs 1.2x slower shows here
+    and not in the spread of repeated timings. `HwlatError` for a table that stores no network timings."""
+    from nas.pool import onnx_of
+
+    stored: dict[str, float] = {}
+    for rec in _current_networks(table):
+        if rec["status"] == "ok" and rec["median_ms"]:
+            stored[rec["network"]] = min(stored.get(rec["network"], math.inf), float(rec["median_ms"]))
+    if not stored:
+        why = next(iter(inapplicable_stages(table).values()), None) or "no `hwlat profile device` run timed any"
+        raise HwlatError(f"{table.name} stores no network timings to compare ({why})")
+    if networks < 1:
+        raise HwlatError(f"--networks {networks}: time at least 1 network")
+    if runtime is None:
+        from profilers.runtimes import get_runtime
+
+        dev = table.device
+        runtime = get_runtime(dev.runtime, precision=dev.precision, **dict(dev.settings))
+    run = table.meta.get("profile_device", {})
+    protocol = Protocol.from_dict(run["protocol"]) if run.get("protocol") else runtime.default_protocol()
+    names = sorted(stored)[:: max(1, len(stored) // networks)][:networks]
+    return Drift(table.name, {n: runtime.time_model(onnx_of(n), protocol).median_ms / stored[n] for n in names})
+
+
 def _current_networks(table: DeviceTable) -> list[dict[str, Any]]:
     """The stored network measurements that count (`_counted`)."""
     return _counted(table, read_networks(networks_path(table)))

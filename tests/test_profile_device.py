@@ -541,3 +541,35 @@ def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path)
     rc, log = run_until(["profile", "device", *TINY[:2], "--threads", "2", *TINY[2:], "--from", str(source),
                          "--out", str(tmp_path / "other")], None)
     assert rc != 0 and "not of cpu/onnxruntime/fp32/threads=2" in log
+
+
+def test_drift_times_the_tables_own_networks_again_against_their_stored_times(complete_table, tmp_path, capsys):
+    """`hwlat table drift`: a few of the networks the table stored, timed again with its protocol; a table
+    whose stored times are 4x what this machine runs reads as made on a slower machine (this one runs
+    faster now), and one that stores no network timings (a board's) is refused naming why."""
+    from device_tables.errors import HwlatError
+    from hwlat.cli import main
+    from hwlat.device_profile import drift
+
+    out = copy_table(complete_table, tmp_path)
+    stored = {r["network"] for r in read_networks(networks_path(DeviceTable.load(out))) if r["status"] == "ok"}
+    now = drift(DeviceTable.load(out), networks=2)
+    assert len(now.ratios) == 2 and set(now.ratios) <= stored and all(0 < r < 10 for r in now.ratios.values())
+    path = networks_path(DeviceTable.load(out))
+    rows = list(csv.DictReader(path.open()))
+    for r in rows:
+        r["median_ms"] = str(float(r["median_ms"]) * 4) if r["median_ms"] else r["median_ms"]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    slow_table = drift(DeviceTable.load(out), networks=2)
+    assert slow_table.median < now.median / 2 and "faster than when the table was made" in slow_table.describe()
+    import hwlat
+
+    assert set(hwlat.drift(out, networks=2).ratios) == set(slow_table.ratios)  # the API: the same networks
+    assert main(["table", "drift", str(out), "--networks", "2"]) == 0
+    said = capsys.readouterr().out
+    assert "2 of t's own networks time now at" in said and f"--from {out} --out tables/t_now" in said
+    with pytest.raises(HwlatError, match="stores no network timings.*one kernel at a time"):
+        drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))

@@ -1,16 +1,16 @@
-"""`hwlat table show|validate|list`: look into device tables."""
+"""`hwlat table show|validate|drift|list`: look into device tables."""
 
 from __future__ import annotations
 
 import argparse
 
 from hwlat.cli import command_parser
-from hwlat.commands.args import nonnegative_int
+from hwlat.commands.args import nonnegative_int, positive_int
 
 
 def register(sub) -> None:
-    p = sub.add_parser("table", help="show, validate or list device tables",
-                       description="Show, validate or list device tables (shipped names or paths).")
+    p = sub.add_parser("table", help="show, validate, check the drift of, or list device tables",
+                       description="Show, validate, check the drift of, or list device tables (shipped names or paths).")
     t = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = command_parser(t, "show", "print a table's device, fingerprint and rows", "hwlat table show cpu_onnxruntime_fp32_threads1")
     show.add_argument("table")
@@ -21,6 +21,11 @@ def register(sub) -> None:
                          "hwlat table validate my_tables/board.csv")
     val.add_argument("table")
     val.set_defaults(func=_validate)
+    dr = command_parser(t, "drift", "time a few of a table's own networks again: does this machine still run "
+                        "as when the table was made?", "hwlat table drift cpu_onnxruntime_fp32_threads1")
+    dr.add_argument("table", help="a shipped name (the table `hwlat predict --table NAME` uses here) or a path")
+    dr.add_argument("--networks", type=positive_int, default=6, help="networks to time again (default 6, a few seconds)")
+    dr.set_defaults(func=_drift)
     ls = command_parser(t, "list", "list the device tables shipped with hwlat", "hwlat table list")
     ls.set_defaults(func=_list)
 
@@ -85,6 +90,21 @@ def _validate(args: argparse.Namespace) -> int:
     if problems:
         raise HwlatError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
     print(f"{table.path}: valid, schema version {table.meta['schema_version']}, {len(table)} rows, device {table.device.name}")
+    return 0
+
+
+def _drift(args: argparse.Namespace) -> int:
+    from device_tables import load
+
+    from hwlat.device_profile import DRIFT_TOLERANCE, drift, profile_command
+
+    table = load(args.table)
+    d = drift(table, args.networks)
+    print(d.describe())
+    if abs(d.median - 1) > DRIFT_TOLERANCE:
+        command = profile_command(table).rsplit(" --out ", 1)[0]
+        print(f"to predict this machine as it runs now: {command} --from {args.table} --out tables/{table.name}_now "
+              "(a copy whose calibration networks are timed again here, 1-3 min)")
     return 0
 
 
