@@ -571,5 +571,13 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     assert main(["table", "drift", str(out), "--networks", "2"]) == 0
     said = capsys.readouterr().out
     assert "2 of t's own networks time now at" in said and f"--from {out} --out tables/t_now" in said
+    meta = json.loads(out.with_suffix(".json").read_text())  # as if measured on another CPU: two machines
+    meta["device"]["fingerprint"]["cpu_model"] = "Some Other CPU"
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    assert main(["table", "drift", str(out), "--networks", "1"]) == 0
+    said = capsys.readouterr()
+    assert "measured on another machine (CPU 'Some Other CPU'" in said.err
+    assert "it compares two machines; a table of this one: hwlat profile device --runtime onnxruntime" in said.out
+    assert "--from" not in said.out  # a copy of it would not resume here
     with pytest.raises(HwlatError, match="stores no network timings.*one kernel at a time"):
         drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
