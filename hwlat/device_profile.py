@@ -739,7 +739,9 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
         if rec["status"] == "ok" and rec["median_ms"]:
             stored[rec["network"]] = min(stored.get(rec["network"], math.inf), float(rec["median_ms"]))
     if not stored:
-        why = next(iter(inapplicable_stages(table).values()), None) or "no `hwlat profile device` run timed any"
+        why = next(iter(inapplicable_stages(table).values()), None) or (
+            f"a --recalibrate began timing them again and has not finished: `{profile_command(table)} --recalibrate` "
+            "finishes it" if _recalibrating(table) else "no `hwlat profile device` run timed any")
         raise HwlatError(f"{table.name} stores no network timings to compare ({why})")
     if networks < 1:
         raise HwlatError(f"--networks {networks}: time at least 1 network")

@@ -579,5 +579,11 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     assert "measured on another machine (CPU 'Some Other CPU'" in said.err
     assert "it compares two machines; a table of this one: hwlat profile device --runtime onnxruntime" in said.out
     assert "--from" not in said.out  # a copy of it would not resume here
+    from device_tables.table import now
+
+    t = DeviceTable.load(out)  # a --recalibrate begun and cut off before it timed a network: nothing counts yet
+    t.update_meta(profile_device={**t.meta["profile_device"], "recalibrated": {"since": now(), "networks": 5}})
+    with pytest.raises(HwlatError, match=r"stores no network timings.*a --recalibrate began.*--recalibrate` finishes it"):
+        drift(DeviceTable.load(out))
     with pytest.raises(HwlatError, match="stores no network timings.*one kernel at a time"):
         drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
