@@ -1075,23 +1075,30 @@ def profile_command(table: DeviceTable) -> str:
     return f"hwlat profile device {' '.join(flags)} --out {_user_path(table)}"
 
 
-def table_warnings(table: DeviceTable) -> list[str]:
-    """One line each: the stages a table lacks (it predicts without them, less accurately), and how
-    this machine differs from the CPU the table was measured on."""
+def machine_differences(table: DeviceTable) -> list[str]:
+    """How this machine differs from the one a CPU table was measured on (CPU model, SIMD flags, the
+    runtime's package versions), each as ``what: table's -> this host's``; [] for a table of another
+    kind of hardware or of a runtime not installed here."""
     from device_tables.device import host_differences
     from profilers.runtimes import runtimes
 
+    if table.device.hardware != "cpu" or table.device.runtime not in runtimes():
+        return []
+    return host_differences(table.device.fingerprint, runtimes()[table.device.runtime].packages)
+
+
+def table_warnings(table: DeviceTable) -> list[str]:
+    """One line each: the stages a table lacks (it predicts without them, less accurately), and how
+    this machine differs from the CPU the table was measured on."""
     out = []
     missing = missing_stages(table)
     if missing:
         out.append(f"{table.name} lacks {', '.join(missing)}: it predicts, less accurately than a complete table; "
                    f"`{profile_command(table)}` adds them (on the device it describes)")
-    if table.device.hardware == "cpu" and table.device.runtime in runtimes():
-        packages = runtimes()[table.device.runtime].packages
-        diff = host_differences(table.device.fingerprint, packages)
-        if diff:
-            out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "
-                       "latency; `hwlat profile device` makes a table of this one")
+    diff = machine_differences(table)
+    if diff:
+        out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "
+                   "latency; `hwlat profile device` makes a table of this one")
     return out
 
 

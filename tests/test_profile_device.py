@@ -547,14 +547,16 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     """`hwlat table drift`: a few of the networks the table stored, timed again with its protocol; a table
     whose stored times are 4x what this machine runs reads as made on a slower machine (this one runs
     faster now), and one that stores no network timings (a board's) is refused naming why."""
+    import hwlat
     from device_tables.errors import HwlatError
+    from device_tables.table import now
     from hwlat.cli import main
     from hwlat.device_profile import drift
 
     out = copy_table(complete_table, tmp_path)
     stored = {r["network"] for r in read_networks(networks_path(DeviceTable.load(out))) if r["status"] == "ok"}
-    now = drift(DeviceTable.load(out), networks=2)
-    assert len(now.ratios) == 2 and set(now.ratios) <= stored and all(0 < r < 10 for r in now.ratios.values())
+    here = drift(DeviceTable.load(out), networks=2)
+    assert len(here.ratios) == 2 and set(here.ratios) <= stored and all(0 < r < 10 for r in here.ratios.values())
     path = networks_path(DeviceTable.load(out))
     rows = list(csv.DictReader(path.open()))
     for r in rows:
@@ -564,9 +566,7 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
         w.writeheader()
         w.writerows(rows)
     slow_table = drift(DeviceTable.load(out), networks=2)
-    assert slow_table.median < now.median / 2 and "faster than when the table was made" in slow_table.describe()
-    import hwlat
-
+    assert slow_table.median < here.median / 2 and "faster than when the table was made" in slow_table.describe()
     assert set(hwlat.drift(out, networks=2).ratios) == set(slow_table.ratios)  # the API: the same networks
     assert main(["table", "drift", str(out), "--networks", "2"]) == 0
     said = capsys.readouterr().out
@@ -579,8 +579,6 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     assert "measured on another machine (CPU 'Some Other CPU'" in said.err
     assert "it compares two machines; a table of this one: hwlat profile device --runtime onnxruntime" in said.out
     assert "--from" not in said.out  # a copy of it would not resume here
-    from device_tables.table import now
-
     t = DeviceTable.load(out)  # a --recalibrate begun and cut off before it timed a network: nothing counts yet
     t.update_meta(profile_device={**t.meta["profile_device"], "recalibrated": {"since": now(), "networks": 5}})
     with pytest.raises(HwlatError, match=r"stores no network timings.*a --recalibrate began.*--recalibrate` finishes it"):

@@ -94,20 +94,18 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from device_tables import load
-
     import sys
 
-    from hwlat.device_profile import DRIFT_TOLERANCE, drift, profile_command, table_warnings
+    from device_tables import load
+    from hwlat.device_profile import DRIFT_TOLERANCE, drift, machine_differences, profile_command, table_warnings
 
     table = load(args.table)
-    warnings = table_warnings(table)
-    for line in warnings:
+    for line in table_warnings(table):
         print(f"hwlat: warning: {line}", file=sys.stderr)
     d = drift(table, args.networks)
     print(d.describe())
     command = profile_command(table).rsplit(" --out ", 1)[0]
-    if any("measured on another machine" in w for w in warnings):  # a copy of it would not resume here
+    if machine_differences(table):  # a copy of it would not resume here
         print(f"it compares two machines; a table of this one: {command} --out tables/{table.name}_here")
     elif abs(d.median - 1) > DRIFT_TOLERANCE:
         print(f"to predict this machine as it runs now: {command} --from {args.table} --out tables/{table.name}_now "
