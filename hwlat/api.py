@@ -24,10 +24,14 @@ Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) 
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nas.constraints import LatencyConstraint
+
+log = logging.getLogger(__name__)
+_said: set[str] = set()  # the speed lines already logged: once each per process
 
 if TYPE_CHECKING:
     from device_tables.table import DeviceTable
@@ -166,34 +170,44 @@ def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Seq
 
 # ---- predicting --------------------------------------------------------------------------------
 def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Space | None = None,
-            input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None) -> Prediction:
+            input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None, as_profiled: bool = False) -> Prediction:
     """A network's latency on a profiled device (`Prediction`: ``.latency_ms``, the breakdown
     ``.kernels``, ``.partial``, the uncertainty ``.sigma_ms``). `model` is an ONNX path, bytes or
     ``onnx.ModelProto``, a `Graph`, or an architecture (object or key) of `space`; `input_shape`
-    sizes its dynamic inputs (one shape, or a name -> shape mapping: ``{"input_ids": (1, 128), ...}``)."""
-    from device_tables.table import DeviceTable
-    from predictors.lut import LUTPredictor
-
-    t = table if isinstance(table, DeviceTable) else load_table(table)
+    sizes its dynamic inputs (one shape, or a name -> shape mapping: ``{"input_ids": (1, 128), ...}``).
+    A CPU table of this machine's kind predicts at this machine's speed now (``.speed``; `hwlat predict`),
+    unless `as_profiled`."""
     if space is not None:
         sp = _space(space)
         model = sp.graph(sp.arch(model))
-    return LUTPredictor(t).predict_graph(model, input_shape=input_shape)
+    return _lut(table, as_profiled).predict_graph(model, input_shape=input_shape)
+
+
+def _lut(table: str | os.PathLike | DeviceTable, as_profiled: bool) -> Any:
+    """The lookup-table predictor of `table`, at this machine's speed now unless `as_profiled`."""
+    from device_tables.table import DeviceTable
+    from hwlat.device_profile import scale_to_speed_now
+    from predictors.lut import LUTPredictor
+
+    lut = LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table))
+    said = None if as_profiled else scale_to_speed_now(lut)
+    if said and f"{lut.table.name} {lut.speed:.2f}" not in _said:
+        _said.add(f"{lut.table.name} {lut.speed:.2f}")
+        log.warning("%s", said)
+    return lut
 
 
 def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | os.PathLike | DeviceTable,
-                  seed: int = 0, jobs: int | None = None) -> list[Prediction]:
+                  seed: int = 0, jobs: int | None = None, as_profiled: bool = False) -> list[Prediction]:
     """`hwlat predict --archs`: predictions of many architectures of `space` (a spec as ``--archs``
     takes it, or a list of architectures or keys), in order, one table and predictor for all;
-    `jobs` processes share the work (default: every usable core; the numbers do not depend on it)."""
-    from device_tables.table import DeviceTable
-    from predictors.lut import LUTPredictor
+    `jobs` processes share the work (default: every usable core; the numbers do not depend on it);
+    at this machine's speed now unless `as_profiled`, as `predict`."""
     from predictors.lut.many import predict_archs as run
 
     sp = _space(space)
     arch_list = _arch_list(sp, archs, seed)
-    lut = LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table))
-    return list(run(lut, sp, arch_list, jobs))
+    return list(run(_lut(table, as_profiled), sp, arch_list, jobs))
 
 
 def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float],

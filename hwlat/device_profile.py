@@ -756,6 +756,98 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     return Drift(table.name, {n: runtime.time_model(onnx_of(n), protocol).median_ms / stored[n] for n in names})
 
 
+# This machine's speed now (`speed_now`): a reading (`drift`, 6 networks) is taken when the newest is
+# older than SPEED_READ_EVERY_S, and the readings of the last SPEED_WINDOW_S count together. A shared
+# machine's speed moves within minutes, network to network by up to 10-20% around a level that itself
+# moves (an Intel Xeon VM: 1.0-1.45x its table's times, median 1.18, over one minute of 80 networks),
+# so one reading of 6 networks can be 10% off the level; pooling a few minutes of them is steadier.
+SPEED_READ_EVERY_S = 60.0
+SPEED_WINDOW_S = 600.0
+AS_PROFILED_ENV = "HWLAT_AS_PROFILED"
+
+
+@dataclass(frozen=True)
+class Speed:
+    """This machine's time now over a table's, from its own networks timed again: `factor` is the
+    median of every network's ratio in the `readings` (time stamp, network -> ratio) of the window."""
+
+    table: str
+    readings: tuple[tuple[float, dict[str, float]], ...]
+
+    @property
+    def ratios(self) -> list[float]:
+        return [r for _, ratios in self.readings for r in ratios.values()]
+
+    @property
+    def factor(self) -> float:
+        return float(np.median(self.ratios))
+
+    def describe(self) -> str:
+        span = max(at for at, _ in self.readings) - min(at for at, _ in self.readings)
+        over = f"over the last {span / 60:.0f} min" if span >= 60 else "just now"
+        return (f"this machine times {self.table}'s own networks at {self.factor:.2f}x their stored times (median of "
+                f"{len(self.ratios)} timings {over})")
+
+
+def speed_cache_path() -> Path:
+    """Where `speed_now` keeps its readings: ``$XDG_CACHE_HOME/hwlat/speed.json`` (``~/.cache`` by default)."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwlat" / "speed.json"
+
+
+def speed_now(table: DeviceTable) -> Speed | None:
+    """This machine's speed now against the table's own stored networks, to scale its predictions by:
+    None where there is nothing to compare (a table of another machine or kind of hardware, of a
+    runtime not installed here, one storing no network timings, or one whose networks do not run
+    now) or where ``HWLAT_AS_PROFILED`` is set. Readings are kept in `speed_cache_path`, per table and
+    stored networks, so a loop of predictions times the networks once a minute."""
+    from device_tables.files import atomic_write_text
+
+    if os.environ.get(AS_PROFILED_ENV, "") not in ("", "0") or table.device.hardware != "cpu" or machine_differences(table):
+        return None
+    from profilers.runtimes import runtimes
+
+    if table.device.runtime not in runtimes():
+        return None
+    try:
+        key = f"{table.path.resolve()}|{networks_path(table).stat().st_mtime_ns}"
+    except OSError:
+        return None  # no network timings stored
+    cache, now_s = speed_cache_path(), time.time()
+    try:
+        kept = json.loads(cache.read_text())
+        kept = {k: [(float(at), {str(n): float(r) for n, r in ratios.items()}) for at, ratios in v
+                    if 0 <= now_s - float(at) <= SPEED_WINDOW_S] for k, v in kept.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        kept = {}
+    readings = kept.get(key) or []
+    if not readings or now_s - max(at for at, _ in readings) > SPEED_READ_EVERY_S:
+        try:
+            readings.append((now_s, drift(table).ratios))
+        except HwlatError as exc:
+            log.info("%s: no speed reading now (%s)", table.name, exc)
+            return None
+        kept[key] = readings
+        try:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(cache, json.dumps({k: v for k, v in kept.items() if v}))
+        except OSError as exc:  # a read-only home: the reading serves this process only
+            log.info("cannot keep the speed reading in %s: %s", cache, exc)
+    return Speed(table.name, tuple(readings))
+
+
+def scale_to_speed_now(lut: Any) -> str | None:
+    """Scale a `LUTPredictor`'s predictions to this machine's speed now (`speed_now`), where its
+    table's own networks time more than `DRIFT_TOLERANCE` off their stored times; the line saying so
+    (None where the table's own times stand)."""
+    speed = speed_now(lut.table)
+    if speed is None or abs(speed.factor - 1) <= DRIFT_TOLERANCE:
+        lut.speed = 1.0
+        return None
+    lut.speed = speed.factor
+    return (f"{speed.describe()}: predictions scaled by {speed.factor:.2f}; --as-profiled (or {AS_PROFILED_ENV}=1) "
+            "predicts the table's own times")
+
+
 def _current_networks(table: DeviceTable) -> list[dict[str, Any]]:
     """The stored network measurements that count (`_counted`)."""
     return _counted(table, read_networks(networks_path(table)))

@@ -68,6 +68,18 @@ def copy_table(table: Path, folder: Path) -> Path:
     return folder / table.name
 
 
+def stored_times_times(table: Path, factor: float) -> None:
+    """Multiply every network time a table stored by `factor`, as if a slower machine had timed them."""
+    path = networks_path(DeviceTable.load(table))
+    rows = list(csv.DictReader(path.open()))
+    for r in rows:
+        r["median_ms"] = str(float(r["median_ms"]) * factor) if r["median_ms"] else r["median_ms"]
+    with path.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+
+
 def write_networks(path: Path, rows: list[dict[str, str]]) -> None:
     """Write network measurements (as `read_networks` gives them) over a table's networks file."""
     from hwlat.device_profile import NETWORK_COLUMNS
@@ -543,6 +555,59 @@ def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path)
     assert rc != 0 and "not of cpu/onnxruntime/fp32/threads=2" in log
 
 
+def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_path, monkeypatch, capsys):
+    """A table whose stored networks took 4x what this machine times now predicts at this machine's
+    speed: `hwlat predict` and the API scale by its own networks timed again (about 1/4), say so, and
+    reuse that reading within a minute; --as-profiled and HWLAT_AS_PROFILED=1 give the table's own
+    times; a table of another machine is not scaled."""
+    import hwlat
+    from hwlat.cli import main
+    from hwlat.device_profile import speed_cache_path, speed_now
+
+    monkeypatch.delenv("HWLAT_AS_PROFILED", raising=False)  # the suite predicts the tables' own times (conftest)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    out = copy_table(complete_table, tmp_path)
+    stored_times_times(out, 4)
+    arch = ["--space", "nb201", "--arch", "1462", "--table", str(out), "--json"]
+
+    def predicted(*extra: str) -> tuple[dict, str]:
+        assert main(["predict", *arch, *extra]) == 0
+        said = capsys.readouterr()
+        return json.loads(said.out), said.err
+
+    now, err = predicted()
+    own, err_own = predicted("--as-profiled")
+    assert 0.05 < now["speed"] < 0.6 and own["speed"] == 1.0
+    assert now["latency_ms"] == pytest.approx(own["latency_ms"] * now["speed"], rel=1e-9)
+    assert f"predictions scaled by {now['speed']:.2f}" in err and "--as-profiled" in err and "scaled" not in err_own
+    assert speed_cache_path() == tmp_path / "cache" / "hwlat" / "speed.json" and speed_cache_path().is_file()
+    again, _ = predicted()  # within the minute: the same reading, not a new timing
+    assert again == now
+    kept = json.loads(speed_cache_path().read_text())
+    (key, [(at, ratios)]), = kept.items()
+    kept[key] = [(at - 900, {n: 100.0 for n in ratios}), (at - 120, ratios)]  # 15 and 2 minutes old
+    speed_cache_path().write_text(json.dumps(kept))
+    pooled = speed_now(DeviceTable.load(out))  # a new reading beside the one of 2 minutes ago; 15 is too old
+    assert len(pooled.readings) == 2 and len(pooled.ratios) == 2 * len(ratios) and pooled.factor < 1
+    assert f"median of {2 * len(ratios)} timings over the last 2 min" in pooled.describe()
+    assert hwlat.predict("1462", table=out, space="nb201").speed == pooled.factor
+    assert hwlat.predict("1462", table=out, space="nb201", as_profiled=True).latency_ms == own["latency_ms"]
+    found = tmp_path / "search.json"  # `hwlat search --predictor lut:TABLE`: the same scaled predictions
+    assert main(["search", "--space", "nb201", "--predictor", f"lut:{out}", "--max-latency-ms", "100", "--budget", "4",
+                 "--objective", "tests.test_adapt:num_params_objective", "--no-progress", "--json", str(found)]) == 0
+    assert f"predictions scaled by {pooled.factor:.2f}" in capsys.readouterr().err
+    best = json.loads(found.read_text())["search"]["best"][0]
+    assert best["predicted_ms"] == pytest.approx(hwlat.predict(best["key"], table=out, space="nb201").latency_ms)
+    monkeypatch.setenv("HWLAT_AS_PROFILED", "1")
+    assert predicted()[0] == own
+    monkeypatch.delenv("HWLAT_AS_PROFILED")
+    meta = json.loads(out.with_suffix(".json").read_text())  # measured on another CPU: nothing to compare
+    meta["device"]["fingerprint"]["cpu_model"] = "Some Other CPU"
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    other, err = predicted()
+    assert other["speed"] == 1.0 and other["latency_ms"] == own["latency_ms"] and "scaled" not in err
+
+
 def test_drift_times_the_tables_own_networks_again_against_their_stored_times(complete_table, tmp_path, capsys):
     """`hwlat table drift`: a few of the networks the table stored, timed again with its protocol; a table
     whose stored times are 4x what this machine runs reads as made on a slower machine (this one runs
@@ -557,14 +622,7 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     stored = {r["network"] for r in read_networks(networks_path(DeviceTable.load(out))) if r["status"] == "ok"}
     here = drift(DeviceTable.load(out), networks=2)
     assert len(here.ratios) == 2 and set(here.ratios) <= stored and all(0 < r < 10 for r in here.ratios.values())
-    path = networks_path(DeviceTable.load(out))
-    rows = list(csv.DictReader(path.open()))
-    for r in rows:
-        r["median_ms"] = str(float(r["median_ms"]) * 4) if r["median_ms"] else r["median_ms"]
-    with path.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
+    stored_times_times(out, 4)
     slow_table = drift(DeviceTable.load(out), networks=2)
     assert slow_table.median < here.median / 2 and "faster than when the table was made" in slow_table.describe()
     assert set(hwlat.drift(out, networks=2).ratios) == set(slow_table.ratios)  # the API: the same networks

@@ -49,6 +49,10 @@ def register(sub) -> None:
     p.add_argument("--statistic", default="median", choices=["median", "p10"],
                    help=f"row statistic summed: median (default: predicts {QUANTITY}) or p10, the 10th percentile "
                         "(the latency without interference; a calibration fitted on the other statistic is not used)")
+    p.add_argument("--as-profiled", action="store_true",
+                   help="the table's own times; by default a CPU table of this machine's kind predicts at this "
+                        "machine's speed now, where that is more than 5%% off (6 of the table's stored networks "
+                        "timed again once a minute, as `hwlat table drift` does, pooled over 10 minutes)")
     p.add_argument("--top", type=nonnegative_int, default=0, help="show only the N slowest kernels (0: all)")
     p.add_argument("--json", action="store_true", help="print the prediction of one network as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar (--archs)")
@@ -89,14 +93,18 @@ def _model(args: argparse.Namespace):
 def _predictor(args: argparse.Namespace):
     from device_tables import load
     from device_tables.kernels import FusionRules
-    from hwlat.device_profile import table_warnings
+    from hwlat.device_profile import scale_to_speed_now, table_warnings
     from predictors.lut import LUTPredictor
 
     table = load(args.table)
     for line in table_warnings(table):
         print(f"hwlat: warning: {line}", file=sys.stderr)
-    return LUTPredictor(table, rules=FusionRules.none() if args.no_fusion else None, use_regressors=not args.no_regressors,
-                        statistic=f"{args.statistic}_ms")
+    lut = LUTPredictor(table, rules=FusionRules.none() if args.no_fusion else None, use_regressors=not args.no_regressors,
+                       statistic=f"{args.statistic}_ms")
+    said = None if args.as_profiled else scale_to_speed_now(lut)
+    if said:
+        print(f"hwlat: {said}", file=sys.stderr)
+    return lut
 
 
 def _predict(args: argparse.Namespace) -> int:

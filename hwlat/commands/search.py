@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from hwlat.cli import command_parser
@@ -94,10 +95,15 @@ def verify_margin(text: str) -> float | None:
 
 def build_predictor(args: argparse.Namespace, space):
     """The predictor of --predictor, adapted to --device-samples when given."""
+    from hwlat.device_profile import scale_to_speed_now
     from nas.arch_predictors import load_arch_predictor
     from nas.few_shot import fit, read_measurements
 
     pred = load_arch_predictor(args.predictor, space)
+    lut = getattr(pred, "lut", None)  # lut:<table>: at this machine's speed now, as `hwlat predict`
+    said = scale_to_speed_now(lut) if lut is not None else None
+    if said:
+        print(f"hwlat: {said}", file=sys.stderr)
     device = None
     if args.device_samples:
         m = read_measurements(args.device_samples, space, args.device)  # the rules of `hwlat adapt fit`

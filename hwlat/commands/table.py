@@ -108,7 +108,9 @@ def _drift(args: argparse.Namespace) -> int:
     if machine_differences(table):  # a copy of it would not resume here
         print(f"it compares two machines; a table of this one: {command} --out tables/{table.name}_here")
     elif abs(d.median - 1) > DRIFT_TOLERANCE:
-        print(f"to predict this machine as it runs now: {command} --from {args.table} --out tables/{table.name}_now "
+        print("hwlat predict scales this table's predictions by this machine's speed now (readings like this one, "
+              "pooled over 10 minutes; --as-profiled: the table's own times)")
+        print(f"for a lasting change: {command} --from {args.table} --out tables/{table.name}_now "
               "(a copy whose calibration networks are timed again here, 1-3 min)")
     return 0
 

@@ -57,6 +57,7 @@ class Prediction:
     repeats: list[str] = field(default_factory=list)  # nodes repeating an earlier op, which the runtime computes once
     ops: int = 0  # the network's ops that take time (nodes; shape-only ones not counted); 0 where not known
     network_error: float = 0.0  # the table's one-sigma relative error on whole networks (`held_out_error`)
+    speed: float = 1.0  # this machine's time now over the table's, which every kernel and the overhead carry (`LUTPredictor.speed`)
 
     @classmethod
     def from_records(cls, model: str, table: str, records: tuple[tuple, ...], *args: Any) -> Prediction:
@@ -134,7 +135,7 @@ class Prediction:
             "uncovered": [asdict(u) for u in self.uncovered],
             "repeats": list(self.repeats),
             "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
-            "coverage": self.coverage(),
+            "coverage": self.coverage(), "speed": self.speed,
         }
 
     def format(self, top: int = 0) -> str:
@@ -143,7 +144,9 @@ class Prediction:
                 f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
                 + (f"  {self.coverage()}\n" if self.partial else "")
                 + f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
-                f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}")
+                f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}"
+                + (f"\n  scaled x{self.speed:.2f}: this machine's speed now against the table's own networks"
+                   if self.speed != 1 else ""))
         rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
         rows = rows[:top] if top else rows
         width = min(max([len(k.key) for k in rows] + [10]), 90)

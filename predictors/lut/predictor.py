@@ -80,6 +80,9 @@ class LUTPredictor:
         # that a kernel inside a network does not; the fusion probe measured it (a 1-element relu).
         self.call_overhead_ms = float((table.meta.get("fusion") or {}).get("call_overhead_ms") or 0.0)
         self.network_error = held_out_error(table.meta)
+        # This machine's time now over the table's (`hwlat.device_profile.scale_to_speed_now`): every
+        # kernel and the overhead carry it; 1 predicts the table's own times.
+        self.speed = 1.0
 
     @property
     def regressors(self) -> KernelRegressors | None:
@@ -352,14 +355,15 @@ class LUTPredictor:
         cal = self.calibration
         per_mb = cal.weights_ms_per_mb(math.fsum([k[8] for k in found]), excess_mb)
         terms = {op: cal.terms(op) for op in {k[1] for k in found}}
-        kernels = tuple([(key, op, nodes, source, raw, ms * terms[op][0] + mb * per_mb, sigma, extrapolated, mb)
+        s = self.speed
+        kernels = tuple([(key, op, nodes, source, raw, (ms * terms[op][0] + mb * per_mb) * s, sigma, extrapolated, mb)
                          for key, op, nodes, source, raw, ms, sigma, extrapolated, mb in found])  # `kernel_record`s
-        overhead = math.fsum([terms[k[1]][1] for k in kernels]) + cal.constant_ms
+        overhead = (math.fsum([terms[k[1]][1] for k in kernels]) + cal.constant_ms) * s
         uncovered = [UncoveredOp(op.nodes, op.onnx_op, op.note) for op in graph.ops
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})
         return Prediction.from_records(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal,
-                                       repeats, ops, self.network_error)
+                                       repeats, ops, self.network_error, s)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""
