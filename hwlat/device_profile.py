@@ -823,8 +823,9 @@ def speed_now(table: DeviceTable) -> Speed | None:
     if not readings or now_s - max(at for at, _ in readings) > SPEED_READ_EVERY_S:
         try:
             readings.append((now_s, drift(table).ratios))
-        except HwlatError as exc:
-            log.info("%s: no speed reading now (%s)", table.name, exc)
+        except (HwlatError, RuntimeError, OSError) as exc:  # a runtime that fails here: the table's own times
+            log.warning("no reading of this machine's speed against %s now (%s): predicting the table's own times",
+                        table.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
             return None
         kept[key] = readings
         try:
