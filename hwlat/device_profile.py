@@ -21,6 +21,7 @@ kernels the rows were chosen for, so the score is what a user's fresh networks g
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import datetime
 import json
@@ -30,7 +31,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -763,6 +764,7 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
 # so one reading of 6 networks can be 10% off the level; pooling a few minutes of them is steadier.
 SPEED_READ_EVERY_S = 60.0
 SPEED_WINDOW_S = 600.0
+SPEED_LOCK_WAIT_S = 60.0  # another process's reading takes 2-6 s
 AS_PROFILED_ENV = "HWLAT_AS_PROFILED"
 
 
@@ -794,6 +796,27 @@ def speed_cache_path() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwlat" / "speed.json"
 
 
+@contextlib.contextmanager
+def _speed_cache_lock(cache: Path) -> Iterator[None]:
+    """Hold the lock around reading, timing and writing `cache` (``speed.json.lock``), so that
+    predictions started together time the networks once and keep every reading; go on without it
+    where it cannot be taken (a read-only home, or a holder stuck for `SPEED_LOCK_WAIT_S`)."""
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(f"{cache}.lock", timeout=SPEED_LOCK_WAIT_S)
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        lock.acquire()
+    except (OSError, Timeout) as exc:
+        log.info("reading the speed cache %s without its lock: %s", cache, exc)
+        yield
+        return
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def speed_now(table: DeviceTable) -> Speed | None:
     """This machine's speed now against the table's own stored networks, to scale its predictions by:
     None where there is nothing to compare (a table of another machine or kind of hardware, of a
@@ -812,27 +835,28 @@ def speed_now(table: DeviceTable) -> Speed | None:
         key = f"{table.path.resolve()}|{networks_path(table).stat().st_mtime_ns}"
     except OSError:
         return None  # no network timings stored
-    cache, now_s = speed_cache_path(), time.time()
-    try:
-        kept = json.loads(cache.read_text())
-        kept = {k: [(float(at), {str(n): float(r) for n, r in ratios.items()}) for at, ratios in v
-                    if 0 <= now_s - float(at) <= SPEED_WINDOW_S] for k, v in kept.items()}
-    except (OSError, ValueError, TypeError, AttributeError):
-        kept = {}
-    readings = kept.get(key) or []
-    if not readings or now_s - max(at for at, _ in readings) > SPEED_READ_EVERY_S:
+    cache = speed_cache_path()
+    with _speed_cache_lock(cache):  # one process times the networks; the others wait and take its reading
+        now_s = time.time()
         try:
-            readings.append((now_s, drift(table).ratios))
-        except (HwlatError, RuntimeError, OSError) as exc:  # a runtime that fails here: the table's own times
-            log.warning("no reading of this machine's speed against %s now (%s): predicting the table's own times",
-                        table.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-            return None
-        kept[key] = readings
-        try:
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            atomic_write_text(cache, json.dumps({k: v for k, v in kept.items() if v}))
-        except OSError as exc:  # a read-only home: the reading serves this process only
-            log.info("cannot keep the speed reading in %s: %s", cache, exc)
+            kept = json.loads(cache.read_text())
+            kept = {k: [(float(at), {str(n): float(r) for n, r in ratios.items()}) for at, ratios in v
+                        if 0 <= now_s - float(at) <= SPEED_WINDOW_S] for k, v in kept.items()}
+        except (OSError, ValueError, TypeError, AttributeError):
+            kept = {}
+        readings = kept.get(key) or []
+        if not readings or now_s - max(at for at, _ in readings) > SPEED_READ_EVERY_S:
+            try:
+                readings.append((now_s, drift(table).ratios))
+            except (HwlatError, RuntimeError, OSError) as exc:  # a runtime that fails here: the table's own times
+                log.warning("no reading of this machine's speed against %s now (%s): predicting the table's own "
+                            "times", table.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+                return None
+            kept[key] = readings
+            try:
+                atomic_write_text(cache, json.dumps({k: v for k, v in kept.items() if v}))
+            except OSError as exc:  # a read-only home: the reading serves this process only
+                log.info("cannot keep the speed reading in %s: %s", cache, exc)
     return Speed(table.name, tuple(readings))
 
 

@@ -575,7 +575,13 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
         said = capsys.readouterr()
         return json.loads(said.out), said.err
 
+    together = [subprocess.Popen([sys.executable, "-m", "hwlat", "predict", *arch], stdout=subprocess.PIPE,
+                                 stderr=subprocess.DEVNULL, text=True) for _ in range(2)]  # started at once
+    speeds = [json.loads(p.communicate(timeout=300)[0])["speed"] for p in together]
+    (reading,), = json.loads(speed_cache_path().read_text()).values()  # one process timed, the other took it
+    assert speeds[0] == speeds[1] and set(reading[1]) <= {r["network"] for r in read_networks(networks_path(DeviceTable.load(out)))}
     now, err = predicted()
+    assert now["speed"] == speeds[0]
     own, err_own = predicted("--as-profiled")
     assert 0.05 < now["speed"] < 0.6 and own["speed"] == 1.0
     assert now["latency_ms"] == pytest.approx(own["latency_ms"] * now["speed"], rel=1e-9)
