@@ -24,14 +24,10 @@ Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) 
 
 from __future__ import annotations
 
-import logging
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nas.constraints import LatencyConstraint
-
-log = logging.getLogger(__name__)
-_said: set[str] = set()  # the speed lines already logged: once each per process
 
 if TYPE_CHECKING:
     from device_tables.table import DeviceTable
@@ -177,24 +173,22 @@ def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Spa
     sizes its dynamic inputs (one shape, or a name -> shape mapping: ``{"input_ids": (1, 128), ...}``).
     A CPU table of this machine's kind predicts at this machine's speed now (``.speed``; `hwlat predict`),
     unless `as_profiled`."""
+    from predictors.lut import LUTPredictor
+
     if space is not None:
         sp = _space(space)
         model = sp.graph(sp.arch(model))
-    return _lut(table, as_profiled).predict_graph(model, input_shape=input_shape)
+    graph = LUTPredictor.graph_of(model, input_shape)  # a bad model is named before the table is read and timed
+    return _lut(table, as_profiled).predict_graph(graph)
 
 
 def _lut(table: str | os.PathLike | DeviceTable, as_profiled: bool) -> Any:
     """The lookup-table predictor of `table`, at this machine's speed now unless `as_profiled`."""
     from device_tables.table import DeviceTable
-    from hwlat.device_profile import scale_to_speed_now
+    from hwlat.device_profile import at_speed_now
     from predictors.lut import LUTPredictor
 
-    lut = LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table))
-    said = None if as_profiled else scale_to_speed_now(lut)
-    if said and f"{lut.table.name} {lut.speed:.2f}" not in _said:
-        _said.add(f"{lut.table.name} {lut.speed:.2f}")
-        log.warning("%s", said)
-    return lut
+    return at_speed_now(LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table)), as_profiled)
 
 
 def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | os.PathLike | DeviceTable,

@@ -873,6 +873,20 @@ def scale_to_speed_now(lut: Any) -> str | None:
             "predicts the table's own times")
 
 
+_speed_logged: set[tuple[str, float]] = set()  # (table, factor) lines already logged: once each per process
+
+
+def at_speed_now(lut: Any, as_profiled: bool = False) -> Any:
+    """`lut` (a `LUTPredictor`) scaled to this machine's speed now (`scale_to_speed_now`) unless
+    `as_profiled`, the line saying so logged once per table and factor in a process: what the Python
+    API does wherever it turns a device table into a predictor."""
+    said = None if as_profiled else scale_to_speed_now(lut)
+    if said and (lut.table.name, round(lut.speed, 2)) not in _speed_logged:
+        _speed_logged.add((lut.table.name, round(lut.speed, 2)))
+        log.warning("%s", said)
+    return lut
+
+
 def _current_networks(table: DeviceTable) -> list[dict[str, Any]]:
     """The stored network measurements that count (`_counted`)."""
     return _counted(table, read_networks(networks_path(table)))

@@ -180,22 +180,24 @@ class CallablePredictor(CachingPredictor):
         return np.asarray([float(self.fn(a)) for a in archs])
 
 
-def as_arch_predictor(predictor: Any, space: Space | str | None = None) -> ArchPredictor:
+def as_arch_predictor(predictor: Any, space: Space | str | None = None, as_profiled: bool = False) -> ArchPredictor:
     """Wrap any latency predictor so it takes architectures of `space` (see the module docstring).
 
     The space may be left out for a feature predictor that names its space in its layout; a device
-    table predicts through its lookup-table predictor; a string is what `hwlat search --predictor`
-    takes (``lut:<table>``, a saved predictor's path), with `space`."""
+    table predicts through its lookup-table predictor, at this machine's speed now unless `as_profiled`
+    (as `hwlat predict`); a string is what `hwlat search --predictor` takes (``lut:<table>``, a saved
+    predictor's path), with `space`."""
     from device_tables.table import DeviceTable
 
     if isinstance(predictor, (str, os.PathLike)):
         if space is None:
             raise PredictorSpaceError(f"which search space does {str(predictor)!r} predict? pass space=")
-        predictor = load_arch_predictor(predictor, space)
+        predictor = load_arch_predictor(predictor, space, as_profiled)
     if isinstance(predictor, DeviceTable):
+        from hwlat.device_profile import at_speed_now
         from predictors.lut import LUTPredictor
 
-        predictor = LUTPredictor(predictor)
+        predictor = at_speed_now(LUTPredictor(predictor), as_profiled)
     if isinstance(predictor, ArchPredictor):
         if space is not None:
             name = space if isinstance(space, str) else space.name
@@ -220,9 +222,10 @@ def as_arch_predictor(predictor: Any, space: Space | str | None = None) -> ArchP
                               "architectures")
 
 
-def load_arch_predictor(source: str | os.PathLike, space: Space | str) -> ArchPredictor:
-    """A predictor from ``pretrained`` (not yet adapted), ``lut:<device table name or path>``, or a
-    saved predictor file (``NAME``, ``NAME.npz`` or ``NAME.json`` written by `predictors.io.save`)."""
+def load_arch_predictor(source: str | os.PathLike, space: Space | str, as_profiled: bool = False) -> ArchPredictor:
+    """A predictor from ``pretrained`` (not yet adapted), ``lut:<device table name or path>`` (at this
+    machine's speed now unless `as_profiled`, as `hwlat predict`), or a saved predictor file (``NAME``,
+    ``NAME.npz`` or ``NAME.json`` written by `predictors.io.save`)."""
     sp = get_space(space) if isinstance(space, str) else space
     text = str(source)
     if text == "pretrained":
@@ -233,8 +236,10 @@ def load_arch_predictor(source: str | os.PathLike, space: Space | str) -> ArchPr
         from device_tables import load as load_table
         from predictors.lut import LUTPredictor
 
+        from hwlat.device_profile import at_speed_now
+
         table = load_table(text[4:])
-        return GraphPredictor(sp, LUTPredictor(table).fit(), name=f"lookup table {table.name}")
+        return GraphPredictor(sp, at_speed_now(LUTPredictor(table).fit(), as_profiled), name=f"lookup table {table.name}")
     from predictors.io import PredictorFileError, load, paths, read_info
 
     npz, js = paths(text)

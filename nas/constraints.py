@@ -55,10 +55,12 @@ class LatencyConstraint:
     as an adapted `TransferPredictor`, a `LUTPredictor` with `space`, a function of architectures).
     A prediction that is not a latency (NaN, inf, negative) is a `PredictionError` naming the
     architecture, never a feasible answer; a given latency (`check`) that is not one is infeasible.
+    A device table predicts at this machine's speed now unless `as_profiled` (as `hwlat predict`).
     """
 
-    def __init__(self, predictor: Any, budget_ms: float, *, min_ms: float | None = None, space: Any = None):
-        self.predictor: ArchPredictor = as_arch_predictor(predictor, space)
+    def __init__(self, predictor: Any, budget_ms: float, *, min_ms: float | None = None, space: Any = None,
+                 as_profiled: bool = False):
+        self.predictor: ArchPredictor = as_arch_predictor(predictor, space, as_profiled)
         self.space = self.predictor.space
         if needs_adaptation(self.predictor):
             raise ConstraintError(f"the {self.predictor.name} predictor has not been adapted to a device; adapt it to "

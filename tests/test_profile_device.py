@@ -604,6 +604,15 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert f"predictions scaled by {pooled.factor:.2f}" in capsys.readouterr().err
     best = json.loads(found.read_text())["search"]["best"][0]
     assert best["predicted_ms"] == pytest.approx(hwlat.predict(best["key"], table=out, space="nb201").latency_ms)
+    assert main(["search", "--space", "nb201", "--predictor", f"lut:{out}", "--max-latency-ms", "100", "--budget", "4",
+                 "--objective", "tests.test_adapt:num_params_objective", "--no-progress", "--as-profiled"]) == 0
+    assert "scaled" not in capsys.readouterr().err
+    table = DeviceTable.load(out)  # a constraint of a NAS loop in Python: the numbers of `hwlat predict`
+    scaled = hwlat.predict("1462", table=out, space="nb201").latency_ms
+    assert hwlat.LatencyConstraint(table, 100.0, space="nb201")("1462").latency_ms == pytest.approx(scaled)
+    assert hwlat.LatencyConstraint(f"lut:{out}", 100.0, space="nb201")("1462").latency_ms == pytest.approx(scaled)
+    assert hwlat.LatencyConstraint(table, 100.0, space="nb201", as_profiled=True)("1462").latency_ms == pytest.approx(
+        own["latency_ms"])
     monkeypatch.setenv("HWLAT_AS_PROFILED", "1")
     assert predicted()[0] == own
     monkeypatch.delenv("HWLAT_AS_PROFILED")

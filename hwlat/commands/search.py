@@ -26,6 +26,9 @@ def register(sub) -> None:
     p.add_argument("--predictor", required=True,
                    help="a saved predictor (NAME, NAME.npz or NAME.json, e.g. results/demo/predictor), 'pretrained' "
                         "(the shipped transfer predictor; needs --device-samples), or 'lut:<device table>'")
+    p.add_argument("--as-profiled", action="store_true",
+                   help="with lut:<device table>: the table's own times; by default a CPU table of this machine's "
+                        "kind predicts at this machine's speed now, as `hwlat predict`")
     p.add_argument("--device-samples",
                    help="arch table of latencies measured on the target device: adapts the predictor")
     p.add_argument("--device", help="device column of --device-samples (needed when it has several)")
@@ -99,9 +102,9 @@ def build_predictor(args: argparse.Namespace, space):
     from nas.arch_predictors import load_arch_predictor
     from nas.few_shot import fit, read_measurements
 
-    pred = load_arch_predictor(args.predictor, space)
+    pred = load_arch_predictor(args.predictor, space, as_profiled=True)  # the speed line goes to stderr here
     lut = getattr(pred, "lut", None)  # lut:<table>: at this machine's speed now, as `hwlat predict`
-    said = scale_to_speed_now(lut) if lut is not None else None
+    said = scale_to_speed_now(lut) if lut is not None and not getattr(args, "as_profiled", False) else None
     if said:
         print(f"hwlat: {said}", file=sys.stderr)
     device = None
