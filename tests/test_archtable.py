@@ -200,6 +200,10 @@ def test_resolve_archs_specs(tmp_path):
         resolve_archs(NB, "15000:16000")
     with pytest.raises(ArchError, match="forms:"):
         resolve_archs(NB, "bogus")
+    arch_str = NB.from_index(5698).arch_str  # an arch string's own "|+|" is not a join: joined, or named when wrong
+    assert [i.arch.index for i in resolve_archs(NB, f"{arch_str}+5+{arch_str}")] == [5698, 5]
+    with pytest.raises(ArchError, match=r"unknown NAS-Bench-201 op\(s\) \['bogus'\]"):
+        resolve_archs(NB, arch_str.replace("none~0", "bogus~0") + "+5")
     f.write_text("12\nnot-an-arch\n")
     with pytest.raises(ArchError, match=r"keys.txt, line 2"):
         resolve_archs(NB, str(f))

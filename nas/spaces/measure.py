@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,11 +97,11 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
             rows = _public_rows(space, data_dir)
         return len(rows)
 
-    try:  # one architecture key (NB201's arch string holds '+' of its own), else parts joined by '+'
+    try:  # one architecture key, else parts joined by '+' (not the "|+|" inside an NB201 arch string)
         space.parse(spec.strip())
         parts = [spec.strip()]
     except (ArchError, ValueError):
-        parts = [p.strip() for p in spec.split("+")]
+        parts = [p.strip() for p in re.split(r"(?<!\|)\+|\+(?!\|)", spec)]
     for part in filter(None, parts):
         if part == "all":
             items += [by_index(i) for i in range(count())]
