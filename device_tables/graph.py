@@ -122,6 +122,9 @@ def load_onnx(model: Any):
 
     if isinstance(model, onnx.ModelProto):
         return model
+    key_hint = "an architecture key needs its space (space= in Python, --space on the command line)"
+    if not isinstance(model, (bytes, bytearray, str, os.PathLike)):
+        raise ModelError(f"{model!r}: not an ONNX model (a path, bytes or onnx.ModelProto); {key_hint}")
     where = model if not isinstance(model, (bytes, bytearray)) else "<bytes>"
     try:
         if isinstance(model, (bytes, bytearray)):
@@ -129,7 +132,7 @@ def load_onnx(model: Any):
         else:
             path = os.fspath(model)
             if not os.path.exists(path):
-                raise ModelError(f"{path}: no such ONNX file")
+                raise ModelError(f"{path}: no such ONNX file" + ("" if path.lower().endswith(".onnx") else f"; {key_hint}"))
             proto = onnx.load(path)
     except ModelError:
         raise
@@ -386,7 +389,7 @@ def _wanted_shapes(graph_inputs, input_shape) -> dict[str, tuple[int, ...]]:
                          "e.g. --input-shape NAME=1x128 for each")
     unknown = set(given) - {gi.name for gi in graph_inputs}
     if unknown:
-        raise ModelError(f"no model input named {sorted(unknown)}; inputs: {', '.join(gi.name for gi in graph_inputs)}")
+        raise ModelError(f"no model input named {', '.join(map(repr, sorted(unknown)))}; inputs: {', '.join(gi.name for gi in graph_inputs)}")
     out, missing = {}, []
     for gi in graph_inputs:
         static = _declared(gi)

@@ -104,6 +104,17 @@ def test_malformed_onnx_model(tmp_path):
     (tmp_path / "broken.onnx").write_bytes(b"definitely not protobuf")
     assert_user_error(hwlat("profile", "model", "broken.onnx", cwd=tmp_path), "broken.onnx", "ONNX")
     assert_user_error(hwlat("profile", "model", "absent.onnx", cwd=tmp_path), "absent.onnx", "no such file")
+    for model in ("broken.onnx", "absent.onnx"):  # `predict` names the model before it reads (and times) the table
+        assert_user_error(hwlat("predict", model, "--table", "no_such_table", cwd=tmp_path), model)
+
+
+def test_an_architecture_key_without_its_space_says_it_needs_one():
+    import hwlat as api
+    from device_tables.errors import ModelError
+
+    for key in (5, "5"):
+        with pytest.raises(ModelError, match=r"an architecture key needs its space \(space="):
+            api.predict(key, table="no_such_table")
 
 
 def test_runtime_options_that_do_not_apply(tmp_path):
@@ -177,3 +188,9 @@ def test_the_command_a_table_lacking_stages_names_resumes_it(table):
     assert profile_command(DeviceTable.load(table)).endswith(f"--runtime onnxruntime --protocol quick --clock wall --out {table}")
     t.update_meta(protocol={**Protocol.preset("default").to_dict(), "clock": "cpu"})
     assert profile_command(DeviceTable.load(table)) == f"hwlat profile device --runtime onnxruntime --out {table}"
+
+
+def test_table_options_with_an_adapted_predictor_are_refused(tmp_path):
+    proc = hwlat("predict", "--predictor", "my_board", "--space", "nb201", "--arch", "5", "--no-fusion", "--statistic",
+                 "p10", "--top", "3", cwd=tmp_path)
+    assert_user_error(proc, "--no-fusion, --statistic, --top: for a device table (--table)")

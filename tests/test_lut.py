@@ -861,3 +861,17 @@ def test_the_kernel_pool_holds_the_stand_ins_a_shuffle_is_priced_by():
     shuffles = [op.moves for op in graph.ops if op.moves]
     pool = kernel_pool([graph], FusionRules.none(), "int8")
     assert shuffles and all(_movement_spec(m, "int8", concat).key in pool for m in shuffles for concat in (True, False))
+
+
+def test_a_kernel_left_unpriced_says_why():
+    """A kernel the table has no row of: priced by its op type's regressor, or named with the reason it
+    was not (regressors off, or no row of its type to fit one on)."""
+    rows = [OpSpec.make("linear", (1, w), cout=64) for w in (64, 128, 256, 512)]
+    wanted = Graph.from_specs([OpSpec.make("linear", (1, 384), cout=64), OpSpec.make("relu", (1, 64, 1, 1))])
+    table = synthetic_table(rows, FusionRules.none())
+    priced = LUTPredictor(table).fit().predict_graph(wanted)
+    assert [k.source for k in priced.kernels] == ["regressor"] and [u.op for u in priced.uncovered] == ["relu"]
+    assert "no regressor for this op type" in priced.uncovered[0].reason
+    off = LUTPredictor(table, use_regressors=False).predict_graph(wanted)
+    assert off.partial and not off.kernels
+    assert [u.reason for u in off.uncovered] == ["not in the table (regressors off: --no-regressors)"] * 2

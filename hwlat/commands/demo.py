@@ -53,7 +53,7 @@ def register(sub) -> None:
         "hwlat demo --out results/demo   |   hwlat demo --max-latency-ms 1.0 --dataset cifar100",
     )
     p.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
-    p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (~20 s)")
+    p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (a few seconds)")
     p.add_argument("--threads", type=positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--dataset", default="cifar10", choices=datasets(),
                    help="maximise the NATS-Bench test accuracy on this dataset (default cifar10)")

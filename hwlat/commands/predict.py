@@ -110,6 +110,7 @@ def _predictor(args: argparse.Namespace):
 def _predict(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from device_tables.graph import parse_input_shapes
+    from predictors.lut import LUTPredictor
 
     given = [x for x in (args.model, args.arch, args.archs, args.classic) if x]
     if len(given) != 1:
@@ -125,13 +126,18 @@ def _predict(args: argparse.Namespace) -> int:
     if bool(args.table) == bool(args.predictor):
         raise HwlatError("give one of --table (a device table) or --predictor (a predictor from `hwlat adapt fit`)")
     if args.predictor:
+        table_only = [flag for flag, given in (("--no-fusion", args.no_fusion), ("--no-regressors", args.no_regressors),
+                                               ("--statistic", args.statistic != "median"), ("--as-profiled", args.as_profiled),
+                                               ("--top", args.top), ("--jobs", args.jobs)) if given]
+        if table_only:
+            raise HwlatError(f"{', '.join(table_only)}: for a device table (--table); an adapted --predictor has no "
+                             "kernels, rows or statistic to choose")
         return _predict_adapted(args)
     if args.archs:
         return _predict_many(args)
     model, name = _model(args)
-    lut = _predictor(args)
-    shape = parse_input_shapes(args.input_shape)
-    pred = lut.predict_graph(model, input_shape=shape, name=name)
+    graph = LUTPredictor.graph_of(model, parse_input_shapes(args.input_shape))  # a bad model is named before the table is read
+    pred = _predictor(args).predict_graph(graph, name=name)
     if args.json:
         json.dump({"latency_ms": pred.total_ms, **pred.to_dict()}, sys.stdout, indent=2)
         print()
@@ -189,7 +195,7 @@ def _predict_adapted(args: argparse.Namespace) -> int:
             print()
         else:
             print(f"{space.name} {key}: {ms[0]:.4g} ms (± {sigma[0]:.2g} ms, one sigma) on {pred.info.get('device', '?')}, "
-                  f"{pred.name} ({args.predictor})")
+                  f"{pred.name}")
         return 0
     _write_rows(args, items, ((it.record, [f"{m:.6g}", f"{s:.4g}"]) for it, m, s in zip(items, ms, sigma)),
                 ["predicted_ms", "sigma_ms"])

@@ -144,7 +144,8 @@ class LUTPredictor:
                                                 "statistic": self.statistic.removesuffix("_ms")})
 
     # ---- predicting ---------------------------------------------------------------------
-    def graph_of(self, model: Any, input_shape: Sequence[int] | None = None) -> Graph:
+    @staticmethod
+    def graph_of(model: Any, input_shape: Sequence[int] | None = None) -> Graph:
         if isinstance(model, Graph):
             return model
         if isinstance(model, (list, tuple)) and all(isinstance(s, OpSpec) for s in model):
@@ -239,7 +240,8 @@ class LUTPredictor:
                 e = estimates[i]
                 out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated, mb))
             else:
-                why = "not in the table and no regressor for this op type (the table has no rows of it)"
+                why = ("not in the table and no regressor for this op type (the table has no rows of it)"
+                       if self.use_regressors else "not in the table (regressors off: --no-regressors)")
                 out.append(UncoveredOp(k.nodes, s.op, why))
         return out
 
