@@ -111,6 +111,10 @@ def widened(constraint: LatencyConstraint, fraction: float) -> LatencyConstraint
     return LatencyConstraint(constraint.predictor, constraint.budget_ms * (1 + fraction), min_ms=constraint.min_ms)
 
 
+# A median measured/predicted ratio beyond this (either way) says the predictor predicts another device.
+FAR_OFF = 1.5
+
+
 @dataclass
 class VerifiedSearch:
     """What verification measured (`measured`, in the order measured; `ms` their measured
@@ -182,6 +186,10 @@ class VerifiedSearch:
             over = ", predicted over the budget: found by measuring" if w.latency_ms > self.budget_ms else ""
             lines.append(f"winner (best {score_name} measured within {self.budget_ms:.4g} ms): {w.score:.3f} at "
                          f"{self.winner_ms:.4f} ms measured ({w.latency_ms:.4f} predicted{over}): {w.key}")
+        if self.measured and math.isfinite(self.correction) and not 1 / FAR_OFF <= self.correction <= FAR_OFF:
+            lines.append(f"note: {self.device} measured {self.correction:.2f}x the predictions (median): the predictor "
+                         "predicts another device, or this one in another state, than the one measured here; the winner "
+                         "stands on these measurements, predictions of what was not measured are off by about that much")
         return "\n".join(lines)
 
     def to_dict(self) -> dict[str, Any]:
