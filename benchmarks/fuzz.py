@@ -1,5 +1,7 @@
 """Fuzzing at scale: every loader (device table CSV and JSON, arch table, sweep file, predictor files,
-ONNX model, measurement CSV) and the CLI's argument parsing, with the property-based fuzzers of
+ONNX model, measurement CSV), each entry of a device table's JSON given another kind of value (through
+`hwlat predict`, `table validate` and `table show`), each JSON entry and array of an adapted predictor
+damaged (through `hwlat predict --predictor`'s loading), and the CLI's argument parsing, with the fuzzers of
 `tests/fuzzers.py` (hypothesis). The property for each input: a valid result, or the project's typed
 error (one line and a non-zero exit from the CLI); never another exception, never a changed file.
 Prints how many inputs each fuzzer tried, how many were accepted and refused, and by which errors.

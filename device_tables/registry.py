@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 from device_tables.errors import UnknownDeviceError
-from device_tables.table import DeviceTable, table_paths
+from device_tables.table import DeviceTable, meta_problems, table_paths
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ def _device_and_host(stem: Path) -> tuple[str | None, list[str], bool]:
         meta = json.loads((stem.parent / f"{stem.name}.json").read_text())
     except (OSError, ValueError):
         return None, [], False  # loading it says what is wrong
+    if not isinstance(meta, dict) or meta_problems(meta):
+        return None, [], False
     device = meta.get("device") or {}
     differs = host_differences(device.get("fingerprint") or {}) if str(device.get("name", "")).startswith("cpu/") else []
     return device.get("name"), differs, bool(meta.get("self_score"))

@@ -146,6 +146,7 @@ class DeviceTable:
             missing = json_path if not json_path.exists() else csv_path
             raise TableError(f"table {csv_path.with_suffix('')}: {missing.name} not found (a table is NAME.csv + NAME.json)")
         meta = read_meta(json_path)
+        check_meta(json_path, meta)
         try:
             device = Device.from_dict(meta["device"])
         except (KeyError, TypeError) as exc:
@@ -187,6 +188,7 @@ class DeviceTable:
             if not json_path.exists():
                 raise TableError(f"{csv_path} exists without {json_path.name}; move it away or restore the metadata")
             stored = read_meta(json_path)
+            check_meta(json_path, stored, {**META_SHAPE, **RESUME_SHAPE})
             held_device = stored.get("device")
             held = held_device.get("name") if isinstance(held_device, dict) else None
             if held is not None and held != device.name:
@@ -420,6 +422,141 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
         raise SchemaVersionError(f"{json_path}: schema version {found} is not a {what} version; this hwlat reads "
                                  f"{known}: restore the file or re-profile")
     return meta
+
+
+# The kind each entry of a table's metadata must have where present, for the code that reads it: "a.b"
+# is entry b of object a, "a.*" each value of object (or item of list) a; "or" joins kinds, a quoted
+# kind is that string. `META_SHAPE`: what loading a table and predicting, showing or validating it
+# read (`DeviceTable.load` refuses a table against it); `RESUME_SHAPE`: what resuming a table to
+# measure more reads besides (`DeviceTable.open`). Entries not listed are records nothing reads.
+META_SHAPE: dict[str, str] = {
+    "device": "an object",
+    **{f"device.{k}": "a string" for k in ("name", "hardware", "runtime", "precision")},
+    "device.settings": "an object", "device.settings.*": "a string or a number or true/false",
+    "device.fingerprint": "an object or null",
+    "device.fingerprint.cpu_model": "a string or null", "device.fingerprint.cpu_id": "a string or null",
+    "device.fingerprint.cpu_mhz": "a number or null",
+    "device.fingerprint.flags": "a list or null", "device.fingerprint.flags.*": "a string",
+    "device.fingerprint.packages": "an object or null", "device.fingerprint.packages.*": "a string",
+    "protocol": "an object or null",
+    "fusion": "an object or null",
+    "fusion.fused": "a list", "fusion.fused.*": "a string",
+    "fusion.patterns": "an object", "fusion.patterns.*": "an object",
+    "fusion.call_overhead_ms": "a number or null",
+    "fusion.duplicates": "an object or null", "fusion.duplicates.shared": "true/false",
+    "fusion.weights_cache": "an object or null", "fusion.weights_cache.cached_mb": "a number or null",
+    "lut_calibration": "an object or null",
+    **{f"lut_calibration.{k}": "a number" for k in ("scale", "per_kernel_ms", "constant_ms", "per_weight_mb_ms",
+                                                   "cached_weights_mb")},
+    **{f"lut_calibration.{k}": "a number or null" for k in ("mape_before", "mape_after", "ridge")},
+    "lut_calibration.n_models": "an integer", "lut_calibration.counts_activations": "true/false",
+    "lut_calibration.statistic": "a string",
+    "lut_calibration.by_type": "an object or null", "lut_calibration.by_type.*": "a [scale, ms] pair",
+    "regressors": "an object or null", "regressors.families": "a list or null",
+    "regressors.statistic": "a string", "regressors.rows_digest": "a string", "regressors.layout_reorders": "true/false",
+    "self_score": "an object or null",
+    **{f"self_score.{k}": "an integer" for k in ("networks", "within_10")},
+    "self_score.partial": "an integer or null", "self_score.passes_compared": "an integer or null",
+    "self_score.mape": "a number",
+    **{f"self_score.{k}": "a number or null" for k in ("passes_apart_5", "passes_apart_10")},
+    "self_score.ratio_range": "a [low, high] pair or null",
+    "self_score.ratios": "an object or null", "self_score.ratios.*": "a number",
+    "profile_device": "an object or null",
+    # the protocol `hwlat predict` times the table's networks again with (`profilers.protocol.Protocol`)
+    "profile_device.protocol": "an object or null", "profile_device.protocol.clock": "'wall' or 'cpu'",
+    **{f"profile_device.protocol.{k}": "an integer" for k in ("warmup_runs", "min_runs", "max_runs", "block_runs",
+                                                             "remeasure")},
+    **{f"profile_device.protocol.{k}": "a number" for k in ("warmup_s", "target_rel_iqr", "target_rel_se",
+                                                           "max_time_s", "noise_threshold")},
+    "profile_device.recalibrated": "an object or null", "profile_device.recalibrated.since": "a string or null",
+}
+# Entries that, where given (not null), need a sibling entry beside them: what reads the one reads the other.
+META_NEEDS: dict[str, str] = {"self_score.networks": "within_10", "self_score.ratio_range": "mape",
+                              "self_score.passes_apart_10": "passes_compared"}
+RESUME_SHAPE: dict[str, str] = {
+    "resumed": "a list", "fingerprints_on_resume": "a list", "adaptive_rounds": "a list or null",
+    "sampling": "an object or null",
+    "profile_device.stages": "an object or null", "profile_device.stages.*": "an object",
+    "profile_device.targets": "a list", "profile_device.targets.*": "a string",
+    "profile_device.growing": "a list or null", "profile_device.runs": "a list",
+}
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _is_pair(v: Any) -> bool:
+    return isinstance(v, list) and len(v) == 2 and all(map(_is_number, v))
+
+
+_KINDS = {"an object": lambda v: isinstance(v, dict), "a list": lambda v: isinstance(v, list),
+          "a string": lambda v: isinstance(v, str), "a number": _is_number,
+          "an integer": lambda v: isinstance(v, int) and not isinstance(v, bool),
+          "true/false": lambda v: isinstance(v, bool), "null": lambda v: v is None,
+          "a [scale, ms] pair": _is_pair, "a [low, high] pair": _is_pair}
+
+
+def _entries(node: Any, parts: Sequence[str], name: str = "") -> Iterator[tuple[str, Any]]:
+    """(dotted name, value) of each entry at `parts` under `node`; none where a parent is absent or
+    not an object or list (the parent's own check names it)."""
+    if not parts:
+        yield name, node
+        return
+    head, rest = parts[0], parts[1:]
+    if isinstance(node, dict):
+        items = list(node.items()) if head == "*" else [(head, node[head])] if head in node else []
+        for key, value in items:
+            yield from _entries(value, rest, f"{name}.{key}" if name else str(key))
+    elif isinstance(node, list) and head == "*":
+        for i, value in enumerate(node):
+            yield from _entries(value, rest, f"{name}[{i}]")
+
+
+def meta_problems(meta: Mapping[str, Any], shape: Mapping[str, str] = META_SHAPE) -> list[str]:
+    """Each entry of `meta` of another kind than `shape` gives it (parents first), as
+    ``lut_calibration.constant_ms is 'oops', expected a number``; then each given without a sibling
+    entry it needs (`META_NEEDS`)."""
+    out = []
+    for path, kinds in shape.items():
+        alternatives = kinds.split(" or ")
+        for name, value in _entries(meta, path.split(".")):
+            if not any(value == k.strip("'") if k.startswith("'") else _KINDS[k](value) for k in alternatives):
+                shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+                out.append(f"{name} is {json.dumps(value) if value is None or isinstance(value, bool) else shown}, "
+                           f"expected {kinds}")
+    for path, sibling in META_NEEDS.items():
+        parent, _, key = path.rpartition(".")
+        for name, node in _entries(meta, parent.split(".")):
+            if isinstance(node, dict) and node.get(key) is not None and sibling not in node:
+                out.append(f"{name}.{key} is given without {name}.{sibling}")
+    return out
+
+
+def check_meta(json_path: Path, meta: Mapping[str, Any], shape: Mapping[str, str] = META_SHAPE) -> None:
+    """A `TableError` naming the file and the first entry of `meta` that `shape` refuses, and how to mend it."""
+    problems = meta_problems(meta, shape)
+    if problems:
+        raise TableError(f"{json_path}: {problems[0]}; {mend_meta_hint(json_path, meta, problems[0])}")
+
+
+def mend_meta_hint(json_path: Path, meta: Mapping[str, Any], problem: str) -> str:
+    """What to do about a damaged metadata entry (`problem`, as `meta_problems` words it): restore the
+    file, or (an entry but the device's) delete the entry and let `hwlat profile device` make it again."""
+    top = problem.split(" ", 1)[0].split(".", 1)[0].split("[", 1)[0]
+    if top == "device":
+        return (f"restore {json_path.name} from a copy (its \"device\" entry records what was measured and on "
+                "which machine)")
+    device = meta.get("device") if isinstance(meta.get("device"), dict) else {}
+    flags = [f"--runtime {device['runtime']}" if "runtime" in device else "..."]
+    if device.get("precision", "fp32") != "fp32":
+        flags.append(f"--precision {device['precision']}")
+    threads = (device.get("settings") or {}).get("threads", 1)
+    if threads != 1:
+        flags.append(f"--threads {threads}")
+    stem = json_path.with_suffix("")
+    return (f"restore {json_path.name} from a copy, or delete its \"{top}\" entry and run `hwlat profile device "
+            f"{' '.join(flags)} --out {stem}` to make it again (the rows are kept)")
 
 
 def read_text(path: Path) -> str:

@@ -1230,7 +1230,20 @@ def table_warnings(table: DeviceTable) -> list[str]:
     if diff:
         out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "
                    "latency; `hwlat profile device` makes a table of this one")
-    return out
+    return out + lost_networks(table)
+
+
+def lost_networks(table: DeviceTable) -> list[str]:
+    """The line saying a table's networks file is gone though its run timed networks into it (its stored
+    calibration and score stand; the speed check, `table drift` and --recalibrate need the file)."""
+    stages = (table.meta.get("profile_device") or {}).get("stages")
+    path = networks_path(table)
+    if not (isinstance(stages, dict) and "networks" in stages) or path.exists():
+        return []
+    return [f"{path}: not found, though the table's `hwlat profile device` run timed whole networks into it: "
+            "predictions use its stored calibration at its own times, without the check of this machine's speed now "
+            f"(nor `hwlat table drift` or --recalibrate); restore the file from a copy, or run `{profile_command(table)}` "
+            "to time its networks again"]
 
 
 __all__ = ["DeviceProfileResult", "STAGES", "missing_stages", "profile_device", "read_networks", "score_table",

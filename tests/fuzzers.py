@@ -1,7 +1,8 @@
 """Property-based fuzzers of every loader and of the CLI's parsers (hypothesis).
 
 Each fuzzer mutates a valid input (truncations, byte flips, NaN/inf/negative/huge/text values in
-cells, duplicate and missing columns, a BOM, CRLF line ends, random small ONNX graphs) and checks
+cells, duplicate and missing columns, a BOM, CRLF line ends, random small ONNX graphs, an adapted
+predictor's JSON entries and arrays replaced by values of the wrong kind or shape) and checks
 one property: the loader returns a valid result or raises the project's typed error (`HwlatError`,
 one line from the CLI); it never raises anything else, and never changes the file it read.
 
@@ -191,6 +192,105 @@ def fuzz_device_table_json(counter: Counter, examples: int):
     run()
 
 
+# What `fuzz_device_table_fields` puts in place of a metadata entry: a string, null, a list, a number, an
+# object, a boolean, or nothing (the entry deleted).
+DELETED = object()
+FIELD_VALUES = ("x", None, [1.0], 3, {}, True, DELETED)
+
+
+def meta_paths(node: Any, prefix: tuple = (), depth: int = 3) -> list[tuple]:
+    """Every entry of a table's metadata down to `depth` levels (a list's first item; of a nested object
+    of many entries, such as a calibration's kernel types, its first three)."""
+    if depth == 0 or not isinstance(node, (dict, list)) or not node:
+        return []
+    keys = [0] if isinstance(node, list) else sorted(node)[: 3 if prefix and len(node) > 16 else None]
+    return [p for k in keys for p in [prefix + (k,), *meta_paths(node[k], prefix + (k,), depth - 1)]]
+
+
+def seed_complete_table(folder: Path, rows: int = 12) -> Path:
+    """`seed_device_table` with the shipped table's networks and stored regressors beside it."""
+    base = seed_device_table(folder, rows)
+    src = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
+    for suffix in (".networks.csv", ".regressors.json", ".regressors.npz"):
+        shutil.copy(f"{src}{suffix}", f"{base}{suffix}")
+    return base
+
+
+def fuzz_device_table_fields(counter: Counter, examples: int):
+    """Each entry of a table's JSON (top level, and down into device, fusion, lut_calibration, self_score,
+    profile_device, ...) replaced by each of `FIELD_VALUES`: `hwlat predict`, `table validate` and `table
+    show` each give a result or one `hwlat: error:` line, the files unchanged; a table `validate` calls
+    valid predicts and shows; resuming it to measure more is refused with a typed error or goes on. All
+    of them when `examples` covers them, else a sample."""
+    import contextlib
+    import json
+
+    from device_tables.device import Device
+    from device_tables.table import DeviceTable
+    from hwlat.cli import main
+
+    src = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1.json"
+    original = json.loads(src.read_text())
+    cases = [(path, value) for path in meta_paths(original) for value in FIELD_VALUES]
+
+    def run_case(path: tuple, value: Any) -> None:
+        try:
+            check_case(path, value)
+        except Exception as exc:  # which entry and value, on the line `benchmarks/fuzz.py` prints
+            shown = "deleted" if value is DELETED else repr(value)
+            raise AssertionError(f"{'.'.join(map(str, path))} = {shown}: {type(exc).__name__}: {exc}") from exc
+
+    def check_case(path: tuple, value: Any) -> None:
+        meta = json.loads(src.read_text())
+        node = meta
+        for k in path[:-1]:
+            node = node[k]
+        if value is DELETED:
+            del node[path[-1]]
+        else:
+            node[path[-1]] = value
+        with tempfile.TemporaryDirectory() as tmp:
+            base = seed_complete_table(Path(tmp))
+            base.with_suffix(".json").write_text(json.dumps(meta))
+            files = [base.with_suffix(".csv"), base.with_suffix(".json")]
+            before = digest(files)
+            codes = {}
+            for argv in (["table", "validate", str(base)], ["table", "show", str(base)],
+                         ["predict", "--space", "nb201", "--arch", "5", "--table", str(base), "--as-profiled"]):
+                err = io.StringIO()
+                with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+                    code = codes[argv[1]] = main(argv)
+                assert code in (0, 1), (path, value, argv, code)
+                if code == 1:
+                    assert err.getvalue().count("hwlat: error:") == 1, (path, value, err.getvalue())
+            assert digest(files) == before, (path, value, "a read changed the table's files")
+            assert codes["validate"] == 1 or codes["show"] == codes["--space"] == 0, (path, value, codes)
+            counter.tried += 1
+            refused = "+".join(name for name, key in (("validate", "validate"), ("show", "show"), ("predict", "--space"))
+                               if codes[key])
+            if refused:
+                counter.refused += 1
+                counter.errors[f"refused by {refused}"] = counter.errors.get(f"refused by {refused}", 0) + 1
+            else:
+                counter.accepted += 1
+            try:  # resuming it: a typed error or an open table
+                DeviceTable.open(base, Device.from_dict(original["device"])).close()
+            except HwlatError:
+                counter.errors["resume refused"] = counter.errors.get("resume refused", 0) + 1
+
+    if examples >= len(cases):
+        for path, value in cases:
+            run_case(path, value)
+        return
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(case=st.sampled_from(cases))
+    def run(case):
+        run_case(*case)
+
+    run()
+
+
 def fuzz_arch_table(counter: Counter, examples: int):
     from device_tables.archtable import ArchTable
     from nas.spaces import arch_keys
@@ -279,6 +379,100 @@ def fuzz_predictor(counter: Counter, examples: int):
                 assert np.all(np.isfinite(y)) and np.all(y >= 0), "a loaded predictor's latencies pass unchecked"
 
             check(counter, lambda: pio.load(base), [base.with_suffix(".json"), base.with_suffix(".npz")], valid)
+
+    run()
+
+
+# Values a damaged JSON entry of a saved predictor takes: each kind JSON has, and numbers out of range.
+BAD_JSON_VALUES = ["x", "", None, [], ["a"], [1, 2], {}, {"a": 1}, 0, -1, 5, 1.5, 1e300, -1e300, True, False]
+
+
+def json_fields(obj: Any, path: tuple = ()) -> list[tuple]:
+    """Paths of every entry of a JSON document, nested ones included (of a list: its first, second
+    and last entries, so a layout's hundred column names do not crowd out the rest)."""
+    out = [path] if path else []
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            out += json_fields(v, path + (k,))
+    elif isinstance(obj, list):
+        for i in sorted({0, 1, len(obj) - 1} & set(range(len(obj)))):
+            out += json_fields(obj[i], path + (i,))
+    return out
+
+
+def bad_arrays(a: np.ndarray) -> list[np.ndarray]:
+    """A stored array one entry short and one long, of another rank, a scalar, empty, text, and
+    (a 2-D one) a column short."""
+    flat = a.reshape(-1)
+    out = [a[:-1], np.concatenate([a, a[:1]]), flat[None, :], flat[:1].reshape(()), a[:0], np.full(a.shape, "x")]
+    if a.ndim == 2:
+        out.append(a[:, :-1])
+    return [b for b in out if b.shape != a.shape or b.dtype != a.dtype]
+
+
+def seed_adapted_predictor(folder: Path) -> Path:
+    """A predictor as `hwlat adapt fit` saves it: the shipped NB201 one adapted to 10 made-up latencies."""
+    from nas.few_shot import fit, measurements_of, save
+    from nas.spaces import get_space
+
+    sp = get_space("nb201")
+    archs = sp.sample(10, seed=5)
+    save(fit(sp, measurements_of(sp, archs, np.linspace(1.0, 3.0, 10), device="fuzz board")), folder / "p")
+    return folder / "p"
+
+
+def fuzz_adapted_predictor(counter: Counter, examples: int):
+    """A saved adapted predictor with one JSON entry (top-level or nested) or one stored array replaced
+    by a value of the wrong kind or shape, loaded and predicted with as `hwlat predict --predictor` does."""
+    import json
+
+    from nas.few_shot import load, predict_with_sigma
+    from nas.spaces import get_space
+
+    sp = get_space("nb201")
+    archs = sp.sample(5, seed=0)
+    with tempfile.TemporaryDirectory() as seed_dir:
+        seed = seed_adapted_predictor(Path(seed_dir))
+        meta0 = json.loads(seed.with_suffix(".json").read_text())
+        arrays0 = dict(np.load(seed.with_suffix(".npz")))
+    fields = json_fields(meta0)
+
+    @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(data=st.data())
+    def run(data):
+        meta, arrays = json.loads(json.dumps(meta0)), dict(arrays0)
+        if data.draw(st.booleans()):
+            path = data.draw(st.sampled_from(fields))
+            entry = meta
+            for key in path[:-1]:
+                entry = entry[key]
+            entry[path[-1]] = data.draw(st.sampled_from(BAD_JSON_VALUES))
+        else:
+            name = data.draw(st.sampled_from(sorted(arrays)))
+            variants = bad_arrays(arrays[name])
+            if data.draw(st.integers(0, len(variants))) == len(variants):
+                del arrays[name]
+            else:
+                arrays[name] = data.draw(st.sampled_from(variants))
+        with tempfile.TemporaryDirectory() as tmp:
+            base = Path(tmp) / "p"
+            base.with_suffix(".json").write_text(json.dumps(meta))
+            with open(base.with_suffix(".npz"), "wb") as f:
+                np.savez(f, **arrays)
+
+            def valid(result):
+                ms, sigma = result
+                assert np.all(np.isfinite(ms)) and np.all(ms > 0), f"a damaged predictor predicts {ms}"
+                assert np.all(np.isfinite(sigma)) and np.all(sigma >= 0), f"a damaged predictor's sigma is {sigma}"
+
+            def predict():
+                try:
+                    return predict_with_sigma(load(base, sp), archs)
+                except HwlatError as exc:
+                    assert "\n" not in str(exc), f"a message of more than one line: {exc}"
+                    raise
+
+            check(counter, predict, [base.with_suffix(".json"), base.with_suffix(".npz")], valid)
 
     run()
 
@@ -405,9 +599,11 @@ def fuzz_cli(counter: Counter, examples: int):
 FUZZERS: dict[str, Callable[[Counter, int], None]] = {
     "device table CSV": fuzz_device_table_csv,
     "device table JSON": fuzz_device_table_json,
+    "device table fields": fuzz_device_table_fields,
     "arch table": fuzz_arch_table,
     "sweep file": fuzz_sweep,
     "predictor files": fuzz_predictor,
+    "adapted predictor": fuzz_adapted_predictor,
     "ONNX model": fuzz_onnx,
     "measurement CSV": fuzz_device_samples,
     "CLI arguments": fuzz_cli,

@@ -194,3 +194,98 @@ def test_table_options_with_an_adapted_predictor_are_refused(tmp_path):
     proc = hwlat("predict", "--predictor", "my_board", "--space", "nb201", "--arch", "5", "--no-fusion", "--statistic",
                  "p10", "--top", "3", cwd=tmp_path)
     assert_user_error(proc, "--no-fusion, --statistic, --top: for a device table (--table)")
+
+
+# ---- a damaged JSON sidecar -------------------------------------------------------------------
+def _table_with_meta(tmp_path: Path, edit) -> Path:
+    """A copy of a complete shipped table (its first rows, its networks and regressors) whose JSON
+    `edit(meta)` changed."""
+    from fuzzers import seed_complete_table
+
+    base = seed_complete_table(tmp_path)
+    meta = json.loads(base.with_suffix(".json").read_text())
+    edit(meta)
+    base.with_suffix(".json").write_text(json.dumps(meta))
+    return base
+
+
+def _set(path: str, value):
+    def edit(meta):
+        *parents, last = path.split(".")
+        for k in parents:
+            meta = meta[k]
+        meta[last] = value
+    return edit
+
+
+PREDICT = ("predict", "--space", "nb201", "--arch", "5", "--as-profiled", "--table")
+
+
+@pytest.mark.parametrize("path, value, named", [
+    ("lut_calibration.constant_ms", "oops", "lut_calibration.constant_ms is 'oops', expected a number"),
+    ("lut_calibration.constant_ms", None, "lut_calibration.constant_ms is null, expected a number"),
+    ("lut_calibration.by_type.conv2d", [1.0], "lut_calibration.by_type.conv2d is [1.0], expected a [scale, ms] pair"),
+    ("lut_calibration", [1.0], "lut_calibration is [1.0], expected an object or null"),
+    ("fusion", "x", "fusion is 'x', expected an object or null"),
+    ("self_score", "x", "self_score is 'x', expected an object or null"),
+    ("device.fingerprint", "x", "device.fingerprint is 'x', expected an object or null"),
+    ("profile_device.protocol.clock", "x", "profile_device.protocol.clock is 'x', expected 'wall' or 'cpu'"),
+])
+def test_a_damaged_json_entry_is_one_error_naming_file_and_entry_in_validate_show_and_predict(
+        tmp_path, capsys, path, value, named):
+    from hwlat.cli import main
+
+    base = _table_with_meta(tmp_path, _set(path, value))
+    before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
+    for argv in (("table", "validate", str(base)), ("table", "show", str(base)), (*PREDICT, str(base))):
+        assert main(list(argv)) == 1, argv
+        err = capsys.readouterr().err
+        errors = [ln for ln in err.splitlines() if ln.startswith("hwlat: error:")]
+        assert len(errors) == 1, err
+        assert f"{base}.json: {named}" in errors[0], errors[0]
+        assert "restore t.json from a copy" in errors[0]
+        if not path.startswith("device"):  # an entry `hwlat profile device` makes again on resuming the table
+            assert f"delete its \"{path.split('.')[0]}\" entry" in errors[0] and f"--out {base}`" in errors[0]
+    assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # nothing read changed a file
+
+
+def test_a_score_without_the_entries_it_is_read_with_is_named(tmp_path, capsys):
+    from hwlat.cli import main
+
+    base = _table_with_meta(tmp_path, lambda meta: meta["self_score"].pop("within_10"))
+    assert main(["table", "show", str(base)]) == 1
+    assert "self_score.networks is given without self_score.within_10" in capsys.readouterr().err
+
+
+def test_entries_read_only_on_resuming_warn_in_validate_and_refuse_the_resume(tmp_path, capsys):
+    """`resumed` (a log a resumed run appends to) damaged: predicting and showing go on, validate warns,
+    adding to the table is refused naming it."""
+    from device_tables.errors import TableError
+    from hwlat.cli import main
+
+    base = _table_with_meta(tmp_path, _set("resumed", "x"))
+    assert main(["table", "validate", str(base)]) == 0
+    out = capsys.readouterr()
+    assert "valid" in out.out and "hwlat: warning:" in out.err and "resumed is 'x', expected a list" in out.err
+    assert main([*PREDICT, str(base)]) == 0
+    device = DeviceTable.load(base).device
+    with pytest.raises(TableError, match="resumed is 'x', expected a list"):
+        DeviceTable.open(base, device)
+
+
+def test_validate_warns_of_a_networks_file_that_is_gone(tmp_path, capsys):
+    """The table's run timed networks into NAME.networks.csv, since deleted: its stored calibration still
+    predicts (validate passes), but the speed check cannot run, which validate says."""
+    from hwlat.cli import main
+
+    base = _table_with_meta(tmp_path, lambda meta: None)
+    assert main(["table", "validate", str(base)]) == 0
+    assert "networks.csv" not in capsys.readouterr().err
+    Path(f"{base}.networks.csv").unlink()
+    assert main(["table", "validate", str(base)]) == 0
+    out = capsys.readouterr()
+    warnings = [ln for ln in out.err.splitlines() if ln.startswith("hwlat: warning:")]
+    assert "valid" in out.out and len(warnings) == 1 and f"{base}.networks.csv: not found" in warnings[0]
+    assert "speed now" in warnings[0] and "restore the file" in warnings[0]
+    assert main([*PREDICT, str(base)]) == 0  # predicts, and says so too
+    assert f"{base}.networks.csv: not found" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hwlat.cli import command_parser
 from hwlat.commands.args import nonnegative_int, positive_int
@@ -89,13 +90,27 @@ def _validate(args: argparse.Namespace) -> int:
     problems = table_problems(table)
     if problems:
         raise HwlatError(problems[0] + (f" (and {len(problems) - 1} more problem(s))" if len(problems) > 1 else ""))
+    for line in _validate_warnings(table):
+        print(f"hwlat: warning: {line}", file=sys.stderr)
     print(f"{table.path}: valid, schema version {table.meta['schema_version']}, {len(table)} rows, device {table.device.name}")
     return 0
 
 
-def _drift(args: argparse.Namespace) -> int:
-    import sys
+def _validate_warnings(table) -> list[str]:
+    """What a table predicts without, but a user should hear of: a damaged entry only resuming it reads
+    (`hwlat profile device` would refuse to add to it), and a networks file its run timed that is gone
+    (its stored calibration and score stand; the speed check, `table drift` and --recalibrate need it)."""
+    from device_tables.table import RESUME_SHAPE, meta_problems, mend_meta_hint, table_paths
+    from hwlat.device_profile import lost_networks
 
+    json_path = table_paths(table.path)[1]
+    out = [f"{json_path}: {p} (read only when a run adds to the table, which refuses it); "
+           f"{mend_meta_hint(json_path, table.meta, p)}"
+           for p in meta_problems(table.meta, RESUME_SHAPE)[:1]]
+    return out + lost_networks(table)
+
+
+def _drift(args: argparse.Namespace) -> int:
     from device_tables import load
     from hwlat.device_profile import DRIFT_TOLERANCE, drift, machine_differences, profile_command, table_warnings
 
