@@ -53,8 +53,7 @@ def suggest(space: Space | str, n: int, seed: int = 0) -> list[Any]:
     else `SUGGEST_POOL` sampled with `seed`; the choice is deterministic for a seed and never
     repeats an architecture. The first ten of NB201 are the predictor's reference architectures."""
     sp = _space(space)
-    if n < 1:
-        raise HwlatError(f"suggest needs n of at least 1, got {n}")
+    n = suggest_count(n)
     pred = load_arch_predictor("pretrained", sp)
     if sp.size is not None and sp.size <= EXHAUSTIVE_MAX:
         pool = list(sp.enumerate())
@@ -64,6 +63,17 @@ def suggest(space: Space | str, n: int, seed: int = 0) -> list[Any]:
         raise HwlatError(f"{n} architectures asked but the {sp.name} candidates number {len(pool)}")
     rows = pred.predictor.choose_references(pred.matrix(pool), n)
     return [pool[int(i)] for i in rows]
+
+
+def suggest_count(n: Any) -> int:
+    """How many architectures `suggest` (`hwlat adapt suggest -n`, `hwlat.suggest`) is asked for: a whole
+    number of at least `MIN_MEASUREMENTS`, since fewer measurements cannot be fitted; a `HwlatError` otherwise."""
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+        raise HwlatError(f"{n!r} architectures to suggest: must be a whole number")
+    if n < MIN_MEASUREMENTS:
+        raise HwlatError(f"{n} architecture(s) to suggest: `hwlat adapt fit` needs at least {MIN_MEASUREMENTS} "
+                         f"measurements; suggest {MIN_MEASUREMENTS} or more (20 recommended)")
+    return int(n)
 
 
 def _distinct(sp: Space, archs: Sequence[Any]) -> list[Any]:
@@ -260,6 +270,7 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
         raise PredictorSpaceError(f"{path}: a device table, not an adapted predictor; predict with the table itself "
                                   f"(`hwlat predict --table {str(path)[4:]}`, hwlat.predict_archs, or "
                                   f"LatencyConstraint('{path}', budget, space='{sp.name}'))")
+    _refuse_other_sources(str(path), sp)
     info = read_info(path).get("info") or {}
     made_for = info.get("space")
     if made_for and made_for != sp.name:
@@ -271,6 +282,46 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
                                   f"--space {sp.name} --measurements FILE --out PATH`")
     pred.info = info
     return pred
+
+
+def _refuse_other_sources(text: str, sp: Space) -> None:
+    """Where no saved predictor is at `text` but it names another source of latencies, one line on
+    what to do: 'pretrained' (the shipped meta-trained predictor, which knows no device until it is
+    adapted) or a device table (predicted from with --table)."""
+    from predictors import pretrained
+    from predictors.io import paths
+
+    npz, js = paths(text)
+    if npz.is_file():  # a saved predictor's arrays: `read_info` and `load` say what is wrong with it, if anything
+        return
+    if text == "pretrained" and not js.is_file():
+        if sp.name not in pretrained.available():
+            raise PredictorSpaceError(f"no meta-trained predictor is shipped for {sp.name} (only for "
+                                      f"{', '.join(pretrained.available())}); predict with a device table (--table)")
+        raise PredictorSpaceError(
+            f"'pretrained' is the shipped meta-trained {sp.name} predictor, which predicts no device until it is adapted "
+            f"to one: measure a few architectures (`hwlat adapt suggest --space {sp.name} -n 20 --out FILE`), adapt it "
+            f"(`hwlat adapt fit --space {sp.name} --measurements MEASURED.csv --out PATH`), then give --predictor PATH")
+    if _is_device_table(text):
+        raise PredictorSpaceError(f"{text} is a device table, not an adapted predictor: pass it as --table {text} "
+                                  f"(`hwlat predict --table {text} --space {sp.name} --arch ...`; in Python, "
+                                  "hwlat.predict_archs)")
+
+
+def _is_device_table(text: str) -> bool:
+    """Whether `text` names a device table (a shipped one, or a NAME.csv + NAME.json pair that is no predictor)."""
+    import json
+
+    from device_tables.registry import resolve
+    from device_tables.table import table_paths
+    from predictors.io import FORMAT
+
+    try:
+        csv_path, json_path = table_paths(resolve(text, exact=True))
+        meta = json.loads(json_path.read_text()) if csv_path.is_file() and json_path.is_file() else None
+    except (HwlatError, OSError, ValueError):
+        return False
+    return isinstance(meta, dict) and meta.get("format") != FORMAT
 
 
 def predict_with_sigma(pred: FeaturePredictor, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:

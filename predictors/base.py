@@ -56,6 +56,11 @@ class FewShotPredictor:
     def predict(self, X: np.ndarray) -> np.ndarray:  # pragma: no cover - abstract
         raise NotImplementedError
 
+    def check_learned(self) -> None:
+        """Raise `LearnedStateError` for a learned attribute of the wrong kind or shape: `predictors.io.load`
+        calls it on what a file held, so an edited or corrupt file is named there, not met as a numpy
+        error at the first prediction. Subclasses check their own state (`learned_number`, `learned_array`)."""
+
     def save(self, path) -> None:
         from predictors.io import save
 
@@ -68,3 +73,88 @@ def check_targets(y) -> np.ndarray:
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise ValueError("measured latencies must be positive finite milliseconds")
     return y
+
+
+# ---- the learned state of a loaded predictor ----------------------------------------------------
+class LearnedStateError(ValueError):
+    """A learned attribute that is missing or of the wrong kind or shape (an edited or corrupt
+    predictor file); `predictors.io.load` names the file and says to fit the predictor again."""
+
+    def __init__(self, name: str, problem: str):
+        self.name = name
+        super().__init__(f"learned {name} {problem}")
+
+
+_MISSING = object()
+
+
+def _shown(v: Any) -> str:
+    if isinstance(v, np.ndarray):
+        return f"a {v.dtype} array of shape {v.shape}"
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def learned_number(obj: Any, name: str, kind: type = float, low: float = -np.inf, high: float = np.inf,
+                   above: float | None = None, optional: bool = False) -> Any:
+    """`obj.name` as a number of `kind` (int: a whole number) in [low, high] (and over `above`), or a
+    `LearnedStateError`; None where it is absent and `optional`. NaN passes (io refuses it where
+    it enters a prediction)."""
+    v = getattr(obj, name, _MISSING)
+    if v is _MISSING:
+        if optional:
+            return None
+        raise LearnedStateError(name, "is missing")
+    whole = isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+    if not whole and (kind is int or not isinstance(v, (float, np.floating))):
+        raise LearnedStateError(name, f"is {_shown(v)}, not {'a whole number' if kind is int else 'a number'}")
+    if v < low or v > high or (above is not None and not v > above):
+        bounds = f"over {above:g}" if above is not None else (f"from {low:g} to {high:g}" if np.isfinite(high)
+                                                             else f"of at least {low:g}")
+        raise LearnedStateError(name, f"is {v!r}, not {'a whole number' if kind is int else 'a number'} {bounds}")
+    return v
+
+
+def learned_names(obj: Any, name: str, choices: Any) -> list[str]:
+    """`obj.name` as a list of names, each one of `choices`, or a `LearnedStateError`."""
+    v = getattr(obj, name, _MISSING)
+    if v is _MISSING:
+        raise LearnedStateError(name, "is missing")
+    if not isinstance(v, list):
+        raise LearnedStateError(name, f"is {_shown(v)}, not a list of names")
+    for x in v:
+        if not isinstance(x, str) or x not in choices:
+            raise LearnedStateError(name, f"holds {_shown(x)}, not one of {', '.join(choices)}")
+    return v
+
+
+def learned_array(obj: Any, name: str, shape: tuple[int | None, ...], integer: bool = False, low: float | None = None,
+                  high: float | None = None, optional: bool = False, value: Any = _MISSING) -> np.ndarray | None:
+    """`obj.name` (or `value`) as a numeric array of `shape` (None: any length) with values in
+    [low, high] (whole numbers where `integer`), or a `LearnedStateError`; None where absent and `optional`."""
+    v = getattr(obj, name, _MISSING) if value is _MISSING else value
+    if v is _MISSING:
+        if optional:
+            return None
+        raise LearnedStateError(name, "is missing")
+    dims = ", ".join("n" if s is None else str(s) for s in shape) + ("," if len(shape) == 1 else "")
+    if (not isinstance(v, np.ndarray) or v.dtype.kind not in ("iu" if integer else "iuf") or v.ndim != len(shape)
+            or any(s is not None and s != t for s, t in zip(shape, v.shape))):
+        raise LearnedStateError(name, f"is {_shown(v)}, not a {'whole-number' if integer else 'number'} array of "
+                                      f"shape ({dims})")
+    lo, hi = (-np.inf if low is None else low), (np.inf if high is None else high)
+    outside = v[(v < lo) | (v > hi)] if v.size else v
+    if outside.size:
+        raise LearnedStateError(name, f"holds {outside[0].item()!r}, not a value from {lo:g} to {hi:g}")
+    return v
+
+
+def learned_arrays(obj: Any, name: str, shapes: list[tuple[int | None, ...]]) -> list[np.ndarray]:
+    """`obj.name` as a list of numeric arrays of `shapes`, or a `LearnedStateError` naming the array
+    (``name0``, ``name1``, ... as `predictors.io` stores them)."""
+    v = getattr(obj, name, _MISSING)
+    if v is _MISSING:
+        raise LearnedStateError(name, "is missing")
+    if not isinstance(v, list) or len(v) != len(shapes):
+        raise LearnedStateError(name, f"is {_shown(v)}, not a list of {len(shapes)} arrays")
+    return [learned_array(obj, f"{name}{i}", s, value=a) for i, (a, s) in enumerate(zip(v, shapes))]

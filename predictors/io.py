@@ -12,6 +12,8 @@ import json
 import math
 import os
 import tokenize
+import types
+import typing
 import zipfile
 import zlib
 from pathlib import Path
@@ -27,6 +29,11 @@ FORMAT_VERSION = 1
 # Learned numbers that describe a fit (its leave-one-out errors, a validation score) and never
 # enter a prediction: NaN there means "not measured". Every other learned number must be finite.
 DIAGNOSTICS = frozenset({"loo_rel_error_", "valid_spearman_", "encoder_r2_"})
+# What to do about a damaged file (an adapted predictor is written by `hwlat adapt fit`).
+REFIT = "fit and save the predictor again (`hwlat adapt fit`)"
+# Entries of a file's "info" that hwlat reads, and their JSON kinds (others are kept as they are).
+INFO_KINDS: dict[str, type | tuple[type, ...]] = {"space": str, "device": str, "measurements": str, "hwlat_version": str,
+                                                  "n_measurements": int, "measured": dict, "reference_keys": list}
 
 
 class PredictorFileError(HwlatError):
@@ -104,7 +111,8 @@ def read_info(path: str | os.PathLike) -> dict:
     """The JSON side of a saved predictor (class, parameters, info)."""
     _, json_path = paths(path)
     if not json_path.is_file():
-        raise PredictorFileError(f"no predictor at {json_path}")
+        raise PredictorFileError(f"no predictor at {json_path} (a predictor is the NAME.json + NAME.npz that `hwlat adapt "
+                                 "fit --out NAME` writes; give NAME, NAME.json or NAME.npz)")
     try:
         meta = json.loads(json_path.read_text())
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
@@ -121,33 +129,64 @@ def read_info(path: str | os.PathLike) -> dict:
         if not isinstance(meta.get(key), kind):
             raise PredictorFileError(f"{json_path}: entry {key!r} is missing or not a {kind.__name__}; restore the "
                                      "file or save the predictor again")
+    if meta.setdefault("info", {}) is None:
+        meta["info"] = {}
+    _check_kinds(json_path, "info", meta["info"], dict)
+    for key, kind in INFO_KINDS.items():
+        if meta["info"].get(key) is not None:
+            _check_kinds(json_path, f"info.{key}", meta["info"][key], kind)
+    for key, ms in (meta["info"].get("measured") or {}).items():  # architecture key -> measured ms
+        _check_kinds(json_path, f"info.measured[{key!r}]", ms, (int, float))
+    for i, name in enumerate(meta["arrays"]):
+        _check_kinds(json_path, f"arrays[{i}]", name, str)
     return meta
 
 
+def _check_kinds(json_path: Path, field: str, value: Any, kind: type | tuple[type, ...]) -> None:
+    """A JSON entry of the expected kind (a bool is no number here), or one error naming it."""
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    if isinstance(value, bool) and bool not in kinds or not isinstance(value, kinds):
+        names = {dict: "an object", list: "a list", str: "a string", int: "a whole number", float: "a number"}
+        want = "a number" if set(kinds) == {int, float} else " or ".join(names.get(k, k.__name__) for k in kinds)
+        raise PredictorFileError(f"{json_path}: {field} is {_brief(value)}, not {want}; {REFIT}")
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value) if _jsonable(value) else repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def load(path: str | os.PathLike):
-    """Rebuild a predictor written by `save`."""
-    npz_path, _ = paths(path)
+    """Rebuild a predictor written by `save`: every entry of the file is checked for kind and shape
+    first, so a damaged one is one `PredictorFileError` naming the file and the entry."""
+    npz_path, json_path = paths(path)
     meta = read_info(path)
     classes = _classes()
     cls = classes.get(meta["class"])
     if cls is None:
         raise PredictorFileError(f"{path}: unknown predictor class {meta['class']!r}; known: {', '.join(classes)}")
+    params = _params(json_path, cls, meta["params"])
     try:
-        params = {k: FeatureLayout.from_json(v["__layout__"]) if isinstance(v, dict) and "__layout__" in v
-                  else (tuple(v) if isinstance(v, list) else v) for k, v in meta["params"].items()}
         pred = cls(**params)
     except (TypeError, ValueError, KeyError) as exc:
-        raise PredictorFileError(f"{path}: the parameters of {meta['class']} do not build one ({exc})") from None
-    layout = params.get("layout")
-    if layout is not None and not isinstance(layout, FeatureLayout):
-        raise PredictorFileError(f"{path}: parameter layout is {type(layout).__name__}, not a feature layout; "
-                                 "save the predictor again")
+        raise PredictorFileError(f"{path}: the parameters of {meta['class']} do not build one ({exc}); {REFIT}") from None
     if not npz_path.is_file():
         raise PredictorFileError(f"{npz_path} is missing (a predictor is a .npz + .json pair)")
     arrays = _read_arrays(npz_path)
     for k in meta["arrays"]:
         if k not in arrays:
-            raise PredictorFileError(f"{npz_path} lacks array {k}")
+            raise PredictorFileError(f"{npz_path} lacks array {k}; {REFIT}")
+    for k, v in meta["learned"].items():
+        if not k.endswith("_") or k.startswith("_"):  # what `save` writes; anything else would replace a method
+            raise PredictorFileError(f"{json_path}: learned.{k} is not a learned attribute (those end in '_'); {REFIT}")
+        if isinstance(v, dict) and "__arrays__" in v:
+            n = v["__arrays__"]
+            if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+                raise PredictorFileError(f"{json_path}: learned.{k}.__arrays__ is {_brief(n)}, not a count of arrays; "
+                                         + REFIT)
+            for i in range(n):
+                if f"{k}{i}" not in arrays:
+                    raise PredictorFileError(f"{npz_path} lacks array {k}{i} (learned.{k} has {n}); {REFIT}")
     _check_finite(npz_path, arrays, meta["learned"])
     _check_indices(npz_path, arrays)
     for k, v in meta["learned"].items():
@@ -158,7 +197,107 @@ def load(path: str | os.PathLike):
     for k, a in arrays.items():
         if k.endswith("_"):
             setattr(pred, k, a)
+    check = getattr(pred, "check_learned", None)
+    if callable(check):
+        from predictors.base import LearnedStateError
+
+        try:
+            check()
+        except LearnedStateError as exc:
+            where = json_path if exc.name in meta["learned"] else npz_path
+            raise PredictorFileError(f"{where}: {exc}; {REFIT}") from None
     return pred
+
+
+def _params(json_path: Path, cls: type, raw: dict[str, Any]) -> dict[str, Any]:
+    """The constructor parameters of a file, each checked against the constructor's annotation (a
+    layout, numbers, names, tuples of them: tuples are JSON lists)."""
+    try:
+        hints = typing.get_type_hints(cls.__init__)
+    except Exception:  # an annotation that does not evaluate: nothing to check against
+        hints = {}
+    params: dict[str, Any] = {}
+    for k, v in raw.items():
+        hint = hints.get(k)
+        if hint is FeatureLayout or isinstance(v, dict) and "__layout__" in v:
+            if not (isinstance(v, dict) and "__layout__" in v):
+                raise PredictorFileError(f"{json_path}: params.{k} is {_brief(v)}, not a feature layout; {REFIT}")
+            params[k] = _layout(json_path, f"params.{k}.__layout__", v["__layout__"])
+            continue
+        if hint is not None and not _fits(v, hint):
+            field = f"params.{k}"
+            args = typing.get_args(hint)
+            if isinstance(v, list) and typing.get_origin(hint) is tuple and len(args) == 2 and args[1] is Ellipsis:
+                i = next(i for i, x in enumerate(v) if not _fits(x, args[0]))  # name the element, not the list
+                field, v, hint = f"{field}[{i}]", v[i], args[0]
+            raise PredictorFileError(f"{json_path}: {field} is {_brief(v)}, not {_hint_name(hint)}; {REFIT}")
+        params[k] = tuple(v) if isinstance(v, list) else v
+    return params
+
+
+def _fits(v: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a constructor annotation (int, float, str, bool, X | None, tuple[X, ...]);
+    an annotation of another kind is not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(v, a) for a in args)
+    if origin is tuple:
+        if not isinstance(v, list):
+            return False
+        if len(args) == 2 and args[1] is Ellipsis:
+            return all(_fits(x, args[0]) for x in v)
+        return len(args) == len(v) and all(_fits(x, a) for x, a in zip(v, args))
+    if hint is type(None):
+        return v is None
+    if hint is bool:
+        return isinstance(v, bool)
+    if hint is int:
+        return isinstance(v, int) and not isinstance(v, bool)
+    if hint is float:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+    if hint is str:
+        return isinstance(v, str)
+    return True
+
+
+def _hint_name(hint: Any) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_hint_name(a) for a in args)
+    if origin is tuple:
+        if len(args) == 2 and args[1] is Ellipsis:
+            return "a list of " + {int: "whole numbers", float: "finite numbers", str: "strings"}.get(args[0], "values")
+        return f"a list of {len(args)} values"
+    return {type(None): "null", bool: "true or false", int: "a whole number", float: "a finite number",
+            str: "a string"}.get(hint, getattr(hint, "__name__", str(hint)))
+
+
+def _layout(json_path: Path, field: str, d: Any) -> FeatureLayout:
+    """A `FeatureLayout` from its JSON: column names, and groups of column indices within them."""
+    def bad(what: str, value: Any, want: str) -> PredictorFileError:
+        return PredictorFileError(f"{json_path}: {field}{what} is {_brief(value)}, not {want}; {REFIT}")
+
+    if not isinstance(d, dict):
+        raise bad("", d, "an object of column names and groups")
+    names = d.get("names")
+    if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
+        raise bad(".names", names, "a list of column names")
+    for group in ("enc", "cost", "extra", "size", "live"):
+        cols = d.get(group, [] if group != "enc" else None)
+        if not isinstance(cols, list):
+            raise bad(f".{group}", cols, "a list of column indices")
+        for i, c in enumerate(cols):
+            if isinstance(c, bool) or not isinstance(c, int) or not 0 <= c < len(names):
+                raise bad(f".{group}[{i}]", c, f"a column index from 0 to {len(names) - 1}")
+    if not isinstance(d.get("space", ""), str):
+        raise bad(".space", d["space"], "a space name")
+    meta = d.get("meta", {})
+    if not isinstance(meta, dict):
+        raise bad(".meta", meta, "an object")
+    version = meta.get("features_version")
+    if version is not None and (isinstance(version, bool) or not isinstance(version, int)):
+        raise bad(".meta.features_version", version, "a whole number")
+    return FeatureLayout.from_json(d)
 
 
 def _read_arrays(npz_path: Path) -> dict[str, np.ndarray]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import stats
 
-from predictors.base import check_targets
+from predictors.base import check_targets, learned_array, learned_number
 from predictors.features import FeatureLayout
 from predictors.linear import ridge_loo
 from predictors.transfer import ENCODER_ALPHAS, TransferPredictor
@@ -59,3 +59,12 @@ class ProxyAdapter(TransferPredictor):
         self._check_adapted()
         z = self.train_log_latency(X)[:, self.proxy_]
         return np.exp(self._poly(z, self.degree_) @ self.coef_ + self.intercept_)
+
+    def _check_adaptation(self, D: int, k: int) -> None:
+        """The proxy device, its centre and the polynomial on it (`adapt`)."""
+        learned_number(self, "n_shots_", int, low=0)
+        learned_number(self, "proxy_", int, low=0, high=D - 1)
+        learned_number(self, "proxy_center_", float)
+        degree = learned_number(self, "degree_", int, low=1, high=max(1, self.max_degree))
+        learned_array(self, "coef_", (degree,))
+        learned_number(self, "intercept_", float)

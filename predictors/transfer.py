@@ -38,7 +38,8 @@ from scipy.optimize import nnls
 from scipy.stats import rankdata as stats_rank
 
 from device_tables.errors import HwlatError
-from predictors.base import FewShotPredictor, check_targets
+from predictors.base import (FewShotPredictor, LearnedStateError, check_targets, learned_array, learned_arrays, learned_names,
+                             learned_number)
 from predictors.features import FeatureLayout
 from predictors.linear import DEFAULT_NNLS_LAMBDAS, LinearFit, d_optimal, group_ridge_loo, nnls_loo, ridge_loo, stacking_weights, standardize
 
@@ -522,3 +523,49 @@ class TransferPredictor(FewShotPredictor):
         else:
             base2 = (logl - self.factor_mean_).var(axis=1)
         return np.expm1(np.sqrt(np.maximum(base2 + spread2, 1e-8)))
+
+    # ---- a loaded predictor's state ----------------------------------------------------------------
+    def check_learned(self) -> None:
+        """Every learned attribute a prediction reads, of the kind and shape the layout and the learned
+        sizes fix (`predictors.io.load` calls it; a `LearnedStateError` names the attribute)."""
+        D, k = self._check_meta_trained()
+        if hasattr(self, "n_shots_"):
+            self._check_adaptation(D, k)
+
+    def _check_meta_trained(self) -> tuple[int, int]:
+        """The meta-trained state; (training devices, factors)."""
+        D = learned_number(self, "n_train_devices_", int, low=1)
+        for name in ("n_dropped_", "n_train_archs_"):
+            learned_number(self, name, int, low=0, optional=True)
+        learned_number(self, "encoder_alpha_", float, low=0, optional=True)
+        learned_number(self, "encoder_r2_", float, optional=True)
+        cols = learned_array(self, "encoder_cols_", (None,), integer=True, low=0, high=self.layout.width - 1)
+        learned_array(self, "encoder_coef_", (len(cols), D))
+        for name in ("encoder_intercept_", "factor_mean_"):
+            learned_array(self, name, (D,))
+        k = learned_array(self, "components_", (D, None)).shape[1]
+        learned_array(self, "singular_values_", (k,), optional=True)
+        learned_array(self, "cost_scale_", (len(self.layout.cost) + len(self.layout.extra),), optional=True)
+        return D, k
+
+    def _check_adaptation(self, D: int, k: int) -> None:
+        """The stacked learners' state: one coefficient vector, intercept and weight per learner."""
+        n = learned_number(self, "n_shots_", int, low=0)
+        learned_number(self, "floor_ms_", float, above=0)
+        names = learned_names(self, "learner_names_", LEARNERS)
+        learned_arrays(self, "coefs_", [(self._coef_width(LEARNERS[name], D, k),) for name in names])
+        learned_array(self, "intercepts_", (len(names),))
+        weights = learned_array(self, "weights_", (len(names),), low=0)
+        if names and not weights.sum() > 0:
+            raise LearnedStateError("weights_", "are all 0, so no learner predicts")
+        learned_array(self, "lambdas_", (None,), optional=True)  # diagnostic (a 0-shot adaptation keeps an older one)
+        learned_array(self, "loo_rel_error_", (n,), optional=True)
+        learned_number(self, "proxy_", int, low=-1, high=D - 1, optional=True)
+
+    def _coef_width(self, learner: Learner, D: int, k: int) -> int:
+        """Length of a learner's coefficient vector (`_adapt`): its design's columns, 2 per device for
+        the proxy's quadratic, one per device for the anchor's folded-back weights."""
+        if learner.solver in ("proxy", "anchor"):
+            return (2 if learner.solver == "proxy" else 1) * D
+        sizes = {"devices": D, "logdevices": D, "factors": k, "factors3": min(3, k)}
+        return sum(sizes[b] if b in sizes else self._width(b) for b in learner.blocks)

@@ -220,6 +220,18 @@ def test_suggest_refuses_fewer_than_fit_needs(tmp_path, capsys):
     assert "invalid choice: 'vit'" in capsys.readouterr().err
 
 
+def test_api_suggest_refuses_what_the_cli_refuses():
+    """`hwlat.suggest` and `hwlat adapt suggest -n` share one check: fewer than fit needs is refused by both."""
+    from device_tables.errors import HwlatError
+
+    for n in (2, 0, -1):
+        with pytest.raises(HwlatError, match="needs at least 3 measurements"):
+            hwlat.suggest("nb201", n)
+    with pytest.raises(HwlatError, match="whole number"):
+        hwlat.suggest("nb201", 2.5)
+    assert len(hwlat.suggest("nb201", 3)) == 3
+
+
 def test_several_latency_columns_need_device(ten, capsys):
     d, archs, ms = ten
     path = write_measurements(d / "m.csv", archs, ms, extra={"other_board": list(ms * 2)})
@@ -244,7 +256,7 @@ def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, cap
     pred = hwlat.adapt("nb201", archs, ms)
     hwlat.save_predictor(pred, d / "p")
     line = error_line(capsys, ["predict", "--predictor", str(d / "p"), "--space", "fbnet", "--arch",
-                               hwlat.suggest("fbnet", 1)[0]])
+                               hwlat.suggest("fbnet", 3)[0]])
     assert "predicts nb201 architectures, not fbnet" in line
     from predictors import pretrained
 
@@ -260,6 +272,54 @@ def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, cap
 
 def test_predict_needs_one_of_table_or_predictor(ten, capsys):
     assert "one of --table" in error_line(capsys, ["predict", "--space", "nb201", "--arch", "1"])
+
+
+def test_predictor_that_is_pretrained_or_a_device_table_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)  # no saved predictor of either name here
+    line = error_line(capsys, ["predict", "--predictor", "pretrained", "--space", "nb201", "--arch", "5"])
+    assert "meta-trained" in line and "hwlat adapt fit --space nb201" in line and "pretrained.json" not in line
+    table = "cpu_onnxruntime_fp32_threads1"
+    line = error_line(capsys, ["predict", "--predictor", table, "--space", "nb201", "--arch", "5"])
+    assert "is a device table" in line and f"--table {table}" in line
+
+
+@pytest.fixture(scope="module")
+def adapted_files(tmp_path_factory):
+    """An adapted predictor's saved JSON and arrays (read, to damage copies of)."""
+    d = tmp_path_factory.mktemp("adapted")
+    archs = NB201.sample(10, 9)
+    hwlat.save_predictor(hwlat.adapt("nb201", archs, synthetic_ms(archs)), d / "p")
+    return json.loads((d / "p.json").read_text()), dict(np.load(d / "p.npz"))
+
+
+def _set(meta, path, value):
+    for key in path[:-1]:
+        meta = meta[key]
+    meta[path[-1]] = value
+
+
+@pytest.mark.parametrize("path, value, names", [
+    (("info",), "x", ["p.json", "info is \"x\""]),
+    (("learned", "floor_ms_"), "x", ["p.json", "floor_ms_ is 'x', not a number"]),
+    (("learned", "learner_names_"), ["a"], ["p.json", "learner_names_ holds 'a'"]),
+    (("learned", "coefs_", "__arrays__"), "6", ["p.json", "learned.coefs_.__arrays__"]),
+    (("params", "layout", "__layout__", "cost", 0), "x", ["p.json", "params.layout.__layout__.cost[0]"]),
+    (("params", "learners"), None, ["p.json", "params.learners is null"]),
+    ("encoder_coef_", lambda a: a[:-1], ["p.npz", "encoder_coef_ is a float64 array of shape (101, "]),
+    ("weights_", lambda a: a[None, :], ["p.npz", "weights_ is a float64 array of shape (1, "]),
+    ("coefs_2", lambda a: np.full(a.shape, "x"), ["p.npz", "coefs_2 is a <U1 array"]),
+])
+def test_a_damaged_predictor_file_gets_one_line_naming_the_field(adapted_files, tmp_path, capsys, path, value, names):
+    meta, arrays = json.loads(json.dumps(adapted_files[0])), dict(adapted_files[1])
+    if isinstance(path, tuple):
+        _set(meta, path, value)
+    else:
+        arrays[path] = value(arrays[path])
+    (tmp_path / "p.json").write_text(json.dumps(meta))
+    np.savez(tmp_path / "p.npz", **arrays)
+    line = error_line(capsys, ["predict", "--predictor", str(tmp_path / "p"), "--space", "nb201", "--arch", "5"])
+    for fragment in [*names, "hwlat adapt fit"]:
+        assert fragment in line, (fragment, line)
 
 
 # ---- the protocol with suggested shots -----------------------------------------------------------------------

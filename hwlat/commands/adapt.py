@@ -47,15 +47,19 @@ def register(sub) -> None:
 
 
 def at_least_3(text: str) -> int:
-    """-n of `adapt suggest`: a whole number of 3 or more (fewer cannot be fitted)."""
+    """-n of `adapt suggest`: a whole number of 3 or more (fewer cannot be fitted), by the check
+    `hwlat.suggest` makes too (`nas.few_shot.suggest_count`)."""
+    from device_tables.errors import HwlatError
+    from nas.few_shot import suggest_count
+
     try:
         n = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: must be a whole number") from None
-    if n < 3:
-        raise argparse.ArgumentTypeError(f"{n}: `hwlat adapt fit` needs at least 3 measurements; suggest 3 or more "
-                                         "(20 recommended)")
-    return n
+    try:
+        return suggest_count(n)
+    except HwlatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _suggest(args: argparse.Namespace) -> int:
