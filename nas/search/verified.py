@@ -161,7 +161,7 @@ class VerifiedSearch:
         again = "".join(f"; searched again under {ms:.4g} ms predicted ({k} scored)" for ms, k in self.searches)
         ranked = f", {self.ranked_predicted} of them predicted" if self.ranked_predicted else ""
         stop = ("none left that could beat the winner" if self.exhausted else "the rounds ran out")
-        lines = [f"verification: candidates: {self.pool}{ranked} ({self.candidates} searched predicted within "
+        lines = [f"verification: candidates: {self.pool}{ranked} ({self.candidates} of the searched ones predicted within "
                  f"{self.limit_ms:.4g} ms: budget {self.budget_ms:.4g} ms + {self.band.fraction:.1%} error band: "
                  f"{self.band.source}); the most accurate by {score_name} measured on {self.device} (protocol "
                  f"{self.protocol}), predictions corrected by what was measured, in rounds narrowing to the budget "
