@@ -5,8 +5,10 @@ from __future__ import annotations
 import abc
 import logging
 import os
+import tempfile
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
 from device_tables.device import Device, host_fingerprint
 from device_tables.errors import HwlatError, UnsupportedOpError
@@ -244,3 +246,20 @@ class Runtime(abc.ABC):
     def count_compute_nodes(self, model: bytes, spec: OpSpec) -> int | None:
         """Compute nodes of the graph the runtime runs for a serialised ONNX model; None where it does not show them."""
         return None
+
+
+@contextmanager
+def captured_stderr() -> Iterator[list[str]]:
+    """Capture what C code writes to fd 2 (TFLM's MicroPrintf, LiteRT's log) into the yielded list, as one
+    string, once the block ends."""
+    out: list[str] = []
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as tmp:
+        os.dup2(tmp.fileno(), 2)
+        try:
+            yield out
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            out.append(tmp.read().decode(errors="replace"))

@@ -369,3 +369,20 @@ def test_profile_archs_times_int8_networks_whole(tmp_path):
         rows = list(csv.DictReader(f))
     column = "cpu/litert/int8/threads=1/xnnpack=on"
     assert len(rows) == 2 and all(float(r[column]) > 0 for r in rows)
+
+
+def test_litert_s_delegate_banner_stays_off_a_users_terminal():
+    """LiteRT prints a line on fd 2 at a process's first XNNPACK allocation; hwlat keeps it out of its
+    own output, and passes on anything else written there meanwhile."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; from profilers.litert.runtime import LiteRTRuntime, allocate; "
+            "from profilers.tflite.builder import build_model; from device_tables.ops import OpSpec; "
+            "rt = LiteRTRuntime(); m = build_model(OpSpec.make('relu', (1, 8, 4, 4))); "
+            "ip = rt.interpreter(m.content); "
+            "ip.allocate_tensors = (lambda real: lambda: (os.write(2, b'kept\\n'), real()))(ip.allocate_tensors); "
+            "allocate(ip); ip.invoke(); rt.prepare(OpSpec.make('relu', (1, 8, 8, 8)))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "XNNPACK delegate" not in proc.stderr and proc.stderr.splitlines() == ["kept"]

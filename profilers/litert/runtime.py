@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import logging
+import sys
 from importlib import metadata
 from types import ModuleType
 from typing import Any, Sequence
@@ -12,7 +13,7 @@ from typing import Any, Sequence
 from device_tables.measurement import Measurement
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.ops import OpSpec
-from profilers.base import Option, Prepared, Runtime
+from profilers.base import Option, Prepared, Runtime, captured_stderr
 from profilers.protocol import Protocol, measure, perf_timer
 
 log = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ class LiteRTRuntime(Runtime):
         model = build_model(spec)
         try:
             interp = self.interpreter(model.content)
-            interp.allocate_tensors()
+            allocate(interp)
             for detail, x in zip(interp.get_input_details(), model.inputs):
                 interp.set_tensor(detail["index"], x)
             interp.invoke()  # fail here, not inside the timing loop
@@ -138,7 +139,7 @@ class LiteRTRuntime(Runtime):
         content, inputs = network_model(Graph.from_onnx(model, input_shape), int8=self.dtype() == "int8")
         interp = self.interpreter(content)
         try:
-            interp.allocate_tensors()
+            allocate(interp)
             for d, x in zip(interp.get_input_details(), inputs):
                 interp.set_tensor(d["index"], x)
             interp.invoke()
@@ -163,3 +164,26 @@ def _ops_details(interp: Any) -> list[dict[str, Any]]:
         return list(getter()) if getter else []
     except (RuntimeError, ValueError):
         return []
+
+
+# What LiteRT prints to fd 2 once a process, at the first XNNPACK allocation: not news to a user.
+DELEGATE_BANNER = "INFO: Created TensorFlow Lite XNNPACK delegate for CPU."
+_banner_seen = False
+
+
+def allocate(interp: Any) -> None:
+    """`interp.allocate_tensors()`; the first in a process with fd 2 captured, so that LiteRT's
+    `DELEGATE_BANNER` does not land among hwlat's own lines (anything else it wrote is passed on)."""
+    global _banner_seen
+    if _banner_seen:
+        interp.allocate_tensors()
+        return
+    said: list[str] = []
+    try:
+        with captured_stderr() as said:
+            interp.allocate_tensors()
+    finally:
+        _banner_seen = True
+        rest = [line for line in "".join(said).splitlines() if line.strip() != DELEGATE_BANNER]
+        if rest:
+            print("\n".join(rest), file=sys.stderr)

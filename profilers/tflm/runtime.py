@@ -14,19 +14,16 @@ cannot even hold its own bookkeeping; the search therefore never probes below th
 from __future__ import annotations
 
 import logging
-import os
 import re
-import tempfile
-from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Iterator, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
 from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
-from profilers.base import Prepared, Runtime
+from profilers.base import Prepared, Runtime, captured_stderr
 from profilers.protocol import Protocol, measure, perf_timer
 
 log = logging.getLogger(__name__)
@@ -34,22 +31,6 @@ log = logging.getLogger(__name__)
 ARENA_ALIGN = 16  # TFLM aligns arena allocations to 16 bytes
 NETWORK_ARENA_BYTES = 64 << 20  # a whole network's arena when no arena_kb budget is given
 _ALLOC_LINE = re.compile(r"Arena allocation (total|head|tail) (\d+) bytes")
-
-
-@contextmanager
-def _captured_stderr() -> Iterator[list[str]]:
-    """Capture what C code writes to fd 2 (TFLM's MicroPrintf) into the yielded list, as one string."""
-    out: list[str] = []
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as tmp:
-        os.dup2(tmp.fileno(), 2)
-        try:
-            yield out
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-            tmp.seek(0)
-            out.append(tmp.read().decode(errors="replace"))
 
 
 def _interpreter(content: bytes, arena: int, inputs: Sequence[np.ndarray]):
@@ -62,7 +43,7 @@ def _interpreter(content: bytes, arena: int, inputs: Sequence[np.ndarray]):
 
 
 def _works(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> bool:
-    with _captured_stderr():  # the failed allocation's complaint is expected here
+    with captured_stderr():  # the failed allocation's complaint is expected here
         try:
             _interpreter(content, arena, inputs).invoke()
             return True
@@ -85,7 +66,7 @@ def recorded_allocations(content: bytes, inputs: Sequence[np.ndarray], arena: in
     """``print_allocations`` of a run at `arena` bytes, parsed: {'total', 'head', 'tail'}."""
     ip = _interpreter(content, arena, inputs)
     ip.invoke()
-    with _captured_stderr() as text:
+    with captured_stderr() as text:
         ip.print_allocations()
     return {k: int(v) for k, v in _ALLOC_LINE.findall(text[0])}
 
