@@ -19,7 +19,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from device_tables.errors import TableBusyError
+from device_tables.errors import TableBusyError, WriteError
 from device_tables.files import atomic_write_text, writing
 
 LOCK_SUFFIX = ".lock"
@@ -55,6 +55,9 @@ class TableLock:
             try:
                 lock._lock.acquire(timeout=0)
             except Timeout:
+                if not lock.path.exists():  # no lock file to hold: not busy, the folder takes no new file
+                    raise WriteError(f"cannot write {stem}: {stem.parent} takes no new file (read-only, or not a "
+                                     "folder you can write); choose another --out") from None
                 raise TableBusyError(f"{stem} is being written by {lock.holder()}; wait for it or choose another --out") \
                     from None
         try:

@@ -163,6 +163,9 @@ class DeviceTable:
         measuring settings (`fresh`: start it again, its old files moved aside to NAME.old-<time>.*).
 
         The table's lock is held until `close`: a second writer gets `TableBusyError` at once."""
+        if str(path).endswith(("/", os.sep)) or Path(path).is_dir():
+            raise TableError(f"{path} names a folder; a table is named by a path without extension (its files are "
+                             f"NAME.csv + NAME.json): give one inside it, e.g. {Path(path) / 'my_table'}")
         csv_path, _ = table_paths(path)
         make_parent(csv_path)
         lock = TableLock.acquire(csv_path.with_suffix(""))

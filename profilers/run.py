@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass
 from typing import Iterable
 
-from device_tables.errors import UnsupportedOpError
+from device_tables.errors import HwlatError, UnsupportedOpError
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
 from profilers.base import Runtime
@@ -41,10 +41,15 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
     specs = runtime.accepts(given)
     if given and not specs:  # before a table is made: an empty one would predict nothing
         dtypes = sorted({s.dtype for s in given})
+        other = "int8" if "int8" in dtypes else "fp32"
+        try:  # the hint only where this runtime measures that precision
+            type(runtime)(precision=other)
+            hint = f"give --precision {other}"
+        except HwlatError as exc:
+            hint = f"{runtime.name} cannot measure them either ({exc})"
         raise UnsupportedOpError(f"the sweep{' ' + sweep_name if sweep_name else ''} has no {runtime.dtype()} "
                                  f"configuration for {runtime.name} at precision {runtime.precision} (its configurations "
-                                 f"are {', '.join(dtypes)}); give --precision "
-                                 f"{'int8' if 'int8' in dtypes else 'fp32'}")
+                                 f"are {', '.join(dtypes)}); {hint}")
     measured = failed = noisy = 0
     with DeviceTable.open(out, device, meta, fresh=fresh) as table:
         todo = [s for s in specs if s not in table]

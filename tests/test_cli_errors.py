@@ -165,6 +165,10 @@ def test_a_sweep_without_a_configuration_at_the_precision_makes_no_table(tmp_pat
     proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp32", "--sweep", "mcu", "--out", "t", cwd=tmp_path)
     assert_user_error(proc, "the sweep mcu has no float32 configuration for tflm", "give --precision int8")
     assert not list(tmp_path.iterdir())
+    proc = hwlat("profile", "ops", "--runtime", "onnxruntime", "--sweep", "mcu", "--out", "t", cwd=tmp_path)
+    line = assert_user_error(proc, "the sweep mcu has no float32 configuration for onnxruntime",
+                             "onnxruntime cannot measure them either", "use --runtime litert or tflm for int8")
+    assert "give --precision" not in line and not list(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize("command", [("profile", "ops", "--sweep", "quick"), ("profile", "archs", "--space", "nb201",
@@ -289,3 +293,42 @@ def test_validate_warns_of_a_networks_file_that_is_gone(tmp_path, capsys):
     assert "speed now" in warnings[0] and "restore the file" in warnings[0]
     assert main([*PREDICT, str(base)]) == 0  # predicts, and says so too
     assert f"{base}.networks.csv: not found" in capsys.readouterr().err
+
+
+def test_profile_model_json_path_is_checked_before_measuring(tmp_path):
+    """`--json` under a folder that cannot be made is one error before the measurement (it was lost after
+    it), and a missing folder is made."""
+    (tmp_path / "blocker").write_text("a file")
+    (tmp_path / "broken.onnx").write_bytes(b"not protobuf")  # never read: the path is refused first
+    assert_user_error(hwlat("profile", "model", "broken.onnx", "--json", "blocker/x.json", cwd=tmp_path),
+                      "blocker is a file, not a folder")
+
+
+def test_an_out_that_is_a_folder_or_cannot_be_written_is_named_so(tmp_path):
+    """`--out DIR/` wrote DIR.csv beside the folder; an --out in a folder that takes no file said it was
+    being written by another process."""
+    (tmp_path / "existing").mkdir()
+    for out in ("newdir/", "existing"):
+        assert_user_error(hwlat("profile", "ops", "--runtime", "onnxruntime", "--sweep", "quick", "--out", out,
+                                cwd=tmp_path), f"{out} names a folder", "my_table")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["existing"]
+    if Path("/proc/self").is_dir():  # a folder no one can add a file to, root included
+        assert_user_error(hwlat("profile", "ops", "--runtime", "onnxruntime", "--sweep", "quick", "--out",
+                                "/proc/hwlat_table", cwd=tmp_path), "/proc takes no new file")
+
+
+def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path):
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "hwlat", "profile", "archs", "--space", "nb201", "--archs", "random:500",
+                             "--protocol", "quick", "--no-progress", "--out", "a"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "a.passes.csv").exists() and time.monotonic() < deadline:  # measuring by now
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "interrupted; what was measured is stored: run the same command again" in err

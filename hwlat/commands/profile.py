@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 from typing import Callable
 
 from hwlat.cli import command_parser
@@ -195,7 +196,7 @@ def _profile_ops(args: argparse.Namespace) -> int:
           f"{result.failed} failed, {result.noisy} noisy; {len(result.table)} rows")
     from hwlat.commands.table import print_table
 
-    print_table(result.table, limit=20)
+    print_table(result.table, limit=20, more=f"`hwlat table show {result.table.path} --limit 0` shows all")
     return 0
 
 
@@ -205,12 +206,15 @@ def _profile_model(args: argparse.Namespace) -> int:
     from device_tables.graph import parse_input_shapes
     from profilers.runtimes import get_runtime
 
+    from device_tables.files import atomic_write_text, make_parent
+
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     shape = parse_input_shapes(args.input_shape)
+    if args.json:  # a path that cannot be written is said before the measurement, not after it
+        make_parent(Path(args.json))
     prof = runtime.profile_model(args.model, protocol=protocol_from_args(args, runtime.cpu_clock_ok), input_shape=shape,
                                  profile_runs=args.runs)
     print(prof.format(top=args.top))
     if args.json:
-        with open(args.json, "w") as f:
-            json.dump(prof.to_dict(), f, indent=2)
+        atomic_write_text(Path(args.json), json.dumps(prof.to_dict(), indent=2) + "\n")
     return 0

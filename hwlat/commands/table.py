@@ -31,7 +31,7 @@ def register(sub) -> None:
     ls.set_defaults(func=_list)
 
 
-def print_table(table, limit: int = 30, op: str | None = None) -> None:
+def print_table(table, limit: int = 30, op: str | None = None, more: str = "--limit 0 shows all") -> None:
     rows = [r for r in table if op is None or r.spec.op == op]
     shown = rows if limit <= 0 else rows[:limit]
     width = max([len(r.spec.key) for r in shown] + [20])
@@ -44,7 +44,7 @@ def print_table(table, limit: int = 30, op: str | None = None) -> None:
         else:
             print(f"{r.spec.key:<{width}}  {'-':>10} {'':>8} {'':>5}  error: {r.error}")
     if len(shown) < len(rows):
-        print(f"... {len(rows) - len(shown)} more rows (--limit 0 shows all)")
+        print(f"... {len(rows) - len(shown)} more rows ({more})")
 
 
 def _show(args: argparse.Namespace) -> int:
