@@ -6,9 +6,11 @@ This is the one place built-in runtime names appear; everything else asks a runt
 
 from __future__ import annotations
 
+import difflib
+import inspect
 from typing import Any
 
-from device_tables.errors import RuntimeUnavailableError
+from device_tables.errors import HwlatError, RuntimeUnavailableError
 from device_tables.plugins import Registry
 from profilers.base import Runtime
 
@@ -37,5 +39,25 @@ def runtime_class(name: str) -> type[Runtime]:
 
 
 def get_runtime(name: str, **settings: Any) -> Runtime:
-    """Instantiate a runtime by name; raises `RuntimeUnavailableError` with an install hint."""
-    return runtime_class(name)(**settings)
+    """Instantiate a runtime by name; raises `RuntimeUnavailableError` with an install hint, and
+    `HwlatError` for a setting the runtime does not have (``thread=4`` would otherwise pass unseen)."""
+    cls = runtime_class(name)
+    known = setting_names(cls)
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        close = [m for u in unknown for m in difflib.get_close_matches(u, known, n=1)]
+        raise HwlatError(f"the {name} runtime has no setting {', '.join(map(repr, unknown))}"
+                         + (f" (did you mean {', '.join(close)}?)" if close else "")
+                         + f"; its settings: {', '.join(sorted(known))}")
+    return cls(**settings)
+
+
+def setting_names(cls: type[Runtime]) -> set[str]:
+    """The keyword settings a runtime class takes: its and its bases' named constructor parameters."""
+    names: set[str] = set()
+    for klass in cls.__mro__:
+        init = klass.__dict__.get("__init__")
+        if init is not None:
+            names |= {p.name for p in inspect.signature(init).parameters.values()
+                      if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return names | {o.setting for o in cls.cli_options}

@@ -147,3 +147,14 @@ def test_the_public_api_covers_the_jobs(tmp_path):
     assert res.measured == 2
     c = hwlat.LatencyConstraint(table, budget_ms=one.latency_ms * 1.01, space=space)
     assert c(arch).feasible and c(arch).latency_ms == pytest.approx(one.latency_ms)
+
+
+def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    with pytest.raises(HwlatError, match=r"the torch runtime has no setting 'thread' \(did you mean threads\?\)"):
+        hwlat.runtime("torch", thread=4)
+    with pytest.raises(HwlatError, match=r"no setting 'minute'.*its settings: .*opt_level"):
+        hwlat.profile_device("onnxruntime", "never_made", minute=1)
+    assert hwlat.runtime("onnxruntime", opt_level="basic").threads == 1
