@@ -88,14 +88,19 @@ def expand(entry: dict[str, Any], where: str = "sweep entry") -> Iterable[OpSpec
             for value in values:
                 _check_value(name, value, where)
         names = list(fields)
+        made, why = 0, None
         for combo in itertools.product(*(fields[k] for k in names)):
             values = dict(zip(names, combo))
             try:
                 spec = _make(op, values)
-            except OpSpecError:
-                continue  # impossible geometry in a grid is expected; skip it
+            except OpSpecError as exc:
+                why = why or exc
+                continue  # impossible geometry in some cells of a grid is expected; skip them
             if spec is not None:
+                made += 1
                 yield spec
+        if not made and why is not None:  # in no cell: a mistake in the entry, not the grid's geometry
+            raise SweepError(f"{where}: {op!r} makes no valid configuration: {why}")
 
 
 def _check_value(name: str, value: Any, where: str) -> None:

@@ -84,6 +84,11 @@ def test_sweep_errors_name_file_entry_and_suggest(tmp_path):
         load_sweep(f)
     with pytest.raises(SweepError, match="no such file and no such preset"):
         load_sweep(tmp_path / "missing.yaml")
+    f.write_text("ops:\n  - {op: [conv2d+relu, conv2d+rleu], c: 8, hw: [4, 8], kernel: 3}\n")  # no cell of it is valid
+    with pytest.raises(SweepError, match=r"ops entry 1: 'conv2d\+relu' makes no valid configuration: .*\['cout'\]"):
+        load_sweep(f)
+    f.write_text("ops:\n  - {op: conv2d, c: 8, hw: [2, 8], cout: 8, kernel: 5, padding: 0}\n")  # some cells are
+    assert len(load_sweep(f)) == 1
 
 
 def test_quick_preset_expands_to_unique_valid_specs():
