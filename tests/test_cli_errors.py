@@ -332,3 +332,13 @@ def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
     assert "interrupted; what was measured is stored: run the same command again" in err
+
+
+@pytest.mark.parametrize("flags, words", [
+    (("--adaptive", "--budget", "10", "--sweep", "quick"), "--sweep and --adaptive: give one"),
+    (("--sweep", "quick", "--budget", "10"), "--budget counts the op measurements of --adaptive"),
+])
+def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, words):
+    proc = hwlat("profile", "ops", "--runtime", "onnxruntime", *flags, "--out", "t", cwd=tmp_path)
+    assert_user_error(proc, words)
+    assert not list(tmp_path.iterdir())

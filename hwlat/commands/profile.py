@@ -22,7 +22,7 @@ def register(sub) -> None:
     ops = command_parser(targets, "ops", "profile op configurations of a sweep into a device table (resumes by default)",
                          "hwlat profile ops --runtime onnxruntime --sweep quick --threads 1 --out tables/ort_cpu")
     add_runtime_argument(ops)
-    ops.add_argument("--sweep", default="default", help="a sweep preset (quick, default, ...) or a YAML/JSON sweep file")
+    ops.add_argument("--sweep", help="a sweep preset (quick, default, ...) or a YAML/JSON sweep file (default: default)")
     ops.add_argument("--threads", type=positive_int, default=1, help="intra-op threads, recorded in the device name (default 1)")
     ops.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
                      help="fp32; fp16 or bf16 (torch; op keys stay float32, the precision names the device); "
@@ -175,6 +175,14 @@ def local_device(args: argparse.Namespace) -> str | None:
 
 
 def _profile_ops(args: argparse.Namespace) -> int:
+    from device_tables.errors import HwlatError
+
+    if getattr(args, "adaptive", False) and args.sweep:
+        raise HwlatError("--sweep and --adaptive: give one (--adaptive chooses the rows from --targets itself)")
+    if not getattr(args, "adaptive", False) and getattr(args, "budget", None):
+        raise HwlatError("--budget counts the op measurements of --adaptive; a --sweep measures every configuration "
+                         "it lists")
+    args.sweep = args.sweep or "default"
     if getattr(args, "adaptive", False):
         from hwlat.commands.profile_adaptive import profile_ops_adaptive
 
