@@ -40,3 +40,7 @@ def __getattr__(name: str):
 
 
 __all__ = ["__version__", "plugins", *_API]
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

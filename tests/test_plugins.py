@@ -158,3 +158,10 @@ def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     with pytest.raises(HwlatError, match=r"no setting 'minute'.*its settings: .*opt_level"):
         hwlat.profile_device("onnxruntime", "never_made", minute=1)
     assert hwlat.runtime("onnxruntime", opt_level="basic").threads == 1
+
+
+def test_the_api_names_are_listed_by_dir_and_help():
+    import hwlat
+
+    assert {"predict", "profile_device", "LatencyConstraint", "suggest", "plugins"} <= set(dir(hwlat))
+    assert all(callable(getattr(hwlat, name)) for name in hwlat.__all__ if name not in ("__version__", "plugins"))
