@@ -209,6 +209,8 @@ def test_resolve_archs_specs(tmp_path):
         resolve_archs(NB, str(f))
     ofa = get_space("ofa")
     assert len(resolve_archs(ofa, "random:4", seed=0)) == 4
+    with pytest.raises(ArchError, match=r"vit architectures have no index here.*give random:N, architecture keys"):
+        resolve_archs(get_space("vit"), "0:2")  # no public vit.csv numbers them
 
 
 def test_profile_archs_measures_and_resumes(tmp_path):

@@ -19,7 +19,7 @@ import numpy as np
 
 from device_tables.archtable import ArchTableWriter, public_files
 from device_tables.device import Device
-from device_tables.errors import HwlatError
+from device_tables.errors import HwlatError, TableError
 from device_tables.measurement import Measurement
 from nas.spaces.base import ArchError, Space
 from profilers.base import Runtime
@@ -59,9 +59,16 @@ def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
     """Key columns of the space's main public file (fbnet.csv / ofa.csv), in row order."""
     import pandas as pd
 
-    path = next((p for p in public_files(space.arch_keys, data_dir) if p.stem == space.name), None)
+    try:
+        path = next((p for p in public_files(space.arch_keys, data_dir) if p.stem == space.name), None)
+    except TableError as exc:
+        path, why = None, f" ({exc})"
+    else:
+        why = ""
     if path is None:
-        raise ArchError(f"no public {space.name}.csv to take rows from; pass keys in a file instead")
+        raise ArchError(f"{space.name} architectures have no index here: numbers are rows of a public {space.name}.csv, "
+                        f"and there is none{why}; give random:N, architecture keys (`hwlat space sample --space "
+                        f"{space.name}` prints some) or a file of them")
     df = pd.read_csv(path, usecols=list(space.key_columns), dtype=str)
     return df.to_dict("records")
 
