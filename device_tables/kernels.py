@@ -67,11 +67,14 @@ class FusionRules:
                 "duplicates": {**self.duplicates_evidence, "shared": self.shares_duplicates},
                 "weights_cache": {**self.weights_cache_evidence, "cached_mb": self.weights_cache_mb}}
 
-    def merged(self, newer: "FusionRules") -> "FusionRules":
+    def merged(self, newer: "FusionRules", evidence: bool = False) -> "FusionRules":
         """These rules with the patterns `newer` measured added (its verdicts win); the call
-        overhead, repeated-op and weights-cache evidence stay these rules'."""
+        overhead, repeated-op and weights-cache evidence stay these rules' unless `evidence`
+        (`newer` measured them too: its own then win)."""
         measured = {**self.measured, **newer.measured}
         fused = (self.fused - set(newer.measured)) | newer.fused
+        if evidence:
+            return replace(newer, fused=frozenset(fused), measured=measured)
         return replace(self, fused=frozenset(fused), measured=measured)
 
     def fuses(self, pattern: str) -> bool:

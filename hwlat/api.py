@@ -153,15 +153,19 @@ def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime
 def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Sequence[str] | None = None,
                    protocol: Protocol | None = None, progress: bool = True, **settings: Any):
     """`hwlat profile fusion`: which op patterns the runtime fuses, measured and stored in the table at
-    `out`; returns (`FusionRules`, per-pattern evidence)."""
+    `out` (merged into its stored rules: a pattern measured now replaces its verdict, the others stay);
+    returns (the table's `FusionRules`, the evidence of the patterns measured now)."""
     from device_tables.table import DeviceTable
-    from profilers.fusion import detect_fusion, store_rules
+    from profilers.fusion import check_patterns, fusion_table_meta, measure_into
 
+    if patterns is not None:
+        patterns = check_patterns(patterns)
     rt = _runtime(runtime, settings)
-    rules, results = detect_fusion(rt, patterns, protocol or rt.default_protocol(), progress=progress)
-    with DeviceTable.open(out, rt.device()) as table:
-        store_rules(table, rules, rt)
-    return rules, results
+    protocol = protocol or rt.default_protocol()
+    rt.check_protocol(protocol)
+    with DeviceTable.open(out, rt.device(), fusion_table_meta(rt, protocol)) as table:  # before measuring
+        run = measure_into(table, rt, patterns, protocol, progress=progress)
+    return run.rules, run.results
 
 
 # ---- predicting --------------------------------------------------------------------------------

@@ -16,11 +16,13 @@ predictor groups a network (`FusionRules.absorbed`), priced by the conv's row.
 
 from __future__ import annotations
 
+import difflib
+import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from device_tables.errors import HwlatError, UnsupportedOpError
+from device_tables.errors import HwlatError, OpSpecError, UnsupportedOpError
 from device_tables.kernels import FusionRules, join_kernel, split_kernel
 from device_tables.ops import ACTIVATIONS, BASE_OPS, OpSpec
 from profilers.base import Runtime
@@ -64,6 +66,41 @@ def candidate_patterns(activations: Iterable[str] = ACTIVATIONS) -> list[str]:
         out += [f"{head}+{a}" for a in acts] + [f"{head}+bn+{a}" for a in acts]
     out += [f"linear+{a}" for a in acts] + [f"bn+{a}" for a in acts] + [f"add+{a}" for a in acts]
     return out + list(TRANSFORMER_PATTERNS)
+
+
+def check_patterns(patterns: Iterable[str]) -> list[str]:
+    """`patterns` stripped of blanks, each checked before anything is measured: known op names
+    joined by '+', a head and at least one tail it can fuse, no tail twice, buildable as a probe
+    (`probe_spec`). An `OpSpecError` names the first bad one, with the known patterns."""
+    out: list[str] = []
+    for raw in patterns:
+        pattern = str(raw).strip()
+        if not pattern:
+            continue
+        parts = [p.strip() for p in pattern.split("+")]
+        why = None
+        if len(parts) < 2:
+            why = "one op; a pattern is two or more ops joined by '+': a head and the tails it fuses"
+        elif unknown := [p for p in parts if p not in BASE_OPS]:
+            why = f"unknown op {unknown[0]!r}"
+        elif len(set(parts[1:])) < len(parts) - 1:
+            why = "a tail appears twice"
+        else:
+            try:
+                probe_spec("+".join(parts))
+            except HwlatError as exc:
+                why = str(exc)
+        if why is not None:
+            known = candidate_patterns()
+            close = difflib.get_close_matches(pattern, known, n=1)
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            raise OpSpecError(f"--patterns: {pattern!r} is not a fusion pattern ({why}); {hint}"
+                              f"known patterns: {', '.join(known)}")
+        out.append("+".join(parts))
+    if not out:
+        raise OpSpecError("--patterns: no pattern given; give patterns such as conv2d+relu,conv2d+bn+relu, or leave "
+                          "--patterns out to probe all of them")
+    return list(dict.fromkeys(out))
 
 
 def probe_spec(pattern: str, dtype: str = "float32") -> OpSpec:
@@ -239,12 +276,18 @@ def _tail_node(node, const, part: str, x: str, w: dict, eps: float) -> str:
 
 def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, protocol: Protocol = Protocol(),
                   progress: bool = True, rounds: int = 3,
-                  measure: Callable[[OpSpec], tuple[Any, dict]] | None = None, extras: bool = True
+                  measure: Callable[[OpSpec], tuple[Any, dict]] | None = None, extras: bool = True,
+                  on_result: Callable[[PatternResult], None] | None = None
                   ) -> tuple[FusionRules, list[PatternResult]]:
     """Measure every pattern fused and apart on `runtime` (or with `measure(spec)`, e.g. another
-    clock); the rules and the evidence. `extras` also probes repeated ops and the weights cache."""
+    clock); the rules and the evidence. `extras` also probes repeated ops and the weights cache.
+    `on_result` gets each pattern's evidence as soon as it is measured (to store it). Bad
+    `patterns` are refused (`check_patterns`) before anything is measured."""
     from tqdm import tqdm
 
+    if patterns is not None:
+        patterns = list(patterns)
+        patterns = check_patterns(patterns) if patterns else []
 
     dtype = runtime.dtype()
     cache: dict[tuple[str, int], float | None] = {}
@@ -282,6 +325,8 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
             spec = probe_spec(pattern, dtype)
         except HwlatError as exc:
             results.append(PatternResult(pattern, "", None, (), overhead, None, None, False, f"not buildable: {exc}"))
+            if on_result is not None:
+                on_result(results[-1])
             continue
         fused_ms = time_of(spec)
         parts = [time_of(p) for p in split_kernel(spec)]
@@ -294,6 +339,8 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
                     else "the runtime cannot build the fused kernel or a part")
             results.append(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels,
                                          fused, note))
+            if on_result is not None:
+                on_result(results[-1])
             continue
         net_kernels = in_network(spec)
         ratio = saved_ratio(fused_ms, parts, overhead)
@@ -310,6 +357,8 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         if net_kernels is not None and kernels is not None and net_kernels < kernels:
             note = (note + "; " if note else "") + f"inside a network it runs as {net_kernels} kernel(s)"
         results.append(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, ratio, kernels, fused, note, net_kernels))
+        if on_result is not None:
+            on_result(results[-1])
         log.info("%s: fused %.4f ms, parts %s, ratio %.2f, kernels %s -> %s", pattern, fused_ms,
                  ", ".join(f"{p:.4f}" for p in parts), ratio, kernels, "fused" if fused else "apart")
     shared, evidence, cached_mb, cache_evidence = False, {}, None, {}
@@ -430,10 +479,67 @@ def detect_weights_cache(runtime: Runtime, protocol: Protocol = Protocol(), laye
                     "threshold": CACHE_SLOWDOWN}
 
 
-def store_rules(table, rules: FusionRules, runtime: Runtime) -> None:
-    """Write the rules (and the measured single-op call overhead) into a table's metadata under ``fusion``."""
-    table.update_meta(fusion={**rules.to_meta(), "runtime": runtime.name, "method": "measured fused vs parts",
-                              "threshold": FUSED_RATIO})
+def store_rules(table, rules: FusionRules, runtime: Runtime, unfinished: dict[str, Any] | None = None) -> None:
+    """Write the rules (and the measured single-op call overhead) into a table's metadata under ``fusion``;
+    `unfinished`: the run storing them is still measuring (what it was asked and has done, to resume)."""
+    entry = {**rules.to_meta(), "runtime": runtime.name, "method": "measured fused vs parts", "threshold": FUSED_RATIO}
+    if unfinished is not None:
+        entry["unfinished"] = unfinished
+    table.update_meta(fusion=entry)
+
+
+def fusion_table_meta(runtime: Runtime, protocol: Protocol) -> dict[str, Any]:
+    """The measuring settings a table holding fusion rules is opened with (`DeviceTable.open` refuses a
+    table measured with others, as `hwlat profile ops` does)."""
+    return {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()}}
+
+
+@dataclass
+class FusionRun:
+    """What `measure_into` did: the table's rules after it, the patterns measured now, the stored
+    patterns kept without measuring them again (`kept`), of which `resumed` an interrupted run measured;
+    `evidence`: the repeated-op and weights-cache probes were measured now (else the stored ones stay)."""
+
+    rules: FusionRules
+    results: list[PatternResult] = field(default_factory=list)
+    kept: int = 0
+    resumed: int = 0
+    evidence: bool = True
+
+
+def measure_into(table, runtime: Runtime, patterns: Iterable[str] | None, protocol: Protocol,
+                 progress: bool = True) -> FusionRun:
+    """Detect fusion of `patterns` (all candidates by default) and merge the rules into `table`'s:
+    a pattern measured now replaces its stored verdict, the other stored patterns stay. Each pattern
+    is stored as soon as it is measured, so an interrupted run keeps them and its rerun (same
+    patterns, same protocol) measures only the rest."""
+    requested = check_patterns(patterns) if patterns is not None else candidate_patterns()
+    entry = table.meta.get("fusion") or {}
+    stored = FusionRules.from_meta(table.meta) if entry else FusionRules.none()
+    proto = json.loads(json.dumps(protocol.to_dict(), default=str))
+    pending = entry.get("unfinished") if isinstance(entry.get("unfinished"), dict) else {}
+    resumed: set[str] = set()
+    if pending.get("patterns") == requested and pending.get("protocol") == proto:
+        resumed = {p for p in pending.get("done") or [] if p in stored.measured}
+    todo = [p for p in requested if p not in resumed]
+    now: dict[str, PatternResult] = {}
+
+    def store(result: PatternResult) -> None:
+        now[result.pattern] = result
+        newer = FusionRules(frozenset(r.pattern for r in now.values() if r.fused), {p: r.to_meta() for p, r in now.items()},
+                            call_overhead_ms=result.overhead_ms)
+        rules = stored.merged(newer, evidence=not entry)  # a new table's call overhead is this run's
+        store_rules(table, rules, runtime,
+                    unfinished={"patterns": requested, "protocol": proto, "done": sorted(resumed | set(now))})
+
+    # The repeated-op and weights-cache probes (and the call overhead) are measured again with all the
+    # patterns, or where the table lacks them; a few patterns measured again keep the stored ones.
+    extras = patterns is None or not entry or not stored.duplicates_evidence
+    measured, results = detect_fusion(runtime, todo, protocol, progress=progress, on_result=store, extras=extras)
+    rules = stored.merged(measured, evidence=extras)
+    store_rules(table, rules, runtime)
+    kept = len(set(stored.measured) - set(measured.measured))
+    return FusionRun(rules, results, kept, len(resumed), extras)
 
 
 def format_results(results: list[PatternResult], rules: FusionRules | None = None) -> str:

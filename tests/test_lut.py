@@ -374,6 +374,123 @@ def test_cli_profile_fusion_stores_rules(tmp_path, capsys):
     assert len(list(tmp_path.glob("lt.old-*.json"))) == 1
 
 
+def _fusion_argv(out, patterns, *extra):
+    return ["profile", "fusion", "--runtime", "onnxruntime", "--protocol", "quick", "--patterns", patterns,
+            "--out", str(out), "--no-progress", *extra]
+
+
+def test_cli_profile_fusion_merges_into_the_stored_rules(tmp_path, capsys):
+    """Measuring a few patterns again replaces their verdicts and keeps the table's other patterns
+    (and its repeated-op and weights-cache evidence); the output says how many were kept."""
+    from hwlat.cli import main
+
+    out = tmp_path / "t"
+    assert main(_fusion_argv(out, "conv2d+bn,conv2d+relu,bn+relu")) == 0
+    before = FusionRules.from_meta(DeviceTable.load(out).meta)
+    capsys.readouterr()
+    assert main(_fusion_argv(out, "conv2d+relu")) == 0
+    assert "2 stored pattern(s) kept" in capsys.readouterr().out
+    after = FusionRules.from_meta(DeviceTable.load(out).meta)
+    assert set(after.measured) == {"conv2d+bn", "conv2d+relu", "bn+relu"}
+    assert after.measured["conv2d+bn"] == before.measured["conv2d+bn"] and after.fuses("conv2d+bn")
+    assert after.weights_cache_evidence == before.weights_cache_evidence
+    assert "unfinished" not in DeviceTable.load(out).meta["fusion"]
+
+
+def test_cli_profile_fusion_refuses_a_table_before_measuring(tmp_path, capsys, monkeypatch):
+    """Another protocol or a busy table is refused at once, before any pattern is timed."""
+    import profilers.fusion
+    from device_tables.lock import TableLock
+    from hwlat.cli import main
+
+    out = tmp_path / "t"
+    assert main(_fusion_argv(out, "conv2d+relu")) == 0
+    capsys.readouterr()
+
+    def never(*a, **k):
+        raise AssertionError("measured before the table was checked")
+
+    monkeypatch.setattr(profilers.fusion, "detect_fusion", never)
+    assert main(_fusion_argv(out, "conv2d+bn")[:-1] + ["--protocol", "brief", "--no-progress"]) == 1
+    assert "other settings" in capsys.readouterr().err
+    lock = TableLock.acquire(out)
+    try:
+        assert main(_fusion_argv(out, "conv2d+bn")) == 1
+        assert "is being written by" in capsys.readouterr().err
+    finally:
+        lock.release()
+
+
+def test_cli_profile_fusion_interrupted_keeps_what_it_measured_and_resumes(tmp_path, capsys, monkeypatch):
+    """Ctrl-C after the first pattern: it is stored; the same command again times only the rest."""
+    import profilers.runtimes
+    from hwlat.cli import main
+
+    real = profilers.runtimes.get_runtime
+    timed: list[str] = []
+    calls = {"n": 0}
+
+    def interrupting(*a, **k):
+        rt = real(*a, **k)
+        count = rt.count_network_kernels
+
+        def counted(spec):
+            calls["n"] += 1
+            if calls["n"] == 2:
+                raise KeyboardInterrupt
+            return count(spec)
+
+        measure = rt.measure
+
+        def measured(spec, protocol):
+            timed.append(spec.op)
+            return measure(spec, protocol)
+
+        monkeypatch.setattr(rt, "count_network_kernels", counted)
+        monkeypatch.setattr(rt, "measure", measured)
+        return rt
+
+    monkeypatch.setattr(profilers.runtimes, "get_runtime", interrupting)
+    out = tmp_path / "t"
+    assert main(_fusion_argv(out, "conv2d+bn,conv2d+relu")) == 130
+    meta = DeviceTable.load(out).meta["fusion"]
+    assert set(meta["patterns"]) == {"conv2d+bn"} and meta["unfinished"]["done"] == ["conv2d+bn"]
+    timed.clear()
+    capsys.readouterr()
+    assert main(_fusion_argv(out, "conv2d+bn,conv2d+relu")) == 0
+    assert "conv2d+bn" not in timed and "conv2d+relu" in timed
+    assert "1 measured by the interrupted run" in capsys.readouterr().out
+    meta = DeviceTable.load(out).meta["fusion"]
+    assert set(meta["patterns"]) == {"conv2d+bn", "conv2d+relu"} and "unfinished" not in meta
+
+
+@pytest.mark.parametrize("bad, named", [("relu", "'relu'"), ("bogus", "'bogus'"), ("conv2d+relu+relu", "'conv2d+relu+relu'"),
+                                        ("conv2d+rleu", "did you mean 'conv2d+relu'"), ("conv2d+conv2d", "'conv2d+conv2d'"),
+                                        (" , ", "no pattern")])
+def test_cli_profile_fusion_refuses_bad_patterns_before_anything(tmp_path, capsys, bad, named):
+    from hwlat.cli import main
+
+    assert main(_fusion_argv(tmp_path / "t", f"conv2d+bn,{bad}" if bad.strip(" ,") else bad)) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("hwlat: error: --patterns:") and named in err and err.count("\n") == 1
+    assert not list(tmp_path.iterdir())
+
+
+def test_bad_fusion_patterns_are_refused_by_the_detector_and_the_api(tmp_path):
+    """`hwlat profile device --patterns` reaches `detect_fusion`, which checks them first too."""
+    import hwlat.api
+    from device_tables.errors import OpSpecError
+    from profilers.fusion import check_patterns, detect_fusion
+    from profilers.runtimes import get_runtime
+
+    assert check_patterns([" conv2d+bn ", "add+relu", "conv2d+bn"]) == ["conv2d+bn", "add+relu"]
+    with pytest.raises(OpSpecError, match="'bogus'"):
+        detect_fusion(get_runtime("onnxruntime", threads=1), ["conv2d+relu", "bogus"], progress=False)
+    with pytest.raises(OpSpecError, match="'relu'"):
+        hwlat.api.profile_fusion("onnxruntime", tmp_path / "t", patterns=["relu"], progress=False)
+    assert not list(tmp_path.iterdir())
+
+
 def test_context_models_chain_shape_keeping_ops_and_run_copies_side_by_side_otherwise():
     """Marginal (in-network) timing: k copies in one model, as a chain when the op keeps its shape,
     side by side (own inputs, own weights) otherwise; ONNX Runtime runs both and keeps every copy."""

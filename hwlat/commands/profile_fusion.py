@@ -22,27 +22,32 @@ def register(targets) -> None:
                    help="fp16/bf16 (torch); int8 (litert, tflm, board); the runtime's own by default: int8 for tflm and board, fp32 for the others")
     add_protocol_options(p)
     p.add_argument("--patterns", help="comma-separated patterns (default: conv heads with bn/activation/residual tails, "
-                                      "linear+act, bn+act, add+act)")
+                                      "linear+act, bn+act, add+act); a table's other stored patterns are kept")
     p.add_argument("--out", required=True, help="device table to store the rules in (created, or resumed if it exists)")
     add_fresh_option(p)
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_runtime_options(p)
     p.set_defaults(func=_fusion)
 
 
 def _fusion(args: argparse.Namespace) -> int:
     from device_tables.table import DeviceTable
-    from profilers.fusion import detect_fusion, format_results, store_rules
+    from profilers.fusion import check_patterns, format_results, fusion_table_meta, measure_into
     from hwlat.commands.profile import protocol_from_args, runtime_settings
     from profilers.runtimes import get_runtime
 
+    patterns = check_patterns(args.patterns.split(",")) if args.patterns is not None else None  # before the runtime loads
     runtime = get_runtime(args.runtime, **runtime_settings(args))
-    patterns = [p.strip() for p in args.patterns.split(",") if p.strip()] if args.patterns else None
-    rules, results = detect_fusion(runtime, patterns, protocol_from_args(args, runtime.cpu_clock_ok),
-                                   progress=not args.no_progress)
-    with DeviceTable.open(args.out, runtime.device(), fresh=args.fresh) as table:
-        store_rules(table, rules, runtime)
-        print(format_results(results, rules))
-        print(f"{table.path}.json: {len(rules.fused)} of {len(results)} patterns fused on {runtime.device().name}; "
+    protocol = protocol_from_args(args, runtime.cpu_clock_ok)
+    runtime.check_protocol(protocol)  # before a table is made: a refused clock leaves no file behind
+    # Opened (device, lock, settings) before anything is measured; each pattern is stored as it is measured.
+    with DeviceTable.open(args.out, runtime.device(), fusion_table_meta(runtime, protocol), fresh=args.fresh) as table:
+        run = measure_into(table, runtime, patterns, protocol, progress=not args.no_progress)
+        rules = run.rules
+        print(format_results(run.results, rules if run.evidence else None))
+        kept = (f"; {run.kept} stored pattern(s) kept" + (f" ({run.resumed} measured by the interrupted run)" if run.resumed else "")
+                if run.kept else "")
+        print(f"{table.path}.json: {sum(r.fused for r in run.results)} of {len(run.results)} measured patterns fused{kept}; "
+              f"{len(rules.fused)} of {len(rules.measured)} patterns fused on {runtime.device().name}; "
               f"single-op call overhead {rules.call_overhead_ms * 1e3:.1f} us")
     return 0
