@@ -245,6 +245,10 @@ def input_shapes(declared: Sequence[tuple[str, list, Any]], given: Sequence[int]
             raise ModelError(f"{where}: {len(declared)} inputs ({', '.join(n for n, _, _ in declared)}); "
                              "one --input-shape cannot say which it is for")
     given = dict(given or {})
+    unknown = set(given) - {n for n, _, _ in declared}
+    if unknown:
+        raise ModelError(f"{where}: no input named {', '.join(map(repr, sorted(unknown)))}; inputs: "
+                         f"{', '.join(n for n, _, _ in declared)}")
     for name, dims, typ in declared:
         dtype = ONNX_TYPES.get(typ, typ) if isinstance(typ, str) else typ
         if dtype is None or isinstance(dtype, str):
@@ -262,16 +266,16 @@ def input_shapes(declared: Sequence[tuple[str, list, Any]], given: Sequence[int]
                                      "disagrees with its fixed dimensions")
             if any(s <= 0 for s in shape):
                 raise ModelError(f"{where}: --input-shape {'x'.join(map(str, shape))} has a non-positive dimension")
-        elif name in dynamic:
-            example = "x".join(str(d) if isinstance(d, int) and d > 0 else "1" for d in dims)
+        elif name in dynamic:  # an example: batch 1, an image's free sides 224, other free sizes 128
+            free = 224 if len(dims) == 4 else 128
+            example = "x".join(str(d) if isinstance(d, int) and d > 0 else ("1" if i == 0 else str(free))
+                               for i, d in enumerate(dims))
+            named = f"{name}=" if len(declared) > 1 else ""
             raise ModelError(f"{where}: input {name!r} has a dynamic shape {shown}; give a concrete one with "
-                             f"--input-shape, e.g. --input-shape {example}")
+                             f"--input-shape, e.g. --input-shape {named}{example}")
         else:
             shape = tuple(int(d) for d in dims)
         out[name] = (shape, np.dtype(dtype))
-    unknown = set(given) - {n for n, _, _ in declared}
-    if unknown:
-        raise ModelError(f"{where}: no input named {sorted(unknown)}; inputs: {', '.join(n for n, _, _ in declared)}")
     return out
 
 

@@ -260,8 +260,10 @@ def test_unsupported_model_names_the_file(tmp_path):
 def test_dynamic_input_needs_a_shape(tmp_path):
     path = tmp_path / "dynamic.onnx"
     onnx.save(_small_model(batch="N"), path)
-    with pytest.raises(ModelError, match=r"dynamic\.onnx.*'x'.*dynamic.*--input-shape"):
+    with pytest.raises(ModelError, match=r"dynamic\.onnx.*'x'.*dynamic.*--input-shape.*e\.g\. --input-shape 1x3x16x16"):
         profile_model(path, protocol=QUICK)
+    with pytest.raises(ModelError, match=r"no input named 'y'; inputs: x"):  # a misspelt name, not "x is dynamic"
+        profile_model(path, input_shape={"y": (1, 3, 16, 16)}, protocol=QUICK)
     with pytest.raises(ModelError, match="--input-shape"):
         time_onnx_model(str(path), protocol=QUICK)
     with pytest.raises(ModelError, match="rank"):
