@@ -414,7 +414,12 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
     except json.JSONDecodeError as exc:
         raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
     if not isinstance(meta, dict) or meta.get("schema") != schema:
-        raise TableError(f"{json_path}: not a hwlat {what} (expected \"schema\": \"{schema}\")")
+        kinds = {"hwlat.device_table": "a device table (op rows: `hwlat table ...`, `predict --table`)",
+                 "hwlat.arch_table": "an arch table (whole architectures: `profile archs --out`, `adapt fit "
+                                     "--measurements`, `predict --archs`)"}
+        found = kinds.get(meta.get("schema")) if isinstance(meta, dict) else None
+        raise TableError(f"{json_path}: not a hwlat {what} (expected \"schema\": \"{schema}\")"
+                         + (f"; it is {found}" if found else ""))
     found = meta.get("schema_version")
     if not isinstance(found, int) or isinstance(found, bool):
         raise TableError(f"{json_path}: schema_version missing or not an integer")

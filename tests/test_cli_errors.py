@@ -342,3 +342,8 @@ def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, 
     proc = hwlat("profile", "ops", "--runtime", "onnxruntime", *flags, "--out", "t", cwd=tmp_path)
     assert_user_error(proc, words)
     assert not list(tmp_path.iterdir())
+
+
+def test_an_arch_table_given_for_a_device_table_is_named_so(tmp_path):
+    arch = ROOT / "device_tables" / "tables" / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"
+    assert_user_error(hwlat("table", "show", str(arch), cwd=tmp_path), "not a hwlat device table", "it is an arch table")
