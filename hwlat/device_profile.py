@@ -6,7 +6,8 @@ Stages, each resumable because each stores what it measures as it goes:
    single-op call overhead and the weights its cache holds across runs (`profilers.fusion`); every
    probe measurement is appended to ``NAME.probes.jsonl`` until the rules are stored.
 2. ``rows``: op rows of the kernels the shipped spaces and the classic CNNs run, chosen adaptively
-   (`predictors.adaptive`), until the rows' share of the time budget is spent.
+   (`predictors.adaptive`), until the rows' share of the time budget is spent; a run whose share ran
+   out before every kernel says so, and the next run measures on from where it stopped.
 3. ``networks``: whole networks measured with the protocol `hwlat profile archs` uses by default,
    appended to ``NAME.networks.csv``: calibration networks, and networks kept apart for the score.
    Their first pass runs before the rows and their second after, so that a network's two passes are
@@ -72,7 +73,12 @@ ROWS_FIRST_PASS_SHARE = 0.6
 
 
 class OutOfTime(HwlatError):
-    """The time budget ran out inside a stage; what it measured is stored."""
+    """The time budget ran out inside a stage; what it measured is stored. `why`, where given, says
+    so in full (for a stage that stops with some budget left, kept for the stages after it)."""
+
+    def __init__(self, what: str, why: str | None = None):
+        super().__init__(what)
+        self.why = why
 
 
 @dataclass
@@ -406,14 +412,21 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     if calibration_networks < 1 or score_networks < 1:
         raise HwlatError("--calibration-networks and --score-networks need at least 1 network each")
     runtime.check_protocol(protocol)
-    if start_from is not None:
-        _copy_table(start_from, out, runtime)
-        recalibrate = True
+    copied = None
     clock = _Clock(minutes)
     settings = {"threads": runtime.threads, **runtime.runtime_settings()}
     meta = {"protocol": protocol.to_dict(), "runtime_settings": settings,
             "sampling": {"method": "adaptive", "targets": list(targets), "per_space": per_space}}
-    with DeviceTable.open(out, runtime.device(), meta, fresh=fresh) as table:  # refuses another protocol
+    if start_from is not None:
+        copied = _copy_table(start_from, out, runtime, meta)
+        recalibrate = True
+    try:
+        table = DeviceTable.open(out, runtime.device(), meta, fresh=fresh)  # refuses another protocol
+    except HwlatError:
+        if copied is not None:  # a --from copy this run cannot use, nothing measured into it: not left behind
+            _remove_copy(copied)
+        raise
+    with table:
         result = DeviceProfileResult(table)
         run = dict(table.meta.get("profile_device") or {})
         added = _added_targets(run, targets)
@@ -422,16 +435,25 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
             run = _reopened(run, added)
             _say(clock, "fusion", f"the table grows to {', '.join(added)}: rows, networks, regressors, calibration "
                                 f"and score are done again for them; what it has is kept")
+        # Rows a budget cut short are measured on by a run given more minutes than the last (a plain rerun,
+        # resuming a later stage, keeps them: the regressors price the kernels without a row).
+        grow = bool(_rows_short(table)) and minutes > float(run.get("minutes") or math.inf)
         run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
                    score_networks=score_networks, protocol=protocol.to_dict())
         table.update_meta(profile_device=run, sampling={**(table.meta.get("sampling") or {}), "targets": list(targets)})
-        if remeasure:
-            _remeasure_rows(runtime, table, protocol, clock, remeasure, progress)
-        if recalibrate:
-            _start_recalibration(table, clock)
+        try:
+            if remeasure:
+                _remeasure_rows(runtime, table, protocol, clock, remeasure, progress)
+            if recalibrate:
+                _start_recalibration(table, clock)
+        except HwlatError:
+            if copied is not None:  # refused before measuring anything into the copy
+                table.close()
+                _remove_copy(copied)
+            raise
         steps = (("fusion", lambda: _fusion_stage(runtime, table, protocol, clock, fusion_patterns, progress)),
                  ("rows", lambda: _first_networks_then_rows(runtime, table, protocol, clock, targets, per_space,
-                                                            (calibration_networks, score_networks), progress)),
+                                                            (calibration_networks, score_networks), progress, grow)),
                  ("networks", lambda: _networks_stage(runtime, table, protocol, clock, targets, calibration_networks,
                                                       score_networks, progress)),
                  ("regressors", lambda: _regressors_stage(table, clock)),
@@ -447,12 +469,12 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
             try:
                 note = step()
             except OutOfTime as exc:
-                result.unfinished[name] = f"the time budget ran out during {exc}"
+                result.unfinished[name] = exc.why or f"the time budget ran out during {exc}"
                 _say(clock, name, f"not finished: {result.unfinished[name]}; what it measured is stored")
                 break
-            if note:  # the stage could not be done, for a reason other than time
+            if note:  # the stage could not be done (or done whole), and says why
                 result.unfinished[name] = note
-                _say(clock, name, f"skipped: {note}")
+                _say(clock, name, f"not finished: {note}")
             else:
                 result.finished.append(name)
         for name, _ in steps:
@@ -526,27 +548,30 @@ def _network_seconds(protocol: Protocol) -> float:
 
 
 def _first_networks_then_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
-                              targets: Sequence[str], per_space: int, networks: tuple[int, int], progress: bool
-                              ) -> str | None:
+                              targets: Sequence[str], per_space: int, networks: tuple[int, int], progress: bool,
+                              grow: bool = True) -> str | None:
     """The networks' first pass, then the rows (whose two passes then lie between a network's two).
     A network's truth is the quieter of its passes; on a shared 2-core VM the machine's speed swings
     10-20% for minutes, and passes a minute apart (the second pass right after the first) fell
     in one spell more often than rows' passes did."""
-    if not _done(table, "rows"):
+    if not _rows_finished(table, grow):
         _networks_stage(runtime, table, protocol, clock, targets, *networks, progress, first_pass_only=True)
-    return _rows_stage(runtime, table, protocol, clock, targets, per_space, networks, progress)
+    return _rows_stage(runtime, table, protocol, clock, targets, per_space, networks, progress, grow)
 
 
 def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock, targets: Sequence[str],
-                per_space: int, networks: tuple[int, int], progress: bool) -> str | None:
+                per_space: int, networks: tuple[int, int], progress: bool, grow: bool = True) -> str | None:
     """Pass 1 chooses and measures rows adaptively; pass 2 measures them again, in the same order, into
     ``NAME.pass2``, and each row keeps its quieter measurement. On a shared machine a measurement
     caught in a slow spell reads 10-50% high, thread-CPU clock or not; a second chance, minutes
-    later, catches most of them (`DeviceTable.keep_quieter`)."""
+    later, catches most of them (`DeviceTable.keep_quieter`). `grow`: measure on where an earlier
+    run's budget ended pass 1 short of its kernels (`_rows_short`)."""
     from predictors.adaptive import adaptive_profile
 
-    if _done(table, "rows"):
-        _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept")
+    if _rows_finished(table, grow):
+        short = _rows_short(table)
+        _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept" + (
+            f" ({_rows_count(short)}; a run given more --minutes than the last measures on)" if short else ""))
         _cover_families(runtime, table, protocol, clock, _row_pool(runtime, table, targets, per_space), progress)
         return None
     have = {(r["network"], int(r["pass"])) for r in _current_networks(table) if int(r["pass"]) <= 2}
@@ -563,23 +588,35 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     pass2 = table.path.with_name(table.path.name + ".pass2")
     t0 = time.monotonic()
     pool = None
-    if not _done(table, "rows pass 1"):
+    short = _rows_short(table) if grow else None
+    if not _done(table, "rows pass 1") or short:
         pool = _row_pool(runtime, table, growing or targets, per_space)
         had = {r.spec.key for r in table.rows()}
         first_s = ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0)
+        tried = sum(1 for k in pool if k in table)
         _say(clock, "rows", f"{len(pool)} distinct kernels in {len(pool_networks(growing or targets, per_space))} "
-                            f"networks; measuring the most "
-                                      f"informative for {first_s / 60:.1f} min, then each again")
+                            + (f"networks, {tried} of them measured by an earlier run whose budget ran out; "
+                               f"measuring the most informative of the rest" if short else
+                               "networks; measuring the most informative")
+                            + f" for {first_s / 60:.1f} min, then each again")
+        first_end = time.monotonic() + first_s
         alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, budget=len(pool),
-                                batch=32, progress=progress, deadline=time.monotonic() + first_s)
+                                batch=32, progress=progress, deadline=first_end)
         table.update_meta(adaptive_rounds=(table.meta.get("adaptive_rounds") or []) + alog.rounds)
+        # Kernels of the pool without a row because the budget ended pass 1 (not because the adaptive
+        # choice ran out of candidates): the same command measures them next time (`_rows_short`).
+        unmeasured = (len(pool) - sum(1 for k in pool if k in table)) if time.monotonic() >= first_end else 0
+        keys = sorted((set(pool) - had) | set((short or {}).get("keys") or ())) if growing else None
         _stage(table, "rows pass 1", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
-               pool=len(pool), keys=sorted(set(pool) - had) if growing else None)
+               pool=len(pool), keys=keys, unmeasured=unmeasured)
     deadline = t0 + rows_s
     with DeviceTable.open(pass2, table.device, {"pass_of": table.path.name}) as again:
         # A growing table measures again only the rows of its new targets' kernels.
         pooled = set(((table.meta.get("profile_device") or {}).get("stages") or {}).get("rows pass 1", {}).get("keys") or ())
-        todo = [r.spec for r in table.rows("ok") if r.spec not in again and (not growing or r.spec.key in pooled)]
+        # A row an earlier run measured twice already (its pass 1 was cut short by the budget) is not
+        # measured again.
+        todo = [r.spec for r in table.rows("ok") if r.spec not in again and r.extra.get("passes") != 2
+                and (not growing or r.spec.key in pooled)]
         _say(clock, "rows", f"second pass: {len(todo)} rows to measure again")
         from predictors.adaptive import profile_specs_into
 
@@ -594,7 +631,27 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     _cover_families(runtime, table, protocol, clock, pool, progress)
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)
+    short = _rows_short(table)
+    if short:  # by design on a large pool: the regressors price the rest; not an unfinished stage
+        _say(clock, "rows", f"{_rows_count(short)} (the rows' share of the time budget ran out before the rest, which "
+                            "the regressors price); the same command with more --minutes measures on")
     return None
+
+
+def _rows_count(short: dict[str, Any]) -> str:
+    return f"{short['pool'] - short['unmeasured']} of {short['pool']} kernels measured or found not to run"
+
+
+def _rows_short(table: DeviceTable) -> dict[str, Any] | None:
+    """The record of the rows' first pass where the time budget ended it short of its pool (the rows of
+    the kernels it did not reach are measured by the next run, then the later stages fit again), or None."""
+    rec = ((table.meta.get("profile_device") or {}).get("stages") or {}).get("rows pass 1") or {}
+    return rec if rec.get("unmeasured") else None
+
+
+def _rows_finished(table: DeviceTable, grow: bool = True) -> bool:
+    """Whether the rows stage is done: finished, and (where `grow`) not cut short of its kernels by a budget."""
+    return _done(table, "rows") and not (grow and _rows_short(table))
 
 
 def _row_pool(runtime: Runtime, table: DeviceTable, targets: Sequence[str], per_space: int
@@ -630,13 +687,14 @@ def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 COPIED_FILES = (".csv", ".networks.csv", ".regressors.json", ".regressors.npz")
 
 
-def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime) -> None:
+def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any]) -> Path:
     """`out` as a copy of the table `source` (a shipped name, which stands for this CPU's sibling, or
-    a path); refused where `out` exists or `source` is of another device than `runtime`'s."""
+    a path); refused, before copying, where `out` exists or `source` is of another device than
+    `runtime`'s or was measured with other settings than `meta`'s. Returns the copy's path (without suffix)."""
     import shutil
 
     from device_tables.registry import resolve
-    from device_tables.table import table_paths
+    from device_tables.table import MEASURING_SETTINGS, settings_differences, table_paths
     from predictors.lut.regressors_store import REGRESSORS_SUFFIX
 
     stem = resolve(source)
@@ -648,6 +706,11 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
     if json_path.exists():  # (its rows without it are a copy cut short: copied anew)
         raise HwlatError(f"--from {source}: {csv_path.with_suffix('')} exists; choose a new --out (or recalibrate that "
                          "table with --recalibrate alone)")
+    diffs = settings_differences(theirs.meta, meta, MEASURING_SETTINGS)
+    if diffs:
+        raise HwlatError(f"--from {source}: measured with other settings than this run's ({'; '.join(diffs)}); give "
+                         f"the settings it was measured with (`hwlat table show {stem}` lists them; e.g. --protocol, "
+                         "--clock)")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     target = csv_path.with_suffix("")
     for suffix in COPIED_FILES:  # the metadata last: a copy cut short is no table, and is copied anew
@@ -658,6 +721,14 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
     if meta.get("regressors"):  # their files were copied under the new name
         meta["regressors"] = {**meta["regressors"], "file": target.name + REGRESSORS_SUFFIX}
     DeviceTable(theirs.device, meta, target).write_meta()
+    return target
+
+
+def _remove_copy(target: Path) -> None:
+    """Remove a `_copy_table` copy that a run refused before measuring anything into it, so that the
+    same command, corrected, can make it again."""
+    for suffix in (*COPIED_FILES, ".json", *LOCK_SUFFIXES):
+        target.with_name(target.name + suffix).unlink(missing_ok=True)
 
 
 def _start_recalibration(table: DeviceTable, clock: _Clock) -> None:
@@ -963,14 +1034,16 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     stored_pass_1 = sum(1 for _, p in done if p == 1)
     if first_pass_only and stored_pass_1 >= n_cal + n_score:
         return None
+    # The first pass runs in the rows' turn, before them: its lines say so under the rows' number.
+    stage, lead = ("rows", "before the rows, the networks' first pass: ") if first_pass_only else ("networks", "")
     if _recalibrating(table):
-        _say(clock, "networks", f"recalibrating: the stored networks are timed again; only times since "
-                                f"{_since(table)} count (the older ones stay in the file)")
+        _say(clock, stage, f"{lead}recalibrating: the stored networks are timed again; only times since "
+                           f"{_since(table)} count (the older ones stay in the file)")
     passes = 1 if first_pass_only else 2
     first_pass_end = time.monotonic() + NETWORKS_FIRST_PASS_SHARE * clock.left()
-    _say(clock, "networks", f"{len(done)} measurements stored; measuring {n_cal} calibration and {n_score} score "
-                            + ("networks whole, a first time (the second after the rows)" if first_pass_only
-                               else "networks whole, twice"))
+    _say(clock, stage, f"{lead}{len(done)} measurements stored; measuring {n_cal} calibration and {n_score} score "
+                       + ("networks whole, a first time (the second after the rows)" if first_pass_only
+                          else "networks whole, twice"))
     bar = tqdm(total=passes * (n_cal + n_score),
                initial=min(stored_pass_1 if first_pass_only else len(done), passes * (n_cal + n_score)),
                desc="networks" + (", pass 1" if first_pass_only else ""), unit="net", disable=not progress,
@@ -980,8 +1053,9 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         if first_pass_only and time.monotonic() > first_pass_end:
             raise _FirstPassDone
         if clock.left() <= FIT_RESERVE_S:
-            raise OutOfTime(f"the networks stage ({len(chosen['calibration'])} calibration and "
-                            f"{len(chosen['score'])} score networks measured)")
+            raise OutOfTime("the networks stage", f"{len(chosen['calibration'])} calibration and "
+                            f"{len(chosen['score'])} score networks measured ({_kept_for_fitting(clock)}); run the "
+                            f"same command again (with more --minutes) to measure the rest")
         try:
             m = runtime.time_model(onnx_of(name), protocol)
         except UnsupportedOpError as exc:
@@ -1037,12 +1111,19 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
         # Enough to calibrate and score on, short of the run's aim: the later stages go on with what
         # there is, and the run says what is missing (the same command measures it next time).
         twice = {n for n, p in ((r["network"], int(r["pass"])) for r in _counted(table, read_networks(path))) if p == 2}
-        return (f"the time budget ran out: {len(chosen['calibration'])} of {want['calibration']} calibration and "
+        return (f"{len(chosen['calibration'])} of {want['calibration']} calibration and "
                 f"{len(chosen['score'])} of {want['score']} score networks measured, "
-                f"{sum(n in twice for r in ROLES for n in chosen[r])} of them twice")
+                f"{sum(n in twice for r in ROLES for n in chosen[r])} of them twice ({_kept_for_fitting(clock)}); "
+                f"run the same command again (with more --minutes) to measure the rest")
     bar.close()
     _stage(table, "networks", clock, calibration=len(chosen["calibration"]), score=len(chosen["score"]))
     return None
+
+
+def _kept_for_fitting(clock: _Clock) -> str:
+    """Why a stage stopped with some budget left: the rest is kept for the stages that fit."""
+    return (f"stopped with {max(clock.left(), 0.0):.0f} s of the budget left, under the {FIT_RESERVE_S:.0f} s kept "
+            f"for fitting the regressors, calibration and score")
 
 
 def _timed_since(table: DeviceTable, stored: list[dict[str, Any]], name: str) -> bool:

@@ -390,7 +390,9 @@ def test_the_networks_first_pass_out_of_time_leaves_the_networks_stage_unfinishe
     # The stage itself, out of time with some of each role measured, says what it is short of (the run
     # lists it as unfinished and goes on to calibrate and score on what there is).
     note = _networks_stage(rt, table, Protocol.preset("quick"), clock, ["nb201"], 6, 4, False)
-    assert note == "the time budget ran out: 3 of 6 calibration and 2 of 4 score networks measured, 5 of them twice"
+    assert note.startswith("3 of 6 calibration and 2 of 4 score networks measured, 5 of them twice (stopped with ")
+    assert note.endswith(f" s of the budget left, under the {FIT_RESERVE_S:.0f} s kept for fitting the regressors, "
+                         "calibration and score); run the same command again (with more --minutes) to measure the rest")
     assert "networks" not in DeviceTable.load(out).meta["profile_device"]["stages"]
     assert networks_path(table).read_text() == lines
 
@@ -658,3 +660,66 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
         drift(DeviceTable.load(out))
     with pytest.raises(HwlatError, match="stores no network timings.*one kernel at a time"):
         drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
+
+
+def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_table, tmp_path):
+    """A run whose budget ends the rows' first pass short of its kernels records how many of how many it
+    measured (the regressors price the rest: the stage is done); a plain rerun keeps the rows, and one
+    given more time measures the rest, never re-measuring a stored row."""
+    from hwlat.device_profile import POOL_PER_SPACE, _Clock, _row_pool, _rows_short, _rows_stage
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    out = copy_table(complete_table, tmp_path)
+    header = out.with_suffix(".csv").read_text().splitlines()[0]
+    out.with_suffix(".csv").write_text(header + "\n")  # no rows yet
+    table = DeviceTable.load(out)
+    run = table.meta["profile_device"]
+    table.update_meta(profile_device={**run, "stages": {"fusion": run["stages"]["fusion"]}})
+    rt, quick = get_runtime("onnxruntime", threads=1), Protocol.preset("quick")
+    with DeviceTable.open(out, rt.device(), {}) as table:
+        pool = _row_pool(rt, table, ["nb201"], POOL_PER_SPACE)
+        note = _rows_stage(rt, table, quick, _Clock(0.02), ["nb201"], POOL_PER_SPACE, (3, 2), False)
+        tried = sum(1 for k in pool if k in table)
+    assert 0 < tried < len(pool) and note is None
+    assert _rows_short(DeviceTable.load(out))["unmeasured"] == len(pool) - tried
+    before = rows_by_key(out)
+    with DeviceTable.open(out, rt.device(), {}) as table:  # a rerun that is given no more time
+        assert _rows_stage(rt, table, quick, _Clock(4), ["nb201"], POOL_PER_SPACE, (3, 2), False, grow=False) is None
+    assert rows_by_key(out) == before
+    extra = COLUMNS.index("extra")
+    twice = {k for k, r in before.items() if json.loads(r[extra] or "{}").get("passes") == 2}
+    assert twice  # the short run's second pass measured some rows again
+    with DeviceTable.open(out, rt.device(), {}) as table:
+        note = _rows_stage(rt, table, quick, _Clock(4), ["nb201"], POOL_PER_SPACE, (3, 2), False)
+        assert note is None and all(k in table for k in pool)
+    after = rows_by_key(out)
+    assert set(before) <= set(after) and len(after) > len(before)
+    assert all(after[k] == before[k] for k in twice)  # a row measured twice is not measured again
+    stages = DeviceTable.load(out).meta["profile_device"]["stages"]
+    assert stages["rows pass 1"]["unmeasured"] == 0 and "rows" in stages
+
+
+def test_a_from_copy_refused_before_measuring_is_not_left_behind(complete_table, tmp_path):
+    """`--from` with settings the source table was not measured with is refused by name, and its copy
+    removed, so the corrected command is not told that --out exists."""
+    import hwlat
+    from device_tables.errors import HwlatError
+    from profilers.protocol import Protocol
+
+    new = tmp_path / "from"
+    kw = dict(minutes=1, threads=1, targets=["nb201"], fusion_patterns=PATTERNS, progress=False)
+    for _ in range(2):  # the retry meets the same refusal, not "exists; choose a new --out"
+        with pytest.raises(HwlatError) as err:  # another protocol: refused before copying
+            hwlat.profile_device("onnxruntime", new, start_from=complete_table, protocol=Protocol.preset("default"), **kw)
+        assert str(err.value).startswith(f"--from {complete_table}: measured with other settings than this run's")
+        assert not [f.name for f in tmp_path.iterdir() if f.name.startswith("from.")]
+    # A source without network times (nothing to recalibrate): refused after copying, and the copy removed.
+    (source := tmp_path / "src").mkdir()
+    source = copy_table(complete_table, source)
+    networks_path(DeviceTable.load(source)).unlink()
+    for _ in range(2):
+        with pytest.raises(HwlatError) as err:
+            hwlat.profile_device("onnxruntime", new, start_from=source, protocol=Protocol.preset("quick"), **kw)
+        assert "no measured networks to time again" in str(err.value)
+        assert not [f.name for f in tmp_path.iterdir() if f.name.startswith("from.")]

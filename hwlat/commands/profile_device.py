@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 
 from hwlat.cli import command_parser
 from hwlat.commands.args import positive_float, positive_int
@@ -71,12 +72,18 @@ def _profile_device(args: argparse.Namespace) -> int:
 
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     targets = None if args.targets is None else [t.strip() for t in args.targets.split(",") if t.strip()]
-    result = profile_device(runtime, args.out, minutes=args.minutes, protocol=protocol_from_args(args, runtime.cpu_clock_ok),
-                            targets=targets,
-                            calibration_networks=args.calibration_networks, score_networks=args.score_networks,
-                            fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()] if args.patterns
-                            else None, progress=not args.no_progress, fresh=args.fresh,
-                            remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
+    try:
+        result = profile_device(runtime, args.out, minutes=args.minutes,
+                                protocol=protocol_from_args(args, runtime.cpu_clock_ok), targets=targets,
+                                calibration_networks=args.calibration_networks, score_networks=args.score_networks,
+                                fusion_patterns=[x.strip() for x in args.patterns.split(",") if x.strip()]
+                                if args.patterns else None, progress=not args.no_progress, fresh=args.fresh,
+                                remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
+    except KeyboardInterrupt:
+        again = ("the same command without --from, with --recalibrate," if args.start_from else "the same command")
+        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run {again} again to resume "
+              "where it stopped", file=sys.stderr)
+        return 130
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
     if result.score:
@@ -88,6 +95,7 @@ def _profile_device(args: argparse.Namespace) -> int:
     if result.unfinished:
         for stage, why in result.unfinished.items():
             print(f"unfinished: {stage}: {why}")
-        print("the table is valid and predicts without these stages; run the same command again to continue")
+        print("the table is valid and predicts with what it has; run the same command again (with more --minutes) "
+              "to continue")
         return 3
     return 0
