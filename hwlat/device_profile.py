@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import datetime
+import hashlib
 import json
 import logging
 import math
@@ -892,8 +893,8 @@ def speed_now(table: DeviceTable) -> Speed | None:
     """This machine's speed now against the table's own stored networks, to scale its predictions by:
     None where there is nothing to compare (a table of another machine or kind of hardware, of a
     runtime not installed here, one storing no network timings, or one whose networks do not run
-    now) or where ``HWLAT_AS_PROFILED`` is set. Readings are kept in `speed_cache_path`, per table and
-    stored networks, so a loop of predictions times the networks once a minute."""
+    now) or where ``HWLAT_AS_PROFILED`` is set. Readings are kept in `speed_cache_path`, per table name and
+    stored networks (wherever the table's files are), so a loop of predictions times the networks once a minute."""
     from device_tables.files import atomic_write_text
 
     if os.environ.get(AS_PROFILED_ENV, "") not in ("", "0") or table.device.hardware != "cpu" or machine_differences(table):
@@ -902,8 +903,8 @@ def speed_now(table: DeviceTable) -> Speed | None:
 
     if table.device.runtime not in runtimes():
         return None
-    try:
-        key = f"{table.path.resolve()}|{networks_path(table).stat().st_mtime_ns}"
+    try:  # by what the readings compare against: copies of one table (another clone, a --from copy) share them
+        key = f"{table.name}|{hashlib.sha256(networks_path(table).read_bytes()).hexdigest()[:16]}"
     except OSError:
         return None  # no network timings stored
     cache = speed_cache_path()

@@ -591,6 +591,9 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert speed_cache_path() == tmp_path / "cache" / "hwlat" / "speed.json" and speed_cache_path().is_file()
     again, _ = predicted()  # within the minute: the same reading, not a new timing
     assert again == now
+    (tmp_path / "clone").mkdir()  # a copy of the table elsewhere (another clone) shares the readings
+    clone = speed_now(DeviceTable.load(copy_table(out, tmp_path / "clone")))
+    assert len(clone.readings) == 1 and clone.factor == now["speed"] and len(json.loads(speed_cache_path().read_text())) == 1
     kept = json.loads(speed_cache_path().read_text())
     (key, [(at, ratios)]), = kept.items()
     kept[key] = [(at - 900, {n: 100.0 for n in ratios}), (at - 120, ratios)]  # 15 and 2 minutes old
