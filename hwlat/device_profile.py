@@ -412,6 +412,10 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
         raise HwlatError(f"targets {','.join(bad) or '(none)'}: choose from {', '.join(target_kinds())}")
     if calibration_networks < 1 or score_networks < 1:
         raise HwlatError("--calibration-networks and --score-networks need at least 1 network each")
+    if fusion_patterns is not None:  # before a table is made: a bad pattern leaves no file behind
+        from profilers.fusion import check_patterns
+
+        fusion_patterns = check_patterns(fusion_patterns)
     runtime.check_protocol(protocol)
     copied = None
     clock = _Clock(minutes)

@@ -347,3 +347,9 @@ def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, 
 def test_an_arch_table_given_for_a_device_table_is_named_so(tmp_path):
     arch = ROOT / "device_tables" / "tables" / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"
     assert_user_error(hwlat("table", "show", str(arch), cwd=tmp_path), "not a hwlat device table", "it is an arch table")
+
+
+def test_profile_device_refuses_a_bad_pattern_before_making_a_table(tmp_path):
+    proc = hwlat("profile", "device", "--runtime", "onnxruntime", "--patterns", "conv2d+rleu", "--out", "t", cwd=tmp_path)
+    assert_user_error(proc, "'conv2d+rleu' is not a fusion pattern", "did you mean 'conv2d+relu'")
+    assert not list(tmp_path.iterdir())
