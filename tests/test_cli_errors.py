@@ -353,3 +353,8 @@ def test_profile_device_refuses_a_bad_pattern_before_making_a_table(tmp_path):
     proc = hwlat("profile", "device", "--runtime", "onnxruntime", "--patterns", "conv2d+rleu", "--out", "t", cwd=tmp_path)
     assert_user_error(proc, "'conv2d+rleu' is not a fusion pattern", "did you mean 'conv2d+relu'")
     assert not list(tmp_path.iterdir())
+
+
+def test_a_hardware_label_is_one_word(tmp_path):
+    proc = hwlat("profile", "archs", "--space", "nb201", "--archs", "1", "--hardware", "a/b", "--out", "t", cwd=tmp_path)
+    assert proc.returncode == 2 and "'a/b': one word of letters" in proc.stderr and not list(tmp_path.iterdir())

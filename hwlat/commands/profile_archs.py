@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from hwlat.cli import command_parser
 from hwlat.commands.args import positive_int, random_seed
@@ -42,7 +43,8 @@ def register(targets) -> None:
                         "meets a quieter one. Each pass is kept in NAME.passes.csv")
     p.add_argument("--seed", type=random_seed, default=0, help="seed of random:N and of the measuring order (default 0)")
     p.add_argument("--keep-order", action="store_true", help="measure in the given order (default: shuffled)")
-    p.add_argument("--hardware", help="hardware label of the device column (default: the runtime's, e.g. cpu)")
+    p.add_argument("--hardware", type=hardware_label,
+                   help="hardware label of the device column (default: the runtime's, e.g. cpu)")
     add_space_options(p)
     p.add_argument("--public-data", help="folder of the public CSVs (for fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -86,3 +88,11 @@ def _profile_archs(args: argparse.Namespace) -> int:
         print(f"latency median {np.median(med):.3f} ms, range {med.min():.3f}..{med.max():.3f} ms; "
               f"{result.per_minute:.0f} archs/min ({result.build_seconds / max(result.measured, 1) * 1e3:.1f} ms building each)")
     return 0
+
+
+def hardware_label(text: str) -> str:
+    """--hardware: one word of a device name (letters, digits, '.', '_', '-'); a '/' would add a level to it."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", text):
+        raise argparse.ArgumentTypeError(f"{text!r}: one word of letters, digits, '.', '_' or '-' (it begins the "
+                                         "device's name, whose parts '/' separates), e.g. rpi4")
+    return text
