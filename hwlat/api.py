@@ -156,14 +156,14 @@ def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Seq
     `out` (merged into its stored rules: a pattern measured now replaces its verdict, the others stay);
     returns (the table's `FusionRules`, the evidence of the patterns measured now)."""
     from device_tables.table import DeviceTable
-    from profilers.fusion import check_patterns, fusion_table_meta, measure_into
+    from profilers.fusion import check_patterns, measure_into
 
     if patterns is not None:
         patterns = check_patterns(patterns)
     rt = _runtime(runtime, settings)
     protocol = protocol or rt.default_protocol()
     rt.check_protocol(protocol)
-    with DeviceTable.open(out, rt.device(), fusion_table_meta(rt, protocol)) as table:  # before measuring
+    with DeviceTable.open(out, rt.device(), rt.table_meta(protocol)) as table:  # before measuring
         run = measure_into(table, rt, patterns, protocol, progress=progress)
     return run.rules, run.results
 

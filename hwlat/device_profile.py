@@ -419,8 +419,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     runtime.check_protocol(protocol)
     copied = None
     clock = _Clock(minutes)
-    settings = {"threads": runtime.threads, **runtime.runtime_settings()}
-    meta = {"protocol": protocol.to_dict(), "runtime_settings": settings,
+    meta = {**runtime.table_meta(protocol),
             "sampling": {"method": "adaptive", "targets": list(targets), "per_space": per_space}}
     if start_from is not None:
         copied = _copy_table(start_from, out, runtime, meta)

@@ -134,6 +134,11 @@ class Runtime(abc.ABC):
         """Settings that change the numbers and so name the device (besides threads)."""
         return {}
 
+    def table_meta(self, protocol: Protocol) -> dict[str, Any]:
+        """The measuring settings a device table this runtime adds rows to is opened with (`DeviceTable.open`
+        refuses to resume a table measured with others)."""
+        return {"protocol": protocol.to_dict(), "runtime_settings": {"threads": self.threads, **self.runtime_settings()}}
+
     def versions(self) -> dict[str, Any]:
         """Runtime facts for the fingerprint beyond installed package versions."""
         return {}

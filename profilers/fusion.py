@@ -488,12 +488,6 @@ def store_rules(table, rules: FusionRules, runtime: Runtime, unfinished: dict[st
     table.update_meta(fusion=entry)
 
 
-def fusion_table_meta(runtime: Runtime, protocol: Protocol) -> dict[str, Any]:
-    """The measuring settings a table holding fusion rules is opened with (`DeviceTable.open` refuses a
-    table measured with others, as `hwlat profile ops` does)."""
-    return {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()}}
-
-
 @dataclass
 class FusionRun:
     """What `measure_into` did: the table's rules after it, the patterns measured now, the stored

@@ -34,7 +34,7 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
 
     runtime.check_protocol(protocol)  # before a table is made: a refused clock leaves no file behind
     device = runtime.device()
-    meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()}}
+    meta = runtime.table_meta(protocol)
     if sweep_name:
         meta["sweep"] = sweep_name
     given = list(specs)

@@ -49,7 +49,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
     names: list[str] = []
     for t in targets:
         names += classic_networks() if t == CLASSIC else space_networks(t, args.per_space, seed=0)
-    meta = {"protocol": protocol.to_dict(), "runtime_settings": {"threads": runtime.threads, **runtime.runtime_settings()},
+    meta = {**runtime.table_meta(protocol),
             "sampling": {"method": "adaptive", "budget": args.budget, "targets": targets, "per_space": args.per_space}}
     with DeviceTable.open(args.out, runtime.device(), meta, fresh=args.fresh) as table:
         if "fusion" not in table.meta or args.redetect_fusion:

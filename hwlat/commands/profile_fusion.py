@@ -32,7 +32,7 @@ def register(targets) -> None:
 
 def _fusion(args: argparse.Namespace) -> int:
     from device_tables.table import DeviceTable
-    from profilers.fusion import check_patterns, format_results, fusion_table_meta, measure_into
+    from profilers.fusion import check_patterns, format_results, measure_into
     from hwlat.commands.profile import protocol_from_args, runtime_settings
     from profilers.runtimes import get_runtime
 
@@ -41,7 +41,7 @@ def _fusion(args: argparse.Namespace) -> int:
     protocol = protocol_from_args(args, runtime.cpu_clock_ok)
     runtime.check_protocol(protocol)  # before a table is made: a refused clock leaves no file behind
     # Opened (device, lock, settings) before anything is measured; each pattern is stored as it is measured.
-    with DeviceTable.open(args.out, runtime.device(), fusion_table_meta(runtime, protocol), fresh=args.fresh) as table:
+    with DeviceTable.open(args.out, runtime.device(), runtime.table_meta(protocol), fresh=args.fresh) as table:
         run = measure_into(table, runtime, patterns, protocol, progress=not args.no_progress)
         rules = run.rules
         print(format_results(run.results, rules if run.evidence else None))
