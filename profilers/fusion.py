@@ -319,14 +319,18 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
     count = runtime.count_kernels
     in_network = runtime.count_network_kernels
     results: list[PatternResult] = []
+
+    def found(result: PatternResult) -> None:
+        results.append(result)
+        if on_result is not None:
+            on_result(result)
+
     patterns = list(patterns if patterns is not None else candidate_patterns())
     for pattern in tqdm(patterns, desc=f"fusion {runtime.name}", unit="pattern", disable=not progress, dynamic_ncols=True):
         try:
             spec = probe_spec(pattern, dtype)
         except HwlatError as exc:
-            results.append(PatternResult(pattern, "", None, (), overhead, None, None, False, f"not buildable: {exc}"))
-            if on_result is not None:
-                on_result(results[-1])
+            found(PatternResult(pattern, "", None, (), overhead, None, None, False, f"not buildable: {exc}"))
             continue
         fused_ms = time_of(spec)
         parts = [time_of(p) for p in split_kernel(spec)]
@@ -337,10 +341,8 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
             fused = fused_ms is not None and kernels == 1
             note = ("one kernel; a part alone does not run on this runtime" if fused
                     else "the runtime cannot build the fused kernel or a part")
-            results.append(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels,
-                                         fused, note))
-            if on_result is not None:
-                on_result(results[-1])
+            found(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels, fused,
+                                note))
             continue
         net_kernels = in_network(spec)
         ratio = saved_ratio(fused_ms, parts, overhead)
@@ -356,9 +358,7 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
             fused, note = decide(ratio, kernels)
         if net_kernels is not None and kernels is not None and net_kernels < kernels:
             note = (note + "; " if note else "") + f"inside a network it runs as {net_kernels} kernel(s)"
-        results.append(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, ratio, kernels, fused, note, net_kernels))
-        if on_result is not None:
-            on_result(results[-1])
+        found(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, ratio, kernels, fused, note, net_kernels))
         log.info("%s: fused %.4f ms, parts %s, ratio %.2f, kernels %s -> %s", pattern, fused_ms,
                  ", ".join(f"{p:.4f}" for p in parts), ratio, kernels, "fused" if fused else "apart")
     shared, evidence, cached_mb, cache_evidence = False, {}, None, {}
