@@ -309,19 +309,19 @@ def _refuse_other_sources(text: str, sp: Space) -> None:
 
 
 def _is_device_table(text: str) -> bool:
-    """Whether `text` names a device table (a shipped one, or a NAME.csv + NAME.json pair that is no predictor)."""
-    import json
-
+    """Whether `text` names a device table (a shipped one, or a NAME.csv + NAME.json pair whose JSON has
+    the device-table schema, `read_meta`'s check; a newer version of it still is one)."""
+    from device_tables.errors import SchemaVersionError
     from device_tables.registry import resolve
-    from device_tables.table import table_paths
-    from predictors.io import FORMAT
+    from device_tables.table import read_meta, table_paths
 
     try:
         csv_path, json_path = table_paths(resolve(text, exact=True))
-        meta = json.loads(json_path.read_text()) if csv_path.is_file() and json_path.is_file() else None
-    except (HwlatError, OSError, ValueError):
+        return csv_path.is_file() and bool(read_meta(json_path))
+    except SchemaVersionError:
+        return True
+    except (HwlatError, OSError):
         return False
-    return isinstance(meta, dict) and meta.get("format") != FORMAT
 
 
 def predict_with_sigma(pred: FeaturePredictor, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
