@@ -23,7 +23,12 @@ class TableBusyError(TableError):
 
 
 class ResumeSettingsError(TableError):
-    """A table resumed with measuring settings other than those it was measured with."""
+    """A table resumed with measuring settings other than those it was measured with; `stored` holds the
+    table's own settings (metadata entries), so that the command line can name the flags that give them."""
+
+    def __init__(self, message: str, stored: dict | None = None) -> None:
+        super().__init__(message)
+        self.stored = stored or {}
 
 
 class WriteError(HwlatError):

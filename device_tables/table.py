@@ -93,7 +93,9 @@ def refuse_other_settings(name: Path, stored: Mapping[str, Any], given: Mapping[
     diffs = settings_differences(stored, given, keys)
     if diffs:
         raise ResumeSettingsError(f"{name} was measured with other settings ({'; '.join(diffs)}); resume with the "
-                                  "table's settings, or pass --fresh to start it again (its files are moved aside)")
+                                  "table's settings, or pass --fresh to start it again (its files are moved aside)",
+                                  stored={key: stored[key] for key in keys  # the entries that differ
+                                          if any(d.startswith((f"{key}.", f"{key} ")) for d in diffs)})
 
 
 def _refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) -> None:

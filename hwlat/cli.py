@@ -81,7 +81,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except HwlatError as exc:
-        print(f"hwlat: error: {exc}", file=sys.stderr)
+        print(f"hwlat: error: {exc}{_protocol_hint(exc)}", file=sys.stderr)
         return 1
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
@@ -96,6 +96,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hwlat: interrupted" + ("; what was measured is stored: run the same command again to go on where it "
                                       "stopped" if measuring else ""), file=sys.stderr)
         return 130
+
+
+def _protocol_hint(exc: HwlatError) -> str:
+    """For a table resumed with another protocol: the flags that give the table's own."""
+    from device_tables.errors import ResumeSettingsError
+
+    stored = exc.stored.get("protocol") if isinstance(exc, ResumeSettingsError) else None
+    if not isinstance(stored, dict):
+        return ""
+    from profilers.protocol import Protocol
+
+    flags = Protocol.flags_of(stored)
+    return f" (the table's protocol is `{flags}`)" if flags else ""
 
 
 def command_parser(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
