@@ -964,6 +964,18 @@ def test_uncovered_ops_print_one_line_per_op_and_reason():
         f"  UNCOVERED relu x5 (relu0, relu1, relu2 and 2 more): {pred.uncovered[0].reason}"]
 
 
+def test_uncovered_fused_kernels_are_counted_alike_in_the_summary_and_the_breakdown():
+    """Two conv2d+relu kernels left out are 4 ops but 2 kernels: the summary said `conv2d+relu x4`
+    while the breakdown's UNCOVERED line said `x2`."""
+    table = synthetic_table([OpSpec.make("relu", (1, 8, 4, 4))], FusionRules.from_patterns(["conv2d+relu"]))
+    ops = [op for i in range(2) for op in (_op(CONV, [f"x{i}"], [f"y{i}"], f"conv{i}"),
+                                           _op(RELU, [f"y{i}"], [f"x{i + 1}"], f"relu{i}"))]
+    pred = LUTPredictor(table, use_regressors=False).fit().predict_graph(Graph(ops, inputs={"x0": X}, outputs=("x2",)))
+    assert pred.uncovered_types == {"conv2d+relu": 2} and pred.uncovered_ops == 4
+    assert pred.coverage() == "partial: 4 ops not priced (conv2d+relu x2); the total covers the other 0 of 4 ops"
+    assert "UNCOVERED conv2d+relu x2 (conv0,relu0, conv1,relu1)" in pred.format()
+
+
 def test_the_kernel_pool_holds_the_stand_ins_a_shuffle_is_priced_by():
     """A table profiled from a pool of FBNet networks prices their channel shuffles: the pool holds
     both stand-ins (`_movement_spec`: a concat of the halves, or a relu where a runtime has no concat

@@ -92,16 +92,17 @@ class Prediction:
 
     @property
     def uncovered_types(self) -> dict[str, int]:
-        """Op type -> how many of the network's ops of that type the total leaves out, most first."""
-        nodes: dict[str, set[str]] = {}
+        """Kernel type (an op, or ops fused: ``conv2d+relu``) -> how many such kernels the total leaves
+        out, most first; as the breakdown's UNCOVERED lines count them."""
+        kernels: dict[str, set[tuple[str, ...]]] = {}
         for u in self.uncovered:
-            nodes.setdefault(u.op, set()).update(u.nodes or (u.op,))
-        return dict(Counter({op: len(names) for op, names in nodes.items()}).most_common())
+            kernels.setdefault(u.op, set()).add(u.nodes or (u.op,))
+        return dict(Counter({op: len(found) for op, found in kernels.items()}).most_common())
 
     @property
     def uncovered_ops(self) -> int:
-        """How many of the network's ops the total leaves out."""
-        return sum(self.uncovered_types.values())
+        """How many of the network's ops (nodes) the total leaves out."""
+        return len({n for u in self.uncovered for n in (u.nodes or (u.op,))})
 
     def coverage(self) -> str:
         """Which share the total could not price, in one line; empty when it prices every op."""
