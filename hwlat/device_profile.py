@@ -130,7 +130,9 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
         "fusion": f"{len(fusion.get('fused') or [])} patterns fused" if fusion else None,
         "weights cache": (f"{cache:g} MB" if (cache := (fusion.get("weights_cache") or {}).get("cached_mb")) is not None
                           else None),
-        "rows": f"{ok} measured" if ok else None,
+        "rows": (f"{ok} measured" + (f"; the budget ended them short ({_rows_count(short)}), the regressors price "
+                                     "the rest, and `profile device` with more --minutes measures on"
+                                     if (short := _rows_short(table)) else "")) if ok else None,
         "regressors": (f"stored, {len(reg.get('families') or [])} kernel families" if reg else None),
         "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
                         + (f", networks timed again since {since} (--recalibrate)" if (since := _since(table)) else "")

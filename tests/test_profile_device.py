@@ -669,7 +669,7 @@ def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_t
     """A run whose budget ends the rows' first pass short of its kernels records how many of how many it
     measured (the regressors price the rest: the stage is done); a plain rerun keeps the rows, and one
     given more time measures the rest, never re-measuring a stored row."""
-    from hwlat.device_profile import POOL_PER_SPACE, _Clock, _row_pool, _rows_short, _rows_stage
+    from hwlat.device_profile import POOL_PER_SPACE, _Clock, _row_pool, _rows_short, _rows_stage, table_stages
     from predictors.kernel_regressors import family
     from profilers.protocol import Protocol
     from profilers.runtimes import get_runtime
@@ -691,6 +691,7 @@ def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_t
             break
     assert 0 < tried < len(pool) and note is None
     assert _rows_short(DeviceTable.load(out))["unmeasured"] == len(pool) - tried
+    assert f"{tried} of {len(pool)} kernels measured" in table_stages(DeviceTable.load(out))["rows"]  # `table show`
     before = rows_by_key(out)
     have = {family(DeviceTable.load(out).get(k).spec) for k in before}
     uncovered = {k for k, (s, _) in pool.items() if family(s) not in have}  # families the short run reached no row of
@@ -709,6 +710,7 @@ def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_t
     assert all(after[k] == before[k] for k in twice)  # a row measured twice is not measured again
     stages = DeviceTable.load(out).meta["profile_device"]["stages"]
     assert stages["rows pass 1"]["unmeasured"] == 0 and "rows" in stages
+    assert table_stages(DeviceTable.load(out))["rows"] == f"{len(after)} measured"
 
 
 def test_a_from_copy_refused_before_measuring_is_not_left_behind(complete_table, tmp_path):
