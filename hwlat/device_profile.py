@@ -43,7 +43,7 @@ from device_tables.files import append_to, repair_last_line, whole_csv_row
 from device_tables.lock import LOCK_SUFFIXES
 from device_tables.table import DeviceTable, now
 from profilers.base import Runtime
-from profilers.protocol import PRESETS, Protocol
+from profilers.protocol import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -1284,9 +1284,8 @@ def profile_command(table: DeviceTable) -> str:
     flags += cls.device_flags(d) if cls is not None else []
     stored = dict(table.meta.get("protocol") or {})  # a resume needs the protocol and clock it was measured with
     clock = stored.pop("clock", None)
-    preset = next((name for name in PRESETS if {k: v for k, v in Protocol.preset(name).to_dict().items()
-                                                  if k != "clock"} == stored), None)
-    if stored and preset not in (None, "default"):
+    preset = Protocol.preset_of(stored)
+    if preset not in (None, "default"):
         flags.append(f"--protocol {preset}")
     if clock and clock != ("cpu" if d.hardware == "cpu" and settings.get("threads", 1) == 1 else "wall"):
         flags.append(f"--clock {clock}")

@@ -94,6 +94,13 @@ class Protocol:
         return asdict(self)
 
     @classmethod
+    def preset_of(cls, stored: Mapping[str, Any]) -> str | None:
+        """The preset a table's stored protocol (`to_dict`) is, its clock aside; a setting it does not
+        record (written by an older hwlat) is not a difference, as on resume. None: settings of no preset."""
+        return next((name for name in PRESETS if stored and all(
+            stored[k] == v for k, v in cls.preset(name).to_dict().items() if k != "clock" and k in stored)), None)
+
+    @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "Protocol":
         names = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})

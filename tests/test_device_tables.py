@@ -218,3 +218,20 @@ def test_a_cpu_table_measured_on_another_cpu_is_not_resumed_here(tmp_path):
     with DeviceTable.open(tmp_path / "t", Device.make("cpu", "x", threads=1, fingerprint=here), fresh=True) as again:
         assert len(again) == 0  # started again here; the old files kept beside it
     assert list(tmp_path.glob("t.old-*.csv"))
+
+
+def test_table_show_prints_the_protocol_and_clock_a_resume_needs(tmp_path, capsys):
+    """`hwlat table show` names the protocol preset and clock (what `--protocol`/`--clock` must be on
+    resume); settings an older hwlat did not record do not hide the preset."""
+    from hwlat.cli import main
+    from profilers.protocol import Protocol
+
+    quick = {**Protocol.preset("quick").to_dict(), "clock": "cpu"}
+    older = {k: v for k, v in Protocol().to_dict().items() if k != "target_rel_se"}
+    for name, protocol, shown in (("q", quick, "protocol quick, clock cpu"),
+                                  ("old", {**older, "clock": "wall"}, "protocol default, clock wall"),
+                                  ("odd", {**older, "min_runs": 7}, "min_runs=7")):
+        with DeviceTable.open(tmp_path / name, _device(), {"protocol": protocol}) as table:
+            table.append(_specs()[2], Measurement.from_samples([1.0, 1.1, 1.2]))
+        assert main(["table", "show", str(tmp_path / name)]) == 0
+        assert shown in capsys.readouterr().out

@@ -70,6 +70,13 @@ def _show(args: argparse.Namespace) -> int:
     pk = fp.get("packages", {})
     if pk:
         print("versions " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())))
+    stored = dict(table.meta.get("protocol") or {})
+    clock = stored.pop("clock", None)
+    if stored:  # what a resume must be given (`--protocol`, `--clock`)
+        from profilers.protocol import Protocol
+
+        preset = Protocol.preset_of(stored) or ", ".join(f"{k}={v}" for k, v in sorted(stored.items()))
+        print(f"protocol {preset}" + (f", clock {clock}" if clock else ""))
     ok = len(table.rows("ok"))
     print(f"rows    {len(table)} ({ok} measured, {len(table) - ok} failed, {sum(r.measurement.noisy for r in table.rows('ok'))} noisy)")
     from hwlat.device_profile import table_stages
