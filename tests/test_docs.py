@@ -127,3 +127,24 @@ def test_tutorial_runs_as_written_on_small_inputs(page, tmp_path, monkeypatch, c
         for old, new in SMALL[page].items():
             command = command.replace(old, new)
         assert main(shlex.split(command)) == 0, (page, command, capsys.readouterr().err)
+
+
+def _options(parser, path=("hwlat",)):
+    """(command, option, default, help) of every option of every (sub)command."""
+    import argparse
+
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                yield from _options(sub, (*path, name))
+        elif not isinstance(action, (argparse._HelpAction, argparse._VersionAction)) and action.option_strings:
+            yield " ".join(path), "/".join(action.option_strings), action.default, action.help or ""
+
+
+def test_every_option_says_what_it_does_and_its_default():
+    """`hwlat COMMAND --help` explains each option, and one with a default states it."""
+    quiet = {None, False, "", ()}
+    for command, flag, default, text in _options(build_parser()):
+        assert text, f"`{command} {flag}` has no help"
+        if not (isinstance(default, (list, tuple)) and not default) and default not in quiet:
+            assert "default" in text, f"`{command} {flag}`: its default {default!r} is not in its help"

@@ -55,7 +55,7 @@ def register(sub) -> None:
     t.add_argument("--train", required=True, help="comma-separated training (meta-train) devices")
     t.add_argument("--valid", default="", help="comma-separated validation devices (model selection only)")
     t.add_argument("--test", required=True, help="comma-separated unseen test devices")
-    t.add_argument("--methods", default="all", help="all, or comma-separated of: macs, params, nearest, ridge, proxy, help, lowrank, "
+    t.add_argument("--methods", default="all", help="all (default), or comma-separated of: macs, params, nearest, ridge, proxy, help, lowrank, "
                    "mixture, transfer (see predictors.evaluation.METHODS)")
     t.add_argument("--shots", type=nonnegative_int, default=10, help="random measured architectures per test device and repeat (default 10)")
     t.add_argument("--reference", type=nonnegative_int, default=10, help="reference architectures chosen from training devices (default 10)")

@@ -71,7 +71,7 @@ def register(sub) -> None:
                         "until none left could beat the best measured within the budget)")
     p.add_argument("--front", type=nonnegative_int,
                    help="predicted Pareto-front architectures measured across the latency range (default 6)")
-    p.add_argument("--seed", type=random_seed, default=0)
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots and of the search (default 0)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
     p.set_defaults(func=_demo)

@@ -19,7 +19,7 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     from nas.pool import target_kinds
 
     g.add_argument("--targets", default=",".join(target_kinds()),
-                   help="target networks: search spaces and/or 'classic' (ResNet, MobileNet, EfficientNet), "
+                   help="target networks: search spaces, 'classic' (ResNet, MobileNet, EfficientNet) and/or 'transformers', "
                         f"comma-separated (default {','.join(target_kinds())})")
     g.add_argument("--per-space", type=positive_int, default=20, help="sampled architectures per target space (default 20)")
     g.add_argument("--calibrate", type=nonnegative_int, default=6, metavar="N",

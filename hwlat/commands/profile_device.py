@@ -33,7 +33,7 @@ def register(targets) -> None:
                         "suffices on 2 cores); the op rows get what the other stages do not need")
     add_protocol_options(p)
     p.add_argument("--targets", default=None,
-                   help="networks the rows are chosen for: search spaces and/or 'classic', comma-separated "
+                   help="networks the rows are chosen for: search spaces, 'classic' and/or 'transformers', comma-separated "
                         f"(default {','.join(target_kinds())}; for --runtime board nb201,fbnet, whose kernels fit a "
                         "microcontroller); a finished table grows to targets it lacks, keeping its rows and networks")
     p.add_argument("--calibration-networks", type=positive_int, default=32,

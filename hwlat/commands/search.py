@@ -53,7 +53,7 @@ def register(sub) -> None:
     p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament (sample) size (default 5)")
     p.add_argument("--top", type=positive_int, default=5,
                    help="architectures to print, and to measure per --verify round (default 5)")
-    p.add_argument("--seed", type=random_seed, default=0)
+    p.add_argument("--seed", type=random_seed, default=0, help="seed of the search (and of the NASWOT proxy's inputs; default 0)")
     p.add_argument("--proxy-batch", type=positive_int, default=16, help="random inputs per NASWOT score (default 16)")
     p.add_argument("--verify", action="store_true",
                    help="resolve the predictor's error near the budget by measuring here: search under the budget "
@@ -71,7 +71,7 @@ def register(sub) -> None:
                    help="where --verify finds candidates: auto (default): every architecture of the space ranked by "
                         "the objective when that is a lookup (accuracy:* on nb201), else the search's, searched "
                         "again under the budget corrected by what was measured; search: always the search's")
-    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime of --verify")
+    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime of --verify (default onnxruntime)")
     p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")

@@ -18,7 +18,7 @@ def register(sub) -> None:
                           "hwlat space show --space nb201 --arch 1462")
     add_space_argument(show)
     show.add_argument("--arch", required=True,
-                      help="the key as in the public CSVs (nb201: arch string, index or ops6; fbnet: op indices; ofa: ofa_arch)")
+                      help="the key as in the public CSVs (nb201: arch string, index or ops6; fbnet: op indices; ofa: ofa_arch; vit: vit_arch)")
     add_space_options(show)
     show.add_argument("--layers", action="store_true", help="also list every layer with shapes")
     show.add_argument("--ops", type=nonnegative_int, default=40, help="op lines to print (0: all; default 40)")
@@ -27,7 +27,7 @@ def register(sub) -> None:
                             "hwlat space sample --space fbnet -n 20 --seed 1 > fbnet20.txt")
     add_space_argument(sample)
     sample.add_argument("-n", type=positive_int, default=10, help="architectures to print (default 10)")
-    sample.add_argument("--seed", type=random_seed, default=0)
+    sample.add_argument("--seed", type=random_seed, default=0, help="seed of the sample (default 0, as profile archs --archs random:N)")
     sample.set_defaults(func=_sample)
 
 

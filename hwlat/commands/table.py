@@ -14,13 +14,13 @@ def register(sub) -> None:
                        description="Show, validate, check the drift of, or list device tables (shipped names or paths).")
     t = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     show = command_parser(t, "show", "print a table's device, fingerprint and rows", "hwlat table show cpu_onnxruntime_fp32_threads1")
-    show.add_argument("table")
-    show.add_argument("--limit", type=nonnegative_int, default=30, help="rows to print (0: all)")
+    show.add_argument("table", help="a shipped name (exactly that table) or a path (NAME, NAME.csv or NAME.json)")
+    show.add_argument("--limit", type=nonnegative_int, default=30, help="rows to print (default 30; 0: all)")
     show.add_argument("--op", help="only rows of this op type")
     show.set_defaults(func=_show)
     val = command_parser(t, "validate", "check a table's files; exit 1 naming the file and row of any problem",
                          "hwlat table validate my_tables/board.csv")
-    val.add_argument("table")
+    val.add_argument("table", help="a shipped name (exactly that table) or a path (NAME, NAME.csv or NAME.json)")
     val.set_defaults(func=_validate)
     dr = command_parser(t, "drift", "time a few of a table's own networks again: does this machine still run "
                         "as when the table was made?", "hwlat table drift cpu_onnxruntime_fp32_threads1")
