@@ -540,6 +540,8 @@ def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cloc
     store_rules(table, rules if stored is None else stored.merged(rules), runtime)
     if progress:
         print(format_results(results, rules))
+    cache = f"; {rules.weights_cache_mb:g} MB of weights held in the cache" if rules.weights_cache_mb is not None else ""
+    _say(clock, "fusion", f"{sum(r.fused for r in results)} of {len(results)} patterns fused{cache}")
     if stored is None:
         _stage(table, "fusion", clock, seconds=round(time.monotonic() - t0, 1), patterns=len(results),
                fused=len(rules.fused))

@@ -7,6 +7,7 @@ import csv
 from collections import Counter
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -303,7 +304,7 @@ def test_every_shipped_table_validates_and_the_calibratable_ones_have_every_stag
                 assert table.meta["self_score"]["networks"] >= 10
 
 
-def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_table, tmp_path):
+def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_table, tmp_path, capsys):
     """Run again with a target it lacks, the table measures that target's kernels and networks (and
     fusion patterns it lacks) and recalibrates on both; its rows and networks are kept as they were."""
     import hwlat
@@ -327,6 +328,7 @@ def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_tabl
     run = table.meta["profile_device"]
     assert run["targets"] == ["nb201", "fbnet"] and "growing" not in run
     assert set(table.meta["fusion"]["patterns"]) == {*PATTERNS, "linear+relu"}
+    assert re.search(r"\[1/6 fusion\] [01] of 1 patterns fused", capsys.readouterr().out)  # without progress bars too
     assert {n.split(":")[0] for n in table.meta["lut_calibration_networks"]} == {"nb201", "fbnet"}
     assert not missing_stages(table)
 
