@@ -926,7 +926,7 @@ def speed_now(table: DeviceTable) -> Speed | None:
         readings = kept.get(key) or []
         if not readings or now_s - max(at for at, _ in readings) > SPEED_READ_EVERY_S:
             try:
-                readings.append((now_s, drift(table).ratios))
+                readings.append((now_s, _drift_ratios(table)))
             except (HwlatError, RuntimeError, OSError) as exc:  # a runtime that fails here: the table's own times
                 log.warning("no reading of this machine's speed against %s now (%s): predicting the table's own "
                             "times", table.name, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
@@ -937,6 +937,37 @@ def speed_now(table: DeviceTable) -> Speed | None:
             except OSError as exc:  # a read-only home: the reading serves this process only
                 log.info("cannot keep the speed reading in %s: %s", cache, exc)
     return Speed(table.name, tuple(readings))
+
+
+def _drift_ratios(table: DeviceTable) -> dict[str, float]:
+    """`drift(table).ratios`, timed in a forked child where this process has no runtime loaded yet:
+    loading one here would keep `predict --archs` from forking its workers (`predictors.lut.many`)."""
+    from predictors.lut.many import can_fork
+
+    if not can_fork():
+        return drift(table).ratios
+    import multiprocessing
+
+    global _drift_table
+    _drift_table = table  # the child has it as this process has it: nothing to pickle
+    try:
+        with multiprocessing.get_context("fork").Pool(1) as pool:
+            ratios, error = pool.apply(_drift_in_child)
+    finally:
+        _drift_table = None
+    if error is not None:
+        raise RuntimeError(error)
+    return ratios
+
+
+_drift_table: DeviceTable | None = None
+
+
+def _drift_in_child() -> tuple[dict[str, float], str | None]:
+    try:
+        return drift(_drift_table).ratios, None
+    except (HwlatError, RuntimeError, OSError) as exc:  # as one message: not every error class pickles
+        return {}, str(exc) or type(exc).__name__
 
 
 def scale_to_speed_now(lut: Any) -> str | None:

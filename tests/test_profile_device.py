@@ -630,6 +630,19 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert other["speed"] == 1.0 and other["latency_ms"] == own["latency_ms"] and "scaled" not in err
 
 
+def test_predict_archs_uses_every_core_after_timing_this_machines_speed(complete_table, tmp_path):
+    """The speed reading times networks on the runtime; it does so in a child process, so that
+    `predict --archs` in this one may still fork its workers (it forks none once a runtime is loaded)."""
+    code = ("import sys, hwlat; from device_tables import load; from hwlat.device_profile import speed_now; "
+            f"s = speed_now(load({str(complete_table)!r})); print(len(s.ratios), 'onnxruntime' in sys.modules)")
+    env = {k: v for k, v in os.environ.items() if k != "HWLAT_AS_PROFILED"}
+    env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
+    done = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    timed, loaded = done.stdout.split()
+    assert int(timed) > 0 and loaded == str(sys.platform != "linux")  # elsewhere nothing forks: timed here
+
+
 def test_drift_times_the_tables_own_networks_again_against_their_stored_times(complete_table, tmp_path, capsys):
     """`hwlat table drift`: a few of the networks the table stored, timed again with its protocol; a table
     whose stored times are 4x what this machine runs reads as made on a slower machine (this one runs

@@ -26,6 +26,11 @@ _NOT_FORK_SAFE = ("torch", "onnxruntime", "tensorflow", "ai_edge_litert", "jax")
 _work: tuple | None = None  # (predictor, space, archs, keep) for forked workers
 
 
+def can_fork() -> bool:
+    """Whether this process may fork workers: on Linux, with no runtime of its own threads loaded."""
+    return sys.platform == "linux" and not any(m in sys.modules for m in _NOT_FORK_SAFE)
+
+
 def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None = None,
                   keep: Callable[[Any], Any] | None = None) -> Iterator[Any]:
     """The predictions of `archs` of `space` by `lut` (`keep` of each, where given), in order.
@@ -38,7 +43,7 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
     was = gc.isenabled()
     gc.disable()
     try:
-        if jobs > 1 and sys.platform == "linux" and not any(m in sys.modules for m in _NOT_FORK_SAFE):
+        if jobs > 1 and can_fork():
             # What the predictor loads on first use (its regressors, for kernels no row prices: nearly
             # every network of a space has some), loaded here once for the workers to share.
             if lut.use_regressors and lut.regressors is None:
