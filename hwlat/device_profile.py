@@ -1091,9 +1091,11 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     def measure(role: str, name: str, pass_: int) -> bool:
         if first_pass_only and time.monotonic() > first_pass_end:
             raise _FirstPassDone
-        if clock.left() <= FIT_RESERVE_S:
-            raise OutOfTime("the networks stage", f"{len(chosen['calibration'])} calibration and "
-                            f"{len(chosen['score'])} score networks measured ({_kept_for_fitting(clock)}); run the "
+        if clock.left() <= FIT_RESERVE_S:  # chosen: networks measured, or (recalibrating) to be timed again
+            timed = {r["network"] for r in _counted(table, read_networks(path)) if r["status"] == "ok"}
+            so_far = " and ".join(f"{sum(n in timed for n in chosen[r])} of {max(want[r], len(chosen[r]))} {r}"
+                                  for r in ROLES)
+            raise OutOfTime("the networks stage", f"{so_far} networks measured ({_kept_for_fitting(clock)}); run the "
                             f"same command again (with more --minutes) to measure the rest")
         try:
             m = runtime.time_model(onnx_of(name), protocol)

@@ -530,6 +530,18 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
         hwlat.profile_device("onnxruntime", tmp_path / "empty", recalibrate=True, **kw)
 
 
+def test_a_recalibration_out_of_time_counts_the_networks_timed_again(complete_table, tmp_path):
+    """Out of time before it timed any network again, a recalibration says 0 of them, not the stored ones."""
+    import hwlat
+    from profilers.protocol import Protocol
+
+    out = copy_table(complete_table, tmp_path)
+    result = hwlat.profile_device("onnxruntime", out, recalibrate=True, minutes=0.3, threads=1,  # under FIT_RESERVE_S
+                                  protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
+                                  score_networks=2, fusion_patterns=PATTERNS, progress=False)
+    assert result.unfinished["networks"].startswith("0 of 3 calibration and 0 of 2 score networks measured")
+
+
 def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path):
     """`--from TABLE --out NEW`: NEW starts as a copy of TABLE (rows, fusion rules, regressors kept) and
     is recalibrated on this machine; the source is untouched; an existing --out or a table of another
