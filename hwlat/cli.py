@@ -107,8 +107,10 @@ def _protocol_hint(exc: HwlatError) -> str:
         return ""
     from profilers.protocol import Protocol
 
-    flags = Protocol.flags_of(stored)
-    return f" (the table's protocol is `{flags}`)" if flags else ""
+    stored = dict(stored)
+    clock = stored.pop("clock", None)
+    preset = Protocol.preset_of(stored)
+    return f" (the table's protocol is `--protocol {preset}{f' --clock {clock}' if clock else ''}`)" if preset else ""
 
 
 def command_parser(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:

@@ -79,17 +79,6 @@ class Protocol:
             raise ValueError(f"unknown protocol preset {name!r}; choose from {', '.join(presets)}")
         return presets[name]
 
-    @classmethod
-    def flags_of(cls, stored: dict[str, Any]) -> str | None:
-        """The command-line flags that measure with a table's stored protocol (``--protocol quick --clock
-        cpu``), or None when no preset gives it. Fields the table did not record are not compared."""
-        for name in ("default", "brief", "quick", "thorough"):
-            preset = cls.preset(name).to_dict()
-            if all(preset[k] == v for k, v in stored.items() if k in preset and k != "clock"):
-                clock = stored.get("clock", preset["clock"])
-                return f"--protocol {name}" + (f" --clock {clock}" if clock != preset["clock"] else "")
-        return None
-
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

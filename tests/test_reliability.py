@@ -647,16 +647,16 @@ def test_resume_with_another_clock_is_refused_naming_it_and_fresh_starts_again(c
     before = snapshot(tmp_path)
     assert_one_error(run_cli(capsys, *args, "--out", str(out), "--clock", "cpu"),
                      f"{out} was measured with other settings", "protocol.clock 'wall' -> 'cpu'", "--fresh",
-                     "the table's protocol is `--protocol quick`")  # the flags that resume it
+                     "the table's protocol is `--protocol quick --clock wall`")  # the flags that resume it
     line = assert_one_error(run_cli(capsys, *args, "--out", str(out), "--clock", "cpu", "--protocol", "brief"),
                             "protocol.clock 'wall' -> 'cpu'", "protocol.max_time_s 0.1 -> 0.25",
-                            "the table's protocol is `--protocol quick`")
+                            "the table's protocol is `--protocol quick --clock wall`")
     assert "protocol.noise_threshold" not in line  # only what differs
     assert snapshot(tmp_path) == before  # refused: nothing changed
     code, _, _ = run_cli(capsys, *args, "--out", str(out), "--clock", "cpu", "--fresh")
     assert code == 0
     line = assert_one_error(run_cli(capsys, *args, "--out", str(out), "--protocol", "brief"), "other settings")
-    assert "the table's protocol is `--protocol quick --clock cpu`" in line  # a clock other than the preset's
+    assert "the table's protocol is `--protocol quick --clock cpu`" in line
     assert json.loads(out.with_suffix(".json").read_text())["protocol"]["clock"] == "cpu"
     old = {p.name.split(".old-")[1].partition(".")[2]: p for p in tmp_path.glob("T.old-*")}
     suffixes = {"csv", "json"} | ({"stats.csv", "passes.csv"} if kind == "archs" else set())
@@ -810,11 +810,3 @@ def test_a_failed_metadata_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
 
-
-def test_the_flags_of_a_stored_protocol_name_its_preset_or_nothing():
-    from profilers.protocol import Protocol
-
-    assert Protocol.flags_of(Protocol.preset("thorough").to_dict()) == "--protocol thorough"
-    older = {k: v for k, v in Protocol.preset("brief").to_dict().items() if k != "target_rel_se"}  # not yet recorded
-    assert Protocol.flags_of({**older, "clock": "cpu"}) == "--protocol brief --clock cpu"
-    assert Protocol.flags_of({**Protocol().to_dict(), "min_runs": 7}) is None  # set by hand: no preset gives it
