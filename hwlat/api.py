@@ -294,7 +294,7 @@ def search(space: str | Space, constraint: Any, objective: Any = None, budget: i
         raise ValueError(f"method {method!r}: choose evolution, random or nsga2")
     sp = _space(space)
     objective = load_objective(objective, sp)
-    budget = budget or objective.default_budget
+    budget = objective.default_budget if budget is None else budget
 
     def run(c: LatencyConstraint) -> SearchResult:
         return search_by_method(method, sp, objective, c, budget, seed=seed, progress=progress)

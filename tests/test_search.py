@@ -268,6 +268,15 @@ def test_a_search_scores_500_on_a_looked_up_accuracy_and_100_on_a_costly_score_b
     assert hwlat.search(space, constraint, "accuracy:cifar10", budget=40, progress=False).evaluations == 40
 
 
+@pytest.mark.parametrize("method", ["evolution", "random", "nsga2"])
+@pytest.mark.parametrize("budget", [0, -5, 2.5, "10", True])
+def test_a_search_budget_that_is_not_a_positive_whole_number_is_refused(space, constraint, method, budget):
+    import hwlat
+
+    with pytest.raises(ValueError, match="search budget"):  # budget=0 once ran the default 500 silently
+        hwlat.search(space, constraint, "accuracy:cifar10", budget=budget, method=method, progress=False)
+
+
 def test_only_a_lookup_scores_the_whole_space_for_a_ranking():
     from nas.accuracy import accuracy_table
     from nas.search import CallableObjective, NaswotProxy, load_objective

@@ -40,8 +40,8 @@ class _Run:
         self.space = get_space(space) if isinstance(space, str) else space
         if constraint is not None and constraint.space.name != self.space.name:
             raise PredictorSpaceError(f"the constraint is on {constraint.space.name}, the search on {self.space.name}")
-        if budget < 1:
-            raise ValueError(f"search budget {budget}: needs at least 1 evaluation")
+        if isinstance(budget, bool) or not isinstance(budget, (int, np.integer)) or budget < 1:
+            raise ValueError(f"search budget {budget!r}: a whole number of evaluations, at least 1")
         self.constraint = constraint
         if predictor is not None:
             self.predictor: ArchPredictor | None = as_arch_predictor(predictor, self.space)

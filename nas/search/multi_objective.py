@@ -43,8 +43,6 @@ def optuna_pareto(space: Space | str, objective: Any = None, constraint: Latency
         raise ConstraintError(f"latency={latency!r}: choose {' or '.join(LATENCY_ROLES)}")
     if latency == "constraint" and constraint is None:
         raise ConstraintError("latency='constraint' needs a LatencyConstraint (a predictor and a budget)")
-    if trials < 1:
-        raise ValueError(f"trials {trials}: needs at least 1")
     run = _Run(f"NSGA-II (Optuna, latency as {latency})", space, objective, constraint, predictor, trials, progress)
     if run.predictor is None:
         raise ConstraintError("the multi-objective search needs a latency predictor (or a constraint with one)")
