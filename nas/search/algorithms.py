@@ -56,6 +56,7 @@ class _Run:
         self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=not progress,
                         dynamic_ncols=True, leave=False)
         self.fastest_seen: tuple[float, str] | None = None
+        self.slowest_seen: tuple[float, str] | None = None
 
     @property
     def evaluations(self) -> int:
@@ -75,6 +76,9 @@ class _Run:
             i = int(np.argmin(lat))
             if self.fastest_seen is None or lat[i] < self.fastest_seen[0]:
                 self.fastest_seen = (float(lat[i]), self.space.key(archs[i]))
+            j = int(np.argmax(lat))
+            if self.slowest_seen is None or lat[j] > self.slowest_seen[0]:
+                self.slowest_seen = (float(lat[j]), self.space.key(archs[j]))
         self.result.rejected += int((~ok).sum())
         return lat, ok
 
@@ -119,6 +123,17 @@ class _Run:
         """Raise `InfeasibleBudgetError`: no architecture sampled is within the bounds."""
         ms, key = self.fastest_seen or (float("nan"), "?")
         c = self.constraint
+        slow_ms, slow_key = self.slowest_seen or (float("nan"), "?")
+        if c.min_ms is not None and slow_ms < c.min_ms:
+            raise InfeasibleBudgetError(
+                f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: the "
+                f"minimum {c.min_ms:g} ms is above the slowest seen, {slow_key} at {slow_ms:.4g} ms predicted; "
+                "lower the minimum")
+        if c.min_ms is not None and ms <= c.budget_ms:
+            raise InfeasibleBudgetError(
+                f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: "
+                f"none is predicted within {c.min_ms:g}..{c.budget_ms:g} ms (fastest seen {ms:.4g} ms, slowest "
+                f"{slow_ms:.4g} ms); widen the bounds")
         raise InfeasibleBudgetError(
             f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: the "
             f"budget {c.budget_ms:g} ms is below the fastest seen, {key} at {ms:.4g} ms predicted; raise the budget")
