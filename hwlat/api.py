@@ -292,6 +292,11 @@ def search(space: str | Space, constraint: Any, objective: Any = None, budget: i
 
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose evolution, random or nsga2")
+    if not isinstance(constraint, LatencyConstraint):
+        raise TypeError(f"constraint: a LatencyConstraint, not {type(constraint).__name__}; make one with "
+                        "hwlat.LatencyConstraint(predictor, budget_ms=...)")
+    if not isinstance(verify, (bool, VerifySettings)):
+        raise TypeError(f"verify: True, False or a VerifySettings, not {type(verify).__name__}")
     sp = _space(space)
     objective = load_objective(objective, sp)
     budget = objective.default_budget if budget is None else budget

@@ -287,6 +287,29 @@ def test_a_search_budget_that_is_not_a_positive_whole_number_is_refused(space, c
         hwlat.search(space, constraint, "accuracy:cifar10", budget=budget, method=method, progress=False)
 
 
+@pytest.mark.parametrize("constraint", [None, 1.0, "my_device"])
+def test_a_search_without_a_latency_constraint_is_refused_naming_what_to_pass(space, constraint):
+    import hwlat
+
+    with pytest.raises(TypeError, match="LatencyConstraint"):  # was AttributeError: 'float' has no 'space'
+        hwlat.search(space, constraint, "accuracy:cifar10", budget=5, progress=False)
+
+
+def test_a_search_given_a_predictor_for_a_constraint_is_refused(space):
+    import hwlat
+
+    pred = CallablePredictor(space, additive_ms, batched=True)
+    with pytest.raises(TypeError, match="hwlat.LatencyConstraint\\(predictor, budget_ms="):
+        hwlat.search(space, pred, "accuracy:cifar10", budget=5, progress=False)
+
+
+def test_a_search_verify_that_is_not_true_or_settings_is_refused(space, constraint):
+    import hwlat
+
+    with pytest.raises(TypeError, match="VerifySettings"):  # "yes" (truthy) once verified with the defaults
+        hwlat.search(space, constraint, "accuracy:cifar10", budget=5, verify="yes", progress=False)
+
+
 def test_only_a_lookup_scores_the_whole_space_for_a_ranking():
     from nas.accuracy import accuracy_table
     from nas.search import CallableObjective, NaswotProxy, load_objective
