@@ -66,9 +66,9 @@ class LatencyConstraint:
             raise ConstraintError(f"the {self.predictor.name} predictor has not been adapted to a device; adapt it to "
                                   "measured latencies first (`hwlat adapt fit`, `--device-samples FILE` in `hwlat "
                                   "search`, or hwlat.fit / hwlat.adapt in Python)")
-        if not (math.isfinite(budget_ms) and budget_ms > 0):
+        if not (math.isfinite(_ms(budget_ms)) and budget_ms > 0):
             raise ConstraintError(f"latency budget {budget_ms} ms: must be a finite positive number of milliseconds")
-        if min_ms is not None and not (math.isfinite(min_ms) and min_ms >= 0):
+        if min_ms is not None and not (math.isfinite(_ms(min_ms)) and min_ms >= 0):
             raise ConstraintError(f"minimum latency {min_ms} ms: must be a finite number of milliseconds, 0 or more")
         if min_ms is not None and min_ms > budget_ms:
             raise ConstraintError(f"minimum latency {min_ms} ms is above the budget {budget_ms} ms")
@@ -243,6 +243,14 @@ def suggest_arch(trial: Any, space: Any, attr: str = "arch") -> Any:
     arch = dec.from_params(params)
     trial.set_user_attr(attr, sp.key(arch))
     return arch
+
+
+def _ms(x: Any) -> float:
+    """`x` as a float of ms, NaN for what is not a number (a string, a bool, None, a list)."""
+    try:
+        return math.nan if isinstance(x, (str, bytes, bool)) else float(x)
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _relu(x: Any) -> Any:

@@ -72,6 +72,17 @@ def test_lower_bound_and_violation(space, known):
         LatencyConstraint(known, budget_ms=0)
 
 
+@pytest.mark.parametrize("value", ["1.0", None, True, [1.0]])
+def test_a_budget_that_is_not_a_number_is_a_constraint_error_naming_it(known, value):
+    import re
+
+    with pytest.raises(ConstraintError, match=re.escape(f"latency budget {value} ms")):  # was a bare TypeError
+        LatencyConstraint(known, budget_ms=value)
+    if value is not None:  # min_ms=None is no minimum
+        with pytest.raises(ConstraintError, match=re.escape(f"minimum latency {value} ms")):
+            LatencyConstraint(known, budget_ms=1.0, min_ms=value)
+
+
 def test_penalty_matches_nni_formulas_for_numbers_arrays_and_tensors(known):
     c = LatencyConstraint(known, budget_ms=2.0)
     assert c.penalty(1.0) == 0.0 and c.penalty(3.0, scale=2.0) == pytest.approx(1.0)
