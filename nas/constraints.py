@@ -224,9 +224,11 @@ class LatencyConstraint:
         arch, ms, n, exhaustive = self.fastest(sample, seed)
         if ms > self.budget_ms:
             where = f"of all {n}" if exhaustive else f"of {n} sampled"
+            verdict = ("no architecture can meet it" if exhaustive else
+                       "a search, sampling the space, would hardly find one that does (rarer ones may be faster)")
             raise InfeasibleBudgetError(
                 f"latency budget {self.budget_ms:g} ms is below the fastest {self.space.name} architecture "
-                f"({where}): {self.space.key(arch)} at {ms:.4g} ms predicted; no architecture can meet it; "
+                f"({where}): {self.space.key(arch)} at {ms:.4g} ms predicted; {verdict}; "
                 f"use a budget of at least {ms:.4g} ms")
         return arch, ms, n, exhaustive
 

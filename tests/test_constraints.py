@@ -106,6 +106,18 @@ def test_budget_below_the_fastest_architecture_names_it(known):
     assert LatencyConstraint(known, budget_ms=0.2).check_budget()[1] == pytest.approx(BASE_MS)
 
 
+def test_budget_below_the_fastest_sampled_architecture_does_not_claim_none_can_meet_it():
+    fbnet = get_space("fbnet")  # too large to enumerate: the fastest is of a sample
+    def ms(archs):  # 1 ms per layer that is not a skip (block 8)
+        return np.array([0.1 + sum(op != 8 for op in a.ops) for a in archs])
+
+    c = LatencyConstraint(CallablePredictor(fbnet, ms, batched=True), budget_ms=1.0)
+    assert c(fbnet.arch("-".join(["8"] * 22))).feasible  # the all-skip network meets the budget ...
+    with pytest.raises(InfeasibleBudgetError, match=r"below the fastest fbnet architecture \(of \d+ sampled\)") as e:
+        c.check_budget()  # ... which no uniform sample of 22 layers x 9 blocks is likely to hold
+    assert "no architecture can meet it" not in str(e.value) and "use a budget of at least" in str(e.value)
+
+
 def _adapted_transfer(space, n=12):
     from predictors import pretrained
     from nas.features import latency_features
