@@ -70,6 +70,8 @@ def optuna_pareto(space: Space | str, objective: Any = None, constraint: Latency
         optuna.logging.set_verbosity(verbosity)
     run.result.proposals = trials
     run.result.rejected = sum(not c.feasible for c in run.result.history)
+    if constraint is not None and not any(c.feasible for c in run.result.history):
+        run.raise_infeasible()  # as the other searches: none within the bounds is an error naming the bound
     return run.finish()
 
 
