@@ -68,6 +68,20 @@ def test_an_installed_runtime_plugin_works_in_every_command(installed, tmp_path)
     assert bad.returncode == 1 and "--xnnpack is a setting of --runtime litert, not of ort-basic" in bad.stderr
 
 
+def test_an_installed_runtime_plugin_verifies_a_search(installed, tmp_path):
+    _, env = installed
+    assert "ort-basic" in hwlat(env, "search", "--help").stdout  # was a fixed choice of onnxruntime, torch
+    out = hwlat(env, "search", "--space", "nb201", "--predictor", "lut:cpu_onnxruntime_fp32_threads1",
+                "--max-latency-ms", "1", "--budget", "5", "--top", "1", "--verify", "--verify-rounds", "1",
+                "--verify-pool", "search", "--protocol", "quick", "--runtime", "ort-basic", "--no-progress",
+                "--verify-out", tmp_path / "verified").stdout
+    assert "measured on cpu/ort-basic/fp32/threads=1" in out
+    assert (tmp_path / "verified.csv").read_text().splitlines()[0].endswith("cpu/ort-basic/fp32/threads=1")
+    board = hwlat(env, "search", "--space", "nb201", "--predictor", "x", "--max-latency-ms", "1", "--verify",
+                  "--runtime", "board", check=False)  # a runtime that cannot time architectures: said at once
+    assert board.returncode == 2 and "invalid choice: 'board'" in board.stderr
+
+
 def test_a_broken_plugin_is_skipped_with_one_warning(tmp_path):
     dist = tmp_path / "broken_plugin-1.0.dist-info"
     dist.mkdir()

@@ -71,7 +71,10 @@ def register(sub) -> None:
                    help="where --verify finds candidates: auto (default): every architecture of the space ranked by "
                         "the objective when that is a lookup (accuracy:* on nb201), else the search's, searched "
                         "again under the budget corrected by what was measured; search: always the search's")
-    p.add_argument("--runtime", default="onnxruntime", choices=["onnxruntime", "torch"], help="runtime of --verify (default onnxruntime)")
+    from profilers.runtimes import runtimes
+
+    able = [name for name, cls in runtimes().items() if cls.times_archs()]  # plugins' too
+    p.add_argument("--runtime", default="onnxruntime", choices=able, help="runtime of --verify (default onnxruntime)")
     p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")
