@@ -131,6 +131,17 @@ def _objective_file(tmp_path):
     return f"{f}:score"
 
 
+def test_cli_search_names_the_verify_options_it_ignores_without_verify(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+            "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--objective", _objective_file(tmp_path)]
+    assert main(base + ["--verify-out", str(tmp_path / "kept"), "--protocol", "quick", "--as-profiled"]) == 0
+    err = capsys.readouterr().err
+    assert "--protocol, --verify-out, --as-profiled ignored" in err  # nothing measured, nothing kept: said so
+    assert not (tmp_path / "kept.csv").exists()
+    assert main(base) == 0 and "ignored" not in capsys.readouterr().err
+
+
 def test_cli_search_prints_best_archs_with_predicted_latency_and_verifies(tmp_path, space, capsys):
     samples = _samples(tmp_path / "board.csv", space, 12)
     out = tmp_path / "r.json"

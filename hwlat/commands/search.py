@@ -83,7 +83,20 @@ def register(sub) -> None:
     p.add_argument("--save-predictor", help="save the (adapted) predictor to this path (NAME -> NAME.npz + NAME.json)")
     p.add_argument("--json", help="write the result (best, Pareto front, verification) as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_search)
+    p.set_defaults(func=_search, verify_defaults={dest: p.get_default(dest) for dest in VERIFY_ONLY})
+
+
+# Options that only say how --verify measures.
+VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "threads", "protocol", "verify_out")
+
+
+def ignored_options(args: argparse.Namespace) -> list[str]:
+    """The options given that this search does not use: --verify's without --verify, --as-profiled without a table."""
+    out = [] if args.verify else [f"--{dest.replace('_', '-')}" for dest, default in args.verify_defaults.items()
+                                  if getattr(args, dest) != default]
+    if args.as_profiled and not args.predictor.startswith("lut:"):
+        out.append("--as-profiled")
+    return out
 
 
 def verify_margin(text: str) -> float | None:
@@ -133,6 +146,10 @@ def _search(args: argparse.Namespace) -> int:
         from device_tables.files import make_parent
 
         make_parent(Path(args.json))
+    ignored = ignored_options(args)
+    if ignored:
+        print(f"hwlat: note: {', '.join(ignored)} ignored: --verify's options need --verify, --as-profiled a "
+              "lut:<device table> predictor", file=sys.stderr)
     space = get_space(args.space)
     pred, device = build_predictor(args, space)
     if args.save_predictor:
