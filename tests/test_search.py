@@ -94,6 +94,13 @@ def test_pareto_front_and_stratified_sweep(space):
     assert all(a.latency_ms <= b.latency_ms and a.score < b.score for a, b in zip(front, front[1:]))
 
 
+@pytest.mark.parametrize("bounds", [{"min_ms": 5.0, "max_ms": 1.0}, {"max_ms": 0.05}, {"min_ms": 3.0}])
+def test_stratified_sweep_with_bounds_that_hold_no_architecture_says_so(space, bounds):
+    pred = CallablePredictor(space, additive_ms, batched=True)  # 0.1 .. 2.5 ms
+    with pytest.raises(InfeasibleBudgetError, match="predicted is within .* ms \\(fastest 0.1 ms, slowest 2.5 ms\\)"):
+        pareto_search(space, pred, convs, budget=5, progress=False, **bounds)  # was numpy's "number sections"
+
+
 def test_naswot_proxy_is_deterministic_and_ranks_a_dead_cell_last(space):
     proxy = NaswotProxy(space, batch=4, seed=0)
     conv = space.parse("3-2-3-1-3-3")  # ops6: conv3x3, conv1x1, conv3x3, skip, conv3x3, conv3x3

@@ -213,6 +213,10 @@ def pareto_search(space: Space | str, predictor: Any, objective: Any = None, bud
         keep &= lat <= max_ms
     run.result.rejected = int((~keep).sum())
     idx = np.flatnonzero(keep)
+    if not idx.size:
+        raise InfeasibleBudgetError(f"no {sp.name} architecture of {len(archs)} predicted is within {min_ms or 0:g}.."
+                                    f"{max_ms if max_ms is not None else 'inf'} ms (fastest {lat.min():.4g} ms, slowest "
+                                    f"{lat.max():.4g} ms); widen the bounds")
     idx = idx[np.argsort(lat[idx], kind="stable")]
     for j, stratum in enumerate(np.array_split(idx, min(budget, len(idx)))):
         if len(stratum):
