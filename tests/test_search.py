@@ -50,6 +50,12 @@ def test_evolution_under_a_constraint_returns_only_feasible_architectures(space,
     assert [c.key for c in again.history] == [c.key for c in res.history]  # seeded
 
 
+@pytest.mark.parametrize("sizes", [{"population": 0}, {"population": -1}, {"sample": 0}, {"sample": -2}])
+def test_evolution_with_no_population_or_tournament_is_refused(space, constraint, sizes):
+    with pytest.raises(ValueError, match="each must be at least 1"):  # population 0 ran; sample 0: "max() arg is empty"
+        regularized_evolution(space, convs, constraint, budget=10, progress=False, **sizes)
+
+
 def test_random_search_scores_only_feasible_distinct_architectures(space, constraint):
     res = random_search(space, convs, constraint, budget=30, seed=1, progress=False)
     keys = [c.key for c in res.history]

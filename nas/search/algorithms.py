@@ -167,6 +167,8 @@ def regularized_evolution(space: Space | str, objective: Any = None, constraint:
     feasible child (16 mutations predicted at once, unseen feasible ones preferred), which joins
     the population as the oldest member leaves. A population of 30 (not 20) keeps one seed in 16
     from settling on a local optimum (NB201, CIFAR-10 under 1 ms, 100 scored: worst seed 92.2%, not 90.6%)."""
+    if population < 1 or sample < 1:
+        raise ValueError(f"population {population}, sample (tournament) {sample}: each must be at least 1")
     run = _Run("regularised evolution", space, objective, constraint, predictor, budget, progress)
     rng = np.random.default_rng(seed)
     pop: deque[Candidate] = deque()
