@@ -144,6 +144,15 @@ def _objective_file(tmp_path):
     return f"{f}:score"
 
 
+def test_cli_nsga2_with_a_population_of_one_is_one_clear_error(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+                 "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--method", "nsga2",
+                 "--population", "1"]) == 1  # was Optuna's ValueError, a traceback
+    err = capsys.readouterr().err.strip()
+    assert err == "hwlat: error: NSGA-II population 1: needs at least 2 (--population)"
+
+
 def test_cli_search_names_the_verify_options_it_ignores_without_verify(tmp_path, space, capsys):
     samples = _samples(tmp_path / "board.csv", space, 12)
     base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),

@@ -49,7 +49,7 @@ def register(sub) -> None:
                         "Optuna's NSGA-II, maximising the objective and minimising predicted latency with the budget "
                         "as a constraint; needs optuna)")
     p.add_argument("--population", type=positive_int,
-                   help="evolution / nsga2: population size (default 30 / 50)")
+                   help="evolution / nsga2: population size (default 30 / 50; nsga2: at least 2)")
     p.add_argument("--tournament", type=positive_int, default=5, help="evolution: tournament (sample) size (default 5)")
     p.add_argument("--top", type=positive_int, default=5,
                    help="architectures to print, and to measure per --verify round (default 5)")

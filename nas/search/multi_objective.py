@@ -41,6 +41,8 @@ def optuna_pareto(space: Space | str, objective: Any = None, constraint: Latency
         raise ConstraintError("the multi-objective search needs optuna: pip install 'hwlat[optuna]'") from None
     if latency not in LATENCY_ROLES:
         raise ConstraintError(f"latency={latency!r}: choose {' or '.join(LATENCY_ROLES)}")
+    if population < 2:
+        raise ConstraintError(f"NSGA-II population {population}: needs at least 2 (--population)")
     if latency == "constraint" and constraint is None:
         raise ConstraintError("latency='constraint' needs a LatencyConstraint (a predictor and a budget)")
     run = _Run(f"NSGA-II (Optuna, latency as {latency})", space, objective, constraint, predictor, trials, progress)
