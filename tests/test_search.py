@@ -144,6 +144,18 @@ def _objective_file(tmp_path):
     return f"{f}:score"
 
 
+def test_cli_search_interrupted_with_verify_out_says_the_measurements_are_kept(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    stop = tmp_path / "stop.py"
+    stop.write_text("def score(arch):\n    raise KeyboardInterrupt\n")  # Ctrl-C, as a user's objective sees it
+    base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+            "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--objective", f"{stop}:score", "--verify"]
+    assert main(base + ["--verify-out", str(tmp_path / "kept")]) == 130
+    assert "what was measured is stored: run the same command again" in capsys.readouterr().err
+    assert main(base) == 130  # without --verify-out nothing is kept: not promised
+    assert capsys.readouterr().err.strip().endswith("hwlat: interrupted")
+
+
 def test_cli_nsga2_with_a_population_of_one_is_one_clear_error(tmp_path, space, capsys):
     samples = _samples(tmp_path / "board.csv", space, 12)
     assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
