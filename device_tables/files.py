@@ -8,6 +8,7 @@ these, so a failed write leaves nothing half-written that a resumed run would mi
 from __future__ import annotations
 
 import csv
+import errno
 import logging
 import os
 import re
@@ -38,7 +39,8 @@ def writing(path: Path) -> Iterator[None]:
 
 
 def make_parent(path: Path) -> None:
-    """Create the folder of `path` (and its parents) if missing; one of them being a file is named."""
+    """Create the folder of `path` (and its parents) if missing; one of them being a file, or `path`
+    being a folder, is named."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
@@ -46,6 +48,8 @@ def make_parent(path: Path) -> None:
         raise WriteError(f"cannot write {path}: {blocker} is a file, not a folder") from None
     except OSError as exc:
         raise WriteError(f"cannot write {path}: {os_reason(exc)}") from None
+    if path.is_dir():
+        raise WriteError(f"cannot write {path}: [Errno {errno.EISDIR}] {os.strerror(errno.EISDIR)}")
 
 
 def atomic_write_text(path: Path, text: str) -> None:

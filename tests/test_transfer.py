@@ -439,6 +439,17 @@ def _error(capsys, argv) -> str:
     return err
 
 
+def test_bench_refuses_a_json_path_it_cannot_write_before_running(nb201_table, tmp_path, capsys):
+    """An unwritable --json was found only after the whole benchmark had run, its results lost."""
+    path, _ = nb201_table
+    (tmp_path / "blocker").write_text("a file")
+    err = _error(capsys, _bench(path, "--json", str(tmp_path / "blocker" / "r.json")))
+    assert "blocker is a file, not a folder" in err
+    err = _error(capsys, _bench(path, "--json", str(tmp_path)))
+    assert "Is a directory" in err
+    assert "Spearman" not in capsys.readouterr().out
+
+
 def test_bench_unknown_device_lists_the_available_ones(nb201_table, capsys):
     path, _ = nb201_table
     err = _error(capsys, _bench(path, test=["nosuchboard"]))

@@ -116,6 +116,10 @@ def _transfer(args: argparse.Namespace) -> int:
     from predictors.evaluation import METHODS, ProtocolError, ProtocolSettings, TargetDevice, make_methods, run_method
     from hwlat.transfer_tables import load_transfer_tables
 
+    if args.json:  # a path that cannot be written is said before the benchmark, not after it
+        from device_tables.files import make_parent
+
+        make_parent(Path(args.json))
     space = args.space
     train, valid, test = _names(args.train, "training"), _names(args.valid, "validation"), _names(args.test, "test")
     if not train or not test:
@@ -173,7 +177,9 @@ def _transfer(args: argparse.Namespace) -> int:
         if curve:
             report["shots_curve"] = _curve(methods, data, targets, query, settings, curve)
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=2, default=float))
+        from device_tables.files import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2, default=float))
         print(f"\nwrote {args.json}")
     return 0
 
