@@ -70,3 +70,12 @@ def test_demo_rejects_a_bad_margin_before_measuring(tmp_path, capsys, margin):
         main(["demo", "--quick", "--margin", margin, "--out", str(tmp_path / "d"), "--no-progress"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and "--margin" in err and not (tmp_path / "d").exists()
+
+
+@pytest.mark.parametrize("value", ["0", "100"])
+def test_demo_percentile_error_says_the_ends_are_excluded(tmp_path, capsys, value):
+    """`--percentile 100` said "100: needs a percentile between 0 and 100"."""
+    with pytest.raises(SystemExit) as exc:
+        main(["demo", "--quick", "--percentile", value, "--out", str(tmp_path / "d"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert exc.value.code == 2 and f"{value}: needs a percentile above 0 and below 100" in err

@@ -68,4 +68,4 @@ def fraction_below_half(text: str) -> float:
 
 def percentile(text: str) -> float:
     """A percentile strictly between 0 and 100."""
-    return _number(text, lambda v: 0 < v < 100, "a percentile between 0 and 100")
+    return _number(text, lambda v: 0 < v < 100, "a percentile above 0 and below 100")
