@@ -54,6 +54,9 @@ def test_demo_quick_runs_end_to_end(tmp_path, capsys):
         assert w is None
     table = summary["reference_measured_table"]  # the shipped arch table of this device kind
     assert table is None or (table["latency_ms"] <= budget and table["n"] > 1000)
+    # measured on another CPU, the table's latencies are that CPU's: the summary says which
+    other = summary["reference_measured_table_other_cpu"]
+    assert (table is not None and other is not None) == (", on another CPU: " in text)
     for png in ("predicted_vs_measured.png", "pareto_front.png"):
         assert (out / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert str(out / png) in summary["plots"]
@@ -79,3 +82,24 @@ def test_demo_percentile_error_says_the_ends_are_excluded(tmp_path, capsys, valu
         main(["demo", "--quick", "--percentile", value, "--out", str(tmp_path / "d"), "--no-progress"])
     err = capsys.readouterr().err
     assert exc.value.code == 2 and f"{value}: needs a percentile above 0 and below 100" in err
+
+
+def test_an_arch_table_of_another_cpu_is_named_so(tmp_path):
+    """The demo compared its winner with the shipped arch table's best as if this machine had measured it."""
+    import shutil
+
+    from device_tables.archtable import arch_table_paths
+    from device_tables.device import _cpu_info
+    from device_tables.registry import TABLES_DIR
+    from nas.search.reference import measured_elsewhere
+
+    for src in arch_table_paths(TABLES_DIR / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"):
+        shutil.copy(src, tmp_path / src.name)
+    csv, meta = arch_table_paths(tmp_path / "nb201_cpu_onnxruntime_fp32_threads1")[:2]
+    doc = json.loads(meta.read_text())
+    doc["device"]["fingerprint"].update(json.loads(json.dumps(_cpu_info())))  # measured on this CPU
+    meta.write_text(json.dumps(doc))
+    assert measured_elsewhere(csv) == ""
+    doc["device"]["fingerprint"]["cpu_model"] = "Another CPU 9000"
+    meta.write_text(json.dumps(doc))
+    assert "'Another CPU 9000'" in measured_elsewhere(csv)

@@ -238,7 +238,7 @@ class _DemoRun:
         from device_tables.archtable import arch_table_paths
         from nas.device_loop import verify
         from nas.search import VerifySettings
-        from nas.search.reference import best_within, measured_reference
+        from nas.search.reference import best_within, measured_elsewhere, measured_reference, shipped_arch_table
         from nas.search.verified import verify_search
 
         s, space = self.s, self.space
@@ -268,6 +268,7 @@ class _DemoRun:
             "key": w.key, "index": space.index(w.arch), "accuracy": float(w.score), "predicted_ms": float(w.latency_ms),
             "measured_ms": float(vs.winner_ms)}
         self.ref_measured = measured_reference(space, self.acc, self.m.device, self.budget)
+        self.ref_elsewhere = measured_elsewhere(shipped_arch_table(space, self.m.device)) if self.ref_measured else ""
         self.ref_predicted = best_within(space, self.acc, range(len(self.archs)), self.all_ms, self.budget,
                                          "all 15625 by the adapted predictor")
 
@@ -319,6 +320,7 @@ class _DemoRun:
             "verification_pareto_front": vf.to_dict() if vf is not None else None,
             "winner": self.winner,
             "reference_measured_table": self.ref_measured.to_dict() if self.ref_measured else None,
+            "reference_measured_table_other_cpu": self.ref_elsewhere or None,
             "reference_all_predicted": self.ref_predicted.to_dict() if self.ref_predicted else None,
             "regret_pp": regret,
             "plots": [str(p) for p in self.plots], "stages_s": {k: round(x, 2) for k, x in self.stages.items()},
@@ -377,9 +379,10 @@ class _DemoRun:
         r, rp = self.ref_measured, self.ref_predicted
         if r is not None:
             gap = "" if w is None else f" -> regret {r.accuracy - w['accuracy']:+.2f} pp"
+            elsewhere = f", on another CPU: {self.ref_elsewhere}" if self.ref_elsewhere else ""  # that CPU's latencies
             lines.append(f"vs table    best of the shipped measured arch table within {self.budget:.3f} ms: "
                          f"{r.accuracy:.2f}% at {r.latency_ms:.3f} ms ({r.n_within} of {r.n} within; measured when the "
-                         f"table was made){gap}")
+                         f"table was made{elsewhere}){gap}")
         else:
             lines.append(f"vs table    no shipped arch table for {m.device}: no measured reference")
         if rp is not None:

@@ -68,6 +68,17 @@ def table_latencies(space: Space, device: str) -> tuple[Path, np.ndarray, np.nda
     return path, idx, col.to_numpy(dtype=float)
 
 
+def measured_elsewhere(path: Path) -> str:
+    """How this machine's CPU differs from the one that measured the arch table at `path` ('' where alike):
+    a reference of another CPU is its latencies, not this machine's."""
+    from device_tables.archtable import arch_table_paths, read_meta
+    from device_tables.device import host_differences
+    from device_tables.registry import _brief
+
+    fingerprint = (read_meta(arch_table_paths(path)[1]).get("device") or {}).get("fingerprint") or {}
+    return _brief(host_differences(fingerprint))
+
+
 def measured_reference(space: Space, accuracy: np.ndarray, device: str, budget_ms: float) -> Reference | None:
     """`best_within` over the shipped arch table of `device` (None without one, or none within)."""
     table = table_latencies(space, device)
@@ -77,4 +88,5 @@ def measured_reference(space: Space, accuracy: np.ndarray, device: str, budget_m
     return best_within(space, accuracy, idx, ms, budget_ms, f"measured arch table {path.name} ({len(ms)} archs)")
 
 
-__all__ = ["Reference", "best_within", "measured_reference", "shipped_arch_table", "table_latencies"]
+__all__ = ["Reference", "best_within", "measured_elsewhere", "measured_reference", "shipped_arch_table",
+           "table_latencies"]
