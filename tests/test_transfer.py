@@ -450,6 +450,26 @@ def test_bench_refuses_a_json_path_it_cannot_write_before_running(nb201_table, t
     assert "Spearman" not in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("methods, words", [
+    ("", "names no method; give all, or some of: macs"),  # ran nothing and printed empty tables
+    (",", "names no method"),
+    ("macs,macs", "method(s) listed twice: macs"),  # said "method device(s)"
+])
+def test_bench_methods_given_wrong_are_one_error(nb201_table, capsys, methods, words):
+    path, _ = nb201_table
+    assert words in _error(capsys, _bench(path, methods=methods))
+
+
+def test_bench_all_among_methods_runs_them_all(nb201_table, capsys):
+    """`--methods all,macs` said "unknown method(s) all; choose from all, ..."."""
+    from predictors.evaluation import METHODS
+
+    path, _ = nb201_table
+    assert main(_bench(path, "--repeats", "1", "--query", "100:130", methods="all,macs")) == 0
+    header = capsys.readouterr().out.split("Spearman rank correlation")[1].splitlines()[1].split()
+    assert header == ["device", *METHODS]
+
+
 def test_bench_unknown_device_lists_the_available_ones(nb201_table, capsys):
     path, _ = nb201_table
     err = _error(capsys, _bench(path, test=["nosuchboard"]))

@@ -80,7 +80,7 @@ def _names(text: str, what: str) -> list[str]:
     if dup:
         from predictors.evaluation import ProtocolError
 
-        raise ProtocolError(f"{what} device(s) listed twice: {', '.join(dup)}")
+        raise ProtocolError(f"{what}(s) listed twice: {', '.join(dup)}")
     return names
 
 
@@ -121,7 +121,8 @@ def _transfer(args: argparse.Namespace) -> int:
 
         make_parent(Path(args.json))
     space = args.space
-    train, valid, test = _names(args.train, "training"), _names(args.valid, "validation"), _names(args.test, "test")
+    train, valid = _names(args.train, "training device"), _names(args.valid, "validation device")
+    test = _names(args.test, "test device")
     if not train or not test:
         raise ProtocolError("give at least one --train and one --test device")
     for a, b, an, bn in ((train, test, "training", "test"), (valid, test, "validation", "test"),
@@ -130,7 +131,10 @@ def _transfer(args: argparse.Namespace) -> int:
         if both:
             raise ProtocolError(f"device(s) {', '.join(both)} are both {an} and {bn} devices; "
                                 "a test device must be unseen")
-    names = list(METHODS) if args.methods.strip() == "all" else _names(args.methods, "method")
+    names = _names(args.methods, "method")
+    if not names:
+        raise ProtocolError(f"--methods {args.methods!r} names no method; give all, or some of: {', '.join(METHODS)}")
+    names = list(METHODS) if "all" in names else names
     methods = make_methods(names)
     lo, hi = _parse_query(args.query, space)
     curve = _parse_curve(args.shots_curve)
