@@ -63,6 +63,18 @@ def test_random_search_scores_only_feasible_distinct_architectures(space, constr
     assert (additive_ms([c.arch for c in res.history]) <= 0.6).all()
 
 
+@pytest.mark.parametrize("search", [regularized_evolution, random_search])
+def test_a_search_budget_above_the_feasible_architectures_stops_and_says_why(space, search):
+    """Under 0.12 ms only 22 NB201 cells fit (none/skip ops, at most two skips): a budget of 1,000 scores them
+    and stops, saying so; evolution ran on to 20 x budget cycles (minutes on a real predictor)."""
+    tight = LatencyConstraint(CallablePredictor(space, additive_ms, batched=True), budget_ms=0.12)
+    res = search(space, convs, tight, budget=1000, seed=0, progress=False)
+    assert 0 < res.evaluations <= 22 and res.all_feasible()
+    assert res.stopped and "no new architecture within the bounds" in res.stopped
+    assert res.format().splitlines()[1] == f"stopped early: {res.stopped}" and res.to_dict()["stopped"] == res.stopped
+    assert not regularized_evolution(space, convs, tight, budget=5, seed=0, progress=False).stopped
+
+
 def test_search_with_a_budget_below_the_fastest_architecture_says_so(space):
     c = LatencyConstraint(CallablePredictor(space, additive_ms, batched=True), budget_ms=0.01)
     with pytest.raises(InfeasibleBudgetError, match="below the fastest"):

@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 SAMPLE_BATCH = 256
 MAX_SAMPLE_BATCHES = 40
 MUTATIONS_PER_CHILD = 16
+# Evolution stops after this many cycles in a row that found no new architecture within the bounds: the
+# mutations have run out of feasible architectures near the population (a budget larger than the feasible
+# ones it reaches; 20 x budget cycles ran 5 million predictions for 1,201 of 16,000 on NB201 under 0.5 ms).
+STALL_CYCLES = 500
 
 
 class _Run:
@@ -156,6 +160,9 @@ def random_search(space: Space | str, objective: Any = None, constraint: Latency
         stale = stale + 1 if not batch else 0
         for arch, lat in batch:
             run.evaluate(arch, lat)
+    if run.evaluations < budget:
+        run.result.stopped = (f"{stale} rounds of {MAX_SAMPLE_BATCHES * SAMPLE_BATCH} samples found no new "
+                              "architecture within the bounds")
     return run.finish()
 
 
@@ -166,7 +173,9 @@ def regularized_evolution(space: Space | str, objective: Any = None, constraint:
     random architectures; each cycle the best of `sample` random members is mutated into a
     feasible child (16 mutations predicted at once, unseen feasible ones preferred), which joins
     the population as the oldest member leaves. A population of 30 (not 20) keeps one seed in 16
-    from settling on a local optimum (NB201, CIFAR-10 under 1 ms, 100 scored: worst seed 92.2%, not 90.6%)."""
+    from settling on a local optimum (NB201, CIFAR-10 under 1 ms, 100 scored: worst seed 92.2%, not 90.6%).
+    It stops short of `budget` when `STALL_CYCLES` cycles in a row find no new feasible architecture
+    (`SearchResult.stopped` says so)."""
     if population < 1 or sample < 1:
         raise ValueError(f"population {population}, sample (tournament) {sample}: each must be at least 1")
     run = _Run("regularised evolution", space, objective, constraint, predictor, budget, progress)
@@ -176,14 +185,14 @@ def regularized_evolution(space: Space | str, objective: Any = None, constraint:
         pop.append(run.evaluate(arch, lat))
     if not pop:
         run.raise_infeasible()
-    cycles = 0
-    while run.evaluations < budget and cycles < 20 * budget:
-        cycles += 1
+    stalled = 0  # cycles in a row without a new architecture
+    while run.evaluations < budget and stalled < STALL_CYCLES:
         picks = rng.choice(len(pop), size=min(sample, len(pop)), replace=False)
         parent = max((pop[int(i)] for i in picks), key=lambda c: (c.score, -c.latency_ms))
         children = [run.space.mutate(parent.arch, rng) for _ in range(MUTATIONS_PER_CHILD)]
         lat, ok = run.predict(children)
         order = [i for i in range(len(children)) if ok[i] and not run.seen(children[i])]
+        stalled = 0 if order else stalled + 1
         order += [i for i in range(len(children)) if ok[i] and run.seen(children[i])]
         if not order:
             continue
@@ -191,6 +200,9 @@ def regularized_evolution(space: Space | str, objective: Any = None, constraint:
         pop.append(run.evaluate(children[i], lat[i]))
         if len(pop) > population:
             pop.popleft()
+    if run.evaluations < budget:
+        run.result.stopped = (f"{STALL_CYCLES} cycles in a row ({STALL_CYCLES * MUTATIONS_PER_CHILD} mutations) found no "
+                              "new architecture within the bounds: the feasible ones near the population are scored")
     return run.finish()
 
 

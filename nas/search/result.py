@@ -44,6 +44,7 @@ class SearchResult:
     rejected: int = 0  # proposals outside the latency bounds (scored only by NSGA-II, as infeasible trials)
     objective_seconds: float = 0.0
     verified: Any = None  # a `nas.search.verified.VerifiedSearch` when the search was verified by measuring
+    stopped: str = ""  # why the search scored fewer architectures than its budget ("" where it did not)
     scorer: Any = field(default=None, repr=False, compare=False)  # the `Objective` that scored `history`
 
     @property
@@ -79,7 +80,7 @@ class SearchResult:
         """The best `k` as a text table, with what was searched."""
         head = (f"{self.method} on {self.space}: {self.evaluations} distinct architectures scored; "
                 f"{self.proposals} predicted, {self.rejected} of them outside the latency bounds; {self.seconds:.1f} s")
-        lines = [head]
+        lines = [head] + ([f"stopped early: {self.stopped}"] if self.stopped else [])
         if self.budget_ms is not None:
             lines.append(f"latency budget: {self.budget_ms:.4g} ms (predicted)")
         best = self.best(k)
@@ -96,6 +97,7 @@ class SearchResult:
         verified = {"verified": self.verified.to_dict()} if self.verified is not None else {}
         return {"method": self.method, "space": self.space, "objective": self.objective, "budget_ms": self.budget_ms,
                 "evaluations": self.evaluations, "proposals": self.proposals, "rejected": self.rejected,
+                "stopped": self.stopped,
                 "seconds": round(self.seconds, 3), "objective_seconds": round(self.objective_seconds, 3),
                 "best": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.best(k)],
                 "pareto_front": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.front()],
