@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -110,15 +111,21 @@ def adapt(predictor: Any, space: Space | str, archs: Sequence[Any], ms: Sequence
           min_rows: int = MIN_DEVICE_SAMPLES) -> FeaturePredictor:
     """Adapt a few-shot feature predictor (``"pretrained"`` for the shipped one) to measured archs."""
     sp = _space(space)
-    if isinstance(predictor, str) and predictor == "pretrained":
-        wrapped = load_arch_predictor("pretrained", sp)
-    elif isinstance(predictor, FeaturePredictor):
+    if isinstance(predictor, str) and predictor.startswith("lut:"):
+        raise PredictorSpaceError(f"{predictor}: a device table is not adapted from measured architectures; give a "
+                                  "few-shot predictor (pretrained or a saved transfer predictor)")
+    if isinstance(predictor, (str, os.PathLike)):  # 'pretrained' or a saved predictor's path
+        predictor = load_arch_predictor(predictor, sp)
+    if isinstance(predictor, FeaturePredictor):
         wrapped = predictor
     elif isinstance(predictor, ArchPredictor):
         raise PredictorSpaceError(f"the {predictor.name} predictor cannot be adapted from measured architectures; "
                                   "give a few-shot predictor (pretrained or a saved transfer predictor)")
-    else:
+    elif hasattr(predictor, "adapt"):
         wrapped = FeaturePredictor(sp, predictor)
+    else:
+        raise TypeError(f"a {type(predictor).__name__} cannot be adapted to a device: give 'pretrained', the path of a "
+                        "predictor saved by `hwlat adapt fit`, or a few-shot predictor (with adapt(X, y))")
     if not hasattr(wrapped.predictor, "adapt"):
         raise PredictorSpaceError(f"the {wrapped.name} predictor has no adapt(X, y); it cannot use device samples")
     ms = np.asarray(ms, dtype=float)

@@ -251,6 +251,10 @@ def save(pred: FeaturePredictor, path: str | os.PathLike) -> tuple[Path, Path]:
     from hwlat import __version__
     from predictors.io import paths, save as save_file
 
+    if not isinstance(pred, FeaturePredictor):  # a device table is a file already; other predictors have no format
+        raise TypeError(f"save_predictor writes a predictor adapted to a device (`hwlat.adapt`, `hwlat.fit`), not a "
+                        f"{type(pred).__name__}" + ("; a device table is saved as it is measured" if
+                                                   type(pred).__name__ == "DeviceTable" else ""))
     if needs_adaptation(pred):
         raise PredictorSpaceError(f"the {pred.name} predictor is not adapted to a device; fit it first")
     info = {**getattr(pred, "info", {}), "space": pred.space.name, "hwlat_version": __version__}

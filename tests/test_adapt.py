@@ -355,3 +355,30 @@ def test_the_whole_loop_on_this_machine(tmp_path, capsys):
     assert [int(r["nb201_index"]) for r in rows] == list(range(5))
     assert all(0 < float(r["predicted_ms"]) < 1e3 for r in rows)
     assert hwlat.load_predictor(pred, "nb201").info["device"].startswith("cpu/onnxruntime/fp32")
+
+
+def test_save_predictor_of_something_not_adapted_names_what_it_takes(tmp_path):
+    """A device table given to save_predictor was an AttributeError ('DeviceTable' has no 'space')."""
+    for wrong, said in ((hwlat.load_table("cpu_onnxruntime_fp32_threads1"), "a device table is saved as it is measured"),
+                        ("nb201", "not a str")):
+        with pytest.raises(TypeError, match="adapted to a device") as err:
+            hwlat.save_predictor(wrong, tmp_path / "p")
+        assert said in str(err.value)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_adapt_takes_a_saved_predictors_path_and_names_what_it_cannot_adapt(ten):
+    """predictor='nope' said 'the str predictor has no adapt(X, y)'; a saved predictor's path was refused alike."""
+    from nas.arch_predictors import PredictorSpaceError
+    from predictors.io import PredictorFileError
+
+    d, archs, ms = ten
+    hwlat.save_predictor(hwlat.adapt("nb201", archs, ms), d / "saved")
+    again = hwlat.adapt("nb201", archs[:5], ms[:5], predictor=str(d / "saved"))  # adapted anew to other measurements
+    assert again.predict(archs[:5]).shape == (5,)
+    with pytest.raises(PredictorFileError, match="no predictor at nope.json"):
+        hwlat.adapt("nb201", archs, ms, predictor="nope")
+    with pytest.raises(PredictorSpaceError, match="a device table is not adapted"):
+        hwlat.adapt("nb201", archs, ms, predictor="lut:cpu_onnxruntime_fp32_threads1")
+    with pytest.raises(TypeError, match="a int cannot be adapted to a device: give 'pretrained'"):
+        hwlat.adapt("nb201", archs, ms, predictor=5)

@@ -40,7 +40,7 @@ def register(sub) -> None:
                         "NATS-Bench test accuracy, looked up; NB201 only), naswot (alias proxy: a training-free proxy "
                         "on random data, NOT accuracy), or 'module:function' / 'file.py:function' with "
                         "function(arch) -> score, higher is better. Default: accuracy:cifar10 on nb201, naswot on "
-                        "spaces without shipped accuracies (fbnet, ofa)")
+                        "spaces without shipped accuracies (fbnet, ofa, vit)")
     p.add_argument("--budget", type=positive_int,
                    help="architectures to score (default 500 for an accuracy objective, a lookup; 100 for naswot or "
                         "your own function); with --method nsga2, Optuna trials")
