@@ -198,7 +198,10 @@ def test_calibration_by_kernel_type_follows_type_specific_costs():
     again = LUTPredictor(table, regressors=lut.regressors)
     assert again.calibration == cal and table.meta["lut_calibration"]["statistic"] == "median"
     # a calibration fitted on the median is not applied to 10th-percentile rows
-    assert LUTPredictor(table, regressors=lut.regressors, statistic="p10_ms").calibration == Calibration()
+    by_p10 = LUTPredictor(table, regressors=lut.regressors, statistic="p10_ms").calibration
+    assert by_p10 == Calibration() and "lut_calibration" in table.meta
+    assert by_p10.describe().startswith("not used (the table's is fitted on the median")  # not "none": it has one
+    assert "set_aside" not in by_p10.to_dict()
     assert again.predict_graph(graphs[0]).total_ms == pytest.approx(lut.predict_graph(graphs[0]).total_ms, rel=1e-12)
 
 

@@ -70,6 +70,7 @@ class Calibration:
     cached_weights_mb: float = 0.0
     ridge: float | None = None  # the penalties' strength the fit used (chosen by cross-validation)
     counts_activations: bool = False  # the cache holds a network's excess activation memory too
+    set_aside: str = field(default="", compare=False)  # why the table's own calibration is not used (fitted on another statistic); not stored
 
     def terms(self, op: str) -> tuple[float, float]:
         """(scale, per-kernel ms) of a kernel of op `op`."""
@@ -84,6 +85,8 @@ class Calibration:
     def describe(self) -> str:
         """One line: the terms and the calibration models' MAPE before and after."""
         if self.n_models == 0 and not self.by_type:
+            if self.set_aside:
+                return f"not used ({self.set_aside}; the kernel sum as it is)"
             return "none (the kernel sum as it is; calibrate on whole-model measurements: LUTPredictor.calibrate)"
         if self.by_type:
             scales = sorted(s for s, _ in self.by_type.values())
@@ -100,6 +103,7 @@ class Calibration:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
+        del d["set_aside"]
         d["by_type"] = {t: [float(s), float(k)] for t, (s, k) in sorted(self.by_type.items())}
         return d
 

@@ -72,8 +72,9 @@ class LUTPredictor:
             if stored and _statistic_ms(stored.get("statistic", "median")) != statistic:
                 log.warning("%s: calibrated on the %s statistic, predicting %s without that calibration; "
                             "recalibrate for %s", table.name, stored.get("statistic", "median"), statistic, statistic)
-                stored = {}
-            calibration = Calibration.from_dict(stored)
+                calibration = Calibration(set_aside=f"the table's is fitted on the {stored.get('statistic', 'median')}")
+            else:
+                calibration = Calibration.from_dict(stored)
         self.calibration = calibration
         self.dtype = "int8" if table.device.precision == "int8" else "float32"
         # Each table row timed one call of a single-op model, paying the runtime's per-call overhead
