@@ -159,4 +159,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hwlat.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -272,8 +272,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except HwlatError as exc:
-        print(f"gpu_session: error: {exc}", file=sys.stderr)
-        sys.exit(1)
+    from hwlat.cli import run_script
+
+    raise SystemExit(run_script(main))

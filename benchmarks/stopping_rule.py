@@ -75,4 +75,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    from hwlat.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -130,4 +130,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    from hwlat.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -162,4 +162,6 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hwlat.cli import run_script
+
+    raise SystemExit(run_script(main))

@@ -6,7 +6,7 @@ import argparse
 import importlib
 import logging
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from device_tables.errors import HwlatError
 
@@ -112,6 +112,18 @@ def _protocol_hint(exc: HwlatError) -> str:
     clock = stored.pop("clock", None)
     preset = Protocol.preset_of(stored)
     return f" (the table's protocol is `--protocol {preset}{f' --clock {clock}' if clock else ''}`)" if preset else ""
+
+
+def run_script(main: Callable[[], int | None]) -> int:
+    """The exit code of a script's `main` (the benchmarks'), with a `HwlatError` as one ``SCRIPT: error:``
+    line and exit 1 (missing public data, an unknown table), as the command line reports it."""
+    from pathlib import Path
+
+    try:
+        return int(main() or 0)
+    except HwlatError as exc:
+        print(f"{Path(sys.argv[0]).name}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def command_parser(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
