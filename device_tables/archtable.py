@@ -170,6 +170,9 @@ class ArchTable:
         if not paths:
             raise TableError(f"{stats_given[0]} holds per-arch statistics; read the table {arch_table_paths(stats_given[0])[0]}")
         for path in paths:
+            if path.is_dir():
+                raise TableError(f"{path} is a folder; give an arch table's CSV file (`hwlat profile archs --out` "
+                                 "writes one; public ones are named like nb201.csv)")
             if path.suffix == ".json":
                 path = path.with_suffix(".csv")
             elif path.suffix != ".csv":

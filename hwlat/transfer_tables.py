@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -59,9 +59,11 @@ class _CostCache:
         return np.array([self.cache[int(r)] for r in rows])
 
 
-def load_transfer_tables(space: str, paths: Sequence[str], join_key: str, wanted: Sequence[str]) -> TransferTables:
+def load_transfer_tables(space: str, paths: Sequence[str], join_key: str,
+                         wanted: Sequence[str] | Mapping[str, Sequence[str]]) -> TransferTables:
     """Read the tables (`ArchTable` validates each file and joins them on the architecture) and
-    check that they agree on `join_key`; every name in `wanted` must be a device column."""
+    check that they agree on `join_key`; every name in `wanted` (or in each of its groups, by the
+    option that gave them: ``{"--train": [...]}``) must be a device column."""
     from nas.spaces import arch_keys, known_arch_keys
 
     keys, candidates = arch_keys(space), known_arch_keys()
@@ -89,11 +91,13 @@ def load_transfer_tables(space: str, paths: Sequence[str], join_key: str, wanted
         k = int(dup.iloc[0])
         archs = f[table.primary][f[join_key] == k].tolist()
         raise TableError(f"key mismatch: {join_key}={k} names two architectures in the tables ({archs[0]!r} and {archs[1]!r})")
-    unknown = [n for n in wanted if n not in table.devices]
+    groups = wanted.items() if isinstance(wanted, Mapping) else [("", wanted)]
+    unknown = [(flag, names) for flag, given in groups if (names := [n for n in given if n not in table.devices])]
     if unknown:
         from device_tables.errors import UnknownDeviceError
 
-        raise UnknownDeviceError(f"unknown device(s) {', '.join(unknown)}; the tables have: {', '.join(table.devices)}")
+        said = "; ".join(f"{flag + ' ' if flag else ''}{', '.join(names)}" for flag, names in unknown)
+        raise UnknownDeviceError(f"unknown device(s) {said}; the tables have: {', '.join(table.devices)}")
     keys = f[join_key].to_numpy(dtype=float, na_value=np.nan)
     return TransferTables(space, join_key, keys, [str(k) for k in f[table.primary]],
                           {d: f[d].to_numpy(dtype=float) for d in table.devices})

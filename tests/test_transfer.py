@@ -403,6 +403,23 @@ def test_bench_prints_tables_and_json(nb201_table, tmp_path, capsys):
     assert set(rep["shots_curve"]) == {"0", "5"}
 
 
+def test_bench_with_no_measurement_of_the_test_devices_prints_only_the_ranking(nb201_table, capsys):
+    """--shots 0 --reference 0: no test-device ms to scale to; its MAPE (601,857,565% for macs) meant nothing."""
+    path, _ = nb201_table
+    assert main(_bench(path, "--shots", "0", "--reference", "0", "--methods", "transfer,macs")) == 0
+    text = capsys.readouterr().out
+    assert "Spearman" in text and "±10% accuracy and MAPE: left out" in text
+    assert "MAPE (mean" not in text and "±10% accuracy (share" not in text
+
+
+def test_bench_names_the_option_of_an_unknown_device_and_a_folder_given_as_table(nb201_table, tmp_path, capsys):
+    path, _ = nb201_table
+    err = _error(capsys, _bench(path, train=[*TRAIN, "nosuch"], test=[*TEST, "other"]))
+    assert err.startswith("hwlat: error: unknown device(s) --train nosuch; --test other; the tables have: ")
+    assert _error(capsys, _bench(tmp_path)) == (f"hwlat: error: {tmp_path} is a folder; give an arch table's CSV file (`hwlat "
+                                                "profile archs --out` writes one; public ones are named like nb201.csv)")
+
+
 def test_bench_reads_only_allowed_cells_of_a_poisoned_table(nb201_table, tmp_path):
     """Run once, record which test cells the protocol handed out; poison all other cells outside
     the query range; the command's results must not change."""
