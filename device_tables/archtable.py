@@ -368,11 +368,22 @@ def _ordered(frame, keys: ArchKeys):
     return frame.sort_values(col, kind="stable").reset_index(drop=True)
 
 
+def _public_hint(path: Path) -> str:
+    """Where a bare file name not found here is one of the public latency files: its path there."""
+    if path.is_absolute() or len(path.parts) > 1:
+        return ""
+    try:
+        public = public_data_dir() / path.name
+    except TableError:
+        return ""
+    return f" here; the public latency data has one: {public}" if public.is_file() else ""
+
+
 def _read_csv(path: Path):
     import pandas as pd
 
     if not path.exists():
-        raise TableError(f"arch table {path} not found")
+        raise TableError(f"arch table {path} not found{_public_hint(path)}")
     try:
         # Keep strings as written (arch keys like 4-2-1-2-1-1 must not become numbers).
         df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])

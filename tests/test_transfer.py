@@ -5,6 +5,7 @@ noise), the protocol's guard on test devices (poisoned tables), save/load round 
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -418,6 +419,18 @@ def test_bench_names_the_option_of_an_unknown_device_and_a_folder_given_as_table
     assert err.startswith("hwlat: error: unknown device(s) --train nosuch; --test other; the tables have: ")
     assert _error(capsys, _bench(tmp_path)) == (f"hwlat: error: {tmp_path} is a folder; give an arch table's CSV file (`hwlat "
                                                 "profile archs --out` writes one; public ones are named like nb201.csv)")
+
+
+def test_a_bare_public_file_name_not_found_here_points_to_the_public_one(nb201_table, tmp_path, capsys, monkeypatch):
+    """`hwlat bench transfer --help`'s example names nb201.csv, which is found only in the public data folder."""
+    path, _ = nb201_table
+    (public := tmp_path / "public").mkdir()
+    shutil.copy(path, public / "nb201.csv")
+    monkeypatch.setenv("HWLAT_LATENCY_DATA", str(public))
+    monkeypatch.chdir(tmp_path)
+    assert _error(capsys, _bench("nb201.csv")) == ("hwlat: error: arch table nb201.csv not found here; the public "
+                                                   f"latency data has one: {public / 'nb201.csv'}")
+    assert _error(capsys, _bench("other.csv")) == "hwlat: error: arch table other.csv not found"
 
 
 def test_bench_reads_only_allowed_cells_of_a_poisoned_table(nb201_table, tmp_path):
