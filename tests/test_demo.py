@@ -103,3 +103,18 @@ def test_an_arch_table_of_another_cpu_is_named_so(tmp_path):
     doc["device"]["fingerprint"]["cpu_model"] = "Another CPU 9000"
     meta.write_text(json.dumps(doc))
     assert "'Another CPU 9000'" in measured_elsewhere(csv)
+
+
+def test_a_demo_run_again_into_its_folder_leaves_nothing_of_the_last_run(tmp_path, capsys):
+    """With --no-plots and --front 0 a rerun left the last run's plots and front table beside its own."""
+    out = tmp_path / "demo"
+    out.mkdir()
+    stale = ["pareto_front.png", "predicted_vs_measured.png", "nb201_front.csv", "nb201_front.json",
+             "nb201_verified.stats.csv", "summary.json"]
+    for name in [*stale, "notes.txt"]:
+        (out / name).write_text("from the last run\n")
+    assert main(["demo", "--quick", "--no-plots", "--front", "0", "--out", str(out), "--no-progress"]) == 0
+    capsys.readouterr()
+    assert (out / "notes.txt").read_text() == "from the last run\n"  # not the demo's: kept
+    assert not any((out / name).exists() for name in stale[:4])  # nb201_verified and summary.json: this run's
+    assert json.loads((out / "summary.json").read_text())["plots"] == []

@@ -107,6 +107,11 @@ def _settings(args: argparse.Namespace) -> DemoSettings:
     return s
 
 
+# What a demo writes into its folder: files, and arch tables (each a few files).
+OUTPUTS = ("summary.json", "predicted_vs_measured.png", "pareto_front.png", "predictor.npz", "predictor.json")
+TABLES = ("nb201_shots", "nb201_verified", "nb201_front")
+
+
 class _DemoRun:
     """One demo, stage by stage: each stage keeps what the next ones use, and its time in `stages`."""
 
@@ -116,6 +121,7 @@ class _DemoRun:
         self.args, self.s = args, s
         self.out = Path(args.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        self.clear_previous()
         self.progress = not args.no_progress
         self.space = get_space(SPACE)
         self.stages: dict[str, float] = {}
@@ -123,6 +129,14 @@ class _DemoRun:
         self.n_shots = s.reference_shots + s.random_shots
         _say(f"hwlat demo: NB201 on this CPU with onnxruntime (threads={args.threads}); results in {self.out}/"
              f"{'  [quick mode]' if args.quick else ''}")
+
+    def clear_previous(self) -> None:
+        """Remove what an earlier demo wrote into this folder (and only that): a run with --no-plots or
+        --front 0, or one interrupted, would otherwise leave the last run's plots and summary beside its own."""
+        from device_tables.archtable import arch_table_paths
+
+        for path in [self.out / name for name in OUTPUTS] + [p for t in TABLES for p in arch_table_paths(self.out / t)]:
+            path.unlink(missing_ok=True)
 
     def profile(self) -> None:
         """1. Measure the reference and random architectures (`m`; `ok`: those measured)."""
