@@ -390,3 +390,22 @@ def test_a_board_that_stops_answering_keeps_measured_rows_and_the_run_resumes(pe
     err = table.get(SPECS[2])
     assert err.status == "error" and "ARENA" in err.error
     assert peer2.commands("OP") == 2  # the first op was not measured again
+
+
+def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_are_kept(peers, tmp_path):
+    model = FirmwareModel()
+
+    def unplug_on_second_op(line):
+        if line.startswith("OP") and model.ops == 1:
+            os.close(peer.master)  # the USB device is gone: the port hangs up
+            return []
+        return model(line)
+
+    peer = peers(unplug_on_second_op)
+    rt = runtime_for(peer)
+    with pytest.raises(BoardError, match=f"serial:{peer.path}.*unplugged"):
+        profile_ops(rt, SPECS, tmp_path / "t", Protocol.preset("quick"), progress=False)
+    rt.close()
+    from device_tables.table import DeviceTable
+
+    assert len(DeviceTable.load(tmp_path / "t")) == 1

@@ -174,16 +174,14 @@ class SerialLink(Link):
     def _read_some(self, timeout: float) -> bytes:
         import serial
 
-        self._ser.timeout = timeout
-        try:
+        try:  # setting the timeout reconfigures the port, which fails too once the board is gone
+            self._ser.timeout = timeout
             first = self._ser.read(1)
             if not first:
                 return b""
             return first + self._ser.read(self._ser.in_waiting) if self._ser.in_waiting else first
         except serial.SerialException as exc:
             raise BoardError(f"{self.name}: read failed ({exc}); was the board unplugged?") from exc
-        finally:
-            self._ser.timeout = 0
 
     def close(self) -> None:
         self._ser.close()
