@@ -20,6 +20,11 @@ from dataclasses import dataclass, field
 
 from device_tables.errors import HwlatError
 
+try:  # pyserial's flush() lets termios.error through once the port hung up (the board was unplugged)
+    from termios import error as TermiosError
+except ImportError:  # not POSIX
+    TermiosError = OSError
+
 log = logging.getLogger(__name__)
 
 PROTOCOL_VERSION = 1
@@ -168,7 +173,7 @@ class SerialLink(Link):
         try:
             self._ser.write(data)
             self._ser.flush()
-        except serial.SerialException as exc:
+        except (serial.SerialException, TermiosError) as exc:
             raise BoardError(f"{self.name}: write failed ({exc}); was the board unplugged?") from exc
 
     def _read_some(self, timeout: float) -> bytes:
