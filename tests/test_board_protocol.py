@@ -175,6 +175,14 @@ def test_identify_and_describe(peers):
     assert "conv2d" in info.kernels and info.counter_ok
 
 
+
+@pytest.mark.parametrize("proto", ["2", "x", None])
+def test_a_board_of_another_protocol_version_is_one_protocol_error(peers, proto):
+    ident = "OK ID fw=fake/1 board=fake" + (f" proto={proto}" if proto else "")
+    peer = peers(lambda line: [ident] if line == "ID" else basic(line) or ["ERR UNKNOWN command"])
+    with pytest.raises(BoardProtocolError, match=f"speaks protocol {proto!r}; this hwlat speaks 1"):
+        client_for(peer).identify()
+
 def test_silent_board_times_out_and_sync_gives_a_clear_error(peers):
     peer = peers(lambda line: [])
     client = client_for(peer, timeout=0.2)

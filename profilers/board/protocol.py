@@ -387,7 +387,7 @@ class BoardClient:
     # -- commands ----------------------------------------------------------------------------------
     def identify(self) -> BoardInfo:
         ident = self.request("ID")
-        if int(ident.fields.get("proto", -1)) != PROTOCOL_VERSION:
+        if ident.fields.get("proto") != str(PROTOCOL_VERSION):
             raise BoardProtocolError(f"{self.link.name} speaks protocol {ident.fields.get('proto')!r}; "
                                      f"this hwlat speaks {PROTOCOL_VERSION}: update the firmware or hwlat")
         desc = self.request("DESCRIBE")
