@@ -79,6 +79,15 @@ def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
         _check_reachable("auto", timeout_s=2.0)
 
 
+def test_worker_joining_a_head_that_is_not_running_says_so_in_seconds():
+    """It waited 120 s for `ray start` and then printed a line of Ray's log."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "worker", "--address", "127.0.0.1:9",
+                           "--devices", "a=onnxruntime:threads=1"], capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines() == ["hwlat: error: nothing answers at 127.0.0.1:9 (Connection refused); start "
+                                                "the head with `hwlat worker` on that host, or check the address and the firewall"]
+
 def test_duplicate_device_names_are_refused():
     with pytest.raises(ClusterError, match="given twice"):
         DeviceAd.parse_list("a=torch,a=onnxruntime")

@@ -62,6 +62,10 @@ def _worker(args: argparse.Namespace) -> int:
             close()
     match_ray_auth()  # as `ray start` does for a head: a token at hand turns token auth on
     ray = import_ray()
+    if args.address:  # a head that is not running: say so in seconds (`ray start` waits for minutes)
+        from profilers.cluster.driver import _check_reachable
+
+        _check_reachable(args.address)
     node = RayNode.start(address=args.address, resources={ad.resource: 1 for ad in ads}, num_cpus=args.num_cpus,
                          object_store_mb=args.object_store_mb, port=args.port, temp_dir=args.temp_dir,
                          dashboard=args.dashboard, extra_args=args.ray_args, log_path=args.log_file)
