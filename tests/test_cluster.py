@@ -88,6 +88,24 @@ def test_worker_joining_a_head_that_is_not_running_says_so_in_seconds():
     assert proc.stderr.strip().splitlines() == ["hwlat: error: nothing answers at 127.0.0.1:9 (Connection refused); start "
                                                 "the head with `hwlat worker` on that host, or check the address and the firewall"]
 
+def test_a_runtime_that_does_not_start_on_the_worker_is_named_with_its_own_message():
+    """A device actor whose __init__ raised: Ray's ActorDiedError keeps the traceback as text, and the
+    worker printed its first line (ANSI colours, pid, actor id) instead of the runtime's message."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    import traceback
+
+    from ray.exceptions import ActorDiedError, RayTaskError
+
+    from profilers.board.protocol import BoardError
+    from profilers.cluster.worker import _reason
+
+    try:
+        raise BoardError("cannot open serial port '/dev/ttyNOPE': no such file; check the device path")
+    except BoardError as exc:
+        died = ActorDiedError(RayTaskError("DeviceActor.__init__", traceback.format_exc(), exc,
+                                           proctitle="ray::DeviceActor.__init__", pid=1, ip="127.0.0.1"))
+    assert _reason(died) == "BoardError: cannot open serial port '/dev/ttyNOPE': no such file; check the device path"
+
 def test_duplicate_device_names_are_refused():
     with pytest.raises(ClusterError, match="given twice"):
         DeviceAd.parse_list("a=torch,a=onnxruntime")

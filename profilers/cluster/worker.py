@@ -345,7 +345,16 @@ def _reason(exc: BaseException) -> str:
     cause = getattr(exc, "cause", None)
     if isinstance(cause, BaseException) and not isinstance(cause, type(exc)):
         exc = cause
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    raw = str(exc).splitlines()
+    frames = [i for i, ln in enumerate(raw) if ln.startswith('  File "')]
+    if frames:  # an actor whose __init__ raised (the runtime did not start): Ray keeps only the traceback's
+        # text, whose first unindented line after the last frame is the exception, `module.Type: message`
+        tail = [ln for ln in raw[frames[-1] + 1:] if ln.strip()]
+        start = next((i for i, ln in enumerate(tail) if not ln[0].isspace()), None)
+        if start is not None:
+            kind, sep, message = tail[start].partition(": ")
+            return "\n".join([f"{kind.rsplit('.', 1)[-1]}{sep}{message}", *tail[start + 1:]])[:1000]
+    lines = [ln.strip() for ln in raw if ln.strip()]
     for ln in lines:
         if not ln.startswith(("actor_id", "class_name", "pid", "namespace", "ip", "name", "Traceback", "File ")):
             return f"{type(exc).__name__}: {ln[:240]}"
