@@ -417,3 +417,28 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
     from device_tables.table import DeviceTable
 
     assert len(DeviceTable.load(tmp_path / "t")) == 1
+
+
+def test_a_board_replugged_after_an_unplug_is_opened_again_by_the_next_call(peers, tmp_path):
+    """The runtime kept the dead port after an unplug, so a later call (a rerun on a cluster worker,
+    whose runtime lives on) failed again without reopening it."""
+    model = FirmwareModel()
+
+    def unplug_on_first_run(line):
+        if line.startswith("RUN"):
+            os.close(first.master)
+            return []
+        return model(line)
+
+    first = peers(unplug_on_first_run)
+    port = tmp_path / "ttyBOARD"  # a stable name for the port, as udev gives a replugged board
+    port.symlink_to(first.path)
+    rt = BoardRuntime(board=f"serial:{port},timeout=0.3,transfer=stream", runs=4, warmup=1)
+    with pytest.raises(BoardError, match="unplugged"):
+        rt.measure(SPECS[1], Protocol.preset("quick"))
+    second = peers(FirmwareModel())
+    port.unlink()
+    port.symlink_to(second.path)
+    _, extra = rt.measure(SPECS[1], Protocol.preset("quick"))
+    assert extra["count"] in (5000, 5001) and second.commands("RUN") == 1
+    rt.close()

@@ -263,3 +263,20 @@ def test_dwt_counter_build_reports_that_qemu_has_no_cycle_counter():
     rt = BoardRuntime(board="qemu:mps2-an386,counter=dwt")
     with pytest.raises(RuntimeUnavailableError, match="counter .*dwt-cyccnt.* does not run"):
         rt.connect()
+
+
+def test_an_emulator_that_exits_mid_run_is_restarted_and_the_op_measured():
+    """A killed QEMU was fatal to the runtime: every later call said 'qemu:... exited' (on a cluster
+    worker, until the worker itself was restarted)."""
+    from profilers.board.runtime import BoardRuntime
+
+    rt = BoardRuntime(board="qemu:mps2-an386", runs=2, warmup=0)
+    spec = S("linear", (1, 64), cout=16)
+    _, before = rt.measure(spec, Protocol.preset("quick"))
+    proc = rt.connect().link._proc
+    proc.kill()
+    proc.wait()
+    _, after = rt.measure(spec, Protocol.preset("quick"))
+    assert after["count"] == before["count"]
+    assert rt.connect().link._proc is not proc
+    rt.close()

@@ -49,6 +49,10 @@ class BoardResetError(BoardError):
     """The board rebooted (its READY banner arrived) while a command was pending: its state is gone."""
 
 
+class BoardLinkError(BoardError):
+    """The link itself failed: the emulator exited, the serial port went away (the board was unplugged)."""
+
+
 class BoardCommandError(BoardError):
     """The board answered ``ERR <code> <message>``."""
 
@@ -174,7 +178,7 @@ class SerialLink(Link):
             self._ser.write(data)
             self._ser.flush()
         except (serial.SerialException, TermiosError) as exc:
-            raise BoardError(f"{self.name}: write failed ({exc}); was the board unplugged?") from exc
+            raise BoardLinkError(f"{self.name}: write failed ({exc}); was the board unplugged?") from exc
 
     def _read_some(self, timeout: float) -> bytes:
         import serial
@@ -186,7 +190,7 @@ class SerialLink(Link):
                 return b""
             return first + self._ser.read(self._ser.in_waiting) if self._ser.in_waiting else first
         except serial.SerialException as exc:
-            raise BoardError(f"{self.name}: read failed ({exc}); was the board unplugged?") from exc
+            raise BoardLinkError(f"{self.name}: read failed ({exc}); was the board unplugged?") from exc
 
     def close(self) -> None:
         self._ser.close()
@@ -219,7 +223,7 @@ class ProcessLink(Link):
             self._proc.stdin.write(data)
             self._proc.stdin.flush()
         except (BrokenPipeError, OSError) as exc:
-            raise BoardError(f"{self.name} exited ({self.exit_reason()})") from exc
+            raise BoardLinkError(f"{self.name} exited ({self.exit_reason()})") from exc
 
     def _read_some(self, timeout: float) -> bytes:
         fd = self._proc.stdout.fileno()
@@ -232,7 +236,7 @@ class ProcessLink(Link):
             return b""
         if not data:  # end of file: the process is gone
             self._proc.wait(timeout=5)
-            raise BoardError(f"{self.name} exited ({self.exit_reason()})")
+            raise BoardLinkError(f"{self.name} exited ({self.exit_reason()})")
         return data
 
     def alive(self) -> bool:

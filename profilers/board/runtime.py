@@ -30,8 +30,8 @@ from device_tables.ops import OpSpec
 from profilers.base import Option, Prepared, Runtime
 from profilers.board.ops import BoardOp, lower, seeded
 from profilers.board.protocol import (
-    BoardClient, BoardCommandError, BoardError, BoardInfo, BoardProtocolError, BoardResetError, BoardTimeoutError,
-    Link, SerialLink,
+    BoardClient, BoardCommandError, BoardError, BoardInfo, BoardLinkError, BoardProtocolError, BoardResetError,
+    BoardTimeoutError, Link, SerialLink,
 )
 from profilers.protocol import Protocol
 
@@ -214,6 +214,7 @@ class BoardRuntime(Runtime):
             client.sync()
         except BoardError:
             if not self.emulated:
+                self.close()  # the next call opens the port again
                 raise
             log.warning("%s does not answer (%s); restarting the emulator", client.link.name, reason)
             self.close()
@@ -306,6 +307,12 @@ class BoardRuntime(Runtime):
                 if exc.code in OP_LIMIT_CODES:
                     raise UnsupportedOpError(f"{spec.key}: board refused it: {exc.code} {exc.message}") from exc
                 raise BoardError(f"{spec.key}: {exc}") from exc
+            except BoardLinkError as exc:  # the emulator exited, the port went away
+                self.close()  # the next call opens it again (boots a new emulator, reopens a replugged port)
+                if not self.emulated:
+                    raise
+                log.warning("%s: %s (attempt %d); restarting the emulator", spec.key, exc, attempt + 1)
+                last = exc
         assert last is not None
         if isinstance(last, BoardCommandError):
             raise BoardError(f"{spec.key}: gave up after {self.retries + 1} attempts: {last}") from last
