@@ -182,6 +182,9 @@ def _profile_ops(args: argparse.Namespace) -> int:
     if not getattr(args, "adaptive", False) and getattr(args, "budget", None):
         raise HwlatError("--budget counts the op measurements of --adaptive; a --sweep measures every configuration "
                          "it lists")
+    if getattr(args, "adaptive", False) and getattr(args, "cluster", None):
+        raise HwlatError("--adaptive runs on this machine only (each row it picks depends on the ones before); "
+                         "drop --cluster, or profile a --sweep on the cluster")
     args.sweep = args.sweep or "default"
     if getattr(args, "adaptive", False):
         from hwlat.commands.profile_adaptive import profile_ops_adaptive
