@@ -106,6 +106,16 @@ def test_a_runtime_that_does_not_start_on_the_worker_is_named_with_its_own_messa
                                            proctitle="ray::DeviceActor.__init__", pid=1, ip="127.0.0.1"))
     assert _reason(died) == "BoardError: cannot open serial port '/dev/ttyNOPE': no such file; check the device path"
 
+@pytest.mark.parametrize("command", [("ops", "--sweep", "quick"), ("archs", "--space", "nb201", "--archs", "0:2")])
+def test_precision_given_with_cluster_is_said_to_be_ignored(tmp_path, command):
+    """`profile ops --cluster --precision fp16` dropped --precision without a word (archs said it for all but fp32)."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", *command, "--runtime", "torch", "--precision", "fp32",
+                           "--cluster", "127.0.0.1:9", "--out", "t"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert "hwlat: note: --precision ignored with --cluster: a device's settings are its worker's --devices spec" in proc.stderr
+
 def test_duplicate_device_names_are_refused():
     with pytest.raises(ClusterError, match="given twice"):
         DeviceAd.parse_list("a=torch,a=onnxruntime")

@@ -30,6 +30,8 @@ def _warn_local_settings(args: argparse.Namespace) -> None:
              if getattr(args, k, None)]
     if getattr(args, "threads", 1) != 1:
         local.append("--threads")
+    if getattr(args, "precision", None) is not None:
+        local.append("--precision")
     if local:
         print(f"hwlat: note: {', '.join(local)} ignored with --cluster: a device's settings are its worker's "
               "--devices spec (hwlat worker --list shows them)", file=sys.stderr)
@@ -136,9 +138,6 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     if batch < 1:
         raise HwlatError(f"--batch {batch}: needs at least 1")
     _warn_local_settings(args)
-    if getattr(args, "precision", None) not in (None, "fp32"):
-        print("hwlat: note: --precision ignored with --cluster: a device's precision is its worker's --devices spec",
-              file=sys.stderr)
     options = space_options(args)
     space = get_space(args.space, **options)
     items = resolve_archs(space, args.archs, seed=args.seed, data_dir=args.public_data)
