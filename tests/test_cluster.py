@@ -447,3 +447,19 @@ def test_watchdog_ends_the_whole_session_once_its_owner_is_gone():
         for p in _live(members):
             os.kill(p, signal.SIGKILL)
         session.wait(timeout=10)
+
+
+def test_closing_a_lab_disconnects_its_driver_first(tmp_path):
+    """The fleet tutorial's snippet connects inside `with LocalLab()`: closing the lab killed the raylet
+    under the connected driver, which printed 'Raylet is terminated. Termination is unexpected' and
+    twenty lines of the raylet's log."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    import ray
+
+    from profilers.cluster.driver import connect
+    from profilers.cluster.local import LocalLab
+
+    with LocalLab(tmp_path / "logs") as lab:
+        connect(lab.address)
+        assert ray.is_initialized()
+    assert not ray.is_initialized()

@@ -157,6 +157,9 @@ class LocalLab:
 
     def close(self) -> None:
         """Kill every process this lab started (workers first, then the head): fast, and sure to clean up."""
+        ray = sys.modules.get("ray")
+        if ray is not None and ray.is_initialized():  # a driver connected to the lab leaves first: its raylet
+            ray.shutdown()  # dying under it would print 'Raylet is terminated ...' and 20 lines of log
         for w in self.workers + ([self.head] if self.head else []):
             self.kill_worker(w)
         self.workers.clear()
