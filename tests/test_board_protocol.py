@@ -68,6 +68,12 @@ def test_board_target_parsing():
         assert says in str(exc.value)
 
 
+def test_threads_other_than_one_are_said_to_be_ignored(caplog):
+    """`--runtime board --threads 4` measured threads=1 without a word (tflm and --precision warn)."""
+    rt = BoardRuntime(board="serial:/dev/ttyNONE", threads=4)
+    assert rt.threads == 1
+    assert "measuring threads=1, not 4" in caplog.text
+
 def test_firmware_build_settings_other_than_the_defaults_name_another_device():
     """An emulated board built another way (opt, arena, counter) measures other numbers, or fits other
     ops: its settings name the device, so a table resumed with them is refused as another device."""

@@ -115,6 +115,8 @@ class BoardRuntime(Runtime):
                  timeout_s: float = 5.0, seed: int = 0, verify: bool = True, transfer: str = "fill", **settings: Any):
         if precision != "int8":
             log.warning("board: the firmware runs int8 kernels only; measuring int8, not %s", precision)
+        if threads != 1:
+            log.warning("board: the firmware runs one kernel at a time on one core; measuring threads=1, not %d", threads)
         self.target = BoardTarget.parse(board)
         self.runs, self.warmup = runs, warmup
         self.retries, self.timeout_s, self.seed, self.verify = retries, timeout_s, seed, verify
