@@ -88,7 +88,7 @@ class BoardTarget:
                     value = None
                 if value is None or not (low <= value <= high):
                     raise RuntimeUnavailableError(f"--board {text!r}: {key}={options[key]!r} must be a number from "
-                                                  f"{low:g} to {high:g}")
+                                                  f"{low} to {high}")
         return cls(kind, target, options)
 
     def __str__(self) -> str:
