@@ -463,3 +463,16 @@ def test_closing_a_lab_disconnects_its_driver_first(tmp_path):
         connect(lab.address)
         assert ray.is_initialized()
     assert not ray.is_initialized()
+
+
+def test_a_lab_worker_whose_device_spec_holds_a_comma_comes_up(tmp_path):
+    """`start_worker("b=board:qemu:mps2-an386,arena_kb=128")` waited 180 s for a device named 'arena_kb'."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    from profilers.board.qemu import missing_tools
+    from profilers.cluster.local import LocalLab
+
+    if missing_tools():
+        pytest.skip("emulated board needs: " + "; ".join(missing_tools()))
+    with LocalLab(tmp_path / "logs") as lab:
+        w = lab.start_worker("b=board:qemu:mps2-an386,arena_kb=128")
+        assert "qemu-mps2-an386/board/int8/arena_kb=128" in w.output()

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
-from profilers.cluster.worker import ClusterError, descendants, kill_pids, terminate_tree
+from profilers.cluster.worker import ClusterError, DeviceAd, descendants, kill_pids, terminate_tree
 
 log = logging.getLogger(__name__)
 
@@ -122,7 +122,7 @@ class LocalLab:
         w = self._spawn(args, "worker")
         w.devices = devices
         self.workers.append(w)
-        names = [d.split("=", 1)[0].strip() for d in devices.split(",") if "=" in d]
+        names = [ad.name for ad in DeviceAd.parse_list(devices)]  # a spec may hold commas (serial:PORT,baud=N)
         self._wait_for(w, re.compile("|".join(rf"^\s+{re.escape(n)}\s" for n in names), re.M), count=len(names))
         return w
 
