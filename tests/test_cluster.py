@@ -476,3 +476,51 @@ def test_a_lab_worker_whose_device_spec_holds_a_comma_comes_up(tmp_path):
     with LocalLab(tmp_path / "logs") as lab:
         w = lab.start_worker("b=board:qemu:mps2-an386,arena_kb=128")
         assert "qemu-mps2-an386/board/int8/arena_kb=128" in w.output()
+
+
+def test_a_device_that_fails_every_configuration_stops_with_one_message_and_no_ray_traceback(tmp_path):
+    """The driver keeps two calls queued at a device; when it stopped the device after the retried failure,
+    the call it dropped failed as well and Ray printed it as 'Unhandled error' with its whole traceback."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    pytest.importorskip("serial")
+    import tty
+
+    from profilers.cluster.local import LocalLab
+
+    master, slave = os.openpty()
+    tty.setraw(slave)
+    describe = ("OK DESCRIBE board=fake core=cortex-m4 clock_hz=100000000 counter=dwt-cyccnt unit=cycles resolution=1 "
+                "overhead=0 counter_ok=1 arena=65536 line=512 chunk=224 kernels=conv2d,dwconv2d,pwconv2d,linear gcc=12")
+
+    def serve() -> None:  # a board that refuses every OP as a host bug (ERR SYNTAX): the runtime raises
+        buf = b""
+        while True:
+            try:
+                buf += os.read(master, 4096)
+            except OSError:
+                return
+            while b"\n" in buf:
+                line, buf = buf.split(b"\n", 1)
+                words = line.decode().split()
+                reply = {"ID": "OK ID proto=1 fw=fake/1 board=fake core=cortex-m4", "DESCRIBE": describe,
+                         "SYNC": f"OK SYNC {words[-1]}" if words else ""}.get(words[0] if words else "", "ERR SYNTAX no")
+                if words:
+                    os.write(master, (reply + "\n").encode())
+
+    threading.Thread(target=serve, daemon=True).start()
+    sweep = tmp_path / "sweep.yaml"
+    sweep.write_text("name: t\ndtype: int8\nops:\n  - {op: linear, c: [8, 16, 32, 64], cout: [2, 4, 8]}\n")
+    try:
+        with LocalLab(tmp_path / "logs") as lab:
+            lab.start_worker(f"fb=board:serial:{os.ttyname(slave)},timeout=1", parallel=True)
+            env = {**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"}
+            env.pop("RAY_IGNORE_UNHANDLED_ERRORS", None)
+            proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", "board", "--sweep",
+                                   str(sweep), "--cluster", lab.address, "--device", "fb", "--no-progress", "--out",
+                                   str(tmp_path / "lab")], capture_output=True, text=True, timeout=300, env=env)
+    finally:
+        for fd in (master, slave):
+            os.close(fd)
+    assert proc.returncode == 1
+    assert "hwlat: error: device fb: measuring linear" in proc.stderr and "ERR SYNTAX" in proc.stderr
+    assert "Unhandled error" not in proc.stderr and "Traceback" not in proc.stderr

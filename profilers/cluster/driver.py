@@ -50,6 +50,9 @@ def connect(address: str = "auto") -> bool:
     if ray.is_initialized():
         return False
     _check_reachable(address)
+    # The driver gets the result of every call it waits for; the calls it drops (those still queued at a
+    # device it stopped) would each print a traceback as Ray's 'Unhandled error' when they fail too.
+    os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # Ray Client's server sometimes fails to start a session under load; a second try usually works.
     attempts = 3 if address.startswith("ray://") else 1
     for attempt in range(1, attempts + 1):
