@@ -42,11 +42,15 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
     if given and not specs:  # before a table is made: an empty one would predict nothing
         dtypes = sorted({s.dtype for s in given})
         other = "int8" if "int8" in dtypes else "fp32"
-        try:  # the hint only where this runtime measures that precision
-            type(runtime)(precision=other)
-            hint = f"give --precision {other}"
+        logging.disable(logging.WARNING)  # a runtime made only to ask may warn that it measures another precision
+        try:  # the hint only where this runtime measures that precision (the board warns and measures int8)
+            measures = type(runtime)(precision=other).precision == other
+            hint = (f"give --precision {other}" if measures else f"{runtime.name} measures {runtime.dtype()} only: a "
+                    f"sweep file's `dtype: {runtime.dtype()}` gives such configurations")
         except HwlatError as exc:
             hint = f"{runtime.name} cannot measure them either ({exc})"
+        finally:
+            logging.disable(logging.NOTSET)
         raise UnsupportedOpError(f"the sweep{' ' + sweep_name if sweep_name else ''} has no {runtime.dtype()} "
                                  f"configuration for {runtime.name} at precision {runtime.precision} (its configurations "
                                  f"are {', '.join(dtypes)}); {hint}")

@@ -171,6 +171,19 @@ def test_a_sweep_without_a_configuration_at_the_precision_makes_no_table(tmp_pat
     assert "give --precision" not in line and not list(tmp_path.iterdir())
 
 
+
+def test_a_float_sweep_on_the_board_does_not_advise_a_precision_the_board_cannot_measure(tmp_path):
+    """It said 'give --precision fp32' (and warned 'measuring int8, not fp32' though no precision was given)."""
+    from profilers.board.qemu import missing_tools
+
+    if missing_tools():
+        pytest.skip("emulated board needs: " + "; ".join(missing_tools()))
+    (tmp_path / "lin.yaml").write_text("name: lin\nops:\n  - {op: linear, c: 8, cout: 2}\n")
+    proc = hwlat("profile", "ops", "--runtime", "board", "--sweep", "lin.yaml", "--out", "t", cwd=tmp_path)
+    line = assert_user_error(proc, "the sweep lin.yaml has no int8 configuration for board",
+                             "board measures int8 only: a sweep file's `dtype: int8` gives such configurations")
+    assert "--precision" not in line and "warning" not in proc.stderr
+
 @pytest.mark.parametrize("command", [("profile", "ops", "--sweep", "quick"), ("profile", "archs", "--space", "nb201",
                                                                              "--archs", "random:2")])
 def test_a_refused_clock_leaves_no_table_behind(tmp_path, command):
