@@ -524,3 +524,20 @@ def test_a_device_that_fails_every_configuration_stops_with_one_message_and_no_r
     assert proc.returncode == 1
     assert "hwlat: error: device fb: measuring linear" in proc.stderr and "ERR SYNTAX" in proc.stderr
     assert "Unhandled error" not in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_sweep_with_no_configuration_of_the_device_precision_is_an_error_naming_it(tmp_path):
+    """An int8 sweep on an fp32 device ended 'done, 0 measured' with exit 0 (a local run refuses it)."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    from profilers.cluster.local import LocalLab
+
+    runtime = _runtime()
+    with LocalLab(tmp_path / "logs") as lab:
+        lab.start_worker(f"f={runtime}:threads=1")
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", runtime, "--sweep", "mcu",
+                               "--cluster", lab.address, "--device", "f", "--no-progress", "--out", str(tmp_path / "lab")],
+                              capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(ROOT), "RAY_AUTH_MODE": "disabled"})
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "hwlat: error: device f (cpu/" in proc.stderr
+    assert "runs none of the 179 configurations: they are int8, not of its precision" in proc.stderr

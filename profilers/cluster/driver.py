@@ -439,6 +439,12 @@ class _Scheduler:
         keep = set(keys)
         tasks = [t for t in lane.tasks if t.key in keep]
         assert lane.sink is not None
+        if lane.tasks and not tasks:  # as a local run refuses it: nothing of its precision
+            dtypes = ", ".join(sorted({getattr(t.payload, "dtype", "?") for t in lane.tasks}))
+            self.finish(lane, "failed", f"device {lane.name} ({lane.run.device}) runs none of the {len(lane.tasks)} "
+                                        f"configurations: they are {dtypes}, not of its precision; pick a device of "
+                                        "their precision or a sweep of its own")
+            return
         todo = [t for t in tasks if t.key not in lane.sink]
         lane.run.skipped = len(tasks) - len(todo)
         lane.run.todo = len(todo)
