@@ -449,6 +449,7 @@ def test_watchdog_ends_the_whole_session_once_its_owner_is_gone():
         session.wait(timeout=10)
 
 
+@pytest.mark.slow
 def test_closing_a_lab_disconnects_its_driver_first(tmp_path):
     """The fleet tutorial's snippet connects inside `with LocalLab()`: closing the lab killed the raylet
     under the connected driver, which printed 'Raylet is terminated. Termination is unexpected' and
@@ -465,6 +466,7 @@ def test_closing_a_lab_disconnects_its_driver_first(tmp_path):
     assert not ray.is_initialized()
 
 
+@pytest.mark.slow
 def test_a_lab_worker_whose_device_spec_holds_a_comma_comes_up(tmp_path):
     """`start_worker("b=board:qemu:mps2-an386,arena_kb=128")` waited 180 s for a device named 'arena_kb'."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
@@ -478,6 +480,7 @@ def test_a_lab_worker_whose_device_spec_holds_a_comma_comes_up(tmp_path):
         assert "qemu-mps2-an386/board/int8/arena_kb=128" in w.output()
 
 
+@pytest.mark.slow
 def test_a_device_that_fails_every_configuration_stops_with_one_message_and_no_ray_traceback(tmp_path):
     """The driver keeps two calls queued at a device; when it stopped the device after the retried failure,
     the call it dropped failed as well and Ray printed it as 'Unhandled error' with its whole traceback."""
@@ -526,6 +529,7 @@ def test_a_device_that_fails_every_configuration_stops_with_one_message_and_no_r
     assert "Unhandled error" not in proc.stderr and "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_sweep_with_no_configuration_of_the_device_precision_is_an_error_naming_it(tmp_path):
     """An int8 sweep on an fp32 device ended 'done, 0 measured' with exit 0 (a local run refuses it)."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
