@@ -79,6 +79,15 @@ def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
         _check_reachable("auto", timeout_s=2.0)
 
 
+def test_auto_follows_ray_address_as_ray_does(tmp_path, monkeypatch):
+    """With RAY_ADDRESS set (Ray's way to name a cluster), `--cluster auto` said no cluster was started here."""
+    from profilers.cluster.driver import _check_reachable
+
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
+    with pytest.raises(ClusterError, match="nothing answers at 127.0.0.1:9"):
+        _check_reachable("auto", timeout_s=2.0)
+
 def test_worker_joining_a_head_that_is_not_running_says_so_in_seconds():
     """It waited 120 s for `ray start` and then printed a line of Ray's log."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")

@@ -78,6 +78,9 @@ def connect(address: str = "auto") -> bool:
 def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
     """Fail in seconds on an address nothing listens at (Ray itself retries for minutes)."""
     if address.strip() == "auto":  # the cluster Ray last started on this machine, if it still answers
+        env = os.environ.get("RAY_ADDRESS", "").strip()
+        if env and env != "auto":  # Ray's own rule: RAY_ADDRESS, when set, is the cluster `auto` means
+            return _check_reachable(env, timeout_s)
         current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
         if not current.is_file():
             raise ClusterError("Ray address 'auto': no Ray cluster was started on this machine; start the head with "
