@@ -79,6 +79,15 @@ def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
         _check_reachable("auto", timeout_s=2.0)
 
 
+def test_head_only_worker_options_with_address_are_refused():
+    """`hwlat worker --address A --temp-dir D` (or --port, --dashboard) dropped them without a word."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "worker", "--address", "127.0.0.1:9", "--port", "7000",
+                           "--temp-dir", "/tmp/x"], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 1
+    assert proc.stderr.strip() == ("hwlat: error: --port, --temp-dir: head only; a worker joining --address 127.0.0.1:9 "
+                                   "takes the head's (drop them, or drop --address to start a head)")
+
 def test_auto_follows_ray_address_as_ray_does(tmp_path, monkeypatch):
     """With RAY_ADDRESS set (Ray's way to name a cluster), `--cluster auto` said no cluster was started here."""
     from profilers.cluster.driver import _check_reachable

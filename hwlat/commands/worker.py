@@ -50,6 +50,11 @@ def _worker(args: argparse.Namespace) -> int:
 
     if args.list:
         return _list(args.address or "auto")
+    head_only = [flag for flag, given in (("--port", args.port != 6379), ("--temp-dir", args.temp_dir),
+                                          ("--dashboard", args.dashboard)) if given]
+    if args.address and head_only:
+        raise ClusterError(f"{', '.join(head_only)}: head only; a worker joining --address {args.address} takes the "
+                           "head's (drop them, or drop --address to start a head)")
     ads = DeviceAd.parse_list(args.devices) if args.devices else []
     # Fail here, with the runtime's own message, before joining anything.
     for ad in ads:
