@@ -350,6 +350,9 @@ def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path)
 @pytest.mark.parametrize("flags, words", [
     (("--adaptive", "--budget", "10", "--sweep", "quick"), "--sweep and --adaptive: give one"),
     (("--sweep", "quick", "--budget", "10"), "--budget counts the op measurements of --adaptive"),
+    (("--sweep", "quick", "--calibrate", "3", "--redetect-fusion"),
+     "--calibrate, --redetect-fusion: options of --adaptive, which a --sweep does not use"),
+    (("--targets", "nb201",), "--targets: options of --adaptive"),
     (("--adaptive", "--budget", "3", "--cluster", "127.0.0.1:9", "--device", "a"), "--adaptive runs on this machine"),
 ])
 def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, words):

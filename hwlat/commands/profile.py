@@ -182,6 +182,11 @@ def _profile_ops(args: argparse.Namespace) -> int:
     if not getattr(args, "adaptive", False) and getattr(args, "budget", None):
         raise HwlatError("--budget counts the op measurements of --adaptive; a --sweep measures every configuration "
                          "it lists")
+    from hwlat.commands.profile_adaptive import adaptive_only_given
+
+    if not getattr(args, "adaptive", False) and (given := adaptive_only_given(args)):
+        raise HwlatError(f"{', '.join(given)}: options of --adaptive, which a --sweep does not use; add --adaptive "
+                         "--budget N, or drop them")
     if getattr(args, "adaptive", False) and getattr(args, "cluster", None):
         raise HwlatError("--adaptive runs on this machine only (each row it picks depends on the ones before); "
                          "drop --cluster, or profile a --sweep on the cluster")

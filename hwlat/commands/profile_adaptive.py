@@ -25,6 +25,13 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--calibrate", type=nonnegative_int, default=6, metavar="N",
                    help="whole networks measured to calibrate the per-model overhead term (default 6; 0: none)")
     g.add_argument("--redetect-fusion", action="store_true", help="measure the fusion rules again even if the table has them")
+    p.set_defaults(adaptive_defaults={a.dest: a.default for a in g._group_actions if a.dest not in ("adaptive", "budget")})
+
+
+def adaptive_only_given(args: argparse.Namespace) -> list[str]:
+    """The options of --adaptive given without it (--calibrate, --targets, ...), as flags."""
+    return [f"--{dest.replace('_', '-')}" for dest, default in getattr(args, "adaptive_defaults", {}).items()
+            if getattr(args, dest) != default]
 
 
 def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
