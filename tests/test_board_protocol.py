@@ -406,6 +406,31 @@ def test_a_board_that_stops_answering_keeps_measured_rows_and_the_run_resumes(pe
     assert peer2.commands("OP") == 2  # the first op was not measured again
 
 
+def test_a_board_that_freezes_is_named_with_its_op_the_command_unanswered_and_what_to_do(peers, tmp_path):
+    """A serial board that answers nothing, not even the resync, gave the resync's timeout alone: no op,
+    not the command it stopped on, nothing on resuming (profile-mcu.md promises the port and the last command)."""
+    model, frozen = FirmwareModel(), []
+
+    def freeze_on_second_op(line):
+        if frozen or (line.startswith("OP") and model.ops == 1):
+            frozen.append(line)
+            return []
+        return model(line)
+
+    peer = peers(freeze_on_second_op)
+    rt = runtime_for(peer)
+    with pytest.raises(BoardError) as err:
+        profile_ops(rt, SPECS, tmp_path / "t", Protocol.preset("quick"), progress=False)
+    rt.close()
+    said = str(err.value)
+    assert said.startswith(f"{SPECS[1].key}: the board stopped answering: serial:{peer.path}: no reply to 'OP' within")
+    assert ", nor to a resync; check that it is powered" in said
+    assert said.endswith("reset it, and run the same command again: the rows measured before are kept")
+    from device_tables.table import DeviceTable
+
+    assert len(DeviceTable.load(tmp_path / "t")) == 1
+
+
 def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_are_kept(peers, tmp_path):
     model = FirmwareModel()
 

@@ -201,8 +201,10 @@ class BoardRuntime(Runtime):
             self._finalizer.detach()
         self._client, self._loaded, self._finalizer = None, None, None
 
-    def _recover(self, reason: Exception) -> None:
-        """After silence or garbage: resync, or reboot the emulator; the board's op state is gone."""
+    def _recover(self, reason: Exception, key: str = "") -> None:
+        """After silence or garbage: resync, or reboot the emulator; the board's op state is gone. A real
+        board that does not answer the resync either is a `BoardError` naming the op (`key`), what went
+        unanswered, and what to do."""
         self._loaded = None
         client = self._client
         if client is None:
@@ -214,10 +216,12 @@ class BoardRuntime(Runtime):
             return
         try:
             client.sync()
-        except BoardError:
+        except BoardError as exc:
             if not self.emulated:
                 self.close()  # the next call opens the port again
-                raise
+                raise BoardError(f"{key + ': ' if key else ''}the board stopped answering: {reason}, nor to a resync; "
+                                 "check that it is powered and connected, reset it, and run the same command again: "
+                                 "the rows measured before are kept") from exc
             log.warning("%s does not answer (%s); restarting the emulator", client.link.name, reason)
             self.close()
             self.connect()
@@ -294,17 +298,17 @@ class BoardRuntime(Runtime):
                 # Bytes sent while it rebooted may be half-read: resync past their replies, reload.
                 log.warning("%s (attempt %d): re-sending the op", exc, attempt + 1)
                 last = exc
-                self._recover(exc)
+                self._recover(exc, spec.key)
             except (BoardTimeoutError, BoardProtocolError) as exc:
                 log.warning("%s: %s (attempt %d); resynchronising", spec.key, exc, attempt + 1)
                 last = exc
-                self._recover(exc)
+                self._recover(exc, spec.key)
             except BoardCommandError as exc:
                 self._loaded = None
                 if exc.code in ("FAULT", "NOOP"):  # it crashed and reboots, or lost its op: reload, retry
                     log.warning("%s: %s (attempt %d); reloading", spec.key, exc, attempt + 1)
                     last = exc
-                    self._recover(exc)
+                    self._recover(exc, spec.key)
                     continue
                 if exc.code in OP_LIMIT_CODES:
                     raise UnsupportedOpError(f"{spec.key}: board refused it: {exc.code} {exc.message}") from exc
