@@ -393,11 +393,50 @@ def _read_csv(path: Path):
         raise TableError(f"{path}: not a valid CSV ({str(exc).strip()}); fix or delete the broken row") from None
     except UnicodeDecodeError as exc:
         raise TableError(f"{path}: not UTF-8 text (byte {exc.start}); restore it from a copy") from None
+    partial = partial_last_row(path)
+    if partial is not None and len(df):
+        log.warning(PARTIAL_ROW, path, partial)
+        df = df.iloc[:-1]
     return df
+
+
+PARTIAL_ROW = ("%s: ignoring a partial last row (line %d) left by an interrupted run; the `hwlat profile archs` "
+               "command that wrote it, run again, measures it again")
 
 
 def read_meta(json_path: Path) -> dict[str, Any]:
     return read_table_meta(json_path, SCHEMA, SCHEMA_VERSION, "arch table")
+
+
+def _stats_latencies(stats_path: Path) -> dict[str, str]:
+    """Each arch's latency cell as the main CSV holds it (the median, or empty for a failure), from
+    its whole rows in the stats file."""
+    with open(stats_path, newline="") as f:
+        rows = [r for r in csv.reader(f) if len(r) == len(STATS_COLUMNS)]
+    return {r[0]: r[2] if r[1] == "ok" else "" for r in rows[1:]}
+
+
+def partial_last_row(csv_path: Path, recorded: Mapping[str, str] | None = None) -> int | None:
+    """The line number of the last row of a local arch table's CSV when an interrupted write left it
+    partial (no newline, and not the latency its stats row, written first, recorded: a number cut
+    short still parses), else None. A CSV without a stats file beside it is not hwlat's: kept as is."""
+    with open(csv_path, "rb") as f:
+        data = f.read()
+    if not data or data.endswith(b"\n"):
+        return None
+    if recorded is None:
+        stats_path = arch_table_paths(csv_path)[2]
+        if not stats_path.is_file():
+            return None
+        recorded = _stats_latencies(stats_path)
+    lines = data.split(b"\n")
+    try:
+        header = next(csv.reader([lines[0].decode()]))
+        values = next(csv.reader([lines[-1].decode()], strict=True))
+    except (csv.Error, StopIteration, UnicodeDecodeError):
+        return len(lines)
+    whole = len(lines) > 1 and len(values) == len(header) and any(recorded.get(v) == values[-1] for v in values[:-1])
+    return None if whole else len(lines)
 
 
 def arch_table_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
@@ -513,9 +552,7 @@ class ArchTableWriter:
         if not self.stats_path.exists():
             return {}
         repair_last_line(self.stats_path, lambda line: whole_csv_row(line, len(STATS_COLUMNS)))
-        with open(self.stats_path, newline="") as f:
-            rows = [r for r in csv.reader(f) if len(r) == len(STATS_COLUMNS)]
-        return {r[0]: r[2] if r[1] == "ok" else "" for r in rows[1:]}
+        return _stats_latencies(self.stats_path)
 
     def _whole_row(self, line: str, recorded: Mapping[str, str]) -> bool:
         """Whether a main-CSV line without its newline is whole: every field, and the latency its stats

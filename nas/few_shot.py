@@ -12,6 +12,7 @@ to them (`fit`), saved and loaded (`save`, `load`). `hwlat adapt suggest|fit` an
 from __future__ import annotations
 
 import csv
+import logging
 import math
 import os
 from dataclasses import dataclass
@@ -20,10 +21,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from device_tables.archtable import PARTIAL_ROW, partial_last_row
 from device_tables.errors import HwlatError
 from nas.arch_predictors import EXHAUSTIVE_MAX, FeaturePredictor, PredictorSpaceError, load_arch_predictor, needs_adaptation
 from nas.spaces import get_space
 from nas.spaces.base import ArchError, Space
+
+log = logging.getLogger(__name__)
 
 # Fewest measurements an adaptation takes: its learners' leave-one-out choice needs three.
 MIN_MEASUREMENTS = 3
@@ -158,6 +162,10 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
         lines = p.read_text(encoding="utf-8-sig").splitlines()  # -sig: a spreadsheet's byte-order mark
     except UnicodeDecodeError as exc:
         raise MeasurementsError(f"{p}: not UTF-8 text (byte {exc.start}); expected a CSV of measurements") from None
+    partial = partial_last_row(p)  # a latency cut short by a crash would still read as a number
+    if partial is not None:
+        log.warning(PARTIAL_ROW, p, partial)
+        lines = lines[:-1]
     numbered = [(n, row) for n, row in enumerate(csv.reader(lines), start=1) if any(c.strip() for c in row)]
     if not numbered:
         raise MeasurementsError(f"{p} is empty; expected a header ({sp.key_column},<device>) and measured rows")

@@ -724,6 +724,26 @@ def test_an_arch_table_whose_last_rows_lack_their_newline_keeps_them(capsys, tmp
     assert len(csv_keys(main_csv, "arch_str")) == 2 and len(csv_keys(stats, "key")) == 2
 
 
+def test_readers_of_an_arch_table_skip_a_last_row_cut_inside_its_latency(capsys, tmp_path, caplog):
+    from device_tables.archtable import ArchTable
+    from nas.few_shot import read_measurements
+    from nas.spaces import get_space
+
+    args = (*ARCHS, "--archs", "0,1,2", "--out", str(tmp_path / "A"), "--keep-order")
+    assert run_cli(capsys, *args)[0] == 0
+    main_csv = tmp_path / "A.csv"
+    whole = main_csv.read_bytes()
+    full = read_measurements(main_csv, "nb201", min_rows=1)
+    main_csv.write_bytes(whole[:-2])  # a crash cut the last latency by a digit: it still parses as a number
+    cut = read_measurements(main_csv, "nb201", min_rows=1)
+    assert list(cut.archs) == list(full.archs)[:2] and list(cut.ms) == list(full.ms)[:2]
+    assert "ignoring a partial last row (line 4)" in caplog.text
+    assert len(ArchTable.read(main_csv, space=get_space("nb201").arch_keys)) == 2
+    main_csv.write_bytes(whole[:-1])  # only the newline gone: the row is whole (its stats row agrees)
+    assert list(read_measurements(main_csv, "nb201", min_rows=1).ms) == list(full.ms)
+    assert len(ArchTable.read(main_csv, space=get_space("nb201").arch_keys)) == 3
+
+
 def test_the_networks_file_keeps_a_complete_last_row_without_newline(tmp_path):
     from device_tables.measurement import Measurement
     from hwlat.device_profile import _append_network, read_networks
