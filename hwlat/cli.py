@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import signal
 import sys
+import threading
 from typing import Callable, Sequence
 
 from device_tables.errors import HwlatError
@@ -78,6 +80,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    # SIGTERM (`kill`, a batch system's time limit, `timeout`) stops a command as Ctrl-C does: files
+    # being replaced are cleaned up and the user is told what was kept, instead of a silent death.
+    on_term = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
     except HwlatError as exc:
@@ -97,6 +102,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("hwlat: interrupted" + ("; what was measured is stored: run the same command again to go on where it "
                                       "stopped" if measuring else ""), file=sys.stderr)
         return 130
+    finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _protocol_hint(exc: HwlatError) -> str:

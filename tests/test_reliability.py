@@ -626,6 +626,24 @@ def test_a_killed_writer_leaves_a_lock_the_next_run_takes_over_losing_nothing(tm
     assert not (tmp_path / "T.lock.holder").exists()
 
 
+def test_a_terminated_writer_says_what_it_kept_and_resumes(tmp_path):
+    (tmp_path / "sweep.yaml").write_text(WRITER_SWEEP)
+    args = (*OPS, "--sweep", "sweep.yaml", "--out", "T")
+    writer = hwlat_process(*args, cwd=tmp_path)
+    wait_until(lambda: (tmp_path / "T.csv").exists() and len(whole_rows(tmp_path / "T.csv")) >= 3, writer,
+               "three rows were written")
+    writer.send_signal(signal.SIGTERM)  # `kill`, a batch system's time limit
+    _, err = writer.communicate(timeout=60)
+    assert writer.returncode == 130, err
+    assert "hwlat: interrupted; what was measured is stored: run the same command again" in err
+    before = whole_rows(tmp_path / "T.csv")
+    assert not (tmp_path / "T.lock.holder").exists()  # released as on Ctrl-C
+    code, out, err = hwlat_run(*args, cwd=tmp_path)
+    assert code == 0, err
+    assert f"{len(before)} already there" in out
+    assert whole_rows(tmp_path / "T.csv")[: len(before)] == before
+
+
 def test_lock_files_are_ignored_by_readers_and_by_git(capsys, tmp_path, device_table):
     for suffix in (".lock", ".lock.holder"):
         device_table.with_name(device_table.name + suffix).write_text("12345 hwlat profile ops\n")
