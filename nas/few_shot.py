@@ -155,6 +155,9 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     `min_rows` measurements are a `MeasurementsError` naming the line."""
     sp = _space(space)
     p = _csv_path(path)
+    if p.is_dir():
+        raise MeasurementsError(f"{p} is a folder; give the arch table's CSV file (`hwlat profile archs --out` writes "
+                                "NAME.csv), not a folder")
     if not p.is_file():
         raise MeasurementsError(f"{p}: no such file; give the arch table `hwlat profile archs --out` wrote, or a CSV "
                                 f"with the column {sp.key_column} and a latency column in ms")

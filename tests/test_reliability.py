@@ -210,6 +210,12 @@ def test_device_samples_with_a_bad_key_name_the_file_and_key(capsys, tmp_path):
                      str(samples), "'|nor_conv_9x9~0|'")
 
 
+def test_measurements_that_are_a_folder_are_named_as_one(capsys, tmp_path):
+    (tmp_path / "m.csv").mkdir()
+    assert_one_error(run_cli(capsys, "adapt", "fit", "--space", "nb201", "--measurements", str(tmp_path / "m.csv"),
+                             "--out", str(tmp_path / "p")), f"{tmp_path / 'm.csv'} is a folder")
+
+
 @pytest.mark.parametrize("index", ["inf", "3.5", "x", "1e300"])
 def test_device_samples_whose_index_is_not_an_architecture_are_one_error(capsys, tmp_path, index):
     from nas.spaces import get_space
