@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import signal
 import sys
 import threading
@@ -82,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # SIGTERM (`kill`, a batch system's time limit, `timeout`) stops a command as Ctrl-C does: files
     # being replaced are cleaned up and the user is told what was kept, instead of a silent death.
+    global _MAIN_PID
+    _MAIN_PID = os.getpid()
     on_term = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
@@ -107,7 +110,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, on_term)
 
 
+_MAIN_PID = 0  # the process whose SIGTERM stops the command as Ctrl-C does
+
+
 def _terminated(signum: int, frame: object) -> None:
+    if os.getpid() != _MAIN_PID:  # a forked worker (a pool's terminate() sends SIGTERM): end quietly, as by default
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return
     raise KeyboardInterrupt
 
 

@@ -650,6 +650,15 @@ def test_a_terminated_writer_says_what_it_kept_and_resumes(tmp_path):
     assert whole_rows(tmp_path / "T.csv")[: len(before)] == before
 
 
+def test_forked_workers_ended_by_their_pool_stay_quiet(tmp_path):
+    """A pool's terminate() sends its workers SIGTERM; with the command's SIGTERM handler inherited they
+    each printed a KeyboardInterrupt traceback after `predict --archs` (and the speed reading's child)."""
+    code, out, err = hwlat_run("predict", "--space", "nb201", "--archs", "random:2000", "--table",
+                               "cpu_onnxruntime_fp32_threads1", "--out", "p.csv", cwd=tmp_path)
+    assert code == 0 and "2000 architectures predicted" in out + err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+
+
 def test_lock_files_are_ignored_by_readers_and_by_git(capsys, tmp_path, device_table):
     for suffix in (".lock", ".lock.holder"):
         device_table.with_name(device_table.name + suffix).write_text("12345 hwlat profile ops\n")
