@@ -414,7 +414,7 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
     try:
         meta = json.loads(read_text(json_path))
     except json.JSONDecodeError as exc:
-        raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from version control") from exc
+        raise TableError(f"{json_path}: not valid JSON (line {exc.lineno}: {exc.msg}); restore it from a copy, or pass --fresh to a profile command to measure anew (the files are moved aside, not deleted)") from exc
     if not isinstance(meta, dict) or meta.get("schema") != schema:
         kinds = {"hwlat.device_table": "a device table (op rows: `hwlat table ...`, `predict --table`)",
                  "hwlat.arch_table": "an arch table (whole architectures: `profile archs --out`, `adapt fit "

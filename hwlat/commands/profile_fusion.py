@@ -23,7 +23,8 @@ def register(targets) -> None:
     add_protocol_options(p)
     p.add_argument("--patterns", help="comma-separated patterns (default: conv heads with bn/activation/residual tails, "
                                       "linear+act, bn+act, add+act); a table's other stored patterns are kept")
-    p.add_argument("--out", required=True, help="device table to store the rules in (created, or resumed if it exists)")
+    p.add_argument("--out", required=True, help="device table to store the rules in (created if missing); an interrupted run "
+                                              "resumes, a finished one measures its patterns again")
     add_fresh_option(p)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     add_runtime_options(p)
