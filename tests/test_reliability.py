@@ -863,3 +863,19 @@ def test_a_failed_metadata_write_leaves_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old\n"
     assert [p.name for p in tmp_path.iterdir() if ".tmp" in p.name] == []
 
+
+def test_table_validate_checks_an_arch_table(capsys, caplog, tmp_path):
+    """`table validate` refused an arch table ("not a hwlat device table"): after a kill a user had no way
+    to check one."""
+    out = tmp_path / "A"
+    assert run_cli(capsys, *ARCHS, "--archs", "0,1,2", "--out", str(out))[0] == 0
+    code, said, _ = run_cli(capsys, "table", "validate", str(out))
+    assert code == 0 and said.strip() == (f"{out}.csv: valid arch table, schema version 1, nb201 space, 3 architectures, "
+                                          "device(s) cpu/onnxruntime/fp32/threads=1")
+    whole = out.with_suffix(".csv").read_bytes()
+    out.with_suffix(".csv").write_bytes(whole[:-6])  # a kill inside the last latency
+    code, said, _ = run_cli(capsys, "table", "validate", str(out))
+    assert code == 0 and "2 architectures" in said and "ignoring a partial last row (line 4)" in caplog.text
+    out.with_suffix(".csv").write_bytes(whole + b"garbage,line\n")
+    assert_one_error(run_cli(capsys, "table", "validate", str(out)), f"{out}.csv", "'garbage' on line 5")
+

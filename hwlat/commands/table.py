@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 from hwlat.cli import command_parser
@@ -18,8 +19,8 @@ def register(sub) -> None:
     show.add_argument("--limit", type=nonnegative_int, default=30, help="rows to print (default 30; 0: all)")
     show.add_argument("--op", help="only rows of this op type")
     show.set_defaults(func=_show)
-    val = command_parser(t, "validate", "check a table's files; exit 1 naming the file and row of any problem",
-                         "hwlat table validate my_tables/board.csv")
+    val = command_parser(t, "validate", "check a table's files (a device table's, or an arch table's from `profile "
+                         "archs`); exit 1 naming the file and row of any problem", "hwlat table validate my_tables/board.csv")
     val.add_argument("table", help="a shipped name (exactly that table) or a path (NAME, NAME.csv or NAME.json)")
     val.set_defaults(func=_validate)
     dr = command_parser(t, "drift", "time a few of a table's own networks again: does this machine still run "
@@ -93,6 +94,8 @@ def _validate(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from hwlat.device_profile import table_problems
 
+    if _is_arch_table(args.table):
+        return _validate_arch_table(args.table)
     table = load(args.table, exact=True)
     problems = table_problems(table)
     if problems:
@@ -100,6 +103,40 @@ def _validate(args: argparse.Namespace) -> int:
     for line in _validate_warnings(table):
         print(f"hwlat: warning: {line}", file=sys.stderr)
     print(f"{table.path}: valid, schema version {table.meta['schema_version']}, {len(table)} rows, device {table.device.name}")
+    return 0
+
+
+def _is_arch_table(path: str) -> bool:
+    from device_tables.archtable import SCHEMA, arch_table_paths
+
+    json_path = arch_table_paths(path)[1]
+    try:
+        return json_path.is_file() and json.loads(json_path.read_text()).get("schema") == SCHEMA
+    except (ValueError, OSError, AttributeError):
+        return False  # the device table reader names what is wrong with it
+
+
+def _validate_arch_table(path: str) -> int:
+    """An arch table (`profile archs --out`): its rows as every reader reads them, and its statistics file."""
+    from device_tables.archtable import ArchTable, arch_table_paths, read_meta, read_stats
+    from device_tables.errors import TableError
+    from nas.spaces import known_arch_keys
+
+    csv_path, json_path, stats_path = arch_table_paths(path)
+    meta = read_meta(json_path)
+    table = ArchTable.read(csv_path, candidates=known_arch_keys())
+    if stats_path.exists():
+        try:
+            stats = read_stats(csv_path)
+        except (ValueError, KeyError) as exc:
+            raise TableError(f"{stats_path}: not a readable statistics file ({exc}); move it aside and run the same "
+                             "`hwlat profile archs` command again to measure what it lacks") from None
+        missing = set(table.frame[table.primary]) - set(stats["key"].astype(str))
+        if missing:
+            print(f"hwlat: warning: {stats_path}: no statistics of {len(missing)} architecture(s) of {csv_path.name}, "
+                  f"e.g. {sorted(missing)[0]!r}: their latency stands, their spread is unknown", file=sys.stderr)
+    print(f"{csv_path}: valid arch table, schema version {meta['schema_version']}, {table.space} space, "
+          f"{len(table.frame)} architectures, device(s) {', '.join(table.devices)}")
     return 0
 
 
