@@ -52,7 +52,7 @@ def test_a_candidate_predicted_over_the_budget_is_measured_and_wins_when_it_meas
     assert w.score == max(x.score for x in v.measured) and w.key == v.measured[0].key
     d = res.to_dict()["verified"]
     assert d["winner"]["key"] == w.key and d["archs"][0]["measured_ms"] == pytest.approx(v.winner_ms)
-    assert "over: in band" in v.format("conv3") and "found by measuring" in v.format("conv3")
+    assert "(predicted over the budget, within its error band)" in v.format("conv3") and "found by measuring" in v.format("conv3")
     assert v.correction < 1 / 1.5 and f"measured {v.correction:.2f}x the predictions" in v.format()  # 45 ms against 1-20
     again = search_verified(space, c, lambda wide: _search(space, wide), VerifySettings(margin=0.2, top=2, **QUICK))
     assert [x.key for x in again.history] == [x.key for x in res.history]  # seeded

@@ -82,7 +82,7 @@ class SearchResult:
                 f"{self.proposals} predicted, {self.rejected} of them outside the latency bounds; {self.seconds:.1f} s")
         lines = [head] + ([f"stopped early: {self.stopped}"] if self.stopped else [])
         if self.budget_ms is not None:
-            lines.append(f"latency budget: {self.budget_ms:.4g} ms (predicted)")
+            lines.append(f"searched under: predicted latency <= {self.budget_ms:.4g} ms")
         best = self.best(k)
         if not best:
             lines.append("no feasible architecture found")

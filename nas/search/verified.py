@@ -171,7 +171,7 @@ class VerifiedSearch:
         lines.append(f"  {'architecture':<{width}}  {score_name:>{sw}}  {'predicted ms':>12}  {'measured ms':>11}  "
                      f"{'error':>7}  within budget")
         for c, m in zip(self.measured, self.ms):
-            why = " (over: in band)" if c.latency_ms > self.budget_ms else ""
+            why = " (predicted over the budget, within its error band)" if c.latency_ms > self.budget_ms else ""
             if not math.isfinite(m):
                 lines.append(f"  {c.key:<{width}}  {c.score:>{sw}.3f}  {c.latency_ms:>12.4f}  {'failed':>11}{why}")
                 continue
