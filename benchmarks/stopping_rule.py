@@ -28,7 +28,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--runtime", default="onnxruntime")
     ap.add_argument("--table", default="cpu_onnxruntime_fp32_threads1", help="the rows to time: a table name or path")
-    ap.add_argument("-n", type=int, default=80, help="rows (default 80)")
+    ap.add_argument("-n", type=int, default=80, help="rows, or with --networks networks, N split evenly over the "
+                                                     "network kinds and rounded up per kind (default 80)")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--networks", action="store_true", help="time whole networks instead of a table's rows")
     args = ap.parse_args()
