@@ -171,7 +171,6 @@ def test_a_sweep_without_a_configuration_at_the_precision_makes_no_table(tmp_pat
     assert "give --precision" not in line and not list(tmp_path.iterdir())
 
 
-
 def test_a_float_sweep_on_the_board_does_not_advise_a_precision_the_board_cannot_measure(tmp_path):
     """It said 'give --precision fp32' (and warned 'measuring int8, not fp32' though no precision was given)."""
     from profilers.board.qemu import missing_tools
@@ -183,6 +182,15 @@ def test_a_float_sweep_on_the_board_does_not_advise_a_precision_the_board_cannot
     line = assert_user_error(proc, "the sweep lin.yaml has no int8 configuration for board",
                              "board measures int8 only: a sweep file's `dtype: int8` gives such configurations")
     assert "--precision" not in line and "warning" not in proc.stderr
+
+
+def test_tflm_refuses_a_precision_it_has_no_kernels_for(tmp_path):
+    """tflm --precision fp16 used to measure float32 kernels into a table named cpu/tflm/fp16."""
+    proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp16", "--sweep", "quick", "--out", "t",
+                 cwd=tmp_path)
+    assert_user_error(proc, "tflm runs precision int8 or fp32, not 'fp16'")
+    assert not list(tmp_path.iterdir())
+
 
 @pytest.mark.parametrize("command", [("profile", "ops", "--sweep", "quick"), ("profile", "archs", "--space", "nb201",
                                                                              "--archs", "random:2")])

@@ -113,6 +113,8 @@ class TFLMRuntime(Runtime):
 
     def __init__(self, threads: int = 1, precision: str = "int8", arena_kb: float | None = None,
                  flash_kb: float | None = None, seed: int = 0, **settings: Any):
+        if precision not in ("fp32", "int8"):
+            raise RuntimeUnavailableError(f"tflm runs precision int8 or fp32, not {precision!r}")
         self.arena_kb, self.flash_kb, self.seed = arena_kb, flash_kb, seed
         super().__init__(threads=1, precision=precision, **settings)
         if threads != 1:
