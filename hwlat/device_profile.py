@@ -600,7 +600,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     if not _done(table, "rows pass 1") or short:
         pool = _row_pool(runtime, table, growing or targets, per_space)
         had = {r.spec.key for r in table.rows()}
-        first_s = ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0)
+        first_s = max(ROWS_FIRST_PASS_SHARE * rows_s - (time.monotonic() - t0), 0.0)
         tried = sum(1 for k in pool if k in table)
         _say(clock, "rows", f"{len(pool)} distinct kernels in {len(pool_networks(growing or targets, per_space))} "
                             + (f"networks, {tried} of them measured by an earlier run whose budget ran out; "

@@ -692,6 +692,25 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
         drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
 
 
+def test_rows_with_no_time_left_say_so_without_negative_minutes(complete_table, tmp_path, capsys):
+    """A budget spent before the rows (a 1-minute run whose networks' first pass took it) printed
+    'measuring the most informative for -0.1 min'."""
+    from hwlat.device_profile import POOL_PER_SPACE, _Clock, _rows_stage
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    rt = get_runtime("onnxruntime", threads=1)
+    out = copy_table(complete_table, tmp_path)
+    header = out.with_suffix(".csv").read_text().splitlines()[0]
+    out.with_suffix(".csv").write_text(header + "\n")  # no rows yet
+    run = DeviceTable.load(out).meta["profile_device"]
+    DeviceTable.load(out).update_meta(profile_device={**run, "stages": {"fusion": run["stages"]["fusion"]}})
+    with DeviceTable.open(out, rt.device(), {}) as table:
+        _rows_stage(rt, table, Protocol.preset("quick"), _Clock(0), ["nb201"], POOL_PER_SPACE, (3, 2), False)
+    said = capsys.readouterr().out
+    assert "measuring the most informative for 0.0 min" in said and " -0." not in said
+
+
 def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_table, tmp_path):
     """A run whose budget ends the rows' first pass short of its kernels records how many of how many it
     measured (the regressors price the rest: the stage is done); a plain rerun keeps the rows, and one
