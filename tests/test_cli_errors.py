@@ -184,6 +184,19 @@ def test_a_float_sweep_on_the_board_does_not_advise_a_precision_the_board_cannot
     assert "--precision" not in line and "warning" not in proc.stderr
 
 
+def test_a_table_whose_rows_all_failed_is_recorded_and_refused_by_predict(tmp_path):
+    """int8 LiteRT cannot quantise a layer norm: the row is stored as failed, saying why; predict used to
+    print '0.000 ms (PARTIAL ...)' with exit 0 from such a table."""
+    (tmp_path / "ln.yaml").write_text("name: ln\ndtype: int8\nops:\n  - {op: layernorm, tokens: 16, c: 64}\n")
+    proc = hwlat("profile", "ops", "--runtime", "litert", "--precision", "int8", "--sweep", "ln.yaml", "--out", "ln",
+                 "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0 and "1 failed" in proc.stdout, proc.stderr
+    assert "layernorm|int8|16x64|: hwlat's int8 LiteRT models cover CNN kernels only" in proc.stdout
+    assert "--precision fp32" in proc.stdout
+    assert_user_error(hwlat("predict", "--classic", "resnet18@r64", "--table", "ln", cwd=tmp_path),
+                      "ln has no measured rows", "hwlat profile device --runtime litert --precision int8 --out ln")
+
+
 def test_tflm_refuses_a_precision_it_has_no_kernels_for(tmp_path):
     """tflm --precision fp16 used to measure float32 kernels into a table named cpu/tflm/fp16."""
     proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp16", "--sweep", "quick", "--out", "t",

@@ -92,11 +92,15 @@ def _model(args: argparse.Namespace):
 
 def _predictor(args: argparse.Namespace):
     from device_tables import load
+    from device_tables.errors import HwlatError
     from device_tables.kernels import FusionRules
-    from hwlat.device_profile import scale_to_speed_now, table_warnings
+    from hwlat.device_profile import profile_command, scale_to_speed_now, table_warnings
     from predictors.lut import LUTPredictor
 
     table = load(args.table)
+    if not table.rows("ok"):
+        raise HwlatError(f"{table.name} has no measured rows: it prices no kernel (it would predict 0 ms); "
+                         f"`{profile_command(table)}` measures them")
     for line in table_warnings(table):
         print(f"hwlat: warning: {line}", file=sys.stderr)
     lut = LUTPredictor(table, rules=FusionRules.none() if args.no_fusion else None, use_regressors=not args.no_regressors,
