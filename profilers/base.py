@@ -236,6 +236,9 @@ class Runtime(abc.ABC):
         if not self.times_whole_models():
             raise UnsupportedOpError(f"the {self.name} runtime runs one kernel at a time, not a whole model; predict "
                                      f"the model from its table instead (`hwlat predict {path} --table TABLE`)")
+        if profile_runs is not None:
+            raise UnsupportedOpError(f"--runs sets the runs of a per-node profile, which the {self.name} runtime does not "
+                                     "give; leave it out (the whole model is timed as --protocol says)")
         m = self.time_model(path, protocol, input_shape=input_shape)
         return WholeModel(str(path), self.device().name, protocol.clock, m, self.name)
 

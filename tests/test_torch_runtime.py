@@ -275,6 +275,9 @@ def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_pr
     assert report["device"] == "cpu/torch/fp32/threads=1" and report["latency"]["median_ms"] > 0
     assert main(["profile", "model", str(path), "--runtime", "board"]) == 1
     assert "runs one kernel at a time, not a whole model" in capsys.readouterr().err
+    # --runs (the runs of onnxruntime's per-node profile) was silently ignored by a runtime without one.
+    assert main(["profile", "model", str(path), "--runtime", "torch", "--runs", "5"]) == 1
+    assert "--runs sets the runs of a per-node profile, which the torch runtime does not give" in capsys.readouterr().err
     import hwlat
     from profilers.protocol import Protocol
 
