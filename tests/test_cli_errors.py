@@ -197,6 +197,22 @@ def test_a_table_whose_rows_all_failed_is_recorded_and_refused_by_predict(tmp_pa
                       "ln has no measured rows", "hwlat profile device --runtime litert --precision int8 --out ln")
 
 
+@pytest.mark.parametrize("runtime", ["litert", "tflm", "torch"])
+def test_a_model_op_a_runtime_cannot_run_is_named_with_the_runtime_that_can(tmp_path, runtime):
+    """A TopK used to be 'cannot lower to TFLite: ...' (no runtime, nothing to do) on litert and tflm, and on
+    torch a list of the ops it runs, without a way on."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    k = helper.make_tensor("k", TensorProto.INT64, [1], [3])
+    node = helper.make_node("TopK", ["x", "k"], ["y", "i"], name="top")
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])], initializer=[k])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "topk.onnx"))
+    proc = hwlat("profile", "model", "topk.onnx", "--runtime", runtime, "--protocol", "quick", cwd=tmp_path)
+    assert_user_error(proc, "TopK", runtime, "--runtime onnxruntime, which runs every ONNX op")
+
+
 def test_tflm_refuses_a_precision_it_has_no_kernels_for(tmp_path):
     """tflm --precision fp16 used to measure float32 kernels into a table named cpu/tflm/fp16."""
     proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp16", "--sweep", "quick", "--out", "t",

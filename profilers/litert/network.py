@@ -54,7 +54,9 @@ def network_graph(graph: Graph) -> TFLiteGraph:
     """The float32 `TFLiteGraph` of a network graph."""
     bad = [op for op in graph.ops if op.kind == UNCOVERED and op.note != SHUFFLE_NOTE]
     if bad:
-        raise UnsupportedOpError(f"cannot lower to TFLite: {bad[0].describe()}" + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""))
+        raise UnsupportedOpError(f"litert and tflm cannot run it (hwlat lowers it to TFLite op by op): {bad[0].describe()}"
+                                 + (f" (and {len(bad) - 1} more)" if len(bad) > 1 else "")
+                                 + "; time it with --runtime onnxruntime, which runs every ONNX op")
     readers = graph.consumers()
     views = _Views(TFLiteGraph())
     g = views.g

@@ -334,7 +334,7 @@ def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[s
     unknown = sorted({n.op_type for n in g.node} - set(HANDLERS) - {"Constant"})
     if unknown:
         raise UnsupportedOpError(f"torch runs ONNX models of the ops {', '.join(sorted(HANDLERS))}; this one also has "
-                                 f"{', '.join(unknown)}")
+                                 f"{', '.join(unknown)}; time it with --runtime onnxruntime, which runs every ONNX op")
     if len(g.output) != 1:
         raise UnsupportedOpError(f"torch runs ONNX models of one output, not {len(g.output)}")
     constants = _constants(g)
