@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 pytest.importorskip("tflite_micro")
@@ -78,6 +80,28 @@ def test_cli_writes_a_table_with_arena_and_model_bytes(tmp_path):
     for row in table:
         assert row.extra["arena_bytes"] > 0 and row.extra["model_bytes"] > 0 and row.extra["tflite_ops"]
     assert table.device.name == "cpu/tflm/int8/threads=1"
+
+
+def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path):
+    """This 1x1 pointwise conv crashes TFLite Micro (SIGSEGV) in arenas of some bytes above the recorded
+    total, where the search probed first: `profile ops --sweep default` died there, and again at the same
+    row on every rerun. Run as a child, so the old crash fails the test rather than ending pytest."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    spec = S("pwconv2d+relu", (1, 72, 1, 1), cout=24)
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text("name: s\ndtype: int8\nops:\n  - {op: pwconv2d+relu, c: 72, hw: 1, cout: 24}\n")
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", "tflm", "--sweep", str(sweep),
+                           "--protocol", "quick", "--out", "t", "--no-progress"], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    assert proc.returncode == 0 and "1 measured" in proc.stdout, (proc.returncode, proc.stderr)
+    model = build_model(spec)
+    found = smallest_arena(model.content, model.inputs)
+    assert _works(model.content, found.arena_bytes, model.inputs)
+    assert not _works(model.content, found.arena_bytes - 1, model.inputs)
+    assert not _works(model.content, found.recorded_total + 4 * 16, model.inputs)  # the probe that crashed
 
 
 NB201_LIGHT = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
