@@ -104,6 +104,12 @@ def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path)
     assert not _works(model.content, found.recorded_total + 4 * 16, model.inputs)  # the probe that crashed
 
 
+def test_an_op_tflite_micro_has_no_kernel_for_says_so_not_only_that_the_arena_failed():
+    """A GELU read 'does not run in TFLite Micro even with a 67108864 B arena', as if memory were the cause."""
+    with pytest.raises(UnsupportedOpError, match=r"even with a 67108864 B arena: Didn't find op for builtin opcode 'GELU'"):
+        TFLMRuntime(precision="fp32").measure(S("gelu", (16, 64, 1, 1), dtype="float32"), Protocol.preset("quick"))
+
+
 NB201_LIGHT = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
 NB201_HEAVY = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 

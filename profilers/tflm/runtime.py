@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import tempfile
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -45,21 +46,29 @@ def _interpreter(content: bytes, arena: int, inputs: Sequence[np.ndarray]):
 
 
 def _works(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> bool:
-    """Whether the model runs in an arena of `arena` bytes, tried in a forked child: some arenas too
-    small crash the interpreter instead of failing (a 1x1 pointwise conv's, some bytes above the
-    recorded total), which would end the whole sweep, again at the same row on every rerun."""
-    pid = os.fork()
-    if pid == 0:  # the child: its exit status is the answer
-        code = 1
-        try:
-            null = os.open(os.devnull, os.O_WRONLY)
-            os.dup2(null, 2)  # the failed allocation's complaint is expected here
-            _interpreter(content, arena, inputs).invoke()
-            code = 0
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status) == 0
+    return _probe(content, arena, inputs)[0]
+
+
+def _probe(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> tuple[bool, str]:
+    """Whether the model runs in an arena of `arena` bytes, and what the interpreter said, tried in a
+    forked child: some arenas too small crash the interpreter instead of failing (a 1x1 pointwise
+    conv's, some bytes above the recorded total), which would end the whole sweep, again at the same
+    row on every rerun."""
+    with tempfile.TemporaryFile() as said:
+        pid = os.fork()
+        if pid == 0:  # the child: its exit status is the answer
+            code = 1
+            try:
+                os.dup2(said.fileno(), 2)  # the failed allocation's complaint is expected here
+                _interpreter(content, arena, inputs).invoke()
+                code = 0
+            except RuntimeError as exc:
+                os.write(2, f"{exc}\n".encode())
+            finally:
+                os._exit(code)
+        _, status = os.waitpid(pid, 0)
+        said.seek(0)
+        return os.waitstatus_to_exitcode(status) == 0, said.read().decode(errors="replace")
 
 
 @dataclass(frozen=True)
@@ -88,10 +97,13 @@ def smallest_arena(content: bytes, inputs: Sequence[np.ndarray], max_bytes: int 
     probes = 0
     while True:
         probes += 1
-        if _works(content, hi, inputs):
+        ok, said = _probe(content, hi, inputs)
+        if ok:
             break
         if hi >= max_bytes:
-            raise UnsupportedOpError(f"model of {len(content)} B does not run in TFLite Micro even with a {hi} B arena")
+            why = "; ".join(line.strip() for line in said.splitlines() if line.strip())
+            raise UnsupportedOpError(f"model of {len(content)} B does not run in TFLite Micro even with a {hi} B arena"
+                                     + (f": {why}" if why else ""))
         hi = min(max_bytes, hi * 4)
     rec = recorded_allocations(content, inputs, hi)
     total, tail = rec.get("total", hi), rec.get("tail", 0)
