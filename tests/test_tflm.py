@@ -63,6 +63,13 @@ def test_budgets_turn_oversized_ops_into_errors_naming_the_limit():
     with pytest.raises(UnsupportedOpError, match=r"over the flash budget of 1024 B \(flash_kb=1\)"):
         TFLMRuntime(precision="int8", flash_kb=1).measure(spec, Protocol.preset("quick"))
     assert TFLMRuntime(precision="int8", arena_kb=8).device().name == "cpu/tflm/int8/arena_kb=8/threads=1"
+    # A budget that is no size (a worker's --devices t=tflm:arena_kb=abc) was taken, then every op raised TypeError.
+    from device_tables.errors import RuntimeUnavailableError
+    from profilers.cluster.worker import DeviceAd
+
+    for spec in ("t=tflm:arena_kb=abc", "t=tflm:flash_kb=0", "t=tflm:arena_kb=-5"):
+        with pytest.raises(RuntimeUnavailableError, match=r"tflm setting (arena|flash)_kb=.*: give a budget in KB above 0"):
+            DeviceAd.parse(spec).make_runtime()
 
 
 def test_cli_writes_a_table_with_arena_and_model_bytes(tmp_path):

@@ -138,6 +138,9 @@ class TFLMRuntime(Runtime):
                  flash_kb: float | None = None, seed: int = 0, **settings: Any):
         if precision not in ("fp32", "int8"):
             raise RuntimeUnavailableError(f"tflm runs precision int8 or fp32, not {precision!r}")
+        for key, kb in (("arena_kb", arena_kb), ("flash_kb", flash_kb)):
+            if kb is not None and (not isinstance(kb, (int, float)) or isinstance(kb, bool) or not kb > 0):
+                raise RuntimeUnavailableError(f"tflm setting {key}={kb!r}: give a budget in KB above 0, e.g. {key}=256")
         self.arena_kb, self.flash_kb, self.seed = arena_kb, flash_kb, seed
         super().__init__(threads=1, precision=precision, **settings)
         if threads != 1:
