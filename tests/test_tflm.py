@@ -117,6 +117,18 @@ def test_an_op_tflite_micro_has_no_kernel_for_says_so_not_only_that_the_arena_fa
         TFLMRuntime(precision="fp32").measure(S("gelu", (16, 64, 1, 1), dtype="float32"), Protocol.preset("quick"))
 
 
+def test_a_network_with_an_op_tflite_micro_has_no_kernel_for_names_the_op():
+    """BERT at fp32 read 'TFLite Micro cannot run the network: TFLM failed to allocate tensors'."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Gelu", ["x"], ["y"], name="gelu")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 16, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 64])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
+    with pytest.raises(UnsupportedOpError, match=r"cannot run the network: Didn't find op for builtin opcode 'GELU'"):
+        TFLMRuntime(precision="fp32").time_model(model, Protocol.preset("quick"))
+
+
 NB201_LIGHT = "|avg_pool_3x3~0|+|skip_connect~0|none~1|+|skip_connect~0|none~1|avg_pool_3x3~2|"
 NB201_HEAVY = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 

@@ -206,14 +206,17 @@ class TFLMRuntime(Runtime):
 
         content, inputs = network_model(Graph.from_onnx(model, input_shape), int8=self.dtype() == "int8")
         self._check_budgets("network", len(content))
+        said: list[str] = []
         try:
             if self.arena_kb is not None:
                 self._check_budgets("network", arena_bytes=recorded_allocations(content, inputs, NETWORK_ARENA_BYTES)
                                     .get("total", 0))
-            ip = _interpreter(content, NETWORK_ARENA_BYTES, inputs)
-            ip.invoke()
+            with captured_stderr() as said:  # what the interpreter complains of (an op it has no kernel for)
+                ip = _interpreter(content, NETWORK_ARENA_BYTES, inputs)
+                ip.invoke()
         except (RuntimeError, ValueError) as exc:
             why = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            why = "; ".join([line.strip() for line in "".join(said).splitlines() if line.strip()] + [why])
             raise UnsupportedOpError(f"TFLite Micro cannot run the network: {why}") from exc
         return measure(perf_timer(ip.invoke), protocol)
 
