@@ -66,6 +66,20 @@ class _LogFormat(logging.Formatter):
         return f"{record.levelname} {record.name}: {record.getMessage()}"
 
 
+class _LogHandler(logging.StreamHandler):
+    """Log lines on stderr; above a progress bar they take their own line (`tqdm.write` lifts the bar
+    and draws it again below), where they were glued to the end of the bar's line."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        bars = sys.modules.get("tqdm")  # no bar is drawn before tqdm is imported
+        if bars is None or not getattr(bars.tqdm, "_instances", None):
+            return super().emit(record)
+        try:
+            bars.tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # noqa: BLE001 - as logging's own handlers do
+            self.handleError(record)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv == ["--version"]:  # without building every command's parser
@@ -75,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     parser = build_parser(argv)
     args = parser.parse_args(argv)
-    handler = logging.StreamHandler()
+    handler = _LogHandler()
     handler.setFormatter(_LogFormat())
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)], handlers=[handler])
     if not getattr(args, "func", None):

@@ -879,3 +879,26 @@ def test_table_validate_checks_an_arch_table(capsys, caplog, tmp_path):
     out.with_suffix(".csv").write_bytes(whole + b"garbage,line\n")
     assert_one_error(run_cli(capsys, "table", "validate", str(out)), f"{out}.csv", "'garbage' on line 5")
 
+
+
+def test_a_warning_under_a_progress_bar_takes_its_own_line():
+    """Board and runtime warnings were printed glued to the end of the progress bar's line."""
+    import io
+    import logging
+
+    from tqdm import tqdm
+
+    from hwlat.cli import _LogFormat, _LogHandler
+
+    stream = io.StringIO()
+    handler = _LogHandler(stream)
+    handler.setFormatter(_LogFormat())
+    record = logging.LogRecord("t", logging.WARNING, __file__, 1, "the board resynchronised", None, None)
+    with tqdm(total=3, file=stream, bar_format="{n}/{total} bar") as bar:
+        bar.update(1)
+        handler.emit(record)
+        bar.update(1)
+    handler.emit(record)  # no bar: a plain line
+    text = stream.getvalue()
+    assert text.count("hwlat: warning: the board resynchronised\n") == 2
+    assert "bar" + "hwlat" not in text.replace(" ", "") and "\rhwlat: warning" in text
