@@ -138,6 +138,8 @@ def test_runtime_options_that_do_not_apply(tmp_path):
      ("--arch 'abc': not a file, range, list or key",)),
     (("predict", "--space", "nb201", "--archs", "missing/keys.csv", "--table", "cpu_onnxruntime_fp32_threads1"),
      ("--archs 'missing/keys.csv': no such file",)),
+    (("predict", "--space", "nb201", "--archs", "/tmp", "--table", "cpu_onnxruntime_fp32_threads1"),
+     ("--archs '/tmp': a folder; give a file of architectures",)),
     (("table", "show", "cpu_onnxruntime_fp32_threads1", "--op", "nosuchop"), ("no rows of op 'nosuchop'", "relu")),
 ])
 def test_flags_given_wrong_are_named_as_given(tmp_path, args, fragments):

@@ -139,6 +139,9 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
             try:
                 arch = space.parse(part)
             except ArchError as exc:
+                if Path(part).is_dir():
+                    raise ArchError(f"{flag} {part!r}: a folder; give a file of architectures (an arch table's CSV or "
+                                    "one key per line)") from None
                 if Path(part).suffix.lower() in (".csv", ".txt") or os.sep in part:
                     raise ArchError(f"{flag} {part!r}: no such file") from None
                 raise ArchError(f"{flag} {part!r}: not a file, range, list or key ({exc}); forms: {ARCHS_FORM}") from None
