@@ -97,6 +97,8 @@ def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path)
     import sys
     from pathlib import Path
 
+    from profilers.tflm.runtime import _probe
+
     spec = S("pwconv2d+relu", (1, 72, 1, 1), cout=24)
     sweep = tmp_path / "s.yaml"
     sweep.write_text("name: s\ndtype: int8\nops:\n  - {op: pwconv2d+relu, c: 72, hw: 1, cout: 24}\n")
@@ -106,9 +108,10 @@ def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path)
     assert proc.returncode == 0 and "1 measured" in proc.stdout, (proc.returncode, proc.stderr)
     model = build_model(spec)
     found = smallest_arena(model.content, model.inputs)
-    assert _works(model.content, found.arena_bytes, model.inputs)
+    ok, said = _probe(model.content, found.recorded_total + 4 * 16, model.inputs)  # the probe that crashed
+    assert not ok and "the interpreter crashed" in said
+    assert _works(model.content, found.arena_bytes, model.inputs)  # a new prober after the crash
     assert not _works(model.content, found.arena_bytes - 1, model.inputs)
-    assert not _works(model.content, found.recorded_total + 4 * 16, model.inputs)  # the probe that crashed
 
 
 def test_an_op_tflite_micro_has_no_kernel_for_says_so_not_only_that_the_arena_failed():

@@ -9,13 +9,16 @@ and records what a microcontroller deployment budgets for: latency of ``invoke``
 The interpreter reports failed allocations as RuntimeError, but crashes the process when the arena
 cannot even hold its own bookkeeping, and for some arenas above it; the search therefore never probes
 below the bookkeeping ("tail") bytes that a successful run reports through ``print_allocations``,
-and tries each arena in a forked child (`_works`).
+and tries the arenas in a forked child (`_Prober`).
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import os
+import pickle
 import re
 import tempfile
 from dataclasses import dataclass
@@ -50,25 +53,83 @@ def _works(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> bool:
 
 
 def _probe(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> tuple[bool, str]:
-    """Whether the model runs in an arena of `arena` bytes, and what the interpreter said, tried in a
-    forked child: some arenas too small crash the interpreter instead of failing (a 1x1 pointwise
-    conv's, some bytes above the recorded total), which would end the whole sweep, again at the same
-    row on every rerun."""
-    with tempfile.TemporaryFile() as said:
+    """Whether the model runs in an arena of `arena` bytes, and what the interpreter said (`_Prober`)."""
+    return _PROBER.probe(content, arena, inputs)
+
+
+class _Prober:
+    """A forked child that tries arenas: some arenas too small crash the interpreter instead of failing
+    (a 1x1 pointwise conv's, some bytes above the recorded total), which in this process ended the
+    whole sweep, again at the same row on every rerun. A crash ends the child, and the next probe
+    starts another; one child serves every probe (a fork per probe made a sweep 4x slower)."""
+
+    def __init__(self) -> None:
+        self.owner = 0  # the process the child serves: a forked copy of this one starts its own
+        atexit.register(self.stop)
+
+    def probe(self, content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> tuple[bool, str]:
+        if self.owner != os.getpid():
+            self._start()
+        try:
+            pickle.dump((content, arena, inputs), self.ask)
+            self.ask.flush()
+            return pickle.load(self.answer)
+        except (EOFError, OSError):  # the child died: the arena crashed the interpreter
+            return False, f"the interpreter crashed (exit status {self.stop()})"
+
+    def stop(self) -> int | None:
+        """End the child (it exits when its input closes) and reap it; its exit status."""
+        if self.owner != os.getpid():
+            return None
+        self.owner = 0
+        for f in (self.ask, self.answer):
+            with contextlib.suppress(OSError):
+                f.close()
+        return os.waitstatus_to_exitcode(os.waitpid(self.pid, 0)[1])
+
+    def _start(self) -> None:
+        ask_r, ask_w = os.pipe()
+        answer_r, answer_w = os.pipe()
         pid = os.fork()
-        if pid == 0:  # the child: its exit status is the answer
-            code = 1
+        if pid == 0:
             try:
-                os.dup2(said.fileno(), 2)  # the failed allocation's complaint is expected here
-                _interpreter(content, arena, inputs).invoke()
-                code = 0
-            except RuntimeError as exc:
-                os.write(2, f"{exc}\n".encode())
+                _serve(ask_r, answer_w)
             finally:
-                os._exit(code)
-        _, status = os.waitpid(pid, 0)
-        said.seek(0)
-        return os.waitstatus_to_exitcode(status) == 0, said.read().decode(errors="replace")
+                os._exit(0)
+        os.close(ask_r)
+        os.close(answer_w)
+        self.pid, self.owner = pid, os.getpid()
+        self.ask, self.answer = os.fdopen(ask_w, "wb"), os.fdopen(answer_r, "rb")
+
+
+def _serve(ask_fd: int, answer_fd: int) -> None:
+    """The prober child: (content, arena, inputs) in, (works, what the interpreter said) out, until
+    the parent closes its end."""
+    for fd in map(int, os.listdir("/proc/self/fd")):  # not a table's lock, which the parent releases
+        if fd > 2 and fd not in (ask_fd, answer_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+    with tempfile.TemporaryFile() as said, os.fdopen(ask_fd, "rb") as ask, os.fdopen(answer_fd, "wb") as answer:
+        os.dup2(said.fileno(), 2)  # the failed allocation's complaint is expected here
+        while True:
+            try:
+                content, arena, inputs = pickle.load(ask)
+            except EOFError:
+                return
+            said.seek(0)
+            said.truncate()
+            try:
+                _interpreter(content, arena, inputs).invoke()
+                ok = True
+            except RuntimeError as exc:
+                ok = False
+                os.write(2, f"{exc}\n".encode())
+            said.seek(0)
+            pickle.dump((ok, said.read().decode(errors="replace")), answer)
+            answer.flush()
+
+
+_PROBER = _Prober()
 
 
 @dataclass(frozen=True)
