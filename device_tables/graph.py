@@ -137,12 +137,28 @@ def load_onnx(model: Any):
     except ModelError:
         raise
     except Exception as exc:  # protobuf DecodeError and friends
+        if _is_tflite(model):
+            raise ModelError(f"{where}: a TFLite flatbuffer, not an ONNX model; hwlat takes the network as ONNX (it "
+                             "lowers it to TFLite itself for litert and tflm): give the model's .onnx export") from exc
         said = (str(exc).strip().splitlines() or [""])[0][:200]
         raise ModelError(f"{where}: not a readable ONNX model ({exc.__class__.__name__}{': ' + said if said else ''}); "
                          "re-export it or check the file (one saved with external data needs its data file "
                          "beside it)") from exc
     check_complete(proto, where)
     return proto
+
+
+def _is_tflite(model: bytes | str | os.PathLike) -> bool:
+    """Whether `model` (bytes or a file) is a TFLite flatbuffer: its file identifier ``TFL3``."""
+    try:
+        if isinstance(model, (bytes, bytearray)):
+            head = bytes(model[:8])
+        else:
+            with open(model, "rb") as f:
+                head = f.read(8)
+    except OSError:
+        return False
+    return head[4:8] == b"TFL3"
 
 
 def check_complete(proto, where: Any) -> None:

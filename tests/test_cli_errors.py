@@ -215,6 +215,18 @@ def test_a_model_op_a_runtime_cannot_run_is_named_with_the_runtime_that_can(tmp_
     assert_user_error(proc, "TopK", runtime, "--runtime onnxruntime, which runs every ONNX op")
 
 
+def test_a_tflite_file_is_named_as_one(tmp_path):
+    """A LiteRT user's .tflite read 'not a readable ONNX model (DecodeError ...); re-export it'."""
+    from device_tables.ops import OpSpec
+    from profilers.tflite.builder import build_model
+
+    (tmp_path / "m.tflite").write_bytes(build_model(OpSpec.make("conv2d", (1, 8, 8, 8), cout=8, kernel=3)).content)
+    for args in (("profile", "model", "m.tflite", "--runtime", "litert"),
+                 ("predict", "m.tflite", "--table", "cpu_litert_fp32_threads1_xeon_m167")):
+        assert_user_error(hwlat(*args, cwd=tmp_path), "m.tflite: a TFLite flatbuffer, not an ONNX model",
+                          "give the model's .onnx export")
+
+
 def test_tflm_refuses_a_precision_it_has_no_kernels_for(tmp_path):
     """tflm --precision fp16 used to measure float32 kernels into a table named cpu/tflm/fp16."""
     proc = hwlat("profile", "ops", "--runtime", "tflm", "--precision", "fp16", "--sweep", "quick", "--out", "t",
