@@ -193,8 +193,11 @@ def test_a_table_whose_rows_all_failed_is_recorded_and_refused_by_predict(tmp_pa
     proc = hwlat("profile", "ops", "--runtime", "litert", "--precision", "int8", "--sweep", "ln.yaml", "--out", "ln",
                  "--no-progress", cwd=tmp_path)
     assert proc.returncode == 0 and "1 failed" in proc.stdout, proc.stderr
-    assert "layernorm|int8|16x64|: hwlat's int8 LiteRT models cover CNN kernels only" in proc.stdout
+    assert "layernorm|int8|16x64|: hwlat's int8 TFLite models (litert, tflm) cover CNN kernels only" in proc.stdout
     assert "--precision fp32" in proc.stdout
+    proc = hwlat("profile", "ops", "--runtime", "tflm", "--sweep", "ln.yaml", "--out", "ln_tflm", "--no-progress",
+                 cwd=tmp_path)  # the same lowering: the message names tflm too (it read 'LiteRT models' only)
+    assert "hwlat's int8 TFLite models (litert, tflm) cover CNN kernels only" in proc.stdout, proc.stderr
     assert_user_error(hwlat("predict", "--classic", "resnet18@r64", "--table", "ln", cwd=tmp_path),
                       "ln has no measured rows", "hwlat profile device --runtime litert --precision int8 --out ln")
 

@@ -101,7 +101,7 @@ def check_int8(g: TFLiteGraph, what: str, ops: tuple[str, ...] = INT8_OPS) -> No
     network; `ops`: those it can)."""
     bad = next((op.kind for op in g.ops if op.kind not in ops), None)
     if bad is not None:
-        raise UnsupportedOpError(f"{what}: hwlat's int8 LiteRT models cover CNN kernels only, not TFLite {bad} "
+        raise UnsupportedOpError(f"{what}: hwlat's int8 TFLite models (litert, tflm) cover CNN kernels only, not TFLite {bad} "
                                  f"(int8 transformer ops are not quantised); profile it at float32 (--precision fp32)")
 
 
