@@ -95,7 +95,8 @@ def _profile_device(args: argparse.Namespace) -> int:
     if result.unfinished:
         for stage, why in result.unfinished.items():
             print(f"unfinished: {stage}: {why}")
-        print("the table is valid and predicts with what it has; run the same command again (with more --minutes) "
-              "to continue")
+        print(("the table is valid and predicts with what it has" if table.rows("ok") else
+               "the table is valid but has no op rows yet, so it cannot predict")
+              + "; run the same command again (with more --minutes) to continue")
         return 3
     return 0
