@@ -1,0 +1,110 @@
+"""hwlat as a user installs it: the wheel holds every file the packages read at run time, an installed
+hwlat reads nothing from the source checkout, and a shipped table is read without being written (a
+read-only install: system site-packages, a container layer)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+PACKAGES = ("hwlat", "device_tables", "profilers", "predictors", "nas")
+NOT_SHIPPED = {"nas/spaces/README.md"}  # notes for contributors, read by no code
+
+# Records every file opened for writing under $HWLAT_WATCH_WRITES and every file opened under
+# $HWLAT_WATCH_READS (the checkout, for an installed hwlat; its virtual environment aside), then runs
+# the user's path.
+WATCH = textwrap.dedent("""
+    import os, sys
+    writes, reads = os.environ["HWLAT_WATCH_WRITES"], os.environ.get("HWLAT_WATCH_READS")
+    seen = []
+    def hook(event, args):
+        if event != "open" or not isinstance(args[0], (str, os.PathLike)):
+            return
+        path, mode, flags = os.path.abspath(args[0]), args[1], args[2]
+        written = any(c in mode for c in "wax+") if mode else bool(flags & (os.O_WRONLY | os.O_RDWR))
+        if written and path.startswith(writes + os.sep):
+            seen.append(f"written: {path}")
+        if reads and path.startswith(reads + os.sep) and not path.startswith(sys.prefix + os.sep):
+            seen.append(f"read from the checkout: {path}")
+    sys.addaudithook(hook)
+""")
+
+USER_PATH = textwrap.dedent("""
+    import json
+    import hwlat
+    from hwlat.device_profile import table_warnings
+    from profilers.sweeps import load_sweep
+    assert "cpu_onnxruntime_fp32_threads1" in hwlat.tables()
+    for name in hwlat.tables():
+        table_warnings(hwlat.load_table(name))  # what `hwlat predict --table NAME` says first
+    hwlat.predict(1462, "cpu_onnxruntime_fp32_threads1", space="nb201", as_profiled=True)
+    hwlat.predict(5, "qemu_mps2_an386_board_int8_threads1", space="nb201")
+    hwlat.predict_archs("fbnet", "random:2", "cpu_litert_int8_threads1", jobs=1, as_profiled=True)
+    assert hwlat.accuracy("nb201", 1462, "cifar100") > 0
+    for space in ("nb201", "fbnet", "ofa"):
+        keys = hwlat.suggest(space, 5)
+        hwlat.adapt(space, keys, [1.0 + i for i in range(5)])
+    for preset in ("default", "quick", "mcu", "transformer"):
+        load_sweep(preset)
+    print(json.dumps(seen), flush=True)
+""")
+
+
+def watched(cwd: Path, writes: Path, reads: Path | None = None, path: list[str] | None = None) -> list[str]:
+    env = {**os.environ, "HWLAT_WATCH_WRITES": str(writes), "PYTHONDONTWRITEBYTECODE": "1"}
+    if reads:
+        env["HWLAT_WATCH_READS"] = str(reads)
+    code = WATCH + USER_PATH
+    if path:  # the installed packages, not the checkout's
+        code = (WATCH + f"sys.path[:0] = {path!r}\nimport {', '.join(PACKAGES)}\n"
+                + "".join(f"assert next(iter({p}.__path__)).startswith({path[0]!r}), {p}.__path__\n" for p in PACKAGES)
+                + USER_PATH)
+    out = subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_reading_shipped_tables_and_predictors_writes_none_of_their_files(tmp_path):
+    """`hwlat predict --table <shipped>` opened the table's NAME.networks.csv for writing to check its
+    last line, so on a read-only install it failed: 'cannot write .../NAME.networks.csv: Read-only file system'."""
+    assert watched(tmp_path, ROOT) == []
+
+
+def tracked(root: Path) -> list[str]:
+    try:
+        out = subprocess.run(["git", "ls-files", "-z", "--", *PACKAGES, "pyproject.toml", "README.md"], cwd=root,
+                             capture_output=True, check=True)
+    except (OSError, subprocess.CalledProcessError):
+        pytest.skip("not a git checkout: the files a wheel must hold are the tracked ones")
+    return [p for p in out.stdout.decode().split("\0") if p]
+
+
+def test_the_wheel_holds_what_hwlat_reads_and_an_install_reads_nothing_from_the_checkout(tmp_path):
+    pytest.importorskip("setuptools.command.bdist_wheel", reason="building a wheel needs setuptools >= 70.1")
+    files = tracked(ROOT)
+    source = tmp_path / "source"
+    for rel in files:
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, source / rel)
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
+                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    wheel, = (tmp_path / "dist").glob("hwlat-*.whl")
+    with zipfile.ZipFile(wheel) as z:
+        held = set(z.namelist())
+        z.extractall(tmp_path / "installed")
+    missing = [f for f in files if f.split("/")[0] in PACKAGES and f not in held and f not in NOT_SHIPPED]
+    assert not missing, f"tracked files the wheel leaves out (pyproject.toml package-data): {missing}"
+    user = tmp_path / "user"
+    user.mkdir()
+    installed = tmp_path / "installed"
+    assert watched(user, installed, reads=ROOT, path=[str(installed)]) == []
