@@ -87,14 +87,18 @@ PUBLIC_DATA_ENV = "HWLAT_LATENCY_DATA"
 
 def public_data_dir(path: str | os.PathLike | None = None) -> Path:
     """The folder of the public latency CSVs: `path`, else ``$HWLAT_LATENCY_DATA``, else
-    ``../shared/data/latency`` beside the repository. A folder given explicitly must exist."""
+    ``../shared/data/latency`` beside the repository (a source checkout; an installed hwlat has no
+    default). A folder given explicitly must exist."""
     if path or os.environ.get(PUBLIC_DATA_ENV):
         given = Path(path) if path else Path(os.environ[PUBLIC_DATA_ENV])
         where = "given" if path else f"from ${PUBLIC_DATA_ENV}"
         if not given.is_dir():
             raise TableError(f"public latency data folder {given} ({where}) does not exist")
         return given
-    default = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "latency"
+    checkout = Path(__file__).resolve().parent.parent
+    if not (checkout / "pyproject.toml").is_file():  # installed: site-packages has no ../shared beside it
+        raise TableError(f"public latency data not given; pass its folder or set {PUBLIC_DATA_ENV}")
+    default = checkout.parent / "shared" / "data" / "latency"
     if default.is_dir():
         return default
     raise TableError(f"public latency data not found at {default}; pass its folder or set {PUBLIC_DATA_ENV}")

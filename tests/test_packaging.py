@@ -88,23 +88,43 @@ def tracked(root: Path) -> list[str]:
     return [p for p in out.stdout.decode().split("\0") if p]
 
 
-def test_the_wheel_holds_what_hwlat_reads_and_an_install_reads_nothing_from_the_checkout(tmp_path):
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> tuple[list[str], set[str], Path]:
+    """(the tracked files of the packages, the wheel's files, the folder it is unpacked in: an install)."""
     pytest.importorskip("setuptools.command.bdist_wheel", reason="building a wheel needs setuptools >= 70.1")
+    tmp = tmp_path_factory.mktemp("wheel")
     files = tracked(ROOT)
-    source = tmp_path / "source"
+    source = tmp / "source"
     for rel in files:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, source / rel)
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
-                            "-w", str(tmp_path / "dist"), str(source)], capture_output=True, text=True, timeout=300)
+                            "-w", str(tmp / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
-    wheel, = (tmp_path / "dist").glob("hwlat-*.whl")
-    with zipfile.ZipFile(wheel) as z:
-        held = set(z.namelist())
-        z.extractall(tmp_path / "installed")
+    whl, = (tmp / "dist").glob("hwlat-*.whl")
+    with zipfile.ZipFile(whl) as z:
+        z.extractall(tmp / "installed")
+        return files, set(z.namelist()), tmp / "installed"
+
+
+def test_the_wheel_holds_every_tracked_file_of_the_packages(wheel):
+    files, held, _ = wheel
     missing = [f for f in files if f.split("/")[0] in PACKAGES and f not in held and f not in NOT_SHIPPED]
     assert not missing, f"tracked files the wheel leaves out (pyproject.toml package-data): {missing}"
-    user = tmp_path / "user"
-    user.mkdir()
-    installed = tmp_path / "installed"
-    assert watched(user, installed, reads=ROOT, path=[str(installed)]) == []
+
+
+def test_an_installed_hwlat_reads_nothing_from_the_checkout_and_writes_nothing_of_its_own(wheel, tmp_path):
+    installed = wheel[2]
+    assert watched(tmp_path, installed, reads=ROOT, path=[str(installed)]) == []
+
+
+def test_an_installed_hwlat_without_public_data_says_how_to_give_it(wheel, tmp_path):
+    """It named a folder no user has: 'public latency data not found at .../lib/python3.11/shared/data/latency'."""
+    installed = wheel[2]
+    env = {k: v for k, v in os.environ.items() if k != "HWLAT_LATENCY_DATA"}
+    code = (f"import sys; sys.path[:0] = [{str(installed)!r}]; from hwlat.cli import main; "
+            "sys.exit(main(['predict', '--space', 'fbnet', '--arch', '5', '--table', 'cpu_onnxruntime_fp32_threads1']))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1
+    assert "public latency data not given; pass its folder or set HWLAT_LATENCY_DATA" in out.stderr
+    assert str(installed.parent) not in out.stderr
