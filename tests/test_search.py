@@ -1,6 +1,7 @@
 """Reference searches under a latency constraint, the NASWOT proxy, and `hwlat search`."""
 
 import json
+import sys
 
 import numpy as np
 import pandas as pd
@@ -175,6 +176,18 @@ def test_cli_nsga2_with_a_population_of_one_is_one_clear_error(tmp_path, space, 
                  "--population", "1"]) == 1  # was Optuna's ValueError, a traceback
     err = capsys.readouterr().err.strip()
     assert err == "hwlat: error: NSGA-II population 1: needs at least 2 (--population)"
+
+
+def test_cli_nsga2_without_optuna_says_how_to_install_it(tmp_path, space, capsys, monkeypatch):
+    """An install without the optuna extra; the extra alone named the hwlat of a package index, which a
+    checkout's install is not."""
+    monkeypatch.setitem(sys.modules, "optuna", None)  # `import optuna` raises ImportError, as where it is missing
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+                 "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--method", "nsga2"]) == 1
+    assert capsys.readouterr().err.strip().endswith(
+        "hwlat: error: the multi-objective search (--method nsga2) needs optuna: pip install 'hwlat[optuna]' "
+        "(or pip install optuna)")
 
 
 def test_cli_search_names_the_verify_options_it_ignores_without_verify(tmp_path, space, capsys):

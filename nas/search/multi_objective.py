@@ -8,7 +8,7 @@ is given (infeasible trials are kept by Optuna's constrained domination, never o
     result.front()      # accuracy-latency Pareto front, feasible members only
     result.best(5)      # the most accurate feasible ones
 
-Needs optuna (``pip install 'hwlat[optuna]'``); imported only when called.
+Needs optuna (``pip install 'hwlat[optuna]'`` or ``pip install optuna``); imported only when called.
 """
 
 from __future__ import annotations
@@ -38,7 +38,8 @@ def optuna_pareto(space: Space | str, objective: Any = None, constraint: Latency
     try:
         import optuna
     except ImportError:
-        raise ConstraintError("the multi-objective search needs optuna: pip install 'hwlat[optuna]'") from None
+        raise ConstraintError("the multi-objective search (--method nsga2) needs optuna: pip install 'hwlat[optuna]' "
+                              "(or pip install optuna)") from None
     if latency not in LATENCY_ROLES:
         raise ConstraintError(f"latency={latency!r}: choose {' or '.join(LATENCY_ROLES)}")
     if population < 2:
