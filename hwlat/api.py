@@ -91,6 +91,12 @@ def _space(sp: str | Space) -> Space:
     return space(sp) if isinstance(sp, str) else sp
 
 
+def _protocol(rt: Runtime, protocol: str | Protocol | None) -> Protocol:
+    """A `Protocol`, or a preset's name (quick, brief, default, thorough) with the runtime's clock, as
+    ``--protocol NAME``; None: the default preset."""
+    return rt.default_protocol(protocol or "default") if protocol is None or isinstance(protocol, str) else protocol
+
+
 # ---- profiling ---------------------------------------------------------------------------------
 def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: float | None = None, **settings: Any):
     """`hwlat profile device`: a complete table of `runtime` at `out` within `minutes` (default: the
@@ -103,11 +109,13 @@ def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: floa
     options = {k: settings.pop(k) for k in list(settings) if k in (
         "protocol", "targets", "calibration_networks", "score_networks", "per_space", "fusion_patterns", "progress",
         "fresh", "remeasure", "recalibrate", "start_from")}
-    return run(_runtime(runtime, settings), out, minutes=minutes or DEFAULT_MINUTES, **options)
+    rt = _runtime(runtime, settings)
+    options["protocol"] = _protocol(rt, options.get("protocol"))
+    return run(rt, out, minutes=minutes or DEFAULT_MINUTES, **options)
 
 
 def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Iterable[Any] = "default",
-                protocol: Protocol | None = None, progress: bool = True, fresh: bool = False,
+                protocol: str | Protocol | None = None, progress: bool = True, fresh: bool = False,
                 **settings: Any) -> SweepResult:
     """`hwlat profile ops`: measure the op configurations of `sweep` (a preset name, a YAML/JSON file
     or `OpSpec`s) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
@@ -116,12 +124,12 @@ def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Ite
 
     rt = _runtime(runtime, settings)
     specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else list(sweep)
-    return run(rt, specs, out, protocol or rt.default_protocol(), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs",
+    return run(rt, specs, out, _protocol(rt, protocol), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs",
                fresh=fresh)
 
 
 def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.PathLike,
-                  runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None, batch: int = 1,
+                  runtime: str | Runtime = "onnxruntime", protocol: str | Protocol | None = None, batch: int = 1,
                   seed: int = 0, progress: bool = True, fresh: bool = False, passes: int = 2,
                   **settings: Any) -> ArchRunResult:
     """`hwlat profile archs`: time whole architectures into the arch table at `out` (resumed; `fresh`: started again).
@@ -136,22 +144,22 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
     else:
         parsed = [sp.arch(a) for a in archs]
         items = [ArchItem(a, sp.key_record(a)) for a in parsed]
-    return run(sp, items, out, rt, protocol=protocol or rt.default_protocol(), progress=progress, batch=batch,
+    return run(sp, items, out, rt, protocol=_protocol(rt, protocol), progress=progress, batch=batch,
                fresh=fresh, passes=passes)
 
 
-def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: Protocol | None = None,
+def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: str | Protocol | None = None,
                   input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None, **settings: Any):
     """`hwlat profile model`: whole-model latency and the runtime's per-node breakdown of an ONNX file
     (a `ModelProfile`; ``.format()`` prints it), or the whole model only on a runtime without a
     per-node profile (torch, LiteRT: a `WholeModel`). `input_shape` sizes dynamic inputs: one shape,
     or a name -> shape mapping for a model of several inputs."""
     rt = _runtime(runtime, settings)
-    return rt.profile_model(str(path), protocol=protocol or rt.default_protocol(), input_shape=input_shape)
+    return rt.profile_model(str(path), protocol=_protocol(rt, protocol), input_shape=input_shape)
 
 
 def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Sequence[str] | None = None,
-                   protocol: Protocol | None = None, progress: bool = True, **settings: Any):
+                   protocol: str | Protocol | None = None, progress: bool = True, **settings: Any):
     """`hwlat profile fusion`: which op patterns the runtime fuses, measured and stored in the table at
     `out` (merged into its stored rules: a pattern measured now replaces its verdict, the others stay);
     returns (the table's `FusionRules`, the evidence of the patterns measured now)."""
@@ -161,7 +169,7 @@ def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Seq
     if patterns is not None:
         patterns = check_patterns(patterns)
     rt = _runtime(runtime, settings)
-    protocol = protocol or rt.default_protocol()
+    protocol = _protocol(rt, protocol)
     rt.check_protocol(protocol)
     with DeviceTable.open(out, rt.device(), rt.table_meta(protocol)) as table:  # before measuring
         run = measure_into(table, rt, patterns, protocol, progress=progress)

@@ -163,6 +163,21 @@ def test_the_public_api_covers_the_jobs(tmp_path):
     assert c(arch).feasible and c(arch).latency_ms == pytest.approx(one.latency_ms)
 
 
+def test_the_api_takes_a_protocol_by_its_preset_name_as_the_command_line_does(tmp_path):
+    """hwlat.profile_model(path, protocol="quick") was an AttributeError ('str' object has no attribute 'clock')."""
+    import hwlat
+
+    space = hwlat.space("nb201")
+    model = tmp_path / "m.onnx"
+    model.write_bytes(space.to_onnx(space.arch(0)))
+    whole = hwlat.profile_model(model, "litert", protocol="quick")
+    assert whole.clock == "cpu" and whole.latency.n <= 50  # the CLI's quick: at most 50 runs, the runtime's clock
+    table = hwlat.profile_ops("onnxruntime", tmp_path / "ops", sweep="quick", protocol="quick", progress=False).table
+    assert table.meta["protocol"]["max_runs"] == 50 and table.meta["protocol"]["clock"] == "cpu"
+    with pytest.raises(ValueError, match="unknown protocol preset 'fast'; choose from default, brief, quick, thorough"):
+        hwlat.profile_model(model, protocol="fast")
+
+
 def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     import hwlat
     from device_tables.errors import HwlatError
