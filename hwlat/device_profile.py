@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from device_tables.errors import HwlatError, TableError, UnsupportedOpError
+from device_tables.errors import HwlatError, TableError, UnsupportedOpError, WriteError
 from device_tables.measurement import Measurement
 from device_tables.files import append_to, repair_last_line, whole_csv_row
 from device_tables.lock import LOCK_SUFFIXES
@@ -934,7 +934,7 @@ def speed_now(table: DeviceTable) -> Speed | None:
             kept[key] = readings
             try:
                 atomic_write_text(cache, json.dumps({k: v for k, v in kept.items() if v}))
-            except OSError as exc:  # a read-only home: the reading serves this process only
+            except WriteError as exc:  # a read-only home: the reading serves this process only
                 log.info("cannot keep the speed reading in %s: %s", cache, exc)
     return Speed(table.name, tuple(readings))
 

@@ -643,6 +643,21 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert other["speed"] == 1.0 and other["latency_ms"] == own["latency_ms"] and "scaled" not in err
 
 
+def test_a_speed_cache_that_cannot_be_written_costs_only_its_reuse(complete_table, tmp_path, monkeypatch, capsys):
+    """A cache folder that cannot be written (a read-only home; here $XDG_CACHE_HOME is a file, which
+    refuses root too) made `hwlat predict` fail: 'cannot write .../hwlat/speed.json'. The reading
+    serves this process."""
+    from hwlat.cli import main
+
+    monkeypatch.delenv("HWLAT_AS_PROFILED", raising=False)  # the suite predicts the tables' own times (conftest)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(blocker))
+    assert main(["predict", "--space", "nb201", "--arch", "1462", "--table", str(complete_table), "--json"]) == 0
+    said = capsys.readouterr()
+    assert json.loads(said.out)["speed"] > 0 and "cannot write" not in said.err
+
+
 def test_predict_archs_uses_every_core_after_timing_this_machines_speed(complete_table, tmp_path):
     """The speed reading times networks on the runtime; it does so in a child process, so that
     `predict --archs` in this one may still fork its workers (it forks none once a runtime is loaded)."""
