@@ -161,6 +161,25 @@ def test_board_reset_is_recovered_by_reloading(board):
     assert extra["count"] == before[0]
 
 
+def test_a_firmware_folder_that_cannot_be_written_says_to_point_at_a_writable_copy(tmp_path, capsys, monkeypatch):
+    """A read-only checkout's firmware/ (its build/ here a file, which refuses root too) was
+    'hwlat: error: .../build: [Errno 30] Read-only file system', naming no way out."""
+    import shutil
+
+    from hwlat.cli import main
+    from profilers.board.qemu import firmware_dir
+
+    fw = tmp_path / "firmware"
+    shutil.copytree(firmware_dir(), fw, ignore=shutil.ignore_patterns("build"))
+    (fw / "build").write_text("")
+    monkeypatch.setenv("HWLAT_FIRMWARE_DIR", str(fw))
+    assert main(["profile", "ops", "--runtime", "board", "--board", "qemu:mps2-an386", "--sweep", "mcu",
+                 "--out", str(tmp_path / "t"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert f"cannot build the board firmware in {fw / 'build'}: [Errno 17] File exists; set HWLAT_FIRMWARE_DIR " \
+           "to a writable copy of the firmware/ folder" in err
+
+
 def test_cli_profiles_a_sweep_on_the_emulated_board_and_resumes(tmp_path):
     from hwlat.cli import main
     from device_tables.table import DeviceTable

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from device_tables.errors import RuntimeUnavailableError
+from device_tables.files import os_reason
 from profilers.board.protocol import ProcessLink
 
 log = logging.getLogger(__name__)
@@ -99,9 +100,14 @@ def build_firmware(machine: str = "mps2-an386", counter: str = "qemu", arena_kb:
         raise RuntimeUnavailableError("cannot build the board firmware, missing: " + "; ".join(missing))
     fw = firmware_dir()
     build = fw / "build"
-    build.mkdir(exist_ok=True)
     args = ["make", "-s", "-C", str(fw), f"BOARD={machine}", f"COUNTER={counter}", f"ARENA_KB={arena_kb}", f"OPT={opt}"]
-    with open(build / ".lock", "w") as lock:
+    try:
+        build.mkdir(exist_ok=True)
+        lock = open(build / ".lock", "w")
+    except OSError as exc:
+        raise RuntimeUnavailableError(f"cannot build the board firmware in {build}: {os_reason(exc)}; set "
+                                      "HWLAT_FIRMWARE_DIR to a writable copy of the firmware/ folder") from None
+    with lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         proc = subprocess.run(args, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
