@@ -84,6 +84,15 @@ def test_demo_percentile_error_says_the_ends_are_excluded(tmp_path, capsys, valu
     assert exc.value.code == 2 and f"{value}: needs a percentile above 0 and below 100" in err
 
 
+def test_a_demo_folder_that_cannot_be_made_names_the_file_and_why(tmp_path, capsys):
+    """An --out under a file (or a read-only folder) was 'hwlat: error: results: [Errno 30] Read-only
+    file system', naming neither the file nor the blocker."""
+    (tmp_path / "a_file").write_text("")
+    assert main(["demo", "--quick", "--out", str(tmp_path / "a_file" / "demo"), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == (f"hwlat: error: cannot write {tmp_path / 'a_file' / 'demo' / 'summary.json'}: "
+                                               f"{tmp_path / 'a_file'} is a file, not a folder")
+
+
 def test_an_arch_table_of_another_cpu_is_named_so(tmp_path):
     """The demo compared its winner with the shipped arch table's best as if this machine had measured it."""
     import shutil

@@ -116,11 +116,12 @@ class _DemoRun:
     """One demo, stage by stage: each stage keeps what the next ones use, and its time in `stages`."""
 
     def __init__(self, args: argparse.Namespace, s: DemoSettings):
+        from device_tables.files import make_parent
         from nas.spaces import get_space
 
         self.args, self.s = args, s
         self.out = Path(args.out)
-        self.out.mkdir(parents=True, exist_ok=True)
+        make_parent(self.out / OUTPUTS[0])  # a folder that cannot be made names the file and why
         self.clear_previous()
         self.progress = not args.no_progress
         self.space = get_space(SPACE)
