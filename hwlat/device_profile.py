@@ -653,8 +653,12 @@ def _rows_count(short: dict[str, Any]) -> str:
 def _rows_short(table: DeviceTable) -> dict[str, Any] | None:
     """The record of the rows' first pass where the time budget ended it short of its pool (the rows of
     the kernels it did not reach are measured by the next run, then the later stages fit again), or None."""
-    rec = ((table.meta.get("profile_device") or {}).get("stages") or {}).get("rows pass 1") or {}
-    return rec if rec.get("unmeasured") else None
+    rec: Any = table.meta.get("profile_device")
+    for key in ("stages", "rows pass 1"):  # a damaged record (not a mapping) is read as none: resuming names it
+        rec = rec.get(key) if isinstance(rec, dict) else None
+    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), int) for k in ("pool", "unmeasured")):
+        return None
+    return rec if rec["unmeasured"] else None
 
 
 def _rows_finished(table: DeviceTable, grow: bool = True) -> bool:

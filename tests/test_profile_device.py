@@ -798,3 +798,14 @@ def test_a_from_copy_refused_before_measuring_is_not_left_behind(complete_table,
             hwlat.profile_device("onnxruntime", new, start_from=source, protocol=Protocol.preset("quick"), **kw)
         assert "no measured networks to time again" in str(err.value)
         assert not [f.name for f in tmp_path.iterdir() if f.name.startswith("from.")]
+
+
+@pytest.mark.parametrize("damaged", [{"stages": "x"}, {"stages": {"rows pass 1": "x"}},
+                                     {"stages": {"rows pass 1": {"pool": "9", "unmeasured": 3}}}])
+def test_table_show_reads_a_damaged_record_of_the_rows_as_none(complete_table, tmp_path, damaged):
+    """`table show` of a table whose profile_device record was damaged raised AttributeError (found by the fuzzer)."""
+    from hwlat.device_profile import table_stages
+
+    table = DeviceTable.load(copy_table(complete_table, tmp_path))
+    table.update_meta(profile_device=damaged)
+    assert table_stages(DeviceTable.load(table.path))["rows"].endswith(" measured")
