@@ -419,7 +419,7 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
         kinds = {"hwlat.device_table": "a device table (op rows: `hwlat table ...`, `predict --table`)",
                  "hwlat.arch_table": "an arch table (whole architectures: `profile archs --out`, `adapt fit "
                                      "--measurements`, `predict --archs`)"}
-        found = kinds.get(meta.get("schema")) if isinstance(meta, dict) else None
+        found = kinds.get(meta.get("schema")) if isinstance(meta, dict) and isinstance(meta.get("schema"), str) else None
         raise TableError(f"{json_path}: not a hwlat {what} (expected \"schema\": \"{schema}\")"
                          + (f"; it is {found}" if found else ""))
     found = meta.get("schema_version")

@@ -235,3 +235,15 @@ def test_table_show_prints_the_protocol_and_clock_a_resume_needs(tmp_path, capsy
             table.append(_specs()[2], Measurement.from_samples([1.0, 1.1, 1.2]))
         assert main(["table", "show", str(tmp_path / name)]) == 0
         assert shown in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("schema", [[1.0], {"a": 1}, 3, None])
+def test_a_schema_that_is_not_a_string_is_named_not_a_table(tmp_path, schema):
+    """`"schema": [1.0]` was a TypeError (unhashable list) while naming the kind of table (found by the fuzzer)."""
+    from device_tables.errors import TableError
+    from device_tables.table import read_meta
+
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps({"schema": schema, "schema_version": 1}))
+    with pytest.raises(TableError, match='not a hwlat device table \\(expected "schema": "hwlat.device_table"\\)$'):
+        read_meta(path)
