@@ -97,8 +97,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     # SIGTERM (`kill`, a batch system's time limit, `timeout`) stops a command as Ctrl-C does: files
     # being replaced are cleaned up and the user is told what was kept, instead of a silent death.
-    global _MAIN_PID
-    _MAIN_PID = os.getpid()
     on_term = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None
     try:
         return int(args.func(args) or 0)
@@ -124,15 +122,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             signal.signal(signal.SIGTERM, on_term)
 
 
-_MAIN_PID = 0  # the process whose SIGTERM stops the command as Ctrl-C does
-
-
 def _terminated(signum: int, frame: object) -> None:
-    if os.getpid() != _MAIN_PID:  # a forked worker (a pool's terminate() sends SIGTERM): end quietly, as by default
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        os.kill(os.getpid(), signal.SIGTERM)
-        return
     raise KeyboardInterrupt
+
+
+def _default_sigterm_in_child() -> None:
+    """A forked child (a pool's worker, the speed reading's, TFLM's prober) ends on SIGTERM at once, as
+    by default: a pool's terminate() sends it, and a Python handler would run only once the child left
+    the C call it may be blocked in (a worker waiting on its queue hung its parent's exit)."""
+    if signal.getsignal(signal.SIGTERM) is _terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
 def _protocol_hint(exc: HwlatError) -> str:
@@ -144,9 +146,7 @@ def _protocol_hint(exc: HwlatError) -> str:
         return ""
     from profilers.protocol import Protocol
 
-    stored = dict(stored)
-    clock = stored.pop("clock", None)
-    preset = Protocol.preset_of(stored)
+    preset, clock = Protocol.preset_of(stored), stored.get("clock")  # preset_of sets the clock aside
     return f" (the table's protocol is `--protocol {preset}{f' --clock {clock}' if clock else ''}`)" if preset else ""
 
 
