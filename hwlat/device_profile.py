@@ -323,6 +323,15 @@ def _done(table: DeviceTable, name: str) -> bool:
     return name in ((table.meta.get("profile_device") or {}).get("stages") or {})
 
 
+def _stage_record(table: DeviceTable, name: str) -> dict[str, Any]:
+    """What `_stage` recorded of a finished stage; {} where none (or damaged, not a mapping: read as none
+    here, and named by a resume, which checks the record's shape)."""
+    rec: Any = table.meta.get("profile_device")
+    for key in ("stages", name):
+        rec = rec.get(key) if isinstance(rec, dict) else None
+    return rec if isinstance(rec, dict) else {}
+
+
 def _say(clock: _Clock, stage: str, text: str) -> None:
     """A stage's line: printed with or without progress bars (a log of what the run did)."""
     i = STAGES.index(stage) + 1
@@ -620,7 +629,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     deadline = t0 + rows_s
     with DeviceTable.open(pass2, table.device, {"pass_of": table.path.name}) as again:
         # A growing table measures again only the rows of its new targets' kernels.
-        pooled = set(((table.meta.get("profile_device") or {}).get("stages") or {}).get("rows pass 1", {}).get("keys") or ())
+        pooled = set(_stage_record(table, "rows pass 1").get("keys") or ())
         # A row an earlier run measured twice already (its pass 1 was cut short by the budget) is not
         # measured again.
         todo = [r.spec for r in table.rows("ok") if r.spec not in again and r.extra.get("passes") != 2
@@ -653,10 +662,8 @@ def _rows_count(short: dict[str, Any]) -> str:
 def _rows_short(table: DeviceTable) -> dict[str, Any] | None:
     """The record of the rows' first pass where the time budget ended it short of its pool (the rows of
     the kernels it did not reach are measured by the next run, then the later stages fit again), or None."""
-    rec: Any = table.meta.get("profile_device")
-    for key in ("stages", "rows pass 1"):  # a damaged record (not a mapping) is read as none: resuming names it
-        rec = rec.get(key) if isinstance(rec, dict) else None
-    if not isinstance(rec, dict) or not all(isinstance(rec.get(k), int) for k in ("pool", "unmeasured")):
+    rec = _stage_record(table, "rows pass 1")
+    if not all(isinstance(rec.get(k), int) for k in ("pool", "unmeasured")):
         return None
     return rec if rec["unmeasured"] else None
 
