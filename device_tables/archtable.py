@@ -28,7 +28,8 @@ from device_tables.device import Device
 from device_tables.errors import TableError, UnknownDeviceError
 from device_tables.measurement import STAT_FIELDS, Measurement
 from device_tables.files import (
-    append_line, append_to, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
+    append_line, append_to, atomic_write_text, ends_whole, make_parent, open_append, repair_last_line, set_aside,
+    whole_csv_row,
 )
 from device_tables.lock import TableLock
 from device_tables.table import now, refuse_other_settings
@@ -424,10 +425,9 @@ def partial_last_row(csv_path: Path, recorded: Mapping[str, str] | None = None) 
     """The line number of the last row of a local arch table's CSV when an interrupted write left it
     partial (no newline, and not the latency its stats row, written first, recorded: a number cut
     short still parses), else None. A CSV without a stats file beside it is not hwlat's: kept as is."""
-    with open(csv_path, "rb") as f:
-        data = f.read()
-    if not data or data.endswith(b"\n"):
+    if ends_whole(csv_path):
         return None
+    data = csv_path.read_bytes()
     if recorded is None:
         stats_path = arch_table_paths(csv_path)[2]
         if not stats_path.is_file():

@@ -107,18 +107,22 @@ def append_to(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
+def ends_whole(path: Path) -> bool:
+    """Whether a file is empty or ends with a newline (its last row whole), reading only its last byte."""
+    with open(path, "rb") as f:
+        f.seek(max(f.seek(0, os.SEEK_END) - 1, 0))
+        return f.read(1) in (b"", b"\n")
+
+
 def repair_last_line(path: Path, complete: Callable[[str], bool]) -> None:
     """End the file with a newline: a last line without one is kept, its newline added, when
     `complete` says it is a whole row (a file edited by hand), else cut off (a write interrupted).
     A file that ends whole is only read (a shipped table in a read-only install is read, not written)."""
-    with writing(path), open(path, "rb") as f:
-        f.seek(max(f.seek(0, os.SEEK_END) - 1, 0))
-        if f.read(1) in (b"", b"\n"):
+    with writing(path):
+        if ends_whole(path):
             return
     with writing(path), open(path, "rb+") as f:
         data = f.read()
-        if not data or data.endswith(b"\n"):
-            return
         cut = data.rfind(b"\n") + 1
         last = data[cut:]
         try:
