@@ -97,7 +97,7 @@ def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path)
     import sys
     from pathlib import Path
 
-    from profilers.tflm.runtime import _probe
+    from profilers.tflm.runtime import _PROBER
 
     spec = S("pwconv2d+relu", (1, 72, 1, 1), cout=24)
     sweep = tmp_path / "s.yaml"
@@ -108,7 +108,7 @@ def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path)
     assert proc.returncode == 0 and "1 measured" in proc.stdout, (proc.returncode, proc.stderr)
     model = build_model(spec)
     found = smallest_arena(model.content, model.inputs)
-    ok, said = _probe(model.content, found.recorded_total + 4 * 16, model.inputs)  # the probe that crashed
+    ok, said = _PROBER.probe(model.content, found.recorded_total + 4 * 16, model.inputs)  # the probe that crashed
     assert not ok and "the interpreter crashed" in said
     assert _works(model.content, found.arena_bytes, model.inputs)  # a new prober after the crash
     assert not _works(model.content, found.arena_bytes - 1, model.inputs)

@@ -49,12 +49,7 @@ def _interpreter(content: bytes, arena: int, inputs: Sequence[np.ndarray]):
 
 
 def _works(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> bool:
-    return _probe(content, arena, inputs)[0]
-
-
-def _probe(content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> tuple[bool, str]:
-    """Whether the model runs in an arena of `arena` bytes, and what the interpreter said (`_Prober`)."""
-    return _PROBER.probe(content, arena, inputs)
+    return _PROBER.probe(content, arena, inputs)[0]
 
 
 class _Prober:
@@ -68,6 +63,7 @@ class _Prober:
         atexit.register(self.stop)
 
     def probe(self, content: bytes, arena: int, inputs: Sequence[np.ndarray]) -> tuple[bool, str]:
+        """Whether the model runs in an arena of `arena` bytes, and what the interpreter said."""
         if self.owner != os.getpid():
             self._start()
         try:
@@ -158,7 +154,7 @@ def smallest_arena(content: bytes, inputs: Sequence[np.ndarray], max_bytes: int 
     probes = 0
     while True:
         probes += 1
-        ok, said = _probe(content, hi, inputs)
+        ok, said = _PROBER.probe(content, hi, inputs)
         if ok:
             break
         if hi >= max_bytes:
