@@ -128,19 +128,15 @@ class _Run:
         ms, key = self.fastest_seen or (float("nan"), "?")
         c = self.constraint
         slow_ms, slow_key = self.slowest_seen or (float("nan"), "?")
+        head = f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: "
         if c.min_ms is not None and slow_ms < c.min_ms:
-            raise InfeasibleBudgetError(
-                f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: the "
-                f"minimum {c.min_ms:g} ms is above the slowest seen, {slow_key} at {slow_ms:.4g} ms predicted; "
-                "lower the minimum")
+            raise InfeasibleBudgetError(f"{head}the minimum {c.min_ms:g} ms is above the slowest seen, {slow_key} at "
+                                        f"{slow_ms:.4g} ms predicted; lower the minimum")
         if c.min_ms is not None and ms <= c.budget_ms:
-            raise InfeasibleBudgetError(
-                f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: "
-                f"none is predicted within {c.min_ms:g}..{c.budget_ms:g} ms (fastest seen {ms:.4g} ms, slowest "
-                f"{slow_ms:.4g} ms); widen the bounds")
-        raise InfeasibleBudgetError(
-            f"no {self.space.name} architecture within the latency bounds in {self.result.proposals} sampled: the "
-            f"budget {c.budget_ms:g} ms is below the fastest seen, {key} at {ms:.4g} ms predicted; raise the budget")
+            raise InfeasibleBudgetError(f"{head}none is predicted within {c.min_ms:g}..{c.budget_ms:g} ms (fastest seen "
+                                        f"{ms:.4g} ms, slowest {slow_ms:.4g} ms); widen the bounds")
+        raise InfeasibleBudgetError(f"{head}the budget {c.budget_ms:g} ms is below the fastest seen, {key} at {ms:.4g} "
+                                    "ms predicted; raise the budget")
 
     def finish(self) -> SearchResult:
         self.bar.close()
