@@ -608,14 +608,21 @@ def test_a_table_rewritten_with_its_second_pass_keeps_its_lock(tmp_path):
     assert len(DeviceTable.load(tmp_path / "t")) == 2
 
 
-def test_a_killed_writer_leaves_a_lock_the_next_run_takes_over_losing_nothing(tmp_path):
-    from profilers.sweeps import load_sweep
-
+def writer_with_rows(tmp_path, rows: int):
+    """A `profile ops` of `WRITER_SWEEP` into T, started and waited on until `rows` rows are written:
+    (the process, its arguments)."""
     (tmp_path / "sweep.yaml").write_text(WRITER_SWEEP)
     args = (*OPS, "--sweep", "sweep.yaml", "--out", "T")
     writer = hwlat_process(*args, cwd=tmp_path)
-    wait_until(lambda: (tmp_path / "T.csv").exists() and len(whole_rows(tmp_path / "T.csv")) >= 5, writer,
-               "five rows were written")
+    wait_until(lambda: (tmp_path / "T.csv").exists() and len(whole_rows(tmp_path / "T.csv")) >= rows, writer,
+               f"{rows} rows were written")
+    return writer, args
+
+
+def test_a_killed_writer_leaves_a_lock_the_next_run_takes_over_losing_nothing(tmp_path):
+    from profilers.sweeps import load_sweep
+
+    writer, args = writer_with_rows(tmp_path, 5)
     writer.send_signal(signal.SIGKILL)
     writer.communicate(timeout=60)
     assert writer.returncode == -signal.SIGKILL
@@ -633,11 +640,7 @@ def test_a_killed_writer_leaves_a_lock_the_next_run_takes_over_losing_nothing(tm
 
 
 def test_a_terminated_writer_says_what_it_kept_and_resumes(tmp_path):
-    (tmp_path / "sweep.yaml").write_text(WRITER_SWEEP)
-    args = (*OPS, "--sweep", "sweep.yaml", "--out", "T")
-    writer = hwlat_process(*args, cwd=tmp_path)
-    wait_until(lambda: (tmp_path / "T.csv").exists() and len(whole_rows(tmp_path / "T.csv")) >= 3, writer,
-               "three rows were written")
+    writer, args = writer_with_rows(tmp_path, 3)
     writer.send_signal(signal.SIGTERM)  # `kill`, a batch system's time limit
     _, err = writer.communicate(timeout=60)
     assert writer.returncode == 130, err
