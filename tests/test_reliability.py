@@ -905,3 +905,22 @@ def test_a_warning_under_a_progress_bar_takes_its_own_line():
     text = stream.getvalue()
     assert text.count("hwlat: warning: the board resynchronised\n") == 2
     assert "bar" + "hwlat" not in text.replace(" ", "") and "\rhwlat: warning" in text
+
+
+def test_a_forked_child_ends_on_sigterm_by_default_whatever_it_is_blocked_in():
+    """The command's SIGTERM handler is Python: a forked pool worker blocked in C never ran it, so its
+    pool's terminate() waited on it for ever. A child gets the default action back at fork."""
+    import os
+
+    from hwlat import cli
+
+    was = signal.signal(signal.SIGTERM, cli._terminated)
+    try:
+        pid = os.fork()
+        if pid == 0:  # the child says which disposition it was given
+            os._exit(0 if signal.getsignal(signal.SIGTERM) == signal.SIG_DFL else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert signal.getsignal(signal.SIGTERM) is cli._terminated  # the parent keeps its handler
+    finally:
+        signal.signal(signal.SIGTERM, was)
