@@ -1007,3 +1007,18 @@ def test_a_kernel_left_unpriced_says_why():
     off = LUTPredictor(table, use_regressors=False).predict_graph(wanted)
     assert off.partial and not off.kernels
     assert [u.reason for u in off.uncovered] == ["not in the table (regressors off: --no-regressors)"] * 2
+
+
+def test_a_negative_calibration_overhead_takes_at_most_half_of_a_tiny_networks_kernels():
+    """Per-kernel costs and a constant fitted negative on networks of tens of kernels (LiteRT's
+    shipped table: -0.018 ms) outweighed a 3-kernel model's kernels: it was predicted 0.000 ms."""
+    table = synthetic_table([CONV, RELU])
+    lut = LUTPredictor(table).fit()
+    lut.calibration = Calibration(constant_ms=-1.0, n_models=4)
+    p = lut.predict_graph(Graph.from_specs([CONV, RELU]))
+    kernels = math.fsum(k.ms for k in p.kernels)
+    assert kernels > 0
+    assert p.overhead_ms == pytest.approx(-0.5 * kernels)
+    assert p.total_ms == pytest.approx(0.5 * kernels) and math.isclose(p.total_ms, kernels + p.overhead_ms)
+    lut.calibration = Calibration(constant_ms=-0.1 * kernels, n_models=4)  # a small offset is kept as fitted
+    assert lut.predict_graph(Graph.from_specs([CONV, RELU])).overhead_ms == pytest.approx(-0.1 * kernels)

@@ -77,8 +77,8 @@ class Prediction:
 
     @property
     def total_ms(self) -> float:
-        """The kernels' and the overhead's exact sum, never below 0 ms: a calibration's negative offsets
-        (fitted on whole networks) can outweigh the few kernels of a tiny network."""
+        """The kernels' and the overhead's exact sum (the overhead, where negative, takes at most half
+        of the kernels' sum: `LUTPredictor.predict_graph`), never below 0 ms."""
         return max(float(math.fsum(self._column("ms") + [self.overhead_ms])), 0.0)
 
     @property
