@@ -234,6 +234,22 @@ def test_inputs_too_large_for_memory_are_one_message(tmp_path, runtime):
     assert_user_error(proc, "out of memory", "a smaller --input-shape")
 
 
+def test_predict_refuses_top_with_json(tmp_path):
+    """`hwlat predict model.onnx --top 10 --json` (so in the predict tutorial) printed every kernel: --top was
+    silently ignored."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    proc = hwlat("predict", "m.onnx", "--table", "cpu_onnxruntime_fp32_threads1_xeon_m167", "--as-profiled", "--top", "3",
+                 "--json", cwd=tmp_path)
+    assert_user_error(proc, "--top", "--json prints every kernel")
+    assert not proc.stdout
+
+
 def test_a_tflite_file_is_named_as_one(tmp_path):
     """A LiteRT user's .tflite read 'not a readable ONNX model (DecodeError ...); re-export it'."""
     from device_tables.ops import OpSpec
