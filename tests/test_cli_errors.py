@@ -256,7 +256,7 @@ def test_a_tflite_file_is_named_as_one(tmp_path):
     from profilers.tflite.builder import build_model
 
     (tmp_path / "m.tflite").write_bytes(build_model(OpSpec.make("conv2d", (1, 8, 8, 8), cout=8, kernel=3)).content)
-    for args in (("profile", "model", "m.tflite", "--runtime", "litert"),
+    for args in (("profile", "model", "m.tflite", "--runtime", "litert"), ("profile", "model", "m.tflite"),
                  ("predict", "m.tflite", "--table", "cpu_litert_fp32_threads1_xeon_m167")):
         assert_user_error(hwlat(*args, cwd=tmp_path), "m.tflite: a TFLite flatbuffer, not an ONNX model",
                           "give the model's .onnx export")
