@@ -106,6 +106,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
+    except MemoryError as exc:  # a last resort: e.g. the inputs of a huge --input-shape
+        print(f"hwlat: error: out of memory ({str(exc) or 'MemoryError'}); a smaller --input-shape or batch may fit",
+              file=sys.stderr)
+        return 1
     except OSError as exc:  # a last resort: writers raise a `WriteError` naming the path themselves
         from device_tables.files import os_reason
 

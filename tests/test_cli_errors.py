@@ -218,13 +218,45 @@ def test_a_model_op_a_runtime_cannot_run_is_named_with_the_runtime_that_can(tmp_
     assert_user_error(proc, "TopK", runtime, "--runtime onnxruntime, which runs every ONNX op")
 
 
+@pytest.mark.parametrize("runtime", ["onnxruntime", "torch", "litert"])
+def test_inputs_too_large_for_memory_are_one_message(tmp_path, runtime):
+    """--input-shape 1x3x1000000x1000000 on a dynamic model was a numpy _ArrayMemoryError traceback while
+    the inputs were made (`hwlat predict` of the same shape predicts it)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "dyn.onnx"))
+    proc = hwlat("profile", "model", "dyn.onnx", "--runtime", runtime, "--protocol", "quick",
+                 "--input-shape", "1x3x1000000x1000000", cwd=tmp_path)
+    assert_user_error(proc, "out of memory", "a smaller --input-shape")
+
+
+def test_predict_refuses_top_with_json(tmp_path):
+    """`hwlat predict model.onnx --top 10 --json` (so in the predict tutorial) printed every kernel: --top was
+    silently ignored."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, 8, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    proc = hwlat("predict", "m.onnx", "--table", "cpu_onnxruntime_fp32_threads1_xeon_m167", "--as-profiled", "--top", "3",
+                 "--json", cwd=tmp_path)
+    assert_user_error(proc, "--top", "--json prints every kernel")
+    assert not proc.stdout
+
+
 def test_a_tflite_file_is_named_as_one(tmp_path):
     """A LiteRT user's .tflite read 'not a readable ONNX model (DecodeError ...); re-export it'."""
     from device_tables.ops import OpSpec
     from profilers.tflite.builder import build_model
 
     (tmp_path / "m.tflite").write_bytes(build_model(OpSpec.make("conv2d", (1, 8, 8, 8), cout=8, kernel=3)).content)
-    for args in (("profile", "model", "m.tflite", "--runtime", "litert"),
+    for args in (("profile", "model", "m.tflite", "--runtime", "litert"), ("profile", "model", "m.tflite"),
                  ("predict", "m.tflite", "--table", "cpu_litert_fp32_threads1_xeon_m167")):
         assert_user_error(hwlat(*args, cwd=tmp_path), "m.tflite: a TFLite flatbuffer, not an ONNX model",
                           "give the model's .onnx export")

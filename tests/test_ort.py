@@ -257,6 +257,19 @@ def test_unsupported_model_names_the_file(tmp_path):
         profile_model(path, protocol=QUICK)
 
 
+def test_a_graph_output_without_a_shape_is_profiled(tmp_path):
+    """A model made with onnx.helper, its output declared without a shape, which ONNX Runtime runs and
+    `hwlat predict` predicts, was refused as 'invalid ONNX model (Field 'shape' of 'type' is required but
+    missing.)' by onnx.checker."""
+    model = _small_model()
+    del model.graph.output[:]
+    model.graph.output.append(helper.make_tensor_value_info("y", TensorProto.FLOAT, None))
+    path = tmp_path / "no_output_shape.onnx"
+    onnx.save(model, path)
+    prof = profile_model(path, protocol=QUICK, profile_runs=5)
+    assert prof.latency.median_ms > 0 and prof.source_node_count == 10
+
+
 def test_dynamic_input_needs_a_shape(tmp_path):
     path = tmp_path / "dynamic.onnx"
     onnx.save(_small_model(batch="N"), path)

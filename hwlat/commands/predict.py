@@ -127,6 +127,8 @@ def _predict(args: argparse.Namespace) -> int:
     if args.json and args.archs:
         raise HwlatError("--json prints one network's prediction; the predictions of --archs are CSV (--out FILE, or "
                          "standard output without it)")
+    if args.json and args.top:
+        raise HwlatError("--top shortens the printed breakdown; --json prints every kernel: leave --top out")
     if bool(args.table) == bool(args.predictor):
         raise HwlatError("give one of --table (a device table) or --predictor (a predictor from `hwlat adapt fit`)")
     if args.predictor:
