@@ -76,7 +76,8 @@ class Registry:
         if key in self.built_in:
             return load_class(self.built_in[key])
         found = self.all()
-        if key not in found:
+        match = next((cls for n, cls in found.items() if n.lower() == key), None)  # a plugin's name may have capitals
+        if match is None:
             raise self.error(f"unknown {self.what} {name!r}; choose from {', '.join(found)} "
                              f"(or install a plugin that adds it to the {self.group!r} entry points)")
-        return found[key]
+        return match

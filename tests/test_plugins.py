@@ -96,6 +96,22 @@ def test_a_broken_plugin_is_skipped_with_one_warning(tmp_path):
     assert "space plugin also (no_such_module:Also) does not load" in p.stderr
 
 
+def test_a_plugin_whose_name_has_capitals_is_found_by_it(tmp_path):
+    """A runtime plugin named "MyOrt" was listed among the choices but refused as unknown: names were
+    looked up lower-cased."""
+    dist = tmp_path / "my_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hwlat.runtimes]\nmyort = my_plugin:MyOrt\n")
+    (tmp_path / "my_plugin.py").write_text("from hwlat.plugins import runtimes\n\n"
+                                           "class MyOrt(runtimes()['onnxruntime']):\n    name = 'MyOrt'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    p = subprocess.run([sys.executable, "-c", "import hwlat; print(hwlat.runtime('MyOrt').device().name, "
+                        "type(hwlat.runtime('myort')).__name__)"], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["cpu/MyOrt/fp32/threads=1", "MyOrt"]
+
+
 class Recorder:
     """onnxruntime.InferenceSession, recording the providers of every session opened."""
 
