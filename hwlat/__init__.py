@@ -16,15 +16,23 @@ The jobs' Python API (`hwlat.api`, imported on first use so that ``import hwlat`
 """
 
 from importlib import metadata as _metadata
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # what type checkers see of the names below, which import on first use
+    from hwlat import plugins
+    from hwlat.api import (LatencyConstraint, accuracy, adapt, drift, fit, load_predictor, load_table, predict,
+                           predict_adapted, predict_archs, profile_archs, profile_device, profile_fusion, profile_model,
+                           profile_ops, runtime, save_predictor, search, space, suggest, tables)
 
 try:
     __version__ = _metadata.version("hwlat")
 except _metadata.PackageNotFoundError:  # running from a source tree that is not installed
     __version__ = "0.1.0"
 
-_API = ("LatencyConstraint", "accuracy", "adapt", "drift", "fit", "load_predictor", "load_table", "predict", "predict_adapted", "predict_archs",
-        "profile_archs", "profile_device", "profile_fusion", "profile_model", "profile_ops", "runtime", "save_predictor",
-        "search", "space", "suggest", "tables")
+__all__ = ["__version__", "plugins", "LatencyConstraint", "accuracy", "adapt", "drift", "fit", "load_predictor",
+           "load_table", "predict", "predict_adapted", "predict_archs", "profile_archs", "profile_device", "profile_fusion",
+           "profile_model", "profile_ops", "runtime", "save_predictor", "search", "space", "suggest", "tables"]
+_API = __all__[2:]
 
 
 def __getattr__(name: str):
@@ -37,9 +45,6 @@ def __getattr__(name: str):
 
         return importlib.import_module("hwlat.plugins")
     raise AttributeError(f"module 'hwlat' has no attribute {name!r}")
-
-
-__all__ = ["__version__", "plugins", *_API]
 
 
 def __dir__() -> list[str]:
