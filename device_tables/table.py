@@ -291,6 +291,9 @@ class DeviceTable:
     def __len__(self) -> int:
         return len(self._rows)
 
+    def __repr__(self) -> str:
+        return f"DeviceTable({self.name!r}, {self.device.name}, {len(self)} rows)"
+
     def __contains__(self, spec: OpSpec | str) -> bool:
         return (spec.key if isinstance(spec, OpSpec) else spec) in self._rows
 

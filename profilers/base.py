@@ -153,6 +153,10 @@ class Runtime(abc.ABC):
     def dtype(self) -> str:
         return "int8" if self.precision == "int8" else "float32"
 
+    def __repr__(self) -> str:
+        settings = {"threads": self.threads, "precision": self.precision, **self.runtime_settings()}
+        return f"{type(self).__name__}({self.name}, {', '.join(f'{k}={v!r}' for k, v in settings.items())})"
+
     @property
     def cpu_clock_ok(self) -> bool:
         """Whether the calling thread's CPU time is this runtime's latency: one intra-op thread on a CPU."""

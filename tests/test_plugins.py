@@ -210,3 +210,16 @@ def test_the_api_names_are_listed_by_dir_and_help():
 
     assert {"predict", "profile_device", "LatencyConstraint", "suggest", "plugins"} <= set(dir(hwlat))
     assert all(callable(getattr(hwlat, name)) for name in hwlat.__all__ if name not in ("__version__", "plugins"))
+
+
+def test_the_api_objects_have_short_useful_reprs():
+    """A Prediction printed every kernel (22 kB for an NB201 cell) and not its latency; a table and a
+    runtime printed as <... object at 0x...>."""
+    import hwlat
+
+    table = hwlat.load_table("cpu_onnxruntime_fp32_threads1_xeon_m167")
+    assert repr(table) == f"DeviceTable('cpu_onnxruntime_fp32_threads1_xeon_m167', cpu/onnxruntime/fp32/threads=1, {len(table)} rows)"
+    p = hwlat.predict(0, table, space="nb201", as_profiled=True)
+    assert repr(p).startswith("Prediction('nb201:|avg_pool_3x3~0|") and f"{p.latency_ms:.4f} ms" in repr(p)
+    assert len(repr(p)) < 300 and str(p) == repr(p)
+    assert repr(hwlat.runtime("litert", precision="int8")) == "LiteRTRuntime(litert, threads=1, precision='int8', xnnpack=True)"
