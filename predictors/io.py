@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from device_tables.errors import HwlatError
+from device_tables.files import stem
 from predictors.features import FeatureLayout
 
 FORMAT = "hwlat.predictor"
@@ -51,7 +52,7 @@ def _classes() -> dict[str, type]:
 
 def paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(npz, json) paths from a stem or either file name."""
-    p = Path(path)
+    p = stem(path, PredictorFileError, "my_predictor")
     if p.suffix in (".npz", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")

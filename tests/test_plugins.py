@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -223,3 +224,22 @@ def test_the_api_objects_have_short_useful_reprs():
     assert repr(p).startswith("Prediction('nb201:|avg_pool_3x3~0|") and f"{p.latency_ms:.4f} ms" in repr(p)
     assert len(repr(p)) < 300 and str(p) == repr(p)
     assert repr(hwlat.runtime("litert", precision="int8")) == "LiteRTRuntime(litert, threads=1, precision='int8', xnnpack=True)"
+
+
+@pytest.mark.parametrize("where", [".", "..", "/"])
+def test_a_path_that_names_no_file_is_one_clear_error(where, tmp_path, monkeypatch):
+    """'.' and '/' (no name) were a ValueError from pathlib ("PosixPath('.') has an empty name") in
+    load_table, save_predictor, load_predictor, fit, profile_archs and drift; `save_predictor(p, "..")`
+    wrote the hidden files '...json' and '...npz' into the working folder."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    monkeypatch.chdir(tmp_path)
+    pred = hwlat.adapt("nb201", [0, 1, 2], [1.0, 2.0, 3.0])
+    for call in (lambda: hwlat.load_table(where), lambda: hwlat.save_predictor(pred, where),
+                 lambda: hwlat.load_predictor(where, "nb201"), lambda: hwlat.fit("nb201", where),
+                 lambda: hwlat.profile_archs("nb201", "0:1", where, protocol="quick", progress=False),
+                 lambda: hwlat.drift(where)):
+        with pytest.raises(HwlatError, match=f"^{re.escape(where)} (names|is) a folder"):
+            call()
+    assert list(tmp_path.iterdir()) == []
