@@ -206,6 +206,18 @@ def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     assert hwlat.runtime("onnxruntime", opt_level="basic").threads == 1
 
 
+def test_an_option_a_space_does_not_take_is_refused_by_name():
+    """hwlat.space("nb201", keepdead=True) was the constructor's TypeError; fbnet takes no option."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    with pytest.raises(HwlatError, match=r"^the nb201 space has no option 'keepdead'; its options: keep_dead$"):
+        hwlat.space("nb201", keepdead=True)
+    with pytest.raises(HwlatError, match=r"^the fbnet space has no option 'keep_dead'; it takes none$"):
+        hwlat.suggest(hwlat.space("fbnet", keep_dead=True), 3)
+    assert hwlat.space("nb201", keep_dead=True).keep_dead
+
+
 def test_the_api_names_are_listed_by_dir_and_help():
     import hwlat
 
