@@ -111,7 +111,7 @@ def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: floa
         "fresh", "remeasure", "recalibrate", "start_from")}
     rt = _runtime(runtime, settings)
     options["protocol"] = _protocol(rt, options.get("protocol"))
-    return run(rt, out, minutes=minutes or DEFAULT_MINUTES, **options)
+    return run(rt, out, minutes=DEFAULT_MINUTES if minutes is None else minutes, **options)
 
 
 def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Iterable[Any] = "default",

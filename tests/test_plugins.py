@@ -206,6 +206,16 @@ def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     assert hwlat.runtime("onnxruntime", opt_level="basic").threads == 1
 
 
+def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
+    """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    with pytest.raises(HwlatError, match=r"^--minutes 0: give a positive number of minutes"):
+        hwlat.profile_device("onnxruntime", tmp_path / "t", minutes=0, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_an_option_a_space_does_not_take_is_refused_by_name():
     """hwlat.space("nb201", keepdead=True) was the constructor's TypeError; fbnet takes no option."""
     import hwlat
