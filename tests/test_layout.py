@@ -95,3 +95,15 @@ def test_type_checkers_see_the_api():
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
     for package in ("hwlat", "device_tables", "nas", "predictors", "profilers"):
         assert (ROOT / package / "py.typed").is_file() and "py.typed" in package_data[package], package
+
+
+def test_every_api_function_states_what_it_returns():
+    """profile_device, profile_model and profile_fusion returned an unannotated Any to type checkers;
+    `from hwlat.api import *` left drift out."""
+    import hwlat
+    import hwlat.api
+
+    assert sorted(hwlat.api.__all__) == sorted(set(hwlat.__all__) - {"__version__", "plugins"})
+    for name in hwlat.api.__all__:
+        f = getattr(hwlat.api, name)
+        assert isinstance(f, type) or inspect.signature(f).return_annotation is not inspect.Signature.empty, name
