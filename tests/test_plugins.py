@@ -228,6 +228,20 @@ def test_an_option_a_space_does_not_take_is_refused_by_name():
     assert hwlat.space("nb201", keep_dead=True).keep_dead
 
 
+def test_the_api_errors_are_caught_as_hwlat_error_which_import_hwlat_keeps_lazy():
+    """A user could not catch the API's errors without knowing they live in device_tables.errors."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    assert hwlat.HwlatError is HwlatError and "HwlatError" in dir(hwlat)
+    with pytest.raises(hwlat.HwlatError, match="no device table 'nope'"):
+        hwlat.load_table("nope")
+    lazy = subprocess.run([sys.executable, "-c", "import sys, hwlat; print(sorted(m for m in ('numpy', 'torch', "
+                           "'onnx', 'sklearn', 'device_tables') if m in sys.modules))"], capture_output=True, text=True,
+                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert lazy.stdout.strip() == "[]"
+
+
 def test_the_api_names_are_listed_by_dir_and_help():
     import hwlat
 
