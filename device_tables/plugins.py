@@ -24,11 +24,11 @@ def registered(group: str, base: type, built_in: dict[str, str], what: str) -> d
     `base` (its ``name`` attribute, else the entry point's name), found once per process. A plugin
     that fails to import, is not a `base`, or takes a name already there is skipped with a warning
     naming it. A plugin that asks while it is being imported (to subclass a built-in) gets the
-    built-in ones."""
+    built-in ones, of this group or another (a package adding a runtime and a space asks both)."""
     if group in _found:
         return _found[group]
     found: dict[str, type] = {name: load_class(target) for name, target in built_in.items()}
-    if group in _loading:
+    if _loading:
         return found
     _loading.add(group)
     try:

@@ -113,6 +113,30 @@ def test_a_plugin_whose_name_has_capitals_is_found_by_it(tmp_path):
     assert p.stdout.split() == ["cpu/MyOrt/fp32/threads=1", "MyOrt"]
 
 
+@pytest.mark.parametrize("first", ["runtime", "space"])
+def test_a_package_adding_a_runtime_and_a_space_gets_both(first, tmp_path):
+    """A plugin module that subclasses a built-in runtime and a built-in space, as the docs show, lost
+    one of them: loading one group imported the module, whose call to the other registry loaded that
+    group's entry points from the half-imported module ("partially initialized module") and kept the result."""
+    dist = tmp_path / "both_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: both-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hwlat.runtimes]\nmyort = both_plugin:MyOrt\n"
+                                           "[hwlat.spaces]\nmycell = both_plugin:MyCell\n")
+    (tmp_path / "both_plugin.py").write_text("from hwlat.plugins import runtimes, spaces\n\n"
+                                             "class MyOrt(runtimes()['onnxruntime']):\n    name = 'myort'\n\n"
+                                             "class MyCell(spaces()['nb201']):\n    name = 'mycell'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    use = "hwlat.runtime('myort')" if first == "runtime" else "hwlat.space('mycell')"
+    p = subprocess.run([sys.executable, "-c", f"import hwlat; print({use}); "
+                        "print(sorted(hwlat.plugins.runtimes()), sorted(hwlat.plugins.spaces()))"],
+                       env=env, capture_output=True, text=True, check=True)
+    shown, listed = p.stdout.splitlines()
+    assert shown == ("MyOrt(myort, threads=1, precision='fp32')" if first == "runtime" else "MyCell(keep_dead=False)")
+    assert "'myort'" in listed and "'mycell'" in listed
+    assert "does not load" not in p.stderr, p.stderr
+
+
 class Recorder:
     """onnxruntime.InferenceSession, recording the providers of every session opened."""
 
