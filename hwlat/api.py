@@ -87,7 +87,15 @@ def runtime(name: str, **settings: Any) -> Runtime:
 
 
 def _runtime(rt: str | Runtime, settings: dict[str, Any]) -> Runtime:
-    return runtime(rt, **settings) if isinstance(rt, str) else rt
+    if isinstance(rt, str):
+        return runtime(rt, **settings)
+    if settings:  # they were ignored: the object measures with its own
+        from device_tables.errors import HwlatError
+
+        given = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        raise HwlatError(f"{given}: a runtime object ({rt!r}) has its settings already; give them with its name "
+                         f"(runtime={rt.name!r}, {given}) or make it with them (hwlat.runtime({rt.name!r}, {given}))")
+    return rt
 
 
 def _space(sp: str | Space) -> Space:

@@ -230,6 +230,22 @@ def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     assert hwlat.runtime("onnxruntime", opt_level="basic").threads == 1
 
 
+def test_settings_given_with_a_runtime_object_are_refused_not_ignored(tmp_path):
+    """profile_ops(runtime_object, ..., threads=2) measured with the object's threads=1 and said nothing."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    rt = hwlat.runtime("onnxruntime")
+    calls = (lambda: hwlat.profile_ops(rt, tmp_path / "ops", sweep="quick", protocol="quick", progress=False, threads=2),
+             lambda: hwlat.profile_archs("nb201", [0], tmp_path / "archs", runtime=rt, progress=False, threads=2),
+             lambda: hwlat.profile_device(rt, tmp_path / "dev", minutes=1, progress=False, threads=2),
+             lambda: hwlat.profile_fusion(rt, tmp_path / "fusion", progress=False, threads=2))
+    for call in calls:
+        with pytest.raises(HwlatError, match=r"^threads=2: a runtime object \(OnnxRuntime\(onnxruntime, threads=1"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
     """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
     import hwlat
