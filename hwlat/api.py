@@ -130,12 +130,19 @@ def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Ite
                 protocol: str | Protocol | None = None, progress: bool = True, fresh: bool = False,
                 **settings: Any) -> SweepResult:
     """`hwlat profile ops`: measure the op configurations of `sweep` (a preset name, a YAML/JSON file
-    or `OpSpec`s) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
+    or `OpSpec`s or their keys) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
+    from device_tables.errors import OpSpecError
+    from device_tables.ops import OpSpec
     from profilers.run import profile_ops as run
     from profilers.sweeps import load_sweep
 
+    def spec(s: Any) -> OpSpec:
+        if isinstance(s, (OpSpec, str)):
+            return s if isinstance(s, OpSpec) else OpSpec.from_key(s)
+        raise OpSpecError(f"sweep item {s!r}: give an OpSpec or its key (op|dtype|NxCxHxW|k=v,...)")
+
     rt = _runtime(runtime, settings)
-    specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else list(sweep)
+    specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else [spec(s) for s in sweep]
     return run(rt, specs, out, _protocol(rt, protocol), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs",
                fresh=fresh)
 

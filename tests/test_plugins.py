@@ -246,6 +246,21 @@ def test_settings_given_with_a_runtime_object_are_refused_not_ignored(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+def test_profile_ops_takes_op_keys_and_names_an_item_it_cannot_read(tmp_path):
+    """A list of op keys was an AttributeError ('str' object has no attribute 'dtype')."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    key = "relu|float32|1x16x16x16|"
+    res = hwlat.profile_ops("onnxruntime", tmp_path / "ops", sweep=[key], protocol="quick", progress=False)
+    assert [r.spec.key for r in res.table] == [key]
+    with pytest.raises(HwlatError, match=r"^malformed op key 'relu'"):
+        hwlat.profile_ops("onnxruntime", tmp_path / "bad", sweep=["relu"], protocol="quick", progress=False)
+    with pytest.raises(HwlatError, match=r"^sweep item 3: give an OpSpec or its key"):
+        hwlat.profile_ops("onnxruntime", tmp_path / "bad", sweep=[3], protocol="quick", progress=False)
+    assert not (tmp_path / "bad.csv").exists()
+
+
 def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
     """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
     import hwlat
