@@ -261,6 +261,18 @@ def test_profile_ops_takes_op_keys_and_names_an_item_it_cannot_read(tmp_path):
     assert not (tmp_path / "bad.csv").exists()
 
 
+def test_a_thread_count_that_is_not_one_or_more_is_a_hwlat_error():
+    """threads=0 was a bare ValueError and threads="2" a TypeError ('<' not supported between 'str' and 'int')."""
+    import numpy as np
+
+    import hwlat
+
+    for bad in (0, "2", 2.5, True):
+        with pytest.raises(hwlat.HwlatError, match=rf"^threads={re.escape(repr(bad))} must be a whole number of 1 or more$"):
+            hwlat.runtime("onnxruntime", threads=bad)
+    assert hwlat.runtime("onnxruntime", threads=np.int64(2)).threads == 2
+
+
 def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
     """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
     import hwlat
