@@ -119,7 +119,9 @@ def read_info(path: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PredictorFileError(f"{json_path} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise PredictorFileError(f"{json_path} is not an hwlat predictor file")
+        table = isinstance(meta, dict) and meta.get("schema") == "hwlat.device_table"
+        raise PredictorFileError(f"{json_path} is not an hwlat predictor file" + (
+            f"; it is a device table: give it as 'lut:{json_path.with_suffix('')}'" if table else ""))
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION

@@ -273,6 +273,18 @@ def test_a_thread_count_that_is_not_one_or_more_is_a_hwlat_error():
     assert hwlat.runtime("onnxruntime", threads=np.int64(2)).threads == 2
 
 
+def test_a_device_table_given_as_a_predictor_is_named_with_the_way_to_give_it(tmp_path):
+    """LatencyConstraint(Path("my_table"), ...) said only "my_table.json is not an hwlat predictor file"."""
+    import hwlat
+
+    stem = tmp_path / "ops"
+    hwlat.profile_ops("onnxruntime", stem, sweep=["relu|float32|1x16x16x16|"], protocol="quick", progress=False)
+    with pytest.raises(hwlat.HwlatError, match=rf"^{re.escape(str(stem))}.json is not an hwlat predictor file; "
+                                               rf"it is a device table: give it as 'lut:{re.escape(str(stem))}'$"):
+        hwlat.LatencyConstraint(stem, budget_ms=1.0, space="nb201")
+    assert hwlat.LatencyConstraint(f"lut:{stem}", budget_ms=1.0, space="nb201", as_profiled=True).budget_ms == 1.0
+
+
 def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
     """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
     import hwlat
