@@ -29,7 +29,7 @@ from device_tables.errors import TableError, UnknownDeviceError
 from device_tables.measurement import STAT_FIELDS, Measurement
 from device_tables.files import (
     append_line, append_to, atomic_write_text, ends_whole, make_parent, open_append, repair_last_line, set_aside,
-    whole_csv_row,
+    stem, whole_csv_row,
 )
 from device_tables.lock import TableLock
 from device_tables.table import now, refuse_other_settings
@@ -445,7 +445,7 @@ def partial_last_row(csv_path: Path, recorded: Mapping[str, str] | None = None) 
 
 def arch_table_paths(path: str | os.PathLike) -> tuple[Path, Path, Path]:
     """(csv, json, stats csv) of a local arch table given NAME, NAME.csv or NAME.json."""
-    p = Path(path)
+    p = stem(path, TableError, "my_archs")
     if p.name.endswith(".stats.csv"):
         p = p.with_name(p.name[: -len(".stats.csv")])
     elif p.suffix in (".csv", ".json"):

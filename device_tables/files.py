@@ -38,6 +38,15 @@ def writing(path: Path) -> Iterator[None]:
         raise WriteError(f"cannot write {path}: {os_reason(exc)}") from None
 
 
+def stem(path: str | os.PathLike, error: type[Exception], example: str) -> Path:
+    """`path` as the stem of files NAME.<suffix>; `error` for a path without a name (``.``, ``..``, ``/``),
+    whose files would be hidden ones inside it (``.csv``) or land beside it (``...csv``)."""
+    p = Path(path)
+    if p.name in ("", ".."):
+        raise error(f"{path} names a folder; give a name inside it (the files are NAME.<suffix>), e.g. {p / example}")
+    return p
+
+
 def make_parent(path: Path) -> None:
     """Create the folder of `path` (and its parents) if missing; one of them being a file, or `path`
     being a folder, is named."""

@@ -24,11 +24,11 @@ def registered(group: str, base: type, built_in: dict[str, str], what: str) -> d
     `base` (its ``name`` attribute, else the entry point's name), found once per process. A plugin
     that fails to import, is not a `base`, or takes a name already there is skipped with a warning
     naming it. A plugin that asks while it is being imported (to subclass a built-in) gets the
-    built-in ones."""
+    built-in ones, of this group or another (a package adding a runtime and a space asks both)."""
     if group in _found:
         return _found[group]
     found: dict[str, type] = {name: load_class(target) for name, target in built_in.items()}
-    if group in _loading:
+    if _loading:
         return found
     _loading.add(group)
     try:
@@ -76,7 +76,8 @@ class Registry:
         if key in self.built_in:
             return load_class(self.built_in[key])
         found = self.all()
-        if key not in found:
+        match = next((cls for n, cls in found.items() if n.lower() == key), None)  # a plugin's name may have capitals
+        if match is None:
             raise self.error(f"unknown {self.what} {name!r}; choose from {', '.join(found)} "
                              f"(or install a plugin that adds it to the {self.group!r} entry points)")
-        return found[key]
+        return match

@@ -22,7 +22,7 @@ from typing import Any, Iterator, Mapping, Sequence
 from device_tables.device import Device
 from device_tables.errors import OpSpecError, ResumeSettingsError, SchemaVersionError, TableError
 from device_tables.files import (
-    append_line, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, whole_csv_row,
+    append_line, atomic_write_text, make_parent, open_append, repair_last_line, set_aside, stem, whole_csv_row,
 )
 from device_tables.lock import TableLock
 from device_tables.measurement import STAT_FIELDS, Measurement
@@ -66,7 +66,7 @@ class Row:
 
 def table_paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(csv, json) paths of a table given either file or the stem."""
-    p = Path(path)
+    p = stem(path, TableError, "my_table")
     if p.suffix in (".csv", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".csv"), p.with_name(p.name + ".json")
@@ -290,6 +290,9 @@ class DeviceTable:
 
     def __len__(self) -> int:
         return len(self._rows)
+
+    def __repr__(self) -> str:
+        return f"DeviceTable({self.name!r}, {self.device.name}, {len(self)} rows)"
 
     def __contains__(self, spec: OpSpec | str) -> bool:
         return (spec.key if isinstance(spec, OpSpec) else spec) in self._rows

@@ -30,14 +30,17 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from nas.constraints import LatencyConstraint
 
 if TYPE_CHECKING:
+    from device_tables.kernels import FusionRules
     from device_tables.table import DeviceTable
-    from hwlat.device_profile import Drift
+    from hwlat.device_profile import DeviceProfileResult, Drift
     from nas.arch_predictors import ArchPredictor
     from nas.search.result import SearchResult
     from nas.spaces.base import Space
     from nas.spaces.measure import ArchRunResult
     from predictors.lut import Prediction
-    from profilers.base import Runtime
+    from profilers.base import Runtime, WholeModel
+    from profilers.fusion import PatternResult
+    from profilers.ort.model_profile import ModelProfile
     from profilers.protocol import Protocol
     from profilers.run import SweepResult
 
@@ -84,7 +87,15 @@ def runtime(name: str, **settings: Any) -> Runtime:
 
 
 def _runtime(rt: str | Runtime, settings: dict[str, Any]) -> Runtime:
-    return runtime(rt, **settings) if isinstance(rt, str) else rt
+    if isinstance(rt, str):
+        return runtime(rt, **settings)
+    if settings:  # they were ignored: the object measures with its own
+        from device_tables.errors import HwlatError
+
+        given = ", ".join(f"{k}={v!r}" for k, v in settings.items())
+        raise HwlatError(f"{given}: a runtime object ({rt!r}) has its settings already; give them with its name "
+                         f"(runtime={rt.name!r}, {given}) or make it with them (hwlat.runtime({rt.name!r}, {given}))")
+    return rt
 
 
 def _space(sp: str | Space) -> Space:
@@ -98,7 +109,8 @@ def _protocol(rt: Runtime, protocol: str | Protocol | None) -> Protocol:
 
 
 # ---- profiling ---------------------------------------------------------------------------------
-def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: float | None = None, **settings: Any):
+def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: float | None = None,
+                   **settings: Any) -> DeviceProfileResult:
     """`hwlat profile device`: a complete table of `runtime` at `out` within `minutes` (default: the
     command's), resumed if it exists. `settings` are the runtime's (for a name) and the options of
     `hwlat.device_profile.profile_device` (protocol, targets, calibration_networks, score_networks,
@@ -111,19 +123,26 @@ def profile_device(runtime: str | Runtime, out: str | os.PathLike, minutes: floa
         "fresh", "remeasure", "recalibrate", "start_from")}
     rt = _runtime(runtime, settings)
     options["protocol"] = _protocol(rt, options.get("protocol"))
-    return run(rt, out, minutes=minutes or DEFAULT_MINUTES, **options)
+    return run(rt, out, minutes=DEFAULT_MINUTES if minutes is None else minutes, **options)
 
 
 def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Iterable[Any] = "default",
                 protocol: str | Protocol | None = None, progress: bool = True, fresh: bool = False,
                 **settings: Any) -> SweepResult:
     """`hwlat profile ops`: measure the op configurations of `sweep` (a preset name, a YAML/JSON file
-    or `OpSpec`s) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
+    or `OpSpec`s or their keys) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
+    from device_tables.errors import OpSpecError
+    from device_tables.ops import OpSpec
     from profilers.run import profile_ops as run
     from profilers.sweeps import load_sweep
 
+    def spec(s: Any) -> OpSpec:
+        if isinstance(s, (OpSpec, str)):
+            return s if isinstance(s, OpSpec) else OpSpec.from_key(s)
+        raise OpSpecError(f"sweep item {s!r}: give an OpSpec or its key (op|dtype|NxCxHxW|k=v,...)")
+
     rt = _runtime(runtime, settings)
-    specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else list(sweep)
+    specs = load_sweep(sweep) if isinstance(sweep, (str, os.PathLike)) else [spec(s) for s in sweep]
     return run(rt, specs, out, _protocol(rt, protocol), progress=progress, sweep_name=str(sweep) if isinstance(sweep, (str, os.PathLike)) else "specs",
                fresh=fresh)
 
@@ -149,7 +168,8 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
 
 
 def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: str | Protocol | None = None,
-                  input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None, **settings: Any):
+                  input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+                  **settings: Any) -> ModelProfile | WholeModel:
     """`hwlat profile model`: whole-model latency and the runtime's per-node breakdown of an ONNX file
     (a `ModelProfile`; ``.format()`` prints it), or the whole model only on a runtime without a
     per-node profile (torch, LiteRT: a `WholeModel`). `input_shape` sizes dynamic inputs: one shape,
@@ -159,7 +179,8 @@ def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime
 
 
 def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Sequence[str] | None = None,
-                   protocol: str | Protocol | None = None, progress: bool = True, **settings: Any):
+                   protocol: str | Protocol | None = None, progress: bool = True,
+                   **settings: Any) -> tuple[FusionRules, list[PatternResult]]:
     """`hwlat profile fusion`: which op patterns the runtime fuses, measured and stored in the table at
     `out` (merged into its stored rules: a pattern measured now replaces its verdict, the others stay);
     returns (the table's `FusionRules`, the evidence of the patterns measured now)."""
@@ -328,6 +349,6 @@ def accuracy(space: str | Space, archs: Any, dataset: str = "cifar10") -> Any:
     return table.lookup_many(archs, dataset) if isinstance(archs, list) else table.lookup(archs, dataset)
 
 
-__all__ = ["LatencyConstraint", "accuracy", "adapt", "fit", "load_predictor", "load_table", "predict", "predict_adapted",
+__all__ = ["LatencyConstraint", "accuracy", "adapt", "drift", "fit", "load_predictor", "load_table", "predict", "predict_adapted",
            "predict_archs", "profile_archs", "profile_device", "profile_fusion", "profile_model", "profile_ops", "runtime",
            "save_predictor", "search", "space", "suggest", "tables"]

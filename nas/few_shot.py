@@ -141,7 +141,7 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
 
 def _csv_path(path: str | os.PathLike) -> Path:
     p = Path(path)
-    if not p.is_file() and p.with_name(p.name + ".csv").is_file():
+    if p.name and not p.is_file() and p.with_name(p.name + ".csv").is_file():
         return p.with_name(p.name + ".csv")  # an arch table's stem, as `profile archs --out` takes it
     return p
 

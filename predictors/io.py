@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from device_tables.errors import HwlatError
+from device_tables.files import stem
 from predictors.features import FeatureLayout
 
 FORMAT = "hwlat.predictor"
@@ -51,7 +52,7 @@ def _classes() -> dict[str, type]:
 
 def paths(path: str | os.PathLike) -> tuple[Path, Path]:
     """(npz, json) paths from a stem or either file name."""
-    p = Path(path)
+    p = stem(path, PredictorFileError, "my_predictor")
     if p.suffix in (".npz", ".json"):
         p = p.with_suffix("")
     return p.with_name(p.name + ".npz"), p.with_name(p.name + ".json")
@@ -118,7 +119,9 @@ def read_info(path: str | os.PathLike) -> dict:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise PredictorFileError(f"{json_path} is not valid JSON: {exc}") from None
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise PredictorFileError(f"{json_path} is not an hwlat predictor file")
+        table = isinstance(meta, dict) and meta.get("schema") == "hwlat.device_table"
+        raise PredictorFileError(f"{json_path} is not an hwlat predictor file" + (
+            f"; it is a device table: give it as 'lut:{json_path.with_suffix('')}'" if table else ""))
     version = meta.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
         newer = isinstance(version, int) and version > FORMAT_VERSION

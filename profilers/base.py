@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import abc
 import logging
+import numbers
 import os
 import tempfile
 from contextlib import contextmanager
@@ -115,9 +116,9 @@ class Runtime(abc.ABC):
         return []
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
-        if threads < 1:
-            raise ValueError("threads must be >= 1")
-        self.threads = threads
+        if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:
+            raise HwlatError(f"threads={threads!r} must be a whole number of 1 or more")
+        self.threads = int(threads)
         self.precision = precision
         self.settings = settings
         self.check_available()
@@ -152,6 +153,10 @@ class Runtime(abc.ABC):
 
     def dtype(self) -> str:
         return "int8" if self.precision == "int8" else "float32"
+
+    def __repr__(self) -> str:
+        settings = {"threads": self.threads, "precision": self.precision, **self.runtime_settings()}
+        return f"{type(self).__name__}({self.name}, {', '.join(f'{k}={v!r}' for k, v in settings.items())})"
 
     @property
     def cpu_clock_ok(self) -> bool:

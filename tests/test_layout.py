@@ -77,3 +77,33 @@ def test_device_tables_knows_no_space():
                 if module and module.split(".")[0] in ("nas", "profilers", "predictors", "hwlat"):
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {module}")
     assert not bad, "device_tables names a space, or imports a layer above it:\n" + "\n".join(bad)
+
+
+def test_type_checkers_see_the_api():
+    """`import hwlat` imports its API on first use (a module __getattr__), so a type checker saw every
+    `hwlat.predict` as Any, and the types the API takes and returns live in packages without py.typed:
+    py.typed promised types that never reached a user's mypy."""
+    import hwlat
+
+    init = ast.parse((ROOT / "hwlat" / "__init__.py").read_text())
+    checked = {alias.asname or alias.name for node in ast.walk(init) if isinstance(node, ast.If)
+               and getattr(node.test, "id", "") == "TYPE_CHECKING"
+               for imp in node.body if isinstance(imp, ast.ImportFrom) for alias in imp.names}
+    assert checked == set(hwlat.__all__) - {"__version__"}
+    import tomllib
+
+    package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    for package in ("hwlat", "device_tables", "nas", "predictors", "profilers"):
+        assert (ROOT / package / "py.typed").is_file() and "py.typed" in package_data[package], package
+
+
+def test_every_api_function_states_what_it_returns():
+    """profile_device, profile_model and profile_fusion returned an unannotated Any to type checkers;
+    `from hwlat.api import *` left drift out."""
+    import hwlat
+    import hwlat.api
+
+    assert sorted(hwlat.api.__all__) == sorted(set(hwlat.__all__) - {"__version__", "HwlatError", "plugins"})
+    for name in hwlat.api.__all__:
+        f = getattr(hwlat.api, name)
+        assert isinstance(f, type) or inspect.signature(f).return_annotation is not inspect.Signature.empty, name

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -94,6 +95,46 @@ def test_a_broken_plugin_is_skipped_with_one_warning(tmp_path):
     assert "onnxruntime" in p.stdout and "nb201" in p.stdout and "nope" not in p.stdout
     assert "runtime plugin nope (no_such_module:Nope) does not load" in p.stderr
     assert "space plugin also (no_such_module:Also) does not load" in p.stderr
+
+
+def test_a_plugin_whose_name_has_capitals_is_found_by_it(tmp_path):
+    """A runtime plugin named "MyOrt" was listed among the choices but refused as unknown: names were
+    looked up lower-cased."""
+    dist = tmp_path / "my_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: my-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hwlat.runtimes]\nmyort = my_plugin:MyOrt\n")
+    (tmp_path / "my_plugin.py").write_text("from hwlat.plugins import runtimes\n\n"
+                                           "class MyOrt(runtimes()['onnxruntime']):\n    name = 'MyOrt'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    p = subprocess.run([sys.executable, "-c", "import hwlat; print(hwlat.runtime('MyOrt').device().name, "
+                        "type(hwlat.runtime('myort')).__name__)"], env=env, capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.split() == ["cpu/MyOrt/fp32/threads=1", "MyOrt"]
+
+
+@pytest.mark.parametrize("first", ["runtime", "space"])
+def test_a_package_adding_a_runtime_and_a_space_gets_both(first, tmp_path):
+    """A plugin module that subclasses a built-in runtime and a built-in space, as the docs show, lost
+    one of them: loading one group imported the module, whose call to the other registry loaded that
+    group's entry points from the half-imported module ("partially initialized module") and kept the result."""
+    dist = tmp_path / "both_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: both-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[hwlat.runtimes]\nmyort = both_plugin:MyOrt\n"
+                                           "[hwlat.spaces]\nmycell = both_plugin:MyCell\n")
+    (tmp_path / "both_plugin.py").write_text("from hwlat.plugins import runtimes, spaces\n\n"
+                                             "class MyOrt(runtimes()['onnxruntime']):\n    name = 'myort'\n\n"
+                                             "class MyCell(spaces()['nb201']):\n    name = 'mycell'\n")
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), str(ROOT)]))
+    use = "hwlat.runtime('myort')" if first == "runtime" else "hwlat.space('mycell')"
+    p = subprocess.run([sys.executable, "-c", f"import hwlat; print({use}); "
+                        "print(sorted(hwlat.plugins.runtimes()), sorted(hwlat.plugins.spaces()))"],
+                       env=env, capture_output=True, text=True, check=True)
+    shown, listed = p.stdout.splitlines()
+    assert shown == ("MyOrt(myort, threads=1, precision='fp32')" if first == "runtime" else "MyCell(keep_dead=False)")
+    assert "'myort'" in listed and "'mycell'" in listed
+    assert "does not load" not in p.stderr, p.stderr
 
 
 class Recorder:
@@ -189,8 +230,131 @@ def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     assert hwlat.runtime("onnxruntime", opt_level="basic").threads == 1
 
 
+def test_settings_given_with_a_runtime_object_are_refused_not_ignored(tmp_path):
+    """profile_ops(runtime_object, ..., threads=2) measured with the object's threads=1 and said nothing."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    rt = hwlat.runtime("onnxruntime")
+    calls = (lambda: hwlat.profile_ops(rt, tmp_path / "ops", sweep="quick", protocol="quick", progress=False, threads=2),
+             lambda: hwlat.profile_archs("nb201", [0], tmp_path / "archs", runtime=rt, progress=False, threads=2),
+             lambda: hwlat.profile_device(rt, tmp_path / "dev", minutes=1, progress=False, threads=2),
+             lambda: hwlat.profile_fusion(rt, tmp_path / "fusion", progress=False, threads=2))
+    for call in calls:
+        with pytest.raises(HwlatError, match=r"^threads=2: a runtime object \(OnnxRuntime\(onnxruntime, threads=1"):
+            call()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_profile_ops_takes_op_keys_and_names_an_item_it_cannot_read(tmp_path):
+    """A list of op keys was an AttributeError ('str' object has no attribute 'dtype')."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    key = "relu|float32|1x16x16x16|"
+    res = hwlat.profile_ops("onnxruntime", tmp_path / "ops", sweep=[key], protocol="quick", progress=False)
+    assert [r.spec.key for r in res.table] == [key]
+    with pytest.raises(HwlatError, match=r"^malformed op key 'relu'"):
+        hwlat.profile_ops("onnxruntime", tmp_path / "bad", sweep=["relu"], protocol="quick", progress=False)
+    with pytest.raises(HwlatError, match=r"^sweep item 3: give an OpSpec or its key"):
+        hwlat.profile_ops("onnxruntime", tmp_path / "bad", sweep=[3], protocol="quick", progress=False)
+    assert not (tmp_path / "bad.csv").exists()
+
+
+def test_a_thread_count_that_is_not_one_or_more_is_a_hwlat_error():
+    """threads=0 was a bare ValueError and threads="2" a TypeError ('<' not supported between 'str' and 'int')."""
+    import numpy as np
+
+    import hwlat
+
+    for bad in (0, "2", 2.5, True):
+        with pytest.raises(hwlat.HwlatError, match=rf"^threads={re.escape(repr(bad))} must be a whole number of 1 or more$"):
+            hwlat.runtime("onnxruntime", threads=bad)
+    assert hwlat.runtime("onnxruntime", threads=np.int64(2)).threads == 2
+
+
+def test_a_device_table_given_as_a_predictor_is_named_with_the_way_to_give_it(tmp_path):
+    """LatencyConstraint(Path("my_table"), ...) said only "my_table.json is not an hwlat predictor file"."""
+    import hwlat
+
+    stem = tmp_path / "ops"
+    hwlat.profile_ops("onnxruntime", stem, sweep=["relu|float32|1x16x16x16|"], protocol="quick", progress=False)
+    with pytest.raises(hwlat.HwlatError, match=rf"^{re.escape(str(stem))}.json is not an hwlat predictor file; "
+                                               rf"it is a device table: give it as 'lut:{re.escape(str(stem))}'$"):
+        hwlat.LatencyConstraint(stem, budget_ms=1.0, space="nb201")
+    assert hwlat.LatencyConstraint(f"lut:{stem}", budget_ms=1.0, space="nb201", as_profiled=True).budget_ms == 1.0
+
+
+def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
+    """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    with pytest.raises(HwlatError, match=r"^--minutes 0: give a positive number of minutes"):
+        hwlat.profile_device("onnxruntime", tmp_path / "t", minutes=0, progress=False)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_option_a_space_does_not_take_is_refused_by_name():
+    """hwlat.space("nb201", keepdead=True) was the constructor's TypeError; fbnet takes no option."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    with pytest.raises(HwlatError, match=r"^the nb201 space has no option 'keepdead'; its options: keep_dead$"):
+        hwlat.space("nb201", keepdead=True)
+    with pytest.raises(HwlatError, match=r"^the fbnet space has no option 'keep_dead'; it takes none$"):
+        hwlat.suggest(hwlat.space("fbnet", keep_dead=True), 3)
+    assert hwlat.space("nb201", keep_dead=True).keep_dead
+
+
+def test_the_api_errors_are_caught_as_hwlat_error_which_import_hwlat_keeps_lazy():
+    """A user could not catch the API's errors without knowing they live in device_tables.errors."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    assert hwlat.HwlatError is HwlatError and "HwlatError" in dir(hwlat)
+    with pytest.raises(hwlat.HwlatError, match="no device table 'nope'"):
+        hwlat.load_table("nope")
+    lazy = subprocess.run([sys.executable, "-c", "import sys, hwlat; print(sorted(m for m in ('numpy', 'torch', "
+                           "'onnx', 'sklearn', 'device_tables') if m in sys.modules))"], capture_output=True, text=True,
+                          check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+    assert lazy.stdout.strip() == "[]"
+
+
 def test_the_api_names_are_listed_by_dir_and_help():
     import hwlat
 
     assert {"predict", "profile_device", "LatencyConstraint", "suggest", "plugins"} <= set(dir(hwlat))
     assert all(callable(getattr(hwlat, name)) for name in hwlat.__all__ if name not in ("__version__", "plugins"))
+
+
+def test_the_api_objects_have_short_useful_reprs():
+    """A Prediction printed every kernel (22 kB for an NB201 cell) and not its latency; a table and a
+    runtime printed as <... object at 0x...>."""
+    import hwlat
+
+    table = hwlat.load_table("cpu_onnxruntime_fp32_threads1_xeon_m167")
+    assert repr(table) == f"DeviceTable('cpu_onnxruntime_fp32_threads1_xeon_m167', cpu/onnxruntime/fp32/threads=1, {len(table)} rows)"
+    p = hwlat.predict(0, table, space="nb201", as_profiled=True)
+    assert repr(p).startswith("Prediction('nb201:|avg_pool_3x3~0|") and f"{p.latency_ms:.4f} ms" in repr(p)
+    assert len(repr(p)) < 300 and str(p) == repr(p)
+    assert repr(hwlat.runtime("litert", precision="int8")) == "LiteRTRuntime(litert, threads=1, precision='int8', xnnpack=True)"
+
+
+@pytest.mark.parametrize("where", [".", "..", "/"])
+def test_a_path_that_names_no_file_is_one_clear_error(where, tmp_path, monkeypatch):
+    """'.' and '/' (no name) were a ValueError from pathlib ("PosixPath('.') has an empty name") in
+    load_table, save_predictor, load_predictor, fit, profile_archs and drift; `save_predictor(p, "..")`
+    wrote the hidden files '...json' and '...npz' into the working folder."""
+    import hwlat
+    from device_tables.errors import HwlatError
+
+    monkeypatch.chdir(tmp_path)
+    pred = hwlat.adapt("nb201", [0, 1, 2], [1.0, 2.0, 3.0])
+    for call in (lambda: hwlat.load_table(where), lambda: hwlat.save_predictor(pred, where),
+                 lambda: hwlat.load_predictor(where, "nb201"), lambda: hwlat.fit("nb201", where),
+                 lambda: hwlat.profile_archs("nb201", "0:1", where, protocol="quick", progress=False),
+                 lambda: hwlat.drift(where)):
+        with pytest.raises(HwlatError, match=f"^{re.escape(where)} (names|is) a folder"):
+            call()
+    assert list(tmp_path.iterdir()) == []

@@ -8,6 +8,7 @@ registry is the one place built-in space names appear.
 
 from __future__ import annotations
 
+import inspect
 
 from device_tables.archtable import ArchKeys
 from device_tables.plugins import Registry
@@ -38,8 +39,16 @@ def space_class(name: str) -> type[Space]:
 
 
 def get_space(name: str, **options) -> Space:
-    """A search space by name; `options` go to its constructor (nb201: keep_dead)."""
-    return space_class(name)(**options)
+    """A search space by name; `options` go to its constructor (nb201: keep_dead). One it does not
+    take is an `ArchError` naming those it does (it was the constructor's TypeError)."""
+    cls = space_class(name)
+    params = inspect.signature(cls).parameters.values()
+    known = sorted(p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY))
+    unknown = sorted(set(options) - set(known))
+    if unknown and not any(p.kind == p.VAR_KEYWORD for p in params):
+        raise ArchError(f"the {name} space has no option {', '.join(map(repr, unknown))}; "
+                        + (f"its options: {', '.join(known)}" if known else "it takes none"))
+    return cls(**options)
 
 
 def arch_keys(name: str) -> ArchKeys:

@@ -159,7 +159,7 @@ class NB201Space(Space):
         self.keep_dead = keep_dead
 
     def __repr__(self) -> str:
-        return f"NB201Space(keep_dead={self.keep_dead})"
+        return f"{type(self).__name__}(keep_dead={self.keep_dead})"
 
     def latency_feature_groups(self, enc: np.ndarray) -> list[tuple[str, list[str], np.ndarray]]:
         return _latency_feature_groups(self, enc)

@@ -127,6 +127,10 @@ class Prediction:
         sources = self._column("source")
         return {TABLE: sources.count(TABLE), REGRESSOR: sources.count(REGRESSOR), MISSING: len(self.uncovered)}
 
+    def __repr__(self) -> str:  # the dataclass's printed every kernel (kilobytes) and not the latency
+        return (f"Prediction({self.model!r}, {self.latency_ms:.4f} ms ±{self.sigma_ms:.4f}, table {self.table!r}, "
+                f"{len(self._column('ms'))} kernels{', PARTIAL' if self.partial else ''})")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "model": self.model, "table": self.table, "total_ms": self.total_ms, "partial": self.partial,
