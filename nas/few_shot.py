@@ -15,6 +15,7 @@ import csv
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -34,6 +35,10 @@ MIN_MEASUREMENTS = 3
 # Longest latency taken as a measurement of one forward pass (about 17 minutes): a larger number is
 # a unit slip or a placeholder, and would overflow the adapted predictor's numbers.
 MAX_LATENCY_MS = 1e6
+# Units a latency column's name may end in ("latency_s", "time (us)") that are not ms: read as ms, its
+# numbers would be 1000x off, so such a column is refused.
+OTHER_UNITS = {"s": "seconds", "sec": "seconds", "secs": "seconds", "seconds": "seconds", "us": "microseconds",
+               "µs": "microseconds", "μs": "microseconds", "usec": "microseconds", "ns": "nanoseconds"}
 # Candidates `suggest` chooses from in a space too large to enumerate (a seeded sample).
 SUGGEST_POOL = 5000
 
@@ -190,6 +195,10 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
         device = latency_cols[0]
     elif device not in latency_cols:
         raise MeasurementsError(f"{p}: no latency column {device!r}; its columns: {', '.join(latency_cols) or 'none'}")
+    unit = re.search(r"(?:^|[\s_(\[])([a-zµμ]+)\W*$", device.lower())
+    if unit and unit.group(1) in OTHER_UNITS:
+        raise MeasurementsError(f"{p}: column {device!r} holds {OTHER_UNITS[unit.group(1)]} by its name, and latencies are "
+                                "read in ms; convert its cells to ms and rename the column (e.g. latency_ms)")
     col = header.index(device)
     key_idx = [header.index(k) for k in keys]
     archs: list[Any] = []
