@@ -296,11 +296,7 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
                                   f"LatencyConstraint('{path}', budget, space='{sp.name}'))")
     _refuse_other_sources(str(path), sp)
     info = read_info(path).get("info") or {}
-    made_for = info.get("space")
-    if made_for and made_for != sp.name:
-        raise PredictorSpaceError(f"{path} predicts {made_for} architectures, not {sp.name}; use --space {made_for} or "
-                                  f"fit a {sp.name} predictor (`hwlat adapt fit --space {sp.name}`)")
-    pred = load_arch_predictor(path, sp)
+    pred = load_arch_predictor(path, sp)  # refuses a predictor saved for another space
     if needs_adaptation(pred):
         raise PredictorSpaceError(f"{path} is not adapted to a device (no measurements); adapt it with `hwlat adapt fit "
                                   f"--space {sp.name} --measurements FILE --out PATH`")

@@ -259,7 +259,9 @@ def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, cap
     hwlat.save_predictor(pred, d / "p")
     line = error_line(capsys, ["predict", "--predictor", str(d / "p"), "--space", "fbnet", "--arch",
                                hwlat.suggest("fbnet", 3)[0]])
-    assert "predicts nb201 architectures, not fbnet" in line
+    assert "predicts nb201 architectures, not fbnet" in line and "hwlat adapt fit --space fbnet" in line
+    line = error_line(capsys, ["search", "--predictor", str(d / "p"), "--space", "vit", "--max-latency-ms", "1"])
+    assert "not vit" in line and "lut:NAME" in line and "adapt fit --space vit" not in line  # none is shipped for vit
     from predictors import pretrained
 
     unadapted = pretrained.path("nb201")
