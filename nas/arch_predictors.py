@@ -257,7 +257,9 @@ def load_arch_predictor(source: str | os.PathLike, space: Space | str, as_profil
         raise PredictorSpaceError(f"{text} predicts {made_for} architectures, not {sp.name}; use --space {made_for} or "
                                   f"{other}")
     name = f"{Path(text).name} ({sp.name} transfer adapted to {device})" if device else Path(text).name
-    return FeaturePredictor(sp, load(text), name=name)
+    pred = FeaturePredictor(sp, load(text), name=name)
+    pred.info = info  # the device and measurements it was adapted to, kept when it is saved again
+    return pred
 
 
 def needs_adaptation(pred: ArchPredictor) -> bool:

@@ -295,12 +295,11 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
                                   f"(`hwlat predict --table {str(path)[4:]}`, hwlat.predict_archs, or "
                                   f"LatencyConstraint('{path}', budget, space='{sp.name}'))")
     _refuse_other_sources(str(path), sp)
-    info = read_info(path).get("info") or {}
-    pred = load_arch_predictor(path, sp)  # refuses a predictor saved for another space
+    read_info(path)  # a missing or damaged file is named as `hwlat adapt fit --out` writes it
+    pred = load_arch_predictor(path, sp)  # refuses a predictor saved for another space; its info is pred.info
     if needs_adaptation(pred):
         raise PredictorSpaceError(f"{path} is not adapted to a device (no measurements); adapt it with `hwlat adapt fit "
                                   f"--space {sp.name} --measurements FILE --out PATH`")
-    pred.info = info
     return pred
 
 

@@ -132,6 +132,15 @@ def test_search_uses_a_saved_predictor_directly(fitted, capsys):
     assert best and all(b["predicted_ms"] <= budget for b in best)
 
 
+def test_search_save_predictor_of_a_saved_predictor_keeps_its_device(fitted, tmp_path):
+    d, _ = fitted
+    assert main(["search", "--space", "nb201", "--predictor", str(d / "board"), "--max-latency-ms", "100", "--budget", "3",
+                 "--objective", "tests.test_adapt:num_params_objective", "--no-progress",
+                 "--save-predictor", str(tmp_path / "copy")]) == 0
+    copy, board = hwlat.load_predictor(tmp_path / "copy", "nb201"), hwlat.load_predictor(d / "board", "nb201")
+    assert copy.info["device"] == "my_board/ort" and copy.info["measured"] == board.info["measured"]
+
+
 def num_params_objective(arch) -> float:
     return float(NB201.network(arch).params())
 

@@ -158,7 +158,6 @@ def _search(args: argparse.Namespace) -> int:
         inner = getattr(pred, "predictor", None)
         if inner is None or not hasattr(inner, "get_params"):
             raise HwlatError(f"--save-predictor: the {pred.name} predictor is not a saveable feature predictor")
-        pred.info = {**getattr(pred, "info", {}), "device": device, "measurements": args.device_samples}
         save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
     c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms)
