@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from device_tables.archtable import PARTIAL_ROW, partial_last_row
+from device_tables.archtable import PARTIAL_ROW, arch_table_paths, partial_last_row
 from device_tables.errors import HwlatError
 from nas.arch_predictors import EXHAUSTIVE_MAX, FeaturePredictor, PredictorSpaceError, load_arch_predictor, needs_adaptation
 from nas.spaces import get_space
@@ -145,10 +145,13 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
 
 
 def _csv_path(path: str | os.PathLike) -> Path:
+    """The CSV of measurements at `path`: the file itself, or the latencies of the arch table that
+    `path` names by its stem, NAME.json or NAME.stats.csv, as `hwlat profile archs --out` writes them."""
     p = Path(path)
-    if not p.is_file() and p.with_name(p.name + ".csv").is_file():
-        return p.with_name(p.name + ".csv")  # an arch table's stem, as `profile archs --out` takes it
-    return p
+    if p.is_file() and p.suffix != ".json" and not p.name.endswith(".stats.csv"):
+        return p
+    table_csv = arch_table_paths(p)[0]
+    return table_csv if table_csv.is_file() else p
 
 
 def read_measurements(path: str | os.PathLike, space: Space | str, device: str | None = None,

@@ -362,6 +362,11 @@ def test_the_whole_loop_on_this_machine(tmp_path, capsys):
     assert main(["profile", "archs", "--space", "nb201", "--archs", str(todo), "--out", str(measured),
                  "--protocol", "quick", "--no-progress"]) == 0
     assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(measured), "--out", str(pred)]) == 0
+    for named in ("measured.json", "measured.stats.csv"):  # the arch table's other files name it too
+        assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(tmp_path / named), "--out",
+                     str(tmp_path / "again")]) == 0
+        assert hwlat.load_predictor(tmp_path / "again", "nb201").info["measured"] == hwlat.load_predictor(
+            pred, "nb201").info["measured"]
     capsys.readouterr()
     assert main(["predict", "--predictor", str(pred), "--space", "nb201", "--archs", "0:5"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))
