@@ -118,7 +118,7 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
     `read_measurements` checks a file: as many latencies as architectures, each a positive number,
     no architecture twice, at least `min_rows`; anything else a `MeasurementsError` naming it."""
     sp = _space(space)
-    archs, values = list(archs), [float(v) for v in ms]
+    archs, values = list(archs), [_number(v) for v in ms]
     if len(archs) != len(values):
         raise MeasurementsError(f"{len(archs)} architectures but {len(values)} latencies; give one latency per "
                                 "architecture, in the same order")
@@ -134,7 +134,7 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
             raise MeasurementsError(f"architecture {i} ({k}) is also architecture {first[k]}; give each once (the "
                                     "median of its measurements)")
         first[k] = i
-        problem = latency_problem(v)
+        problem = latency_problem(v) if isinstance(v, float) else "not a latency in ms (a positive number)"
         if problem:
             raise MeasurementsError(f"latency {i} ({v!r} for {k}) is {problem}")
         parsed.append(arch)
@@ -142,6 +142,14 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
         raise MeasurementsError(f"{len(parsed)} measured {sp.name} architecture(s); adapting needs at least {min_rows} "
                                 f"(20 recommended: `hwlat.suggest({sp.name!r}, 20)`, then measure them)")
     return Measurements(parsed, np.asarray(values, dtype=float), device, None)
+
+
+def _number(value: Any) -> Any:
+    """`value` as a float, or as given when it is not a number (named so in the refusal)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
 
 
 def _csv_path(path: str | os.PathLike) -> Path:

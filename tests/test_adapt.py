@@ -212,6 +212,8 @@ def test_api_adapt_checks_its_lists_as_fit_checks_a_file(ten):
              (archs[:5], ms, "5 architectures but 10 latencies"),
              (archs, np.r_[ms[:3], -1.0, ms[4:]], "latency 3 (-1.0 for"),
              (archs, np.r_[ms[:3], np.nan, ms[4:]], "not a latency in ms"),
+             (archs, [*ms[:3], "fast", *ms[4:]], "latency 3 ('fast' for"),
+             (archs, [*ms[:3], None, *ms[4:]], "latency 3 (None for"),
              (archs[:3] + archs[:1], ms[:4], "architecture 3 (" + NB201.key(archs[0]) + ") is also architecture 0"),
              (archs[:2], ms[:2], "2 measured nb201 architecture(s); adapting needs at least 3")]
     for a, v, says in cases:
