@@ -141,6 +141,14 @@ def test_search_save_predictor_of_a_saved_predictor_keeps_its_device(fitted, tmp
     assert copy.info["device"] == "my_board/ort" and copy.info["measured"] == board.info["measured"]
 
 
+def test_search_names_device_as_ignored_without_device_samples(fitted, capsys):
+    d, _ = fitted
+    assert main(["search", "--space", "nb201", "--predictor", str(d / "board"), "--device", "other_board",
+                 "--max-latency-ms", "100", "--budget", "3", "--objective", "tests.test_adapt:num_params_objective",
+                 "--no-progress"]) == 0
+    assert "--device ignored" in capsys.readouterr().err  # the predictor is adapted already: no column is read
+
+
 def num_params_objective(arch) -> float:
     return float(NB201.network(arch).params())
 
