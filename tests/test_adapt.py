@@ -297,6 +297,12 @@ def test_predict_needs_one_of_table_or_predictor(ten, capsys):
     assert "one of --table" in error_line(capsys, ["predict", "--space", "nb201", "--arch", "1"])
 
 
+def test_predict_refuses_a_space_option_an_adapted_predictor_does_not_use(fitted, capsys):
+    d, _ = fitted  # --keep-dead-edges builds another network; a predictor adapted to measurements builds none
+    assert "--keep-dead-edges: for a device table (--table)" in error_line(
+        capsys, ["predict", "--predictor", str(d / "board"), "--space", "nb201", "--arch", "1", "--keep-dead-edges"])
+
+
 def test_predictor_that_is_pretrained_or_a_device_table_says_what_to_do(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)  # no saved predictor of either name here
     line = error_line(capsys, ["predict", "--predictor", "pretrained", "--space", "nb201", "--arch", "5"])
