@@ -189,6 +189,10 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     if not numbered:
         raise MeasurementsError(f"{p} is empty; expected a header ({sp.key_column},<device>) and measured rows")
     header = [c.strip() for c in numbered[0][1]]
+    twice = sorted({c for c in header if c and header.count(c) > 1})
+    if twice:
+        raise MeasurementsError(f"{p}: the header names {', '.join(map(repr, twice))} more than once; rename the columns "
+                                "so that each name is given once")
     keys = [c for c in (sp.key_column, *sp.key_columns) if c in header and not (c == "help_row" and not sp.native_indices)]
     keys = list(dict.fromkeys(keys))
     if not keys:

@@ -189,6 +189,7 @@ def _fit_argv(path, out, *extra):
     (lambda rows: rows.__setitem__(0, ["name", "ms"]), ["no key column of the nb201 space", "arch_str"]),
     (lambda rows: rows.__setitem__(4, [rows[4][0], "1e300"]), ["line 5", "over 1e+06 ms"]),
     (lambda rows: rows.__setitem__(0, ["arch_str;ms"]), ["separated by semicolons (';')", "save it with commas"]),
+    (lambda rows: [r.append(r[1]) for r in rows], ["names 'my_board/ort' more than once"]),
     (lambda rows: rows.__setitem__(0, ["arch_str", "latency_s"]), ["'latency_s' holds seconds", "convert its cells to ms"]),
     (lambda rows: rows.__setitem__(0, ["arch_str", "time (us)"]), ["'time (us)' holds microseconds", "convert"]),
 ])
