@@ -257,7 +257,8 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
         ms.append(value)
     if len(ms) < min_rows:
         raise MeasurementsError(
-            f"{p}: {len(ms)} measured {sp.name} architecture(s) in column {device!r}; adapting needs at least {min_rows} "
+            f"{p}: {len(ms)} measured {sp.name} architecture(s) in column {device!r}"
+            + (f" ({empty} row(s) with an empty latency left out)" if empty else "") + f"; adapting needs at least {min_rows} "
             f"(20 recommended: `hwlat adapt suggest --space {sp.name} -n 20 --out FILE`, then measure them)")
     return Measurements(archs, np.asarray(ms, dtype=float), device, p, empty)
 

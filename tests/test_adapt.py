@@ -271,6 +271,9 @@ def test_empty_cells_are_left_out_and_counted(ten, capsys):
     path = write_measurements(d / "m.csv", archs, cells)
     assert main(_fit_argv(path, d / "p")) == 0
     assert "from 9 measurements (1 row(s) with an empty latency left out)" in capsys.readouterr().out
+    path = write_measurements(d / "m.csv", archs, [""] * 8 + cells[8:])
+    assert "2 measured nb201 architecture(s) in column 'my_board/ort' (8 row(s) with an empty latency left out)" in (
+        error_line(capsys, _fit_argv(path, d / "p")))
 
 
 def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, capsys):
