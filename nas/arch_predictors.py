@@ -249,10 +249,17 @@ def load_arch_predictor(source: str | os.PathLike, space: Space | str, as_profil
     info = read_info(text).get("info") or {}
     made_for, device = info.get("space"), info.get("device")
     if made_for and made_for != sp.name:
+        from predictors import pretrained
+
+        other = (f"fit a {sp.name} predictor (`hwlat adapt fit --space {sp.name}`)" if sp.name in pretrained.available()
+                 else f"predict {sp.name} from a device table (predict --table NAME, search --predictor lut:NAME): "
+                 f"no meta-trained {sp.name} predictor is shipped")
         raise PredictorSpaceError(f"{text} predicts {made_for} architectures, not {sp.name}; use --space {made_for} or "
-                                  f"fit a {sp.name} predictor (`hwlat adapt fit --space {sp.name}`)")
+                                  f"{other}")
     name = f"{Path(text).name} ({sp.name} transfer adapted to {device})" if device else Path(text).name
-    return FeaturePredictor(sp, load(text), name=name)
+    pred = FeaturePredictor(sp, load(text), name=name)
+    pred.info = info  # the device and measurements it was adapted to, kept when it is saved again
+    return pred
 
 
 def needs_adaptation(pred: ArchPredictor) -> bool:

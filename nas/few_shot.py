@@ -15,13 +15,14 @@ import csv
 import logging
 import math
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from device_tables.archtable import PARTIAL_ROW, partial_last_row
+from device_tables.archtable import PARTIAL_ROW, arch_table_paths, partial_last_row
 from device_tables.errors import HwlatError
 from nas.arch_predictors import EXHAUSTIVE_MAX, FeaturePredictor, PredictorSpaceError, load_arch_predictor, needs_adaptation
 from nas.spaces import get_space
@@ -34,6 +35,10 @@ MIN_MEASUREMENTS = 3
 # Longest latency taken as a measurement of one forward pass (about 17 minutes): a larger number is
 # a unit slip or a placeholder, and would overflow the adapted predictor's numbers.
 MAX_LATENCY_MS = 1e6
+# Units a latency column's name may end in ("latency_s", "time (us)") that are not ms: read as ms, its
+# numbers would be 1000x off, so such a column is refused.
+OTHER_UNITS = {"s": "seconds", "sec": "seconds", "secs": "seconds", "seconds": "seconds", "us": "microseconds",
+               "µs": "microseconds", "μs": "microseconds", "usec": "microseconds", "ns": "nanoseconds"}
 # Candidates `suggest` chooses from in a space too large to enumerate (a seeded sample).
 SUGGEST_POOL = 5000
 
@@ -113,7 +118,7 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
     `read_measurements` checks a file: as many latencies as architectures, each a positive number,
     no architecture twice, at least `min_rows`; anything else a `MeasurementsError` naming it."""
     sp = _space(space)
-    archs, values = list(archs), [float(v) for v in ms]
+    archs, values = list(archs), [_number(v) for v in ms]
     if len(archs) != len(values):
         raise MeasurementsError(f"{len(archs)} architectures but {len(values)} latencies; give one latency per "
                                 "architecture, in the same order")
@@ -129,7 +134,7 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
             raise MeasurementsError(f"architecture {i} ({k}) is also architecture {first[k]}; give each once (the "
                                     "median of its measurements)")
         first[k] = i
-        problem = latency_problem(v)
+        problem = latency_problem(v) if isinstance(v, float) else "not a latency in ms (a positive number)"
         if problem:
             raise MeasurementsError(f"latency {i} ({v!r} for {k}) is {problem}")
         parsed.append(arch)
@@ -139,11 +144,22 @@ def measurements_of(space: Space | str, archs: Sequence[Any], ms: Sequence[float
     return Measurements(parsed, np.asarray(values, dtype=float), device, None)
 
 
+def _number(value: Any) -> Any:
+    """`value` as a float, or as given when it is not a number (named so in the refusal)."""
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return value
+
+
 def _csv_path(path: str | os.PathLike) -> Path:
+    """The CSV of measurements at `path`: the file itself, or the latencies of the arch table that
+    `path` names by its stem, NAME.json or NAME.stats.csv, as `hwlat profile archs --out` writes them."""
     p = Path(path)
-    if p.name and not p.is_file() and p.with_name(p.name + ".csv").is_file():
-        return p.with_name(p.name + ".csv")  # an arch table's stem, as `profile archs --out` takes it
-    return p
+    if not p.name or (p.is_file() and p.suffix != ".json" and not p.name.endswith(".stats.csv")):
+        return p  # ('.', '..', '/': named by the reader as no file)
+    table_csv = arch_table_paths(p)[0]
+    return table_csv if table_csv.is_file() else p
 
 
 def read_measurements(path: str | os.PathLike, space: Space | str, device: str | None = None,
@@ -173,6 +189,10 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
     if not numbered:
         raise MeasurementsError(f"{p} is empty; expected a header ({sp.key_column},<device>) and measured rows")
     header = [c.strip() for c in numbered[0][1]]
+    twice = sorted({c for c in header if c and header.count(c) > 1})
+    if twice:
+        raise MeasurementsError(f"{p}: the header names {', '.join(map(repr, twice))} more than once; rename the columns "
+                                "so that each name is given once")
     keys = [c for c in (sp.key_column, *sp.key_columns) if c in header and not (c == "help_row" and not sp.native_indices)]
     keys = list(dict.fromkeys(keys))
     if not keys:
@@ -190,6 +210,10 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
         device = latency_cols[0]
     elif device not in latency_cols:
         raise MeasurementsError(f"{p}: no latency column {device!r}; its columns: {', '.join(latency_cols) or 'none'}")
+    unit = re.search(r"(?:^|[\s_(\[])([a-zµμ]+)\W*$", device.lower())
+    if unit and unit.group(1) in OTHER_UNITS:
+        raise MeasurementsError(f"{p}: column {device!r} holds {OTHER_UNITS[unit.group(1)]} by its name, and latencies are "
+                                "read in ms; convert its cells to ms and rename the column (e.g. latency_ms)")
     col = header.index(device)
     key_idx = [header.index(k) for k in keys]
     archs: list[Any] = []
@@ -233,7 +257,8 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
         ms.append(value)
     if len(ms) < min_rows:
         raise MeasurementsError(
-            f"{p}: {len(ms)} measured {sp.name} architecture(s) in column {device!r}; adapting needs at least {min_rows} "
+            f"{p}: {len(ms)} measured {sp.name} architecture(s) in column {device!r}"
+            + (f" ({empty} row(s) with an empty latency left out)" if empty else "") + f"; adapting needs at least {min_rows} "
             f"(20 recommended: `hwlat adapt suggest --space {sp.name} -n 20 --out FILE`, then measure them)")
     return Measurements(archs, np.asarray(ms, dtype=float), device, p, empty)
 
@@ -286,16 +311,11 @@ def load(path: str | os.PathLike, space: Space | str) -> FeaturePredictor:
                                   f"(`hwlat predict --table {str(path)[4:]}`, hwlat.predict_archs, or "
                                   f"LatencyConstraint('{path}', budget, space='{sp.name}'))")
     _refuse_other_sources(str(path), sp)
-    info = read_info(path).get("info") or {}
-    made_for = info.get("space")
-    if made_for and made_for != sp.name:
-        raise PredictorSpaceError(f"{path} predicts {made_for} architectures, not {sp.name}; use --space {made_for} or "
-                                  f"fit a {sp.name} predictor (`hwlat adapt fit --space {sp.name}`)")
-    pred = load_arch_predictor(path, sp)
+    read_info(path)  # a missing or damaged file is named as `hwlat adapt fit --out` writes it
+    pred = load_arch_predictor(path, sp)  # refuses a predictor saved for another space; its info is pred.info
     if needs_adaptation(pred):
         raise PredictorSpaceError(f"{path} is not adapted to a device (no measurements); adapt it with `hwlat adapt fit "
                                   f"--space {sp.name} --measurements FILE --out PATH`")
-    pred.info = info
     return pred
 
 

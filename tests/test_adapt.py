@@ -132,6 +132,23 @@ def test_search_uses_a_saved_predictor_directly(fitted, capsys):
     assert best and all(b["predicted_ms"] <= budget for b in best)
 
 
+def test_search_save_predictor_of_a_saved_predictor_keeps_its_device(fitted, tmp_path):
+    d, _ = fitted
+    assert main(["search", "--space", "nb201", "--predictor", str(d / "board"), "--max-latency-ms", "100", "--budget", "3",
+                 "--objective", "tests.test_adapt:num_params_objective", "--no-progress",
+                 "--save-predictor", str(tmp_path / "copy")]) == 0
+    copy, board = hwlat.load_predictor(tmp_path / "copy", "nb201"), hwlat.load_predictor(d / "board", "nb201")
+    assert copy.info["device"] == "my_board/ort" and copy.info["measured"] == board.info["measured"]
+
+
+def test_search_names_device_as_ignored_without_device_samples(fitted, capsys):
+    d, _ = fitted
+    assert main(["search", "--space", "nb201", "--predictor", str(d / "board"), "--device", "other_board",
+                 "--max-latency-ms", "100", "--budget", "3", "--objective", "tests.test_adapt:num_params_objective",
+                 "--no-progress"]) == 0
+    assert "--device ignored" in capsys.readouterr().err  # the predictor is adapted already: no column is read
+
+
 def num_params_objective(arch) -> float:
     return float(NB201.network(arch).params())
 
@@ -172,6 +189,9 @@ def _fit_argv(path, out, *extra):
     (lambda rows: rows.__setitem__(0, ["name", "ms"]), ["no key column of the nb201 space", "arch_str"]),
     (lambda rows: rows.__setitem__(4, [rows[4][0], "1e300"]), ["line 5", "over 1e+06 ms"]),
     (lambda rows: rows.__setitem__(0, ["arch_str;ms"]), ["separated by semicolons (';')", "save it with commas"]),
+    (lambda rows: [r.append(r[1]) for r in rows], ["names 'my_board/ort' more than once"]),
+    (lambda rows: rows.__setitem__(0, ["arch_str", "latency_s"]), ["'latency_s' holds seconds", "convert its cells to ms"]),
+    (lambda rows: rows.__setitem__(0, ["arch_str", "time (us)"]), ["'time (us)' holds microseconds", "convert"]),
 ])
 def test_bad_measurements_get_one_line_naming_the_row(ten, capsys, edit, fragments):
     d, archs, ms = ten
@@ -201,6 +221,8 @@ def test_api_adapt_checks_its_lists_as_fit_checks_a_file(ten):
              (archs[:5], ms, "5 architectures but 10 latencies"),
              (archs, np.r_[ms[:3], -1.0, ms[4:]], "latency 3 (-1.0 for"),
              (archs, np.r_[ms[:3], np.nan, ms[4:]], "not a latency in ms"),
+             (archs, [*ms[:3], "fast", *ms[4:]], "latency 3 ('fast' for"),
+             (archs, [*ms[:3], None, *ms[4:]], "latency 3 (None for"),
              (archs[:3] + archs[:1], ms[:4], "architecture 3 (" + NB201.key(archs[0]) + ") is also architecture 0"),
              (archs[:2], ms[:2], "2 measured nb201 architecture(s); adapting needs at least 3")]
     for a, v, says in cases:
@@ -249,6 +271,9 @@ def test_empty_cells_are_left_out_and_counted(ten, capsys):
     path = write_measurements(d / "m.csv", archs, cells)
     assert main(_fit_argv(path, d / "p")) == 0
     assert "from 9 measurements (1 row(s) with an empty latency left out)" in capsys.readouterr().out
+    path = write_measurements(d / "m.csv", archs, [""] * 8 + cells[8:])
+    assert "2 measured nb201 architecture(s) in column 'my_board/ort' (8 row(s) with an empty latency left out)" in (
+        error_line(capsys, _fit_argv(path, d / "p")))
 
 
 def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, capsys):
@@ -257,7 +282,9 @@ def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, cap
     hwlat.save_predictor(pred, d / "p")
     line = error_line(capsys, ["predict", "--predictor", str(d / "p"), "--space", "fbnet", "--arch",
                                hwlat.suggest("fbnet", 3)[0]])
-    assert "predicts nb201 architectures, not fbnet" in line
+    assert "predicts nb201 architectures, not fbnet" in line and "hwlat adapt fit --space fbnet" in line
+    line = error_line(capsys, ["search", "--predictor", str(d / "p"), "--space", "vit", "--max-latency-ms", "1"])
+    assert "not vit" in line and "lut:NAME" in line and "adapt fit --space vit" not in line  # none is shipped for vit
     from predictors import pretrained
 
     unadapted = pretrained.path("nb201")
@@ -272,6 +299,12 @@ def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, cap
 
 def test_predict_needs_one_of_table_or_predictor(ten, capsys):
     assert "one of --table" in error_line(capsys, ["predict", "--space", "nb201", "--arch", "1"])
+
+
+def test_predict_refuses_a_space_option_an_adapted_predictor_does_not_use(fitted, capsys):
+    d, _ = fitted  # --keep-dead-edges builds another network; a predictor adapted to measurements builds none
+    assert "--keep-dead-edges: for a device table (--table)" in error_line(
+        capsys, ["predict", "--predictor", str(d / "board"), "--space", "nb201", "--arch", "1", "--keep-dead-edges"])
 
 
 def test_predictor_that_is_pretrained_or_a_device_table_says_what_to_do(tmp_path, monkeypatch, capsys):
@@ -349,6 +382,11 @@ def test_the_whole_loop_on_this_machine(tmp_path, capsys):
     assert main(["profile", "archs", "--space", "nb201", "--archs", str(todo), "--out", str(measured),
                  "--protocol", "quick", "--no-progress"]) == 0
     assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(measured), "--out", str(pred)]) == 0
+    for named in ("measured.json", "measured.stats.csv"):  # the arch table's other files name it too
+        assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(tmp_path / named), "--out",
+                     str(tmp_path / "again")]) == 0
+        assert hwlat.load_predictor(tmp_path / "again", "nb201").info["measured"] == hwlat.load_predictor(
+            pred, "nb201").info["measured"]
     capsys.readouterr()
     assert main(["predict", "--predictor", str(pred), "--space", "nb201", "--archs", "0:5"]) == 0
     rows = list(csv.DictReader(capsys.readouterr().out.splitlines()))

@@ -39,7 +39,7 @@ def register(sub) -> None:
                        "hwlat adapt fit --space nb201 --measurements measured.csv --out my_board")
     add_space_argument(f, names=adaptable)
     f.add_argument("--measurements", required=True,
-                   help="an arch table (`hwlat profile archs --out`) or any CSV with a key column of the space and a "
+                   help="an arch table (`hwlat profile archs --out`: NAME, or any of its files) or any CSV with a key column of the space and a "
                         "latency column in ms; 3 rows or more (20 recommended)")
     f.add_argument("--device", help="the latency column to use (needed when the file has several)")
     f.add_argument("--out", required=True, help="the predictor to write: OUT.npz (arrays) + OUT.json")

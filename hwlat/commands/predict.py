@@ -135,9 +135,13 @@ def _predict(args: argparse.Namespace) -> int:
         table_only = [flag for flag, given in (("--no-fusion", args.no_fusion), ("--no-regressors", args.no_regressors),
                                                ("--statistic", args.statistic != "median"), ("--as-profiled", args.as_profiled),
                                                ("--top", args.top), ("--jobs", args.jobs)) if given]
+        from nas.spaces import spaces
+
+        table_only += dict.fromkeys(opt.flag for cls in spaces().values() for opt in cls.cli_options  # --keep-dead-edges
+                                    if getattr(args, opt.dest, None) is not None)
         if table_only:
-            raise HwlatError(f"{', '.join(table_only)}: for a device table (--table); an adapted --predictor has no "
-                             "kernels, rows or statistic to choose")
+            raise HwlatError(f"{', '.join(table_only)}: for a device table (--table); an adapted --predictor builds no "
+                             "network and has no kernels, rows or statistic to choose")
         return _predict_adapted(args)
     if args.archs:
         return _predict_many(args)

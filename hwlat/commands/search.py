@@ -91,11 +91,14 @@ VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "thre
 
 
 def ignored_options(args: argparse.Namespace) -> list[str]:
-    """The options given that this search does not use: --verify's without --verify, --as-profiled without a table."""
+    """The options given that this search does not use: --verify's without --verify, --as-profiled without a table,
+    --device without --device-samples."""
     out = [] if args.verify else [f"--{dest.replace('_', '-')}" for dest, default in args.verify_defaults.items()
                                   if getattr(args, dest) != default]
     if args.as_profiled and not args.predictor.startswith("lut:"):
         out.append("--as-profiled")
+    if args.device and not args.device_samples:
+        out.append("--device")
     return out
 
 
@@ -149,7 +152,7 @@ def _search(args: argparse.Namespace) -> int:
     ignored = ignored_options(args)
     if ignored:
         print(f"hwlat: note: {', '.join(ignored)} ignored: --verify's options need --verify, --as-profiled a "
-              "lut:<device table> predictor", file=sys.stderr)
+              "lut:<device table> predictor, --device --device-samples", file=sys.stderr)
     space = get_space(args.space)
     pred, device = build_predictor(args, space)
     if args.save_predictor:
@@ -158,7 +161,6 @@ def _search(args: argparse.Namespace) -> int:
         inner = getattr(pred, "predictor", None)
         if inner is None or not hasattr(inner, "get_params"):
             raise HwlatError(f"--save-predictor: the {pred.name} predictor is not a saveable feature predictor")
-        pred.info = {**getattr(pred, "info", {}), "device": device, "measurements": args.device_samples}
         save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
     c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms)
