@@ -1132,6 +1132,8 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             for role in ROLES:
                 if len(chosen[role]) < want[role] and queues[role]:
                     name = queues[role].pop(0)
+                    if any(name in chosen[r] for r in ROLES):  # a kind with few networks (the transformers):
+                        continue  # a score network is never one the table is calibrated on
                     if measure(role, name, 1):
                         chosen[role].append(name)
         if first_pass_only:

@@ -809,3 +809,23 @@ def test_table_show_reads_a_damaged_record_of_the_rows_as_none(complete_table, t
     table = DeviceTable.load(copy_table(complete_table, tmp_path))
     table.update_meta(profile_device=damaged)
     assert table_stages(DeviceTable.load(table.path))["rows"].endswith(" measured")
+
+
+def test_no_network_is_both_a_calibration_and_a_score_network(tmp_path):
+    """The transformers are a fixed set of 21: the calibration's and the score's draws of them overlap
+    (transformers:deit_ti@r224 is in both), and a network timed for the calibration is never scored."""
+    from hwlat.device_profile import _Clock, _networks_stage
+    from nas.pool import transformer_networks
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    assert "transformers:deit_ti@r224" in set(transformer_networks(3, 1000)) & set(transformer_networks(3, 2000))
+    rt = get_runtime("onnxruntime", threads=1)
+    quick = Protocol.preset("quick")
+    table = DeviceTable.open(tmp_path / "t", rt.device(), rt.table_meta(quick))
+    with table:
+        _networks_stage(rt, table, quick, _Clock(5), ["transformers"], 3, 3, False, first_pass_only=True)
+    nets = read_networks(networks_path(table))
+    roles = {role: {r["network"] for r in nets if r["role"] == role} for role in ("calibration", "score")}
+    assert len(roles["calibration"]) == len(roles["score"]) == 3
+    assert not roles["calibration"] & roles["score"]
