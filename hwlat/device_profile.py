@@ -706,10 +706,12 @@ def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 COPIED_FILES = (".csv", ".networks.csv", ".regressors.json", ".regressors.npz")
 
 
-def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any]) -> Path:
+def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any]
+                ) -> Path | None:
     """`out` as a copy of the table `source` (a shipped name, which stands for this CPU's sibling, or
     a path); refused, before copying, where `out` exists or `source` is of another device than
-    `runtime`'s or was measured with other settings than `meta`'s. Returns the copy's path (without suffix)."""
+    `runtime`'s or was measured with other settings than `meta`'s. Returns the copy's path (without suffix),
+    or None where `out` is a copy of `source` whose recalibration an earlier run left unfinished (resumed)."""
     import shutil
 
     from device_tables.registry import resolve
@@ -723,6 +725,9 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
                          "--runtime, --threads and --precision it was measured with")
     csv_path, json_path = table_paths(out)
     if json_path.exists():  # (its rows without it are a copy cut short: copied anew)
+        mine = DeviceTable.load(csv_path.with_suffix(""))
+        if (mine.meta.get("copied_from") or {}).get("table") == stem.name and not _recalibration(mine).get("finished"):
+            return None  # the same command, run again after a kill or out of time: its recalibration resumes
         raise HwlatError(f"--from {source}: {csv_path.with_suffix('')} exists; choose a new --out (or recalibrate that "
                          "table with --recalibrate alone)")
     diffs = settings_differences(theirs.meta, meta, MEASURING_SETTINGS)

@@ -829,3 +829,24 @@ def test_no_network_is_both_a_calibration_and_a_score_network(tmp_path):
     roles = {role: {r["network"] for r in nets if r["role"] == role} for role in ("calibration", "score")}
     assert len(roles["calibration"]) == len(roles["score"]) == 3
     assert not roles["calibration"] & roles["score"]
+
+
+def test_a_from_copy_cut_short_is_resumed_by_the_same_command(complete_table, tmp_path):
+    """A `--from` run out of time (or killed) says "run the same command again": that command resumes the
+    copy's recalibration instead of refusing the --out it made; a finished copy is still refused."""
+    import hwlat
+    from device_tables.errors import HwlatError
+    from profilers.protocol import Protocol
+
+    new = tmp_path / "mine"
+    kw = dict(start_from=complete_table, threads=1, protocol=Protocol.preset("quick"), targets=["nb201"],
+              calibration_networks=3, score_networks=2, fusion_patterns=PATTERNS, progress=False)
+    short = hwlat.profile_device("onnxruntime", new, minutes=0.3, **kw)  # under FIT_RESERVE_S: no network timed
+    assert short.unfinished["networks"].startswith("0 of 3 calibration and 0 of 2 score networks measured")
+    since = DeviceTable.load(new).meta["profile_device"]["recalibrated"]["since"]
+    result = hwlat.profile_device("onnxruntime", new, minutes=5, **kw)
+    assert result.complete, result.unfinished
+    recalibrated = DeviceTable.load(new).meta["profile_device"]["recalibrated"]
+    assert recalibrated["since"] == since and recalibrated["finished"]  # the same recalibration, finished
+    with pytest.raises(HwlatError, match="exists; choose a new --out"):
+        hwlat.profile_device("onnxruntime", new, minutes=5, **kw)

@@ -80,9 +80,8 @@ def _profile_device(args: argparse.Namespace) -> int:
                                 if args.patterns else None, progress=not args.no_progress, fresh=args.fresh,
                                 remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
     except KeyboardInterrupt:
-        again = ("the same command without --from, with --recalibrate," if args.start_from else "the same command")
-        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run {again} again to resume "
-              "where it stopped", file=sys.stderr)
+        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run the same command again "
+              "to resume where it stopped", file=sys.stderr)
         return 130
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
