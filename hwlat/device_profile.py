@@ -450,6 +450,11 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
             run = _reopened(run, added)
             _say(clock, "fusion", f"the table grows to {', '.join(added)}: rows, networks, regressors, calibration "
                                 f"and score are done again for them; what it has is kept")
+        elif "rows" in (run.get("stages") or {}) and run.get("targets") and set(targets) < set(run["targets"]):
+            # fewer: recorded, they would make the next run with the others "grow" to what the table has
+            targets = list(run["targets"])
+            _say(clock, "fusion", f"the table keeps its targets {','.join(targets)}: --targets adds to a table's "
+                                  "targets, never removes any")
         # Rows a budget cut short are measured on by a run given more minutes than the last (a plain rerun,
         # resuming a later stage, keeps them: the regressors price the kernels without a row).
         grow = bool(_rows_short(table)) and minutes > float(run.get("minutes") or math.inf)

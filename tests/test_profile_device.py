@@ -850,3 +850,22 @@ def test_a_from_copy_cut_short_is_resumed_by_the_same_command(complete_table, tm
     assert recalibrated["since"] == since and recalibrated["finished"]  # the same recalibration, finished
     with pytest.raises(HwlatError, match="exists; choose a new --out"):
         hwlat.profile_device("onnxruntime", new, minutes=5, **kw)
+
+
+def test_fewer_targets_than_a_table_has_keep_its_targets(complete_table, tmp_path, capsys):
+    """A run with --targets a subset of a finished table's kept only those as the table's targets, so the
+    next run with the others "grew" the table to targets it had, measuring rows and networks again."""
+    import hwlat
+    from profilers.protocol import Protocol
+
+    out = copy_table(complete_table, tmp_path)
+    table = DeviceTable.load(out)
+    both = ["nb201", "classic"]  # as if the table had been made for both
+    table.update_meta(profile_device={**table.meta["profile_device"], "targets": both},
+                      sampling={**table.meta["sampling"], "targets": both})
+    hwlat.profile_device("onnxruntime", out, minutes=0.3, threads=1, protocol=Protocol.preset("quick"),
+                         targets=["nb201"], calibration_networks=3, score_networks=2, fusion_patterns=PATTERNS,
+                         progress=False)  # under FIT_RESERVE_S: measures nothing
+    meta = DeviceTable.load(out).meta
+    assert meta["profile_device"]["targets"] == meta["sampling"]["targets"] == both
+    assert "the table keeps its targets nb201,classic" in capsys.readouterr().out
