@@ -842,7 +842,9 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     if not stored:
         why = next(iter(inapplicable_stages(table).values()), None) or (
             f"a --recalibrate began timing them again and has not finished: `{profile_command(table)} --recalibrate` "
-            "finishes it" if _recalibrating(table) else "no `hwlat profile device` run timed any")
+            "finishes it" if _recalibrating(table) else
+            f"{networks_path(table)}, where its run timed them, is gone" if lost_networks(table) else
+            "no `hwlat profile device` run timed any")
         raise HwlatError(f"{table.name} stores no network timings to compare ({why})")
     if networks < 1:
         raise HwlatError(f"--networks {networks}: time at least 1 network")

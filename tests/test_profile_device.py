@@ -869,3 +869,15 @@ def test_fewer_targets_than_a_table_has_keep_its_targets(complete_table, tmp_pat
     meta = DeviceTable.load(out).meta
     assert meta["profile_device"]["targets"] == meta["sampling"]["targets"] == both
     assert "the table keeps its targets nb201,classic" in capsys.readouterr().out
+
+
+def test_drift_of_a_table_whose_networks_file_is_gone_names_the_file(complete_table, tmp_path):
+    """It said "no `hwlat profile device` run timed any", under the warning that the run had timed them."""
+    from device_tables.errors import HwlatError
+    from hwlat.device_profile import drift
+
+    table = DeviceTable.load(copy_table(complete_table, tmp_path))
+    networks_path(table).unlink()
+    with pytest.raises(HwlatError, match=r"stores no network timings to compare \(.*t\.networks\.csv, where its run "
+                                         r"timed them, is gone\)"):
+        drift(table)
