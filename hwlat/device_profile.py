@@ -135,7 +135,9 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
                                      if (short := _rows_short(table)) else "")) if ok else None,
         "regressors": (f"stored, {len(reg.get('families') or [])} kernel families" if reg else None),
         "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
-                        + (f", networks timed again since {since} (--recalibrate)" if (since := _since(table)) else "")
+                        + (f", networks timed again since {since} (--recalibrate"
+                           + (", unfinished: the calibration is of the times before)" if _recalibrating(table) else ")")
+                           if (since := _since(table)) else "")
                         if cal.get("n_models") else None),
         "score": score_line({**score, **passes_apart(table)}) if score.get("networks") else None,
     }
@@ -835,14 +837,16 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     and not in the spread of repeated timings. `HwlatError` for a table that stores no network timings."""
     from nas.pool import onnx_of
 
+    if _recalibrating(table):  # its calibration is of the times before, its counted times are the new ones
+        raise HwlatError(f"{table.name}: a --recalibrate began timing its networks again and has not finished (its "
+                         f"calibration is still of the times before it): `{profile_command(table)} --recalibrate` "
+                         "finishes it")
     stored: dict[str, float] = {}
     for rec in _current_networks(table):
         if rec["status"] == "ok" and rec["median_ms"]:
             stored[rec["network"]] = min(stored.get(rec["network"], math.inf), float(rec["median_ms"]))
     if not stored:
         why = next(iter(inapplicable_stages(table).values()), None) or (
-            f"a --recalibrate began timing them again and has not finished: `{profile_command(table)} --recalibrate` "
-            "finishes it" if _recalibrating(table) else
             f"{networks_path(table)}, where its run timed them, is gone" if lost_networks(table) else
             "no `hwlat profile device` run timed any")
         raise HwlatError(f"{table.name} stores no network timings to compare ({why})")

@@ -702,7 +702,7 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     assert "--from" not in said.out  # a copy of it would not resume here
     t = DeviceTable.load(out)  # a --recalibrate begun and cut off before it timed a network: nothing counts yet
     t.update_meta(profile_device={**t.meta["profile_device"], "recalibrated": {"since": now(), "networks": 5}})
-    with pytest.raises(HwlatError, match=r"stores no network timings.*a --recalibrate began.*--recalibrate` finishes it"):
+    with pytest.raises(HwlatError, match=r"a --recalibrate began.*has not finished.*--recalibrate` finishes it"):
         drift(DeviceTable.load(out))
     with pytest.raises(HwlatError, match="stores no network timings.*one kernel at a time"):
         drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
@@ -881,3 +881,26 @@ def test_drift_of_a_table_whose_networks_file_is_gone_names_the_file(complete_ta
     with pytest.raises(HwlatError, match=r"stores no network timings to compare \(.*t\.networks\.csv, where its run "
                                          r"timed them, is gone\)"):
         drift(table)
+
+
+def test_an_unfinished_recalibration_is_not_compared_against_nor_shown_as_done(complete_table, tmp_path):
+    """A --recalibrate cut short after timing some networks again: the calibration is still of the older
+    times, so this machine's speed is not read against the new ones (it was, and `predict` scaled by a
+    factor against times the calibration never saw), and `table show` says the recalibration is unfinished."""
+    from device_tables.errors import HwlatError
+    from device_tables.table import now
+    from hwlat.device_profile import drift
+
+    out = copy_table(complete_table, tmp_path)
+    t = DeviceTable.load(out)
+    path = networks_path(t)
+    rows = read_networks(path)
+    since = now()
+    t.update_meta(profile_device={**t.meta["profile_device"], "recalibrated": {"since": since, "networks": 5}})
+    time.sleep(1.1)  # time stamps are to the second
+    write_networks(path, rows + [{**rows[0], "pass": "1", "median_ms": str(2 * rows[0]["median_ms"]),
+                                  "measured_at": now()}])  # one network timed again, in a slow spell
+    with pytest.raises(HwlatError, match="has not finished"):
+        drift(DeviceTable.load(out))
+    assert table_stages(DeviceTable.load(out))["calibration"].endswith(
+        f"networks timed again since {since} (--recalibrate, unfinished: the calibration is of the times before)")
