@@ -202,7 +202,8 @@ class DeviceTable:
                         if precision and precision != device.precision else "")
                 raise TableError(
                     f"{json_path} holds device {held!r}, not {device.name!r}; "
-                    f"choose another --out or the same settings to resume{hint}"
+                    f"choose another --out or the same settings to resume{hint}, or pass --fresh to start it again "
+                    "(its files are moved aside)"
                 )
             refuse_other_settings(csv_path.with_suffix(""), stored, meta or {}, MEASURING_SETTINGS)
             _refuse_another_cpu(csv_path.with_suffix(""), stored, device)

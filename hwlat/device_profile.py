@@ -435,8 +435,8 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     meta = {**runtime.table_meta(protocol),
             "sampling": {"method": "adaptive", "targets": list(targets), "per_space": per_space}}
     if start_from is not None:
-        copied = _copy_table(start_from, out, runtime, meta)
-        recalibrate = True
+        copied = _copy_table(start_from, out, runtime, meta, fresh)
+        recalibrate, fresh = True, False  # with --fresh, the old --out was set aside before the copy
     try:
         table = DeviceTable.open(out, runtime.device(), meta, fresh=fresh)  # refuses another protocol
     except HwlatError:
@@ -713,16 +713,19 @@ def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 COPIED_FILES = (".csv", ".networks.csv", ".regressors.json", ".regressors.npz")
 
 
-def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any]
-                ) -> Path | None:
+def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any],
+                fresh: bool = False) -> Path | None:
     """`out` as a copy of the table `source` (a shipped name, which stands for this CPU's sibling, or
     a path); refused, before copying, where `out` exists or `source` is of another device than
     `runtime`'s or was measured with other settings than `meta`'s. Returns the copy's path (without suffix),
-    or None where `out` is a copy of `source` whose recalibration an earlier run left unfinished (resumed)."""
+    or None where `out` is a copy of `source` whose recalibration an earlier run left unfinished (resumed).
+    `fresh`: an existing `out` is set aside (NAME.old-<time>.*) and copied anew."""
     import shutil
 
     from device_tables.registry import resolve
-    from device_tables.table import MEASURING_SETTINGS, settings_differences, table_paths
+    from device_tables.files import set_aside
+    from device_tables.lock import TableLock
+    from device_tables.table import FILE_SUFFIXES, MEASURING_SETTINGS, settings_differences, table_paths
     from predictors.lut.regressors_store import REGRESSORS_SUFFIX
 
     stem = resolve(source)
@@ -731,7 +734,7 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
         raise HwlatError(f"--from {source}: a table of {theirs.device.name}, not of {runtime.device().name}; give the "
                          "--runtime, --threads and --precision it was measured with")
     csv_path, json_path = table_paths(out)
-    if json_path.exists():  # (its rows without it are a copy cut short: copied anew)
+    if json_path.exists() and not fresh:  # (its rows without it are a copy cut short: copied anew)
         mine = DeviceTable.load(csv_path.with_suffix(""))
         if (mine.meta.get("copied_from") or {}).get("table") == stem.name and not _recalibration(mine).get("finished"):
             return None  # the same command, run again after a kill or out of time: its recalibration resumes
@@ -744,6 +747,9 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
                          "--clock)")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     target = csv_path.with_suffix("")
+    if fresh:
+        with TableLock.acquire(target):  # not while another run writes it
+            set_aside(target, FILE_SUFFIXES)
     for suffix in COPIED_FILES:  # the metadata last: a copy cut short is no table, and is copied anew
         src = stem.with_name(stem.name + suffix)
         if src.exists():

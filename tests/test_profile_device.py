@@ -904,3 +904,24 @@ def test_an_unfinished_recalibration_is_not_compared_against_nor_shown_as_done(c
         drift(DeviceTable.load(out))
     assert table_stages(DeviceTable.load(out))["calibration"].endswith(
         f"networks timed again since {since} (--recalibrate, unfinished: the calibration is of the times before)")
+
+
+def test_fresh_with_from_sets_the_old_out_aside_and_another_device_names_fresh(complete_table, tmp_path):
+    """--fresh is "start the --out table again": with --from it was refused ("exists; choose a new --out"),
+    and the refusal of --out of another device did not say that --fresh starts it again."""
+    import hwlat
+    from device_tables.errors import TableError
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    (old := tmp_path / "old").mkdir()
+    out = copy_table(complete_table, old)
+    before = {f.name: f.read_bytes() for f in old.iterdir() if f.name.startswith("t.") and ".lock" not in f.name}
+    hwlat.profile_device("onnxruntime", out, start_from=complete_table, fresh=True, minutes=0.3, threads=1,
+                         protocol=Protocol.preset("quick"), targets=["nb201"], fusion_patterns=PATTERNS, progress=False)
+    assert DeviceTable.load(out).meta["copied_from"]["table"] == complete_table.name
+    aside = {f.name.split(".", 2)[2]: f.read_bytes() for f in old.iterdir() if f.name.startswith("t.old-")}
+    assert aside == {name.split(".", 1)[1]: data for name, data in before.items()}  # nothing lost
+    rt = get_runtime("onnxruntime", threads=2)
+    with pytest.raises(TableError, match="holds device .*, or pass --fresh to start it again"):
+        DeviceTable.open(out, rt.device(), rt.table_meta(Protocol.preset("quick")))
