@@ -430,6 +430,13 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
 
         fusion_patterns = check_patterns(fusion_patterns)
     runtime.check_protocol(protocol)
+    if (recalibrate or remeasure) and start_from is None:  # refused before a table is made: no file left behind
+        from device_tables.table import table_paths
+
+        csv_path, json_path = table_paths(out)
+        if not json_path.exists():
+            raise HwlatError(f"{'--recalibrate' if recalibrate else '--remeasure'}: no table {csv_path.with_suffix('')} "
+                             f"({json_path} not found); give the --out of a table `hwlat profile device` made")
     copied = None
     clock = _Clock(minutes)
     meta = {**runtime.table_meta(protocol),

@@ -526,8 +526,8 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     assert hwlat.profile_device("onnxruntime", out, recalibrate=True, **kw).complete
     assert _instant(DeviceTable.load(out).meta["profile_device"]["recalibrated"]["since"]) > _instant(since)
     assert len(path.read_text().splitlines()) >= len(lines) + 2 * len(ok_before)
-    # A table with no networks has nothing to recalibrate.
-    with pytest.raises(HwlatError, match="no measured networks"):
+    # No table has nothing to recalibrate.
+    with pytest.raises(HwlatError, match="--recalibrate: no table .*empty"):
         hwlat.profile_device("onnxruntime", tmp_path / "empty", recalibrate=True, **kw)
 
 
@@ -925,3 +925,17 @@ def test_fresh_with_from_sets_the_old_out_aside_and_another_device_names_fresh(c
     rt = get_runtime("onnxruntime", threads=2)
     with pytest.raises(TableError, match="holds device .*, or pass --fresh to start it again"):
         DeviceTable.open(out, rt.device(), rt.table_meta(Protocol.preset("quick")))
+
+
+@pytest.mark.parametrize("option", [{"recalibrate": True}, {"remeasure": ["conv2d*"]}])
+def test_recalibrate_or_remeasure_of_no_table_leaves_no_file(tmp_path, option):
+    """A mistyped --out with --recalibrate or --remeasure was refused after an empty table had been made
+    there (and a later `profile device --out` with another --protocol was then refused as a resume)."""
+    import hwlat
+    from device_tables.errors import HwlatError
+    from profilers.protocol import Protocol
+
+    with pytest.raises(HwlatError, match=r"no table .*typo \(.*typo\.json not found\)"):
+        hwlat.profile_device("onnxruntime", tmp_path / "typo", minutes=1, threads=1, protocol=Protocol.preset("quick"),
+                             progress=False, **option)
+    assert list(tmp_path.iterdir()) == []
