@@ -466,9 +466,10 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
                                   "targets, never removes any")
         # Rows a budget cut short are measured on by a run given more minutes than the last (a plain rerun,
         # resuming a later stage, keeps them: the regressors price the kernels without a row).
-        grow = bool(_rows_short(table)) and minutes > float(run.get("minutes") or math.inf)
-        run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
-                   score_networks=score_networks, protocol=protocol.to_dict())
+        # A --recalibrate times networks only: the rows stay, and so does the budget recorded for them.
+        grow = bool(_rows_short(table)) and not recalibrate and minutes > float(run.get("minutes") or math.inf)
+        run.update(minutes=run.get("minutes", minutes) if recalibrate else minutes, targets=list(targets),
+                   calibration_networks=calibration_networks, score_networks=score_networks, protocol=protocol.to_dict())
         table.update_meta(profile_device=run, sampling={**(table.meta.get("sampling") or {}), "targets": list(targets)})
         try:
             if remeasure:

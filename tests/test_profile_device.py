@@ -939,3 +939,23 @@ def test_recalibrate_or_remeasure_of_no_table_leaves_no_file(tmp_path, option):
         hwlat.profile_device("onnxruntime", tmp_path / "typo", minutes=1, threads=1, protocol=Protocol.preset("quick"),
                              progress=False, **option)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_recalibrate_keeps_rows_a_budget_cut_short(complete_table, tmp_path):
+    """--recalibrate given more --minutes than the run that made a table whose rows the budget cut short
+    measured rows on (minutes of them, where the docs say the rows stay and it takes 1-3 minutes)."""
+    import hwlat
+    from profilers.protocol import Protocol
+
+    out = copy_table(complete_table, tmp_path)
+    table = DeviceTable.load(out)
+    run = table.meta["profile_device"]
+    short = {**run["stages"]["rows pass 1"], "unmeasured": 5}  # as if the budget had ended the rows short
+    table.update_meta(profile_device={**run, "minutes": 0.1, "stages": {**run["stages"], "rows pass 1": short}})
+    rows = rows_by_key(out)
+    hwlat.profile_device("onnxruntime", out, recalibrate=True, minutes=0.3, threads=1, protocol=Protocol.preset("quick"),
+                         targets=["nb201"], calibration_networks=3, score_networks=2, fusion_patterns=PATTERNS,
+                         progress=False)
+    assert rows_by_key(out) == rows
+    run = DeviceTable.load(out).meta["profile_device"]
+    assert run["minutes"] == 0.1 and run["stages"]["rows pass 1"]["unmeasured"] == 5  # a plain run measures on
