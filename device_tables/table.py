@@ -202,7 +202,8 @@ class DeviceTable:
                         if precision and precision != device.precision else "")
                 raise TableError(
                     f"{json_path} holds device {held!r}, not {device.name!r}; "
-                    f"choose another --out or the same settings to resume{hint}"
+                    f"choose another --out or the same settings to resume{hint}, or pass --fresh to start it again "
+                    "(its files are moved aside)"
                 )
             refuse_other_settings(csv_path.with_suffix(""), stored, meta or {}, MEASURING_SETTINGS)
             _refuse_another_cpu(csv_path.with_suffix(""), stored, device)
@@ -446,12 +447,13 @@ META_SHAPE: dict[str, str] = {
     "device": "an object",
     **{f"device.{k}": "a string" for k in ("name", "hardware", "runtime", "precision")},
     "device.settings": "an object", "device.settings.*": "a string or a number or true/false",
+    "device.settings.threads": "an integer",
     "device.fingerprint": "an object or null",
     "device.fingerprint.cpu_model": "a string or null", "device.fingerprint.cpu_id": "a string or null",
     "device.fingerprint.cpu_mhz": "a number or null",
     "device.fingerprint.flags": "a list or null", "device.fingerprint.flags.*": "a string",
     "device.fingerprint.packages": "an object or null", "device.fingerprint.packages.*": "a string",
-    "protocol": "an object or null",
+    "protocol": "an object or null", "protocol.clock": "'wall' or 'cpu'",
     "fusion": "an object or null",
     "fusion.fused": "a list", "fusion.fused.*": "a string",
     "fusion.patterns": "an object", "fusion.patterns.*": "an object",

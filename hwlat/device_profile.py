@@ -135,7 +135,9 @@ def table_stages(table: DeviceTable) -> dict[str, str | None]:
                                      if (short := _rows_short(table)) else "")) if ok else None,
         "regressors": (f"stored, {len(reg.get('families') or [])} kernel families" if reg else None),
         "calibration": (f"{cal.get('n_models', 0)} networks, statistic {cal.get('statistic', 'median')}"
-                        + (f", networks timed again since {since} (--recalibrate)" if (since := _since(table)) else "")
+                        + (f", networks timed again since {since} (--recalibrate"
+                           + (", unfinished: the calibration is of the times before)" if _recalibrating(table) else ")")
+                           if (since := _since(table)) else "")
                         if cal.get("n_models") else None),
         "score": score_line({**score, **passes_apart(table)}) if score.get("networks") else None,
     }
@@ -428,13 +430,20 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
 
         fusion_patterns = check_patterns(fusion_patterns)
     runtime.check_protocol(protocol)
+    if (recalibrate or remeasure) and start_from is None:  # refused before a table is made: no file left behind
+        from device_tables.table import table_paths
+
+        csv_path, json_path = table_paths(out)
+        if not json_path.exists():
+            raise HwlatError(f"{'--recalibrate' if recalibrate else '--remeasure'}: no table {csv_path.with_suffix('')} "
+                             f"({json_path} not found); give the --out of a table `hwlat profile device` made")
     copied = None
     clock = _Clock(minutes)
     meta = {**runtime.table_meta(protocol),
             "sampling": {"method": "adaptive", "targets": list(targets), "per_space": per_space}}
     if start_from is not None:
-        copied = _copy_table(start_from, out, runtime, meta)
-        recalibrate = True
+        copied = _copy_table(start_from, out, runtime, meta, fresh)
+        recalibrate, fresh = True, False  # with --fresh, the old --out was set aside before the copy
     try:
         table = DeviceTable.open(out, runtime.device(), meta, fresh=fresh)  # refuses another protocol
     except HwlatError:
@@ -450,11 +459,17 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
             run = _reopened(run, added)
             _say(clock, "fusion", f"the table grows to {', '.join(added)}: rows, networks, regressors, calibration "
                                 f"and score are done again for them; what it has is kept")
+        elif "rows" in (run.get("stages") or {}) and run.get("targets") and set(targets) < set(run["targets"]):
+            # fewer: recorded, they would make the next run with the others "grow" to what the table has
+            targets = list(run["targets"])
+            _say(clock, "fusion", f"the table keeps its targets {','.join(targets)}: --targets adds to a table's "
+                                  "targets, never removes any")
         # Rows a budget cut short are measured on by a run given more minutes than the last (a plain rerun,
         # resuming a later stage, keeps them: the regressors price the kernels without a row).
-        grow = bool(_rows_short(table)) and minutes > float(run.get("minutes") or math.inf)
-        run.update(minutes=minutes, targets=list(targets), calibration_networks=calibration_networks,
-                   score_networks=score_networks, protocol=protocol.to_dict())
+        # A --recalibrate times networks only: the rows stay, and so does the budget recorded for them.
+        grow = bool(_rows_short(table)) and not recalibrate and minutes > float(run.get("minutes") or math.inf)
+        run.update(minutes=run.get("minutes", minutes) if recalibrate else minutes, targets=list(targets),
+                   calibration_networks=calibration_networks, score_networks=score_networks, protocol=protocol.to_dict())
         table.update_meta(profile_device=run, sampling={**(table.meta.get("sampling") or {}), "targets": list(targets)})
         try:
             if remeasure:
@@ -706,14 +721,19 @@ def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
 COPIED_FILES = (".csv", ".networks.csv", ".regressors.json", ".regressors.npz")
 
 
-def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any]) -> Path:
+def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runtime, meta: dict[str, Any],
+                fresh: bool = False) -> Path | None:
     """`out` as a copy of the table `source` (a shipped name, which stands for this CPU's sibling, or
     a path); refused, before copying, where `out` exists or `source` is of another device than
-    `runtime`'s or was measured with other settings than `meta`'s. Returns the copy's path (without suffix)."""
+    `runtime`'s or was measured with other settings than `meta`'s. Returns the copy's path (without suffix),
+    or None where `out` is a copy of `source` whose recalibration an earlier run left unfinished (resumed).
+    `fresh`: an existing `out` is set aside (NAME.old-<time>.*) and copied anew."""
     import shutil
 
     from device_tables.registry import resolve
-    from device_tables.table import MEASURING_SETTINGS, settings_differences, table_paths
+    from device_tables.files import set_aside
+    from device_tables.lock import TableLock
+    from device_tables.table import FILE_SUFFIXES, MEASURING_SETTINGS, settings_differences, table_paths
     from predictors.lut.regressors_store import REGRESSORS_SUFFIX
 
     stem = resolve(source)
@@ -722,7 +742,10 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
         raise HwlatError(f"--from {source}: a table of {theirs.device.name}, not of {runtime.device().name}; give the "
                          "--runtime, --threads and --precision it was measured with")
     csv_path, json_path = table_paths(out)
-    if json_path.exists():  # (its rows without it are a copy cut short: copied anew)
+    if json_path.exists() and not fresh:  # (its rows without it are a copy cut short: copied anew)
+        mine = DeviceTable.load(csv_path.with_suffix(""))
+        if (mine.meta.get("copied_from") or {}).get("table") == stem.name and not _recalibration(mine).get("finished"):
+            return None  # the same command, run again after a kill or out of time: its recalibration resumes
         raise HwlatError(f"--from {source}: {csv_path.with_suffix('')} exists; choose a new --out (or recalibrate that "
                          "table with --recalibrate alone)")
     diffs = settings_differences(theirs.meta, meta, MEASURING_SETTINGS)
@@ -732,6 +755,9 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
                          "--clock)")
     json_path.parent.mkdir(parents=True, exist_ok=True)
     target = csv_path.with_suffix("")
+    if fresh:
+        with TableLock.acquire(target):  # not while another run writes it
+            set_aside(target, FILE_SUFFIXES)
     for suffix in COPIED_FILES:  # the metadata last: a copy cut short is no table, and is copied anew
         src = stem.with_name(stem.name + suffix)
         if src.exists():
@@ -825,14 +851,18 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     and not in the spread of repeated timings. `HwlatError` for a table that stores no network timings."""
     from nas.pool import onnx_of
 
+    if _recalibrating(table):  # its calibration is of the times before, its counted times are the new ones
+        raise HwlatError(f"{table.name}: a --recalibrate began timing its networks again and has not finished (its "
+                         f"calibration is still of the times before it): `{profile_command(table)} --recalibrate` "
+                         "finishes it")
     stored: dict[str, float] = {}
     for rec in _current_networks(table):
         if rec["status"] == "ok" and rec["median_ms"]:
             stored[rec["network"]] = min(stored.get(rec["network"], math.inf), float(rec["median_ms"]))
     if not stored:
         why = next(iter(inapplicable_stages(table).values()), None) or (
-            f"a --recalibrate began timing them again and has not finished: `{profile_command(table)} --recalibrate` "
-            "finishes it" if _recalibrating(table) else "no `hwlat profile device` run timed any")
+            f"{networks_path(table)}, where its run timed them, is gone" if lost_networks(table) else
+            "no `hwlat profile device` run timed any")
         raise HwlatError(f"{table.name} stores no network timings to compare ({why})")
     if networks < 1:
         raise HwlatError(f"--networks {networks}: time at least 1 network")
@@ -1132,6 +1162,8 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
             for role in ROLES:
                 if len(chosen[role]) < want[role] and queues[role]:
                     name = queues[role].pop(0)
+                    if any(name in chosen[r] for r in ROLES):  # a kind with few networks (the transformers):
+                        continue  # a score network is never one the table is calibrated on
                     if measure(role, name, 1):
                         chosen[role].append(name)
         if first_pass_only:

@@ -333,6 +333,8 @@ PREDICT = ("predict", "--space", "nb201", "--arch", "5", "--as-profiled", "--tab
     ("self_score", "x", "self_score is 'x', expected an object or null"),
     ("device.fingerprint", "x", "device.fingerprint is 'x', expected an object or null"),
     ("profile_device.protocol.clock", "x", "profile_device.protocol.clock is 'x', expected 'wall' or 'cpu'"),
+    ("protocol.clock", "sun", "protocol.clock is 'sun', expected 'wall' or 'cpu'"),
+    ("device.settings.threads", "a", "device.settings.threads is 'a', expected an integer"),  # `table drift`: TypeError
 ])
 def test_a_damaged_json_entry_is_one_error_naming_file_and_entry_in_validate_show_and_predict(
         tmp_path, capsys, path, value, named):

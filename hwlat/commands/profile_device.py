@@ -35,7 +35,8 @@ def register(targets) -> None:
     p.add_argument("--targets", default=None,
                    help="networks the rows are chosen for: search spaces, 'classic' and/or 'transformers', comma-separated "
                         f"(default {','.join(target_kinds())}; for --runtime board nb201,fbnet, whose kernels fit a "
-                        "microcontroller); a finished table grows to targets it lacks, keeping its rows and networks")
+                        "microcontroller); a finished table grows to targets it lacks, keeping its rows, networks and "
+                        "targets")
     p.add_argument("--calibration-networks", type=positive_int, default=32,
                    help="whole networks measured to calibrate the table (default 32)")
     p.add_argument("--score-networks", type=positive_int, default=20,
@@ -80,9 +81,8 @@ def _profile_device(args: argparse.Namespace) -> int:
                                 if args.patterns else None, progress=not args.no_progress, fresh=args.fresh,
                                 remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
     except KeyboardInterrupt:
-        again = ("the same command without --from, with --recalibrate," if args.start_from else "the same command")
-        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run {again} again to resume "
-              "where it stopped", file=sys.stderr)
+        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run the same command again "
+              "to resume where it stopped", file=sys.stderr)
         return 130
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
