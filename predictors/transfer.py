@@ -41,7 +41,8 @@ from device_tables.errors import HwlatError
 from predictors.base import (FewShotPredictor, LearnedStateError, check_targets, learned_array, learned_arrays, learned_names,
                              learned_number)
 from predictors.features import FeatureLayout
-from predictors.linear import DEFAULT_NNLS_LAMBDAS, LinearFit, d_optimal, group_ridge_loo, nnls_loo, ridge_loo, stacking_weights, standardize
+from predictors.linear import (DEFAULT_NNLS_LAMBDAS, LinearFit, d_optimal, group_ridge_loo, held_out, nnls_loo, ridge_loo,
+                               stacking_weights, standardize)
 
 log = logging.getLogger(__name__)
 
@@ -65,16 +66,20 @@ def nnls_rel(A: np.ndarray, y: np.ndarray, lam: float, penalty: np.ndarray | Non
 def nnls_rel_loo(A: np.ndarray, y: np.ndarray, lambdas=DEFAULT_NNLS_LAMBDAS,
                  penalties: tuple[np.ndarray | None, ...] = (None,)) -> LinearFit:
     """`nnls_rel` with the penalty (strength x per-column multipliers) of smallest leave-one-out
-    relative error (n refits per candidate); leave-one-out predictions in ms."""
+    relative error (n refits per candidate; folds above `LOO_MAX_ROWS` rows: `held_out`); leave-one-out
+    predictions in ms."""
     A = np.asarray(A, dtype=float)
     y = np.asarray(y, dtype=float)
     n = len(y)
     if n < 3:
         w, b = nnls_rel(A, y, lambdas[-1], penalties[-1]) if n else (np.zeros(A.shape[1]), 0.0)
         return LinearFit(w, b, float(lambdas[-1]), np.zeros(0))
-    def refits(lam, pen):  # leave-one-out predictions (ms) for one penalty
-        return np.array([A[i] @ w + b for i in range(n)
-                         for w, b in [nnls_rel(np.delete(A, i, axis=0), np.delete(y, i), lam, pen)]])
+    def refits(lam, pen):  # leave-one-out predictions (ms) for one penalty (folds above LOO_MAX_ROWS rows)
+        loo = np.empty(n)
+        for test, keep in held_out(n):
+            w, b = nnls_rel(A[keep], y[keep], lam, pen)
+            loo[test] = A[test] @ w + b
+        return loo
 
     trials = [(lam, pen, refits(lam, pen)) for pen, lam in itertools.product(penalties, lambdas)]
     lam, pen, loo = min(trials, key=lambda t: float(np.mean((t[2] / y - 1) ** 2)))
@@ -383,26 +388,27 @@ class TransferPredictor(FewShotPredictor):
         return int(np.argmax(np.nan_to_num(r, nan=-1.0)))
 
     def _device_choices(self, Z: np.ndarray, ly: np.ndarray) -> tuple[int, np.ndarray]:
-        """The best-ranking training device on all shots, and on all shots but each one in turn
-        (memoised per adaptation: the proxy and anchor learners rank the same log ms)."""
+        """The best-ranking training device on all shots, and for each shot the one on all shots
+        but it (folds of many shots: `held_out`) (memoised per adaptation: the proxy and anchor
+        learners rank the same log ms)."""
         key = (Z.shape, ly.tobytes())
         cached = getattr(self, "_choices", None)
         if cached is None or cached[0] != key:
-            n = len(ly)
-            loo = np.array([self._best_device(Z[np.arange(n) != i], ly[np.arange(n) != i]) for i in range(n)], dtype=int)
+            loo = np.zeros(len(ly), dtype=int)
+            for test, keep in held_out(len(ly)):
+                loo[test] = self._best_device(Z[keep], ly[keep])
             cached = (key, self._best_device(Z, ly), loo)
             self._choices = cached
         return cached[1], cached[2]
 
     def _rechosen_loo(self, choices: np.ndarray, j: int, loo: np.ndarray, refit) -> np.ndarray:
         """Leave-one-out predictions of a one-device model (device j) that redo the device choice
-        without the left-out point: where that changes it (``choices[i]``, see `_device_choices`),
-        ``refit(keep, new device, i)`` predicts point i."""
+        without the left-out point (or fold): where that changes it (``choices[i]``, see
+        `_device_choices`), ``refit(kept rows, new device, left-out rows)`` predicts the left-out rows."""
         loo = loo.copy()
-        n = len(choices)
-        for i in range(n if loo.size else 0):
-            if choices[i] != j:  # only then does the left-out point change the choice
-                loo[i] = refit(np.arange(n) != i, int(choices[i]), i)
+        for test, keep in held_out(len(choices) if loo.size else 0):
+            if choices[test[0]] != j:  # only then does leaving them out change the choice
+                loo[test] = refit(keep, int(choices[test[0]]), test)
         return loo
 
     def _fit_proxy(self, Z: np.ndarray, ly: np.ndarray) -> LinearFit:
@@ -415,7 +421,7 @@ class TransferPredictor(FewShotPredictor):
         self._proxy_device = j
         fit = ridge_loo(design(Z[:, j]), ly)
         loo = self._rechosen_loo(choices, j, fit.loo_pred, lambda keep, ji, i: ridge_loo(
-            design(Z[keep, ji]), ly[keep]).predict(design(Z[:, ji])[i:i + 1])[0])
+            design(Z[keep, ji]), ly[keep]).predict(design(Z[i, ji])))
         coef = np.zeros(2 * D)
         coef[j] = fit.coef[0]
         if len(fit.coef) > 1:
@@ -463,9 +469,9 @@ class TransferPredictor(FewShotPredictor):
         T = self._anchor_design(D, j)
         fit = group_ridge_loo(Z @ T, ly, groups, (ANCHOR_PENALTIES,))
 
-        def refit(keep, ji, i):
+        def refit(keep, ji, test):
             Ti = self._anchor_design(D, ji)
-            return group_ridge_loo(Z[keep] @ Ti, ly[keep], groups, ((fit.lam,),)).predict(Z[i:i + 1] @ Ti)[0]
+            return group_ridge_loo(Z[keep] @ Ti, ly[keep], groups, ((fit.lam,),)).predict(Z[test] @ Ti)
 
         loo = self._rechosen_loo(choices, j, fit.loo_pred, refit)
         return LinearFit(T @ fit.coef, fit.intercept, fit.lam, loo)

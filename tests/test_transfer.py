@@ -579,3 +579,38 @@ def test_features_of_another_width_name_the_version_and_what_to_do(tmp_path):
     assert again.layout.meta == {"features_version": 2}
     with pytest.raises(ValueError, match=r"version 2.*retrain"):
         again.adapt(np.hstack([X[:20], X[:20, :1]]), L[:20, 8])
+
+
+def test_many_measurements_fit_by_folds_and_the_primal_form_as_few_do_exactly(monkeypatch):
+    """Above LOO_MAX_ROWS measurements the iterative solvers refit once per fold, not per row, and
+    the group ridge is solved in the primal form (`hwlat adapt fit` on a 3,210-row arch table took
+    minutes, and its n x n inverses grow to gigabytes): the same fit as the dual form's, and a
+    whole adaptation on many shots still ranks the device."""
+    import predictors.linear as linear
+    from predictors.linear import LOO_MAX_ROWS, held_out
+
+    for n in (5, LOO_MAX_ROWS, LOO_MAX_ROWS + 1, 1000):
+        parts = held_out(n)
+        tests = np.concatenate([t for t, _ in parts])
+        assert sorted(tests.tolist()) == list(range(n))  # every row held out exactly once
+        assert all(set(t).isdisjoint(k) and len(t) + len(k) == n for t, k in parts)
+        assert len(parts) == (n if n <= LOO_MAX_ROWS else linear.CV_FOLDS)
+    rng = np.random.default_rng(4)
+    n = 3 * LOO_MAX_ROWS
+    A = rng.normal(size=(n, 12))
+    y = 3 + 2 * A[:, 0] + A[:, 1] + 0.1 * rng.normal(size=n)
+    groups = np.array([-1] * 2 + [0] * 10)
+    primal = linear.group_ridge_loo(A, y, groups, ((0.01, 0.1),))
+    monkeypatch.setattr(linear, "LOO_MAX_ROWS", 10 * n)
+    dual = linear.group_ridge_loo(A, y, groups, ((0.01, 0.1),))
+    monkeypatch.undo()
+    assert primal.lam == dual.lam
+    assert np.allclose(primal.coef, dual.coef, atol=1e-6) and np.isclose(primal.intercept, dual.intercept, atol=1e-6)
+    assert np.allclose(primal.loo_pred, dual.loo_pred, atol=1e-6)
+
+    X, layout, L = family()
+    pred = TransferPredictor(layout).fit(X, L[:, :8])
+    y = 1.4 * L[:, 3] * np.exp(0.01 * rng.standard_normal(len(X)))
+    shots = np.arange(3 * LOO_MAX_ROWS)
+    p = pred.adapt(X[shots], y[shots]).predict(X[600:])
+    assert np.all(np.isfinite(pred.loo_rel_error_)) and spearman(p, y[600:]) > 0.95

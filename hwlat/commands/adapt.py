@@ -101,7 +101,10 @@ def _fit(args: argparse.Namespace) -> int:
     loo = np.asarray(getattr(pred.predictor, "loo_rel_error_", []), dtype=float)
     loo = loo[np.isfinite(loo)]
     if loo.size:
-        print(f"leave-one-out error on the measurements: median {np.median(loo):.1%}, worst {loo.max():.1%}")
+        from predictors.linear import CV_FOLDS, LOO_MAX_ROWS
+
+        how = "leave-one-out" if len(m.ms) <= LOO_MAX_ROWS else f"{CV_FOLDS}-fold cross-validated"
+        print(f"{how} error on the measurements: median {np.median(loo):.1%}, worst {loo.max():.1%}")
     print(f"saved {npz} + {js.name}. Next:\n"
           f"  hwlat predict --predictor {args.out} --space {space.name} --archs random:1000 --out predicted.csv\n"
           f"  hwlat search --predictor {args.out} --space {space.name} --max-latency-ms <budget>")
