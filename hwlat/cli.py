@@ -82,6 +82,11 @@ class _LogHandler(logging.StreamHandler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    # An output that cannot encode ± or µ (PYTHONIOENCODING=ascii, a legacy console) escapes them instead of
+    # ending the command in a UnicodeEncodeError, as Python's own stderr does.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     if argv == ["--version"]:  # without building every command's parser
         from hwlat import __version__
 

@@ -1,0 +1,24 @@
+"""Output hygiene for scripts and CI: what a command writes to a pipe, a log file or a terminal that
+cannot show every character."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def hwlat(*args: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""), **env}
+    return subprocess.run([sys.executable, "-m", "hwlat", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          errors="replace", timeout=120)
+
+
+def test_an_ascii_only_output_gets_the_plus_minus_escaped_not_a_traceback(tmp_path):
+    """`±` in `table show` and `predict` ended the command in a UnicodeEncodeError on an ASCII output."""
+    proc = hwlat("table", "show", "cpu_onnxruntime_fp32_threads1", cwd=tmp_path, PYTHONIOENCODING="ascii")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "\\xb1" in proc.stdout
