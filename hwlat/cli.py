@@ -90,7 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv == ["--version"]:  # without building every command's parser
         from hwlat import __version__
 
-        print(f"hwlat {__version__}")
+        try:
+            print(f"hwlat {__version__}")
+        except BrokenPipeError:  # as below
+            sys.stderr.close()
         return 0
     parser = build_parser(argv)
     args = parser.parse_args(argv)

@@ -22,3 +22,15 @@ def test_an_ascii_only_output_gets_the_plus_minus_escaped_not_a_traceback(tmp_pa
     proc = hwlat("table", "show", "cpu_onnxruntime_fp32_threads1", cwd=tmp_path, PYTHONIOENCODING="ascii")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
     assert "\\xb1" in proc.stdout
+
+
+def test_version_into_a_closed_pipe_is_quiet(tmp_path):
+    """`hwlat --version | true`: the fast path of --version printed a BrokenPipeError traceback."""
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before hwlat writes
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "--version"], cwd=tmp_path, stdout=write, stderr=subprocess.PIPE,
+                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    finally:
+        os.close(write)
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
