@@ -103,6 +103,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not getattr(sys.stderr, "isatty", lambda: False)():  # a log file or a pipe: a bar redrawn ten times a
+        args.no_progress = True  # second fills it with one endless line; the lines that say what was done stay
     # SIGTERM (`kill`, a batch system's time limit, `timeout`) stops a command as Ctrl-C does: files
     # being replaced are cleaned up and the user is told what was kept, instead of a silent death.
     on_term = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None

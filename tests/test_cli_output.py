@@ -34,3 +34,12 @@ def test_version_into_a_closed_pipe_is_quiet(tmp_path):
     finally:
         os.close(write)
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_redirected_standard_error_gets_no_progress_bar(tmp_path):
+    """A CI log (stderr not a terminal) filled with a bar redrawn ten times a second, one endless line."""
+    proc = hwlat("predict", "--space", "nb201", "--archs", "random:20", "--table", "cpu_onnxruntime_fp32_threads1",
+                 "--as-profiled", "--out", "p.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "%|" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
+    assert "p.csv: 20 architectures predicted" in proc.stdout  # what was done is still said
