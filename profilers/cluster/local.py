@@ -87,8 +87,10 @@ class LocalLab:
     def _spawn(self, args: Sequence[str], tag: str) -> WorkerProcess:
         self._count += 1
         log_path = self.root / f"{self._count:02d}-{tag}.log"
+        # TMPDIR: what a worker killed by `kill_worker` leaves in its temp folder (its devices' lock file, an
+        # ORT profile folder of a measurement cut short) goes with the lab's own temp folder in `close`.
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
-                   RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+                   RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), TMPDIR=self.temp_dir)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
         args = [*args, "--log-file", str(log_path.with_suffix(".ray.log"))]
