@@ -43,3 +43,25 @@ def test_a_redirected_standard_error_gets_no_progress_bar(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "%|" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
     assert "p.csv: 20 architectures predicted" in proc.stdout  # what was done is still said
+
+
+def test_ctrl_c_while_workers_predict_says_interrupted_without_their_tracebacks(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group) on `predict --archs` with --jobs 2: every forked worker
+    printed 'Process ForkPoolWorker-N:' and a traceback of its own under 'hwlat: interrupted'."""
+    import signal
+    import time
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    proc = subprocess.Popen([sys.executable, "-m", "hwlat", "predict", "--space", "nb201", "--archs", "random:15000",
+                             "--table", "cpu_onnxruntime_fp32_threads1", "--as-profiled", "--jobs", "2", "--out", "p.csv"],
+                            cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    out = tmp_path / "p.csv"
+    deadline = time.monotonic() + 120
+    while proc.poll() is None and time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 200):
+        time.sleep(0.05)  # the workers' rows are arriving
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "ForkPoolWorker" not in err and "Traceback" not in err, err
+    assert err.rstrip().endswith("hwlat: interrupted")
