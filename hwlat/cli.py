@@ -173,6 +173,8 @@ def run_script(main: Callable[[], int | None]) -> int:
 
 
 def command_parser(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
-    """A subcommand parser whose --help ends with an example."""
-    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    """A subcommand parser whose --help ends with an example, and that takes -v after the command too."""
+    p = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more diagnostics (-vv for debug)")
+    return p

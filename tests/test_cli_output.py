@@ -65,3 +65,12 @@ def test_ctrl_c_while_workers_predict_says_interrupted_without_their_tracebacks(
     assert proc.returncode == 130, err
     assert "ForkPoolWorker" not in err and "Traceback" not in err, err
     assert err.rstrip().endswith("hwlat: interrupted")
+
+
+def test_verbose_after_the_command_counts_as_before_it():
+    """`hwlat table list -v` was refused: 'unrecognized arguments: -v' (only `hwlat -v table list` worked)."""
+    from hwlat.cli import build_parser
+
+    for argv, level in ((["table", "list", "-vv"], 2), (["-v", "table", "list"], 1), (["table", "list"], 0),
+                        (["predict", "--classic", "resnet18", "-v", "--table", "t"], 1)):
+        assert build_parser(argv).parse_args(argv).verbose == level, argv
