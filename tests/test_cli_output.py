@@ -74,3 +74,25 @@ def test_verbose_after_the_command_counts_as_before_it():
     for argv, level in ((["table", "list", "-vv"], 2), (["-v", "table", "list"], 1), (["table", "list"], 0),
                         (["predict", "--classic", "resnet18", "-v", "--table", "t"], 1)):
         assert build_parser(argv).parse_args(argv).verbose == level, argv
+
+
+def test_an_output_over_a_tables_own_file_is_refused_and_the_table_kept(tmp_path):
+    """`adapt suggest --out measured.csv` (or predict --out, search/profile model --json) wrote over the CSV of
+    the arch table `profile archs --out measured` had measured: its latencies were gone, without a word."""
+    from device_tables.device import Device
+    from device_tables.measurement import Measurement
+    from device_tables.ops import OpSpec
+    from device_tables.table import DeviceTable
+
+    t = DeviceTable(Device.make("cpu", "onnxruntime", "fp32", fingerprint={"cpu_model": "test"}, threads=1))
+    t.append(OpSpec.make("relu", (1, 4, 8, 8)), Measurement.from_samples([0.01, 0.011, 0.012]))
+    t.save(tmp_path / "measured")
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for args in (("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "measured.csv"),
+                 ("predict", "--space", "nb201", "--archs", "random:2", "--table", "cpu_onnxruntime_fp32_threads1",
+                  "--as-profiled", "--out", "measured.csv")):
+        proc = hwlat(*args, cwd=tmp_path)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert "measured.csv is a file of the table measured" in proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    assert hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "other.csv", cwd=tmp_path).returncode == 0
