@@ -122,7 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile")  # the commands that store as they measure
+        # the commands that store into their --out as they measure (not `profile model`, which stores nothing)
+        measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile") and bool(getattr(args, "out", None))
                      or bool(getattr(args, "verify", False) and getattr(args, "verify_out", None)))  # search --verify-out
         print("hwlat: interrupted" + ("; what was measured is stored: run the same command again to go on where it "
                                       "stopped" if measuring else ""), file=sys.stderr)

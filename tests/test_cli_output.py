@@ -96,3 +96,34 @@ def test_an_output_over_a_tables_own_file_is_refused_and_the_table_kept(tmp_path
         assert "measured.csv is a file of the table measured" in proc.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
     assert hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "other.csv", cwd=tmp_path).returncode == 0
+
+
+def test_an_interrupted_profile_model_does_not_claim_to_have_stored_anything(tmp_path, capsys):
+    """Ctrl-C in `profile model` (which writes nothing until it ends) said 'what was measured is stored: run the
+    same command again to go on where it stopped', as the profile commands that store into --out do."""
+    import signal
+
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from hwlat.cli import main
+
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, 8, 16, 16]) for n in "xy")
+    w = helper.make_tensor("w", TensorProto.FLOAT, [8, 8, 3, 3], np.ones(8 * 8 * 9, dtype="float32"))
+    conv = helper.make_node("Conv", ["x", "w"], ["y"], pads=[1, 1, 1, 1], kernel_shape=[3, 3])
+    onnx.save(helper.make_model(helper.make_graph([conv], "g", [x], [y], [w]), opset_imports=[helper.make_opsetid("", 13)]),
+              tmp_path / "m.onnx")
+
+    def ctrl_c(signum, frame):
+        raise KeyboardInterrupt
+
+    was = signal.signal(signal.SIGALRM, ctrl_c)
+    signal.setitimer(signal.ITIMER_REAL, 1.0)  # wherever it falls, the command is running: main handles it
+    try:
+        code = main(["profile", "model", str(tmp_path / "m.onnx"), "--runtime", "onnxruntime", "--runs", "100000000"])
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, was)
+    err = capsys.readouterr().err
+    assert code == 130 and err.rstrip().endswith("hwlat: interrupted"), err
