@@ -601,3 +601,15 @@ def test_workers_leave_no_lock_file_in_the_temp_folder_stopped_or_killed(tmp_pat
         lab.stop_worker(stopped)
         assert not locks(stopped)
     assert not locks(killed)
+
+
+@pytest.mark.slow
+def test_a_lab_without_a_root_removes_the_temp_folder_it_made():
+    """The fleet tutorial's `with LocalLab() as lab:` left a /tmp/hwlat-lab-* folder of logs behind each time."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    from profilers.cluster.local import LocalLab
+
+    with LocalLab() as lab:
+        root = lab.root
+        assert root.is_dir() and any(root.iterdir())  # the head's log
+    assert not root.exists()

@@ -63,6 +63,7 @@ class LocalLab:
     def __init__(self, root: str | os.PathLike | None = None, fast_failure_detection: bool = True,
                  object_store_mb: int = 80, start_timeout_s: float = 180.0):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        self.made_root = root is None  # a temp folder of its own, removed on leaving `with` without an error
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="hwlat-lab-"))
         self.root.mkdir(parents=True, exist_ok=True)
         # Ray's socket paths must stay short (108 bytes): its session folder lives in a short temp dir.
@@ -81,8 +82,12 @@ class LocalLab:
         self.start_head()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.close()
+        if self.made_root and exc_type is None:  # after an error, its workers' logs stay for the error to name
+            import shutil
+
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _spawn(self, args: Sequence[str], tag: str) -> WorkerProcess:
         self._count += 1
