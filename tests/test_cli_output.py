@@ -78,7 +78,8 @@ def test_verbose_after_the_command_counts_as_before_it():
 
 def test_an_output_over_a_tables_own_file_is_refused_and_the_table_kept(tmp_path):
     """`adapt suggest --out measured.csv` (or predict --out, search/profile model --json) wrote over the CSV of
-    the arch table `profile archs --out measured` had measured: its latencies were gone, without a word."""
+    the arch table `profile archs --out measured` had measured: its latencies were gone, without a word; and
+    `adapt fit --out measured` over its metadata (measured.json)."""
     from device_tables.device import Device
     from device_tables.measurement import Measurement
     from device_tables.ops import OpSpec
@@ -87,13 +88,15 @@ def test_an_output_over_a_tables_own_file_is_refused_and_the_table_kept(tmp_path
     t = DeviceTable(Device.make("cpu", "onnxruntime", "fp32", fingerprint={"cpu_model": "test"}, threads=1))
     t.append(OpSpec.make("relu", (1, 4, 8, 8)), Measurement.from_samples([0.01, 0.011, 0.012]))
     t.save(tmp_path / "measured")
+    (tmp_path / "ms.csv").write_text("nb201_index,ms\n" + "".join(f"{i},{1 + i / 10}\n" for i in range(5)))
     kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
-    for args in (("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "measured.csv"),
-                 ("predict", "--space", "nb201", "--archs", "random:2", "--table", "cpu_onnxruntime_fp32_threads1",
-                  "--as-profiled", "--out", "measured.csv")):
+    for args, file in ((("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "measured.csv"), "measured.csv"),
+                       (("predict", "--space", "nb201", "--archs", "random:2", "--table", "cpu_onnxruntime_fp32_threads1",
+                         "--as-profiled", "--out", "measured.csv"), "measured.csv"),
+                       (("adapt", "fit", "--space", "nb201", "--measurements", "ms.csv", "--out", "measured"), "measured.json")):
         proc = hwlat(*args, cwd=tmp_path)
         assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
-        assert "measured.csv is a file of the table measured" in proc.stderr
+        assert f"{file} is a file of the table measured" in proc.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
     assert hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "other.csv", cwd=tmp_path).returncode == 0
 
