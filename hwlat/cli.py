@@ -87,16 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
-    if argv == ["--version"]:  # without building every command's parser
+    if argv == ["--version"]:  # without building every command's parser; a closed or full output as any command's
         from hwlat import __version__
 
-        try:
-            print(f"hwlat {__version__}")
-        except BrokenPipeError:  # as below
-            sys.stderr.close()
-        return 0
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+        parser, args = None, argparse.Namespace(verbose=0, func=lambda _: print(f"hwlat {__version__}", flush=True))
+    else:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
     handler = _LogHandler()
     handler.setFormatter(_LogFormat())
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)], handlers=[handler])

@@ -130,3 +130,16 @@ def test_an_interrupted_profile_model_does_not_claim_to_have_stored_anything(tmp
         signal.signal(signal.SIGALRM, was)
     err = capsys.readouterr().err
     assert code == 130 and err.rstrip().endswith("hwlat: interrupted"), err
+
+
+def test_version_onto_a_full_device_is_one_error_line(tmp_path):
+    """`hwlat --version > /dev/full` ended in an OSError traceback, where other commands say one line and exit 1."""
+    if not os.path.exists("/dev/full"):
+        import pytest
+
+        pytest.skip("no /dev/full here")
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "--version"], cwd=tmp_path, stdout=full, stderr=subprocess.PIPE,
+                              text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.strip() == "hwlat: error: [Errno 28] No space left on device"
