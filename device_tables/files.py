@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import errno
+import json
 import logging
 import os
 import re
@@ -59,6 +60,22 @@ def make_parent(path: Path) -> None:
         raise WriteError(f"cannot write {path}: {os_reason(exc)}") from None
     if path.is_dir():
         raise WriteError(f"cannot write {path}: [Errno {errno.EISDIR}] {os.strerror(errno.EISDIR)}")
+
+
+def make_output(path: Path) -> None:
+    """`make_parent` for a command's output file (--out, --json), refusing one of a table's own files
+    (``NAME.csv`` or ``NAME.json`` where ``NAME.json`` is a device or arch table's metadata): written
+    over, what the table measured was lost."""
+    meta = path.with_suffix(".json")
+    if path.suffix in (".csv", ".json") and path.exists():
+        try:
+            stored = json.loads(meta.read_text())
+        except (OSError, ValueError):
+            stored = None
+        if isinstance(stored, dict) and "device" in stored:
+            raise WriteError(f"{path} is a file of the table {path.with_suffix('')}: writing it would lose what "
+                             "the table holds; choose another path")
+    make_parent(path)
 
 
 def atomic_write_text(path: Path, text: str) -> None:

@@ -82,19 +82,26 @@ class _LogHandler(logging.StreamHandler):
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    if argv == ["--version"]:  # without building every command's parser
+    # An output that cannot encode ± or µ (PYTHONIOENCODING=ascii, a legacy console) escapes them instead of
+    # ending the command in a UnicodeEncodeError, as Python's own stderr does.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
+    if argv == ["--version"]:  # without building every command's parser; a closed or full output as any command's
         from hwlat import __version__
 
-        print(f"hwlat {__version__}")
-        return 0
-    parser = build_parser(argv)
-    args = parser.parse_args(argv)
+        parser, args = None, argparse.Namespace(verbose=0, func=lambda _: print(f"hwlat {__version__}", flush=True))
+    else:
+        parser = build_parser(argv)
+        args = parser.parse_args(argv)
     handler = _LogHandler()
     handler.setFormatter(_LogFormat())
     logging.basicConfig(level=[logging.WARNING, logging.INFO, logging.DEBUG][min(args.verbose, 2)], handlers=[handler])
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if not getattr(sys.stderr, "isatty", lambda: False)():  # a log file or a pipe: a bar redrawn ten times a
+        args.no_progress = True  # second fills it with one endless line; the lines that say what was done stay
     # SIGTERM (`kill`, a batch system's time limit, `timeout`) stops a command as Ctrl-C does: files
     # being replaced are cleaned up and the user is told what was kept, instead of a silent death.
     on_term = signal.signal(signal.SIGTERM, _terminated) if threading.current_thread() is threading.main_thread() else None
@@ -116,7 +123,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile")  # the commands that store as they measure
+        # the commands that store into their --out as they measure (not `profile model`, which stores nothing)
+        measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile") and bool(getattr(args, "out", None))
                      or bool(getattr(args, "verify", False) and getattr(args, "verify_out", None)))  # search --verify-out
         print("hwlat: interrupted" + ("; what was measured is stored: run the same command again to go on where it "
                                       "stopped" if measuring else ""), file=sys.stderr)
@@ -167,6 +175,8 @@ def run_script(main: Callable[[], int | None]) -> int:
 
 
 def command_parser(sub, name: str, help: str, example: str, **kwargs) -> argparse.ArgumentParser:
-    """A subcommand parser whose --help ends with an example."""
-    return sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
-                          formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    """A subcommand parser whose --help ends with an example, and that takes -v after the command too."""
+    p = sub.add_parser(name, help=help, description=f"{help}\n\nexample:\n  {example}",
+                       formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+    p.add_argument("-v", "--verbose", action="count", default=argparse.SUPPRESS, help="more diagnostics (-vv for debug)")
+    return p

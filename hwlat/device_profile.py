@@ -988,11 +988,12 @@ def _drift_ratios(table: DeviceTable) -> dict[str, float]:
     if not can_fork():
         return drift(table).ratios
     import multiprocessing
+    import signal
 
     global _drift_table
     _drift_table = table  # the child has it as this process has it: nothing to pickle
     try:
-        with multiprocessing.get_context("fork").Pool(1) as pool:
+        with multiprocessing.get_context("fork").Pool(1, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:  # as many.py's
             ratios, error = pool.apply(_drift_in_child)
     finally:
         _drift_table = None

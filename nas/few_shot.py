@@ -283,7 +283,7 @@ def fit(space: Space | str, measurements: str | os.PathLike | Measurements, devi
 
 def save(pred: FeaturePredictor, path: str | os.PathLike) -> tuple[Path, Path]:
     """Write an adapted predictor as ``PATH.npz`` + ``PATH.json`` (arrays + JSON, no pickles)."""
-    from device_tables.files import make_parent, writing
+    from device_tables.files import make_output, make_parent, writing
     from hwlat import __version__
     from predictors.io import paths, save as save_file
 
@@ -294,7 +294,8 @@ def save(pred: FeaturePredictor, path: str | os.PathLike) -> tuple[Path, Path]:
     if needs_adaptation(pred):
         raise PredictorSpaceError(f"the {pred.name} predictor is not adapted to a device; fit it first")
     info = {**getattr(pred, "info", {}), "space": pred.space.name, "hwlat_version": __version__}
-    npz, _ = paths(path)
+    npz, js = paths(path)
+    make_output(js)  # a PATH.json that is a table's metadata is refused
     make_parent(npz)
     with writing(npz):
         return save_file(pred.predictor, path, info=info)

@@ -563,3 +563,53 @@ def test_a_sweep_with_no_configuration_of_the_device_precision_is_an_error_namin
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "hwlat: error: device f (cpu/" in proc.stderr
     assert "runs none of the 179 configurations: they are int8, not of its precision" in proc.stderr
+
+
+@pytest.mark.slow
+def test_workers_leave_no_lock_file_in_the_temp_folder_stopped_or_killed(tmp_path):
+    """Every `hwlat worker` left its devices' lock file (hwlat-worker-PID-*.lock) in /tmp: on a clean
+    stop, and from every lab worker `LocalLab.close` kills."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    import tempfile
+
+    import ray
+
+    from profilers.cluster.driver import connect, disconnect, profile_ops_cluster
+    from profilers.cluster.local import LocalLab
+
+    from profilers.runtimes import get_runtime
+    from profilers.sweeps import load_sweep
+
+    runtime = _runtime()
+    (tmp_path / "sweep.yaml").write_text(SWEEP)
+    specs = get_runtime(runtime, threads=1).accepts(load_sweep(tmp_path / "sweep.yaml"))[:2]
+
+    def locks(w) -> list[str]:
+        return [f"{d}/{n}" for d in (tempfile.gettempdir(), lab.temp_dir) if os.path.isdir(d)
+                for n in os.listdir(d) if n.startswith(f"hwlat-worker-{w.process.pid}")]
+
+    with LocalLab(tmp_path / "logs") as lab:
+        stopped, killed = lab.start_worker(f"s={runtime}:threads=1"), lab.start_worker(f"k={runtime}:threads=1")
+        connect(lab.address)
+        try:
+            result = profile_ops_cluster(specs, tmp_path / "t", devices=["s", "k"], protocol=TEST_PROTOCOL, address=None,
+                                         progress=False)
+        finally:
+            if ray.is_initialized():
+                disconnect()
+        assert result.ok, result.problems()
+        lab.stop_worker(stopped)
+        assert not locks(stopped)
+    assert not locks(killed)
+
+
+@pytest.mark.slow
+def test_a_lab_without_a_root_removes_the_temp_folder_it_made():
+    """The fleet tutorial's `with LocalLab() as lab:` left a /tmp/hwlat-lab-* folder of logs behind each time."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    from profilers.cluster.local import LocalLab
+
+    with LocalLab() as lab:
+        root = lab.root
+        assert root.is_dir() and any(root.iterdir())  # the head's log
+    assert not root.exists()

@@ -404,6 +404,22 @@ def test_bench_prints_tables_and_json(nb201_table, tmp_path, capsys):
     assert set(rep["shots_curve"]) == {"0", "5"}
 
 
+def test_bench_json_of_a_device_whose_latencies_are_all_equal_is_strict_json(nb201_table, tmp_path, capsys):
+    """Its Spearman is undefined: --json wrote NaN, which JSON has not (JavaScript, jq --strict refuse it)."""
+    path, df = nb201_table
+    flat = tmp_path / "flat.csv"
+    df.assign(flat=5.0).to_csv(flat, index=False)
+    out = tmp_path / "r.json"
+    assert main(_bench(flat, "--json", str(out), test=["flat", "new0"], methods="ridge")) == 0
+    capsys.readouterr()
+
+    def refuse(constant):
+        raise ValueError(f"{constant} is not JSON")
+
+    rep = json.loads(out.read_text(), parse_constant=refuse)
+    assert rep["methods"]["ridge"]["devices"]["flat"]["spearman_mean"] is None
+
+
 def test_bench_with_no_measurement_of_the_test_devices_prints_only_the_ranking(nb201_table, capsys):
     """--shots 0 --reference 0: no test-device ms to scale to; its MAPE (601,857,565% for macs) meant nothing."""
     path, _ = nb201_table

@@ -63,7 +63,7 @@ def at_least_3(text: str) -> int:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from device_tables.files import atomic_write_text, make_parent
+    from device_tables.files import atomic_write_text, make_output
     from nas.few_shot import suggest
     from nas.spaces import get_space
 
@@ -77,7 +77,7 @@ def _suggest(args: argparse.Namespace) -> int:
     for r in records:
         w.writerow([r[c] for c in columns])
     out = Path(args.out)
-    make_parent(out)
+    make_output(out)
     atomic_write_text(out, buf.getvalue())
     print(f"{out}: {len(archs)} {space.name} architectures to measure, most informative first. Next:\n"
           f"  hwlat profile archs --space {space.name} --archs {out} --out measured   (on the device, or measure them "

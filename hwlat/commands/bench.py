@@ -185,9 +185,21 @@ def _transfer(args: argparse.Namespace) -> int:
     if args.json:
         from device_tables.files import atomic_write_text
 
-        atomic_write_text(Path(args.json), json.dumps(report, indent=2, default=float))
+        atomic_write_text(Path(args.json), json.dumps(_finite(report), indent=2, allow_nan=False))
         print(f"\nwrote {args.json}")
     return 0
+
+
+def _finite(value):
+    """`value` with numpy numbers as Python's and each NaN or infinity as None (null): JSON has no NaN, which
+    `json.dumps` would write and other parsers refuse (a Spearman of a device whose latencies are all equal)."""
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_finite(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    return value if not isinstance(value, float) or np.isfinite(value) else None
 
 
 def _one_blas_thread():

@@ -220,12 +220,12 @@ def _write_rows(args: argparse.Namespace, items: list, rows: Iterable[tuple[dict
     import contextlib
     import csv
 
-    from device_tables.files import make_parent, writing
+    from device_tables.files import make_output, writing
 
     keys = list(dict.fromkeys(k for it in items for k in it.record))
     out_path = Path(args.out) if args.out else None
     if out_path:
-        make_parent(out_path)
+        make_output(out_path)
     with writing(out_path) if out_path else contextlib.nullcontext():  # a closed pipe stays a BrokenPipeError
         out = open(out_path, "w", newline="") if out_path else sys.stdout
         try:

@@ -222,12 +222,12 @@ def _profile_model(args: argparse.Namespace) -> int:
     from device_tables.graph import parse_input_shapes
     from profilers.runtimes import get_runtime
 
-    from device_tables.files import atomic_write_text, make_parent
+    from device_tables.files import atomic_write_text, make_output
 
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     shape = parse_input_shapes(args.input_shape)
     if args.json:  # a path that cannot be written is said before the measurement, not after it
-        make_parent(Path(args.json))
+        make_output(Path(args.json))
     prof = runtime.profile_model(args.model, protocol=protocol_from_args(args, runtime.cpu_clock_ok), input_shape=shape,
                                  profile_runs=args.runs)
     print(prof.format(top=args.top))

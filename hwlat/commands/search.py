@@ -146,9 +146,9 @@ def _search(args: argparse.Namespace) -> int:
     from nas.spaces import get_space
 
     if args.json:  # a path that cannot be written is said before the search, not after it
-        from device_tables.files import make_parent
+        from device_tables.files import make_output
 
-        make_parent(Path(args.json))
+        make_output(Path(args.json))
     ignored = ignored_options(args)
     if ignored:
         print(f"hwlat: note: {', '.join(ignored)} ignored: --verify's options need --verify, --as-profiled a "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import socket
@@ -45,7 +46,7 @@ def register(sub) -> None:
 def _worker(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from profilers.cluster.worker import (
-        ClusterError, DeviceAd, RayNode, advertise, import_ray, match_ray_auth, withdraw,
+        ClusterError, DeviceAd, RayNode, advertise, import_ray, match_ray_auth, withdraw, worker_lock_path,
     )
 
     if args.list:
@@ -124,6 +125,8 @@ def _worker(args: argparse.Namespace) -> int:
             if ray.is_initialized():
                 ray.shutdown()
             node.stop()
+            with contextlib.suppress(OSError):  # its devices' actors are gone with the node
+                os.remove(worker_lock_path())
 
 
 NAME_CLASH_GRACE_S = 45.0

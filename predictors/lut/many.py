@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gc
 import multiprocessing
+import signal
 import sys
 from typing import Any, Callable, Iterator, Sequence
 
@@ -50,7 +51,8 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
                 lut.fit()
             yield _predict_one(lut, space, archs[0], keep)
             _work = (lut, space, archs, keep)
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            # The workers leave Ctrl-C to this process, whose pool ends them: each printed a traceback of its own.
+            with multiprocessing.get_context("fork").Pool(jobs, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
                 for chunk in pool.imap(_predict_chunk, range(1, len(archs), CHUNK)):
                     yield from chunk
         else:

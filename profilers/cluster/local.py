@@ -63,6 +63,7 @@ class LocalLab:
     def __init__(self, root: str | os.PathLike | None = None, fast_failure_detection: bool = True,
                  object_store_mb: int = 80, start_timeout_s: float = 180.0):
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        self.made_root = root is None  # a temp folder of its own, removed on leaving `with` without an error
         self.root = Path(root) if root is not None else Path(tempfile.mkdtemp(prefix="hwlat-lab-"))
         self.root.mkdir(parents=True, exist_ok=True)
         # Ray's socket paths must stay short (108 bytes): its session folder lives in a short temp dir.
@@ -81,14 +82,20 @@ class LocalLab:
         self.start_head()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, exc_type, *exc) -> None:
         self.close()
+        if self.made_root and exc_type is None:  # after an error, its workers' logs stay for the error to name
+            import shutil
+
+            shutil.rmtree(self.root, ignore_errors=True)
 
     def _spawn(self, args: Sequence[str], tag: str) -> WorkerProcess:
         self._count += 1
         log_path = self.root / f"{self._count:02d}-{tag}.log"
+        # TMPDIR: what a worker killed by `kill_worker` leaves in its temp folder (its devices' lock file, an
+        # ORT profile folder of a measurement cut short) goes with the lab's own temp folder in `close`.
         env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", PYTHONUNBUFFERED="1",
-                   RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"))
+                   RAY_AUTH_MODE=os.environ.get("RAY_AUTH_MODE", "disabled"), TMPDIR=self.temp_dir)
         root = str(Path(__file__).resolve().parents[2])
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH", "")]))
         args = [*args, "--log-file", str(log_path.with_suffix(".ray.log"))]

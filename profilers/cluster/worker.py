@@ -286,6 +286,11 @@ class DeviceActor:
                           os.getpid(), started, finished)
 
 
+def worker_lock_path() -> str:
+    """The file the devices of this worker process take turns on (`host_lock`); `hwlat worker` removes it when it stops."""
+    return os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}.lock")
+
+
 def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[str, Any] | None = None,
               timeout_s: float = 120.0) -> dict[str, Any]:
     """Start (or re-adopt) the detached actor of each device; returns name -> description.
@@ -295,7 +300,7 @@ def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[s
     one with another spec is replaced.
     """
     ray = import_ray()
-    lock_path = None if parallel else os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}-{time.time_ns()}.lock")
+    lock_path = None if parallel else worker_lock_path()
     cls = ray.remote(DeviceActor)
 
     def create(ad: DeviceAd, adopt: bool) -> Any:
