@@ -207,6 +207,13 @@ def test_resolve_archs_specs(tmp_path):
     f.write_text("12\nnot-an-arch\n")
     with pytest.raises(ArchError, match=r"keys.txt, line 2"):
         resolve_archs(NB, str(f))
+    table = tmp_path / "table.csv"  # an arch table's bad or empty key is named by file and row
+    table.write_text(f"arch_str,ms\n{NB.from_index(3).arch_str},1.0\n|bogus|,2.0\n")
+    with pytest.raises(ArchError, match=r"table.csv, row 2 \(after the header\): malformed"):
+        resolve_archs(NB, str(table))
+    table.write_text(f"arch_str,ms\n{NB.from_index(3).arch_str},1.0\n,2.0\n")
+    with pytest.raises(ArchError, match=r"table.csv, row 2 \(after the header\): no arch_str$"):
+        resolve_archs(NB, str(table))
     ofa = get_space("ofa")
     assert len(resolve_archs(ofa, "random:4", seed=0)) == 4
     with pytest.raises(ArchError, match=r"vit architectures have no index here.*give random:N, architecture keys"):

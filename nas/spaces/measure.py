@@ -169,8 +169,14 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
 
         df = pd.read_csv(path, dtype=str)
         out = []
-        for rec in df.to_dict("records"):
-            arch = space.parse(rec[space.key_column])
+        for row, rec in enumerate(df.to_dict("records"), start=1):
+            key = rec[space.key_column]
+            try:
+                if key != key:  # an empty cell, read as NaN
+                    raise ArchError(f"no {space.key_column}")
+                arch = space.parse(key)
+            except ArchError as exc:
+                raise ArchError(f"{path}, row {row} (after the header): {exc}") from None
             extra = {"help_row": int(rec["help_row"])} if "help_row" in rec and rec["help_row"] == rec["help_row"] else {}
             out.append(ArchItem(arch, {**space.key_record(arch), **extra}))
         return out
