@@ -111,6 +111,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
         return 1
+    except MemoryError as exc:  # numpy names the size asked for: "Unable to allocate 160. TiB for an array ..."
+        print(f"hwlat: error: not enough memory ({exc or type(exc).__name__}); ask for less (fewer architectures: a "
+              "smaller -n or random:N)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile")  # the commands that store as they measure
                      or bool(getattr(args, "verify", False) and getattr(args, "verify_out", None)))  # search --verify-out
