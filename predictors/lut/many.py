@@ -14,6 +14,7 @@ from __future__ import annotations
 import gc
 import multiprocessing
 import sys
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from device_tables.device import usable_cores
@@ -24,6 +25,7 @@ CHUNK = 100  # architectures a worker predicts at a time (each chunk comes back 
 _NOT_FORK_SAFE = ("torch", "onnxruntime", "tensorflow", "ai_edge_litert", "jax")
 
 _work: tuple | None = None  # (predictor, space, archs, keep) for forked workers
+_forking = threading.Lock()  # held from setting `_work` until the workers have forked
 
 
 def can_fork() -> bool:
@@ -49,15 +51,19 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
             if lut.use_regressors and lut.regressors is None:
                 lut.fit()
             yield _predict_one(lut, space, archs[0], keep)
-            _work = (lut, space, archs, keep)
-            with multiprocessing.get_context("fork").Pool(jobs) as pool:
+            with _forking:  # the workers fork with this call's work, not another thread's
+                _work = (lut, space, archs, keep)
+                try:
+                    pool = multiprocessing.get_context("fork").Pool(jobs)
+                finally:
+                    _work = None
+            with pool:
                 for chunk in pool.imap(_predict_chunk, range(1, len(archs), CHUNK)):
                     yield from chunk
         else:
             for a in archs:
                 yield _predict_one(lut, space, a, keep)
     finally:
-        _work = None
         if was:
             gc.enable()
 
