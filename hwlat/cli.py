@@ -122,6 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
         return 1
+    except MemoryError as exc:  # numpy names the size asked for: "Unable to allocate 160. TiB for an array ..."
+        print(f"hwlat: error: not enough memory ({exc or type(exc).__name__}); ask for less (fewer architectures: a "
+              "smaller -n or random:N)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # the commands that store into their --out as they measure (not `profile model`, which stores nothing)
         measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile") and bool(getattr(args, "out", None))

@@ -434,6 +434,10 @@ class _StoredFamilies(Mapping):
         # arrays), once; a forked process opens its own (an open file's position is shared).
         self._arrays: tuple[int, object] | None = None
 
+    def __getstate__(self) -> dict:
+        """Pickled (joblib, a spawned worker) without the open file, which does not pickle: the copy opens its own."""
+        return {**self.__dict__, "_arrays": None}
+
     def __getitem__(self, name: str) -> FamilyRegressor:
         if name not in self.loaded:
             meta = self.metas[name]  # a KeyError for a family the file does not hold, as a dict gives

@@ -207,6 +207,19 @@ def test_resolve_archs_specs(tmp_path):
     f.write_text("12\nnot-an-arch\n")
     with pytest.raises(ArchError, match=r"keys.txt, line 2"):
         resolve_archs(NB, str(f))
+    table = tmp_path / "table.csv"  # an arch table's bad or empty key is named by file and row
+    table.write_text(f"arch_str,ms\n{NB.from_index(3).arch_str},1.0\n|bogus|,2.0\n")
+    with pytest.raises(ArchError, match=r"table.csv, row 2 \(after the header\): malformed"):
+        resolve_archs(NB, str(table))
+    table.write_text(f"arch_str,ms\n{NB.from_index(3).arch_str},1.0\n,2.0\n")
+    with pytest.raises(ArchError, match=r"table.csv, row 2 \(after the header\): no arch_str$"):
+        resolve_archs(NB, str(table))
+    table.write_text("nb201_index,ms\n12,1.0\n13,2.0\n")  # another key column, as `hwlat adapt fit` takes it
+    assert [i.arch.index for i in resolve_archs(NB, str(table))] == [12, 13]
+    fb = get_space("fbnet")
+    arch = fb.sample(1, seed=0)[0]
+    table.write_text(f"fbnet_ops22,ms\n{fb.key_record(arch)['fbnet_ops22']},1.0\n")
+    assert [fb.key(i.arch) for i in resolve_archs(fb, str(table))] == [fb.key(arch)]
     ofa = get_space("ofa")
     assert len(resolve_archs(ofa, "random:4", seed=0)) == 4
     with pytest.raises(ArchError, match=r"vit architectures have no index here.*give random:N, architecture keys"):

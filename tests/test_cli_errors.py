@@ -435,6 +435,29 @@ def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path)
     assert "interrupted; what was measured is stored: run the same command again" in err
 
 
+def test_a_sample_too_large_for_memory_is_one_message(tmp_path):
+    proc = hwlat("space", "sample", "--space", "fbnet", "-n", str(10**15), cwd=tmp_path)  # > any address space
+    assert_user_error(proc, "not enough memory", "Unable to allocate", "a smaller -n")
+
+
+def test_an_interrupted_predict_archs_leaves_its_out_file_as_it_was(tmp_path):
+    import argparse
+    from types import SimpleNamespace
+
+    from hwlat.commands.predict import _write_rows
+
+    out = tmp_path / "pred.csv"
+    out.write_text("the last run's predictions\n")
+
+    def rows():
+        yield {"k": 1}, ["1.0"]
+        raise KeyboardInterrupt  # Ctrl-C or SIGTERM while predicting
+
+    with pytest.raises(KeyboardInterrupt):
+        _write_rows(argparse.Namespace(out=str(out)), [SimpleNamespace(record={"k": 1})], rows(), ["predicted_ms"])
+    assert out.read_text() == "the last run's predictions\n" and list(tmp_path.iterdir()) == [out]
+
+
 @pytest.mark.parametrize("flags, words", [
     (("--adaptive", "--budget", "10", "--sweep", "quick"), "--sweep and --adaptive: give one"),
     (("--sweep", "quick", "--budget", "10"), "--budget counts the op measurements of --adaptive"),

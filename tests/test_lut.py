@@ -113,6 +113,21 @@ def test_regressors_recover_a_synthetic_cost_function_and_round_trip(tmp_path):
     assert not list(tmp_path.glob("*.pkl"))
 
 
+def test_stored_regressors_pickle_after_use(tmp_path):
+    """A predictor whose stored regressors have been read pickles (joblib, a spawned worker): the open
+    npz file stays behind and the copy opens its own."""
+    import pickle
+
+    rng = np.random.default_rng(1)
+    specs = list(dict.fromkeys(_conv_specs(rng, 60)))
+    KernelRegressors(n_members=4).fit(specs, [synthetic_ms(s) for s in specs]).save(tmp_path / "reg")
+    stored = KernelRegressors.load(tmp_path / "reg")
+    want = stored.predict(specs[:5])  # opens the npz file
+    again = pickle.loads(pickle.dumps(stored))
+    np.testing.assert_allclose(again.predict(specs[:5]), want)
+    np.testing.assert_allclose(again.predict(specs[5:10]), stored.predict(specs[5:10]))
+
+
 # ---- lookup-table predictions -------------------------------------------------------------------
 def _space_graphs():
     from nas.spaces import get_space

@@ -267,3 +267,32 @@ def test_predictions_shared_among_forked_workers_equal_those_of_one_process(tmp_
         assert main(["predict", "--space", "nb201", "--archs", "random:230", "--seed", "11", "--table", ORT,
                      "--out", str(tmp_path / f"jobs{jobs}.csv"), "--no-progress", "--jobs", jobs]) == 0
     assert (tmp_path / "jobs1.csv").read_text() == (tmp_path / "jobs2.csv").read_text()
+
+
+def test_predict_archs_called_from_threads_at_once_predicts_each_calls_own_archs(tmp_path):
+    """Threads predicting different architectures at once (a thread pool of a NAS loop), each with
+    forked workers: every call gets its own architectures' predictions (the workers once forked with
+    whichever call had last set the shared work)."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import threading\n"
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import hwlat\n"
+        "from hwlat.api import _arch_list, _space\n"
+        "from predictors.lut import LUTPredictor\n"
+        "from predictors.lut.many import predict_archs\n"
+        f"sp = _space('nb201'); lut = LUTPredictor(hwlat.load_table({ORT!r})).fit()\n"
+        "lists = [_arch_list(sp, 'random:300', seed) for seed in range(4)]\n"
+        "start = threading.Barrier(4)\n"
+        "def run(archs):\n"
+        "    start.wait()\n"
+        "    return [p.total_ms for p in predict_archs(lut, sp, archs, jobs=2)]\n"
+        "for _ in range(3):\n"
+        "    with ThreadPoolExecutor(4) as ex:\n"
+        "        got = list(ex.map(run, lists))\n"
+        "    assert got == [[p.total_ms for p in predict_archs(lut, sp, a, jobs=1)] for a in lists]\n")
+    subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
+                   cwd=Path(__file__).resolve().parent.parent)

@@ -216,23 +216,26 @@ def _predict_adapted(args: argparse.Namespace) -> int:
 
 def _write_rows(args: argparse.Namespace, items: list, rows: Iterable[tuple[dict, list[str]]], names: list[str]) -> None:
     """The CSV of --archs, to --out or standard output: the key columns of `items`, then `names`;
-    each row written as `rows` yields it."""
-    import contextlib
+    each row written as `rows` yields it. --out is replaced whole at the end: an interrupted run
+    leaves the file as it was."""
     import csv
 
-    from device_tables.files import make_output, writing
+    from device_tables.files import atomic_write, make_output, writing
 
     keys = list(dict.fromkeys(k for it in items for k in it.record))
+
+    def write(out) -> None:
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(keys + names)
+        for record, values in rows:
+            w.writerow([record.get(k, "") for k in keys] + values)
+
     out_path = Path(args.out) if args.out else None
-    if out_path:
+    if out_path is None:
+        write(sys.stdout)  # a closed pipe stays a BrokenPipeError
+    elif out_path.is_symlink() or out_path.exists() and not out_path.is_file():  # /dev/stdout, a pipe: as it goes
+        with writing(out_path), open(out_path, "w", newline="") as out:
+            write(out)
+    else:
         make_output(out_path)
-    with writing(out_path) if out_path else contextlib.nullcontext():  # a closed pipe stays a BrokenPipeError
-        out = open(out_path, "w", newline="") if out_path else sys.stdout
-        try:
-            w = csv.writer(out, lineterminator="\n")
-            w.writerow(keys + names)
-            for record, values in rows:
-                w.writerow([record.get(k, "") for k in keys] + values)
-        finally:
-            if out_path:
-                out.close()
+        atomic_write(out_path, write, binary=False)

@@ -164,13 +164,21 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
     except UnicodeDecodeError as exc:
         raise ArchError(f"{path}: not UTF-8 text (byte {exc.start}); expected architecture keys") from None
     lines = [ln.strip() for ln in text if ln.strip() and not ln.startswith("#")]
-    if lines and space.key_column in lines[0].split(","):
+    header = lines[0].split(",") if lines else []  # any key column, as `hwlat adapt fit` reads them
+    column = next((c for c in (space.key_column, *space.key_columns) if c in header and c != "help_row"), None)
+    if column:
         import pandas as pd
 
         df = pd.read_csv(path, dtype=str)
         out = []
-        for rec in df.to_dict("records"):
-            arch = space.parse(rec[space.key_column])
+        for row, rec in enumerate(df.to_dict("records"), start=1):
+            key = rec[column]
+            try:
+                if key != key:  # an empty cell, read as NaN
+                    raise ArchError(f"no {column}")
+                arch = space.parse(key)
+            except ArchError as exc:
+                raise ArchError(f"{path}, row {row} (after the header): {exc}") from None
             extra = {"help_row": int(rec["help_row"])} if "help_row" in rec and rec["help_row"] == rec["help_row"] else {}
             out.append(ArchItem(arch, {**space.key_record(arch), **extra}))
         return out

@@ -15,6 +15,7 @@ import gc
 import multiprocessing
 import signal
 import sys
+import threading
 from typing import Any, Callable, Iterator, Sequence
 
 from device_tables.device import usable_cores
@@ -25,6 +26,7 @@ CHUNK = 100  # architectures a worker predicts at a time (each chunk comes back 
 _NOT_FORK_SAFE = ("torch", "onnxruntime", "tensorflow", "ai_edge_litert", "jax")
 
 _work: tuple | None = None  # (predictor, space, archs, keep) for forked workers
+_forking = threading.Lock()  # held from setting `_work` until the workers have forked
 
 
 def can_fork() -> bool:
@@ -50,16 +52,20 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
             if lut.use_regressors and lut.regressors is None:
                 lut.fit()
             yield _predict_one(lut, space, archs[0], keep)
-            _work = (lut, space, archs, keep)
-            # The workers leave Ctrl-C to this process, whose pool ends them: each printed a traceback of its own.
-            with multiprocessing.get_context("fork").Pool(jobs, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:
+            with _forking:  # the workers fork with this call's work, not another thread's
+                _work = (lut, space, archs, keep)
+                try:
+                    # The workers leave Ctrl-C to this process, whose pool ends them: each printed a traceback of its own.
+                    pool = multiprocessing.get_context("fork").Pool(jobs, signal.signal, (signal.SIGINT, signal.SIG_IGN))
+                finally:
+                    _work = None
+            with pool:
                 for chunk in pool.imap(_predict_chunk, range(1, len(archs), CHUNK)):
                     yield from chunk
         else:
             for a in archs:
                 yield _predict_one(lut, space, a, keep)
     finally:
-        _work = None
         if was:
             gc.enable()
 
