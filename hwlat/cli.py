@@ -113,18 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
-    except MemoryError as exc:  # a last resort: e.g. the inputs of a huge --input-shape
-        print(f"hwlat: error: out of memory ({str(exc) or 'MemoryError'}); a smaller --input-shape or batch may fit",
-              file=sys.stderr)
-        return 1
     except OSError as exc:  # a last resort: writers raise a `WriteError` naming the path themselves
         from device_tables.files import os_reason
 
         print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
         return 1
     except MemoryError as exc:  # numpy names the size asked for: "Unable to allocate 160. TiB for an array ..."
-        print(f"hwlat: error: not enough memory ({exc or type(exc).__name__}); ask for less (fewer architectures: a "
-              "smaller -n or random:N)", file=sys.stderr)
+        print(f"hwlat: error: out of memory, not enough for what was asked ({exc or type(exc).__name__}); ask for "
+              "less: fewer architectures (a smaller -n or random:N), a smaller --input-shape or batch", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         # the commands that store into their --out as they measure (not `profile model`, which stores nothing)

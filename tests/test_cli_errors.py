@@ -437,7 +437,7 @@ def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path)
 
 def test_a_sample_too_large_for_memory_is_one_message(tmp_path):
     proc = hwlat("space", "sample", "--space", "fbnet", "-n", str(10**15), cwd=tmp_path)  # > any address space
-    assert_user_error(proc, "not enough memory", "Unable to allocate", "a smaller -n")
+    assert_user_error(proc, "out of memory", "Unable to allocate", "a smaller -n")
 
 
 def test_an_interrupted_predict_archs_leaves_its_out_file_as_it_was(tmp_path):
