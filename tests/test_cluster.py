@@ -613,3 +613,12 @@ def test_a_lab_without_a_root_removes_the_temp_folder_it_made():
         root = lab.root
         assert root.is_dir() and any(root.iterdir())  # the head's log
     assert not root.exists()
+
+
+def test_the_ports_a_lab_hands_out_are_never_one_port_twice():
+    """The OS gives a just-released port again; a lab's head got the same port for two of Ray's
+    listeners and failed to start."""
+    from profilers.cluster.local import free_port
+
+    ports = [free_port() for _ in range(2000)]
+    assert len(set(ports)) == len(ports)

@@ -30,10 +30,20 @@ FAST_FAILURE_DETECTION = {"health_check_period_ms": 1000, "health_check_failure_
                           "health_check_timeout_ms": 1000}
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A loopback port free now that this process has not handed out before: the OS gives a port
+    just released again (139 repeats in 2,000 draws), and Ray refused a lab whose dashboard agent
+    and metrics ports had come out the same."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 @dataclass
