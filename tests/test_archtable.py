@@ -338,3 +338,19 @@ def test_profile_archs_killed_between_passes_resumes_without_measuring_again(tmp
     for it in items:
         key = NB.key(it.arch)
         assert col[key] == pytest.approx(1.2 if key in slow else 1.1)  # the quieter pass
+
+
+def test_repeated_architectures_are_taken_once_and_the_repeats_counted(tmp_path, caplog):
+    """A file of 100k rows holding 15,596 architectures said only "15596 architectures predicted"."""
+    from nas.spaces.measure import resolve_archs
+
+    f = tmp_path / "keys.txt"
+    f.write_text("5\n7\n5\n5\n")
+    with caplog.at_level("WARNING"):
+        items = resolve_archs(NB, str(f))
+    assert [i.arch.index for i in items] == [5, 7]
+    assert "2 repeated architecture(s) left out, each is taken once (2 architectures)" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        resolve_archs(NB, "0:5")
+    assert "repeated" not in caplog.text
