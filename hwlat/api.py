@@ -168,14 +168,19 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
 
 
 def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime", protocol: str | Protocol | None = None,
-                  input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None,
+                  input_shape: str | Sequence[int] | Mapping[str, str | Sequence[int]] | None = None,
                   **settings: Any) -> ModelProfile | WholeModel:
     """`hwlat profile model`: whole-model latency and the runtime's per-node breakdown of an ONNX file
     (a `ModelProfile`; ``.format()`` prints it), or the whole model only on a runtime without a
     per-node profile (torch, LiteRT: a `WholeModel`). `input_shape` sizes dynamic inputs: one shape,
     or a name -> shape mapping for a model of several inputs."""
+    from device_tables.errors import ModelError
+
+    if not isinstance(path, (str, os.PathLike)):
+        raise ModelError(f"profile_model takes the path of a model file, not a {type(path).__name__}; save it first "
+                         "(a torch module: torch.onnx.export)")
     rt = _runtime(runtime, settings)
-    return rt.profile_model(str(path), protocol=_protocol(rt, protocol), input_shape=input_shape)
+    return rt.profile_model(str(path), protocol=_protocol(rt, protocol), input_shape=_shapes(input_shape))
 
 
 def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Sequence[str] | None = None,
@@ -199,11 +204,12 @@ def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Seq
 
 # ---- predicting --------------------------------------------------------------------------------
 def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Space | None = None,
-            input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None, as_profiled: bool = False) -> Prediction:
+            input_shape: str | Sequence[int] | Mapping[str, str | Sequence[int]] | None = None, as_profiled: bool = False) -> Prediction:
     """A network's latency on a profiled device (`Prediction`: ``.latency_ms``, the breakdown
     ``.kernels``, ``.partial``, the uncertainty ``.sigma_ms``). `model` is an ONNX path, bytes or
     ``onnx.ModelProto``, a `Graph`, or an architecture (object or key) of `space`; `input_shape`
-    sizes its dynamic inputs (one shape, or a name -> shape mapping: ``{"input_ids": (1, 128), ...}``).
+    sizes its dynamic inputs (one shape, or a name -> shape mapping: ``{"input_ids": (1, 128), ...}``; a
+    shape may be written as on the command line, ``"1x3x224x224"``).
     A CPU table of this machine's kind predicts at this machine's speed now (``.speed``; `hwlat predict`),
     unless `as_profiled`."""
     from predictors.lut import LUTPredictor
@@ -211,8 +217,20 @@ def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Spa
     if space is not None:
         sp = _space(space)
         model = sp.graph(sp.arch(model))
-    graph = LUTPredictor.graph_of(model, input_shape)  # a bad model is named before the table is read and timed
+    graph = LUTPredictor.graph_of(model, _shapes(input_shape))  # a bad model is named before the table is read and timed
     return _lut(table, as_profiled).predict_graph(graph)
+
+
+def _shapes(input_shape: Any) -> Any:
+    """An `input_shape` as the command line writes it too (``"1x3x224x224"``, ``{"input_ids": "1x128"}``)
+    as the shapes it stands for; other values as given."""
+    from device_tables.graph import parse_shape
+
+    if isinstance(input_shape, str):
+        return parse_shape(input_shape)
+    if isinstance(input_shape, Mapping):
+        return {k: parse_shape(v) if isinstance(v, str) else v for k, v in input_shape.items()}
+    return input_shape
 
 
 def _lut(table: str | os.PathLike | DeviceTable, as_profiled: bool) -> Any:

@@ -358,3 +358,28 @@ def test_a_path_that_names_no_file_is_one_clear_error(where, tmp_path, monkeypat
         with pytest.raises(HwlatError, match=f"^{re.escape(where)} (names|is) a folder"):
             call()
     assert list(tmp_path.iterdir()) == []
+
+
+def test_input_shapes_as_the_command_line_writes_them_and_a_module_for_a_path_are_named(tmp_path):
+    """`hwlat.predict(..., input_shape="1x3x8x8")` was a bare ValueError from int(), and
+    `hwlat.profile_model(torch_module)` said "<module repr>: no such file"."""
+    import onnx
+    import torch
+    from onnx import TensorProto, helper
+
+    import hwlat
+    from device_tables.errors import ModelError
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3, "h", "w"])])
+    model = tmp_path / "dyn.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(model))
+    table = hwlat.load_table("cpu_onnxruntime_fp32_threads1")
+    as_text = hwlat.predict(str(model), table, input_shape="1x3x32x32", as_profiled=True)
+    assert as_text.latency_ms == hwlat.predict(str(model), table, input_shape=(1, 3, 32, 32), as_profiled=True).latency_ms
+    assert hwlat.predict(str(model), table, input_shape={"x": "1x3x32x32"}, as_profiled=True).latency_ms == as_text.latency_ms
+    with pytest.raises(ModelError, match="input shape '1x3xh' is not dimensions"):
+        hwlat.predict(str(model), table, input_shape="1x3xh")
+    with pytest.raises(ModelError, match="takes the path of a model file, not a ReLU"):
+        hwlat.profile_model(torch.nn.ReLU())
