@@ -273,6 +273,9 @@ def fit(space: Space | str, measurements: str | os.PathLike | Measurements, devi
     if isinstance(predictor, str) and predictor == "pretrained":
         predictor = load_arch_predictor(predictor, sp)  # a space without one is refused before the file is read
     m = measurements if isinstance(measurements, Measurements) else read_measurements(measurements, sp, device)
+    if len(m.ms) and np.ptp(m.ms) == 0:  # fitted, it predicted 4.2 ms ± 0.0004 for every architecture
+        log.warning("all %d measured latencies are %g ms: nothing to learn how architectures differ from, so every "
+                    "prediction is that; check the latency column (%s)", len(m.ms), m.ms[0], m.path or "given in Python")
     pred = adapt(predictor, sp, m.archs, m.ms, min_rows=MIN_MEASUREMENTS)
     pred.name = f"{sp.name} transfer adapted to {m.device}"
     pred.info = {"space": sp.name, "device": m.device, "measurements": str(m.path or "given in Python"),

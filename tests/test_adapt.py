@@ -420,3 +420,17 @@ def test_adapt_takes_a_saved_predictors_path_and_names_what_it_cannot_adapt(ten)
         hwlat.adapt("nb201", archs, ms, predictor="lut:cpu_onnxruntime_fp32_threads1")
     with pytest.raises(TypeError, match="a int cannot be adapted to a device: give 'pretrained'"):
         hwlat.adapt("nb201", archs, ms, predictor=5)
+
+
+def test_measurements_that_are_all_equal_are_fitted_with_a_warning(ten, caplog):
+    """All latencies 4.2 fitted silently and predicted 4.2 ms ± 0.0004 for every architecture."""
+    d, archs, ms = ten
+    path = write_measurements(d / "m.csv", archs, ["4.2"] * len(archs))
+    with caplog.at_level("WARNING"):
+        assert main(_fit_argv(path, d / "p")) == 0
+    assert f"all {len(archs)} measured latencies are 4.2 ms: nothing to learn how architectures differ from" in caplog.text
+    caplog.clear()
+    path = write_measurements(d / "m.csv", archs, [f"{v:.4f}" for v in ms])
+    with caplog.at_level("WARNING"):
+        assert main(_fit_argv(path, d / "p")) == 0
+    assert "measured latencies are" not in caplog.text
