@@ -56,10 +56,14 @@ def test_ctrl_c_while_workers_predict_says_interrupted_without_their_tracebacks(
                              "--table", "cpu_onnxruntime_fp32_threads1", "--as-profiled", "--jobs", "2", "--out", "p.csv"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    out = tmp_path / "p.csv"
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 200):
+
+    def rows() -> int:  # --out is written to a temporary file beside it and renamed at the end
+        return sum(f.read_text().count("\n") for f in tmp_path.glob(".p.csv.tmp*"))
+
+    while proc.poll() is None and time.monotonic() < deadline and rows() < 200:
         time.sleep(0.05)  # the workers' rows are arriving
+    assert proc.poll() is None, "predict ended before it could be interrupted"
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
