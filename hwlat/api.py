@@ -24,10 +24,14 @@ Runtimes and spaces are given by name (built-in or a plugin's, `hwlat.plugins`) 
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
 from nas.constraints import LatencyConstraint
+
+log = logging.getLogger(__name__)
+_WARNED: set[str] = set()  # the tables whose warnings were logged (once per process)
 
 if TYPE_CHECKING:
     from device_tables.kernels import FusionRules
@@ -234,12 +238,18 @@ def _shapes(input_shape: Any) -> Any:
 
 
 def _lut(table: str | os.PathLike | DeviceTable, as_profiled: bool) -> Any:
-    """The lookup-table predictor of `table`, at this machine's speed now unless `as_profiled`."""
+    """The lookup-table predictor of `table`, at this machine's speed now unless `as_profiled`; what
+    `hwlat predict` warns of the table (a missing stage, another machine's table) is logged once."""
     from device_tables.table import DeviceTable
-    from hwlat.device_profile import at_speed_now
+    from hwlat.device_profile import at_speed_now, table_warnings
     from predictors.lut import LUTPredictor
 
-    return at_speed_now(LUTPredictor(table if isinstance(table, DeviceTable) else load_table(table)), as_profiled)
+    table = table if isinstance(table, DeviceTable) else load_table(table)
+    if str(table.path) not in _WARNED:
+        _WARNED.add(str(table.path))
+        for line in table_warnings(table):
+            log.warning("%s", line)
+    return at_speed_now(LUTPredictor(table), as_profiled)
 
 
 def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | os.PathLike | DeviceTable,

@@ -829,6 +829,7 @@ class Drift:
 
     table: str
     ratios: dict[str, float]
+    other_machine: bool = False  # the table was measured on another machine (`machine_differences`)
 
     @property
     def median(self) -> float:
@@ -836,8 +837,9 @@ class Drift:
 
     def describe(self) -> str:
         r = sorted(self.ratios.values())
-        state = ("as when the table was made" if abs(self.median - 1) <= DRIFT_TOLERANCE else
-                 f"{'slower' if self.median > 1 else 'faster'} than when the table was made: its predictions "
+        then = "the machine the table was made on" if self.other_machine else "when the table was made"
+        state = (f"as {then}" if abs(self.median - 1) <= DRIFT_TOLERANCE else
+                 f"{'slower' if self.median > 1 else 'faster'} than {then}: its predictions "
                  f"are {'low' if self.median > 1 else 'high'} by about that much now")
         return (f"{len(r)} of {self.table}'s own networks time now at {self.median:.2f}x their stored times "
                 f"(median; {r[0]:.2f}-{r[-1]:.2f}): this machine runs {state}")
@@ -874,7 +876,8 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     run = table.meta.get("profile_device", {})
     protocol = Protocol.from_dict(run["protocol"]) if run.get("protocol") else runtime.default_protocol()
     names = sorted(stored)[:: max(1, len(stored) // networks)][:networks]
-    return Drift(table.name, {n: runtime.time_model(onnx_of(n), protocol).median_ms / stored[n] for n in names})
+    return Drift(table.name, {n: runtime.time_model(onnx_of(n), protocol).median_ms / stored[n] for n in names},
+                 bool(machine_differences(table)))
 
 
 # This machine's speed now (`speed_now`): a reading (`drift`, 6 networks) is taken when the newest is

@@ -671,7 +671,7 @@ def test_predict_archs_uses_every_core_after_timing_this_machines_speed(complete
     assert int(timed) > 0 and loaded == str(sys.platform != "linux")  # elsewhere nothing forks: timed here
 
 
-def test_drift_times_the_tables_own_networks_again_against_their_stored_times(complete_table, tmp_path, capsys):
+def test_drift_times_the_tables_own_networks_again_against_their_stored_times(complete_table, tmp_path, capsys, caplog):
     """`hwlat table drift`: a few of the networks the table stored, timed again with its protocol; a table
     whose stored times are 4x what this machine runs reads as made on a slower machine (this one runs
     faster now), and one that stores no network timings (a board's) is refused naming why."""
@@ -700,6 +700,14 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     assert "measured on another machine (CPU 'Some Other CPU'" in said.err
     assert "it compares two machines; a table of this one: hwlat profile device --runtime onnxruntime" in said.out
     assert "--from" not in said.out  # a copy of it would not resume here
+    assert "than the machine the table was made on" in said.out and "when the table was made" not in said.out
+    import hwlat.api
+
+    hwlat.api._WARNED.discard(str(out))
+    with caplog.at_level("WARNING", logger="hwlat.api"):  # the API says what `hwlat predict` warns of, once
+        hwlat.predict(0, out, space="nb201", as_profiled=True)
+        hwlat.predict(1, out, space="nb201", as_profiled=True)
+    assert caplog.text.count("measured on another machine (CPU 'Some Other CPU'") == 1
     t = DeviceTable.load(out)  # a --recalibrate begun and cut off before it timed a network: nothing counts yet
     t.update_meta(profile_device={**t.meta["profile_device"], "recalibrated": {"since": now(), "networks": 5}})
     with pytest.raises(HwlatError, match=r"a --recalibrate began.*has not finished.*--recalibrate` finishes it"):
