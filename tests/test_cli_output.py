@@ -143,3 +143,21 @@ def test_version_onto_a_full_device_is_one_error_line(tmp_path):
                               text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == "hwlat: error: [Errno 28] No space left on device"
+
+
+def test_an_output_beside_json_that_is_no_table_is_written(tmp_path):
+    """`profile model m.onnx --json prof.json`, run again, was refused as 'a file of the table prof': the
+    breakdown names a "device", which was all the check looked for (so was a CSV beside such a JSON)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    for _ in range(2):
+        proc = hwlat("profile", "model", "m.onnx", "--protocol", "quick", "--json", "prof.json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    (tmp_path / "prof.csv").write_text("nb201_index\n1\n")  # last run's suggestions, beside the breakdown
+    proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "prof.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
