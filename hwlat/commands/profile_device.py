@@ -81,8 +81,10 @@ def _profile_device(args: argparse.Namespace) -> int:
                                 if args.patterns else None, progress=not args.no_progress, fresh=args.fresh,
                                 remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
     except KeyboardInterrupt:
-        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run the same command again "
-              "to resume where it stopped", file=sys.stderr)
+        from hwlat.cli import resume_command
+
+        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run {resume_command(args)} "
+              "again to resume where it stopped", file=sys.stderr)
         return 130
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
