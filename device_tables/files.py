@@ -86,11 +86,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write(path: Path, write: Callable[[Any], Any], binary: bool = True) -> None:
     """Replace `path` at once by what `write(file)` writes (a temporary file, fsync'ed, then
     renamed): a reader that holds the old file keeps reading it whole; on failure the old file is
-    intact and the temporary one removed."""
+    intact and the temporary one removed. The new file keeps the old one's permissions."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with writing(path):
         try:
             with open(tmp, "wb" if binary else "w") as f:
+                if path.is_file():  # a private file (0600) stays private
+                    os.chmod(f.fileno(), path.stat().st_mode & 0o7777)
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())

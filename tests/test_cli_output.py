@@ -161,3 +161,15 @@ def test_an_output_beside_json_that_is_no_table_is_written(tmp_path):
     (tmp_path / "prof.csv").write_text("nb201_index\n1\n")  # last run's suggestions, beside the breakdown
     proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "prof.csv", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
+
+
+def test_an_output_replaced_whole_keeps_its_permissions(tmp_path):
+    """predict --archs --out replaces the file at the end (a temporary file renamed): a private 0600 output came
+    back 0644, readable by everyone."""
+    out = tmp_path / "pred.csv"
+    out.write_text("last run\n")
+    out.chmod(0o600)
+    proc = hwlat("predict", "--space", "nb201", "--archs", "random:2", "--table", "cpu_onnxruntime_fp32_threads1",
+                 "--as-profiled", "--out", "pred.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() != "last run\n" and out.stat().st_mode & 0o777 == 0o600
