@@ -173,3 +173,17 @@ def test_an_output_replaced_whole_keeps_its_permissions(tmp_path):
                  "--as-profiled", "--out", "pred.csv", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert out.read_text() != "last run\n" and out.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_output_over_a_file_a_table_keeps_beside_it_is_refused(tmp_path):
+    """Only NAME.csv and NAME.json were looked at: `--out T.networks.csv` wrote over the whole networks a
+    `profile device` run had timed (an arch table's T.stats.csv likewise)."""
+    import shutil
+
+    shipped = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
+    for suffix in (".csv", ".json", ".networks.csv"):
+        shutil.copy(shipped.with_name(shipped.name + suffix), tmp_path / f"T{suffix}")
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "T.networks.csv", cwd=tmp_path)
+    assert proc.returncode == 1 and "T.networks.csv is a file of the table T" in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
