@@ -56,15 +56,18 @@ def test_ctrl_c_while_workers_predict_says_interrupted_without_their_tracebacks(
                              "--table", "cpu_onnxruntime_fp32_threads1", "--as-profiled", "--jobs", "2", "--out", "p.csv"],
                             cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
-    out = tmp_path / "p.csv"
+    def rows() -> int:  # p.csv is written to a temporary file beside it, renamed at the end
+        return sum(p.read_text().count("\n") for p in tmp_path.glob(".p.csv.tmp*"))
+
     deadline = time.monotonic() + 120
-    while proc.poll() is None and time.monotonic() < deadline and (not out.exists() or out.read_text().count("\n") < 200):
+    while proc.poll() is None and time.monotonic() < deadline and rows() < 200:
         time.sleep(0.05)  # the workers' rows are arriving
     os.killpg(proc.pid, signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "ForkPoolWorker" not in err and "Traceback" not in err, err
     assert err.rstrip().endswith("hwlat: interrupted")
+    assert not list(tmp_path.iterdir())  # no p.csv cut short, and no temporary file left
 
 
 def test_verbose_after_the_command_counts_as_before_it():
