@@ -155,6 +155,8 @@ def test_profile_device_with_a_tiny_budget_leaves_a_valid_table_and_says_what_is
     assert rc == 3, log
     assert "unfinished: fusion" in log and "run the same command again" in log and "Traceback" not in log
     assert not DeviceTable.load(out).rows("ok")  # valid, and without rows `predict` refuses it: not 'predicts with what it has'
+    rc, log = run_until(["profile", "device", *TINY, "--out", str(out), "--minutes", "0.001", "--fresh"], None)
+    assert rc == 3 and "run the same command without --fresh again" in log, log  # --fresh would start it again
     assert "the table is valid but has no op rows yet, so it cannot predict" in log
 
 
