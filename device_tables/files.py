@@ -64,17 +64,23 @@ def make_parent(path: Path) -> None:
 
 def make_output(path: Path) -> None:
     """`make_parent` for a command's output file (--out, --json), refusing one of a table's own files
-    (``NAME.csv`` or ``NAME.json`` where ``NAME.json`` is a device or arch table's metadata): written
-    over, what the table measured was lost."""
-    meta = path.with_suffix(".json")
-    if path.suffix in (".csv", ".json") and path.exists():
+    (``NAME.csv``, ``NAME.json``, ``NAME.networks.csv``, ``NAME.stats.csv``, ... where ``NAME.json`` is a
+    device or arch table's metadata): written over, what the table measured was lost. Other JSON naming
+    a device (`profile model --json`) is no table."""
+    from device_tables.archtable import FILE_SUFFIXES as ARCH_FILES
+    from device_tables.table import FILE_SUFFIXES as TABLE_FILES
+
+    for suffix in {*ARCH_FILES, *TABLE_FILES} if path.exists() else ():
+        if not path.name.endswith(suffix) or path.name == suffix:
+            continue
+        table = path.with_name(path.name[: -len(suffix)])
         try:
-            stored = json.loads(meta.read_text())
+            stored = json.loads(table.with_name(table.name + ".json").read_text())
         except (OSError, ValueError):
             stored = None
-        if isinstance(stored, dict) and "device" in stored:
-            raise WriteError(f"{path} is a file of the table {path.with_suffix('')}: writing it would lose what "
-                             "the table holds; choose another path")
+        if isinstance(stored, dict) and stored.get("schema") in ("hwlat.device_table", "hwlat.arch_table"):
+            raise WriteError(f"{path} is a file of the table {table}: writing it would lose what the table holds; "
+                             "choose another path")
     make_parent(path)
 
 
@@ -86,11 +92,13 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write(path: Path, write: Callable[[Any], Any], binary: bool = True) -> None:
     """Replace `path` at once by what `write(file)` writes (a temporary file, fsync'ed, then
     renamed): a reader that holds the old file keeps reading it whole; on failure the old file is
-    intact and the temporary one removed."""
+    intact and the temporary one removed. The new file keeps the old one's permissions."""
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     with writing(path):
         try:
             with open(tmp, "wb" if binary else "w") as f:
+                if path.is_file():  # a private file (0600) stays private
+                    os.chmod(f.fileno(), path.stat().st_mode & 0o7777)
                 write(f)
                 f.flush()
                 os.fsync(f.fileno())

@@ -126,12 +126,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the commands that store into their --out as they measure (not `profile model`, which stores nothing)
         measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile") and bool(getattr(args, "out", None))
                      or bool(getattr(args, "verify", False) and getattr(args, "verify_out", None)))  # search --verify-out
-        print("hwlat: interrupted" + ("; what was measured is stored: run the same command again to go on where it "
-                                      "stopped" if measuring else ""), file=sys.stderr)
+        print("hwlat: interrupted" + (f"; what was measured is stored: run {resume_command(args)} again to go on "
+                                      "where it stopped" if measuring else ""), file=sys.stderr)
         return 130
     finally:
         if on_term is not None:
             signal.signal(signal.SIGTERM, on_term)
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    """What resumes an interrupted measurement: the same command, less a --fresh (which would set the
+    table aside and start it again)."""
+    return "the same command without --fresh" if getattr(args, "fresh", False) else "the same command"
 
 
 def _terminated(signum: int, frame: object) -> None:

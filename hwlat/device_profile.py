@@ -562,8 +562,7 @@ def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cloc
     rules, results = detect_fusion(runtime, patterns, protocol, progress=progress, measure=measure,
                                    extras=stored is None)
     store_rules(table, rules if stored is None else stored.merged(rules), runtime)
-    if progress:
-        print(format_results(results, rules))
+    print(format_results(results, rules))  # what was measured, on standard output: with or without progress bars
     cache = f"; {rules.weights_cache_mb:g} MB of weights held in the cache" if rules.weights_cache_mb is not None else ""
     _say(clock, "fusion", f"{sum(r.fused for r in results)} of {len(results)} patterns fused{cache}")
     if stored is None:

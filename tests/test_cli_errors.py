@@ -418,13 +418,15 @@ def test_an_out_that_is_a_folder_or_cannot_be_written_is_named_so(tmp_path):
                                 "/proc/hwlat_table", cwd=tmp_path), "/proc takes no new file")
 
 
-def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path):
+@pytest.mark.parametrize("fresh", [(), ("--fresh",)])
+def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path, fresh):
+    """With --fresh, the same command again set what was measured aside and started anew: it is named."""
     import signal
     import time
 
     env = {**os.environ, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
     proc = subprocess.Popen([sys.executable, "-m", "hwlat", "profile", "archs", "--space", "nb201", "--archs", "random:500",
-                             "--protocol", "quick", "--no-progress", "--out", "a"], cwd=tmp_path, env=env,
+                             "--protocol", "quick", "--no-progress", "--out", "a", *fresh], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 60
     while not (tmp_path / "a.passes.csv").exists() and time.monotonic() < deadline:  # measuring by now
@@ -432,7 +434,8 @@ def test_an_interrupted_measurement_says_to_run_the_same_command_again(tmp_path)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
-    assert "interrupted; what was measured is stored: run the same command again" in err
+    again = "the same command without --fresh again" if fresh else "the same command again"
+    assert f"interrupted; what was measured is stored: run {again}" in err
 
 
 def test_a_sample_too_large_for_memory_is_one_message(tmp_path):

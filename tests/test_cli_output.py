@@ -69,6 +69,7 @@ def test_ctrl_c_while_workers_predict_says_interrupted_without_their_tracebacks(
     assert proc.returncode == 130, err
     assert "ForkPoolWorker" not in err and "Traceback" not in err, err
     assert err.rstrip().endswith("hwlat: interrupted")
+    assert not list(tmp_path.iterdir())  # no p.csv cut short, and no temporary file left
 
 
 def test_verbose_after_the_command_counts_as_before_it():
@@ -147,3 +148,47 @@ def test_version_onto_a_full_device_is_one_error_line(tmp_path):
                               text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     assert proc.stderr.strip() == "hwlat: error: [Errno 28] No space left on device"
+
+
+def test_an_output_beside_json_that_is_no_table_is_written(tmp_path):
+    """`profile model m.onnx --json prof.json`, run again, was refused as 'a file of the table prof': the
+    breakdown names a "device", which was all the check looked for (so was a CSV beside such a JSON)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(tmp_path / "m.onnx"))
+    for _ in range(2):
+        proc = hwlat("profile", "model", "m.onnx", "--protocol", "quick", "--json", "prof.json", cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+    (tmp_path / "prof.csv").write_text("nb201_index\n1\n")  # last run's suggestions, beside the breakdown
+    proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "prof.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_an_output_replaced_whole_keeps_its_permissions(tmp_path):
+    """predict --archs --out replaces the file at the end (a temporary file renamed): a private 0600 output came
+    back 0644, readable by everyone."""
+    out = tmp_path / "pred.csv"
+    out.write_text("last run\n")
+    out.chmod(0o600)
+    proc = hwlat("predict", "--space", "nb201", "--archs", "random:2", "--table", "cpu_onnxruntime_fp32_threads1",
+                 "--as-profiled", "--out", "pred.csv", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert out.read_text() != "last run\n" and out.stat().st_mode & 0o777 == 0o600
+
+
+def test_an_output_over_a_file_a_table_keeps_beside_it_is_refused(tmp_path):
+    """Only NAME.csv and NAME.json were looked at: `--out T.networks.csv` wrote over the whole networks a
+    `profile device` run had timed (an arch table's T.stats.csv likewise)."""
+    import shutil
+
+    shipped = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
+    for suffix in (".csv", ".json", ".networks.csv"):
+        shutil.copy(shipped.with_name(shipped.name + suffix), tmp_path / f"T{suffix}")
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "T.networks.csv", cwd=tmp_path)
+    assert proc.returncode == 1 and "T.networks.csv is a file of the table T" in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept

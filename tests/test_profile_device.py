@@ -155,6 +155,8 @@ def test_profile_device_with_a_tiny_budget_leaves_a_valid_table_and_says_what_is
     assert rc == 3, log
     assert "unfinished: fusion" in log and "run the same command again" in log and "Traceback" not in log
     assert not DeviceTable.load(out).rows("ok")  # valid, and without rows `predict` refuses it: not 'predicts with what it has'
+    rc, log = run_until(["profile", "device", *TINY, "--out", str(out), "--minutes", "0.001", "--fresh"], None)
+    assert rc == 3 and "run the same command without --fresh again" in log, log  # --fresh would start it again
     assert "the table is valid but has no op rows yet, so it cannot predict" in log
 
 
@@ -967,3 +969,17 @@ def test_recalibrate_keeps_rows_a_budget_cut_short(complete_table, tmp_path):
     assert rows_by_key(out) == rows
     run = DeviceTable.load(out).meta["profile_device"]
     assert run["minutes"] == 0.1 and run["stages"]["rows pass 1"]["unmeasured"] == 5  # a plain run measures on
+
+
+def test_the_fusion_verdicts_are_printed_without_progress_bars(tmp_path, capsys):
+    """The table of fusion verdicts was printed only with progress bars, so not where standard error is a
+    file or a pipe (`hwlat profile device ... > log 2>&1`), where hwlat draws none: only its count was left."""
+    from hwlat.device_profile import _Clock, _fusion_stage
+    from profilers.protocol import Protocol
+    from profilers.runtimes import get_runtime
+
+    rt, protocol = get_runtime("onnxruntime", threads=1), Protocol.preset("quick")
+    with DeviceTable.open(tmp_path / "t", rt.device(), rt.table_meta(protocol)) as table:
+        _fusion_stage(rt, table, protocol, _Clock(1), ["add+relu"], progress=False)
+    out = capsys.readouterr().out
+    assert re.search(r"^add\+relu .*(FUSED|apart)", out, re.M), out

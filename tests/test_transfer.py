@@ -420,6 +420,17 @@ def test_bench_json_of_a_device_whose_latencies_are_all_equal_is_strict_json(nb2
     assert rep["methods"]["ridge"]["devices"]["flat"]["spearman_mean"] is None
 
 
+def test_bench_json_over_an_arch_tables_metadata_is_refused(nb201_table, tmp_path, capsys):
+    """--json measured.json wrote the results over the metadata of the arch table measured (the other
+    commands' --out and --json refuse a table's own files)."""
+    path, _ = nb201_table
+    meta = tmp_path / "measured.json"
+    meta.write_text('{"schema": "hwlat.arch_table", "schema_version": 1}\n')
+    assert main(_bench(path, "--json", str(meta), methods="ridge")) == 1
+    assert "measured.json is a file of the table" in capsys.readouterr().err
+    assert json.loads(meta.read_text())["schema"] == "hwlat.arch_table"
+
+
 def test_bench_with_no_measurement_of_the_test_devices_prints_only_the_ranking(nb201_table, capsys):
     """--shots 0 --reference 0: no test-device ms to scale to; its MAPE (601,857,565% for macs) meant nothing."""
     path, _ = nb201_table

@@ -117,9 +117,9 @@ def _transfer(args: argparse.Namespace) -> int:
     from hwlat.transfer_tables import load_transfer_tables
 
     if args.json:  # a path that cannot be written is said before the benchmark, not after it
-        from device_tables.files import make_parent
+        from device_tables.files import make_output
 
-        make_parent(Path(args.json))
+        make_output(Path(args.json))
     space = args.space
     train, valid = _names(args.train, "training device"), _names(args.valid, "validation device")
     test = _names(args.test, "test device")

@@ -67,6 +67,7 @@ def register(targets) -> None:
 
 
 def _profile_device(args: argparse.Namespace) -> int:
+    from hwlat.cli import resume_command
     from hwlat.commands.profile import protocol_from_args, runtime_settings
     from hwlat.device_profile import profile_device
     from profilers.runtimes import get_runtime
@@ -81,8 +82,8 @@ def _profile_device(args: argparse.Namespace) -> int:
                                 if args.patterns else None, progress=not args.no_progress, fresh=args.fresh,
                                 remeasure=args.remeasure, recalibrate=args.recalibrate, start_from=args.start_from)
     except KeyboardInterrupt:
-        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run the same command again "
-              "to resume where it stopped", file=sys.stderr)
+        print(f"hwlat: interrupted; everything measured so far is stored in {args.out}: run {resume_command(args)} "
+              "again to resume where it stopped", file=sys.stderr)
         return 130
     table = result.table
     print(f"{table.path}: {len(table.rows('ok'))} rows, {result.seconds / 60:.1f} min")
@@ -97,6 +98,6 @@ def _profile_device(args: argparse.Namespace) -> int:
             print(f"unfinished: {stage}: {why}")
         print(("the table is valid and predicts with what it has" if table.rows("ok") else
                "the table is valid but has no op rows yet, so it cannot predict")
-              + "; run the same command again (with more --minutes) to continue")
+              + f"; run {resume_command(args)} again (with more --minutes) to continue")
         return 3
     return 0
