@@ -84,6 +84,24 @@ def make_output(path: Path) -> None:
     make_parent(path)
 
 
+def strict_json(value: Any, indent: int = 2) -> str:
+    """`value` as JSON text with numpy numbers as Python's and each NaN or infinity as null: JSON has no
+    NaN, which `json.dumps` would write and other parsers refuse (a Spearman of a device whose latencies
+    are all equal)."""
+    import numpy as np
+
+    def finite(v: Any) -> Any:
+        if isinstance(v, dict):
+            return {k: finite(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple, np.ndarray)):
+            return [finite(x) for x in v]
+        if isinstance(v, np.generic):
+            v = v.item()
+        return v if not isinstance(v, float) or np.isfinite(v) else None
+
+    return json.dumps(finite(value), indent=indent, allow_nan=False) + "\n"
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     """Replace `path` by `text` at once (`atomic_write`)."""
     atomic_write(path, lambda f: f.write(text), binary=False)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import sys
 from pathlib import Path
@@ -183,23 +182,11 @@ def _transfer(args: argparse.Namespace) -> int:
         if curve:
             report["shots_curve"] = _curve(methods, data, targets, query, settings, curve)
     if args.json:
-        from device_tables.files import atomic_write_text
+        from device_tables.files import atomic_write_text, strict_json
 
-        atomic_write_text(Path(args.json), json.dumps(_finite(report), indent=2, allow_nan=False))
+        atomic_write_text(Path(args.json), strict_json(report))
         print(f"\nwrote {args.json}")
     return 0
-
-
-def _finite(value):
-    """`value` with numpy numbers as Python's and each NaN or infinity as None (null): JSON has no NaN, which
-    `json.dumps` would write and other parsers refuse (a Spearman of a device whose latencies are all equal)."""
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_finite(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    return value if not isinstance(value, float) or np.isfinite(value) else None
 
 
 def _one_blas_thread():

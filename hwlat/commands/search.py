@@ -4,7 +4,6 @@ by measuring the best architectures on a local runtime."""
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -196,6 +195,8 @@ def _search(args: argparse.Namespace) -> int:
         print(result.verified.format(objective.short))
     report = {"search": result.to_dict(args.top), "predictor": pred.name, "objective_is_proxy": objective.is_proxy}
     if args.json:
-        Path(args.json).write_text(json.dumps(report, indent=1) + "\n")
+        from device_tables.files import atomic_write_text, strict_json
+
+        atomic_write_text(Path(args.json), strict_json(report, indent=1))  # an interrupt leaves the last report whole
         print(f"\nwrote {args.json}")
     return 0
