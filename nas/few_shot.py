@@ -210,8 +210,11 @@ def read_measurements(path: str | os.PathLike, space: Space | str, device: str |
         device = latency_cols[0]
     elif device not in latency_cols:
         raise MeasurementsError(f"{p}: no latency column {device!r}; its columns: {', '.join(latency_cols) or 'none'}")
-    unit = re.search(r"(?:^|[\s_(\[])([a-zµμ]+)\W*$", device.lower())
-    if unit and unit.group(1) in OTHER_UNITS:
+    name = device.lower()
+    unit = re.search(r"(?:^|[\s_(\[])([a-zµμ]+)\W*$", name)
+    # a unit after a word for a time (latency_s, time (us)) or alone (us), not a device's name (galaxy_s)
+    if unit and unit.group(1) in OTHER_UNITS and (not name[:unit.start(1)].strip(" _([") or re.search(
+            r"lat|time|dur|elapsed|median|mean|avg", name[:unit.start(1)])):
         raise MeasurementsError(f"{p}: column {device!r} holds {OTHER_UNITS[unit.group(1)]} by its name, and latencies are "
                                 "read in ms; convert its cells to ms and rename the column (e.g. latency_ms)")
     col = header.index(device)

@@ -192,6 +192,7 @@ def _fit_argv(path, out, *extra):
     (lambda rows: [r.append(r[1]) for r in rows], ["names 'my_board/ort' more than once"]),
     (lambda rows: rows.__setitem__(0, ["arch_str", "latency_s"]), ["'latency_s' holds seconds", "convert its cells to ms"]),
     (lambda rows: rows.__setitem__(0, ["arch_str", "time (us)"]), ["'time (us)' holds microseconds", "convert"]),
+    (lambda rows: rows.__setitem__(0, ["arch_str", "us"]), ["'us' holds microseconds", "convert"]),
 ])
 def test_bad_measurements_get_one_line_naming_the_row(ten, capsys, edit, fragments):
     d, archs, ms = ten
@@ -434,3 +435,13 @@ def test_measurements_that_are_all_equal_are_fitted_with_a_warning(ten, caplog):
     with caplog.at_level("WARNING"):
         assert main(_fit_argv(path, d / "p")) == 0
     assert "measured latencies are" not in caplog.text
+
+
+def test_a_device_named_like_a_unit_is_read_as_the_latency_in_ms(ten):
+    """The unit check refused a phone's column 'galaxy_s' as seconds, with no way around it."""
+    d, archs, ms = ten
+    from nas.few_shot import read_measurements
+
+    path = write_measurements(d / "m.csv", archs, [f"{v:.4f}" for v in ms], column="galaxy_s")
+    m = read_measurements(path, "nb201")
+    assert m.device == "galaxy_s" and len(m.ms) == len(archs)
