@@ -313,6 +313,24 @@ def _check_reshapes(nodes, shapes: Mapping[str, Any], wanted: Any) -> None:
                              "export that dimension as dynamic")
 
 
+def _check_broadcasts(nodes, shapes: Mapping[str, Any], wanted: Any) -> None:
+    """A `ModelError` for an elementwise op whose inputs' static shapes do not broadcast: input shapes
+    given that disagree (a sequence length per input); the model cannot run at them."""
+    from device_tables.onnx_mapping import BINARY
+
+    for node in nodes:
+        ins = [shapes.get(i) for i in node.input if i]
+        if node.op_type not in BINARY or any(s is None for s in ins):
+            continue
+        try:
+            np.broadcast_shapes(*ins)
+        except ValueError:
+            given = f" (inputs {_shapes_text(wanted)})" if wanted else ""
+            raise ModelError(f"{node.op_type} node {node.name or node.output[0]!r} cannot combine "
+                             f"{' and '.join('x'.join(map(str, s)) for s in ins)}: these input shapes{given} disagree; give "
+                             "shapes that agree (one sequence length for every input)") from None
+
+
 def _shapes_text(wanted: Any) -> str:
     if isinstance(wanted, Mapping):
         return ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in wanted.items())
@@ -341,6 +359,7 @@ def extract(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]]
     shapes = static_shapes(inferred.graph)
     shapes.update((k, tuple(v.shape)) for k, v in folded.items())
     _check_reshapes(g.node, shapes, wanted)
+    _check_broadcasts(g.node, shapes, wanted)
     consts.update(folded)
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 17)
     ops = OnnxMapper(g.node, [o.name for o in g.output], shapes, consts, opset).run()

@@ -264,3 +264,21 @@ def test_a_split_is_one_split_op_and_a_constant_operand_is_a_constant():
     y = run(serialize(g), [x])
     want = x[:, :32] + x[:, 64:] + make_inputs(add)[1].reshape(16, 32)
     np.testing.assert_allclose(y.reshape(want.shape), want, rtol=1e-6, atol=1e-6)
+
+
+def test_a_padding_mask_broadcast_over_the_scores_is_one_broadcasting_add():
+    """Scores (h, t, t) + a key-padding mask (h, 1, t), as torch exports a BERT with an attention_mask
+    input: one ADD that broadcasts (a reshape of the mask to the scores' shape before)."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    nodes = [helper.make_node("Add", ["scores", "mask"], ["masked"]), helper.make_node("Softmax", ["masked"], ["p"], axis=-1)]
+    model = helper.make_model(helper.make_graph(
+        nodes, "masked_softmax", [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [2, 8, 8]),
+                                  helper.make_tensor_value_info("mask", TensorProto.FLOAT, [2, 1, 8])],
+        [helper.make_tensor_value_info("p", TensorProto.FLOAT, [2, 8, 8])]), opset_imports=[helper.make_opsetid("", 17)])
+    g = network_graph(Graph.from_onnx(onnx.load_from_string(model.SerializeToString())))
+    assert [op.kind for op in g.ops if op.kind != "RESHAPE"] == ["ADD", "SOFTMAX"]
+    scores, mask = network_inputs(g)
+    y = run(serialize(g), [scores, mask])
+    np.testing.assert_allclose(y.reshape(2, 8, 8), softmax(scores + mask), rtol=1e-5, atol=1e-6)

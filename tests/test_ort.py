@@ -376,3 +376,29 @@ def test_single_op_rows_record_the_nchwc_reorders_around_them():
     assert extra["reorder_in_share"] + extra["reorder_out_share"] < 1
     _, extra = rt.measure(OpSpec.make("relu", (1, 16, 24, 24)), Protocol.preset("quick"))
     assert extra == {}
+
+
+def test_an_attention_mask_input_is_fed_all_ones_so_every_token_is_attended():
+    """`hwlat profile model` on a BERT with an int64 attention_mask: ids are fed zeros, a mask ones. A
+    mask of zeros pads every token: -inf scores, NaN out, and a softmax ONNX Runtime runs 7x slower."""
+    from profilers.ort.session import bind, create_session, session_options
+    from profilers.torch_eager.onnx_module import onnx_module
+
+    i64 = TensorProto.INT64
+    nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["x"]),
+             helper.make_node("ReduceMean", ["x"], ["scores"], axes=[2], keepdims=0),
+             helper.make_node("Equal", ["attention_mask", "zero"], ["pad"]),
+             helper.make_node("Where", ["pad", "ninf", "scores"], ["masked"]),
+             helper.make_node("Softmax", ["masked"], ["p"], axis=-1)]
+    inits = [numpy_helper.from_array(np.ones((10, 3), np.float32), "emb"), numpy_helper.from_array(np.array(0), "zero"), numpy_helper.from_array(np.array(-np.inf, np.float32), "ninf")]
+    graph = helper.make_graph(nodes, "masked", [helper.make_tensor_value_info("input_ids", i64, [1, 4]),
+                                                helper.make_tensor_value_info("attention_mask", i64, [1, 4])],
+                              [helper.make_tensor_value_info("p", TensorProto.FLOAT, [1, 4])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    shapes = {"input_ids": ((1, 4), np.int64), "attention_mask": ((1, 4), np.int64)}
+    bound = bind(ort, create_session(ort, model, session_options(ort, 1, "all"), "model", ["CPUExecutionProvider"]),
+                 shapes, "model")
+    assert bound.feeds["input_ids"].tolist() == [[0] * 4] and bound.feeds["attention_mask"].tolist() == [[1] * 4]
+    np.testing.assert_allclose(bound.session.run(None, bound.feeds)[0], 0.25)
+    module, _ = onnx_module(model, torch)
+    np.testing.assert_allclose(module(*module.example_inputs()).numpy(), 0.25)

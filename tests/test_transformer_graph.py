@@ -196,6 +196,10 @@ def test_missing_or_wrong_input_shapes_say_what_to_give(exported):
         Graph.from_onnx(path, (1, T))
     with pytest.raises(ModelError, match="no model input named"):
         Graph.from_onnx(path, {**TOKENS, "token_type_ids": (1, T)})
+    # Sequence lengths that disagree cannot run (a partial 0.01 ms prediction before): the node that combines them.
+    with pytest.raises(ModelError, match=r"node '.*' cannot combine .*: these input shapes \(inputs input_ids 1x8, "
+                                         r"attention_mask 1x4\) disagree"):
+        Graph.from_onnx(path, {"input_ids": (1, T), "attention_mask": (1, T // 2)})
     assert parse_input_shapes(["input_ids=1x8", "attention_mask=1x8"]) == TOKENS
     assert parse_input_shapes(["1x3x32x32"]) == IMAGE and parse_input_shapes(None) is None
     for bad in (["1x8", "1x8"], ["input_ids=1x8", "1x8"], ["a=1x8", "a=1x8"], ["=1x8"]):

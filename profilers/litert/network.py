@@ -176,6 +176,13 @@ def _lower(views: _Views, spec: OpSpec, xs: list[int], fuse_ok: bool) -> int:
             y = lowering.activation(g, x, base, tanh=bool(spec.a.get("tanh", False)))
         return views.feature_map(y) if x in views.nhwc else y
     if base == "add":
+        if math.prod(g.tensors[xs[1]].shape) != math.prod(g.tensors[xs[0]].shape):  # ADD broadcasts (a padding mask)
+            a, b = views.as_plain(xs[0]), views.as_plain(xs[1])
+            try:
+                return g.add_op("ADD", [a, b], tuple(np.broadcast_shapes(g.tensors[a].shape, g.tensors[b].shape)))
+            except ValueError:
+                raise UnsupportedOpError(f"{spec.key}: operands of shapes {g.tensors[a].shape} and {g.tensors[b].shape} "
+                                         "do not broadcast as TFLite's ADD; time it with --runtime onnxruntime") from None
         y = g.add_op("ADD", [xs[0], views.like(xs[1], xs[0])], g.tensors[xs[0]].shape)
         return views.feature_map(y) if xs[0] in views.nhwc else y
     if base == "linear":

@@ -306,16 +306,17 @@ def input_specs(g, constants: Mapping[str, Any], given: Sequence[int] | Mapping[
 
 
 def seeded_inputs(specs: Mapping[str, tuple[tuple[int, ...], str]], torch: Any) -> list[Any]:
-    """Seeded inputs (float: standard normal; integer ids and masks: zeros, as onnxruntime is fed)."""
+    """Seeded inputs (float: standard normal; integer ids zeros and integer masks, inputs named
+    ``*mask*``, ones: every token attended, as onnxruntime is fed)."""
     import numpy as np
 
     rng = np.random.default_rng(0)
     out = []
-    for shape, dtype in specs.values():
+    for name, (shape, dtype) in specs.items():
         if dtype.startswith(("float", "bfloat")):
             out.append(torch.from_numpy(rng.standard_normal(shape, dtype=np.float32)).to(getattr(torch, dtype)))
         else:
-            out.append(torch.zeros(shape, dtype=getattr(torch, dtype)))
+            out.append((torch.ones if "mask" in name.lower() else torch.zeros)(shape, dtype=getattr(torch, dtype)))
     return out
 
 
