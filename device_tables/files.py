@@ -62,11 +62,12 @@ def make_parent(path: Path) -> None:
         raise WriteError(f"cannot write {path}: [Errno {errno.EISDIR}] {os.strerror(errno.EISDIR)}")
 
 
-def make_output(path: Path) -> None:
+def make_output(path: Path, predictor: bool = False) -> None:
     """`make_parent` for a command's output file (--out, --json), refusing one of a table's own files
     (``NAME.csv``, ``NAME.json``, ``NAME.networks.csv``, ``NAME.stats.csv``, ... where ``NAME.json`` is a
     device or arch table's metadata): written over, what the table measured was lost. Other JSON naming
-    a device (`profile model --json`) is no table."""
+    a device (`profile model --json`) is no table. An adapted predictor's ``NAME.json`` or ``NAME.npz``
+    is refused too, unless the output is a `predictor` (saved again over it)."""
     from device_tables.archtable import FILE_SUFFIXES as ARCH_FILES
     from device_tables.table import FILE_SUFFIXES as TABLE_FILES
 
@@ -81,6 +82,14 @@ def make_output(path: Path) -> None:
         if isinstance(stored, dict) and stored.get("schema") in ("hwlat.device_table", "hwlat.arch_table"):
             raise WriteError(f"{path} is a file of the table {table}: writing it would lose what the table holds; "
                              "choose another path")
+    if not predictor and path.suffix in (".json", ".npz") and path.exists():
+        try:
+            stored = json.loads(path.with_suffix(".json").read_text())
+        except (OSError, ValueError):
+            stored = None
+        if isinstance(stored, dict) and stored.get("format") == "hwlat.predictor":
+            raise WriteError(f"{path} is a file of the adapted predictor {path.with_suffix('')}: writing it would lose "
+                             "the predictor; choose another path")
     make_parent(path)
 
 

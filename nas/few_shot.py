@@ -301,7 +301,7 @@ def save(pred: FeaturePredictor, path: str | os.PathLike) -> tuple[Path, Path]:
         raise PredictorSpaceError(f"the {pred.name} predictor is not adapted to a device; fit it first")
     info = {**getattr(pred, "info", {}), "space": pred.space.name, "hwlat_version": __version__}
     npz, js = paths(path)
-    make_output(js)  # a PATH.json that is a table's metadata is refused
+    make_output(js, predictor=True)  # a PATH.json that is a table's metadata is refused
     make_parent(npz)
     with writing(npz):
         return save_file(pred.predictor, path, info=info)

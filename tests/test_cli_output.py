@@ -192,3 +192,19 @@ def test_an_output_over_a_file_a_table_keeps_beside_it_is_refused(tmp_path):
     proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", "T.networks.csv", cwd=tmp_path)
     assert proc.returncode == 1 and "T.networks.csv is a file of the table T" in proc.stderr, proc.stderr
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+
+
+def test_an_output_over_an_adapted_predictors_file_is_refused_but_a_predictor_saved_again_is_written(tmp_path):
+    """`profile model --json board.json` (or any other --out/--json) wrote over an adapted predictor's
+    board.json and left a bare board.npz; `adapt fit --out board` over it is a new fit, written."""
+    import hwlat as api
+
+    pred = api.adapt("nb201", [0, 1, 2, 3], [1.0, 2.0, 3.0, 4.0])
+    api.save_predictor(pred, tmp_path / "board")
+    kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    for name in ("board.json", "board.npz"):
+        proc = hwlat("adapt", "suggest", "--space", "nb201", "-n", "3", "--out", name, cwd=tmp_path)
+        assert proc.returncode == 1 and f"{name} is a file of the adapted predictor board" in proc.stderr, proc.stderr
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
+    api.save_predictor(api.adapt("nb201", [0, 1, 2, 3], [2.0, 2.0, 3.0, 5.0]), tmp_path / "board")
+    assert (tmp_path / "board.npz").read_bytes() != kept["board.npz"]
