@@ -16,7 +16,7 @@ import math
 import os
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Iterable, Iterator, Mapping, Sequence
 
@@ -42,6 +42,13 @@ FEATURE_NAMES = (
 ) + tuple(f"tail_{t}" for t in TAILS)
 # Features whose training range bounds where a regressor interpolates.
 RANGE_FEATURES = ("log_macs", "log_bytes", "log_cin", "log_cout", "log_hw_in")
+# Structural features, which change how a runtime computes a kernel (a kernel size, a stride, groups,
+# channels off the 8-float block): a kernel with a value outside its family's rows is an extrapolation
+# though its sizes lie in range (`unseen_structure`). A batch scales the work as sizes do: not one.
+STRUCTURE_FEATURES = ("kernel", "stride", "log_groups", "cout_mod8")
+# Log-space sigma added, in quadrature, to a kernel of a kind its family's rows never held (a new
+# fused tail, an unseen structure).
+NEW_KIND_SIGMA = 0.3
 # Relative noise floor of a measured kernel (log units) added to every sigma.
 NOISE_FLOOR = 0.03
 
@@ -137,6 +144,24 @@ def cost_terms(spec: OpSpec) -> np.ndarray:
                       dtype=np.float64)
 
 
+def structure_ranges(specs: Iterable[OpSpec]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per kernel family, the lowest and highest value of each `STRUCTURE_FEATURES` over `specs`."""
+    cols = [FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]
+    seen: dict[str, list[np.ndarray]] = {}
+    for s in specs:
+        seen.setdefault(family(s), []).append(features(s)[cols])
+    return {name: (np.min(v, axis=0), np.max(v, axis=0)) for name, v in seen.items()}
+
+
+def unseen_structure(spec: OpSpec, ranges: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bool:
+    """Whether a `STRUCTURE_FEATURES` value of `spec` lies outside its family's `structure_ranges`."""
+    if family(spec) not in ranges:
+        return False
+    lo, hi = ranges[family(spec)]
+    x = features(spec)[[FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]]
+    return bool(np.any((x < lo - 1e-9) | (x > hi + 1e-9)))
+
+
 @dataclass(frozen=True)
 class KernelEstimate:
     """A regressed kernel latency: median estimate, log-space sigma, 90% band, extrapolation flag."""
@@ -147,6 +172,15 @@ class KernelEstimate:
     high_ms: float
     extrapolated: bool
     family: str
+
+    def of_new_kind(self) -> "KernelEstimate":
+        """This estimate for a kernel of a kind its family's rows never held: an extrapolation, its
+        sigma widened by `NEW_KIND_SIGMA` (unless it already is one)."""
+        if self.extrapolated:
+            return self
+        sigma = math.hypot(self.sigma, NEW_KIND_SIGMA)
+        band = math.exp(1.645 * sigma)
+        return replace(self, sigma=sigma, low_ms=self.ms / band, high_ms=self.ms * band, extrapolated=True)
 
 
 # ---- one tree, stored as arrays ----------------------------------------------------------
@@ -253,7 +287,7 @@ class FamilyRegressor:
         outside = np.maximum(self.range_lo_ - Z, 0) + np.maximum(Z - self.range_hi_, 0)
         out_dist = outside.max(axis=1)
         new_tail = (X[:, len(FEATURE_NAMES) - len(TAILS):] > self.tails_seen_).any(axis=1)
-        sigma = np.sqrt(spread ** 2 + NOISE_FLOOR ** 2 + (0.5 * out_dist) ** 2 + (0.3 * new_tail) ** 2)
+        sigma = np.sqrt(spread ** 2 + NOISE_FLOOR ** 2 + (0.5 * out_dist) ** 2 + (NEW_KIND_SIGMA * new_tail) ** 2)
         sigma = np.where(self.n_rows_ < 3, np.maximum(sigma, 0.5), sigma)
         return mean, sigma, (out_dist > 1e-9) | new_tail
 

@@ -240,6 +240,26 @@ def test_partial_prediction_names_what_it_cannot_cover():
     assert pred.to_dict()["partial"] is True
 
 
+
+def test_a_kernel_of_a_structure_no_row_has_is_flagged_as_an_extrapolation():
+    # Rows of ungrouped convs with whole 8-channel blocks: a grouped conv, or one of 12 output channels,
+    # of sizes inside the rows' range is regressed as if it were one of them (ONNX Runtime ran such
+    # kernels 2x slower than regressed, unflagged): an extrapolation, with a wider sigma, and a
+    # prediction made mostly of them says so.
+    specs = [OpSpec.make("conv2d", (1, c, hw, hw), cout=co, kernel=3, stride=st)
+             for c in (8, 16, 32, 64) for co in (8, 16, 32, 64) for hw in (8, 16, 32) for st in (1, 2)]
+    predictor = LUTPredictor(synthetic_table(specs)).fit()
+    inside = OpSpec.make("conv2d", (1, 24, 24, 24), cout=24, kernel=3)
+    grouped = OpSpec.make("conv2d", (1, 24, 24, 24), cout=24, kernel=3, groups=4)
+    odd = OpSpec.make("conv2d", (1, 24, 24, 24), cout=12, kernel=3)
+    kernels = {k.key: k for k in predictor.predict_graph([inside, grouped, odd]).kernels}
+    assert not kernels[inside.key].extrapolated
+    assert kernels[grouped.key].extrapolated and kernels[odd.key].extrapolated
+    assert kernels[grouped.key].sigma > kernels[inside.key].sigma + 0.2
+    mostly = predictor.predict_graph([grouped])
+    assert mostly.extrapolated_share == 1.0 and mostly.to_dict()["extrapolated_share"] == 1.0
+    assert "MOSTLY EXTRAPOLATED" in mostly.format() and "MOSTLY" not in predictor.predict_graph([inside]).format()
+
 # ---- sampling ----------------------------------------------------------------------------------
 def test_adaptive_sampling_respects_its_budget_and_covers_every_family():
     graphs = [g for *_, g in _space_graphs()[:4]]

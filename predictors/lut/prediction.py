@@ -123,6 +123,12 @@ class Prediction:
         return float(math.sqrt(kernels + (self.total_ms * self.network_error) ** 2))
 
     @property
+    def extrapolated_share(self) -> float:
+        """The share of the total that kernels regressed outside the table's rows carry (`KernelPrediction.extrapolated`)."""
+        flagged = math.fsum(ms for ms, x in zip(self._column("ms"), self._column("extrapolated")) if x)
+        return flagged / self.total_ms if flagged > 0 and self.total_ms > 0 else 0.0
+
+    @property
     def counts(self) -> dict[str, int]:
         sources = self._column("source")
         return {TABLE: sources.count(TABLE), REGRESSOR: sources.count(REGRESSOR), MISSING: len(self.uncovered)}
@@ -140,7 +146,7 @@ class Prediction:
             "uncovered": [asdict(u) for u in self.uncovered],
             "repeats": list(self.repeats),
             "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
-            "coverage": self.coverage(), "speed": self.speed,
+            "coverage": self.coverage(), "extrapolated_share": self.extrapolated_share, "speed": self.speed,
         }
 
     def format(self, top: int = 0) -> str:
@@ -151,7 +157,10 @@ class Prediction:
                 + f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
                 f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}"
                 + (f"\n  scaled x{self.speed:.2f}: this machine's speed now against the table's own networks"
-                   if self.speed != 1 else ""))
+                   if self.speed != 1 else "")
+                + (f"\n  MOSTLY EXTRAPOLATED: {self.extrapolated_share:.0%} of the total is regressed outside the table's "
+                   f"rows (!): the error may well exceed ±{self.sigma_ms:.3f} ms; `hwlat profile model` measures it"
+                   if self.extrapolated_share >= 0.5 else ""))
         rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
         rows = rows[:top] if top else rows
         width = min(max([len(k.key) for k in rows] + [10]), 90)
@@ -176,7 +185,7 @@ class Prediction:
             lines.append(f"  {len(self.repeats)} node(s) repeat an earlier op on the same input, computed once by the runtime: "
                          + ", ".join(self.repeats[:8]) + (" ..." if len(self.repeats) > 8 else ""))
         if any(k.extrapolated for k in self.kernels):
-            lines.append("  (! = regressed outside the table's range: an extrapolation)")
+            lines.append(f"  (! = regressed outside the table's rows: an extrapolation, {self.extrapolated_share:.0%} of the total)")
         return "\n".join(lines)
 
 

@@ -17,7 +17,7 @@ from device_tables.graph import FREE, UNCOVERED, Graph
 from device_tables.kernels import FusionRules, Kernel, activation_plans_mb, drop_duplicates, expand_fused, group_kernels
 from device_tables.ops import OpSpec
 from device_tables.table import DeviceTable
-from predictors.kernel_regressors import KernelRegressors
+from predictors.kernel_regressors import KernelRegressors, structure_ranges, unseen_structure
 from predictors.lut import pieces, regressors_store, reorders
 from predictors.lut.calibration import Calibration, fit_calibration
 from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction, Prediction, UncoveredOp, kernel_record
@@ -93,6 +93,7 @@ class LUTPredictor:
     def regressors(self, value: KernelRegressors | None) -> None:
         self._regressors = value
         self._estimates = {}
+        self._structures: dict[str, Any] | None = None  # `structure_ranges` of the rows, made on first use
 
     # ---- fitting ------------------------------------------------------------------------
     def fit(self, graphs: Sequence[Any] | None = None, measured_ms: Sequence[float] | None = None) -> "LUTPredictor":
@@ -263,6 +264,14 @@ class LUTPredictor:
         else:
             for s in new:
                 self._estimates[s.key] = self.regressors.estimate([s])[0]
+        # A kernel whose kernel size, stride, groups, batch or channel blocks no row of its family has
+        # (a grouped 3x3 conv, 27 output channels) is regressed as if it had: an extrapolation, flagged.
+        if new and self._structures is None:
+            self._structures = structure_ranges(r.spec for r in self._regressor_rows())
+        for s in new:
+            e = self._estimates[s.key]
+            if e is not None and unseen_structure(s, self._structures):
+                self._estimates[s.key] = e.of_new_kind()
 
     def _found(self, graph: Graph) -> tuple[list[KernelPrediction], list[UncoveredOp], list[str], float]:
         """`_found_whole`, put together from the graph's pieces where it has several (`pieces`:
