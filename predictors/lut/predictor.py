@@ -264,7 +264,7 @@ class LUTPredictor:
         else:
             for s in new:
                 self._estimates[s.key] = self.regressors.estimate([s])[0]
-        # A kernel whose kernel size, stride, groups, batch or channel blocks no row of its family has
+        # A kernel whose kernel size, stride, groups or channel blocks no row of its family has
         # (a grouped 3x3 conv, 27 output channels) is regressed as if it had: an extrapolation, flagged.
         if new and self._structures is None:
             self._structures = structure_ranges(r.spec for r in self._regressor_rows())
