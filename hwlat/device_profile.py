@@ -223,7 +223,9 @@ def table_problems(table: DeviceTable) -> list[str]:
 
     problems = []
     stem = regressors_stem(table)
-    if table.meta.get("regressors") and stem is not None:
+    # both files gone (deleted, as the line below says to): a prediction refits them, as for a table without them
+    if table.meta.get("regressors") and stem is not None and any(
+            stem.with_name(stem.name + suffix).exists() for suffix in (".json", ".npz")):
         try:
             regs = KernelRegressors.load(stem)
             for name in regs.families_:

@@ -229,6 +229,10 @@ def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_nam
     if damage in ("truncated npz", "json cut short"):  # a network with kernels the rows lack: regressed
         assert main(["predict", "--classic", "resnet18@r64w0.5", "--table", str(out)]) == 0
         assert "regressed" in capsys.readouterr().out and "stored regressors not used" in caplog.text
+        assert f"delete {npz.stem}.json/.npz" in err  # and done as said, the table validates (it was 'one is missing')
+        npz.unlink()
+        js.unlink()
+        assert main(["table", "validate", str(out)]) == 0, capsys.readouterr().err
 
 
 def test_regressors_of_an_older_hwlat_are_a_warning_in_validate_not_an_error(complete_table, tmp_path, capsys):
