@@ -307,6 +307,22 @@ def test_predictor_of_another_features_version_is_refused_even_at_the_same_width
                      "trained on features version 2", "features version 3", "retrain")
 
 
+def test_an_adapted_predictor_of_another_features_version_says_to_fit_it_again_from_its_measurements(capsys, tmp_path):
+    """An adapted predictor kept from an older hwlat is refused; the way back is `adapt fit` on the
+    measurements it records (as the FAQ says), not 'the pretrained one', which knows nothing of the device."""
+    samples = _samples(tmp_path / "samples.csv", ["1.5", "1.2", "1.3", "2.0", "0.9", "1.1"])
+    mine = tmp_path / "mine"
+    assert run_cli(capsys, "adapt", "fit", "--space", "nb201", "--measurements", str(samples), "--out", str(mine))[0] == 0
+    js = mine.with_suffix(".json")
+    meta = json.loads(js.read_text())
+    meta["params"]["layout"]["__layout__"]["meta"]["features_version"] = 2
+    js.write_text(json.dumps(meta))
+    line = assert_one_error(run_cli(capsys, "predict", "--predictor", str(mine), "--space", "nb201", "--arch", "1"),
+                            "trained on features version 2", "fit it again from the 6 measurements",
+                            f"--measurements {samples}", "info.measured")
+    assert "pretrained" not in line
+
+
 def test_truncated_predictor_arrays_are_one_error(capsys, predictor_file):
     npz = predictor_file.with_suffix(".npz")
     npz.write_bytes(npz.read_bytes()[:200])
