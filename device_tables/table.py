@@ -435,6 +435,10 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
     if found < 1:
         raise SchemaVersionError(f"{json_path}: schema version {found} is not a {what} version; this hwlat reads "
                                  f"{known}: restore the file or re-profile")
+    protocol = meta.get("protocol")
+    if isinstance(protocol, dict) and "clock" not in protocol:
+        # written before the clock was recorded (--clock): its rows were timed by the runtime's own clock
+        protocol["clock"] = "wall"
     return meta
 
 

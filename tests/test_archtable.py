@@ -158,7 +158,8 @@ def test_writer_appends_resumes_and_reads_back(tmp_path):
         w.append(recs[3], _m(4.0))
     meta = json.loads(json_path.read_text())
     assert meta["space"] == "nb201" and meta["device"]["name"] == DEV.name and meta["device"]["fingerprint"]["cpu_model"] == "test"
-    assert meta["protocol"] == {"min_runs": 5} and len(meta["resumed"]) == 1
+    # a protocol without a clock (as written before --clock) was of the wall clock: the resume records it
+    assert meta["protocol"] == {"min_runs": 5, "clock": "wall"} and len(meta["resumed"]) == 1
     t = ArchTable.read(out, candidates=SPACES)
     assert t.devices == [DEV.name] and len(t) == 4 and t.missing()[DEV.name] == 1
     assert t.latency(DEV.name)[recs[3]["arch_str"]] == 4.0

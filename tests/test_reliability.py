@@ -718,6 +718,27 @@ def test_resume_with_another_clock_is_refused_naming_it_and_fresh_starts_again(c
     assert run_cli(capsys, *args, "--out", str(out), "--clock", "cpu")[0] == 0  # the new table resumes
 
 
+@pytest.mark.parametrize("kind", ["ops", "archs"])
+def test_a_table_from_before_the_clock_was_recorded_is_of_the_wall_clock(capsys, tmp_path, kind):
+    """Tables written before --clock existed record no clock: their rows were timed by the runtime's
+    own (wall) clock, and a resume with today's default (the CPU clock for threads=1) is refused as
+    one of another clock (it added CPU-clock rows and relabelled the table 'clock: cpu', silently)."""
+    (tmp_path / "sweep.yaml").write_text("name: two\nops:\n  - {op: relu, c: [4, 8], hw: 4}\n")
+    args = ((*OPS, "--sweep", str(tmp_path / "sweep.yaml")) if kind == "ops" else (*ARCHS, "--archs", "0,1"))
+    out = tmp_path / "T"
+    assert run_cli(capsys, *args, "--out", str(out), "--clock", "wall")[0] == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    del meta["protocol"]["clock"]  # as an older hwlat wrote it
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    assert_one_error(run_cli(capsys, *args, "--out", str(out)), "protocol.clock 'wall' -> 'cpu'",
+                     "the table's protocol is `--protocol quick --clock wall`")
+    assert snapshot(tmp_path) == before
+    if kind == "ops":
+        assert run_cli(capsys, "table", "show", str(out))[1].count("protocol quick, clock wall") == 1
+    assert run_cli(capsys, *args, "--out", str(out), "--clock", "wall")[0] == 0  # resumed with its clock
+
+
 def test_profile_device_refuses_a_table_of_another_clock_with_the_same_line(capsys, tmp_path):
     (tmp_path / "sweep.yaml").write_text("name: one\nops:\n  - {op: relu, c: 4, hw: 4}\n")
     out = tmp_path / "T"
