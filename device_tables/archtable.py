@@ -32,7 +32,7 @@ from device_tables.files import (
     stem, whole_csv_row,
 )
 from device_tables.lock import TableLock
-from device_tables.table import now, refuse_other_settings
+from device_tables.table import now, refuse_another_cpu, refuse_other_settings
 from device_tables.table import read_meta as read_table_meta
 
 log = logging.getLogger(__name__)
@@ -521,6 +521,7 @@ class ArchTableWriter:
             raise TableError(f"{self.json_path} holds device {old!r}, not {self.device.name!r}; "
                              "choose another --out or the same settings to resume")
         refuse_other_settings(self.csv_path.with_suffix(""), self.meta, meta, MEASURING_SETTINGS)
+        refuse_another_cpu(self.csv_path.with_suffix(""), self.meta, self.device)
         with open(self.csv_path, newline="") as f:
             header = next(csv.reader(f), None)
         if header == [*self.arch_keys.columns, self.device.name]:  # begun when optional keys came first

@@ -98,7 +98,7 @@ def refuse_other_settings(name: Path, stored: Mapping[str, Any], given: Mapping[
                                           if any(d.startswith((f"{key}.", f"{key} ")) for d in diffs)})
 
 
-def _refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) -> None:
+def refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) -> None:
     """A CPU table measured on another CPU (model, design or SIMD flags; never the clock alone) is
     not resumed here: its rows and the new ones would be two machines' latencies under one fingerprint."""
     from device_tables.device import cpu_differences
@@ -206,7 +206,7 @@ class DeviceTable:
                     "(its files are moved aside)"
                 )
             refuse_other_settings(csv_path.with_suffix(""), stored, meta or {}, MEASURING_SETTINGS)
-            _refuse_another_cpu(csv_path.with_suffix(""), stored, device)
+            refuse_another_cpu(csv_path.with_suffix(""), stored, device)
             if not csv_path.exists():
                 atomic_write_text(csv_path, ",".join(COLUMNS) + "\n")
             repair_last_line(csv_path, lambda line: whole_csv_row(line, len(COLUMNS)))
@@ -435,6 +435,10 @@ def read_meta(json_path: Path, schema: str = SCHEMA, version: int = SCHEMA_VERSI
     if found < 1:
         raise SchemaVersionError(f"{json_path}: schema version {found} is not a {what} version; this hwlat reads "
                                  f"{known}: restore the file or re-profile")
+    protocol = meta.get("protocol")
+    if isinstance(protocol, dict) and "clock" not in protocol:
+        # written before the clock was recorded (--clock): its rows were timed by the runtime's own clock
+        protocol["clock"] = "wall"
     return meta
 
 

@@ -217,17 +217,21 @@ def read_networks(path: Path) -> list[dict[str, Any]]:
 def table_problems(table: DeviceTable) -> list[str]:
     """What is wrong with a table's files beside its rows (`hwlat table validate`), one line each: stored
     regressors that cannot be read, a networks file that cannot, a calibration that is not numbers."""
-    from predictors.kernel_regressors import KernelRegressors
+    from predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError
     from predictors.lut.calibration import Calibration
     from predictors.lut.regressors_store import regressors_stem
 
     problems = []
     stem = regressors_stem(table)
-    if table.meta.get("regressors") and stem is not None:
+    # both files gone (deleted, as the line below says to): a prediction refits them, as for a table without them
+    if table.meta.get("regressors") and stem is not None and any(
+            stem.with_name(stem.name + suffix).exists() for suffix in (".json", ".npz")):
         try:
             regs = KernelRegressors.load(stem)
             for name in regs.families_:
                 regs.families_[name]
+        except OtherVersionRegressorsError:
+            pass  # not damage: `other_version_regressors` words the warning
         except HwlatError as exc:
             problems.append(f"{exc} (delete {stem.name}.json/.npz: a prediction or `hwlat profile device` fits them again)")
     if table.path is not None:
@@ -1398,6 +1402,25 @@ def table_warnings(table: DeviceTable) -> list[str]:
         out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "
                    "latency; `hwlat profile device` makes a table of this one")
     return out + lost_networks(table)
+
+
+def other_version_regressors(table: DeviceTable) -> list[str]:
+    """The line saying a table's stored regressors were written by another hwlat (a table from an older
+    version): every prediction refits them from its rows until `hwlat profile device` stores new ones."""
+    from predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError, RegressorError
+    from predictors.lut.regressors_store import regressors_stem
+
+    stem = regressors_stem(table)
+    if not table.meta.get("regressors") or stem is None:
+        return []
+    try:
+        KernelRegressors.load(stem)
+    except OtherVersionRegressorsError as exc:
+        return [f"{str(exc).split(';')[0]}: each prediction refits them from the rows (slower); "
+                f"`{profile_command(table)}` stores new ones (it keeps every row; on the machine the table was measured on)"]
+    except RegressorError:
+        pass  # damage: `table_problems` names it
+    return []
 
 
 def lost_networks(table: DeviceTable) -> list[str]:

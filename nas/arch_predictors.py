@@ -112,9 +112,13 @@ class FeaturePredictor(ArchPredictor):
         want = getattr(trained, "meta", {}).get("features_version")
         if have is not None and want != have:
             was = f"features version {want}" if want is not None else "unversioned features (an older hwlat)"
+            measured = (getattr(self, "info", None) or {}).get("measured")
+            todo = (f"fit it again from the {len(measured)} measurements it was adapted to (`hwlat adapt fit --space "
+                    f"{self.space.name} --measurements {self.info.get('measurements') or 'FILE'} --out NEW`; its JSON's "
+                    "info.measured holds them, key -> ms)" if measured
+                    else "retrain it, or use the pretrained one shipped with your hwlat")
             raise PredictorSpaceError(f"the {self.name} predictor was trained on {was}; this hwlat makes "
-                                      f"{self.space.name} features version {have}: retrain it, or use the pretrained "
-                                      "one shipped with your hwlat")
+                                      f"{self.space.name} features version {have}: {todo}")
 
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         archs = list(archs)

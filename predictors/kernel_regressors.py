@@ -57,6 +57,11 @@ class RegressorError(HwlatError):
     """A regressor file that cannot be read, or a fit without data."""
 
 
+class OtherVersionRegressorsError(RegressorError):
+    """Regressors stored by another hwlat (other features, a newer format): not damaged, only not
+    usable here; a prediction refits them from the table's rows."""
+
+
 def family(spec: OpSpec | str) -> str:
     """The regressor family of a kernel: its base op."""
     op = spec.op if isinstance(spec, OpSpec) else spec
@@ -440,10 +445,13 @@ class KernelRegressors:
             meta = json.loads(jpath.read_text())
         except json.JSONDecodeError as exc:
             raise RegressorError(f"{jpath}: not valid JSON ({exc.msg}); refit the regressors") from exc
-        if meta.get("format") != FORMAT or meta.get("format_version", 0) > FORMAT_VERSION:
-            raise RegressorError(f"{jpath}: not hwlat kernel regressors of a version this hwlat reads; refit them")
+        if meta.get("format") != FORMAT:
+            raise RegressorError(f"{jpath}: not hwlat kernel regressors; refit them")
+        if meta.get("format_version", 0) > FORMAT_VERSION:
+            raise OtherVersionRegressorsError(f"{jpath}: kernel regressors of a newer hwlat; refit them")
         if meta.get("feature_names") != list(FEATURE_NAMES):
-            raise RegressorError(f"{jpath}: written with other features; refit the regressors from the table")
+            raise OtherVersionRegressorsError(f"{jpath}: written with other features (another hwlat version); refit the "
+                                              "regressors from the table")
         self = cls(**meta["settings"])
         try:
             with np.load(npath, allow_pickle=False) as arrays:  # the file's index only: arrays are read when used

@@ -158,7 +158,8 @@ def test_writer_appends_resumes_and_reads_back(tmp_path):
         w.append(recs[3], _m(4.0))
     meta = json.loads(json_path.read_text())
     assert meta["space"] == "nb201" and meta["device"]["name"] == DEV.name and meta["device"]["fingerprint"]["cpu_model"] == "test"
-    assert meta["protocol"] == {"min_runs": 5} and len(meta["resumed"]) == 1
+    # a protocol without a clock (as written before --clock) was of the wall clock: the resume records it
+    assert meta["protocol"] == {"min_runs": 5, "clock": "wall"} and len(meta["resumed"]) == 1
     t = ArchTable.read(out, candidates=SPACES)
     assert t.devices == [DEV.name] and len(t) == 4 and t.missing()[DEV.name] == 1
     assert t.latency(DEV.name)[recs[3]["arch_str"]] == 4.0
@@ -246,6 +247,27 @@ def test_profile_archs_measures_and_resumes(tmp_path):
     assert meta["runtime_settings"]["threads"] == 1 and meta["protocol"]["min_runs"] == 5 and len(meta["runs"]) == 2
     assert "onnxruntime" in meta["device"]["fingerprint"]["packages"]
     assert (read_stats(out)["build_ms"] > 0).all()
+
+
+def test_an_arch_table_measured_on_another_cpu_is_not_resumed_here(tmp_path, capsys):
+    """As a device table: an arch table copied from another machine is not added to here (its
+    latencies and this machine's would stand in one column under one fingerprint; they were mixed)."""
+    pytest.importorskip("onnxruntime")
+    from hwlat.cli import main
+
+    out = tmp_path / "nb"
+    args = ["profile", "archs", "--space", "nb201", "--protocol", "quick", "--out", str(out), "--no-progress"]
+    assert main([*args, "--archs", "0:2"]) == 0
+    json_path = arch_table_paths(out)[1]
+    meta = json.loads(json_path.read_text())
+    meta["device"]["fingerprint"]["cpu_model"] = "Some Other CPU"
+    json_path.write_text(json.dumps(meta))
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".lock"}
+    capsys.readouterr()
+    assert main([*args, "--archs", "0:4"]) == 1
+    err = capsys.readouterr().err
+    assert "measured on another machine (CPU 'Some Other CPU'" in err and "give another --out" in err
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.suffix != ".lock"} == before
 
 
 def test_cli_profile_archs_and_space_show(tmp_path, capsys):

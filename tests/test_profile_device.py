@@ -231,6 +231,26 @@ def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_nam
     if damage in ("truncated npz", "json cut short"):  # a network with kernels the rows lack: regressed
         assert main(["predict", "--classic", "resnet18@r64w0.5", "--table", str(out)]) == 0
         assert "regressed" in capsys.readouterr().out and "stored regressors not used" in caplog.text
+        assert f"delete {npz.stem}.json/.npz" in err  # and done as said, the table validates (it was 'one is missing')
+        npz.unlink()
+        js.unlink()
+        assert main(["table", "validate", str(out)]) == 0, capsys.readouterr().err
+
+
+def test_regressors_of_an_older_hwlat_are_a_warning_in_validate_not_an_error(complete_table, tmp_path, capsys):
+    """A table kept from an older hwlat stores regressors fitted on other features: not damage (a
+    prediction refits them, `profile device` stores new ones), so `table validate` passes with a
+    warning saying so (it said 'error', exit 1, for every table shipped before the features changed)."""
+    from hwlat.cli import main
+
+    out = copy_table(complete_table, tmp_path)
+    js = Path(str(out) + ".regressors.json")
+    meta = json.loads(js.read_text())
+    js.write_text(json.dumps({**meta, "feature_names": meta["feature_names"][:-1]}))
+    assert main(["table", "validate", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "another hwlat version" in err and "each prediction refits them" in err and "hwlat profile device" in err
+    assert main(["predict", "--classic", "resnet18@r64w0.5", "--table", str(out)]) == 0
 
 
 def test_predict_many_equals_one_by_one_and_keys_round_trip_with_profile_archs(complete_table, tmp_path):

@@ -307,6 +307,22 @@ def test_predictor_of_another_features_version_is_refused_even_at_the_same_width
                      "trained on features version 2", "features version 3", "retrain")
 
 
+def test_an_adapted_predictor_of_another_features_version_says_to_fit_it_again_from_its_measurements(capsys, tmp_path):
+    """An adapted predictor kept from an older hwlat is refused; the way back is `adapt fit` on the
+    measurements it records (as the FAQ says), not 'the pretrained one', which knows nothing of the device."""
+    samples = _samples(tmp_path / "samples.csv", ["1.5", "1.2", "1.3", "2.0", "0.9", "1.1"])
+    mine = tmp_path / "mine"
+    assert run_cli(capsys, "adapt", "fit", "--space", "nb201", "--measurements", str(samples), "--out", str(mine))[0] == 0
+    js = mine.with_suffix(".json")
+    meta = json.loads(js.read_text())
+    meta["params"]["layout"]["__layout__"]["meta"]["features_version"] = 2
+    js.write_text(json.dumps(meta))
+    line = assert_one_error(run_cli(capsys, "predict", "--predictor", str(mine), "--space", "nb201", "--arch", "1"),
+                            "trained on features version 2", "fit it again from the 6 measurements",
+                            f"--measurements {samples}", "info.measured")
+    assert "pretrained" not in line
+
+
 def test_truncated_predictor_arrays_are_one_error(capsys, predictor_file):
     npz = predictor_file.with_suffix(".npz")
     npz.write_bytes(npz.read_bytes()[:200])
@@ -700,6 +716,27 @@ def test_resume_with_another_clock_is_refused_naming_it_and_fresh_starts_again(c
     for suffix, path in old.items():  # the old measurements kept, byte for byte
         assert hashlib.sha256(path.read_bytes()).hexdigest() == before[f"T.{suffix}"]
     assert run_cli(capsys, *args, "--out", str(out), "--clock", "cpu")[0] == 0  # the new table resumes
+
+
+@pytest.mark.parametrize("kind", ["ops", "archs"])
+def test_a_table_from_before_the_clock_was_recorded_is_of_the_wall_clock(capsys, tmp_path, kind):
+    """Tables written before --clock existed record no clock: their rows were timed by the runtime's
+    own (wall) clock, and a resume with today's default (the CPU clock for threads=1) is refused as
+    one of another clock (it added CPU-clock rows and relabelled the table 'clock: cpu', silently)."""
+    (tmp_path / "sweep.yaml").write_text("name: two\nops:\n  - {op: relu, c: [4, 8], hw: 4}\n")
+    args = ((*OPS, "--sweep", str(tmp_path / "sweep.yaml")) if kind == "ops" else (*ARCHS, "--archs", "0,1"))
+    out = tmp_path / "T"
+    assert run_cli(capsys, *args, "--out", str(out), "--clock", "wall")[0] == 0
+    meta = json.loads(out.with_suffix(".json").read_text())
+    del meta["protocol"]["clock"]  # as an older hwlat wrote it
+    out.with_suffix(".json").write_text(json.dumps(meta))
+    before = snapshot(tmp_path)
+    assert_one_error(run_cli(capsys, *args, "--out", str(out)), "protocol.clock 'wall' -> 'cpu'",
+                     "the table's protocol is `--protocol quick --clock wall`")
+    assert snapshot(tmp_path) == before
+    if kind == "ops":
+        assert run_cli(capsys, "table", "show", str(out))[1].count("protocol quick, clock wall") == 1
+    assert run_cli(capsys, *args, "--out", str(out), "--clock", "wall")[0] == 0  # resumed with its clock
 
 
 def test_profile_device_refuses_a_table_of_another_clock_with_the_same_line(capsys, tmp_path):

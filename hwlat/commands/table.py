@@ -145,13 +145,13 @@ def _validate_warnings(table) -> list[str]:
     (`hwlat profile device` would refuse to add to it), and a networks file its run timed that is gone
     (its stored calibration and score stand; the speed check, `table drift` and --recalibrate need it)."""
     from device_tables.table import RESUME_SHAPE, meta_problems, mend_meta_hint, table_paths
-    from hwlat.device_profile import lost_networks
+    from hwlat.device_profile import lost_networks, other_version_regressors
 
     json_path = table_paths(table.path)[1]
     out = [f"{json_path}: {p} (read only when a run adds to the table, which refuses it); "
            f"{mend_meta_hint(json_path, table.meta, p)}"
            for p in meta_problems(table.meta, RESUME_SHAPE)[:1]]
-    return out + lost_networks(table)
+    return out + other_version_regressors(table) + lost_networks(table)
 
 
 def _drift(args: argparse.Namespace) -> int:
