@@ -45,7 +45,10 @@ RANGE_FEATURES = ("log_macs", "log_bytes", "log_cin", "log_cout", "log_hw_in")
 # Structural features, which change how a runtime computes a kernel (a kernel size, a stride, groups,
 # channels off the 8-float block): a kernel with a value outside its family's rows is an extrapolation
 # though its sizes lie in range (`unseen_structure`). A batch scales the work as sizes do: not one.
+# The first `HELD_STRUCTURE` of them must be a value some row has, not only one between two rows'
+# (a 5x5 conv on rows of 3x3 and 7x7 ones is not theirs to interpolate).
 STRUCTURE_FEATURES = ("kernel", "stride", "log_groups", "cout_mod8")
+HELD_STRUCTURE = 2
 # Log-space sigma added, in quadrature, to a kernel of a kind its family's rows never held (a new
 # fused tail, an unseen structure).
 NEW_KIND_SIGMA = 0.3
@@ -149,22 +152,25 @@ def cost_terms(spec: OpSpec) -> np.ndarray:
                       dtype=np.float64)
 
 
-def structure_ranges(specs: Iterable[OpSpec]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per kernel family, the lowest and highest value of each `STRUCTURE_FEATURES` over `specs`."""
+def structure_ranges(specs: Iterable[OpSpec]) -> dict[str, tuple[np.ndarray, np.ndarray, list[set[float]]]]:
+    """Per kernel family, the lowest and highest value of each `STRUCTURE_FEATURES` over `specs`, and
+    the `HELD_STRUCTURE` values they hold."""
     cols = [FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]
     seen: dict[str, list[np.ndarray]] = {}
     for s in specs:
         seen.setdefault(family(s), []).append(features(s)[cols])
-    return {name: (np.min(v, axis=0), np.max(v, axis=0)) for name, v in seen.items()}
+    return {name: (np.min(v, axis=0), np.max(v, axis=0), [set(c) for c in np.asarray(v)[:, :HELD_STRUCTURE].T])
+            for name, v in seen.items()}
 
 
-def unseen_structure(spec: OpSpec, ranges: Mapping[str, tuple[np.ndarray, np.ndarray]]) -> bool:
-    """Whether a `STRUCTURE_FEATURES` value of `spec` lies outside its family's `structure_ranges`."""
+def unseen_structure(spec: OpSpec, ranges: Mapping[str, tuple[np.ndarray, np.ndarray, list[set[float]]]]) -> bool:
+    """Whether a `STRUCTURE_FEATURES` value of `spec` lies outside its family's `structure_ranges`, or
+    a `HELD_STRUCTURE` value of it is one no row of the family has."""
     if family(spec) not in ranges:
         return False
-    lo, hi = ranges[family(spec)]
+    lo, hi, held = ranges[family(spec)]
     x = features(spec)[[FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]]
-    return bool(np.any((x < lo - 1e-9) | (x > hi + 1e-9)))
+    return bool(np.any((x < lo - 1e-9) | (x > hi + 1e-9))) or any(v not in h for v, h in zip(x[:HELD_STRUCTURE], held))
 
 
 @dataclass(frozen=True)

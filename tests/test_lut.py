@@ -260,6 +260,17 @@ def test_a_kernel_of_a_structure_no_row_has_is_flagged_as_an_extrapolation():
     assert mostly.extrapolated_share == 1.0 and mostly.to_dict()["extrapolated_share"] == 1.0
     assert "MOSTLY EXTRAPOLATED" in mostly.format() and "MOSTLY" not in predictor.predict_graph([inside]).format()
 
+
+def test_a_kernel_size_between_those_of_the_rows_is_flagged_as_an_extrapolation():
+    # Rows of 3x3 and 7x7 convs only: a 5x5 conv lies between them but no row has its kernel size (as
+    # the docs say: flagged); a 3x3 conv of another size is not.
+    specs = [OpSpec.make("conv2d", (1, c, hw, hw), cout=c, kernel=k) for c in (8, 16, 32) for hw in (8, 16, 32) for k in (3, 7)]
+    predictor = LUTPredictor(synthetic_table(specs)).fit()
+    k5 = OpSpec.make("conv2d", (1, 24, 24, 24), cout=24, kernel=5)
+    k3 = OpSpec.make("conv2d", (1, 24, 24, 24), cout=24, kernel=3)
+    kernels = {k.key: k for k in predictor.predict_graph([k5, k3]).kernels}
+    assert kernels[k5.key].extrapolated and not kernels[k3.key].extrapolated
+
 # ---- sampling ----------------------------------------------------------------------------------
 def test_adaptive_sampling_respects_its_budget_and_covers_every_family():
     graphs = [g for *_, g in _space_graphs()[:4]]
