@@ -124,9 +124,11 @@ class Prediction:
 
     @property
     def extrapolated_share(self) -> float:
-        """The share of the total that kernels regressed outside the table's rows carry (`KernelPrediction.extrapolated`)."""
+        """The share of the kernels' sum that kernels regressed outside the table's rows carry
+        (`KernelPrediction.extrapolated`), 0 to 1 (of the total, a negative overhead took it past 100%)."""
         flagged = math.fsum(ms for ms, x in zip(self._column("ms"), self._column("extrapolated")) if x)
-        return flagged / self.total_ms if flagged > 0 and self.total_ms > 0 else 0.0
+        kernels = math.fsum(self._column("ms"))
+        return min(flagged / kernels, 1.0) if flagged > 0 and kernels > 0 else 0.0
 
     @property
     def counts(self) -> dict[str, int]:
@@ -158,7 +160,7 @@ class Prediction:
                 f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}"
                 + (f"\n  scaled x{self.speed:.2f}: this machine's speed now against the table's own networks"
                    if self.speed != 1 else "")
-                + (f"\n  MOSTLY EXTRAPOLATED: {self.extrapolated_share:.0%} of the total is regressed outside the table's "
+                + (f"\n  MOSTLY EXTRAPOLATED: {self.extrapolated_share:.0%} of the kernels' time is regressed outside the table's "
                    f"rows (!): the error may well exceed ±{self.sigma_ms:.3f} ms; `hwlat profile model` measures it"
                    if self.extrapolated_share >= 0.5 else ""))
         rows = sorted(self.kernels, key=lambda k: -k.ms) if top else self.kernels
@@ -185,7 +187,7 @@ class Prediction:
             lines.append(f"  {len(self.repeats)} node(s) repeat an earlier op on the same input, computed once by the runtime: "
                          + ", ".join(self.repeats[:8]) + (" ..." if len(self.repeats) > 8 else ""))
         if any(k.extrapolated for k in self.kernels):
-            lines.append(f"  (! = regressed outside the table's rows: an extrapolation, {self.extrapolated_share:.0%} of the total)")
+            lines.append(f"  (! = regressed outside the table's rows: an extrapolation, {self.extrapolated_share:.0%} of the kernels' time)")
         return "\n".join(lines)
 
 
