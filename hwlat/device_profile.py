@@ -1355,7 +1355,8 @@ def _user_path(table: DeviceTable) -> str:
 
 def profile_command(table: DeviceTable) -> str:
     """The `hwlat profile device` command that makes (or completes) `table`: its runtime, precision,
-    threads and where it runs (a GPU, a board), and its path."""
+    threads, settings and where it runs (a GPU, a board), its targets, and its path."""
+    from nas.pool import target_kinds
     from profilers.runtimes import runtimes
 
     d = table.device
@@ -1374,6 +1375,9 @@ def profile_command(table: DeviceTable) -> str:
         flags.append(f"--protocol {preset}")
     if clock and clock != ("cpu" if d.hardware == "cpu" and settings.get("threads", 1) == 1 else "wall"):
         flags.append(f"--clock {clock}")
+    targets = (table.meta.get("profile_device") or {}).get("targets")  # other targets: the defaults would grow it
+    if targets and set(targets) != set((cls.default_targets if cls is not None else None) or target_kinds()):
+        flags.append(f"--targets {','.join(targets)}")
     return f"hwlat profile device {' '.join(flags)} --out {_user_path(table)}"
 
 

@@ -1003,3 +1003,20 @@ def test_the_fusion_verdicts_are_printed_without_progress_bars(tmp_path, capsys)
         _fusion_stage(rt, table, protocol, _Clock(1), ["add+relu"], progress=False)
     out = capsys.readouterr().out
     assert re.search(r"^add\+relu .*(FUSED|apart)", out, re.M), out
+
+
+def test_the_command_named_to_complete_a_table_resumes_it_with_its_settings_and_targets(tmp_path):
+    """The command named to complete a table left out its runtime's settings (--opt-level basic: refused
+    as another device) and its --targets (the defaults grew a finished nb201 table to every space)."""
+    import shlex
+
+    out = tmp_path / "basic"
+    rc, log = run_until(["profile", "device", *TINY, "--opt-level", "basic", "--out", str(out), "--minutes", "0.001"],
+                        None)
+    assert rc == 3, log
+    rc, log = run_until(["predict", "--table", str(out), "--space", "nb201", "--arch", "1"], None)
+    command = re.search(r"`hwlat (profile device [^`]*)` measures them", log).group(1)
+    assert "--opt-level basic" in command and "--targets nb201" in command, command
+    rc, log = run_until([*shlex.split(command), "--minutes", "0.001", "--no-progress"], None)
+    assert rc == 3 and "unfinished: fusion" in log, log  # resumed, not refused
+    assert DeviceTable.load(out).meta["profile_device"]["targets"] == ["nb201"]
