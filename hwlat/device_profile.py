@@ -743,7 +743,11 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
     theirs = DeviceTable.load(stem)
     if theirs.device.name != runtime.device().name:
         raise HwlatError(f"--from {source}: a table of {theirs.device.name}, not of {runtime.device().name}; give the "
-                         "--runtime, --threads and --precision it was measured with")
+                         f"settings it was measured with: `{profile_command(theirs).rsplit(' --out ', 1)[0]} --from "
+                         f"{source} --out {out}`")
+    if not any(r["status"] == "ok" for r in read_networks(networks_path(theirs))):  # nothing to time again
+        raise HwlatError(f"--from {source}: it has no measured networks to time again on this machine; give a table "
+                         f"whose `hwlat profile device` run measured its networks, or complete it first")
     csv_path, json_path = table_paths(out)
     if json_path.exists() and not fresh:  # (its rows without it are a copy cut short: copied anew)
         mine = DeviceTable.load(csv_path.with_suffix(""))
