@@ -570,9 +570,17 @@ def mend_meta_hint(json_path: Path, meta: Mapping[str, Any], problem: str) -> st
     flags = [f"--runtime {device['runtime']}" if "runtime" in device else "..."]
     if device.get("precision", "fp32") != "fp32":
         flags.append(f"--precision {device['precision']}")
-    threads = (device.get("settings") or {}).get("threads", 1)
+    settings = dict(device.get("settings") or {})
+    threads = settings.pop("threads", 1)
     if threads != 1:
         flags.append(f"--threads {threads}")
+    if device.get("runtime") == "board":  # its build settings are options of --board
+        hardware = str(device.get("hardware", ""))
+        target = f"qemu:{hardware[len('qemu-'):]}" if hardware.startswith("qemu-") else "serial:PORT"
+        flags.append(f"--board {target}{''.join(f',{k}={v}' for k, v in settings.items())}")
+    else:  # a runtime's settings that name the device are its flags: --opt-level basic, --xnnpack off
+        flags += [f"--{k.replace('_', '-')} {('on' if v else 'off') if isinstance(v, bool) else v}"
+                  for k, v in settings.items()]
     stem = json_path.with_suffix("")
     return (f"restore {json_path.name} from a copy, or delete its \"{top}\" entry and run `hwlat profile device "
             f"{' '.join(flags)} --out {stem}` to make it again (the rows are kept)")

@@ -743,7 +743,11 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
     theirs = DeviceTable.load(stem)
     if theirs.device.name != runtime.device().name:
         raise HwlatError(f"--from {source}: a table of {theirs.device.name}, not of {runtime.device().name}; give the "
-                         "--runtime, --threads and --precision it was measured with")
+                         f"settings it was measured with: `{profile_command(theirs).rsplit(' --out ', 1)[0]} --from "
+                         f"{source} --out {out}`")
+    if not any(r["status"] == "ok" for r in read_networks(networks_path(theirs))):  # nothing to time again
+        raise HwlatError(f"--from {source}: it has no measured networks to time again on this machine; give a table "
+                         f"whose `hwlat profile device` run measured its networks, or complete it first")
     csv_path, json_path = table_paths(out)
     if json_path.exists() and not fresh:  # (its rows without it are a copy cut short: copied anew)
         mine = DeviceTable.load(csv_path.with_suffix(""))
@@ -1355,7 +1359,8 @@ def _user_path(table: DeviceTable) -> str:
 
 def profile_command(table: DeviceTable) -> str:
     """The `hwlat profile device` command that makes (or completes) `table`: its runtime, precision,
-    threads and where it runs (a GPU, a board), and its path."""
+    threads, settings and where it runs (a GPU, a board), its targets, and its path."""
+    from nas.pool import target_kinds
     from profilers.runtimes import runtimes
 
     d = table.device
@@ -1374,6 +1379,9 @@ def profile_command(table: DeviceTable) -> str:
         flags.append(f"--protocol {preset}")
     if clock and clock != ("cpu" if d.hardware == "cpu" and settings.get("threads", 1) == 1 else "wall"):
         flags.append(f"--clock {clock}")
+    targets = (table.meta.get("profile_device") or {}).get("targets")  # other targets: the defaults would grow it
+    if targets and set(targets) != set((cls.default_targets if cls is not None else None) or target_kinds()):
+        flags.append(f"--targets {','.join(targets)}")
     return f"hwlat profile device {' '.join(flags)} --out {_user_path(table)}"
 
 

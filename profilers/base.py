@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import inspect
 import logging
 import numbers
 import os
@@ -112,8 +113,16 @@ class Runtime(abc.ABC):
     @classmethod
     def device_flags(cls, device: Device) -> list[str]:
         """The flags of `hwlat profile` besides --runtime, --precision and --threads that measure
-        `device` with this runtime again (where it runs: a GPU, a board); none on this machine's CPU."""
-        return []
+        `device` with this runtime again: where it runs (a GPU, a board; subclasses add it) and the
+        settings of `cli_options` that name it (``--opt-level basic``, ``--xnnpack off``)."""
+        settings, defaults = dict(device.settings), inspect.signature(cls).parameters
+        flags = []
+        for option in cls.cli_options:
+            value = settings.get(option.setting, None)
+            default = getattr(defaults.get(option.setting), "default", None)
+            if value is not None and value != default:
+                flags.append(f"{option.flag} {next((k for k, v in (option.values or {}).items() if v == value), value)}")
+        return flags
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):
         if isinstance(threads, bool) or not isinstance(threads, numbers.Integral) or threads < 1:

@@ -354,6 +354,38 @@ def test_a_damaged_json_entry_is_one_error_naming_file_and_entry_in_validate_sho
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # nothing read changed a file
 
 
+
+@pytest.mark.parametrize("device, flags", [
+    ({"runtime": "onnxruntime", "settings": {"threads": 1, "opt_level": "basic"}}, "--opt-level basic"),
+    ({"runtime": "litert", "settings": {"threads": 2, "xnnpack": False}}, "--threads 2 --xnnpack off"),
+    ({"runtime": "board", "hardware": "qemu-mps2-an385", "precision": "int8", "settings": {"threads": 1, "arena_kb": "128"}},
+     "--precision int8 --board qemu:mps2-an385,arena_kb=128"),
+])
+def test_the_command_that_mends_a_damaged_entry_names_the_tables_device(tmp_path, capsys, device, flags):
+    """It named --runtime, --precision and --threads only: for a table measured with --opt-level basic,
+    --xnnpack off or another board it was refused as another device."""
+    import shlex
+
+    from hwlat.cli import build_parser, main
+    from hwlat.commands.profile import runtime_settings
+    from profilers.runtimes import get_runtime
+
+    def edit(meta):
+        meta["device"].update(device)
+        meta["device"]["name"] = Device.from_dict(meta["device"]).name
+        meta["protocol"] = "x"
+
+    base = _table_with_meta(tmp_path, edit)
+    assert main(["table", "show", str(base)]) == 1
+    err = capsys.readouterr().err
+    command = err.split("run `hwlat ", 1)[1].split("`", 1)[0]
+    assert command == f"profile device --runtime {device['runtime']} {flags} --out {base}", err
+    if device["runtime"] != "board":  # the device the command measures is the table's
+        argv = shlex.split(command)
+        args = build_parser(argv).parse_args(argv)
+        measured = get_runtime(args.runtime, **runtime_settings(args)).device().name
+        assert measured == Device.from_dict(json.loads(base.with_suffix(".json").read_text())["device"]).name
+
 def test_a_score_without_the_entries_it_is_read_with_is_named(tmp_path, capsys):
     from hwlat.cli import main
 

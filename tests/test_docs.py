@@ -149,3 +149,51 @@ def test_every_option_says_what_it_does_and_its_default():
         assert text, f"`{command} {flag}` has no help"
         if not (isinstance(default, (list, tuple)) and not default) and default not in quiet:
             assert "default" in text, f"`{command} {flag}`: its default {default!r} is not in its help"
+
+
+def _subcommands(parser) -> dict:
+    return next((a.choices for a in parser._actions if isinstance(a, argparse._SubParsersAction)), {})
+
+
+def _named_commands():
+    """(where, `hwlat ...` text) of every command named in the docs' prose and in the code's strings
+    (messages, hints, help), which the fenced-block test above does not see."""
+    import ast
+
+    for page in PAGES:
+        for m in re.finditer(r"`(?:\.venv/bin/)?(hwlat [^`]+)`", page.read_text()):
+            yield str(page.relative_to(ROOT)), m.group(1)
+    for folder in ("hwlat", "device_tables", "nas", "predictors", "profilers"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.JoinedStr):  # an f-string: its fields stand for one word each
+                    text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                    text = node.value
+                else:
+                    continue
+                for m in re.finditer(r"hwlat (?:[a-z][a-z-]* ?)+[^`\n\"'()|;]*", text):
+                    yield f"{path.relative_to(ROOT)}:{node.lineno}", m.group(0)
+
+
+def test_every_flag_a_message_or_the_prose_names_is_an_option_of_that_command():
+    """`hwlat CMD ... --flag VALUE` in a hint, a help text or the docs' prose names an option of CMD, with a
+    value it takes (placeholders such as NAME or X aside)."""
+    bad = []
+    for where, text in _named_commands():
+        parser, words, named = build_parser(), text.split()[1:], False
+        while words and words[0] in _subcommands(parser):
+            parser, named = _subcommands(parser)[words.pop(0)], True
+        if not named or _subcommands(parser):
+            continue  # `hwlat worker: ...`, `hwlat profile ...`: no command named
+        options = {o: a for a in parser._actions for o in a.option_strings}
+        for i, word in enumerate(words):
+            flag = word.split("=")[0]
+            if not re.match(r"^--?[a-zA-Z]", flag):
+                continue
+            if flag not in options:
+                bad.append(f"{where}: {text!r}: {flag}")
+            elif options[flag].choices and i + 1 < len(words) and re.match(r"^[a-z][\w-]*$", words[i + 1]) \
+                    and words[i + 1] not in options[flag].choices:
+                bad.append(f"{where}: {text!r}: {flag} {words[i + 1]}")
+    assert not bad, "\n".join(bad)

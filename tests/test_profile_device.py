@@ -1003,3 +1003,39 @@ def test_the_fusion_verdicts_are_printed_without_progress_bars(tmp_path, capsys)
         _fusion_stage(rt, table, protocol, _Clock(1), ["add+relu"], progress=False)
     out = capsys.readouterr().out
     assert re.search(r"^add\+relu .*(FUSED|apart)", out, re.M), out
+
+
+def test_the_command_named_to_complete_a_table_resumes_it_with_its_settings_and_targets(tmp_path):
+    """The command named to complete a table left out its runtime's settings (--opt-level basic: refused
+    as another device) and its --targets (the defaults grew a finished nb201 table to every space)."""
+    import shlex
+
+    out = tmp_path / "basic"
+    rc, log = run_until(["profile", "device", *TINY, "--opt-level", "basic", "--out", str(out), "--minutes", "0.001"],
+                        None)
+    assert rc == 3, log
+    rc, log = run_until(["predict", "--table", str(out), "--space", "nb201", "--arch", "1"], None)
+    command = re.search(r"`hwlat (profile device [^`]*)` measures them", log).group(1)
+    assert "--opt-level basic" in command and "--targets nb201" in command, command
+    rc, log = run_until([*shlex.split(command), "--minutes", "0.001", "--no-progress"], None)
+    assert rc == 3 and "unfinished: fusion" in log, log  # resumed, not refused
+    assert DeviceTable.load(out).meta["profile_device"]["targets"] == ["nb201"]
+
+
+def test_a_from_table_of_other_settings_or_without_networks_is_refused_naming_what_to_give(tmp_path):
+    """--from a table of --opt-level basic said "give the --runtime, --threads and --precision it was measured
+    with" (none of which differed); and --from a table that measured no networks was refused as a
+    "--recalibrate" the user never gave, "run without --recalibrate first"."""
+    import shlex
+
+    src, out = tmp_path / "basic", tmp_path / "copy"
+    rc, log = run_until(["profile", "device", *TINY, "--opt-level", "basic", "--out", str(src), "--minutes", "0.001"],
+                        None)
+    assert rc == 3, log
+    rc, log = run_until(["profile", "device", "--runtime", "onnxruntime", "--from", str(src), "--out", str(out)], None)
+    assert rc == 1 and "--opt-level basic" in log and "--threads and --precision" not in log, log
+    command = re.search(r"`hwlat (profile device [^`]*)`", log).group(1)
+    assert command.endswith(f"--from {src} --out {out}"), command
+    rc, log = run_until(shlex.split(command), None)  # the settings named are taken: on to the next check
+    assert rc == 1 and f"--from {src}: it has no measured networks" in log and "--recalibrate" not in log, log
+    assert not list(tmp_path.glob("copy*"))

@@ -226,3 +226,22 @@ def test_cli_verify_prints_what_was_measured_and_why(tmp_path, space, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: one clear message
         main(args[:-4] + ["--verify-margin", "1.5"])
     assert exc.value.code == 2 and "--verify-margin: 1.5: must be at least 0 and below 1" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("other", [["--protocol", "brief"], ["--threads", "2"]])
+def test_a_verify_out_table_of_other_settings_is_refused_in_the_searchs_flags(tmp_path, capsys, other):
+    """The refusal was worded for `hwlat profile archs`: "choose another --out", "pass --fresh", "the table's
+    protocol is `--protocol quick --clock wall`", none of which `hwlat search` takes."""
+    table = tmp_path / "verified"
+    args = ["search", "--space", "nb201", "--predictor", "lut:cpu_onnxruntime_fp32_threads1", "--max-latency-ms", "0.5",
+            "--budget", "8", "--population", "4", "--top", "1", "--verify-rounds", "1", "--verify", "--protocol",
+            "quick", "--no-progress", "--verify-pool", "search", "--verify-out", str(table)]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args + other) == 1
+    err = capsys.readouterr().err
+    assert f"--verify-out {table}: " in err and "give another --verify-out" in err, err
+    assert "--fresh" not in err and "--clock" not in err and "another --out" not in err, err
+    if "brief" in other:
+        assert "(its protocol: --protocol quick)" in err
+    assert main(args) == 0  # the settings it names resume it

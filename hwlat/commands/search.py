@@ -136,8 +136,23 @@ def build_predictor(args: argparse.Namespace, space):
     return pred, device
 
 
+def _verify_out_error(exc, verify_out: str | None):
+    """A --verify-out table refused for a resume, as `hwlat profile archs` words it (another --out,
+    --fresh, --clock), in the flags of `hwlat search`; None for another table error."""
+    from device_tables.errors import HwlatError, ResumeSettingsError
+    from profilers.protocol import Protocol
+
+    if verify_out is None or not ("--out" in str(exc) or isinstance(exc, ResumeSettingsError)):
+        return None
+    stored = getattr(exc, "stored", {}).get("protocol")
+    preset = Protocol.preset_of(stored) if isinstance(stored, dict) else None
+    return HwlatError(f"--verify-out {verify_out}: {str(exc).rsplit('; ', 1)[0]}; give another --verify-out, or resume "
+                      f"it with the --space, --runtime, --threads and --protocol it was measured with"
+                      f"{f' (its protocol: --protocol {preset})' if preset else ''}, or remove its files to measure anew")
+
+
 def _search(args: argparse.Namespace) -> int:
-    from device_tables.errors import HwlatError
+    from device_tables.errors import HwlatError, TableError
     from nas.constraints import LatencyConstraint
     from nas.search.algorithms import search_by_method
     from nas.search.objectives import load_objective
@@ -184,7 +199,10 @@ def _search(args: argparse.Namespace) -> int:
               f"{band.fraction:.1%} ({band.source}); the most accurate are then measured on {args.runtime} "
               f"(threads={args.threads}, protocol {args.protocol}), predictions corrected by what was measured, until "
               f"none left could beat the best measured within {c.budget_ms:g} ms")
-        result = search_verified(space, c, search, settings, band)
+        try:
+            result = search_verified(space, c, search, settings, band)
+        except TableError as exc:
+            raise _verify_out_error(exc, args.verify_out) or exc from None
     else:
         result = search(c)
     print()

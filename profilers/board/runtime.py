@@ -107,8 +107,10 @@ class BoardRuntime(Runtime):
 
     @classmethod
     def device_flags(cls, device: Device) -> list[str]:
-        emulated = device.hardware.startswith("qemu-")  # the device's name for qemu:<machine>
-        return [f"--board {'qemu:' + device.hardware[len('qemu-'):] if emulated else 'serial:PORT'}"]
+        if not device.hardware.startswith("qemu-"):  # the device's name for qemu:<machine>
+            return ["--board serial:PORT"]
+        build = "".join(f",{k}={v}" for k, v in device.settings if k in BUILD_DEFAULTS)  # its firmware's, named
+        return [f"--board qemu:{device.hardware[len('qemu-'):]}{build}"]
 
     def __init__(self, threads: int = 1, precision: str = "int8", board: str = DEFAULT_BOARD,
                  runs: int | None = None, warmup: int | None = None, retries: int = 2,

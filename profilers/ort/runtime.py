@@ -47,7 +47,7 @@ class OnnxRuntime(Runtime):
     packages = ("onnxruntime", "onnxruntime-gpu")
     @classmethod
     def device_flags(cls, device: Device) -> list[str]:
-        return [] if device.hardware == "cpu" else ["--provider cuda"]
+        return super().device_flags(device) + ([] if device.hardware == "cpu" else ["--provider cuda"])
 
     cli_options = (
         Option("--opt-level", "opt_level", "graph optimisation level (default all; another level names another device)",

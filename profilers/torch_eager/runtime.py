@@ -74,7 +74,7 @@ class TorchRuntime(Runtime):
     packages = ("torch",)
     @classmethod
     def device_flags(cls, device: Device) -> list[str]:
-        return [] if device.hardware == "cpu" else ["--device cuda"]
+        return super().device_flags(device) + ([] if device.hardware == "cpu" else ["--device cuda"])
 
     cli_options = (
         Option("--device", "device", "cpu (default), cuda or cuda:N; a GPU names the device after itself, "
