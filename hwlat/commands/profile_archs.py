@@ -61,8 +61,8 @@ def _profile_archs(args: argparse.Namespace) -> int:
         from hwlat.commands.cluster_profile import profile_archs_on_cluster
 
         if args.passes and args.passes > 1:
-            raise HwlatError("--cluster measures each architecture once (--passes 1); run the command again with "
-                             "--fresh and another --out for a second pass")
+            raise HwlatError("--cluster measures each architecture once (--passes 1); for a second pass, run the "
+                             "command again with another --out")
 
         return profile_archs_on_cluster(args)
     from hwlat.commands.profile import protocol_from_args, runtime_settings
