@@ -177,6 +177,15 @@ def _search(args: argparse.Namespace) -> int:
             raise HwlatError(f"--save-predictor: the {pred.name} predictor is not a saveable feature predictor")
         save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
+    if args.verify and args.verify_out:  # a --verify-out of other settings is refused before the search, not after it
+        from device_tables.archtable import arch_table_paths
+        from nas.device_loop import measure
+
+        if arch_table_paths(args.verify_out)[1].exists():
+            try:
+                measure(space, [], args.verify_out, args.runtime, args.threads, args.protocol, progress=False)
+            except TableError as exc:
+                raise _verify_out_error(exc, args.verify_out) or exc from None
     c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms)
     _, fast_ms, n_seen, exhaustive = c.check_budget()
     seen = f"of all {n_seen}" if exhaustive else f"of {n_seen} sampled"
