@@ -399,3 +399,15 @@ def test_only_a_lookup_scores_the_whole_space_for_a_ranking():
     assert NaswotProxy(sp).scores_by_index() is None and CallableObjective(sp, lambda a: 1.0).scores_by_index() is None
     res = regularized_evolution(sp, "accuracy:cifar10", budget=5, population=3, progress=False)
     assert res.scorer is not None and res.scorer.scores_by_index() is not None  # the verification ranks by it
+
+
+@pytest.mark.parametrize("value", ["'high'", "None", "[1.0, 2.0]"])
+def test_cli_an_objective_that_returns_no_number_is_one_clear_error(tmp_path, space, capsys, value):
+    f = tmp_path / "bad.py"
+    f.write_text(f"def score(arch):\n    return {value}\n")
+    assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples",
+                 str(_samples(tmp_path / "board.csv", space, 12)), "--max-latency-ms", "1.5", "--budget", "5",
+                 "--no-progress", "--objective", f"{f}:score"]) == 1  # was float()'s TypeError/ValueError, a traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hwlat: error: {f}:score returned {value} for |") and "must be a number" in err
+    assert len(err.splitlines()) == 1

@@ -86,7 +86,12 @@ class CallableObjective(Objective):
         self.short = self.label if len(self.label) <= 32 else self.label[-32:]
 
     def score(self, arch: Any) -> float:
-        return float(call_with_space(self.fn, self.space, arch))
+        value = call_with_space(self.fn, self.space, arch)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ObjectiveError(f"{self.label} returned {value!r} for {self.space.key(arch)}: a score must be a "
+                                 "number, higher is better") from None
 
 
 class AccuracyObjective(Objective):
