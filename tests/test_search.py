@@ -411,3 +411,14 @@ def test_cli_an_objective_that_returns_no_number_is_one_clear_error(tmp_path, sp
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"hwlat: error: {f}:score returned {value} for |") and "must be a number" in err
     assert len(err.splitlines()) == 1
+
+
+def test_cli_search_names_the_search_options_its_method_or_objective_does_not_use(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+            "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--objective", _objective_file(tmp_path)]
+    assert main(base + ["--method", "random", "--population", "7", "--tournament", "3", "--proxy-batch", "4"]) == 0
+    err = capsys.readouterr().err  # random search has no population or tournament; only NASWOT takes a batch
+    assert "--population, --tournament, --proxy-batch ignored" in err and "--tournament is evolution's" in err
+    assert main(base + ["--method", "evolution", "--population", "7", "--tournament", "3"]) == 0
+    assert "ignored" not in capsys.readouterr().err
