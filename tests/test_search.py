@@ -422,3 +422,20 @@ def test_cli_search_names_the_search_options_its_method_or_objective_does_not_us
     assert "--population, --tournament, --proxy-batch ignored" in err and "--tournament is evolution's" in err
     assert main(base + ["--method", "evolution", "--population", "7", "--tournament", "3"]) == 0
     assert "ignored" not in capsys.readouterr().err
+
+
+def test_cli_search_verify_out_it_cannot_resume_is_refused_before_searching_in_its_own_options(tmp_path, space, capsys):
+    from nas.device_loop import measure
+
+    kept = tmp_path / "kept"
+    measure(space, space.sample(1, seed=0), kept, protocol="quick", progress=False)
+    base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples",
+            str(_samples(tmp_path / "board.csv", space, 12)), "--max-latency-ms", "1.5", "--budget", "5",
+            "--no-progress", "--objective", _objective_file(tmp_path), "--verify", "--verify-out", str(kept)]
+    for flags, words in ((["--protocol", "brief"], "give another --verify-out (the table's protocol is `--protocol "
+                                                   "quick`)"),
+                         (["--protocol", "quick", "--runtime", "torch"], "choose another --verify-out")):
+        assert main(base + flags) == 1
+        out, err = capsys.readouterr()
+        assert "searched under" not in out  # refused before the search, not after it
+        assert words in err and "--fresh" not in err and "--clock" not in err and len(err.strip().splitlines()) == 1

@@ -125,6 +125,32 @@ def verify_margin(text: str) -> float | None:
     return value
 
 
+def check_verify_out(args: argparse.Namespace, space) -> None:
+    """A --verify-out table that these settings cannot resume is refused before the search, not once it has run, in
+    this command's words (it has --verify-out for --out, and no --fresh)."""
+    import re
+
+    from device_tables.archtable import arch_table_paths
+    from device_tables.errors import ResumeSettingsError, TableError
+    from nas.device_loop import measure
+
+    if not (args.verify and args.verify_out and any(p.exists() for p in arch_table_paths(args.verify_out))):
+        return
+    try:
+        measure(space, [], args.verify_out, runtime=args.runtime, threads=args.threads, protocol=args.protocol,
+                progress=False)
+    except TableError as exc:
+        text = re.sub(r",? or pass --fresh to start it again \(its files are moved aside\)", " or give another --out",
+                      str(exc))
+        text = re.sub(r" \(or --fresh to start it again here, its files moved aside\)", "", text)
+        text = text.replace("--out", "--verify-out")
+        if not isinstance(exc, ResumeSettingsError):
+            raise type(exc)(text) from None
+        stored = {k: ({n: v for n, v in p.items() if n != "clock"} if k == "protocol" and isinstance(p, dict) else p)
+                  for k, p in exc.stored.items()}  # the hint names --protocol alone: search has no --clock
+        raise ResumeSettingsError(text, stored) from None
+
+
 def build_predictor(args: argparse.Namespace, space):
     """The predictor of --predictor, adapted to --device-samples when given."""
     from hwlat.device_profile import scale_to_speed_now
@@ -164,6 +190,7 @@ def _search(args: argparse.Namespace) -> int:
         print(f"hwlat: note: {', '.join(ignored)} ignored: {'; '.join(dict.fromkeys(ignored.values()))}",
               file=sys.stderr)
     space = get_space(args.space)
+    check_verify_out(args, space)
     pred, device = build_predictor(args, space)
     if args.save_predictor:
         from nas.few_shot import save
