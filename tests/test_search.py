@@ -439,3 +439,11 @@ def test_cli_search_verify_out_it_cannot_resume_is_refused_before_searching_in_i
         out, err = capsys.readouterr()
         assert "searched under" not in out  # refused before the search, not after it
         assert words in err and "--fresh" not in err and "--clock" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("search", [regularized_evolution, random_search, _nsga2])
+def test_a_search_with_a_minimum_says_it_searched_above_it(space, search):
+    pred = CallablePredictor(space, additive_ms, batched=True)
+    result = search(space, convs, LatencyConstraint(pred, budget_ms=0.6, min_ms=0.3), budget=10, progress=False)
+    assert "searched under: 0.3 <= predicted latency <= 0.6 ms" in result.format()  # the minimum was not said
+    assert result.to_dict()["min_ms"] == 0.3 and all(0.3 <= c.latency_ms <= 0.6 for c in result.best(10))
