@@ -447,3 +447,13 @@ def test_a_search_with_a_minimum_says_it_searched_above_it(space, search):
     result = search(space, convs, LatencyConstraint(pred, budget_ms=0.6, min_ms=0.3), budget=10, progress=False)
     assert "searched under: 0.3 <= predicted latency <= 0.6 ms" in result.format()  # the minimum was not said
     assert result.to_dict()["min_ms"] == 0.3 and all(0.3 <= c.latency_ms <= 0.6 for c in result.best(10))
+
+
+def test_an_objective_module_of_this_folder_that_does_not_import_names_the_file_form(tmp_path, space, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the `hwlat` script imports from its install, not from the folder it runs in
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    (tmp_path / "mine.py").write_text("def score(arch):\n    return 1.0\n")
+    with pytest.raises(ObjectiveError, match=r"No module named 'mine'\); for the file mine.py here, give --objective "
+                                             r"mine.py:score$"):
+        load_objective("mine:score", space)
+    assert load_objective("mine.py:score", space)(space.parse("4-4-4-4-4-4")) == 1.0
