@@ -17,19 +17,19 @@ from nas.search import optuna_pareto
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--trials", type=int, default=400)
+    ap.add_argument("--trials", type=int, help="Optuna trials (default 400; 40 with --quick)")
     ap.add_argument("--budget-ms", type=float, help="latency budget (default: 40th percentile of the predictions)")
     ap.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"])
     ap.add_argument("--quick", action="store_true", help="tiny run (tests)")
     args = ap.parse_args()
-    shots, trials, protocol = (5, 40, "quick") if args.quick else (20, args.trials, "brief")
+    shots, trials, protocol = (5, args.trials or 40, "quick") if args.quick else (20, args.trials or 400, "brief")
 
     pred = adapted_predictor("nb201", shots=shots, protocol=protocol, progress=False)  # this machine
     budget = args.budget_ms or float(np.percentile(pred.predict(pred.space.sample(2000, seed=1)), 40))
     c = LatencyConstraint(pred, budget_ms=budget)
     objective = f"accuracy:{args.dataset}"
     for role in ("objective", "constraint"):
-        res = optuna_pareto("nb201", objective, c, trials=trials, latency=role, population=min(50, trials // 4),
+        res = optuna_pareto("nb201", objective, c, trials=trials, latency=role, population=max(2, min(50, trials // 4)),
                             seed=0, progress=False)
         print(f"\nNSGA-II, latency as {role}: {trials} trials, {res.evaluations} distinct archs, {res.rejected} over "
               f"the {budget:.3f} ms budget (kept out of the front)")

@@ -29,6 +29,8 @@ def test_optuna_pareto_example():
     out = run_example("optuna_pareto.py")
     assert "NSGA-II, latency as objective" in out and "NSGA-II, latency as constraint" in out
     assert out.count("most accurate within budget") == 2 and "Pareto front" in out
+    out = run_example("optuna_pareto.py", "--trials", "6", "--budget-ms", "100")  # a population of 6 // 4 = 1 was refused
+    assert "NSGA-II, latency as constraint: 6 trials" in out
 
 
 def test_evolution_loop_example():

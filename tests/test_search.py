@@ -399,3 +399,62 @@ def test_only_a_lookup_scores_the_whole_space_for_a_ranking():
     assert NaswotProxy(sp).scores_by_index() is None and CallableObjective(sp, lambda a: 1.0).scores_by_index() is None
     res = regularized_evolution(sp, "accuracy:cifar10", budget=5, population=3, progress=False)
     assert res.scorer is not None and res.scorer.scores_by_index() is not None  # the verification ranks by it
+
+
+@pytest.mark.parametrize("value", ["'high'", "None", "[1.0, 2.0]"])
+def test_cli_an_objective_that_returns_no_number_is_one_clear_error(tmp_path, space, capsys, value):
+    f = tmp_path / "bad.py"
+    f.write_text(f"def score(arch):\n    return {value}\n")
+    assert main(["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples",
+                 str(_samples(tmp_path / "board.csv", space, 12)), "--max-latency-ms", "1.5", "--budget", "5",
+                 "--no-progress", "--objective", f"{f}:score"]) == 1  # was float()'s TypeError/ValueError, a traceback
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"hwlat: error: {f}:score returned {value} for |") and "must be a number" in err
+    assert len(err.splitlines()) == 1
+
+
+def test_cli_search_names_the_search_options_its_method_or_objective_does_not_use(tmp_path, space, capsys):
+    samples = _samples(tmp_path / "board.csv", space, 12)
+    base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples", str(samples),
+            "--max-latency-ms", "1.5", "--budget", "5", "--no-progress", "--objective", _objective_file(tmp_path)]
+    assert main(base + ["--method", "random", "--population", "7", "--tournament", "3", "--proxy-batch", "4"]) == 0
+    err = capsys.readouterr().err  # random search has no population or tournament; only NASWOT takes a batch
+    assert "--population, --tournament, --proxy-batch ignored" in err and "--tournament is evolution's" in err
+    assert main(base + ["--method", "evolution", "--population", "7", "--tournament", "3"]) == 0
+    assert "ignored" not in capsys.readouterr().err
+
+
+def test_cli_search_verify_out_it_cannot_resume_is_refused_before_searching_in_its_own_options(tmp_path, space, capsys):
+    from nas.device_loop import measure
+
+    kept = tmp_path / "kept"
+    measure(space, space.sample(1, seed=0), kept, protocol="quick", progress=False)
+    base = ["search", "--space", "nb201", "--predictor", "pretrained", "--device-samples",
+            str(_samples(tmp_path / "board.csv", space, 12)), "--max-latency-ms", "1.5", "--budget", "5",
+            "--no-progress", "--objective", _objective_file(tmp_path), "--verify", "--verify-out", str(kept)]
+    for flags, words in ((["--protocol", "brief"], "give another --verify-out, or resume it with the --space, "
+                                                   "--runtime, --threads and --protocol it was measured with (its "
+                                                   "protocol: --protocol quick)"),
+                         (["--protocol", "quick", "--runtime", "torch"], "give another --verify-out")):
+        assert main(base + flags) == 1
+        out, err = capsys.readouterr()
+        assert "searched under" not in out  # refused before the search, not after it
+        assert words in err and "--fresh" not in err and "--clock" not in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("search", [regularized_evolution, random_search, _nsga2])
+def test_a_search_with_a_minimum_says_it_searched_above_it(space, search):
+    pred = CallablePredictor(space, additive_ms, batched=True)
+    result = search(space, convs, LatencyConstraint(pred, budget_ms=0.6, min_ms=0.3), budget=10, progress=False)
+    assert "searched under: 0.3 <= predicted latency <= 0.6 ms" in result.format()  # the minimum was not said
+    assert result.to_dict()["min_ms"] == 0.3 and all(0.3 <= c.latency_ms <= 0.6 for c in result.best(10))
+
+
+def test_an_objective_module_of_this_folder_that_does_not_import_names_the_file_form(tmp_path, space, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the `hwlat` script imports from its install, not from the folder it runs in
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", ".", str(tmp_path))])
+    (tmp_path / "mine.py").write_text("def score(arch):\n    return 1.0\n")
+    with pytest.raises(ObjectiveError, match=r"No module named 'mine'\); for the file mine.py here, give --objective "
+                                             r"mine.py:score$"):
+        load_objective("mine:score", space)
+    assert load_objective("mine.py:score", space)(space.parse("4-4-4-4-4-4")) == 1.0

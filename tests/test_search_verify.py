@@ -247,3 +247,15 @@ def test_a_verify_out_table_of_other_settings_is_refused_in_the_searchs_flags(tm
     if "brief" in other:
         assert "(its protocol: --protocol quick)" in err
     assert main(args) == 0  # the settings it names resume it
+
+
+def test_an_architecture_measured_below_the_minimum_is_not_said_to_be_within(space):
+    """45-53 ms predicted, 0.2-20 ms measured: within the budget, below the minimum; none may win."""
+    c = LatencyConstraint(CallablePredictor(space, biased_ms, batched=True, name="biased"), budget_ms=60.0, min_ms=40.0)
+    res = search_verified(space, c, lambda wide: _search(space, wide), VerifySettings(margin=0.0, top=2, rounds=1, **QUICK))
+    v = res.verified
+    assert len(v.measured) == 2 and all(m < 40.0 for m in v.ms) and v.winner is None
+    text = v.format("conv3")
+    assert text.count("below the minimum)") == 2 and " yes" not in text  # the column said "yes" to both
+    assert "winner: none of the 2 measured within 40..60 ms; widen the bounds" in text
+    assert res.to_dict()["verified"]["min_ms"] == 40.0

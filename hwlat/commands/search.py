@@ -82,22 +82,33 @@ def register(sub) -> None:
     p.add_argument("--save-predictor", help="save the (adapted) predictor to this path (NAME -> NAME.npz + NAME.json)")
     p.add_argument("--json", help="write the result (best, Pareto front, verification) as JSON to this file")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.set_defaults(func=_search, verify_defaults={dest: p.get_default(dest) for dest in VERIFY_ONLY})
+    p.set_defaults(func=_search, verify_defaults={dest: p.get_default(dest) for dest in VERIFY_ONLY},
+                   search_defaults={dest: p.get_default(dest) for dest in ("population", "tournament", "proxy_batch")})
 
 
 # Options that only say how --verify measures.
 VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "threads", "protocol", "verify_out")
 
 
-def ignored_options(args: argparse.Namespace) -> list[str]:
-    """The options given that this search does not use: --verify's without --verify, --as-profiled without a table,
-    --device without --device-samples."""
-    out = [] if args.verify else [f"--{dest.replace('_', '-')}" for dest, default in args.verify_defaults.items()
-                                  if getattr(args, dest) != default]
+def ignored_options(args: argparse.Namespace) -> dict[str, str]:
+    """The options given that this search does not use, each with what it needs: --verify's without --verify,
+    --as-profiled without a table, --device without --device-samples, --population and --tournament of another
+    method, --proxy-batch without the proxy."""
+    from nas.search.objectives import PROXY_NAMES, default_objective
+
+    out = {} if args.verify else {f"--{dest.replace('_', '-')}": "--verify's options need --verify"
+                                  for dest, default in args.verify_defaults.items() if getattr(args, dest) != default}
     if args.as_profiled and not args.predictor.startswith("lut:"):
-        out.append("--as-profiled")
+        out["--as-profiled"] = "--as-profiled needs a lut:<device table> predictor"
     if args.device and not args.device_samples:
-        out.append("--device")
+        out["--device"] = "--device needs --device-samples"
+    given = {dest for dest, default in args.search_defaults.items() if getattr(args, dest) != default}
+    if "population" in given and args.method == "random":
+        out["--population"] = "--population is evolution's and nsga2's"
+    if "tournament" in given and args.method != "evolution":
+        out["--tournament"] = "--tournament is evolution's"
+    if "proxy_batch" in given and (args.objective or default_objective(args.space)).lower() not in PROXY_NAMES:
+        out["--proxy-batch"] = "--proxy-batch needs --objective naswot"
     return out
 
 
@@ -112,6 +123,22 @@ def verify_margin(text: str) -> float | None:
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"{value}: must be at least 0 and below 1")
     return value
+
+
+def check_verify_out(args: argparse.Namespace, space) -> None:
+    """A --verify-out table that these settings cannot resume is refused before the search, not once it has run
+    (`_verify_out_error`: in this command's flags)."""
+    from device_tables.archtable import arch_table_paths
+    from device_tables.errors import TableError
+    from nas.device_loop import measure
+
+    if not (args.verify and args.verify_out and any(p.exists() for p in arch_table_paths(args.verify_out))):
+        return
+    try:
+        measure(space, [], args.verify_out, runtime=args.runtime, threads=args.threads, protocol=args.protocol,
+                progress=False)
+    except TableError as exc:
+        raise _verify_out_error(exc, args.verify_out) or exc from None
 
 
 def build_predictor(args: argparse.Namespace, space):
@@ -165,9 +192,10 @@ def _search(args: argparse.Namespace) -> int:
         make_output(Path(args.json))
     ignored = ignored_options(args)
     if ignored:
-        print(f"hwlat: note: {', '.join(ignored)} ignored: --verify's options need --verify, --as-profiled a "
-              "lut:<device table> predictor, --device --device-samples", file=sys.stderr)
+        print(f"hwlat: note: {', '.join(ignored)} ignored: {'; '.join(dict.fromkeys(ignored.values()))}",
+              file=sys.stderr)
     space = get_space(args.space)
+    check_verify_out(args, space)
     pred, device = build_predictor(args, space)
     if args.save_predictor:
         from nas.few_shot import save
@@ -177,15 +205,6 @@ def _search(args: argparse.Namespace) -> int:
             raise HwlatError(f"--save-predictor: the {pred.name} predictor is not a saveable feature predictor")
         save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
-    if args.verify and args.verify_out:  # a --verify-out of other settings is refused before the search, not after it
-        from device_tables.archtable import arch_table_paths
-        from nas.device_loop import measure
-
-        if arch_table_paths(args.verify_out)[1].exists():
-            try:
-                measure(space, [], args.verify_out, args.runtime, args.threads, args.protocol, progress=False)
-            except TableError as exc:
-                raise _verify_out_error(exc, args.verify_out) or exc from None
     c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms)
     _, fast_ms, n_seen, exhaustive = c.check_budget()
     seen = f"of all {n_seen}" if exhaustive else f"of {n_seen} sampled"

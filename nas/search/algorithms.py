@@ -54,7 +54,8 @@ class _Run:
         self.objective: Objective = load_objective(objective, self.space)
         self.budget = budget
         self.result = SearchResult(method, self.space.name, self.objective.label,
-                                   constraint.budget_ms if constraint is not None else None, scorer=self.objective)
+                                   constraint.budget_ms if constraint is not None else None, scorer=self.objective,
+                                   min_ms=constraint.min_ms if constraint is not None else None)
         self.by_key: dict[str, Candidate] = {}
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=not progress,

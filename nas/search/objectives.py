@@ -86,7 +86,12 @@ class CallableObjective(Objective):
         self.short = self.label if len(self.label) <= 32 else self.label[-32:]
 
     def score(self, arch: Any) -> float:
-        return float(call_with_space(self.fn, self.space, arch))
+        value = call_with_space(self.fn, self.space, arch)
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ObjectiveError(f"{self.label} returned {value!r} for {self.space.key(arch)}: a score must be a "
+                                 "number, higher is better") from None
 
 
 class AccuracyObjective(Objective):
@@ -230,7 +235,9 @@ def load_objective(spec: str | Callable[..., Any] | Objective | None, space: Spa
         else:
             module = importlib.import_module(mod_name)
     except ImportError as exc:
-        raise ObjectiveError(f"--objective {text!r}: cannot import {mod_name!r} ({exc})") from None
+        here = Path(*mod_name.split(".")).with_suffix(".py")  # `hwlat` imports from its install, not from this folder
+        hint = f"; for the file {here} here, give --objective {here}:{fn_name}" if here.is_file() else ""
+        raise ObjectiveError(f"--objective {text!r}: cannot import {mod_name!r} ({exc}){hint}") from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
         raise ObjectiveError(f"--objective {text!r}: {mod_name} has no function {fn_name!r}")

@@ -45,6 +45,7 @@ class SearchResult:
     objective_seconds: float = 0.0
     verified: Any = None  # a `nas.search.verified.VerifiedSearch` when the search was verified by measuring
     stopped: str = ""  # why the search scored fewer architectures than its budget ("" where it did not)
+    min_ms: float | None = None  # the lower latency bound searched under, if any
     scorer: Any = field(default=None, repr=False, compare=False)  # the `Objective` that scored `history`
 
     @property
@@ -82,7 +83,8 @@ class SearchResult:
                 f"{self.proposals} predicted, {self.rejected} of them outside the latency bounds; {self.seconds:.1f} s")
         lines = [head] + ([f"stopped early: {self.stopped}"] if self.stopped else [])
         if self.budget_ms is not None:
-            lines.append(f"searched under: predicted latency <= {self.budget_ms:.4g} ms")
+            low = f"{self.min_ms:.4g} <= " if self.min_ms is not None else ""
+            lines.append(f"searched under: {low}predicted latency <= {self.budget_ms:.4g} ms")
         best = self.best(k)
         if not best:
             lines.append("no feasible architecture found")
@@ -96,6 +98,7 @@ class SearchResult:
     def to_dict(self, k: int = 5) -> dict[str, Any]:
         verified = {"verified": self.verified.to_dict()} if self.verified is not None else {}
         return {"method": self.method, "space": self.space, "objective": self.objective, "budget_ms": self.budget_ms,
+                "min_ms": self.min_ms,
                 "evaluations": self.evaluations, "proposals": self.proposals, "rejected": self.rejected,
                 "stopped": self.stopped,
                 "seconds": round(self.seconds, 3), "objective_seconds": round(self.objective_seconds, 3),

@@ -140,6 +140,7 @@ class VerifiedSearch:
     ranked_predicted: int = 0  # architectures of the ranked space predicted (lazily, in score order)
     correction: float = 1.0  # the median measured/predicted ratio of all measured
     exhausted: bool = False  # stopped because no candidate left could beat the winner
+    min_ms: float | None = None  # the constraint's lower bound: a winner measures at least this too
 
     @property
     def limit_ms(self) -> float:
@@ -175,16 +176,19 @@ class VerifiedSearch:
             if not math.isfinite(m):
                 lines.append(f"  {c.key:<{width}}  {c.score:>{sw}.3f}  {c.latency_ms:>12.4f}  {'failed':>11}{why}")
                 continue
-            within = "yes" if m <= self.budget_ms else f"NO (+{m - self.budget_ms:.3f} ms)"
+            within = ("yes" if m <= self.budget_ms else f"NO (+{m - self.budget_ms:.3f} ms)") \
+                if self.min_ms is None or m >= self.min_ms else f"NO (-{self.min_ms - m:.3f} ms: below the minimum)"
             lines.append(f"  {c.key:<{width}}  {c.score:>{sw}.3f}  {c.latency_ms:>12.4f}  {m:>11.4f}  "
                          f"{(c.latency_ms - m) / m:>+7.1%}  {within}{why}")
         w = self.winner
+        bounds = f"{self.budget_ms:.4g} ms" if self.min_ms is None else f"{self.min_ms:.4g}..{self.budget_ms:.4g} ms"
         if w is None:
-            lines.append(f"winner: none of the {n} measured within {self.budget_ms:.4g} ms; raise the budget, or "
-                         "measure more (rounds, top)")
+            lines.append(f"winner: none of the {n} measured within {bounds}; "
+                         f"{'raise the budget' if self.min_ms is None else 'widen the bounds'}, or measure more "
+                         "(rounds, top)")
         else:
             over = ", predicted over the budget: found by measuring" if w.latency_ms > self.budget_ms else ""
-            lines.append(f"winner (best {score_name} measured within {self.budget_ms:.4g} ms): {w.score:.3f} at "
+            lines.append(f"winner (best {score_name} measured within {bounds}): {w.score:.3f} at "
                          f"{self.winner_ms:.4f} ms measured ({w.latency_ms:.4f} predicted{over}): {w.key}")
         if self.measured and math.isfinite(self.correction) and not 1 / FAR_OFF <= self.correction <= FAR_OFF:
             lines.append(f"note: {self.device} measured {self.correction:.2f}x the predictions (median): the predictor "
@@ -195,7 +199,7 @@ class VerifiedSearch:
     def to_dict(self) -> dict[str, Any]:
         nan = lambda v: None if not math.isfinite(v) else float(v)  # noqa: E731
         w = self.winner
-        return {"budget_ms": self.budget_ms, "margin": self.band.fraction, "margin_source": self.band.source,
+        return {"budget_ms": self.budget_ms, "min_ms": self.min_ms, "margin": self.band.fraction, "margin_source": self.band.source,
                 "limit_ms": self.limit_ms, "candidates": self.candidates, "pool": self.pool,
                 "ranked_predicted": self.ranked_predicted, "correction": self.correction, "exhausted": self.exhausted,
                 "rounds": [{"limit_ms": limit, "correction": r, "band": b, "measured": k}
@@ -357,7 +361,7 @@ def verify_search(space: Space, result: SearchResult, constraint: LatencyConstra
     out = VerifiedSearch(budget, band, n_within, measured, np.asarray(ms, dtype=float), used, device,
                          settings.protocol, seconds, bands=bands, searches=searches, pool=pool_text,
                          ranked_predicted=ranking.predicted if ranking is not None else 0, correction=ratio,
-                         exhausted=exhausted)
+                         exhausted=exhausted, min_ms=constraint.min_ms)
     ok = [i for i in range(len(measured)) if constraint.check(ms[i]).feasible]
     if ok:
         i = min(ok, key=lambda i: (-measured[i].score, ms[i]))
