@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Callable, Iterator, Mapping, Sequence
 
 from device_tables.device import Device
 from device_tables.errors import OpSpecError, ResumeSettingsError, SchemaVersionError, TableError
@@ -559,6 +559,12 @@ def check_meta(json_path: Path, meta: Mapping[str, Any], shape: Mapping[str, str
         raise TableError(f"{json_path}: {problems[0]}; {mend_meta_hint(json_path, meta, problems[0])}")
 
 
+# How a device entry reads as the flags of `hwlat profile` that measure it again besides --runtime,
+# --precision and --threads (``--opt-level basic``, a board's ``--board qemu:<machine>``): set by the
+# runtimes' registry (`profilers.runtimes`), which this package may not import; None where it cannot say.
+device_flags_hook: Callable[[Mapping[str, Any]], list[str] | None] | None = None
+
+
 def mend_meta_hint(json_path: Path, meta: Mapping[str, Any], problem: str) -> str:
     """What to do about a damaged metadata entry (`problem`, as `meta_problems` words it): restore the
     file, or (an entry but the device's) delete the entry and let `hwlat profile device` make it again."""
@@ -574,13 +580,11 @@ def mend_meta_hint(json_path: Path, meta: Mapping[str, Any], problem: str) -> st
     threads = settings.pop("threads", 1)
     if threads != 1:
         flags.append(f"--threads {threads}")
-    if device.get("runtime") == "board":  # its build settings are options of --board
-        hardware = str(device.get("hardware", ""))
-        target = f"qemu:{hardware[len('qemu-'):]}" if hardware.startswith("qemu-") else "serial:PORT"
-        flags.append(f"--board {target}{''.join(f',{k}={v}' for k, v in settings.items())}")
-    else:  # a runtime's settings that name the device are its flags: --opt-level basic, --xnnpack off
-        flags += [f"--{k.replace('_', '-')} {('on' if v else 'off') if isinstance(v, bool) else v}"
-                  for k, v in settings.items()]
+    named = device_flags_hook(device) if device_flags_hook is not None else None
+    if named is None:  # a runtime's settings that name the device as flags: --opt-level basic, --xnnpack off
+        named = [f"--{k.replace('_', '-')} {('on' if v else 'off') if isinstance(v, bool) else v}"
+                 for k, v in settings.items()]
+    flags += named
     stem = json_path.with_suffix("")
     return (f"restore {json_path.name} from a copy, or delete its \"{top}\" entry and run `hwlat profile device "
             f"{' '.join(flags)} --out {stem}` to make it again (the rows are kept)")

@@ -10,6 +10,7 @@ import difflib
 import inspect
 from typing import Any
 
+import device_tables.table as table_module
 from device_tables.errors import HwlatError, RuntimeUnavailableError
 from device_tables.plugins import Registry
 from profilers.base import Runtime
@@ -61,3 +62,17 @@ def setting_names(cls: type[Runtime]) -> set[str]:
             names |= {p.name for p in inspect.signature(init).parameters.values()
                       if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
     return names | {o.setting for o in cls.cli_options}
+
+
+def _device_flags(device: Any) -> list[str] | None:
+    """`Runtime.device_flags` of a table's device entry (a dict), or None where it is not readable or
+    its runtime not installed: what `device_tables.table.mend_meta_hint` names besides --runtime."""
+    from device_tables.device import Device
+
+    try:
+        return runtime_class(str(device["runtime"])).device_flags(Device.from_dict(device))
+    except Exception:  # a damaged entry, an unknown runtime: the hint falls back to the settings' names
+        return None
+
+
+table_module.device_flags_hook = _device_flags
