@@ -197,3 +197,45 @@ def test_every_flag_a_message_or_the_prose_names_is_an_option_of_that_command():
                     and words[i + 1] not in options[flag].choices:
                 bad.append(f"{where}: {text!r}: {flag} {words[i + 1]}")
     assert not bad, "\n".join(bad)
+
+
+def _shipped_tables_rows() -> list[tuple[list[str], str, str]]:
+    """(table names, description, rows cell) of each row of RESULTS.md's "Shipped tables" table."""
+    text = (ROOT / "benchmarks" / "RESULTS.md").read_text().split("## Shipped tables", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]  # a description may hold a `a|b`
+        if len(cells) >= 3 and cells[0].startswith("`"):
+            rows.append((re.findall(r"`([^`]+)`", cells[0]), "|".join(cells[1:-1]), cells[-1]))
+    return rows
+
+
+def test_the_shipped_tables_section_states_each_tables_rows_and_score():
+    """Each shipped device table named in RESULTS.md's "Shipped tables" has the rows (total, and measured
+    where the cell says so) and the self-score (networks within ±10%, MAPE) that its files hold."""
+    from device_tables.table import DeviceTable
+
+    tables = ROOT / "device_tables" / "tables"
+    checked = set()
+    for names, description, cell in _shipped_tables_rows():
+        names = [n for n in names if "/" not in n and (tables / f"{n}.json").is_file()]  # device tables, not arch/
+        if not names:
+            continue
+        counts = [c.strip() for c in re.sub(r" each\b", "", cell).split(", ")]
+        counts = counts * len(names) if len(counts) == 1 else counts
+        assert len(counts) == len(names), (names, cell)
+        for name, count in zip(names, counts):
+            table = DeviceTable.load(tables / name)
+            m = re.fullmatch(r"([\d,]+)(?: \(([\d,]+) measured\))?", count)
+            assert m, (name, count)
+            assert int(m.group(1).replace(",", "")) == len(table), f"{name}: RESULTS.md says {count} rows, it has {len(table)}"
+            if m.group(2):
+                assert int(m.group(2).replace(",", "")) == len(table.rows("ok")), (name, count)
+            score = table.meta.get("self_score") or {}
+            if score.get("networks"):
+                stated = rf"{score['within_10']} of {score['networks']}\W+(?:MAPE )?{100 * score['mape']:.1f}%"
+                assert re.search(stated, description), \
+                    f"{name}: RESULTS.md does not state its score, {score['within_10']} of {score['networks']} (MAPE {100 * score['mape']:.1f}%)"
+            checked.add(name)
+    shipped = {p.name[:-5] for p in tables.glob("*.json") if not p.name.endswith(".regressors.json")}
+    assert checked == shipped, f"not in RESULTS.md's Shipped tables: {sorted(shipped - checked)}"
