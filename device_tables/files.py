@@ -75,22 +75,24 @@ def make_output(path: Path, predictor: bool = False) -> None:
         if not path.name.endswith(suffix) or path.name == suffix:
             continue
         table = path.with_name(path.name[: -len(suffix)])
-        try:
-            stored = json.loads(table.with_name(table.name + ".json").read_text())
-        except (OSError, ValueError):
-            stored = None
-        if isinstance(stored, dict) and stored.get("schema") in ("hwlat.device_table", "hwlat.arch_table"):
+        stored = json_object(table.with_name(table.name + ".json")) or {}
+        if stored.get("schema") in ("hwlat.device_table", "hwlat.arch_table"):
             raise WriteError(f"{path} is a file of the table {table}: writing it would lose what the table holds; "
                              "choose another path")
     if not predictor and path.suffix in (".json", ".npz") and path.exists():
-        try:
-            stored = json.loads(path.with_suffix(".json").read_text())
-        except (OSError, ValueError):
-            stored = None
-        if isinstance(stored, dict) and stored.get("format") == "hwlat.predictor":
+        if (json_object(path.with_suffix(".json")) or {}).get("format") == "hwlat.predictor":
             raise WriteError(f"{path} is a file of the adapted predictor {path.with_suffix('')}: writing it would lose "
                              "the predictor; choose another path")
     make_parent(path)
+
+
+def json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object a file holds; None where the file is missing, unreadable, or holds no object."""
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
 
 
 def strict_json(value: Any, indent: int = 2) -> str:

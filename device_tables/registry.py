@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
 
 from device_tables.errors import UnknownDeviceError
+from device_tables.files import json_object
 from device_tables.table import DeviceTable, meta_problems, table_paths
 
 TABLES_DIR = Path(__file__).resolve().parent / "tables"
@@ -58,11 +58,8 @@ def _device_and_host(stem: Path) -> tuple[str | None, list[str], bool]:
     and whether the table is finished (`hwlat profile device` scored it)."""
     from device_tables.device import host_differences
 
-    try:
-        meta = json.loads((stem.parent / f"{stem.name}.json").read_text())
-    except (OSError, ValueError):
-        return None, [], False  # loading it says what is wrong
-    if not isinstance(meta, dict) or meta_problems(meta):
+    meta = json_object(stem.parent / f"{stem.name}.json")
+    if meta is None or meta_problems(meta):  # loading it says what is wrong
         return None, [], False
     device = meta.get("device") or {}
     differs = host_differences(device.get("fingerprint") or {}) if str(device.get("name", "")).startswith("cpu/") else []

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 
 from hwlat.cli import command_parser
@@ -108,12 +107,10 @@ def _validate(args: argparse.Namespace) -> int:
 
 def _is_arch_table(path: str) -> bool:
     from device_tables.archtable import SCHEMA, arch_table_paths
+    from device_tables.files import json_object
 
-    json_path = arch_table_paths(path)[1]
-    try:
-        return json_path.is_file() and json.loads(json_path.read_text()).get("schema") == SCHEMA
-    except (ValueError, OSError, AttributeError):
-        return False  # the device table reader names what is wrong with it
+    # an unreadable file is not one: the device table reader names what is wrong with it
+    return (json_object(arch_table_paths(path)[1]) or {}).get("schema") == SCHEMA
 
 
 def _validate_arch_table(path: str) -> int:
