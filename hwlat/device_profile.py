@@ -993,17 +993,14 @@ def speed_now(table: DeviceTable) -> Speed | None:
 def _drift_ratios(table: DeviceTable) -> dict[str, float]:
     """`drift(table).ratios`, timed in a forked child where this process has no runtime loaded yet:
     loading one here would keep `predict --archs` from forking its workers (`predictors.lut.many`)."""
-    from predictors.lut.many import can_fork
+    from predictors.lut.many import can_fork, fork_pool
 
     if not can_fork():
         return drift(table).ratios
-    import multiprocessing
-    import signal
-
     global _drift_table
     _drift_table = table  # the child has it as this process has it: nothing to pickle
     try:
-        with multiprocessing.get_context("fork").Pool(1, signal.signal, (signal.SIGINT, signal.SIG_IGN)) as pool:  # as many.py's
+        with fork_pool(1) as pool:
             ratios, error = pool.apply(_drift_in_child)
     finally:
         _drift_table = None

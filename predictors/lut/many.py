@@ -34,6 +34,12 @@ def can_fork() -> bool:
     return sys.platform == "linux" and not any(m in sys.modules for m in _NOT_FORK_SAFE)
 
 
+def fork_pool(processes: int) -> Any:
+    """A pool of `processes` forked workers that leave Ctrl-C to this process, whose pool ends them
+    (each printed a traceback of its own)."""
+    return multiprocessing.get_context("fork").Pool(processes, signal.signal, (signal.SIGINT, signal.SIG_IGN))
+
+
 def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None = None,
                   keep: Callable[[Any], Any] | None = None) -> Iterator[Any]:
     """The predictions of `archs` of `space` by `lut` (`keep` of each, where given), in order.
@@ -55,8 +61,7 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
             with _forking:  # the workers fork with this call's work, not another thread's
                 _work = (lut, space, archs, keep)
                 try:
-                    # The workers leave Ctrl-C to this process, whose pool ends them: each printed a traceback of its own.
-                    pool = multiprocessing.get_context("fork").Pool(jobs, signal.signal, (signal.SIGINT, signal.SIG_IGN))
+                    pool = fork_pool(jobs)
                 finally:
                     _work = None
             with pool:
