@@ -141,8 +141,10 @@ def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Ite
     from profilers.sweeps import load_sweep
 
     def spec(s: Any) -> OpSpec:
-        if isinstance(s, (OpSpec, str)):
-            return s if isinstance(s, OpSpec) else OpSpec.from_key(s)
+        if isinstance(s, OpSpec):
+            return s
+        if isinstance(s, str):
+            return OpSpec.from_key(s)
         raise OpSpecError(f"sweep item {s!r}: give an OpSpec or its key (op|dtype|NxCxHxW|k=v,...)")
 
     rt = _runtime(runtime, settings)

@@ -49,6 +49,7 @@ RANGE_FEATURES = ("log_macs", "log_bytes", "log_cin", "log_cout", "log_hw_in")
 # (a 5x5 conv on rows of 3x3 and 7x7 ones is not theirs to interpolate).
 STRUCTURE_FEATURES = ("kernel", "stride", "log_groups", "cout_mod8")
 HELD_STRUCTURE = 2
+_STRUCTURE_COLS = [FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]
 # Log-space sigma added, in quadrature, to a kernel of a kind its family's rows never held (a new
 # fused tail, an unseen structure).
 NEW_KIND_SIGMA = 0.3
@@ -155,10 +156,9 @@ def cost_terms(spec: OpSpec) -> np.ndarray:
 def structure_ranges(specs: Iterable[OpSpec]) -> dict[str, tuple[np.ndarray, np.ndarray, list[set[float]]]]:
     """Per kernel family, the lowest and highest value of each `STRUCTURE_FEATURES` over `specs`, and
     the `HELD_STRUCTURE` values they hold."""
-    cols = [FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]
     seen: dict[str, list[np.ndarray]] = {}
     for s in specs:
-        seen.setdefault(family(s), []).append(features(s)[cols])
+        seen.setdefault(family(s), []).append(features(s)[_STRUCTURE_COLS])
     return {name: (np.min(v, axis=0), np.max(v, axis=0), [set(c) for c in np.asarray(v)[:, :HELD_STRUCTURE].T])
             for name, v in seen.items()}
 
@@ -169,7 +169,7 @@ def unseen_structure(spec: OpSpec, ranges: Mapping[str, tuple[np.ndarray, np.nda
     if family(spec) not in ranges:
         return False
     lo, hi, held = ranges[family(spec)]
-    x = features(spec)[[FEATURE_NAMES.index(f) for f in STRUCTURE_FEATURES]]
+    x = features(spec)[_STRUCTURE_COLS]
     return bool(np.any((x < lo - 1e-9) | (x > hi + 1e-9))) or any(v not in h for v, h in zip(x[:HELD_STRUCTURE], held))
 
 
