@@ -163,6 +163,23 @@ def build_predictor(args: argparse.Namespace, space):
     return pred, device
 
 
+def verify_mismatch(args: argparse.Namespace, pred) -> str | None:
+    """The line saying --verify measures another device than the one the predictor predicts (its table's, or
+    the one it was adapted to): its measured errors would compare two devices; None where they are the same."""
+    from nas.spaces.measure import runtime_device
+    from profilers.runtimes import get_runtime
+
+    lut = getattr(pred, "lut", None)
+    theirs = lut.table.device.name if lut is not None else (getattr(pred, "info", None) or {}).get("device")
+    if not args.verify or not theirs:
+        return None
+    ours = runtime_device(get_runtime(args.runtime, threads=args.threads)).name
+    if ours == theirs:
+        return None
+    return (f"--verify measures on {ours}, but {pred.name} predicts {theirs}: the errors it reports would compare "
+            "two devices; measure on the predictor's device (--runtime, --threads) or use a predictor of this one")
+
+
 def _verify_out_error(exc, verify_out: str | None):
     """A --verify-out table refused for a resume, as `hwlat profile archs` words it (another --out,
     --fresh, --clock), in the flags of `hwlat search`; None for another table error."""
@@ -197,6 +214,9 @@ def _search(args: argparse.Namespace) -> int:
     space = get_space(args.space)
     check_verify_out(args, space)
     pred, device = build_predictor(args, space)
+    mismatch = verify_mismatch(args, pred)
+    if mismatch:
+        print(f"hwlat: warning: {mismatch}", file=sys.stderr)
     if args.save_predictor:
         from nas.few_shot import save
 
