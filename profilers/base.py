@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Iterator, Mapping, Sequence
 
-from device_tables.device import Device, host_fingerprint
+from device_tables.device import Device, host_fingerprint, usable_cores
 from device_tables.errors import HwlatError, UnsupportedOpError
 from device_tables.measurement import Measurement
 from device_tables.ops import OpSpec
@@ -131,6 +131,8 @@ class Runtime(abc.ABC):
         self.precision = precision
         self.settings = settings
         self.check_available()
+        if self.threads > usable_cores():
+            log.warning("%d threads on %d usable cores: timings will include oversubscription", self.threads, usable_cores())
 
     @abc.abstractmethod
     def check_available(self) -> None:

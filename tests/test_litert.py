@@ -170,6 +170,15 @@ def test_runtime_xnnpack_switch_is_real_and_named():
     assert on.versions()["litert_package"] in ("ai-edge-litert", "tflite-runtime")
 
 
+def test_more_threads_than_usable_cores_is_warned_of_as_on_the_other_runtimes(caplog):
+    """onnxruntime and torch warned of oversubscription; litert measured 4 threads on 2 cores without a word."""
+    from device_tables.device import usable_cores
+
+    with caplog.at_level("WARNING"):
+        litert.LiteRTRuntime(threads=usable_cores() + 1)
+    assert f"{usable_cores() + 1} threads on {usable_cores()} usable cores" in caplog.text, caplog.text
+
+
 # ---- graph shape: what TFLite really runs -------------------------------------------------------------
 @pytest.mark.parametrize("spec, ops, act", [
     (OpSpec.make("conv2d+bn+relu", (1, 8, 16, 16), cout=8, kernel=3), "CONV_2D", ["relu"]),

@@ -110,9 +110,6 @@ class OnnxRuntime(Runtime):
             if not self._gpu.get("name"):
                 self._gpu.update(_torch_gpu_name(self.device_id))
             self.hardware = gpu_hardware_name(self._gpu.get("name") or f"cuda-gpu{self.device_id}")
-        if self.threads > (os.cpu_count() or 1):
-            log.warning("%d threads on %d logical cores: timings will include oversubscription",
-                        self.threads, os.cpu_count())
 
     def _smoke_test(self) -> None:
         """Run a one-node model once: catches native libraries that import but cannot run (or a CUDA

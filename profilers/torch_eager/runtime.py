@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from typing import Any, Callable, ContextManager, Iterator, Mapping, Sequence
 
 from device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, host_fingerprint
@@ -145,9 +144,6 @@ class TorchRuntime(Runtime):
             raise RuntimeUnavailableError(f"PyTorch {torch.__version__} cannot run {where} in {self.precision} "
                                           f"({str(exc).strip().splitlines()[0][:200] if str(exc).strip() else exc!r}); "
                                           f"reinstall it: {INSTALL_HINT if not self.is_cuda else 'see docs/tutorials/profile-gpu.md'}") from exc
-        if self.threads > (os.cpu_count() or 1):
-            log.warning("%d threads on %d logical cores: timings will include oversubscription",
-                        self.threads, os.cpu_count())
 
     def runtime_settings(self) -> dict[str, Any]:
         # The device is the hardware part of the name (cpu/torch/fp32/threads=N, nvidia-h100-80gb-hbm3/torch/fp16/...);
