@@ -519,7 +519,8 @@ class ArchTableWriter:
         old = self.meta.get("device", {}).get("name")
         if old != self.device.name:
             raise TableError(f"{self.json_path} holds device {old!r}, not {self.device.name!r}; "
-                             "choose another --out or the same settings to resume")
+                             "choose another --out or the same settings to resume, or pass --fresh to start it again "
+                             "(its files are moved aside)")
         refuse_other_settings(self.csv_path.with_suffix(""), self.meta, meta, MEASURING_SETTINGS)
         refuse_another_cpu(self.csv_path.with_suffix(""), self.meta, self.device)
         with open(self.csv_path, newline="") as f:

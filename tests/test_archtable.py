@@ -169,7 +169,7 @@ def test_writer_appends_resumes_and_reads_back(tmp_path):
     assert stats["error"][2] == "build failed second line"
     # reading the directory's files together skips the stats sidecar
     assert len(ArchTable.read([csv_path, stats_path], space=NB.arch_keys).devices) == 1
-    with pytest.raises(TableError, match="holds device 'cpu/onnxruntime/fp32/threads=1', not 'cpu/torch/fp32/threads=1'"):
+    with pytest.raises(TableError, match="holds device 'cpu/onnxruntime/fp32/threads=1', not 'cpu/torch/fp32/threads=1'; .*, or pass --fresh"):
         ArchTableWriter(out, NB.arch_keys, Device.make("cpu", "torch", threads=1))
     with pytest.raises(TableError, match="is a nb201 table, not fbnet"):
         ArchTableWriter(out, arch_keys("fbnet"), DEV)
