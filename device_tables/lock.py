@@ -88,6 +88,16 @@ class TableLock:
             command = command[:97] + "..."
         return f"pid {pid} ({command})" if command else f"pid {pid}"
 
+    @classmethod
+    def writer(cls, stem: Path) -> str | None:
+        """The live process writing the table ``stem``, as `holder` names it; None where none is (a reader
+        takes no lock: this reads the holder's file only)."""
+        lock = cls(stem)
+        if not lock.holder_path.exists():
+            return None
+        who = lock.holder()
+        return None if who == "another process" else who
+
     def release(self) -> None:
         """Give the lock back (the holder's file first, while still held); nothing when not held."""
         if not self.held:

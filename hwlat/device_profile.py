@@ -40,7 +40,7 @@ import numpy as np
 from device_tables.errors import HwlatError, TableError, UnsupportedOpError, WriteError
 from device_tables.measurement import Measurement
 from device_tables.files import append_to, repair_last_line, whole_csv_row
-from device_tables.lock import LOCK_SUFFIXES
+from device_tables.lock import LOCK_SUFFIXES, TableLock
 from device_tables.table import DeviceTable, now
 from profilers.base import Runtime
 from profilers.protocol import Protocol
@@ -735,7 +735,6 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
 
     from device_tables.registry import resolve
     from device_tables.files import set_aside
-    from device_tables.lock import TableLock
     from device_tables.table import FILE_SUFFIXES, MEASURING_SETTINGS, settings_differences, table_paths
     from predictors.lut.regressors_store import REGRESSORS_SUFFIX
 
@@ -1406,6 +1405,10 @@ def table_warnings(table: DeviceTable) -> list[str]:
     if diff:
         out.append(f"{table.name} was measured on another machine ({'; '.join(diff)}): it predicts that machine's "
                    "latency; `hwlat profile device` makes a table of this one")
+    writer = TableLock.writer(table.path) if table.path is not None else None
+    if writer:
+        out.append(f"{table.name} is being written by {writer}: it predicts from the {len(table.rows('ok'))} rows "
+                   "measured so far (its predictions change as that run adds rows)")
     return out + lost_networks(table)
 
 

@@ -669,6 +669,24 @@ def test_a_terminated_writer_says_what_it_kept_and_resumes(tmp_path):
     assert whole_rows(tmp_path / "T.csv")[: len(before)] == before
 
 
+def test_a_prediction_from_a_table_being_written_says_so_naming_the_writer(tmp_path):
+    """It predicted from the rows so far without a word (and suggested `hwlat profile device --out T`,
+    which the writer's lock refuses); once the writer is done, no such line."""
+    writer, args = writer_with_rows(tmp_path, 3)
+    writer.send_signal(signal.SIGSTOP)  # mid-run, holding the lock
+    try:
+        code, out, err = hwlat_run("predict", "--table", "T", "--space", "nb201", "--arch", "0", cwd=tmp_path)
+    finally:
+        writer.send_signal(signal.SIGCONT)
+    writer.communicate(timeout=300)
+    assert code == 0, err
+    said = [ln for ln in err.splitlines() if "is being written" in ln]
+    assert len(said) == 1 and f"T is being written by pid {writer.pid} (hwlat profile ops" in said[0], err
+    assert "rows measured so far" in said[0]
+    code, out, err = hwlat_run("predict", "--table", "T", "--space", "nb201", "--arch", "0", cwd=tmp_path)
+    assert code == 0 and "is being written" not in err, err
+
+
 def test_forked_workers_ended_by_their_pool_stay_quiet(tmp_path):
     """A pool's terminate() sends its workers SIGTERM; with the command's SIGTERM handler inherited they
     each printed a KeyboardInterrupt traceback after `predict --archs` (and the speed reading's child)."""
