@@ -273,6 +273,9 @@ def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_pr
     assert "ms median" in out and "on cpu/torch/fp32/threads=1" in out and "the whole model only" in out
     report = json.loads((tmp_path / "m.json").read_text())
     assert report["device"] == "cpu/torch/fp32/threads=1" and report["latency"]["median_ms"] > 0
+    # its setup, as a table records it: the protocol, the torch version and the host (they were left out)
+    assert report["protocol"]["clock"] == "cpu" and report["protocol"]["min_runs"] == 5
+    assert report["fingerprint"]["runtime"]["torch"] and report["fingerprint"]["cpu_model"]
     assert main(["profile", "model", str(path), "--runtime", "board"]) == 1
     assert "runs one kernel at a time, not a whole model" in capsys.readouterr().err
     # --runs (the runs of onnxruntime's per-node profile) was silently ignored by a runtime without one.

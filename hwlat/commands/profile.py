@@ -228,9 +228,10 @@ def _profile_model(args: argparse.Namespace) -> int:
     shape = parse_input_shapes(args.input_shape)
     if args.json:  # a path that cannot be written is said before the measurement, not after it
         make_output(Path(args.json))
-    prof = runtime.profile_model(args.model, protocol=protocol_from_args(args, runtime.cpu_clock_ok), input_shape=shape,
-                                 profile_runs=args.runs)
+    protocol = protocol_from_args(args, runtime.cpu_clock_ok)
+    prof = runtime.profile_model(args.model, protocol=protocol, input_shape=shape, profile_runs=args.runs)
     print(prof.format(top=args.top))
-    if args.json:
-        atomic_write_text(Path(args.json), json.dumps(prof.to_dict(), indent=2) + "\n")
+    if args.json:  # with the setup that measured it, as a table records it: a number without it cannot be reused
+        report = {**prof.to_dict(), "protocol": protocol.to_dict(), "fingerprint": runtime.device().fingerprint}
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2) + "\n")
     return 0
