@@ -921,8 +921,10 @@ class Speed:
 
 
 def speed_cache_path() -> Path:
-    """Where `speed_now` keeps its readings: ``$XDG_CACHE_HOME/hwlat/speed.json`` (``~/.cache`` by default)."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hwlat" / "speed.json"
+    """Where `speed_now` keeps its readings: ``$XDG_CACHE_HOME/hwlat/speed.json`` (``~/.cache`` by default, and
+    for a relative $XDG_CACHE_HOME, which the XDG spec says to ignore: it put a cache folder wherever one ran)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    return Path(xdg if os.path.isabs(xdg) else Path.home() / ".cache") / "hwlat" / "speed.json"
 
 
 @contextlib.contextmanager

@@ -665,6 +665,17 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert other["speed"] == 1.0 and other["latency_ms"] == own["latency_ms"] and "scaled" not in err
 
 
+def test_a_relative_xdg_cache_home_is_ignored_as_the_spec_says(tmp_path, monkeypatch):
+    """XDG_CACHE_HOME=cache put cache/hwlat/speed.json under whatever folder `hwlat predict` ran in."""
+    from hwlat.device_profile import speed_cache_path
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CACHE_HOME", "cache")
+    assert speed_cache_path() == tmp_path / ".cache" / "hwlat" / "speed.json"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert speed_cache_path() == tmp_path / "xdg" / "hwlat" / "speed.json"
+
+
 def test_a_speed_cache_that_cannot_be_written_costs_only_its_reuse(complete_table, tmp_path, monkeypatch, capsys):
     """A cache folder that cannot be written (a read-only home; here $XDG_CACHE_HOME is a file, which
     refuses root too) made `hwlat predict` fail: 'cannot write .../hwlat/speed.json'. The reading
