@@ -131,8 +131,10 @@ class Runtime(abc.ABC):
         self.precision = precision
         self.settings = settings
         self.check_available()
-        if self.threads > usable_cores():
-            log.warning("%d threads on %d usable cores: timings will include oversubscription", self.threads, usable_cores())
+        cores = usable_cores()
+        if self.threads > cores:
+            log.warning("%d threads on %d usable core%s: timings will include oversubscription", self.threads, cores,
+                        "" if cores == 1 else "s")
 
     @abc.abstractmethod
     def check_available(self) -> None:

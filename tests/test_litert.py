@@ -176,7 +176,7 @@ def test_more_threads_than_usable_cores_is_warned_of_as_on_the_other_runtimes(ca
 
     with caplog.at_level("WARNING"):
         litert.LiteRTRuntime(threads=usable_cores() + 1)
-    assert f"{usable_cores() + 1} threads on {usable_cores()} usable cores" in caplog.text, caplog.text
+    assert f"{usable_cores() + 1} threads on {usable_cores()} usable core" in caplog.text, caplog.text
 
 
 # ---- graph shape: what TFLite really runs -------------------------------------------------------------
