@@ -32,7 +32,7 @@ from device_tables.files import (
     stem, whole_csv_row,
 )
 from device_tables.lock import TableLock
-from device_tables.table import now, refuse_another_cpu, refuse_other_settings
+from device_tables.table import note_resume, now, refuse_another_cpu, refuse_other_settings
 from device_tables.table import read_meta as read_table_meta
 
 log = logging.getLogger(__name__)
@@ -548,8 +548,7 @@ class ArchTableWriter:
         else:
             atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
         self.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
-        self.meta.setdefault("resumed", []).append(now())
-        self.meta.setdefault("fingerprints_on_resume", []).append(dict(self.device.fingerprint))
+        note_resume(self.meta, self.device.fingerprint)
         self.write_meta()
 
     def _repair_stats(self) -> dict[str, str]:

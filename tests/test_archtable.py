@@ -137,6 +137,19 @@ def _m(ms, noisy=False):
 DEV = Device.make("cpu", "onnxruntime", threads=1, fingerprint={"cpu_model": "test"})
 
 
+def test_resumes_on_one_machine_keep_one_fingerprint_and_a_changed_one_is_recorded(tmp_path):
+    out = tmp_path / "nb201_local"
+    for _ in range(3):
+        ArchTableWriter(out, NB.arch_keys, DEV).close()
+    meta = json.loads(arch_table_paths(out)[1].read_text())
+    assert len(meta["resumed"]) == 2 and meta.get("fingerprints_on_resume", []) == []
+    upgraded = Device.make("cpu", "onnxruntime", threads=1, fingerprint={"cpu_model": "test", "python": "3.99"})
+    for _ in range(2):
+        ArchTableWriter(out, NB.arch_keys, upgraded).close()
+    meta = json.loads(arch_table_paths(out)[1].read_text())
+    assert len(meta["resumed"]) == 4 and meta["fingerprints_on_resume"] == [dict(upgraded.fingerprint)]
+
+
 def test_writer_appends_resumes_and_reads_back(tmp_path):
     out = tmp_path / "tables" / "nb201_local"
     recs = _rows(range(6))

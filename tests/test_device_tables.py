@@ -87,6 +87,19 @@ def test_resume_drops_torn_row_and_keeps_the_rest(tmp_path):
     assert len(DeviceTable.load(path)) == 2
 
 
+def test_resumes_on_one_machine_keep_one_fingerprint_and_a_changed_one_is_recorded(tmp_path):
+    for _ in range(3):
+        DeviceTable.open(tmp_path / "t", _device()).close()
+    meta = json.loads((tmp_path / "t.json").read_text())
+    assert len(meta["resumed"]) == 2 and meta.get("fingerprints_on_resume", []) == []
+    upgraded = Device.make("cpu", "test", "fp32", fingerprint={"cpu_model": "x", "packages": {"onnxruntime": "9"}},
+                           threads=1)
+    for _ in range(2):
+        DeviceTable.open(tmp_path / "t", upgraded).close()
+    meta = json.loads((tmp_path / "t.json").read_text())
+    assert len(meta["resumed"]) == 4 and meta["fingerprints_on_resume"] == [dict(upgraded.fingerprint)]
+
+
 def test_resume_refuses_another_device(tmp_path):
     DeviceTable.open(tmp_path / "t", _device()).close()
     other = Device.make("cpu", "test", "fp32", threads=2)
