@@ -262,14 +262,15 @@ def test_an_architecture_measured_below_the_minimum_is_not_said_to_be_within(spa
 
 
 def test_verify_on_another_device_than_the_predictors_is_warned_of_in_one_line(capsys):
-    """A litert threads=2 table verified on the default onnxruntime threads=1 reported the two devices'
-    difference as the predictor's error, without a word."""
+    """A litert threads=2 table verified on onnxruntime threads=1 reported the two devices' difference
+    as the predictor's error, without a word; by default --verify now measures on the table's own device."""
     args = ["search", "--space", "nb201", "--predictor", "lut:cpu_litert_fp32_threads2", "--max-latency-ms", "0.5",
             "--budget", "8", "--population", "4", "--top", "1", "--verify-rounds", "1", "--verify", "--protocol",
             "quick", "--no-progress", "--verify-pool", "search"]
-    assert main(args) == 0
+    assert main(args + ["--runtime", "onnxruntime"]) == 0
     warned = [line for line in capsys.readouterr().err.splitlines() if "--verify measures on" in line]
     assert len(warned) == 1 and "cpu/onnxruntime/fp32/threads=1" in warned[0], warned
     assert "cpu/litert/fp32/threads=2/xnnpack=on" in warned[0] and "--runtime, --threads" in warned[0]
-    assert main(args + ["--runtime", "litert", "--threads", "2"]) == 0  # the predictor's own device: no warning
-    assert "--verify measures on" not in capsys.readouterr().err
+    assert main(args) == 0  # the default: the predictor's own device, no warning
+    out = capsys.readouterr()
+    assert "--verify measures on" not in out.err and "measured on litert (threads=2" in out.out

@@ -73,8 +73,10 @@ def register(sub) -> None:
     from profilers.runtimes import runtimes
 
     able = [name for name, cls in runtimes().items() if cls.times_archs()]  # plugins' too
-    p.add_argument("--runtime", default="onnxruntime", choices=able, help="runtime of --verify (default onnxruntime)")
-    p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
+    p.add_argument("--runtime", choices=able, help="runtime of --verify (default: a lut: table's runtime where "
+                                                    "it can time architectures here, else onnxruntime)")
+    p.add_argument("--threads", type=positive_int, help="runtime threads of --verify (default: a lut: table's "
+                                                        "threads with its runtime, else 1)")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")
     p.add_argument("--verify-out", help="arch table for --verify's measurements, resumed: architectures already in it "
@@ -163,6 +165,28 @@ def build_predictor(args: argparse.Namespace, space):
     return pred, device
 
 
+def verify_device_defaults(args: argparse.Namespace, pred) -> None:
+    """Fill in --runtime and --threads where not given: those of a lut: predictor's table where that
+    runtime can time architectures here and, so set, measures the table's device (not a table of other
+    settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread."""
+    from device_tables.errors import HwlatError
+    from nas.spaces.measure import runtime_device
+    from profilers.runtimes import get_runtime, runtimes
+
+    lut = getattr(pred, "lut", None)
+    dev = lut.table.device if lut is not None else None
+    if args.runtime is None and dev is not None and getattr(runtimes().get(dev.runtime), "times_archs", bool)():
+        threads = args.threads or int(dict(dev.settings).get("threads", 1))
+        try:
+            same = runtime_device(get_runtime(dev.runtime, threads=threads)).name == dev.name
+        except HwlatError:  # the runtime cannot be made here: the defaults, and the mismatch is said
+            same = False
+        if same:
+            args.runtime, args.threads = dev.runtime, threads
+    args.runtime = args.runtime or "onnxruntime"
+    args.threads = args.threads or 1
+
+
 def verify_mismatch(args: argparse.Namespace, pred) -> str | None:
     """The line saying --verify measures another device than the one the predictor predicts (its table's, or
     the one it was adapted to): its measured errors would compare two devices; None where they are the same."""
@@ -212,8 +236,9 @@ def _search(args: argparse.Namespace) -> int:
         print(f"hwlat: note: {', '.join(ignored)} ignored: {'; '.join(dict.fromkeys(ignored.values()))}",
               file=sys.stderr)
     space = get_space(args.space)
-    check_verify_out(args, space)
     pred, device = build_predictor(args, space)
+    verify_device_defaults(args, pred)
+    check_verify_out(args, space)
     mismatch = verify_mismatch(args, pred)
     if mismatch:
         print(f"hwlat: warning: {mismatch}", file=sys.stderr)
