@@ -259,3 +259,21 @@ def test_an_architecture_measured_below_the_minimum_is_not_said_to_be_within(spa
     assert text.count("below the minimum)") == 2 and " yes" not in text  # the column said "yes" to both
     assert "winner: none of the 2 measured within 40..60 ms; widen the bounds" in text
     assert res.to_dict()["verified"]["min_ms"] == 40.0
+
+
+def test_verify_measures_at_the_precision_given(tmp_path, capsys):
+    """An int8 table's search was verified on fp32 networks: `hwlat search` had no --precision, and --runtime
+    litert measured at its own fp32."""
+    from device_tables.archtable import ArchTable
+
+    table = tmp_path / "verified"
+    args = ["search", "--space", "nb201", "--predictor", "lut:cpu_litert_int8_threads1", "--max-latency-ms", "2",
+            "--budget", "8", "--population", "4", "--top", "1", "--verify-rounds", "1", "--verify", "--protocol",
+            "quick", "--no-progress", "--verify-pool", "search", "--runtime", "litert", "--verify-out", str(table)]
+    assert main(args + ["--precision", "int8"]) == 0
+    assert "measured on cpu/litert/int8/threads=1/xnnpack=on" in capsys.readouterr().out
+    verified = ArchTable.read(table, space=get_space("nb201").arch_keys)
+    assert verified.devices == ["cpu/litert/int8/threads=1/xnnpack=on"]
+    assert main(args[:-4] + ["--runtime", "onnxruntime", "--precision", "int8"]) == 1  # refused before the search
+    said = capsys.readouterr()
+    assert "objective:" not in said.out and "measures fp32 only (asked for int8)" in said.err, said

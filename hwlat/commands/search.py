@@ -75,6 +75,9 @@ def register(sub) -> None:
     able = [name for name, cls in runtimes().items() if cls.times_archs()]  # plugins' too
     p.add_argument("--runtime", default="onnxruntime", choices=able, help="runtime of --verify (default onnxruntime)")
     p.add_argument("--threads", type=positive_int, default=1, help="runtime threads of --verify (default 1)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="precision of --verify: the runtime's own by default (int8 for tflm, fp32 for the others); "
+                        "int8 with --runtime litert measures the full-integer networks an int8 table predicts")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")
     p.add_argument("--verify-out", help="arch table for --verify's measurements, resumed: architectures already in it "
@@ -87,7 +90,8 @@ def register(sub) -> None:
 
 
 # Options that only say how --verify measures.
-VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "threads", "protocol", "verify_out")
+VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "threads", "precision", "protocol",
+               "verify_out")
 
 
 def ignored_options(args: argparse.Namespace) -> dict[str, str]:
@@ -126,17 +130,20 @@ def verify_margin(text: str) -> float | None:
 
 
 def check_verify_out(args: argparse.Namespace, space) -> None:
-    """A --verify-out table that these settings cannot resume is refused before the search, not once it has run
-    (`_verify_out_error`: in this command's flags)."""
+    """A --verify-out table that these settings cannot resume, or a --precision the --runtime lacks, is refused
+    before the search, not once it has run (`_verify_out_error`: in this command's flags)."""
     from device_tables.archtable import arch_table_paths
     from device_tables.errors import TableError
     from nas.device_loop import measure
+    from profilers.runtimes import get_runtime
 
+    if args.verify and args.precision:  # a precision the runtime lacks: refused before the search, not after it
+        get_runtime(args.runtime, threads=args.threads, precision=args.precision)
     if not (args.verify and args.verify_out and any(p.exists() for p in arch_table_paths(args.verify_out))):
         return
     try:
         measure(space, [], args.verify_out, runtime=args.runtime, threads=args.threads, protocol=args.protocol,
-                progress=False)
+                progress=False, precision=args.precision)
     except TableError as exc:
         raise _verify_out_error(exc, args.verify_out) or exc from None
 
@@ -174,7 +181,7 @@ def _verify_out_error(exc, verify_out: str | None):
     stored = getattr(exc, "stored", {}).get("protocol")
     preset = Protocol.preset_of(stored) if isinstance(stored, dict) else None
     return HwlatError(f"--verify-out {verify_out}: {str(exc).rsplit('; ', 1)[0]}; give another --verify-out, or resume "
-                      f"it with the --space, --runtime, --threads and --protocol it was measured with"
+                      f"it with the --space, --runtime, --threads, --precision and --protocol it was measured with"
                       f"{f' (its protocol: --protocol {preset})' if preset else ''}, or remove its files to measure anew")
 
 
@@ -221,11 +228,11 @@ def _search(args: argparse.Namespace) -> int:
 
     if args.verify:
         settings = VerifySettings(args.verify_margin, args.top, args.verify_rounds, args.runtime, args.threads,
-                                  args.protocol, args.verify_out, progress, args.verify_pool)
+                                  args.protocol, args.verify_out, progress, args.verify_pool, args.precision)
         band = settings.band(pred)
         print(f"verify: searching predicted <= {c.budget_ms * (1 + band.fraction):.4g} ms, the budget + "
               f"{band.fraction:.1%} ({band.source}); the most accurate are then measured on {args.runtime} "
-              f"(threads={args.threads}, protocol {args.protocol}), predictions corrected by what was measured, until "
+              f"(threads={args.threads}{f', {args.precision}' if args.precision else ''}, protocol {args.protocol}), predictions corrected by what was measured, until "
               f"none left could beat the best measured within {c.budget_ms:g} ms")
         try:
             result = search_verified(space, c, search, settings, band)
