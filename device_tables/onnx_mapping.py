@@ -30,6 +30,9 @@ NEAREST_UNARY = {"Erf": "sigmoid", "Tanh": "sigmoid", "Exp": "sigmoid", "Log": "
 BINARY = frozenset({"Add", "Sum", "Sub", "Mul", "Div", "Where", "Equal", "Less", "LessOrEqual", "Greater", "GreaterOrEqual",
                     "And", "Or", "Xor", "Max", "Min", "Mod", "Pow"})
 COPIES = frozenset({"Slice", "Expand", "Tile", "Split", "Gather"})
+# Ops of a model quantised in ONNX (onnxruntime.quantization's QDQ, QOperator and dynamic formats), besides QLinear*.
+QUANTIZED_OPS = frozenset({"QuantizeLinear", "DequantizeLinear", "DynamicQuantizeLinear", "ConvInteger",
+                           "MatMulInteger", "QGemm", "DynamicQuantizeMatMul"})
 
 
 class OnnxMapper:
@@ -148,6 +151,9 @@ class OnnxMapper:
     # ---- the mapping --------------------------------------------------------------------
     def _map(self, node, idx, acts) -> GraphOp:
         t = node.op_type
+        if t in QUANTIZED_OPS or t.startswith("QLinear"):
+            return self._uncovered(node, idx, acts, f"ONNX op {t} is of a model quantised in ONNX; hwlat reads float "
+                                   "models: give it the float model (int8 tables and --precision int8 quantise it)")
         x = acts[0]
         xs = self._shape(x)
         if xs is None:

@@ -73,9 +73,10 @@ def shot_archs(space: Space | str, n_random: int, seed: int = 0, n_reference: in
 
 
 def measure(space: Space | str, archs: Sequence[Any], out: str | Path | None = None, runtime: str = "onnxruntime",
-            threads: int = 1, protocol: str = "brief", progress: bool = True, fresh: bool = False) -> Measured:
-    """Time architectures on a local runtime into the arch table `out` (a temporary one if None);
-    `fresh` removes an existing table at `out` first, else it resumes."""
+            threads: int = 1, protocol: str = "brief", progress: bool = True, fresh: bool = False,
+            precision: str | None = None) -> Measured:
+    """Time architectures on a local runtime into the arch table `out` (a temporary one if None), at
+    `precision` (None: the runtime's own); `fresh` removes an existing table at `out` first, else it resumes."""
     from device_tables.archtable import ArchTable, arch_table_paths
     from nas.spaces.measure import ArchItem, profile_archs, runtime_device
     from profilers.protocol import Protocol
@@ -91,7 +92,7 @@ def measure(space: Space | str, archs: Sequence[Any], out: str | Path | None = N
         for p in arch_table_paths(out):
             p.unlink(missing_ok=True)
     try:
-        rt = get_runtime(runtime, threads=threads)
+        rt = get_runtime(runtime, threads=threads, **({"precision": precision} if precision else {}))
         device = runtime_device(rt)
         items = [ArchItem(a, sp.key_record(a)) for a in archs]
         t0 = time.perf_counter()

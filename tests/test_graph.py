@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
@@ -73,6 +74,34 @@ def test_unknown_op_is_named_uncovered_not_zero():
     (u,) = g.uncovered
     assert u.kind == UNCOVERED and u.nodes == ("probs",) and "Softmax" in u.note
     assert [s.op for s in g.specs] == ["relu"]
+
+
+@pytest.mark.parametrize("form", ["qdq", "qoperator", "dynamic"])
+def test_a_model_quantised_in_onnx_says_to_give_the_float_model(tmp_path, form):
+    """QLinearConv, QuantizeLinear, ConvInteger... were 'not in the op vocabulary' (or had 'no static shape'),
+    which did not say that the float model is what hwlat prices, at int8 too."""
+    q = pytest.importorskip("onnxruntime.quantization")
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), helper.make_node("Relu", ["c"], ["y"])]
+    m = _model(nodes, [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 8, 8, 8])], [("W", np.ones((8, 3, 3, 3)))])
+    fp32, quantised = tmp_path / "m.onnx", tmp_path / f"m_{form}.onnx"
+    onnx.save(m, fp32)
+
+    class Batches(q.CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": np.ones((1, 3, 8, 8), np.float32)}])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    if form == "dynamic":
+        q.quantize_dynamic(str(fp32), str(quantised))
+    else:
+        fmt = q.QuantFormat.QDQ if form == "qdq" else q.QuantFormat.QOperator
+        q.quantize_static(str(fp32), str(quantised), Batches(), quant_format=fmt)
+    g = Graph.from_onnx(onnx.load(quantised))
+    assert g.uncovered
+    for u in g.uncovered:
+        assert "quantised in ONNX" in u.note and "give it the float model" in u.note, (u.onnx_op, u.note)
 
 
 def test_dynamic_input_needs_an_input_shape():

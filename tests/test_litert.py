@@ -380,6 +380,19 @@ def test_profile_archs_times_int8_networks_whole(tmp_path):
     assert len(rows) == 2 and all(float(r[column]) > 0 for r in rows)
 
 
+def test_profile_archs_that_measures_none_exits_non_zero(tmp_path, capsys):
+    """ViT networks at int8 (transformer ops hwlat does not quantise) all failed, one warning each, and the
+    command ended '0 measured, 2 failed' with exit 0."""
+    from hwlat.cli import main
+
+    out = tmp_path / "vit8"
+    assert main(["profile", "archs", "--runtime", "litert", "--precision", "int8", "--space", "vit", "--archs",
+                 "random:2", "--protocol", "quick", "--passes", "1", "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "none of the 2 architectures ran on cpu/litert/int8" in err and "vit8.stats.csv" in err, err
+    assert (tmp_path / "vit8.stats.csv").read_text().count("UnsupportedOpError") == 2
+
+
 def test_litert_s_delegate_banner_stays_off_a_users_terminal():
     """LiteRT prints a line on fd 2 at a process's first XNNPACK allocation; hwlat keeps it out of its
     own output, and passes on anything else written there meanwhile."""

@@ -216,6 +216,42 @@ def test_squeeze_excite_pieces_map_to_their_own_source_ops(tmp_path, level):
         assert set(n.source_nodes) <= {"proj", "hs_b"}, n
 
 
+def test_the_kernels_of_a_qdq_model_map_to_the_ops_they_quantise(tmp_path):
+    """ONNX Runtime runs a QDQ model's Conv+Relu as a QLinearConv named `<conv>_token_N`, which was mapped by
+    its output alone: the first conv's kernel to the quantise node after the second conv, the first conv
+    to the second conv's kernel."""
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, quantize_static
+
+    rng = np.random.default_rng(0)
+    inits = [_init("w1", rng.normal(size=(8, 3, 3, 3)) * 0.3), _init("w2", rng.normal(size=(8, 8, 3, 3)) * 0.2)]
+    spec = [("Conv", ["x", "w1"], ["c1"], "conv1"), ("Relu", ["c1"], ["r1"], "relu1"),
+            ("Conv", ["r1", "w2"], ["c2"], "conv2"), ("Relu", ["c2"], ["y"], "relu2")]
+    nodes = [helper.make_node(op, i, o, name=n, pads=[1, 1, 1, 1]) if op == "Conv" else
+             helper.make_node(op, i, o, name=n) for op, i, o, n in spec]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])
+    model = helper.make_model(helper.make_graph(nodes, "convs", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    fp32, qdq = tmp_path / "convs.onnx", tmp_path / "convs_qdq.onnx"
+    onnx.save(model, fp32)
+
+    class Batches(CalibrationDataReader):
+        def __init__(self):
+            self.it = iter([{"x": np.random.default_rng(i).normal(size=(1, 3, 16, 16)).astype(np.float32)}
+                            for i in range(2)])
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(fp32), str(qdq), Batches(), quant_format=QuantFormat.QDQ)
+    prof = profile_model(qdq, protocol=QUICK, profile_runs=5)
+    for conv in ("conv1", "conv2"):
+        (kernel,) = _covering(prof, conv)
+        assert kernel.op_type == "QLinearConv" and kernel.name.startswith(f"{conv}_token_"), (conv, kernel)
+        assert {"conv1", "conv2"} & set(kernel.source_nodes) == {conv}, kernel
+
+
 def test_without_optimisation_each_node_is_its_own_kernel(small_model):
     prof = profile_model(small_model, opt_level="disable", protocol=QUICK, profile_runs=10)
     assert all(len(n.source_nodes) == 1 for n in prof.nodes)

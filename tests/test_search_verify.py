@@ -274,3 +274,23 @@ def test_verify_on_another_device_than_the_predictors_is_warned_of_in_one_line(c
     assert main(args) == 0  # the default: the predictor's own device, no warning
     out = capsys.readouterr()
     assert "--verify measures on" not in out.err and "measured on litert (threads=2" in out.out
+
+
+def test_verify_measures_at_the_precision_given(tmp_path, capsys):
+    """An int8 table's search was verified on fp32 networks: `hwlat search` had no --precision, and --runtime
+    litert measured at its own fp32."""
+    from device_tables.archtable import ArchTable
+
+    table = tmp_path / "verified"
+    args = ["search", "--space", "nb201", "--predictor", "lut:cpu_litert_int8_threads1", "--max-latency-ms", "2",
+            "--budget", "8", "--population", "4", "--top", "1", "--verify-rounds", "1", "--verify", "--protocol",
+            "quick", "--no-progress", "--verify-pool", "search", "--runtime", "litert", "--verify-out", str(table)]
+    assert main(args + ["--precision", "int8"]) == 0
+    assert "measured on cpu/litert/int8/threads=1/xnnpack=on" in capsys.readouterr().out
+    verified = ArchTable.read(table, space=get_space("nb201").arch_keys)
+    assert verified.devices == ["cpu/litert/int8/threads=1/xnnpack=on"]
+    assert main(args[:-4] + ["--runtime", "onnxruntime", "--precision", "int8"]) == 1  # refused before the search
+    said = capsys.readouterr()
+    assert "objective:" not in said.out and "measures fp32 only (asked for int8)" in said.err, said
+    assert main(args[:-4]) == 0  # by default: the table's own runtime, threads and precision
+    assert "measured on cpu/litert/int8/threads=1/xnnpack=on" in capsys.readouterr().out

@@ -87,6 +87,11 @@ def _profile_archs(args: argparse.Namespace) -> int:
         med = np.asarray(result.medians)
         print(f"latency median {np.median(med):.3f} ms, range {med.min():.3f}..{med.max():.3f} ms; "
               f"{result.per_minute:.0f} archs/min ({result.build_seconds / max(result.measured, 1) * 1e3:.1f} ms building each)")
+    elif result.failed and not result.skipped:
+        from device_tables.errors import HwlatError
+
+        raise HwlatError(f"{result.out}: none of the {result.failed} architectures ran on {device.name} (the warnings "
+                         f"above say why; each error is in {result.out}.stats.csv)")
     return 0
 
 

@@ -77,6 +77,10 @@ def register(sub) -> None:
                                                     "it can time architectures here, else onnxruntime)")
     p.add_argument("--threads", type=positive_int, help="runtime threads of --verify (default: a lut: table's "
                                                         "threads with its runtime, else 1)")
+    p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],
+                   help="precision of --verify (default: a lut: table's precision with its runtime, else the "
+                        "runtime's own: int8 for tflm, fp32 for the others); int8 with --runtime litert measures the "
+                        "full-integer networks an int8 table predicts")
     p.add_argument("--protocol", default="brief", choices=["quick", "brief", "default", "thorough"],
                    help="measurement effort of --verify (default brief)")
     p.add_argument("--verify-out", help="arch table for --verify's measurements, resumed: architectures already in it "
@@ -89,7 +93,8 @@ def register(sub) -> None:
 
 
 # Options that only say how --verify measures.
-VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "threads", "protocol", "verify_out")
+VERIFY_ONLY = ("verify_margin", "verify_rounds", "verify_pool", "runtime", "threads", "precision", "protocol",
+               "verify_out")
 
 
 def ignored_options(args: argparse.Namespace) -> dict[str, str]:
@@ -128,17 +133,20 @@ def verify_margin(text: str) -> float | None:
 
 
 def check_verify_out(args: argparse.Namespace, space) -> None:
-    """A --verify-out table that these settings cannot resume is refused before the search, not once it has run
-    (`_verify_out_error`: in this command's flags)."""
+    """A --verify-out table that these settings cannot resume, or a --precision the --runtime lacks, is refused
+    before the search, not once it has run (`_verify_out_error`: in this command's flags)."""
     from device_tables.archtable import arch_table_paths
     from device_tables.errors import TableError
     from nas.device_loop import measure
+    from profilers.runtimes import get_runtime
 
+    if args.verify and args.precision:  # a precision the runtime lacks: refused before the search, not after it
+        get_runtime(args.runtime, threads=args.threads, precision=args.precision)
     if not (args.verify and args.verify_out and any(p.exists() for p in arch_table_paths(args.verify_out))):
         return
     try:
         measure(space, [], args.verify_out, runtime=args.runtime, threads=args.threads, protocol=args.protocol,
-                progress=False)
+                progress=False, precision=args.precision)
     except TableError as exc:
         raise _verify_out_error(exc, args.verify_out) or exc from None
 
@@ -166,7 +174,7 @@ def build_predictor(args: argparse.Namespace, space):
 
 
 def verify_device_defaults(args: argparse.Namespace, pred) -> None:
-    """Fill in --runtime and --threads where not given: those of a lut: predictor's table where that
+    """Fill in --runtime, --threads and --precision where not given: those of a lut: predictor's table where that
     runtime can time architectures here and, so set, measures the table's device (not a table of other
     settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread."""
     from device_tables.errors import HwlatError
@@ -177,12 +185,13 @@ def verify_device_defaults(args: argparse.Namespace, pred) -> None:
     dev = lut.table.device if lut is not None else None
     if args.runtime is None and dev is not None and getattr(runtimes().get(dev.runtime), "times_archs", bool)():
         threads = args.threads or int(dict(dev.settings).get("threads", 1))
+        precision = args.precision or dev.precision
         try:
-            same = runtime_device(get_runtime(dev.runtime, threads=threads)).name == dev.name
+            same = runtime_device(get_runtime(dev.runtime, threads=threads, precision=precision)).name == dev.name
         except HwlatError:  # the runtime cannot be made here: the defaults, and the mismatch is said
             same = False
         if same:
-            args.runtime, args.threads = dev.runtime, threads
+            args.runtime, args.threads, args.precision = dev.runtime, threads, precision
     args.runtime = args.runtime or "onnxruntime"
     args.threads = args.threads or 1
 
@@ -197,7 +206,8 @@ def verify_mismatch(args: argparse.Namespace, pred) -> str | None:
     theirs = lut.table.device.name if lut is not None else (getattr(pred, "info", None) or {}).get("device")
     if not args.verify or not theirs:
         return None
-    ours = runtime_device(get_runtime(args.runtime, threads=args.threads)).name
+    ours = runtime_device(get_runtime(args.runtime, threads=args.threads,
+                                      **({"precision": args.precision} if args.precision else {}))).name
     if ours == theirs:
         return None
     return (f"--verify measures on {ours}, but {pred.name} predicts {theirs}: the errors it reports would compare "
@@ -215,7 +225,7 @@ def _verify_out_error(exc, verify_out: str | None):
     stored = getattr(exc, "stored", {}).get("protocol")
     preset = Protocol.preset_of(stored) if isinstance(stored, dict) else None
     return HwlatError(f"--verify-out {verify_out}: {str(exc).rsplit('; ', 1)[0]}; give another --verify-out, or resume "
-                      f"it with the --space, --runtime, --threads and --protocol it was measured with"
+                      f"it with the --space, --runtime, --threads, --precision and --protocol it was measured with"
                       f"{f' (its protocol: --protocol {preset})' if preset else ''}, or remove its files to measure anew")
 
 
@@ -266,11 +276,11 @@ def _search(args: argparse.Namespace) -> int:
 
     if args.verify:
         settings = VerifySettings(args.verify_margin, args.top, args.verify_rounds, args.runtime, args.threads,
-                                  args.protocol, args.verify_out, progress, args.verify_pool)
+                                  args.protocol, args.verify_out, progress, args.verify_pool, args.precision)
         band = settings.band(pred)
         print(f"verify: searching predicted <= {c.budget_ms * (1 + band.fraction):.4g} ms, the budget + "
               f"{band.fraction:.1%} ({band.source}); the most accurate are then measured on {args.runtime} "
-              f"(threads={args.threads}, protocol {args.protocol}), predictions corrected by what was measured, until "
+              f"(threads={args.threads}{f', {args.precision}' if args.precision else ''}, protocol {args.protocol}), predictions corrected by what was measured, until "
               f"none left could beat the best measured within {c.budget_ms:g} ms")
         try:
             result = search_verified(space, c, search, settings, band)

@@ -81,7 +81,8 @@ class VerifySettings:
     measured per round (`top`), at most `rounds` rounds, where and how they are measured (`out`:
     an arch table, resumed: architectures already in it are not measured again), and the `pool`
     of candidates: "auto" (the whole space ranked by score where the objective scores it for free,
-    else the search's) or "search" (the search's architectures, and its runs under corrected budgets)."""
+    else the search's) or "search" (the search's architectures, and its runs under corrected budgets);
+    `precision`: the runtime's (None: its own; int8 with litert to verify an int8 table)."""
 
     margin: float | None = None
     top: int = 5
@@ -92,6 +93,7 @@ class VerifySettings:
     out: str | Path | None = None
     progress: bool = True
     pool: str = "auto"
+    precision: str | None = None
 
     def __post_init__(self) -> None:
         if self.pool not in POOLS:
@@ -344,7 +346,7 @@ def verify_search(space: Space, result: SearchResult, constraint: LatencyConstra
             exhausted = True
             break
         m = measure(space, [c.arch for c in batch], settings.out, runtime=settings.runtime, threads=settings.threads,
-                    protocol=settings.protocol, progress=settings.progress)
+                    protocol=settings.protocol, progress=settings.progress, precision=settings.precision)
         measured += batch
         ms += [float(x) for x in m.ms]
         device, seconds = m.device, seconds + m.seconds

@@ -444,6 +444,8 @@ def _anchor(r: GraphNode, source: OnnxNodeGraph) -> GraphNode | None:
                 return source.by_name[base]
     if r.op_type in LAYOUT_OPS:
         return None
+    if name in source.by_name:  # e.g. the QLinearConv of a QDQ model's DQ+Conv+Q, named `<conv>_token_N`
+        return source.by_name[name]
     for o in r.outputs:
         if o in source.producer:
             return source.producer[o]
