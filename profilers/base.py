@@ -111,6 +111,11 @@ class Runtime(abc.ABC):
     default_targets: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
+    def default_targets_at(cls, precision: str) -> tuple[str, ...] | None:
+        """`default_targets` at `precision` (a runtime that cannot run some targets at one precision says so here)."""
+        return cls.default_targets
+
+    @classmethod
     def device_flags(cls, device: Device) -> list[str]:
         """The flags of `hwlat profile` besides --runtime, --precision and --threads that measure
         `device` with this runtime again: where it runs (a GPU, a board; subclasses add it) and the

@@ -1033,6 +1033,21 @@ def test_the_command_named_to_complete_a_table_resumes_it_with_its_settings_and_
     assert DeviceTable.load(out).meta["profile_device"]["targets"] == ["nb201"]
 
 
+def test_litert_int8_targets_the_cnns_by_default(tmp_path):
+    """At int8 LiteRT runs no ViT or transformer (no full-integer LayerNorm or Softmax), yet `profile device
+    --precision int8` chose its rows and networks for them too; the command named to complete such a table
+    added --targets for the CNNs it was made for."""
+    from hwlat.device_profile import profile_command
+
+    out = tmp_path / "int8"
+    rc, log = run_until(["profile", "device", "--runtime", "litert", "--precision", "int8", "--protocol", "quick",
+                         "--no-progress", "--out", str(out), "--minutes", "0.001"], None)
+    assert rc == 3, log
+    table = DeviceTable.load(out)
+    assert table.meta["profile_device"]["targets"] == ["nb201", "fbnet", "ofa", "classic"]
+    assert "--targets" not in profile_command(table), profile_command(table)
+
+
 def test_a_from_table_of_other_settings_or_without_networks_is_refused_naming_what_to_give(tmp_path):
     """--from a table of --opt-level basic said "give the --runtime, --threads and --precision it was measured
     with" (none of which differed); and --from a table that measured no networks was refused as a

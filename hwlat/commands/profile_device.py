@@ -35,7 +35,7 @@ def register(targets) -> None:
     p.add_argument("--targets", default=None,
                    help="networks the rows are chosen for: search spaces, 'classic' and/or 'transformers', comma-separated "
                         f"(default {','.join(target_kinds())}; for --runtime board nb201,fbnet, whose kernels fit a "
-                        "microcontroller); a finished table grows to targets it lacks, keeping its rows, networks and "
+                        "microcontroller; for litert at int8 the CNNs: the spaces of CNNs and classic); a finished table grows to targets it lacks, keeping its rows, networks and "
                         "targets")
     p.add_argument("--calibration-networks", type=positive_int, default=32,
                    help="whole networks measured to calibrate the table (default 32)")

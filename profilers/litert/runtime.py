@@ -58,6 +58,14 @@ class LiteRTRuntime(Runtime):
         self._distribution = ""
         super().__init__(threads=threads, precision=precision, **settings)
 
+    @classmethod
+    def default_targets_at(cls, precision: str) -> tuple[str, ...] | None:
+        """At int8 the CNNs only: no full-integer lowering of LayerNorm or Softmax, so ViTs and transformers
+        do not run (the shipped int8 tables were made for these targets)."""
+        from nas.pool import CLASSIC, cnn_spaces
+
+        return (*cnn_spaces(), CLASSIC) if precision == "int8" else cls.default_targets
+
     # ---- availability and facts ------------------------------------------------------------------
     def check_available(self) -> None:
         errors = []
