@@ -12,6 +12,7 @@ from nas.choices import space_decisions
 from nas.constraints import ConstraintError, InfeasibleBudgetError, LatencyConstraint, suggest_arch
 from nas.latency_table import ChoiceLatencyTable, uniform_probs
 from nas.spaces import get_space
+from nas.spaces.base import ArchError
 
 # A known, exactly additive predictor: 0.1 ms + per-edge op cost (none, skip, conv1x1, conv3x3, pool).
 OP_MS = np.array([0.0, 0.01, 0.1, 0.4, 0.05])
@@ -193,6 +194,19 @@ def test_optuna_set_constraint_and_params_fallback(space, known):
                                       distributions={n: optuna.distributions.CategoricalDistribution(list(ch))
                                                      for n, ch in zip(dec.names, dec.choices)}, value=0.0)
     assert c.optuna_constraints()(trial) == [pytest.approx(2.5 - 0.8)]
+
+
+def test_optuna_constraints_func_names_the_trial_without_an_arch_and_what_to_do(space, known):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    c = LatencyConstraint(known, budget_ms=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Optuna 5 deprecates constraints_func (still supported)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(constraints_func=c.optuna_constraints(), seed=0))
+    # the user's own parameters (an NB201 index), no suggest_arch: the constraint cannot know the architecture
+    with pytest.raises(ArchError, match=r"Optuna trial 0: no nb201 architecture .* user attribute 'arch'.*suggest_arch"
+                                        r".*arch_of="):
+        study.optimize(lambda t: float(t.suggest_int("index", 0, 15624)), n_trials=1)
 
 
 def test_decisions_round_trip_for_every_space():
