@@ -209,7 +209,7 @@ class LatencyConstraint:
             elif method == "one_at_a_time":
                 self._table = ChoiceLatencyTable.one_at_a_time(self.space, self.predictor)
             elif method == "auto":
-                self._table = ChoiceLatencyTable.from_lut(self.space, self.predictor, seed=seed)
+                self._table = ChoiceLatencyTable.from_lut(self.space, self.predictor, n=n, seed=seed)
             else:
                 raise ConstraintError(f"method {method!r}: choose auto, least_squares or one_at_a_time")
             log.info("%s", self._table.describe())

@@ -281,6 +281,16 @@ def test_lookup_table_per_layer_block_latency_is_exact_on_fbnet():
     np.testing.assert_allclose(table.predict(archs), pred.predict(archs), rtol=1e-9)
 
 
+def test_choice_table_of_a_device_table_fits_as_many_archs_as_asked(space):
+    """`n` is the number of architectures the least-squares table is fitted to for a device table too
+    (NB201 is not layer-wise: least squares), not a fixed 300."""
+    from device_tables import load
+
+    c = LatencyConstraint(load("cpu_onnxruntime_fp32_threads1"), budget_ms=1.0, space=space, as_profiled=True)
+    table = c.choice_table(n=40)
+    assert table.method == "least squares" and table.n_predictions == 40
+
+
 def test_any_feature_predictor_becomes_an_arch_predictor(space):
     """space + feature function + any predictor with predict(X) (here scikit-learn on the encoding)."""
     from sklearn.linear_model import LinearRegression
