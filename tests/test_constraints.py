@@ -291,6 +291,30 @@ def test_choice_table_of_a_device_table_fits_as_many_archs_as_asked(space):
     assert table.method == "least squares" and table.n_predictions == 40
 
 
+def test_a_device_table_constraint_predicts_from_several_threads_at_once():
+    """Optuna's n_jobs runs objectives (and constraints_func) in threads: the first predictions of a
+    table's constraint, started together, load its kernel regressors once (a second load emptied the
+    estimates another thread was reading: KeyError) and give the numbers one thread gives."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from device_tables import load
+
+    table = load("cpu_onnxruntime_fp32_threads1")
+    archs = get_space("ofa").sample(4, seed=3)
+    alone = LatencyConstraint(table, budget_ms=5.0, space="ofa", as_profiled=True).latency(archs)
+    for _ in range(5):
+        c = LatencyConstraint(table, budget_ms=5.0, space="ofa", as_profiled=True)  # regressors not loaded yet
+        start = threading.Barrier(len(archs))
+
+        def one(arch):
+            start.wait()
+            return c.latency(arch)
+
+        with ThreadPoolExecutor(len(archs)) as pool:
+            assert list(pool.map(one, archs)) == alone.tolist()
+
+
 def test_any_feature_predictor_becomes_an_arch_predictor(space):
     """space + feature function + any predictor with predict(X) (here scikit-learn on the encoding)."""
     from sklearn.linear_model import LinearRegression
