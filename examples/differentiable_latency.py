@@ -24,6 +24,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=200)
     ap.add_argument("--quick", action="store_true", help="tiny run (tests)")
     args = ap.parse_args()
+    if args.steps < 1:
+        ap.error("--steps: at least 1")
     steps = 40 if args.quick else args.steps
 
     if args.space == "fbnet":  # lookup table of this CPU (shipped); per-layer block latency, exact for FBNet

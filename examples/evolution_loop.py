@@ -19,6 +19,8 @@ def main() -> None:
     ap.add_argument("--evaluations", type=int, default=60)
     ap.add_argument("--quick", action="store_true", help="tiny run (tests)")
     args = ap.parse_args()
+    if args.evaluations < 1:
+        ap.error("--evaluations: at least 1")
     shots, evals, protocol = (5, 8, "quick") if args.quick else (10, args.evaluations, "brief")
 
     pred = adapted_predictor("nb201", shots=shots, protocol=protocol, progress=False)  # this machine

@@ -10,6 +10,7 @@ import argparse
 import numpy as np
 import optuna
 
+from device_tables.errors import HwlatError
 from nas.constraints import LatencyConstraint, suggest_arch
 from nas.device_loop import adapted_predictor
 from nas.search import AccuracyObjective
@@ -22,13 +23,17 @@ def main() -> None:
     ap.add_argument("--sampler", choices=["nsga2", "tpe"], default="nsga2")
     ap.add_argument("--quick", action="store_true", help="tiny run (tests)")
     args = ap.parse_args()
+    if args.trials < 1 or (args.budget_ms is not None and not args.budget_ms > 0):
+        ap.error("--trials: at least 1; --budget-ms: a positive number of ms")
     shots, trials, protocol = (5, 10, "quick") if args.quick else (10, args.trials, "brief")
 
     # 1. a predictor for this machine: measure a few archs with onnxruntime, adapt the shipped one
     pred = adapted_predictor("nb201", shots=shots, protocol=protocol, progress=False)
-    budget = args.budget_ms or float(np.median(pred.predict(pred.space.sample(2000, seed=1))))
+    budget = args.budget_ms if args.budget_ms is not None else \
+        float(np.median(pred.predict(pred.space.sample(2000, seed=1))))
     # 2. the constraint
     c = LatencyConstraint(pred, budget_ms=budget)
+    c.check_budget()  # a budget below the fastest architecture: say so now, not after the study
     # 3. use it: Optuna calls trials with latency - budget > 0 infeasible
     accuracy = AccuracyObjective("nb201", "cifar10")  # a lookup; in your NAS: train and evaluate
 
@@ -48,7 +53,10 @@ def main() -> None:
         study = optuna.create_study(directions=["maximize", "minimize"], sampler=sampler)
     study.optimize(objective, n_trials=trials)
 
-    best = study.best_trials if args.sampler == "nsga2" else [study.best_trial]
+    best = study.best_trials  # the feasible ones only
+    if not best:
+        raise SystemExit(f"none of the {len(study.trials)} trials is predicted within the {budget:.3f} ms budget; "
+                         "run more --trials")
     best = list({t.user_attrs["arch"]: t for t in best}.values())  # NSGA-II may try one architecture again
     print(f"budget {budget:.3f} ms; {len(study.trials)} trials; best (feasible only) by CIFAR-10 accuracy:")
     for t in sorted(best, key=lambda t: -t.values[0]):
@@ -58,4 +66,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HwlatError as e:  # a bad budget or predictor: its message, not a traceback
+        raise SystemExit(f"error: {e}")

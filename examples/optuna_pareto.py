@@ -10,6 +10,7 @@ import argparse
 
 import numpy as np
 
+from device_tables.errors import HwlatError
 from nas.constraints import LatencyConstraint
 from nas.device_loop import adapted_predictor
 from nas.search import optuna_pareto
@@ -22,10 +23,13 @@ def main() -> None:
     ap.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "imagenet16-120"])
     ap.add_argument("--quick", action="store_true", help="tiny run (tests)")
     args = ap.parse_args()
+    if (args.trials is not None and args.trials < 1) or (args.budget_ms is not None and not args.budget_ms > 0):
+        ap.error("--trials: at least 1; --budget-ms: a positive number of ms")
     shots, trials, protocol = (5, args.trials or 40, "quick") if args.quick else (20, args.trials or 400, "brief")
 
     pred = adapted_predictor("nb201", shots=shots, protocol=protocol, progress=False)  # this machine
-    budget = args.budget_ms or float(np.percentile(pred.predict(pred.space.sample(2000, seed=1)), 40))
+    budget = args.budget_ms if args.budget_ms is not None else \
+        float(np.percentile(pred.predict(pred.space.sample(2000, seed=1)), 40))
     c = LatencyConstraint(pred, budget_ms=budget)
     objective = f"accuracy:{args.dataset}"
     for role in ("objective", "constraint"):
@@ -40,4 +44,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except HwlatError as e:  # a bad budget or predictor: its message, not a traceback
+        raise SystemExit(f"error: {e}")

@@ -23,6 +23,7 @@ import numpy as np
 
 from device_tables.errors import HwlatError
 from nas.arch_predictors import ArchPredictor, as_arch_predictor, checked_latencies, fastest, needs_adaptation
+from nas.spaces.base import ArchError
 
 log = logging.getLogger(__name__)
 
@@ -166,7 +167,13 @@ class LatencyConstraint:
             elif attr in trial.user_attrs:
                 arch = trial.user_attrs[attr]
             else:
-                arch = decisions.from_params(trial.params)
+                try:
+                    arch = decisions.from_params(trial.params)
+                except ArchError as e:
+                    raise ArchError(f"Optuna trial {trial.number}: no {self.space.name} architecture to constrain: it "
+                                    f"has no user attribute {attr!r}, and its parameters do not name one ({e}); sample "
+                                    f"it with nas.constraints.suggest_arch(trial, {self.space.name!r}), or pass "
+                                    "arch_of=(trial -> architecture) to optuna_constraints") from None
             lat = self.latency(arch)
             trial_values = [lat - self.budget_ms]
             if self.min_ms is not None:
@@ -202,7 +209,7 @@ class LatencyConstraint:
             elif method == "one_at_a_time":
                 self._table = ChoiceLatencyTable.one_at_a_time(self.space, self.predictor)
             elif method == "auto":
-                self._table = ChoiceLatencyTable.from_lut(self.space, self.predictor, seed=seed)
+                self._table = ChoiceLatencyTable.from_lut(self.space, self.predictor, n=n, seed=seed)
             else:
                 raise ConstraintError(f"method {method!r}: choose auto, least_squares or one_at_a_time")
             log.info("%s", self._table.describe())

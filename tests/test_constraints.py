@@ -12,6 +12,7 @@ from nas.choices import space_decisions
 from nas.constraints import ConstraintError, InfeasibleBudgetError, LatencyConstraint, suggest_arch
 from nas.latency_table import ChoiceLatencyTable, uniform_probs
 from nas.spaces import get_space
+from nas.spaces.base import ArchError
 
 # A known, exactly additive predictor: 0.1 ms + per-edge op cost (none, skip, conv1x1, conv3x3, pool).
 OP_MS = np.array([0.0, 0.01, 0.1, 0.4, 0.05])
@@ -195,6 +196,19 @@ def test_optuna_set_constraint_and_params_fallback(space, known):
     assert c.optuna_constraints()(trial) == [pytest.approx(2.5 - 0.8)]
 
 
+def test_optuna_constraints_func_names_the_trial_without_an_arch_and_what_to_do(space, known):
+    optuna = pytest.importorskip("optuna")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    c = LatencyConstraint(known, budget_ms=0.8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Optuna 5 deprecates constraints_func (still supported)
+        study = optuna.create_study(sampler=optuna.samplers.TPESampler(constraints_func=c.optuna_constraints(), seed=0))
+    # the user's own parameters (an NB201 index), no suggest_arch: the constraint cannot know the architecture
+    with pytest.raises(ArchError, match=r"Optuna trial 0: no nb201 architecture .* user attribute 'arch'.*suggest_arch"
+                                        r".*arch_of="):
+        study.optimize(lambda t: float(t.suggest_int("index", 0, 15624)), n_trials=1)
+
+
 def test_decisions_round_trip_for_every_space():
     for name in ("nb201", "fbnet", "ofa"):
         sp = get_space(name)
@@ -265,6 +279,40 @@ def test_lookup_table_per_layer_block_latency_is_exact_on_fbnet():
     assert table.method == "one at a time" and table.n_predictions == 1 + 22 * 8
     archs = pred.space.sample(6, seed=5)
     np.testing.assert_allclose(table.predict(archs), pred.predict(archs), rtol=1e-9)
+
+
+def test_choice_table_of_a_device_table_fits_as_many_archs_as_asked(space):
+    """`n` is the number of architectures the least-squares table is fitted to for a device table too
+    (NB201 is not layer-wise: least squares), not a fixed 300."""
+    from device_tables import load
+
+    c = LatencyConstraint(load("cpu_onnxruntime_fp32_threads1"), budget_ms=1.0, space=space, as_profiled=True)
+    table = c.choice_table(n=40)
+    assert table.method == "least squares" and table.n_predictions == 40
+
+
+def test_a_device_table_constraint_predicts_from_several_threads_at_once():
+    """Optuna's n_jobs runs objectives (and constraints_func) in threads: the first predictions of a
+    table's constraint, started together, load its kernel regressors once (a second load emptied the
+    estimates another thread was reading: KeyError) and give the numbers one thread gives."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from device_tables import load
+
+    table = load("cpu_onnxruntime_fp32_threads1")
+    archs = get_space("ofa").sample(4, seed=3)
+    alone = LatencyConstraint(table, budget_ms=5.0, space="ofa", as_profiled=True).latency(archs)
+    for _ in range(5):
+        c = LatencyConstraint(table, budget_ms=5.0, space="ofa", as_profiled=True)  # regressors not loaded yet
+        start = threading.Barrier(len(archs))
+
+        def one(arch):
+            start.wait()
+            return c.latency(arch)
+
+        with ThreadPoolExecutor(len(archs)) as pool:
+            assert list(pool.map(one, archs)) == alone.tolist()
 
 
 def test_any_feature_predictor_becomes_an_arch_predictor(space):

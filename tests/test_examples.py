@@ -18,6 +18,26 @@ def run_example(name: str, *args: str) -> str:
     return proc.stdout
 
 
+def run_refused(name: str, *args: str) -> str:
+    """Standard error of an example given bad arguments: one message, a non-zero exit, no traceback."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, str(ROOT / "examples" / name), *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    return proc.stderr
+
+
+def test_examples_refuse_bad_arguments_with_one_message():
+    pytest.importorskip("optuna")
+    for name in ("optuna_constraint.py", "optuna_pareto.py"):  # a budget of 0 was taken as "no budget given"
+        assert "--budget-ms: a positive number of ms" in run_refused(name, "--budget-ms", "0")
+    assert "--evaluations: at least 1" in run_refused("evolution_loop.py", "--evaluations", "0")  # was max() of nothing
+    assert "--steps: at least 1" in run_refused("differentiable_latency.py", "--steps", "0")  # was a division by zero
+    # a budget no architecture meets: said before the study (was an empty list, or TPE's ValueError)
+    err = run_refused("optuna_constraint.py", "--quick", "--sampler", "tpe", "--budget-ms", "0.001")
+    assert "error: latency budget 0.001 ms is below the fastest nb201 architecture" in err
+
+
 def test_optuna_constraint_example():
     pytest.importorskip("optuna")
     out = run_example("optuna_constraint.py")

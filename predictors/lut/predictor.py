@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import math
 import functools
+import threading
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -23,6 +24,7 @@ from predictors.lut.calibration import Calibration, fit_calibration
 from predictors.lut.prediction import REGRESSOR, TABLE, KernelPrediction, Prediction, UncoveredOp, kernel_record
 
 log = logging.getLogger(__package__)  # the package's name, which its messages have always carried
+_FITTING = threading.Lock()  # held while a predictor loads or fits its kernel regressors (`LUTPredictor.fit`)
 
 
 # Which statistic of a row is the kernel's latency: the median (the protocol's headline), or the
@@ -99,12 +101,16 @@ class LUTPredictor:
     def fit(self, graphs: Sequence[Any] | None = None, measured_ms: Sequence[float] | None = None) -> "LUTPredictor":
         """Fit regressors (if not given) and, with whole-model measurements, the overhead term."""
         if self.use_regressors and self.regressors is None:
-            self.regressors = self.stored_regressors()
-            if self.regressors is None:
-                rows = self._regressor_rows()
-                log.info("%s: fitting kernel regressors on %d rows (none stored for them: hwlat profile device "
-                         "stores them)", self.table.name, len(rows))
-                self.regressors = KernelRegressors().fit([r.spec for r in rows], [self._in_network_ms(r) for r in rows])
+            with _FITTING:  # threads predicting with one predictor set them once (setting them empties `_estimates`)
+                if self.regressors is None:
+                    regressors = self.stored_regressors()
+                    if regressors is None:
+                        rows = self._regressor_rows()
+                        log.info("%s: fitting kernel regressors on %d rows (none stored for them: hwlat profile "
+                                 "device stores them)", self.table.name, len(rows))
+                        regressors = KernelRegressors().fit([r.spec for r in rows],
+                                                            [self._in_network_ms(r) for r in rows])
+                    self.regressors = regressors
         if graphs is not None and measured_ms is not None:
             self.calibrate(graphs, measured_ms)
         return self
