@@ -19,6 +19,9 @@ def available() -> list[str]:
     return sorted(p.stem for p in TABLES_DIR.glob("*.json") if p.with_suffix(".csv").exists())
 
 
+_said_sibling: set[str] = set()  # shipped tables whose sibling for this CPU was said in this process
+
+
 def resolve(name_or_path: str | os.PathLike, exact: bool = False) -> Path:
     """A shipped table's name, or a path to a table (NAME, NAME.csv or NAME.json) -> its stem path.
 
@@ -34,7 +37,8 @@ def resolve(name_or_path: str | os.PathLike, exact: bool = False) -> Path:
         if exact:
             return shipped
         sibling, differs = sibling_for_this_cpu(shipped)
-        if sibling != shipped:
+        if sibling != shipped and str(shipped) not in _said_sibling:  # once per process: a loop loads it again
+            _said_sibling.add(str(shipped))
             log.warning("%s was measured on another CPU (%s); using %s, measured on a CPU like this one "
                         "(the other by its path: %s)", shipped.name, _brief(differs), sibling.name, shipped)
         return sibling

@@ -248,8 +248,11 @@ def load_arch_predictor(source: str | os.PathLike, space: Space | str, as_profil
 
     npz, js = paths(text)
     if not js.is_file():
+        from device_tables.registry import available
+
+        table = f"; {text} is a shipped device table: give 'lut:{text}'" if text in available() else ""
         raise PredictorFileError(f"no predictor at {js}: give a file written by predictors.io.save (NAME, NAME.npz or "
-                                 "NAME.json), 'pretrained', or 'lut:<device table>'")
+                                 f"NAME.json), 'pretrained', or 'lut:<device table>'{table}")
     info = read_info(text).get("info") or {}
     made_for, device = info.get("space"), info.get("device")
     if made_for and made_for != sp.name:

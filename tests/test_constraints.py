@@ -353,3 +353,13 @@ def test_optuna_pareto_without_a_budget_is_a_plain_front(space, known):
     assert res.rejected == 0 and len(res.front()) >= 2
     with pytest.raises(ConstraintError, match="needs a LatencyConstraint"):
         optuna_pareto(space, "accuracy:cifar10", trials=5, latency="constraint", predictor=known, progress=False)
+
+
+def test_a_shipped_table_name_without_lut_says_to_give_lut():
+    """LatencyConstraint('cpu_onnxruntime_fp32_threads1', ...) said only 'no predictor at ....json'."""
+    from predictors.io import PredictorFileError
+
+    with pytest.raises(PredictorFileError, match="is a shipped device table: give 'lut:cpu_onnxruntime_fp32_threads1'"):
+        LatencyConstraint("cpu_onnxruntime_fp32_threads1", 2.0, space="nb201")
+    with pytest.raises(PredictorFileError, match=r"'lut:<device table>'$"):  # no hint for a name that is no table
+        LatencyConstraint("no_such_predictor", 2.0, space="nb201")
