@@ -400,6 +400,26 @@ def test_cli_profile_ops_adaptive_builds_a_calibrated_table(tmp_path, capsys):
     assert "--budget" in capsys.readouterr().err
 
 
+def test_cli_profile_ops_adaptive_resumed_keeps_the_rounds_of_the_first_run(tmp_path):
+    from hwlat.cli import main
+
+    from profilers.runtimes import get_runtime
+
+    out = tmp_path / "ort"
+    with DeviceTable.open(out, get_runtime("onnxruntime", threads=1).device(),
+                          {"fusion": FusionRules(ORT_LIKE.fused, call_overhead_ms=0.002).to_meta()}):
+        pass
+    args = ["profile", "ops", "--runtime", "onnxruntime", "--adaptive", "--targets", "nb201", "--per-space", "2",
+            "--protocol", "quick", "--calibrate", "0", "--out", str(out), "--no-progress", "--budget"]
+    assert main(args + ["6"]) == 0
+    first = DeviceTable.load(out).meta["adaptive_rounds"]
+    assert main(args + ["9"]) == 0
+    table = DeviceTable.load(out)
+    rounds = table.meta["adaptive_rounds"]
+    assert len(rounds) > len(first) and rounds[:len(first)] == first
+    assert sum(r["measured"] for r in rounds) == len(table)
+
+
 def test_cli_profile_fusion_stores_rules(tmp_path, capsys):
     from hwlat.cli import main
 

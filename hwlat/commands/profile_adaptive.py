@@ -68,7 +68,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
         pool = kernel_pool(graphs, rules, runtime.dtype())
         print(f"{len(pool)} distinct kernels in {len(graphs)} target networks; fusion: {len(rules.fused)} patterns fused")
         alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, args.budget, progress=progress)
-        table.update_meta(adaptive_rounds=alog.rounds)
+        table.update_meta(adaptive_rounds=(table.meta.get("adaptive_rounds") or []) + alog.rounds)  # a resume adds its rounds
         ok = len(table.rows("ok"))
         print(f"{table.path}: {len(table)} rows ({ok} measured) after {len(alog.rounds)} rounds")
         if args.calibrate > 0:
