@@ -500,6 +500,7 @@ def test_an_interrupted_predict_archs_leaves_its_out_file_as_it_was(tmp_path):
      "--calibrate, --redetect-fusion: options of --adaptive, which a --sweep does not use"),
     (("--targets", "nb201",), "--targets: options of --adaptive"),
     (("--adaptive", "--budget", "3", "--cluster", "127.0.0.1:9", "--device", "a"), "--adaptive runs on this machine"),
+    (("--adaptive", "--budget", "3", "--targets", ","), "--targets ',': choose from"),  # no target: an empty table
 ])
 def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, words):
     proc = hwlat("profile", "ops", "--runtime", "onnxruntime", *flags, "--out", "t", cwd=tmp_path)
