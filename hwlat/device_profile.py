@@ -216,7 +216,8 @@ def read_networks(path: Path) -> list[dict[str, Any]]:
 
 def table_problems(table: DeviceTable) -> list[str]:
     """What is wrong with a table's files beside its rows (`hwlat table validate`), one line each: stored
-    regressors that cannot be read, a networks file that cannot, a calibration that is not numbers."""
+    regressors that cannot be read, a networks file that cannot, a calibration that is not numbers, a
+    row's reorder share that is not one."""
     from predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError
     from predictors.lut.calibration import Calibration
     from predictors.lut.regressors_store import regressors_stem
@@ -248,6 +249,14 @@ def table_problems(table: DeviceTable) -> list[str]:
         if not all(math.isfinite(float(x)) for x in numbers) or min(scales) <= 0:
             problems.append(f"{table.path}: its calibration ({cal.describe()}) is not a usable one; run `hwlat profile "
                             f"device` on it again (--recalibrate) to fit it anew")
+    from predictors.lut.reorders import reorder_shares
+
+    for row in table.rows("ok"):  # the rows' reorder shares, which a prediction reads
+        try:
+            reorder_shares(row)
+        except TableError as exc:
+            problems.append(f"{table.path}.csv: {exc}")
+            break
     return problems
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -358,6 +359,22 @@ def test_cli_predict_json_and_errors(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "d.onnx"), "--table", str(tmp_path / "tab")]) == 1
     assert "--input-shape" in capsys.readouterr().err
     assert main(["predict", str(tmp_path / "d.onnx"), "--table", str(tmp_path / "tab"), "--input-shape", "1x8x4x4"]) == 0
+
+
+@pytest.mark.parametrize("share", ["abc", -5, 2.0])
+def test_a_hand_edited_reorder_share_is_one_error_naming_the_row(tmp_path, capsys, share):
+    """'abc' died in a traceback (ValueError) in predict; -5 predicted 3x the time; table validate passed both."""
+    from device_tables.errors import TableError
+    from hwlat.cli import main
+
+    with DeviceTable.open(tmp_path / "t", Device.make("cpu", "onnxruntime")) as t:
+        t.append(CONV, Measurement.from_samples([1.0, 1.1, 1.2]), extra={"reorder_in_share": share})
+        t.append(RELU, Measurement.from_samples([0.1, 0.1, 0.1]))
+    said = f"row {CONV.key}: its extra reorder_in_share is {share!r}, not a share of 0 to 1"
+    assert main(["table", "validate", str(tmp_path / "t")]) == 1
+    assert said in capsys.readouterr().err
+    with pytest.raises(TableError, match=re.escape(said)):
+        LUTPredictor(DeviceTable.load(tmp_path / "t")).fit().predict_graph(Graph.from_specs([CONV, RELU]))
 
 
 def test_single_op_call_overhead_is_taken_off_every_kernel():
