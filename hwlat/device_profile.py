@@ -1444,10 +1444,15 @@ def lost_networks(table: DeviceTable) -> list[str]:
     path = networks_path(table)
     if not (isinstance(stages, dict) and "networks" in stages) or path.exists():
         return []
+    # a networks file beside it whose table is not there: the table's own, left behind when it was renamed
+    orphans = [p for p in path.parent.glob("*.networks.csv") if not p.with_name(p.name[:-13] + ".csv").exists()]
+    old = orphans[0].name[:-13] if len(orphans) == 1 else None
+    fix = (f"if the table was renamed from {old}, rename its files beside it too ({old}.networks.csv -> {path.name}, "
+           f"{old}.regressors.json/.npz -> {table.path.name}.regressors.json/.npz)" if old else
+           f"restore the file from a copy, or run `{profile_command(table)}` to time its networks again")
     return [f"{path}: not found, though the table's `hwlat profile device` run timed whole networks into it: "
             "predictions use its stored calibration at its own times, without the check of this machine's speed now "
-            f"(nor `hwlat table drift` or --recalibrate); restore the file from a copy, or run `{profile_command(table)}` "
-            "to time its networks again"]
+            f"(nor `hwlat table drift` or --recalibrate); {fix}"]
 
 
 __all__ = ["DeviceProfileResult", "STAGES", "missing_stages", "profile_device", "read_networks", "score_table",
