@@ -644,6 +644,8 @@ def _read_rows(csv_path: Path) -> Iterator[Row]:
             extra = json.loads(rec["extra"]) if rec["extra"] else {}
         except json.JSONDecodeError:
             raise TableError(f"{where}: extra column is not valid JSON: {rec['extra']!r}") from None
+        if not isinstance(extra, dict):
+            raise TableError(f"{where}: extra column is {rec['extra']!r}, not a JSON object ({{...}}) or empty")
         m = None
         if rec["status"] == "ok":
             stats = _statistics(rec, where)

@@ -216,7 +216,8 @@ def read_networks(path: Path) -> list[dict[str, Any]]:
 
 def table_problems(table: DeviceTable) -> list[str]:
     """What is wrong with a table's files beside its rows (`hwlat table validate`), one line each: stored
-    regressors that cannot be read, a networks file that cannot, a calibration that is not numbers."""
+    regressors that cannot be read, a networks file that cannot, a calibration that is not numbers, a
+    row's reorder share that is not one."""
     from predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError
     from predictors.lut.calibration import Calibration
     from predictors.lut.regressors_store import regressors_stem
@@ -248,6 +249,14 @@ def table_problems(table: DeviceTable) -> list[str]:
         if not all(math.isfinite(float(x)) for x in numbers) or min(scales) <= 0:
             problems.append(f"{table.path}: its calibration ({cal.describe()}) is not a usable one; run `hwlat profile "
                             f"device` on it again (--recalibrate) to fit it anew")
+    from predictors.lut.reorders import reorder_shares
+
+    for row in table.rows("ok"):  # the rows' reorder shares, which a prediction reads
+        try:
+            reorder_shares(row)
+        except TableError as exc:
+            problems.append(f"{table.path}.csv: {exc}")
+            break
     return problems
 
 
@@ -1442,10 +1451,15 @@ def lost_networks(table: DeviceTable) -> list[str]:
     path = networks_path(table)
     if not (isinstance(stages, dict) and "networks" in stages) or path.exists():
         return []
+    # a networks file beside it whose table is not there: the table's own, left behind when it was renamed
+    orphans = [p for p in path.parent.glob("*.networks.csv") if not p.with_name(p.name[:-13] + ".csv").exists()]
+    old = orphans[0].name[:-13] if len(orphans) == 1 else None
+    fix = (f"if the table was renamed from {old}, rename its files beside it too ({old}.networks.csv -> {path.name}, "
+           f"{old}.regressors.json/.npz -> {table.path.name}.regressors.json/.npz)" if old else
+           f"restore the file from a copy, or run `{profile_command(table)}` to time its networks again")
     return [f"{path}: not found, though the table's `hwlat profile device` run timed whole networks into it: "
             "predictions use its stored calibration at its own times, without the check of this machine's speed now "
-            f"(nor `hwlat table drift` or --recalibrate); restore the file from a copy, or run `{profile_command(table)}` "
-            "to time its networks again"]
+            f"(nor `hwlat table drift` or --recalibrate); {fix}"]
 
 
 __all__ = ["DeviceProfileResult", "STAGES", "missing_stages", "profile_device", "read_networks", "score_table",

@@ -462,8 +462,9 @@ class KernelRegressors:
         try:
             with np.load(npath, allow_pickle=False) as arrays:  # the file's index only: arrays are read when used
                 held = set(arrays.files)
-        except (OSError, ValueError, zipfile.BadZipFile) as exc:
-            raise RegressorError(f"{npath}: not a readable npz file ({exc}); refit the regressors") from exc
+        except (OSError, ValueError, zipfile.BadZipFile) as exc:  # numpy reads a file that is no zip as a pickle
+            why = exc if zipfile.is_zipfile(npath) else "not a zip archive of arrays: damaged, or another file"
+            raise RegressorError(f"{npath}: not a readable npz file ({why}); refit the regressors") from exc
         lacking = [name for name, m in meta["families"].items() if not set(FamilyRegressor.array_names(m, name)) <= held]
         if lacking:
             raise RegressorError(f"{npath}: arrays of families {lacking} are missing; refit the regressors")

@@ -92,7 +92,7 @@ def expand(entry: dict[str, Any], where: str = "sweep entry") -> Iterable[OpSpec
         for combo in itertools.product(*(fields[k] for k in names)):
             values = dict(zip(names, combo))
             try:
-                spec = _make(op, values)
+                spec = _make(op, values, where)
             except OpSpecError as exc:
                 why = why or exc
                 continue  # impossible geometry in some cells of a grid is expected; skip them
@@ -128,18 +128,18 @@ def _check_value(name: str, value: Any, where: str) -> None:
             raise SweepError(f"{where}: cout_mult is {value!r}; needs a finite number above 0")
 
 
-def _make(op: str, v: dict[str, Any]) -> OpSpec | None:
+def _make(op: str, v: dict[str, Any], where: str = "sweep entry") -> OpSpec | None:
     base = op.split("+")[0]
     tokens = v.pop("tokens", None)
     if any(value == "tokens" for value in v.values()):
         if tokens is None:
-            raise SweepError(f"{op}: a field says 'tokens' but the entry gives no 'tokens'")
+            raise SweepError(f"{where}: a field of {op!r} says 'tokens' but the entry gives no 'tokens'")
         v = {k: tokens if value == "tokens" else value for k, value in v.items()}
     heads = int(v.pop("heads", 1))
     n = 1 if base == "matmul" else int(v.pop("n", 1))
     dtype = v.pop("dtype", "float32")
     if "c" not in v:
-        raise SweepError(f"{op}: every entry needs 'c' (input channels or features)")
+        raise SweepError(f"{where}: {op!r} needs 'c' (input channels or features)")
     c = int(v.pop("c"))
     hw = v.pop("hw", None)
     h, w = v.pop("h", hw), v.pop("w", hw)
@@ -156,7 +156,7 @@ def _make(op: str, v: dict[str, Any]) -> OpSpec | None:
         shape = (n * heads * int(tokens), c, 1, 1)
     else:
         if h is None or w is None:
-            raise SweepError(f"{op}: needs 'hw' (or 'h' and 'w'), or 'tokens'")
+            raise SweepError(f"{where}: {op!r} needs 'hw' (or 'h' and 'w'), or 'tokens'")
         shape = (n, c, int(h), int(w))
     if base == "conv2d" and int(v.get("groups", 1)) > 1 and c % int(v["groups"]):
         return None

@@ -428,6 +428,21 @@ def test_validate_warns_of_a_networks_file_that_is_gone(tmp_path, capsys):
     assert f"{base}.networks.csv: not found" in capsys.readouterr().err
 
 
+def test_validate_of_a_renamed_table_names_the_networks_file_it_left_behind(tmp_path, capsys):
+    """`mv NAME.csv NEW.csv; mv NAME.json NEW.json` leaves NAME.networks.csv behind: the warning says to
+    rename it too (it said to restore the file from a copy or time the networks again)."""
+    from hwlat.cli import main
+
+    base = _table_with_meta(tmp_path, lambda meta: None)
+    new = base.with_name("renamed")
+    for suffix in (".csv", ".json"):
+        Path(f"{base}{suffix}").rename(f"{new}{suffix}")
+    assert main(["table", "validate", str(new)]) == 0
+    err = capsys.readouterr().err
+    assert f"if the table was renamed from {base.name}, rename its files beside it too ({base.name}.networks.csv -> " \
+           "renamed.networks.csv" in err
+
+
 def test_profile_model_json_path_is_checked_before_measuring(tmp_path):
     """`--json` under a folder that cannot be made is one error before the measurement (it was lost after
     it), and a missing folder is made."""
@@ -500,6 +515,7 @@ def test_an_interrupted_predict_archs_leaves_its_out_file_as_it_was(tmp_path):
      "--calibrate, --redetect-fusion: options of --adaptive, which a --sweep does not use"),
     (("--targets", "nb201",), "--targets: options of --adaptive"),
     (("--adaptive", "--budget", "3", "--cluster", "127.0.0.1:9", "--device", "a"), "--adaptive runs on this machine"),
+    (("--adaptive", "--budget", "3", "--targets", ","), "--targets ',': choose from"),  # no target: an empty table
 ])
 def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, words):
     proc = hwlat("profile", "ops", "--runtime", "onnxruntime", *flags, "--out", "t", cwd=tmp_path)

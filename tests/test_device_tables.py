@@ -121,6 +121,8 @@ def _write_table(tmp_path):
     (lambda lines: lines[:1] + [lines[1].replace(",ok,2,", ",ok,abc,")] + lines[2:], "line 2: median_ms is 'abc', not a finite latency"),
     (lambda lines: lines[:1] + [lines[1].replace(",ok,", ",ok,1,2,")] + lines[2:], "line 2: 17 fields"),
     (lambda lines: ["key,op\n"] + lines[1:], "line 1: header"),
+    (lambda lines: lines[:1] + [lines[1].replace(",true,,", ",true,[1],")] + lines[2:],  # a reader calls extra.get
+     r"line 2: extra column is '\[1\]', not a JSON object"),
 ])
 def test_validation_names_file_and_line(tmp_path, edit, message):
     csv_path = _write_table(tmp_path)

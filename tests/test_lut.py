@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -360,6 +361,22 @@ def test_cli_predict_json_and_errors(tmp_path, capsys):
     assert main(["predict", str(tmp_path / "d.onnx"), "--table", str(tmp_path / "tab"), "--input-shape", "1x8x4x4"]) == 0
 
 
+@pytest.mark.parametrize("share", ["abc", -5, 2.0])
+def test_a_hand_edited_reorder_share_is_one_error_naming_the_row(tmp_path, capsys, share):
+    """'abc' died in a traceback (ValueError) in predict; -5 predicted 3x the time; table validate passed both."""
+    from device_tables.errors import TableError
+    from hwlat.cli import main
+
+    with DeviceTable.open(tmp_path / "t", Device.make("cpu", "onnxruntime")) as t:
+        t.append(CONV, Measurement.from_samples([1.0, 1.1, 1.2]), extra={"reorder_in_share": share})
+        t.append(RELU, Measurement.from_samples([0.1, 0.1, 0.1]))
+    said = f"row {CONV.key}: its extra reorder_in_share is {share!r}, not a share of 0 to 1"
+    assert main(["table", "validate", str(tmp_path / "t")]) == 1
+    assert said in capsys.readouterr().err
+    with pytest.raises(TableError, match=re.escape(said)):
+        LUTPredictor(DeviceTable.load(tmp_path / "t")).fit().predict_graph(Graph.from_specs([CONV, RELU]))
+
+
 def test_single_op_call_overhead_is_taken_off_every_kernel():
     specs = [CONV, BN, RELU]
     rules = FusionRules(frozenset(), call_overhead_ms=0.003)
@@ -398,6 +415,26 @@ def test_cli_profile_ops_adaptive_builds_a_calibrated_table(tmp_path, capsys):
     assert pred["partial"] is False and pred["total_ms"] > 0 and pred["model"].startswith("nb201:")
     assert main(["profile", "ops", "--runtime", "onnxruntime", "--adaptive", "--out", str(tmp_path / "x")]) == 1
     assert "--budget" in capsys.readouterr().err
+
+
+def test_cli_profile_ops_adaptive_resumed_keeps_the_rounds_of_the_first_run(tmp_path):
+    from hwlat.cli import main
+
+    from profilers.runtimes import get_runtime
+
+    out = tmp_path / "ort"
+    with DeviceTable.open(out, get_runtime("onnxruntime", threads=1).device(),
+                          {"fusion": FusionRules(ORT_LIKE.fused, call_overhead_ms=0.002).to_meta()}):
+        pass
+    args = ["profile", "ops", "--runtime", "onnxruntime", "--adaptive", "--targets", "nb201", "--per-space", "2",
+            "--protocol", "quick", "--calibrate", "0", "--out", str(out), "--no-progress", "--budget"]
+    assert main(args + ["6"]) == 0
+    first = DeviceTable.load(out).meta["adaptive_rounds"]
+    assert main(args + ["9"]) == 0
+    table = DeviceTable.load(out)
+    rounds = table.meta["adaptive_rounds"]
+    assert len(rounds) > len(first) and rounds[:len(first)] == first
+    assert sum(r["measured"] for r in rounds) == len(table)
 
 
 def test_cli_profile_fusion_stores_rules(tmp_path, capsys):

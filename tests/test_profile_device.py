@@ -201,7 +201,8 @@ def test_stored_regressors_predict_exactly_as_freshly_fitted_ones_and_are_refitt
     assert LUTPredictor(table).stored_regressors() is None
 
 
-@pytest.mark.parametrize("damage", ["truncated npz", "json cut short", "calibration not numbers", "networks header"])
+@pytest.mark.parametrize("damage", ["truncated npz", "garbage npz", "json cut short", "calibration not numbers",
+                                    "networks header"])
 def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_names_it(complete_table, tmp_path,
                                                                                       damage, capsys, caplog):
     """`table validate` reads a table's other files too; a damaged regressors file is refitted by a
@@ -212,6 +213,8 @@ def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_nam
     npz, js = Path(str(out) + ".regressors.npz"), Path(str(out) + ".regressors.json")
     if damage == "truncated npz":
         npz.write_bytes(npz.read_bytes()[:3000])
+    elif damage == "garbage npz":  # numpy reads it as a pickle and advised allow_pickle=, which hwlat never needs
+        npz.write_bytes(b"not an archive\n")
     elif damage == "json cut short":
         js.write_text("{")
     elif damage == "calibration not numbers":
@@ -226,9 +229,11 @@ def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_nam
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("hwlat: error: ")
     assert {"truncated npz": "regressors.npz: not a readable npz file", "json cut short": "regressors.json: not valid JSON",
-            "calibration not numbers": "its calibration", "networks header": "networks.csv: header is not"}[damage] in err
+            "calibration not numbers": "its calibration", "networks header": "networks.csv: header is not",
+            "garbage npz": "regressors.npz: not a readable npz file (not a zip archive of arrays"}[damage] in err
+    assert "pickle" not in err
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir()} == before  # validating changes nothing
-    if damage in ("truncated npz", "json cut short"):  # a network with kernels the rows lack: regressed
+    if damage in ("truncated npz", "garbage npz", "json cut short"):  # a network with kernels the rows lack: regressed
         assert main(["predict", "--classic", "resnet18@r64w0.5", "--table", str(out)]) == 0
         assert "regressed" in capsys.readouterr().out and "stored regressors not used" in caplog.text
         assert f"delete {npz.stem}.json/.npz" in err  # and done as said, the table validates (it was 'one is missing')

@@ -89,6 +89,9 @@ def test_sweep_errors_name_file_entry_and_suggest(tmp_path):
         load_sweep(f)
     f.write_text("ops:\n  - {op: conv2d, c: 8, hw: [2, 8], cout: 8, kernel: 5, padding: 0}\n")  # some cells are
     assert len(load_sweep(f)) == 1
+    f.write_text("ops:\n  - {op: relu, c: 8, hw: 8}\n  - {op: relu, c: 8}\n")  # a field every cell lacks
+    with pytest.raises(SweepError, match=r"s.yaml, ops entry 2: 'relu' needs 'hw'"):
+        load_sweep(f)
 
 
 def test_quick_preset_expands_to_unique_valid_specs():

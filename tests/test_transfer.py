@@ -404,6 +404,14 @@ def test_bench_prints_tables_and_json(nb201_table, tmp_path, capsys):
     assert set(rep["shots_curve"]) == {"0", "5"}
 
 
+def test_bench_shots_curve_names_the_shots_it_draws(nb201_table, capsys):
+    """With --shots-from suggested the curve's shots are the suggested ones, not the random ones its header named."""
+    path, _ = nb201_table
+    assert main(_bench(path, "--shots-from", "suggested", "--shots-curve", "0,5", methods="ridge")) == 0
+    text = capsys.readouterr().out
+    assert "10 references + N suggested shots" in text and "random shots" not in text
+
+
 def test_bench_json_of_a_device_whose_latencies_are_all_equal_is_strict_json(nb201_table, tmp_path, capsys):
     """Its Spearman is undefined: --json wrote NaN, which JSON has not (JavaScript, jq --strict refuse it)."""
     path, df = nb201_table

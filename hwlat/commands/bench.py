@@ -69,7 +69,7 @@ def register(sub) -> None:
     t.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots (default 0)")
     t.add_argument("--json", default=None, metavar="OUT", help="also write the results as JSON")
     t.add_argument("--shots-curve", default=None, metavar="N,N,...",
-                   help="also print mean accuracy against the number of random shots, e.g. 0,5,10,20,50")
+                   help="also print mean accuracy against the number of shots (as --shots-from draws them), e.g. 0,5,10,20,50")
     t.set_defaults(func=_transfer)
 
 
@@ -266,7 +266,7 @@ def _curve(methods, data, targets, query, settings, curve: list[int]) -> dict:
     from predictors.evaluation import run_method
 
     out: dict = {}
-    print(f"\naccuracy against the number of measurements ({settings.n_ref} references + N random shots; "
+    print(f"\naccuracy against the number of measurements ({settings.n_ref} references + N {settings.shots_from} shots; "
           f"mean over test devices and {settings.repeats} repeats): Spearman / ±10% accuracy")
     header = ["method"] + [f"N={n} ({settings.n_ref + n})" for n in curve]
     rows = []

@@ -48,8 +48,8 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
         raise HwlatError("--adaptive needs --budget N (the number of op measurements), e.g. --budget 300")
     targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     bad = [t for t in targets if t not in target_kinds()]
-    if bad:
-        raise HwlatError(f"--targets {','.join(bad)}: choose from {', '.join(target_kinds())}")
+    if bad or not targets:
+        raise HwlatError(f"--targets {','.join(bad) or repr(args.targets)}: choose from {', '.join(target_kinds())}")
     runtime = get_runtime(args.runtime, **settings)
     protocol = protocol_from_args(args, runtime.cpu_clock_ok)
     progress = not args.no_progress
@@ -68,7 +68,7 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
         pool = kernel_pool(graphs, rules, runtime.dtype())
         print(f"{len(pool)} distinct kernels in {len(graphs)} target networks; fusion: {len(rules.fused)} patterns fused")
         alog = adaptive_profile(lambda s: runtime.measure(s, protocol), table, pool, args.budget, progress=progress)
-        table.update_meta(adaptive_rounds=alog.rounds)
+        table.update_meta(adaptive_rounds=(table.meta.get("adaptive_rounds") or []) + alog.rounds)  # a resume adds its rounds
         ok = len(table.rows("ok"))
         print(f"{table.path}: {len(table)} rows ({ok} measured) after {len(alog.rounds)} rounds")
         if args.calibrate > 0:

@@ -9,6 +9,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from device_tables.errors import TableError
 from device_tables.graph import Graph
 from device_tables.kernels import Kernel
 from device_tables.ops import ACTIVATIONS, OpSpec
@@ -161,8 +162,16 @@ def _transparent(op: Any, memo: dict[str, Any]) -> bool:
 
 def reorder_shares(row: Any) -> dict[str, float]:
     """A row's shares of node time in the reorders into and out of its op (``reorder_in_share``,
-    ``reorder_out_share``, recorded by `profilers.ort.runtime`); 0.0 where none was recorded."""
-    return {d: float(row.extra.get(f"reorder_{d}_share") or 0.0) for d in ("in", "out")}
+    ``reorder_out_share``, recorded by `profilers.ort.runtime`); 0.0 where none was recorded. A share
+    edited by hand into something else (text, below 0, above 1) is a `TableError` naming the row."""
+    out = {}
+    for d in ("in", "out"):
+        v = row.extra.get(f"reorder_{d}_share") or 0.0
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v <= 1:
+            raise TableError(f"row {row.spec.key}: its extra reorder_{d}_share is {v!r}, not a share of 0 to 1; "
+                             "fix it, or delete the row to measure it again")
+        out[d] = float(v)
+    return out
 
 
 def _layout_transparent(op: Any) -> bool:
