@@ -132,6 +132,20 @@ def test_shipped_tables_still_load(capsys):
     assert code == 0 and SHIPPED in out
 
 
+def test_table_list_of_a_folder_lists_its_device_tables_and_names_a_damaged_one(capsys, device_table, tmp_path):
+    """`hwlat table list` listed only the shipped tables: a lab's own folder of tables could not be listed."""
+    shutil.copy(device_table.with_suffix(".json"), tmp_path / "broken.json")
+    (tmp_path / "broken.csv").write_text("not,a,table\n")
+    (tmp_path / "notes.json").write_text('{"schema": "something else"}')
+    (tmp_path / "notes.csv").write_text("a,b\n")
+    code, out, err = run_cli(capsys, "table", "list", str(tmp_path))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("broken") and "unreadable:" in lines[0], out
+    assert lines[1].startswith("good") and "3 rows" in lines[1] and "cpu/onnxruntime/fp32/threads=1" in lines[1]
+    assert_one_error(run_cli(capsys, "table", "list", str(tmp_path / "good.csv")), "not a folder")
+
+
 # ---- sweep files: geometry checked before any table exists -----------------------------------
 @pytest.mark.parametrize("field, value, says", [
     ("kernel", "-3", "kernel is -3; needs a whole number of 1 or more"),

@@ -27,7 +27,10 @@ def register(sub) -> None:
     dr.add_argument("table", help="a shipped name (the table `hwlat predict --table NAME` uses here) or a path")
     dr.add_argument("--networks", type=positive_int, default=6, help="networks to time again (default 6, a few seconds)")
     dr.set_defaults(func=_drift)
-    ls = command_parser(t, "list", "list the device tables shipped with hwlat", "hwlat table list")
+    ls = command_parser(t, "list", "list the device tables shipped with hwlat, or those in a folder of yours",
+                        "hwlat table list   |   hwlat table list my_tables")
+    ls.add_argument("folder", nargs="?", help="a folder of device tables (NAME.csv + NAME.json; arch tables in it are "
+                                              "left out); default: the shipped tables")
     ls.set_defaults(func=_list)
 
 
@@ -172,13 +175,32 @@ def _drift(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    from device_tables import available, load
+    from pathlib import Path
 
+    from device_tables import DeviceTable, available
     from device_tables.device import host_differences
+    from device_tables.errors import HwlatError
+    from device_tables.files import json_object
+    from device_tables.registry import TABLES_DIR
+    from device_tables.table import SCHEMA
 
-    for name in available():
-        t = load(name, exact=True)
+    folder = Path(args.folder or TABLES_DIR)
+    if args.folder is None:
+        stems = [TABLES_DIR / name for name in available()]
+    elif not folder.is_dir():
+        raise HwlatError(f"{folder}: not a folder (`hwlat table list FOLDER` lists the device tables in one)")
+    else:  # the NAME.csv + NAME.json pairs whose JSON is a device table's (an arch table's is another schema)
+        stems = sorted(j.with_suffix("") for j in folder.glob("*.json")
+                       if j.with_suffix(".csv").is_file() and (json_object(j) or {}).get("schema") == SCHEMA)
+        if not stems:
+            print(f"no device tables in {folder}", file=sys.stderr)
+    for stem in stems:
+        try:
+            t = DeviceTable.load(stem)
+        except HwlatError as exc:  # one damaged table of a folder: said, and the others listed
+            print(f"{stem.name:<45} unreadable: {str(exc).splitlines()[0]}")
+            continue
         cpu = t.device.hardware == "cpu"
         host = ("other CPU" if host_differences(t.device.fingerprint) else "this CPU") if cpu else ""
-        print(f"{name:<45} {len(t):>6} rows  {host:<9}  {t.device.name}")
+        print(f"{stem.name:<45} {len(t):>6} rows  {host:<9}  {t.device.name}")
     return 0
