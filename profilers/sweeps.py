@@ -85,6 +85,8 @@ def expand(entry: dict[str, Any], where: str = "sweep entry") -> Iterable[OpSpec
                 raise SweepError(f"{where}: unknown field {name!r} for {op!r}{_suggest(name, allowed)}")
         fields = {k: (v if isinstance(v, list) else [v]) for k, v in entry.items() if k != "op"}
         for name, values in fields.items():
+            if not values:  # an empty grid axis makes no configuration: the entry would vanish without a word
+                raise SweepError(f"{where}: {name} is an empty list; give at least one value")
             for value in values:
                 _check_value(name, value, where)
         names = list(fields)

@@ -92,6 +92,9 @@ def test_sweep_errors_name_file_entry_and_suggest(tmp_path):
     f.write_text("ops:\n  - {op: relu, c: 8, hw: 8}\n  - {op: relu, c: 8}\n")  # a field every cell lacks
     with pytest.raises(SweepError, match=r"s.yaml, ops entry 2: 'relu' needs 'hw'"):
         load_sweep(f)
+    f.write_text("ops:\n  - {op: relu, c: 8, hw: 8}\n  - {op: relu, c: [], hw: 8}\n")  # vanished without a word
+    with pytest.raises(SweepError, match=r"s.yaml, ops entry 2: c is an empty list; give at least one value"):
+        load_sweep(f)
 
 
 def test_quick_preset_expands_to_unique_valid_specs():
