@@ -239,3 +239,13 @@ def test_the_shipped_tables_section_states_each_tables_rows_and_score():
             checked.add(name)
     shipped = {p.name[:-5] for p in tables.glob("*.json") if not p.name.endswith(".regressors.json")}
     assert checked == shipped, f"not in RESULTS.md's Shipped tables: {sorted(shipped - checked)}"
+
+
+def test_a_page_whose_commands_read_an_onnx_file_says_where_it_comes_from():
+    """A reader following one page from a fresh folder meets no `hwlat ... model.onnx` whose file the
+    page neither exports (`torch.onnx.export`) nor points to the tutorial that does."""
+    for page in PAGES:
+        text = page.read_text()
+        if any(re.search(r"\w\.onnx\b", line) for line in code_lines(text)):
+            assert "torch.onnx.export" in text or "predict.md" in text, \
+                f"{page.relative_to(ROOT)}: a command reads an .onnx file the page does not say how to make"
