@@ -128,6 +128,22 @@ def test_tutorial_runs_as_written_on_small_inputs(page, tmp_path, monkeypatch, c
         for old, new in SMALL[page].items():
             command = command.replace(old, new)
         assert main(shlex.split(command)) == 0, (page, command, capsys.readouterr().err)
+    if page.endswith("adapt.md"):  # its Python, then the constraint page's on the predictor it made
+        exec(compile(python_blocks(text)[-1], page, "exec"), {})
+        constraints = python_blocks((ROOT / "docs/tutorials/constraints.md").read_text())
+        names = {"arch": 1462, "archs": [1462, 0, 17], "candidates": list(range(50)), "loss": 2.0}
+        for block in constraints[:2]:
+            exec(compile(block, "docs/tutorials/constraints.md", "exec"), names)
+        assert names["feasible"] and all(names["c"](a).feasible for a in names["feasible"])
+
+
+def test_the_transfer_pages_python_runs():
+    """docs/concepts/transfer.md's snippet, its three placeholders filled in."""
+    import numpy as np
+
+    names = {"ten_random_keys": list(range(10)), "measured_ms": np.linspace(0.2, 3.0, 20), "candidates": [1462, 0]}
+    exec(compile(python_blocks((ROOT / "docs/concepts/transfer.md").read_text())[0], "transfer.md", "exec"), names)
+    assert names["ms"].shape == (2,) and (names["ms"] > 0).all()
 
 
 def _options(parser, path=("hwlat",)):
