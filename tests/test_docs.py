@@ -128,6 +128,22 @@ def test_tutorial_runs_as_written_on_small_inputs(page, tmp_path, monkeypatch, c
         for old, new in SMALL[page].items():
             command = command.replace(old, new)
         assert main(shlex.split(command)) == 0, (page, command, capsys.readouterr().err)
+    if page.endswith("adapt.md"):  # its Python, then the constraint page's on the predictor it made
+        exec(compile(python_blocks(text)[-1], page, "exec"), {})
+        constraints = python_blocks((ROOT / "docs/tutorials/constraints.md").read_text())
+        names = {"arch": 1462, "archs": [1462, 0, 17], "candidates": list(range(50)), "loss": 2.0}
+        for block in constraints[:2]:
+            exec(compile(block, "docs/tutorials/constraints.md", "exec"), names)
+        assert names["feasible"] and all(names["c"](a).feasible for a in names["feasible"])
+
+
+def test_the_transfer_pages_python_runs():
+    """docs/concepts/transfer.md's snippet, its three placeholders filled in."""
+    import numpy as np
+
+    names = {"ten_random_keys": list(range(10)), "measured_ms": np.linspace(0.2, 3.0, 20), "candidates": [1462, 0]}
+    exec(compile(python_blocks((ROOT / "docs/concepts/transfer.md").read_text())[0], "transfer.md", "exec"), names)
+    assert names["ms"].shape == (2,) and (names["ms"] > 0).all()
 
 
 def _options(parser, path=("hwlat",)):
@@ -239,3 +255,13 @@ def test_the_shipped_tables_section_states_each_tables_rows_and_score():
             checked.add(name)
     shipped = {p.name[:-5] for p in tables.glob("*.json") if not p.name.endswith(".regressors.json")}
     assert checked == shipped, f"not in RESULTS.md's Shipped tables: {sorted(shipped - checked)}"
+
+
+def test_a_page_whose_commands_read_an_onnx_file_says_where_it_comes_from():
+    """A reader following one page from a fresh folder meets no `hwlat ... model.onnx` whose file the
+    page neither exports (`torch.onnx.export`) nor points to the tutorial that does."""
+    for page in PAGES:
+        text = page.read_text()
+        if any(re.search(r"\w\.onnx\b", line) for line in code_lines(text)):
+            assert "torch.onnx.export" in text or "predict.md" in text, \
+                f"{page.relative_to(ROOT)}: a command reads an .onnx file the page does not say how to make"
