@@ -132,7 +132,7 @@ def main(argv=None) -> int:
         speeds = sorted({r["speed"] for r in rows})
         print("predictions at the table's own times (hwlat predict's speed scaling off or within 5%)" if speeds == [1.0]
               else f"predictions scaled to this machine's speed now by hwlat predict: x{', x'.join(f'{v:.2f}' for v in speeds)}")
-        print(f"{'kind':<8} {'n':>3} {'±10%':>12} {'MAPE':>6} {'pred/meas range':>16}  {'first pass ±10%':>15}"
+        print(f"{'kind':<12} {'n':>3} {'±10%':>12} {'MAPE':>6} {'pred/meas range':>16}  {'first pass ±10%':>15}"
               f"  {'as profiled ±10%':>16}   noise: passes >5% / >10% apart")
         out = {}
         for kind in kinds + ["all"]:
@@ -150,7 +150,7 @@ def main(argv=None) -> int:
                          "ratio_min": float(ratio.min()), "ratio_max": float(ratio.max()),
                          "noise_5": float(np.mean(gap > 0.05)), "noise_10": float(np.mean(gap > 0.10))}
             o = out[kind]
-            print(f"{kind:<8} {o['n']:>3} {hit:>4} ({hit / len(sel):>5.1%}) {o['mape']:>6.1%} "
+            print(f"{kind:<12} {o['n']:>3} {hit:>4} ({hit / len(sel):>5.1%}) {o['mape']:>6.1%} "
                   f"{o['ratio_min']:>7.2f}..{o['ratio_max']:<7.2f}  {first:>4} ({first / len(sel):>5.1%})"
                   f"  {own:>9} ({own / len(sel):>5.1%})"
                   f"   {o['noise_5']:.0%} / {o['noise_10']:.0%}")
