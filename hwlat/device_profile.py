@@ -1085,7 +1085,7 @@ def _remeasure_rows(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     _say(clock, "rows", f"measuring {len(specs)} stored row(s) again, twice, for --remeasure")
     new: dict[str, tuple[Measurement, dict]] = {}
     refused: dict[str, str] = {}
-    for spec in tqdm(specs * 2, desc="remeasure", unit="row", disable=not progress, dynamic_ncols=True):
+    for spec in tqdm(specs * 2, desc="remeasure", unit="row", disable=None if progress else True, dynamic_ncols=True):
         if spec.key in refused:
             continue
         try:
@@ -1145,7 +1145,7 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
                           else "networks whole, twice"))
     bar = tqdm(total=passes * (n_cal + n_score),
                initial=min(stored_pass_1 if first_pass_only else len(done), passes * (n_cal + n_score)),
-               desc="networks" + (", pass 1" if first_pass_only else ""), unit="net", disable=not progress,
+               desc="networks" + (", pass 1" if first_pass_only else ""), unit="net", disable=None if progress else True,
                dynamic_ncols=True)
 
     def measure(role: str, name: str, pass_: int) -> bool:

@@ -194,7 +194,7 @@ def adaptive_profile(measure: Callable[[OpSpec], tuple[Any, dict]], table: Devic
     batch = batch or max(4, budget // 25)
     log_ = AdaptiveLog()
     fam_factor: dict[str, float] = {}
-    bar = tqdm(total=todo_budget, desc=f"adaptive {table.name}", unit="op", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=todo_budget, desc=f"adaptive {table.name}", unit="op", disable=None if progress else True, dynamic_ncols=True)
     spent = 0
     # Seed: a few spread-out kernels of every family.
     if not any(r.ok for r in table.rows()):
@@ -281,7 +281,7 @@ def profile_specs_into(measure, table: DeviceTable, specs: Sequence[OpSpec], pro
     from device_tables.errors import UnsupportedOpError
 
     todo = [s for s in specs if s not in table]
-    bar = tqdm(total=len(todo), desc=f"{desc} {table.name}", unit="op", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=len(todo), desc=f"{desc} {table.name}", unit="op", disable=None if progress else True, dynamic_ncols=True)
     n = _measure_into(measure, table, todo, bar, UnsupportedOpError, extra={}, deadline=deadline)
     bar.close()
     return n

@@ -326,7 +326,7 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
             on_result(result)
 
     patterns = list(patterns if patterns is not None else candidate_patterns())
-    for pattern in tqdm(patterns, desc=f"fusion {runtime.name}", unit="pattern", disable=not progress, dynamic_ncols=True):
+    for pattern in tqdm(patterns, desc=f"fusion {runtime.name}", unit="pattern", disable=None if progress else True, dynamic_ncols=True):
         try:
             spec = probe_spec(pattern, dtype)
         except HwlatError as exc:

@@ -60,7 +60,7 @@ def profile_ops(runtime: Runtime, specs: Iterable[OpSpec], out: str | os.PathLik
         skipped = len(specs) - len(todo)
         if skipped:
             log.info("%s: resuming, %d of %d configurations already measured", table.name, skipped, len(specs))
-        bar = tqdm(total=len(todo), desc=f"{runtime.name} {device.name}", unit="op", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(total=len(todo), desc=f"{runtime.name} {device.name}", unit="op", disable=None if progress else True, dynamic_ncols=True)
         for spec, result in noisy_last(lambda s: runtime.measure(s, protocol), todo, UnsupportedOpError):
             bar.update(1)
             if isinstance(result, Exception):

@@ -208,3 +208,13 @@ def test_an_output_over_an_adapted_predictors_file_is_refused_but_a_predictor_sa
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == kept
     api.save_predictor(api.adapt("nb201", [0, 1, 2, 3], [2.0, 2.0, 3.0, 5.0]), tmp_path / "board")
     assert (tmp_path / "board.npz").read_bytes() != kept["board.npz"]
+
+
+def test_the_python_api_draws_no_progress_bar_into_a_redirected_standard_error(tmp_path):
+    """A script of the API (`progress=True` by default) piped to a log drew its bars there, as commands no longer do."""
+    script = ("import hwlat; hwlat.profile_archs('nb201', '1,2', 'm', protocol='quick', passes=1)")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 0, proc.stderr
+    assert "%|" not in proc.stderr and "\r" not in proc.stderr, proc.stderr
+    assert (tmp_path / "m.csv").read_text().count("\n") == 3  # the header and both measured

@@ -170,7 +170,7 @@ def _predict_many(args: argparse.Namespace) -> int:
         nonlocal partial
         preds = predict_archs(lut, space, [it.arch for it in items], args.jobs, keep=_csv_values)
         for it, values in tqdm(zip(items, preds), total=len(items), desc=f"predict {space.name}", unit="arch",
-                               disable=args.no_progress or not args.out, dynamic_ncols=True):
+                               disable=True if args.no_progress or not args.out else None, dynamic_ncols=True):
             partial += values[-1] == "true"
             yield it.record, values
 

@@ -58,7 +58,7 @@ class _Run:
                                    min_ms=constraint.min_ms if constraint is not None else None)
         self.by_key: dict[str, Candidate] = {}
         self.t0 = time.perf_counter()
-        self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=not progress,
+        self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=None if progress else True,
                         dynamic_ncols=True, leave=False)
         self.fastest_seen: tuple[float, str] | None = None
         self.slowest_seen: tuple[float, str] | None = None

@@ -274,7 +274,7 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
             if passes > 1 and all(p in done for p in range(1, passes + 1)):
                 write(it, quietest(space.key(it.arch)), None)
         steps = [(p, it) for p in range(1, passes + 1) for it in todo if p not in earlier.get(space.key(it.arch), {})]
-        bar = tqdm(steps, desc=f"{space.name} {device.name}", unit="arch", disable=not progress, dynamic_ncols=True)
+        bar = tqdm(steps, desc=f"{space.name} {device.name}", unit="arch", disable=None if progress else True, dynamic_ncols=True)
         for p, it in bar:
             key = space.key(it.arch)
             if key in table:  # failed in an earlier pass

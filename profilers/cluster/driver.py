@@ -302,10 +302,10 @@ class _Scheduler:
         self.device_timeout_s = device_timeout_s
         self.lanes = {n: _Lane(n, DeviceRun(n, outs[n])) for n in names}
         self.records: list[TaskRecord] = []
-        self.overall = tqdm(total=0, desc="all devices", unit=unit, disable=not progress, dynamic_ncols=True,
+        self.overall = tqdm(total=0, desc="all devices", unit=unit, disable=None if progress else True, dynamic_ncols=True,
                             position=0)
         for i, lane in enumerate(self.lanes.values(), start=1):
-            lane.bar = tqdm(total=0, desc=lane.name, unit=unit, disable=not progress, dynamic_ncols=True, position=i,
+            lane.bar = tqdm(total=0, desc=lane.name, unit=unit, disable=None if progress else True, dynamic_ncols=True, position=i,
                             leave=True)
         self.t_start = time.perf_counter()
 
