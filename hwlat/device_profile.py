@@ -1285,6 +1285,8 @@ def _regressors_stage(table: DeviceTable, clock: _Clock) -> str | None:
     if lut.stored_regressors() is None:
         stem = lut.save_regressors()
         _say(clock, "regressors", f"{len(lut.regressors.families_)} kernel families fitted -> {stem.name}.json/.npz")
+    else:  # every stage says what it did: here, nothing (a --from copy or a resume keeps the fitted ones)
+        _say(clock, "regressors", "stored regressors kept (fitted to these rows)")
     _stage(table, "regressors", clock)
     return None
 

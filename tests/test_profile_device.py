@@ -570,10 +570,10 @@ def test_a_recalibration_out_of_time_counts_the_networks_timed_again(complete_ta
     assert result.unfinished["networks"].startswith("0 of 3 calibration and 0 of 2 score networks measured")
 
 
-def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path):
+def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path, capsys):
     """`--from TABLE --out NEW`: NEW starts as a copy of TABLE (rows, fusion rules, regressors kept) and
-    is recalibrated on this machine; the source is untouched; an existing --out or a table of another
-    device is refused by name."""
+    is recalibrated on this machine, each stage saying what it did (the regressors' said nothing); the
+    source is untouched; an existing --out or a table of another device is refused by name."""
     import hwlat
     from profilers.protocol import Protocol
 
@@ -584,6 +584,9 @@ def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path)
                                   protocol=Protocol.preset("quick"), targets=["nb201"], calibration_networks=3,
                                   score_networks=2, fusion_patterns=PATTERNS, progress=False)
     assert result.complete, result.unfinished
+    said = capsys.readouterr().out
+    assert all(f"[{i}/6 " in said for i in range(1, 7)), said
+    assert "[4/6 regressors] stored regressors kept" in said, said
     assert {f.name: f.read_bytes() for f in tmp_path.iterdir() if f.is_file()} == before
     table = DeviceTable.load(new)
     assert table.meta["name"] == "mine" and table.meta["copied_from"]["table"] == source.name
