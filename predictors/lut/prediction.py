@@ -117,9 +117,14 @@ class Prediction:
 
     @property
     def sigma_ms(self) -> float:
-        """Approximate standard deviation of the total: the regressed kernels' errors (independent) and
-        the table's error on whole networks it was not calibrated on (`network_error`), in quadrature."""
-        kernels = math.fsum((ms * sigma) ** 2 for ms, sigma in zip(self._column("ms"), self._column("sigma")))
+        """Approximate standard deviation of the total: the regressed kernels' errors and the table's
+        error on whole networks it was not calibrated on (`network_error`), in quadrature. Kernels of
+        different keys err independently; the copies of one key share one regressed time and so one
+        error, which adds up linearly (n copies err n times one, not sqrt(n) times)."""
+        by_key: dict[str, float] = {}
+        for key, ms, sigma in zip(self._column("key"), self._column("ms"), self._column("sigma")):
+            by_key[key] = by_key.get(key, 0.0) + ms * sigma
+        kernels = math.fsum(e * e for e in by_key.values())
         return float(math.sqrt(kernels + (self.total_ms * self.network_error) ** 2))
 
     @property
