@@ -228,6 +228,16 @@ def test_sigma_adds_the_copies_of_one_regressed_kernel_linearly():
     assert pred.sigma_ms > 1.2 * np.sqrt(sum((k.ms * k.sigma) ** 2 for k in pred.kernels))
 
 
+def test_a_table_without_a_score_stage_says_its_sigma_is_the_regressed_kernels_part_only():
+    """A board table (no score stage) looks every NB201 kernel up: its sigma is 0, printed as a bare
+    `±0.000 ms` that read as an exact prediction; it says what the number leaves out."""
+    graph = get_space("nb201").graph(get_space("nb201").sample(1, seed=2)[0])
+    board = LUTPredictor(hwlat.load_table("qemu_mps2_an386_board_int8_threads1")).predict_graph(graph)
+    scored = LUTPredictor(hwlat.load_table(ORT)).predict_graph(graph)
+    assert board.sigma_ms == 0 and "±0.000 ms (regressed kernels only: the table has no score stage)" in board.format()
+    assert scored.sigma_ms > 0 and "regressed kernels only" not in scored.format()
+
+
 def test_prediction_from_records_equals_one_made_of_kernels():
     """A prediction keeps its kernels as records until they are used: its totals, counts and fields
     read from the records equal those of the same prediction made of `KernelPrediction`s, before and

@@ -159,7 +159,8 @@ class Prediction:
     def format(self, top: int = 0) -> str:
         c = self.counts
         head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
-                f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
+                f"  ±{self.sigma_ms:.3f} ms{'' if self.network_error else ' (regressed kernels only: the table has no score stage)'}"
+                f"  on {self.table}\n"
                 + (f"  {self.coverage()}\n" if self.partial else "")
                 + f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
                 f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}"
