@@ -238,6 +238,23 @@ def test_a_table_without_a_score_stage_says_its_sigma_is_the_regressed_kernels_p
     assert scored.sigma_ms > 0 and "regressed kernels only" not in scored.format()
 
 
+def test_predictions_of_a_table_without_a_score_stage_say_so_in_the_csv_and_the_json(tmp_path, capsys):
+    """`predict --archs` wrote sigma_ms 0 for every architecture a board table looks up, and `--json`
+    a sigma_ms of 0, with nothing saying that the whole-network part is missing, not zero."""
+    from hwlat.cli import main
+
+    board = "qemu_mps2_an386_board_int8_threads1"
+    said = f"sigma_ms is the regressed kernels' part only: {board} has no score stage"
+    assert main(["predict", "--space", "nb201", "--archs", "5,1462", "--table", board, "--out", str(tmp_path / "p.csv")]) == 0
+    assert said in capsys.readouterr().out
+    assert main(["predict", "--space", "nb201", "--archs", "5,1462", "--table", board]) == 0
+    assert said in capsys.readouterr().err
+    assert main(["predict", "--space", "nb201", "--arch", "5", "--table", board, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["network_error"] == 0
+    assert main(["predict", "--space", "nb201", "--archs", "5", "--table", ORT, "--out", str(tmp_path / "o.csv")]) == 0
+    assert "score stage" not in capsys.readouterr().out
+
+
 def test_prediction_from_records_equals_one_made_of_kernels():
     """A prediction keeps its kernels as records until they are used: its totals, counts and fields
     read from the records equal those of the same prediction made of `KernelPrediction`s, before and

@@ -154,6 +154,7 @@ class Prediction:
             "repeats": list(self.repeats),
             "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
             "coverage": self.coverage(), "extrapolated_share": self.extrapolated_share, "speed": self.speed,
+            "network_error": self.network_error,  # sigma's whole-network part, relative; 0: the table has no score stage
         }
 
     def format(self, top: int = 0) -> str:
