@@ -191,6 +191,8 @@ def _csv_values(pred) -> list[str]:
 
 def _predict_adapted(args: argparse.Namespace) -> int:
     """--predictor: architectures of --space from a predictor adapted to a device, with sigma_ms."""
+    import numpy as np
+
     from device_tables.errors import HwlatError
     from nas.few_shot import load, predict_with_sigma
 
@@ -207,8 +209,11 @@ def _predict_adapted(args: argparse.Namespace) -> int:
                        "predictor": pred.name, "device": pred.info.get("device")}, sys.stdout, indent=2)
             print()
         else:
-            print(f"{space.name} {key}: {ms[0]:.4g} ms (± {sigma[0]:.2g} ms, one sigma) on {pred.info.get('device', '?')}, "
-                  f"{pred.name}")
+            def digits(x: float, n: int) -> str:  # n significant digits, never an exponent (a board's 6.762e+04 ms)
+                return np.format_float_positional(x, precision=n, fractional=False, trim="-")
+
+            print(f"{space.name} {key}: {digits(ms[0], 4)} ms (± {digits(sigma[0], 2)} ms, one sigma) on "
+                  f"{pred.info.get('device', '?')}, {pred.name}")
         return 0
     _write_rows(args, items, ((it.record, [f"{m:.6g}", f"{s:.4g}"]) for it, m, s in zip(items, ms, sigma)),
                 ["predicted_ms", "sigma_ms"])
