@@ -110,6 +110,19 @@ def test_cli_and_api_give_the_same_numbers(fitted, capsys):
     np.testing.assert_allclose(ms2, hwlat.load_predictor(d / "board", "nb201").predict(keys2), rtol=1e-12)
 
 
+def test_a_board_scale_prediction_prints_plain_milliseconds(tmp_path, capsys):
+    """`predict --predictor --arch` printed a board's latency as `6.762e+04 ms (± 4.8e+03 ms, ...)`."""
+    archs = [NB201.parse(k) for k in hwlat.suggest("nb201", 10)]
+    meas = write_measurements(tmp_path / "measured.csv", archs, 20000 * synthetic_ms(archs))
+    assert main(["adapt", "fit", "--space", "nb201", "--measurements", str(meas), "--out", str(tmp_path / "mcu")]) == 0
+    capsys.readouterr()
+    assert main(["predict", "--predictor", str(tmp_path / "mcu"), "--space", "nb201", "--arch", "1462"]) == 0
+    line = capsys.readouterr().out
+    _, ms, sigma = hwlat.predict_adapted("nb201", [1462], str(tmp_path / "mcu"))
+    assert ms[0] > 10000 and sigma[0] > 100 and "e+" not in line
+    assert f": {float(f'{ms[0]:.4g}'):.0f} ms (± {float(f'{sigma[0]:.2g}'):.0f} ms, one sigma)" in line
+
+
 def test_a_saved_predictor_round_trips_exactly(tmp_path, fitted):
     _, meas = fitted
     pred = hwlat.fit("nb201", meas)

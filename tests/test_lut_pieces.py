@@ -210,6 +210,51 @@ def test_sigma_holds_the_tables_error_on_networks_it_was_not_calibrated_on():
         pytest.approx(np.log(1.1))
 
 
+def test_sigma_adds_the_copies_of_one_regressed_kernel_linearly():
+    """The copies of one kernel key share one regressed time, so one error: the kernels' part of
+    sigma sums their errors per key before the keys are added in quadrature (a table without a
+    score stage states that part alone). As independent errors it came out 1.7x too small on a
+    ResNet-18 regressed whole."""
+    from collections import defaultdict
+
+    from nas.models import to_onnx
+
+    pred = LUTPredictor(hwlat.load_table("nvidia_h200_torch_fp32_threads1")).predict_graph(to_onnx("resnet18"))
+    per_key = defaultdict(float)
+    for k in pred.kernels:
+        per_key[k.key] += k.ms * k.sigma
+    assert len(per_key) < sum(k.source == "regressor" for k in pred.kernels) and pred.network_error == 0
+    assert pred.sigma_ms == pytest.approx(np.sqrt(sum(e * e for e in per_key.values())))
+    assert pred.sigma_ms > 1.2 * np.sqrt(sum((k.ms * k.sigma) ** 2 for k in pred.kernels))
+
+
+def test_a_table_without_a_score_stage_says_its_sigma_is_the_regressed_kernels_part_only():
+    """A board table (no score stage) looks every NB201 kernel up: its sigma is 0, printed as a bare
+    `±0.000 ms` that read as an exact prediction; it says what the number leaves out."""
+    graph = get_space("nb201").graph(get_space("nb201").sample(1, seed=2)[0])
+    board = LUTPredictor(hwlat.load_table("qemu_mps2_an386_board_int8_threads1")).predict_graph(graph)
+    scored = LUTPredictor(hwlat.load_table(ORT)).predict_graph(graph)
+    assert board.sigma_ms == 0 and "±0.000 ms (regressed kernels only: the table has no score stage)" in board.format()
+    assert scored.sigma_ms > 0 and "regressed kernels only" not in scored.format()
+
+
+def test_predictions_of_a_table_without_a_score_stage_say_so_in_the_csv_and_the_json(tmp_path, capsys):
+    """`predict --archs` wrote sigma_ms 0 for every architecture a board table looks up, and `--json`
+    a sigma_ms of 0, with nothing saying that the whole-network part is missing, not zero."""
+    from hwlat.cli import main
+
+    board = "qemu_mps2_an386_board_int8_threads1"
+    said = f"sigma_ms is the regressed kernels' part only: {board} has no score stage"
+    assert main(["predict", "--space", "nb201", "--archs", "5,1462", "--table", board, "--out", str(tmp_path / "p.csv")]) == 0
+    assert said in capsys.readouterr().out
+    assert main(["predict", "--space", "nb201", "--archs", "5,1462", "--table", board]) == 0
+    assert said in capsys.readouterr().err
+    assert main(["predict", "--space", "nb201", "--arch", "5", "--table", board, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["network_error"] == 0
+    assert main(["predict", "--space", "nb201", "--archs", "5", "--table", ORT, "--out", str(tmp_path / "o.csv")]) == 0
+    assert "score stage" not in capsys.readouterr().out
+
+
 def test_prediction_from_records_equals_one_made_of_kernels():
     """A prediction keeps its kernels as records until they are used: its totals, counts and fields
     read from the records equal those of the same prediction made of `KernelPrediction`s, before and

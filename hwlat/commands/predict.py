@@ -175,9 +175,12 @@ def _predict_many(args: argparse.Namespace) -> int:
             yield it.record, values
 
     _write_rows(args, items, rows(), ["predicted_ms", "sigma_ms", "partial"])
+    unscored = "" if lut.network_error else f"sigma_ms is the regressed kernels' part only: {lut.table.name} has no score stage"
     if args.out:
         print(f"{args.out}: {len(items)} architectures predicted on {lut.table.name}"
-              + (f"; {partial} PARTIAL (uncovered ops left out)" if partial else ""))
+              + (f"; {partial} PARTIAL (uncovered ops left out)" if partial else "") + (f"; {unscored}" if unscored else ""))
+    elif unscored:
+        print(f"hwlat: note: {unscored}", file=sys.stderr)
     return 0
 
 
@@ -188,6 +191,8 @@ def _csv_values(pred) -> list[str]:
 
 def _predict_adapted(args: argparse.Namespace) -> int:
     """--predictor: architectures of --space from a predictor adapted to a device, with sigma_ms."""
+    import numpy as np
+
     from device_tables.errors import HwlatError
     from nas.few_shot import load, predict_with_sigma
 
@@ -204,8 +209,11 @@ def _predict_adapted(args: argparse.Namespace) -> int:
                        "predictor": pred.name, "device": pred.info.get("device")}, sys.stdout, indent=2)
             print()
         else:
-            print(f"{space.name} {key}: {ms[0]:.4g} ms (± {sigma[0]:.2g} ms, one sigma) on {pred.info.get('device', '?')}, "
-                  f"{pred.name}")
+            def digits(x: float, n: int) -> str:  # n significant digits, never an exponent (a board's 6.762e+04 ms)
+                return np.format_float_positional(x, precision=n, fractional=False, trim="-")
+
+            print(f"{space.name} {key}: {digits(ms[0], 4)} ms (± {digits(sigma[0], 2)} ms, one sigma) on "
+                  f"{pred.info.get('device', '?')}, {pred.name}")
         return 0
     _write_rows(args, items, ((it.record, [f"{m:.6g}", f"{s:.4g}"]) for it, m, s in zip(items, ms, sigma)),
                 ["predicted_ms", "sigma_ms"])

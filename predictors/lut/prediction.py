@@ -117,9 +117,14 @@ class Prediction:
 
     @property
     def sigma_ms(self) -> float:
-        """Approximate standard deviation of the total: the regressed kernels' errors (independent) and
-        the table's error on whole networks it was not calibrated on (`network_error`), in quadrature."""
-        kernels = math.fsum((ms * sigma) ** 2 for ms, sigma in zip(self._column("ms"), self._column("sigma")))
+        """Approximate standard deviation of the total: the regressed kernels' errors and the table's
+        error on whole networks it was not calibrated on (`network_error`), in quadrature. Kernels of
+        different keys err independently; the copies of one key share one regressed time and so one
+        error, which adds up linearly (n copies err n times one, not sqrt(n) times)."""
+        by_key: dict[str, float] = {}
+        for key, ms, sigma in zip(self._column("key"), self._column("ms"), self._column("sigma")):
+            by_key[key] = by_key.get(key, 0.0) + ms * sigma
+        kernels = math.fsum(e * e for e in by_key.values())
         return float(math.sqrt(kernels + (self.total_ms * self.network_error) ** 2))
 
     @property
@@ -149,12 +154,14 @@ class Prediction:
             "repeats": list(self.repeats),
             "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
             "coverage": self.coverage(), "extrapolated_share": self.extrapolated_share, "speed": self.speed,
+            "network_error": self.network_error,  # sigma's whole-network part, relative; 0: the table has no score stage
         }
 
     def format(self, top: int = 0) -> str:
         c = self.counts
         head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
-                f"  ±{self.sigma_ms:.3f} ms  on {self.table}\n"
+                f"  ±{self.sigma_ms:.3f} ms{'' if self.network_error else ' (regressed kernels only: the table has no score stage)'}"
+                f"  on {self.table}\n"
                 + (f"  {self.coverage()}\n" if self.partial else "")
                 + f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "
                 f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}"
