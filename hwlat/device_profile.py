@@ -923,6 +923,15 @@ class Speed:
     def factor(self) -> float:
         return float(np.median(self.ratios))
 
+    @property
+    def spread(self) -> float:
+        """How far networks stray from `factor` now: the standard deviation of the ratios' logarithms
+        (0 with fewer than 3). A shared machine slows networks unevenly (an Intel Xeon VM, one reading:
+        NB201 1.09-1.20x, ResNet-50 1.28-1.32x, OFA 1.58-1.78x), and each timing has its own noise; one
+        factor leaves that much error in each prediction it scales."""
+        logs = np.log(np.asarray(self.ratios, dtype=float))
+        return float(np.std(logs, ddof=1)) if logs.size >= 3 else 0.0
+
     def describe(self) -> str:
         span = max(at for at, _ in self.readings) - min(at for at, _ in self.readings)
         over = f"over the last {span / 60:.0f} min" if span >= 60 else "just now"
@@ -1035,6 +1044,7 @@ def scale_to_speed_now(lut: Any) -> str | None:
     table's own networks time more than `DRIFT_TOLERANCE` off their stored times; the line saying so
     (None where the table's own times stand)."""
     speed = speed_now(lut.table)
+    lut.speed_error = 0.0 if speed is None else speed.spread  # scaled or not, networks stray that far now
     if speed is None or abs(speed.factor - 1) <= DRIFT_TOLERANCE:
         lut.speed = 1.0
         return None

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 from collections import Counter
 import json
+import math
 import os
 import re
 import signal
@@ -14,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from device_tables.table import COLUMNS, DeviceTable
@@ -632,6 +634,12 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     own, err_own = predicted("--as-profiled")
     assert 0.05 < now["speed"] < 0.6 and own["speed"] == 1.0
     assert now["latency_ms"] == pytest.approx(own["latency_ms"] * now["speed"], rel=1e-9)
+    # how far the networks strayed from that one factor is a part of the sigma; as profiled, none was read
+    assert now["speed_error"] > 0 and now["speed_error"] == pytest.approx(np.std(np.log(list(reading[1].values())), ddof=1))
+    assert own["speed_error"] == 0 and now["sigma_ms"] == pytest.approx(math.sqrt(
+        (own["sigma_ms"] * now["speed"]) ** 2 + (now["latency_ms"] * now["speed_error"]) ** 2), rel=1e-6)
+    assert f"strays ±{now['speed_error']:.0%} from network to network" in hwlat.predict("1462", table=out,
+                                                                                       space="nb201").format()
     assert f"predictions scaled by {now['speed']:.2f}" in err and "--as-profiled" in err and "scaled" not in err_own
     assert speed_cache_path() == tmp_path / "cache" / "hwlat" / "speed.json" and speed_cache_path().is_file()
     again, _ = predicted()  # within the minute: the same reading, not a new timing
@@ -1073,3 +1081,13 @@ def test_a_from_table_of_other_settings_or_without_networks_is_refused_naming_wh
     rc, log = run_until(shlex.split(command), None)  # the settings named are taken: on to the next check
     assert rc == 1 and f"--from {src}: it has no measured networks" in log and "--recalibrate" not in log, log
     assert not list(tmp_path.glob("copy*"))
+
+
+def test_the_speed_spread_is_the_standard_deviation_of_the_ratios_logarithms():
+    from hwlat.device_profile import Speed
+
+    even = Speed("t", ((0.0, {"a": 1.2, "b": 1.2}), (60.0, {"c": 1.2})))
+    assert even.factor == pytest.approx(1.2) and even.spread == pytest.approx(0.0, abs=1e-12)
+    uneven = Speed("t", ((0.0, {"a": 1.0, "b": 1.5}), (60.0, {"c": 2.0})))
+    assert uneven.spread == pytest.approx(np.std(np.log([1.0, 1.5, 2.0]), ddof=1))
+    assert Speed("t", ((0.0, {"a": 1.0, "b": 2.0}),)).spread == 0.0  # two ratios: too few to tell a spread

@@ -58,6 +58,7 @@ class Prediction:
     ops: int = 0  # the network's ops that take time (nodes; shape-only ones not counted); 0 where not known
     network_error: float = 0.0  # the table's one-sigma relative error on whole networks (`held_out_error`)
     speed: float = 1.0  # this machine's time now over the table's, which every kernel and the overhead carry (`LUTPredictor.speed`)
+    speed_error: float = 0.0  # how far networks stray from that one factor now, relative (`LUTPredictor.speed_error`)
 
     @classmethod
     def from_records(cls, model: str, table: str, records: tuple[tuple, ...], *args: Any) -> Prediction:
@@ -117,15 +118,17 @@ class Prediction:
 
     @property
     def sigma_ms(self) -> float:
-        """Approximate standard deviation of the total: the regressed kernels' errors and the table's
-        error on whole networks it was not calibrated on (`network_error`), in quadrature. Kernels of
+        """Approximate standard deviation of the total: the regressed kernels' errors, the table's
+        error on whole networks it was not calibrated on (`network_error`) and, where this machine's
+        speed was read, how far networks stray from its one factor now (`speed_error`), in quadrature. Kernels of
         different keys err independently; the copies of one key share one regressed time and so one
         error, which adds up linearly (n copies err n times one, not sqrt(n) times)."""
         by_key: dict[str, float] = {}
         for key, ms, sigma in zip(self._column("key"), self._column("ms"), self._column("sigma")):
             by_key[key] = by_key.get(key, 0.0) + ms * sigma
         kernels = math.fsum(e * e for e in by_key.values())
-        return float(math.sqrt(kernels + (self.total_ms * self.network_error) ** 2))
+        whole = self.total_ms * math.hypot(self.network_error, self.speed_error)
+        return float(math.sqrt(kernels + whole ** 2))
 
     @property
     def extrapolated_share(self) -> float:
@@ -155,6 +158,7 @@ class Prediction:
             "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
             "coverage": self.coverage(), "extrapolated_share": self.extrapolated_share, "speed": self.speed,
             "network_error": self.network_error,  # sigma's whole-network part, relative; 0: the table has no score stage
+            "speed_error": self.speed_error,  # sigma's part for this machine's speed now, relative; 0: not read
         }
 
     def format(self, top: int = 0) -> str:
@@ -167,6 +171,8 @@ class Prediction:
                 f"overhead {self.overhead_ms:+.3f} ms\n  calibration: {self.calibration.describe()}"
                 + (f"\n  scaled x{self.speed:.2f}: this machine's speed now against the table's own networks"
                    if self.speed != 1 else "")
+                + (f"\n  this machine's speed now strays ±{self.speed_error:.0%} from network to network (part of the ±)"
+                   if self.speed_error else "")
                 + (f"\n  MOSTLY EXTRAPOLATED: {self.extrapolated_share:.0%} of the kernels' time is regressed outside the table's "
                    f"rows (!): the error may well exceed ±{self.sigma_ms:.3f} ms; `hwlat profile model` measures it"
                    if self.extrapolated_share >= 0.5 else ""))

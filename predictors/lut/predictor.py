@@ -84,8 +84,10 @@ class LUTPredictor:
         self.call_overhead_ms = float((table.meta.get("fusion") or {}).get("call_overhead_ms") or 0.0)
         self.network_error = held_out_error(table.meta)
         # This machine's time now over the table's (`hwlat.device_profile.scale_to_speed_now`): every
-        # kernel and the overhead carry it; 1 predicts the table's own times.
+        # kernel and the overhead carry it; 1 predicts the table's own times. `speed_error`: how far
+        # networks stray from that one factor now (`Speed.spread`), a part of every prediction's sigma.
         self.speed = 1.0
+        self.speed_error = 0.0
 
     @property
     def regressors(self) -> KernelRegressors | None:
@@ -386,7 +388,7 @@ class LUTPredictor:
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})
         return Prediction.from_records(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal,
-                                       repeats, ops, self.network_error, s)
+                                       repeats, ops, self.network_error, s, self.speed_error)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""
