@@ -79,6 +79,20 @@ def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
         _check_reachable("auto", timeout_s=2.0)
 
 
+def test_auto_looks_where_ray_start_wrote_the_address_under_tmpdir(tmp_path, monkeypatch):
+    """With TMPDIR set (usual on shared servers) `ray start` writes $TMPDIR/ray/ray_current_cluster, as
+    Ray's own `auto` reads it; `--cluster auto` looked in /tmp/ray and said no cluster was started here."""
+    from profilers.cluster.driver import _check_reachable
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")  # the discard port: nothing listens
+    with pytest.raises(ClusterError, match=r"last started \(127.0.0.1:9\) no longer answers"):
+        _check_reachable("auto", timeout_s=2.0)
+
+
 def test_head_only_worker_options_with_address_are_refused():
     """`hwlat worker --address A --temp-dir D` (or --port, --dashboard) dropped them without a word."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")

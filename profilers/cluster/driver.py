@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -81,7 +82,9 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         env = os.environ.get("RAY_ADDRESS", "").strip()
         if env and env != "auto":  # Ray's own rule: RAY_ADDRESS, when set, is the cluster `auto` means
             return _check_reachable(env, timeout_s)
-        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        # Where `ray start` wrote it: Ray's temp folder is $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp.
+        tmp = os.environ.get("RAY_TMPDIR", os.environ.get("TMPDIR", "/tmp") if sys.platform.startswith("linux") else "/tmp")
+        current = Path(tmp) / "ray" / "ray_current_cluster"
         if not current.is_file():
             raise ClusterError("Ray address 'auto': no Ray cluster was started on this machine; start the head with "
                                "`hwlat worker`, or pass a head's address")
