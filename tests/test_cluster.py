@@ -357,6 +357,30 @@ def test_driver_killed_resumes_from_the_table(lab, tmp_path):
     assert {k: after[k] for k in before} == before  # rows of the killed run are kept as they were
 
 
+@pytest.mark.slow
+def test_driver_stopped_by_sigterm_says_what_was_kept_as_on_ctrl_c(lab, tmp_path):
+    """`kill PID` (a batch system's time limit) of a --cluster driver: Ray's handler, set by ray.init,
+    replaced hwlat's, so it exited 15 with a C++ stack dump ('*** SIGTERM received') and no word of
+    what was kept, where a local run says 'hwlat: interrupted' and exits 130."""
+    out = tmp_path / "tables"
+    cmd = [sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep", str(lab.sweep),
+           "--protocol", "quick", "--cluster", lab.address, "--device", "ort-b", "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    try:
+        _wait_rows(out / "ort-b", 3, alive=lambda: first.poll() is None)
+        os.kill(first.pid, signal.SIGTERM)
+        output, _ = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 130, output
+    assert "hwlat: interrupted; what was measured is stored" in output
+    assert "SIGTERM received" not in output
+    assert DeviceTable.load(out / "ort-b").meta["cluster"]["runs"][-1]["status"] == "interrupted"
+
+
 def _sigkill_worker_only(lab, w) -> None:
     """SIGKILL the `hwlat worker` process alone (as the OOM killer or ``kill -9 PID`` would), then wait (generously)
     for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""

@@ -14,8 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
 import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -56,10 +58,16 @@ def connect(address: str = "auto") -> bool:
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # Ray Client's server sometimes fails to start a session under load; a second try usually works.
     attempts = 3 if address.startswith("ray://") else 1
+    # ray.init replaces this process's SIGTERM handler with its own (exit 15, a C++ stack dump): keep the
+    # caller's (the command line stops on SIGTERM as on Ctrl-C, saying what was kept).
+    main = threading.current_thread() is threading.main_thread()
+    on_term = signal.getsignal(signal.SIGTERM) if main else None
     for attempt in range(1, attempts + 1):
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
                      configure_logging=False)
+            if on_term is not None:
+                signal.signal(signal.SIGTERM, on_term)
             return True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
