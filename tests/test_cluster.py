@@ -381,6 +381,27 @@ def test_driver_stopped_by_sigterm_says_what_was_kept_as_on_ctrl_c(lab, tmp_path
     assert DeviceTable.load(out / "ort-b").meta["cluster"]["runs"][-1]["status"] == "interrupted"
 
 
+@pytest.mark.slow
+def test_clock_cpu_on_a_device_it_cannot_time_is_refused_before_its_table_is_made(lab, tmp_path):
+    """A local run refuses --clock cpu on threads=2 before measuring; on the cluster every call failed and was
+    retried, and the device stopped leaving an empty table of clock cpu, so the rerun with --clock wall
+    was refused in turn ('measured with other settings ... pass --fresh')."""
+    w = lab.start_worker(f"two={lab.runtime}:threads=2")
+    try:
+        out = tmp_path / "tables"
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep",
+                               str(lab.sweep), "--protocol", "quick", "--clock", "cpu", "--cluster", lab.address,
+                               "--device", "two", "--out", str(out), "--no-progress"],
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    finally:
+        lab.stop_worker(w)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"hwlat: error: device two (cpu/{lab.runtime}/fp32/threads=2): --clock cpu times the calling thread only, "
+        "which is not this device's latency (threads=1 on a CPU runtime only); measure it with --clock wall (or auto)"]
+    assert not (out / "two.csv").exists() and not (out / "two.json").exists()
+
+
 def _sigkill_worker_only(lab, w) -> None:
     """SIGKILL the `hwlat worker` process alone (as the OOM killer or ``kill -9 PID`` would), then wait (generously)
     for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""

@@ -429,6 +429,11 @@ class _Scheduler:
         lane.control = None
         if lane.info is None:
             lane.run.device = info["device"]["name"]
+            if self.protocol.clock == "cpu" and info.get("cpu_clock_ok") is False:  # as a local run refuses it
+                self.finish(lane, "failed", f"device {lane.name} ({lane.run.device}): --clock cpu times the calling "
+                                            "thread only, which is not this device's latency (threads=1 on a CPU "
+                                            "runtime only); measure it with --clock wall (or auto)")
+                return
             lane.sink, lane.tasks = self.opener(lane.name, info)
             lane.run.device = getattr(lane.sink, "device_name", lane.run.device)
         elif info["device"]["name"] != lane.info["device"]["name"]:

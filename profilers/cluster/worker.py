@@ -259,7 +259,7 @@ class DeviceActor:
 
         return {
             "name": self.ad.name, "spec": self.ad.text(), "ad": self.ad.to_dict(), "device": self.device.to_dict(),
-            "dtype": self.runtime.dtype(), "host": socket.gethostname(), "pid": os.getpid(),
+            "dtype": self.runtime.dtype(), "cpu_clock_ok": self.runtime.cpu_clock_ok, "host": socket.gethostname(), "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(), "worker": self.worker,
             "exclusive_host": self.lock_path is not None, "up_since": self.started,
         }
