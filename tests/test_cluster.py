@@ -402,6 +402,38 @@ def test_clock_cpu_on_a_device_it_cannot_time_is_refused_before_its_table_is_mad
     assert not (out / "two.csv").exists() and not (out / "two.json").exists()
 
 
+@pytest.mark.slow
+def test_a_worker_stopped_mid_measurement_leaves_no_temp_folder_of_its_runtime(lab, tmp_path):
+    """Ctrl-C of `hwlat worker` kills its device actors at once: ONNX Runtime's profile folder of the
+    measurement it cut short (hwlat_ort_*, one per op it measures) stayed in /tmp, one more each time."""
+    if lab.runtime != "onnxruntime":
+        pytest.skip("the temp folder checked is ONNX Runtime's")
+    from profilers.cluster.driver import profile_ops_cluster
+    from profilers.sweeps import load_sweep
+
+    def left() -> list[str]:
+        return [os.path.join(d, n) for d, dirs, _ in os.walk(lab.temp_dir) for n in dirs if n.startswith("hwlat_ort_")]
+
+    assert not left()
+    (tmp_path / "big.yaml").write_text("name: big\nops:\n  - {op: conv2d, c: 256, hw: 56, cout: same, kernel: 3, stride: 1}\n")
+    w = lab.start_worker("slow=onnxruntime:threads=1")
+    box = {}
+    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
+        load_sweep(tmp_path / "big.yaml"), tmp_path / "t", devices=["slow"], protocol=TEST_PROTOCOL, address=None,
+        progress=False, device_timeout_s=1)), daemon=True)
+    driver.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not left() and driver.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert left(), "the measurement did not start"
+    finally:
+        lab.stop_worker(w)
+        driver.join(timeout=120)
+    assert box["result"].runs["slow"].status == "lost"
+    assert not left()
+
+
 def _sigkill_worker_only(lab, w) -> None:
     """SIGKILL the `hwlat worker` process alone (as the OOM killer or ``kill -9 PID`` would), then wait (generously)
     for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""

@@ -244,7 +244,11 @@ def host_lock(path: str | None) -> Iterator[None]:
 class DeviceActor:
     """The only thing that measures on one device: built once per device, runs one job at a time."""
 
-    def __init__(self, ad: Mapping[str, Any], lock_path: str | None = None, worker: Mapping[str, Any] | None = None):
+    def __init__(self, ad: Mapping[str, Any], lock_path: str | None = None, worker: Mapping[str, Any] | None = None,
+                 temp_dir: str | None = None):
+        if temp_dir:  # the runtime's temp files (ONNX Runtime's profiles) go where its worker removes them
+            os.makedirs(temp_dir, exist_ok=True)
+            tempfile.tempdir = temp_dir
         self.ad = DeviceAd.from_dict(ad)
         self.lock_path = lock_path
         self.worker = dict(worker or {})
@@ -291,6 +295,12 @@ def worker_lock_path() -> str:
     return os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}.lock")
 
 
+def worker_temp_dir() -> str:
+    """The temp folder of this worker's device actors; `hwlat worker` removes it when it stops, with what a
+    measurement it cut short left there (its actors are killed, so their own clean-up does not run)."""
+    return os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}.tmp")
+
+
 def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[str, Any] | None = None,
               timeout_s: float = 120.0) -> dict[str, Any]:
     """Start (or re-adopt) the detached actor of each device; returns name -> description.
@@ -309,7 +319,7 @@ def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[s
         # max_task_retries=0: the driver re-queues lost calls itself (and may send them elsewhere).
         return cls.options(name=ad.actor_name, namespace=NAMESPACE, lifetime="detached", get_if_exists=adopt,
                            resources={ad.resource: 1}, num_cpus=0, max_restarts=-1, max_task_retries=0,
-                           max_concurrency=1).remote(ad.to_dict(), lock_path, dict(worker or {}))
+                           max_concurrency=1).remote(ad.to_dict(), lock_path, dict(worker or {}), worker_temp_dir())
 
     handles = {ad.name: create(ad, adopt=True) for ad in ads}
     infos = {}
