@@ -93,6 +93,22 @@ def test_auto_looks_where_ray_start_wrote_the_address_under_tmpdir(tmp_path, mon
         _check_reachable("auto", timeout_s=2.0)
 
 
+def test_the_fleet_tutorial_ray_args_give_ray_start_valid_json():
+    """The tutorial's --ray-args='--system-config={"health_check_period_ms":1000,...}' lost its double
+    quotes in the split of --ray-args, and `ray start` refused it ('Invalid value for --system-config')."""
+    import json
+    import re
+    import shlex
+
+    text = (ROOT / "docs" / "tutorials" / "fleet.md").read_text()
+    shown = re.search(r"`(--ray-args=[^`]*system-config[^`]*)`", text).group(1)
+    (value,) = [a.split("=", 1)[1] for a in shlex.split(shown)]  # what the shell hands hwlat
+    args = shlex.split(value)  # what RayNode.start hands `ray start`
+    config = json.loads(args[0].removeprefix("--system-config="))
+    assert config == {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
+                      "health_check_timeout_ms": 1000}
+
+
 def test_head_only_worker_options_with_address_are_refused():
     """`hwlat worker --address A --temp-dir D` (or --port, --dashboard) dropped them without a word."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
