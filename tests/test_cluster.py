@@ -164,6 +164,20 @@ def test_precision_given_with_cluster_is_said_to_be_ignored(tmp_path, command):
     assert proc.returncode == 1
     assert "hwlat: note: --precision ignored with --cluster: a device's settings are its worker's --devices spec" in proc.stderr
 
+@pytest.mark.parametrize("command", [("ops", "--sweep", "quick"), ("archs", "--space", "nb201", "--archs", "0:2")])
+def test_a_table_file_name_as_cluster_out_is_refused(tmp_path, command):
+    """`--cluster ... --out t/ort.csv`, as for a local run, made a folder named ort.csv holding t/ort.csv/NAME.csv."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", *command, "--runtime", "onnxruntime",
+                           "--cluster", "127.0.0.1:9", "--out", "t/ort.csv"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "hwlat: error: --out t/ort.csv: with --cluster, --out is a folder that gets one table per device, named "
+        "after it; pass --out t/ort")
+    assert not (tmp_path / "t").exists()
+
+
 def test_duplicate_device_names_are_refused():
     with pytest.raises(ClusterError, match="given twice"):
         DeviceAd.parse_list("a=torch,a=onnxruntime")
