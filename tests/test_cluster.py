@@ -464,6 +464,28 @@ def test_a_worker_stopped_mid_measurement_leaves_no_temp_folder_of_its_runtime(l
     assert not left()
 
 
+@pytest.mark.slow
+def test_a_named_device_that_does_not_answer_at_the_start_is_said_to_be_waited_for(lab, tmp_path):
+    """A device whose worker died before the run (its actor still named, restarting): the driver waited
+    --device-timeout (300 s by default) without a word before saying it did not answer."""
+    from profilers.cluster.worker import withdraw
+
+    w = lab.start_worker(f"gone={lab.runtime}:threads=1")
+    lab.kill_worker(w)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep",
+                               str(lab.sweep), "--protocol", "quick", "--cluster", lab.address, "--device", "gone",
+                               "--device-timeout", "15", "--out", str(tmp_path / "t"), "--no-progress"],
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    finally:
+        withdraw(["gone"])  # its actor would wait for the resource for ever
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == ("hwlat: warning: device gone has not answered for 10 s: its worker is down or restarting "
+                        "(`hwlat worker --list` shows it); waiting up to 15 s for it"), proc.stderr
+    assert lines[-1].startswith("hwlat: error: device gone did not answer for 15 s")
+
+
 def _sigkill_worker_only(lab, w) -> None:
     """SIGKILL the `hwlat worker` process alone (as the OOM killer or ``kill -9 PID`` would), then wait (generously)
     for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""

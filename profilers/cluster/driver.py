@@ -36,6 +36,7 @@ from profilers.protocol import Protocol
 log = logging.getLogger(__name__)
 
 DEVICE_TIMEOUT_S = 300.0
+SILENT_WARN_S = 10.0  # a device that has not answered at the start for this long is said to be waited for
 
 
 class DeviceLostError(ClusterError):
@@ -271,6 +272,7 @@ class _Lane:
         self.down_since = time.monotonic()
         self.next_probe = 0.0
         self.attempts: dict[str, int] = {}
+        self.warned = False  # that it did not answer at the start
         self.bar: Any = None
 
     @property
@@ -358,6 +360,11 @@ class _Scheduler:
                     why = "did not answer" if lane.state == "starting" else "disappeared"
                     self.finish(lane, "lost", self.lost_message(lane, f"{why} for {self.device_timeout_s:.0f} s"))
                     continue
+                if lane.state == "starting" and not lane.warned and now - lane.down_since > SILENT_WARN_S:
+                    lane.warned = True
+                    log.warning("device %s has not answered for %.0f s: its worker is down or restarting (`hwlat worker "
+                                "--list` shows it); waiting up to %.0f s for it", lane.name, SILENT_WARN_S,
+                                self.device_timeout_s)
                 self.probe(lane, now)
             elif lane.state == "up":
                 while lane.queue and len(lane.inflight) < self.depth:
