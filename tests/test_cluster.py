@@ -486,6 +486,25 @@ def test_a_named_device_that_does_not_answer_at_the_start_is_said_to_be_waited_f
     assert lines[-1].startswith("hwlat: error: device gone did not answer for 15 s")
 
 
+@pytest.mark.slow
+def test_a_device_adopted_from_a_worker_that_died_takes_turns_with_its_new_worker(lab, tmp_path):
+    """Ray restarts a dead worker's device actor with that worker's arguments where the device shows up
+    again; the new worker adopted it as it was: no host lock (the old worker had --parallel), so it
+    measured beside the new worker's other device, and it described itself as the dead worker's."""
+    from profilers.cluster.worker import list_devices, withdraw
+
+    old = lab.start_worker(f"re={lab.runtime}:threads=1", parallel=True)
+    lab.kill_worker(old)
+    new = lab.start_worker(f"re={lab.runtime}:threads=1,re2={lab.runtime}:threads=1")
+    try:
+        infos, _ = list_devices(timeout_s=30)
+    finally:
+        lab.stop_worker(new)
+        withdraw(["re", "re2"])
+    assert infos["re"]["worker"]["pid"] == infos["re2"]["worker"]["pid"] == new.process.pid
+    assert infos["re"]["exclusive_host"] and infos["re2"]["exclusive_host"]  # both take turns on the new worker's lock
+
+
 def _sigkill_worker_only(lab, w) -> None:
     """SIGKILL the `hwlat worker` process alone (as the OOM killer or ``kill -9 PID`` would), then wait (generously)
     for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""
