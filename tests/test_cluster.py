@@ -79,6 +79,36 @@ def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
         _check_reachable("auto", timeout_s=2.0)
 
 
+def test_auto_looks_where_ray_start_wrote_the_address_under_tmpdir(tmp_path, monkeypatch):
+    """With TMPDIR set (usual on shared servers) `ray start` writes $TMPDIR/ray/ray_current_cluster, as
+    Ray's own `auto` reads it; `--cluster auto` looked in /tmp/ray and said no cluster was started here."""
+    from profilers.cluster.driver import _check_reachable
+
+    monkeypatch.delenv("RAY_TMPDIR", raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    (tmp_path / "ray").mkdir()
+    (tmp_path / "ray" / "ray_current_cluster").write_text("127.0.0.1:9\n")  # the discard port: nothing listens
+    with pytest.raises(ClusterError, match=r"last started \(127.0.0.1:9\) no longer answers"):
+        _check_reachable("auto", timeout_s=2.0)
+
+
+def test_the_fleet_tutorial_ray_args_give_ray_start_valid_json():
+    """The tutorial's --ray-args='--system-config={"health_check_period_ms":1000,...}' lost its double
+    quotes in the split of --ray-args, and `ray start` refused it ('Invalid value for --system-config')."""
+    import json
+    import re
+    import shlex
+
+    text = (ROOT / "docs" / "tutorials" / "fleet.md").read_text()
+    shown = re.search(r"`(--ray-args=[^`]*system-config[^`]*)`", text).group(1)
+    (value,) = [a.split("=", 1)[1] for a in shlex.split(shown)]  # what the shell hands hwlat
+    args = shlex.split(value)  # what RayNode.start hands `ray start`
+    config = json.loads(args[0].removeprefix("--system-config="))
+    assert config == {"health_check_period_ms": 1000, "health_check_failure_threshold": 3,
+                      "health_check_timeout_ms": 1000}
+
+
 def test_head_only_worker_options_with_address_are_refused():
     """`hwlat worker --address A --temp-dir D` (or --port, --dashboard) dropped them without a word."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
@@ -133,6 +163,20 @@ def test_precision_given_with_cluster_is_said_to_be_ignored(tmp_path, command):
                           cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert proc.returncode == 1
     assert "hwlat: note: --precision ignored with --cluster: a device's settings are its worker's --devices spec" in proc.stderr
+
+@pytest.mark.parametrize("command", [("ops", "--sweep", "quick"), ("archs", "--space", "nb201", "--archs", "0:2")])
+def test_a_table_file_name_as_cluster_out_is_refused(tmp_path, command):
+    """`--cluster ... --out t/ort.csv`, as for a local run, made a folder named ort.csv holding t/ort.csv/NAME.csv."""
+    pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
+    proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", *command, "--runtime", "onnxruntime",
+                           "--cluster", "127.0.0.1:9", "--out", "t/ort.csv"], capture_output=True, text=True, timeout=120,
+                          cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert proc.returncode == 1
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "hwlat: error: --out t/ort.csv: with --cluster, --out is a folder that gets one table per device, named "
+        "after it; pass --out t/ort")
+    assert not (tmp_path / "t").exists()
+
 
 def test_duplicate_device_names_are_refused():
     with pytest.raises(ClusterError, match="given twice"):
@@ -341,6 +385,124 @@ def test_driver_killed_resumes_from_the_table(lab, tmp_path):
     _assert_complete_once(out / "ort-a", specs)
     after = _csv_lines(out / "ort-a")
     assert {k: after[k] for k in before} == before  # rows of the killed run are kept as they were
+
+
+@pytest.mark.slow
+def test_driver_stopped_by_sigterm_says_what_was_kept_as_on_ctrl_c(lab, tmp_path):
+    """`kill PID` (a batch system's time limit) of a --cluster driver: Ray's handler, set by ray.init,
+    replaced hwlat's, so it exited 15 with a C++ stack dump ('*** SIGTERM received') and no word of
+    what was kept, where a local run says 'hwlat: interrupted' and exits 130."""
+    out = tmp_path / "tables"
+    cmd = [sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep", str(lab.sweep),
+           "--protocol", "quick", "--cluster", lab.address, "--device", "ort-b", "--out", str(out), "--no-progress"]
+    first = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                             env=dict(os.environ, PYTHONPATH=str(ROOT)), start_new_session=True)
+    try:
+        _wait_rows(out / "ort-b", 3, alive=lambda: first.poll() is None)
+        os.kill(first.pid, signal.SIGTERM)
+        output, _ = first.communicate(timeout=60)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+    assert first.returncode == 130, output
+    assert "hwlat: interrupted; what was measured is stored" in output
+    assert "SIGTERM received" not in output
+    assert DeviceTable.load(out / "ort-b").meta["cluster"]["runs"][-1]["status"] == "interrupted"
+
+
+@pytest.mark.slow
+def test_clock_cpu_on_a_device_it_cannot_time_is_refused_before_its_table_is_made(lab, tmp_path):
+    """A local run refuses --clock cpu on threads=2 before measuring; on the cluster every call failed and was
+    retried, and the device stopped leaving an empty table of clock cpu, so the rerun with --clock wall
+    was refused in turn ('measured with other settings ... pass --fresh')."""
+    w = lab.start_worker(f"two={lab.runtime}:threads=2")
+    try:
+        out = tmp_path / "tables"
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep",
+                               str(lab.sweep), "--protocol", "quick", "--clock", "cpu", "--cluster", lab.address,
+                               "--device", "two", "--out", str(out), "--no-progress"],
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    finally:
+        lab.stop_worker(w)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert proc.stderr.strip().splitlines() == [
+        f"hwlat: error: device two (cpu/{lab.runtime}/fp32/threads=2): --clock cpu times the calling thread only, "
+        "which is not this device's latency (threads=1 on a CPU runtime only); measure it with --clock wall (or auto)"]
+    assert not (out / "two.csv").exists() and not (out / "two.json").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_stopped_mid_measurement_leaves_no_temp_folder_of_its_runtime(lab, tmp_path):
+    """Ctrl-C of `hwlat worker` kills its device actors at once: ONNX Runtime's profile folder of the
+    measurement it cut short (hwlat_ort_*, one per op it measures) stayed in /tmp, one more each time."""
+    if lab.runtime != "onnxruntime":
+        pytest.skip("the temp folder checked is ONNX Runtime's")
+    from profilers.cluster.driver import profile_ops_cluster
+    from profilers.sweeps import load_sweep
+
+    def left() -> list[str]:
+        return [os.path.join(d, n) for d, dirs, _ in os.walk(lab.temp_dir) for n in dirs if n.startswith("hwlat_ort_")]
+
+    assert not left()
+    (tmp_path / "big.yaml").write_text("name: big\nops:\n  - {op: conv2d, c: 256, hw: 56, cout: same, kernel: 3, stride: 1}\n")
+    w = lab.start_worker("slow=onnxruntime:threads=1")
+    box = {}
+    driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
+        load_sweep(tmp_path / "big.yaml"), tmp_path / "t", devices=["slow"], protocol=TEST_PROTOCOL, address=None,
+        progress=False, device_timeout_s=1)), daemon=True)
+    driver.start()
+    try:
+        deadline = time.monotonic() + 120
+        while not left() and driver.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert left(), "the measurement did not start"
+    finally:
+        lab.stop_worker(w)
+        driver.join(timeout=120)
+    assert box["result"].runs["slow"].status == "lost"
+    assert not left()
+
+
+@pytest.mark.slow
+def test_a_named_device_that_does_not_answer_at_the_start_is_said_to_be_waited_for(lab, tmp_path):
+    """A device whose worker died before the run (its actor still named, restarting): the driver waited
+    --device-timeout (300 s by default) without a word before saying it did not answer."""
+    from profilers.cluster.worker import withdraw
+
+    w = lab.start_worker(f"gone={lab.runtime}:threads=1")
+    lab.kill_worker(w)
+    try:
+        proc = subprocess.run([sys.executable, "-m", "hwlat", "profile", "ops", "--runtime", lab.runtime, "--sweep",
+                               str(lab.sweep), "--protocol", "quick", "--cluster", lab.address, "--device", "gone",
+                               "--device-timeout", "15", "--out", str(tmp_path / "t"), "--no-progress"],
+                              capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)), timeout=300)
+    finally:
+        withdraw(["gone"])  # its actor would wait for the resource for ever
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert lines[0] == ("hwlat: warning: device gone has not answered for 10 s: its worker is down or restarting "
+                        "(`hwlat worker --list` shows it); waiting up to 15 s for it"), proc.stderr
+    assert lines[-1].startswith("hwlat: error: device gone did not answer for 15 s")
+
+
+@pytest.mark.slow
+def test_a_device_adopted_from_a_worker_that_died_takes_turns_with_its_new_worker(lab, tmp_path):
+    """Ray restarts a dead worker's device actor with that worker's arguments where the device shows up
+    again; the new worker adopted it as it was: no host lock (the old worker had --parallel), so it
+    measured beside the new worker's other device, and it described itself as the dead worker's."""
+    from profilers.cluster.worker import list_devices, withdraw
+
+    old = lab.start_worker(f"re={lab.runtime}:threads=1", parallel=True)
+    lab.kill_worker(old)
+    new = lab.start_worker(f"re={lab.runtime}:threads=1,re2={lab.runtime}:threads=1")
+    try:
+        infos, _ = list_devices(timeout_s=30)
+    finally:
+        lab.stop_worker(new)
+        withdraw(["re", "re2"])
+    assert infos["re"]["worker"]["pid"] == infos["re2"]["worker"]["pid"] == new.process.pid
+    assert infos["re"]["exclusive_host"] and infos["re2"]["exclusive_host"]  # both take turns on the new worker's lock
 
 
 def _sigkill_worker_only(lab, w) -> None:

@@ -37,6 +37,18 @@ def _warn_local_settings(args: argparse.Namespace) -> None:
               "--devices spec (hwlat worker --list shows them)", file=sys.stderr)
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """--out is a folder with --cluster: a table's file name there made a folder of that name (t/x.csv/NAME.csv)."""
+    from pathlib import Path
+
+    from device_tables.errors import HwlatError
+
+    out = Path(args.out)
+    if out.suffix in (".csv", ".json"):
+        raise HwlatError(f"--out {args.out}: with --cluster, --out is a folder that gets one table per device, named "
+                         f"after it; pass --out {out.with_suffix('')}")
+
+
 def _check_runtime(names: list[str], runtime: str | None) -> None:
     """A device named with --device must run the --runtime given (when it answers now)."""
     from profilers.cluster.worker import ClusterError, list_devices
@@ -56,6 +68,7 @@ def profile_ops_on_cluster(args: argparse.Namespace) -> int:
     from profilers.sweeps import load_sweep
 
     specs = load_sweep(args.sweep)
+    _check_out(args)
     _warn_local_settings(args)
     names = device_names(args)
     connected = connect(args.cluster)
@@ -137,6 +150,7 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
     batch = getattr(args, "batch", 1)
     if batch < 1:
         raise HwlatError(f"--batch {batch}: needs at least 1")
+    _check_out(args)
     _warn_local_settings(args)
     options = space_options(args)
     space = get_space(args.space, **options)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -47,6 +48,7 @@ def _worker(args: argparse.Namespace) -> int:
     from device_tables.errors import HwlatError
     from profilers.cluster.worker import (
         ClusterError, DeviceAd, RayNode, advertise, import_ray, match_ray_auth, withdraw, worker_lock_path,
+        worker_temp_dir,
     )
 
     if args.list:
@@ -127,6 +129,7 @@ def _worker(args: argparse.Namespace) -> int:
             node.stop()
             with contextlib.suppress(OSError):  # its devices' actors are gone with the node
                 os.remove(worker_lock_path())
+            shutil.rmtree(worker_temp_dir(), ignore_errors=True)
 
 
 NAME_CLASH_GRACE_S = 45.0

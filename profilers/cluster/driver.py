@@ -14,7 +14,10 @@ from __future__ import annotations
 import logging
 import os
 import re
+import signal
 import socket
+import sys
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,6 +36,7 @@ from profilers.protocol import Protocol
 log = logging.getLogger(__name__)
 
 DEVICE_TIMEOUT_S = 300.0
+SILENT_WARN_S = 10.0  # a device that has not answered at the start for this long is said to be waited for
 
 
 class DeviceLostError(ClusterError):
@@ -55,10 +59,16 @@ def connect(address: str = "auto") -> bool:
     os.environ.setdefault("RAY_IGNORE_UNHANDLED_ERRORS", "1")
     # Ray Client's server sometimes fails to start a session under load; a second try usually works.
     attempts = 3 if address.startswith("ray://") else 1
+    # ray.init replaces this process's SIGTERM handler with its own (exit 15, a C++ stack dump): keep the
+    # caller's (the command line stops on SIGTERM as on Ctrl-C, saying what was kept).
+    main = threading.current_thread() is threading.main_thread()
+    on_term = signal.getsignal(signal.SIGTERM) if main else None
     for attempt in range(1, attempts + 1):
         try:
             ray.init(address=address, namespace=NAMESPACE, logging_level=logging.WARNING, log_to_driver=False,
                      configure_logging=False)
+            if on_term is not None:
+                signal.signal(signal.SIGTERM, on_term)
             return True
         except (ConnectionError, RuntimeError, ValueError) as exc:
             first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
@@ -81,7 +91,9 @@ def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
         env = os.environ.get("RAY_ADDRESS", "").strip()
         if env and env != "auto":  # Ray's own rule: RAY_ADDRESS, when set, is the cluster `auto` means
             return _check_reachable(env, timeout_s)
-        current = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray" / "ray_current_cluster"
+        # Where `ray start` wrote it: Ray's temp folder is $RAY_TMPDIR, else $TMPDIR on Linux, else /tmp.
+        tmp = os.environ.get("RAY_TMPDIR", os.environ.get("TMPDIR", "/tmp") if sys.platform.startswith("linux") else "/tmp")
+        current = Path(tmp) / "ray" / "ray_current_cluster"
         if not current.is_file():
             raise ClusterError("Ray address 'auto': no Ray cluster was started on this machine; start the head with "
                                "`hwlat worker`, or pass a head's address")
@@ -260,6 +272,7 @@ class _Lane:
         self.down_since = time.monotonic()
         self.next_probe = 0.0
         self.attempts: dict[str, int] = {}
+        self.warned = False  # that it did not answer at the start
         self.bar: Any = None
 
     @property
@@ -347,6 +360,11 @@ class _Scheduler:
                     why = "did not answer" if lane.state == "starting" else "disappeared"
                     self.finish(lane, "lost", self.lost_message(lane, f"{why} for {self.device_timeout_s:.0f} s"))
                     continue
+                if lane.state == "starting" and not lane.warned and now - lane.down_since > SILENT_WARN_S:
+                    lane.warned = True
+                    log.warning("device %s has not answered for %.0f s: its worker is down or restarting (`hwlat worker "
+                                "--list` shows it); waiting up to %.0f s for it", lane.name, SILENT_WARN_S,
+                                self.device_timeout_s)
                 self.probe(lane, now)
             elif lane.state == "up":
                 while lane.queue and len(lane.inflight) < self.depth:
@@ -418,6 +436,11 @@ class _Scheduler:
         lane.control = None
         if lane.info is None:
             lane.run.device = info["device"]["name"]
+            if self.protocol.clock == "cpu" and info.get("cpu_clock_ok") is False:  # as a local run refuses it
+                self.finish(lane, "failed", f"device {lane.name} ({lane.run.device}): --clock cpu times the calling "
+                                            "thread only, which is not this device's latency (threads=1 on a CPU "
+                                            "runtime only); measure it with --clock wall (or auto)")
+                return
             lane.sink, lane.tasks = self.opener(lane.name, info)
             lane.run.device = getattr(lane.sink, "device_name", lane.run.device)
         elif info["device"]["name"] != lane.info["device"]["name"]:

@@ -244,22 +244,42 @@ def host_lock(path: str | None) -> Iterator[None]:
 class DeviceActor:
     """The only thing that measures on one device: built once per device, runs one job at a time."""
 
-    def __init__(self, ad: Mapping[str, Any], lock_path: str | None = None, worker: Mapping[str, Any] | None = None):
+    def __init__(self, ad: Mapping[str, Any], lock_path: str | None = None, worker: Mapping[str, Any] | None = None,
+                 temp_dir: str | None = None):
+        self.join(lock_path, worker, temp_dir)
         self.ad = DeviceAd.from_dict(ad)
-        self.lock_path = lock_path
-        self.worker = dict(worker or {})
         self.runtime = self.ad.make_runtime()
         self.device = self.runtime.device()
         self.cache: dict[Any, Any] = {"settings": dict(self.ad.settings)}  # jobs keep built things here
         self.started = time.time()
 
-    def describe(self) -> dict[str, Any]:
-        """The advertised spec, the `Device` (name, settings, fingerprint) and where the actor lives."""
+    def join(self, lock_path: str | None, worker: Mapping[str, Any] | None, temp_dir: str | None) -> None:
+        """Take the host lock, the description and the temp folder of the worker advertising this device.
+
+        Ray restarts the actor of a worker that died with that worker's arguments where the device shows
+        up again: the worker that adopts it (`advertise`) calls this, so its devices take turns on its lock.
+        """
+        old = tempfile.tempdir
+        self.lock_path = lock_path
+        self.worker = dict(worker or {})
+        if temp_dir:  # the runtime's temp files (ONNX Runtime's profiles) go where its worker removes them
+            os.makedirs(temp_dir, exist_ok=True)
+            tempfile.tempdir = temp_dir
+            if old and old != temp_dir and os.path.basename(old).startswith("hwlat-worker-"):  # the dead worker's,
+                # made again by the restart
+                with contextlib.suppress(OSError):
+                    os.rmdir(old)
+
+    def describe(self, joining: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The advertised spec, the `Device` (name, settings, fingerprint) and where the actor lives;
+        `joining` (`join`'s arguments) first hands the actor to the worker advertising it now."""
         import ray
 
+        if joining is not None:
+            self.join(**joining)
         return {
             "name": self.ad.name, "spec": self.ad.text(), "ad": self.ad.to_dict(), "device": self.device.to_dict(),
-            "dtype": self.runtime.dtype(), "host": socket.gethostname(), "pid": os.getpid(),
+            "dtype": self.runtime.dtype(), "cpu_clock_ok": self.runtime.cpu_clock_ok, "host": socket.gethostname(), "pid": os.getpid(),
             "node_id": ray.get_runtime_context().get_node_id(), "worker": self.worker,
             "exclusive_host": self.lock_path is not None, "up_since": self.started,
         }
@@ -291,6 +311,12 @@ def worker_lock_path() -> str:
     return os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}.lock")
 
 
+def worker_temp_dir() -> str:
+    """The temp folder of this worker's device actors; `hwlat worker` removes it when it stops, with what a
+    measurement it cut short left there (its actors are killed, so their own clean-up does not run)."""
+    return os.path.join(tempfile.gettempdir(), f"hwlat-worker-{os.getpid()}.tmp")
+
+
 def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[str, Any] | None = None,
               timeout_s: float = 120.0) -> dict[str, Any]:
     """Start (or re-adopt) the detached actor of each device; returns name -> description.
@@ -301,6 +327,7 @@ def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[s
     """
     ray = import_ray()
     lock_path = None if parallel else worker_lock_path()
+    joining = {"lock_path": lock_path, "worker": dict(worker or {}), "temp_dir": worker_temp_dir()}
     cls = ray.remote(DeviceActor)
 
     def create(ad: DeviceAd, adopt: bool) -> Any:
@@ -309,32 +336,32 @@ def advertise(ads: Sequence[DeviceAd], parallel: bool = False, worker: Mapping[s
         # max_task_retries=0: the driver re-queues lost calls itself (and may send them elsewhere).
         return cls.options(name=ad.actor_name, namespace=NAMESPACE, lifetime="detached", get_if_exists=adopt,
                            resources={ad.resource: 1}, num_cpus=0, max_restarts=-1, max_task_retries=0,
-                           max_concurrency=1).remote(ad.to_dict(), lock_path, dict(worker or {}))
+                           max_concurrency=1).remote(ad.to_dict(), **joining)
 
     handles = {ad.name: create(ad, adopt=True) for ad in ads}
     infos = {}
     for ad in ads:
         try:
-            info = _describe(ray, handles[ad.name], ad, timeout_s)
+            info = _describe(ray, handles[ad.name], ad, timeout_s, joining)
         except ClusterError as exc:
             # An actor adopted from a worker that died may be beyond restarting: start a fresh one.
             log.info("device %s: %s; starting a fresh actor", ad.name, exc)
             ray.kill(handles[ad.name], no_restart=True)
             _wait_name_free(ray, ad.actor_name)
             handles[ad.name] = create(ad, adopt=False)
-            info = _describe(ray, handles[ad.name], ad, timeout_s)
+            info = _describe(ray, handles[ad.name], ad, timeout_s, joining)
         if info["ad"] != ad.to_dict():
             log.info("device %s: replacing an actor left with spec %s", ad.name, info["spec"])
             ray.kill(handles[ad.name], no_restart=True)
             _wait_name_free(ray, ad.actor_name)
             handles[ad.name] = create(ad, adopt=False)
-            info = _describe(ray, handles[ad.name], ad, timeout_s)
+            info = _describe(ray, handles[ad.name], ad, timeout_s, joining)
         infos[ad.name] = info
     return infos
 
 
-def _describe(ray: Any, handle: Any, ad: DeviceAd, timeout_s: float) -> dict[str, Any]:
-    ref = handle.describe.remote()
+def _describe(ray: Any, handle: Any, ad: DeviceAd, timeout_s: float, joining: Mapping[str, Any]) -> dict[str, Any]:
+    ref = handle.describe.remote(joining)
     ready, _ = ray.wait([ref], timeout=timeout_s)
     if not ready:
         raise ClusterError(f"device {ad.name}: its actor did not start in {timeout_s:.0f} s; is the resource "
