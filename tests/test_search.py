@@ -433,7 +433,7 @@ def test_cli_search_verify_out_it_cannot_resume_is_refused_before_searching_in_i
             str(_samples(tmp_path / "board.csv", space, 12)), "--max-latency-ms", "1.5", "--budget", "5",
             "--no-progress", "--objective", _objective_file(tmp_path), "--verify", "--verify-out", str(kept)]
     for flags, words in ((["--protocol", "brief"], "give another --verify-out, or resume it with the --space, "
-                                                   "--runtime, --threads and --protocol it was measured with (its "
+                                                   "--runtime, --threads, --precision and --protocol it was measured with (its "
                                                    "protocol: --protocol quick)"),
                          (["--protocol", "quick", "--runtime", "torch"], "give another --verify-out")):
         assert main(base + flags) == 1
