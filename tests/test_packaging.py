@@ -98,6 +98,9 @@ def wheel(tmp_path_factory) -> tuple[list[str], set[str], Path]:
     for rel in files:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, source / rel)
+    for folder in ("device_tables/tables", "device_tables/tables/arch"):  # what `--fresh` sets aside (git ignores it)
+        for suffix in (".csv", ".json"):
+            (source / folder / f"mine.old-20260101T000000{suffix}").write_text("")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "-w", str(tmp / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -111,6 +114,12 @@ def test_the_wheel_holds_every_tracked_file_of_the_packages(wheel):
     files, held, _ = wheel
     missing = [f for f in files if f.split("/")[0] in PACKAGES and f not in held and f not in NOT_SHIPPED]
     assert not missing, f"tracked files the wheel leaves out (pyproject.toml package-data): {missing}"
+
+
+def test_the_wheel_holds_no_table_set_aside_by_fresh(wheel):
+    """A wheel built from a checkout where `hwlat profile device --out device_tables/tables/NAME --fresh`
+    had run shipped NAME.old-<time>.csv/.json, listed by `hwlat table list` as a table of its own."""
+    assert not [f for f in wheel[1] if ".old-" in f]
 
 
 def test_an_installed_hwlat_reads_nothing_from_the_checkout_and_writes_nothing_of_its_own(wheel, tmp_path):
