@@ -137,3 +137,19 @@ def test_an_installed_hwlat_without_public_data_says_how_to_give_it(wheel, tmp_p
     assert out.returncode == 1
     assert "public latency data not given; pass its folder or set HWLAT_LATENCY_DATA" in out.stderr
     assert str(installed.parent) not in out.stderr
+
+
+def test_an_installed_hwlat_without_firmware_says_to_point_at_a_checkout(wheel, tmp_path):
+    """It said 'firmware sources not found at .../site-packages/firmware; run from a hwlat source checkout',
+    and running from one changes nothing for an installed hwlat: only $HWLAT_FIRMWARE_DIR does."""
+    installed = wheel[2]
+    env = {k: v for k, v in os.environ.items() if k != "HWLAT_FIRMWARE_DIR"}
+    code = (f"import sys; sys.path[:0] = [{str(installed)!r}]; from profilers.board.qemu import firmware_dir\n"
+            "try:\n    firmware_dir()\nexcept Exception as e:\n    print(e)")
+    for given in (None, tmp_path):
+        if given:
+            env["HWLAT_FIRMWARE_DIR"] = str(given)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120).stdout
+        assert "from a hwlat source checkout" not in out and "set HWLAT_FIRMWARE_DIR to the firmware/ folder" in out
+        assert ("(from $HWLAT_FIRMWARE_DIR)" if given else "(an installed hwlat ships none)") in out
