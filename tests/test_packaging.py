@@ -91,7 +91,7 @@ def tracked(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> tuple[list[str], set[str], Path]:
     """(the tracked files of the packages, the wheel's files, the folder it is unpacked in: an install)."""
-    pytest.importorskip("setuptools.command.bdist_wheel", reason="building a wheel needs setuptools >= 70.1")
+    pytest.importorskip("setuptools", minversion="77", reason="building this wheel needs setuptools >= 77")
     tmp = tmp_path_factory.mktemp("wheel")
     files = tracked(ROOT)
     source = tmp / "source"
@@ -153,3 +153,10 @@ def test_an_installed_hwlat_without_firmware_says_to_point_at_a_checkout(wheel, 
                              timeout=120).stdout
         assert "from a hwlat source checkout" not in out and "set HWLAT_FIRMWARE_DIR to the firmware/ folder" in out
         assert ("(from $HWLAT_FIRMWARE_DIR)" if given else "(an installed hwlat ships none)") in out
+
+
+def test_the_wheel_states_its_license_as_an_spdx_expression(wheel):
+    """`license = { text = "MIT" }` is deprecated: setuptools warned on every build that such builds stop
+    being supported after 2027-02-18."""
+    metadata = next(wheel[2].glob("hwlat-*.dist-info/METADATA")).read_text()
+    assert "License-Expression: MIT" in metadata.splitlines()
