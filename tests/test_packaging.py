@@ -160,3 +160,28 @@ def test_the_wheel_states_its_license_as_an_spdx_expression(wheel):
     being supported after 2027-02-18."""
     metadata = next(wheel[2].glob("hwlat-*.dist-info/METADATA")).read_text()
     assert "License-Expression: MIT" in metadata.splitlines()
+
+
+def test_the_sdist_holds_every_tracked_file(tmp_path):
+    """The sdist held the packages and the tests' test_*.py but not conftest.py, fuzzers.py, nor what the
+    tests read (benchmarks, examples, docs), nor the board firmware an installed hwlat points at."""
+    pytest.importorskip("setuptools", minversion="77", reason="building this sdist needs setuptools >= 77")
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if out.returncode:
+        pytest.skip("not a git checkout: the files an sdist must hold are the tracked ones")
+    files = [p for p in out.stdout.decode().split("\0") if p and not p.startswith((".ci/", ".gitignore"))]
+    source = tmp_path / "source"
+    for rel in files:
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, source / rel)
+    (source / "firmware" / "build").mkdir()
+    (source / "firmware" / "build" / "hwlat-fw.elf").write_text("")  # what `make` leaves, not a source
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    built = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    import tarfile
+    with tarfile.open(tmp_path / built.stdout.strip().splitlines()[-1]) as tar:
+        held = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    missing = [f for f in files if f not in held and f not in NOT_SHIPPED]
+    assert not missing, f"tracked files the sdist leaves out (MANIFEST.in): {missing}"
+    assert not [f for f in held if f.startswith("firmware/build")]
