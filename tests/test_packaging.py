@@ -185,3 +185,21 @@ def test_the_sdist_holds_every_tracked_file(tmp_path):
     missing = [f for f in files if f not in held and f not in NOT_SHIPPED]
     assert not missing, f"tracked files the sdist leaves out (MANIFEST.in): {missing}"
     assert not [f for f in held if f.startswith("firmware/build")]
+
+
+def test_no_help_example_writes_into_the_shipped_tables():
+    """`hwlat profile archs --help`'s example wrote to --out device_tables/tables/arch/nb201_cpu_...: from a
+    checkout, a shipped table (refused: measured with another protocol); installed, a copy of the repository's
+    folders wherever it ran."""
+    import argparse
+
+    from hwlat.cli import build_parser
+
+    def examples(parser):
+        yield parser.description or ""
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from examples(sub)
+
+    assert not [e for e in examples(build_parser()) if "device_tables/tables" in e]
