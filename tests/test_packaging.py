@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -174,17 +175,20 @@ def test_the_sdist_holds_every_tracked_file(tmp_path):
     for rel in files:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, source / rel)
-    (source / "firmware" / "build").mkdir()
-    (source / "firmware" / "build" / "hwlat-fw.elf").write_text("")  # what `make` leaves, not a source
+    for left in ("firmware/build/hwlat-fw.elf",  # what `make` leaves, and installing the plugin (test_plugins.py)
+                 "examples/plugin/build/lib/hwlat_plugin_example/__init__.py",
+                 "examples/plugin/hwlat_plugin_example.egg-info/PKG-INFO"):
+        (source / left).parent.mkdir(parents=True, exist_ok=True)
+        (source / left).write_text("")
     code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
     built = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
-    import tarfile
     with tarfile.open(tmp_path / built.stdout.strip().splitlines()[-1]) as tar:
         held = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
     missing = [f for f in files if f not in held and f not in NOT_SHIPPED]
     assert not missing, f"tracked files the sdist leaves out (MANIFEST.in): {missing}"
-    assert not [f for f in held if f.startswith("firmware/build")]
+    left_in = ("firmware/build", "examples/plugin/build", "examples/plugin/hwlat_plugin_example.egg-info")
+    assert not [f for f in held if f.startswith(left_in)]
 
 
 def test_no_help_example_writes_into_the_shipped_tables():
