@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tarfile
 import textwrap
 import zipfile
 from pathlib import Path
@@ -91,13 +92,16 @@ def tracked(root: Path) -> list[str]:
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> tuple[list[str], set[str], Path]:
     """(the tracked files of the packages, the wheel's files, the folder it is unpacked in: an install)."""
-    pytest.importorskip("setuptools.command.bdist_wheel", reason="building a wheel needs setuptools >= 70.1")
+    pytest.importorskip("setuptools", minversion="77", reason="building this wheel needs setuptools >= 77")
     tmp = tmp_path_factory.mktemp("wheel")
     files = tracked(ROOT)
     source = tmp / "source"
     for rel in files:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, source / rel)
+    for folder in ("device_tables/tables", "device_tables/tables/arch"):  # what `--fresh` sets aside (git ignores it)
+        for suffix in (".csv", ".json"):
+            (source / folder / f"mine.old-20260101T000000{suffix}").write_text("")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
                             "-w", str(tmp / "dist"), str(source)], capture_output=True, text=True, timeout=300)
     assert built.returncode == 0, built.stderr[-3000:]
@@ -111,6 +115,12 @@ def test_the_wheel_holds_every_tracked_file_of_the_packages(wheel):
     files, held, _ = wheel
     missing = [f for f in files if f.split("/")[0] in PACKAGES and f not in held and f not in NOT_SHIPPED]
     assert not missing, f"tracked files the wheel leaves out (pyproject.toml package-data): {missing}"
+
+
+def test_the_wheel_holds_no_table_set_aside_by_fresh(wheel):
+    """A wheel built from a checkout where `hwlat profile device --out device_tables/tables/NAME --fresh`
+    had run shipped NAME.old-<time>.csv/.json, listed by `hwlat table list` as a table of its own."""
+    assert not [f for f in wheel[1] if ".old-" in f]
 
 
 def test_an_installed_hwlat_reads_nothing_from_the_checkout_and_writes_nothing_of_its_own(wheel, tmp_path):
@@ -128,3 +138,72 @@ def test_an_installed_hwlat_without_public_data_says_how_to_give_it(wheel, tmp_p
     assert out.returncode == 1
     assert "public latency data not given; pass its folder or set HWLAT_LATENCY_DATA" in out.stderr
     assert str(installed.parent) not in out.stderr
+
+
+def test_an_installed_hwlat_without_firmware_says_to_point_at_a_checkout(wheel, tmp_path):
+    """It said 'firmware sources not found at .../site-packages/firmware; run from a hwlat source checkout',
+    and running from one changes nothing for an installed hwlat: only $HWLAT_FIRMWARE_DIR does."""
+    installed = wheel[2]
+    env = {k: v for k, v in os.environ.items() if k != "HWLAT_FIRMWARE_DIR"}
+    code = (f"import sys; sys.path[:0] = [{str(installed)!r}]; from profilers.board.qemu import firmware_dir\n"
+            "try:\n    firmware_dir()\nexcept Exception as e:\n    print(e)")
+    for given in (None, tmp_path):
+        if given:
+            env["HWLAT_FIRMWARE_DIR"] = str(given)
+        out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                             timeout=120).stdout
+        assert "from a hwlat source checkout" not in out and "set HWLAT_FIRMWARE_DIR to the firmware/ folder" in out
+        assert ("(from $HWLAT_FIRMWARE_DIR)" if given else "(an installed hwlat ships none)") in out
+
+
+def test_the_wheel_states_its_license_as_an_spdx_expression(wheel):
+    """`license = { text = "MIT" }` is deprecated: setuptools warned on every build that such builds stop
+    being supported after 2027-02-18."""
+    metadata = next(wheel[2].glob("hwlat-*.dist-info/METADATA")).read_text()
+    assert "License-Expression: MIT" in metadata.splitlines()
+
+
+def test_the_sdist_holds_every_tracked_file(tmp_path):
+    """The sdist held the packages and the tests' test_*.py but not conftest.py, fuzzers.py, nor what the
+    tests read (benchmarks, examples, docs), nor the board firmware an installed hwlat points at."""
+    pytest.importorskip("setuptools", minversion="77", reason="building this sdist needs setuptools >= 77")
+    out = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True)
+    if out.returncode:
+        pytest.skip("not a git checkout: the files an sdist must hold are the tracked ones")
+    files = [p for p in out.stdout.decode().split("\0") if p and not p.startswith((".ci/", ".gitignore"))]
+    source = tmp_path / "source"
+    for rel in files:
+        (source / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, source / rel)
+    for left in ("firmware/build/hwlat-fw.elf",  # what `make` leaves, and installing the plugin (test_plugins.py)
+                 "examples/plugin/build/lib/hwlat_plugin_example/__init__.py",
+                 "examples/plugin/hwlat_plugin_example.egg-info/PKG-INFO"):
+        (source / left).parent.mkdir(parents=True, exist_ok=True)
+        (source / left).write_text("")
+    code = f"from setuptools import build_meta; print(build_meta.build_sdist({str(tmp_path)!r}))"
+    built = subprocess.run([sys.executable, "-c", code], cwd=source, capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr[-3000:]
+    with tarfile.open(tmp_path / built.stdout.strip().splitlines()[-1]) as tar:
+        held = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    missing = [f for f in files if f not in held and f not in NOT_SHIPPED]
+    assert not missing, f"tracked files the sdist leaves out (MANIFEST.in): {missing}"
+    left_in = ("firmware/build", "examples/plugin/build", "examples/plugin/hwlat_plugin_example.egg-info")
+    assert not [f for f in held if f.startswith(left_in)]
+
+
+def test_no_help_example_writes_into_the_shipped_tables():
+    """`hwlat profile archs --help`'s example wrote to --out device_tables/tables/arch/nb201_cpu_...: from a
+    checkout, a shipped table (refused: measured with another protocol); installed, a copy of the repository's
+    folders wherever it ran."""
+    import argparse
+
+    from hwlat.cli import build_parser
+
+    def examples(parser):
+        yield parser.description or ""
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    yield from examples(sub)
+
+    assert not [e for e in examples(build_parser()) if "device_tables/tables" in e]

@@ -16,8 +16,7 @@ def register(targets) -> None:
     p = command_parser(
         targets, "archs",
         "build architectures of a search space and time them on a local runtime into an arch table (resumes)",
-        "hwlat profile archs --space nb201 --runtime onnxruntime --threads 1 --archs 900:1900 "
-        "--out device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1",
+        "hwlat profile archs --space nb201 --runtime onnxruntime --threads 1 --archs 900:1900 --out nb201_my_cpu",
     )
     from hwlat.commands.profile import add_fresh_option, add_protocol_options, add_runtime_argument, add_runtime_options
     from hwlat.commands.space import add_space_argument, add_space_options

@@ -33,12 +33,15 @@ QEMU_HINT = "apt-get install -y --no-install-recommends qemu-system-arm"
 
 
 def firmware_dir() -> Path:
-    """The firmware sources: $HWLAT_FIRMWARE_DIR, else ``firmware/`` of this source checkout."""
+    """The firmware sources: $HWLAT_FIRMWARE_DIR, else ``firmware/`` of this source checkout (an installed
+    hwlat has none)."""
     env = os.environ.get("HWLAT_FIRMWARE_DIR")
     path = Path(env) if env else Path(__file__).resolve().parents[2] / "firmware"
     if not (path / "Makefile").exists():
-        raise RuntimeUnavailableError(f"firmware sources not found at {path}; run from a hwlat source checkout "
-                                      "or set HWLAT_FIRMWARE_DIR to its firmware/ folder")
+        where = f"{path} (from $HWLAT_FIRMWARE_DIR)" if env else f"{path} (an installed hwlat ships none)"
+        raise RuntimeUnavailableError(f"firmware sources not found at {where}; set HWLAT_FIRMWARE_DIR to the "
+                                      "firmware/ folder of a hwlat source checkout (a writable one: builds go to "
+                                      "its build/)")
     return path
 
 
