@@ -450,6 +450,21 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
     assert len(DeviceTable.load(tmp_path / "t")) == 1
 
 
+def test_a_second_run_on_a_board_in_use_is_refused_naming_the_port(peers):
+    """Two runs on one serial board interleaved their commands: the first failed with 'the board stopped
+    answering ... check that it is powered' and the second could time the first one's op."""
+    peer = peers(FirmwareModel())
+    first = runtime_for(peer)
+    first.info  # the port is open
+    second = runtime_for(peer)
+    with pytest.raises(BoardError, match=f"serial port '{peer.path}' is in use by another process"):
+        second.info
+    assert peer.commands("ID") == 1  # the second run sent nothing
+    first.close()
+    second.info  # free again once the first run closed it
+    second.close()
+
+
 def test_a_board_replugged_after_an_unplug_is_opened_again_by_the_next_call(peers, tmp_path):
     """The runtime kept the dead port after an unplug, so a later call (a rerun on a cluster worker,
     whose runtime lives on) failed again without reopening it."""
