@@ -337,10 +337,12 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         kernels = count(spec)
         if fused_ms is None or any(p is None for p in parts):
             # one kernel whose parts do not run alone (a board's conv with its activation as a clamp and its
-            # batch norm folded) can only be priced whole; otherwise the pattern cannot be probed
-            fused = fused_ms is not None and kernels == 1
-            note = ("one kernel; a part alone does not run on this runtime" if fused
-                    else "the runtime cannot build the fused kernel or a part")
+            # batch norm folded) can only be priced whole; one the runtime cannot time at the probe's size (over
+            # a board's tensor arena) is still one kernel: the graph decides; otherwise it cannot be probed
+            fused = kernels == 1
+            note = ("the runtime cannot build the fused kernel or a part" if not fused
+                    else "one kernel; a part alone does not run on this runtime" if fused_ms is not None
+                    else "one kernel in the runtime's graph; not timed at the probe's size here")
             found(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels, fused,
                                 note))
             continue
