@@ -54,6 +54,11 @@ NUMERIC_OPTIONS = {"arena_kb": (int, 16, 3584), "baud": (int, 300, 4_000_000), "
 BUILD_DEFAULTS = {"arena_kb": "256", "opt": "-O2", "counter": "qemu"}
 
 
+def over_arena(spec: OpSpec, need: int, board: str, arena: int) -> str:
+    return (f"{spec.key}: needs {need} B of tensor arena; board {board} has {arena} B (firmware ARENA_KB); use "
+            "smaller shapes or a bigger arena")
+
+
 @dataclass(frozen=True)
 class BoardTarget:
     """A parsed ``--board`` value: ``qemu:<machine>[,k=v...]`` or ``serial:<port>[,baud=N,...]``."""
@@ -111,6 +116,20 @@ class BoardRuntime(Runtime):
             return ["--board serial:PORT"]
         build = "".join(f",{k}={v}" for k, v in device.settings if k in BUILD_DEFAULTS)  # its firmware's, named
         return [f"--board qemu:{device.hardware[len('qemu-'):]}{build}"]
+
+    @classmethod
+    def cannot_run(cls, spec: OpSpec, device: Device) -> str | None:
+        """A kernel over the tensor arena of the board the table was measured on (its fingerprint's
+        DESCRIBE), in the words `lower` refuses it with when profiling."""
+        info = device.fingerprint.get("runtime", {}).get("board_info") or {}
+        arena = info.get("arena_bytes")
+        if not arena:
+            return None
+        try:
+            need = lower(spec.replace(dtype="int8")).arena_bytes
+        except UnsupportedOpError:
+            return None
+        return None if need <= arena else over_arena(spec, need, info.get("board", device.hardware), arena)
 
     def __init__(self, threads: int = 1, precision: str = "int8", board: str = DEFAULT_BOARD,
                  runs: int | None = None, warmup: int | None = None, retries: int = 2,
@@ -277,8 +296,7 @@ class BoardRuntime(Runtime):
             raise UnsupportedOpError(f"{spec.key}: board {info.board} has no {bop.kernel} kernel "
                                      f"(it runs {', '.join(info.kernels)})")
         if bop.arena_bytes > info.arena_bytes:
-            raise UnsupportedOpError(f"{spec.key}: needs {bop.arena_bytes} B of tensor arena; board {info.board} has "
-                                     f"{info.arena_bytes} B (firmware ARENA_KB); use smaller shapes or a bigger arena")
+            raise UnsupportedOpError(over_arena(spec, bop.arena_bytes, info.board, info.arena_bytes))
         return bop
 
     def count_kernels(self, spec: OpSpec) -> int | None:
