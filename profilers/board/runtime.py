@@ -119,16 +119,16 @@ class BoardRuntime(Runtime):
 
     @classmethod
     def cannot_run(cls, spec: OpSpec, device: Device) -> str | None:
-        """A kernel over the tensor arena of the board the table was measured on (its fingerprint's
-        DESCRIBE), in the words `lower` refuses it with when profiling."""
+        """A kernel the firmware has no kernel for, or one over the tensor arena of the board the table was
+        measured on (its fingerprint's DESCRIBE), in the words `lower` refuses it with when profiling."""
         info = device.fingerprint.get("runtime", {}).get("board_info") or {}
         arena = info.get("arena_bytes")
         if not arena:
             return None
         try:
             need = lower(spec.replace(dtype="int8")).arena_bytes
-        except UnsupportedOpError:
-            return None
+        except UnsupportedOpError as exc:
+            return str(exc)
         return None if need <= arena else over_arena(spec, need, info.get("board", device.hardware), arena)
 
     def __init__(self, threads: int = 1, precision: str = "int8", board: str = DEFAULT_BOARD,
