@@ -289,6 +289,25 @@ def test_other_cores_boot_and_compute_the_same_numbers(machine, core):
         rt.close()
 
 
+def test_a_run_with_other_build_settings_does_not_swap_the_firmware_under_a_running_one():
+    """Every arena and optimisation level built into one build/<board>-<counter>/hwlat-fw.elf: a run with
+    arena_kb=128 (another device) rebuilt the image that a default run, going on beside it, booted again
+    after an emulator restart, so its 256 KB device was measured with a 128 KB firmware."""
+    from profilers.board.runtime import BoardRuntime
+
+    default = BoardRuntime(board="qemu:mps2-an386")
+    assert default.info.arena_bytes == 256 * 1024
+    other = BoardRuntime(board="qemu:mps2-an386,arena_kb=128")
+    try:
+        assert other.info.arena_bytes == 128 * 1024
+        default.close()  # the emulator exits; the next call boots the default run's image again
+        assert default.info.arena_bytes == 256 * 1024
+        assert default._build.elf.parent.name == "mps2-an386-qemu"  # the default image where the docs say
+    finally:
+        default.close()
+        other.close()
+
+
 def test_dwt_counter_build_reports_that_qemu_has_no_cycle_counter():
     from profilers.board.runtime import BoardRuntime
 
