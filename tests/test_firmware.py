@@ -165,13 +165,17 @@ def test_fusion_probes_over_the_arena_are_fused_when_the_firmware_runs_them_as_o
     """The fusion probe's depthwise head (32x64x64) does not fit the 256 KB arena, so dwconv2d+relu6 was
     'apart': a MobileNet's ReLU6 after each depthwise conv was left unpriced, though the firmware runs the
     pair as one kernel (a clamp) and the table holds dwconv2d+relu6 rows."""
-    from profilers.fusion import detect_fusion
+    from profilers.fusion import detect_fusion, format_results
 
     rules, results = detect_fusion(board, ["dwconv2d+relu6", "add+relu", "conv2d+hardswish"], Protocol.preset("quick"),
                                    progress=False, extras=False)
     assert {"dwconv2d+relu6", "add+relu"} <= set(rules.fused) and not rules.fuses("conv2d+hardswish")
     note = {r.pattern: r.note for r in results}["dwconv2d+relu6"]
     assert note == "one kernel in the runtime's graph; not timed at the probe's size here"
+    # the depthwise part did not run: it reads n/a, not 0.000 ms (stored as null, not 0)
+    line = next(x for x in format_results(results).splitlines() if x.startswith("dwconv2d+relu6"))
+    assert "n/a+" in line and "0.000" not in line
+    assert {r.pattern: r for r in results}["dwconv2d+relu6"].to_meta()["parts_ms"][0] is None
 
 
 def test_a_firmware_folder_that_cannot_be_written_says_to_point_at_a_writable_copy(tmp_path, capsys, monkeypatch):
