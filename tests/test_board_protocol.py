@@ -442,9 +442,12 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
 
     peer = peers(unplug_on_second_op)
     rt = runtime_for(peer)
-    with pytest.raises(BoardError, match=f"serial:{peer.path}.*unplugged"):
+    with pytest.raises(BoardError, match=f"serial:{peer.path}.*unplugged") as err:
         profile_ops(rt, SPECS, tmp_path / "t", Protocol.preset("quick"), progress=False)
     rt.close()
+    # the op it stopped on and what to do, as for a board that freezes (profile-mcu.md)
+    assert str(err.value).startswith(f"{SPECS[1].key}: serial:{peer.path}: ")
+    assert str(err.value).endswith("run the same command again: the rows measured before are kept")
     from device_tables.table import DeviceTable
 
     assert len(DeviceTable.load(tmp_path / "t")) == 1

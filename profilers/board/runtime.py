@@ -336,7 +336,8 @@ class BoardRuntime(Runtime):
             except BoardLinkError as exc:  # the emulator exited, the port went away
                 self.close()  # the next call opens it again (boots a new emulator, reopens a replugged port)
                 if not self.emulated:
-                    raise
+                    raise BoardLinkError(f"{spec.key}: {exc} Plug it in again (or reset it) and run the same command "
+                                         "again: the rows measured before are kept") from exc
                 log.warning("%s: %s (attempt %d); restarting the emulator", spec.key, exc, attempt + 1)
                 last = exc
         assert last is not None
