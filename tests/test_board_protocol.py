@@ -453,6 +453,35 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
     assert len(DeviceTable.load(tmp_path / "t")) == 1
 
 
+def test_a_board_replugged_with_another_firmware_is_refused_not_measured_into_the_same_rows(peers, tmp_path):
+    """A board reflashed while a run went on (or an emulator restarted on an image rebuilt since) was
+    measured on into the table of the firmware the run began with."""
+    model = FirmwareModel()
+
+    def unplug_on_first_run(line):
+        if line.startswith("RUN"):
+            os.close(first.master)
+            return []
+        return model(line)
+
+    first = peers(unplug_on_first_run)
+    port = tmp_path / "ttyBOARD"
+    port.symlink_to(first.path)
+    rt = BoardRuntime(board=f"serial:{port},timeout=0.3,transfer=stream", runs=4, warmup=1)
+    with pytest.raises(BoardError, match="unplugged"):
+        rt.measure(SPECS[1], Protocol.preset("quick"))
+    newer = FirmwareModel()
+    second = peers(lambda line: ["OK ID proto=1 fw=fake/2 git=def board=fake core=cortex-m4"] if line == "ID"
+                   else newer(line))
+    port.unlink()
+    port.symlink_to(second.path)
+    with pytest.raises(BoardError, match=r"now runs another firmware \(fake, def, .*\) than the rows so far were "
+                                         r"measured on \(fake, abc, "):
+        rt.measure(SPECS[1], Protocol.preset("quick"))
+    assert second.commands("OP") == 0
+    rt.close()
+
+
 def test_a_second_run_on_a_board_in_use_is_refused_naming_the_port(peers):
     """Two runs on one serial board interleaved their commands: the first failed with 'the board stopped
     answering ... check that it is powered' and the second could time the first one's op."""

@@ -54,6 +54,12 @@ NUMERIC_OPTIONS = {"arena_kb": (int, 16, 3584), "baud": (int, 300, 4_000_000), "
 BUILD_DEFAULTS = {"arena_kb": "256", "opt": "-O2", "counter": "qemu"}
 
 
+def _firmware(info: BoardInfo) -> tuple:
+    """What names the firmware a board runs (not what it measures at each boot, such as its counter's overhead)."""
+    return (info.board, info.core, info.firmware, info.git, info.clock_hz, info.counter, info.unit, info.arena_bytes,
+            info.kernels, info.compiler, info.cflags)
+
+
 def over_arena(spec: OpSpec, need: int, board: str, arena: int) -> str:
     return (f"{spec.key}: needs {need} B of tensor arena; board {board} has {arena} B (firmware ARENA_KB); use "
             "smaller shapes or a bigger arena")
@@ -198,6 +204,13 @@ class BoardRuntime(Runtime):
         except BaseException:
             link.close()
             raise
+        if self._info is not None and _firmware(info) != _firmware(self._info):  # reopened on another firmware
+            link.close()
+            was = self._info
+            raise BoardError(f"{link.name} now runs another firmware ({info.board}, {info.git}, arena {info.arena_bytes} "
+                             f"B, {info.cflags or info.firmware}) than the rows so far were measured on ({was.board}, "
+                             f"{was.git}, arena {was.arena_bytes} B, {was.cflags or was.firmware}); flash that one "
+                             "again to resume, or measure the new one into another --out")
         if not info.counter_ok:
             link.close()
             raise RuntimeUnavailableError(f"{link.name}: the board's counter ({info.counter}) does not run; on QEMU "
