@@ -27,6 +27,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from device_tables.errors import HwlatError  # noqa: E402
+from device_tables.registry import load  # noqa: E402
 from device_tables.table import DeviceTable  # noqa: E402
 from predictors.metrics import kendall, spearman  # noqa: E402
 from profilers.protocol import Protocol  # noqa: E402
@@ -60,6 +62,9 @@ def family(op: str) -> str:
 
 def score(table: DeviceTable) -> None:
     rows = [r for r in table.rows("ok") if "count" in r.extra]
+    if not rows:
+        raise HwlatError(f"table {table.device.name}: no row with a board's count; score a table made with "
+                         "`hwlat profile ops --runtime board`")
     macs = np.array([r.spec.macs for r in rows], float)
     count = np.array([r.extra["count"] for r in rows], float)
     moved = np.array([r.spec.bytes_moved for r in rows], float)
@@ -90,11 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--board", default="qemu:mps2-an386")
     ap.add_argument("--sweep", default="mcu")
     ap.add_argument("--limit", type=int, help="profile only the first N configurations")
-    ap.add_argument("--table", help="score an existing table instead of profiling")
+    ap.add_argument("--table", help="score an existing board table (a shipped name or a path) instead of profiling")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.table:
-        score(DeviceTable.load(args.table))
+        score(load(args.table, exact=True))
         return 0
     with tempfile.TemporaryDirectory() as tmp:
         table, t = profile(args.board, args.sweep, args.limit, Path(tmp) / "board")

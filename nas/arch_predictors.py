@@ -13,7 +13,6 @@ import abc
 import inspect
 import logging
 import os
-from operator import attrgetter
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
@@ -158,12 +157,25 @@ class GraphPredictor(CachingPredictor):
         super().__init__(space)
         self.lut = lut
         self.name = name or f"lookup table {getattr(getattr(lut, 'table', None), 'name', '')}".strip()
+        self._said_partial = False
 
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
         from predictors.lut.many import predict_archs  # as `hwlat predict --archs`: many on every core
 
-        return np.fromiter(predict_archs(self.lut, self.space, archs, keep=attrgetter("total_ms")), dtype=float,
-                           count=len(archs))
+        got = list(predict_archs(self.lut, self.space, archs, keep=_total_and_left_out))
+        partial = [left for _, left in got if left]
+        if partial and not self._said_partial:  # a total without kernels the device cannot run met any budget
+            self._said_partial = True
+            log.warning("%s: %d of %d %s architectures are priced partially, without their %s (`hwlat predict "
+                        "--arch` says why): such a total is below what the device takes, or the device cannot run "
+                        "the network at all", self.name, len(partial), len(archs), self.space.name,
+                        ", ".join(sorted({op for left in partial for op in left})))
+        return np.fromiter((ms for ms, _ in got), dtype=float, count=len(archs))
+
+
+def _total_and_left_out(prediction: Any) -> tuple[float, tuple[str, ...]]:
+    """A prediction's total and the op types it leaves out (none where it prices the whole network)."""
+    return prediction.total_ms, tuple(sorted({u.op for u in prediction.uncovered})) if prediction.partial else ()
 
 
 class CallablePredictor(CachingPredictor):

@@ -116,6 +116,13 @@ class Runtime(abc.ABC):
         return cls.default_targets
 
     @classmethod
+    def cannot_run(cls, spec: OpSpec, device: Device) -> str | None:
+        """Why `device` (a table's, measured with this runtime) cannot run `spec`, known without running
+        it (a board's tensor arena); None where it may run. A prediction leaves such a kernel out, named,
+        instead of regressing it from kernels that ran."""
+        return None
+
+    @classmethod
     def device_flags(cls, device: Device) -> list[str]:
         """The flags of `hwlat profile` besides --runtime, --precision and --threads that measure
         `device` with this runtime again: where it runs (a GPU, a board; subclasses add it) and the

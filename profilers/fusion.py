@@ -118,7 +118,7 @@ class PatternResult:
     pattern: str
     key: str
     fused_ms: float | None
-    parts_ms: tuple[float, ...]
+    parts_ms: tuple[float | None, ...]  # None: a part the runtime did not run alone
     overhead_ms: float
     ratio: float | None
     kernels: int | None
@@ -337,11 +337,13 @@ def detect_fusion(runtime: Runtime, patterns: Iterable[str] | None = None, proto
         kernels = count(spec)
         if fused_ms is None or any(p is None for p in parts):
             # one kernel whose parts do not run alone (a board's conv with its activation as a clamp and its
-            # batch norm folded) can only be priced whole; otherwise the pattern cannot be probed
-            fused = fused_ms is not None and kernels == 1
-            note = ("one kernel; a part alone does not run on this runtime" if fused
-                    else "the runtime cannot build the fused kernel or a part")
-            found(PatternResult(pattern, spec.key, fused_ms, tuple(p or 0.0 for p in parts), overhead, None, kernels, fused,
+            # batch norm folded) can only be priced whole; one the runtime cannot time at the probe's size (over
+            # a board's tensor arena) is still one kernel: the graph decides; otherwise it cannot be probed
+            fused = kernels == 1
+            note = ("the runtime cannot build the fused kernel or a part" if not fused
+                    else "one kernel; a part alone does not run on this runtime" if fused_ms is not None
+                    else "one kernel in the runtime's graph; not timed at the probe's size here")
+            found(PatternResult(pattern, spec.key, fused_ms, tuple(parts), overhead, None, kernels, fused,
                                 note))
             continue
         net_kernels = in_network(spec)
@@ -539,7 +541,7 @@ def measure_into(table, runtime: Runtime, patterns: Iterable[str] | None, protoc
 def format_results(results: list[PatternResult], rules: FusionRules | None = None) -> str:
     lines = [f"{'pattern':<26} {'fused ms':>9} {'parts ms':>22} {'saved':>6} {'kern':>4}  verdict"]
     for r in results:
-        parts = "+".join(f"{p:.3f}" for p in r.parts_ms)
+        parts = "+".join("n/a" if p is None else f"{p:.3f}" for p in r.parts_ms)  # a part that did not run
         lines.append(f"{r.pattern:<26} {r.fused_ms if r.fused_ms is not None else float('nan'):>9.4f} {parts:>22} "
                      f"{r.ratio if r.ratio is not None else float('nan'):>6.2f} {r.kernels if r.kernels is not None else '-':>4}  "
                      f"{'FUSED' if r.fused else 'apart'}{'  (' + r.note + ')' if r.note else ''}")

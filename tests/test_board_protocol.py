@@ -442,12 +442,59 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
 
     peer = peers(unplug_on_second_op)
     rt = runtime_for(peer)
-    with pytest.raises(BoardError, match=f"serial:{peer.path}.*unplugged"):
+    with pytest.raises(BoardError, match=f"serial:{peer.path}.*unplugged") as err:
         profile_ops(rt, SPECS, tmp_path / "t", Protocol.preset("quick"), progress=False)
     rt.close()
+    # the op it stopped on and what to do, as for a board that freezes (profile-mcu.md)
+    assert str(err.value).startswith(f"{SPECS[1].key}: serial:{peer.path}: ")
+    assert str(err.value).endswith("run the same command again: the rows measured before are kept")
     from device_tables.table import DeviceTable
 
     assert len(DeviceTable.load(tmp_path / "t")) == 1
+
+
+def test_a_board_replugged_with_another_firmware_is_refused_not_measured_into_the_same_rows(peers, tmp_path):
+    """A board reflashed while a run went on (or an emulator restarted on an image rebuilt since) was
+    measured on into the table of the firmware the run began with."""
+    model = FirmwareModel()
+
+    def unplug_on_first_run(line):
+        if line.startswith("RUN"):
+            os.close(first.master)
+            return []
+        return model(line)
+
+    first = peers(unplug_on_first_run)
+    port = tmp_path / "ttyBOARD"
+    port.symlink_to(first.path)
+    rt = BoardRuntime(board=f"serial:{port},timeout=0.3,transfer=stream", runs=4, warmup=1)
+    with pytest.raises(BoardError, match="unplugged"):
+        rt.measure(SPECS[1], Protocol.preset("quick"))
+    newer = FirmwareModel()
+    second = peers(lambda line: ["OK ID proto=1 fw=fake/2 git=def board=fake core=cortex-m4"] if line == "ID"
+                   else newer(line))
+    port.unlink()
+    port.symlink_to(second.path)
+    with pytest.raises(BoardError, match=r"now runs another firmware \(fake, def, .*\) than the rows so far were "
+                                         r"measured on \(fake, abc, "):
+        rt.measure(SPECS[1], Protocol.preset("quick"))
+    assert second.commands("OP") == 0
+    rt.close()
+
+
+def test_a_second_run_on_a_board_in_use_is_refused_naming_the_port(peers):
+    """Two runs on one serial board interleaved their commands: the first failed with 'the board stopped
+    answering ... check that it is powered' and the second could time the first one's op."""
+    peer = peers(FirmwareModel())
+    first = runtime_for(peer)
+    first.info  # the port is open
+    second = runtime_for(peer)
+    with pytest.raises(BoardError, match=f"serial port '{peer.path}' is in use by another process"):
+        second.info
+    assert peer.commands("ID") == 1  # the second run sent nothing
+    first.close()
+    second.info  # free again once the first run closed it
+    second.close()
 
 
 def test_a_board_replugged_after_an_unplug_is_opened_again_by_the_next_call(peers, tmp_path):

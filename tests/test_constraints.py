@@ -315,6 +315,22 @@ def test_a_device_table_constraint_predicts_from_several_threads_at_once():
             assert list(pool.map(one, archs)) == alone.tolist()
 
 
+def test_a_search_on_a_table_that_prices_networks_partially_says_so(caplog):
+    """Every FBNet network on the shipped 256 KB board leaves out its head (577 KB of arena): `hwlat search
+    --predictor lut:<board table>` ranked those totals under the budget as if the networks ran there."""
+    from device_tables import load
+    from nas.arch_predictors import GraphPredictor
+    from predictors.lut import LUTPredictor
+
+    pred = GraphPredictor("fbnet", LUTPredictor(load("qemu_mps2_an386_board_int8_threads1")))
+    with caplog.at_level("WARNING"):
+        pred.predict(pred.space.sample(3, seed=1))
+        pred.predict(pred.space.sample(3, seed=2))
+    said = [r.getMessage() for r in caplog.records if "priced partially" in r.getMessage()]
+    assert len(said) == 1  # once per predictor
+    assert "3 of 3 fbnet architectures are priced partially, without their " in said[0] and "pwconv2d+relu" in said[0]
+
+
 def test_any_feature_predictor_becomes_an_arch_predictor(space):
     """space + feature function + any predictor with predict(X) (here scikit-learn on the encoding)."""
     from sklearn.linear_model import LinearRegression

@@ -161,6 +161,23 @@ def test_board_reset_is_recovered_by_reloading(board):
     assert extra["count"] == before[0]
 
 
+def test_fusion_probes_over_the_arena_are_fused_when_the_firmware_runs_them_as_one_kernel(board):
+    """The fusion probe's depthwise head (32x64x64) does not fit the 256 KB arena, so dwconv2d+relu6 was
+    'apart': a MobileNet's ReLU6 after each depthwise conv was left unpriced, though the firmware runs the
+    pair as one kernel (a clamp) and the table holds dwconv2d+relu6 rows."""
+    from profilers.fusion import detect_fusion, format_results
+
+    rules, results = detect_fusion(board, ["dwconv2d+relu6", "add+relu", "conv2d+hardswish"], Protocol.preset("quick"),
+                                   progress=False, extras=False)
+    assert {"dwconv2d+relu6", "add+relu"} <= set(rules.fused) and not rules.fuses("conv2d+hardswish")
+    note = {r.pattern: r.note for r in results}["dwconv2d+relu6"]
+    assert note == "one kernel in the runtime's graph; not timed at the probe's size here"
+    # the depthwise part did not run: it reads n/a, not 0.000 ms (stored as null, not 0)
+    line = next(x for x in format_results(results).splitlines() if x.startswith("dwconv2d+relu6"))
+    assert "n/a+" in line and "0.000" not in line
+    assert {r.pattern: r for r in results}["dwconv2d+relu6"].to_meta()["parts_ms"][0] is None
+
+
 def test_a_firmware_folder_that_cannot_be_written_says_to_point_at_a_writable_copy(tmp_path, capsys, monkeypatch):
     """A read-only checkout's firmware/ (its build/ here a file, which refuses root too) was
     'hwlat: error: .../build: [Errno 30] Read-only file system', naming no way out."""
@@ -274,6 +291,25 @@ def test_other_cores_boot_and_compute_the_same_numbers(machine, core):
         assert extra["count"] > 0 and extra["check"].startswith("crc32")
     finally:
         rt.close()
+
+
+def test_a_run_with_other_build_settings_does_not_swap_the_firmware_under_a_running_one():
+    """Every arena and optimisation level built into one build/<board>-<counter>/hwlat-fw.elf: a run with
+    arena_kb=128 (another device) rebuilt the image that a default run, going on beside it, booted again
+    after an emulator restart, so its 256 KB device was measured with a 128 KB firmware."""
+    from profilers.board.runtime import BoardRuntime
+
+    default = BoardRuntime(board="qemu:mps2-an386")
+    assert default.info.arena_bytes == 256 * 1024
+    other = BoardRuntime(board="qemu:mps2-an386,arena_kb=128")
+    try:
+        assert other.info.arena_bytes == 128 * 1024
+        default.close()  # the emulator exits; the next call boots the default run's image again
+        assert default.info.arena_bytes == 256 * 1024
+        assert default._build.elf.parent.name == "mps2-an386-qemu"  # the default image where the docs say
+    finally:
+        default.close()
+        other.close()
 
 
 def test_dwt_counter_build_reports_that_qemu_has_no_cycle_counter():

@@ -1041,6 +1041,33 @@ def test_a_kernel_the_device_could_not_run_is_named_not_regressed():
     assert "could not run it when profiled: needs 600000 B of tensor arena" in pred.uncovered[0].reason
 
 
+def test_a_kernel_over_the_boards_arena_is_named_not_regressed_though_no_row_records_it():
+    """A model too big for the board (a kernel the table never tried, over its 256 KB arena) was regressed
+    from the kernels that fit: a number for a model the board cannot hold, silent about its memory."""
+    from device_tables.registry import load
+
+    table = load("qemu_mps2_an386_board_int8_threads1")
+    small = OpSpec.make("pwconv2d+relu", (1, 8, 16, 16), dtype="int8", cout=16)
+    big = OpSpec.make("pwconv2d+relu", (1, 64, 96, 96), dtype="int8", cout=128)
+    assert table.get(small) is None and table.get(big) is None
+    pred = LUTPredictor(table).predict_graph(Graph.from_specs([small, big]))
+    assert [k.source for k in pred.kernels] == [REGRESSOR] and pred.partial
+    (gone,) = pred.uncovered
+    assert gone.reason == (f"the device cannot run it: {big.key}: needs 1779200 B of tensor arena; board mps2-an386 has "
+                           "262144 B (firmware ARENA_KB); use smaller shapes or a bigger arena")
+
+
+def test_an_op_without_a_firmware_kernel_is_named_with_the_boards_reason():
+    """A hard swish on a board table said 'no regressor for this op type (the table has no rows of it)', as
+    if profiling more rows would price it; the firmware has no kernel for it."""
+    from device_tables.registry import load
+
+    hs = OpSpec.make("hardswish", (1, 8, 16, 16), dtype="int8")
+    (gone,) = LUTPredictor(load("qemu_mps2_an386_board_int8_threads1")).predict_graph(Graph.from_specs([hs])).uncovered
+    assert gone.reason.startswith(f"the device cannot run it: {hs.key}: lowers to TFLite HARD_SWISH, which the "
+                                  "reference firmware does not run")
+
+
 def test_uncovered_ops_print_one_line_per_op_and_reason():
     table = synthetic_table([CONV], FusionRules.none())
     relus = [_op(RELU, [f"x{i}"], [f"x{i + 1}"], f"relu{i}") for i in range(5)]

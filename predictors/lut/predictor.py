@@ -234,7 +234,11 @@ class LUTPredictor:
         # runtime lacks the op) is not regressed from the ones that ran: the network cannot run as priced.
         failed = {i: row for i, p in enumerate(priced) if p[2] is None
                   and (row := self.table.get(p[0].key)) is not None and not row.ok}
-        need = [i for i, p in enumerate(priced) if p[2] is None and i not in failed]
+        # Nor one that the device plainly cannot hold (over a board's tensor arena): regressed, a model too
+        # big for the board read as a number.
+        limits = {i: why for i, p in enumerate(priced) if p[2] is None and i not in failed
+                  and (why := self._cannot_run(p[0])) is not None}
+        need = [i for i, p in enumerate(priced) if p[2] is None and i not in failed and i not in limits]
         estimates: dict[int, Any] = {}
         if need and self.use_regressors:
             self._estimate([priced[i][0] for i in need])
@@ -246,6 +250,8 @@ class LUTPredictor:
                 out.append(KernelPrediction(s.key, s.op, k.nodes, TABLE, ms, self._net(ms), weight_mb=mb))
             elif i in failed:
                 out.append(UncoveredOp(k.nodes, s.op, f"the device could not run it when profiled: {failed[i].error}"))
+            elif i in limits:
+                out.append(UncoveredOp(k.nodes, s.op, f"the device cannot run it: {limits[i]}"))
             elif estimates.get(i) is not None:
                 e = estimates[i]
                 out.append(KernelPrediction(s.key, s.op, k.nodes, REGRESSOR, e.ms, self._net(e.ms), e.sigma, e.extrapolated, mb))
@@ -254,6 +260,13 @@ class LUTPredictor:
                        if self.use_regressors else "not in the table (regressors off: --no-regressors)")
                 out.append(UncoveredOp(k.nodes, s.op, why))
         return out
+
+    def _cannot_run(self, spec: OpSpec) -> str | None:
+        """Why the table's device cannot run `spec` (`Runtime.cannot_run`), once per kernel spec."""
+        memo = self._memo("cannot_run")
+        if spec.key not in memo:
+            memo[spec.key] = runtime_limits(self.table.device.runtime)(spec, self.table.device)
+        return memo[spec.key]
 
     def _estimate(self, specs: Sequence[OpSpec]) -> None:
         """The regressors' estimates of `specs` (row keys no row prices) into `_estimates`, fitting or
@@ -424,6 +437,18 @@ def _movement_spec(shape: Sequence[int], dtype: str, concat: bool = False) -> Op
 
 
 @functools.cache
+def runtime_limits(runtime: str):
+    """A runtime's `cannot_run(spec, device)` (`profilers.base.Runtime.cannot_run`); none for a runtime
+    whose plugin is not installed."""
+    from device_tables.errors import RuntimeUnavailableError
+    from profilers.runtimes import runtime_class
+
+    try:
+        return runtime_class(runtime).cannot_run
+    except RuntimeUnavailableError:
+        return lambda spec, device: None
+
+
 def same_shape_planner(runtime: str) -> bool:
     """Whether a runtime's memory planner reuses a freed buffer only for a tensor of the same shape
     (`profilers.base.Runtime.same_shape_planner`); False for a runtime whose plugin is not installed."""

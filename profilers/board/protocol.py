@@ -9,6 +9,7 @@ Recovery policy (re-sending state, retrying) belongs to the caller, `profilers.b
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
@@ -165,9 +166,13 @@ class SerialLink(Link):
 
             raise RuntimeUnavailableError("the board runtime needs pyserial: pip install pyserial") from exc
         self.name = f"serial:{port}"
-        try:
-            self._ser = serial.serial_for_url(port, baudrate=baud, timeout=0, write_timeout=10)
+        try:  # exclusive: a second run on the same board would interleave its commands with this one's
+            self._ser = serial.serial_for_url(port, baudrate=baud, timeout=0, write_timeout=10, exclusive=True)
         except (serial.SerialException, ValueError) as exc:
+            if getattr(exc, "errno", None) in (errno.EAGAIN, errno.EBUSY):
+                raise BoardError(f"serial port {port!r} is in use by another process (another hwlat run on this "
+                                 "board, or a terminal); one run per board at a time: wait for it to end or stop "
+                                 "it") from exc
             raise BoardError(f"cannot open serial port {port!r}: {exc}; check the device path and permissions "
                              "(the 'dialout' group on Linux)") from exc
 

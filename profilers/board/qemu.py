@@ -11,6 +11,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import os
+import re
 import shutil
 import subprocess
 from dataclasses import dataclass
@@ -103,7 +104,12 @@ def build_firmware(machine: str = "mps2-an386", counter: str = "qemu", arena_kb:
         raise RuntimeUnavailableError("cannot build the board firmware, missing: " + "; ".join(missing))
     fw = firmware_dir()
     build = fw / "build"
-    args = ["make", "-s", "-C", str(fw), f"BOARD={machine}", f"COUNTER={counter}", f"ARENA_KB={arena_kb}", f"OPT={opt}"]
+    # One image per setting: a run with another arena or level would rebuild the image that a run beside
+    # it boots again when its emulator restarts. The default one stays where the docs say.
+    out = f"{machine}-{counter}" + ("" if (arena_kb, opt) == (256, "-O2") else
+                                    f"-arena{arena_kb}-{re.sub(r'[^A-Za-z0-9]+', '', opt)}")
+    args = ["make", "-s", "-C", str(fw), f"BOARD={machine}", f"COUNTER={counter}", f"ARENA_KB={arena_kb}", f"OPT={opt}",
+            f"BUILD=build/{out}"]
     try:
         build.mkdir(exist_ok=True)
         lock = open(build / ".lock", "w")
@@ -116,7 +122,7 @@ def build_firmware(machine: str = "mps2-an386", counter: str = "qemu", arena_kb:
     if proc.returncode != 0:
         tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
         raise RuntimeUnavailableError(f"firmware build failed ({' '.join(args)}):\n" + "\n".join(tail))
-    elf = build / f"{machine}-{counter}" / "hwlat-fw.elf"
+    elf = build / out / "hwlat-fw.elf"
     text, data, bss = _elf_sizes(elf)
     return FirmwareBuild(elf, machine, counter, arena_kb, opt, text, data, bss)
 

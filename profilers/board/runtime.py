@@ -54,6 +54,17 @@ NUMERIC_OPTIONS = {"arena_kb": (int, 16, 3584), "baud": (int, 300, 4_000_000), "
 BUILD_DEFAULTS = {"arena_kb": "256", "opt": "-O2", "counter": "qemu"}
 
 
+def _firmware(info: BoardInfo) -> tuple:
+    """What names the firmware a board runs (not what it measures at each boot, such as its counter's overhead)."""
+    return (info.board, info.core, info.firmware, info.git, info.clock_hz, info.counter, info.unit, info.arena_bytes,
+            info.kernels, info.compiler, info.cflags)
+
+
+def over_arena(spec: OpSpec, need: int, board: str, arena: int) -> str:
+    return (f"{spec.key}: needs {need} B of tensor arena; board {board} has {arena} B (firmware ARENA_KB); use "
+            "smaller shapes or a bigger arena")
+
+
 @dataclass(frozen=True)
 class BoardTarget:
     """A parsed ``--board`` value: ``qemu:<machine>[,k=v...]`` or ``serial:<port>[,baud=N,...]``."""
@@ -111,6 +122,20 @@ class BoardRuntime(Runtime):
             return ["--board serial:PORT"]
         build = "".join(f",{k}={v}" for k, v in device.settings if k in BUILD_DEFAULTS)  # its firmware's, named
         return [f"--board qemu:{device.hardware[len('qemu-'):]}{build}"]
+
+    @classmethod
+    def cannot_run(cls, spec: OpSpec, device: Device) -> str | None:
+        """A kernel the firmware has no kernel for, or one over the tensor arena of the board the table was
+        measured on (its fingerprint's DESCRIBE), in the words `lower` refuses it with when profiling."""
+        info = device.fingerprint.get("runtime", {}).get("board_info") or {}
+        arena = info.get("arena_bytes")
+        if not arena:
+            return None
+        try:
+            need = lower(spec.replace(dtype="int8")).arena_bytes
+        except UnsupportedOpError as exc:
+            return str(exc)
+        return None if need <= arena else over_arena(spec, need, info.get("board", device.hardware), arena)
 
     def __init__(self, threads: int = 1, precision: str = "int8", board: str = DEFAULT_BOARD,
                  runs: int | None = None, warmup: int | None = None, retries: int = 2,
@@ -179,6 +204,13 @@ class BoardRuntime(Runtime):
         except BaseException:
             link.close()
             raise
+        if self._info is not None and _firmware(info) != _firmware(self._info):  # reopened on another firmware
+            link.close()
+            was = self._info
+            raise BoardError(f"{link.name} now runs another firmware ({info.board}, {info.git}, arena {info.arena_bytes} "
+                             f"B, {info.cflags or info.firmware}) than the rows so far were measured on ({was.board}, "
+                             f"{was.git}, arena {was.arena_bytes} B, {was.cflags or was.firmware}); flash that one "
+                             "again to resume, or measure the new one into another --out")
         if not info.counter_ok:
             link.close()
             raise RuntimeUnavailableError(f"{link.name}: the board's counter ({info.counter}) does not run; on QEMU "
@@ -277,8 +309,7 @@ class BoardRuntime(Runtime):
             raise UnsupportedOpError(f"{spec.key}: board {info.board} has no {bop.kernel} kernel "
                                      f"(it runs {', '.join(info.kernels)})")
         if bop.arena_bytes > info.arena_bytes:
-            raise UnsupportedOpError(f"{spec.key}: needs {bop.arena_bytes} B of tensor arena; board {info.board} has "
-                                     f"{info.arena_bytes} B (firmware ARENA_KB); use smaller shapes or a bigger arena")
+            raise UnsupportedOpError(over_arena(spec, bop.arena_bytes, info.board, info.arena_bytes))
         return bop
 
     def count_kernels(self, spec: OpSpec) -> int | None:
@@ -318,7 +349,8 @@ class BoardRuntime(Runtime):
             except BoardLinkError as exc:  # the emulator exited, the port went away
                 self.close()  # the next call opens it again (boots a new emulator, reopens a replugged port)
                 if not self.emulated:
-                    raise
+                    raise BoardLinkError(f"{spec.key}: {exc} Plug it in again (or reset it) and run the same command "
+                                         "again: the rows measured before are kept") from exc
                 log.warning("%s: %s (attempt %d); restarting the emulator", spec.key, exc, attempt + 1)
                 last = exc
         assert last is not None
