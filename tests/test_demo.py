@@ -127,3 +127,28 @@ def test_a_demo_run_again_into_its_folder_leaves_nothing_of_the_last_run(tmp_pat
     assert (out / "notes.txt").read_text() == "from the last run\n"  # not the demo's: kept
     assert not any((out / name).exists() for name in stale[:4])  # nb201_verified and summary.json: this run's
     assert json.loads((out / "summary.json").read_text())["plots"] == []
+
+
+def test_a_second_demo_into_a_folder_a_demo_is_writing_stops_and_removes_nothing(tmp_path, capsys):
+    """A second demo into the same folder removed the running one's tables and summary as it began, so
+    both failed ('arch table .../nb201_shots.csv not found' in the first)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    for name in ("summary.json", "nb201_shots.csv", "predictor.json"):
+        (out / name).write_text("the running demo's\n")
+    holder = subprocess.Popen(  # a demo running into the folder holds its lock
+        [sys.executable, "-c", "import sys, pathlib\nfrom device_tables.lock import TableLock\n"
+         f"lock = TableLock.acquire(pathlib.Path({str(out / 'summary.json')!r}))\nprint('held', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 1
+    finally:
+        holder.communicate("")
+    err = capsys.readouterr().err
+    assert f"{out / 'summary.json'} is being written by pid {holder.pid}" in err and "choose another --out" in err
+    assert all((out / name).read_text() == "the running demo's\n" for name in ("summary.json", "nb201_shots.csv",
+                                                                                 "predictor.json"))

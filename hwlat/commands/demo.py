@@ -87,13 +87,16 @@ def _num(x: float) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     run = _DemoRun(args, _settings(args))
-    run.profile()
-    run.adapt()
-    run.predict_all()
-    run.search()
-    run.verify()
-    run.plot()
-    run.summarize()
+    try:
+        run.profile()
+        run.adapt()
+        run.predict_all()
+        run.search()
+        run.verify()
+        run.plot()
+        run.summarize()
+    finally:
+        run.lock.release()
     sys.stdout.flush()
     return 0
 
@@ -117,12 +120,19 @@ class _DemoRun:
 
     def __init__(self, args: argparse.Namespace, s: DemoSettings):
         from device_tables.files import make_parent
+        from device_tables.lock import TableLock
         from nas.spaces import get_space
 
         self.args, self.s = args, s
         self.out = Path(args.out)
         make_parent(self.out / OUTPUTS[0])  # a folder that cannot be made names the file and why
-        self.clear_previous()
+        # held until the demo ends: a second demo into this folder would remove this one's files as it writes them
+        self.lock = TableLock.acquire(self.out / OUTPUTS[0])
+        try:
+            self.clear_previous()
+        except BaseException:
+            self.lock.release()
+            raise
         self.progress = not args.no_progress
         self.space = get_space(SPACE)
         self.stages: dict[str, float] = {}
