@@ -152,3 +152,22 @@ def test_a_second_demo_into_a_folder_a_demo_is_writing_stops_and_removes_nothing
     assert f"{out / 'summary.json'} is being written by pid {holder.pid}" in err and "choose another --out" in err
     assert all((out / name).read_text() == "the running demo's\n" for name in ("summary.json", "nb201_shots.csv",
                                                                                  "predictor.json"))
+
+
+def test_an_interrupted_demo_says_what_its_folder_holds(tmp_path):
+    """Ctrl-C said only 'hwlat: interrupted': not that the demo's folder holds part of a run and that a
+    rerun starts over (the demo keeps nothing of an earlier run)."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "hwlat", "demo", "--quick", "--no-progress", "--out", "d"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("[2/6]"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip() == "hwlat: interrupted; d holds what this demo wrote so far, no summary.json: run it again to start over"
+    assert (tmp_path / "d" / "nb201_shots.csv").is_file() and not (tmp_path / "d" / "summary.json").exists()
