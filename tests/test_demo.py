@@ -171,3 +171,12 @@ def test_an_interrupted_demo_says_what_its_folder_holds(tmp_path):
     assert proc.returncode == 130 and "Traceback" not in err
     assert err.strip() == "hwlat: interrupted; d holds what this demo wrote so far, no summary.json: run it again to start over"
     assert (tmp_path / "d" / "nb201_shots.csv").is_file() and not (tmp_path / "d" / "summary.json").exists()
+
+
+def test_the_predicted_vs_measured_plot_does_not_call_the_verified_archs_within_budget(tmp_path):
+    """Its legend named the verified candidates 'best within budget (5)' while two of them measured over
+    the budget, right of its line in the same plot."""
+    from nas.search.plots import predicted_vs_measured
+
+    svg = predicted_vs_measured(tmp_path / "p.svg", [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4).read_text()
+    assert "<!-- most accurate searched, verified (3) -->" in svg and "within budget" not in svg
