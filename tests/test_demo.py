@@ -180,3 +180,20 @@ def test_the_predicted_vs_measured_plot_does_not_call_the_verified_archs_within_
 
     svg = predicted_vs_measured(tmp_path / "p.svg", [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4).read_text()
     assert "<!-- most accurate searched, verified (3) -->" in svg and "within budget" not in svg
+
+
+def test_the_help_gives_each_count_s_default_with_and_without_quick(capsys):
+    """--help said '--shots ... (default 10)', '--front ... (default 6)': with --quick they are 1 and 2."""
+    import re
+
+    from hwlat.commands.demo import DemoSettings
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    full, quick = DemoSettings(), DemoSettings.quick()
+    for option, field in (("--shots", "random_shots"), ("--evaluations", "evaluations"), ("--verify", "verify"),
+                          ("--front", "front")):
+        help_ = text.split(f"{option} {option[2:].upper()} ", 1)[1]
+        assert re.match(rf"[^()]*\(default {getattr(full, field)}[;,] {getattr(quick, field)} with --quick", help_), option
+    assert f"{quick.reference_shots + quick.random_shots} architectures profiled" in text

@@ -53,7 +53,8 @@ def register(sub) -> None:
         "hwlat demo --out results/demo   |   hwlat demo --max-latency-ms 1.0 --dataset cifar100",
     )
     p.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
-    p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (a few seconds)")
+    p.add_argument("--quick", action="store_true", help="reduced mode: 6 architectures profiled (5 reference + 1 random) with the quick protocol, "
+                        "fewer evaluated and verified (a few seconds)")
     p.add_argument("--threads", type=positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--dataset", default="cifar10", choices=datasets(),
                    help="maximise the NATS-Bench test accuracy on this dataset (default cifar10)")
@@ -64,13 +65,13 @@ def register(sub) -> None:
                    help="search under budget * (1 + margin) and measure the most accurate until one measures within "
                         "the budget: a fraction (0 for none) or auto (default): the predictor's error band, the 80th "
                         "percentile of its leave-one-out relative error on the measured architectures, at most 0.2")
-    p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10)")
-    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150)")
+    p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10; 1 with --quick)")
+    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150; 20 with --quick)")
     p.add_argument("--verify", type=positive_int,
-                   help="most accurate candidates measured per verification round (default 5; at most 3 rounds, "
+                   help="most accurate candidates measured per verification round (default 5, 3 with --quick; at most 3 rounds, "
                         "until none left could beat the best measured within the budget)")
     p.add_argument("--front", type=nonnegative_int,
-                   help="predicted Pareto-front architectures measured across the latency range (default 6)")
+                   help="predicted Pareto-front architectures measured across the latency range (default 6; 2 with --quick)")
     p.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots and of the search (default 0)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
