@@ -197,3 +197,12 @@ def test_the_help_gives_each_count_s_default_with_and_without_quick(capsys):
         help_ = text.split(f"{option} {option[2:].upper()} ", 1)[1]
         assert re.match(rf"[^()]*\(default {getattr(full, field)}[;,] {getattr(quick, field)} with --quick", help_), option
     assert f"{quick.reference_shots + quick.random_shots} architectures profiled" in text
+
+
+def test_a_percentile_beside_a_budget_is_refused_before_measuring(tmp_path, capsys):
+    """`--percentile 50 --max-latency-ms 1` measured, then searched under 1 ms: --percentile was ignored."""
+    out = tmp_path / "d"
+    assert main(["demo", "--quick", "--percentile", "50", "--max-latency-ms", "1", "--out", str(out), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == ("hwlat: error: --percentile and --max-latency-ms both set the latency "
+                                               "budget: give one of them")
+    assert not out.exists()

@@ -58,7 +58,7 @@ def register(sub) -> None:
     p.add_argument("--threads", type=positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--dataset", default="cifar10", choices=datasets(),
                    help="maximise the NATS-Bench test accuracy on this dataset (default cifar10)")
-    p.add_argument("--percentile", type=percentile, default=30.0,
+    p.add_argument("--percentile", type=percentile,
                    help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
     p.add_argument("--max-latency-ms", type=positive_float, help="use this latency budget (ms) instead of a percentile")
     p.add_argument("--margin", type=verify_margin, default=None, metavar="FRACTION|auto",
@@ -104,6 +104,12 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> DemoSettings:
     """The demo's settings: the quick or full ones with the options given (checked by their parser types)."""
+    from device_tables.errors import HwlatError
+
+    if args.percentile is not None and args.max_latency_ms is not None:
+        raise HwlatError("--percentile and --max-latency-ms both set the latency budget: give one of them")
+    if args.percentile is None:
+        args.percentile = 30.0
     s = DemoSettings.quick() if args.quick else DemoSettings()
     given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify,
              "front": args.front}
