@@ -206,3 +206,21 @@ def test_a_percentile_beside_a_budget_is_refused_before_measuring(tmp_path, caps
     assert capsys.readouterr().err.strip() == ("hwlat: error: --percentile and --max-latency-ms both set the latency "
                                                "budget: give one of them")
     assert not out.exists()
+
+
+def test_a_plot_that_cannot_be_written_is_named_and_leaves_no_part_of_it(tmp_path):
+    """A full disk while plotting ended the demo in 'hwlat: error: [Errno 28] No space left on device',
+    naming no file, and left a cut PNG."""
+    import subprocess
+    import sys
+
+    script = ("import resource, signal, sys\nfrom nas.search.plots import predicted_vs_measured\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))  # files stop growing at 4 kB, as on a full disk\n"
+              "from device_tables.errors import WriteError\n"
+              "try:\n    predicted_vs_measured(sys.argv[1], [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4)\n"
+              "except WriteError as exc:\n    print(exc)\n")
+    png = tmp_path / "p.png"
+    proc = subprocess.run([sys.executable, "-c", script, str(png)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cannot write {png}: [Errno 27] File too large", proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -335,6 +335,8 @@ class _DemoRun:
 
     def summarize(self) -> None:
         """Print the summary and write it to summary.json."""
+        from device_tables.files import atomic_write_text
+
         total = time.perf_counter() - self.t_all
         _say("\n".join(self._summary_lines(total)))
         m, v, vf, s = self.m, self.v, self.vf, self.s
@@ -358,7 +360,7 @@ class _DemoRun:
             "plots": [str(p) for p in self.plots], "stages_s": {k: round(x, 2) for k, x in self.stages.items()},
             "total_s": round(total, 2),
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         _say(f"summary     {self.out / 'summary.json'}")
 
     def _regret(self) -> dict[str, float | None]:

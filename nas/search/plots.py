@@ -132,10 +132,15 @@ def _clip_low_scores(ax, scores: np.ndarray, quantile: float) -> None:
 
 
 def _save(plt, fig, path: str | Path) -> Path:
-    """Lay out, write the PNG (making its folder) and close the figure."""
+    """Lay out, write the PNG at once (making its folder; a failed write names it and leaves no part of
+    it) and close the figure."""
+    from device_tables.files import atomic_write
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
     return path
