@@ -126,8 +126,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         # the commands that store into their --out as they measure (not `profile model`, which stores nothing)
         measuring = (args.func.__module__.rsplit(".", 1)[-1].startswith("profile") and bool(getattr(args, "out", None))
                      or bool(getattr(args, "verify", False) and getattr(args, "verify_out", None)))  # search --verify-out
-        print("hwlat: interrupted" + (f"; what was measured is stored: run {resume_command(args)} again to go on "
-                                      "where it stopped" if measuring else ""), file=sys.stderr)
+        kept = (f"; what was measured is stored: run {resume_command(args)} again to go on where it stopped"
+                if measuring else "")
+        if args.func.__module__.endswith(".demo"):  # which starts over: it keeps nothing of an earlier run
+            kept = f"; {args.out} holds what this demo wrote so far, no summary.json: run it again to start over"
+        print("hwlat: interrupted" + kept, file=sys.stderr)
         return 130
     finally:
         if on_term is not None:

@@ -127,3 +127,100 @@ def test_a_demo_run_again_into_its_folder_leaves_nothing_of_the_last_run(tmp_pat
     assert (out / "notes.txt").read_text() == "from the last run\n"  # not the demo's: kept
     assert not any((out / name).exists() for name in stale[:4])  # nb201_verified and summary.json: this run's
     assert json.loads((out / "summary.json").read_text())["plots"] == []
+
+
+def test_a_second_demo_into_a_folder_a_demo_is_writing_stops_and_removes_nothing(tmp_path, capsys):
+    """A second demo into the same folder removed the running one's tables and summary as it began, so
+    both failed ('arch table .../nb201_shots.csv not found' in the first)."""
+    import subprocess
+    import sys
+
+    out = tmp_path / "demo"
+    out.mkdir()
+    for name in ("summary.json", "nb201_shots.csv", "predictor.json"):
+        (out / name).write_text("the running demo's\n")
+    holder = subprocess.Popen(  # a demo running into the folder holds its lock
+        [sys.executable, "-c", "import sys, pathlib\nfrom device_tables.lock import TableLock\n"
+         f"lock = TableLock.acquire(pathlib.Path({str(out / 'summary.json')!r}))\nprint('held', flush=True)\nsys.stdin.read()"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline() == "held\n"
+        assert main(["demo", "--quick", "--out", str(out), "--no-progress"]) == 1
+    finally:
+        holder.communicate("")
+    err = capsys.readouterr().err
+    assert f"{out / 'summary.json'} is being written by pid {holder.pid}" in err and "choose another --out" in err
+    assert all((out / name).read_text() == "the running demo's\n" for name in ("summary.json", "nb201_shots.csv",
+                                                                                 "predictor.json"))
+
+
+def test_an_interrupted_demo_says_what_its_folder_holds(tmp_path):
+    """Ctrl-C said only 'hwlat: interrupted': not that the demo's folder holds part of a run and that a
+    rerun starts over (the demo keeps nothing of an earlier run)."""
+    import signal
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen([sys.executable, "-m", "hwlat", "demo", "--quick", "--no-progress", "--out", "d"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    for line in proc.stdout:
+        if line.startswith("[2/6]"):
+            break
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert err.strip() == "hwlat: interrupted; d holds what this demo wrote so far, no summary.json: run it again to start over"
+    assert (tmp_path / "d" / "nb201_shots.csv").is_file() and not (tmp_path / "d" / "summary.json").exists()
+
+
+def test_the_predicted_vs_measured_plot_does_not_call_the_verified_archs_within_budget(tmp_path):
+    """Its legend named the verified candidates 'best within budget (5)' while two of them measured over
+    the budget, right of its line in the same plot."""
+    from nas.search.plots import predicted_vs_measured
+
+    svg = predicted_vs_measured(tmp_path / "p.svg", [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4).read_text()
+    assert "<!-- most accurate searched, verified (3) -->" in svg and "within budget" not in svg
+
+
+def test_the_help_gives_each_count_s_default_with_and_without_quick(capsys):
+    """--help said '--shots ... (default 10)', '--front ... (default 6)': with --quick they are 1 and 2."""
+    import re
+
+    from hwlat.commands.demo import DemoSettings
+
+    with pytest.raises(SystemExit):
+        main(["demo", "--help"])
+    text = re.sub(r"\s+", " ", capsys.readouterr().out)
+    full, quick = DemoSettings(), DemoSettings.quick()
+    for option, field in (("--shots", "random_shots"), ("--evaluations", "evaluations"), ("--verify", "verify"),
+                          ("--front", "front")):
+        help_ = text.split(f"{option} {option[2:].upper()} ", 1)[1]
+        assert re.match(rf"[^()]*\(default {getattr(full, field)}[;,] {getattr(quick, field)} with --quick", help_), option
+    assert f"{quick.reference_shots + quick.random_shots} architectures profiled" in text
+
+
+def test_a_percentile_beside_a_budget_is_refused_before_measuring(tmp_path, capsys):
+    """`--percentile 50 --max-latency-ms 1` measured, then searched under 1 ms: --percentile was ignored."""
+    out = tmp_path / "d"
+    assert main(["demo", "--quick", "--percentile", "50", "--max-latency-ms", "1", "--out", str(out), "--no-progress"]) == 1
+    assert capsys.readouterr().err.strip() == ("hwlat: error: --percentile and --max-latency-ms both set the latency "
+                                               "budget: give one of them")
+    assert not out.exists()
+
+
+def test_a_plot_that_cannot_be_written_is_named_and_leaves_no_part_of_it(tmp_path):
+    """A full disk while plotting ended the demo in 'hwlat: error: [Errno 28] No space left on device',
+    naming no file, and left a cut PNG."""
+    import subprocess
+    import sys
+
+    script = ("import resource, signal, sys\nfrom nas.search.plots import predicted_vs_measured\n"
+              "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+              "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))  # files stop growing at 4 kB, as on a full disk\n"
+              "from device_tables.errors import WriteError\n"
+              "try:\n    predicted_vs_measured(sys.argv[1], [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4)\n"
+              "except WriteError as exc:\n    print(exc)\n")
+    png = tmp_path / "p.png"
+    proc = subprocess.run([sys.executable, "-c", script, str(png)], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.strip() == f"cannot write {png}: [Errno 27] File too large", proc.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -53,24 +53,25 @@ def register(sub) -> None:
         "hwlat demo --out results/demo   |   hwlat demo --max-latency-ms 1.0 --dataset cifar100",
     )
     p.add_argument("--out", default="results/demo", help="results folder (default results/demo)")
-    p.add_argument("--quick", action="store_true", help="reduced mode: fewer measurements and evaluations (a few seconds)")
+    p.add_argument("--quick", action="store_true", help="reduced mode: 6 architectures profiled (5 reference + 1 random) with the quick protocol, "
+                        "fewer evaluated and verified (a few seconds)")
     p.add_argument("--threads", type=positive_int, default=1, help="onnxruntime intra-op threads (default 1)")
     p.add_argument("--dataset", default="cifar10", choices=datasets(),
                    help="maximise the NATS-Bench test accuracy on this dataset (default cifar10)")
-    p.add_argument("--percentile", type=percentile, default=30.0,
+    p.add_argument("--percentile", type=percentile,
                    help="latency budget = this percentile of the predicted latencies of all archs (default 30)")
     p.add_argument("--max-latency-ms", type=positive_float, help="use this latency budget (ms) instead of a percentile")
     p.add_argument("--margin", type=verify_margin, default=None, metavar="FRACTION|auto",
                    help="search under budget * (1 + margin) and measure the most accurate until one measures within "
                         "the budget: a fraction (0 for none) or auto (default): the predictor's error band, the 80th "
                         "percentile of its leave-one-out relative error on the measured architectures, at most 0.2")
-    p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10)")
-    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150)")
+    p.add_argument("--shots", type=nonnegative_int, help="random architectures measured besides the references (default 10; 1 with --quick)")
+    p.add_argument("--evaluations", type=positive_int, help="architectures the search scores (default 150; 20 with --quick)")
     p.add_argument("--verify", type=positive_int,
-                   help="most accurate candidates measured per verification round (default 5; at most 3 rounds, "
+                   help="most accurate candidates measured per verification round (default 5, 3 with --quick; at most 3 rounds, "
                         "until none left could beat the best measured within the budget)")
     p.add_argument("--front", type=nonnegative_int,
-                   help="predicted Pareto-front architectures measured across the latency range (default 6)")
+                   help="predicted Pareto-front architectures measured across the latency range (default 6; 2 with --quick)")
     p.add_argument("--seed", type=random_seed, default=0, help="seed of the random shots and of the search (default 0)")
     p.add_argument("--no-plots", action="store_true", help="do not draw the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bars (stage lines only)")
@@ -87,19 +88,28 @@ def _num(x: float) -> str:
 
 def _demo(args: argparse.Namespace) -> int:
     run = _DemoRun(args, _settings(args))
-    run.profile()
-    run.adapt()
-    run.predict_all()
-    run.search()
-    run.verify()
-    run.plot()
-    run.summarize()
+    try:
+        run.profile()
+        run.adapt()
+        run.predict_all()
+        run.search()
+        run.verify()
+        run.plot()
+        run.summarize()
+    finally:
+        run.lock.release()
     sys.stdout.flush()
     return 0
 
 
 def _settings(args: argparse.Namespace) -> DemoSettings:
     """The demo's settings: the quick or full ones with the options given (checked by their parser types)."""
+    from device_tables.errors import HwlatError
+
+    if args.percentile is not None and args.max_latency_ms is not None:
+        raise HwlatError("--percentile and --max-latency-ms both set the latency budget: give one of them")
+    if args.percentile is None:
+        args.percentile = 30.0
     s = DemoSettings.quick() if args.quick else DemoSettings()
     given = {"random_shots": args.shots, "evaluations": args.evaluations, "verify": args.verify,
              "front": args.front}
@@ -117,12 +127,19 @@ class _DemoRun:
 
     def __init__(self, args: argparse.Namespace, s: DemoSettings):
         from device_tables.files import make_parent
+        from device_tables.lock import TableLock
         from nas.spaces import get_space
 
         self.args, self.s = args, s
         self.out = Path(args.out)
         make_parent(self.out / OUTPUTS[0])  # a folder that cannot be made names the file and why
-        self.clear_previous()
+        # held until the demo ends: a second demo into this folder would remove this one's files as it writes them
+        self.lock = TableLock.acquire(self.out / OUTPUTS[0])
+        try:
+            self.clear_previous()
+        except BaseException:
+            self.lock.release()
+            raise
         self.progress = not args.no_progress
         self.space = get_space(SPACE)
         self.stages: dict[str, float] = {}
@@ -318,6 +335,8 @@ class _DemoRun:
 
     def summarize(self) -> None:
         """Print the summary and write it to summary.json."""
+        from device_tables.files import atomic_write_text
+
         total = time.perf_counter() - self.t_all
         _say("\n".join(self._summary_lines(total)))
         m, v, vf, s = self.m, self.v, self.vf, self.s
@@ -341,7 +360,7 @@ class _DemoRun:
             "plots": [str(p) for p in self.plots], "stages_s": {k: round(x, 2) for k, x in self.stages.items()},
             "total_s": round(total, 2),
         }
-        (self.out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+        atomic_write_text(self.out / "summary.json", json.dumps(summary, indent=1) + "\n")
         _say(f"summary     {self.out / 'summary.json'}")
 
     def _regret(self) -> dict[str, float | None]:

@@ -35,9 +35,9 @@ def predicted_vs_measured(path: str | Path, predicted: Sequence[float], measured
                           budget_ms: float | None = None, device: str = "", title: str = "",
                           others_predicted: Sequence[float] = (), others_measured: Sequence[float] = (),
                           others_label: str = "Pareto-front architectures") -> Path:
-    """Scatter of predicted vs measured ms: searched architectures (held out), other held-out
-    architectures (e.g. a Pareto front) and, in grey, the adaptation shots (in-sample), with
-    y = x, ±10% band and the budget."""
+    """Scatter of predicted vs measured ms: the searched architectures verified (held out; some may
+    measure over the budget), other held-out architectures (e.g. a Pareto front) and, in grey, the
+    adaptation shots (in-sample), with y = x, ±10% band and the budget."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 5.0), dpi=120)
     p, m = np.asarray(predicted, float), np.asarray(measured, float)
@@ -55,7 +55,7 @@ def predicted_vs_measured(path: str | Path, predicted: Sequence[float], measured
         k = np.isfinite(om)
         ax.scatter(om[k], op[k], s=30, marker="D", color="tab:green", label=f"{others_label} ({int(k.sum())})")
     ok = np.isfinite(m)
-    ax.scatter(m[ok], p[ok], s=70, marker="*", color="tab:red", zorder=3, label=f"best within budget ({int(ok.sum())})")
+    ax.scatter(m[ok], p[ok], s=70, marker="*", color="tab:red", zorder=3, label=f"most accurate searched, verified ({int(ok.sum())})")
     if budget_ms is not None:
         ax.axvline(budget_ms, color="tab:blue", ls="--", lw=1, label=f"budget {budget_ms:.3g} ms")
         ax.axhline(budget_ms, color="tab:blue", ls=":", lw=1)
@@ -132,10 +132,15 @@ def _clip_low_scores(ax, scores: np.ndarray, quantile: float) -> None:
 
 
 def _save(plt, fig, path: str | Path) -> Path:
-    """Lay out, write the PNG (making its folder) and close the figure."""
+    """Lay out, write the PNG at once (making its folder; a failed write names it and leaves no part of
+    it) and close the figure."""
+    from device_tables.files import atomic_write
+
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path)
-    plt.close(fig)
+    try:
+        atomic_write(path, lambda f: fig.savefig(f, format=path.suffix[1:] or "png"))
+    finally:
+        plt.close(fig)
     return path
