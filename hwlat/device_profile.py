@@ -617,7 +617,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         short = _rows_short(table)
         _say(clock, "rows", f"{len(table.rows('ok'))} stored rows kept" + (
             f" ({_rows_count(short)}; a run given more --minutes than the last measures on)" if short else ""))
-        _cover_families(runtime, table, protocol, clock, _row_pool(runtime, table, targets, per_space), progress)
+        _cover_ops(runtime, table, protocol, clock, _row_pool(runtime, table, targets, per_space), progress)
         return None
     have = {(r["network"], int(r["pass"])) for r in _current_networks(table) if int(r["pass"]) <= 2}
     n_networks = sum(networks)
@@ -673,7 +673,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         pass2.with_name(pass2.name + suffix).unlink(missing_ok=True)
     if pool is None:  # pass 1 was done by an earlier run
         pool = _row_pool(runtime, table, growing or targets, per_space)
-    _cover_families(runtime, table, protocol, clock, pool, progress)
+    _cover_ops(runtime, table, protocol, clock, pool, progress)
     _stage(table, "rows", clock, seconds=round(time.monotonic() - t0, 1), rows=len(table.rows("ok")),
            measured_twice=measured_twice, quieter_in_pass_2=replaced)
     short = _rows_short(table)
@@ -713,20 +713,21 @@ def _row_pool(runtime: Runtime, table: DeviceTable, targets: Sequence[str], per_
                        runtime.dtype())
 
 
-def _cover_families(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
-                    pool: dict[str, tuple[Any, int]], progress: bool) -> None:
-    """Measure the `pool` kernels (`_row_pool`) of every family the table has no row of (measured or
-    refused): a kernel the adaptive rows left out, or one the runtime (a board's firmware) has since
-    learned to run. Without a row of its family a kernel is uncovered and its networks partial."""
+def _cover_ops(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
+              pool: dict[str, tuple[Any, int]], progress: bool) -> None:
+    """Measure the `pool` kernels (`_row_pool`) of every op (a base op, or ops fused into one kernel)
+    the table has no row of (measured or refused): a kernel the adaptive rows left out, one the runtime
+    (a board's firmware) has since learned to run, or one fusion rules found since make (a board's
+    ``bn+relu``). Without a row of its family a kernel is uncovered and its networks partial; without a
+    row of its own op it is regressed from its family's other ops (a ``bn+relu`` from the ``bn`` rows)."""
     from predictors.adaptive import profile_specs_into
-    from predictors.kernel_regressors import family
 
-    have = {family(r.spec) for r in table.rows()}
-    todo = [s for s, _ in pool.values() if family(s) not in have]
+    have = {r.spec.op for r in table.rows()}
+    todo = [s for s, _ in pool.values() if s.op not in have]
     if todo:
-        _say(clock, "rows", f"{len(todo)} kernel(s) of op families without a row "
-                            f"({', '.join(sorted({family(s) for s in todo}))}): measuring them")
-        profile_specs_into(lambda s: runtime.measure(s, protocol), table, todo, progress=progress, desc="families",
+        _say(clock, "rows", f"{len(todo)} kernel(s) of ops without a row "
+                            f"({', '.join(sorted({s.op for s in todo}))}): measuring them")
+        profile_specs_into(lambda s: runtime.measure(s, protocol), table, todo, progress=progress, desc="ops",
                            deadline=time.monotonic() + max(clock.left() - FIT_RESERVE_S, 0.0))
 
 
