@@ -1,0 +1,62 @@
+"""A package that is not installed (an optional extra, or a dependency a user left out): each command
+works without it or says in one line what is missing and how to install it, never a traceback, and
+keeps what it measured. The package is hidden from a real `hwlat` process by an import hook in a
+sitecustomize (as where it is not installed: `import NAME` raises ModuleNotFoundError)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SITECUSTOMIZE = '''
+import os, sys
+
+class _NotInstalled:
+    hidden = set(os.environ["HWLAT_TEST_HIDE"].split(","))
+
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in self.hidden:
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+        return None
+
+sys.meta_path.insert(0, _NotInstalled())
+'''
+
+
+@pytest.fixture(scope="module")
+def hook(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("hide")
+    (folder / "sitecustomize.py").write_text(SITECUSTOMIZE)
+    return folder
+
+
+def hwlat_without(hook: Path, hidden: str, *args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """`hwlat ARGS` in a process where the modules `hidden` (comma-separated) are not installed."""
+    env = {**os.environ, "HWLAT_TEST_HIDE": hidden,
+           "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    return subprocess.run([sys.executable, "-m", "hwlat", *args], cwd=cwd, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_the_hook_hides_the_module(hook, tmp_path):
+    env = {**os.environ, "HWLAT_TEST_HIDE": "matplotlib", "PYTHONPATH": str(hook)}
+    done = subprocess.run([sys.executable, "-c", "import matplotlib"], env=env, capture_output=True, text=True)
+    assert done.returncode == 1 and "No module named 'matplotlib'" in done.stderr
+
+
+def test_demo_without_matplotlib_skips_the_plots_and_keeps_the_summary(hook, tmp_path):
+    """The plots come last: without matplotlib the demo said nothing of them but a traceback, after
+    measuring everything, and wrote no summary.json."""
+    out = tmp_path / "demo"
+    done = hwlat_without(hook, "matplotlib", "demo", "--quick", "--out", str(out), "--no-progress", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stderr
+    assert "[6/6] plots skipped: they need matplotlib" in done.stdout and "pip install matplotlib" in done.stdout
+    assert (out / "summary.json").is_file() and not list(out.glob("*.png"))
+
