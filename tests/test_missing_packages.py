@@ -60,3 +60,12 @@ def test_demo_without_matplotlib_skips_the_plots_and_keeps_the_summary(hook, tmp
     assert "[6/6] plots skipped: they need matplotlib" in done.stdout and "pip install matplotlib" in done.stdout
     assert (out / "summary.json").is_file() and not list(out.glob("*.png"))
 
+
+def test_naswot_search_without_torch_says_what_to_install(hook, tmp_path):
+    """The NASWOT proxy runs each network in torch: without it, one line, not an ImportError from
+    inside the first architecture's score."""
+    done = hwlat_without(hook, "torch", "search", "--space", "nb201", "--predictor", "lut:cpu_onnxruntime_fp32_threads1",
+                         "--as-profiled", "--max-latency-ms", "5", "--budget", "5", "--objective", "naswot", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("hwlat: error:")]
+    assert len(errors) == 1 and "NASWOT" in errors[0] and "pip install torch" in errors[0], done.stderr
