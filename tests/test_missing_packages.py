@@ -69,3 +69,14 @@ def test_naswot_search_without_torch_says_what_to_install(hook, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("hwlat: error:")]
     assert len(errors) == 1 and "NASWOT" in errors[0] and "pip install torch" in errors[0], done.stderr
+
+
+def test_predict_that_fits_regressors_without_sklearn_says_what_to_install(hook, tmp_path):
+    """A table without stored regressors (the emulated boards') fits them when it predicts, with
+    scikit-learn's trees: without it, one line naming the package and --no-regressors."""
+    args = ("predict", "--classic", "mobilenet_v2", "--table", "qemu_mps2_an385_board_int8_threads1")
+    done = hwlat_without(hook, "sklearn", *args, cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("hwlat: error:")]
+    assert len(errors) == 1 and "pip install scikit-learn" in errors[0] and "--no-regressors" in errors[0], done.stderr
+    assert hwlat_without(hook, "sklearn", *args, "--no-regressors", cwd=tmp_path).returncode == 0
