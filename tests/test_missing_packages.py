@@ -80,3 +80,15 @@ def test_predict_that_fits_regressors_without_sklearn_says_what_to_install(hook,
     errors = [ln for ln in done.stderr.splitlines() if ln.startswith("hwlat: error:")]
     assert len(errors) == 1 and "pip install scikit-learn" in errors[0] and "--no-regressors" in errors[0], done.stderr
     assert hwlat_without(hook, "sklearn", *args, "--no-regressors", cwd=tmp_path).returncode == 0
+
+
+def test_runtime_lists_mark_a_runtime_whose_package_is_missing(hook, tmp_path):
+    """--help lists the runtimes; one this machine lacks is marked, before a run says how to install it."""
+    ops = hwlat_without(hook, "ai_edge_litert,tflite_runtime", "profile", "ops", "--help", cwd=tmp_path)
+    assert ops.returncode == 0 and "litert (not installed)" in " ".join(ops.stdout.split()), ops.stdout
+    assert "onnxruntime (not" not in " ".join(ops.stdout.split())
+    search = hwlat_without(hook, "torch", "search", "--help", cwd=tmp_path)
+    assert search.returncode == 0 and "torch (not installed)" in " ".join(search.stdout.split()), search.stdout
+    done = hwlat_without(hook, "ai_edge_litert,tflite_runtime", "profile", "ops", "--runtime", "litert", "--sweep",
+                         "quick", "--out", str(tmp_path / "t"), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr and "pip install ai-edge-litert" in done.stderr
