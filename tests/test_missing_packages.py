@@ -92,3 +92,12 @@ def test_runtime_lists_mark_a_runtime_whose_package_is_missing(hook, tmp_path):
     done = hwlat_without(hook, "ai_edge_litert,tflite_runtime", "profile", "ops", "--runtime", "litert", "--sweep",
                          "quick", "--out", str(tmp_path / "t"), cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr and "pip install ai-edge-litert" in done.stderr
+
+
+def test_optuna_examples_without_optuna_say_what_to_install(hook, tmp_path):
+    env = {**os.environ, "HWLAT_TEST_HIDE": "optuna", "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    for name in ("optuna_constraint.py", "optuna_pareto.py"):
+        done = subprocess.run([sys.executable, str(ROOT / "examples" / name), "--quick"], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert done.returncode != 0 and "Traceback" not in done.stderr, (name, done.stderr)
+        assert "pip install" in done.stderr and "optuna" in done.stderr, (name, done.stderr)
