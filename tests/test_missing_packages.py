@@ -101,3 +101,24 @@ def test_optuna_examples_without_optuna_say_what_to_install(hook, tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode != 0 and "Traceback" not in done.stderr, (name, done.stderr)
         assert "pip install" in done.stderr and "optuna" in done.stderr, (name, done.stderr)
+
+
+def test_bench_transfer_without_torch_names_the_method_that_needs_it(hook, tmp_path):
+    """HELP's MLP is torch: without it, `bench transfer` (every method by default) said so by a traceback
+    from inside HELP's fit, after the methods before it had run; now one line, before any work, naming the
+    methods that run without it."""
+    import numpy as np
+    import pandas as pd
+
+    t = pd.read_csv(ROOT / "device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1.csv").head(200)
+    ms = t.pop(t.columns[-1]).to_numpy()
+    for i, f in enumerate(np.linspace(0.5, 2.0, 6)):
+        t[f"d{i}"] = ms * f
+    t.to_csv(tmp_path / "wide.csv", index=False)
+    done = hwlat_without(hook, "torch", "bench", "transfer", "--space", "nb201", "--table", str(tmp_path / "wide.csv"),
+                         "--train", "d0,d1,d2", "--valid", "d3", "--test", "d4,d5", "--repeats", "1", cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    errors = [ln for ln in done.stderr.splitlines() if ln.startswith("hwlat: error:")]
+    assert len(errors) == 1 and "method help" in errors[0] and "pip install torch" in errors[0], done.stderr
+    assert "--methods macs,params,nearest,ridge,proxy,lowrank,mixture,transfer" in errors[0]
+
