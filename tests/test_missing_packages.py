@@ -122,3 +122,9 @@ def test_bench_transfer_without_torch_names_the_method_that_needs_it(hook, tmp_p
     assert len(errors) == 1 and "method help" in errors[0] and "pip install torch" in errors[0], done.stderr
     assert "--methods macs,params,nearest,ridge,proxy,lowrank,mixture,transfer" in errors[0]
 
+
+def test_torch_example_without_torch_says_what_to_install(hook, tmp_path):
+    env = {**os.environ, "HWLAT_TEST_HIDE": "torch", "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    done = subprocess.run([sys.executable, str(ROOT / "examples" / "differentiable_latency.py"), "--quick"], cwd=tmp_path,
+                          env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode != 0 and "Traceback" not in done.stderr and "pip install torch" in done.stderr, done.stderr
