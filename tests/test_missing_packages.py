@@ -128,3 +128,12 @@ def test_torch_example_without_torch_says_what_to_install(hook, tmp_path):
     done = subprocess.run([sys.executable, str(ROOT / "examples" / "differentiable_latency.py"), "--quick"], cwd=tmp_path,
                           env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode != 0 and "Traceback" not in done.stderr and "pip install torch" in done.stderr, done.stderr
+
+
+def test_fuzz_benchmark_without_hypothesis_says_what_to_install(hook, tmp_path):
+    env = {**os.environ, "HWLAT_TEST_HIDE": "hypothesis", "PYTHONPATH": os.pathsep.join([str(hook), str(ROOT)])}
+    done = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "fuzz.py"), "--help"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.strip().splitlines() == ["fuzz.py: error: the fuzzers need hypothesis (in the test extra): "
+                                                ".venv/bin/pip install -e '.[test]' (or pip install hypothesis)"]
