@@ -137,3 +137,23 @@ def test_fuzz_benchmark_without_hypothesis_says_what_to_install(hook, tmp_path):
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.strip().splitlines() == ["fuzz.py: error: the fuzzers need hypothesis (in the test extra): "
                                                 ".venv/bin/pip install -e '.[test]' (or pip install hypothesis)"]
+
+
+@pytest.mark.parametrize("module", ["numpy", "filelock"])
+def test_a_missing_dependency_is_one_line_and_version_still_answers(hook, tmp_path, module):
+    """hwlat's own dependencies (device_tables imports numpy and filelock first thing): `--version` answers
+    without them, every other command says which package to install, where each was a traceback."""
+    version = hwlat_without(hook, module, "--version", cwd=tmp_path)
+    assert version.returncode == 0 and version.stdout.startswith("hwlat "), version.stderr
+    for args in (("--help",), ("table", "list")):
+        done = hwlat_without(hook, module, *args, cwd=tmp_path)
+        assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.splitlines() == [f"hwlat: error: the Python package {module} is not installed (no module "
+                                            f"{module!r}); hwlat needs it here: pip install {module}"]
+
+
+def test_a_dependency_missing_deep_in_a_command_is_one_line(hook, tmp_path):
+    done = hwlat_without(hook, "tqdm", "profile", "archs", "--space", "nb201", "--archs", "0:2", "--protocol", "quick",
+                         "--out", str(tmp_path / "a"), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1].endswith("hwlat needs it here: pip install tqdm")
