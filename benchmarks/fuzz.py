@@ -22,7 +22,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from fuzzers import FUZZERS, Counter  # noqa: E402
+try:
+    from fuzzers import FUZZERS, Counter  # noqa: E402
+except ModuleNotFoundError as exc:
+    if exc.name != "hypothesis":
+        raise
+    raise SystemExit("fuzz.py: error: the fuzzers need hypothesis (in the test extra): "
+                     ".venv/bin/pip install -e '.[test]' (or pip install hypothesis)") from None
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -10,7 +10,10 @@ softmax temperature annealed (as FBNet does) so the derived architecture matches
 
 import argparse
 
-import torch
+try:
+    import torch
+except ImportError:
+    raise SystemExit("error: this example needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu") from None
 
 from nas.arch_predictors import CallablePredictor, load_arch_predictor
 from nas.constraints import LatencyConstraint

@@ -8,7 +8,11 @@ budget as a constraint. (`nas.search.optuna_pareto` wraps the same; see optuna_p
 import argparse
 
 import numpy as np
-import optuna
+
+try:
+    import optuna
+except ImportError:
+    raise SystemExit("error: this example needs optuna: pip install optuna") from None
 
 from device_tables.errors import HwlatError
 from nas.constraints import LatencyConstraint, suggest_arch

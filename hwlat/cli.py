@@ -9,9 +9,10 @@ import os
 import signal
 import sys
 import threading
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
-from device_tables.errors import HwlatError
+if TYPE_CHECKING:
+    from device_tables.errors import HwlatError
 
 # Modules that register top-level commands, in --help order.
 COMMAND_MODULES = (
@@ -87,12 +88,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     for stream in (sys.stdout, sys.stderr):
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
+    try:
+        from device_tables.errors import HwlatError  # device_tables imports numpy, filelock, ...
+    except ModuleNotFoundError as exc:
+        if argv != ["--version"]:  # which still answers
+            return _not_installed(exc)
+        HwlatError = type("HwlatError", (Exception,), {})  # none is raised
     if argv == ["--version"]:  # without building every command's parser; a closed or full output as any command's
         from hwlat import __version__
 
         parser, args = None, argparse.Namespace(verbose=0, func=lambda _: print(f"hwlat {__version__}", flush=True))
     else:
-        parser = build_parser(argv)
+        try:
+            parser = build_parser(argv)
+        except ModuleNotFoundError as exc:
+            return _not_installed(exc)
         args = parser.parse_args(argv)
     handler = _LogHandler()
     handler.setFormatter(_LogFormat())
@@ -110,6 +120,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except HwlatError as exc:
         print(f"hwlat: error: {exc}{_protocol_hint(exc)}", file=sys.stderr)
         return 1
+    except ModuleNotFoundError as exc:  # a last resort: the runtimes and optional pieces name their own install
+        return _not_installed(exc)
     except BrokenPipeError:  # output piped into `head` and the like
         sys.stderr.close()
         return 0
@@ -158,6 +170,24 @@ def _default_sigterm_in_child() -> None:
 os.register_at_fork(after_in_child=_default_sigterm_in_child)
 
 
+# pip's names of modules whose distribution is named otherwise (a runtime's own module is named by its
+# `check_available`, with its install command)
+_DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "serial": "pyserial"}
+_OWN_PACKAGES = ("hwlat", "device_tables", "profilers", "predictors", "nas")
+
+
+def _not_installed(exc: ModuleNotFoundError) -> int:
+    """One line for a module that is not installed, naming its pip install (exit 1); a module of hwlat's
+    own missing is a broken install or a bug: its traceback."""
+    top = (exc.name or "").split(".")[0]
+    if not top or top in _OWN_PACKAGES:
+        raise exc
+    dist = _DISTRIBUTIONS.get(top, top)
+    print(f"hwlat: error: the Python package {dist} is not installed (no module {top!r}); hwlat needs it "
+          f"here: pip install {dist}", file=sys.stderr)
+    return 1
+
+
 def _protocol_hint(exc: HwlatError) -> str:
     """For a table resumed with another protocol: the flags that give the table's own."""
     from device_tables.errors import ResumeSettingsError
@@ -175,6 +205,8 @@ def run_script(main: Callable[[], int | None]) -> int:
     """The exit code of a script's `main` (the benchmarks'), with a `HwlatError` as one ``SCRIPT: error:``
     line and exit 1 (missing public data, an unknown table), as the command line reports it."""
     from pathlib import Path
+
+    from device_tables.errors import HwlatError
 
     try:
         return int(main() or 0)

@@ -1410,13 +1410,16 @@ def profile_command(table: DeviceTable) -> str:
 def machine_differences(table: DeviceTable) -> list[str]:
     """How this machine differs from the one a CPU table was measured on (CPU model, SIMD flags, the
     runtime's package versions), each as ``what: table's -> this host's``; [] for a table of another
-    kind of hardware or of a runtime not installed here."""
+    kind of hardware or of a runtime unknown here. A runtime whose package is not installed here differs
+    by the CPU alone: the same machine without it is not another machine (what to install is said where
+    the runtime is needed)."""
     from device_tables.device import host_differences
     from profilers.runtimes import runtimes
 
     if table.device.hardware != "cpu" or table.device.runtime not in runtimes():
         return []
-    return host_differences(table.device.fingerprint, runtimes()[table.device.runtime].packages)
+    cls = runtimes()[table.device.runtime]
+    return host_differences(table.device.fingerprint, cls.packages if cls.installed() else ())
 
 
 def table_warnings(table: DeviceTable) -> list[str]:

@@ -235,6 +235,15 @@ def make_methods(names: Sequence[str]) -> list[Method]:
     unknown = [n for n in names if n not in METHODS]
     if unknown:
         raise ProtocolError(f"unknown method(s) {', '.join(unknown)}; choose from all, {', '.join(METHODS)}")
+    if "help" in names:  # now, not from inside its first fit after the other methods ran
+        from profilers.torch_eager.runtime import import_torch
+
+        try:
+            import_torch()
+        except HwlatError as exc:
+            others = ",".join(n for n in METHODS if n != "help")
+            raise ProtocolError(f"method help (a meta-learned MLP) runs in PyTorch: {exc}; or leave it out "
+                                f"(--methods {others})") from None
     return [METHODS[n]() for n in names]
 
 

@@ -242,8 +242,11 @@ class FamilyRegressor:
         self.seed = seed
 
     def fit(self, specs: Sequence[OpSpec], ms: Sequence[float]) -> "FamilyRegressor":
-        from sklearn.tree import DecisionTreeRegressor
-
+        try:
+            from sklearn.tree import DecisionTreeRegressor
+        except ImportError as exc:
+            raise RegressorError(f"fitting the kernel regressors needs scikit-learn ({exc}): pip install scikit-learn; "
+                                 "or predict from the table's rows alone (hwlat predict --no-regressors)") from None
         y = np.asarray(ms, dtype=np.float64)
         if len(specs) == 0:
             raise RegressorError(f"no rows to fit the {self.name} regressor")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import abc
+import importlib.util
 import inspect
 import logging
 import numbers
@@ -96,6 +97,9 @@ class Runtime(abc.ABC):
     # The installed distributions whose versions decide this runtime's numbers (compared with a
     # table's fingerprint before it predicts for this machine).
     packages: tuple[str, ...] = ()
+    # The top-level modules it runs on, one of which will do: with none installed, the lists of runtimes
+    # (`--runtime` help) say so.
+    modules: ClassVar[tuple[str, ...]] = ()
     # The flags of this runtime's own settings (``--opt-level``, ``--xnnpack``, ...).
     cli_options: ClassVar[tuple[Option, ...]] = ()
     # Whether its memory planner reuses a freed activation buffer only for a tensor of the same shape
@@ -214,6 +218,17 @@ class Runtime(abc.ABC):
         return [s for s in specs if s.dtype == self.dtype()]
 
     # ---- whole networks ------------------------------------------------------------------
+    @classmethod
+    def installed(cls) -> bool:
+        """Whether one of its `modules` is installed (found, not imported); True where it names none."""
+        for name in cls.modules:
+            try:
+                if importlib.util.find_spec(name) is not None:
+                    return True
+            except (ImportError, ValueError):
+                pass
+        return not cls.modules
+
     @classmethod
     def times_whole_models(cls) -> bool:
         """Whether this runtime times whole networks (`time_model`): calibration, scores and arch tables need it."""

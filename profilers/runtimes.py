@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
-from typing import Any
+from typing import Any, Iterable
 
 import device_tables.table as table_module
 from device_tables.errors import HwlatError, RuntimeUnavailableError
@@ -32,6 +32,12 @@ def runtimes() -> dict[str, type[Runtime]]:
     """Every runtime by CLI name: the built-in ones, then installed plugins (a plugin may not take a
     built-in name; one that fails to import is skipped with a warning)."""
     return REGISTRY.all()
+
+
+def listed(names: Iterable[str]) -> str:
+    """Runtime names joined by commas, each whose package is not installed here marked so."""
+    found = runtimes()
+    return ", ".join(n if found[n].installed() else f"{n} (not installed)" for n in names)
 
 
 def runtime_class(name: str) -> type[Runtime]:

@@ -310,6 +310,11 @@ class _DemoRun:
         if self.args.no_plots:
             _say("[6/6] plots skipped (--no-plots)")
             return
+        try:  # what was measured and found is summarised all the same
+            import matplotlib  # noqa: F401
+        except ImportError as exc:
+            _say(f"[6/6] plots skipped: they need matplotlib ({exc}): pip install matplotlib")
+            return
         from nas.search.plots import accuracy_pareto, predicted_vs_measured
 
         m, ok, v, vf = self.m, self.ok, self.v, self.vf

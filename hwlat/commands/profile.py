@@ -71,11 +71,11 @@ def add_runtime_argument(p: argparse.ArgumentParser, default: str | None = None,
                          which: Callable[[type], bool] = lambda cls: True) -> None:
     """--runtime; its help lists the registered runtimes (built-in and plugins) that `which` accepts
     (an unknown name is one clear error from the registry, as in the Python API)."""
-    from profilers.runtimes import runtimes
+    from profilers.runtimes import listed, runtimes
 
     names = [name for name, cls in runtimes().items() if which(cls)]
     p.add_argument("--runtime", required=default is None, default=default,
-                   help=f"runtime: {', '.join(names)}" + (f" (default {default})" if default else ""))
+                   help=f"runtime: {listed(names)}" + (f" (default {default})" if default else ""))
 
 
 def add_runtime_options(p: argparse.ArgumentParser) -> None:

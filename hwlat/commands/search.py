@@ -70,11 +70,11 @@ def register(sub) -> None:
                    help="where --verify finds candidates: auto (default): every architecture of the space ranked by "
                         "the objective when that is a lookup (accuracy:* on nb201), else the search's, searched "
                         "again under the budget corrected by what was measured; search: always the search's")
-    from profilers.runtimes import runtimes
+    from profilers.runtimes import listed, runtimes
 
     able = [name for name, cls in runtimes().items() if cls.times_archs()]  # plugins' too
-    p.add_argument("--runtime", choices=able, help="runtime of --verify (default: a lut: table's runtime where "
-                                                    "it can time architectures here, else onnxruntime)")
+    p.add_argument("--runtime", choices=able, help=f"runtime of --verify: {listed(able)} (default: a lut: table's "
+                                                    "runtime where it can time architectures here, else onnxruntime)")
     p.add_argument("--threads", type=positive_int, help="runtime threads of --verify (default: a lut: table's "
                                                         "threads with its runtime, else 1)")
     p.add_argument("--precision", choices=["fp32", "fp16", "bf16", "int8"],

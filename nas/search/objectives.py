@@ -133,6 +133,12 @@ class NaswotProxy(Objective):
         super().__init__(space)
         if batch < 2:
             raise ObjectiveError(f"NASWOT needs a batch of at least 2 inputs, got {batch}")
+        from profilers.torch_eager.runtime import import_torch
+
+        try:  # now, not from deep inside the first architecture's score
+            import_torch()
+        except HwlatError as exc:
+            raise ObjectiveError(f"the NASWOT proxy runs networks in PyTorch: {exc}") from None
         self.batch = batch
         self.seed = seed
         self.threads = threads

@@ -46,6 +46,7 @@ class LiteRTRuntime(Runtime):
 
     name = "litert"
     packages = ("ai-edge-litert", "tflite-runtime")
+    modules = tuple(m.split(".")[0] for m, _ in INTERPRETER_MODULES)
     network_dtypes = ("float32", "int8")
     cli_options = (Option("--xnnpack", "xnnpack", "XNNPACK delegate on (default) or off; off names another device",
                           choices=("on", "off"), values={"on": True, "off": False}),)

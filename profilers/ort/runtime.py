@@ -45,6 +45,7 @@ class OnnxRuntime(Runtime):
 
     name = "onnxruntime"
     packages = ("onnxruntime", "onnxruntime-gpu")
+    modules = ("onnxruntime",)
     @classmethod
     def device_flags(cls, device: Device) -> list[str]:
         return super().device_flags(device) + ([] if device.hardware == "cpu" else ["--provider cuda"])

@@ -189,6 +189,7 @@ class TFLMRuntime(Runtime):
 
     name = "tflm"
     packages = ("tflite-micro",)
+    modules = ("tflite_micro",)
     network_dtypes = ("float32", "int8")
 
     def __init__(self, threads: int = 1, precision: str = "int8", arena_kb: float | None = None,

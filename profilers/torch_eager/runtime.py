@@ -71,6 +71,7 @@ class TorchRuntime(Runtime):
 
     name = "torch"
     packages = ("torch",)
+    modules = ("torch",)
     @classmethod
     def device_flags(cls, device: Device) -> list[str]:
         return super().device_flags(device) + ([] if device.hardware == "cpu" else ["--device cuda"])
