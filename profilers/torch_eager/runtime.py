@@ -28,7 +28,7 @@ from profilers.protocol import Protocol, TimedCall, measure, perf_timer
 
 log = logging.getLogger(__name__)
 
-INSTALL_HINT = "pip install torch --index-url https://download.pytorch.org/whl/cpu"
+INSTALL_HINT = "pip install 'torch>=2.2,<2.14' --index-url https://download.pytorch.org/whl/cpu"
 SUPPORTED_DEVICES = ("cpu", "cuda", "cuda:N")
 # hwlat precision -> torch dtype name. The op keys stay float32: the precision names the device.
 PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
