@@ -294,3 +294,18 @@ def test_verify_measures_at_the_precision_given(tmp_path, capsys):
     assert "objective:" not in said.out and "measures fp32 only (asked for int8)" in said.err, said
     assert main(args[:-4]) == 0  # by default: the table's own runtime, threads and precision
     assert "measured on cpu/litert/int8/threads=1/xnnpack=on" in capsys.readouterr().out
+
+
+def test_a_search_without_verify_makes_no_runtime_of_the_tables(tmp_path):
+    """--verify's defaults were read from a lut: table's device by making its runtime even without --verify:
+    a search that measures nothing imported torch for a torch table and, with the table's threads over the
+    usable cores, warned that 'timings will include oversubscription'."""
+    import subprocess
+    import sys
+
+    code = ("import os, sys; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); from hwlat.cli import main; "
+            "sys.exit(main(['search', '--space', 'nb201', '--predictor', 'lut:cpu_litert_fp32_threads2', "
+            "'--max-latency-ms', '5', '--budget', '8', '--population', '4', '--no-progress']))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert "oversubscription" not in done.stderr, done.stderr

@@ -176,11 +176,14 @@ def build_predictor(args: argparse.Namespace, space):
 def verify_device_defaults(args: argparse.Namespace, pred) -> None:
     """Fill in --runtime, --threads and --precision where not given: those of a lut: predictor's table where that
     runtime can time architectures here and, so set, measures the table's device (not a table of other
-    settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread."""
+    settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread. Without --verify nothing is
+    measured: no runtime is made (it imported torch, and warned of oversubscribed timings none would take)."""
     from device_tables.errors import HwlatError
     from nas.spaces.measure import runtime_device
     from profilers.runtimes import get_runtime, runtimes
 
+    if not args.verify:
+        return
     lut = getattr(pred, "lut", None)
     dev = lut.table.device if lut is not None else None
     if args.runtime is None and dev is not None and getattr(runtimes().get(dev.runtime), "times_archs", bool)():
