@@ -146,6 +146,18 @@ def test_table_list_of_a_folder_lists_its_device_tables_and_names_a_damaged_one(
     assert_one_error(run_cli(capsys, "table", "list", str(tmp_path / "good.csv")), "not a folder")
 
 
+def test_table_list_of_a_folder_names_a_table_whose_json_is_damaged(capsys, device_table, tmp_path):
+    """A table whose NAME.json was cut (not JSON) was left out of the list without a word, as if no table were
+    there; a damaged CSV was named unreadable."""
+    shutil.copy(device_table.with_suffix(".csv"), tmp_path / "cut.csv")
+    (tmp_path / "cut.json").write_text('{"schema": "hwlat.device_table", "dev')
+    code, out, err = run_cli(capsys, "table", "list", str(tmp_path))
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and lines[0].startswith("cut") and "unreadable:" in lines[0] and "cut.json" in lines[0], out
+    assert lines[1].startswith("good"), out
+
+
 # ---- sweep files: geometry checked before any table exists -----------------------------------
 @pytest.mark.parametrize("field, value, says", [
     ("kernel", "-3", "kernel is -3; needs a whole number of 1 or more"),

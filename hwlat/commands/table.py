@@ -189,9 +189,10 @@ def _list(args: argparse.Namespace) -> int:
         stems = [TABLES_DIR / name for name in available()]
     elif not folder.is_dir():
         raise HwlatError(f"{folder}: not a folder (`hwlat table list FOLDER` lists the device tables in one)")
-    else:  # the NAME.csv + NAME.json pairs whose JSON is a device table's (an arch table's is another schema)
+    else:  # the NAME.csv + NAME.json pairs whose JSON is a device table's (an arch table's is another schema),
+        # or no JSON object at all (a damaged one: named unreadable below)
         stems = sorted(j.with_suffix("") for j in folder.glob("*.json")
-                       if j.with_suffix(".csv").is_file() and (json_object(j) or {}).get("schema") == SCHEMA)
+                       if j.with_suffix(".csv").is_file() and (json_object(j) or {"schema": SCHEMA}).get("schema") == SCHEMA)
         if not stems:
             print(f"no device tables in {folder}", file=sys.stderr)
     for stem in stems:
