@@ -1132,3 +1132,15 @@ def test_a_negative_calibration_overhead_takes_at_most_half_of_a_tiny_networks_k
     assert p.total_ms == pytest.approx(0.5 * kernels) and math.isclose(p.total_ms, kernels + p.overhead_ms)
     lut.calibration = Calibration(constant_ms=-0.1 * kernels, n_models=4)  # a small offset is kept as fitted
     assert lut.predict_graph(Graph.from_specs([CONV, RELU])).overhead_ms == pytest.approx(-0.1 * kernels)
+
+
+def test_a_runtime_not_installed_is_looked_up_once_per_process(caplog):
+    """`same_shape_planner` lost its cache when `runtime_limits` was added above it: every prediction looked
+    the runtime up again in the registry, and hwlat -vv said 'runtime ... is not installed' once per network."""
+    import logging
+
+    from predictors.lut.predictor import same_shape_planner
+
+    with caplog.at_level(logging.DEBUG, logger="predictors.lut"):
+        assert [same_shape_planner("no-such-runtime-here") for _ in range(3)] == [False] * 3
+    assert caplog.text.count("'no-such-runtime-here' is not installed") == 1, caplog.text

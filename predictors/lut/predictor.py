@@ -449,6 +449,7 @@ def runtime_limits(runtime: str):
         return lambda spec, device: None
 
 
+@functools.cache
 def same_shape_planner(runtime: str) -> bool:
     """Whether a runtime's memory planner reuses a freed buffer only for a tensor of the same shape
     (`profilers.base.Runtime.same_shape_planner`); False for a runtime whose plugin is not installed."""
