@@ -178,7 +178,7 @@ def test_missing_torch_is_reported(monkeypatch):
     from profilers.torch_eager.runtime import import_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)
-    with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install torch"):
+    with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install 'torch>="):
         import_torch()
 
 
