@@ -309,3 +309,14 @@ def test_a_search_without_verify_makes_no_runtime_of_the_tables(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0, done.stderr
     assert "oversubscription" not in done.stderr, done.stderr
+
+
+def test_verify_threads_given_keep_the_tables_runtime(capsys):
+    """--threads 2 with a LiteRT table: the default runtime is the table's (as --help says), at 2 threads; the
+    device made at 2 threads was compared with the table's at 1, never the same, so it measured on onnxruntime."""
+    args = ["search", "--space", "nb201", "--predictor", "lut:cpu_litert_fp32_threads1", "--max-latency-ms", "0.5",
+            "--budget", "8", "--population", "4", "--top", "1", "--verify-rounds", "1", "--verify", "--protocol",
+            "quick", "--no-progress", "--verify-pool", "search", "--threads", "2"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "measured on litert (threads=2" in out and "measured on onnxruntime" not in out, out

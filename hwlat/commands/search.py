@@ -178,6 +178,7 @@ def verify_device_defaults(args: argparse.Namespace, pred) -> None:
     runtime can time architectures here and, so set, measures the table's device (not a table of other
     settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread. Without --verify nothing is
     measured: no runtime is made (it imported torch, and warned of oversubscribed timings none would take)."""
+    from device_tables.device import Device
     from device_tables.errors import HwlatError
     from nas.spaces.measure import runtime_device
     from profilers.runtimes import get_runtime, runtimes
@@ -187,10 +188,14 @@ def verify_device_defaults(args: argparse.Namespace, pred) -> None:
     lut = getattr(pred, "lut", None)
     dev = lut.table.device if lut is not None else None
     if args.runtime is None and dev is not None and getattr(runtimes().get(dev.runtime), "times_archs", bool)():
-        threads = args.threads or int(dict(dev.settings).get("threads", 1))
+        settings = dict(dev.settings)
+        threads = args.threads or int(settings.get("threads", 1))
         precision = args.precision or dev.precision
+        if "threads" in settings:  # the table's device at the --threads and --precision given
+            settings["threads"] = threads
+        wanted = Device.make(dev.hardware, dev.runtime, precision, **settings).name
         try:
-            same = runtime_device(get_runtime(dev.runtime, threads=threads, precision=precision)).name == dev.name
+            same = runtime_device(get_runtime(dev.runtime, threads=threads, precision=precision)).name == wanted
         except HwlatError:  # the runtime cannot be made here: the defaults, and the mismatch is said
             same = False
         if same:
