@@ -789,7 +789,6 @@ def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_t
     measured (the regressors price the rest: the stage is done); a plain rerun keeps the rows, and one
     given more time measures the rest, never re-measuring a stored row."""
     from hwlat.device_profile import POOL_PER_SPACE, _Clock, _row_pool, _rows_short, _rows_stage, table_stages
-    from predictors.kernel_regressors import family
     from profilers.protocol import Protocol
     from profilers.runtimes import get_runtime
 
@@ -812,12 +811,12 @@ def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_t
     assert _rows_short(DeviceTable.load(out))["unmeasured"] == len(pool) - tried
     assert f"{tried} of {len(pool)} kernels measured" in table_stages(DeviceTable.load(out))["rows"]  # `table show`
     before = rows_by_key(out)
-    have = {family(DeviceTable.load(out).get(k).spec) for k in before}
-    uncovered = {k for k, (s, _) in pool.items() if family(s) not in have}  # families the short run reached no row of
+    have = {DeviceTable.load(out).get(k).spec.op for k in before}
+    uncovered = {k for k, (s, _) in pool.items() if s.op not in have}  # ops the short run reached no row of
     with DeviceTable.open(out, rt.device(), {}) as table:  # a rerun that is given no more time: rows kept
         assert _rows_stage(rt, table, quick, _Clock(4), ["nb201"], POOL_PER_SPACE, (3, 2), False, grow=False) is None
     kept = rows_by_key(out)
-    assert {k: kept[k] for k in before} == before and set(kept) - set(before) <= uncovered  # only rows of new families
+    assert {k: kept[k] for k in before} == before and set(kept) - set(before) <= uncovered  # only rows of new ops
     extra = COLUMNS.index("extra")
     twice = {k for k, r in before.items() if json.loads(r[extra] or "{}").get("passes") == 2}
     assert twice  # the short run's second pass measured some rows again
