@@ -122,6 +122,7 @@ def test_a_demo_run_again_into_its_folder_leaves_nothing_of_the_last_run(tmp_pat
              "nb201_verified.stats.csv", "summary.json"]
     for name in [*stale, "notes.txt"]:
         (out / name).write_text("from the last run\n")
+    (out / ".hwlat-demo").write_text("")  # the last run was a demo's
     assert main(["demo", "--quick", "--no-plots", "--front", "0", "--out", str(out), "--no-progress"]) == 0
     capsys.readouterr()
     assert (out / "notes.txt").read_text() == "from the last run\n"  # not the demo's: kept
@@ -152,6 +153,17 @@ def test_a_second_demo_into_a_folder_a_demo_is_writing_stops_and_removes_nothing
     assert f"{out / 'summary.json'} is being written by pid {holder.pid}" in err and "choose another --out" in err
     assert all((out / name).read_text() == "the running demo's\n" for name in ("summary.json", "nb201_shots.csv",
                                                                                  "predictor.json"))
+
+
+def test_a_folder_of_the_users_own_files_of_a_demos_names_is_refused_and_kept(tmp_path, capsys):
+    """`hwlat demo --out .` in a folder of the user's own summary.json or pareto_front.png deleted them
+    without a word (a demo cleared every file of its outputs' names)."""
+    for name in ("summary.json", "pareto_front.png"):
+        (tmp_path / name).write_text("mine\n")
+    assert main(["demo", "--quick", "--out", str(tmp_path), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "holds summary.json, pareto_front.png, which a demo would replace, and no demo wrote them" in err, err
+    assert all((tmp_path / name).read_text() == "mine\n" for name in ("summary.json", "pareto_front.png"))
 
 
 def test_an_interrupted_demo_says_what_its_folder_holds(tmp_path):

@@ -120,6 +120,7 @@ def _settings(args: argparse.Namespace) -> DemoSettings:
 # What a demo writes into its folder: files, and arch tables (each a few files).
 OUTPUTS = ("summary.json", "predicted_vs_measured.png", "pareto_front.png", "predictor.npz", "predictor.json")
 TABLES = ("nb201_shots", "nb201_verified", "nb201_front")
+MARKER = ".hwlat-demo"  # written into the folder by every demo: the files above there are a demo's to replace
 
 
 class _DemoRun:
@@ -150,11 +151,22 @@ class _DemoRun:
 
     def clear_previous(self) -> None:
         """Remove what an earlier demo wrote into this folder (and only that): a run with --no-plots or
-        --front 0, or one interrupted, would otherwise leave the last run's plots and summary beside its own."""
+        --front 0, or one interrupted, would otherwise leave the last run's plots and summary beside its own.
+        A folder holding files of those names that no demo wrote (no `MARKER`, no demo's summary.json:
+        `--out .` among the user's own files) is refused, its files kept."""
         from device_tables.archtable import arch_table_paths
+        from device_tables.errors import HwlatError
+        from device_tables.files import json_object
 
+        summary = json_object(self.out / "summary.json") or {}
+        ours = (self.out / MARKER).exists() or {"settings", "budget_rule"} <= summary.keys()
+        theirs = [name for name in OUTPUTS if (self.out / name).exists()]
+        if theirs and not ours:
+            raise HwlatError(f"{self.out} holds {', '.join(theirs)}, which a demo would replace, and no demo wrote them "
+                             "there: give another --out")
         for path in [self.out / name for name in OUTPUTS] + [p for t in TABLES for p in arch_table_paths(self.out / t)]:
             path.unlink(missing_ok=True)
+        (self.out / MARKER).write_text("written by `hwlat demo`, which replaces its files here on each run\n")
 
     def profile(self) -> None:
         """1. Measure the reference and random architectures (`m`; `ok`: those measured)."""
