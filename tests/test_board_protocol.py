@@ -453,9 +453,9 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
     assert len(DeviceTable.load(tmp_path / "t")) == 1
 
 
-def test_a_board_replugged_with_another_firmware_is_refused_not_measured_into_the_same_rows(peers, tmp_path):
-    """A board reflashed while a run went on (or an emulator restarted on an image rebuilt since) was
-    measured on into the table of the firmware the run began with."""
+def _unplugged_on_its_first_run(peers, tmp_path):
+    """A board runtime on a stable port name (as udev gives a replugged board) whose board was unplugged
+    on its first RUN: (runtime, port)."""
     model = FirmwareModel()
 
     def unplug_on_first_run(line):
@@ -470,6 +470,13 @@ def test_a_board_replugged_with_another_firmware_is_refused_not_measured_into_th
     rt = BoardRuntime(board=f"serial:{port},timeout=0.3,transfer=stream", runs=4, warmup=1)
     with pytest.raises(BoardError, match="unplugged"):
         rt.measure(SPECS[1], Protocol.preset("quick"))
+    return rt, port
+
+
+def test_a_board_replugged_with_another_firmware_is_refused_not_measured_into_the_same_rows(peers, tmp_path):
+    """A board reflashed while a run went on (or an emulator restarted on an image rebuilt since) was
+    measured on into the table of the firmware the run began with."""
+    rt, port = _unplugged_on_its_first_run(peers, tmp_path)
     newer = FirmwareModel()
     second = peers(lambda line: ["OK ID proto=1 fw=fake/2 git=def board=fake core=cortex-m4"] if line == "ID"
                    else newer(line))
@@ -500,20 +507,7 @@ def test_a_second_run_on_a_board_in_use_is_refused_naming_the_port(peers):
 def test_a_board_replugged_after_an_unplug_is_opened_again_by_the_next_call(peers, tmp_path):
     """The runtime kept the dead port after an unplug, so a later call (a rerun on a cluster worker,
     whose runtime lives on) failed again without reopening it."""
-    model = FirmwareModel()
-
-    def unplug_on_first_run(line):
-        if line.startswith("RUN"):
-            os.close(first.master)
-            return []
-        return model(line)
-
-    first = peers(unplug_on_first_run)
-    port = tmp_path / "ttyBOARD"  # a stable name for the port, as udev gives a replugged board
-    port.symlink_to(first.path)
-    rt = BoardRuntime(board=f"serial:{port},timeout=0.3,transfer=stream", runs=4, warmup=1)
-    with pytest.raises(BoardError, match="unplugged"):
-        rt.measure(SPECS[1], Protocol.preset("quick"))
+    rt, port = _unplugged_on_its_first_run(peers, tmp_path)
     second = peers(FirmwareModel())
     port.unlink()
     port.symlink_to(second.path)
