@@ -91,12 +91,21 @@ class TableLock:
     @classmethod
     def writer(cls, stem: Path) -> str | None:
         """The live process writing the table ``stem``, as `holder` names it; None where none is (a reader
-        takes no lock: this reads the holder's file only)."""
+        takes no lock: this reads the holder's file, then tries the lock without waiting and gives it back
+        at once), or where it is this process (a script that profiles and predicts)."""
         lock = cls(stem)
         if not lock.holder_path.exists():
             return None
         who = lock.holder()
-        return None if who == "another process" else who
+        if who == "another process" or who.split(" ")[:2] == ["pid", str(os.getpid())]:
+            return None
+        probe = FileLock(str(lock.path), thread_local=False)  # a file of its own: not this process's hold
+        try:
+            probe.acquire(timeout=0)
+        except (Timeout, OSError):  # held (or cannot be tried: a read-only folder): the holder's file says who
+            return who
+        probe.release()  # nobody holds it: the holder's file was left by a run that ended (its pid reused since)
+        return None
 
     def release(self) -> None:
         """Give the lock back (the holder's file first, while still held); nothing when not held."""

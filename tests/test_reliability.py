@@ -713,6 +713,25 @@ def test_a_prediction_from_a_table_being_written_says_so_naming_the_writer(tmp_p
     assert code == 0 and "is being written" not in err, err
 
 
+def test_the_writer_of_a_table_is_a_process_holding_its_lock_not_this_one_or_a_stale_file(tmp_path):
+    """`TableLock.writer` believed the holder's file alone: a file left by a run that ended, whose pid is
+    alive again (reused), or this very process (a script that profiles and predicts), was 'a writer'."""
+    from device_tables.lock import TableLock
+
+    stem = tmp_path / "T"
+    live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
+    try:
+        (tmp_path / "T.lock").write_text("")
+        (tmp_path / "T.lock.holder").write_text(f"{live.pid} hwlat profile ops --out T\n")  # nobody holds the lock
+        assert TableLock.writer(stem) is None
+        with TableLock.acquire(stem):  # held by this process: not another run writing it
+            assert TableLock.writer(stem) is None
+            (tmp_path / "T.lock.holder").write_text(f"{live.pid} hwlat profile ops --out T\n")
+            assert TableLock.writer(stem) == f"pid {live.pid} (hwlat profile ops --out T)"  # held, named
+    finally:
+        live.communicate(b"")
+
+
 def test_forked_workers_ended_by_their_pool_stay_quiet(tmp_path):
     """A pool's terminate() sends its workers SIGTERM; with the command's SIGTERM handler inherited they
     each printed a KeyboardInterrupt traceback after `predict --archs` (and the speed reading's child)."""
