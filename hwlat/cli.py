@@ -183,6 +183,16 @@ def _not_installed(exc: ModuleNotFoundError) -> int:
     if not top or top in _OWN_PACKAGES:
         raise exc
     dist = _DISTRIBUTIONS.get(top, top)
+    import importlib.util
+
+    try:
+        present = top != exc.name and importlib.util.find_spec(top) is not None
+    except (ImportError, ValueError):
+        present = False
+    if present:  # the package is there, a part of it is not: a broken install, not a missing one
+        print(f"hwlat: error: the Python package {dist} is installed but its module {exc.name!r} is missing (a broken "
+              f"install); reinstall it: pip install --force-reinstall {dist}", file=sys.stderr)
+        return 1
     print(f"hwlat: error: the Python package {dist} is not installed (no module {top!r}); hwlat needs it "
           f"here: pip install {dist}", file=sys.stderr)
     return 1

@@ -20,8 +20,8 @@ import os, sys
 class _NotInstalled:
     hidden = set(os.environ["HWLAT_TEST_HIDE"].split(","))
 
-    def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in self.hidden:
+    def find_spec(self, name, path=None, target=None):  # a package hides its modules too; a module only itself
+        if any(name == h or name.startswith(h + ".") for h in self.hidden):
             raise ModuleNotFoundError(f"No module named {name!r}", name=name)
         return None
 
@@ -175,6 +175,15 @@ def test_a_dependency_missing_deep_in_a_command_is_one_line(hook, tmp_path):
                          "--out", str(tmp_path / "a"), cwd=tmp_path)
     assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
     assert done.stderr.splitlines()[-1].endswith("hwlat needs it here: pip install tqdm")
+
+
+def test_a_package_missing_a_module_of_its_own_is_named_a_broken_install(hook, tmp_path):
+    """tqdm installed without its tqdm.std (a broken install) was reported as 'tqdm is not installed'."""
+    done = hwlat_without(hook, "tqdm.std", "profile", "archs", "--space", "nb201", "--archs", "0:2", "--protocol",
+                         "quick", "--out", str(tmp_path / "a"), cwd=tmp_path)
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert done.stderr.splitlines()[-1].endswith("is installed but its module 'tqdm.std' is missing (a broken install); "
+                                                 "reinstall it: pip install --force-reinstall tqdm"), done.stderr
 
 
 def test_a_table_of_a_runtime_not_installed_here_is_not_of_another_machine(hook, tmp_path):
