@@ -173,10 +173,12 @@ def build_predictor(args: argparse.Namespace, space):
     return pred, device
 
 
-def verify_device_defaults(args: argparse.Namespace, pred) -> None:
+def verify_device(args: argparse.Namespace, pred) -> str | None:
     """Fill in --runtime, --threads and --precision where not given: those of a lut: predictor's table where that
     runtime can time architectures here and, so set, measures the table's device (not a table of other
-    settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread. Without --verify nothing is
+    settings, such as LiteRT without XNNPACK); else onnxruntime with 1 thread. Then the line saying --verify
+    measures another device than the one the predictor predicts (its table's, or the one it was adapted to):
+    its measured errors would compare two devices; None where they are the same. Without --verify nothing is
     measured: no runtime is made (it imported torch, and warned of oversubscribed timings none would take)."""
     from device_tables.device import Device
     from device_tables.errors import HwlatError
@@ -184,39 +186,31 @@ def verify_device_defaults(args: argparse.Namespace, pred) -> None:
     from profilers.runtimes import get_runtime, runtimes
 
     if not args.verify:
-        return
+        return None
     lut = getattr(pred, "lut", None)
     dev = lut.table.device if lut is not None else None
+    theirs = dev.name if dev is not None else (getattr(pred, "info", None) or {}).get("device")
+    ours = None
     if args.runtime is None and dev is not None and getattr(runtimes().get(dev.runtime), "times_archs", bool)():
         settings = dict(dev.settings)
         threads = args.threads or int(settings.get("threads", 1))
         precision = args.precision or dev.precision
         if "threads" in settings:  # the table's device at the --threads and --precision given
             settings["threads"] = threads
-        wanted = Device.make(dev.hardware, dev.runtime, precision, **settings).name
         try:
-            same = runtime_device(get_runtime(dev.runtime, threads=threads, precision=precision)).name == wanted
+            ours = runtime_device(get_runtime(dev.runtime, threads=threads, precision=precision)).name
         except HwlatError:  # the runtime cannot be made here: the defaults, and the mismatch is said
-            same = False
-        if same:
+            pass
+        if ours == Device.make(dev.hardware, dev.runtime, precision, **settings).name:
             args.runtime, args.threads, args.precision = dev.runtime, threads, precision
-    args.runtime = args.runtime or "onnxruntime"
-    args.threads = args.threads or 1
-
-
-def verify_mismatch(args: argparse.Namespace, pred) -> str | None:
-    """The line saying --verify measures another device than the one the predictor predicts (its table's, or
-    the one it was adapted to): its measured errors would compare two devices; None where they are the same."""
-    from nas.spaces.measure import runtime_device
-    from profilers.runtimes import get_runtime
-
-    lut = getattr(pred, "lut", None)
-    theirs = lut.table.device.name if lut is not None else (getattr(pred, "info", None) or {}).get("device")
-    if not args.verify or not theirs:
-        return None
-    ours = runtime_device(get_runtime(args.runtime, threads=args.threads,
-                                      **({"precision": args.precision} if args.precision else {}))).name
-    if ours == theirs:
+        else:
+            ours = None
+    if ours is None:
+        args.runtime = args.runtime or "onnxruntime"
+        args.threads = args.threads or 1
+        ours = runtime_device(get_runtime(args.runtime, threads=args.threads,
+                                          **({"precision": args.precision} if args.precision else {}))).name
+    if not theirs or ours == theirs:
         return None
     return (f"--verify measures on {ours}, but {pred.name} predicts {theirs}: the errors it reports would compare "
             "two devices; measure on the predictor's device (--runtime, --threads) or use a predictor of this one")
@@ -255,9 +249,8 @@ def _search(args: argparse.Namespace) -> int:
               file=sys.stderr)
     space = get_space(args.space)
     pred, device = build_predictor(args, space)
-    verify_device_defaults(args, pred)
+    mismatch = verify_device(args, pred)
     check_verify_out(args, space)
-    mismatch = verify_mismatch(args, pred)
     if mismatch:
         print(f"hwlat: warning: {mismatch}", file=sys.stderr)
     if args.save_predictor:
