@@ -67,6 +67,10 @@ class Option:
     def value(self, text: Any) -> Any:
         return self.values[text] if self.values and text in self.values else text
 
+    def text(self, value: Any) -> Any:
+        """What the user types for the setting's `value` (`value`'s inverse)."""
+        return next((k for k, v in (self.values or {}).items() if v == value), value)
+
     def add_to(self, parser: Any, owner: str) -> None:
         """Add the flag to an argparse parser; unset, it reads None (the owner's default applies)."""
         if self.switch:
@@ -137,7 +141,7 @@ class Runtime(abc.ABC):
             value = settings.get(option.setting, None)
             default = getattr(defaults.get(option.setting), "default", None)
             if value is not None and value != default:
-                flags.append(f"{option.flag} {next((k for k, v in (option.values or {}).items() if v == value), value)}")
+                flags.append(f"{option.flag} {option.text(value)}")
         return flags
 
     def __init__(self, threads: int = 1, precision: str = "fp32", **settings: Any):

@@ -95,7 +95,11 @@ class FirmwareBuild:
                 "opt": self.opt, "flash_bytes": self.flash_bytes, "ram_static_bytes": self.data_bytes + self.bss_bytes}
 
 
-def build_firmware(machine: str = "mps2-an386", counter: str = "qemu", arena_kb: int = 256, opt: str = "-O2") -> FirmwareBuild:
+DEFAULT_ARENA_KB, DEFAULT_OPT = 256, "-O2"  # the firmware's build settings by default; their image keeps its plain name
+
+
+def build_firmware(machine: str = "mps2-an386", counter: str = "qemu", arena_kb: int = DEFAULT_ARENA_KB,
+                   opt: str = DEFAULT_OPT) -> FirmwareBuild:
     """`make` the firmware for a board (incremental, serialised by a lock); the ELF and its sizes."""
     if machine not in MACHINES:
         raise RuntimeUnavailableError(f"no firmware port for board {machine!r}; known: {', '.join(MACHINES)}")
@@ -106,7 +110,7 @@ def build_firmware(machine: str = "mps2-an386", counter: str = "qemu", arena_kb:
     build = fw / "build"
     # One image per setting: a run with another arena or level would rebuild the image that a run beside
     # it boots again when its emulator restarts. The default one stays where the docs say.
-    out = f"{machine}-{counter}" + ("" if (arena_kb, opt) == (256, "-O2") else
+    out = f"{machine}-{counter}" + ("" if (arena_kb, opt) == (DEFAULT_ARENA_KB, DEFAULT_OPT) else
                                     f"-arena{arena_kb}-{re.sub(r'[^A-Za-z0-9]+', '', opt)}")
     args = ["make", "-s", "-C", str(fw), f"BOARD={machine}", f"COUNTER={counter}", f"ARENA_KB={arena_kb}", f"OPT={opt}",
             f"BUILD=build/{out}"]
