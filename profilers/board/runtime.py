@@ -125,8 +125,9 @@ class BoardRuntime(Runtime):
 
     @classmethod
     def cannot_run(cls, spec: OpSpec, device: Device) -> str | None:
-        """A kernel the firmware has no kernel for, or one over the tensor arena of the board the table was
-        measured on (its fingerprint's DESCRIBE), in the words `lower` refuses it with when profiling."""
+        """A kernel `lower` refuses (an op the firmware's int8 lowering has no kernel for; the board's own
+        kernel list is not read here), or one over the tensor arena of the board the table was measured on
+        (its fingerprint's DESCRIBE), in the words profiling refuses it with."""
         info = device.fingerprint.get("runtime", {}).get("board_info") or {}
         arena = info.get("arena_bytes")
         if not arena:
