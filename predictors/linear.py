@@ -106,10 +106,11 @@ def nnls_loo(A: np.ndarray, y: np.ndarray, lambdas=DEFAULT_NNLS_LAMBDAS,
         w, b = nnls_ridge(A, y, lam, penalties[-1])
         return LinearFit(w, b, lam, np.zeros(0))
     best = None
+    folds = held_out(n)  # the same for every candidate
     for pen in penalties:
         for lam in lambdas:
             loo = np.empty(n)
-            for test, keep in held_out(n):
+            for test, keep in folds:
                 w, b = nnls_ridge(A[keep], y[keep], lam, pen)
                 loo[test] = A[test] @ w + b
             err = float(np.mean((y - loo) ** 2))

@@ -74,9 +74,11 @@ def nnls_rel_loo(A: np.ndarray, y: np.ndarray, lambdas=DEFAULT_NNLS_LAMBDAS,
     if n < 3:
         w, b = nnls_rel(A, y, lambdas[-1], penalties[-1]) if n else (np.zeros(A.shape[1]), 0.0)
         return LinearFit(w, b, float(lambdas[-1]), np.zeros(0))
+    folds = held_out(n)  # the same for every candidate
+
     def refits(lam, pen):  # leave-one-out predictions (ms) for one penalty (folds above LOO_MAX_ROWS rows)
         loo = np.empty(n)
-        for test, keep in held_out(n):
+        for test, keep in folds:
             w, b = nnls_rel(A[keep], y[keep], lam, pen)
             loo[test] = A[test] @ w + b
         return loo

@@ -437,27 +437,28 @@ def _movement_spec(shape: Sequence[int], dtype: str, concat: bool = False) -> Op
 
 
 @functools.cache
+def _runtime_class(runtime: str) -> Any | None:
+    """A runtime's class (`profilers.runtimes.runtime_class`), looked up once per process; None for a
+    runtime whose plugin is not installed."""
+    from device_tables.errors import RuntimeUnavailableError
+    from profilers.runtimes import runtime_class
+
+    try:
+        return runtime_class(runtime)
+    except RuntimeUnavailableError:
+        log.debug("runtime %r is not installed: its planner is taken as compact, and its limits as none", runtime)
+        return None
+
+
 def runtime_limits(runtime: str):
     """A runtime's `cannot_run(spec, device)` (`profilers.base.Runtime.cannot_run`); none for a runtime
     whose plugin is not installed."""
-    from device_tables.errors import RuntimeUnavailableError
-    from profilers.runtimes import runtime_class
-
-    try:
-        return runtime_class(runtime).cannot_run
-    except RuntimeUnavailableError:
-        return lambda spec, device: None
+    cls = _runtime_class(runtime)
+    return cls.cannot_run if cls is not None else lambda spec, device: None
 
 
-@functools.cache
 def same_shape_planner(runtime: str) -> bool:
     """Whether a runtime's memory planner reuses a freed buffer only for a tensor of the same shape
     (`profilers.base.Runtime.same_shape_planner`); False for a runtime whose plugin is not installed."""
-    from device_tables.errors import RuntimeUnavailableError
-    from profilers.runtimes import runtime_class
-
-    try:
-        return runtime_class(runtime).same_shape_planner
-    except RuntimeUnavailableError:
-        log.debug("runtime %r is not installed: its planner is taken as compact", runtime)
-        return False
+    cls = _runtime_class(runtime)
+    return cls.same_shape_planner if cls is not None else False
