@@ -99,12 +99,11 @@ class TableLock:
         who = lock.holder()
         if who == "another process" or who.split(" ")[:2] == ["pid", str(os.getpid())]:
             return None
-        probe = FileLock(str(lock.path), thread_local=False)  # a file of its own: not this process's hold
-        try:
-            probe.acquire(timeout=0)
+        try:  # this lock opens the file anew: a hold of this process's is not its own
+            lock._lock.acquire(timeout=0)
         except (Timeout, OSError):  # held (or cannot be tried: a read-only folder): the holder's file says who
             return who
-        probe.release()  # nobody holds it: the holder's file was left by a run that ended (its pid reused since)
+        lock._lock.release()  # nobody holds it: the holder's file was left by a run that ended (its pid reused since)
         return None
 
     def release(self) -> None:
