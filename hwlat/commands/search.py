@@ -162,15 +162,13 @@ def build_predictor(args: argparse.Namespace, space):
     said = scale_to_speed_now(lut) if lut is not None and not getattr(args, "as_profiled", False) else None
     if said:
         print(f"hwlat: {said}", file=sys.stderr)
-    device = None
     if args.device_samples:
         m = read_measurements(args.device_samples, space, args.device)  # the rules of `hwlat adapt fit`
-        device = m.device
-        pred = fit(space, m, predictor=pred)
+        pred = fit(space, m, predictor=pred)  # its info records the device, for --save-predictor
         print(f"predictor: {pred.name}, from {len(m.ms)} measured architectures ({args.device_samples})")
     else:
         print(f"predictor: {pred.name} ({args.predictor})")
-    return pred, device
+    return pred
 
 
 def verify_device(args: argparse.Namespace, pred) -> str | None:
@@ -248,7 +246,7 @@ def _search(args: argparse.Namespace) -> int:
         print(f"hwlat: note: {', '.join(ignored)} ignored: {'; '.join(dict.fromkeys(ignored.values()))}",
               file=sys.stderr)
     space = get_space(args.space)
-    pred, device = build_predictor(args, space)
+    pred = build_predictor(args, space)
     mismatch = verify_device(args, pred)
     check_verify_out(args, space)
     if mismatch:

@@ -156,7 +156,7 @@ def _validate_warnings(table) -> list[str]:
 
 def _drift(args: argparse.Namespace) -> int:
     from device_tables import load
-    from hwlat.device_profile import DRIFT_TOLERANCE, drift, machine_differences, profile_command, table_warnings
+    from hwlat.device_profile import DRIFT_TOLERANCE, drift, profile_command, table_warnings
 
     table = load(args.table)
     for line in table_warnings(table):
@@ -164,7 +164,7 @@ def _drift(args: argparse.Namespace) -> int:
     d = drift(table, args.networks)
     print(d.describe())
     command = profile_command(table).rsplit(" --out ", 1)[0]
-    if machine_differences(table):  # a copy of it would not resume here
+    if d.other_machine:  # a copy of it would not resume here
         print(f"it compares two machines; a table of this one: {command} --out tables/{table.name}_here")
     elif abs(d.median - 1) > DRIFT_TOLERANCE:
         print("hwlat predict scales this table's predictions by this machine's speed now (readings like this one, "
