@@ -430,8 +430,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     from nas.pool import target_kinds
 
     protocol = protocol or runtime.default_protocol()
-    targets = list((type(runtime).default_targets_at(runtime.precision) or target_kinds()) if targets is None
-                   else targets)
+    targets = list(type(runtime).default_targets_at(runtime.precision) if targets is None else targets)
     if not (0 < minutes <= MAX_MINUTES * 4) or not math.isfinite(minutes):
         raise HwlatError(f"--minutes {minutes}: give a positive number of minutes (at most {MAX_MINUTES * 4:g})")
     bad = [t for t in targets if t not in target_kinds()]
@@ -1401,8 +1400,7 @@ def profile_command(table: DeviceTable) -> str:
     if clock and clock != ("cpu" if d.hardware == "cpu" and settings.get("threads", 1) == 1 else "wall"):
         flags.append(f"--clock {clock}")
     targets = (table.meta.get("profile_device") or {}).get("targets")  # other targets: the defaults would grow it
-    if targets and set(targets) != set((cls.default_targets_at(d.precision) if cls is not None else None)
-                                    or target_kinds()):
+    if targets and set(targets) != set(cls.default_targets_at(d.precision) if cls is not None else target_kinds()):
         flags.append(f"--targets {','.join(targets)}")
     return f"hwlat profile device {' '.join(flags)} --out {_user_path(table)}"
 

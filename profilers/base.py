@@ -119,9 +119,12 @@ class Runtime(abc.ABC):
     default_targets: ClassVar[tuple[str, ...] | None] = None
 
     @classmethod
-    def default_targets_at(cls, precision: str) -> tuple[str, ...] | None:
-        """`default_targets` at `precision` (a runtime that cannot run some targets at one precision says so here)."""
-        return cls.default_targets
+    def default_targets_at(cls, precision: str) -> tuple[str, ...]:
+        """The targets `hwlat profile device` chooses rows for by default at `precision`: `default_targets`,
+        else every kind (a runtime that cannot run some targets at one precision says so here)."""
+        from nas.pool import target_kinds
+
+        return cls.default_targets or target_kinds()
 
     @classmethod
     def cannot_run(cls, spec: OpSpec, device: Device) -> str | None:

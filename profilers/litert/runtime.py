@@ -60,12 +60,12 @@ class LiteRTRuntime(Runtime):
         super().__init__(threads=threads, precision=precision, **settings)
 
     @classmethod
-    def default_targets_at(cls, precision: str) -> tuple[str, ...] | None:
+    def default_targets_at(cls, precision: str) -> tuple[str, ...]:
         """At int8 the CNNs only: no full-integer lowering of LayerNorm or Softmax, so ViTs and transformers
         do not run (the shipped int8 tables were made for these targets)."""
         from nas.pool import CLASSIC, cnn_spaces
 
-        return (*cnn_spaces(), CLASSIC) if precision == "int8" else cls.default_targets
+        return (*cnn_spaces(), CLASSIC) if precision == "int8" else super().default_targets_at(precision)
 
     # ---- availability and facts ------------------------------------------------------------------
     def check_available(self) -> None:
