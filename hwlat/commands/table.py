@@ -184,8 +184,8 @@ def _list(args: argparse.Namespace) -> int:
     from device_tables.registry import TABLES_DIR
     from device_tables.table import SCHEMA
 
-    folder = Path(args.folder or TABLES_DIR)
-    if args.folder is None:
+    folder = Path(args.folder) if args.folder is not None else None
+    if folder is None:
         stems = [TABLES_DIR / name for name in available()]
     elif not folder.is_dir():
         raise HwlatError(f"{folder}: not a folder (`hwlat table list FOLDER` lists the device tables in one)")
