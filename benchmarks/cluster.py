@@ -1,6 +1,6 @@
 """Cluster profiling on one machine: sweep throughput with 1 and 2 workers, and the cost of a task.
 
-Starts a local lab (a head and `hwlat worker` processes, see profilers/cluster/local.py), then
+Starts a local lab (a head and `hwlat worker` processes, see hwlat/profilers/cluster/local.py), then
 times the same sweep (a) locally with `profile_ops`, (b) on one worker, (c) on two workers (each
 its own device and table), and the scheduling overhead per task with a do-almost-nothing protocol.
 Every timing is repeated; medians are printed. Needs Ray (pip install 'hwlat[cluster]').
@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from device_tables.ops import OpSpec  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
 
 # One timed run, no warm-up: what is left of a task is the cost of getting it there and back.
 NULL_PROTOCOL = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=1, max_runs=1, block_runs=1, max_time_s=0.0, remeasure=0)
@@ -42,8 +42,8 @@ def null_specs(n: int) -> list[OpSpec]:
 
 
 def time_local(runtime_name: str, specs, protocol: Protocol, workdir: Path, tag: str) -> float:
-    from profilers.run import profile_ops
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.run import profile_ops
+    from hwlat.profilers.runtimes import get_runtime
 
     runtime = get_runtime(runtime_name, threads=1)
     t0 = time.perf_counter()
@@ -52,7 +52,7 @@ def time_local(runtime_name: str, specs, protocol: Protocol, workdir: Path, tag:
 
 
 def time_cluster(devices: list[str], specs, protocol: Protocol, workdir: Path, tag: str, depth: int = 2):
-    from profilers.cluster.driver import profile_ops_cluster
+    from hwlat.profilers.cluster.driver import profile_ops_cluster
 
     t0 = time.perf_counter()
     result = profile_ops_cluster(specs, workdir / f"cluster-{tag}", devices=devices, protocol=protocol, address=None,
@@ -75,10 +75,10 @@ def main() -> int:
     parser.add_argument("--keep", action="store_true", help="keep the tables and the lab's logs (default: removed)")
     args = parser.parse_args()
 
-    from profilers.cluster.driver import connect, disconnect
-    from profilers.cluster.local import LocalLab
-    from profilers.runtimes import get_runtime
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.cluster.driver import connect, disconnect
+    from hwlat.profilers.cluster.local import LocalLab
+    from hwlat.profilers.runtimes import get_runtime
+    from hwlat.profilers.sweeps import load_sweep
 
     work = Path(tempfile.mkdtemp(prefix="hwlat-bench-cluster-"))
     sweep = args.sweep

@@ -25,9 +25,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device_tables.archtable import ArchTable, public_files  # noqa: E402
-from device_tables.table import DeviceTable  # noqa: E402
-from nas.spaces import arch_keys  # noqa: E402
+from hwlat.device_tables.archtable import ArchTable, public_files  # noqa: E402
+from hwlat.device_tables.table import DeviceTable  # noqa: E402
+from hwlat.nas.spaces import arch_keys  # noqa: E402
 
 PUBLIC_GPU_PREFIXES = ("1080ti_", "2080ti_", "titanx_", "titanxp_", "titan_xp", "v100")
 HELP_TEST = range(900, 1900)

@@ -28,9 +28,9 @@ from typing import Any, Callable
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from device_tables.device import Device  # noqa: E402
-from device_tables.errors import HwlatError  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
+from hwlat.device_tables.device import Device  # noqa: E402
+from hwlat.device_tables.errors import HwlatError  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
 
 HELP_REFERENCE_ARCHS = (11982, 431, 55, 9, 14451, 8636, 9881, 13479, 6196, 1462)
 BATCHES = (1, 32, 256)
@@ -85,7 +85,7 @@ class Progress:
 
 def time_boxed_runtime(device: str, precision: str) -> Any:
     """A `TorchRuntime` that stops the sweep at a deadline and reports progress (device() cached: one nvidia-smi)."""
-    from profilers.torch_eager.runtime import TorchRuntime
+    from hwlat.profilers.torch_eager.runtime import TorchRuntime
 
     class TimeBoxed(TorchRuntime):
         deadline = float("inf")
@@ -110,7 +110,7 @@ def time_boxed_runtime(device: str, precision: str) -> Any:
 
 
 def run_ops(phase: PhaseReport, rt: Any, specs: list, out: Path, deadline: float, protocol: Protocol) -> None:
-    from profilers.run import profile_ops
+    from hwlat.profilers.run import profile_ops
 
     rt.deadline = deadline
     rt.progress = Progress(phase.name, len(specs), deadline)
@@ -122,7 +122,7 @@ def run_ops(phase: PhaseReport, rt: Any, specs: list, out: Path, deadline: float
                                                                     result.noisy)
     except DeadlineReached:
         phase.stopped_by_deadline = True
-        from device_tables.table import DeviceTable
+        from hwlat.device_tables.table import DeviceTable
 
         table = DeviceTable.load(path)
         phase.measured = sum(r.ok for r in table)
@@ -136,8 +136,8 @@ def run_archs(phase: PhaseReport, rt: Any, items: list, out: Path, deadline: flo
     import numpy as np
     import torch
 
-    from device_tables.archtable import ArchTableWriter
-    from nas.spaces import get_space
+    from hwlat.device_tables.archtable import ArchTableWriter
+    from hwlat.nas.spaces import get_space
 
     space = get_space("nb201")
     base = rt.device()
@@ -186,8 +186,8 @@ def run_archs(phase: PhaseReport, rt: Any, items: list, out: Path, deadline: flo
 
 
 def arch_items(indices: list[int]) -> list:
-    from nas.spaces import get_space
-    from nas.spaces.measure import ArchItem
+    from hwlat.nas.spaces import get_space
+    from hwlat.nas.spaces.measure import ArchItem
 
     space = get_space("nb201")
     return [ArchItem(space.parse(i), space.key_record(space.parse(i))) for i in indices]
@@ -218,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"unknown phase(s) {sorted(unknown)}; choose from {', '.join(PHASE_BUDGETS)}")
 
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.sweeps import load_sweep
 
     fp32 = time_boxed_runtime(args.device, "fp32")  # raises the one-line CUDA-absent error if there is no GPU
     device = fp32.device()

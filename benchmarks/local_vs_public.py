@@ -2,7 +2,7 @@
 the Spearman rank correlation between each local device column and each public device column,
 over the architectures both measured; a heatmap PNG of all devices' pairwise correlations.
 
-    .venv/bin/python benchmarks/local_vs_public.py --space nb201 --local device_tables/tables/arch/nb201_cpu_onnxruntime_threads1.csv
+    .venv/bin/python benchmarks/local_vs_public.py --space nb201 --local hwlat/device_tables/tables/arch/nb201_cpu_onnxruntime_threads1.csv
     .venv/bin/python benchmarks/local_vs_public.py --space fbnet --local my_fbnet.csv --out results/fbnet_local_vs_public.png
 
 Public data: --public-data or $HWLAT_LATENCY_DATA (default ../shared/data/latency).
@@ -19,9 +19,9 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.archtable import ArchTable, public_files  # noqa: E402
-from nas.spaces import arch_keys, known_arch_keys  # noqa: E402
-from predictors.metrics import spearman  # noqa: E402
+from hwlat.device_tables.archtable import ArchTable, public_files  # noqa: E402
+from hwlat.nas.spaces import arch_keys, known_arch_keys  # noqa: E402
+from hwlat.predictors.metrics import spearman  # noqa: E402
 
 
 def pairwise_spearman(frame, devices) -> np.ndarray:

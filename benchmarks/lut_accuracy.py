@@ -3,7 +3,7 @@
 For each runtime (onnxruntime CPU threads=1, LiteRT fp32 threads=1) it builds three tables from
 the kernels of a *pool* of target networks (space samples + classic CNNs, seed 0):
   grid      a regular grid over the pool's ranges (fused kernels per the detected fusion rules);
-  adaptive  kernels of the pool chosen by `predictors.adaptive` with at most half the grid's budget;
+  adaptive  kernels of the pool chosen by `hwlat.predictors.adaptive` with at most half the grid's budget;
   naive     a grid of the unfused ops, predicted by plain summation (no fusion rules);
 calibrates each on a few whole-network measurements of pool networks, then predicts *other*
 networks (NB201/FBNet/OFA samples of another seed + the classic CNNs) and prints ±10% accuracy,
@@ -41,8 +41,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.kernels import FusionRules  # noqa: E402
-from device_tables.table import DeviceTable, quietest  # noqa: E402
+from hwlat.device_tables.kernels import FusionRules  # noqa: E402
+from hwlat.device_tables.table import DeviceTable, quietest  # noqa: E402
 
 log = logging.getLogger("lut_accuracy")
 RUNTIMES = {"onnxruntime": {"threads": 1}, "litert": {"threads": 1, "precision": "fp32"}}
@@ -72,7 +72,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="wall (the protocol's clock) or cpu: the calling thread's CPU time, steady on a busy shared machine")
     p.add_argument("--op-timing", default="single", choices=["single", "context"],
                    help="single: one single-op model per row (less the call overhead at prediction); context: onnxruntime "
-                        "rows of shape-keeping ops are the marginal cost of one more copy in a chain (profilers.context)")
+                        "rows of shape-keeping ops are the marginal cost of one more copy in a chain (hwlat.profilers.context)")
     p.add_argument("--passes", type=int, default=1, help="times each network is measured, in separate passes (default 1)")
     p.add_argument("--table-passes", type=int, default=None,
                    help="times each table row is measured, in separate passes over the tables; a row keeps its quietest "
@@ -88,7 +88,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 # ---- helpers ---------------------------------------------------------------------------------
 def runtime(name: str):
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     return get_runtime(name, **RUNTIMES[name])
 
@@ -98,7 +98,7 @@ def resolutions(args) -> tuple[int, ...]:
 
 
 def pool_networks(args) -> list[str]:
-    from nas.pool import target_networks
+    from hwlat.nas.pool import target_networks
 
     return target_networks(args.pool_per_space, seed=0, resolutions=resolutions(args)[:1] + resolutions(args)[-1:])
 
@@ -107,7 +107,7 @@ def calibration_networks(args) -> list[str]:
     """Networks for the overhead term, apart from the pool the tables were built for and from the
     evaluation set (another seed; classic CNNs at a resolution used nowhere else), so calibration
     sees regressed kernels as evaluation does. Twice as many candidates as needed (some may not run)."""
-    from nas.pool import classic_networks, target_networks
+    from hwlat.nas.pool import classic_networks, target_networks
 
     per = max(1, -(-args.calibration_models // 2))
     spaces = target_networks(per, seed=args.seed + 1000, classic=False)
@@ -139,7 +139,7 @@ def interleaved(few: list[str], many: list[str]) -> list[str]:
 
 
 def eval_networks(args) -> list[str]:
-    from nas.pool import target_networks
+    from hwlat.nas.pool import target_networks
 
     return target_networks(args.per_space, seed=args.seed, resolutions=resolutions(args))
 
@@ -147,7 +147,7 @@ def eval_networks(args) -> list[str]:
 def graphs_of(names: list[str], progress: bool) -> dict[str, object]:
     from tqdm import tqdm
 
-    from nas.pool import graph_of
+    from hwlat.nas.pool import graph_of
 
     return {n: graph_of(n) for n in tqdm(names, desc="graphs", unit="net", disable=not progress, dynamic_ncols=True)}
 
@@ -156,7 +156,7 @@ def bench_protocol(args):
     """The protocol preset with the chosen clock."""
     from dataclasses import replace
 
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     return replace(Protocol.preset(args.protocol), clock=args.clock)
 
@@ -174,7 +174,7 @@ def load_rules(out: Path, rt: str) -> FusionRules:
 
 # ---- stages ----------------------------------------------------------------------------------
 def stage_fusion(args, rt_name: str) -> None:
-    from profilers.fusion import detect_fusion, format_results
+    from hwlat.profilers.fusion import detect_fusion, format_results
 
     path = rules_path(Path(args.out), rt_name)
     if path.exists():
@@ -195,7 +195,7 @@ def table_passes(args, rt_name: str):
     """The table stage of one runtime as a function of the pass: `measure_pass(p)` measures pass p
     of the grid, naive and adaptive tables (the adaptive table's first pass chooses its rows, later
     passes re-measure them); `measure_pass(None)` keeps each row's quietest pass in the final tables."""
-    from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool, profile_specs_into
+    from hwlat.predictors.adaptive import adaptive_profile, grid_specs, kernel_pool, profile_specs_into
     out = Path(args.out) / rt_name
     rules = load_rules(Path(args.out), rt_name)
     rt = runtime(rt_name)
@@ -216,7 +216,7 @@ def table_passes(args, rt_name: str):
 
     def measure(spec):
         if context:
-            from profilers.context import measure_in_context
+            from hwlat.profilers.context import measure_in_context
 
             return measure_in_context(rt, spec, protocol, call_overhead_ms=rules.call_overhead_ms)
         return rt.measure(spec, protocol)
@@ -321,8 +321,8 @@ def stage_measure(args, rt_name: str, names: list[str], upto: int | None = None)
     """Measure `names` in passes 1..`upto` (default: all of --passes), resuming what is on file."""
     from tqdm import tqdm
 
-    from device_tables.errors import HwlatError
-    from nas.pool import onnx_of
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.pool import onnx_of
     rt = runtime(rt_name)
     protocol = bench_protocol(args)
     path = measured_path(Path(args.out), rt_name)
@@ -354,7 +354,7 @@ def stage_measure(args, rt_name: str, names: list[str], upto: int | None = None)
 
 
 def predictor(rt_name: str, table_name: str, out: Path, statistic: str = "median"):
-    from predictors.lut import LUTPredictor
+    from hwlat.predictors.lut import LUTPredictor
 
     table = DeviceTable.load(out / rt_name / table_name)
     naive = table_name == "naive"  # plain summation: rows as measured, no fusion rules
@@ -388,7 +388,7 @@ def stage_calibrate(args, rt_name: str) -> None:
 
 
 def stage_evaluate(args, rt_names: list[str], names: list[str]) -> None:
-    from predictors.metrics import score
+    from hwlat.predictors.metrics import score
 
     out = Path(args.out)
     graphs = graphs_of(list(dict.fromkeys(names)), not args.no_progress)
@@ -443,7 +443,7 @@ def stage_evaluate(args, rt_names: list[str], names: list[str]) -> None:
 def _variant(rt_name: str, name: str, out: Path, args):
     """A smaller table from the measured ones, recalibrated on the same networks: ``adaptive@25%`` is
     the adaptive table's first rows (the order they were chosen in), ``grid@50%`` a random half of the grid."""
-    from predictors.lut import Calibration, LUTPredictor
+    from hwlat.predictors.lut import Calibration, LUTPredictor
 
     base, _, pct = name.partition("@")
     full = DeviceTable.load(out / rt_name / base)
@@ -471,7 +471,7 @@ def _variant(rt_name: str, name: str, out: Path, args):
 
 def _kernel_cross_check(args, rt_names: list[str], out: Path) -> list[str]:
     """Kernel level: each fused table's regressors scored on the other table's measured rows it lacks."""
-    from predictors.kernel_regressors import KernelRegressors
+    from hwlat.predictors.kernel_regressors import KernelRegressors
 
     lines = []
     stat = f"{args.statistic}_ms"

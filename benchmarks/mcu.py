@@ -10,7 +10,7 @@ libnewlib-arm-none-eabi and qemu-system-arm.
 
     .venv/bin/python benchmarks/mcu.py                                  # mps2-an386 (Cortex-M4), mcu sweep
     .venv/bin/python benchmarks/mcu.py --board qemu:mps2-an500 --limit 60
-    .venv/bin/python benchmarks/mcu.py --table device_tables/tables/qemu_mps2_an386_board_int8_threads1
+    .venv/bin/python benchmarks/mcu.py --table hwlat/device_tables/tables/qemu_mps2_an386_board_int8_threads1
 """
 
 from __future__ import annotations
@@ -27,19 +27,19 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.errors import HwlatError  # noqa: E402
-from device_tables.registry import load  # noqa: E402
-from device_tables.table import DeviceTable  # noqa: E402
-from predictors.metrics import kendall, spearman  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
-from profilers.sweeps import load_sweep  # noqa: E402
+from hwlat.device_tables.errors import HwlatError  # noqa: E402
+from hwlat.device_tables.registry import load  # noqa: E402
+from hwlat.device_tables.table import DeviceTable  # noqa: E402
+from hwlat.predictors.metrics import kendall, spearman  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
+from hwlat.profilers.sweeps import load_sweep  # noqa: E402
 
-TFLM_TABLE = ROOT / "device_tables" / "tables" / "cpu_tflm_int8_threads1"
+TFLM_TABLE = ROOT / "hwlat" / "device_tables" / "tables" / "cpu_tflm_int8_threads1"
 
 
 def profile(board: str, sweep: str, limit: int | None, out: Path) -> tuple[DeviceTable, dict]:
-    from profilers.board.runtime import BoardRuntime
-    from profilers.run import profile_ops
+    from hwlat.profilers.board.runtime import BoardRuntime
+    from hwlat.profilers.run import profile_ops
 
     specs = load_sweep(sweep)
     if limit:

@@ -58,7 +58,7 @@ def main() -> int:
                     help="architectures an NB201 search proposes (0: no search; default %(default)s)")
     args = ap.parse_args()
 
-    from device_tables.device import usable_cores
+    from hwlat.device_tables.device import usable_cores
 
     print(f"table {args.table}; median of {args.repeats} runs; {usable_cores()} usable cores")
     for space in args.spaces.split(","):

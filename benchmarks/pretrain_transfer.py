@@ -1,4 +1,4 @@
-"""Build the pretrained transfer predictors shipped in `predictors/pretrained/` and their cards.
+"""Build the pretrained transfer predictors shipped in `hwlat/predictors/pretrained/` and their cards.
 
 For each space: meta-train `TransferPredictor` on the training devices (HELP's meta-train split
 for NB201 and FBNet; all nine OFA columns, as no HELP split exists there), choose 10 reference
@@ -24,12 +24,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.archtable import public_data_dir  # noqa: E402
+from hwlat.device_tables.archtable import public_data_dir  # noqa: E402
 from hwlat.commands.bench import default_query, join_key  # noqa: E402
 from hwlat.transfer_tables import load_transfer_tables  # noqa: E402
-from predictors.evaluation import FittedMethod, ProtocolSettings, TargetDevice, run_method  # noqa: E402
-from predictors.io import load, save  # noqa: E402
-from predictors.transfer import STACK, TransferPredictor  # noqa: E402
+from hwlat.predictors.evaluation import FittedMethod, ProtocolSettings, TargetDevice, run_method  # noqa: E402
+from hwlat.predictors.io import load, save  # noqa: E402
+from hwlat.predictors.transfer import STACK, TransferPredictor  # noqa: E402
 
 HELP_TRAIN = {
     "nb201": "1080ti_1,1080ti_32,1080ti_256,silver_4114,silver_4210r,samsung_a50,pixel3,essential_ph_1,samsung_s7",
@@ -89,7 +89,7 @@ def build(space: str, data: Path, out: Path) -> None:
     info = {"space": space, "training_devices": train, "n_train_archs": int(ok.sum()),
             "reference_keys": [tables.arch_keys[i] for i in refs],
             "reference_join_keys": [int(tables.keys[i]) for i in refs],
-            "features": "nas.features.latency_features (version %d)" % td.layout.meta.get("features_version", 1),
+            "features": "hwlat.nas.features.latency_features (version %d)" % td.layout.meta.get("features_version", 1),
             "learners": list(STACK), "built": datetime.date.today().isoformat(),
             "data": [f.name for f in files]}
     save(pred, out / space, info)
@@ -134,12 +134,12 @@ def write_card(space: str, path: Path, info: dict, evals: list[dict], fit_s: flo
                "used only to choose the method's settings, never for training. Scored on every other device of the public data (unseen).")
     text = f"""# Pretrained transfer predictor: {space}
 
-`predictors.pretrained.load("{space}")` -> `TransferPredictor` (learners: {', '.join(info['learners'])}),
+`hwlat.predictors.pretrained.load("{space}")` -> `TransferPredictor` (learners: {', '.join(info['learners'])}),
 {pred.n_train_archs_} architectures x {pred.n_train_devices_} devices, meta-training {fit_s:.1f} s on this machine.
 
 - **Training devices**: {', '.join(info['training_devices'])}.
 - **Features**: {info['features']} of the architectures (the space's encoding, non-negative op counts and log MACs).
-- **Reference architectures** (measure these first; `predictors.pretrained.reference_keys("{space}")`):
+- **Reference architectures** (measure these first; `hwlat.predictors.pretrained.reference_keys("{space}")`):
 {chr(10).join(f'  - `{k}`' for k in info['reference_keys'])}
 - **Files**: `{space}.npz` (arrays) + `{space}.json` (parameters, this card's numbers); no pickles.
 
@@ -163,8 +163,8 @@ Reproduce: `.venv/bin/python benchmarks/pretrain_transfer.py --spaces {space}`; 
 ## Use
 
 ```python
-from predictors import pretrained
-from nas.features import latency_features
+from hwlat.predictors import pretrained
+from hwlat.nas.features import latency_features
 pred = pretrained.load("{space}")
 keys = pretrained.reference_keys("{space}") + ten_more_keys      # measure these on your device
 pred.adapt(latency_features("{space}", keys)[0], measured_ms)
@@ -178,7 +178,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default=None, help="folder of the public latency CSVs (default: $HWLAT_LATENCY_DATA or ../shared/data/latency)")
     ap.add_argument("--spaces", default="nb201,fbnet,ofa")
-    ap.add_argument("--out", default=str(ROOT / "predictors" / "pretrained"))
+    ap.add_argument("--out", default=str(ROOT / "hwlat" / "predictors" / "pretrained"))
     args = ap.parse_args()
     from threadpoolctl import threadpool_limits
 

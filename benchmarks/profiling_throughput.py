@@ -31,12 +31,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.errors import HwlatError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from profilers.protocol import Protocol, measure  # noqa: E402
-from profilers.run import profile_ops  # noqa: E402
-from profilers.runtimes import get_runtime  # noqa: E402
-from profilers.sweeps import load_sweep  # noqa: E402
+from hwlat.device_tables.errors import HwlatError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.profilers.protocol import Protocol, measure  # noqa: E402
+from hwlat.profilers.run import profile_ops  # noqa: E402
+from hwlat.profilers.runtimes import get_runtime  # noqa: E402
+from hwlat.profilers.sweeps import load_sweep  # noqa: E402
 
 RUNTIMES = ("onnxruntime", "torch", "litert")
 

@@ -40,12 +40,12 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-    from nas.constraints import LatencyConstraint
-    from nas.device_loop import adapt, measure, shot_archs, verify
-    from nas.features import latency_features
-    from nas.search import NaswotProxy, regularized_evolution
-    from nas.spaces import get_space
-    from predictors.metrics import mape, spearman, within10
+    from hwlat.nas.constraints import LatencyConstraint
+    from hwlat.nas.device_loop import adapt, measure, shot_archs, verify
+    from hwlat.nas.features import latency_features
+    from hwlat.nas.search import NaswotProxy, regularized_evolution
+    from hwlat.nas.spaces import get_space
+    from hwlat.predictors.metrics import mape, spearman, within10
 
     space = get_space("nb201")
     out = Path(args.out)

@@ -2,7 +2,7 @@
 (onnxruntime CPU, threads=1), by the user's path with its defaults: `hwlat search --verify`
 (`hwlat.search(..., verify=True)`): regularised evolution scoring 500 architectures (the default for an
 accuracy objective; CIFAR-10 accuracy, NATS-Bench) under the budget + the predictor's error band, then
-verification (`nas.search.verified`): the most accurate candidates (`--pool auto`, the default: all
+verification (`hwlat.nas.search.verified`): the most accurate candidates (`--pool auto`, the default: all
 15,625 ranked by accuracy, a lookup; `--pool search`: the search's, searched again under the corrected
 budget) measured here, 5 per round, predictions corrected by the measured/predicted ratio, until none
 left could beat the best measured within the budget; the winner is the most accurate one measured
@@ -72,15 +72,15 @@ def main(argv=None) -> int:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 
     import hwlat
-    from device_tables.archtable import arch_table_paths
-    from nas.accuracy import accuracy_table
-    from nas.arch_predictors import load_arch_predictor
-    from nas.constraints import LatencyConstraint
-    from nas.device_loop import adapt, measure, shot_archs
-    from nas.features import latency_features
-    from nas.search import VerifySettings, error_band
-    from nas.search.reference import best_within, measured_reference, table_latencies
-    from nas.spaces import get_space
+    from hwlat.device_tables.archtable import arch_table_paths
+    from hwlat.nas.accuracy import accuracy_table
+    from hwlat.nas.arch_predictors import load_arch_predictor
+    from hwlat.nas.constraints import LatencyConstraint
+    from hwlat.nas.device_loop import adapt, measure, shot_archs
+    from hwlat.nas.features import latency_features
+    from hwlat.nas.search import VerifySettings, error_band
+    from hwlat.nas.search.reference import best_within, measured_reference, table_latencies
+    from hwlat.nas.spaces import get_space
 
     space, out, budget = get_space("nb201"), Path(args.out), args.budget_ms
     acc = accuracy_table(space).values(args.dataset)

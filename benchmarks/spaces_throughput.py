@@ -23,10 +23,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from nas.spaces import get_space  # noqa: E402
-from nas.spaces.measure import make_timer  # noqa: E402
-from profilers.runtimes import get_runtime  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
+from hwlat.nas.spaces import get_space  # noqa: E402
+from hwlat.nas.spaces.measure import make_timer  # noqa: E402
+from hwlat.profilers.runtimes import get_runtime  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
 
 DEFAULT_N = {"nb201": 40, "fbnet": 20, "ofa": 20}
 

@@ -20,8 +20,8 @@ from dataclasses import replace
 
 import numpy as np
 
-from device_tables.registry import load as load_table
-from profilers.runtimes import get_runtime
+from hwlat.device_tables.registry import load as load_table
+from hwlat.profilers.runtimes import get_runtime
 
 
 def main() -> None:
@@ -38,7 +38,7 @@ def main() -> None:
     rules = {"stop on the median's error": runtime.default_protocol()}
     rules["time cap only"] = replace(rules["stop on the median's error"], target_rel_se=0.0)
     if args.networks:
-        from nas.pool import onnx_of
+        from hwlat.nas.pool import onnx_of
         from user_path import networks  # this folder is on the path when the script runs
 
         kinds = ["nb201", "fbnet", "ofa", "classic"]

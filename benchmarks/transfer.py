@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.archtable import public_data_dir  # noqa: E402
+from hwlat.device_tables.archtable import public_data_dir  # noqa: E402
 from hwlat.cli import main as hwlat  # noqa: E402
 
 NB_TRAIN = "1080ti_1,1080ti_32,1080ti_256,silver_4114,silver_4210r,samsung_a50,pixel3,essential_ph_1,samsung_s7"
@@ -82,8 +82,8 @@ def timings(data: Path) -> None:
     from threadpoolctl import threadpool_limits
 
     from hwlat.transfer_tables import load_transfer_tables
-    from predictors.help import HelpTransfer
-    from predictors.transfer import TransferPredictor
+    from hwlat.predictors.help import HelpTransfer
+    from hwlat.predictors.transfer import TransferPredictor
 
     print("\n== timings (this machine, 1 thread; median of 5) ==")
     with threadpool_limits(limits=1):

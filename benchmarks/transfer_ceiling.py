@@ -4,7 +4,7 @@ of `benchmarks/transfer.py`, with far more than the protocol allows.
 For every test device, two models are fitted on all of its measured architectures outside the
 query range (thousands, against the protocol's 20), and scored like the protocol scores (Spearman
 and ±10% accuracy on the query range, the device's fastest and slowest 10% dropped):
-  ridge  log latency from the space's latency features (`nas.features.latency_features`);
+  ridge  log latency from the space's latency features (`hwlat.nas.features.latency_features`);
   gbm    gradient-boosted trees on those features plus every training and validation device's log
          latency of the same architecture.
 A column whose ceiling is low is noisy as measured: the architecture does not decide its latency.
@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from transfer import runs  # noqa: E402
 
-from device_tables.archtable import public_data_dir  # noqa: E402
+from hwlat.device_tables.archtable import public_data_dir  # noqa: E402
 
 
 def _option(argv: list[str], name: str) -> list[str]:
@@ -43,7 +43,7 @@ def ceilings(argv: list[str]) -> dict[str, dict[str, float]]:
 
     from hwlat.commands.bench import default_query, join_key
     from hwlat.transfer_tables import load_transfer_tables
-    from predictors.metrics import trimmed_score
+    from hwlat.predictors.metrics import trimmed_score
 
     space = _option(argv, "--space")[0]
     train = [d for opt in ("--train", "--valid") for v in _option(argv, opt) for d in v.split(",")]

@@ -27,11 +27,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from device_tables.archtable import public_data_dir  # noqa: E402
+from hwlat.device_tables.archtable import public_data_dir  # noqa: E402
 from hwlat.commands.bench import default_query, join_key  # noqa: E402
 from hwlat.transfer_tables import load_transfer_tables  # noqa: E402
-from predictors.evaluation import PredictorMethod, ProtocolSettings, TargetDevice, run_method  # noqa: E402
-from predictors.transfer import STACK, TransferPredictor  # noqa: E402
+from hwlat.predictors.evaluation import PredictorMethod, ProtocolSettings, TargetDevice, run_method  # noqa: E402
+from hwlat.predictors.transfer import STACK, TransferPredictor  # noqa: E402
 from benchmarks.pretrain_transfer import HELP_TRAIN as TRAIN, HELP_VALID as VALID  # noqa: E402
 
 # name -> TransferPredictor keyword arguments (the settings compared when the defaults were chosen)

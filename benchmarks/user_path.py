@@ -51,8 +51,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def networks(kinds: list[str], per_kind: int, seed: int) -> list[str]:
-    from nas.models import variants
-    from nas.pool import space_networks
+    from hwlat.nas.models import variants
+    from hwlat.nas.pool import space_networks
 
     rng = random.Random(seed)
     names: list[str] = []
@@ -68,8 +68,8 @@ def networks(kinds: list[str], per_kind: int, seed: int) -> list[str]:
 def two_passes(runtime, protocol, names: list[str]) -> tuple[dict[str, list[float]], dict[str, str]]:
     """Each network timed in two passes, network by network (to see the machine's noise): name -> its
     two medians in ms, and name -> why the runtime cannot run it."""
-    from device_tables.errors import HwlatError
-    from nas.pool import onnx_of
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.pool import onnx_of
 
     passes: dict[str, list[float]] = {}
     skipped: dict[str, str] = {}
@@ -87,7 +87,7 @@ def two_passes(runtime, protocol, names: list[str]) -> tuple[dict[str, list[floa
 
 def table_drift(table, runtime):
     """`hwlat table drift` of `table` (None for one that stores no network timings)."""
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
     from hwlat.device_profile import drift
 
     try:
@@ -98,8 +98,8 @@ def table_drift(table, runtime):
 
 def main(argv=None) -> int:
     import hwlat
-    from nas.pool import graph_of
-    from profilers.runtimes import get_runtime
+    from hwlat.nas.pool import graph_of
+    from hwlat.profilers.runtimes import get_runtime
     args = parse_args(argv)
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(10_000, 1_000_000)
     kinds = [k.strip() for k in args.kinds.split(",") if k.strip()]

@@ -15,10 +15,10 @@ try:
 except ImportError:
     raise SystemExit("error: this example needs PyTorch: pip install torch --index-url https://download.pytorch.org/whl/cpu") from None
 
-from nas.arch_predictors import CallablePredictor, load_arch_predictor
-from nas.constraints import LatencyConstraint
-from nas.device_loop import adapted_predictor
-from nas.latency_table import ChoiceLatencyTable
+from hwlat.nas.arch_predictors import CallablePredictor, load_arch_predictor
+from hwlat.nas.constraints import LatencyConstraint
+from hwlat.nas.device_loop import adapted_predictor
+from hwlat.nas.latency_table import ChoiceLatencyTable
 
 
 def main() -> None:

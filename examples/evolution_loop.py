@@ -9,9 +9,9 @@ import argparse
 
 import numpy as np
 
-from nas.constraints import LatencyConstraint
-from nas.device_loop import adapted_predictor
-from nas.search import AccuracyObjective, regularized_evolution
+from hwlat.nas.constraints import LatencyConstraint
+from hwlat.nas.device_loop import adapted_predictor
+from hwlat.nas.search import AccuracyObjective, regularized_evolution
 
 
 def main() -> None:

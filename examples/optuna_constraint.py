@@ -1,6 +1,6 @@
 """Latency as an Optuna constraint in your own study: NSGA-II over NAS-Bench-201, maximising the
 trained CIFAR-10 accuracy (NATS-Bench, shipped) and minimising latency, with predicted latency <=
-budget as a constraint. (`nas.search.optuna_pareto` wraps the same; see optuna_pareto.py.)
+budget as a constraint. (`hwlat.nas.search.optuna_pareto` wraps the same; see optuna_pareto.py.)
 
     .venv/bin/python examples/optuna_constraint.py --trials 60          # needs `pip install optuna`
 """
@@ -14,10 +14,10 @@ try:
 except ImportError:
     raise SystemExit("error: this example needs optuna: pip install optuna") from None
 
-from device_tables.errors import HwlatError
-from nas.constraints import LatencyConstraint, suggest_arch
-from nas.device_loop import adapted_predictor
-from nas.search import AccuracyObjective
+from hwlat.device_tables.errors import HwlatError
+from hwlat.nas.constraints import LatencyConstraint, suggest_arch
+from hwlat.nas.device_loop import adapted_predictor
+from hwlat.nas.search import AccuracyObjective
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""Accuracy vs latency Pareto front through Optuna's NSGA-II (`nas.search.optuna_pareto`): trained
+"""Accuracy vs latency Pareto front through Optuna's NSGA-II (`hwlat.nas.search.optuna_pareto`): trained
 CIFAR-10 accuracy of NAS-Bench-201 architectures (NATS-Bench, shipped) against the latency
 predicted for this machine, with the latency as a second objective and the budget as a constraint,
 or as the constraint of a single-objective search. No front member is over the budget.
@@ -10,10 +10,10 @@ import argparse
 
 import numpy as np
 
-from device_tables.errors import HwlatError
-from nas.constraints import LatencyConstraint
-from nas.device_loop import adapted_predictor
-from nas.search import optuna_pareto
+from hwlat.device_tables.errors import HwlatError
+from hwlat.nas.constraints import LatencyConstraint
+from hwlat.nas.device_loop import adapted_predictor
+from hwlat.nas.search import optuna_pareto
 
 
 def main() -> None:

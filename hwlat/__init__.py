@@ -21,7 +21,7 @@ from importlib import metadata as _metadata
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # what type checkers see of the names below, which import on first use
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
     from hwlat import plugins
     from hwlat.api import (LatencyConstraint, accuracy, adapt, drift, fit, load_predictor, load_table, predict,
                            predict_adapted, predict_archs, profile_archs, profile_device, profile_fusion, profile_model,
@@ -45,7 +45,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "HwlatError":  # device_tables' package imports numpy
-        from device_tables.errors import HwlatError
+        from hwlat.device_tables.errors import HwlatError
 
         return HwlatError
     if name == "plugins":

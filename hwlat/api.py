@@ -28,32 +28,32 @@ import logging
 import os
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
-from nas.constraints import LatencyConstraint
+from hwlat.nas.constraints import LatencyConstraint
 
 log = logging.getLogger(__name__)
 _WARNED: set[str] = set()  # the tables whose warnings were logged (once per process)
 
 if TYPE_CHECKING:
-    from device_tables.kernels import FusionRules
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.kernels import FusionRules
+    from hwlat.device_tables.table import DeviceTable
     from hwlat.device_profile import DeviceProfileResult, Drift
-    from nas.arch_predictors import ArchPredictor
-    from nas.search.result import SearchResult
-    from nas.spaces.base import Space
-    from nas.spaces.measure import ArchRunResult
-    from predictors.lut import Prediction
-    from profilers.base import Runtime, WholeModel
-    from profilers.fusion import PatternResult
-    from profilers.ort.model_profile import ModelProfile
-    from profilers.protocol import Protocol
-    from profilers.run import SweepResult
+    from hwlat.nas.arch_predictors import ArchPredictor
+    from hwlat.nas.search.result import SearchResult
+    from hwlat.nas.spaces.base import Space
+    from hwlat.nas.spaces.measure import ArchRunResult
+    from hwlat.predictors.lut import Prediction
+    from hwlat.profilers.base import Runtime, WholeModel
+    from hwlat.profilers.fusion import PatternResult
+    from hwlat.profilers.ort.model_profile import ModelProfile
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.run import SweepResult
 
 
 # ---- the nouns ---------------------------------------------------------------------------------
 def load_table(name_or_path: str | os.PathLike) -> DeviceTable:
     """A device table by shipped name (``cpu_onnxruntime_fp32_threads1``) or path, validated as it loads
     (`TableError` naming the file and row of a problem)."""
-    from device_tables import load
+    from hwlat.device_tables import load
 
     return load(name_or_path)
 
@@ -62,7 +62,7 @@ def drift(table: str | os.PathLike | DeviceTable, networks: int = 6) -> Drift:
     """How this machine runs now against when `table` was made: a `Drift` (``.median``: the median of
     a few of its stored networks' times now over their stored times; ``.describe()``), from timing
     `networks` of them again with the table's runtime and protocol."""
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
     from hwlat.device_profile import drift as _drift
 
     return _drift(table if isinstance(table, DeviceTable) else load_table(table), networks)
@@ -70,14 +70,14 @@ def drift(table: str | os.PathLike | DeviceTable, networks: int = 6) -> Drift:
 
 def tables() -> list[str]:
     """The names of the shipped device tables."""
-    from device_tables import available
+    from hwlat.device_tables import available
 
     return list(available())
 
 
 def space(name: str, **options: Any) -> Space:
     """A search space by name (built-in or a plugin's); `options` go to its constructor (nb201: keep_dead)."""
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     return get_space(name, **options)
 
@@ -85,7 +85,7 @@ def space(name: str, **options: Any) -> Space:
 def runtime(name: str, **settings: Any) -> Runtime:
     """A runtime of this machine by name (built-in or a plugin's) with its settings (threads, precision,
     opt_level, provider, xnnpack, device, board, ...)."""
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     return get_runtime(name, **settings)
 
@@ -94,7 +94,7 @@ def _runtime(rt: str | Runtime, settings: dict[str, Any]) -> Runtime:
     if isinstance(rt, str):
         return runtime(rt, **settings)
     if settings:  # they were ignored: the object measures with its own
-        from device_tables.errors import HwlatError
+        from hwlat.device_tables.errors import HwlatError
 
         given = ", ".join(f"{k}={v!r}" for k, v in settings.items())
         raise HwlatError(f"{given}: a runtime object ({rt!r}) has its settings already; give them with its name "
@@ -135,10 +135,10 @@ def profile_ops(runtime: str | Runtime, out: str | os.PathLike, sweep: str | Ite
                 **settings: Any) -> SweepResult:
     """`hwlat profile ops`: measure the op configurations of `sweep` (a preset name, a YAML/JSON file
     or `OpSpec`s or their keys) into the device table at `out` (resumed if it exists; `fresh`: started again)."""
-    from device_tables.errors import OpSpecError
-    from device_tables.ops import OpSpec
-    from profilers.run import profile_ops as run
-    from profilers.sweeps import load_sweep
+    from hwlat.device_tables.errors import OpSpecError
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.profilers.run import profile_ops as run
+    from hwlat.profilers.sweeps import load_sweep
 
     def spec(s: Any) -> OpSpec:
         if isinstance(s, OpSpec):
@@ -160,7 +160,7 @@ def profile_archs(space: str | Space, archs: str | Sequence[Any], out: str | os.
     """`hwlat profile archs`: time whole architectures into the arch table at `out` (resumed; `fresh`: started again).
     `archs` is a spec as ``--archs`` takes it (``"0:100"``, ``"random:20"``, a file) or a list of
     architectures or keys; each is measured once per pass and keeps its quietest (`passes`)."""
-    from nas.spaces.measure import ArchItem, profile_archs as run, resolve_archs
+    from hwlat.nas.spaces.measure import ArchItem, profile_archs as run, resolve_archs
 
     sp = _space(space)
     rt = _runtime(runtime, settings)
@@ -180,7 +180,7 @@ def profile_model(path: str | os.PathLike, runtime: str | Runtime = "onnxruntime
     (a `ModelProfile`; ``.format()`` prints it), or the whole model only on a runtime without a
     per-node profile (torch, LiteRT: a `WholeModel`). `input_shape` sizes dynamic inputs: one shape,
     or a name -> shape mapping for a model of several inputs."""
-    from device_tables.errors import ModelError
+    from hwlat.device_tables.errors import ModelError
 
     if not isinstance(path, (str, os.PathLike)):
         raise ModelError(f"profile_model takes the path of a model file, not a {type(path).__name__}; save it first "
@@ -195,8 +195,8 @@ def profile_fusion(runtime: str | Runtime, out: str | os.PathLike, patterns: Seq
     """`hwlat profile fusion`: which op patterns the runtime fuses, measured and stored in the table at
     `out` (merged into its stored rules: a pattern measured now replaces its verdict, the others stay);
     returns (the table's `FusionRules`, the evidence of the patterns measured now)."""
-    from device_tables.table import DeviceTable
-    from profilers.fusion import check_patterns, measure_into
+    from hwlat.device_tables.table import DeviceTable
+    from hwlat.profilers.fusion import check_patterns, measure_into
 
     if patterns is not None:
         patterns = check_patterns(patterns)
@@ -218,7 +218,7 @@ def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Spa
     shape may be written as on the command line, ``"1x3x224x224"``).
     A CPU table of this machine's kind predicts at this machine's speed now (``.speed``; `hwlat predict`),
     unless `as_profiled`."""
-    from predictors.lut import LUTPredictor
+    from hwlat.predictors.lut import LUTPredictor
 
     if space is not None:
         sp = _space(space)
@@ -230,7 +230,7 @@ def predict(model: Any, table: str | os.PathLike | DeviceTable, space: str | Spa
 def _shapes(input_shape: Any) -> Any:
     """An `input_shape` as the command line writes it too (``"1x3x224x224"``, ``{"input_ids": "1x128"}``)
     as the shapes it stands for; other values as given."""
-    from device_tables.graph import parse_shape
+    from hwlat.device_tables.graph import parse_shape
 
     if isinstance(input_shape, str):
         return parse_shape(input_shape)
@@ -242,9 +242,9 @@ def _shapes(input_shape: Any) -> Any:
 def _lut(table: str | os.PathLike | DeviceTable, as_profiled: bool) -> Any:
     """The lookup-table predictor of `table`, at this machine's speed now unless `as_profiled`; what
     `hwlat predict` warns of the table (a missing stage, another machine's table) is logged once."""
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
     from hwlat.device_profile import at_speed_now, table_warnings
-    from predictors.lut import LUTPredictor
+    from hwlat.predictors.lut import LUTPredictor
 
     table = table if isinstance(table, DeviceTable) else load_table(table)
     if str(table.path) not in _WARNED:
@@ -260,7 +260,7 @@ def predict_archs(space: str | Space, archs: str | Sequence[Any], table: str | o
     takes it, or a list of architectures or keys), in order, one table and predictor for all;
     `jobs` processes share the work (default: every usable core; the numbers do not depend on it);
     at this machine's speed now unless `as_profiled`, as `predict`."""
-    from predictors.lut.many import predict_archs as run
+    from hwlat.predictors.lut.many import predict_archs as run
 
     sp = _space(space)
     arch_list = _arch_list(sp, archs, seed)
@@ -273,7 +273,7 @@ def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float
     `device`: `archs` (objects or keys) and their `latencies_ms`, one each, in the same order; it works
     from 3, and improves with more (10 and more recommended). Bad input (a length mismatch, an
     architecture twice, a latency that is not a positive number of ms) is a `MeasurementsError`."""
-    from nas.few_shot import fit as run, measurements_of
+    from hwlat.nas.few_shot import fit as run, measurements_of
 
     sp = _space(space)
     return run(sp, measurements_of(sp, archs, latencies_ms, device), predictor=predictor)
@@ -282,7 +282,7 @@ def adapt(space: str | Space, archs: Sequence[Any], latencies_ms: Sequence[float
 def suggest(space: str | Space, n: int = 20, seed: int = 0) -> list[str]:
     """`hwlat adapt suggest`: keys of the `n` architectures most worth measuring on a new device, most
     informative first (`seed` picks the candidates of spaces too large to enumerate)."""
-    from nas.few_shot import suggest as run
+    from hwlat.nas.few_shot import suggest as run
 
     sp = _space(space)
     return [sp.key(a) for a in run(sp, n, seed=seed)]
@@ -292,14 +292,14 @@ def fit(space: str | Space, measurements: str | os.PathLike, device: str | None 
     """`hwlat adapt fit` without the file: the shipped meta-trained predictor adapted to a CSV of
     measurements (an arch table, or a key column + a latency column in ms; `device` names the column
     when there are several). Save it with `save_predictor`."""
-    from nas.few_shot import fit as run
+    from hwlat.nas.few_shot import fit as run
 
     return run(_space(space), measurements, device)
 
 
 def save_predictor(predictor: ArchPredictor, path: str | os.PathLike) -> None:
     """Write an adapted predictor as ``PATH.npz`` + ``PATH.json`` (what `hwlat adapt fit --out` writes)."""
-    from nas.few_shot import save
+    from hwlat.nas.few_shot import save
 
     save(predictor, path)
 
@@ -307,7 +307,7 @@ def save_predictor(predictor: ArchPredictor, path: str | os.PathLike) -> None:
 def load_predictor(path: str | os.PathLike, space: str | Space) -> ArchPredictor:
     """A predictor saved by `save_predictor` or `hwlat adapt fit`, for architectures of `space`;
     ``predictor.predict(archs)`` gives ms, `predict_adapted` also the uncertainty."""
-    from nas.few_shot import load
+    from hwlat.nas.few_shot import load
 
     return load(path, _space(space))
 
@@ -316,8 +316,8 @@ def predict_adapted(space: str | Space, archs: str | Sequence[Any], predictor: s
                     seed: int = 0) -> tuple[list[str], Any, Any]:
     """`hwlat predict --predictor`: (keys, ms, sigma_ms) of architectures (a spec as ``--archs`` takes
     it, or a list of architectures or keys) from an adapted predictor (a path or the object)."""
-    from nas.arch_predictors import ArchPredictor as _ArchPredictor
-    from nas.few_shot import load, predict_with_sigma
+    from hwlat.nas.arch_predictors import ArchPredictor as _ArchPredictor
+    from hwlat.nas.few_shot import load, predict_with_sigma
 
     sp = _space(space)
     pred = predictor if isinstance(predictor, _ArchPredictor) else load(predictor, sp)
@@ -327,7 +327,7 @@ def predict_adapted(space: str | Space, archs: str | Sequence[Any], predictor: s
 
 
 def _arch_list(sp: Space, archs: str | Sequence[Any], seed: int) -> list[Any]:
-    from nas.spaces.measure import resolve_archs
+    from hwlat.nas.spaces.measure import resolve_archs
 
     return [it.arch for it in resolve_archs(sp, archs, seed=seed)] if isinstance(archs, str) else [sp.arch(a) for a in archs]
 
@@ -342,12 +342,12 @@ def search(space: str | Space, constraint: Any, objective: Any = None, budget: i
     `budget`: architectures scored (default the objective's: 500 for an accuracy lookup, 100 for
     naswot or a function). `method`: evolution, random, or nsga2 (Optuna's NSGA-II; `budget`
     trials; needs optuna).
-    `verify` (``--verify``): True or a `nas.search.verified.VerifySettings` (margin, top, rounds,
+    `verify` (``--verify``): True or a `hwlat.nas.search.verified.VerifySettings` (margin, top, rounds,
     runtime, ...): search under the budget + the predictor's error band, measure the best here,
     and name in ``result.verified.winner`` the most accurate one that measures within the budget."""
-    from nas.search.algorithms import METHODS, search_by_method
-    from nas.search.objectives import load_objective
-    from nas.search.verified import VerifySettings, search_verified
+    from hwlat.nas.search.algorithms import METHODS, search_by_method
+    from hwlat.nas.search.objectives import load_objective
+    from hwlat.nas.search.verified import VerifySettings, search_verified
 
     if method not in METHODS:
         raise ValueError(f"method {method!r}: choose evolution, random or nsga2")
@@ -373,7 +373,7 @@ def accuracy(space: str | Space, archs: Any, dataset: str = "cifar10") -> Any:
     """Trained test accuracy (%) of one architecture (a float; any key form: arch, index, arch string,
     ops code) or of a list of them (an array) on `dataset` (cifar10, cifar100, imagenet16-120): the
     NATS-Bench figures shipped with the project (NB201)."""
-    from nas.accuracy import accuracy_table
+    from hwlat.nas.accuracy import accuracy_table
 
     table = accuracy_table(_space(space))
     return table.lookup_many(archs, dataset) if isinstance(archs, list) else table.lookup(archs, dataset)

@@ -12,7 +12,7 @@ import threading
 from typing import TYPE_CHECKING, Callable, Sequence
 
 if TYPE_CHECKING:
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
 # Modules that register top-level commands, in --help order.
 COMMAND_MODULES = (
@@ -89,7 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if hasattr(stream, "reconfigure"):
             stream.reconfigure(errors="backslashreplace")
     try:
-        from device_tables.errors import HwlatError  # device_tables imports numpy, filelock, ...
+        from hwlat.device_tables.errors import HwlatError  # device_tables imports numpy, filelock, ...
     except ModuleNotFoundError as exc:
         if argv != ["--version"]:  # which still answers
             return _not_installed(exc)
@@ -126,7 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stderr.close()
         return 0
     except OSError as exc:  # a last resort: writers raise a `WriteError` naming the path themselves
-        from device_tables.files import os_reason
+        from hwlat.device_tables.files import os_reason
 
         print(f"hwlat: error: {f'{exc.filename}: ' if exc.filename else ''}{os_reason(exc)}", file=sys.stderr)
         return 1
@@ -173,7 +173,7 @@ os.register_at_fork(after_in_child=_default_sigterm_in_child)
 # pip's names of modules whose distribution is named otherwise (a runtime's own module is named by its
 # `check_available`, with its install command)
 _DISTRIBUTIONS = {"sklearn": "scikit-learn", "yaml": "pyyaml", "serial": "pyserial"}
-_OWN_PACKAGES = ("hwlat", "device_tables", "profilers", "predictors", "nas")
+_OWN_PACKAGES = ("hwlat",)
 
 
 def _not_installed(exc: ModuleNotFoundError) -> int:
@@ -200,12 +200,12 @@ def _not_installed(exc: ModuleNotFoundError) -> int:
 
 def _protocol_hint(exc: HwlatError) -> str:
     """For a table resumed with another protocol: the flags that give the table's own."""
-    from device_tables.errors import ResumeSettingsError
+    from hwlat.device_tables.errors import ResumeSettingsError
 
     stored = exc.stored.get("protocol") if isinstance(exc, ResumeSettingsError) else None
     if not isinstance(stored, dict):
         return ""
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     preset, clock = Protocol.preset_of(stored), stored.get("clock")  # preset_of sets the clock aside
     return f" (the table's protocol is `--protocol {preset}{f' --clock {clock}' if clock else ''}`)" if preset else ""
@@ -216,7 +216,7 @@ def run_script(main: Callable[[], int | None]) -> int:
     line and exit 1 (missing public data, an unknown table), as the command line reports it."""
     from pathlib import Path
 
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     try:
         return int(main() or 0)

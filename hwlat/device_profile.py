@@ -3,10 +3,10 @@
 Stages, each resumable because each stores what it measures as it goes:
 
 1. ``fusion``: which op patterns the runtime fuses, whether it computes repeated ops once, the
-   single-op call overhead and the weights its cache holds across runs (`profilers.fusion`); every
+   single-op call overhead and the weights its cache holds across runs (`hwlat.profilers.fusion`); every
    probe measurement is appended to ``NAME.probes.jsonl`` until the rules are stored.
 2. ``rows``: op rows of the kernels the shipped spaces and the classic CNNs run, chosen adaptively
-   (`predictors.adaptive`), until the rows' share of the time budget is spent; a run whose share ran
+   (`hwlat.predictors.adaptive`), until the rows' share of the time budget is spent; a run whose share ran
    out before every kernel says so, and the next run measures on from where it stopped.
 3. ``networks``: whole networks measured with the protocol `hwlat profile archs` uses by default,
    appended to ``NAME.networks.csv``: calibration networks, and networks kept apart for the score.
@@ -37,13 +37,13 @@ from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
-from device_tables.errors import HwlatError, TableError, UnsupportedOpError, WriteError
-from device_tables.measurement import Measurement
-from device_tables.files import append_to, repair_last_line, whole_csv_row
-from device_tables.lock import LOCK_SUFFIXES, TableLock
-from device_tables.table import DeviceTable, now
-from profilers.base import Runtime
-from profilers.protocol import Protocol
+from hwlat.device_tables.errors import HwlatError, TableError, UnsupportedOpError, WriteError
+from hwlat.device_tables.measurement import Measurement
+from hwlat.device_tables.files import append_to, repair_last_line, whole_csv_row
+from hwlat.device_tables.lock import LOCK_SUFFIXES, TableLock
+from hwlat.device_tables.table import DeviceTable, now
+from hwlat.profilers.base import Runtime
+from hwlat.profilers.protocol import Protocol
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ def inapplicable_stages(table: DeviceTable) -> dict[str, str]:
     """The stages a table's runtime cannot give it, with why: one that times no whole network at the
     table's precision (a board, whose serial protocol runs one kernel at a time) has no weights-cache
     probe, calibration or score; its table predicts from its rows."""
-    from profilers.runtimes import runtimes
+    from hwlat.profilers.runtimes import runtimes
 
     cls = runtimes().get(table.device.runtime)
     if cls is None:
@@ -218,9 +218,9 @@ def table_problems(table: DeviceTable) -> list[str]:
     """What is wrong with a table's files beside its rows (`hwlat table validate`), one line each: stored
     regressors that cannot be read, a networks file that cannot, a calibration that is not numbers, a
     row's reorder share that is not one."""
-    from predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError
-    from predictors.lut.calibration import Calibration
-    from predictors.lut.regressors_store import regressors_stem
+    from hwlat.predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError
+    from hwlat.predictors.lut.calibration import Calibration
+    from hwlat.predictors.lut.regressors_store import regressors_stem
 
     problems = []
     stem = regressors_stem(table)
@@ -249,7 +249,7 @@ def table_problems(table: DeviceTable) -> list[str]:
         if not all(math.isfinite(float(x)) for x in numbers) or min(scales) <= 0:
             problems.append(f"{table.path}: its calibration ({cal.describe()}) is not a usable one; run `hwlat profile "
                             f"device` on it again (--recalibrate) to fit it anew")
-    from predictors.lut.reorders import reorder_shares
+    from hwlat.predictors.lut.reorders import reorder_shares
 
     for row in table.rows("ok"):  # the rows' reorder shares, which a prediction reads
         try:
@@ -283,7 +283,7 @@ def _append_network(path: Path, name: str, role: str, pass_: int, m: Measurement
 # ---- the networks ---------------------------------------------------------------------------
 def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
     """Twice `n` networks of the targets for a role (some may not run on a runtime), kinds in turn."""
-    from nas.pool import CLASSIC, classic_networks, in_turn, space_networks
+    from hwlat.nas.pool import CLASSIC, classic_networks, in_turn, space_networks
 
     seed, resolution = (1000, CALIBRATION_RESOLUTION) if role == "calibration" else (2000, SCORE_RESOLUTION)
     spaces = [t for t in targets if t != CLASSIC]
@@ -298,8 +298,8 @@ def candidate_networks(targets: Sequence[str], role: str, n: int) -> list[str]:
 
 def pool_networks(targets: Sequence[str], per_space: int = POOL_PER_SPACE) -> list[str]:
     """The networks whose kernels the rows are chosen for: sampled ones, and each space's rare ones."""
-    from nas.pool import CLASSIC, TRANSFORMERS, target_networks
-    from nas.spaces import get_space
+    from hwlat.nas.pool import CLASSIC, TRANSFORMERS, target_networks
+    from hwlat.nas.spaces import get_space
 
     spaces = [t for t in targets if t != CLASSIC]
     names = target_networks(per_space, spaces, classic=CLASSIC in targets, seed=0, resolutions=POOL_RESOLUTIONS)
@@ -427,7 +427,7 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     networks' kernels of any op family the table has no row of (one the runtime has since learned to
     run, or that the adaptive rows left out), so that no network of the targets is priced partial.
     """
-    from nas.pool import target_kinds
+    from hwlat.nas.pool import target_kinds
 
     protocol = protocol or runtime.default_protocol()
     targets = list(type(runtime).default_targets_at(runtime.precision) if targets is None else targets)
@@ -439,12 +439,12 @@ def profile_device(runtime: Runtime, out: str | os.PathLike, minutes: float = DE
     if calibration_networks < 1 or score_networks < 1:
         raise HwlatError("--calibration-networks and --score-networks need at least 1 network each")
     if fusion_patterns is not None:  # before a table is made: a bad pattern leaves no file behind
-        from profilers.fusion import check_patterns
+        from hwlat.profilers.fusion import check_patterns
 
         fusion_patterns = check_patterns(fusion_patterns)
     runtime.check_protocol(protocol)
     if (recalibrate or remeasure) and start_from is None:  # refused before a table is made: no file left behind
-        from device_tables.table import table_paths
+        from hwlat.device_tables.table import table_paths
 
         csv_path, json_path = table_paths(out)
         if not json_path.exists():
@@ -557,8 +557,8 @@ def _growing(table: DeviceTable) -> list[str]:
 
 def _fusion_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: _Clock,
                   patterns: Sequence[str] | None, progress: bool) -> str | None:
-    from device_tables.kernels import FusionRules
-    from profilers.fusion import candidate_patterns, detect_fusion, format_results, store_rules
+    from hwlat.device_tables.kernels import FusionRules
+    from hwlat.profilers.fusion import candidate_patterns, detect_fusion, format_results, store_rules
 
     stored = FusionRules.from_meta(table.meta) if _done(table, "fusion") and table.meta.get("fusion") else None
     if stored is None:
@@ -610,7 +610,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
     caught in a slow spell reads 10-50% high, thread-CPU clock or not; a second chance, minutes
     later, catches most of them (`DeviceTable.keep_quieter`). `grow`: measure on where an earlier
     run's budget ended pass 1 short of its kernels (`_rows_short`)."""
-    from predictors.adaptive import adaptive_profile
+    from hwlat.predictors.adaptive import adaptive_profile
 
     if _rows_finished(table, grow):
         short = _rows_short(table)
@@ -662,7 +662,7 @@ def _rows_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock:
         todo = [r.spec for r in table.rows("ok") if r.spec not in again and r.extra.get("passes") != 2
                 and (not growing or r.spec.key in pooled)]
         _say(clock, "rows", f"second pass: {len(todo)} rows to measure again")
-        from predictors.adaptive import profile_specs_into
+        from hwlat.predictors.adaptive import profile_specs_into
 
         profile_specs_into(lambda s: runtime.measure(s, protocol), again, todo, progress=progress, desc="pass 2",
                            deadline=deadline)
@@ -703,10 +703,10 @@ def _rows_finished(table: DeviceTable, grow: bool = True) -> bool:
 def _row_pool(runtime: Runtime, table: DeviceTable, targets: Sequence[str], per_space: int
               ) -> dict[str, tuple[Any, int]]:
     """The kernels of the targets' pool networks (`pool_networks`) under the table's fusion rules, in the
-    runtime's dtype: what the rows are chosen from (`predictors.adaptive.kernel_pool`)."""
-    from device_tables.kernels import FusionRules
-    from nas.pool import graph_of
-    from predictors.adaptive import kernel_pool
+    runtime's dtype: what the rows are chosen from (`hwlat.predictors.adaptive.kernel_pool`)."""
+    from hwlat.device_tables.kernels import FusionRules
+    from hwlat.nas.pool import graph_of
+    from hwlat.predictors.adaptive import kernel_pool
 
     return kernel_pool([graph_of(n) for n in pool_networks(targets, per_space)], FusionRules.from_meta(table.meta),
                        runtime.dtype())
@@ -719,7 +719,7 @@ def _cover_ops(runtime: Runtime, table: DeviceTable, protocol: Protocol, clock: 
     (a board's firmware) has since learned to run, or one fusion rules found since make (a board's
     ``bn+relu``). Without a row of its family a kernel is uncovered and its networks partial; without a
     row of its own op it is regressed from its family's other ops (a ``bn+relu`` from the ``bn`` rows)."""
-    from predictors.adaptive import profile_specs_into
+    from hwlat.predictors.adaptive import profile_specs_into
 
     have = {r.spec.op for r in table.rows()}
     todo = [s for s, _ in pool.values() if s.op not in have]
@@ -743,10 +743,10 @@ def _copy_table(source: str | os.PathLike, out: str | os.PathLike, runtime: Runt
     `fresh`: an existing `out` is set aside (NAME.old-<time>.*) and copied anew."""
     import shutil
 
-    from device_tables.registry import resolve
-    from device_tables.files import set_aside
-    from device_tables.table import FILE_SUFFIXES, MEASURING_SETTINGS, settings_differences, table_paths
-    from predictors.lut.regressors_store import REGRESSORS_SUFFIX
+    from hwlat.device_tables.registry import resolve
+    from hwlat.device_tables.files import set_aside
+    from hwlat.device_tables.table import FILE_SUFFIXES, MEASURING_SETTINGS, settings_differences, table_paths
+    from hwlat.predictors.lut.regressors_store import REGRESSORS_SUFFIX
 
     stem = resolve(source)
     theirs = DeviceTable.load(stem)
@@ -867,7 +867,7 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     its stored time: whether this machine still
     runs as when the table was made. A spell in which a shared machine runs 1.2x slower shows here
     and not in the spread of repeated timings. `HwlatError` for a table that stores no network timings."""
-    from nas.pool import onnx_of
+    from hwlat.nas.pool import onnx_of
 
     if _recalibrating(table):  # its calibration is of the times before, its counted times are the new ones
         raise HwlatError(f"{table.name}: a --recalibrate began timing its networks again and has not finished (its "
@@ -885,7 +885,7 @@ def drift(table: DeviceTable, networks: int = 6, runtime: Runtime | None = None)
     if networks < 1:
         raise HwlatError(f"--networks {networks}: time at least 1 network")
     if runtime is None:
-        from profilers.runtimes import get_runtime
+        from hwlat.profilers.runtimes import get_runtime
 
         dev = table.device
         runtime = get_runtime(dev.runtime, precision=dev.precision, **dict(dev.settings))
@@ -973,11 +973,11 @@ def speed_now(table: DeviceTable) -> Speed | None:
     runtime not installed here, one storing no network timings, or one whose networks do not run
     now) or where ``HWLAT_AS_PROFILED`` is set. Readings are kept in `speed_cache_path`, per table name and
     stored networks (wherever the table's files are), so a loop of predictions times the networks once a minute."""
-    from device_tables.files import atomic_write_text
+    from hwlat.device_tables.files import atomic_write_text
 
     if os.environ.get(AS_PROFILED_ENV, "") not in ("", "0") or table.device.hardware != "cpu" or machine_differences(table):
         return None
-    from profilers.runtimes import runtimes
+    from hwlat.profilers.runtimes import runtimes
 
     if table.device.runtime not in runtimes():
         return None
@@ -1012,8 +1012,8 @@ def speed_now(table: DeviceTable) -> Speed | None:
 
 def _drift_ratios(table: DeviceTable) -> dict[str, float]:
     """`drift(table).ratios`, timed in a forked child where this process has no runtime loaded yet:
-    loading one here would keep `predict --archs` from forking its workers (`predictors.lut.many`)."""
-    from predictors.lut.many import can_fork, fork_pool
+    loading one here would keep `predict --archs` from forking its workers (`hwlat.predictors.lut.many`)."""
+    from hwlat.predictors.lut.many import can_fork, fork_pool
 
     if not can_fork():
         return drift(table).ratios
@@ -1119,7 +1119,7 @@ def _networks_stage(runtime: Runtime, table: DeviceTable, protocol: Protocol, cl
     of the time left; the stage itself measures what that left over."""
     from tqdm import tqdm
 
-    from nas.pool import onnx_of
+    from hwlat.nas.pool import onnx_of
 
     if inapplicable_stages(table):  # nothing to time (a board); `profile_device` says n/a for the stage
         return None
@@ -1253,9 +1253,9 @@ def _slow_spell_suspects(table: DeviceTable, names: set[str]) -> list[tuple[str,
     kind has fewer than 3). Both passes of a network can fall in one spell: other tenants slowed this
     2-core VM by 20-30% for minutes while a LiteRT table grew, and 5 of its 20 transformer networks
     stored times 16-33% above what they measured minutes later; the calibration learned that."""
-    from nas.pool import graph_of
-    from predictors.lut import LUTPredictor
-    from predictors.lut.calibration import Calibration
+    from hwlat.nas.pool import graph_of
+    from hwlat.predictors.lut import LUTPredictor
+    from hwlat.predictors.lut.calibration import Calibration
 
     rows = [r for r in _current_networks(table) if r["status"] == "ok" and r["network"] in names]
     passes: dict[str, int] = {}
@@ -1287,7 +1287,7 @@ class _FirstPassDone(Exception):
 
 
 def _regressors_stage(table: DeviceTable, clock: _Clock) -> str | None:
-    from predictors.lut import LUTPredictor
+    from hwlat.predictors.lut import LUTPredictor
 
     if not table.rows("ok"):
         return "no op rows to fit them on"
@@ -1312,8 +1312,8 @@ def _measured(table: DeviceTable, role: str) -> tuple[list[str], list[float]]:
 
 
 def _calibration_stage(table: DeviceTable, clock: _Clock) -> str | None:
-    from nas.pool import graph_of
-    from predictors.lut import LUTPredictor
+    from hwlat.nas.pool import graph_of
+    from hwlat.predictors.lut import LUTPredictor
 
     names, ys = _measured(table, "calibration")
     if not names:
@@ -1332,8 +1332,8 @@ def _calibration_stage(table: DeviceTable, clock: _Clock) -> str | None:
 
 def score_table(table: DeviceTable, names: Sequence[str], measured_ms: Sequence[float]) -> dict[str, Any]:
     """The table's predictions of `names` against their measured latencies: ±10% count, MAPE, ratios."""
-    from nas.pool import graph_of
-    from predictors.lut import LUTPredictor
+    from hwlat.nas.pool import graph_of
+    from hwlat.predictors.lut import LUTPredictor
 
     lut = LUTPredictor(table)
     ratios = {}
@@ -1370,7 +1370,7 @@ def _score_stage(table: DeviceTable, clock: _Clock, result: DeviceProfileResult)
 
 def _user_path(table: DeviceTable) -> str:
     """The table's path as a user would type it; a shipped table's name is better not written over."""
-    from device_tables.registry import TABLES_DIR
+    from hwlat.device_tables.registry import TABLES_DIR
 
     if table.path is None or table.path.parent == TABLES_DIR:
         return f"tables/{table.name}"
@@ -1380,8 +1380,8 @@ def _user_path(table: DeviceTable) -> str:
 def profile_command(table: DeviceTable) -> str:
     """The `hwlat profile device` command that makes (or completes) `table`: its runtime, precision,
     threads, settings and where it runs (a GPU, a board), its targets, and its path."""
-    from nas.pool import target_kinds
-    from profilers.runtimes import runtimes
+    from hwlat.nas.pool import target_kinds
+    from hwlat.profilers.runtimes import runtimes
 
     d = table.device
     settings = dict(d.settings)
@@ -1411,8 +1411,8 @@ def machine_differences(table: DeviceTable) -> list[str]:
     kind of hardware or of a runtime unknown here. A runtime whose package is not installed here differs
     by the CPU alone: the same machine without it is not another machine (what to install is said where
     the runtime is needed)."""
-    from device_tables.device import host_differences
-    from profilers.runtimes import runtimes
+    from hwlat.device_tables.device import host_differences
+    from hwlat.profilers.runtimes import runtimes
 
     if table.device.hardware != "cpu" or table.device.runtime not in runtimes():
         return []
@@ -1442,8 +1442,8 @@ def table_warnings(table: DeviceTable) -> list[str]:
 def other_version_regressors(table: DeviceTable) -> list[str]:
     """The line saying a table's stored regressors were written by another hwlat (a table from an older
     version): every prediction refits them from its rows until `hwlat profile device` stores new ones."""
-    from predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError, RegressorError
-    from predictors.lut.regressors_store import regressors_stem
+    from hwlat.predictors.kernel_regressors import KernelRegressors, OtherVersionRegressorsError, RegressorError
+    from hwlat.predictors.lut.regressors_store import regressors_stem
 
     stem = regressors_stem(table)
     if not table.meta.get("regressors") or stem is None:

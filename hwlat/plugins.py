@@ -14,13 +14,13 @@ add through the entry-point groups ``hwlat.runtimes`` and ``hwlat.spaces``::
         name = "myort"
 
 The class's ``name`` is its CLI name: ``hwlat profile ops --runtime myort``, ``hwlat profile device
---runtime myort``, ``hwlat.runtime("myort")``. A runtime subclasses `profilers.base.Runtime`, a
-space `nas.spaces.base.Space`; docs/contributing.md says what each implements.
+--runtime myort``, ``hwlat.runtime("myort")``. A runtime subclasses `hwlat.profilers.base.Runtime`, a
+space `hwlat.nas.spaces.base.Space`; docs/contributing.md says what each implements.
 """
 
 from __future__ import annotations
 
-from nas.spaces import spaces
-from profilers.runtimes import runtimes
+from hwlat.nas.spaces import spaces
+from hwlat.profilers.runtimes import runtimes
 
 __all__ = ["runtimes", "spaces"]

@@ -9,8 +9,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from device_tables.archtable import ArchTable
-from device_tables.errors import TableError
+from hwlat.device_tables.archtable import ArchTable
+from hwlat.device_tables.errors import TableError
 
 log = logging.getLogger(__name__)
 
@@ -29,9 +29,9 @@ class TransferTables:
 
     def transfer_data(self, train: Sequence[str], valid: Sequence[str]):
         """`TransferData` for the bench: features of every row, training/validation latencies, costs."""
-        from nas.features import latency_features
-        from nas.spaces import get_space
-        from predictors.evaluation import TransferData
+        from hwlat.nas.features import latency_features
+        from hwlat.nas.spaces import get_space
+        from hwlat.predictors.evaluation import TransferData
 
         sp = get_space(self.space)
         archs = [sp.parse(k) for k in self.arch_keys]
@@ -64,7 +64,7 @@ def load_transfer_tables(space: str, paths: Sequence[str], join_key: str,
     """Read the tables (`ArchTable` validates each file and joins them on the architecture) and
     check that they agree on `join_key`; every name in `wanted` (or in each of its groups, by the
     option that gave them: ``{"--train": [...]}``) must be a device column."""
-    from nas.spaces import arch_keys, known_arch_keys
+    from hwlat.nas.spaces import arch_keys, known_arch_keys
 
     keys, candidates = arch_keys(space), known_arch_keys()
     files = [ArchTable.read(p, space=keys, candidates=candidates) for p in paths]
@@ -94,7 +94,7 @@ def load_transfer_tables(space: str, paths: Sequence[str], join_key: str,
     groups = wanted.items() if isinstance(wanted, Mapping) else [("", wanted)]
     unknown = [(flag, names) for flag, given in groups if (names := [n for n in given if n not in table.devices])]
     if unknown:
-        from device_tables.errors import UnknownDeviceError
+        from hwlat.device_tables.errors import UnknownDeviceError
 
         said = "; ".join(f"{flag + ' ' if flag else ''}{', '.join(names)}" for flag, names in unknown)
         raise UnknownDeviceError(f"unknown device(s) {said}; the tables have: {', '.join(table.devices)}")

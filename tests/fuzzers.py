@@ -25,7 +25,7 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from device_tables.errors import HwlatError
+from hwlat.device_tables.errors import HwlatError
 
 ROOT = Path(__file__).resolve().parent.parent
 WEIRD_VALUES = ["nan", "NaN", "inf", "-inf", "-1", "0", "-0.0", "1e308", "1e-320", "", " ", "abc", "1,5", "\"",
@@ -136,7 +136,7 @@ def finite_positive(values) -> None:
 # ---- valid seeds -----------------------------------------------------------------------------
 def seed_device_table(folder: Path, rows: int = 12) -> Path:
     """A small device table: the first rows of the shipped onnxruntime table and its metadata."""
-    src = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
+    src = ROOT / "hwlat" / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
     lines = src.with_suffix(".csv").read_text().splitlines(keepends=True)[: rows + 1]
     out = folder / "t"
     out.with_suffix(".csv").write_text("".join(lines))
@@ -145,19 +145,19 @@ def seed_device_table(folder: Path, rows: int = 12) -> Path:
 
 
 def seed_arch_table(folder: Path, rows: int = 12) -> Path:
-    src = ROOT / "device_tables" / "tables" / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"
+    src = ROOT / "hwlat" / "device_tables" / "tables" / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"
     out = folder / "a"
     out.with_suffix(".csv").write_text("".join(src.with_suffix(".csv").read_text().splitlines(keepends=True)[: rows + 1]))
     shutil.copy(src.with_suffix(".json"), out.with_suffix(".json"))
     return out
 
 
-SWEEP = (ROOT / "profilers" / "sweeps" / "quick.yaml").read_text()
+SWEEP = (ROOT / "hwlat" / "profilers" / "sweeps" / "quick.yaml").read_text()
 
 
 # ---- the fuzzers -----------------------------------------------------------------------------
 def fuzz_device_table_csv(counter: Counter, examples: int):
-    from device_tables import load
+    from hwlat.device_tables import load
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())
@@ -178,7 +178,7 @@ def fuzz_device_table_csv(counter: Counter, examples: int):
 
 
 def fuzz_device_table_json(counter: Counter, examples: int):
-    from device_tables import load
+    from hwlat.device_tables import load
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())
@@ -210,7 +210,7 @@ def meta_paths(node: Any, prefix: tuple = (), depth: int = 3) -> list[tuple]:
 def seed_complete_table(folder: Path, rows: int = 12) -> Path:
     """`seed_device_table` with the shipped table's networks and stored regressors beside it."""
     base = seed_device_table(folder, rows)
-    src = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
+    src = ROOT / "hwlat" / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
     for suffix in (".networks.csv", ".regressors.json", ".regressors.npz"):
         shutil.copy(f"{src}{suffix}", f"{base}{suffix}")
     return base
@@ -225,11 +225,11 @@ def fuzz_device_table_fields(counter: Counter, examples: int):
     import contextlib
     import json
 
-    from device_tables.device import Device
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.table import DeviceTable
     from hwlat.cli import main
 
-    src = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1.json"
+    src = ROOT / "hwlat" / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1.json"
     original = json.loads(src.read_text())
     cases = [(path, value) for path in meta_paths(original) for value in FIELD_VALUES]
 
@@ -292,8 +292,8 @@ def fuzz_device_table_fields(counter: Counter, examples: int):
 
 
 def fuzz_arch_table(counter: Counter, examples: int):
-    from device_tables.archtable import ArchTable
-    from nas.spaces import arch_keys
+    from hwlat.device_tables.archtable import ArchTable
+    from hwlat.nas.spaces import arch_keys
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())
@@ -313,7 +313,7 @@ def fuzz_arch_table(counter: Counter, examples: int):
 
 
 def fuzz_sweep(counter: Counter, examples: int):
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.sweeps import load_sweep
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())
@@ -336,9 +336,9 @@ def fuzz_sweep(counter: Counter, examples: int):
 
 
 def fuzz_predictor(counter: Counter, examples: int):
-    from predictors import io as pio
+    from hwlat.predictors import io as pio
 
-    src = ROOT / "predictors" / "pretrained" / "nb201"
+    src = ROOT / "hwlat" / "predictors" / "pretrained" / "nb201"
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())
@@ -361,12 +361,12 @@ def fuzz_predictor(counter: Counter, examples: int):
                 target.write_bytes(data.draw(mutated_bytes(target.read_bytes())))
 
             def valid(pred):
-                from nas.features import latency_features
-                from nas.spaces import get_space
+                from hwlat.nas.features import latency_features
+                from hwlat.nas.spaces import get_space
 
                 sp = get_space("nb201")
                 X, _ = latency_features(sp, sp.sample(12, seed=0))  # the same archs as below
-                from nas.constraints import LatencyConstraint
+                from hwlat.nas.constraints import LatencyConstraint
 
                 archs = sp.sample(12, seed=0)
                 try:
@@ -412,8 +412,8 @@ def bad_arrays(a: np.ndarray) -> list[np.ndarray]:
 
 def seed_adapted_predictor(folder: Path) -> Path:
     """A predictor as `hwlat adapt fit` saves it: the shipped NB201 one adapted to 10 made-up latencies."""
-    from nas.few_shot import fit, measurements_of, save
-    from nas.spaces import get_space
+    from hwlat.nas.few_shot import fit, measurements_of, save
+    from hwlat.nas.spaces import get_space
 
     sp = get_space("nb201")
     archs = sp.sample(10, seed=5)
@@ -426,8 +426,8 @@ def fuzz_adapted_predictor(counter: Counter, examples: int):
     by a value of the wrong kind or shape, loaded and predicted with as `hwlat predict --predictor` does."""
     import json
 
-    from nas.few_shot import load, predict_with_sigma
-    from nas.spaces import get_space
+    from hwlat.nas.few_shot import load, predict_with_sigma
+    from hwlat.nas.spaces import get_space
 
     sp = get_space("nb201")
     archs = sp.sample(5, seed=0)
@@ -515,8 +515,8 @@ def small_onnx(draw) -> bytes:
 
 
 def fuzz_onnx(counter: Counter, examples: int):
-    from device_tables import load
-    from predictors.lut import LUTPredictor
+    from hwlat.device_tables import load
+    from hwlat.predictors.lut import LUTPredictor
 
     lut = LUTPredictor(load("cpu_onnxruntime_fp32_threads1"))
 
@@ -536,7 +536,7 @@ def fuzz_onnx(counter: Counter, examples: int):
 
 
 def fuzz_device_samples(counter: Counter, examples: int):
-    from nas.few_shot import read_measurements
+    from hwlat.nas.few_shot import read_measurements
 
     @settings(max_examples=examples, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(data=st.data())

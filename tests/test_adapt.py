@@ -11,10 +11,10 @@ import pytest
 
 import hwlat
 from hwlat.cli import main
-from nas.features import latency_features
-from nas.spaces import get_space
-from nas.spaces.measure import resolve_archs
-from predictors.metrics import spearman
+from hwlat.nas.features import latency_features
+from hwlat.nas.spaces import get_space
+from hwlat.nas.spaces.measure import resolve_archs
+from hwlat.predictors.metrics import spearman
 
 NB201 = get_space("nb201")
 
@@ -228,7 +228,7 @@ def test_a_spreadsheets_byte_order_mark_is_read_past(ten, capsys):
 
 
 def test_api_adapt_checks_its_lists_as_fit_checks_a_file(ten):
-    from nas.few_shot import MeasurementsError
+    from hwlat.nas.few_shot import MeasurementsError
 
     _, archs, ms = ten
     cases = [(archs, ms[:5], "10 architectures but 5 latencies"),
@@ -258,7 +258,7 @@ def test_suggest_refuses_fewer_than_fit_needs(tmp_path, capsys):
 
 def test_api_suggest_refuses_what_the_cli_refuses():
     """`hwlat.suggest` and `hwlat adapt suggest -n` share one check: fewer than fit needs is refused by both."""
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     for n in (2, 0, -1):
         with pytest.raises(HwlatError, match="needs at least 3 measurements"):
@@ -299,7 +299,7 @@ def test_predictor_for_another_space_or_not_adapted_or_newer_is_refused(ten, cap
     assert "predicts nb201 architectures, not fbnet" in line and "hwlat adapt fit --space fbnet" in line
     line = error_line(capsys, ["search", "--predictor", str(d / "p"), "--space", "vit", "--max-latency-ms", "1"])
     assert "not vit" in line and "lut:NAME" in line and "adapt fit --space vit" not in line  # none is shipped for vit
-    from predictors import pretrained
+    from hwlat.predictors import pretrained
 
     unadapted = pretrained.path("nb201")
     line = error_line(capsys, ["predict", "--predictor", str(unadapted), "--space", "nb201", "--arch", "1"])
@@ -371,7 +371,7 @@ def test_a_damaged_predictor_file_gets_one_line_naming_the_field(adapted_files, 
 
 # ---- the protocol with suggested shots -----------------------------------------------------------------------
 def test_bench_protocol_with_suggested_shots_uses_the_same_rows_for_every_device():
-    from predictors.evaluation import ProtocolSettings, TargetDevice, TransferData, make_methods, run_method
+    from hwlat.predictors.evaluation import ProtocolSettings, TargetDevice, TransferData, make_methods, run_method
 
     archs = [NB201.from_index(i) for i in range(400)]
     X, layout = latency_features(NB201, archs)
@@ -421,8 +421,8 @@ def test_save_predictor_of_something_not_adapted_names_what_it_takes(tmp_path):
 
 def test_adapt_takes_a_saved_predictors_path_and_names_what_it_cannot_adapt(ten):
     """predictor='nope' said 'the str predictor has no adapt(X, y)'; a saved predictor's path was refused alike."""
-    from nas.arch_predictors import PredictorSpaceError
-    from predictors.io import PredictorFileError
+    from hwlat.nas.arch_predictors import PredictorSpaceError
+    from hwlat.predictors.io import PredictorFileError
 
     d, archs, ms = ten
     hwlat.save_predictor(hwlat.adapt("nb201", archs, ms), d / "saved")
@@ -453,7 +453,7 @@ def test_measurements_that_are_all_equal_are_fitted_with_a_warning(ten, caplog):
 def test_a_device_named_like_a_unit_is_read_as_the_latency_in_ms(ten):
     """The unit check refused a phone's column 'galaxy_s' as seconds, with no way around it."""
     d, archs, ms = ten
-    from nas.few_shot import read_measurements
+    from hwlat.nas.few_shot import read_measurements
 
     path = write_measurements(d / "m.csv", archs, [f"{v:.4f}" for v in ms], column="galaxy_s")
     m = read_measurements(path, "nb201")

@@ -7,11 +7,11 @@ import math
 
 import pytest
 
-from device_tables.archtable import ArchTable, ArchTableWriter, arch_table_paths, read_stats
-from device_tables.device import Device
-from device_tables.errors import TableError, UnknownDeviceError
-from device_tables.measurement import Measurement
-from nas.spaces import ArchError, arch_keys, get_space, known_arch_keys
+from hwlat.device_tables.archtable import ArchTable, ArchTableWriter, arch_table_paths, read_stats
+from hwlat.device_tables.device import Device
+from hwlat.device_tables.errors import TableError, UnknownDeviceError
+from hwlat.device_tables.measurement import Measurement
+from hwlat.nas.spaces import ArchError, arch_keys, get_space, known_arch_keys
 
 NB = get_space("nb201")
 SPACES = known_arch_keys()  # the candidates a table's space is inferred from
@@ -96,7 +96,7 @@ def test_any_space_brings_its_own_keys(tmp_path):
     """The tables know no space: a scheme made up here reads, sorts and writes like the built-in ones."""
     import dataclasses
 
-    from device_tables.archtable import ArchKeys, public_files
+    from hwlat.device_tables.archtable import ArchKeys, public_files
 
     toy = ArchKeys("toy", columns=("row", "code"), primary="code", int_columns=("row",), order_by="row")
     _write(tmp_path / "toy.csv", ["row", "code", "d"], [[2, "b", 1.0], [1, "a", 2.0]])
@@ -201,7 +201,7 @@ def test_writer_keeps_public_key_columns(tmp_path):
 
 # ---- profiling whole architectures -----------------------------------------------------------
 def test_resolve_archs_specs(tmp_path):
-    from nas.spaces.measure import resolve_archs
+    from hwlat.nas.spaces.measure import resolve_archs
 
     items = resolve_archs(NB, "0:5+3,4,7+random:3", seed=1)
     keys = [NB.key(i.arch) for i in items]
@@ -242,9 +242,9 @@ def test_resolve_archs_specs(tmp_path):
 
 def test_profile_archs_measures_and_resumes(tmp_path):
     pytest.importorskip("onnxruntime")
-    from nas.spaces.measure import profile_archs, resolve_archs
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.nas.spaces.measure import profile_archs, resolve_archs
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     items = resolve_archs(NB, "0:3")
     out = tmp_path / "nb201_ort"
@@ -302,7 +302,7 @@ def test_cli_profile_archs_and_space_show(tmp_path, capsys):
 
 
 def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):
-    from device_tables.archtable import PUBLIC_DATA_ENV, public_data_dir, public_files
+    from hwlat.device_tables.archtable import PUBLIC_DATA_ENV, public_data_dir, public_files
 
     with pytest.raises(TableError, match=r"nope \(given\) does not exist"):
         public_data_dir(tmp_path / "nope")
@@ -319,9 +319,9 @@ def test_profile_archs_in_two_passes_keeps_the_quieter_and_records_both(tmp_path
     pytest.importorskip("onnxruntime")
     import csv as csv_module
 
-    from nas.spaces.measure import profile_archs, resolve_archs
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.nas.spaces.measure import profile_archs, resolve_archs
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     out = tmp_path / "two"
     res = profile_archs(NB, resolve_archs(NB, "0:3"), out, get_runtime("onnxruntime", threads=1),
@@ -341,9 +341,9 @@ def test_profile_archs_in_two_passes_keeps_the_quieter_and_records_both(tmp_path
 def test_profile_archs_killed_between_passes_resumes_without_measuring_again(tmp_path):
     """A run interrupted in pass 2 keeps pass 1 (NAME.passes.csv); the resumed run measures only
     the passes missing, and each row is the quieter pass."""
-    from device_tables.measurement import Measurement
-    from nas.spaces.measure import profile_archs, resolve_archs
-    from profilers.runtimes import get_runtime
+    from hwlat.device_tables.measurement import Measurement
+    from hwlat.nas.spaces.measure import profile_archs, resolve_archs
+    from hwlat.profilers.runtimes import get_runtime
 
     items = resolve_archs(NB, "0:4")
     calls: list[tuple[str, int]] = []
@@ -377,7 +377,7 @@ def test_profile_archs_killed_between_passes_resumes_without_measuring_again(tmp
 
 def test_repeated_architectures_are_taken_once_and_the_repeats_counted(tmp_path, caplog):
     """A file of 100k rows holding 15,596 architectures said only "15596 architectures predicted"."""
-    from nas.spaces.measure import resolve_archs
+    from hwlat.nas.spaces.measure import resolve_archs
 
     f = tmp_path / "keys.txt"
     f.write_text("5\n7\n5\n5\n")

@@ -13,15 +13,15 @@ import pytest
 
 pytest.importorskip("serial")
 
-from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from profilers.board.runtime import BoardRuntime, BoardTarget  # noqa: E402
-from profilers.board.ops import lower  # noqa: E402
-from profilers.board.protocol import (  # noqa: E402
+from hwlat.device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.profilers.board.runtime import BoardRuntime, BoardTarget  # noqa: E402
+from hwlat.profilers.board.ops import lower  # noqa: E402
+from hwlat.profilers.board.protocol import (  # noqa: E402
     BoardClient, BoardError, BoardCommandError, BoardProtocolError, BoardResetError, BoardTimeoutError, SerialLink, parse_line,
 )
-from profilers.protocol import Protocol  # noqa: E402
-from profilers.run import profile_ops  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
+from hwlat.profilers.run import profile_ops  # noqa: E402
 
 BANNER = "\nREADY hwlat-fw proto=1 board=fake\n"
 DESCRIBE = ("OK DESCRIBE board=fake core=cortex-m4 clock_hz=100000000 counter=dwt-cyccnt unit=cycles resolution=1 "
@@ -391,7 +391,7 @@ def test_a_board_that_stops_answering_keeps_measured_rows_and_the_run_resumes(pe
     with pytest.raises(BoardTimeoutError, match="gave up after 2 attempts.*no reply to 'OP'"):
         profile_ops(rt, SPECS, out, Protocol.preset("quick"), progress=False)
     rt.close()
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
     assert len(DeviceTable.load(out)) == 1  # the first op's row survived
     peer2 = peers(FirmwareModel(refuse="maxpool"))
@@ -426,7 +426,7 @@ def test_a_board_that_freezes_is_named_with_its_op_the_command_unanswered_and_wh
     assert said.startswith(f"{SPECS[1].key}: the board stopped answering: serial:{peer.path}: no reply to 'OP' within")
     assert ", nor to a resync; check that it is powered" in said
     assert said.endswith("reset it, and run the same command again: the rows measured before are kept")
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
     assert len(DeviceTable.load(tmp_path / "t")) == 1
 
@@ -448,7 +448,7 @@ def test_a_board_unplugged_mid_run_is_one_board_error_naming_the_port_and_rows_a
     # the op it stopped on and what to do, as for a board that freezes (profile-mcu.md)
     assert str(err.value).startswith(f"{SPECS[1].key}: serial:{peer.path}: ")
     assert str(err.value).endswith("run the same command again: the rows measured before are kept")
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
     assert len(DeviceTable.load(tmp_path / "t")) == 1
 

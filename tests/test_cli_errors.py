@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from device_tables.device import Device
-from device_tables.measurement import Measurement
-from device_tables.ops import OpSpec
-from device_tables.table import DeviceTable
+from hwlat.device_tables.device import Device
+from hwlat.device_tables.measurement import Measurement
+from hwlat.device_tables.ops import OpSpec
+from hwlat.device_tables.table import DeviceTable
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -110,7 +110,7 @@ def test_malformed_onnx_model(tmp_path):
 
 def test_an_architecture_key_without_its_space_says_it_needs_one():
     import hwlat as api
-    from device_tables.errors import ModelError
+    from hwlat.device_tables.errors import ModelError
 
     for key in (5, "5"):
         with pytest.raises(ModelError, match=r"an architecture key needs its space \(space="):
@@ -175,7 +175,7 @@ def test_a_sweep_without_a_configuration_at_the_precision_makes_no_table(tmp_pat
 
 def test_a_float_sweep_on_the_board_does_not_advise_a_precision_the_board_cannot_measure(tmp_path):
     """It said 'give --precision fp32' (and warned 'measuring int8, not fp32' though no precision was given)."""
-    from profilers.board.qemu import missing_tools
+    from hwlat.profilers.board.qemu import missing_tools
 
     if missing_tools():
         pytest.skip("emulated board needs: " + "; ".join(missing_tools()))
@@ -252,8 +252,8 @@ def test_predict_refuses_top_with_json(tmp_path):
 
 def test_a_tflite_file_is_named_as_one(tmp_path):
     """A LiteRT user's .tflite read 'not a readable ONNX model (DecodeError ...); re-export it'."""
-    from device_tables.ops import OpSpec
-    from profilers.tflite.builder import build_model
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.profilers.tflite.builder import build_model
 
     (tmp_path / "m.tflite").write_bytes(build_model(OpSpec.make("conv2d", (1, 8, 8, 8), cout=8, kernel=3)).content)
     for args in (("profile", "model", "m.tflite", "--runtime", "litert"), ("profile", "model", "m.tflite"),
@@ -284,7 +284,7 @@ def test_the_command_a_table_lacking_stages_names_resumes_it(table):
     """The suggested command carries the protocol and clock the table was measured with (a resume with
     others is refused), and no flag where the table used the defaults."""
     from hwlat.device_profile import profile_command
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     t = DeviceTable.load(table)
     t.update_meta(protocol=Protocol.preset("quick").to_dict())
@@ -368,7 +368,7 @@ def test_the_command_that_mends_a_damaged_entry_names_the_tables_device(tmp_path
 
     from hwlat.cli import build_parser, main
     from hwlat.commands.profile import runtime_settings
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     def edit(meta):
         meta["device"].update(device)
@@ -397,7 +397,7 @@ def test_a_score_without_the_entries_it_is_read_with_is_named(tmp_path, capsys):
 def test_entries_read_only_on_resuming_warn_in_validate_and_refuse_the_resume(tmp_path, capsys):
     """`resumed` (a log a resumed run appends to) damaged: predicting and showing go on, validate warns,
     adding to the table is refused naming it."""
-    from device_tables.errors import TableError
+    from hwlat.device_tables.errors import TableError
     from hwlat.cli import main
 
     base = _table_with_meta(tmp_path, _set("resumed", "x"))
@@ -524,7 +524,7 @@ def test_profile_ops_options_that_would_be_ignored_are_refused(tmp_path, flags, 
 
 
 def test_an_arch_table_given_for_a_device_table_is_named_so(tmp_path):
-    arch = ROOT / "device_tables" / "tables" / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"
+    arch = ROOT / "hwlat" / "device_tables" / "tables" / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"
     assert_user_error(hwlat("table", "show", str(arch), cwd=tmp_path), "not a hwlat device table", "it is an arch table")
 
 

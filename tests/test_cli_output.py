@@ -85,10 +85,10 @@ def test_an_output_over_a_tables_own_file_is_refused_and_the_table_kept(tmp_path
     """`adapt suggest --out measured.csv` (or predict --out, search/profile model --json) wrote over the CSV of
     the arch table `profile archs --out measured` had measured: its latencies were gone, without a word; and
     `adapt fit --out measured` over its metadata (measured.json)."""
-    from device_tables.device import Device
-    from device_tables.measurement import Measurement
-    from device_tables.ops import OpSpec
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.measurement import Measurement
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.device_tables.table import DeviceTable
 
     t = DeviceTable(Device.make("cpu", "onnxruntime", "fp32", fingerprint={"cpu_model": "test"}, threads=1))
     t.append(OpSpec.make("relu", (1, 4, 8, 8)), Measurement.from_samples([0.01, 0.011, 0.012]))
@@ -185,7 +185,7 @@ def test_an_output_over_a_file_a_table_keeps_beside_it_is_refused(tmp_path):
     `profile device` run had timed (an arch table's T.stats.csv likewise)."""
     import shutil
 
-    shipped = ROOT / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
+    shipped = ROOT / "hwlat" / "device_tables" / "tables" / "cpu_onnxruntime_fp32_threads1"
     for suffix in (".csv", ".json", ".networks.csv"):
         shutil.copy(shipped.with_name(shipped.name + suffix), tmp_path / f"T{suffix}")
     kept = {p.name: p.read_bytes() for p in tmp_path.iterdir()}

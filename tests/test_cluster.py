@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from device_tables.table import DeviceTable
-from profilers.cluster.worker import ClusterError, DeviceAd
-from profilers.protocol import Protocol
+from hwlat.device_tables.table import DeviceTable
+from hwlat.profilers.cluster.worker import ClusterError, DeviceAd
+from hwlat.profilers.protocol import Protocol
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -68,7 +68,7 @@ def test_device_spec_errors_say_what_to_write(bad, words):
 def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
     """`--cluster auto` (and `worker --list`) after the head stopped: Ray's own client retried for minutes
     on the address it last wrote; the check reads that address and says it no longer answers."""
-    from profilers.cluster.driver import _check_reachable
+    from hwlat.profilers.cluster.driver import _check_reachable
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     with pytest.raises(ClusterError, match="no Ray cluster was started on this machine"):
@@ -82,7 +82,7 @@ def test_auto_with_a_stopped_cluster_says_so_in_seconds(tmp_path, monkeypatch):
 def test_auto_looks_where_ray_start_wrote_the_address_under_tmpdir(tmp_path, monkeypatch):
     """With TMPDIR set (usual on shared servers) `ray start` writes $TMPDIR/ray/ray_current_cluster, as
     Ray's own `auto` reads it; `--cluster auto` looked in /tmp/ray and said no cluster was started here."""
-    from profilers.cluster.driver import _check_reachable
+    from hwlat.profilers.cluster.driver import _check_reachable
 
     monkeypatch.delenv("RAY_TMPDIR", raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -120,7 +120,7 @@ def test_head_only_worker_options_with_address_are_refused():
 
 def test_auto_follows_ray_address_as_ray_does(tmp_path, monkeypatch):
     """With RAY_ADDRESS set (Ray's way to name a cluster), `--cluster auto` said no cluster was started here."""
-    from profilers.cluster.driver import _check_reachable
+    from hwlat.profilers.cluster.driver import _check_reachable
 
     monkeypatch.setenv("RAY_TMPDIR", str(tmp_path))
     monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:9")
@@ -144,8 +144,8 @@ def test_a_runtime_that_does_not_start_on_the_worker_is_named_with_its_own_messa
 
     from ray.exceptions import ActorDiedError, RayTaskError
 
-    from profilers.board.protocol import BoardError
-    from profilers.cluster.worker import _reason
+    from hwlat.profilers.board.protocol import BoardError
+    from hwlat.profilers.cluster.worker import _reason
 
     try:
         raise BoardError("cannot open serial port '/dev/ttyNOPE': no such file; check the device path")
@@ -185,7 +185,7 @@ def test_duplicate_device_names_are_refused():
 
 # ---- the local lab ----------------------------------------------------------------------------------
 def _runtime() -> str:
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     for name in ("onnxruntime", "torch"):
         try:
@@ -201,8 +201,8 @@ def lab(tmp_path_factory):
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
     import ray
 
-    from profilers.cluster.driver import connect, disconnect
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.cluster.driver import connect, disconnect
+    from hwlat.profilers.cluster.local import LocalLab
 
     runtime = _runtime()
     root = tmp_path_factory.mktemp("lab")
@@ -224,8 +224,8 @@ def lab(tmp_path_factory):
 
 
 def _specs(lab):
-    from profilers.runtimes import get_runtime
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.runtimes import get_runtime
+    from hwlat.profilers.sweeps import load_sweep
 
     return get_runtime(lab.runtime, threads=1).accepts(load_sweep(lab.sweep))
 
@@ -262,7 +262,7 @@ def _assert_complete_once(table_path: Path, specs) -> None:
 def _sweep_until_rows(specs, tmp_path: Path, device_timeout_s: float):
     """Start the two-device sweep in a thread and return (thread, box) once ort-b holds 3 rows;
     the sweep's result lands in box["result"]."""
-    from profilers.cluster.driver import profile_ops_cluster
+    from hwlat.profilers.cluster.driver import profile_ops_cluster
 
     box = {}
     driver = threading.Thread(target=lambda: box.update(result=profile_ops_cluster(
@@ -274,7 +274,7 @@ def _sweep_until_rows(specs, tmp_path: Path, device_timeout_s: float):
 
 
 def _devices():
-    from profilers.cluster.worker import list_devices
+    from hwlat.profilers.cluster.worker import list_devices
 
     infos, silent = list_devices(timeout_s=30)
     return infos
@@ -296,7 +296,7 @@ def _live(pids) -> list[int]:
 
 @pytest.mark.slow
 def test_routes_each_task_to_its_device_one_at_a_time(lab, tmp_path):
-    from profilers.cluster.driver import profile_ops_cluster
+    from hwlat.profilers.cluster.driver import profile_ops_cluster
 
     specs = _specs(lab)
     infos = _devices()
@@ -335,7 +335,7 @@ def test_routes_each_task_to_its_device_one_at_a_time(lab, tmp_path):
 
 @pytest.mark.slow
 def test_profile_archs_runs_whole_architectures_per_device(lab, tmp_path):
-    pytest.importorskip("nas.spaces", reason="needs the search spaces (nas.spaces)")
+    pytest.importorskip("hwlat.nas.spaces", reason="needs the search spaces (hwlat.nas.spaces)")
     from hwlat.cli import build_parser
 
     args = build_parser().parse_args(["profile", "archs", "--space", "nb201", "--runtime", lab.runtime, "--archs", "0:4",
@@ -438,8 +438,8 @@ def test_a_worker_stopped_mid_measurement_leaves_no_temp_folder_of_its_runtime(l
     measurement it cut short (hwlat_ort_*, one per op it measures) stayed in /tmp, one more each time."""
     if lab.runtime != "onnxruntime":
         pytest.skip("the temp folder checked is ONNX Runtime's")
-    from profilers.cluster.driver import profile_ops_cluster
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.cluster.driver import profile_ops_cluster
+    from hwlat.profilers.sweeps import load_sweep
 
     def left() -> list[str]:
         return [os.path.join(d, n) for d, dirs, _ in os.walk(lab.temp_dir) for n in dirs if n.startswith("hwlat_ort_")]
@@ -468,7 +468,7 @@ def test_a_worker_stopped_mid_measurement_leaves_no_temp_folder_of_its_runtime(l
 def test_a_named_device_that_does_not_answer_at_the_start_is_said_to_be_waited_for(lab, tmp_path):
     """A device whose worker died before the run (its actor still named, restarting): the driver waited
     --device-timeout (300 s by default) without a word before saying it did not answer."""
-    from profilers.cluster.worker import withdraw
+    from hwlat.profilers.cluster.worker import withdraw
 
     w = lab.start_worker(f"gone={lab.runtime}:threads=1")
     lab.kill_worker(w)
@@ -491,7 +491,7 @@ def test_a_device_adopted_from_a_worker_that_died_takes_turns_with_its_new_worke
     """Ray restarts a dead worker's device actor with that worker's arguments where the device shows up
     again; the new worker adopted it as it was: no host lock (the old worker had --parallel), so it
     measured beside the new worker's other device, and it described itself as the dead worker's."""
-    from profilers.cluster.worker import list_devices, withdraw
+    from hwlat.profilers.cluster.worker import list_devices, withdraw
 
     old = lab.start_worker(f"re={lab.runtime}:threads=1", parallel=True)
     lab.kill_worker(old)
@@ -510,7 +510,7 @@ def _sigkill_worker_only(lab, w) -> None:
     for its Ray node to end with it: every process of the node gone, the node dead, its devices' resources gone."""
     import ray
 
-    from profilers.cluster.worker import RESOURCE_PREFIX, descendants
+    from hwlat.profilers.cluster.worker import RESOURCE_PREFIX, descendants
 
     names = [d.split("=", 1)[0] for d in w.devices.split(",")]
     node_ids = {_devices()[n]["node_id"] for n in names}
@@ -537,8 +537,8 @@ def _sigkill_worker_only(lab, w) -> None:
 @pytest.mark.slow
 def test_device_that_disappears_is_reported_its_rows_kept_and_resumable(lab, tmp_path):
     """Also the kill test of `hwlat worker`: SIGKILL of the worker process alone takes its Ray node with it."""
-    from profilers.cluster.driver import DeviceLostError, profile_ops_cluster
-    from profilers.cluster.worker import list_devices
+    from hwlat.profilers.cluster.driver import DeviceLostError, profile_ops_cluster
+    from hwlat.profilers.cluster.worker import list_devices
 
     specs = _specs(lab)
     driver, box = _sweep_until_rows(specs, tmp_path, device_timeout_s=3)
@@ -594,7 +594,7 @@ def test_worker_killed_mid_sweep_loses_and_duplicates_nothing(lab, tmp_path):
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the node's watchdog reads /proc")
 def test_watchdog_ends_the_whole_session_once_its_owner_is_gone():
     """No Ray: a session whose grandchildren leave the tree, ended when the watchdog's pipe closes."""
-    from profilers.cluster.reaper import session_pids
+    from hwlat.profilers.cluster.reaper import session_pids
 
     session = subprocess.Popen(["sh", "-c", "(sleep 300 &) ; sleep 300 & sleep 300"], start_new_session=True)
 
@@ -612,7 +612,7 @@ def test_watchdog_ends_the_whole_session_once_its_owner_is_gone():
     members = sleeps() + [session.pid]
     assert len(members) == 4
     read_end, write_end = os.pipe()
-    watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(ROOT / "profilers" / "cluster" / "reaper.py"),
+    watchdog = subprocess.Popen([sys.executable, "-I", "-S", str(ROOT / "hwlat" / "profilers" / "cluster" / "reaper.py"),
                                  str(session.pid)], stdin=read_end, stderr=subprocess.PIPE, start_new_session=True)
     os.close(read_end)
     try:
@@ -637,8 +637,8 @@ def test_closing_a_lab_disconnects_its_driver_first(tmp_path):
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
     import ray
 
-    from profilers.cluster.driver import connect
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.cluster.driver import connect
+    from hwlat.profilers.cluster.local import LocalLab
 
     with LocalLab(tmp_path / "logs") as lab:
         connect(lab.address)
@@ -650,8 +650,8 @@ def test_closing_a_lab_disconnects_its_driver_first(tmp_path):
 def test_a_lab_worker_whose_device_spec_holds_a_comma_comes_up(tmp_path):
     """`start_worker("b=board:qemu:mps2-an386,arena_kb=128")` waited 180 s for a device named 'arena_kb'."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
-    from profilers.board.qemu import missing_tools
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.board.qemu import missing_tools
+    from hwlat.profilers.cluster.local import LocalLab
 
     if missing_tools():
         pytest.skip("emulated board needs: " + "; ".join(missing_tools()))
@@ -668,7 +668,7 @@ def test_a_device_that_fails_every_configuration_stops_with_one_message_and_no_r
     pytest.importorskip("serial")
     import tty
 
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.cluster.local import LocalLab
 
     master, slave = os.openpty()
     tty.setraw(slave)
@@ -713,7 +713,7 @@ def test_a_device_that_fails_every_configuration_stops_with_one_message_and_no_r
 def test_a_sweep_with_no_configuration_of_the_device_precision_is_an_error_naming_it(tmp_path):
     """An int8 sweep on an fp32 device ended 'done, 0 measured' with exit 0 (a local run refuses it)."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.cluster.local import LocalLab
 
     runtime = _runtime()
     with LocalLab(tmp_path / "logs") as lab:
@@ -736,11 +736,11 @@ def test_workers_leave_no_lock_file_in_the_temp_folder_stopped_or_killed(tmp_pat
 
     import ray
 
-    from profilers.cluster.driver import connect, disconnect, profile_ops_cluster
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.cluster.driver import connect, disconnect, profile_ops_cluster
+    from hwlat.profilers.cluster.local import LocalLab
 
-    from profilers.runtimes import get_runtime
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.runtimes import get_runtime
+    from hwlat.profilers.sweeps import load_sweep
 
     runtime = _runtime()
     (tmp_path / "sweep.yaml").write_text(SWEEP)
@@ -769,7 +769,7 @@ def test_workers_leave_no_lock_file_in_the_temp_folder_stopped_or_killed(tmp_pat
 def test_a_lab_without_a_root_removes_the_temp_folder_it_made():
     """The fleet tutorial's `with LocalLab() as lab:` left a /tmp/hwlat-lab-* folder of logs behind each time."""
     pytest.importorskip("ray", reason="cluster profiling needs Ray: pip install 'hwlat[cluster]'")
-    from profilers.cluster.local import LocalLab
+    from hwlat.profilers.cluster.local import LocalLab
 
     with LocalLab() as lab:
         root = lab.root
@@ -780,7 +780,7 @@ def test_a_lab_without_a_root_removes_the_temp_folder_it_made():
 def test_the_ports_a_lab_hands_out_are_never_one_port_twice():
     """The OS gives a just-released port again; a lab's head got the same port for two of Ray's
     listeners and failed to start."""
-    from profilers.cluster.local import free_port
+    from hwlat.profilers.cluster.local import free_port
 
     ports = [free_port() for _ in range(2000)]
     assert len(set(ports)) == len(ports)

@@ -7,12 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from nas.arch_predictors import CallablePredictor, FeaturePredictor, PredictorSpaceError, as_arch_predictor
-from nas.choices import space_decisions
-from nas.constraints import ConstraintError, InfeasibleBudgetError, LatencyConstraint, suggest_arch
-from nas.latency_table import ChoiceLatencyTable, uniform_probs
-from nas.spaces import get_space
-from nas.spaces.base import ArchError
+from hwlat.nas.arch_predictors import CallablePredictor, FeaturePredictor, PredictorSpaceError, as_arch_predictor
+from hwlat.nas.choices import space_decisions
+from hwlat.nas.constraints import ConstraintError, InfeasibleBudgetError, LatencyConstraint, suggest_arch
+from hwlat.nas.latency_table import ChoiceLatencyTable, uniform_probs
+from hwlat.nas.spaces import get_space
+from hwlat.nas.spaces.base import ArchError
 
 # A known, exactly additive predictor: 0.1 ms + per-edge op cost (none, skip, conv1x1, conv3x3, pool).
 OP_MS = np.array([0.0, 0.01, 0.1, 0.4, 0.05])
@@ -120,8 +120,8 @@ def test_budget_below_the_fastest_sampled_architecture_does_not_claim_none_can_m
 
 
 def _adapted_transfer(space, n=12):
-    from predictors import pretrained
-    from nas.features import latency_features
+    from hwlat.predictors import pretrained
+    from hwlat.nas.features import latency_features
 
     archs = space.sample(n, seed=7)
     y = np.array([BASE_MS + OP_MS[list(a.ops)].sum() for a in archs])
@@ -131,8 +131,8 @@ def _adapted_transfer(space, n=12):
 
 
 def test_feature_predictor_adapter_and_space_checks(space):
-    from predictors import pretrained
-    from nas.features import latency_features
+    from hwlat.predictors import pretrained
+    from hwlat.nas.features import latency_features
 
     pred = _adapted_transfer(space)
     c = LatencyConstraint(pred, budget_ms=1.0)  # the space comes from the predictor's layout
@@ -269,9 +269,9 @@ def test_lookup_table_per_layer_block_latency_is_exact_on_fbnet():
     """FBNet layers have fixed shapes, so a lookup table's kernel sum is a sum over layers and the
     one-decision-at-a-time table reproduces it for every architecture. (A table's network-level
     terms, the weights' cache and the layout reorders at region edges, make it an approximation.)"""
-    from device_tables import load
-    from nas.arch_predictors import GraphPredictor
-    from predictors.lut import Calibration, LUTPredictor
+    from hwlat.device_tables import load
+    from hwlat.nas.arch_predictors import GraphPredictor
+    from hwlat.predictors.lut import Calibration, LUTPredictor
 
     lut = LUTPredictor(load("cpu_onnxruntime_fp32_threads1"), calibration=Calibration(), layout_reorders=False)
     pred = GraphPredictor("fbnet", lut.fit())  # the shipped device table's kernel sum
@@ -284,7 +284,7 @@ def test_lookup_table_per_layer_block_latency_is_exact_on_fbnet():
 def test_choice_table_of_a_device_table_fits_as_many_archs_as_asked(space):
     """`n` is the number of architectures the least-squares table is fitted to for a device table too
     (NB201 is not layer-wise: least squares), not a fixed 300."""
-    from device_tables import load
+    from hwlat.device_tables import load
 
     c = LatencyConstraint(load("cpu_onnxruntime_fp32_threads1"), budget_ms=1.0, space=space, as_profiled=True)
     table = c.choice_table(n=40)
@@ -298,7 +298,7 @@ def test_a_device_table_constraint_predicts_from_several_threads_at_once():
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
-    from device_tables import load
+    from hwlat.device_tables import load
 
     table = load("cpu_onnxruntime_fp32_threads1")
     archs = get_space("ofa").sample(4, seed=3)
@@ -318,9 +318,9 @@ def test_a_device_table_constraint_predicts_from_several_threads_at_once():
 def test_a_search_on_a_table_that_prices_networks_partially_says_so(caplog):
     """Every FBNet network on the shipped 256 KB board leaves out its head (577 KB of arena): `hwlat search
     --predictor lut:<board table>` ranked those totals under the budget as if the networks ran there."""
-    from device_tables import load
-    from nas.arch_predictors import GraphPredictor
-    from predictors.lut import LUTPredictor
+    from hwlat.device_tables import load
+    from hwlat.nas.arch_predictors import GraphPredictor
+    from hwlat.predictors.lut import LUTPredictor
 
     pred = GraphPredictor("fbnet", LUTPredictor(load("qemu_mps2_an386_board_int8_threads1")))
     with caplog.at_level("WARNING"):
@@ -347,7 +347,7 @@ def test_any_feature_predictor_becomes_an_arch_predictor(space):
 @pytest.mark.parametrize("latency", ["objective", "constraint"])
 def test_optuna_pareto_adapter_honours_the_constraint(space, known, latency):
     pytest.importorskip("optuna")
-    from nas.search import optuna_pareto
+    from hwlat.nas.search import optuna_pareto
 
     c = LatencyConstraint(known, budget_ms=0.8)
     res = optuna_pareto(space, "accuracy:cifar10", c, trials=60, population=12, seed=0, latency=latency,
@@ -363,7 +363,7 @@ def test_optuna_pareto_adapter_honours_the_constraint(space, known, latency):
 
 def test_optuna_pareto_without_a_budget_is_a_plain_front(space, known):
     pytest.importorskip("optuna")
-    from nas.search import optuna_pareto
+    from hwlat.nas.search import optuna_pareto
 
     res = optuna_pareto(space, "accuracy:cifar10", trials=30, population=10, predictor=known, progress=False)
     assert res.rejected == 0 and len(res.front()) >= 2
@@ -373,7 +373,7 @@ def test_optuna_pareto_without_a_budget_is_a_plain_front(space, known):
 
 def test_a_shipped_table_name_without_lut_says_to_give_lut():
     """LatencyConstraint('cpu_onnxruntime_fp32_threads1', ...) said only 'no predictor at ....json'."""
-    from predictors.io import PredictorFileError
+    from hwlat.predictors.io import PredictorFileError
 
     with pytest.raises(PredictorFileError, match="is a shipped device table: give 'lut:cpu_onnxruntime_fp32_threads1'"):
         LatencyConstraint("cpu_onnxruntime_fp32_threads1", 2.0, space="nb201")

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from profilers.sweeps import load_sweep
+from hwlat.profilers.sweeps import load_sweep
 
-spaces = pytest.importorskip("nas.spaces")
+spaces = pytest.importorskip("hwlat.nas.spaces")
 
 
 @pytest.fixture(scope="module")

@@ -97,10 +97,10 @@ def test_an_arch_table_of_another_cpu_is_named_so(tmp_path):
     """The demo compared its winner with the shipped arch table's best as if this machine had measured it."""
     import shutil
 
-    from device_tables.archtable import arch_table_paths
-    from device_tables.device import _cpu_info
-    from device_tables.registry import TABLES_DIR
-    from nas.search.reference import measured_elsewhere
+    from hwlat.device_tables.archtable import arch_table_paths
+    from hwlat.device_tables.device import _cpu_info
+    from hwlat.device_tables.registry import TABLES_DIR
+    from hwlat.nas.search.reference import measured_elsewhere
 
     for src in arch_table_paths(TABLES_DIR / "arch" / "nb201_cpu_onnxruntime_fp32_threads1"):
         shutil.copy(src, tmp_path / src.name)
@@ -141,7 +141,7 @@ def test_a_second_demo_into_a_folder_a_demo_is_writing_stops_and_removes_nothing
     for name in ("summary.json", "nb201_shots.csv", "predictor.json"):
         (out / name).write_text("the running demo's\n")
     holder = subprocess.Popen(  # a demo running into the folder holds its lock
-        [sys.executable, "-c", "import sys, pathlib\nfrom device_tables.lock import TableLock\n"
+        [sys.executable, "-c", "import sys, pathlib\nfrom hwlat.device_tables.lock import TableLock\n"
          f"lock = TableLock.acquire(pathlib.Path({str(out / 'summary.json')!r}))\nprint('held', flush=True)\nsys.stdin.read()"],
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
@@ -188,7 +188,7 @@ def test_an_interrupted_demo_says_what_its_folder_holds(tmp_path):
 def test_the_predicted_vs_measured_plot_does_not_call_the_verified_archs_within_budget(tmp_path):
     """Its legend named the verified candidates 'best within budget (5)' while two of them measured over
     the budget, right of its line in the same plot."""
-    from nas.search.plots import predicted_vs_measured
+    from hwlat.nas.search.plots import predicted_vs_measured
 
     svg = predicted_vs_measured(tmp_path / "p.svg", [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4).read_text()
     assert "<!-- most accurate searched, verified (3) -->" in svg and "within budget" not in svg
@@ -226,10 +226,10 @@ def test_a_plot_that_cannot_be_written_is_named_and_leaves_no_part_of_it(tmp_pat
     import subprocess
     import sys
 
-    script = ("import resource, signal, sys\nfrom nas.search.plots import predicted_vs_measured\n"
+    script = ("import resource, signal, sys\nfrom hwlat.nas.search.plots import predicted_vs_measured\n"
               "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
               "resource.setrlimit(resource.RLIMIT_FSIZE, (4000, 4000))  # files stop growing at 4 kB, as on a full disk\n"
-              "from device_tables.errors import WriteError\n"
+              "from hwlat.device_tables.errors import WriteError\n"
               "try:\n    predicted_vs_measured(sys.argv[1], [0.3, 0.35, 0.38], [0.32, 0.45, 0.5], budget_ms=0.4)\n"
               "except WriteError as exc:\n    print(exc)\n")
     png = tmp_path / "p.png"

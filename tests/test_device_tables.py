@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from device_tables import Device, DeviceTable, Measurement, OpSpec
-from device_tables.errors import OpSpecError, SchemaVersionError, TableError
+from hwlat.device_tables import Device, DeviceTable, Measurement, OpSpec
+from hwlat.device_tables.errors import OpSpecError, SchemaVersionError, TableError
 
 
 def _device():
@@ -149,7 +149,7 @@ def test_newer_schema_and_broken_metadata(tmp_path):
 
 
 def test_quietest_keeps_each_rows_fastest_pass_and_refuses_other_devices(tmp_path):
-    from device_tables.table import quietest
+    from hwlat.device_tables.table import quietest
 
     dev = Device.make("cpu", "onnxruntime")
     a, b, c = (OpSpec.make("relu", (1, 8, 4, 4)), OpSpec.make("relu", (1, 16, 4, 4)), OpSpec.make("relu", (1, 32, 4, 4)))
@@ -177,8 +177,8 @@ def test_quietest_keeps_each_rows_fastest_pass_and_refuses_other_devices(tmp_pat
 def test_a_shipped_name_stands_for_its_sibling_measured_on_a_machine_like_this_one(tmp_path, monkeypatch, caplog):
     """Two shipped tables of one device measured on different CPUs: the plain name predicts with the
     one measured on a CPU like this host's (saying so), unless asked for exactly; paths are exact."""
-    from device_tables import registry
-    from device_tables.device import host_fingerprint
+    from hwlat.device_tables import registry
+    from hwlat.device_tables.device import host_fingerprint
 
     here = host_fingerprint()
     other = {**here, "flags": sorted({*here.get("flags", []), "made_up_simd"})}
@@ -210,7 +210,7 @@ def test_a_shipped_name_stands_for_its_sibling_measured_on_a_machine_like_this_o
 def test_cpus_of_one_name_are_told_apart_by_their_design_or_else_their_clock():
     """'AMD EPYC' names Zen 2, 3 and 4 alike: fingerprints compare family/model numbers where both
     have them, and a fingerprint made before they were recorded by its nominal clock (3% apart)."""
-    from device_tables.device import cpu_differences
+    from hwlat.device_tables.device import cpu_differences
 
     zen2 = {"cpu_model": "AMD EPYC", "cpu_id": "family 23 model 49", "cpu_mhz": 2245.8, "flags": ["avx2"]}
     zen3 = {**zen2, "cpu_id": "family 25 model 1", "cpu_mhz": 2445.4}
@@ -224,8 +224,8 @@ def test_cpus_of_one_name_are_told_apart_by_their_design_or_else_their_clock():
 
 
 def test_a_cpu_table_measured_on_another_cpu_is_not_resumed_here(tmp_path):
-    from device_tables.device import host_fingerprint
-    from device_tables.errors import ResumeSettingsError
+    from hwlat.device_tables.device import host_fingerprint
+    from hwlat.device_tables.errors import ResumeSettingsError
 
     here = host_fingerprint()
     other = {**here, "flags": sorted({*here.get("flags", []), "made_up_simd"})}
@@ -243,7 +243,7 @@ def test_table_show_prints_the_protocol_and_clock_a_resume_needs(tmp_path, capsy
     """`hwlat table show` names the protocol preset and clock (what `--protocol`/`--clock` must be on
     resume); settings an older hwlat did not record do not hide the preset."""
     from hwlat.cli import main
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     quick = {**Protocol.preset("quick").to_dict(), "clock": "cpu"}
     older = {k: v for k, v in Protocol().to_dict().items() if k != "target_rel_se"}
@@ -259,8 +259,8 @@ def test_table_show_prints_the_protocol_and_clock_a_resume_needs(tmp_path, capsy
 @pytest.mark.parametrize("schema", [[1.0], {"a": 1}, 3, None])
 def test_a_schema_that_is_not_a_string_is_named_not_a_table(tmp_path, schema):
     """`"schema": [1.0]` was a TypeError (unhashable list) while naming the kind of table (found by the fuzzer)."""
-    from device_tables.errors import TableError
-    from device_tables.table import read_meta
+    from hwlat.device_tables.errors import TableError
+    from hwlat.device_tables.table import read_meta
 
     path = tmp_path / "t.json"
     path.write_text(json.dumps({"schema": schema, "schema_version": 1}))

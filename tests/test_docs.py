@@ -179,17 +179,16 @@ def _named_commands():
     for page in PAGES:
         for m in re.finditer(r"`(?:\.venv/bin/)?(hwlat [^`]+)`", page.read_text()):
             yield str(page.relative_to(ROOT)), m.group(1)
-    for folder in ("hwlat", "device_tables", "nas", "predictors", "profilers"):
-        for path in sorted((ROOT / folder).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text())):
-                if isinstance(node, ast.JoinedStr):  # an f-string: its fields stand for one word each
-                    text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
-                elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-                    text = node.value
-                else:
-                    continue
-                for m in re.finditer(r"hwlat (?:[a-z][a-z-]* ?)+[^`\n\"'()|;]*", text):
-                    yield f"{path.relative_to(ROOT)}:{node.lineno}", m.group(0)
+    for path in sorted((ROOT / "hwlat").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.JoinedStr):  # an f-string: its fields stand for one word each
+                text = "".join(v.value if isinstance(v, ast.Constant) else "X" for v in node.values)
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                text = node.value
+            else:
+                continue
+            for m in re.finditer(r"hwlat (?:[a-z][a-z-]* ?)+[^`\n\"'()|;]*", text):
+                yield f"{path.relative_to(ROOT)}:{node.lineno}", m.group(0)
 
 
 def test_every_flag_a_message_or_the_prose_names_is_an_option_of_that_command():
@@ -229,9 +228,9 @@ def _shipped_tables_rows() -> list[tuple[list[str], str, str]]:
 def test_the_shipped_tables_section_states_each_tables_rows_and_score():
     """Each shipped device table named in RESULTS.md's "Shipped tables" has the rows (total, and measured
     where the cell says so) and the self-score (networks within ±10%, MAPE) that its files hold."""
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
-    tables = ROOT / "device_tables" / "tables"
+    tables = ROOT / "hwlat" / "device_tables" / "tables"
     checked = set()
     for names, description, cell in _shipped_tables_rows():
         names = [n for n in names if "/" not in n and (tables / f"{n}.json").is_file()]  # device tables, not arch/

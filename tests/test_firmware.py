@@ -12,15 +12,15 @@ import json
 import numpy as np
 import pytest
 
-from profilers.board.qemu import missing_tools
+from hwlat.profilers.board.qemu import missing_tools
 
 MISSING = missing_tools()
 pytestmark = pytest.mark.skipif(bool(MISSING), reason="emulated board needs: " + "; ".join(MISSING))
 
-from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from profilers.board.protocol import BoardCommandError  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
+from hwlat.device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.profilers.board.protocol import BoardCommandError  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
 
 
 def S(op, shape, **attrs):
@@ -58,7 +58,7 @@ KERNEL_SPECS = [
 
 @pytest.fixture(scope="module")
 def board():
-    from profilers.board.runtime import BoardRuntime
+    from hwlat.profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board="qemu:mps2-an386", runs=2, warmup=0)
     rt.connect()
@@ -165,7 +165,7 @@ def test_fusion_probes_over_the_arena_are_fused_when_the_firmware_runs_them_as_o
     """The fusion probe's depthwise head (32x64x64) does not fit the 256 KB arena, so dwconv2d+relu6 was
     'apart': a MobileNet's ReLU6 after each depthwise conv was left unpriced, though the firmware runs the
     pair as one kernel (a clamp) and the table holds dwconv2d+relu6 rows."""
-    from profilers.fusion import detect_fusion, format_results
+    from hwlat.profilers.fusion import detect_fusion, format_results
 
     rules, results = detect_fusion(board, ["dwconv2d+relu6", "add+relu", "conv2d+hardswish"], Protocol.preset("quick"),
                                    progress=False, extras=False)
@@ -184,7 +184,7 @@ def test_a_firmware_folder_that_cannot_be_written_says_to_point_at_a_writable_co
     import shutil
 
     from hwlat.cli import main
-    from profilers.board.qemu import firmware_dir
+    from hwlat.profilers.board.qemu import firmware_dir
 
     fw = tmp_path / "firmware"
     shutil.copytree(firmware_dir(), fw, ignore=shutil.ignore_patterns("build"))
@@ -199,7 +199,7 @@ def test_a_firmware_folder_that_cannot_be_written_says_to_point_at_a_writable_co
 
 def test_cli_profiles_a_sweep_on_the_emulated_board_and_resumes(tmp_path):
     from hwlat.cli import main
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
     sweep = tmp_path / "tiny.yaml"
     sweep.write_text(
@@ -231,9 +231,9 @@ def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have
     to time, so networks, calibration and score are n/a, said once each, and the run is complete."""
     from hwlat.cli import main
     from hwlat.device_profile import missing_stages, table_stages, table_warnings
-    from device_tables.table import DeviceTable
-    from nas.pool import graph_of
-    from predictors.lut import LUTPredictor
+    from hwlat.device_tables.table import DeviceTable
+    from hwlat.nas.pool import graph_of
+    from hwlat.predictors.lut import LUTPredictor
 
     out = tmp_path / "board"
     sweep = tmp_path / "over.yaml"  # a table that starts with a row over the 256 KiB arena
@@ -291,7 +291,7 @@ def test_profile_device_on_the_emulated_board_gives_every_stage_a_board_can_have
 
 @pytest.mark.parametrize("machine,core", [("mps2-an385", "cortex-m3"), ("mps2-an500", "cortex-m7")])
 def test_other_cores_boot_and_compute_the_same_numbers(machine, core):
-    from profilers.board.runtime import BoardRuntime
+    from hwlat.profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board=f"qemu:{machine}", runs=1, warmup=0)
     try:
@@ -306,7 +306,7 @@ def test_a_run_with_other_build_settings_does_not_swap_the_firmware_under_a_runn
     """Every arena and optimisation level built into one build/<board>-<counter>/hwlat-fw.elf: a run with
     arena_kb=128 (another device) rebuilt the image that a default run, going on beside it, booted again
     after an emulator restart, so its 256 KB device was measured with a 128 KB firmware."""
-    from profilers.board.runtime import BoardRuntime
+    from hwlat.profilers.board.runtime import BoardRuntime
 
     default = BoardRuntime(board="qemu:mps2-an386")
     assert default.info.arena_bytes == 256 * 1024
@@ -322,7 +322,7 @@ def test_a_run_with_other_build_settings_does_not_swap_the_firmware_under_a_runn
 
 
 def test_dwt_counter_build_reports_that_qemu_has_no_cycle_counter():
-    from profilers.board.runtime import BoardRuntime
+    from hwlat.profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board="qemu:mps2-an386,counter=dwt")
     with pytest.raises(RuntimeUnavailableError, match="counter .*dwt-cyccnt.* does not run"):
@@ -332,7 +332,7 @@ def test_dwt_counter_build_reports_that_qemu_has_no_cycle_counter():
 def test_an_emulator_that_exits_mid_run_is_restarted_and_the_op_measured():
     """A killed QEMU was fatal to the runtime: every later call said 'qemu:... exited' (on a cluster
     worker, until the worker itself was restarted)."""
-    from profilers.board.runtime import BoardRuntime
+    from hwlat.profilers.board.runtime import BoardRuntime
 
     rt = BoardRuntime(board="qemu:mps2-an386", runs=2, warmup=0)
     spec = S("linear", (1, 64), cout=16)

@@ -16,16 +16,16 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from device_tables.archtable import ArchTable, arch_table_paths  # noqa: E402
-from device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, parse_nvidia_smi_csv  # noqa: E402
-from device_tables.errors import HwlatError, OutOfDeviceMemoryError, RuntimeUnavailableError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from device_tables.table import DeviceTable  # noqa: E402
-from profilers.cuda import cudnn_version_str, is_out_of_memory, parse_device  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
-from profilers.run import profile_ops  # noqa: E402
-from profilers.torch_eager.runtime import TorchRuntime  # noqa: E402
-from profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
+from hwlat.device_tables.archtable import ArchTable, arch_table_paths  # noqa: E402
+from hwlat.device_tables.device import Device, gpu_fingerprint, gpu_hardware_name, parse_nvidia_smi_csv  # noqa: E402
+from hwlat.device_tables.errors import HwlatError, OutOfDeviceMemoryError, RuntimeUnavailableError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.device_tables.table import DeviceTable  # noqa: E402
+from hwlat.profilers.cuda import cudnn_version_str, is_out_of_memory, parse_device  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
+from hwlat.profilers.run import profile_ops  # noqa: E402
+from hwlat.profilers.torch_eager.runtime import TorchRuntime  # noqa: E402
+from hwlat.profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = Protocol.preset("quick")
@@ -84,9 +84,9 @@ def test_device_strings():
 
 
 def test_arch_device_names_carry_precision_and_batch():
-    from nas.spaces.measure import runtime_device
+    from hwlat.nas.spaces.measure import runtime_device
 
-    from profilers.torch_eager.runtime import TorchRuntime
+    from hwlat.profilers.torch_eager.runtime import TorchRuntime
 
     assert runtime_device(TorchRuntime()).name == "cpu/torch/fp32/threads=1"
     assert runtime_device(TorchRuntime(precision="bf16"), batch=32).name == "cpu/torch/bf16/batch=32/threads=1"
@@ -150,8 +150,8 @@ def test_out_of_memory_becomes_an_error_row_and_the_sweep_continues(tmp_path):
 
 
 def test_out_of_memory_in_a_whole_model_is_recorded_per_architecture(tmp_path):
-    from nas.spaces import get_space
-    from nas.spaces.measure import profile_archs, resolve_archs
+    from hwlat.nas.spaces import get_space
+    from hwlat.nas.spaces.measure import profile_archs, resolve_archs
 
     class Greedy(torch.nn.Module):
         """Needs more memory than there is at a large batch (the allocator's own error type)."""
@@ -226,7 +226,7 @@ def test_gpu_flags_belong_to_their_runtime(tmp_path, capsys):
 
 # ---- onnxruntime: the CUDA provider's install problems -----------------------------------------------
 def test_mismatched_onnxruntime_packages_get_one_message_each():
-    from profilers.ort.runtime import GPU_INSTALL_HINT, cuda_provider_problem
+    from hwlat.profilers.ort.runtime import GPU_INSTALL_HINT, cuda_provider_problem
 
     cpu_only = ["AzureExecutionProvider", "CPUExecutionProvider"]
     with_cuda = ["CUDAExecutionProvider", "CPUExecutionProvider"]
@@ -246,7 +246,7 @@ def test_mismatched_onnxruntime_packages_get_one_message_each():
 @pytest.mark.skipif(_ort_cuda(), reason="onnxruntime here has the CUDA provider")
 def test_cuda_provider_on_a_cpu_onnxruntime_says_what_to_install(tmp_path):
     pytest.importorskip("onnxruntime")
-    from profilers.ort.runtime import OnnxRuntime, time_onnx_model
+    from hwlat.profilers.ort.runtime import OnnxRuntime, time_onnx_model
 
     with pytest.raises(RuntimeUnavailableError, match="--provider cuda: .*pip install onnxruntime-gpu"):
         OnnxRuntime(provider="cuda")
@@ -277,7 +277,7 @@ def test_gpu_fingerprint_merges_what_the_runtime_knows():
     fp = gpu_fingerprint(0, name="NVIDIA H100 80GB HBM3", cudnn="9.10.2", compute_capability="9.0", missing=None)
     assert fp["cuda_index"] == 0 and fp["name"] == "NVIDIA H100 80GB HBM3" and fp["cudnn"] == "9.10.2"
     assert "missing" not in fp
-    from device_tables.device import _nvidia_smi
+    from hwlat.device_tables.device import _nvidia_smi
 
     if _nvidia_smi() is None:
         assert fp["nvidia_smi"] == "nvidia-smi not found"
@@ -288,7 +288,7 @@ def test_gpu_fingerprint_merges_what_the_runtime_knows():
 
 
 def test_gpu_kernel_times_from_a_profiler_trace(tmp_path):
-    from profilers.ort.nodes import kernel_times
+    from hwlat.profilers.ort.nodes import kernel_times
 
     def node(name, ts, dur, op):
         return {"cat": "Node", "name": f"{name}_kernel_time", "ts": ts, "dur": dur, "ph": "X",
@@ -380,11 +380,11 @@ def test_cuda_real_out_of_memory_is_caught_and_memory_released():
 
 @needs_cuda
 def test_cuda_architectures_at_a_batch(tmp_path):
-    from nas.spaces import get_space
-    from nas.spaces.measure import profile_archs, resolve_archs
+    from hwlat.nas.spaces import get_space
+    from hwlat.nas.spaces.measure import profile_archs, resolve_archs
 
     space = get_space("nb201")
-    from profilers.torch_eager.runtime import TorchRuntime
+    from hwlat.profilers.torch_eager.runtime import TorchRuntime
 
     res = profile_archs(space, resolve_archs(space, "900:902"), tmp_path / "a", TorchRuntime(device="cuda"), protocol=QUICK,
                         progress=False, batch=32)
@@ -396,13 +396,13 @@ def test_cuda_architectures_at_a_batch(tmp_path):
 
 @needs_ort_cuda
 def test_onnxruntime_cuda_provider(tmp_path):
-    from profilers.ort.runtime import OnnxRuntime, profile_model, time_onnx_model
+    from hwlat.profilers.ort.runtime import OnnxRuntime, profile_model, time_onnx_model
 
     rt = OnnxRuntime(provider="cuda")
     assert rt.device().hardware == gpu_hardware_name(torch.cuda.get_device_name(0))
     m, _ = rt.measure(OpSpec.make("conv2d+bn+relu", (8, 32, 16, 16), cout=32, kernel=3), QUICK)
     assert m.median_ms > 0
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     space = get_space("nb201")
     model = space.to_onnx(space.parse(900), 32)

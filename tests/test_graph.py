@@ -7,10 +7,10 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from device_tables.errors import ModelError
-from device_tables.graph import FREE, OP, UNCOVERED, Graph, parse_shape
-from device_tables.ops import OpSpec
-from nas.models import OnnxNet, build_model
+from hwlat.device_tables.errors import ModelError
+from hwlat.device_tables.graph import FREE, OP, UNCOVERED, Graph, parse_shape
+from hwlat.device_tables.ops import OpSpec
+from hwlat.nas.models import OnnxNet, build_model
 
 
 def _model(nodes, inputs, outputs, inits=()):

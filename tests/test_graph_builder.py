@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import pytest
 
-from nas.spaces import get_space
-from nas.spaces.base import Space
-from nas.spaces.net_graph import GraphNet, net_graph
-from nas.spaces.network import Net
+from hwlat.nas.spaces import get_space
+from hwlat.nas.spaces.base import Space
+from hwlat.nas.spaces.net_graph import GraphNet, net_graph
+from hwlat.nas.spaces.network import Net
 
 
 @pytest.mark.parametrize("keep_dead", [False, True])
@@ -51,7 +51,7 @@ def test_nb201_cell_layers_follow_the_edges(keep_dead):
     """Each cell has one layer per built edge that is not a skip (named by the edge and its op), one
     ReLU per node feeding a conv edge, live in-degree - 1 adds per node, and zeros where no path
     reaches the output: checked from the arch's edges, not from the builder."""
-    from nas.spaces.nb201 import EDGES, OPS
+    from hwlat.nas.spaces.nb201 import EDGES, OPS
 
     space = get_space("nb201", keep_dead=keep_dead)
     suffix = {"none": "zero", "avg_pool_3x3": "pool", "nor_conv_1x1": "conv1x1", "nor_conv_3x3": "conv3x3"}

@@ -7,20 +7,19 @@ import ast
 import inspect
 from pathlib import Path
 
-from nas.spaces import spaces
-from profilers.runtimes import runtimes
+from hwlat.nas.spaces import spaces
+from hwlat.profilers.runtimes import runtimes
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("hwlat", "device_tables", "profilers", "predictors", "nas")
-REGISTRIES = {Path("profilers/runtimes.py"), Path("nas/spaces/__init__.py")}
+REGISTRIES = {Path("hwlat/profilers/runtimes.py"), Path("hwlat/nas/spaces/__init__.py")}
 
 
 def owners() -> dict[str, Path]:
-    """Plugin name -> where it may be named: a runtime's sub-package of profilers/, a space's module."""
+    """Plugin name -> where it may be named: a runtime's sub-package of hwlat/profilers/, a space's module."""
     out = {}
     for name, cls in runtimes().items():
         path = Path(inspect.getfile(cls)).resolve().relative_to(ROOT)
-        out[name] = path.parent if path.parent != Path("profilers") else path
+        out[name] = path.parent if path.parent != Path("hwlat/profilers") else path
     for name, cls in spaces().items():
         out[name] = Path(inspect.getfile(cls)).resolve().relative_to(ROOT)
     return out
@@ -49,22 +48,21 @@ def test_no_plugin_name_is_compared_outside_its_plugin():
     where = owners()
     names = set(where)
     bad = []
-    for package in PACKAGES:
-        for path in sorted((ROOT / package).rglob("*.py")):
-            rel = path.relative_to(ROOT)
-            if rel in REGISTRIES:
-                continue
-            for line, found in branches(ast.parse(path.read_text(), str(rel)), names):
-                foreign = [n for n in found if not (rel == where[n] or where[n] in rel.parents)]
-                if foreign:
-                    bad.append(f"{rel}:{line}: {', '.join(sorted(foreign))}")
+    for path in sorted((ROOT / "hwlat").rglob("*.py")):
+        rel = path.relative_to(ROOT)
+        if rel in REGISTRIES:
+            continue
+        for line, found in branches(ast.parse(path.read_text(), str(rel)), names):
+            foreign = [n for n in found if not (rel == where[n] or where[n] in rel.parents)]
+            if foreign:
+                bad.append(f"{rel}:{line}: {', '.join(sorted(foreign))}")
     assert not bad, "branches on a runtime's or space's name outside its plugin:\n" + "\n".join(bad)
 
 
 def test_device_tables_knows_no_space():
     names = set(spaces())
     bad = []
-    for path in sorted((ROOT / "device_tables").rglob("*.py")):
+    for path in sorted((ROOT / "hwlat" / "device_tables").rglob("*.py")):
         tree = ast.parse(path.read_text())
         docstrings = {id(n.body[0].value) for n in ast.walk(tree)
                       if isinstance(n, (ast.Module, ast.ClassDef, ast.FunctionDef)) and n.body
@@ -74,7 +72,7 @@ def test_device_tables_knows_no_space():
                 bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: {node.value!r}")
             if isinstance(node, (ast.Import, ast.ImportFrom)):
                 module = node.module if isinstance(node, ast.ImportFrom) else node.names[0].name
-                if module and module.split(".")[0] in ("nas", "profilers", "predictors", "hwlat"):
+                if module and module.split(".")[0] == "hwlat" and module.split(".")[:2] != ["hwlat", "device_tables"]:
                     bad.append(f"{path.relative_to(ROOT)}:{node.lineno}: imports {module}")
     assert not bad, "device_tables names a space, or imports a layer above it:\n" + "\n".join(bad)
 
@@ -93,8 +91,8 @@ def test_type_checkers_see_the_api():
     import tomllib
 
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
-    for package in ("hwlat", "device_tables", "nas", "predictors", "profilers"):
-        assert (ROOT / package / "py.typed").is_file() and "py.typed" in package_data[package], package
+    for package in ("hwlat", "hwlat.device_tables", "hwlat.nas", "hwlat.predictors", "hwlat.profilers"):
+        assert (ROOT / package.replace(".", "/") / "py.typed").is_file() and "py.typed" in package_data[package], package
 
 
 def test_every_api_function_states_what_it_returns():

@@ -1,7 +1,7 @@
 """LiteRT: hwlat's own .tflite FlatBuffers run in the real interpreter and compute the reference.
 
 fp32 models are checked against PyTorch on the spec's NCHW tensors (an independent reference of
-layout, padding and batch-norm folding); int8 models against `profilers.tflite.int8_reference`: bit-exact
+layout, padding and batch-norm folding); int8 models against `hwlat.profilers.tflite.int8_reference`: bit-exact
 for LiteRT's portable reference kernels, and within one step (1 LSB) for the optimised builtin
 kernels and XNNPACK, whose requantisation rounding is modelled per family (`kernels=`) but whose
 SIMD code paths depend on the CPU (on this x86-64 machine they are bit-exact too).
@@ -12,17 +12,17 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from device_tables import DeviceTable
-from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
-from device_tables.ops import OpSpec
-from profilers.sweeps import load_sweep
-from profilers.tflite import int8_reference as q8
-from profilers.tflite.builder import build_model, export_quantized
-from profilers.tflite.flatbuffer import serialize
-from profilers.tflite.graph import TFLiteGraph, to_nchw
-from profilers.weights import BN_EPS, make_inputs, make_weights
+from hwlat.device_tables import DeviceTable
+from hwlat.device_tables.errors import RuntimeUnavailableError, UnsupportedOpError
+from hwlat.device_tables.ops import OpSpec
+from hwlat.profilers.sweeps import load_sweep
+from hwlat.profilers.tflite import int8_reference as q8
+from hwlat.profilers.tflite.builder import build_model, export_quantized
+from hwlat.profilers.tflite.flatbuffer import serialize
+from hwlat.profilers.tflite.graph import TFLiteGraph, to_nchw
+from hwlat.profilers.weights import BN_EPS, make_inputs, make_weights
 
-litert = pytest.importorskip("profilers.litert.runtime")
+litert = pytest.importorskip("hwlat.profilers.litert.runtime")
 
 QUICK = load_sweep("quick")
 # Beyond the quick sweep: the padding, folding and grouping paths it does not reach.
@@ -172,7 +172,7 @@ def test_runtime_xnnpack_switch_is_real_and_named():
 
 def test_more_threads_than_usable_cores_is_warned_of_as_on_the_other_runtimes(caplog):
     """onnxruntime and torch warned of oversubscription; litert measured 4 threads on 2 cores without a word."""
-    from device_tables.device import usable_cores
+    from hwlat.device_tables.device import usable_cores
 
     with caplog.at_level("WARNING"):
         litert.LiteRTRuntime(threads=usable_cores() + 1)
@@ -228,7 +228,7 @@ def test_flatbuffer_fields_read_back_with_the_schema_reader():
 
 def test_operator_codes_above_127_use_the_placeholder(monkeypatch):
     schema = pytest.importorskip("ai_edge_litert.schema_py_generated")
-    from profilers.tflite import flatbuffer
+    from hwlat.profilers.tflite import flatbuffer
 
     monkeypatch.setitem(flatbuffer.BUILTIN_CODES, "RELU_0_TO_1", 152)
     g = TFLiteGraph()
@@ -288,9 +288,9 @@ def test_missing_interpreter_names_the_package_to_install(monkeypatch):
 
 
 def test_profile_ops_writes_a_valid_table(tmp_path):
-    from profilers.protocol import Protocol
-    from profilers.run import profile_ops
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.run import profile_ops
+    from hwlat.profilers.runtimes import get_runtime
 
     specs = [s for s in INT8 if s.op in ("conv2d+add+relu", "globalavgpool")][:2]
     specs.append(OpSpec.make("avgpool", (1, 8, 16, 16), kernel=3, stride=2, padding=1, dtype="int8"))
@@ -314,17 +314,17 @@ def test_int8_networks_are_timed_whole_and_a_max_pools_padding_does_not_stretch_
     network unrunnable by XNNPACK."""
     import numpy as np
 
-    from device_tables.graph import Graph
-    from nas.models import to_onnx
-    from profilers.litert.network import input_array, network_graph
-    from profilers.tflite.quantize import quantize_graph
+    from hwlat.device_tables.graph import Graph
+    from hwlat.nas.models import to_onnx
+    from hwlat.profilers.litert.network import input_array, network_graph
+    from hwlat.profilers.tflite.quantize import quantize_graph
 
     g = network_graph(Graph.from_onnx(to_onnx("resnet18@r96w0.5")))
     q = quantize_graph(g, [input_array(g.tensors[g.inputs[0]].shape)])
     scales = [float(np.max(t.quant.scale)) for t in q.tensors if t.quant is not None]
     assert max(scales) < 100
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     rt = get_runtime("litert", threads=1, precision="int8")
     assert rt.times_whole_models()
@@ -338,13 +338,13 @@ def test_a_channel_shuffle_lowers_to_a_transpose_and_fbnet_networks_run_whole():
     and int8: their shuffle moves channel g*k + j to j*groups + g, as the ONNX Transpose does."""
     import numpy as np
 
-    from device_tables.graph import FREE, SHUFFLE_NOTE, UNCOVERED, Graph, GraphOp
-    from nas.pool import graph_of, onnx_of
-    from nas.spaces import get_space
-    from profilers.litert.network import network_graph
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
-    from profilers.tflite.float_reference import run_float
+    from hwlat.device_tables.graph import FREE, SHUFFLE_NOTE, UNCOVERED, Graph, GraphOp
+    from hwlat.nas.pool import graph_of, onnx_of
+    from hwlat.nas.spaces import get_space
+    from hwlat.profilers.litert.network import network_graph
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
+    from hwlat.profilers.tflite.float_reference import run_float
 
     n, groups, k, h, w = 1, 3, 4, 2, 5
     g = Graph([GraphOp(FREE, None, "Reshape", ("r1",), ("x",), ("x5",)),
@@ -399,8 +399,8 @@ def test_litert_s_delegate_banner_stays_off_a_users_terminal():
     import subprocess
     import sys
 
-    code = ("import os, sys; from profilers.litert.runtime import LiteRTRuntime, allocate; "
-            "from profilers.tflite.builder import build_model; from device_tables.ops import OpSpec; "
+    code = ("import os, sys; from hwlat.profilers.litert.runtime import LiteRTRuntime, allocate; "
+            "from hwlat.profilers.tflite.builder import build_model; from hwlat.device_tables.ops import OpSpec; "
             "rt = LiteRTRuntime(); m = build_model(OpSpec.make('relu', (1, 8, 4, 4))); "
             "ip = rt.interpreter(m.content); "
             "ip.allocate_tensors = (lambda real: lambda: (os.write(2, b'kept\\n'), real()))(ip.allocate_tensors); "

@@ -8,16 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from device_tables.errors import UnsupportedOpError
-from device_tables.graph import FREE, OP, Graph, GraphOp
-from device_tables.ops import OpSpec
-from profilers.tflite.builder import build_model
-from profilers.tflite.flatbuffer import serialize
-from profilers.tflite.graph import to_nchw
-from profilers.weights import LN_EPS, make_inputs, make_weights
+from hwlat.device_tables.errors import UnsupportedOpError
+from hwlat.device_tables.graph import FREE, OP, Graph, GraphOp
+from hwlat.device_tables.ops import OpSpec
+from hwlat.profilers.tflite.builder import build_model
+from hwlat.profilers.tflite.flatbuffer import serialize
+from hwlat.profilers.tflite.graph import to_nchw
+from hwlat.profilers.weights import LN_EPS, make_inputs, make_weights
 
-litert = pytest.importorskip("profilers.litert.runtime")
-from profilers.litert.network import network_graph, network_inputs  # noqa: E402
+litert = pytest.importorskip("hwlat.profilers.litert.runtime")
+from hwlat.profilers.litert.network import network_graph, network_inputs  # noqa: E402
 
 SPECS = [
     OpSpec.make("gelu", (50, 64, 1, 1)),
@@ -112,7 +112,7 @@ def test_transformer_op_matches_numpy(spec, xnnpack):
 def test_attention_kernels_run_under_xnnpack():
     """XNNPACK takes every op of these models (one DELEGATE node from the inputs to the output);
     a gather and a copy-by-CONCATENATION would stay on the builtin kernels."""
-    from profilers.litert.runtime import _ops_details
+    from hwlat.profilers.litert.runtime import _ops_details
 
     for spec in SPECS:
         if spec.base == "gather":
@@ -189,7 +189,7 @@ def numpy_block(graph: Graph, x: np.ndarray) -> np.ndarray:
 
 @pytest.mark.parametrize("xnnpack", [True, False], ids=["xnnpack", "builtin"])
 def test_vit_block_lowers_to_one_model_that_matches_numpy(xnnpack):
-    from profilers.litert.network import network_model
+    from hwlat.profilers.litert.network import network_model
 
     graph = vit_block()
     content, inputs = network_model(graph)
@@ -237,8 +237,8 @@ def test_token_ids_feed_a_gather_as_int32():
 
 
 def test_a_chain_of_transformer_specs_is_timed_whole():
-    from profilers.litert.network import network_model
-    from profilers.protocol import Protocol, measure, perf_timer
+    from hwlat.profilers.litert.network import network_model
+    from hwlat.profilers.protocol import Protocol, measure, perf_timer
 
     graph = Graph.from_specs([OpSpec.make("layernorm", (17, 48)), OpSpec.make("linear", (17, 48), cout=96),
                               OpSpec.make("gelu", (17, 96, 1, 1)), OpSpec.make("softmax", (17, 96))])

@@ -12,15 +12,15 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper
 
-from device_tables.device import Device
-from device_tables.graph import OP, Graph, GraphOp
-from device_tables.kernels import FusionRules, activation_plans_mb, group_kernels, split_kernel
-from device_tables.measurement import Measurement
-from device_tables.ops import OpSpec
-from device_tables.table import DeviceTable
-from predictors.adaptive import adaptive_profile, grid_specs, kernel_pool
-from predictors.kernel_regressors import KernelRegressors, family
-from predictors.lut import CACHED_WEIGHTS_MB, REGRESSOR, TABLE, Calibration, LUTPredictor
+from hwlat.device_tables.device import Device
+from hwlat.device_tables.graph import OP, Graph, GraphOp
+from hwlat.device_tables.kernels import FusionRules, activation_plans_mb, group_kernels, split_kernel
+from hwlat.device_tables.measurement import Measurement
+from hwlat.device_tables.ops import OpSpec
+from hwlat.device_tables.table import DeviceTable
+from hwlat.predictors.adaptive import adaptive_profile, grid_specs, kernel_pool
+from hwlat.predictors.kernel_regressors import KernelRegressors, family
+from hwlat.predictors.lut import CACHED_WEIGHTS_MB, REGRESSOR, TABLE, Calibration, LUTPredictor
 
 ORT_LIKE = FusionRules.from_patterns(["conv2d+bn", "conv2d+bn+relu", "conv2d+relu", "conv2d+add", "conv2d+add+relu",
                                       "pwconv2d+relu", "pwconv2d+hardswish", "dwconv2d+relu", "dwconv2d+relu6",
@@ -131,7 +131,7 @@ def test_stored_regressors_pickle_after_use(tmp_path):
 
 # ---- lookup-table predictions -------------------------------------------------------------------
 def _space_graphs():
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     out = []
     for name in ("nb201", "fbnet", "ofa"):
@@ -162,7 +162,7 @@ def test_every_op_of_each_space_hits_a_row_or_a_regressor():
 
 
 def test_prediction_is_the_sum_of_its_breakdown_and_calibration_recovers_overhead():
-    from nas.models import build_model
+    from hwlat.nas.models import build_model
 
     graphs = [Graph.from_onnx(build_model(k)) for k in ("mobilenet_v2@r96w0.5", "mobilenet_v3_small@r128w1", "resnet18@r64w0.5",
                                                          "mobilenet_v2@r128w1", "efficientnet_b0@r96w1", "mobilenet_v3_large@r96w0.75")]
@@ -188,8 +188,8 @@ def test_calibration_by_kernel_type_follows_type_specific_costs():
     """With enough whole-model measurements each kernel type gets its own scale and per-kernel cost:
     when the in-network cost of depthwise and pointwise convs departs from their single-op rows in
     opposite directions, one global scale cannot follow and the per-type calibration does."""
-    from nas.models import build_model
-    from predictors.lut import kernel_type
+    from hwlat.nas.models import build_model
+    from hwlat.predictors.lut import kernel_type
 
     keys = [f"{m}@r{r}w{w}" for m in ("mobilenet_v2", "mobilenet_v3_small", "resnet18") for r, w in ((64, 0.5), (96, 1), (128, 0.75))]
     keys += ["efficientnet_b0@r96w1", "mobilenet_v3_large@r96w0.75"]
@@ -290,9 +290,9 @@ def test_adaptive_sampling_respects_its_budget_and_covers_every_family():
 
 # ---- real runtime ------------------------------------------------------------------------------
 def test_ort_fusion_detection_stores_rules(tmp_path):
-    from profilers.fusion import detect_fusion, store_rules
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.fusion import detect_fusion, store_rules
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     rt = get_runtime("onnxruntime", threads=1)
     rules, results = detect_fusion(rt, ["conv2d+bn", "conv2d+hardswish"], Protocol.preset("quick"), progress=False)
@@ -308,9 +308,9 @@ def test_ort_fusion_detection_stores_rules(tmp_path):
 def test_the_call_overhead_is_the_fastest_of_several_timings_so_one_burst_does_not_set_it():
     """One timing of the one-element op caught in a burst of other work (here: its first, read 4x) does
     not become the overhead every kernel is priced less."""
-    from profilers.fusion import detect_fusion
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.fusion import detect_fusion
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     rt = get_runtime("onnxruntime", threads=1)
     protocol = Protocol.preset("quick")
@@ -332,7 +332,7 @@ def test_the_call_overhead_is_the_fastest_of_several_timings_so_one_burst_does_n
 
 def test_cli_predict_json_and_errors(tmp_path, capsys):
     from hwlat.cli import main
-    from nas.models import to_onnx
+    from hwlat.nas.models import to_onnx
 
     path = tmp_path / "m.onnx"
     path.write_bytes(to_onnx("mobilenet_v3_small@r64w0.75"))
@@ -364,7 +364,7 @@ def test_cli_predict_json_and_errors(tmp_path, capsys):
 @pytest.mark.parametrize("share", ["abc", -5, 2.0])
 def test_a_hand_edited_reorder_share_is_one_error_naming_the_row(tmp_path, capsys, share):
     """'abc' died in a traceback (ValueError) in predict; -5 predicted 3x the time; table validate passed both."""
-    from device_tables.errors import TableError
+    from hwlat.device_tables.errors import TableError
     from hwlat.cli import main
 
     with DeviceTable.open(tmp_path / "t", Device.make("cpu", "onnxruntime")) as t:
@@ -390,9 +390,9 @@ def test_single_op_call_overhead_is_taken_off_every_kernel():
 
 def test_cli_profile_ops_adaptive_builds_a_calibrated_table(tmp_path, capsys):
     from hwlat.cli import main
-    from nas.pool import graph_of, space_networks
+    from hwlat.nas.pool import graph_of, space_networks
 
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     out = tmp_path / "ort"
     # Rules stored beforehand (detection itself is tested above): the command keeps them.
@@ -420,7 +420,7 @@ def test_cli_profile_ops_adaptive_builds_a_calibrated_table(tmp_path, capsys):
 def test_cli_profile_ops_adaptive_resumed_keeps_the_rounds_of_the_first_run(tmp_path):
     from hwlat.cli import main
 
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     out = tmp_path / "ort"
     with DeviceTable.open(out, get_runtime("onnxruntime", threads=1).device(),
@@ -485,8 +485,8 @@ def test_cli_profile_fusion_merges_into_the_stored_rules(tmp_path, capsys):
 
 def test_cli_profile_fusion_refuses_a_table_before_measuring(tmp_path, capsys, monkeypatch):
     """Another protocol or a busy table is refused at once, before any pattern is timed."""
-    import profilers.fusion
-    from device_tables.lock import TableLock
+    import hwlat.profilers.fusion
+    from hwlat.device_tables.lock import TableLock
     from hwlat.cli import main
 
     out = tmp_path / "t"
@@ -496,7 +496,7 @@ def test_cli_profile_fusion_refuses_a_table_before_measuring(tmp_path, capsys, m
     def never(*a, **k):
         raise AssertionError("measured before the table was checked")
 
-    monkeypatch.setattr(profilers.fusion, "detect_fusion", never)
+    monkeypatch.setattr(hwlat.profilers.fusion, "detect_fusion", never)
     assert main(_fusion_argv(out, "conv2d+bn")[:-1] + ["--protocol", "brief", "--no-progress"]) == 1
     assert "other settings" in capsys.readouterr().err
     lock = TableLock.acquire(out)
@@ -509,10 +509,10 @@ def test_cli_profile_fusion_refuses_a_table_before_measuring(tmp_path, capsys, m
 
 def test_cli_profile_fusion_interrupted_keeps_what_it_measured_and_resumes(tmp_path, capsys, monkeypatch):
     """Ctrl-C after the first pattern: it is stored; the same command again times only the rest."""
-    import profilers.runtimes
+    import hwlat.profilers.runtimes
     from hwlat.cli import main
 
-    real = profilers.runtimes.get_runtime
+    real = hwlat.profilers.runtimes.get_runtime
     timed: list[str] = []
     calls = {"n": 0}
 
@@ -536,7 +536,7 @@ def test_cli_profile_fusion_interrupted_keeps_what_it_measured_and_resumes(tmp_p
         monkeypatch.setattr(rt, "measure", measured)
         return rt
 
-    monkeypatch.setattr(profilers.runtimes, "get_runtime", interrupting)
+    monkeypatch.setattr(hwlat.profilers.runtimes, "get_runtime", interrupting)
     out = tmp_path / "t"
     assert main(_fusion_argv(out, "conv2d+bn,conv2d+relu")) == 130
     meta = DeviceTable.load(out).meta["fusion"]
@@ -565,9 +565,9 @@ def test_cli_profile_fusion_refuses_bad_patterns_before_anything(tmp_path, capsy
 def test_bad_fusion_patterns_are_refused_by_the_detector_and_the_api(tmp_path):
     """`hwlat profile device --patterns` reaches `detect_fusion`, which checks them first too."""
     import hwlat.api
-    from device_tables.errors import OpSpecError
-    from profilers.fusion import check_patterns, detect_fusion
-    from profilers.runtimes import get_runtime
+    from hwlat.device_tables.errors import OpSpecError
+    from hwlat.profilers.fusion import check_patterns, detect_fusion
+    from hwlat.profilers.runtimes import get_runtime
 
     assert check_patterns([" conv2d+bn ", "add+relu", "conv2d+bn"]) == ["conv2d+bn", "add+relu"]
     with pytest.raises(OpSpecError, match="'bogus'"):
@@ -582,7 +582,7 @@ def test_context_models_chain_shape_keeping_ops_and_run_copies_side_by_side_othe
     side by side (own inputs, own weights) otherwise; ONNX Runtime runs both and keeps every copy."""
     import onnxruntime as ort
 
-    from profilers.context import is_chainable, marginal_measurement, replicated_model
+    from hwlat.profilers.context import is_chainable, marginal_measurement, replicated_model
 
     pool = OpSpec.make("avgpool", (1, 4, 8, 8), kernel=3, stride=1, padding=1, count_include_pad=False)
     add = OpSpec.make("add", (1, 4, 8, 8))
@@ -719,7 +719,7 @@ def test_a_pattern_fused_only_inside_a_network_joins_the_kernel_priced_by_its_he
 def test_a_runtime_that_shares_duplicates_pays_a_repeated_op_once():
     """Two avg-pools of one input (NAS-Bench-201 edges from one node) run once where the runtime
     eliminates common subexpressions; convs with their own weights are never merged."""
-    from device_tables.kernels import drop_duplicates
+    from hwlat.device_tables.kernels import drop_duplicates
 
     pool = OpSpec.make("avgpool", X, kernel=3, stride=1, padding=1)
     ops = [_op(pool, ["x"], ["p1"], "pool1"), _op(pool, ["x"], ["p2"], "pool2"), _op(ADD, ["p1", "p2"], ["a"], "add"),
@@ -740,9 +740,9 @@ def test_a_runtime_that_shares_duplicates_pays_a_repeated_op_once():
 
 
 def test_duplicate_detection_reads_onnx_runtimes_graph_and_times_litert():
-    from profilers.fusion import detect_shared_duplicates
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.fusion import detect_shared_duplicates
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     shared, evidence = detect_shared_duplicates(get_runtime("onnxruntime", threads=1), Protocol.preset("quick"))
     assert shared and evidence["runtime_kernels"] == 2 and evidence["twice_ms"] > 0
@@ -897,9 +897,9 @@ def test_a_measured_cache_bounds_the_cached_size_calibration_tries():
 def test_weights_cache_probe_times_chains_of_linear_layers():
     """The probe times chains of 1 MB linear layers on a runtime that runs whole models; the cached
     size is a chain it timed, and `hwlat profile fusion`'s report prints it."""
-    from profilers.fusion import detect_weights_cache, format_results
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.fusion import detect_weights_cache, format_results
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     cached, evidence = detect_weights_cache(get_runtime("litert", threads=1), Protocol.preset("quick"), layers=(1, 2, 4, 8))
     chains = {float(mb): ratio for mb, ratio in evidence["slowdown"].items()}
@@ -914,9 +914,9 @@ def test_no_kernel_type_is_calibrated_to_a_negative_scale():
     """Whole networks measured faster than their pointwise convs' rows allow (what a table of few rows,
     its kernels regressed far from any row, gave a short run) would fit that type a negative scale: its
     kernels priced below nothing. The fit keeps every scale at MIN_TYPE_SCALE or above instead."""
-    from nas.models import build_model
-    from predictors.lut import kernel_type
-    from predictors.lut.calibration import MIN_TYPE_SCALE
+    from hwlat.nas.models import build_model
+    from hwlat.predictors.lut import kernel_type
+    from hwlat.predictors.lut.calibration import MIN_TYPE_SCALE
 
     keys = [f"{m}@r{r}w{w}" for m in ("mobilenet_v2", "mobilenet_v3_small", "resnet18") for r, w in ((64, 0.5), (96, 1), (128, 0.75))]
     graphs = [Graph.from_onnx(build_model(k)) for k in keys]
@@ -966,9 +966,9 @@ def test_a_regressed_kernel_of_a_blocked_op_pays_reorders_from_the_fitted_line()
 def test_graph_written_from_the_network_is_the_onnx_extraction_op_by_op(name, options):
     """`Space.graph` writes a CNN's graph from its network: the same ops, specs, tensors and notes as
     extracting its exported (shapes-only) ONNX model; a transformer network is read from ONNX."""
-    from nas.spaces import get_space
-    from nas.spaces.net_graph import net_graph
-    from nas.spaces.onnx_export import net_to_proto
+    from hwlat.nas.spaces import get_space
+    from hwlat.nas.spaces.net_graph import net_graph
+    from hwlat.nas.spaces.onnx_export import net_to_proto
 
     space = get_space(name, **options)
     for arch in space.sample(25, seed=5):
@@ -987,7 +987,7 @@ def test_predict_archs_equals_each_exported_model_predicted_alone(name, n):
     equal each one's exported ONNX model predicted by a fresh predictor, exactly: total, sigma,
     kernels, partial."""
     import hwlat
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     table = hwlat.load_table("cpu_onnxruntime_fp32_threads1")
     space = get_space(name)
@@ -1005,7 +1005,7 @@ def test_predict_archs_equals_each_exported_model_predicted_alone(name, n):
 def test_a_changed_or_removed_table_row_changes_the_next_prediction():
     """The predictor remembers kernel prices per row: a row replaced or removed in its table is read
     again, so the same predictor predicts as a fresh one does (no stale price)."""
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     space = get_space("nb201")
     archs = space.sample(3, seed=9)
@@ -1044,7 +1044,7 @@ def test_a_kernel_the_device_could_not_run_is_named_not_regressed():
 def test_a_kernel_over_the_boards_arena_is_named_not_regressed_though_no_row_records_it():
     """A model too big for the board (a kernel the table never tried, over its 256 KB arena) was regressed
     from the kernels that fit: a number for a model the board cannot hold, silent about its memory."""
-    from device_tables.registry import load
+    from hwlat.device_tables.registry import load
 
     table = load("qemu_mps2_an386_board_int8_threads1")
     small = OpSpec.make("pwconv2d+relu", (1, 8, 16, 16), dtype="int8", cout=16)
@@ -1060,7 +1060,7 @@ def test_a_kernel_over_the_boards_arena_is_named_not_regressed_though_no_row_rec
 def test_an_op_without_a_firmware_kernel_is_named_with_the_boards_reason():
     """A hard swish on a board table said 'no regressor for this op type (the table has no rows of it)', as
     if profiling more rows would price it; the firmware has no kernel for it."""
-    from device_tables.registry import load
+    from hwlat.device_tables.registry import load
 
     hs = OpSpec.make("hardswish", (1, 8, 16, 16), dtype="int8")
     (gone,) = LUTPredictor(load("qemu_mps2_an386_board_int8_threads1")).predict_graph(Graph.from_specs([hs])).uncovered
@@ -1093,10 +1093,10 @@ def test_the_kernel_pool_holds_the_stand_ins_a_shuffle_is_priced_by():
     """A table profiled from a pool of FBNet networks prices their channel shuffles: the pool holds
     both stand-ins (`_movement_spec`: a concat of the halves, or a relu where a runtime has no concat
     rows, as a board has not), whatever other kernels it holds."""
-    from nas.pool import graph_of
-    from nas.spaces import get_space
-    from predictors.adaptive import kernel_pool
-    from predictors.lut.predictor import _movement_spec
+    from hwlat.nas.pool import graph_of
+    from hwlat.nas.spaces import get_space
+    from hwlat.predictors.adaptive import kernel_pool
+    from hwlat.predictors.lut.predictor import _movement_spec
 
     sp = get_space("fbnet")
     graph = graph_of("fbnet:" + sp.key(sp.sample(1, 3)[0]))
@@ -1139,8 +1139,8 @@ def test_a_runtime_not_installed_is_looked_up_once_per_process(caplog):
     the runtime up again in the registry, and hwlat -vv said 'runtime ... is not installed' once per network."""
     import logging
 
-    from predictors.lut.predictor import same_shape_planner
+    from hwlat.predictors.lut.predictor import same_shape_planner
 
-    with caplog.at_level(logging.DEBUG, logger="predictors.lut"):
+    with caplog.at_level(logging.DEBUG, logger="hwlat.predictors.lut"):
         assert [same_shape_planner("no-such-runtime-here") for _ in range(3)] == [False] * 3
     assert caplog.text.count("'no-such-runtime-here' is not installed") == 1, caplog.text

@@ -1,4 +1,4 @@
-"""A network priced piece by piece (`predictors.lut.pieces`, what `predict --archs` and the searches
+"""A network priced piece by piece (`hwlat.predictors.lut.pieces`, what `predict --archs` and the searches
 use) predicts exactly as priced whole: every field of every prediction, on random architectures of
 every CNN space, under several tables and predictor settings; and `predict --archs` equals
 one-by-one `predict --arch`."""
@@ -14,12 +14,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import hwlat
-from device_tables.graph import OP, Graph, GraphOp
-from device_tables.kernels import FusionRules, expand_fused
-from device_tables.ops import OpSpec
-from nas.spaces import get_space
-from predictors.lut import LUTPredictor, pieces
-from predictors.lut.prediction import kernel_record
+from hwlat.device_tables.graph import OP, Graph, GraphOp
+from hwlat.device_tables.kernels import FusionRules, expand_fused
+from hwlat.device_tables.ops import OpSpec
+from hwlat.nas.spaces import get_space
+from hwlat.predictors.lut import LUTPredictor, pieces
+from hwlat.predictors.lut.prediction import kernel_record
 
 ORT = "cpu_onnxruntime_fp32_threads1"
 
@@ -90,7 +90,7 @@ def test_pieces_equal_whole_under_every_table_and_setting(table, options):
 def test_onnx_models_piece_by_piece_equal_whole(ort, model):
     """Graphs read from ONNX (the classic CNNs, transformers with their reshapes, attention and
     several inputs): cut where they can be, equal to the whole either way."""
-    from nas.models import to_onnx
+    from hwlat.nas.models import to_onnx
 
     graph = Graph.from_onnx(to_onnx(model))
     _same(LUTPredictor(ort), Whole(ort), graph)
@@ -151,7 +151,7 @@ def test_a_changed_row_reprices_the_pieces_that_used_it(ort):
     """A piece remembers the rows it was priced by: a row replaced in the table is read again."""
     from dataclasses import replace
 
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
     table = DeviceTable(ort.device, dict(ort.meta))
     for row in ort.rows():
@@ -196,7 +196,7 @@ def test_predict_archs_equals_one_by_one_predict_arch(space, spec, tmp_path, cap
 def test_sigma_holds_the_tables_error_on_networks_it_was_not_calibrated_on():
     """A table's one-sigma error includes its whole-network error on its self-score networks (the
     RMS of their log predicted/measured), not only its regressed kernels' errors."""
-    from predictors.lut.predictor import held_out_error
+    from hwlat.predictors.lut.predictor import held_out_error
 
     table = hwlat.load_table(ORT)
     ratios = np.array(list(table.meta["self_score"]["ratios"].values()))
@@ -217,7 +217,7 @@ def test_sigma_adds_the_copies_of_one_regressed_kernel_linearly():
     ResNet-18 regressed whole."""
     from collections import defaultdict
 
-    from nas.models import to_onnx
+    from hwlat.nas.models import to_onnx
 
     pred = LUTPredictor(hwlat.load_table("nvidia_h200_torch_fp32_threads1")).predict_graph(to_onnx("resnet18"))
     per_key = defaultdict(float)
@@ -261,7 +261,7 @@ def test_prediction_from_records_equals_one_made_of_kernels():
     after its kernels are made, and kernels set on it replace the records."""
     from dataclasses import replace
 
-    from predictors.lut.prediction import KernelPrediction, Prediction
+    from hwlat.predictors.lut.prediction import KernelPrediction, Prediction
 
     lut = LUTPredictor(hwlat.load_table(ORT))
     space = get_space("nb201")
@@ -281,7 +281,7 @@ def test_prediction_from_records_equals_one_made_of_kernels():
 
 
 def test_predictions_shared_among_forked_workers_equal_those_of_one_process(tmp_path):
-    """Forked workers (`predictors.lut.many`, in a fresh process where no runtime's threads are
+    """Forked workers (`hwlat.predictors.lut.many`, in a fresh process where no runtime's threads are
     loaded) predict what one process predicts, in order; the CLI's --jobs writes the same CSV."""
     import subprocess
     import sys
@@ -291,8 +291,8 @@ def test_predictions_shared_among_forked_workers_equal_those_of_one_process(tmp_
         "import json, multiprocessing, sys\n"
         "import hwlat\n"
         "from hwlat.api import _arch_list, _space\n"
-        "from predictors.lut import LUTPredictor\n"
-        "from predictors.lut.many import predict_archs\n"
+        "from hwlat.predictors.lut import LUTPredictor\n"
+        "from hwlat.predictors.lut.many import predict_archs\n"
         f"sp = _space('nb201'); archs = _arch_list(sp, 'random:230', 11)\n"
         f"lut = LUTPredictor(hwlat.load_table({ORT!r}))\n"
         "workers, out = 0, []\n"
@@ -327,8 +327,8 @@ def test_predict_archs_called_from_threads_at_once_predicts_each_calls_own_archs
         "from concurrent.futures import ThreadPoolExecutor\n"
         "import hwlat\n"
         "from hwlat.api import _arch_list, _space\n"
-        "from predictors.lut import LUTPredictor\n"
-        "from predictors.lut.many import predict_archs\n"
+        "from hwlat.predictors.lut import LUTPredictor\n"
+        "from hwlat.predictors.lut.many import predict_archs\n"
         f"sp = _space('nb201'); lut = LUTPredictor(hwlat.load_table({ORT!r})).fit()\n"
         "lists = [_arch_list(sp, 'random:300', seed) for seed in range(4)]\n"
         "start = threading.Barrier(4)\n"

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from predictors.metrics import kendall, mape, rmse, score, spearman, trim_mask, trimmed_score, within, within10
+from hwlat.predictors.metrics import kendall, mape, rmse, score, spearman, trim_mask, trimmed_score, within, within10
 
 
 def test_spearman_one_swap_of_four():

@@ -89,7 +89,7 @@ def test_predict_that_fits_regressors_without_sklearn_says_what_to_install(hook,
     it predicts, with scikit-learn's trees: without it, one line naming the package and --no-regressors."""
     import shutil
 
-    shipped = ROOT / "device_tables" / "tables" / "qemu_mps2_an385_board_int8_threads1"
+    shipped = ROOT / "hwlat" / "device_tables" / "tables" / "qemu_mps2_an385_board_int8_threads1"
     for suffix in (".csv", ".json"):  # the shipped board tables store their regressors now
         shutil.copy(shipped.with_suffix(suffix), tmp_path / f"board{suffix}")
     args = ("predict", "--classic", "mobilenet_v2", "--table", str(tmp_path / "board"))
@@ -128,7 +128,7 @@ def test_bench_transfer_without_torch_names_the_method_that_needs_it(hook, tmp_p
     import numpy as np
     import pandas as pd
 
-    t = pd.read_csv(ROOT / "device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1.csv").head(200)
+    t = pd.read_csv(ROOT / "hwlat/device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1.csv").head(200)
     ms = t.pop(t.columns[-1]).to_numpy()
     for i, f in enumerate(np.linspace(0.5, 2.0, 6)):
         t[f"d{i}"] = ms * f

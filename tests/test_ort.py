@@ -22,16 +22,16 @@ torch = pytest.importorskip("torch")
 
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
 
-from device_tables.errors import ModelError, UnsupportedOpError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from device_tables.table import DeviceTable  # noqa: E402
-from profilers.onnx_ops import build_onnx_model, input_names  # noqa: E402
-from profilers.ort.runtime import OnnxRuntime, profile_model, time_onnx_model  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
-from profilers.run import profile_ops  # noqa: E402
-from profilers.sweeps import load_sweep  # noqa: E402
-from profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
-from profilers.weights import make_inputs  # noqa: E402
+from hwlat.device_tables.errors import ModelError, UnsupportedOpError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.device_tables.table import DeviceTable  # noqa: E402
+from hwlat.profilers.onnx_ops import build_onnx_model, input_names  # noqa: E402
+from hwlat.profilers.ort.runtime import OnnxRuntime, profile_model, time_onnx_model  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
+from hwlat.profilers.run import profile_ops  # noqa: E402
+from hwlat.profilers.sweeps import load_sweep  # noqa: E402
+from hwlat.profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
+from hwlat.profilers.weights import make_inputs  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 QUICK = Protocol.preset("quick")
@@ -381,8 +381,8 @@ def test_sweep_killed_mid_run_resumes_without_loss_or_duplicates(tmp_path):
 def test_missing_or_broken_onnxruntime_is_reported(monkeypatch):
     import types
 
-    from device_tables.errors import RuntimeUnavailableError
-    from profilers.ort import install
+    from hwlat.device_tables.errors import RuntimeUnavailableError
+    from hwlat.profilers.ort import install
 
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # what `import` sees when the package is absent
     with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install onnxruntime"):
@@ -400,7 +400,7 @@ def test_missing_or_broken_onnxruntime_is_reported(monkeypatch):
 
 def test_single_op_rows_record_the_nchwc_reorders_around_them():
     """On x86, ONNX Runtime runs a lone conv as ReorderInput -> Conv -> ReorderOutput; the row keeps
-    the reorders' shares of the node time (taken off inside networks, predictors.lut); a relu has none."""
+    the reorders' shares of the node time (taken off inside networks, hwlat.predictors.lut); a relu has none."""
     import platform
 
     if platform.machine().lower() not in ("x86_64", "amd64"):
@@ -417,8 +417,8 @@ def test_single_op_rows_record_the_nchwc_reorders_around_them():
 def test_an_attention_mask_input_is_fed_all_ones_so_every_token_is_attended():
     """`hwlat profile model` on a BERT with an int64 attention_mask: ids are fed zeros, a mask ones. A
     mask of zeros pads every token: -inf scores, NaN out, and a softmax ONNX Runtime runs 7x slower."""
-    from profilers.ort.session import bind, create_session, session_options
-    from profilers.torch_eager.onnx_module import onnx_module
+    from hwlat.profilers.ort.session import bind, create_session, session_options
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
 
     i64 = TensorProto.INT64
     nodes = [helper.make_node("Gather", ["emb", "input_ids"], ["x"]),

@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("hwlat", "device_tables", "profilers", "predictors", "nas")
-NOT_SHIPPED = {"nas/spaces/README.md"}  # notes for contributors, read by no code
+PACKAGES = ("hwlat",)  # its four jobs are its sub-packages: nothing else is installed at the top
+NOT_SHIPPED = {"hwlat/nas/spaces/README.md"}  # notes for contributors, read by no code
 
 # Records every file opened for writing under $HWLAT_WATCH_WRITES and every file opened under
 # $HWLAT_WATCH_READS (the checkout, for an installed hwlat; its virtual environment aside), then runs
@@ -43,7 +43,7 @@ USER_PATH = textwrap.dedent("""
     import json
     import hwlat
     from hwlat.device_profile import table_warnings
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.sweeps import load_sweep
     assert "cpu_onnxruntime_fp32_threads1" in hwlat.tables()
     for name in hwlat.tables():
         table_warnings(hwlat.load_table(name))  # what `hwlat predict --table NAME` says first
@@ -99,7 +99,7 @@ def wheel(tmp_path_factory) -> tuple[list[str], set[str], Path]:
     for rel in files:
         (source / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, source / rel)
-    for folder in ("device_tables/tables", "device_tables/tables/arch"):  # what `--fresh` sets aside (git ignores it)
+    for folder in ("hwlat/device_tables/tables", "hwlat/device_tables/tables/arch"):  # what `--fresh` sets aside (git ignores it)
         for suffix in (".csv", ".json"):
             (source / folder / f"mine.old-20260101T000000{suffix}").write_text("")
     built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation",
@@ -117,8 +117,15 @@ def test_the_wheel_holds_every_tracked_file_of_the_packages(wheel):
     assert not missing, f"tracked files the wheel leaves out (pyproject.toml package-data): {missing}"
 
 
+def test_the_wheel_installs_one_top_level_package(wheel):
+    """The wheel installed `nas`, `profilers`, `predictors` and `device_tables` beside `hwlat`: a user's
+    own `nas/` folder (common in NAS code) hid hwlat's, or hwlat's shadowed theirs."""
+    _, held, _ = wheel
+    assert {name.split("/")[0] for name in held if not name.split("/")[0].endswith(".dist-info")} == {"hwlat"}
+
+
 def test_the_wheel_holds_no_table_set_aside_by_fresh(wheel):
-    """A wheel built from a checkout where `hwlat profile device --out device_tables/tables/NAME --fresh`
+    """A wheel built from a checkout where `hwlat profile device --out hwlat/device_tables/tables/NAME --fresh`
     had run shipped NAME.old-<time>.csv/.json, listed by `hwlat table list` as a table of its own."""
     assert not [f for f in wheel[1] if ".old-" in f]
 
@@ -145,7 +152,7 @@ def test_an_installed_hwlat_without_firmware_says_to_point_at_a_checkout(wheel, 
     and running from one changes nothing for an installed hwlat: only $HWLAT_FIRMWARE_DIR does."""
     installed = wheel[2]
     env = {k: v for k, v in os.environ.items() if k != "HWLAT_FIRMWARE_DIR"}
-    code = (f"import sys; sys.path[:0] = [{str(installed)!r}]; from profilers.board.qemu import firmware_dir\n"
+    code = (f"import sys; sys.path[:0] = [{str(installed)!r}]; from hwlat.profilers.board.qemu import firmware_dir\n"
             "try:\n    firmware_dir()\nexcept Exception as e:\n    print(e)")
     for given in (None, tmp_path):
         if given:
@@ -192,7 +199,7 @@ def test_the_sdist_holds_every_tracked_file(tmp_path):
 
 
 def test_no_help_example_writes_into_the_shipped_tables():
-    """`hwlat profile archs --help`'s example wrote to --out device_tables/tables/arch/nb201_cpu_...: from a
+    """`hwlat profile archs --help`'s example wrote to --out hwlat/device_tables/tables/arch/nb201_cpu_...: from a
     checkout, a shipped table (refused: measured with another protocol); installed, a copy of the repository's
     folders wherever it ran."""
     import argparse
@@ -206,4 +213,4 @@ def test_no_help_example_writes_into_the_shipped_tables():
                 for sub in action.choices.values():
                     yield from examples(sub)
 
-    assert not [e for e in examples(build_parser()) if "device_tables/tables" in e]
+    assert not [e for e in examples(build_parser()) if "hwlat/device_tables/tables" in e]

@@ -57,7 +57,7 @@ def test_an_installed_runtime_plugin_works_in_every_command(installed, tmp_path)
           "--out", tmp_path / "archs", "--no-progress")
     header = (tmp_path / "archs.csv").read_text().splitlines()[0]
     assert header.endswith("cpu/ort-basic/fp32/threads=1")
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     model = tmp_path / "net.onnx"
     model.write_bytes(get_space("nb201").to_onnx(get_space("nb201").parse(0)))
@@ -156,10 +156,10 @@ def test_every_onnxruntime_session_gets_the_runtimes_providers(monkeypatch, tmp_
     ort = pytest.importorskip("onnxruntime")
     if "AzureExecutionProvider" not in ort.get_available_providers():
         pytest.skip("this onnxruntime build lists no second provider")
-    from device_tables.ops import OpSpec
-    from nas.spaces import get_space
-    from profilers.ort.runtime import OnnxRuntime
-    from profilers.protocol import Protocol
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.nas.spaces import get_space
+    from hwlat.profilers.ort.runtime import OnnxRuntime
+    from hwlat.profilers.protocol import Protocol
 
     class Elsewhere(OnnxRuntime):
         def providers(self):
@@ -221,7 +221,7 @@ def test_the_api_takes_a_protocol_by_its_preset_name_as_the_command_line_does(tm
 
 def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     with pytest.raises(HwlatError, match=r"the torch runtime has no setting 'thread' \(did you mean threads\?\)"):
         hwlat.runtime("torch", thread=4)
@@ -233,7 +233,7 @@ def test_a_setting_a_runtime_does_not_have_is_refused_by_name():
 def test_settings_given_with_a_runtime_object_are_refused_not_ignored(tmp_path):
     """profile_ops(runtime_object, ..., threads=2) measured with the object's threads=1 and said nothing."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     rt = hwlat.runtime("onnxruntime")
     calls = (lambda: hwlat.profile_ops(rt, tmp_path / "ops", sweep="quick", protocol="quick", progress=False, threads=2),
@@ -249,7 +249,7 @@ def test_settings_given_with_a_runtime_object_are_refused_not_ignored(tmp_path):
 def test_profile_ops_takes_op_keys_and_names_an_item_it_cannot_read(tmp_path):
     """A list of op keys was an AttributeError ('str' object has no attribute 'dtype')."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     key = "relu|float32|1x16x16x16|"
     res = hwlat.profile_ops("onnxruntime", tmp_path / "ops", sweep=[key], protocol="quick", progress=False)
@@ -288,7 +288,7 @@ def test_a_device_table_given_as_a_predictor_is_named_with_the_way_to_give_it(tm
 def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_path):
     """minutes=0 ran the default 12 minutes (`minutes or DEFAULT_MINUTES`); the command refuses --minutes 0."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     with pytest.raises(HwlatError, match=r"^--minutes 0: give a positive number of minutes"):
         hwlat.profile_device("onnxruntime", tmp_path / "t", minutes=0, progress=False)
@@ -298,7 +298,7 @@ def test_profile_device_refuses_zero_minutes_instead_of_running_the_default(tmp_
 def test_an_option_a_space_does_not_take_is_refused_by_name():
     """hwlat.space("nb201", keepdead=True) was the constructor's TypeError; fbnet takes no option."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     with pytest.raises(HwlatError, match=r"^the nb201 space has no option 'keepdead'; its options: keep_dead$"):
         hwlat.space("nb201", keepdead=True)
@@ -308,15 +308,15 @@ def test_an_option_a_space_does_not_take_is_refused_by_name():
 
 
 def test_the_api_errors_are_caught_as_hwlat_error_which_import_hwlat_keeps_lazy():
-    """A user could not catch the API's errors without knowing they live in device_tables.errors."""
+    """A user could not catch the API's errors without knowing they live in hwlat.device_tables.errors."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     assert hwlat.HwlatError is HwlatError and "HwlatError" in dir(hwlat)
     with pytest.raises(hwlat.HwlatError, match="no device table 'nope'"):
         hwlat.load_table("nope")
     lazy = subprocess.run([sys.executable, "-c", "import sys, hwlat; print(sorted(m for m in ('numpy', 'torch', "
-                           "'onnx', 'sklearn', 'device_tables') if m in sys.modules))"], capture_output=True, text=True,
+                           "'onnx', 'sklearn', 'hwlat.device_tables') if m in sys.modules))"], capture_output=True, text=True,
                           check=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
     assert lazy.stdout.strip() == "[]"
 
@@ -347,7 +347,7 @@ def test_a_path_that_names_no_file_is_one_clear_error(where, tmp_path, monkeypat
     load_table, save_predictor, load_predictor, fit, profile_archs and drift; `save_predictor(p, "..")`
     wrote the hidden files '...json' and '...npz' into the working folder."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     monkeypatch.chdir(tmp_path)
     pred = hwlat.adapt("nb201", [0, 1, 2], [1.0, 2.0, 3.0])
@@ -368,7 +368,7 @@ def test_input_shapes_as_the_command_line_writes_them_and_a_module_for_a_path_ar
     from onnx import TensorProto, helper
 
     import hwlat
-    from device_tables.errors import ModelError
+    from hwlat.device_tables.errors import ModelError
 
     graph = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, "h", "w"])],

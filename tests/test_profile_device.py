@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_tables.table import COLUMNS, DeviceTable
+from hwlat.device_tables.table import COLUMNS, DeviceTable
 from hwlat.device_profile import STAGES, missing_stages, networks_path, read_networks, table_stages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,7 +166,7 @@ def test_profile_device_with_a_tiny_budget_leaves_a_valid_table_and_says_what_is
 def complete_table(tmp_path_factory):
     """A complete table from the Python API (fusion rules given a short pattern list)."""
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = tmp_path_factory.mktemp("complete") / "t"
     result = hwlat.profile_device("onnxruntime", out, minutes=5, threads=1, protocol=Protocol.preset("quick"),
@@ -177,9 +177,9 @@ def complete_table(tmp_path_factory):
 
 
 def test_stored_regressors_predict_exactly_as_freshly_fitted_ones_and_are_refitted_when_rows_change(complete_table):
-    from nas.pool import graph_of
-    from predictors.kernel_regressors import KernelRegressors
-    from predictors.lut import LUTPredictor
+    from hwlat.nas.pool import graph_of
+    from hwlat.predictors.kernel_regressors import KernelRegressors
+    from hwlat.predictors.lut import LUTPredictor
 
     table = DeviceTable.load(complete_table)
     stored = LUTPredictor(table)
@@ -298,9 +298,9 @@ def test_predict_many_equals_one_by_one_and_keys_round_trip_with_profile_archs(c
 
 
 def test_predict_warns_about_missing_stages_and_another_machine(tmp_path):
-    from device_tables.device import Device
-    from device_tables.measurement import Measurement
-    from device_tables.ops import OpSpec
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.measurement import Measurement
+    from hwlat.device_tables.ops import OpSpec
     from hwlat.device_profile import table_warnings
 
     fp = {"cpu_model": "Imaginary CPU 9000", "flags": ["avx512f"], "packages": {"onnxruntime": "0.0.1"}}
@@ -320,7 +320,7 @@ CANNOT_CALIBRATE = ("nvidia",)
 
 
 def test_every_shipped_table_validates_and_the_calibratable_ones_have_every_stage():
-    from device_tables.registry import available, load
+    from hwlat.device_tables.registry import available, load
 
     names = available()
     assert "cpu_onnxruntime_fp32_threads1" in names and "cpu_litert_fp32_threads1" in names
@@ -338,7 +338,7 @@ def test_a_complete_table_grows_to_new_targets_keeping_what_it_has(complete_tabl
     """Run again with a target it lacks, the table measures that target's kernels and networks (and
     fusion patterns it lacks) and recalibrates on both; its rows and networks are kept as they were."""
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     before_rows = rows_by_key(out)
@@ -369,7 +369,7 @@ def test_a_network_measured_in_a_slow_spell_is_measured_a_third_time(complete_ta
 
     import hwlat
     from hwlat.device_profile import _measured
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     path = networks_path(DeviceTable.load(out))
@@ -405,8 +405,8 @@ def test_the_networks_first_pass_out_of_time_leaves_the_networks_stage_unfinishe
     """The networks' first pass, before the rows, that meets the end of the budget stops without
     recording the networks stage as done (the stage itself, in its turn, says what is unfinished)."""
     from hwlat.device_profile import FIT_RESERVE_S, _Clock, _networks_stage
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     out = copy_table(complete_table, tmp_path)
     table = DeviceTable.load(out)
@@ -459,8 +459,8 @@ def test_remeasure_measures_matching_rows_again_keeping_the_old_values(complete_
     rows; a pattern matching nothing is refused by name."""
 
     import hwlat
-    from device_tables.errors import HwlatError
-    from profilers.protocol import Protocol
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     before = rows_by_key(out)
@@ -496,9 +496,9 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
     joins the calibration); the calibration and score count only those times; the older times stay in
     the file; a later run measures nothing more and keeps counting the new times."""
     import hwlat
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
     from hwlat.device_profile import _instant, _measured
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     path = networks_path(DeviceTable.load(out))
@@ -563,7 +563,7 @@ def test_recalibrate_times_the_networks_again_and_fits_on_the_new_times_alone(co
 def test_a_recalibration_out_of_time_counts_the_networks_timed_again(complete_table, tmp_path):
     """Out of time before it timed any network again, a recalibration says 0 of them, not the stored ones."""
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     result = hwlat.profile_device("onnxruntime", out, recalibrate=True, minutes=0.3, threads=1,  # under FIT_RESERVE_S
@@ -577,7 +577,7 @@ def test_from_copies_a_table_and_recalibrates_the_copy(complete_table, tmp_path,
     is recalibrated on this machine, each stage saying what it did (the regressors' said nothing); the
     source is untouched; an existing --out or a table of another device is refused by name."""
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     source = copy_table(complete_table, tmp_path)
     before = {f.name: f.read_bytes() for f in tmp_path.iterdir()}
@@ -710,7 +710,7 @@ def test_a_speed_cache_that_cannot_be_written_costs_only_its_reuse(complete_tabl
 def test_predict_archs_uses_every_core_after_timing_this_machines_speed(complete_table, tmp_path):
     """The speed reading times networks on the runtime; it does so in a child process, so that
     `predict --archs` in this one may still fork its workers (it forks none once a runtime is loaded)."""
-    code = ("import sys, hwlat; from device_tables import load; from hwlat.device_profile import speed_now; "
+    code = ("import sys, hwlat; from hwlat.device_tables import load; from hwlat.device_profile import speed_now; "
             f"s = speed_now(load({str(complete_table)!r})); print(len(s.ratios), 'onnxruntime' in sys.modules)")
     env = {k: v for k, v in os.environ.items() if k != "HWLAT_AS_PROFILED"}
     env.update(XDG_CACHE_HOME=str(tmp_path / "cache"), PYTHONPATH=str(ROOT))
@@ -725,8 +725,8 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     whose stored times are 4x what this machine runs reads as made on a slower machine (this one runs
     faster now), and one that stores no network timings (a board's) is refused naming why."""
     import hwlat
-    from device_tables.errors import HwlatError
-    from device_tables.table import now
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.table import now
     from hwlat.cli import main
     from hwlat.device_profile import drift
 
@@ -762,15 +762,15 @@ def test_drift_times_the_tables_own_networks_again_against_their_stored_times(co
     with pytest.raises(HwlatError, match=r"a --recalibrate began.*has not finished.*--recalibrate` finishes it"):
         drift(DeviceTable.load(out))
     with pytest.raises(HwlatError, match="stores no network timings.*one kernel at a time"):
-        drift(DeviceTable.load(Path(__file__).parent.parent / "device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
+        drift(DeviceTable.load(Path(__file__).parent.parent / "hwlat/device_tables/tables/qemu_mps2_an386_board_int8_threads1"))
 
 
 def test_rows_with_no_time_left_say_so_without_negative_minutes(complete_table, tmp_path, capsys):
     """A budget spent before the rows (a 1-minute run whose networks' first pass took it) printed
     'measuring the most informative for -0.1 min'."""
     from hwlat.device_profile import POOL_PER_SPACE, _Clock, _rows_stage
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     rt = get_runtime("onnxruntime", threads=1)
     out = copy_table(complete_table, tmp_path)
@@ -789,8 +789,8 @@ def test_rows_cut_short_by_the_budget_are_measured_on_by_the_next_run(complete_t
     measured (the regressors price the rest: the stage is done); a plain rerun keeps the rows, and one
     given more time measures the rest, never re-measuring a stored row."""
     from hwlat.device_profile import POOL_PER_SPACE, _Clock, _row_pool, _rows_short, _rows_stage, table_stages
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     rt, quick = get_runtime("onnxruntime", threads=1), Protocol.preset("quick")
     for minutes in (0.02, 0.03, 0.05, 0.08):  # a budget that cuts pass 1 short with some rows: a loaded machine needs more
@@ -835,8 +835,8 @@ def test_a_from_copy_refused_before_measuring_is_not_left_behind(complete_table,
     """`--from` with settings the source table was not measured with is refused by name, and its copy
     removed, so the corrected command is not told that --out exists."""
     import hwlat
-    from device_tables.errors import HwlatError
-    from profilers.protocol import Protocol
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.profilers.protocol import Protocol
 
     new = tmp_path / "from"
     kw = dict(minutes=1, threads=1, targets=["nb201"], fusion_patterns=PATTERNS, progress=False)
@@ -871,9 +871,9 @@ def test_no_network_is_both_a_calibration_and_a_score_network(tmp_path):
     """The transformers are a fixed set of 21: the calibration's and the score's draws of them overlap
     (transformers:deit_ti@r224 is in both), and a network timed for the calibration is never scored."""
     from hwlat.device_profile import _Clock, _networks_stage
-    from nas.pool import transformer_networks
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.nas.pool import transformer_networks
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     assert "transformers:deit_ti@r224" in set(transformer_networks(3, 1000)) & set(transformer_networks(3, 2000))
     rt = get_runtime("onnxruntime", threads=1)
@@ -891,8 +891,8 @@ def test_a_from_copy_cut_short_is_resumed_by_the_same_command(complete_table, tm
     """A `--from` run out of time (or killed) says "run the same command again": that command resumes the
     copy's recalibration instead of refusing the --out it made; a finished copy is still refused."""
     import hwlat
-    from device_tables.errors import HwlatError
-    from profilers.protocol import Protocol
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.profilers.protocol import Protocol
 
     new = tmp_path / "mine"
     kw = dict(start_from=complete_table, threads=1, protocol=Protocol.preset("quick"), targets=["nb201"],
@@ -912,7 +912,7 @@ def test_fewer_targets_than_a_table_has_keep_its_targets(complete_table, tmp_pat
     """A run with --targets a subset of a finished table's kept only those as the table's targets, so the
     next run with the others "grew" the table to targets it had, measuring rows and networks again."""
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     table = DeviceTable.load(out)
@@ -929,7 +929,7 @@ def test_fewer_targets_than_a_table_has_keep_its_targets(complete_table, tmp_pat
 
 def test_drift_of_a_table_whose_networks_file_is_gone_names_the_file(complete_table, tmp_path):
     """It said "no `hwlat profile device` run timed any", under the warning that the run had timed them."""
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
     from hwlat.device_profile import drift
 
     table = DeviceTable.load(copy_table(complete_table, tmp_path))
@@ -943,8 +943,8 @@ def test_an_unfinished_recalibration_is_not_compared_against_nor_shown_as_done(c
     """A --recalibrate cut short after timing some networks again: the calibration is still of the older
     times, so this machine's speed is not read against the new ones (it was, and `predict` scaled by a
     factor against times the calibration never saw), and `table show` says the recalibration is unfinished."""
-    from device_tables.errors import HwlatError
-    from device_tables.table import now
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.table import now
     from hwlat.device_profile import drift
 
     out = copy_table(complete_table, tmp_path)
@@ -966,9 +966,9 @@ def test_fresh_with_from_sets_the_old_out_aside_and_another_device_names_fresh(c
     """--fresh is "start the --out table again": with --from it was refused ("exists; choose a new --out"),
     and the refusal of --out of another device did not say that --fresh starts it again."""
     import hwlat
-    from device_tables.errors import TableError
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.device_tables.errors import TableError
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     (old := tmp_path / "old").mkdir()
     out = copy_table(complete_table, old)
@@ -988,8 +988,8 @@ def test_recalibrate_or_remeasure_of_no_table_leaves_no_file(tmp_path, option):
     """A mistyped --out with --recalibrate or --remeasure was refused after an empty table had been made
     there (and a later `profile device --out` with another --protocol was then refused as a resume)."""
     import hwlat
-    from device_tables.errors import HwlatError
-    from profilers.protocol import Protocol
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.profilers.protocol import Protocol
 
     with pytest.raises(HwlatError, match=r"no table .*typo \(.*typo\.json not found\)"):
         hwlat.profile_device("onnxruntime", tmp_path / "typo", minutes=1, threads=1, protocol=Protocol.preset("quick"),
@@ -1001,7 +1001,7 @@ def test_recalibrate_keeps_rows_a_budget_cut_short(complete_table, tmp_path):
     """--recalibrate given more --minutes than the run that made a table whose rows the budget cut short
     measured rows on (minutes of them, where the docs say the rows stay and it takes 1-3 minutes)."""
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     out = copy_table(complete_table, tmp_path)
     table = DeviceTable.load(out)
@@ -1021,8 +1021,8 @@ def test_the_fusion_verdicts_are_printed_without_progress_bars(tmp_path, capsys)
     """The table of fusion verdicts was printed only with progress bars, so not where standard error is a
     file or a pipe (`hwlat profile device ... > log 2>&1`), where hwlat draws none: only its count was left."""
     from hwlat.device_profile import _Clock, _fusion_stage
-    from profilers.protocol import Protocol
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.runtimes import get_runtime
 
     rt, protocol = get_runtime("onnxruntime", threads=1), Protocol.preset("quick")
     with DeviceTable.open(tmp_path / "t", rt.device(), rt.table_meta(protocol)) as table:

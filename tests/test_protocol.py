@@ -5,9 +5,9 @@ from dataclasses import replace
 
 import pytest
 
-from device_tables.errors import SweepError
-from profilers.protocol import Protocol, collect, measure
-from profilers.sweeps import load_sweep
+from hwlat.device_tables.errors import SweepError
+from hwlat.profilers.protocol import Protocol, collect, measure
+from hwlat.profilers.sweeps import load_sweep
 
 
 def _counter(values):
@@ -54,8 +54,8 @@ def test_noisy_measurement_is_remeasured_and_flagged():
 
 
 def test_a_noisy_configuration_is_measured_again_after_the_others_and_the_faster_attempt_kept():
-    from device_tables.measurement import Measurement
-    from profilers.protocol import noisy_last
+    from hwlat.device_tables.measurement import Measurement
+    from hwlat.profilers.protocol import noisy_last
 
     attempts = {"a": iter([[1.0, 1.0, 1.0]]), "b": iter([[2.0, 3.0, 4.0, 5.0], [1.5, 1.5, 1.6]]),
                 "c": iter([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])}
@@ -106,7 +106,7 @@ def test_quick_preset_expands_to_unique_valid_specs():
 def test_cpu_clock_counts_only_this_threads_work():
     import time
 
-    from profilers.protocol import perf_timer
+    from hwlat.profilers.protocol import perf_timer
 
     p = Protocol(warmup_runs=0, warmup_s=0.0, min_runs=3, block_runs=3, max_runs=3, remeasure=0)
     sleeper = perf_timer(lambda: time.sleep(0.01))
@@ -117,9 +117,9 @@ def test_cpu_clock_counts_only_this_threads_work():
 
 
 def test_cpu_clock_is_refused_with_several_threads():
-    from device_tables.errors import HwlatError
-    from device_tables.ops import OpSpec
-    from profilers.ort.runtime import OnnxRuntime
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.profilers.ort.runtime import OnnxRuntime
 
     with pytest.raises(HwlatError, match="threads=1"):
         OnnxRuntime(threads=2).measure(OpSpec.make("relu", (1, 4, 4, 4)), Protocol(clock="cpu"))

@@ -69,10 +69,10 @@ def snapshot(folder: Path) -> dict[str, str]:
 @pytest.fixture()
 def device_table(tmp_path: Path) -> Path:
     """A small valid device table, written without measuring."""
-    from device_tables.device import Device
-    from device_tables.measurement import Measurement
-    from device_tables.ops import OpSpec
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.measurement import Measurement
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.device_tables.table import DeviceTable
 
     t = DeviceTable(Device.make("cpu", "onnxruntime", "fp32", fingerprint={"cpu_model": "test"}, threads=1))
     for i, c in enumerate((4, 8, 16), start=1):
@@ -188,8 +188,8 @@ def test_sweep_with_impossible_values_is_refused_before_any_table(capsys, tmp_pa
     ({"kernel": 3, "stride": 0}, "stride=0: needs 1 or more"), ({"kernel": 3, "bias": "yes"}, "needs true or false"),
 ])
 def test_opspec_refuses_impossible_attributes(attrs, says):
-    from device_tables.errors import OpSpecError
-    from device_tables.ops import OpSpec
+    from hwlat.device_tables.errors import OpSpecError
+    from hwlat.device_tables.ops import OpSpec
 
     with pytest.raises(OpSpecError, match=says):
         OpSpec.make("conv2d", (1, 8, 8, 8), cout=8, **attrs)
@@ -244,7 +244,7 @@ def test_measurements_that_are_a_folder_are_named_as_one(capsys, tmp_path):
 
 @pytest.mark.parametrize("index", ["inf", "3.5", "x", "1e300"])
 def test_device_samples_whose_index_is_not_an_architecture_are_one_error(capsys, tmp_path, index):
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     sp = get_space("nb201")
     samples = tmp_path / "samples.csv"
@@ -256,7 +256,7 @@ def test_device_samples_whose_index_is_not_an_architecture_are_one_error(capsys,
 
 
 def test_measurements_whose_key_columns_disagree_are_one_error(capsys, tmp_path):
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     sp = get_space("nb201")
     samples = tmp_path / "samples.csv"
@@ -284,7 +284,7 @@ def test_arch_table_resume_with_a_text_latency_cell_is_one_error(capsys, tmp_pat
 @pytest.fixture()
 def predictor_file(tmp_path: Path) -> Path:
     """A copy of the shipped nb201 transfer predictor (a real predictor file)."""
-    from predictors import pretrained
+    from hwlat.predictors import pretrained
 
     stem = pretrained.path("nb201")
     for suffix in (".npz", ".json"):
@@ -422,9 +422,9 @@ def test_whole_prediction_has_no_partial_line(capsys):
 # ---- predictions that are not latencies ------------------------------------------------------
 @pytest.mark.parametrize("answer", [-1.0, float("nan"), float("inf")])
 def test_a_prediction_that_is_not_a_latency_is_never_feasible(answer):
-    from nas.arch_predictors import PredictionError
-    from nas.constraints import LatencyConstraint
-    from nas.search import random_search
+    from hwlat.nas.arch_predictors import PredictionError
+    from hwlat.nas.constraints import LatencyConstraint
+    from hwlat.nas.search import random_search
 
     c = LatencyConstraint(lambda arch: answer, 1.0, space="nb201")
     with pytest.raises(PredictionError, match=r"predicts .* ms for nb201 architecture \|"):
@@ -442,7 +442,7 @@ def test_a_prediction_that_is_not_a_latency_is_never_feasible(answer):
 @pytest.mark.parametrize("budget, minimum", [(float("inf"), None), (float("nan"), None), (0.0, None), (-1.0, None),
                                              (1.0, float("nan")), (1.0, -0.5)])
 def test_constraint_bounds_must_be_finite_latencies(budget, minimum):
-    from nas.constraints import ConstraintError, LatencyConstraint
+    from hwlat.nas.constraints import ConstraintError, LatencyConstraint
 
     with pytest.raises(ConstraintError):
         LatencyConstraint(lambda arch: 1.0, budget, min_ms=minimum, space="nb201")
@@ -594,7 +594,7 @@ def second_writer_is_refused(args: tuple[str, ...], stem: Path) -> tuple[subproc
 
 
 def test_a_second_writer_of_a_device_table_stops_at_once_naming_the_first(tmp_path):
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.sweeps import load_sweep
 
     (tmp_path / "sweep.yaml").write_text(WRITER_SWEEP)
     args = (*OPS, "--sweep", "sweep.yaml", "--out", "T")
@@ -619,9 +619,9 @@ def test_a_second_writer_of_an_arch_table_stops_at_once_naming_the_first(tmp_pat
 
 
 def test_a_table_lock_is_one_per_table_in_one_process_too(tmp_path):
-    from device_tables.device import Device
-    from device_tables.errors import TableBusyError
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.errors import TableBusyError
+    from hwlat.device_tables.table import DeviceTable
 
     dev = Device.make("cpu", "onnxruntime", "fp32", threads=1)
     with DeviceTable.open(tmp_path / "t", dev):
@@ -631,11 +631,11 @@ def test_a_table_lock_is_one_per_table_in_one_process_too(tmp_path):
 
 
 def test_a_table_rewritten_with_its_second_pass_keeps_its_lock(tmp_path):
-    from device_tables.device import Device
-    from device_tables.errors import TableBusyError
-    from device_tables.measurement import Measurement
-    from device_tables.ops import OpSpec
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.errors import TableBusyError
+    from hwlat.device_tables.measurement import Measurement
+    from hwlat.device_tables.ops import OpSpec
+    from hwlat.device_tables.table import DeviceTable
 
     dev = Device.make("cpu", "onnxruntime", "fp32", threads=1)
     first, second = OpSpec.make("relu", (1, 4, 4, 4)), OpSpec.make("relu", (1, 8, 4, 4))
@@ -662,7 +662,7 @@ def writer_with_rows(tmp_path, rows: int):
 
 
 def test_a_killed_writer_leaves_a_lock_the_next_run_takes_over_losing_nothing(tmp_path):
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.sweeps import load_sweep
 
     writer, args = writer_with_rows(tmp_path, 5)
     writer.send_signal(signal.SIGKILL)
@@ -716,7 +716,7 @@ def test_a_prediction_from_a_table_being_written_says_so_naming_the_writer(tmp_p
 def test_the_writer_of_a_table_is_a_process_holding_its_lock_not_this_one_or_a_stale_file(tmp_path):
     """`TableLock.writer` believed the holder's file alone: a file left by a run that ended, whose pid is
     alive again (reused), or this very process (a script that profiles and predicts), was 'a writer'."""
-    from device_tables.lock import TableLock
+    from hwlat.device_tables.lock import TableLock
 
     stem = tmp_path / "T"
     live = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
@@ -748,7 +748,7 @@ def test_lock_files_are_ignored_by_readers_and_by_git(capsys, tmp_path, device_t
     assert code == 0
     if (ROOT / ".git").exists() and shutil.which("git"):
         for name in ("x.lock", "x.lock.holder", "arch/x.lock", "x.old-20250101-000000.csv"):
-            ignored = subprocess.run(["git", "check-ignore", "-q", f"device_tables/tables/{name}"], cwd=ROOT)
+            ignored = subprocess.run(["git", "check-ignore", "-q", f"hwlat/device_tables/tables/{name}"], cwd=ROOT)
             assert ignored.returncode == 0, name
 
 
@@ -814,7 +814,7 @@ def test_profile_device_refuses_a_table_of_another_clock_with_the_same_line(caps
 
 
 def test_resume_settings_are_compared_entry_by_entry():
-    from device_tables.table import settings_differences
+    from hwlat.device_tables.table import settings_differences
 
     stored = {"protocol": {"clock": "wall", "min_runs": 5}, "runtime_settings": {"threads": 1}, "sweep": "a"}
     given = {"protocol": {"clock": "cpu", "min_runs": 5, "added_later": 1}, "runtime_settings": {"threads": 1},
@@ -825,7 +825,7 @@ def test_resume_settings_are_compared_entry_by_entry():
 
 # ---- a complete last row without its newline is kept; a partial one is measured again ------
 def test_a_device_table_whose_last_row_lacks_its_newline_keeps_it(capsys, tmp_path):
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
 
     (tmp_path / "sweep.yaml").write_text("name: four\nops:\n  - {op: [relu, sigmoid], c: [4, 8], hw: 4}\n")
     args = (*OPS, "--sweep", str(tmp_path / "sweep.yaml"), "--out", str(tmp_path / "T"))
@@ -861,9 +861,9 @@ def test_an_arch_table_whose_last_rows_lack_their_newline_keeps_them(capsys, tmp
 
 
 def test_readers_of_an_arch_table_skip_a_last_row_cut_inside_its_latency(capsys, tmp_path, caplog):
-    from device_tables.archtable import ArchTable
-    from nas.few_shot import read_measurements
-    from nas.spaces import get_space
+    from hwlat.device_tables.archtable import ArchTable
+    from hwlat.nas.few_shot import read_measurements
+    from hwlat.nas.spaces import get_space
 
     args = (*ARCHS, "--archs", "0,1,2", "--out", str(tmp_path / "A"), "--keep-order")
     assert run_cli(capsys, *args)[0] == 0
@@ -881,7 +881,7 @@ def test_readers_of_an_arch_table_skip_a_last_row_cut_inside_its_latency(capsys,
 
 
 def test_the_networks_file_keeps_a_complete_last_row_without_newline(tmp_path):
-    from device_tables.measurement import Measurement
+    from hwlat.device_tables.measurement import Measurement
     from hwlat.device_profile import _append_network, read_networks
 
     path = tmp_path / "T.networks.csv"
@@ -941,8 +941,8 @@ def test_a_read_only_folder_is_one_line(capsys, tmp_path):
 
 def test_a_row_the_disk_has_no_room_for_is_one_error_naming_the_file():
     """/dev/full answers every write with ENOSPC, as a full disk does."""
-    from device_tables.errors import WriteError
-    from device_tables.files import append_line
+    from hwlat.device_tables.errors import WriteError
+    from hwlat.device_tables.files import append_line
 
     if not os.path.exists("/dev/full"):
         pytest.skip("no /dev/full here")
@@ -955,8 +955,8 @@ def test_a_row_the_disk_has_no_room_for_is_one_error_naming_the_file():
 
 
 def test_a_failed_metadata_write_leaves_the_old_file_and_no_temporary(tmp_path):
-    from device_tables.errors import WriteError
-    from device_tables.files import atomic_write_text
+    from hwlat.device_tables.errors import WriteError
+    from hwlat.device_tables.files import atomic_write_text
 
     target = tmp_path / "T.json"
     target.write_text("old\n")

@@ -8,12 +8,12 @@ import pandas as pd
 import pytest
 
 from hwlat.cli import main
-from nas.arch_predictors import CallablePredictor
-from nas.constraints import InfeasibleBudgetError, LatencyConstraint
-from nas.search import (Candidate, NaswotProxy, load_objective, pareto_front, pareto_search, random_search,
+from hwlat.nas.arch_predictors import CallablePredictor
+from hwlat.nas.constraints import InfeasibleBudgetError, LatencyConstraint
+from hwlat.nas.search import (Candidate, NaswotProxy, load_objective, pareto_front, pareto_search, random_search,
                         regularized_evolution)
-from nas.search.objectives import ObjectiveError
-from nas.spaces import get_space
+from hwlat.nas.search.objectives import ObjectiveError
+from hwlat.nas.spaces import get_space
 
 OP_MS = np.array([0.0, 0.01, 0.1, 0.4, 0.05])
 
@@ -83,7 +83,7 @@ def test_search_with_a_budget_below_the_fastest_architecture_says_so(space):
 
 
 def _nsga2(space, objective, constraint, budget, progress):
-    from nas.search import optuna_pareto
+    from hwlat.nas.search import optuna_pareto
 
     return optuna_pareto(space, objective, constraint, trials=budget, progress=progress)
 
@@ -260,7 +260,7 @@ def test_cli_bad_inputs_one_clear_message_each(tmp_path, space, capsys):
 
 # ---- accuracy objectives ------------------------------------------------------------------------------
 def test_accuracy_lookup_round_trips_keys(space):
-    from nas.accuracy import accuracy_table
+    from hwlat.nas.accuracy import accuracy_table
 
     acc = accuracy_table("nb201")
     assert acc.best("cifar10") == (6111, pytest.approx(94.373))  # the data README's most accurate arch
@@ -279,7 +279,7 @@ def test_accuracy_lookup_round_trips_keys(space):
 
 
 def test_accuracy_file_rebuilds_from_a_csv_and_refuses_mismatched_keys(tmp_path, space):
-    from nas.accuracy import AccuracyError, accuracy_table, build
+    from hwlat.nas.accuracy import AccuracyError, accuracy_table, build
 
     acc = accuracy_table("nb201")
     rows = pd.DataFrame({"nb201_index": np.arange(space.size), "arch_str": [a.arch_str for a in space.enumerate()],
@@ -295,7 +295,7 @@ def test_accuracy_file_rebuilds_from_a_csv_and_refuses_mismatched_keys(tmp_path,
 
 
 def test_accuracy_objectives_by_name_and_the_default_per_space(space):
-    from nas.search import AccuracyObjective, default_objective
+    from hwlat.nas.search import AccuracyObjective, default_objective
 
     obj = load_objective("accuracy:cifar100", space)
     assert isinstance(obj, AccuracyObjective) and "CIFAR-100" in obj.label and not obj.is_proxy
@@ -311,7 +311,7 @@ def test_accuracy_objectives_by_name_and_the_default_per_space(space):
 
 
 def test_searches_on_accuracy_are_seeded_and_find_accurate_feasible_archs(space, constraint):
-    from nas.accuracy import accuracy_table
+    from hwlat.nas.accuracy import accuracy_table
 
     runs = [regularized_evolution(space, "accuracy:cifar10", constraint, budget=80, seed=s, progress=False)
             for s in (1, 1, 4)]
@@ -388,8 +388,8 @@ def test_a_search_verify_that_is_not_true_or_settings_is_refused(space, constrai
 
 
 def test_only_a_lookup_scores_the_whole_space_for_a_ranking():
-    from nas.accuracy import accuracy_table
-    from nas.search import CallableObjective, NaswotProxy, load_objective
+    from hwlat.nas.accuracy import accuracy_table
+    from hwlat.nas.search import CallableObjective, NaswotProxy, load_objective
 
     sp = get_space("nb201")
     acc = load_objective("accuracy:cifar100", sp).scores_by_index()
@@ -425,7 +425,7 @@ def test_cli_search_names_the_search_options_its_method_or_objective_does_not_us
 
 
 def test_cli_search_verify_out_it_cannot_resume_is_refused_before_searching_in_its_own_options(tmp_path, space, capsys):
-    from nas.device_loop import measure
+    from hwlat.nas.device_loop import measure
 
     kept = tmp_path / "kept"
     measure(space, space.sample(1, seed=0), kept, protocol="quick", progress=False)

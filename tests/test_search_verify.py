@@ -9,12 +9,12 @@ import pytest
 
 import hwlat
 from hwlat.cli import main
-from nas.arch_predictors import CallablePredictor, GraphPredictor, load_arch_predictor
-from nas.constraints import ConstraintError, LatencyConstraint
-from nas.search import VerifySettings, error_band, regularized_evolution, search_verified
-from nas.search.verified import measured_band, round_limits, widened
-from nas.spaces import get_space
-from predictors.lut import LUTPredictor
+from hwlat.nas.arch_predictors import CallablePredictor, GraphPredictor, load_arch_predictor
+from hwlat.nas.constraints import ConstraintError, LatencyConstraint
+from hwlat.nas.search import VerifySettings, error_band, regularized_evolution, search_verified
+from hwlat.nas.search.verified import measured_band, round_limits, widened
+from hwlat.nas.spaces import get_space
+from hwlat.predictors.lut import LUTPredictor
 
 QUICK = dict(protocol="quick", progress=False)
 
@@ -109,7 +109,7 @@ def test_rounds_narrow_to_the_budget_corrected_by_what_was_measured(space):
 def cells():
     """Six NB201 cells measured here (quick protocol), and the shipped onnxruntime table's
     predictions of them."""
-    from nas.device_loop import measure
+    from hwlat.nas.device_loop import measure
 
     sp = get_space("nb201")
     archs = sp.sample(6, seed=3)
@@ -279,7 +279,7 @@ def test_verify_on_another_device_than_the_predictors_is_warned_of_in_one_line(c
 def test_verify_measures_at_the_precision_given(tmp_path, capsys):
     """An int8 table's search was verified on fp32 networks: `hwlat search` had no --precision, and --runtime
     litert measured at its own fp32."""
-    from device_tables.archtable import ArchTable
+    from hwlat.device_tables.archtable import ArchTable
 
     table = tmp_path / "verified"
     args = ["search", "--space", "nb201", "--predictor", "lut:cpu_litert_int8_threads1", "--max-latency-ms", "2",

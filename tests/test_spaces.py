@@ -8,9 +8,9 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from nas.spaces import SPACES, ArchError, get_space, space_class
-from nas.spaces.fbnet import BLOCKS, layer_plan
-from nas.spaces.ofa import OFAArch
+from hwlat.nas.spaces import SPACES, ArchError, get_space, space_class
+from hwlat.nas.spaces.fbnet import BLOCKS, layer_plan
+from hwlat.nas.spaces.ofa import OFAArch
 
 # Rows of the official NAS-Bench-201 ordering (index, arch string, ops6), copied from the benchmark.
 KNOWN_NB201 = [
@@ -320,10 +320,10 @@ def test_onnx_and_torch_compute_the_same(name):
 
 @pytest.mark.parametrize("name", NAMES)
 def test_to_graph_equals_ops_extracted_from_the_onnx_model(name):
-    """`device_tables.graph` reads the ONNX model independently; with BN folded as in the model, the
+    """`hwlat.device_tables.graph` reads the ONNX model independently; with BN folded as in the model, the
     op lists agree op for op (fused kernels split into their parts)."""
-    graph_mod = pytest.importorskip("device_tables.graph")
-    from device_tables.kernels import split_kernel
+    graph_mod = pytest.importorskip("hwlat.device_tables.graph")
+    from hwlat.device_tables.kernels import split_kernel
 
     space = get_space(name)
     for arch in small(space, space.sample(3, seed=4)):
@@ -339,7 +339,7 @@ def test_macs_many_equals_macs_of_each_network(name):
     archs = sp.sample(60, seed=11)
     assert np.array_equal(sp.macs_many(archs), [sp.macs(a) for a in archs])
     if name == "nb201":  # every edge pattern, and the official network with dead edges built
-        from nas.spaces.nb201 import NB201Space
+        from hwlat.nas.spaces.nb201 import NB201Space
 
         official = NB201Space(keep_dead=True)
         picks = list(range(0, 15625, 97))

@@ -8,11 +8,11 @@ import pytest
 
 pytest.importorskip("tflite_micro")
 
-from device_tables.errors import UnsupportedOpError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
-from profilers.tflite.builder import build_model  # noqa: E402
-from profilers.tflm.runtime import TFLMRuntime, _works, smallest_arena  # noqa: E402
+from hwlat.device_tables.errors import UnsupportedOpError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
+from hwlat.profilers.tflite.builder import build_model  # noqa: E402
+from hwlat.profilers.tflm.runtime import TFLMRuntime, _works, smallest_arena  # noqa: E402
 
 
 def S(op, shape, dtype="int8", **attrs):
@@ -64,8 +64,8 @@ def test_budgets_turn_oversized_ops_into_errors_naming_the_limit():
         TFLMRuntime(precision="int8", flash_kb=1).measure(spec, Protocol.preset("quick"))
     assert TFLMRuntime(precision="int8", arena_kb=8).device().name == "cpu/tflm/int8/arena_kb=8/threads=1"
     # A budget that is no size (a worker's --devices t=tflm:arena_kb=abc) was taken, then every op raised TypeError.
-    from device_tables.errors import RuntimeUnavailableError
-    from profilers.cluster.worker import DeviceAd
+    from hwlat.device_tables.errors import RuntimeUnavailableError
+    from hwlat.profilers.cluster.worker import DeviceAd
 
     for spec in ("t=tflm:arena_kb=abc", "t=tflm:flash_kb=0", "t=tflm:arena_kb=-5"):
         with pytest.raises(RuntimeUnavailableError, match=r"tflm setting (arena|flash)_kb=.*: give a budget in KB above 0"):
@@ -73,7 +73,7 @@ def test_budgets_turn_oversized_ops_into_errors_naming_the_limit():
 
 
 def test_cli_writes_a_table_with_arena_and_model_bytes(tmp_path):
-    from device_tables.table import DeviceTable
+    from hwlat.device_tables.table import DeviceTable
     from hwlat.cli import main
 
     sweep = tmp_path / "s.yaml"
@@ -97,7 +97,7 @@ def test_an_arena_whose_probe_crashes_the_interpreter_is_searched_past(tmp_path)
     import sys
     from pathlib import Path
 
-    from profilers.tflm.runtime import _PROBER
+    from hwlat.profilers.tflm.runtime import _PROBER
 
     spec = S("pwconv2d+relu", (1, 72, 1, 1), cout=24)
     sweep = tmp_path / "s.yaml"
@@ -139,10 +139,10 @@ NB201_HEAVY = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|
 def test_whole_int8_networks_run_as_litert_runs_them_and_cost_what_they_compute():
     """A network lowered as LiteRT's runs in TFLite Micro with the same int8 output as LiteRT's
     reference kernels give, and a network of 3x3 convolutions takes longer than one of pools."""
-    from device_tables.graph import Graph
-    from nas.pool import onnx_of
-    from profilers.litert.network import network_model
-    from profilers.tflm.runtime import NETWORK_ARENA_BYTES, _interpreter
+    from hwlat.device_tables.graph import Graph
+    from hwlat.nas.pool import onnx_of
+    from hwlat.profilers.litert.network import network_model
+    from hwlat.profilers.tflm.runtime import NETWORK_ARENA_BYTES, _interpreter
 
     content, inputs = network_model(Graph.from_onnx(onnx_of(f"nb201:{NB201_HEAVY}")), int8=True)
     ip = _interpreter(content, NETWORK_ARENA_BYTES, inputs)
@@ -165,7 +165,7 @@ def test_whole_int8_networks_run_as_litert_runs_them_and_cost_what_they_compute(
 
 
 def test_a_network_over_the_arena_budget_is_refused_naming_it():
-    from nas.pool import onnx_of
+    from hwlat.nas.pool import onnx_of
 
     with pytest.raises(UnsupportedOpError, match="arena_kb=8"):
         TFLMRuntime(arena_kb=8).time_model(onnx_of(f"nb201:{NB201_LIGHT}"), Protocol.preset("quick"))

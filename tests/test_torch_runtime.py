@@ -8,15 +8,15 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from device_tables.table import DeviceTable  # noqa: E402
-from profilers.protocol import Protocol  # noqa: E402
-from profilers.run import profile_ops  # noqa: E402
-from profilers.sweeps import load_sweep  # noqa: E402
-from profilers.torch_eager.runtime import TorchRuntime, time_torch_module  # noqa: E402
-from profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
-from profilers.weights import BN_EPS, make_inputs, make_weights  # noqa: E402
+from hwlat.device_tables.errors import RuntimeUnavailableError, UnsupportedOpError  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.device_tables.table import DeviceTable  # noqa: E402
+from hwlat.profilers.protocol import Protocol  # noqa: E402
+from hwlat.profilers.run import profile_ops  # noqa: E402
+from hwlat.profilers.sweeps import load_sweep  # noqa: E402
+from hwlat.profilers.torch_eager.runtime import TorchRuntime, time_torch_module  # noqa: E402
+from hwlat.profilers.torch_eager.ops import build_inputs, build_module  # noqa: E402
+from hwlat.profilers.weights import BN_EPS, make_inputs, make_weights  # noqa: E402
 
 QUICK = Protocol.preset("quick")
 
@@ -175,7 +175,7 @@ def test_short_real_sweep_writes_a_valid_table(tmp_path):
 def test_missing_torch_is_reported(monkeypatch):
     import sys
 
-    from profilers.torch_eager.runtime import import_torch
+    from hwlat.profilers.torch_eager.runtime import import_torch
 
     monkeypatch.setitem(sys.modules, "torch", None)
     with pytest.raises(RuntimeUnavailableError, match="not installed.*pip install 'torch>="):
@@ -186,9 +186,9 @@ def test_missing_torch_is_reported(monkeypatch):
 @pytest.mark.parametrize("which", ["mobilenet_v3_small@r160w0.75", "resnet18@r160w0.5", "nb201", "fbnet", "ofa"])
 def test_onnx_module_computes_what_onnxruntime_computes(which):
     ort = pytest.importorskip("onnxruntime")
-    from nas.models import to_onnx
-    from nas.spaces import get_space
-    from profilers.torch_eager.onnx_module import onnx_module
+    from hwlat.nas.models import to_onnx
+    from hwlat.nas.spaces import get_space
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
 
     if "@" in which:
         model = to_onnx(which)
@@ -205,10 +205,10 @@ def test_onnx_module_computes_what_onnxruntime_computes(which):
 
 
 def test_torch_times_whole_networks_and_architectures():
-    from nas.models import to_onnx
-    from nas.spaces import get_space
-    from profilers.protocol import Protocol
-    from profilers.torch_eager.runtime import TorchRuntime
+    from hwlat.nas.models import to_onnx
+    from hwlat.nas.spaces import get_space
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.torch_eager.runtime import TorchRuntime
 
     rt = TorchRuntime(threads=1)
     assert rt.times_whole_models() and rt.times_archs()
@@ -222,8 +222,8 @@ def test_torch_times_whole_networks_and_architectures():
 def test_an_onnx_op_torch_does_not_run_is_named_before_timing():
     from onnx import TensorProto, helper
 
-    from device_tables.errors import UnsupportedOpError
-    from profilers.torch_eager.onnx_module import onnx_module
+    from hwlat.device_tables.errors import UnsupportedOpError
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
 
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])
     y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])
@@ -237,7 +237,7 @@ def test_eager_mode_runs_one_kernel_per_op_so_one_slow_timing_of_a_head_does_not
     """`count_kernels` says eager PyTorch runs each part of a pattern on its own; the fusion probe then
     keeps `conv2d+relu` apart even when its `conv2d` part first reads 30% slow (which, timed alone,
     made the tiny relu tail look free: fused)."""
-    from profilers.fusion import detect_fusion
+    from hwlat.profilers.fusion import detect_fusion
 
     rt = TorchRuntime(threads=1)
     protocol = Protocol.preset("quick")
@@ -263,7 +263,7 @@ def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_pr
     import json
 
     from hwlat.cli import main
-    from nas.models import to_onnx
+    from hwlat.nas.models import to_onnx
 
     path = tmp_path / "m.onnx"
     path.write_bytes(to_onnx("mobilenet_v2@r64w0.5"))
@@ -282,7 +282,7 @@ def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_pr
     assert main(["profile", "model", str(path), "--runtime", "torch", "--runs", "5"]) == 1
     assert "--runs sets the runs of a per-node profile, which the torch runtime does not give" in capsys.readouterr().err
     import hwlat
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     api = hwlat.profile_model(path, "torch", protocol=Protocol.preset("quick"))  # the same in Python
     assert api.device == report["device"] and api.latency.median_ms > 0 and "whole model only" in api.format()

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 
 from hwlat.cli import main
-from predictors.baselines import CostBaseline, EncodingRidge, NearestDevice
-from predictors.evaluation import ProtocolSettings, TargetDevice, TransferData, make_methods, run_method
-from predictors.features import FeatureLayout
-from predictors.io import load, save
-from predictors.metrics import spearman
-from predictors.proxy import ProxyAdapter
-from predictors.transfer import TransferPredictor
+from hwlat.predictors.baselines import CostBaseline, EncodingRidge, NearestDevice
+from hwlat.predictors.evaluation import ProtocolSettings, TargetDevice, TransferData, make_methods, run_method
+from hwlat.predictors.features import FeatureLayout
+from hwlat.predictors.io import load, save
+from hwlat.predictors.metrics import spearman
+from hwlat.predictors.proxy import ProxyAdapter
+from hwlat.predictors.transfer import TransferPredictor
 
 N_POS, N_OPS = 12, 6
 
@@ -123,7 +123,7 @@ def test_zero_measurements_fall_back_to_the_mean_training_device():
 
 
 def test_group_ridge_leave_one_out_is_exact_and_matches_the_primal_solution():
-    from predictors.linear import group_ridge_loo
+    from hwlat.predictors.linear import group_ridge_loo
 
     rng = np.random.default_rng(0)
     n = 20
@@ -165,8 +165,8 @@ def test_anchor_learner_follows_the_training_device_a_new_one_resembles():
 
 
 def test_relative_cost_fit_recovers_an_additive_device_and_minimises_relative_error():
-    from predictors.linear import nnls_ridge
-    from predictors.transfer import nnls_rel, nnls_rel_loo
+    from hwlat.predictors.linear import nnls_ridge
+    from hwlat.predictors.transfer import nnls_rel, nnls_rel_loo
 
     rng = np.random.default_rng(3)
     A = rng.integers(0, 6, size=(20, 5)).astype(float)
@@ -188,7 +188,7 @@ def test_relative_cost_fit_recovers_an_additive_device_and_minimises_relative_er
 
 
 def test_default_stack_fits_counts_for_relative_error():
-    from predictors.transfer import STACK
+    from hwlat.predictors.transfer import STACK
 
     X, layout, L = family()
     assert "cost-rel" in STACK and "cost" not in STACK
@@ -205,9 +205,9 @@ def test_live_cost_learner_carries_a_runtime_that_prunes_dead_ops_from_ten_measu
     new device that prunes dead ones (ms from the counts of ops that still run): with 5 + 5
     measurements the stack leans on `cost-live` and ranks the device better than without it. A
     space without dead ops (FBNet) leaves the learner out; the layout keeps its live group on disk."""
-    from nas.features import latency_features
-    from nas.spaces import get_space
-    from predictors.transfer import STACK
+    from hwlat.nas.features import latency_features
+    from hwlat.nas.spaces import get_space
+    from hwlat.predictors.transfer import STACK
 
     rng = np.random.default_rng(0)
     X, layout = latency_features("nb201", get_space("nb201").sample(2000, seed=0))
@@ -279,7 +279,7 @@ def test_save_load_round_trip_gives_identical_predictions(tmp_path, make):
 
 def test_help_style_meta_learner_trains_adapts_and_round_trips(tmp_path):
     pytest.importorskip("torch")
-    from predictors.help import HelpTransfer
+    from hwlat.predictors.help import HelpTransfer
 
     X, layout, L = family(n=700)
     pred = HelpTransfer(layout, n_references=8, hidden=32, embed=8, steps=120, batch=64).fit(X[:600], L[:600, :8])
@@ -363,8 +363,8 @@ def nb201_table(tmp_path_factory):
     """A small NAS-Bench-201 table (indices 0..499) with synthetic latencies of 8 devices."""
     import pandas as pd
 
-    from nas.features import latency_features
-    from nas.spaces import get_space
+    from hwlat.nas.features import latency_features
+    from hwlat.nas.spaces import get_space
 
     sp = get_space("nb201")
     archs = [sp.from_index(i) for i in range(500)]
@@ -527,7 +527,7 @@ def test_bench_methods_given_wrong_are_one_error(nb201_table, capsys, methods, w
 
 def test_bench_all_among_methods_runs_them_all(nb201_table, capsys):
     """`--methods all,macs` said "unknown method(s) all; choose from all, ..."."""
-    from predictors.evaluation import METHODS
+    from hwlat.predictors.evaluation import METHODS
 
     path, _ = nb201_table
     assert main(_bench(path, "--repeats", "1", "--query", "100:130", methods="all,macs")) == 0
@@ -583,9 +583,9 @@ def test_bench_skips_and_counts_missing_latencies(nb201_table, tmp_path, capsys)
 # ---- pretrained predictors (shipped files, no shared data) -----------------------------------------
 @pytest.mark.parametrize("space", ["nb201", "fbnet", "ofa"])
 def test_pretrained_predictor_matches_todays_features_and_adapts(space):
-    from nas.features import latency_features
-    from nas.spaces import get_space
-    from predictors import pretrained
+    from hwlat.nas.features import latency_features
+    from hwlat.nas.spaces import get_space
+    from hwlat.predictors import pretrained
 
     pred = pretrained.load(space)
     keys = pretrained.reference_keys(space)
@@ -621,8 +621,8 @@ def test_many_measurements_fit_by_folds_and_the_primal_form_as_few_do_exactly(mo
     the group ridge is solved in the primal form (`hwlat adapt fit` on a 3,210-row arch table took
     minutes, and its n x n inverses grow to gigabytes): the same fit as the dual form's, and a
     whole adaptation on many shots still ranks the device."""
-    import predictors.linear as linear
-    from predictors.linear import LOO_MAX_ROWS, held_out
+    import hwlat.predictors.linear as linear
+    from hwlat.predictors.linear import LOO_MAX_ROWS, held_out
 
     for n in (5, LOO_MAX_ROWS, LOO_MAX_ROWS + 1, 1000):
         parts = held_out(n)

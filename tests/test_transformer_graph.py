@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from device_tables.device import Device
-from device_tables.errors import ModelError
-from device_tables.graph import FREE, OP, Graph, parse_input_shapes
-from device_tables.measurement import Measurement
-from device_tables.table import DeviceTable
+from hwlat.device_tables.device import Device
+from hwlat.device_tables.errors import ModelError
+from hwlat.device_tables.graph import FREE, OP, Graph, parse_input_shapes
+from hwlat.device_tables.measurement import Measurement
+from hwlat.device_tables.table import DeviceTable
 
 torch = pytest.importorskip("torch")
 nn = torch.nn

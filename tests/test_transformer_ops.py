@@ -14,11 +14,11 @@ torch = pytest.importorskip("torch")
 ort = pytest.importorskip("onnxruntime")
 nn = torch.nn
 
-from device_tables.errors import SweepError  # noqa: E402
-from device_tables.graph import OP, Graph, GraphOp  # noqa: E402
-from device_tables.kernels import FusionRules, group_kernels, split_kernel  # noqa: E402
-from device_tables.ops import OpSpec  # noqa: E402
-from profilers.weights import BN_EPS, LN_EPS, make_inputs, make_weights  # noqa: E402
+from hwlat.device_tables.errors import SweepError  # noqa: E402
+from hwlat.device_tables.graph import OP, Graph, GraphOp  # noqa: E402
+from hwlat.device_tables.kernels import FusionRules, group_kernels, split_kernel  # noqa: E402
+from hwlat.device_tables.ops import OpSpec  # noqa: E402
+from hwlat.profilers.weights import BN_EPS, LN_EPS, make_inputs, make_weights  # noqa: E402
 
 SPECS = [
     OpSpec.make("gelu", (12, 16, 1, 1)),
@@ -93,7 +93,7 @@ def test_gather_inputs_are_token_ids_and_layernorm_has_scale_and_bias():
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.key)
 def test_onnxruntime_single_op_models_compute_the_op(spec):
-    from profilers.onnx_ops import build_onnx_bytes, input_names
+    from hwlat.profilers.onnx_ops import build_onnx_bytes, input_names
 
     session = ort.InferenceSession(build_onnx_bytes(spec), providers=["CPUExecutionProvider"])
     got = session.run(None, dict(zip(input_names(spec), make_inputs(spec))))[0]
@@ -103,7 +103,7 @@ def test_onnxruntime_single_op_models_compute_the_op(spec):
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.key)
 def test_torch_single_op_modules_compute_the_op(spec):
-    from profilers.torch_eager.ops import build_inputs, build_module
+    from hwlat.profilers.torch_eager.ops import build_inputs, build_module
 
     with torch.inference_mode():
         got = build_module(spec)(*build_inputs(spec)).numpy()
@@ -114,8 +114,8 @@ def test_torch_single_op_modules_compute_the_op(spec):
 def test_onnxruntime_runs_what_the_builders_mean():
     """The erf GELU decomposition becomes ORT's one Gelu kernel, a skip layer norm one kernel, and a
     copy stays a copy (no optimiser removes it); a gather of int64 ids is timed."""
-    from profilers.ort.runtime import OnnxRuntime
-    from profilers.protocol import Protocol
+    from hwlat.profilers.ort.runtime import OnnxRuntime
+    from hwlat.profilers.protocol import Protocol
 
     rt = OnnxRuntime(threads=1)
     assert rt.count_kernels(OpSpec.make("gelu", (197, 192, 1, 1))) == 1
@@ -130,7 +130,7 @@ def test_the_tanh_gelu_single_op_model_runs_on_the_token_view():
     the (1, rows, C) one a transformer holds, so the single-op model computes on the latter."""
     import onnx
 
-    from profilers.onnx_ops import build_onnx_model
+    from hwlat.profilers.onnx_ops import build_onnx_model
 
     model = onnx.shape_inference.infer_shapes(build_onnx_model(OpSpec.make("gelu", (64, 3072, 1, 1), tanh=True)))
     ranks = {v.name: len(v.type.tensor_type.shape.dim) for v in model.graph.value_info}
@@ -224,7 +224,7 @@ def _export(model: nn.Module, example, name: str, dynamo: bool, dim: int) -> byt
 def test_onnx_module_runs_exported_transformers_as_onnxruntime_does(which, dynamo):
     from onnx import load_from_string
 
-    from profilers.torch_eager.onnx_module import onnx_module
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
 
     torch.manual_seed(0)
     if which == "vit":
@@ -248,7 +248,7 @@ def test_onnx_module_reads_settings_from_attributes_of_older_opsets():
     """Opset 11: Unsqueeze/Squeeze/ReduceMean axes and Split sizes are attributes, not inputs."""
     from onnx import TensorProto, helper
 
-    from profilers.torch_eager.onnx_module import onnx_module
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
 
     nodes = [helper.make_node("Unsqueeze", ["x"], ["u"], axes=[0]),
              helper.make_node("Split", ["u"], ["a", "b"], axis=2, split=[2, 4]),
@@ -269,8 +269,8 @@ def test_onnx_module_reads_settings_from_attributes_of_older_opsets():
 
 @pytest.mark.filterwarnings("ignore")
 def test_torch_times_a_network_of_token_ids():
-    from profilers.protocol import Protocol
-    from profilers.torch_eager.runtime import TorchRuntime
+    from hwlat.profilers.protocol import Protocol
+    from hwlat.profilers.torch_eager.runtime import TorchRuntime
 
     model = _export(TinyBert().eval(), torch.randint(1, 100, (1, 16)), "ids", False, 1)
     m = TorchRuntime(threads=1).time_model(model, Protocol.preset("quick"), input_shape={"ids": (1, 16)})
@@ -279,8 +279,8 @@ def test_torch_times_a_network_of_token_ids():
 
 # ---- regressors, grouping, fusion probes, sweeps ------------------------------------------------------
 def test_regressor_features_describe_every_new_op_and_fit():
-    from predictors.kernel_regressors import FEATURE_NAMES, KernelRegressors, features, geometry
-    from profilers.sweeps import load_sweep
+    from hwlat.predictors.kernel_regressors import FEATURE_NAMES, KernelRegressors, features, geometry
+    from hwlat.profilers.sweeps import load_sweep
 
     specs = load_sweep("transformer") + SPECS
     X = np.stack([features(s) for s in specs])
@@ -312,7 +312,7 @@ def test_a_linear_feeds_its_gelu_and_an_add_its_layer_norm_in_the_token_view():
 
 
 def test_fusion_probes_the_transformer_patterns_on_token_shapes():
-    from profilers.fusion import candidate_patterns, context_probe, probe_spec
+    from hwlat.profilers.fusion import candidate_patterns, context_probe, probe_spec
 
     patterns = candidate_patterns()
     assert {"linear+gelu", "add+gelu", "linear+add", "add+layernorm"} <= set(patterns)
@@ -325,7 +325,7 @@ def test_fusion_probes_the_transformer_patterns_on_token_shapes():
 
 
 def test_the_transformer_sweep_spans_sequence_lengths_and_checks_its_fields(tmp_path):
-    from profilers.sweeps import expand, load_sweep, write_sweep
+    from hwlat.profilers.sweeps import expand, load_sweep, write_sweep
 
     specs = load_sweep("transformer")
     assert {"linear", "matmul", "softmax", "layernorm", "gelu", "add", "transpose", "copy", "gather"} <= {s.base for s in specs}

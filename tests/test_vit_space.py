@@ -11,10 +11,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from device_tables.errors import ModelError
-from nas.spaces import ArchError, get_space
-from nas.spaces.network import Net
-from nas.spaces.vit import DEPTHS, EMBED_DIMS, HEADS, MLP_RATIOS, ViTArch, transformer_block
+from hwlat.device_tables.errors import ModelError
+from hwlat.nas.spaces import ArchError, get_space
+from hwlat.nas.spaces.network import Net
+from hwlat.nas.spaces.vit import DEPTHS, EMBED_DIMS, HEADS, MLP_RATIOS, ViTArch, transformer_block
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY = "e192-d12-h343434343434-m787878787878"
@@ -36,8 +36,8 @@ def same_function(net: Net, x: np.ndarray) -> None:
     """onnxruntime on the ONNX model and torch on the module compute the same outputs, and the module
     holds exactly the network's parameters."""
     torch = pytest.importorskip("torch")
-    from nas.spaces.onnx_export import net_to_onnx
-    from nas.spaces.torch_module import net_to_torch
+    from hwlat.nas.spaces.onnx_export import net_to_onnx
+    from hwlat.nas.spaces.torch_module import net_to_torch
 
     torch.set_num_threads(1)
     y_onnx = run_onnx(net_to_onnx(net), x)
@@ -100,7 +100,7 @@ def test_size_encoding_and_decisions(space):
     np.testing.assert_array_equal(space.encode_keys([space.key(a) for a in archs]), x)
     d = space.decisions()
     assert d.n_decisions == 30 and [d.build(i) for i in d.indices(archs)] == archs
-    from nas.features import latency_features
+    from hwlat.nas.features import latency_features
 
     X, layout = latency_features("vit", archs)
     assert X.shape[0] == 20 and len(layout.names) == X.shape[1] and np.isfinite(X).all()
@@ -158,8 +158,8 @@ OUTPUTS = {"vit_ti": (1, 1000), "vit_s": (1, 1000), "deit_ti": (1, 1000), "mobil
 
 
 def test_classic_transformers_run_with_their_stated_outputs():
-    from nas.models import to_onnx
-    from nas.transformers import FAMILIES, TransformerConfig
+    from hwlat.nas.models import to_onnx
+    from hwlat.nas.transformers import FAMILIES, TransformerConfig
 
     assert set(OUTPUTS) == set(FAMILIES)
     for name, out in OUTPUTS.items():
@@ -180,14 +180,14 @@ def test_classic_transformers_run_with_their_stated_outputs():
 @pytest.mark.parametrize("key,needle", [("bert_mini@r128", "bert_mini@s128"), ("vit_ti@r100", "multiple of 16"),
                                         ("gpt2@s2048", "1 to 1024"), ("gpt3", "unknown model")])
 def test_bad_model_keys(key, needle):
-    from nas.models import to_onnx
+    from hwlat.nas.models import to_onnx
 
     with pytest.raises(ModelError, match=needle):
         to_onnx(key)
 
 
 def test_every_op_of_the_transformers_and_of_vit_samples_is_priced():
-    from nas.pool import graph_of, space_networks, transformer_networks
+    from hwlat.nas.pool import graph_of, space_networks, transformer_networks
 
     for name in transformer_networks() + space_networks("vit", 3, seed=5):
         g = graph_of(name)
@@ -202,7 +202,7 @@ def test_every_op_of_the_transformers_and_of_vit_samples_is_priced():
 
 
 def test_pool_names_and_kinds():
-    from nas.pool import (TRANSFORMERS, classic_networks, in_turn, onnx_of, space_networks, target_kinds,
+    from hwlat.nas.pool import (TRANSFORMERS, classic_networks, in_turn, onnx_of, space_networks, target_kinds,
                           target_networks, transformer_networks)
 
     assert {"vit", "classic", TRANSFORMERS} <= set(target_kinds())
@@ -219,7 +219,7 @@ def test_pool_names_and_kinds():
 
 
 def test_naswot_scores_vit_archs(space):
-    from nas.search.objectives import naswot_score
+    from hwlat.nas.search.objectives import naswot_score
 
     a, b = space.sample(2, seed=3)
     sa, sb = naswot_score(space, a, batch=4), naswot_score(space, b, batch=4)

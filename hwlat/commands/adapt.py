@@ -21,7 +21,7 @@ def register(sub) -> None:
                                    "`hwlat search --predictor`.")
     a = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     from hwlat.commands.space import add_space_argument
-    from predictors import pretrained
+    from hwlat.predictors import pretrained
 
     adaptable = pretrained.available()  # the spaces a meta-trained predictor is shipped for
 
@@ -48,9 +48,9 @@ def register(sub) -> None:
 
 def at_least_3(text: str) -> int:
     """-n of `adapt suggest`: a whole number of 3 or more (fewer cannot be fitted), by the check
-    `hwlat.suggest` makes too (`nas.few_shot.suggest_count`)."""
-    from device_tables.errors import HwlatError
-    from nas.few_shot import suggest_count
+    `hwlat.suggest` makes too (`hwlat.nas.few_shot.suggest_count`)."""
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.few_shot import suggest_count
 
     try:
         n = int(text)
@@ -63,9 +63,9 @@ def at_least_3(text: str) -> int:
 
 
 def _suggest(args: argparse.Namespace) -> int:
-    from device_tables.files import atomic_write_text, make_output
-    from nas.few_shot import suggest
-    from nas.spaces import get_space
+    from hwlat.device_tables.files import atomic_write_text, make_output
+    from hwlat.nas.few_shot import suggest
+    from hwlat.nas.spaces import get_space
 
     space = get_space(args.space)
     archs = suggest(space, args.n, seed=args.seed)
@@ -89,8 +89,8 @@ def _suggest(args: argparse.Namespace) -> int:
 def _fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from nas.few_shot import fit, read_measurements, save
-    from nas.spaces import get_space
+    from hwlat.nas.few_shot import fit, read_measurements, save
+    from hwlat.nas.spaces import get_space
 
     space = get_space(args.space)
     m = read_measurements(args.measurements, space, args.device)
@@ -101,7 +101,7 @@ def _fit(args: argparse.Namespace) -> int:
     loo = np.asarray(getattr(pred.predictor, "loo_rel_error_", []), dtype=float)
     loo = loo[np.isfinite(loo)]
     if loo.size:
-        from predictors.linear import CV_FOLDS, LOO_MAX_ROWS
+        from hwlat.predictors.linear import CV_FOLDS, LOO_MAX_ROWS
 
         how = "leave-one-out" if len(m.ms) <= LOO_MAX_ROWS else f"{CV_FOLDS}-fold cross-validated"
         print(f"{how} error on the measurements: median {np.median(loo):.1%}, worst {loo.max():.1%}")

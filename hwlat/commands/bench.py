@@ -1,5 +1,5 @@
 """`hwlat bench transfer`: few-shot latency transfer to unseen devices on wide architecture tables
-(HELP's protocol; see `predictors.evaluation`)."""
+(HELP's protocol; see `hwlat.predictors.evaluation`)."""
 
 from __future__ import annotations
 
@@ -20,21 +20,21 @@ log = logging.getLogger(__name__)
 
 def join_key(space: str) -> str:
     """The integer key column transfer tables of `space` are joined and split on (`Space.transfer_join_column`)."""
-    from nas.spaces import space_class
+    from hwlat.nas.spaces import space_class
 
     return space_class(space).transfer_join_column
 
 
 def default_query(space: str) -> tuple[int, int]:
     """HELP's query architectures of `space`: join keys lo..hi-1 (`Space.transfer_query`)."""
-    from nas.spaces import space_class
+    from hwlat.nas.spaces import space_class
 
     return space_class(space).transfer_query
 
 
 def transfer_spaces() -> list[str]:
     """The spaces with a transfer protocol (a join column and HELP's query range)."""
-    from nas.spaces import spaces
+    from hwlat.nas.spaces import spaces
 
     return [name for name, cls in spaces().items() if cls.transfer_query is not None]
 EXAMPLE = ("hwlat bench transfer --space nb201 --table nb201.csv --train 1080ti_1,1080ti_32,1080ti_256,silver_4114,"
@@ -55,7 +55,7 @@ def register(sub) -> None:
     t.add_argument("--valid", default="", help="comma-separated validation devices (model selection only)")
     t.add_argument("--test", required=True, help="comma-separated unseen test devices")
     t.add_argument("--methods", default="all", help="all (default), or comma-separated of: macs, params, nearest, ridge, proxy, help, lowrank, "
-                   "mixture, transfer (see predictors.evaluation.METHODS)")
+                   "mixture, transfer (see hwlat.predictors.evaluation.METHODS)")
     t.add_argument("--shots", type=nonnegative_int, default=10, help="random measured architectures per test device and repeat (default 10)")
     t.add_argument("--reference", type=nonnegative_int, default=10, help="reference architectures chosen from training devices (default 10)")
     t.add_argument("--query", default=None, help="half-open key range scored, e.g. 900:1900 "
@@ -77,14 +77,14 @@ def _names(text: str, what: str) -> list[str]:
     names = [n.strip() for n in (text or "").split(",") if n.strip()]
     dup = sorted({n for n in names if names.count(n) > 1})
     if dup:
-        from predictors.evaluation import ProtocolError
+        from hwlat.predictors.evaluation import ProtocolError
 
         raise ProtocolError(f"{what}(s) listed twice: {', '.join(dup)}")
     return names
 
 
 def _parse_query(text: str | None, space: str) -> tuple[int, int]:
-    from predictors.evaluation import ProtocolError
+    from hwlat.predictors.evaluation import ProtocolError
 
     if text is None:
         return default_query(space)
@@ -98,7 +98,7 @@ def _parse_query(text: str | None, space: str) -> tuple[int, int]:
 
 
 def _parse_curve(text: str | None) -> list[int]:
-    from predictors.evaluation import ProtocolError
+    from hwlat.predictors.evaluation import ProtocolError
 
     if not text:
         return []
@@ -112,11 +112,11 @@ def _parse_curve(text: str | None) -> list[int]:
 
 
 def _transfer(args: argparse.Namespace) -> int:
-    from predictors.evaluation import METHODS, ProtocolError, ProtocolSettings, TargetDevice, make_methods, run_method
+    from hwlat.predictors.evaluation import METHODS, ProtocolError, ProtocolSettings, TargetDevice, make_methods, run_method
     from hwlat.transfer_tables import load_transfer_tables
 
     if args.json:  # a path that cannot be written is said before the benchmark, not after it
-        from device_tables.files import make_output
+        from hwlat.device_tables.files import make_output
 
         make_output(Path(args.json))
     space = args.space
@@ -182,7 +182,7 @@ def _transfer(args: argparse.Namespace) -> int:
         if curve:
             report["shots_curve"] = _curve(methods, data, targets, query, settings, curve)
     if args.json:
-        from device_tables.files import atomic_write_text, strict_json
+        from hwlat.device_tables.files import atomic_write_text, strict_json
 
         atomic_write_text(Path(args.json), strict_json(report))
         print(f"\nwrote {args.json}")
@@ -263,7 +263,7 @@ def _report(args, space, train, valid, test, tables, targets, query, results) ->
 def _curve(methods, data, targets, query, settings, curve: list[int]) -> dict:
     from dataclasses import replace
 
-    from predictors.evaluation import run_method
+    from hwlat.predictors.evaluation import run_method
 
     out: dict = {}
     print(f"\naccuracy against the number of measurements ({settings.n_ref} references + N {settings.shots_from} shots; "

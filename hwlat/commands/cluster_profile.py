@@ -41,7 +41,7 @@ def _check_out(args: argparse.Namespace) -> None:
     """--out is a folder with --cluster: a table's file name there made a folder of that name (t/x.csv/NAME.csv)."""
     from pathlib import Path
 
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     out = Path(args.out)
     if out.suffix in (".csv", ".json"):
@@ -51,7 +51,7 @@ def _check_out(args: argparse.Namespace) -> None:
 
 def _check_runtime(names: list[str], runtime: str | None) -> None:
     """A device named with --device must run the --runtime given (when it answers now)."""
-    from profilers.cluster.worker import ClusterError, list_devices
+    from hwlat.profilers.cluster.worker import ClusterError, list_devices
 
     if not runtime or not names:
         return
@@ -63,9 +63,9 @@ def _check_runtime(names: list[str], runtime: str | None) -> None:
 
 def profile_ops_on_cluster(args: argparse.Namespace) -> int:
     """`hwlat profile ops ... --cluster ADDRESS`: one table per device under --out."""
-    from profilers.cluster.driver import connect, disconnect, profile_ops_cluster
+    from hwlat.profilers.cluster.driver import connect, disconnect, profile_ops_cluster
     from hwlat.commands.profile import protocol_from_args
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.sweeps import load_sweep
 
     specs = load_sweep(args.sweep)
     _check_out(args)
@@ -94,10 +94,10 @@ def profile_ops_on_cluster(args: argparse.Namespace) -> int:
 
 def measure_arch(runtime, payload: dict, protocol, cache: dict):
     """The job of `hwlat profile archs`, run in a device's actor: build one architecture and time it whole."""
-    from device_tables.errors import HwlatError
-    from nas.spaces import get_space
-    from nas.spaces.measure import make_timer
-    from profilers.cluster.worker import Outcome
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.spaces import get_space
+    from hwlat.nas.spaces.measure import make_timer
+    from hwlat.profilers.cluster.worker import Outcome
 
     key = ("arch-timer", payload["space"], tuple(sorted(payload["options"].items())), payload["batch"], protocol)
     if key not in cache:
@@ -111,12 +111,12 @@ def measure_arch(runtime, payload: dict, protocol, cache: dict):
 
 
 def _arch_sink(path, space: str, device, meta: dict, fresh: bool = False):
-    """An arch table of one device, written by the driver only (see profilers.cluster.LockedSink)."""
+    """An arch table of one device, written by the driver only (see hwlat.profilers.cluster.LockedSink)."""
     from pathlib import Path
 
-    from device_tables.archtable import ArchTableWriter
-    from nas.spaces import arch_keys
-    from profilers.cluster.driver import LockedSink
+    from hwlat.device_tables.archtable import ArchTableWriter
+    from hwlat.nas.spaces import arch_keys
+    from hwlat.profilers.cluster.driver import LockedSink
 
     class ArchSink(LockedSink):
         def __init__(self) -> None:
@@ -139,12 +139,12 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from device_tables.device import Device
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.errors import HwlatError
     from hwlat.commands.space import space_options
-    from nas.spaces import get_space
-    from nas.spaces.measure import resolve_archs
-    from profilers.cluster.driver import Task, connect, disconnect, run_cluster, select_devices, table_stem
+    from hwlat.nas.spaces import get_space
+    from hwlat.nas.spaces.measure import resolve_archs
+    from hwlat.profilers.cluster.driver import Task, connect, disconnect, run_cluster, select_devices, table_stem
     from hwlat.commands.profile import protocol_from_args
 
     batch = getattr(args, "batch", 1)

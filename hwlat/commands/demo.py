@@ -43,7 +43,7 @@ class DemoSettings:
 
 def register(sub) -> None:
     from hwlat.commands.search import verify_margin
-    from nas.accuracy import datasets
+    from hwlat.nas.accuracy import datasets
 
     p = command_parser(
         sub, "demo",
@@ -104,7 +104,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> DemoSettings:
     """The demo's settings: the quick or full ones with the options given (checked by their parser types)."""
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     if args.percentile is not None and args.max_latency_ms is not None:
         raise HwlatError("--percentile and --max-latency-ms both set the latency budget: give one of them")
@@ -127,9 +127,9 @@ class _DemoRun:
     """One demo, stage by stage: each stage keeps what the next ones use, and its time in `stages`."""
 
     def __init__(self, args: argparse.Namespace, s: DemoSettings):
-        from device_tables.files import make_parent
-        from device_tables.lock import TableLock
-        from nas.spaces import get_space
+        from hwlat.device_tables.files import make_parent
+        from hwlat.device_tables.lock import TableLock
+        from hwlat.nas.spaces import get_space
 
         self.args, self.s = args, s
         self.out = Path(args.out)
@@ -154,9 +154,9 @@ class _DemoRun:
         --front 0, or one interrupted, would otherwise leave the last run's plots and summary beside its own.
         A folder holding files of those names that no demo wrote (no `MARKER`, no demo's summary.json:
         `--out .` among the user's own files) is refused, its files kept."""
-        from device_tables.archtable import arch_table_paths
-        from device_tables.errors import HwlatError
-        from device_tables.files import json_object
+        from hwlat.device_tables.archtable import arch_table_paths
+        from hwlat.device_tables.errors import HwlatError
+        from hwlat.device_tables.files import json_object
 
         summary = json_object(self.out / "summary.json") or {}
         ours = (self.out / MARKER).exists() or {"settings", "budget_rule"} <= summary.keys()
@@ -172,7 +172,7 @@ class _DemoRun:
         """1. Measure the reference and random architectures (`m`; `ok`: those measured)."""
         import numpy as np
 
-        from nas.device_loop import measure, shot_archs
+        from hwlat.nas.device_loop import measure, shot_archs
 
         s, args = self.s, self.args
         _say(f"[1/6] profiling {self.n_shots} NB201 architectures ({s.reference_shots} reference + "
@@ -189,11 +189,11 @@ class _DemoRun:
 
     def adapt(self) -> None:
         """2. Adapt the shipped transfer predictor to the measurements (`pred`), and save it."""
-        from nas.device_loop import adapt
-        from predictors.io import save
+        from hwlat.nas.device_loop import adapt
+        from hwlat.predictors.io import save
 
         m, out = self.m, self.out
-        _say(f"[2/6] new device: the shipped NB201 transfer predictor (predictors/pretrained/nb201, meta-trained on "
+        _say(f"[2/6] new device: the shipped NB201 transfer predictor (hwlat/predictors/pretrained/nb201, meta-trained on "
              f"other devices, never on this one) adapted from these {int(self.ok.sum())} measurements ...")
         t = time.perf_counter()
         self.pred = adapt("pretrained", self.space, m.archs, m.ms, min_rows=min(5, self.n_shots))
@@ -208,8 +208,8 @@ class _DemoRun:
         """3. Predict every architecture (`all_ms`), and set the latency `budget` from them."""
         import numpy as np
 
-        from nas.accuracy import accuracy_table
-        from nas.features import latency_features
+        from hwlat.nas.accuracy import accuracy_table
+        from hwlat.nas.features import latency_features
 
         args = self.args
         _say("[3/6] predicting all 15625 NB201 architectures ...")
@@ -227,9 +227,9 @@ class _DemoRun:
 
     def search(self) -> None:
         """4. Evolve architectures by accuracy under the budget + the predictor's error band (`result`)."""
-        from nas.constraints import LatencyConstraint
-        from nas.search import AccuracyObjective, ErrorBand, error_band, regularized_evolution
-        from nas.search.verified import widened
+        from hwlat.nas.constraints import LatencyConstraint
+        from hwlat.nas.search import AccuracyObjective, ErrorBand, error_band, regularized_evolution
+        from hwlat.nas.search.verified import widened
 
         s, args, space = self.s, self.args, self.space
         c = self.c = LatencyConstraint(self.pred, self.budget)
@@ -244,7 +244,7 @@ class _DemoRun:
              f"({self.why}; {self.feasible} of {len(self.archs)} archs predicted feasible), plus the predictor's "
              f"{self.margin:.1%} error band that measuring resolves: predicted <= {wide.budget_ms:.3f} ms; "
              f"regularised evolution scoring {s.evaluations} archs")
-        _say(f"      objective: {objective.label} (looked up: nas/data/nb201_accuracy.npz)")
+        _say(f"      objective: {objective.label} (looked up: hwlat/nas/data/nb201_accuracy.npz)")
         t = time.perf_counter()
         result = self.result = regularized_evolution(space, objective, wide, budget=s.evaluations,
                                                      population=s.population, sample=s.tournament, seed=args.seed,
@@ -259,8 +259,8 @@ class _DemoRun:
         """Indices of `s.front` architectures spread over the predicted accuracy-latency front of all."""
         import numpy as np
 
-        from nas.search import pareto_front
-        from nas.search.result import Candidate
+        from hwlat.nas.search import pareto_front
+        from hwlat.nas.search.result import Candidate
 
         if not self.s.front:
             return []
@@ -279,11 +279,11 @@ class _DemoRun:
         references the winner is compared with."""
         import numpy as np
 
-        from device_tables.archtable import arch_table_paths
-        from nas.device_loop import verify
-        from nas.search import VerifySettings
-        from nas.search.reference import best_within, measured_elsewhere, measured_reference, shipped_arch_table
-        from nas.search.verified import verify_search
+        from hwlat.device_tables.archtable import arch_table_paths
+        from hwlat.nas.device_loop import verify
+        from hwlat.nas.search import VerifySettings
+        from hwlat.nas.search.reference import best_within, measured_elsewhere, measured_reference, shipped_arch_table
+        from hwlat.nas.search.verified import verify_search
 
         s, space = self.s, self.space
         _say(f"[5/6] measuring the most accurate searched archs on this CPU, {s.verify} per round, predictions "
@@ -327,7 +327,7 @@ class _DemoRun:
         except ImportError as exc:
             _say(f"[6/6] plots skipped: they need matplotlib ({exc}): pip install matplotlib")
             return
-        from nas.search.plots import accuracy_pareto, predicted_vs_measured
+        from hwlat.nas.search.plots import accuracy_pareto, predicted_vs_measured
 
         m, ok, v, vf = self.m, self.ok, self.v, self.vf
         _say("[6/6] plotting ...")
@@ -352,7 +352,7 @@ class _DemoRun:
 
     def summarize(self) -> None:
         """Print the summary and write it to summary.json."""
-        from device_tables.files import atomic_write_text
+        from hwlat.device_tables.files import atomic_write_text
 
         total = time.perf_counter() - self.t_all
         _say("\n".join(self._summary_lines(total)))

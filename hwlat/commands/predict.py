@@ -64,9 +64,9 @@ def register(sub) -> None:
 
 def _space_items(args: argparse.Namespace):
     """The space and its architectures of --arch (exactly one) or --archs, resolved as profile archs does."""
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
     from hwlat.commands.space import space_from_args
-    from nas.spaces.measure import resolve_archs
+    from hwlat.nas.spaces.measure import resolve_archs
 
     if not args.space:
         raise HwlatError("--arch and --archs need --space")
@@ -82,7 +82,7 @@ def _model(args: argparse.Namespace):
     if args.model:
         return args.model, args.model
     if args.classic:
-        from nas.models import to_onnx
+        from hwlat.nas.models import to_onnx
 
         return to_onnx(args.classic), f"classic:{args.classic}"
     space, items = _space_items(args)
@@ -91,11 +91,11 @@ def _model(args: argparse.Namespace):
 
 
 def _predictor(args: argparse.Namespace):
-    from device_tables import load
-    from device_tables.errors import HwlatError
-    from device_tables.kernels import FusionRules
+    from hwlat.device_tables import load
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.kernels import FusionRules
     from hwlat.device_profile import profile_command, scale_to_speed_now, table_warnings
-    from predictors.lut import LUTPredictor
+    from hwlat.predictors.lut import LUTPredictor
 
     table = load(args.table)
     if not table.rows("ok"):
@@ -112,9 +112,9 @@ def _predictor(args: argparse.Namespace):
 
 
 def _predict(args: argparse.Namespace) -> int:
-    from device_tables.errors import HwlatError
-    from device_tables.graph import parse_input_shapes
-    from predictors.lut import LUTPredictor
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.graph import parse_input_shapes
+    from hwlat.predictors.lut import LUTPredictor
 
     given = [x for x in (args.model, args.arch, args.archs, args.classic) if x]
     if len(given) != 1:
@@ -135,7 +135,7 @@ def _predict(args: argparse.Namespace) -> int:
         table_only = [flag for flag, given in (("--no-fusion", args.no_fusion), ("--no-regressors", args.no_regressors),
                                                ("--statistic", args.statistic != "median"), ("--as-profiled", args.as_profiled),
                                                ("--top", args.top), ("--jobs", args.jobs)) if given]
-        from nas.spaces import spaces
+        from hwlat.nas.spaces import spaces
 
         table_only += dict.fromkeys(opt.flag for cls in spaces().values() for opt in cls.cli_options  # --keep-dead-edges
                                     if getattr(args, opt.dest, None) is not None)
@@ -160,7 +160,7 @@ def _predict_many(args: argparse.Namespace) -> int:
     """Predict every architecture of --archs (on --jobs processes); one CSV row each, written as predicted."""
     from tqdm import tqdm
 
-    from predictors.lut.many import predict_archs
+    from hwlat.predictors.lut.many import predict_archs
 
     space, items = _space_items(args)
     lut = _predictor(args)
@@ -193,8 +193,8 @@ def _predict_adapted(args: argparse.Namespace) -> int:
     """--predictor: architectures of --space from a predictor adapted to a device, with sigma_ms."""
     import numpy as np
 
-    from device_tables.errors import HwlatError
-    from nas.few_shot import load, predict_with_sigma
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.few_shot import load, predict_with_sigma
 
     if not (args.arch or args.archs):
         raise HwlatError("--predictor predicts architectures of a space: give --space with --arch or --archs (an ONNX "
@@ -228,7 +228,7 @@ def _write_rows(args: argparse.Namespace, items: list, rows: Iterable[tuple[dict
     leaves the file as it was."""
     import csv
 
-    from device_tables.files import atomic_write, make_output, writing
+    from hwlat.device_tables.files import atomic_write, make_output, writing
 
     keys = list(dict.fromkeys(k for it in items for k in it.record))
 

@@ -31,7 +31,7 @@ def register(sub) -> None:
     ops.add_argument("--out", required=True, help="table path (NAME, NAME.csv or NAME.json); resumed if it exists")
     add_fresh_option(ops)
     ops.add_argument("--no-progress", action="store_true", help="no progress bar")
-    from hwlat.commands.profile_adaptive import add_adaptive_options  # --adaptive --budget N (predictors.adaptive)
+    from hwlat.commands.profile_adaptive import add_adaptive_options  # --adaptive --budget N (hwlat.predictors.adaptive)
 
     add_adaptive_options(ops)
     from hwlat.commands.cluster_profile import add_cluster_options  # --cluster: run on a Ray cluster (docs/tutorials/fleet.md)
@@ -71,7 +71,7 @@ def add_runtime_argument(p: argparse.ArgumentParser, default: str | None = None,
                          which: Callable[[type], bool] = lambda cls: True) -> None:
     """--runtime; its help lists the registered runtimes (built-in and plugins) that `which` accepts
     (an unknown name is one clear error from the registry, as in the Python API)."""
-    from profilers.runtimes import listed, runtimes
+    from hwlat.profilers.runtimes import listed, runtimes
 
     names = [name for name, cls in runtimes().items() if which(cls)]
     p.add_argument("--runtime", required=default is None, default=default,
@@ -85,7 +85,7 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
     A flag the parser has already (``--device``, which the cluster options use to name advertised
     devices) also takes the runtime's setting when --cluster is not given.
     """
-    from profilers.runtimes import runtimes
+    from hwlat.profilers.runtimes import runtimes
 
     seen: set[str] = set()
     for cls in runtimes().values():
@@ -102,7 +102,7 @@ def add_runtime_options(p: argparse.ArgumentParser) -> None:
 
 def add_protocol_options(p: argparse.ArgumentParser, default: str = "default") -> None:
     """--protocol (measurement effort) and --clock (auto: thread CPU time where it measures latency)."""
-    from profilers.protocol import CLOCKS, PRESETS
+    from hwlat.profilers.protocol import CLOCKS, PRESETS
 
     p.add_argument("--protocol", default=default, choices=PRESETS,
                    help=f"measurement effort (default {default}; brief suits many whole models)")
@@ -123,10 +123,10 @@ def add_fresh_option(p: argparse.ArgumentParser) -> None:
 def protocol_from_args(args: argparse.Namespace, cpu_clock_ok: bool = False):
     """The protocol of --protocol and --clock; ``auto`` is the thread-CPU clock where `cpu_clock_ok`
     (one intra-op thread on a CPU: the runtime computes on the calling thread), else the wall clock,
-    as `profilers.base.Runtime.default_protocol`."""
+    as `hwlat.profilers.base.Runtime.default_protocol`."""
     from dataclasses import replace
 
-    from profilers.protocol import Protocol
+    from hwlat.profilers.protocol import Protocol
 
     clock = getattr(args, "clock", "wall")
     if clock == "auto":
@@ -137,8 +137,8 @@ def protocol_from_args(args: argparse.Namespace, cpu_clock_ok: bool = False):
 def runtime_settings(args: argparse.Namespace) -> dict:
     """The constructor settings of --runtime from --threads, --precision and the runtimes' own flags;
     a flag of another runtime is refused, naming whose it is."""
-    from device_tables.errors import HwlatError
-    from profilers.runtimes import runtime_class, runtimes
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.profilers.runtimes import runtime_class, runtimes
 
     settings = {"threads": args.threads}
     if args.precision is not None:  # else the runtime's own default (int8 on tflm and board)
@@ -160,7 +160,7 @@ def runtime_settings(args: argparse.Namespace) -> dict:
 
 def local_device(args: argparse.Namespace) -> str | None:
     """The --device of a local run (a list when the cluster options own the flag; None with --cluster)."""
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     value = getattr(args, "device", None)
     if getattr(args, "cluster", None) or not value:
@@ -175,7 +175,7 @@ def local_device(args: argparse.Namespace) -> str | None:
 
 
 def _profile_ops(args: argparse.Namespace) -> int:
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
 
     if getattr(args, "adaptive", False) and args.sweep:
         raise HwlatError("--sweep and --adaptive: give one (--adaptive chooses the rows from --targets itself)")
@@ -199,9 +199,9 @@ def _profile_ops(args: argparse.Namespace) -> int:
         from hwlat.commands.cluster_profile import profile_ops_on_cluster
 
         return profile_ops_on_cluster(args)
-    from profilers.run import profile_ops
-    from profilers.runtimes import get_runtime
-    from profilers.sweeps import load_sweep
+    from hwlat.profilers.run import profile_ops
+    from hwlat.profilers.runtimes import get_runtime
+    from hwlat.profilers.sweeps import load_sweep
 
     specs = load_sweep(args.sweep)
     runtime = get_runtime(args.runtime, **runtime_settings(args))
@@ -219,10 +219,10 @@ def _profile_ops(args: argparse.Namespace) -> int:
 def _profile_model(args: argparse.Namespace) -> int:
     import json
 
-    from device_tables.graph import parse_input_shapes
-    from profilers.runtimes import get_runtime
+    from hwlat.device_tables.graph import parse_input_shapes
+    from hwlat.profilers.runtimes import get_runtime
 
-    from device_tables.files import atomic_write_text, make_output
+    from hwlat.device_tables.files import atomic_write_text, make_output
 
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     shape = parse_input_shapes(args.input_shape)

@@ -16,7 +16,7 @@ def add_adaptive_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--adaptive", action="store_true",
                    help="measure kernels of target networks chosen by regressor uncertainty and error (needs --budget)")
     g.add_argument("--budget", type=positive_int, help="op measurements in all, rows already in the table included")
-    from nas.pool import target_kinds
+    from hwlat.nas.pool import target_kinds
 
     g.add_argument("--targets", default=",".join(target_kinds()),
                    help="target networks: search spaces, 'classic' (ResNet, MobileNet, EfficientNet) and/or 'transformers', "
@@ -35,14 +35,14 @@ def adaptive_only_given(args: argparse.Namespace) -> list[str]:
 
 
 def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
-    from device_tables.errors import HwlatError
-    from device_tables.kernels import FusionRules
-    from device_tables.table import DeviceTable
-    from nas.pool import CLASSIC, classic_networks, target_kinds, graph_of, space_networks
-    from predictors.adaptive import adaptive_profile, kernel_pool
-    from profilers.fusion import detect_fusion, format_results, store_rules
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.kernels import FusionRules
+    from hwlat.device_tables.table import DeviceTable
+    from hwlat.nas.pool import CLASSIC, classic_networks, target_kinds, graph_of, space_networks
+    from hwlat.predictors.adaptive import adaptive_profile, kernel_pool
+    from hwlat.profilers.fusion import detect_fusion, format_results, store_rules
     from hwlat.commands.profile import protocol_from_args
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     if args.budget is None:
         raise HwlatError("--adaptive needs --budget N (the number of op measurements), e.g. --budget 300")
@@ -83,9 +83,9 @@ def profile_ops_adaptive(args: argparse.Namespace, settings: dict) -> int:
 
 def _calibrate(table, runtime, names, n: int, protocol) -> None:
     """Measure `n` networks whole (spread over kinds) and fit the overhead term."""
-    from device_tables.errors import HwlatError
-    from nas.pool import graph_of, in_turn, onnx_of
-    from predictors.lut import LUTPredictor
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.pool import graph_of, in_turn, onnx_of
+    from hwlat.predictors.lut import LUTPredictor
 
     used, ys = [], []
     for name in in_turn(names, n):

@@ -56,7 +56,7 @@ def register(targets) -> None:
 
 def _profile_archs(args: argparse.Namespace) -> int:
     if getattr(args, "cluster", None):
-        from device_tables.errors import HwlatError
+        from hwlat.device_tables.errors import HwlatError
         from hwlat.commands.cluster_profile import profile_archs_on_cluster
 
         if args.passes and args.passes > 1:
@@ -66,8 +66,8 @@ def _profile_archs(args: argparse.Namespace) -> int:
         return profile_archs_on_cluster(args)
     from hwlat.commands.profile import protocol_from_args, runtime_settings
     from hwlat.commands.space import space_from_args
-    from nas.spaces.measure import profile_archs, resolve_archs, runtime_device
-    from profilers.runtimes import get_runtime
+    from hwlat.nas.spaces.measure import profile_archs, resolve_archs, runtime_device
+    from hwlat.profilers.runtimes import get_runtime
 
     space = space_from_args(args)
     runtime = get_runtime(args.runtime, **runtime_settings(args))
@@ -87,7 +87,7 @@ def _profile_archs(args: argparse.Namespace) -> int:
         print(f"latency median {np.median(med):.3f} ms, range {med.min():.3f}..{med.max():.3f} ms; "
               f"{result.per_minute:.0f} archs/min ({result.build_seconds / max(result.measured, 1) * 1e3:.1f} ms building each)")
     elif result.failed and not result.skipped:
-        from device_tables.errors import HwlatError
+        from hwlat.device_tables.errors import HwlatError
 
         raise HwlatError(f"{result.out}: none of the {result.failed} architectures ran on {device.name} (the warnings "
                          f"above say why; each error is in {result.out}.stats.csv)")

@@ -11,7 +11,7 @@ from hwlat.commands.args import positive_float, positive_int
 
 def register(targets) -> None:
     from hwlat.device_profile import DEFAULT_MINUTES, MAX_MINUTES
-    from nas.pool import target_kinds
+    from hwlat.nas.pool import target_kinds
 
     p = command_parser(
         targets, "device",
@@ -42,7 +42,7 @@ def register(targets) -> None:
     p.add_argument("--score-networks", type=positive_int, default=20,
                    help="whole networks measured to score the table, never calibrated on (default 20)")
     p.add_argument("--patterns", help="fusion patterns to probe, comma-separated (default: all 80 candidates, "
-                                      "profilers.fusion.candidate_patterns(): each conv head (conv2d, dwconv2d, "
+                                      "hwlat.profilers.fusion.candidate_patterns(): each conv head (conv2d, dwconv2d, "
                                       "pwconv2d) with bn, add and an activation in the orders runtimes fuse, e.g. "
                                       "conv2d+bn+add+relu; linear, bn and add with an activation; linear+add; "
                                       "add+layernorm)")
@@ -70,7 +70,7 @@ def _profile_device(args: argparse.Namespace) -> int:
     from hwlat.cli import resume_command
     from hwlat.commands.profile import protocol_from_args, runtime_settings
     from hwlat.device_profile import profile_device
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     runtime = get_runtime(args.runtime, **runtime_settings(args))
     targets = None if args.targets is None else [t.strip() for t in args.targets.split(",") if t.strip()]

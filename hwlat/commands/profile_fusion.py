@@ -32,10 +32,10 @@ def register(targets) -> None:
 
 
 def _fusion(args: argparse.Namespace) -> int:
-    from device_tables.table import DeviceTable
-    from profilers.fusion import check_patterns, format_results, measure_into
+    from hwlat.device_tables.table import DeviceTable
+    from hwlat.profilers.fusion import check_patterns, format_results, measure_into
     from hwlat.commands.profile import protocol_from_args, runtime_settings
-    from profilers.runtimes import get_runtime
+    from hwlat.profilers.runtimes import get_runtime
 
     patterns = check_patterns(args.patterns.split(",")) if args.patterns is not None else None  # before the runtime loads
     runtime = get_runtime(args.runtime, **runtime_settings(args))

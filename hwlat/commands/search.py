@@ -70,7 +70,7 @@ def register(sub) -> None:
                    help="where --verify finds candidates: auto (default): every architecture of the space ranked by "
                         "the objective when that is a lookup (accuracy:* on nb201), else the search's, searched "
                         "again under the budget corrected by what was measured; search: always the search's")
-    from profilers.runtimes import listed, runtimes
+    from hwlat.profilers.runtimes import listed, runtimes
 
     able = [name for name, cls in runtimes().items() if cls.times_archs()]  # plugins' too
     p.add_argument("--runtime", choices=able, help=f"runtime of --verify: {listed(able)} (default: a lut: table's "
@@ -101,7 +101,7 @@ def ignored_options(args: argparse.Namespace) -> dict[str, str]:
     """The options given that this search does not use, each with what it needs: --verify's without --verify,
     --as-profiled without a table, --device without --device-samples, --population and --tournament of another
     method, --proxy-batch without the proxy."""
-    from nas.search.objectives import PROXY_NAMES, default_objective
+    from hwlat.nas.search.objectives import PROXY_NAMES, default_objective
 
     out = {} if args.verify else {f"--{dest.replace('_', '-')}": "--verify's options need --verify"
                                   for dest, default in args.verify_defaults.items() if getattr(args, dest) != default}
@@ -135,10 +135,10 @@ def verify_margin(text: str) -> float | None:
 def check_verify_out(args: argparse.Namespace, space) -> None:
     """A --verify-out table that these settings cannot resume, or a --precision the --runtime lacks, is refused
     before the search, not once it has run (`_verify_out_error`: in this command's flags)."""
-    from device_tables.archtable import arch_table_paths
-    from device_tables.errors import TableError
-    from nas.device_loop import measure
-    from profilers.runtimes import get_runtime
+    from hwlat.device_tables.archtable import arch_table_paths
+    from hwlat.device_tables.errors import TableError
+    from hwlat.nas.device_loop import measure
+    from hwlat.profilers.runtimes import get_runtime
 
     if args.verify and args.precision:  # a precision the runtime lacks: refused before the search, not after it
         get_runtime(args.runtime, threads=args.threads, precision=args.precision)
@@ -154,8 +154,8 @@ def check_verify_out(args: argparse.Namespace, space) -> None:
 def build_predictor(args: argparse.Namespace, space):
     """The predictor of --predictor, adapted to --device-samples when given."""
     from hwlat.device_profile import scale_to_speed_now
-    from nas.arch_predictors import load_arch_predictor
-    from nas.few_shot import fit, read_measurements
+    from hwlat.nas.arch_predictors import load_arch_predictor
+    from hwlat.nas.few_shot import fit, read_measurements
 
     pred = load_arch_predictor(args.predictor, space, as_profiled=True)  # the speed line goes to stderr here
     lut = getattr(pred, "lut", None)  # lut:<table>: at this machine's speed now, as `hwlat predict`
@@ -178,10 +178,10 @@ def verify_device(args: argparse.Namespace, pred) -> str | None:
     measures another device than the one the predictor predicts (its table's, or the one it was adapted to):
     its measured errors would compare two devices; None where they are the same. Without --verify nothing is
     measured: no runtime is made (it imported torch, and warned of oversubscribed timings none would take)."""
-    from device_tables.device import Device
-    from device_tables.errors import HwlatError
-    from nas.spaces.measure import runtime_device
-    from profilers.runtimes import get_runtime, runtimes
+    from hwlat.device_tables.device import Device
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.spaces.measure import runtime_device
+    from hwlat.profilers.runtimes import get_runtime, runtimes
 
     if not args.verify:
         return None
@@ -217,8 +217,8 @@ def verify_device(args: argparse.Namespace, pred) -> str | None:
 def _verify_out_error(exc, verify_out: str | None):
     """A --verify-out table refused for a resume, as `hwlat profile archs` words it (another --out,
     --fresh, --clock), in the flags of `hwlat search`; None for another table error."""
-    from device_tables.errors import HwlatError, ResumeSettingsError
-    from profilers.protocol import Protocol
+    from hwlat.device_tables.errors import HwlatError, ResumeSettingsError
+    from hwlat.profilers.protocol import Protocol
 
     if verify_out is None or not ("--out" in str(exc) or isinstance(exc, ResumeSettingsError)):
         return None
@@ -230,15 +230,15 @@ def _verify_out_error(exc, verify_out: str | None):
 
 
 def _search(args: argparse.Namespace) -> int:
-    from device_tables.errors import HwlatError, TableError
-    from nas.constraints import LatencyConstraint
-    from nas.search.algorithms import search_by_method
-    from nas.search.objectives import load_objective
-    from nas.search.verified import VerifySettings, search_verified
-    from nas.spaces import get_space
+    from hwlat.device_tables.errors import HwlatError, TableError
+    from hwlat.nas.constraints import LatencyConstraint
+    from hwlat.nas.search.algorithms import search_by_method
+    from hwlat.nas.search.objectives import load_objective
+    from hwlat.nas.search.verified import VerifySettings, search_verified
+    from hwlat.nas.spaces import get_space
 
     if args.json:  # a path that cannot be written is said before the search, not after it
-        from device_tables.files import make_output
+        from hwlat.device_tables.files import make_output
 
         make_output(Path(args.json))
     ignored = ignored_options(args)
@@ -252,7 +252,7 @@ def _search(args: argparse.Namespace) -> int:
     if mismatch:
         print(f"hwlat: warning: {mismatch}", file=sys.stderr)
     if args.save_predictor:
-        from nas.few_shot import save
+        from hwlat.nas.few_shot import save
 
         inner = getattr(pred, "predictor", None)
         if inner is None or not hasattr(inner, "get_params"):
@@ -295,7 +295,7 @@ def _search(args: argparse.Namespace) -> int:
         print(result.verified.format(objective.short))
     report = {"search": result.to_dict(args.top), "predictor": pred.name, "objective_is_proxy": objective.is_proxy}
     if args.json:
-        from device_tables.files import atomic_write_text, strict_json
+        from hwlat.device_tables.files import atomic_write_text, strict_json
 
         atomic_write_text(Path(args.json), strict_json(report, indent=1))  # an interrupt leaves the last report whole
         print(f"\nwrote {args.json}")

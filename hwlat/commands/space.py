@@ -68,7 +68,7 @@ def _sample(args: argparse.Namespace) -> int:
 
 def add_space_argument(p: argparse.ArgumentParser, required: bool = True, names: list[str] | None = None) -> None:
     """--space, its choices `names` (default: the registered spaces, built-in and plugins)."""
-    from nas.spaces import spaces
+    from hwlat.nas.spaces import spaces
 
     names = list(spaces()) if names is None else names
     p.add_argument("--space", required=required, choices=names, help=f"search space: {', '.join(names)}")
@@ -76,7 +76,7 @@ def add_space_argument(p: argparse.ArgumentParser, required: bool = True, names:
 
 def add_space_options(p: argparse.ArgumentParser) -> None:
     """The flags of every registered space's own options (`Space.cli_options`, e.g. nb201's --keep-dead-edges)."""
-    from nas.spaces import spaces
+    from hwlat.nas.spaces import spaces
 
     seen: set[str] = set()
     for cls in spaces().values():
@@ -88,8 +88,8 @@ def add_space_options(p: argparse.ArgumentParser) -> None:
 
 def space_options(args: argparse.Namespace) -> dict:
     """The constructor options of --space from its own flags; a flag of another space is refused."""
-    from device_tables.errors import HwlatError
-    from nas.spaces import space_class, spaces
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.spaces import space_class, spaces
 
     own = {opt.flag: opt for opt in space_class(args.space).cli_options}
     options = {}
@@ -106,6 +106,6 @@ def space_options(args: argparse.Namespace) -> dict:
 
 def space_from_args(args: argparse.Namespace):
     """The space of --space with its options."""
-    from nas.spaces import get_space
+    from hwlat.nas.spaces import get_space
 
     return get_space(args.space, **space_options(args))

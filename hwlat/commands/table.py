@@ -51,14 +51,14 @@ def print_table(table, limit: int = 30, op: str | None = None, more: str = "--li
 
 
 def _show(args: argparse.Namespace) -> int:
-    from device_tables import load
+    from hwlat.device_tables import load
 
-    from device_tables.registry import TABLES_DIR, sibling_for_this_cpu
+    from hwlat.device_tables.registry import TABLES_DIR, sibling_for_this_cpu
 
     table = load(args.table, exact=True)
     ops = sorted({r.spec.op for r in table})
     if args.op is not None and args.op not in ops:
-        from device_tables.errors import HwlatError
+        from hwlat.device_tables.errors import HwlatError
 
         raise HwlatError(f"{table.name} has no rows of op {args.op!r}; its ops: {', '.join(ops) or 'none'}")
     fp = table.device.fingerprint
@@ -76,7 +76,7 @@ def _show(args: argparse.Namespace) -> int:
     stored = dict(table.meta.get("protocol") or {})
     clock = stored.pop("clock", None)
     if stored:  # what a resume must be given (`--protocol`, `--clock`)
-        from profilers.protocol import Protocol
+        from hwlat.profilers.protocol import Protocol
 
         preset = Protocol.preset_of(stored) or ", ".join(f"{k}={v}" for k, v in sorted(stored.items()))
         print(f"protocol {preset}" + (f", clock {clock}" if clock else ""))
@@ -91,9 +91,9 @@ def _show(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    from device_tables import load
+    from hwlat.device_tables import load
 
-    from device_tables.errors import HwlatError
+    from hwlat.device_tables.errors import HwlatError
     from hwlat.device_profile import table_problems
 
     if _is_arch_table(args.table):
@@ -109,8 +109,8 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _is_arch_table(path: str) -> bool:
-    from device_tables.archtable import SCHEMA, arch_table_paths
-    from device_tables.files import json_object
+    from hwlat.device_tables.archtable import SCHEMA, arch_table_paths
+    from hwlat.device_tables.files import json_object
 
     # an unreadable file is not one: the device table reader names what is wrong with it
     return (json_object(arch_table_paths(path)[1]) or {}).get("schema") == SCHEMA
@@ -118,9 +118,9 @@ def _is_arch_table(path: str) -> bool:
 
 def _validate_arch_table(path: str) -> int:
     """An arch table (`profile archs --out`): its rows as every reader reads them, and its statistics file."""
-    from device_tables.archtable import ArchTable, arch_table_paths, read_meta, read_stats
-    from device_tables.errors import TableError
-    from nas.spaces import known_arch_keys
+    from hwlat.device_tables.archtable import ArchTable, arch_table_paths, read_meta, read_stats
+    from hwlat.device_tables.errors import TableError
+    from hwlat.nas.spaces import known_arch_keys
 
     csv_path, json_path, stats_path = arch_table_paths(path)
     meta = read_meta(json_path)
@@ -144,7 +144,7 @@ def _validate_warnings(table) -> list[str]:
     """What a table predicts without, but a user should hear of: a damaged entry only resuming it reads
     (`hwlat profile device` would refuse to add to it), and a networks file its run timed that is gone
     (its stored calibration and score stand; the speed check, `table drift` and --recalibrate need it)."""
-    from device_tables.table import RESUME_SHAPE, meta_problems, mend_meta_hint, table_paths
+    from hwlat.device_tables.table import RESUME_SHAPE, meta_problems, mend_meta_hint, table_paths
     from hwlat.device_profile import lost_networks, other_version_regressors
 
     json_path = table_paths(table.path)[1]
@@ -155,7 +155,7 @@ def _validate_warnings(table) -> list[str]:
 
 
 def _drift(args: argparse.Namespace) -> int:
-    from device_tables import load
+    from hwlat.device_tables import load
     from hwlat.device_profile import DRIFT_TOLERANCE, drift, profile_command, table_warnings
 
     table = load(args.table)
@@ -177,12 +177,12 @@ def _drift(args: argparse.Namespace) -> int:
 def _list(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from device_tables import DeviceTable, available
-    from device_tables.device import host_differences
-    from device_tables.errors import HwlatError
-    from device_tables.files import json_object
-    from device_tables.registry import TABLES_DIR
-    from device_tables.table import SCHEMA
+    from hwlat.device_tables import DeviceTable, available
+    from hwlat.device_tables.device import host_differences
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.device_tables.files import json_object
+    from hwlat.device_tables.registry import TABLES_DIR
+    from hwlat.device_tables.table import SCHEMA
 
     folder = Path(args.folder) if args.folder is not None else None
     if folder is None:

@@ -45,8 +45,8 @@ def register(sub) -> None:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from device_tables.errors import HwlatError
-    from profilers.cluster.worker import (
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.profilers.cluster.worker import (
         ClusterError, DeviceAd, RayNode, advertise, import_ray, match_ray_auth, withdraw, worker_lock_path,
         worker_temp_dir,
     )
@@ -71,7 +71,7 @@ def _worker(args: argparse.Namespace) -> int:
     match_ray_auth()  # as `ray start` does for a head: a token at hand turns token auth on
     ray = import_ray()
     if args.address:  # a head that is not running: say so in seconds (`ray start` waits for minutes)
-        from profilers.cluster.driver import _check_reachable
+        from hwlat.profilers.cluster.driver import _check_reachable
 
         _check_reachable(args.address)
     node = RayNode.start(address=args.address, resources={ad.resource: 1 for ad in ads}, num_cpus=args.num_cpus,
@@ -137,7 +137,7 @@ NAME_CLASH_GRACE_S = 45.0
 
 def _check_names_free(ray, ads, node) -> None:
     """Refuse a device name another live node already advertises."""
-    from profilers.cluster.worker import ClusterError
+    from hwlat.profilers.cluster.worker import ClusterError
 
     deadline = time.monotonic() + 60
     while ads and time.monotonic() < deadline:  # wait for our node's resources to show up
@@ -160,8 +160,8 @@ def _check_names_free(ray, ads, node) -> None:
 
 
 def _list(address: str) -> int:
-    from profilers.cluster.driver import connect, disconnect
-    from profilers.cluster.worker import list_devices
+    from hwlat.profilers.cluster.driver import connect, disconnect
+    from hwlat.profilers.cluster.worker import list_devices
 
     connect(address)
     try:

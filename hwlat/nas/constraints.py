@@ -1,0 +1,276 @@
+"""`LatencyConstraint`: a latency predictor + a budget, callable on architectures, with adapters
+for NAS loops. Three lines:
+
+    pred = load_arch_predictor("results/demo/predictor", "nb201")   # or any predictor + space
+    c = LatencyConstraint(pred, budget_ms=2.0)
+    c(arch).feasible; c(archs).latency_ms                            # one arch or a batch
+
+Adapters: `optuna_constraints` (Optuna's ``constraints_func``: ``latency - budget``, feasible
+when <= 0; NSGA-II, TPE, ...), `filter` (keep archs within ``[min_ms, budget_ms]``), `penalty` /
+`penalize` (scaled, as NNI's ``ProfilerPenalty``: ``scale * f(latency / budget - 1)``) and
+`expected_latency` (a supernet's expected latency under architecture probabilities, torch, with
+gradients; see `hwlat.nas.latency_table`).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
+
+import numpy as np
+
+from hwlat.device_tables.errors import HwlatError
+from hwlat.nas.arch_predictors import ArchPredictor, as_arch_predictor, checked_latencies, fastest, needs_adaptation
+from hwlat.nas.spaces.base import ArchError
+
+log = logging.getLogger(__name__)
+
+NONLINEAR = ("positive", "linear", "absolute", "negative")
+AGGREGATE = ("add", "mul")
+
+
+class InfeasibleBudgetError(HwlatError):
+    """A latency budget that no architecture of the space meets (by the predictor)."""
+
+
+class ConstraintError(HwlatError):
+    """A constraint that is malformed (budget not positive, min above max, unadapted predictor)."""
+
+
+@dataclass(frozen=True)
+class LatencyCheck:
+    """Predicted latency (ms), feasibility and margin (ms to the nearest bound; >= 0 when feasible)
+    of one architecture (floats) or a batch (arrays)."""
+
+    latency_ms: Any
+    feasible: Any
+    margin_ms: Any
+
+
+class LatencyConstraint:
+    """``min_ms <= predicted latency <= budget_ms`` for architectures of one search space.
+
+    `predictor`: anything `hwlat.nas.arch_predictors.as_arch_predictor` takes (a feature predictor such
+    as an adapted `TransferPredictor`, a `LUTPredictor` with `space`, a function of architectures).
+    A prediction that is not a latency (NaN, inf, negative) is a `PredictionError` naming the
+    architecture, never a feasible answer; a given latency (`check`) that is not one is infeasible.
+    A device table predicts at this machine's speed now unless `as_profiled` (as `hwlat predict`).
+    """
+
+    def __init__(self, predictor: Any, budget_ms: float, *, min_ms: float | None = None, space: Any = None,
+                 as_profiled: bool = False):
+        self.predictor: ArchPredictor = as_arch_predictor(predictor, space, as_profiled)
+        self.space = self.predictor.space
+        if needs_adaptation(self.predictor):
+            raise ConstraintError(f"the {self.predictor.name} predictor has not been adapted to a device; adapt it to "
+                                  "measured latencies first (`hwlat adapt fit`, `--device-samples FILE` in `hwlat "
+                                  "search`, or hwlat.fit / hwlat.adapt in Python)")
+        if not (math.isfinite(_ms(budget_ms)) and budget_ms > 0):
+            raise ConstraintError(f"latency budget {budget_ms} ms: must be a finite positive number of milliseconds")
+        if min_ms is not None and not (math.isfinite(_ms(min_ms)) and min_ms >= 0):
+            raise ConstraintError(f"minimum latency {min_ms} ms: must be a finite number of milliseconds, 0 or more")
+        if min_ms is not None and min_ms > budget_ms:
+            raise ConstraintError(f"minimum latency {min_ms} ms is above the budget {budget_ms} ms")
+        self.budget_ms = float(budget_ms)
+        self.min_ms = None if min_ms is None else float(min_ms)
+        self._table = None
+
+    def __repr__(self) -> str:
+        lo = f"{self.min_ms} <= " if self.min_ms is not None else ""
+        return f"LatencyConstraint({lo}latency <= {self.budget_ms} ms, {self.space.name}, {self.predictor.name})"
+
+    # ---- core ---------------------------------------------------------------------------------
+    def _is_single(self, x: Any) -> bool:
+        return (self.space.is_arch(x) or isinstance(x, (str, bytes, int, np.integer, dict))
+                or not isinstance(x, Iterable))
+
+    def latency(self, archs: Any) -> Any:
+        """Predicted ms of one architecture (float) or a batch (array)."""
+        if self._is_single(archs):
+            return float(checked_latencies(self.predictor, [archs], self.predictor.predict([archs]))[0])
+        archs = list(archs)
+        return checked_latencies(self.predictor, archs, self.predictor.predict(archs))
+
+    def violation(self, latency_ms: Any) -> Any:
+        """How far outside the bounds (ms; <= 0 inside): ``latency - budget`` (and ``min - latency``)."""
+        v = np.asarray(latency_ms, dtype=float) - self.budget_ms
+        if self.min_ms is not None:
+            v = np.maximum(v, self.min_ms - np.asarray(latency_ms, dtype=float))
+        return float(v) if v.ndim == 0 else v
+
+    def check(self, latency_ms: Any) -> LatencyCheck:
+        """The verdict for given latencies (ms), e.g. measured ones; one that is not a latency (NaN,
+        inf, negative: a failed measurement) is never feasible."""
+        v = self.violation(latency_ms)
+        ms = np.asarray(latency_ms, dtype=float)
+        feasible = (np.asarray(v) <= 0) & np.isfinite(ms) & (ms >= 0)
+        lat = latency_ms if np.ndim(latency_ms) else float(latency_ms)
+        return LatencyCheck(lat, bool(feasible) if feasible.ndim == 0 else feasible, -v)
+
+    def __call__(self, archs: Any) -> LatencyCheck:
+        """Predicted latency, feasibility and margin of one architecture or a batch (vectorised)."""
+        return self.check(self.latency(archs))
+
+    def feasible(self, archs: Any) -> Any:
+        return self(archs).feasible
+
+    # ---- adapters: loops ----------------------------------------------------------------------
+    def filter(self, archs: Iterable[Any]) -> list[Any]:
+        """The architectures whose predicted latency is within ``[min_ms, budget_ms]``."""
+        archs = list(archs)
+        if not archs:
+            return []
+        ok = np.atleast_1d(self(archs).feasible)
+        return [a for a, keep in zip(archs, ok) if keep]
+
+    def penalty(self, latency_ms: Any, scale: float = 1.0, nonlinear: str = "positive") -> Any:
+        """``scale * f(latency / budget - 1)`` for floats, arrays or torch tensors (differentiable);
+        f: positive = max(0, .) (only over-budget costs), linear, absolute (TuNAS), negative."""
+        if nonlinear not in NONLINEAR:
+            raise ConstraintError(f"nonlinear {nonlinear!r}: choose from {', '.join(NONLINEAR)}")
+        rel = latency_ms / self.budget_ms - 1.0
+        if nonlinear == "positive":
+            rel = _relu(rel)
+        elif nonlinear == "absolute":
+            rel = abs(rel)
+        elif nonlinear == "negative":
+            rel = -_relu(-rel)
+        return scale * rel
+
+    def penalize(self, loss: Any, latency_ms: Any, scale: float = 1.0, nonlinear: str = "positive",
+                 aggregate: str = "add") -> Any:
+        """A loss (lower is better) with the latency penalty: ``loss + scale * f(.)`` (add) or
+        ``loss * (1 + f(.)) ** scale`` (mul), as NNI's ``ProfilerPenalty``. For a reward, subtract."""
+        if aggregate not in AGGREGATE:
+            raise ConstraintError(f"aggregate {aggregate!r}: choose from {', '.join(AGGREGATE)}")
+        if aggregate == "add":
+            return loss + self.penalty(latency_ms, scale, nonlinear)
+        return loss * (1.0 + self.penalty(latency_ms, 1.0, nonlinear)) ** scale
+
+    # ---- adapters: Optuna ---------------------------------------------------------------------
+    def optuna_constraints(self, arch_of: Callable[[Any], Any] | None = None,
+                           attr: str = "arch") -> Callable[[Any], list[float]]:
+        """Optuna ``constraints_func(frozen_trial) -> [latency - budget]`` (plus ``min - latency``
+        with a minimum); Optuna calls a trial feasible when every value is <= 0.
+
+        The trial's architecture is ``arch_of(trial)``, else its user attribute `attr` (set by
+        `suggest_arch`), else built from its parameters named after the space's decisions."""
+        from hwlat.nas.choices import space_decisions
+
+        decisions = space_decisions(self.space)
+
+        def constraints(trial: Any) -> list[float]:
+            if arch_of is not None:
+                arch = arch_of(trial)
+            elif attr in trial.user_attrs:
+                arch = trial.user_attrs[attr]
+            else:
+                try:
+                    arch = decisions.from_params(trial.params)
+                except ArchError as e:
+                    raise ArchError(f"Optuna trial {trial.number}: no {self.space.name} architecture to constrain: it "
+                                    f"has no user attribute {attr!r}, and its parameters do not name one ({e}); sample "
+                                    f"it with hwlat.nas.constraints.suggest_arch(trial, {self.space.name!r}), or pass "
+                                    "arch_of=(trial -> architecture) to optuna_constraints") from None
+            lat = self.latency(arch)
+            trial_values = [lat - self.budget_ms]
+            if self.min_ms is not None:
+                trial_values.append(self.min_ms - lat)
+            return trial_values
+
+        return constraints
+
+    def optuna_set_constraint(self, trial: Any, arch: Any, latency_ms: float | None = None) -> float:
+        """Record ``latency - budget`` on a running Optuna trial (``trial.set_constraint``, the
+        Optuna >= 5 way that replaces ``constraints_func``); returns the predicted latency (ms).
+        `latency_ms`: the architecture's predicted latency when the caller has it already."""
+        lat = float(self.latency(arch)) if latency_ms is None else float(latency_ms)
+        if not hasattr(trial, "set_constraint"):
+            raise ConstraintError("this Optuna has no Trial.set_constraint (Optuna < 5): pass "
+                                  "constraints_func=constraint.optuna_constraints() to the sampler instead")
+        trial.set_constraint("latency", lat - self.budget_ms)
+        if self.min_ms is not None:
+            trial.set_constraint("min_latency", self.min_ms - lat)
+        return lat
+
+    # ---- adapters: differentiable NAS -----------------------------------------------------------
+    def choice_table(self, method: str = "auto", n: int = 1000, seed: int = 0):
+        """The per-choice latency table behind `expected_latency` (built once, then kept):
+        ``least_squares`` fit of the predictor, ``one_at_a_time`` differences, or ``auto`` (the
+        lookup-table rule for lookup-table predictors, least squares otherwise)."""
+        from hwlat.nas.arch_predictors import GraphPredictor
+        from hwlat.nas.latency_table import ChoiceLatencyTable
+
+        if self._table is None or method != "auto":
+            if method == "least_squares" or (method == "auto" and not isinstance(self.predictor, GraphPredictor)):
+                self._table = ChoiceLatencyTable.least_squares(self.space, self.predictor, n=n, seed=seed)
+            elif method == "one_at_a_time":
+                self._table = ChoiceLatencyTable.one_at_a_time(self.space, self.predictor)
+            elif method == "auto":
+                self._table = ChoiceLatencyTable.from_lut(self.space, self.predictor, n=n, seed=seed)
+            else:
+                raise ConstraintError(f"method {method!r}: choose auto, least_squares or one_at_a_time")
+            log.info("%s", self._table.describe())
+        return self._table
+
+    def expected_latency(self, probs: Any, table: Any = None) -> Any:
+        """Expected latency (ms, torch, differentiable) of a supernet under architecture
+        probabilities (see `ChoiceLatencyTable.expected_ms`); add ``penalty(...)`` of it to the loss."""
+        return (table or self.choice_table()).expected_ms(probs)
+
+    # ---- sanity -------------------------------------------------------------------------------
+    def fastest(self, sample: int = 512, seed: int = 0) -> tuple[Any, float, int, bool]:
+        """(arch, ms, archs looked at, exhaustive) of the fastest predicted architecture."""
+        return fastest(self.predictor, sample, seed)
+
+    def check_budget(self, sample: int = 512, seed: int = 0) -> tuple[Any, float, int, bool]:
+        """Raise `InfeasibleBudgetError` when the budget is below the fastest predicted architecture;
+        else return `fastest`'s (arch, ms, archs looked at, exhaustive)."""
+        arch, ms, n, exhaustive = self.fastest(sample, seed)
+        if ms > self.budget_ms:
+            where = f"of all {n}" if exhaustive else f"of {n} sampled"
+            verdict = ("no architecture can meet it" if exhaustive else
+                       "a search, sampling the space, would hardly find one that does (rarer ones may be faster)")
+            raise InfeasibleBudgetError(
+                f"latency budget {self.budget_ms:g} ms is below the fastest {self.space.name} architecture "
+                f"({where}): {self.space.key(arch)} at {ms:.4g} ms predicted; {verdict}; "
+                f"use a budget of at least {ms:.4g} ms")
+        return arch, ms, n, exhaustive
+
+
+def suggest_arch(trial: Any, space: Any, attr: str = "arch") -> Any:
+    """Sample an architecture in an Optuna trial (one categorical parameter per decision of the
+    space) and store its key as the trial's user attribute `attr` for `optuna_constraints`."""
+    from hwlat.nas.choices import space_decisions
+    from hwlat.nas.spaces import get_space
+
+    sp = get_space(space) if isinstance(space, str) else space
+    dec = space_decisions(sp)
+    params = {n: trial.suggest_categorical(n, list(c)) for n, c in zip(dec.names, dec.choices)}
+    arch = dec.from_params(params)
+    trial.set_user_attr(attr, sp.key(arch))
+    return arch
+
+
+def _ms(x: Any) -> float:
+    """`x` as a float of ms, NaN for what is not a number (a string, a bool, None, a list)."""
+    try:
+        return math.nan if isinstance(x, (str, bytes, bool)) else float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _relu(x: Any) -> Any:
+    try:
+        import torch
+
+        if isinstance(x, torch.Tensor):
+            return torch.relu(x)
+    except ImportError:  # pragma: no cover - torch is a dependency
+        pass
+    return np.maximum(x, 0.0)
+
+
+__all__ = ["ConstraintError", "InfeasibleBudgetError", "LatencyCheck", "LatencyConstraint", "suggest_arch"]
