@@ -234,7 +234,7 @@ def test_a_table_without_a_score_stage_says_its_sigma_is_the_regressed_kernels_p
     graph = get_space("nb201").graph(get_space("nb201").sample(1, seed=2)[0])
     board = LUTPredictor(hwlat.load_table("qemu_mps2_an386_board_int8_threads1")).predict_graph(graph)
     scored = LUTPredictor(hwlat.load_table(ORT)).predict_graph(graph)
-    assert board.sigma_ms == 0 and "±0.000 ms (regressed kernels only: the table has no score stage)" in board.format()
+    assert board.sigma_ms == 0 and "±0.000 ms (regressed kernels only: qemu_mps2_an386_board_int8_threads1 has no score stage)" in board.format()
     assert scored.sigma_ms > 0 and "regressed kernels only" not in scored.format()
 
 
@@ -341,3 +341,23 @@ def test_predict_archs_called_from_threads_at_once_predicts_each_calls_own_archs
         "    assert got == [[p.total_ms for p in predict_archs(lut, sp, a, jobs=1)] for a in lists]\n")
     subprocess.run([sys.executable, str(script)], capture_output=True, text=True, check=True,
                    cwd=Path(__file__).resolve().parent.parent)
+
+
+def test_a_prediction_unlike_the_scored_one_keeps_only_the_kernels_part_of_sigma(capsys):
+    """The score stage measured the table's default prediction, yet `--no-fusion` (a naive sum, 1.5-2x off)
+    and `--statistic p10` printed the same whole-network sigma, as if scored; now they keep the kernels'
+    part and say why."""
+    from hwlat.cli import main
+    from hwlat.device_tables.kernels import FusionRules
+
+    table = hwlat.load_table(ORT)
+    graph = get_space("nb201").graph(get_space("nb201").sample(1, seed=2)[0])
+    scored = LUTPredictor(table).predict_graph(graph)
+    naive = LUTPredictor(table, rules=FusionRules.none()).predict_graph(graph)
+    p10 = LUTPredictor(table, statistic="p10_ms").predict_graph(graph)
+    assert scored.network_error > 0 and naive.network_error == 0 and p10.network_error == 0
+    assert "not this one (fusion rules)" in naive.format() and "(statistic, calibration)" in p10.format()
+    assert main(["predict", "--space", "nb201", "--archs", "5,1462", "--table", ORT, "--no-fusion", "--as-profiled"]) == 0
+    assert "sigma_ms is the regressed kernels' part only" in capsys.readouterr().err
+    assert main(["predict", "--space", "nb201", "--archs", "5,1462", "--table", ORT, "--as-profiled"]) == 0
+    assert "regressed kernels' part only" not in capsys.readouterr().err

@@ -175,7 +175,7 @@ def _predict_many(args: argparse.Namespace) -> int:
             yield it.record, values
 
     _write_rows(args, items, rows(), ["predicted_ms", "sigma_ms", "partial"])
-    unscored = "" if lut.network_error else f"sigma_ms is the regressed kernels' part only: {lut.table.name} has no score stage"
+    unscored = "" if lut.network_error else f"sigma_ms is the regressed kernels' part only: {lut.unscored}"
     if args.out:
         print(f"{args.out}: {len(items)} architectures predicted on {lut.table.name}"
               + (f"; {partial} PARTIAL (uncovered ops left out)" if partial else "") + (f"; {unscored}" if unscored else ""))

@@ -59,6 +59,7 @@ class Prediction:
     network_error: float = 0.0  # the table's one-sigma relative error on whole networks (`held_out_error`)
     speed: float = 1.0  # this machine's time now over the table's, which every kernel and the overhead carry (`LUTPredictor.speed`)
     speed_error: float = 0.0  # how far networks stray from that one factor now, relative (`LUTPredictor.speed_error`)
+    unscored: str = ""  # why `network_error` is 0 (`LUTPredictor.unscored`)
 
     @classmethod
     def from_records(cls, model: str, table: str, records: tuple[tuple, ...], *args: Any) -> Prediction:
@@ -157,14 +158,15 @@ class Prediction:
             "repeats": list(self.repeats),
             "ops": self.ops, "uncovered_ops": self.uncovered_ops, "uncovered_types": self.uncovered_types,
             "coverage": self.coverage(), "extrapolated_share": self.extrapolated_share, "speed": self.speed,
-            "network_error": self.network_error,  # sigma's whole-network part, relative; 0: the table has no score stage
+            "network_error": self.network_error,  # sigma's whole-network part, relative; 0: `unscored` says why
+            "unscored": self.unscored,
             "speed_error": self.speed_error,  # sigma's part for this machine's speed now, relative; 0: not read
         }
 
     def format(self, top: int = 0) -> str:
         c = self.counts
         head = (f"{self.model}: {self.total_ms:.3f} ms{' (PARTIAL: uncovered ops excluded)' if self.partial else ''}"
-                f"  ±{self.sigma_ms:.3f} ms{'' if self.network_error else ' (regressed kernels only: the table has no score stage)'}"
+                f"  ±{self.sigma_ms:.3f} ms{'' if self.network_error else f' (regressed kernels only: {self.unscored})'}"
                 f"  on {self.table}\n"
                 + (f"  {self.coverage()}\n" if self.partial else "")
                 + f"  {len(self.kernels)} kernels: {c[TABLE]} looked up, {c[REGRESSOR]} regressed; "

@@ -69,6 +69,7 @@ class LUTPredictor:
         self._reorders: dict[str, Any] | None = None  # `_reorder_model`, built on first use
         self._memos: tuple[tuple, dict[str, dict[str, Any]]] | None = None  # `_memo`: (settings, memos)
         self.use_regressors = use_regressors
+        stored_calibration = None
         if calibration is None:
             stored = table.meta.get("lut_calibration") or {}
             if stored and _statistic_ms(stored.get("statistic", "median")) != statistic:
@@ -76,13 +77,24 @@ class LUTPredictor:
                             "recalibrate for %s", table.name, stored.get("statistic", "median"), statistic, statistic)
                 calibration = Calibration(set_aside=f"the table's is fitted on the {stored.get('statistic', 'median')}")
             else:
-                calibration = Calibration.from_dict(stored)
+                calibration = stored_calibration = Calibration.from_dict(stored)
         self.calibration = calibration
         self.dtype = "int8" if table.device.precision == "int8" else "float32"
         # Each table row timed one call of a single-op model, paying the runtime's per-call overhead
         # that a kernel inside a network does not; the fusion probe measured it (a 1-element relu).
         self.call_overhead_ms = float((table.meta.get("fusion") or {}).get("call_overhead_ms") or 0.0)
+        # The score stage measured the table's default prediction; another one errs otherwise (a naive sum
+        # without fusion rules by 1.5-2x), so its sigma keeps only the kernels' part and `unscored` says why.
         self.network_error = held_out_error(table.meta)
+        self.unscored = "" if self.network_error else f"{table.name} has no score stage"
+        unlike = [what for what, differs in (("fusion rules", rules is not None), ("statistic", statistic != "median_ms"),
+                                             ("calibration", calibration is not stored_calibration),
+                                             ("regressors", not use_regressors),
+                                             ("data movement", not price_data_movement),
+                                             ("layout reorders", not layout_reorders)) if differs]
+        if self.network_error and unlike:
+            self.network_error = 0.0
+            self.unscored = f"{table.name}'s score stage measured its default prediction, not this one ({', '.join(unlike)})"
         # This machine's time now over the table's (`hwlat.device_profile.scale_to_speed_now`): every
         # kernel and the overhead carry it; 1 predicts the table's own times. `speed_error`: how far
         # networks stray from that one factor now (`Speed.spread`), a part of every prediction's sigma.
@@ -401,7 +413,7 @@ class LUTPredictor:
                      if op.kind == UNCOVERED and not (self.price_data_movement and op.moves)] + missing
         ops = len({n for op in graph.ops if op.kind != FREE for n in (op.nodes or (op.onnx_op,))})
         return Prediction.from_records(name or graph.name or "model", self.table.name, kernels, overhead, uncovered, cal,
-                                       repeats, ops, self.network_error, s, self.speed_error)
+                                       repeats, ops, self.network_error, s, self.speed_error, self.unscored)
 
     def predict(self, models: Iterable[Any]) -> np.ndarray:
         """Total ms per model (partial predictions included as they are)."""
