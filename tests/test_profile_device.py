@@ -1090,3 +1090,19 @@ def test_the_speed_spread_is_the_standard_deviation_of_the_ratios_logarithms():
     uneven = Speed("t", ((0.0, {"a": 1.0, "b": 1.5}), (60.0, {"c": 2.0})))
     assert uneven.spread == pytest.approx(np.std(np.log([1.0, 1.5, 2.0]), ddof=1))
     assert Speed("t", ((0.0, {"a": 1.0, "b": 2.0}),)).spread == 0.0  # two ratios: too few to tell a spread
+
+
+def test_from_with_fresh_says_where_the_old_copy_went(complete_table, tmp_path, caplog):
+    """`profile device --from X --out Y --fresh` set Y's old files aside in silence, while `--fresh` on
+    a table of one's own names them (both now through `set_aside`)."""
+    import logging
+
+    from hwlat.device_profile import _copy_table
+    from hwlat.profilers.runtimes import get_runtime
+
+    runtime, meta, out = get_runtime("onnxruntime", threads=1), DeviceTable.load(complete_table).meta, tmp_path / "mine"
+    assert _copy_table(complete_table, out, runtime, meta) == out
+    with caplog.at_level(logging.WARNING):
+        assert _copy_table(complete_table, out, runtime, meta, fresh=True) == out
+    assert f"{out}: starting again; the old files are {out}.old-" in caplog.text
+    assert (tmp_path / "mine.json").exists() and list(tmp_path.glob("mine.old-*.json"))

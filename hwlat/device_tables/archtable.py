@@ -493,10 +493,7 @@ class ArchTableWriter:
         """Create or resume the table, holding its lock, and open its files for appending."""
         device = self.device
         if fresh:
-            moved = set_aside(self.csv_path.with_suffix(""), FILE_SUFFIXES)
-            if moved:
-                log.warning("%s: starting again; the old files are %s", self.csv_path.with_suffix(""),
-                            ", ".join(map(str, moved)))
+            set_aside(self.csv_path.with_suffix(""), FILE_SUFFIXES)
         if self.csv_path.exists() or self.json_path.exists():
             self._resume(meta or {})
         else:

@@ -218,7 +218,7 @@ def whole_csv_row(line: str, n_fields: int) -> bool:
 
 def set_aside(stem: Path, suffixes: Iterable[str]) -> list[Path]:
     """Move the files ``STEM<suffix>`` that exist to ``STEM.old-<time><suffix>`` (nothing is
-    deleted: a table started again keeps its old measurements beside it). Returns the new paths."""
+    deleted: a table started again keeps its old measurements beside it), and say where. Returns the new paths."""
     found = [s for s in suffixes if stem.with_name(stem.name + s).exists()]
     if not found:
         return []
@@ -233,4 +233,5 @@ def set_aside(stem: Path, suffixes: Iterable[str]) -> list[Path]:
         with writing(src):
             os.replace(src, dst)
         moved.append(dst)
+    log.warning("%s: starting again; the old files are %s", stem, ", ".join(map(str, moved)))
     return moved

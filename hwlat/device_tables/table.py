@@ -197,9 +197,7 @@ class DeviceTable:
         """`open`'s work, done while holding the table's lock."""
         csv_path, json_path = table_paths(path)
         if fresh:
-            moved = set_aside(csv_path.with_suffix(""), FILE_SUFFIXES)
-            if moved:
-                log.warning("%s: starting again; the old files are %s", csv_path.with_suffix(""), ", ".join(map(str, moved)))
+            set_aside(csv_path.with_suffix(""), FILE_SUFFIXES)
         if json_path.exists() or csv_path.exists():
             if not json_path.exists():
                 raise TableError(f"{csv_path} exists without {json_path.name}; move it away or restore the metadata")
