@@ -23,6 +23,9 @@ if TYPE_CHECKING:
     from hwlat.nas.spaces.base import Space
 
 log = logging.getLogger(__name__)
+# (runtime, threads) whose oversubscription this process has warned of: `search --verify` makes a
+# runtime per round, and said it once a round.
+_OVERSUBSCRIPTION_SAID: set[tuple[str, int]] = set()
 
 
 @dataclass(frozen=True)
@@ -155,7 +158,8 @@ class Runtime(abc.ABC):
         self.settings = settings
         self.check_available()
         cores = usable_cores()
-        if self.threads > cores:
+        if self.threads > cores and (self.name, self.threads) not in _OVERSUBSCRIPTION_SAID:
+            _OVERSUBSCRIPTION_SAID.add((self.name, self.threads))
             log.warning("%d threads on %d usable core%s: timings will include oversubscription", self.threads, cores,
                         "" if cores == 1 else "s")
 
