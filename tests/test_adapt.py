@@ -458,3 +458,15 @@ def test_a_device_named_like_a_unit_is_read_as_the_latency_in_ms(ten):
     path = write_measurements(d / "m.csv", archs, [f"{v:.4f}" for v in ms], column="galaxy_s")
     m = read_measurements(path, "nb201")
     assert m.device == "galaxy_s" and len(m.ms) == len(archs)
+
+
+@pytest.mark.parametrize("folder", ["..", ".", "sub"])
+def test_measurements_given_as_a_folder_are_one_error_whatever_its_name(tmp_path, monkeypatch, folder):
+    """`..` was read as a table's name and refused as a TableError ('give a name inside it'), '.' and other
+    folders as a MeasurementsError: a caller catching MeasurementsError missed one."""
+    from hwlat.nas.few_shot import MeasurementsError, read_measurements
+
+    (tmp_path / "sub" / "x").mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "sub" / "x")
+    with pytest.raises(MeasurementsError, match="is a folder; give the arch table's CSV file"):
+        read_measurements(folder if folder != "sub" else tmp_path / "sub", "nb201")

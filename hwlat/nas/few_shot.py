@@ -156,8 +156,8 @@ def _csv_path(path: str | os.PathLike) -> Path:
     """The CSV of measurements at `path`: the file itself, or the latencies of the arch table that
     `path` names by its stem, NAME.json or NAME.stats.csv, as `hwlat profile archs --out` writes them."""
     p = Path(path)
-    if not p.name or (p.is_file() and p.suffix != ".json" and not p.name.endswith(".stats.csv")):
-        return p  # ('.', '..', '/': named by the reader as no file)
+    if not p.name or p.is_dir() or (p.is_file() and p.suffix != ".json" and not p.name.endswith(".stats.csv")):
+        return p  # (a folder such as '.', '..' or '/': named by the reader as one)
     table_csv = arch_table_paths(p)[0]
     return table_csv if table_csv.is_file() else p
 
