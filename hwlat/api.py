@@ -344,7 +344,8 @@ def search(space: str | Space, constraint: Any, objective: Any = None, budget: i
     trials; needs optuna).
     `verify` (``--verify``): True or a `hwlat.nas.search.verified.VerifySettings` (margin, top, rounds,
     runtime, ...): search under the budget + the predictor's error band, measure the best here,
-    and name in ``result.verified.winner`` the most accurate one that measures within the budget."""
+    and name in ``result.verified.winner`` the most accurate one that measures within the budget (not for a
+    constraint that counts `sigmas` of the predictions' uncertainty: verify measures instead)."""
     from hwlat.nas.search.algorithms import METHODS, search_by_method
     from hwlat.nas.search.objectives import load_objective
     from hwlat.nas.search.verified import VerifySettings, search_verified

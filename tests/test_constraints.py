@@ -379,3 +379,114 @@ def test_a_shipped_table_name_without_lut_says_to_give_lut():
         LatencyConstraint("cpu_onnxruntime_fp32_threads1", 2.0, space="nb201")
     with pytest.raises(PredictorFileError, match=r"'lut:<device table>'$"):  # no hint for a name that is no table
         LatencyConstraint("no_such_predictor", 2.0, space="nb201")
+
+
+# ---- sigmas: feasible only if the prediction + k sigma is within the budget ----------------------------
+def _between_sigmas(c0, archs):
+    """The first architecture predicted with its one sigma > 0, its (ms, sigma) by the predictor."""
+    ms, sigma = c0.predictor.predict_with_sigma(archs)
+    i = int(np.flatnonzero(sigma > 0)[0])
+    return archs[i], float(ms[i]), float(sigma[i])
+
+
+def _assert_one_sigma_decides(pred, arch, ms, sigma):
+    """Under the budget by half a sigma: feasible at sigmas=0, not at 1; the same below a minimum."""
+    budget = ms + 0.5 * sigma
+    plain, sure = LatencyConstraint(pred, budget), LatencyConstraint(pred, budget, sigmas=1.0)
+    assert plain(arch).feasible and plain(arch).sigma_ms is None and plain(arch).margin_ms == pytest.approx(0.5 * sigma)
+    got = sure(arch)
+    assert not got.feasible and got.latency_ms == pytest.approx(ms, rel=1e-12)
+    assert got.sigma_ms == pytest.approx(sigma, rel=1e-12)
+    assert got.margin_ms == pytest.approx(-0.5 * sigma)
+    assert sure.feasible([arch, arch]).tolist() == [False, False] and sure.filter([arch]) == [] == sure.filter([])
+    assert sure.latency(arch) == plain.latency(arch) == pytest.approx(ms, rel=1e-12)  # latency(): the prediction itself
+    assert sure.optuna_constraints(arch_of=lambda t: t)(arch) == [pytest.approx(0.5 * sigma)]
+    assert plain.optuna_constraints(arch_of=lambda t: t)(arch) == [pytest.approx(-0.5 * sigma)]
+    assert sure.penalty(ms, sigma_ms=sigma) == pytest.approx(0.5 * sigma / budget) and plain.penalty(ms) == 0.0
+    low = LatencyConstraint(pred, 10 * budget, min_ms=ms - 0.5 * sigma, sigmas=1.0)
+    assert LatencyConstraint(pred, 10 * budget, min_ms=ms - 0.5 * sigma)(arch).feasible and not low(arch).feasible
+
+
+def test_sigmas_count_a_device_tables_uncertainty(space):
+    """lut:<table>: sigma is the Prediction's sigma_ms (what `hwlat predict --archs --out` writes), kept beside
+    the ms: a batch with sigma is priced once, and a constraint with sigmas=0 never prices a sigma."""
+    from hwlat.nas.arch_predictors import load_arch_predictor
+
+    pred = load_arch_predictor("lut:cpu_onnxruntime_fp32_threads1", space, as_profiled=True)
+    archs = space.sample(4, seed=5)
+    priced, price = [], pred.lut.predict_graph
+    pred.lut.predict_graph = lambda graph, **kw: priced.append(kw["name"]) or price(graph, **kw)
+    arch, ms, sigma = _between_sigmas(LatencyConstraint(pred, 1.0), archs)
+    assert len(priced) == 4  # each architecture once, its ms and sigma together
+    one = price(space.graph(arch), name="one")
+    assert (ms, sigma) == (one.total_ms, one.sigma_ms)
+    np.testing.assert_array_equal(pred.sigma(archs), pred.predict_with_sigma(archs)[1])
+    assert len(priced) == 4  # from the cache
+    _assert_one_sigma_decides(pred, arch, ms, sigma)
+    fresh = load_arch_predictor("lut:cpu_onnxruntime_fp32_threads1", space, as_profiled=True)
+    LatencyConstraint(fresh, 1.0)(archs)
+    assert not fresh._sigma  # sigmas=0: no sigma computed
+
+
+def test_sigmas_count_an_adapted_transfer_predictors_uncertainty(space):
+    """An adapted transfer predictor: sigma is ms x relative_sigma, the sigma_ms of `hwlat predict --predictor`."""
+    import hwlat
+    from hwlat.nas.few_shot import predict_with_sigma
+
+    shots = space.sample(12, seed=7)
+    pred = hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots])
+    archs = space.sample(20, seed=3)
+    arch, ms, sigma = _between_sigmas(LatencyConstraint(pred, 1.0), archs)
+    cli_ms, cli_sigma = predict_with_sigma(pred, [arch])
+    assert (ms, sigma) == (pytest.approx(cli_ms[0], rel=1e-12), pytest.approx(cli_sigma[0], rel=1e-12))
+    rel = pred.predictor.relative_sigma(pred.matrix([arch]))[0]
+    assert sigma == pytest.approx(ms * rel, rel=1e-12)
+    _assert_one_sigma_decides(pred, arch, ms, sigma)
+
+
+@pytest.mark.parametrize("value", [-1.0, math.nan, math.inf, "1", None, True])
+def test_sigmas_that_are_not_a_finite_count_of_0_or_more_are_a_constraint_error(known, value):
+    with pytest.raises(ConstraintError, match=f"sigmas={value}: "):
+        LatencyConstraint(known, budget_ms=1.0, sigmas=value)
+
+
+def test_sigmas_with_a_predictor_that_gives_no_sigma_names_it_and_says_to_use_0(known):
+    assert known.sigma([ALL_NONE]) is None
+    with pytest.raises(ConstraintError, match=r"the known predictor gives no sigma .*use sigmas=0"):
+        LatencyConstraint(known, budget_ms=1.0, sigmas=1.0)
+    assert LatencyConstraint(known, budget_ms=1.0, sigmas=0)(ALL_NONE).feasible
+    with pytest.raises(ConstraintError, match=r"sigma_ms"):  # a constraint counting sigmas: penalty needs them
+        LatencyConstraint(_adapted_transfer(get_space("nb201")), budget_ms=1.0, sigmas=1.0).penalty(0.5)
+
+
+def test_a_search_counts_the_sigmas_and_its_cli_matches_the_api(space, tmp_path, capsys):
+    """`hwlat search --sigmas K`: the best the API finds with LatencyConstraint(..., sigmas=K), each
+    predicted + K sigma within the budget, and the report says K sigma were counted."""
+    import json
+
+    import hwlat
+    from hwlat.cli import main
+
+    shots = space.sample(12, seed=7)
+    hwlat.save_predictor(hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots]),
+                         tmp_path / "p")
+    pred = hwlat.load_predictor(tmp_path / "p", "nb201")
+    budget = float(np.median(pred.predict(space.sample(200, seed=0))))
+    api = hwlat.search("nb201", LatencyConstraint(pred, budget, sigmas=1.0), method="random", budget=6,
+                       progress=False)
+    out = tmp_path / "search.json"
+    assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", repr(budget),
+                 "--sigmas", "1", "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert printed.count("counting 1 sigma") == 2  # the constraint line and the search's report
+    cli = json.loads(out.read_text())["search"]
+    assert cli["sigmas"] == 1.0 and [b["key"] for b in cli["best"]] == [c.key for c in api.best(5)]
+    ms, sigma = pred.predict_with_sigma([c.key for c in api.history])
+    assert (ms + sigma <= budget).all()
+    plain = hwlat.search("nb201", LatencyConstraint(pred, budget), method="random", budget=6, progress=False)
+    assert [c.key for c in plain.history] != [c.key for c in api.history]
+    with pytest.raises(ConstraintError, match=r"verify .*sigmas=0"):
+        hwlat.search("nb201", LatencyConstraint(pred, budget, sigmas=1.0), budget=6, verify=True, progress=False)
+    assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "1", "--sigmas",
+                 "1", "--verify"]) == 1
+    assert "--sigmas with --verify" in capsys.readouterr().err

@@ -132,9 +132,10 @@ def test_tutorial_runs_as_written_on_small_inputs(page, tmp_path, monkeypatch, c
         exec(compile(python_blocks(text)[-1], page, "exec"), {})
         constraints = python_blocks((ROOT / "docs/tutorials/constraints.md").read_text())
         names = {"arch": 1462, "archs": [1462, 0, 17], "candidates": list(range(50)), "loss": 2.0}
-        for block in constraints[:2]:
+        for block in constraints[:3]:
             exec(compile(block, "docs/tutorials/constraints.md", "exec"), names)
         assert names["feasible"] and all(names["c"](a).feasible for a in names["feasible"])
+        assert (names["check"].sigma_ms > 0).all() and not (names["check"].feasible & ~names["c"](names["archs"]).feasible).any()
 
 
 def test_the_transfer_pages_python_runs():

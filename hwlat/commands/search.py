@@ -34,6 +34,11 @@ def register(sub) -> None:
     p.add_argument("--max-latency-ms", type=positive_float, required=True,
                    help="latency budget in ms (predicted latency <= this)")
     p.add_argument("--min-latency-ms", type=nonnegative_float, help="optional lower bound in ms")
+    p.add_argument("--sigmas", type=nonnegative_float, default=0.0, metavar="K",
+                   help="count K sigma of each prediction's uncertainty: feasible only if predicted + K sigma <= "
+                        "--max-latency-ms (and predicted - K sigma >= --min-latency-ms); sigma is a lut: table's "
+                        "sigma_ms or an adapted predictor's, as `hwlat predict` writes (default 0: the prediction "
+                        "alone; not with --verify, which measures)")
     p.add_argument("--objective",
                    help="what to maximise: accuracy:cifar10 | accuracy:cifar100 | accuracy:imagenet16-120 (trained "
                         "NATS-Bench test accuracy, looked up; NB201 only), naswot (alias proxy: a training-free proxy "
@@ -245,6 +250,9 @@ def _search(args: argparse.Namespace) -> int:
     if ignored:
         print(f"hwlat: note: {', '.join(ignored)} ignored: {'; '.join(dict.fromkeys(ignored.values()))}",
               file=sys.stderr)
+    if args.verify and args.sigmas:
+        raise HwlatError("--sigmas with --verify: --verify measures the candidates near the budget and names one that "
+                         "measures within it; give one of them")
     space = get_space(args.space)
     pred = build_predictor(args, space)
     mismatch = verify_device(args, pred)
@@ -259,10 +267,11 @@ def _search(args: argparse.Namespace) -> int:
             raise HwlatError(f"--save-predictor: the {pred.name} predictor is not a saveable feature predictor")
         save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
-    c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms)
+    c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms, sigmas=args.sigmas)
     _, fast_ms, n_seen, exhaustive = c.check_budget()
     seen = f"of all {n_seen}" if exhaustive else f"of {n_seen} sampled"
-    print(f"constraint: {c.min_ms or 0:g} <= predicted latency <= {c.budget_ms:g} ms (fastest {space.name} "
+    k = f", counting {c.sigmas:g} sigma of each prediction's uncertainty" if c.sigmas else ""
+    print(f"constraint: {c.min_ms or 0:g} <= predicted latency <= {c.budget_ms:g} ms{k} (fastest {space.name} "
           f"architecture {seen}: {fast_ms:.4g} ms predicted)")
     objective = load_objective(args.objective, space, batch=args.proxy_batch, seed=args.seed)
     args.budget = args.budget or objective.default_budget

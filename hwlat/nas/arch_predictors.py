@@ -62,6 +62,15 @@ class ArchPredictor(abc.ABC):
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         """Latency in ms of each architecture (objects or anything `space.parse` accepts)."""
 
+    def predict_with_sigma(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(ms, one-sigma ms) of each architecture, predicted together; sigma None where the predictor
+        gives none (this base: a function of architectures)."""
+        return self.predict(archs), None
+
+    def sigma(self, archs: Sequence[Any]) -> np.ndarray | None:
+        """One-sigma uncertainty (ms) of each architecture's prediction; None where the predictor gives none."""
+        return self.predict_with_sigma(archs)[1]
+
     def __call__(self, arch: Any) -> float:
         return float(self.predict([arch])[0])
 
@@ -125,6 +134,24 @@ class FeaturePredictor(ArchPredictor):
             return np.zeros(0)
         return np.asarray(self.predictor.predict(self.matrix(archs)), dtype=float).reshape(-1)
 
+    def predict_with_sigma(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Sigma: ms x the predictor's own relative error of each architecture (`relative_sigma`), else
+        x its leave-one-out error on the measurements (`loo_rel_error_`, one for all); None without either."""
+        inner = self.predictor
+        rel_of = getattr(inner, "relative_sigma", None)
+        loo = np.asarray(getattr(inner, "loo_rel_error_", np.zeros(0)), dtype=float)
+        loo = loo[np.isfinite(loo)]
+        if rel_of is None and not loo.size:
+            return self.predict(archs), None
+        archs = list(archs)
+        if not archs:
+            return np.zeros(0), np.zeros(0)
+        X = self.matrix(archs)
+        ms = np.asarray(inner.predict(X), dtype=float).reshape(-1)
+        rel = (np.asarray(rel_of(X), dtype=float).reshape(-1) if rel_of is not None
+               else np.full(len(ms), float(np.sqrt(np.mean(loo ** 2)))))
+        return ms, ms * rel
+
 
 class CachingPredictor(ArchPredictor):
     """Base of slow per-architecture predictors: predictions cached by architecture key."""
@@ -158,11 +185,29 @@ class GraphPredictor(CachingPredictor):
         self.lut = lut
         self.name = name or f"lookup table {getattr(getattr(lut, 'table', None), 'name', '')}".strip()
         self._said_partial = False
+        self._sigma: dict[str, float] = {}  # the Prediction's sigma_ms by key, beside `_cache`'s ms, once asked for
 
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
+        return np.fromiter((ms for ms, _ in self._priced(archs, _total_and_left_out)), dtype=float, count=len(archs))
+
+    def predict_with_sigma(self, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Sigma: each Prediction's `sigma_ms`, priced with its ms (an architecture predicted before
+        without its sigma is priced again, once)."""
+        archs = self._archs(archs)
+        keys = [self.space.key(a) for a in archs]
+        todo = {k: a for k, a in zip(keys, archs) if k not in self._sigma}
+        if todo:
+            for k, ((ms, sigma), _) in zip(todo, self._priced(list(todo.values()), _total_sigma_and_left_out)):
+                self._cache[k], self._sigma[k] = ms, sigma
+        return (np.asarray([self._cache[k] for k in keys], dtype=float),
+                np.asarray([self._sigma[k] for k in keys], dtype=float))
+
+    def _priced(self, archs: list[Any], keep: Callable[[Any], tuple[Any, tuple[str, ...]]]) -> list[Any]:
+        """`keep` of each architecture's Prediction: (what it keeps, op types left out); warns once of
+        architectures priced partially."""
         from hwlat.predictors.lut.many import predict_archs  # as `hwlat predict --archs`: many on every core
 
-        got = list(predict_archs(self.lut, self.space, archs, keep=_total_and_left_out))
+        got = list(predict_archs(self.lut, self.space, archs, keep=keep))
         partial = [left for _, left in got if left]
         if partial and not self._said_partial:  # a total without kernels the device cannot run met any budget
             self._said_partial = True
@@ -170,12 +215,18 @@ class GraphPredictor(CachingPredictor):
                         "--arch` says why): such a total is below what the device takes, or the device cannot run "
                         "the network at all", self.name, len(partial), len(archs), self.space.name,
                         ", ".join(sorted({op for left in partial for op in left})))
-        return np.fromiter((ms for ms, _ in got), dtype=float, count=len(archs))
+        return got
 
 
 def _total_and_left_out(prediction: Any) -> tuple[float, tuple[str, ...]]:
     """A prediction's total and the op types it leaves out (none where it prices the whole network)."""
     return prediction.total_ms, tuple(sorted({u.op for u in prediction.uncovered})) if prediction.partial else ()
+
+
+def _total_sigma_and_left_out(prediction: Any) -> tuple[tuple[float, float], tuple[str, ...]]:
+    """((total, sigma_ms), op types left out) of a prediction."""
+    total, left = _total_and_left_out(prediction)
+    return (total, prediction.sigma_ms), left
 
 
 class CallablePredictor(CachingPredictor):

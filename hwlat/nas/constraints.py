@@ -42,11 +42,13 @@ class ConstraintError(HwlatError):
 @dataclass(frozen=True)
 class LatencyCheck:
     """Predicted latency (ms), feasibility and margin (ms to the nearest bound; >= 0 when feasible)
-    of one architecture (floats) or a batch (arrays)."""
+    of one architecture (floats) or a batch (arrays); `sigma_ms`: the predictions' one sigma where the
+    constraint counts sigmas, else None."""
 
     latency_ms: Any
     feasible: Any
     margin_ms: Any
+    sigma_ms: Any = None
 
 
 class LatencyConstraint:
@@ -57,10 +59,18 @@ class LatencyConstraint:
     A prediction that is not a latency (NaN, inf, negative) is a `PredictionError` naming the
     architecture, never a feasible answer; a given latency (`check`) that is not one is infeasible.
     A device table predicts at this machine's speed now unless `as_profiled` (as `hwlat predict`).
+
+    `sigmas` k > 0: feasible only if ``predicted + k sigma <= budget_ms`` (and ``predicted - k sigma
+    >= min_ms``), sigma being the predictor's one-sigma uncertainty of each prediction
+    (`ArchPredictor.sigma`: a device table's `sigma_ms`, an adapted predictor's `relative_sigma`);
+    margins, `violation`, `filter`, the Optuna adapters and `penalty` count it too. `latency` and
+    `LatencyCheck.latency_ms` stay the prediction itself; `LatencyCheck.sigma_ms` is its sigma. A
+    given latency (`check` without `sigma_ms`, a measured one) is taken as it is. k = 0 (the default)
+    computes no sigma.
     """
 
     def __init__(self, predictor: Any, budget_ms: float, *, min_ms: float | None = None, space: Any = None,
-                 as_profiled: bool = False):
+                 as_profiled: bool = False, sigmas: float = 0.0):
         self.predictor: ArchPredictor = as_arch_predictor(predictor, space, as_profiled)
         self.space = self.predictor.space
         if needs_adaptation(self.predictor):
@@ -73,13 +83,18 @@ class LatencyConstraint:
             raise ConstraintError(f"minimum latency {min_ms} ms: must be a finite number of milliseconds, 0 or more")
         if min_ms is not None and min_ms > budget_ms:
             raise ConstraintError(f"minimum latency {min_ms} ms is above the budget {budget_ms} ms")
+        if not (math.isfinite(_ms(sigmas)) and sigmas >= 0):
+            raise ConstraintError(f"sigmas={sigmas}: must be a finite number of standard deviations, 0 or more")
+        require_sigma(self.predictor, sigmas)
         self.budget_ms = float(budget_ms)
         self.min_ms = None if min_ms is None else float(min_ms)
+        self.sigmas = float(sigmas)
         self._table = None
 
     def __repr__(self) -> str:
         lo = f"{self.min_ms} <= " if self.min_ms is not None else ""
-        return f"LatencyConstraint({lo}latency <= {self.budget_ms} ms, {self.space.name}, {self.predictor.name})"
+        k = f" ± {self.sigmas:g} sigma" if self.sigmas else ""
+        return f"LatencyConstraint({lo}latency{k} <= {self.budget_ms} ms, {self.space.name}, {self.predictor.name})"
 
     # ---- core ---------------------------------------------------------------------------------
     def _is_single(self, x: Any) -> bool:
@@ -88,30 +103,42 @@ class LatencyConstraint:
 
     def latency(self, archs: Any) -> Any:
         """Predicted ms of one architecture (float) or a batch (array)."""
-        if self._is_single(archs):
-            return float(checked_latencies(self.predictor, [archs], self.predictor.predict([archs]))[0])
-        archs = list(archs)
-        return checked_latencies(self.predictor, archs, self.predictor.predict(archs))
+        return self.predicted(archs)[0]
 
-    def violation(self, latency_ms: Any) -> Any:
-        """How far outside the bounds (ms; <= 0 inside): ``latency - budget`` (and ``min - latency``)."""
-        v = np.asarray(latency_ms, dtype=float) - self.budget_ms
+    def predicted(self, archs: Any) -> tuple[Any, Any]:
+        """(predicted ms, one-sigma ms) of one architecture (floats) or a batch (arrays); the sigma is
+        None where the constraint counts no sigmas (it is not computed)."""
+        single = self._is_single(archs)
+        archs = [archs] if single else list(archs)
+        ms, sigma = self.predictor.predict_with_sigma(archs) if self.sigmas else (self.predictor.predict(archs), None)
+        ms = checked_latencies(self.predictor, archs, ms)
+        if single:
+            return float(ms[0]), None if sigma is None else float(sigma[0])
+        return ms, None if sigma is None else np.asarray(sigma, dtype=float)
+
+    def violation(self, latency_ms: Any, sigma_ms: Any = None) -> Any:
+        """How far outside the bounds (ms; <= 0 inside): ``latency + k sigma - budget`` (and ``min -
+        (latency - k sigma)``), k = `sigmas`, with the predictions' `sigma_ms` where given."""
+        ms = np.asarray(latency_ms, dtype=float)
+        spread = 0.0 if sigma_ms is None else self.sigmas * np.asarray(sigma_ms, dtype=float)
+        v = ms + spread - self.budget_ms
         if self.min_ms is not None:
-            v = np.maximum(v, self.min_ms - np.asarray(latency_ms, dtype=float))
+            v = np.maximum(v, self.min_ms - (ms - spread))
         return float(v) if v.ndim == 0 else v
 
-    def check(self, latency_ms: Any) -> LatencyCheck:
-        """The verdict for given latencies (ms), e.g. measured ones; one that is not a latency (NaN,
-        inf, negative: a failed measurement) is never feasible."""
-        v = self.violation(latency_ms)
+    def check(self, latency_ms: Any, sigma_ms: Any = None) -> LatencyCheck:
+        """The verdict for given latencies (ms), e.g. measured ones, counting `sigmas` of the given
+        `sigma_ms` (predictions' uncertainty; none for measured ones); one that is not a latency (NaN,
+        inf, negative: a failed measurement) is never feasible, nor one whose sigma is NaN."""
+        v = self.violation(latency_ms, sigma_ms)
         ms = np.asarray(latency_ms, dtype=float)
         feasible = (np.asarray(v) <= 0) & np.isfinite(ms) & (ms >= 0)
         lat = latency_ms if np.ndim(latency_ms) else float(latency_ms)
-        return LatencyCheck(lat, bool(feasible) if feasible.ndim == 0 else feasible, -v)
+        return LatencyCheck(lat, bool(feasible) if feasible.ndim == 0 else feasible, -v, sigma_ms)
 
     def __call__(self, archs: Any) -> LatencyCheck:
         """Predicted latency, feasibility and margin of one architecture or a batch (vectorised)."""
-        return self.check(self.latency(archs))
+        return self.check(*self.predicted(archs))
 
     def feasible(self, archs: Any) -> Any:
         return self(archs).feasible
@@ -125,11 +152,17 @@ class LatencyConstraint:
         ok = np.atleast_1d(self(archs).feasible)
         return [a for a, keep in zip(archs, ok) if keep]
 
-    def penalty(self, latency_ms: Any, scale: float = 1.0, nonlinear: str = "positive") -> Any:
+    def penalty(self, latency_ms: Any, scale: float = 1.0, nonlinear: str = "positive", sigma_ms: Any = None) -> Any:
         """``scale * f(latency / budget - 1)`` for floats, arrays or torch tensors (differentiable);
-        f: positive = max(0, .) (only over-budget costs), linear, absolute (TuNAS), negative."""
+        f: positive = max(0, .) (only over-budget costs), linear, absolute (TuNAS), negative. With
+        `sigmas` k > 0, the latency is ``latency + k sigma_ms`` (the predictions' sigma: needed)."""
         if nonlinear not in NONLINEAR:
             raise ConstraintError(f"nonlinear {nonlinear!r}: choose from {', '.join(NONLINEAR)}")
+        if self.sigmas:
+            if sigma_ms is None:
+                raise ConstraintError(f"penalty of a constraint that counts {self.sigmas:g} sigma: pass the predictions' "
+                                      "sigma_ms (constraint(archs).sigma_ms), or 0 to penalise the latency alone")
+            latency_ms = latency_ms + self.sigmas * sigma_ms
         rel = latency_ms / self.budget_ms - 1.0
         if nonlinear == "positive":
             rel = _relu(rel)
@@ -140,14 +173,14 @@ class LatencyConstraint:
         return scale * rel
 
     def penalize(self, loss: Any, latency_ms: Any, scale: float = 1.0, nonlinear: str = "positive",
-                 aggregate: str = "add") -> Any:
+                 aggregate: str = "add", sigma_ms: Any = None) -> Any:
         """A loss (lower is better) with the latency penalty: ``loss + scale * f(.)`` (add) or
         ``loss * (1 + f(.)) ** scale`` (mul), as NNI's ``ProfilerPenalty``. For a reward, subtract."""
         if aggregate not in AGGREGATE:
             raise ConstraintError(f"aggregate {aggregate!r}: choose from {', '.join(AGGREGATE)}")
         if aggregate == "add":
-            return loss + self.penalty(latency_ms, scale, nonlinear)
-        return loss * (1.0 + self.penalty(latency_ms, 1.0, nonlinear)) ** scale
+            return loss + self.penalty(latency_ms, scale, nonlinear, sigma_ms)
+        return loss * (1.0 + self.penalty(latency_ms, 1.0, nonlinear, sigma_ms)) ** scale
 
     # ---- adapters: Optuna ---------------------------------------------------------------------
     def optuna_constraints(self, arch_of: Callable[[Any], Any] | None = None,
@@ -174,25 +207,28 @@ class LatencyConstraint:
                                     f"has no user attribute {attr!r}, and its parameters do not name one ({e}); sample "
                                     f"it with hwlat.nas.constraints.suggest_arch(trial, {self.space.name!r}), or pass "
                                     "arch_of=(trial -> architecture) to optuna_constraints") from None
-            lat = self.latency(arch)
-            trial_values = [lat - self.budget_ms]
+            lat, sigma = self.predicted(arch)
+            spread = 0.0 if sigma is None else self.sigmas * sigma
+            trial_values = [lat + spread - self.budget_ms]
             if self.min_ms is not None:
-                trial_values.append(self.min_ms - lat)
+                trial_values.append(self.min_ms - (lat - spread))
             return trial_values
 
         return constraints
 
     def optuna_set_constraint(self, trial: Any, arch: Any, latency_ms: float | None = None) -> float:
         """Record ``latency - budget`` on a running Optuna trial (``trial.set_constraint``, the
-        Optuna >= 5 way that replaces ``constraints_func``); returns the predicted latency (ms).
-        `latency_ms`: the architecture's predicted latency when the caller has it already."""
-        lat = float(self.latency(arch)) if latency_ms is None else float(latency_ms)
+        Optuna >= 5 way that replaces ``constraints_func``; with `sigmas`, ``latency + k sigma - budget``);
+        returns the predicted latency (ms). `latency_ms`: the architecture's predicted latency when the
+        caller has it already."""
         if not hasattr(trial, "set_constraint"):
             raise ConstraintError("this Optuna has no Trial.set_constraint (Optuna < 5): pass "
                                   "constraints_func=constraint.optuna_constraints() to the sampler instead")
-        trial.set_constraint("latency", lat - self.budget_ms)
+        lat, sigma = self.predicted(arch) if latency_ms is None or self.sigmas else (float(latency_ms), None)
+        spread = 0.0 if sigma is None else self.sigmas * sigma
+        trial.set_constraint("latency", lat + spread - self.budget_ms)
         if self.min_ms is not None:
-            trial.set_constraint("min_latency", self.min_ms - lat)
+            trial.set_constraint("min_latency", self.min_ms - (lat - spread))
         return lat
 
     # ---- adapters: differentiable NAS -----------------------------------------------------------
@@ -252,6 +288,13 @@ def suggest_arch(trial: Any, space: Any, attr: str = "arch") -> Any:
     arch = dec.from_params(params)
     trial.set_user_attr(attr, sp.key(arch))
     return arch
+
+
+def require_sigma(predictor: ArchPredictor, sigmas: float) -> None:
+    """A `ConstraintError` where `sigmas` > 0 and the predictor gives no sigma to count them of."""
+    if sigmas and predictor.sigma([]) is None:  # [] asks only whether it gives one
+        raise ConstraintError(f"the {predictor.name} predictor gives no sigma (uncertainty) of its predictions to "
+                              f"count {sigmas:g} of; use sigmas=0, or a device table or an adapted predictor")
 
 
 def _ms(x: Any) -> float:

@@ -367,20 +367,11 @@ def _is_device_table(text: str) -> bool:
 
 
 def predict_with_sigma(pred: FeaturePredictor, archs: Sequence[Any]) -> tuple[np.ndarray, np.ndarray]:
-    """(ms, sigma_ms) of architectures: the prediction and its one-sigma uncertainty in ms, from the
-    predictor's own estimate (`relative_sigma`) or else its leave-one-out error on the measurements."""
+    """(ms, sigma_ms) of architectures: the prediction and its one-sigma uncertainty in ms
+    (`FeaturePredictor.predict_with_sigma`; NaN where the predictor gives none)."""
     from hwlat.nas.arch_predictors import checked_latencies
 
     archs = [pred.space.as_arch(a) for a in archs]
-    if not archs:
-        return np.zeros(0), np.zeros(0)
-    X = pred.matrix(archs)
-    inner = pred.predictor
-    ms = checked_latencies(pred, archs, inner.predict(X))
-    if hasattr(inner, "relative_sigma"):
-        rel = np.asarray(inner.relative_sigma(X), dtype=float).reshape(-1)
-    else:
-        loo = np.asarray(getattr(inner, "loo_rel_error_", np.zeros(0)), dtype=float)
-        loo = loo[np.isfinite(loo)]
-        rel = np.full(len(ms), float(np.sqrt(np.mean(loo ** 2))) if loo.size else math.nan)
-    return ms, ms * rel
+    ms, sigma = pred.predict_with_sigma(archs)
+    ms = checked_latencies(pred, archs, ms)
+    return ms, np.full(len(ms), math.nan) if sigma is None else sigma

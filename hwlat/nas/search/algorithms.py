@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from hwlat.nas.arch_predictors import ArchPredictor, PredictorSpaceError, as_arch_predictor, checked_latencies
-from hwlat.nas.constraints import InfeasibleBudgetError, LatencyConstraint
+from hwlat.nas.constraints import InfeasibleBudgetError, LatencyConstraint, require_sigma
 from hwlat.nas.search.objectives import Objective, load_objective
 from hwlat.nas.search.result import Candidate, SearchResult
 from hwlat.nas.spaces import get_space
@@ -51,11 +51,14 @@ class _Run:
             self.predictor: ArchPredictor | None = as_arch_predictor(predictor, self.space)
         else:
             self.predictor = constraint.predictor if constraint is not None else None
+        self.sigmas = constraint.sigmas if constraint is not None else 0.0
+        if self.predictor is not None:
+            require_sigma(self.predictor, self.sigmas)
         self.objective: Objective = load_objective(objective, self.space)
         self.budget = budget
         self.result = SearchResult(method, self.space.name, self.objective.label,
                                    constraint.budget_ms if constraint is not None else None, scorer=self.objective,
-                                   min_ms=constraint.min_ms if constraint is not None else None)
+                                   min_ms=constraint.min_ms if constraint is not None else None, sigmas=self.sigmas)
         self.by_key: dict[str, Candidate] = {}
         self.t0 = time.perf_counter()
         self.bar = tqdm(total=budget, desc=f"{method} [{self.objective.short}]", unit="arch", disable=None if progress else True,
@@ -68,16 +71,20 @@ class _Run:
         return len(self.result.history)
 
     def predict(self, archs: list[Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Predicted ms and feasibility of a batch (counted as proposals)."""
+        """Predicted ms and feasibility of a batch (counted as proposals; with the constraint's sigmas,
+        predicted with their sigma)."""
         self.result.proposals += len(archs)
+        sigma = None
         if self.predictor is not None:
-            lat = checked_latencies(self.predictor, archs, self.predictor.predict(archs))
+            ms, sigma = (self.predictor.predict_with_sigma(archs) if self.sigmas
+                         else (self.predictor.predict(archs), None))
+            lat = checked_latencies(self.predictor, archs, ms)
         else:
             lat = np.full(len(archs), np.nan)
         if self.constraint is None:
             ok = np.ones(len(archs), dtype=bool)
         else:
-            ok = np.atleast_1d(self.constraint.check(lat).feasible)
+            ok = np.atleast_1d(self.constraint.check(lat, sigma).feasible)
             i = int(np.argmin(lat))
             if self.fastest_seen is None or lat[i] < self.fastest_seen[0]:
                 self.fastest_seen = (float(lat[i]), self.space.key(archs[i]))
@@ -136,6 +143,10 @@ class _Run:
         if c.min_ms is not None and ms <= c.budget_ms:
             raise InfeasibleBudgetError(f"{head}none is predicted within {c.min_ms:g}..{c.budget_ms:g} ms (fastest seen "
                                         f"{ms:.4g} ms, slowest {slow_ms:.4g} ms); widen the bounds")
+        if c.sigmas and ms <= c.budget_ms:
+            raise InfeasibleBudgetError(f"{head}none is predicted within {c.budget_ms:g} ms counting {c.sigmas:g} sigma "
+                                        f"of its uncertainty (fastest seen {key} at {ms:.4g} ms predicted); raise the "
+                                        "budget or count fewer sigmas")
         raise InfeasibleBudgetError(f"{head}the budget {c.budget_ms:g} ms is below the fastest seen, {key} at {ms:.4g} "
                                     "ms predicted; raise the budget")
 

@@ -46,6 +46,7 @@ class SearchResult:
     verified: Any = None  # a `hwlat.nas.search.verified.VerifiedSearch` when the search was verified by measuring
     stopped: str = ""  # why the search scored fewer architectures than its budget ("" where it did not)
     min_ms: float | None = None  # the lower latency bound searched under, if any
+    sigmas: float = 0.0  # sigmas of each prediction's uncertainty the bounds counted (`LatencyConstraint.sigmas`)
     scorer: Any = field(default=None, repr=False, compare=False)  # the `Objective` that scored `history`
 
     @property
@@ -84,7 +85,9 @@ class SearchResult:
         lines = [head] + ([f"stopped early: {self.stopped}"] if self.stopped else [])
         if self.budget_ms is not None:
             low = f"{self.min_ms:.4g} <= " if self.min_ms is not None else ""
-            lines.append(f"searched under: {low}predicted latency <= {self.budget_ms:.4g} ms")
+            counted = (f", counting {self.sigmas:g} sigma of each prediction's uncertainty (the prediction ± "
+                       f"{self.sigmas:g} sigma within the bounds)" if self.sigmas else "")
+            lines.append(f"searched under: {low}predicted latency <= {self.budget_ms:.4g} ms{counted}")
         best = self.best(k)
         if not best:
             lines.append("no feasible architecture found")
@@ -98,7 +101,7 @@ class SearchResult:
     def to_dict(self, k: int = 5) -> dict[str, Any]:
         verified = {"verified": self.verified.to_dict()} if self.verified is not None else {}
         return {"method": self.method, "space": self.space, "objective": self.objective, "budget_ms": self.budget_ms,
-                "min_ms": self.min_ms,
+                "min_ms": self.min_ms, "sigmas": self.sigmas,
                 "evaluations": self.evaluations, "proposals": self.proposals, "rejected": self.rejected,
                 "stopped": self.stopped,
                 "seconds": round(self.seconds, 3), "objective_seconds": round(self.objective_seconds, 3),

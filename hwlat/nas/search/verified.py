@@ -219,6 +219,10 @@ def search_verified(space: Space, constraint: LatencyConstraint, search: Callabl
     """Run `search` under `constraint` widened by `band` (default: `settings.band`, the margin given
     or the predictor's error band), then verify it by measuring (`result.verified`); `search` runs
     again under a corrected budget when what was measured moves it (see `verify_search`)."""
+    if constraint.sigmas:
+        raise ConstraintError(f"verify with a constraint that counts {constraint.sigmas:g} sigma: verify measures the "
+                              "candidates near the budget (under the budget + the predictor's error band) and names "
+                              "one that measures within it; use sigmas=0 (--sigmas 0) with verify")
     band = band or settings.band(constraint.predictor)
     result = search(widened(constraint, band.fraction))
     result.verified = verify_search(space, result, constraint, band, settings, search)
