@@ -2,7 +2,7 @@
 the Spearman rank correlation between each local device column and each public device column,
 over the architectures both measured; a heatmap PNG of all devices' pairwise correlations.
 
-    .venv/bin/python benchmarks/local_vs_public.py --space nb201 --local hwlat/device_tables/tables/arch/nb201_cpu_onnxruntime_threads1.csv
+    .venv/bin/python benchmarks/local_vs_public.py --space nb201 --local hwlat/device_tables/tables/arch/nb201_cpu_onnxruntime_fp32_threads1.csv
     .venv/bin/python benchmarks/local_vs_public.py --space fbnet --local my_fbnet.csv --out results/fbnet_local_vs_public.png
 
 Public data: --public-data or $HWLAT_LATENCY_DATA (default ../shared/data/latency).

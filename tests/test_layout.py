@@ -105,3 +105,45 @@ def test_every_api_function_states_what_it_returns():
     for name in hwlat.api.__all__:
         f = getattr(hwlat.api, name)
         assert isinstance(f, type) or inspect.signature(f).return_annotation is not inspect.Signature.empty, name
+
+
+# `hwlat.`-names that are no modules: file formats and the plugins' entry-point groups
+NOT_MODULES = {"hwlat.arch_table", "hwlat.device_table", "hwlat.predictor", "hwlat.kernel_regressors",
+               "hwlat.runtimes", "hwlat.spaces"}
+
+
+def resolves(name: str) -> bool:
+    """Whether a dotted name is a module of hwlat, or an attribute of one."""
+    import importlib
+    import importlib.util
+
+    parts = name.split(".")
+    for i in range(len(parts), 0, -1):
+        try:
+            found = importlib.util.find_spec(".".join(parts[:i])) is not None
+        except ModuleNotFoundError:
+            found = False
+        if found:
+            obj = importlib.import_module(".".join(parts[:i]))
+            for attr in parts[i:]:
+                if not hasattr(obj, attr):
+                    return False
+                obj = getattr(obj, attr)
+            return True
+    return False
+
+
+def test_every_hwlat_name_the_code_and_docs_give_exists():
+    """After nas, profilers, predictors and device_tables moved under hwlat/, a cluster error told the user
+    to 'call hwlat.profilers.cluster.connect(address) first', which lives in hwlat.profilers.cluster.driver."""
+    import re
+
+    bad = []
+    files = [*(ROOT / "hwlat").rglob("*.py"), *(ROOT / "hwlat").rglob("*.md"), *(ROOT / "docs").rglob("*.md"),
+             *(ROOT / "examples").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py"), ROOT / "README.md"]
+    for path in sorted(files):
+        text = path.read_text()
+        for m in re.finditer(r"(?<![\w./-])hwlat(?:\.[A-Za-z_]\w*)+", text):
+            if m.group() not in NOT_MODULES and not resolves(m.group()):
+                bad.append(f"{path.relative_to(ROOT)}:{text.count(chr(10), 0, m.start()) + 1}: {m.group()}")
+    assert not bad, "names of hwlat modules or objects that do not exist:\n" + "\n".join(bad)

@@ -111,7 +111,7 @@ def measure_arch(runtime, payload: dict, protocol, cache: dict):
 
 
 def _arch_sink(path, space: str, device, meta: dict, fresh: bool = False):
-    """An arch table of one device, written by the driver only (see hwlat.profilers.cluster.LockedSink)."""
+    """An arch table of one device, written by the driver only (see hwlat.profilers.cluster.driver.LockedSink)."""
     from pathlib import Path
 
     from hwlat.device_tables.archtable import ArchTableWriter

@@ -4,7 +4,7 @@ A host that owns devices joins a Ray cluster (`RayNode`) with one custom resourc
 ``hwlat-device:<name>`` = 1, and starts one detached, named actor per device (`DeviceActor`) that
 holds that resource for its whole life. Only that actor can ever run on the device, and an actor
 runs one method at a time, so measurements on one device never overlap. The actor publishes the
-device's settings and fingerprint (`describe`). Ray is imported lazily: `import profilers` works
+device's settings and fingerprint (`describe`). Ray is imported lazily: `import hwlat.profilers` works
 without it. See docs/tutorials/fleet.md.
 """
 
@@ -78,7 +78,7 @@ def match_ray_auth() -> None:
 def ray_connected(ray: Any) -> None:
     """Refuse to go on without a connection (a Ray call would otherwise start a new local cluster)."""
     if not ray.is_initialized():
-        raise ClusterError("not connected to a Ray cluster: call hwlat.profilers.cluster.connect(address) first")
+        raise ClusterError("not connected to a Ray cluster: call hwlat.profilers.cluster.driver.connect(address) first")
 
 
 # ---- advertised devices ----------------------------------------------------------------------
