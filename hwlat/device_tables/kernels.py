@@ -229,15 +229,12 @@ def group_kernels(graph: Graph, rules: FusionRules, in_network: bool = True) -> 
 IN_PLACE_OPS = frozenset(FUSABLE_TAILS) | {"mul", "scale"}
 
 
-def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float, float]:
-    """The MB of activation buffers `kernels` (in execution order) need under two memory plans:
-    reusing a freed buffer only for a tensor of the same shape (ONNX Runtime's allocation planner;
-    an elementwise kernel may also write over an input of its shape that dies with it), and the
-    compact plan, the most bytes alive at once (TFLite's arena planner and XNNPACK reuse memory
-    across sizes). Ops outside kernels (reshapes) alias their input."""
+def tensors(graph: Graph) -> tuple[dict[str, str], dict[str, tuple[int, ...]], dict[str, int]]:
+    """(alias, shape, element bytes) of the graph's tensors: an op outside kernels (a reshape) makes
+    its output an alias of its input; element bytes are 4 (fp32) unless a spec says otherwise."""
     alias: dict[str, str] = {}
     shape: dict[str, tuple[int, ...]] = {n: tuple(s) for n, s in graph.inputs.items()}
-    element_bytes: dict[str, int] = {}  # 4 (fp32) unless a spec says otherwise
+    element_bytes: dict[str, int] = {}
     for op in graph.ops:
         for t in op.outputs:
             if op.spec is not None:
@@ -247,6 +244,16 @@ def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float,
                 shape[t] = tuple(op.moves)
             elif op.inputs:
                 alias[t] = alias.get(op.inputs[0], op.inputs[0])
+    return alias, shape, element_bytes
+
+
+def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float, float]:
+    """The MB of activation buffers `kernels` (in execution order) need under two memory plans:
+    reusing a freed buffer only for a tensor of the same shape (ONNX Runtime's allocation planner;
+    an elementwise kernel may also write over an input of its shape that dies with it), and the
+    compact plan, the most bytes alive at once (TFLite's arena planner and XNNPACK reuse memory
+    across sizes). Ops outside kernels (reshapes) alias their input."""
+    alias, shape, element_bytes = tensors(graph)
     steps = []  # per kernel: (the activations it reads, those it writes, whether in place), aliases resolved
     for k in kernels:
         if len(k.ops) == 1:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from hwlat.device_tables.graph import OP, Graph, GraphOp
-from hwlat.device_tables.kernels import IN_PLACE_OPS, Kernel, drop_duplicates, group_kernels
+from hwlat.device_tables.kernels import IN_PLACE_OPS, Kernel, drop_duplicates, group_kernels, tensors
 from hwlat.device_tables.ops import FUSABLE_TAILS
 from hwlat.predictors.lut import reorders
 from hwlat.predictors.lut.prediction import UncoveredOp, kernel_record
@@ -316,21 +316,10 @@ def _plan(piece: Piece, graph: Graph, grouped: list[Kernel], moving: list[Kernel
     """The piece's share of `activation_plans_mb` (which it follows step by step): its allocations
     and frees in order, the MB alive at its fullest step, what it keeps alive to the data-movement
     kernels and those kernels' steps."""
-    alias: dict[str, str] = {}
-    shape: dict[str, Any] = {n: tuple(s) for n, s in graph.inputs.items()}
-    element_bytes: dict[str, int] = {}
-    if writer is not None:
-        shape[read] = writer.spec.output_shape  # type: ignore[index, union-attr]
-        element_bytes[read] = writer.spec.element_bytes  # type: ignore[index, union-attr]
-    for op in graph.ops:
-        for t in op.outputs:
-            if op.spec is not None:
-                shape[t] = op.spec.output_shape
-                element_bytes[t] = op.spec.element_bytes
-            elif op.moves:
-                shape[t] = tuple(op.moves)
-            elif op.inputs:
-                alias[t] = alias.get(op.inputs[0], op.inputs[0])
+    alias, shape, element_bytes = tensors(graph)
+    if writer is not None:  # the piece's input, written outside it (the graph's own ops come first)
+        shape.setdefault(read, writer.spec.output_shape)  # type: ignore[arg-type, union-attr]
+        element_bytes.setdefault(read, writer.spec.element_bytes)  # type: ignore[arg-type, union-attr]
     steps, movers = _steps(grouped, alias), _steps(moving, alias)
     last: dict[str, int] = {}
     for i, (reads, _, _) in enumerate(steps):
