@@ -692,6 +692,14 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert hwlat.LatencyConstraint(f"lut:{out}", 100.0, space="nb201")("1462").latency_ms == pytest.approx(scaled)
     assert hwlat.LatencyConstraint(table, 100.0, space="nb201", as_profiled=True)("1462").latency_ms == pytest.approx(
         own["latency_ms"])
+    held = hwlat.LatencyConstraint(table, 100.0, space="nb201")  # a NAS loop's, kept while the machine's speed moves
+    kept = json.loads(speed_cache_path().read_text())
+    kept[key] = [(time.time(), {n: 2 * r for n, r in ratios.items()})]  # a reading of now: twice as slow
+    speed_cache_path().write_text(json.dumps(kept))
+    assert held("1462").latency_ms == pytest.approx(scaled) and held("1").latency_ms == pytest.approx(
+        hwlat.predict("1", table=table, space="nb201", as_profiled=True).latency_ms * pooled.factor)  # the speed it was made at
+    assert hwlat.LatencyConstraint(table, 100.0, space="nb201")("1462").latency_ms == pytest.approx(2 * own["latency_ms"]
+                                                                                                 * np.median(list(ratios.values())))
     monkeypatch.setenv("HWLAT_AS_PROFILED", "1")
     assert predicted()[0] == own
     monkeypatch.delenv("HWLAT_AS_PROFILED")
