@@ -52,7 +52,8 @@ if TYPE_CHECKING:
 # ---- the nouns ---------------------------------------------------------------------------------
 def load_table(name_or_path: str | os.PathLike) -> DeviceTable:
     """A device table by shipped name (``cpu_onnxruntime_fp32_threads1``) or path, validated as it loads
-    (`TableError` naming the file and row of a problem)."""
+    (`TableError` naming the file and row of a problem). It is what the files held when read: load it
+    again to predict from a table profiled again since (by another process)."""
     from hwlat.device_tables import load
 
     return load(name_or_path)

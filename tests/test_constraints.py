@@ -315,6 +315,26 @@ def test_a_device_table_constraint_predicts_from_several_threads_at_once():
             assert list(pool.map(one, archs)) == alone.tolist()
 
 
+def test_the_predictions_a_constraint_keeps_are_bounded(monkeypatch):
+    """A constraint keeps each architecture's prediction; in a search of a large space that runs for hours
+    (FBNet, OFA: every architecture new) they grew without bound, about 0.2 KB each. Past `MAX_KEPT` they
+    start again, and the numbers stay those of the predictor."""
+    import hwlat.nas.arch_predictors as arch_predictors
+
+    monkeypatch.setattr(arch_predictors, "MAX_KEPT", 10, raising=False)
+    space = get_space("fbnet")
+    archs = space.sample(40, seed=1)
+    want = [float(sum(a.ops)) for a in archs]
+    fn = CallablePredictor(space, lambda batch: [float(sum(a.ops)) for a in batch], batched=True)
+    assert [fn.predict([a])[0] for a in archs] == want and len(fn._cache) <= 10
+    table = LatencyConstraint("lut:cpu_onnxruntime_fp32_threads1", 50.0, space="fbnet", as_profiled=True, sigmas=1)
+    ms, sigma = table.predicted(archs[:15])
+    for i in range(3):
+        assert table.predicted(archs[i * 5:(i + 1) * 5])[0].tolist() == ms[i * 5:(i + 1) * 5].tolist()
+    assert [table.predicted(a) for a in archs[:15]] == list(zip(ms.tolist(), sigma.tolist()))
+    assert len(table.predictor._cache) <= 10 and len(table.predictor._sigma) <= 10
+
+
 def test_a_search_on_a_table_that_prices_networks_partially_says_so(caplog):
     """Every FBNet network on the shipped 256 KB board leaves out its head (577 KB of arena): `hwlat search
     --predictor lut:<board table>` ranked those totals under the budget as if the networks ran there."""

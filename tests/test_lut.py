@@ -129,6 +129,35 @@ def test_stored_regressors_pickle_after_use(tmp_path):
     np.testing.assert_allclose(again.predict(specs[5:10]), stored.predict(specs[5:10]))
 
 
+def test_stored_regressors_are_what_their_files_held_when_loaded(tmp_path):
+    """Another process re-profiling the table replaces its regressor files while this one holds them
+    loaded: this process, a pickled copy and a forked child kept reading the new npz arrays under the
+    old JSON, predicting other numbers (or failing). They predict what the files held when loaded."""
+    import os
+    import pickle
+
+    rng = np.random.default_rng(2)
+    specs = list(dict.fromkeys(_conv_specs(rng, 60)))
+    KernelRegressors(n_members=4).fit(specs, [synthetic_ms(s) for s in specs]).save(tmp_path / "reg")
+    KernelRegressors(n_members=4, seed=1).fit(specs, [2 * synthetic_ms(s) for s in specs]).save(tmp_path / "new")
+    want = KernelRegressors.load(tmp_path / "reg").predict(specs)
+    stored = KernelRegressors.load(tmp_path / "reg")  # no family read yet
+    for suffix in (".npz", ".json"):  # the re-profile's files, written beside and moved in
+        os.replace(tmp_path / f"new{suffix}", tmp_path / f"reg{suffix}")
+    copy = pickle.dumps(stored)
+    read, write = os.pipe()
+    if (child := os.fork()) == 0:
+        os.write(write, stored.predict(specs).tobytes())
+        os._exit(0)
+    os.close(write)
+    with os.fdopen(read, "rb") as f:
+        forked = np.frombuffer(f.read(), dtype=float)
+    os.waitpid(child, 0)
+    np.testing.assert_array_equal(forked, want)
+    np.testing.assert_array_equal(stored.predict(specs), want)
+    np.testing.assert_array_equal(pickle.loads(copy).predict(specs), want)
+
+
 # ---- lookup-table predictions -------------------------------------------------------------------
 def _space_graphs():
     from hwlat.nas.spaces import get_space

@@ -343,6 +343,32 @@ def test_predict_archs_called_from_threads_at_once_predicts_each_calls_own_archs
                    cwd=Path(__file__).resolve().parent.parent)
 
 
+def test_a_tables_constraint_predicts_a_batch_in_a_multiprocessing_pool_worker(tmp_path):
+    """A NAS framework ships the constraint to `multiprocessing.Pool` workers, which are daemonic: a batch
+    big enough for forked workers of their own raised "AssertionError: daemonic processes are not allowed to
+    have children". A worker predicts the batch itself, what this process predicts, with either start method."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "pool.py"
+    script.write_text(
+        "import multiprocessing, sys\n"
+        "import hwlat\n"
+        "def latencies(args):\n"
+        "    c, keys = args\n"
+        "    return c.latency(keys).tolist()\n"
+        "if __name__ == '__main__':\n"
+        "    sp = hwlat.space('nb201'); keys = [sp.key(a) for a in sp.sample(250, 5)]\n"
+        f"    c = hwlat.LatencyConstraint('lut:{ORT}', budget_ms=1.0, space='nb201', as_profiled=True)\n"
+        "    with multiprocessing.get_context(sys.argv[1]).Pool(1) as pool:\n"
+        "        got = pool.apply(latencies, ((c, keys),))\n"
+        "    assert got == c.latency(keys).tolist()\n")
+    for method in ("fork", "spawn"):
+        run = subprocess.run([sys.executable, str(script), method], capture_output=True, text=True,
+                             cwd=Path(__file__).resolve().parent.parent)
+        assert run.returncode == 0, f"{method}: {run.stderr[-2000:]}"
+
+
 def test_a_prediction_unlike_the_scored_one_keeps_only_the_kernels_part_of_sigma(capsys):
     """The score stage measured the table's default prediction, yet `--no-fusion` (a naive sum, 1.5-2x off)
     and `--statistic p10` printed the same whole-network sigma, as if scored; now they keep the kernels'

@@ -203,6 +203,27 @@ def test_stored_regressors_predict_exactly_as_freshly_fitted_ones_and_are_refitt
     assert LUTPredictor(table).stored_regressors() is None
 
 
+def test_a_loaded_table_does_not_take_regressors_stored_since_for_other_rows(tmp_path):
+    """A table loaded in a long-lived process reads its stored regressors at its first prediction: those
+    another process stored meanwhile, fitted on its changed rows (a re-profile), were taken as this
+    table's (the digest of its rows matched the record it had loaded). They are not: it fits its own."""
+    from dataclasses import replace
+
+    from hwlat.device_tables.measurement import STAT_FIELDS
+    from hwlat.device_tables.registry import resolve
+    from hwlat.predictors.lut import LUTPredictor
+
+    out = copy_table(resolve("cpu_onnxruntime_fp32_threads1"), tmp_path)
+    held = DeviceTable.load(out)  # loaded, not predicted from yet
+    other = DeviceTable.load(out)  # the other process: a row measured again, the regressors fitted again and stored
+    first = other.rows("ok")[0]
+    twice = replace(first.measurement, **{f: 2 * getattr(first.measurement, f) for f in STAT_FIELDS})
+    other.remeasured({first.spec.key: (twice, first.extra)})
+    LUTPredictor(other).save_regressors()
+    assert LUTPredictor(held).stored_regressors() is None
+    assert LUTPredictor(DeviceTable.load(out)).stored_regressors() is not None  # loaded again: the table it is now
+
+
 @pytest.mark.parametrize("damage", ["truncated npz", "garbage npz", "json cut short", "calibration not numbers",
                                     "networks header"])
 def test_a_damaged_companion_file_is_named_by_validate_and_predict_refits_or_names_it(complete_table, tmp_path,
@@ -671,6 +692,14 @@ def test_a_table_of_this_machine_predicts_at_its_speed_now(complete_table, tmp_p
     assert hwlat.LatencyConstraint(f"lut:{out}", 100.0, space="nb201")("1462").latency_ms == pytest.approx(scaled)
     assert hwlat.LatencyConstraint(table, 100.0, space="nb201", as_profiled=True)("1462").latency_ms == pytest.approx(
         own["latency_ms"])
+    held = hwlat.LatencyConstraint(table, 100.0, space="nb201")  # a NAS loop's, kept while the machine's speed moves
+    kept = json.loads(speed_cache_path().read_text())
+    kept[key] = [(time.time(), {n: 2 * r for n, r in ratios.items()})]  # a reading of now: twice as slow
+    speed_cache_path().write_text(json.dumps(kept))
+    assert held("1462").latency_ms == pytest.approx(scaled) and held("1").latency_ms == pytest.approx(
+        hwlat.predict("1", table=table, space="nb201", as_profiled=True).latency_ms * pooled.factor)  # the speed it was made at
+    assert hwlat.LatencyConstraint(table, 100.0, space="nb201")("1462").latency_ms == pytest.approx(2 * own["latency_ms"]
+                                                                                                 * np.median(list(ratios.values())))
     monkeypatch.setenv("HWLAT_AS_PROFILED", "1")
     assert predicted()[0] == own
     monkeypatch.delenv("HWLAT_AS_PROFILED")

@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 
 # Spaces small enough to predict every architecture when looking for the fastest one.
 EXHAUSTIVE_MAX = 100_000
+# Predictions a `CachingPredictor` keeps (about 0.2 KB each): past it they start again, so that a search of a
+# large space running for days keeps at most ~200 MB of them.
+MAX_KEPT = 1_000_000
 
 
 class PredictorSpaceError(HwlatError):
@@ -154,13 +157,15 @@ class FeaturePredictor(ArchPredictor):
 
 
 class CachingPredictor(ArchPredictor):
-    """Base of slow per-architecture predictors: predictions cached by architecture key."""
+    """Base of slow per-architecture predictors: predictions cached by architecture key (up to `MAX_KEPT`,
+    then emptied)."""
 
     fast = False
 
     def __init__(self, space: Space | str):
         self.space = get_space(space) if isinstance(space, str) else space
         self._cache: dict[str, float] = {}
+        self._sigma: dict[str, float] = {}  # sigma_ms by key, beside `_cache`'s ms, where asked for (GraphPredictor)
 
     @abc.abstractmethod
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
@@ -169,11 +174,19 @@ class CachingPredictor(ArchPredictor):
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         archs = self._archs(archs)
         keys = [self.space.key(a) for a in archs]
-        todo = {k: a for k, a in zip(keys, archs) if k not in self._cache}
+        cache = self._kept()[0]
+        todo = {k: a for k, a in zip(keys, archs) if k not in cache}
         if todo:
             ms = self._predict_new(list(todo.values()))
-            self._cache.update(zip(todo, (float(v) for v in np.asarray(ms, dtype=float).reshape(-1))))
-        return np.asarray([self._cache[k] for k in keys], dtype=float)
+            cache.update(zip(todo, (float(v) for v in np.asarray(ms, dtype=float).reshape(-1))))
+        return np.asarray([cache[k] for k in keys], dtype=float)
+
+    def _kept(self) -> tuple[dict[str, float], dict[str, float]]:
+        """The kept predictions (ms, sigma), new ones past `MAX_KEPT`: a thread predicting meanwhile goes on
+        with those it took."""
+        if len(self._cache) > MAX_KEPT:
+            self._cache, self._sigma = {}, {}
+        return self._cache, self._sigma
 
 
 class GraphPredictor(CachingPredictor):
@@ -185,7 +198,6 @@ class GraphPredictor(CachingPredictor):
         self.lut = lut
         self.name = name or f"lookup table {getattr(getattr(lut, 'table', None), 'name', '')}".strip()
         self._said_partial = False
-        self._sigma: dict[str, float] = {}  # the Prediction's sigma_ms by key, beside `_cache`'s ms, once asked for
 
     def _predict_new(self, archs: list[Any]) -> np.ndarray:
         return np.fromiter((ms for ms, _ in self._priced(archs, _total_and_left_out)), dtype=float, count=len(archs))
@@ -195,12 +207,12 @@ class GraphPredictor(CachingPredictor):
         without its sigma is priced again, once)."""
         archs = self._archs(archs)
         keys = [self.space.key(a) for a in archs]
-        todo = {k: a for k, a in zip(keys, archs) if k not in self._sigma}
+        cache, sigmas = self._kept()
+        todo = {k: a for k, a in zip(keys, archs) if k not in sigmas}
         if todo:
             for k, ((ms, sigma), _) in zip(todo, self._priced(list(todo.values()), _total_sigma_and_left_out)):
-                self._cache[k], self._sigma[k] = ms, sigma
-        return (np.asarray([self._cache[k] for k in keys], dtype=float),
-                np.asarray([self._sigma[k] for k in keys], dtype=float))
+                cache[k], sigmas[k] = ms, sigma
+        return (np.asarray([cache[k] for k in keys], dtype=float), np.asarray([sigmas[k] for k in keys], dtype=float))
 
     def _priced(self, archs: list[Any], keep: Callable[[Any], tuple[Any, tuple[str, ...]]]) -> list[Any]:
         """`keep` of each architecture's Prediction: (what it keeps, op types left out); warns once of

@@ -58,7 +58,10 @@ class LatencyConstraint:
     as an adapted `TransferPredictor`, a `LUTPredictor` with `space`, a function of architectures).
     A prediction that is not a latency (NaN, inf, negative) is a `PredictionError` naming the
     architecture, never a feasible answer; a given latency (`check`) that is not one is infeasible.
-    A device table predicts at this machine's speed now unless `as_profiled` (as `hwlat predict`).
+    A device table predicts at this machine's speed now unless `as_profiled` (as `hwlat predict`), read
+    once, when the constraint is made: a new one reads it again.
+    It pickles (to `multiprocessing` or `concurrent.futures` workers) with what it holds; one over a
+    function pickles only where the function does (defined at a module's top level, not a lambda).
 
     `sigmas` k > 0: feasible only if ``predicted + k sigma <= budget_ms`` (and ``predicted - k sigma
     >= min_ms``), sigma being the predictor's one-sigma uncertainty of each prediction

@@ -10,6 +10,7 @@ Saved as JSON + a numpy ``.npz`` of arrays (no pickles).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
@@ -462,8 +463,9 @@ class KernelRegressors:
             raise OtherVersionRegressorsError(f"{jpath}: written with other features (another hwlat version); refit the "
                                               "regressors from the table")
         self = cls(**meta["settings"])
-        try:
-            with np.load(npath, allow_pickle=False) as arrays:  # the file's index only: arrays are read when used
+        try:  # the file whole (1-1.5 MB): these regressors are what it holds now, whatever replaces it later
+            data = npath.read_bytes()
+            with np.load(io.BytesIO(data), allow_pickle=False) as arrays:  # the index only: arrays are read when used
                 held = set(arrays.files)
         except (OSError, ValueError, zipfile.BadZipFile) as exc:  # numpy reads a file that is no zip as a pickle
             why = exc if zipfile.is_zipfile(npath) else "not a zip archive of arrays: damaged, or another file"
@@ -471,23 +473,25 @@ class KernelRegressors:
         lacking = [name for name, m in meta["families"].items() if not set(FamilyRegressor.array_names(m, name)) <= held]
         if lacking:
             raise RegressorError(f"{npath}: arrays of families {lacking} are missing; refit the regressors")
-        self.families_ = _StoredFamilies(npath, meta["families"])
+        self.families_ = _StoredFamilies(npath, data, meta["families"])
         return self
 
 
 class _StoredFamilies(Mapping):
-    """The families of stored regressors, each read from the npz file when first asked for: a
-    prediction reads the few families its kernels need (reading all 22 of a table took ~0.5 s)."""
+    """The families of stored regressors, each read when first asked for from the npz file's bytes (`data`,
+    read whole when the regressors were loaded): a prediction reads the few families its kernels need
+    (reading all 22 of a table took ~0.5 s), and the file replaced meanwhile (the table profiled again by
+    another process) changes nothing here, in a pickled copy or in a forked process."""
 
-    def __init__(self, npath: Path, metas: dict[str, dict]):
-        self.npath, self.metas = npath, metas
+    def __init__(self, npath: Path, data: bytes, metas: dict[str, dict]):
+        self.npath, self.data, self.metas = npath, data, metas
         self.loaded: dict[str, FamilyRegressor] = {}
-        # The open file and the process that opened it: reading its index costs ~30 ms (thousands of
-        # arrays), once; a forked process opens its own (an open file's position is shared).
+        # The open archive and the process that opened it: reading its index costs ~30 ms (thousands of
+        # arrays), once; a forked process opens its own (its lock may have been held by another thread).
         self._arrays: tuple[int, object] | None = None
 
     def __getstate__(self) -> dict:
-        """Pickled (joblib, a spawned worker) without the open file, which does not pickle: the copy opens its own."""
+        """Pickled (joblib, a spawned worker) without the open archive, which does not pickle: the copy opens its own."""
         return {**self.__dict__, "_arrays": None}
 
     def __getitem__(self, name: str) -> FamilyRegressor:
@@ -495,9 +499,9 @@ class _StoredFamilies(Mapping):
             meta = self.metas[name]  # a KeyError for a family the file does not hold, as a dict gives
             try:
                 if self._arrays is None or self._arrays[0] != os.getpid():
-                    self._arrays = (os.getpid(), np.load(self.npath, allow_pickle=False))
+                    self._arrays = (os.getpid(), np.load(io.BytesIO(self.data), allow_pickle=False))
                 self.loaded[name] = FamilyRegressor.from_state(meta, self._arrays[1], name)  # type: ignore[arg-type]
-            except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # changed since it was opened
+            except (ValueError, EOFError, zipfile.BadZipFile, zlib.error) as exc:  # damaged inside the archive
                 raise RegressorError(f"{self.npath}: the arrays of kernel family {name} cannot be read ({exc}); delete "
                                      f"the table's .regressors.json and .regressors.npz, and the next prediction or "
                                      f"`hwlat profile device` run fits them again") from exc

@@ -30,8 +30,10 @@ _forking = threading.Lock()  # held from setting `_work` until the workers have 
 
 
 def can_fork() -> bool:
-    """Whether this process may fork workers: on Linux, with no runtime of its own threads loaded."""
-    return sys.platform == "linux" and not any(m in sys.modules for m in _NOT_FORK_SAFE)
+    """Whether this process may fork workers: on Linux, with no runtime of its own threads loaded, and not
+    itself a daemonic worker (a `multiprocessing.Pool`'s, which may have no children)."""
+    return (sys.platform == "linux" and not multiprocessing.current_process().daemon
+            and not any(m in sys.modules for m in _NOT_FORK_SAFE))
 
 
 def fork_pool(processes: int) -> Any:
@@ -44,8 +46,8 @@ def predict_archs(lut: Any, space: Any, archs: Sequence[Any], jobs: int | None =
                   keep: Callable[[Any], Any] | None = None) -> Iterator[Any]:
     """The predictions of `archs` of `space` by `lut` (`keep` of each, where given), in order.
     `jobs`: processes to use (default every usable core); one where there are few architectures
-    (under 2 x `CHUNK`), off Linux, or where a runtime with its own threads is loaded in this
-    process (forking it is unsafe)."""
+    (under 2 x `CHUNK`), off Linux, in a `multiprocessing.Pool` worker, or where a runtime with its
+    own threads is loaded in this process (forking it is unsafe)."""
     global _work
     jobs = usable_cores() if jobs is None else jobs
     jobs = min(jobs, len(archs) // CHUNK)

@@ -5,11 +5,12 @@ fitted on, so that they are loaded instead of refitted while those rows are unch
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
-from hwlat.device_tables.table import DeviceTable
+from hwlat.device_tables.table import DeviceTable, table_paths
 from hwlat.predictors.kernel_regressors import KernelRegressors
 
 log = logging.getLogger(__package__)  # the package's name, which its messages have always carried
@@ -32,7 +33,8 @@ def rows_digest(rows: Iterable[Any], ms: Callable[[Any], float]) -> str:
 
 def load(table: DeviceTable, statistic: str, layout_reorders: bool, digest: Callable[[], str]) -> KernelRegressors | None:
     """The regressors stored with `table`, if they were fitted on its rows as read with `statistic`
-    and `layout_reorders` and as `digest` (asked only when the rest matches) finds them; None otherwise."""
+    and `layout_reorders` and as `digest` (asked only when the rest matches) finds them, and its JSON
+    still records them (not fitted again since the table was loaded); None otherwise."""
     stored = table.meta.get("regressors") or {}
     stem = regressors_stem(table)
     if not stored or stem is None or stored.get("statistic") != statistic \
@@ -40,12 +42,24 @@ def load(table: DeviceTable, statistic: str, layout_reorders: bool, digest: Call
         return None
     if not stem.with_name(stem.name + ".json").exists() or stored.get("rows_digest") != digest():
         return None
+    if recorded_now(table) != stored:  # stored since, for the rows another process has (the table profiled again)
+        log.info("%s: its stored regressors were fitted again since it was loaded; fitting them on its rows as loaded",
+                 table.name)
+        return None
     from hwlat.predictors.kernel_regressors import RegressorError
 
     try:
         return KernelRegressors.load(stem)
     except RegressorError as exc:
         log.warning("%s: stored regressors not used (%s); refitting", table.name, exc)
+        return None
+
+
+def recorded_now(table: DeviceTable) -> Any:
+    """The regressors the table's JSON records now (None where it cannot be read)."""
+    try:
+        return json.loads(table_paths(table.path)[1].read_text()).get("regressors")
+    except (OSError, ValueError, AttributeError):
         return None
 
 
