@@ -479,6 +479,7 @@ def test_a_search_counts_the_sigmas_and_its_cli_matches_the_api(space, tmp_path,
                  "--sigmas", "1", "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("counting 1 sigma") == 2  # the constraint line and the search's report
+    assert "ms with 1 sigma)" in printed  # the fastest architecture, its prediction + 1 sigma
     cli = json.loads(out.read_text())["search"]
     assert cli["sigmas"] == 1.0 and [b["key"] for b in cli["best"]] == [c.key for c in api.best(5)]
     ms, sigma = pred.predict_with_sigma([c.key for c in api.history])
@@ -490,3 +491,19 @@ def test_a_search_counts_the_sigmas_and_its_cli_matches_the_api(space, tmp_path,
     assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "1", "--sigmas",
                  "1", "--verify"]) == 1
     assert "--sigmas with --verify" in capsys.readouterr().err
+
+
+def test_a_budget_met_only_without_sigma_is_refused_before_the_search_naming_the_sigma(space):
+    """check_budget counts the constraint's sigmas: a budget above the fastest prediction but below every
+    prediction + 1 sigma is said before a search, with the sigma, not after sampling the space."""
+    import hwlat
+
+    shots = space.sample(12, seed=7)
+    pred = hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots])
+    ms, sigma = pred.predict_with_sigma(list(space.enumerate()))
+    budget = float((ms + sigma).min()) * 0.999
+    assert budget > ms.min()  # met by the prediction alone ...
+    assert LatencyConstraint(pred, budget).check_budget()[1] == pytest.approx(ms.min())
+    with pytest.raises(InfeasibleBudgetError, match=r"counting 1 sigma: .* ms predicted \+ 1 x [\d.]+ ms sigma") as e:
+        LatencyConstraint(pred, budget, sigmas=1.0).check_budget()  # ... not with its sigma
+    assert f"{(ms + sigma).min():.4g} ms" in str(e.value) and "fewer sigmas" in str(e.value)
