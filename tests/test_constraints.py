@@ -507,3 +507,23 @@ def test_a_budget_met_only_without_sigma_is_refused_before_the_search_naming_the
     with pytest.raises(InfeasibleBudgetError, match=r"counting 1 sigma: .* ms predicted \+ 1 x [\d.]+ ms sigma") as e:
         LatencyConstraint(pred, budget, sigmas=1.0).check_budget()  # ... not with its sigma
     assert f"{(ms + sigma).min():.4g} ms" in str(e.value) and "fewer sigmas" in str(e.value)
+
+
+def test_bounds_met_only_without_sigma_say_the_sigma_when_a_search_finds_none(space):
+    """A minimum and a budget that predictions fall between, but no prediction ± 1 sigma: the search's error
+    says the sigma was counted (it said none is predicted within the bounds, which some are)."""
+    import hwlat
+    from hwlat.nas.search import random_search
+
+    shots = space.sample(12, seed=7)
+    pred = hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots])
+    ms, sigma = pred.predict_with_sigma(list(space.enumerate()))
+    i = int(np.argsort(ms)[len(ms) // 2])
+    low, high = ms[i] - 0.4 * sigma[i], ms[i] + 0.4 * sigma[i]
+    assert not ((ms - sigma >= low) & (ms + sigma <= high)).any()  # none within the bounds with its sigma
+    found = random_search("nb201", lambda arch: 0.0, LatencyConstraint(pred, high, min_ms=low), budget=1,
+                          progress=False)
+    assert found.evaluations == 1  # ... some without it
+    with pytest.raises(InfeasibleBudgetError, match=r"within .* ms counting 1 sigma of its uncertainty .*fewer sigmas"):
+        random_search("nb201", lambda arch: 0.0, LatencyConstraint(pred, high, min_ms=low, sigmas=1.0), budget=1,
+                      progress=False)
