@@ -527,3 +527,17 @@ def test_bounds_met_only_without_sigma_say_the_sigma_when_a_search_finds_none(sp
     with pytest.raises(InfeasibleBudgetError, match=r"within .* ms counting 1 sigma of its uncertainty .*fewer sigmas"):
         random_search("nb201", lambda arch: 0.0, LatencyConstraint(pred, high, min_ms=low, sigmas=1.0), budget=1,
                       progress=False)
+
+
+def test_sigmas_of_a_table_without_a_score_stage_are_said_to_be_the_regressed_kernels_only(space, caplog):
+    """A table without a score stage has no whole-network error: its sigma_ms is the regressed kernels' part
+    alone (0 ms for a network of looked-up rows), as `hwlat predict` notes; counting sigmas of it says so."""
+    import logging
+
+    table = "lut:qemu_mps2_an386_board_int8_threads1"
+    with caplog.at_level(logging.WARNING, logger="hwlat"):
+        LatencyConstraint(table, 1e6, space=space, as_profiled=True)
+        assert "no score stage" not in caplog.text  # sigmas=0 counts no sigma
+        c = LatencyConstraint(table, 1e6, space=space, as_profiled=True, sigmas=2.0)
+    assert c(ALL_NONE).sigma_ms == 0.0
+    assert "regressed kernels' part only" in caplog.text and "has no score stage" in caplog.text

@@ -86,6 +86,10 @@ class LatencyConstraint:
         if not (math.isfinite(_ms(sigmas)) and sigmas >= 0):
             raise ConstraintError(f"sigmas={sigmas}: must be a finite number of standard deviations, 0 or more")
         require_sigma(self.predictor, sigmas)
+        lut = getattr(self.predictor, "lut", None)
+        if sigmas and lut is not None and not lut.network_error:  # as `hwlat predict --archs` notes it
+            log.warning("%s: sigma_ms is the regressed kernels' part only: %s; %g sigma of it add nothing to a "
+                        "network of looked-up rows", self.predictor.name, lut.unscored, sigmas)
         self.budget_ms = float(budget_ms)
         self.min_ms = None if min_ms is None else float(min_ms)
         self.sigmas = float(sigmas)
