@@ -541,3 +541,31 @@ def test_sigmas_of_a_table_without_a_score_stage_are_said_to_be_the_regressed_ke
         c = LatencyConstraint(table, 1e6, space=space, as_profiled=True, sigmas=2.0)
     assert c(ALL_NONE).sigma_ms == 0.0
     assert "regressed kernels' part only" in caplog.text and "has no score stage" in caplog.text
+
+
+def test_a_search_counting_sigmas_reports_each_candidates_sigma(space, tmp_path, capsys):
+    """`hwlat search --sigmas K`: the printed best and front and the --json entries give each architecture's
+    sigma beside its prediction (what `hwlat predict` writes as sigma_ms), so predicted + K sigma can be checked."""
+    import json
+
+    import hwlat
+    from hwlat.cli import main
+
+    shots = space.sample(12, seed=7)
+    hwlat.save_predictor(hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots]),
+                         tmp_path / "p")
+    pred = hwlat.load_predictor(tmp_path / "p", "nb201")
+    out = tmp_path / "search.json"
+    assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "0.6",
+                 "--sigmas", "2", "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    found = json.loads(out.read_text())["search"]
+    for entry in found["best"] + found["pareto_front"]:
+        ms, sigma = pred.predict_with_sigma([entry["key"]])
+        assert entry["sigma_ms"] == pytest.approx(sigma[0], rel=1e-9) and ms[0] + 2 * sigma[0] <= 0.6
+        assert f"{entry['predicted_ms']:.4f}  {entry['sigma_ms']:>8.4f}" in printed
+    assert printed.count("sigma ms") == 2  # the best's and the front's column
+    assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "0.6",
+                 "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
+    assert "sigma ms" not in capsys.readouterr().out  # no sigma counted: none shown
+    assert all(entry["sigma_ms"] is None for entry in json.loads(out.read_text())["search"]["best"])

@@ -102,7 +102,8 @@ class _Run:
         key = self.space.key(arch)
         if key in self.by_key:
             return self.by_key[key]
-        c = Candidate(arch, key, float(lat), self.objective(arch), bool(feasible), self.evaluations)
+        sigma = float(self.predictor.sigma([arch])[0]) if self.sigmas else None  # as predicted (cached by a table)
+        c = Candidate(arch, key, float(lat), self.objective(arch), bool(feasible), self.evaluations, sigma)
         self.by_key[key] = c
         self.result.history.append(c)
         self.bar.update(1)
