@@ -499,6 +499,7 @@ def test_a_search_counts_the_sigmas_and_its_cli_matches_the_api(space, tmp_path,
                  "--sigmas", "1", "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
     printed = capsys.readouterr().out
     assert printed.count("counting 1 sigma") == 2  # the constraint line and the search's report
+    assert "ms with 1 sigma)" in printed  # the fastest architecture, its prediction + 1 sigma
     cli = json.loads(out.read_text())["search"]
     assert cli["sigmas"] == 1.0 and [b["key"] for b in cli["best"]] == [c.key for c in api.best(5)]
     ms, sigma = pred.predict_with_sigma([c.key for c in api.history])
@@ -510,3 +511,81 @@ def test_a_search_counts_the_sigmas_and_its_cli_matches_the_api(space, tmp_path,
     assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "1", "--sigmas",
                  "1", "--verify"]) == 1
     assert "--sigmas with --verify" in capsys.readouterr().err
+
+
+def test_a_budget_met_only_without_sigma_is_refused_before_the_search_naming_the_sigma(space):
+    """check_budget counts the constraint's sigmas: a budget above the fastest prediction but below every
+    prediction + 1 sigma is said before a search, with the sigma, not after sampling the space."""
+    import hwlat
+
+    shots = space.sample(12, seed=7)
+    pred = hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots])
+    ms, sigma = pred.predict_with_sigma(list(space.enumerate()))
+    budget = float((ms + sigma).min()) * 0.999
+    assert budget > ms.min()  # met by the prediction alone ...
+    assert LatencyConstraint(pred, budget).check_budget()[1] == pytest.approx(ms.min())
+    with pytest.raises(InfeasibleBudgetError, match=r"counting 1 sigma: .* ms predicted \+ 1 x [\d.]+ ms sigma") as e:
+        LatencyConstraint(pred, budget, sigmas=1.0).check_budget()  # ... not with its sigma
+    assert f"{(ms + sigma).min():.4g} ms" in str(e.value) and "fewer sigmas" in str(e.value)
+
+
+def test_bounds_met_only_without_sigma_say_the_sigma_when_a_search_finds_none(space):
+    """A minimum and a budget that predictions fall between, but no prediction ± 1 sigma: the search's error
+    says the sigma was counted (it said none is predicted within the bounds, which some are)."""
+    import hwlat
+    from hwlat.nas.search import random_search
+
+    shots = space.sample(12, seed=7)
+    pred = hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots])
+    ms, sigma = pred.predict_with_sigma(list(space.enumerate()))
+    i = int(np.argsort(ms)[len(ms) // 2])
+    low, high = ms[i] - 0.4 * sigma[i], ms[i] + 0.4 * sigma[i]
+    assert not ((ms - sigma >= low) & (ms + sigma <= high)).any()  # none within the bounds with its sigma
+    found = random_search("nb201", lambda arch: 0.0, LatencyConstraint(pred, high, min_ms=low), budget=1,
+                          progress=False)
+    assert found.evaluations == 1  # ... some without it
+    with pytest.raises(InfeasibleBudgetError, match=r"within .* ms counting 1 sigma of its uncertainty .*fewer sigmas"):
+        random_search("nb201", lambda arch: 0.0, LatencyConstraint(pred, high, min_ms=low, sigmas=1.0), budget=1,
+                      progress=False)
+
+
+def test_sigmas_of_a_table_without_a_score_stage_are_said_to_be_the_regressed_kernels_only(space, caplog):
+    """A table without a score stage has no whole-network error: its sigma_ms is the regressed kernels' part
+    alone (0 ms for a network of looked-up rows), as `hwlat predict` notes; counting sigmas of it says so."""
+    import logging
+
+    table = "lut:qemu_mps2_an386_board_int8_threads1"
+    with caplog.at_level(logging.WARNING, logger="hwlat"):
+        LatencyConstraint(table, 1e6, space=space, as_profiled=True)
+        assert "no score stage" not in caplog.text  # sigmas=0 counts no sigma
+        c = LatencyConstraint(table, 1e6, space=space, as_profiled=True, sigmas=2.0)
+    assert c(ALL_NONE).sigma_ms == 0.0
+    assert "regressed kernels' part only" in caplog.text and "has no score stage" in caplog.text
+
+
+def test_a_search_counting_sigmas_reports_each_candidates_sigma(space, tmp_path, capsys):
+    """`hwlat search --sigmas K`: the printed best and front and the --json entries give each architecture's
+    sigma beside its prediction (what `hwlat predict` writes as sigma_ms), so predicted + K sigma can be checked."""
+    import json
+
+    import hwlat
+    from hwlat.cli import main
+
+    shots = space.sample(12, seed=7)
+    hwlat.save_predictor(hwlat.adapt("nb201", shots, [BASE_MS + OP_MS[list(a.ops)].sum() for a in shots]),
+                         tmp_path / "p")
+    pred = hwlat.load_predictor(tmp_path / "p", "nb201")
+    out = tmp_path / "search.json"
+    assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "0.6",
+                 "--sigmas", "2", "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
+    printed = capsys.readouterr().out
+    found = json.loads(out.read_text())["search"]
+    for entry in found["best"] + found["pareto_front"]:
+        ms, sigma = pred.predict_with_sigma([entry["key"]])
+        assert entry["sigma_ms"] == pytest.approx(sigma[0], rel=1e-9) and ms[0] + 2 * sigma[0] <= 0.6
+        assert f"{entry['predicted_ms']:.4f}  {entry['sigma_ms']:>8.4f}" in printed
+    assert printed.count("sigma ms") == 2  # the best's and the front's column
+    assert main(["search", "--space", "nb201", "--predictor", str(tmp_path / "p"), "--max-latency-ms", "0.6",
+                 "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
+    assert "sigma ms" not in capsys.readouterr().out  # no sigma counted: none shown
+    assert all(entry["sigma_ms"] is None for entry in json.loads(out.read_text())["search"]["best"])

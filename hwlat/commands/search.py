@@ -268,11 +268,12 @@ def _search(args: argparse.Namespace) -> int:
         save(pred, args.save_predictor)  # a failing write is one error naming the path
         print(f"saved the predictor to {args.save_predictor}.npz/.json")
     c = LatencyConstraint(pred, args.max_latency_ms, min_ms=args.min_latency_ms, sigmas=args.sigmas)
-    _, fast_ms, n_seen, exhaustive = c.check_budget()
+    fast, fast_ms, n_seen, exhaustive = c.check_budget()
     seen = f"of all {n_seen}" if exhaustive else f"of {n_seen} sampled"
     k = f", counting {c.sigmas:g} sigma of each prediction's uncertainty" if c.sigmas else ""
+    reach = f", {fast_ms + c.sigmas * c(fast).sigma_ms:.4g} ms with {c.sigmas:g} sigma" if c.sigmas else ""
     print(f"constraint: {c.min_ms or 0:g} <= predicted latency <= {c.budget_ms:g} ms{k} (fastest {space.name} "
-          f"architecture {seen}: {fast_ms:.4g} ms predicted)")
+          f"architecture {seen}: {fast_ms:.4g} ms predicted{reach})")
     objective = load_objective(args.objective, space, batch=args.proxy_batch, seed=args.seed)
     args.budget = args.budget or objective.default_budget
     print(f"objective: {objective.label}")

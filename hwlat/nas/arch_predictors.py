@@ -350,9 +350,10 @@ def needs_adaptation(pred: ArchPredictor) -> bool:
     return inner is not None and hasattr(inner, "adapt") and not hasattr(inner, "n_shots_")
 
 
-def fastest(pred: ArchPredictor, sample: int = 512, seed: int = 0) -> tuple[Any, float, int, bool]:
+def fastest(pred: ArchPredictor, sample: int = 512, seed: int = 0, sigmas: float = 0.0) -> tuple[Any, float, int, bool]:
     """(arch, predicted ms, archs looked at, exhaustive) of the fastest architecture the predictor
-    knows: every architecture of a small space with a fast predictor, else a seeded sample."""
+    knows, by its prediction + `sigmas` sigma: every architecture of a small space with a fast predictor,
+    else a seeded sample."""
     sp = pred.space
     if pred.fast and sp.size is not None and sp.size <= EXHAUSTIVE_MAX:
         archs = list(sp.enumerate())
@@ -360,8 +361,9 @@ def fastest(pred: ArchPredictor, sample: int = 512, seed: int = 0) -> tuple[Any,
     else:
         archs = sp.sample(sample if not pred.fast else max(sample, 20_000), seed)
         exhaustive = False
-    ms = checked_latencies(pred, archs, pred.predict(archs))
-    i = int(np.argmin(ms))
+    ms, sigma = pred.predict_with_sigma(archs) if sigmas else (pred.predict(archs), 0.0)
+    ms = checked_latencies(pred, archs, ms)
+    i = int(np.argmin(ms + sigmas * np.asarray(sigma, dtype=float)))
     return archs[i], float(ms[i]), len(archs), exhaustive
 
 

@@ -89,6 +89,10 @@ class LatencyConstraint:
         if not (math.isfinite(_ms(sigmas)) and sigmas >= 0):
             raise ConstraintError(f"sigmas={sigmas}: must be a finite number of standard deviations, 0 or more")
         require_sigma(self.predictor, sigmas)
+        lut = getattr(self.predictor, "lut", None)
+        if sigmas and lut is not None and not lut.network_error:  # as `hwlat predict --archs` notes it
+            log.warning("%s: sigma_ms is the regressed kernels' part only: %s; %g sigma of it add nothing to a "
+                        "network of looked-up rows", self.predictor.name, lut.unscored, sigmas)
         self.budget_ms = float(budget_ms)
         self.min_ms = None if min_ms is None else float(min_ms)
         self.sigmas = float(sigmas)
@@ -261,21 +265,28 @@ class LatencyConstraint:
 
     # ---- sanity -------------------------------------------------------------------------------
     def fastest(self, sample: int = 512, seed: int = 0) -> tuple[Any, float, int, bool]:
-        """(arch, ms, archs looked at, exhaustive) of the fastest predicted architecture."""
-        return fastest(self.predictor, sample, seed)
+        """(arch, ms, archs looked at, exhaustive) of the fastest predicted architecture, by its
+        prediction + `sigmas` sigma."""
+        return fastest(self.predictor, sample, seed, self.sigmas)
 
     def check_budget(self, sample: int = 512, seed: int = 0) -> tuple[Any, float, int, bool]:
-        """Raise `InfeasibleBudgetError` when the budget is below the fastest predicted architecture;
-        else return `fastest`'s (arch, ms, archs looked at, exhaustive)."""
+        """Raise `InfeasibleBudgetError` when the budget is below the fastest predicted architecture
+        (its prediction + `sigmas` sigma); else return `fastest`'s (arch, ms, archs looked at, exhaustive)."""
         arch, ms, n, exhaustive = self.fastest(sample, seed)
-        if ms > self.budget_ms:
+        sigma = self.predicted(arch)[1] or 0.0
+        reach = ms + self.sigmas * sigma
+        if reach > self.budget_ms:
             where = f"of all {n}" if exhaustive else f"of {n} sampled"
+            counted, at, fewer = "", f"{ms:.4g} ms predicted", ""
+            if self.sigmas:
+                counted, fewer = f" counting {self.sigmas:g} sigma", " or count fewer sigmas"
+                at += f" + {self.sigmas:g} x {sigma:.4g} ms sigma = {reach:.4g} ms"
             verdict = ("no architecture can meet it" if exhaustive else
                        "a search, sampling the space, would hardly find one that does (rarer ones may be faster)")
             raise InfeasibleBudgetError(
                 f"latency budget {self.budget_ms:g} ms is below the fastest {self.space.name} architecture "
-                f"({where}): {self.space.key(arch)} at {ms:.4g} ms predicted; {verdict}; "
-                f"use a budget of at least {ms:.4g} ms")
+                f"({where}){counted}: {self.space.key(arch)} at {at}; {verdict}; "
+                f"use a budget of at least {reach:.4g} ms{fewer}")
         return arch, ms, n, exhaustive
 
 

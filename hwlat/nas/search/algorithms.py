@@ -102,7 +102,8 @@ class _Run:
         key = self.space.key(arch)
         if key in self.by_key:
             return self.by_key[key]
-        c = Candidate(arch, key, float(lat), self.objective(arch), bool(feasible), self.evaluations)
+        sigma = float(self.predictor.sigma([arch])[0]) if self.sigmas else None  # as predicted (cached by a table)
+        c = Candidate(arch, key, float(lat), self.objective(arch), bool(feasible), self.evaluations, sigma)
         self.by_key[key] = c
         self.result.history.append(c)
         self.bar.update(1)
@@ -141,8 +142,9 @@ class _Run:
             raise InfeasibleBudgetError(f"{head}the minimum {c.min_ms:g} ms is above the slowest seen, {slow_key} at "
                                         f"{slow_ms:.4g} ms predicted; lower the minimum")
         if c.min_ms is not None and ms <= c.budget_ms:
-            raise InfeasibleBudgetError(f"{head}none is predicted within {c.min_ms:g}..{c.budget_ms:g} ms (fastest seen "
-                                        f"{ms:.4g} ms, slowest {slow_ms:.4g} ms); widen the bounds")
+            k, fewer = (f" counting {c.sigmas:g} sigma of its uncertainty", " or count fewer sigmas") if c.sigmas else ("", "")
+            raise InfeasibleBudgetError(f"{head}none is predicted within {c.min_ms:g}..{c.budget_ms:g} ms{k} (fastest "
+                                        f"seen {ms:.4g} ms, slowest {slow_ms:.4g} ms); widen the bounds{fewer}")
         if c.sigmas and ms <= c.budget_ms:
             raise InfeasibleBudgetError(f"{head}none is predicted within {c.budget_ms:g} ms counting {c.sigmas:g} sigma "
                                         f"of its uncertainty (fastest seen {key} at {ms:.4g} ms predicted); raise the "

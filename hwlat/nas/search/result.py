@@ -19,6 +19,7 @@ class Candidate:
     score: float
     feasible: bool
     step: int  # evaluation number (0-based)
+    sigma_ms: float | None = None  # the prediction's one sigma, where the search counted sigmas
 
 
 def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
@@ -71,8 +72,8 @@ class SearchResult:
         width = max(len(c.key) for c in rows)
         shown = "" if len(rows) == len(front) else f", {len(rows)} shown"
         lines = [f"Pareto front (predicted latency vs {score_name}): {len(front)} architectures{shown}",
-                 f"  {'architecture':<{width}}  {'predicted ms':>12}  {score_name}"]
-        lines += [f"  {c.key:<{width}}  {c.latency_ms:>12.4f}  {c.score:.3f}" for c in rows]
+                 f"  {'architecture':<{width}}  {'predicted ms':>12}{self._sigma_head()}  {score_name}"]
+        lines += [f"  {c.key:<{width}}  {c.latency_ms:>12.4f}{self._sigma(c)}  {c.score:.3f}" for c in rows]
         return "\n".join(lines)
 
     def all_feasible(self) -> bool:
@@ -93,10 +94,17 @@ class SearchResult:
             lines.append("no feasible architecture found")
             return "\n".join(lines)
         width = max(len(c.key) for c in best)
-        lines.append(f"  {'#':>2}  {'architecture':<{width}}  {'predicted ms':>12}  {score_name}")
+        lines.append(f"  {'#':>2}  {'architecture':<{width}}  {'predicted ms':>12}{self._sigma_head()}  {score_name}")
         for i, c in enumerate(best, 1):
-            lines.append(f"  {i:>2}  {c.key:<{width}}  {c.latency_ms:>12.4f}  {c.score:.3f}")
+            lines.append(f"  {i:>2}  {c.key:<{width}}  {c.latency_ms:>12.4f}{self._sigma(c)}  {c.score:.3f}")
         return "\n".join(lines)
+
+    def _sigma_head(self) -> str:
+        """The sigma column's heading where the search counted sigmas, else nothing."""
+        return f"  {'sigma ms':>8}" if self.sigmas else ""
+
+    def _sigma(self, c: Candidate) -> str:
+        return f"  {c.sigma_ms:>8.4f}" if self.sigmas else ""
 
     def to_dict(self, k: int = 5) -> dict[str, Any]:
         verified = {"verified": self.verified.to_dict()} if self.verified is not None else {}
@@ -105,10 +113,14 @@ class SearchResult:
                 "evaluations": self.evaluations, "proposals": self.proposals, "rejected": self.rejected,
                 "stopped": self.stopped,
                 "seconds": round(self.seconds, 3), "objective_seconds": round(self.objective_seconds, 3),
-                "best": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.best(k)],
-                "pareto_front": [{"key": c.key, "predicted_ms": c.latency_ms, "score": c.score} for c in self.front()],
+                "best": [_entry(c) for c in self.best(k)], "pareto_front": [_entry(c) for c in self.front()],
                 **verified}
 
     def arrays(self) -> tuple[np.ndarray, np.ndarray]:
         """(predicted ms, score) of every evaluated architecture."""
         return (np.asarray([c.latency_ms for c in self.history]), np.asarray([c.score for c in self.history]))
+
+
+def _entry(c: Candidate) -> dict[str, Any]:
+    """A candidate in the JSON report: key, predicted ms, its sigma (None where not counted), score."""
+    return {"key": c.key, "predicted_ms": c.latency_ms, "sigma_ms": c.sigma_ms, "score": c.score}
