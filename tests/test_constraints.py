@@ -589,3 +589,16 @@ def test_a_search_counting_sigmas_reports_each_candidates_sigma(space, tmp_path,
                  "--method", "random", "--budget", "6", "--no-progress", "--json", str(out)]) == 0
     assert "sigma ms" not in capsys.readouterr().out  # no sigma counted: none shown
     assert all(entry["sigma_ms"] is None for entry in json.loads(out.read_text())["search"]["best"])
+
+
+def test_the_budget_a_refusal_names_is_enough():
+    """'use a budget of at least X' rounded X to 4 digits, sometimes down: that budget was refused again."""
+    import re
+
+    nb201 = get_space("nb201")
+    c = LatencyConstraint(CallablePredictor(nb201, lambda a: 0.15041), budget_ms=0.1)
+    with pytest.raises(InfeasibleBudgetError) as e:
+        c.check_budget()
+    named = float(re.search(r"use a budget of at least ([0-9.e+-]+) ms", str(e.value)).group(1))
+    assert named == 0.1505
+    LatencyConstraint(CallablePredictor(nb201, lambda a: 0.15041), budget_ms=named).check_budget()

@@ -286,7 +286,7 @@ class LatencyConstraint:
             raise InfeasibleBudgetError(
                 f"latency budget {self.budget_ms:g} ms is below the fastest {self.space.name} architecture "
                 f"({where}){counted}: {self.space.key(arch)} at {at}; {verdict}; "
-                f"use a budget of at least {reach:.4g} ms{fewer}")
+                f"use a budget of at least {_rounded_up(reach)} ms{fewer}")
         return arch, ms, n, exhaustive
 
 
@@ -309,6 +309,14 @@ def require_sigma(predictor: ArchPredictor, sigmas: float) -> None:
     if sigmas and predictor.sigma([]) is None:  # [] asks only whether it gives one
         raise ConstraintError(f"the {predictor.name} predictor gives no sigma (uncertainty) of its predictions to "
                               f"count {sigmas:g} of; use sigmas=0, or a device table or an adapted predictor")
+
+
+def _rounded_up(ms: float, digits: int = 4) -> str:
+    """`ms` to `digits` significant digits, rounded up: a budget named as enough must be (0.15049 -> 0.1505)."""
+    if not (math.isfinite(ms) and ms > 0):
+        return f"{ms:g}"
+    step = 10.0 ** (math.floor(math.log10(ms)) - digits + 1)
+    return f"{math.ceil(ms / step - 1e-9) * step:.{digits}g}"
 
 
 def _ms(x: Any) -> float:
