@@ -514,3 +514,12 @@ def test_a_board_replugged_after_an_unplug_is_opened_again_by_the_next_call(peer
     _, extra = rt.measure(SPECS[1], Protocol.preset("quick"))
     assert extra["count"] in (5000, 5001) and second.commands("RUN") == 1
     rt.close()
+
+
+def test_a_board_refusal_crosses_to_another_process():
+    """BoardCommandError (three arguments) did not load back from a pickle: a board's refusal raised in a
+    Ray or multiprocessing worker could not reach its parent."""
+    import pickle
+
+    e = pickle.loads(pickle.dumps(BoardCommandError("E2", "bad op", "LOAD x")))
+    assert (e.code, e.message, e.command, str(e)) == ("E2", "bad op", "LOAD x", "board refused LOAD: ERR E2 bad op")

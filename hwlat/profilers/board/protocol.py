@@ -61,6 +61,9 @@ class BoardCommandError(BoardError):
         self.code, self.message, self.command = code, message, command
         super().__init__(f"board refused {command.split(' ')[0] or 'a command'}: ERR {code} {message}")
 
+    def __reduce__(self):  # its own arguments, not the message: it crosses to a Ray or multiprocessing parent
+        return type(self), (self.code, self.message, self.command)
+
 
 # ---- parsing -----------------------------------------------------------------------------------
 _TOKEN = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
