@@ -537,3 +537,13 @@ def test_profile_device_refuses_a_bad_pattern_before_making_a_table(tmp_path):
 def test_a_hardware_label_is_one_word(tmp_path):
     proc = hwlat("profile", "archs", "--space", "nb201", "--archs", "1", "--hardware", "a/b", "--out", "t", cwd=tmp_path)
     assert proc.returncode == 2 and "'a/b': one word of letters" in proc.stderr and not list(tmp_path.iterdir())
+
+
+def test_predict_json_given_a_file_says_it_prints(capsys):
+    """`hwlat predict --json out.json ...` (as `profile model`, `search` and `bench` take --json FILE) read
+    out.json as the model and said 'give exactly one network or set'."""
+    from hwlat.cli import main
+
+    assert main(["predict", "--json", "out.json", "--space", "nb201", "--arch", "1462",
+                 "--table", "cpu_onnxruntime_fp32_threads1"]) == 1
+    assert "--json prints the prediction and takes no file (out.json was read as the model)" in capsys.readouterr().err

@@ -117,6 +117,9 @@ def _predict(args: argparse.Namespace) -> int:
     from hwlat.predictors.lut import LUTPredictor
 
     given = [x for x in (args.model, args.arch, args.archs, args.classic) if x]
+    if args.json and args.model and args.model.lower().endswith(".json"):  # as `profile model --json FILE` takes one
+        raise HwlatError(f"--json prints the prediction and takes no file ({args.model} was read as the model): "
+                         f"write it with `hwlat predict ... --json > {args.model}`")
     if len(given) != 1:
         raise HwlatError("give exactly one network or set: an .onnx path, --space with --arch or --archs, or --classic")
     if args.out and not args.archs:
