@@ -286,3 +286,32 @@ def test_profile_model_times_a_model_file_whole_where_the_runtime_has_no_node_pr
 
     api = hwlat.profile_model(path, "torch", protocol=Protocol.preset("quick"))  # the same in Python
     assert api.device == report["device"] and api.latency.median_ms > 0 and "whole model only" in api.format()
+
+
+def test_onnx_module_gathers_with_negative_indices_as_onnx_counts_them():
+    """ONNX counts a Gather's negative indices from the end: torch.onnx's legacy exporter writes
+    `Gather(Shape(x), [-1])` for `tensor.chunk(3, -1)` (a transformer's qkv split), which
+    `index_select` refused ("index out of range"), so `profile model --runtime torch` failed on it."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 6])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    last = helper.make_tensor("last", TensorProto.INT64, [1], [-1])
+    cols = helper.make_tensor("cols", TensorProto.INT64, [2], [-1, 0])
+    nodes = [helper.make_node("Shape", ["x"], ["s"]),
+             helper.make_node("Gather", ["s", "last"], ["n"]),       # [6]: the last dimension, folded
+             helper.make_node("Gather", ["x", "cols"], ["g"], axis=1),  # x[:, [5, 0]], run on the input
+             helper.make_node("Cast", ["n"], ["nf"], to=TensorProto.FLOAT),
+             helper.make_node("Mul", ["g", "nf"], ["y"])]
+    g = helper.make_graph(nodes, "g", [x], [y], initializer=[last, cols])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    module, _ = onnx_module(model, torch)
+    xs = np.arange(12, dtype=np.float32).reshape(2, 6)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": xs})[0]
+    with torch.inference_mode():
+        got = module(torch.from_numpy(xs)).numpy()
+    np.testing.assert_array_equal(got, want)

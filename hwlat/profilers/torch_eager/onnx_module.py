@@ -172,11 +172,19 @@ def _squeeze(t, F, ins, attrs):
     return x.squeeze(tuple(a % x.dim() for a in axes))
 
 
+def _flat(values: Any) -> list:
+    """A nested list of numbers (a setting of more than one dimension) as one flat list."""
+    return [v for row in values for v in _flat(row)] if isinstance(values, list) else [values]
+
+
 def _gather(t, F, ins, attrs):
     x, idx = ins[0], ins[1]
     axis = int(attrs.get("axis", 0)) % x.dim()
     if idx.dim() == 0:
         return x.select(axis, int(_needed(attrs, 1, "Gather", "index")))
+    known = _setting(attrs, 1)
+    if known is not None and any(v < 0 for v in _flat(known)):  # ONNX counts negative indices from the end; torch does not
+        idx = idx % x.shape[axis]
     if axis == 0 and x.dim() == 2:  # an embedding table
         return F.embedding(idx, x)
     out = x.index_select(axis, idx.reshape(-1))
