@@ -315,3 +315,30 @@ def test_onnx_module_gathers_with_negative_indices_as_onnx_counts_them():
     with torch.inference_mode():
         got = module(torch.from_numpy(xs)).numpy()
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("auto_pad", ["SAME_UPPER", "SAME_LOWER", "VALID"])
+def test_onnx_module_pads_convs_and_pools_as_their_auto_pad_says(auto_pad):
+    """`auto_pad` (torch.onnx writes SAME_UPPER for `padding='same'` with an even kernel; TF converters
+    write it too) sets a Conv's or a pool's padding; it was ignored, so torch timed an unpadded,
+    smaller network than the file's, silently."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
+
+    w = numpy_helper.from_array(np.random.default_rng(0).standard_normal((4, 3, 4, 4), dtype=np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[4, 4], auto_pad=auto_pad),
+             helper.make_node("MaxPool", ["c"], ["m"], kernel_shape=[2, 2], strides=[2, 2], auto_pad=auto_pad),
+             helper.make_node("AveragePool", ["m"], ["y"], kernel_shape=[2, 2], auto_pad=auto_pad, count_include_pad=1)]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 9, 9])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializer=[w])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    module, _ = onnx_module(model, torch)
+    x = np.random.default_rng(1).standard_normal((1, 3, 9, 9), dtype=np.float32)
+    session = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
+    want = session.run(None, {"x": x})[0]
+    with torch.inference_mode():
+        got = module(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)

@@ -41,16 +41,27 @@ def _axes(a: dict[str, Any], index: int = 1) -> list[int] | None:
     return None if axes is None else [int(v) for v in (axes if isinstance(axes, list) else [axes])]
 
 
-def _pads2d(F, x, attrs: dict[str, Any]):
-    """(input, symmetric padding): ONNX pads [top, left, bottom, right]; unequal ones padded first."""
-    p = _ints(attrs, "pads", [0, 0, 0, 0])
+def _pads2d(F, x, attrs: dict[str, Any], kernel: Sequence[int], fill: float = 0.0):
+    """(input, symmetric padding): ONNX pads [top, left, bottom, right], or those `auto_pad` sets
+    (SAME_UPPER puts an odd one at the end, SAME_LOWER at the start); unequal ones padded first, with `fill`."""
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        strides, dilations = _ints(attrs, "strides", [1, 1]), _ints(attrs, "dilations", [1, 1])
+        totals = [max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
+                  for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations)]
+        begins = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in totals]
+        p = begins + [t - b for t, b in zip(totals, begins)]
+    elif auto == "VALID":
+        p = [0, 0, 0, 0]
+    else:
+        p = _ints(attrs, "pads", [0, 0, 0, 0])
     if p[0] == p[2] and p[1] == p[3]:
         return x, (p[0], p[1])
-    return F.pad(x, (p[1], p[3], p[0], p[2])), (0, 0)
+    return F.pad(x, (p[1], p[3], p[0], p[2]), value=fill), (0, 0)
 
 
 def _conv(t, F, ins, attrs):
-    x, (pad) = _pads2d(F, ins[0], attrs)
+    x, pad = _pads2d(F, ins[0], attrs, ins[1].shape[2:])
     return F.conv2d(x, ins[1], ins[2] if len(ins) > 2 else None, stride=_ints(attrs, "strides", [1, 1]), padding=pad,
                     dilation=_ints(attrs, "dilations", [1, 1]), groups=int(attrs.get("group", 1)))
 
@@ -83,8 +94,10 @@ def _hardsigmoid(t, F, ins, attrs):
 
 def _pool(kind: str):
     def run(t, F, ins, attrs):
-        x, pad = _pads2d(F, ins[0], attrs)
         k, s = _ints(attrs, "kernel_shape", [1, 1]), _ints(attrs, "strides", [1, 1])
+        # Unequal pads are padded first: with -inf for a max; with zeros for an average, which counts them
+        # as elements (its border values differ where count_include_pad is 0; its shapes and cost do not).
+        x, pad = _pads2d(F, ins[0], attrs, k, fill=float("-inf") if kind == "max" else 0.0)
         ceil = bool(attrs.get("ceil_mode", 0))
         if kind == "avg":
             return F.avg_pool2d(x, k, s, pad, ceil_mode=ceil, count_include_pad=bool(attrs.get("count_include_pad", 0)))
