@@ -342,3 +342,39 @@ def test_onnx_module_pads_convs_and_pools_as_their_auto_pad_says(auto_pad):
         got = module(torch.from_numpy(x)).numpy()
     assert got.shape == want.shape
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_onnx_module_runs_a_model_of_several_outputs(tmp_path, capsys):
+    """A network with two heads: the table predicts it, and torch (which refused every model of more
+    than one output) times it, computing both as onnxruntime does, a folded output included."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwlat.cli import main
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.standard_normal(s, dtype=np.float32), n)
+             for n, s in (("w", (8, 3, 3, 3)), ("a", (4, 8, 1, 1)), ("b", (2, 8, 1, 1)))]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], kernel_shape=[3, 3], pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"]),
+             helper.make_node("Conv", ["r", "a"], ["ya"], kernel_shape=[1, 1]),
+             helper.make_node("Conv", ["r", "b"], ["yb"], kernel_shape=[1, 1]),
+             helper.make_node("Shape", ["x"], ["shape"])]
+    outs = [helper.make_tensor_value_info(n, t, None) for n, t in (("ya", TensorProto.FLOAT), ("yb", TensorProto.FLOAT),
+                                                                    ("shape", TensorProto.INT64))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])], outs,
+                          initializer=inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    module, _ = onnx_module(model, torch)
+    x = np.random.default_rng(1).standard_normal((1, 3, 8, 8), dtype=np.float32)
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    with torch.inference_mode():
+        got = module(torch.from_numpy(x))
+    assert len(got) == 3
+    for g_, w_ in zip(got, want):
+        np.testing.assert_allclose(g_.numpy(), w_, rtol=1e-5, atol=1e-5)
+    path = tmp_path / "two.onnx"
+    path.write_bytes(model)
+    assert main(["profile", "model", str(path), "--runtime", "torch", "--protocol", "quick"]) == 0
+    assert "ms median" in capsys.readouterr().out

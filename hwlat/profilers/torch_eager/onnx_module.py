@@ -344,8 +344,8 @@ def seeded_inputs(specs: Mapping[str, tuple[tuple[int, ...], str]], torch: Any) 
 def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None):
     """A `torch.nn.Module` computing the ONNX model (serialised bytes) with torch eager ops for
     these input shapes (the model's, or `input_shape`: one shape, or name -> shape), and the shape
-    of its first input. The module takes its inputs positionally; ``module.example_inputs()``
-    gives seeded ones."""
+    of its first input. The module takes its inputs positionally and returns the model's output (a
+    tuple of them where it has several); ``module.example_inputs()`` gives seeded ones."""
     import onnx
 
     try:
@@ -357,18 +357,16 @@ def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[s
     if unknown:
         raise UnsupportedOpError(f"torch runs ONNX models of the ops {', '.join(sorted(HANDLERS))}; this one also has "
                                  f"{', '.join(unknown)}; time it with --runtime onnxruntime, which runs every ONNX op")
-    if len(g.output) != 1:
-        raise UnsupportedOpError(f"torch runs ONNX models of one output, not {len(g.output)}")
     constants = _constants(g)
     specs = input_specs(g, constants, input_shape)
     nodes = [(n.op_type, list(n.input) + ([FLOAT] if n.op_type == "Cast" else []), list(n.output), _attributes(n))
              for n in g.node if n.op_type != "Constant"]
     with torch.inference_mode():
         kept, folded = _fold(torch, nodes, constants, dict(zip(specs, seeded_inputs(specs, torch))))
-    needed = {i for _, ins, _, _ in kept for i in ins if i in folded} | ({g.output[0].name} & set(folded))
+    outputs = [o.name for o in g.output]
+    needed = {i for _, ins, _, _ in kept for i in ins if i in folded} | (set(outputs) & set(folded))
     names = {k: f"w{i}" for i, k in enumerate(sorted(needed))}  # buffers: .to(device, dtype) moves and casts them
     F = torch.nn.functional
-    output = g.output[0].name
 
     class OnnxModule(torch.nn.Module):
         def __init__(self):
@@ -385,7 +383,7 @@ def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[s
             env.update(zip(specs, xs))
             for op, ins, outs, attrs in kept:
                 _store(env, outs, HANDLERS[op](torch, F, [env[i] if i else None for i in ins], attrs))
-            return env[output]
+            return env[outputs[0]] if len(outputs) == 1 else tuple(env[o] for o in outputs)
 
     return OnnxModule(), next(iter(specs.values()))[0]
 
