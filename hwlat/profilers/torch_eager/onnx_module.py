@@ -355,8 +355,9 @@ def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[s
     g = proto.graph
     unknown = sorted({n.op_type for n in g.node} - set(HANDLERS) - {"Constant"})
     if unknown:
-        raise UnsupportedOpError(f"torch runs ONNX models of the ops {', '.join(sorted(HANDLERS))}; this one also has "
-                                 f"{', '.join(unknown)}; time it with --runtime onnxruntime, which runs every ONNX op")
+        raise UnsupportedOpError(f"torch cannot run this model's {', '.join(unknown)} node{'s' if len(unknown) > 1 else ''} "
+                                 f"(hwlat runs {len(HANDLERS)} ONNX op types with torch ops); time it with --runtime "
+                                 "onnxruntime, which runs every ONNX op")
     constants = _constants(g)
     specs = input_specs(g, constants, input_shape)
     nodes = [(n.op_type, list(n.input) + ([FLOAT] if n.op_type == "Cast" else []), list(n.output), _attributes(n))
