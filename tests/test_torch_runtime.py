@@ -381,3 +381,28 @@ def test_onnx_module_runs_a_model_of_several_outputs(tmp_path, capsys):
     path.write_bytes(model)
     assert main(["profile", "model", str(path), "--runtime", "torch", "--protocol", "quick"]) == 0
     assert "ms median" in capsys.readouterr().out
+
+
+def test_profile_model_records_the_input_shapes_it_timed(tmp_path, capsys):
+    """A dynamic model timed at `--input-shape`: the report says at which shape, as onnxruntime's does
+    (torch's said nothing of it, so the number could not be reused)."""
+    import json
+
+    from onnx import TensorProto, helper
+
+    from hwlat.cli import main
+
+    g = helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 3, "h", "w"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    path = tmp_path / "dyn.onnx"
+    path.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert main(["profile", "model", str(path), "--runtime", "torch", "--protocol", "quick", "--input-shape",
+                 "2x3x8x8", "--json", str(tmp_path / "r.json")]) == 0
+    assert "(x 2x3x8x8)" in capsys.readouterr().out
+    assert json.loads((tmp_path / "r.json").read_text())["input_shapes"] == {"x": [2, 3, 8, 8]}
+    static = tmp_path / "static.onnx"  # a model of fixed shapes: its own
+    g.input[0].CopyFrom(helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 4, 4]))
+    static.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
+    assert main(["profile", "model", str(static), "--runtime", "torch", "--protocol", "quick"]) == 0
+    assert "(x 1x3x4x4)" in capsys.readouterr().out
