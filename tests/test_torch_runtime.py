@@ -406,3 +406,25 @@ def test_profile_model_records_the_input_shapes_it_timed(tmp_path, capsys):
     static.write_bytes(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString())
     assert main(["profile", "model", str(static), "--runtime", "torch", "--protocol", "quick"]) == 0
     assert "(x 1x3x4x4)" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("axis", [0, 1, 2, -1])
+def test_onnx_module_flattens_to_two_dimensions_as_onnx_does(axis):
+    """ONNX's Flatten always gives a matrix (the dimensions before `axis` times those from it);
+    `torch.flatten(x, axis)` gave another rank for any axis but 1, so torch timed another network."""
+    ort = pytest.importorskip("onnxruntime")
+    from onnx import TensorProto, helper
+
+    from hwlat.profilers.torch_eager.onnx_module import onnx_module
+
+    g = helper.make_graph([helper.make_node("Flatten", ["x"], ["y"], axis=axis)], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 3, 4, 5])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString()
+    module, _ = onnx_module(model, torch)
+    x = np.arange(120, dtype=np.float32).reshape(2, 3, 4, 5)
+    want = ort.InferenceSession(model, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with torch.inference_mode():
+        got = module(torch.from_numpy(x)).numpy()
+    assert got.shape == want.shape
+    np.testing.assert_array_equal(got, want)

@@ -14,6 +14,7 @@ is an `UnsupportedOpError` naming it when the module is built, never while it is
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 from hwlat.device_tables.errors import ModelError, UnsupportedOpError
@@ -110,6 +111,14 @@ def _reshape(t, F, ins, attrs):
     if not int(attrs.get("allowzero", 0)):
         shape = [ins[0].shape[i] if v == 0 else v for i, v in enumerate(shape)]
     return ins[0].reshape(shape)
+
+
+def _flatten(t, F, ins, attrs):
+    """A matrix, as ONNX's Flatten gives: the dimensions before `axis` by those from it (`torch.flatten` keeps the first ones)."""
+    x = ins[0]
+    axis = int(attrs.get("axis", 1))
+    axis = axis + x.dim() if axis < 0 else axis
+    return x.flatten(axis) if axis == 1 else x.reshape(math.prod(x.shape[:axis]), -1)
 
 
 def _reduce_mean(t, F, ins, attrs):
@@ -262,7 +271,7 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "MaxPool": _pool("max"),
     "ReduceMean": _reduce_mean,
     "BatchNormalization": _batch_norm,
-    "Flatten": lambda t, F, ins, a: t.flatten(ins[0], int(a.get("axis", 1))),
+    "Flatten": _flatten,
     "Reshape": _reshape,
     "Transpose": lambda t, F, ins, a: ins[0].permute([int(v) for v in a.get("perm", range(ins[0].dim() - 1, -1, -1))]),
     "Concat": lambda t, F, ins, a: t.cat([i for i in ins if i is not None], dim=int(a.get("axis", 0))),
