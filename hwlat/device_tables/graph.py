@@ -412,6 +412,16 @@ def _const_array(t):
         raise ModelError(f"weight {t.name!r} does not hold its declared shape {list(t.dims)} ({exc})") from None
 
 
+def run_input_shapes(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None
+                     ) -> dict[str, tuple[int, ...]]:
+    """Input name -> the shape an ONNX model (path, bytes or ModelProto) runs with: the given one or the declared one."""
+    g = load_onnx(model).graph
+    weights = {t.name for t in g.initializer}
+    inputs = [i for i in g.input if i.name not in weights]
+    given = _wanted_shapes(inputs, input_shape)
+    return {i.name: given.get(i.name) or tuple(_declared(i) or ()) for i in inputs}
+
+
 def _wanted_shapes(graph_inputs, input_shape) -> dict[str, tuple[int, ...]]:
     """Input name -> the static shape it runs with: the given one (checked against the declared
     dimensions) or the declared one; a `ModelError` naming every dynamic input nobody sized."""

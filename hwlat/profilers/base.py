@@ -37,15 +37,19 @@ class WholeModel:
     clock: str
     latency: Measurement
     runtime: str
+    input_shapes: dict[str, list[int]] = field(default_factory=dict)  # input name -> the shape it was timed at
 
     def format(self, top: int = 0) -> str:
         m = self.latency
-        return (f"{self.model}: {m.median_ms:.4f} ms median (10th percentile {m.p10_ms:.4f} ms, {m.n} runs) on "
+        shapes = ", ".join(f"{k} {'x'.join(map(str, v))}" for k, v in self.input_shapes.items())
+        return (f"{self.model}{f' ({shapes})' if shapes else ''}: {m.median_ms:.4f} ms median (10th percentile "
+                f"{m.p10_ms:.4f} ms, {m.n} runs) on "
                 f"{self.device}, {self.clock} clock; the {self.runtime} runtime gives no per-node breakdown, so the "
                 "whole model only")
 
     def to_dict(self) -> dict[str, Any]:
-        return {"model": self.model, "device": self.device, "clock": self.clock, "latency": self.latency.to_dict()}
+        return {"model": self.model, "device": self.device, "clock": self.clock, "input_shapes": self.input_shapes,
+                "latency": self.latency.to_dict()}
 
 
 @dataclass(frozen=True)
@@ -295,8 +299,12 @@ class Runtime(abc.ABC):
         if profile_runs is not None:
             raise UnsupportedOpError(f"--runs sets the runs of a per-node profile, which the {self.name} runtime does not "
                                      "give; leave it out (the whole model is timed as --protocol says)")
-        m = self.time_model(path, protocol, input_shape=input_shape)
-        return WholeModel(str(path), self.device().name, protocol.clock, m, self.name)
+        from hwlat.device_tables.graph import load_onnx, run_input_shapes
+
+        model = load_onnx(os.fspath(path))  # its weights too, where saved beside it
+        m = self.time_model(model, protocol, input_shape=input_shape)
+        return WholeModel(str(path), self.device().name, protocol.clock, m, self.name,
+                          {k: list(v) for k, v in run_input_shapes(model, input_shape).items()})
 
     # ---- what the fusion probe can read from the runtime itself ------------------------------
     def count_kernels(self, spec: OpSpec) -> int | None:

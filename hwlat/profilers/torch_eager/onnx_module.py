@@ -14,6 +14,7 @@ is an `UnsupportedOpError` naming it when the module is built, never while it is
 
 from __future__ import annotations
 
+import math
 from typing import Any, Callable, Mapping, Sequence
 
 from hwlat.device_tables.errors import ModelError, UnsupportedOpError
@@ -41,16 +42,27 @@ def _axes(a: dict[str, Any], index: int = 1) -> list[int] | None:
     return None if axes is None else [int(v) for v in (axes if isinstance(axes, list) else [axes])]
 
 
-def _pads2d(F, x, attrs: dict[str, Any]):
-    """(input, symmetric padding): ONNX pads [top, left, bottom, right]; unequal ones padded first."""
-    p = _ints(attrs, "pads", [0, 0, 0, 0])
+def _pads2d(F, x, attrs: dict[str, Any], kernel: Sequence[int], fill: float = 0.0):
+    """(input, symmetric padding): ONNX pads [top, left, bottom, right], or those `auto_pad` sets
+    (SAME_UPPER puts an odd one at the end, SAME_LOWER at the start); unequal ones padded first, with `fill`."""
+    auto = attrs.get("auto_pad", "NOTSET")
+    if auto in ("SAME_UPPER", "SAME_LOWER"):
+        strides, dilations = _ints(attrs, "strides", [1, 1]), _ints(attrs, "dilations", [1, 1])
+        totals = [max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
+                  for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations)]
+        begins = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in totals]
+        p = begins + [t - b for t, b in zip(totals, begins)]
+    elif auto == "VALID":
+        p = [0, 0, 0, 0]
+    else:
+        p = _ints(attrs, "pads", [0, 0, 0, 0])
     if p[0] == p[2] and p[1] == p[3]:
         return x, (p[0], p[1])
-    return F.pad(x, (p[1], p[3], p[0], p[2])), (0, 0)
+    return F.pad(x, (p[1], p[3], p[0], p[2]), value=fill), (0, 0)
 
 
 def _conv(t, F, ins, attrs):
-    x, (pad) = _pads2d(F, ins[0], attrs)
+    x, pad = _pads2d(F, ins[0], attrs, ins[1].shape[2:])
     return F.conv2d(x, ins[1], ins[2] if len(ins) > 2 else None, stride=_ints(attrs, "strides", [1, 1]), padding=pad,
                     dilation=_ints(attrs, "dilations", [1, 1]), groups=int(attrs.get("group", 1)))
 
@@ -83,8 +95,10 @@ def _hardsigmoid(t, F, ins, attrs):
 
 def _pool(kind: str):
     def run(t, F, ins, attrs):
-        x, pad = _pads2d(F, ins[0], attrs)
         k, s = _ints(attrs, "kernel_shape", [1, 1]), _ints(attrs, "strides", [1, 1])
+        # Unequal pads are padded first: with -inf for a max; with zeros for an average, which counts them
+        # as elements (its border values differ where count_include_pad is 0; its shapes and cost do not).
+        x, pad = _pads2d(F, ins[0], attrs, k, fill=float("-inf") if kind == "max" else 0.0)
         ceil = bool(attrs.get("ceil_mode", 0))
         if kind == "avg":
             return F.avg_pool2d(x, k, s, pad, ceil_mode=ceil, count_include_pad=bool(attrs.get("count_include_pad", 0)))
@@ -97,6 +111,14 @@ def _reshape(t, F, ins, attrs):
     if not int(attrs.get("allowzero", 0)):
         shape = [ins[0].shape[i] if v == 0 else v for i, v in enumerate(shape)]
     return ins[0].reshape(shape)
+
+
+def _flatten(t, F, ins, attrs):
+    """A matrix, as ONNX's Flatten gives: the dimensions before `axis` by those from it (`torch.flatten` keeps the first ones)."""
+    x = ins[0]
+    axis = int(attrs.get("axis", 1))
+    axis = axis + x.dim() if axis < 0 else axis
+    return x.flatten(axis) if axis == 1 else x.reshape(math.prod(x.shape[:axis]), -1)
 
 
 def _reduce_mean(t, F, ins, attrs):
@@ -172,11 +194,19 @@ def _squeeze(t, F, ins, attrs):
     return x.squeeze(tuple(a % x.dim() for a in axes))
 
 
+def _flat(values: Any) -> list:
+    """A nested list of numbers (a setting of more than one dimension) as one flat list."""
+    return [v for row in values for v in _flat(row)] if isinstance(values, list) else [values]
+
+
 def _gather(t, F, ins, attrs):
     x, idx = ins[0], ins[1]
     axis = int(attrs.get("axis", 0)) % x.dim()
     if idx.dim() == 0:
         return x.select(axis, int(_needed(attrs, 1, "Gather", "index")))
+    known = _setting(attrs, 1)
+    if known is not None and any(v < 0 for v in _flat(known)):  # ONNX counts negative indices from the end; torch does not
+        idx = idx % x.shape[axis]
     if axis == 0 and x.dim() == 2:  # an embedding table
         return F.embedding(idx, x)
     out = x.index_select(axis, idx.reshape(-1))
@@ -241,7 +271,7 @@ HANDLERS: dict[str, Callable[..., Any]] = {
     "MaxPool": _pool("max"),
     "ReduceMean": _reduce_mean,
     "BatchNormalization": _batch_norm,
-    "Flatten": lambda t, F, ins, a: t.flatten(ins[0], int(a.get("axis", 1))),
+    "Flatten": _flatten,
     "Reshape": _reshape,
     "Transpose": lambda t, F, ins, a: ins[0].permute([int(v) for v in a.get("perm", range(ins[0].dim() - 1, -1, -1))]),
     "Concat": lambda t, F, ins, a: t.cat([i for i in ins if i is not None], dim=int(a.get("axis", 0))),
@@ -323,8 +353,8 @@ def seeded_inputs(specs: Mapping[str, tuple[tuple[int, ...], str]], torch: Any) 
 def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]] | None = None):
     """A `torch.nn.Module` computing the ONNX model (serialised bytes) with torch eager ops for
     these input shapes (the model's, or `input_shape`: one shape, or name -> shape), and the shape
-    of its first input. The module takes its inputs positionally; ``module.example_inputs()``
-    gives seeded ones."""
+    of its first input. The module takes its inputs positionally and returns the model's output (a
+    tuple of them where it has several); ``module.example_inputs()`` gives seeded ones."""
     import onnx
 
     try:
@@ -334,20 +364,19 @@ def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[s
     g = proto.graph
     unknown = sorted({n.op_type for n in g.node} - set(HANDLERS) - {"Constant"})
     if unknown:
-        raise UnsupportedOpError(f"torch runs ONNX models of the ops {', '.join(sorted(HANDLERS))}; this one also has "
-                                 f"{', '.join(unknown)}; time it with --runtime onnxruntime, which runs every ONNX op")
-    if len(g.output) != 1:
-        raise UnsupportedOpError(f"torch runs ONNX models of one output, not {len(g.output)}")
+        raise UnsupportedOpError(f"torch cannot run this model's {', '.join(unknown)} node{'s' if len(unknown) > 1 else ''} "
+                                 f"(hwlat runs {len(HANDLERS)} ONNX op types with torch ops); time it with --runtime "
+                                 "onnxruntime, which runs every ONNX op")
     constants = _constants(g)
     specs = input_specs(g, constants, input_shape)
     nodes = [(n.op_type, list(n.input) + ([FLOAT] if n.op_type == "Cast" else []), list(n.output), _attributes(n))
              for n in g.node if n.op_type != "Constant"]
     with torch.inference_mode():
         kept, folded = _fold(torch, nodes, constants, dict(zip(specs, seeded_inputs(specs, torch))))
-    needed = {i for _, ins, _, _ in kept for i in ins if i in folded} | ({g.output[0].name} & set(folded))
+    outputs = [o.name for o in g.output]
+    needed = {i for _, ins, _, _ in kept for i in ins if i in folded} | (set(outputs) & set(folded))
     names = {k: f"w{i}" for i, k in enumerate(sorted(needed))}  # buffers: .to(device, dtype) moves and casts them
     F = torch.nn.functional
-    output = g.output[0].name
 
     class OnnxModule(torch.nn.Module):
         def __init__(self):
@@ -364,7 +393,7 @@ def onnx_module(model: bytes, torch: Any, input_shape: Sequence[int] | Mapping[s
             env.update(zip(specs, xs))
             for op, ins, outs, attrs in kept:
                 _store(env, outs, HANDLERS[op](torch, F, [env[i] if i else None for i in ins], attrs))
-            return env[output]
+            return env[outputs[0]] if len(outputs) == 1 else tuple(env[o] for o in outputs)
 
     return OnnxModule(), next(iter(specs.values()))[0]
 
