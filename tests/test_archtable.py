@@ -389,3 +389,17 @@ def test_repeated_architectures_are_taken_once_and_the_repeats_counted(tmp_path,
     with caplog.at_level("WARNING"):
         resolve_archs(NB, "0:5")
     assert "repeated" not in caplog.text
+
+
+def test_profile_archs_records_the_seed_of_random_archs_in_each_run(tmp_path, capsys):
+    """`--archs random:N` names architectures only with its --seed: the table keeps both, per run."""
+    pytest.importorskip("onnxruntime")
+    from hwlat.cli import main
+
+    out = tmp_path / "nb"
+    args = ["profile", "archs", "--space", "nb201", "--protocol", "quick", "--passes", "1", "--out", str(out),
+            "--no-progress", "--archs", "random:2"]
+    assert main([*args, "--seed", "7"]) == 0 and main([*args, "--seed", "8"]) == 0
+    meta = json.loads(arch_table_paths(out)[1].read_text())
+    assert meta["archs_spec"] == "random:2" and meta["seed"] == 8
+    assert [(r["archs_spec"], r["seed"]) for r in meta["runs"]] == [("random:2", 7), ("random:2", 8)]

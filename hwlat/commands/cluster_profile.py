@@ -178,7 +178,7 @@ def profile_archs_on_cluster(args: argparse.Namespace) -> int:
                 dev = Device(args.hardware, dev.runtime, dev.precision, dev.settings, dev.fingerprint)
             meta = {"protocol": protocol.to_dict(), "runtime": info["ad"]["runtime"],
                     "runtime_settings": dict(info["ad"]["settings"]), "space_options": repr(space),
-                    "archs_spec": args.archs, "protocol_preset": args.protocol,
+                    "archs_spec": args.archs, "seed": args.seed, "protocol_preset": args.protocol,
                     "cluster": {"device": name, "spec": info["spec"]}}
             return _arch_sink(outs[name], space.name, dev, meta, fresh=args.fresh), tasks
 

@@ -76,7 +76,7 @@ def _profile_archs(args: argparse.Namespace) -> int:
     result = profile_archs(space, items, args.out, runtime, protocol=protocol_from_args(args, runtime.cpu_clock_ok),
                            device=device, progress=not args.no_progress,
                            order_seed=None if args.keep_order else args.seed,
-                           meta={"archs_spec": args.archs, "protocol_preset": args.protocol}, batch=args.batch,
+                           meta={"archs_spec": args.archs, "seed": args.seed, "protocol_preset": args.protocol}, batch=args.batch,
                            fresh=args.fresh, passes=args.passes or DEFAULT_PASSES)
     print(f"{result.out}: {result.measured} measured, {result.skipped} already there, {result.failed} failed, "
           f"{result.noisy} noisy; device column {device.name!r}")

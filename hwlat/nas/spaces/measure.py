@@ -302,6 +302,8 @@ def profile_archs(space: Space, items: Sequence[ArchItem], out: str | os.PathLik
                      "failed": result.failed, "noisy": result.noisy, "skipped": result.skipped,
                      "seconds": round(result.seconds, 1), "archs_per_minute": round(result.per_minute, 1),
                      "protocol": protocol.to_dict(),
+                     # which architectures this run was given: a resume may give others
+                     **{k: table.meta[k] for k in ("archs_spec", "seed") if k in table.meta},
                      "load_avg_start": load_start,
                      "load_avg_end": os.getloadavg()[0] if hasattr(os, "getloadavg") else None})
         table.write_meta()
