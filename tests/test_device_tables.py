@@ -293,3 +293,36 @@ def test_the_fingerprint_records_the_environment_that_steers_runtimes_and_the_cp
     assert cpu_quota(tmp_path / "v1", tmp_path / "v1.cgroup") == 0.5
     (tmp_path / "v1" / "cpu,cpuacct" / "cpu.cfs_quota_us").write_text("-1\n")
     assert cpu_quota(tmp_path / "v1", tmp_path / "v1.cgroup") is None
+
+
+def test_a_table_resumed_with_another_setup_says_so_and_table_show_names_it(tmp_path, monkeypatch, capsys, caplog):
+    """A resume with another runtime version, environment, affinity or CPU quota than the last run is
+    said in one line naming each difference (the rows mix both; --recalibrate after an upgrade is a
+    resume too, so it is not refused), once: the next resume on the same setup says nothing."""
+    pytest.importorskip("onnxruntime")
+    from hwlat.cli import main
+
+    sweep = tmp_path / "two.yaml"
+    sweep.write_text("name: two\ndtype: [float32]\nops:\n  - {op: [relu, add], c: 8, hw: 8}\n")
+    out = tmp_path / "t"
+    args = ["profile", "ops", "--runtime", "onnxruntime", "--sweep", str(sweep), "--protocol", "quick", "--out", str(out),
+            "--no-progress"]
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    assert main(args) == 0
+    meta = json.loads((tmp_path / "t.json").read_text())
+    meta["device"]["fingerprint"]["runtime"]["onnxruntime"] = "1.0.0"
+    (tmp_path / "t.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("DNNL_MAX_CPU_ISA", "SSE41")
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    said = [r.getMessage() for r in caplog.records if "another setup" in r.getMessage()]
+    assert len(said) == 1 and "\n" not in said[0] and "env.DNNL_MAX_CPU_ISA unset -> 'SSE41'" in said[0], said
+    assert "runtime.onnxruntime '1.0.0' -> " in said[0] and "runtime.session" not in said[0]
+    caplog.clear()
+    with caplog.at_level("WARNING"):
+        assert main(args) == 0
+    assert "another setup" not in caplog.text
+    capsys.readouterr()
+    assert main(["table", "show", str(out)]) == 0
+    assert "resumed  with another setup: runtime.onnxruntime '1.0.0' -> " in capsys.readouterr().out

@@ -73,6 +73,18 @@ def _show(args: argparse.Namespace) -> int:
     pk = fp.get("packages", {})
     if pk:
         print("versions " + ", ".join(f"{k} {v}" for k, v in sorted(pk.items())))
+    setup = ([f"CPU quota {fp['cpu_quota']:g} CPUs"] if fp.get("cpu_quota") else []) + \
+        [f"{k}={v}" for k, v in sorted((fp.get("env") or {}).items())]
+    if setup:
+        print("setup   " + ", ".join(setup))
+    from hwlat.device_tables.device import setup_differences
+
+    changed, before = [], fp
+    for after in table.meta.get("fingerprints_on_resume") or []:  # each resume that changed the machine
+        changed += setup_differences(before, after)
+        before = after
+    if changed:
+        print("resumed  with another setup: " + "; ".join(changed))
     stored = dict(table.meta.get("protocol") or {})
     clock = stored.pop("clock", None)
     if stored:  # what a resume must be given (`--protocol`, `--clock`)

@@ -545,7 +545,7 @@ class ArchTableWriter:
         else:
             atomic_write_text(self.stats_path, _line(STATS_COLUMNS).decode())
         self.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
-        note_resume(self.meta, self.device.fingerprint)
+        note_resume(self.csv_path.with_suffix(""), self.meta, self.device.fingerprint)
         self.write_meta()
 
     def _repair_stats(self) -> dict[str, str]:

@@ -192,6 +192,31 @@ def cpu_differences(theirs: Mapping[str, Any], ours: Mapping[str, Any], by_clock
     return out
 
 
+# What of a fingerprint besides the CPU changes a runtime's numbers on one machine: the runtime's facts
+# (its version, session options, threads), the cores it may use, and the environment that steers it.
+SETUP_KEYS = ("runtime", "usable_cores", "cpu_quota", "env")
+
+
+def setup_differences(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:
+    """How the setup (`SETUP_KEYS`) of fingerprint `after` differs from `before`, entry by entry:
+    ``runtime.onnxruntime '1.31.0' -> '1.32.0'``, ``env.OMP_WAIT_POLICY unset -> 'PASSIVE'``. A key
+    `before` lacks (recorded by an older hwlat) is not compared, nor a fingerprint that is not an object."""
+    if not (isinstance(before, Mapping) and isinstance(after, Mapping)):
+        return []
+    out = []
+    for key in SETUP_KEYS:
+        if key not in before:
+            continue
+        a, b = before[key], after.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            shown = lambda d, k: repr(d[k]) if k in d else "unset"  # noqa: E731
+            out += [f"{key}.{k} {shown(a, k)} -> {shown(b, k)}" for k in sorted({*a, *b})
+                    if (k in a, a.get(k)) != (k in b, b.get(k))]
+        elif a != b:
+            out.append(f"{key} {a!r} -> {b!r}")
+    return out
+
+
 def host_differences(table_fingerprint: Mapping[str, Any], packages: Sequence[str] = ()) -> list[str]:
     """What of this host differs from a CPU table's fingerprint: the CPU model, its SIMD flags, and
     the versions of `packages` (the runtime's). Each as ``what: table's -> this host's``."""

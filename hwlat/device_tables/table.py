@@ -112,15 +112,22 @@ def refuse_another_cpu(name: Path, stored: Mapping[str, Any], device: Device) ->
             "machines' latencies; give another --out (or --fresh to start it again here, its files moved aside)")
 
 
-def note_resume(meta: dict[str, Any], fingerprint: Mapping[str, Any]) -> None:
+def note_resume(name: Path, meta: dict[str, Any], fingerprint: Mapping[str, Any]) -> None:
     """Record a resume in a table's metadata: its time, and this machine's fingerprint where it differs
     from the last one recorded (the last resume's, else the table's own), so that a table resumed on
-    one machine does not keep a copy of the same fingerprint per run."""
+    one machine does not keep a copy of the same fingerprint per run. A setup that changes the numbers
+    (another runtime version, environment, affinity or CPU quota) is said in one warning."""
+    from hwlat.device_tables.device import setup_differences
+
     meta.setdefault("resumed", []).append(now())
     last = (meta.get("fingerprints_on_resume") or [(meta.get("device") or {}).get("fingerprint") or {}])[-1]
     here = json.loads(json.dumps(dict(fingerprint), default=str))  # as stored: tuples read back as lists
     if here != last:
         meta.setdefault("fingerprints_on_resume", []).append(here)
+    differs = setup_differences(last, here)
+    if differs:
+        log.warning("%s: resumed with another setup than its last run (%s); its rows now mix both (each run's "
+                    "fingerprint is in fingerprints_on_resume; --fresh starts it again)", name, "; ".join(differs))
 
 
 def _format_row(spec: OpSpec, status: str, m: Measurement | None, extra: Mapping[str, Any], measured_at: str) -> str:
@@ -223,7 +230,7 @@ class DeviceTable:
             if meta:
                 table.meta.update({k: v for k, v in meta.items() if k not in ("created",)})
             table.meta["device"] = {**device.to_dict(), "fingerprint": table.meta["device"].get("fingerprint", {})}
-            note_resume(table.meta, device.to_dict()["fingerprint"])
+            note_resume(csv_path.with_suffix(""), table.meta, device.to_dict()["fingerprint"])
             table._write_meta_file()
         else:
             table = cls(device, {**(meta or {})}, csv_path.with_suffix(""))
