@@ -240,6 +240,21 @@ def test_resolve_archs_specs(tmp_path):
         resolve_archs(get_space("vit"), "0:2")  # no public vit.csv numbers them
 
 
+def test_resolve_archs_reads_help_row_as_a_whole_number_or_names_its_cell(tmp_path):
+    """A table saved again by pandas writes a help_row column with gaps as floats (3.0): the row number it
+    is; a cell that is no whole number is one error naming the file, line and cell (it was a ValueError)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb = get_space("fbnet")
+    a, b = fb.sample(2, seed=0)
+    table = tmp_path / "fb.csv"
+    table.write_text(f"fbnet_op_idx22,help_row,ms\n{fb.key(a)},3.0,1.0\n{fb.key(b)},,2.0\n")
+    assert [it.record.get("help_row") for it in resolve_archs(fb, str(table))] == [3, None]
+    table.write_text(f"fbnet_op_idx22,help_row,ms\n{fb.key(a)},3.5,1.0\n")
+    with pytest.raises(TableError, match=r"fb.csv: key column 'help_row' holds '3.5' on line 2, not a whole number$"):
+        resolve_archs(fb, str(table))
+
+
 def test_profile_archs_measures_and_resumes(tmp_path):
     pytest.importorskip("onnxruntime")
     from hwlat.nas.spaces.measure import profile_archs, resolve_archs

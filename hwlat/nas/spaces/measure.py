@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hwlat.device_tables.archtable import ArchTableWriter, public_files
+from hwlat.device_tables.archtable import ArchTableWriter, int_column, public_files
 from hwlat.device_tables.device import Device
 from hwlat.device_tables.errors import HwlatError, TableError
 from hwlat.device_tables.measurement import Measurement
@@ -173,6 +173,8 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
         import pandas as pd
 
         df = pd.read_csv(path, dtype=str)
+        # a row number saved as 3.0 (pandas writes a column with gaps as floats) is row 3
+        help_rows = int_column(df["help_row"], "help_row", path) if "help_row" in df else None
         out = []
         for row, rec in enumerate(df.to_dict("records"), start=1):
             key = rec[column]
@@ -182,7 +184,7 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
                 arch = space.parse(key)
             except ArchError as exc:
                 raise ArchError(f"{path}, row {row} (after the header): {exc}") from None
-            extra = {"help_row": int(rec["help_row"])} if "help_row" in rec and rec["help_row"] == rec["help_row"] else {}
+            extra = {} if help_rows is None or pd.isna(help_rows[row - 1]) else {"help_row": int(help_rows[row - 1])}
             out.append(ArchItem(arch, {**space.key_record(arch), **extra}))
         return out
     out = []
