@@ -255,6 +255,24 @@ def test_resolve_archs_reads_help_row_as_a_whole_number_or_names_its_cell(tmp_pa
         resolve_archs(fb, str(table))
 
 
+def test_resolve_archs_names_a_csv_of_another_space(tmp_path):
+    """A CSV without a key column of the space is one line naming its header and the space it is of (it was
+    its header read as a malformed key, a line the length of the header)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb, ofa = get_space("fbnet"), get_space("ofa")
+    table = _write(tmp_path / "nb.csv", ["nb201_index", "arch_str", "ops6", "gpu_1"], [[*NB.key_record(NB.from_index(0)).values(), 1.0]])
+    with pytest.raises(ArchError, match=r"nb.csv: the header \(nb201_index, arch_str, ops6, gpu_1\) names no key column of "
+                                        r"the fbnet space \(its columns are the nb201 space's\); expected one of "
+                                        r"fbnet_op_idx22, fbnet_ops22$"):
+        resolve_archs(fb, str(table))
+    keys = tmp_path / "keys.csv"
+    keys.write_text(f"key,ms\n{fb.key(fb.sample(1)[0])},1.0\n")
+    with pytest.raises(ArchError, match=r"keys.csv: the header \(key, ms\) names no key column of the ofa space; "
+                                        r"expected one of ofa_arch$"):
+        resolve_archs(ofa, str(keys))
+
+
 def test_profile_archs_measures_and_resumes(tmp_path):
     pytest.importorskip("onnxruntime")
     from hwlat.nas.spaces.measure import profile_archs, resolve_archs

@@ -187,6 +187,15 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
             extra = {} if help_rows is None or pd.isna(help_rows[row - 1]) else {"help_row": int(help_rows[row - 1])}
             out.append(ArchItem(arch, {**space.key_record(arch), **extra}))
         return out
+    if len(header) > 1 and not all(c.strip().isdigit() for c in header) and not _is_key(space, lines[0]):
+        from hwlat.device_tables.archtable import matching_spaces
+        from hwlat.nas.spaces import known_arch_keys
+
+        others = [k.space for k in matching_spaces(header, known_arch_keys()) if k.space != space.name]
+        of = f" (its columns are the {' or '.join(others)} space's)" if others else ""
+        raise ArchError(f"{path}: the header ({', '.join(c.strip() for c in header[:6])}) names no key column of the "
+                        f"{space.name} space{of}; expected one of "
+                        f"{', '.join(c for c in space.key_columns if c != 'help_row')}")
     out = []
     for n, ln in enumerate(lines, start=1):
         try:
@@ -195,6 +204,14 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
             raise ArchError(f"{path}, line {n}: {exc}") from None
         out.append(ArchItem(arch, space.key_record(arch)))
     return out
+
+
+def _is_key(space: Space, text: str) -> bool:
+    try:
+        space.parse(text)
+    except (ArchError, ValueError):
+        return False
+    return True
 
 
 def make_timer(runtime: Runtime, space: Space, protocol: Protocol,
