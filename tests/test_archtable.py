@@ -273,6 +273,17 @@ def test_resolve_archs_names_a_csv_of_another_space(tmp_path):
         resolve_archs(ofa, str(keys))
 
 
+def test_resolve_archs_skips_comment_lines_of_a_csv_as_of_a_key_file(tmp_path):
+    """'#' lines are comments in a file of keys; above a CSV's header they were its header to pandas (KeyError)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb = get_space("fbnet")
+    a, b = fb.sample(2, seed=0)
+    table = tmp_path / "fb.csv"
+    table.write_text(f"# measured on my board\n\nfbnet_op_idx22,ms\n{fb.key(a)},1.0\n# retried\n{fb.key(b)},2.0\n")
+    assert [fb.key(it.arch) for it in resolve_archs(fb, str(table))] == [fb.key(a), fb.key(b)]
+
+
 def test_profile_archs_measures_and_resumes(tmp_path):
     pytest.importorskip("onnxruntime")
     from hwlat.nas.spaces.measure import profile_archs, resolve_archs

@@ -170,9 +170,11 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
     header = lines[0].split(",") if lines else []  # any key column, as `hwlat adapt fit` reads them
     column = next((c for c in (space.key_column, *space.key_columns) if c in header and c != "help_row"), None)
     if column:
+        import io
+
         import pandas as pd
 
-        df = pd.read_csv(path, dtype=str)
+        df = pd.read_csv(io.StringIO("\n".join(lines)), dtype=str)  # the lines read above: no '#' comment is a header
         # a row number saved as 3.0 (pandas writes a column with gaps as floats) is row 3
         help_rows = int_column(df["help_row"], "help_row", path) if "help_row" in df else None
         out = []
