@@ -273,6 +273,18 @@ def test_resolve_archs_names_a_csv_of_another_space(tmp_path):
         resolve_archs(ofa, str(keys))
 
 
+def test_resolve_archs_names_the_space_of_another_space_s_key():
+    """An OFA key given for fbnet (or FBNet's for nb201) says whose key it is, not which of its pieces are no
+    FBNet block ('2', '3;e=6', 'ks=7', ...)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb, ofa = get_space("fbnet"), get_space("ofa")
+    with pytest.raises(ArchError, match=r"^--arch 'ks=.*': a key of the ofa space, not of fbnet; give --space ofa$"):
+        resolve_archs(fb, ofa.key(ofa.sample(1)[0]), flag="--arch")
+    with pytest.raises(ArchError, match=r"a key of the fbnet space, not of nb201; give --space fbnet$"):
+        resolve_archs(NB, fb.key(fb.sample(1)[0]))
+
+
 def test_resolve_archs_skips_comment_lines_of_a_csv_as_of_a_key_file(tmp_path):
     """'#' lines are comments in a file of keys; above a CSV's header they were its header to pandas (KeyError)."""
     from hwlat.nas.spaces.measure import resolve_archs

@@ -144,6 +144,10 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
                                     "one key per line)") from None
                 if Path(part).suffix.lower() in (".csv", ".txt") or os.sep in part:
                     raise ArchError(f"{flag} {part!r}: no such file") from None
+                others = _spaces_of_key(space, part)
+                if others:
+                    raise ArchError(f"{flag} {part!r}: a key of the {' or '.join(others)} space, not of {space.name}; "
+                                    f"give --space {others[0]}") from None
                 raise ArchError(f"{flag} {part!r}: not a file, range, list or key ({exc}); forms: {ARCHS_FORM}") from None
             items.append(ArchItem(arch, space.key_record(arch)))
     seen: set[str] = set()
@@ -214,6 +218,21 @@ def _is_key(space: Space, text: str) -> bool:
     except (ArchError, ValueError):
         return False
     return True
+
+
+def _spaces_of_key(space: Space, text: str) -> list[str]:
+    """The other registered spaces that read `text` as one of their architectures."""
+    from hwlat.nas.spaces import get_space, spaces
+
+    out = []
+    for name in spaces():
+        if name != space.name:
+            try:
+                if _is_key(get_space(name), text):
+                    out.append(name)
+            except HwlatError:  # a space that cannot be made here
+                pass
+    return out
 
 
 def make_timer(runtime: Runtime, space: Space, protocol: Protocol,
