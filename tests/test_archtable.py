@@ -357,6 +357,23 @@ def test_cli_profile_archs_and_space_show(tmp_path, capsys):
     assert "forms:" in capsys.readouterr().err
 
 
+def test_cli_space_show_takes_the_arch_forms_predict_takes(tmp_path, capsys, monkeypatch):
+    """`space show --arch` reads a row of the public CSV, as `predict --arch` does (it said '0' is not 22 blocks)."""
+    from hwlat.cli import main
+    from hwlat.device_tables.archtable import PUBLIC_DATA_ENV
+
+    fb = get_space("fbnet")
+    rows = [[i, *fb.key_record(a).values()] for i, a in enumerate(fb.sample(2, seed=3))]
+    _write(tmp_path / "fbnet.csv", ["help_row", "fbnet_op_idx22", "fbnet_ops22"], rows)
+    monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path))
+    assert main(["space", "show", "--space", "fbnet", "--arch", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"fbnet_op_idx22 {rows[1][1]}\n")
+    assert main(["space", "show", "--space", "fbnet", "--arch", "2"]) == 1
+    assert "fbnet row 2 out of range; the public fbnet.csv has rows 0..1" in capsys.readouterr().err
+    assert main(["space", "show", "--space", "fbnet", "--arch", "random:2"]) == 1
+    assert "--arch 'random:2' selects 2 architectures; give one" in capsys.readouterr().err
+
+
 def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):
     from hwlat.device_tables.archtable import PUBLIC_DATA_ENV, public_data_dir, public_files
 
