@@ -374,6 +374,22 @@ def test_cli_space_show_takes_the_arch_forms_predict_takes(tmp_path, capsys, mon
     assert "--arch 'random:2' selects 2 architectures; give one" in capsys.readouterr().err
 
 
+def test_a_public_csv_of_another_space_is_one_clear_error(tmp_path, monkeypatch):
+    """A fbnet.csv in the public-data folder without fbnet's key columns (another space's file under that name)
+    is an ArchError naming the file and what it lacks (pandas raised a ValueError about usecols)."""
+    from hwlat.device_tables.archtable import PUBLIC_DATA_ENV
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    _write(tmp_path / "fbnet.csv", ["nb201_index", "arch_str", "ops6", "gpu_1"], [[*NB.key_record(NB.from_index(0)).values(), 1.0]])
+    monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path))
+    with pytest.raises(ArchError, match=r"fbnet.csv: not a public fbnet file: its header \(nb201_index, arch_str, ops6, "
+                                        r"gpu_1\) lacks help_row, fbnet_op_idx22$"):
+        resolve_archs(get_space("fbnet"), "0")
+    (tmp_path / "fbnet.csv").write_text("")
+    with pytest.raises(ArchError, match=r"fbnet.csv: not a public fbnet file: it is empty and lacks help_row"):
+        resolve_archs(get_space("fbnet"), "0")
+
+
 def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):
     from hwlat.device_tables.archtable import PUBLIC_DATA_ENV, public_data_dir, public_files
 

@@ -69,7 +69,15 @@ def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
         raise ArchError(f"{space.name} architectures have no index here: numbers are rows of a public {space.name}.csv, "
                         f"and there is none{why}; give random:N, architecture keys (`hwlat space sample --space "
                         f"{space.name}` prints some) or a file of them")
-    df = pd.read_csv(path, usecols=list(space.key_columns), dtype=str)
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        header = []
+    lacks = [c for c in ("help_row", space.key_column) if c not in header]
+    if lacks:
+        have = f"its header ({', '.join(map(str, header[:6]))})" if header else "it is empty and"
+        raise ArchError(f"{path}: not a public {space.name} file: {have} lacks {', '.join(lacks)}")
+    df = pd.read_csv(path, usecols=[c for c in space.key_columns if c in header], dtype=str)
     return df.to_dict("records")
 
 
