@@ -240,6 +240,62 @@ def test_resolve_archs_specs(tmp_path):
         resolve_archs(get_space("vit"), "0:2")  # no public vit.csv numbers them
 
 
+def test_resolve_archs_reads_help_row_as_a_whole_number_or_names_its_cell(tmp_path):
+    """A table saved again by pandas writes a help_row column with gaps as floats (3.0): the row number it
+    is; a cell that is no whole number is one error naming the file, line and cell (it was a ValueError)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb = get_space("fbnet")
+    a, b = fb.sample(2, seed=0)
+    table = tmp_path / "fb.csv"
+    table.write_text(f"fbnet_op_idx22,help_row,ms\n{fb.key(a)},3.0,1.0\n{fb.key(b)},,2.0\n")
+    assert [it.record.get("help_row") for it in resolve_archs(fb, str(table))] == [3, None]
+    table.write_text(f"fbnet_op_idx22,help_row,ms\n{fb.key(a)},3.5,1.0\n")
+    with pytest.raises(TableError, match=r"fb.csv: key column 'help_row' holds '3.5' on line 2, not a whole number$"):
+        resolve_archs(fb, str(table))
+
+
+def test_resolve_archs_names_a_csv_of_another_space(tmp_path):
+    """A CSV without a key column of the space is one line naming its header and the space it is of (it was
+    its header read as a malformed key, a line the length of the header)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb, ofa = get_space("fbnet"), get_space("ofa")
+    table = _write(tmp_path / "nb.csv", ["nb201_index", "arch_str", "ops6", "gpu_1"], [[*NB.key_record(NB.from_index(0)).values(), 1.0]])
+    with pytest.raises(ArchError, match=r"nb.csv: the header \(nb201_index, arch_str, ops6, gpu_1\) names no key column of "
+                                        r"the fbnet space \(its columns are the nb201 space's\); expected one of "
+                                        r"fbnet_op_idx22, fbnet_ops22$"):
+        resolve_archs(fb, str(table))
+    keys = tmp_path / "keys.csv"
+    keys.write_text(f"key,ms\n{fb.key(fb.sample(1)[0])},1.0\n")
+    with pytest.raises(ArchError, match=r"keys.csv: the header \(key, ms\) names no key column of the ofa space; "
+                                        r"expected one of ofa_arch$"):
+        resolve_archs(ofa, str(keys))
+
+
+def test_resolve_archs_names_the_space_of_another_space_s_key():
+    """An OFA key given for fbnet (or FBNet's for nb201) says whose key it is, not which of its pieces are no
+    FBNet block ('2', '3;e=6', 'ks=7', ...)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb, ofa = get_space("fbnet"), get_space("ofa")
+    with pytest.raises(ArchError, match=r"^--arch 'ks=.*': a key of the ofa space, not of fbnet; give --space ofa$"):
+        resolve_archs(fb, ofa.key(ofa.sample(1)[0]), flag="--arch")
+    with pytest.raises(ArchError, match=r"a key of the fbnet space, not of nb201; give --space fbnet$"):
+        resolve_archs(NB, fb.key(fb.sample(1)[0]))
+
+
+def test_resolve_archs_skips_comment_lines_of_a_csv_as_of_a_key_file(tmp_path):
+    """'#' lines are comments in a file of keys; above a CSV's header they were its header to pandas (KeyError)."""
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    fb = get_space("fbnet")
+    a, b = fb.sample(2, seed=0)
+    table = tmp_path / "fb.csv"
+    table.write_text(f"# measured on my board\n\nfbnet_op_idx22,ms\n{fb.key(a)},1.0\n# retried\n{fb.key(b)},2.0\n")
+    assert [fb.key(it.arch) for it in resolve_archs(fb, str(table))] == [fb.key(a), fb.key(b)]
+
+
 def test_profile_archs_measures_and_resumes(tmp_path):
     pytest.importorskip("onnxruntime")
     from hwlat.nas.spaces.measure import profile_archs, resolve_archs
@@ -299,6 +355,39 @@ def test_cli_profile_archs_and_space_show(tmp_path, capsys):
     assert "index 99999 out of range" in capsys.readouterr().err
     assert main(["profile", "archs", "--space", "nb201", "--archs", "bogus", "--out", str(tmp_path / "x")]) == 1
     assert "forms:" in capsys.readouterr().err
+
+
+def test_cli_space_show_takes_the_arch_forms_predict_takes(tmp_path, capsys, monkeypatch):
+    """`space show --arch` reads a row of the public CSV, as `predict --arch` does (it said '0' is not 22 blocks)."""
+    from hwlat.cli import main
+    from hwlat.device_tables.archtable import PUBLIC_DATA_ENV
+
+    fb = get_space("fbnet")
+    rows = [[i, *fb.key_record(a).values()] for i, a in enumerate(fb.sample(2, seed=3))]
+    _write(tmp_path / "fbnet.csv", ["help_row", "fbnet_op_idx22", "fbnet_ops22"], rows)
+    monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path))
+    assert main(["space", "show", "--space", "fbnet", "--arch", "1"]) == 0
+    assert capsys.readouterr().out.startswith(f"fbnet_op_idx22 {rows[1][1]}\n")
+    assert main(["space", "show", "--space", "fbnet", "--arch", "2"]) == 1
+    assert "fbnet row 2 out of range; the public fbnet.csv has rows 0..1" in capsys.readouterr().err
+    assert main(["space", "show", "--space", "fbnet", "--arch", "random:2"]) == 1
+    assert "--arch 'random:2' selects 2 architectures; give one" in capsys.readouterr().err
+
+
+def test_a_public_csv_of_another_space_is_one_clear_error(tmp_path, monkeypatch):
+    """A fbnet.csv in the public-data folder without fbnet's key columns (another space's file under that name)
+    is an ArchError naming the file and what it lacks (pandas raised a ValueError about usecols)."""
+    from hwlat.device_tables.archtable import PUBLIC_DATA_ENV
+    from hwlat.nas.spaces.measure import resolve_archs
+
+    _write(tmp_path / "fbnet.csv", ["nb201_index", "arch_str", "ops6", "gpu_1"], [[*NB.key_record(NB.from_index(0)).values(), 1.0]])
+    monkeypatch.setenv(PUBLIC_DATA_ENV, str(tmp_path))
+    with pytest.raises(ArchError, match=r"fbnet.csv: not a public fbnet file: its header \(nb201_index, arch_str, ops6, "
+                                        r"gpu_1\) lacks help_row, fbnet_op_idx22$"):
+        resolve_archs(get_space("fbnet"), "0")
+    (tmp_path / "fbnet.csv").write_text("")
+    with pytest.raises(ArchError, match=r"fbnet.csv: not a public fbnet file: it is empty and lacks help_row"):
+        resolve_archs(get_space("fbnet"), "0")
 
 
 def test_public_data_folder_must_exist_when_given(tmp_path, monkeypatch):

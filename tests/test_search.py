@@ -310,6 +310,17 @@ def test_accuracy_objectives_by_name_and_the_default_per_space(space):
         load_objective("accuracy:mnist", space)
 
 
+@pytest.mark.parametrize("space_name", ["fbnet", "ofa"])
+def test_cli_search_refuses_accuracy_of_a_space_without_it_before_any_prediction(space_name, capsys):
+    """accuracy:cifar10 on fbnet or ofa is refused before the predictor is loaded and the budget checked
+    against thousands of predictions (OFA: 20,000), not after."""
+    assert main(["search", "--space", space_name, "--predictor", "lut:cpu_onnxruntime_fp32_threads1", "--as-profiled",
+                 "--max-latency-ms", "5", "--objective", "accuracy:cifar10"]) == 1
+    out, err = capsys.readouterr()
+    assert f"no trained accuracies ship for the {space_name} space" in err
+    assert "predictor:" not in out and "constraint:" not in out
+
+
 def test_searches_on_accuracy_are_seeded_and_find_accurate_feasible_archs(space, constraint):
     from hwlat.nas.accuracy import accuracy_table
 

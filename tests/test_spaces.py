@@ -96,6 +96,8 @@ def test_fbnet_and_ofa_keys_match_public_form():
     ("ofa", "ks=" + "-".join(["3"] * 20) + ";e=" + "-".join(["3"] * 20) + ";d=2-2-2-2-2;r=130", "resolution 130"),
     ("ofa", "ks=" + "-".join(["4"] * 20) + ";e=" + "-".join(["3"] * 20) + ";d=2-2-2-2-2;r=128", "not allowed"),
     ("ofa", "hello", "expected ks="),
+    ("ofa", {"ks": 3, "e": [3] * 20, "d": [2] * 5}, "OFA arch dict: ks 3 is not a list"),  # was a TypeError
+    ("ofa", {"ks": [3] * 20, "e": [3] * 20}, "lacks 'd'"),
 ])
 def test_bad_keys_raise_one_clear_error(name, bad, needle):
     with pytest.raises(ArchError) as exc:

@@ -254,6 +254,8 @@ def _search(args: argparse.Namespace) -> int:
         raise HwlatError("--sigmas with --verify: --verify measures the candidates near the budget and names one that "
                          "measures within it; give one of them")
     space = get_space(args.space)
+    # an objective the space lacks (accuracy of fbnet) is refused before the predictor is built and checked
+    objective = load_objective(args.objective, space, batch=args.proxy_batch, seed=args.seed)
     pred = build_predictor(args, space)
     mismatch = verify_device(args, pred)
     check_verify_out(args, space)
@@ -274,7 +276,6 @@ def _search(args: argparse.Namespace) -> int:
     reach = f", {fast_ms + c.sigmas * c(fast).sigma_ms:.4g} ms with {c.sigmas:g} sigma" if c.sigmas else ""
     print(f"constraint: {c.min_ms or 0:g} <= predicted latency <= {c.budget_ms:g} ms{k} (fastest {space.name} "
           f"architecture {seen}: {fast_ms:.4g} ms predicted{reach})")
-    objective = load_objective(args.objective, space, batch=args.proxy_batch, seed=args.seed)
     args.budget = args.budget or objective.default_budget
     print(f"objective: {objective.label}")
     progress = not args.no_progress

@@ -18,7 +18,10 @@ def register(sub) -> None:
                           "hwlat space show --space nb201 --arch 1462")
     add_space_argument(show)
     show.add_argument("--arch", required=True,
-                      help="the key as in the public CSVs (nb201: arch string, index or ops6; fbnet: op indices; ofa: ofa_arch; vit: vit_arch)")
+                      help="one architecture, as `hwlat predict --arch` takes it: the key as in the public CSVs (nb201: "
+                           "arch string, index or ops6; fbnet: op indices; ofa: ofa_arch; vit: vit_arch) or an "
+                           "fbnet/ofa row of the public CSV")
+    show.add_argument("--public-data", help="folder of the public CSVs (fbnet/ofa row numbers; default $HWLAT_LATENCY_DATA)")
     add_space_options(show)
     show.add_argument("--layers", action="store_true", help="also list every layer with shapes")
     show.add_argument("--ops", type=nonnegative_int, default=40, help="op lines to print (0: all; default 40)")
@@ -32,8 +35,14 @@ def register(sub) -> None:
 
 
 def _show(args: argparse.Namespace) -> int:
+    from hwlat.device_tables.errors import HwlatError
+    from hwlat.nas.spaces.measure import resolve_archs
+
     space = space_from_args(args)
-    arch = space.parse(args.arch)
+    items = resolve_archs(space, args.arch, data_dir=args.public_data, flag="--arch")  # as `hwlat predict --arch`
+    if len(items) != 1:
+        raise HwlatError(f"--arch {args.arch!r} selects {len(items)} architectures; give one")
+    arch = items[0].arch
     net = space.network(arch)
     for line in space.describe(arch):
         print(line)

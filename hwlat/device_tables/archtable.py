@@ -212,7 +212,7 @@ class ArchTable:
                 all_devices.append(c)
             for k in space.int_columns:
                 if k in df.columns:
-                    df[k] = _int_column(df[k], k, path)
+                    df[k] = int_column(df[k], k, path)
             local_meta = path.with_suffix(".json")
             if local_meta.exists():
                 meta[str(path)] = read_meta(local_meta)
@@ -314,7 +314,7 @@ def _latency_column(cells, column: str, path: Path):
     return values
 
 
-def _int_column(cells, column: str, path: Path):
+def int_column(cells, column: str, path: Path):
     """An integer key column's text cells as nullable ints (NA where empty); a `TableError` naming the
     file, the line, the column and the value of a cell that is not a whole number (text, inf, 3.5)."""
     import numpy as np

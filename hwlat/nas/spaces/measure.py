@@ -17,7 +17,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hwlat.device_tables.archtable import ArchTableWriter, public_files
+from hwlat.device_tables.archtable import ArchTableWriter, int_column, public_files
 from hwlat.device_tables.device import Device
 from hwlat.device_tables.errors import HwlatError, TableError
 from hwlat.device_tables.measurement import Measurement
@@ -69,7 +69,15 @@ def _public_rows(space: Space, data_dir: str | None) -> list[dict[str, Any]]:
         raise ArchError(f"{space.name} architectures have no index here: numbers are rows of a public {space.name}.csv, "
                         f"and there is none{why}; give random:N, architecture keys (`hwlat space sample --space "
                         f"{space.name}` prints some) or a file of them")
-    df = pd.read_csv(path, usecols=list(space.key_columns), dtype=str)
+    try:
+        header = list(pd.read_csv(path, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        header = []
+    lacks = [c for c in ("help_row", space.key_column) if c not in header]
+    if lacks:
+        have = f"its header ({', '.join(map(str, header[:6]))})" if header else "it is empty and"
+        raise ArchError(f"{path}: not a public {space.name} file: {have} lacks {', '.join(lacks)}")
+    df = pd.read_csv(path, usecols=[c for c in space.key_columns if c in header], dtype=str)
     return df.to_dict("records")
 
 
@@ -144,6 +152,10 @@ def resolve_archs(space: Space, spec: str, seed: int = 0, data_dir: str | None =
                                     "one key per line)") from None
                 if Path(part).suffix.lower() in (".csv", ".txt") or os.sep in part:
                     raise ArchError(f"{flag} {part!r}: no such file") from None
+                others = _spaces_of_key(space, part)
+                if others:
+                    raise ArchError(f"{flag} {part!r}: a key of the {' or '.join(others)} space, not of {space.name}; "
+                                    f"give --space {others[0]}") from None
                 raise ArchError(f"{flag} {part!r}: not a file, range, list or key ({exc}); forms: {ARCHS_FORM}") from None
             items.append(ArchItem(arch, space.key_record(arch)))
     seen: set[str] = set()
@@ -170,9 +182,13 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
     header = lines[0].split(",") if lines else []  # any key column, as `hwlat adapt fit` reads them
     column = next((c for c in (space.key_column, *space.key_columns) if c in header and c != "help_row"), None)
     if column:
+        import io
+
         import pandas as pd
 
-        df = pd.read_csv(path, dtype=str)
+        df = pd.read_csv(io.StringIO("\n".join(lines)), dtype=str)  # the lines read above: no '#' comment is a header
+        # a row number saved as 3.0 (pandas writes a column with gaps as floats) is row 3
+        help_rows = int_column(df["help_row"], "help_row", path) if "help_row" in df else None
         out = []
         for row, rec in enumerate(df.to_dict("records"), start=1):
             key = rec[column]
@@ -182,9 +198,18 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
                 arch = space.parse(key)
             except ArchError as exc:
                 raise ArchError(f"{path}, row {row} (after the header): {exc}") from None
-            extra = {"help_row": int(rec["help_row"])} if "help_row" in rec and rec["help_row"] == rec["help_row"] else {}
+            extra = {} if help_rows is None or pd.isna(help_rows[row - 1]) else {"help_row": int(help_rows[row - 1])}
             out.append(ArchItem(arch, {**space.key_record(arch), **extra}))
         return out
+    if len(header) > 1 and not all(c.strip().isdigit() for c in header) and not _is_key(space, lines[0]):
+        from hwlat.device_tables.archtable import matching_spaces
+        from hwlat.nas.spaces import known_arch_keys
+
+        others = [k.space for k in matching_spaces(header, known_arch_keys()) if k.space != space.name]
+        of = f" (its columns are the {' or '.join(others)} space's)" if others else ""
+        raise ArchError(f"{path}: the header ({', '.join(c.strip() for c in header[:6])}) names no key column of the "
+                        f"{space.name} space{of}; expected one of "
+                        f"{', '.join(c for c in space.key_columns if c != 'help_row')}")
     out = []
     for n, ln in enumerate(lines, start=1):
         try:
@@ -192,6 +217,29 @@ def _from_file(space: Space, path: Path) -> list[ArchItem]:
         except ArchError as exc:
             raise ArchError(f"{path}, line {n}: {exc}") from None
         out.append(ArchItem(arch, space.key_record(arch)))
+    return out
+
+
+def _is_key(space: Space, text: str) -> bool:
+    try:
+        space.parse(text)
+    except (ArchError, ValueError):
+        return False
+    return True
+
+
+def _spaces_of_key(space: Space, text: str) -> list[str]:
+    """The other registered spaces that read `text` as one of their architectures."""
+    from hwlat.nas.spaces import get_space, spaces
+
+    out = []
+    for name in spaces():
+        if name != space.name:
+            try:
+                if _is_key(get_space(name), text):
+                    out.append(name)
+            except HwlatError:  # a space that cannot be made here
+                pass
     return out
 
 

@@ -157,11 +157,15 @@ class OFASpace(Space):
         if isinstance(key, OFAArch):
             return key
         if isinstance(key, dict):
-            try:
-                j = lambda v: "-".join(map(str, v))  # noqa: E731
-                key = f"ks={j(key['ks'])};e={j(key['e'])};d={j(key['d'])};r={key.get('r', 224)}"
-            except KeyError as exc:
-                raise ArchError(f"OFA arch dict lacks {exc.args[0]!r}; expected keys ks, e, d (and r)") from None
+            lists = {}
+            for name in ("ks", "e", "d"):
+                if name not in key:
+                    raise ArchError(f"OFA arch dict lacks {name!r}; expected keys ks, e, d (and r)")
+                try:
+                    lists[name] = "-".join(map(str, key[name]))
+                except TypeError:
+                    raise ArchError(f"OFA arch dict: {name} {key[name]!r} is not a list; expected {KEY_FORM}") from None
+            key = f"ks={lists['ks']};e={lists['e']};d={lists['d']};r={key.get('r', 224)}"
         if not isinstance(key, str):
             raise ArchError(f"cannot read an OFA arch from {type(key).__name__} {key!r}; expected {KEY_FORM}")
         text = key.strip()
