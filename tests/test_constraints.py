@@ -602,3 +602,17 @@ def test_the_budget_a_refusal_names_is_enough():
     named = float(re.search(r"use a budget of at least ([0-9.e+-]+) ms", str(e.value)).group(1))
     assert named == 0.1505
     LatencyConstraint(CallablePredictor(nb201, lambda a: 0.15041), budget_ms=named).check_budget()
+
+
+def test_expected_latency_of_integer_or_bool_one_hot_probabilities_is_the_float_prediction(space, known):
+    """torch.nn.functional.one_hot gives int64: the table is priced in floats, not cast to the
+    probabilities' integer dtype (0 ms, or 7 ms for bools)."""
+    c = LatencyConstraint(known, budget_ms=1.0)
+    table = c.choice_table(method="one_at_a_time")
+    archs = space.sample(3, seed=2)
+    idx = torch.as_tensor(table.decisions.indices(archs))
+    onehot = torch.nn.functional.one_hot(idx, 5)  # (3, 6, 5) int64
+    for p in (onehot, onehot.bool()):
+        got = c.expected_latency(p)
+        assert got.is_floating_point()
+        np.testing.assert_allclose(got.numpy(), known.predict(archs), rtol=1e-6)

@@ -127,10 +127,11 @@ class ChoiceLatencyTable:
         return out
 
     def torch_table(self, like: Any = None) -> list[Any]:
-        """The table as torch tensors (dtype/device of `like`, default float32 on CPU)."""
+        """The table as torch tensors (device of `like`, and its dtype where floating: integer or bool
+        probabilities, such as ``one_hot``'s, are priced in torch's default float dtype)."""
         import torch
 
-        dtype = getattr(like, "dtype", torch.float32)
+        dtype = like.dtype if isinstance(like, torch.Tensor) and like.is_floating_point() else torch.get_default_dtype()
         device = getattr(like, "device", torch.device("cpu"))
         key = (dtype, str(device))
         if key not in self._torch:
