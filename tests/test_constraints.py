@@ -616,3 +616,21 @@ def test_expected_latency_of_integer_or_bool_one_hot_probabilities_is_the_float_
         got = c.expected_latency(p)
         assert got.is_floating_point()
         np.testing.assert_allclose(got.numpy(), known.predict(archs), rtol=1e-6)
+
+
+def test_expected_latency_refuses_what_are_not_probabilities_and_takes_numpy(space, known):
+    """Rows are centred, so probabilities that do not sum to 1 gave a number that is no expectation
+    (twice a one-hot architecture's probabilities: less than its latency); negative or NaN ones too."""
+    c = LatencyConstraint(known, budget_ms=1.0)
+    table = c.choice_table(method="one_at_a_time")
+    archs = space.sample(4, seed=2)
+    onehot = table.onehot(archs)
+    for bad, what in ((2 * onehot[3], r"sum to 2"), (onehot[3] - 0.25, r"sum to -0.25"),
+                      (onehot[3] * 1.5 - 0.5 * onehot[3].roll(1, -1), r"sum to 1, one below 0"),
+                      (onehot[3] * float("nan"), r"sum to nan")):
+        with pytest.raises(ValueError, match=rf"decision edge30: probabilities .*{what}.*must be 0 or more and sum to 1"):
+            c.expected_latency(onehot[:3] + [bad] + onehot[4:])
+    # numpy one-hots (Decisions.onehot) are probabilities too; float32 softmax sums pass
+    np.testing.assert_allclose(c.expected_latency(table.decisions.onehot(archs)).numpy(), known.predict(archs))
+    soft = [torch.randn(4, k).softmax(-1) for k in table.decisions.sizes]
+    assert c.expected_latency(soft).dtype == torch.float32

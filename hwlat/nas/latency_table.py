@@ -141,10 +141,14 @@ class ChoiceLatencyTable:
     def expected_ms(self, probs: Any) -> Any:
         """Expected latency (torch, differentiable) under per-decision choice probabilities:
         a list with one tensor (..., choices_d) per decision, or one tensor (..., D, C) when every
-        decision has C choices. Leading dimensions are batch dimensions."""
+        decision has C choices. Leading dimensions are batch dimensions. Each decision's probabilities
+        must be 0 or more and sum to 1 (a softmax): others are a ValueError, as the rows are centred
+        and would give a number that is no expectation."""
         import torch
 
         n_dec, sizes = self.decisions.n_decisions, self.decisions.sizes
+        if not isinstance(probs, torch.Tensor):
+            probs = [p if isinstance(p, torch.Tensor) else torch.as_tensor(p) for p in probs]
         if isinstance(probs, torch.Tensor):
             if probs.shape[-2:] != (n_dec, max(sizes)) or len(set(sizes)) != 1:
                 raise ValueError(f"probabilities of shape {tuple(probs.shape)}: expected (..., {n_dec}, {sizes[0]}) "
@@ -160,7 +164,29 @@ class ChoiceLatencyTable:
                 raise ValueError(f"decision {self.decisions.names[d]}: {p.shape[-1]} probabilities for "
                                  f"{t.shape[0]} choices")
             out = out + (p * t).sum(-1)
+        self._check_probabilities(probs, tables[0].dtype)
         return out
+
+    def _check_probabilities(self, probs: list[Any], dtype: Any) -> None:
+        import torch
+
+        if probs[0].device.type == "meta":
+            return
+        tol = max(1e-4, 10 * torch.finfo(dtype).eps)
+        with torch.no_grad():  # (D, batch...) sums and least probabilities: one synchronisation with a GPU
+            probs = [p.to(dtype) for p in probs]
+            sums = torch.stack(torch.broadcast_tensors(*[p.sum(-1) for p in probs]))
+            least = torch.stack(torch.broadcast_tensors(*[p.amin(-1) for p in probs]))
+            bad = ~((sums - 1).abs() <= tol) | (least < -tol)  # NaN sums are bad
+            if not bool(bad.any()):
+                return
+            d, *row = (int(i) for i in bad.nonzero()[0])
+            at = tuple(row)
+            p = probs[d].expand(*sums.shape[1:], probs[d].shape[-1])[at]
+            total, neg = float(sums[d][at]), float(least[d][at]) < -tol
+        where = f" (batch index {list(row)})" if row else ""
+        raise ValueError(f"decision {self.decisions.names[d]}: probabilities {[round(float(x), 4) for x in p]}{where} "
+                         f"sum to {total:.4g}{', one below 0' if neg else ''}; they must be 0 or more and sum to 1 (a softmax of logits)")
 
     def onehot(self, archs: Sequence[Any], like: Any = None) -> list[Any]:
         """One-hot torch probabilities of discrete architectures (list per decision, (n, choices))."""
