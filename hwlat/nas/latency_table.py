@@ -7,9 +7,10 @@ Tables come from any predictor, two ways:
 - `ChoiceLatencyTable.least_squares`: an additive model fitted to the predictor on sampled
   architectures (relative-error least squares); its held-out error is kept (`fit_mape`);
 - `ChoiceLatencyTable.one_at_a_time`: the predictor's change when one decision moves away from a
-  reference architecture; exact for predictors that are sums over layers, and nearly so for a
-  lookup table on FBNet-like layer-wise spaces (within about 1%: its calibration charges the weights
-  a cache does not hold per network; `from_lut` picks this for FBNet, least squares elsewhere).
+  reference architecture; exact for predictors that are sums over layers (a lookup table without
+  calibration on FBNet's fixed-shape layers), not for a calibrated lookup table, which charges the
+  weights a cache does not hold per network (on FBNet 3.8% off its prediction, median, against
+  under 1% for least squares).
 At one-hot probabilities `expected_ms` equals `predict` (the discrete additive prediction) exactly.
 """
 
@@ -93,15 +94,6 @@ class ChoiceLatencyTable:
         out = cls._centred(pred.space.name, dec, float(ms[0]), table, "one at a time")
         out.n_predictions = len(variants)
         return out
-
-    @classmethod
-    def from_lut(cls, space: Any, lut: Any, n: int = 300, seed: int = 0) -> "ChoiceLatencyTable":
-        """Per-choice table of a lookup-table predictor: per-layer block latency (one decision at a
-        time) on layer-wise spaces (FBNet), a least-squares fit on `n` archs elsewhere."""
-        pred = as_arch_predictor(lut, space)
-        if pred.space.layerwise:
-            return cls.one_at_a_time(pred.space, pred)
-        return cls.least_squares(pred.space, pred, n=n, seed=seed)
 
     @staticmethod
     def _unflatten(flat: np.ndarray, dec: Decisions) -> list[np.ndarray]:
