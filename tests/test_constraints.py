@@ -235,7 +235,7 @@ def test_additive_predictor_is_recovered_exactly_by_both_table_methods(space, kn
 def test_expected_latency_equals_discrete_prediction_at_one_hot_and_has_correct_gradients(space):
     pred = _adapted_transfer(space)
     c = LatencyConstraint(pred, budget_ms=1.0)
-    table = c.choice_table(n=300)
+    table = c.choice_table("least_squares", n=300)
     archs = space.sample(25, seed=11)
     onehot = table.onehot(archs)  # per decision (25, 5), float64
     expected = c.expected_latency(onehot)
@@ -258,7 +258,7 @@ def test_expected_latency_equals_discrete_prediction_at_one_hot_and_has_correct_
 
 def test_choice_table_fit_quality_is_reported(space):
     c = LatencyConstraint(_adapted_transfer(space), budget_ms=1.0)
-    table = c.choice_table(n=300)
+    table = c.choice_table("least_squares", n=300)
     assert table.method == "least squares" and table.n_predictions == 300
     assert 0 <= table.fit_mape < 1 and table.fit_spearman > 0.5
     assert "MAPE" in table.describe()
@@ -287,7 +287,7 @@ def test_choice_table_of_a_device_table_fits_as_many_archs_as_asked(space):
     from hwlat.device_tables import load
 
     c = LatencyConstraint(load("cpu_onnxruntime_fp32_threads1"), budget_ms=1.0, space=space, as_profiled=True)
-    table = c.choice_table(n=40)
+    table = c.choice_table("least_squares", n=40)
     assert table.method == "least squares" and table.n_predictions == 40
 
 
@@ -648,3 +648,32 @@ def test_auto_choice_table_of_a_device_table_on_fbnet_is_as_close_as_least_squar
     archs = fbnet.sample(30, seed=123)
     rel = np.abs(c.expected_latency(table.onehot(archs)).numpy() / c.latency(archs) - 1)
     assert np.median(rel) < 0.02 and table.fit_mape < 0.02
+
+
+def test_expected_latency_on_nb201_is_the_exact_expectation_over_every_architecture(space):
+    """NB201 is not additive (an edge whose output no later edge takes is dead and costs nothing): a
+    least-squares table was 27% off the predictor at one-hot (median). Its 15,625 architectures are
+    few enough to predict all, so the expectation is exact: the predictor at one-hot, and a
+    mixture's expectation is the probability-weighted mean of every architecture's prediction."""
+    c = LatencyConstraint(_adapted_transfer(space), budget_ms=1.0)
+    table = c.choice_table()
+    assert table.method == "every architecture" and table.n_predictions == 5 ** 6
+    archs = space.sample(25, seed=11)
+    np.testing.assert_allclose(c.expected_latency(table.onehot(archs)).numpy(), c.latency(archs), rtol=1e-12)
+    np.testing.assert_allclose(table.predict(archs), c.latency(archs), rtol=1e-12)
+    # a mixture of two architectures that differ in one decision, batched with a uniform supernet
+    a = archs[0]
+    b = table.decisions.build([(table.decisions.indices([a])[0][0] + 1) % 5, *table.decisions.indices([a])[0][1:]])
+    mix = [0.3 * x + 0.7 * y for x, y in zip(*(table.onehot([arch]) for arch in (a, b)))]
+    uniform = uniform_probs(table.decisions)
+    got = c.expected_latency([torch.cat([m, u[None]]) for m, u in zip(mix, uniform)])
+    assert got[0].item() == pytest.approx(0.3 * c.latency(a) + 0.7 * c.latency(b), rel=1e-12)
+    assert got[1].item() == pytest.approx(table.base_ms, rel=1e-12)
+    assert table.base_ms == pytest.approx(c.latency(list(table.decisions.build(i) for i in np.ndindex(*table.decisions.sizes))).mean())
+    # gradients: moving probability from `none` to nor_conv_3x3 on the first edge raises the expectation
+    probs = uniform_probs(table.decisions, requires_grad=True)
+    c.expected_latency(probs).backward()
+    assert probs[0].grad[3] > probs[0].grad[0] and all(torch.isfinite(p.grad).all() for p in probs)
+    logits = tuple(torch.randn(k, dtype=torch.float64, requires_grad=True) for k in table.decisions.sizes)
+    assert torch.autograd.gradcheck(lambda *x: c.expected_latency([l.softmax(-1) for l in x]), logits)
+    assert c.expected_latency([p.float() for p in uniform]).dtype == torch.float32

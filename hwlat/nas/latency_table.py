@@ -3,7 +3,9 @@ the chosen choice's ms``, so a supernet's expected latency under architecture pr
 ``base + sum_d sum_c p[d, c] * table[d, c]`` (FBNet, Wu et al. CVPR 2019, eq. 4; ProxylessNAS,
 Cai et al. ICLR 2019, eq. 5), a torch expression with gradients.
 
-Tables come from any predictor, two ways:
+Tables come from any predictor, three ways:
+- `ChoiceLatencyTable.every_architecture`: the prediction of every architecture of a small space
+  (NB201's 15,625), so the expectation is exact: ``sum over archs of prod_d p[d, c_d] * ms``;
 - `ChoiceLatencyTable.least_squares`: an additive model fitted to the predictor on sampled
   architectures (relative-error least squares); its held-out error is kept (`fit_mape`);
 - `ChoiceLatencyTable.one_at_a_time`: the predictor's change when one decision moves away from a
@@ -11,7 +13,7 @@ Tables come from any predictor, two ways:
   calibration on FBNet's fixed-shape layers), not for a calibrated lookup table, which charges the
   weights a cache does not hold per network (on FBNet 3.8% off its prediction, median, against
   under 1% for least squares).
-At one-hot probabilities `expected_ms` equals `predict` (the discrete additive prediction) exactly.
+At one-hot probabilities `expected_ms` equals `predict` (the table's discrete prediction) exactly.
 """
 
 from __future__ import annotations
@@ -29,8 +31,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ChoiceLatencyTable:
-    """``latency = base_ms + sum_d table[d][choice_d]`` (ms). Rows are centred: at uniform
-    probabilities the expected latency is `base_ms`."""
+    """``latency = base_ms + sum_d table[d][choice_d]`` (ms), or where `every` is given (every
+    architecture's ms, indexed by choices), that; `table` is then each choice's mean over the other
+    decisions' choices. Rows are centred: at uniform probabilities the expected latency is `base_ms`."""
 
     space: str
     decisions: Decisions
@@ -40,6 +43,7 @@ class ChoiceLatencyTable:
     fit_mape: float | None = None  # relative error of the additive model vs the predictor, held out
     fit_spearman: float | None = None
     n_predictions: int = 0
+    every: np.ndarray | None = None  # every architecture's ms, of shape `decisions.sizes`
     _torch: dict = field(default_factory=dict, repr=False)
 
     # ---- building ---------------------------------------------------------------------------
@@ -95,6 +99,18 @@ class ChoiceLatencyTable:
         out.n_predictions = len(variants)
         return out
 
+    @classmethod
+    def every_architecture(cls, space: Any, predictor: Any) -> "ChoiceLatencyTable":
+        """The prediction of each of the space's architectures (`prod(decisions.sizes)` of them)."""
+        pred = as_arch_predictor(predictor, space)
+        dec = space_decisions(pred.space)
+        every = pred.predict([dec.build(i) for i in np.ndindex(*dec.sizes)]).reshape(dec.sizes)
+        means = [every.mean(axis=tuple(e for e in range(dec.n_decisions) if e != d)) for d in range(dec.n_decisions)]
+        out = cls._centred(pred.space.name, dec, -float(every.mean()) * (dec.n_decisions - 1), means,
+                           "every architecture")
+        out.every, out.n_predictions = every, every.size
+        return out
+
     @staticmethod
     def _unflatten(flat: np.ndarray, dec: Decisions) -> list[np.ndarray]:
         out, i = [], 0
@@ -113,6 +129,8 @@ class ChoiceLatencyTable:
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         """The discrete additive prediction (ms) of architectures."""
         idx = self.decisions.indices(archs)
+        if self.every is not None:
+            return self.every[tuple(idx.T)]
         out = np.full(len(idx), self.base_ms, dtype=np.float64)
         for d, t in enumerate(self.table):
             out = out + t[idx[:, d]]
@@ -127,7 +145,8 @@ class ChoiceLatencyTable:
         device = getattr(like, "device", torch.device("cpu"))
         key = (dtype, str(device))
         if key not in self._torch:
-            self._torch[key] = [torch.as_tensor(t, dtype=dtype, device=device) for t in self.table]
+            self._torch[key] = [torch.as_tensor(t, dtype=dtype, device=device)
+                                for t in (self.table if self.every is None else [self.every])]
         return self._torch[key]
 
     def expected_ms(self, probs: Any) -> Any:
@@ -149,13 +168,18 @@ class ChoiceLatencyTable:
         probs = list(probs)
         if len(probs) != self.decisions.n_decisions:
             raise ValueError(f"{len(probs)} probability vectors for {n_dec} decisions of {self.space}")
+        for d, (p, k) in enumerate(zip(probs, sizes)):
+            if p.shape[-1] != k:
+                raise ValueError(f"decision {self.decisions.names[d]}: {p.shape[-1]} probabilities for {k} choices")
         tables = self.torch_table(probs[0])
-        out = torch.as_tensor(self.base_ms, dtype=tables[0].dtype, device=tables[0].device)
-        for d, (p, t) in enumerate(zip(probs, tables)):
-            if p.shape[-1] != t.shape[0]:
-                raise ValueError(f"decision {self.decisions.names[d]}: {p.shape[-1]} probabilities for "
-                                 f"{t.shape[0]} choices")
-            out = out + (p * t).sum(-1)
+        if self.every is not None:  # every(a, b, ...) x p0[..., a] x p1[..., b] ... summed over the choices
+            letters = "abcdefghijklmnopqrstuvwxyz"[:n_dec]
+            out = torch.einsum(f"{letters}," + ",".join(f"...{x}" for x in letters) + "->...",
+                               tables[0], *[p.to(tables[0].dtype) for p in probs])
+        else:
+            out = torch.as_tensor(self.base_ms, dtype=tables[0].dtype, device=tables[0].device)
+            for p, t in zip(probs, tables):
+                out = out + (p * t).sum(-1)
         self._check_probabilities(probs, tables[0].dtype)
         return out
 
