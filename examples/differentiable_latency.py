@@ -31,14 +31,14 @@ def main() -> None:
         ap.error("--steps: at least 1")
     steps = 40 if args.quick else args.steps
 
-    if args.space == "fbnet":  # lookup table of this CPU (shipped); per-layer block latency, exact for FBNet
+    if args.space == "fbnet":  # lookup table of this CPU (shipped)
         pred = load_arch_predictor("lut:cpu_onnxruntime_fp32_threads1", "fbnet")
     else:
         pred = adapted_predictor("nb201", shots=5 if args.quick else 10, protocol="quick" if args.quick else "brief",
                                  progress=False)
     space = pred.space
-    latency = ChoiceLatencyTable.from_lut(space, pred.lut) if args.space == "fbnet" else \
-        ChoiceLatencyTable.least_squares(space, pred, n=300 if args.quick else 1000)
+    latency = ChoiceLatencyTable.every_architecture(space, pred) if args.space == "nb201" else \
+        ChoiceLatencyTable.least_squares(space, pred, n=300 if args.quick else 1000)  # as c.choice_table() picks
     print(latency.describe())
     c = LatencyConstraint(pred, budget_ms=latency.base_ms)  # budget: the expected latency of the uniform supernet
     macs = ChoiceLatencyTable.least_squares(space, CallablePredictor(space, space.macs), n=100 if args.quick else 300)

@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 NONLINEAR = ("positive", "linear", "absolute", "negative")
 AGGREGATE = ("add", "mul")
+EVERY_ARCHITECTURE_MAX = 20_000  # `choice_table`'s auto predicts every architecture of a space this small
 
 
 class InfeasibleBudgetError(HwlatError):
@@ -241,20 +242,25 @@ class LatencyConstraint:
     # ---- adapters: differentiable NAS -----------------------------------------------------------
     def choice_table(self, method: str = "auto", n: int = 1000, seed: int = 0):
         """The per-choice latency table behind `expected_latency` (built once, then kept):
-        ``least_squares`` fit of the predictor, ``one_at_a_time`` differences, or ``auto`` (the
-        lookup-table rule for lookup-table predictors, least squares otherwise)."""
-        from hwlat.nas.arch_predictors import GraphPredictor
+        ``every_architecture`` (the exact expectation; ``auto`` where the space has at most
+        `EVERY_ARCHITECTURE_MAX` architectures, as NB201), ``least_squares`` fit of the predictor on `n`
+        sampled architectures (``auto`` elsewhere), or ``one_at_a_time`` differences (exact only for a
+        predictor that is a sum over decisions)."""
+        from hwlat.nas.choices import space_decisions
         from hwlat.nas.latency_table import ChoiceLatencyTable
 
         if self._table is None or method != "auto":
-            if method == "least_squares" or (method == "auto" and not isinstance(self.predictor, GraphPredictor)):
+            if method == "auto":
+                small = math.prod(space_decisions(self.space).sizes) <= EVERY_ARCHITECTURE_MAX
+                method = "every_architecture" if small else "least_squares"
+            if method == "every_architecture":
+                self._table = ChoiceLatencyTable.every_architecture(self.space, self.predictor)
+            elif method == "least_squares":
                 self._table = ChoiceLatencyTable.least_squares(self.space, self.predictor, n=n, seed=seed)
             elif method == "one_at_a_time":
                 self._table = ChoiceLatencyTable.one_at_a_time(self.space, self.predictor)
-            elif method == "auto":
-                self._table = ChoiceLatencyTable.from_lut(self.space, self.predictor, n=n, seed=seed)
             else:
-                raise ConstraintError(f"method {method!r}: choose auto, least_squares or one_at_a_time")
+                raise ConstraintError(f"method {method!r}: choose auto, every_architecture, least_squares or one_at_a_time")
             log.info("%s", self._table.describe())
         return self._table
 

@@ -3,14 +3,17 @@ the chosen choice's ms``, so a supernet's expected latency under architecture pr
 ``base + sum_d sum_c p[d, c] * table[d, c]`` (FBNet, Wu et al. CVPR 2019, eq. 4; ProxylessNAS,
 Cai et al. ICLR 2019, eq. 5), a torch expression with gradients.
 
-Tables come from any predictor, two ways:
+Tables come from any predictor, three ways:
+- `ChoiceLatencyTable.every_architecture`: the prediction of every architecture of a small space
+  (NB201's 15,625), so the expectation is exact: ``sum over archs of prod_d p[d, c_d] * ms``;
 - `ChoiceLatencyTable.least_squares`: an additive model fitted to the predictor on sampled
   architectures (relative-error least squares); its held-out error is kept (`fit_mape`);
 - `ChoiceLatencyTable.one_at_a_time`: the predictor's change when one decision moves away from a
-  reference architecture; exact for predictors that are sums over layers, and nearly so for a
-  lookup table on FBNet-like layer-wise spaces (within about 1%: its calibration charges the weights
-  a cache does not hold per network; `from_lut` picks this for FBNet, least squares elsewhere).
-At one-hot probabilities `expected_ms` equals `predict` (the discrete additive prediction) exactly.
+  reference architecture; exact for predictors that are sums over layers (a lookup table without
+  calibration on FBNet's fixed-shape layers), not for a calibrated lookup table, which charges the
+  weights a cache does not hold per network (on FBNet 3.8% off its prediction, median, against
+  under 1% for least squares).
+At one-hot probabilities `expected_ms` equals `predict` (the table's discrete prediction) exactly.
 """
 
 from __future__ import annotations
@@ -28,8 +31,9 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class ChoiceLatencyTable:
-    """``latency = base_ms + sum_d table[d][choice_d]`` (ms). Rows are centred: at uniform
-    probabilities the expected latency is `base_ms`."""
+    """``latency = base_ms + sum_d table[d][choice_d]`` (ms), or where `every` is given (every
+    architecture's ms, indexed by choices), that; `table` is then each choice's mean over the other
+    decisions' choices. Rows are centred: at uniform probabilities the expected latency is `base_ms`."""
 
     space: str
     decisions: Decisions
@@ -39,6 +43,7 @@ class ChoiceLatencyTable:
     fit_mape: float | None = None  # relative error of the additive model vs the predictor, held out
     fit_spearman: float | None = None
     n_predictions: int = 0
+    every: np.ndarray | None = None  # every architecture's ms, of shape `decisions.sizes`
     _torch: dict = field(default_factory=dict, repr=False)
 
     # ---- building ---------------------------------------------------------------------------
@@ -95,13 +100,16 @@ class ChoiceLatencyTable:
         return out
 
     @classmethod
-    def from_lut(cls, space: Any, lut: Any, n: int = 300, seed: int = 0) -> "ChoiceLatencyTable":
-        """Per-choice table of a lookup-table predictor: per-layer block latency (one decision at a
-        time) on layer-wise spaces (FBNet), a least-squares fit on `n` archs elsewhere."""
-        pred = as_arch_predictor(lut, space)
-        if pred.space.layerwise:
-            return cls.one_at_a_time(pred.space, pred)
-        return cls.least_squares(pred.space, pred, n=n, seed=seed)
+    def every_architecture(cls, space: Any, predictor: Any) -> "ChoiceLatencyTable":
+        """The prediction of each of the space's architectures (`prod(decisions.sizes)` of them)."""
+        pred = as_arch_predictor(predictor, space)
+        dec = space_decisions(pred.space)
+        every = pred.predict([dec.build(i) for i in np.ndindex(*dec.sizes)]).reshape(dec.sizes)
+        means = [every.mean(axis=tuple(e for e in range(dec.n_decisions) if e != d)) for d in range(dec.n_decisions)]
+        out = cls._centred(pred.space.name, dec, -float(every.mean()) * (dec.n_decisions - 1), means,
+                           "every architecture")
+        out.every, out.n_predictions = every, every.size
+        return out
 
     @staticmethod
     def _unflatten(flat: np.ndarray, dec: Decisions) -> list[np.ndarray]:
@@ -121,29 +129,37 @@ class ChoiceLatencyTable:
     def predict(self, archs: Sequence[Any]) -> np.ndarray:
         """The discrete additive prediction (ms) of architectures."""
         idx = self.decisions.indices(archs)
+        if self.every is not None:
+            return self.every[tuple(idx.T)]
         out = np.full(len(idx), self.base_ms, dtype=np.float64)
         for d, t in enumerate(self.table):
             out = out + t[idx[:, d]]
         return out
 
     def torch_table(self, like: Any = None) -> list[Any]:
-        """The table as torch tensors (dtype/device of `like`, default float32 on CPU)."""
+        """The table as torch tensors (device of `like`, and its dtype where floating: integer or bool
+        probabilities, such as ``one_hot``'s, are priced in torch's default float dtype)."""
         import torch
 
-        dtype = getattr(like, "dtype", torch.float32)
+        dtype = like.dtype if isinstance(like, torch.Tensor) and like.is_floating_point() else torch.get_default_dtype()
         device = getattr(like, "device", torch.device("cpu"))
         key = (dtype, str(device))
         if key not in self._torch:
-            self._torch[key] = [torch.as_tensor(t, dtype=dtype, device=device) for t in self.table]
+            self._torch[key] = [torch.as_tensor(t, dtype=dtype, device=device)
+                                for t in (self.table if self.every is None else [self.every])]
         return self._torch[key]
 
     def expected_ms(self, probs: Any) -> Any:
         """Expected latency (torch, differentiable) under per-decision choice probabilities:
         a list with one tensor (..., choices_d) per decision, or one tensor (..., D, C) when every
-        decision has C choices. Leading dimensions are batch dimensions."""
+        decision has C choices. Leading dimensions are batch dimensions. Each decision's probabilities
+        must be 0 or more and sum to 1 (a softmax): others are a ValueError, as the rows are centred
+        and would give a number that is no expectation."""
         import torch
 
         n_dec, sizes = self.decisions.n_decisions, self.decisions.sizes
+        if not isinstance(probs, torch.Tensor):
+            probs = [p if isinstance(p, torch.Tensor) else torch.as_tensor(p) for p in probs]
         if isinstance(probs, torch.Tensor):
             if probs.shape[-2:] != (n_dec, max(sizes)) or len(set(sizes)) != 1:
                 raise ValueError(f"probabilities of shape {tuple(probs.shape)}: expected (..., {n_dec}, {sizes[0]}) "
@@ -152,14 +168,41 @@ class ChoiceLatencyTable:
         probs = list(probs)
         if len(probs) != self.decisions.n_decisions:
             raise ValueError(f"{len(probs)} probability vectors for {n_dec} decisions of {self.space}")
+        for d, (p, k) in enumerate(zip(probs, sizes)):
+            if p.shape[-1] != k:
+                raise ValueError(f"decision {self.decisions.names[d]}: {p.shape[-1]} probabilities for {k} choices")
         tables = self.torch_table(probs[0])
-        out = torch.as_tensor(self.base_ms, dtype=tables[0].dtype, device=tables[0].device)
-        for d, (p, t) in enumerate(zip(probs, tables)):
-            if p.shape[-1] != t.shape[0]:
-                raise ValueError(f"decision {self.decisions.names[d]}: {p.shape[-1]} probabilities for "
-                                 f"{t.shape[0]} choices")
-            out = out + (p * t).sum(-1)
+        if self.every is not None:  # every(a, b, ...) x p0[..., a] x p1[..., b] ... summed over the choices
+            letters = "abcdefghijklmnopqrstuvwxyz"[:n_dec]
+            out = torch.einsum(f"{letters}," + ",".join(f"...{x}" for x in letters) + "->...",
+                               tables[0], *[p.to(tables[0].dtype) for p in probs])
+        else:
+            out = torch.as_tensor(self.base_ms, dtype=tables[0].dtype, device=tables[0].device)
+            for p, t in zip(probs, tables):
+                out = out + (p * t).sum(-1)
+        self._check_probabilities(probs, tables[0].dtype)
         return out
+
+    def _check_probabilities(self, probs: list[Any], dtype: Any) -> None:
+        import torch
+
+        if probs[0].device.type == "meta":
+            return
+        tol = max(1e-4, 10 * torch.finfo(dtype).eps)
+        with torch.no_grad():  # (D, batch...) sums and least probabilities: one synchronisation with a GPU
+            probs = [p.to(dtype) for p in probs]
+            sums = torch.stack(torch.broadcast_tensors(*[p.sum(-1) for p in probs]))
+            least = torch.stack(torch.broadcast_tensors(*[p.amin(-1) for p in probs]))
+            bad = ~((sums - 1).abs() <= tol) | (least < -tol)  # NaN sums are bad
+            if not bool(bad.any()):
+                return
+            d, *row = (int(i) for i in bad.nonzero()[0])
+            at = tuple(row)
+            p = probs[d].expand(*sums.shape[1:], probs[d].shape[-1])[at]
+            total, neg = float(sums[d][at]), float(least[d][at]) < -tol
+        where = f" (batch index {list(row)})" if row else ""
+        raise ValueError(f"decision {self.decisions.names[d]}: probabilities {[round(float(x), 4) for x in p]}{where} "
+                         f"sum to {total:.4g}{', one below 0' if neg else ''}; they must be 0 or more and sum to 1 (a softmax of logits)")
 
     def onehot(self, archs: Sequence[Any], like: Any = None) -> list[Any]:
         """One-hot torch probabilities of discrete architectures (list per decision, (n, choices))."""
