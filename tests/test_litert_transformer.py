@@ -258,8 +258,9 @@ def test_a_split_is_one_split_op_and_a_constant_operand_is_a_constant():
     ops = [GraphOp(OP, OpSpec.make("copy", (16, 96, 1, 1)), "Split", ("split",), ("x",), ("q", "k", "v")),
            GraphOp(OP, OpSpec.make("add", (16, 32, 1, 1)), "Add", ("qv",), ("q", "v"), ("qv",)),
            GraphOp(OP, add, "Add", ("pos",), ("qv",), ("y",))]
-    g = network_graph(Graph(ops, "split", {"x": (16, 96)}, ("y",)))
-    assert [op.kind for op in g.ops] == ["RESHAPE", "SPLIT", "ADD", "ADD"]
+    shapes = {"x": (16, 96), "q": (16, 32), "k": (16, 32), "v": (16, 32)}
+    g = network_graph(Graph(ops, "split", {"x": (16, 96)}, ("y",), shapes))
+    assert [op.kind for op in g.ops] == ["SPLIT", "ADD", "ADD"]
     x = network_inputs(g)[0]
     y = run(serialize(g), [x])
     want = x[:, :32] + x[:, 64:] + make_inputs(add)[1].reshape(16, 32)
@@ -282,3 +283,34 @@ def test_a_padding_mask_broadcast_over_the_scores_is_one_broadcasting_add():
     scores, mask = network_inputs(g)
     y = run(serialize(g), [scores, mask])
     np.testing.assert_allclose(y.reshape(2, 8, 8), softmax(scores + mask), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("shape, axis, sizes", [((1, 8, 6, 6), -3, (4, 4)), ((1, 8, 6, 6), 1, (3, 5)), ((1, 10, 32), -1, (8, 24))],
+                         ids=["channel-chunk", "channel-sizes", "token-sizes"])
+def test_a_split_cuts_the_axis_and_sizes_of_its_node_in_the_tensors_layout(shape, axis, sizes):
+    """A Split (torch's chunk, or split with sizes) gives its outputs the node's sizes along its axis (a
+    negative one counted from the end), and a feature map is cut in NHWC, with no layout TRANSPOSE."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    outs = [f"y{i}" for i in range(len(sizes))]
+    split = numpy_helper.from_array(np.array(sizes, np.int64), "sizes")
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Split", ["x", "sizes"], outs, axis=axis)], "split",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(shape))],
+        [helper.make_tensor_value_info(o, TensorProto.FLOAT, None) for o in outs], [split]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    g = network_graph(Graph.from_onnx(onnx.load_from_string(model.SerializeToString())))
+    assert "TRANSPOSE" not in [op.kind for op in g.ops]
+    x = network_inputs(g)[0]
+    rt = litert.LiteRTRuntime(threads=1)
+    rt.check_available()
+    interp = rt.interpreter(serialize(g))
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], x)
+    interp.invoke()
+    got = [interp.get_tensor(d["index"]) for d in interp.get_output_details()]
+    nchw = x.transpose(0, 3, 1, 2) if len(shape) == 4 else x
+    want = np.split(nchw, np.cumsum(sizes)[:-1], axis=axis)
+    for y, w in zip(got, want):
+        np.testing.assert_array_equal(y, w.transpose(0, 2, 3, 1) if len(shape) == 4 else w)

@@ -57,6 +57,7 @@ class Graph:
     name: str = ""
     inputs: dict[str, tuple[int, ...]] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()
+    shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)  # tensor -> static shape (from ONNX)
 
     # ---- views --------------------------------------------------------------------------
     @property
@@ -364,7 +365,8 @@ def extract(model: Any, input_shape: Sequence[int] | Mapping[str, Sequence[int]]
     opset = next((o.version for o in source.opset_import if o.domain in ("", "ai.onnx")), 17)
     ops = OnnxMapper(g.node, [o.name for o in g.output], shapes, consts, opset).run()
     inputs = {i.name: shapes.get(i.name) or () for i in graph_inputs}
-    return Graph(ops, name if name is not None else (g.name or ""), inputs, tuple(o.name for o in g.output))
+    return Graph(ops, name if name is not None else (g.name or ""), inputs, tuple(o.name for o in g.output),
+                 {k: v for k, v in shapes.items() if v is not None})
 
 
 def _without_weights(proto):

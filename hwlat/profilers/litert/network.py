@@ -90,7 +90,7 @@ def network_graph(graph: Graph) -> TFLiteGraph:
             raise ModelError(f"{op.describe()}: reads {missing[0]!r}, which no earlier op or graph input makes")
         xs = [tensors[t] for t in op.inputs]
         if spec.base == "copy" and len(op.outputs) > 1:
-            ys = _split(views, spec, xs[0], len(op.outputs))
+            ys = _split(views, xs[0], graph.shapes[op.inputs[0]], [graph.shapes[o] for o in op.outputs])
         else:
             ys = [_lower(views, spec, xs, fuse_ok=single(op.inputs[0]))] * len(op.outputs)
         tensors.update(zip(op.outputs, ys))
@@ -240,14 +240,23 @@ def _shuffle(views: _Views, x: int, five: tuple[int, ...]) -> int:
     return views.feature_map(lowering.reshape(g, lowering.transpose(g, rows, "021"), (n, h, w, groups * k)))
 
 
-def _split(views: _Views, spec: OpSpec, x: int, parts: int) -> list[int]:
-    """A copy with `parts` outputs (a Split, as of q, k and v) as one SPLIT into equal parts along the
-    last axis of the spec's shape that they divide (so, for tokens, the features)."""
-    shape = spec.output_shape
-    axis = next((a for a in reversed(range(len(shape))) if shape[a] > 1 and shape[a] % parts == 0), None)
-    if axis is None:
-        raise UnsupportedOpError(f"{spec.key}: a split into {parts} outputs has no axis they divide equally")
-    return lowering.split(views.g, views.as_plain(x, shape), parts, axis)
+def _split(views: _Views, x: int, shape: tuple[int, ...], parts: list[tuple[int, ...]]) -> list[int]:
+    """A copy with several outputs (a Split, as of q, k and v) cut from `x` of ONNX `shape` along the
+    one axis where the outputs' `parts` shapes differ from it: one SPLIT into equal parts, else a SLICE
+    per part; a feature map is cut along its NHWC axis, where it lies."""
+    g = views.g
+    axis = next(a for a in range(len(shape)) if any(p[a] != shape[a] for p in parts))
+    if len(shape) == 4 and x in views.nhwc:
+        x, axis, parts = views.as_nhwc(x, shape), (0, 3, 1, 2)[axis], [nhwc_shape(p) for p in parts]
+    else:
+        x = views.as_plain(x, shape)
+    if len({p[axis] for p in parts}) == 1:
+        ys = lowering.split(g, x, len(parts), axis)
+    else:
+        begins = np.cumsum([0] + [p[axis] for p in parts[:-1]])
+        ys = [g.add_op("SLICE", [x, g.add_const("begin", np.eye(len(p), dtype=np.int32)[axis] * b),
+                                 g.add_const("size", np.array(p, np.int32))], p) for p, b in zip(parts, begins)]
+    return [views.feature_map(y) for y in ys] if x in views.nhwc else ys
 
 
 def network_inputs(g: TFLiteGraph, seed: int = 0) -> list[np.ndarray]:
