@@ -314,3 +314,20 @@ def test_a_split_cuts_the_axis_and_sizes_of_its_node_in_the_tensors_layout(shape
     want = np.split(nchw, np.cumsum(sizes)[:-1], axis=axis)
     for y, w in zip(got, want):
         np.testing.assert_array_equal(y, w.transpose(0, 2, 3, 1) if len(shape) == 4 else w)
+
+
+def test_a_slice_of_a_feature_maps_channels_is_one_slice_in_nhwc():
+    """torch's legacy exporter writes chunk(2, 1) of a feature map as Slices on the channels: each is
+    one SLICE of the NHWC map, with no layout TRANSPOSE to NCHW and back."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in (("starts", [4]), ("ends", [8]), ("axes", [1]))]
+    model = helper.make_model(helper.make_graph(
+        [helper.make_node("Slice", ["x", "starts", "ends", "axes"], ["s"]), helper.make_node("Relu", ["s"], ["y"])],
+        "slice", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 6, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], consts), opset_imports=[helper.make_opsetid("", 17)])
+    g = network_graph(Graph.from_onnx(onnx.load_from_string(model.SerializeToString())))
+    assert [op.kind for op in g.ops] == ["SLICE", "RELU"]
+    x = network_inputs(g)[0]
+    assert run(serialize(g), [x]).shape == (1, 6, 6, 4)

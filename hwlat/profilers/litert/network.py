@@ -190,6 +190,12 @@ def _lower(views: _Views, spec: OpSpec, xs: list[int], fuse_ok: bool) -> int:
     if base == "gather":
         return lowering.gather(g, xs[0], wts)
     if base == "copy":
+        part = nhwc_shape(spec.output_shape)
+        shape = g.tensors[xs[0]].shape
+        if len(xs) == 1 and xs[0] in views.nhwc and sum(p != s for p, s in zip(part, shape)) == 1 \
+                and all(p <= s for p, s in zip(part, shape)):  # a Slice along one axis of a feature map, cut in NHWC
+            begin = g.add_const("begin", np.zeros(4, np.int32))
+            return views.feature_map(g.add_op("SLICE", [xs[0], begin, g.add_const("size", np.array(part, np.int32))], part))
         return _copy(g, [views.as_plain(x) for x in xs], spec.output_shape)
     if base in ("softmax", "layernorm"):
         x = views.as_plain(xs[0])
