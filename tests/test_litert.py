@@ -412,3 +412,38 @@ def test_litert_s_delegate_banner_stays_off_a_users_terminal():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "XNNPACK delegate" not in proc.stderr and proc.stderr.splitlines() == ["kept"]
+
+
+@pytest.mark.parametrize("cut", ["Split", "Slice"])
+def test_a_cnns_channel_split_runs_at_int8(cut):
+    """A CNN whose conv output is cut in two on the channels (torch's chunk(2, 1): a Split from the
+    dynamo exporter, Slices from the legacy one) is a full-integer int8 network LiteRT runs: SPLIT and
+    SLICE only move values, like RESHAPE."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from hwlat.device_tables.graph import Graph
+    from hwlat.profilers.litert.network import network_model
+
+    rng = np.random.default_rng(0)
+    consts = [numpy_helper.from_array(rng.standard_normal((8, 3, 3, 3)).astype(np.float32), "W")]
+    if cut == "Split":
+        cuts = [helper.make_node("Split", ["c"], ["a", "b"], axis=1, num_outputs=2)]
+    else:
+        consts += [numpy_helper.from_array(np.array(v, np.int64), n) for n, v in
+                   (("zero", [0]), ("four", [4]), ("eight", [8]), ("axis", [1]))]
+        cuts = [helper.make_node("Slice", ["c", "zero", "four", "axis"], ["a"]),
+                helper.make_node("Slice", ["c", "four", "eight", "axis"], ["b"])]
+    nodes = [helper.make_node("Conv", ["x", "W"], ["c"], pads=[1, 1, 1, 1]), *cuts, helper.make_node("Add", ["a", "b"], ["y"])]
+    model = helper.make_model(helper.make_graph(nodes, "cut", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+                                                [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], consts),
+                              opset_imports=[helper.make_opsetid("", 18)])
+    content, inputs = network_model(Graph.from_onnx(onnx.load_from_string(model.SerializeToString())), int8=True)
+    rt = litert.LiteRTRuntime(threads=1, precision="int8")
+    rt.check_available()
+    interp = rt.interpreter(content)
+    interp.allocate_tensors()
+    interp.set_tensor(interp.get_input_details()[0]["index"], inputs[0])
+    interp.invoke()
+    y = interp.get_tensor(interp.get_output_details()[0]["index"])
+    assert y.dtype == np.int8 and y.shape == (1, 8, 8, 4)

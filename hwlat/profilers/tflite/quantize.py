@@ -21,8 +21,8 @@ from hwlat.profilers.tflite.float_reference import run_float
 from hwlat.profilers.tflite.graph import Op, TFLiteGraph, op_geometry
 from hwlat.profilers.tflite.int8_reference import QuantizedGraph, QuantizedOp, QuantParams
 
-# Ops that only move values (a channel shuffle's, in a CNN network): quantised, not in the int8 reference.
-MOVEMENT_OPS = ("RESHAPE", "TRANSPOSE")
+# Ops that only move values (a channel shuffle's, a channel split's, in a CNN network): quantised, not in the int8 reference.
+MOVEMENT_OPS = ("RESHAPE", "TRANSPOSE", "SPLIT", "SLICE")
 # Ops whose activation inputs and output share one set of quantisation parameters.
 SAME_QUANT_OPS = ("AVERAGE_POOL_2D", "MAX_POOL_2D", "PAD", "PADV2", "CONCATENATION") + MOVEMENT_OPS
 WEIGHTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED")
