@@ -209,3 +209,13 @@ def test_a_conv_padded_unevenly_is_priced_at_its_output_and_macs(k, attrs):
     out = _ort_output_shape(m, (1, 3, 16, 12))
     assert op.kind == OP and op.spec.output_shape == out, op.describe()
     assert op.spec.macs == np.prod(out) * 3 * k * k
+
+
+@pytest.mark.parametrize("op", ["Conv", "MaxPool"])
+def test_a_zero_stride_padded_same_is_named_not_a_traceback(op):
+    """auto_pad SAME with strides [0, 0] (a corrupt file) raised ZeroDivisionError; with pads it was named."""
+    nodes = [helper.make_node(op, ["x", "W"] if op == "Conv" else ["x"], ["y"], kernel_shape=[3, 3], strides=[0, 0],
+                              auto_pad="SAME_UPPER")]
+    m = _model(nodes, [_vi("x", [1, 3, 8, 8])], [_vi("y", None)], [("W", np.ones((4, 3, 3, 3)))])
+    (u,) = Graph.from_onnx(m).uncovered
+    assert "stride=0" in u.note

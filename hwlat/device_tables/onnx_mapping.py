@@ -247,6 +247,8 @@ class OnnxMapper:
         auto = self._attr(node, "auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
         span = dil * (k - 1) + 1
+        if stride < 1:  # a corrupt file: the op's spec names the stride
+            return xs, 0, ""
         if auto in ("SAME_UPPER", "SAME_LOWER"):
             total = [max(0, (math.ceil(h / stride) - 1) * stride + span - h) for h in xs[2:]]
             pads = [t // 2 for t in total] + [t - t // 2 for t in total]
