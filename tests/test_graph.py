@@ -174,3 +174,48 @@ def test_a_reshape_the_given_input_shape_cannot_fill_is_one_error_naming_the_nod
     assert Graph.from_onnx(data, input_shape=(4, 4)).ops  # the exported size: 16 values into 2x8
     with pytest.raises(ModelError, match=r"Reshape node 'fixed_view' cannot view 8x4 \(32 values\) as 2x8 \(16\)"):
         Graph.from_onnx(data, input_shape=(8, 4))
+
+
+def _ort_output_shape(m, x_shape):
+    ort = pytest.importorskip("onnxruntime")
+    sess = ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"x": np.zeros(x_shape, np.float32)})[0].shape
+
+
+@pytest.mark.parametrize("op, attrs, hw", [
+    ("MaxPool", dict(kernel_shape=[2, 2], auto_pad="SAME_UPPER"), (16, 16)),
+    ("AveragePool", dict(kernel_shape=[4, 4], auto_pad="SAME_LOWER"), (16, 16)),
+    ("MaxPool", dict(kernel_shape=[2, 2], strides=[2, 2], ceil_mode=1), (15, 15)),
+    ("MaxPool", dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1], ceil_mode=1), (16, 16)),
+    ("AveragePool", dict(kernel_shape=[3, 3], pads=[1, 0, 1, 0]), (16, 16)),
+    ("MaxPool", dict(kernel_shape=[2, 2], pads=[0, 0, 1, 1]), (16, 12)),
+])
+def test_a_pool_is_priced_at_the_output_the_runtime_computes(op, attrs, hw):
+    """A pool padded SAME with an even kernel, in ceil_mode or with other pads on H than on W was
+    priced at another output (17x17 for 16x16, 7x7 for ceil_mode's 8x8), with a note blaming ceil_mode."""
+    nodes = [helper.make_node(op, ["x"], ["y"], **attrs)]
+    m = _model(nodes, [_vi("x", [1, 4, *hw])], [_vi("y", None)])
+    (op_,) = Graph.from_onnx(m).ops
+    assert op_.kind == OP and op_.spec.output_shape == _ort_output_shape(m, (1, 4, *hw)), op_.describe()
+
+
+@pytest.mark.parametrize("k, attrs", [(4, dict(auto_pad="SAME_UPPER")), (4, dict(pads=[1, 1, 2, 2])), (3, dict(pads=[1, 0, 1, 0]))])
+def test_a_conv_padded_unevenly_is_priced_at_its_output_and_macs(k, attrs):
+    """padding='same' with an even kernel (torch.onnx writes auto_pad SAME_UPPER or pads [1, 1, 2, 2]),
+    or other pads on H than on W, left the conv uncovered: no symmetric padding gives its output."""
+    nodes = [helper.make_node("Conv", ["x", "W"], ["y"], kernel_shape=[k, k], **attrs)]
+    m = _model(nodes, [_vi("x", [1, 3, 16, 12])], [_vi("y", None)], [("W", np.ones((8, 3, k, k)))])
+    (op,) = Graph.from_onnx(m).ops
+    out = _ort_output_shape(m, (1, 3, 16, 12))
+    assert op.kind == OP and op.spec.output_shape == out, op.describe()
+    assert op.spec.macs == np.prod(out) * 3 * k * k
+
+
+@pytest.mark.parametrize("op", ["Conv", "MaxPool"])
+def test_a_zero_stride_padded_same_is_named_not_a_traceback(op):
+    """auto_pad SAME with strides [0, 0] (a corrupt file) raised ZeroDivisionError; with pads it was named."""
+    nodes = [helper.make_node(op, ["x", "W"] if op == "Conv" else ["x"], ["y"], kernel_shape=[3, 3], strides=[0, 0],
+                              auto_pad="SAME_UPPER")]
+    m = _model(nodes, [_vi("x", [1, 3, 8, 8])], [_vi("y", None)], [("W", np.ones((4, 3, 3, 3)))])
+    (u,) = Graph.from_onnx(m).uncovered
+    assert "stride=0" in u.note

@@ -225,8 +225,8 @@ class OnnxMapper:
         bias = len(node.input) > 2 and bool(node.input[2])
         cin = xs[1]
         out_shape = self._shape(node.output[0])
-        pad, note = self._padding(node, xs, kh, strides[0], dil[0], out_shape)
-        if pad is None:
+        xs, pad, note = self._padding(node, xs, kh, strides[0], dil[0], out_shape)
+        if xs is None:
             return self._uncovered(node, idx, acts, note)
         if group == cin and cout == cin and cin > 1:
             spec = OpSpec.make("dwconv2d", xs, kernel=kh, stride=strides[0], padding=pad, dilation=dil[0], bias=bias)
@@ -239,34 +239,39 @@ class OnnxMapper:
             return self._uncovered(node, idx, acts, f"output shape {out_shape} differs from the op's {spec.output_shape}")
         return self._op(spec, node, idx, acts[:1], note=note)
 
-    def _padding(self, node, xs, k, stride, dil, out_shape) -> tuple[int | None, str]:
+    def _padding(self, node, xs, k, stride, dil, out_shape) -> tuple[tuple[int, ...] | None, int, str]:
+        """(input shape, padding, note) of the symmetric window op that computes `node`'s output: its
+        own padding; else a symmetric one giving the same output; else (pads unequal, SAME with an even
+        kernel, ceil_mode) the least pad on an input grown to the padded size the runtime reads.
+        (None, 0, why) where it cannot tell (pads not 2-D, no static output shape)."""
         auto = self._attr(node, "auto_pad", b"NOTSET")
         auto = auto.decode() if isinstance(auto, bytes) else str(auto)
+        span = dil * (k - 1) + 1
+        if stride < 1:  # a corrupt file: the op's spec names the stride
+            return xs, 0, ""
         if auto in ("SAME_UPPER", "SAME_LOWER"):
-            h = xs[2]
-            out = math.ceil(h / stride)
-            total = max(0, (out - 1) * stride + dil * (k - 1) + 1 - h)
-            pads = [total // 2, total - total // 2]
+            total = [max(0, (math.ceil(h / stride) - 1) * stride + span - h) for h in xs[2:]]
+            pads = [t // 2 for t in total] + [t - t // 2 for t in total]
         elif auto == "VALID":
-            pads = [0, 0]
+            pads = [0, 0, 0, 0]
         else:
-            p = list(self._attr(node, "pads", [0, 0, 0, 0]))
-            if len(p) != 4:
-                return None, f"pads {p} not 2-D"
-            pads = [p[0], p[1]] if (p[0] == p[2] and p[1] == p[3]) else None
-            if pads is None:
-                # Asymmetric (TF 'SAME' with stride 2): cost it with the symmetric padding giving the same output.
-                for cand in sorted({p[0], p[1], p[2], p[3]}):
-                    if out_shape is None:
-                        break
-                    ho = (xs[2] + 2 * cand - dil * (k - 1) - 1) // stride + 1
-                    if (ho, ho) == tuple(out_shape[2:]):
-                        return int(cand), f"asymmetric pads {p} costed as symmetric {cand}"
-                return None, f"asymmetric pads {p}"
-        if pads[0] != pads[1]:
-            cand = max(pads)
-            return int(cand), f"padding {pads} costed as symmetric {cand}"
-        return int(pads[0]), ""
+            pads = [int(p) for p in self._attr(node, "pads", [0, 0, 0, 0])]
+            if len(pads) != 4:
+                return None, 0, f"pads {pads} not 2-D"
+        if len(set(pads)) == 1 and (out_shape is None or _window_out(xs[2:], pads[0], span, stride) == tuple(out_shape[2:])):
+            return xs, pads[0], ""
+        if out_shape is None:
+            return None, 0, f"pads {pads} with no static output shape"
+        out = tuple(out_shape[2:])
+        for cand in sorted(set(pads)):
+            if _window_out(xs[2:], cand, span, stride) == out:
+                return xs, cand, f"asymmetric pads {pads} costed as symmetric {cand}"
+        pad = min(pads)
+        padded = [max(h + pads[i] + pads[i + 2], (o - 1) * stride + span) for i, (h, o) in enumerate(zip(xs[2:], out))]
+        grown = tuple(xs[:2]) + tuple(p - 2 * pad for p in padded)
+        ceil = " in ceil_mode" if self._attr(node, "ceil_mode", 0) else ""
+        return grown, pad, (f"pads {pads}{ceil} costed as padding {pad} of a {grown[2]}x{grown[3]} input "
+                            "(the padded size the runtime reads)")
 
     # ---- linear algebra -----------------------------------------------------------------
     def _matmul(self, node, idx, acts, xs) -> GraphOp:
@@ -442,8 +447,8 @@ class OnnxMapper:
         if t == "MaxPool" and any(d != 1 for d in self._attr(node, "dilations", [1, 1])):
             return self._uncovered(node, idx, acts, "dilated MaxPool")
         out_shape = self._shape(node.output[0])
-        pad, note = self._padding(node, xs, k[0], strides[0], 1, out_shape)
-        if pad is None:
+        xs, pad, note = self._padding(node, xs, k[0], strides[0], 1, out_shape)
+        if xs is None:
             return self._uncovered(node, idx, acts, note)
         if t == "AveragePool":
             spec = OpSpec.make("avgpool", xs, kernel=k[0], stride=strides[0], padding=pad,
@@ -451,7 +456,7 @@ class OnnxMapper:
         else:
             spec = OpSpec.make("maxpool", xs, kernel=k[0], stride=strides[0], padding=pad)
         if out_shape is not None and spec.output_shape != out_shape:
-            note = (note + "; " if note else "") + f"ceil_mode output {out_shape[2:]} costed as {spec.output_shape[2:]}"
+            return self._uncovered(node, idx, acts, f"output shape {out_shape} differs from the op's {spec.output_shape}")
         return self._op(spec, node, idx, acts[:1], note=note)
 
 
@@ -502,6 +507,11 @@ class OnnxMapper:
         if len(acts) == len(node.input) and len(acts) >= 2 and all(s == shapes[0] for s in shapes) and axis in (1, -3):
             return self._op(OpSpec.make("concat", shapes[0], parts=len(acts)), node, idx, acts)
         return self._uncovered(node, idx, acts, f"Concat on axis {axis} of shapes {shapes}: only equal shapes joined on channels are covered")
+
+
+def _window_out(sides: Sequence[int], pad: int, span: int, stride: int) -> tuple[int, ...]:
+    """The output sides of a window of `span` (dilated kernel) sliding by `stride` over `sides` padded by `pad`."""
+    return tuple((h + 2 * pad - span) // stride + 1 for h in sides)
 
 
 def _per_channel(const_shape: tuple[int, ...], xs: tuple[int, ...]) -> bool:
