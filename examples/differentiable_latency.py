@@ -1,6 +1,7 @@
 """Differentiable NAS with a latency term: a supernet's expected latency under architecture
-probabilities (sum over choices of probability x per-choice latency, as FBNet / ProxylessNAS)
-is a torch expression; gradient descent on architecture logits trades a stand-in for accuracy
+probabilities (NB201: every architecture's prediction weighted by its probability, exact; FBNet: sum
+over choices of probability x per-choice latency, as FBNet / ProxylessNAS) is a torch expression;
+gradient descent on architecture logits trades a stand-in for accuracy
 (expected MACs: "bigger computes more") against a latency penalty around the budget, with the
 softmax temperature annealed (as FBNet does) so the derived architecture matches the expectation.
 
