@@ -130,8 +130,8 @@ def test_constant_scale_mul_and_unequal_concat():
     m = _model(nodes, [_vi("x", [1, 4, 5, 5]), _vi("x2", [1, 2, 5, 5])], [_vi("y", [1, 6, 5, 5])],
                [("zero", np.zeros((1, 4, 1, 1)))])
     g = Graph.from_onnx(m)
-    assert [s.op for s in g.specs] == ["scale"]
-    assert g.uncovered[0].onnx_op == "Concat"
+    assert [s.op for s in g.specs] == ["scale", "copy"] and not g.uncovered
+    assert g.ops[1].spec.input_shape == (1, 6, 5, 5) and g.ops[1].inputs == ("z", "x2")
 
 
 def test_classic_networks_are_fully_covered_with_published_macs():

@@ -200,6 +200,10 @@ class OnnxMapper:
             return self._gather(node, idx, acts, xs)
         if t in COPIES:
             return self._copy(node, idx, acts, xs)
+        if t in ("Resize", "Upsample", "Pad"):
+            mode = self._attr(node, "mode", b"nearest" if t != "Pad" else b"constant")
+            mode = mode.decode() if isinstance(mode, bytes) else mode
+            return self._copy(node, idx, acts, xs, note=f"{t} ({mode}) priced as a copy of its output")
         if t == "Pow" and acts == [node.input[0]]:
             return self._elementwise("relu", node, idx, acts, xs, note="Pow by a constant costed as relu (nearest elementwise)")
         if t in BINARY:
@@ -498,15 +502,20 @@ class OnnxMapper:
         return self._op(OpSpec.make("add", _as4(out)), node, idx, acts, note=note)
 
     def _concat(self, node, idx, acts, xs) -> GraphOp:
-        """Equal NCHW maps joined on channels: concat; unequal NCHW maps: uncovered (no table prices
-        them); token tensors (other ranks, constant parts such as a class token): a copy of the output."""
+        """Equal NCHW maps joined on channels: concat; token tensors (other ranks, constant parts such
+        as a class token): a copy of the output; other NCHW maps (a UNet's skip connection with fewer
+        channels): a copy of the output that reads every part (no table measured such a concat)."""
         shapes = [self._shape(a) for a in acts]
         axis = int(self._attr(node, "axis", 1))
         if len(xs) != 4:
             return self._copy(node, idx, acts, xs, note=f"Concat on axis {axis} priced as a copy of its output")
         if len(acts) == len(node.input) and len(acts) >= 2 and all(s == shapes[0] for s in shapes) and axis in (1, -3):
             return self._op(OpSpec.make("concat", shapes[0], parts=len(acts)), node, idx, acts)
-        return self._uncovered(node, idx, acts, f"Concat on axis {axis} of shapes {shapes}: only equal shapes joined on channels are covered")
+        out = self._shape(node.output[0])
+        if out is None:
+            return self._uncovered(node, idx, acts, f"Concat of shapes {shapes}: its output has no static shape after shape inference")
+        return self._op(OpSpec.make("copy", out), node, idx, acts,
+                        note=f"Concat on axis {axis} of shapes {shapes} priced as a copy of its output")
 
 
 def _window_out(sides: Sequence[int], pad: int, span: int, stride: int) -> tuple[int, ...]:
