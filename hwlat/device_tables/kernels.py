@@ -247,14 +247,10 @@ def tensors(graph: Graph) -> tuple[dict[str, str], dict[str, tuple[int, ...]], d
     return alias, shape, element_bytes
 
 
-def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float, float]:
-    """The MB of activation buffers `kernels` (in execution order) need under two memory plans:
-    reusing a freed buffer only for a tensor of the same shape (ONNX Runtime's allocation planner;
-    an elementwise kernel may also write over an input of its shape that dies with it), and the
-    compact plan, the most bytes alive at once (TFLite's arena planner and XNNPACK reuse memory
-    across sizes). Ops outside kernels (reshapes) alias their input."""
-    alias, shape, element_bytes = tensors(graph)
-    steps = []  # per kernel: (the activations it reads, those it writes, whether in place), aliases resolved
+def kernel_steps(kernels: Iterable[Kernel], alias: dict[str, str]) -> list[tuple[list[str], list[str], bool]]:
+    """Per kernel, the activations it reads and writes (aliases resolved) and whether it may write in
+    place: the steps `activation_plans_mb` walks through."""
+    steps = []
     for k in kernels:
         if len(k.ops) == 1:
             made, read = k.ops[0].outputs, k.ops[0].inputs
@@ -263,6 +259,17 @@ def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float,
             read = tuple(t for op in k.ops for t in op.inputs)
         steps.append((list(dict.fromkeys([alias.get(t, t) for t in read if t not in made])),
                       [t for t in made if t not in read] or list(k.ops[-1].outputs), k.spec.base in IN_PLACE_OPS))
+    return steps
+
+
+def activation_plans_mb(graph: Graph, kernels: Iterable[Kernel]) -> tuple[float, float]:
+    """The MB of activation buffers `kernels` (in execution order) need under two memory plans:
+    reusing a freed buffer only for a tensor of the same shape (ONNX Runtime's allocation planner;
+    an elementwise kernel may also write over an input of its shape that dies with it), and the
+    compact plan, the most bytes alive at once (TFLite's arena planner and XNNPACK reuse memory
+    across sizes). Ops outside kernels (reshapes) alias their input."""
+    alias, shape, element_bytes = tensors(graph)
+    steps = kernel_steps(kernels, alias)
     last: dict[str, int] = {}
     for i, (reads, _, _) in enumerate(steps):
         for t in reads:

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from hwlat.device_tables.graph import OP, Graph, GraphOp
-from hwlat.device_tables.kernels import IN_PLACE_OPS, Kernel, drop_duplicates, group_kernels, tensors
+from hwlat.device_tables.kernels import Kernel, drop_duplicates, group_kernels, kernel_steps, tensors
 from hwlat.device_tables.ops import FUSABLE_TAILS
 from hwlat.predictors.lut import reorders
 from hwlat.predictors.lut.prediction import UncoveredOp, kernel_record
@@ -320,7 +320,7 @@ def _plan(piece: Piece, graph: Graph, grouped: list[Kernel], moving: list[Kernel
     if writer is not None:  # the piece's input, written outside it (the graph's own ops come first)
         shape.setdefault(read, writer.spec.output_shape)  # type: ignore[arg-type, union-attr]
         element_bytes.setdefault(read, writer.spec.element_bytes)  # type: ignore[arg-type, union-attr]
-    steps, movers = _steps(grouped, alias), _steps(moving, alias)
+    steps, movers = kernel_steps(grouped, alias), kernel_steps(moving, alias)
     last: dict[str, int] = {}
     for i, (reads, _, _) in enumerate(steps):
         for t in reads:
@@ -357,21 +357,6 @@ def _fullest(lives: list[list[float]]) -> tuple[tuple[float, ...], float]:
 
 
 _NO_SHAPE = object()  # a tensor whose shape the plan does not know (freed into no pool)
-
-
-def _steps(kernels: Iterable[Kernel], alias: dict[str, str]) -> list[tuple[list[str], list[str], bool]]:
-    """Per kernel, the activations it reads and writes (aliases resolved) and whether it may write in
-    place, as `activation_plans_mb` steps through them."""
-    steps = []
-    for k in kernels:
-        if len(k.ops) == 1:
-            made, read = k.ops[0].outputs, k.ops[0].inputs
-        else:
-            made = tuple(t for op in k.ops for t in op.outputs)
-            read = tuple(t for op in k.ops for t in op.inputs)
-        steps.append((list(dict.fromkeys([alias.get(t, t) for t in read if t not in made])),
-                      [t for t in made if t not in read] or list(k.ops[-1].outputs), k.spec.base in IN_PLACE_OPS))
-    return steps
 
 
 def _walk(steps: list, last: dict, shape: dict, mb: dict, inputs: set, live: set) -> tuple[list, list, set]:
