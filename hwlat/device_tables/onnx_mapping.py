@@ -253,15 +253,9 @@ class OnnxMapper:
         span = dil * (k - 1) + 1
         if stride < 1:  # a corrupt file: the op's spec names the stride
             return xs, 0, ""
-        if auto in ("SAME_UPPER", "SAME_LOWER"):
-            total = [max(0, (math.ceil(h / stride) - 1) * stride + span - h) for h in xs[2:]]
-            pads = [t // 2 for t in total] + [t - t // 2 for t in total]
-        elif auto == "VALID":
-            pads = [0, 0, 0, 0]
-        else:
-            pads = [int(p) for p in self._attr(node, "pads", [0, 0, 0, 0])]
-            if len(pads) != 4:
-                return None, 0, f"pads {pads} not 2-D"
+        pads = onnx_pads(auto, self._attr(node, "pads", [0, 0, 0, 0]), xs[2:], [k, k], [stride, stride], [dil, dil])
+        if len(pads) != 4:
+            return None, 0, f"pads {pads} not 2-D"
         if len(set(pads)) == 1 and (out_shape is None or _window_out(xs[2:], pads[0], span, stride) == tuple(out_shape[2:])):
             return xs, pads[0], ""
         if out_shape is None:
@@ -516,6 +510,20 @@ class OnnxMapper:
             return self._uncovered(node, idx, acts, f"Concat of shapes {shapes}: its output has no static shape after shape inference")
         return self._op(OpSpec.make("copy", out), node, idx, acts,
                         note=f"Concat on axis {axis} of shapes {shapes} priced as a copy of its output")
+
+
+def onnx_pads(auto_pad: str, pads: Sequence[int], sides: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+              dilations: Sequence[int]) -> list[int]:
+    """A 2-D window's pads [top, left, bottom, right] as ONNX runs it: `pads` as given (NOTSET), none (VALID),
+    or those `auto_pad` SAME sets to cover each side of `sides` in ceil(side / stride) windows, an odd one
+    at the end (SAME_UPPER) or the start (SAME_LOWER)."""
+    if auto_pad in ("SAME_UPPER", "SAME_LOWER"):
+        totals = [max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n) for n, k, s, d in zip(sides, kernel, strides, dilations)]
+        begins = [t // 2 if auto_pad == "SAME_UPPER" else t - t // 2 for t in totals]
+        return begins + [t - b for t, b in zip(totals, begins)]
+    if auto_pad == "VALID":
+        return [0] * 2 * len(sides)
+    return [int(p) for p in pads]
 
 
 def _window_out(sides: Sequence[int], pad: int, span: int, stride: int) -> tuple[int, ...]:

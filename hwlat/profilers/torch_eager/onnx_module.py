@@ -18,6 +18,7 @@ import math
 from typing import Any, Callable, Mapping, Sequence
 
 from hwlat.device_tables.errors import ModelError, UnsupportedOpError
+from hwlat.device_tables.onnx_mapping import onnx_pads
 
 FLOAT = "\0float"  # an input of Cast nodes to a float type: a buffer of the module's float dtype
 SETTING_ELEMENTS = 64  # constant inputs up to this size are also given to handlers as Python values
@@ -45,17 +46,8 @@ def _axes(a: dict[str, Any], index: int = 1) -> list[int] | None:
 def _pads2d(F, x, attrs: dict[str, Any], kernel: Sequence[int], fill: float = 0.0):
     """(input, symmetric padding): ONNX pads [top, left, bottom, right], or those `auto_pad` sets
     (SAME_UPPER puts an odd one at the end, SAME_LOWER at the start); unequal ones padded first, with `fill`."""
-    auto = attrs.get("auto_pad", "NOTSET")
-    if auto in ("SAME_UPPER", "SAME_LOWER"):
-        strides, dilations = _ints(attrs, "strides", [1, 1]), _ints(attrs, "dilations", [1, 1])
-        totals = [max(0, (-(-n // s) - 1) * s + d * (k - 1) + 1 - n)
-                  for n, k, s, d in zip(x.shape[2:], kernel, strides, dilations)]
-        begins = [t // 2 if auto == "SAME_UPPER" else t - t // 2 for t in totals]
-        p = begins + [t - b for t, b in zip(totals, begins)]
-    elif auto == "VALID":
-        p = [0, 0, 0, 0]
-    else:
-        p = _ints(attrs, "pads", [0, 0, 0, 0])
+    p = onnx_pads(attrs.get("auto_pad", "NOTSET"), _ints(attrs, "pads", [0, 0, 0, 0]), x.shape[2:], kernel,
+                  _ints(attrs, "strides", [1, 1]), _ints(attrs, "dilations", [1, 1]))
     if p[0] == p[2] and p[1] == p[3]:
         return x, (p[0], p[1])
     return F.pad(x, (p[1], p[3], p[0], p[2]), value=fill), (0, 0)
